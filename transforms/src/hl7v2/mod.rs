@@ -1,0 +1,1 @@
+//! HL7 v2 over hl7-parser: character sets, the MSH header, batches and ACK building.
