@@ -1,0 +1,342 @@
+//! The MSH segment, read tolerantly so that even a message that fails to parse can be answered.
+//!
+//! [`MessageHeader::read`] looks only at the first segment. It needs `MSH`, a field separator
+//! and the encoding characters; every other field may be empty or missing, and the checks on
+//! them belong to [`super::validate`].
+
+/// The delimiters a message declares in MSH-1 and MSH-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delimiters {
+    /// MSH-1, usually `|`.
+    pub field: char,
+    /// First encoding character, usually `^`.
+    pub component: char,
+    /// Second encoding character, usually `~`.
+    pub repetition: char,
+    /// Third encoding character, usually `\`.
+    pub escape: char,
+    /// Fourth encoding character, usually `&`.
+    pub subcomponent: char,
+    /// Fifth encoding character from v2.7 on (`#`), when present.
+    pub truncation: Option<char>,
+}
+
+impl Default for Delimiters {
+    fn default() -> Self {
+        Delimiters {
+            field: '|',
+            component: '^',
+            repetition: '~',
+            escape: '\\',
+            subcomponent: '&',
+            truncation: None,
+        }
+    }
+}
+
+impl Delimiters {
+    /// MSH-2 as written back in an answer: the four (or five) encoding characters.
+    pub fn encoding_characters(&self) -> String {
+        let mut s: String = [
+            self.component,
+            self.repetition,
+            self.escape,
+            self.subcomponent,
+        ]
+        .iter()
+        .collect();
+        if let Some(t) = self.truncation {
+            s.push(t);
+        }
+        s
+    }
+
+    /// Escapes text so it can stand inside one component (`|` -> `\F\`, ...).
+    ///
+    /// ```
+    /// use transforms::hl7v2::header::Delimiters;
+    /// assert_eq!(Delimiters::default().escape_text("a|b^c"), "a\\F\\b\\S\\c");
+    /// ```
+    pub fn escape_text(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let e = self.escape;
+        for c in text.chars() {
+            let code = match c {
+                c if c == self.field => Some('F'),
+                c if c == self.component => Some('S'),
+                c if c == self.subcomponent => Some('T'),
+                c if c == self.repetition => Some('R'),
+                c if c == self.escape => Some('E'),
+                _ => None,
+            };
+            match code {
+                Some(code) => {
+                    out.push(e);
+                    out.push(code);
+                    out.push(e);
+                }
+                None if c == '\r' || c == '\n' => out.push(' '),
+                None => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn is_delimiter(&self, c: char) -> bool {
+        c == self.field
+            || c == self.component
+            || c == self.repetition
+            || c == self.escape
+            || c == self.subcomponent
+            || Some(c) == self.truncation
+    }
+}
+
+/// Why the MSH segment could not be read at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The message does not start with an MSH segment.
+    #[error("message does not start with an MSH segment")]
+    NoMsh,
+    /// MSH-1 is missing or is a character that cannot be a delimiter.
+    #[error("MSH-1 field separator is missing or invalid")]
+    BadFieldSeparator,
+    /// MSH-2 does not hold four (or five) distinct delimiter characters.
+    #[error("MSH-2 encoding characters are invalid")]
+    BadEncodingCharacters,
+}
+
+/// The fields of MSH that the engine reads for every message, as they appear on the wire
+/// (escape sequences are kept, so values can be echoed back unchanged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// MSH-1 and MSH-2.
+    pub delimiters: Delimiters,
+    /// MSH-3, the whole field.
+    pub sending_application: String,
+    /// MSH-4, the whole field.
+    pub sending_facility: String,
+    /// MSH-5, the whole field.
+    pub receiving_application: String,
+    /// MSH-6, the whole field.
+    pub receiving_facility: String,
+    /// MSH-7, the whole field.
+    pub datetime: String,
+    /// MSH-9.1 message code, such as `ADT`.
+    pub message_code: String,
+    /// MSH-9.2 trigger event, such as `A04`.
+    pub trigger_event: String,
+    /// MSH-9.3 message structure, such as `ADT_A01`.
+    pub message_structure: String,
+    /// MSH-10 message control id.
+    pub control_id: String,
+    /// MSH-11.1 processing id (`P`, `D`, `T`).
+    pub processing_id: String,
+    /// MSH-12.1 version id, such as `2.5.1`.
+    pub version: String,
+    /// MSH-15 accept acknowledgment type (`AL`, `NE`, `ER`, `SU`), empty when absent.
+    pub accept_ack_type: String,
+    /// MSH-16 application acknowledgment type, empty when absent.
+    pub application_ack_type: String,
+    /// MSH-18 first repetition, empty when absent.
+    pub charset: String,
+}
+
+impl MessageHeader {
+    /// Reads the MSH of a decoded message; leading white space is allowed.
+    ///
+    /// # Errors
+    ///
+    /// [`HeaderError`] when there is no MSH or its delimiters cannot be read; every other
+    /// problem is left to [`super::validate::check_header`].
+    ///
+    /// ```
+    /// use transforms::hl7v2::header::MessageHeader;
+    /// let h = MessageHeader::read("MSH|^~\\&|LAB|NORTH|SB|HUB|20250101120000||ORU^R01^ORU_R01|C42|P|2.5.1\r")
+    ///     .expect("valid MSH");
+    /// assert_eq!((h.message_type().as_str(), h.control_id.as_str()), ("ORU^R01", "C42"));
+    /// ```
+    pub fn read(text: &str) -> Result<MessageHeader, HeaderError> {
+        let text = text.trim_start();
+        if !text.starts_with("MSH") {
+            return Err(HeaderError::NoMsh);
+        }
+        let line = text.split(['\r', '\n']).next().unwrap_or_default();
+        let mut chars = line[3..].chars();
+        let field = chars.next().ok_or(HeaderError::BadFieldSeparator)?;
+        if field.is_alphanumeric() || field.is_whitespace() {
+            return Err(HeaderError::BadFieldSeparator);
+        }
+        let rest = &line[3 + field.len_utf8()..];
+        let encoding = rest.split(field).next().unwrap_or_default();
+        let enc: Vec<char> = encoding.chars().collect();
+        if !(4..=5).contains(&enc.len())
+            || enc
+                .iter()
+                .any(|c| c.is_alphanumeric() || c.is_whitespace() || *c == field)
+            || (1..enc.len()).any(|i| enc[..i].contains(&enc[i]))
+        {
+            return Err(HeaderError::BadEncodingCharacters);
+        }
+        let delimiters = Delimiters {
+            field,
+            component: enc[0],
+            repetition: enc[1],
+            escape: enc[2],
+            subcomponent: enc[3],
+            truncation: enc.get(4).copied(),
+        };
+        // fields[0] is MSH-2, so MSH-n is fields[n - 2].
+        let fields: Vec<&str> = rest.split(field).collect();
+        let get = |n: usize| fields.get(n - 2).copied().unwrap_or_default();
+        let first_rep = |n: usize| {
+            get(n)
+                .split(delimiters.repetition)
+                .next()
+                .unwrap_or_default()
+        };
+        let component = |n: usize, c: usize| {
+            first_rep(n)
+                .split(delimiters.component)
+                .nth(c - 1)
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(MessageHeader {
+            delimiters,
+            sending_application: get(3).to_string(),
+            sending_facility: get(4).to_string(),
+            receiving_application: get(5).to_string(),
+            receiving_facility: get(6).to_string(),
+            datetime: get(7).to_string(),
+            message_code: component(9, 1),
+            trigger_event: component(9, 2),
+            message_structure: component(9, 3),
+            control_id: get(10).to_string(),
+            processing_id: component(11, 1),
+            version: component(12, 1),
+            accept_ack_type: get(15).to_string(),
+            application_ack_type: get(16).to_string(),
+            charset: first_rep(18).to_string(),
+        })
+    }
+
+    /// `MSH-9.1^MSH-9.2`, such as `ADT^A04` (just `ADT` when there is no trigger).
+    pub fn message_type(&self) -> String {
+        if self.trigger_event.is_empty() {
+            self.message_code.clone()
+        } else {
+            format!("{}^{}", self.message_code, self.trigger_event)
+        }
+    }
+
+    /// The message type as a metric label value: `ADT_A04`, restricted to `[A-Z0-9_]`.
+    pub fn message_type_label(&self) -> String {
+        let label: String = self
+            .message_type()
+            .chars()
+            .map(|c| match c {
+                'A'..='Z' | '0'..='9' => c,
+                'a'..='z' => c.to_ascii_uppercase(),
+                _ => '_',
+            })
+            .take(16)
+            .collect();
+        if label.is_empty() {
+            "unknown".into()
+        } else {
+            label
+        }
+    }
+
+    /// True when MSH-15 or MSH-16 is valued: the sender asked for enhanced acknowledgment mode.
+    pub fn enhanced_mode(&self) -> bool {
+        !self.accept_ack_type.is_empty() || !self.application_ack_type.is_empty()
+    }
+
+    /// The sender key used to recognise a resend: MSH-3, MSH-4 and MSH-10.
+    pub fn sender_key(&self) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            self.sending_application, self.sending_facility, self.control_id
+        )
+    }
+
+    /// True when `s` contains none of this message's delimiters.
+    pub fn is_plain(&self, s: &str) -> bool {
+        !s.chars().any(|c| self.delimiters.is_delimiter(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_standard_header() {
+        let h = MessageHeader::read(
+            "MSH|^~\\&|HIS|MAIN|SB|HUB|20250102030405+0300||ADT^A04^ADT_A01|MSG001|P|2.5.1|||AL|NE||UNICODE UTF-8\rPID|",
+        )
+        .expect("valid");
+        assert_eq!(h.sending_application, "HIS");
+        assert_eq!(h.message_structure, "ADT_A01");
+        assert_eq!(h.version, "2.5.1");
+        assert!(h.enhanced_mode());
+        assert_eq!(h.accept_ack_type, "AL");
+        assert_eq!(h.charset, "UNICODE UTF-8");
+        assert_eq!(h.message_type_label(), "ADT_A04");
+    }
+
+    #[test]
+    fn custom_delimiters_and_lf_endings() {
+        let h = MessageHeader::read("\n MSH*:!@%*APP*FAC*R*RF*2025**SIU:S12*X1*T*2.3\nSCH*")
+            .expect("valid");
+        assert_eq!(h.delimiters.field, '*');
+        assert_eq!(h.delimiters.component, ':');
+        assert_eq!(h.delimiters.encoding_characters(), ":!@%");
+        assert_eq!(h.message_type(), "SIU^S12");
+        assert_eq!(h.processing_id, "T");
+        assert!(!h.enhanced_mode());
+    }
+
+    #[test]
+    fn short_header_reads_empty_fields() {
+        let h = MessageHeader::read("MSH|^~\\&|A").expect("valid delimiters");
+        assert_eq!(h.control_id, "");
+        assert_eq!(h.message_type(), "");
+        assert_eq!(h.message_type_label(), "unknown");
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_read() {
+        assert_eq!(MessageHeader::read("PID|1"), Err(HeaderError::NoMsh));
+        assert_eq!(MessageHeader::read(""), Err(HeaderError::NoMsh));
+        assert_eq!(
+            MessageHeader::read("MSH"),
+            Err(HeaderError::BadFieldSeparator)
+        );
+        assert_eq!(
+            MessageHeader::read("MSHA^~\\&"),
+            Err(HeaderError::BadFieldSeparator)
+        );
+        assert_eq!(
+            MessageHeader::read("MSH|^~|A"),
+            Err(HeaderError::BadEncodingCharacters)
+        );
+        assert_eq!(
+            MessageHeader::read("MSH|^^\\&|A"),
+            Err(HeaderError::BadEncodingCharacters)
+        );
+        assert_eq!(
+            MessageHeader::read("MSH|^~\\&X|A"),
+            Err(HeaderError::BadEncodingCharacters)
+        );
+    }
+
+    #[test]
+    fn v27_truncation_character() {
+        let h = MessageHeader::read("MSH|^~\\&#|A|B|C|D|1||ADT^A01|9|P|2.7").expect("valid");
+        assert_eq!(h.delimiters.truncation, Some('#'));
+        assert_eq!(h.delimiters.encoding_characters(), "^~\\&#");
+    }
+}
