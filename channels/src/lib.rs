@@ -1,1 +1,10 @@
-//! placeholder
+//! Everything in Switchboard that touches a socket, a file or a remote API.
+//!
+//! A source receives messages and hands each one to the engine as an [`source::Inbound`],
+//! then answers its sender with what the engine decided ([`source::Reply`]). This crate knows
+//! nothing of routing or the store; what a source needs arrives in a [`source::SourceContext`].
+//! Start reading at [`source`], then [`mllp`].
+#![forbid(unsafe_code)]
+
+pub mod mllp;
+pub mod source;

@@ -1,0 +1,115 @@
+//! What every source shares: the message it hands to the engine, the answer it gets back,
+//! and the context it is built with.
+
+use bytes::Bytes;
+use prometheus::IntCounter;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// What was received, exactly as it arrived.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// One complete HL7 v2 message (bytes in the sender's character set).
+    Hl7v2(Bytes),
+    /// An HL7 v2 frame over the size limit; only its first bytes were kept.
+    Hl7v2Oversize {
+        /// The first bytes of the frame, enough to read its MSH.
+        head: Bytes,
+        /// The configured limit that was exceeded.
+        limit: usize,
+    },
+}
+
+/// One received message and the way to answer whoever sent it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// What was received.
+    pub payload: Payload,
+    /// The remote address of the sender.
+    pub peer: SocketAddr,
+    /// When the last byte arrived.
+    pub received_at: SystemTime,
+    /// Where the engine sends its decision.
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What became of a message, in terms every source understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Stored; the sender may forget it.
+    Accepted,
+    /// Not stored because of a fault on our side; the sender should send it again later.
+    Retry(String),
+    /// Stored as rejected; sending it again unchanged will not help.
+    Rejected(String),
+}
+
+/// The engine's answer to one [`Inbound`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The decision.
+    pub disposition: Disposition,
+    /// The bytes to send back (the ACK for MLLP), or `None` when the sender asked for no
+    /// answer in this case (enhanced mode MSH-15).
+    pub body: Option<Bytes>,
+}
+
+/// Counters a source updates; the engine creates them with the channel's labels.
+#[derive(Debug, Clone)]
+pub struct SourceMetrics {
+    /// Connections accepted.
+    pub connections_opened: IntCounter,
+    /// Connections closed, for any reason.
+    pub connections_closed: IntCounter,
+    /// Connections refused (over the cap, or from a peer not allowed).
+    pub connections_refused: IntCounter,
+    /// Bytes skipped outside frames.
+    pub junk_bytes: IntCounter,
+    /// Connections cut for a timeout (idle, frame or write).
+    pub timeouts: IntCounter,
+}
+
+impl SourceMetrics {
+    /// Metrics that are not registered anywhere, for tests and tools.
+    pub fn unregistered() -> Self {
+        let c = |n: &str| IntCounter::new(n, n).expect("a valid metric name");
+        SourceMetrics {
+            connections_opened: c("opened"),
+            connections_closed: c("closed"),
+            connections_refused: c("refused"),
+            junk_bytes: c("junk"),
+            timeouts: c("timeouts"),
+        }
+    }
+}
+
+/// What the engine hands to a source when building it.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// The channel's name, for logs.
+    pub channel: String,
+    /// Where received messages go; bounded, so a full pipeline slows senders down.
+    pub out: mpsc::Sender<Inbound>,
+    /// Cancelled when the source must stop accepting and finish what is in flight.
+    pub shutdown: CancellationToken,
+    /// The channel's source metrics.
+    pub metrics: SourceMetrics,
+}
+
+/// Why a source could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid in a way the loader could not see.
+    #[error("{0}")]
+    Config(String),
+}
