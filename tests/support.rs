@@ -177,3 +177,113 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     assert!(resp.status().is_success(), "{url}: {}", resp.status());
     resp.json().await.expect("JSON body")
 }
+
+/// How the in-test HTTP destination answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// 200 and keep the body.
+    Up,
+    /// 503 with `Retry-After: 0`.
+    Down,
+    /// 400 to bodies containing `BAD`, 200 to the others.
+    RejectBad,
+}
+
+/// The sink's state: mode, accepted (idempotency key, body), requests seen.
+type SinkState = std::sync::Arc<std::sync::Mutex<(SinkMode, Vec<(String, String)>, usize)>>;
+
+/// An HTTP server on 127.0.0.1 that records what it accepted.
+#[derive(Clone)]
+pub struct HttpSink {
+    /// Its base URL.
+    pub url: String,
+    state: SinkState,
+}
+
+impl HttpSink {
+    /// Starts the server in `mode`.
+    pub async fn start(mode: SinkMode) -> HttpSink {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode};
+        type Shared = SinkState;
+        let state: Shared = std::sync::Arc::new(std::sync::Mutex::new((mode, Vec::new(), 0)));
+        async fn receive(
+            State(s): State<Shared>,
+            headers: HeaderMap,
+            body: String,
+        ) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+            let mut g = s.lock().expect("lock");
+            g.2 += 1;
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            match g.0 {
+                SinkMode::Down => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "0")],
+                    "{\"error\":\"down\"}".into(),
+                ),
+                SinkMode::RejectBad if body.contains("BAD") => (
+                    StatusCode::BAD_REQUEST,
+                    [("x-sink", "1")],
+                    "{\"error\":\"field PID-5 rejected\"}".into(),
+                ),
+                _ => {
+                    g.1.push((key, body));
+                    (StatusCode::OK, [("x-sink", "1")], "{\"ok\":true}".into())
+                }
+            }
+        }
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        HttpSink { url, state }
+    }
+
+    /// Changes how it answers.
+    pub fn set(&self, mode: SinkMode) {
+        self.state.lock().expect("lock").0 = mode;
+    }
+
+    /// What it accepted: (idempotency key, body).
+    pub fn received(&self) -> Vec<(String, String)> {
+        self.state.lock().expect("lock").1.clone()
+    }
+
+    /// Requests seen, accepted or not.
+    pub fn requests(&self) -> usize {
+        self.state.lock().expect("lock").2
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `secs` pass; returns whether it held.
+pub async fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+/// An ADT^A08 for `patient` with the given control id.
+pub fn adt_for(patient: &str, control_id: &str) -> String {
+    format!(
+        "MSH|^~\\&|HIS|MAIN|SB|HUB|20250101120000||ADT^A08^ADT_A01|{control_id}|P|2.5.1\rEVN|A08|20250101120000\rPID|1||{patient}^^^MAIN^MR||Testperson^Alex||19800101|U\r"
+    )
+}
+
+/// A fast-retry `[destination.delivery]` table for tests.
+pub const FAST_RETRY: &str =
+    "[destination.delivery]\nbackoff_base_ms = 50\nbackoff_max_ms = 200\nbreaker_failures = 1000\n";

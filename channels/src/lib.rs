@@ -6,5 +6,9 @@
 //! Start reading at [`source`], then [`mllp`].
 #![forbid(unsafe_code)]
 
+pub mod destination;
+pub mod file;
 pub mod mllp;
+pub mod secret;
 pub mod source;
+pub mod webhook;

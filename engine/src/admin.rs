@@ -7,10 +7,11 @@
 use crate::metrics::Metrics;
 use crate::store::{Query, Store};
 use axum::extract::{Path, Query as QueryParams, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// True once every listener is bound and the store is open.
     pub ready: Arc<AtomicBool>,
+    /// Routing, for reprocess and dead-letter retry.
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
 }
 
 /// The admin router.
@@ -36,6 +39,12 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/api/messages", get(list_messages))
         .route("/api/messages/{id}", get(show_message))
+        .route("/api/messages/{id}/reprocess", post(reprocess_one))
+        .route("/api/reprocess", post(reprocess_many))
+        .route("/api/dead-letters", get(list_dead_letters))
+        .route("/api/dead-letters/retry", post(retry_dead_letters))
+        .route("/api/dead-letters/discard", post(discard_dead_letters))
+        .route("/api/audit", get(audit_log))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -219,6 +228,16 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
         "errors": record.errors,
         "config_version": record.config_version,
         "raw": decode_raw(&raw, &record.charset),
+        "deliveries": record.deliveries,
+        "attempts": s.store.attempts_of(id).unwrap_or_default(),
+        "payloads": s.store.payloads_of(&record).unwrap_or_default().iter().map(|i| json!({
+            "destination": i.destination,
+            "seq": i.seq,
+            "payload": i.payload,
+            "content_type": i.content_type,
+            "idempotency_key": i.idempotency_key,
+            "body": String::from_utf8_lossy(&i.body),
+        })).collect::<Vec<_>>(),
     });
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
@@ -232,5 +251,311 @@ fn decode_raw(raw: &[u8], charset: &str) -> String {
             e.decode_without_bom_handling(raw).0.into_owned()
         }
         _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// The actor of an operator action: `X-Switchboard-User`, else `api`.
+fn who(headers: &HeaderMap) -> String {
+    headers
+        .get("x-switchboard-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .unwrap_or("api")
+        .to_string()
+}
+
+/// Body of `POST /api/messages/{id}/reprocess`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReprocessOne {
+    /// Only these destinations of the message's channel.
+    #[serde(default)]
+    destinations: Option<Vec<String>>,
+}
+
+async fn reprocess_one(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Option<Json<ReprocessOne>>,
+) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "message ids are decimal numbers",
+        );
+    };
+    let only = body.and_then(|Json(b)| b.destinations);
+    match s.pipeline.reprocess(id, only.as_deref(), &who(&headers)) {
+        Ok(status) => {
+            Json(json!({"id": id.to_string(), "status": status.as_str()})).into_response()
+        }
+        Err(crate::pipeline::RouteError::NotFound(_)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no message with this id",
+        ),
+        Err(e @ crate::pipeline::RouteError::Rejected(_))
+        | Err(e @ crate::pipeline::RouteError::UnknownChannel(_)) => {
+            error(StatusCode::CONFLICT, "not_routable", &e.to_string())
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            &e.to_string(),
+        ),
+    }
+}
+
+/// Body of `POST /api/reprocess`: a filtered set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReprocessMany {
+    channel: Option<String>,
+    message_type: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    destinations: Option<Vec<String>>,
+    #[serde(default = "default_bulk_limit")]
+    limit: usize,
+}
+
+fn default_bulk_limit() -> usize {
+    1000
+}
+
+async fn reprocess_many(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Json(b): Json<ReprocessMany>,
+) -> Response {
+    let (Some(since), Some(until)) = (
+        b.since.as_deref().map(parse_time).unwrap_or(Some(0)),
+        b.until
+            .as_deref()
+            .map(parse_time)
+            .unwrap_or(Some(u64::MAX >> 21)),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "since and until must be RFC 3339 or Unix milliseconds",
+        );
+    };
+    let q = Query {
+        channel: b.channel.clone(),
+        control_id: None,
+        status: b.status.clone(),
+        since_ms: Some(since),
+        before_id: Some(until.saturating_add(1) << 20),
+        limit: b.limit.clamp(1, 10_000),
+    };
+    let records = match s.store.list(&q) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                &e.to_string(),
+            )
+        }
+    };
+    let actor = who(&headers);
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    for r in records.iter().filter(|r| {
+        b.message_type
+            .as_ref()
+            .is_none_or(|t| transforms::hl7v2::validate::type_matches(t, &r.message_type))
+    }) {
+        match s
+            .pipeline
+            .reprocess(r.id, b.destinations.as_deref(), &actor)
+        {
+            Ok(_) => done += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    Json(json!({"reprocessed": done, "skipped": failed})).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterParams {
+    channel: Option<String>,
+    destination: Option<String>,
+    limit: Option<usize>,
+}
+
+fn dead_letter_json(i: &crate::store::outbox::OutboxItem) -> serde_json::Value {
+    json!({
+        "destination": i.destination,
+        "seq": i.seq,
+        "message_id": i.message_id.to_string(),
+        "attempts": i.attempts,
+        "reason": i.last_error,
+        "created_at": chrono::DateTime::from_timestamp_millis(i.created_at_ms as i64).map(|t| t.to_rfc3339()),
+        "payload": i.payload,
+    })
+}
+
+async fn list_dead_letters(
+    State(s): State<AdminState>,
+    params: Result<QueryParams<DeadLetterParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(QueryParams(p)) = params else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "known parameters: channel, destination (channel/name), limit",
+        );
+    };
+    match s.store.dead_letters(p.destination.as_deref(), p.channel.as_deref(), p.limit.unwrap_or(100).clamp(1, 10_000)) {
+        Ok(items) => Json(json!({"count": items.len(), "items": items.iter().map(dead_letter_json).collect::<Vec<_>>()})).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", &e.to_string()),
+    }
+}
+
+/// Body of the dead-letter actions: listed items, or every one matching a filter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterAction {
+    #[serde(default)]
+    items: Vec<DeadLetterRef>,
+    #[serde(default)]
+    all: bool,
+    channel: Option<String>,
+    destination: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterRef {
+    destination: String,
+    seq: u64,
+}
+
+fn selected(s: &AdminState, a: &DeadLetterAction) -> Result<Vec<(String, u64)>, Box<Response>> {
+    if a.all {
+        return s
+            .store
+            .dead_letters(a.destination.as_deref(), a.channel.as_deref(), 100_000)
+            .map(|v| v.into_iter().map(|i| (i.destination, i.seq)).collect())
+            .map_err(|e| {
+                Box::new(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    &e.to_string(),
+                ))
+            });
+    }
+    if a.items.is_empty() {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "give items [{destination, seq}] or all = true",
+        )));
+    }
+    Ok(a.items
+        .iter()
+        .map(|i| (i.destination.clone(), i.seq))
+        .collect())
+}
+
+async fn retry_dead_letters(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Json(a): Json<DeadLetterAction>,
+) -> Response {
+    let targets = match selected(&s, &a) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let now = crate::delivery::now_ms();
+    let mut revived = Vec::new();
+    for (dest, seq) in &targets {
+        match s.store.revive(dest, *seq, now) {
+            Ok(Some(item)) => revived.push(item),
+            Ok(None) => {}
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    &e.to_string(),
+                )
+            }
+        }
+    }
+    s.pipeline.hub().enqueue(&revived);
+    audit(&s, &headers, "dead_letter_retry", &targets, revived.len());
+    Json(json!({"retried": revived.len(), "not_found": targets.len() - revived.len()}))
+        .into_response()
+}
+
+async fn discard_dead_letters(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Json(a): Json<DeadLetterAction>,
+) -> Response {
+    let targets = match selected(&s, &a) {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let mut n = 0;
+    for (dest, seq) in &targets {
+        match s.store.discard(dest, *seq) {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    &e.to_string(),
+                )
+            }
+        }
+    }
+    audit(&s, &headers, "dead_letter_discard", &targets, n);
+    Json(json!({"discarded": n, "not_found": targets.len() - n})).into_response()
+}
+
+fn audit(
+    s: &AdminState,
+    headers: &HeaderMap,
+    action: &str,
+    targets: &[(String, u64)],
+    count: usize,
+) {
+    let mut target: String = targets
+        .iter()
+        .take(20)
+        .map(|(d, q)| format!("{d}#{q}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if targets.len() > 20 {
+        target.push_str(&format!(" and {} more", targets.len() - 20));
+    }
+    let record = crate::store::outbox::AuditRecord {
+        at_ms: crate::delivery::now_ms(),
+        who: who(headers),
+        action: action.into(),
+        target,
+        count,
+    };
+    if let Err(e) = s.store.audit(&record) {
+        tracing::warn!(error = %e, "Cannot write an audit record.");
+    }
+}
+
+async fn audit_log(State(s): State<AdminState>) -> Response {
+    match s.store.audit_log(200) {
+        Ok(items) => Json(json!({"items": items})).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            &e.to_string(),
+        ),
     }
 }

@@ -57,3 +57,42 @@ pub async fn get_json(
         body: "answer is not JSON".into(),
     })
 }
+
+/// POSTs a JSON body to `base + path` with the token, returning the JSON answer.
+///
+/// # Errors
+///
+/// [`AdminClientError`] when unreachable or the answer is not 2xx.
+pub async fn post_json(
+    base: &str,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> Result<Value, AdminClientError> {
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("X-Switchboard-User", format!("cli:{user}"))
+        .json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let http = |source| AdminClientError::Http {
+        url: url.clone(),
+        source,
+    };
+    let resp = req.send().await.map_err(http)?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(http)?;
+    if !status.is_success() {
+        return Err(AdminClientError::Status {
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    serde_json::from_str(&text).map_err(|_| AdminClientError::Status {
+        status: status.as_u16(),
+        body: "answer is not JSON".into(),
+    })
+}

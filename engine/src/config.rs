@@ -5,6 +5,8 @@
 //! a double underscore goes one table down). Each channel file is read on its own so that a
 //! problem names its file. [`load`] reports every problem at once; nothing is half-loaded.
 
+use crate::routing::{RouteConfig, Router};
+use channels::destination::DestinationConfig;
 use channels::mllp::listener::ListenerConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -40,6 +42,13 @@ pub struct EngineConfig {
     /// Seconds to wait on shutdown for in-flight messages to be answered.
     #[serde(default = "default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Seconds between two retention passes (the first runs at start).
+    #[serde(default = "default_retention_interval_secs")]
+    pub retention_interval_secs: u64,
+}
+
+fn default_retention_interval_secs() -> u64 {
+    3600
 }
 
 fn default_data_dir() -> PathBuf {
@@ -61,6 +70,7 @@ impl Default for EngineConfig {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
+            retention_interval_secs: default_retention_interval_secs(),
         }
     }
 }
@@ -137,38 +147,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// A secret given by reference, never inline: `{ env = "NAME" }` or `{ file = "path" }`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRef {
-    /// Name of an environment variable holding the secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// Path of a file holding the secret (trailing newline removed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<PathBuf>,
-}
-
-impl SecretRef {
-    /// Reads the secret.
-    ///
-    /// # Errors
-    ///
-    /// A sentence for the operator naming the variable or file (never the value).
-    pub fn resolve(&self) -> Result<String, String> {
-        match (&self.env, &self.file) {
-            (Some(name), None) => match std::env::var(name) {
-                Ok(v) if !v.is_empty() => Ok(v),
-                Ok(_) => Err(format!("environment variable {name} is empty")),
-                Err(_) => Err(format!("environment variable {name} is not set")),
-            },
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
-            _ => Err("give exactly one of `env` or `file`".into()),
-        }
-    }
-}
+pub use channels::secret::SecretRef;
 
 /// One channel: where messages come from and how they are accepted.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -190,6 +169,19 @@ pub struct ChannelConfig {
     /// Days messages of this channel are kept; defaults to the engine's `retention_days`.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// With `ack = "on_delivery"`: seconds to wait for every destination before answering AE.
+    #[serde(default = "default_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
+    /// `[[route]]` tables: which destinations get which messages.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// `[[destination]]` tables: where messages go.
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+fn default_ack_timeout_secs() -> u64 {
+    30
 }
 
 fn default_charset_fallback() -> String {
@@ -203,6 +195,8 @@ pub enum AckTiming {
     /// As soon as the message is stored durably.
     #[default]
     OnPersist,
+    /// Once every destination confirmed (AE after `ack_timeout_secs` or a dead letter).
+    OnDelivery,
 }
 
 /// The inbound side of a channel, chosen by `type` in its `[source]` table.
@@ -356,6 +350,7 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
         "admin",
         "log",
         "shutdown_grace_secs",
+        "retention_interval_secs",
     ];
     figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__").filter(move |k| {
         let k = k.as_str().to_ascii_lowercase();
@@ -601,6 +596,49 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
             "must be at least 1".into(),
             "leave it out to use the engine's retention",
         );
+    }
+    if c.ack_timeout_secs == 0 {
+        push(
+            "ack_timeout_secs",
+            "must be at least 1".into(),
+            "the default is 30",
+        );
+    }
+    let mut dest_names = std::collections::HashSet::new();
+    for (i, d) in c.destinations.iter().enumerate() {
+        let key = |k: &str| format!("destination[{i}].{k}");
+        if !dest_names.insert(d.name()) {
+            push(
+                &key("name"),
+                format!("destination name '{}' is used twice", d.name()),
+                "destination names must be unique within a channel",
+            );
+        }
+        if d.name().is_empty()
+            || !d
+                .name()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            push(
+                &key("name"),
+                format!("'{}' is not a valid destination name", d.name()),
+                "use letters, digits, '-' and '_'",
+            );
+        }
+        for (k, m) in d.problems() {
+            push(&key(&k), m, "");
+        }
+        for (k, secret) in d.secrets() {
+            if let Err(m) = secret.resolve() {
+                push(&key(k), m, "set the variable or create the file");
+            }
+        }
+    }
+    if let Err(route_problems) = Router::compile(&c.name, &c.routes, &c.destinations) {
+        for (k, m, h) in route_problems {
+            push(&k, m, &h);
+        }
     }
     let charset = Charset::from_name(&c.charset_fallback);
     if charset.is_none() {

@@ -6,8 +6,10 @@
 //! connection. A message that fails a check is stored too, as rejected, with its reason.
 //! When the store fails, the answer is AR/CR with ERR 207 and nothing positive is ever sent.
 
-use crate::config::LoadedChannel;
+use crate::config::{AckTiming, LoadedChannel};
+use crate::delivery::Finished;
 use crate::metrics::{message_type_label, Metrics};
+use crate::pipeline::Pipeline;
 use crate::store::{Claim, MessageRecord, Status, Store};
 use bytes::Bytes;
 use channels::source::{Disposition, Inbound, Payload, Reply};
@@ -39,11 +41,23 @@ pub struct ChannelIngest {
     pub metrics: Metrics,
     /// Configuration version stamped on records.
     pub config_version: String,
+    /// Routing and delivery after the message is stored.
+    pub pipeline: Arc<Pipeline>,
+    /// When the sender is answered.
+    pub ack: AckTiming,
+    /// How long `ack = "on_delivery"` waits.
+    pub ack_timeout: std::time::Duration,
 }
 
 impl ChannelIngest {
     /// Builds the ingest of a loaded channel.
-    pub fn new(ch: &LoadedChannel, store: Store, metrics: Metrics, config_version: &str) -> Self {
+    pub fn new(
+        ch: &LoadedChannel,
+        store: Store,
+        metrics: Metrics,
+        config_version: &str,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
         ChannelIngest {
             channel: ch.config.name.clone(),
             policy: ch.config.accept.policy(),
@@ -51,6 +65,9 @@ impl ChannelIngest {
             store,
             metrics,
             config_version: config_version.to_string(),
+            pipeline,
+            ack: ch.config.ack,
+            ack_timeout: std::time::Duration::from_secs(ch.config.ack_timeout_secs),
         }
     }
 }
@@ -182,6 +199,7 @@ impl ChannelIngest {
             },
             errors,
             config_version: self.config_version.clone(),
+            deliveries: vec![],
         };
         if let Err(e) = self.store.put(&record, &raw) {
             self.metrics
@@ -193,6 +211,11 @@ impl ChannelIngest {
         }
         if let Err(e) = self.store.commit().await {
             self.fail(inbound, started, header.as_ref(), id, &e.to_string());
+            return;
+        }
+        if verdict == Verdict::Accept && self.ack == AckTiming::OnDelivery {
+            self.answer_on_delivery(inbound, started, header.as_ref(), id, &charset_name)
+                .await;
             return;
         }
         let disposition = match &verdict {
@@ -207,6 +230,79 @@ impl ChannelIngest {
             }
         };
         let body = answer.then(|| Bytes::from(encode(&ack_text, &charset_name)));
+        if body.is_some() {
+            self.metrics
+                .acks
+                .with_label_values(&[&self.channel, code.as_str()])
+                .inc();
+        }
+        self.answer(inbound, started, disposition, body);
+        if verdict == Verdict::Accept {
+            // After the answer: routing never delays the sender. A crash before this point
+            // leaves the message pending routing, and the next start routes it.
+            if let Err(e) = self.pipeline.route(id) {
+                error!(channel = %self.channel, id, error = %e, "Routing failed; the message stays pending routing.");
+            }
+        }
+    }
+
+    /// `ack = "on_delivery"`: route, wait for every destination, then answer AA or AE.
+    async fn answer_on_delivery(
+        &self,
+        inbound: Inbound,
+        started: Instant,
+        header: Option<&MessageHeader>,
+        id: u64,
+        charset_name: &str,
+    ) {
+        let watch = self.pipeline.hub().watch(id);
+        let outcome = match self.pipeline.route(id) {
+            Ok(crate::store::Status::Filtered) | Ok(crate::store::Status::Delivered) => Ok(()),
+            Ok(_) => match tokio::time::timeout(self.ack_timeout, watch).await {
+                Ok(Ok(Finished::Delivered)) => Ok(()),
+                Ok(Ok(Finished::Failed(reason))) => Err(format!("delivery failed: {reason}")),
+                Ok(Err(_)) => Err("delivery outcome unknown (engine stopping)".to_string()),
+                Err(_) => Err(format!(
+                    "not confirmed by every destination within {} s",
+                    self.ack_timeout.as_secs()
+                )),
+            },
+            Err(e) => Err(format!("routing failed: {e}")),
+        };
+        self.pipeline.hub().unwatch(id);
+        let (verdict, disposition) = match outcome {
+            Ok(()) => (Verdict::Accept, Disposition::Accepted),
+            Err(reason) => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[
+                        &self.channel,
+                        ErrorCode::DeliveryNotConfirmed.reason_label(),
+                    ])
+                    .inc();
+                (
+                    Verdict::Nak(Nak::new(ErrorCode::DeliveryNotConfirmed, reason.clone())),
+                    Disposition::Retry(reason),
+                )
+            }
+        };
+        let text = build_ack(
+            header,
+            &verdict,
+            &AckParams {
+                control_id: &id.to_string(),
+                timestamp: &hl7_timestamp(chrono::Utc::now()),
+            },
+        );
+        let code = verdict.ack_code(header);
+        let answer = should_answer(header, &verdict);
+        if let Err(e) = self
+            .store
+            .set_ack(id, code.as_str(), if answer { &text } else { "" })
+        {
+            warn!(channel = %self.channel, id, error = %e, "Cannot record the answer on the message.");
+        }
+        let body = answer.then(|| Bytes::from(encode(&text, charset_name)));
         if body.is_some() {
             self.metrics
                 .acks

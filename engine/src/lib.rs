@@ -9,8 +9,11 @@
 pub mod admin;
 pub mod admin_client;
 pub mod config;
+pub mod delivery;
 pub mod ingest;
 pub mod metrics;
+pub mod pipeline;
+pub mod routing;
 pub mod send;
 pub mod store;
 
@@ -49,6 +52,14 @@ pub enum StartError {
         /// Why.
         source: channels::source::BuildError,
     },
+    /// A destination could not be built (a secret or folder missing).
+    #[error("destination {name}: {reason}")]
+    Destination {
+        /// `channel/destination`.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// The admin server could not bind.
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
@@ -85,6 +96,7 @@ pub struct RunningEngine {
     sources: Vec<JoinHandle<()>>,
     ingests: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
+    retention: JoinHandle<()>,
     ready: Arc<AtomicBool>,
     grace: Duration,
     data_dir: PathBuf,
@@ -109,6 +121,44 @@ impl Engine {
             })?;
         info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
         let shutdown = CancellationToken::new();
+        let mut routers = std::collections::HashMap::new();
+        let mut destinations = Vec::new();
+        for ch in &config.channels {
+            // `load` compiled every router already; this cannot fail on a loaded config.
+            let router = routing::Router::compile(
+                &ch.config.name,
+                &ch.config.routes,
+                &ch.config.destinations,
+            )
+            .map_err(|p| StartError::Destination {
+                name: ch.config.name.clone(),
+                reason: format!("{} route problem(s)", p.len()),
+            })?;
+            routers.insert(ch.config.name.clone(), router);
+            for d in &ch.config.destinations {
+                destinations.push((ch.config.name.clone(), d.clone()));
+            }
+        }
+        let hub = delivery::Hub::start(
+            &destinations,
+            store.clone(),
+            metrics.clone(),
+            shutdown.child_token(),
+        )
+        .map_err(|(name, reason)| StartError::Destination { name, reason })?;
+        let pipeline = Arc::new(pipeline::Pipeline::new(
+            routers,
+            hub,
+            store.clone(),
+            metrics.clone(),
+        ));
+        pipeline.resume();
+        let retention = tokio::spawn(retention_task(
+            config.clone(),
+            store.clone(),
+            metrics.clone(),
+            shutdown.child_token(),
+        ));
         let mut sources = Vec::new();
         let mut ingests = Vec::new();
         let mut channel_addrs = BTreeMap::new();
@@ -140,6 +190,7 @@ impl Engine {
                 store.clone(),
                 metrics.clone(),
                 &config.version,
+                pipeline.clone(),
             ));
             ingests.push(tokio::spawn(ingest::run(ingest, rx)));
         }
@@ -149,6 +200,7 @@ impl Engine {
             metrics: metrics.clone(),
             token: config.admin_token.as_deref().map(Arc::from),
             ready: ready.clone(),
+            pipeline: pipeline.clone(),
         };
         let listener = match tokio::net::TcpListener::bind(&config.engine.admin.listen).await {
             Ok(l) => l,
@@ -195,6 +247,7 @@ impl Engine {
             sources,
             ingests,
             admin,
+            retention,
             ready,
             grace: Duration::from_secs(config.engine.shutdown_grace_secs),
             data_dir,
@@ -223,10 +276,54 @@ impl RunningEngine {
             );
         }
         let _ = self.admin.await;
+        let _ = self.retention.await;
         match self.store.flush().await {
             Ok(()) => info!("Store flushed. Bye."),
             Err(e) => warn!(error = %e, "Final store flush failed."),
         }
         let _ = std::fs::remove_file(self.data_dir.join("engine.json"));
+    }
+}
+
+/// Prunes old messages once at start and then every `retention_interval_secs`.
+async fn retention_task(
+    config: LoadedConfig,
+    store: Store,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let policy = store::retention::RetentionPolicy {
+        default_days: config.engine.retention_days,
+        per_channel: config
+            .channels
+            .iter()
+            .filter_map(|c| c.config.retention_days.map(|d| (c.config.name.clone(), d)))
+            .collect(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        config.engine.retention_interval_secs.max(1),
+    ));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store2 = store.clone();
+        let policy2 = policy.clone();
+        let now = delivery::now_ms();
+        match tokio::task::spawn_blocking(move || store2.prune(&policy2, now)).await {
+            Ok(Ok(report)) => {
+                metrics.purged.add(report.removed as i64);
+                if report.removed > 0 || report.kept_pending > 0 {
+                    info!(
+                        removed = report.removed,
+                        kept_pending = report.kept_pending,
+                        "Retention pass done."
+                    );
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "Retention pass failed; will try again."),
+            Err(_) => warn!("Retention pass panicked; will try again."),
+        }
     }
 }

@@ -91,10 +91,53 @@ enum MessagesCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
-    /// Show one message: metadata, the raw message, the answer sent, errors.
+    /// Show one message: metadata, the raw message, the answer sent, deliveries, attempts.
     Show {
         /// The message id.
         id: String,
+    },
+    /// Send a message again through the current configuration.
+    Reprocess {
+        /// The message id.
+        id: String,
+        /// Only to these destinations of its channel (repeatable).
+        #[arg(long = "destination")]
+        destinations: Vec<String>,
+    },
+    /// List dead letters.
+    DeadLetters {
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only this destination (`channel/name`).
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Retry dead letters: one (`DESTINATION SEQ`) or all (`--all`, with filters).
+    Retry {
+        /// `channel/name` of the destination.
+        destination: Option<String>,
+        /// The dead letter's seq.
+        seq: Option<u64>,
+        /// Every dead letter (of --channel, if given).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+    /// Discard dead letters for good: one (`DESTINATION SEQ`) or all (`--all`).
+    Discard {
+        /// `channel/name` of the destination.
+        destination: Option<String>,
+        /// The dead letter's seq.
+        seq: Option<u64>,
+        /// Every dead letter (of --channel, if given).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this channel.
+        #[arg(long)]
+        channel: Option<String>,
     },
 }
 
@@ -210,6 +253,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             command,
         } => rt.block_on(async {
             let token = token.as_deref();
+            let command_name = match &command {
+                MessagesCommand::Retry { .. } => "retry",
+                _ => "other",
+            };
             match command {
                 MessagesCommand::List {
                     channel,
@@ -272,6 +319,43 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         "--- answer sent ---\n{}",
                         body["ack"].as_str().unwrap_or_default().replace('\r', "\n")
                     );
+                }
+                MessagesCommand::Reprocess { id, destinations } => {
+                    let body = if destinations.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "destinations": destinations }) };
+                    let r = engine::admin_client::post_json(&admin, &format!("/api/messages/{id}/reprocess"), &body, token).await?;
+                    println!("message {id}: {}", r["status"].as_str().unwrap_or_default());
+                }
+                MessagesCommand::DeadLetters { channel, destination } => {
+                    let mut q = vec![("limit", "1000".to_string())];
+                    for (k, v) in [("channel", channel), ("destination", destination)] {
+                        if let Some(v) = v {
+                            q.push((k, v));
+                        }
+                    }
+                    let body = engine::admin_client::get_json(&admin, "/api/dead-letters", &q, token).await?;
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    println!("{:<28} {:<8} {:<22} {:<8} REASON", "DESTINATION", "SEQ", "MESSAGE", "ATTEMPTS");
+                    for d in &items {
+                        println!(
+                            "{:<28} {:<8} {:<22} {:<8} {}",
+                            d["destination"].as_str().unwrap_or_default(),
+                            d["seq"],
+                            d["message_id"].as_str().unwrap_or_default(),
+                            d["attempts"],
+                            d["reason"].as_str().unwrap_or_default(),
+                        );
+                    }
+                    println!("{} dead letter(s)", items.len());
+                }
+                MessagesCommand::Retry { destination, seq, all, channel } | MessagesCommand::Discard { destination, seq, all, channel } => {
+                    let action = if command_name == "retry" { "retry" } else { "discard" };
+                    let body = match (all, destination, seq) {
+                        (true, dest, _) => serde_json::json!({ "all": true, "channel": channel, "destination": dest }),
+                        (false, Some(d), Some(q)) => serde_json::json!({ "items": [{ "destination": d, "seq": q }] }),
+                        _ => bail!("give DESTINATION SEQ, or --all"),
+                    };
+                    let r = engine::admin_client::post_json(&admin, &format!("/api/dead-letters/{action}"), &body, token).await?;
+                    println!("{}", serde_json::to_string(&r)?);
                 }
             }
             Ok(ExitCode::SUCCESS)

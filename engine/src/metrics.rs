@@ -40,6 +40,23 @@ pub const MLLP_JUNK: &str = "switchboard_mllp_junk_bytes_total";
 pub const MLLP_TIMEOUTS: &str = "switchboard_mllp_timeouts_total";
 /// `switchboard_channel_last_message_timestamp_seconds{channel}`.
 pub const CHANNEL_LAST_MESSAGE: &str = "switchboard_channel_last_message_timestamp_seconds";
+/// `switchboard_messages_processed_total{channel, message_type, outcome}`: routed or filtered.
+pub const MESSAGES_PROCESSED: &str = "switchboard_messages_processed_total";
+/// `switchboard_deliveries_total{channel, destination, outcome}`: attempts by outcome
+/// (`delivered`, `retried`, `dead_letter`).
+pub const DELIVERIES: &str = "switchboard_deliveries_total";
+/// `switchboard_delivery_duration_seconds{channel, destination}`: one attempt.
+pub const DELIVERY_DURATION: &str = "switchboard_delivery_duration_seconds";
+/// `switchboard_outbox_depth{channel, destination}`: deliveries waiting.
+pub const OUTBOX_DEPTH: &str = "switchboard_outbox_depth";
+/// `switchboard_outbox_oldest_age_seconds{channel, destination}`: age of the oldest waiting.
+pub const OUTBOX_OLDEST_AGE: &str = "switchboard_outbox_oldest_age_seconds";
+/// `switchboard_dead_letters_total{channel, destination}`: deliveries given up.
+pub const DEAD_LETTERS: &str = "switchboard_dead_letters_total";
+/// `switchboard_destination_up{channel, destination}`: 0 while the circuit breaker is open.
+pub const DESTINATION_UP: &str = "switchboard_destination_up";
+/// `switchboard_store_purged_messages_total`: messages removed by retention.
+pub const STORE_PURGED: &str = "switchboard_store_purged_messages_total";
 /// `switchboard_build_info{version, config_version}`: always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 
@@ -96,6 +113,22 @@ pub struct Metrics {
     pub mllp_timeouts: IntCounterVec,
     /// See [`CHANNEL_LAST_MESSAGE`].
     pub last_message: IntGaugeVec,
+    /// See [`MESSAGES_PROCESSED`].
+    pub processed: IntCounterVec,
+    /// See [`DELIVERIES`].
+    pub deliveries: IntCounterVec,
+    /// See [`DELIVERY_DURATION`].
+    pub delivery_duration: HistogramVec,
+    /// See [`OUTBOX_DEPTH`].
+    pub outbox_depth: IntGaugeVec,
+    /// See [`OUTBOX_OLDEST_AGE`].
+    pub outbox_oldest_age: IntGaugeVec,
+    /// See [`DEAD_LETTERS`].
+    pub dead_letters: IntCounterVec,
+    /// See [`DESTINATION_UP`].
+    pub destination_up: IntGaugeVec,
+    /// See [`STORE_PURGED`].
+    pub purged: IntGauge,
 }
 
 impl Metrics {
@@ -198,6 +231,53 @@ impl Metrics {
         registry
             .register(Box::new(last_message.clone()))
             .expect("metric registered once");
+        let processed = counter(
+            MESSAGES_PROCESSED,
+            "Messages routed or filtered.",
+            &["channel", "message_type", "outcome"],
+        );
+        let deliveries = counter(
+            DELIVERIES,
+            "Delivery attempts by outcome.",
+            &["channel", "destination", "outcome"],
+        );
+        let dead_letters = counter(
+            DEAD_LETTERS,
+            "Deliveries given up and put in the dead letters.",
+            &["channel", "destination"],
+        );
+        let delivery_duration = HistogramVec::new(
+            HistogramOpts::new(DELIVERY_DURATION, "Seconds one delivery attempt took.")
+                .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &["channel", "destination"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(delivery_duration.clone()))
+            .expect("metric registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["channel", "destination"])
+                .expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let outbox_depth = gauge(OUTBOX_DEPTH, "Deliveries waiting in the outbox.");
+        let outbox_oldest_age = gauge(
+            OUTBOX_OLDEST_AGE,
+            "Age in seconds of the oldest delivery waiting.",
+        );
+        let destination_up = gauge(
+            DESTINATION_UP,
+            "1 when the destination takes deliveries, 0 while its circuit breaker is open.",
+        );
+        // A counter in meaning; a gauge type because retention adds whole batches at once.
+        let purged = IntGauge::new(STORE_PURGED, "Messages removed by retention since start.")
+            .expect("valid metric");
+        registry
+            .register(Box::new(purged.clone()))
+            .expect("metric registered once");
         let build = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build and configuration version; always 1."),
             &["version", "config_version"],
@@ -236,6 +316,14 @@ impl Metrics {
             mllp_junk,
             mllp_timeouts,
             last_message,
+            processed,
+            deliveries,
+            delivery_duration,
+            outbox_depth,
+            outbox_oldest_age,
+            dead_letters,
+            destination_up,
+            purged,
         }
     }
 
@@ -285,6 +373,19 @@ mod tests {
         m.store_errors.with_label_values(&["flush"]).inc();
         let _ = m.source("c");
         m.last_message.with_label_values(&["c"]).set(1);
+        m.processed
+            .with_label_values(&["c", "ADT_A04", "routed"])
+            .inc();
+        m.deliveries
+            .with_label_values(&["c", "d", "delivered"])
+            .inc();
+        m.delivery_duration
+            .with_label_values(&["c", "d"])
+            .observe(0.1);
+        m.outbox_depth.with_label_values(&["c", "d"]).set(0);
+        m.outbox_oldest_age.with_label_values(&["c", "d"]).set(0);
+        m.dead_letters.with_label_values(&["c", "d"]).inc();
+        m.destination_up.with_label_values(&["c", "d"]).set(1);
         let text = m.render();
         for name in [
             MESSAGES_RECEIVED,

@@ -4,5 +4,6 @@
 pub mod client;
 pub mod codec;
 pub mod listener;
+pub mod sender;
 
 pub use codec::{MllpCodec, MllpFrame};

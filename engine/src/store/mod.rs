@@ -10,6 +10,8 @@
 //! | `by_control_id` | control id, 0x00, message id | empty |
 //! | `meta` | name | schema version and the like |
 //!
+//! The outbox, attempts, dead letters and audit trees are described in [`outbox`].
+//!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
 //!
@@ -18,6 +20,8 @@
 //! flush serves every message waiting at that moment.
 
 mod commit;
+pub mod outbox;
+pub mod retention;
 
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -62,6 +66,16 @@ pub enum Status {
     Received,
     /// Answered negatively; kept with its reason.
     Rejected,
+    /// No route matched; kept, delivered nowhere.
+    Filtered,
+    /// Deliveries queued.
+    Routed,
+    /// At least one delivery failed and will be tried again.
+    Retrying,
+    /// Every destination confirmed.
+    Delivered,
+    /// At least one delivery ended in the dead letters.
+    Failed,
 }
 
 impl Status {
@@ -70,6 +84,11 @@ impl Status {
         match self {
             Status::Received => "received",
             Status::Rejected => "rejected",
+            Status::Filtered => "filtered",
+            Status::Routed => "routed",
+            Status::Retrying => "retrying",
+            Status::Delivered => "delivered",
+            Status::Failed => "failed",
         }
     }
 }
@@ -113,6 +132,9 @@ pub struct MessageRecord {
     pub errors: Vec<String>,
     /// The configuration version that processed the message.
     pub config_version: String,
+    /// Each destination the message was routed to, and where that delivery stands.
+    #[serde(default)]
+    pub deliveries: Vec<outbox::DeliveryState>,
 }
 
 /// Filters of [`Store::list`].
@@ -145,11 +167,17 @@ pub enum Claim {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    messages: sled::Tree,
-    raw: sled::Tree,
-    dedup: sled::Tree,
-    by_control_id: sled::Tree,
+    pub(crate) messages: sled::Tree,
+    pub(crate) raw: sled::Tree,
+    pub(crate) dedup: sled::Tree,
+    pub(crate) by_control_id: sled::Tree,
+    pub(crate) outbox: sled::Tree,
+    pub(crate) dead_letters: sled::Tree,
+    pub(crate) attempts: sled::Tree,
+    pub(crate) pending_route: sled::Tree,
+    pub(crate) audit: sled::Tree,
     last_id: Arc<AtomicU64>,
+    pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
 }
 
@@ -193,7 +221,30 @@ impl Store {
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let commit = GroupCommit::start(db.clone(), durability, metrics);
+        let outbox = db.open_tree("outbox")?;
+        let dead_letters = db.open_tree("dead_letters")?;
+        let max_seq = |t: &sled::Tree| -> Result<u64, StoreError> {
+            let mut max = 0;
+            for k in t.iter().keys() {
+                let k = k?;
+                if let Some(tail) = k
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| k[at..].try_into().ok())
+                {
+                    max = max.max(u64::from_be_bytes(tail));
+                }
+            }
+            Ok(max)
+        };
+        let last_seq = max_seq(&outbox)?.max(max_seq(&dead_letters)?).max(last);
         Ok(Store {
+            outbox,
+            dead_letters,
+            attempts: db.open_tree("attempts")?,
+            pending_route: db.open_tree("pending_route")?,
+            audit: db.open_tree("audit")?,
+            last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,
             by_control_id: db.open_tree("by_control_id")?,
@@ -273,6 +324,9 @@ impl Store {
             idx.push(0);
             idx.extend_from_slice(&key);
             self.by_control_id.insert(idx, &[])?;
+        }
+        if record.status == Status::Received {
+            self.pending_route.insert(key, &[])?;
         }
         // The record last: its presence means the message is complete.
         self.messages.insert(key, value)?;
@@ -418,6 +472,7 @@ mod tests {
             ack: String::new(),
             errors: vec![],
             config_version: "v".into(),
+            deliveries: vec![],
         }
     }
 

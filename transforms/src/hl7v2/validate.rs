@@ -31,6 +31,9 @@ pub enum ErrorCode {
     UnsupportedVersionId,
     /// 207: application internal error (the store failed, the disk is full).
     ApplicationInternalError,
+    /// 207 as well, answered AE: a destination did not confirm a message in time
+    /// (channels that acknowledge on delivery).
+    DeliveryNotConfirmed,
 }
 
 impl ErrorCode {
@@ -46,7 +49,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedEventCode => 201,
             ErrorCode::UnsupportedProcessingId => 202,
             ErrorCode::UnsupportedVersionId => 203,
-            ErrorCode::ApplicationInternalError => 207,
+            ErrorCode::ApplicationInternalError | ErrorCode::DeliveryNotConfirmed => 207,
         }
     }
 
@@ -62,7 +65,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedEventCode => "Unsupported event code",
             ErrorCode::UnsupportedProcessingId => "Unsupported processing id",
             ErrorCode::UnsupportedVersionId => "Unsupported version id",
-            ErrorCode::ApplicationInternalError => "Application internal error",
+            ErrorCode::ApplicationInternalError | ErrorCode::DeliveryNotConfirmed => {
+                "Application internal error"
+            }
         }
     }
 
@@ -79,6 +84,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedProcessingId => "unsupported_processing_id",
             ErrorCode::UnsupportedVersionId => "unsupported_version",
             ErrorCode::ApplicationInternalError => "store_error",
+            ErrorCode::DeliveryNotConfirmed => "delivery_not_confirmed",
         }
     }
 

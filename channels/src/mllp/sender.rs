@@ -1,0 +1,197 @@
+//! The MLLP destination: one persistent connection, one message at a time, each ACK checked.
+//!
+//! The connection is opened on first use and again after any failure. A message counts as
+//! delivered only when an ACK arrives whose MSA-2 equals the MSH-10 that was sent and whose
+//! code is AA/CA. When an answer is late, or names another control id, the connection is
+//! dropped: a late ACK can then never be credited to the next message.
+
+use super::client::{ClientError, MllpClient};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use transforms::hl7v2::ack::{parse_ack, AckCode};
+
+/// Configuration of an MLLP destination (`type = "mllp"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SenderConfig {
+    /// Name, unique within the channel.
+    pub name: String,
+    /// `host:port` of the peer.
+    pub address: String,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the ACK of one message.
+    #[serde(default = "default_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
+    /// What an AE/CE answer means: `dead_letter` (default: the peer refused the content)
+    /// or `retry`.
+    #[serde(default)]
+    pub on_application_error: OnError,
+    /// Scheduling and retries.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+/// What to do with an AE/CE answer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Dead letter at once.
+    #[default]
+    DeadLetter,
+    /// Retry with backoff.
+    Retry,
+}
+
+fn default_connect_timeout_secs() -> u64 {
+    5
+}
+fn default_ack_timeout_secs() -> u64 {
+    30
+}
+
+impl SenderConfig {
+    /// Problems the loader cannot see: (key, message).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            out.push((
+                "address".into(),
+                format!("'{}' is not host:port", self.address),
+            ));
+        }
+        if self.ack_timeout_secs == 0 || self.connect_timeout_secs == 0 {
+            out.push((
+                "ack_timeout_secs".into(),
+                "timeouts must be at least 1 second".into(),
+            ));
+        }
+        out
+    }
+}
+
+/// The MLLP destination client.
+#[derive(Debug)]
+pub struct MllpSender {
+    config: SenderConfig,
+    conn: Mutex<Option<MllpClient>>,
+    unmatched: AtomicU64,
+}
+
+impl MllpSender {
+    /// A sender that connects on first use.
+    pub fn new(config: SenderConfig) -> Self {
+        MllpSender {
+            config,
+            conn: Mutex::new(None),
+            unmatched: AtomicU64::new(0),
+        }
+    }
+
+    /// ACKs that were late or named another message, since start.
+    pub fn unmatched_acks(&self) -> u64 {
+        self.unmatched.load(Ordering::Relaxed)
+    }
+
+    /// Sends one HL7 message and checks its ACK.
+    ///
+    /// # Errors
+    ///
+    /// Retryable: connection failures, timeouts, AR/CR, unmatched ACKs. Permanent: AE/CE
+    /// (unless `on_application_error = "retry"`), a payload without MSH-10.
+    pub async fn deliver(&self, d: &Delivery) -> Result<Receipt, DeliveryError> {
+        let Some(expected) = d.control_id.as_deref() else {
+            return Err(DeliveryError::permanent(
+                "payload has no MSH-10 to match the ACK against",
+            ));
+        };
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            let c = MllpClient::connect(
+                &self.config.address,
+                Duration::from_secs(self.config.connect_timeout_secs),
+            )
+            .await
+            .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.config.address)))?;
+            *guard = Some(c);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(DeliveryError::retry("no connection"));
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(self.config.ack_timeout_secs),
+            client.send(&d.body),
+        )
+        .await;
+        let bytes = match answer {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                *guard = None;
+                let reason = match e {
+                    ClientError::Closed => format!(
+                        "{} closed the connection before answering",
+                        self.config.address
+                    ),
+                    other => format!("{}: {other}", self.config.address),
+                };
+                return Err(DeliveryError::retry(reason));
+            }
+            Err(_) => {
+                // Drop the connection so the late ACK cannot be taken for the next message's.
+                *guard = None;
+                self.unmatched.fetch_add(1, Ordering::Relaxed);
+                return Err(DeliveryError::retry(format!(
+                    "no ACK from {} within {}s",
+                    self.config.address, self.config.ack_timeout_secs
+                )));
+            }
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let Some(ack) = parse_ack(&text) else {
+            *guard = None;
+            return Err(DeliveryError::retry(format!(
+                "answer from {} is not an ACK",
+                self.config.address
+            )));
+        };
+        if ack.control_id != expected {
+            *guard = None;
+            self.unmatched.fetch_add(1, Ordering::Relaxed);
+            return Err(DeliveryError::retry(format!(
+                "ACK from {} names another message (MSA-2 does not match the sent MSH-10)",
+                self.config.address
+            )));
+        }
+        let detail = if ack.text.is_empty() {
+            ack.code.as_str().to_string()
+        } else {
+            format!("{} {}", ack.code.as_str(), ack.text)
+        };
+        match ack.code {
+            AckCode::AA | AckCode::CA => Ok(Receipt {
+                status: None,
+                detail,
+            }),
+            AckCode::AR | AckCode::CR => Err(DeliveryError::retry(format!(
+                "{} answered {detail}",
+                self.config.address
+            ))),
+            AckCode::AE | AckCode::CE => {
+                let reason = format!("{} answered {detail}", self.config.address);
+                Err(match self.config.on_application_error {
+                    OnError::DeadLetter => DeliveryError::permanent(reason),
+                    OnError::Retry => DeliveryError::retry(reason),
+                })
+            }
+        }
+    }
+}

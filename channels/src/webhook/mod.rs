@@ -1,0 +1,3 @@
+//! JSON over HTTP: the signed webhook sender.
+
+pub mod sender;

@@ -1,0 +1,502 @@
+//! Durable delivery: one worker per destination takes from that destination's outbox.
+//!
+//! Each destination keeps a FIFO per partition (the patient by default): only the head of a
+//! partition is ever in flight, so one patient's messages arrive in order, while different
+//! partitions go in parallel up to `concurrency`. A failed head is retried with exponential
+//! backoff and jitter (`Retry-After` honoured) and blocks only its own partition. After
+//! `max_attempts` or `max_age_secs`, or at once for a permanent error, it moves to the dead
+//! letters with its reason. A circuit breaker stops sending to a destination after repeated
+//! failures and lets one trial delivery through after a cool-down.
+
+use crate::metrics::Metrics;
+use crate::store::outbox::{Attempt, OutboxItem};
+use crate::store::{Status, Store};
+use bytes::Bytes;
+use channels::destination::{
+    Delivery, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
+};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// How a message ended, for waiters (`ack = "on_delivery"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished {
+    /// Every destination confirmed.
+    Delivered,
+    /// At least one delivery is in the dead letters; the reason of the last one.
+    Failed(String),
+}
+
+type Watchers = Arc<Mutex<HashMap<u64, Vec<oneshot::Sender<Finished>>>>>;
+
+/// The delivery workers of every destination.
+pub struct Hub {
+    workers: HashMap<String, mpsc::UnboundedSender<(String, u64, u64)>>,
+    watchers: Watchers,
+    store: Store,
+}
+
+impl Hub {
+    /// Builds every destination of every channel and starts their workers, which first take
+    /// up what the outbox already holds (after a restart).
+    ///
+    /// # Errors
+    ///
+    /// `(channel/destination, reason)` when a destination cannot be built.
+    pub fn start(
+        destinations: &[(String, DestinationConfig)],
+        store: Store,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Hub>, (String, String)> {
+        let watchers: Watchers = Arc::default();
+        let mut workers = HashMap::new();
+        for (channel, config) in destinations {
+            let name = format!("{channel}/{}", config.name());
+            let dest = config.build().map_err(|e| (name.clone(), e))?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let worker = Worker {
+                name: name.clone(),
+                channel: channel.clone(),
+                dest_name: config.name().to_string(),
+                dest: Arc::new(dest),
+                cfg: config.delivery().clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                watchers: watchers.clone(),
+            };
+            tokio::spawn(worker.run(rx, shutdown.clone()));
+            workers.insert(name, tx);
+        }
+        Ok(Arc::new(Hub {
+            workers,
+            watchers,
+            store,
+        }))
+    }
+
+    /// Hands newly stored outbox items to their workers.
+    pub fn enqueue(&self, items: &[OutboxItem]) {
+        for i in items {
+            match self.workers.get(&i.destination) {
+                Some(w) => {
+                    let _ = w.send((i.partition.clone(), i.seq, i.created_at_ms));
+                }
+                None => {
+                    warn!(destination = %i.destination, "No worker for destination; the item waits in the outbox.")
+                }
+            }
+        }
+    }
+
+    /// A receiver told when message `id` is delivered everywhere or has failed.
+    pub fn watch(&self, id: u64) -> oneshot::Receiver<Finished> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.watchers.lock() {
+            w.entry(id).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Forgets the watchers of `id` (after a timeout).
+    pub fn unwatch(&self, id: u64) {
+        if let Ok(mut w) = self.watchers.lock() {
+            w.remove(&id);
+        }
+    }
+
+    /// The store the workers use.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+struct Worker {
+    name: String,
+    channel: String,
+    dest_name: String,
+    dest: Arc<Destination>,
+    cfg: DeliveryConfig,
+    store: Store,
+    metrics: Metrics,
+    watchers: Watchers,
+}
+
+/// The circuit breaker of one destination.
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+type Outcome = (
+    String,
+    OutboxItem,
+    Result<channels::destination::Receipt, DeliveryError>,
+    Duration,
+);
+
+impl Worker {
+    async fn run(
+        self,
+        mut rx: mpsc::UnboundedReceiver<(String, u64, u64)>,
+        shutdown: CancellationToken,
+    ) {
+        let labels = [self.channel.as_str(), self.dest_name.as_str()];
+        let up = self.metrics.destination_up.with_label_values(&labels);
+        let depth_gauge = self.metrics.outbox_depth.with_label_values(&labels);
+        let age_gauge = self.metrics.outbox_oldest_age.with_label_values(&labels);
+        up.set(1);
+        // Partition -> (seq, created_ms) in order; heads wait in `ready` or `timers`.
+        let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
+        let mut ready: VecDeque<String> = VecDeque::new();
+        let mut timers: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let mut breaker = Breaker {
+            failures: 0,
+            open_until: None,
+        };
+        let mut depth: i64 = 0;
+        match self.store.outbox_items(&self.name) {
+            Ok(items) => {
+                for item in items {
+                    depth += 1;
+                    let q = queues.entry(item.partition.clone()).or_default();
+                    if q.is_empty() {
+                        timers.push(Reverse((item.next_attempt_ms, item.partition.clone())));
+                    }
+                    q.push_back((item.seq, item.created_at_ms));
+                }
+                if depth > 0 {
+                    info!(destination = %self.name, waiting = depth, "Resuming deliveries from the outbox.");
+                }
+            }
+            Err(e) => {
+                error!(destination = %self.name, error = %e, "Cannot read the outbox; deliveries wait for a restart.")
+            }
+        }
+        let mut gauge_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            // Move due heads to ready.
+            let now = now_ms();
+            while let Some(Reverse((at, _))) = timers.peek() {
+                if *at > now {
+                    break;
+                }
+                if let Some(Reverse((_, p))) = timers.pop() {
+                    ready.push_back(p);
+                }
+            }
+            // Start what the breaker and concurrency allow.
+            let half_open = match breaker.open_until {
+                Some(t) if Instant::now() < t => None,
+                Some(_) => Some(true),
+                None => Some(false),
+            };
+            if let Some(half_open) = half_open {
+                let limit = if half_open {
+                    1
+                } else {
+                    self.cfg.concurrency.max(1)
+                };
+                while in_flight.len() < limit {
+                    let Some(p) = ready.pop_front() else { break };
+                    if in_flight.contains(&p) {
+                        continue;
+                    }
+                    let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
+                        continue;
+                    };
+                    let item = match self.store.outbox_get(&self.name, seq) {
+                        Ok(Some(i)) => i,
+                        Ok(None) => {
+                            // Already finished (for example discarded); move on.
+                            if let Some(q) = queues.get_mut(&p) {
+                                q.pop_front();
+                                depth -= 1;
+                                if !q.is_empty() {
+                                    ready.push_back(p.clone());
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
+                            timers.push(Reverse((now_ms() + 5000, p)));
+                            continue;
+                        }
+                    };
+                    in_flight.insert(p.clone());
+                    let dest = self.dest.clone();
+                    tasks.spawn(async move {
+                        let d = Delivery {
+                            body: Bytes::from(item.body.clone()),
+                            content_type: item.content_type.clone(),
+                            idempotency_key: item.idempotency_key.clone(),
+                            control_id: item.control_id.clone(),
+                            path: item.path.clone(),
+                        };
+                        let started = Instant::now();
+                        let r = dest.deliver(&d).await;
+                        (p, item, r, started.elapsed())
+                    });
+                }
+            }
+            let next_timer = timers.peek().map(|Reverse((at, _))| *at);
+            let breaker_wait = breaker.open_until.filter(|t| *t > Instant::now());
+            let wake = match (next_timer, breaker_wait) {
+                (_, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
+                (Some(at), None) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
+                (None, None) => None,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                msg = rx.recv() => {
+                    let Some((p, seq, created)) = msg else { break };
+                    depth += 1;
+                    let q = queues.entry(p.clone()).or_default();
+                    let was_empty = q.is_empty();
+                    q.push_back((seq, created));
+                    if was_empty && !in_flight.contains(&p) {
+                        ready.push_back(p);
+                    }
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let Ok((p, item, result, took)) = done else { continue };
+                    in_flight.remove(&p);
+                    self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
+                    match self.settle(item, result, took, &mut breaker, &up) {
+                        Settled::Done => {
+                            depth -= 1;
+                            if let Some(q) = queues.get_mut(&p) {
+                                q.pop_front();
+                                if q.is_empty() {
+                                    queues.remove(&p);
+                                } else {
+                                    ready.push_back(p);
+                                }
+                            }
+                        }
+                        Settled::RetryAt(at) => timers.push(Reverse((at, p))),
+                    }
+                }
+                _ = sleep_opt(wake) => {}
+                _ = gauge_tick.tick() => {
+                    depth_gauge.set(depth);
+                    let oldest = queues.values().filter_map(|q| q.front().map(|(_, c)| *c)).min();
+                    age_gauge.set(oldest.map(|c| (now_ms().saturating_sub(c) / 1000) as i64).unwrap_or(0));
+                }
+            }
+        }
+        // Let deliveries in flight finish briefly; the rest stay in the outbox for next time.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok((_, item, result, took))) = tasks.join_next().await {
+                let _ = self.settle(item, result, took, &mut breaker, &up);
+            }
+        })
+        .await;
+    }
+
+    /// Records an attempt's outcome in the store and returns what the queue should do.
+    fn settle(
+        &self,
+        mut item: OutboxItem,
+        result: Result<channels::destination::Receipt, DeliveryError>,
+        took: Duration,
+        breaker: &mut Breaker,
+        up: &prometheus::IntGauge,
+    ) -> Settled {
+        let labels = [self.channel.as_str(), self.dest_name.as_str()];
+        item.attempts += 1;
+        let now = now_ms();
+        let mut attempt = Attempt {
+            destination: item.destination.clone(),
+            attempt: item.attempts,
+            at_ms: now,
+            outcome: String::new(),
+            status: None,
+            detail: String::new(),
+            duration_ms: took.as_millis() as u64,
+        };
+        match result {
+            Ok(receipt) => {
+                breaker.failures = 0;
+                if breaker.open_until.take().is_some() {
+                    info!(destination = %self.name, "Destination is taking deliveries again.");
+                }
+                up.set(1);
+                attempt.outcome = "delivered".into();
+                attempt.status = receipt.status;
+                attempt.detail = receipt.detail.clone();
+                self.metrics
+                    .deliveries
+                    .with_label_values(&[labels[0], labels[1], "delivered"])
+                    .inc();
+                debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
+                self.finish(&item, &attempt, true, &receipt.detail)
+            }
+            Err(e) => {
+                attempt.status = e.status;
+                attempt.detail = e.reason.clone();
+                let age_ms = now.saturating_sub(item.created_at_ms);
+                let exhausted = item.attempts >= self.cfg.max_attempts
+                    || age_ms >= self.cfg.max_age_secs * 1000;
+                if e.is_retryable() {
+                    breaker.failures += 1;
+                    if breaker.failures >= self.cfg.breaker_failures && breaker.open_until.is_none()
+                    {
+                        warn!(destination = %self.name, failures = breaker.failures, cooldown_secs = self.cfg.breaker_cooldown_secs, "Destination is failing; pausing deliveries.");
+                    }
+                    if breaker.failures >= self.cfg.breaker_failures {
+                        breaker.open_until = Some(
+                            Instant::now() + Duration::from_secs(self.cfg.breaker_cooldown_secs),
+                        );
+                        up.set(0);
+                    }
+                }
+                if e.is_retryable() && !exhausted {
+                    let delay = backoff(&self.cfg, item.attempts, e.retry_after);
+                    item.next_attempt_ms = now + delay.as_millis() as u64;
+                    item.last_error = e.reason.clone();
+                    attempt.outcome = "retry".into();
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[labels[0], labels[1], "retried"])
+                        .inc();
+                    warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %e, "Delivery failed, will retry.");
+                    if let Err(se) = self
+                        .store
+                        .record_attempt(&item, &attempt)
+                        .and_then(|()| self.store.reschedule(&item))
+                    {
+                        error!(destination = %self.name, error = %se, "Cannot record the retry.");
+                    }
+                    Settled::RetryAt(item.next_attempt_ms)
+                } else {
+                    let reason = if e.is_retryable() {
+                        format!("gave up after {} attempts: {}", item.attempts, e.reason)
+                    } else {
+                        e.reason.clone()
+                    };
+                    item.last_error = reason.clone();
+                    attempt.outcome = "dead_letter".into();
+                    self.metrics
+                        .deliveries
+                        .with_label_values(&[labels[0], labels[1], "dead_letter"])
+                        .inc();
+                    self.metrics.dead_letters.with_label_values(&labels).inc();
+                    error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
+                    self.finish(&item, &attempt, false, &reason)
+                }
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        item: &OutboxItem,
+        attempt: &Attempt,
+        delivered: bool,
+        detail: &str,
+    ) -> Settled {
+        let result = self
+            .store
+            .record_attempt(item, attempt)
+            .and_then(|()| self.store.finish(item, delivered, detail));
+        match result {
+            Ok(status) => {
+                let finished = match status {
+                    Status::Delivered => Some(Finished::Delivered),
+                    Status::Failed => Some(Finished::Failed(detail.to_string())),
+                    _ => None,
+                };
+                if let Some(f) = finished {
+                    if let Some(waiters) = self
+                        .watchers
+                        .lock()
+                        .ok()
+                        .and_then(|mut w| w.remove(&item.message_id))
+                    {
+                        for w in waiters {
+                            let _ = w.send(f.clone());
+                        }
+                    }
+                }
+                Settled::Done
+            }
+            Err(e) => {
+                // The item stays in the outbox: it will be sent again (at least once).
+                error!(destination = %self.name, error = %e, "Cannot record a finished delivery; it will be retried.");
+                Settled::RetryAt(now_ms() + 5000)
+            }
+        }
+    }
+}
+
+enum Settled {
+    Done,
+    RetryAt(u64),
+}
+
+/// The delay before attempt `attempts + 1`: base * 2^(attempts-1), capped, with jitter in
+/// [50%, 100%], and never shorter than what the destination asked for.
+pub fn backoff(cfg: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = cfg
+        .backoff_base_ms
+        .saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
+    let capped = exp.min(cfg.backoff_max_ms);
+    let jittered = capped / 2 + rand::random_range(0..=capped / 2);
+    let asked = retry_after
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        .min(3_600_000);
+    Duration::from_millis(jittered.max(asked))
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_honours_retry_after() {
+        let cfg = DeliveryConfig {
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            ..DeliveryConfig::default()
+        };
+        for attempts in 1..=12u32 {
+            let d = backoff(&cfg, attempts, None).as_millis() as u64;
+            let full = (1000u64 << (attempts - 1)).min(300_000);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempts}: {d} not in [{}, {full}]",
+                full / 2
+            );
+        }
+        assert_eq!(
+            backoff(&cfg, 1, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! After ingest: routing a stored message into its destinations' outboxes, at first receipt,
+//! after a restart, and when an operator asks to reprocess.
+
+use crate::delivery::{now_ms, Hub};
+use crate::metrics::{message_type_label, Metrics};
+use crate::routing::Router;
+use crate::store::outbox::AuditRecord;
+use crate::store::{Status, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::{debug, info, warn};
+
+/// Routers of every channel, the delivery hub and the store.
+pub struct Pipeline {
+    routers: HashMap<String, Router>,
+    hub: Arc<Hub>,
+    store: Store,
+    metrics: Metrics,
+}
+
+/// Why a message could not be (re)routed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// No such message.
+    #[error("no message with id {0}")]
+    NotFound(u64),
+    /// The message's channel is no longer configured.
+    #[error("channel '{0}' is not configured")]
+    UnknownChannel(String),
+    /// A rejected message is never routed.
+    #[error("message {0} was rejected and is not routed")]
+    Rejected(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Pipeline {
+    /// Builds the pipeline.
+    pub fn new(
+        routers: HashMap<String, Router>,
+        hub: Arc<Hub>,
+        store: Store,
+        metrics: Metrics,
+    ) -> Self {
+        Pipeline {
+            routers,
+            hub,
+            store,
+            metrics,
+        }
+    }
+
+    /// The delivery hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Routes a stored message for the first time; returns its new status.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError`] when the message or its channel is missing, or the store fails.
+    pub fn route(&self, id: u64) -> Result<Status, RouteError> {
+        self.route_to(id, None, "")
+    }
+
+    fn route_to(
+        &self,
+        id: u64,
+        only: Option<&[String]>,
+        key_suffix: &str,
+    ) -> Result<Status, RouteError> {
+        let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
+        if record.status == Status::Rejected {
+            return Err(RouteError::Rejected(id));
+        }
+        let router = self
+            .routers
+            .get(&record.channel)
+            .ok_or_else(|| RouteError::UnknownChannel(record.channel.clone()))?;
+        let raw = self.store.raw(id)?.unwrap_or_default();
+        let store = self.store.clone();
+        let items = router.render(
+            &record,
+            &raw,
+            &mut || store.next_seq(),
+            now_ms(),
+            only,
+            key_suffix,
+        );
+        let routed = self.store.route(id, &items)?;
+        let (code, trigger) = record
+            .message_type
+            .split_once('^')
+            .unwrap_or((&record.message_type, ""));
+        let outcome = if items.is_empty() && key_suffix.is_empty() {
+            "filtered"
+        } else {
+            "routed"
+        };
+        self.metrics
+            .processed
+            .with_label_values(&[&record.channel, &message_type_label(code, trigger), outcome])
+            .inc();
+        debug!(channel = %record.channel, id, deliveries = items.len(), "Message routed.");
+        self.hub.enqueue(&items);
+        Ok(routed.status)
+    }
+
+    /// Routes every message stored but not routed yet (after a crash). Returns how many.
+    pub fn resume(&self) -> usize {
+        let ids = match self.store.pending_route_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                warn!(error = %e, "Cannot list messages pending routing.");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for id in ids {
+            match self.route(id) {
+                Ok(_) => n += 1,
+                Err(e) => warn!(id, error = %e, "Message left pending routing."),
+            }
+        }
+        if n > 0 {
+            info!(
+                messages = n,
+                "Routed messages that were stored before the last stop."
+            );
+        }
+        n
+    }
+
+    /// Sends a message again through the current configuration, to all or `only` the named
+    /// destinations of its channel, and records who asked.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError`] when the message cannot be routed.
+    pub fn reprocess(
+        &self,
+        id: u64,
+        only: Option<&[String]>,
+        who: &str,
+    ) -> Result<Status, RouteError> {
+        let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
+        let suffix = format!("-r{}", record.deliveries.len());
+        let status = self.route_to(id, only, &suffix)?;
+        self.store.audit(&AuditRecord {
+            at_ms: now_ms(),
+            who: who.to_string(),
+            action: "reprocess".into(),
+            target: match only {
+                Some(o) => format!("message {id} to {}", o.join(",")),
+                None => format!("message {id}"),
+            },
+            count: 1,
+        })?;
+        Ok(status)
+    }
+}

@@ -1,0 +1,490 @@
+//! Routes: which destinations a message goes to, and what is sent there.
+//!
+//! A channel's `[[route]]` tables are checked in order; every route whose `when` holds adds
+//! its `to` destinations (fan-out). A message no route matches is stored as `filtered`. The
+//! payload is rendered here, once, when the message is routed; retries resend those bytes.
+
+use crate::store::outbox::OutboxItem;
+use crate::store::MessageRecord;
+use bytes::Bytes;
+use channels::destination::{DestinationConfig, Partition};
+use hl7_parser::Message;
+use serde::Deserialize;
+use std::collections::HashMap;
+use transforms::hl7v2::charset::Charset;
+use transforms::hl7v2::validate::type_matches;
+
+/// One `[[route]]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A name for logs and `check`; defaults to `route N`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Conditions, all of which must hold; none means every message.
+    #[serde(default)]
+    pub when: When,
+    /// What to send: `hl7` (the message as received). Defaults to the destination's own.
+    #[serde(default)]
+    pub payload: Option<String>,
+    /// Destination names of this channel.
+    pub to: Vec<String>,
+}
+
+/// The conditions of a route.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Message type patterns (`ADT^*`, `SIU^S12`); any of them.
+    #[serde(default)]
+    pub message_type: Vec<String>,
+    /// MSH-3 values (first component); any of them.
+    #[serde(default)]
+    pub sending_application: Vec<String>,
+    /// MSH-4 values (first component); any of them.
+    #[serde(default)]
+    pub sending_facility: Vec<String>,
+    /// Field predicates on HL7 paths; all of them.
+    #[serde(default)]
+    pub field: Vec<FieldPredicate>,
+}
+
+/// A predicate on one HL7 value, addressed like `PID.3[1].4` or `PV1.2`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldPredicate {
+    /// The HL7 path (`SEG[n].field[rep].component.subcomponent`).
+    pub path: String,
+    /// The value equals this.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The value is one of these.
+    #[serde(default, rename = "in")]
+    pub one_of: Option<Vec<String>>,
+    /// The value matches this regular expression.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// The value is present and not empty (`true`) or absent/empty (`false`).
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// Negates the predicate.
+    #[serde(default)]
+    pub not: bool,
+}
+
+/// The payloads a route can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// The HL7 v2 message exactly as received.
+    Hl7,
+}
+
+impl PayloadKind {
+    /// Parses a payload name from config.
+    pub fn parse(name: &str) -> Option<PayloadKind> {
+        match name {
+            "hl7" => Some(PayloadKind::Hl7),
+            _ => None,
+        }
+    }
+
+    /// The names `check` accepts.
+    pub const NAMES: &'static str = "hl7";
+
+    fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Hl7 => "hl7",
+        }
+    }
+}
+
+struct Compiled {
+    when: When,
+    regexes: Vec<Option<regex::Regex>>,
+    targets: Vec<(String, PayloadKind)>,
+}
+
+/// A channel's routes, checked and ready.
+pub struct Router {
+    channel: String,
+    routes: Vec<Compiled>,
+    partitions: HashMap<String, Partition>,
+}
+
+/// Problems in routes: (key, message, hint).
+pub type RouteProblems = Vec<(String, String, String)>;
+
+impl Router {
+    /// Checks and compiles a channel's routes against its destinations.
+    ///
+    /// # Errors
+    ///
+    /// Every problem: unknown destination, bad regex, bad path, unknown payload.
+    pub fn compile(
+        channel: &str,
+        routes: &[RouteConfig],
+        destinations: &[DestinationConfig],
+    ) -> Result<Router, RouteProblems> {
+        let mut problems = Vec::new();
+        let by_name: HashMap<&str, &DestinationConfig> =
+            destinations.iter().map(|d| (d.name(), d)).collect();
+        let mut compiled = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let key = |k: &str| format!("route[{i}].{k}");
+            let mut regexes = Vec::new();
+            for (j, f) in r.when.field.iter().enumerate() {
+                if hl7_parser::query::LocationQuery::parse(&f.path).is_err() {
+                    problems.push((
+                        key(&format!("when.field[{j}].path")),
+                        format!("'{}' is not an HL7 path", f.path),
+                        "use SEG.field, such as PID.3 or PID.3[1].4".into(),
+                    ));
+                }
+                let conditions = [
+                    f.equals.is_some(),
+                    f.one_of.is_some(),
+                    f.regex.is_some(),
+                    f.exists.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
+                if conditions != 1 {
+                    problems.push((
+                        key(&format!("when.field[{j}]")),
+                        "give exactly one of equals, in, regex, exists".into(),
+                        String::new(),
+                    ));
+                }
+                regexes.push(match &f.regex {
+                    Some(re) => match regex::Regex::new(re) {
+                        Ok(re) => Some(re),
+                        Err(e) => {
+                            problems.push((
+                                key(&format!("when.field[{j}].regex")),
+                                format!("invalid regular expression: {e}"),
+                                String::new(),
+                            ));
+                            None
+                        }
+                    },
+                    None => None,
+                });
+            }
+            for (j, p) in r.when.message_type.iter().enumerate() {
+                if p.is_empty() || p.split('^').count() > 2 {
+                    problems.push((
+                        key(&format!("when.message_type[{j}]")),
+                        format!("'{p}' is not a message type pattern"),
+                        "use *, ADT^*, or ADT^A04".into(),
+                    ));
+                }
+            }
+            if r.to.is_empty() {
+                problems.push((
+                    key("to"),
+                    "a route needs at least one destination".into(),
+                    String::new(),
+                ));
+            }
+            let mut targets = Vec::new();
+            for (j, name) in r.to.iter().enumerate() {
+                let Some(dest) = by_name.get(name.as_str()) else {
+                    let known: Vec<&str> = by_name.keys().copied().collect();
+                    problems.push((
+                        key(&format!("to[{j}]")),
+                        format!("unknown destination '{name}'"),
+                        format!(
+                            "destinations of this channel: {}",
+                            if known.is_empty() {
+                                "(none)".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    ));
+                    continue;
+                };
+                let payload_name = r.payload.as_deref().unwrap_or(dest.default_payload());
+                match PayloadKind::parse(payload_name) {
+                    Some(kind) => targets.push((name.clone(), kind)),
+                    None => problems.push((
+                        key("payload"),
+                        format!("unknown payload '{payload_name}'"),
+                        format!("known payloads: {}", PayloadKind::NAMES),
+                    )),
+                }
+            }
+            compiled.push(Compiled {
+                when: r.when.clone(),
+                regexes,
+                targets,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Router {
+            channel: channel.to_string(),
+            routes: compiled,
+            partitions: destinations
+                .iter()
+                .map(|d| (d.name().to_string(), d.delivery().partition))
+                .collect(),
+        })
+    }
+
+    /// Renders the outbox items for a message; empty when no route matches.
+    /// `only` restricts the destinations (reprocess); `key_suffix` makes idempotency keys
+    /// of a reprocess differ from the original's.
+    pub fn render(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        seq: &mut dyn FnMut() -> u64,
+        now_ms: u64,
+        only: Option<&[String]>,
+        key_suffix: &str,
+    ) -> Vec<OutboxItem> {
+        let text = decode(raw, &record.charset);
+        let parsed =
+            Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true).ok();
+        let mut targets: Vec<(String, PayloadKind)> = Vec::new();
+        for r in &self.routes {
+            if matches(&r.when, &r.regexes, record, parsed.as_ref()) {
+                for t in &r.targets {
+                    if !targets.contains(t) && only.is_none_or(|o| o.contains(&t.0)) {
+                        targets.push(t.clone());
+                    }
+                }
+            }
+        }
+        let patient = parsed
+            .as_ref()
+            .and_then(|m| value(m, "PID.3[1].1"))
+            .unwrap_or_default();
+        targets
+            .into_iter()
+            .map(|(dest, kind)| {
+                let partition = match self.partitions.get(&dest) {
+                    Some(Partition::None) | None => String::new(),
+                    Some(Partition::Patient) => patient.clone(),
+                };
+                let (body, content_type, control_id) = match kind {
+                    PayloadKind::Hl7 => (
+                        Bytes::copy_from_slice(raw),
+                        "application/hl7-v2",
+                        Some(record.control_id.clone()),
+                    ),
+                };
+                OutboxItem {
+                    destination: format!("{}/{dest}", self.channel),
+                    seq: seq(),
+                    message_id: record.id,
+                    partition,
+                    created_at_ms: now_ms,
+                    attempts: 0,
+                    next_attempt_ms: now_ms,
+                    last_error: String::new(),
+                    content_type: content_type.into(),
+                    idempotency_key: format!("{}-{dest}{key_suffix}", record.id),
+                    control_id,
+                    path: None,
+                    payload: kind.name().into(),
+                    body: body.to_vec(),
+                }
+            })
+            .collect()
+    }
+}
+
+fn decode(raw: &[u8], charset: &str) -> String {
+    match Charset::from_name(charset) {
+        Some(Charset::Other(e)) => e.decode_without_bom_handling(raw).0.into_owned(),
+        _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
+/// The decoded value at an HL7 path, `None` when absent or empty.
+fn value(msg: &Message<'_>, path: &str) -> Option<String> {
+    let r = msg.query(path)?;
+    let v = r.display(&msg.separators).to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+fn first_component(field: &str) -> &str {
+    field.split('^').next().unwrap_or(field)
+}
+
+fn matches(
+    w: &When,
+    regexes: &[Option<regex::Regex>],
+    record: &MessageRecord,
+    parsed: Option<&Message<'_>>,
+) -> bool {
+    if !w.message_type.is_empty()
+        && !w
+            .message_type
+            .iter()
+            .any(|p| type_matches(p, &record.message_type))
+    {
+        return false;
+    }
+    if !w.sending_application.is_empty()
+        && !w
+            .sending_application
+            .iter()
+            .any(|a| a == first_component(&record.sending_application))
+    {
+        return false;
+    }
+    if !w.sending_facility.is_empty()
+        && !w
+            .sending_facility
+            .iter()
+            .any(|a| a == first_component(&record.sending_facility))
+    {
+        return false;
+    }
+    w.field.iter().zip(regexes).all(|(f, re)| {
+        let v = parsed.and_then(|m| value(m, &f.path));
+        let holds = if let Some(e) = &f.equals {
+            v.as_deref() == Some(e.as_str())
+        } else if let Some(set) = &f.one_of {
+            v.as_ref().is_some_and(|v| set.contains(v))
+        } else if let Some(re) = re {
+            v.as_ref().is_some_and(|v| re.is_match(v))
+        } else if let Some(exists) = f.exists {
+            v.is_some() == exists
+        } else {
+            false
+        };
+        holds != f.not
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Status;
+
+    fn record(message_type: &str, app: &str) -> MessageRecord {
+        MessageRecord {
+            id: 7,
+            channel: "c".into(),
+            received_at_ms: 0,
+            peer: String::new(),
+            format: "hl7v2".into(),
+            message_type: message_type.into(),
+            control_id: "X1".into(),
+            sending_application: app.into(),
+            sending_facility: "MAIN".into(),
+            version: "2.5".into(),
+            charset: "utf-8".into(),
+            size: 0,
+            truncated: false,
+            status: Status::Received,
+            ack_code: "AA".into(),
+            ack: String::new(),
+            errors: vec![],
+            config_version: String::new(),
+            deliveries: vec![],
+        }
+    }
+
+    fn dests(toml_text: &str) -> Vec<DestinationConfig> {
+        #[derive(Deserialize)]
+        struct D {
+            destination: Vec<DestinationConfig>,
+        }
+        toml::from_str::<D>(toml_text)
+            .expect("valid destinations")
+            .destination
+    }
+
+    fn routes(toml_text: &str) -> Vec<RouteConfig> {
+        #[derive(Deserialize)]
+        struct R {
+            route: Vec<RouteConfig>,
+        }
+        toml::from_str::<R>(toml_text).expect("valid routes").route
+    }
+
+    const DESTS: &str = "[[destination]]\nname = \"a\"\ntype = \"mllp\"\naddress = \"127.0.0.1:1\"\n[[destination]]\nname = \"b\"\ntype = \"file\"\nfolder = \"/tmp/x\"\n[destination.delivery]\npartition = \"none\"\n";
+    const MSG: &[u8] = b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|X1|P|2.5\rPID|1||MRN1^^^MAIN^MR~NID9^^^GOV^NI||Doe^Jo||19800101|F\rPV1|1|I|WARD^12\r";
+
+    fn rendered(route_text: &str, message_type: &str, app: &str) -> Vec<(String, String)> {
+        let router = Router::compile("c", &routes(route_text), &dests(DESTS)).expect("valid");
+        let mut n = 0;
+        router
+            .render(
+                &record(message_type, app),
+                MSG,
+                &mut || {
+                    n += 1;
+                    n
+                },
+                1,
+                None,
+                "",
+            )
+            .into_iter()
+            .map(|i| (i.destination, i.partition))
+            .collect()
+    }
+
+    #[test]
+    fn fan_out_and_partitions() {
+        let got = rendered("[[route]]\nwhen = { message_type = [\"ADT^*\"] }\nto = [\"a\"]\n[[route]]\nto = [\"b\", \"a\"]\n", "ADT^A04", "HIS");
+        assert_eq!(
+            got,
+            vec![
+                ("c/a".to_string(), "MRN1".to_string()),
+                ("c/b".to_string(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn filters() {
+        let r = "[[route]]\nwhen = { message_type = [\"SIU^S12\"] }\nto = [\"a\"]\n";
+        assert!(rendered(r, "ADT^A04", "HIS").is_empty());
+        let r = "[[route]]\nwhen = { sending_application = [\"LAB\"] }\nto = [\"a\"]\n";
+        assert!(rendered(r, "ADT^A04", "HIS").is_empty());
+        assert_eq!(rendered(r, "ADT^A04", "LAB^x").len(), 1);
+        let cases = [
+            ("{ path = \"PID.8\", equals = \"F\" }", true),
+            ("{ path = \"PID.8\", equals = \"M\" }", false),
+            ("{ path = \"PV1.2\", in = [\"I\", \"E\"] }", true),
+            ("{ path = \"PID.3[2].4\", regex = \"^GO.$\" }", true),
+            (
+                "{ path = \"PID.3[2].4\", regex = \"^GO.$\", not = true }",
+                false,
+            ),
+            ("{ path = \"PID.19\", exists = false }", true),
+            ("{ path = \"PID.5.1\", exists = true }", true),
+        ];
+        for (pred, expect) in cases {
+            let r = format!("[[route]]\nwhen = {{ field = [{pred}] }}\nto = [\"a\"]\n");
+            assert_eq!(rendered(&r, "ADT^A04", "HIS").len() == 1, expect, "{pred}");
+        }
+    }
+
+    #[test]
+    fn check_names_unknown_destinations_and_bad_predicates() {
+        let r = routes("[[route]]\nto = [\"nope\"]\n[[route]]\nwhen = { field = [{ path = \"PID.3\", regex = \"(\" }] }\nto = [\"a\"]\n[[route]]\npayload = \"xml\"\nto = [\"a\"]\n");
+        let problems = Router::compile("c", &r, &dests(DESTS))
+            .err()
+            .expect("invalid");
+        let keys: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "route[0].to[0]",
+                "route[1].when.field[0].regex",
+                "route[2].payload"
+            ]
+        );
+        assert!(problems[0].2.contains("a"));
+    }
+}

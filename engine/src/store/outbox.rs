@@ -1,0 +1,567 @@
+//! The outbox, attempts, dead letters and audit records.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `outbox` | destination name (len-prefixed), seq | [`OutboxItem`] |
+//! | `dead_letters` | same key as in the outbox | [`OutboxItem`] with its last error |
+//! | `attempts` | message id, seq, attempt number | [`Attempt`] as JSON |
+//! | `pending_route` | message id | empty: stored, not yet routed |
+//! | `audit` | unix ms, n | [`AuditRecord`] as JSON |
+//!
+//! Routing writes the outbox items and the message's new status in one sled transaction, so
+//! after a crash a message is either routed with all its deliveries or still pending routing.
+
+use super::{MessageRecord, Status, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::sync::atomic::Ordering;
+
+/// One queued delivery. The body is rendered once, at enqueue, so a retry sends the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// `channel/destination`.
+    pub destination: String,
+    /// Position in the destination's queue.
+    pub seq: u64,
+    /// The message it was rendered from.
+    pub message_id: u64,
+    /// FIFO partition (patient identifier, or empty).
+    pub partition: String,
+    /// Unix ms when it was queued.
+    pub created_at_ms: u64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix ms before which it is not tried again.
+    pub next_attempt_ms: u64,
+    /// The last failure, empty when none.
+    pub last_error: String,
+    /// Content type of the body.
+    pub content_type: String,
+    /// Stable idempotency key.
+    pub idempotency_key: String,
+    /// MSH-10 of an HL7 body.
+    pub control_id: Option<String>,
+    /// Path relative to the destination's base URL.
+    pub path: Option<String>,
+    /// Which payload rendered it (`hl7`, `canonical`, ...).
+    pub payload: String,
+    /// The rendered body.
+    #[serde(skip)]
+    pub body: Vec<u8>,
+}
+
+impl OutboxItem {
+    /// The key in `outbox` and `dead_letters`.
+    pub fn key(&self) -> Vec<u8> {
+        outbox_key(&self.destination, self.seq)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+        let head = serde_json::to_vec(self).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let mut v = Vec::with_capacity(4 + head.len() + self.body.len());
+        v.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        v.extend_from_slice(&head);
+        v.extend_from_slice(&self.body);
+        Ok(v)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<OutboxItem, StoreError> {
+        let bad = || StoreError::Codec("bad outbox item".into());
+        let len = u32::from_be_bytes(
+            bytes
+                .get(..4)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
+        let head = bytes.get(4..4 + len).ok_or_else(bad)?;
+        let mut item: OutboxItem =
+            serde_json::from_slice(head).map_err(|e| StoreError::Codec(e.to_string()))?;
+        item.body = bytes[4 + len..].to_vec();
+        Ok(item)
+    }
+}
+
+/// The key of a destination's item: name length, name, seq.
+pub fn outbox_key(destination: &str, seq: u64) -> Vec<u8> {
+    let mut k = outbox_prefix(destination);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn outbox_prefix(destination: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(destination.len() + 10);
+    k.push(destination.len().min(255) as u8);
+    k.extend_from_slice(destination.as_bytes());
+    k
+}
+
+/// Where one delivery of a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Queued or being retried.
+    Pending,
+    /// The destination confirmed it.
+    Delivered,
+    /// Given up; in the dead letters.
+    DeadLetter,
+    /// Discarded from the dead letters by an operator.
+    Discarded,
+}
+
+/// One delivery of a message, as shown on the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// `channel/destination`.
+    pub destination: String,
+    /// Its outbox seq.
+    pub seq: u64,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure or the destination's answer.
+    pub detail: String,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `channel/destination`.
+    pub destination: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Unix ms.
+    pub at_ms: u64,
+    /// `delivered`, `retry` or `dead_letter`.
+    pub outcome: String,
+    /// HTTP status, when any.
+    pub status: Option<u16>,
+    /// The answer or the error.
+    pub detail: String,
+    /// Milliseconds the attempt took.
+    pub duration_ms: u64,
+}
+
+/// Who did what, for operator actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// The actor (from the admin API's `X-Switchboard-User`, else `api`).
+    pub who: String,
+    /// `reprocess`, `dead_letter_retry`, `dead_letter_discard`.
+    pub action: String,
+    /// What it applied to (ids, filters).
+    pub target: String,
+    /// How many items it touched.
+    pub count: usize,
+}
+
+/// The status a message has given its deliveries.
+pub fn status_of(deliveries: &[DeliveryState]) -> Status {
+    if deliveries.is_empty() {
+        return Status::Filtered;
+    }
+    let pending: Vec<&DeliveryState> = deliveries
+        .iter()
+        .filter(|d| d.status == DeliveryStatus::Pending)
+        .collect();
+    if pending.iter().any(|d| d.attempts > 0) {
+        Status::Retrying
+    } else if !pending.is_empty() {
+        Status::Routed
+    } else if deliveries
+        .iter()
+        .any(|d| d.status == DeliveryStatus::DeadLetter)
+    {
+        Status::Failed
+    } else {
+        Status::Delivered
+    }
+}
+
+type TxResult<T> = Result<T, TransactionError<StoreError>>;
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e.to_string()),
+    }
+}
+
+fn abort<T>(e: StoreError) -> Result<T, ConflictableTransactionError<StoreError>> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+impl Store {
+    /// A new outbox seq, greater than every earlier one.
+    pub fn next_seq(&self) -> u64 {
+        self.last_seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Routes a message: writes its outbox items and its new status in one transaction.
+    /// `items` empty means no route matched (`filtered`). Items are appended to any
+    /// deliveries the message already has (reprocess).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the message is missing.
+    pub fn route(&self, id: u64, items: &[OutboxItem]) -> Result<MessageRecord, StoreError> {
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = items
+            .iter()
+            .map(|i| Ok((i.key(), i.encode()?)))
+            .collect::<Result<_, StoreError>>()?;
+        let key = id.to_be_bytes();
+        let r: TxResult<MessageRecord> = (&self.messages, &self.outbox, &self.pending_route)
+            .transaction(|(m, o, p)| {
+                let Some(v) = m.get(key)? else {
+                    return abort(StoreError::Codec(format!("message {id} not found")));
+                };
+                let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+                    Ok(r) => r,
+                    Err(e) => return abort(StoreError::Codec(e.to_string())),
+                };
+                for (item, (k, v)) in items.iter().zip(&encoded) {
+                    o.insert(k.as_slice(), v.as_slice())?;
+                    rec.deliveries.push(DeliveryState {
+                        destination: item.destination.clone(),
+                        seq: item.seq,
+                        status: DeliveryStatus::Pending,
+                        attempts: 0,
+                        detail: String::new(),
+                    });
+                }
+                rec.status = status_of(&rec.deliveries);
+                let Ok(v) = serde_json::to_vec(&rec) else {
+                    return abort(StoreError::Codec("record encoding".into()));
+                };
+                m.insert(&key, v)?;
+                p.remove(&key)?;
+                Ok(rec)
+            });
+        r.map_err(tx_err)
+    }
+
+    /// Messages stored but not yet routed (after a crash, or while routing).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn pending_route_ids(&self) -> Result<Vec<u64>, StoreError> {
+        self.pending_route
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                k.as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Codec("bad pending key".into()))
+            })
+            .collect()
+    }
+
+    /// One outbox item.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the item cannot be decoded.
+    pub fn outbox_get(
+        &self,
+        destination: &str,
+        seq: u64,
+    ) -> Result<Option<OutboxItem>, StoreError> {
+        self.outbox
+            .get(outbox_key(destination, seq))?
+            .map(|v| OutboxItem::decode(&v))
+            .transpose()
+    }
+
+    /// Every queued item of a destination, in seq order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn outbox_items(&self, destination: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox
+            .scan_prefix(outbox_prefix(destination))
+            .values()
+            .map(|v| OutboxItem::decode(&v?))
+            .collect()
+    }
+
+    /// Saves a failed attempt's new schedule and marks the message as retrying.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn reschedule(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let encoded = item.encode()?;
+        let key = item.message_id.to_be_bytes();
+        let r: TxResult<()> = (&self.messages, &self.outbox).transaction(|(m, o)| {
+            o.insert(item.key(), encoded.as_slice())?;
+            update_delivery(m, &key, item, DeliveryStatus::Pending, &item.last_error)?;
+            Ok(())
+        });
+        r.map_err(tx_err)
+    }
+
+    /// Finishes a delivery: removes it from the outbox (into the dead letters unless
+    /// delivered) and updates the message. Returns the message's new status.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn finish(
+        &self,
+        item: &OutboxItem,
+        delivered: bool,
+        detail: &str,
+    ) -> Result<Status, StoreError> {
+        let encoded = item.encode()?;
+        let key = item.message_id.to_be_bytes();
+        let status = if delivered {
+            DeliveryStatus::Delivered
+        } else {
+            DeliveryStatus::DeadLetter
+        };
+        let r: TxResult<Status> =
+            (&self.messages, &self.outbox, &self.dead_letters).transaction(|(m, o, d)| {
+                o.remove(item.key())?;
+                if !delivered {
+                    d.insert(item.key(), encoded.as_slice())?;
+                }
+                update_delivery(m, &key, item, status, detail)
+            });
+        r.map_err(tx_err)
+    }
+
+    /// Records one attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn record_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
+        let mut k = Vec::with_capacity(20);
+        k.extend_from_slice(&item.message_id.to_be_bytes());
+        k.extend_from_slice(&item.seq.to_be_bytes());
+        k.extend_from_slice(&attempt.attempt.to_be_bytes());
+        let v = serde_json::to_vec(attempt).map_err(|e| StoreError::Codec(e.to_string()))?;
+        self.attempts.insert(k, v)?;
+        Ok(())
+    }
+
+    /// Every attempt made for a message.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn attempts_of(&self, message_id: u64) -> Result<Vec<Attempt>, StoreError> {
+        self.attempts
+            .scan_prefix(message_id.to_be_bytes())
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| StoreError::Codec(e.to_string())))
+            .collect()
+    }
+
+    /// The rendered payloads of a message still in the outbox or the dead letters.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn payloads_of(&self, record: &MessageRecord) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut out = Vec::new();
+        for d in &record.deliveries {
+            let k = outbox_key(&d.destination, d.seq);
+            if let Some(v) = self.outbox.get(&k)?.or(self.dead_letters.get(&k)?) {
+                out.push(OutboxItem::decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead letters, optionally of one destination (`channel/destination`) or channel.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn dead_letters(
+        &self,
+        destination: Option<&str>,
+        channel: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let iter = match destination {
+            Some(d) => self.dead_letters.scan_prefix(outbox_prefix(d)),
+            None => self.dead_letters.iter(),
+        };
+        let mut out = Vec::new();
+        for v in iter.values() {
+            let item = OutboxItem::decode(&v?)?;
+            if channel.is_none_or(|c| item.destination.split('/').next() == Some(c)) {
+                out.push(item);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a dead letter back into the outbox under a new seq, attempts reset.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails; `Ok(None)` when there is no such dead letter.
+    pub fn revive(
+        &self,
+        destination: &str,
+        seq: u64,
+        now_ms: u64,
+    ) -> Result<Option<OutboxItem>, StoreError> {
+        let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
+            return Ok(None);
+        };
+        let old = OutboxItem::decode(&v)?;
+        let mut item = old.clone();
+        item.seq = self.next_seq();
+        item.attempts = 0;
+        item.next_attempt_ms = now_ms;
+        item.created_at_ms = now_ms;
+        item.last_error.clear();
+        let encoded = item.encode()?;
+        let key = item.message_id.to_be_bytes();
+        let r: TxResult<()> =
+            (&self.messages, &self.outbox, &self.dead_letters).transaction(|(m, o, d)| {
+                d.remove(old.key())?;
+                o.insert(item.key(), encoded.as_slice())?;
+                if let Some(v) = m.get(key)? {
+                    if let Ok(mut rec) = serde_json::from_slice::<MessageRecord>(&v) {
+                        for ds in rec
+                            .deliveries
+                            .iter_mut()
+                            .filter(|ds| ds.destination == old.destination && ds.seq == old.seq)
+                        {
+                            ds.seq = item.seq;
+                            ds.status = DeliveryStatus::Pending;
+                            ds.attempts = 0;
+                        }
+                        rec.status = status_of(&rec.deliveries);
+                        if let Ok(v) = serde_json::to_vec(&rec) {
+                            m.insert(&key, v)?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        r.map_err(tx_err)?;
+        Ok(Some(item))
+    }
+
+    /// Removes a dead letter for good; the message keeps a `discarded` delivery.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails; `Ok(false)` when there is no such dead letter.
+    pub fn discard(&self, destination: &str, seq: u64) -> Result<bool, StoreError> {
+        let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
+            return Ok(false);
+        };
+        let item = OutboxItem::decode(&v)?;
+        let key = item.message_id.to_be_bytes();
+        let r: TxResult<()> = (&self.messages, &self.dead_letters).transaction(|(m, d)| {
+            d.remove(item.key())?;
+            update_delivery(
+                m,
+                &key,
+                &item,
+                DeliveryStatus::Discarded,
+                "discarded by an operator",
+            )?;
+            Ok(())
+        });
+        r.map_err(tx_err)?;
+        Ok(true)
+    }
+
+    /// Writes an audit record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut k = record.at_ms.to_be_bytes().to_vec();
+        k.extend_from_slice(&self.next_seq().to_be_bytes());
+        let v = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
+        self.audit.insert(k, v)?;
+        Ok(())
+    }
+
+    /// Audit records, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Replaces the answer recorded on a message (for `ack = "on_delivery"`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn set_ack(&self, id: u64, code: &str, ack: &str) -> Result<(), StoreError> {
+        self.messages.fetch_and_update(id.to_be_bytes(), |old| {
+            let old = old?;
+            let mut rec: MessageRecord = serde_json::from_slice(old).ok()?;
+            rec.ack_code = code.to_string();
+            rec.ack = ack.to_string();
+            serde_json::to_vec(&rec).ok()
+        })?;
+        Ok(())
+    }
+}
+
+fn update_delivery(
+    m: &sled::transaction::TransactionalTree,
+    key: &[u8; 8],
+    item: &OutboxItem,
+    status: DeliveryStatus,
+    detail: &str,
+) -> Result<Status, ConflictableTransactionError<StoreError>> {
+    let Some(v) = m.get(key)? else {
+        // The message was pruned: nothing to update.
+        return Ok(Status::Delivered);
+    };
+    let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+        Ok(r) => r,
+        Err(e) => return abort(StoreError::Codec(e.to_string())),
+    };
+    for d in rec
+        .deliveries
+        .iter_mut()
+        .filter(|d| d.destination == item.destination && d.seq == item.seq)
+    {
+        d.status = status;
+        d.attempts = item.attempts;
+        d.detail = detail.chars().take(300).collect();
+    }
+    rec.status = status_of(&rec.deliveries);
+    let Ok(v) = serde_json::to_vec(&rec) else {
+        return abort(StoreError::Codec("record encoding".into()));
+    };
+    m.insert(key, v)?;
+    Ok(rec.status)
+}
