@@ -7,4 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub mod mllp;
+pub mod sandbox;
 pub mod source;
