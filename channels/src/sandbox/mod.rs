@@ -308,4 +308,73 @@ pub(crate) mod test_support {
             .await
             .expect("sandbox stops after cancel");
     }
+
+    #[test]
+    fn config_deserializes_with_defaults_for_missing_keys() {
+        let cfg: SandboxConfig = serde_json::from_value(serde_json::json!({
+            "listen": "127.0.0.1:0",
+            "buktor_fail_next": 2,
+            "his_refuse_slots": {"mode": "doctors", "codes": ["DOC-1"]},
+            "buktor_mapping": {"clients": {"7": {"mappings": {"payment.failed": {"fields": {"a": "b"}}}}}}
+        }))
+        .expect("config parses");
+        assert_eq!(cfg.listen.port(), 0);
+        assert_eq!(cfg.buktor_fail_next, 2);
+        assert_eq!(
+            cfg.his_refuse_slots,
+            SlotRefusal::Doctors {
+                codes: vec!["DOC-1".into()]
+            }
+        );
+        assert!(cfg
+            .buktor_mapping
+            .is_some_and(|m| m.lookup("7", "payment.failed").is_some()));
+        assert_eq!(cfg.opsport_api_key, "sandbox-opsport-key");
+        let unknown = serde_json::from_value::<SandboxConfig>(serde_json::json!({"lisen": "x"}));
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
+
+    #[tokio::test]
+    async fn stops_with_an_open_hub_connection() {
+        use futures::SinkExt;
+        let stop = CancellationToken::new();
+        let sb = super::start(SandboxConfig::for_tests(), stop.clone())
+            .await
+            .expect("sandbox starts");
+        let http = reqwest::Client::new();
+        let n: serde_json::Value = http
+            .post(format!(
+                "{}/hubs/integration/negotiate?negotiateVersion=1",
+                sb.base_url("latrexa")
+            ))
+            .bearer_auth("sandbox-latrexa-key")
+            .header("X-Organization-Code", "sandbox-clinic")
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        let token = n["connectionToken"].as_str().expect("token");
+        let url = format!(
+            "ws://{}/latrexa/hubs/integration?id={token}&access_token=sandbox-latrexa-key",
+            sb.http_addr
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connects");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            "{\"protocol\":\"json\",\"version\":1}\u{1e}",
+        ))
+        .await
+        .expect("handshake sent");
+        let mllp = tokio::net::TcpStream::connect(sb.his_mllp_addr)
+            .await
+            .expect("mllp connects");
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), sb.stopped())
+            .await
+            .expect("sandbox stops with open connections");
+        drop((ws, mllp));
+    }
 }
