@@ -23,7 +23,7 @@
 //! the flat cURL example (`event_type` and the fields at the top level).
 //!
 //! Test control: `GET /_state` (stored events with their mapped fields, duplicate count,
-//! requests by status) and `POST /_fault`.
+//! requests by status), `POST /_fault` and `GET /_requests` (every request received).
 
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
@@ -339,6 +339,15 @@ mod tests {
         assert_eq!(mapped["buktor_appointment_id"], "A123");
         assert_eq!(mapped["buktor_created_at"], "2025-03-02T10:30:45");
         assert!(mapped.get("extra").is_none(), "unmapped fields are dropped");
+        let log = t.get_json("/buktor/_requests").await;
+        assert_eq!(log[0]["path"], "/his/receive");
+        assert_eq!(log[0]["headers"]["authorization"], "<redacted>");
+        assert_eq!(
+            log[0]["headers"]["buktor-signature"].as_str().map(str::len),
+            Some(64)
+        );
+        assert_eq!(log[0]["body"]["event_id"], "evt_1");
+        assert_eq!(log[0]["response"]["status"], "success");
     }
 
     #[tokio::test]

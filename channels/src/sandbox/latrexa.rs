@@ -26,7 +26,7 @@
 //! `POST /hubs/integration/negotiate?negotiateVersion=1` returns a connection id and token;
 //! the WebSocket at `/hubs/integration?id=<connectionToken>` expects the handshake
 //! `{"protocol":"json","version":1}` + 0x1E, answers `{}` + 0x1E, sends a ping (`{"type":6}`)
-//! every 15 s and an invocation (`{"type":1,"target":"AppointmentCreated","arguments":[booking]}`)
+//! every 15 s (configurable) and an invocation (`{"type":1,"target":"AppointmentCreated","arguments":[booking]}`)
 //! whenever a booking is created (`AppointmentCreated`), changed (`AppointmentUpdated`) or
 //! cancelled (`AppointmentCancelled`); the argument is the [`PendingBooking`]. Negotiate needs
 //! the API key (bearer header or `access_token` query, as SignalR clients send it) and the
@@ -60,9 +60,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The SignalR record separator that ends every hub protocol message.
 pub const RECORD_SEPARATOR: char = '\u{1e}';
-
-/// How often the hub pings an idle connection (SignalR's default keep-alive interval).
-const PING_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How long the hub waits for a client's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -339,6 +336,7 @@ struct Latrexa {
     org_code: Arc<str>,
     db: Shared<Db>,
     hub: broadcast::Sender<HubEvent>,
+    ping: Duration,
     shutdown: CancellationToken,
 }
 
@@ -350,6 +348,7 @@ pub(crate) fn router(cfg: &SandboxConfig, shutdown: CancellationToken) -> Router
         org_code: cfg.latrexa_org_code.as_str().into(),
         db: Shared::default(),
         hub,
+        ping: Duration::from_millis(cfg.latrexa_hub_ping_ms.max(1)),
         shutdown,
     };
     Router::new()
@@ -655,8 +654,8 @@ async fn hub_socket(
         // Subscribed before the handshake answer, so nothing sent after it is missed.
         s.hub.subscribe()
     };
-    let shutdown = s.shutdown.clone();
-    ws.on_upgrade(move |socket| hub_session(socket, events, shutdown))
+    let (ping, shutdown) = (s.ping, s.shutdown.clone());
+    ws.on_upgrade(move |socket| hub_session(socket, events, ping, shutdown))
 }
 
 /// Whole records (without the separator) in `text`, and what is left after the last one.
@@ -701,6 +700,7 @@ async fn read_handshake(socket: &mut WebSocket) -> Result<bool, String> {
 async fn hub_session(
     mut socket: WebSocket,
     mut events: broadcast::Receiver<HubEvent>,
+    ping_every: Duration,
     shutdown: CancellationToken,
 ) {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_handshake(&mut socket)).await {
@@ -721,7 +721,7 @@ async fn hub_session(
             return;
         }
     }
-    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let close_msg = |reason: &str| {
         format!(
@@ -1239,6 +1239,23 @@ mod tests {
         assert_eq!(
             (msg["target"].clone(), msg["arguments"][0]["status"].clone()),
             (json!("AppointmentCancelled"), json!("cancelled"))
+        );
+    }
+
+    #[tokio::test]
+    async fn hub_pings_open_connections() {
+        let mut cfg = SandboxConfig::for_tests();
+        cfg.latrexa_hub_ping_ms = 20;
+        let t = TestSandbox::start(cfg).await;
+        let mut ws = connect_hub(&t).await;
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("ping in time")
+            .expect("socket open")
+            .expect("frame");
+        assert_eq!(
+            msg,
+            WsMessage::text(format!("{{\"type\":6}}{RECORD_SEPARATOR}"))
         );
     }
 

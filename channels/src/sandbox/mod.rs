@@ -55,6 +55,9 @@ pub struct SandboxConfig {
     pub latrexa_api_key: String,
     /// The `X-Organization-Code` Latrexa expects (default `sandbox-clinic`).
     pub latrexa_org_code: String,
+    /// How often the Latrexa hub pings an open connection, in milliseconds (default 15000,
+    /// SignalR's keep-alive interval).
+    pub latrexa_hub_ping_ms: u64,
     /// The bearer token Buktor expects (default `sandbox-buktor-token`).
     pub buktor_token: String,
     /// The shared secret of the `Buktor-Signature` HMAC (default `sandbox-buktor-secret`).
@@ -84,6 +87,7 @@ impl Default for SandboxConfig {
             opsport_api_key: "sandbox-opsport-key".into(),
             latrexa_api_key: "sandbox-latrexa-key".into(),
             latrexa_org_code: "sandbox-clinic".into(),
+            latrexa_hub_ping_ms: 15_000,
             buktor_token: "sandbox-buktor-token".into(),
             buktor_secret: "sandbox-buktor-secret".into(),
             buktor_client_id: "1001".into(),
@@ -176,10 +180,13 @@ pub async fn start(
     let tasks = TaskTracker::new();
     let his_state = his::HisState::new(cfg.his_refuse_slots.clone());
     let app = Router::new()
-        .nest("/opsport", opsport::router(&cfg))
-        .nest("/latrexa", latrexa::router(&cfg, shutdown.clone()))
-        .nest("/buktor", buktor::router(&cfg))
-        .nest("/px360", px360::router(&cfg))
+        .nest("/opsport", with_request_log(opsport::router(&cfg)))
+        .nest(
+            "/latrexa",
+            with_request_log(latrexa::router(&cfg, shutdown.clone())),
+        )
+        .nest("/buktor", with_request_log(buktor::router(&cfg)))
+        .nest("/px360", with_request_log(px360::router(&cfg)))
         .nest("/his", his::router(his_state.clone()));
 
     let http_shutdown = shutdown.clone();
@@ -198,6 +205,82 @@ pub async fn start(
         his_mllp_addr,
         tasks,
     })
+}
+
+/// Largest request or response body the request log keeps (4 MiB); larger requests get 413.
+const MAX_LOGGED_BODY: usize = 4 << 20;
+
+/// Adds `GET /_requests` (every request the vendor received, oldest first) to a vendor router.
+///
+/// Each entry has `method`, `path` (below the vendor prefix), `query`, `headers` (values of
+/// `authorization` and `x-api-key` redacted), `status`, `receivedAt`, `body` and `response`
+/// (JSON when they parse, text otherwise). Test-control paths (`/_...`) are not logged.
+fn with_request_log(router: Router) -> Router {
+    let log: Shared<Vec<serde_json::Value>> = Shared::default();
+    let view_log = log.clone();
+    router
+        .route(
+            "/_requests",
+            axum::routing::get(move || {
+                let entries = lock(&view_log).clone();
+                async move { json(StatusCode::OK, serde_json::Value::Array(entries)) }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(log, record_request))
+}
+
+/// A body as JSON when it parses, else as (lossy) text.
+fn body_value(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+async fn record_request(
+    axum::extract::State(log): axum::extract::State<Shared<Vec<serde_json::Value>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::{to_bytes, Body};
+    let path = req.uri().path().to_string();
+    if path.starts_with("/_") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_LOGGED_BODY).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = match name.as_str() {
+                "authorization" | "x-api-key" => "<redacted>".to_string(),
+                _ => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            };
+            (name.to_string(), serde_json::Value::String(shown))
+        })
+        .collect();
+    let mut entry = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": parts.uri.query(),
+        "headers": headers,
+        "receivedAt": now_rfc3339(),
+        "body": body_value(&bytes),
+    });
+    let response = next
+        .run(axum::extract::Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    entry["status"] = response.status().as_u16().into();
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        lock(&log).push(entry);
+        return response;
+    }
+    let (rparts, rbody) = response.into_parts();
+    let rbytes = to_bytes(rbody, MAX_LOGGED_BODY).await.unwrap_or_default();
+    entry["response"] = body_value(&rbytes);
+    lock(&log).push(entry);
+    Response::from_parts(rparts, Body::from(rbytes))
 }
 
 /// Shared, lock-protected state of one vendor server.

@@ -19,8 +19,8 @@
 //! `clinicCodes`) to a record OpsPort does not have. Records keep every field sent, merged
 //! over the previous version on update.
 //!
-//! Test control: `GET /_state` (all records) and `GET /_requests` (every request received,
-//! with the status answered).
+//! Test control: `GET /_state` (all records) and, as for every vendor, `GET /_requests`
+//! (every request received, with the status and body answered).
 
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
@@ -65,7 +65,6 @@ struct Db {
     patients: Vec<Map<String, Value>>,
     appointments: Vec<Map<String, Value>>,
     next_id: u64,
-    requests: Vec<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,7 +85,6 @@ pub(crate) fn router(cfg: &SandboxConfig) -> Router {
     Router::new()
         .route("/api/healthcare/{kind}", post(upsert))
         .route("/_state", get(state_view))
-        .route("/_requests", get(requests_view))
         .with_state(state)
 }
 
@@ -97,16 +95,6 @@ async fn upsert(
     body: Bytes,
 ) -> Response {
     let (status, answer) = answer(&s, &segment, &headers, &body);
-    let logged_body = serde_json::from_slice::<Value>(&body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    lock(&s.db).requests.push(json!({
-        "method": "POST",
-        "path": format!("/api/healthcare/{segment}"),
-        "status": status.as_u16(),
-        "receivedAt": super::now_rfc3339(),
-        "body": logged_body,
-        "response": answer.clone(),
-    }));
     json(status, answer)
 }
 
@@ -357,11 +345,6 @@ async fn state_view(State(s): State<OpsPort>) -> Response {
     )
 }
 
-async fn requests_view(State(s): State<OpsPort>) -> Response {
-    let db = lock(&s.db);
-    json(StatusCode::OK, Value::Array(db.requests.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{status_json, TestSandbox};
@@ -594,5 +577,7 @@ mod tests {
         assert_eq!(log[0]["status"], 400);
         assert_eq!(log[1]["path"], "/api/healthcare/clinics");
         assert_eq!(log[1]["body"][0]["code"], "C2");
+        assert_eq!(log[1]["response"]["created"], 1);
+        assert_eq!(log[1]["headers"]["x-api-key"], "<redacted>");
     }
 }
