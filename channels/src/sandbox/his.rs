@@ -5,7 +5,7 @@
 //! scheduling message (SIU S12/S13/S14) whose slot the configured [`SlotRefusal`] refuses gets
 //! `MSA|AE|<MSH-10>|slot unavailable` and an ERR segment with the same text instead: that is
 //! how an online booking that no longer fits the HIS calendar is refused. A frame with no
-//! readable MSH is answered AR.
+//! readable MSH is answered AE (ERR-3 100, segment sequence error) with an empty MSA-2.
 //!
 //! State is on the sandbox's HTTP server: `GET /his/_state` (messages received, with the code
 //! answered, and the current refusal rule) and `POST /his/_refusal` (a new [`SlotRefusal`] as
@@ -131,8 +131,7 @@ impl HisState {
                 None,
                 &Verdict::Nak(Nak::new(ErrorCode::SegmentSequence, "no readable MSH")),
                 &params,
-            )
-            .replacen("MSA|AE", "MSA|AR", 1),
+            ),
             Some(h) if lock(&self.refusal).refuses(&text, h) => slot_unavailable(h, &params),
             Some(h) => build_ack(Some(h), &Verdict::Accept, &params),
         };
@@ -320,9 +319,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unreadable_message_gets_ar() {
+    async fn unreadable_message_gets_ae() {
         let t = TestSandbox::start(SandboxConfig::for_tests()).await;
         let ack = send(t.sb.his_mllp_addr, "hello").await;
-        assert!(ack.contains("MSA|AR|"), "{ack}");
+        assert!(
+            ack.contains("\rMSA|AE|\r") || ack.contains("\rMSA|AE||"),
+            "{ack}"
+        );
     }
 }

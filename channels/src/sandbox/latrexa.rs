@@ -18,7 +18,8 @@
 //! rejected booking, is 409. Rejecting needs a non-empty `reason` (400 otherwise), a second
 //! reject is idempotent, rejecting a confirmed booking is 409. Unknown ids are 404. When a
 //! booking changes after it was confirmed (rescheduled or cancelled online) it is pending again,
-//! carrying the `hisAppointmentId` the HIS gave it, until the HIS confirms the change. Uploads
+//! carrying the `hisAppointmentId` the HIS gave it, until the HIS confirms the change (a
+//! rejected booking that is cancelled stays rejected; a cancelled booking cannot change). Uploads
 //! are keyed by `hisAppointmentId`: uploading one again updates it and returns the same
 //! `latrexaId`. Bad JSON or a body of the wrong shape is 400 [`LatrexaError`] `bad_request`.
 //!
@@ -842,23 +843,40 @@ async fn new_booking(State(s): State<Latrexa>, body: Bytes) -> Response {
     (StatusCode::CREATED, axum::Json(booking)).into_response()
 }
 
-/// Applies `change` to booking `id`, makes it pending again, and pushes `target`.
+/// Applies `change` to booking `id` and pushes `target` to the hub.
+///
+/// A cancelled booking cannot change any more (409; cancelling it again answers it unchanged).
+/// The change makes the booking pending again, except a cancellation of a booking the HIS
+/// rejected: the HIS never had it, so there is nothing to sync.
 fn change_booking(
     s: &Latrexa,
     id: &str,
     target: &str,
     change: impl FnOnce(&mut PendingBooking),
 ) -> Response {
+    let cancelling = target == "AppointmentCancelled";
     let booking = {
         let mut db = lock(&s.db);
         let Some(rec) = db.bookings.get_mut(id) else {
             return error(StatusCode::NOT_FOUND, "not_found", "Unknown booking id.");
         };
+        if rec.booking.status == BookingStatus::Cancelled {
+            if cancelling {
+                return ok(&rec.booking);
+            }
+            return error(
+                StatusCode::CONFLICT,
+                "conflict",
+                "The booking is cancelled.",
+            );
+        }
         change(&mut rec.booking);
         rec.booking.version += 1;
         rec.booking.updated_at = Utc::now();
-        rec.sync = SyncStatus::Pending;
-        rec.reject_reason = None;
+        if !(cancelling && rec.sync == SyncStatus::Rejected) {
+            rec.sync = SyncStatus::Pending;
+            rec.reject_reason = None;
+        }
         rec.booking.clone()
     };
     s.push(target, &booking);
@@ -1099,6 +1117,32 @@ mod tests {
         assert_eq!(p.items[0].status, BookingStatus::Cancelled);
         assert_eq!(p.items[0].his_appointment_id.as_deref(), Some("HIS-9"));
         assert_eq!(p.items[0].version, 2);
+
+        let r = t
+            .http
+            .post(t.url(&format!("/latrexa/_bookings/{}/cancel", b.id)))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 200);
+        let r = t
+            .http
+            .post(t.url(&format!("/latrexa/_bookings/{}/update", c.id)))
+            .json(&json!({"notes": "too late"}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(
+            r.status().as_u16(),
+            409,
+            "a cancelled booking cannot change"
+        );
+        let state = t.get_json("/latrexa/_state").await;
+        assert_eq!(
+            state["bookings"][0]["syncStatus"], "rejected",
+            "cancelling a rejected booking syncs nothing"
+        );
+        assert_eq!(pending_ids(&t).await, std::slice::from_ref(&c.id));
     }
 
     #[tokio::test]
