@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `switchboard` binary, started on 127.0.0.1 with a temporary
+//! config and data folder, spoken to over MLLP and HTTP. One module per scenario.
 
+mod support;
+
+mod cli;
+mod crash;
+mod spine;

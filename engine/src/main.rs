@@ -1,1 +1,315 @@
-fn main() {}
+//! The `switchboard` command: run the engine, check a configuration, send HL7 files, look up
+//! messages. `switchboard` alone is `switchboard run`.
+#![forbid(unsafe_code)]
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use engine::config::{self, LogFormat};
+use engine::send::{self, SendOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Switchboard: an HL7 v2 / FHIR integration engine.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine on a configuration folder (the default command).
+    Run {
+        /// Folder with switchboard.toml and channels/*.toml.
+        #[arg(long, default_value = "conf")]
+        config: PathBuf,
+    },
+    /// Check a configuration folder and print every problem found.
+    Check {
+        /// Folder with switchboard.toml and channels/*.toml.
+        #[arg(long, default_value = "conf")]
+        config: PathBuf,
+    },
+    /// Send HL7 v2 files to an MLLP listener; with --connections/--repeat/--duration, a load test.
+    Send {
+        /// host:port of the MLLP listener.
+        #[arg(long)]
+        to: String,
+        /// Files: one message, several messages, or an FHS/BHS batch each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Parallel connections (load mode when above 1).
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        /// Send the set this many times per connection (load mode).
+        #[arg(long, conflicts_with = "duration")]
+        repeat: Option<u64>,
+        /// Keep sending for this many seconds (load mode).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
+    /// List and show stored messages through the admin API.
+    Messages {
+        /// Base URL of the admin API.
+        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+        admin: String,
+        /// Bearer token of the admin API.
+        #[arg(
+            long,
+            env = "SWITCHBOARD_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: MessagesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MessagesCommand {
+    /// List messages, newest first.
+    List {
+        /// Only this channel.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only this MSH-10.
+        #[arg(long)]
+        control_id: Option<String>,
+        /// Only this status (received, rejected).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only messages since this time (RFC 3339 or Unix ms).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one message: metadata, the raw message, the answer sent, errors.
+    Show {
+        /// The message id.
+        id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run {
+        config: PathBuf::from("conf"),
+    });
+    match run(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match command {
+        Command::Run { config } => {
+            let loaded = match config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprint!("{problems}");
+                    eprintln!(
+                        "switchboard: {} problem(s) in {}; not starting.",
+                        problems.0.len(),
+                        config.display()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            init_logging(&loaded.engine.log.level, loaded.engine.log.format);
+            rt.block_on(async {
+                let engine = engine::Engine::start(loaded)
+                    .await
+                    .context("cannot start")?;
+                wait_for_signal().await;
+                engine.shutdown().await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} channel(s), config version {})",
+                    config.display(),
+                    c.channels.len(),
+                    c.version
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                print!("{problems}");
+                println!("{} problem(s) found.", problems.0.len());
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Send {
+            to,
+            files,
+            connections,
+            repeat,
+            duration,
+            timeout,
+        } => {
+            if connections == 0 {
+                bail!("--connections must be at least 1");
+            }
+            let opts = SendOptions {
+                to,
+                files,
+                connections,
+                repeat,
+                duration: duration.map(Duration::from_secs_f64),
+                timeout: Duration::from_secs_f64(timeout),
+            };
+            let messages = send::load_messages(&opts.files)?;
+            let load_mode =
+                opts.connections > 1 || opts.repeat.is_some() || opts.duration.is_some();
+            rt.block_on(async {
+                if load_mode {
+                    let report = send::send_load(&opts, &messages).await?;
+                    println!("{}", report.line());
+                    Ok(if report.negative == 0 && report.sent > 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                } else {
+                    let answers = send::send_plain(&opts, &messages).await?;
+                    let mut all_ok = true;
+                    for a in &answers {
+                        println!("{}", a.line());
+                        all_ok &= a.code.is_some_and(|c| c.is_positive());
+                    }
+                    Ok(if all_ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+            })
+        }
+        Command::Messages {
+            admin,
+            token,
+            command,
+        } => rt.block_on(async {
+            let token = token.as_deref();
+            match command {
+                MessagesCommand::List {
+                    channel,
+                    control_id,
+                    status,
+                    since,
+                    limit,
+                } => {
+                    let mut q = vec![("limit", limit.to_string())];
+                    for (k, v) in [
+                        ("channel", channel),
+                        ("control_id", control_id),
+                        ("status", status),
+                        ("since", since),
+                    ] {
+                        if let Some(v) = v {
+                            q.push((k, v));
+                        }
+                    }
+                    let body =
+                        engine::admin_client::get_json(&admin, "/api/messages", &q, token).await?;
+                    let items = body["items"].as_array().cloned().unwrap_or_default();
+                    println!(
+                        "{:<22} {:<16} {:<26} {:<10} {:<20} {:<9} ACK",
+                        "ID", "CHANNEL", "RECEIVED", "TYPE", "CONTROL ID", "STATUS"
+                    );
+                    for m in &items {
+                        println!(
+                            "{:<22} {:<16} {:<26} {:<10} {:<20} {:<9} {}",
+                            m["id"].as_str().unwrap_or_default(),
+                            m["channel"].as_str().unwrap_or_default(),
+                            m["received_at"].as_str().unwrap_or_default(),
+                            m["message_type"].as_str().unwrap_or_default(),
+                            m["control_id"].as_str().unwrap_or_default(),
+                            m["status"].as_str().unwrap_or_default(),
+                            m["ack_code"].as_str().unwrap_or_default(),
+                        );
+                    }
+                    println!("{} message(s)", items.len());
+                }
+                MessagesCommand::Show { id } => {
+                    let body = engine::admin_client::get_json(
+                        &admin,
+                        &format!("/api/messages/{id}"),
+                        &[],
+                        token,
+                    )
+                    .await?;
+                    let mut shown = body.clone();
+                    if let Some(o) = shown.as_object_mut() {
+                        o.remove("raw");
+                        o.remove("ack");
+                    }
+                    println!("{}", serde_json::to_string_pretty(&shown)?);
+                    println!(
+                        "--- raw ---\n{}",
+                        body["raw"].as_str().unwrap_or_default().replace('\r', "\n")
+                    );
+                    println!(
+                        "--- answer sent ---\n{}",
+                        body["ack"].as_str().unwrap_or_default().replace('\r', "\n")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

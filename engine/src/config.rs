@@ -1,0 +1,780 @@
+//! Configuration: `switchboard.toml` plus one file per channel in `channels/`.
+//!
+//! figment merges, in order, the defaults in this file, `switchboard.toml`, and environment
+//! variables prefixed `SWITCHBOARD_` (`SWITCHBOARD_DATA_DIR`, `SWITCHBOARD_ADMIN__LISTEN`;
+//! a double underscore goes one table down). Each channel file is read on its own so that a
+//! problem names its file. [`load`] reports every problem at once; nothing is half-loaded.
+
+use channels::mllp::listener::ListenerConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use transforms::hl7v2::charset::Charset;
+use transforms::hl7v2::validate::AcceptPolicy;
+
+/// Engine-wide settings from `switchboard.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Folder of the sled store; relative paths are relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// `fsync` (default): an ACK waits for the flush to disk that covers its message.
+    /// `os`: the ACK waits only for the write into the store's memory; for test setups.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Days a message is kept (channels may override).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// The admin HTTP server.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Seconds to wait on shutdown for in-flight messages to be answered.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_retention_days() -> u32 {
+    90
+}
+fn default_shutdown_grace_secs() -> u64 {
+    10
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            data_dir: default_data_dir(),
+            durability: Durability::default(),
+            retention_days: default_retention_days(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+        }
+    }
+}
+
+/// When a positive answer may be sent.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the group-committed fsync that covers the message.
+    #[default]
+    Fsync,
+    /// After the write into the store, before it reaches the disk. Loses messages on a crash.
+    Os,
+}
+
+/// The admin HTTP server: health, metrics, message API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Bearer token required on `/api/*`; no token means the API is open (loopback only!).
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+            token: None,
+        }
+    }
+}
+
+/// Logging settings; `RUST_LOG` overrides `level` when set.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per event.
+    Json,
+}
+
+/// A secret given by reference, never inline: `{ env = "NAME" }` or `{ file = "path" }`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file holding the secret (trailing newline removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Reads the secret.
+    ///
+    /// # Errors
+    ///
+    /// A sentence for the operator naming the variable or file (never the value).
+    pub fn resolve(&self) -> Result<String, String> {
+        match (&self.env, &self.file) {
+            (Some(name), None) => match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(v),
+                Ok(_) => Err(format!("environment variable {name} is empty")),
+                Err(_) => Err(format!("environment variable {name} is not set")),
+            },
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+            _ => Err("give exactly one of `env` or `file`".into()),
+        }
+    }
+}
+
+/// One channel: where messages come from and how they are accepted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Unique name; used in metrics, logs and the admin API. `[a-z0-9_-]`.
+    pub name: String,
+    /// The inbound side, chosen by `type`.
+    pub source: SourceConfig,
+    /// What the channel accepts; anything else is answered AR/CR.
+    #[serde(default)]
+    pub accept: AcceptConfig,
+    /// Character set for HL7 v2 messages whose MSH-18 is empty.
+    #[serde(default = "default_charset_fallback")]
+    pub charset_fallback: String,
+    /// When the sender is answered: `on_persist` (default) once the message is on disk.
+    #[serde(default)]
+    pub ack: AckTiming,
+    /// Days messages of this channel are kept; defaults to the engine's `retention_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+fn default_charset_fallback() -> String {
+    "utf-8".into()
+}
+
+/// When a channel answers its sender.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AckTiming {
+    /// As soon as the message is stored durably.
+    #[default]
+    OnPersist,
+}
+
+/// The inbound side of a channel, chosen by `type` in its `[source]` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
+    MllpListener(ListenerConfig),
+}
+
+/// What a channel accepts (`[accept]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    /// Message type patterns: `*`, `ADT^*`, `SIU^S12`.
+    #[serde(default = "default_message_types")]
+    pub message_types: Vec<String>,
+    /// MSH-11 processing ids.
+    #[serde(default = "default_processing_ids")]
+    pub processing_ids: Vec<String>,
+    /// MSH-12 versions (`2.5` also accepts `2.5.1`).
+    #[serde(default = "default_versions")]
+    pub versions: Vec<String>,
+}
+
+fn default_message_types() -> Vec<String> {
+    AcceptPolicy::default().message_types
+}
+fn default_processing_ids() -> Vec<String> {
+    AcceptPolicy::default().processing_ids
+}
+fn default_versions() -> Vec<String> {
+    AcceptPolicy::default().versions
+}
+
+impl Default for AcceptConfig {
+    fn default() -> Self {
+        AcceptConfig {
+            message_types: default_message_types(),
+            processing_ids: default_processing_ids(),
+            versions: default_versions(),
+        }
+    }
+}
+
+impl AcceptConfig {
+    /// The policy the HL7 checks use.
+    pub fn policy(&self) -> AcceptPolicy {
+        AcceptPolicy {
+            message_types: self.message_types.clone(),
+            processing_ids: self.processing_ids.clone(),
+            versions: self.versions.clone(),
+        }
+    }
+}
+
+/// One configuration problem, with where it is and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file, relative to the config folder when possible.
+    pub file: String,
+    /// The key path, such as `source.listen`; empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " (hint: {})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found while loading, printed one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.0 {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A channel with its file and resolved settings.
+#[derive(Debug, Clone)]
+pub struct LoadedChannel {
+    /// The channel as configured.
+    pub config: ChannelConfig,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// `charset_fallback`, resolved.
+    pub charset_fallback: Charset,
+}
+
+/// Everything needed to start the engine, checked.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    /// The config folder.
+    pub dir: PathBuf,
+    /// Engine-wide settings.
+    pub engine: EngineConfig,
+    /// The admin token, resolved.
+    pub admin_token: Option<String>,
+    /// Channels, in file-name order.
+    pub channels: Vec<LoadedChannel>,
+    /// Hex SHA-256 over every config file, so each stored message names the config that
+    /// processed it.
+    pub version: String,
+}
+
+/// Loads and checks `DIR/switchboard.toml` and `DIR/channels/*.toml`.
+///
+/// # Errors
+///
+/// [`Problems`] listing every problem found, each with file, key and hint.
+pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
+    let mut problems = Vec::new();
+    let mut hasher = Sha256::new();
+    let main_file = dir.join("switchboard.toml");
+    let rel = |p: &Path| p.display().to_string();
+    if !dir.is_dir() {
+        return Err(Problems(vec![Problem {
+            file: rel(dir),
+            key: String::new(),
+            message: "config folder does not exist".into(),
+            hint: "pass --config DIR with switchboard.toml and channels/ inside".into(),
+        }]));
+    }
+    let mut figment = Figment::from(Serialized::defaults(EngineConfig::default()));
+    if main_file.exists() {
+        hasher.update(std::fs::read(&main_file).unwrap_or_default());
+        figment = figment.merge(Toml::file(&main_file));
+    }
+    let env_keys = [
+        "data_dir",
+        "durability",
+        "retention_days",
+        "admin",
+        "log",
+        "shutdown_grace_secs",
+    ];
+    figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__").filter(move |k| {
+        let k = k.as_str().to_ascii_lowercase();
+        env_keys.iter().any(|e| k.starts_with(e))
+    }));
+    let engine = match figment.extract::<EngineConfig>() {
+        Ok(e) => Some(e),
+        Err(errors) => {
+            for e in errors {
+                problems.push(figment_problem(&e, &rel(&main_file)));
+            }
+            None
+        }
+    };
+
+    let mut admin_token = None;
+    if let Some(engine) = &engine {
+        if engine.admin.listen.parse::<SocketAddr>().is_err() {
+            problems.push(Problem {
+                file: rel(&main_file),
+                key: "admin.listen".into(),
+                message: format!("'{}' is not an address", engine.admin.listen),
+                hint: "use IP:PORT, such as 127.0.0.1:8080".into(),
+            });
+        }
+        if let Some(token) = &engine.admin.token {
+            match token.resolve() {
+                Ok(t) => admin_token = Some(t),
+                Err(m) => problems.push(Problem {
+                    file: rel(&main_file),
+                    key: "admin.token".into(),
+                    message: m,
+                    hint: "set the variable or create the file, or remove admin.token".into(),
+                }),
+            }
+        }
+        if engine.retention_days == 0 {
+            problems.push(Problem {
+                file: rel(&main_file),
+                key: "retention_days".into(),
+                message: "must be at least 1".into(),
+                hint: "the default is 90".into(),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&engine.log.level).is_err() {
+            problems.push(Problem {
+                file: rel(&main_file),
+                key: "log.level".into(),
+                message: format!("'{}' is not a log level or filter", engine.log.level),
+                hint: "use error, warn, info, debug or trace".into(),
+            });
+        }
+    }
+
+    let mut channels = Vec::new();
+    let channel_dir = dir.join("channels");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&channel_dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for file in files {
+        hasher.update(
+            file.file_name()
+                .map(|n| n.as_encoded_bytes())
+                .unwrap_or_default(),
+        );
+        hasher.update(std::fs::read(&file).unwrap_or_default());
+        match Figment::from(Toml::file(&file)).extract::<ChannelConfig>() {
+            Ok(config) => {
+                let before = problems.len();
+                let charset_fallback = check_channel(&config, &rel(&file), &mut problems);
+                if problems.len() == before {
+                    if let Some(charset_fallback) = charset_fallback {
+                        channels.push(LoadedChannel {
+                            config,
+                            file,
+                            charset_fallback,
+                        });
+                    }
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    problems.push(figment_problem(&e, &rel(&file)));
+                }
+            }
+        }
+    }
+    check_across_channels(engine.as_ref(), &channels, &mut problems);
+
+    match engine {
+        Some(engine) if problems.is_empty() => Ok(LoadedConfig {
+            dir: dir.to_path_buf(),
+            engine,
+            admin_token,
+            channels,
+            version: hex::encode(&hasher.finalize()[..8]),
+        }),
+        _ => Err(Problems(problems)),
+    }
+}
+
+fn figment_problem(e: &figment::Error, file: &str) -> Problem {
+    use figment::error::Kind;
+    let key = e.path.join(".");
+    let (message, hint) = match &e.kind {
+        Kind::UnknownField(field, expected) => (
+            format!("unknown key '{field}'"),
+            if expected.is_empty() {
+                String::new()
+            } else {
+                format!("expected one of: {}", expected.join(", "))
+            },
+        ),
+        Kind::MissingField(field) => (
+            format!("missing key '{field}'"),
+            "this key is required".into(),
+        ),
+        Kind::UnknownVariant(v, expected) => (
+            format!("unknown value '{v}'"),
+            format!("expected one of: {}", expected.join(", ")),
+        ),
+        Kind::Message(m) if m.contains("TOML") || m.contains("expected") => {
+            (m.clone(), "check the TOML syntax at that line".into())
+        }
+        other => (other.to_string(), String::new()),
+    };
+    // figment reports a missing field at the table, name it at the key.
+    let key = match &e.kind {
+        Kind::MissingField(field) if key.is_empty() => field.to_string(),
+        Kind::MissingField(field) => format!("{key}.{field}"),
+        Kind::UnknownField(field, _) if key.is_empty() => field.clone(),
+        Kind::UnknownField(field, _) if !key.ends_with(field.as_str()) => format!("{key}.{field}"),
+        _ => key,
+    };
+    Problem {
+        file: file.to_string(),
+        key,
+        message,
+        hint,
+    }
+}
+
+fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> Option<Charset> {
+    let mut push = |key: &str, message: String, hint: &str| {
+        problems.push(Problem {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+            hint: hint.to_string(),
+        })
+    };
+    if c.name.is_empty()
+        || c.name.len() > 64
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_')
+    {
+        push(
+            "name",
+            format!("'{}' is not a valid channel name", c.name),
+            "use lower-case letters, digits, '-' and '_' (at most 64)",
+        );
+    }
+    match &c.source {
+        SourceConfig::MllpListener(l) => {
+            if l.listen.parse::<SocketAddr>().is_err() {
+                push(
+                    "source.listen",
+                    format!("'{}' is not an address", l.listen),
+                    "use IP:PORT, such as 0.0.0.0:2575",
+                );
+            }
+            if l.max_message_bytes < 64 {
+                push(
+                    "source.max_message_bytes",
+                    "must be at least 64".into(),
+                    "the default is 1048576 (1 MiB)",
+                );
+            }
+            if l.max_connections == 0 {
+                push(
+                    "source.max_connections",
+                    "must be at least 1".into(),
+                    "the default is 1024",
+                );
+            }
+            if l.max_in_flight == 0 {
+                push(
+                    "source.max_in_flight",
+                    "must be at least 1".into(),
+                    "the default is 64",
+                );
+            }
+            for (key, v) in [
+                ("source.idle_timeout_secs", l.idle_timeout_secs),
+                ("source.frame_timeout_secs", l.frame_timeout_secs),
+                ("source.write_timeout_secs", l.write_timeout_secs),
+            ] {
+                if v == 0 {
+                    push(key, "must be at least 1".into(), "timeouts are in seconds");
+                }
+            }
+        }
+    }
+    for (i, p) in c.accept.message_types.iter().enumerate() {
+        let ok = p == "*"
+            || p.split('^').count() <= 2
+                && p.split('^').all(|part| {
+                    part == "*"
+                        || (!part.is_empty() && part.chars().all(|ch| ch.is_ascii_alphanumeric()))
+                });
+        if !ok {
+            push(
+                &format!("accept.message_types[{i}]"),
+                format!("'{p}' is not a message type pattern"),
+                "use *, ADT^*, or ADT^A04",
+            );
+        }
+    }
+    if c.accept.processing_ids.is_empty() {
+        push(
+            "accept.processing_ids",
+            "must not be empty".into(),
+            "the default is [\"P\", \"D\", \"T\"]",
+        );
+    }
+    if c.accept.versions.is_empty() {
+        push(
+            "accept.versions",
+            "must not be empty".into(),
+            "the default is 2.3 to 2.8",
+        );
+    }
+    if c.retention_days == Some(0) {
+        push(
+            "retention_days",
+            "must be at least 1".into(),
+            "leave it out to use the engine's retention",
+        );
+    }
+    let charset = Charset::from_name(&c.charset_fallback);
+    if charset.is_none() {
+        push(
+            "charset_fallback",
+            format!("unknown character set '{}'", c.charset_fallback),
+            "use utf-8, iso-8859-1, windows-1256, or an MSH-18 name such as 8859/1",
+        );
+    }
+    charset
+}
+
+fn check_across_channels(
+    engine: Option<&EngineConfig>,
+    channels: &[LoadedChannel],
+    problems: &mut Vec<Problem>,
+) {
+    let mut names: HashMap<&str, &Path> = HashMap::new();
+    let mut ports: HashMap<SocketAddr, String> = HashMap::new();
+    if let Some(addr) = engine.and_then(|e| e.admin.listen.parse::<SocketAddr>().ok()) {
+        if addr.port() != 0 {
+            ports.insert(addr, "switchboard.toml admin.listen".into());
+        }
+    }
+    for ch in channels {
+        let file = ch.file.display().to_string();
+        if let Some(other) = names.insert(&ch.config.name, &ch.file) {
+            problems.push(Problem {
+                file: file.clone(),
+                key: "name".into(),
+                message: format!(
+                    "channel name '{}' is also used in {}",
+                    ch.config.name,
+                    other.display()
+                ),
+                hint: "channel names must be unique".into(),
+            });
+        }
+        let SourceConfig::MllpListener(l) = &ch.config.source;
+        if let Ok(addr) = l.listen.parse::<SocketAddr>() {
+            if addr.port() == 0 {
+                continue;
+            }
+            let clash = ports
+                .iter()
+                .find(|(a, _)| {
+                    a.port() == addr.port()
+                        && (a.ip() == addr.ip()
+                            || a.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                })
+                .map(|(_, who)| who.clone());
+            match clash {
+                Some(who) => problems.push(Problem {
+                    file,
+                    key: "source.listen".into(),
+                    message: format!("port {} is also used by {who}", addr.port()),
+                    hint: "give each channel its own port".into(),
+                }),
+                None => {
+                    ports.insert(addr, format!("{file} source.listen"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn loads_a_minimal_config_with_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "switchboard.toml", "data_dir = \"d\"\n");
+        write(
+            dir.path(),
+            "channels/a.toml",
+            "name = \"a\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n",
+        );
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.engine.retention_days, 90);
+        assert_eq!(c.engine.durability, Durability::Fsync);
+        assert_eq!(c.channels.len(), 1);
+        let SourceConfig::MllpListener(l) = &c.channels[0].config.source;
+        assert_eq!(l.max_message_bytes, 1024 * 1024);
+        assert_eq!(c.version.len(), 16);
+    }
+
+    #[test]
+    fn reports_every_problem_with_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "switchboard.toml",
+            "data_dir = \"d\"\ncolour = 1\n[admin]\nlisten = \"nope\"\n",
+        );
+        write(
+            dir.path(),
+            "channels/a.toml",
+            "name = \"a\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:2600\"\nmax_conections = 3\n",
+        );
+        write(
+            dir.path(),
+            "channels/b.toml",
+            "name = \"B!\"\ncharset_fallback = \"klingon\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"localhost\"\n",
+        );
+        write(
+            dir.path(),
+            "channels/c.toml",
+            "name = \"c\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:2601\"\n",
+        );
+        write(
+            dir.path(),
+            "channels/d.toml",
+            "name = \"c\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"0.0.0.0:2601\"\n",
+        );
+        let problems = load(dir.path()).expect_err("invalid").0;
+        let shown: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}|{}",
+                    p.file.rsplit('/').next().unwrap_or_default(),
+                    p.key
+                )
+            })
+            .collect();
+        for expect in [
+            "switchboard.toml|colour",
+            "a.toml|source.max_conections",
+            "b.toml|name",
+            "b.toml|charset_fallback",
+            "b.toml|source.listen",
+            "d.toml|name",
+            "d.toml|source.listen",
+        ] {
+            assert!(
+                shown.contains(&expect.to_string()),
+                "missing {expect} in {shown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_secret_is_a_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "switchboard.toml",
+            "[admin]\ntoken = { env = \"SWITCHBOARD_TEST_SURELY_UNSET_TOKEN\" }\n",
+        );
+        let problems = load(dir.path()).expect_err("secret missing").0;
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "admin.token");
+        assert!(problems[0]
+            .message
+            .contains("SWITCHBOARD_TEST_SURELY_UNSET_TOKEN"));
+    }
+
+    #[test]
+    fn secret_from_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "token.txt", "s3cret\n");
+        let r = SecretRef {
+            env: None,
+            file: Some(dir.path().join("token.txt")),
+        };
+        assert_eq!(r.resolve().as_deref(), Ok("s3cret"));
+    }
+}

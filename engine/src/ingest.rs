@@ -1,0 +1,347 @@
+//! Ingest of HL7 v2 messages: decide, store, commit, answer.
+//!
+//! For each [`Inbound`]: decode by MSH-18, read the MSH, check it against the channel's
+//! accept policy and the body's structure, recognise resends, build the answer, write the
+//! record with that answer, wait for the group commit, and only then hand the answer to the
+//! connection. A message that fails a check is stored too, as rejected, with its reason.
+//! When the store fails, the answer is AR/CR with ERR 207 and nothing positive is ever sent.
+
+use crate::config::LoadedChannel;
+use crate::metrics::{message_type_label, Metrics};
+use crate::store::{Claim, MessageRecord, Status, Store};
+use bytes::Bytes;
+use channels::source::{Disposition, Inbound, Payload, Reply};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, warn};
+use transforms::hl7v2::ack::{
+    build_ack, hl7_timestamp, should_answer, store_failure, AckParams, Verdict,
+};
+use transforms::hl7v2::charset::{self, Charset};
+use transforms::hl7v2::header::{HeaderError, MessageHeader};
+use transforms::hl7v2::validate::{
+    check_body, check_header, AcceptPolicy, ErrorCode, ErrorLocation, Nak,
+};
+
+/// What one channel's ingest needs.
+pub struct ChannelIngest {
+    /// The channel's name.
+    pub channel: String,
+    /// Accept policy from `[accept]`.
+    pub policy: AcceptPolicy,
+    /// Character set for messages without MSH-18.
+    pub charset_fallback: Charset,
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Configuration version stamped on records.
+    pub config_version: String,
+}
+
+impl ChannelIngest {
+    /// Builds the ingest of a loaded channel.
+    pub fn new(ch: &LoadedChannel, store: Store, metrics: Metrics, config_version: &str) -> Self {
+        ChannelIngest {
+            channel: ch.config.name.clone(),
+            policy: ch.config.accept.policy(),
+            charset_fallback: ch.charset_fallback,
+            store,
+            metrics,
+            config_version: config_version.to_string(),
+        }
+    }
+}
+
+/// Takes messages from a source until it closes, handling each one in its own task so that
+/// many share one group commit. Returns once every message has been answered.
+pub async fn run(ingest: Arc<ChannelIngest>, mut rx: mpsc::Receiver<Inbound>) {
+    let tracker = TaskTracker::new();
+    while let Some(inbound) = rx.recv().await {
+        let ingest = ingest.clone();
+        tracker.spawn(async move { ingest.handle(inbound).await });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+impl ChannelIngest {
+    async fn handle(&self, inbound: Inbound) {
+        let started = Instant::now();
+        let (raw, truncated_limit) = match &inbound.payload {
+            Payload::Hl7v2(b) => (b.clone(), None),
+            Payload::Hl7v2Oversize { head, limit } => (head.clone(), Some(*limit)),
+        };
+        let received_at_ms = inbound
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let id = self.store.next_id(received_at_ms);
+        let (header, charset_name, verdict) = self.decide(&raw, truncated_limit);
+        let message_type = header
+            .as_ref()
+            .map(|h| h.message_type())
+            .unwrap_or_default();
+        let label = header
+            .as_ref()
+            .map(|h| message_type_label(&h.message_code, &h.trigger_event))
+            .unwrap_or_else(|| "other".into());
+        self.metrics
+            .received
+            .with_label_values(&[&self.channel, &label])
+            .inc();
+        self.metrics
+            .last_message
+            .with_label_values(&[&self.channel])
+            .set(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or_default(),
+            );
+        let control_id = header
+            .as_ref()
+            .map(|h| h.control_id.clone())
+            .unwrap_or_default();
+        debug!(channel = %self.channel, control_id = %control_id, id, "Message received.");
+
+        // A resend of an accepted message gets the original answer and no second record.
+        if let (Some(h), Verdict::Accept) = (&header, &verdict) {
+            match self.store.claim_sender_key(&h.sender_key(), id).await {
+                Ok(Claim::New) => {}
+                Ok(Claim::Duplicate(original)) => {
+                    self.metrics
+                        .duplicates
+                        .with_label_values(&[&self.channel])
+                        .inc();
+                    debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate answered from the store.");
+                    let body = (!original.ack.is_empty())
+                        .then(|| Bytes::from(encode(&original.ack, &original.charset)));
+                    if body.is_some() {
+                        self.metrics
+                            .acks
+                            .with_label_values(&[&self.channel, &original.ack_code])
+                            .inc();
+                    }
+                    self.answer(inbound, started, Disposition::Accepted, body);
+                    return;
+                }
+                Err(e) => {
+                    self.fail(inbound, started, header.as_ref(), id, &e.to_string());
+                    return;
+                }
+            }
+        }
+
+        let ack_text = build_ack(
+            header.as_ref(),
+            &verdict,
+            &AckParams {
+                control_id: &id.to_string(),
+                timestamp: &hl7_timestamp(chrono::Utc::now()),
+            },
+        );
+        let answer = should_answer(header.as_ref(), &verdict);
+        let code = verdict.ack_code(header.as_ref());
+        let (status, errors) = match &verdict {
+            Verdict::Accept => (Status::Received, vec![]),
+            Verdict::Nak(n) => (Status::Rejected, vec![n.to_string()]),
+        };
+        let record = MessageRecord {
+            id,
+            channel: self.channel.clone(),
+            received_at_ms,
+            peer: inbound.peer.to_string(),
+            format: "hl7v2".into(),
+            message_type,
+            control_id: control_id.clone(),
+            sending_application: header
+                .as_ref()
+                .map(|h| h.sending_application.clone())
+                .unwrap_or_default(),
+            sending_facility: header
+                .as_ref()
+                .map(|h| h.sending_facility.clone())
+                .unwrap_or_default(),
+            version: header
+                .as_ref()
+                .map(|h| h.version.clone())
+                .unwrap_or_default(),
+            charset: charset_name.clone(),
+            size: truncated_limit.map(|l| l + 1).unwrap_or(raw.len()),
+            truncated: truncated_limit.is_some(),
+            status,
+            ack_code: code.as_str().into(),
+            ack: if answer {
+                ack_text.clone()
+            } else {
+                String::new()
+            },
+            errors,
+            config_version: self.config_version.clone(),
+        };
+        if let Err(e) = self.store.put(&record, &raw) {
+            self.metrics
+                .store_errors
+                .with_label_values(&["write"])
+                .inc();
+            self.fail(inbound, started, header.as_ref(), id, &e.to_string());
+            return;
+        }
+        if let Err(e) = self.store.commit().await {
+            self.fail(inbound, started, header.as_ref(), id, &e.to_string());
+            return;
+        }
+        let disposition = match &verdict {
+            Verdict::Accept => Disposition::Accepted,
+            Verdict::Nak(n) => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[&self.channel, n.code.reason_label()])
+                    .inc();
+                debug!(channel = %self.channel, control_id = %control_id, id, reason = %n, "Message rejected.");
+                Disposition::Rejected(n.to_string())
+            }
+        };
+        let body = answer.then(|| Bytes::from(encode(&ack_text, &charset_name)));
+        if body.is_some() {
+            self.metrics
+                .acks
+                .with_label_values(&[&self.channel, code.as_str()])
+                .inc();
+        }
+        self.answer(inbound, started, disposition, body);
+    }
+
+    /// Decodes and checks a message: its header (if readable), charset name and verdict.
+    fn decide(
+        &self,
+        raw: &[u8],
+        truncated: Option<usize>,
+    ) -> (Option<MessageHeader>, String, Verdict) {
+        // MSH is ASCII in every supported character set, so it can be read before decoding;
+        // a message that does not decode can still be answered in its sender's terms.
+        let lossy = String::from_utf8_lossy(raw);
+        let header = match MessageHeader::read(&lossy) {
+            Ok(h) => h,
+            Err(e) => {
+                let nak = match e {
+                    HeaderError::NoMsh => Nak::new(
+                        ErrorCode::SegmentSequence,
+                        "message does not start with an MSH segment",
+                    ),
+                    HeaderError::BadFieldSeparator => Nak::at(
+                        ErrorCode::DataType,
+                        ErrorLocation::field("MSH", 1),
+                        "MSH-1 field separator is missing or invalid",
+                    ),
+                    HeaderError::BadEncodingCharacters => Nak::at(
+                        ErrorCode::DataType,
+                        ErrorLocation::field("MSH", 2),
+                        "MSH-2 encoding characters are invalid",
+                    ),
+                };
+                return (None, String::new(), Verdict::Nak(nak));
+            }
+        };
+        if let Some(limit) = truncated {
+            let nak = Nak::new(
+                ErrorCode::ValueTooLong,
+                format!("message is larger than the limit of {limit} bytes"),
+            );
+            return (Some(header), String::new(), Verdict::Nak(nak));
+        }
+        let (text, cs) = match charset::decode(raw, self.charset_fallback) {
+            Ok(t) => t,
+            Err(e) => {
+                let nak = match e {
+                    charset::CharsetError::Unsupported(_) => Nak::at(
+                        ErrorCode::TableValueNotFound,
+                        ErrorLocation::field("MSH", 18),
+                        "MSH-18 character set is not supported",
+                    ),
+                    charset::CharsetError::Invalid { charset, offset } => Nak::new(
+                        ErrorCode::DataType,
+                        format!("bytes at offset {offset} are not valid {charset}"),
+                    ),
+                };
+                return (Some(header), String::new(), Verdict::Nak(nak));
+            }
+        };
+        let verdict = match check_header(&header, &self.policy).and_then(|()| check_body(&text)) {
+            Ok(()) => Verdict::Accept,
+            Err(nak) => Verdict::Nak(nak),
+        };
+        (Some(header), cs.name().to_string(), verdict)
+    }
+
+    /// Answers AR/CR 207 when the store failed; the message is not on disk.
+    fn fail(
+        &self,
+        inbound: Inbound,
+        started: Instant,
+        header: Option<&MessageHeader>,
+        id: u64,
+        reason: &str,
+    ) {
+        error!(channel = %self.channel, id, error = %reason, "Message could not be stored; answering with a reject.");
+        let verdict = store_failure("message could not be stored, send it again later");
+        let code = verdict.ack_code(header);
+        let text = build_ack(
+            header,
+            &verdict,
+            &AckParams {
+                control_id: &id.to_string(),
+                timestamp: &hl7_timestamp(chrono::Utc::now()),
+            },
+        );
+        let charset = header.map(|h| h.charset.clone()).unwrap_or_default();
+        self.metrics
+            .rejected
+            .with_label_values(&[
+                &self.channel,
+                ErrorCode::ApplicationInternalError.reason_label(),
+            ])
+            .inc();
+        let body = should_answer(header, &verdict).then(|| Bytes::from(encode(&text, &charset)));
+        if body.is_some() {
+            self.metrics
+                .acks
+                .with_label_values(&[&self.channel, code.as_str()])
+                .inc();
+        }
+        self.answer(
+            inbound,
+            started,
+            Disposition::Retry(reason.to_string()),
+            body,
+        );
+    }
+
+    fn answer(
+        &self,
+        inbound: Inbound,
+        started: Instant,
+        disposition: Disposition,
+        body: Option<Bytes>,
+    ) {
+        self.metrics
+            .ingest_duration
+            .with_label_values(&[&self.channel])
+            .observe(started.elapsed().as_secs_f64());
+        if inbound.reply.send(Reply { disposition, body }).is_err() {
+            warn!(channel = %self.channel, "Sender went away before its answer was sent.");
+        }
+    }
+}
+
+/// Encodes an answer in the character set of the message it answers.
+fn encode(text: &str, charset_name: &str) -> Vec<u8> {
+    match Charset::from_name(charset_name) {
+        Some(cs) => cs.encode(text).into_owned(),
+        None => text.as_bytes().to_vec(),
+    }
+}

@@ -1,0 +1,310 @@
+//! Every metric the engine exports: names, help texts and label sets, in one place.
+//!
+//! Names are `switchboard_` + snake_case + base unit, `_total` on counters. Labels come from
+//! closed sets: channel names from config, message types restricted by [`message_type_label`],
+//! ACK codes, reasons from [`transforms::hl7v2::validate::ErrorCode::reason_label`]. No label
+//! ever holds patient data or free text. `dashboards/` uses only the names listed here.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// `switchboard_messages_received_total{channel, message_type}`.
+pub const MESSAGES_RECEIVED: &str = "switchboard_messages_received_total";
+/// `switchboard_acks_sent_total{channel, code}`: answers by MSA-1 code.
+pub const ACKS_SENT: &str = "switchboard_acks_sent_total";
+/// `switchboard_messages_rejected_total{channel, reason}`: NAKs by reason.
+pub const MESSAGES_REJECTED: &str = "switchboard_messages_rejected_total";
+/// `switchboard_duplicates_total{channel}`: resends answered from the store.
+pub const DUPLICATES: &str = "switchboard_duplicates_total";
+/// `switchboard_ingest_duration_seconds{channel}`: receipt to answer handed to the connection.
+pub const INGEST_DURATION: &str = "switchboard_ingest_duration_seconds";
+/// `switchboard_store_commit_duration_seconds`: one group-commit flush.
+pub const STORE_COMMIT_DURATION: &str = "switchboard_store_commit_duration_seconds";
+/// `switchboard_store_commit_batch_size`: messages covered by one flush.
+pub const STORE_COMMIT_BATCH: &str = "switchboard_store_commit_batch_size";
+/// `switchboard_store_errors_total{operation}`: failed store writes or flushes.
+pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
+/// `switchboard_store_size_bytes`: size of the store on disk.
+pub const STORE_SIZE: &str = "switchboard_store_size_bytes";
+/// `switchboard_mllp_connections_opened_total{channel}`.
+pub const MLLP_OPENED: &str = "switchboard_mllp_connections_opened_total";
+/// `switchboard_mllp_connections_closed_total{channel}`.
+pub const MLLP_CLOSED: &str = "switchboard_mllp_connections_closed_total";
+/// `switchboard_mllp_connections_refused_total{channel}`: over the cap or not allowed.
+pub const MLLP_REFUSED: &str = "switchboard_mllp_connections_refused_total";
+/// `switchboard_mllp_junk_bytes_total{channel}`: bytes skipped outside frames.
+pub const MLLP_JUNK: &str = "switchboard_mllp_junk_bytes_total";
+/// `switchboard_mllp_timeouts_total{channel}`: connections cut by a timeout.
+pub const MLLP_TIMEOUTS: &str = "switchboard_mllp_timeouts_total";
+/// `switchboard_channel_last_message_timestamp_seconds{channel}`.
+pub const CHANNEL_LAST_MESSAGE: &str = "switchboard_channel_last_message_timestamp_seconds";
+/// `switchboard_build_info{version, config_version}`: always 1.
+pub const BUILD_INFO: &str = "switchboard_build_info";
+
+/// HL7 message codes that may appear in the `message_type` label; anything else is `other`.
+const KNOWN_CODES: &[&str] = &[
+    "ACK", "ADT", "BAR", "DFT", "MDM", "MFN", "OML", "ORL", "ORM", "ORR", "ORU", "OUL", "QBP",
+    "QRY", "RDE", "RSP", "SIU", "SRM", "VXU",
+];
+
+/// The `message_type` label for `code` and `trigger`: `ADT_A04`, or `other`.
+pub fn message_type_label(code: &str, trigger: &str) -> String {
+    let trigger_ok = trigger.len() == 3
+        && trigger.as_bytes()[0].is_ascii_uppercase()
+        && trigger.as_bytes()[1..].iter().all(u8::is_ascii_digit);
+    match (KNOWN_CODES.contains(&code), trigger_ok, trigger.is_empty()) {
+        (true, true, _) => format!("{code}_{trigger}"),
+        (true, false, true) => code.to_string(),
+        _ => "other".into(),
+    }
+}
+
+/// The engine's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// See [`MESSAGES_RECEIVED`].
+    pub received: IntCounterVec,
+    /// See [`ACKS_SENT`].
+    pub acks: IntCounterVec,
+    /// See [`MESSAGES_REJECTED`].
+    pub rejected: IntCounterVec,
+    /// See [`DUPLICATES`].
+    pub duplicates: IntCounterVec,
+    /// See [`INGEST_DURATION`].
+    pub ingest_duration: HistogramVec,
+    /// See [`STORE_COMMIT_DURATION`].
+    pub commit_duration: Histogram,
+    /// See [`STORE_COMMIT_BATCH`].
+    pub commit_batch: Histogram,
+    /// See [`STORE_ERRORS`].
+    pub store_errors: IntCounterVec,
+    /// See [`STORE_SIZE`].
+    pub store_size: IntGauge,
+    /// See [`MLLP_OPENED`].
+    pub mllp_opened: IntCounterVec,
+    /// See [`MLLP_CLOSED`].
+    pub mllp_closed: IntCounterVec,
+    /// See [`MLLP_REFUSED`].
+    pub mllp_refused: IntCounterVec,
+    /// See [`MLLP_JUNK`].
+    pub mllp_junk: IntCounterVec,
+    /// See [`MLLP_TIMEOUTS`].
+    pub mllp_timeouts: IntCounterVec,
+    /// See [`CHANNEL_LAST_MESSAGE`].
+    pub last_message: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: names and label sets are constants checked by the tests.
+    pub fn new(config_version: &str) -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        };
+        let received = counter(
+            MESSAGES_RECEIVED,
+            "Messages received, by channel and message type.",
+            &["channel", "message_type"],
+        );
+        let acks = counter(
+            ACKS_SENT,
+            "Acknowledgments sent, by MSA-1 code.",
+            &["channel", "code"],
+        );
+        let rejected = counter(
+            MESSAGES_REJECTED,
+            "Messages answered negatively, by reason.",
+            &["channel", "reason"],
+        );
+        let duplicates = counter(
+            DUPLICATES,
+            "Resent messages answered with the first answer.",
+            &["channel"],
+        );
+        let store_errors = counter(STORE_ERRORS, "Failed store operations.", &["operation"]);
+        let mllp_opened = counter(MLLP_OPENED, "MLLP connections accepted.", &["channel"]);
+        let mllp_closed = counter(MLLP_CLOSED, "MLLP connections closed.", &["channel"]);
+        let mllp_refused = counter(
+            MLLP_REFUSED,
+            "MLLP connections refused (cap or allow-list).",
+            &["channel"],
+        );
+        let mllp_junk = counter(
+            MLLP_JUNK,
+            "Bytes skipped outside MLLP frames.",
+            &["channel"],
+        );
+        let mllp_timeouts = counter(
+            MLLP_TIMEOUTS,
+            "MLLP connections cut by a timeout.",
+            &["channel"],
+        );
+        let ingest_duration = HistogramVec::new(
+            HistogramOpts::new(INGEST_DURATION, "Seconds from receipt to answer.")
+                .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ingest_duration.clone()))
+            .expect("metric registered once");
+        let commit_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                STORE_COMMIT_DURATION,
+                "Seconds one group-commit flush took.",
+            )
+            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_duration.clone()))
+            .expect("metric registered once");
+        let commit_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                STORE_COMMIT_BATCH,
+                "Messages covered by one group-commit flush.",
+            )
+            .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_batch.clone()))
+            .expect("metric registered once");
+        let store_size =
+            IntGauge::new(STORE_SIZE, "Bytes the store takes on disk.").expect("valid metric");
+        registry
+            .register(Box::new(store_size.clone()))
+            .expect("metric registered once");
+        let last_message = IntGaugeVec::new(
+            Opts::new(
+                CHANNEL_LAST_MESSAGE,
+                "Unix time of the last message received.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_message.clone()))
+            .expect("metric registered once");
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build and configuration version; always 1."),
+            &["version", "config_version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build.clone()))
+            .expect("metric registered once");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "switchboard",
+            );
+            registry
+                .register(Box::new(pc))
+                .expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            received,
+            acks,
+            rejected,
+            duplicates,
+            ingest_duration,
+            commit_duration,
+            commit_batch,
+            store_errors,
+            store_size,
+            mllp_opened,
+            mllp_closed,
+            mllp_refused,
+            mllp_junk,
+            mllp_timeouts,
+            last_message,
+        }
+    }
+
+    /// The source metrics of one channel.
+    pub fn source(&self, channel: &str) -> channels::source::SourceMetrics {
+        channels::source::SourceMetrics {
+            connections_opened: self.mllp_opened.with_label_values(&[channel]),
+            connections_closed: self.mllp_closed.with_label_values(&[channel]),
+            connections_refused: self.mllp_refused.with_label_values(&[channel]),
+            junk_bytes: self.mllp_junk.with_label_values(&[channel]),
+            timeouts: self.mllp_timeouts.with_label_values(&[channel]),
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_type_labels_are_a_closed_set() {
+        assert_eq!(message_type_label("ADT", "A04"), "ADT_A04");
+        assert_eq!(message_type_label("ADT", ""), "ADT");
+        assert_eq!(message_type_label("ZZZ", "A04"), "other");
+        assert_eq!(message_type_label("ADT", "JOHN"), "other");
+        assert_eq!(message_type_label("ADT", "a04"), "other");
+    }
+
+    #[test]
+    fn every_metric_renders() {
+        let m = Metrics::new("abc");
+        m.received.with_label_values(&["c", "ADT_A04"]).inc();
+        m.acks.with_label_values(&["c", "AA"]).inc();
+        m.rejected.with_label_values(&["c", "data_type"]).inc();
+        m.duplicates.with_label_values(&["c"]).inc();
+        m.ingest_duration.with_label_values(&["c"]).observe(0.001);
+        m.store_errors.with_label_values(&["flush"]).inc();
+        let _ = m.source("c");
+        m.last_message.with_label_values(&["c"]).set(1);
+        let text = m.render();
+        for name in [
+            MESSAGES_RECEIVED,
+            ACKS_SENT,
+            MESSAGES_REJECTED,
+            DUPLICATES,
+            INGEST_DURATION,
+            STORE_COMMIT_DURATION,
+            STORE_COMMIT_BATCH,
+            STORE_ERRORS,
+            STORE_SIZE,
+            MLLP_OPENED,
+            MLLP_CLOSED,
+            MLLP_REFUSED,
+            MLLP_JUNK,
+            MLLP_TIMEOUTS,
+            CHANNEL_LAST_MESSAGE,
+            BUILD_INFO,
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

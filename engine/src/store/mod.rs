@@ -1,0 +1,547 @@
+//! The message store: one sled database under `data_dir`, behind this one module.
+//!
+//! Trees (keys are big-endian so byte order is time order):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `messages` | message id (u64) | [`MessageRecord`] as JSON |
+//! | `raw` | message id | the bytes exactly as received |
+//! | `dedup` | sender key (MSH-3, MSH-4, MSH-10) | message id of the accepted original |
+//! | `by_control_id` | control id, 0x00, message id | empty |
+//! | `meta` | name | schema version and the like |
+//!
+//! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
+//! receipt time and retention can delete a key range from the front.
+//!
+//! Writes go to sled's in-memory log; [`Store::commit`] waits for the group-committed flush
+//! that covers them. A flush covers every write that completed before it was called, so one
+//! flush serves every message waiting at that moment.
+
+mod commit;
+
+use crate::config::Durability;
+use crate::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use commit::GroupCommit;
+
+/// The store schema version written to `meta`.
+const SCHEMA_VERSION: u32 = 1;
+
+/// A store failure; the message it concerned was not stored (or not durably).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (IO, disk full, corruption).
+    #[error("store error: {0}")]
+    Sled(String),
+    /// A record could not be encoded or decoded.
+    #[error("store record error: {0}")]
+    Codec(String),
+    /// The store was written by a newer or unknown schema.
+    #[error("store schema version {found} is not supported (expected {SCHEMA_VERSION})")]
+    Schema {
+        /// The version found in `meta`.
+        found: u32,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e.to_string())
+    }
+}
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Stored and accepted; not routed yet.
+    Received,
+    /// Answered negatively; kept with its reason.
+    Rejected,
+}
+
+impl Status {
+    /// The status as written in the API and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Received => "received",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// Everything the store keeps about one message, except its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The message id (time-ordered).
+    pub id: u64,
+    /// The channel that received it.
+    pub channel: String,
+    /// Unix milliseconds of receipt.
+    pub received_at_ms: u64,
+    /// The sender's address.
+    pub peer: String,
+    /// `hl7v2`.
+    pub format: String,
+    /// `ADT^A04`, empty when unreadable.
+    pub message_type: String,
+    /// MSH-10, empty when unreadable.
+    pub control_id: String,
+    /// MSH-3.
+    pub sending_application: String,
+    /// MSH-4.
+    pub sending_facility: String,
+    /// MSH-12.
+    pub version: String,
+    /// The character set the message was decoded with.
+    pub charset: String,
+    /// Size of the message as received, in bytes.
+    pub size: usize,
+    /// True when only the first bytes were kept (frame over the limit).
+    pub truncated: bool,
+    /// Where the message is.
+    pub status: Status,
+    /// MSA-1 of the answer.
+    pub ack_code: String,
+    /// The answer as sent (HL7 text), or empty when none was sent.
+    pub ack: String,
+    /// Problems found, each naming a location and a reason (never content).
+    pub errors: Vec<String>,
+    /// The configuration version that processed the message.
+    pub config_version: String,
+}
+
+/// Filters of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// Only this MSH-10.
+    pub control_id: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only messages received at or after this Unix millisecond.
+    pub since_ms: Option<u64>,
+    /// Only messages with an id below this one (paging backwards).
+    pub before_id: Option<u64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// The outcome of claiming a sender key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// First time this sender key is seen; it now points at the new message.
+    New,
+    /// A resend: the original record.
+    Duplicate(Box<MessageRecord>),
+}
+
+/// The sled store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    messages: sled::Tree,
+    raw: sled::Tree,
+    dedup: sled::Tree,
+    by_control_id: sled::Tree,
+    last_id: Arc<AtomicU64>,
+    commit: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its group committer.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled cannot open the folder or the schema is unknown.
+    pub fn open(
+        dir: &Path,
+        durability: Durability,
+        metrics: &Metrics,
+    ) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Sled(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir.join("sled"))
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| StoreError::Schema { found: 0 })?,
+                );
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema { found });
+                }
+            }
+            None => {
+                meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+            }
+        }
+        let messages = db.open_tree("messages")?;
+        let last = messages
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let commit = GroupCommit::start(db.clone(), durability, metrics);
+        Ok(Store {
+            raw: db.open_tree("raw")?,
+            dedup: db.open_tree("dedup")?,
+            by_control_id: db.open_tree("by_control_id")?,
+            messages,
+            db,
+            last_id: Arc::new(AtomicU64::new(last)),
+            commit,
+        })
+    }
+
+    /// A new message id for a message received at `now_ms`, greater than every earlier one.
+    pub fn next_id(&self, now_ms: u64) -> u64 {
+        let floor = now_ms << 20;
+        let prev = self
+            .last_id
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(floor.max(last + 1))
+            })
+            .unwrap_or_else(|last| last);
+        floor.max(prev + 1)
+    }
+
+    /// Claims `sender_key` for message `id`, or finds the original it duplicates.
+    ///
+    /// A key left pointing at a message that is not in the store (a crash between the claim
+    /// and the record write; that message was never acknowledged) is taken over.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub async fn claim_sender_key(&self, sender_key: &str, id: u64) -> Result<Claim, StoreError> {
+        let new = id.to_be_bytes();
+        let mut expected: Option<sled::IVec> = None;
+        loop {
+            match self
+                .dedup
+                .compare_and_swap(sender_key, expected.clone(), Some(&new[..]))?
+            {
+                Ok(()) => return Ok(Claim::New),
+                Err(cas) => {
+                    let Some(current) = cas.current else {
+                        expected = None;
+                        continue;
+                    };
+                    let original = u64::from_be_bytes(
+                        current
+                            .as_ref()
+                            .try_into()
+                            .map_err(|_| StoreError::Codec("bad dedup entry".into()))?,
+                    );
+                    // The original may still be in flight on another connection: its record
+                    // is written right after its claim, so wait a moment for it.
+                    for _ in 0..200 {
+                        if let Some(rec) = self.get(original)? {
+                            return Ok(Claim::Duplicate(Box::new(rec)));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    expected = Some(current);
+                }
+            }
+        }
+    }
+
+    /// Writes a message record and its raw bytes (not yet durable: see [`Store::commit`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails (for example, the disk is full).
+    pub fn put(&self, record: &MessageRecord, raw: &[u8]) -> Result<(), StoreError> {
+        let key = record.id.to_be_bytes();
+        let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
+        self.raw.insert(key, raw)?;
+        if !record.control_id.is_empty() {
+            let mut idx = Vec::with_capacity(record.control_id.len() + 9);
+            idx.extend_from_slice(record.control_id.as_bytes());
+            idx.push(0);
+            idx.extend_from_slice(&key);
+            self.by_control_id.insert(idx, &[])?;
+        }
+        // The record last: its presence means the message is complete.
+        self.messages.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Waits until everything written so far is durable (per the configured durability).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the flush failed: nothing written since the last good flush may
+    /// be considered durable.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.commit.commit().await
+    }
+
+    /// One message record.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the record cannot be decoded.
+    pub fn get(&self, id: u64) -> Result<Option<MessageRecord>, StoreError> {
+        match self.messages.get(id.to_be_bytes())? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Codec(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// The raw bytes of a message.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.raw.get(id.to_be_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Messages matching `q`, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or a record cannot be decoded.
+    pub fn list(&self, q: &Query) -> Result<Vec<MessageRecord>, StoreError> {
+        let limit = q.limit.clamp(1, 10_000);
+        let lower = q.since_ms.map(|ms| ms << 20).unwrap_or(0);
+        let upper = q.before_id.unwrap_or(u64::MAX);
+        let keep = |r: &MessageRecord| {
+            q.channel.as_ref().is_none_or(|c| *c == r.channel)
+                && q.status.as_ref().is_none_or(|s| s == r.status.as_str())
+                && q.control_id.as_ref().is_none_or(|c| *c == r.control_id)
+        };
+        let mut out = Vec::new();
+        if let Some(control_id) = &q.control_id {
+            let mut prefix = control_id.as_bytes().to_vec();
+            prefix.push(0);
+            let mut ids: Vec<u64> = self
+                .by_control_id
+                .scan_prefix(&prefix)
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter_map(|k| k[prefix.len()..].try_into().ok().map(u64::from_be_bytes))
+                .filter(|id| *id >= lower && *id < upper)
+                .collect();
+            ids.sort_unstable_by(|a, b| b.cmp(a));
+            for id in ids {
+                if let Some(r) = self.get(id)? {
+                    if keep(&r) {
+                        out.push(r);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
+        for item in self
+            .messages
+            .range(lower.to_be_bytes()..upper.to_be_bytes())
+            .rev()
+        {
+            let (_, v) = item?;
+            let r: MessageRecord =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
+            if keep(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of message records.
+    pub fn message_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Bytes the store takes on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled cannot tell.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    /// Flushes everything and waits; used at shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the flush fails.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u64, channel: &str, control_id: &str, status: Status) -> MessageRecord {
+        MessageRecord {
+            id,
+            channel: channel.into(),
+            received_at_ms: id >> 20,
+            peer: "127.0.0.1:1".into(),
+            format: "hl7v2".into(),
+            message_type: "ADT^A04".into(),
+            control_id: control_id.into(),
+            sending_application: "HIS".into(),
+            sending_facility: "MAIN".into(),
+            version: "2.5".into(),
+            charset: "utf-8".into(),
+            size: 10,
+            truncated: false,
+            status,
+            ack_code: "AA".into(),
+            ack: String::new(),
+            errors: vec![],
+            config_version: "v".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_increase_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Fsync, &m).expect("open");
+        let a = s.next_id(1000);
+        let b = s.next_id(1000);
+        let c = s.next_id(999);
+        assert!(a < b && b < c, "{a} {b} {c}");
+        assert_eq!(a >> 20, 1000);
+        s.put(&record(c, "x", "C1", Status::Received), b"raw")
+            .expect("put");
+        s.commit().await.expect("commit");
+        drop(s);
+        // The committer task lets go of the database once it sees the store dropped.
+        let mut reopened = None;
+        for _ in 0..200 {
+            match Store::open(dir.path(), Durability::Fsync, &m) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        let s = reopened.expect("reopen");
+        assert!(s.next_id(1000) > c);
+        assert_eq!(s.raw(c).expect("raw").as_deref(), Some(&b"raw"[..]));
+    }
+
+    #[tokio::test]
+    async fn list_filters_newest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
+        for (i, (ch, ctl, st)) in [
+            ("a", "C1", Status::Received),
+            ("b", "C2", Status::Rejected),
+            ("a", "C3", Status::Received),
+            ("a", "C1", Status::Rejected),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = s.next_id(10_000 + i as u64);
+            s.put(&record(id, ch, ctl, st), b"x").expect("put");
+        }
+        let all = s
+            .list(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(
+            all.iter()
+                .map(|r| r.control_id.as_str())
+                .collect::<Vec<_>>(),
+            ["C1", "C3", "C2", "C1"]
+        );
+        let a = s
+            .list(&Query {
+                channel: Some("a".into()),
+                status: Some("received".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(
+            a.iter().map(|r| r.control_id.as_str()).collect::<Vec<_>>(),
+            ["C3", "C1"]
+        );
+        let c1 = s
+            .list(&Query {
+                control_id: Some("C1".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(c1.len(), 2);
+        assert!(c1[0].id > c1[1].id);
+        let since = s
+            .list(&Query {
+                since_ms: Some(10_002),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(since.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn sender_key_claims() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
+        let first = s.next_id(1);
+        assert_eq!(
+            s.claim_sender_key("k", first).await.expect("claim"),
+            Claim::New
+        );
+        s.put(&record(first, "a", "k", Status::Received), b"x")
+            .expect("put");
+        let second = s.next_id(2);
+        match s.claim_sender_key("k", second).await.expect("claim") {
+            Claim::Duplicate(r) => assert_eq!(r.id, first),
+            Claim::New => panic!("expected a duplicate"),
+        }
+    }
+
+    #[tokio::test]
+    async fn dangling_claim_is_taken_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
+        let lost = s.next_id(1);
+        assert_eq!(
+            s.claim_sender_key("k", lost).await.expect("claim"),
+            Claim::New
+        );
+        // No record for `lost`: as after a crash between claim and write.
+        let next = s.next_id(2);
+        assert_eq!(
+            s.claim_sender_key("k", next).await.expect("claim"),
+            Claim::New
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The command line: `check` and `send`, as an operator runs them.
+
+use crate::support::*;
+use std::process::Command;
+
+#[test]
+fn check_accepts_the_shipped_conf() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(&conf)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("OK ("), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_problem_with_file_key_and_hint() {
+    let cfg = TestConfig::new("colour = \"blue\"", "");
+    std::fs::write(
+        cfg.conf().join("channels/bad.toml"),
+        "name = \"bad\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"not-an-address\"\nmax_conections = 5\n",
+    )
+    .expect("write");
+    std::fs::write(
+        cfg.conf().join("channels/worse.toml"),
+        "name = \"worse\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:1\"\n[accept]\nmessage_types = [\"ADT^A04^X\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for expect in [
+        "switchboard.toml: colour: unknown key 'colour'",
+        "bad.toml: source.max_conections: unknown key 'max_conections'",
+        "worse.toml: accept.message_types[0]: 'ADT^A04^X' is not a message type pattern (hint: use *, ADT^*, or ADT^A04)",
+        "3 problem(s) found.",
+    ] {
+        assert!(stdout.contains(expect), "missing {expect:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn run_refuses_a_broken_config_with_exit_2() {
+    let cfg = TestConfig::new("durability = \"sometimes\"", "");
+    let out = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("durability: unknown value 'sometimes'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn send_prints_one_line_per_message_and_exits_by_the_answers() {
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let dir = cfg.root.path();
+    // Three messages with LF endings, separated by a blank line.
+    let several = format!("{}\n\n{}\n{}", adt("S1"), adt("S2"), adt("S3")).replace('\r', "\n");
+    std::fs::write(dir.join("several.hl7"), several).expect("write");
+    // An FHS/BHS batch with CRLF endings.
+    let batch = format!(
+        "FHS|^~\\&|HIS\rBHS|^~\\&|HIS\r{}{}BTS|2\rFTS|1\r",
+        adt("B1"),
+        adt("B2")
+    )
+    .replace('\r', "\r\n");
+    std::fs::write(dir.join("batch.hl7"), batch).expect("write");
+    let out = Command::new(binary())
+        .args(["send", "--to", &engine.mllp("lab")])
+        .arg(dir.join("several.hl7"))
+        .arg(dir.join("batch.hl7"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(lines[0].ends_with("several.hl7#1 AA S1"), "{stdout}");
+    assert!(lines[4].ends_with("batch.hl7#2 AA B2"), "{stdout}");
+
+    std::fs::write(
+        dir.join("bad.hl7"),
+        "MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|X1|P|2.1\r",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["send", "--to", &engine.mllp("lab")])
+        .arg(dir.join("bad.hl7"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("AR X1 version '2.1' is not accepted on this channel"),
+        "{stdout}"
+    );
+
+    // Load mode prints a summary and the messages are all stored.
+    let out = Command::new(binary())
+        .args([
+            "send",
+            "--to",
+            &engine.mllp("lab"),
+            "--connections",
+            "4",
+            "--repeat",
+            "25",
+        ])
+        .arg(dir.join("several.hl7"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("sent 300 in "), "{stdout}");
+    assert!(stdout.contains("positive 300, negative 0"), "{stdout}");
+
+    // `messages list` reads the same API.
+    let out = Command::new(binary())
+        .args([
+            "messages",
+            "--admin",
+            &engine.admin(),
+            "list",
+            "--control-id",
+            "S2",
+        ])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 message(s)"), "{stdout}");
+}
