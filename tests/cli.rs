@@ -143,3 +143,106 @@ fn send_prints_one_line_per_message_and_exits_by_the_answers() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("1 message(s)"), "{stdout}");
 }
+
+#[test]
+fn sandbox_starts_every_peer_and_drives_an_engine_channel() {
+    use std::io::{BufRead, BufReader};
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let mut child = Command::new(binary())
+        .args([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--his-listen",
+            "127.0.0.1:0",
+            "--patients",
+            "3",
+            "--send-to",
+            &engine.mllp("lab"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(l) => {
+                let done = l.contains("sandbox running");
+                lines.push(l);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines.join("\n");
+    for vendor in [
+        "opsport  http://127.0.0.1:",
+        "latrexa  http://127.0.0.1:",
+        "buktor   http://127.0.0.1:",
+        "px360    http://127.0.0.1:",
+        "his      mllp://127.0.0.1:",
+    ] {
+        assert!(text.contains(vendor), "missing {vendor:?} in:\n{text}");
+    }
+    assert!(text.contains("sent 12 messages for 3 patients"), "{text}");
+    assert!(text.contains("12 accepted, 0 not"), "{text}");
+}
+
+#[test]
+fn every_example_channel_passes_check() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&examples).expect("conf/examples") {
+        let path = entry.expect("entry").path();
+        let cfg = TestConfig::new("", "");
+        std::fs::copy(
+            &path,
+            cfg.conf()
+                .join("channels")
+                .join(path.file_name().expect("name")),
+        )
+        .expect("copy");
+        let out = Command::new(binary())
+            .args(["check", "--config"])
+            .arg(cfg.conf())
+            .env("PORTAL_TOKEN", "example-token")
+            .env("PORTAL_SIGNING_SECRET", "example-secret")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}: {stdout}", path.display());
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn check_names_unknown_destinations_and_missing_secrets() {
+    let cfg = TestConfig::new(
+        "",
+        "[[route]]\nto = [\"nowhere\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nbearer_token = { env = \"SWITCHBOARD_TEST_UNSET_TOKEN\" }\n",
+    );
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("lab.toml: route[0].to[0]: unknown destination 'nowhere' (hint: destinations of this channel: hook)"), "{stdout}");
+    assert!(stdout.contains("lab.toml: destination[0].bearer_token: environment variable SWITCHBOARD_TEST_UNSET_TOKEN is not set"), "{stdout}");
+}

@@ -9,6 +9,7 @@
 pub mod destination;
 pub mod file;
 pub mod mllp;
+pub mod sandbox;
 pub mod secret;
 pub mod source;
 pub mod webhook;

@@ -53,6 +53,24 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Start simulated peers on loopback: OpsPort, Latrexa, Buktor, PX360 and an HIS.
+    Sandbox {
+        /// HTTP address of the four cloud APIs (vendors under /opsport, /latrexa, /buktor, /px360).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// MLLP address of the simulated HIS.
+        #[arg(long)]
+        his_listen: Option<std::net::SocketAddr>,
+        /// TOML file with sandbox settings (keys, refusals, Buktor mapping); see docs/SANDBOX.md.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Generate realistic ADT/SIU/DFT traffic for this many synthetic patients...
+        #[arg(long, requires = "send_to")]
+        patients: Option<usize>,
+        /// ...and send it over MLLP to this engine channel (host:port).
+        #[arg(long)]
+        send_to: Option<String>,
+    },
     /// List and show stored messages through the admin API.
     Messages {
         /// Base URL of the admin API.
@@ -246,6 +264,49 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     })
                 }
             })
+        }
+        Command::Sandbox { listen, his_listen, config, patients, send_to } => {
+            init_logging("info", LogFormat::Human);
+            let mut cfg: channels::sandbox::SandboxConfig = match &config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    toml::from_str(&text).with_context(|| format!("{}", path.display()))?
+                }
+                None => channels::sandbox::SandboxConfig::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(l) = his_listen {
+                cfg.his_mllp_listen = l;
+            }
+            rt.block_on(async {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let sandbox = channels::sandbox::start(cfg, shutdown.clone()).await?;
+                for vendor in ["opsport", "latrexa", "buktor", "px360"] {
+                    println!("{vendor:<8} {}", sandbox.base_url(vendor));
+                }
+                println!("his      mllp://{} (state: http://{}/his/_state)", sandbox.his_mllp_addr, sandbox.http_addr);
+                if let (Some(n), Some(to)) = (patients, send_to) {
+                    let messages = channels::sandbox::traffic::generate(&channels::sandbox::traffic::TrafficConfig::new(n, 42, chrono::Utc::now()));
+                    let mut client = channels::mllp::client::MllpClient::connect(&to, Duration::from_secs(10)).await?;
+                    let (mut ok, mut bad) = (0, 0);
+                    for m in &messages {
+                        let answer = client.send(m.as_bytes()).await?;
+                        match transforms::hl7v2::ack::parse_ack(&String::from_utf8_lossy(&answer)) {
+                            Some(a) if a.code.is_positive() => ok += 1,
+                            _ => bad += 1,
+                        }
+                    }
+                    println!("sent {} messages for {n} patients to {to}: {ok} accepted, {bad} not", messages.len());
+                }
+                println!("sandbox running; Ctrl-C stops it");
+                wait_for_signal().await;
+                shutdown.cancel();
+                sandbox.stopped().await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Messages {
             admin,
