@@ -32,6 +32,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Routing, for reprocess and dead-letter retry.
     pub pipeline: Arc<crate::pipeline::Pipeline>,
+    /// The live event stream.
+    pub events: crate::events::EventBus,
 }
 
 /// The admin router.

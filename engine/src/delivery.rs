@@ -8,6 +8,7 @@
 //! letters with its reason. A circuit breaker stops sending to a destination after repeated
 //! failures and lets one trial delivery through after a cool-down.
 
+use crate::events::{EventBus, LiveEvent};
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, OutboxItem};
 use crate::store::{Status, Store};
@@ -48,6 +49,7 @@ pub struct Hub {
     workers: HashMap<String, mpsc::UnboundedSender<(String, u64, u64)>>,
     watchers: Watchers,
     store: Store,
+    events: EventBus,
 }
 
 impl Hub {
@@ -61,6 +63,7 @@ impl Hub {
         destinations: &[(String, DestinationConfig)],
         store: Store,
         metrics: Metrics,
+        events: EventBus,
         shutdown: CancellationToken,
     ) -> Result<Arc<Hub>, (String, String)> {
         let watchers: Watchers = Arc::default();
@@ -78,6 +81,7 @@ impl Hub {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 watchers: watchers.clone(),
+                events: events.clone(),
             };
             tokio::spawn(worker.run(rx, shutdown.clone()));
             workers.insert(name, tx);
@@ -86,6 +90,7 @@ impl Hub {
             workers,
             watchers,
             store,
+            events,
         }))
     }
 
@@ -119,6 +124,11 @@ impl Hub {
         }
     }
 
+    /// The live event stream.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     /// The store the workers use.
     pub fn store(&self) -> &Store {
         &self.store
@@ -134,6 +144,7 @@ struct Worker {
     store: Store,
     metrics: Metrics,
     watchers: Watchers,
+    events: EventBus,
 }
 
 /// The circuit breaker of one destination.
@@ -385,6 +396,7 @@ impl Worker {
                     {
                         error!(destination = %self.name, error = %se, "Cannot record the retry.");
                     }
+                    self.publish("retrying", &item);
                     Settled::RetryAt(item.next_attempt_ms)
                 } else {
                     let reason = if e.is_retryable() {
@@ -406,6 +418,18 @@ impl Worker {
         }
     }
 
+    fn publish(&self, kind: &str, item: &OutboxItem) {
+        self.events.publish(LiveEvent {
+            kind: kind.into(),
+            id: item.message_id.to_string(),
+            channel: self.channel.clone(),
+            message_type: String::new(),
+            control_id: item.control_id.clone().unwrap_or_default(),
+            destination: item.destination.clone(),
+            at_ms: now_ms(),
+        });
+    }
+
     fn finish(
         &self,
         item: &OutboxItem,
@@ -413,6 +437,14 @@ impl Worker {
         delivered: bool,
         detail: &str,
     ) -> Settled {
+        self.publish(
+            if delivered {
+                "delivered"
+            } else {
+                "dead_letter"
+            },
+            item,
+        );
         let result = self
             .store
             .record_attempt(item, attempt)

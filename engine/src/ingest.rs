@@ -47,6 +47,8 @@ pub struct ChannelIngest {
     pub ack: AckTiming,
     /// How long `ack = "on_delivery"` waits.
     pub ack_timeout: std::time::Duration,
+    /// The live event stream.
+    pub events: crate::events::EventBus,
 }
 
 impl ChannelIngest {
@@ -65,6 +67,7 @@ impl ChannelIngest {
             store,
             metrics,
             config_version: config_version.to_string(),
+            events: pipeline.hub().events().clone(),
             pipeline,
             ack: ch.config.ack,
             ack_timeout: std::time::Duration::from_secs(ch.config.ack_timeout_secs),
@@ -143,7 +146,13 @@ impl ChannelIngest {
                             .with_label_values(&[&self.channel, &original.ack_code])
                             .inc();
                     }
-                    self.answer(inbound, started, Disposition::Accepted, body);
+                    self.answer(
+                        inbound,
+                        started,
+                        (header.as_ref(), original.id),
+                        Disposition::Accepted,
+                        body,
+                    );
                     return;
                 }
                 Err(e) => {
@@ -236,7 +245,7 @@ impl ChannelIngest {
                 .with_label_values(&[&self.channel, code.as_str()])
                 .inc();
         }
-        self.answer(inbound, started, disposition, body);
+        self.answer(inbound, started, (header.as_ref(), id), disposition, body);
         if verdict == Verdict::Accept {
             // After the answer: routing never delays the sender. A crash before this point
             // leaves the message pending routing, and the next start routes it.
@@ -309,7 +318,7 @@ impl ChannelIngest {
                 .with_label_values(&[&self.channel, code.as_str()])
                 .inc();
         }
-        self.answer(inbound, started, disposition, body);
+        self.answer(inbound, started, (header, id), disposition, body);
     }
 
     /// Decodes and checks a message: its header (if readable), charset name and verdict.
@@ -412,6 +421,7 @@ impl ChannelIngest {
         self.answer(
             inbound,
             started,
+            (header, id),
             Disposition::Retry(reason.to_string()),
             body,
         );
@@ -421,9 +431,23 @@ impl ChannelIngest {
         &self,
         inbound: Inbound,
         started: Instant,
+        (header, id): (Option<&MessageHeader>, u64),
         disposition: Disposition,
         body: Option<Bytes>,
     ) {
+        let kind = match &disposition {
+            Disposition::Accepted => "received",
+            Disposition::Rejected(_) | Disposition::Retry(_) => "rejected",
+        };
+        self.events.publish(crate::events::LiveEvent {
+            kind: kind.into(),
+            id: id.to_string(),
+            channel: self.channel.clone(),
+            message_type: header.map(|h| h.message_type()).unwrap_or_default(),
+            control_id: header.map(|h| h.control_id.clone()).unwrap_or_default(),
+            destination: String::new(),
+            at_ms: crate::delivery::now_ms(),
+        });
         self.metrics
             .ingest_duration
             .with_label_values(&[&self.channel])

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod config;
 pub mod delivery;
+pub mod events;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
@@ -139,10 +140,12 @@ impl Engine {
                 destinations.push((ch.config.name.clone(), d.clone()));
             }
         }
+        let events = events::EventBus::default();
         let hub = delivery::Hub::start(
             &destinations,
             store.clone(),
             metrics.clone(),
+            events.clone(),
             shutdown.child_token(),
         )
         .map_err(|(name, reason)| StartError::Destination { name, reason })?;
@@ -201,6 +204,7 @@ impl Engine {
             token: config.admin_token.as_deref().map(Arc::from),
             ready: ready.clone(),
             pipeline: pipeline.clone(),
+            events: events.clone(),
         };
         let listener = match tokio::net::TcpListener::bind(&config.engine.admin.listen).await {
             Ok(l) => l,
