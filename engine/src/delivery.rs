@@ -185,6 +185,16 @@ impl Worker {
         match self.store.outbox_items(&self.name) {
             Ok(items) => {
                 for item in items {
+                    match self.store.drop_if_orphan(&item) {
+                        Ok(true) => {
+                            warn!(destination = %self.name, message_id = item.message_id, "Dropped an outbox item of a message that was never stored.");
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(destination = %self.name, error = %e, "Cannot check an outbox item; keeping it.")
+                        }
+                    }
                     depth += 1;
                     let q = queues.entry(item.partition.clone()).or_default();
                     if q.is_empty() {

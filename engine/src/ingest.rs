@@ -210,7 +210,17 @@ impl ChannelIngest {
             config_version: self.config_version.clone(),
             deliveries: vec![],
         };
-        if let Err(e) = self.store.put(&record, &raw) {
+        let mut record = record;
+        // Routing happens here, before the write: the rendered deliveries are committed
+        // with the message and its status, and a crash cannot leave it half-routed.
+        let items = if verdict == Verdict::Accept {
+            let items = self.pipeline.render(&record, &raw);
+            crate::store::outbox::attach(&mut record, &items);
+            items
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.store.put(&record, &raw, &items) {
             self.metrics
                 .store_errors
                 .with_label_values(&["write"])
@@ -223,8 +233,16 @@ impl ChannelIngest {
             return;
         }
         if verdict == Verdict::Accept && self.ack == AckTiming::OnDelivery {
-            self.answer_on_delivery(inbound, started, header.as_ref(), id, &charset_name)
-                .await;
+            self.answer_on_delivery(
+                inbound,
+                started,
+                header.as_ref(),
+                id,
+                &charset_name,
+                record.status,
+                &items,
+            )
+            .await;
             return;
         }
         let disposition = match &verdict {
@@ -246,13 +264,8 @@ impl ChannelIngest {
                 .inc();
         }
         self.answer(inbound, started, (header.as_ref(), id), disposition, body);
-        if verdict == Verdict::Accept {
-            // After the answer: routing never delays the sender. A crash before this point
-            // leaves the message pending routing, and the next start routes it.
-            if let Err(e) = self.pipeline.route(id) {
-                error!(channel = %self.channel, id, error = %e, "Routing failed; the message stays pending routing.");
-            }
-        }
+        // Durable now: the workers may start delivering.
+        self.pipeline.hub().enqueue(&items);
     }
 
     /// `ack = "on_delivery"`: route, wait for every destination, then answer AA or AE.
@@ -263,11 +276,14 @@ impl ChannelIngest {
         header: Option<&MessageHeader>,
         id: u64,
         charset_name: &str,
+        status: crate::store::Status,
+        items: &[crate::store::outbox::OutboxItem],
     ) {
         let watch = self.pipeline.hub().watch(id);
-        let outcome = match self.pipeline.route(id) {
-            Ok(crate::store::Status::Filtered) | Ok(crate::store::Status::Delivered) => Ok(()),
-            Ok(_) => match tokio::time::timeout(self.ack_timeout, watch).await {
+        self.pipeline.hub().enqueue(items);
+        let outcome = match status {
+            crate::store::Status::Filtered => Ok(()),
+            _ => match tokio::time::timeout(self.ack_timeout, watch).await {
                 Ok(Ok(Finished::Delivered)) => Ok(()),
                 Ok(Ok(Finished::Failed(reason))) => Err(format!("delivery failed: {reason}")),
                 Ok(Err(_)) => Err("delivery outcome unknown (engine stopping)".to_string()),
@@ -276,7 +292,6 @@ impl ChannelIngest {
                     self.ack_timeout.as_secs()
                 )),
             },
-            Err(e) => Err(format!("routing failed: {e}")),
         };
         self.pipeline.hub().unwatch(id);
         let (verdict, disposition) = match outcome {

@@ -155,7 +155,6 @@ impl Engine {
             store.clone(),
             metrics.clone(),
         ));
-        pipeline.resume();
         let retention = tokio::spawn(retention_task(
             config.clone(),
             store.clone(),

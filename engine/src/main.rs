@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// sled allocates and frees many small nodes per write; mimalloc keeps that cheap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Switchboard: an HL7 v2 / FHIR integration engine.
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about)]

@@ -4,11 +4,11 @@
 use crate::delivery::{now_ms, Hub};
 use crate::metrics::{message_type_label, Metrics};
 use crate::routing::Router;
-use crate::store::outbox::AuditRecord;
+use crate::store::outbox::{AuditRecord, OutboxItem};
 use crate::store::{Status, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 /// Routers of every channel, the delivery hub and the store.
 pub struct Pipeline {
@@ -56,13 +56,29 @@ impl Pipeline {
         &self.hub
     }
 
-    /// Routes a stored message for the first time; returns its new status.
-    ///
-    /// # Errors
-    ///
-    /// [`RouteError`] when the message or its channel is missing, or the store fails.
-    pub fn route(&self, id: u64) -> Result<Status, RouteError> {
-        self.route_to(id, None, "")
+    /// Renders the deliveries of a message being ingested, and counts it as routed or
+    /// filtered. The caller writes them with the message ([`Store::put`]) and hands them to
+    /// the hub once they are durable.
+    pub fn render(&self, record: &crate::store::MessageRecord, raw: &[u8]) -> Vec<OutboxItem> {
+        let Some(router) = self.routers.get(&record.channel) else {
+            return Vec::new();
+        };
+        let store = &self.store;
+        let items = router.render(record, raw, &mut || store.next_seq(), now_ms(), None, "");
+        let (code, trigger) = record
+            .message_type
+            .split_once('^')
+            .unwrap_or((&record.message_type, ""));
+        let outcome = if items.is_empty() {
+            "filtered"
+        } else {
+            "routed"
+        };
+        self.metrics
+            .processed
+            .with_label_values(&[&record.channel, &message_type_label(code, trigger), outcome])
+            .inc();
+        items
     }
 
     fn route_to(
@@ -90,47 +106,9 @@ impl Pipeline {
             key_suffix,
         );
         let routed = self.store.route(id, &items)?;
-        let (code, trigger) = record
-            .message_type
-            .split_once('^')
-            .unwrap_or((&record.message_type, ""));
-        let outcome = if items.is_empty() && key_suffix.is_empty() {
-            "filtered"
-        } else {
-            "routed"
-        };
-        self.metrics
-            .processed
-            .with_label_values(&[&record.channel, &message_type_label(code, trigger), outcome])
-            .inc();
-        debug!(channel = %record.channel, id, deliveries = items.len(), "Message routed.");
+        debug!(channel = %record.channel, id, deliveries = items.len(), "Message reprocessed.");
         self.hub.enqueue(&items);
         Ok(routed.status)
-    }
-
-    /// Routes every message stored but not routed yet (after a crash). Returns how many.
-    pub fn resume(&self) -> usize {
-        let ids = match self.store.pending_route_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                warn!(error = %e, "Cannot list messages pending routing.");
-                return 0;
-            }
-        };
-        let mut n = 0;
-        for id in ids {
-            match self.route(id) {
-                Ok(_) => n += 1,
-                Err(e) => warn!(id, error = %e, "Message left pending routing."),
-            }
-        }
-        if n > 0 {
-            info!(
-                messages = n,
-                "Routed messages that were stored before the last stop."
-            );
-        }
-        n
     }
 
     /// Sends a message again through the current configuration, to all or `only` the named

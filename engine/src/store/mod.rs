@@ -62,7 +62,8 @@ impl From<sled::Error> for StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Stored and accepted; not routed yet.
+    /// Stored and accepted, before routing (only seen in records of older versions and
+    /// while a reprocess is being written).
     Received,
     /// Answered negatively; kept with its reason.
     Rejected,
@@ -174,7 +175,6 @@ pub struct Store {
     pub(crate) outbox: sled::Tree,
     pub(crate) dead_letters: sled::Tree,
     pub(crate) attempts: sled::Tree,
-    pub(crate) pending_route: sled::Tree,
     pub(crate) audit: sled::Tree,
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
@@ -242,7 +242,6 @@ impl Store {
             outbox,
             dead_letters,
             attempts: db.open_tree("attempts")?,
-            pending_route: db.open_tree("pending_route")?,
             audit: db.open_tree("audit")?,
             last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
@@ -309,14 +308,25 @@ impl Store {
         }
     }
 
-    /// Writes a message record and its raw bytes (not yet durable: see [`Store::commit`]).
+    /// Writes a message record, its raw bytes and its rendered deliveries (not yet durable:
+    /// see [`Store::commit`]). The record is written last: a crash part-way leaves outbox
+    /// items without a message, which the delivery workers drop at start (that message was
+    /// never acknowledged, so its sender sends it again).
     ///
     /// # Errors
     ///
     /// [`StoreError`] when sled fails (for example, the disk is full).
-    pub fn put(&self, record: &MessageRecord, raw: &[u8]) -> Result<(), StoreError> {
+    pub fn put(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        items: &[outbox::OutboxItem],
+    ) -> Result<(), StoreError> {
         let key = record.id.to_be_bytes();
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
+        for item in items {
+            self.outbox.insert(item.key(), item.encode()?)?;
+        }
         self.raw.insert(key, raw)?;
         if !record.control_id.is_empty() {
             let mut idx = Vec::with_capacity(record.control_id.len() + 9);
@@ -324,9 +334,6 @@ impl Store {
             idx.push(0);
             idx.extend_from_slice(&key);
             self.by_control_id.insert(idx, &[])?;
-        }
-        if record.status == Status::Received {
-            self.pending_route.insert(key, &[])?;
         }
         // The record last: its presence means the message is complete.
         self.messages.insert(key, value)?;
@@ -486,7 +493,7 @@ mod tests {
         let c = s.next_id(999);
         assert!(a < b && b < c, "{a} {b} {c}");
         assert_eq!(a >> 20, 1000);
-        s.put(&record(c, "x", "C1", Status::Received), b"raw")
+        s.put(&record(c, "x", "C1", Status::Received), b"raw", &[])
             .expect("put");
         s.commit().await.expect("commit");
         drop(s);
@@ -520,7 +527,7 @@ mod tests {
         .enumerate()
         {
             let id = s.next_id(10_000 + i as u64);
-            s.put(&record(id, ch, ctl, st), b"x").expect("put");
+            s.put(&record(id, ch, ctl, st), b"x", &[]).expect("put");
         }
         let all = s
             .list(&Query {
@@ -574,7 +581,7 @@ mod tests {
             s.claim_sender_key("k", first).await.expect("claim"),
             Claim::New
         );
-        s.put(&record(first, "a", "k", Status::Received), b"x")
+        s.put(&record(first, "a", "k", Status::Received), b"x", &[])
             .expect("put");
         let second = s.next_id(2);
         match s.claim_sender_key("k", second).await.expect("claim") {

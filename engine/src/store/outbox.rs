@@ -5,11 +5,10 @@
 //! | `outbox` | destination name (len-prefixed), seq | [`OutboxItem`] |
 //! | `dead_letters` | same key as in the outbox | [`OutboxItem`] with its last error |
 //! | `attempts` | message id, seq, attempt number | [`Attempt`] as JSON |
-//! | `pending_route` | message id | empty: stored, not yet routed |
 //! | `audit` | unix ms, n | [`AuditRecord`] as JSON |
 //!
-//! Routing writes the outbox items and the message's new status in one sled transaction, so
-//! after a crash a message is either routed with all its deliveries or still pending routing.
+//! Ingest writes a message's outbox items before its record (see [`Store::put`]); a reprocess
+//! adds items and the new status in one sled transaction.
 
 use super::{MessageRecord, Status, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -57,7 +56,7 @@ impl OutboxItem {
         outbox_key(&self.destination, self.seq)
     }
 
-    fn encode(&self) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, StoreError> {
         let head = serde_json::to_vec(self).map_err(|e| StoreError::Codec(e.to_string()))?;
         let mut v = Vec::with_capacity(4 + head.len() + self.body.len());
         v.extend_from_slice(&(head.len() as u32).to_be_bytes());
@@ -160,6 +159,20 @@ pub struct AuditRecord {
     pub count: usize,
 }
 
+/// Adds pending deliveries for `items` to a record and sets its status accordingly.
+pub fn attach(record: &mut MessageRecord, items: &[OutboxItem]) {
+    for item in items {
+        record.deliveries.push(DeliveryState {
+            destination: item.destination.clone(),
+            seq: item.seq,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            detail: String::new(),
+        });
+    }
+    record.status = status_of(&record.deliveries);
+}
+
 /// The status a message has given its deliveries.
 pub fn status_of(deliveries: &[DeliveryState]) -> Status {
     if deliveries.is_empty() {
@@ -215,53 +228,46 @@ impl Store {
             .map(|i| Ok((i.key(), i.encode()?)))
             .collect::<Result<_, StoreError>>()?;
         let key = id.to_be_bytes();
-        let r: TxResult<MessageRecord> = (&self.messages, &self.outbox, &self.pending_route)
-            .transaction(|(m, o, p)| {
-                let Some(v) = m.get(key)? else {
-                    return abort(StoreError::Codec(format!("message {id} not found")));
-                };
-                let mut rec: MessageRecord = match serde_json::from_slice(&v) {
-                    Ok(r) => r,
-                    Err(e) => return abort(StoreError::Codec(e.to_string())),
-                };
-                for (item, (k, v)) in items.iter().zip(&encoded) {
-                    o.insert(k.as_slice(), v.as_slice())?;
-                    rec.deliveries.push(DeliveryState {
-                        destination: item.destination.clone(),
-                        seq: item.seq,
-                        status: DeliveryStatus::Pending,
-                        attempts: 0,
-                        detail: String::new(),
-                    });
-                }
-                rec.status = status_of(&rec.deliveries);
-                let Ok(v) = serde_json::to_vec(&rec) else {
-                    return abort(StoreError::Codec("record encoding".into()));
-                };
-                m.insert(&key, v)?;
-                p.remove(&key)?;
-                Ok(rec)
-            });
+        let r: TxResult<MessageRecord> = (&self.messages, &self.outbox).transaction(|(m, o)| {
+            let Some(v) = m.get(key)? else {
+                return abort(StoreError::Codec(format!("message {id} not found")));
+            };
+            let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+                Ok(r) => r,
+                Err(e) => return abort(StoreError::Codec(e.to_string())),
+            };
+            for (item, (k, v)) in items.iter().zip(&encoded) {
+                o.insert(k.as_slice(), v.as_slice())?;
+                rec.deliveries.push(DeliveryState {
+                    destination: item.destination.clone(),
+                    seq: item.seq,
+                    status: DeliveryStatus::Pending,
+                    attempts: 0,
+                    detail: String::new(),
+                });
+            }
+            rec.status = status_of(&rec.deliveries);
+            let Ok(v) = serde_json::to_vec(&rec) else {
+                return abort(StoreError::Codec("record encoding".into()));
+            };
+            m.insert(&key, v)?;
+            Ok(rec)
+        });
         r.map_err(tx_err)
     }
 
-    /// Messages stored but not yet routed (after a crash, or while routing).
+    /// Removes an outbox item whose message does not exist (a crash between writing the
+    /// item and its message). Returns whether it was an orphan.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when sled fails.
-    pub fn pending_route_ids(&self) -> Result<Vec<u64>, StoreError> {
-        self.pending_route
-            .iter()
-            .keys()
-            .map(|k| {
-                let k = k?;
-                k.as_ref()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Codec("bad pending key".into()))
-            })
-            .collect()
+    pub fn drop_if_orphan(&self, item: &OutboxItem) -> Result<bool, StoreError> {
+        if self.messages.contains_key(item.message_id.to_be_bytes())? {
+            return Ok(false);
+        }
+        self.outbox.remove(item.key())?;
+        Ok(true)
     }
 
     /// One outbox item.

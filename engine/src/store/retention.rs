@@ -63,7 +63,7 @@ impl Store {
                 .deliveries
                 .iter()
                 .any(|d| d.status == DeliveryStatus::Pending)
-                || self.pending_route.contains_key(&k)?
+                || rec.status == super::Status::Received
             {
                 report.kept_pending += 1;
                 continue;
@@ -149,10 +149,10 @@ mod tests {
         let old_b = record(&s, "b", now - 11 * DAY, "OLD-B");
         let young_b = record(&s, "b", now - 9 * DAY, "YOUNG-B");
         for r in [&old_a, &young_a, &old_b, &young_b] {
-            s.put(r, b"raw").expect("put");
+            s.put(r, b"raw", &[]).expect("put");
         }
         pending.status = Status::Received;
-        s.put(&pending, b"raw").expect("put");
+        s.put(&pending, b"raw", &[]).expect("put");
         let item = OutboxItem {
             destination: "a/x".into(),
             seq: s.next_seq(),
