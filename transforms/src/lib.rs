@@ -6,3 +6,4 @@
 #![forbid(unsafe_code)]
 
 pub mod hl7v2;
+pub mod model;
