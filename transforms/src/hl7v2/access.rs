@@ -1,11 +1,14 @@
 //! Typed access to a parsed HL7 v2 message: values by path (`PID-3`, `PID.3[2].1.2`,
 //! `OBX[2]-5`), repetitions, segment groups, and the header facts every mapping needs.
 //!
-//! [`V2Message`] wraps [`hl7_parser::Message`] (zero-copy) and adds what the parser leaves out:
-//! escape decoding that handles `\Xhh\` and `\.br\` (see [`super::escape`]), the difference
-//! between an explicit null `""` and an absent value ([`Value`]), the MSH numbering with a
-//! v2.7+ truncation character in MSH-2, and a check that the whole input was parsed (the parser
-//! silently stops at the first malformed segment).
+//! [`V2Message`] indexes the segments of the text once (one allocation) and reads fields,
+//! repetitions and components by splitting the borrowed text on demand: no tree of vectors is
+//! built, which is what makes parse + map fast (see `docs/PERFORMANCE.md`). It adds what a
+//! plain split leaves out: escape decoding that handles `\Xhh\` and `\.br\` (see
+//! [`super::escape`]), the difference between an explicit null `""` and an absent value
+//! ([`Value`]), MSH numbering (MSH-1 is the field separator, MSH-2 the encoding characters,
+//! including a v2.7+ truncation character), and a strict check that every segment is well
+//! formed. [`V2Message::tree`] gives the full hl7-parser tree to callers that want one.
 //!
 //! Addressing follows HAPI's Terser: a path that stops at a field or component means its first
 //! component / subcomponent, so `PID-5` is the family name and `PID-3` the first identifier.
@@ -14,7 +17,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use hl7_parser::message::{Component, Field, Repeat, Segment, Separators};
+use hl7_parser::message::Separators;
 use hl7_parser::Message;
 
 use super::escape;
@@ -295,9 +298,11 @@ impl fmt::Display for MessageType {
 /// A parsed HL7 v2 message with typed, decoded access.
 #[derive(Debug, Clone)]
 pub struct V2Message<'m> {
-    msg: Message<'m>,
-    /// True when MSH-2 has a fifth (truncation) character that the parser took for a field.
-    msh_shift: bool,
+    /// The message text without trailing blank lines.
+    text: &'m str,
+    seps: Separators,
+    /// Byte ranges of the segments in `text`, in order (MSH first).
+    segments: Vec<(usize, usize)>,
 }
 
 impl<'m> V2Message<'m> {
@@ -312,53 +317,53 @@ impl<'m> V2Message<'m> {
     /// ```
     ///
     /// # Errors
-    /// [`ParseError`] when there is no valid MSH or a segment is malformed.
+    /// [`ParseError::NoHeader`] without a valid MSH and encoding characters;
+    /// [`ParseError::MalformedSegment`] for a line that is not `NAME|...` with a 3-character
+    /// upper-case alphanumeric name.
     pub fn parse(text: &'m str) -> Result<Self, ParseError> {
-        if !text.starts_with("MSH") || text.len() < 8 {
-            return Err(ParseError::NoHeader);
+        let seps = header_separators(text).ok_or(ParseError::NoHeader)?;
+        let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{1c}');
+        let mut segments = Vec::with_capacity(16);
+        let mut start = 0;
+        for line in text.split(['\r', '\n']) {
+            let end = start + line.len();
+            if !line.trim().is_empty() {
+                if !valid_segment_start(line, seps.field) {
+                    return Err(ParseError::MalformedSegment { offset: start });
+                }
+                segments.push((start, end));
+            }
+            start = end + 1;
         }
-        let msg =
-            Message::parse_with_lenient_newlines(text, true).map_err(|_| ParseError::NoHeader)?;
-        let consumed = msg.raw_value().len();
-        let rest = &text[consumed..];
-        if let Some(pos) = rest.find(|c: char| !c.is_whitespace() && c != '\u{1c}') {
-            return Err(ParseError::MalformedSegment {
-                offset: consumed + pos,
-            });
-        }
-        let seps = msg.separators;
-        // `MSH|^~\&#|`: the parser reads 4 encoding characters and takes `#` for MSH-3.
-        let msh_shift = text[3..]
-            .chars()
-            .skip(1)
-            .take_while(|c| *c != seps.field && *c != '\r' && *c != '\n')
-            .count()
-            == 5;
-        Ok(Self { msg, msh_shift })
+        Ok(Self {
+            text,
+            seps,
+            segments,
+        })
     }
 
-    /// The underlying hl7-parser message.
-    pub fn inner(&self) -> &Message<'m> {
-        &self.msg
+    /// The full hl7-parser tree of the message, for callers that want to walk every element
+    /// (a message viewer). Mappings do not need it.
+    ///
+    /// # Errors
+    /// [`ParseError::NoHeader`] when hl7-parser rejects the text.
+    pub fn tree(&self) -> Result<Message<'m>, ParseError> {
+        Message::parse_with_lenient_newlines(self.text, true).map_err(|_| ParseError::NoHeader)
     }
 
     /// The separators declared in MSH-1/MSH-2.
     pub fn separators(&self) -> &Separators {
-        &self.msg.separators
+        &self.seps
     }
 
-    /// The message text that was parsed.
+    /// The message text that was parsed (without trailing blank lines).
     pub fn raw(&self) -> &'m str {
-        self.msg.raw_value()
+        self.text
     }
 
     /// Every segment in order.
     pub fn segments(&self) -> impl Iterator<Item = SegmentRef<'_, 'm>> {
-        self.msg
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(index, seg)| self.wrap(index, seg))
+        (0..self.segments.len()).map(|index| self.wrap(index))
     }
 
     /// Every segment with this name, in order (Z-segments included).
@@ -381,12 +386,12 @@ impl<'m> V2Message<'m> {
             .nth(n.checked_sub(1)?)
     }
 
-    fn wrap<'s>(&'s self, index: usize, seg: &'s Segment<'m>) -> SegmentRef<'s, 'm> {
+    fn wrap(&self, index: usize) -> SegmentRef<'_, 'm> {
+        let (start, end) = self.segments[index];
         SegmentRef {
-            seg,
-            seps: &self.msg.separators,
+            line: &self.text[start..end],
+            seps: &self.seps,
             index,
-            msh_shift: self.msh_shift && index == 0,
         }
     }
 
@@ -402,12 +407,7 @@ impl<'m> V2Message<'m> {
     pub fn value(&self, path: &Path) -> Value<'m> {
         self.segment_n(&path.segment, path.occurrence)
             .map_or(Value::Absent, |s| {
-                s.get_at(
-                    path.field,
-                    path.repetition,
-                    path.component,
-                    path.subcomponent,
-                )
+                s.get_at(path.field, path.repetition, path.component, path.subcomponent)
             })
     }
 
@@ -439,9 +439,9 @@ impl<'m> V2Message<'m> {
 
     /// Which occurrence (1-based) of its name a segment is, e.g. 2 for the second FT1.
     pub fn occurrence(&self, seg: &SegmentRef<'_, 'm>) -> usize {
-        self.msg.segments[..seg.index]
-            .iter()
-            .filter(|s| s.name == seg.name())
+        self.segments()
+            .take(seg.index)
+            .filter(|s| s.name() == seg.name())
             .count()
             + 1
     }
@@ -486,6 +486,38 @@ impl<'m> V2Message<'m> {
     }
 }
 
+/// The separators of `MSH|^~\&`: the field separator after `MSH`, then component, repetition,
+/// escape and subcomponent characters (a fifth, truncation, character may follow in v2.7+).
+fn header_separators(text: &str) -> Option<Separators> {
+    let mut chars = text.strip_prefix("MSH")?.chars();
+    let field = chars.next()?;
+    let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
+    let ok = |c: &char| !c.is_alphanumeric() && !c.is_whitespace();
+    if enc.len() < 4 || !ok(&field) || !enc.iter().all(ok) {
+        return None;
+    }
+    let all = [field, enc[0], enc[1], enc[2], enc[3]];
+    let distinct = all.iter().enumerate().all(|(i, c)| !all[..i].contains(c));
+    distinct.then_some(Separators {
+        field,
+        component: enc[0],
+        repetition: enc[1],
+        escape: enc[2],
+        subcomponent: enc[3],
+        lenient_newlines: true,
+    })
+}
+
+/// `NAME` or `NAME|…` with a 3-character upper-case alphanumeric name.
+fn valid_segment_start(line: &str, field: char) -> bool {
+    let b = line.as_bytes();
+    b.len() >= 3
+        && b[..3]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && line[3..].chars().next().is_none_or(|c| c == field)
+}
+
 /// A group of segments found by [`V2Message::groups`].
 #[derive(Debug, Clone)]
 pub struct SegmentGroup<'s, 'm> {
@@ -505,16 +537,15 @@ impl<'s, 'm> SegmentGroup<'s, 'm> {
 /// One segment of a [`V2Message`].
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentRef<'s, 'm> {
-    seg: &'s Segment<'m>,
+    line: &'m str,
     seps: &'s Separators,
     index: usize,
-    msh_shift: bool,
 }
 
 impl<'s, 'm> SegmentRef<'s, 'm> {
     /// The segment name.
     pub fn name(&self) -> &'m str {
-        self.seg.name
+        &self.line[..3]
     }
 
     /// Position of the segment in the message (0 = MSH).
@@ -524,18 +555,23 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
 
     /// The raw (undecoded) segment text.
     pub fn raw(&self) -> &'m str {
-        self.seg.raw_value()
+        self.line
     }
 
-    fn raw_field(&self, n: usize) -> Option<&'s Field<'m>> {
-        let n = if self.msh_shift && n >= 3 { n + 1 } else { n };
-        self.seg.fields.get(n.checked_sub(1)?)
+    fn raw_field(&self, n: usize) -> Option<&'m str> {
+        // In MSH the first separator is MSH-1 itself, so MSH-2 is the first element after the
+        // name; elsewhere field n is the n-th element after the name.
+        let skip = if self.name() == "MSH" { n.checked_sub(1)? } else { n };
+        if skip == 0 {
+            return None;
+        }
+        self.line.split(self.seps.field).nth(skip)
     }
 
     /// A field (all its repetitions).
     pub fn field(&self, n: usize) -> FieldRef<'s, 'm> {
         FieldRef {
-            field: self.raw_field(n),
+            raw: self.raw_field(n),
             seps: self.seps,
         }
     }
@@ -552,77 +588,74 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
 
     /// Any primitive value by numbers (all 1-based).
     pub fn get_at(&self, field: usize, rep: usize, comp: usize, sub: usize) -> Value<'m> {
-        if self.seg.name == "MSH" && field <= 2 {
-            // MSH-1 and MSH-2 are the delimiters themselves: never decoded.
+        if self.name() == "MSH" && field <= 2 {
+            // MSH-1 and MSH-2 are the delimiters themselves: never split or decoded.
             return match field {
                 1 => Value::Text(Cow::Owned(self.seps.field.to_string())),
-                2 => Value::Text(Cow::Borrowed(self.encoding_characters())),
+                2 => self
+                    .raw_field(2)
+                    .map_or(Value::Absent, |e| Value::Text(Cow::Borrowed(e))),
                 _ => Value::Absent,
             };
         }
         self.field(field).rep(rep).get_sub(comp, sub)
-    }
-
-    fn encoding_characters(&self) -> &'m str {
-        let raw = self.seg.raw_value();
-        let start = 3 + self.seps.field.len_utf8();
-        let len = if self.msh_shift { 5 } else { 4 };
-        raw.get(start..)
-            .and_then(|s| s.char_indices().nth(len).map(|(i, _)| &s[..i]))
-            .unwrap_or("")
     }
 }
 
 /// A field with its repetitions (possibly absent).
 #[derive(Debug, Clone, Copy)]
 pub struct FieldRef<'s, 'm> {
-    field: Option<&'s Field<'m>>,
+    raw: Option<&'m str>,
     seps: &'s Separators,
 }
 
 impl<'s, 'm> FieldRef<'s, 'm> {
     /// Repetition `n` (1-based); an absent repetition reads as absent values.
     pub fn rep(&self, n: usize) -> RepRef<'s, 'm> {
+        let raw = match (self.raw, n) {
+            (_, 0) | (None, _) => None,
+            (Some(raw), 1) if !raw.contains(self.seps.repetition) => Some(raw),
+            (Some(raw), n) => raw.split(self.seps.repetition).nth(n - 1),
+        };
         RepRef {
-            rep: self.field.and_then(|f| f.repeats.get(n.checked_sub(1)?)),
+            raw,
             seps: self.seps,
         }
     }
 
     /// All repetitions that hold something (empty repetitions skipped).
-    pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + 's {
+    pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
         let seps = self.seps;
-        self.field
+        self.raw
             .into_iter()
-            .flat_map(|f| f.repeats.iter())
-            .filter(|r| !r.raw_value().is_empty())
-            .map(move |r| RepRef { rep: Some(r), seps })
+            .flat_map(move |raw| raw.split(seps.repetition))
+            .filter(|r| !r.is_empty())
+            .map(move |r| RepRef {
+                raw: Some(r),
+                seps,
+            })
     }
 
     /// True when the field was not sent or is empty.
     pub fn is_empty(&self) -> bool {
-        self.field.is_none_or(|f| f.raw_value().is_empty())
+        self.raw.is_none_or(str::is_empty)
     }
 
     /// The whole field decoded as text (separators inside it stay as they are).
     pub fn text(&self) -> Value<'m> {
-        self.field
-            .map_or(Value::Absent, |f| Value::from_raw(f.raw_value(), self.seps))
+        self.raw
+            .map_or(Value::Absent, |f| Value::from_raw(f, self.seps))
     }
 }
 
 /// One repetition of a field.
 #[derive(Debug, Clone, Copy)]
 pub struct RepRef<'s, 'm> {
-    rep: Option<&'s Repeat<'m>>,
+    raw: Option<&'m str>,
     seps: &'s Separators,
 }
 
 impl<'s, 'm> RepRef<'s, 'm> {
-    fn component(&self, c: usize) -> Option<&'s Component<'m>> {
-        self.rep?.components.get(c.checked_sub(1)?)
-    }
-
     /// Component `c`, first subcomponent.
     pub fn get(&self, c: usize) -> Value<'m> {
         self.get_sub(c, 1)
@@ -630,20 +663,33 @@ impl<'s, 'm> RepRef<'s, 'm> {
 
     /// Component `c`, subcomponent `s`.
     pub fn get_sub(&self, c: usize, s: usize) -> Value<'m> {
-        self.component(c)
-            .and_then(|comp| comp.subcomponents.get(s.checked_sub(1)?))
-            .map_or(Value::Absent, |sub| Value::from_raw(sub.value, self.seps))
+        let (Some(raw), Some(c), Some(s)) = (self.raw, c.checked_sub(1), s.checked_sub(1)) else {
+            return Value::Absent;
+        };
+        let comp = if c == 0 && !raw.contains(self.seps.component) {
+            Some(raw)
+        } else {
+            raw.split(self.seps.component).nth(c)
+        };
+        let sub = comp.and_then(|comp| {
+            if s == 0 && !comp.contains(self.seps.subcomponent) {
+                Some(comp)
+            } else {
+                comp.split(self.seps.subcomponent).nth(s)
+            }
+        });
+        sub.map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
     }
 
     /// The whole repetition decoded as text.
     pub fn text(&self) -> Value<'m> {
-        self.rep
-            .map_or(Value::Absent, |r| Value::from_raw(r.raw_value(), self.seps))
+        self.raw
+            .map_or(Value::Absent, |r| Value::from_raw(r, self.seps))
     }
 
     /// True when the repetition was not sent or is empty.
     pub fn is_empty(&self) -> bool {
-        self.rep.is_none_or(|r| r.raw_value().is_empty())
+        self.raw.is_none_or(str::is_empty)
     }
 }
 
@@ -729,6 +775,8 @@ OBX|1|ST|C||y\r";
         );
         let err = V2Message::parse("MSH|^~\\&|A\rPID|1\rX|bad\r").expect_err("bad segment");
         assert_eq!(err, ParseError::MalformedSegment { offset: 17 });
+        let tree = V2Message::parse("MSH|^~\\&|A\rPID|1||X\r").expect("valid").tree().expect("tree");
+        assert_eq!(tree.segments.len(), 2);
         assert!(V2Message::parse("MSH|^~\\&|A\rPID|1\r\r\n").is_ok());
     }
 }
