@@ -301,8 +301,21 @@ pub struct V2Message<'m> {
     /// The message text without trailing blank lines.
     text: &'m str,
     seps: Separators,
-    /// Byte ranges of the segments in `text`, in order (MSH first).
-    segments: Vec<(usize, usize)>,
+    /// The segments in order (MSH first).
+    segments: Vec<SegmentIndex>,
+    /// Byte offsets in `text` of every field separator, segment after segment; each
+    /// [`SegmentIndex`] owns a contiguous run, so field `n` is found without scanning.
+    bounds: Vec<usize>,
+}
+
+/// Where one segment lies in the text and where its field separators are in `bounds`.
+#[derive(Debug, Clone, Copy)]
+struct SegmentIndex {
+    name: [u8; 3],
+    start: usize,
+    end: usize,
+    first_bound: usize,
+    bound_count: usize,
 }
 
 impl<'m> V2Message<'m> {
@@ -323,15 +336,39 @@ impl<'m> V2Message<'m> {
     pub fn parse(text: &'m str) -> Result<Self, ParseError> {
         let seps = header_separators(text).ok_or(ParseError::NoHeader)?;
         let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{1c}');
+        // Separators are ASCII (checked in header_separators), so a byte scan finds them and
+        // never splits a UTF-8 sequence.
+        let field = seps.field as u8;
+        let bytes = text.as_bytes();
         let mut segments = Vec::with_capacity(16);
+        let mut bounds = Vec::with_capacity(bytes.len() / 8);
         let mut start = 0;
-        for line in text.split(['\r', '\n']) {
-            let end = start + line.len();
+        while start < bytes.len() {
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map_or(bytes.len(), |p| start + p);
+            let line = &text[start..end];
             if !line.trim().is_empty() {
                 if !valid_segment_start(line, seps.field) {
                     return Err(ParseError::MalformedSegment { offset: start });
                 }
-                segments.push((start, end));
+                let first_bound = bounds.len();
+                bounds.extend(
+                    bytes[start..end]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &b)| b == field)
+                        .map(|(i, _)| start + i),
+                );
+                let b = line.as_bytes();
+                segments.push(SegmentIndex {
+                    name: [b[0], b[1], b[2]],
+                    start,
+                    end,
+                    first_bound,
+                    bound_count: bounds.len() - first_bound,
+                });
             }
             start = end + 1;
         }
@@ -339,6 +376,7 @@ impl<'m> V2Message<'m> {
             text,
             seps,
             segments,
+            bounds,
         })
     }
 
@@ -371,25 +409,37 @@ impl<'m> V2Message<'m> {
         &'s self,
         name: &'s str,
     ) -> impl Iterator<Item = SegmentRef<'s, 'm>> + 's {
-        self.segments().filter(move |s| s.name() == name)
+        self.indexes_named(name).map(|i| self.wrap(i))
     }
 
     /// The first segment with this name.
     pub fn segment(&self, name: &str) -> Option<SegmentRef<'_, 'm>> {
-        self.segments().find(|s| s.name() == name)
+        self.indexes_named(name).next().map(|i| self.wrap(i))
     }
 
     /// The `n`-th (1-based) segment with this name.
     pub fn segment_n(&self, name: &str, n: usize) -> Option<SegmentRef<'_, 'm>> {
-        self.segments()
-            .filter(|s| s.name() == name)
+        self.indexes_named(name)
             .nth(n.checked_sub(1)?)
+            .map(|i| self.wrap(i))
+    }
+
+    fn indexes_named<'s>(&'s self, name: &str) -> impl Iterator<Item = usize> + 's {
+        let key: Option<[u8; 3]> = name.as_bytes().try_into().ok();
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| Some(s.name) == key)
+            .map(|(i, _)| i)
     }
 
     fn wrap(&self, index: usize) -> SegmentRef<'_, 'm> {
-        let (start, end) = self.segments[index];
+        let seg = self.segments[index];
         SegmentRef {
-            line: &self.text[start..end],
+            text: self.text,
+            line: &self.text[seg.start..seg.end],
+            start: seg.start,
+            bounds: &self.bounds[seg.first_bound..seg.first_bound + seg.bound_count],
             seps: &self.seps,
             index,
         }
@@ -407,7 +457,12 @@ impl<'m> V2Message<'m> {
     pub fn value(&self, path: &Path) -> Value<'m> {
         self.segment_n(&path.segment, path.occurrence)
             .map_or(Value::Absent, |s| {
-                s.get_at(path.field, path.repetition, path.component, path.subcomponent)
+                s.get_at(
+                    path.field,
+                    path.repetition,
+                    path.component,
+                    path.subcomponent,
+                )
             })
     }
 
@@ -439,9 +494,8 @@ impl<'m> V2Message<'m> {
 
     /// Which occurrence (1-based) of its name a segment is, e.g. 2 for the second FT1.
     pub fn occurrence(&self, seg: &SegmentRef<'_, 'm>) -> usize {
-        self.segments()
-            .take(seg.index)
-            .filter(|s| s.name() == seg.name())
+        self.indexes_named(seg.name())
+            .take_while(|i| *i < seg.index)
             .count()
             + 1
     }
@@ -486,13 +540,80 @@ impl<'m> V2Message<'m> {
     }
 }
 
+/// One error reported by an ERR segment (in an ACK), read the same way whatever the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// Segment id of the error location, e.g. `PID`.
+    pub segment: Option<String>,
+    /// Which occurrence of that segment (ERL-2 / ELD-2).
+    pub sequence: Option<String>,
+    /// Field position (ERL-3 / ELD-3).
+    pub field: Option<String>,
+    /// HL7 error code (ERR-3.1 / ELD-4.1, table 0357), e.g. `207`.
+    pub code: Option<String>,
+    /// Error text (ERR-3.2 / ELD-4.2).
+    pub text: Option<String>,
+    /// Severity (ERR-4: `E`, `W`, `I`); absent before v2.5.
+    pub severity: Option<String>,
+    /// Free text for the user (ERR-8, v2.5+).
+    pub user_message: Option<String>,
+}
+
+impl V2Message<'_> {
+    /// The errors of every ERR segment.
+    ///
+    /// v2.5 and later use ERR-2 (location, ERL), ERR-3 (code, CWE), ERR-4 (severity) and ERR-8
+    /// (user message); v2.3 and v2.4 put everything in ERR-1 (ELD: segment^sequence^field^code),
+    /// one repetition per error. The layout is chosen per segment from what it carries (ERR-2 or
+    /// ERR-3 present means v2.5+), not from MSH-12, since senders mix them.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let v25 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.5\rMSA|AE|C1\rERR||PID^1^3|101^Required field missing^HL70357|E").unwrap();
+    /// let e = &v25.errors()[0];
+    /// assert_eq!((e.segment.as_deref(), e.field.as_deref(), e.code.as_deref()), (Some("PID"), Some("3"), Some("101")));
+    /// let v23 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.3\rMSA|AE|C1\rERR|PID^1^3^101&Required field missing").unwrap();
+    /// assert_eq!(v23.errors()[0].text.as_deref(), Some("Required field missing"));
+    /// ```
+    pub fn errors(&self) -> Vec<ErrorReport> {
+        let mut out = Vec::new();
+        for err in self.segments_named("ERR") {
+            if !err.field(2).is_empty() || !err.field(3).is_empty() {
+                let loc = err.field(2).rep(1);
+                out.push(ErrorReport {
+                    segment: loc.get(1).string(),
+                    sequence: loc.get(2).string(),
+                    field: loc.get(3).string(),
+                    code: err.get_comp(3, 1).string(),
+                    text: err.get_comp(3, 2).string(),
+                    severity: err.get(4).string(),
+                    user_message: err.get(8).string(),
+                });
+            } else {
+                for eld in err.field(1).reps() {
+                    out.push(ErrorReport {
+                        segment: eld.get(1).string(),
+                        sequence: eld.get(2).string(),
+                        field: eld.get(3).string(),
+                        code: eld.get_sub(4, 1).string(),
+                        text: eld.get_sub(4, 2).string(),
+                        severity: None,
+                        user_message: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The separators of `MSH|^~\&`: the field separator after `MSH`, then component, repetition,
 /// escape and subcomponent characters (a fifth, truncation, character may follow in v2.7+).
 fn header_separators(text: &str) -> Option<Separators> {
     let mut chars = text.strip_prefix("MSH")?.chars();
     let field = chars.next()?;
     let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
-    let ok = |c: &char| !c.is_alphanumeric() && !c.is_whitespace();
+    let ok = |c: &char| c.is_ascii_punctuation();
     if enc.len() < 4 || !ok(&field) || !enc.iter().all(ok) {
         return None;
     }
@@ -537,7 +658,12 @@ impl<'s, 'm> SegmentGroup<'s, 'm> {
 /// One segment of a [`V2Message`].
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentRef<'s, 'm> {
+    text: &'m str,
     line: &'m str,
+    /// Offset of `line` in `text`.
+    start: usize,
+    /// Offsets in `text` of this segment's field separators.
+    bounds: &'s [usize],
     seps: &'s Separators,
     index: usize,
 }
@@ -561,11 +687,21 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
     fn raw_field(&self, n: usize) -> Option<&'m str> {
         // In MSH the first separator is MSH-1 itself, so MSH-2 is the first element after the
         // name; elsewhere field n is the n-th element after the name.
-        let skip = if self.name() == "MSH" { n.checked_sub(1)? } else { n };
-        if skip == 0 {
+        let skip = if self.name() == "MSH" {
+            n.checked_sub(1)?
+        } else {
+            n
+        };
+        if skip == 0 || skip > self.bounds.len() {
             return None;
         }
-        self.line.split(self.seps.field).nth(skip)
+        let start = self.bounds[skip - 1] + 1;
+        let end = self
+            .bounds
+            .get(skip)
+            .copied()
+            .unwrap_or(self.start + self.line.len());
+        self.text.get(start..end)
     }
 
     /// A field (all its repetitions).
@@ -630,10 +766,7 @@ impl<'s, 'm> FieldRef<'s, 'm> {
             .into_iter()
             .flat_map(move |raw| raw.split(seps.repetition))
             .filter(|r| !r.is_empty())
-            .map(move |r| RepRef {
-                raw: Some(r),
-                seps,
-            })
+            .map(move |r| RepRef { raw: Some(r), seps })
     }
 
     /// True when the field was not sent or is empty.
@@ -775,7 +908,10 @@ OBX|1|ST|C||y\r";
         );
         let err = V2Message::parse("MSH|^~\\&|A\rPID|1\rX|bad\r").expect_err("bad segment");
         assert_eq!(err, ParseError::MalformedSegment { offset: 17 });
-        let tree = V2Message::parse("MSH|^~\\&|A\rPID|1||X\r").expect("valid").tree().expect("tree");
+        let tree = V2Message::parse("MSH|^~\\&|A\rPID|1||X\r")
+            .expect("valid")
+            .tree()
+            .expect("tree");
         assert_eq!(tree.segments.len(), 2);
         assert!(V2Message::parse("MSH|^~\\&|A\rPID|1\r\r\n").is_ok());
     }
