@@ -231,6 +231,9 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
 
 /// The visit from PV1 (and IN1-4 for the insurer).
 ///
+/// Timeline: `admitted` (PV1-44), then one step per `ZVT` segment in message order (see
+/// [`visit_step`]), then `discharged` (PV1-45).
+///
 /// A PV1 that only fills the mandatory placeholder (`PV1|1|N`, as A28/A31 carry) is not a
 /// visit: an encounter is returned only when PV1 has a visit number, a location, an
 /// attending doctor or an admit time.
@@ -274,6 +277,11 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
             description: None,
         });
     }
+    for zvt in msg.segments_named("ZVT") {
+        if let Some(step) = visit_step(msg, &zvt)? {
+            encounter.events.push(step);
+        }
+    }
     if let Some(t) = encounter.discharge_time {
         encounter.events.push(VisitEvent {
             kind: "discharged".into(),
@@ -282,6 +290,34 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
         });
     }
     Ok(Some(encounter))
+}
+
+/// One visit timeline step from a `ZVT` segment (site-agreed Z-segment, since HL7 v2 has no
+/// segment for it): ZVT-2 step type (CWE; code, else text, lower-cased snake_case, e.g.
+/// `Consultation` -> `consultation`, `Prescribed Drugs` -> `prescribed_drugs`), ZVT-3 time,
+/// ZVT-4 description. A ZVT without a step type is ignored.
+fn visit_step(
+    msg: &V2Message<'_>,
+    zvt: &SegmentRef<'_, '_>,
+) -> Result<Option<VisitEvent>, MappingError> {
+    let Some(kind) = zvt
+        .get_comp(2, 1)
+        .string()
+        .or_else(|| zvt.get_comp(2, 2).string())
+    else {
+        return Ok(None);
+    };
+    let kind = kind
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("_");
+    Ok(Some(VisitEvent {
+        kind,
+        time: ts(msg, zvt, 3)?,
+        description: zvt.get(4).string(),
+    }))
 }
 
 /// PV1-2 patient class, HL7 table 0004.
