@@ -13,8 +13,14 @@
 //! | A13 cancel discharge | `encounter_discharge_cancelled` |
 //! | A40 merge patient identifier list | `patient_merged` (MRG) |
 //!
-//! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/PV2/IN1
+//! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/IN1
 //! ([`encounter_from_pv1`]); both are reused by the other families.
+//!
+//! Visit timeline (PX360): PV1-44 gives `admitted`, PV1-45 `discharged`, and each `ZVT`
+//! segment (site-agreed Z-segment, as HL7 v2 has none for it) one step: ZVT-2 step type (CWE;
+//! code, else text, lower-cased snake_case: `Prescribed Drugs` -> `prescribed_drugs`), ZVT-3
+//! time, ZVT-4 description. A03-style cancellations drop the step they cancel (A05/A11: no
+//! `admitted`; A13: no `discharged`).
 //!
 //! Version differences handled here: v2.3 senders often put the hospital number in PID-2
 //! (external id) or PID-4 (alternate id) and the national id in PID-19 (SSN); from v2.5 these
@@ -232,7 +238,7 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
 /// The visit from PV1 (and IN1-4 for the insurer).
 ///
 /// Timeline: `admitted` (PV1-44), then one step per `ZVT` segment in message order (see
-/// [`visit_step`]), then `discharged` (PV1-45).
+/// the ZVT rule in this module), then `discharged` (PV1-45).
 ///
 /// A PV1 that only fills the mandatory placeholder (`PV1|1|N`, as A28/A31 carry) is not a
 /// visit: an encounter is returned only when PV1 has a visit number, a location, an
