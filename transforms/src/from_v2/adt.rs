@@ -19,8 +19,8 @@
 //! Visit timeline (PX360): PV1-44 gives `admitted`, PV1-45 `discharged`, and each `ZVT`
 //! segment (site-agreed Z-segment, as HL7 v2 has none for it) one step: ZVT-2 step type (CWE;
 //! code, else text, lower-cased snake_case: `Prescribed Drugs` -> `prescribed_drugs`), ZVT-3
-//! time, ZVT-4 description. A03-style cancellations drop the step they cancel (A05/A11: no
-//! `admitted`; A13: no `discharged`).
+//! time, ZVT-4 description. Events that did not (or no longer) admit or discharge leave the
+//! step out: A05 pre-admit and A11 cancel admit have no `admitted`, A13 has no `discharged`.
 //!
 //! Version differences handled here: v2.3 senders often put the hospital number in PID-2
 //! (external id) or PID-4 (alternate id) and the national id in PID-19 (SSN); from v2.5 these
