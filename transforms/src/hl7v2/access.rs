@@ -1,0 +1,925 @@
+//! Typed access to a parsed HL7 v2 message: values by path (`PID-3`, `PID.3[2].1.2`,
+//! `OBX[2]-5`), repetitions, segment groups, and the header facts every mapping needs.
+//!
+//! [`V2Message`] indexes the segments of the text once (one allocation) and reads fields,
+//! repetitions and components by splitting the borrowed text on demand: no tree of vectors is
+//! built, which is what makes parse + map fast (see `docs/PERFORMANCE.md`). It adds what a
+//! plain split leaves out: escape decoding that handles `\Xhh\` and `\.br\` (see
+//! [`super::escape`]), the difference between an explicit null `""` and an absent value
+//! ([`Value`]), MSH numbering (MSH-1 is the field separator, MSH-2 the encoding characters,
+//! including a v2.7+ truncation character), and a strict check that every segment is well
+//! formed. [`V2Message::tree`] gives the full hl7-parser tree to callers that want one.
+//!
+//! Addressing follows HAPI's Terser: a path that stops at a field or component means its first
+//! component / subcomponent, so `PID-5` is the family name and `PID-3` the first identifier.
+//! Everything is 1-based, as in the HL7 standard.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use hl7_parser::message::Separators;
+use hl7_parser::Message;
+
+use super::escape;
+
+/// Why a text could not be read as an HL7 v2 message. Carries positions, never content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The text does not start with an MSH segment and its encoding characters.
+    #[error("message does not start with a valid MSH segment")]
+    NoHeader,
+    /// A segment could not be parsed (bad segment name, stray bytes); its byte offset is given.
+    #[error("malformed segment at byte {offset}")]
+    MalformedSegment {
+        /// Byte offset in the message text where parsing stopped.
+        offset: usize,
+    },
+}
+
+/// Why a path string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not follow `SEG[n]-F[r].C.S`.
+    #[error("invalid HL7 path {path:?}: {reason}")]
+    Invalid {
+        /// The path as given (a path holds no patient data).
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// A parsed location: segment (and occurrence), field, repetition, component, subcomponent.
+///
+/// Grammar: `SEG` then optional `[occurrence]`, then `-` or `.` and the field number with an
+/// optional `[repetition]`, then optionally `.component` and `.subcomponent` (`-` is accepted
+/// in place of `.`). All numbers are 1-based.
+///
+/// ```
+/// use transforms::hl7v2::access::Path;
+/// let p: Path = "PID.3[2].4.1".parse().unwrap();
+/// assert_eq!((p.segment(), p.occurrence(), p.field()), ("PID", 1, 3));
+/// assert_eq!((p.repetition(), p.component(), p.subcomponent()), (2, 1 + 3, 1));
+/// let p: Path = "OBX[2]-5".parse().unwrap();
+/// assert_eq!((p.occurrence(), p.field(), p.repetition(), p.component()), (2, 5, 1, 1));
+/// assert!("PID-0".parse::<Path>().is_err());
+/// assert!("PI-3".parse::<Path>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Path {
+    segment: String,
+    occurrence: usize,
+    field: usize,
+    repetition: usize,
+    component: usize,
+    subcomponent: usize,
+}
+
+impl Path {
+    /// The segment name, e.g. `PID`.
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+    /// Which occurrence of the segment (1 = first).
+    pub fn occurrence(&self) -> usize {
+        self.occurrence
+    }
+    /// Field number (MSH-1 is the field separator, as in the standard).
+    pub fn field(&self) -> usize {
+        self.field
+    }
+    /// Repetition (1 when not given).
+    pub fn repetition(&self) -> usize {
+        self.repetition
+    }
+    /// Component (1 when not given).
+    pub fn component(&self) -> usize {
+        self.component
+    }
+    /// Subcomponent (1 when not given).
+    pub fn subcomponent(&self) -> usize {
+        self.subcomponent
+    }
+}
+
+impl std::str::FromStr for Path {
+    type Err = PathError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| PathError::Invalid {
+            path: s.to_owned(),
+            reason,
+        };
+        let name = s
+            .get(..3)
+            .ok_or_else(|| err("segment name must have 3 characters"))?;
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return Err(err("segment name must have 3 characters"));
+        }
+        let mut rest = &s[3..];
+        let bracket = |rest: &mut &str| -> Result<Option<usize>, PathError> {
+            let Some(inner) = rest.strip_prefix('[') else {
+                return Ok(None);
+            };
+            let close = inner.find(']').ok_or_else(|| err("unclosed '['"))?;
+            let n = positive(&inner[..close]).ok_or_else(|| err("index must be 1 or more"))?;
+            *rest = &inner[close + 1..];
+            Ok(Some(n))
+        };
+        let occurrence = bracket(&mut rest)?.unwrap_or(1);
+        let mut numbers = [0usize; 3];
+        let mut repetition = 1;
+        let mut count = 0;
+        while !rest.is_empty() {
+            if count == 3 {
+                return Err(err("too many levels"));
+            }
+            rest = rest
+                .strip_prefix(['-', '.'])
+                .ok_or_else(|| err("expected '-' or '.'"))?;
+            let end = rest.find(['-', '.', '[']).unwrap_or(rest.len());
+            numbers[count] =
+                positive(&rest[..end]).ok_or_else(|| err("position must be 1 or more"))?;
+            rest = &rest[end..];
+            if count == 0 {
+                repetition = bracket(&mut rest)?.unwrap_or(1);
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(err("a field number is required"));
+        }
+        Ok(Self {
+            segment: name.to_owned(),
+            occurrence,
+            field: numbers[0],
+            repetition,
+            component: numbers[1].max(1),
+            subcomponent: numbers[2].max(1),
+        })
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.segment)?;
+        if self.occurrence > 1 {
+            write!(f, "[{}]", self.occurrence)?;
+        }
+        write!(
+            f,
+            "-{}[{}].{}.{}",
+            self.field, self.repetition, self.component, self.subcomponent
+        )
+    }
+}
+
+fn positive(text: &str) -> Option<usize> {
+    if text.is_empty() || text.len() > 6 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|n| *n > 0)
+}
+
+/// One primitive value: absent, explicitly null (`""`, "delete this value"), or text with
+/// escapes decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'m> {
+    /// Not sent, or sent empty.
+    Absent,
+    /// Sent as `""`: the sender asks to clear the value.
+    Null,
+    /// Sent text, escapes decoded, never empty.
+    Text(Cow<'m, str>),
+}
+
+impl<'m> Value<'m> {
+    fn from_raw(raw: &'m str, seps: &Separators) -> Self {
+        match raw {
+            "" => Value::Absent,
+            "\"\"" => Value::Null,
+            _ => {
+                let text = escape::decode(raw, seps);
+                if text.trim().is_empty() {
+                    Value::Absent
+                } else {
+                    Value::Text(text)
+                }
+            }
+        }
+    }
+
+    /// The text, or `None` when absent or null.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Value::Text(t) => Some(t),
+            Value::Absent | Value::Null => None,
+        }
+    }
+
+    /// The text trimmed and owned, or `None` when absent, null or blank.
+    pub fn string(&self) -> Option<String> {
+        self.text().map(|t| t.trim().to_owned())
+    }
+
+    /// True for an explicit `""`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// True when nothing was sent.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Value::Absent)
+    }
+}
+
+/// An HL7 version from MSH-12, e.g. `2.5.1`; ordered, so `v >= Version::V2_5` works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Always 2.
+    pub major: u8,
+    /// 3 to 8 in the versions we support.
+    pub minor: u8,
+    /// The third part (`2.5.1` -> 1), 0 when absent.
+    pub patch: u8,
+}
+
+impl Version {
+    /// HL7 v2.3.
+    pub const V2_3: Version = Version::new(2, 3, 0);
+    /// HL7 v2.5 (TQ1 replaces the TQ data type; PID-2/PID-4 kept for backward compatibility).
+    pub const V2_5: Version = Version::new(2, 5, 0);
+    /// HL7 v2.7 (PID-13/14 and XTN-1 deprecated in favour of PID-40 and XTN-12).
+    pub const V2_7: Version = Version::new(2, 7, 0);
+
+    /// A version from its parts.
+    pub const fn new(major: u8, minor: u8, patch: u8) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `2.3`, `2.5.1`, `2.8.2`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+        (parts.next().is_none()).then_some(Self::new(major, minor, patch))
+    }
+}
+
+/// Message type from MSH-9: code, trigger event and structure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageType {
+    /// MSH-9.1, e.g. `ADT`.
+    pub code: String,
+    /// MSH-9.2, e.g. `A04` (empty when not sent).
+    pub trigger: String,
+    /// MSH-9.3, e.g. `ADT_A01`, when sent.
+    pub structure: Option<String>,
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.trigger.is_empty() {
+            f.write_str(&self.code)
+        } else {
+            write!(f, "{}^{}", self.code, self.trigger)
+        }
+    }
+}
+
+/// A parsed HL7 v2 message with typed, decoded access.
+#[derive(Debug, Clone)]
+pub struct V2Message<'m> {
+    /// The message text without trailing blank lines.
+    text: &'m str,
+    seps: Separators,
+    /// The segments in order (MSH first).
+    segments: Vec<SegmentIndex>,
+    /// Byte offsets in `text` of every field separator, segment after segment; each
+    /// [`SegmentIndex`] owns a contiguous run, so field `n` is found without scanning.
+    bounds: Vec<usize>,
+}
+
+/// Where one segment lies in the text and where its field separators are in `bounds`.
+#[derive(Debug, Clone, Copy)]
+struct SegmentIndex {
+    name: [u8; 3],
+    start: usize,
+    end: usize,
+    first_bound: usize,
+    bound_count: usize,
+}
+
+impl<'m> V2Message<'m> {
+    /// Parses a message; segments may end with CR, LF or CRLF, trailing blank lines are fine.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let m = V2Message::parse("MSH|^~\\&|HIS|MAIN|||20260615||ADT^A04|C1|P|2.5\rPID|1||P-1^^^HIS^MR~N1^^^MOI^NI||Khalid^Yousef\r").unwrap();
+    /// assert_eq!(m.get("PID-3[2].4").unwrap().text(), Some("MOI"));
+    /// assert_eq!(m.get("PID-5.2").unwrap().text(), Some("Yousef"));
+    /// assert_eq!(m.message_type().unwrap().to_string(), "ADT^A04");
+    /// ```
+    ///
+    /// # Errors
+    /// [`ParseError::NoHeader`] without a valid MSH and encoding characters;
+    /// [`ParseError::MalformedSegment`] for a line that is not `NAME|...` with a 3-character
+    /// upper-case alphanumeric name.
+    pub fn parse(text: &'m str) -> Result<Self, ParseError> {
+        let seps = header_separators(text).ok_or(ParseError::NoHeader)?;
+        let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{1c}');
+        // Separators are ASCII (checked in header_separators), so a byte scan finds them and
+        // never splits a UTF-8 sequence.
+        let field = seps.field as u8;
+        let bytes = text.as_bytes();
+        let mut segments = Vec::with_capacity(16);
+        let mut bounds = Vec::with_capacity(bytes.len() / 8);
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map_or(bytes.len(), |p| start + p);
+            let line = &text[start..end];
+            if !line.trim().is_empty() {
+                if !valid_segment_start(line, seps.field) {
+                    return Err(ParseError::MalformedSegment { offset: start });
+                }
+                let first_bound = bounds.len();
+                bounds.extend(
+                    bytes[start..end]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &b)| b == field)
+                        .map(|(i, _)| start + i),
+                );
+                let b = line.as_bytes();
+                segments.push(SegmentIndex {
+                    name: [b[0], b[1], b[2]],
+                    start,
+                    end,
+                    first_bound,
+                    bound_count: bounds.len() - first_bound,
+                });
+            }
+            start = end + 1;
+        }
+        Ok(Self {
+            text,
+            seps,
+            segments,
+            bounds,
+        })
+    }
+
+    /// The full hl7-parser tree of the message, for callers that want to walk every element
+    /// (a message viewer). Mappings do not need it.
+    ///
+    /// # Errors
+    /// [`ParseError::NoHeader`] when hl7-parser rejects the text.
+    pub fn tree(&self) -> Result<Message<'m>, ParseError> {
+        Message::parse_with_lenient_newlines(self.text, true).map_err(|_| ParseError::NoHeader)
+    }
+
+    /// The separators declared in MSH-1/MSH-2.
+    pub fn separators(&self) -> &Separators {
+        &self.seps
+    }
+
+    /// The message text that was parsed (without trailing blank lines).
+    pub fn raw(&self) -> &'m str {
+        self.text
+    }
+
+    /// Every segment in order.
+    pub fn segments(&self) -> impl Iterator<Item = SegmentRef<'_, 'm>> {
+        (0..self.segments.len()).map(|index| self.wrap(index))
+    }
+
+    /// Every segment with this name, in order (Z-segments included).
+    pub fn segments_named<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = SegmentRef<'s, 'm>> + 's {
+        self.indexes_named(name).map(|i| self.wrap(i))
+    }
+
+    /// The first segment with this name.
+    pub fn segment(&self, name: &str) -> Option<SegmentRef<'_, 'm>> {
+        self.indexes_named(name).next().map(|i| self.wrap(i))
+    }
+
+    /// The `n`-th (1-based) segment with this name.
+    pub fn segment_n(&self, name: &str, n: usize) -> Option<SegmentRef<'_, 'm>> {
+        self.indexes_named(name)
+            .nth(n.checked_sub(1)?)
+            .map(|i| self.wrap(i))
+    }
+
+    fn indexes_named<'s>(&'s self, name: &str) -> impl Iterator<Item = usize> + 's {
+        let key: Option<[u8; 3]> = name.as_bytes().try_into().ok();
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| Some(s.name) == key)
+            .map(|(i, _)| i)
+    }
+
+    fn wrap(&self, index: usize) -> SegmentRef<'_, 'm> {
+        let seg = self.segments[index];
+        SegmentRef {
+            text: self.text,
+            line: &self.text[seg.start..seg.end],
+            start: seg.start,
+            bounds: &self.bounds[seg.first_bound..seg.first_bound + seg.bound_count],
+            seps: &self.seps,
+            index,
+        }
+    }
+
+    /// The value at a path.
+    ///
+    /// # Errors
+    /// [`PathError`] when the path is malformed (an absent value is [`Value::Absent`]).
+    pub fn get(&self, path: &str) -> Result<Value<'m>, PathError> {
+        Ok(self.value(&path.parse()?))
+    }
+
+    /// The value at a parsed path.
+    pub fn value(&self, path: &Path) -> Value<'m> {
+        self.segment_n(&path.segment, path.occurrence)
+            .map_or(Value::Absent, |s| {
+                s.get_at(
+                    path.field,
+                    path.repetition,
+                    path.component,
+                    path.subcomponent,
+                )
+            })
+    }
+
+    /// Groups of segments: each `anchor` segment with the segments after it whose names are in
+    /// `members`, up to the next anchor or the first segment that is not a member.
+    ///
+    /// `groups("OBR", &["OBX", "NTE"])` gives each order with its observations and notes;
+    /// `groups("RGS", &["AIS", "AIG", "AIL", "AIP", "NTE"])` the resources of a SIU.
+    pub fn groups<'s>(&'s self, anchor: &str, members: &[&str]) -> Vec<SegmentGroup<'s, 'm>> {
+        let mut groups: Vec<SegmentGroup<'s, 'm>> = Vec::new();
+        let mut open = false;
+        for seg in self.segments() {
+            if seg.name() == anchor {
+                groups.push(SegmentGroup {
+                    head: seg,
+                    members: Vec::new(),
+                });
+                open = true;
+            } else if open && members.contains(&seg.name()) {
+                if let Some(g) = groups.last_mut() {
+                    g.members.push(seg);
+                }
+            } else {
+                open = false;
+            }
+        }
+        groups
+    }
+
+    /// Which occurrence (1-based) of its name a segment is, e.g. 2 for the second FT1.
+    pub fn occurrence(&self, seg: &SegmentRef<'_, 'm>) -> usize {
+        self.indexes_named(seg.name())
+            .take_while(|i| *i < seg.index)
+            .count()
+            + 1
+    }
+
+    /// A path naming a field of a segment for error messages: `PID-7`, or `FT1[2]-11` for a
+    /// later occurrence.
+    pub fn field_path(&self, seg: &SegmentRef<'_, 'm>, field: usize) -> String {
+        match self.occurrence(seg) {
+            1 => format!("{}-{}", seg.name(), field),
+            n => format!("{}[{}]-{}", seg.name(), n, field),
+        }
+    }
+
+    /// MSH-9 as code, trigger and structure.
+    pub fn message_type(&self) -> Option<MessageType> {
+        let msh = self.segment("MSH")?;
+        let code = msh.get_comp(9, 1).string()?;
+        Some(MessageType {
+            code: code.to_ascii_uppercase(),
+            trigger: msh
+                .get_comp(9, 2)
+                .string()
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+            structure: msh.get_comp(9, 3).string(),
+        })
+    }
+
+    /// MSH-10, the message control id.
+    pub fn control_id(&self) -> Option<String> {
+        self.segment("MSH")?.get(10).string()
+    }
+
+    /// MSH-12 as a version, when it parses.
+    pub fn version(&self) -> Option<Version> {
+        Version::parse(self.segment("MSH")?.get(12).text()?)
+    }
+
+    /// MSH-18 first repetition, the declared character set (e.g. `UNICODE UTF-8`, `8859/1`).
+    pub fn charset(&self) -> Option<String> {
+        self.segment("MSH")?.get(18).string()
+    }
+}
+
+/// One error reported by an ERR segment (in an ACK), read the same way whatever the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// Segment id of the error location, e.g. `PID`.
+    pub segment: Option<String>,
+    /// Which occurrence of that segment (ERL-2 / ELD-2).
+    pub sequence: Option<String>,
+    /// Field position (ERL-3 / ELD-3).
+    pub field: Option<String>,
+    /// HL7 error code (ERR-3.1 / ELD-4.1, table 0357), e.g. `207`.
+    pub code: Option<String>,
+    /// Error text (ERR-3.2 / ELD-4.2).
+    pub text: Option<String>,
+    /// Severity (ERR-4: `E`, `W`, `I`); absent before v2.5.
+    pub severity: Option<String>,
+    /// Free text for the user (ERR-8, v2.5+).
+    pub user_message: Option<String>,
+}
+
+impl V2Message<'_> {
+    /// The errors of every ERR segment.
+    ///
+    /// v2.5 and later use ERR-2 (location, ERL), ERR-3 (code, CWE), ERR-4 (severity) and ERR-8
+    /// (user message); v2.3 and v2.4 put everything in ERR-1 (ELD: segment^sequence^field^code),
+    /// one repetition per error. The layout is chosen per segment from what it carries (ERR-2 or
+    /// ERR-3 present means v2.5+), not from MSH-12, since senders mix them.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let v25 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.5\rMSA|AE|C1\rERR||PID^1^3|101^Required field missing^HL70357|E").unwrap();
+    /// let e = &v25.errors()[0];
+    /// assert_eq!((e.segment.as_deref(), e.field.as_deref(), e.code.as_deref()), (Some("PID"), Some("3"), Some("101")));
+    /// let v23 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.3\rMSA|AE|C1\rERR|PID^1^3^101&Required field missing").unwrap();
+    /// assert_eq!(v23.errors()[0].text.as_deref(), Some("Required field missing"));
+    /// ```
+    pub fn errors(&self) -> Vec<ErrorReport> {
+        let mut out = Vec::new();
+        for err in self.segments_named("ERR") {
+            if !err.field(2).is_empty() || !err.field(3).is_empty() {
+                let loc = err.field(2).rep(1);
+                out.push(ErrorReport {
+                    segment: loc.get(1).string(),
+                    sequence: loc.get(2).string(),
+                    field: loc.get(3).string(),
+                    code: err.get_comp(3, 1).string(),
+                    text: err.get_comp(3, 2).string(),
+                    severity: err.get(4).string(),
+                    user_message: err.get(8).string(),
+                });
+            } else {
+                for eld in err.field(1).reps() {
+                    out.push(ErrorReport {
+                        segment: eld.get(1).string(),
+                        sequence: eld.get(2).string(),
+                        field: eld.get(3).string(),
+                        code: eld.get_sub(4, 1).string(),
+                        text: eld.get_sub(4, 2).string(),
+                        severity: None,
+                        user_message: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The separators of `MSH|^~\&`: the field separator after `MSH`, then component, repetition,
+/// escape and subcomponent characters (a fifth, truncation, character may follow in v2.7+).
+fn header_separators(text: &str) -> Option<Separators> {
+    let mut chars = text.strip_prefix("MSH")?.chars();
+    let field = chars.next()?;
+    let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
+    let ok = |c: &char| c.is_ascii_punctuation();
+    if enc.len() < 4 || !ok(&field) || !enc.iter().all(ok) {
+        return None;
+    }
+    let all = [field, enc[0], enc[1], enc[2], enc[3]];
+    let distinct = all.iter().enumerate().all(|(i, c)| !all[..i].contains(c));
+    distinct.then_some(Separators {
+        field,
+        component: enc[0],
+        repetition: enc[1],
+        escape: enc[2],
+        subcomponent: enc[3],
+        lenient_newlines: true,
+    })
+}
+
+/// `NAME` or `NAME|…` with a 3-character upper-case alphanumeric name.
+fn valid_segment_start(line: &str, field: char) -> bool {
+    let b = line.as_bytes();
+    b.len() >= 3
+        && b[..3]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && line[3..].chars().next().is_none_or(|c| c == field)
+}
+
+/// The `n`-th (0-based) part of `text` split on `sep`. Separators are ASCII (checked when the
+/// header is read), so a byte scan is exact on UTF-8 text; this is the hot path of every read.
+fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
+    let sep = sep as u8;
+    let mut start = 0;
+    let mut index = 0;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if b == sep {
+            if index == n {
+                return text.get(start..i);
+            }
+            index += 1;
+            start = i + 1;
+        }
+    }
+    (index == n).then(|| text.get(start..)).flatten()
+}
+
+/// A group of segments found by [`V2Message::groups`].
+#[derive(Debug, Clone)]
+pub struct SegmentGroup<'s, 'm> {
+    /// The anchor segment (OBR, RGS, FT1…).
+    pub head: SegmentRef<'s, 'm>,
+    /// The member segments after it, in order.
+    pub members: Vec<SegmentRef<'s, 'm>>,
+}
+
+impl<'s, 'm> SegmentGroup<'s, 'm> {
+    /// Members with this name, in order.
+    pub fn named<'g>(&'g self, name: &'g str) -> impl Iterator<Item = &'g SegmentRef<'s, 'm>> {
+        self.members.iter().filter(move |s| s.name() == name)
+    }
+}
+
+/// One segment of a [`V2Message`].
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentRef<'s, 'm> {
+    text: &'m str,
+    line: &'m str,
+    /// Offset of `line` in `text`.
+    start: usize,
+    /// Offsets in `text` of this segment's field separators.
+    bounds: &'s [usize],
+    seps: &'s Separators,
+    index: usize,
+}
+
+impl<'s, 'm> SegmentRef<'s, 'm> {
+    /// The segment name.
+    pub fn name(&self) -> &'m str {
+        &self.line[..3]
+    }
+
+    /// Position of the segment in the message (0 = MSH).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The raw (undecoded) segment text.
+    pub fn raw(&self) -> &'m str {
+        self.line
+    }
+
+    fn raw_field(&self, n: usize) -> Option<&'m str> {
+        // In MSH the first separator is MSH-1 itself, so MSH-2 is the first element after the
+        // name; elsewhere field n is the n-th element after the name.
+        let skip = if self.name() == "MSH" {
+            n.checked_sub(1)?
+        } else {
+            n
+        };
+        if skip == 0 || skip > self.bounds.len() {
+            return None;
+        }
+        let start = self.bounds[skip - 1] + 1;
+        let end = self
+            .bounds
+            .get(skip)
+            .copied()
+            .unwrap_or(self.start + self.line.len());
+        self.text.get(start..end)
+    }
+
+    /// A field (all its repetitions).
+    pub fn field(&self, n: usize) -> FieldRef<'s, 'm> {
+        FieldRef {
+            raw: self.raw_field(n),
+            seps: self.seps,
+        }
+    }
+
+    /// Field `n`, first repetition, first component, first subcomponent.
+    pub fn get(&self, n: usize) -> Value<'m> {
+        self.get_at(n, 1, 1, 1)
+    }
+
+    /// Field `n`, first repetition, component `c` (its first subcomponent).
+    pub fn get_comp(&self, n: usize, c: usize) -> Value<'m> {
+        self.get_at(n, 1, c, 1)
+    }
+
+    /// Any primitive value by numbers (all 1-based).
+    pub fn get_at(&self, field: usize, rep: usize, comp: usize, sub: usize) -> Value<'m> {
+        if self.name() == "MSH" && field <= 2 {
+            // MSH-1 and MSH-2 are the delimiters themselves: never split or decoded.
+            return match field {
+                1 => Value::Text(Cow::Owned(self.seps.field.to_string())),
+                2 => self
+                    .raw_field(2)
+                    .map_or(Value::Absent, |e| Value::Text(Cow::Borrowed(e))),
+                _ => Value::Absent,
+            };
+        }
+        self.field(field).rep(rep).get_sub(comp, sub)
+    }
+}
+
+/// A field with its repetitions (possibly absent).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldRef<'s, 'm> {
+    raw: Option<&'m str>,
+    seps: &'s Separators,
+}
+
+impl<'s, 'm> FieldRef<'s, 'm> {
+    /// Repetition `n` (1-based); an absent repetition reads as absent values.
+    pub fn rep(&self, n: usize) -> RepRef<'s, 'm> {
+        let raw = self
+            .raw
+            .zip(n.checked_sub(1))
+            .and_then(|(raw, n)| nth_part(raw, self.seps.repetition, n));
+        RepRef {
+            raw,
+            seps: self.seps,
+        }
+    }
+
+    /// All repetitions that hold something (empty repetitions skipped).
+    pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
+        let seps = self.seps;
+        self.raw
+            .into_iter()
+            .flat_map(move |raw| raw.split(seps.repetition))
+            .filter(|r| !r.is_empty())
+            .map(move |r| RepRef { raw: Some(r), seps })
+    }
+
+    /// True when the field was not sent or is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_none_or(str::is_empty)
+    }
+
+    /// The whole field decoded as text (separators inside it stay as they are).
+    pub fn text(&self) -> Value<'m> {
+        self.raw
+            .map_or(Value::Absent, |f| Value::from_raw(f, self.seps))
+    }
+}
+
+/// One repetition of a field.
+#[derive(Debug, Clone, Copy)]
+pub struct RepRef<'s, 'm> {
+    raw: Option<&'m str>,
+    seps: &'s Separators,
+}
+
+impl<'s, 'm> RepRef<'s, 'm> {
+    /// Component `c`, first subcomponent.
+    pub fn get(&self, c: usize) -> Value<'m> {
+        self.get_sub(c, 1)
+    }
+
+    /// Component `c`, subcomponent `s`.
+    pub fn get_sub(&self, c: usize, s: usize) -> Value<'m> {
+        let (Some(raw), Some(c), Some(s)) = (self.raw, c.checked_sub(1), s.checked_sub(1)) else {
+            return Value::Absent;
+        };
+        let sub = nth_part(raw, self.seps.component, c)
+            .and_then(|comp| nth_part(comp, self.seps.subcomponent, s));
+        sub.map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
+    }
+
+    /// The whole repetition decoded as text.
+    pub fn text(&self) -> Value<'m> {
+        self.raw
+            .map_or(Value::Absent, |r| Value::from_raw(r, self.seps))
+    }
+
+    /// True when the repetition was not sent or is empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_none_or(str::is_empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADT: &str = "MSH|^~\\&|HIS|MAIN|SB|HUB|20260615103000+0300||ADT^A04^ADT_A01|MSG1|P|2.5.1\r\
+EVN|A04|20260615103000\r\
+PID|1||P-10928^^^HIS^MR~1048291048^^^MOI^NI||Khalid^Yousef^Bin||19940920|M|||\\T\\Olaya^^Riyadh||\"\"\r\
+ZPI|1|VIP^Gold\r\
+OBX|1|ST|A||x\r\
+OBX|2|NM|B||7.5\r\
+NTE|1||note\r\
+OBR|1\r\
+OBX|1|ST|C||y\r";
+
+    #[test]
+    fn paths_resolve_segment_occurrence_repetition_and_components() {
+        let m = V2Message::parse(ADT).expect("valid message");
+        assert_eq!(m.get("PID-3").expect("path").text(), Some("P-10928"));
+        assert_eq!(
+            m.get("PID.3[2].1").expect("path").text(),
+            Some("1048291048")
+        );
+        assert_eq!(m.get("PID-3[2].5").expect("path").text(), Some("NI"));
+        assert_eq!(m.get("PID-3[3].1").expect("path"), Value::Absent);
+        assert_eq!(m.get("OBX[2]-5").expect("path").text(), Some("7.5"));
+        assert_eq!(m.get("ZPI-2.2").expect("path").text(), Some("Gold"));
+        assert_eq!(m.get("PID-11").expect("path").text(), Some("&Olaya"));
+        assert!(m.get("PID-13").expect("path").is_null());
+        assert!(m.get("PID-14").expect("path").is_absent());
+        assert_eq!(m.get("MSH-2").expect("path").text(), Some("^~\\&"));
+        assert_eq!(m.get("MSH-1").expect("path").text(), Some("|"));
+        assert_eq!(m.get("MSH-9.3").expect("path").text(), Some("ADT_A01"));
+        assert_eq!(m.version(), Some(Version::new(2, 5, 1)));
+        assert_eq!(m.control_id().as_deref(), Some("MSG1"));
+    }
+
+    #[test]
+    fn groups_stop_at_non_members() {
+        let m = V2Message::parse(ADT).expect("valid message");
+        let groups = m.groups("OBR", &["OBX", "NTE"]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].members.len(), 1);
+        assert_eq!(groups[0].members[0].get(3).text(), Some("C"));
+        let reps: Vec<_> = m
+            .segment("PID")
+            .expect("PID")
+            .field(3)
+            .reps()
+            .map(|r| r.get(4).string())
+            .collect();
+        assert_eq!(reps, vec![Some("HIS".into()), Some("MOI".into())]);
+    }
+
+    #[test]
+    fn truncation_character_keeps_msh_numbering() {
+        let m = V2Message::parse("MSH|^~\\&#|HIS|MAIN|||20260615||ADT^A08|C9|P|2.8\rPID|1||X1")
+            .expect("valid");
+        assert_eq!(m.get("MSH-2").expect("path").text(), Some("^~\\&#"));
+        assert_eq!(m.get("MSH-3").expect("path").text(), Some("HIS"));
+        assert_eq!(m.control_id().as_deref(), Some("C9"));
+        assert_eq!(m.version(), Some(Version::new(2, 8, 0)));
+    }
+
+    #[test]
+    fn custom_delimiters_and_lf_terminators() {
+        let m = V2Message::parse(
+            "MSH#$*!%#HIS#MAIN###20260615##ADT$A04#C2#P#2.3\nPID#1##A!S!B$$$HIS\n",
+        )
+        .expect("valid");
+        assert_eq!(m.get("PID-3.1").expect("path").text(), Some("A$B"));
+        assert_eq!(m.get("PID-3.4").expect("path").text(), Some("HIS"));
+        assert_eq!(m.message_type().expect("type").to_string(), "ADT^A04");
+    }
+
+    #[test]
+    fn rejects_garbage_after_valid_segments_and_missing_header() {
+        assert_eq!(
+            V2Message::parse("PID|1").expect_err("no MSH"),
+            ParseError::NoHeader
+        );
+        let err = V2Message::parse("MSH|^~\\&|A\rPID|1\rX|bad\r").expect_err("bad segment");
+        assert_eq!(err, ParseError::MalformedSegment { offset: 17 });
+        let tree = V2Message::parse("MSH|^~\\&|A\rPID|1||X\r")
+            .expect("valid")
+            .tree()
+            .expect("tree");
+        assert_eq!(tree.segments.len(), 2);
+        assert!(V2Message::parse("MSH|^~\\&|A\rPID|1\r\r\n").is_ok());
+    }
+}

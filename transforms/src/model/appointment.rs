@@ -1,0 +1,81 @@
+//! Appointments (HL7 SIU, FHIR Appointment, Latrexa/OpsPort/Buktor bookings).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Coded, Identifier, Location, Practitioner, Timestamp};
+
+/// Status of an appointment, following the HL7 table 0278 to FHIR AppointmentStatus map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentStatus {
+    /// Requested, not yet confirmed (`Pending`).
+    Pending,
+    /// On the waiting list (`Waitlist`).
+    Waitlisted,
+    /// Confirmed (`Booked`, `Overbook`).
+    Booked,
+    /// The patient arrived / the visit started (`Started`).
+    Arrived,
+    /// Done (`Complete`).
+    Completed,
+    /// Cancelled or discontinued (`Cancelled`, `Dc`).
+    Cancelled,
+    /// The patient did not come (`Noshow`).
+    NoShow,
+    /// Removed from the schedule as an error (`Deleted`).
+    EnteredInError,
+    /// A time block, not a patient booking (`Blocked`).
+    Blocked,
+}
+
+/// An appointment with identifiers from both sides.
+///
+/// JSON: `{"placer_id": "...", "filler_id": "A123", "start": "2026-06-15T10:30",
+/// "end": "2026-06-15T11:00", "duration_minutes": 30, "status": "booked", ...}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appointment {
+    /// The requester's id (SCH-1 placer appointment id, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placer_id: Option<String>,
+    /// The scheduler's id (SCH-2 filler appointment id, EI-1): the HIS appointment id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filler_id: Option<String>,
+    /// The id on the remote (cloud) side, when known from the id map or a FHIR identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    /// The patient's primary identifier (the full patient travels in the event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<Identifier>,
+    /// The practitioner seen (first AIP-3 personnel resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub practitioner: Option<Practitioner>,
+    /// Where (first AIL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The service booked (first AIS-3 universal service id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Coded>,
+    /// Appointment type (SCH-8), e.g. `Routine`, `Walkin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appointment_type: Option<Coded>,
+    /// Start (AIS-4, else SCH-11 TQ-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// End (SCH-11 TQ-5, else start + duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// Duration in minutes (SCH-9/SCH-10, AIS-7/AIS-8, or end - start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
+    /// Status after this event.
+    pub status: AppointmentStatus,
+    /// Why the appointment exists (SCH-7 appointment reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Coded>,
+    /// Why this event happened (SCH-6 event reason), e.g. the cancellation reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_reason: Option<Coded>,
+    /// Free-text notes (NTE-3, joined with newlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}

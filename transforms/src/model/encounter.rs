@@ -1,0 +1,89 @@
+//! Encounters (visits) and their timeline.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Coded, Location, Practitioner, Timestamp};
+
+/// Patient class of a visit (PV1-2, HL7 table 0004).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncounterClass {
+    /// `E`.
+    Emergency,
+    /// `I`.
+    Inpatient,
+    /// `O`.
+    Outpatient,
+    /// `P`.
+    Preadmit,
+    /// `R`.
+    RecurringPatient,
+    /// `B`.
+    Obstetrics,
+    /// `C`.
+    CommercialAccount,
+    /// `N`.
+    NotApplicable,
+    /// `U`, or a code outside the table.
+    Unknown,
+}
+
+/// One step of a visit timeline (admission, consultation, prescription, discharge…), as PX360
+/// wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VisitEvent {
+    /// What happened, as a short snake_case word (`admitted`, `discharged`, or the code sent
+    /// by the HIS for other steps, e.g. `consultation`).
+    pub kind: String,
+    /// When it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// Free text the HIS attached to the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A visit of the patient (HL7 PV1/PV2).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encounter {
+    /// Visit number (PV1-19 CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
+    /// Patient class (PV1-2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<EncounterClass>,
+    /// Admission type (PV1-4), e.g. `E` emergency, `R` routine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_type: Option<Coded>,
+    /// Hospital service (PV1-10), e.g. `CAR`, `PED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Coded>,
+    /// Assigned location (PV1-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Attending doctor (PV1-7, first repetition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attending: Option<Practitioner>,
+    /// Referring doctor (PV1-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referring: Option<Practitioner>,
+    /// Admit time (PV1-44).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admit_time: Option<Timestamp>,
+    /// Discharge time (PV1-45).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_time: Option<Timestamp>,
+    /// Discharge disposition (PV1-36).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_disposition: Option<Coded>,
+    /// Financial class / bill type (PV1-20), e.g. cash or insurance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub financial_class: Option<Coded>,
+    /// Insurance company name (IN1-4), when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insurer: Option<String>,
+    /// Timeline of the visit: admission, the steps the HIS reported (consultation,
+    /// prescription…), discharge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<VisitEvent>,
+}

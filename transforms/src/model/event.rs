@@ -1,0 +1,296 @@
+//! The canonical event: what happened, to whom, and which message said so.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Appointment, Charge, Encounter, Identifier, Order, Patient, Practitioner, ResultReport,
+    Timestamp,
+};
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new patient record (ADT^A04 register, ADT^A28 add person).
+    PatientRegistered,
+    /// Demographics changed (ADT^A08, ADT^A31).
+    PatientUpdated,
+    /// Two patient records became one (ADT^A40); see [`Event::merge`].
+    PatientMerged,
+    /// Inpatient admission (ADT^A01).
+    EncounterAdmitted,
+    /// Pre-admission (ADT^A05).
+    EncounterPreadmitted,
+    /// Discharge / end of visit (ADT^A03).
+    EncounterDischarged,
+    /// An admission or visit was cancelled (ADT^A11).
+    EncounterCancelled,
+    /// A discharge was cancelled (ADT^A13): the encounter is open again.
+    EncounterDischargeCancelled,
+    /// New appointment (SIU^S12).
+    AppointmentBooked,
+    /// New time for an appointment (SIU^S13).
+    AppointmentRescheduled,
+    /// Other details changed (SIU^S14).
+    AppointmentModified,
+    /// Cancelled before it started (SIU^S15).
+    AppointmentCancelled,
+    /// Stopped after it started (SIU^S16).
+    AppointmentDiscontinued,
+    /// Removed from the schedule (SIU^S17).
+    AppointmentDeleted,
+    /// The patient did not come (SIU^S26).
+    AppointmentNoShow,
+    /// New order (ORM^O01 / OML^O21 with ORC-1 `NW`, or `SN`).
+    OrderPlaced,
+    /// Order cancelled or discontinued (ORC-1 `CA`, `OC`, `CR`, `DC`, `OD`, `DR`).
+    OrderCancelled,
+    /// Order changed or its status changed (ORC-1 `XO`, `XX`, `SC`, `HD`, `RL`, …).
+    OrderUpdated,
+    /// Results for an order (ORU^R01).
+    ResultReported,
+    /// Charges posted (DFT^P03 / DFT^P11).
+    ChargePosted,
+    /// Charges reversed (DFT whose every FT1 is a credit or a negative charge).
+    ChargeReversed,
+}
+
+/// Where an event came from: the message header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Format of the source message: `hl7v2`, `fhir`, `webhook`.
+    pub format: String,
+    /// Message type with trigger, e.g. `ADT^A04` (MSH-9.1^MSH-9.2).
+    pub message_type: String,
+    /// Message control id (MSH-10).
+    pub control_id: String,
+    /// HL7 version (MSH-12), e.g. `2.5.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Sending application (MSH-3.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_application: Option<String>,
+    /// Sending facility (MSH-4.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sending_facility: Option<String>,
+    /// Receiving application (MSH-5.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiving_application: Option<String>,
+    /// Receiving facility (MSH-6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiving_facility: Option<String>,
+    /// When the message was created (MSH-7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_time: Option<Timestamp>,
+    /// When the event happened (EVN-6 occurred, else EVN-2 recorded, else MSH-7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<Timestamp>,
+}
+
+/// The record that disappeared in a merge (HL7 MRG).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedPatient {
+    /// Prior patient identifiers (MRG-1, MRG-2 alternate id, MRG-4 prior patient id).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<Identifier>,
+    /// Prior account number (MRG-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Prior visit number (MRG-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
+}
+
+/// A canonical event.
+///
+/// JSON form: `{"id": "…32 hex…", "kind": "patient_registered", "source": {...},
+/// "patient": {...}, "encounter": {...}}`; entity fields that do not apply are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Deterministic id: [`super::stable_id`] of the source format, sending application and
+    /// facility, control id and kind; a resend of the same message gets the same id.
+    pub id: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The message that said so.
+    pub source: Source,
+    /// The patient concerned (the surviving record for a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<Patient>,
+    /// The record merged away (ADT^A40).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergedPatient>,
+    /// The visit concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<Encounter>,
+    /// The appointment concerned (SIU, or a scheduled order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appointment: Option<Appointment>,
+    /// Orders concerned, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orders: Vec<Order>,
+    /// Result reports, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ResultReport>,
+    /// Charges, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charges: Vec<Charge>,
+    /// Every practitioner the event references, deduplicated, so destinations that need them
+    /// upserted first (OpsPort doctors) find them in one place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub practitioners: Vec<Practitioner>,
+}
+
+/// Which business identifier a [`BusinessKey`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusinessKeyKind {
+    /// A patient identifier (any kind; also the prior ids of a merge).
+    PatientId,
+    /// A visit number.
+    VisitNumber,
+    /// An appointment id (placer, filler or remote).
+    AppointmentId,
+    /// An order number (placer or filler).
+    OrderNumber,
+}
+
+/// A business identifier under which the engine indexes the message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BusinessKey {
+    /// What kind of identifier.
+    pub kind: BusinessKeyKind,
+    /// The identifier as sent.
+    pub value: String,
+}
+
+impl Event {
+    /// The key of the per-patient FIFO: the value of the patient's primary identifier (see
+    /// [`Patient::primary_identifier`]), or of the appointment's patient identifier when the
+    /// event has no patient. `None` when no patient is known.
+    pub fn partition_key(&self) -> Option<String> {
+        self.patient
+            .as_ref()
+            .and_then(Patient::primary_identifier)
+            .or_else(|| self.appointment.as_ref().and_then(|a| a.patient.as_ref()))
+            .map(|id| id.value.clone())
+    }
+
+    /// Every business identifier in the event, deduplicated and sorted: patient identifiers
+    /// (including those merged away), visit numbers, appointment ids and order numbers.
+    pub fn business_keys(&self) -> Vec<BusinessKey> {
+        let mut keys = Vec::new();
+        let mut push = |kind, value: Option<&String>| {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                keys.push(BusinessKey {
+                    kind,
+                    value: v.clone(),
+                });
+            }
+        };
+        if let Some(p) = &self.patient {
+            for id in &p.identifiers {
+                push(BusinessKeyKind::PatientId, Some(&id.value));
+            }
+        }
+        if let Some(m) = &self.merge {
+            for id in &m.identifiers {
+                push(BusinessKeyKind::PatientId, Some(&id.value));
+            }
+            push(BusinessKeyKind::VisitNumber, m.visit_number.as_ref());
+        }
+        if let Some(e) = &self.encounter {
+            push(BusinessKeyKind::VisitNumber, e.visit_number.as_ref());
+        }
+        if let Some(a) = &self.appointment {
+            push(
+                BusinessKeyKind::PatientId,
+                a.patient.as_ref().map(|i| &i.value),
+            );
+            push(BusinessKeyKind::AppointmentId, a.placer_id.as_ref());
+            push(BusinessKeyKind::AppointmentId, a.filler_id.as_ref());
+            push(BusinessKeyKind::AppointmentId, a.remote_id.as_ref());
+        }
+        let result_orders = self.results.iter().map(|r| &r.order);
+        for o in self.orders.iter().chain(result_orders) {
+            push(BusinessKeyKind::OrderNumber, o.placer_number.as_ref());
+            push(BusinessKeyKind::OrderNumber, o.filler_number.as_ref());
+        }
+        for c in &self.charges {
+            push(BusinessKeyKind::VisitNumber, c.visit_number.as_ref());
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IdentifierKind;
+
+    fn id(value: &str, kind: IdentifierKind) -> Identifier {
+        Identifier {
+            value: value.into(),
+            kind,
+            type_code: None,
+            assigning_authority: None,
+        }
+    }
+
+    fn event(patient: Option<Patient>) -> Event {
+        Event {
+            id: "x".into(),
+            kind: EventKind::PatientUpdated,
+            source: Source::default(),
+            patient,
+            merge: None,
+            encounter: None,
+            appointment: None,
+            orders: Vec::new(),
+            results: Vec::new(),
+            charges: Vec::new(),
+            practitioners: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn partition_key_prefers_mrn_over_earlier_national_id() {
+        let p = Patient {
+            identifiers: vec![
+                id("1048291048", IdentifierKind::NationalId),
+                id("P-10928", IdentifierKind::Mrn),
+            ],
+            ..Patient::default()
+        };
+        assert_eq!(event(Some(p)).partition_key().as_deref(), Some("P-10928"));
+        assert_eq!(event(None).partition_key(), None);
+    }
+
+    #[test]
+    fn business_keys_cover_merge_and_visit() {
+        let mut e = event(Some(Patient {
+            identifiers: vec![id("MRN1", IdentifierKind::Mrn)],
+            ..Patient::default()
+        }));
+        e.merge = Some(MergedPatient {
+            identifiers: vec![id("MRN0", IdentifierKind::Mrn)],
+            ..MergedPatient::default()
+        });
+        e.encounter = Some(Encounter {
+            visit_number: Some("V9".into()),
+            ..Encounter::default()
+        });
+        let keys = e.business_keys();
+        let values: Vec<_> = keys.iter().map(|k| (k.kind, k.value.as_str())).collect();
+        assert_eq!(
+            values,
+            vec![
+                (BusinessKeyKind::PatientId, "MRN0"),
+                (BusinessKeyKind::PatientId, "MRN1"),
+                (BusinessKeyKind::VisitNumber, "V9"),
+            ]
+        );
+    }
+}

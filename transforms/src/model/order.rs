@@ -1,0 +1,170 @@
+//! Orders (ORM/OML, FHIR ServiceRequest) and results (ORU, FHIR Observation/DiagnosticReport).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Coded, Decimal, Practitioner, Timestamp};
+
+/// Priority of an order (TQ1-9 / TQ-6 / OBR-5, HL7 table 0485 / 0027).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// `S` stat.
+    Stat,
+    /// `A` as soon as possible.
+    Asap,
+    /// `R` routine.
+    Routine,
+    /// `P` pre-operative.
+    Preop,
+    /// `C` callback.
+    Callback,
+    /// `T` timing critical.
+    TimingCritical,
+    /// `PRN` as needed.
+    AsNeeded,
+}
+
+/// Status of an order (ORC-5 order status, HL7 table 0038, or implied by ORC-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// New order, not yet started (ORC-1 `NW`, ORC-5 empty).
+    Placed,
+    /// Scheduled (`SC`).
+    Scheduled,
+    /// In process (`IP`), or some results available (`A`).
+    InProgress,
+    /// Completed (`CM`).
+    Completed,
+    /// On hold (`HD`).
+    OnHold,
+    /// Cancelled (`CA`, ORC-1 `CA`/`OC`/`CR`).
+    Cancelled,
+    /// Discontinued (`DC`, ORC-1 `DC`/`OD`).
+    Discontinued,
+    /// Replaced (`RP`).
+    Replaced,
+    /// Error (`ER`).
+    Error,
+}
+
+/// An order for a procedure or test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Placer order number (ORC-2, else OBR-2; EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placer_number: Option<String>,
+    /// Filler order number (ORC-3, else OBR-3; EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filler_number: Option<String>,
+    /// Placer group number (ORC-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_number: Option<String>,
+    /// The order control code as sent (ORC-1), e.g. `NW`, `CA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    /// What is ordered (OBR-4 universal service id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure: Option<Coded>,
+    /// Priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Status after this event.
+    pub status: OrderStatus,
+    /// When the order was placed (ORC-9 transaction time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_at: Option<Timestamp>,
+    /// Requested start (TQ1-7, else ORC-7 TQ-4, else OBR-27 TQ-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_start: Option<Timestamp>,
+    /// Ordering provider (ORC-12, else OBR-16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_provider: Option<Practitioner>,
+    /// Reason / diagnosis for the order (OBR-31 first repetition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Coded>,
+    /// Free-text notes (NTE-3 after the order, joined with newlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// Status of a result (OBR-25, HL7 table 0123; OBX-11, table 0085).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    /// No result yet: OBR-25 `O`, `I`, `S`; OBX-11 `I`, `O`.
+    Registered,
+    /// Preliminary or partial: OBR-25 `P`, `A`, `R`; OBX-11 `P`, `R`, `S`.
+    Preliminary,
+    /// Final: `F`; OBX-11 `U` (changed to final without retransmitting the value).
+    Final,
+    /// Corrected or amended after final: `C`; OBR-25 `M`.
+    Corrected,
+    /// Cancelled or not obtained: `X`; OBX-11 `D` (deleted) and `N` (not asked).
+    Cancelled,
+    /// OBX-11 `W`: posted to the wrong patient.
+    EnteredInError,
+}
+
+/// One observation (HL7 OBX).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// What was observed (OBX-3).
+    pub code: Coded,
+    /// Observation sub-id (OBX-4), distinguishes repeated codes in one report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_id: Option<String>,
+    /// HL7 value type (OBX-2), e.g. `NM`, `ST`, `CWE`, `TX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+    /// The value as text (OBX-5; repetitions joined with newlines). For coded values, the text
+    /// (or code) of the coded value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value as an exact number when OBX-2 is `NM` and OBX-5 parses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numeric_value: Option<Decimal>,
+    /// The value as a code when OBX-2 is `CE`/`CWE`/`CNE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coded_value: Option<Coded>,
+    /// Units (OBX-6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Coded>,
+    /// Reference range as sent (OBX-7), e.g. `3.5-5.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_range: Option<String>,
+    /// Abnormal flags (OBX-8, table 0078), e.g. `H`, `LL`, `A`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abnormal_flags: Vec<String>,
+    /// Result status (OBX-11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ResultStatus>,
+    /// When observed (OBX-14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Timestamp>,
+    /// Free-text comments (NTE-3 after the OBX, joined with newlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// A result report: one OBR with its observations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultReport {
+    /// The order this answers (ORC/OBR numbers and procedure).
+    pub order: Order,
+    /// Report status (OBR-25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ResultStatus>,
+    /// Specimen collection / observation time (OBR-7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Timestamp>,
+    /// When the result was reported or last changed (OBR-22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<Timestamp>,
+    /// Diagnostic service section (OBR-24), e.g. `HM`, `CH`, `RAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// The observations, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<Observation>,
+}

@@ -1,0 +1,123 @@
+//! The patient and their identifiers.
+
+use serde::{Deserialize, Serialize};
+
+use super::{is_false, Address, Coded, HumanName, Phone, Timestamp};
+
+/// What kind of identifier an [`Identifier`] is (from HL7 CX-5 identifier type code, table 0203).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierKind {
+    /// Medical record number (`MR`).
+    Mrn,
+    /// Patient number in the HIS (`PI`, `PN`, `PT`): OpsPort's `patientNo`.
+    PatientNumber,
+    /// National or resident id (`NI`, `NN…`, `NH`, `SS`, `SB`, `CZ`): OpsPort's `nationalID`.
+    NationalId,
+    /// Passport number (`PPN`).
+    Passport,
+    /// Account number (`AN`), used by the prior identifiers of a merge.
+    AccountNumber,
+    /// Anything else or no type code.
+    Other,
+}
+
+/// An identifier with its type and issuer (HL7 CX).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identifier {
+    /// The identifier itself (CX-1).
+    pub value: String,
+    /// What kind of identifier it is.
+    pub kind: IdentifierKind,
+    /// The type code as sent (CX-5), kept when it says more than [`IdentifierKind`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_code: Option<String>,
+    /// Who issued it (CX-4.1, namespace id), e.g. `HIS` or `MOI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigning_authority: Option<String>,
+}
+
+/// Administrative gender (HL7 table 0001).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gender {
+    /// `M`.
+    Male,
+    /// `F`.
+    Female,
+    /// `O`.
+    Other,
+    /// `U`.
+    Unknown,
+    /// `A` (ambiguous).
+    Ambiguous,
+    /// `N` (not applicable).
+    NotApplicable,
+}
+
+/// A patient as the HIS describes them.
+///
+/// JSON form (absent fields left out):
+/// `{"identifiers": [{"value": "P-10928", "kind": "mrn", "assigning_authority": "HIS"}],
+///   "name": {"family": "Khalid", "given": "Yousef"}, "birth_date": "1994-09-20",
+///   "gender": "male", "phones": [{"number": "+966502222222", "use": "mobile"}]}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patient {
+    /// Every identifier sent, in message order (see [`Patient::primary_identifier`] for the key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identifiers: Vec<Identifier>,
+    /// The primary name.
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// The name in a second script/language (e.g. Arabic next to Latin), when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_language_name: Option<HumanName>,
+    /// Date (and possibly time) of birth (PID-7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Timestamp>,
+    /// Administrative gender (PID-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    /// Telephone numbers (PID-13 home, PID-14 business).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
+    /// E-mail address (PID-13 repetition with XTN-2 `NET` or XTN-3 `Internet`, XTN-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Home address (first PID-11 repetition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Nationality (PID-28, else citizenship PID-26).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nationality: Option<Coded>,
+    /// Preferred language (PID-15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<Coded>,
+    /// Marital status (PID-16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marital_status: Option<Coded>,
+    /// ABO/Rh blood group as text, e.g. `O+` (see the ADT mapping for where it comes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blood_type: Option<String>,
+    /// VIP patient (PV1-16 VIP indicator present and not `N`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub vip: bool,
+    /// Date of death, when the patient died (PID-29).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub death_time: Option<Timestamp>,
+}
+
+impl Patient {
+    /// The identifier used as this patient's key: the first MRN, else the first patient number,
+    /// else the first identifier of any kind.
+    pub fn primary_identifier(&self) -> Option<&Identifier> {
+        self.identifier_of(IdentifierKind::Mrn)
+            .or_else(|| self.identifier_of(IdentifierKind::PatientNumber))
+            .or_else(|| self.identifiers.first())
+    }
+
+    /// The first identifier of the given kind.
+    pub fn identifier_of(&self, kind: IdentifierKind) -> Option<&Identifier> {
+        self.identifiers.iter().find(|i| i.kind == kind)
+    }
+}

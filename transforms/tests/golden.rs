@@ -1,0 +1,132 @@
+//! Golden tests: every `fixtures/hl7v2/<trigger>/<variant>.hl7` maps to the canonical JSON in
+//! `fixtures/model/<trigger>/<variant>.json`, one table-driven test per message family.
+//!
+//! Regenerate with `UPDATE_GOLDEN=1 cargo test -p transforms --test golden`, then review the
+//! diff by eye: a golden is a clinical statement, not a snapshot of whatever the code did.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use transforms::hl7v2::access::V2Message;
+use transforms::{v2_to_event, Mapped};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+/// Maps every fixture whose trigger directory starts with one of `prefixes`; returns how many.
+fn check_family(prefixes: &[&str]) -> usize {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let root = fixtures().join("hl7v2");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .expect("fixtures/hl7v2 exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            prefixes.iter().any(|pre| name.starts_with(pre))
+        })
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixture directories for {prefixes:?}");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for dir in dirs {
+        let trigger = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_owned();
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .expect("readable fixture dir")
+            .map(|e| e.expect("readable entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+            .collect();
+        files.sort();
+        for variant in ["minimal", "full", "awkward"] {
+            assert!(
+                files
+                    .iter()
+                    .any(|f| f.file_stem().is_some_and(|s| s == variant)),
+                "{trigger} lacks the {variant} fixture"
+            );
+        }
+        for file in files {
+            count += 1;
+            let variant = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("utf-8 stem");
+            let text = fs::read_to_string(&file).expect("fixture is UTF-8");
+            assert!(
+                !text.contains('\n'),
+                "{trigger}/{variant}: segments must end with CR only"
+            );
+            let msg = V2Message::parse(&text)
+                .unwrap_or_else(|e| panic!("{trigger}/{variant}: parse failed: {e}"));
+            let event = match v2_to_event(&msg) {
+                Ok(Mapped::Event(event)) => event,
+                Ok(Mapped::Unsupported { message_type }) => {
+                    panic!("{trigger}/{variant}: unsupported {message_type}")
+                }
+                Err(e) => panic!("{trigger}/{variant}: mapping failed: {e}"),
+            };
+            let mut json = serde_json::to_string_pretty(&event).expect("event serialises");
+            json.push('\n');
+            // The JSON form must read back to the same event.
+            let back: transforms::model::Event =
+                serde_json::from_str(&json).expect("golden JSON deserialises");
+            assert_eq!(back, event, "{trigger}/{variant}: JSON round trip");
+            let golden = fixtures()
+                .join("model")
+                .join(&trigger)
+                .join(format!("{variant}.json"));
+            if update {
+                fs::create_dir_all(golden.parent().expect("has parent")).expect("mkdir");
+                fs::write(&golden, &json).expect("write golden");
+                continue;
+            }
+            match fs::read_to_string(&golden) {
+                Ok(expected) if expected == json => {}
+                Ok(_) => failures.push(format!(
+                    "{trigger}/{variant}: differs from {}",
+                    golden.display()
+                )),
+                Err(_) => failures.push(format!(
+                    "{trigger}/{variant}: no golden at {}",
+                    golden.display()
+                )),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (UPDATE_GOLDEN=1 to regenerate, then review):\n{}",
+        failures.join("\n")
+    );
+    count
+}
+
+#[test]
+fn adt_goldens() {
+    assert_eq!(check_family(&["adt_"]), 30);
+}
+
+#[test]
+fn siu_goldens() {
+    assert_eq!(check_family(&["siu_"]), 21);
+}
+
+#[test]
+fn order_goldens() {
+    assert_eq!(check_family(&["orm_", "oml_"]), 6);
+}
+
+#[test]
+fn oru_goldens() {
+    assert_eq!(check_family(&["oru_"]), 3);
+}
+
+#[test]
+fn dft_goldens() {
+    assert_eq!(check_family(&["dft_"]), 6);
+}
