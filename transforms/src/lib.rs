@@ -7,3 +7,9 @@
 
 pub mod hl7v2;
 pub mod model;
+
+pub mod dest;
+pub mod fhir;
+pub mod from_json;
+pub mod mapping;
+pub mod to_v2;
