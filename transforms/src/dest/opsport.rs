@@ -359,8 +359,7 @@ pub fn patient(p: &Patient) -> Result<OpsportPatient, MappingError> {
     let phone = p
         .phones
         .iter()
-        .find(|ph| ph.use_ != Some(ContactUse::Mobile))
-        .or_else(|| p.phones.first())
+        .find(|ph| ph.use_ != Some(ContactUse::Mobile) && Some(&ph.number) != mobile.as_ref())
         .map(|ph| ph.number.clone());
     let n = &p.name;
     Ok(OpsportPatient {

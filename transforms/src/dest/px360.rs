@@ -139,7 +139,7 @@ pub struct Px360Options {
     /// `HospitalID` to send; defaults to the sending facility of the source message.
     #[serde(default)]
     pub hospital_id: Option<String>,
-    /// `HospitalName` to send; defaults to the encounter's branch, then the sending facility.
+    /// `HospitalName` to send; defaults to the sending facility, then the encounter's branch.
     #[serde(default)]
     pub hospital_name: Option<String>,
     /// Configured field mapping applied to the rendered body.
@@ -467,8 +467,8 @@ pub fn patient_data(
     let hospital_name = opts
         .hospital_name
         .clone()
-        .or_else(|| encounter.location.as_ref().and_then(|l| l.branch.clone()))
         .or(facility)
+        .or_else(|| encounter.location.as_ref().and_then(|l| l.branch.clone()))
         .ok_or_else(|| super::missing("options.hospital_name"))?;
     let mobile = patient
         .phones

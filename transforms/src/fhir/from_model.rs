@@ -404,6 +404,11 @@ pub fn location(l: &Location) -> Option<r::Location> {
     })
 }
 
+/// Extension URL of the encounter's insurer name (`valueString`).
+pub(crate) const EXT_INSURER: &str = "urn:switchboard:fhir:insurer";
+/// Extension URL of the encounter's financial class (`valueCodeableConcept`).
+pub(crate) const EXT_FINANCIAL_CLASS: &str = "urn:switchboard:fhir:financial-class";
+
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 
 pub(crate) fn class_name(c: EncounterClass) -> &'static str {
@@ -491,6 +496,13 @@ pub fn encounter(
                 ..Default::default()
             }
         })
+        .chain(ext_str(EXT_INSURER, e.insurer.as_deref()))
+        .chain(e.financial_class.as_ref().map(|c| {
+            ext(
+                EXT_FINANCIAL_CLASS,
+                t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+            )
+        }))
         .collect();
     let period = (e.admit_time.is_some() || e.discharge_time.is_some()).then(|| {
         Box::new(t::Period {

@@ -17,7 +17,7 @@ use fhirbolt::model::r4::types as t;
 use fhirbolt::model::r4::Resource;
 
 use super::error::path_at;
-use super::from_model::{EXT_TRANSACTION_TYPE, LOCATION_PARTS};
+use super::from_model::{EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_TRANSACTION_TYPE, LOCATION_PARTS};
 use super::{systems, FhirError};
 use crate::model::{
     stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
@@ -60,12 +60,77 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
             reason: "a FHIR resource needs a resourceType".into(),
         });
     };
-    let resource: Resource =
-        fhirbolt::json::from_str(json, None).map_err(|e| FhirError::Invalid {
-            path: path_at(json, e.line(), e.column(), rtype),
-            reason: e.to_string(),
-        })?;
+    if let Some(path) = first_empty(&value, rtype) {
+        return Err(FhirError::Invalid {
+            path,
+            reason: "empty arrays and objects are not allowed in FHIR JSON".into(),
+        });
+    }
+    // fhirbolt 0.4 panics on some malformed input instead of returning an error (an empty
+    // array is one, screened above); a remote sender must never be able to crash the engine.
+    let parsed = std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(json, None));
+    let resource = match parsed {
+        Ok(Ok(resource)) => resource,
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            // fhirbolt reports unknown elements without a position; find the element by name.
+            let path = unknown_field(&message)
+                .and_then(|field| find_key(&value, field, rtype))
+                .unwrap_or_else(|| path_at(json, e.line(), e.column(), rtype));
+            return Err(FhirError::Invalid {
+                path,
+                reason: message,
+            });
+        }
+        Err(_) => {
+            return Err(FhirError::Invalid {
+                path: rtype.to_owned(),
+                reason: "the FHIR parser rejected this resource".into(),
+            })
+        }
+    };
     resource_to_events(&resource)
+}
+
+/// The element name of an "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Path of the first element named `key`, depth first, rooted at `root`.
+fn find_key(value: &serde_json::Value, key: &str, root: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.contains_key(key) {
+                return Some(format!("{root}.{key}"));
+            }
+            map.iter()
+                .find_map(|(k, v)| find_key(v, key, &format!("{root}.{k}")))
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_key(v, key, &format!("{root}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Path of the first empty array or object (FHIR JSON forbids both), rooted at `root`.
+fn first_empty(value: &serde_json::Value, root: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(items) if items.is_empty() => Some(root.to_owned()),
+        serde_json::Value::Object(map) if map.is_empty() => Some(root.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_empty(v, &format!("{root}[{i}]"))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resourceType")
+            .find_map(|(k, v)| first_empty(v, &format!("{root}.{k}"))),
+        _ => None,
+    }
 }
 
 /// Converts a parsed FHIR resource (or Bundle) into canonical events; see [`fhir_to_events`].
@@ -183,6 +248,7 @@ struct Reader<'a> {
     locations: HashMap<String, Location>,
     encounters: HashMap<String, Encounter>,
     observations: HashMap<String, usize>,
+    service_requests: HashMap<String, usize>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
 }
@@ -199,6 +265,7 @@ impl<'a> Reader<'a> {
             locations: HashMap::new(),
             encounters: HashMap::new(),
             observations: HashMap::new(),
+            service_requests: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
         }
@@ -251,6 +318,11 @@ impl<'a> Reader<'a> {
                         self.observations.insert(k, i);
                     }
                 }
+                Resource::ServiceRequest(_) => {
+                    for k in keys {
+                        self.service_requests.insert(k, i);
+                    }
+                }
                 _ => {}
             }
         }
@@ -263,17 +335,57 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        // Orders a report is based on travel with the report (as ORU carries them), not as
+        // events of their own.
+        let mut report_orders: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Resource::DiagnosticReport(d) = entry.resource {
+                let srs = d
+                    .based_on
+                    .iter()
+                    .filter_map(|r| val!(r.reference).and_then(|k| self.service_requests.get(k)))
+                    .copied()
+                    .collect();
+                report_orders.insert(i, srs);
+            }
+        }
+        let claimed: BTreeSet<usize> = report_orders.values().flatten().copied().collect();
         // Pass 2: one event per subject resource.
-        let mut events = Vec::new();
+        let mut events: Vec<Event> = Vec::new();
         for i in 0..self.entries.len() {
             let base = self.entries[i].base.clone();
             let resource = self.entries[i].resource;
             let event = match resource {
                 Resource::Encounter(e) => Some(self.encounter_event(e, &base, i)?),
                 Resource::Appointment(a) => Some(self.appointment_event(a, &base, i)?),
-                Resource::ChargeItem(c) => Some(self.charge_event(c, &base, i)?),
+                Resource::ChargeItem(c) => {
+                    let ev = self.charge_event(c, &base, i)?;
+                    // Charges of one Bundle for the same patient form one event, as a DFT does.
+                    let same = events.iter_mut().find(|e| {
+                        e.kind == ev.kind
+                            && !e.charges.is_empty()
+                            && e.partition_key() == ev.partition_key()
+                    });
+                    match same {
+                        Some(existing) => {
+                            existing.charges.extend(ev.charges);
+                            None
+                        }
+                        None => Some(ev),
+                    }
+                }
+                Resource::ServiceRequest(_) if claimed.contains(&i) => None,
                 Resource::ServiceRequest(sr) => Some(self.order_event(sr, &base, i)?),
-                Resource::DiagnosticReport(d) => Some(self.report_event(d, &base, i)?),
+                Resource::DiagnosticReport(d) => {
+                    let mut ev = self.report_event(d, &base, i)?;
+                    for &sr_index in report_orders.get(&i).into_iter().flatten() {
+                        if let Resource::ServiceRequest(sr) = self.entries[sr_index].resource {
+                            let sr_base = self.entries[sr_index].base.clone();
+                            ev.orders.push(self.order(sr, &sr_base)?);
+                        }
+                    }
+                    Some(ev)
+                }
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
@@ -492,13 +604,28 @@ impl<'a> Reader<'a> {
                 .and_then(|p| val!(p.end))
                 .map(|v| timestamp(v, &format!("{base}.period.end")))
                 .transpose()?,
+            insurer: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_INSURER)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                    _ => None,
+                }),
+            financial_class: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_FINANCIAL_CLASS)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                    _ => None,
+                }),
             discharge_disposition: e
                 .hospitalization
                 .as_ref()
                 .and_then(|h| h.discharge_disposition.as_deref())
                 .and_then(coded),
             events,
-            ..Encounter::default()
         })
     }
 
