@@ -423,3 +423,122 @@ pub fn siu_message(
     text.push('\r');
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Coded, HumanName, Identifier, Practitioner};
+
+    fn header() -> SiuHeader {
+        SiuHeader {
+            sending_application: "SWITCHBOARD".into(),
+            sending_facility: "CLOUD".into(),
+            receiving_application: "DEMOHIS".into(),
+            receiving_facility: "ALH-main".into(),
+            message_time: Timestamp::parse_iso("2026-06-01T09:15:00+03:00").expect("valid"),
+            control_id: "SB000123".into(),
+            processing_id: "P".into(),
+        }
+    }
+
+    fn appointment() -> (Appointment, Patient) {
+        let patient = Patient {
+            identifiers: vec![Identifier {
+                value: "P-10928".into(),
+                kind: IdentifierKind::Mrn,
+                type_code: None,
+                assigning_authority: Some("DEMOHIS".into()),
+            }],
+            name: HumanName {
+                family: Some("Khalid|Al^Test".into()),
+                given: Some("Yousef".into()),
+                ..HumanName::default()
+            },
+            birth_date: Some(Timestamp::date(1994, 9, 20).expect("valid")),
+            gender: Some(Gender::Male),
+            ..Patient::default()
+        };
+        let appointment = Appointment {
+            placer_id: Some("LTX-881".into()),
+            filler_id: None,
+            remote_id: None,
+            patient: patient.identifiers.first().cloned(),
+            practitioner: Some(Practitioner {
+                code: Some("DOC-SARAH-04".into()),
+                name: HumanName {
+                    family: Some("Al-Otaibi".into()),
+                    given: Some("Sarah".into()),
+                    ..HumanName::default()
+                },
+                ..Practitioner::default()
+            }),
+            location: Some(Location {
+                code: Some("CLN-PED-01".into()),
+                ..Location::default()
+            }),
+            service: Some(Coded {
+                code: Some("CONS".into()),
+                text: Some("Consultation".into()),
+                system: None,
+            }),
+            appointment_type: None,
+            start: Some(Timestamp::parse_iso("2026-06-15T10:30:00").expect("valid")),
+            end: Some(Timestamp::parse_iso("2026-06-15T11:00:00").expect("valid")),
+            duration_minutes: None,
+            status: AppointmentStatus::Booked,
+            reason: None,
+            event_reason: None,
+            notes: Some("line one\rline two & more".into()),
+        };
+        (appointment, patient)
+    }
+
+    #[test]
+    fn s12_has_header_segments_and_escaped_values() {
+        let (a, p) = appointment();
+        let text = siu_message(SiuTrigger::S12, &header(), &a, &p).expect("builds");
+        let segments: Vec<&str> = text.trim_end_matches('\r').split('\r').collect();
+        let ids: Vec<&str> = segments.iter().map(|s| &s[..3]).collect();
+        assert_eq!(
+            ids,
+            ["MSH", "SCH", "NTE", "PID", "RGS", "AIS", "AIG", "AIL", "AIP"]
+        );
+        assert_eq!(
+            segments[0],
+            "MSH|^~\\&|SWITCHBOARD|CLOUD|DEMOHIS|ALH-main|20260601091500+0300||SIU^S12^SIU_S12|SB000123|P|2.5||||||UNICODE UTF-8"
+        );
+        assert_eq!(
+            segments[1],
+            "SCH|LTX-881||||||||30|min|^^M30^20260615103000^20260615110000||||||||||||||Booked"
+        );
+        assert_eq!(segments[2], "NTE|1||line one\\X0D\\line two \\T\\ more");
+        assert!(segments[3]
+            .starts_with("PID|1||P-10928^^^DEMOHIS^MR||Khalid\\F\\Al\\S\\Test^Yousef||19940920|M"));
+        assert_eq!(segments[6], "AIG|1|A|DOC-SARAH-04^Sarah Al-Otaibi|D^Doctor");
+        assert_eq!(segments[7], "AIL|1|A|CLN-PED-01|C^Clinic");
+        assert_eq!(segments[8], "AIP|1|A|DOC-SARAH-04^Al-Otaibi^Sarah|D^Doctor");
+        let parsed = hl7_parser::Message::parse(&text).expect("hl7-parser reads it");
+        let sch = parsed.segment("SCH").expect("SCH present");
+        assert_eq!(sch.field(25).expect("SCH-25").raw_value(), "Booked");
+    }
+
+    #[test]
+    fn s15_is_cancelled_and_requires_start_and_control_id() {
+        let (a, p) = appointment();
+        let text = siu_message(SiuTrigger::S15, &header(), &a, &p).expect("builds");
+        assert!(text.contains("SIU^S15^SIU_S12"));
+        assert!(text.contains("|Cancelled\r"));
+        let mut no_start = a.clone();
+        no_start.start = None;
+        assert_eq!(
+            siu_message(SiuTrigger::S12, &header(), &no_start, &p),
+            Err(ToV2Error::Missing("appointment.start"))
+        );
+        let mut bad = header();
+        bad.control_id = "A|B".into();
+        assert_eq!(
+            siu_message(SiuTrigger::S12, &bad, &a, &p),
+            Err(ToV2Error::InvalidControlId)
+        );
+    }
+}

@@ -478,3 +478,101 @@ pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, Mapp
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SEED_EVENT: &str = r#"{
+        "event_id": "evt_123456",
+        "timestamp": "2025-01-08T12:00:00Z",
+        "type": "appointment.created",
+        "operation": "created",
+        "data": {
+            "his_appointment_id": "A123",
+            "his_patient_id": "P456",
+            "his_doctor_id": "D789",
+            "his_status": "confirmed",
+            "his_created_at": "2025-03-02T10:30:45"
+        },
+        "source": "HIS"
+    }"#;
+
+    const SEED_MAPPING: &str = r#"{
+        "clients": {"1001": {"mappings": {"appointment.created": {"fields": {
+            "his_appointment_id": "buktor_appointment_id",
+            "his_patient_id": "buktor_patient_id",
+            "his_doctor_id": "buktor_doctor_id",
+            "his_status": "buktor_status",
+            "his_created_at": "buktor_created_at"
+        }}}}}
+    }"#;
+
+    #[test]
+    fn seed_mapping_renames_the_seed_event() {
+        let event: BuktorEvent = serde_json::from_str(SEED_EVENT).expect("seed event");
+        assert!(event.check().is_ok());
+        let file: BuktorMappingFile = serde_json::from_str(SEED_MAPPING).expect("seed mapping");
+        assert!(file.validate().is_empty());
+        let mapped = file.apply("1001", &event).expect("mapped");
+        assert_eq!(
+            Value::Object(mapped),
+            json!({
+                "buktor_appointment_id": "A123", "buktor_patient_id": "P456",
+                "buktor_doctor_id": "D789", "buktor_status": "confirmed",
+                "buktor_created_at": "2025-03-02T10:30:45"
+            })
+        );
+        let err = file.apply("2002", &event).expect_err("no mapping");
+        assert_eq!(
+            err.to_string(),
+            "No mapping found for event_type 'appointment.created' and Client-ID 2002."
+        );
+    }
+
+    #[test]
+    fn check_rejects_unknown_types_and_mismatched_operations() {
+        let mut event: BuktorEvent = serde_json::from_str(SEED_EVENT).expect("seed event");
+        event.operation = "updated".into();
+        assert!(event.check().is_err_and(|e| e.starts_with("operation")));
+        event.event_type = "visit.created".into();
+        assert!(event.check().is_err_and(|e| e.starts_with("type")));
+    }
+
+    #[test]
+    fn event_ids_are_deterministic_per_message_type_and_entity() {
+        let text = include_str!("../../../fixtures/model/_dest_inputs/siu_s12_booked.json");
+        let event: Event = serde_json::from_str(text).expect("fixture");
+        let a = render(&event, &BuktorOptions::default()).expect("renders");
+        let b = render(&event, &BuktorOptions::default()).expect("renders");
+        assert_eq!(a, b);
+        assert!(a[0].idempotency_key.starts_with("evt_"));
+        assert_ne!(
+            event_id(&event, "appointment.created", "APT-5501"),
+            event_id(&event, "appointment.updated", "APT-5501")
+        );
+        // A rendered envelope is accepted by the inbound side.
+        let body = serde_json::to_string(&a[0].body).expect("json");
+        let back = crate::from_json::buktor::events_from_body(&body).expect("reads back");
+        let appointment = back[0].appointment.as_ref().expect("appointment");
+        assert_eq!(appointment.filler_id.as_deref(), Some("APT-5501"));
+        assert_eq!(appointment.status, AppointmentStatus::Booked);
+    }
+
+    #[test]
+    fn options_map_status_and_emit_locations_first() {
+        let text = include_str!("../../../fixtures/model/_dest_inputs/siu_s12_booked.json");
+        let event: Event = serde_json::from_str(text).expect("fixture");
+        let opts: BuktorOptions = serde_json::from_value(json!({
+            "statuses": {"booked": "BOOKED"},
+            "emit_locations": true,
+            "mapping": {"rename": {"data.his_status": "status"}}
+        }))
+        .expect("options");
+        let out = render(&event, &opts).expect("renders");
+        let kinds: Vec<&str> = out.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["location.updated", "appointment.created"]);
+        assert_eq!(out[1].body["data"]["status"], json!("BOOKED"));
+    }
+}

@@ -526,3 +526,85 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Event {
+        let path = format!(
+            "{}/../fixtures/model/_dest_inputs/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("fixture exists");
+        serde_json::from_str(&text).expect("fixture is an event")
+    }
+
+    #[test]
+    fn appointment_upserts_clinic_and_doctor_first() {
+        let out = render(&fixture("siu_s12_booked"), &OpsportOptions::default()).expect("renders");
+        let kinds: Vec<&str> = out.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, ["clinic", "doctor", "patient", "appointment"]);
+        assert_eq!(out[3].path, "/api/healthcare/appointment");
+        assert_eq!(out[3].body["date"], json!("2026-06-15T00:00:00"));
+        assert_eq!(out[3].body["timeFrom"], json!("10:30:00"));
+        assert_eq!(out[3].body["status"], json!("Confirmed"));
+    }
+
+    #[test]
+    fn bulk_folds_one_kind_into_the_plural_path() {
+        let a = render(&fixture("siu_s12_booked"), &OpsportOptions::default()).expect("renders");
+        let b =
+            render(&fixture("adt_a04_registered"), &OpsportOptions::default()).expect("renders");
+        let patients: Vec<Rendered> = a
+            .iter()
+            .chain(&b)
+            .filter(|r| r.kind == "patient")
+            .cloned()
+            .collect();
+        let folded = bulk(&patients).expect("same kind").expect("not empty");
+        assert_eq!(folded.path, "/api/healthcare/patients");
+        assert_eq!(folded.body.as_array().map(Vec::len), Some(2));
+        assert!(matches!(bulk(&a), Err(MappingError::MixedBulk { .. })));
+        assert_eq!(bulk(&[]), Ok(None));
+    }
+
+    #[test]
+    fn seed_bodies_are_read_back_as_events() {
+        let patient = r#"{"name": "Yousef Bin Khalid", "patientNo": "P-10928", "firstName": "Yousef", "secondName": "Bin",
+            "lastName": "Khalid", "mobile": "+966502222222", "dateOfBirth": "1994-09-20", "gender": "Male",
+            "nationalID": "1048291048", "email": "yousef.khalid@gmail.com", "phone": "+966502222222", "bloodType": "O+", "isActive": true}"#;
+        let events = crate::from_json::opsport::events_from_body(
+            "patient",
+            patient,
+            &OpsportOptions::default(),
+        )
+        .expect("patient");
+        let p = events[0].patient.as_ref().expect("patient");
+        assert_eq!(p.identifiers.len(), 2);
+        assert_eq!(p.phones.len(), 1);
+        let appointments = r#"[{"patientNo": "P-10928", "doctorCode": "DOC-SARAH-04", "clinicCode": "CLN-PED-01",
+            "date": "2026-06-15T00:00:00", "timeFrom": "10:30:00", "timeTo": "11:00:00", "status": "Cancelled", "notes": "x"}]"#;
+        let events = crate::from_json::opsport::events_from_body(
+            "appointments",
+            appointments,
+            &OpsportOptions::default(),
+        )
+        .expect("appointments");
+        assert_eq!(events[0].kind, EventKind::AppointmentCancelled);
+        let a = events[0].appointment.as_ref().expect("appointment");
+        assert_eq!(
+            a.start.as_ref().map(Timestamp::to_iso).as_deref(),
+            Some("2026-06-15T10:30:00")
+        );
+        let bad = r#"[{"patientNo": "P-1", "date": "2026-06-15T00:00:00", "timeFrom": "25:00:00", "status": "Confirmed"}]"#;
+        let err = crate::from_json::opsport::events_from_body(
+            "appointment",
+            bad,
+            &OpsportOptions::default(),
+        )
+        .expect_err("bad time");
+        assert_eq!(err.http_status(), 422);
+    }
+}

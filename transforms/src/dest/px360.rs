@@ -575,3 +575,121 @@ pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, Mappi
         kind: "patient_data".to_owned(),
     }])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_sample() -> Value {
+        json!({
+            "FetchPatientDataTimeStampList": [{
+                "Type": "Patient Demographic details",
+                "PatientID": "123456", "AdmissionID": "789012", "HospitalID": "1",
+                "HospitalName": "ALH-main", "AdmitDate": "05-Jun-2025 11:06",
+                "DischargeDate": "05-Jun-2025 15:30", "SSN": "1234567890",
+                "PatientName": "Ahmed Mohammed", "MobileNo": "0501234567", "Gender": "Male",
+                "FullAge": "35", "PatientNationality": "Saudi", "DOB": "1990-01-15",
+                "ConsultantID": "PHY001", "PrimaryDoctor": "Dr. Mohammed",
+                "InsuranceCompanyName": "Bupa", "BillType": "Insurance", "IsVIP": "No"
+            }],
+            "FetchPatientDataTimeStampVisitDataList": [
+                {"Type": "Consultation", "BillDate": "05-Jun-2025 11:06"},
+                {"Type": "Doctor Visited", "BillDate": "05-Jun-2025 11:20"},
+                {"Type": "Clinical Condtion", "BillDate": "05-Jun-2025 11:30"},
+                {"Type": "ChiefComplaint", "BillDate": "05-Jun-2025 11:35"},
+                {"Type": "Prescribed Drugs", "BillDate": "05-Jun-2025 12:00"}
+            ],
+            "Code": 200,
+            "Status": "Success"
+        })
+    }
+
+    #[test]
+    fn seed_samples_validate_and_serialise_back_identically() {
+        let body = seed_sample();
+        let data = validate(&body).expect("seed sample is valid");
+        assert_eq!(serde_json::to_value(&data).expect("serialises"), body);
+        // The seed's shorter test script sample (no DOB, gender...) is valid too.
+        let short = json!({
+            "FetchPatientDataTimeStampList": [{
+                "Type": "Patient Demographic details", "PatientID": "TEST001",
+                "AdmissionID": "ADM001", "HospitalID": "1", "HospitalName": "ALH-main",
+                "AdmitDate": "05-Jun-2025 11:06", "DischargeDate": "05-Jun-2025 15:30",
+                "SSN": "1234567890", "PatientName": "Test Patient", "MobileNo": "0501234567"
+            }],
+            "FetchPatientDataTimeStampVisitDataList": [
+                {"Type": "Consultation", "BillDate": "05-Jun-2025 11:06"}
+            ],
+            "Code": 200, "Status": "Success"
+        });
+        assert!(validate(&short).is_ok());
+    }
+
+    #[test]
+    fn missing_fields_give_the_seed_error_body() {
+        let mut body = seed_sample();
+        let obj = body.as_object_mut().expect("object");
+        obj.remove("Code");
+        obj.remove("Status");
+        let err = validate(&body).expect_err("invalid");
+        assert_eq!(
+            err.to_body(),
+            json!({"error": "Invalid HIS data format", "details": {
+                "Code": ["This field is required."], "Status": ["This field is required."]
+            }})
+        );
+    }
+
+    #[test]
+    fn nested_errors_name_the_item_and_field() {
+        let mut body = seed_sample();
+        body["FetchPatientDataTimeStampList"][0]["AdmitDate"] = json!("2025-06-05 11:06");
+        body["FetchPatientDataTimeStampList"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("PatientID");
+        body["FetchPatientDataTimeStampVisitDataList"][1]["BillDate"] = json!("");
+        let err = validate(&body).expect_err("invalid");
+        let d = &err.details;
+        assert_eq!(
+            d["FetchPatientDataTimeStampList"][0]["PatientID"],
+            json!(["This field is required."])
+        );
+        assert!(d["FetchPatientDataTimeStampList"][0]["AdmitDate"].is_array());
+        assert_eq!(d["FetchPatientDataTimeStampVisitDataList"][0], json!({}));
+        assert_eq!(
+            d["FetchPatientDataTimeStampVisitDataList"][1]["BillDate"],
+            json!(["This field is required."])
+        );
+    }
+
+    #[test]
+    fn journey_stage_table_is_the_seed_table() {
+        let o = Px360Options::default();
+        assert_eq!(
+            o.journey_stage("Clinical Condtion"),
+            Some("Clinical Assessment")
+        );
+        assert_eq!(o.journey_stage("Prescribed Drugs"), Some("Pharmacy"));
+        assert_eq!(o.canonical_visit("Doctor Visited"), Some("doctor_visit"));
+    }
+
+    #[test]
+    fn rendered_body_passes_validation_and_reads_back() {
+        let text = include_str!("../../../fixtures/model/_dest_inputs/adt_a04_registered.json");
+        let event: Event = serde_json::from_str(text).expect("fixture");
+        let rendered = render(&event, &Px360Options::default()).expect("renders");
+        assert_eq!(rendered.len(), 1);
+        assert!(validate(&rendered[0].body).is_ok());
+        let back =
+            crate::from_json::px360::events_from_body(&rendered[0].body, &Px360Options::default())
+                .expect("reads back");
+        let encounter = back[0].encounter.as_ref().expect("encounter");
+        let kinds: Vec<&str> = encounter.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["consultation", "doctor_visit", "prescription"]);
+        assert_eq!(back[0].kind, crate::model::EventKind::EncounterDischarged);
+        let patient = back[0].patient.as_ref().expect("patient");
+        assert_eq!(patient.identifiers[0].value, "P-10928");
+        assert!(patient.vip);
+    }
+}

@@ -237,3 +237,46 @@ pub fn events_from_body(body: &str) -> Result<Vec<Event>, JsonError> {
         _ => Ok(Vec::new()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_curl_form_is_accepted() {
+        let body = r#"{"event_type": "appointment.created", "his_appointment_id": "A123", "his_patient_id": "P456", "his_doctor_id": "D789", "his_status": "confirmed", "his_created_at": "2025-03-02T10:30:45"}"#;
+        let events = events_from_body(body).expect("accepted");
+        assert_eq!(events[0].kind, EventKind::AppointmentBooked);
+        assert_eq!(events[0].id, events_from_body(body).expect("again")[0].id);
+        let a = events[0].appointment.as_ref().expect("appointment");
+        assert_eq!(a.patient.as_ref().map(|p| p.value.as_str()), Some("P456"));
+    }
+
+    #[test]
+    fn payment_failed_becomes_a_charge_with_failure() {
+        let body = r#"{"event_id": "evt_9", "timestamp": "2025-01-08T12:00:00Z", "type": "payment.failed", "operation": "failed",
+            "data": {"his_payment_id": "PAY-1", "his_patient_id": "P456", "his_amount": "99.90", "his_currency": "SAR", "his_failure_reason": "declined"}, "source": "HIS"}"#;
+        let events = events_from_body(body).expect("accepted");
+        let charge = &events[0].charges[0];
+        assert_eq!(charge.amount.as_ref().map(Decimal::as_str), Some("99.90"));
+        assert_eq!(
+            charge.payment.as_ref().map(|p| p.result),
+            Some(PaymentResult::Failure)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(events_from_body("{").expect_err("bad").http_status(), 400);
+        let bad_type = r#"{"event_id": "e", "timestamp": "2025-01-08T12:00:00Z", "type": "visit.created", "operation": "created", "data": {}, "source": "HIS"}"#;
+        match events_from_body(bad_type) {
+            Err(JsonError::Invalid { path, .. }) => assert_eq!(path, "type"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let no_id = r#"{"event_id": "e", "timestamp": "2025-01-08T12:00:00Z", "type": "appointment.updated", "operation": "updated", "data": {}, "source": "HIS"}"#;
+        let err = events_from_body(no_id).expect_err("unusable");
+        assert_eq!(err.http_status(), 422);
+        let location = r#"{"event_id": "e", "timestamp": "2025-01-08T12:00:00Z", "type": "location.created", "operation": "created", "data": {"his_location_id": "L1"}, "source": "HIS"}"#;
+        assert!(events_from_body(location).expect("accepted").is_empty());
+    }
+}

@@ -180,3 +180,74 @@ pub fn siu_from_booking(b: &PendingBooking, header: &SiuHeader) -> Result<String
         patient,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+
+    fn booking(action: BookingAction) -> PendingBooking {
+        serde_json::from_value(serde_json::json!({
+            "id": "LTX-881",
+            "action": action,
+            "hisAppointmentId": if action == BookingAction::Create { None } else { Some("APT-77") },
+            "firstName": "Huda",
+            "lastName": "Nasser",
+            "mobile": "+966503334444",
+            "doctorCode": "DOC-SARAH-04",
+            "clinicCode": "CLN-PED-01",
+            "start": "2026-06-15T10:30:00",
+            "end": "2026-06-15T11:00:00",
+            "notes": "Online booking"
+        }))
+        .expect("booking shape")
+    }
+
+    fn header() -> SiuHeader {
+        SiuHeader {
+            sending_application: "SWITCHBOARD".into(),
+            sending_facility: "LATREXA".into(),
+            receiving_application: "DEMOHIS".into(),
+            receiving_facility: "ALH-main".into(),
+            message_time: Timestamp::parse_iso("2026-06-01T09:15:00").expect("valid"),
+            control_id: "LTX0001".into(),
+            processing_id: "P".into(),
+        }
+    }
+
+    #[test]
+    fn new_patient_gets_a_latrexa_identifier() {
+        let ev = event_from_booking(&booking(BookingAction::Create)).expect("converts");
+        assert_eq!(ev.kind, EventKind::AppointmentBooked);
+        let id = &ev.patient.as_ref().expect("patient").identifiers[0];
+        assert_eq!(
+            (id.value.as_str(), id.kind),
+            ("LTX-881", IdentifierKind::Other)
+        );
+        assert_eq!(id.assigning_authority.as_deref(), Some(AUTHORITY));
+        let text = siu_from_booking(&booking(BookingAction::Create), &header()).expect("siu");
+        assert!(text.contains("SIU^S12^SIU_S12|LTX0001|"));
+        assert!(text.contains("\rSCH|LTX-881|"));
+        assert!(text.contains("LTX-881^^^LATREXA"));
+    }
+
+    #[test]
+    fn reschedule_and_cancel_map_to_s13_and_s15() {
+        let text = siu_from_booking(&booking(BookingAction::Reschedule), &header()).expect("siu");
+        assert!(text.contains("SIU^S13^SIU_S12") && text.contains("\rSCH|LTX-881|APT-77|"));
+        let ev = event_from_booking(&booking(BookingAction::Cancel)).expect("converts");
+        assert_eq!(ev.kind, EventKind::AppointmentCancelled);
+        let text = siu_from_booking(&booking(BookingAction::Cancel), &header()).expect("siu");
+        assert!(text.contains("SIU^S15^SIU_S12") && text.contains("|Cancelled\r"));
+    }
+
+    #[test]
+    fn bad_time_names_the_field() {
+        let mut b = booking(BookingAction::Create);
+        b.start = "15/06/2026 10:30".into();
+        match event_from_booking(&b) {
+            Err(JsonError::Unprocessable { path, .. }) => assert_eq!(path, "start"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
