@@ -29,6 +29,7 @@ pub use event::{BusinessKey, BusinessKeyKind, Event, EventKind, MergedPatient, S
 pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
 pub use patient::{Gender, Identifier, IdentifierKind, Patient};
 pub use practitioner::{Location, Practitioner};
+pub(crate) use time::parse_fraction;
 pub use time::{Precision, Timestamp, TimestampError};
 
 use sha2::{Digest, Sha256};
