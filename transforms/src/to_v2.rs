@@ -11,7 +11,7 @@
 
 use crate::model::{
     Appointment, AppointmentStatus, Gender, Identifier, IdentifierKind, Location, Patient,
-    Practitioner, Precision, Timestamp,
+    Practitioner, Timestamp,
 };
 
 /// Which SIU message to build.
@@ -75,47 +75,14 @@ pub enum ToV2Error {
 }
 
 /// Escapes a value for a field, component or subcomponent with the standard encoding
-/// characters: `\` `|` `^` `&` `~` become `\E\ \F\ \S\ \T\ \R\`, CR and LF `\X0D\ \X0A\`.
-///
-/// ```
-/// assert_eq!(transforms::to_v2::escape("A|B^C&D~E\\F"), "A\\F\\B\\S\\C\\T\\D\\R\\E\\E\\F");
-/// ```
-pub fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\E\\"),
-            '|' => out.push_str("\\F\\"),
-            '^' => out.push_str("\\S\\"),
-            '&' => out.push_str("\\T\\"),
-            '~' => out.push_str("\\R\\"),
-            '\r' => out.push_str("\\X0D\\"),
-            '\n' => out.push_str("\\X0A\\"),
-            c => out.push(c),
-        }
-    }
-    out
+/// characters (see [`crate::hl7v2::escape::encode`]).
+fn escape(value: &str) -> String {
+    crate::hl7v2::escape::encode(value, &hl7_parser::message::Separators::default()).into_owned()
 }
 
-/// HL7 TS text of a timestamp at its precision (`YYYYMMDDHHMMSS[.ffff][+ZZZZ]`).
-pub fn hl7_timestamp(ts: &Timestamp) -> String {
-    let dt = ts.naive_date_time();
-    let fmt = match ts.precision() {
-        Precision::Year => "%Y",
-        Precision::Month => "%Y%m",
-        Precision::Day => "%Y%m%d",
-        Precision::Hour => "%Y%m%d%H",
-        Precision::Minute => "%Y%m%d%H%M",
-        Precision::Second => "%Y%m%d%H%M%S",
-        Precision::Fraction => "%Y%m%d%H%M%S%.f",
-    };
-    let mut out = dt.format(fmt).to_string();
-    if let Some(off) = ts.offset_minutes() {
-        let sign = if off < 0 { '-' } else { '+' };
-        let abs = off.unsigned_abs();
-        out.push_str(&format!("{sign}{:02}{:02}", abs / 60, abs % 60));
-    }
-    out
+/// HL7 DTM text of a timestamp at its precision (see [`crate::hl7v2::datetime::format`]).
+fn hl7_timestamp(ts: &Timestamp) -> String {
+    crate::hl7v2::datetime::format(ts)
 }
 
 /// Joins already-escaped components with `^`, dropping trailing empty ones.

@@ -193,6 +193,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn operation_outcome_parses_back_and_names_the_path() {
+        let e = FhirError::unprocessable("Patient.birthDate", "not a date");
+        assert_eq!(e.http_status(), 422);
+        let json = e.operation_outcome_json();
+        let back: fhirbolt::model::r4::Resource =
+            fhirbolt::json::from_str(&json, None).expect("valid OperationOutcome");
+        let fhirbolt::model::r4::Resource::OperationOutcome(oo) = back else {
+            panic!("not an OperationOutcome");
+        };
+        assert_eq!(oo.issue[0].code.value.as_deref(), Some("processing"));
+        assert_eq!(
+            oo.issue[0].expression[0].value.as_deref(),
+            Some("Patient.birthDate")
+        );
+    }
+
+    #[test]
     fn path_at_names_nested_elements() {
         let json = "{\"resourceType\":\"Patient\",\n\"name\":[{\"family\":\"A\"},{\"given\":[1]}]}";
         // column of the `1` on line 2

@@ -76,6 +76,7 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
             // fhirbolt reports unknown elements without a position; find the element by name.
             let path = unknown_field(&message)
                 .and_then(|field| find_key(&value, field, rtype))
+                .or_else(|| locate(&value, rtype))
                 .unwrap_or_else(|| path_at(json, e.line(), e.column(), rtype));
             return Err(FhirError::Invalid {
                 path,
@@ -90,6 +91,53 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
         }
     };
     resource_to_events(&resource)
+}
+
+/// Whether fhirbolt accepts `value` as a resource (`lax`: ignoring unknown and missing elements).
+fn parses(value: &serde_json::Value, lax: bool) -> bool {
+    let config = lax.then_some(fhirbolt::serde::DeserializationConfig {
+        mode: fhirbolt::serde::DeserializationMode::Lax,
+    });
+    let text = value.to_string();
+    std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(&text, config).is_ok())
+        .unwrap_or(false)
+}
+
+/// Finds the element of a resource fhirbolt rejects, for errors that carry no position: the
+/// failing Bundle entry, then the first top-level element that fails on its own.
+fn locate(value: &serde_json::Value, rtype: &str) -> Option<String> {
+    let obj = value.as_object()?;
+    if rtype == "Bundle" {
+        let entries = obj.get("entry").and_then(serde_json::Value::as_array);
+        for (i, entry) in entries.into_iter().flatten().enumerate() {
+            let Some(resource) = entry.get("resource") else {
+                continue;
+            };
+            if !parses(resource, false) {
+                let inner = resource
+                    .get("resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("resource");
+                let base = format!("Bundle.entry[{i}].resource");
+                let suffix = locate(resource, inner)
+                    .and_then(|p| p.strip_prefix(inner).map(str::to_owned))
+                    .unwrap_or_default();
+                return Some(format!("{base}{suffix}"));
+            }
+        }
+    }
+    obj.iter()
+        .filter(|(k, _)| k.as_str() != "resourceType")
+        .find(|(k, v)| {
+            let mut probe = serde_json::Map::new();
+            probe.insert(
+                "resourceType".into(),
+                serde_json::Value::String(rtype.to_owned()),
+            );
+            probe.insert((*k).clone(), (*v).clone());
+            !parses(&serde_json::Value::Object(probe), true)
+        })
+        .map(|(k, _)| format!("{rtype}.{k}"))
 }
 
 /// The element name of an "unknown field `x`" message.
