@@ -15,7 +15,9 @@ mod from_model;
 mod to_model;
 
 pub use error::FhirError;
-pub use from_model::{event_to_resources, resource_id, transaction_bundle, BundleOptions};
+pub use from_model::{
+    event_to_resources, render_bundle, resource_id, transaction_bundle, BundleOptions,
+};
 pub use to_model::{fhir_to_events, resource_to_events};
 
 /// Identifier systems used when a canonical identifier carries no assigning authority.
