@@ -5,6 +5,7 @@
 //! Start reading at [`hl7v2`] (how a received message is decoded, read and answered).
 #![forbid(unsafe_code)]
 
+pub mod from_v2;
 pub mod hl7v2;
 pub mod model;
 
@@ -13,3 +14,15 @@ pub mod fhir;
 pub mod from_json;
 pub mod mapping;
 pub mod to_v2;
+
+pub use from_v2::{Mapped, MappingError};
+
+/// Maps a parsed HL7 v2 message to a canonical event: the engine's entry point for HL7 v2
+/// transforms. See [`from_v2`] for what each message type becomes.
+///
+/// # Errors
+/// [`MappingError`] naming the field and the reason when required data is missing or present
+/// data is unusable; an unsupported message type is `Ok(Mapped::Unsupported { .. })`.
+pub fn v2_to_event(msg: &hl7v2::access::V2Message<'_>) -> Result<Mapped, MappingError> {
+    from_v2::map(msg)
+}

@@ -1,147 +1,132 @@
-//! Golden tests: canonical model fixtures -> destination payloads and FHIR, compared with the
-//! files under `fixtures/dest/` and `fixtures/fhir/`. Run with `UPDATE_GOLDEN=1` to rewrite
-//! the goldens after an intended change, then review the diff.
-#![allow(clippy::unwrap_used, missing_docs)]
+//! Golden tests: every `fixtures/hl7v2/<trigger>/<variant>.hl7` maps to the canonical JSON in
+//! `fixtures/model/<trigger>/<variant>.json`, one table-driven test per message family.
+//!
+//! Regenerate with `UPDATE_GOLDEN=1 cargo test -p transforms --test golden`, then review the
+//! diff by eye: a golden is a clinical statement, not a snapshot of whatever the code did.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-use transforms::dest::{buktor, latrexa, opsport, px360};
-use transforms::fhir;
-use transforms::model::Event;
+use transforms::hl7v2::access::V2Message;
+use transforms::{v2_to_event, Mapped};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
-fn inputs() -> Vec<(String, Event)> {
-    let dir = fixtures().join("model/_dest_inputs");
-    let mut out: Vec<(String, Event)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&p).unwrap();
-            let event: Event =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, event)
+/// Maps every fixture whose trigger directory starts with one of `prefixes`; returns how many.
+fn check_family(prefixes: &[&str]) -> usize {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let root = fixtures().join("hl7v2");
+    let mut dirs: Vec<PathBuf> = fs::read_dir(&root)
+        .expect("fixtures/hl7v2 exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            prefixes.iter().any(|pre| name.starts_with(pre))
         })
         .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(!out.is_empty(), "no inputs in {}", dir.display());
-    out
-}
-
-/// Compares `actual` with the golden file, or writes it when `UPDATE_GOLDEN` is set.
-fn check(path: &Path, actual: &Value) -> Result<(), String> {
-    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, pretty).unwrap();
-        return Ok(());
-    }
-    let expected = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()))?;
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    if &expected == actual {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} differs:\n--- expected\n{}\n--- actual\n{}",
-            path.display(),
-            serde_json::to_string_pretty(&expected).unwrap(),
-            pretty
-        ))
-    }
-}
-
-#[test]
-fn destination_payloads_match_goldens() {
-    let mut failures = Vec::new();
-    for (name, event) in inputs() {
-        let cases: [(&str, Result<Vec<transforms::dest::Rendered>, _>); 4] = [
-            (
-                "opsport",
-                opsport::render(&event, &opsport::OpsportOptions::default()),
-            ),
-            (
-                "buktor",
-                buktor::render(&event, &buktor::BuktorOptions::default()),
-            ),
-            (
-                "px360",
-                px360::render(&event, &px360::Px360Options::default()),
-            ),
-            ("latrexa", latrexa::render(&event)),
-        ];
-        for (vendor, rendered) in cases {
-            let rendered = rendered.unwrap_or_else(|e| panic!("{vendor}/{name}: {e}"));
-            let path = fixtures().join(format!("dest/{vendor}/{name}.json"));
-            if let Err(e) = check(&path, &serde_json::to_value(&rendered).unwrap()) {
-                failures.push(e);
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[test]
-fn fhir_bundles_match_goldens_and_parse_back() {
-    let mut failures = Vec::new();
-    for (name, event) in inputs() {
-        let bundle = fhir::transaction_bundle(&event, &fhir::BundleOptions::default()).unwrap();
-        let text = fhirbolt::json::to_string_pretty(&bundle, None).unwrap();
-        // Every resource we produce must parse back through fhirbolt in strict mode.
-        let reparsed: fhirbolt::model::r4::Resource =
-            fhirbolt::json::from_str(&text, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(reparsed, bundle, "{name}: fhirbolt round trip");
-        let json: Value = serde_json::from_str(&text).unwrap();
-        if let Err(e) = check(&fixtures().join(format!("fhir/bundle/{name}.json")), &json) {
-            failures.push(e);
-        }
-        let events = fhir::fhir_to_events(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let back = serde_json::to_value(&events).unwrap();
-        if let Err(e) = check(
-            &fixtures().join(format!("fhir/bundle/{name}.events.json")),
-            &back,
-        ) {
-            failures.push(e);
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[test]
-fn fhir_inputs_match_goldens() {
-    let dir = fixtures().join("fhir");
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixture directories for {prefixes:?}");
     let mut failures = Vec::new();
     let mut count = 0;
-    for resource_dir in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
-        if !resource_dir.is_dir() || resource_dir.ends_with("bundle") {
-            continue;
+    for dir in dirs {
+        let trigger = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name")
+            .to_owned();
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .expect("readable fixture dir")
+            .map(|e| e.expect("readable entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+            .collect();
+        files.sort();
+        for variant in ["minimal", "full", "awkward"] {
+            assert!(
+                files
+                    .iter()
+                    .any(|f| f.file_stem().is_some_and(|s| s == variant)),
+                "{trigger} lacks the {variant} fixture"
+            );
         }
-        for input in std::fs::read_dir(&resource_dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-        {
-            let file = input.file_name().unwrap().to_string_lossy().into_owned();
-            let Some(stem) = file.strip_suffix(".input.json") else {
-                continue;
-            };
+        for file in files {
             count += 1;
-            let text = std::fs::read_to_string(&input).unwrap();
-            let actual = match fhir::fhir_to_events(&text) {
-                Ok(events) => serde_json::json!({"events": events}),
-                Err(e) => serde_json::json!({
-                    "error": {"status": e.http_status(), "path": e.path(), "message": e.to_string()}
-                }),
+            let variant = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("utf-8 stem");
+            let text = fs::read_to_string(&file).expect("fixture is UTF-8");
+            assert!(
+                !text.contains('\n'),
+                "{trigger}/{variant}: segments must end with CR only"
+            );
+            let msg = V2Message::parse(&text)
+                .unwrap_or_else(|e| panic!("{trigger}/{variant}: parse failed: {e}"));
+            let event = match v2_to_event(&msg) {
+                Ok(Mapped::Event(event)) => event,
+                Ok(Mapped::Unsupported { message_type }) => {
+                    panic!("{trigger}/{variant}: unsupported {message_type}")
+                }
+                Err(e) => panic!("{trigger}/{variant}: mapping failed: {e}"),
             };
-            if let Err(e) = check(&resource_dir.join(format!("{stem}.expected.json")), &actual) {
-                failures.push(e);
+            let mut json = serde_json::to_string_pretty(&event).expect("event serialises");
+            json.push('\n');
+            // The JSON form must read back to the same event.
+            let back: transforms::model::Event =
+                serde_json::from_str(&json).expect("golden JSON deserialises");
+            assert_eq!(back, event, "{trigger}/{variant}: JSON round trip");
+            let golden = fixtures()
+                .join("model")
+                .join(&trigger)
+                .join(format!("{variant}.json"));
+            if update {
+                fs::create_dir_all(golden.parent().expect("has parent")).expect("mkdir");
+                fs::write(&golden, &json).expect("write golden");
+                continue;
+            }
+            match fs::read_to_string(&golden) {
+                Ok(expected) if expected == json => {}
+                Ok(_) => failures.push(format!(
+                    "{trigger}/{variant}: differs from {}",
+                    golden.display()
+                )),
+                Err(_) => failures.push(format!(
+                    "{trigger}/{variant}: no golden at {}",
+                    golden.display()
+                )),
             }
         }
     }
-    assert!(count > 0, "no FHIR inputs under {}", dir.display());
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (UPDATE_GOLDEN=1 to regenerate, then review):\n{}",
+        failures.join("\n")
+    );
+    count
+}
+
+#[test]
+fn adt_goldens() {
+    assert_eq!(check_family(&["adt_"]), 30);
+}
+
+#[test]
+fn siu_goldens() {
+    assert_eq!(check_family(&["siu_"]), 21);
+}
+
+#[test]
+fn order_goldens() {
+    assert_eq!(check_family(&["orm_", "oml_"]), 6);
+}
+
+#[test]
+fn oru_goldens() {
+    assert_eq!(check_family(&["oru_"]), 3);
+}
+
+#[test]
+fn dft_goldens() {
+    assert_eq!(check_family(&["dft_"]), 6);
 }

@@ -437,6 +437,24 @@ impl<'m> V2Message<'m> {
         groups
     }
 
+    /// Which occurrence (1-based) of its name a segment is, e.g. 2 for the second FT1.
+    pub fn occurrence(&self, seg: &SegmentRef<'_, 'm>) -> usize {
+        self.msg.segments[..seg.index]
+            .iter()
+            .filter(|s| s.name == seg.name())
+            .count()
+            + 1
+    }
+
+    /// A path naming a field of a segment for error messages: `PID-7`, or `FT1[2]-11` for a
+    /// later occurrence.
+    pub fn field_path(&self, seg: &SegmentRef<'_, 'm>, field: usize) -> String {
+        match self.occurrence(seg) {
+            1 => format!("{}-{}", seg.name(), field),
+            n => format!("{}[{}]-{}", seg.name(), n, field),
+        }
+    }
+
     /// MSH-9 as code, trigger and structure.
     pub fn message_type(&self) -> Option<MessageType> {
         let msh = self.segment("MSH")?;

@@ -46,7 +46,7 @@ pub struct Appointment {
     /// The patient's primary identifier (the full patient travels in the event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<Identifier>,
-    /// The practitioner seen (first AIP, else SCH-16 filler contact person).
+    /// The practitioner seen (first AIP-3 personnel resource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub practitioner: Option<Practitioner>,
     /// Where (first AIL).

@@ -88,21 +88,21 @@ pub struct Order {
     pub notes: Option<String>,
 }
 
-/// Status of a result (OBR-25 / OBX-11, HL7 tables 0123 / 0085).
+/// Status of a result (OBR-25, HL7 table 0123; OBX-11, table 0085).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {
-    /// `O`, `I`, `S`: ordered/received, no result yet.
+    /// No result yet: OBR-25 `O`, `I`, `S`; OBX-11 `I`, `O`.
     Registered,
-    /// `P`, `A`, `R`: preliminary or partial.
+    /// Preliminary or partial: OBR-25 `P`, `A`, `R`; OBX-11 `P`, `R`, `S`.
     Preliminary,
-    /// `F`: final.
+    /// Final: `F`; OBX-11 `U` (changed to final without retransmitting the value).
     Final,
-    /// `C`, `M`: corrected or amended after final.
+    /// Corrected or amended after final: `C`; OBR-25 `M`.
     Corrected,
-    /// `X`, `D`: cancelled / could not be obtained, or deleted.
+    /// Cancelled or not obtained: `X`; OBX-11 `D` (deleted) and `N` (not asked).
     Cancelled,
-    /// `W`: posted to the wrong patient.
+    /// OBX-11 `W`: posted to the wrong patient.
     EnteredInError,
 }
 

@@ -63,7 +63,7 @@ pub enum Gender {
 ///   "gender": "male", "phones": [{"number": "+966502222222", "use": "mobile"}]}`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Patient {
-    /// Every identifier sent, primary first (see [`Patient::primary_identifier`]).
+    /// Every identifier sent, in message order (see [`Patient::primary_identifier`] for the key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identifiers: Vec<Identifier>,
     /// The primary name.

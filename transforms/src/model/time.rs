@@ -178,6 +178,43 @@ impl Timestamp {
             .then(|| format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second))
     }
 
+    /// This timestamp moved by a number of minutes, same precision and offset; `None` below
+    /// minute precision (a day plus 30 minutes means nothing) or out of range.
+    pub fn plus_minutes(&self, minutes: i64) -> Option<Self> {
+        if self.precision < Precision::Minute {
+            return None;
+        }
+        let dt = self
+            .naive_date_time()
+            .checked_add_signed(chrono::Duration::try_minutes(minutes)?)?;
+        use chrono::{Datelike, Timelike};
+        Self::from_parts(
+            self.precision,
+            dt.year(),
+            dt.month() as u8,
+            dt.day() as u8,
+            dt.hour() as u8,
+            dt.minute() as u8,
+            dt.second() as u8,
+            dt.nanosecond(),
+            self.fraction_digits,
+            self.offset_minutes,
+        )
+        .ok()
+    }
+
+    /// Whole minutes from `self` to `later`, when both have at least minute precision and the
+    /// same (or no) offset.
+    pub fn minutes_until(&self, later: &Timestamp) -> Option<i64> {
+        if self.precision < Precision::Minute
+            || later.precision < Precision::Minute
+            || self.offset_minutes != later.offset_minutes
+        {
+            return None;
+        }
+        Some((later.naive_date_time() - self.naive_date_time()).num_minutes())
+    }
+
     /// ISO 8601 text at the precision sent (the JSON form).
     pub fn to_iso(&self) -> String {
         self.to_string()
@@ -401,5 +438,10 @@ mod tests {
             .is_none());
         assert_eq!(t.date_iso(), "2026-06-15");
         assert_eq!(t.time_iso().as_deref(), Some("10:30:00"));
+        let end = t.plus_minutes(45).expect("minute precision");
+        assert_eq!(end.to_iso(), "2026-06-15T11:15:00+03:00");
+        assert_eq!(t.minutes_until(&end), Some(45));
+        let day = Timestamp::date(2026, 6, 15).expect("valid");
+        assert!(day.plus_minutes(30).is_none());
     }
 }

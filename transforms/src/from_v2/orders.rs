@@ -1,0 +1,288 @@
+//! ORM^O01 and OML^O21 to canonical orders (and an appointment when the order is scheduled).
+//!
+//! Each ORC starts an order; the OBR, TQ1 and NTE segments after it (up to the next ORC)
+//! belong to it. Numbers: placer ORC-2 else OBR-2, filler ORC-3 else OBR-3 (EI-1). Procedure:
+//! OBR-4. Ordering provider: ORC-12 else OBR-16. Requested start: TQ1-7 (v2.5+), else ORC-7.4
+//! (TQ start, v2.3/v2.4), else OBR-27.4. Priority: TQ1-9, else ORC-7.6, else OBR-27.6, else
+//! OBR-5 (v2.3).
+//!
+//! Status: ORC-5 (table 0038) when sent, else implied by ORC-1 (table 0119): `NW`/`SN`/`XO`/
+//! `XX`/`RO`/`RL`/`SC` keep the order active (`placed`, or `scheduled` for `SC`), `CA`/`OC`/`CR`
+//! cancel it, `DC`/`OD`/`DR` discontinue it, `HD`/`OH` hold it.
+//!
+//! Event kind: from the first order's ORC-1: `NW`/`SN` → `order_placed`; `CA`/`OC`/`CR`/`DC`/
+//! `OD`/`DR` → `order_cancelled`; other known codes → `order_updated`.
+//!
+//! Appointment: when the first order has a requested start, the event also carries an
+//! appointment for it: ids are the order numbers (placer → `placer_id`, filler →
+//! `filler_id`), the service is the procedure, the end is TQ1-8 or ORC-7.5, and the status is
+//! `cancelled` for a cancelled/discontinued order, else `booked`.
+
+use crate::hl7v2::access::{SegmentRef, V2Message};
+use crate::model::{
+    Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority,
+};
+
+use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::{
+    collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
+};
+
+/// The segments of one order: its ORC (absent for an OBR-only ORU), OBR, TQ1 and notes.
+pub(crate) struct OrderSegments<'s, 'm> {
+    pub orc: Option<SegmentRef<'s, 'm>>,
+    pub obr: Option<SegmentRef<'s, 'm>>,
+    pub tq1: Option<SegmentRef<'s, 'm>>,
+    pub ntes: Vec<SegmentRef<'s, 'm>>,
+}
+
+/// Maps an ORM^O01 or OML^O21.
+///
+/// # Errors
+/// [`MappingError`] without ORC, with an unknown ORC-1/ORC-5, without order numbers, or with
+/// unparsable dates; without PID or patient identifier.
+pub fn event_from_order(msg: &V2Message<'_>) -> Result<Event, MappingError> {
+    let groups = order_groups(msg);
+    let Some(first) = groups.first() else {
+        return Err(MappingError::Missing {
+            path: "ORC".into(),
+            reason: "no common order segment",
+        });
+    };
+    let first_control = control(msg, first)?;
+    let kind = match first_control.as_str() {
+        "NW" | "SN" => EventKind::OrderPlaced,
+        "CA" | "OC" | "CR" | "DC" | "OD" | "DR" => EventKind::OrderCancelled,
+        _ => EventKind::OrderUpdated,
+    };
+    let mut event = new_event(kind, source_from_msh(msg)?);
+    event.patient = Some(patient_from_pid(msg)?);
+    event.encounter = encounter_from_pv1(msg)?;
+    for group in &groups {
+        event.orders.push(order_from_segments(msg, group)?);
+    }
+    let first_order = &event.orders[0];
+    if let Some(start) = first_order.requested_start {
+        let end = match (&first.tq1, &first.orc) {
+            (Some(tq1), _) => ts(msg, tq1, 8)?,
+            (None, Some(orc)) => ts_value(msg, orc, 7, orc.get_comp(7, 5))?,
+            (None, None) => None,
+        };
+        let status = match first_order.status {
+            OrderStatus::Cancelled | OrderStatus::Discontinued => AppointmentStatus::Cancelled,
+            _ => AppointmentStatus::Booked,
+        };
+        event.appointment = Some(Appointment {
+            placer_id: first_order.placer_number.clone(),
+            filler_id: first_order.filler_number.clone(),
+            remote_id: None,
+            patient: event
+                .patient
+                .as_ref()
+                .and_then(|p| p.primary_identifier())
+                .cloned(),
+            practitioner: None,
+            location: None,
+            service: first_order.procedure.clone(),
+            appointment_type: None,
+            start: Some(start),
+            end,
+            duration_minutes: end
+                .and_then(|e| start.minutes_until(&e))
+                .and_then(|m| u32::try_from(m).ok()),
+            status,
+            reason: first_order.reason.clone(),
+            event_reason: None,
+            notes: None,
+        });
+    }
+    collect_practitioners(&mut event);
+    Ok(event)
+}
+
+/// Splits the message into orders: each ORC with the OBR, TQ1 and NTE after it.
+fn order_groups<'s, 'm>(msg: &'s V2Message<'m>) -> Vec<OrderSegments<'s, 'm>> {
+    let mut groups: Vec<OrderSegments<'s, 'm>> = Vec::new();
+    for seg in msg.segments() {
+        match seg.name() {
+            "ORC" => groups.push(OrderSegments {
+                orc: Some(seg),
+                obr: None,
+                tq1: None,
+                ntes: Vec::new(),
+            }),
+            "OBR" => {
+                if let Some(g) = groups.last_mut().filter(|g| g.obr.is_none()) {
+                    g.obr = Some(seg);
+                }
+            }
+            "TQ1" => {
+                if let Some(g) = groups.last_mut().filter(|g| g.tq1.is_none()) {
+                    g.tq1 = Some(seg);
+                }
+            }
+            "NTE" => {
+                if let Some(g) = groups.last_mut() {
+                    g.ntes.push(seg);
+                }
+            }
+            _ => {}
+        }
+    }
+    groups
+}
+
+fn control(msg: &V2Message<'_>, group: &OrderSegments<'_, '_>) -> Result<String, MappingError> {
+    let orc = group.orc.as_ref().ok_or(MappingError::Missing {
+        path: "ORC".into(),
+        reason: "no common order segment",
+    })?;
+    orc.get(1)
+        .string()
+        .map(|c| c.to_ascii_uppercase())
+        .ok_or_else(|| MappingError::Missing {
+            path: msg.field_path(orc, 1),
+            reason: "no order control code",
+        })
+}
+
+/// One canonical order from its segments.
+///
+/// # Errors
+/// [`MappingError`] for unknown ORC-1/ORC-5, missing order numbers, unparsable dates.
+pub(crate) fn order_from_segments(
+    msg: &V2Message<'_>,
+    g: &OrderSegments<'_, '_>,
+) -> Result<Order, MappingError> {
+    let from = |orc_field: usize, obr_field: usize| {
+        g.orc
+            .and_then(|o| o.get(orc_field).string())
+            .or_else(|| g.obr.and_then(|o| o.get(obr_field).string()))
+    };
+    let placer_number = from(2, 2);
+    let filler_number = from(3, 3);
+    if placer_number.is_none() && filler_number.is_none() {
+        let path = match (&g.orc, &g.obr) {
+            (Some(orc), _) => msg.field_path(orc, 2),
+            (None, Some(obr)) => msg.field_path(obr, 2),
+            (None, None) => "ORC-2".into(),
+        };
+        return Err(MappingError::Missing {
+            path,
+            reason: "no placer or filler order number",
+        });
+    }
+    let control = match &g.orc {
+        Some(_) => Some(control(msg, g)?),
+        None => None,
+    };
+    let status = status(msg, g, control.as_deref())?;
+
+    let mut requested_start = None;
+    if let Some(tq1) = &g.tq1 {
+        requested_start = ts(msg, tq1, 7)?;
+    }
+    if let Some(orc) = &g.orc {
+        requested_start = requested_start.or(ts_value(msg, orc, 7, orc.get_comp(7, 4))?);
+    }
+    if let Some(obr) = &g.obr {
+        requested_start = requested_start.or(ts_value(msg, obr, 27, obr.get_comp(27, 4))?);
+    }
+    let priority_code = g
+        .tq1
+        .and_then(|t| t.get(9).string())
+        .or_else(|| g.orc.and_then(|o| o.get_comp(7, 6).string()))
+        .or_else(|| g.obr.and_then(|o| o.get_comp(27, 6).string()))
+        .or_else(|| g.obr.and_then(|o| o.get(5).string()));
+
+    let ordered_at = match &g.orc {
+        Some(orc) => ts(msg, orc, 9)?,
+        None => None,
+    };
+    let ordering_provider = g
+        .orc
+        .and_then(|o| datatypes::practitioner(&o.field(12)))
+        .or_else(|| g.obr.and_then(|o| datatypes::practitioner(&o.field(16))));
+    Ok(Order {
+        placer_number,
+        filler_number,
+        group_number: g.orc.and_then(|o| o.get(4).string()),
+        control,
+        procedure: g.obr.and_then(|o| datatypes::coded(&o.field(4))),
+        priority: priority_code.as_deref().and_then(priority),
+        status,
+        ordered_at,
+        requested_start,
+        ordering_provider,
+        reason: g.obr.and_then(|o| datatypes::coded(&o.field(31))),
+        notes: notes(&g.ntes),
+    })
+}
+
+/// Order status from ORC-5 (table 0038), else from ORC-1 (table 0119), else `placed` (an ORU
+/// OBR without ORC).
+fn status(
+    msg: &V2Message<'_>,
+    g: &OrderSegments<'_, '_>,
+    control: Option<&str>,
+) -> Result<OrderStatus, MappingError> {
+    if let Some(orc) = &g.orc {
+        if let Some(code) = orc.get(5).text() {
+            return Ok(match code.trim().to_ascii_uppercase().as_str() {
+                "A" | "IP" => OrderStatus::InProgress,
+                "CA" => OrderStatus::Cancelled,
+                "CM" => OrderStatus::Completed,
+                "DC" => OrderStatus::Discontinued,
+                "ER" => OrderStatus::Error,
+                "HD" => OrderStatus::OnHold,
+                "RP" => OrderStatus::Replaced,
+                "SC" => OrderStatus::Scheduled,
+                _ => {
+                    return Err(MappingError::UnknownCode {
+                        path: msg.field_path(orc, 5),
+                        reason: "order status not in HL7 table 0038",
+                    })
+                }
+            });
+        }
+    }
+    let Some(control) = control else {
+        return Ok(OrderStatus::Placed);
+    };
+    Ok(match control {
+        "NW" | "SN" | "XO" | "XX" | "XR" | "RO" | "RL" | "OK" | "NA" | "OR" | "RP" | "RQ"
+        | "RU" | "PA" | "PR" | "UA" | "UC" | "UD" | "UF" | "UH" | "UM" | "UN" | "UR" | "UX" => {
+            OrderStatus::Placed
+        }
+        "SC" => OrderStatus::Scheduled,
+        "CA" | "OC" | "CR" => OrderStatus::Cancelled,
+        "DC" | "OD" | "DR" => OrderStatus::Discontinued,
+        "HD" | "OH" | "HR" => OrderStatus::OnHold,
+        "RE" | "SS" => OrderStatus::InProgress,
+        _ => {
+            let orc = g
+                .orc
+                .as_ref()
+                .map_or_else(|| "ORC-1".into(), |o| msg.field_path(o, 1));
+            return Err(MappingError::UnknownCode {
+                path: orc,
+                reason: "order control code not in HL7 table 0119",
+            });
+        }
+    })
+}
+
+/// Priority from TQ1-9 / TQ-6 / OBR-5 (tables 0485, 0027). Unknown codes read as absent:
+/// priority is advisory and a local code must not reject the order.
+fn priority(code: &str) -> Option<Priority> {
+    Some(match code.trim().to_ascii_uppercase().as_str() {
+        "S" | "STAT" => Priority::Stat,
+        "A" | "ASAP" => Priority::Asap,
+        "R" | "ROUTINE" => Priority::Routine,
+        "P" | "PREOP" => Priority::Preop,
+        "C" | "CALLBACK" => Priority::Callback,
+        "T" => Priority::TimingCritical,
+        "PRN" => Priority::AsNeeded,
+        _ => return None,
+    })
+}

@@ -1,0 +1,219 @@
+//! ORU^R01 to canonical result reports.
+//!
+//! Each OBR starts a report; the ORC just before it (if any) gives its order numbers and
+//! control; OBX segments after it are its observations; an NTE after an OBX is that
+//! observation's comment, an NTE after the OBR (before any OBX) a comment on the order.
+//!
+//! Observation values by OBX-2: `NM` also fills `numeric_value` when OBX-5 parses as a number
+//! (a value like `<0.5` sent as NM stays text only); `CE`/`CWE`/`CNE` fill `coded_value` and use
+//! the text (else the code) as `value`; `SN` (comparator^num1^separator^num2) is rendered as
+//! text (`<0.5`, `1:128`, `2-5`); other types are the decoded text, repetitions joined by
+//! newlines (`\.br\` in FT/TX becomes a newline too).
+//!
+//! Statuses: OBR-25 (table 0123) and OBX-11 (table 0085) must be known codes when present.
+//! Without ORC-5 the order status follows OBR-25: final/corrected → `completed`, preliminary →
+//! `in_progress`, cancelled → `cancelled`.
+
+use crate::hl7v2::access::{SegmentRef, V2Message};
+use crate::model::{Event, EventKind, Observation, OrderStatus, ResultReport, ResultStatus};
+
+use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::orders::{order_from_segments, OrderSegments};
+use super::{
+    collect_practitioners, datatypes, decimal_value, new_event, notes, source_from_msh, ts,
+    MappingError,
+};
+
+/// An OBR with its order segments, then each OBX with the NTEs after it.
+type ReportSegments<'s, 'm> = (
+    OrderSegments<'s, 'm>,
+    Vec<(SegmentRef<'s, 'm>, Vec<SegmentRef<'s, 'm>>)>,
+);
+
+/// Maps an ORU^R01.
+///
+/// # Errors
+/// [`MappingError`] without OBR, without order numbers, with an OBX without OBX-3, unknown
+/// status codes, or unparsable dates. The patient is optional in ORU^R01.
+pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Event, MappingError> {
+    let mut event = new_event(EventKind::ResultReported, source_from_msh(msg)?);
+    if msg.segment("PID").is_some() {
+        event.patient = Some(patient_from_pid(msg)?);
+    }
+    event.encounter = encounter_from_pv1(msg)?;
+
+    let mut last_orc: Option<SegmentRef<'_, '_>> = None;
+    let mut current: Option<ReportSegments<'_, '_>> = None;
+    let mut groups = Vec::new();
+    for seg in msg.segments() {
+        match seg.name() {
+            "ORC" => last_orc = Some(seg),
+            "OBR" => {
+                if let Some(done) = current.take() {
+                    groups.push(done);
+                }
+                current = Some((
+                    OrderSegments {
+                        orc: last_orc.take(),
+                        obr: Some(seg),
+                        tq1: None,
+                        ntes: Vec::new(),
+                    },
+                    Vec::new(),
+                ));
+            }
+            "TQ1" => {
+                if let Some((order, _)) = &mut current {
+                    order.tq1.get_or_insert(seg);
+                }
+            }
+            "OBX" => {
+                if let Some((_, obxs)) = &mut current {
+                    obxs.push((seg, Vec::new()));
+                }
+            }
+            "NTE" => match &mut current {
+                Some((_, obxs)) if !obxs.is_empty() => {
+                    if let Some((_, ntes)) = obxs.last_mut() {
+                        ntes.push(seg);
+                    }
+                }
+                Some((order, _)) => order.ntes.push(seg),
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    groups.extend(current);
+    if groups.is_empty() {
+        return Err(MappingError::Missing {
+            path: "OBR".into(),
+            reason: "no observation request segment",
+        });
+    }
+    for (order_segs, obxs) in &groups {
+        let obr = order_segs.obr.as_ref().ok_or(MappingError::Missing {
+            path: "OBR".into(),
+            reason: "no observation request segment",
+        })?;
+        let mut order = order_from_segments(msg, order_segs)?;
+        let status = result_status(msg, obr, 25, obr.get(25).text(), true)?;
+        // Without ORC-5 the order's state follows its results (OBR-25): a final report
+        // completes the order.
+        if order_segs.orc.is_none_or(|orc| orc.get(5).is_absent()) {
+            order.status = match status {
+                Some(ResultStatus::Final | ResultStatus::Corrected) => OrderStatus::Completed,
+                Some(ResultStatus::Preliminary) => OrderStatus::InProgress,
+                Some(ResultStatus::Cancelled | ResultStatus::EnteredInError) => {
+                    OrderStatus::Cancelled
+                }
+                Some(ResultStatus::Registered) | None => order.status,
+            };
+        }
+        let mut observations = Vec::with_capacity(obxs.len());
+        for (obx, ntes) in obxs {
+            observations.push(observation(msg, obx, ntes)?);
+        }
+        event.results.push(ResultReport {
+            order,
+            status,
+            observed_at: ts(msg, obr, 7)?,
+            reported_at: ts(msg, obr, 22)?,
+            section: obr.get(24).string(),
+            observations,
+        });
+    }
+    collect_practitioners(&mut event);
+    Ok(event)
+}
+
+fn observation(
+    msg: &V2Message<'_>,
+    obx: &SegmentRef<'_, '_>,
+    ntes: &[SegmentRef<'_, '_>],
+) -> Result<Observation, MappingError> {
+    let code = datatypes::coded(&obx.field(3)).ok_or_else(|| MappingError::Missing {
+        path: msg.field_path(obx, 3),
+        reason: "no observation identifier",
+    })?;
+    let value_type = obx.get(2).string().map(|t| t.to_ascii_uppercase());
+    let field = obx.field(5);
+    let (value, numeric_value, coded_value) = match value_type.as_deref() {
+        Some("CE" | "CWE" | "CNE") => {
+            let coded = datatypes::coded(&field);
+            (
+                coded.as_ref().and_then(|c| c.label().map(str::to_owned)),
+                None,
+                coded,
+            )
+        }
+        Some("SN") => {
+            let rep = field.rep(1);
+            let text: String = (1..=4)
+                .filter_map(|c| rep.get(c).string())
+                .collect::<Vec<_>>()
+                .concat();
+            ((!text.is_empty()).then_some(text), None, None)
+        }
+        _ => {
+            let lines: Vec<String> = field.reps().filter_map(|r| r.text().string()).collect();
+            let numeric = if value_type.as_deref() == Some("NM") {
+                // A non-numeric NM (`<0.5`) stays text: the sender's words are kept, not lost.
+                decimal_value(msg, obx, 5, obx.get(5)).ok().flatten()
+            } else {
+                None
+            };
+            ((!lines.is_empty()).then(|| lines.join("\n")), numeric, None)
+        }
+    };
+    Ok(Observation {
+        code,
+        sub_id: obx.get(4).string(),
+        value_type,
+        value,
+        numeric_value,
+        coded_value,
+        units: datatypes::coded(&obx.field(6)),
+        reference_range: obx.get(7).string(),
+        abnormal_flags: obx
+            .field(8)
+            .reps()
+            .filter_map(|r| r.get(1).string())
+            .collect(),
+        status: result_status(msg, obx, 11, obx.get(11).text(), false)?,
+        observed_at: ts(msg, obx, 14)?,
+        notes: notes(ntes),
+    })
+}
+
+/// OBR-25 (table 0123, `report = true`) or OBX-11 (table 0085).
+fn result_status(
+    msg: &V2Message<'_>,
+    seg: &SegmentRef<'_, '_>,
+    field: usize,
+    code: Option<&str>,
+    report: bool,
+) -> Result<Option<ResultStatus>, MappingError> {
+    let Some(code) = code else {
+        return Ok(None);
+    };
+    let status = match (code.trim().to_ascii_uppercase().as_str(), report) {
+        ("O" | "I" | "S", true) | ("I" | "O", false) => ResultStatus::Registered,
+        ("P" | "A" | "R", true) | ("P" | "R" | "S", false) => ResultStatus::Preliminary,
+        ("F", _) | ("U", false) => ResultStatus::Final,
+        ("C", _) | ("M", true) => ResultStatus::Corrected,
+        ("X", _) | ("D" | "N", false) => ResultStatus::Cancelled,
+        ("W", false) => ResultStatus::EnteredInError,
+        _ => {
+            return Err(MappingError::UnknownCode {
+                path: msg.field_path(seg, field),
+                reason: if report {
+                    "result status not in HL7 table 0123"
+                } else {
+                    "observation result status not in HL7 table 0085"
+                },
+            })
+        }
+    };
+    Ok(Some(status))
+}

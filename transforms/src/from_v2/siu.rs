@@ -1,0 +1,235 @@
+//! SIU (scheduling) to canonical appointments.
+//!
+//! | trigger | event kind | status |
+//! |---|---|---|
+//! | S12 new appointment | `appointment_booked` | SCH-25, else `booked` |
+//! | S13 reschedule | `appointment_rescheduled` | SCH-25, else `booked` |
+//! | S14 modification | `appointment_modified` | SCH-25, else `booked` |
+//! | S15 cancellation | `appointment_cancelled` | `cancelled` |
+//! | S16 discontinuation | `appointment_discontinued` | `cancelled` |
+//! | S17 deletion | `appointment_deleted` | `entered_in_error` |
+//! | S26 no-show | `appointment_no_show` | `no_show` |
+//!
+//! For S15, S16, S17 and S26 the trigger is the statement of what happened and wins over a
+//! stale SCH-25. SCH-25 (filler status code, HL7 table 0278) is read for S12-S14 and must be a
+//! known code: `Pending`, `Waitlist`, `Booked`, `Overbook`, `Started`, `Complete`, `Cancelled`,
+//! `Dc`, `Deleted`, `Blocked`, `Noshow` (case-insensitive).
+//!
+//! Resources: the first AIS (service), AIP (practitioner) and AIL (location), wherever they sit
+//! (with or without RGS). Timing: start from AIS-4, else AIP-6, else AIL-6, else SCH-11.4 (TQ
+//! start, the v2.3/v2.4 way, kept in v2.5 for backward compatibility), else TQ1-7 (v2.6+);
+//! duration from AIS-7/AIS-8, else SCH-9/SCH-10; end from SCH-11.5, else TQ1-8, else start +
+//! duration. Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
+//! `HOURS`, `S`/`SEC`/`SECONDS`, and absent means minutes.
+
+use crate::hl7v2::access::{SegmentRef, V2Message};
+use crate::model::{Appointment, AppointmentStatus, Event, EventKind};
+
+use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::{
+    collect_practitioners, datatypes, decimal_value, new_event, notes, source_from_msh, ts,
+    ts_value, MappingError,
+};
+
+/// The event kind of a SIU trigger, `None` for triggers not mapped (S18-S25…).
+pub fn kind_for(trigger: &str) -> Option<EventKind> {
+    Some(match trigger {
+        "S12" => EventKind::AppointmentBooked,
+        "S13" => EventKind::AppointmentRescheduled,
+        "S14" => EventKind::AppointmentModified,
+        "S15" => EventKind::AppointmentCancelled,
+        "S16" => EventKind::AppointmentDiscontinued,
+        "S17" => EventKind::AppointmentDeleted,
+        "S26" => EventKind::AppointmentNoShow,
+        _ => return None,
+    })
+}
+
+/// Maps a SIU message whose trigger gave `kind`.
+///
+/// # Errors
+/// [`MappingError`] without SCH or appointment id, with an unknown SCH-25, unknown duration
+/// units, or unparsable dates and numbers. A SIU without PID maps (the patient is optional in
+/// the SIU structure) but then has no partition key.
+pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Event, MappingError> {
+    let mut event = new_event(kind, source_from_msh(msg)?);
+    if msg.segment("PID").is_some() {
+        event.patient = Some(patient_from_pid(msg)?);
+    }
+    event.encounter = encounter_from_pv1(msg)?;
+    let mut appointment = appointment_from_siu(msg, kind)?;
+    appointment.patient = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.primary_identifier())
+        .cloned();
+    event.appointment = Some(appointment);
+    collect_practitioners(&mut event);
+    Ok(event)
+}
+
+/// The appointment of a SIU message (without the patient reference, which the event sets).
+///
+/// # Errors
+/// As [`event_from_siu`].
+pub fn appointment_from_siu(
+    msg: &V2Message<'_>,
+    kind: EventKind,
+) -> Result<Appointment, MappingError> {
+    let sch = msg.segment("SCH").ok_or(MappingError::Missing {
+        path: "SCH".into(),
+        reason: "no schedule activity segment",
+    })?;
+    // SCH-1 placer and SCH-2 filler appointment ids (EI-1); one of them is required.
+    let placer_id = sch.get(1).string();
+    let filler_id = sch.get(2).string();
+    if placer_id.is_none() && filler_id.is_none() {
+        return Err(MappingError::Missing {
+            path: "SCH-1".into(),
+            reason: "no placer (SCH-1) or filler (SCH-2) appointment id",
+        });
+    }
+    let ais = msg.segment("AIS");
+    let aip = msg.segment("AIP");
+    let ail = msg.segment("AIL");
+    let tq1 = msg.segment("TQ1");
+
+    let mut start = None;
+    for (seg, field) in [(&ais, 4), (&aip, 6), (&ail, 6)] {
+        if let Some(seg) = seg {
+            start = start.or(ts(msg, seg, field)?);
+        }
+    }
+    start = start.or(ts_value(msg, &sch, 11, sch.get_comp(11, 4))?);
+    if let Some(tq1) = &tq1 {
+        start = start.or(ts(msg, tq1, 7)?);
+    }
+
+    let mut duration = None;
+    if let Some(ais) = &ais {
+        duration = minutes(msg, ais, 7, 8)?;
+    }
+    if duration.is_none() {
+        duration = minutes(msg, &sch, 9, 10)?;
+    }
+
+    let mut end = ts_value(msg, &sch, 11, sch.get_comp(11, 5))?;
+    if let Some(tq1) = &tq1 {
+        end = end.or(ts(msg, tq1, 8)?);
+    }
+    let end = end.or_else(|| start.and_then(|s| s.plus_minutes(i64::from(duration?))));
+    let duration = duration.or_else(|| {
+        let m = start?.minutes_until(&end?)?;
+        u32::try_from(m).ok()
+    });
+
+    let mut practitioner = aip.and_then(|aip| datatypes::practitioner(&aip.field(3)));
+    if let (Some(p), Some(aip)) = (&mut practitioner, &aip) {
+        // AIP-4 resource type (v2.5; "resource role" in v2.3): the specialty seen.
+        p.specialisation = datatypes::coded(&aip.field(4));
+    }
+    let mut location = ail.and_then(|ail| datatypes::location(&ail.field(3).rep(1)));
+    if let (Some(l), Some(ail)) = (&mut location, &ail) {
+        // AIL-4 location type, e.g. the clinic's specialty.
+        l.specialisation = datatypes::coded(&ail.field(4));
+    }
+
+    let status = status(&sch, kind)?;
+    let sch_notes = msg
+        .groups("SCH", &["TQ1", "NTE"])
+        .into_iter()
+        .next()
+        .and_then(|g| notes(g.named("NTE")));
+
+    Ok(Appointment {
+        placer_id,
+        filler_id,
+        remote_id: None,
+        patient: None,
+        practitioner,
+        location,
+        service: ais.and_then(|ais| datatypes::coded(&ais.field(3))),
+        appointment_type: datatypes::coded(&sch.field(8)),
+        start,
+        end,
+        duration_minutes: duration,
+        status,
+        reason: datatypes::coded(&sch.field(7)),
+        event_reason: datatypes::coded(&sch.field(6)),
+        notes: sch_notes,
+    })
+}
+
+fn status(sch: &SegmentRef<'_, '_>, kind: EventKind) -> Result<AppointmentStatus, MappingError> {
+    match kind {
+        EventKind::AppointmentCancelled | EventKind::AppointmentDiscontinued => {
+            return Ok(AppointmentStatus::Cancelled)
+        }
+        EventKind::AppointmentDeleted => return Ok(AppointmentStatus::EnteredInError),
+        EventKind::AppointmentNoShow => return Ok(AppointmentStatus::NoShow),
+        _ => {}
+    }
+    let sch25 = sch.get_comp(25, 1);
+    let Some(code) = sch25.text() else {
+        return Ok(AppointmentStatus::Booked);
+    };
+    Ok(match code.trim().to_ascii_uppercase().as_str() {
+        "PENDING" => AppointmentStatus::Pending,
+        "WAITLIST" => AppointmentStatus::Waitlisted,
+        "BOOKED" | "OVERBOOK" => AppointmentStatus::Booked,
+        "STARTED" => AppointmentStatus::Arrived,
+        "COMPLETE" => AppointmentStatus::Completed,
+        "CANCELLED" | "DC" => AppointmentStatus::Cancelled,
+        "DELETED" => AppointmentStatus::EnteredInError,
+        "BLOCKED" => AppointmentStatus::Blocked,
+        "NOSHOW" => AppointmentStatus::NoShow,
+        _ => {
+            return Err(MappingError::UnknownCode {
+                path: "SCH-25".into(),
+                reason: "filler status code not in HL7 table 0278",
+            })
+        }
+    })
+}
+
+/// A duration in whole minutes from a number field and a units field (CE, code in comp 1).
+fn minutes(
+    msg: &V2Message<'_>,
+    seg: &SegmentRef<'_, '_>,
+    value_field: usize,
+    units_field: usize,
+) -> Result<Option<u32>, MappingError> {
+    let Some(amount) = decimal_value(msg, seg, value_field, seg.get(value_field))? else {
+        return Ok(None);
+    };
+    let bad = || MappingError::BadNumber {
+        path: msg.field_path(seg, value_field),
+    };
+    let per_unit_seconds: i64 = match seg
+        .get_comp(units_field, 1)
+        .text()
+        .map(|u| u.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("MIN" | "M" | "MINUTES" | "MINUTE") => 60,
+        Some("H" | "HR" | "HOURS" | "HOUR") => 3600,
+        Some("S" | "SEC" | "SECONDS" | "SECOND") => 1,
+        Some(_) => {
+            return Err(MappingError::UnknownCode {
+                path: msg.field_path(seg, units_field),
+                reason: "duration units other than minutes, hours or seconds",
+            })
+        }
+    };
+    // Durations are whole numbers in practice; allow a fraction that gives whole seconds.
+    let seconds = amount
+        .to_minor_units(3)
+        .ok_or_else(bad)?
+        .checked_mul(per_unit_seconds)
+        .ok_or_else(bad)?
+        / 1000;
+    if seconds < 0 {
+        return Err(bad());
+    }
+    u32::try_from(seconds / 60).map(Some).map_err(|_| bad())
+}
