@@ -14,22 +14,36 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
 
+fn read_event(p: &Path) -> Event {
+    let text = std::fs::read_to_string(p).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Canonical inputs: `fixtures/model/_dest_inputs/<case>.json` (named `<case>`) and the
+/// v2 mapping goldens `fixtures/model/<type>/<case>.json` (named `<type>_<case>`).
 fn inputs() -> Vec<(String, Event)> {
-    let dir = fixtures().join("model/_dest_inputs");
-    let mut out: Vec<(String, Event)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&p).unwrap();
-            let event: Event =
-                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (name, event)
-        })
-        .collect();
+    let root = fixtures().join("model");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        if !dir.is_dir() {
+            continue;
+        }
+        let prefix = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for p in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            let name = if prefix == "_dest_inputs" {
+                stem
+            } else {
+                format!("{prefix}_{stem}")
+            };
+            out.push((name, read_event(&p)));
+        }
+    }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    assert!(!out.is_empty(), "no inputs in {}", dir.display());
+    assert!(!out.is_empty(), "no inputs in {}", root.display());
     out
 }
 
@@ -76,9 +90,13 @@ fn destination_payloads_match_goldens() {
             ("latrexa", latrexa::render(&event)),
         ];
         for (vendor, rendered) in cases {
-            let rendered = rendered.unwrap_or_else(|e| panic!("{vendor}/{name}: {e}"));
+            // A mapping error is a result too: the golden records it.
+            let actual = match rendered {
+                Ok(items) => serde_json::to_value(&items).unwrap(),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
             let path = fixtures().join(format!("dest/{vendor}/{name}.json"));
-            if let Err(e) = check(&path, &serde_json::to_value(&rendered).unwrap()) {
+            if let Err(e) = check(&path, &actual) {
                 failures.push(e);
             }
         }
@@ -90,7 +108,19 @@ fn destination_payloads_match_goldens() {
 fn fhir_bundles_match_goldens_and_parse_back() {
     let mut failures = Vec::new();
     for (name, event) in inputs() {
-        let bundle = fhir::transaction_bundle(&event, &fhir::BundleOptions::default()).unwrap();
+        let bundle = match fhir::transaction_bundle(&event, &fhir::BundleOptions::default()) {
+            Ok(bundle) => bundle,
+            Err(e) => {
+                let actual = serde_json::json!({"error": e.to_string()});
+                if let Err(e) = check(
+                    &fixtures().join(format!("fhir/bundle/{name}.json")),
+                    &actual,
+                ) {
+                    failures.push(e);
+                }
+                continue;
+            }
+        };
         let text = fhirbolt::json::to_string_pretty(&bundle, None).unwrap();
         // Every resource we produce must parse back through fhirbolt in strict mode.
         let reparsed: fhirbolt::model::r4::Resource =

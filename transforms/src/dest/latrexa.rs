@@ -143,8 +143,9 @@ pub struct HisAppointment {
     /// Service / visit type code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_code: Option<String>,
-    /// Start, local time `YYYY-MM-DDTHH:MM:SS`.
-    pub start: String,
+    /// Start, local time `YYYY-MM-DDTHH:MM:SS` (may be absent for a cancellation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
     /// End, local time `YYYY-MM-DDTHH:MM:SS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
@@ -219,7 +220,7 @@ pub fn local_time(ts: &Timestamp) -> String {
 ///
 /// # Errors
 /// [`MappingError::MissingField`] without a HIS appointment id (filler or placer id), a patient
-/// identifier or a start time.
+/// identifier, or a start time (except for a cancellation).
 pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
     let a = event
         .appointment
@@ -238,10 +239,6 @@ pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
         .ok_or_else(|| super::missing("appointment.patient"))?
         .value
         .clone();
-    let start = a
-        .start
-        .as_ref()
-        .ok_or_else(|| super::missing("appointment.start"))?;
     let status = if matches!(
         event.kind,
         EventKind::AppointmentCancelled
@@ -252,6 +249,9 @@ pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
     } else {
         a.status
     };
+    if a.start.is_none() && status != AppointmentStatus::Cancelled {
+        return Err(super::missing("appointment.start"));
+    }
     Ok(HisAppointment {
         his_appointment_id,
         latrexa_id: a.remote_id.clone(),
@@ -271,7 +271,7 @@ pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
         doctor_code: a.practitioner.as_ref().and_then(|p| p.code.clone()),
         clinic_code: a.location.as_ref().and_then(|l| l.code.clone()),
         service_code: a.service.as_ref().and_then(|c| c.code.clone()),
-        start: local_time(start),
+        start: a.start.as_ref().map(local_time),
         end: a.end.as_ref().map(local_time),
         status: super::opsport::status_key(status).to_owned(),
         notes: a.notes.clone(),

@@ -339,14 +339,27 @@ pub fn doctor(p: &Practitioner, clinic_code: Option<&str>) -> Option<OpsportDoct
     })
 }
 
+/// The identifier OpsPort gets as `patientNo`: the MRN, else the patient number, else the first
+/// identifier that is not a national id or passport (a HIS file number of another type).
+pub fn patient_number(p: &Patient) -> Option<&crate::model::Identifier> {
+    p.identifier_of(IdentifierKind::Mrn)
+        .or_else(|| p.identifier_of(IdentifierKind::PatientNumber))
+        .or_else(|| {
+            p.identifiers.iter().find(|i| {
+                !matches!(
+                    i.kind,
+                    IdentifierKind::NationalId | IdentifierKind::Passport
+                )
+            })
+        })
+}
+
 /// The patient upsert for a canonical patient.
 ///
 /// # Errors
-/// [`MappingError::MissingField`] without an MRN / patient number (`patientNo` is OpsPort's key).
+/// [`MappingError::MissingField`] without a [`patient_number`] (`patientNo` is OpsPort's key).
 pub fn patient(p: &Patient) -> Result<OpsportPatient, MappingError> {
-    let patient_no = p
-        .identifier_of(IdentifierKind::Mrn)
-        .or_else(|| p.identifier_of(IdentifierKind::PatientNumber))
+    let patient_no = patient_number(p)
         .ok_or_else(|| super::missing("patient.identifiers[mrn]"))?
         .value
         .clone();
@@ -391,10 +404,7 @@ pub fn appointment(
     opts: &OpsportOptions,
 ) -> Result<OpsportAppointment, MappingError> {
     let patient_no = patient
-        .and_then(|p| {
-            p.identifier_of(IdentifierKind::Mrn)
-                .or_else(|| p.identifier_of(IdentifierKind::PatientNumber))
-        })
+        .and_then(patient_number)
         .or(a.patient.as_ref())
         .ok_or_else(|| super::missing("appointment.patient"))?
         .value

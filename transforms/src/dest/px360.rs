@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{MappingError, Rendered};
-use crate::model::{ContactUse, Encounter, Event, IdentifierKind, Patient, Timestamp};
+use crate::model::{ContactUse, Encounter, Event, EventKind, IdentifierKind, Patient, Timestamp};
 
 /// Path of the PX360 HIS patient-data endpoint, relative to the destination's base URL.
 pub const PATH: &str = "/api/simulator/his-patient-data/";
@@ -547,15 +547,32 @@ pub fn patient_data(
     })
 }
 
-/// Renders a canonical event for PX360: one HIS patient-data body when the event carries a
-/// patient and an encounter (admit, discharge, update with visit), nothing otherwise.
+/// Renders a canonical event for PX360: one HIS patient-data body for admissions and
+/// discharges, and for other patient/encounter events whose encounter has a visit number and
+/// admit time; nothing for appointments, orders, results and charges.
 ///
 /// # Errors
-/// See [`patient_data`].
+/// See [`patient_data`]; for an admission or discharge, a missing visit number or admit time.
 pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, MappingError> {
     let (Some(patient), Some(encounter)) = (&event.patient, &event.encounter) else {
         return Ok(Vec::new());
     };
+    let admission_required = match event.kind {
+        EventKind::EncounterAdmitted | EventKind::EncounterDischarged => true,
+        EventKind::EncounterPreadmitted
+        | EventKind::EncounterCancelled
+        | EventKind::EncounterDischargeCancelled
+        | EventKind::PatientRegistered
+        | EventKind::PatientUpdated
+        | EventKind::PatientMerged => false,
+        // Appointments, orders, results and charges are not part of the patient journey feed.
+        _ => return Ok(Vec::new()),
+    };
+    // Other events without an admission (no visit number or admit time) have nothing for the
+    // journey; an admit or discharge without them is an error the operator must see.
+    if !admission_required && (encounter.visit_number.is_none() || encounter.admit_time.is_none()) {
+        return Ok(Vec::new());
+    }
     let data = patient_data(event, patient, encounter, opts)?;
     let mut body = serde_json::to_value(&data).map_err(|e| MappingError::InvalidValue {
         path: "px360".into(),

@@ -118,24 +118,30 @@ pub(crate) fn codeable(c: &Coded) -> t::CodeableConcept {
     }
 }
 
-fn human_name(n: &HumanName, language_ext: bool) -> t::HumanName {
+fn human_name(n: &HumanName, second_language: bool) -> t::HumanName {
     let mut given = Vec::new();
     given.extend(n.given.as_deref().map(fstr));
     given.extend(n.middle.as_deref().map(fstr));
+    let mut extension = Vec::new();
+    if let Some(language) = n.language.as_deref() {
+        extension.push(ext(
+            systems::EXT_NAME_LANGUAGE,
+            t::ExtensionValue::Code(language.into()),
+        ));
+    }
+    if second_language {
+        extension.push(ext(
+            systems::EXT_SECOND_LANGUAGE_NAME,
+            t::ExtensionValue::Boolean(true.into()),
+        ));
+    }
     t::HumanName {
-        r#use: Some("official".into()),
+        r#use: Some(if second_language { "usual" } else { "official" }.into()),
         family: n.family.as_deref().map(fstr),
         given,
         prefix: n.prefix.as_deref().map(fstr).into_iter().collect(),
         suffix: n.suffix.as_deref().map(fstr).into_iter().collect(),
-        extension: if language_ext {
-            vec![ext(
-                systems::EXT_NAME_LANGUAGE,
-                t::ExtensionValue::Code(n.language.as_deref().unwrap_or("ar").into()),
-            )]
-        } else {
-            Vec::new()
-        },
+        extension,
         ..Default::default()
     }
 }
@@ -296,7 +302,15 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
         gender: p.gender.map(|g| gender_code(g).into()),
         birth_date: p.birth_date.as_ref().map(|b| {
             if b.precision() > Precision::Day {
-                b.date_iso().into()
+                // R4 birthDate is a date; the time travels in the standard birthTime extension.
+                t::Date {
+                    value: Some(b.date_iso()),
+                    extension: vec![ext(
+                        EXT_BIRTH_TIME,
+                        t::ExtensionValue::DateTime(date_time(b).into()),
+                    )],
+                    ..Default::default()
+                }
             } else {
                 b.to_iso().into()
             }
@@ -403,6 +417,13 @@ pub fn location(l: &Location) -> Option<r::Location> {
         ..Default::default()
     })
 }
+
+/// The standard extension holding the time of birth on `Patient.birthDate`.
+pub(crate) const EXT_BIRTH_TIME: &str = "http://hl7.org/fhir/StructureDefinition/patient-birthTime";
+/// Extension URL of an appointment's event reason (SCH-6) when it is not a cancellation.
+pub(crate) const EXT_EVENT_REASON: &str = "urn:switchboard:fhir:event-reason";
+/// Tag system on a Bundle naming the canonical event kind it was rendered from.
+pub(crate) const EVENT_KIND_TAG: &str = "urn:switchboard:event-kind";
 
 /// Extension URL of the encounter's insurer name (`valueString`).
 pub(crate) const EXT_INSURER: &str = "urn:switchboard:fhir:insurer";
@@ -631,6 +652,18 @@ pub fn appointment(
             .as_ref()
             .filter(|_| a.status == AppointmentStatus::Cancelled)
             .map(|c| Box::new(codeable(c))),
+        extension: a
+            .event_reason
+            .as_ref()
+            .filter(|_| a.status != AppointmentStatus::Cancelled)
+            .map(|c| {
+                ext(
+                    EXT_EVENT_REASON,
+                    t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+                )
+            })
+            .into_iter()
+            .collect(),
         service_type: a.service.iter().map(codeable).collect(),
         appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
         reason_code: a.reason.iter().map(codeable).collect(),
@@ -1000,7 +1033,16 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .and_then(patient_key)
         .or(event.appointment.as_ref().and_then(|a| a.patient.as_ref()));
     if let Some(p) = &event.patient {
-        out.push(Resource::Patient(Box::new(patient(p)?)));
+        let mut res = patient(p)?;
+        // A merge (ADT^A40): the surviving patient `replaces` the prior identifiers.
+        for id in event.merge.iter().flat_map(|m| &m.identifiers) {
+            res.link.push(r::PatientLink {
+                other: Box::new(patient_ref(id)),
+                r#type: "replaces".into(),
+                ..Default::default()
+            });
+        }
+        out.push(Resource::Patient(Box::new(res)));
     }
     let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
     let mut locations: Vec<&Location> = Vec::new();
@@ -1108,6 +1150,14 @@ fn query_escape(v: &str) -> String {
     out
 }
 
+/// The snake_case name of an event kind (its JSON form).
+pub(crate) fn event_kind_code(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// `urn:uuid:` form of a 32-hex-digit stable id (8-4-4-4-12).
 fn urn_uuid(id: &str) -> String {
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -1125,19 +1175,28 @@ fn urn_uuid(id: &str) -> String {
 }
 
 /// Rewrites `Type/id` references to the `urn:uuid:` fullUrl of the entry that holds that
-/// resource, as a transaction requires for resources whose server id is not known yet.
-fn rewrite_references(res: &mut Resource, urls: &std::collections::BTreeMap<String, String>) {
+/// resource (transactions only: batch entries cannot refer to each other), and drops the literal
+/// part of references to resources outside the Bundle that carry an identifier, so a server
+/// that checks referential integrity does not reject the Bundle for a patient it never saw.
+fn rewrite_references(
+    res: &mut Resource,
+    urls: &std::collections::BTreeMap<String, String>,
+    transaction: bool,
+) {
     let fix = |r: &mut t::Reference| {
-        let target = r
-            .reference
-            .as_ref()
-            .and_then(|x| x.value.as_deref())
-            .and_then(|v| urls.get(v));
-        if let Some(u) = target {
-            r.reference = Some(fstr(u));
+        let literal = r.reference.as_ref().and_then(|x| x.value.clone());
+        match literal.as_deref().map(|v| urls.get(v)) {
+            Some(Some(u)) if transaction => r.reference = Some(fstr(u)),
+            Some(None) if r.identifier.is_some() => r.reference = None,
+            _ => {}
         }
     };
     match res {
+        Resource::Patient(p) => {
+            for l in &mut p.link {
+                fix(&mut l.other);
+            }
+        }
         Resource::Encounter(e) => {
             e.subject.iter_mut().for_each(|r| fix(r));
             for p in &mut e.participant {
@@ -1198,9 +1257,7 @@ pub fn transaction_bundle(event: &Event, opts: &BundleOptions) -> Result<Resourc
         .map(|mut res| {
             let url = request_url(&res);
             let full_url = resource_local_ref(&res).and_then(|l| urls.get(&l).cloned());
-            if !opts.batch {
-                rewrite_references(&mut res, &urls);
-            }
+            rewrite_references(&mut res, &urls, !opts.batch);
             r::BundleEntry {
                 full_url: full_url.map(Into::into),
                 request: Some(r::BundleEntryRequest {
@@ -1215,6 +1272,14 @@ pub fn transaction_bundle(event: &Event, opts: &BundleOptions) -> Result<Resourc
         .collect();
     Ok(Resource::Bundle(Box::new(r::Bundle {
         id: Some(stable_id(&["Bundle", &event.id]).into()),
+        meta: Some(Box::new(t::Meta {
+            tag: vec![t::Coding {
+                system: Some(EVENT_KIND_TAG.into()),
+                code: Some(event_kind_code(event.kind).into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
         r#type: if opts.batch { "batch" } else { "transaction" }.into(),
         timestamp: event
             .source

@@ -56,8 +56,10 @@ pub mod systems {
     pub const ORDER_FILLER: &str = "urn:switchboard:order-filler";
     /// Charge transaction ids.
     pub const CHARGE: &str = "urn:switchboard:charge";
-    /// Extension: second-language name flag on HumanName (`valueCode` = language).
+    /// Extension: language of a HumanName (`valueCode`, e.g. `ar`).
     pub const EXT_NAME_LANGUAGE: &str = "urn:switchboard:fhir:name-language";
+    /// Extension: marks the second-language name among a patient's names (`valueBoolean`).
+    pub const EXT_SECOND_LANGUAGE_NAME: &str = "urn:switchboard:fhir:second-language-name";
     /// Extension: patient VIP flag (`valueBoolean`).
     pub const EXT_VIP: &str = "urn:switchboard:fhir:vip";
     /// Extension: blood type (`valueString`).

@@ -17,14 +17,17 @@ use fhirbolt::model::r4::types as t;
 use fhirbolt::model::r4::Resource;
 
 use super::error::path_at;
-use super::from_model::{EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_TRANSACTION_TYPE, LOCATION_PARTS};
+use super::from_model::{
+    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER,
+    EXT_TRANSACTION_TYPE, LOCATION_PARTS,
+};
 use super::{systems, FhirError};
 use crate::model::{
     stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
     Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
-    IdentifierKind, Location, Observation, Order, OrderStatus, Patient, PaymentOutcome,
-    PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport, ResultStatus, Source,
-    Timestamp, TransactionType, VisitEvent,
+    IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
+    PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
+    ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -189,6 +192,7 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
     let content = fhirbolt::json::to_string(resource, None).unwrap_or_default();
     let hash = stable_id(&[&content]);
     let mut entries = Vec::new();
+    let mut tagged_kind = None;
     let (root_type, control_id, message_time) = match resource {
         Resource::Bundle(b) => {
             let kind = val!(Some(&b.r#type)).unwrap_or("");
@@ -229,6 +233,18 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
             let time = val!(b.timestamp)
                 .map(|ts| timestamp(ts, "Bundle.timestamp"))
                 .transpose()?;
+            tagged_kind = b.meta.as_deref().and_then(|m| {
+                m.tag
+                    .iter()
+                    .filter(|c| val!(c.system) == Some(EVENT_KIND_TAG))
+                    .find_map(|c| val!(c.code))
+                    .and_then(|code| {
+                        serde_json::from_value::<EventKind>(serde_json::Value::String(
+                            code.to_owned(),
+                        ))
+                        .ok()
+                    })
+            });
             ("Bundle", control, time)
         }
         other => {
@@ -260,7 +276,13 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
         message_time,
         ..Source::default()
     };
-    Reader::new(entries, source, hash).run()
+    let mut events = Reader::new(entries, source, hash).run()?;
+    // A Bundle Switchboard rendered names the event kind it came from (FHIR has no "rescheduled"
+    // or "merged"); with one event, that kind is the more precise one.
+    if let (Some(kind), [event]) = (tagged_kind, events.as_mut_slice()) {
+        event.kind = kind;
+    }
+    Ok(events)
 }
 
 struct Entry<'a> {
@@ -297,6 +319,7 @@ struct Reader<'a> {
     encounters: HashMap<String, Encounter>,
     observations: HashMap<String, usize>,
     service_requests: HashMap<String, usize>,
+    merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
 }
@@ -314,6 +337,7 @@ impl<'a> Reader<'a> {
             encounters: HashMap::new(),
             observations: HashMap::new(),
             service_requests: HashMap::new(),
+            merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
         }
@@ -343,6 +367,24 @@ impl<'a> Reader<'a> {
             match entry.resource {
                 Resource::Patient(p) => {
                     let patient = patient(p, &entry.base)?;
+                    let replaced: Vec<Identifier> = p
+                        .link
+                        .iter()
+                        .filter(|l| val!(Some(&l.r#type)) == Some("replaces"))
+                        .filter_map(|l| l.other.identifier.as_deref())
+                        .filter(|i| val!(i.value).is_some())
+                        .map(identifier)
+                        .collect();
+                    if let (false, Some(key)) = (replaced.is_empty(), patient.primary_identifier())
+                    {
+                        self.merges.insert(
+                            key.value.clone(),
+                            MergedPatient {
+                                identifiers: replaced,
+                                ..MergedPatient::default()
+                            },
+                        );
+                    }
                     let idx = self.patient_values.len();
                     self.patient_values.push(patient);
                     for k in keys {
@@ -409,11 +451,9 @@ impl<'a> Reader<'a> {
                 Resource::ChargeItem(c) => {
                     let ev = self.charge_event(c, &base, i)?;
                     // Charges of one Bundle for the same patient form one event, as a DFT does.
-                    let same = events.iter_mut().find(|e| {
-                        e.kind == ev.kind
-                            && !e.charges.is_empty()
-                            && e.partition_key() == ev.partition_key()
-                    });
+                    let same = events
+                        .iter_mut()
+                        .find(|e| !e.charges.is_empty() && e.partition_key() == ev.partition_key());
                     match same {
                         Some(existing) => {
                             existing.charges.extend(ev.charges);
@@ -476,6 +516,15 @@ impl<'a> Reader<'a> {
                     let mut ev = self.event(kind, i, "Patient");
                     ev.patient = self.patient_values.get(idx).cloned();
                     events.push(ev);
+                }
+            }
+        }
+        let mut events = fold(events);
+        // A Patient that replaces others (link type `replaces`) carries a merge (ADT^A40).
+        for ev in &mut events {
+            if let Some(key) = ev.partition_key() {
+                if let Some(m) = self.merges.get(&key) {
+                    ev.merge = Some(m.clone());
                 }
             }
         }
@@ -811,7 +860,15 @@ impl<'a> Reader<'a> {
             duration_minutes: a.minutes_duration.as_ref().and_then(|m| m.value),
             status,
             reason: a.reason_code.first().and_then(coded),
-            event_reason: a.cancelation_reason.as_deref().and_then(coded),
+            event_reason: a.cancelation_reason.as_deref().and_then(coded).or_else(|| {
+                a.extension
+                    .iter()
+                    .find(|x| x.url == EXT_EVENT_REASON)
+                    .and_then(|x| match &x.value {
+                        Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                        _ => None,
+                    })
+            }),
             notes: owned(val!(a.comment)),
         };
         let mut ev = self.event(kind, i, "Appointment");
@@ -1102,6 +1159,101 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn is_appointment(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::AppointmentBooked
+            | EventKind::AppointmentRescheduled
+            | EventKind::AppointmentModified
+            | EventKind::AppointmentCancelled
+            | EventKind::AppointmentDiscontinued
+            | EventKind::AppointmentDeleted
+            | EventKind::AppointmentNoShow
+    )
+}
+
+fn is_encounter(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::EncounterAdmitted
+            | EventKind::EncounterPreadmitted
+            | EventKind::EncounterDischarged
+            | EventKind::EncounterCancelled
+            | EventKind::EncounterDischargeCancelled
+    )
+}
+
+fn is_order(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderUpdated
+    )
+}
+
+/// Folds the one-resource events of a Bundle into the events a v2 message would give: orders
+/// and results of one kind and patient into one event, an appointment into the order event it
+/// schedules, an encounter into the other events of its patient.
+fn fold(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for ev in events {
+        let key = ev.partition_key();
+        let groupable = is_order(ev.kind) || ev.kind == EventKind::ResultReported;
+        let target = out
+            .iter_mut()
+            .find(|e| groupable && e.kind == ev.kind && e.partition_key() == key);
+        match target {
+            Some(existing) => {
+                existing.orders.extend(ev.orders);
+                existing.results.extend(ev.results);
+            }
+            None => out.push(ev),
+        }
+    }
+    let mut i = 0;
+    while i < out.len() {
+        let key = out[i].partition_key();
+        if is_appointment(out[i].kind) {
+            let target = out.iter().position(|e| {
+                is_order(e.kind) && e.appointment.is_none() && e.partition_key() == key
+            });
+            if let Some(t) = target {
+                let ev = out.remove(i);
+                let t = if t > i { t - 1 } else { t };
+                out[t].appointment = ev.appointment;
+                if out[t].patient.is_none() {
+                    out[t].patient = ev.patient;
+                }
+                continue;
+            }
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < out.len() {
+        if is_encounter(out[i].kind) {
+            let key = out[i].partition_key();
+            let encounter = out[i].encounter.clone();
+            let mut attached = false;
+            for (j, e) in out.iter_mut().enumerate() {
+                if j != i
+                    && !is_encounter(e.kind)
+                    && e.encounter.is_none()
+                    && e.partition_key() == key
+                {
+                    e.encounter = encounter.clone();
+                    attached = true;
+                }
+            }
+            if attached {
+                out.remove(i);
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 fn order_numbers(ids: &[t::Identifier]) -> (Option<String>, Option<String>) {
     let (mut placer, mut filler) = (None, None);
     for id in ids {
@@ -1271,7 +1423,9 @@ fn identifier(i: &t::Identifier) -> Identifier {
             .as_deref()
             .and_then(|a| owned(val!(a.display)))
             .or_else(|| match kind {
-                IdentifierKind::Other => owned(val!(i.system)),
+                IdentifierKind::Other => {
+                    owned(val!(i.system)).filter(|s| !s.starts_with("urn:switchboard:"))
+                }
                 _ => None,
             }),
     }
@@ -1315,7 +1469,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
     let is_second = |n: &&t::HumanName| {
         n.extension
             .iter()
-            .any(|x| x.url == systems::EXT_NAME_LANGUAGE)
+            .any(|x| x.url == systems::EXT_SECOND_LANGUAGE_NAME)
     };
     let name = p
         .name
@@ -1324,8 +1478,31 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         .map(human_name)
         .unwrap_or_default();
     let second_language_name = p.name.iter().find(is_second).map(human_name);
-    let birth_date = val!(p.birth_date)
+    let birth_time = p.birth_date.as_ref().and_then(|d| {
+        d.extension
+            .iter()
+            .find(|x| x.url == EXT_BIRTH_TIME)
+            .and_then(|x| match &x.value {
+                Some(t::ExtensionValue::DateTime(dt)) => dt.value.as_deref(),
+                _ => None,
+            })
+    });
+    if let Some(v) = birth_time {
+        // The time of birth, when given, is the more precise birth date.
+        let ts = timestamp(v, &format!("{base}.birthDate.extension"))?;
+        if val!(p.birth_date).is_some_and(|d| d != ts.date_iso()) {
+            return Err(FhirError::unprocessable(
+                format!("{base}.birthDate"),
+                "birthTime extension is on another day than birthDate",
+            ));
+        }
+    }
+    let birth_date = birth_time
+        .or(val!(p.birth_date))
         .map(|v| {
+            if birth_time.is_some() {
+                return timestamp(v, &format!("{base}.birthDate.extension"));
+            }
             let ts = timestamp(v, &format!("{base}.birthDate"))?;
             if ts.precision() > Precision::Day {
                 return Err(FhirError::unprocessable(
