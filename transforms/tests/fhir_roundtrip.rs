@@ -1,8 +1,7 @@
-//! Property test: canonical -> FHIR transaction Bundle -> JSON -> canonical keeps identifiers,
-//! names, birth date, gender, appointment times and charge amounts.
-//!
-//! The values are generated canonical events (the v2 -> canonical mapping of `from_v2` was
-//! not merged when this was written); see `golden.rs` for fixed fixtures.
+//! Property tests: canonical -> FHIR transaction Bundle -> JSON -> canonical keeps identifiers,
+//! names, birth date, gender, appointment times and charge amounts, both for generated
+//! canonical events and for generated HL7 v2 messages mapped by `v2_to_event` (module
+//! `from_v2`). Fixed cases are in `dest_fhir_golden.rs`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use proptest::prelude::*;
@@ -232,6 +231,135 @@ proptest! {
             prop_assert_eq!(&a.quantity, &b.quantity);
             prop_assert_eq!(&a.visit_number, &b.visit_number);
             prop_assert!(same_instant(a.transaction_date.as_ref().unwrap(), b.transaction_date.as_ref().unwrap()));
+        }
+    }
+}
+
+/// HL7 v2 -> canonical (the other engineer's `v2_to_event`) -> FHIR -> canonical.
+mod from_v2 {
+    use super::*;
+    use transforms::hl7v2::access::V2Message;
+    use transforms::{v2_to_event, Mapped};
+
+    fn v2(text: &str) -> Event {
+        let msg = V2Message::parse(text).unwrap();
+        match v2_to_event(&msg).unwrap() {
+            Mapped::Event(e) => e,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn hl7_name() -> impl Strategy<Value = String> {
+        "[A-Z][a-z]{1,9}"
+    }
+
+    proptest! {
+        #[test]
+        fn adt_a04_patient_survives_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            national in "[0-9]{10}",
+            family in hl7_name(),
+            given in hl7_name(),
+            (y, m, d) in (1920i32..2025, 1u32..=12, 1u32..=28),
+            sex in prop_oneof![Just("M"), Just("F"), Just("O"), Just("U")],
+            (h, mi) in (0u32..24, 0u32..60),
+        ) {
+            let visit = format!("V-{mrn}");
+            let admit = format!("20260615{h:02}{mi:02}");
+            let mut pv1 = vec![""; 45];
+            pv1[0] = "PV1";
+            pv1[1] = "1";
+            pv1[2] = "O";
+            pv1[3] = "CLN-1";
+            pv1[19] = &visit;
+            pv1[44] = &admit;
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A04|P-{mrn}|P|2.5\r\
+                 EVN|A04|20260615103000\r\
+                 PID|1||{mrn}^^^HIS^MR~{national}^^^MOI^NI||{family}^{given}||{y:04}{m:02}{d:02}|{sex}\r{}\r",
+                pv1.join("|")
+            );
+            let original = v2(&text);
+            let bundle = transaction_bundle(&original, &BundleOptions::default()).unwrap();
+            let json = fhirbolt::json::to_string(&bundle, None).unwrap();
+            let back = fhir_to_events(&json).unwrap();
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].kind, original.kind);
+            let (a, b) = (original.patient.as_ref().unwrap(), back[0].patient.as_ref().unwrap());
+            prop_assert_eq!(&b.identifiers, &a.identifiers);
+            prop_assert_eq!(&b.name, &a.name);
+            prop_assert_eq!(b.birth_date, a.birth_date);
+            prop_assert_eq!(b.gender, a.gender);
+            let (ea, eb) = (original.encounter.as_ref().unwrap(), back[0].encounter.as_ref().unwrap());
+            prop_assert_eq!(&eb.visit_number, &ea.visit_number);
+            match (&ea.admit_time, &eb.admit_time) {
+                (Some(x), Some(y)) => prop_assert!(same_instant(x, y)),
+                (x, y) => prop_assert_eq!(x, y),
+            }
+        }
+
+        #[test]
+        fn siu_s12_times_survive_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            family in hl7_name(),
+            (mo, d, h, mi) in (1u32..=12, 1u32..=28, 0u32..23, 0u32..60),
+            minutes in 5u32..55,
+        ) {
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^S12|S-{mrn}|P|2.5\r\
+                 SCH||APT-{mrn}^HIS|||||||{minutes}|MIN|^^^2026{mo:02}{d:02}{h:02}{mi:02}00+0300\r\
+                 PID|1||{mrn}^^^HIS^MR||{family}^Test||19880312|F\r"
+            );
+            let original = v2(&text);
+            let back = fhir_to_events(
+                &fhirbolt::json::to_string(
+                    &transaction_bundle(&original, &BundleOptions::default()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].kind, EventKind::AppointmentBooked);
+            let (a, b) = (original.appointment.as_ref().unwrap(), back[0].appointment.as_ref().unwrap());
+            prop_assert_eq!(&b.filler_id, &a.filler_id);
+            prop_assert_eq!(&b.patient, &a.patient);
+            prop_assert!(same_instant(a.start.as_ref().unwrap(), b.start.as_ref().unwrap()));
+            match (&a.end, &b.end) {
+                (Some(x), Some(y)) => prop_assert!(same_instant(x, y)),
+                (x, y) => prop_assert_eq!(x, y),
+            }
+        }
+
+        #[test]
+        fn dft_p03_amounts_survive_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            cents in 0i64..10_000_000,
+            qty in 1u32..10,
+        ) {
+            let amount = format!("{}.{:02}", cents / 100, cents % 100);
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||DFT^P03|D-{mrn}|P|2.3\r\
+                 EVN|P03|20260615103000\r\
+                 PID|1||{mrn}^^^HIS^MR||Haddad^Layla||19880312|F\r\
+                 FT1|1|TX-{mrn}||20260615|20260615|CG|CONS-GP^GP consultation^L|||{qty}|{amount}\r"
+            );
+            let original = v2(&text);
+            let back = fhir_to_events(
+                &fhirbolt::json::to_string(
+                    &transaction_bundle(&original, &BundleOptions::default()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(back.len(), 1);
+            let (a, b) = (&original.charges[0], &back[0].charges[0]);
+            prop_assert_eq!(&b.transaction_id, &a.transaction_id);
+            prop_assert_eq!(&b.amount, &a.amount);
+            prop_assert_eq!(&b.quantity, &a.quantity);
+            prop_assert_eq!(&b.currency, &a.currency);
+            prop_assert_eq!(b.transaction_date, a.transaction_date);
         }
     }
 }
