@@ -102,7 +102,49 @@ impl ValueMap {
     }
 }
 
+/// Canonical appointment status names (the model's JSON form), for validating status tables.
+pub const APPOINTMENT_STATUSES: [&str; 9] = [
+    "pending",
+    "waitlisted",
+    "booked",
+    "arrived",
+    "completed",
+    "cancelled",
+    "no_show",
+    "entered_in_error",
+    "blocked",
+];
+
+/// Problems of a status table keyed by canonical appointment status, under `key`.
+pub fn validate_status_table<'a>(
+    key: &str,
+    table: impl IntoIterator<Item = &'a String>,
+) -> Vec<ConfigProblem> {
+    table
+        .into_iter()
+        .filter(|k| !APPOINTMENT_STATUSES.contains(&k.as_str()))
+        .map(|k| ConfigProblem {
+            key: format!("{key}.{k}"),
+            message: format!(
+                "unknown appointment status; expected one of {}",
+                APPOINTMENT_STATUSES.join(", ")
+            ),
+        })
+        .collect()
+}
+
 impl FieldMapping {
+    /// [`FieldMapping::validate`] with every key prefixed by `prefix` (e.g. `mapping.patient`).
+    pub fn validate_at(&self, prefix: &str) -> Vec<ConfigProblem> {
+        self.validate()
+            .into_iter()
+            .map(|p| ConfigProblem {
+                key: format!("{prefix}.{}", p.key),
+                message: p.message,
+            })
+            .collect()
+    }
+
     /// True when the mapping changes nothing.
     pub fn is_empty(&self) -> bool {
         self.rename.is_empty()

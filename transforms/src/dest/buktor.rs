@@ -111,6 +111,15 @@ pub struct BuktorOptions {
     pub mapping: FieldMapping,
 }
 
+impl BuktorOptions {
+    /// Every problem in the options, with its key path (for `switchboard check`).
+    pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
+        let mut problems = crate::mapping::validate_status_table("statuses", self.statuses.keys());
+        problems.extend(self.mapping.validate_at("mapping"));
+        problems
+    }
+}
+
 /// `his-json-mapping.json`: per client, per event type, HIS field -> Buktor field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -223,6 +223,26 @@ impl Default for OpsportOptions {
     }
 }
 
+impl OpsportOptions {
+    /// Every problem in the options, with its key path (for `switchboard check`).
+    pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
+        let mut problems = crate::mapping::validate_status_table("statuses", self.statuses.keys());
+        for (kind, mapping) in &self.mapping {
+            if !KINDS.contains(&kind.as_str()) {
+                problems.push(crate::mapping::ConfigProblem {
+                    key: format!("mapping.{kind}"),
+                    message: format!("unknown kind; expected one of {}", KINDS.join(", ")),
+                });
+            }
+            problems.extend(mapping.validate_at(&format!("mapping.{kind}")));
+        }
+        problems
+    }
+}
+
+/// The kinds of OpsPort upsert, in the order an appointment needs them.
+pub const KINDS: [&str; 4] = ["clinic", "doctor", "patient", "appointment"];
+
 /// Default canonical appointment status -> OpsPort status table.
 pub fn default_statuses() -> BTreeMap<String, String> {
     [

@@ -160,6 +160,22 @@ impl Default for Px360Options {
 }
 
 impl Px360Options {
+    /// Every problem in the options, with its key path (for `switchboard check`): a visit type
+    /// without a journey stage would leave PX360 unable to place the visit.
+    pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
+        let mut problems: Vec<crate::mapping::ConfigProblem> = self
+            .visit_types
+            .iter()
+            .filter(|(_, his)| !self.journey_stages.contains_key(*his))
+            .map(|(kind, his)| crate::mapping::ConfigProblem {
+                key: format!("visit_types.{kind}"),
+                message: format!("HIS visit type {his:?} has no entry in journey_stages"),
+            })
+            .collect();
+        problems.extend(self.mapping.validate_at("mapping"));
+        problems
+    }
+
     /// The journey stage of a HIS visit type, if the table has one.
     pub fn journey_stage(&self, his_type: &str) -> Option<&str> {
         self.journey_stages.get(his_type).map(String::as_str)
@@ -677,6 +693,29 @@ mod tests {
         assert_eq!(
             d["FetchPatientDataTimeStampVisitDataList"][1]["BillDate"],
             json!(["This field is required."])
+        );
+    }
+
+    #[test]
+    fn options_validate_names_the_key() {
+        assert!(Px360Options::default().validate().is_empty());
+        let mut o = Px360Options::default();
+        o.visit_types.insert("x_ray".into(), "Radiology".into());
+        let keys: Vec<String> = o.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["visit_types.x_ray"]);
+        let ops: crate::dest::opsport::OpsportOptions = serde_json::from_value(json!({
+            "statuses": {"booked": "Confirmed", "maybe": "?"},
+            "mapping": {"doctors": {"rename": {"a": "b.c"}}}
+        }))
+        .expect("options");
+        let keys: Vec<String> = ops.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "statuses.maybe",
+                "mapping.doctors",
+                "mapping.doctors.rename.\"a\""
+            ]
         );
     }
 
