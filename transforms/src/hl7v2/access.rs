@@ -1,11 +1,14 @@
 //! Typed access to a parsed HL7 v2 message: values by path (`PID-3`, `PID.3[2].1.2`,
 //! `OBX[2]-5`), repetitions, segment groups, and the header facts every mapping needs.
 //!
-//! [`V2Message`] wraps [`hl7_parser::Message`] (zero-copy) and adds what the parser leaves out:
-//! escape decoding that handles `\Xhh\` and `\.br\` (see [`super::escape`]), the difference
-//! between an explicit null `""` and an absent value ([`Value`]), the MSH numbering with a
-//! v2.7+ truncation character in MSH-2, and a check that the whole input was parsed (the parser
-//! silently stops at the first malformed segment).
+//! [`V2Message`] indexes the segments of the text once (one allocation) and reads fields,
+//! repetitions and components by splitting the borrowed text on demand: no tree of vectors is
+//! built, which is what makes parse + map fast (see `docs/PERFORMANCE.md`). It adds what a
+//! plain split leaves out: escape decoding that handles `\Xhh\` and `\.br\` (see
+//! [`super::escape`]), the difference between an explicit null `""` and an absent value
+//! ([`Value`]), MSH numbering (MSH-1 is the field separator, MSH-2 the encoding characters,
+//! including a v2.7+ truncation character), and a strict check that every segment is well
+//! formed. [`V2Message::tree`] gives the full hl7-parser tree to callers that want one.
 //!
 //! Addressing follows HAPI's Terser: a path that stops at a field or component means its first
 //! component / subcomponent, so `PID-5` is the family name and `PID-3` the first identifier.
@@ -14,7 +17,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use hl7_parser::message::{Component, Field, Repeat, Segment, Separators};
+use hl7_parser::message::Separators;
 use hl7_parser::Message;
 
 use super::escape;
@@ -295,9 +298,24 @@ impl fmt::Display for MessageType {
 /// A parsed HL7 v2 message with typed, decoded access.
 #[derive(Debug, Clone)]
 pub struct V2Message<'m> {
-    msg: Message<'m>,
-    /// True when MSH-2 has a fifth (truncation) character that the parser took for a field.
-    msh_shift: bool,
+    /// The message text without trailing blank lines.
+    text: &'m str,
+    seps: Separators,
+    /// The segments in order (MSH first).
+    segments: Vec<SegmentIndex>,
+    /// Byte offsets in `text` of every field separator, segment after segment; each
+    /// [`SegmentIndex`] owns a contiguous run, so field `n` is found without scanning.
+    bounds: Vec<usize>,
+}
+
+/// Where one segment lies in the text and where its field separators are in `bounds`.
+#[derive(Debug, Clone, Copy)]
+struct SegmentIndex {
+    name: [u8; 3],
+    start: usize,
+    end: usize,
+    first_bound: usize,
+    bound_count: usize,
 }
 
 impl<'m> V2Message<'m> {
@@ -312,53 +330,78 @@ impl<'m> V2Message<'m> {
     /// ```
     ///
     /// # Errors
-    /// [`ParseError`] when there is no valid MSH or a segment is malformed.
+    /// [`ParseError::NoHeader`] without a valid MSH and encoding characters;
+    /// [`ParseError::MalformedSegment`] for a line that is not `NAME|...` with a 3-character
+    /// upper-case alphanumeric name.
     pub fn parse(text: &'m str) -> Result<Self, ParseError> {
-        if !text.starts_with("MSH") || text.len() < 8 {
-            return Err(ParseError::NoHeader);
+        let seps = header_separators(text).ok_or(ParseError::NoHeader)?;
+        let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{1c}');
+        // Separators are ASCII (checked in header_separators), so a byte scan finds them and
+        // never splits a UTF-8 sequence.
+        let field = seps.field as u8;
+        let bytes = text.as_bytes();
+        let mut segments = Vec::with_capacity(16);
+        let mut bounds = Vec::with_capacity(bytes.len() / 8);
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map_or(bytes.len(), |p| start + p);
+            let line = &text[start..end];
+            if !line.trim().is_empty() {
+                if !valid_segment_start(line, seps.field) {
+                    return Err(ParseError::MalformedSegment { offset: start });
+                }
+                let first_bound = bounds.len();
+                bounds.extend(
+                    bytes[start..end]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &b)| b == field)
+                        .map(|(i, _)| start + i),
+                );
+                let b = line.as_bytes();
+                segments.push(SegmentIndex {
+                    name: [b[0], b[1], b[2]],
+                    start,
+                    end,
+                    first_bound,
+                    bound_count: bounds.len() - first_bound,
+                });
+            }
+            start = end + 1;
         }
-        let msg =
-            Message::parse_with_lenient_newlines(text, true).map_err(|_| ParseError::NoHeader)?;
-        let consumed = msg.raw_value().len();
-        let rest = &text[consumed..];
-        if let Some(pos) = rest.find(|c: char| !c.is_whitespace() && c != '\u{1c}') {
-            return Err(ParseError::MalformedSegment {
-                offset: consumed + pos,
-            });
-        }
-        let seps = msg.separators;
-        // `MSH|^~\&#|`: the parser reads 4 encoding characters and takes `#` for MSH-3.
-        let msh_shift = text[3..]
-            .chars()
-            .skip(1)
-            .take_while(|c| *c != seps.field && *c != '\r' && *c != '\n')
-            .count()
-            == 5;
-        Ok(Self { msg, msh_shift })
+        Ok(Self {
+            text,
+            seps,
+            segments,
+            bounds,
+        })
     }
 
-    /// The underlying hl7-parser message.
-    pub fn inner(&self) -> &Message<'m> {
-        &self.msg
+    /// The full hl7-parser tree of the message, for callers that want to walk every element
+    /// (a message viewer). Mappings do not need it.
+    ///
+    /// # Errors
+    /// [`ParseError::NoHeader`] when hl7-parser rejects the text.
+    pub fn tree(&self) -> Result<Message<'m>, ParseError> {
+        Message::parse_with_lenient_newlines(self.text, true).map_err(|_| ParseError::NoHeader)
     }
 
     /// The separators declared in MSH-1/MSH-2.
     pub fn separators(&self) -> &Separators {
-        &self.msg.separators
+        &self.seps
     }
 
-    /// The message text that was parsed.
+    /// The message text that was parsed (without trailing blank lines).
     pub fn raw(&self) -> &'m str {
-        self.msg.raw_value()
+        self.text
     }
 
     /// Every segment in order.
     pub fn segments(&self) -> impl Iterator<Item = SegmentRef<'_, 'm>> {
-        self.msg
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(index, seg)| self.wrap(index, seg))
+        (0..self.segments.len()).map(|index| self.wrap(index))
     }
 
     /// Every segment with this name, in order (Z-segments included).
@@ -366,27 +409,39 @@ impl<'m> V2Message<'m> {
         &'s self,
         name: &'s str,
     ) -> impl Iterator<Item = SegmentRef<'s, 'm>> + 's {
-        self.segments().filter(move |s| s.name() == name)
+        self.indexes_named(name).map(|i| self.wrap(i))
     }
 
     /// The first segment with this name.
     pub fn segment(&self, name: &str) -> Option<SegmentRef<'_, 'm>> {
-        self.segments().find(|s| s.name() == name)
+        self.indexes_named(name).next().map(|i| self.wrap(i))
     }
 
     /// The `n`-th (1-based) segment with this name.
     pub fn segment_n(&self, name: &str, n: usize) -> Option<SegmentRef<'_, 'm>> {
-        self.segments()
-            .filter(|s| s.name() == name)
+        self.indexes_named(name)
             .nth(n.checked_sub(1)?)
+            .map(|i| self.wrap(i))
     }
 
-    fn wrap<'s>(&'s self, index: usize, seg: &'s Segment<'m>) -> SegmentRef<'s, 'm> {
+    fn indexes_named<'s>(&'s self, name: &str) -> impl Iterator<Item = usize> + 's {
+        let key: Option<[u8; 3]> = name.as_bytes().try_into().ok();
+        self.segments
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| Some(s.name) == key)
+            .map(|(i, _)| i)
+    }
+
+    fn wrap(&self, index: usize) -> SegmentRef<'_, 'm> {
+        let seg = self.segments[index];
         SegmentRef {
-            seg,
-            seps: &self.msg.separators,
+            text: self.text,
+            line: &self.text[seg.start..seg.end],
+            start: seg.start,
+            bounds: &self.bounds[seg.first_bound..seg.first_bound + seg.bound_count],
+            seps: &self.seps,
             index,
-            msh_shift: self.msh_shift && index == 0,
         }
     }
 
@@ -439,9 +494,8 @@ impl<'m> V2Message<'m> {
 
     /// Which occurrence (1-based) of its name a segment is, e.g. 2 for the second FT1.
     pub fn occurrence(&self, seg: &SegmentRef<'_, 'm>) -> usize {
-        self.msg.segments[..seg.index]
-            .iter()
-            .filter(|s| s.name == seg.name())
+        self.indexes_named(seg.name())
+            .take_while(|i| *i < seg.index)
             .count()
             + 1
     }
@@ -486,6 +540,105 @@ impl<'m> V2Message<'m> {
     }
 }
 
+/// One error reported by an ERR segment (in an ACK), read the same way whatever the version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    /// Segment id of the error location, e.g. `PID`.
+    pub segment: Option<String>,
+    /// Which occurrence of that segment (ERL-2 / ELD-2).
+    pub sequence: Option<String>,
+    /// Field position (ERL-3 / ELD-3).
+    pub field: Option<String>,
+    /// HL7 error code (ERR-3.1 / ELD-4.1, table 0357), e.g. `207`.
+    pub code: Option<String>,
+    /// Error text (ERR-3.2 / ELD-4.2).
+    pub text: Option<String>,
+    /// Severity (ERR-4: `E`, `W`, `I`); absent before v2.5.
+    pub severity: Option<String>,
+    /// Free text for the user (ERR-8, v2.5+).
+    pub user_message: Option<String>,
+}
+
+impl V2Message<'_> {
+    /// The errors of every ERR segment.
+    ///
+    /// v2.5 and later use ERR-2 (location, ERL), ERR-3 (code, CWE), ERR-4 (severity) and ERR-8
+    /// (user message); v2.3 and v2.4 put everything in ERR-1 (ELD: segment^sequence^field^code),
+    /// one repetition per error. The layout is chosen per segment from what it carries (ERR-2 or
+    /// ERR-3 present means v2.5+), not from MSH-12, since senders mix them.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let v25 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.5\rMSA|AE|C1\rERR||PID^1^3|101^Required field missing^HL70357|E").unwrap();
+    /// let e = &v25.errors()[0];
+    /// assert_eq!((e.segment.as_deref(), e.field.as_deref(), e.code.as_deref()), (Some("PID"), Some("3"), Some("101")));
+    /// let v23 = V2Message::parse("MSH|^~\\&|A|B|||20260615||ACK|1|P|2.3\rMSA|AE|C1\rERR|PID^1^3^101&Required field missing").unwrap();
+    /// assert_eq!(v23.errors()[0].text.as_deref(), Some("Required field missing"));
+    /// ```
+    pub fn errors(&self) -> Vec<ErrorReport> {
+        let mut out = Vec::new();
+        for err in self.segments_named("ERR") {
+            if !err.field(2).is_empty() || !err.field(3).is_empty() {
+                let loc = err.field(2).rep(1);
+                out.push(ErrorReport {
+                    segment: loc.get(1).string(),
+                    sequence: loc.get(2).string(),
+                    field: loc.get(3).string(),
+                    code: err.get_comp(3, 1).string(),
+                    text: err.get_comp(3, 2).string(),
+                    severity: err.get(4).string(),
+                    user_message: err.get(8).string(),
+                });
+            } else {
+                for eld in err.field(1).reps() {
+                    out.push(ErrorReport {
+                        segment: eld.get(1).string(),
+                        sequence: eld.get(2).string(),
+                        field: eld.get(3).string(),
+                        code: eld.get_sub(4, 1).string(),
+                        text: eld.get_sub(4, 2).string(),
+                        severity: None,
+                        user_message: None,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The separators of `MSH|^~\&`: the field separator after `MSH`, then component, repetition,
+/// escape and subcomponent characters (a fifth, truncation, character may follow in v2.7+).
+fn header_separators(text: &str) -> Option<Separators> {
+    let mut chars = text.strip_prefix("MSH")?.chars();
+    let field = chars.next()?;
+    let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
+    let ok = |c: &char| c.is_ascii_punctuation();
+    if enc.len() < 4 || !ok(&field) || !enc.iter().all(ok) {
+        return None;
+    }
+    let all = [field, enc[0], enc[1], enc[2], enc[3]];
+    let distinct = all.iter().enumerate().all(|(i, c)| !all[..i].contains(c));
+    distinct.then_some(Separators {
+        field,
+        component: enc[0],
+        repetition: enc[1],
+        escape: enc[2],
+        subcomponent: enc[3],
+        lenient_newlines: true,
+    })
+}
+
+/// `NAME` or `NAME|…` with a 3-character upper-case alphanumeric name.
+fn valid_segment_start(line: &str, field: char) -> bool {
+    let b = line.as_bytes();
+    b.len() >= 3
+        && b[..3]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && line[3..].chars().next().is_none_or(|c| c == field)
+}
+
 /// A group of segments found by [`V2Message::groups`].
 #[derive(Debug, Clone)]
 pub struct SegmentGroup<'s, 'm> {
@@ -505,16 +658,20 @@ impl<'s, 'm> SegmentGroup<'s, 'm> {
 /// One segment of a [`V2Message`].
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentRef<'s, 'm> {
-    seg: &'s Segment<'m>,
+    text: &'m str,
+    line: &'m str,
+    /// Offset of `line` in `text`.
+    start: usize,
+    /// Offsets in `text` of this segment's field separators.
+    bounds: &'s [usize],
     seps: &'s Separators,
     index: usize,
-    msh_shift: bool,
 }
 
 impl<'s, 'm> SegmentRef<'s, 'm> {
     /// The segment name.
     pub fn name(&self) -> &'m str {
-        self.seg.name
+        &self.line[..3]
     }
 
     /// Position of the segment in the message (0 = MSH).
@@ -524,18 +681,33 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
 
     /// The raw (undecoded) segment text.
     pub fn raw(&self) -> &'m str {
-        self.seg.raw_value()
+        self.line
     }
 
-    fn raw_field(&self, n: usize) -> Option<&'s Field<'m>> {
-        let n = if self.msh_shift && n >= 3 { n + 1 } else { n };
-        self.seg.fields.get(n.checked_sub(1)?)
+    fn raw_field(&self, n: usize) -> Option<&'m str> {
+        // In MSH the first separator is MSH-1 itself, so MSH-2 is the first element after the
+        // name; elsewhere field n is the n-th element after the name.
+        let skip = if self.name() == "MSH" {
+            n.checked_sub(1)?
+        } else {
+            n
+        };
+        if skip == 0 || skip > self.bounds.len() {
+            return None;
+        }
+        let start = self.bounds[skip - 1] + 1;
+        let end = self
+            .bounds
+            .get(skip)
+            .copied()
+            .unwrap_or(self.start + self.line.len());
+        self.text.get(start..end)
     }
 
     /// A field (all its repetitions).
     pub fn field(&self, n: usize) -> FieldRef<'s, 'm> {
         FieldRef {
-            field: self.raw_field(n),
+            raw: self.raw_field(n),
             seps: self.seps,
         }
     }
@@ -552,77 +724,71 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
 
     /// Any primitive value by numbers (all 1-based).
     pub fn get_at(&self, field: usize, rep: usize, comp: usize, sub: usize) -> Value<'m> {
-        if self.seg.name == "MSH" && field <= 2 {
-            // MSH-1 and MSH-2 are the delimiters themselves: never decoded.
+        if self.name() == "MSH" && field <= 2 {
+            // MSH-1 and MSH-2 are the delimiters themselves: never split or decoded.
             return match field {
                 1 => Value::Text(Cow::Owned(self.seps.field.to_string())),
-                2 => Value::Text(Cow::Borrowed(self.encoding_characters())),
+                2 => self
+                    .raw_field(2)
+                    .map_or(Value::Absent, |e| Value::Text(Cow::Borrowed(e))),
                 _ => Value::Absent,
             };
         }
         self.field(field).rep(rep).get_sub(comp, sub)
-    }
-
-    fn encoding_characters(&self) -> &'m str {
-        let raw = self.seg.raw_value();
-        let start = 3 + self.seps.field.len_utf8();
-        let len = if self.msh_shift { 5 } else { 4 };
-        raw.get(start..)
-            .and_then(|s| s.char_indices().nth(len).map(|(i, _)| &s[..i]))
-            .unwrap_or("")
     }
 }
 
 /// A field with its repetitions (possibly absent).
 #[derive(Debug, Clone, Copy)]
 pub struct FieldRef<'s, 'm> {
-    field: Option<&'s Field<'m>>,
+    raw: Option<&'m str>,
     seps: &'s Separators,
 }
 
 impl<'s, 'm> FieldRef<'s, 'm> {
     /// Repetition `n` (1-based); an absent repetition reads as absent values.
     pub fn rep(&self, n: usize) -> RepRef<'s, 'm> {
+        let raw = match (self.raw, n) {
+            (_, 0) | (None, _) => None,
+            (Some(raw), 1) if !raw.contains(self.seps.repetition) => Some(raw),
+            (Some(raw), n) => raw.split(self.seps.repetition).nth(n - 1),
+        };
         RepRef {
-            rep: self.field.and_then(|f| f.repeats.get(n.checked_sub(1)?)),
+            raw,
             seps: self.seps,
         }
     }
 
     /// All repetitions that hold something (empty repetitions skipped).
-    pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + 's {
+    pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
         let seps = self.seps;
-        self.field
+        self.raw
             .into_iter()
-            .flat_map(|f| f.repeats.iter())
-            .filter(|r| !r.raw_value().is_empty())
-            .map(move |r| RepRef { rep: Some(r), seps })
+            .flat_map(move |raw| raw.split(seps.repetition))
+            .filter(|r| !r.is_empty())
+            .map(move |r| RepRef { raw: Some(r), seps })
     }
 
     /// True when the field was not sent or is empty.
     pub fn is_empty(&self) -> bool {
-        self.field.is_none_or(|f| f.raw_value().is_empty())
+        self.raw.is_none_or(str::is_empty)
     }
 
     /// The whole field decoded as text (separators inside it stay as they are).
     pub fn text(&self) -> Value<'m> {
-        self.field
-            .map_or(Value::Absent, |f| Value::from_raw(f.raw_value(), self.seps))
+        self.raw
+            .map_or(Value::Absent, |f| Value::from_raw(f, self.seps))
     }
 }
 
 /// One repetition of a field.
 #[derive(Debug, Clone, Copy)]
 pub struct RepRef<'s, 'm> {
-    rep: Option<&'s Repeat<'m>>,
+    raw: Option<&'m str>,
     seps: &'s Separators,
 }
 
 impl<'s, 'm> RepRef<'s, 'm> {
-    fn component(&self, c: usize) -> Option<&'s Component<'m>> {
-        self.rep?.components.get(c.checked_sub(1)?)
-    }
-
     /// Component `c`, first subcomponent.
     pub fn get(&self, c: usize) -> Value<'m> {
         self.get_sub(c, 1)
@@ -630,20 +796,33 @@ impl<'s, 'm> RepRef<'s, 'm> {
 
     /// Component `c`, subcomponent `s`.
     pub fn get_sub(&self, c: usize, s: usize) -> Value<'m> {
-        self.component(c)
-            .and_then(|comp| comp.subcomponents.get(s.checked_sub(1)?))
-            .map_or(Value::Absent, |sub| Value::from_raw(sub.value, self.seps))
+        let (Some(raw), Some(c), Some(s)) = (self.raw, c.checked_sub(1), s.checked_sub(1)) else {
+            return Value::Absent;
+        };
+        let comp = if c == 0 && !raw.contains(self.seps.component) {
+            Some(raw)
+        } else {
+            raw.split(self.seps.component).nth(c)
+        };
+        let sub = comp.and_then(|comp| {
+            if s == 0 && !comp.contains(self.seps.subcomponent) {
+                Some(comp)
+            } else {
+                comp.split(self.seps.subcomponent).nth(s)
+            }
+        });
+        sub.map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
     }
 
     /// The whole repetition decoded as text.
     pub fn text(&self) -> Value<'m> {
-        self.rep
-            .map_or(Value::Absent, |r| Value::from_raw(r.raw_value(), self.seps))
+        self.raw
+            .map_or(Value::Absent, |r| Value::from_raw(r, self.seps))
     }
 
     /// True when the repetition was not sent or is empty.
     pub fn is_empty(&self) -> bool {
-        self.rep.is_none_or(|r| r.raw_value().is_empty())
+        self.raw.is_none_or(str::is_empty)
     }
 }
 
@@ -729,6 +908,11 @@ OBX|1|ST|C||y\r";
         );
         let err = V2Message::parse("MSH|^~\\&|A\rPID|1\rX|bad\r").expect_err("bad segment");
         assert_eq!(err, ParseError::MalformedSegment { offset: 17 });
+        let tree = V2Message::parse("MSH|^~\\&|A\rPID|1||X\r")
+            .expect("valid")
+            .tree()
+            .expect("tree");
+        assert_eq!(tree.segments.len(), 2);
         assert!(V2Message::parse("MSH|^~\\&|A\rPID|1\r\r\n").is_ok());
     }
 }

@@ -61,8 +61,8 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    /// Builds a timestamp from parts; parts below `precision` must be at their minimum
-    /// (month/day 1, the rest 0) and are ignored.
+    /// Builds a timestamp from parts; parts below `precision` are ignored, and so is the
+    /// offset below hour precision (a date has no time zone).
     ///
     /// # Errors
     /// [`TimestampError::OutOfRange`] when the date does not exist or a part is out of range.
@@ -117,7 +117,7 @@ impl Timestamp {
             },
             fraction_digits,
             precision,
-            offset_minutes,
+            offset_minutes: offset_minutes.filter(|_| precision >= Precision::Hour),
         })
     }
 

@@ -1,0 +1,542 @@
+//! Clinical assertions on the HL7 v2 mappings, and the error and unsupported outcomes.
+//!
+//! The golden tests pin the whole JSON; these say, in plain asserts, what must be true.
+
+use std::fs;
+use std::path::Path;
+
+use transforms::hl7v2::access::V2Message;
+use transforms::model::{
+    AppointmentStatus, BusinessKey, BusinessKeyKind, ChargeStatus, ContactUse, Event, EventKind,
+    Gender, IdentifierKind, OrderStatus, PaymentResult, Priority, ResultStatus, TransactionType,
+};
+use transforms::{v2_to_event, Mapped, MappingError};
+
+fn fixture(trigger: &str, variant: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/hl7v2")
+        .join(trigger)
+        .join(format!("{variant}.hl7"));
+    fs::read_to_string(path).expect("fixture exists")
+}
+
+fn map_text(text: &str) -> Result<Mapped, MappingError> {
+    v2_to_event(&V2Message::parse(text).expect("message parses"))
+}
+
+fn event(text: &str) -> Event {
+    match map_text(text) {
+        Ok(Mapped::Event(e)) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+fn error(text: &str) -> MappingError {
+    match map_text(text) {
+        Err(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// A segment with the given fields set (1-based numbers), the rest empty.
+fn seg(name: &str, fields: &[(usize, &str)]) -> String {
+    let n = fields.iter().map(|(i, _)| *i).max().unwrap_or(0);
+    let mut values = vec![""; n];
+    for (i, v) in fields {
+        values[i - 1] = v;
+    }
+    format!("{name}|{}", values.join("|"))
+}
+
+fn key(kind: BusinessKeyKind, value: &str) -> BusinessKey {
+    BusinessKey {
+        kind,
+        value: value.into(),
+    }
+}
+
+#[test]
+fn adt_a04_full_carries_what_opsport_and_px360_need() {
+    let e = event(&fixture("adt_a04", "full"));
+    assert_eq!(e.kind, EventKind::PatientRegistered);
+    assert_eq!(e.source.message_type, "ADT^A04");
+    assert_eq!(e.source.control_id, "FULL-A04");
+    assert_eq!(
+        e.source.event_time.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-15T10:25:00+03:00"),
+        "EVN-6 (occurred) wins over EVN-2 (recorded)"
+    );
+    let p = e.patient.as_ref().expect("patient");
+    assert_eq!(e.partition_key().as_deref(), Some("MRN-200417"));
+    let nid = p
+        .identifier_of(IdentifierKind::NationalId)
+        .expect("national id");
+    assert_eq!(nid.value, "2098765432");
+    assert_eq!(nid.assigning_authority.as_deref(), Some("MOI"));
+    assert_eq!(
+        p.identifier_of(IdentifierKind::Passport)
+            .map(|i| i.value.as_str()),
+        Some("P7788123")
+    );
+    assert_eq!(p.name.full(), "Yousef Bin Khalid");
+    let ar = p.second_language_name.as_ref().expect("Arabic name");
+    assert_eq!(ar.language.as_deref(), Some("ar"));
+    assert_eq!(ar.given.as_deref(), Some("يوسف"));
+    assert_eq!(
+        p.birth_date.map(|d| d.date_iso()).as_deref(),
+        Some("1994-09-20")
+    );
+    assert_eq!(p.gender, Some(Gender::Male));
+    assert_eq!(p.email.as_deref(), Some("yousef.khalid@example.org"));
+    let mobile = p
+        .phones
+        .iter()
+        .find(|ph| ph.use_ == Some(ContactUse::Mobile))
+        .expect("mobile");
+    assert_eq!(mobile.number, "+966 50 2222222");
+    assert_eq!(p.blood_type.as_deref(), Some("O+"));
+    assert_eq!(
+        p.nationality.as_ref().and_then(|n| n.code.as_deref()),
+        Some("SAU")
+    );
+    assert!(!p.vip);
+    let enc = e.encounter.as_ref().expect("encounter");
+    assert_eq!(enc.visit_number.as_deref(), Some("V-2026-000981"));
+    let doc = enc.attending.as_ref().expect("attending");
+    assert_eq!(doc.code.as_deref(), Some("DOC-SARAH-04"));
+    assert_eq!(doc.licence_number.as_deref(), Some("LIC-PED-9988"));
+    assert_eq!(doc.registration_number.as_deref(), Some("M-20412"));
+    let clinic = enc.location.as_ref().expect("clinic");
+    assert_eq!(clinic.code.as_deref(), Some("CLN-PED-01"));
+    assert_eq!(clinic.floor.as_deref(), Some("1"));
+    assert_eq!(clinic.branch.as_deref(), Some("RUH"));
+    assert_eq!(enc.insurer.as_deref(), Some("Bupa Arabia"));
+    let keys = e.business_keys();
+    assert!(keys.contains(&key(BusinessKeyKind::PatientId, "MRN-200417")));
+    assert!(keys.contains(&key(BusinessKeyKind::PatientId, "2098765432")));
+    assert!(keys.contains(&key(BusinessKeyKind::VisitNumber, "V-2026-000981")));
+}
+
+#[test]
+fn adt_a01_vip_and_a03_discharge_and_a05_no_admission_yet() {
+    let a01 = event(&fixture("adt_a01", "full"));
+    assert_eq!(a01.kind, EventKind::EncounterAdmitted);
+    assert!(a01.patient.as_ref().expect("patient").vip, "PV1-16 = Y");
+
+    let a03 = event(&fixture("adt_a03", "full"));
+    assert_eq!(a03.kind, EventKind::EncounterDischarged);
+    let enc = a03.encounter.expect("encounter");
+    assert_eq!(
+        enc.discharge_time.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-15T12:30:00+03:00")
+    );
+    let kinds: Vec<_> = enc.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["admitted", "discharged"]);
+
+    let a05 = event(&fixture("adt_a05", "full"));
+    assert_eq!(a05.kind, EventKind::EncounterPreadmitted);
+    let enc = a05.encounter.expect("encounter");
+    assert!(enc.admit_time.is_some(), "expected admission time is kept");
+    assert!(enc.events.is_empty(), "nobody was admitted yet");
+}
+
+#[test]
+fn adt_v23_reads_pid2_and_pid19() {
+    let e = event(&fixture("adt_a01", "awkward"));
+    let p = e.patient.expect("patient");
+    assert_eq!(p.identifiers[0].value, "H-55501");
+    assert_eq!(
+        p.identifier_of(IdentifierKind::NationalId)
+            .map(|i| i.value.as_str()),
+        Some("1122334455")
+    );
+    assert_eq!(p.name.family.as_deref(), Some("Núñez"));
+    assert_eq!(
+        p.birth_date.map(|t| t.to_iso()).as_deref(),
+        Some("1977-11-02T04:15")
+    );
+}
+
+#[test]
+fn adt_a28_bare_pv1_is_not_an_encounter() {
+    let e = event(&fixture("adt_a28", "minimal"));
+    assert_eq!(e.kind, EventKind::PatientRegistered);
+    assert!(e.encounter.is_none());
+}
+
+#[test]
+fn adt_a40_merge_keeps_both_records_keys() {
+    let e = event(&fixture("adt_a40", "full"));
+    assert_eq!(e.kind, EventKind::PatientMerged);
+    assert_eq!(e.partition_key().as_deref(), Some("MRN-200417"));
+    let merge = e.merge.as_ref().expect("merge");
+    assert_eq!(merge.identifiers[0].value, "MRN-200399");
+    assert_eq!(merge.visit_number.as_deref(), Some("V-2026-000500"));
+    let keys = e.business_keys();
+    assert!(keys.contains(&key(BusinessKeyKind::PatientId, "MRN-200399")));
+    assert!(keys.contains(&key(BusinessKeyKind::PatientId, "MRN-200417")));
+}
+
+#[test]
+fn custom_delimiters_map_like_standard_ones() {
+    let standard = fixture("adt_a08", "minimal");
+    let custom: String = standard
+        .chars()
+        .map(|c| match c {
+            '|' => '#',
+            '^' => '$',
+            '~' => '*',
+            '\\' => '!',
+            '&' => '%',
+            c => c,
+        })
+        .collect();
+    let (a, b) = (event(&standard), event(&custom));
+    assert_eq!(a.patient, b.patient);
+    assert_eq!(
+        a.id, b.id,
+        "same sender and control id give the same event id"
+    );
+}
+
+#[test]
+fn siu_statuses_follow_trigger_and_sch25() {
+    let cases = [
+        (
+            "siu_s12",
+            "full",
+            EventKind::AppointmentBooked,
+            AppointmentStatus::Booked,
+        ),
+        (
+            "siu_s12",
+            "awkward",
+            EventKind::AppointmentBooked,
+            AppointmentStatus::Pending,
+        ),
+        (
+            "siu_s13",
+            "full",
+            EventKind::AppointmentRescheduled,
+            AppointmentStatus::Booked,
+        ),
+        (
+            "siu_s14",
+            "awkward",
+            EventKind::AppointmentModified,
+            AppointmentStatus::Arrived,
+        ),
+        (
+            "siu_s15",
+            "awkward",
+            EventKind::AppointmentCancelled,
+            AppointmentStatus::Cancelled,
+        ),
+        (
+            "siu_s16",
+            "full",
+            EventKind::AppointmentDiscontinued,
+            AppointmentStatus::Cancelled,
+        ),
+        (
+            "siu_s17",
+            "full",
+            EventKind::AppointmentDeleted,
+            AppointmentStatus::EnteredInError,
+        ),
+        (
+            "siu_s26",
+            "awkward",
+            EventKind::AppointmentNoShow,
+            AppointmentStatus::NoShow,
+        ),
+    ];
+    for (trigger, variant, kind, status) in cases {
+        let e = event(&fixture(trigger, variant));
+        assert_eq!(e.kind, kind, "{trigger}/{variant}");
+        assert_eq!(
+            e.appointment.expect("appointment").status,
+            status,
+            "{trigger}/{variant}"
+        );
+    }
+}
+
+#[test]
+fn siu_full_timing_resources_and_ids() {
+    let e = event(&fixture("siu_s12", "full"));
+    let a = e.appointment.as_ref().expect("appointment");
+    assert_eq!(a.placer_id.as_deref(), Some("WEB-55012"));
+    assert_eq!(a.filler_id.as_deref(), Some("APT-77001"));
+    assert_eq!(
+        a.start.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-16T10:00:00+03:00")
+    );
+    assert_eq!(
+        a.end.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-16T10:30:00+03:00")
+    );
+    assert_eq!(a.duration_minutes, Some(30));
+    assert_eq!(
+        a.practitioner.as_ref().and_then(|p| p.code.as_deref()),
+        Some("DOC-SARAH-04")
+    );
+    assert_eq!(
+        a.location.as_ref().and_then(|l| l.code.as_deref()),
+        Some("CLN-PED-01")
+    );
+    assert_eq!(
+        a.service.as_ref().and_then(|s| s.code.as_deref()),
+        Some("CONS-PED")
+    );
+    assert_eq!(a.notes.as_deref(), Some("Bring previous X-ray films."));
+    assert_eq!(
+        a.patient.as_ref().map(|i| i.value.as_str()),
+        Some("MRN-200417")
+    );
+    let keys = e.business_keys();
+    assert!(keys.contains(&key(BusinessKeyKind::AppointmentId, "APT-77001")));
+    assert!(keys.contains(&key(BusinessKeyKind::AppointmentId, "WEB-55012")));
+    // Duration in hours (v2.3) and in seconds (AIS-8 = S).
+    let h = event(&fixture("siu_s12", "awkward"))
+        .appointment
+        .expect("appointment");
+    assert_eq!(h.duration_minutes, Some(60));
+    let s = event(&fixture("siu_s14", "awkward"))
+        .appointment
+        .expect("appointment");
+    assert_eq!(s.duration_minutes, Some(45));
+    assert_eq!(
+        s.end.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-19T08:45:00")
+    );
+}
+
+#[test]
+fn orders_placed_cancelled_and_scheduled() {
+    let e = event(&fixture("orm_o01", "full"));
+    assert_eq!(e.kind, EventKind::OrderPlaced);
+    let o = &e.orders[0];
+    assert_eq!(o.placer_number.as_deref(), Some("ORD-5002"));
+    assert_eq!(o.filler_number.as_deref(), Some("RAD-9002"));
+    assert_eq!(o.priority, Some(Priority::Routine));
+    assert_eq!(o.status, OrderStatus::Placed);
+    let appt = e
+        .appointment
+        .as_ref()
+        .expect("scheduled order has an appointment");
+    assert_eq!(
+        appt.start.map(|t| t.to_iso()).as_deref(),
+        Some("2026-06-16T09:00:00+03:00")
+    );
+    assert_eq!(appt.duration_minutes, Some(15));
+
+    let c = event(&fixture("orm_o01", "awkward"));
+    assert_eq!(c.kind, EventKind::OrderCancelled);
+    assert_eq!(c.orders.len(), 2);
+    assert!(c.orders.iter().all(|o| o.status == OrderStatus::Cancelled));
+    assert_eq!(c.orders[0].priority, Some(Priority::Stat), "OBR-5 in v2.3");
+    assert!(c.appointment.is_none());
+
+    let oml = event(&fixture("oml_o21", "full"));
+    assert_eq!(oml.orders[0].status, OrderStatus::Scheduled);
+    assert_eq!(oml.orders[0].priority, Some(Priority::Asap), "TQ1-9");
+    assert_eq!(
+        oml.appointment
+            .and_then(|a| a.start)
+            .map(|t| t.to_iso())
+            .as_deref(),
+        Some("2026-06-16T07:30:00+03:00")
+    );
+    let xo = event(&fixture("oml_o21", "awkward"));
+    assert_eq!(xo.kind, EventKind::OrderUpdated);
+    assert_eq!(
+        xo.orders[0].notes.as_deref(),
+        Some("Draw after 08:00 & before 10:00\nLabel: ^urgent^")
+    );
+}
+
+#[test]
+fn oru_observations_values_units_ranges_flags() {
+    let e = event(&fixture("oru_r01", "full"));
+    assert_eq!(e.kind, EventKind::ResultReported);
+    assert_eq!(e.results.len(), 2);
+    let lipid = &e.results[0];
+    assert_eq!(lipid.status, Some(ResultStatus::Final));
+    assert_eq!(lipid.order.status, OrderStatus::Completed);
+    let chol = &lipid.observations[0];
+    assert_eq!(chol.code.code.as_deref(), Some("2093-3"));
+    assert_eq!(chol.numeric_value.as_ref().map(|d| d.as_str()), Some("6.2"));
+    assert_eq!(
+        chol.units.as_ref().and_then(|u| u.code.as_deref()),
+        Some("mmol/L")
+    );
+    assert_eq!(chol.reference_range.as_deref(), Some("<5.2"));
+    assert_eq!(chol.abnormal_flags, ["H"]);
+    assert_eq!(
+        lipid.observations[1].notes.as_deref(),
+        Some("Borderline; repeat in 3 months.")
+    );
+    assert_eq!(e.results[1].status, Some(ResultStatus::Preliminary));
+    let keys = e.business_keys();
+    assert!(keys.contains(&key(BusinessKeyKind::OrderNumber, "LIS-88002")));
+
+    let awk = event(&fixture("oru_r01", "awkward"));
+    let obs = &awk.results[0].observations;
+    assert_eq!(obs[0].value.as_deref(), Some("1:128"), "SN rendered");
+    assert_eq!(obs[1].value.as_deref(), Some("<0.5"));
+    assert!(obs[1].numeric_value.is_none(), "not a number, kept as text");
+    assert!(obs[2]
+        .value
+        .as_deref()
+        .is_some_and(|v| v.contains("hemolysed\nResult")));
+    assert_eq!(obs[3].status, Some(ResultStatus::EnteredInError));
+    assert!(obs[3].value.is_none(), "\"\" is a null, not text");
+}
+
+#[test]
+fn dft_amounts_reversals_and_payment_outcomes() {
+    let e = event(&fixture("dft_p03", "full"));
+    assert_eq!(e.kind, EventKind::ChargePosted);
+    let c = &e.charges;
+    assert_eq!(c.len(), 3);
+    assert_eq!(c[0].amount.as_ref().map(|d| d.as_str()), Some("300.00"));
+    assert_eq!(c[0].currency.as_deref(), Some("SAR"));
+    assert_eq!(c[0].account.as_deref(), Some("ACC-778812"));
+    assert_eq!(c[0].visit_number.as_deref(), Some("V-2026-000981"));
+    assert_eq!(c[1].quantity.as_ref().map(|d| d.as_str()), Some("2"));
+    assert_eq!(
+        c[1].unit_amount.as_ref().and_then(|d| d.to_minor_units(2)),
+        Some(4525)
+    );
+    assert_eq!(c[2].transaction_type, TransactionType::Payment);
+    let pay = c[2].payment.as_ref().expect("payment outcome");
+    assert_eq!(pay.result, PaymentResult::Success);
+    assert_eq!(pay.reference.as_deref(), Some("GW-7781-22"));
+
+    let r = event(&fixture("dft_p03", "awkward"));
+    assert_eq!(r.charges[0].status, ChargeStatus::Reversed, "CD credit");
+    assert_eq!(
+        r.charges[1].status,
+        ChargeStatus::Reversed,
+        "negative charge"
+    );
+    assert_eq!(
+        r.charges[0].code.as_ref().and_then(|c| c.text.as_deref()),
+        Some("GP consultation (reversal)")
+    );
+    let failed = r.charges[2].payment.as_ref().expect("payment outcome");
+    assert_eq!(failed.result, PaymentResult::Failure);
+    assert_eq!(failed.reason.as_deref(), Some("Card declined by issuer"));
+    assert_eq!(
+        r.kind,
+        EventKind::ChargePosted,
+        "not every line is reversed"
+    );
+
+    let p11 = event(&fixture("dft_p11", "full"));
+    assert_eq!(
+        p11.charges[0]
+            .transaction_date
+            .map(|t| t.to_iso())
+            .as_deref(),
+        Some("2026-06-15T10:30:00+03:00"),
+        "start of the FT1-4 range (v2.5+)"
+    );
+}
+
+#[test]
+fn all_reversed_lines_make_a_charge_reversed_event() {
+    let text = "MSH|^~\\&|HIS|RUH|||20260615||DFT^P03|R1|P|2.5\rPID|1||MRN-1^^^HIS^MR\r\
+FT1|1|TX-1||20260615||CD|CONS^Consultation|||1|150.00\r";
+    assert_eq!(event(text).kind, EventKind::ChargeReversed);
+}
+
+#[test]
+fn errors_name_the_field_and_never_the_value() {
+    let no_id =
+        "MSH|^~\\&|HIS|RUH|||20260615||ADT^A04|E1|P|2.5\rPID|1||||Secretname^Person||19900101\r";
+    let e = error(no_id);
+    assert_eq!(e.path(), "PID-3");
+    assert!(!e.to_string().contains("Secretname"));
+
+    let mut pv1 = vec![""; 45];
+    (pv1[0], pv1[1], pv1[18], pv1[43]) = ("1", "I", "V1", "20261345XYZ");
+    let bad_date = format!(
+        "MSH|^~\\&|HIS|RUH|||20260615||ADT^A01|E2|P|2.5\rPID|1||M1^^^HIS^MR\rPV1|{}\r",
+        pv1.join("|")
+    );
+    let bad_date = bad_date.as_str();
+    let e = error(bad_date);
+    assert!(matches!(e, MappingError::BadDateTime { .. }));
+    assert_eq!(e.path(), "PV1-44");
+    assert!(!e.to_string().contains("20261345"));
+
+    let bad_status = format!(
+        "MSH|^~\\&|HIS|RUH|||20260615||SIU^S12|E3|P|2.5\r{}\rPID|1||M1^^^HIS^MR\r",
+        seg("SCH", &[(2, "A1"), (25, "Maybe")])
+    );
+    let bad_status = bad_status.as_str();
+    let e = error(bad_status);
+    assert!(matches!(e, MappingError::UnknownCode { .. }));
+    assert_eq!(e.path(), "SCH-25");
+
+    let no_appt_id = format!(
+        "MSH|^~\\&|HIS|RUH|||20260615||SIU^S12|E4|P|2.5\r{}\r",
+        seg("SCH", &[(25, "Booked")])
+    );
+    assert_eq!(error(&no_appt_id).path(), "SCH-1");
+
+    let bad_amount = "MSH|^~\\&|HIS|RUH|||20260615||DFT^P03|E5|P|2.5\rPID|1||M1^^^HIS^MR\r\
+FT1|1|T1||20260615||CG|X|||1|10.00\rFT1|2|T2||20260615||CG|Y|||1|12,50\r";
+    let e = error(bad_amount);
+    assert!(matches!(e, MappingError::BadNumber { .. }));
+    assert_eq!(e.path(), "FT1[2]-11");
+
+    let no_ft1 = "MSH|^~\\&|HIS|RUH|||20260615||DFT^P03|E6|P|2.5\rPID|1||M1^^^HIS^MR\r";
+    assert_eq!(error(no_ft1).path(), "FT1");
+
+    let no_mrg = "MSH|^~\\&|HIS|RUH|||20260615||ADT^A40|E7|P|2.5\rPID|1||M1^^^HIS^MR\r";
+    assert_eq!(error(no_mrg).path(), "MRG");
+
+    let no_control_id = "MSH|^~\\&|HIS|RUH|||20260615||ADT^A08||P|2.5\rPID|1||M1^^^HIS^MR\r";
+    assert_eq!(error(no_control_id).path(), "MSH-10");
+
+    let bad_obx = "MSH|^~\\&|LIS|LAB|||20260615||ORU^R01|E8|P|2.5\rPID|1||M1^^^HIS^MR\rOBR|1|O1||GLU\rOBX|1|NM|GLU||5.4||||||Q\r";
+    assert_eq!(error(bad_obx).path(), "OBX-11");
+}
+
+#[test]
+fn unsupported_types_are_an_outcome_not_an_error() {
+    for (text, expected) in [
+        (
+            "MSH|^~\\&|HIS|RUH|||20260615||ADT^A02|U1|P|2.5\rPID|1||M1\r",
+            "ADT^A02",
+        ),
+        (
+            "MSH|^~\\&|HIS|RUH|||20260615||ACK|U2|P|2.5\rMSA|AA|X\r",
+            "ACK",
+        ),
+        (
+            "MSH|^~\\&|HIS|RUH|||20260615||SIU^S18|U3|P|2.5\r",
+            "SIU^S18",
+        ),
+        (
+            "MSH|^~\\&|HIS|RUH|||20260615||MDM^T02|U4|P|2.5\r",
+            "MDM^T02",
+        ),
+    ] {
+        match map_text(text) {
+            Ok(Mapped::Unsupported { message_type }) => assert_eq!(message_type, expected),
+            other => panic!("{expected}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn event_ids_are_deterministic_per_sender_and_control_id() {
+    let text = fixture("adt_a08", "full");
+    assert_eq!(event(&text).id, event(&text).id);
+    let other = text.replace("FULL-A08", "FULL-A08-2");
+    assert_ne!(event(&text).id, event(&other).id);
+}
