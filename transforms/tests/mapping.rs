@@ -131,7 +131,15 @@ fn adt_a01_vip_and_a03_discharge_and_a05_no_admission_yet() {
         Some("2026-06-15T12:30:00+03:00")
     );
     let kinds: Vec<_> = enc.events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["admitted", "discharged"]);
+    assert_eq!(
+        kinds,
+        ["admitted", "consultation", "prescribed_drugs", "discharged"],
+        "PX360 timeline: PV1-44, ZVT steps, PV1-45"
+    );
+    assert_eq!(
+        enc.events[1].description.as_deref(),
+        Some("Seen by Dr Al-Otaibi")
+    );
 
     let a05 = event(&fixture("adt_a05", "full"));
     assert_eq!(a05.kind, EventKind::EncounterPreadmitted);

@@ -13,8 +13,14 @@
 //! | A13 cancel discharge | `encounter_discharge_cancelled` |
 //! | A40 merge patient identifier list | `patient_merged` (MRG) |
 //!
-//! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/PV2/IN1
+//! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/IN1
 //! ([`encounter_from_pv1`]); both are reused by the other families.
+//!
+//! Visit timeline (PX360): PV1-44 gives `admitted`, PV1-45 `discharged`, and each `ZVT`
+//! segment (site-agreed Z-segment, as HL7 v2 has none for it) one step: ZVT-2 step type (CWE;
+//! code, else text, lower-cased snake_case: `Prescribed Drugs` -> `prescribed_drugs`), ZVT-3
+//! time, ZVT-4 description. Events that did not (or no longer) admit or discharge leave the
+//! step out: A05 pre-admit and A11 cancel admit have no `admitted`, A13 has no `discharged`.
 //!
 //! Version differences handled here: v2.3 senders often put the hospital number in PID-2
 //! (external id) or PID-4 (alternate id) and the national id in PID-19 (SSN); from v2.5 these
@@ -231,6 +237,9 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
 
 /// The visit from PV1 (and IN1-4 for the insurer).
 ///
+/// Timeline: `admitted` (PV1-44), then one step per `ZVT` segment in message order (see
+/// the ZVT rule in this module), then `discharged` (PV1-45).
+///
 /// A PV1 that only fills the mandatory placeholder (`PV1|1|N`, as A28/A31 carry) is not a
 /// visit: an encounter is returned only when PV1 has a visit number, a location, an
 /// attending doctor or an admit time.
@@ -274,6 +283,11 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
             description: None,
         });
     }
+    for zvt in msg.segments_named("ZVT") {
+        if let Some(step) = visit_step(msg, &zvt)? {
+            encounter.events.push(step);
+        }
+    }
     if let Some(t) = encounter.discharge_time {
         encounter.events.push(VisitEvent {
             kind: "discharged".into(),
@@ -282,6 +296,34 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
         });
     }
     Ok(Some(encounter))
+}
+
+/// One visit timeline step from a `ZVT` segment (site-agreed Z-segment, since HL7 v2 has no
+/// segment for it): ZVT-2 step type (CWE; code, else text, lower-cased snake_case, e.g.
+/// `Consultation` -> `consultation`, `Prescribed Drugs` -> `prescribed_drugs`), ZVT-3 time,
+/// ZVT-4 description. A ZVT without a step type is ignored.
+fn visit_step(
+    msg: &V2Message<'_>,
+    zvt: &SegmentRef<'_, '_>,
+) -> Result<Option<VisitEvent>, MappingError> {
+    let Some(kind) = zvt
+        .get_comp(2, 1)
+        .string()
+        .or_else(|| zvt.get_comp(2, 2).string())
+    else {
+        return Ok(None);
+    };
+    let kind = kind
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join("_");
+    Ok(Some(VisitEvent {
+        kind,
+        time: ts(msg, zvt, 3)?,
+        description: zvt.get(4).string(),
+    }))
 }
 
 /// PV1-2 patient class, HL7 table 0004.

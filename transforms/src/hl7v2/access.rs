@@ -639,6 +639,24 @@ fn valid_segment_start(line: &str, field: char) -> bool {
         && line[3..].chars().next().is_none_or(|c| c == field)
 }
 
+/// The `n`-th (0-based) part of `text` split on `sep`. Separators are ASCII (checked when the
+/// header is read), so a byte scan is exact on UTF-8 text; this is the hot path of every read.
+fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
+    let sep = sep as u8;
+    let mut start = 0;
+    let mut index = 0;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        if b == sep {
+            if index == n {
+                return text.get(start..i);
+            }
+            index += 1;
+            start = i + 1;
+        }
+    }
+    (index == n).then(|| text.get(start..)).flatten()
+}
+
 /// A group of segments found by [`V2Message::groups`].
 #[derive(Debug, Clone)]
 pub struct SegmentGroup<'s, 'm> {
@@ -748,11 +766,10 @@ pub struct FieldRef<'s, 'm> {
 impl<'s, 'm> FieldRef<'s, 'm> {
     /// Repetition `n` (1-based); an absent repetition reads as absent values.
     pub fn rep(&self, n: usize) -> RepRef<'s, 'm> {
-        let raw = match (self.raw, n) {
-            (_, 0) | (None, _) => None,
-            (Some(raw), 1) if !raw.contains(self.seps.repetition) => Some(raw),
-            (Some(raw), n) => raw.split(self.seps.repetition).nth(n - 1),
-        };
+        let raw = self
+            .raw
+            .zip(n.checked_sub(1))
+            .and_then(|(raw, n)| nth_part(raw, self.seps.repetition, n));
         RepRef {
             raw,
             seps: self.seps,
@@ -799,18 +816,8 @@ impl<'s, 'm> RepRef<'s, 'm> {
         let (Some(raw), Some(c), Some(s)) = (self.raw, c.checked_sub(1), s.checked_sub(1)) else {
             return Value::Absent;
         };
-        let comp = if c == 0 && !raw.contains(self.seps.component) {
-            Some(raw)
-        } else {
-            raw.split(self.seps.component).nth(c)
-        };
-        let sub = comp.and_then(|comp| {
-            if s == 0 && !comp.contains(self.seps.subcomponent) {
-                Some(comp)
-            } else {
-                comp.split(self.seps.subcomponent).nth(s)
-            }
-        });
+        let sub = nth_part(raw, self.seps.component, c)
+            .and_then(|comp| nth_part(comp, self.seps.subcomponent, s));
         sub.map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
     }
 

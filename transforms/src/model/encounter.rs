@@ -82,7 +82,8 @@ pub struct Encounter {
     /// Insurance company name (IN1-4), when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insurer: Option<String>,
-    /// Timeline of the visit, oldest first.
+    /// Timeline of the visit: admission, the steps the HIS reported (consultation,
+    /// prescription…), discharge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<VisitEvent>,
 }
