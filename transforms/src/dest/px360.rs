@@ -190,14 +190,15 @@ impl Px360Options {
     }
 }
 
-/// Default canonical visit event -> HIS visit type table.
+/// Default canonical visit event -> HIS visit type table. The canonical kinds are what
+/// `from_v2` derives from the HIS type text (ZVT-2, lower-cased, non-alphanumerics -> `_`).
 pub fn default_visit_types() -> BTreeMap<String, String> {
     [
         ("consultation", "Consultation"),
-        ("doctor_visit", "Doctor Visited"),
-        ("clinical_condition", "Clinical Condtion"),
-        ("chief_complaint", "ChiefComplaint"),
-        ("prescription", "Prescribed Drugs"),
+        ("doctor_visited", "Doctor Visited"),
+        ("clinical_condtion", "Clinical Condtion"),
+        ("chiefcomplaint", "ChiefComplaint"),
+        ("prescribed_drugs", "Prescribed Drugs"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -542,6 +543,8 @@ pub fn patient_data(
     let visits = encounter
         .events
         .iter()
+        // Admission and discharge are AdmitDate/DischargeDate, not visit steps.
+        .filter(|v| !matches!(v.kind.as_str(), "admitted" | "discharged"))
         .filter_map(|v| {
             let time = v.time.as_ref()?;
             let kind = opts
@@ -727,7 +730,7 @@ mod tests {
             Some("Clinical Assessment")
         );
         assert_eq!(o.journey_stage("Prescribed Drugs"), Some("Pharmacy"));
-        assert_eq!(o.canonical_visit("Doctor Visited"), Some("doctor_visit"));
+        assert_eq!(o.canonical_visit("Doctor Visited"), Some("doctor_visited"));
     }
 
     #[test]
@@ -742,7 +745,7 @@ mod tests {
                 .expect("reads back");
         let encounter = back[0].encounter.as_ref().expect("encounter");
         let kinds: Vec<&str> = encounter.events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["consultation", "doctor_visit", "prescription"]);
+        assert_eq!(kinds, ["consultation", "doctor_visited", "prescribed_drugs"]);
         assert_eq!(back[0].kind, crate::model::EventKind::EncounterDischarged);
         let patient = back[0].patient.as_ref().expect("patient");
         assert_eq!(patient.identifiers[0].value, "P-10928");
