@@ -9,6 +9,12 @@ pub mod from_v2;
 pub mod hl7v2;
 pub mod model;
 
+pub mod dest;
+pub mod fhir;
+pub mod from_json;
+pub mod mapping;
+pub mod to_v2;
+
 pub use from_v2::{Mapped, MappingError};
 
 /// Maps a parsed HL7 v2 message to a canonical event: the engine's entry point for HL7 v2

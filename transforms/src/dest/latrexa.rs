@@ -1,0 +1,316 @@
+//! Latrexa integration API (`seeds/latrexa-sync-agent.txt`): the JSON bodies of the five
+//! endpoints, shared by the connector in `channels` and the sandbox server so both ends use the
+//! exact same types.
+//!
+//! The seed lists the endpoints but not their bodies; these shapes are ours, documented here:
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | [`PENDING_PATH`] | - | [`PendingBookings`] |
+//! | POST | [`UPLOAD_PATH`] | [`UploadRequest`] | [`UploadResponse`] |
+//! | POST | [`CONFIRM_PATH`] | [`ConfirmRequest`] | `204` |
+//! | POST | [`REJECT_PATH`] | [`RejectRequest`] | `204` |
+//! | POST | [`HEARTBEAT_PATH`] | [`Heartbeat`] | `204` |
+//!
+//! Times are local clinic time without offset, `YYYY-MM-DDTHH:MM:SS`, as a HIS schedules them.
+//! HIS -> Latrexa: [`render`] turns an appointment event into one upload item. Latrexa -> HIS:
+//! `from_json::latrexa` turns a [`PendingBooking`] into a canonical event and `to_v2` into
+//! SIU^S12/S13/S15 for the HIS.
+
+use serde::{Deserialize, Serialize};
+
+use super::{MappingError, Rendered};
+use crate::model::{AppointmentStatus, ContactUse, Event, EventKind, Timestamp};
+
+/// Download bookings awaiting HIS sync.
+pub const PENDING_PATH: &str = "/api/integration/appointments/pending";
+/// Upload HIS appointments.
+pub const UPLOAD_PATH: &str = "/api/integration/appointments/upload";
+/// Confirm a successful HIS write.
+pub const CONFIRM_PATH: &str = "/api/integration/appointments/confirm";
+/// Reject a booking the HIS refused (slot unavailable).
+pub const REJECT_PATH: &str = "/api/integration/appointments/reject";
+/// Agent health check.
+pub const HEARTBEAT_PATH: &str = "/api/integration/heartbeat";
+
+/// What Latrexa wants done with a pending booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BookingAction {
+    /// A new online booking: SIU^S12 to the HIS.
+    #[default]
+    Create,
+    /// A booking moved to another time: SIU^S13.
+    Reschedule,
+    /// A booking cancelled by the patient: SIU^S15.
+    Cancel,
+}
+
+/// Answer of `GET /api/integration/appointments/pending`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingBookings {
+    /// Bookings in the order Latrexa received them.
+    pub appointments: Vec<PendingBooking>,
+}
+
+/// One online booking awaiting HIS sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingBooking {
+    /// Latrexa booking id (`latrexaId` in confirm/reject).
+    pub id: String,
+    /// What to do in the HIS.
+    #[serde(default)]
+    pub action: BookingAction,
+    /// HIS appointment id, known once the booking was confirmed (reschedule, cancel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub his_appointment_id: Option<String>,
+    /// HIS patient number when the patient is known to the HIS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_no: Option<String>,
+    /// National id number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub national_id: Option<String>,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Mobile number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<String>,
+    /// `male` / `female` / `other` / `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+    /// HIS doctor code.
+    pub doctor_code: String,
+    /// HIS clinic code.
+    pub clinic_code: String,
+    /// Service / visit type code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_code: Option<String>,
+    /// Start, local time `YYYY-MM-DDTHH:MM:SS`.
+    pub start: String,
+    /// End, local time `YYYY-MM-DDTHH:MM:SS`.
+    pub end: String,
+    /// Reason for the visit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Free-text notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// When the patient booked, local time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// Body of `POST /api/integration/appointments/upload`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRequest {
+    /// HIS appointments (walk-in and desk bookings, changes and cancellations).
+    pub appointments: Vec<HisAppointment>,
+}
+
+/// One HIS appointment uploaded to Latrexa.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HisAppointment {
+    /// HIS appointment id (the upsert key on Latrexa's side).
+    pub his_appointment_id: String,
+    /// Latrexa id when the appointment started as an online booking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latrexa_id: Option<String>,
+    /// HIS patient number.
+    pub patient_no: String,
+    /// Patient full name.
+    pub patient_name: String,
+    /// Mobile number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    /// HIS doctor code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor_code: Option<String>,
+    /// HIS clinic code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clinic_code: Option<String>,
+    /// Service / visit type code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_code: Option<String>,
+    /// Start, local time `YYYY-MM-DDTHH:MM:SS` (may be absent for a cancellation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// End, local time `YYYY-MM-DDTHH:MM:SS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// `booked`, `arrived`, `completed`, `cancelled`, `no_show`.
+    pub status: String,
+    /// Free-text notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// Answer of the upload: how many were stored and the id pairs Latrexa assigned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadResponse {
+    /// Number of appointments stored.
+    pub accepted: u32,
+    /// HIS id <-> Latrexa id for each stored appointment.
+    #[serde(default)]
+    pub mappings: Vec<IdPair>,
+}
+
+/// A HIS id and the Latrexa id of the same appointment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdPair {
+    /// HIS appointment id.
+    pub his_appointment_id: String,
+    /// Latrexa booking id.
+    pub latrexa_id: String,
+}
+
+/// Body of `POST /api/integration/appointments/confirm`, sent after the HIS answered AA.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfirmRequest {
+    /// Latrexa booking id.
+    pub latrexa_id: String,
+    /// Id the HIS gave the appointment (SCH-2 of its answer, or our placer id).
+    pub his_appointment_id: String,
+}
+
+/// Body of `POST /api/integration/appointments/reject`, sent after the HIS answered AE/AR.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectRequest {
+    /// Latrexa booking id.
+    pub latrexa_id: String,
+    /// Why, e.g. `slot unavailable` (no PHI).
+    pub reason: String,
+}
+
+/// Body of `POST /api/integration/heartbeat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Agent name and version, e.g. `switchboard/0.1.0`.
+    pub agent: String,
+    /// Whether the HIS link (MLLP peer) is up.
+    pub his_connected: bool,
+    /// Bookings received but not yet confirmed or rejected.
+    pub pending: u32,
+    /// When the heartbeat was made, RFC 3339 UTC.
+    pub timestamp: String,
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` local time, the form of every Latrexa time.
+pub fn local_time(ts: &Timestamp) -> String {
+    ts.naive_date_time().format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// The upload item for a canonical appointment event.
+///
+/// # Errors
+/// [`MappingError::MissingField`] without a HIS appointment id (filler or placer id), a patient
+/// identifier, or a start time (except for a cancellation).
+pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
+    let a = event
+        .appointment
+        .as_ref()
+        .ok_or_else(|| super::missing("appointment"))?;
+    let his_appointment_id = a
+        .filler_id
+        .clone()
+        .or_else(|| a.placer_id.clone())
+        .ok_or_else(|| super::missing("appointment.filler_id"))?;
+    let patient_no = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.primary_identifier())
+        .or(a.patient.as_ref())
+        .ok_or_else(|| super::missing("appointment.patient"))?
+        .value
+        .clone();
+    let status = if matches!(
+        event.kind,
+        EventKind::AppointmentCancelled
+            | EventKind::AppointmentDeleted
+            | EventKind::AppointmentDiscontinued
+    ) {
+        AppointmentStatus::Cancelled
+    } else {
+        a.status
+    };
+    if a.start.is_none() && status != AppointmentStatus::Cancelled {
+        return Err(super::missing("appointment.start"));
+    }
+    Ok(HisAppointment {
+        his_appointment_id,
+        latrexa_id: a.remote_id.clone(),
+        patient_no,
+        patient_name: event
+            .patient
+            .as_ref()
+            .map(|p| p.name.full())
+            .unwrap_or_default(),
+        mobile: event.patient.as_ref().and_then(|p| {
+            p.phones
+                .iter()
+                .find(|ph| ph.use_ == Some(ContactUse::Mobile))
+                .or_else(|| p.phones.first())
+                .map(|ph| ph.number.clone())
+        }),
+        doctor_code: a.practitioner.as_ref().and_then(|p| p.code.clone()),
+        clinic_code: a.location.as_ref().and_then(|l| l.code.clone()),
+        service_code: a.service.as_ref().and_then(|c| c.code.clone()),
+        start: a.start.as_ref().map(local_time),
+        end: a.end.as_ref().map(local_time),
+        status: super::opsport::status_key(status).to_owned(),
+        notes: a.notes.clone(),
+    })
+}
+
+/// Renders an appointment event as one upload request (HIS -> Latrexa); other events give
+/// nothing. Appointments that came from Latrexa itself (the event's source format is
+/// `latrexa`) are not uploaded back.
+///
+/// # Errors
+/// See [`his_appointment`].
+pub fn render(event: &Event) -> Result<Vec<Rendered>, MappingError> {
+    let is_appointment = matches!(
+        event.kind,
+        EventKind::AppointmentBooked
+            | EventKind::AppointmentRescheduled
+            | EventKind::AppointmentModified
+            | EventKind::AppointmentCancelled
+            | EventKind::AppointmentDiscontinued
+            | EventKind::AppointmentDeleted
+            | EventKind::AppointmentNoShow
+    );
+    if !is_appointment || event.source.format == "latrexa" {
+        return Ok(Vec::new());
+    }
+    let item = his_appointment(event)?;
+    let key = crate::model::stable_id(&["latrexa", &event.id, &item.his_appointment_id]);
+    let body = serde_json::to_value(UploadRequest {
+        appointments: vec![item],
+    })
+    .map_err(|e| MappingError::InvalidValue {
+        path: "latrexa".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(vec![Rendered {
+        path: UPLOAD_PATH.to_owned(),
+        body,
+        idempotency_key: key,
+        kind: "appointment".to_owned(),
+    }])
+}

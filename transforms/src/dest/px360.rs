@@ -1,0 +1,754 @@
+//! PX360: the HIS patient-data JSON of `seeds/px360-his-integration.txt`
+//! (`FetchPatientDataTimeStampList` with one demographic object, the visit timeline in
+//! `FetchPatientDataTimeStampVisitDataList`, `Code` and `Status`).
+//!
+//! The same types serve three sides: [`render`] builds the body from canonical patient,
+//! encounter and visit events; [`validate`] is the check PX360 runs on arrival (shared by the
+//! sandbox and by the webhook source that takes this JSON from HIS systems); and
+//! `from_json::px360` turns a received body back into a canonical event.
+//!
+//! The visit type -> journey stage table is configuration ([`Px360Options`]), with the seed's
+//! table as its default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{MappingError, Rendered};
+use crate::model::{ContactUse, Encounter, Event, EventKind, IdentifierKind, Patient, Timestamp};
+
+/// Path of the PX360 HIS patient-data endpoint, relative to the destination's base URL.
+pub const PATH: &str = "/api/simulator/his-patient-data/";
+
+/// `Type` of the demographic object, as the HIS sends it.
+pub const DEMOGRAPHIC_TYPE: &str = "Patient Demographic details";
+
+/// Date-time format of `AdmitDate`, `DischargeDate` and `BillDate` (`05-Jun-2025 11:06`).
+pub const DATE_TIME_FORMAT: &str = "%d-%b-%Y %H:%M";
+
+/// Date format of `DOB` (`1990-01-15`).
+pub const DOB_FORMAT: &str = "%Y-%m-%d";
+
+/// The whole HIS patient-data body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HisPatientData {
+    /// One demographic object per admission (the seed always sends exactly one).
+    #[serde(rename = "FetchPatientDataTimeStampList")]
+    pub demographics: Vec<HisDemographic>,
+    /// The visit timeline, in time order.
+    #[serde(rename = "FetchPatientDataTimeStampVisitDataList")]
+    pub visits: Vec<HisVisit>,
+    /// Result code, `200` on success.
+    #[serde(rename = "Code")]
+    pub code: i64,
+    /// Result status, `Success`.
+    #[serde(rename = "Status")]
+    pub status: String,
+}
+
+/// The demographic object, with the seed's exact keys; every value is text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HisDemographic {
+    /// Always [`DEMOGRAPHIC_TYPE`].
+    #[serde(rename = "Type", default = "demographic_type")]
+    pub kind: String,
+    /// HIS patient number (MRN).
+    #[serde(rename = "PatientID")]
+    pub patient_id: String,
+    /// Admission / visit number.
+    #[serde(rename = "AdmissionID")]
+    pub admission_id: String,
+    /// Hospital number.
+    #[serde(rename = "HospitalID")]
+    pub hospital_id: String,
+    /// Hospital code name, e.g. `ALH-main`.
+    pub hospital_name: String,
+    /// Admission time, [`DATE_TIME_FORMAT`].
+    pub admit_date: String,
+    /// Discharge time, [`DATE_TIME_FORMAT`]; absent while admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discharge_date: Option<String>,
+    /// National id number.
+    #[serde(rename = "SSN", default, skip_serializing_if = "Option::is_none")]
+    pub ssn: Option<String>,
+    /// Full name.
+    pub patient_name: String,
+    /// Mobile number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_no: Option<String>,
+    /// `Male` / `Female`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+    /// Age in years at admission, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_age: Option<String>,
+    /// Nationality, e.g. `Saudi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_nationality: Option<String>,
+    /// Birth date, [`DOB_FORMAT`].
+    #[serde(rename = "DOB", default, skip_serializing_if = "Option::is_none")]
+    pub dob: Option<String>,
+    /// Attending doctor code.
+    #[serde(
+        rename = "ConsultantID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub consultant_id: Option<String>,
+    /// Attending doctor name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_doctor: Option<String>,
+    /// Insurer name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insurance_company_name: Option<String>,
+    /// `Insurance` / `Cash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bill_type: Option<String>,
+    /// `Yes` / `No`.
+    #[serde(rename = "IsVIP", default, skip_serializing_if = "Option::is_none")]
+    pub is_vip: Option<String>,
+}
+
+fn demographic_type() -> String {
+    DEMOGRAPHIC_TYPE.to_owned()
+}
+
+/// One entry of the visit timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HisVisit {
+    /// HIS visit type, e.g. `Consultation`, `Prescribed Drugs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// When it happened, [`DATE_TIME_FORMAT`].
+    #[serde(rename = "BillDate")]
+    pub bill_date: String,
+}
+
+/// PX360 options: the two tables of the integration, both configuration data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Px360Options {
+    /// Canonical visit event (`consultation`, `doctor_visit`, ...) -> HIS visit `Type`.
+    #[serde(default = "default_visit_types")]
+    pub visit_types: BTreeMap<String, String>,
+    /// HIS visit `Type` -> PX360 journey stage (the seed's table by default).
+    #[serde(default = "default_journey_stages")]
+    pub journey_stages: BTreeMap<String, String>,
+    /// `HospitalID` to send; defaults to the sending facility of the source message.
+    #[serde(default)]
+    pub hospital_id: Option<String>,
+    /// `HospitalName` to send; defaults to the sending facility, then the encounter's branch.
+    #[serde(default)]
+    pub hospital_name: Option<String>,
+    /// Configured field mapping applied to the rendered body.
+    #[serde(default)]
+    pub mapping: crate::mapping::FieldMapping,
+}
+
+impl Default for Px360Options {
+    fn default() -> Self {
+        Self {
+            visit_types: default_visit_types(),
+            journey_stages: default_journey_stages(),
+            hospital_id: None,
+            hospital_name: None,
+            mapping: Default::default(),
+        }
+    }
+}
+
+impl Px360Options {
+    /// Every problem in the options, with its key path (for `switchboard check`): a visit type
+    /// without a journey stage would leave PX360 unable to place the visit.
+    pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
+        let mut problems: Vec<crate::mapping::ConfigProblem> = self
+            .visit_types
+            .iter()
+            .filter(|(_, his)| !self.journey_stages.contains_key(*his))
+            .map(|(kind, his)| crate::mapping::ConfigProblem {
+                key: format!("visit_types.{kind}"),
+                message: format!("HIS visit type {his:?} has no entry in journey_stages"),
+            })
+            .collect();
+        problems.extend(self.mapping.validate_at("mapping"));
+        problems
+    }
+
+    /// The journey stage of a HIS visit type, if the table has one.
+    pub fn journey_stage(&self, his_type: &str) -> Option<&str> {
+        self.journey_stages.get(his_type).map(String::as_str)
+    }
+
+    /// The canonical visit event of a HIS visit type (reverse of `visit_types`).
+    pub fn canonical_visit(&self, his_type: &str) -> Option<&str> {
+        self.visit_types
+            .iter()
+            .find(|(_, v)| v.as_str() == his_type)
+            .map(|(k, _)| k.as_str())
+    }
+}
+
+/// Default canonical visit event -> HIS visit type table. The canonical kinds are what
+/// `from_v2` derives from the HIS type text (ZVT-2, lower-cased, non-alphanumerics -> `_`).
+pub fn default_visit_types() -> BTreeMap<String, String> {
+    [
+        ("consultation", "Consultation"),
+        ("doctor_visited", "Doctor Visited"),
+        ("clinical_condtion", "Clinical Condtion"),
+        ("chiefcomplaint", "ChiefComplaint"),
+        ("prescribed_drugs", "Prescribed Drugs"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Default HIS visit type -> journey stage table, from the seed (spelling of `Clinical Condtion`
+/// included, since that is what the HIS sends).
+pub fn default_journey_stages() -> BTreeMap<String, String> {
+    [
+        ("Consultation", "MD Consultation"),
+        ("Doctor Visited", "MD Visit"),
+        ("Clinical Condtion", "Clinical Assessment"),
+        ("ChiefComplaint", "Patient Assessment"),
+        ("Prescribed Drugs", "Pharmacy"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// PX360's answer to a body that fails [`validate`]: `details` maps each field to its messages.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("Invalid HIS data format")]
+pub struct HisValidationError {
+    /// Field -> list of messages; nested lists hold one object per array element.
+    pub details: Map<String, Value>,
+}
+
+impl HisValidationError {
+    /// The HTTP 400 body: `{"error":"Invalid HIS data format","details":{...}}`.
+    pub fn to_body(&self) -> Value {
+        json!({"error": "Invalid HIS data format", "details": self.details})
+    }
+}
+
+const REQUIRED: &str = "This field is required.";
+
+const REQUIRED_DEMOGRAPHIC: [&str; 6] = [
+    "PatientID",
+    "AdmissionID",
+    "HospitalID",
+    "HospitalName",
+    "AdmitDate",
+    "PatientName",
+];
+
+/// Checks a received body the way PX360's serializer does and returns it typed.
+///
+/// Required: `FetchPatientDataTimeStampList` (at least one object with `PatientID`,
+/// `AdmissionID`, `HospitalID`, `HospitalName`, `AdmitDate`, `PatientName`),
+/// `FetchPatientDataTimeStampVisitDataList` (each with `Type`, `BillDate`), `Code`, `Status`.
+/// Dates must match [`DATE_TIME_FORMAT`] and `DOB` [`DOB_FORMAT`]. Every problem is reported.
+///
+/// # Errors
+/// [`HisValidationError`] listing every field in error, in PX360's format.
+pub fn validate(body: &Value) -> Result<HisPatientData, HisValidationError> {
+    let mut details = Map::new();
+    let Some(obj) = body.as_object() else {
+        details.insert(
+            "non_field_errors".into(),
+            json!(["Invalid data. Expected a dictionary."]),
+        );
+        return Err(HisValidationError { details });
+    };
+    match obj.get("FetchPatientDataTimeStampList") {
+        None | Some(Value::Null) => {
+            details.insert("FetchPatientDataTimeStampList".into(), json!([REQUIRED]));
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            details.insert(
+                "FetchPatientDataTimeStampList".into(),
+                json!(["This list may not be empty."]),
+            );
+        }
+        Some(Value::Array(items)) => {
+            let per_item: Vec<Value> = items.iter().map(check_demographic).collect();
+            if per_item
+                .iter()
+                .any(|e| e.as_object().is_some_and(|m| !m.is_empty()))
+            {
+                details.insert(
+                    "FetchPatientDataTimeStampList".into(),
+                    Value::Array(per_item),
+                );
+            }
+        }
+        Some(_) => {
+            details.insert(
+                "FetchPatientDataTimeStampList".into(),
+                json!(["Expected a list of items."]),
+            );
+        }
+    }
+    match obj.get("FetchPatientDataTimeStampVisitDataList") {
+        None | Some(Value::Null) => {
+            details.insert(
+                "FetchPatientDataTimeStampVisitDataList".into(),
+                json!([REQUIRED]),
+            );
+        }
+        Some(Value::Array(items)) => {
+            let per_item: Vec<Value> = items.iter().map(check_visit).collect();
+            if per_item
+                .iter()
+                .any(|e| e.as_object().is_some_and(|m| !m.is_empty()))
+            {
+                details.insert(
+                    "FetchPatientDataTimeStampVisitDataList".into(),
+                    Value::Array(per_item),
+                );
+            }
+        }
+        Some(_) => {
+            details.insert(
+                "FetchPatientDataTimeStampVisitDataList".into(),
+                json!(["Expected a list of items."]),
+            );
+        }
+    }
+    match obj.get("Code") {
+        None | Some(Value::Null) => {
+            details.insert("Code".into(), json!([REQUIRED]));
+        }
+        Some(v) if v.as_i64().is_none() && v.as_str().is_none_or(|s| s.parse::<i64>().is_err()) => {
+            details.insert("Code".into(), json!(["A valid integer is required."]));
+        }
+        Some(_) => {}
+    }
+    match obj.get("Status") {
+        None | Some(Value::Null) => {
+            details.insert("Status".into(), json!([REQUIRED]));
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => {
+            details.insert("Status".into(), json!(["Not a valid string."]));
+        }
+    }
+    if !details.is_empty() {
+        return Err(HisValidationError { details });
+    }
+    let mut normalised = body.clone();
+    if let Some(code) = normalised.get_mut("Code") {
+        if let Some(n) = code.as_str().and_then(|s| s.parse::<i64>().ok()) {
+            *code = json!(n);
+        }
+    }
+    // HIS exports send some ids as numbers (`"HospitalID": 1`); the wire type is text.
+    for list in [
+        "FetchPatientDataTimeStampList",
+        "FetchPatientDataTimeStampVisitDataList",
+    ] {
+        if let Some(Value::Array(items)) = normalised.get_mut(list) {
+            for value in items
+                .iter_mut()
+                .filter_map(Value::as_object_mut)
+                .flat_map(|o| o.values_mut())
+            {
+                if value.is_number() || value.is_boolean() {
+                    *value = Value::String(value.to_string());
+                }
+            }
+        }
+    }
+    serde_json::from_value(normalised).map_err(|e| {
+        let mut details = Map::new();
+        details.insert("non_field_errors".into(), json!([e.to_string()]));
+        HisValidationError { details }
+    })
+}
+
+fn check_demographic(item: &Value) -> Value {
+    let mut errors = Map::new();
+    let Some(obj) = item.as_object() else {
+        errors.insert(
+            "non_field_errors".into(),
+            json!(["Invalid data. Expected a dictionary."]),
+        );
+        return Value::Object(errors);
+    };
+    for key in REQUIRED_DEMOGRAPHIC {
+        if obj.get(key).and_then(text).is_none_or(str::is_empty) {
+            errors.insert(key.into(), json!([REQUIRED]));
+        }
+    }
+    for (key, value) in obj {
+        if value.is_object() || value.is_array() {
+            errors.insert(key.clone(), json!(["Not a valid string."]));
+        }
+    }
+    for key in ["AdmitDate", "DischargeDate"] {
+        if let Some(s) = obj.get(key).and_then(text).filter(|s| !s.is_empty()) {
+            if chrono::NaiveDateTime::parse_from_str(s, DATE_TIME_FORMAT).is_err() {
+                errors.insert(
+                    key.into(),
+                    json!(["Datetime has wrong format. Use one of these formats instead: DD-Mon-YYYY HH:MM."]),
+                );
+            }
+        }
+    }
+    if let Some(s) = obj.get("DOB").and_then(text).filter(|s| !s.is_empty()) {
+        if chrono::NaiveDate::parse_from_str(s, DOB_FORMAT).is_err() {
+            errors.insert(
+                "DOB".into(),
+                json!(["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]),
+            );
+        }
+    }
+    Value::Object(errors)
+}
+
+fn check_visit(item: &Value) -> Value {
+    let mut errors = Map::new();
+    let Some(obj) = item.as_object() else {
+        errors.insert(
+            "non_field_errors".into(),
+            json!(["Invalid data. Expected a dictionary."]),
+        );
+        return Value::Object(errors);
+    };
+    for key in ["Type", "BillDate"] {
+        if obj.get(key).and_then(text).is_none_or(str::is_empty) {
+            errors.insert(key.into(), json!([REQUIRED]));
+        }
+    }
+    if let Some(s) = obj.get("BillDate").and_then(text).filter(|s| !s.is_empty()) {
+        if chrono::NaiveDateTime::parse_from_str(s, DATE_TIME_FORMAT).is_err() {
+            errors.insert(
+                "BillDate".into(),
+                json!(["Datetime has wrong format. Use one of these formats instead: DD-Mon-YYYY HH:MM."]),
+            );
+        }
+    }
+    Value::Object(errors)
+}
+
+fn text(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+/// Formats a timestamp as [`DATE_TIME_FORMAT`] (`05-Jun-2025 11:06`), local time as sent.
+pub fn his_date_time(ts: &Timestamp) -> String {
+    ts.naive_date_time().format(DATE_TIME_FORMAT).to_string()
+}
+
+fn age_years(birth: &Timestamp, at: &Timestamp) -> Option<u32> {
+    at.naive_date().years_since(birth.naive_date())
+}
+
+/// Builds the HIS patient-data body from a patient and an encounter (with its visit timeline).
+///
+/// Visit events whose kind is in `visit_types` get that HIS type; other kinds are sent as they
+/// are. Visit events without a time are left out (`BillDate` is required).
+///
+/// # Errors
+/// [`MappingError::MissingField`] without a patient identifier, visit number, admission time or
+/// hospital (from the options or the sending facility).
+pub fn patient_data(
+    event: &Event,
+    patient: &Patient,
+    encounter: &Encounter,
+    opts: &Px360Options,
+) -> Result<HisPatientData, MappingError> {
+    let patient_id = patient
+        .primary_identifier()
+        .ok_or_else(|| super::missing("patient.identifiers"))?
+        .value
+        .clone();
+    let admission_id = encounter
+        .visit_number
+        .clone()
+        .ok_or_else(|| super::missing("encounter.visit_number"))?;
+    let admit = encounter
+        .admit_time
+        .as_ref()
+        .ok_or_else(|| super::missing("encounter.admit_time"))?;
+    let facility = event.source.sending_facility.clone();
+    let hospital_id = opts
+        .hospital_id
+        .clone()
+        .or_else(|| facility.clone())
+        .ok_or_else(|| super::missing("options.hospital_id"))?;
+    let hospital_name = opts
+        .hospital_name
+        .clone()
+        .or(facility)
+        .or_else(|| encounter.location.as_ref().and_then(|l| l.branch.clone()))
+        .ok_or_else(|| super::missing("options.hospital_name"))?;
+    let mobile = patient
+        .phones
+        .iter()
+        .find(|p| p.use_ == Some(ContactUse::Mobile))
+        .or_else(|| patient.phones.first())
+        .map(|p| p.number.clone());
+    let bill_type = if encounter.insurer.is_some() {
+        Some("Insurance".to_owned())
+    } else {
+        encounter
+            .financial_class
+            .as_ref()
+            .and_then(|c| c.label())
+            .map(str::to_owned)
+    };
+    let demographic = HisDemographic {
+        kind: DEMOGRAPHIC_TYPE.to_owned(),
+        patient_id,
+        admission_id,
+        hospital_id,
+        hospital_name,
+        admit_date: his_date_time(admit),
+        discharge_date: encounter.discharge_time.as_ref().map(his_date_time),
+        ssn: patient
+            .identifier_of(IdentifierKind::NationalId)
+            .map(|i| i.value.clone()),
+        patient_name: patient.name.full(),
+        mobile_no: mobile,
+        gender: patient
+            .gender
+            .map(super::opsport::gender_text)
+            .map(str::to_owned),
+        full_age: patient
+            .birth_date
+            .as_ref()
+            .and_then(|b| age_years(b, admit))
+            .map(|a| a.to_string()),
+        patient_nationality: patient
+            .nationality
+            .as_ref()
+            .and_then(|c| c.label())
+            .map(str::to_owned),
+        dob: patient.birth_date.as_ref().map(Timestamp::date_iso),
+        consultant_id: encounter.attending.as_ref().and_then(|p| p.code.clone()),
+        primary_doctor: encounter
+            .attending
+            .as_ref()
+            .map(|p| p.name.full())
+            .filter(|n| !n.is_empty()),
+        insurance_company_name: encounter.insurer.clone(),
+        bill_type,
+        is_vip: Some(if patient.vip { "Yes" } else { "No" }.to_owned()),
+    };
+    let visits = encounter
+        .events
+        .iter()
+        // Admission and discharge are AdmitDate/DischargeDate, not visit steps.
+        .filter(|v| !matches!(v.kind.as_str(), "admitted" | "discharged"))
+        .filter_map(|v| {
+            let time = v.time.as_ref()?;
+            let kind = opts
+                .visit_types
+                .get(&v.kind)
+                .cloned()
+                .unwrap_or_else(|| v.kind.clone());
+            Some(HisVisit {
+                kind,
+                bill_date: his_date_time(time),
+            })
+        })
+        .collect();
+    Ok(HisPatientData {
+        demographics: vec![demographic],
+        visits,
+        code: 200,
+        status: "Success".to_owned(),
+    })
+}
+
+/// Renders a canonical event for PX360: one HIS patient-data body for admissions and
+/// discharges, and for other patient/encounter events whose encounter has a visit number and
+/// admit time; nothing for appointments, orders, results and charges.
+///
+/// # Errors
+/// See [`patient_data`]; for an admission or discharge, a missing visit number or admit time.
+pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, MappingError> {
+    let (Some(patient), Some(encounter)) = (&event.patient, &event.encounter) else {
+        return Ok(Vec::new());
+    };
+    let admission_required = match event.kind {
+        EventKind::EncounterAdmitted | EventKind::EncounterDischarged => true,
+        EventKind::EncounterPreadmitted
+        | EventKind::EncounterCancelled
+        | EventKind::EncounterDischargeCancelled
+        | EventKind::PatientRegistered
+        | EventKind::PatientUpdated
+        | EventKind::PatientMerged => false,
+        // Appointments, orders, results and charges are not part of the patient journey feed.
+        _ => return Ok(Vec::new()),
+    };
+    // Other events without an admission (no visit number or admit time) have nothing for the
+    // journey; an admit or discharge without them is an error the operator must see.
+    if !admission_required && (encounter.visit_number.is_none() || encounter.admit_time.is_none()) {
+        return Ok(Vec::new());
+    }
+    let data = patient_data(event, patient, encounter, opts)?;
+    let mut body = serde_json::to_value(&data).map_err(|e| MappingError::InvalidValue {
+        path: "px360".into(),
+        reason: e.to_string(),
+    })?;
+    opts.mapping.apply(&mut body);
+    let demographic = &data.demographics[0];
+    Ok(vec![Rendered {
+        path: PATH.to_owned(),
+        body,
+        idempotency_key: crate::model::stable_id(&[
+            "px360",
+            &event.id,
+            &demographic.patient_id,
+            &demographic.admission_id,
+        ]),
+        kind: "patient_data".to_owned(),
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_sample() -> Value {
+        json!({
+            "FetchPatientDataTimeStampList": [{
+                "Type": "Patient Demographic details",
+                "PatientID": "123456", "AdmissionID": "789012", "HospitalID": "1",
+                "HospitalName": "ALH-main", "AdmitDate": "05-Jun-2025 11:06",
+                "DischargeDate": "05-Jun-2025 15:30", "SSN": "1234567890",
+                "PatientName": "Ahmed Mohammed", "MobileNo": "0501234567", "Gender": "Male",
+                "FullAge": "35", "PatientNationality": "Saudi", "DOB": "1990-01-15",
+                "ConsultantID": "PHY001", "PrimaryDoctor": "Dr. Mohammed",
+                "InsuranceCompanyName": "Bupa", "BillType": "Insurance", "IsVIP": "No"
+            }],
+            "FetchPatientDataTimeStampVisitDataList": [
+                {"Type": "Consultation", "BillDate": "05-Jun-2025 11:06"},
+                {"Type": "Doctor Visited", "BillDate": "05-Jun-2025 11:20"},
+                {"Type": "Clinical Condtion", "BillDate": "05-Jun-2025 11:30"},
+                {"Type": "ChiefComplaint", "BillDate": "05-Jun-2025 11:35"},
+                {"Type": "Prescribed Drugs", "BillDate": "05-Jun-2025 12:00"}
+            ],
+            "Code": 200,
+            "Status": "Success"
+        })
+    }
+
+    #[test]
+    fn seed_samples_validate_and_serialise_back_identically() {
+        let body = seed_sample();
+        let data = validate(&body).expect("seed sample is valid");
+        assert_eq!(serde_json::to_value(&data).expect("serialises"), body);
+        // The seed's shorter test script sample (no DOB, gender...) is valid too.
+        let short = json!({
+            "FetchPatientDataTimeStampList": [{
+                "Type": "Patient Demographic details", "PatientID": "TEST001",
+                "AdmissionID": "ADM001", "HospitalID": "1", "HospitalName": "ALH-main",
+                "AdmitDate": "05-Jun-2025 11:06", "DischargeDate": "05-Jun-2025 15:30",
+                "SSN": "1234567890", "PatientName": "Test Patient", "MobileNo": "0501234567"
+            }],
+            "FetchPatientDataTimeStampVisitDataList": [
+                {"Type": "Consultation", "BillDate": "05-Jun-2025 11:06"}
+            ],
+            "Code": 200, "Status": "Success"
+        });
+        assert!(validate(&short).is_ok());
+    }
+
+    #[test]
+    fn missing_fields_give_the_seed_error_body() {
+        let mut body = seed_sample();
+        let obj = body.as_object_mut().expect("object");
+        obj.remove("Code");
+        obj.remove("Status");
+        let err = validate(&body).expect_err("invalid");
+        assert_eq!(
+            err.to_body(),
+            json!({"error": "Invalid HIS data format", "details": {
+                "Code": ["This field is required."], "Status": ["This field is required."]
+            }})
+        );
+    }
+
+    #[test]
+    fn nested_errors_name_the_item_and_field() {
+        let mut body = seed_sample();
+        body["FetchPatientDataTimeStampList"][0]["AdmitDate"] = json!("2025-06-05 11:06");
+        body["FetchPatientDataTimeStampList"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("PatientID");
+        body["FetchPatientDataTimeStampVisitDataList"][1]["BillDate"] = json!("");
+        let err = validate(&body).expect_err("invalid");
+        let d = &err.details;
+        assert_eq!(
+            d["FetchPatientDataTimeStampList"][0]["PatientID"],
+            json!(["This field is required."])
+        );
+        assert!(d["FetchPatientDataTimeStampList"][0]["AdmitDate"].is_array());
+        assert_eq!(d["FetchPatientDataTimeStampVisitDataList"][0], json!({}));
+        assert_eq!(
+            d["FetchPatientDataTimeStampVisitDataList"][1]["BillDate"],
+            json!(["This field is required."])
+        );
+    }
+
+    #[test]
+    fn options_validate_names_the_key() {
+        assert!(Px360Options::default().validate().is_empty());
+        let mut o = Px360Options::default();
+        o.visit_types.insert("x_ray".into(), "Radiology".into());
+        let keys: Vec<String> = o.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["visit_types.x_ray"]);
+        let ops: crate::dest::opsport::OpsportOptions = serde_json::from_value(json!({
+            "statuses": {"booked": "Confirmed", "maybe": "?"},
+            "mapping": {"doctors": {"rename": {"a": "b.c"}}}
+        }))
+        .expect("options");
+        let keys: Vec<String> = ops.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "statuses.maybe",
+                "mapping.doctors",
+                "mapping.doctors.rename.\"a\""
+            ]
+        );
+    }
+
+    #[test]
+    fn journey_stage_table_is_the_seed_table() {
+        let o = Px360Options::default();
+        assert_eq!(
+            o.journey_stage("Clinical Condtion"),
+            Some("Clinical Assessment")
+        );
+        assert_eq!(o.journey_stage("Prescribed Drugs"), Some("Pharmacy"));
+        assert_eq!(o.canonical_visit("Doctor Visited"), Some("doctor_visited"));
+    }
+
+    #[test]
+    fn rendered_body_passes_validation_and_reads_back() {
+        let text = include_str!("../../../fixtures/model/_dest_inputs/adt_a04_registered.json");
+        let event: Event = serde_json::from_str(text).expect("fixture");
+        let rendered = render(&event, &Px360Options::default()).expect("renders");
+        assert_eq!(rendered.len(), 1);
+        assert!(validate(&rendered[0].body).is_ok());
+        let back =
+            crate::from_json::px360::events_from_body(&rendered[0].body, &Px360Options::default())
+                .expect("reads back");
+        let encounter = back[0].encounter.as_ref().expect("encounter");
+        let kinds: Vec<&str> = encounter.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["consultation", "doctor_visited", "prescribed_drugs"]);
+        assert_eq!(back[0].kind, crate::model::EventKind::EncounterDischarged);
+        let patient = back[0].patient.as_ref().expect("patient");
+        assert_eq!(patient.identifiers[0].value, "P-10928");
+        assert!(patient.vip);
+    }
+}

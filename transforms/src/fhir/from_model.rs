@@ -1,0 +1,1394 @@
+//! Canonical -> FHIR R4: one resource per entity an event carries, with deterministic ids and
+//! a transaction Bundle of conditional PUTs by identifier.
+//!
+//! Resource ids are [`resource_id`]s: a [`stable_id`] of the resource type and the entity's
+//! first identifier, so every message about the same patient, appointment or charge addresses
+//! the same resource, and references between the resources of one event need no lookup.
+//! Values the model holds but R4 has no element for (VIP flag, blood type, payment outcome,
+//! visit events, location parts) travel in `urn:switchboard:fhir:*` extensions (see
+//! [`super::systems`]) so that FHIR -> canonical gives them back.
+
+use fhirbolt::model::r4::resources as r;
+use fhirbolt::model::r4::types as t;
+use fhirbolt::model::r4::Resource;
+
+use super::systems;
+use super::FhirError;
+use crate::model::stable_id;
+use crate::model::{
+    Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
+    EncounterClass, Event, EventKind, Gender, HumanName, Identifier, IdentifierKind, Location,
+    Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner, Precision, Priority,
+    ResultReport, ResultStatus, Timestamp,
+};
+
+/// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
+pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
+    stable_id(&[resource_type, system, value])
+}
+
+/// Options of [`transaction_bundle`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BundleOptions {
+    /// `batch` instead of `transaction` (entries succeed or fail one by one).
+    pub batch: bool,
+}
+
+/// FHIR `dateTime`/`instant` text of a timestamp: dates as sent (`YYYY`, `YYYY-MM`,
+/// `YYYY-MM-DD`), times with seconds and the offset when the sender gave one.
+pub(crate) fn date_time(ts: &Timestamp) -> String {
+    match ts.precision() {
+        Precision::Year | Precision::Month | Precision::Day => ts.to_iso(),
+        Precision::Second | Precision::Fraction => ts.to_iso(),
+        Precision::Hour | Precision::Minute => {
+            let dt = ts.naive_date_time();
+            let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+            if let Some(off) = ts.offset_minutes() {
+                let sign = if off < 0 { '-' } else { '+' };
+                let abs = off.unsigned_abs();
+                s.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
+            }
+            s
+        }
+    }
+}
+
+fn fstr(v: &str) -> t::String {
+    v.into()
+}
+
+pub(crate) fn identifier_system(id: &Identifier) -> &'static str {
+    match id.kind {
+        IdentifierKind::Mrn => systems::MRN,
+        IdentifierKind::PatientNumber => systems::PATIENT_NUMBER,
+        IdentifierKind::NationalId => systems::NATIONAL_ID,
+        IdentifierKind::Passport => systems::PASSPORT,
+        IdentifierKind::AccountNumber => systems::ACCOUNT,
+        IdentifierKind::Other => systems::OTHER,
+    }
+}
+
+fn plain_identifier(system: &str, value: &str) -> t::Identifier {
+    t::Identifier {
+        system: Some(system.into()),
+        value: Some(fstr(value)),
+        ..Default::default()
+    }
+}
+
+fn patient_identifier(id: &Identifier) -> t::Identifier {
+    t::Identifier {
+        system: Some(identifier_system(id).into()),
+        value: Some(fstr(&id.value)),
+        r#type: id.type_code.as_deref().map(|code| {
+            Box::new(t::CodeableConcept {
+                coding: vec![t::Coding {
+                    system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                    code: Some(code.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        }),
+        assigner: id.assigning_authority.as_deref().map(|a| {
+            Box::new(t::Reference {
+                display: Some(fstr(a)),
+                ..Default::default()
+            })
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn codeable(c: &Coded) -> t::CodeableConcept {
+    let coding = if c.code.is_some() || c.system.is_some() {
+        vec![t::Coding {
+            system: c.system.as_deref().map(Into::into),
+            code: c.code.as_deref().map(Into::into),
+            display: c.text.as_deref().map(fstr),
+            ..Default::default()
+        }]
+    } else {
+        Vec::new()
+    };
+    t::CodeableConcept {
+        coding,
+        text: c.text.as_deref().map(fstr),
+        ..Default::default()
+    }
+}
+
+fn human_name(n: &HumanName, second_language: bool) -> t::HumanName {
+    let mut given = Vec::new();
+    given.extend(n.given.as_deref().map(fstr));
+    given.extend(n.middle.as_deref().map(fstr));
+    let mut extension = Vec::new();
+    if let Some(language) = n.language.as_deref() {
+        extension.push(ext(
+            systems::EXT_NAME_LANGUAGE,
+            t::ExtensionValue::Code(language.into()),
+        ));
+    }
+    if second_language {
+        extension.push(ext(
+            systems::EXT_SECOND_LANGUAGE_NAME,
+            t::ExtensionValue::Boolean(true.into()),
+        ));
+    }
+    t::HumanName {
+        r#use: Some(if second_language { "usual" } else { "official" }.into()),
+        family: n.family.as_deref().map(fstr),
+        given,
+        prefix: n.prefix.as_deref().map(fstr).into_iter().collect(),
+        suffix: n.suffix.as_deref().map(fstr).into_iter().collect(),
+        extension,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn ext(url: &str, value: t::ExtensionValue) -> t::Extension {
+    t::Extension {
+        url: url.to_owned(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn ext_str(url: &str, value: Option<&str>) -> Option<t::Extension> {
+    value.map(|v| ext(url, t::ExtensionValue::String(fstr(v))))
+}
+
+fn reference(resource_type: &str, id: &str, display: Option<String>) -> t::Reference {
+    t::Reference {
+        reference: Some(fstr(&format!("{resource_type}/{id}"))),
+        display: display.map(|d| fstr(&d)),
+        ..Default::default()
+    }
+}
+
+/// Id and reference of the patient an identifier names.
+fn patient_ref(id: &Identifier) -> t::Reference {
+    let mut r = reference(
+        "Patient",
+        &resource_id("Patient", identifier_system(id), &id.value),
+        None,
+    );
+    r.identifier = Some(Box::new(patient_identifier(id)));
+    r
+}
+
+/// The key identifier of a patient: the canonical primary identifier.
+fn patient_key(p: &Patient) -> Option<&Identifier> {
+    p.primary_identifier()
+}
+
+fn practitioner_key(p: &Practitioner) -> Option<(&'static str, &str)> {
+    p.code
+        .as_deref()
+        .map(|c| (systems::PRACTITIONER, c))
+        .or_else(|| p.licence_number.as_deref().map(|l| (systems::LICENCE, l)))
+        .or_else(|| {
+            p.registration_number
+                .as_deref()
+                .map(|r| (systems::REGISTRATION, r))
+        })
+}
+
+fn practitioner_ref(p: &Practitioner) -> Option<t::Reference> {
+    let (system, value) = practitioner_key(p)?;
+    let name = p.name.full();
+    let mut r = reference(
+        "Practitioner",
+        &resource_id("Practitioner", system, value),
+        (!name.is_empty()).then_some(name),
+    );
+    r.identifier = Some(Box::new(plain_identifier(system, value)));
+    Some(r)
+}
+
+fn location_ref(l: &Location) -> Option<t::Reference> {
+    let code = l.code.as_deref()?;
+    let mut r = reference(
+        "Location",
+        &resource_id("Location", systems::LOCATION, code),
+        l.name.clone(),
+    );
+    r.identifier = Some(Box::new(plain_identifier(systems::LOCATION, code)));
+    Some(r)
+}
+
+fn encounter_ref(visit_number: &str) -> t::Reference {
+    let mut r = reference(
+        "Encounter",
+        &resource_id("Encounter", systems::VISIT, visit_number),
+        None,
+    );
+    r.identifier = Some(Box::new(plain_identifier(systems::VISIT, visit_number)));
+    r
+}
+
+fn gender_code(g: Gender) -> &'static str {
+    match g {
+        Gender::Male => "male",
+        Gender::Female => "female",
+        Gender::Other | Gender::Ambiguous => "other",
+        Gender::Unknown | Gender::NotApplicable => "unknown",
+    }
+}
+
+fn contact_use(u: Option<ContactUse>) -> Option<t::Code> {
+    match u? {
+        ContactUse::Home => Some("home".into()),
+        ContactUse::Work => Some("work".into()),
+        ContactUse::Mobile => Some("mobile".into()),
+        ContactUse::Emergency => Some("temp".into()),
+        ContactUse::Other => None,
+    }
+}
+
+/// FHIR Patient of a canonical patient.
+///
+/// # Errors
+/// [`FhirError::Render`] when the patient has no identifier (the resource id derives from it).
+pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
+    let key = patient_key(p).ok_or_else(|| FhirError::Render {
+        path: "patient.identifiers".into(),
+        reason: "a patient needs an identifier".into(),
+    })?;
+    let mut name = Vec::new();
+    if !p.name.is_empty() {
+        name.push(human_name(&p.name, false));
+    }
+    if let Some(n) = p.second_language_name.as_ref().filter(|n| !n.is_empty()) {
+        name.push(human_name(n, true));
+    }
+    let mut telecom: Vec<t::ContactPoint> = p
+        .phones
+        .iter()
+        .map(|ph| t::ContactPoint {
+            system: Some("phone".into()),
+            value: Some(fstr(&ph.number)),
+            r#use: contact_use(ph.use_),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(email) = &p.email {
+        telecom.push(t::ContactPoint {
+            system: Some("email".into()),
+            value: Some(fstr(email)),
+            ..Default::default()
+        });
+    }
+    let mut extension = Vec::new();
+    if p.vip {
+        extension.push(ext(
+            systems::EXT_VIP,
+            t::ExtensionValue::Boolean(true.into()),
+        ));
+    }
+    extension.extend(ext_str(systems::EXT_BLOOD_TYPE, p.blood_type.as_deref()));
+    if let Some(n) = &p.nationality {
+        extension.push(ext(
+            systems::EXT_NATIONALITY,
+            t::ExtensionValue::CodeableConcept(Box::new(codeable(n))),
+        ));
+    }
+    Ok(r::Patient {
+        id: Some(resource_id("Patient", identifier_system(key), &key.value).into()),
+        extension,
+        identifier: p.identifiers.iter().map(patient_identifier).collect(),
+        name,
+        telecom,
+        gender: p.gender.map(|g| gender_code(g).into()),
+        birth_date: p.birth_date.as_ref().map(|b| {
+            if b.precision() > Precision::Day {
+                // R4 birthDate is a date; the time travels in the standard birthTime extension.
+                t::Date {
+                    value: Some(b.date_iso()),
+                    extension: vec![ext(
+                        EXT_BIRTH_TIME,
+                        t::ExtensionValue::DateTime(date_time(b).into()),
+                    )],
+                    ..Default::default()
+                }
+            } else {
+                b.to_iso().into()
+            }
+        }),
+        deceased: p
+            .death_time
+            .as_ref()
+            .map(|d| r::PatientDeceased::DateTime(date_time(d).into())),
+        address: p
+            .address
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| t::Address {
+                r#use: match a.use_ {
+                    Some(ContactUse::Home) => Some("home".into()),
+                    Some(ContactUse::Work) => Some("work".into()),
+                    _ => None,
+                },
+                line: a.lines.iter().map(|l| fstr(l)).collect(),
+                city: a.city.as_deref().map(fstr),
+                district: a.district.as_deref().map(fstr),
+                state: a.state.as_deref().map(fstr),
+                postal_code: a.postal_code.as_deref().map(fstr),
+                country: a.country.as_deref().map(fstr),
+                ..Default::default()
+            })
+            .collect(),
+        marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
+        communication: p
+            .language
+            .iter()
+            .map(|l| r::PatientCommunication {
+                language: Box::new(codeable(l)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// FHIR Practitioner of a canonical practitioner, `None` without code, licence or registration.
+pub fn practitioner(p: &Practitioner) -> Option<r::Practitioner> {
+    let (system, value) = practitioner_key(p)?;
+    let mut identifier = Vec::new();
+    identifier.extend(
+        p.code
+            .as_deref()
+            .map(|c| plain_identifier(systems::PRACTITIONER, c)),
+    );
+    identifier.extend(
+        p.licence_number
+            .as_deref()
+            .map(|c| plain_identifier(systems::LICENCE, c)),
+    );
+    identifier.extend(
+        p.registration_number
+            .as_deref()
+            .map(|c| plain_identifier(systems::REGISTRATION, c)),
+    );
+    Some(r::Practitioner {
+        id: Some(resource_id("Practitioner", system, value).into()),
+        identifier,
+        name: if p.name.is_empty() {
+            Vec::new()
+        } else {
+            vec![human_name(&p.name, false)]
+        },
+        qualification: p
+            .specialisation
+            .iter()
+            .map(|s| r::PractitionerQualification {
+                code: Box::new(codeable(s)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// Extension URLs of the parts of a location that R4 Location has no element for.
+pub(crate) const LOCATION_PARTS: [&str; 5] = [
+    "urn:switchboard:fhir:location-room",
+    "urn:switchboard:fhir:location-bed",
+    "urn:switchboard:fhir:location-branch",
+    "urn:switchboard:fhir:location-building",
+    "urn:switchboard:fhir:location-floor",
+];
+
+/// FHIR Location of a canonical location, `None` without a code.
+pub fn location(l: &Location) -> Option<r::Location> {
+    let code = l.code.as_deref()?;
+    let parts = [&l.room, &l.bed, &l.branch, &l.building, &l.floor];
+    Some(r::Location {
+        id: Some(resource_id("Location", systems::LOCATION, code).into()),
+        extension: LOCATION_PARTS
+            .iter()
+            .zip(parts)
+            .filter_map(|(url, v)| ext_str(url, v.as_deref()))
+            .collect(),
+        identifier: vec![plain_identifier(systems::LOCATION, code)],
+        status: Some("active".into()),
+        name: l.name.as_deref().map(fstr),
+        r#type: l.specialisation.iter().map(codeable).collect(),
+        ..Default::default()
+    })
+}
+
+/// The standard extension holding the time of birth on `Patient.birthDate`.
+pub(crate) const EXT_BIRTH_TIME: &str = "http://hl7.org/fhir/StructureDefinition/patient-birthTime";
+/// Extension URL of an appointment's event reason (SCH-6) when it is not a cancellation.
+pub(crate) const EXT_EVENT_REASON: &str = "urn:switchboard:fhir:event-reason";
+/// Tag system on a Bundle naming the canonical event kind it was rendered from.
+pub(crate) const EVENT_KIND_TAG: &str = "urn:switchboard:event-kind";
+
+/// Extension URL of the encounter's insurer name (`valueString`).
+pub(crate) const EXT_INSURER: &str = "urn:switchboard:fhir:insurer";
+/// Extension URL of the encounter's financial class (`valueCodeableConcept`).
+pub(crate) const EXT_FINANCIAL_CLASS: &str = "urn:switchboard:fhir:financial-class";
+
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+
+pub(crate) fn class_name(c: EncounterClass) -> &'static str {
+    match c {
+        EncounterClass::Emergency => "emergency",
+        EncounterClass::Inpatient => "inpatient",
+        EncounterClass::Outpatient => "outpatient",
+        EncounterClass::Preadmit => "preadmit",
+        EncounterClass::RecurringPatient => "recurring_patient",
+        EncounterClass::Obstetrics => "obstetrics",
+        EncounterClass::CommercialAccount => "commercial_account",
+        EncounterClass::NotApplicable => "not_applicable",
+        EncounterClass::Unknown => "unknown",
+    }
+}
+
+fn class_coding(c: Option<EncounterClass>) -> t::Coding {
+    let code = match c {
+        Some(EncounterClass::Emergency) => "EMER",
+        Some(EncounterClass::Inpatient | EncounterClass::Obstetrics) => "IMP",
+        Some(EncounterClass::Preadmit) => "PRENC",
+        Some(EncounterClass::Outpatient | EncounterClass::RecurringPatient) => "AMB",
+        Some(EncounterClass::CommercialAccount | EncounterClass::NotApplicable)
+        | Some(EncounterClass::Unknown)
+        | None => "AMB",
+    };
+    t::Coding {
+        system: Some(ACT_CODE.into()),
+        code: Some(code.into()),
+        display: c.map(|c| fstr(class_name(c))),
+        ..Default::default()
+    }
+}
+
+/// FHIR Encounter of a canonical encounter, `None` without a visit number.
+pub fn encounter(
+    kind: EventKind,
+    e: &Encounter,
+    subject: Option<&Identifier>,
+) -> Option<r::Encounter> {
+    let visit = e.visit_number.as_deref()?;
+    let status = match kind {
+        EventKind::EncounterPreadmitted => "planned",
+        EventKind::EncounterCancelled => "cancelled",
+        EventKind::EncounterDischarged => "finished",
+        _ if e.discharge_time.is_some() => "finished",
+        _ => "in-progress",
+    };
+    let mut participant = Vec::new();
+    for (p, code) in [(&e.attending, "ATND"), (&e.referring, "REF")] {
+        if let Some(reference) = p.as_ref().and_then(practitioner_ref) {
+            participant.push(r::EncounterParticipant {
+                r#type: vec![t::CodeableConcept {
+                    coding: vec![t::Coding {
+                        system: Some(
+                            "http://terminology.hl7.org/CodeSystem/v3-ParticipationType".into(),
+                        ),
+                        code: Some(code.into()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                individual: Some(Box::new(reference)),
+                ..Default::default()
+            });
+        }
+    }
+    let extension = e
+        .events
+        .iter()
+        .map(|v| {
+            let mut parts = vec![ext("kind", t::ExtensionValue::String(fstr(&v.kind)))];
+            if let Some(time) = &v.time {
+                parts.push(ext(
+                    "time",
+                    t::ExtensionValue::DateTime(date_time(time).into()),
+                ));
+            }
+            if let Some(d) = &v.description {
+                parts.push(ext("description", t::ExtensionValue::String(fstr(d))));
+            }
+            t::Extension {
+                url: systems::EXT_VISIT_EVENT.to_owned(),
+                extension: parts,
+                ..Default::default()
+            }
+        })
+        .chain(ext_str(EXT_INSURER, e.insurer.as_deref()))
+        .chain(e.financial_class.as_ref().map(|c| {
+            ext(
+                EXT_FINANCIAL_CLASS,
+                t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+            )
+        }))
+        .collect();
+    let period = (e.admit_time.is_some() || e.discharge_time.is_some()).then(|| {
+        Box::new(t::Period {
+            start: e.admit_time.as_ref().map(|s| date_time(s).into()),
+            end: e.discharge_time.as_ref().map(|s| date_time(s).into()),
+            ..Default::default()
+        })
+    });
+    Some(r::Encounter {
+        id: Some(resource_id("Encounter", systems::VISIT, visit).into()),
+        extension,
+        identifier: vec![plain_identifier(systems::VISIT, visit)],
+        status: status.into(),
+        class: Box::new(class_coding(e.class)),
+        r#type: e.admission_type.iter().map(codeable).collect(),
+        service_type: e.service.as_ref().map(|s| Box::new(codeable(s))),
+        subject: subject.map(|s| Box::new(patient_ref(s))),
+        participant,
+        period,
+        hospitalization: e
+            .discharge_disposition
+            .as_ref()
+            .map(|d| r::EncounterHospitalization {
+                discharge_disposition: Some(Box::new(codeable(d))),
+                ..Default::default()
+            }),
+        location: e
+            .location
+            .as_ref()
+            .and_then(location_ref)
+            .map(|l| r::EncounterLocation {
+                location: Box::new(l),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn appointment_status_code(s: AppointmentStatus) -> &'static str {
+    match s {
+        AppointmentStatus::Pending => "pending",
+        AppointmentStatus::Waitlisted => "waitlist",
+        AppointmentStatus::Booked | AppointmentStatus::Blocked => "booked",
+        AppointmentStatus::Arrived => "arrived",
+        AppointmentStatus::Completed => "fulfilled",
+        AppointmentStatus::Cancelled => "cancelled",
+        AppointmentStatus::NoShow => "noshow",
+        AppointmentStatus::EnteredInError => "entered-in-error",
+    }
+}
+
+fn appointment_key(a: &Appointment) -> Option<(&'static str, &str)> {
+    a.placer_id
+        .as_deref()
+        .map(|v| (systems::APPOINTMENT_PLACER, v))
+        .or_else(|| {
+            a.filler_id
+                .as_deref()
+                .map(|v| (systems::APPOINTMENT_FILLER, v))
+        })
+        .or_else(|| {
+            a.remote_id
+                .as_deref()
+                .map(|v| (systems::APPOINTMENT_REMOTE, v))
+        })
+}
+
+/// FHIR Appointment of a canonical appointment.
+///
+/// # Errors
+/// [`FhirError::Render`] without any appointment id or start.
+pub fn appointment(
+    a: &Appointment,
+    patient: Option<&Identifier>,
+) -> Result<r::Appointment, FhirError> {
+    let (system, value) = appointment_key(a).ok_or_else(|| FhirError::Render {
+        path: "appointment.placer_id".into(),
+        reason: "an appointment needs a placer, filler or remote id".into(),
+    })?;
+    let mut identifier = Vec::new();
+    identifier.extend(
+        a.placer_id
+            .as_deref()
+            .map(|v| plain_identifier(systems::APPOINTMENT_PLACER, v)),
+    );
+    identifier.extend(
+        a.filler_id
+            .as_deref()
+            .map(|v| plain_identifier(systems::APPOINTMENT_FILLER, v)),
+    );
+    identifier.extend(
+        a.remote_id
+            .as_deref()
+            .map(|v| plain_identifier(systems::APPOINTMENT_REMOTE, v)),
+    );
+    let mut participant = Vec::new();
+    if let Some(p) = patient.or(a.patient.as_ref()) {
+        participant.push(r::AppointmentParticipant {
+            actor: Some(Box::new(patient_ref(p))),
+            status: "accepted".into(),
+            ..Default::default()
+        });
+    }
+    if let Some(reference) = a.practitioner.as_ref().and_then(practitioner_ref) {
+        participant.push(r::AppointmentParticipant {
+            actor: Some(Box::new(reference)),
+            status: "accepted".into(),
+            ..Default::default()
+        });
+    }
+    if let Some(reference) = a.location.as_ref().and_then(location_ref) {
+        participant.push(r::AppointmentParticipant {
+            actor: Some(Box::new(reference)),
+            status: "accepted".into(),
+            ..Default::default()
+        });
+    }
+    Ok(r::Appointment {
+        id: Some(resource_id("Appointment", system, value).into()),
+        identifier,
+        status: appointment_status_code(a.status).into(),
+        cancelation_reason: a
+            .event_reason
+            .as_ref()
+            .filter(|_| a.status == AppointmentStatus::Cancelled)
+            .map(|c| Box::new(codeable(c))),
+        extension: a
+            .event_reason
+            .as_ref()
+            .filter(|_| a.status != AppointmentStatus::Cancelled)
+            .map(|c| {
+                ext(
+                    EXT_EVENT_REASON,
+                    t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+                )
+            })
+            .into_iter()
+            .collect(),
+        service_type: a.service.iter().map(codeable).collect(),
+        appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
+        reason_code: a.reason.iter().map(codeable).collect(),
+        start: a.start.as_ref().map(|s| date_time(s).into()),
+        end: a.end.as_ref().map(|s| date_time(s).into()),
+        minutes_duration: a.duration_minutes.map(Into::into),
+        comment: a.notes.as_deref().map(fstr),
+        participant,
+        ..Default::default()
+    })
+}
+
+fn money(amount: &crate::model::Decimal, currency: Option<&str>) -> t::Money {
+    t::Money {
+        value: Some(amount.as_str().into()),
+        currency: currency.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// Extension URL of the canonical transaction type code on ChargeItem.
+pub(crate) const EXT_TRANSACTION_TYPE: &str = "urn:switchboard:fhir:transaction-type";
+
+/// FHIR ChargeItem of a canonical charge.
+pub fn charge_item(
+    c: &Charge,
+    index: usize,
+    event: &Event,
+    subject: Option<&Identifier>,
+) -> r::ChargeItem {
+    let key = c
+        .transaction_id
+        .clone()
+        .unwrap_or_else(|| format!("{}#{index}", event.id));
+    let mut extension = vec![ext(
+        EXT_TRANSACTION_TYPE,
+        t::ExtensionValue::Code(c.transaction_type_code.as_str().into()),
+    )];
+    if let Some(p) = &c.payment {
+        let result = match p.result {
+            PaymentResult::Success => "success",
+            PaymentResult::Failure => "failure",
+        };
+        extension.push(ext(
+            systems::EXT_PAYMENT_RESULT,
+            t::ExtensionValue::Code(result.into()),
+        ));
+        extension.extend(ext_str(systems::EXT_PAYMENT_REASON, p.reason.as_deref()));
+        extension.extend(ext_str(
+            systems::EXT_PAYMENT_REFERENCE,
+            p.reference.as_deref(),
+        ));
+    }
+    r::ChargeItem {
+        id: Some(resource_id("ChargeItem", systems::CHARGE, &key).into()),
+        extension,
+        identifier: c
+            .transaction_id
+            .iter()
+            .map(|v| plain_identifier(systems::CHARGE, v))
+            .collect(),
+        status: match c.status {
+            ChargeStatus::Posted => "billed",
+            ChargeStatus::Reversed => "aborted",
+        }
+        .into(),
+        code: Box::new(
+            c.code
+                .as_ref()
+                .map(codeable)
+                .unwrap_or_else(|| t::CodeableConcept {
+                    text: Some(fstr("charge")),
+                    ..Default::default()
+                }),
+        ),
+        subject: Box::new(subject.map(patient_ref).unwrap_or_default()),
+        context: c
+            .visit_number
+            .as_deref()
+            .map(|v| Box::new(encounter_ref(v))),
+        occurrence: c
+            .transaction_date
+            .as_ref()
+            .map(|d| r::ChargeItemOccurrence::DateTime(date_time(d).into())),
+        performer: c
+            .performed_by
+            .as_ref()
+            .and_then(practitioner_ref)
+            .map(|a| r::ChargeItemPerformer {
+                actor: Box::new(a),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        quantity: c.quantity.as_ref().map(|q| {
+            Box::new(t::Quantity {
+                value: Some(q.as_str().into()),
+                ..Default::default()
+            })
+        }),
+        price_override: c
+            .amount
+            .as_ref()
+            .map(|a| Box::new(money(a, c.currency.as_deref()))),
+        entered_date: c.posting_date.as_ref().map(|d| date_time(d).into()),
+        account: c
+            .account
+            .iter()
+            .map(|a| t::Reference {
+                identifier: Some(Box::new(plain_identifier(systems::ACCOUNT, a))),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn order_key(o: &Order) -> Option<(&'static str, &str)> {
+    o.placer_number
+        .as_deref()
+        .map(|v| (systems::ORDER_PLACER, v))
+        .or_else(|| {
+            o.filler_number
+                .as_deref()
+                .map(|v| (systems::ORDER_FILLER, v))
+        })
+}
+
+fn order_identifiers(o: &Order) -> Vec<t::Identifier> {
+    let mut ids = Vec::new();
+    ids.extend(
+        o.placer_number
+            .as_deref()
+            .map(|v| plain_identifier(systems::ORDER_PLACER, v)),
+    );
+    ids.extend(
+        o.filler_number
+            .as_deref()
+            .map(|v| plain_identifier(systems::ORDER_FILLER, v)),
+    );
+    ids
+}
+
+pub(crate) fn order_status_code(s: OrderStatus) -> &'static str {
+    match s {
+        OrderStatus::Placed | OrderStatus::Scheduled | OrderStatus::InProgress => "active",
+        OrderStatus::Completed => "completed",
+        OrderStatus::OnHold => "on-hold",
+        OrderStatus::Cancelled | OrderStatus::Discontinued | OrderStatus::Replaced => "revoked",
+        OrderStatus::Error => "entered-in-error",
+    }
+}
+
+fn priority_code(p: Priority) -> &'static str {
+    match p {
+        Priority::Stat => "stat",
+        Priority::Asap => "asap",
+        Priority::Routine | Priority::AsNeeded => "routine",
+        Priority::Preop | Priority::Callback | Priority::TimingCritical => "urgent",
+    }
+}
+
+/// FHIR ServiceRequest of a canonical order, `None` without placer or filler number.
+pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::ServiceRequest> {
+    let (system, value) = order_key(o)?;
+    Some(r::ServiceRequest {
+        id: Some(resource_id("ServiceRequest", system, value).into()),
+        identifier: order_identifiers(o),
+        status: order_status_code(o.status).into(),
+        intent: "order".into(),
+        priority: o.priority.map(|p| priority_code(p).into()),
+        code: o.procedure.as_ref().map(|c| Box::new(codeable(c))),
+        subject: Box::new(subject.map(patient_ref).unwrap_or_default()),
+        occurrence: o
+            .requested_start
+            .as_ref()
+            .map(|d| r::ServiceRequestOccurrence::DateTime(date_time(d).into())),
+        authored_on: o.ordered_at.as_ref().map(|d| date_time(d).into()),
+        requester: o
+            .ordering_provider
+            .as_ref()
+            .and_then(practitioner_ref)
+            .map(Box::new),
+        reason_code: o.reason.iter().map(codeable).collect(),
+        note: o
+            .notes
+            .iter()
+            .map(|n| t::Annotation {
+                text: n.as_str().into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn result_status_code(s: Option<ResultStatus>) -> &'static str {
+    match s {
+        Some(ResultStatus::Registered) => "registered",
+        Some(ResultStatus::Preliminary) => "preliminary",
+        Some(ResultStatus::Final) | None => "final",
+        Some(ResultStatus::Corrected) => "amended",
+        Some(ResultStatus::Cancelled) => "cancelled",
+        Some(ResultStatus::EnteredInError) => "entered-in-error",
+    }
+}
+
+const ABNORMAL_FLAGS: &str = "http://terminology.hl7.org/CodeSystem/v2-0078";
+
+/// FHIR Observation of one canonical observation of a result.
+pub fn observation(
+    o: &Observation,
+    report: &ResultReport,
+    index: usize,
+    report_key: &str,
+    subject: Option<&Identifier>,
+) -> r::Observation {
+    let value = if let Some(n) = &o.numeric_value {
+        Some(r::ObservationValue::Quantity(Box::new(t::Quantity {
+            value: Some(n.as_str().into()),
+            unit: o.units.as_ref().and_then(|u| u.label()).map(fstr),
+            system: o
+                .units
+                .as_ref()
+                .and_then(|u| u.system.as_deref())
+                .map(Into::into),
+            code: o
+                .units
+                .as_ref()
+                .and_then(|u| u.code.as_deref())
+                .map(Into::into),
+            ..Default::default()
+        })))
+    } else if let Some(c) = &o.coded_value {
+        Some(r::ObservationValue::CodeableConcept(Box::new(codeable(c))))
+    } else {
+        o.value
+            .as_deref()
+            .map(|v| r::ObservationValue::String(fstr(v)))
+    };
+    let sub = o.sub_id.as_deref().unwrap_or("");
+    let code = o.code.code.as_deref().unwrap_or("");
+    r::Observation {
+        id: Some(stable_id(&["Observation", report_key, code, sub, &index.to_string()]).into()),
+        based_on: order_key(&report.order)
+            .map(|(s, v)| reference("ServiceRequest", &resource_id("ServiceRequest", s, v), None))
+            .into_iter()
+            .collect(),
+        status: result_status_code(o.status.or(report.status)).into(),
+        code: Box::new(codeable(&o.code)),
+        subject: subject.map(|s| Box::new(patient_ref(s))),
+        effective: o
+            .observed_at
+            .as_ref()
+            .or(report.observed_at.as_ref())
+            .map(|d| r::ObservationEffective::DateTime(date_time(d).into())),
+        value,
+        interpretation: o
+            .abnormal_flags
+            .iter()
+            .map(|f| t::CodeableConcept {
+                coding: vec![t::Coding {
+                    system: Some(ABNORMAL_FLAGS.into()),
+                    code: Some(f.as_str().into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        note: o
+            .notes
+            .iter()
+            .map(|n| t::Annotation {
+                text: n.as_str().into(),
+                ..Default::default()
+            })
+            .collect(),
+        reference_range: o
+            .reference_range
+            .iter()
+            .map(|rr| r::ObservationReferenceRange {
+                text: Some(fstr(rr)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// FHIR DiagnosticReport and its Observations for a canonical result.
+pub fn diagnostic_report(
+    report: &ResultReport,
+    index: usize,
+    event: &Event,
+    subject: Option<&Identifier>,
+) -> (r::DiagnosticReport, Vec<r::Observation>) {
+    let report_key = order_key(&report.order)
+        .map(|(s, v)| format!("{s}|{v}"))
+        .unwrap_or_else(|| format!("{}#{index}", event.id));
+    let observations: Vec<r::Observation> = report
+        .observations
+        .iter()
+        .enumerate()
+        .map(|(i, o)| observation(o, report, i, &report_key, subject))
+        .collect();
+    let dr = r::DiagnosticReport {
+        id: Some(stable_id(&["DiagnosticReport", &report_key]).into()),
+        identifier: order_identifiers(&report.order),
+        based_on: order_key(&report.order)
+            .map(|(s, v)| reference("ServiceRequest", &resource_id("ServiceRequest", s, v), None))
+            .into_iter()
+            .collect(),
+        status: result_status_code(report.status).into(),
+        category: report
+            .section
+            .iter()
+            .map(|s| t::CodeableConcept {
+                coding: vec![t::Coding {
+                    system: Some("http://terminology.hl7.org/CodeSystem/v2-0074".into()),
+                    code: Some(s.as_str().into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+        code: Box::new(
+            report
+                .order
+                .procedure
+                .as_ref()
+                .map(codeable)
+                .unwrap_or_else(|| t::CodeableConcept {
+                    text: Some(fstr("result")),
+                    ..Default::default()
+                }),
+        ),
+        subject: subject.map(|s| Box::new(patient_ref(s))),
+        effective: report
+            .observed_at
+            .as_ref()
+            .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
+        issued: report.reported_at.as_ref().map(|d| date_time(d).into()),
+        result: observations
+            .iter()
+            .filter_map(|o| o.id.as_ref().and_then(|id| id.value.clone()))
+            .map(|id| reference("Observation", &id, None))
+            .collect(),
+        ..Default::default()
+    };
+    (dr, observations)
+}
+
+/// Every FHIR resource of an event, referenced entities first (Patient, Practitioners,
+/// Locations, Encounter), then the event's subject (Appointment, ChargeItems, ServiceRequests,
+/// DiagnosticReports with their Observations).
+///
+/// Entities without an identifier cannot have a deterministic id and are left out (their
+/// references carry a display name only).
+///
+/// # Errors
+/// [`FhirError::Render`] when the patient or appointment has no identifier at all.
+pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
+    let mut out = Vec::new();
+    let subject = event
+        .patient
+        .as_ref()
+        .and_then(patient_key)
+        .or(event.appointment.as_ref().and_then(|a| a.patient.as_ref()));
+    if let Some(p) = &event.patient {
+        let mut res = patient(p)?;
+        // A merge (ADT^A40): the surviving patient `replaces` the prior identifiers.
+        for id in event.merge.iter().flat_map(|m| &m.identifiers) {
+            res.link.push(r::PatientLink {
+                other: Box::new(patient_ref(id)),
+                r#type: "replaces".into(),
+                ..Default::default()
+            });
+        }
+        out.push(Resource::Patient(Box::new(res)));
+    }
+    let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
+    let mut locations: Vec<&Location> = Vec::new();
+    if let Some(a) = &event.appointment {
+        practitioners.extend(&a.practitioner);
+        locations.extend(&a.location);
+    }
+    if let Some(e) = &event.encounter {
+        practitioners.extend(&e.attending);
+        practitioners.extend(&e.referring);
+        locations.extend(&e.location);
+    }
+    for o in &event.orders {
+        practitioners.extend(&o.ordering_provider);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for p in practitioners {
+        if let Some(res) = practitioner(p) {
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Practitioner(Box::new(res)));
+            }
+        }
+    }
+    for l in locations {
+        if let Some(res) = location(l) {
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Location(Box::new(res)));
+            }
+        }
+    }
+    if let Some(e) = &event.encounter {
+        if let Some(res) = encounter(event.kind, e, subject) {
+            out.push(Resource::Encounter(Box::new(res)));
+        }
+    }
+    if let Some(a) = &event.appointment {
+        out.push(Resource::Appointment(Box::new(appointment(a, subject)?)));
+    }
+    for (i, c) in event.charges.iter().enumerate() {
+        out.push(Resource::ChargeItem(Box::new(charge_item(
+            c, i, event, subject,
+        ))));
+    }
+    for o in &event.orders {
+        if let Some(sr) = service_request(o, subject) {
+            out.push(Resource::ServiceRequest(Box::new(sr)));
+        }
+    }
+    for (i, report) in event.results.iter().enumerate() {
+        let (dr, observations) = diagnostic_report(report, i, event, subject);
+        out.extend(
+            observations
+                .into_iter()
+                .map(|o| Resource::Observation(Box::new(o))),
+        );
+        out.push(Resource::DiagnosticReport(Box::new(dr)));
+    }
+    Ok(out)
+}
+
+/// The conditional-update URL of a resource: `Type?identifier=system|value` from its first
+/// identifier, or `Type/id` when it has none (Observations, identifier-less ChargeItems).
+fn request_url(resource: &Resource) -> String {
+    let (rtype, ids, id): (&str, &[t::Identifier], Option<&t::Id>) = match resource {
+        Resource::Patient(x) => ("Patient", &x.identifier, x.id.as_ref()),
+        Resource::Practitioner(x) => ("Practitioner", &x.identifier, x.id.as_ref()),
+        Resource::Location(x) => ("Location", &x.identifier, x.id.as_ref()),
+        Resource::Encounter(x) => ("Encounter", &x.identifier, x.id.as_ref()),
+        Resource::Appointment(x) => ("Appointment", &x.identifier, x.id.as_ref()),
+        Resource::ChargeItem(x) => ("ChargeItem", &x.identifier, x.id.as_ref()),
+        Resource::ServiceRequest(x) => ("ServiceRequest", &x.identifier, x.id.as_ref()),
+        Resource::DiagnosticReport(x) => ("DiagnosticReport", &x.identifier, x.id.as_ref()),
+        Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
+        _ => ("Basic", &[], None),
+    };
+    let first = ids.first().and_then(|i| {
+        let system = i.system.as_ref()?.value.as_deref()?;
+        let value = i.value.as_ref()?.value.as_deref()?;
+        Some((system, value))
+    });
+    match first {
+        Some((system, value)) => format!(
+            "{rtype}?identifier={}|{}",
+            query_escape(system),
+            query_escape(value)
+        ),
+        None => format!(
+            "{rtype}/{}",
+            id.and_then(|i| i.value.as_deref()).unwrap_or_default()
+        ),
+    }
+}
+
+/// Percent-encodes the characters that would break a search parameter value.
+fn query_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The snake_case name of an event kind (its JSON form).
+pub(crate) fn event_kind_code(kind: EventKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// `urn:uuid:` form of a 32-hex-digit stable id (8-4-4-4-12).
+fn urn_uuid(id: &str) -> String {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!(
+            "urn:uuid:{}-{}-{}-{}-{}",
+            &id[0..8],
+            &id[8..12],
+            &id[12..16],
+            &id[16..20],
+            &id[20..32]
+        )
+    } else {
+        format!("urn:uuid:{}", stable_id(&[id]))
+    }
+}
+
+/// Rewrites `Type/id` references to the `urn:uuid:` fullUrl of the entry that holds that
+/// resource (transactions only: batch entries cannot refer to each other), and drops the literal
+/// part of references to resources outside the Bundle that carry an identifier, so a server
+/// that checks referential integrity does not reject the Bundle for a patient it never saw.
+fn rewrite_references(
+    res: &mut Resource,
+    urls: &std::collections::BTreeMap<String, String>,
+    transaction: bool,
+) {
+    let fix = |r: &mut t::Reference| {
+        let literal = r.reference.as_ref().and_then(|x| x.value.clone());
+        match literal.as_deref().map(|v| urls.get(v)) {
+            Some(Some(u)) if transaction => r.reference = Some(fstr(u)),
+            Some(None) if r.identifier.is_some() => r.reference = None,
+            _ => {}
+        }
+    };
+    match res {
+        Resource::Patient(p) => {
+            for l in &mut p.link {
+                fix(&mut l.other);
+            }
+        }
+        Resource::Encounter(e) => {
+            e.subject.iter_mut().for_each(|r| fix(r));
+            for p in &mut e.participant {
+                p.individual.iter_mut().for_each(|r| fix(r));
+            }
+            for l in &mut e.location {
+                fix(&mut l.location);
+            }
+        }
+        Resource::Appointment(a) => {
+            for p in &mut a.participant {
+                p.actor.iter_mut().for_each(|r| fix(r));
+            }
+        }
+        Resource::ChargeItem(c) => {
+            fix(&mut c.subject);
+            c.context.iter_mut().for_each(|r| fix(r));
+            for p in &mut c.performer {
+                fix(&mut p.actor);
+            }
+        }
+        Resource::ServiceRequest(sr) => {
+            fix(&mut sr.subject);
+            sr.requester.iter_mut().for_each(|r| fix(r));
+        }
+        Resource::Observation(o) => {
+            o.subject.iter_mut().for_each(|r| fix(r));
+            o.based_on.iter_mut().for_each(fix);
+        }
+        Resource::DiagnosticReport(d) => {
+            d.subject.iter_mut().for_each(|r| fix(r));
+            d.based_on.iter_mut().for_each(fix);
+            d.result.iter_mut().for_each(fix);
+        }
+        _ => {}
+    }
+}
+
+/// A transaction (or batch) Bundle of conditional PUTs, one entry per resource of
+/// [`event_to_resources`]: `request.url` is `Type?identifier=system|value` (or `Type/id` for
+/// resources without identifier), `fullUrl` the `urn:uuid:` form of the resource id, and
+/// references between entries point at those fullUrls so the server resolves them.
+///
+/// # Errors
+/// See [`event_to_resources`].
+pub fn transaction_bundle(event: &Event, opts: &BundleOptions) -> Result<Resource, FhirError> {
+    let resources = event_to_resources(event)?;
+    let urls: std::collections::BTreeMap<String, String> = resources
+        .iter()
+        .filter_map(|res| {
+            let local = resource_local_ref(res)?;
+            let id = res.id()?.value.clone()?;
+            Some((local, urn_uuid(&id)))
+        })
+        .collect();
+    let entry = resources
+        .into_iter()
+        .map(|mut res| {
+            let url = request_url(&res);
+            let full_url = resource_local_ref(&res).and_then(|l| urls.get(&l).cloned());
+            rewrite_references(&mut res, &urls, !opts.batch);
+            r::BundleEntry {
+                full_url: full_url.map(Into::into),
+                request: Some(r::BundleEntryRequest {
+                    method: "PUT".into(),
+                    url: url.into(),
+                    ..Default::default()
+                }),
+                resource: Some(res),
+                ..Default::default()
+            }
+        })
+        .collect();
+    Ok(Resource::Bundle(Box::new(r::Bundle {
+        id: Some(stable_id(&["Bundle", &event.id]).into()),
+        meta: Some(Box::new(t::Meta {
+            tag: vec![t::Coding {
+                system: Some(EVENT_KIND_TAG.into()),
+                code: Some(event_kind_code(event.kind).into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+        r#type: if opts.batch { "batch" } else { "transaction" }.into(),
+        timestamp: event
+            .source
+            .message_time
+            .as_ref()
+            .filter(|t| t.offset_minutes().is_some() && t.precision() >= Precision::Second)
+            .map(|t| date_time(t).into()),
+        entry,
+        ..Default::default()
+    })))
+}
+
+/// The transaction (or batch) Bundle of an event as a [`Rendered`](crate::dest::Rendered)
+/// request, for the FHIR server destination: POST `body` to the server base (`path` is empty),
+/// `kind` is `transaction` or `batch`, and the idempotency key derives from the event id.
+/// Events with no FHIR resources give `None`.
+///
+/// # Errors
+/// See [`event_to_resources`]; [`FhirError::Render`] if fhirbolt cannot serialise the Bundle.
+pub fn render_bundle(
+    event: &Event,
+    opts: &BundleOptions,
+) -> Result<Option<crate::dest::Rendered>, FhirError> {
+    let bundle = transaction_bundle(event, opts)?;
+    if matches!(&bundle, Resource::Bundle(b) if b.entry.is_empty()) {
+        return Ok(None);
+    }
+    let body = fhirbolt::json::to_json_value(bundle, None).map_err(|e| FhirError::Render {
+        path: "bundle".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(crate::dest::Rendered {
+        path: String::new(),
+        body,
+        idempotency_key: stable_id(&["fhir", &event.id]),
+        kind: if opts.batch { "batch" } else { "transaction" }.to_owned(),
+    }))
+}
+
+/// `Type/id` of a resource this module makes.
+fn resource_local_ref(res: &Resource) -> Option<String> {
+    let id = res.id()?.value.clone()?;
+    let rtype = match res {
+        Resource::Patient(_) => "Patient",
+        Resource::Practitioner(_) => "Practitioner",
+        Resource::Location(_) => "Location",
+        Resource::Encounter(_) => "Encounter",
+        Resource::Appointment(_) => "Appointment",
+        Resource::ChargeItem(_) => "ChargeItem",
+        Resource::ServiceRequest(_) => "ServiceRequest",
+        Resource::DiagnosticReport(_) => "DiagnosticReport",
+        Resource::Observation(_) => "Observation",
+        _ => return None,
+    };
+    Some(format!("{rtype}/{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Event {
+        let path = format!(
+            "{}/../fixtures/model/_dest_inputs/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("fixture exists");
+        serde_json::from_str(&text).expect("fixture is an event")
+    }
+
+    #[test]
+    fn bundle_entries_are_conditional_puts_with_deterministic_ids() {
+        let event = fixture("siu_s12_booked");
+        let rendered = render_bundle(&event, &BundleOptions::default())
+            .expect("renders")
+            .expect("has resources");
+        assert_eq!(rendered.kind, "transaction");
+        let entries = rendered.body["entry"].as_array().expect("entries");
+        let urls: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e["request"]["url"].as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "Patient?identifier=urn:switchboard:mrn|P-10928",
+                "Practitioner?identifier=urn:switchboard:practitioner|DOC-SARAH-04",
+                "Location?identifier=urn:switchboard:location|CLN-PED-01",
+                "Appointment?identifier=urn:switchboard:appointment-placer|APT-PL-5501",
+            ]
+        );
+        let patient_url = entries[0]["fullUrl"].as_str().expect("fullUrl");
+        assert!(patient_url.starts_with("urn:uuid:"));
+        // The appointment points at the patient entry, so the server resolves the reference.
+        assert_eq!(
+            entries[3]["resource"]["participant"][0]["actor"]["reference"].as_str(),
+            Some(patient_url)
+        );
+        assert_eq!(
+            entries[0]["resource"]["id"].as_str(),
+            Some(resource_id("Patient", systems::MRN, "P-10928").as_str())
+        );
+        // A replay renders the same bytes.
+        let again = render_bundle(&event, &BundleOptions::default()).expect("renders");
+        assert_eq!(again, Some(rendered));
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_escape("A B|C&D"), "A%20B%7CC%26D");
+    }
+}

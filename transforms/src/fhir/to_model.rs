@@ -1,0 +1,1658 @@
+//! FHIR R4 -> canonical events, for a single resource or a transaction/batch/collection Bundle.
+//!
+//! A Bundle is read in two passes: first the entities other resources point at (Patient,
+//! Practitioner, Location, Encounter, Observation) are converted and indexed by `fullUrl` and
+//! `Type/id`; then each "subject" resource (Encounter, Appointment, ChargeItem, ServiceRequest,
+//! DiagnosticReport, Observations no report claims) becomes one event with its references
+//! resolved. A Patient no event refers to becomes a `patient_updated` (or, for a POST entry,
+//! `patient_registered`) event of its own. Practitioners and Locations alone make no event: the
+//! model has no event kind for them.
+//!
+//! Every error names the element path (`Bundle.entry[2].resource.birthDate`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use fhirbolt::model::r4::resources as r;
+use fhirbolt::model::r4::types as t;
+use fhirbolt::model::r4::Resource;
+
+use super::error::path_at;
+use super::from_model::{
+    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER,
+    EXT_TRANSACTION_TYPE, LOCATION_PARTS,
+};
+use super::{systems, FhirError};
+use crate::model::{
+    stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
+    Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
+    IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
+    PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
+    ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
+};
+
+/// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
+macro_rules! val {
+    ($e:expr) => {
+        $e.as_ref().and_then(|x| x.value.as_deref())
+    };
+}
+
+fn owned(v: Option<&str>) -> Option<String> {
+    v.filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// Parses FHIR JSON (a resource or a Bundle) into canonical events.
+///
+/// # Errors
+/// [`FhirError::InvalidJson`] / [`FhirError::Invalid`] (HTTP 400) when the text is not JSON or
+/// not a valid FHIR R4 resource; [`FhirError::Unprocessable`] (HTTP 422) when it is valid FHIR
+/// that cannot be used. Each names the element path.
+pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| FhirError::InvalidJson {
+            line: e.line(),
+            column: e.column(),
+            reason: e.to_string(),
+        })?;
+    let Some(rtype) = value
+        .get("resourceType")
+        .and_then(serde_json::Value::as_str)
+    else {
+        return Err(FhirError::Invalid {
+            path: "resourceType".into(),
+            reason: "a FHIR resource needs a resourceType".into(),
+        });
+    };
+    if let Some(path) = first_empty(&value, rtype) {
+        return Err(FhirError::Invalid {
+            path,
+            reason: "empty arrays and objects are not allowed in FHIR JSON".into(),
+        });
+    }
+    // fhirbolt 0.4 panics on some malformed input instead of returning an error (an empty
+    // array is one, screened above); a remote sender must never be able to crash the engine.
+    let parsed = std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(json, None));
+    let resource = match parsed {
+        Ok(Ok(resource)) => resource,
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            // fhirbolt reports unknown elements without a position; find the element by name.
+            let path = unknown_field(&message)
+                .and_then(|field| find_key(&value, field, rtype))
+                .or_else(|| locate(&value, rtype))
+                .unwrap_or_else(|| path_at(json, e.line(), e.column(), rtype));
+            return Err(FhirError::Invalid {
+                path,
+                reason: message,
+            });
+        }
+        Err(_) => {
+            return Err(FhirError::Invalid {
+                path: rtype.to_owned(),
+                reason: "the FHIR parser rejected this resource".into(),
+            })
+        }
+    };
+    resource_to_events(&resource)
+}
+
+/// Whether fhirbolt accepts `value` as a resource (`lax`: ignoring unknown and missing elements).
+fn parses(value: &serde_json::Value, lax: bool) -> bool {
+    let config = lax.then_some(fhirbolt::serde::DeserializationConfig {
+        mode: fhirbolt::serde::DeserializationMode::Lax,
+    });
+    let text = value.to_string();
+    std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(&text, config).is_ok())
+        .unwrap_or(false)
+}
+
+/// Finds the element of a resource fhirbolt rejects, for errors that carry no position: the
+/// failing Bundle entry, then the first top-level element that fails on its own.
+fn locate(value: &serde_json::Value, rtype: &str) -> Option<String> {
+    let obj = value.as_object()?;
+    if rtype == "Bundle" {
+        let entries = obj.get("entry").and_then(serde_json::Value::as_array);
+        for (i, entry) in entries.into_iter().flatten().enumerate() {
+            let Some(resource) = entry.get("resource") else {
+                continue;
+            };
+            if !parses(resource, false) {
+                let inner = resource
+                    .get("resourceType")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("resource");
+                let base = format!("Bundle.entry[{i}].resource");
+                let suffix = locate(resource, inner)
+                    .and_then(|p| p.strip_prefix(inner).map(str::to_owned))
+                    .unwrap_or_default();
+                return Some(format!("{base}{suffix}"));
+            }
+        }
+    }
+    obj.iter()
+        .filter(|(k, _)| k.as_str() != "resourceType")
+        .find(|(k, v)| {
+            let mut probe = serde_json::Map::new();
+            probe.insert(
+                "resourceType".into(),
+                serde_json::Value::String(rtype.to_owned()),
+            );
+            probe.insert((*k).clone(), (*v).clone());
+            !parses(&serde_json::Value::Object(probe), true)
+        })
+        .map(|(k, _)| format!("{rtype}.{k}"))
+}
+
+/// The element name of an "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Path of the first element named `key`, depth first, rooted at `root`.
+fn find_key(value: &serde_json::Value, key: &str, root: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.contains_key(key) {
+                return Some(format!("{root}.{key}"));
+            }
+            map.iter()
+                .find_map(|(k, v)| find_key(v, key, &format!("{root}.{k}")))
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| find_key(v, key, &format!("{root}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Path of the first empty array or object (FHIR JSON forbids both), rooted at `root`.
+fn first_empty(value: &serde_json::Value, root: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(items) if items.is_empty() => Some(root.to_owned()),
+        serde_json::Value::Object(map) if map.is_empty() => Some(root.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| first_empty(v, &format!("{root}[{i}]"))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resourceType")
+            .find_map(|(k, v)| first_empty(v, &format!("{root}.{k}"))),
+        _ => None,
+    }
+}
+
+/// Converts a parsed FHIR resource (or Bundle) into canonical events; see [`fhir_to_events`].
+///
+/// # Errors
+/// [`FhirError::Unprocessable`] naming the element path of the first unusable value.
+pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> {
+    let content = fhirbolt::json::to_string(resource, None).unwrap_or_default();
+    let hash = stable_id(&[&content]);
+    let mut entries = Vec::new();
+    let mut tagged_kind = None;
+    let (root_type, control_id, message_time) = match resource {
+        Resource::Bundle(b) => {
+            let kind = val!(Some(&b.r#type)).unwrap_or("");
+            if !matches!(kind, "transaction" | "batch" | "collection") {
+                return Err(FhirError::unprocessable(
+                    "Bundle.type",
+                    format!(
+                        "bundle type {kind:?} is not supported (transaction, batch or collection)"
+                    ),
+                ));
+            }
+            for (i, e) in b.entry.iter().enumerate() {
+                let base = format!("Bundle.entry[{i}].resource");
+                let Some(res) = &e.resource else {
+                    return Err(FhirError::unprocessable(
+                        format!("Bundle.entry[{i}]"),
+                        "entry has no resource",
+                    ));
+                };
+                let method = e.request.as_ref().and_then(|r| val!(Some(&r.method)));
+                if method == Some("DELETE") {
+                    return Err(FhirError::unprocessable(
+                        format!("Bundle.entry[{i}].request.method"),
+                        "DELETE entries are not supported",
+                    ));
+                }
+                entries.push(Entry {
+                    base,
+                    resource: res,
+                    full_url: owned(val!(e.full_url)),
+                    method: owned(method),
+                });
+            }
+            let control = val!(b.id)
+                .map(str::to_owned)
+                .or_else(|| b.identifier.as_ref().and_then(|i| owned(val!(i.value))))
+                .unwrap_or_else(|| hash.clone());
+            let time = val!(b.timestamp)
+                .map(|ts| timestamp(ts, "Bundle.timestamp"))
+                .transpose()?;
+            tagged_kind = b.meta.as_deref().and_then(|m| {
+                m.tag
+                    .iter()
+                    .filter(|c| val!(c.system) == Some(EVENT_KIND_TAG))
+                    .find_map(|c| val!(c.code))
+                    .and_then(|code| {
+                        serde_json::from_value::<EventKind>(serde_json::Value::String(
+                            code.to_owned(),
+                        ))
+                        .ok()
+                    })
+            });
+            ("Bundle", control, time)
+        }
+        other => {
+            let rtype = resource_type(other).ok_or_else(|| {
+                FhirError::unprocessable("resourceType", "resource type is not supported")
+            })?;
+            entries.push(Entry {
+                base: rtype.to_owned(),
+                resource: other,
+                full_url: None,
+                method: None,
+            });
+            let control = other
+                .id()
+                .and_then(|i| i.value.clone())
+                .unwrap_or_else(|| hash.clone());
+            let time = other
+                .meta()
+                .and_then(|m| val!(m.last_updated))
+                .map(|ts| timestamp(ts, &format!("{rtype}.meta.lastUpdated")))
+                .transpose()?;
+            (rtype, control, time)
+        }
+    };
+    let source = Source {
+        format: "fhir".into(),
+        message_type: root_type.into(),
+        control_id,
+        message_time,
+        ..Source::default()
+    };
+    let mut events = Reader::new(entries, source, hash).run()?;
+    // A Bundle Switchboard rendered names the event kind it came from (FHIR has no "rescheduled"
+    // or "merged"); with one event, that kind is the more precise one.
+    if let (Some(kind), [event]) = (tagged_kind, events.as_mut_slice()) {
+        event.kind = kind;
+    }
+    Ok(events)
+}
+
+struct Entry<'a> {
+    base: String,
+    resource: &'a Resource,
+    full_url: Option<String>,
+    method: Option<String>,
+}
+
+fn resource_type(res: &Resource) -> Option<&'static str> {
+    Some(match res {
+        Resource::Patient(_) => "Patient",
+        Resource::Practitioner(_) => "Practitioner",
+        Resource::Location(_) => "Location",
+        Resource::Encounter(_) => "Encounter",
+        Resource::Appointment(_) => "Appointment",
+        Resource::ChargeItem(_) => "ChargeItem",
+        Resource::ServiceRequest(_) => "ServiceRequest",
+        Resource::Observation(_) => "Observation",
+        Resource::DiagnosticReport(_) => "DiagnosticReport",
+        _ => return None,
+    })
+}
+
+/// Conversion state of one Bundle (or single resource).
+struct Reader<'a> {
+    entries: Vec<Entry<'a>>,
+    source: Source,
+    hash: String,
+    patients: HashMap<String, usize>,
+    patient_values: Vec<Patient>,
+    practitioners: HashMap<String, Practitioner>,
+    locations: HashMap<String, Location>,
+    encounters: HashMap<String, Encounter>,
+    observations: HashMap<String, usize>,
+    service_requests: HashMap<String, usize>,
+    merges: HashMap<String, MergedPatient>,
+    used_patients: BTreeSet<usize>,
+    used_observations: BTreeSet<usize>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(entries: Vec<Entry<'a>>, source: Source, hash: String) -> Self {
+        Self {
+            entries,
+            source,
+            hash,
+            patients: HashMap::new(),
+            patient_values: Vec::new(),
+            practitioners: HashMap::new(),
+            locations: HashMap::new(),
+            encounters: HashMap::new(),
+            observations: HashMap::new(),
+            service_requests: HashMap::new(),
+            merges: HashMap::new(),
+            used_patients: BTreeSet::new(),
+            used_observations: BTreeSet::new(),
+        }
+    }
+
+    /// Keys under which an entry can be referenced: its fullUrl and `Type/id`.
+    fn keys(entry: &Entry<'_>) -> Vec<String> {
+        let mut keys = Vec::new();
+        keys.extend(entry.full_url.clone());
+        if let (Some(rtype), Some(id)) = (
+            resource_type(entry.resource),
+            entry.resource.id().and_then(|i| i.value.clone()),
+        ) {
+            keys.push(format!("{rtype}/{id}"));
+        }
+        keys
+    }
+
+    fn run(mut self) -> Result<Vec<Event>, FhirError> {
+        if self.entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Pass 1: referenced entities.
+        for i in 0..self.entries.len() {
+            let entry = &self.entries[i];
+            let keys = Self::keys(entry);
+            match entry.resource {
+                Resource::Patient(p) => {
+                    let patient = patient(p, &entry.base)?;
+                    let replaced: Vec<Identifier> = p
+                        .link
+                        .iter()
+                        .filter(|l| val!(Some(&l.r#type)) == Some("replaces"))
+                        .filter_map(|l| l.other.identifier.as_deref())
+                        .filter(|i| val!(i.value).is_some())
+                        .map(identifier)
+                        .collect();
+                    if let (false, Some(key)) = (replaced.is_empty(), patient.primary_identifier())
+                    {
+                        self.merges.insert(
+                            key.value.clone(),
+                            MergedPatient {
+                                identifiers: replaced,
+                                ..MergedPatient::default()
+                            },
+                        );
+                    }
+                    let idx = self.patient_values.len();
+                    self.patient_values.push(patient);
+                    for k in keys {
+                        self.patients.insert(k, idx);
+                    }
+                }
+                Resource::Practitioner(p) => {
+                    let value = practitioner(p, &entry.base)?;
+                    for k in keys {
+                        self.practitioners.insert(k, value.clone());
+                    }
+                }
+                Resource::Location(l) => {
+                    let value = location(l, &entry.base);
+                    for k in keys {
+                        self.locations.insert(k, value.clone());
+                    }
+                }
+                Resource::Observation(_) => {
+                    for k in keys {
+                        self.observations.insert(k, i);
+                    }
+                }
+                Resource::ServiceRequest(_) => {
+                    for k in keys {
+                        self.service_requests.insert(k, i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for i in 0..self.entries.len() {
+            if let Resource::Encounter(e) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let value = self.encounter(e, &base)?;
+                for k in Self::keys(&self.entries[i]) {
+                    self.encounters.insert(k, value.clone());
+                }
+            }
+        }
+        // Orders a report is based on travel with the report (as ORU carries them), not as
+        // events of their own.
+        let mut report_orders: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Resource::DiagnosticReport(d) = entry.resource {
+                let srs = d
+                    .based_on
+                    .iter()
+                    .filter_map(|r| val!(r.reference).and_then(|k| self.service_requests.get(k)))
+                    .copied()
+                    .collect();
+                report_orders.insert(i, srs);
+            }
+        }
+        let claimed: BTreeSet<usize> = report_orders.values().flatten().copied().collect();
+        // Pass 2: one event per subject resource.
+        let mut events: Vec<Event> = Vec::new();
+        for i in 0..self.entries.len() {
+            let base = self.entries[i].base.clone();
+            let resource = self.entries[i].resource;
+            let event = match resource {
+                Resource::Encounter(e) => Some(self.encounter_event(e, &base, i)?),
+                Resource::Appointment(a) => Some(self.appointment_event(a, &base, i)?),
+                Resource::ChargeItem(c) => {
+                    let ev = self.charge_event(c, &base, i)?;
+                    // Charges of one Bundle for the same patient form one event, as a DFT does.
+                    let same = events
+                        .iter_mut()
+                        .find(|e| !e.charges.is_empty() && e.partition_key() == ev.partition_key());
+                    match same {
+                        Some(existing) => {
+                            existing.charges.extend(ev.charges);
+                            None
+                        }
+                        None => Some(ev),
+                    }
+                }
+                Resource::ServiceRequest(_) if claimed.contains(&i) => None,
+                Resource::ServiceRequest(sr) => Some(self.order_event(sr, &base, i)?),
+                Resource::DiagnosticReport(d) => {
+                    let mut ev = self.report_event(d, &base, i)?;
+                    for &sr_index in report_orders.get(&i).into_iter().flatten() {
+                        if let Resource::ServiceRequest(sr) = self.entries[sr_index].resource {
+                            let sr_base = self.entries[sr_index].base.clone();
+                            ev.orders.push(self.order(sr, &sr_base)?);
+                        }
+                    }
+                    Some(ev)
+                }
+                Resource::Patient(_)
+                | Resource::Practitioner(_)
+                | Resource::Location(_)
+                | Resource::Observation(_) => None,
+                _ => {
+                    return Err(FhirError::unprocessable(
+                        format!("{base}.resourceType"),
+                        "resource type is not supported",
+                    ));
+                }
+            };
+            events.extend(event);
+        }
+        for i in 0..self.entries.len() {
+            if let Resource::Observation(o) = self.entries[i].resource {
+                if !self.used_observations.contains(&i) {
+                    let base = self.entries[i].base.clone();
+                    events.push(self.observation_event(o, &base, i)?);
+                }
+            }
+        }
+        for i in 0..self.entries.len() {
+            if matches!(self.entries[i].resource, Resource::Patient(_)) {
+                let idx = Self::keys(&self.entries[i])
+                    .first()
+                    .and_then(|k| self.patients.get(k).copied())
+                    .unwrap_or_else(|| {
+                        // Without a fullUrl or id the entry was indexed by position only.
+                        self.entries[..i]
+                            .iter()
+                            .filter(|e| matches!(e.resource, Resource::Patient(_)))
+                            .count()
+                    });
+                if !self.used_patients.contains(&idx) {
+                    let kind = if self.entries[i].method.as_deref() == Some("POST") {
+                        EventKind::PatientRegistered
+                    } else {
+                        EventKind::PatientUpdated
+                    };
+                    let mut ev = self.event(kind, i, "Patient");
+                    ev.patient = self.patient_values.get(idx).cloned();
+                    events.push(ev);
+                }
+            }
+        }
+        let mut events = fold(events);
+        // A Patient that replaces others (link type `replaces`) carries a merge (ADT^A40).
+        for ev in &mut events {
+            if let Some(key) = ev.partition_key() {
+                if let Some(m) = self.merges.get(&key) {
+                    ev.merge = Some(m.clone());
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn event(&self, kind: EventKind, index: usize, rtype: &str) -> Event {
+        Event {
+            id: stable_id(&["fhir", &self.hash, &index.to_string(), rtype]),
+            kind,
+            source: self.source.clone(),
+            patient: None,
+            merge: None,
+            encounter: None,
+            appointment: None,
+            orders: Vec::new(),
+            results: Vec::new(),
+            charges: Vec::new(),
+            practitioners: Vec::new(),
+        }
+    }
+
+    /// Resolves a patient reference: a Patient of the Bundle, else the identifier it carries.
+    fn patient_ref(
+        &mut self,
+        reference: Option<&t::Reference>,
+        path: &str,
+    ) -> Result<(Identifier, Option<Patient>), FhirError> {
+        let reference = reference
+            .ok_or_else(|| FhirError::unprocessable(path, "a patient reference is required"))?;
+        if let Some(&idx) = val!(reference.reference).and_then(|r| self.patients.get(r)) {
+            self.used_patients.insert(idx);
+            let p = self.patient_values[idx].clone();
+            let id = p.primary_identifier().cloned().ok_or_else(|| {
+                FhirError::unprocessable(path, "referenced patient has no identifier")
+            })?;
+            return Ok((id, Some(p)));
+        }
+        match reference.identifier.as_deref() {
+            Some(i) if val!(i.value).is_some() => Ok((identifier(i), None)),
+            _ => Err(FhirError::unprocessable(
+                path,
+                "patient reference must point at a Patient in the Bundle or carry an identifier",
+            )),
+        }
+    }
+
+    fn practitioner_ref(&self, reference: &t::Reference) -> Option<Practitioner> {
+        if let Some(p) = val!(reference.reference).and_then(|r| self.practitioners.get(r)) {
+            return Some(p.clone());
+        }
+        let i = reference.identifier.as_deref()?;
+        let value = owned(val!(i.value))?;
+        let mut p = Practitioner::default();
+        match val!(i.system) {
+            Some(systems::LICENCE) => p.licence_number = Some(value),
+            Some(systems::REGISTRATION) => p.registration_number = Some(value),
+            _ => p.code = Some(value),
+        }
+        Some(p)
+    }
+
+    fn location_ref(&self, reference: &t::Reference) -> Option<Location> {
+        if let Some(l) = val!(reference.reference).and_then(|r| self.locations.get(r)) {
+            return Some(l.clone());
+        }
+        let i = reference.identifier.as_deref()?;
+        Some(Location {
+            code: owned(val!(i.value)),
+            name: owned(val!(reference.display)),
+            ..Location::default()
+        })
+    }
+
+    fn encounter(&self, e: &r::Encounter, base: &str) -> Result<Encounter, FhirError> {
+        let visit_number = e
+            .identifier
+            .iter()
+            .find(|i| val!(i.system) == Some(systems::VISIT))
+            .or_else(|| e.identifier.first())
+            .and_then(|i| owned(val!(i.value)))
+            .ok_or_else(|| {
+                FhirError::unprocessable(format!("{base}.identifier"), "a visit number is required")
+            })?;
+        let class = {
+            let display = val!(e.class.display);
+            let by_name = display.and_then(|d| {
+                serde_json::from_value::<EncounterClass>(serde_json::Value::String(d.to_owned()))
+                    .ok()
+            });
+            by_name.or(match val!(e.class.code) {
+                Some("EMER") => Some(EncounterClass::Emergency),
+                Some("IMP" | "ACUTE" | "NONAC") => Some(EncounterClass::Inpatient),
+                Some("AMB" | "VR" | "HH" | "FLD") => Some(EncounterClass::Outpatient),
+                Some("PRENC") => Some(EncounterClass::Preadmit),
+                _ => None,
+            })
+        };
+        let (mut attending, mut referring) = (None, None);
+        for p in &e.participant {
+            let Some(individual) = p.individual.as_deref() else {
+                continue;
+            };
+            let role = p
+                .r#type
+                .iter()
+                .flat_map(|c| c.coding.iter())
+                .find_map(|c| val!(c.code));
+            let value = self.practitioner_ref(individual);
+            match role {
+                Some("REF") => referring = value,
+                Some("ATND") | None => {
+                    if attending.is_none() {
+                        attending = value;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let period = e.period.as_deref();
+        let mut events = Vec::new();
+        for (i, x) in e
+            .extension
+            .iter()
+            .filter(|x| x.url == systems::EXT_VISIT_EVENT)
+            .enumerate()
+        {
+            let path = format!("{base}.extension[{i}]");
+            let part = |name: &str| {
+                x.extension
+                    .iter()
+                    .find(|p| p.url == name)
+                    .and_then(|p| p.value.as_ref())
+            };
+            let kind = match part("kind") {
+                Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                _ => None,
+            }
+            .ok_or_else(|| FhirError::unprocessable(&path, "visit event needs a kind"))?;
+            let time = match part("time") {
+                Some(t::ExtensionValue::DateTime(d)) => d
+                    .value
+                    .as_deref()
+                    .map(|v| timestamp(v, &format!("{path}.time")))
+                    .transpose()?,
+                _ => None,
+            };
+            let description = match part("description") {
+                Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                _ => None,
+            };
+            events.push(VisitEvent {
+                kind,
+                time,
+                description,
+            });
+        }
+        Ok(Encounter {
+            visit_number: Some(visit_number),
+            class,
+            admission_type: e.r#type.first().and_then(coded),
+            service: e.service_type.as_deref().and_then(coded),
+            location: e
+                .location
+                .first()
+                .and_then(|l| self.location_ref(&l.location)),
+            attending,
+            referring,
+            admit_time: period
+                .and_then(|p| val!(p.start))
+                .map(|v| timestamp(v, &format!("{base}.period.start")))
+                .transpose()?,
+            discharge_time: period
+                .and_then(|p| val!(p.end))
+                .map(|v| timestamp(v, &format!("{base}.period.end")))
+                .transpose()?,
+            insurer: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_INSURER)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                    _ => None,
+                }),
+            financial_class: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_FINANCIAL_CLASS)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                    _ => None,
+                }),
+            discharge_disposition: e
+                .hospitalization
+                .as_ref()
+                .and_then(|h| h.discharge_disposition.as_deref())
+                .and_then(coded),
+            events,
+        })
+    }
+
+    fn encounter_event(
+        &mut self,
+        e: &r::Encounter,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let kind = match val!(Some(&e.status)) {
+            Some("planned") => EventKind::EncounterPreadmitted,
+            Some("finished") => EventKind::EncounterDischarged,
+            Some("cancelled" | "entered-in-error") => EventKind::EncounterCancelled,
+            _ => EventKind::EncounterAdmitted,
+        };
+        let (_, patient) = self.patient_ref(e.subject.as_deref(), &format!("{base}.subject"))?;
+        let encounter = Self::keys(&self.entries[i])
+            .first()
+            .and_then(|k| self.encounters.get(k).cloned())
+            .map_or_else(|| self.encounter(e, base), Ok)?;
+        let mut ev = self.event(kind, i, "Encounter");
+        ev.patient = patient;
+        ev.encounter = Some(encounter);
+        Ok(ev)
+    }
+
+    fn appointment_event(
+        &mut self,
+        a: &r::Appointment,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let (mut placer_id, mut filler_id, mut remote_id) = (None, None, None);
+        for id in &a.identifier {
+            let value = owned(val!(id.value));
+            match val!(id.system) {
+                Some(systems::APPOINTMENT_FILLER) => filler_id = value,
+                Some(systems::APPOINTMENT_REMOTE) => remote_id = value,
+                Some(systems::APPOINTMENT_PLACER) => placer_id = value,
+                _ if placer_id.is_none() => placer_id = value,
+                _ => {}
+            }
+        }
+        if placer_id.is_none() && filler_id.is_none() && remote_id.is_none() {
+            return Err(FhirError::unprocessable(
+                format!("{base}.identifier"),
+                "an appointment identifier is required",
+            ));
+        }
+        let status = match val!(Some(&a.status)) {
+            Some("proposed" | "pending") => AppointmentStatus::Pending,
+            Some("booked") => AppointmentStatus::Booked,
+            Some("arrived" | "checked-in") => AppointmentStatus::Arrived,
+            Some("fulfilled") => AppointmentStatus::Completed,
+            Some("cancelled") => AppointmentStatus::Cancelled,
+            Some("noshow") => AppointmentStatus::NoShow,
+            Some("entered-in-error") => AppointmentStatus::EnteredInError,
+            Some("waitlist") => AppointmentStatus::Waitlisted,
+            other => {
+                return Err(FhirError::unprocessable(
+                    format!("{base}.status"),
+                    format!("unknown appointment status {:?}", other.unwrap_or("")),
+                ))
+            }
+        };
+        let kind = match status {
+            AppointmentStatus::Cancelled => EventKind::AppointmentCancelled,
+            AppointmentStatus::NoShow => EventKind::AppointmentNoShow,
+            AppointmentStatus::EnteredInError => EventKind::AppointmentDeleted,
+            AppointmentStatus::Arrived | AppointmentStatus::Completed => {
+                EventKind::AppointmentModified
+            }
+            _ => EventKind::AppointmentBooked,
+        };
+        let mut patient = None;
+        let mut practitioner = None;
+        let mut location = None;
+        for (n, p) in a.participant.iter().enumerate() {
+            let Some(actor) = p.actor.as_deref() else {
+                continue;
+            };
+            let target = val!(actor.reference).unwrap_or("");
+            let rtype = val!(actor.r#type).unwrap_or("");
+            let id_system = actor
+                .identifier
+                .as_deref()
+                .and_then(|i| val!(i.system))
+                .unwrap_or("");
+            let is_patient = self.patients.contains_key(target)
+                || target.starts_with("Patient/")
+                || rtype == "Patient"
+                || id_system.contains("patient")
+                || matches!(
+                    id_system,
+                    systems::MRN | systems::NATIONAL_ID | systems::PASSPORT | systems::ACCOUNT
+                );
+            if is_patient && patient.is_none() {
+                patient =
+                    Some(self.patient_ref(Some(actor), &format!("{base}.participant[{n}].actor"))?);
+            } else if (self.practitioners.contains_key(target)
+                || target.starts_with("Practitioner/")
+                || rtype == "Practitioner")
+                && practitioner.is_none()
+            {
+                practitioner = self.practitioner_ref(actor);
+            } else if (self.locations.contains_key(target)
+                || target.starts_with("Location/")
+                || rtype == "Location")
+                && location.is_none()
+            {
+                location = self.location_ref(actor);
+            }
+        }
+        let (patient_id, patient) = patient.ok_or_else(|| {
+            FhirError::unprocessable(
+                format!("{base}.participant"),
+                "an appointment needs a patient participant",
+            )
+        })?;
+        let appointment = Appointment {
+            placer_id,
+            filler_id,
+            remote_id,
+            patient: Some(patient_id),
+            practitioner,
+            location,
+            service: a.service_type.first().and_then(coded),
+            appointment_type: a.appointment_type.as_deref().and_then(coded),
+            start: val!(a.start)
+                .map(|v| timestamp(v, &format!("{base}.start")))
+                .transpose()?,
+            end: val!(a.end)
+                .map(|v| timestamp(v, &format!("{base}.end")))
+                .transpose()?,
+            duration_minutes: a.minutes_duration.as_ref().and_then(|m| m.value),
+            status,
+            reason: a.reason_code.first().and_then(coded),
+            event_reason: a.cancelation_reason.as_deref().and_then(coded).or_else(|| {
+                a.extension
+                    .iter()
+                    .find(|x| x.url == EXT_EVENT_REASON)
+                    .and_then(|x| match &x.value {
+                        Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                        _ => None,
+                    })
+            }),
+            notes: owned(val!(a.comment)),
+        };
+        let mut ev = self.event(kind, i, "Appointment");
+        ev.patient = patient;
+        ev.appointment = Some(appointment);
+        Ok(ev)
+    }
+
+    fn charge_event(
+        &mut self,
+        c: &r::ChargeItem,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let (_, patient) = self.patient_ref(Some(&c.subject), &format!("{base}.subject"))?;
+        let status = match val!(Some(&c.status)) {
+            Some("aborted" | "entered-in-error") => ChargeStatus::Reversed,
+            _ => ChargeStatus::Posted,
+        };
+        let ext = |url: &str| {
+            c.extension
+                .iter()
+                .find(|x| x.url == url)
+                .and_then(|x| x.value.as_ref())
+        };
+        let ext_text = |url: &str| match ext(url) {
+            Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+            Some(t::ExtensionValue::Code(s)) => owned(s.value.as_deref()),
+            _ => None,
+        };
+        let type_code = ext_text(EXT_TRANSACTION_TYPE).unwrap_or_else(|| "CG".to_owned());
+        let transaction_type = match type_code.as_str() {
+            "CG" => TransactionType::Charge,
+            "CD" => TransactionType::Credit,
+            "PY" => TransactionType::Payment,
+            "AJ" => TransactionType::Adjustment,
+            _ => TransactionType::Other,
+        };
+        let payment = match ext_text(systems::EXT_PAYMENT_RESULT).as_deref() {
+            Some("success") => Some(PaymentResult::Success),
+            Some("failure") => Some(PaymentResult::Failure),
+            Some(other) => {
+                return Err(FhirError::unprocessable(
+                    format!("{base}.extension"),
+                    format!("payment result must be success or failure, not {other:?}"),
+                ))
+            }
+            None => None,
+        }
+        .map(|result| PaymentOutcome {
+            result,
+            reason: ext_text(systems::EXT_PAYMENT_REASON),
+            reference: ext_text(systems::EXT_PAYMENT_REFERENCE),
+        });
+        let visit_number = c.context.as_deref().and_then(|r| {
+            val!(r.reference)
+                .and_then(|k| self.encounters.get(k))
+                .and_then(|e| e.visit_number.clone())
+                .or_else(|| r.identifier.as_deref().and_then(|i| owned(val!(i.value))))
+        });
+        let price = c.price_override.as_deref();
+        let charge = Charge {
+            transaction_id: c.identifier.first().and_then(|i| owned(val!(i.value))),
+            batch_id: None,
+            account: c
+                .account
+                .first()
+                .and_then(|a| a.identifier.as_deref())
+                .and_then(|i| owned(val!(i.value))),
+            visit_number,
+            transaction_date: match &c.occurrence {
+                Some(r::ChargeItemOccurrence::DateTime(d)) => d
+                    .value
+                    .as_deref()
+                    .map(|v| timestamp(v, &format!("{base}.occurrenceDateTime")))
+                    .transpose()?,
+                Some(r::ChargeItemOccurrence::Period(p)) => val!(p.start)
+                    .map(|v| timestamp(v, &format!("{base}.occurrencePeriod.start")))
+                    .transpose()?,
+                _ => None,
+            },
+            posting_date: val!(c.entered_date)
+                .map(|v| timestamp(v, &format!("{base}.enteredDate")))
+                .transpose()?,
+            transaction_type,
+            transaction_type_code: type_code,
+            code: coded(&c.code),
+            quantity: c
+                .quantity
+                .as_deref()
+                .and_then(|q| val!(q.value))
+                .map(|v| decimal(v, &format!("{base}.quantity.value")))
+                .transpose()?,
+            amount: price
+                .and_then(|m| val!(m.value))
+                .map(|v| decimal(v, &format!("{base}.priceOverride.value")))
+                .transpose()?,
+            unit_amount: None,
+            currency: price.and_then(|m| owned(val!(m.currency))),
+            status,
+            payment,
+            department: None,
+            location: None,
+            performed_by: c
+                .performer
+                .first()
+                .and_then(|p| self.practitioner_ref(&p.actor)),
+            ordered_by: None,
+            procedure: None,
+        };
+        let kind = match status {
+            ChargeStatus::Posted => EventKind::ChargePosted,
+            ChargeStatus::Reversed => EventKind::ChargeReversed,
+        };
+        let mut ev = self.event(kind, i, "ChargeItem");
+        ev.patient = patient;
+        ev.charges = vec![charge];
+        Ok(ev)
+    }
+
+    fn order(&self, sr: &r::ServiceRequest, base: &str) -> Result<Order, FhirError> {
+        let (placer_number, filler_number) = order_numbers(&sr.identifier);
+        if placer_number.is_none() && filler_number.is_none() {
+            return Err(FhirError::unprocessable(
+                format!("{base}.identifier"),
+                "an order needs a placer or filler number",
+            ));
+        }
+        let status = match val!(Some(&sr.status)) {
+            Some("on-hold") => OrderStatus::OnHold,
+            Some("revoked") => OrderStatus::Cancelled,
+            Some("completed") => OrderStatus::Completed,
+            Some("entered-in-error") => OrderStatus::Error,
+            _ => OrderStatus::Placed,
+        };
+        Ok(Order {
+            placer_number,
+            filler_number,
+            group_number: sr.requisition.as_deref().and_then(|i| owned(val!(i.value))),
+            control: None,
+            procedure: sr.code.as_deref().and_then(coded),
+            priority: match val!(sr.priority) {
+                Some("stat") => Some(Priority::Stat),
+                Some("asap") => Some(Priority::Asap),
+                Some("urgent") => Some(Priority::TimingCritical),
+                Some("routine") => Some(Priority::Routine),
+                _ => None,
+            },
+            status,
+            ordered_at: val!(sr.authored_on)
+                .map(|v| timestamp(v, &format!("{base}.authoredOn")))
+                .transpose()?,
+            requested_start: match &sr.occurrence {
+                Some(r::ServiceRequestOccurrence::DateTime(d)) => d
+                    .value
+                    .as_deref()
+                    .map(|v| timestamp(v, &format!("{base}.occurrenceDateTime")))
+                    .transpose()?,
+                _ => None,
+            },
+            ordering_provider: sr
+                .requester
+                .as_deref()
+                .and_then(|r| self.practitioner_ref(r)),
+            reason: sr.reason_code.first().and_then(coded),
+            notes: sr.note.first().and_then(|n| owned(n.text.value.as_deref())),
+        })
+    }
+
+    fn order_event(
+        &mut self,
+        sr: &r::ServiceRequest,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let (_, patient) = self.patient_ref(Some(&sr.subject), &format!("{base}.subject"))?;
+        let order = self.order(sr, base)?;
+        let kind = match order.status {
+            OrderStatus::Cancelled | OrderStatus::Error => EventKind::OrderCancelled,
+            _ => EventKind::OrderPlaced,
+        };
+        let mut ev = self.event(kind, i, "ServiceRequest");
+        ev.patient = patient;
+        ev.orders = vec![order];
+        Ok(ev)
+    }
+
+    fn report_event(
+        &mut self,
+        d: &r::DiagnosticReport,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let (_, patient) = self.patient_ref(d.subject.as_deref(), &format!("{base}.subject"))?;
+        let (placer_number, filler_number) = order_numbers(&d.identifier);
+        let mut observations = Vec::new();
+        for reference in &d.result {
+            let Some(&idx) = val!(reference.reference).and_then(|k| self.observations.get(k))
+            else {
+                continue;
+            };
+            if let Resource::Observation(o) = self.entries[idx].resource {
+                let obase = self.entries[idx].base.clone();
+                observations.push(observation(o, &obase)?);
+                self.used_observations.insert(idx);
+            }
+        }
+        let status = result_status(val!(Some(&d.status)));
+        let report = ResultReport {
+            order: Order {
+                placer_number,
+                filler_number,
+                group_number: None,
+                control: None,
+                procedure: coded(&d.code),
+                priority: None,
+                status: OrderStatus::Completed,
+                ordered_at: None,
+                requested_start: None,
+                ordering_provider: None,
+                reason: None,
+                notes: None,
+            },
+            status,
+            observed_at: match &d.effective {
+                Some(r::DiagnosticReportEffective::DateTime(x)) => x
+                    .value
+                    .as_deref()
+                    .map(|v| timestamp(v, &format!("{base}.effectiveDateTime")))
+                    .transpose()?,
+                _ => None,
+            },
+            reported_at: val!(d.issued)
+                .map(|v| timestamp(v, &format!("{base}.issued")))
+                .transpose()?,
+            section: d
+                .category
+                .first()
+                .and_then(|c| c.coding.first())
+                .and_then(|c| owned(val!(c.code))),
+            observations,
+        };
+        let mut ev = self.event(EventKind::ResultReported, i, "DiagnosticReport");
+        ev.patient = patient;
+        ev.results = vec![report];
+        Ok(ev)
+    }
+
+    fn observation_event(
+        &mut self,
+        o: &r::Observation,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let (_, patient) = self.patient_ref(o.subject.as_deref(), &format!("{base}.subject"))?;
+        let value = observation(o, base)?;
+        let (placer_number, filler_number) = o
+            .based_on
+            .first()
+            .and_then(|r| r.identifier.as_deref())
+            .map(|i| order_numbers(std::slice::from_ref(i)))
+            .unwrap_or((None, None));
+        let report = ResultReport {
+            order: Order {
+                placer_number,
+                filler_number,
+                group_number: None,
+                control: None,
+                procedure: None,
+                priority: None,
+                status: OrderStatus::Completed,
+                ordered_at: None,
+                requested_start: None,
+                ordering_provider: None,
+                reason: None,
+                notes: None,
+            },
+            status: value.status,
+            observed_at: value.observed_at,
+            reported_at: None,
+            section: None,
+            observations: vec![value],
+        };
+        let mut ev = self.event(EventKind::ResultReported, i, "Observation");
+        ev.patient = patient;
+        ev.results = vec![report];
+        Ok(ev)
+    }
+}
+
+fn is_appointment(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::AppointmentBooked
+            | EventKind::AppointmentRescheduled
+            | EventKind::AppointmentModified
+            | EventKind::AppointmentCancelled
+            | EventKind::AppointmentDiscontinued
+            | EventKind::AppointmentDeleted
+            | EventKind::AppointmentNoShow
+    )
+}
+
+fn is_encounter(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::EncounterAdmitted
+            | EventKind::EncounterPreadmitted
+            | EventKind::EncounterDischarged
+            | EventKind::EncounterCancelled
+            | EventKind::EncounterDischargeCancelled
+    )
+}
+
+fn is_order(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::OrderPlaced | EventKind::OrderCancelled | EventKind::OrderUpdated
+    )
+}
+
+/// Folds the one-resource events of a Bundle into the events a v2 message would give: orders
+/// and results of one kind and patient into one event, an appointment into the order event it
+/// schedules, an encounter into the other events of its patient.
+fn fold(events: Vec<Event>) -> Vec<Event> {
+    let mut out: Vec<Event> = Vec::new();
+    for ev in events {
+        let key = ev.partition_key();
+        let groupable = is_order(ev.kind) || ev.kind == EventKind::ResultReported;
+        let target = out
+            .iter_mut()
+            .find(|e| groupable && e.kind == ev.kind && e.partition_key() == key);
+        match target {
+            Some(existing) => {
+                existing.orders.extend(ev.orders);
+                existing.results.extend(ev.results);
+            }
+            None => out.push(ev),
+        }
+    }
+    let mut i = 0;
+    while i < out.len() {
+        let key = out[i].partition_key();
+        if is_appointment(out[i].kind) {
+            let target = out.iter().position(|e| {
+                is_order(e.kind) && e.appointment.is_none() && e.partition_key() == key
+            });
+            if let Some(t) = target {
+                let ev = out.remove(i);
+                let t = if t > i { t - 1 } else { t };
+                out[t].appointment = ev.appointment;
+                if out[t].patient.is_none() {
+                    out[t].patient = ev.patient;
+                }
+                continue;
+            }
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < out.len() {
+        if is_encounter(out[i].kind) {
+            let key = out[i].partition_key();
+            let encounter = out[i].encounter.clone();
+            let mut attached = false;
+            for (j, e) in out.iter_mut().enumerate() {
+                if j != i
+                    && !is_encounter(e.kind)
+                    && e.encounter.is_none()
+                    && e.partition_key() == key
+                {
+                    e.encounter = encounter.clone();
+                    attached = true;
+                }
+            }
+            if attached {
+                out.remove(i);
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn order_numbers(ids: &[t::Identifier]) -> (Option<String>, Option<String>) {
+    let (mut placer, mut filler) = (None, None);
+    for id in ids {
+        let value = owned(val!(id.value));
+        let type_code = id
+            .r#type
+            .as_deref()
+            .and_then(|c| c.coding.first())
+            .and_then(|c| val!(c.code));
+        match (val!(id.system), type_code) {
+            (Some(systems::ORDER_FILLER), _) | (_, Some("FILL")) => filler = value,
+            (Some(systems::ORDER_PLACER), _) | (_, Some("PLAC")) => placer = value,
+            _ if placer.is_none() => placer = value,
+            _ => {}
+        }
+    }
+    (placer, filler)
+}
+
+fn result_status(code: Option<&str>) -> Option<ResultStatus> {
+    match code? {
+        "registered" => Some(ResultStatus::Registered),
+        "preliminary" | "partial" => Some(ResultStatus::Preliminary),
+        "final" => Some(ResultStatus::Final),
+        "amended" | "corrected" | "appended" => Some(ResultStatus::Corrected),
+        "cancelled" => Some(ResultStatus::Cancelled),
+        "entered-in-error" => Some(ResultStatus::EnteredInError),
+        _ => None,
+    }
+}
+
+fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError> {
+    let code = coded(&o.code).ok_or_else(|| {
+        FhirError::unprocessable(format!("{base}.code"), "an observation needs a code")
+    })?;
+    let (mut value_type, mut value, mut numeric_value, mut coded_value, mut units) =
+        (None, None, None, None, None);
+    match &o.value {
+        Some(r::ObservationValue::Quantity(q)) => {
+            value_type = Some("NM".to_owned());
+            if let Some(v) = val!(q.value) {
+                numeric_value = Some(decimal(v, &format!("{base}.valueQuantity.value"))?);
+                value = Some(v.to_owned());
+            }
+            let u = Coded {
+                code: owned(val!(q.code)),
+                text: owned(val!(q.unit)),
+                system: owned(val!(q.system)),
+            };
+            units = (u.code.is_some() || u.text.is_some()).then_some(u);
+        }
+        Some(r::ObservationValue::CodeableConcept(c)) => {
+            value_type = Some("CWE".to_owned());
+            coded_value = coded(c);
+        }
+        Some(r::ObservationValue::String(s)) => {
+            value_type = Some("ST".to_owned());
+            value = owned(s.value.as_deref());
+        }
+        Some(r::ObservationValue::Integer(n)) => {
+            value_type = Some("NM".to_owned());
+            if let Some(n) = n.value {
+                value = Some(n.to_string());
+                numeric_value = Decimal::parse(&n.to_string()).ok();
+            }
+        }
+        Some(r::ObservationValue::Boolean(b)) => {
+            value_type = Some("ST".to_owned());
+            value = b.value.map(|b| b.to_string());
+        }
+        Some(r::ObservationValue::DateTime(d)) => {
+            value_type = Some("DTM".to_owned());
+            value = owned(d.value.as_deref());
+        }
+        _ => {}
+    }
+    let reference_range = o.reference_range.first().and_then(|rr| {
+        owned(val!(rr.text)).or_else(|| {
+            let low = rr.low.as_deref().and_then(|q| val!(q.value));
+            let high = rr.high.as_deref().and_then(|q| val!(q.value));
+            match (low, high) {
+                (None, None) => None,
+                (l, h) => Some(format!("{}-{}", l.unwrap_or(""), h.unwrap_or(""))),
+            }
+        })
+    });
+    Ok(Observation {
+        code,
+        sub_id: None,
+        value_type,
+        value,
+        numeric_value,
+        coded_value,
+        units,
+        reference_range,
+        abnormal_flags: o
+            .interpretation
+            .iter()
+            .filter_map(|c| c.coding.first().and_then(|c| owned(val!(c.code))))
+            .collect(),
+        status: result_status(val!(Some(&o.status))),
+        observed_at: match &o.effective {
+            Some(r::ObservationEffective::DateTime(d)) => d
+                .value
+                .as_deref()
+                .map(|v| timestamp(v, &format!("{base}.effectiveDateTime")))
+                .transpose()?,
+            Some(r::ObservationEffective::Instant(d)) => d
+                .value
+                .as_deref()
+                .map(|v| timestamp(v, &format!("{base}.effectiveInstant")))
+                .transpose()?,
+            _ => None,
+        },
+        notes: o.note.first().and_then(|n| owned(n.text.value.as_deref())),
+    })
+}
+
+/// Parses a FHIR date/dateTime/instant into a canonical timestamp.
+fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
+    Timestamp::parse_iso(text)
+        .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
+}
+
+fn decimal(text: &str, path: &str) -> Result<Decimal, FhirError> {
+    Decimal::parse(text).map_err(|_| FhirError::unprocessable(path, "not a valid decimal"))
+}
+
+pub(crate) fn coded(c: &t::CodeableConcept) -> Option<Coded> {
+    let coding = c.coding.first();
+    let out = Coded {
+        code: coding.and_then(|c| owned(val!(c.code))),
+        text: owned(val!(c.text)).or_else(|| coding.and_then(|c| owned(val!(c.display)))),
+        system: coding.and_then(|c| owned(val!(c.system))),
+    };
+    (out.code.is_some() || out.text.is_some()).then_some(out)
+}
+
+fn identifier(i: &t::Identifier) -> Identifier {
+    let type_code = i
+        .r#type
+        .as_deref()
+        .and_then(|c| c.coding.first())
+        .and_then(|c| owned(val!(c.code)));
+    let kind = match val!(i.system) {
+        Some(systems::MRN) => IdentifierKind::Mrn,
+        Some(systems::PATIENT_NUMBER) => IdentifierKind::PatientNumber,
+        Some(systems::NATIONAL_ID) => IdentifierKind::NationalId,
+        Some(systems::PASSPORT) => IdentifierKind::Passport,
+        Some(systems::ACCOUNT) => IdentifierKind::AccountNumber,
+        Some(systems::OTHER) => IdentifierKind::Other,
+        _ => match type_code.as_deref() {
+            Some("MR") => IdentifierKind::Mrn,
+            Some("PI" | "PN") => IdentifierKind::PatientNumber,
+            Some(c) if c == "NI" || c == "SS" || c.starts_with("NN") => IdentifierKind::NationalId,
+            Some("PPN") => IdentifierKind::Passport,
+            Some("AN") => IdentifierKind::AccountNumber,
+            _ => IdentifierKind::Other,
+        },
+    };
+    Identifier {
+        value: val!(i.value).unwrap_or_default().to_owned(),
+        kind,
+        type_code,
+        assigning_authority: i
+            .assigner
+            .as_deref()
+            .and_then(|a| owned(val!(a.display)))
+            .or_else(|| match kind {
+                IdentifierKind::Other => {
+                    owned(val!(i.system)).filter(|s| !s.starts_with("urn:switchboard:"))
+                }
+                _ => None,
+            }),
+    }
+}
+
+fn human_name(n: &t::HumanName) -> HumanName {
+    let mut given = n.given.iter().filter_map(|g| owned(g.value.as_deref()));
+    let first = given.next();
+    let rest: Vec<String> = given.collect();
+    let language = n
+        .extension
+        .iter()
+        .find(|x| x.url == systems::EXT_NAME_LANGUAGE)
+        .and_then(|x| match &x.value {
+            Some(t::ExtensionValue::Code(c)) => owned(c.value.as_deref()),
+            _ => None,
+        });
+    HumanName {
+        family: owned(val!(n.family)),
+        given: first,
+        middle: (!rest.is_empty()).then(|| rest.join(" ")),
+        prefix: n.prefix.first().and_then(|p| owned(p.value.as_deref())),
+        suffix: n.suffix.first().and_then(|p| owned(p.value.as_deref())),
+        language,
+    }
+}
+
+fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
+    let identifiers: Vec<Identifier> = p
+        .identifier
+        .iter()
+        .filter(|i| val!(i.value).is_some_and(|v| !v.is_empty()))
+        .map(identifier)
+        .collect();
+    if identifiers.is_empty() {
+        return Err(FhirError::unprocessable(
+            format!("{base}.identifier"),
+            "a patient needs at least one identifier with a value",
+        ));
+    }
+    let is_second = |n: &&t::HumanName| {
+        n.extension
+            .iter()
+            .any(|x| x.url == systems::EXT_SECOND_LANGUAGE_NAME)
+    };
+    let name = p
+        .name
+        .iter()
+        .find(|n| !is_second(n))
+        .map(human_name)
+        .unwrap_or_default();
+    let second_language_name = p.name.iter().find(is_second).map(human_name);
+    let birth_time = p.birth_date.as_ref().and_then(|d| {
+        d.extension
+            .iter()
+            .find(|x| x.url == EXT_BIRTH_TIME)
+            .and_then(|x| match &x.value {
+                Some(t::ExtensionValue::DateTime(dt)) => dt.value.as_deref(),
+                _ => None,
+            })
+    });
+    if let Some(v) = birth_time {
+        // The time of birth, when given, is the more precise birth date.
+        let ts = timestamp(v, &format!("{base}.birthDate.extension"))?;
+        if val!(p.birth_date).is_some_and(|d| d != ts.date_iso()) {
+            return Err(FhirError::unprocessable(
+                format!("{base}.birthDate"),
+                "birthTime extension is on another day than birthDate",
+            ));
+        }
+    }
+    let birth_date = birth_time
+        .or(val!(p.birth_date))
+        .map(|v| {
+            if birth_time.is_some() {
+                return timestamp(v, &format!("{base}.birthDate.extension"));
+            }
+            let ts = timestamp(v, &format!("{base}.birthDate"))?;
+            if ts.precision() > Precision::Day {
+                return Err(FhirError::unprocessable(
+                    format!("{base}.birthDate"),
+                    "a date (YYYY, YYYY-MM or YYYY-MM-DD) is required",
+                ));
+            }
+            Ok(ts)
+        })
+        .transpose()?;
+    let gender = match val!(p.gender) {
+        None => None,
+        Some("male") => Some(Gender::Male),
+        Some("female") => Some(Gender::Female),
+        Some("other") => Some(Gender::Other),
+        Some("unknown") => Some(Gender::Unknown),
+        Some(other) => {
+            return Err(FhirError::unprocessable(
+                format!("{base}.gender"),
+                format!("unknown gender {other:?}"),
+            ))
+        }
+    };
+    let mut phones = Vec::new();
+    let mut email = None;
+    for cp in &p.telecom {
+        let Some(value) = owned(val!(cp.value)) else {
+            continue;
+        };
+        match val!(cp.system) {
+            Some("email") => {
+                if email.is_none() {
+                    email = Some(value);
+                }
+            }
+            Some("phone" | "sms") | None => phones.push(Phone {
+                number: value,
+                use_: match val!(cp.r#use) {
+                    Some("home") => Some(ContactUse::Home),
+                    Some("work") => Some(ContactUse::Work),
+                    Some("mobile") => Some(ContactUse::Mobile),
+                    Some("temp") => Some(ContactUse::Emergency),
+                    _ => None,
+                },
+            }),
+            Some(_) => {}
+        }
+    }
+    let address = p.address.first().map(|a| Address {
+        lines: a
+            .line
+            .iter()
+            .filter_map(|l| owned(l.value.as_deref()))
+            .collect(),
+        city: owned(val!(a.city)),
+        state: owned(val!(a.state)),
+        postal_code: owned(val!(a.postal_code)),
+        country: owned(val!(a.country)),
+        district: owned(val!(a.district)),
+        use_: match val!(a.r#use) {
+            Some("home") => Some(ContactUse::Home),
+            Some("work") => Some(ContactUse::Work),
+            _ => None,
+        },
+    });
+    let ext = |url: &str| {
+        p.extension
+            .iter()
+            .find(|x| x.url == url)
+            .and_then(|x| x.value.as_ref())
+    };
+    Ok(Patient {
+        identifiers,
+        name,
+        second_language_name,
+        birth_date,
+        gender,
+        phones,
+        email,
+        address: address.filter(|a| !a.is_empty()),
+        nationality: match ext(systems::EXT_NATIONALITY) {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        },
+        language: p.communication.first().and_then(|c| coded(&c.language)),
+        marital_status: p.marital_status.as_deref().and_then(coded),
+        blood_type: match ext(systems::EXT_BLOOD_TYPE) {
+            Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+            _ => None,
+        },
+        vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
+        death_time: match &p.deceased {
+            Some(r::PatientDeceased::DateTime(d)) => d
+                .value
+                .as_deref()
+                .map(|v| timestamp(v, &format!("{base}.deceasedDateTime")))
+                .transpose()?,
+            _ => None,
+        },
+    })
+}
+
+fn practitioner(p: &r::Practitioner, base: &str) -> Result<Practitioner, FhirError> {
+    let mut out = Practitioner {
+        name: p.name.first().map(human_name).unwrap_or_default(),
+        specialisation: p.qualification.first().and_then(|q| coded(&q.code)),
+        ..Practitioner::default()
+    };
+    for i in &p.identifier {
+        let value = owned(val!(i.value));
+        match val!(i.system) {
+            Some(systems::LICENCE) => out.licence_number = value,
+            Some(systems::REGISTRATION) => out.registration_number = value,
+            Some(systems::PRACTITIONER) => out.code = value,
+            _ if out.code.is_none() => out.code = value,
+            _ => {}
+        }
+    }
+    if out.code.is_none() && out.licence_number.is_none() && out.registration_number.is_none() {
+        return Err(FhirError::unprocessable(
+            format!("{base}.identifier"),
+            "a practitioner needs an identifier",
+        ));
+    }
+    Ok(out)
+}
+
+fn location(l: &r::Location, _base: &str) -> Location {
+    let part = |url: &str| {
+        l.extension
+            .iter()
+            .find(|x| x.url == url)
+            .and_then(|x| match &x.value {
+                Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                _ => None,
+            })
+    };
+    Location {
+        code: l
+            .identifier
+            .iter()
+            .find(|i| val!(i.system) == Some(systems::LOCATION))
+            .or_else(|| l.identifier.first())
+            .and_then(|i| owned(val!(i.value))),
+        name: owned(val!(l.name)),
+        room: part(LOCATION_PARTS[0]),
+        bed: part(LOCATION_PARTS[1]),
+        branch: part(LOCATION_PARTS[2]),
+        building: part(LOCATION_PARTS[3]),
+        floor: part(LOCATION_PARTS[4]),
+        specialisation: l.r#type.first().and_then(coded),
+    }
+}

@@ -1,0 +1,365 @@
+//! Property tests: canonical -> FHIR transaction Bundle -> JSON -> canonical keeps identifiers,
+//! names, birth date, gender, appointment times and charge amounts, both for generated
+//! canonical events and for generated HL7 v2 messages mapped by `v2_to_event` (module
+//! `from_v2`). Fixed cases are in `dest_fhir_golden.rs`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use proptest::prelude::*;
+use transforms::fhir::{fhir_to_events, transaction_bundle, BundleOptions};
+use transforms::model::{
+    Appointment, AppointmentStatus, Charge, ChargeStatus, Decimal, Event, EventKind, Gender,
+    HumanName, Identifier, IdentifierKind, Patient, Precision, Source, Timestamp, TransactionType,
+};
+
+fn token() -> impl Strategy<Value = String> {
+    "[A-Za-z][A-Za-z'-]{0,11}"
+}
+
+fn id_value() -> impl Strategy<Value = String> {
+    "[A-Z0-9][A-Z0-9-]{0,11}"
+}
+
+fn identifiers() -> impl Strategy<Value = Vec<Identifier>> {
+    let kind = prop_oneof![
+        Just(IdentifierKind::Mrn),
+        Just(IdentifierKind::PatientNumber),
+        Just(IdentifierKind::NationalId),
+        Just(IdentifierKind::Passport),
+    ];
+    (id_value(), prop::collection::vec((kind, id_value()), 0..3)).prop_map(|(mrn, more)| {
+        let mut ids = vec![Identifier {
+            value: mrn,
+            kind: IdentifierKind::Mrn,
+            type_code: None,
+            assigning_authority: None,
+        }];
+        ids.extend(more.into_iter().map(|(kind, value)| Identifier {
+            value,
+            kind,
+            type_code: None,
+            assigning_authority: None,
+        }));
+        ids
+    })
+}
+
+fn name() -> impl Strategy<Value = HumanName> {
+    (
+        prop::option::of(token()),
+        token(),
+        prop::option::of(token()),
+        prop::option::of(token()),
+    )
+        .prop_map(|(family, given, middle, prefix)| HumanName {
+            family,
+            given: Some(given),
+            middle,
+            prefix,
+            ..HumanName::default()
+        })
+}
+
+fn birth_date() -> impl Strategy<Value = Timestamp> {
+    prop_oneof![
+        (1900i32..2030, 1u8..=12, 1u8..=28).prop_map(|(y, m, d)| Timestamp::date(y, m, d).unwrap()),
+        (1900i32..2030).prop_map(|y| {
+            Timestamp::from_parts(Precision::Year, y, 1, 1, 0, 0, 0, 0, 0, None).unwrap()
+        }),
+    ]
+}
+
+fn date_time() -> impl Strategy<Value = Timestamp> {
+    (
+        2000i32..2040,
+        1u8..=12,
+        1u8..=28,
+        0u8..24,
+        0u8..60,
+        0u8..60,
+        prop::option::of((-48i16..=56).prop_map(|q| q * 15)),
+    )
+        .prop_map(|(y, mo, d, h, mi, s, off)| {
+            Timestamp::from_parts(Precision::Second, y, mo, d, h, mi, s, 0, 0, off).unwrap()
+        })
+}
+
+fn gender() -> impl Strategy<Value = Gender> {
+    prop_oneof![
+        Just(Gender::Male),
+        Just(Gender::Female),
+        Just(Gender::Other),
+        Just(Gender::Unknown)
+    ]
+}
+
+fn patient() -> impl Strategy<Value = Patient> {
+    (
+        identifiers(),
+        name(),
+        prop::option::of(birth_date()),
+        prop::option::of(gender()),
+    )
+        .prop_map(|(identifiers, name, birth_date, gender)| Patient {
+            identifiers,
+            name,
+            birth_date,
+            gender,
+            ..Patient::default()
+        })
+}
+
+fn event(kind: EventKind, patient: Patient) -> Event {
+    Event {
+        id: "prop".into(),
+        kind,
+        source: Source {
+            format: "hl7v2".into(),
+            message_type: "SIU^S12".into(),
+            control_id: "C1".into(),
+            ..Source::default()
+        },
+        patient: Some(patient),
+        merge: None,
+        encounter: None,
+        appointment: None,
+        orders: Vec::new(),
+        results: Vec::new(),
+        charges: Vec::new(),
+        practitioners: Vec::new(),
+    }
+}
+
+fn round_trip(event: &Event) -> Vec<Event> {
+    let bundle = transaction_bundle(event, &BundleOptions::default()).unwrap();
+    let json = fhirbolt::json::to_string(&bundle, None).unwrap();
+    fhir_to_events(&json).unwrap()
+}
+
+fn same_instant(a: &Timestamp, b: &Timestamp) -> bool {
+    a.naive_date_time() == b.naive_date_time() && a.offset_minutes() == b.offset_minutes()
+}
+
+proptest! {
+    #[test]
+    fn appointment_events_keep_their_values(
+        patient in patient(),
+        start in date_time(),
+        minutes in 5u32..240,
+        placer in id_value(),
+    ) {
+        let end = Timestamp::parse_iso(
+            &(start.naive_date_time() + chrono::Duration::minutes(i64::from(minutes)))
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string(),
+        )
+        .unwrap();
+        let mut ev = event(EventKind::AppointmentBooked, patient.clone());
+        ev.appointment = Some(Appointment {
+            placer_id: Some(placer.clone()),
+            filler_id: None,
+            remote_id: None,
+            patient: patient.primary_identifier().cloned(),
+            practitioner: None,
+            location: None,
+            service: None,
+            appointment_type: None,
+            start: Some(start),
+            end: Some(end),
+            duration_minutes: Some(minutes),
+            status: AppointmentStatus::Booked,
+            reason: None,
+            event_reason: None,
+            notes: None,
+        });
+        let back = round_trip(&ev);
+        prop_assert_eq!(back.len(), 1);
+        let b = &back[0];
+        prop_assert_eq!(b.kind, EventKind::AppointmentBooked);
+        let bp = b.patient.as_ref().unwrap();
+        prop_assert_eq!(&bp.identifiers, &patient.identifiers);
+        prop_assert_eq!(&bp.name, &patient.name);
+        prop_assert_eq!(bp.birth_date, patient.birth_date);
+        prop_assert_eq!(bp.gender, patient.gender);
+        let ba = b.appointment.as_ref().unwrap();
+        prop_assert_eq!(ba.placer_id.as_deref(), Some(placer.as_str()));
+        prop_assert_eq!(ba.patient.as_ref(), patient.primary_identifier());
+        prop_assert!(same_instant(ba.start.as_ref().unwrap(), &start));
+        prop_assert!(same_instant(ba.end.as_ref().unwrap(), &end));
+        prop_assert_eq!(ba.duration_minutes, Some(minutes));
+    }
+
+    #[test]
+    fn charge_events_keep_amounts_and_times(
+        patient in patient(),
+        items in prop::collection::vec((0i64..10_000_000, prop::bool::ANY, date_time()), 1..4),
+    ) {
+        let mut ev = event(EventKind::ChargePosted, patient);
+        ev.charges = items
+            .iter()
+            .enumerate()
+            .map(|(i, (cents, sar, when))| Charge {
+                transaction_id: Some(format!("TX-{i}")),
+                batch_id: None,
+                account: None,
+                visit_number: Some("V-1".into()),
+                transaction_date: Some(*when),
+                posting_date: None,
+                transaction_type: TransactionType::Charge,
+                transaction_type_code: "CG".into(),
+                code: None,
+                quantity: Some(Decimal::parse("1").unwrap()),
+                amount: Some(Decimal::parse(&format!("{}.{:02}", cents / 100, cents % 100)).unwrap()),
+                unit_amount: None,
+                currency: Some(if *sar { "SAR" } else { "USD" }.into()),
+                status: ChargeStatus::Posted,
+                payment: None,
+                department: None,
+                location: None,
+                performed_by: None,
+                ordered_by: None,
+                procedure: None,
+            })
+            .collect();
+        let back = round_trip(&ev);
+        prop_assert_eq!(back.len(), 1);
+        let charges = &back[0].charges;
+        prop_assert_eq!(charges.len(), ev.charges.len());
+        for (a, b) in ev.charges.iter().zip(charges) {
+            prop_assert_eq!(&a.transaction_id, &b.transaction_id);
+            prop_assert_eq!(&a.amount, &b.amount);
+            prop_assert_eq!(&a.currency, &b.currency);
+            prop_assert_eq!(&a.quantity, &b.quantity);
+            prop_assert_eq!(&a.visit_number, &b.visit_number);
+            prop_assert!(same_instant(a.transaction_date.as_ref().unwrap(), b.transaction_date.as_ref().unwrap()));
+        }
+    }
+}
+
+/// HL7 v2 -> canonical (the other engineer's `v2_to_event`) -> FHIR -> canonical.
+mod from_v2 {
+    use super::*;
+    use transforms::hl7v2::access::V2Message;
+    use transforms::{v2_to_event, Mapped};
+
+    fn v2(text: &str) -> Event {
+        let msg = V2Message::parse(text).unwrap();
+        match v2_to_event(&msg).unwrap() {
+            Mapped::Event(e) => e,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn hl7_name() -> impl Strategy<Value = String> {
+        "[A-Z][a-z]{1,9}"
+    }
+
+    proptest! {
+        #[test]
+        fn adt_a04_patient_survives_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            national in "[0-9]{10}",
+            family in hl7_name(),
+            given in hl7_name(),
+            (y, m, d) in (1920i32..2025, 1u32..=12, 1u32..=28),
+            sex in prop_oneof![Just("M"), Just("F"), Just("O"), Just("U")],
+            (h, mi) in (0u32..24, 0u32..60),
+        ) {
+            let visit = format!("V-{mrn}");
+            let admit = format!("20260615{h:02}{mi:02}");
+            let mut pv1 = vec![""; 45];
+            pv1[0] = "PV1";
+            pv1[1] = "1";
+            pv1[2] = "O";
+            pv1[3] = "CLN-1";
+            pv1[19] = &visit;
+            pv1[44] = &admit;
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A04|P-{mrn}|P|2.5\r\
+                 EVN|A04|20260615103000\r\
+                 PID|1||{mrn}^^^HIS^MR~{national}^^^MOI^NI||{family}^{given}||{y:04}{m:02}{d:02}|{sex}\r{}\r",
+                pv1.join("|")
+            );
+            let original = v2(&text);
+            let bundle = transaction_bundle(&original, &BundleOptions::default()).unwrap();
+            let json = fhirbolt::json::to_string(&bundle, None).unwrap();
+            let back = fhir_to_events(&json).unwrap();
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].kind, original.kind);
+            let (a, b) = (original.patient.as_ref().unwrap(), back[0].patient.as_ref().unwrap());
+            prop_assert_eq!(&b.identifiers, &a.identifiers);
+            prop_assert_eq!(&b.name, &a.name);
+            prop_assert_eq!(b.birth_date, a.birth_date);
+            prop_assert_eq!(b.gender, a.gender);
+            let (ea, eb) = (original.encounter.as_ref().unwrap(), back[0].encounter.as_ref().unwrap());
+            prop_assert_eq!(&eb.visit_number, &ea.visit_number);
+            match (&ea.admit_time, &eb.admit_time) {
+                (Some(x), Some(y)) => prop_assert!(same_instant(x, y)),
+                (x, y) => prop_assert_eq!(x, y),
+            }
+        }
+
+        #[test]
+        fn siu_s12_times_survive_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            family in hl7_name(),
+            (mo, d, h, mi) in (1u32..=12, 1u32..=28, 0u32..23, 0u32..60),
+            minutes in 5u32..55,
+        ) {
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^S12|S-{mrn}|P|2.5\r\
+                 SCH||APT-{mrn}^HIS|||||||{minutes}|MIN|^^^2026{mo:02}{d:02}{h:02}{mi:02}00+0300\r\
+                 PID|1||{mrn}^^^HIS^MR||{family}^Test||19880312|F\r"
+            );
+            let original = v2(&text);
+            let back = fhir_to_events(
+                &fhirbolt::json::to_string(
+                    &transaction_bundle(&original, &BundleOptions::default()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].kind, EventKind::AppointmentBooked);
+            let (a, b) = (original.appointment.as_ref().unwrap(), back[0].appointment.as_ref().unwrap());
+            prop_assert_eq!(&b.filler_id, &a.filler_id);
+            prop_assert_eq!(&b.patient, &a.patient);
+            prop_assert!(same_instant(a.start.as_ref().unwrap(), b.start.as_ref().unwrap()));
+            match (&a.end, &b.end) {
+                (Some(x), Some(y)) => prop_assert!(same_instant(x, y)),
+                (x, y) => prop_assert_eq!(x, y),
+            }
+        }
+
+        #[test]
+        fn dft_p03_amounts_survive_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            cents in 0i64..10_000_000,
+            qty in 1u32..10,
+        ) {
+            let amount = format!("{}.{:02}", cents / 100, cents % 100);
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||DFT^P03|D-{mrn}|P|2.3\r\
+                 EVN|P03|20260615103000\r\
+                 PID|1||{mrn}^^^HIS^MR||Haddad^Layla||19880312|F\r\
+                 FT1|1|TX-{mrn}||20260615|20260615|CG|CONS-GP^GP consultation^L|||{qty}|{amount}\r"
+            );
+            let original = v2(&text);
+            let back = fhir_to_events(
+                &fhirbolt::json::to_string(
+                    &transaction_bundle(&original, &BundleOptions::default()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(back.len(), 1);
+            let (a, b) = (&original.charges[0], &back[0].charges[0]);
+            prop_assert_eq!(&b.transaction_id, &a.transaction_id);
+            prop_assert_eq!(&b.amount, &a.amount);
+            prop_assert_eq!(&b.quantity, &a.quantity);
+            prop_assert_eq!(&b.currency, &a.currency);
+            prop_assert_eq!(b.transaction_date, a.transaction_date);
+        }
+    }
+}
