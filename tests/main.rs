@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod crash;
 mod delivery;
+mod ops;
 mod spine;

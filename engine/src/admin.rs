@@ -34,6 +34,8 @@ pub struct AdminState {
     pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// The live event stream.
     pub events: crate::events::EventBus,
+    /// The data folder, for `switchboard_store_disk_available_bytes`.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The admin router.
@@ -96,6 +98,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     if let Ok(size) = s.store.size_on_disk() {
         s.metrics.store_size.set(size as i64);
     }
+    s.metrics.refresh_disk_available(&s.data_dir);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -204,6 +204,7 @@ impl Engine {
             ready: ready.clone(),
             pipeline: pipeline.clone(),
             events: events.clone(),
+            data_dir: data_dir.clone(),
         };
         let listener = match tokio::net::TcpListener::bind(&config.engine.admin.listen).await {
             Ok(l) => l,

@@ -59,6 +59,80 @@ pub const DESTINATION_UP: &str = "switchboard_destination_up";
 pub const STORE_PURGED: &str = "switchboard_store_purged_messages_total";
 /// `switchboard_build_info{version, config_version}`: always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
+/// `switchboard_store_disk_available_bytes`: free bytes (for an unprivileged user) on the
+/// filesystem holding `data_dir`, read when `/metrics` is scraped.
+pub const STORE_DISK_AVAILABLE: &str = "switchboard_store_disk_available_bytes";
+
+/// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
+pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
+
+/// Namespace of the process collector (Linux only): `switchboard_process_*`.
+pub const PROCESS_NAMESPACE: &str = "switchboard";
+
+/// The families the prometheus crate's process collector exports under [`PROCESS_NAMESPACE`]
+/// (see its `process_collector.rs`): CPU, file descriptors, memory, start time, threads.
+pub const PROCESS_METRICS: &[&str] = &[
+    "switchboard_process_cpu_seconds_total",
+    "switchboard_process_open_fds",
+    "switchboard_process_max_fds",
+    "switchboard_process_virtual_memory_bytes",
+    "switchboard_process_resident_memory_bytes",
+    "switchboard_process_start_time_seconds",
+    "switchboard_process_threads",
+];
+
+/// Every metric family `/metrics` exports, by family name (histograms without their
+/// `_bucket`, `_sum` and `_count` suffixes). `dashboards/` may use only these names; the
+/// end-to-end tests check this list against a running engine in both directions.
+pub fn exported_names() -> Vec<&'static str> {
+    let mut names = vec![
+        MESSAGES_RECEIVED,
+        ACKS_SENT,
+        MESSAGES_REJECTED,
+        DUPLICATES,
+        INGEST_DURATION,
+        STORE_COMMIT_DURATION,
+        STORE_COMMIT_BATCH,
+        STORE_ERRORS,
+        STORE_SIZE,
+        STORE_DISK_AVAILABLE,
+        MLLP_OPENED,
+        MLLP_CLOSED,
+        MLLP_REFUSED,
+        MLLP_JUNK,
+        MLLP_TIMEOUTS,
+        CHANNEL_LAST_MESSAGE,
+        MESSAGES_PROCESSED,
+        DELIVERIES,
+        DELIVERY_DURATION,
+        OUTBOX_DEPTH,
+        OUTBOX_OLDEST_AGE,
+        DEAD_LETTERS,
+        DESTINATION_UP,
+        STORE_PURGED,
+        BUILD_INFO,
+    ];
+    if cfg!(target_os = "linux") {
+        names.extend_from_slice(PROCESS_METRICS);
+    }
+    names
+}
+
+/// Free bytes for an unprivileged user on the filesystem holding `path`; `None` when it
+/// cannot be read (or on a platform without `statvfs`).
+pub fn disk_available_bytes(path: &std::path::Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::fs::statvfs(path)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
 
 /// HL7 message codes that may appear in the `message_type` label; anything else is `other`.
 const KNOWN_CODES: &[&str] = &[
@@ -101,6 +175,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// See [`STORE_SIZE`].
     pub store_size: IntGauge,
+    /// See [`STORE_DISK_AVAILABLE`].
+    pub store_disk_available: IntGauge,
     /// See [`MLLP_OPENED`].
     pub mllp_opened: IntCounterVec,
     /// See [`MLLP_CLOSED`].
@@ -167,6 +243,9 @@ impl Metrics {
             &["channel"],
         );
         let store_errors = counter(STORE_ERRORS, "Failed store operations.", &["operation"]);
+        for op in STORE_OPERATIONS {
+            store_errors.with_label_values(&[op]);
+        }
         let mllp_opened = counter(MLLP_OPENED, "MLLP connections accepted.", &["channel"]);
         let mllp_closed = counter(MLLP_CLOSED, "MLLP connections closed.", &["channel"]);
         let mllp_refused = counter(
@@ -219,6 +298,14 @@ impl Metrics {
             IntGauge::new(STORE_SIZE, "Bytes the store takes on disk.").expect("valid metric");
         registry
             .register(Box::new(store_size.clone()))
+            .expect("metric registered once");
+        let store_disk_available = IntGauge::new(
+            STORE_DISK_AVAILABLE,
+            "Free bytes on the filesystem of the data folder.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_disk_available.clone()))
             .expect("metric registered once");
         let last_message = IntGaugeVec::new(
             Opts::new(
@@ -293,7 +380,7 @@ impl Metrics {
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
                 std::process::id() as i32,
-                "switchboard",
+                PROCESS_NAMESPACE,
             );
             registry
                 .register(Box::new(pc))
@@ -310,6 +397,7 @@ impl Metrics {
             commit_batch,
             store_errors,
             store_size,
+            store_disk_available,
             mllp_opened,
             mllp_closed,
             mllp_refused,
@@ -335,6 +423,15 @@ impl Metrics {
             connections_refused: self.mllp_refused.with_label_values(&[channel]),
             junk_bytes: self.mllp_junk.with_label_values(&[channel]),
             timeouts: self.mllp_timeouts.with_label_values(&[channel]),
+        }
+    }
+
+    /// Sets [`STORE_DISK_AVAILABLE`] from the filesystem holding `data_dir`; leaves it as it
+    /// was when that cannot be read.
+    pub fn refresh_disk_available(&self, data_dir: &std::path::Path) {
+        if let Some(free) = disk_available_bytes(data_dir) {
+            self.store_disk_available
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
         }
     }
 
@@ -387,25 +484,35 @@ mod tests {
         m.dead_letters.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
         let text = m.render();
-        for name in [
-            MESSAGES_RECEIVED,
-            ACKS_SENT,
-            MESSAGES_REJECTED,
-            DUPLICATES,
-            INGEST_DURATION,
-            STORE_COMMIT_DURATION,
-            STORE_COMMIT_BATCH,
-            STORE_ERRORS,
-            STORE_SIZE,
-            MLLP_OPENED,
-            MLLP_CLOSED,
-            MLLP_REFUSED,
-            MLLP_JUNK,
-            MLLP_TIMEOUTS,
-            CHANNEL_LAST_MESSAGE,
-            BUILD_INFO,
-        ] {
-            assert!(text.contains(name), "{name} missing");
+        let rendered: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = exported_names().into_iter().collect();
+        assert_eq!(rendered, listed, "exported_names() and the registry differ");
+        assert_eq!(listed.len(), exported_names().len(), "no name listed twice");
+    }
+
+    #[test]
+    fn store_errors_start_at_zero_for_every_operation() {
+        let text = Metrics::new("abc").render();
+        for op in STORE_OPERATIONS {
+            assert!(
+                text.contains(&format!("{STORE_ERRORS}{{operation=\"{op}\"}} 0")),
+                "{op}: {text}"
+            );
         }
+    }
+
+    #[test]
+    fn disk_available_is_read_from_the_data_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let free = disk_available_bytes(dir.path()).expect("statvfs works on a tempdir");
+        assert!(free > 0);
+        assert_eq!(disk_available_bytes(&dir.path().join("missing")), None);
+        let m = Metrics::new("abc");
+        m.refresh_disk_available(dir.path());
+        assert!(m.store_disk_available.get() > 0);
     }
 }
