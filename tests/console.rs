@@ -210,6 +210,20 @@ async fn console_endpoints_report_channels_stats_and_live_events() {
         .await
         .expect("stats");
     assert_eq!(wrong.status(), 400);
+
+    // An open event stream does not hold up shutdown: it ends, and the engine exits.
+    let stopping = Instant::now();
+    assert_eq!(engine.terminate(), Some(0), "clean exit with a stream open");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopping.elapsed()
+    );
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the event stream ended with the engine");
 }
 
 /// `chromedriver` on a free loopback port, killed (with the browser it started) on drop.
@@ -221,13 +235,31 @@ struct ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        // chromedriver leads its own process group; the browser it started is in it.
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        // The browser processes this test started are the ones using its fresh profile
+        // folder; end those by pid, then chromedriver itself.
+        let profile = self._profile.path().to_string_lossy().into_owned();
+        for pid in processes_mentioning(&profile) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Pids of the processes whose command line contains `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -240,7 +272,6 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// Starts chromedriver and a headless Chromium session; fails the test when either is missing.
 async fn browser() -> (ChromeDriver, Client) {
-    use std::os::unix::process::CommandExt;
     assert!(
         Path::new(CHROMIUM).is_file(),
         "{CHROMIUM} is missing: the console test needs Chromium (apt-get install chromium chromium-driver)"
@@ -257,7 +288,6 @@ async fn browser() -> (ChromeDriver, Client) {
         .arg("--allowed-ips=127.0.0.1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .expect("chromedriver starts");
     let profile = tempfile::tempdir().expect("profile dir");
@@ -447,6 +477,25 @@ async fn console_in_a_browser_streams_shows_and_retries_messages() {
         wait_for_text(&c, "#deliveries", "lab/hook").await;
         wait_for_text(&c, "#message-summary", "delivered").await;
         screenshot(&c, "message").await;
+
+        // Search by control id finds the message and opens it.
+        open_view(&c, "search").await;
+        let field = wait_for(&c, "#search-form input[name=control_id]", "search form").await;
+        field.send_keys("CTL-B").await.expect("type a control id");
+        c.find(Locator::Css("#search-form button[type=submit]"))
+            .await
+            .expect("search button")
+            .click()
+            .await
+            .expect("search");
+        let found = wait_for_text(&c, "#search-table tbody", "CTL-B").await;
+        let rows = found
+            .find_all(Locator::Css("tr"))
+            .await
+            .expect("result rows");
+        assert_eq!(rows.len(), 1, "exactly CTL-B");
+        rows[0].click().await.expect("open the result");
+        wait_for_text(&c, "#raw span[title=\"MSH-10\"]", "CTL-B").await;
 
         // Deliveries the destination refuses end in the dead letters...
         for control_id in ["CTL-BAD", "CTL-KEEP"] {
