@@ -7,7 +7,8 @@
 //!   statuses only; a slow browser misses events (told by an `event: lagged`) instead of
 //!   slowing the engine down;
 //! - counts by status and per time bucket come from the store, newest first, at most
-//!   [`SCAN_LIMIT`] records per request (`truncated: true` says the limit was hit);
+//!   [`SCAN_LIMIT`] records per `/api/stats` and [`CHANNELS_SCAN_LIMIT`] per `/api/channels`
+//!   (`truncated` / `counts_truncated` say the limit was hit);
 //! - outbox depth and dead-letter counts are key counts in the store (at most
 //!   [`QUEUE_COUNT_CAP`] each); `up` and the last-message time are read from the Prometheus
 //!   gauges without creating series.
@@ -34,8 +35,11 @@ use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-/// Most message records one `/api/stats` or `/api/channels` request reads.
+/// Most message records one `/api/stats` request reads.
 pub const SCAN_LIMIT: usize = 100_000;
+
+/// Most message records one `/api/channels` request reads; the console asks every 5 s.
+pub const CHANNELS_SCAN_LIMIT: usize = 20_000;
 
 /// Most outbox or dead-letter keys counted per destination.
 pub const QUEUE_COUNT_CAP: usize = 100_000;
@@ -204,11 +208,12 @@ impl Window {
     }
 }
 
-/// Reads records received at or after `since_ms`, newest first, at most [`SCAN_LIMIT`];
-/// returns whether the limit cut the scan short.
+/// Reads records received at or after `since_ms`, newest first, at most `max`; returns how
+/// many it read and whether the limit cut the scan short.
 fn scan(
     store: &Store,
     since_ms: u64,
+    max: usize,
     mut each: impl FnMut(&MessageRecord),
 ) -> Result<(usize, bool), crate::store::StoreError> {
     let mut before = None;
@@ -217,7 +222,7 @@ fn scan(
         let page = store.list(&Query {
             since_ms: Some(since_ms),
             before_id: before,
-            limit: PAGE.min(SCAN_LIMIT - seen),
+            limit: PAGE.min(max - seen),
             ..Query::default()
         })?;
         for r in &page {
@@ -225,8 +230,8 @@ fn scan(
         }
         seen += page.len();
         match page.last() {
-            Some(last) if page.len() == PAGE && seen < SCAN_LIMIT => before = Some(last.id),
-            Some(_) if seen >= SCAN_LIMIT => return Ok((seen, true)),
+            Some(last) if page.len() == PAGE && seen < max => before = Some(last.id),
+            Some(_) if seen >= max => return Ok((seen, true)),
             _ => return Ok((seen, false)),
         }
     }
@@ -318,7 +323,7 @@ async fn stats(
             buckets: vec![Counts::new(); window.buckets as usize],
             ..Tally::default()
         };
-        scan(&store, start, |r| tally.add(r, &window, start)).map(|done| (tally, done))
+        scan(&store, start, SCAN_LIMIT, |r| tally.add(r, &window, start)).map(|done| (tally, done))
     })
     .await;
     let Ok(Ok((tally, (scanned, truncated)))) = counted else {
@@ -395,7 +400,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
     let counted = tokio::task::spawn_blocking(move || {
         let mut counts: HashMap<String, Counts> = HashMap::new();
         let mut newest: HashMap<String, u64> = HashMap::new();
-        let done = scan(&store, since, |r| {
+        let done = scan(&store, since, CHANNELS_SCAN_LIMIT, |r| {
             *counts
                 .entry(r.channel.clone())
                 .or_default()
@@ -414,7 +419,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
         Ok::<_, crate::store::StoreError>((counts, newest, queues, done))
     })
     .await;
-    let Ok(Ok((counts, newest, queues, (_, truncated)))) = counted else {
+    let Ok(Ok((counts, newest, queues, (scanned, truncated)))) = counted else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
@@ -459,7 +464,8 @@ async fn channels(State(s): State<AdminState>) -> Response {
             })
         })
         .collect();
-    Json(json!({"channels": items, "counts_truncated": truncated})).into_response()
+    Json(json!({"channels": items, "counts_scanned": scanned, "counts_truncated": truncated}))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -550,8 +556,10 @@ mod tests {
             buckets: vec![Counts::new(); 2],
             ..Tally::default()
         };
-        let (seen, truncated) =
-            scan(&store, 1_000_005, |r| tally.add(r, &w, 1_000_000)).expect("scan");
+        let (seen, truncated) = scan(&store, 1_000_005, SCAN_LIMIT, |r| {
+            tally.add(r, &w, 1_000_000)
+        })
+        .expect("scan");
         assert_eq!(seen, n - 5);
         assert!(!truncated);
         assert_eq!(tally.total, (n - 5) as u64);
@@ -559,5 +567,8 @@ mod tests {
         assert_eq!(tally.buckets[0].values().sum::<u64>(), 10_000 - 5);
         assert_eq!(tally.buckets[1].values().sum::<u64>(), 7);
         assert_eq!(tally.by_type.get("ADT^A04"), Some(&((n - 5) as u64)));
+        let mut read = 0;
+        let (seen, truncated) = scan(&store, 0, PAGE + 1, |_| read += 1).expect("scan");
+        assert_eq!((seen, read, truncated), (PAGE + 1, PAGE + 1, true));
     }
 }

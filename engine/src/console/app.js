@@ -230,7 +230,7 @@ async function renderChannels() {
         el('td', { class: 'num' }, d.dead_letters ? el('a', { href: '#/dead-letters' }, d.dead_letters) : '0'))))
       : el('p', { class: 'muted' }, 'No destinations: messages are stored only.')));
   show(el('div', { class: 'toolbar' }, el('h2', { class: 'grow' }, 'Channels and destinations'),
-    data.counts_truncated ? el('span', { class: 'muted' }, 'Counts cover the newest 100000 messages.') : null,
+    data.counts_truncated ? el('span', { class: 'muted' }, `24 h counts cover the newest ${data.counts_scanned} messages.`) : null,
     el('span', { class: 'muted' }, 'Refreshes every 5 s')),
   data.channels.length ? el('div', { class: 'grid' }, cards) : el('p', { class: 'empty' }, 'No channels configured.'));
 }
