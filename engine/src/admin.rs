@@ -2,7 +2,8 @@
 //!
 //! `/api/*` requires `Authorization: Bearer <token>` when `admin.token` is configured;
 //! health and metrics stay open so probes and Prometheus need no secret. Errors are JSON:
-//! `{"error": "...", "detail": "..."}`.
+//! `{"error": "...", "detail": "..."}`. The web console and its endpoints live in
+//! [`crate::console`] and [`crate::admin_live`].
 
 use crate::metrics::Metrics;
 use crate::store::{Query, Store};
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub events: crate::events::EventBus,
     /// The data folder, for `switchboard_store_disk_available_bytes`.
     pub data_dir: std::path::PathBuf,
+    /// Channels, bound addresses and the shutdown signal, for the console endpoints.
+    pub live: Arc<crate::admin_live::LiveContext>,
 }
 
 /// The admin router.
@@ -49,12 +52,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dead-letters/retry", post(retry_dead_letters))
         .route("/api/dead-letters/discard", post(discard_dead_letters))
         .route("/api/audit", get(audit_log))
+        .merge(crate::admin_live::api())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api)
+        .merge(crate::admin_live::events())
+        .merge(crate::console::router())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .with_state(state)
 }

@@ -8,7 +8,9 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod admin_live;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod events;
 pub mod ingest;
@@ -205,6 +207,26 @@ impl Engine {
             pipeline: pipeline.clone(),
             events: events.clone(),
             data_dir: data_dir.clone(),
+            live: Arc::new(admin_live::LiveContext {
+                channels: config
+                    .channels
+                    .iter()
+                    .map(|ch| admin_live::ChannelInfo {
+                        name: ch.config.name.clone(),
+                        source_type: match &ch.config.source {
+                            SourceConfig::MllpListener(_) => "mllp_listener".into(),
+                        },
+                        address: channel_addrs.get(&ch.config.name).copied(),
+                        destinations: ch
+                            .config
+                            .destinations
+                            .iter()
+                            .map(|d| (d.name().to_string(), admin_live::destination_type(d).into()))
+                            .collect(),
+                    })
+                    .collect(),
+                shutdown: shutdown.child_token(),
+            }),
         };
         let listener = match tokio::net::TcpListener::bind(&config.engine.admin.listen).await {
             Ok(l) => l,

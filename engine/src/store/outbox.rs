@@ -299,6 +299,32 @@ impl Store {
             .collect()
     }
 
+    /// How many deliveries of a destination wait in its outbox and in its dead letters,
+    /// each counted up to `cap` (keys only, nothing decoded).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn queue_counts(
+        &self,
+        destination: &str,
+        cap: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let count = |tree: &sled::Tree| -> Result<usize, StoreError> {
+            let mut n = 0;
+            for k in tree
+                .scan_prefix(outbox_prefix(destination))
+                .keys()
+                .take(cap)
+            {
+                k?;
+                n += 1;
+            }
+            Ok(n)
+        };
+        Ok((count(&self.outbox)?, count(&self.dead_letters)?))
+    }
+
     /// Saves a failed attempt's new schedule and marks the message as retrying.
     ///
     /// # Errors

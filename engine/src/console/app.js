@@ -1,0 +1,575 @@
+// Switchboard operator console. Plain JavaScript, no build step, nothing loaded from elsewhere.
+//
+// Everything shown comes from the admin API on this origin. Message content is only ever put
+// into the page with textContent (never innerHTML) and never into a URL: the location hash
+// holds a view name and at most a message id.
+'use strict';
+
+const TOKEN_KEY = 'switchboard.token';
+const MAX_EVENTS = 500;
+const OK_STATUSES = ['delivered', 'routed', 'received', 'filtered'];
+const BAD_STATUSES = ['rejected', 'failed'];
+
+const state = {
+  events: [],        // newest first, at most MAX_EVENTS
+  source: null,      // the EventSource
+  timer: null,       // the current view's refresh timer
+  view: '',
+  tokenWaiters: null,
+};
+
+// ---- small DOM helpers ---------------------------------------------------------------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (k === 'dataset') Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function main() { return document.getElementById('main'); }
+
+function show(...nodes) { main().replaceChildren(...nodes); }
+
+function pill(text, cls) { return el('span', { class: 'pill ' + (cls || text) }, text); }
+
+function when(value) {
+  if (value === null || value === undefined || value === '') return '';
+  const d = typeof value === 'number' ? new Date(value) : new Date(value);
+  if (isNaN(d)) return String(value);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+function notice(text, isError) {
+  const n = document.getElementById('notice');
+  n.textContent = text;
+  n.className = isError ? 'error' : '';
+  n.hidden = false;
+  clearTimeout(notice.timer);
+  notice.timer = setTimeout(() => { n.hidden = true; }, isError ? 10000 : 5000);
+}
+
+function table(headers, rows, attrs) {
+  return el('table', attrs || {},
+    el('thead', {}, el('tr', {}, headers.map((h) => el('th', { class: h.num ? 'num' : '' }, h.label || h)))),
+    el('tbody', {}, rows));
+}
+
+// ---- API and token -------------------------------------------------------------------
+
+function token() { return sessionStorage.getItem(TOKEN_KEY) || ''; }
+
+function askToken(refused) {
+  if (!state.tokenWaiters) {
+    state.tokenWaiters = [];
+    const dialog = document.getElementById('token-dialog');
+    document.getElementById('token-error').hidden = !refused;
+    const input = document.getElementById('token-input');
+    input.value = '';
+    if (!dialog.open) dialog.showModal();
+    input.focus();
+  }
+  return new Promise((resolve) => state.tokenWaiters.push(resolve));
+}
+
+function tokenEntered(ev) {
+  ev.preventDefault();
+  const value = document.getElementById('token-input').value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  document.getElementById('token-dialog').close();
+  const waiters = state.tokenWaiters || [];
+  state.tokenWaiters = null;
+  waiters.forEach((w) => w());
+  startEvents();
+}
+
+async function api(path, options) {
+  const opts = options || {};
+  for (let tries = 0; ; tries++) {
+    const headers = { Accept: 'application/json' };
+    if (opts.body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token()) headers.Authorization = 'Bearer ' + token();
+    const res = await fetch(path, {
+      method: opts.method || 'GET',
+      headers,
+      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      cache: 'no-store',
+    });
+    if (res.status === 401) {
+      const hadToken = !!token();
+      sessionStorage.removeItem(TOKEN_KEY);
+      await askToken(tries > 0 || hadToken);
+      continue;
+    }
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.detail || data.error || res.statusText);
+    return data;
+  }
+}
+
+// ---- live event stream ---------------------------------------------------------------
+
+function setLiveStatus(text, on) {
+  const s = document.getElementById('live-status');
+  s.textContent = text;
+  s.className = 'pill ' + (on ? 'on' : 'off');
+}
+
+function startEvents() {
+  if (state.source) state.source.close();
+  const t = token();
+  // EventSource cannot send headers; the token goes in the query of this one endpoint.
+  const url = '/api/events' + (t ? '?access_token=' + encodeURIComponent(t) : '');
+  const source = new EventSource(url);
+  state.source = source;
+  source.addEventListener('open', () => setLiveStatus('live', true));
+  source.addEventListener('error', () => {
+    setLiveStatus('reconnecting', false);
+    if (source.readyState === EventSource.CLOSED && state.source === source) {
+      // Refused (token) or the engine went away: probe the API, which asks for a token on 401.
+      setTimeout(() => api('/api/channels').then(startEvents, () => setTimeout(startEvents, 5000)), 2000);
+    }
+  });
+  source.addEventListener('message', (msg) => {
+    let ev;
+    try { ev = JSON.parse(msg.data); } catch (_) { return; }
+    state.events.unshift(ev);
+    if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
+    if (state.view === 'live') addEventRow(ev, true);
+    if (state.view === 'dead-letters' && ev.kind === 'dead_letter') renderDeadLetters();
+  });
+  source.addEventListener('lagged', (msg) => {
+    let missed = '?';
+    try { missed = JSON.parse(msg.data).missed; } catch (_) { /* keep '?' */ }
+    notice(`The live stream skipped ${missed} events (the browser fell behind).`, true);
+  });
+}
+
+function eventRow(ev) {
+  return el('tr', {
+    class: 'clickable event',
+    dataset: { id: ev.id, controlId: ev.control_id, kind: ev.kind },
+    title: 'Open message ' + ev.id,
+    onclick: () => { location.hash = '#/message/' + ev.id; },
+  },
+  el('td', {}, when(ev.at_ms)),
+  el('td', {}, pill(ev.kind)),
+  el('td', {}, ev.channel),
+  el('td', {}, ev.message_type),
+  el('td', {}, el('code', {}, ev.control_id)),
+  el('td', {}, ev.destination),
+  el('td', { class: 'muted' }, ev.id));
+}
+
+function addEventRow(ev, atTop) {
+  const body = document.querySelector('#live-table tbody');
+  if (!body) return;
+  const row = eventRow(ev);
+  if (atTop) body.prepend(row); else body.append(row);
+  while (body.children.length > MAX_EVENTS) body.lastChild.remove();
+  const empty = document.getElementById('live-empty');
+  if (empty) empty.remove();
+}
+
+function renderLive() {
+  const rows = state.events.map(eventRow);
+  show(el('div', { class: 'panel' },
+    el('div', { class: 'toolbar' },
+      el('h2', { class: 'grow' }, 'Live stream'),
+      el('span', { class: 'muted' }, 'Newest first; ids, types and statuses as they happen. Click a row to open the message.'),
+      el('button', { class: 'secondary', onclick: () => { state.events = []; renderLive(); } }, 'Clear')),
+    table(['Time', 'Event', 'Channel', 'Type', 'Control id', 'Destination', 'Message id'], rows, { id: 'live-table' }),
+    rows.length ? null : el('p', { class: 'empty', id: 'live-empty' }, 'Waiting for messages...')));
+}
+
+// ---- channels ------------------------------------------------------------------------
+
+function statusPills(counts) {
+  const entries = Object.entries(counts || {});
+  if (!entries.length) return el('span', { class: 'muted' }, 'none');
+  return el('span', { class: 'actions' }, entries.map(([k, v]) => pill(`${k} ${v}`, k)));
+}
+
+async function renderChannels() {
+  const data = await api('/api/channels');
+  if (state.view !== 'channels') return;
+  const cards = data.channels.map((ch) => el('section', { class: 'panel channel', dataset: { channel: ch.name } },
+    el('h2', {}, ch.name),
+    el('dl', { class: 'kv' },
+      el('dt', {}, 'Source'), el('dd', {}, ch.source_type, ' on ', el('code', {}, ch.address || '?')),
+      el('dt', {}, 'Last message'), el('dd', {}, ch.last_message_at ? when(ch.last_message_at) : el('span', { class: 'muted' }, 'none yet')),
+      el('dt', {}, 'Last 24 h'), el('dd', {}, statusPills(ch.counts_24h))),
+    el('h3', {}, 'Destinations'),
+    ch.destinations.length ? table(['Destination', 'Type', 'State', { label: 'Outbox', num: true }, { label: 'Dead letters', num: true }],
+      ch.destinations.map((d) => el('tr', { dataset: { destination: `${ch.name}/${d.name}` } },
+        el('td', {}, d.name),
+        el('td', {}, d.type),
+        el('td', {}, d.up === null ? pill('starting', 'pending') : (d.up ? pill('up') : pill('down'))),
+        el('td', { class: 'num' }, d.outbox_depth),
+        el('td', { class: 'num' }, d.dead_letters ? el('a', { href: '#/dead-letters' }, d.dead_letters) : '0'))))
+      : el('p', { class: 'muted' }, 'No destinations: messages are stored only.')));
+  show(el('div', { class: 'toolbar' }, el('h2', { class: 'grow' }, 'Channels and destinations'),
+    data.counts_truncated ? el('span', { class: 'muted' }, `24 h counts cover the newest ${data.counts_scanned} messages.`) : null,
+    el('span', { class: 'muted' }, 'Refreshes every 5 s')),
+  data.channels.length ? el('div', { class: 'grid' }, cards) : el('p', { class: 'empty' }, 'No channels configured.'));
+}
+
+// ---- search --------------------------------------------------------------------------
+
+const search = { params: null, sinceLocal: '', items: [], channels: null };
+
+function messageRow(m) {
+  return el('tr', {
+    class: 'clickable message', dataset: { id: m.id, controlId: m.control_id },
+    onclick: () => { location.hash = '#/message/' + m.id; },
+  },
+  el('td', {}, when(m.received_at)),
+  el('td', {}, m.channel),
+  el('td', {}, m.message_type),
+  el('td', {}, el('code', {}, m.control_id)),
+  el('td', {}, pill(m.status)),
+  el('td', {}, m.ack_code),
+  el('td', { class: 'num' }, m.size));
+}
+
+async function runSearch(more) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(search.params || {})) if (v) p.set(k, v);
+  p.set('limit', '100');
+  if (more && search.items.length) p.set('before', search.items[search.items.length - 1].id);
+  const data = await api('/api/messages?' + p.toString());
+  search.items = more ? search.items.concat(data.items) : data.items;
+  renderSearchResults(data.items.length === 100);
+}
+
+function renderSearchResults(hasMore) {
+  const box = document.getElementById('search-results');
+  if (!box) return;
+  box.replaceChildren(
+    search.items.length
+      ? table(['Received', 'Channel', 'Type', 'Control id', 'Status', 'ACK', { label: 'Bytes', num: true }], search.items.map(messageRow), { id: 'search-table' })
+      : el('p', { class: 'empty' }, search.params ? 'No messages match.' : 'Choose filters and search.'),
+    hasMore ? el('button', { class: 'secondary', onclick: () => runSearch(true).catch(fail) }, 'Older') : null);
+}
+
+async function renderSearch() {
+  if (!search.channels) {
+    search.channels = (await api('/api/channels')).channels.map((c) => c.name);
+  }
+  const prev = search.params || {};
+  const form = el('form', { class: 'search', id: 'search-form' },
+    el('label', {}, 'Channel', el('select', { name: 'channel' }, el('option', { value: '' }, 'any'),
+      search.channels.map((c) => el('option', { value: c, selected: prev.channel === c }, c)))),
+    el('label', {}, 'Status', el('select', { name: 'status' }, el('option', { value: '' }, 'any'),
+      ['received', 'routed', 'delivered', 'retrying', 'failed', 'rejected', 'filtered']
+        .map((s) => el('option', { value: s, selected: prev.status === s }, s)))),
+    el('label', {}, 'Control id (MSH-10)', el('input', { name: 'control_id', value: prev.control_id || '', autocomplete: 'off' })),
+    el('label', {}, 'Since', el('input', { name: 'since', type: 'datetime-local', value: search.sinceLocal || '' })),
+    el('button', { type: 'submit' }, 'Search'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const sinceLocal = f.get('since');
+    search.sinceLocal = sinceLocal;
+    search.params = {
+      channel: f.get('channel'), status: f.get('status'), control_id: String(f.get('control_id')).trim(),
+      since: sinceLocal ? new Date(sinceLocal).toISOString() : '',
+    };
+    runSearch(false).catch(fail);
+  });
+  show(el('div', { class: 'panel' }, el('h2', {}, 'Search messages'), form),
+    el('div', { class: 'panel', id: 'search-results' }));
+  if (search.params) await runSearch(false); else renderSearchResults(false);
+}
+
+// ---- message viewer ------------------------------------------------------------------
+
+// One HL7 v2 message, one segment per line; every field and component is a span whose title
+// is its position (PID-5, PID-5.1), so hovering tells the operator where they are.
+function hl7View(text, id) {
+  const box = el('div', { class: 'hl7', id });
+  const segments = String(text || '').split(/\r\n|\r|\n/).filter((s) => s.length);
+  let fs = '|'; let cs = '^'; let rs = '~';
+  for (const seg of segments) {
+    const name = seg.slice(0, 3);
+    const header = name === 'MSH' || name === 'FHS' || name === 'BHS';
+    if (header && seg.length > 4) {
+      fs = seg[3]; cs = seg[4] || '^'; rs = seg[5] || '~';
+    }
+    const line = el('span', { class: 'segment', dataset: { segment: name } });
+    const parts = seg.split(fs);
+    line.append(el('span', { class: 'segid', title: name }, parts[0]));
+    for (let i = 1; i < parts.length; i++) {
+      // In MSH the separator itself is MSH-1, so the first part after it is MSH-2.
+      const n = header ? i + 1 : i;
+      const pos = `${name}-${n}`;
+      line.append(el('span', { class: 'sep' }, fs));
+      const field = el('span', { class: 'field', title: pos });
+      if (header && n === 2) {
+        field.append(parts[i]);
+      } else {
+        const reps = parts[i].split(rs);
+        reps.forEach((rep, r) => {
+          if (r > 0) field.append(el('span', { class: 'sep' }, rs));
+          const comps = rep.split(cs);
+          if (comps.length === 1) { field.append(rep); return; }
+          const base = reps.length > 1 ? `${pos}(${r + 1})` : pos;
+          comps.forEach((c, k) => {
+            if (k > 0) field.append(el('span', { class: 'sep' }, cs));
+            field.append(el('span', { class: 'comp', title: `${base}.${k + 1}` }, c));
+          });
+        });
+      }
+      line.append(field);
+    }
+    box.append(line);
+  }
+  if (!segments.length) box.append(el('span', { class: 'muted' }, '(empty)'));
+  return box;
+}
+
+function payloadText(p) {
+  if ((p.content_type || '').includes('json')) {
+    try { return JSON.stringify(JSON.parse(p.body), null, 2); } catch (_) { /* show as sent */ }
+  }
+  return String(p.body || '').replace(/\r/g, '\n');
+}
+
+async function renderMessage(id) {
+  const m = await api('/api/messages/' + encodeURIComponent(id));
+  if (state.view !== 'message') return;
+  const reprocess = el('button', {
+    class: 'secondary',
+    onclick: async () => {
+      if (!confirm('Route this message again to its destinations?')) return;
+      try {
+        const r = await api(`/api/messages/${m.id}/reprocess`, { method: 'POST', body: {} });
+        notice(`Message ${r.id} reprocessed: ${r.status}.`);
+        renderMessage(id).catch(fail);
+      } catch (e) { fail(e); }
+    },
+  }, 'Reprocess');
+  show(
+    el('div', { class: 'toolbar' },
+      el('a', { href: '#/live' }, '\u2190 Live'), el('a', { href: '#/search' }, 'Search'),
+      el('h2', { class: 'grow', id: 'message-title' }, `Message ${m.id}`), reprocess),
+    el('div', { class: 'panel' }, el('dl', { class: 'kv', id: 'message-summary' },
+      el('dt', {}, 'Status'), el('dd', {}, pill(m.status)),
+      el('dt', {}, 'Channel'), el('dd', {}, m.channel),
+      el('dt', {}, 'Received'), el('dd', {}, when(m.received_at), ' from ', el('code', {}, m.peer)),
+      el('dt', {}, 'Type / control id'), el('dd', {}, m.message_type, ' / ', el('code', {}, m.control_id)),
+      el('dt', {}, 'Sender'), el('dd', {}, `${m.sending_application} / ${m.sending_facility}`),
+      el('dt', {}, 'Version / charset'), el('dd', {}, `${m.version} / ${m.charset}`),
+      el('dt', {}, 'Size'), el('dd', {}, `${m.size} bytes`, m.truncated ? ' (truncated)' : ''),
+      el('dt', {}, 'Config version'), el('dd', {}, el('code', {}, m.config_version)))),
+    el('div', { class: 'panel' }, el('h3', {}, 'Message as received'), hl7View(m.raw, 'raw')),
+    el('div', { class: 'panel' }, el('h3', {}, 'Answer sent ', m.ack_code ? pill(m.ack_code, m.ack_code === 'AA' || m.ack_code === 'CA' ? 'delivered' : 'failed') : null),
+      m.ack ? hl7View(m.ack, 'ack') : el('p', { class: 'muted' }, 'No answer recorded.'),
+      (m.errors || []).length ? el('ul', { class: 'error' }, m.errors.map((e) => el('li', {}, e))) : null),
+    el('div', { class: 'panel' }, el('h3', {}, 'Deliveries'),
+      (m.deliveries || []).length ? table(['Destination', 'Status', { label: 'Attempts', num: true }, 'Detail'],
+        m.deliveries.map((d) => el('tr', { dataset: { destination: d.destination } },
+          el('td', {}, d.destination), el('td', {}, pill(d.status)), el('td', { class: 'num' }, d.attempts), el('td', {}, d.detail))),
+        { id: 'deliveries' }) : el('p', { class: 'muted' }, 'Not routed to any destination.')),
+    el('div', { class: 'panel' }, el('h3', {}, 'Attempts'),
+      (m.attempts || []).length ? table(['When', 'Destination', { label: '#', num: true }, 'Outcome', 'HTTP', { label: 'ms', num: true }, 'Detail'],
+        m.attempts.map((a) => el('tr', {},
+          el('td', {}, when(a.at_ms)), el('td', {}, a.destination), el('td', { class: 'num' }, a.attempt),
+          el('td', {}, pill(a.outcome, a.outcome === 'retry' ? 'retrying' : a.outcome)), el('td', {}, a.status || ''),
+          el('td', { class: 'num' }, a.duration_ms), el('td', {}, a.detail)))) : el('p', { class: 'muted' }, 'No attempts yet.')),
+    el('div', { class: 'panel' }, el('h3', {}, 'Rendered payloads'),
+      (m.payloads || []).length ? m.payloads.map((p) => el('div', {},
+        el('p', {}, el('strong', {}, p.destination), ' ', el('span', { class: 'muted' }, `${p.payload} \u00b7 ${p.content_type} \u00b7 key ${p.idempotency_key}`)),
+        el('pre', { class: 'payload' }, payloadText(p)))) : el('p', { class: 'muted' }, 'No payloads (not routed, or already pruned).')));
+}
+
+// ---- dead letters --------------------------------------------------------------------
+
+async function deadLetterAction(action, items) {
+  const body = items === 'all' ? { all: true } : { items };
+  const r = await api('/api/dead-letters/' + action, { method: 'POST', body });
+  if (action === 'retry') notice(`Retried ${r.retried} delivery(ies).`);
+  else notice(`Discarded ${r.discarded} delivery(ies).`);
+  await renderDeadLetters();
+}
+
+async function renderDeadLetters() {
+  const data = await api('/api/dead-letters?limit=500');
+  if (state.view !== 'dead-letters') return;
+  const act = (action, items, confirmText) => async (e) => {
+    e.stopPropagation();
+    if (confirmText && !confirm(confirmText)) return;
+    e.target.disabled = true;
+    try { await deadLetterAction(action, items); } catch (err) { fail(err); e.target.disabled = false; }
+  };
+  const rows = data.items.map((d) => el('tr', { class: 'dead-letter', dataset: { destination: d.destination, seq: d.seq, id: d.message_id } },
+    el('td', {}, when(d.created_at)),
+    el('td', {}, d.destination),
+    el('td', {}, el('a', { href: '#/message/' + d.message_id }, d.message_id)),
+    el('td', {}, d.payload),
+    el('td', { class: 'num' }, d.attempts),
+    el('td', { class: 'error' }, d.reason),
+    el('td', {}, el('div', { class: 'actions' },
+      el('button', { class: 'retry', onclick: act('retry', [{ destination: d.destination, seq: d.seq }]) }, 'Retry'),
+      el('button', { class: 'danger discard', onclick: act('discard', [{ destination: d.destination, seq: d.seq }], 'Discard this delivery for good?') }, 'Discard')))));
+  show(el('div', { class: 'panel' },
+    el('div', { class: 'toolbar' },
+      el('h2', { class: 'grow' }, `Dead letters (${data.count})`),
+      el('button', { class: 'secondary', onclick: () => renderDeadLetters().catch(fail) }, 'Refresh'),
+      el('button', { disabled: !data.count, onclick: act('retry', 'all', `Retry all ${data.count} dead letters?`) }, 'Retry all')),
+    rows.length ? table(['Created', 'Destination', 'Message', 'Payload', { label: 'Attempts', num: true }, 'Reason', ''], rows, { id: 'dead-table' })
+      : el('p', { class: 'empty', id: 'dead-empty' }, 'No dead letters. Every delivery either went through or is still being tried.')));
+}
+
+// ---- statistics ----------------------------------------------------------------------
+
+function split(counts) {
+  let ok = 0; let bad = 0; let other = 0;
+  for (const [k, v] of Object.entries(counts || {})) {
+    if (OK_STATUSES.includes(k)) ok += v; else if (BAD_STATUSES.includes(k)) bad += v; else other += v;
+  }
+  return { ok, bad, other, total: ok + bad + other };
+}
+
+function stackedBar(counts, max, width, height) {
+  const s = split(counts);
+  const scale = max ? width / max : 0;
+  let x = 0;
+  const parts = [];
+  for (const [n, cls] of [[s.ok, 'bar-ok'], [s.other, 'bar-other'], [s.bad, 'bar-bad']]) {
+    if (!n) continue;
+    parts.push(svg('rect', { x, y: 0, width: Math.max(n * scale, 1), height, class: cls }));
+    x += n * scale;
+  }
+  return parts;
+}
+
+function legend() {
+  return el('div', { class: 'legend' },
+    el('span', {}, el('i', { class: 'ok' }), 'received / routed / delivered / filtered'),
+    el('span', {}, el('i', { class: 'other' }), 'retrying'),
+    el('span', {}, el('i', { class: 'bad' }), 'failed / rejected'));
+}
+
+function timeChart(data) {
+  const W = 960; const H = 180; const pad = 24;
+  const n = data.buckets.length;
+  const max = Math.max(1, ...data.buckets.map((b) => b.total));
+  const bw = (W - pad) / n;
+  const chart = svg('svg', { class: 'chart', viewBox: `0 0 ${W} ${H + 20}`, role: 'img', 'aria-label': 'Messages per time bucket' });
+  chart.append(svg('text', { x: 0, y: 10 }, String(max)));
+  data.buckets.forEach((b, i) => {
+    const s = split(b.by_status);
+    const x = pad + i * bw + 1;
+    let y = H;
+    for (const [v, cls] of [[s.ok, 'bar-ok'], [s.other, 'bar-other'], [s.bad, 'bar-bad']]) {
+      if (!v) continue;
+      const h = (v / max) * (H - 14);
+      y -= h;
+      chart.append(svg('rect', { x, y, width: Math.max(bw - 2, 1), height: h, class: cls },
+        svg('title', {}, `${when(b.start_ms)}: ${b.total} message(s)`)));
+    }
+    if (i % Math.ceil(n / 8) === 0) {
+      const d = new Date(b.start_ms);
+      const label = data.window === '7d' ? `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, '0')}h`
+        : `${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
+      chart.append(svg('text', { x, y: H + 14 }, label));
+    }
+  });
+  return chart;
+}
+
+function hbars(rows) {
+  const max = Math.max(1, ...rows.map((r) => split(r.counts).total));
+  return rows.map((r) => el('div', { class: 'hbar' },
+    el('span', {}, r.label),
+    (() => { const s = svg('svg', { viewBox: '0 0 300 14', preserveAspectRatio: 'none' }); s.append(...stackedBar(r.counts, max, 300, 14)); return s; })(),
+    el('span', { class: 'num' }, split(r.counts).total)));
+}
+
+async function renderStats(windowName) {
+  const w = windowName || sessionStorage.getItem('switchboard.window') || '24h';
+  const data = await api('/api/stats?window=' + encodeURIComponent(w));
+  if (state.view !== 'stats') return;
+  const s = split(data.by_status);
+  const select = el('select', { id: 'stats-window', onchange: (e) => { sessionStorage.setItem('switchboard.window', e.target.value); renderStats(e.target.value).catch(fail); } },
+    [['1h', 'Last hour'], ['24h', 'Last 24 hours'], ['7d', 'Last 7 days']].map(([v, t]) => el('option', { value: v, selected: v === data.window }, t)));
+  const rate = s.total ? ((100 * s.ok) / s.total).toFixed(1) + '%' : '\u2013';
+  show(
+    el('div', { class: 'toolbar' }, el('h2', { class: 'grow' }, 'Statistics'), select),
+    el('div', { class: 'cards' },
+      el('div', { class: 'panel' }, el('div', { class: 'muted' }, 'Messages'), el('div', { class: 'big', id: 'stats-total' }, data.total)),
+      el('div', { class: 'panel' }, el('div', { class: 'muted' }, 'Not failed or rejected'), el('div', { class: 'big' }, rate)),
+      el('div', { class: 'panel' }, el('div', { class: 'muted' }, 'Failed / rejected'), el('div', { class: 'big' }, s.bad)),
+      el('div', { class: 'panel' }, el('div', { class: 'muted' }, 'By status'), statusPills(data.by_status))),
+    el('div', { class: 'panel' }, el('h3', {}, `Messages per ${data.bucket_secs >= 3600 ? data.bucket_secs / 3600 + ' h' : data.bucket_secs / 60 + ' min'}`), legend(), timeChart(data),
+      data.truncated ? el('p', { class: 'muted' }, `Only the newest ${data.scanned} messages were counted.`) : null),
+    el('div', { class: 'grid' },
+      el('div', { class: 'panel' }, el('h3', {}, 'By channel'),
+        data.channels.length ? hbars(data.channels.map((c) => ({ label: c.channel, counts: c.by_status }))) : el('p', { class: 'empty' }, 'No messages in this window.')),
+      el('div', { class: 'panel' }, el('h3', {}, 'By message type'),
+        data.message_types.length ? hbars(data.message_types.map((t) => ({ label: t.message_type, counts: { received: t.count } }))) : el('p', { class: 'empty' }, 'No messages in this window.')),
+      el('div', { class: 'panel' }, el('h3', {}, 'By destination'),
+        data.destinations.length ? table(['Destination', { label: 'Delivered', num: true }, { label: 'Pending', num: true }, { label: 'Dead letter', num: true }, { label: 'Success', num: true }],
+          data.destinations.map((d) => {
+            const c = d.by_status; const done = (c.delivered || 0) + (c.dead_letter || 0) + (c.discarded || 0);
+            return el('tr', {}, el('td', {}, d.destination), el('td', { class: 'num' }, c.delivered || 0), el('td', { class: 'num' }, c.pending || 0),
+              el('td', { class: 'num' }, (c.dead_letter || 0) + (c.discarded || 0)), el('td', { class: 'num' }, done ? ((100 * (c.delivered || 0)) / done).toFixed(1) + '%' : '\u2013'));
+          })) : el('p', { class: 'empty' }, 'No deliveries in this window.'))));
+}
+
+// ---- routing -------------------------------------------------------------------------
+
+function fail(e) { notice(String((e && e.message) || e), true); }
+
+function route() {
+  document.getElementById('notice').hidden = true;
+  clearInterval(state.timer);
+  state.timer = null;
+  const parts = (location.hash || '#/channels').slice(2).split('/');
+  const view = parts[0] || 'channels';
+  state.view = view;
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === view);
+  let work;
+  switch (view) {
+    case 'live': renderLive(); return;
+    case 'search': work = renderSearch(); break;
+    case 'message': work = renderMessage(parts[1] || ''); break;
+    case 'dead-letters': work = renderDeadLetters(); break;
+    case 'stats': work = renderStats(); state.timer = setInterval(() => renderStats().catch(fail), 30000); break;
+    default:
+      state.view = 'channels';
+      work = renderChannels();
+      state.timer = setInterval(() => renderChannels().catch(fail), 5000);
+  }
+  work.catch(fail);
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('token-form').addEventListener('submit', tokenEntered);
+  window.addEventListener('hashchange', route);
+  route();
+  // Probe once so a missing token is asked for before the event stream needs it.
+  api('/api/channels').then(startEvents, () => startEvents());
+});
