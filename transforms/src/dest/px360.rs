@@ -745,7 +745,10 @@ mod tests {
                 .expect("reads back");
         let encounter = back[0].encounter.as_ref().expect("encounter");
         let kinds: Vec<&str> = encounter.events.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["consultation", "doctor_visited", "prescribed_drugs"]);
+        assert_eq!(
+            kinds,
+            ["consultation", "doctor_visited", "prescribed_drugs"]
+        );
         assert_eq!(back[0].kind, crate::model::EventKind::EncounterDischarged);
         let patient = back[0].patient.as_ref().expect("patient");
         assert_eq!(patient.identifiers[0].value, "P-10928");
