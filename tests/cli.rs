@@ -246,3 +246,52 @@ fn check_names_unknown_destinations_and_missing_secrets() {
     assert!(stdout.contains("lab.toml: route[0].to[0]: unknown destination 'nowhere' (hint: destinations of this channel: hook)"), "{stdout}");
     assert!(stdout.contains("lab.toml: destination[0].bearer_token: environment variable SWITCHBOARD_TEST_UNSET_TOKEN is not set"), "{stdout}");
 }
+
+#[test]
+fn transform_dry_run_prints_what_a_message_becomes() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/hl7v2/siu_s12/full.hl7");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "canonical"])
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("pretty JSON");
+    assert_eq!(v["kind"], "appointment_booked");
+    assert_eq!(v["source"]["control_id"], "FULL-S12");
+
+    let out = Command::new(binary())
+        .args(["transform", "--to", "opsport"])
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let paths: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(
+        paths.last(),
+        Some(&"/api/healthcare/appointment"),
+        "clinic and doctor come first: {paths:?}"
+    );
+    assert_eq!(paths[0], "/api/healthcare/clinic");
+
+    let cfg = TestConfig::new("", "");
+    let file = cfg.root.path().join("mfn.hl7");
+    std::fs::write(&file, "MSH|^~\\&|A|B|C|D|2025||MFN^M02|X1|P|2.5\rMFI|1\r").expect("write");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "canonical"])
+        .arg(&file)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("MFN^M02 is not mapped"), "{stdout}");
+}

@@ -57,6 +57,17 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
     },
+    /// Dry run: print what an HL7 v2 message becomes (canonical, FHIR or a vendor payload).
+    Transform {
+        /// canonical, fhir, opsport, latrexa, buktor or px360.
+        #[arg(long)]
+        to: String,
+        /// TOML file with the vendor's options (OpsPort, Buktor, PX360); defaults otherwise.
+        #[arg(long)]
+        options: Option<PathBuf>,
+        /// A file with one HL7 v2 message (or several; each is shown).
+        file: PathBuf,
+    },
     /// Start simulated peers on loopback: OpsPort, Latrexa, Buktor, PX360 and an HIS.
     Sandbox {
         /// HTTP address of the four cloud APIs (vendors under /opsport, /latrexa, /buktor, /px360).
@@ -268,6 +279,64 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     })
                 }
             })
+        }
+        Command::Transform { to, options, file } => {
+            let messages = send::load_messages(std::slice::from_ref(&file))?;
+            let opts_text = match &options {
+                Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+                None => String::new(),
+            };
+            let mut failed = false;
+            for (what, bytes) in &messages {
+                let (text, _) = transforms::hl7v2::charset::decode(bytes, transforms::hl7v2::charset::Charset::Utf8)
+                    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+                let msg = transforms::hl7v2::access::V2Message::parse(&text).map_err(|e| anyhow::anyhow!("{what}: cannot parse: {e}"))?;
+                let event = match transforms::v2_to_event(&msg) {
+                    Ok(transforms::Mapped::Event(e)) => e,
+                    Ok(transforms::Mapped::Unsupported { message_type }) => {
+                        println!("{what}: {message_type} is not mapped (unsupported message type)");
+                        failed = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        println!("{what}: mapping error: {e}");
+                        failed = true;
+                        continue;
+                    }
+                };
+                let out: serde_json::Value = match to.as_str() {
+                    "canonical" => serde_json::to_value(&event)?,
+                    "fhir" => match transforms::fhir::render_bundle(&event, &Default::default()) {
+                        Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
+                        Err(e) => {
+                            println!("{what}: FHIR error: {e}");
+                            failed = true;
+                            continue;
+                        }
+                    },
+                    vendor @ ("opsport" | "latrexa" | "buktor" | "px360") => {
+                        let rendered = match vendor {
+                            "opsport" => transforms::dest::opsport::render(&event, &toml::from_str(&opts_text).context("--options")?),
+                            "latrexa" => transforms::dest::latrexa::render(&event),
+                            "buktor" => transforms::dest::buktor::render(&event, &toml::from_str(&opts_text).context("--options")?),
+                            _ => transforms::dest::px360::render(&event, &toml::from_str(&opts_text).context("--options")?),
+                        };
+                        match rendered {
+                            Ok(items) => serde_json::Value::Array(
+                                items.into_iter().map(|r| serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})).collect(),
+                            ),
+                            Err(e) => {
+                                println!("{what}: mapping error: {e}");
+                                failed = true;
+                                continue;
+                            }
+                        }
+                    }
+                    other => bail!("--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"),
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         Command::Sandbox { listen, his_listen, config, patients, send_to } => {
             init_logging("info", LogFormat::Human);
