@@ -417,3 +417,41 @@ async fn mllp_sender_refuses_an_ack_for_another_message() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canonical_and_fhir_payloads_are_rendered_once_at_ingest() {
+    let canon = HttpSink::start(SinkMode::Up).await;
+    let fhir = HttpSink::start(SinkMode::Up).await;
+    let channel = format!(
+        "[[route]]\nto = [\"canon\"]\npayload = \"canonical\"\n[[route]]\nto = [\"fhir\"]\npayload = \"fhir\"\n{}{}",
+        webhook("canon", &canon.url, ""),
+        webhook("fhir", &fhir.url, "")
+    );
+    let cfg = TestConfig::new("", &channel);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let mut client = connect(&engine.mllp("lab")).await;
+    let ack = send(&mut client, adt("CF-1").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1], "AA");
+    assert!(
+        eventually(10, || canon.received().len() == 1
+            && fhir.received().len() == 1)
+        .await
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&canon.received()[0].1).expect("canonical JSON");
+    assert_eq!(event["kind"], "patient_registered");
+    assert_eq!(event["source"]["control_id"], "CF-1");
+    let bundle: serde_json::Value = serde_json::from_str(&fhir.received()[0].1).expect("FHIR JSON");
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "transaction");
+    let m = message(&engine, "CF-1").await;
+    assert_eq!(m["status"], "delivered");
+    let kinds: Vec<&str> = m["payloads"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["payload"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.is_empty(),
+        "delivered payloads leave the outbox: {kinds:?}"
+    );
+}

@@ -6,7 +6,6 @@
 
 use crate::store::outbox::OutboxItem;
 use crate::store::MessageRecord;
-use bytes::Bytes;
 use channels::destination::{DestinationConfig, Partition};
 use hl7_parser::Message;
 use serde::Deserialize;
@@ -24,7 +23,8 @@ pub struct RouteConfig {
     /// Conditions, all of which must hold; none means every message.
     #[serde(default)]
     pub when: When,
-    /// What to send: `hl7` (the message as received). Defaults to the destination's own.
+    /// What to send: `hl7` (the message as received), `canonical` (the canonical event as
+    /// JSON) or `fhir` (a FHIR R4 transaction Bundle). Defaults to the destination's own.
     #[serde(default)]
     pub payload: Option<String>,
     /// Destination names of this channel.
@@ -77,6 +77,10 @@ pub struct FieldPredicate {
 pub enum PayloadKind {
     /// The HL7 v2 message exactly as received.
     Hl7,
+    /// The canonical event as JSON (`transforms::model::Event`).
+    Canonical,
+    /// A FHIR R4 transaction Bundle with conditional PUTs by identifier.
+    Fhir,
 }
 
 impl PayloadKind {
@@ -84,16 +88,20 @@ impl PayloadKind {
     pub fn parse(name: &str) -> Option<PayloadKind> {
         match name {
             "hl7" => Some(PayloadKind::Hl7),
+            "canonical" => Some(PayloadKind::Canonical),
+            "fhir" => Some(PayloadKind::Fhir),
             _ => None,
         }
     }
 
     /// The names `check` accepts.
-    pub const NAMES: &'static str = "hl7";
+    pub const NAMES: &'static str = "hl7, canonical, fhir";
 
     fn name(self) -> &'static str {
         match self {
             PayloadKind::Hl7 => "hl7",
+            PayloadKind::Canonical => "canonical",
+            PayloadKind::Fhir => "fhir",
         }
     }
 }
@@ -263,19 +271,53 @@ impl Router {
             .as_ref()
             .and_then(|m| value(m, "PID.3[1].1"))
             .unwrap_or_default();
+        let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
+        let event = if needs_event {
+            match transforms::hl7v2::access::V2Message::parse(&text)
+                .map(|m| transforms::v2_to_event(&m))
+            {
+                Ok(Ok(transforms::Mapped::Event(e))) => Some(e),
+                Ok(Ok(transforms::Mapped::Unsupported { .. })) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; only HL7 payloads are sent for this message.");
+                    None
+                }
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         targets
             .into_iter()
-            .map(|(dest, kind)| {
-                let partition = match self.partitions.get(&dest) {
-                    Some(Partition::None) | None => String::new(),
-                    Some(Partition::Patient) => patient.clone(),
-                };
-                let (body, content_type, control_id) = match kind {
+            .filter_map(|(dest, kind)| {
+                let (body, content_type, control_id): (Vec<u8>, &str, Option<String>) = match kind {
                     PayloadKind::Hl7 => (
-                        Bytes::copy_from_slice(raw),
+                        raw.to_vec(),
                         "application/hl7-v2",
                         Some(record.control_id.clone()),
                     ),
+                    PayloadKind::Canonical => (
+                        serde_json::to_vec(event.as_ref()?).ok()?,
+                        "application/json",
+                        None,
+                    ),
+                    PayloadKind::Fhir => {
+                        let bundle =
+                            transforms::fhir::render_bundle(event.as_ref()?, &Default::default())
+                                .ok()??;
+                        (
+                            serde_json::to_vec(&bundle.body).ok()?,
+                            "application/fhir+json",
+                            None,
+                        )
+                    }
+                };
+                Some((dest, kind, body, content_type, control_id))
+            })
+            .map(|(dest, kind, body, content_type, control_id)| {
+                let partition = match self.partitions.get(&dest) {
+                    Some(Partition::None) | None => String::new(),
+                    Some(Partition::Patient) => patient.clone(),
                 };
                 OutboxItem {
                     destination: format!("{}/{dest}", self.channel),
@@ -291,7 +333,7 @@ impl Router {
                     control_id,
                     path: None,
                     payload: kind.name().into(),
-                    body: body.to_vec(),
+                    body,
                 }
             })
             .collect()
