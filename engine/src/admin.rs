@@ -238,7 +238,7 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
         "ack": record.ack,
         "errors": record.errors,
         "config_version": record.config_version,
-        "raw": decode_raw(&raw, &record.charset),
+        "raw": transforms::hl7v2::charset::decode_lossy(&raw, &record.charset),
         "deliveries": record.deliveries,
         "attempts": s.store.attempts_of(id).unwrap_or_default(),
         "payloads": s.store.payloads_of(&record).unwrap_or_default().iter().map(|i| json!({
@@ -254,15 +254,6 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
         b.extend(e.clone());
     }
     Json(body).into_response()
-}
-
-fn decode_raw(raw: &[u8], charset: &str) -> String {
-    match transforms::hl7v2::charset::Charset::from_name(charset) {
-        Some(transforms::hl7v2::charset::Charset::Other(e)) => {
-            e.decode_without_bom_handling(raw).0.into_owned()
-        }
-        _ => String::from_utf8_lossy(raw).into_owned(),
-    }
 }
 
 /// The actor of an operator action: `X-Switchboard-User`, else `api`.

@@ -10,7 +10,6 @@ use channels::destination::{DestinationConfig, Partition};
 use hl7_parser::Message;
 use serde::Deserialize;
 use std::collections::HashMap;
-use transforms::hl7v2::charset::Charset;
 use transforms::hl7v2::validate::type_matches;
 
 /// One `[[route]]` table.
@@ -254,7 +253,7 @@ impl Router {
         only: Option<&[String]>,
         key_suffix: &str,
     ) -> Vec<OutboxItem> {
-        let text = decode(raw, &record.charset);
+        let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
         let parsed =
             Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true).ok();
         let mut targets: Vec<(String, PayloadKind)> = Vec::new();
@@ -337,13 +336,6 @@ impl Router {
                 }
             })
             .collect()
-    }
-}
-
-fn decode(raw: &[u8], charset: &str) -> String {
-    match Charset::from_name(charset) {
-        Some(Charset::Other(e)) => e.decode_without_bom_handling(raw).0.into_owned(),
-        _ => String::from_utf8_lossy(raw).into_owned(),
     }
 }
 

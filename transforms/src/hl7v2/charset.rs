@@ -174,6 +174,16 @@ pub fn decode(raw: &[u8], fallback: Charset) -> Result<(Cow<'_, str>, Charset), 
     Ok((text, charset))
 }
 
+/// Decodes stored bytes with the character set recorded for them (an `encoding_rs` or
+/// MSH-18 name); bytes invalid in it become U+FFFD. For showing and re-reading messages that
+/// were already accepted, not for checking new ones (use [`decode`]).
+pub fn decode_lossy(raw: &[u8], charset_name: &str) -> String {
+    match Charset::from_name(charset_name) {
+        Some(Charset::Other(e)) => e.decode_without_bom_handling(raw).0.into_owned(),
+        _ => String::from_utf8_lossy(raw).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
