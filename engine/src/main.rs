@@ -65,6 +65,10 @@ enum Command {
         /// TOML file with the vendor's options (OpsPort, Buktor, PX360); defaults otherwise.
         #[arg(long)]
         options: Option<PathBuf>,
+        /// TOML file with a field mapping (what a destination's `[destination.mapping]` table
+        /// holds), applied after the built-in rendering; see conf/examples/mappings/.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
         /// A file with one HL7 v2 message (or several; each is shown).
         file: PathBuf,
     },
@@ -280,7 +284,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Transform { to, options, file } => {
+        Command::Transform { to, options, mapping, file } => {
+            let mapping = match &mapping {
+                Some(path) => match load_field_mapping(path)? {
+                    Ok(m) => Some(m),
+                    Err(problems) => {
+                        for p in &problems {
+                            println!("{p}");
+                        }
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => None,
+            };
             let messages = send::load_messages(std::slice::from_ref(&file))?;
             let opts_text = match &options {
                 Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -323,7 +339,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         };
                         match rendered {
                             Ok(items) => serde_json::Value::Array(
-                                items.into_iter().map(|r| serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})).collect(),
+                                items
+                                    .into_iter()
+                                    .map(|mut r| {
+                                        if let Some(m) = &mapping {
+                                            m.apply(&mut r.body);
+                                        }
+                                        serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})
+                                    })
+                                    .collect(),
                             ),
                             Err(e) => {
                                 println!("{what}: mapping error: {e}");
@@ -334,6 +358,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     other => bail!("--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"),
                 };
+                // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
+                let mut out = out;
+                if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
+                    m.apply(&mut out);
+                }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -529,5 +558,29 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reads a `--mapping` file: a TOML table deserializing to `FieldMapping`. The outer error is
+/// an unreadable file; the inner list is every problem, each naming the file and the key.
+fn load_field_mapping(
+    path: &std::path::Path,
+) -> anyhow::Result<Result<transforms::mapping::FieldMapping, Vec<String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let shown = path.display();
+    let mapping: transforms::mapping::FieldMapping = match toml::from_str(&text) {
+        Ok(m) => m,
+        // toml names the key and the line, e.g. "unknown field `renames`, expected one of ...".
+        Err(e) => return Ok(Err(vec![format!("{shown}: {}", e.to_string().trim_end())])),
+    };
+    let problems = mapping.validate();
+    if problems.is_empty() {
+        Ok(Ok(mapping))
+    } else {
+        Ok(Err(problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect()))
     }
 }
