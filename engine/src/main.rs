@@ -320,7 +320,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         continue;
                     }
                 };
-                let out: serde_json::Value = match to.as_str() {
+                let mut out: serde_json::Value = match to.as_str() {
                     "canonical" => serde_json::to_value(&event)?,
                     "fhir" => match transforms::fhir::render_bundle(&event, &Default::default()) {
                         Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
@@ -359,7 +359,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     other => bail!("--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"),
                 };
                 // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
-                let mut out = out;
                 if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
                     m.apply(&mut out);
                 }
