@@ -220,9 +220,12 @@ fn every_example_channel_passes_check() {
                 .join(path.file_name().expect("name")),
         )
         .expect("copy");
+        // The certificates conf/examples/mllp-tls.toml names, relative to the working folder.
+        crate::tls::write_example_pki(cfg.root.path());
         let out = Command::new(binary())
             .args(["check", "--config"])
             .arg(cfg.conf())
+            .current_dir(cfg.root.path())
             .env("PORTAL_TOKEN", "example-token")
             .env("PORTAL_SIGNING_SECRET", "example-secret")
             .output()

@@ -9,3 +9,4 @@ mod crash;
 mod delivery;
 mod ops;
 mod spine;
+mod tls;

@@ -9,7 +9,9 @@
 pub mod destination;
 pub mod file;
 pub mod mllp;
+pub mod peers;
 pub mod sandbox;
 pub mod secret;
 pub mod source;
+pub mod tls;
 pub mod webhook;

@@ -56,6 +56,19 @@ enum Command {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// Speak TLS, trusting the CA certificates in this PEM file.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// With --tls-ca: present this client certificate (PEM) for mutual TLS.
+        #[arg(long, requires = "tls_ca", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// With --tls-cert: the client certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// With --tls-ca: the name the listener's certificate must carry (default: the host
+        /// of --to).
+        #[arg(long, requires = "tls_ca")]
+        tls_server_name: Option<String>,
     },
     /// Dry run: print what an HL7 v2 message becomes (canonical, FHIR or a vendor payload).
     Transform {
@@ -245,11 +258,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             repeat,
             duration,
             timeout,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name,
         } => {
             if connections == 0 {
                 bail!("--connections must be at least 1");
             }
+            let tls = match tls_ca {
+                None => None,
+                Some(ca) => {
+                    use channels::tls::{ClientTlsConfig, PemSource};
+                    let cfg = ClientTlsConfig {
+                        ca: PemSource::Path(ca),
+                        cert: tls_cert.map(PemSource::Path),
+                        key: tls_key.map(PemSource::Path),
+                        server_name: tls_server_name,
+                    };
+                    match cfg.load() {
+                        Ok(t) => Some(t),
+                        Err(problems) => {
+                            let text: Vec<String> = problems
+                                .iter()
+                                .map(|(k, m)| format!("--tls-{}: {m}", k.replace('_', "-")))
+                                .collect();
+                            bail!("{}", text.join("; "));
+                        }
+                    }
+                }
+            };
             let opts = SendOptions {
+                tls,
                 to,
                 files,
                 connections,
