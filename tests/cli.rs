@@ -221,6 +221,8 @@ fn every_example_channel_passes_check() {
             .arg(cfg.conf())
             .env("PORTAL_TOKEN", "example-token")
             .env("PORTAL_SIGNING_SECRET", "example-secret")
+            .env("SFTP_PRIVATE_KEY", "example-key")
+            .env("LAB_SFTP_PASSWORD", "example-password")
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -8,4 +8,5 @@ mod console;
 mod crash;
 mod delivery;
 mod ops;
+mod sftp;
 mod spine;

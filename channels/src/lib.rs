@@ -11,5 +11,6 @@ pub mod file;
 pub mod mllp;
 pub mod sandbox;
 pub mod secret;
+pub mod sftp;
 pub mod source;
 pub mod webhook;

@@ -62,6 +62,12 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 /// `switchboard_store_disk_available_bytes`: free bytes (for an unprivileged user) on the
 /// filesystem holding `data_dir`, read when `/metrics` is scraped.
 pub const STORE_DISK_AVAILABLE: &str = "switchboard_store_disk_available_bytes";
+/// `switchboard_sftp_files_picked_total{channel}`: files an SFTP source took (stable, matching).
+pub const SFTP_FILES_PICKED: &str = "switchboard_sftp_files_picked_total";
+/// `switchboard_sftp_files_failed_total{channel}`: files moved to the error folder.
+pub const SFTP_FILES_FAILED: &str = "switchboard_sftp_files_failed_total";
+/// `switchboard_sftp_poll_errors_total{channel}`: failed connections, listings and moves.
+pub const SFTP_POLL_ERRORS: &str = "switchboard_sftp_poll_errors_total";
 
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
@@ -111,6 +117,9 @@ pub fn exported_names() -> Vec<&'static str> {
         DESTINATION_UP,
         STORE_PURGED,
         BUILD_INFO,
+        SFTP_FILES_PICKED,
+        SFTP_FILES_FAILED,
+        SFTP_POLL_ERRORS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -205,6 +214,12 @@ pub struct Metrics {
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
     pub purged: IntGauge,
+    /// See [`SFTP_FILES_PICKED`].
+    pub sftp_files_picked: IntCounterVec,
+    /// See [`SFTP_FILES_FAILED`].
+    pub sftp_files_failed: IntCounterVec,
+    /// See [`SFTP_POLL_ERRORS`].
+    pub sftp_poll_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -376,6 +391,21 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
             .set(1);
+        let sftp_files_picked = counter(
+            SFTP_FILES_PICKED,
+            "Files an SFTP source took for processing.",
+            &["channel"],
+        );
+        let sftp_files_failed = counter(
+            SFTP_FILES_FAILED,
+            "Files an SFTP source moved to its error folder.",
+            &["channel"],
+        );
+        let sftp_poll_errors = counter(
+            SFTP_POLL_ERRORS,
+            "Failed SFTP connections, listings and moves.",
+            &["channel"],
+        );
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -412,6 +442,18 @@ impl Metrics {
             dead_letters,
             destination_up,
             purged,
+            sftp_files_picked,
+            sftp_files_failed,
+            sftp_poll_errors,
+        }
+    }
+
+    /// The metrics of one SFTP source.
+    pub fn sftp(&self, channel: &str) -> channels::sftp::SftpMetrics {
+        channels::sftp::SftpMetrics {
+            files_picked: self.sftp_files_picked.with_label_values(&[channel]),
+            files_failed: self.sftp_files_failed.with_label_values(&[channel]),
+            poll_errors: self.sftp_poll_errors.with_label_values(&[channel]),
         }
     }
 
@@ -469,6 +511,7 @@ mod tests {
         m.ingest_duration.with_label_values(&["c"]).observe(0.001);
         m.store_errors.with_label_values(&["flush"]).inc();
         let _ = m.source("c");
+        let _ = m.sftp("c");
         m.last_message.with_label_values(&["c"]).set(1);
         m.processed
             .with_label_values(&["c", "ADT_A04", "routed"])
