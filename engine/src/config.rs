@@ -206,7 +206,7 @@ pub enum SourceConfig {
     /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
     MllpListener(ListenerConfig),
     /// `type = "sftp"`: HL7 v2 files polled from a folder on an SFTP server.
-    Sftp(channels::sftp::PollerConfig),
+    Sftp(Box<channels::sftp::PollerConfig>),
 }
 
 /// What a channel accepts (`[accept]`).
