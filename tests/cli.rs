@@ -228,6 +228,8 @@ fn every_example_channel_passes_check() {
             .current_dir(cfg.root.path())
             .env("PORTAL_TOKEN", "example-token")
             .env("PORTAL_SIGNING_SECRET", "example-secret")
+            .env("SFTP_PRIVATE_KEY", "example-key")
+            .env("LAB_SFTP_PASSWORD", "example-password")
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

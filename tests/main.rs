@@ -8,5 +8,6 @@ mod console;
 mod crash;
 mod delivery;
 mod ops;
+mod sftp;
 mod spine;
 mod tls;

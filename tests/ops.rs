@@ -174,6 +174,20 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
         sink.url
     );
     let cfg = TestConfig::new("", &channel);
+    // An SFTP channel whose server is down, so that the SFTP families are served too.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    std::fs::write(cfg.root.path().join("sftp-password"), "unused\n").expect("write");
+    std::fs::write(
+        cfg.conf().join("channels/drop.toml"),
+        format!(
+            "name = \"drop\"\n[source]\ntype = \"sftp\"\nfolder = \"/in\"\narchive_folder = \"/done\"\nerror_folder = \"/error\"\npoll_interval_secs = 1\n[source.server]\nhost = \"127.0.0.1\"\nport = {closed_port}\nusername = \"switchboard\"\npassword = {{ file = \"{}\" }}\nhost_key = \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\"\n",
+            cfg.root.path().join("sftp-password").display()
+        ),
+    )
+    .expect("write channel");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let mut client = connect(&engine.mllp("lab")).await;
     for i in 0..3 {
@@ -201,6 +215,7 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
         "switchboard_deliveries_total{channel=\"lab\",destination=\"hook\",outcome=\"delivered\"} 3",
         "switchboard_dead_letters_total{channel=\"lab\",destination=\"hook\"} 1",
         "switchboard_mllp_connections_closed_total{channel=\"lab\"} 1",
+        "switchboard_sftp_files_picked_total{channel=\"drop\"} 0",
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {

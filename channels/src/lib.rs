@@ -12,6 +12,7 @@ pub mod mllp;
 pub mod peers;
 pub mod sandbox;
 pub mod secret;
+pub mod sftp;
 pub mod source;
 pub mod tls;
 pub mod webhook;

@@ -205,6 +205,8 @@ pub enum AckTiming {
 pub enum SourceConfig {
     /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
     MllpListener(ListenerConfig),
+    /// `type = "sftp"`: HL7 v2 files polled from a folder on an SFTP server.
+    Sftp(Box<channels::sftp::PollerConfig>),
 }
 
 /// What a channel accepts (`[accept]`).
@@ -569,6 +571,24 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                 }
             }
         }
+        SourceConfig::Sftp(s) => {
+            for (k, m) in s.problems() {
+                push(
+                    &format!("source.{k}"),
+                    m,
+                    "see conf/examples/sftp-inbound.toml",
+                );
+            }
+            for (k, secret) in s.server.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.server.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+        }
     }
     for (i, p) in c.accept.message_types.iter().enumerate() {
         let ok = p == "*"
@@ -686,7 +706,9 @@ fn check_across_channels(
                 hint: "channel names must be unique".into(),
             });
         }
-        let SourceConfig::MllpListener(l) = &ch.config.source;
+        let SourceConfig::MllpListener(l) = &ch.config.source else {
+            continue;
+        };
         if let Ok(addr) = l.listen.parse::<SocketAddr>() {
             if addr.port() == 0 {
                 continue;
@@ -738,7 +760,9 @@ mod tests {
         assert_eq!(c.engine.retention_days, 90);
         assert_eq!(c.engine.durability, Durability::Fsync);
         assert_eq!(c.channels.len(), 1);
-        let SourceConfig::MllpListener(l) = &c.channels[0].config.source;
+        let SourceConfig::MllpListener(l) = &c.channels[0].config.source else {
+            panic!("an MLLP listener")
+        };
         assert_eq!(l.max_message_bytes, 1024 * 1024);
         assert_eq!(c.version.len(), 16);
     }

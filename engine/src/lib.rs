@@ -177,9 +177,14 @@ impl Engine {
                 metrics: metrics.source(&ch.config.name),
             };
             let built = match &ch.config.source {
-                SourceConfig::MllpListener(l) => l.build(cx).await,
+                SourceConfig::MllpListener(l) => {
+                    l.build(cx).await.map(|t| (Some(t.local_addr), t.join))
+                }
+                SourceConfig::Sftp(s) => s
+                    .build(cx, metrics.sftp(&ch.config.name))
+                    .map(|join| (None, join)),
             };
-            let task = match built {
+            let (local_addr, join) = match built {
                 Ok(t) => t,
                 Err(source) => {
                     shutdown.cancel();
@@ -189,8 +194,10 @@ impl Engine {
                     });
                 }
             };
-            channel_addrs.insert(ch.config.name.clone(), task.local_addr);
-            sources.push(task.join);
+            if let Some(addr) = local_addr {
+                channel_addrs.insert(ch.config.name.clone(), addr);
+            }
+            sources.push(join);
             let ingest = Arc::new(ingest::ChannelIngest::new(
                 ch,
                 store.clone(),
@@ -217,6 +224,7 @@ impl Engine {
                         name: ch.config.name.clone(),
                         source_type: match &ch.config.source {
                             SourceConfig::MllpListener(_) => "mllp_listener".into(),
+                            SourceConfig::Sftp(_) => "sftp".into(),
                         },
                         address: channel_addrs.get(&ch.config.name).copied(),
                         destinations: ch

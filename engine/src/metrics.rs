@@ -73,6 +73,12 @@ pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_cert_expiry_timestamp_seconds
 
 /// Families served only when the configuration uses the feature behind them.
 pub const CONDITIONAL: &[&str] = &[TLS_CERT_EXPIRY];
+/// `switchboard_sftp_files_picked_total{channel}`: files an SFTP source took (stable, matching).
+pub const SFTP_FILES_PICKED: &str = "switchboard_sftp_files_picked_total";
+/// `switchboard_sftp_files_failed_total{channel}`: files moved to the error folder.
+pub const SFTP_FILES_FAILED: &str = "switchboard_sftp_files_failed_total";
+/// `switchboard_sftp_poll_errors_total{channel}`: failed connections, listings and moves.
+pub const SFTP_POLL_ERRORS: &str = "switchboard_sftp_poll_errors_total";
 
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
@@ -124,6 +130,9 @@ pub fn exported_names() -> Vec<&'static str> {
         BUILD_INFO,
         TLS_HANDSHAKE_FAILURES,
         TLS_CERT_EXPIRY,
+        SFTP_FILES_PICKED,
+        SFTP_FILES_FAILED,
+        SFTP_POLL_ERRORS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -222,6 +231,12 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// See [`TLS_CERT_EXPIRY`].
     pub tls_cert_expiry: IntGaugeVec,
+    /// See [`SFTP_FILES_PICKED`].
+    pub sftp_files_picked: IntCounterVec,
+    /// See [`SFTP_FILES_FAILED`].
+    pub sftp_files_failed: IntCounterVec,
+    /// See [`SFTP_POLL_ERRORS`].
+    pub sftp_poll_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -409,6 +424,21 @@ impl Metrics {
         registry
             .register(Box::new(tls_cert_expiry.clone()))
             .expect("metric registered once");
+        let sftp_files_picked = counter(
+            SFTP_FILES_PICKED,
+            "Files an SFTP source took for processing.",
+            &["channel"],
+        );
+        let sftp_files_failed = counter(
+            SFTP_FILES_FAILED,
+            "Files an SFTP source moved to its error folder.",
+            &["channel"],
+        );
+        let sftp_poll_errors = counter(
+            SFTP_POLL_ERRORS,
+            "Failed SFTP connections, listings and moves.",
+            &["channel"],
+        );
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -447,6 +477,18 @@ impl Metrics {
             purged,
             tls_handshake_failures,
             tls_cert_expiry,
+            sftp_files_picked,
+            sftp_files_failed,
+            sftp_poll_errors,
+        }
+    }
+
+    /// The metrics of one SFTP source.
+    pub fn sftp(&self, channel: &str) -> channels::sftp::SftpMetrics {
+        channels::sftp::SftpMetrics {
+            files_picked: self.sftp_files_picked.with_label_values(&[channel]),
+            files_failed: self.sftp_files_failed.with_label_values(&[channel]),
+            poll_errors: self.sftp_poll_errors.with_label_values(&[channel]),
         }
     }
 
@@ -477,11 +519,9 @@ impl Metrics {
                         .set(e.not_after);
                 }
             };
-            match &ch.config.source {
-                crate::config::SourceConfig::MllpListener(l) => {
-                    if let Some(Ok(tls)) = l.tls.as_ref().map(|t| t.load()) {
-                        set("source", tls.expiries);
-                    }
+            if let crate::config::SourceConfig::MllpListener(l) = &ch.config.source {
+                if let Some(Ok(tls)) = l.tls.as_ref().map(|t| t.load()) {
+                    set("source", tls.expiries);
                 }
             }
             for d in &ch.config.destinations {
@@ -537,6 +577,7 @@ mod tests {
         m.ingest_duration.with_label_values(&["c"]).observe(0.001);
         m.store_errors.with_label_values(&["flush"]).inc();
         let _ = m.source("c");
+        let _ = m.sftp("c");
         m.last_message.with_label_values(&["c"]).set(1);
         m.processed
             .with_label_values(&["c", "ADT_A04", "routed"])
