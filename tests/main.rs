@@ -8,4 +8,6 @@ mod console;
 mod crash;
 mod delivery;
 mod ops;
+mod reload;
+mod roles;
 mod spine;

@@ -88,7 +88,8 @@ pub async fn run(ingest: Arc<ChannelIngest>, mut rx: mpsc::Receiver<Inbound>) {
 }
 
 impl ChannelIngest {
-    async fn handle(&self, inbound: Inbound) {
+    /// Handles one message from receipt to answer.
+    pub(crate) async fn handle(&self, inbound: Inbound) {
         let started = Instant::now();
         let (raw, truncated_limit) = match &inbound.payload {
             Payload::Hl7v2(b) => (b.clone(), None),
@@ -209,6 +210,11 @@ impl ChannelIngest {
             errors,
             config_version: self.config_version.clone(),
             deliveries: vec![],
+            business_keys: if verdict == Verdict::Accept {
+                crate::keys::business_keys_of(&raw, &charset_name)
+            } else {
+                Vec::new()
+            },
         };
         let mut record = record;
         // Routing happens here, before the write: the rendered deliveries are committed

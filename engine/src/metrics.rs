@@ -63,6 +63,14 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 /// filesystem holding `data_dir`, read when `/metrics` is scraped.
 pub const STORE_DISK_AVAILABLE: &str = "switchboard_store_disk_available_bytes";
 
+/// `switchboard_config_reloads_total{outcome}`: reloads by SIGHUP or `POST /api/reload`;
+/// `ok`, `refused` (the new configuration has problems; the running one stays) or `failed`
+/// (valid, but a channel could not be restarted).
+pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+
+/// The `outcome` label values of [`CONFIG_RELOADS`]; each starts at 0.
+pub const RELOAD_OUTCOMES: &[&str] = &["ok", "refused", "failed"];
+
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
 
@@ -111,6 +119,7 @@ pub fn exported_names() -> Vec<&'static str> {
         DESTINATION_UP,
         STORE_PURGED,
         BUILD_INFO,
+        CONFIG_RELOADS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -205,6 +214,10 @@ pub struct Metrics {
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
     pub purged: IntGauge,
+    /// See [`BUILD_INFO`].
+    pub build_info: IntGaugeVec,
+    /// See [`CONFIG_RELOADS`].
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -376,6 +389,14 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
             .set(1);
+        let reloads = counter(
+            CONFIG_RELOADS,
+            "Configuration reloads, by outcome.",
+            &["outcome"],
+        );
+        for outcome in RELOAD_OUTCOMES {
+            reloads.with_label_values(&[outcome]);
+        }
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -412,7 +433,19 @@ impl Metrics {
             dead_letters,
             destination_up,
             purged,
+            build_info: build,
+            reloads,
         }
+    }
+
+    /// Points [`BUILD_INFO`] at a new configuration version (after a reload).
+    pub fn set_config_version(&self, old: &str, new: &str) {
+        let _ = self
+            .build_info
+            .remove_label_values(&[env!("CARGO_PKG_VERSION"), old]);
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), new])
+            .set(1);
     }
 
     /// The source metrics of one channel.
