@@ -15,6 +15,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod events;
+pub mod formats;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
