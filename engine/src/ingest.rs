@@ -210,13 +210,12 @@ impl ChannelIngest {
             errors,
             config_version: self.config_version.clone(),
             deliveries: vec![],
-            business_keys: if verdict == Verdict::Accept {
-                crate::keys::business_keys_of(&raw, &charset_name)
-            } else {
-                Vec::new()
-            },
+            business_keys: Vec::new(),
         };
         let mut record = record;
+        if verdict == Verdict::Accept {
+            record.business_keys = crate::keys::business_keys_of(&record, &raw);
+        }
         // Routing happens here, before the write: the rendered deliveries are committed
         // with the message and its status, and a crash cannot leave it half-routed.
         let items = if verdict == Verdict::Accept {

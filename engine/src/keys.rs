@@ -1,20 +1,25 @@
-//! The business keys of a stored message: the identifiers its canonical event carries
+//! The business keys of a stored message: the identifiers its canonical events carry
 //! (`transforms::model::Event::business_keys`), which the store indexes for search.
 //!
-//! The event is computed the way routing computes it (decode by the message's charset,
-//! typed parse, `transforms::v2_to_event`). A message that does not map (an unsupported
-//! type, a mapping error) has no business keys; it is still found by control id. Nothing
-//! here logs a value.
+//! The events come from [`crate::formats::events_of`], the same reading routing uses, so
+//! every source format is indexed once it has a canonical mapping. A message that does not
+//! map (an unsupported type, a mapping error) has no business keys; it is still found by
+//! control id. Nothing here logs a value.
 
+use crate::formats::{events_of, Meaning};
+use crate::store::MessageRecord;
 use transforms::model::BusinessKey;
 
-/// The business keys of an accepted HL7 v2 message; empty when it does not map.
-pub fn business_keys_of(raw: &[u8], charset: &str) -> Vec<BusinessKey> {
-    let text = transforms::hl7v2::charset::decode_lossy(raw, charset);
-    match transforms::hl7v2::access::V2Message::parse(&text).map(|m| transforms::v2_to_event(&m)) {
-        Ok(Ok(transforms::Mapped::Event(e))) => e.business_keys(),
-        _ => Vec::new(),
-    }
+/// The business keys of an accepted message, sorted and deduplicated; empty when it does
+/// not map.
+pub fn business_keys_of(record: &MessageRecord, raw: &[u8]) -> Vec<BusinessKey> {
+    let Meaning::Events(events) = events_of(record, raw) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<BusinessKey> = events.iter().flat_map(|e| e.business_keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 #[cfg(test)]
@@ -22,10 +27,14 @@ mod tests {
     use super::*;
     use transforms::model::BusinessKeyKind;
 
+    fn record() -> MessageRecord {
+        crate::store::tests::record(1, "c", "K", crate::store::Status::Received)
+    }
+
     #[test]
     fn an_admission_yields_its_patient_and_visit() {
         let msg = "MSH|^~\\&|HIS|MAIN|SB|HUB|20250101120000||ADT^A01^ADT_A01|K1|P|2.5.1\rEVN|A01|20250101120000\rPID|1||MRN-77^^^MAIN^MR||Testperson^Alex||19800101|U\rPV1|1|I|||||||||||||||||VN-5\r";
-        let keys = business_keys_of(msg.as_bytes(), "utf-8");
+        let keys = business_keys_of(&record(), msg.as_bytes());
         assert!(
             keys.contains(&BusinessKey {
                 kind: BusinessKeyKind::PatientId,
@@ -45,6 +54,6 @@ mod tests {
     #[test]
     fn an_unmapped_message_has_none() {
         let msg = "MSH|^~\\&|HIS|MAIN|SB|HUB|20250101120000||ZZZ^Z01|K2|P|2.5.1\r";
-        assert!(business_keys_of(msg.as_bytes(), "utf-8").is_empty());
+        assert!(business_keys_of(&record(), msg.as_bytes()).is_empty());
     }
 }
