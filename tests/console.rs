@@ -497,6 +497,31 @@ async fn console_in_a_browser_streams_shows_and_retries_messages() {
         rows[0].click().await.expect("open the result");
         wait_for_text(&c, "#raw span[title=\"MSH-10\"]", "CTL-B").await;
 
+        // Another message by its patient id, through the business-key index.
+        open_view(&c, "search").await;
+        wait_for(&c, "#search-form input[name=control_id]", "search form")
+            .await
+            .clear()
+            .await
+            .expect("clear the control id");
+        wait_for(&c, "#search-form input[name=key]", "business key field")
+            .await
+            .send_keys("P9")
+            .await
+            .expect("type a patient id");
+        c.find(Locator::Css("#search-form button[type=submit]"))
+            .await
+            .expect("search button")
+            .click()
+            .await
+            .expect("search");
+        let found = wait_for_text(&c, "#search-table tbody", "CTL-LIVE").await;
+        let rows = found
+            .find_all(Locator::Css("tr"))
+            .await
+            .expect("result rows");
+        assert_eq!(rows.len(), 1, "only the message of patient P9");
+
         // Deliveries the destination refuses end in the dead letters...
         for control_id in ["CTL-BAD", "CTL-KEEP"] {
             let bad = adt_for("P10", control_id).replace("Testperson", "BAD");

@@ -9,5 +9,7 @@ mod crash;
 mod delivery;
 mod ops;
 mod sftp;
+mod reload;
+mod roles;
 mod spine;
 mod tls;

@@ -201,8 +201,23 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    /// Starts the server in `mode`.
+    /// Starts the server in `mode` on a free port.
     pub async fn start(mode: SinkMode) -> HttpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        HttpSink::serve(listener, mode)
+    }
+
+    /// Starts the server in `mode` on `addr` (a port chosen earlier by the test).
+    pub async fn start_on(addr: &str, mode: SinkMode) -> HttpSink {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the chosen port");
+        HttpSink::serve(listener, mode)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, mode: SinkMode) -> HttpSink {
         use axum::extract::State;
         use axum::http::{HeaderMap, StatusCode};
         type Shared = SinkState;
@@ -239,9 +254,6 @@ impl HttpSink {
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -263,6 +275,20 @@ impl HttpSink {
     pub fn requests(&self) -> usize {
         self.state.lock().expect("lock").2
     }
+}
+
+/// The engine's `engine.json` as written now (it is rewritten after a reload).
+pub fn runtime_info(data: &Path) -> RuntimeInfo {
+    let text = std::fs::read(data.join("engine.json")).expect("engine.json");
+    serde_json::from_slice(&text).expect("engine.json is JSON")
+}
+
+/// A free loopback port (bound and let go; the caller binds it again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Polls `check` every 50 ms until it holds or `secs` pass; returns whether it held.

@@ -101,6 +101,10 @@ pub struct DeliveryConfig {
     /// Seconds the breaker stays open before one trial delivery.
     #[serde(default = "default_breaker_cooldown_secs")]
     pub breaker_cooldown_secs: u64,
+    /// Seconds between two health checks while the destination is down (its health check
+    /// failed or its circuit breaker is open); it is checked once at startup too.
+    #[serde(default = "default_healthcheck_interval_secs")]
+    pub healthcheck_interval_secs: u64,
 }
 
 /// The partition key of a destination's FIFOs.
@@ -137,6 +141,9 @@ fn default_breaker_failures() -> u32 {
 fn default_breaker_cooldown_secs() -> u64 {
     30
 }
+fn default_healthcheck_interval_secs() -> u64 {
+    10
+}
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
@@ -149,6 +156,7 @@ impl Default for DeliveryConfig {
             max_age_secs: default_max_age_secs(),
             breaker_failures: default_breaker_failures(),
             breaker_cooldown_secs: default_breaker_cooldown_secs(),
+            healthcheck_interval_secs: default_healthcheck_interval_secs(),
         }
     }
 }
@@ -156,6 +164,8 @@ impl Default for DeliveryConfig {
 /// A destination, chosen by `type` in a channel's `[[destination]]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Read once from config and cloned rarely: the size difference between kinds costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum DestinationConfig {
     /// `type = "mllp"`: an HL7 v2 peer over MLLP/TCP.
     Mllp(mllp::sender::SenderConfig),
@@ -213,6 +223,12 @@ impl DestinationConfig {
         let d = self.delivery();
         if d.concurrency == 0 {
             out.push(("delivery.concurrency".into(), "must be at least 1".into()));
+        }
+        if d.healthcheck_interval_secs == 0 {
+            out.push((
+                "delivery.healthcheck_interval_secs".into(),
+                "must be at least 1".into(),
+            ));
         }
         if d.max_attempts == 0 {
             out.push(("delivery.max_attempts".into(), "must be at least 1".into()));
@@ -272,6 +288,22 @@ impl Destination {
             Self::Webhook(s) => s.deliver(d).await,
             Self::File(s) => s.deliver(d).await,
             Self::Sftp(s) => s.deliver(d).await,
+        }
+    }
+
+    /// Checks that the destination could take a delivery now, without sending one: MLLP
+    /// and webhook connect to the peer (or GET the webhook's `health_url`), a file
+    /// destination writes and removes a probe file in its folder.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the endpoint and what failed (never payload content).
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        match self {
+            Self::Mllp(s) => s.healthcheck().await,
+            Self::Webhook(s) => s.healthcheck().await,
+            Self::File(s) => s.healthcheck().await,
+            Self::Sftp(s) => s.healthcheck().await,
         }
     }
 }

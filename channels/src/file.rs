@@ -57,6 +57,22 @@ impl FileWriter {
         Ok(FileWriter { config })
     }
 
+    /// Writes, syncs and removes a probe file in the folder.
+    ///
+    /// # Errors
+    ///
+    /// The folder and why it cannot be written.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        let folder = self.config.folder.clone();
+        tokio::task::spawn_blocking(move || {
+            let probe = folder.join(format!(".switchboard-health-{}", std::process::id()));
+            let wrote = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
+            wrote.map_err(|e| format!("{} is not writable: {e}", folder.display()))
+        })
+        .await
+        .map_err(|_| "file health check task failed".to_string())?
+    }
+
     /// Writes one delivery as `<idempotency key>.<extension>`; a retry overwrites the same file.
     ///
     /// # Errors

@@ -8,6 +8,7 @@
 
 pub mod destination;
 pub mod file;
+pub mod health;
 pub mod mllp;
 pub mod peers;
 pub mod sandbox;

@@ -1,10 +1,13 @@
 //! The admin HTTP server: `/health`, `/ready`, `/metrics`, and the message API under `/api`.
 //!
-//! `/api/*` requires `Authorization: Bearer <token>` when `admin.token` is configured;
-//! health and metrics stay open so probes and Prometheus need no secret. Errors are JSON:
-//! `{"error": "...", "detail": "..."}`. The web console and its endpoints live in
+//! `/api/*` requires `Authorization: Bearer <token>` when tokens are configured
+//! (`admin.token`, `[[admin.tokens]]`; see [`crate::auth`]): any valid token may read, and
+//! the actions (reprocess, dead-letter retry and discard, reload) need an operator token
+//! (403 otherwise). Health and metrics stay open so probes and Prometheus need no secret.
+//! Errors are JSON: `{"error": "...", "detail": "..."}`. The web console and its endpoints live in
 //! [`crate::console`] and [`crate::admin_live`].
 
+use crate::auth::{Caller, Role};
 use crate::metrics::Metrics;
 use crate::store::{Query, Store};
 use axum::extract::{Path, Query as QueryParams, Request, State};
@@ -13,12 +16,11 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
@@ -27,8 +29,10 @@ pub struct AdminState {
     pub store: Store,
     /// The metrics registry.
     pub metrics: Metrics,
-    /// The bearer token, when configured.
-    pub token: Option<Arc<str>>,
+    /// The API tokens (replaced on reload); none configured means an open API.
+    pub tokens: Arc<std::sync::RwLock<Arc<crate::auth::Tokens>>>,
+    /// The running topology, for `POST /api/reload`.
+    pub supervisor: Arc<crate::topology::Supervisor>,
     /// True once every listener is bound and the store is open.
     pub ready: Arc<AtomicBool>,
     /// Routing, for reprocess and dead-letter retry.
@@ -43,16 +47,22 @@ pub struct AdminState {
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
+    // Actions: an operator token only.
+    let actions = Router::new()
+        .route("/api/messages/{id}/reprocess", post(reprocess_one))
+        .route("/api/reprocess", post(reprocess_many))
+        .route("/api/dead-letters/retry", post(retry_dead_letters))
+        .route("/api/dead-letters/discard", post(discard_dead_letters))
+        .route("/api/reload", post(reload))
+        .route_layer(middleware::from_fn(require_operator));
     let api = Router::new()
         .route("/api/messages", get(list_messages))
         .route("/api/messages/{id}", get(show_message))
-        .route("/api/messages/{id}/reprocess", post(reprocess_one))
-        .route("/api/reprocess", post(reprocess_many))
         .route("/api/dead-letters", get(list_dead_letters))
-        .route("/api/dead-letters/retry", post(retry_dead_letters))
-        .route("/api/dead-letters/discard", post(discard_dead_letters))
         .route("/api/audit", get(audit_log))
+        .route("/api/whoami", get(whoami))
         .merge(crate::admin_live::api())
+        .merge(actions)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -69,23 +79,87 @@ fn error(status: StatusCode, code: &str, detail: &str) -> Response {
     (status, Json(json!({"error": code, "detail": detail}))).into_response()
 }
 
-async fn require_token(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-            );
-        }
-    }
+/// The current tokens (a reload may replace them).
+pub(crate) fn current_tokens(s: &AdminState) -> Arc<crate::auth::Tokens> {
+    s.tokens
+        .read()
+        .map(|t| t.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+}
+
+async fn require_token(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(caller) = current_tokens(&s).identify(given) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        );
+    };
+    req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+async fn require_operator(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(c) if c.role == Role::Operator => next.run(req).await,
+        Some(c) => error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            &format!(
+                "the token '{}' is read-only; this action needs an operator token",
+                c.name
+            ),
+        ),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        ),
+    }
+}
+
+async fn whoami(Extension(c): Extension<Caller>) -> Response {
+    Json(json!({"name": c.name, "role": c.role.as_str()})).into_response()
+}
+
+async fn reload(
+    State(s): State<AdminState>,
+    Extension(c): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = who(&c, &headers);
+    match s.supervisor.reload(&actor).await {
+        Ok(report) => Json(json!({
+            "status": "reloaded",
+            "config_version": report.config_version,
+            "previous_version": report.previous_version,
+            "started": report.started,
+            "restarted": report.restarted,
+            "stopped": report.stopped,
+            "unchanged": report.unchanged,
+            "failed": report.failed,
+        }))
+        .into_response(),
+        Err(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "error": "config_invalid",
+                "detail": format!("{} problem(s); the running configuration stays", problems.0.len()),
+                "problems": problems.0.iter().map(|p| json!({
+                    "file": p.file,
+                    "key": p.key,
+                    "message": p.message,
+                    "hint": p.hint,
+                })).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
@@ -118,6 +192,11 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 struct ListParams {
     channel: Option<String>,
     control_id: Option<String>,
+    /// A business identifier: patient id, visit number, appointment id, order number.
+    key: Option<String>,
+    /// With `key`: patient_id (mrn), visit_number (visit), appointment_id (appointment),
+    /// order_number (order).
+    key_type: Option<String>,
     status: Option<String>,
     /// RFC 3339 time or Unix milliseconds.
     since: Option<String>,
@@ -133,9 +212,23 @@ async fn list_messages(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            "known parameters: channel, control_id, status, since, before, limit",
+            "known parameters: channel, control_id, key, key_type, status, since, before, limit",
         );
     };
+    let key_kind = match p.key_type.as_deref().map(crate::store::keys::parse_kind) {
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "key_type must be patient_id (mrn), visit_number (visit), appointment_id (appointment) or order_number (order)",
+            )
+        }
+        Some(Some(k)) => Some(k),
+        None => None,
+    };
+    if key_kind.is_some() && p.key.is_none() {
+        return error(StatusCode::BAD_REQUEST, "bad_query", "key_type needs key");
+    }
     let since_ms = match p.since.as_deref().map(parse_time) {
         Some(None) => {
             return error(
@@ -161,6 +254,8 @@ async fn list_messages(
     let q = Query {
         channel: p.channel,
         control_id: p.control_id,
+        business_key: p.key.filter(|k| !k.is_empty()),
+        business_key_kind: key_kind,
         status: p.status,
         since_ms,
         before_id,
@@ -240,6 +335,7 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
         "config_version": record.config_version,
         "raw": transforms::hl7v2::charset::decode_lossy(&raw, &record.charset),
         "deliveries": record.deliveries,
+        "business_keys": record.business_keys,
         "attempts": s.store.attempts_of(id).unwrap_or_default(),
         "payloads": s.store.payloads_of(&record).unwrap_or_default().iter().map(|i| json!({
             "destination": i.destination,
@@ -256,14 +352,19 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
     Json(body).into_response()
 }
 
-/// The actor of an operator action: `X-Switchboard-User`, else `api`.
-fn who(headers: &HeaderMap) -> String {
-    headers
+/// The actor of an operator action: the token's name, followed by the client's
+/// `X-Switchboard-User` in parentheses when it sends one (that part is not verified).
+fn who(caller: &Caller, headers: &HeaderMap) -> String {
+    let user = headers
         .get("x-switchboard-user")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
-        .unwrap_or("api")
-        .to_string()
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        });
+    match user {
+        Some(u) => format!("{} ({u})", caller.name),
+        None => caller.name.clone(),
+    }
 }
 
 /// Body of `POST /api/messages/{id}/reprocess`.
@@ -277,6 +378,7 @@ struct ReprocessOne {
 
 async fn reprocess_one(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Option<Json<ReprocessOne>>,
@@ -289,7 +391,10 @@ async fn reprocess_one(
         );
     };
     let only = body.and_then(|Json(b)| b.destinations);
-    match s.pipeline.reprocess(id, only.as_deref(), &who(&headers)) {
+    match s
+        .pipeline
+        .reprocess(id, only.as_deref(), &who(&caller, &headers))
+    {
         Ok(status) => {
             Json(json!({"id": id.to_string(), "status": status.as_str()})).into_response()
         }
@@ -330,6 +435,7 @@ fn default_bulk_limit() -> usize {
 
 async fn reprocess_many(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(b): Json<ReprocessMany>,
 ) -> Response {
@@ -349,6 +455,8 @@ async fn reprocess_many(
     let q = Query {
         channel: b.channel.clone(),
         control_id: None,
+        business_key: None,
+        business_key_kind: None,
         status: b.status.clone(),
         since_ms: Some(since),
         before_id: Some(until.saturating_add(1) << 20),
@@ -364,7 +472,7 @@ async fn reprocess_many(
             )
         }
     };
-    let actor = who(&headers);
+    let actor = who(&caller, &headers);
     let mut done = 0usize;
     let mut failed = 0usize;
     for r in records.iter().filter(|r| {
@@ -468,6 +576,7 @@ fn selected(s: &AdminState, a: &DeadLetterAction) -> Result<Vec<(String, u64)>, 
 
 async fn retry_dead_letters(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(a): Json<DeadLetterAction>,
 ) -> Response {
@@ -491,13 +600,20 @@ async fn retry_dead_letters(
         }
     }
     s.pipeline.hub().enqueue(&revived);
-    audit(&s, &headers, "dead_letter_retry", &targets, revived.len());
+    audit(
+        &s,
+        &who(&caller, &headers),
+        "dead_letter_retry",
+        &targets,
+        revived.len(),
+    );
     Json(json!({"retried": revived.len(), "not_found": targets.len() - revived.len()}))
         .into_response()
 }
 
 async fn discard_dead_letters(
     State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(a): Json<DeadLetterAction>,
 ) -> Response {
@@ -519,17 +635,17 @@ async fn discard_dead_letters(
             }
         }
     }
-    audit(&s, &headers, "dead_letter_discard", &targets, n);
+    audit(
+        &s,
+        &who(&caller, &headers),
+        "dead_letter_discard",
+        &targets,
+        n,
+    );
     Json(json!({"discarded": n, "not_found": targets.len() - n})).into_response()
 }
 
-fn audit(
-    s: &AdminState,
-    headers: &HeaderMap,
-    action: &str,
-    targets: &[(String, u64)],
-    count: usize,
-) {
+fn audit(s: &AdminState, actor: &str, action: &str, targets: &[(String, u64)], count: usize) {
     let mut target: String = targets
         .iter()
         .take(20)
@@ -541,7 +657,7 @@ fn audit(
     }
     let record = crate::store::outbox::AuditRecord {
         at_ms: crate::delivery::now_ms(),
-        who: who(headers),
+        who: actor.to_string(),
         action: action.into(),
         target,
         count,

@@ -17,6 +17,7 @@
 //! console's own files ([`crate::console`]).
 
 use crate::admin::AdminState;
+use crate::auth::Tokens;
 use crate::metrics::{CHANNEL_LAST_MESSAGE, DESTINATION_UP};
 use crate::store::{MessageRecord, Query, Store};
 use axum::extract::{Query as QueryParams, State};
@@ -31,7 +32,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
@@ -51,12 +51,22 @@ const PAGE: usize = 10_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What the console endpoints know about the running topology.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LiveContext {
-    /// Every configured channel, in config order.
-    pub channels: Vec<ChannelInfo>,
+    /// Every configured channel, in config order (replaced on reload).
+    pub channels: std::sync::RwLock<Vec<ChannelInfo>>,
     /// Cancelled at shutdown: open event streams end so the admin server can stop.
     pub shutdown: CancellationToken,
+}
+
+impl LiveContext {
+    /// The channels as configured now.
+    pub fn channel_list(&self) -> Vec<ChannelInfo> {
+        self.channels
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
 }
 
 /// One configured channel as the console shows it.
@@ -100,19 +110,20 @@ fn error(status: StatusCode, code: &str, detail: &str) -> Response {
     (status, Json(json!({"error": code, "detail": detail}))).into_response()
 }
 
-/// True when no token is configured, or the header or the query parameter carries it.
-fn authorized(token: Option<&str>, headers: &HeaderMap, query_token: Option<&str>) -> bool {
-    let Some(token) = token else {
+/// True when no token is configured, or the header or the query parameter carries a valid
+/// one (of any role: the stream is read-only).
+fn authorized(tokens: &Tokens, headers: &HeaderMap, query_token: Option<&str>) -> bool {
+    if tokens.is_open() {
         return true;
-    };
+    }
     let header_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    [header_token, query_token]
-        .into_iter()
-        .flatten()
-        .any(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())))
+    // Both are checked, so the time taken does not depend on which one was right.
+    let by_header = tokens.identify(header_token).is_some();
+    let by_query = tokens.identify(query_token).is_some();
+    by_header | by_query
 }
 
 /// Query parameters of `GET /api/events`.
@@ -134,7 +145,11 @@ async fn event_stream(
             "known parameters: access_token",
         );
     };
-    if !authorized(s.token.as_deref(), &headers, p.access_token.as_deref()) {
+    if !authorized(
+        &crate::admin::current_tokens(&s),
+        &headers,
+        p.access_token.as_deref(),
+    ) {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -397,7 +412,8 @@ async fn channels(State(s): State<AdminState>) -> Response {
     let now = crate::delivery::now_ms();
     let since = now.saturating_sub(24 * 3_600_000);
     let store = s.store.clone();
-    let live = s.live.clone();
+    let configured = s.live.channel_list();
+    let live = configured.clone();
     let counted = tokio::task::spawn_blocking(move || {
         let mut counts: HashMap<String, Counts> = HashMap::new();
         let mut newest: HashMap<String, u64> = HashMap::new();
@@ -410,7 +426,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
             newest.entry(r.channel.clone()).or_insert(r.received_at_ms);
         })?;
         let mut queues = HashMap::new();
-        for ch in &live.channels {
+        for ch in &live {
             for (dest, _) in &ch.destinations {
                 let full = format!("{}/{dest}", ch.name);
                 let q = store.queue_counts(&full, QUEUE_COUNT_CAP)?;
@@ -430,9 +446,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
     // Gauge labels come in the order Prometheus sorts them: channel, destination.
     let up = gauges(&s, DESTINATION_UP);
     let last = gauges(&s, CHANNEL_LAST_MESSAGE);
-    let items: Vec<_> = s
-        .live
-        .channels
+    let items: Vec<_> = configured
         .iter()
         .map(|ch| {
             let last_ms = newest.get(&ch.name).copied().or_else(|| {
@@ -477,21 +491,30 @@ mod tests {
     #[test]
     fn token_from_header_or_query() {
         let mut h = HeaderMap::new();
-        assert!(authorized(None, &h, None), "no token configured");
-        assert!(!authorized(Some("s3cret"), &h, None));
-        assert!(!authorized(Some("s3cret"), &h, Some("s3cre")));
-        assert!(authorized(Some("s3cret"), &h, Some("s3cret")));
+        let t = Tokens(vec![crate::auth::ApiToken {
+            name: "t".into(),
+            role: crate::auth::Role::ReadOnly,
+            secret: "s3cret".into(),
+        }]);
+        let t = &t;
+        assert!(
+            authorized(&Tokens::default(), &h, None),
+            "no token configured"
+        );
+        assert!(!authorized(t, &h, None));
+        assert!(!authorized(t, &h, Some("s3cre")));
+        assert!(authorized(t, &h, Some("s3cret")));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer s3cret"),
         );
-        assert!(authorized(Some("s3cret"), &h, None));
-        assert!(authorized(Some("s3cret"), &h, Some("wrong")));
+        assert!(authorized(t, &h, None));
+        assert!(authorized(t, &h, Some("wrong")));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Basic s3cret"),
         );
-        assert!(!authorized(Some("s3cret"), &h, None));
+        assert!(!authorized(t, &h, None));
     }
 
     #[test]
@@ -545,6 +568,7 @@ mod tests {
                 errors: vec![],
                 config_version: "v".into(),
                 deliveries: vec![],
+                business_keys: vec![],
             };
             store.put(&r, b"x", &[]).expect("put");
         }

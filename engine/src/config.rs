@@ -94,8 +94,12 @@ pub struct AdminConfig {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     /// Bearer token required on `/api/*`; no token means the API is open (loopback only!).
+    /// It is an operator token named `admin`.
     #[serde(default)]
     pub token: Option<SecretRef>,
+    /// Named tokens with a role each (`read_only` or `operator`), alongside `token`.
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenConfig>,
 }
 
 fn default_admin_listen() -> String {
@@ -107,6 +111,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             token: None,
+            tokens: Vec::new(),
         }
     }
 }
@@ -315,6 +320,9 @@ pub struct LoadedConfig {
     pub engine: EngineConfig,
     /// The admin token, resolved.
     pub admin_token: Option<String>,
+    /// Every admin API token (`admin.token` as operator `admin`, then `admin.tokens`),
+    /// resolved.
+    pub admin_tokens: Vec<crate::auth::ApiToken>,
     /// Channels, in file-name order.
     pub channels: Vec<LoadedChannel>,
     /// Hex SHA-256 over every config file, so each stored message names the config that
@@ -369,6 +377,7 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
     };
 
     let mut admin_token = None;
+    let mut admin_tokens = Vec::new();
     if let Some(engine) = &engine {
         if engine.admin.listen.parse::<SocketAddr>().is_err() {
             problems.push(Problem {
@@ -380,12 +389,56 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
         }
         if let Some(token) = &engine.admin.token {
             match token.resolve() {
-                Ok(t) => admin_token = Some(t),
+                Ok(t) => {
+                    admin_tokens.push(crate::auth::ApiToken {
+                        name: "admin".into(),
+                        role: crate::auth::Role::Operator,
+                        secret: t.clone(),
+                    });
+                    admin_token = Some(t);
+                }
                 Err(m) => problems.push(Problem {
                     file: rel(&main_file),
                     key: "admin.token".into(),
                     message: m,
                     hint: "set the variable or create the file, or remove admin.token".into(),
+                }),
+            }
+        }
+        for (key, message) in crate::auth::name_problems(&engine.admin.tokens) {
+            problems.push(Problem {
+                file: rel(&main_file),
+                key,
+                message,
+                hint: "give each token its own name: letters, digits, '_', '-', '.'".into(),
+            });
+        }
+        for (i, t) in engine.admin.tokens.iter().enumerate() {
+            match t.token.resolve() {
+                Ok(secret) if secret.len() < 8 => problems.push(Problem {
+                    file: rel(&main_file),
+                    key: format!("admin.tokens[{i}].token"),
+                    message: "the token is shorter than 8 characters".into(),
+                    hint: "use a long random value".into(),
+                }),
+                Ok(secret) if admin_tokens.iter().any(|a| a.secret == secret) => {
+                    problems.push(Problem {
+                        file: rel(&main_file),
+                        key: format!("admin.tokens[{i}].token"),
+                        message: format!("token '{}' has the same secret as another", t.name),
+                        hint: "every token needs its own secret, so that its role is clear".into(),
+                    })
+                }
+                Ok(secret) => admin_tokens.push(crate::auth::ApiToken {
+                    name: t.name.clone(),
+                    role: t.role,
+                    secret,
+                }),
+                Err(m) => problems.push(Problem {
+                    file: rel(&main_file),
+                    key: format!("admin.tokens[{i}].token"),
+                    message: m,
+                    hint: "set the variable or create the file".into(),
                 }),
             }
         }
@@ -452,6 +505,7 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
             dir: dir.to_path_buf(),
             engine,
             admin_token,
+            admin_tokens,
             channels,
             version: hex::encode(&hasher.finalize()[..8]),
         }),

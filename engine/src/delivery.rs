@@ -44,15 +44,41 @@ pub enum Finished {
 
 type Watchers = Arc<Mutex<HashMap<u64, Vec<oneshot::Sender<Finished>>>>>;
 
-/// The delivery workers of every destination.
+/// The delivery workers of every destination, started and stopped per channel.
 pub struct Hub {
-    workers: HashMap<String, mpsc::UnboundedSender<(String, u64, u64)>>,
+    workers: std::sync::RwLock<HashMap<String, WorkerHandle>>,
     watchers: Watchers,
     store: Store,
+    metrics: Metrics,
     events: EventBus,
+    shutdown: CancellationToken,
+}
+
+/// One running worker: how to reach it and how to stop it.
+struct WorkerHandle {
+    tx: mpsc::UnboundedSender<(String, u64, u64)>,
+    stop: CancellationToken,
+    join: tokio::task::JoinHandle<()>,
 }
 
 impl Hub {
+    /// A hub without workers; [`Hub::start_channel`] adds a channel's.
+    pub fn new(
+        store: Store,
+        metrics: Metrics,
+        events: EventBus,
+        shutdown: CancellationToken,
+    ) -> Arc<Hub> {
+        Arc::new(Hub {
+            workers: std::sync::RwLock::default(),
+            watchers: Arc::default(),
+            store,
+            metrics,
+            events,
+            shutdown,
+        })
+    }
+
     /// Builds every destination of every channel and starts their workers, which first take
     /// up what the outbox already holds (after a restart).
     ///
@@ -66,40 +92,105 @@ impl Hub {
         events: EventBus,
         shutdown: CancellationToken,
     ) -> Result<Arc<Hub>, (String, String)> {
-        let watchers: Watchers = Arc::default();
-        let mut workers = HashMap::new();
-        for (channel, config) in destinations {
+        let hub = Hub::new(store, metrics, events, shutdown);
+        let mut by_channel: Vec<(String, Vec<DestinationConfig>)> = Vec::new();
+        for (channel, d) in destinations {
+            match by_channel.iter_mut().find(|(c, _)| c == channel) {
+                Some((_, v)) => v.push(d.clone()),
+                None => by_channel.push((channel.clone(), vec![d.clone()])),
+            }
+        }
+        for (channel, dests) in &by_channel {
+            hub.start_channel(channel, dests)?;
+        }
+        Ok(hub)
+    }
+
+    /// Builds a channel's destinations and starts their workers; each worker runs a health
+    /// check first and takes up what its outbox holds. Nothing starts unless every
+    /// destination builds.
+    ///
+    /// # Errors
+    ///
+    /// `(channel/destination, reason)` when a destination cannot be built.
+    pub fn start_channel(
+        &self,
+        channel: &str,
+        destinations: &[DestinationConfig],
+    ) -> Result<(), (String, String)> {
+        let mut built = Vec::new();
+        for config in destinations {
             let name = format!("{channel}/{}", config.name());
             let dest = config.build().map_err(|e| (name.clone(), e))?;
+            built.push((name, config, dest));
+        }
+        let mut workers = self
+            .workers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (name, config, dest) in built {
             let (tx, rx) = mpsc::unbounded_channel();
             let worker = Worker {
                 name: name.clone(),
-                channel: channel.clone(),
+                channel: channel.to_string(),
                 dest_name: config.name().to_string(),
                 dest: Arc::new(dest),
                 cfg: config.delivery().clone(),
-                store: store.clone(),
-                metrics: metrics.clone(),
-                watchers: watchers.clone(),
-                events: events.clone(),
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                watchers: self.watchers.clone(),
+                events: self.events.clone(),
             };
-            tokio::spawn(worker.run(rx, shutdown.clone()));
-            workers.insert(name, tx);
+            let stop = self.shutdown.child_token();
+            let join = tokio::spawn(worker.run(rx, stop.clone()));
+            workers.insert(name, WorkerHandle { tx, stop, join });
         }
-        Ok(Arc::new(Hub {
-            workers,
-            watchers,
-            store,
-            events,
-        }))
+        Ok(())
+    }
+
+    /// Stops the workers of a channel and waits for them (deliveries in flight get a few
+    /// seconds; the rest stay in the outbox for the next worker). Their gauges are removed.
+    pub async fn stop_channel(&self, channel: &str) {
+        let prefix = format!("{channel}/");
+        let stopped: Vec<(String, WorkerHandle)> = {
+            let mut workers = self
+                .workers
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let names: Vec<String> = workers
+                .keys()
+                .filter(|n| n.starts_with(&prefix))
+                .cloned()
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| workers.remove(&n).map(|h| (n, h)))
+                .collect()
+        };
+        for (name, h) in stopped {
+            h.stop.cancel();
+            let _ = h.join.await;
+            let dest = &name[prefix.len()..];
+            for g in [
+                &self.metrics.destination_up,
+                &self.metrics.outbox_depth,
+                &self.metrics.outbox_oldest_age,
+            ] {
+                let _ = g.remove_label_values(&[channel, dest]);
+            }
+        }
     }
 
     /// Hands newly stored outbox items to their workers.
     pub fn enqueue(&self, items: &[OutboxItem]) {
+        let workers = self
+            .workers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for i in items {
-            match self.workers.get(&i.destination) {
+            match workers.get(&i.destination) {
                 Some(w) => {
-                    let _ = w.send((i.partition.clone(), i.seq, i.created_at_ms));
+                    let _ = w.tx.send((i.partition.clone(), i.seq, i.created_at_ms));
                 }
                 None => {
                     warn!(destination = %i.destination, "No worker for destination; the item waits in the outbox.")
@@ -170,7 +261,14 @@ impl Worker {
         let up = self.metrics.destination_up.with_label_values(&labels);
         let depth_gauge = self.metrics.outbox_depth.with_label_values(&labels);
         let age_gauge = self.metrics.outbox_oldest_age.with_label_values(&labels);
-        up.set(1);
+        // `up` is set by the first health check, then by deliveries, the breaker and the
+        // checks that run while the destination is down (see `health_result`).
+        let health_every = Duration::from_secs(self.cfg.healthcheck_interval_secs.max(1));
+        let (health_tx, mut health_rx) = mpsc::channel::<Result<(), String>>(1);
+        let mut checking = true;
+        let mut healthy: Option<bool> = None;
+        let mut next_check = Instant::now() + health_every;
+        self.spawn_healthcheck(&health_tx);
         // Partition -> (seq, created_ms) in order; heads wait in `ready` or `timers`.
         let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
         let mut ready: VecDeque<String> = VecDeque::new();
@@ -316,7 +414,16 @@ impl Worker {
                     }
                 }
                 _ = sleep_opt(wake) => {}
+                Some(result) = health_rx.recv() => {
+                    checking = false;
+                    next_check = Instant::now() + health_every;
+                    self.health_result(result, &mut healthy, &mut breaker, depth, &up);
+                }
                 _ = gauge_tick.tick() => {
+                    if !checking && up.get() == 0 && Instant::now() >= next_check {
+                        checking = true;
+                        self.spawn_healthcheck(&health_tx);
+                    }
                     depth_gauge.set(depth);
                     let oldest = queues.values().filter_map(|q| q.front().map(|(_, c)| *c)).min();
                     age_gauge.set(oldest.map(|c| (now_ms().saturating_sub(c) / 1000) as i64).unwrap_or(0));
@@ -330,6 +437,50 @@ impl Worker {
             }
         })
         .await;
+    }
+
+    /// Runs the destination's health check in its own task; the result comes back on `tx`.
+    fn spawn_healthcheck(&self, tx: &mpsc::Sender<Result<(), String>>) {
+        let dest = self.dest.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(dest.healthcheck().await).await;
+        });
+    }
+
+    /// Applies a health check result. A failed check reports the destination down. A good
+    /// one reports it up, except while the circuit breaker is open with deliveries waiting:
+    /// then the breaker's trial delivery decides (a peer can accept connections and still
+    /// refuse every delivery). With nothing waiting, a good check closes the breaker.
+    fn health_result(
+        &self,
+        result: Result<(), String>,
+        healthy: &mut Option<bool>,
+        breaker: &mut Breaker,
+        depth: i64,
+        up: &prometheus::IntGauge,
+    ) {
+        match result {
+            Ok(()) => {
+                if *healthy != Some(true) {
+                    info!(destination = %self.name, "Destination health check passed.");
+                }
+                *healthy = Some(true);
+                if breaker.open_until.is_some() && depth > 0 {
+                    return;
+                }
+                breaker.open_until = None;
+                breaker.failures = 0;
+                up.set(1);
+            }
+            Err(e) => {
+                if *healthy != Some(false) {
+                    warn!(destination = %self.name, error = %e, "Destination health check failed; checking again while it is down.");
+                }
+                *healthy = Some(false);
+                up.set(0);
+            }
+        }
     }
 
     /// Records an attempt's outcome in the store and returns what the queue should do.

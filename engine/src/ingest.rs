@@ -88,7 +88,8 @@ pub async fn run(ingest: Arc<ChannelIngest>, mut rx: mpsc::Receiver<Inbound>) {
 }
 
 impl ChannelIngest {
-    async fn handle(&self, inbound: Inbound) {
+    /// Handles one message from receipt to answer.
+    pub(crate) async fn handle(&self, inbound: Inbound) {
         let started = Instant::now();
         let (raw, truncated_limit) = match &inbound.payload {
             Payload::Hl7v2(b) => (b.clone(), None),
@@ -209,8 +210,12 @@ impl ChannelIngest {
             errors,
             config_version: self.config_version.clone(),
             deliveries: vec![],
+            business_keys: Vec::new(),
         };
         let mut record = record;
+        if verdict == Verdict::Accept {
+            record.business_keys = crate::keys::business_keys_of(&record, &raw);
+        }
         // Routing happens here, before the write: the rendered deliveries are committed
         // with the message and its status, and a crash cannot leave it half-routed.
         let items = if verdict == Verdict::Accept {

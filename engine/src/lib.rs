@@ -1,30 +1,34 @@
 //! The Switchboard engine: configuration, the message store, ingest, the admin API and the
 //! runtime that wires sources to them.
 //!
-//! Start at [`Engine::start`]: it opens the store, binds every channel's source and the
-//! admin server, and returns a [`RunningEngine`] that knows the bound addresses and shuts
+//! Start at [`Engine::start`]: it opens the store, starts every channel through the
+//! [`topology::Supervisor`] (which also reloads them) and the admin server, and returns a
+//! [`RunningEngine`] that knows the bound addresses, reloads the configuration, and shuts
 //! everything down in order (stop accepting, answer what is in flight, flush).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admin_client;
 pub mod admin_live;
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod events;
 pub mod formats;
 pub mod ingest;
+pub mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod routing;
 pub mod send;
 pub mod store;
+pub mod topology;
 
-use crate::config::{LoadedConfig, SourceConfig};
+use crate::config::{LoadedConfig, Problems};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use channels::source::SourceContext;
+use crate::topology::{ReloadReport, RetentionSettings, Supervisor};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -92,13 +96,12 @@ pub struct Engine;
 
 /// A started engine.
 pub struct RunningEngine {
-    /// Bound addresses.
+    /// Bound addresses at start (after a reload, see [`RunningEngine::runtime_info`]).
     pub info: RuntimeInfo,
     /// The store (for tests and tools in the same process).
     pub store: Store,
     shutdown: CancellationToken,
-    sources: Vec<JoinHandle<()>>,
-    ingests: Vec<JoinHandle<()>>,
+    supervisor: Arc<Supervisor>,
     admin: JoinHandle<()>,
     retention: JoinHandle<()>,
     ready: Arc<AtomicBool>,
@@ -126,132 +129,83 @@ impl Engine {
             })?;
         info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
         let shutdown = CancellationToken::new();
-        let mut routers = std::collections::HashMap::new();
-        let mut destinations = Vec::new();
-        for ch in &config.channels {
-            // `load` compiled every router already; this cannot fail on a loaded config.
-            let router = routing::Router::compile(
-                &ch.config.name,
-                &ch.config.routes,
-                &ch.config.destinations,
-            )
-            .map_err(|p| StartError::Destination {
-                name: ch.config.name.clone(),
-                reason: format!("{} route problem(s)", p.len()),
-            })?;
-            routers.insert(ch.config.name.clone(), router);
-            for d in &ch.config.destinations {
-                destinations.push((ch.config.name.clone(), d.clone()));
-            }
-        }
         let events = events::EventBus::default();
-        let hub = delivery::Hub::start(
-            &destinations,
+        let hub = delivery::Hub::new(
             store.clone(),
             metrics.clone(),
             events.clone(),
             shutdown.child_token(),
-        )
-        .map_err(|(name, reason)| StartError::Destination { name, reason })?;
+        );
         let pipeline = Arc::new(pipeline::Pipeline::new(
-            routers,
+            std::collections::HashMap::new(),
             hub,
             store.clone(),
             metrics.clone(),
         ));
+        let (retention_tx, retention_rx) = watch::channel(RetentionSettings::of(&config));
+        let tokens = Arc::new(std::sync::RwLock::new(Arc::new(auth::Tokens(
+            config.admin_tokens.clone(),
+        ))));
+        let live = Arc::new(admin_live::LiveContext {
+            channels: std::sync::RwLock::default(),
+            shutdown: shutdown.child_token(),
+        });
+        let shared = topology::Shared {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            pipeline: pipeline.clone(),
+            shutdown: shutdown.clone(),
+            tokens: tokens.clone(),
+            live: live.clone(),
+            retention: retention_tx,
+        };
+        let grace = Duration::from_secs(config.engine.shutdown_grace_secs);
+        let admin_listen = config.engine.admin.listen.clone();
+        let supervisor = match Supervisor::start(config, shared).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e);
+            }
+        };
         let retention = tokio::spawn(retention_task(
-            config.clone(),
+            retention_rx,
             store.clone(),
             metrics.clone(),
             shutdown.child_token(),
         ));
-        let mut sources = Vec::new();
-        let mut ingests = Vec::new();
-        let mut channel_addrs = BTreeMap::new();
-        for ch in &config.channels {
-            let (tx, rx) = mpsc::channel(1024);
-            let cx = SourceContext {
-                channel: ch.config.name.clone(),
-                out: tx,
-                shutdown: shutdown.child_token(),
-                metrics: metrics.source(&ch.config.name),
-            };
-            let built = match &ch.config.source {
-                SourceConfig::MllpListener(l) => {
-                    l.build(cx).await.map(|t| (Some(t.local_addr), t.join))
-                }
-                SourceConfig::Sftp(s) => s
-                    .build(cx, metrics.sftp(&ch.config.name))
-                    .map(|join| (None, join)),
-            };
-            let (local_addr, join) = match built {
-                Ok(t) => t,
-                Err(source) => {
-                    shutdown.cancel();
-                    return Err(StartError::Source {
-                        channel: ch.config.name.clone(),
-                        source,
-                    });
-                }
-            };
-            if let Some(addr) = local_addr {
-                channel_addrs.insert(ch.config.name.clone(), addr);
-            }
-            sources.push(join);
-            let ingest = Arc::new(ingest::ChannelIngest::new(
-                ch,
-                store.clone(),
-                metrics.clone(),
-                &config.version,
-                pipeline.clone(),
-            ));
-            ingests.push(tokio::spawn(ingest::run(ingest, rx)));
-        }
         let ready = Arc::new(AtomicBool::new(false));
         let state = admin::AdminState {
             store: store.clone(),
             metrics: metrics.clone(),
-            token: config.admin_token.as_deref().map(Arc::from),
+            tokens,
+            supervisor: supervisor.clone(),
             ready: ready.clone(),
             pipeline: pipeline.clone(),
             events: events.clone(),
             data_dir: data_dir.clone(),
-            live: Arc::new(admin_live::LiveContext {
-                channels: config
-                    .channels
-                    .iter()
-                    .map(|ch| admin_live::ChannelInfo {
-                        name: ch.config.name.clone(),
-                        source_type: match &ch.config.source {
-                            SourceConfig::MllpListener(_) => "mllp_listener".into(),
-                            SourceConfig::Sftp(_) => "sftp".into(),
-                        },
-                        address: channel_addrs.get(&ch.config.name).copied(),
-                        destinations: ch
-                            .config
-                            .destinations
-                            .iter()
-                            .map(|d| (d.name().to_string(), admin_live::destination_type(d).into()))
-                            .collect(),
-                    })
-                    .collect(),
-                shutdown: shutdown.child_token(),
-            }),
+            live,
         };
-        let listener = match tokio::net::TcpListener::bind(&config.engine.admin.listen).await {
+        let listener = match tokio::net::TcpListener::bind(&admin_listen).await {
             Ok(l) => l,
             Err(source) => {
                 shutdown.cancel();
                 return Err(StartError::Admin {
-                    addr: config.engine.admin.listen.clone(),
+                    addr: admin_listen,
                     source,
                 });
             }
         };
-        let admin_addr = listener.local_addr().map_err(|source| StartError::Admin {
-            addr: config.engine.admin.listen.clone(),
-            source,
-        })?;
+        let admin_addr = match listener.local_addr() {
+            Ok(a) => a,
+            Err(source) => {
+                shutdown.cancel();
+                return Err(StartError::Admin {
+                    addr: admin_listen,
+                    source,
+                });
+            }
+        };
         let admin_shutdown = shutdown.clone();
         let app = admin::router(state);
         let admin = tokio::spawn(async move {
@@ -263,49 +217,46 @@ impl Engine {
             }
         });
         info!(addr = %admin_addr, "Admin server listening.");
-        let info = RuntimeInfo {
-            pid: std::process::id(),
-            admin: admin_addr,
-            channels: channel_addrs,
-            config_version: config.version.clone(),
-        };
-        if let Ok(text) = serde_json::to_vec_pretty(&info) {
-            if let Err(e) = std::fs::write(data_dir.join("engine.json"), text) {
-                warn!(error = %e, "Cannot write engine.json.");
-            }
-        }
+        supervisor.set_admin_addr(admin_addr).await;
+        let info = supervisor.runtime_info().await;
         ready.store(true, Ordering::SeqCst);
         info!(channels = info.channels.len(), config_version = %info.config_version, "Switchboard started.");
         Ok(RunningEngine {
             info,
             store,
             shutdown,
-            sources,
-            ingests,
+            supervisor,
             admin,
             retention,
             ready,
-            grace: Duration::from_secs(config.engine.shutdown_grace_secs),
+            grace,
             data_dir,
         })
     }
 }
 
 impl RunningEngine {
+    /// Re-reads the configuration folder and restarts only the channels that changed
+    /// (see [`topology`]); `who` goes into the audit record.
+    ///
+    /// # Errors
+    ///
+    /// [`Problems`] when the new configuration is refused; the running one stays.
+    pub async fn reload(&self, who: &str) -> Result<ReloadReport, Problems> {
+        self.supervisor.reload(who).await
+    }
+
+    /// The addresses and configuration version now running.
+    pub async fn runtime_info(&self) -> RuntimeInfo {
+        self.supervisor.runtime_info().await
+    }
+
     /// Stops accepting, answers every message already received, flushes the store.
     pub async fn shutdown(self) {
         info!("Shutting down: no new connections or messages.");
         self.ready.store(false, Ordering::SeqCst);
         self.shutdown.cancel();
-        let drain = async {
-            for s in self.sources {
-                let _ = s.await;
-            }
-            for i in self.ingests {
-                let _ = i.await;
-            }
-        };
-        if tokio::time::timeout(self.grace, drain).await.is_err() {
+        if !self.supervisor.drain(self.grace).await {
             warn!(
                 grace_secs = self.grace.as_secs(),
                 "Shutdown grace period over; some answers were not sent."
@@ -321,31 +272,31 @@ impl RunningEngine {
     }
 }
 
-/// Prunes old messages once at start and then every `retention_interval_secs`.
+/// Prunes old messages once at start and then every `retention_interval_secs`, following
+/// the settings of the configuration running now.
 async fn retention_task(
-    config: LoadedConfig,
+    mut settings: watch::Receiver<RetentionSettings>,
     store: Store,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
-    let policy = store::retention::RetentionPolicy {
-        default_days: config.engine.retention_days,
-        per_channel: config
-            .channels
-            .iter()
-            .filter_map(|c| c.config.retention_days.map(|d| (c.config.name.clone(), d)))
-            .collect(),
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        config.engine.retention_interval_secs.max(1),
-    ));
+    let mut current = settings.borrow_and_update().clone();
+    let mut tick = tokio::time::interval(current.interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                current = settings.borrow_and_update().clone();
+                tick = tokio::time::interval(current.interval);
+                continue;
+            }
             _ = tick.tick() => {}
         }
         let store2 = store.clone();
-        let policy2 = policy.clone();
+        let policy2 = current.policy.clone();
         let now = delivery::now_ms();
         match tokio::task::spawn_blocking(move || store2.prune(&policy2, now)).await {
             Ok(Ok(report)) => {

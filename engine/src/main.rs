@@ -35,6 +35,10 @@ enum Command {
         /// Folder with switchboard.toml and channels/*.toml.
         #[arg(long, default_value = "conf")]
         config: PathBuf,
+        /// Also run every destination's health check (connect, folder writable) and print
+        /// each result; exits 1 when one fails.
+        #[arg(long)]
+        connect: bool,
     },
     /// Send HL7 v2 files to an MLLP listener; with --connections/--repeat/--duration, a load test.
     Send {
@@ -131,6 +135,14 @@ enum MessagesCommand {
         /// Only this MSH-10.
         #[arg(long)]
         control_id: Option<String>,
+        /// Only messages carrying this business identifier (patient id, visit number,
+        /// appointment id, order number); looked up in the index.
+        #[arg(long)]
+        key: Option<String>,
+        /// With --key: patient_id (mrn), visit_number (visit), appointment_id
+        /// (appointment) or order_number (order).
+        #[arg(long, requires = "key")]
+        key_type: Option<String>,
         /// Only this status (received, rejected).
         #[arg(long)]
         status: Option<String>,
@@ -229,13 +241,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let engine = engine::Engine::start(loaded)
                     .await
                     .context("cannot start")?;
-                wait_for_signal().await;
+                while wait_for_signal_or_reload().await {
+                    // Problems and the outcome are logged by the reload itself.
+                    let _ = engine.reload("signal:SIGHUP").await;
+                }
                 engine.shutdown().await;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config, connect } => match config::load(&config) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} channel(s), config version {})",
@@ -243,7 +258,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     c.channels.len(),
                     c.version
                 );
-                Ok(ExitCode::SUCCESS)
+                if !connect {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let mut all_up = true;
+                rt.block_on(async {
+                    for ch in &c.channels {
+                        for d in &ch.config.destinations {
+                            let name = format!("{}/{}", ch.config.name, d.name());
+                            let result = match d.build() {
+                                Ok(dest) => dest.healthcheck().await,
+                                Err(e) => Err(e),
+                            };
+                            match result {
+                                Ok(()) => println!("{name}: up"),
+                                Err(e) => {
+                                    all_up = false;
+                                    println!("{name}: DOWN: {e}");
+                                }
+                            }
+                        }
+                    }
+                });
+                Ok(if all_up {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
             Err(problems) => {
                 print!("{problems}");
@@ -463,6 +504,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 MessagesCommand::List {
                     channel,
                     control_id,
+                    key,
+                    key_type,
                     status,
                     since,
                     limit,
@@ -471,6 +514,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     for (k, v) in [
                         ("channel", channel),
                         ("control_id", control_id),
+                        ("key", key),
+                        ("key_type", key_type),
                         ("status", status),
                         ("since", since),
                     ] {
@@ -576,6 +621,26 @@ fn init_logging(level: &str, format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Waits for SIGINT/SIGTERM (returns false) or SIGHUP (returns true: reload).
+async fn wait_for_signal_or_reload() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => false,
+                _ = term.recv() => false,
+                _ = hup.recv() => true,
+            };
+        }
+    }
+    wait_for_signal().await;
+    false
 }
 
 async fn wait_for_signal() {

@@ -80,6 +80,14 @@ pub const SFTP_FILES_FAILED: &str = "switchboard_sftp_files_failed_total";
 /// `switchboard_sftp_poll_errors_total{channel}`: failed connections, listings and moves.
 pub const SFTP_POLL_ERRORS: &str = "switchboard_sftp_poll_errors_total";
 
+/// `switchboard_config_reloads_total{outcome}`: reloads by SIGHUP or `POST /api/reload`;
+/// `ok`, `refused` (the new configuration has problems; the running one stays) or `failed`
+/// (valid, but a channel could not be restarted).
+pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
+
+/// The `outcome` label values of [`CONFIG_RELOADS`]; each starts at 0.
+pub const RELOAD_OUTCOMES: &[&str] = &["ok", "refused", "failed"];
+
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
 
@@ -133,6 +141,7 @@ pub fn exported_names() -> Vec<&'static str> {
         SFTP_FILES_PICKED,
         SFTP_FILES_FAILED,
         SFTP_POLL_ERRORS,
+        CONFIG_RELOADS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -237,6 +246,10 @@ pub struct Metrics {
     pub sftp_files_failed: IntCounterVec,
     /// See [`SFTP_POLL_ERRORS`].
     pub sftp_poll_errors: IntCounterVec,
+    /// See [`BUILD_INFO`].
+    pub build_info: IntGaugeVec,
+    /// See [`CONFIG_RELOADS`].
+    pub reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -439,6 +452,14 @@ impl Metrics {
             "Failed SFTP connections, listings and moves.",
             &["channel"],
         );
+        let reloads = counter(
+            CONFIG_RELOADS,
+            "Configuration reloads, by outcome.",
+            &["outcome"],
+        );
+        for outcome in RELOAD_OUTCOMES {
+            reloads.with_label_values(&[outcome]);
+        }
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -480,6 +501,8 @@ impl Metrics {
             sftp_files_picked,
             sftp_files_failed,
             sftp_poll_errors,
+            build_info: build,
+            reloads,
         }
     }
 
@@ -490,6 +513,16 @@ impl Metrics {
             files_failed: self.sftp_files_failed.with_label_values(&[channel]),
             poll_errors: self.sftp_poll_errors.with_label_values(&[channel]),
         }
+    }
+
+    /// Points [`BUILD_INFO`] at a new configuration version (after a reload).
+    pub fn set_config_version(&self, old: &str, new: &str) {
+        let _ = self
+            .build_info
+            .remove_label_values(&[env!("CARGO_PKG_VERSION"), old]);
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), new])
+            .set(1);
     }
 
     /// The source metrics of one channel.

@@ -12,7 +12,7 @@ use tracing::debug;
 
 /// Routers of every channel, the delivery hub and the store.
 pub struct Pipeline {
-    routers: HashMap<String, Router>,
+    routers: std::sync::RwLock<HashMap<String, Arc<Router>>>,
     hub: Arc<Hub>,
     store: Store,
     metrics: Metrics,
@@ -44,11 +44,34 @@ impl Pipeline {
         metrics: Metrics,
     ) -> Self {
         Pipeline {
-            routers,
+            routers: std::sync::RwLock::new(
+                routers.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+            ),
             hub,
             store,
             metrics,
         }
+    }
+
+    /// The router of a channel.
+    fn router(&self, channel: &str) -> Option<Arc<Router>> {
+        self.routers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(channel)
+            .cloned()
+    }
+
+    /// Sets (or, with `None`, removes) the router of a channel; used by reload.
+    pub fn set_router(&self, channel: &str, router: Option<Router>) {
+        let mut routers = self
+            .routers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match router {
+            Some(r) => routers.insert(channel.to_string(), Arc::new(r)),
+            None => routers.remove(channel),
+        };
     }
 
     /// The delivery hub.
@@ -60,7 +83,7 @@ impl Pipeline {
     /// filtered. The caller writes them with the message ([`Store::put`]) and hands them to
     /// the hub once they are durable.
     pub fn render(&self, record: &crate::store::MessageRecord, raw: &[u8]) -> Vec<OutboxItem> {
-        let Some(router) = self.routers.get(&record.channel) else {
+        let Some(router) = self.router(&record.channel) else {
             return Vec::new();
         };
         let store = &self.store;
@@ -92,8 +115,7 @@ impl Pipeline {
             return Err(RouteError::Rejected(id));
         }
         let router = self
-            .routers
-            .get(&record.channel)
+            .router(&record.channel)
             .ok_or_else(|| RouteError::UnknownChannel(record.channel.clone()))?;
         let raw = self.store.raw(id)?.unwrap_or_default();
         let store = self.store.clone();

@@ -459,6 +459,7 @@ mod tests {
             errors: vec![],
             config_version: String::new(),
             deliveries: vec![],
+            business_keys: vec![],
         }
     }
 

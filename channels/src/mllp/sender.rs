@@ -139,6 +139,19 @@ impl MllpSender {
         self.unmatched.load(Ordering::Relaxed)
     }
 
+    /// Opens (and closes) a TCP connection to the peer, within `connect_timeout_secs`.
+    ///
+    /// # Errors
+    ///
+    /// The address and why the connection failed.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        crate::health::tcp_connect(
+            &self.config.address,
+            Duration::from_secs(self.config.connect_timeout_secs),
+        )
+        .await
+    }
+
     /// Sends one HL7 message and checks its ACK.
     ///
     /// # Errors

@@ -113,6 +113,16 @@ impl SftpWriter {
         })
     }
 
+    /// Tells whether the SSH server accepts connections now (a TCP connect; no login).
+    ///
+    /// # Errors
+    ///
+    /// The server address and why the connection failed.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        let addr = format!("{}:{}", self.config.server.host, self.config.server.port);
+        crate::health::tcp_connect(&addr, std::time::Duration::from_secs(5)).await
+    }
+
     /// The final file name of a delivery.
     pub fn file_name(&self, d: &Delivery) -> String {
         let ext = if d.content_type.contains("json") {

@@ -41,6 +41,10 @@ pub struct WebhookConfig {
     /// Seconds to wait for the answer.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// URL the health check GETs (a 2xx answer means up); without it the health check only
+    /// connects to the host and port of `url`.
+    #[serde(default)]
+    pub health_url: Option<String>,
     /// Scheduling and retries.
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -81,6 +85,12 @@ impl WebhookConfig {
                 "url".into(),
                 format!("'{}' is not an http(s) URL", self.url),
             )),
+        }
+        if let Some(h) = &self.health_url {
+            match reqwest::Url::parse(h) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => out.push(("health_url".into(), format!("'{h}' is not an http(s) URL"))),
+            }
         }
         if self.api_key.is_some() != self.api_key_header.is_some() {
             out.push((
@@ -138,6 +148,49 @@ impl WebhookSender {
             config: config.clone(),
             client,
         })
+    }
+
+    /// GETs `health_url` (2xx is up) or, without one, connects to the host of `url`.
+    ///
+    /// # Errors
+    ///
+    /// The endpoint (without its query) and what failed.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        let timeout = Duration::from_secs(self.config.timeout_secs.min(10));
+        if let Some(h) = &self.config.health_url {
+            let endpoint = endpoint_of(h);
+            let resp = self
+                .client
+                .get(h)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| {
+                    let what = if e.is_timeout() {
+                        "timed out"
+                    } else if e.is_connect() {
+                        "connection failed"
+                    } else {
+                        "request failed"
+                    };
+                    format!("{endpoint}: {what}")
+                })?;
+            return if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("{endpoint}: answered {}", resp.status().as_u16()))
+            };
+        }
+        let url = reqwest::Url::parse(&self.config.url)
+            .map_err(|_| format!("'{}' is not a URL", endpoint_of(&self.config.url)))?;
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        crate::health::tcp_connect(&addr, timeout).await
     }
 
     /// POSTs one delivery and classifies the answer.

@@ -98,6 +98,7 @@ function tokenEntered(ev) {
   if (!value) return;
   sessionStorage.setItem(TOKEN_KEY, value);
   document.getElementById('token-dialog').close();
+  showWhoami();
   const waiters = state.tokenWaiters || [];
   state.tokenWaiters = null;
   waiters.forEach((w) => w());
@@ -123,9 +124,22 @@ async function api(path, options) {
       continue;
     }
     const data = await res.json().catch(() => ({}));
+    if (res.status === 403) {
+      throw new Error('Refused: ' + (data.detail || 'this token may not do that') + '. Sign in with an operator token to act.');
+    }
     if (!res.ok) throw new Error(data.detail || data.error || res.statusText);
     return data;
   }
+}
+
+// Shows who the token belongs to and its role in the header.
+function showWhoami() {
+  api('/api/whoami').then((me) => {
+    const w = document.getElementById('whoami');
+    w.textContent = `${me.name} \u00b7 ${me.role === 'operator' ? 'operator' : 'read-only'}`;
+    w.dataset.role = me.role;
+    w.hidden = false;
+  }, () => {});
 }
 
 // ---- live event stream ---------------------------------------------------------------
@@ -285,6 +299,10 @@ async function renderSearch() {
       ['received', 'routed', 'delivered', 'retrying', 'failed', 'rejected', 'filtered']
         .map((s) => el('option', { value: s, selected: prev.status === s }, s)))),
     el('label', {}, 'Control id (MSH-10)', el('input', { name: 'control_id', value: prev.control_id || '', autocomplete: 'off' })),
+    el('label', {}, 'Business key', el('input', { name: 'key', value: prev.key || '', autocomplete: 'off', placeholder: 'patient id, visit, appointment...' })),
+    el('label', {}, 'Key type', el('select', { name: 'key_type' }, el('option', { value: '' }, 'any'),
+      [['patient_id', 'patient id'], ['visit_number', 'visit number'], ['appointment_id', 'appointment id'], ['order_number', 'order number']]
+        .map(([v, t]) => el('option', { value: v, selected: prev.key_type === v }, t)))),
     el('label', {}, 'Since', el('input', { name: 'since', type: 'datetime-local', value: search.sinceLocal || '' })),
     el('button', { type: 'submit' }, 'Search'));
   form.addEventListener('submit', (e) => {
@@ -294,6 +312,7 @@ async function renderSearch() {
     search.sinceLocal = sinceLocal;
     search.params = {
       channel: f.get('channel'), status: f.get('status'), control_id: String(f.get('control_id')).trim(),
+      key: String(f.get('key')).trim(), key_type: String(f.get('key')).trim() ? f.get('key_type') : '',
       since: sinceLocal ? new Date(sinceLocal).toISOString() : '',
     };
     runSearch(false).catch(fail);
@@ -571,5 +590,5 @@ document.addEventListener('DOMContentLoaded', () => {
   window.addEventListener('hashchange', route);
   route();
   // Probe once so a missing token is asked for before the event stream needs it.
-  api('/api/channels').then(startEvents, () => startEvents());
+  api('/api/channels').then(() => { startEvents(); showWhoami(); }, () => startEvents());
 });

@@ -8,6 +8,7 @@
 //! | `raw` | message id | the bytes exactly as received |
 //! | `dedup` | sender key (MSH-3, MSH-4, MSH-10) | message id of the accepted original |
 //! | `by_control_id` | control id, 0x00, message id | empty |
+//! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
 //! | `meta` | name | schema version and the like |
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`].
@@ -20,6 +21,7 @@
 //! flush serves every message waiting at that moment.
 
 mod commit;
+pub mod keys;
 pub mod outbox;
 pub mod retention;
 
@@ -136,6 +138,10 @@ pub struct MessageRecord {
     /// Each destination the message was routed to, and where that delivery stands.
     #[serde(default)]
     pub deliveries: Vec<outbox::DeliveryState>,
+    /// Business identifiers of its canonical event (patient ids, visit numbers,
+    /// appointment ids, order numbers), indexed in `by_business_key`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub business_keys: Vec<transforms::model::BusinessKey>,
 }
 
 /// Filters of [`Store::list`].
@@ -145,6 +151,10 @@ pub struct Query {
     pub channel: Option<String>,
     /// Only this MSH-10.
     pub control_id: Option<String>,
+    /// Only messages carrying this business identifier (read from the index).
+    pub business_key: Option<String>,
+    /// With `business_key`: only as this kind of identifier (any kind when `None`).
+    pub business_key_kind: Option<transforms::model::BusinessKeyKind>,
     /// Only this status.
     pub status: Option<String>,
     /// Only messages received at or after this Unix millisecond.
@@ -172,6 +182,7 @@ pub struct Store {
     pub(crate) raw: sled::Tree,
     pub(crate) dedup: sled::Tree,
     pub(crate) by_control_id: sled::Tree,
+    pub(crate) by_business_key: sled::Tree,
     pub(crate) outbox: sled::Tree,
     pub(crate) dead_letters: sled::Tree,
     pub(crate) attempts: sled::Tree,
@@ -247,6 +258,7 @@ impl Store {
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,
             by_control_id: db.open_tree("by_control_id")?,
+            by_business_key: db.open_tree("by_business_key")?,
             messages,
             db,
             last_id: Arc::new(AtomicU64::new(last)),
@@ -335,6 +347,10 @@ impl Store {
             idx.extend_from_slice(&key);
             self.by_control_id.insert(idx, &[])?;
         }
+        for k in record.business_keys.iter().filter(|k| keys::indexable(k)) {
+            self.by_business_key
+                .insert(keys::index_key(k, record.id), &[])?;
+        }
         // The record last: its presence means the message is complete.
         self.messages.insert(key, value)?;
         Ok(())
@@ -388,6 +404,19 @@ impl Store {
                 && q.control_id.as_ref().is_none_or(|c| *c == r.control_id)
         };
         let mut out = Vec::new();
+        if let Some(value) = &q.business_key {
+            for id in self.ids_by_business_key(q.business_key_kind, value, lower, upper)? {
+                if let Some(r) = self.get(id)? {
+                    if keep(&r) {
+                        out.push(r);
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            return Ok(out);
+        }
         if let Some(control_id) = &q.control_id {
             let mut prefix = control_id.as_bytes().to_vec();
             prefix.push(0);
@@ -456,10 +485,15 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(id: u64, channel: &str, control_id: &str, status: Status) -> MessageRecord {
+    pub(crate) fn record(
+        id: u64,
+        channel: &str,
+        control_id: &str,
+        status: Status,
+    ) -> MessageRecord {
         MessageRecord {
             id,
             channel: channel.into(),
@@ -480,6 +514,7 @@ mod tests {
             errors: vec![],
             config_version: "v".into(),
             deliveries: vec![],
+            business_keys: vec![],
         }
     }
 

@@ -69,6 +69,7 @@ impl Store {
                 continue;
             }
             self.raw.remove(&k)?;
+            self.unindex_business_keys(&rec)?;
             if !rec.control_id.is_empty() {
                 let mut idx = rec.control_id.as_bytes().to_vec();
                 idx.push(0);
@@ -134,6 +135,7 @@ mod tests {
             errors: vec![],
             config_version: String::new(),
             deliveries: vec![],
+            business_keys: vec![],
         }
     }
 

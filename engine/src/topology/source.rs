@@ -1,0 +1,63 @@
+//! Building a channel's source: the one place each `SourceConfig` kind is started.
+//!
+//! One match arm per [`SourceConfig`] variant, never a `_` arm, so that a new kind of
+//! source is added here and nowhere else in the runtime.
+
+use crate::config::SourceConfig;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use channels::source::{BuildError, SourceContext};
+use std::net::SocketAddr;
+use tokio::task::JoinHandle;
+
+/// What some sources need beyond their [`SourceContext`]: sources that keep state of their
+/// own in the store (Latrexa bookings) or count things of their own (SFTP).
+pub struct SourceDeps<'a> {
+    /// The engine's metrics.
+    pub metrics: &'a Metrics,
+    /// The store.
+    pub store: &'a Store,
+    /// The configuration version, recorded on what the source stores itself.
+    pub version: &'a str,
+}
+
+/// A started source.
+pub struct SourceTask {
+    /// The bound address, for sources that listen (MLLP, HTTP); `None` for pollers.
+    pub local_addr: Option<SocketAddr>,
+    /// Ends when the source stopped and answered what it took.
+    pub join: JoinHandle<()>,
+}
+
+/// Checks, binds and starts a channel's source.
+///
+/// # Errors
+///
+/// [`BuildError`] when it cannot bind or its settings are refused at build time.
+pub async fn build_source(
+    source: &SourceConfig,
+    cx: SourceContext,
+    deps: SourceDeps<'_>,
+) -> Result<SourceTask, BuildError> {
+    match source {
+        SourceConfig::MllpListener(l) => l.build(cx).await.map(|t| SourceTask {
+            local_addr: Some(t.local_addr),
+            join: t.join,
+        }),
+        SourceConfig::Sftp(s) => {
+            let counters = deps.metrics.sftp(&cx.channel);
+            s.build(cx, counters).map(|join| SourceTask {
+                local_addr: None,
+                join,
+            })
+        }
+    }
+}
+
+/// The `type` of a `[source]` table, as the admin API shows it.
+pub fn source_type(source: &SourceConfig) -> &'static str {
+    match source {
+        SourceConfig::MllpListener(_) => "mllp_listener",
+        SourceConfig::Sftp(_) => "sftp",
+    }
+}
