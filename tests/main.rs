@@ -3,6 +3,8 @@
 
 mod support;
 
+mod abuse;
+mod bad_input;
 mod cli;
 mod console;
 mod crash;
