@@ -9,5 +9,8 @@ mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod encryption;
+mod fault_proxy;
+mod faults;
 mod ops;
 mod spine;

@@ -115,13 +115,17 @@ impl Engine {
         let data_dir = config.engine.data_dir.clone();
         let _ = std::fs::remove_file(data_dir.join("engine.json"));
         let metrics = Metrics::new(&config.version);
-        let store =
-            Store::open(&data_dir, config.engine.durability, &metrics).map_err(|source| {
-                StartError::Store {
-                    dir: data_dir.clone(),
-                    source,
-                }
-            })?;
+        let store = Store::open_sealed(
+            &data_dir,
+            config.engine.durability,
+            &metrics,
+            store::seal::Seal::new(&config.store_keys),
+        )
+        .map_err(|source| StartError::Store {
+            dir: data_dir.clone(),
+            source,
+        })?;
+        store.set_min_free_bytes(config.engine.min_free_disk_bytes);
         info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
         let shutdown = CancellationToken::new();
         let mut routers = std::collections::HashMap::new();
