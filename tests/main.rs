@@ -3,10 +3,15 @@
 
 mod support;
 
+mod abuse;
+mod bad_input;
 mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod encryption;
+mod fault_proxy;
+mod faults;
 mod ops;
 mod sftp;
 mod reload;

@@ -313,3 +313,75 @@ pub fn adt_for(patient: &str, control_id: &str) -> String {
 /// A fast-retry `[destination.delivery]` table for tests.
 pub const FAST_RETRY: &str =
     "[destination.delivery]\nbackoff_base_ms = 50\nbackoff_max_ms = 200\nbreaker_failures = 1000\n";
+
+/// Raises this process's open-file limit (soft and, as root, hard) towards `want`; child
+/// processes (the engine) inherit it. Returns the soft limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let current = now.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return current;
+    }
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(want);
+    let target = want.min(nr_open);
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: Some(now.maximum.unwrap_or(u64::MAX).max(target)),
+    };
+    if setrlimit(Resource::Nofile, raised).is_err() {
+        // Not root: up to the hard limit only.
+        let hard = now.maximum.unwrap_or(target).min(target);
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: now.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Resident set size of process `pid` in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The value of an unlabelled-or-labelled sample line `name{labels} value` in Prometheus text,
+/// 0 when absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// GET `/metrics` of a running engine.
+pub async fn metrics_text(engine: &EngineProcess) -> String {
+    reqwest::get(format!("{}/metrics", engine.admin()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+impl EngineProcess {
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+}

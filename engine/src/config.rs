@@ -45,6 +45,38 @@ pub struct EngineConfig {
     /// Seconds between two retention passes (the first runs at start).
     #[serde(default = "default_retention_interval_secs")]
     pub retention_interval_secs: u64,
+    /// Bytes that must stay free on the disk of `data_dir`: below that, new messages are
+    /// answered AR/CR with ERR 207 and not written, until space is back. 0 turns it off.
+    #[serde(default = "default_min_free_disk_bytes")]
+    pub min_free_disk_bytes: u64,
+    /// Encryption at rest of message bodies and rendered payloads (`[encryption]`); off
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `[encryption]`: the store seals message bodies and payloads with ChaCha20-Poly1305.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// `[[encryption.keys]]`, newest first: new values are sealed under the first key; the
+    /// others only open values sealed before a rotation. Never drop a key while the store
+    /// still holds values sealed under it (the engine refuses to start if you do).
+    pub keys: Vec<EncryptionKey>,
+}
+
+/// One key of `[[encryption.keys]]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKey {
+    /// Short name stored with each value sealed under this key: letters, digits, `-`, `_`.
+    pub id: String,
+    /// 64 hex digits (32 random bytes, e.g. `openssl rand -hex 32`), by reference.
+    pub key: SecretRef,
+}
+
+fn default_min_free_disk_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_retention_interval_secs() -> u64 {
@@ -71,6 +103,8 @@ impl Default for EngineConfig {
             log: LogConfig::default(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
             retention_interval_secs: default_retention_interval_secs(),
+            min_free_disk_bytes: default_min_free_disk_bytes(),
+            encryption: None,
         }
     }
 }
@@ -328,6 +362,8 @@ pub struct LoadedConfig {
     /// Hex SHA-256 over every config file, so each stored message names the config that
     /// processed it.
     pub version: String,
+    /// `encryption.keys`, resolved, newest first; empty when encryption is off.
+    pub store_keys: Vec<crate::store::seal::StoreKey>,
 }
 
 /// Loads and checks `DIR/switchboard.toml` and `DIR/channels/*.toml`.
@@ -361,6 +397,8 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
         "log",
         "shutdown_grace_secs",
         "retention_interval_secs",
+        "min_free_disk_bytes",
+        "encryption",
     ];
     figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__").filter(move |k| {
         let k = k.as_str().to_ascii_lowercase();
@@ -378,6 +416,10 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
 
     let mut admin_token = None;
     let mut admin_tokens = Vec::new();
+    let mut store_keys = Vec::new();
+    if let Some(enc) = engine.as_ref().and_then(|e| e.encryption.as_ref()) {
+        check_encryption(enc, &rel(&main_file), &mut problems, &mut store_keys);
+    }
     if let Some(engine) = &engine {
         if engine.admin.listen.parse::<SocketAddr>().is_err() {
             problems.push(Problem {
@@ -508,8 +550,70 @@ pub fn load(dir: &Path) -> Result<LoadedConfig, Problems> {
             admin_tokens,
             channels,
             version: hex::encode(&hasher.finalize()[..8]),
+            store_keys,
         }),
         _ => Err(Problems(problems)),
+    }
+}
+
+/// Resolves `encryption.keys`, reporting each problem at its key.
+fn check_encryption(
+    enc: &EncryptionConfig,
+    file: &str,
+    problems: &mut Vec<Problem>,
+    out: &mut Vec<crate::store::seal::StoreKey>,
+) {
+    let mut push = |key: String, message: String, hint: &str| {
+        problems.push(Problem {
+            file: file.to_string(),
+            key,
+            message,
+            hint: hint.to_string(),
+        })
+    };
+    if enc.keys.is_empty() {
+        push(
+            "encryption.keys".into(),
+            "no key given".into(),
+            "add [[encryption.keys]] with id and key, or remove [encryption]",
+        );
+    }
+    for (i, k) in enc.keys.iter().enumerate() {
+        if k.id.is_empty()
+            || k.id.len() > 32
+            || !k
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            push(
+                format!("encryption.keys[{i}].id"),
+                format!("'{}' is not a valid key id", k.id),
+                "use 1 to 32 letters, digits, '-' or '_'",
+            );
+        }
+        if enc.keys[..i].iter().any(|o| o.id == k.id) {
+            push(
+                format!("encryption.keys[{i}].id"),
+                format!("key id '{}' is given twice", k.id),
+                "each key needs its own id",
+            );
+        }
+        match k
+            .key
+            .resolve()
+            .and_then(|t| crate::store::seal::parse_key(&t))
+        {
+            Ok(key) => out.push(crate::store::seal::StoreKey {
+                id: k.id.clone(),
+                key,
+            }),
+            Err(m) => push(
+                format!("encryption.keys[{i}].key"),
+                m,
+                "give 64 hex digits, e.g. from `openssl rand -hex 32`",
+            ),
+        }
     }
 }
 

@@ -120,13 +120,17 @@ impl Engine {
         let _ = std::fs::remove_file(data_dir.join("engine.json"));
         let metrics = Metrics::new(&config.version);
         metrics.record_tls_expiry(&config.channels);
-        let store =
-            Store::open(&data_dir, config.engine.durability, &metrics).map_err(|source| {
-                StartError::Store {
-                    dir: data_dir.clone(),
-                    source,
-                }
-            })?;
+        let store = Store::open_sealed(
+            &data_dir,
+            config.engine.durability,
+            &metrics,
+            store::seal::Seal::new(&config.store_keys),
+        )
+        .map_err(|source| StartError::Store {
+            dir: data_dir.clone(),
+            source,
+        })?;
+        store.set_min_free_bytes(config.engine.min_free_disk_bytes);
         info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
         let shutdown = CancellationToken::new();
         let events = events::EventBus::default();

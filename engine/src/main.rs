@@ -73,6 +73,9 @@ enum Command {
         /// of --to).
         #[arg(long, requires = "tls_ca")]
         tls_server_name: Option<String>,
+        /// At most this many messages per second over all connections (load mode).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Dry run: print what an HL7 v2 message becomes (canonical, FHIR or a vendor payload).
     Transform {
@@ -303,6 +306,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             tls_server_name,
+            rate,
         } => {
             if connections == 0 {
                 bail!("--connections must be at least 1");
@@ -337,10 +341,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 repeat,
                 duration: duration.map(Duration::from_secs_f64),
                 timeout: Duration::from_secs_f64(timeout),
+                rate,
             };
             let messages = send::load_messages(&opts.files)?;
-            let load_mode =
-                opts.connections > 1 || opts.repeat.is_some() || opts.duration.is_some();
+            let load_mode = opts.connections > 1
+                || opts.repeat.is_some()
+                || opts.duration.is_some()
+                || opts.rate.is_some();
             rt.block_on(async {
                 if load_mode {
                     let report = send::send_load(&opts, &messages).await?;

@@ -29,6 +29,9 @@ pub struct SendOptions {
     pub timeout: Duration,
     /// TLS towards the listener (`--tls-ca`, `--tls-cert`, `--tls-key`); `None`: plain TCP.
     pub tls: Option<channels::tls::ClientTls>,
+    /// At most this many messages per second over all connections (load mode); `None`
+    /// sends as fast as the answers come.
+    pub rate: Option<f64>,
 }
 
 impl SendOptions {
@@ -249,10 +252,21 @@ pub async fn send_load(
     let run_id = started.elapsed().as_nanos()
         ^ std::process::id() as u128
         ^ chrono::Utc::now().timestamp_micros() as u128;
+    // Each connection sends at its share of the rate; a late tick is not caught up in a
+    // burst, so the rate is a ceiling.
+    let period = opts
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(connections as f64 / r));
     let mut tasks = Vec::new();
     for (conn, mut client) in clients.into_iter().enumerate() {
         let templates = templates.clone();
         tasks.push(tokio::spawn(async move {
+            let mut pace = period.map(|p| {
+                let mut i = tokio::time::interval(p);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
             let mut latencies: Vec<u32> = Vec::with_capacity(4096);
             let (mut positive, mut negative) = (0u64, 0u64);
             let mut seq = 0u64;
@@ -260,6 +274,9 @@ pub async fn send_load(
                 for t in templates.iter() {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         break 'rounds;
+                    }
+                    if let Some(p) = pace.as_mut() {
+                        p.tick().await;
                     }
                     seq += 1;
                     let msg = t.render(&format!("{:x}-{conn}-{seq}", run_id & 0xffff_ffff));

@@ -203,7 +203,7 @@ pub async fn serve_connection<S>(
     let (pending_tx, pending_rx) = mpsc::channel::<oneshot::Receiver<Reply>>(cfg.max_in_flight);
     let write_timeout = Duration::from_secs(cfg.write_timeout_secs);
     let writer_cx = cx.clone();
-    let writer = tokio::spawn(async move {
+    let mut writer = tokio::spawn(async move {
         write_answers(
             FramedWrite::new(wr, MllpCodec::new(0)),
             pending_rx,
@@ -216,18 +216,34 @@ pub async fn serve_connection<S>(
     let idle = Duration::from_secs(cfg.idle_timeout_secs);
     let frame_limit = Duration::from_secs(cfg.frame_timeout_secs);
     let mut last_activity = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle).min(frame_limit));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer per connection, set to the next moment a timeout could be due: an idle
+    // connection wakes once per frame timeout (not every second), which is what lets
+    // thousands of them sit quietly.
+    let wake = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(wake);
+    let mut writer_done = false;
     loop {
+        let due = match reader.decoder().frame_started() {
+            Some(started) => started + frame_limit,
+            // A frame may start at any moment: look again within one frame timeout.
+            None => (last_activity + idle).min(Instant::now() + frame_limit),
+        };
+        wake.as_mut().reset(tokio::time::Instant::from_std(due));
         let frame = tokio::select! {
             biased;
             _ = cx.shutdown.cancelled() => break,
+            // The writer gave up (write timeout, peer gone): close the whole connection
+            // now rather than at the idle timeout.
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             f = reader.next() => f,
-            _ = tick.tick() => {
+            _ = &mut wake => {
                 let now = Instant::now();
                 let cut = match reader.decoder().frame_started() {
-                    Some(started) => now.duration_since(started) > frame_limit,
-                    None => now.duration_since(last_activity) > idle,
+                    Some(started) => now.duration_since(started) >= frame_limit,
+                    None => now.duration_since(last_activity) >= idle,
                 };
                 if cut {
                     cx.metrics.timeouts.inc();
@@ -271,7 +287,9 @@ pub async fn serve_connection<S>(
         }
     }
     drop(pending_tx);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
 }
 
 async fn write_answers<W>(

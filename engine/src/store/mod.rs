@@ -24,6 +24,8 @@ mod commit;
 pub mod keys;
 pub mod outbox;
 pub mod retention;
+pub mod seal;
+pub mod space;
 
 use crate::config::Durability;
 use crate::metrics::Metrics;
@@ -46,6 +48,17 @@ pub enum StoreError {
     /// A record could not be encoded or decoded.
     #[error("store record error: {0}")]
     Codec(String),
+    /// Less free disk space than the reserve (`min_free_disk_bytes`): nothing was written.
+    #[error("disk nearly full: {available} bytes free, {reserve} reserved")]
+    DiskFull {
+        /// Bytes free on the data folder's filesystem.
+        available: u64,
+        /// The configured reserve.
+        reserve: u64,
+    },
+    /// Encryption at rest: a key is wrong or missing, or a sealed value does not open.
+    #[error("store encryption: {0}")]
+    Seal(String),
     /// The store was written by a newer or unknown schema.
     #[error("store schema version {found} is not supported (expected {SCHEMA_VERSION})")]
     Schema {
@@ -190,6 +203,8 @@ pub struct Store {
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
+    space: Arc<space::SpaceGuard>,
+    pub(crate) seal: Arc<seal::Seal>,
 }
 
 impl Store {
@@ -202,6 +217,22 @@ impl Store {
         dir: &Path,
         durability: Durability,
         metrics: &Metrics,
+    ) -> Result<Store, StoreError> {
+        Self::open_sealed(dir, durability, metrics, seal::Seal::plain())
+    }
+
+    /// Opens (or creates) the store like [`Store::open`], sealing message bodies and
+    /// payloads with `seal` (see [`seal`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled cannot open the folder, the schema is unknown, or the keys
+    /// do not match the store ([`StoreError::Seal`]).
+    pub fn open_sealed(
+        dir: &Path,
+        durability: Durability,
+        metrics: &Metrics,
+        seal: seal::Seal,
     ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Sled(format!("cannot create {}: {e}", dir.display())))?;
@@ -226,6 +257,7 @@ impl Store {
                 meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
             }
         }
+        seal.verify(&meta)?;
         let messages = db.open_tree("messages")?;
         let last = messages
             .last()?
@@ -263,7 +295,15 @@ impl Store {
             db,
             last_id: Arc::new(AtomicU64::new(last)),
             commit,
+            space: Arc::new(space::SpaceGuard::new(dir)),
+            seal: Arc::new(seal),
         })
+    }
+
+    /// Refuses new messages while less than `bytes` are free on the data folder's disk
+    /// (see [`space`]); 0 turns the check off.
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.space.set_reserve(bytes);
     }
 
     /// A new message id for a message received at `now_ms`, greater than every earlier one.
@@ -334,12 +374,14 @@ impl Store {
         raw: &[u8],
         items: &[outbox::OutboxItem],
     ) -> Result<(), StoreError> {
+        self.space.check()?;
         let key = record.id.to_be_bytes();
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
         for item in items {
-            self.outbox.insert(item.key(), item.encode()?)?;
+            self.outbox.insert(item.key(), item.encode(&self.seal)?)?;
         }
-        self.raw.insert(key, raw)?;
+        self.raw
+            .insert(key, self.seal.seal(b"raw", raw)?.as_ref())?;
         if !record.control_id.is_empty() {
             let mut idx = Vec::with_capacity(record.control_id.len() + 9);
             idx.extend_from_slice(record.control_id.as_bytes());
@@ -386,7 +428,10 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails.
     pub fn raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.raw.get(id.to_be_bytes())?.map(|v| v.to_vec()))
+        self.raw
+            .get(id.to_be_bytes())?
+            .map(|v| self.seal.open(b"raw", &v).map(|c| c.into_owned()))
+            .transpose()
     }
 
     /// Messages matching `q`, newest first.

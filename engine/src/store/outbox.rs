@@ -10,6 +10,7 @@
 //! Ingest writes a message's outbox items before its record (see [`Store::put`]); a reprocess
 //! adds items and the new status in one sled transaction.
 
+use super::seal::Seal;
 use super::{MessageRecord, Status, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -56,16 +57,17 @@ impl OutboxItem {
         outbox_key(&self.destination, self.seq)
     }
 
-    pub(crate) fn encode(&self) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn encode(&self, seal: &Seal) -> Result<Vec<u8>, StoreError> {
         let head = serde_json::to_vec(self).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let mut v = Vec::with_capacity(4 + head.len() + self.body.len());
+        let body = seal.seal(b"payload", &self.body)?;
+        let mut v = Vec::with_capacity(4 + head.len() + body.len());
         v.extend_from_slice(&(head.len() as u32).to_be_bytes());
         v.extend_from_slice(&head);
-        v.extend_from_slice(&self.body);
+        v.extend_from_slice(&body);
         Ok(v)
     }
 
-    fn decode(bytes: &[u8]) -> Result<OutboxItem, StoreError> {
+    fn decode(bytes: &[u8], seal: &Seal) -> Result<OutboxItem, StoreError> {
         let bad = || StoreError::Codec("bad outbox item".into());
         let len = u32::from_be_bytes(
             bytes
@@ -77,7 +79,7 @@ impl OutboxItem {
         let head = bytes.get(4..4 + len).ok_or_else(bad)?;
         let mut item: OutboxItem =
             serde_json::from_slice(head).map_err(|e| StoreError::Codec(e.to_string()))?;
-        item.body = bytes[4 + len..].to_vec();
+        item.body = seal.open(b"payload", &bytes[4 + len..])?.into_owned();
         Ok(item)
     }
 }
@@ -225,7 +227,7 @@ impl Store {
     pub fn route(&self, id: u64, items: &[OutboxItem]) -> Result<MessageRecord, StoreError> {
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = items
             .iter()
-            .map(|i| Ok((i.key(), i.encode()?)))
+            .map(|i| Ok((i.key(), i.encode(&self.seal)?)))
             .collect::<Result<_, StoreError>>()?;
         let key = id.to_be_bytes();
         let r: TxResult<MessageRecord> = (&self.messages, &self.outbox).transaction(|(m, o)| {
@@ -282,7 +284,7 @@ impl Store {
     ) -> Result<Option<OutboxItem>, StoreError> {
         self.outbox
             .get(outbox_key(destination, seq))?
-            .map(|v| OutboxItem::decode(&v))
+            .map(|v| OutboxItem::decode(&v, &self.seal))
             .transpose()
     }
 
@@ -295,7 +297,7 @@ impl Store {
         self.outbox
             .scan_prefix(outbox_prefix(destination))
             .values()
-            .map(|v| OutboxItem::decode(&v?))
+            .map(|v| OutboxItem::decode(&v?, &self.seal))
             .collect()
     }
 
@@ -331,7 +333,7 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails.
     pub fn reschedule(&self, item: &OutboxItem) -> Result<(), StoreError> {
-        let encoded = item.encode()?;
+        let encoded = item.encode(&self.seal)?;
         let key = item.message_id.to_be_bytes();
         let r: TxResult<()> = (&self.messages, &self.outbox).transaction(|(m, o)| {
             o.insert(item.key(), encoded.as_slice())?;
@@ -353,7 +355,7 @@ impl Store {
         delivered: bool,
         detail: &str,
     ) -> Result<Status, StoreError> {
-        let encoded = item.encode()?;
+        let encoded = item.encode(&self.seal)?;
         let key = item.message_id.to_be_bytes();
         let status = if delivered {
             DeliveryStatus::Delivered
@@ -409,7 +411,7 @@ impl Store {
         for d in &record.deliveries {
             let k = outbox_key(&d.destination, d.seq);
             if let Some(v) = self.outbox.get(&k)?.or(self.dead_letters.get(&k)?) {
-                out.push(OutboxItem::decode(&v)?);
+                out.push(OutboxItem::decode(&v, &self.seal)?);
             }
         }
         Ok(out)
@@ -432,7 +434,7 @@ impl Store {
         };
         let mut out = Vec::new();
         for v in iter.values() {
-            let item = OutboxItem::decode(&v?)?;
+            let item = OutboxItem::decode(&v?, &self.seal)?;
             if channel.is_none_or(|c| item.destination.split('/').next() == Some(c)) {
                 out.push(item);
                 if out.len() >= limit {
@@ -457,14 +459,14 @@ impl Store {
         let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
             return Ok(None);
         };
-        let old = OutboxItem::decode(&v)?;
+        let old = OutboxItem::decode(&v, &self.seal)?;
         let mut item = old.clone();
         item.seq = self.next_seq();
         item.attempts = 0;
         item.next_attempt_ms = now_ms;
         item.created_at_ms = now_ms;
         item.last_error.clear();
-        let encoded = item.encode()?;
+        let encoded = item.encode(&self.seal)?;
         let key = item.message_id.to_be_bytes();
         let r: TxResult<()> =
             (&self.messages, &self.outbox, &self.dead_letters).transaction(|(m, o, d)| {
@@ -502,7 +504,7 @@ impl Store {
         let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
             return Ok(false);
         };
-        let item = OutboxItem::decode(&v)?;
+        let item = OutboxItem::decode(&v, &self.seal)?;
         let key = item.message_id.to_be_bytes();
         let r: TxResult<()> = (&self.messages, &self.dead_letters).transaction(|(m, d)| {
             d.remove(item.key())?;

@@ -157,7 +157,9 @@ impl MessageHeader {
     /// assert_eq!((h.message_type().as_str(), h.control_id.as_str()), ("ORU^R01", "C42"));
     /// ```
     pub fn read(text: &str) -> Result<MessageHeader, HeaderError> {
-        let text = text.trim_start();
+        // A UTF-8 byte order mark is not white space to `trim_start`; the UTF-8 decoder
+        // drops it, so the header reader must too.
+        let text = text.trim_start_matches('\u{feff}').trim_start();
         if !text.starts_with("MSH") {
             return Err(HeaderError::NoMsh);
         }
@@ -271,6 +273,13 @@ impl MessageHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_utf8_byte_order_mark_before_msh_is_skipped() {
+        let h = MessageHeader::read("\u{feff}MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|B1|P|2.5\r")
+            .expect("valid after the BOM");
+        assert_eq!(h.control_id, "B1");
+    }
 
     #[test]
     fn reads_standard_header() {
