@@ -7,5 +7,6 @@ mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod latrexa;
 mod ops;
 mod spine;

@@ -205,6 +205,8 @@ pub enum AckTiming {
 pub enum SourceConfig {
     /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
     MllpListener(ListenerConfig),
+    /// `type = "latrexa"`: Latrexa online bookings, written into the HIS over MLLP.
+    Latrexa(Box<channels::clinic_api::latrexa_bookings::BookingsConfig>),
 }
 
 /// What a channel accepts (`[accept]`).
@@ -560,6 +562,27 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                 }
             }
         }
+        SourceConfig::Latrexa(l) => {
+            for (k, m) in l.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in l.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+            if !c.routes.is_empty() || !c.destinations.is_empty() {
+                push(
+                    "route",
+                    "a latrexa channel has no routes or destinations".into(),
+                    "bookings go to the HIS named in [source.his]; remove [[route]] and [[destination]]",
+                );
+            }
+        }
     }
     for (i, p) in c.accept.message_types.iter().enumerate() {
         let ok = p == "*"
@@ -677,7 +700,9 @@ fn check_across_channels(
                 hint: "channel names must be unique".into(),
             });
         }
-        let SourceConfig::MllpListener(l) = &ch.config.source;
+        let SourceConfig::MllpListener(l) = &ch.config.source else {
+            continue;
+        };
         if let Ok(addr) = l.listen.parse::<SocketAddr>() {
             if addr.port() == 0 {
                 continue;
@@ -729,7 +754,9 @@ mod tests {
         assert_eq!(c.engine.retention_days, 90);
         assert_eq!(c.engine.durability, Durability::Fsync);
         assert_eq!(c.channels.len(), 1);
-        let SourceConfig::MllpListener(l) = &c.channels[0].config.source;
+        let SourceConfig::MllpListener(l) = &c.channels[0].config.source else {
+            panic!("an MLLP channel");
+        };
         assert_eq!(l.max_message_bytes, 1024 * 1024);
         assert_eq!(c.version.len(), 16);
     }

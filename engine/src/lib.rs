@@ -14,6 +14,7 @@ pub mod console;
 pub mod delivery;
 pub mod events;
 pub mod ingest;
+pub mod latrexa_bookings;
 pub mod metrics;
 pub mod pipeline;
 pub mod routing;
@@ -176,6 +177,27 @@ impl Engine {
             };
             let built = match &ch.config.source {
                 SourceConfig::MllpListener(l) => l.build(cx).await,
+                SourceConfig::Latrexa(c) => {
+                    let started = latrexa_bookings::start(
+                        c,
+                        &ch.config.name,
+                        store.clone(),
+                        metrics.clone(),
+                        &config.version,
+                        cx.shutdown,
+                    );
+                    match started {
+                        Ok(join) => sources.push(join),
+                        Err(source) => {
+                            shutdown.cancel();
+                            return Err(StartError::Source {
+                                channel: ch.config.name.clone(),
+                                source,
+                            });
+                        }
+                    }
+                    continue;
+                }
             };
             let task = match built {
                 Ok(t) => t,
@@ -215,6 +237,7 @@ impl Engine {
                         name: ch.config.name.clone(),
                         source_type: match &ch.config.source {
                             SourceConfig::MllpListener(_) => "mllp_listener".into(),
+                            SourceConfig::Latrexa(_) => "latrexa".into(),
                         },
                         address: channel_addrs.get(&ch.config.name).copied(),
                         destinations: ch

@@ -62,6 +62,21 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 /// `switchboard_store_disk_available_bytes`: free bytes (for an unprivileged user) on the
 /// filesystem holding `data_dir`, read when `/metrics` is scraped.
 pub const STORE_DISK_AVAILABLE: &str = "switchboard_store_disk_available_bytes";
+/// `switchboard_latrexa_bookings_received_total{channel, source}`: Latrexa online booking
+/// revisions taken, `source` = `hub` or `poll`.
+pub const LATREXA_BOOKINGS_RECEIVED: &str = "switchboard_latrexa_bookings_received_total";
+/// `switchboard_latrexa_bookings_confirmed_total{channel}`: bookings written in the HIS and
+/// confirmed at Latrexa.
+pub const LATREXA_BOOKINGS_CONFIRMED: &str = "switchboard_latrexa_bookings_confirmed_total";
+/// `switchboard_latrexa_bookings_rejected_total{channel}`: bookings refused by the HIS and
+/// rejected at Latrexa.
+pub const LATREXA_BOOKINGS_REJECTED: &str = "switchboard_latrexa_bookings_rejected_total";
+/// `switchboard_latrexa_hub_connected{channel}`: 1 while the Latrexa SignalR hub is connected,
+/// 0 while the channel polls.
+pub const LATREXA_HUB_CONNECTED: &str = "switchboard_latrexa_hub_connected";
+/// `switchboard_latrexa_heartbeats_total{channel, outcome}`: heartbeats, `outcome` = `sent` or
+/// `failed`.
+pub const LATREXA_HEARTBEATS: &str = "switchboard_latrexa_heartbeats_total";
 
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
@@ -111,6 +126,11 @@ pub fn exported_names() -> Vec<&'static str> {
         DESTINATION_UP,
         STORE_PURGED,
         BUILD_INFO,
+        LATREXA_BOOKINGS_RECEIVED,
+        LATREXA_BOOKINGS_CONFIRMED,
+        LATREXA_BOOKINGS_REJECTED,
+        LATREXA_HUB_CONNECTED,
+        LATREXA_HEARTBEATS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -205,6 +225,16 @@ pub struct Metrics {
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
     pub purged: IntGauge,
+    /// Latrexa booking revisions taken, by channel and source.
+    pub latrexa_received: IntCounterVec,
+    /// Latrexa bookings confirmed, by channel.
+    pub latrexa_confirmed: IntCounterVec,
+    /// Latrexa bookings rejected, by channel.
+    pub latrexa_rejected: IntCounterVec,
+    /// Latrexa hub connected (1) or not (0), by channel.
+    pub latrexa_hub_connected: IntGaugeVec,
+    /// Latrexa heartbeats, by channel and outcome.
+    pub latrexa_heartbeats: IntCounterVec,
 }
 
 impl Metrics {
@@ -376,6 +406,37 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
             .set(1);
+        let latrexa_received = counter(
+            LATREXA_BOOKINGS_RECEIVED,
+            "Latrexa online booking revisions taken, by source (hub or poll).",
+            &["channel", "source"],
+        );
+        let latrexa_confirmed = counter(
+            LATREXA_BOOKINGS_CONFIRMED,
+            "Latrexa bookings written in the HIS and confirmed at Latrexa.",
+            &["channel"],
+        );
+        let latrexa_rejected = counter(
+            LATREXA_BOOKINGS_REJECTED,
+            "Latrexa bookings refused by the HIS and rejected at Latrexa.",
+            &["channel"],
+        );
+        let latrexa_heartbeats = counter(
+            LATREXA_HEARTBEATS,
+            "Latrexa heartbeats, by outcome (sent or failed).",
+            &["channel", "outcome"],
+        );
+        let latrexa_hub_connected = IntGaugeVec::new(
+            Opts::new(
+                LATREXA_HUB_CONNECTED,
+                "1 while the Latrexa SignalR hub is connected, 0 while the channel polls.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latrexa_hub_connected.clone()))
+            .expect("metric registered once");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -412,6 +473,11 @@ impl Metrics {
             dead_letters,
             destination_up,
             purged,
+            latrexa_received,
+            latrexa_confirmed,
+            latrexa_rejected,
+            latrexa_hub_connected,
+            latrexa_heartbeats,
         }
     }
 
