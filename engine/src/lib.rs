@@ -13,6 +13,7 @@ pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod events;
+pub mod formats;
 pub mod ingest;
 pub mod latrexa_bookings;
 pub mod metrics;

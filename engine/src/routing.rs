@@ -271,49 +271,74 @@ impl Router {
             .and_then(|m| value(m, "PID.3[1].1"))
             .unwrap_or_default();
         let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
-        let event = if needs_event {
-            match transforms::hl7v2::access::V2Message::parse(&text)
-                .map(|m| transforms::v2_to_event(&m))
-            {
-                Ok(Ok(transforms::Mapped::Event(e))) => Some(e),
-                Ok(Ok(transforms::Mapped::Unsupported { .. })) => None,
-                Ok(Err(e)) => {
+        let events = if needs_event {
+            match crate::formats::events_of(record, raw) {
+                crate::formats::Meaning::Events(e) => e,
+                crate::formats::Meaning::Unsupported(_) => Vec::new(),
+                crate::formats::Meaning::Failed(e) => {
                     tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; only HL7 payloads are sent for this message.");
-                    None
+                    Vec::new()
                 }
-                Err(_) => None,
             }
         } else {
-            None
+            Vec::new()
         };
-        targets
-            .into_iter()
-            .filter_map(|(dest, kind)| {
-                let (body, content_type, control_id): (Vec<u8>, &str, Option<String>) = match kind {
-                    PayloadKind::Hl7 => (
-                        raw.to_vec(),
-                        "application/hl7-v2",
-                        Some(record.control_id.clone()),
-                    ),
-                    PayloadKind::Canonical => (
-                        serde_json::to_vec(event.as_ref()?).ok()?,
-                        "application/json",
-                        None,
-                    ),
+        // One body per (destination, event); the raw HL7 goes once whatever the events.
+        let mut bodies: Vec<Body> = Vec::new();
+        for (dest, kind) in targets {
+            if kind == PayloadKind::Hl7 {
+                bodies.push(Body {
+                    dest,
+                    kind,
+                    body: raw.to_vec(),
+                    content_type: "application/hl7-v2",
+                    control_id: Some(record.control_id.clone()),
+                    suffix: String::new(),
+                });
+                continue;
+            }
+            for (n, event) in events.iter().enumerate() {
+                let suffix = if events.len() > 1 {
+                    format!("-e{n}")
+                } else {
+                    String::new()
+                };
+                let rendered = match kind {
+                    PayloadKind::Hl7 => None,
+                    PayloadKind::Canonical => serde_json::to_vec(event)
+                        .ok()
+                        .map(|b| (b, "application/json")),
                     PayloadKind::Fhir => {
-                        let bundle =
-                            transforms::fhir::render_bundle(event.as_ref()?, &Default::default())
-                                .ok()??;
-                        (
-                            serde_json::to_vec(&bundle.body).ok()?,
-                            "application/fhir+json",
-                            None,
-                        )
+                        transforms::fhir::render_bundle(event, &Default::default())
+                            .ok()
+                            .flatten()
+                            .and_then(|bundle| serde_json::to_vec(&bundle.body).ok())
+                            .map(|b| (b, "application/fhir+json"))
                     }
                 };
-                Some((dest, kind, body, content_type, control_id))
-            })
-            .map(|(dest, kind, body, content_type, control_id)| {
+                if let Some((body, content_type)) = rendered {
+                    bodies.push(Body {
+                        dest: dest.clone(),
+                        kind,
+                        body,
+                        content_type,
+                        control_id: None,
+                        suffix,
+                    });
+                }
+            }
+        }
+        bodies
+            .into_iter()
+            .map(|b| {
+                let Body {
+                    dest,
+                    kind,
+                    body,
+                    content_type,
+                    control_id,
+                    suffix,
+                } = b;
                 let partition = match self.partitions.get(&dest) {
                     Some(Partition::None) | None => String::new(),
                     Some(Partition::Patient) => patient.clone(),
@@ -328,7 +353,7 @@ impl Router {
                     next_attempt_ms: now_ms,
                     last_error: String::new(),
                     content_type: content_type.into(),
-                    idempotency_key: format!("{}-{dest}{key_suffix}", record.id),
+                    idempotency_key: format!("{}-{dest}{key_suffix}{suffix}", record.id),
                     control_id,
                     path: None,
                     payload: kind.name().into(),
@@ -337,6 +362,17 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// One rendered body on its way into an outbox item.
+struct Body {
+    dest: String,
+    kind: PayloadKind,
+    body: Vec<u8>,
+    content_type: &'static str,
+    control_id: Option<String>,
+    /// Told apart when one message carries several events.
+    suffix: String,
 }
 
 /// The decoded value at an HL7 path, `None` when absent or empty.
