@@ -230,6 +230,7 @@ fn every_example_channel_passes_check() {
             .env("PORTAL_SIGNING_SECRET", "example-secret")
             .env("SFTP_PRIVATE_KEY", "example-key")
             .env("LAB_SFTP_PASSWORD", "example-password")
+            .env("LATREXA_API_KEY", "example-key")
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

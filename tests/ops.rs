@@ -188,6 +188,14 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
         ),
     )
     .expect("write channel");
+    // A Latrexa bookings channel (its peers unreachable): its families are served from start.
+    let key = cfg.root.path().join("latrexa.key");
+    std::fs::write(&key, "k").expect("key");
+    std::fs::write(
+        cfg.conf().join("channels/bookings.toml"),
+        format!("name = \"bookings\"\n[source]\ntype = \"latrexa\"\nbase_url = \"http://127.0.0.1:9\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"o\"\n[source.his]\naddress = \"127.0.0.1:9\"\n", key.display()),
+    )
+    .expect("channel");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let mut client = connect(&engine.mllp("lab")).await;
     for i in 0..3 {

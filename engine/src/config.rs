@@ -246,6 +246,8 @@ pub enum SourceConfig {
     MllpListener(ListenerConfig),
     /// `type = "sftp"`: HL7 v2 files polled from a folder on an SFTP server.
     Sftp(Box<channels::sftp::PollerConfig>),
+    /// `type = "latrexa"`: Latrexa online bookings, written into the HIS over MLLP.
+    Latrexa(Box<channels::clinic_api::latrexa_bookings::BookingsConfig>),
 }
 
 /// What a channel accepts (`[accept]`).
@@ -745,6 +747,27 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                         "set the variable or create the file",
                     );
                 }
+            }
+        }
+        SourceConfig::Latrexa(l) => {
+            for (k, m) in l.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in l.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+            if !c.routes.is_empty() || !c.destinations.is_empty() {
+                push(
+                    "route",
+                    "a latrexa channel has no routes or destinations".into(),
+                    "bookings go to the HIS named in [source.his]; remove [[route]] and [[destination]]",
+                );
             }
         }
     }

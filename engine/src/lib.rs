@@ -18,6 +18,7 @@ pub mod events;
 pub mod formats;
 pub mod ingest;
 pub mod keys;
+pub mod latrexa_bookings;
 pub mod metrics;
 pub mod pipeline;
 pub mod routing;

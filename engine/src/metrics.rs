@@ -87,6 +87,21 @@ pub const CONFIG_RELOADS: &str = "switchboard_config_reloads_total";
 
 /// The `outcome` label values of [`CONFIG_RELOADS`]; each starts at 0.
 pub const RELOAD_OUTCOMES: &[&str] = &["ok", "refused", "failed"];
+/// `switchboard_latrexa_bookings_received_total{channel, source}`: Latrexa online booking
+/// revisions taken, `source` = `hub` or `poll`.
+pub const LATREXA_BOOKINGS_RECEIVED: &str = "switchboard_latrexa_bookings_received_total";
+/// `switchboard_latrexa_bookings_confirmed_total{channel}`: bookings written in the HIS and
+/// confirmed at Latrexa.
+pub const LATREXA_BOOKINGS_CONFIRMED: &str = "switchboard_latrexa_bookings_confirmed_total";
+/// `switchboard_latrexa_bookings_rejected_total{channel}`: bookings refused by the HIS and
+/// rejected at Latrexa.
+pub const LATREXA_BOOKINGS_REJECTED: &str = "switchboard_latrexa_bookings_rejected_total";
+/// `switchboard_latrexa_hub_connected{channel}`: 1 while the Latrexa SignalR hub is connected,
+/// 0 while the channel polls.
+pub const LATREXA_HUB_CONNECTED: &str = "switchboard_latrexa_hub_connected";
+/// `switchboard_latrexa_heartbeats_total{channel, outcome}`: heartbeats, `outcome` = `sent` or
+/// `failed`.
+pub const LATREXA_HEARTBEATS: &str = "switchboard_latrexa_heartbeats_total";
 
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
@@ -142,6 +157,11 @@ pub fn exported_names() -> Vec<&'static str> {
         SFTP_FILES_FAILED,
         SFTP_POLL_ERRORS,
         CONFIG_RELOADS,
+        LATREXA_BOOKINGS_RECEIVED,
+        LATREXA_BOOKINGS_CONFIRMED,
+        LATREXA_BOOKINGS_REJECTED,
+        LATREXA_HUB_CONNECTED,
+        LATREXA_HEARTBEATS,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -250,6 +270,16 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// See [`CONFIG_RELOADS`].
     pub reloads: IntCounterVec,
+    /// Latrexa booking revisions taken, by channel and source.
+    pub latrexa_received: IntCounterVec,
+    /// Latrexa bookings confirmed, by channel.
+    pub latrexa_confirmed: IntCounterVec,
+    /// Latrexa bookings rejected, by channel.
+    pub latrexa_rejected: IntCounterVec,
+    /// Latrexa hub connected (1) or not (0), by channel.
+    pub latrexa_hub_connected: IntGaugeVec,
+    /// Latrexa heartbeats, by channel and outcome.
+    pub latrexa_heartbeats: IntCounterVec,
 }
 
 impl Metrics {
@@ -460,6 +490,37 @@ impl Metrics {
         for outcome in RELOAD_OUTCOMES {
             reloads.with_label_values(&[outcome]);
         }
+        let latrexa_received = counter(
+            LATREXA_BOOKINGS_RECEIVED,
+            "Latrexa online booking revisions taken, by source (hub or poll).",
+            &["channel", "source"],
+        );
+        let latrexa_confirmed = counter(
+            LATREXA_BOOKINGS_CONFIRMED,
+            "Latrexa bookings written in the HIS and confirmed at Latrexa.",
+            &["channel"],
+        );
+        let latrexa_rejected = counter(
+            LATREXA_BOOKINGS_REJECTED,
+            "Latrexa bookings refused by the HIS and rejected at Latrexa.",
+            &["channel"],
+        );
+        let latrexa_heartbeats = counter(
+            LATREXA_HEARTBEATS,
+            "Latrexa heartbeats, by outcome (sent or failed).",
+            &["channel", "outcome"],
+        );
+        let latrexa_hub_connected = IntGaugeVec::new(
+            Opts::new(
+                LATREXA_HUB_CONNECTED,
+                "1 while the Latrexa SignalR hub is connected, 0 while the channel polls.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latrexa_hub_connected.clone()))
+            .expect("metric registered once");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -503,6 +564,11 @@ impl Metrics {
             sftp_poll_errors,
             build_info: build,
             reloads,
+            latrexa_received,
+            latrexa_confirmed,
+            latrexa_rejected,
+            latrexa_hub_connected,
+            latrexa_heartbeats,
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
-use transforms::hl7v2::ack::{parse_ack, AckCode};
+use transforms::hl7v2::ack::{parse_ack, AckCode, ParsedAck};
 
 /// Configuration of an MLLP destination (`type = "mllp"`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -164,6 +164,39 @@ impl MllpSender {
                 "payload has no MSH-10 to match the ACK against",
             ));
         };
+        let ack = self.exchange(&d.body, expected).await?;
+        let detail = if ack.text.is_empty() {
+            ack.code.as_str().to_string()
+        } else {
+            format!("{} {}", ack.code.as_str(), ack.text)
+        };
+        match ack.code {
+            AckCode::AA | AckCode::CA => Ok(Receipt {
+                status: None,
+                detail,
+            }),
+            AckCode::AR | AckCode::CR => Err(DeliveryError::retry(format!(
+                "{} answered {detail}",
+                self.config.address
+            ))),
+            AckCode::AE | AckCode::CE => {
+                let reason = format!("{} answered {detail}", self.config.address);
+                Err(match self.config.on_application_error {
+                    OnError::DeadLetter => DeliveryError::permanent(reason),
+                    OnError::Retry => DeliveryError::retry(reason),
+                })
+            }
+        }
+    }
+
+    /// Sends one HL7 message whose MSH-10 is `expected` and returns the peer's ACK, whatever
+    /// its code, once its MSA-2 matches: for callers that act on AE/AR themselves.
+    ///
+    /// # Errors
+    ///
+    /// Retryable [`DeliveryError`]: connection failures, timeouts, an answer that is not an
+    /// ACK or names another message (the connection is dropped in each case).
+    pub async fn exchange(&self, body: &[u8], expected: &str) -> Result<ParsedAck, DeliveryError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let timeout = Duration::from_secs(self.config.connect_timeout_secs);
@@ -183,7 +216,7 @@ impl MllpSender {
         };
         let answer = tokio::time::timeout(
             Duration::from_secs(self.config.ack_timeout_secs),
-            client.send(&d.body),
+            client.send(body),
         )
         .await;
         let bytes = match answer {
@@ -225,27 +258,6 @@ impl MllpSender {
                 self.config.address
             )));
         }
-        let detail = if ack.text.is_empty() {
-            ack.code.as_str().to_string()
-        } else {
-            format!("{} {}", ack.code.as_str(), ack.text)
-        };
-        match ack.code {
-            AckCode::AA | AckCode::CA => Ok(Receipt {
-                status: None,
-                detail,
-            }),
-            AckCode::AR | AckCode::CR => Err(DeliveryError::retry(format!(
-                "{} answered {detail}",
-                self.config.address
-            ))),
-            AckCode::AE | AckCode::CE => {
-                let reason = format!("{} answered {detail}", self.config.address);
-                Err(match self.config.on_application_error {
-                    OnError::DeadLetter => DeliveryError::permanent(reason),
-                    OnError::Retry => DeliveryError::retry(reason),
-                })
-            }
-        }
+        Ok(ack)
     }
 }

@@ -1,27 +1,30 @@
 //! Latrexa integration API and SignalR hub (seed `latrexa-sync-agent.txt`), served under `/latrexa`.
 //!
-//! The seed lists the endpoints but not their bodies; the wire types below define them, and
-//! are public so that the engine's Latrexa connector uses exactly the same shapes. Every API
-//! call needs `Authorization: Bearer <api key>` and `X-Organization-Code`; either missing or
-//! wrong answers 401 [`LatrexaError`] (`{"error":"unauthorized","message":...}`).
+//! The seed lists the endpoints but not their bodies; the wire types are the ones in
+//! [`transforms::dest::latrexa`], which the engine's Latrexa connector uses too, so both ends
+//! speak exactly the same shapes. Every API call needs `Authorization: Bearer <api key>` and
+//! `X-Organization-Code`; either missing or wrong answers 401 [`ErrorBody`]
+//! (`{"error":"unauthorized","message":...}`).
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | GET | `/api/integration/appointments/pending` | | [`PendingResponse`] |
+//! | GET | `/api/integration/appointments/pending` | | [`PendingBookings`] |
 //! | POST | `/api/integration/appointments/upload` | [`UploadRequest`] | [`UploadResponse`] |
 //! | POST | `/api/integration/appointments/confirm` | [`ConfirmRequest`] | [`SyncResponse`] |
 //! | POST | `/api/integration/appointments/reject` | [`RejectRequest`] | [`SyncResponse`] |
 //! | POST | `/api/integration/heartbeat` | [`Heartbeat`] | [`HeartbeatResponse`] |
 //!
-//! A booking is *pending* (listed by `pending`) until the HIS confirms or rejects it. Confirming
-//! twice with the same `hisAppointmentId` is idempotent (200); with another id, or confirming a
-//! rejected booking, is 409. Rejecting needs a non-empty `reason` (400 otherwise), a second
-//! reject is idempotent, rejecting a confirmed booking is 409. Unknown ids are 404. When a
-//! booking changes after it was confirmed (rescheduled or cancelled online) it is pending again,
-//! carrying the `hisAppointmentId` the HIS gave it, until the HIS confirms the change (a
-//! rejected booking that is cancelled stays rejected; a cancelled booking cannot change). Uploads
-//! are keyed by `hisAppointmentId`: uploading one again updates it and returns the same
-//! `latrexaId`. Bad JSON or a body of the wrong shape is 400 [`LatrexaError`] `bad_request`.
+//! A booking is *pending* (listed by `pending`) until the HIS confirms or rejects it. Its
+//! `action` is `create` until the HIS confirmed it; a change made online after that makes it
+//! pending again as `reschedule`, a cancellation as `cancel`, each carrying the
+//! `hisAppointmentId` the HIS gave it and a higher `version` (a rejected booking that is
+//! cancelled stays rejected; a cancelled booking cannot change). Confirming twice with the same
+//! `hisAppointmentId` is idempotent (200); with another id, or confirming a rejected booking, is
+//! 409. Rejecting needs a non-empty `reason` (400 otherwise), a second reject is idempotent,
+//! rejecting a confirmed booking is 409. Unknown ids are 404. Uploads are keyed by
+//! `hisAppointmentId`: uploading one again updates it and returns the same `latrexaId`. Bad
+//! JSON or a body of the wrong shape is 400 [`ErrorBody`] `bad_request`; a time that is not
+//! local `YYYY-MM-DDTHH:MM:SS` is 400 too.
 //!
 //! **SignalR hub** at `/hubs/integration` (JSON hub protocol, WebSockets transport):
 //! `POST /hubs/integration/negotiate?negotiateVersion=1` returns a connection id and token;
@@ -34,11 +37,15 @@
 //! organization code header; the socket needs the API key and a token from negotiate (used
 //! once). `POST /_hub/down` makes the hub unavailable (negotiate and the socket answer 503,
 //! open sockets get a close message `{"type":7,...}` and are closed) so the polling fallback can
-//! be tested; `POST /_hub/up` brings it back.
+//! be tested; `POST /_hub/up` brings it back. `POST /_api/down` makes the REST API answer 503
+//! `unavailable` (to test an agent's retries) until `POST /_api/up`; with a body
+//! `{"endpoints":["confirm"]}` only the named endpoints (`pending`, `upload`, `confirm`,
+//! `reject`, `heartbeat`) are down.
 //!
 //! Test control (no credentials): `POST /_bookings` ([`NewBooking`] -> the [`PendingBooking`]),
 //! `POST /_bookings/{id}/update` ([`BookingUpdate`]), `POST /_bookings/{id}/cancel`,
-//! `GET /_state` (bookings with their sync status and reject reason, uploads, heartbeats).
+//! `GET /_state` (bookings with their sync status and reject reason, confirm and reject calls,
+//! uploads, heartbeats).
 
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
@@ -48,7 +55,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -58,222 +65,60 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-
-/// The SignalR record separator that ends every hub protocol message.
-pub const RECORD_SEPARATOR: char = '\u{1e}';
+pub use transforms::dest::latrexa::RECORD_SEPARATOR;
+use transforms::dest::latrexa::{
+    BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
+    PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
+    UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
+};
 
 /// How long the hub waits for a client's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The patient of an online booking, as Latrexa knows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BookingPatient {
-    /// The HIS patient number, when the patient is already known to the HIS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+/// The form of every Latrexa time: local clinic time without offset.
+const LOCAL_TIME: &str = "%Y-%m-%dT%H:%M:%S";
+
+/// Body of the test-control `POST /_bookings`: a booking made online (the fields of a
+/// [`PendingBooking`] that the patient chooses; times are local `YYYY-MM-DDTHH:MM:SS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewBooking {
+    /// HIS patient number, when the patient is already known to the HIS.
+    #[serde(default)]
     pub patient_no: Option<String>,
+    /// National id number.
+    #[serde(default)]
+    pub national_id: Option<String>,
     /// Given name.
     pub first_name: String,
     /// Family name.
     pub last_name: String,
-    /// Mobile phone number.
-    pub mobile: String,
-    /// Birth date, `YYYY-MM-DD`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Mobile number.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    /// E-mail address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// `YYYY-MM-DD`.
+    #[serde(default)]
     pub date_of_birth: Option<String>,
-    /// `Male` or `Female`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `male` / `female` / `other` / `unknown`.
+    #[serde(default)]
     pub gender: Option<String>,
-}
-
-/// What happened to a booking online.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BookingStatus {
-    /// Booked online; the HIS should create (or move) the appointment.
-    Pending,
-    /// Cancelled online; the HIS should cancel the appointment.
-    Cancelled,
-}
-
-/// An online booking awaiting HIS sync (the item of `pending` and the hub's argument).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PendingBooking {
-    /// Latrexa's id of the booking.
-    pub id: String,
-    /// Who booked.
-    pub patient: BookingPatient,
     /// HIS doctor code.
     pub doctor_code: String,
     /// HIS clinic code.
     pub clinic_code: String,
-    /// HIS service code, when the booking names a service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_code: Option<String>,
-    /// Slot start.
-    pub start: DateTime<Utc>,
-    /// Slot end.
-    pub end: DateTime<Utc>,
-    /// Booked or cancelled.
-    pub status: BookingStatus,
-    /// Free text from the patient.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
-    /// The HIS appointment id, once the HIS confirmed an earlier version of this booking.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub his_appointment_id: Option<String>,
-    /// Increases with every change; lets the agent drop stale hub messages.
-    pub version: u32,
-    /// When the booking last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Answer of `GET /api/integration/appointments/pending`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingResponse {
-    /// Bookings awaiting HIS sync, oldest first.
-    pub items: Vec<PendingBooking>,
-}
-
-/// Body of `POST /api/integration/appointments/confirm`: the HIS wrote the booking.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConfirmRequest {
-    /// The booking's Latrexa id.
-    pub latrexa_id: String,
-    /// The id the HIS gave the appointment.
-    pub his_appointment_id: String,
-}
-
-/// Body of `POST /api/integration/appointments/reject`: the HIS could not write the booking.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RejectRequest {
-    /// The booking's Latrexa id.
-    pub latrexa_id: String,
-    /// Why, e.g. `slot unavailable`.
-    pub reason: String,
-}
-
-/// Where a booking stands with the HIS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncStatus {
-    /// Awaiting the HIS.
-    Pending,
-    /// Written by the HIS.
-    Confirmed,
-    /// Refused by the HIS.
-    Rejected,
-}
-
-/// Answer of confirm and reject.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncResponse {
-    /// The booking's Latrexa id.
-    pub latrexa_id: String,
-    /// Its sync status after the call.
-    pub sync_status: SyncStatus,
-}
-
-/// One appointment made in the HIS (walk-in or desk), uploaded to Latrexa.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HisAppointment {
-    /// The HIS's id of the appointment; uploads are keyed by it.
-    pub his_appointment_id: String,
-    /// HIS patient number.
-    pub patient_no: String,
-    /// HIS doctor code.
-    pub doctor_code: String,
-    /// HIS clinic code.
-    pub clinic_code: String,
-    /// Slot start.
-    pub start: DateTime<Utc>,
-    /// Slot end.
-    pub end: DateTime<Utc>,
-    /// HIS status text (`booked`, `arrived`, `cancelled`, ...).
-    pub status: String,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
-}
-
-/// Body of `POST /api/integration/appointments/upload`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRequest {
-    /// The appointments, new or changed.
-    pub appointments: Vec<HisAppointment>,
-}
-
-/// The Latrexa id given to one uploaded appointment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadedId {
-    /// The HIS's id, as uploaded.
-    pub his_appointment_id: String,
-    /// Latrexa's id; the same on every upload of the same HIS id.
-    pub latrexa_id: String,
-}
-
-/// Answer of upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadResponse {
-    /// How many appointments were stored.
-    pub accepted: usize,
-    /// The ids given, in the order uploaded.
-    pub ids: Vec<UploadedId>,
-}
-
-/// Body of `POST /api/integration/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Heartbeat {
-    /// The agent's version, shown in Clinic Admin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent_version: Option<String>,
-    /// When the agent sent it.
-    pub at: DateTime<Utc>,
-}
-
-/// Answer of heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeartbeatResponse {
-    /// Always true.
-    pub ok: bool,
-    /// Latrexa's clock, to spot skew.
-    pub server_time: DateTime<Utc>,
-}
-
-/// Every error answer of the Latrexa API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LatrexaError {
-    /// `unauthorized`, `bad_request`, `not_found`, `conflict` or `unavailable`.
-    pub error: String,
-    /// A sentence for the operator.
-    pub message: String,
-}
-
-/// Body of the test-control `POST /_bookings`: a booking made online.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NewBooking {
-    /// Who books.
-    pub patient: BookingPatient,
-    /// HIS doctor code.
-    pub doctor_code: String,
-    /// HIS clinic code.
-    pub clinic_code: String,
-    /// HIS service code.
+    /// Service / visit type code.
     #[serde(default)]
     pub service_code: Option<String>,
     /// Slot start.
-    pub start: DateTime<Utc>,
+    pub start: String,
     /// Slot end.
-    pub end: DateTime<Utc>,
+    pub end: String,
+    /// Reason for the visit.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Free text.
     #[serde(default)]
     pub notes: Option<String>,
@@ -281,7 +126,7 @@ pub struct NewBooking {
 
 /// Body of the test-control `POST /_bookings/{id}/update`: fields to change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BookingUpdate {
     /// New doctor.
     #[serde(default)]
@@ -289,12 +134,12 @@ pub struct BookingUpdate {
     /// New clinic.
     #[serde(default)]
     pub clinic_code: Option<String>,
-    /// New start.
+    /// New start, local time.
     #[serde(default)]
-    pub start: Option<DateTime<Utc>>,
-    /// New end.
+    pub start: Option<String>,
+    /// New end, local time.
     #[serde(default)]
-    pub end: Option<DateTime<Utc>>,
+    pub end: Option<String>,
     /// New notes.
     #[serde(default)]
     pub notes: Option<String>,
@@ -316,6 +161,10 @@ struct Db {
     next_booking: u64,
     next_upload: u64,
     hub_down: bool,
+    /// Endpoints answering 503 (`pending`, `upload`, `confirm`, `reject`, `heartbeat`).
+    api_down: std::collections::BTreeSet<String>,
+    /// Every confirm and reject call that was answered 200, in order.
+    sync_calls: Vec<serde_json::Value>,
     /// Connection token -> connection id, from negotiate, used once by the socket.
     connection_tokens: HashMap<String, String>,
     next_connection: u64,
@@ -365,12 +214,14 @@ pub(crate) fn router(cfg: &SandboxConfig, shutdown: CancellationToken) -> Router
         .route("/_bookings/{id}/cancel", post(cancel_booking))
         .route("/_hub/down", post(hub_down))
         .route("/_hub/up", post(hub_up))
+        .route("/_api/down", post(api_down))
+        .route("/_api/up", post(api_up))
         .route("/_state", get(state_view))
         .with_state(state)
 }
 
 fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    let body = LatrexaError {
+    let body = ErrorBody {
         error: error.into(),
         message: message.into(),
     };
@@ -398,9 +249,20 @@ impl Latrexa {
         super::header(headers, "x-organization-code").is_some_and(|o| o == &*self.org_code)
     }
 
-    /// The API's check: bearer key and organization code.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        self.key_ok(super::bearer(headers)) && self.org_ok(headers)
+    /// The API's check: bearer key and organization code, then the down switch of `endpoint`;
+    /// the error answer when one fails.
+    fn check(&self, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
+        if !(self.key_ok(super::bearer(headers)) && self.org_ok(headers)) {
+            return Some(unauthorized());
+        }
+        if lock(&self.db).api_down.contains(endpoint) {
+            return Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The integration API is unavailable.",
+            ));
+        }
+        None
     }
 
     /// Sends a hub invocation of `target` with `booking` to every open connection.
@@ -422,8 +284,8 @@ fn bad_request(e: &serde_json::Error) -> Response {
 }
 
 async fn pending(State(s): State<Latrexa>, headers: HeaderMap) -> Response {
-    if !s.authorized(&headers) {
-        return unauthorized();
+    if let Some(r) = s.check(&headers, "pending") {
+        return r;
     }
     let db = lock(&s.db);
     let items = db
@@ -432,12 +294,14 @@ async fn pending(State(s): State<Latrexa>, headers: HeaderMap) -> Response {
         .filter(|r| r.sync == SyncStatus::Pending)
         .map(|r| r.booking.clone())
         .collect();
-    ok(&PendingResponse { items })
+    ok(&PendingBookings {
+        appointments: items,
+    })
 }
 
 async fn confirm(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.authorized(&headers) {
-        return unauthorized();
+    if let Some(r) = s.check(&headers, "confirm") {
+        return r;
     }
     let req: ConfirmRequest = match parse(&body) {
         Ok(r) => r,
@@ -467,9 +331,12 @@ async fn confirm(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> R
         SyncStatus::Confirmed => {}
         SyncStatus::Pending => {
             rec.sync = SyncStatus::Confirmed;
-            rec.booking.his_appointment_id = Some(req.his_appointment_id);
+            rec.booking.his_appointment_id = Some(req.his_appointment_id.clone());
         }
     }
+    let version = rec.booking.version;
+    db.sync_calls
+        .push(json!({"call": "confirm", "request": req, "version": version}));
     ok(&SyncResponse {
         latrexa_id: req.latrexa_id,
         sync_status: SyncStatus::Confirmed,
@@ -477,8 +344,8 @@ async fn confirm(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> R
 }
 
 async fn reject(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.authorized(&headers) {
-        return unauthorized();
+    if let Some(r) = s.check(&headers, "reject") {
+        return r;
     }
     let req: RejectRequest = match parse(&body) {
         Ok(r) => r,
@@ -506,18 +373,34 @@ async fn reject(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Re
         SyncStatus::Rejected => {}
         SyncStatus::Pending => {
             rec.sync = SyncStatus::Rejected;
-            rec.reject_reason = Some(req.reason);
+            rec.reject_reason = Some(req.reason.clone());
         }
     }
+    let version = rec.booking.version;
+    db.sync_calls
+        .push(json!({"call": "reject", "request": req, "version": version}));
     ok(&SyncResponse {
         latrexa_id: req.latrexa_id,
         sync_status: SyncStatus::Rejected,
     })
 }
 
+/// An error answer when `value` is not local `YYYY-MM-DDTHH:MM:SS`.
+fn local_time_problem(field: &str, value: &str) -> Option<Response> {
+    chrono::NaiveDateTime::parse_from_str(value, LOCAL_TIME)
+        .is_err()
+        .then(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{field} must be local time YYYY-MM-DDTHH:MM:SS."),
+            )
+        })
+}
+
 async fn upload(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.authorized(&headers) {
-        return unauthorized();
+    if let Some(r) = s.check(&headers, "upload") {
+        return r;
     }
     let req: UploadRequest = match parse(&body) {
         Ok(r) => r,
@@ -536,20 +419,20 @@ async fn upload(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Re
         };
         db.uploads
             .insert(his_id.clone(), (latrexa_id.clone(), appt));
-        ids.push(UploadedId {
+        ids.push(IdPair {
             his_appointment_id: his_id,
             latrexa_id,
         });
     }
     ok(&UploadResponse {
-        accepted: ids.len(),
-        ids,
+        accepted: u32::try_from(ids.len()).unwrap_or(u32::MAX),
+        mappings: ids,
     })
 }
 
 async fn heartbeat(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Response {
-    if !s.authorized(&headers) {
-        return unauthorized();
+    if let Some(r) = s.check(&headers, "heartbeat") {
+        return r;
     }
     let beat: Heartbeat = match parse(&body) {
         Ok(r) => r,
@@ -560,7 +443,7 @@ async fn heartbeat(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) ->
     db.last_heartbeat = Some(beat);
     ok(&HeartbeatResponse {
         ok: true,
-        server_time: Utc::now(),
+        server_time: super::now_rfc3339(),
     })
 }
 
@@ -807,27 +690,86 @@ async fn hub_up(State(s): State<Latrexa>) -> Response {
     json(StatusCode::OK, json!({"hub": "up"}))
 }
 
+/// Body of the test-control `POST /_api/down`: which endpoints answer 503 (all when empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiDown {
+    #[serde(default)]
+    endpoints: Vec<String>,
+}
+
+const ENDPOINTS: [&str; 5] = ["pending", "upload", "confirm", "reject", "heartbeat"];
+
+async fn api_down(State(s): State<Latrexa>, body: Bytes) -> Response {
+    let req: ApiDown = if body.is_empty() {
+        ApiDown::default()
+    } else {
+        match parse(&body) {
+            Ok(r) => r,
+            Err(e) => return bad_request(&e),
+        }
+    };
+    if let Some(bad) = req
+        .endpoints
+        .iter()
+        .find(|e| !ENDPOINTS.contains(&e.as_str()))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("unknown endpoint '{bad}'; use {}", ENDPOINTS.join(", ")),
+        );
+    }
+    let down: Vec<String> = if req.endpoints.is_empty() {
+        ENDPOINTS.iter().map(|e| e.to_string()).collect()
+    } else {
+        req.endpoints
+    };
+    let mut db = lock(&s.db);
+    db.api_down.extend(down);
+    json(StatusCode::OK, json!({"down": db.api_down}))
+}
+
+async fn api_up(State(s): State<Latrexa>) -> Response {
+    let mut db = lock(&s.db);
+    db.api_down.clear();
+    json(StatusCode::OK, json!({"down": db.api_down}))
+}
+
 async fn new_booking(State(s): State<Latrexa>, body: Bytes) -> Response {
     let req: NewBooking = match parse(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(&e),
     };
+    for (field, value) in [("start", &req.start), ("end", &req.end)] {
+        if let Some(r) = local_time_problem(field, value) {
+            return r;
+        }
+    }
     let booking = {
         let mut db = lock(&s.db);
         db.next_booking += 1;
         let booking = PendingBooking {
             id: format!("LX-BK-{:06}", db.next_booking),
-            patient: req.patient,
+            action: BookingAction::Create,
+            his_appointment_id: None,
+            patient_no: req.patient_no,
+            national_id: req.national_id,
+            first_name: req.first_name,
+            last_name: req.last_name,
+            mobile: req.mobile,
+            email: req.email,
+            date_of_birth: req.date_of_birth,
+            gender: req.gender,
             doctor_code: req.doctor_code,
             clinic_code: req.clinic_code,
             service_code: req.service_code,
             start: req.start,
             end: req.end,
-            status: BookingStatus::Pending,
+            reason: req.reason,
             notes: req.notes,
-            his_appointment_id: None,
+            created_at: Some(Utc::now().format(LOCAL_TIME).to_string()),
             version: 1,
-            updated_at: Utc::now(),
         };
         db.bookings.insert(
             booking.id.clone(),
@@ -839,7 +781,7 @@ async fn new_booking(State(s): State<Latrexa>, body: Bytes) -> Response {
         );
         booking
     };
-    s.push("AppointmentCreated", &booking);
+    s.push(APPOINTMENT_CREATED, &booking);
     (StatusCode::CREATED, axum::Json(booking)).into_response()
 }
 
@@ -847,20 +789,21 @@ async fn new_booking(State(s): State<Latrexa>, body: Bytes) -> Response {
 ///
 /// A cancelled booking cannot change any more (409; cancelling it again answers it unchanged).
 /// The change makes the booking pending again, except a cancellation of a booking the HIS
-/// rejected: the HIS never had it, so there is nothing to sync.
+/// rejected: the HIS never had it, so there is nothing to sync. A change of a booking the HIS
+/// confirmed (it has a `hisAppointmentId`) is a `reschedule`; before that it stays a `create`.
 fn change_booking(
     s: &Latrexa,
     id: &str,
     target: &str,
     change: impl FnOnce(&mut PendingBooking),
 ) -> Response {
-    let cancelling = target == "AppointmentCancelled";
+    let cancelling = target == APPOINTMENT_CANCELLED;
     let booking = {
         let mut db = lock(&s.db);
         let Some(rec) = db.bookings.get_mut(id) else {
             return error(StatusCode::NOT_FOUND, "not_found", "Unknown booking id.");
         };
-        if rec.booking.status == BookingStatus::Cancelled {
+        if rec.booking.action == BookingAction::Cancel {
             if cancelling {
                 return ok(&rec.booking);
             }
@@ -871,8 +814,14 @@ fn change_booking(
             );
         }
         change(&mut rec.booking);
+        rec.booking.action = if cancelling {
+            BookingAction::Cancel
+        } else if rec.booking.his_appointment_id.is_some() {
+            BookingAction::Reschedule
+        } else {
+            BookingAction::Create
+        };
         rec.booking.version += 1;
-        rec.booking.updated_at = Utc::now();
         if !(cancelling && rec.sync == SyncStatus::Rejected) {
             rec.sync = SyncStatus::Pending;
             rec.reject_reason = None;
@@ -888,7 +837,12 @@ async fn update_booking(State(s): State<Latrexa>, Path(id): Path<String>, body: 
         Ok(r) => r,
         Err(e) => return bad_request(&e),
     };
-    change_booking(&s, &id, "AppointmentUpdated", |b| {
+    for (field, value) in [("start", &upd.start), ("end", &upd.end)] {
+        if let Some(r) = value.as_deref().and_then(|v| local_time_problem(field, v)) {
+            return r;
+        }
+    }
+    change_booking(&s, &id, APPOINTMENT_UPDATED, |b| {
         if let Some(v) = upd.doctor_code {
             b.doctor_code = v;
         }
@@ -908,9 +862,7 @@ async fn update_booking(State(s): State<Latrexa>, Path(id): Path<String>, body: 
 }
 
 async fn cancel_booking(State(s): State<Latrexa>, Path(id): Path<String>) -> Response {
-    change_booking(&s, &id, "AppointmentCancelled", |b| {
-        b.status = BookingStatus::Cancelled;
-    })
+    change_booking(&s, &id, APPOINTMENT_CANCELLED, |_| {})
 }
 
 async fn state_view(State(s): State<Latrexa>) -> Response {
@@ -932,8 +884,10 @@ async fn state_view(State(s): State<Latrexa>) -> Response {
         json!({
             "bookings": bookings,
             "uploads": uploads,
+            "syncCalls": db.sync_calls,
             "heartbeats": {"count": db.heartbeats, "last": db.last_heartbeat},
             "hub": {"down": db.hub_down, "connections": db.hub_connections},
+            "api": {"down": db.api_down},
         }),
     )
 }
@@ -959,9 +913,9 @@ mod tests {
 
     fn new_booking_body(doctor: &str) -> Value {
         json!({
-            "patient": {"firstName": "Léa", "lastName": "Haddad", "mobile": "+966500000001", "gender": "Female"},
+            "firstName": "Léa", "lastName": "Haddad", "mobile": "+966500000001", "gender": "female",
             "doctorCode": doctor, "clinicCode": "CLN-1",
-            "start": "2026-06-15T10:30:00Z", "end": "2026-06-15T11:00:00Z"
+            "start": "2026-06-15T10:30:00", "end": "2026-06-15T11:00:00"
         })
     }
 
@@ -983,8 +937,8 @@ mod tests {
             .await
             .expect("sent");
         assert_eq!(r.status().as_u16(), 200);
-        let p: PendingResponse = r.json().await.expect("pending");
-        p.items.into_iter().map(|b| b.id).collect()
+        let p: PendingBookings = r.json().await.expect("pending");
+        p.appointments.into_iter().map(|b| b.id).collect()
     }
 
     #[tokio::test]
@@ -1072,6 +1026,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn change_after_confirm_is_a_reschedule_and_times_are_local() {
+        let t = TestSandbox::start(SandboxConfig::for_tests()).await;
+        let mut body = new_booking_body("DOC-1");
+        body["start"] = json!("2026-06-15T10:30:00Z");
+        let r = t
+            .http
+            .post(t.url("/latrexa/_bookings"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 400, "an offset is not local time");
+        let b = book(&t, "DOC-1").await;
+        assert_eq!((b.action, b.version), (BookingAction::Create, 1));
+        let update = |id: String| {
+            t.http
+                .post(t.url(&format!("/latrexa/_bookings/{id}/update")))
+                .json(&json!({"notes": "later"}))
+                .send()
+        };
+        let before: PendingBooking = update(b.id.clone())
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("booking");
+        assert_eq!(
+            (before.action, before.version),
+            (BookingAction::Create, 2),
+            "not confirmed yet: still a create"
+        );
+        api(&t, reqwest::Method::POST, "appointments/confirm")
+            .json(&json!({"latrexaId": b.id, "hisAppointmentId": "HIS-1"}))
+            .send()
+            .await
+            .expect("sent");
+        let after: PendingBooking = update(b.id.clone())
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("booking");
+        assert_eq!(
+            (
+                after.action,
+                after.version,
+                after.his_appointment_id.as_deref()
+            ),
+            (BookingAction::Reschedule, 3, Some("HIS-1"))
+        );
+        t.http
+            .post(t.url("/latrexa/_api/down"))
+            .send()
+            .await
+            .expect("sent");
+        let r = api(&t, reqwest::Method::GET, "appointments/pending")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 503);
+        t.http
+            .post(t.url("/latrexa/_api/up"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(pending_ids(&t).await, std::slice::from_ref(&b.id));
+        let state = t.get_json("/latrexa/_state").await;
+        assert_eq!(state["syncCalls"][0]["call"], "confirm");
+        assert_eq!(state["syncCalls"][0]["version"], 2);
+    }
+
+    #[tokio::test]
     async fn reject_with_reason_is_kept_and_cancel_after_confirm_is_pending_again() {
         let t = TestSandbox::start(SandboxConfig::for_tests()).await;
         let b = book(&t, "DOC-1").await;
@@ -1112,11 +1138,14 @@ mod tests {
             .send()
             .await
             .expect("sent");
-        let p: PendingResponse = r.json().await.expect("pending");
-        assert_eq!(p.items.len(), 1);
-        assert_eq!(p.items[0].status, BookingStatus::Cancelled);
-        assert_eq!(p.items[0].his_appointment_id.as_deref(), Some("HIS-9"));
-        assert_eq!(p.items[0].version, 2);
+        let p: PendingBookings = r.json().await.expect("pending");
+        assert_eq!(p.appointments.len(), 1);
+        assert_eq!(p.appointments[0].action, BookingAction::Cancel);
+        assert_eq!(
+            p.appointments[0].his_appointment_id.as_deref(),
+            Some("HIS-9")
+        );
+        assert_eq!(p.appointments[0].version, 2);
 
         let r = t
             .http
@@ -1148,8 +1177,8 @@ mod tests {
     #[tokio::test]
     async fn upload_is_keyed_by_his_id_and_heartbeats_are_counted() {
         let t = TestSandbox::start(SandboxConfig::for_tests()).await;
-        let appt = json!({"hisAppointmentId": "H-1", "patientNo": "P-1", "doctorCode": "D", "clinicCode": "C",
-            "start": "2026-06-15T10:30:00+03:00", "end": "2026-06-15T11:00:00+03:00", "status": "booked"});
+        let appt = json!({"hisAppointmentId": "H-1", "patientNo": "P-1", "patientName": "A B", "doctorCode": "D", "clinicCode": "C",
+            "start": "2026-06-15T10:30:00", "end": "2026-06-15T11:00:00", "status": "booked"});
         let r = api(&t, reqwest::Method::POST, "appointments/upload")
             .json(&json!({"appointments": [appt]}))
             .send()
@@ -1163,7 +1192,7 @@ mod tests {
             .await
             .expect("sent");
         let second: UploadResponse = r.json().await.expect("upload response");
-        assert_eq!(second.ids, first.ids);
+        assert_eq!(second.mappings, first.mappings);
         let r = api(&t, reqwest::Method::POST, "appointments/upload")
             .json(&json!({"appointments": "x"}))
             .send()
@@ -1172,7 +1201,7 @@ mod tests {
         assert_eq!(r.status().as_u16(), 400);
         for _ in 0..2 {
             let r = api(&t, reqwest::Method::POST, "heartbeat")
-                .json(&json!({"agentVersion": "1.2.0", "at": "2026-06-15T07:00:00Z"}))
+                .json(&json!({"agent": "switchboard/1.2.0", "hisConnected": true, "pending": 0, "timestamp": "2026-06-15T07:00:00Z"}))
                 .send()
                 .await
                 .expect("sent");
@@ -1182,10 +1211,10 @@ mod tests {
         assert_eq!(state["uploads"].as_array().map(Vec::len), Some(1));
         assert_eq!(
             state["uploads"][0]["appointment"]["start"],
-            "2026-06-15T07:30:00Z"
+            "2026-06-15T10:30:00"
         );
         assert_eq!(state["heartbeats"]["count"], 2);
-        assert_eq!(state["heartbeats"]["last"]["agentVersion"], "1.2.0");
+        assert_eq!(state["heartbeats"]["last"]["agent"], "switchboard/1.2.0");
     }
 
     type Ws = tokio_tungstenite::WebSocketStream<
@@ -1262,7 +1291,7 @@ mod tests {
         assert_eq!(pushed, b);
         t.http
             .post(t.url(&format!("/latrexa/_bookings/{}/update", b.id)))
-            .json(&json!({"start": "2026-06-16T10:30:00Z", "end": "2026-06-16T11:00:00Z"}))
+            .json(&json!({"start": "2026-06-16T10:30:00", "end": "2026-06-16T11:00:00"}))
             .send()
             .await
             .expect("sent");
@@ -1281,8 +1310,8 @@ mod tests {
             .expect("sent");
         let msg = next_record(&mut ws).await;
         assert_eq!(
-            (msg["target"].clone(), msg["arguments"][0]["status"].clone()),
-            (json!("AppointmentCancelled"), json!("cancelled"))
+            (msg["target"].clone(), msg["arguments"][0]["action"].clone()),
+            (json!("AppointmentCancelled"), json!("cancel"))
         );
     }
 

@@ -11,7 +11,8 @@
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
 //! | `meta` | name | schema version and the like |
 //!
-//! The outbox, attempts, dead letters and audit trees are described in [`outbox`].
+//! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
+//! Latrexa id mapping (`id_map`) in [`id_map`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -21,6 +22,7 @@
 //! flush serves every message waiting at that moment.
 
 mod commit;
+pub mod id_map;
 pub mod keys;
 pub mod outbox;
 pub mod retention;

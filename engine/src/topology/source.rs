@@ -51,6 +51,18 @@ pub async fn build_source(
                 join,
             })
         }
+        SourceConfig::Latrexa(c) => crate::latrexa_bookings::start(
+            c,
+            &cx.channel,
+            deps.store.clone(),
+            deps.metrics.clone(),
+            deps.version,
+            cx.shutdown,
+        )
+        .map(|join| SourceTask {
+            local_addr: None,
+            join,
+        }),
     }
 }
 
@@ -59,5 +71,6 @@ pub fn source_type(source: &SourceConfig) -> &'static str {
     match source {
         SourceConfig::MllpListener(_) => "mllp_listener",
         SourceConfig::Sftp(_) => "sftp",
+        SourceConfig::Latrexa(_) => "latrexa",
     }
 }

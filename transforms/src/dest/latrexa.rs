@@ -8,9 +8,13 @@
 //! |---|---|---|---|
 //! | GET | [`PENDING_PATH`] | - | [`PendingBookings`] |
 //! | POST | [`UPLOAD_PATH`] | [`UploadRequest`] | [`UploadResponse`] |
-//! | POST | [`CONFIRM_PATH`] | [`ConfirmRequest`] | `204` |
-//! | POST | [`REJECT_PATH`] | [`RejectRequest`] | `204` |
-//! | POST | [`HEARTBEAT_PATH`] | [`Heartbeat`] | `204` |
+//! | POST | [`CONFIRM_PATH`] | [`ConfirmRequest`] | [`SyncResponse`] |
+//! | POST | [`REJECT_PATH`] | [`RejectRequest`] | [`SyncResponse`] |
+//! | POST | [`HEARTBEAT_PATH`] | [`Heartbeat`] | [`HeartbeatResponse`] |
+//!
+//! Every error answer is an [`ErrorBody`]. The SignalR hub at [`HUB_PATH`] pushes a
+//! [`PendingBooking`] as the only argument of [`HUB_EVENTS`] (JSON hub protocol, records ended
+//! by [`RECORD_SEPARATOR`]).
 //!
 //! Times are local clinic time without offset, `YYYY-MM-DDTHH:MM:SS`, as a HIS schedules them.
 //! HIS -> Latrexa: [`render`] turns an appointment event into one upload item. Latrexa -> HIS:
@@ -32,6 +36,23 @@ pub const CONFIRM_PATH: &str = "/api/integration/appointments/confirm";
 pub const REJECT_PATH: &str = "/api/integration/appointments/reject";
 /// Agent health check.
 pub const HEARTBEAT_PATH: &str = "/api/integration/heartbeat";
+/// The SignalR hub (negotiate is `HUB_PATH` + `/negotiate`).
+pub const HUB_PATH: &str = "/hubs/integration";
+/// Hub event: a booking was made online (action `create`).
+pub const APPOINTMENT_CREATED: &str = "AppointmentCreated";
+/// Hub event: a booking was changed online (action `create` while the HIS has not confirmed
+/// it yet, `reschedule` after).
+pub const APPOINTMENT_UPDATED: &str = "AppointmentUpdated";
+/// Hub event: a booking was cancelled online (action `cancel`).
+pub const APPOINTMENT_CANCELLED: &str = "AppointmentCancelled";
+/// The three hub events that carry a booking.
+pub const HUB_EVENTS: [&str; 3] = [
+    APPOINTMENT_CREATED,
+    APPOINTMENT_UPDATED,
+    APPOINTMENT_CANCELLED,
+];
+/// The SignalR record separator that ends every hub protocol message.
+pub const RECORD_SEPARATOR: char = '\u{1e}';
 
 /// What Latrexa wants done with a pending booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -108,6 +129,10 @@ pub struct PendingBooking {
     /// When the patient booked, local time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Increases with every change made online (1 for a new booking); lets the agent tell a
+    /// change from a repeat and drop stale hub messages. 0 when Latrexa does not send it.
+    #[serde(default)]
+    pub version: u32,
 }
 
 /// Body of `POST /api/integration/appointments/upload`.
@@ -209,6 +234,47 @@ pub struct Heartbeat {
     pub pending: u32,
     /// When the heartbeat was made, RFC 3339 UTC.
     pub timestamp: String,
+}
+
+/// Where a booking stands with the HIS, as Latrexa records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncStatus {
+    /// Awaiting the HIS (listed by `pending`).
+    Pending,
+    /// Written by the HIS.
+    Confirmed,
+    /// Refused by the HIS.
+    Rejected,
+}
+
+/// Answer of confirm and reject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    /// The booking's Latrexa id.
+    pub latrexa_id: String,
+    /// Its sync status after the call.
+    pub sync_status: SyncStatus,
+}
+
+/// Answer of heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// Always true.
+    pub ok: bool,
+    /// Latrexa's clock (RFC 3339 UTC), to spot skew.
+    pub server_time: String,
+}
+
+/// Every error answer of the Latrexa API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `unauthorized`, `bad_request`, `not_found`, `conflict` or `unavailable`.
+    pub error: String,
+    /// A sentence for the operator.
+    pub message: String,
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` local time, the form of every Latrexa time.

@@ -1,0 +1,394 @@
+//! The `id_map` tree: for every Latrexa online booking a channel took, the HIS appointment id
+//! it got and where the booking stands (the mapping table the Latrexa agent keeps in its
+//! SQLite file). It is what makes a restart never book anything twice; the state machine that
+//! moves an entry is described in `crate::latrexa_bookings`.
+//!
+//! | key | value |
+//! |---|---|
+//! | `lx` 0x00 channel 0x00 Latrexa id | [`BookingEntry`] as JSON |
+//! | `his` 0x00 channel 0x00 HIS appointment id | the Latrexa id |
+//! | `bad` 0x00 channel 0x00 fingerprint | empty: an unreadable booking already stored |
+//!
+//! Entries are written in the same sled transaction as the message record of the booking
+//! revision they describe, so the record in `messages` and the entry always agree. Retention
+//! never prunes this tree: an entry is small and forgetting one could book twice.
+
+use super::{MessageRecord, Status, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use transforms::dest::latrexa::PendingBooking;
+
+/// Where one booking stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BookingState {
+    /// Stored; the SIU has not been answered by the HIS yet (it may have reached it).
+    Received,
+    /// The HIS answered AA; Latrexa has not been told yet.
+    HisAccepted,
+    /// The HIS answered AE/AR (or the booking cannot be written as SIU); Latrexa has not been
+    /// told yet.
+    Refused {
+        /// Why, as the HIS said it (MSA-3 / ERR-8), e.g. `slot unavailable`.
+        reason: String,
+    },
+    /// Confirmed at Latrexa.
+    Confirmed,
+    /// Rejected at Latrexa.
+    Rejected {
+        /// The reason given.
+        reason: String,
+    },
+    /// Latrexa refused the confirm or reject (4xx); an operator has to look.
+    Failed {
+        /// Latrexa's answer.
+        reason: String,
+    },
+}
+
+impl BookingState {
+    /// True when nothing more will be done for this revision.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            BookingState::Confirmed | BookingState::Rejected { .. } | BookingState::Failed { .. }
+        )
+    }
+}
+
+/// The id mapping of one booking and its latest revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookingEntry {
+    /// Latrexa's booking id.
+    pub latrexa_id: String,
+    /// The id the HIS knows the appointment by, once it accepted a revision.
+    #[serde(default)]
+    pub his_appointment_id: Option<String>,
+    /// The latest revision taken, as received.
+    pub booking: PendingBooking,
+    /// Hash of that revision, to recognise it when Latrexa sends no version.
+    pub fingerprint: String,
+    /// Where it stands.
+    pub state: BookingState,
+    /// The message record of the revision.
+    pub message_id: u64,
+    /// MSH-10 of its SIU (the HIS's MSA-2 must echo it).
+    pub control_id: String,
+    /// The SIU exactly as sent (and as sent again after a crash), or empty when the booking
+    /// could not be written as SIU.
+    pub siu: String,
+    /// Unix milliseconds of the last change.
+    pub updated_at_ms: u64,
+}
+
+fn key(kind: &str, channel: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(kind.len() + channel.len() + id.len() + 2);
+    k.extend_from_slice(kind.as_bytes());
+    k.push(0);
+    k.extend_from_slice(channel.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn codec<T>(r: Result<T, serde_json::Error>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e.to_string()),
+    }
+}
+
+/// How the message record of a revision changes with its entry.
+#[derive(Debug, Clone, Default)]
+pub struct RecordChange {
+    /// The new status, if it changes.
+    pub status: Option<Status>,
+    /// MSA-1 and the ACK text of the HIS's answer.
+    pub ack: Option<(String, String)>,
+    /// A problem to add (names a cause, never content).
+    pub error: Option<String>,
+}
+
+impl Store {
+    fn id_map(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree("id_map")?)
+    }
+
+    /// The entry of Latrexa booking `latrexa_id` taken by `channel`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the entry cannot be decoded.
+    pub fn booking_entry(
+        &self,
+        channel: &str,
+        latrexa_id: &str,
+    ) -> Result<Option<BookingEntry>, StoreError> {
+        self.id_map()?
+            .get(key("lx", channel, latrexa_id))?
+            .map(|v| codec(serde_json::from_slice(&v)))
+            .transpose()
+    }
+
+    /// The Latrexa id of HIS appointment `his_id`, when `channel` booked it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn latrexa_id_of(&self, channel: &str, his_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .id_map()?
+            .get(key("his", channel, his_id))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Every entry of `channel` that is not settled, oldest change first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or an entry cannot be decoded.
+    pub fn unsettled_bookings(&self, channel: &str) -> Result<Vec<BookingEntry>, StoreError> {
+        let prefix = key("lx", channel, "");
+        let mut out = Vec::new();
+        for v in self.id_map()?.scan_prefix(&prefix).values() {
+            let e: BookingEntry = codec(serde_json::from_slice(&v?))?;
+            if !e.state.is_settled() {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e| e.updated_at_ms);
+        Ok(out)
+    }
+
+    /// Writes the record and raw bytes of a new booking revision together with its entry, in
+    /// one transaction (not yet durable: see [`Store::commit`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn put_booking(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        entry: &BookingEntry,
+    ) -> Result<(), StoreError> {
+        let id = record.id.to_be_bytes();
+        let rec = codec(serde_json::to_vec(record))?;
+        let ent = codec(serde_json::to_vec(entry))?;
+        let mut idx = record.control_id.as_bytes().to_vec();
+        idx.push(0);
+        idx.extend_from_slice(&id);
+        let lx = key("lx", &record.channel, &entry.latrexa_id);
+        let his = entry
+            .his_appointment_id
+            .as_ref()
+            .map(|h| key("his", &record.channel, h));
+        let map = self.id_map()?;
+        let r: Result<(), TransactionError<StoreError>> =
+            (&self.messages, &self.raw, &self.by_control_id, &map).transaction(|(m, r, c, i)| {
+                r.insert(&id[..], raw)?;
+                if !record.control_id.is_empty() {
+                    c.insert(idx.as_slice(), &[][..])?;
+                }
+                i.insert(lx.as_slice(), ent.as_slice())?;
+                if let Some(h) = &his {
+                    i.insert(h.as_slice(), entry.latrexa_id.as_bytes())?;
+                }
+                m.insert(&id[..], rec.as_slice())?;
+                Ok(())
+            });
+        r.map_err(tx_err)
+    }
+
+    /// Writes `entry` (its new state) and applies `change` to the message record of its
+    /// revision, in one transaction (not yet durable: see [`Store::commit`]). A record
+    /// already removed by retention is not an error: the entry is written anyway.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the record cannot be decoded.
+    pub fn advance_booking(
+        &self,
+        channel: &str,
+        entry: &BookingEntry,
+        change: &RecordChange,
+    ) -> Result<(), StoreError> {
+        let id = entry.message_id.to_be_bytes();
+        let ent = codec(serde_json::to_vec(entry))?;
+        let lx = key("lx", channel, &entry.latrexa_id);
+        let his = entry
+            .his_appointment_id
+            .as_ref()
+            .map(|h| key("his", channel, h));
+        let map = self.id_map()?;
+        let r: Result<(), TransactionError<StoreError>> =
+            (&self.messages, &map).transaction(|(m, i)| {
+                i.insert(lx.as_slice(), ent.as_slice())?;
+                if let Some(h) = &his {
+                    i.insert(h.as_slice(), entry.latrexa_id.as_bytes())?;
+                }
+                let Some(v) = m.get(id)? else {
+                    return Ok(());
+                };
+                let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Codec(
+                            e.to_string(),
+                        )))
+                    }
+                };
+                if let Some(s) = change.status {
+                    rec.status = s;
+                }
+                if let Some((code, text)) = &change.ack {
+                    rec.ack_code.clone_from(code);
+                    rec.ack.clone_from(text);
+                }
+                if let Some(e) = &change.error {
+                    rec.errors.push(e.clone());
+                }
+                let Ok(v) = serde_json::to_vec(&rec) else {
+                    return Err(ConflictableTransactionError::Abort(StoreError::Codec(
+                        "record encoding".into(),
+                    )));
+                };
+                m.insert(&id[..], v)?;
+                Ok(())
+            });
+        r.map_err(tx_err)
+    }
+
+    /// Notes that the unreadable booking with `fingerprint` was stored; false when it had
+    /// been already (so it is stored once, not at every poll).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn first_bad_booking(&self, channel: &str, fingerprint: &str) -> Result<bool, StoreError> {
+        let k = key("bad", channel, fingerprint);
+        Ok(self
+            .id_map()?
+            .compare_and_swap(k, None::<&[u8]>, Some(&[][..]))?
+            .is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::metrics::Metrics;
+
+    fn record(id: u64, channel: &str) -> MessageRecord {
+        MessageRecord {
+            business_keys: Vec::new(),
+            id,
+            channel: channel.into(),
+            received_at_ms: 1,
+            peer: "latrexa".into(),
+            format: "latrexa".into(),
+            message_type: "booking.create".into(),
+            control_id: id.to_string(),
+            sending_application: "LATREXA".into(),
+            sending_facility: "org".into(),
+            version: String::new(),
+            charset: "utf-8".into(),
+            size: 2,
+            truncated: false,
+            status: Status::Received,
+            ack_code: String::new(),
+            ack: String::new(),
+            errors: vec![],
+            config_version: "v".into(),
+            deliveries: vec![],
+        }
+    }
+
+    fn entry(id: u64, latrexa_id: &str) -> BookingEntry {
+        BookingEntry {
+            latrexa_id: latrexa_id.into(),
+            his_appointment_id: None,
+            booking: PendingBooking {
+                id: latrexa_id.into(),
+                version: 1,
+                ..PendingBooking::default()
+            },
+            fingerprint: "f".into(),
+            state: BookingState::Received,
+            message_id: id,
+            control_id: id.to_string(),
+            siu: "MSH|...".into(),
+            updated_at_ms: id,
+        }
+    }
+
+    #[test]
+    fn entries_move_with_their_record_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("t");
+        {
+            let s = Store::open(dir.path(), Durability::Os, &metrics).expect("open");
+            s.put_booking(&record(10, "lx"), b"{}", &entry(10, "LX-1"))
+                .expect("put");
+            s.put_booking(&record(11, "lx"), b"{}", &entry(11, "LX-2"))
+                .expect("put");
+            s.put_booking(&record(12, "other"), b"{}", &entry(12, "LX-1"))
+                .expect("put");
+            let mut e = entry(10, "LX-1");
+            e.his_appointment_id = Some("HIS-9".into());
+            e.state = BookingState::Confirmed;
+            s.advance_booking(
+                "lx",
+                &e,
+                &RecordChange {
+                    status: Some(Status::Delivered),
+                    ack: Some(("AA".into(), "MSH|ack".into())),
+                    error: None,
+                },
+            )
+            .expect("advance");
+            assert!(s.first_bad_booking("lx", "abc").expect("bad"));
+            assert!(!s.first_bad_booking("lx", "abc").expect("bad"));
+            s.db.flush().expect("flush");
+        }
+        let s = Store::open(dir.path(), Durability::Os, &metrics).expect("reopen");
+        let e = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        assert_eq!(e.state, BookingState::Confirmed);
+        assert_eq!(
+            s.latrexa_id_of("lx", "HIS-9").expect("his").as_deref(),
+            Some("LX-1")
+        );
+        let rec = s.get(10).expect("get").expect("record");
+        assert_eq!(
+            (rec.status, rec.ack_code.as_str()),
+            (Status::Delivered, "AA")
+        );
+        let open: Vec<String> = s
+            .unsettled_bookings("lx")
+            .expect("scan")
+            .into_iter()
+            .map(|e| e.latrexa_id)
+            .collect();
+        assert_eq!(
+            open,
+            ["LX-2"],
+            "other channels and settled entries left out"
+        );
+        assert_eq!(
+            s.list(&crate::store::Query {
+                control_id: Some("11".into()),
+                limit: 5,
+                ..Default::default()
+            })
+            .expect("list")
+            .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Latrexa online bookings -> HIS, end to end: the engine binary with a `type = "latrexa"`
+//! channel against the sandbox's Latrexa server (REST API and SignalR hub) and simulated HIS,
+//! all on 127.0.0.1.
+
+use crate::support::{EngineProcess, TestConfig};
+use channels::sandbox::{self, RunningSandbox, SandboxConfig, SlotRefusal};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The sandbox, the engine's config folder and an HTTP client.
+struct Setup {
+    sb: RunningSandbox,
+    stop: CancellationToken,
+    cfg: TestConfig,
+    http: reqwest::Client,
+}
+
+impl Setup {
+    async fn start(sandbox: SandboxConfig, source_extra: &str) -> Setup {
+        let stop = CancellationToken::new();
+        let sb = sandbox::start(sandbox, stop.clone())
+            .await
+            .expect("sandbox starts");
+        // fsync durability (the default): the restart test kills the engine.
+        let cfg = TestConfig::new("", "");
+        let key = cfg.root.path().join("latrexa.key");
+        std::fs::write(&key, "sandbox-latrexa-key\n").expect("write key");
+        let channel = format!(
+            "name = \"bookings\"\n[source]\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nretry_base_ms = 100\nretry_max_ms = 500\n{source_extra}\n[source.his]\naddress = \"{}\"\nack_timeout_secs = 10\n",
+            sb.base_url("latrexa"),
+            key.display(),
+            sb.his_mllp_addr,
+        );
+        std::fs::write(cfg.conf().join("channels/bookings.toml"), channel).expect("write");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Setup {
+            sb,
+            stop,
+            cfg,
+            http,
+        }
+    }
+
+    fn engine(&self) -> EngineProcess {
+        EngineProcess::start(&self.cfg.conf(), &self.cfg.data())
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("http://{}{path}", self.sb.http_addr))
+            .send()
+            .await
+            .expect("sandbox reachable")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.sb.http_addr))
+            .json(&body)
+            .send()
+            .await
+            .expect("sandbox reachable");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    /// Books online; returns the Latrexa id.
+    async fn book(&self, doctor: &str, start: &str, end: &str) -> String {
+        let b = self
+            .post(
+                "/latrexa/_bookings",
+                json!({"firstName": "Testa", "lastName": "Person", "mobile": "+10000000001",
+                       "doctorCode": doctor, "clinicCode": "CLN-T", "start": start, "end": end}),
+            )
+            .await;
+        b["id"].as_str().expect("booking id").to_string()
+    }
+
+    /// The sandbox's record of booking `id`.
+    async fn booking(&self, id: &str) -> Value {
+        let state = self.get("/latrexa/_state").await;
+        state["bookings"]
+            .as_array()
+            .expect("bookings")
+            .iter()
+            .find(|b| b["booking"]["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits (at most `secs`) until booking `id` has sync status `status` and `version`.
+    async fn wait_sync(&self, id: &str, status: &str, version: u64, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let b = self.booking(id).await;
+            if b["syncStatus"] == status && b["booking"]["version"] == version {
+                return b;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "booking {id} not {status} (version {version}) within {secs} s: {b}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The messages the simulated HIS received whose SCH-1 is `id`: (type, ack code, raw).
+    async fn his_messages(&self, id: &str) -> Vec<(String, String, String)> {
+        let state = self.get("/his/_state").await;
+        state["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| {
+                m["raw"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&format!("\rSCH|{id}|")))
+            })
+            .map(|m| {
+                (
+                    m["message_type"].as_str().unwrap_or_default().to_string(),
+                    m["ack_code"].as_str().unwrap_or_default().to_string(),
+                    m["raw"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The value of one metric line (`name{labels}`) of the engine, 0 when absent.
+async fn metric(engine: &EngineProcess, series: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", engine.admin()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (at most `secs`) until `series` has `value`.
+async fn wait_metric(engine: &EngineProcess, series: &str, value: f64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while metric(engine, series).await != value {
+        assert!(
+            Instant::now() < deadline,
+            "{series} is not {value} within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The engine's message records of the bookings channel, newest first.
+async fn records(engine: &EngineProcess) -> Vec<Value> {
+    let v: Value = reqwest::get(format!(
+        "{}/api/messages?channel=bookings&limit=50",
+        engine.admin()
+    ))
+    .await
+    .expect("admin API")
+    .json()
+    .await
+    .expect("json");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+const HUB: &str = "switchboard_latrexa_hub_connected{channel=\"bookings\"}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_booking_becomes_siu_and_is_confirmed_changed_and_a_refused_one_is_rejected() {
+    let mut sandbox_cfg = SandboxConfig::for_tests();
+    sandbox_cfg.his_refuse_slots = SlotRefusal::Doctors {
+        codes: vec!["DOC-BUSY".into()],
+    };
+    // Poll rarely: these bookings must come over the hub.
+    let s = Setup::start(
+        sandbox_cfg,
+        "poll_interval_secs = 3600\nheartbeat_interval_secs = 1\n",
+    )
+    .await;
+    let engine = s.engine();
+    wait_metric(&engine, HUB, 1.0, 30).await;
+
+    let id = s
+        .book("DOC-FREE", "2026-06-15T10:30:00", "2026-06-15T11:00:00")
+        .await;
+    let b = s.wait_sync(&id, "confirmed", 1, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], id, "placer id confirmed");
+    let sent = s.his_messages(&id).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!((sent[0].0.as_str(), sent[0].1.as_str()), ("SIU^S12", "AA"));
+    assert!(sent[0].2.contains("\rAIP|1|A|DOC-FREE"), "{}", sent[0].2);
+    let received =
+        "switchboard_latrexa_bookings_received_total{channel=\"bookings\",source=\"hub\"}";
+    wait_metric(&engine, received, 1.0, 10).await;
+    wait_metric(
+        &engine,
+        "switchboard_latrexa_bookings_confirmed_total{channel=\"bookings\"}",
+        1.0,
+        10,
+    )
+    .await;
+
+    // Moved online after the HIS confirmed it: S13 with the HIS id, confirmed again.
+    s.post(
+        &format!("/latrexa/_bookings/{id}/update"),
+        json!({"start": "2026-06-16T09:00:00", "end": "2026-06-16T09:30:00"}),
+    )
+    .await;
+    s.wait_sync(&id, "confirmed", 2, 30).await;
+    // Cancelled online: S15.
+    s.post(&format!("/latrexa/_bookings/{id}/cancel"), json!({}))
+        .await;
+    s.wait_sync(&id, "confirmed", 3, 30).await;
+    let sent = s.his_messages(&id).await;
+    let types: Vec<&str> = sent.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(types, ["SIU^S12", "SIU^S13", "SIU^S15"]);
+    assert!(
+        sent[1].2.contains(&format!("\rSCH|{id}|{id}|")),
+        "S13 names the HIS id: {}",
+        sent[1].2
+    );
+
+    // The HIS refuses this doctor's slot: rejected at Latrexa with the HIS's reason.
+    let busy = s
+        .book("DOC-BUSY", "2026-06-15T12:00:00", "2026-06-15T12:30:00")
+        .await;
+    let b = s.wait_sync(&busy, "rejected", 1, 30).await;
+    assert_eq!(b["rejectReason"], "slot unavailable");
+    let sent = s.his_messages(&busy).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1, "AE");
+    wait_metric(
+        &engine,
+        "switchboard_latrexa_bookings_rejected_total{channel=\"bookings\"}",
+        1.0,
+        10,
+    )
+    .await;
+
+    // Each revision is a message record in the store, visible in the admin API.
+    let recs = records(&engine).await;
+    let summary: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r["message_type"].as_str().unwrap_or_default().to_string(),
+                r["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("booking.create".to_string(), "rejected".to_string()),
+            ("booking.cancel".into(), "delivered".into()),
+            ("booking.reschedule".into(), "delivered".into()),
+            ("booking.create".into(), "delivered".into()),
+        ],
+        "{recs:?}"
+    );
+    let rejected: Value = reqwest::get(format!(
+        "{}/api/messages/{}",
+        engine.admin(),
+        recs[0]["id"].as_str().expect("id")
+    ))
+    .await
+    .expect("admin API")
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(rejected["format"], "latrexa", "{rejected}");
+    assert!(
+        rejected["raw"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("\"id\":\"{busy}\""))),
+        "the booking as received: {rejected}"
+    );
+    assert!(
+        rejected["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e == "HIS answered AE: slot unavailable")),
+        "{rejected}"
+    );
+
+    // Heartbeats on the timer, with the HIS link up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = s.get("/latrexa/_state").await;
+        let beats = &state["heartbeats"];
+        if beats["count"].as_u64().unwrap_or(0) >= 2 && beats["last"]["hisConnected"] == true {
+            assert!(
+                beats["last"]["agent"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("switchboard/")),
+                "{beats}"
+            );
+            assert_eq!(beats["last"]["pending"], 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two heartbeats within 20 s: {beats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = s.get("/latrexa/_requests").await;
+    let beat = requests
+        .as_array()
+        .expect("requests")
+        .iter()
+        .find(|r| r["path"] == "/api/integration/heartbeat")
+        .expect("a heartbeat request");
+    assert_eq!(beat["headers"]["x-organization-code"], "sandbox-clinic");
+    assert_eq!(beat["headers"]["authorization"], "<redacted>");
+    assert_eq!(beat["status"], 200);
+    engine.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_hub_down_polling_delivers_and_a_restart_books_nothing_twice() {
+    let s = Setup::start(
+        SandboxConfig::for_tests(),
+        "poll_interval_secs = 1\nhub_reconnect_max_secs = 1\n",
+    )
+    .await;
+    s.post("/latrexa/_hub/down", json!({})).await;
+    let engine = s.engine();
+
+    let first = s
+        .book("DOC-1", "2026-06-20T08:00:00", "2026-06-20T08:30:00")
+        .await;
+    s.wait_sync(&first, "confirmed", 1, 30).await;
+    wait_metric(
+        &engine,
+        "switchboard_latrexa_bookings_received_total{channel=\"bookings\",source=\"poll\"}",
+        1.0,
+        10,
+    )
+    .await;
+    assert_eq!(metric(&engine, HUB).await, 0.0);
+
+    // Confirm fails: the HIS has the booking, Latrexa does not know yet. Then a crash.
+    s.post("/latrexa/_api/down", json!({"endpoints": ["confirm"]}))
+        .await;
+    let second = s
+        .book("DOC-2", "2026-06-20T09:00:00", "2026-06-20T09:30:00")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.his_messages(&second).await.is_empty() {
+        assert!(Instant::now() < deadline, "the HIS never got {second}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recs = records(&engine).await;
+        if recs.first().is_some_and(|r| r["status"] == "retrying") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "confirm failure not recorded: {recs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    engine.kill();
+    assert_eq!(s.booking(&second).await["syncStatus"], "pending");
+
+    // Restart on the same data: the second booking is confirmed without a second SIU, the
+    // first is not sent again; with the hub back, the engine reconnects.
+    s.post("/latrexa/_api/up", json!({})).await;
+    s.post("/latrexa/_hub/up", json!({})).await;
+    let engine = s.engine();
+    s.wait_sync(&second, "confirmed", 1, 30).await;
+    wait_metric(&engine, HUB, 1.0, 30).await;
+    let third = s
+        .book("DOC-3", "2026-06-20T10:00:00", "2026-06-20T10:30:00")
+        .await;
+    s.wait_sync(&third, "confirmed", 1, 30).await;
+    wait_metric(
+        &engine,
+        "switchboard_latrexa_bookings_received_total{channel=\"bookings\",source=\"hub\"}",
+        1.0,
+        10,
+    )
+    .await;
+    for id in [&first, &second, &third] {
+        let sent = s.his_messages(id).await;
+        assert_eq!(sent.len(), 1, "{id} reached the HIS {} times", sent.len());
+    }
+    let state = s.get("/latrexa/_state").await;
+    let confirms = state["syncCalls"]
+        .as_array()
+        .expect("sync calls")
+        .iter()
+        .filter(|c| c["request"]["latrexaId"] == second.as_str())
+        .count();
+    assert_eq!(confirms, 1, "{}", state["syncCalls"]);
+    engine.terminate();
+}
