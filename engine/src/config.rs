@@ -241,6 +241,8 @@ pub enum AckTiming {
 /// The inbound side of a channel, chosen by `type` in its `[source]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Built once per configuration load and never moved on a hot path: size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum SourceConfig {
     /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
     MllpListener(ListenerConfig),
