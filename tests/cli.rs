@@ -221,6 +221,10 @@ fn every_example_channel_passes_check() {
             .arg(cfg.conf())
             .env("PORTAL_TOKEN", "example-token")
             .env("PORTAL_SIGNING_SECRET", "example-secret")
+            .env("OPSPORT_API_KEY", "example-key")
+            .env("BUKTOR_TOKEN", "example-token")
+            .env("BUKTOR_SIGNING_SECRET", "example-secret")
+            .env("LATREXA_API_KEY", "example-key")
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod connectors;
 mod console;
 mod crash;
 mod delivery;

@@ -79,6 +79,10 @@ pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'stati
         D::Mllp(_) => "mllp",
         D::Webhook(_) => "webhook",
         D::File(_) => "file",
+        D::Opsport(_) => "opsport",
+        D::Buktor(_) => "buktor",
+        D::Px360(_) => "px360",
+        D::Latrexa(_) => "latrexa",
     }
 }
 

@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod routing;
 pub mod send;
 pub mod store;
+pub mod vendor;
 
 use crate::config::{LoadedConfig, SourceConfig};
 use crate::metrics::Metrics;
