@@ -25,10 +25,6 @@ impl Sandbox {
         self.running.as_ref().expect("running").base_url(vendor)
     }
 
-    async fn state(&self, vendor: &str) -> Value {
-        get_json(&format!("{}/_state", self.base(vendor))).await
-    }
-
     async fn requests(&self, vendor: &str) -> Vec<Value> {
         get_json(&format!("{}/_requests", self.base(vendor)))
             .await
@@ -351,11 +347,7 @@ async fn buktor_payment_signed_once_and_px360_timeline_and_validation_error() {
     })
     .await;
     assert_eq!(len(&px["patients"]), 1, "{px}");
-    assert_eq!(
-        px["patients"][0].to_string().contains("MRN-200417"),
-        true,
-        "{px}"
-    );
+    assert!(px["patients"][0].to_string().contains("MRN-200417"), "{px}");
     let journey = px["journeys"][0].to_string();
     assert!(
         journey.contains("MD Consultation") && journey.contains("Pharmacy"),
@@ -515,8 +507,8 @@ async fn his_siu_is_uploaded_to_latrexa_and_a_mapping_failure_is_a_dead_letter()
                     f[11] = "";
                 }
                 if !seg.starts_with("SCH") {
-                    for i in 4..f.len() {
-                        f[i] = "";
+                    for v in f.iter_mut().skip(4) {
+                        *v = "";
                     }
                 }
                 f.join("|")
@@ -558,4 +550,36 @@ async fn his_siu_is_uploaded_to_latrexa_and_a_mapping_failure_is_a_dead_letter()
     );
     engine.terminate();
     sb.stop().await;
+}
+
+#[test]
+fn check_reports_vendor_options_and_mappings_with_file_and_key() {
+    let cfg = TestConfig::new(
+        "",
+        "[[route]]\nto = [\"ops\"]\n[route.mapping]\nrename = { \"data.status\" = \"a.b\" }\n\
+         [[destination]]\nname = \"ops\"\ntype = \"opsport\"\nbase_url = \"http://127.0.0.1:9\"\napi_key = { env = \"SWITCHBOARD_TEST_UNSET_OPSPORT\" }\n\
+         [destination.options]\nstatuses = { arived = \"Arrived\" }\n\
+         [[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"ftp://x\"\napi_key = { env = \"SWITCHBOARD_TEST_UNSET_LATREXA\" }\norganization_code = \"c\"\nutc_offset = \"3h\"\n",
+    );
+    let out = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    for expect in [
+        "lab.toml",
+        "destination[0].options.statuses.arived",
+        "route[0].mapping.rename",
+        "destination[0].api_key",
+        "destination[1].base_url",
+        "destination[1].utc_offset",
+    ] {
+        assert!(text.contains(expect), "{expect} in {text}");
+    }
 }
