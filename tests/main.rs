@@ -10,3 +10,4 @@ mod crash;
 mod delivery;
 mod ops;
 mod spine;
+mod tls;

@@ -69,6 +69,8 @@ pub struct SourceMetrics {
     pub junk_bytes: IntCounter,
     /// Connections cut for a timeout (idle, frame or write).
     pub timeouts: IntCounter,
+    /// TLS handshakes that failed, by reason.
+    pub tls_handshake_failures: crate::tls::HandshakeFailures,
 }
 
 impl SourceMetrics {
@@ -81,6 +83,7 @@ impl SourceMetrics {
             connections_refused: c("refused"),
             junk_bytes: c("junk"),
             timeouts: c("timeouts"),
+            tls_handshake_failures: crate::tls::HandshakeFailures::unregistered(),
         }
     }
 }
