@@ -230,6 +230,9 @@ fn every_example_channel_passes_check() {
             .env("PORTAL_SIGNING_SECRET", "example-secret")
             .env("SFTP_PRIVATE_KEY", "example-key")
             .env("LAB_SFTP_PASSWORD", "example-password")
+            .env("OPSPORT_API_KEY", "example-key")
+            .env("BUKTOR_TOKEN", "example-token")
+            .env("BUKTOR_SIGNING_SECRET", "example-secret")
             .env("LATREXA_API_KEY", "example-key")
             .output()
             .expect("runs");

@@ -6,6 +6,7 @@ mod support;
 mod abuse;
 mod bad_input;
 mod cli;
+mod connectors;
 mod console;
 mod crash;
 mod delivery;

@@ -2,7 +2,7 @@
 //! and how a failure is classified. One enum variant per kind; `build` returns a client.
 
 use crate::secret::SecretRef;
-use crate::{file, mllp, sftp, webhook};
+use crate::{clinic_api, file, mllp, sftp, webhook};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::time::Duration;
@@ -175,6 +175,14 @@ pub enum DestinationConfig {
     File(file::FileConfig),
     /// `type = "sftp"`: one file per delivery in a folder on an SFTP server.
     Sftp(sftp::WriterConfig),
+    /// `type = "opsport"`: the OpsPort healthcare upsert API.
+    Opsport(clinic_api::opsport::OpsportConfig),
+    /// `type = "buktor"`: the Buktor HIS webhook, signed.
+    Buktor(clinic_api::buktor::BuktorConfig),
+    /// `type = "px360"`: the PX360 HIS patient-data endpoint.
+    Px360(clinic_api::px360::Px360Config),
+    /// `type = "latrexa"`: the Latrexa appointment upload (HIS -> Latrexa).
+    Latrexa(clinic_api::latrexa::LatrexaConfig),
 }
 
 impl DestinationConfig {
@@ -185,6 +193,10 @@ impl DestinationConfig {
             Self::Webhook(c) => &c.name,
             Self::File(c) => &c.name,
             Self::Sftp(c) => &c.name,
+            Self::Opsport(c) => &c.name,
+            Self::Buktor(c) => &c.name,
+            Self::Px360(c) => &c.name,
+            Self::Latrexa(c) => &c.name,
         }
     }
 
@@ -195,16 +207,25 @@ impl DestinationConfig {
             Self::Webhook(c) => &c.delivery,
             Self::File(c) => &c.delivery,
             Self::Sftp(c) => &c.delivery,
+            Self::Opsport(c) => &c.delivery,
+            Self::Buktor(c) => &c.delivery,
+            Self::Px360(c) => &c.delivery,
+            Self::Latrexa(c) => &c.delivery,
         }
     }
 
-    /// The payload this kind sends unless a route says otherwise: `hl7` or `canonical`.
+    /// The payload this kind sends unless a route says otherwise: `hl7`, `canonical`, or the
+    /// vendor's own (`opsport`, `buktor`, `px360`, `latrexa`).
     pub fn default_payload(&self) -> &'static str {
         match self {
             Self::Mllp(_) => "hl7",
             Self::Webhook(_) => "canonical",
             Self::File(_) => "hl7",
             Self::Sftp(_) => "hl7",
+            Self::Opsport(_) => "opsport",
+            Self::Buktor(_) => "buktor",
+            Self::Px360(_) => "px360",
+            Self::Latrexa(_) => "latrexa",
         }
     }
 
@@ -214,6 +235,10 @@ impl DestinationConfig {
             Self::Mllp(_) | Self::File(_) => vec![],
             Self::Webhook(c) => c.secrets(),
             Self::Sftp(c) => c.secrets(),
+            Self::Opsport(c) => c.secrets(),
+            Self::Buktor(c) => c.secrets(),
+            Self::Px360(c) => c.secrets(),
+            Self::Latrexa(c) => c.secrets(),
         }
     }
 
@@ -244,6 +269,10 @@ impl DestinationConfig {
             Self::Webhook(c) => out.extend(c.problems()),
             Self::File(c) => out.extend(c.problems()),
             Self::Sftp(c) => out.extend(c.problems()),
+            Self::Opsport(c) => out.extend(c.problems()),
+            Self::Buktor(c) => out.extend(c.problems()),
+            Self::Px360(c) => out.extend(c.problems()),
+            Self::Latrexa(c) => out.extend(c.problems()),
         }
         out
     }
@@ -259,6 +288,10 @@ impl DestinationConfig {
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),
             Self::Sftp(c) => Destination::Sftp(Box::new(sftp::SftpWriter::new(c)?)),
+            Self::Opsport(c) => Destination::Opsport(clinic_api::opsport::OpsportClient::new(c)?),
+            Self::Buktor(c) => Destination::Buktor(clinic_api::buktor::BuktorClient::new(c)?),
+            Self::Px360(c) => Destination::Px360(clinic_api::px360::Px360Client::new(c)?),
+            Self::Latrexa(c) => Destination::Latrexa(clinic_api::latrexa::LatrexaClient::new(c)?),
         })
     }
 }
@@ -274,6 +307,14 @@ pub enum Destination {
     File(file::FileWriter),
     /// See [`sftp::SftpWriter`] (boxed: it holds parsed keys).
     Sftp(Box<sftp::SftpWriter>),
+    /// See [`clinic_api::opsport::OpsportClient`].
+    Opsport(clinic_api::opsport::OpsportClient),
+    /// See [`clinic_api::buktor::BuktorClient`].
+    Buktor(clinic_api::buktor::BuktorClient),
+    /// See [`clinic_api::px360::Px360Client`].
+    Px360(clinic_api::px360::Px360Client),
+    /// See [`clinic_api::latrexa::LatrexaClient`].
+    Latrexa(clinic_api::latrexa::LatrexaClient),
 }
 
 impl Destination {
@@ -288,6 +329,10 @@ impl Destination {
             Self::Webhook(s) => s.deliver(d).await,
             Self::File(s) => s.deliver(d).await,
             Self::Sftp(s) => s.deliver(d).await,
+            Self::Opsport(s) => s.deliver(d).await,
+            Self::Buktor(s) => s.deliver(d).await,
+            Self::Px360(s) => s.deliver(d).await,
+            Self::Latrexa(s) => s.deliver(d).await,
         }
     }
 
@@ -304,6 +349,34 @@ impl Destination {
             Self::Webhook(s) => s.healthcheck().await,
             Self::File(s) => s.healthcheck().await,
             Self::Sftp(s) => s.healthcheck().await,
+            Self::Opsport(s) => s.healthcheck().await,
+            Self::Buktor(s) => s.healthcheck().await,
+            Self::Px360(s) => s.healthcheck().await,
+            Self::Latrexa(s) => s.healthcheck().await,
+        }
+    }
+
+    /// `(size, linger_ms)` for a destination that takes several deliveries in one request
+    /// (OpsPort in bulk mode); `None` for one at a time.
+    pub fn batching(&self) -> Option<(usize, u64)> {
+        match self {
+            Self::Opsport(s) => s.bulk(),
+            _ => None,
+        }
+    }
+
+    /// Delivers several payloads of one kind (the same `path`) together and returns one
+    /// outcome per delivery, in order. Destinations without batching deliver one by one.
+    pub async fn deliver_batch(&self, ds: &[Delivery]) -> Vec<Result<Receipt, DeliveryError>> {
+        match self {
+            Self::Opsport(s) if s.bulk().is_some() => s.deliver_batch(ds).await,
+            _ => {
+                let mut out = Vec::with_capacity(ds.len());
+                for d in ds {
+                    out.push(self.deliver(d).await);
+                }
+                out
+            }
         }
     }
 }

@@ -90,6 +90,10 @@ pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'stati
         D::Webhook(_) => "webhook",
         D::File(_) => "file",
         D::Sftp(_) => "sftp",
+        D::Opsport(_) => "opsport",
+        D::Buktor(_) => "buktor",
+        D::Px360(_) => "px360",
+        D::Latrexa(_) => "latrexa",
     }
 }
 

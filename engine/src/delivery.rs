@@ -244,12 +244,52 @@ struct Breaker {
     open_until: Option<Instant>,
 }
 
+/// What one delivery task did: one entry per item (several for a batching destination),
+/// and how long it took.
 type Outcome = (
-    String,
-    OutboxItem,
-    Result<channels::destination::Receipt, DeliveryError>,
+    Vec<(
+        String,
+        OutboxItem,
+        Result<channels::destination::Receipt, DeliveryError>,
+    )>,
     Duration,
 );
+
+/// Sends the items of one task: one at a time, or together to a batching destination.
+/// An item whose rendering failed at routing is never sent: it fails permanently with its
+/// mapping error.
+async fn send_items(dest: Arc<Destination>, items: Vec<(String, OutboxItem)>) -> Outcome {
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(items.len());
+    let mut to_send = Vec::new();
+    for (p, item) in items {
+        if item.payload == crate::routing::MAPPING_FAILED {
+            let e = DeliveryError::permanent(item.last_error.clone());
+            out.push((p, item, Err(e)));
+        } else {
+            to_send.push((p, item));
+        }
+    }
+    let deliveries: Vec<Delivery> = to_send
+        .iter()
+        .map(|(_, item)| Delivery {
+            body: Bytes::from(item.body.clone()),
+            content_type: item.content_type.clone(),
+            idempotency_key: item.idempotency_key.clone(),
+            control_id: item.control_id.clone(),
+            path: item.path.clone(),
+        })
+        .collect();
+    let results = match deliveries.as_slice() {
+        [] => Vec::new(),
+        [one] => vec![dest.deliver(one).await],
+        many => dest.deliver_batch(many).await,
+    };
+    for ((p, item), r) in to_send.into_iter().zip(results) {
+        out.push((p, item, r));
+    }
+    (out, started.elapsed())
+}
 
 impl Worker {
     async fn run(
@@ -280,6 +320,9 @@ impl Worker {
             open_until: None,
         };
         let mut depth: i64 = 0;
+        let batching = self.dest.batching();
+        let mut linger_since: Option<Instant> = None;
+        let mut linger_wake: Option<Instant>;
         match self.store.outbox_items(&self.name) {
             Ok(items) => {
                 for item in items {
@@ -326,7 +369,78 @@ impl Worker {
                 Some(_) => Some(true),
                 None => Some(false),
             };
-            if let Some(half_open) = half_open {
+            linger_wake = None;
+            if let (Some(half_open), Some((size, linger_ms))) = (half_open, batching) {
+                let limit = if half_open {
+                    1
+                } else {
+                    self.cfg.concurrency.max(1)
+                };
+                while tasks.len() < limit {
+                    // The heads of every ready partition, oldest first.
+                    let mut heads: Vec<(String, OutboxItem)> = Vec::new();
+                    while let Some(p) = ready.pop_front() {
+                        if in_flight.contains(&p) || heads.iter().any(|(h, _)| *h == p) {
+                            continue;
+                        }
+                        let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
+                            continue;
+                        };
+                        match self.store.outbox_get(&self.name, seq) {
+                            Ok(Some(i)) => heads.push((p, i)),
+                            Ok(None) => {
+                                if let Some(q) = queues.get_mut(&p) {
+                                    q.pop_front();
+                                    depth -= 1;
+                                    if !q.is_empty() {
+                                        ready.push_back(p.clone());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
+                                timers.push(Reverse((now_ms() + 5000, p)));
+                            }
+                        }
+                    }
+                    if heads.is_empty() {
+                        break;
+                    }
+                    // One batch: heads of the oldest head's kind (same payload and path).
+                    let kind = |i: &OutboxItem| (i.payload.clone(), i.path.clone());
+                    let first = kind(&heads[0].1);
+                    let mut batch = Vec::new();
+                    let mut others = Vec::new();
+                    for h in heads {
+                        if batch.len() < size && kind(&h.1) == first {
+                            batch.push(h);
+                        } else {
+                            others.push(h);
+                        }
+                    }
+                    let full = batch.len() >= size
+                        || first.0 == crate::routing::MAPPING_FAILED
+                        || !others.is_empty();
+                    let since = *linger_since.get_or_insert_with(Instant::now);
+                    let deadline = since + Duration::from_millis(linger_ms);
+                    if !full && Instant::now() < deadline {
+                        // Wait a little for more items of this kind.
+                        for (p, _) in batch.into_iter().rev() {
+                            ready.push_front(p);
+                        }
+                        linger_wake = Some(deadline);
+                        break;
+                    }
+                    linger_since = None;
+                    for (p, _) in others.into_iter().rev() {
+                        ready.push_front(p);
+                    }
+                    for (p, _) in &batch {
+                        in_flight.insert(p.clone());
+                    }
+                    tasks.spawn(send_items(self.dest.clone(), batch));
+                }
+            } else if let Some(half_open) = half_open {
                 let limit = if half_open {
                     1
                 } else {
@@ -360,19 +474,7 @@ impl Worker {
                         }
                     };
                     in_flight.insert(p.clone());
-                    let dest = self.dest.clone();
-                    tasks.spawn(async move {
-                        let d = Delivery {
-                            body: Bytes::from(item.body.clone()),
-                            content_type: item.content_type.clone(),
-                            idempotency_key: item.idempotency_key.clone(),
-                            control_id: item.control_id.clone(),
-                            path: item.path.clone(),
-                        };
-                        let started = Instant::now();
-                        let r = dest.deliver(&d).await;
-                        (p, item, r, started.elapsed())
-                    });
+                    tasks.spawn(send_items(self.dest.clone(), vec![(p, item)]));
                 }
             }
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
@@ -381,6 +483,11 @@ impl Worker {
                 (_, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
                 (Some(at), None) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
                 (None, None) => None,
+            };
+            let wake = match (wake, linger_wake) {
+                (Some(w), Some(l)) => Some(w.min(l.saturating_duration_since(Instant::now()))),
+                (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
+                (w, None) => w,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -395,7 +502,8 @@ impl Worker {
                     }
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok((p, item, result, took)) = done else { continue };
+                    let Ok((outcomes, took)) = done else { continue };
+                    for (p, item, result) in outcomes {
                     in_flight.remove(&p);
                     self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
                     match self.settle(item, result, took, &mut breaker, &up) {
@@ -411,6 +519,7 @@ impl Worker {
                             }
                         }
                         Settled::RetryAt(at) => timers.push(Reverse((at, p))),
+                    }
                     }
                 }
                 _ = sleep_opt(wake) => {}
@@ -432,8 +541,10 @@ impl Worker {
         }
         // Let deliveries in flight finish briefly; the rest stay in the outbox for next time.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok((_, item, result, took))) = tasks.join_next().await {
-                let _ = self.settle(item, result, took, &mut breaker, &up);
+            while let Some(Ok((outcomes, took))) = tasks.join_next().await {
+                for (_, item, result) in outcomes {
+                    let _ = self.settle(item, result, took, &mut breaker, &up);
+                }
             }
         })
         .await;

@@ -25,6 +25,7 @@ pub mod routing;
 pub mod send;
 pub mod store;
 pub mod topology;
+pub mod vendor;
 
 use crate::config::{LoadedConfig, Problems};
 use crate::metrics::Metrics;

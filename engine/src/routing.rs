@@ -28,6 +28,11 @@ pub struct RouteConfig {
     pub payload: Option<String>,
     /// Destination names of this channel.
     pub to: Vec<String>,
+    /// Field mapping (rename, constant, default, values, drop) applied to this route's JSON
+    /// payloads after the destination's own `[destination.mapping]`; an inline table
+    /// (`[route.mapping]`), not a file.
+    #[serde(default)]
+    pub mapping: Option<transforms::mapping::FieldMapping>,
 }
 
 /// The conditions of a route.
@@ -80,6 +85,14 @@ pub enum PayloadKind {
     Canonical,
     /// A FHIR R4 transaction Bundle with conditional PUTs by identifier.
     Fhir,
+    /// OpsPort upserts (clinic, doctor, patient, appointment), one item each.
+    Opsport,
+    /// Buktor webhook envelopes.
+    Buktor,
+    /// PX360 HIS patient-data JSON.
+    Px360,
+    /// Latrexa appointment upload.
+    Latrexa,
 }
 
 impl PayloadKind {
@@ -89,18 +102,37 @@ impl PayloadKind {
             "hl7" => Some(PayloadKind::Hl7),
             "canonical" => Some(PayloadKind::Canonical),
             "fhir" => Some(PayloadKind::Fhir),
+            "opsport" => Some(PayloadKind::Opsport),
+            "buktor" => Some(PayloadKind::Buktor),
+            "px360" => Some(PayloadKind::Px360),
+            "latrexa" => Some(PayloadKind::Latrexa),
             _ => None,
         }
     }
 
     /// The names `check` accepts.
-    pub const NAMES: &'static str = "hl7, canonical, fhir";
+    pub const NAMES: &'static str = "hl7, canonical, fhir, opsport, buktor, px360, latrexa";
+
+    /// The vendor of a cloud clinic payload, rendered by [`crate::vendor`].
+    fn vendor(self) -> Option<&'static str> {
+        match self {
+            PayloadKind::Opsport => Some("opsport"),
+            PayloadKind::Buktor => Some("buktor"),
+            PayloadKind::Px360 => Some("px360"),
+            PayloadKind::Latrexa => Some("latrexa"),
+            PayloadKind::Hl7 | PayloadKind::Canonical | PayloadKind::Fhir => None,
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
             PayloadKind::Hl7 => "hl7",
             PayloadKind::Canonical => "canonical",
             PayloadKind::Fhir => "fhir",
+            PayloadKind::Opsport => "opsport",
+            PayloadKind::Buktor => "buktor",
+            PayloadKind::Px360 => "px360",
+            PayloadKind::Latrexa => "latrexa",
         }
     }
 }
@@ -109,6 +141,7 @@ struct Compiled {
     when: When,
     regexes: Vec<Option<regex::Regex>>,
     targets: Vec<(String, PayloadKind)>,
+    mapping: Option<std::sync::Arc<transforms::mapping::FieldMapping>>,
 }
 
 /// A channel's routes, checked and ready.
@@ -116,6 +149,7 @@ pub struct Router {
     channel: String,
     routes: Vec<Compiled>,
     partitions: HashMap<String, Partition>,
+    destinations: HashMap<String, DestinationConfig>,
 }
 
 /// Problems in routes: (key, message, hint).
@@ -222,10 +256,16 @@ impl Router {
                     )),
                 }
             }
+            if let Some(m) = &r.mapping {
+                for p in m.validate_at("mapping") {
+                    problems.push((key(&p.key), p.message, String::new()));
+                }
+            }
             compiled.push(Compiled {
                 when: r.when.clone(),
                 regexes,
                 targets,
+                mapping: r.mapping.clone().map(std::sync::Arc::new),
             });
         }
         if !problems.is_empty() {
@@ -237,6 +277,10 @@ impl Router {
             partitions: destinations
                 .iter()
                 .map(|d| (d.name().to_string(), d.delivery().partition))
+                .collect(),
+            destinations: destinations
+                .iter()
+                .map(|d| (d.name().to_string(), d.clone()))
                 .collect(),
         })
     }
@@ -256,12 +300,15 @@ impl Router {
         let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
         let parsed =
             Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true).ok();
+        type RouteMapping = Option<std::sync::Arc<transforms::mapping::FieldMapping>>;
         let mut targets: Vec<(String, PayloadKind)> = Vec::new();
+        let mut route_mappings: Vec<RouteMapping> = Vec::new();
         for r in &self.routes {
             if matches(&r.when, &r.regexes, record, parsed.as_ref()) {
                 for t in &r.targets {
                     if !targets.contains(t) && only.is_none_or(|o| o.contains(&t.0)) {
                         targets.push(t.clone());
+                        route_mappings.push(r.mapping.clone());
                     }
                 }
             }
@@ -271,12 +318,14 @@ impl Router {
             .and_then(|m| value(m, "PID.3[1].1"))
             .unwrap_or_default();
         let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
+        let mut mapping_failure: Option<String> = None;
         let events = if needs_event {
             match crate::formats::events_of(record, raw) {
                 crate::formats::Meaning::Events(e) => e,
                 crate::formats::Meaning::Unsupported(_) => Vec::new(),
                 crate::formats::Meaning::Failed(e) => {
-                    tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; only HL7 payloads are sent for this message.");
+                    tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; the JSON deliveries of this message go to the dead letters.");
+                    mapping_failure = Some(e);
                     Vec::new()
                 }
             }
@@ -285,7 +334,7 @@ impl Router {
         };
         // One body per (destination, event); the raw HL7 goes once whatever the events.
         let mut bodies: Vec<Body> = Vec::new();
-        for (dest, kind) in targets {
+        for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
             if kind == PayloadKind::Hl7 {
                 bodies.push(Body {
                     dest,
@@ -294,7 +343,52 @@ impl Router {
                     content_type: "application/hl7-v2",
                     control_id: Some(record.control_id.clone()),
                     suffix: String::new(),
+                    path: None,
+                    failure: None,
                 });
+                continue;
+            }
+            if let Some(reason) = &mapping_failure {
+                bodies.push(Body::failed(dest, kind, reason));
+                continue;
+            }
+            if let Some(vendor) = kind.vendor() {
+                for (n, event) in events.iter().enumerate() {
+                    let rendered = crate::vendor::render(
+                        vendor,
+                        self.destinations.get(&dest),
+                        event,
+                        route_mapping.as_deref(),
+                    );
+                    let rendered = match rendered {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Mapping failed; the delivery goes to the dead letters.");
+                            bodies.push(Body::failed(dest.clone(), kind, &e.to_string()));
+                            continue;
+                        }
+                    };
+                    let many = events.len() > 1 || rendered.len() > 1;
+                    for (m, r) in rendered.into_iter().enumerate() {
+                        let Ok(body) = serde_json::to_vec(&r.body) else {
+                            continue;
+                        };
+                        bodies.push(Body {
+                            dest: dest.clone(),
+                            kind,
+                            body,
+                            content_type: "application/json",
+                            control_id: None,
+                            suffix: if many {
+                                format!("-e{n}-{m}-{}", r.kind)
+                            } else {
+                                String::new()
+                            },
+                            path: Some(r.path),
+                            failure: None,
+                        });
+                    }
+                }
                 continue;
             }
             for (n, event) in events.iter().enumerate() {
@@ -304,7 +398,11 @@ impl Router {
                     String::new()
                 };
                 let rendered = match kind {
-                    PayloadKind::Hl7 => None,
+                    PayloadKind::Hl7
+                    | PayloadKind::Opsport
+                    | PayloadKind::Buktor
+                    | PayloadKind::Px360
+                    | PayloadKind::Latrexa => None,
                     PayloadKind::Canonical => serde_json::to_vec(event)
                         .ok()
                         .map(|b| (b, "application/json")),
@@ -316,7 +414,13 @@ impl Router {
                             .map(|b| (b, "application/fhir+json"))
                     }
                 };
-                if let Some((body, content_type)) = rendered {
+                if let Some((mut body, content_type)) = rendered {
+                    if let Some(m) = route_mapping.as_deref().filter(|m| !m.is_empty()) {
+                        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                            m.apply(&mut v);
+                            body = serde_json::to_vec(&v).unwrap_or(body);
+                        }
+                    }
                     bodies.push(Body {
                         dest: dest.clone(),
                         kind,
@@ -324,6 +428,8 @@ impl Router {
                         content_type,
                         control_id: None,
                         suffix,
+                        path: None,
+                        failure: None,
                     });
                 }
             }
@@ -338,6 +444,8 @@ impl Router {
                     content_type,
                     control_id,
                     suffix,
+                    path,
+                    failure,
                 } = b;
                 let partition = match self.partitions.get(&dest) {
                     Some(Partition::None) | None => String::new(),
@@ -351,12 +459,16 @@ impl Router {
                     created_at_ms: now_ms,
                     attempts: 0,
                     next_attempt_ms: now_ms,
-                    last_error: String::new(),
+                    last_error: failure.clone().unwrap_or_default(),
                     content_type: content_type.into(),
                     idempotency_key: format!("{}-{dest}{key_suffix}{suffix}", record.id),
                     control_id,
-                    path: None,
-                    payload: kind.name().into(),
+                    path,
+                    payload: if failure.is_some() {
+                        MAPPING_FAILED.into()
+                    } else {
+                        kind.name().into()
+                    },
                     body,
                 }
             })
@@ -373,6 +485,32 @@ struct Body {
     control_id: Option<String>,
     /// Told apart when one message carries several events.
     suffix: String,
+    /// Path below the destination's base URL (vendor payloads).
+    path: Option<String>,
+    /// The mapping error, when there is nothing to send: the item goes to the dead letters.
+    failure: Option<String>,
+}
+
+/// The `payload` of an outbox item whose rendering failed: the delivery worker moves it to
+/// the dead letters at once with its `last_error` (the field path and the reason).
+pub const MAPPING_FAILED: &str = "mapping_failed";
+
+impl Body {
+    fn failed(dest: String, kind: PayloadKind, reason: &str) -> Body {
+        Body {
+            dest,
+            kind,
+            body: Vec::new(),
+            content_type: "text/plain",
+            control_id: None,
+            suffix: String::new(),
+            path: None,
+            failure: Some(format!(
+                "mapping failed ({} payload): {reason}",
+                kind.name()
+            )),
+        }
+    }
 }
 
 /// The decoded value at an HL7 path, `None` when absent or empty.

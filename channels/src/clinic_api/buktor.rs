@@ -1,0 +1,192 @@
+//! Buktor HIS webhook (`seeds/buktor-his-webhook.txt`): POST `/his/receive` with
+//! `Authorization: Bearer <token>` and `Buktor-Signature`, the lowercase hex HMAC-SHA256 of the
+//! exact body bytes under the shared secret.
+//!
+//! The envelope and its deterministic `event_id` are rendered at ingest
+//! (`transforms::dest::buktor`), so a resent HL7 message gives the same `event_id` and Buktor
+//! drops the duplicate. Answers: 2xx delivered; 401/403 (token, signature), 400 (body) and 422
+//! ("No mapping found ...") are permanent, with Buktor's message as the reason; 5xx and
+//! timeouts are retried with backoff.
+//!
+//! With `mapping_file` and `client_id`, the client's `his-json-mapping.json` is checked before
+//! sending: an event type the client has no mapping for is dead-lettered with Buktor's own
+//! "No mapping found" sentence without a request.
+
+use super::{default_timeout_secs, http_client, post, url_problems};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::secret::SecretRef;
+use crate::webhook::sender::sign;
+use serde::Deserialize;
+use std::path::PathBuf;
+use transforms::dest::buktor::{BuktorEvent, BuktorMappingFile, BuktorOptions, PATH};
+use transforms::mapping::FieldMapping;
+
+/// Configuration of a Buktor destination (`type = "buktor"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BuktorConfig {
+    /// Name, unique within the channel.
+    pub name: String,
+    /// Base URL; `/his/receive` is appended.
+    pub base_url: String,
+    /// The access token sent as `Authorization: Bearer`.
+    pub bearer_token: SecretRef,
+    /// The shared secret of the `Buktor-Signature` HMAC.
+    pub signing_secret: SecretRef,
+    /// Rendering options: status table, `emit_locations`, envelope mapping
+    /// (`[destination.options]`).
+    #[serde(default)]
+    pub options: BuktorOptions,
+    /// Field mapping applied to every envelope after the built-in rendering
+    /// (`[destination.mapping]`, paths like `data.his_status`).
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    /// The client's `his-json-mapping.json` (relative to the working directory), checked by
+    /// `switchboard check` and before each send. Needs `client_id`.
+    #[serde(default)]
+    pub mapping_file: Option<PathBuf>,
+    /// The Buktor Client-ID the token belongs to, to look up in `mapping_file`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Seconds to wait for the answer.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Scheduling and retries.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+impl BuktorConfig {
+    /// Secrets with their keys, for `check`.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        vec![
+            ("bearer_token", &self.bearer_token),
+            ("signing_secret", &self.signing_secret),
+        ]
+    }
+
+    /// Reads and parses `mapping_file`.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the file and what is wrong with it.
+    pub fn load_mapping_file(&self) -> Result<Option<BuktorMappingFile>, String> {
+        let Some(path) = &self.mapping_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{} is not a Buktor mapping file: {e}", path.display()))
+    }
+
+    /// Problems the loader cannot see.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = url_problems(&self.base_url);
+        out.extend(
+            self.options
+                .validate()
+                .into_iter()
+                .map(|p| (format!("options.{}", p.key), p.message)),
+        );
+        out.extend(
+            self.mapping
+                .validate_at("mapping")
+                .into_iter()
+                .map(|p| (p.key, p.message)),
+        );
+        match self.load_mapping_file() {
+            Ok(Some(file)) => {
+                out.extend(
+                    file.validate()
+                        .into_iter()
+                        .map(|p| (format!("mapping_file: {}", p.key), p.message)),
+                );
+                match &self.client_id {
+                    None => out.push((
+                        "client_id".into(),
+                        "mapping_file needs the client_id to look up".into(),
+                    )),
+                    Some(c) if !file.clients.contains_key(c) => out.push((
+                        "client_id".into(),
+                        format!("client '{c}' is not in the mapping file"),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            Ok(None) => {}
+            Err(m) => out.push(("mapping_file".into(), m)),
+        }
+        if self.timeout_secs == 0 {
+            out.push(("timeout_secs".into(), "must be at least 1".into()));
+        }
+        out
+    }
+}
+
+/// The Buktor client.
+#[derive(Debug)]
+pub struct BuktorClient {
+    config: BuktorConfig,
+    client: reqwest::Client,
+    bearer: String,
+    secret: String,
+    mapping: Option<BuktorMappingFile>,
+}
+
+impl BuktorClient {
+    /// Tells whether the API's host accepts connections now (see [`super::reachable`]).
+    ///
+    /// # Errors
+    ///
+    /// The host and why it could not be reached.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        super::reachable(&self.config.base_url).await
+    }
+
+    /// Resolves the secrets, reads the mapping file and builds the HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming a secret or file that cannot be read.
+    pub fn new(config: &BuktorConfig) -> Result<Self, String> {
+        Ok(BuktorClient {
+            bearer: config.bearer_token.resolve()?,
+            secret: config.signing_secret.resolve()?,
+            mapping: config.load_mapping_file()?,
+            client: http_client(config.timeout_secs)?,
+            config: config.clone(),
+        })
+    }
+
+    /// Signs and POSTs one envelope.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError`] as described in the module documentation.
+    pub async fn deliver(&self, d: &Delivery) -> Result<Receipt, DeliveryError> {
+        if let (Some(file), Some(client)) = (&self.mapping, &self.config.client_id) {
+            if let Ok(event) = serde_json::from_slice::<BuktorEvent>(&d.body) {
+                if let Err(e) = file.apply(client, &event) {
+                    return Err(DeliveryError::permanent(format!(
+                        "Buktor mapping file: No mapping found for event_type '{}' and Client-ID {}.",
+                        e.event_type, e.client_id
+                    )));
+                }
+            }
+        }
+        let url = super::url_of(&self.config.base_url, d, PATH);
+        let signature = sign(self.secret.as_bytes(), &d.body);
+        let auth = format!("Bearer {}", self.bearer);
+        post(
+            &self.client,
+            "Buktor",
+            &url,
+            d,
+            &[("Authorization", &auth), ("Buktor-Signature", &signature)],
+        )
+        .await
+        .map(|(r, _)| r)
+    }
+}

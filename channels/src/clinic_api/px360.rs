@@ -1,0 +1,124 @@
+//! PX360 HIS patient-data endpoint (`seeds/px360-his-integration.txt`): POST the HIS JSON
+//! (`FetchPatientDataTimeStampList`, `FetchPatientDataTimeStampVisitDataList`, `Code`,
+//! `Status`) to `/api/simulator/his-patient-data/`.
+//!
+//! The body is rendered at ingest from the patient, encounter and visit timeline
+//! (`transforms::dest::px360`). A 400 is permanent and PX360's validation error
+//! (`{"error":"Invalid HIS data format","details":{...}}`, field names and messages only)
+//! becomes the dead-letter reason; 5xx and timeouts are retried.
+
+use super::{default_timeout_secs, http_client, post, url_problems};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::secret::SecretRef;
+use serde::Deserialize;
+use transforms::dest::px360::{Px360Options, PATH};
+use transforms::mapping::FieldMapping;
+
+/// Configuration of a PX360 destination (`type = "px360"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Px360Config {
+    /// Name, unique within the channel.
+    pub name: String,
+    /// Base URL; `/api/simulator/his-patient-data/` is appended.
+    pub base_url: String,
+    /// Sent in `X-API-Key` when set (the contract's endpoint takes no credentials; a
+    /// deployment behind a gateway may).
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    /// Rendering options: canonical visit -> HIS visit type table, visit type -> journey
+    /// stage table, hospital id and name (`[destination.options]`).
+    #[serde(default)]
+    pub options: Px360Options,
+    /// Field mapping applied after the built-in rendering (`[destination.mapping]`).
+    #[serde(default)]
+    pub mapping: FieldMapping,
+    /// Seconds to wait for the answer.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Scheduling and retries.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+impl Px360Config {
+    /// Secrets with their keys, for `check`.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        self.api_key.iter().map(|s| ("api_key", s)).collect()
+    }
+
+    /// Problems the loader cannot see.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = url_problems(&self.base_url);
+        out.extend(
+            self.options
+                .validate()
+                .into_iter()
+                .map(|p| (format!("options.{}", p.key), p.message)),
+        );
+        out.extend(
+            self.mapping
+                .validate_at("mapping")
+                .into_iter()
+                .map(|p| (p.key, p.message)),
+        );
+        if self.timeout_secs == 0 {
+            out.push(("timeout_secs".into(), "must be at least 1".into()));
+        }
+        out
+    }
+}
+
+/// The PX360 client.
+#[derive(Debug)]
+pub struct Px360Client {
+    config: Px360Config,
+    client: reqwest::Client,
+    api_key: Option<String>,
+}
+
+impl Px360Client {
+    /// Tells whether the API's host accepts connections now (see [`super::reachable`]).
+    ///
+    /// # Errors
+    ///
+    /// The host and why it could not be reached.
+    pub async fn healthcheck(&self) -> Result<(), String> {
+        super::reachable(&self.config.base_url).await
+    }
+
+    /// Resolves the key and builds the HTTP client.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming a secret that cannot be read.
+    pub fn new(config: &Px360Config) -> Result<Self, String> {
+        Ok(Px360Client {
+            api_key: config
+                .api_key
+                .as_ref()
+                .map(SecretRef::resolve)
+                .transpose()?,
+            client: http_client(config.timeout_secs)?,
+            config: config.clone(),
+        })
+    }
+
+    /// POSTs one patient-data body.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliveryError`] as described in the module documentation.
+    pub async fn deliver(&self, d: &Delivery) -> Result<Receipt, DeliveryError> {
+        let url = super::url_of(&self.config.base_url, d, PATH);
+        let headers: Vec<(&str, &str)> = self
+            .api_key
+            .as_deref()
+            .map(|k| ("X-API-Key", k))
+            .into_iter()
+            .collect();
+        post(&self.client, "PX360", &url, d, &headers)
+            .await
+            .map(|(r, _)| r)
+    }
+}
