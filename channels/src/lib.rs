@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod destination;
+pub mod fhir_rest;
 pub mod file;
+pub mod http_auth;
+pub mod http_source;
 pub mod mllp;
 pub mod sandbox;
 pub mod secret;

@@ -205,6 +205,30 @@ pub enum AckTiming {
 pub enum SourceConfig {
     /// `type = "mllp_listener"`: HL7 v2 over MLLP/TCP.
     MllpListener(ListenerConfig),
+    /// `type = "fhir_rest"`: FHIR R4 over REST (create, update, transaction/batch Bundles).
+    FhirRest(channels::fhir_rest::source::FhirSourceConfig),
+    /// `type = "webhook"`: JSON events over HTTP (Buktor, PX360 or OpsPort-shaped).
+    Webhook(channels::webhook::receiver::ReceiverConfig),
+}
+
+impl SourceConfig {
+    /// The address the source listens on.
+    pub fn listen(&self) -> &str {
+        match self {
+            Self::MllpListener(l) => &l.listen,
+            Self::FhirRest(f) => &f.listen,
+            Self::Webhook(w) => &w.listen,
+        }
+    }
+
+    /// The `type` name, as written in config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::MllpListener(_) => "mllp_listener",
+            Self::FhirRest(_) => "fhir_rest",
+            Self::Webhook(_) => "webhook",
+        }
+    }
 }
 
 /// What a channel accepts (`[accept]`).
@@ -560,6 +584,34 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                 }
             }
         }
+        SourceConfig::FhirRest(f) => {
+            for (k, m) in f.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in f.auth.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+        }
+        SourceConfig::Webhook(w) => {
+            for (k, m) in w.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in w.auth.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+        }
     }
     for (i, p) in c.accept.message_types.iter().enumerate() {
         let ok = p == "*"
@@ -677,8 +729,7 @@ fn check_across_channels(
                 hint: "channel names must be unique".into(),
             });
         }
-        let SourceConfig::MllpListener(l) = &ch.config.source;
-        if let Ok(addr) = l.listen.parse::<SocketAddr>() {
+        if let Ok(addr) = ch.config.source.listen().parse::<SocketAddr>() {
             if addr.port() == 0 {
                 continue;
             }
@@ -729,7 +780,9 @@ mod tests {
         assert_eq!(c.engine.retention_days, 90);
         assert_eq!(c.engine.durability, Durability::Fsync);
         assert_eq!(c.channels.len(), 1);
-        let SourceConfig::MllpListener(l) = &c.channels[0].config.source;
+        let SourceConfig::MllpListener(l) = &c.channels[0].config.source else {
+            panic!("an MLLP source");
+        };
         assert_eq!(l.max_message_bytes, 1024 * 1024);
         assert_eq!(c.version.len(), 16);
     }

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod events;
 pub mod formats;
 pub mod ingest;
+pub mod ingest_http;
 pub mod metrics;
 pub mod pipeline;
 pub mod routing;
@@ -177,6 +178,8 @@ impl Engine {
             };
             let built = match &ch.config.source {
                 SourceConfig::MllpListener(l) => l.build(cx).await,
+                SourceConfig::FhirRest(f) => f.build(cx).await,
+                SourceConfig::Webhook(w) => w.build(cx).await,
             };
             let task = match built {
                 Ok(t) => t,
@@ -216,6 +219,8 @@ impl Engine {
                         name: ch.config.name.clone(),
                         source_type: match &ch.config.source {
                             SourceConfig::MllpListener(_) => "mllp_listener".into(),
+                            SourceConfig::FhirRest(_) => "fhir_rest".into(),
+                            SourceConfig::Webhook(_) => "webhook".into(),
                         },
                         address: channel_addrs.get(&ch.config.name).copied(),
                         destinations: ch
