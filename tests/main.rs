@@ -7,5 +7,7 @@ mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod fhir_destination;
+mod http_sources;
 mod ops;
 mod spine;

@@ -2,7 +2,7 @@
 //! and how a failure is classified. One enum variant per kind; `build` returns a client.
 
 use crate::secret::SecretRef;
-use crate::{file, mllp, webhook};
+use crate::{fhir_rest, file, mllp, webhook};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::time::Duration;
@@ -163,6 +163,8 @@ pub enum DestinationConfig {
     Webhook(webhook::sender::WebhookConfig),
     /// `type = "file"`: one file per delivery in a local folder.
     File(file::FileConfig),
+    /// `type = "fhir"`: a FHIR R4 server (transaction Bundle or conditional updates).
+    Fhir(fhir_rest::client::FhirConfig),
 }
 
 impl DestinationConfig {
@@ -172,6 +174,7 @@ impl DestinationConfig {
             Self::Mllp(c) => &c.name,
             Self::Webhook(c) => &c.name,
             Self::File(c) => &c.name,
+            Self::Fhir(c) => &c.name,
         }
     }
 
@@ -181,6 +184,7 @@ impl DestinationConfig {
             Self::Mllp(c) => &c.delivery,
             Self::Webhook(c) => &c.delivery,
             Self::File(c) => &c.delivery,
+            Self::Fhir(c) => &c.delivery,
         }
     }
 
@@ -190,6 +194,7 @@ impl DestinationConfig {
             Self::Mllp(_) => "hl7",
             Self::Webhook(_) => "canonical",
             Self::File(_) => "hl7",
+            Self::Fhir(_) => "fhir",
         }
     }
 
@@ -198,6 +203,7 @@ impl DestinationConfig {
         match self {
             Self::Mllp(_) | Self::File(_) => vec![],
             Self::Webhook(c) => c.secrets(),
+            Self::Fhir(c) => c.secrets(),
         }
     }
 
@@ -221,6 +227,7 @@ impl DestinationConfig {
             Self::Mllp(c) => out.extend(c.problems()),
             Self::Webhook(c) => out.extend(c.problems()),
             Self::File(c) => out.extend(c.problems()),
+            Self::Fhir(c) => out.extend(c.problems()),
         }
         out
     }
@@ -235,6 +242,7 @@ impl DestinationConfig {
             Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::new(c.clone())),
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),
+            Self::Fhir(c) => Destination::Fhir(fhir_rest::client::FhirClient::new(c)?),
         })
     }
 }
@@ -248,6 +256,8 @@ pub enum Destination {
     Webhook(webhook::sender::WebhookSender),
     /// See [`file::FileWriter`].
     File(file::FileWriter),
+    /// See [`fhir_rest::client::FhirClient`].
+    Fhir(fhir_rest::client::FhirClient),
 }
 
 impl Destination {
@@ -261,6 +271,7 @@ impl Destination {
             Self::Mllp(s) => s.deliver(d).await,
             Self::Webhook(s) => s.deliver(d).await,
             Self::File(s) => s.deliver(d).await,
+            Self::Fhir(s) => s.deliver(d).await,
         }
     }
 }

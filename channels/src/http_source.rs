@@ -87,6 +87,15 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     }
 }
 
+/// Returns `resp` for a request refused on its headers, after reading and dropping at most
+/// 64 KiB of its body (for at most one second, never parsed or kept): closing a connection
+/// with unread bytes makes TCP reset it, and the client would lose the answer.
+pub async fn refuse(body: Body, resp: Response) -> Response {
+    let drain = axum::body::to_bytes(body, 64 * 1024);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    resp
+}
+
 /// The media type of a `Content-Type` header, lower case, without parameters.
 pub fn media_type(headers: &HeaderMap) -> String {
     headers

@@ -79,6 +79,7 @@ pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'stati
         D::Mllp(_) => "mllp",
         D::Webhook(_) => "webhook",
         D::File(_) => "file",
+        D::Fhir(_) => "fhir",
     }
 }
 

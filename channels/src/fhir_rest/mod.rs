@@ -1,5 +1,6 @@
-//! FHIR R4 over REST: the inbound server ([`source`]) and, later in this module, the FHIR
-//! server destination. Parsing, validation and mapping are the engine's and `transforms`'
-//! business; this module speaks HTTP.
+//! FHIR R4 over REST: the inbound server ([`source`]) and the FHIR server destination
+//! ([`client`]). Parsing, validation and mapping are the engine's and `transforms`' business;
+//! this module speaks HTTP.
 
+pub mod client;
 pub mod source;

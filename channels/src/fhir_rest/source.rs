@@ -9,7 +9,8 @@
 
 use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
-    announced_too_large, json_response, media_type, read_body, reply_response, submit, BodyError,
+    announced_too_large, json_response, media_type, read_body, refuse, reply_response, submit,
+    BodyError,
 };
 use crate::mllp::listener::ListenerTask;
 use crate::source::{BuildError, JsonBody, SourceContext};
@@ -191,25 +192,34 @@ async fn handle(
     if !peer_allowed(&s.cfg.allowed_peers, peer.ip()) {
         s.cx.metrics.connections_refused.inc();
         debug!(channel = %s.cx.channel, peer = %peer, "FHIR request refused: peer not allowed.");
-        return outcome(403, "forbidden", "this address may not use this endpoint");
+        return refuse(
+            body,
+            outcome(403, "forbidden", "this address may not use this endpoint"),
+        )
+        .await;
     }
     if let Err(f) = s.auth.check_headers(&headers) {
-        return auth_failure(&s, f);
+        return refuse(body, auth_failure(&s, f)).await;
     }
     let base = s.cfg.base_path.trim_end_matches('/');
     let Some(rest) = uri.path().strip_prefix(base) else {
-        return outcome(404, "not-found", "outside the FHIR base path");
+        return refuse(
+            body,
+            outcome(404, "not-found", "outside the FHIR base path"),
+        )
+        .await;
     };
     let mut request = match interaction(&method, rest) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return refuse(body, resp).await,
     };
     if media_type(&headers) != FHIR_JSON {
-        return outcome(
+        let resp = outcome(
             415,
             "not-supported",
             "the body must be FHIR JSON (Content-Type: application/fhir+json)",
         );
+        return refuse(body, resp).await;
     }
     let too_large = || {
         outcome(

@@ -19,7 +19,8 @@
 
 use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
-    announced_too_large, json_response, media_type, read_body, reply_response, submit, BodyError,
+    announced_too_large, json_response, media_type, read_body, refuse, reply_response, submit,
+    BodyError,
 };
 use crate::mllp::listener::ListenerTask;
 use crate::source::{BuildError, JsonBody, SourceContext};
@@ -243,19 +244,19 @@ async fn handle(
     if !peer_allowed(&s.cfg.allowed_peers, peer.ip()) {
         s.cx.metrics.connections_refused.inc();
         debug!(channel = %s.cx.channel, peer = %peer, "Webhook request refused: peer not allowed.");
-        return s.error(403, "Forbidden");
+        return refuse(body, s.error(403, "Forbidden")).await;
     }
     if let Err(f) = s.auth.check_headers(&headers) {
-        return s.refuse(f);
+        return refuse(body, s.refuse(f)).await;
     }
     let Some(interaction) = endpoint(s.cfg.format, uri.path()) else {
-        return s.error(404, "Unknown endpoint.");
+        return refuse(body, s.error(404, "Unknown endpoint.")).await;
     };
     if method != Method::POST {
-        return s.error(405, "Method not allowed; use POST.");
+        return refuse(body, s.error(405, "Method not allowed; use POST.")).await;
     }
     if media_type(&headers) != "application/json" {
-        return s.error(415, "Content-Type must be application/json.");
+        return refuse(body, s.error(415, "Content-Type must be application/json.")).await;
     }
     let limit = s.cfg.max_body_bytes;
     let too_large = || s.error(413, &format!("Request body is larger than {limit} bytes."));
