@@ -93,6 +93,14 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
 pub async fn refuse(body: Body, resp: Response) -> Response {
     let drain = axum::body::to_bytes(body, 64 * 1024);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    closing(resp)
+}
+
+/// Marks `resp` as the last on its connection: the request body may not have been read to
+/// its end, so the connection cannot carry another request.
+pub fn closing(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

@@ -9,8 +9,8 @@
 
 use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
-    announced_too_large, json_response, media_type, read_body, refuse, reply_response, submit,
-    BodyError,
+    announced_too_large, closing, json_response, media_type, read_body, refuse, reply_response,
+    submit, BodyError,
 };
 use crate::mllp::listener::ListenerTask;
 use crate::source::{BuildError, JsonBody, SourceContext};
@@ -222,11 +222,11 @@ async fn handle(
         return refuse(body, resp).await;
     }
     let too_large = || {
-        outcome(
+        closing(outcome(
             413,
             "too-costly",
             &format!("the body is larger than {} bytes", s.cfg.max_body_bytes),
-        )
+        ))
     };
     if announced_too_large(&headers, s.cfg.max_body_bytes) {
         return too_large();

@@ -19,8 +19,8 @@
 
 use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
-    announced_too_large, json_response, media_type, read_body, refuse, reply_response, submit,
-    BodyError,
+    announced_too_large, closing, json_response, media_type, read_body, refuse, reply_response,
+    submit, BodyError,
 };
 use crate::mllp::listener::ListenerTask;
 use crate::source::{BuildError, JsonBody, SourceContext};
@@ -259,7 +259,8 @@ async fn handle(
         return refuse(body, s.error(415, "Content-Type must be application/json.")).await;
     }
     let limit = s.cfg.max_body_bytes;
-    let too_large = || s.error(413, &format!("Request body is larger than {limit} bytes."));
+    let too_large =
+        || closing(s.error(413, &format!("Request body is larger than {limit} bytes.")));
     if announced_too_large(&headers, limit) {
         return too_large();
     }
