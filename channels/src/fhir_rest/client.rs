@@ -131,13 +131,22 @@ struct Token {
 }
 
 /// The FHIR server client.
-#[derive(Debug)]
 pub struct FhirClient {
     config: FhirConfig,
     client: reqwest::Client,
     bearer: Option<String>,
     client_secret: Option<String>,
     token: Mutex<Option<Token>>,
+}
+
+impl std::fmt::Debug for FhirClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a secret or a token.
+        f.debug_struct("FhirClient")
+            .field("base_url", &self.config.base_url)
+            .field("mode", &self.config.mode)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FhirClient {

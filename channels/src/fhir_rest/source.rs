@@ -126,7 +126,7 @@ fn outcome(status: u16, code: &str, diagnostics: &str) -> Response {
 }
 
 /// What a request asks for, by method and path.
-fn interaction(method: &Method, rest: &str) -> Result<JsonBody, Response> {
+fn interaction(method: &Method, rest: &str) -> Result<JsonBody, Box<Response>> {
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     let known = |t: &str| RESOURCE_TYPES.contains(&t);
     let body = |interaction: &str, rtype: Option<&str>, id: Option<&str>| JsonBody {
@@ -147,22 +147,26 @@ fn interaction(method: &Method, rest: &str) -> Result<JsonBody, Response> {
             if valid_id {
                 Ok(body("update", Some(t), Some(id)))
             } else {
-                Err(outcome(400, "value", "the id in the path is not a valid FHIR id"))
+                Err(Box::new(outcome(
+                    400,
+                    "value",
+                    "the id in the path is not a valid FHIR id",
+                )))
             }
         }
-        (_, [] | [_] | [_, _]) if parts.first().is_none_or(|t| known(t)) => Err(outcome(
+        (_, [] | [_] | [_, _]) if parts.first().is_none_or(|t| known(t)) => Err(Box::new(outcome(
             405,
             "not-supported",
             "this endpoint takes POST [base]/ (Bundle), POST [base]/{type} and PUT [base]/{type}/{id}",
-        )),
-        _ => Err(outcome(
+        ))),
+        _ => Err(Box::new(outcome(
             404,
             "not-supported",
             &format!(
                 "unknown endpoint; supported resource types: {}",
                 RESOURCE_TYPES.join(", ")
             ),
-        )),
+        ))),
     }
 }
 
@@ -211,7 +215,7 @@ async fn handle(
     };
     let mut request = match interaction(&method, rest) {
         Ok(r) => r,
-        Err(resp) => return refuse(body, resp).await,
+        Err(resp) => return refuse(body, *resp).await,
     };
     if media_type(&headers) != FHIR_JSON {
         let resp = outcome(
