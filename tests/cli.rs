@@ -208,6 +208,10 @@ fn every_example_channel_passes_check() {
     let mut n = 0;
     for entry in std::fs::read_dir(&examples).expect("conf/examples") {
         let path = entry.expect("entry").path();
+        if path.is_dir() {
+            // conf/examples/mappings/ holds field mappings, tested by the transform test.
+            continue;
+        }
         let cfg = TestConfig::new("", "");
         std::fs::copy(
             &path,
@@ -216,9 +220,12 @@ fn every_example_channel_passes_check() {
                 .join(path.file_name().expect("name")),
         )
         .expect("copy");
+        // The certificates conf/examples/mllp-tls.toml names, relative to the working folder.
+        crate::tls::write_example_pki(cfg.root.path());
         let out = Command::new(binary())
             .args(["check", "--config"])
             .arg(cfg.conf())
+            .current_dir(cfg.root.path())
             .env("PORTAL_TOKEN", "example-token")
             .env("PORTAL_SIGNING_SECRET", "example-secret")
             .env("FHIR_INBOUND_TOKEN", "example-token")
@@ -301,4 +308,102 @@ fn transform_dry_run_prints_what_a_message_becomes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("MFN^M02 is not mapped"), "{stdout}");
+}
+
+#[test]
+fn transform_applies_a_mapping_file_and_reports_its_problems() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let fixture = root.join("fixtures/hl7v2/siu_s12/full.hl7");
+    // Every example mapping under conf/ loads and applies.
+    let example = root.join("conf/examples/mappings/buktor-client.toml");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "buktor", "--mapping"])
+        .arg(&example)
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let body = &v[0]["body"];
+    assert_eq!(body["source"], "RUH-HIS", "{body}");
+    assert_eq!(body["data"]["booking_ref"], "APT-77001", "{body}");
+    assert_eq!(body["data"]["state"], "CONFIRMED", "{body}");
+    assert!(body["data"].get("his_status").is_none(), "{body}");
+    assert!(body["data"].get("his_created_at").is_none(), "{body}");
+
+    // Canonical output is one body: the mapping applies to it as a whole.
+    let cfg = TestConfig::new("", "");
+    let mapping = cfg.root.path().join("canonical.toml");
+    std::fs::write(
+        &mapping,
+        "constant = { \"routed_by\" = \"dry-run\" }\ndrop = [\"source\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "canonical", "--mapping"])
+        .arg(&mapping)
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["routed_by"], "dry-run");
+    assert!(v.get("source").is_none(), "{v}");
+    assert_eq!(v["kind"], "appointment_booked");
+
+    // Problems found by FieldMapping::validate: every one, with the file and the key.
+    let bad = cfg.root.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "drop = [\"data.x\", \"data.x\"]\n[rename]\n\"data..y\" = \"z\"\n[values.\"data.s\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "buktor", "--mapping"])
+        .arg(&bad)
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let shown = bad.display().to_string();
+    for key in ["rename.\"data..y\"", "values.\"data.s\"", "drop[1]"] {
+        assert!(
+            stdout.contains(&format!("{shown}: {key}: ")),
+            "{key} missing in: {stdout}"
+        );
+    }
+
+    // A key FieldMapping does not know: named with the file (TOML error with line).
+    let unknown = cfg.root.path().join("unknown.toml");
+    std::fs::write(&unknown, "[renames]\na = \"b\"\n").expect("write");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "buktor", "--mapping"])
+        .arg(&unknown)
+        .arg(&fixture)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains(&unknown.display().to_string()), "{stdout}");
+    assert!(stdout.contains("unknown field `renames`"), "{stdout}");
+
+    // A mapping error of the message itself prints its field path.
+    let no_id = cfg.root.path().join("no-id.hl7");
+    std::fs::write(
+        &no_id,
+        "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A04|NOID-1|P|2.5\rPID|1||||Haddad^Layla\r",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["transform", "--to", "canonical", "--mapping"])
+        .arg(&example)
+        .arg(&no_id)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("mapping error: missing PID-3"), "{stdout}");
 }

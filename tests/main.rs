@@ -11,3 +11,4 @@ mod fhir_destination;
 mod http_sources;
 mod ops;
 mod spine;
+mod tls;

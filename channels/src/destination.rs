@@ -239,7 +239,7 @@ impl DestinationConfig {
     /// A sentence naming what is missing (a secret, a folder).
     pub fn build(&self) -> Result<Destination, String> {
         Ok(match self {
-            Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::new(c.clone())),
+            Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::build(c.clone())?),
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),
             Self::Fhir(c) => Destination::Fhir(fhir_rest::client::FhirClient::new(c)?),

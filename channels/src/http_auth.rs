@@ -1,16 +1,16 @@
 //! Authentication of HTTP sources: bearer token, API key header and HMAC-SHA256 body
-//! signature, as configured per source in `[source.auth]`, plus the peer address allow-list.
+//! signature, as configured per source in `[source.auth]`.
 //!
 //! Credentials in headers are checked before the body is read; only the signature needs the
 //! body, and it is verified over the exact bytes before anything parses them. Every comparison
 //! is constant time. Failures are counted by the caller and never logged with the secret.
+//! Peer allow-lists are [`crate::peers`]'s, shared with the MLLP listener.
 
 use crate::secret::SecretRef;
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
-use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
 /// Credentials an HTTP source requires (`[source.auth]`); every configured one must match.
@@ -179,19 +179,6 @@ fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
     given.ct_eq(expected).into()
 }
 
-/// True when `peer` may connect: `allowed` is empty or lists it.
-pub fn peer_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
-    allowed.is_empty()
-        || allowed.contains(&peer)
-        || match peer {
-            // An IPv4 client of a dual-stack socket shows up as ::ffff:a.b.c.d.
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .is_some_and(|v4| allowed.contains(&IpAddr::V4(v4))),
-            IpAddr::V4(_) => false,
-        }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,15 +214,6 @@ mod tests {
         );
         h.insert("buktor-signature", HeaderValue::from_static("zz"));
         assert_eq!(a.check_signature(&h, b"{}"), Err(AuthFailure::BadSignature));
-    }
-
-    #[test]
-    fn allow_list() {
-        let v4: IpAddr = "127.0.0.1".parse().expect("ip");
-        assert!(peer_allowed(&[], v4));
-        assert!(peer_allowed(&[v4], v4));
-        assert!(!peer_allowed(&["10.0.0.1".parse().expect("ip")], v4));
-        assert!(peer_allowed(&[v4], "::ffff:127.0.0.1".parse().expect("ip")));
     }
 
     #[test]

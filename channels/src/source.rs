@@ -103,6 +103,8 @@ pub struct SourceMetrics {
     pub timeouts: IntCounter,
     /// HTTP requests refused for missing or wrong credentials, signature or timestamp.
     pub auth_failures: IntCounter,
+    /// TLS handshakes that failed, by reason.
+    pub tls_handshake_failures: crate::tls::HandshakeFailures,
 }
 
 impl SourceMetrics {
@@ -116,6 +118,7 @@ impl SourceMetrics {
             junk_bytes: c("junk"),
             timeouts: c("timeouts"),
             auth_failures: c("auth_failures"),
+            tls_handshake_failures: crate::tls::HandshakeFailures::unregistered(),
         }
     }
 }

@@ -574,6 +574,15 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                     "the default is 64",
                 );
             }
+            if let Some(tls) = &l.tls {
+                for (k, m) in tls.problems() {
+                    push(
+                        &format!("source.tls.{k}"),
+                        m,
+                        "give PEM files (or { env = .. } / { file = .. }) readable by the engine",
+                    );
+                }
+            }
             for (key, v) in [
                 ("source.idle_timeout_secs", l.idle_timeout_secs),
                 ("source.frame_timeout_secs", l.frame_timeout_secs),

@@ -117,6 +117,7 @@ impl Engine {
         let data_dir = config.engine.data_dir.clone();
         let _ = std::fs::remove_file(data_dir.join("engine.json"));
         let metrics = Metrics::new(&config.version);
+        metrics.record_tls_expiry(&config.channels);
         let store =
             Store::open(&data_dir, config.engine.durability, &metrics).map_err(|source| {
                 StartError::Store {

@@ -56,6 +56,19 @@ enum Command {
         /// Seconds to wait for each answer.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// Speak TLS, trusting the CA certificates in this PEM file.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// With --tls-ca: present this client certificate (PEM) for mutual TLS.
+        #[arg(long, requires = "tls_ca", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// With --tls-cert: the client certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// With --tls-ca: the name the listener's certificate must carry (default: the host
+        /// of --to).
+        #[arg(long, requires = "tls_ca")]
+        tls_server_name: Option<String>,
     },
     /// Dry run: print what an HL7 v2 message becomes (canonical, FHIR or a vendor payload).
     Transform {
@@ -65,6 +78,10 @@ enum Command {
         /// TOML file with the vendor's options (OpsPort, Buktor, PX360); defaults otherwise.
         #[arg(long)]
         options: Option<PathBuf>,
+        /// TOML file with a field mapping (what a destination's `[destination.mapping]` table
+        /// holds), applied after the built-in rendering; see conf/examples/mappings/.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
         /// A file with one HL7 v2 message (or several; each is shown).
         file: PathBuf,
     },
@@ -241,11 +258,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             repeat,
             duration,
             timeout,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls_server_name,
         } => {
             if connections == 0 {
                 bail!("--connections must be at least 1");
             }
+            let tls = match tls_ca {
+                None => None,
+                Some(ca) => {
+                    use channels::tls::{ClientTlsConfig, PemSource};
+                    let cfg = ClientTlsConfig {
+                        ca: PemSource::Path(ca),
+                        cert: tls_cert.map(PemSource::Path),
+                        key: tls_key.map(PemSource::Path),
+                        server_name: tls_server_name,
+                    };
+                    match cfg.load() {
+                        Ok(t) => Some(t),
+                        Err(problems) => {
+                            let text: Vec<String> = problems
+                                .iter()
+                                .map(|(k, m)| format!("--tls-{}: {m}", k.replace('_', "-")))
+                                .collect();
+                            bail!("{}", text.join("; "));
+                        }
+                    }
+                }
+            };
             let opts = SendOptions {
+                tls,
                 to,
                 files,
                 connections,
@@ -280,7 +324,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Transform { to, options, file } => {
+        Command::Transform { to, options, mapping, file } => {
+            let mapping = match &mapping {
+                Some(path) => match load_field_mapping(path)? {
+                    Ok(m) => Some(m),
+                    Err(problems) => {
+                        for p in &problems {
+                            println!("{p}");
+                        }
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => None,
+            };
             let messages = send::load_messages(std::slice::from_ref(&file))?;
             let opts_text = match &options {
                 Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
@@ -304,7 +360,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         continue;
                     }
                 };
-                let out: serde_json::Value = match to.as_str() {
+                let mut out: serde_json::Value = match to.as_str() {
                     "canonical" => serde_json::to_value(&event)?,
                     "fhir" => match transforms::fhir::render_bundle(&event, &Default::default()) {
                         Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
@@ -323,7 +379,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         };
                         match rendered {
                             Ok(items) => serde_json::Value::Array(
-                                items.into_iter().map(|r| serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})).collect(),
+                                items
+                                    .into_iter()
+                                    .map(|mut r| {
+                                        if let Some(m) = &mapping {
+                                            m.apply(&mut r.body);
+                                        }
+                                        serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})
+                                    })
+                                    .collect(),
                             ),
                             Err(e) => {
                                 println!("{what}: mapping error: {e}");
@@ -334,6 +398,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     other => bail!("--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"),
                 };
+                // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
+                if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
+                    m.apply(&mut out);
+                }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -529,5 +597,29 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Reads a `--mapping` file: a TOML table deserializing to `FieldMapping`. The outer error is
+/// an unreadable file; the inner list is every problem, each naming the file and the key.
+fn load_field_mapping(
+    path: &std::path::Path,
+) -> anyhow::Result<Result<transforms::mapping::FieldMapping, Vec<String>>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let shown = path.display();
+    let mapping: transforms::mapping::FieldMapping = match toml::from_str(&text) {
+        Ok(m) => m,
+        // toml names the key and the line, e.g. "unknown field `renames`, expected one of ...".
+        Err(e) => return Ok(Err(vec![format!("{shown}: {}", e.to_string().trim_end())])),
+    };
+    let problems = mapping.validate();
+    if problems.is_empty() {
+        Ok(Ok(mapping))
+    } else {
+        Ok(Err(problems
+            .iter()
+            .map(|p| format!("{shown}: {p}"))
+            .collect()))
     }
 }

@@ -65,6 +65,17 @@ pub const BUILD_INFO: &str = "switchboard_build_info";
 /// `switchboard_store_disk_available_bytes`: free bytes (for an unprivileged user) on the
 /// filesystem holding `data_dir`, read when `/metrics` is scraped.
 pub const STORE_DISK_AVAILABLE: &str = "switchboard_store_disk_available_bytes";
+/// `switchboard_tls_handshake_failures_total{channel, reason}`: TLS handshakes a source
+/// refused; reasons in [`channels::tls::HandshakeFailure::REASONS`].
+pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_total";
+/// `switchboard_tls_cert_expiry_timestamp_seconds{channel, endpoint, role}`: notAfter of each
+/// configured certificate; `endpoint` is `source` or a destination name, `role` one of
+/// `server`, `client_ca`, `client`, `ca` ([`channels::tls::CertExpiry`]). Only served when
+/// some channel uses TLS.
+pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_cert_expiry_timestamp_seconds";
+
+/// Families served only when the configuration uses the feature behind them.
+pub const CONDITIONAL: &[&str] = &[TLS_CERT_EXPIRY];
 
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
@@ -115,6 +126,8 @@ pub fn exported_names() -> Vec<&'static str> {
         DESTINATION_UP,
         STORE_PURGED,
         BUILD_INFO,
+        TLS_HANDSHAKE_FAILURES,
+        TLS_CERT_EXPIRY,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -211,6 +224,10 @@ pub struct Metrics {
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
     pub purged: IntGauge,
+    /// See [`TLS_HANDSHAKE_FAILURES`].
+    pub tls_handshake_failures: IntCounterVec,
+    /// See [`TLS_CERT_EXPIRY`].
+    pub tls_cert_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -387,6 +404,22 @@ impl Metrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
             .set(1);
+        let tls_handshake_failures = counter(
+            TLS_HANDSHAKE_FAILURES,
+            "TLS handshakes refused by a source, by reason.",
+            &["channel", "reason"],
+        );
+        let tls_cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                TLS_CERT_EXPIRY,
+                "Unix time at which a configured TLS certificate expires (notAfter).",
+            ),
+            &["channel", "endpoint", "role"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(tls_cert_expiry.clone()))
+            .expect("metric registered once");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::new(
@@ -424,6 +457,8 @@ impl Metrics {
             dead_letters,
             destination_up,
             purged,
+            tls_handshake_failures,
+            tls_cert_expiry,
         }
     }
 
@@ -436,6 +471,41 @@ impl Metrics {
             junk_bytes: self.mllp_junk.with_label_values(&[channel]),
             timeouts: self.mllp_timeouts.with_label_values(&[channel]),
             auth_failures: self.http_auth_failures.with_label_values(&[channel]),
+            tls_handshake_failures: channels::tls::HandshakeFailures::new(|reason| {
+                self.tls_handshake_failures
+                    .with_label_values(&[channel, reason])
+            }),
+        }
+    }
+
+    /// Sets [`TLS_CERT_EXPIRY`] for every certificate a channel's source or destinations
+    /// loaded; called once at start, after the certificates were checked.
+    pub fn record_tls_expiry(&self, channels: &[crate::config::LoadedChannel]) {
+        for ch in channels {
+            let name = ch.config.name.as_str();
+            let set = |endpoint: &str, expiries: Vec<channels::tls::CertExpiry>| {
+                for e in expiries {
+                    self.tls_cert_expiry
+                        .with_label_values(&[name, endpoint, e.role])
+                        .set(e.not_after);
+                }
+            };
+            match &ch.config.source {
+                crate::config::SourceConfig::MllpListener(l) => {
+                    if let Some(Ok(tls)) = l.tls.as_ref().map(|t| t.load()) {
+                        set("source", tls.expiries);
+                    }
+                }
+                crate::config::SourceConfig::FhirRest(_)
+                | crate::config::SourceConfig::Webhook(_) => {}
+            }
+            for d in &ch.config.destinations {
+                if let channels::destination::DestinationConfig::Mllp(m) = d {
+                    if let Some(Ok(tls)) = m.tls.as_ref().map(|t| t.load()) {
+                        set(&m.name, tls.expiries);
+                    }
+                }
+            }
         }
     }
 
@@ -496,6 +566,9 @@ mod tests {
         m.outbox_oldest_age.with_label_values(&["c", "d"]).set(0);
         m.dead_letters.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
+        m.tls_cert_expiry
+            .with_label_values(&["c", "source", "server"])
+            .set(1);
         let text = m.render();
         let rendered: std::collections::BTreeSet<&str> = text
             .lines()

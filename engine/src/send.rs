@@ -27,6 +27,18 @@ pub struct SendOptions {
     pub duration: Option<Duration>,
     /// How long to wait for each answer.
     pub timeout: Duration,
+    /// TLS towards the listener (`--tls-ca`, `--tls-cert`, `--tls-key`); `None`: plain TCP.
+    pub tls: Option<channels::tls::ClientTls>,
+}
+
+impl SendOptions {
+    /// Opens one connection to `to`, plain or TLS.
+    async fn connect(&self) -> Result<MllpClient, channels::mllp::client::ClientError> {
+        match &self.tls {
+            None => MllpClient::connect(&self.to, self.timeout).await,
+            Some(tls) => MllpClient::connect_tls(&self.to, self.timeout, tls).await,
+        }
+    }
 }
 
 /// Why sending could not start or finish.
@@ -184,7 +196,7 @@ pub async fn send_plain(
     opts: &SendOptions,
     messages: &[(String, Vec<u8>)],
 ) -> Result<Vec<Answer>, SendError> {
-    let mut client = MllpClient::connect(&opts.to, opts.timeout).await?;
+    let mut client = opts.connect().await?;
     let mut answers = Vec::with_capacity(messages.len());
     for (what, bytes) in messages {
         let bytes = client.send(bytes).await?;
@@ -229,7 +241,7 @@ pub async fn send_load(
     };
     let mut clients = Vec::with_capacity(connections);
     for _ in 0..connections {
-        clients.push(MllpClient::connect(&opts.to, opts.timeout).await?);
+        clients.push(opts.connect().await?);
     }
     let templates: Vec<Template> = messages.iter().map(|(_, m)| Template::new(m)).collect();
     let templates = std::sync::Arc::new(templates);

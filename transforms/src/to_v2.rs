@@ -426,6 +426,7 @@ mod tests {
             ..Patient::default()
         };
         let appointment = Appointment {
+            resources: Vec::new(),
             placer_id: Some("LTX-881".into()),
             filler_id: None,
             remote_id: None,

@@ -548,3 +548,107 @@ fn event_ids_are_deterministic_per_sender_and_control_id() {
     let other = text.replace("FULL-A08", "FULL-A08-2");
     assert_ne!(event(&text).id, event(&other).id);
 }
+
+#[test]
+fn adt_a40_maps_every_pid_mrg_pair() {
+    let e = event(&fixture("adt_a40", "multi_pair"));
+    assert_eq!(e.kind, EventKind::PatientMerged);
+    assert_eq!(e.partition_key().as_deref(), Some("MRN-300101"));
+    assert_eq!(e.additional_merges.len(), 2);
+    assert_eq!(
+        e.additional_merges[1].merged.visit_number.as_deref(),
+        Some("V-2026-002950")
+    );
+    let keys = e.business_keys();
+    for id in [
+        "MRN-300090",
+        "MRN-300095",
+        "TMP-88123",
+        "MRN-300099",
+        "MRN-300103",
+    ] {
+        assert!(
+            keys.contains(&key(BusinessKeyKind::PatientId, id)),
+            "{id} not a business key: {keys:?}"
+        );
+    }
+    // The first group's PV1 is the first patient's visit.
+    assert_eq!(
+        e.encounter.and_then(|v| v.visit_number).as_deref(),
+        Some("V-2026-003001")
+    );
+}
+
+#[test]
+fn adt_a40_pair_without_mrg_names_its_pid() {
+    let text = [
+        "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A40|A40-BAD|P|2.5",
+        "PID|1||MRN-1^^^HIS^MR",
+        "MRG|MRN-0^^^HIS^MR",
+        "PID|2||MRN-2^^^HIS^MR",
+        // A visit that belongs to the second patient is not the first patient's encounter.
+        "PV1|1|O|CLN-1||||||||||||||||V-9",
+    ]
+    .join("\r");
+    let e = error(&text);
+    assert_eq!(e.path(), "MRG after PID[2]");
+    let text = text.replace(
+        "PID|2||MRN-2^^^HIS^MR",
+        "PID|2||MRN-2^^^HIS^MR\rMRG|||||V-0",
+    );
+    assert_eq!(error(&text).path(), "MRG[2]-1");
+    let ok = text.replace("MRG|||||V-0", "MRG|MRN-00");
+    let e = event(&ok);
+    assert!(e.encounter.is_none(), "{:?}", e.encounter);
+    assert_eq!(e.additional_merges[0].merged.identifiers[0].value, "MRN-00");
+}
+
+#[test]
+fn siu_aig_person_is_the_practitioner_only_without_aip() {
+    let e = event(&fixture("siu_s12", "resources"));
+    let a = e.appointment.expect("appointment");
+    assert_eq!(
+        a.practitioner.and_then(|p| p.code).as_deref(),
+        Some("NUR-22")
+    );
+    let codes: Vec<_> = a
+        .resources
+        .iter()
+        .map(|r| r.resource.code.as_deref())
+        .collect();
+    assert_eq!(codes, [Some("ULTRA-03"), Some("GEL-W")]);
+    assert_eq!(a.resources[1].quantity, Some(2));
+    // AIG-8 gives the start when AIS, AIP and AIL have none.
+    assert_eq!(
+        a.start.map(|t| t.to_string()).as_deref(),
+        Some("2026-06-18T09:15:00+03:00")
+    );
+
+    let e = event(&fixture("siu_s14", "resources"));
+    let a = e.appointment.expect("appointment");
+    assert_eq!(
+        a.practitioner.and_then(|p| p.code).as_deref(),
+        Some("DOC-RAD-02")
+    );
+    assert_eq!(
+        a.resources.len(),
+        2,
+        "the nurse stays a resource beside the AIP"
+    );
+}
+
+#[test]
+fn siu_aig_quantity_must_be_a_whole_number() {
+    let text = [
+        "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^S12|AIG-Q|P|2.5",
+        "SCH||APT-1^HIS",
+        "AIG|1|A|BED-1^Bed|EQUIP||1.5",
+    ]
+    .join("\r");
+    assert_eq!(
+        error(&text),
+        MappingError::BadNumber {
+            path: "AIG-6".into()
+        }
+    );
+}

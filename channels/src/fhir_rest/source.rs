@@ -7,19 +7,20 @@
 //! signature when configured (401). Then the engine parses, validates, maps, stores and decides
 //! the answer (201/200, 400/422, 503); see `engine/src/ingest_http.rs`.
 
-use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
+use crate::http_auth::{Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
     announced_too_large, closing, json_response, media_type, read_body, refuse, reply_response,
     submit, BodyError,
 };
 use crate::mllp::listener::ListenerTask;
+use crate::peers::PeerRange;
 use crate::source::{BuildError, JsonBody, SourceContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::debug;
 
@@ -51,9 +52,10 @@ pub struct FhirSourceConfig {
     /// Largest accepted body in bytes; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Peer addresses allowed to connect; empty allows every peer (others get 403).
+    /// Peer addresses or CIDR ranges allowed to connect; empty allows every peer (others
+    /// get 403).
     #[serde(default)]
-    pub allowed_peers: Vec<IpAddr>,
+    pub allowed_peers: Vec<PeerRange>,
     /// Credentials every request must carry (`[source.auth]`); none by default.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -193,7 +195,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !peer_allowed(&s.cfg.allowed_peers, peer.ip()) {
+    if !crate::peers::allowed(&s.cfg.allowed_peers, peer.ip()) {
         s.cx.metrics.connections_refused.inc();
         debug!(channel = %s.cx.channel, peer = %peer, "FHIR request refused: peer not allowed.");
         return refuse(

@@ -2,13 +2,19 @@
 //!
 //! Used by `switchboard send` and by the MLLP destination. It frames, sends, and returns the
 //! payload of the next frame the peer sends back; checking that answer is the caller's job.
+//! [`MllpClient::connect_tls`] does the same inside TLS ([`crate::tls::ClientTls`]).
 
 use super::codec::{MllpCodec, MllpFrame};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+
+/// The byte stream under a client: plain TCP or TLS over TCP.
+trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> ClientIo for T {}
 
 /// Why a send did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +42,21 @@ pub enum ClientError {
     /// The peer answered with a frame over the size limit.
     #[error("answer larger than the frame limit")]
     Oversize,
+    /// The TLS handshake failed: the peer's certificate is not trusted or does not name the
+    /// peer, or the peer refused ours.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The peer address.
+        addr: String,
+        /// What rustls said.
+        source: std::io::Error,
+    },
 }
 
 /// One MLLP connection to a peer.
 #[derive(Debug)]
 pub struct MllpClient {
-    framed: Framed<TcpStream, MllpCodec>,
+    framed: Framed<Box<dyn ClientIo>, MllpCodec>,
     timeout: Duration,
 }
 
@@ -52,6 +67,43 @@ impl MllpClient {
     ///
     /// [`ClientError::Connect`] or [`ClientError::ConnectTimeout`].
     pub async fn connect(addr: &str, timeout: Duration) -> Result<MllpClient, ClientError> {
+        let stream = Self::tcp(addr, timeout).await?;
+        Ok(Self::over(Box::new(stream), timeout))
+    }
+
+    /// Connects to `addr` and runs the TLS handshake, both within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`], [`ClientError::ConnectTimeout`] or [`ClientError::Tls`].
+    pub async fn connect_tls(
+        addr: &str,
+        timeout: Duration,
+        tls: &crate::tls::ClientTls,
+    ) -> Result<MllpClient, ClientError> {
+        let connect = async {
+            let stream = Self::tcp(addr, timeout).await?;
+            tls.connect(addr, stream)
+                .await
+                .map_err(|source| ClientError::Tls {
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        let stream = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| ClientError::ConnectTimeout(addr.to_string()))??;
+        Ok(Self::over(Box::new(stream), timeout))
+    }
+
+    fn over(stream: Box<dyn ClientIo>, timeout: Duration) -> MllpClient {
+        MllpClient {
+            framed: Framed::new(stream, MllpCodec::new(16 * 1024 * 1024)),
+            timeout,
+        }
+    }
+
+    async fn tcp(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::ConnectTimeout(addr.to_string()))?
@@ -60,10 +112,7 @@ impl MllpClient {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        Ok(MllpClient {
-            framed: Framed::new(stream, MllpCodec::new(16 * 1024 * 1024)),
-            timeout,
-        })
+        Ok(stream)
     }
 
     /// Sends one message and waits for the next frame from the peer.

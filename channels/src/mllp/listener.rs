@@ -7,10 +7,12 @@
 //! everything already handed over.
 
 use super::codec::{MllpCodec, MllpFrame};
+use crate::peers::PeerRange;
 use crate::source::{BuildError, Inbound, Payload, Reply, SourceContext};
+use crate::tls::{ServerTls, ServerTlsConfig};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -45,9 +47,15 @@ pub struct ListenerConfig {
     /// Most messages in flight (received, not yet answered) on one connection.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Peer addresses allowed to connect; empty allows every peer.
+    /// Peer addresses allowed to connect: single addresses (`10.1.2.3`) or CIDR ranges
+    /// (`10.1.0.0/16`); empty allows every peer. Others are closed at once and counted as
+    /// refused connections.
     #[serde(default)]
-    pub allowed_peers: Vec<IpAddr>,
+    pub allowed_peers: Vec<PeerRange>,
+    /// TLS (`[source.tls]`): the listener speaks MLLP inside TLS only; with `client_ca`,
+    /// mutual TLS. Absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -83,22 +91,38 @@ impl ListenerConfig {
     ///
     /// # Errors
     ///
-    /// [`BuildError::Bind`] when the address is invalid or taken.
+    /// [`BuildError::Bind`] when the address is invalid or taken; [`BuildError::Config`]
+    /// when the TLS certificates cannot be loaded.
     pub async fn build(&self, cx: SourceContext) -> Result<ListenerTask, BuildError> {
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => Some(t.load().map_err(|problems| {
+                let text: Vec<String> = problems
+                    .iter()
+                    .map(|(k, m)| format!("source.tls.{k}: {m}"))
+                    .collect();
+                BuildError::Config(text.join("; "))
+            })?),
+        };
         let bind_err = |source| BuildError::Bind {
             addr: self.listen.clone(),
             source,
         };
         let listener = TcpListener::bind(&self.listen).await.map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
-        info!(channel = %cx.channel, addr = %local_addr, "MLLP listener bound.");
+        info!(channel = %cx.channel, addr = %local_addr, tls = tls.is_some(), "MLLP listener bound.");
         let cfg = Arc::new(self.clone());
-        let join = tokio::spawn(accept_loop(listener, cfg, cx));
+        let join = tokio::spawn(accept_loop(listener, cfg, tls, cx));
         Ok(ListenerTask { local_addr, join })
     }
 }
 
-async fn accept_loop(listener: TcpListener, cfg: Arc<ListenerConfig>, cx: SourceContext) {
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<ListenerConfig>,
+    tls: Option<ServerTls>,
+    cx: SourceContext,
+) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let tracker = TaskTracker::new();
     loop {
@@ -116,7 +140,7 @@ async fn accept_loop(listener: TcpListener, cfg: Arc<ListenerConfig>, cx: Source
                 continue;
             }
         };
-        if !cfg.allowed_peers.is_empty() && !cfg.allowed_peers.contains(&peer.ip()) {
+        if !crate::peers::allowed(&cfg.allowed_peers, peer.ip()) {
             cx.metrics.connections_refused.inc();
             warn!(channel = %cx.channel, peer = %peer, "Connection refused: peer not allowed.");
             continue;
@@ -130,9 +154,30 @@ async fn accept_loop(listener: TcpListener, cfg: Arc<ListenerConfig>, cx: Source
         cx.metrics.connections_opened.inc();
         let cx = cx.clone();
         let cfg = cfg.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             debug!(channel = %cx.channel, peer = %peer, "Connection opened.");
-            serve_connection(stream, peer, &cfg, &cx).await;
+            match tls {
+                None => serve_connection(stream, peer, &cfg, &cx).await,
+                // The handshake runs here, not in the accept loop, so a slow client holds
+                // only its own slot.
+                Some(tls) => {
+                    let handshake = tls.accept(
+                        stream,
+                        peer,
+                        &cx.channel,
+                        &cx.metrics.tls_handshake_failures,
+                    );
+                    let accepted = tokio::select! {
+                        biased;
+                        _ = cx.shutdown.cancelled() => None,
+                        a = handshake => a.ok(),
+                    };
+                    if let Some(stream) = accepted {
+                        serve_connection(stream, peer, &cfg, &cx).await;
+                    }
+                }
+            }
             cx.metrics.connections_closed.inc();
             debug!(channel = %cx.channel, peer = %peer, "Connection closed.");
             drop(permit);

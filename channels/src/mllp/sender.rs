@@ -3,10 +3,13 @@
 //! The connection is opened on first use and again after any failure. A message counts as
 //! delivered only when an ACK arrives whose MSA-2 equals the MSH-10 that was sent and whose
 //! code is AA/CA. When an answer is late, or names another control id, the connection is
-//! dropped: a late ACK can then never be credited to the next message.
+//! dropped: a late ACK can then never be credited to the next message. With `[destination.tls]`
+//! the connection is TLS; a peer whose certificate is not trusted is a retryable failure whose
+//! reason says so.
 
 use super::client::{ClientError, MllpClient};
 use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::tls::{ClientTls, ClientTlsConfig};
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,6 +37,9 @@ pub struct SenderConfig {
     /// Scheduling and retries.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// TLS (`[destination.tls]`): speak MLLP inside TLS, trusting `ca`; absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// What to do with an AE/CE answer.
@@ -75,6 +81,13 @@ impl SenderConfig {
                 "timeouts must be at least 1 second".into(),
             ));
         }
+        if let Some(tls) = &self.tls {
+            out.extend(
+                tls.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("tls.{k}"), m)),
+            );
+        }
         out
     }
 }
@@ -83,18 +96,42 @@ impl SenderConfig {
 #[derive(Debug)]
 pub struct MllpSender {
     config: SenderConfig,
+    tls: Option<ClientTls>,
     conn: Mutex<Option<MllpClient>>,
     unmatched: AtomicU64,
 }
 
 impl MllpSender {
-    /// A sender that connects on first use.
-    pub fn new(config: SenderConfig) -> Self {
-        MllpSender {
+    /// A sender that connects on first use; loads the TLS certificates now.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the `tls` key whose file or secret is missing or unusable.
+    pub fn build(config: SenderConfig) -> Result<Self, String> {
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(t.load().map_err(|problems| {
+                let text: Vec<String> = problems
+                    .iter()
+                    .map(|(k, m)| format!("tls.{k}: {m}"))
+                    .collect();
+                text.join("; ")
+            })?),
+        };
+        Ok(MllpSender {
             config,
+            tls,
             conn: Mutex::new(None),
             unmatched: AtomicU64::new(0),
-        }
+        })
+    }
+
+    /// notAfter of the certificates this sender loaded (empty without TLS).
+    pub fn certificate_expiries(&self) -> Vec<crate::tls::CertExpiry> {
+        self.tls
+            .as_ref()
+            .map(|t| t.expiries.clone())
+            .unwrap_or_default()
     }
 
     /// ACKs that were late or named another message, since start.
@@ -116,12 +153,16 @@ impl MllpSender {
         };
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
-            let c = MllpClient::connect(
-                &self.config.address,
-                Duration::from_secs(self.config.connect_timeout_secs),
-            )
-            .await
-            .map_err(|e| DeliveryError::retry(format!("{}: {e}", self.config.address)))?;
+            let timeout = Duration::from_secs(self.config.connect_timeout_secs);
+            let c = match &self.tls {
+                None => MllpClient::connect(&self.config.address, timeout).await,
+                Some(tls) => MllpClient::connect_tls(&self.config.address, timeout, tls).await,
+            };
+            let c = c.map_err(|e| match e {
+                // It names the address itself.
+                ClientError::Tls { .. } => DeliveryError::retry(e.to_string()),
+                other => DeliveryError::retry(format!("{}: {other}", self.config.address)),
+            })?;
             *guard = Some(c);
         }
         let Some(client) = guard.as_mut() else {

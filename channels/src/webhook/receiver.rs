@@ -17,12 +17,13 @@
 //! Resends are answered with the first answer by the engine (`event_id` for Buktor, a hash of
 //! the body otherwise). Credentials are whatever `[source.auth]` configures.
 
-use crate::http_auth::{peer_allowed, Auth, AuthConfig, AuthFailure};
+use crate::http_auth::{Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
     announced_too_large, closing, json_response, media_type, read_body, refuse, reply_response,
     submit, BodyError,
 };
 use crate::mllp::listener::ListenerTask;
+use crate::peers::PeerRange;
 use crate::source::{BuildError, JsonBody, SourceContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -30,7 +31,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::debug;
 
@@ -81,9 +82,10 @@ pub struct ReceiverConfig {
     /// are refused as replays. 0 turns the check off.
     #[serde(default = "default_timestamp_window_secs")]
     pub timestamp_window_secs: u64,
-    /// Peer addresses allowed to connect; empty allows every peer (others get 403).
+    /// Peer addresses or CIDR ranges allowed to connect; empty allows every peer (others
+    /// get 403).
     #[serde(default)]
-    pub allowed_peers: Vec<IpAddr>,
+    pub allowed_peers: Vec<PeerRange>,
     /// Credentials every request must carry (`[source.auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
@@ -241,7 +243,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !peer_allowed(&s.cfg.allowed_peers, peer.ip()) {
+    if !crate::peers::allowed(&s.cfg.allowed_peers, peer.ip()) {
         s.cx.metrics.connections_refused.inc();
         debug!(channel = %s.cx.channel, peer = %peer, "Webhook request refused: peer not allowed.");
         return refuse(body, s.error(403, "Forbidden")).await;

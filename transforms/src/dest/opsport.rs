@@ -488,7 +488,8 @@ fn item<T: Serialize>(
 
 /// Renders a canonical event as OpsPort upserts, in the order they must be sent.
 ///
-/// - patient registered/updated/merged, encounter events: the patient upsert;
+/// - patient registered/updated/merged, encounter events: the patient upsert (for a merge of
+///   several patients, one per surviving patient);
 /// - appointment events: clinic, doctor (when they have codes and `upsert_references`), the
 ///   patient when the event carries one, then the appointment (cancellations are an upsert
 ///   with the cancelled status, since OpsPort has no delete);
@@ -507,7 +508,9 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::EncounterDischarged
         | EventKind::EncounterCancelled
         | EventKind::EncounterDischargeCancelled => {
-            if let Some(p) = &event.patient {
+            // A merge of several patients upserts every surviving patient, in message order.
+            let further = event.additional_merges.iter().map(|m| &m.patient);
+            for p in event.patient.iter().chain(further) {
                 let body = patient(p)?;
                 out.push(item(
                     event,

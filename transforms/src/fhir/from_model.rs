@@ -1044,6 +1044,18 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         }
         out.push(Resource::Patient(Box::new(res)));
     }
+    // A merge of several patients: each further surviving patient, with its own links.
+    for pair in &event.additional_merges {
+        let mut res = patient(&pair.patient)?;
+        for id in &pair.merged.identifiers {
+            res.link.push(r::PatientLink {
+                other: Box::new(patient_ref(id)),
+                r#type: "replaces".into(),
+                ..Default::default()
+            });
+        }
+        out.push(Resource::Patient(Box::new(res)));
+    }
     let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
     let mut locations: Vec<&Location> = Vec::new();
     if let Some(a) = &event.appointment {

@@ -26,8 +26,8 @@ use crate::model::{
     stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
     Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
     IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
-    PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
-    ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
+    PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority,
+    ResultReport, ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -281,6 +281,24 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
     // or "merged"); with one event, that kind is the more precise one.
     if let (Some(kind), [event]) = (tagged_kind, events.as_mut_slice()) {
         event.kind = kind;
+    }
+    // A Bundle rendered from a merge of several patients (one surviving Patient per pair, each
+    // with its `replaces` links) reads back as that one merge event, as the ADT^A40 mapped.
+    let all_merges = events
+        .iter()
+        .all(|e| e.merge.is_some() && e.patient.is_some());
+    if tagged_kind == Some(EventKind::PatientMerged) && events.len() > 1 && all_merges {
+        let rest = events.split_off(1);
+        events[0].kind = EventKind::PatientMerged;
+        events[0].additional_merges = rest
+            .into_iter()
+            .filter_map(|e| {
+                Some(PatientMerge {
+                    patient: e.patient?,
+                    merged: e.merge?,
+                })
+            })
+            .collect();
     }
     Ok(events)
 }
@@ -538,6 +556,7 @@ impl<'a> Reader<'a> {
             source: self.source.clone(),
             patient: None,
             merge: None,
+            additional_merges: Vec::new(),
             encounter: None,
             appointment: None,
             orders: Vec::new(),
@@ -849,6 +868,7 @@ impl<'a> Reader<'a> {
             patient: Some(patient_id),
             practitioner,
             location,
+            resources: Vec::new(),
             service: a.service_type.first().and_then(coded),
             appointment_type: a.appointment_type.as_deref().and_then(coded),
             start: val!(a.start)

@@ -65,6 +65,7 @@ pub(crate) fn empty_event(id: String, kind: EventKind, source: Source) -> Event 
         source,
         patient: None,
         merge: None,
+        additional_merges: Vec::new(),
         encounter: None,
         appointment: None,
         orders: Vec::new(),

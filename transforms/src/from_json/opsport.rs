@@ -166,6 +166,7 @@ pub fn events_from_body(
                     source(i),
                 );
                 ev.appointment = Some(Appointment {
+                    resources: Vec::new(),
                     placer_id: Some(format!("{}|{}|{}", a.patient_no, day, a.time_from)),
                     filler_id: None,
                     remote_id: None,

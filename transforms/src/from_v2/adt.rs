@@ -13,6 +13,12 @@
 //! | A13 cancel discharge | `encounter_discharge_cancelled` |
 //! | A40 merge patient identifier list | `patient_merged` (MRG) |
 //!
+//! Merges: the A40 patient group (PID, PD1, MRG, PV1) repeats, one group per patient merged.
+//! The first group gives [`Event::patient`](crate::model::Event::patient) and
+//! [`Event::merge`](crate::model::Event::merge); each further group one
+//! [`PatientMerge`] in `additional_merges`, in message order. A group's MRG is the first MRG
+//! after its PID and before the next PID; every group must have one.
+//!
 //! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/IN1
 //! ([`encounter_from_pv1`]); both are reused by the other families.
 //!
@@ -30,7 +36,7 @@
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier, IdentifierKind,
-    MergedPatient, Patient, VisitEvent,
+    MergedPatient, Patient, PatientMerge, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -60,6 +66,16 @@ pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Event, Map
     let mut event = new_event(kind, source_from_msh(msg)?);
     event.patient = Some(patient_from_adt(msg)?);
     event.encounter = encounter_from_pv1(msg)?;
+    if kind == EventKind::PatientMerged {
+        // The first PV1 is the first patient's visit only if it comes before the second PID.
+        let second_pid = msg.segment_n("PID", 2).map(|s| s.index());
+        let first_pv1 = msg.segment("PV1").map(|s| s.index());
+        if let (Some(pid), Some(pv1)) = (second_pid, first_pv1) {
+            if pv1 > pid {
+                event.encounter = None;
+            }
+        }
+    }
     if let Some(encounter) = &mut event.encounter {
         // The timeline says what happened: a pre-admission or a cancelled admission has not
         // admitted anyone, and a cancelled discharge did not discharge.
@@ -70,7 +86,9 @@ pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Event, Map
         });
     }
     if kind == EventKind::PatientMerged {
-        event.merge = Some(merged_from_mrg(msg)?);
+        let mut pairs = merge_pairs(msg)?.into_iter();
+        event.merge = pairs.next().map(|p| p.merged);
+        event.additional_merges = pairs.collect();
     }
     collect_practitioners(&mut event);
     Ok(event)
@@ -113,6 +131,19 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         path: "PID".into(),
         reason: "no patient identification segment",
     })?;
+    patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())
+}
+
+/// The patient from one PID segment, as [`patient_from_pid`] reads the first; `pv1` is the
+/// visit of the same patient group (for the VIP indicator).
+///
+/// # Errors
+/// As [`patient_from_pid`]; paths name this PID's occurrence (`PID[2]-3`).
+pub fn patient_from_pid_segment(
+    msg: &V2Message<'_>,
+    pid: &SegmentRef<'_, '_>,
+    pv1: Option<&SegmentRef<'_, '_>>,
+) -> Result<Patient, MappingError> {
     let mut identifiers: Vec<Identifier> = Vec::new();
     let sources = [
         (3, IdentifierKind::Mrn),
@@ -144,22 +175,22 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     }
     if identifiers.is_empty() {
         return Err(MappingError::Missing {
-            path: "PID-3".into(),
+            path: msg.field_path(pid, 3),
             reason: "no patient identifier",
         });
     }
 
     let mut patient = Patient {
         identifiers,
-        birth_date: ts(msg, &pid, 7)?,
+        birth_date: ts(msg, pid, 7)?,
         gender: gender(pid.get(8).text()),
-        death_time: ts(msg, &pid, 29)?,
+        death_time: ts(msg, pid, 29)?,
         ..Patient::default()
     };
-    names(&pid, &mut patient);
-    telecoms(&pid, &mut patient);
+    names(pid, &mut patient);
+    telecoms(pid, &mut patient);
     patient.address = pid.field(11).reps().find_map(|r| datatypes::address(&r));
-    patient.vip = msg.segment("PV1").is_some_and(|pv1| vip(&pv1));
+    patient.vip = pv1.is_some_and(vip);
     patient.language = datatypes::coded(&pid.field(15));
     patient.marital_status = datatypes::coded(&pid.field(16));
     // PID-28 nationality; PID-26 citizenship when a sender uses that instead.
@@ -341,14 +372,61 @@ fn encounter_class(code: &str) -> EncounterClass {
     }
 }
 
-/// The record merged away, from the first MRG: MRG-1 prior patient identifier list, MRG-2
-/// prior alternate id, MRG-4 prior patient id (v2.3), MRG-3 prior account, MRG-5 prior visit.
-/// An A40 with several PID/MRG pairs maps its first pair only.
-fn merged_from_mrg(msg: &V2Message<'_>) -> Result<MergedPatient, MappingError> {
-    let mrg = msg.segment("MRG").ok_or(MappingError::Missing {
-        path: "MRG".into(),
-        reason: "merge without MRG segment",
-    })?;
+/// Every PID/MRG pair of a merge, in message order (see the module's merge rule).
+///
+/// # Errors
+/// [`MappingError::Missing`] for a patient group without MRG or without any prior
+/// identifier, and as [`patient_from_pid_segment`] for its PID.
+fn merge_pairs(msg: &V2Message<'_>) -> Result<Vec<PatientMerge>, MappingError> {
+    // (PID, its MRG, its PV1): each segment belongs to the last PID before it, so Z-segments
+    // or PD1 between them do not matter.
+    type Group<'s, 'm> = (
+        SegmentRef<'s, 'm>,
+        Option<SegmentRef<'s, 'm>>,
+        Option<SegmentRef<'s, 'm>>,
+    );
+    let mut groups: Vec<Group<'_, '_>> = Vec::new();
+    for seg in msg.segments() {
+        match (seg.name(), groups.last_mut()) {
+            ("PID", _) => groups.push((seg, None, None)),
+            ("MRG", Some((_, mrg @ None, _))) => *mrg = Some(seg),
+            ("PV1", Some((_, _, pv1 @ None))) => *pv1 = Some(seg),
+            _ => {}
+        }
+    }
+    if groups.is_empty() {
+        return Err(MappingError::Missing {
+            path: "PID".into(),
+            reason: "no patient identification segment",
+        });
+    }
+    let mut pairs = Vec::with_capacity(groups.len());
+    for (pid, mrg, pv1) in &groups {
+        let Some(mrg) = mrg else {
+            let n = msg.occurrence(pid);
+            return Err(MappingError::Missing {
+                path: if n == 1 {
+                    "MRG".into()
+                } else {
+                    format!("MRG after PID[{n}]")
+                },
+                reason: "merge without MRG segment",
+            });
+        };
+        pairs.push(PatientMerge {
+            patient: patient_from_pid_segment(msg, pid, pv1.as_ref())?,
+            merged: merged_from_mrg(msg, mrg)?,
+        });
+    }
+    Ok(pairs)
+}
+
+/// The record merged away, from one MRG: MRG-1 prior patient identifier list, MRG-2 prior
+/// alternate id, MRG-4 prior patient id (v2.3), MRG-3 prior account, MRG-5 prior visit.
+fn merged_from_mrg(
+    msg: &V2Message<'_>,
+    mrg: &SegmentRef<'_, '_>,
+) -> Result<MergedPatient, MappingError> {
     let mut identifiers = Vec::new();
     for (field, default) in [
         (1, IdentifierKind::Mrn),
@@ -363,7 +441,7 @@ fn merged_from_mrg(msg: &V2Message<'_>) -> Result<MergedPatient, MappingError> {
     }
     if identifiers.is_empty() {
         return Err(MappingError::Missing {
-            path: "MRG-1".into(),
+            path: msg.field_path(mrg, 1),
             reason: "no prior patient identifier",
         });
     }

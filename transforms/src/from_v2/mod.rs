@@ -193,6 +193,7 @@ fn new_event(kind: EventKind, source: Source) -> Event {
         source,
         patient: None,
         merge: None,
+        additional_merges: Vec::new(),
         encounter: None,
         appointment: None,
         orders: Vec::new(),

@@ -83,6 +83,7 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Event, MappingError> {
                 .cloned(),
             practitioner: None,
             location: None,
+            resources: Vec::new(),
             service: first_order.procedure.clone(),
             appointment_type: None,
             start: Some(start),

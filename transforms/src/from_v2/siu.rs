@@ -16,14 +16,24 @@
 //! `Dc`, `Deleted`, `Blocked`, `Noshow` (case-insensitive).
 //!
 //! Resources: the first AIS (service), AIP (practitioner) and AIL (location), wherever they sit
-//! (with or without RGS). Timing: start from AIS-4, else AIP-6, else AIL-6, else SCH-11.4 (TQ
+//! (with or without RGS), and every AIG (general resource). AIG-4 resource type decides what an
+//! AIG is: when its code (else its text) is a person type (`PERSONNEL`, `PRACTITIONER`,
+//! `PHYSICIAN`, `DOCTOR`, `PROVIDER`, `STAFF`, `NURSE`, case-insensitive; HL7 leaves AIG-4 to a
+//! site table) and there is no AIP, the first such AIG is the appointment's practitioner (AIG-3
+//! code as practitioner code, its text whole as the name, since a CWE does not split names).
+//! Every other AIG (equipment, rooms, teams, and person AIGs beside an AIP) is kept in
+//! `resources`: AIG-3 resource, AIG-4 type, AIG-6 quantity (a whole number). An AIG without
+//! AIG-3 is ignored. Timing: start from AIS-4, else AIP-6, else AIL-6, else AIG-8, else SCH-11.4 (TQ
 //! start, the v2.3/v2.4 way, kept in v2.5 for backward compatibility), else TQ1-7 (v2.6+);
 //! duration from AIS-7/AIS-8, else SCH-9/SCH-10; end from SCH-11.5, else TQ1-8, else start +
 //! duration. Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
 //! `HOURS`, `S`/`SEC`/`SECONDS`, and absent means minutes.
 
 use crate::hl7v2::access::{SegmentRef, V2Message};
-use crate::model::{Appointment, AppointmentStatus, Event, EventKind};
+use crate::model::{
+    Appointment, AppointmentResource, AppointmentStatus, Coded, Event, EventKind, HumanName,
+    Practitioner,
+};
 
 use super::adt::{encounter_from_pv1, patient_from_pid};
 use super::{
@@ -92,10 +102,11 @@ pub fn appointment_from_siu(
     let ais = msg.segment("AIS");
     let aip = msg.segment("AIP");
     let ail = msg.segment("AIL");
+    let aig = msg.segment("AIG");
     let tq1 = msg.segment("TQ1");
 
     let mut start = None;
-    for (seg, field) in [(&ais, 4), (&aip, 6), (&ail, 6)] {
+    for (seg, field) in [(&ais, 4), (&aip, 6), (&ail, 6), (&aig, 8)] {
         if let Some(seg) = seg {
             start = start.or(ts(msg, seg, field)?);
         }
@@ -128,6 +139,39 @@ pub fn appointment_from_siu(
         // AIP-4 resource type (v2.5; "resource role" in v2.3): the specialty seen.
         p.specialisation = datatypes::coded(&aip.field(4));
     }
+    let mut resources = Vec::new();
+    for aig in msg.segments_named("AIG") {
+        let Some(resource) = datatypes::coded(&aig.field(3)) else {
+            continue;
+        };
+        let resource_type = datatypes::coded(&aig.field(4));
+        if practitioner.is_none() && resource_type.as_ref().is_some_and(is_person_type) {
+            practitioner = Some(Practitioner {
+                code: resource.code.clone(),
+                name: HumanName {
+                    family: resource.text.clone(),
+                    ..HumanName::default()
+                },
+                ..Practitioner::default()
+            });
+            continue;
+        }
+        let quantity = match decimal_value(msg, &aig, 6, aig.get(6))? {
+            None => None,
+            Some(q) => Some(
+                q.to_minor_units(0)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| MappingError::BadNumber {
+                        path: msg.field_path(&aig, 6),
+                    })?,
+            ),
+        };
+        resources.push(AppointmentResource {
+            resource,
+            resource_type,
+            quantity,
+        });
+    }
     let mut location = ail.and_then(|ail| datatypes::location(&ail.field(3).rep(1)));
     if let (Some(l), Some(ail)) = (&mut location, &ail) {
         // AIL-4 location type, e.g. the clinic's specialty.
@@ -148,6 +192,7 @@ pub fn appointment_from_siu(
         patient: None,
         practitioner,
         location,
+        resources,
         service: ais.and_then(|ais| datatypes::coded(&ais.field(3))),
         appointment_type: datatypes::coded(&sch.field(8)),
         start,
@@ -158,6 +203,15 @@ pub fn appointment_from_siu(
         event_reason: datatypes::coded(&sch.field(6)),
         notes: sch_notes,
     })
+}
+
+/// AIG-4 resource types that name a person (see the module's resource rule).
+fn is_person_type(kind: &Coded) -> bool {
+    let word = kind.code.as_deref().or(kind.text.as_deref()).unwrap_or("");
+    matches!(
+        word.trim().to_ascii_uppercase().as_str(),
+        "PERSONNEL" | "PRACTITIONER" | "PHYSICIAN" | "DOCTOR" | "PROVIDER" | "STAFF" | "NURSE"
+    )
 }
 
 fn status(sch: &SegmentRef<'_, '_>, kind: EventKind) -> Result<AppointmentStatus, MappingError> {

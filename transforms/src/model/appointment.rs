@@ -28,6 +28,20 @@ pub enum AppointmentStatus {
     Blocked,
 }
 
+/// A general resource an appointment needs besides its practitioner and location: equipment,
+/// a device, a team (HL7 AIG).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointmentResource {
+    /// The resource (AIG-3 resource id, CWE: code and name).
+    pub resource: Coded,
+    /// What kind of resource (AIG-4 resource type), e.g. `EQUIP`, `ROOM`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<Coded>,
+    /// How many are needed (AIG-6 resource quantity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+}
+
 /// An appointment with identifiers from both sides.
 ///
 /// JSON: `{"placer_id": "...", "filler_id": "A123", "start": "2026-06-15T10:30",
@@ -46,12 +60,16 @@ pub struct Appointment {
     /// The patient's primary identifier (the full patient travels in the event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<Identifier>,
-    /// The practitioner seen (first AIP-3 personnel resource).
+    /// The practitioner seen (first AIP-3 personnel resource, else the first AIG whose
+    /// resource type names a person; see `from_v2::siu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub practitioner: Option<Practitioner>,
     /// Where (first AIL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// General resources (AIG) that are not the practitioner, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<AppointmentResource>,
     /// The service booked (first AIS-3 universal service id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Coded>,

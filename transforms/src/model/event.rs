@@ -101,6 +101,16 @@ pub struct MergedPatient {
     pub visit_number: Option<String>,
 }
 
+/// One more PID/MRG pair of a merge: an ADT^A40 may merge several patients at once (its
+/// patient group repeats). The first pair is [`Event::patient`] and [`Event::merge`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientMerge {
+    /// The surviving patient (the pair's PID).
+    pub patient: Patient,
+    /// The record merged into it (the pair's MRG).
+    pub merged: MergedPatient,
+}
+
 /// A canonical event.
 ///
 /// JSON form: `{"id": "…32 hex…", "kind": "patient_registered", "source": {...},
@@ -120,6 +130,12 @@ pub struct Event {
     /// The record merged away (ADT^A40).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<MergedPatient>,
+    /// The further pairs of a merge of several patients (ADT^A40 with more than one PID/MRG
+    /// pair), in message order. The event is one message, so it stays one event: the
+    /// partition key is the first pair's patient, and every pair's identifiers are business
+    /// keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_merges: Vec<PatientMerge>,
     /// The visit concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encounter: Option<Encounter>,
@@ -199,6 +215,20 @@ impl Event {
             }
             push(BusinessKeyKind::VisitNumber, m.visit_number.as_ref());
         }
+        for pair in &self.additional_merges {
+            let ids = pair
+                .patient
+                .identifiers
+                .iter()
+                .chain(&pair.merged.identifiers);
+            for id in ids {
+                push(BusinessKeyKind::PatientId, Some(&id.value));
+            }
+            push(
+                BusinessKeyKind::VisitNumber,
+                pair.merged.visit_number.as_ref(),
+            );
+        }
         if let Some(e) = &self.encounter {
             push(BusinessKeyKind::VisitNumber, e.visit_number.as_ref());
         }
@@ -246,6 +276,7 @@ mod tests {
             source: Source::default(),
             patient,
             merge: None,
+            additional_merges: Vec::new(),
             encounter: None,
             appointment: None,
             orders: Vec::new(),

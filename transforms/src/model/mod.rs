@@ -21,11 +21,13 @@ mod patient;
 mod practitioner;
 mod time;
 
-pub use appointment::{Appointment, AppointmentStatus};
+pub use appointment::{Appointment, AppointmentResource, AppointmentStatus};
 pub use charge::{Charge, ChargeStatus, PaymentOutcome, PaymentResult, TransactionType};
 pub use common::{Address, Coded, ContactUse, Decimal, DecimalError, HumanName, Phone};
 pub use encounter::{Encounter, EncounterClass, VisitEvent};
-pub use event::{BusinessKey, BusinessKeyKind, Event, EventKind, MergedPatient, Source};
+pub use event::{
+    BusinessKey, BusinessKeyKind, Event, EventKind, MergedPatient, PatientMerge, Source,
+};
 pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
 pub use patient::{Gender, Identifier, IdentifierKind, Patient};
 pub use practitioner::{Location, Practitioner};
