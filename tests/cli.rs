@@ -234,6 +234,13 @@ fn every_example_channel_passes_check() {
             .env("BUKTOR_TOKEN", "example-token")
             .env("BUKTOR_SIGNING_SECRET", "example-secret")
             .env("LATREXA_API_KEY", "example-key")
+            .env("FHIR_INBOUND_TOKEN", "example-token")
+            .env("FHIR_CLIENT_SECRET", "example-secret")
+            .env("FHIR_SERVER_TOKEN", "example-token")
+            .env("BUKTOR_INBOUND_TOKEN", "example-token")
+            .env("BUKTOR_INBOUND_SECRET", "example-secret")
+            .env("DESKTOP_SYNC_API_KEY", "example-key")
+            .env("PX360_INBOUND_KEY", "example-key")
             .output()
             .expect("runs");
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -13,6 +13,8 @@ mod delivery;
 mod encryption;
 mod fault_proxy;
 mod faults;
+mod fhir_destination;
+mod http_sources;
 mod latrexa;
 mod ops;
 mod reload;

@@ -2,7 +2,7 @@
 //! and how a failure is classified. One enum variant per kind; `build` returns a client.
 
 use crate::secret::SecretRef;
-use crate::{clinic_api, file, mllp, sftp, webhook};
+use crate::{clinic_api, fhir_rest, file, mllp, sftp, webhook};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::time::Duration;
@@ -183,6 +183,8 @@ pub enum DestinationConfig {
     Px360(clinic_api::px360::Px360Config),
     /// `type = "latrexa"`: the Latrexa appointment upload (HIS -> Latrexa).
     Latrexa(clinic_api::latrexa::LatrexaConfig),
+    /// `type = "fhir"`: a FHIR R4 server (transaction Bundle or conditional updates).
+    Fhir(fhir_rest::client::FhirConfig),
 }
 
 impl DestinationConfig {
@@ -197,6 +199,7 @@ impl DestinationConfig {
             Self::Buktor(c) => &c.name,
             Self::Px360(c) => &c.name,
             Self::Latrexa(c) => &c.name,
+            Self::Fhir(c) => &c.name,
         }
     }
 
@@ -211,6 +214,7 @@ impl DestinationConfig {
             Self::Buktor(c) => &c.delivery,
             Self::Px360(c) => &c.delivery,
             Self::Latrexa(c) => &c.delivery,
+            Self::Fhir(c) => &c.delivery,
         }
     }
 
@@ -226,6 +230,7 @@ impl DestinationConfig {
             Self::Buktor(_) => "buktor",
             Self::Px360(_) => "px360",
             Self::Latrexa(_) => "latrexa",
+            Self::Fhir(_) => "fhir",
         }
     }
 
@@ -239,6 +244,7 @@ impl DestinationConfig {
             Self::Buktor(c) => c.secrets(),
             Self::Px360(c) => c.secrets(),
             Self::Latrexa(c) => c.secrets(),
+            Self::Fhir(c) => c.secrets(),
         }
     }
 
@@ -273,6 +279,7 @@ impl DestinationConfig {
             Self::Buktor(c) => out.extend(c.problems()),
             Self::Px360(c) => out.extend(c.problems()),
             Self::Latrexa(c) => out.extend(c.problems()),
+            Self::Fhir(c) => out.extend(c.problems()),
         }
         out
     }
@@ -292,6 +299,7 @@ impl DestinationConfig {
             Self::Buktor(c) => Destination::Buktor(clinic_api::buktor::BuktorClient::new(c)?),
             Self::Px360(c) => Destination::Px360(clinic_api::px360::Px360Client::new(c)?),
             Self::Latrexa(c) => Destination::Latrexa(clinic_api::latrexa::LatrexaClient::new(c)?),
+            Self::Fhir(c) => Destination::Fhir(fhir_rest::client::FhirClient::new(c)?),
         })
     }
 }
@@ -315,6 +323,8 @@ pub enum Destination {
     Px360(clinic_api::px360::Px360Client),
     /// See [`clinic_api::latrexa::LatrexaClient`].
     Latrexa(clinic_api::latrexa::LatrexaClient),
+    /// See [`fhir_rest::client::FhirClient`].
+    Fhir(fhir_rest::client::FhirClient),
 }
 
 impl Destination {
@@ -333,6 +343,7 @@ impl Destination {
             Self::Buktor(s) => s.deliver(d).await,
             Self::Px360(s) => s.deliver(d).await,
             Self::Latrexa(s) => s.deliver(d).await,
+            Self::Fhir(s) => s.deliver(d).await,
         }
     }
 
@@ -353,6 +364,7 @@ impl Destination {
             Self::Buktor(s) => s.healthcheck().await,
             Self::Px360(s) => s.healthcheck().await,
             Self::Latrexa(s) => s.healthcheck().await,
+            Self::Fhir(s) => s.healthcheck().await,
         }
     }
 

@@ -8,8 +8,11 @@
 
 pub mod clinic_api;
 pub mod destination;
+pub mod fhir_rest;
 pub mod file;
 pub mod health;
+pub mod http_auth;
+pub mod http_source;
 pub mod mllp;
 pub mod peers;
 pub mod sandbox;

@@ -20,6 +20,25 @@ pub enum Payload {
         /// The configured limit that was exceeded.
         limit: usize,
     },
+    /// A JSON body received over HTTP (FHIR REST or webhook), after the HTTP layer's checks
+    /// (peer, credentials, signature, content type, size).
+    Json(JsonBody),
+}
+
+/// A JSON request body and what the HTTP layer knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonBody {
+    /// The record format that decides its mapping: `fhir`, `buktor`, `px360`, `opsport`.
+    pub format: String,
+    /// What was asked: for FHIR `create`, `update` or `bundle`; for OpsPort the path's kind
+    /// (`patient`, `appointments`, ...); for the other formats the endpoint name.
+    pub interaction: String,
+    /// For FHIR create/update: the resource type of the path (`Patient`).
+    pub resource_type: Option<String>,
+    /// For FHIR update: the id of the path.
+    pub resource_id: Option<String>,
+    /// The body exactly as received.
+    pub body: Bytes,
 }
 
 /// One received message and the way to answer whoever sent it.
@@ -54,6 +73,19 @@ pub struct Reply {
     /// The bytes to send back (the ACK for MLLP), or `None` when the sender asked for no
     /// answer in this case (enhanced mode MSH-15).
     pub body: Option<Bytes>,
+    /// For HTTP sources: the status and headers the engine decided (`None` for MLLP).
+    pub http: Option<HttpAnswer>,
+}
+
+/// The HTTP side of a [`Reply`] to a [`Payload::Json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The status code (201, 200, 400, 422, 503).
+    pub status: u16,
+    /// `Location` of a created or updated FHIR resource, relative to the server base.
+    pub location: Option<String>,
+    /// Content type of the body (`application/fhir+json`, `application/json`).
+    pub content_type: String,
 }
 
 /// Counters a source updates; the engine creates them with the channel's labels.
@@ -69,6 +101,8 @@ pub struct SourceMetrics {
     pub junk_bytes: IntCounter,
     /// Connections cut for a timeout (idle, frame or write).
     pub timeouts: IntCounter,
+    /// HTTP requests refused for missing or wrong credentials, signature or timestamp.
+    pub auth_failures: IntCounter,
     /// TLS handshakes that failed, by reason.
     pub tls_handshake_failures: crate::tls::HandshakeFailures,
 }
@@ -83,6 +117,7 @@ impl SourceMetrics {
             connections_refused: c("refused"),
             junk_bytes: c("junk"),
             timeouts: c("timeouts"),
+            auth_failures: c("auth_failures"),
             tls_handshake_failures: crate::tls::HandshakeFailures::unregistered(),
         }
     }

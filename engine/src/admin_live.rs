@@ -94,6 +94,7 @@ pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'stati
         D::Buktor(_) => "buktor",
         D::Px360(_) => "px360",
         D::Latrexa(_) => "latrexa",
+        D::Fhir(_) => "fhir",
     }
 }
 

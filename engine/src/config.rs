@@ -250,6 +250,22 @@ pub enum SourceConfig {
     Sftp(Box<channels::sftp::PollerConfig>),
     /// `type = "latrexa"`: Latrexa online bookings, written into the HIS over MLLP.
     Latrexa(Box<channels::clinic_api::latrexa_bookings::BookingsConfig>),
+    /// `type = "fhir_rest"`: FHIR R4 over REST (create, update, transaction/batch Bundles).
+    FhirRest(channels::fhir_rest::source::FhirSourceConfig),
+    /// `type = "webhook"`: JSON events over HTTP (Buktor, PX360 or OpsPort-shaped).
+    Webhook(channels::webhook::receiver::ReceiverConfig),
+}
+
+impl SourceConfig {
+    /// The address the source listens on; `None` for sources that poll or connect out.
+    pub fn listen(&self) -> Option<&str> {
+        match self {
+            Self::MllpListener(l) => Some(&l.listen),
+            Self::FhirRest(f) => Some(&f.listen),
+            Self::Webhook(w) => Some(&w.listen),
+            Self::Sftp(_) | Self::Latrexa(_) => None,
+        }
+    }
 }
 
 /// What a channel accepts (`[accept]`).
@@ -772,6 +788,34 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                 );
             }
         }
+        SourceConfig::FhirRest(f) => {
+            for (k, m) in f.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in f.auth.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+        }
+        SourceConfig::Webhook(w) => {
+            for (k, m) in w.problems() {
+                push(&format!("source.{k}"), m, "");
+            }
+            for (k, secret) in w.auth.secrets() {
+                if let Err(m) = secret.resolve() {
+                    push(
+                        &format!("source.{k}"),
+                        m,
+                        "set the variable or create the file",
+                    );
+                }
+            }
+        }
     }
     for (i, p) in c.accept.message_types.iter().enumerate() {
         let ok = p == "*"
@@ -889,10 +933,10 @@ fn check_across_channels(
                 hint: "channel names must be unique".into(),
             });
         }
-        let SourceConfig::MllpListener(l) = &ch.config.source else {
+        let Some(listen) = ch.config.source.listen() else {
             continue;
         };
-        if let Ok(addr) = l.listen.parse::<SocketAddr>() {
+        if let Ok(addr) = listen.parse::<SocketAddr>() {
             if addr.port() == 0 {
                 continue;
             }

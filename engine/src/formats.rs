@@ -26,6 +26,12 @@ pub enum Meaning {
 pub fn events_of(record: &MessageRecord, raw: &[u8]) -> Meaning {
     match record.format.as_str() {
         "hl7v2" => hl7v2(record, raw),
+        "fhir" | "buktor" | "px360" | "opsport" => {
+            match json_events(&record.format, &record.message_type, raw) {
+                Ok(events) => Meaning::Events(events),
+                Err(e) => Meaning::Failed(e.to_string()),
+            }
+        }
         other => Meaning::Failed(format!("no canonical mapping for format '{other}'")),
     }
 }
@@ -37,5 +43,70 @@ fn hl7v2(record: &MessageRecord, raw: &[u8]) -> Meaning {
         Ok(Ok(Mapped::Unsupported { message_type })) => Meaning::Unsupported(message_type),
         Ok(Err(e)) => Meaning::Failed(e.to_string()),
         Err(e) => Meaning::Failed(format!("HL7 v2 structure: {e}")),
+    }
+}
+
+/// Why a JSON body has no canonical reading, in the terms of its format (so the HTTP source
+/// can answer with that format's error body).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JsonFailure {
+    /// FHIR: not JSON, not valid R4, or unusable (the element path is in the error).
+    #[error(transparent)]
+    Fhir(#[from] transforms::fhir::FhirError),
+    /// Buktor or OpsPort body.
+    #[error(transparent)]
+    Json(#[from] transforms::from_json::JsonError),
+    /// PX360 body that fails PX360's validation.
+    #[error("{0}: {details}", details = serde_json::Value::Object(.0.details.clone()))]
+    Px360(transforms::dest::px360::HisValidationError),
+}
+
+impl JsonFailure {
+    /// The HTTP status a source answers: 400 or 422.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Fhir(e) => e.http_status(),
+            Self::Json(e) => e.http_status(),
+            Self::Px360(_) => 400,
+        }
+    }
+}
+
+/// The canonical events of a JSON body of `format`. `message_type` is what the record keeps:
+/// for OpsPort the path's kind (`patient`, `appointments`), which decides the item shape.
+///
+/// # Errors
+///
+/// [`JsonFailure`] naming the element or field.
+pub fn json_events(
+    format: &str,
+    message_type: &str,
+    raw: &[u8],
+) -> Result<Vec<Event>, JsonFailure> {
+    let text = String::from_utf8_lossy(raw);
+    match format {
+        "fhir" => Ok(transforms::fhir::fhir_to_events(&text)?),
+        "buktor" => Ok(transforms::from_json::buktor::events_from_body(&text)?),
+        "opsport" => Ok(transforms::from_json::opsport::events_from_body(
+            message_type,
+            &text,
+            &Default::default(),
+        )?),
+        "px360" => {
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                transforms::from_json::JsonError::Invalid {
+                    path: format!("{}:{}", e.line(), e.column()),
+                    reason: e.to_string(),
+                }
+            })?;
+            transforms::from_json::px360::events_from_body(&value, &Default::default())
+                .map_err(JsonFailure::Px360)
+        }
+        other => Err(JsonFailure::Json(
+            transforms::from_json::JsonError::Invalid {
+                path: "$".into(),
+                reason: format!("no mapping for format '{other}'"),
+            },
+        )),
     }
 }

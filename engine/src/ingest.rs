@@ -15,8 +15,6 @@ use bytes::Bytes;
 use channels::source::{Disposition, Inbound, Payload, Reply};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 use transforms::hl7v2::ack::{
     build_ack, hl7_timestamp, should_answer, store_failure, AckParams, Verdict,
@@ -75,18 +73,6 @@ impl ChannelIngest {
     }
 }
 
-/// Takes messages from a source until it closes, handling each one in its own task so that
-/// many share one group commit. Returns once every message has been answered.
-pub async fn run(ingest: Arc<ChannelIngest>, mut rx: mpsc::Receiver<Inbound>) {
-    let tracker = TaskTracker::new();
-    while let Some(inbound) = rx.recv().await {
-        let ingest = ingest.clone();
-        tracker.spawn(async move { ingest.handle(inbound).await });
-    }
-    tracker.close();
-    tracker.wait().await;
-}
-
 impl ChannelIngest {
     /// Handles one message from receipt to answer.
     pub(crate) async fn handle(&self, inbound: Inbound) {
@@ -94,12 +80,10 @@ impl ChannelIngest {
         let (raw, truncated_limit) = match &inbound.payload {
             Payload::Hl7v2(b) => (b.clone(), None),
             Payload::Hl7v2Oversize { head, limit } => (head.clone(), Some(*limit)),
+            // JSON from the HTTP sources has its own checks and answers.
+            Payload::Json(_) => return crate::ingest_http::handle(self, inbound).await,
         };
-        let received_at_ms = inbound
-            .received_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
+        let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
         let (header, charset_name, verdict) = self.decide(&raw, truncated_limit);
         let message_type = header
@@ -110,19 +94,7 @@ impl ChannelIngest {
             .as_ref()
             .map(|h| message_type_label(&h.message_code, &h.trigger_event))
             .unwrap_or_else(|| "other".into());
-        self.metrics
-            .received
-            .with_label_values(&[&self.channel, &label])
-            .inc();
-        self.metrics
-            .last_message
-            .with_label_values(&[&self.channel])
-            .set(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or_default(),
-            );
+        self.count_received(&label);
         let control_id = header
             .as_ref()
             .map(|h| h.control_id.clone())
@@ -213,30 +185,16 @@ impl ChannelIngest {
             business_keys: Vec::new(),
         };
         let mut record = record;
-        if verdict == Verdict::Accept {
-            record.business_keys = crate::keys::business_keys_of(&record, &raw);
-        }
-        // Routing happens here, before the write: the rendered deliveries are committed
-        // with the message and its status, and a crash cannot leave it half-routed.
-        let items = if verdict == Verdict::Accept {
-            let items = self.pipeline.render(&record, &raw);
-            crate::store::outbox::attach(&mut record, &items);
-            items
-        } else {
-            Vec::new()
+        let items = match self
+            .persist(&mut record, &raw, verdict == Verdict::Accept)
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                self.fail(inbound, started, header.as_ref(), id, &e.to_string());
+                return;
+            }
         };
-        if let Err(e) = self.store.put(&record, &raw, &items) {
-            self.metrics
-                .store_errors
-                .with_label_values(&["write"])
-                .inc();
-            self.fail(inbound, started, header.as_ref(), id, &e.to_string());
-            return;
-        }
-        if let Err(e) = self.store.commit().await {
-            self.fail(inbound, started, header.as_ref(), id, &e.to_string());
-            return;
-        }
         if verdict == Verdict::Accept && self.ack == AckTiming::OnDelivery {
             self.answer_on_delivery(
                 inbound,
@@ -457,12 +415,91 @@ impl ChannelIngest {
             Disposition::Accepted => "received",
             Disposition::Rejected(_) | Disposition::Retry(_) => "rejected",
         };
+        self.observe(
+            started,
+            kind,
+            id,
+            &header.map(|h| h.message_type()).unwrap_or_default(),
+            &header.map(|h| h.control_id.clone()).unwrap_or_default(),
+        );
+        if inbound
+            .reply
+            .send(Reply {
+                disposition,
+                body,
+                http: None,
+            })
+            .is_err()
+        {
+            warn!(channel = %self.channel, "Sender went away before its answer was sent.");
+        }
+    }
+}
+
+/// Steps every source format shares (HL7 here, JSON in [`crate::ingest_http`]).
+impl ChannelIngest {
+    /// Counts a received message and stamps the channel's last-message time.
+    pub(crate) fn count_received(&self, message_type_label: &str) {
+        self.metrics
+            .received
+            .with_label_values(&[&self.channel, message_type_label])
+            .inc();
+        self.metrics
+            .last_message
+            .with_label_values(&[&self.channel])
+            .set(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or_default(),
+            );
+    }
+
+    /// Renders the deliveries of an accepted message (`route`), writes record, raw bytes and
+    /// deliveries, and waits for the group commit. Only after `Ok` may the sender be told.
+    ///
+    /// Routing happens here, before the write: the rendered deliveries are committed with the
+    /// message and its status, and a crash cannot leave it half-routed.
+    pub(crate) async fn persist(
+        &self,
+        record: &mut MessageRecord,
+        raw: &[u8],
+        route: bool,
+    ) -> Result<Vec<crate::store::outbox::OutboxItem>, crate::store::StoreError> {
+        let items = if route {
+            record.business_keys = crate::keys::business_keys_of(record, raw);
+            let items = self.pipeline.render(record, raw);
+            crate::store::outbox::attach(record, &items);
+            items
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.store.put(record, raw, &items) {
+            self.metrics
+                .store_errors
+                .with_label_values(&["write"])
+                .inc();
+            return Err(e);
+        }
+        self.store.commit().await?;
+        Ok(items)
+    }
+
+    /// Publishes the live event of an answered message and observes its ingest time.
+    pub(crate) fn observe(
+        &self,
+        started: Instant,
+        kind: &str,
+        id: u64,
+        message_type: &str,
+        control_id: &str,
+    ) {
         self.events.publish(crate::events::LiveEvent {
             kind: kind.into(),
             id: id.to_string(),
             channel: self.channel.clone(),
-            message_type: header.map(|h| h.message_type()).unwrap_or_default(),
-            control_id: header.map(|h| h.control_id.clone()).unwrap_or_default(),
+            message_type: message_type.to_string(),
+            control_id: control_id.to_string(),
             destination: String::new(),
             at_ms: crate::delivery::now_ms(),
         });
@@ -470,10 +507,16 @@ impl ChannelIngest {
             .ingest_duration
             .with_label_values(&[&self.channel])
             .observe(started.elapsed().as_secs_f64());
-        if inbound.reply.send(Reply { disposition, body }).is_err() {
-            warn!(channel = %self.channel, "Sender went away before its answer was sent.");
-        }
     }
+}
+
+/// Unix milliseconds of an inbound message's receipt.
+pub(crate) fn received_at_ms(inbound: &Inbound) -> u64 {
+    inbound
+        .received_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// Encodes an answer in the character set of the message it answers.

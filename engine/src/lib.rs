@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod events;
 pub mod formats;
 pub mod ingest;
+pub mod ingest_http;
 pub mod keys;
 pub mod latrexa_bookings;
 pub mod metrics;

@@ -38,6 +38,9 @@ pub const MLLP_REFUSED: &str = "switchboard_mllp_connections_refused_total";
 pub const MLLP_JUNK: &str = "switchboard_mllp_junk_bytes_total";
 /// `switchboard_mllp_timeouts_total{channel}`: connections cut by a timeout.
 pub const MLLP_TIMEOUTS: &str = "switchboard_mllp_timeouts_total";
+/// `switchboard_http_auth_failures_total{channel}`: HTTP source requests refused for missing
+/// or wrong credentials, signature or timestamp.
+pub const HTTP_AUTH_FAILURES: &str = "switchboard_http_auth_failures_total";
 /// `switchboard_channel_last_message_timestamp_seconds{channel}`.
 pub const CHANNEL_LAST_MESSAGE: &str = "switchboard_channel_last_message_timestamp_seconds";
 /// `switchboard_messages_processed_total{channel, message_type, outcome}`: routed or filtered.
@@ -141,6 +144,7 @@ pub fn exported_names() -> Vec<&'static str> {
         MLLP_REFUSED,
         MLLP_JUNK,
         MLLP_TIMEOUTS,
+        HTTP_AUTH_FAILURES,
         CHANNEL_LAST_MESSAGE,
         MESSAGES_PROCESSED,
         DELIVERIES,
@@ -238,6 +242,8 @@ pub struct Metrics {
     pub mllp_junk: IntCounterVec,
     /// See [`MLLP_TIMEOUTS`].
     pub mllp_timeouts: IntCounterVec,
+    /// See [`HTTP_AUTH_FAILURES`].
+    pub http_auth_failures: IntCounterVec,
     /// See [`CHANNEL_LAST_MESSAGE`].
     pub last_message: IntGaugeVec,
     /// See [`MESSAGES_PROCESSED`].
@@ -336,6 +342,11 @@ impl Metrics {
         let mllp_timeouts = counter(
             MLLP_TIMEOUTS,
             "MLLP connections cut by a timeout.",
+            &["channel"],
+        );
+        let http_auth_failures = counter(
+            HTTP_AUTH_FAILURES,
+            "HTTP source requests refused for credentials, signature or timestamp.",
             &["channel"],
         );
         let ingest_duration = HistogramVec::new(
@@ -548,6 +559,7 @@ impl Metrics {
             mllp_refused,
             mllp_junk,
             mllp_timeouts,
+            http_auth_failures,
             last_message,
             processed,
             deliveries,
@@ -599,6 +611,7 @@ impl Metrics {
             connections_refused: self.mllp_refused.with_label_values(&[channel]),
             junk_bytes: self.mllp_junk.with_label_values(&[channel]),
             timeouts: self.mllp_timeouts.with_label_values(&[channel]),
+            auth_failures: self.http_auth_failures.with_label_values(&[channel]),
             tls_handshake_failures: channels::tls::HandshakeFailures::new(|reason| {
                 self.tls_handshake_failures
                     .with_label_values(&[channel, reason])

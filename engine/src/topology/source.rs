@@ -51,6 +51,14 @@ pub async fn build_source(
                 join,
             })
         }
+        SourceConfig::FhirRest(f) => f.build(cx).await.map(|t| SourceTask {
+            local_addr: Some(t.local_addr),
+            join: t.join,
+        }),
+        SourceConfig::Webhook(w) => w.build(cx).await.map(|t| SourceTask {
+            local_addr: Some(t.local_addr),
+            join: t.join,
+        }),
         SourceConfig::Latrexa(c) => crate::latrexa_bookings::start(
             c,
             &cx.channel,
@@ -72,5 +80,7 @@ pub fn source_type(source: &SourceConfig) -> &'static str {
         SourceConfig::MllpListener(_) => "mllp_listener",
         SourceConfig::Sftp(_) => "sftp",
         SourceConfig::Latrexa(_) => "latrexa",
+        SourceConfig::FhirRest(_) => "fhir_rest",
+        SourceConfig::Webhook(_) => "webhook",
     }
 }

@@ -1,0 +1,466 @@
+//! HTTP sources end to end: FHIR REST (create, update, transaction Bundles, errors) and the
+//! webhook source (Buktor signatures and replays, PX360 validation, OpsPort bulk), against
+//! the real binary on 127.0.0.1.
+
+use crate::support::*;
+use serde_json::{json, Value};
+
+const PATIENT: &str = include_str!("../fixtures/fhir/patient/full.input.json");
+const PATIENT_UNKNOWN_ELEMENT: &str =
+    include_str!("../fixtures/fhir/patient/unknown_element.input.json");
+const APPOINTMENT: &str = include_str!("../fixtures/fhir/appointment/booked.input.json");
+const TRANSACTION: &str =
+    include_str!("../fixtures/fhir/transaction/patient_and_appointment.input.json");
+const TRANSACTION_BAD_ENTRY: &str =
+    include_str!("../fixtures/fhir/transaction/bad_entry.input.json");
+
+/// Writes a secret file and returns its path as TOML-ready text.
+fn secret(cfg: &TestConfig, name: &str, value: &str) -> String {
+    let path = cfg.root.path().join(name);
+    std::fs::write(&path, value).expect("write secret");
+    path.display().to_string()
+}
+
+fn add_channel(cfg: &TestConfig, name: &str, text: &str) {
+    std::fs::write(cfg.conf().join(format!("channels/{name}.toml")), text).expect("write channel");
+}
+
+async fn messages(engine: &EngineProcess, channel: &str) -> Vec<Value> {
+    get_json(&format!(
+        "{}/api/messages?channel={channel}&limit=100",
+        engine.admin()
+    ))
+    .await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn metrics(engine: &EngineProcess) -> String {
+    reqwest::get(format!("{}/metrics", engine.admin()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+struct Fhir {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Fhir {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/fhir+json")
+            .bearer_auth("fhir-token")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("FHIR source reachable");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, v)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_rest_creates_events_answers_in_fhir_terms_and_keeps_bundles_whole() {
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "fhir-token", "fhir-token\n");
+    add_channel(
+        &cfg,
+        "fhir",
+        &format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\nmax_body_bytes = 65536\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}",
+            sink.url
+        ),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+    use reqwest::Method;
+
+    // Create: 201, Location, the resource with its id; the event reaches the destination.
+    let (status, headers, body) = fhir.send(Method::POST, "/Patient", PATIENT).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("an id").to_string();
+    assert_eq!(body["resourceType"], "Patient");
+    assert_eq!(headers["location"], format!("Patient/{id}").as_str());
+    assert_eq!(headers["content-type"], "application/fhir+json");
+    let (status, _, body) = fhir.send(Method::POST, "/Appointment", APPOINTMENT).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        eventually(20, || sink.received().len() >= 2).await,
+        "two events delivered"
+    );
+    let kinds: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_str::<Value>(b).expect("canonical JSON")["kind"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(kinds.iter().any(|k| k.starts_with("patient_")), "{kinds:?}");
+    assert!(
+        kinds.contains(&"appointment_booked".to_string()),
+        "{kinds:?}"
+    );
+    let stored = messages(&engine, "fhir").await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|m| m["ack_code"] == "201"), "{stored:?}");
+
+    // A resend gets the first answer and is not processed again.
+    let (status, headers, body) = fhir.send(Method::POST, "/Patient", PATIENT).await;
+    assert_eq!((status, body["id"].as_str()), (201, Some(id.as_str())));
+    assert_eq!(headers["location"], format!("Patient/{id}").as_str());
+    assert_eq!(messages(&engine, "fhir").await.len(), 2);
+
+    // Update: 200 with the id of the URL.
+    let mut updated: Value = serde_json::from_str(PATIENT).expect("fixture");
+    updated["id"] = json!("pat-77");
+    updated["gender"] = json!("female");
+    let (status, headers, body) = fhir
+        .send(Method::PUT, "/Patient/pat-77", &updated.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["location"], "Patient/pat-77");
+    let (status, _, body) = fhir
+        .send(Method::PUT, "/Patient/other", &updated.to_string())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["issue"][0]["expression"][0], "Patient.id");
+
+    // An invalid resource: 400, an OperationOutcome naming the element, stored as rejected.
+    let (status, _, body) = fhir
+        .send(Method::POST, "/Patient", PATIENT_UNKNOWN_ELEMENT)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(
+        body["issue"][0]["expression"][0],
+        "Patient.name[0].nickname"
+    );
+    let rejected = get_json(&format!(
+        "{}/api/messages?channel=fhir&status=rejected",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(
+        rejected["items"].as_array().map(Vec::len),
+        Some(2),
+        "{rejected}"
+    );
+
+    // A transaction Bundle: all of it, or (one bad entry) none of it.
+    assert!(
+        eventually(20, || sink.received().len() >= 3).await,
+        "the update's event"
+    );
+    let before = sink.received().len();
+    let (status, _, body) = fhir.send(Method::POST, "/", TRANSACTION_BAD_ENTRY).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["issue"][0]["expression"][0],
+        "Bundle.entry[1].resource.minutesDuration"
+    );
+    let (status, _, body) = fhir.send(Method::POST, "/", TRANSACTION).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "transaction-response");
+    let entries = body["entry"].as_array().expect("entries");
+    assert!(
+        entries.iter().all(|e| e["response"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("20"))),
+        "{body}"
+    );
+    let expected: usize = serde_json::from_str::<Value>(include_str!(
+        "../fixtures/fhir/transaction/patient_and_appointment.expected.json"
+    ))
+    .expect("fixture")["events"]
+        .as_array()
+        .map(Vec::len)
+        .expect("events");
+    assert!(eventually(20, || sink.received().len() >= before + expected).await);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.received().len(),
+        before + expected,
+        "the good Bundle's events only; nothing of the bad Bundle"
+    );
+
+    // Transport errors: 415, 413, 401, 404, all OperationOutcomes.
+    let resp = fhir
+        .client
+        .post(format!("{}/Patient", fhir.base))
+        .header("content-type", "application/json")
+        .bearer_auth("fhir-token")
+        .body(PATIENT)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 415);
+    let big = format!(
+        "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+        "x".repeat(70_000)
+    );
+    let (status, _, body) = fhir.send(Method::POST, "/Patient", &big).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["issue"][0]["code"], "too-costly");
+    let resp = fhir
+        .client
+        .post(format!("{}/Patient", fhir.base))
+        .header("content-type", "application/fhir+json")
+        .bearer_auth("wrong")
+        .body(PATIENT)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["issue"][0]["code"], "login");
+    let (status, _, _) = fhir.send(Method::POST, "/Medication", PATIENT).await;
+    assert_eq!(status, 404);
+    let m = metrics(&engine).await;
+    assert!(
+        m.contains("switchboard_http_auth_failures_total{channel=\"fhir\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchboard_duplicates_total{channel=\"fhir\"} 1"),
+        "{m}"
+    );
+}
+
+fn buktor_event(event_id: &str, timestamp: &str) -> String {
+    json!({
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "type": "appointment.created",
+        "operation": "created",
+        "data": {
+            "his_appointment_id": "A-T1",
+            "his_patient_id": "P-T1",
+            "his_doctor_id": "D-T1",
+            "his_status": "confirmed",
+            "his_start_at": "2026-07-01T09:00:00",
+            "his_created_at": "2026-06-01T10:30:45"
+        },
+        "source": "HIS"
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_sources_check_signatures_replays_and_answer_in_their_formats() {
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "buktor-token", "bk-token");
+    let hmac = secret(&cfg, "buktor-secret", "bk-shared-secret");
+    let key = secret(&cfg, "opsport-key", "ops-key");
+    add_channel(
+        &cfg,
+        "buktor-in",
+        &format!("name = \"buktor-in\"\n[source]\ntype = \"webhook\"\nformat = \"buktor\"\nlisten = \"127.0.0.1:0\"\ntimestamp_window_secs = 300\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\nhmac_secret = {{ file = \"{hmac}\" }}\n"),
+    );
+    add_channel(
+        &cfg,
+        "px360-in",
+        "name = \"px360-in\"\n[source]\ntype = \"webhook\"\nformat = \"px360\"\nlisten = \"127.0.0.1:0\"\n",
+    );
+    add_channel(
+        &cfg,
+        "opsport-in",
+        &format!("name = \"opsport-in\"\n[source]\ntype = \"webhook\"\nformat = \"opsport\"\nlisten = \"127.0.0.1:0\"\n[source.auth]\napi_key = {{ file = \"{key}\" }}\n"),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let client = reqwest::Client::new();
+    let buktor = format!("http://{}/his/receive", engine.info.channels["buktor-in"]);
+    let post = |body: String, token: Option<&str>, signature: Option<String>| {
+        let mut req = client
+            .post(&buktor)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(s) = signature {
+            req = req.header("Buktor-Signature", s);
+        }
+        async move {
+            let resp = req.send().await.expect("webhook reachable");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("JSON answer"))
+        }
+    };
+    let sign = |body: &str, secret: &str| {
+        channels::webhook::sender::sign(secret.as_bytes(), body.as_bytes())
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let ok = json!({"status": "success", "message": "Data received and processed successfully."});
+
+    let event = buktor_event("evt_t1", &now);
+    let (status, body) = post(
+        event.clone(),
+        Some("bk-token"),
+        Some(sign(&event, "bk-shared-secret")),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &ok));
+    // The resend: the first answer, one record.
+    let (status, body) = post(
+        event.clone(),
+        Some("bk-token"),
+        Some(sign(&event, "bk-shared-secret")),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &ok));
+    let stored = messages(&engine, "buktor-in").await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["control_id"], "evt_t1");
+    assert_eq!(stored[0]["message_type"], "appointment.created");
+
+    let error = |m: &str| json!({"status": "error", "message": m});
+    let tampered = event.replace("A-T1", "A-T2");
+    assert_eq!(
+        post(
+            tampered,
+            Some("bk-token"),
+            Some(sign(&event, "bk-shared-secret"))
+        )
+        .await,
+        (403, error("Invalid signature."))
+    );
+    assert_eq!(
+        post(
+            event.clone(),
+            Some("bk-token"),
+            Some(sign(&event, "another-secret"))
+        )
+        .await,
+        (403, error("Invalid signature."))
+    );
+    assert_eq!(
+        post(event.clone(), Some("bk-token"), None).await,
+        (401, error("Missing Buktor-Signature header."))
+    );
+    assert_eq!(
+        post(event.clone(), None, Some(sign(&event, "bk-shared-secret"))).await,
+        (401, error("Unauthorized"))
+    );
+    let stale = buktor_event("evt_t2", "2025-01-08T12:00:00Z");
+    assert_eq!(
+        post(
+            stale.clone(),
+            Some("bk-token"),
+            Some(sign(&stale, "bk-shared-secret"))
+        )
+        .await,
+        (401, error("Event timestamp is outside the allowed window."))
+    );
+    let not_json = "{\"event_id\": ".to_string();
+    let (status, body) = post(
+        not_json.clone(),
+        Some("bk-token"),
+        Some(sign(&not_json, "bk-shared-secret")),
+    )
+    .await;
+    assert_eq!((status, &body["status"]), (400, &json!("error")), "{body}");
+    assert_eq!(
+        messages(&engine, "buktor-in").await.len(),
+        2,
+        "refused requests are not stored; the invalid body is"
+    );
+    let m = metrics(&engine).await;
+    assert!(
+        m.contains("switchboard_http_auth_failures_total{channel=\"buktor-in\"} 5"),
+        "{m}"
+    );
+
+    // PX360: an invalid body gets PX360's validation document.
+    let px = format!(
+        "http://{}/api/simulator/his-patient-data/",
+        engine.info.channels["px360-in"]
+    );
+    let resp = client
+        .post(&px)
+        .json(&json!({"FetchPatientDataTimeStampList": [{"Type": "Patient Demographic details", "PatientID": "T-1"}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "Invalid HIS data format", "{body}");
+    assert_eq!(
+        body["details"]["Code"],
+        json!(["This field is required."]),
+        "{body}"
+    );
+    assert_eq!(messages(&engine, "px360-in").await[0]["status"], "rejected");
+
+    // OpsPort: the bulk path takes an array; a wrong key is refused.
+    let ops = format!(
+        "http://{}/api/healthcare/patients",
+        engine.info.channels["opsport-in"]
+    );
+    let patients = json!([
+        {"name": "Testperson One", "patientNo": "P-T1", "mobile": "+966500000001", "dateOfBirth": "1990-01-01", "gender": "Male"},
+        {"name": "Testperson Two", "patientNo": "P-T2", "mobile": "+966500000002", "dateOfBirth": "1991-02-02", "gender": "Female"}
+    ]);
+    let resp = client
+        .post(&ops)
+        .header("X-API-Key", "ops-key")
+        .json(&patients)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.expect("json"),
+        json!({"success": true, "received": 2})
+    );
+    let resp = client
+        .post(&ops)
+        .header("X-API-Key", "nope")
+        .json(&patients)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.json::<Value>().await.expect("json")["success"], false);
+    let one = format!(
+        "http://{}/api/healthcare/patient",
+        engine.info.channels["opsport-in"]
+    );
+    let resp = client
+        .post(&one)
+        .header("X-API-Key", "ops-key")
+        .json(&patients)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 400, "the singular path takes one object");
+    let stored = messages(&engine, "opsport-in").await;
+    assert_eq!(stored.len(), 2);
+    assert!(
+        stored
+            .iter()
+            .any(|m| m["status"] != "rejected" && m["message_type"] == "patients"),
+        "{stored:?}"
+    );
+}
