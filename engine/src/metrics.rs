@@ -707,6 +707,11 @@ mod tests {
         m.tls_cert_expiry
             .with_label_values(&["c", "source", "server"])
             .set(1);
+        m.latrexa_received.with_label_values(&["c", "hub"]).inc();
+        m.latrexa_confirmed.with_label_values(&["c"]).inc();
+        m.latrexa_rejected.with_label_values(&["c"]).inc();
+        m.latrexa_hub_connected.with_label_values(&["c"]).set(1);
+        m.latrexa_heartbeats.with_label_values(&["c", "sent"]).inc();
         let text = m.render();
         let rendered: std::collections::BTreeSet<&str> = text
             .lines()

@@ -126,13 +126,22 @@ impl BuktorConfig {
 }
 
 /// The Buktor client.
-#[derive(Debug)]
 pub struct BuktorClient {
     config: BuktorConfig,
     client: reqwest::Client,
     bearer: String,
     secret: String,
     mapping: Option<BuktorMappingFile>,
+}
+
+// By hand, so that a `{:?}` never prints the resolved credentials.
+impl std::fmt::Debug for BuktorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuktorClient")
+            .field("name", &self.config.name)
+            .field("base_url", &self.config.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl BuktorClient {

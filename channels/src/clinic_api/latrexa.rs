@@ -62,11 +62,20 @@ impl LatrexaConfig {
 }
 
 /// The Latrexa upload client.
-#[derive(Debug)]
 pub struct LatrexaClient {
     config: LatrexaConfig,
     client: reqwest::Client,
     bearer: String,
+}
+
+// By hand, so that a `{:?}` never prints the resolved credentials.
+impl std::fmt::Debug for LatrexaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatrexaClient")
+            .field("name", &self.config.name)
+            .field("base_url", &self.config.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LatrexaClient {

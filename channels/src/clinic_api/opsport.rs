@@ -111,11 +111,20 @@ impl OpsportConfig {
 }
 
 /// The OpsPort client.
-#[derive(Debug)]
 pub struct OpsportClient {
     config: OpsportConfig,
     client: reqwest::Client,
     api_key: String,
+}
+
+// By hand, so that a `{:?}` never prints the resolved credentials.
+impl std::fmt::Debug for OpsportClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsportClient")
+            .field("name", &self.config.name)
+            .field("base_url", &self.config.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpsportClient {

@@ -70,11 +70,20 @@ impl Px360Config {
 }
 
 /// The PX360 client.
-#[derive(Debug)]
 pub struct Px360Client {
     config: Px360Config,
     client: reqwest::Client,
     api_key: Option<String>,
+}
+
+// By hand, so that a `{:?}` never prints the resolved credentials.
+impl std::fmt::Debug for Px360Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Px360Client")
+            .field("name", &self.config.name)
+            .field("base_url", &self.config.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Px360Client {

@@ -119,13 +119,28 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 }
 
 /// The webhook client.
-#[derive(Debug)]
 pub struct WebhookSender {
     config: WebhookConfig,
     client: reqwest::Client,
     bearer: Option<String>,
     api_key: Option<String>,
     signing_secret: Option<String>,
+}
+
+// By hand, so that a `{:?}` never prints the resolved secrets.
+impl std::fmt::Debug for WebhookSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSender")
+            .field("name", &self.config.name)
+            .field("url", &self.config.url)
+            .field("bearer", &self.bearer.as_ref().map(|_| "<set>"))
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 impl WebhookSender {
