@@ -124,7 +124,8 @@ async fn client_error_goes_to_dead_letter_and_retry_delivers_it() {
         0
     );
     let audit = get_json(&format!("{admin}/api/audit")).await;
-    assert_eq!(audit["items"][0]["who"], "nurse-it");
+    // The token's name, then the user the client named (X-Switchboard-User).
+    assert_eq!(audit["items"][0]["who"], "api (nurse-it)");
     assert_eq!(audit["items"][0]["action"], "dead_letter_retry");
 }
 

@@ -98,6 +98,8 @@ async fn disk_full_answers_ar_207_never_aa_and_recovers_when_space_returns() {
     }
     // The disk fills up (by someone else): leave less than the 4 MiB reserve.
     let filler = fill(&data, 1024 * 1024);
+    // The engine re-reads free space every 50 ms (store/space.rs); give it many of those.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for i in 0..20 {
         let ack = send(&mut client, adt(&format!("DF-FULL{i}")).as_bytes()).await;
         assert_eq!(code_and_err(&ack), ("AR".into(), "207".into()), "{ack}");

@@ -23,6 +23,7 @@ const ALERTS: &[&str] = &[
     "DeadLettersRising",
     "StoreNearDiskLimit",
     "IngestLatencyHigh",
+    "TlsCertificateExpiresSoon",
 ];
 
 fn dashboards() -> PathBuf {
