@@ -520,3 +520,74 @@ pub fn write_example_pki(dir: &Path) {
     copy(&clients.pem, "lab-clients-ca.pem");
     copy(&his.pem, "his-ca.pem");
 }
+
+/// The HTTP sources speak TLS with the same `[source.tls]` table: a client trusting the
+/// server's CA creates a Patient over HTTPS; plain HTTP to the same port gets no answer.
+#[tokio::test]
+async fn fhir_rest_source_over_tls_accepts_https_and_refuses_plain_http() {
+    let cfg = TestConfig::new("", "");
+    let pki = cfg.root.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("mkdir");
+    let server_ca = Ca::new(&pki, "server-ca");
+    let server = server_ca.leaf("switchboard", &["localhost", "127.0.0.1"]);
+    std::fs::write(
+        cfg.conf().join("channels/fhir.toml"),
+        format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\n[source.tls]\ncert = \"{}\"\nkey = {{ file = \"{}\" }}\n",
+            server.cert.display(),
+            server.key.display()
+        ),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let port = engine.info.channels["fhir"].port();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&server_ca.pem).expect("CA"))
+        .expect("CA PEM");
+    let https = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("client");
+    let patient = include_str!("../fixtures/fhir/patient/full.input.json");
+    let resp = https
+        .post(format!("https://localhost:{port}/Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(patient)
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let list = get_json(&format!(
+        "{}/api/messages?channel=fhir&limit=10",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(list["count"], 1, "{list}");
+
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(patient)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP must not be answered: {plain:?}");
+    // Counted once the refused connection is closed: poll for it.
+    let counted =
+        "switchboard_tls_handshake_failures_total{channel=\"fhir\",reason=\"protocol\"} 1";
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = metrics(&engine).await;
+        if m.lines().any(|l| l == counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(m.lines().any(|l| l == counted), "{m}");
+    let list = get_json(&format!(
+        "{}/api/messages?channel=fhir&limit=10",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(list["count"], 1, "nothing stored from plain HTTP: {list}");
+}

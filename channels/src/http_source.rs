@@ -13,18 +13,31 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-/// Binds `listen` and serves `app` until the context's shutdown, then finishes the requests
-/// in flight (each waits for its answer from the engine).
+/// Binds `listen` and serves `app` (inside TLS when `tls` is given, see [`crate::tls`])
+/// until the context's shutdown, then finishes the requests in flight (each waits for its
+/// answer from the engine).
 ///
 /// # Errors
 ///
-/// [`BuildError::Bind`] when the address is invalid or taken.
+/// [`BuildError::Bind`] when the address is invalid or taken; [`BuildError::Config`] when
+/// the TLS certificates cannot be loaded.
 pub async fn serve(
     listen: &str,
     kind: &'static str,
     app: axum::Router,
     cx: &SourceContext,
+    tls: Option<&crate::tls::ServerTlsConfig>,
 ) -> Result<ListenerTask, BuildError> {
+    let tls = match tls {
+        None => None,
+        Some(t) => Some(t.load().map_err(|problems| {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|(k, m)| format!("source.tls.{k}: {m}"))
+                .collect();
+            BuildError::Config(text.join("; "))
+        })?),
+    };
     let bind_err = |source| BuildError::Bind {
         addr: listen.to_string(),
         source,
@@ -34,6 +47,14 @@ pub async fn serve(
     info!(channel = %cx.channel, addr = %local_addr, kind, "HTTP source bound.");
     let shutdown = cx.shutdown.clone();
     let channel = cx.channel.clone();
+    if let Some(tls) = tls {
+        let failures = cx.metrics.tls_handshake_failures.clone();
+        let join = tokio::spawn(async move {
+            crate::tls::serve_https(listener, tls, app, shutdown, channel.clone(), failures).await;
+            info!(channel = %channel, kind, "HTTPS source stopped.");
+        });
+        return Ok(ListenerTask { local_addr, join });
+    }
     let join = tokio::spawn(async move {
         let served = axum::serve(
             listener,

@@ -792,6 +792,15 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
             for (k, m) in f.problems() {
                 push(&format!("source.{k}"), m, "");
             }
+            if let Some(tls) = &f.tls {
+                for (k, m) in tls.problems() {
+                    push(
+                        &format!("source.tls.{k}"),
+                        m,
+                        "see conf/examples/mllp-tls.toml",
+                    );
+                }
+            }
             for (k, secret) in f.auth.secrets() {
                 if let Err(m) = secret.resolve() {
                     push(
@@ -805,6 +814,15 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
         SourceConfig::Webhook(w) => {
             for (k, m) in w.problems() {
                 push(&format!("source.{k}"), m, "");
+            }
+            if let Some(tls) = &w.tls {
+                for (k, m) in tls.problems() {
+                    push(
+                        &format!("source.tls.{k}"),
+                        m,
+                        "see conf/examples/mllp-tls.toml",
+                    );
+                }
             }
             for (k, secret) in w.auth.secrets() {
                 if let Err(m) = secret.resolve() {

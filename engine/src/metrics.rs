@@ -631,10 +631,16 @@ impl Metrics {
                         .set(e.not_after);
                 }
             };
-            if let crate::config::SourceConfig::MllpListener(l) = &ch.config.source {
-                if let Some(Ok(tls)) = l.tls.as_ref().map(|t| t.load()) {
-                    set("source", tls.expiries);
+            let source_tls = match &ch.config.source {
+                crate::config::SourceConfig::MllpListener(l) => l.tls.as_ref(),
+                crate::config::SourceConfig::FhirRest(f) => f.tls.as_ref(),
+                crate::config::SourceConfig::Webhook(w) => w.tls.as_ref(),
+                crate::config::SourceConfig::Sftp(_) | crate::config::SourceConfig::Latrexa(_) => {
+                    None
                 }
+            };
+            if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
+                set("source", tls.expiries);
             }
             for d in &ch.config.destinations {
                 if let channels::destination::DestinationConfig::Mllp(m) = d {

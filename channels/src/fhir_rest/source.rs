@@ -46,6 +46,10 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 pub struct FhirSourceConfig {
     /// Address to listen on, such as `0.0.0.0:8080`; port 0 picks a free port.
     pub listen: String,
+    /// TLS (`[source.tls]`, as for the MLLP listener): HTTPS only; with `client_ca`, mutual
+    /// TLS. See `conf/examples/mllp-tls.toml` for the keys.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
     /// Path the FHIR base is served under, such as `/fhir` (default `/`).
     #[serde(default = "default_base_path")]
     pub base_path: String,
@@ -104,7 +108,7 @@ impl FhirSourceConfig {
             cx: cx.clone(),
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
-        crate::http_source::serve(&self.listen, "fhir_rest", app, &cx).await
+        crate::http_source::serve(&self.listen, "fhir_rest", app, &cx, self.tls.as_ref()).await
     }
 }
 

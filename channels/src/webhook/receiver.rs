@@ -73,6 +73,10 @@ impl WebhookFormat {
 pub struct ReceiverConfig {
     /// Address to listen on, such as `0.0.0.0:8081`; port 0 picks a free port.
     pub listen: String,
+    /// TLS (`[source.tls]`, as for the MLLP listener): HTTPS only; with `client_ca`, mutual
+    /// TLS. See `conf/examples/mllp-tls.toml` for the keys.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
     /// `buktor`, `px360` or `opsport`.
     pub format: WebhookFormat,
     /// Largest accepted body in bytes; larger ones get 413.
@@ -143,7 +147,7 @@ impl ReceiverConfig {
             cx: cx.clone(),
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
-        crate::http_source::serve(&self.listen, "webhook", app, &cx).await
+        crate::http_source::serve(&self.listen, "webhook", app, &cx, self.tls.as_ref()).await
     }
 }
 
