@@ -79,33 +79,6 @@ impl Hub {
         })
     }
 
-    /// Builds every destination of every channel and starts their workers, which first take
-    /// up what the outbox already holds (after a restart).
-    ///
-    /// # Errors
-    ///
-    /// `(channel/destination, reason)` when a destination cannot be built.
-    pub fn start(
-        destinations: &[(String, DestinationConfig)],
-        store: Store,
-        metrics: Metrics,
-        events: EventBus,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Hub>, (String, String)> {
-        let hub = Hub::new(store, metrics, events, shutdown);
-        let mut by_channel: Vec<(String, Vec<DestinationConfig>)> = Vec::new();
-        for (channel, d) in destinations {
-            match by_channel.iter_mut().find(|(c, _)| c == channel) {
-                Some((_, v)) => v.push(d.clone()),
-                None => by_channel.push((channel.clone(), vec![d.clone()])),
-            }
-        }
-        for (channel, dests) in &by_channel {
-            hub.start_channel(channel, dests)?;
-        }
-        Ok(hub)
-    }
-
     /// Builds a channel's destinations and starts their workers; each worker runs a health
     /// check first and takes up what its outbox holds. Nothing starts unless every
     /// destination builds.
