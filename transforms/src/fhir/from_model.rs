@@ -1164,10 +1164,7 @@ fn query_escape(v: &str) -> String {
 
 /// The snake_case name of an event kind (its JSON form).
 pub(crate) fn event_kind_code(kind: EventKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    kind.as_str().to_owned()
 }
 
 /// `urn:uuid:` form of a 32-hex-digit stable id (8-4-4-4-12).

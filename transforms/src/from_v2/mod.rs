@@ -176,16 +176,12 @@ pub fn source_from_msh(msg: &V2Message<'_>) -> Result<Source, MappingError> {
 
 /// An event with its deterministic id (see [`Event::id`]) and no entities yet.
 fn new_event(kind: EventKind, source: Source) -> Event {
-    let kind_text = serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
     let id = stable_id(&[
         &source.format,
         source.sending_application.as_deref().unwrap_or(""),
         source.sending_facility.as_deref().unwrap_or(""),
         &source.control_id,
-        &kind_text,
+        kind.as_str(),
     ]);
     Event {
         id,

@@ -203,7 +203,7 @@ impl<'m> Value<'m> {
             "\"\"" => Value::Null,
             _ => {
                 let text = escape::decode(raw, seps);
-                if text.trim().is_empty() {
+                if is_blank(&text) {
                     Value::Absent
                 } else {
                     Value::Text(text)
@@ -222,7 +222,7 @@ impl<'m> Value<'m> {
 
     /// The text trimmed and owned, or `None` when absent, null or blank.
     pub fn string(&self) -> Option<String> {
-        self.text().map(|t| t.trim().to_owned())
+        self.text().map(|t| trimmed(t).to_owned())
     }
 
     /// True for an explicit `""`.
@@ -233,6 +233,25 @@ impl<'m> Value<'m> {
     /// True when nothing was sent.
     pub fn is_absent(&self) -> bool {
         matches!(self, Value::Absent)
+    }
+}
+
+/// True when `text` is empty or only white space; looks at the first byte before trimming,
+/// since values almost never start with a space.
+fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        None => true,
+        Some(b) if b.is_ascii_graphic() => false,
+        Some(_) => text.trim().is_empty(),
+    }
+}
+
+/// The text without white space at either end; borrowed, and a check of the two end bytes
+/// only, when there is none (the usual case).
+fn trimmed(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(a), Some(z)) if a.is_ascii_graphic() && z.is_ascii_graphic() => text,
+        _ => text.trim(),
     }
 }
 
@@ -342,35 +361,38 @@ impl<'m> V2Message<'m> {
         let bytes = text.as_bytes();
         let mut segments = Vec::with_capacity(16);
         let mut bounds = Vec::with_capacity(bytes.len() / 8);
+        // One pass finds every line end and field separator (fields are short, so a plain
+        // loop beats a SIMD search per hit); a line's separators are collected into `bounds`
+        // and kept only when the line is a segment.
         let mut start = 0;
-        while start < bytes.len() {
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| b == b'\r' || b == b'\n')
-                .map_or(bytes.len(), |p| start + p);
-            let line = &text[start..end];
-            if !line.trim().is_empty() {
+        let mut first_bound = 0;
+        let hits = bytes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &b)| (b == field || b == b'\r' || b == b'\n').then_some(i));
+        for at in hits.chain(Some(bytes.len())) {
+            if at < bytes.len() && bytes[at] == field {
+                bounds.push(at);
+                continue;
+            }
+            let line = &text[start..at];
+            if is_blank(line) {
+                bounds.truncate(first_bound);
+            } else {
                 if !valid_segment_start(line, seps.field) {
                     return Err(ParseError::MalformedSegment { offset: start });
                 }
-                let first_bound = bounds.len();
-                bounds.extend(
-                    bytes[start..end]
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &b)| b == field)
-                        .map(|(i, _)| start + i),
-                );
                 let b = line.as_bytes();
                 segments.push(SegmentIndex {
                     name: [b[0], b[1], b[2]],
                     start,
-                    end,
+                    end: at,
                     first_bound,
                     bound_count: bounds.len() - first_bound,
                 });
             }
-            start = end + 1;
+            start = at + 1;
+            first_bound = bounds.len();
         }
         Ok(Self {
             text,
@@ -641,11 +663,15 @@ fn valid_segment_start(line: &str, field: char) -> bool {
 
 /// The `n`-th (0-based) part of `text` split on `sep`. Separators are ASCII (checked when the
 /// header is read), so a byte scan is exact on UTF-8 text; this is the hot path of every read.
+#[inline]
 fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
+    // Values are short (a few to a few dozen bytes), so a plain loop beats a SIMD search
+    // and its call.
     let sep = sep as u8;
+    let bytes = text.as_bytes();
     let mut start = 0;
     let mut index = 0;
-    for (i, &b) in text.as_bytes().iter().enumerate() {
+    for (i, &b) in bytes.iter().enumerate() {
         if b == sep {
             if index == n {
                 return text.get(start..i);
@@ -655,6 +681,52 @@ fn nth_part(text: &str, sep: char, n: usize) -> Option<&str> {
         }
     }
     (index == n).then(|| text.get(start..)).flatten()
+}
+
+/// Repetition `rep`, component `comp`, subcomponent `sub` (0-based) of a field, in one pass
+/// over it. Same result as splitting on the repetition separator, then the component one,
+/// then the subcomponent one: separators are distinct ASCII characters (checked when the
+/// header is read). `rep = 0` with the field being one repetition's text reads a repetition.
+#[inline]
+fn locate<'a>(
+    field: &'a str,
+    seps: &Separators,
+    rep: usize,
+    comp: usize,
+    sub: usize,
+) -> Option<&'a str> {
+    let (rs, cs, ss) = (
+        seps.repetition as u8,
+        seps.component as u8,
+        seps.subcomponent as u8,
+    );
+    let (mut r, mut c, mut s, mut start) = (0, 0, 0, 0);
+    for (i, &b) in field.as_bytes().iter().enumerate() {
+        if b != cs && b != ss && b != rs {
+            continue;
+        }
+        if r == rep && c == comp && s == sub {
+            return field.get(start..i);
+        }
+        if b == rs {
+            if r == rep {
+                // The repetition ended before the component or subcomponent.
+                return None;
+            }
+            (r, c, s) = (r + 1, 0, 0);
+        } else if b == cs {
+            if r == rep && c == comp {
+                return None;
+            }
+            (c, s) = (c + 1, 0);
+        } else {
+            s += 1;
+        }
+        start = i + 1;
+    }
+    (r == rep && c == comp && s == sub)
+        .then(|| field.get(start..))
+        .flatten()
 }
 
 /// A group of segments found by [`V2Message::groups`].
@@ -752,7 +824,15 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
                 _ => Value::Absent,
             };
         }
-        self.field(field).rep(rep).get_sub(comp, sub)
+        let (Some(raw), Some(r), Some(c), Some(s)) = (
+            self.raw_field(field),
+            rep.checked_sub(1),
+            comp.checked_sub(1),
+            sub.checked_sub(1),
+        ) else {
+            return Value::Absent;
+        };
+        locate(raw, self.seps, r, c, s).map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
     }
 }
 
@@ -816,9 +896,8 @@ impl<'s, 'm> RepRef<'s, 'm> {
         let (Some(raw), Some(c), Some(s)) = (self.raw, c.checked_sub(1), s.checked_sub(1)) else {
             return Value::Absent;
         };
-        let sub = nth_part(raw, self.seps.component, c)
-            .and_then(|comp| nth_part(comp, self.seps.subcomponent, s));
-        sub.map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
+        // `raw` is one repetition: it holds no repetition separator.
+        locate(raw, self.seps, 0, c, s).map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
     }
 
     /// The whole repetition decoded as text.
@@ -836,6 +915,23 @@ impl<'s, 'm> RepRef<'s, 'm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The one-pass reader finds what splitting on `^` and then `&` finds.
+        #[test]
+        fn locate_is_split_then_split(
+            field in "[ab^&~]{0,16}",
+            rep in 0usize..3,
+            comp in 0usize..5,
+            sub in 0usize..4,
+        ) {
+            let seps = header_separators("MSH|^~\\&|").expect("separators");
+            let split = nth_part(&field, '~', rep)
+                .and_then(|r| nth_part(r, '^', comp))
+                .and_then(|c| nth_part(c, '&', sub));
+            proptest::prop_assert_eq!(locate(&field, &seps, rep, comp, sub), split);
+        }
+    }
 
     const ADT: &str = "MSH|^~\\&|HIS|MAIN|SB|HUB|20260615103000+0300||ADT^A04^ADT_A01|MSG1|P|2.5.1\r\
 EVN|A04|20260615103000\r\

@@ -28,7 +28,14 @@ use hl7_parser::message::Separators;
 /// ```
 pub fn decode<'a>(raw: &'a str, seps: &Separators) -> Cow<'a, str> {
     let esc = seps.escape;
-    if !raw.contains(esc) {
+    // Separators are ASCII (checked when MSH-2 is read); a byte loop beats a search call on
+    // values this short.
+    let present = if esc.is_ascii() {
+        raw.bytes().any(|b| b == esc as u8)
+    } else {
+        raw.contains(esc)
+    };
+    if !present {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());

@@ -55,6 +55,60 @@ pub enum EventKind {
     ChargeReversed,
 }
 
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 21] = [
+        EventKind::PatientRegistered,
+        EventKind::PatientUpdated,
+        EventKind::PatientMerged,
+        EventKind::EncounterAdmitted,
+        EventKind::EncounterPreadmitted,
+        EventKind::EncounterDischarged,
+        EventKind::EncounterCancelled,
+        EventKind::EncounterDischargeCancelled,
+        EventKind::AppointmentBooked,
+        EventKind::AppointmentRescheduled,
+        EventKind::AppointmentModified,
+        EventKind::AppointmentCancelled,
+        EventKind::AppointmentDiscontinued,
+        EventKind::AppointmentDeleted,
+        EventKind::AppointmentNoShow,
+        EventKind::OrderPlaced,
+        EventKind::OrderCancelled,
+        EventKind::OrderUpdated,
+        EventKind::ResultReported,
+        EventKind::ChargePosted,
+        EventKind::ChargeReversed,
+    ];
+
+    /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::PatientRegistered => "patient_registered",
+            EventKind::PatientUpdated => "patient_updated",
+            EventKind::PatientMerged => "patient_merged",
+            EventKind::EncounterAdmitted => "encounter_admitted",
+            EventKind::EncounterPreadmitted => "encounter_preadmitted",
+            EventKind::EncounterDischarged => "encounter_discharged",
+            EventKind::EncounterCancelled => "encounter_cancelled",
+            EventKind::EncounterDischargeCancelled => "encounter_discharge_cancelled",
+            EventKind::AppointmentBooked => "appointment_booked",
+            EventKind::AppointmentRescheduled => "appointment_rescheduled",
+            EventKind::AppointmentModified => "appointment_modified",
+            EventKind::AppointmentCancelled => "appointment_cancelled",
+            EventKind::AppointmentDiscontinued => "appointment_discontinued",
+            EventKind::AppointmentDeleted => "appointment_deleted",
+            EventKind::AppointmentNoShow => "appointment_no_show",
+            EventKind::OrderPlaced => "order_placed",
+            EventKind::OrderCancelled => "order_cancelled",
+            EventKind::OrderUpdated => "order_updated",
+            EventKind::ResultReported => "result_reported",
+            EventKind::ChargePosted => "charge_posted",
+            EventKind::ChargeReversed => "charge_reversed",
+        }
+    }
+}
+
 /// Where an event came from: the message header.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -266,6 +320,18 @@ mod tests {
             kind,
             type_code: None,
             assigning_authority: None,
+        }
+    }
+
+    #[test]
+    fn kind_names_are_the_json_form_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in EventKind::ALL {
+            let json = serde_json::to_value(kind).expect("serialises");
+            assert_eq!(json.as_str(), Some(kind.as_str()), "{kind:?}");
+            let back: EventKind = serde_json::from_value(json).expect("parses");
+            assert_eq!(back, kind);
+            assert!(seen.insert(kind.as_str()), "{kind:?} twice");
         }
     }
 
