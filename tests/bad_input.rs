@@ -847,3 +847,365 @@ async fn a_batch_file_with_wrong_counts_is_refused_by_send_and_nothing_is_stored
         "{stdout}"
     );
 }
+
+// --- HTTP sources ---------------------------------------------------------------------------
+
+/// Largest body the HTTP bad-input channels accept.
+const HTTP_LIMIT: usize = 8192;
+
+/// The HTTP bad-input engine: a FHIR REST source with a bearer token, and the three webhook
+/// formats (Buktor with bearer + HMAC, OpsPort with an API key, PX360 without credentials),
+/// each with `max_body_bytes = HTTP_LIMIT` and no routes.
+fn http_config() -> TestConfig {
+    let cfg = TestConfig::new("", "");
+    let secret = |name: &str, value: &str| {
+        let path = cfg.root.path().join(name);
+        std::fs::write(&path, value).expect("write secret");
+        path.display().to_string()
+    };
+    let token = secret("fhir-token", "fhir-token");
+    let bk_token = secret("bk-token", "bk-token");
+    let bk_hmac = secret("bk-hmac", "bk-shared-secret");
+    let ops_key = secret("ops-key", "ops-key");
+    let channel = |name: &str, source: String| {
+        std::fs::write(
+            cfg.conf().join(format!("channels/{name}.toml")),
+            format!("name = \"{name}\"\n[source]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = {HTTP_LIMIT}\n{source}"),
+        )
+        .expect("write channel");
+    };
+    channel(
+        "fhir",
+        format!("type = \"fhir_rest\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n"),
+    );
+    channel(
+        "buktor-in",
+        format!("type = \"webhook\"\nformat = \"buktor\"\n[source.auth]\nbearer_token = {{ file = \"{bk_token}\" }}\nhmac_secret = {{ file = \"{bk_hmac}\" }}\n"),
+    );
+    channel(
+        "opsport-in",
+        format!("type = \"webhook\"\nformat = \"opsport\"\n[source.auth]\napi_key = {{ file = \"{ops_key}\" }}\n"),
+    );
+    channel(
+        "px360-in",
+        "type = \"webhook\"\nformat = \"px360\"\n".into(),
+    );
+    cfg
+}
+
+/// One HTTP request, written byte for byte on a fresh connection (`Connection: close`).
+struct HttpCase {
+    name: &'static str,
+    channel: &'static str,
+    method: &'static str,
+    path: &'static str,
+    /// Extra header lines (`Name: value`), besides Host, Connection and the body's length.
+    headers: Vec<String>,
+    body: Vec<u8>,
+    /// Send the body chunked (no Content-Length), so only reading it finds it too large.
+    chunked: bool,
+    status: u16,
+    /// The answer must contain this JSON (objects by key, arrays element by element).
+    answer: serde_json::Value,
+    stored: Stored,
+}
+
+/// Is every part of `want` in `got`?
+fn json_contains(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (got, want) {
+        (Value::Object(g), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| g.get(k).is_some_and(|gv| json_contains(gv, wv))),
+        (Value::Array(g), Value::Array(w)) => {
+            g.len() >= w.len() && w.iter().zip(g).all(|(wv, gv)| json_contains(gv, wv))
+        }
+        _ => got == want,
+    }
+}
+
+/// Sends `case` on its own connection; returns the status and the parsed (or raw) body.
+async fn http_exchange(addr: &str, case: &HttpCase) -> (u16, serde_json::Value) {
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n",
+        case.method, case.path
+    );
+    for h in &case.headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    let mut wire = Vec::new();
+    if case.chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        wire.extend_from_slice(head.as_bytes());
+        for chunk in case.body.chunks(1000) {
+            wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            wire.extend_from_slice(chunk);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", case.body.len()));
+        wire.extend_from_slice(head.as_bytes());
+        wire.extend_from_slice(&case.body);
+    }
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer (413) and close before it has read everything: ignore that.
+    let _ = stream.write_all(&wire).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "case {}: no answer within 10 s", case.name);
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    (status, value)
+}
+
+/// The payload of a chunked HTTP body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn http_cases() -> Vec<HttpCase> {
+    use serde_json::json;
+    let fhir_json = || "Content-Type: application/fhir+json".to_string();
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let json_ct = || "Content-Type: application/json".to_string();
+    let patient = br#"{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.3","value":"BI-1"}],"name":[{"family":"Testperson"}]}"#.to_vec();
+    let big = |n: usize| {
+        format!(
+            "{{\"resourceType\":\"Patient\",\"text\":\"{}\"}}",
+            "x".repeat(n)
+        )
+        .into_bytes()
+    };
+    let nested = format!("{}{}", "[".repeat(3000), "]".repeat(3000)).into_bytes();
+    let outcome =
+        |code: &str| json!({"resourceType": "OperationOutcome", "issue": [{"code": code}]});
+    let fhir = |name, method, path, headers: Vec<String>, body: Vec<u8>, status, answer, stored| {
+        HttpCase {
+            name,
+            channel: "fhir",
+            method,
+            path,
+            headers,
+            body,
+            chunked: false,
+            status,
+            answer,
+            stored,
+        }
+    };
+    let sign = |body: &[u8]| {
+        format!(
+            "Buktor-Signature: {}",
+            channels::webhook::sender::sign(b"bk-shared-secret", body)
+        )
+    };
+    let bk_event = br#"{"event_id":"evt_bi","timestamp":"2026-12-01T00:00:00Z","type":"appointment.created","operation":"created","data":{},"source":"HIS"}"#.to_vec();
+    let bk_error = |m: &str| json!({"status": "error", "message": m});
+    let ops_error = |m: &str| json!({"success": false, "message": m});
+    let buktor = |name, headers: Vec<String>, body: Vec<u8>, status, answer, stored| HttpCase {
+        name,
+        channel: "buktor-in",
+        method: "POST",
+        path: "/his/receive",
+        headers,
+        body,
+        chunked: false,
+        status,
+        answer,
+        stored,
+    };
+    let opsport =
+        |name, path, headers: Vec<String>, body: Vec<u8>, status, answer, stored| HttpCase {
+            name,
+            channel: "opsport-in",
+            method: "POST",
+            path,
+            headers,
+            body,
+            chunked: false,
+            status,
+            answer,
+            stored,
+        };
+    let px360 =
+        |name, headers: Vec<String>, body: Vec<u8>, chunked, status, answer, stored| HttpCase {
+            name,
+            channel: "px360-in",
+            method: "POST",
+            path: "/api/simulator/his-patient-data/",
+            headers,
+            body,
+            chunked,
+            status,
+            answer,
+            stored,
+        };
+    let mut v = vec![
+        // --- FHIR REST: credentials, media type, size ---
+        fhir("FHIR: no Authorization header", "POST", "/fhir/Patient", vec![fhir_json()], patient.clone(), 401, outcome("login"), Stored::Nothing),
+        fhir("FHIR: wrong bearer token", "POST", "/fhir/Patient", vec![fhir_json(), bearer("wrong")], patient.clone(), 401, outcome("login"), Stored::Nothing),
+        fhir("FHIR: Basic instead of Bearer", "POST", "/fhir/Patient", vec![fhir_json(), "Authorization: Basic Zmhpcjp0b2tlbg==".into()], patient.clone(), 401, outcome("login"), Stored::Nothing),
+        fhir("FHIR: application/json instead of application/fhir+json", "POST", "/fhir/Patient", vec![json_ct(), bearer("fhir-token")], patient.clone(), 415, outcome("not-supported"), Stored::Nothing),
+        fhir("FHIR: no Content-Type", "POST", "/fhir/Patient", vec![bearer("fhir-token")], patient.clone(), 415, outcome("not-supported"), Stored::Nothing),
+        fhir("FHIR: text/plain", "POST", "/fhir/Patient", vec!["Content-Type: text/plain".into(), bearer("fhir-token")], patient.clone(), 415, outcome("not-supported"), Stored::Nothing),
+        fhir("FHIR: body over the limit, announced by Content-Length", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], big(HTTP_LIMIT + 100), 413, outcome("too-costly"), Stored::Nothing),
+        HttpCase {
+            chunked: true,
+            ..fhir("FHIR: chunked body over the limit", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], big(HTTP_LIMIT * 2), 413, outcome("too-costly"), Stored::Nothing)
+        },
+        fhir("FHIR: path outside the base", "POST", "/other/Patient", vec![fhir_json(), bearer("fhir-token")], patient.clone(), 404, outcome("not-found"), Stored::Nothing),
+        fhir("FHIR: resource type not served", "POST", "/fhir/Medication", vec![fhir_json(), bearer("fhir-token")], patient.clone(), 404, json!({"resourceType": "OperationOutcome"}), Stored::Nothing),
+        // --- FHIR REST: bodies ---
+        fhir("FHIR: truncated JSON", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], br#"{"resourceType":"Patient","identifier":["#.to_vec(), 400, outcome("structure"), rejected("")),
+        fhir("FHIR: empty body", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], Vec::new(), 400, outcome("structure"), rejected("")),
+        fhir("FHIR: a JSON array, not a resource", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], b"[1,2,3]".to_vec(), 400, json!({"issue": [{"code": "structure", "expression": ["resourceType"]}]}), rejected("")),
+        fhir("FHIR: invalid UTF-8", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], b"{\"resourceType\":\"Patient\",\"identifier\":[{\"value\":\"BI-5\"}],\"name\":[{\"family\":\"\xff\xfe\"}]}".to_vec(), 400, json!({"issue": [{"expression": ["$"]}]}), rejected("$: not valid FHIR R4: the body is not valid UTF-8 (byte 77)")),
+        fhir("FHIR: a raw NUL byte in a string", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], b"{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"a\x00b\"}]}".to_vec(), 400, outcome("structure"), rejected("")),
+        fhir("FHIR: 3,000 nested arrays", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], nested.clone(), 400, outcome("structure"), rejected("")),
+        fhir("FHIR: resource type not the URL's", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], br#"{"resourceType":"Appointment","status":"booked","participant":[]}"#.to_vec(), 400, json!({"issue": [{"expression": ["resourceType"]}]}), rejected("")),
+        fhir("FHIR: unknown element", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], br#"{"resourceType":"Patient","identifier":[{"value":"BI-2"}],"colour":"blue"}"#.to_vec(), 400, json!({"issue": [{"expression": ["Patient.colour"]}]}), rejected("")),
+        fhir("FHIR: a patient without any identifier", "POST", "/fhir/Patient", vec![fhir_json(), bearer("fhir-token")], br#"{"resourceType":"Patient","name":[{"family":"Testperson"}]}"#.to_vec(), 422, json!({"resourceType": "OperationOutcome"}), rejected("")),
+        fhir("FHIR: a Bundle of type history", "POST", "/fhir/", vec![fhir_json(), bearer("fhir-token")], br#"{"resourceType":"Bundle","type":"history","entry":[]}"#.to_vec(), 422, json!({"resourceType": "OperationOutcome"}), rejected("")),
+        // --- Buktor webhook ---
+        buktor("Buktor: no bearer token", vec![json_ct(), sign(&bk_event)], bk_event.clone(), 401, bk_error("Unauthorized"), Stored::Nothing),
+        buktor("Buktor: wrong bearer token", vec![json_ct(), bearer("wrong"), sign(&bk_event)], bk_event.clone(), 401, bk_error("Unauthorized"), Stored::Nothing),
+        buktor("Buktor: no signature", vec![json_ct(), bearer("bk-token")], bk_event.clone(), 401, bk_error("Missing Buktor-Signature header."), Stored::Nothing),
+        buktor("Buktor: signature of another body", vec![json_ct(), bearer("bk-token"), sign(b"{}")], bk_event.clone(), 403, bk_error("Invalid signature."), Stored::Nothing),
+        buktor("Buktor: signature not hex", vec![json_ct(), bearer("bk-token"), "Buktor-Signature: not-hex".into()], bk_event.clone(), 403, bk_error("Invalid signature."), Stored::Nothing),
+        buktor("Buktor: text/plain", vec!["Content-Type: text/plain".into(), bearer("bk-token"), sign(&bk_event)], bk_event.clone(), 415, bk_error("Content-Type must be application/json."), Stored::Nothing),
+        buktor("Buktor: body over the limit", vec![json_ct(), bearer("bk-token"), sign(&big(HTTP_LIMIT))], big(HTTP_LIMIT), 413, bk_error(&format!("Request body is larger than {HTTP_LIMIT} bytes.")), Stored::Nothing),
+        buktor("Buktor: signed but not JSON", vec![json_ct(), bearer("bk-token"), sign(b"{\"event_id\": ")], b"{\"event_id\": ".to_vec(), 400, json!({"status": "error"}), rejected("")),
+        buktor("Buktor: signed, no event type", vec![json_ct(), bearer("bk-token"), sign(br#"{"event_id":"evt_nt","data":{}}"#)], br#"{"event_id":"evt_nt","data":{}}"#.to_vec(), 400, json!({"status": "error"}), rejected("")),
+        buktor("Buktor: signed but not UTF-8", vec![json_ct(), bearer("bk-token"), sign(b"{\"event_id\":\"\xc3\x28\"}")], b"{\"event_id\":\"\xc3\x28\"}".to_vec(), 400, bk_error("Request body is not valid UTF-8."), rejected("$: the body is not valid UTF-8 (byte 13)")),
+        HttpCase {
+            method: "GET",
+            ..buktor("Buktor: GET instead of POST", vec![bearer("bk-token"), sign(b"")], Vec::new(), 405, bk_error("Method not allowed; use POST."), Stored::Nothing)
+        },
+        // --- OpsPort webhook ---
+        opsport("OpsPort: no API key", "/api/healthcare/patient", vec![json_ct()], b"{}".to_vec(), 401, ops_error("Invalid or missing API key."), Stored::Nothing),
+        opsport("OpsPort: wrong API key", "/api/healthcare/patient", vec![json_ct(), "X-API-Key: wrong".into()], b"{}".to_vec(), 401, ops_error("Invalid or missing API key."), Stored::Nothing),
+        opsport("OpsPort: unknown endpoint", "/api/healthcare/invoice", vec![json_ct(), "X-API-Key: ops-key".into()], b"{}".to_vec(), 404, ops_error("Unknown endpoint."), Stored::Nothing),
+        opsport("OpsPort: not JSON", "/api/healthcare/patient", vec![json_ct(), "X-API-Key: ops-key".into()], b"patientNo=1".to_vec(), 400, json!({"success": false}), rejected("")),
+        opsport("OpsPort: an object on the bulk path", "/api/healthcare/patients", vec![json_ct(), "X-API-Key: ops-key".into()], br#"{"patientNo":"BI-3"}"#.to_vec(), 400, json!({"success": false}), rejected("")),
+        opsport("OpsPort: Latin-1 bytes", "/api/healthcare/patient", vec![json_ct(), "X-API-Key: ops-key".into()], b"{\"patientNo\":\"BI-6\",\"name\":\"Jos\xe9\"}".to_vec(), 400, ops_error("Request body is not valid UTF-8."), rejected("$: the body is not valid UTF-8 (byte 31)")),
+        // --- PX360 webhook ---
+        px360("PX360: form data", vec!["Content-Type: application/x-www-form-urlencoded".into()], b"Code=1".to_vec(), false, 415, json!({"error": "Content-Type must be application/json."}), Stored::Nothing),
+        px360("PX360: chunked body over the limit", vec![json_ct()], big(HTTP_LIMIT * 3), true, 413, json!({"error": format!("Request body is larger than {HTTP_LIMIT} bytes.")}), Stored::Nothing),
+        px360("PX360: not JSON", vec![json_ct()], b"<xml/>".to_vec(), false, 400, json!({"error": "invalid request body at 1:1: expected value at line 1 column 1"}), rejected("")),
+        px360("PX360: required fields missing", vec![json_ct()], br#"{"FetchPatientDataTimeStampList":[{"Type":"Patient Demographic details","PatientID":"BI-4"}]}"#.to_vec(), false, 400, json!({"error": "Invalid HIS data format", "details": {"Code": ["This field is required."]}}), rejected("")),
+    ];
+    v.shrink_to_fit();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_http_request_gets_its_documented_answer_and_nothing_is_lost() {
+    let cfg = http_config();
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let admin = engine.admin();
+    let cases = http_cases();
+    assert!(cases.len() >= 30, "{} HTTP cases", cases.len());
+    let mut seen = HashSet::new();
+    assert!(new_records(&admin, &mut seen).await.is_empty());
+    let mut failures = Vec::new();
+    for (n, case) in cases.iter().enumerate() {
+        let addr = engine.info.channels[case.channel].to_string();
+        let (status, answer) = http_exchange(&addr, case).await;
+        let mut problems = Vec::new();
+        if status != case.status {
+            problems.push(format!("status {status}, expected {}", case.status));
+        }
+        if !json_contains(&answer, &case.answer) {
+            problems.push(format!(
+                "answer {answer}, expected it to contain {}",
+                case.answer
+            ));
+        }
+        // The engine is still up.
+        let health = reqwest::get(format!("{admin}/health")).await;
+        if !health.is_ok_and(|r| r.status().is_success()) {
+            problems.push("engine down afterwards".into());
+        }
+        let records = new_records(&admin, &mut seen).await;
+        let status_of =
+            |r: &serde_json::Value| r["status"].as_str().unwrap_or_default().to_string();
+        match (&case.stored, records.as_slice()) {
+            (Stored::Nothing, []) => {}
+            (Stored::Rejected(text), [r])
+                if status_of(r) == "rejected"
+                    && r["channel"] == case.channel
+                    && r["errors"][0]
+                        .as_str()
+                        .is_some_and(|e| !e.is_empty() && e.starts_with(text.as_str())) => {}
+            (want, got) => problems.push(format!(
+                "stored {:?}, expected {want:?}",
+                got.iter()
+                    .map(|r| (status_of(r), r["errors"].clone()))
+                    .collect::<Vec<_>>()
+            )),
+        }
+        if !problems.is_empty() {
+            failures.push(format!("case {n} ({}): {}", case.name, problems.join("; ")));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} HTTP cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    // Good requests right after all of it are taken and stored.
+    let good = HttpCase {
+        name: "good FHIR patient",
+        channel: "fhir",
+        method: "POST",
+        path: "/fhir/Patient",
+        headers: vec![
+            "Content-Type: application/fhir+json".into(),
+            "Authorization: Bearer fhir-token".into(),
+        ],
+        body: br#"{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.3","value":"BI-9"}],"name":[{"family":"Testperson"}]}"#.to_vec(),
+        chunked: false,
+        status: 201,
+        answer: serde_json::json!({"resourceType": "Patient"}),
+        stored: Stored::Accepted,
+    };
+    let addr = engine.info.channels["fhir"].to_string();
+    let (status, answer) = http_exchange(&addr, &good).await;
+    assert_eq!(status, 201, "{answer}");
+    let records = new_records(&admin, &mut seen).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_ne!(records[0]["status"], "rejected");
+    // Every credential failure was counted, per channel.
+    let metrics = metrics_text(&engine).await;
+    for (channel, n) in [("fhir", 3.0), ("buktor-in", 5.0), ("opsport-in", 2.0)] {
+        let series = format!("switchboard_http_auth_failures_total{{channel=\"{channel}\"}}");
+        assert_eq!(metric_value(&metrics, &series), n, "{series}");
+    }
+}

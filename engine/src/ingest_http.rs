@@ -293,11 +293,45 @@ fn answer(
 
 /// Decides about a body: what it is, whether it maps, and the answer.
 fn decide(req: &JsonBody) -> Decision {
+    // JSON is UTF-8 (RFC 8259 §8.1): other bytes are refused here, never read lossily.
+    if let Err(e) = std::str::from_utf8(&req.body) {
+        return not_utf8(req, e.valid_up_to());
+    }
     match req.format.as_str() {
         "fhir" => decide_fhir(req),
         "buktor" => decide_buktor(req),
         "px360" => decide_px360(req),
         _ => decide_opsport(req),
+    }
+}
+
+/// A 400 in the format's terms for a body that is not UTF-8; `at` is the first bad byte.
+fn not_utf8(req: &JsonBody, at: usize) -> Decision {
+    let hash = body_hash(req);
+    let reason = format!("the body is not valid UTF-8 (byte {at})");
+    match req.format.as_str() {
+        "fhir" => fhir_invalid(
+            req.resource_type.clone().unwrap_or_default(),
+            hash,
+            "$",
+            &reason,
+        ),
+        other => {
+            let format = match other {
+                "buktor" => WebhookFormat::Buktor,
+                "px360" => WebhookFormat::Px360,
+                _ => WebhookFormat::Opsport,
+            };
+            Decision::reject(
+                req.interaction.clone(),
+                hash,
+                400,
+                format
+                    .error_body("Request body is not valid UTF-8.")
+                    .to_string(),
+                format!("$: {reason}"),
+            )
+        }
     }
 }
 
