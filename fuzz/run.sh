@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (or those named) one after the other, each for SECONDS (default 60),
-# seeded from fixtures/. Exits non-zero on the first crash, timeout or over-limit allocation;
-# libFuzzer writes the input under fuzz/artifacts/<target>/. See docs/FUZZING.md.
+# Runs every fuzz target (or those named) one after the other, each for SECONDS_PER_TARGET
+# (default 60), seeded from fixtures/. Exits non-zero on the first crash, timeout or
+# over-limit allocation; libFuzzer writes the input under fuzz/artifacts/<target>/.
+# See docs/FUZZING.md.
 #
 #   fuzz/run.sh                 # every target, 60 s each
 #   SECONDS_PER_TARGET=3600 fuzz/run.sh v2_adt
+#   FUZZ_SANITIZER=address fuzz/run.sh   # with AddressSanitizer (slower build and runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${SECONDS_PER_TARGET:-60}"
+# Our crates forbid unsafe code, so by default no sanitizer: panics, hangs and the
+# allocation bound (fuzz/src/lib.rs, MAX_ALLOCATION_BYTES) are what is checked.
+sanitizer="${FUZZ_SANITIZER:-none}"
 # cargo-fuzz needs nightly flags (-Z sanitizer); RUSTC_BOOTSTRAP lets the stable compiler take them.
 export RUSTC_BOOTSTRAP=1
 targets=("$@")
@@ -40,10 +45,19 @@ for f in corpus/mllp_decoder/seed-*.hl7; do
   { printf '\x03\x0b'; cat "$f"; printf '\x1c\x0d'; } > "$f.mllp" && rm "$f"
 done
 
+# One build of every target, then the runs.
+cargo fuzz build -s "$sanitizer" --release --debug-assertions
 for t in "${targets[@]}"; do
   echo "== fuzz $t (${secs}s)"
   mkdir -p "artifacts/$t"
-  cargo fuzz run --release --debug-assertions "$t" "corpus/$t" -- \
-    -max_total_time="$secs" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-    -artifact_prefix="artifacts/$t/" -print_final_stats=1
+  set +e
+  cargo fuzz run -s "$sanitizer" --release --debug-assertions "$t" "corpus/$t" -- \
+    -max_total_time="$secs" -timeout=1 -rss_limit_mb=2048 \
+    -artifact_prefix="artifacts/$t/" -print_final_stats=1 2>&1 | grep -v '^#[0-9]'
+  status=${PIPESTATUS[0]}
+  set -e
+  if [ "$status" -ne 0 ]; then
+    echo "fuzz $t: failed (exit $status); a crashing input is kept in fuzz/artifacts/$t/" >&2
+    exit 1
+  fi
 done

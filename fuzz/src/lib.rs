@@ -4,7 +4,8 @@
 //! from outside; a panic, a hang or an allocation past libFuzzer's `-malloc_limit_mb` is a bug.
 //! Invariants that must hold for any input are asserted here too (an MLLP stream decodes to
 //! the same frames however it is split). How to run them: `docs/FUZZING.md`.
-#![forbid(unsafe_code)]
+// Only the allocator below needs `unsafe` (GlobalAlloc is an unsafe trait).
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -18,6 +19,46 @@ use transforms::hl7v2::charset::{self, Charset};
 use transforms::hl7v2::header::MessageHeader;
 use transforms::hl7v2::validate::{check_body, check_header, AcceptPolicy};
 use transforms::model::Event;
+
+/// Largest single allocation any input may cause. A bigger one aborts the run, which
+/// libFuzzer reports as a crash with the input saved: without a sanitizer, libFuzzer's own
+/// `-malloc_limit_mb` cannot see Rust allocations, so the bound is kept here.
+pub const MAX_ALLOCATION_BYTES: usize = 64 << 20;
+
+/// The system allocator with [`MAX_ALLOCATION_BYTES`] enforced on every request.
+struct Bounded;
+
+fn within_bound(size: usize) {
+    if size > MAX_ALLOCATION_BYTES {
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(b"switchboard-fuzz: allocation over the bound\n");
+        std::process::abort();
+    }
+}
+
+#[allow(unsafe_code)]
+// SAFETY: every call is passed on unchanged to `System`, which upholds GlobalAlloc's contract;
+// the only addition is a size check that aborts before allocating.
+unsafe impl std::alloc::GlobalAlloc for Bounded {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        within_bound(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        within_bound(layout.size());
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        within_bound(new_size);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Bounded = Bounded;
 
 /// Frame limit used by the MLLP target: small, so oversize handling is reached often.
 const MLLP_MAX_FRAME: usize = 512;

@@ -140,8 +140,10 @@ impl Decoder for MllpCodec {
                             return Ok(Some(MllpFrame::Message(payload)));
                         }
                         None if limit > self.max_frame => {
+                            // Only bytes known to be payload: past `limit` the buffer may
+                            // already hold the end block and the next frame (found by fuzzing).
                             let head =
-                                Bytes::copy_from_slice(&src[..OVERSIZE_HEAD_BYTES.min(src.len())]);
+                                Bytes::copy_from_slice(&src[..OVERSIZE_HEAD_BYTES.min(limit)]);
                             src.advance(limit);
                             self.state = State::Discarding;
                             self.frame_started = None;
@@ -208,6 +210,45 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz target `mllp_decoder`): with a limit under OVERSIZE_HEAD_BYTES, the
+    /// head of an oversize frame held the end block and whatever followed when the frame
+    /// arrived in one read, so the answer depended on how the stream was split.
+    #[test]
+    fn oversize_head_is_payload_only_however_the_stream_is_split() {
+        let payload = [b"MSH|^~\\&|".as_slice(), &[b'x'; 600]].concat();
+        let stream = [
+            &[START][..],
+            &payload,
+            &[END, CR, START],
+            b"MSH|^~\\&|B",
+            &[END, CR],
+        ]
+        .concat();
+        let decode_all = |step: usize| {
+            let mut codec = MllpCodec::new(512);
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for piece in stream.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some(f) = codec.decode(&mut buf).expect("decodes") {
+                    out.push(f);
+                }
+            }
+            out
+        };
+        let whole = decode_all(stream.len());
+        assert_eq!(whole, decode_all(7));
+        assert_eq!(
+            whole,
+            vec![
+                MllpFrame::Oversize {
+                    head: Bytes::copy_from_slice(&payload[..513])
+                },
+                MllpFrame::Message(Bytes::from_static(b"MSH|^~\\&|B")),
+            ]
+        );
+    }
 
     fn decode_all(codec: &mut MllpCodec, chunks: &[&[u8]]) -> Vec<MllpFrame> {
         let mut buf = BytesMut::new();

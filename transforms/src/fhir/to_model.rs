@@ -97,12 +97,11 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
 }
 
 /// Whether fhirbolt accepts `value` as a resource (`lax`: ignoring unknown and missing elements).
-fn parses(value: &serde_json::Value, lax: bool) -> bool {
-    let config = lax.then_some(fhirbolt::serde::DeserializationConfig {
-        mode: fhirbolt::serde::DeserializationMode::Lax,
-    });
+fn parses(value: &serde_json::Value) -> bool {
+    // Always strict: fhirbolt 0.4's lax mode loops forever on an unknown element holding an
+    // array of objects (found by the `fhir_json` fuzz target), so it is never used.
     let text = value.to_string();
-    std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(&text, config).is_ok())
+    std::panic::catch_unwind(|| fhirbolt::json::from_str::<Resource>(&text, None).is_ok())
         .unwrap_or(false)
 }
 
@@ -116,7 +115,7 @@ fn locate(value: &serde_json::Value, rtype: &str) -> Option<String> {
             let Some(resource) = entry.get("resource") else {
                 continue;
             };
-            if !parses(resource, false) {
+            if !parses(resource) {
                 let inner = resource
                     .get("resourceType")
                     .and_then(serde_json::Value::as_str)
@@ -138,7 +137,7 @@ fn locate(value: &serde_json::Value, rtype: &str) -> Option<String> {
                 serde_json::Value::String(rtype.to_owned()),
             );
             probe.insert((*k).clone(), (*v).clone());
-            !parses(&serde_json::Value::Object(probe), true)
+            !parses(&serde_json::Value::Object(probe))
         })
         .map(|(k, _)| format!("{rtype}.{k}"))
 }
@@ -1674,5 +1673,32 @@ fn location(l: &r::Location, _base: &str) -> Location {
         building: part(LOCATION_PARTS[3]),
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (fuzz target `fhir_json`): an unknown element beside a wrongly typed one
+    /// made the element search hang inside fhirbolt's lax mode; it is an error naming an
+    /// element now.
+    #[test]
+    fn unknown_and_wrongly_typed_elements_are_an_error_not_a_hang() {
+        let body = r#"{"resourceType": "Patient", "idenTifier": [{"system": "urn:n", "value": "P-1"}], "gender": 0}"#;
+        match fhir_to_events(body) {
+            Err(FhirError::Invalid { path, .. }) => {
+                assert!(
+                    path == "Patient.idenTifier" || path == "Patient.gender",
+                    "{path}"
+                )
+            }
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+        let body = r#"{"resourceType": "Patient", "idenTifier": [{"value": "P-1"}]}"#;
+        assert!(matches!(
+            fhir_to_events(body),
+            Err(FhirError::Invalid { path, .. }) if path == "Patient.idenTifier"
+        ));
     }
 }
