@@ -1065,7 +1065,7 @@ fn http_cases() -> Vec<HttpCase> {
             answer,
             stored,
         };
-    let mut v = vec![
+    vec![
         // --- FHIR REST: credentials, media type, size ---
         fhir("FHIR: no Authorization header", "POST", "/fhir/Patient", vec![fhir_json()], patient.clone(), 401, outcome("login"), Stored::Nothing),
         fhir("FHIR: wrong bearer token", "POST", "/fhir/Patient", vec![fhir_json(), bearer("wrong")], patient.clone(), 401, outcome("login"), Stored::Nothing),
@@ -1118,9 +1118,7 @@ fn http_cases() -> Vec<HttpCase> {
         px360("PX360: chunked body over the limit", vec![json_ct()], big(HTTP_LIMIT * 3), true, 413, json!({"error": format!("Request body is larger than {HTTP_LIMIT} bytes.")}), Stored::Nothing),
         px360("PX360: not JSON", vec![json_ct()], b"<xml/>".to_vec(), false, 400, json!({"error": "invalid request body at 1:1: expected value at line 1 column 1"}), rejected("")),
         px360("PX360: required fields missing", vec![json_ct()], br#"{"FetchPatientDataTimeStampList":[{"Type":"Patient Demographic details","PatientID":"BI-4"}]}"#.to_vec(), false, 400, json!({"error": "Invalid HIS data format", "details": {"Code": ["This field is required."]}}), rejected("")),
-    ];
-    v.shrink_to_fit();
-    v
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
