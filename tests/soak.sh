@@ -14,7 +14,7 @@ minutes=${SOAK_MINUTES:-30}
 percent=${SOAK_PERCENT:-80}
 connections=${SOAK_CONNECTIONS:-8}
 
-cargo build --release -q
+cargo build --release -q -p engine --bin switchboard
 bin=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/switchboard
 [ -x "$bin" ] || bin=target/release/switchboard

@@ -5,9 +5,10 @@
 //! cargo run --release -p engine --example prefill_old -- DATA_DIR COUNT [CHANNEL] [DAYS_OLD]
 //! ```
 //!
-//! Writes COUNT synthetic ADT^A04 records (status `received`, no deliveries) received
-//! DAYS_OLD days ago (default 100, so past the default 90-day retention) on CHANNEL (default
-//! `perf`), with the engine's own store code, then flushes. Prints progress every 50,000.
+//! Writes COUNT synthetic ADT^A04 records received DAYS_OLD days ago (default 100, so past
+//! the default 90-day retention) on CHANNEL (default `perf`), with the engine's own store
+//! code, then flushes. Their status is `filtered` (answered, no route matched, nothing
+//! pending), so retention may remove them. Prints progress every 50,000.
 
 use engine::config::Durability;
 use engine::metrics::Metrics;
@@ -52,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             charset: "utf-8".into(),
             size: raw.len(),
             truncated: false,
-            status: Status::Received,
+            status: Status::Filtered,
             ack_code: "AA".into(),
             ack: String::new(),
             errors: Vec::new(),

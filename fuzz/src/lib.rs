@@ -153,9 +153,10 @@ fn render_all(event: &Event) {
     let _ = buktor::render(event, &buktor::BuktorOptions::default());
     let _ = px360::render(event, &px360::Px360Options::default());
     let _ = latrexa::render(event);
-    if let Ok(bundle) = transforms::fhir::transaction_bundle(event, &Default::default()) {
-        let text = fhirbolt::json::to_string(&bundle, None).expect("our bundle serialises");
-        let _ = transforms::fhir::fhir_to_events(&text);
+    // render_bundle serialises as the FHIR destination does (and as transforms is built:
+    // one serialiser instantiation of fhirbolt's model, which dominates build time).
+    if let Ok(Some(rendered)) = transforms::fhir::render_bundle(event, &Default::default()) {
+        let _ = transforms::fhir::fhir_to_events(&rendered.body.to_string());
     }
     let json = serde_json::to_string(event).expect("events serialise");
     let back: Event = serde_json::from_str(&json).expect("event JSON reads back");

@@ -188,7 +188,12 @@ fn first_empty(value: &serde_json::Value, root: &str) -> Option<String> {
 /// # Errors
 /// [`FhirError::Unprocessable`] naming the element path of the first unusable value.
 pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> {
-    let content = fhirbolt::json::to_string(resource, None).unwrap_or_default();
+    // Through a JSON value, as render_bundle does: one serialiser instantiation of fhirbolt's
+    // whole R4 model instead of two (it dominates this crate's build). serde_json keeps key
+    // order (fhirbolt turns on preserve_order), so the text, and the hash, are the same.
+    let content = fhirbolt::json::to_json_value(resource.clone(), None)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
     let hash = stable_id(&[&content]);
     let mut entries = Vec::new();
     let mut tagged_kind = None;
