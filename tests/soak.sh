@@ -60,8 +60,8 @@ peak=$(echo "$peak_line" | sed -n 's/.*: \([0-9]*\) msgs\/s.*/\1/p')
 rate=$((peak * percent / 100))
 echo "peak ($connections connections, 10 s): $peak_line"
 echo "soak: $minutes min at $rate msgs/s ($percent% of peak)"
-printf '%-6s %-10s %-10s %-10s %-10s %-10s\n' minute msgs/s p50 p99 max rss_MiB
-first_rss= first_p99= last_rss= last_p99=
+printf '%-6s %-10s %-10s %-10s %-10s %-10s %-8s\n' minute msgs/s p50 p99 max rss_MiB negative
+first_rss= first_p99= last_rss= last_p99= negatives=0
 for m in $(seq "$minutes"); do
   line=$("$bin" send --to "$addr" --connections "$connections" --duration 60 --rate "$rate" "$work/adt.hl7" || true)
   rss=$(rss_kib)
@@ -69,10 +69,24 @@ for m in $(seq "$minutes"); do
   p99=$(echo "$line" | field p99)
   max=$(echo "$line" | field max)
   tput=$(echo "$line" | sed -n 's/.*: \([0-9]*\) msgs\/s.*/\1/p')
-  printf '%-6s %-10s %-10s %-10s %-10s %-10s\n' "$m" "$tput" "$p50" "$p99" "$max" "$((rss / 1024))"
+  neg=$(echo "$line" | sed -n 's/.*negative \([0-9]*\).*/\1/p')
+  negatives=$((negatives + ${neg:-0}))
+  printf '%-6s %-10s %-10s %-10s %-10s %-10s %-8s\n' "$m" "$tput" "$p50" "$p99" "$max" "$((rss / 1024))" "${neg:-?}"
   if [ -z "$first_rss" ]; then first_rss=$rss; first_p99=$(to_us "$p99"); fi
   last_rss=$rss
   last_p99=$(to_us "$p99")
 done
 echo "memory growth (RSS, minute 1 -> $minutes): $(( (last_rss - first_rss) / 1024 )) MiB ($((first_rss / 1024)) -> $((last_rss / 1024)) MiB)"
 echo "latency drift (p99, minute 1 -> $minutes): ${first_p99} µs -> ${last_p99} µs"
+echo "negative ACKs in all: $negatives"
+
+# Memory that follows the size of the store (sled keeps state for every page of the database
+# in memory) rather than the engine's uptime comes back when the engine is restarted on it.
+kill -TERM "$engine_pid"; wait "$engine_pid" 2>/dev/null || true
+du -sh "$work/data" | awk '{print "store after the soak: " $1}'
+rm -f "$work/data/engine.json"
+"$bin" run --config "$work/conf" &
+engine_pid=$!
+for _ in $(seq 600); do [ -s "$work/data/engine.json" ] && break; sleep 0.1; done
+sleep 10
+echo "RSS 10 s after a restart on the same store, idle: $(( $(rss_kib) / 1024 )) MiB"
