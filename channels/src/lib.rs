@@ -11,6 +11,7 @@ pub mod destination;
 pub mod fhir_rest;
 pub mod file;
 pub mod health;
+pub mod http_answer;
 pub mod http_auth;
 pub mod http_source;
 pub mod mllp;

@@ -21,6 +21,7 @@ pub mod opsport;
 pub mod px360;
 
 use crate::destination::{Delivery, DeliveryError, Receipt};
+use crate::http_answer::{self, Answer};
 use std::time::Duration;
 
 fn default_timeout_secs() -> u64 {
@@ -91,14 +92,7 @@ pub fn reason_of(body: &str) -> String {
 
 /// A request that got no answer: always worth retrying.
 fn transport_error(vendor: &str, endpoint: &str, e: &reqwest::Error) -> DeliveryError {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    DeliveryError::retry(format!("{vendor} {endpoint}: {what}"))
+    http_answer::transport_error(&format!("{vendor} {endpoint}"), e)
 }
 
 /// POSTs `d` to `url` with `headers` and classifies the answer (see the module docs).
@@ -123,35 +117,25 @@ async fn post(
     let endpoint = reqwest::Url::parse(url)
         .map(|u| u.path().to_string())
         .unwrap_or_default();
-    let resp = match req.send().await {
-        Ok(r) => r,
+    let answer = match req.send().await {
+        Ok(r) => Answer::read(r).await,
         Err(e) => return Err(transport_error(vendor, &endpoint, &e)),
     };
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
-    let code = status.as_u16();
-    if status.is_success() {
+    let code = answer.status;
+    if answer.is_success() {
+        let detail = answer.body.chars().take(300).collect();
         return Ok((
             Receipt {
                 status: Some(code),
-                detail: body.chars().take(300).collect(),
+                detail,
             },
-            body,
+            answer.body,
         ));
     }
-    let retryable = matches!(code, 408 | 425 | 429) || status.is_server_error();
-    Err(DeliveryError {
-        retryable,
-        retry_after,
-        status: Some(code),
-        reason: format!("{vendor} {endpoint} answered {code}: {}", reason_of(&body)),
-    })
+    Err(answer.failure(format!(
+        "{vendor} {endpoint} answered {code}: {}",
+        reason_of(&answer.body)
+    )))
 }
 
 #[cfg(test)]

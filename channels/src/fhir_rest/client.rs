@@ -4,7 +4,7 @@
 //! (`mode = "conditional_update"`: `PUT [base]/{type}?identifier=system|value` per entry, in
 //! Bundle order, for servers without transactions).
 //!
-//! Answers: 2xx is delivered. 408, 429, 5xx, timeouts and connection errors are retried
+//! Answers: 2xx is delivered. 408, 425, 429, 5xx, timeouts and connection errors are retried
 //! (`Retry-After` honoured); any other 4xx is permanent and the dead letter carries the
 //! OperationOutcome's diagnostics. Auth: a static bearer token, or OAuth2 client credentials
 //! (`[destination.oauth2]`): the token is fetched from `token_url`, cached, refreshed shortly
@@ -12,6 +12,7 @@
 
 use super::source::FHIR_JSON;
 use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::http_answer::{self, endpoint_of, Answer};
 use crate::secret::SecretRef;
 use serde::Deserialize;
 use serde_json::Value;
@@ -363,8 +364,8 @@ fn entry_request(base: &str, entry: &Value) -> Option<(reqwest::Method, String)>
     Some((method, full.to_string()))
 }
 
-/// Classifies a FHIR server's answer: 2xx delivered; 408, 429 and 5xx retried; other 4xx
-/// permanent with the OperationOutcome's diagnostics.
+/// Classifies a FHIR server's answer: 2xx delivered; 408, 425, 429 and 5xx retried; other
+/// 4xx permanent with the OperationOutcome's diagnostics (see [`crate::http_answer`]).
 ///
 /// # Errors
 ///
@@ -374,42 +375,20 @@ pub async fn classify(
     sent: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<Receipt, DeliveryError> {
     let endpoint = endpoint_of(url);
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            return Err(DeliveryError::retry(format!("{endpoint}: {what}")));
-        }
+    let answer = match sent {
+        Ok(r) => Answer::read(r).await,
+        Err(e) => return Err(http_answer::transport_error(&endpoint, &e)),
     };
-    let status = resp.status();
-    let code = status.as_u16();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let text = resp.text().await.unwrap_or_default();
-    if status.is_success() {
+    let code = answer.status;
+    if answer.is_success() {
         return Ok(Receipt {
             status: Some(code),
             detail: format!("{endpoint} answered {code}"),
         });
     }
-    let diagnostics =
-        outcome_diagnostics(&text).unwrap_or_else(|| text.chars().take(200).collect::<String>());
-    Err(DeliveryError {
-        retryable: matches!(code, 408 | 429) || status.is_server_error(),
-        retry_after,
-        status: Some(code),
-        reason: format!("{endpoint} answered {code}: {diagnostics}"),
-    })
+    let diagnostics = outcome_diagnostics(&answer.body)
+        .unwrap_or_else(|| answer.body.chars().take(200).collect::<String>());
+    Err(answer.failure(format!("{endpoint} answered {code}: {diagnostics}")))
 }
 
 /// The issues of an OperationOutcome as `severity code: diagnostics` lines joined by `; `.
@@ -434,19 +413,6 @@ fn outcome_diagnostics(text: &str) -> Option<String> {
         })
         .collect();
     Some(format!("OperationOutcome {}", issues.join("; ")))
-}
-
-/// `host:port/path` of a URL, without query string or credentials, for error texts.
-fn endpoint_of(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}:{}{}",
-            u.host_str().unwrap_or_default(),
-            u.port_or_known_default().unwrap_or(0),
-            u.path()
-        ),
-        Err(_) => "(invalid URL)".into(),
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! status and the first bytes of the answer.
 
 use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::http_answer::{self, endpoint_of, Answer};
 use crate::secret::SecretRef;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -240,7 +241,7 @@ impl WebhookSender {
     }
 }
 
-/// Classifies an HTTP answer (shared by every HTTP destination).
+/// Classifies a webhook's answer (see the module docs and [`crate::http_answer`]).
 ///
 /// # Errors
 ///
@@ -250,54 +251,16 @@ pub async fn classify(
     sent: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<Receipt, DeliveryError> {
     let endpoint = endpoint_of(url);
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "connection failed"
-            } else {
-                "request failed"
-            };
-            return Err(DeliveryError::retry(format!("{endpoint}: {what}")));
-        }
+    let answer = match sent {
+        Ok(r) => Answer::read(r).await,
+        Err(e) => return Err(http_answer::transport_error(&endpoint, &e)),
     };
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
-    let excerpt: String = body.chars().take(300).collect();
-    if status.is_success() {
+    let excerpt: String = answer.body.chars().take(300).collect();
+    if answer.is_success() {
         return Ok(Receipt {
-            status: Some(status.as_u16()),
+            status: Some(answer.status),
             detail: excerpt,
         });
     }
-    let code = status.as_u16();
-    let retryable = matches!(code, 408 | 425 | 429) || status.is_server_error();
-    Err(DeliveryError {
-        retryable,
-        retry_after,
-        status: Some(code),
-        reason: format!("{endpoint} answered {code}: {excerpt}"),
-    })
-}
-
-/// `host/path` of a URL, without query string or credentials, for error texts.
-fn endpoint_of(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!(
-            "{}{}",
-            u.host_str()
-                .map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0)))
-                .unwrap_or_default(),
-            u.path()
-        ),
-        Err(_) => "(invalid URL)".into(),
-    }
+    Err(answer.failure(format!("{endpoint} answered {}: {excerpt}", answer.status)))
 }

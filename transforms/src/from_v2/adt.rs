@@ -33,6 +33,7 @@
 //! are kept only for backward compatibility and PID-3 is the list. All are read, PID-3 first.
 //! From v2.7 PID-13/PID-14 are deprecated in favour of PID-40; all three are read.
 
+use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier, IdentifierKind,
@@ -211,7 +212,7 @@ fn push_identifier(list: &mut Vec<Identifier>, id: Identifier) {
 /// HL7 table 0001; full words are accepted because some HIS send them. Other codes read as
 /// unknown rather than failing: the field is administrative and `U` means exactly that.
 fn gender(code: Option<&str>) -> Option<Gender> {
-    Some(match code?.trim().to_ascii_uppercase().as_str() {
+    Some(match UpperCode::new(code?.trim()).as_str() {
         "M" | "MALE" => Gender::Male,
         "F" | "FEMALE" => Gender::Female,
         "O" | "OTHER" => Gender::Other,
@@ -263,7 +264,7 @@ fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
 fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
     pv1.get(16)
         .text()
-        .is_some_and(|v| !matches!(v.trim().to_ascii_uppercase().as_str(), "N" | "NO" | "0"))
+        .is_some_and(|v| !matches!(UpperCode::new(v.trim()).as_str(), "N" | "NO" | "0"))
 }
 
 /// The visit from PV1 (and IN1-4 for the insurer).
@@ -359,7 +360,7 @@ fn visit_step(
 
 /// PV1-2 patient class, HL7 table 0004.
 fn encounter_class(code: &str) -> EncounterClass {
-    match code.trim().to_ascii_uppercase().as_str() {
+    match UpperCode::new(code.trim()).as_str() {
         "E" => EncounterClass::Emergency,
         "I" => EncounterClass::Inpatient,
         "O" => EncounterClass::Outpatient,

@@ -3,7 +3,7 @@
 //! These read one repetition ([`RepRef`]) and never fail: an unusable composite is simply
 //! absent. Field-level choices (which repetition is primary) live in the family mappings.
 
-use crate::hl7v2::access::{FieldRef, RepRef};
+use crate::hl7v2::access::{Components, FieldRef, RepRef};
 use crate::model::{
     Address, Coded, ContactUse, HumanName, Identifier, IdentifierKind, Location, Phone,
     Practitioner,
@@ -12,15 +12,16 @@ use crate::model::{
 /// CE/CWE/CNE starting at component `first` (1 for a field that is itself a CE): code, text,
 /// coding system. `None` when neither code nor text was sent.
 pub fn coded_at(rep: &RepRef<'_, '_>, first: usize) -> Option<Coded> {
-    let code = rep.get(first).string();
-    let text = rep.get(first + 1).string();
+    let parts = rep.components();
+    let code = parts.get(first).string();
+    let text = parts.get(first + 1).string();
     if code.is_none() && text.is_none() {
         return None;
     }
     Some(Coded {
         code,
         text,
-        system: rep.get(first + 2).string(),
+        system: parts.get(first + 2).string(),
     })
 }
 
@@ -31,7 +32,7 @@ pub fn coded(field: &FieldRef<'_, '_>) -> Option<Coded> {
 
 /// Identifier kind from a CX-5 identifier type code (HL7 table 0203).
 pub fn identifier_kind(type_code: Option<&str>) -> IdentifierKind {
-    match type_code.map(str::to_ascii_uppercase).as_deref() {
+    match type_code.map(UpperCode::new).as_deref() {
         Some("MR") => IdentifierKind::Mrn,
         Some("PI" | "PN" | "PT") => IdentifierKind::PatientNumber,
         Some("NI" | "NH" | "SS" | "SB" | "CZ" | "NNxxx") => IdentifierKind::NationalId,
@@ -46,8 +47,9 @@ pub fn identifier_kind(type_code: Option<&str>) -> IdentifierKind {
 /// CX: CX-1 value, CX-4.1 assigning authority namespace, CX-5 type code. `default` is the kind
 /// when CX-5 is empty.
 pub fn identifier(rep: &RepRef<'_, '_>, default: IdentifierKind) -> Option<Identifier> {
-    let value = rep.get(1).string()?;
-    let type_code = rep.get(5).string();
+    let parts = rep.components();
+    let value = parts.get(1).string()?;
+    let type_code = parts.get(5).string();
     let kind = match type_code.as_deref() {
         None => default,
         code => identifier_kind(code),
@@ -56,19 +58,24 @@ pub fn identifier(rep: &RepRef<'_, '_>, default: IdentifierKind) -> Option<Ident
         value,
         kind,
         type_code,
-        assigning_authority: rep.get_sub(4, 1).string(),
+        assigning_authority: parts.get_sub(4, 1).string(),
     })
 }
 
 /// XPN name parts starting at component `first` (1 for XPN, 2 for XCN): family (first
 /// subcomponent of FN), given, further given names, suffix, prefix.
 pub fn name_at(rep: &RepRef<'_, '_>, first: usize) -> HumanName {
+    name_in(&rep.components(), first)
+}
+
+/// [`name_at`] on a repetition already split.
+fn name_in(parts: &Components<'_, '_>, first: usize) -> HumanName {
     let mut name = HumanName {
-        family: rep.get_sub(first, 1).string(),
-        given: rep.get(first + 1).string(),
-        middle: rep.get(first + 2).string(),
-        suffix: rep.get(first + 3).string(),
-        prefix: rep.get(first + 4).string(),
+        family: parts.get_sub(first, 1).string(),
+        given: parts.get(first + 1).string(),
+        middle: parts.get(first + 2).string(),
+        suffix: parts.get(first + 3).string(),
+        prefix: parts.get(first + 4).string(),
         language: None,
     };
     name.language = script_language(&name).map(str::to_owned);
@@ -98,8 +105,9 @@ pub fn script_language(name: &HumanName) -> Option<&'static str> {
 pub fn practitioner(field: &FieldRef<'_, '_>) -> Option<Practitioner> {
     let mut p = Practitioner::default();
     for rep in field.reps() {
-        let id = rep.get(1).string();
-        match rep.get(13).text().map(str::to_ascii_uppercase).as_deref() {
+        let parts = rep.components();
+        let id = parts.get(1).string();
+        match parts.get(13).text().map(UpperCode::new).as_deref() {
             Some("LN" | "MD" | "LI" | "SL") => {
                 p.licence_number = p.licence_number.take().or(id);
             }
@@ -109,7 +117,7 @@ pub fn practitioner(field: &FieldRef<'_, '_>) -> Option<Practitioner> {
             _ => p.code = p.code.take().or(id),
         }
         if p.name.is_empty() {
-            p.name = name_at(&rep, 2);
+            p.name = name_in(&parts, 2);
         }
     }
     (!p.is_empty()).then_some(p)
@@ -117,14 +125,15 @@ pub fn practitioner(field: &FieldRef<'_, '_>) -> Option<Practitioner> {
 
 /// PL: point of care, room, bed, facility (HD-1), building, floor, description.
 pub fn location(rep: &RepRef<'_, '_>) -> Option<Location> {
+    let parts = rep.components();
     let loc = Location {
-        code: rep.get(1).string(),
-        room: rep.get(2).string(),
-        bed: rep.get(3).string(),
-        branch: rep.get_sub(4, 1).string(),
-        building: rep.get(7).string(),
-        floor: rep.get(8).string(),
-        name: rep.get(9).string(),
+        code: parts.get(1).string(),
+        room: parts.get(2).string(),
+        bed: parts.get(3).string(),
+        branch: parts.get_sub(4, 1).string(),
+        building: parts.get(7).string(),
+        floor: parts.get(8).string(),
+        name: parts.get(9).string(),
         specialisation: None,
     };
     (!loc.is_empty()).then_some(loc)
@@ -143,8 +152,9 @@ pub enum Telecom {
 /// from XTN-5 country, XTN-6 area, XTN-7 local and XTN-8 extension. `default_use` applies when
 /// neither XTN-2 nor XTN-3 tells.
 pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<Telecom> {
-    let use_code = rep.get(2).text().map(str::to_ascii_uppercase);
-    let equipment = rep.get(3).text().map(str::to_ascii_uppercase);
+    let rep = rep.components();
+    let use_code = rep.get(2).text().map(UpperCode::new);
+    let equipment = rep.get(3).text().map(UpperCode::new);
     let email = rep.get(4).string();
     if use_code.as_deref() == Some("NET")
         || matches!(equipment.as_deref(), Some("INTERNET" | "X.400"))
@@ -191,11 +201,12 @@ pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<
 /// XAD: street (SAD-1), other designation, city, state, postal code, country, type (table
 /// 0190), county/district (XAD-9).
 pub fn address(rep: &RepRef<'_, '_>) -> Option<Address> {
+    let rep = rep.components();
     let lines = [rep.get_sub(1, 1).string(), rep.get(2).string()]
         .into_iter()
         .flatten()
         .collect();
-    let use_ = match rep.get(7).text().map(str::to_ascii_uppercase).as_deref() {
+    let use_ = match rep.get(7).text().map(UpperCode::new).as_deref() {
         Some("H" | "P" | "L" | "M") => Some(ContactUse::Home),
         Some("B" | "O") => Some(ContactUse::Work),
         Some(_) => Some(ContactUse::Other),
@@ -211,4 +222,44 @@ pub fn address(rep: &RepRef<'_, '_>) -> Option<Address> {
         use_,
     };
     (!addr.is_empty()).then_some(addr)
+}
+
+/// A code in ASCII upper case, kept on the stack: for matching a code against an HL7 table
+/// without allocating (`str::to_ascii_uppercase` allocates a `String` for each).
+pub(crate) struct UpperCode {
+    buf: [u8; UpperCode::MAX],
+    len: usize,
+}
+
+impl UpperCode {
+    /// Longer than any code the mappings match (`INTERNET`, 8 bytes).
+    const MAX: usize = 16;
+
+    /// `code` upper-cased. A code longer than [`Self::MAX`] matches no table, so it is kept as
+    /// `"\u{0}"`, which no table holds either.
+    pub(crate) fn new(code: &str) -> Self {
+        let mut out = Self {
+            buf: [0; Self::MAX],
+            len: 1,
+        };
+        if let Some(dst) = out.buf.get_mut(..code.len()) {
+            dst.copy_from_slice(code.as_bytes());
+            dst.make_ascii_uppercase();
+            out.len = code.len();
+        }
+        out
+    }
+
+    /// The upper-cased code.
+    pub(crate) fn as_str(&self) -> &str {
+        // Upper-casing ASCII bytes of valid UTF-8 keeps it valid; the fallback is unreachable.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("\u{0}")
+    }
+}
+
+impl std::ops::Deref for UpperCode {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
 }

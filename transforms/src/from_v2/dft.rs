@@ -19,6 +19,7 @@
 //! ZPY, a line with FT1-6 `PY` is a payment received, so success, with FT1-2 as the
 //! reference; other lines carry no payment outcome.
 
+use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Charge, ChargeStatus, Coded, Event, EventKind, PaymentOutcome, PaymentResult, TransactionType,
@@ -81,7 +82,10 @@ pub fn charge_from_ft1(
     let type_code = ft1
         .get(6)
         .string()
-        .map(|t| t.to_ascii_uppercase())
+        .map(|mut t| {
+            t.make_ascii_uppercase();
+            t
+        })
         .ok_or_else(|| MappingError::Missing {
             path: msg.field_path(ft1, 6),
             reason: "no transaction type",
@@ -160,7 +164,7 @@ fn payment_from_zpy(
     let result = match zpy
         .get(1)
         .text()
-        .map(|r| r.trim().to_ascii_uppercase())
+        .map(|r| UpperCode::new(r.trim()))
         .as_deref()
     {
         Some("S" | "SUCCESS" | "SUCCESSFUL" | "PAID" | "A" | "APPROVED") => PaymentResult::Success,

@@ -18,6 +18,7 @@
 //! `filler_id`), the service is the procedure, the end is TQ1-8 or ORC-7.5, and the status is
 //! `cancelled` for a cancelled/discontinued order, else `booked`.
 
+use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority,
@@ -140,7 +141,10 @@ fn control(msg: &V2Message<'_>, group: &OrderSegments<'_, '_>) -> Result<String,
     })?;
     orc.get(1)
         .string()
-        .map(|c| c.to_ascii_uppercase())
+        .map(|mut c| {
+            c.make_ascii_uppercase();
+            c
+        })
         .ok_or_else(|| MappingError::Missing {
             path: msg.field_path(orc, 1),
             reason: "no order control code",
@@ -229,7 +233,7 @@ fn status(
 ) -> Result<OrderStatus, MappingError> {
     if let Some(orc) = &g.orc {
         if let Some(code) = orc.get(5).text() {
-            return Ok(match code.trim().to_ascii_uppercase().as_str() {
+            return Ok(match UpperCode::new(code.trim()).as_str() {
                 "A" | "IP" => OrderStatus::InProgress,
                 "CA" => OrderStatus::Cancelled,
                 "CM" => OrderStatus::Completed,
@@ -276,7 +280,7 @@ fn status(
 /// Priority from TQ1-9 / TQ-6 / OBR-5 (tables 0485, 0027). Unknown codes read as absent:
 /// priority is advisory and a local code must not reject the order.
 fn priority(code: &str) -> Option<Priority> {
-    Some(match code.trim().to_ascii_uppercase().as_str() {
+    Some(match UpperCode::new(code.trim()).as_str() {
         "S" | "STAT" => Priority::Stat,
         "A" | "ASAP" => Priority::Asap,
         "R" | "ROUTINE" => Priority::Routine,

@@ -14,6 +14,7 @@
 //! Without ORC-5 the order status follows OBR-25: final/corrected → `completed`, preliminary →
 //! `in_progress`, cancelled → `cancelled`.
 
+use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{Event, EventKind, Observation, OrderStatus, ResultReport, ResultStatus};
 
@@ -136,7 +137,10 @@ fn observation(
         path: msg.field_path(obx, 3),
         reason: "no observation identifier",
     })?;
-    let value_type = obx.get(2).string().map(|t| t.to_ascii_uppercase());
+    let value_type = obx.get(2).string().map(|mut t| {
+        t.make_ascii_uppercase();
+        t
+    });
     let field = obx.field(5);
     let (value, numeric_value, coded_value) = match value_type.as_deref() {
         Some("CE" | "CWE" | "CNE") => {
@@ -197,7 +201,7 @@ fn result_status(
     let Some(code) = code else {
         return Ok(None);
     };
-    let status = match (code.trim().to_ascii_uppercase().as_str(), report) {
+    let status = match (UpperCode::new(code.trim()).as_str(), report) {
         ("O" | "I" | "S", true) | ("I" | "O", false) => ResultStatus::Registered,
         ("P" | "A" | "R", true) | ("P" | "R" | "S", false) => ResultStatus::Preliminary,
         ("F", _) | ("U", false) => ResultStatus::Final,

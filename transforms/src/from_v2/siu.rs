@@ -29,6 +29,7 @@
 //! duration. Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
 //! `HOURS`, `S`/`SEC`/`SECONDS`, and absent means minutes.
 
+use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Appointment, AppointmentResource, AppointmentStatus, Coded, Event, EventKind, HumanName,
@@ -209,7 +210,7 @@ pub fn appointment_from_siu(
 fn is_person_type(kind: &Coded) -> bool {
     let word = kind.code.as_deref().or(kind.text.as_deref()).unwrap_or("");
     matches!(
-        word.trim().to_ascii_uppercase().as_str(),
+        UpperCode::new(word.trim()).as_str(),
         "PERSONNEL" | "PRACTITIONER" | "PHYSICIAN" | "DOCTOR" | "PROVIDER" | "STAFF" | "NURSE"
     )
 }
@@ -227,7 +228,7 @@ fn status(sch: &SegmentRef<'_, '_>, kind: EventKind) -> Result<AppointmentStatus
     let Some(code) = sch25.text() else {
         return Ok(AppointmentStatus::Booked);
     };
-    Ok(match code.trim().to_ascii_uppercase().as_str() {
+    Ok(match UpperCode::new(code.trim()).as_str() {
         "PENDING" => AppointmentStatus::Pending,
         "WAITLIST" => AppointmentStatus::Waitlisted,
         "BOOKED" | "OVERBOOK" => AppointmentStatus::Booked,
@@ -262,7 +263,7 @@ fn minutes(
     let per_unit_seconds: i64 = match seg
         .get_comp(units_field, 1)
         .text()
-        .map(|u| u.trim().to_ascii_uppercase())
+        .map(|u| UpperCode::new(u.trim()))
         .as_deref()
     {
         None | Some("MIN" | "M" | "MINUTES" | "MINUTE") => 60,

@@ -197,12 +197,18 @@ pub enum Value<'m> {
 }
 
 impl<'m> Value<'m> {
-    fn from_raw(raw: &'m str, seps: &Separators) -> Self {
+    /// `escapes` is false when the segment holding `raw` has no escape character at all, so
+    /// decoding (a scan of every value) can be skipped.
+    fn from_raw(raw: &'m str, seps: &Separators, escapes: bool) -> Self {
         match raw {
             "" => Value::Absent,
             "\"\"" => Value::Null,
             _ => {
-                let text = escape::decode(raw, seps);
+                let text = if escapes {
+                    escape::decode(raw, seps)
+                } else {
+                    Cow::Borrowed(raw)
+                };
                 if is_blank(&text) {
                     Value::Absent
                 } else {
@@ -335,6 +341,8 @@ struct SegmentIndex {
     end: usize,
     first_bound: usize,
     bound_count: usize,
+    /// Whether the segment holds the escape character anywhere.
+    escapes: bool,
 }
 
 impl<'m> V2Message<'m> {
@@ -358,21 +366,27 @@ impl<'m> V2Message<'m> {
         // Separators are ASCII (checked in header_separators), so a byte scan finds them and
         // never splits a UTF-8 sequence.
         let field = seps.field as u8;
+        let esc = seps.escape as u8;
         let bytes = text.as_bytes();
         let mut segments = Vec::with_capacity(16);
         let mut bounds = Vec::with_capacity(bytes.len() / 8);
         // One pass finds every line end and field separator (fields are short, so a plain
         // loop beats a SIMD search per hit); a line's separators are collected into `bounds`
         // and kept only when the line is a segment.
+        // Segments without the escape character (most) skip escape decoding on every read.
         let mut start = 0;
         let mut first_bound = 0;
-        let hits = bytes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &b)| (b == field || b == b'\r' || b == b'\n').then_some(i));
+        let mut escapes = false;
+        let hits = bytes.iter().enumerate().filter_map(|(i, &b)| {
+            (b == field || b == b'\r' || b == b'\n' || b == esc).then_some(i)
+        });
         for at in hits.chain(Some(bytes.len())) {
             if at < bytes.len() && bytes[at] == field {
                 bounds.push(at);
+                continue;
+            }
+            if at < bytes.len() && bytes[at] == esc {
+                escapes = true;
                 continue;
             }
             let line = &text[start..at];
@@ -389,10 +403,12 @@ impl<'m> V2Message<'m> {
                     end: at,
                     first_bound,
                     bound_count: bounds.len() - first_bound,
+                    escapes,
                 });
             }
             start = at + 1;
             first_bound = bounds.len();
+            escapes = false;
         }
         Ok(Self {
             text,
@@ -464,6 +480,7 @@ impl<'m> V2Message<'m> {
             bounds: &self.bounds[seg.first_bound..seg.first_bound + seg.bound_count],
             seps: &self.seps,
             index,
+            escapes: seg.escapes,
         }
     }
 
@@ -534,15 +551,15 @@ impl<'m> V2Message<'m> {
     /// MSH-9 as code, trigger and structure.
     pub fn message_type(&self) -> Option<MessageType> {
         let msh = self.segment("MSH")?;
-        let code = msh.get_comp(9, 1).string()?;
+        let upper = |mut text: String| {
+            text.make_ascii_uppercase();
+            text
+        };
+        let msg_type = msh.field(9).rep(1).components();
         Some(MessageType {
-            code: code.to_ascii_uppercase(),
-            trigger: msh
-                .get_comp(9, 2)
-                .string()
-                .unwrap_or_default()
-                .to_ascii_uppercase(),
-            structure: msh.get_comp(9, 3).string(),
+            code: upper(msg_type.get(1).string()?),
+            trigger: upper(msg_type.get(2).string().unwrap_or_default()),
+            structure: msg_type.get(3).string(),
         })
     }
 
@@ -756,6 +773,8 @@ pub struct SegmentRef<'s, 'm> {
     bounds: &'s [usize],
     seps: &'s Separators,
     index: usize,
+    /// Whether the segment holds the escape character (else values need no decoding).
+    escapes: bool,
 }
 
 impl<'s, 'm> SegmentRef<'s, 'm> {
@@ -799,6 +818,7 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
         FieldRef {
             raw: self.raw_field(n),
             seps: self.seps,
+            escapes: self.escapes,
         }
     }
 
@@ -832,7 +852,9 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
         ) else {
             return Value::Absent;
         };
-        locate(raw, self.seps, r, c, s).map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
+        locate(raw, self.seps, r, c, s).map_or(Value::Absent, |v| {
+            Value::from_raw(v, self.seps, self.escapes)
+        })
     }
 }
 
@@ -841,6 +863,7 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
 pub struct FieldRef<'s, 'm> {
     raw: Option<&'m str>,
     seps: &'s Separators,
+    escapes: bool,
 }
 
 impl<'s, 'm> FieldRef<'s, 'm> {
@@ -853,17 +876,22 @@ impl<'s, 'm> FieldRef<'s, 'm> {
         RepRef {
             raw,
             seps: self.seps,
+            escapes: self.escapes,
         }
     }
 
     /// All repetitions that hold something (empty repetitions skipped).
     pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
-        let seps = self.seps;
+        let (seps, escapes) = (self.seps, self.escapes);
         self.raw
             .into_iter()
             .flat_map(move |raw| raw.split(seps.repetition))
             .filter(|r| !r.is_empty())
-            .map(move |r| RepRef { raw: Some(r), seps })
+            .map(move |r| RepRef {
+                raw: Some(r),
+                seps,
+                escapes,
+            })
     }
 
     /// True when the field was not sent or is empty.
@@ -873,8 +901,9 @@ impl<'s, 'm> FieldRef<'s, 'm> {
 
     /// The whole field decoded as text (separators inside it stay as they are).
     pub fn text(&self) -> Value<'m> {
-        self.raw
-            .map_or(Value::Absent, |f| Value::from_raw(f, self.seps))
+        self.raw.map_or(Value::Absent, |f| {
+            Value::from_raw(f, self.seps, self.escapes)
+        })
     }
 }
 
@@ -883,6 +912,7 @@ impl<'s, 'm> FieldRef<'s, 'm> {
 pub struct RepRef<'s, 'm> {
     raw: Option<&'m str>,
     seps: &'s Separators,
+    escapes: bool,
 }
 
 impl<'s, 'm> RepRef<'s, 'm> {
@@ -897,18 +927,91 @@ impl<'s, 'm> RepRef<'s, 'm> {
             return Value::Absent;
         };
         // `raw` is one repetition: it holds no repetition separator.
-        locate(raw, self.seps, 0, c, s).map_or(Value::Absent, |v| Value::from_raw(v, self.seps))
+        locate(raw, self.seps, 0, c, s).map_or(Value::Absent, |v| {
+            Value::from_raw(v, self.seps, self.escapes)
+        })
     }
 
     /// The whole repetition decoded as text.
     pub fn text(&self) -> Value<'m> {
-        self.raw
-            .map_or(Value::Absent, |r| Value::from_raw(r, self.seps))
+        self.raw.map_or(Value::Absent, |r| {
+            Value::from_raw(r, self.seps, self.escapes)
+        })
     }
 
     /// True when the repetition was not sent or is empty.
     pub fn is_empty(&self) -> bool {
         self.raw.is_none_or(str::is_empty)
+    }
+
+    /// The repetition split into its components once, for reading a composite (XPN, XAD, CX,
+    /// XTN...) component after component: each [`RepRef::get`] scans from the start of the
+    /// repetition, so reading n components that way costs n scans.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let m = V2Message::parse("MSH|^~\\&|HIS\rPID|1||P-1^^^HIS&1.2&ISO^MR").unwrap();
+    /// let cx = m.segment("PID").unwrap().field(3).rep(1).components();
+    /// assert_eq!(cx.get(1).text(), Some("P-1"));
+    /// assert_eq!(cx.get_sub(4, 2).text(), Some("1.2"));
+    /// assert_eq!(cx.get(5).text(), Some("MR"));
+    /// assert!(cx.get(6).is_absent());
+    /// ```
+    pub fn components(&self) -> Components<'s, 'm> {
+        let mut parts = [""; SPLIT_COMPONENTS];
+        if let Some(raw) = self.raw {
+            let cs = self.seps.component as u8;
+            let (mut n, mut start) = (0, 0);
+            for (i, &b) in raw.as_bytes().iter().enumerate() {
+                if b == cs {
+                    parts[n] = &raw[start..i];
+                    n += 1;
+                    start = i + 1;
+                    if n == SPLIT_COMPONENTS {
+                        break;
+                    }
+                }
+            }
+            if n < SPLIT_COMPONENTS {
+                parts[n] = &raw[start..];
+            }
+        }
+        Components { rep: *self, parts }
+    }
+}
+
+/// How many leading components [`RepRef::components`] splits out; later ones are read from
+/// the repetition as [`RepRef::get`] reads them. 16 covers every component the mappings read
+/// (XCN-13 is the furthest).
+const SPLIT_COMPONENTS: usize = 16;
+
+/// One repetition split into components by [`RepRef::components`]; reads give the same
+/// values as the same reads on the [`RepRef`].
+#[derive(Debug, Clone, Copy)]
+pub struct Components<'s, 'm> {
+    rep: RepRef<'s, 'm>,
+    /// Component texts, subcomponents not split, escapes not decoded; `""` past the end.
+    parts: [&'m str; SPLIT_COMPONENTS],
+}
+
+impl<'m> Components<'_, 'm> {
+    /// Component `c` (1-based), first subcomponent.
+    pub fn get(&self, c: usize) -> Value<'m> {
+        self.get_sub(c, 1)
+    }
+
+    /// Component `c`, subcomponent `s` (both 1-based).
+    pub fn get_sub(&self, c: usize, s: usize) -> Value<'m> {
+        let Some(part) = c.checked_sub(1).and_then(|c| self.parts.get(c)) else {
+            return self.rep.get_sub(c, s);
+        };
+        let Some(s) = s.checked_sub(1) else {
+            return Value::Absent;
+        };
+        let seps = self.rep.seps;
+        nth_part(part, seps.subcomponent, s).map_or(Value::Absent, |v| {
+            Value::from_raw(v, seps, self.rep.escapes)
+        })
     }
 }
 
@@ -931,6 +1034,19 @@ mod tests {
                 .and_then(|c| nth_part(c, '&', sub));
             proptest::prop_assert_eq!(locate(&field, &seps, rep, comp, sub), split);
         }
+
+        /// A repetition split once reads as the repetition read component by component,
+        /// within the split components and past them.
+        #[test]
+        fn components_read_as_the_repetition(
+            field in "[a^^^&\\\\]{0,60}",
+            comp in 0usize..20,
+            sub in 0usize..4,
+        ) {
+            let seps = header_separators("MSH|^~\\&|").expect("separators");
+            let rep = RepRef { raw: Some(&field), seps: &seps, escapes: true };
+            proptest::prop_assert_eq!(rep.components().get_sub(comp, sub), rep.get_sub(comp, sub));
+        }
     }
 
     const ADT: &str = "MSH|^~\\&|HIS|MAIN|SB|HUB|20260615103000+0300||ADT^A04^ADT_A01|MSG1|P|2.5.1\r\
@@ -942,6 +1058,21 @@ OBX|2|NM|B||7.5\r\
 NTE|1||note\r\
 OBR|1\r\
 OBX|1|ST|C||y\r";
+
+    #[test]
+    fn escapes_are_decoded_in_the_segments_that_have_them_and_only_there() {
+        // `#` is the escape character here: a backslash is plain text, `#T#` an escape.
+        let m =
+            V2Message::parse("MSH|^~#&|HIS\rPID|1||a\\b||c#T#d^e#F#\rNTE|1||x\\T\\y\rNTE|2||#E#\r")
+                .expect("valid message");
+        assert_eq!(m.get("PID-3").expect("path").text(), Some("a\\b"));
+        assert_eq!(m.get("PID-5").expect("path").text(), Some("c&d"));
+        assert_eq!(m.get("PID-5.2").expect("path").text(), Some("e|"));
+        assert_eq!(m.get("NTE-3").expect("path").text(), Some("x\\T\\y"));
+        assert_eq!(m.get("NTE[2]-3").expect("path").text(), Some("#"));
+        let rep = m.segment("PID").expect("PID").field(5).rep(1);
+        assert_eq!(rep.components().get(1).text(), Some("c&d"));
+    }
 
     #[test]
     fn paths_resolve_segment_occurrence_repetition_and_components() {

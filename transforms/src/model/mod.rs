@@ -38,6 +38,8 @@ use sha2::{Digest, Sha256};
 
 /// Length in hex characters of the ids made by [`stable_id`] (128 bits).
 pub const STABLE_ID_LEN: usize = 32;
+// stable_id writes two hex digits per SHA-256 byte.
+const _: () = assert!(STABLE_ID_LEN.is_multiple_of(2) && STABLE_ID_LEN <= 64);
 
 /// Derives a deterministic id from source identifiers: the SHA-256 of the parts, hex, truncated
 /// to [`STABLE_ID_LEN`] characters.
@@ -61,8 +63,14 @@ pub fn stable_id(parts: &[&str]) -> String {
         }
         hasher.update(part.as_bytes());
     }
-    let mut id = hex::encode(hasher.finalize());
-    id.truncate(STABLE_ID_LEN);
+    // Hex of the first STABLE_ID_LEN / 2 bytes, written straight into the id.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = hasher.finalize();
+    let mut id = String::with_capacity(STABLE_ID_LEN);
+    for b in &digest[..STABLE_ID_LEN / 2] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
     id
 }
 
