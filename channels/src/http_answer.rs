@@ -24,17 +24,21 @@ pub fn endpoint_of(url: &str) -> String {
     }
 }
 
-/// A request that got no answer, as a retryable error: `{label}: timed out`, `connection
-/// failed` or `request failed`.
-pub fn transport_error(label: &str, e: &reqwest::Error) -> DeliveryError {
-    let what = if e.is_timeout() {
+/// Why a request got no answer, for error texts: `timed out`, `connection failed` or
+/// `request failed`.
+pub fn what_failed(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
     } else {
         "request failed"
-    };
-    DeliveryError::retry(format!("{label}: {what}"))
+    }
+}
+
+/// A request that got no answer, as a retryable error: `{label}: {what_failed}`.
+pub fn transport_error(label: &str, e: &reqwest::Error) -> DeliveryError {
+    DeliveryError::retry(format!("{label}: {}", what_failed(e)))
 }
 
 /// What came back: the status, its `Retry-After` and the body as text.

@@ -295,16 +295,7 @@ impl FhirClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| {
-                DeliveryError::retry(format!(
-                    "token endpoint {endpoint}: {}",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "request failed"
-                    }
-                ))
-            })?;
+            .map_err(|e| http_answer::transport_error(&format!("token endpoint {endpoint}"), &e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(DeliveryError::retry(format!(

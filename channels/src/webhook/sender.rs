@@ -181,16 +181,7 @@ impl WebhookSender {
                 .timeout(timeout)
                 .send()
                 .await
-                .map_err(|e| {
-                    let what = if e.is_timeout() {
-                        "timed out"
-                    } else if e.is_connect() {
-                        "connection failed"
-                    } else {
-                        "request failed"
-                    };
-                    format!("{endpoint}: {what}")
-                })?;
+                .map_err(|e| format!("{endpoint}: {}", http_answer::what_failed(&e)))?;
             return if resp.status().is_success() {
                 Ok(())
             } else {

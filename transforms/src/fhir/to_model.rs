@@ -96,7 +96,7 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
     resource_to_events(&resource)
 }
 
-/// Whether fhirbolt accepts `value` as a resource (`lax`: ignoring unknown and missing elements).
+/// Whether fhirbolt accepts `value` as a resource (strict mode).
 fn parses(value: &serde_json::Value) -> bool {
     // Always strict: fhirbolt 0.4's lax mode loops forever on an unknown element holding an
     // array of objects (found by the `fhir_json` fuzz target), so it is never used.
