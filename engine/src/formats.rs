@@ -39,7 +39,7 @@ pub fn events_of(record: &MessageRecord, raw: &[u8]) -> Meaning {
 fn hl7v2(record: &MessageRecord, raw: &[u8]) -> Meaning {
     let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
     match V2Message::parse(&text).map(|m| transforms::v2_to_event(&m)) {
-        Ok(Ok(Mapped::Event(e))) => Meaning::Events(vec![e]),
+        Ok(Ok(Mapped::Event(e))) => Meaning::Events(vec![*e]),
         Ok(Ok(Mapped::Unsupported { message_type })) => Meaning::Unsupported(message_type),
         Ok(Err(e)) => Meaning::Failed(e.to_string()),
         Err(e) => Meaning::Failed(format!("HL7 v2 structure: {e}")),

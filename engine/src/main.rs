@@ -396,7 +396,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
                 let msg = transforms::hl7v2::access::V2Message::parse(&text).map_err(|e| anyhow::anyhow!("{what}: cannot parse: {e}"))?;
                 let event = match transforms::v2_to_event(&msg) {
-                    Ok(transforms::Mapped::Event(e)) => e,
+                    Ok(transforms::Mapped::Event(e)) => *e,
                     Ok(transforms::Mapped::Unsupported { message_type }) => {
                         println!("{what}: {message_type} is not mapped (unsupported message type)");
                         failed = true;

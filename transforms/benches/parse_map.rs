@@ -5,11 +5,13 @@
 //! realistic mix of sizes; throughput is reported in bytes and in messages.
 #![allow(missing_docs)] // criterion_group! generates an undocumented public function.
 
-use std::fs;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use std::hint::black_box;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fixtures::{family, FAMILIES};
 use transforms::hl7v2::access::V2Message;
 use transforms::{v2_to_event, Mapped};
 
@@ -18,41 +20,8 @@ use transforms::{v2_to_event, Mapped};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn family(prefixes: &[&str]) -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/hl7v2");
-    let mut out = Vec::new();
-    let mut dirs: Vec<_> = fs::read_dir(&root)
-        .expect("fixtures/hl7v2 exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            prefixes.iter().any(|pre| n.starts_with(pre))
-        })
-        .collect();
-    dirs.sort();
-    for dir in dirs {
-        let mut files: Vec<_> = fs::read_dir(&dir)
-            .expect("fixture dir")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
-            .collect();
-        files.sort();
-        for f in files {
-            out.push(fs::read_to_string(f).expect("UTF-8 fixture"));
-        }
-    }
-    out
-}
-
 fn parse_map(c: &mut Criterion) {
-    let families: [(&str, &[&str]); 5] = [
-        ("adt", &["adt_"]),
-        ("siu", &["siu_"]),
-        ("orm_oml", &["orm_", "oml_"]),
-        ("oru", &["oru_"]),
-        ("dft", &["dft_"]),
-    ];
-    for (name, prefixes) in families {
+    for (name, prefixes) in FAMILIES {
         let messages = family(prefixes);
         let bytes: usize = messages.iter().map(String::len).sum();
         let mut group = c.benchmark_group(format!("parse_map/{name}"));

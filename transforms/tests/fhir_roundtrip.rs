@@ -246,7 +246,7 @@ mod from_v2 {
     fn v2(text: &str) -> Event {
         let msg = V2Message::parse(text).unwrap();
         match v2_to_event(&msg).unwrap() {
-            Mapped::Event(e) => e,
+            Mapped::Event(e) => *e,
             other => panic!("unexpected {other:?}"),
         }
     }

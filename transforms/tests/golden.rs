@@ -64,7 +64,7 @@ fn check_family(prefixes: &[&str]) -> usize {
             let msg = V2Message::parse(&text)
                 .unwrap_or_else(|e| panic!("{trigger}/{variant}: parse failed: {e}"));
             let event = match v2_to_event(&msg) {
-                Ok(Mapped::Event(event)) => event,
+                Ok(Mapped::Event(event)) => *event,
                 Ok(Mapped::Unsupported { message_type }) => {
                     panic!("{trigger}/{variant}: unsupported {message_type}")
                 }

@@ -26,7 +26,7 @@ fn map_text(text: &str) -> Result<Mapped, MappingError> {
 
 fn event(text: &str) -> Event {
     match map_text(text) {
-        Ok(Mapped::Event(e)) => e,
+        Ok(Mapped::Event(e)) => *e,
         other => panic!("expected an event, got {other:?}"),
     }
 }

@@ -148,7 +148,7 @@ proptest! {
     fn identifiers_survive_escaping_through_mapping((text, id) in valid_message()) {
         let msg = V2Message::parse(&text).expect("valid message parses");
         let event = match v2_to_event(&msg) {
-            Ok(Mapped::Event(event)) => event,
+            Ok(Mapped::Event(event)) => *event,
             other => return Err(TestCaseError::fail(format!("{other:?}"))),
         };
         prop_assert_eq!(event.partition_key(), Some(id.trim().to_owned()));

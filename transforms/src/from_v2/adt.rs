@@ -253,8 +253,8 @@ fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
                 None => {}
             }
             // A phone repetition can carry the e-mail too (XTN-4).
-            if let Some(e) = rep.get(4).string() {
-                patient.email.get_or_insert(e);
+            if patient.email.is_none() {
+                patient.email = rep.get(4).string();
             }
         }
     }

@@ -48,7 +48,9 @@ pub fn identifier_kind(type_code: Option<&str>) -> IdentifierKind {
 /// when CX-5 is empty.
 pub fn identifier(rep: &RepRef<'_, '_>, default: IdentifierKind) -> Option<Identifier> {
     let parts = rep.components();
+    // Read in component order: `Components` then scans the repetition once.
     let value = parts.get(1).string()?;
+    let assigning_authority = parts.get_sub(4, 1).string();
     let type_code = parts.get(5).string();
     let kind = match type_code.as_deref() {
         None => default,
@@ -58,7 +60,7 @@ pub fn identifier(rep: &RepRef<'_, '_>, default: IdentifierKind) -> Option<Ident
         value,
         kind,
         type_code,
-        assigning_authority: parts.get_sub(4, 1).string(),
+        assigning_authority,
     })
 }
 
@@ -93,7 +95,7 @@ pub fn script_language(name: &HumanName) -> Option<&'static str> {
     parts
         .into_iter()
         .flatten()
-        .any(|p| p.chars().any(is_arabic))
+        .any(|p| !p.is_ascii() && p.chars().any(is_arabic))
         .then_some("ar")
 }
 
@@ -153,13 +155,15 @@ pub enum Telecom {
 /// neither XTN-2 nor XTN-3 tells.
 pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<Telecom> {
     let rep = rep.components();
-    let use_code = rep.get(2).text().map(UpperCode::new);
-    let equipment = rep.get(3).text().map(UpperCode::new);
-    let email = rep.get(4).string();
+    let (use_code, equipment) = (rep.get(2), rep.get(3));
+    let use_code = use_code.text().map(UpperCode::new);
+    let equipment = equipment.text().map(UpperCode::new);
+    let email = rep.get(4);
+    let email = || email.string().map(Telecom::Email);
     if use_code.as_deref() == Some("NET")
         || matches!(equipment.as_deref(), Some("INTERNET" | "X.400"))
     {
-        return email.map(Telecom::Email);
+        return email();
     }
     let number = rep
         .get(12)
@@ -185,7 +189,7 @@ pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<
             Some(n)
         });
     let Some(number) = number else {
-        return email.map(Telecom::Email);
+        return email();
     };
     let use_ = match (equipment.as_deref(), use_code.as_deref()) {
         (Some("CP" | "BP"), _) => Some(ContactUse::Mobile),
@@ -224,25 +228,31 @@ pub fn address(rep: &RepRef<'_, '_>) -> Option<Address> {
     (!addr.is_empty()).then_some(addr)
 }
 
-/// A code in ASCII upper case, kept on the stack: for matching a code against an HL7 table
-/// without allocating (`str::to_ascii_uppercase` allocates a `String` for each).
-pub(crate) struct UpperCode {
+/// A code in ASCII upper case, for matching against an HL7 table without allocating
+/// (`str::to_ascii_uppercase` allocates a `String` for each): the code itself when it has no
+/// lower-case letter (the usual case), else an upper-cased copy on the stack.
+pub(crate) struct UpperCode<'a> {
+    /// The code, when already upper case.
+    same: Option<&'a str>,
     buf: [u8; UpperCode::MAX],
     len: usize,
 }
 
-impl UpperCode {
+impl<'a> UpperCode<'a> {
     /// Longer than any code the mappings match (`INTERNET`, 8 bytes).
     const MAX: usize = 16;
 
-    /// `code` upper-cased. A code longer than [`Self::MAX`] matches no table, so it is kept as
-    /// `"\u{0}"`, which no table holds either.
-    pub(crate) fn new(code: &str) -> Self {
+    /// `code` upper-cased. A code with lower-case letters longer than [`Self::MAX`] matches
+    /// no table, so it is kept as `"\u{0}"`, which no table holds either.
+    pub(crate) fn new(code: &'a str) -> Self {
         let mut out = Self {
+            same: None,
             buf: [0; Self::MAX],
             len: 1,
         };
-        if let Some(dst) = out.buf.get_mut(..code.len()) {
+        if !code.bytes().any(|b| b.is_ascii_lowercase()) {
+            out.same = Some(code);
+        } else if let Some(dst) = out.buf.get_mut(..code.len()) {
             dst.copy_from_slice(code.as_bytes());
             dst.make_ascii_uppercase();
             out.len = code.len();
@@ -252,12 +262,16 @@ impl UpperCode {
 
     /// The upper-cased code.
     pub(crate) fn as_str(&self) -> &str {
-        // Upper-casing ASCII bytes of valid UTF-8 keeps it valid; the fallback is unreachable.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("\u{0}")
+        match self.same {
+            Some(code) => code,
+            // Upper-casing ASCII bytes of valid UTF-8 keeps it valid; the fallback is
+            // unreachable.
+            None => std::str::from_utf8(&self.buf[..self.len]).unwrap_or("\u{0}"),
+        }
     }
 }
 
-impl std::ops::Deref for UpperCode {
+impl std::ops::Deref for UpperCode<'_> {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()

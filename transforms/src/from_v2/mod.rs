@@ -27,6 +27,7 @@ pub mod orders;
 pub mod oru;
 pub mod siu;
 
+use self::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message, Value};
 use crate::hl7v2::datetime;
 use crate::model::{stable_id, Decimal, Event, EventKind, Practitioner, Source, Timestamp};
@@ -81,10 +82,10 @@ impl MappingError {
 
 /// The outcome of mapping one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)] // Event is the common case; boxing it would cost every call.
 pub enum Mapped {
-    /// The canonical event.
-    Event(Event),
+    /// The canonical event, boxed: an `Event` is a few kilobytes, and moving it out of the
+    /// mapping and through `Result`s by value costs more than the allocation.
+    Event(Box<Event>),
     /// A message type this crate does not map (e.g. `ADT^A02`, `ACK`): the engine decides
     /// (reject with AR and ERR-3 = 200/201, or accept and route raw).
     Unsupported {
@@ -109,30 +110,37 @@ pub enum Mapped {
 /// # Errors
 /// [`MappingError`] when required data is missing or present data is unusable.
 pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
-    let message_type = msg.message_type().ok_or(MappingError::Missing {
+    let no_type = || MappingError::Missing {
         path: "MSH-9".into(),
         reason: "no message type",
-    })?;
-    let event = match (message_type.code.as_str(), message_type.trigger.as_str()) {
+    };
+    // Dispatch on upper-cased copies on the stack; the text is built once, in the Source.
+    let msh = msg.segment("MSH").ok_or_else(no_type)?;
+    let parts = msh.field(9).rep(1).components();
+    let code = parts.get(1);
+    let code = UpperCode::new(code.text().ok_or_else(no_type)?.trim());
+    let trigger = parts.get(2);
+    let trigger = UpperCode::new(trigger.text().unwrap_or("").trim());
+    let event = match (code.as_str(), trigger.as_str()) {
         ("ADT", trigger) => match adt::kind_for(trigger) {
             Some(kind) => adt::event_from_adt(msg, kind)?,
-            None => return Ok(unsupported(&message_type)),
+            None => return Ok(unsupported(msg)),
         },
         ("SIU", trigger) => match siu::kind_for(trigger) {
             Some(kind) => siu::event_from_siu(msg, kind)?,
-            None => return Ok(unsupported(&message_type)),
+            None => return Ok(unsupported(msg)),
         },
         ("ORM", "O01") | ("OML", "O21") => orders::event_from_order(msg)?,
         ("ORU", "R01") => oru::event_from_oru(msg)?,
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
-        _ => return Ok(unsupported(&message_type)),
+        _ => return Ok(unsupported(msg)),
     };
-    Ok(Mapped::Event(event))
+    Ok(Mapped::Event(Box::new(event)))
 }
 
-fn unsupported(message_type: &crate::hl7v2::access::MessageType) -> Mapped {
+fn unsupported(msg: &V2Message<'_>) -> Mapped {
     Mapped::Unsupported {
-        message_type: message_type.to_string(),
+        message_type: msg.message_type_text().unwrap_or_default(),
     }
 }
 
@@ -159,10 +167,7 @@ pub fn source_from_msh(msg: &V2Message<'_>) -> Result<Source, MappingError> {
     .or(message_time);
     Ok(Source {
         format: "hl7v2".into(),
-        message_type: msg
-            .message_type()
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
+        message_type: msg.message_type_text().unwrap_or_default(),
         control_id,
         version: msh.get(12).string(),
         sending_application: msh.get(3).string(),

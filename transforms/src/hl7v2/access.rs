@@ -369,17 +369,15 @@ impl<'m> V2Message<'m> {
         let esc = seps.escape as u8;
         let bytes = text.as_bytes();
         let mut segments = Vec::with_capacity(16);
-        let mut bounds = Vec::with_capacity(bytes.len() / 8);
-        // One pass finds every line end and field separator (fields are short, so a plain
-        // loop beats a SIMD search per hit); a line's separators are collected into `bounds`
-        // and kept only when the line is a segment.
+        // Fields average a few bytes; enough room that most messages never grow it.
+        let mut bounds = Vec::with_capacity(bytes.len() / 4 + 16);
+        // One pass finds every line end and field separator; a line's separators are
+        // collected into `bounds` and kept only when the line is a segment.
         // Segments without the escape character (most) skip escape decoding on every read.
         let mut start = 0;
         let mut first_bound = 0;
         let mut escapes = false;
-        let hits = bytes.iter().enumerate().filter_map(|(i, &b)| {
-            (b == field || b == b'\r' || b == b'\n' || b == esc).then_some(i)
-        });
+        let hits = Hits::new(bytes, [field, b'\r', b'\n', esc]);
         for at in hits.chain(Some(bytes.len())) {
             if at < bytes.len() && bytes[at] == field {
                 bounds.push(at);
@@ -563,6 +561,32 @@ impl<'m> V2Message<'m> {
         })
     }
 
+    /// MSH-9 as the text `CODE^TRIGGER` (upper case), as [`MessageType`]'s `Display` writes
+    /// it, built in one allocation.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let m = V2Message::parse("MSH|^~\\&|HIS|||||| adt ^a04^ADT_A01|1|P|2.5").unwrap();
+    /// assert_eq!(m.message_type_text().as_deref(), Some("ADT^A04"));
+    /// assert_eq!(m.message_type().unwrap().to_string(), "ADT^A04");
+    /// ```
+    pub fn message_type_text(&self) -> Option<String> {
+        let msh = self.segment("MSH")?;
+        let parts = msh.field(9).rep(1).components();
+        let code = parts.get(1);
+        let code = trimmed(code.text()?);
+        let trigger = parts.get(2);
+        let trigger = trigger.text().map_or("", trimmed);
+        let mut text = String::with_capacity(code.len() + 1 + trigger.len());
+        text.push_str(code);
+        if !trigger.is_empty() {
+            text.push('^');
+            text.push_str(trigger);
+        }
+        text.make_ascii_uppercase();
+        Some(text)
+    }
+
     /// MSH-10, the message control id.
     pub fn control_id(&self) -> Option<String> {
         self.segment("MSH")?.get(10).string()
@@ -676,6 +700,78 @@ fn valid_segment_start(line: &str, field: char) -> bool {
             .iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         && line[3..].chars().next().is_none_or(|c| c == field)
+}
+
+/// Positions of the bytes equal to any of four, in order, eight bytes at a time: each word
+/// is compared with the four at once (SWAR), so a word without any costs a few operations
+/// instead of eight byte compares and branches.
+struct Hits<'a> {
+    bytes: &'a [u8],
+    /// Splatted search bytes.
+    needles: [u64; 4],
+    /// Offset of the word in `mask`.
+    at: usize,
+    /// High bit set in each byte of the current word that matched, not yet yielded.
+    mask: u64,
+}
+
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+impl<'a> Hits<'a> {
+    fn new(bytes: &'a [u8], needles: [u8; 4]) -> Self {
+        let mut hits = Self {
+            bytes,
+            needles: needles.map(|n| LOW_BITS * u64::from(n)),
+            at: 0,
+            mask: 0,
+        };
+        hits.mask = hits.word_mask(0);
+        hits
+    }
+
+    /// Matches in the word at `at` (a short last word is padded with a byte matching none).
+    #[inline]
+    fn word_mask(&self, at: usize) -> u64 {
+        let word = match self.bytes.get(at..at + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8])),
+            None => {
+                let rest = self.bytes.get(at..).unwrap_or(&[]);
+                // Pad with a byte equal to none of the needles: 0x80 is never a separator
+                // (they are ASCII) nor CR or LF.
+                let mut chunk = [0x80; 8];
+                chunk[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(chunk)
+            }
+        };
+        let mut mask = 0;
+        for needle in self.needles {
+            let x = word ^ needle;
+            // High bit of each byte set exactly where that byte of `x` is zero: the low
+            // seven bits plus 0x7f carry into the high bit unless zero, and never into the
+            // next byte.
+            mask |= !(((x & !HIGH_BITS).wrapping_add(!HIGH_BITS)) | x) & HIGH_BITS;
+        }
+        mask
+    }
+}
+
+impl Iterator for Hits<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.at += 8;
+            if self.at >= self.bytes.len() {
+                return None;
+            }
+            self.mask = self.word_mask(self.at);
+        }
+        let found = self.at + (self.mask.trailing_zeros() / 8) as usize;
+        self.mask &= self.mask - 1;
+        Some(found)
+    }
 }
 
 /// The `n`-th (0-based) part of `text` split on `sep`. Separators are ASCII (checked when the
@@ -958,25 +1054,32 @@ impl<'s, 'm> RepRef<'s, 'm> {
     /// assert!(cx.get(6).is_absent());
     /// ```
     pub fn components(&self) -> Components<'s, 'm> {
-        let mut parts = [""; SPLIT_COMPONENTS];
-        if let Some(raw) = self.raw {
+        let mut ends = [0; SPLIT_COMPONENTS];
+        let mut count = 0;
+        if self.raw.is_some_and(|r| u32::try_from(r.len()).is_err()) {
+            // Too long for u32 offsets (never in practice): read unsplit.
+            count = usize::from(UNSPLIT);
+        } else if let Some(raw) = self.raw {
             let cs = self.seps.component as u8;
-            let (mut n, mut start) = (0, 0);
             for (i, &b) in raw.as_bytes().iter().enumerate() {
                 if b == cs {
-                    parts[n] = &raw[start..i];
-                    n += 1;
-                    start = i + 1;
-                    if n == SPLIT_COMPONENTS {
+                    ends[count] = i as u32;
+                    count += 1;
+                    if count == SPLIT_COMPONENTS {
                         break;
                     }
                 }
             }
-            if n < SPLIT_COMPONENTS {
-                parts[n] = &raw[start..];
+            if count < SPLIT_COMPONENTS {
+                ends[count] = raw.len() as u32;
+                count += 1;
             }
         }
-        Components { rep: *self, parts }
+        Components {
+            rep: *self,
+            ends,
+            count: count as u8,
+        }
     }
 }
 
@@ -985,13 +1088,19 @@ impl<'s, 'm> RepRef<'s, 'm> {
 /// (XCN-13 is the furthest).
 const SPLIT_COMPONENTS: usize = 16;
 
+/// [`Components::count`] of a repetition left unsplit: every read goes to the repetition.
+const UNSPLIT: u8 = u8::MAX;
+
 /// One repetition split into components by [`RepRef::components`]; reads give the same
-/// values as the same reads on the [`RepRef`].
+/// values as the same reads on the [`RepRef`], in any order.
 #[derive(Debug, Clone, Copy)]
 pub struct Components<'s, 'm> {
     rep: RepRef<'s, 'm>,
-    /// Component texts, subcomponents not split, escapes not decoded; `""` past the end.
-    parts: [&'m str; SPLIT_COMPONENTS],
+    /// Byte offset in the repetition where each split component ends.
+    ends: [u32; SPLIT_COMPONENTS],
+    /// How many components `ends` holds: all of them when under [`SPLIT_COMPONENTS`];
+    /// [`UNSPLIT`] when none was split.
+    count: u8,
 }
 
 impl<'m> Components<'_, 'm> {
@@ -1002,16 +1111,32 @@ impl<'m> Components<'_, 'm> {
 
     /// Component `c`, subcomponent `s` (both 1-based).
     pub fn get_sub(&self, c: usize, s: usize) -> Value<'m> {
-        let Some(part) = c.checked_sub(1).and_then(|c| self.parts.get(c)) else {
-            return self.rep.get_sub(c, s);
-        };
-        let Some(s) = s.checked_sub(1) else {
+        let (Some(c0), Some(s0), Some(raw)) = (c.checked_sub(1), s.checked_sub(1), self.rep.raw)
+        else {
             return Value::Absent;
         };
+        if self.count == UNSPLIT {
+            return self.rep.get_sub(c, s);
+        }
+        let count = usize::from(self.count);
+        if c0 >= count {
+            // Past the end of a repetition split whole, or beyond the split part.
+            return if count < SPLIT_COMPONENTS {
+                Value::Absent
+            } else {
+                self.rep.get_sub(c, s)
+            };
+        }
+        let start = match c0 {
+            0 => 0,
+            _ => self.ends[c0 - 1] as usize + 1,
+        };
         let seps = self.rep.seps;
-        nth_part(part, seps.subcomponent, s).map_or(Value::Absent, |v| {
-            Value::from_raw(v, seps, self.rep.escapes)
-        })
+        raw.get(start..self.ends[c0] as usize)
+            .and_then(|part| nth_part(part, seps.subcomponent, s0))
+            .map_or(Value::Absent, |v| {
+                Value::from_raw(v, seps, self.rep.escapes)
+            })
     }
 }
 
@@ -1035,17 +1160,41 @@ mod tests {
             proptest::prop_assert_eq!(locate(&field, &seps, rep, comp, sub), split);
         }
 
-        /// A repetition split once reads as the repetition read component by component,
-        /// within the split components and past them.
+        /// The word-at-a-time search finds exactly the bytes a byte loop finds, whatever the
+        /// length and whatever bytes (UTF-8 or not) surround them.
+        #[test]
+        fn hits_are_the_matching_bytes(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![b'|', b'\r', b'\n', b'\\', b'a', 0x7c ^ 0x80, 0xff, 0]),
+                    proptest::num::u8::ANY,
+                ],
+                0..80,
+            ),
+        ) {
+            let needles = [b'|', b'\r', b'\n', b'\\'];
+            let expected: Vec<usize> = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| needles.contains(b))
+                .map(|(i, _)| i)
+                .collect();
+            proptest::prop_assert_eq!(Hits::new(&bytes, needles).collect::<Vec<_>>(), expected);
+        }
+
+        /// Reads through [`Components`], in any order, give what the same reads on the
+        /// repetition give, within the components and past them.
         #[test]
         fn components_read_as_the_repetition(
-            field in "[a^^^&\\\\]{0,60}",
-            comp in 0usize..20,
-            sub in 0usize..4,
+            field in "[a^^^&\\\\é]{0,60}",
+            reads in proptest::collection::vec((0usize..20, 0usize..4), 1..12),
         ) {
             let seps = header_separators("MSH|^~\\&|").expect("separators");
             let rep = RepRef { raw: Some(&field), seps: &seps, escapes: true };
-            proptest::prop_assert_eq!(rep.components().get_sub(comp, sub), rep.get_sub(comp, sub));
+            let parts = rep.components();
+            for (comp, sub) in reads {
+                proptest::prop_assert_eq!(parts.get_sub(comp, sub), rep.get_sub(comp, sub));
+            }
         }
     }
 

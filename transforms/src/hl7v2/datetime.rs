@@ -25,13 +25,17 @@ use crate::model::{Precision, Timestamp, TimestampError};
 /// [`TimestampError`] when the text is not a valid HL7 date/time (wrong length, letters,
 /// impossible date). The error never contains the text.
 pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
-    let text = text.trim();
-    let (body, offset) = match text.find(['+', '-']) {
+    // Byte searches: the markers are ASCII, so the splits fall on character boundaries.
+    let text = match text.as_bytes() {
+        [first, .., last] if first.is_ascii_digit() && last.is_ascii_digit() => text,
+        _ => text.trim(),
+    };
+    let (body, offset) = match text.bytes().position(|b| b == b'+' || b == b'-') {
         Some(i) => (&text[..i], Some(parse_offset(&text[i..])?)),
         None => (text, None),
     };
-    let (digits, fraction) = match body.split_once('.') {
-        Some((d, f)) => (d, Some(f)),
+    let (digits, fraction) = match body.bytes().position(|b| b == b'.') {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
         None => (body, None),
     };
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -46,15 +50,17 @@ pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         14 => Precision::Second,
         _ => return Err(TimestampError::Malformed("length of date/time")),
     };
-    let n = |range: std::ops::Range<usize>| -> u8 {
-        digits.get(range).and_then(|s| s.parse().ok()).unwrap_or(0)
+    // Every byte is an ASCII digit (checked above): the two digits at `at`, 0 past the end.
+    let d = digits.as_bytes();
+    let n = |at: usize| -> u8 {
+        match d.get(at..at + 2) {
+            Some([a, b]) => (a - b'0') * 10 + (b - b'0'),
+            _ => 0,
+        }
     };
-    let year: i32 = digits[..4]
-        .parse()
-        .map_err(|_| TimestampError::Malformed("year"))?;
-    let (month, day) = (n(4..6).max(1), n(6..8).max(1));
-    if precision >= Precision::Month && n(4..6) == 0 || precision >= Precision::Day && n(6..8) == 0
-    {
+    let year = i32::from(n(0)) * 100 + i32::from(n(2));
+    let (month, day) = (n(4).max(1), n(6).max(1));
+    if precision >= Precision::Month && n(4) == 0 || precision >= Precision::Day && n(6) == 0 {
         return Err(TimestampError::OutOfRange("date"));
     }
     let (precision, nanos, frac_digits) = match fraction {
@@ -75,9 +81,9 @@ pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         year,
         month,
         day,
-        n(8..10),
-        n(10..12),
-        n(12..14),
+        n(8),
+        n(10),
+        n(12),
         nanos,
         frac_digits,
         offset,
