@@ -63,7 +63,7 @@ pub fn kind_for(trigger: &str) -> Option<EventKind> {
 /// # Errors
 /// [`MappingError`] without PID or patient identifier, without MRG for a merge, or with
 /// unparsable dates.
-pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Event, MappingError> {
+pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(kind, source_from_msh(msg)?);
     event.patient = Some(patient_from_adt(msg)?);
     event.encounter = encounter_from_pv1(msg)?;

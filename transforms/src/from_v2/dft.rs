@@ -36,7 +36,7 @@ use super::{
 /// # Errors
 /// [`MappingError`] without PID/patient identifier, without FT1, without FT1-6, with an
 /// unknown ZPY-1, or with unparsable dates or amounts.
-pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Event, MappingError> {
+pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let source = source_from_msh(msg)?;
     let patient = patient_from_pid(msg)?;
     let encounter = encounter_from_pv1(msg)?;

@@ -135,7 +135,7 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
         _ => return Ok(unsupported(msg)),
     };
-    Ok(Mapped::Event(Box::new(event)))
+    Ok(Mapped::Event(event))
 }
 
 fn unsupported(msg: &V2Message<'_>) -> Mapped {
@@ -180,7 +180,7 @@ pub fn source_from_msh(msg: &V2Message<'_>) -> Result<Source, MappingError> {
 }
 
 /// An event with its deterministic id (see [`Event::id`]) and no entities yet.
-fn new_event(kind: EventKind, source: Source) -> Event {
+fn new_event(kind: EventKind, source: Source) -> Box<Event> {
     let id = stable_id(&[
         &source.format,
         source.sending_application.as_deref().unwrap_or(""),
@@ -188,7 +188,8 @@ fn new_event(kind: EventKind, source: Source) -> Event {
         &source.control_id,
         kind.as_str(),
     ]);
-    Event {
+    // Boxed from the start: the event is a few kilobytes, filled in place by the mapping.
+    Box::new(Event {
         id,
         kind,
         source,
@@ -201,7 +202,7 @@ fn new_event(kind: EventKind, source: Source) -> Event {
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
-    }
+    })
 }
 
 /// Fills [`Event::practitioners`] from every practitioner the entities reference.

@@ -42,7 +42,7 @@ pub(crate) struct OrderSegments<'s, 'm> {
 /// # Errors
 /// [`MappingError`] without ORC, with an unknown ORC-1/ORC-5, without order numbers, or with
 /// unparsable dates; without PID or patient identifier.
-pub fn event_from_order(msg: &V2Message<'_>) -> Result<Event, MappingError> {
+pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let groups = order_groups(msg);
     let Some(first) = groups.first() else {
         return Err(MappingError::Missing {

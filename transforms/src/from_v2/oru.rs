@@ -36,7 +36,7 @@ type ReportSegments<'s, 'm> = (
 /// # Errors
 /// [`MappingError`] without OBR, without order numbers, with an OBX without OBX-3, unknown
 /// status codes, or unparsable dates. The patient is optional in ORU^R01.
-pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Event, MappingError> {
+pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(EventKind::ResultReported, source_from_msh(msg)?);
     if msg.segment("PID").is_some() {
         event.patient = Some(patient_from_pid(msg)?);

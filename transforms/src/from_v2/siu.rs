@@ -62,7 +62,7 @@ pub fn kind_for(trigger: &str) -> Option<EventKind> {
 /// [`MappingError`] without SCH or appointment id, with an unknown SCH-25, unknown duration
 /// units, or unparsable dates and numbers. A SIU without PID maps (the patient is optional in
 /// the SIU structure) but then has no partition key.
-pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Event, MappingError> {
+pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(kind, source_from_msh(msg)?);
     if msg.segment("PID").is_some() {
         event.patient = Some(patient_from_pid(msg)?);
