@@ -234,6 +234,7 @@ fn collect_practitioners(event: &mut Event) {
 }
 
 /// Field `n` (component 1, subcomponent 1: the DTM of a TS) as a timestamp.
+#[inline]
 fn ts(
     msg: &V2Message<'_>,
     seg: &SegmentRef<'_, '_>,
@@ -243,6 +244,7 @@ fn ts(
 }
 
 /// A timestamp from a value read at `field` of `seg` (for error paths).
+#[inline]
 fn ts_value(
     msg: &V2Message<'_>,
     seg: &SegmentRef<'_, '_>,
@@ -279,14 +281,27 @@ fn decimal_value(
 
 /// Joins the NTE-3 comment of each NTE segment (every repetition) with newlines.
 fn notes<'a, 'm: 'a>(ntes: impl IntoIterator<Item = &'a SegmentRef<'a, 'm>>) -> Option<String> {
-    let lines: Vec<String> = ntes
-        .into_iter()
-        .flat_map(|nte| {
-            nte.field(3)
-                .reps()
-                .filter_map(|r| r.text().string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("\n"))
+    join_lines(
+        ntes.into_iter()
+            .flat_map(|nte| nte.field(3).reps().map(|r| r.text())),
+    )
+}
+
+/// The values that hold text, trimmed, one per line; `None` when none does. Built in one
+/// `String`, without one per line.
+pub(crate) fn join_lines<'m>(values: impl IntoIterator<Item = Value<'m>>) -> Option<String> {
+    let mut out: Option<String> = None;
+    for value in values {
+        let Some(line) = value.trimmed() else {
+            continue;
+        };
+        match &mut out {
+            None => out = Some(line.to_owned()),
+            Some(text) => {
+                text.push('\n');
+                text.push_str(line);
+            }
+        }
+    }
+    out
 }

@@ -21,8 +21,8 @@ use crate::model::{Event, EventKind, Observation, OrderStatus, ResultReport, Res
 use super::adt::{encounter_from_pv1, patient_from_pid};
 use super::orders::{order_from_segments, OrderSegments};
 use super::{
-    collect_practitioners, datatypes, decimal_value, new_event, notes, source_from_msh, ts,
-    MappingError,
+    collect_practitioners, datatypes, decimal_value, join_lines, new_event, notes, source_from_msh,
+    ts, MappingError,
 };
 
 /// An OBR with its order segments, then each OBX with the NTEs after it.
@@ -152,22 +152,24 @@ fn observation(
             )
         }
         Some("SN") => {
-            let rep = field.rep(1);
-            let text: String = (1..=4)
-                .filter_map(|c| rep.get(c).string())
-                .collect::<Vec<_>>()
-                .concat();
+            let rep = field.rep(1).components();
+            let mut text = String::new();
+            for c in 1..=4 {
+                if let Some(part) = rep.get(c).trimmed() {
+                    text.push_str(part);
+                }
+            }
             ((!text.is_empty()).then_some(text), None, None)
         }
         _ => {
-            let lines: Vec<String> = field.reps().filter_map(|r| r.text().string()).collect();
+            let lines = join_lines(field.reps().map(|r| r.text()));
             let numeric = if value_type.as_deref() == Some("NM") {
                 // A non-numeric NM (`<0.5`) stays text: the sender's words are kept, not lost.
                 decimal_value(msg, obx, 5, obx.get(5)).ok().flatten()
             } else {
                 None
             };
-            ((!lines.is_empty()).then(|| lines.join("\n")), numeric, None)
+            (lines, numeric, None)
         }
     };
     Ok(Observation {

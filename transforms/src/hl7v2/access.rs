@@ -199,6 +199,7 @@ pub enum Value<'m> {
 impl<'m> Value<'m> {
     /// `escapes` is false when the segment holding `raw` has no escape character at all, so
     /// decoding (a scan of every value) can be skipped.
+    #[inline]
     fn from_raw(raw: &'m str, seps: &Separators, escapes: bool) -> Self {
         match raw {
             "" => Value::Absent,
@@ -219,6 +220,7 @@ impl<'m> Value<'m> {
     }
 
     /// The text, or `None` when absent or null.
+    #[inline]
     pub fn text(&self) -> Option<&str> {
         match self {
             Value::Text(t) => Some(t),
@@ -227,8 +229,15 @@ impl<'m> Value<'m> {
     }
 
     /// The text trimmed and owned, or `None` when absent, null or blank.
+    #[inline]
     pub fn string(&self) -> Option<String> {
         self.text().map(|t| trimmed(t).to_owned())
+    }
+
+    /// The text trimmed (never empty), or `None` when absent, null or blank.
+    #[inline]
+    pub fn trimmed(&self) -> Option<&str> {
+        self.text().map(trimmed)
     }
 
     /// True for an explicit `""`.
@@ -774,6 +783,33 @@ impl Iterator for Hits<'_> {
     }
 }
 
+/// The parts of a text split on an ASCII separator (as `str::split`, with a byte search).
+struct Parts<'m> {
+    /// What is left to split; `None` once the last part was returned.
+    rest: Option<&'m str>,
+    sep: u8,
+}
+
+impl<'m> Iterator for Parts<'m> {
+    type Item = &'m str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'m str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == self.sep) {
+            // The separator is ASCII: both sides of it are character boundaries.
+            Some(i) => {
+                self.rest = rest.get(i + 1..);
+                rest.get(..i)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// The `n`-th (0-based) part of `text` split on `sep`. Separators are ASCII (checked when the
 /// header is read), so a byte scan is exact on UTF-8 text; this is the hot path of every read.
 #[inline]
@@ -889,6 +925,7 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
         self.line
     }
 
+    #[inline]
     fn raw_field(&self, n: usize) -> Option<&'m str> {
         // In MSH the first separator is MSH-1 itself, so MSH-2 is the first element after the
         // name; elsewhere field n is the n-th element after the name.
@@ -910,6 +947,7 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
     }
 
     /// A field (all its repetitions).
+    #[inline]
     pub fn field(&self, n: usize) -> FieldRef<'s, 'm> {
         FieldRef {
             raw: self.raw_field(n),
@@ -919,6 +957,7 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
     }
 
     /// Field `n`, first repetition, first component, first subcomponent.
+    #[inline]
     pub fn get(&self, n: usize) -> Value<'m> {
         self.get_at(n, 1, 1, 1)
     }
@@ -977,17 +1016,19 @@ impl<'s, 'm> FieldRef<'s, 'm> {
     }
 
     /// All repetitions that hold something (empty repetitions skipped).
+    #[inline]
     pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
         let (seps, escapes) = (self.seps, self.escapes);
-        self.raw
-            .into_iter()
-            .flat_map(move |raw| raw.split(seps.repetition))
-            .filter(|r| !r.is_empty())
-            .map(move |r| RepRef {
-                raw: Some(r),
-                seps,
-                escapes,
-            })
+        Parts {
+            rest: self.raw,
+            sep: seps.repetition as u8,
+        }
+        .filter(|r| !r.is_empty())
+        .map(move |r| RepRef {
+            raw: Some(r),
+            seps,
+            escapes,
+        })
     }
 
     /// True when the field was not sent or is empty.
@@ -1180,6 +1221,13 @@ mod tests {
                 .map(|(i, _)| i)
                 .collect();
             proptest::prop_assert_eq!(Hits::new(&bytes, needles).collect::<Vec<_>>(), expected);
+        }
+
+        /// The byte split gives what `str::split` gives.
+        #[test]
+        fn parts_are_str_split(text in "[a~é]{0,20}") {
+            let parts: Vec<&str> = Parts { rest: Some(&text), sep: b'~' }.collect();
+            proptest::prop_assert_eq!(parts, text.split('~').collect::<Vec<_>>());
         }
 
         /// Reads through [`Components`], in any order, give what the same reads on the
