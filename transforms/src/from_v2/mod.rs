@@ -114,7 +114,8 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
         path: "MSH-9".into(),
         reason: "no message type",
     };
-    // Dispatch on upper-cased copies on the stack; the text is built once, in the Source.
+    // Dispatch on the codes upper-cased without allocating; the text is built once, in the
+    // Source.
     let msh = msg.segment("MSH").ok_or_else(no_type)?;
     let parts = msh.field(9).rep(1).components();
     let code = parts.get(1);
