@@ -140,11 +140,7 @@ fn control(msg: &V2Message<'_>, group: &OrderSegments<'_, '_>) -> Result<String,
         reason: "no common order segment",
     })?;
     orc.get(1)
-        .string()
-        .map(|mut c| {
-            c.make_ascii_uppercase();
-            c
-        })
+        .upper_string()
         .ok_or_else(|| MappingError::Missing {
             path: msg.field_path(orc, 1),
             reason: "no order control code",

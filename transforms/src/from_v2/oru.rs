@@ -137,10 +137,7 @@ fn observation(
         path: msg.field_path(obx, 3),
         reason: "no observation identifier",
     })?;
-    let value_type = obx.get(2).string().map(|mut t| {
-        t.make_ascii_uppercase();
-        t
-    });
+    let value_type = obx.get(2).upper_string();
     let field = obx.field(5);
     let (value, numeric_value, coded_value) = match value_type.as_deref() {
         Some("CE" | "CWE" | "CNE") => {

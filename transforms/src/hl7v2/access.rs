@@ -231,7 +231,15 @@ impl<'m> Value<'m> {
     /// The text trimmed and owned, or `None` when absent, null or blank.
     #[inline]
     pub fn string(&self) -> Option<String> {
-        self.text().map(|t| trimmed(t).to_owned())
+        self.trimmed().map(str::to_owned)
+    }
+
+    /// [`Value::string`] in ASCII upper case, for codes kept in the model.
+    pub fn upper_string(&self) -> Option<String> {
+        self.string().map(|mut text| {
+            text.make_ascii_uppercase();
+            text
+        })
     }
 
     /// The text trimmed (never empty), or `None` when absent, null or blank.
@@ -558,14 +566,10 @@ impl<'m> V2Message<'m> {
     /// MSH-9 as code, trigger and structure.
     pub fn message_type(&self) -> Option<MessageType> {
         let msh = self.segment("MSH")?;
-        let upper = |mut text: String| {
-            text.make_ascii_uppercase();
-            text
-        };
         let msg_type = msh.field(9).rep(1).components();
         Some(MessageType {
-            code: upper(msg_type.get(1).string()?),
-            trigger: upper(msg_type.get(2).string().unwrap_or_default()),
+            code: msg_type.get(1).upper_string()?,
+            trigger: msg_type.get(2).upper_string().unwrap_or_default(),
             structure: msg_type.get(3).string(),
         })
     }
