@@ -18,6 +18,7 @@ mod http_sources;
 mod latrexa;
 mod ops;
 mod reload;
+mod resend;
 mod roles;
 mod sftp;
 mod spine;
