@@ -151,6 +151,164 @@ async fn disk_full_answers_ar_207_never_aa_and_recovers_when_space_returns() {
     engine.kill();
 }
 
+/// A webhook destination the test answers by hand, by MSH-10: it holds a request while its
+/// control id is held, answers 503 while it fails, else 200; it counts requests per id.
+#[derive(Clone, Default)]
+struct HandSink {
+    state: Arc<Mutex<HandState>>,
+}
+
+#[derive(Default)]
+struct HandState {
+    held: HashSet<String>,
+    failing: HashSet<String>,
+    requests: Vec<String>,
+}
+
+impl HandSink {
+    /// Serves on a free port; returns the destination URL.
+    async fn start(&self) -> String {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        async fn receive(State(sink): State<HandSink>, body: String) -> StatusCode {
+            let id = segment(&body, "MSH")[9].clone();
+            sink.state.lock().expect("lock").requests.push(id.clone());
+            while sink.state.lock().expect("lock").held.contains(&id) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if sink.state.lock().expect("lock").failing.contains(&id) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        url
+    }
+
+    fn set(&self, id: &str, held: bool, failing: bool) {
+        let mut guard = self.state.lock().expect("lock");
+        let s = &mut *guard;
+        for (set, on) in [(&mut s.held, held), (&mut s.failing, failing)] {
+            if on {
+                set.insert(id.to_string());
+            } else {
+                set.remove(id);
+            }
+        }
+    }
+
+    fn requests(&self, id: &str) -> usize {
+        let s = self.state.lock().expect("lock");
+        s.requests.iter().filter(|r| *r == id).count()
+    }
+}
+
+/// The status of the stored message with control id `id`.
+async fn status_of(engine: &EngineProcess, id: &str) -> String {
+    let list = get_json(&format!(
+        "{}/api/messages?control_id={id}&limit=5",
+        engine.admin()
+    ))
+    .await;
+    list["items"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_pauses_deliveries_and_keeps_their_outcomes_until_space_returns() {
+    let sink = HandSink::default();
+    let url = sink.start().await;
+    let channel = format!(
+        "[[route]]\nto = [\"hook\"]\npayload = \"hl7\"\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\ntimeout_secs = 30\n{FAST_RETRY}max_attempts = 100000\n"
+    );
+    let cfg = TestConfig::new("min_free_disk_bytes = 4194304", &channel);
+    let data = cfg.data();
+    let _tmpfs = match Tmpfs::mount(&data, "48m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED disk-full delivery test: cannot mount a tmpfs ({why})");
+            return;
+        }
+    };
+    let engine = EngineProcess::start(&cfg.conf(), &data);
+    let mut client = connect(&engine.mllp("lab")).await;
+    // One delivery being retried (patient P2), one held at the destination (patient P1).
+    sink.set("DF-RETRY", false, true);
+    let ack = send(&mut client, adt_for("P2", "DF-RETRY").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    assert!(
+        eventually(10, || sink.requests("DF-RETRY") >= 3).await,
+        "retried"
+    );
+    sink.set("DF-HELD", true, false);
+    let ack = send(&mut client, adt_for("P1", "DF-HELD").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    assert!(
+        eventually(10, || sink.requests("DF-HELD") == 1).await,
+        "sent"
+    );
+
+    // The disk fills up; the engine re-reads free space every 50 ms.
+    let filler = fill(&data, 1024 * 1024);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let retries = sink.requests("DF-RETRY");
+    // The destination answers 200: the outcome cannot be written now.
+    sink.set("DF-HELD", false, false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        sink.requests("DF-RETRY"),
+        retries,
+        "no attempt while the disk is full"
+    );
+    assert_eq!(sink.requests("DF-HELD"), 1);
+    assert_eq!(
+        status_of(&engine, "DF-HELD").await,
+        "routed",
+        "not recorded as delivered"
+    );
+    let m = metrics_text(&engine).await;
+    assert!(
+        metric_value(
+            &m,
+            "switchboard_store_reserve_refusals_total{path=\"delivery\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+
+    // Space comes back: the outcome is written, the retried one goes through, nothing twice.
+    sink.set("DF-RETRY", false, false);
+    std::fs::remove_file(&filler).expect("remove filler");
+    let mut delivered = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !delivered && Instant::now() < deadline {
+        delivered = status_of(&engine, "DF-HELD").await == "delivered"
+            && status_of(&engine, "DF-RETRY").await == "delivered";
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "both delivered once space returned");
+    assert_eq!(sink.requests("DF-HELD"), 1, "never sent twice");
+    let ack = send(&mut client, adt_for("P3", "DF-AFTER").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    assert!(
+        eventually(10, || sink.requests("DF-AFTER") == 1).await,
+        "new deliveries go on"
+    );
+    drop(client);
+    engine.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_faults_through_a_proxy_lose_nothing_once_it_heals() {
     let sink = HttpSink::start(SinkMode::Up).await;

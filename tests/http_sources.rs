@@ -464,3 +464,113 @@ async fn webhook_sources_check_signatures_replays_and_answer_in_their_formats() 
         "{stored:?}"
     );
 }
+
+/// Retention over the data folder a real engine wrote: the resend keys of FHIR and Buktor
+/// bodies go with their messages (retention used to derive the HL7 key shape for them, so
+/// they were never removed), and each channel's pass is in the audit records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_resend_keys_are_pruned_with_their_messages() {
+    use engine::store::retention::{ChannelPrune, RetentionPolicy};
+    let cfg = TestConfig::new("", "");
+    let fhir_token = secret(&cfg, "fhir-token", "fhir-token\n");
+    let token = secret(&cfg, "buktor-token", "bk-token");
+    let hmac = secret(&cfg, "buktor-secret", "bk-shared-secret");
+    add_channel(
+        &cfg,
+        "fhir",
+        &format!("name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{fhir_token}\" }}\n"),
+    );
+    add_channel(
+        &cfg,
+        "buktor-in",
+        &format!("name = \"buktor-in\"\n[source]\ntype = \"webhook\"\nformat = \"buktor\"\nlisten = \"127.0.0.1:0\"\ntimestamp_window_secs = 300\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\nhmac_secret = {{ file = \"{hmac}\" }}\n"),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let event = buktor_event("evt_prune", &now);
+    let signature = channels::webhook::sender::sign(b"bk-shared-secret", event.as_bytes());
+    let buktor = format!("http://{}/his/receive", engine.info.channels["buktor-in"]);
+    // Each sent twice: the resend is answered from the store, one record each.
+    for _ in 0..2 {
+        let (status, _, body) = fhir.send(reqwest::Method::POST, "/Patient", PATIENT).await;
+        assert_eq!(status, 201, "{body}");
+        let resp = fhir
+            .client
+            .post(&buktor)
+            .header("content-type", "application/json")
+            .header("Buktor-Signature", &signature)
+            .bearer_auth("bk-token")
+            .body(event.clone())
+            .send()
+            .await
+            .expect("webhook reachable");
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    assert_eq!(messages(&engine, "fhir").await.len(), 1);
+    assert_eq!(messages(&engine, "buktor-in").await.len(), 1);
+    let m = metrics(&engine).await;
+    for ch in ["fhir", "buktor-in"] {
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!("switchboard_duplicates_total{{channel=\"{ch}\"}}")
+            ),
+            1.0,
+            "{m}"
+        );
+        assert_eq!(
+            metric_value(
+                &m,
+                &format!("switchboard_retention_removed_total{{channel=\"{ch}\"}}")
+            ),
+            0.0,
+            "{m}"
+        );
+    }
+    assert_eq!(engine.terminate(), Some(0));
+
+    // The store the engine left, pruned with the clock 100 days on.
+    let store = engine::store::Store::open(
+        &cfg.data(),
+        engine::config::Durability::Os,
+        &engine::metrics::Metrics::new("t"),
+    )
+    .expect("the store opens once the engine is gone");
+    let policy = RetentionPolicy {
+        default_days: 90,
+        per_channel: Default::default(),
+    };
+    let later = engine::delivery::now_ms() + 100 * 86_400_000;
+    let report = store.prune(&policy, later).expect("prune");
+    let one = ChannelPrune {
+        removed: 1,
+        dedup_removed: 1,
+        ..ChannelPrune::default()
+    };
+    assert_eq!(
+        report.channels,
+        [("buktor-in".to_string(), one), ("fhir".to_string(), one)]
+            .into_iter()
+            .collect(),
+        "the resend key of each message went with it"
+    );
+    assert_eq!(store.message_count(), 0);
+    let audit = store.audit_log(10).expect("audit");
+    let retention: Vec<_> = audit.iter().filter(|r| r.action == "retention").collect();
+    assert_eq!(retention.len(), 2, "{audit:?}");
+    for r in retention {
+        assert_eq!(r.counts, one.counts(), "{r:?}");
+    }
+    assert!(
+        store
+            .prune(&policy, later)
+            .expect("prune")
+            .channels
+            .is_empty(),
+        "nothing old is left"
+    );
+}

@@ -79,6 +79,21 @@ fn error(status: StatusCode, code: &str, detail: &str) -> Response {
     (status, Json(json!({"error": code, "detail": detail}))).into_response()
 }
 
+/// The answer to a store failure of an operator action: 503 `disk_full` while the free-space
+/// reserve refuses writes (nothing changed; try again once space is back), else 500.
+fn store_failure(e: &crate::store::StoreError) -> Response {
+    match e {
+        crate::store::StoreError::DiskFull { .. } => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "disk_full", &e.to_string())
+        }
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            &e.to_string(),
+        ),
+    }
+}
+
 /// The current tokens (a reload may replace them).
 pub(crate) fn current_tokens(s: &AdminState) -> Arc<crate::auth::Tokens> {
     s.tokens
@@ -407,11 +422,7 @@ async fn reprocess_one(
         | Err(e @ crate::pipeline::RouteError::UnknownChannel(_)) => {
             error(StatusCode::CONFLICT, "not_routable", &e.to_string())
         }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_error",
-            &e.to_string(),
-        ),
+        Err(crate::pipeline::RouteError::Store(e)) => store_failure(&e),
     }
 }
 
@@ -591,11 +602,9 @@ async fn retry_dead_letters(
             Ok(Some(item)) => revived.push(item),
             Ok(None) => {}
             Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_error",
-                    &e.to_string(),
-                )
+                // Those revived before the failure are in the outbox: hand them over.
+                s.pipeline.hub().enqueue(&revived);
+                return store_failure(&e);
             }
         }
     }
@@ -626,13 +635,7 @@ async fn discard_dead_letters(
         match s.store.discard(dest, *seq) {
             Ok(true) => n += 1,
             Ok(false) => {}
-            Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_error",
-                    &e.to_string(),
-                )
-            }
+            Err(e) => return store_failure(&e),
         }
     }
     audit(
@@ -661,6 +664,7 @@ fn audit(s: &AdminState, actor: &str, action: &str, targets: &[(String, u64)], c
         action: action.into(),
         target,
         count,
+        counts: Default::default(),
     };
     if let Err(e) = s.store.audit(&record) {
         tracing::warn!(error = %e, "Cannot write an audit record.");

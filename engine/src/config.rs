@@ -30,7 +30,9 @@ pub struct EngineConfig {
     /// `os`: the ACK waits only for the write into the store's memory; for test setups.
     #[serde(default)]
     pub durability: Durability,
-    /// Days a message is kept (channels may override).
+    /// Days a message is kept (channels may override). Older messages are removed only once
+    /// finished: none with a delivery pending or dead-lettered, and no Latrexa booking not
+    /// yet confirmed or rejected at Latrexa.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// The admin HTTP server.
@@ -45,8 +47,10 @@ pub struct EngineConfig {
     /// Seconds between two retention passes (the first runs at start).
     #[serde(default = "default_retention_interval_secs")]
     pub retention_interval_secs: u64,
-    /// Bytes that must stay free on the disk of `data_dir`: below that, new messages are
-    /// answered AR/CR with ERR 207 and not written, until space is back. 0 turns it off.
+    /// Bytes that must stay free on the disk of `data_dir`: below that, nothing is written to
+    /// the store until space is back; new messages are answered AR/CR with ERR 207 (HTTP
+    /// 503), deliveries and Latrexa bookings pause and keep their outcomes until they can be
+    /// written. 0 turns it off.
     #[serde(default = "default_min_free_disk_bytes")]
     pub min_free_disk_bytes: u64,
     /// Encryption at rest of message bodies and rendered payloads (`[encryption]`); off

@@ -7,11 +7,18 @@
 //! `max_attempts` or `max_age_secs`, or at once for a permanent error, it moves to the dead
 //! letters with its reason. A circuit breaker stops sending to a destination after repeated
 //! failures and lets one trial delivery through after a cool-down.
+//!
+//! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
+//! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in
+//! memory, the write tried again every second until it is stored. So a full disk delays
+//! deliveries but never loses an outcome nor sends a delivered item again; only a shutdown
+//! while waiting leaves the item in the outbox, to be sent again at the next start (as after
+//! a crash).
 
 use crate::events::{EventBus, LiveEvent};
 use crate::metrics::Metrics;
 use crate::store::outbox::{Attempt, OutboxItem};
-use crate::store::{Status, Store};
+use crate::store::{Status, Store, StoreError};
 use bytes::Bytes;
 use channels::destination::{
     Delivery, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
@@ -24,6 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+/// How often a worker looks again whether the free-space reserve lets it write.
+const RESERVE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -293,6 +303,7 @@ impl Worker {
             open_until: None,
         };
         let mut depth: i64 = 0;
+        let mut paused = false;
         let batching = self.dest.batching();
         let mut linger_since: Option<Instant> = None;
         let mut linger_wake: Option<Instant>;
@@ -336,8 +347,10 @@ impl Worker {
                     ready.push_back(p);
                 }
             }
-            // Start what the breaker and concurrency allow.
+            // Start what the reserve, the breaker and concurrency allow.
+            let reserve_ok = self.reserve_ok(&mut paused);
             let half_open = match breaker.open_until {
+                _ if !reserve_ok => None,
                 Some(t) if Instant::now() < t => None,
                 Some(_) => Some(true),
                 None => Some(false),
@@ -462,6 +475,11 @@ impl Worker {
                 (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
                 (w, None) => w,
             };
+            let wake = if paused {
+                Some(wake.map_or(RESERVE_RECHECK, |w| w.min(RESERVE_RECHECK)))
+            } else {
+                wake
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => {
@@ -479,7 +497,7 @@ impl Worker {
                     for (p, item, result) in outcomes {
                     in_flight.remove(&p);
                     self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
-                    match self.settle(item, result, took, &mut breaker, &up) {
+                    match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
                         Settled::Done => {
                             depth -= 1;
                             if let Some(q) = queues.get_mut(&p) {
@@ -516,11 +534,60 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(Ok((outcomes, took))) = tasks.join_next().await {
                 for (_, item, result) in outcomes {
-                    let _ = self.settle(item, result, took, &mut breaker, &up);
+                    let _ = self
+                        .settle(item, result, took, &mut breaker, &up, &shutdown)
+                        .await;
                 }
             }
         })
         .await;
+    }
+
+    /// Whether deliveries may start: not while the free-space reserve refuses writes, since
+    /// their outcomes could not be recorded. Logs when that changes.
+    fn reserve_ok(&self, paused: &mut bool) -> bool {
+        let ok = self.store.reserve_available().is_ok();
+        if ok == *paused {
+            *paused = !ok;
+            if ok {
+                info!(destination = %self.name, "Free disk space is back above the reserve; deliveries resume.");
+            } else {
+                warn!(destination = %self.name, "Free disk space is under the reserve; deliveries paused until it is back.");
+            }
+        }
+        ok
+    }
+
+    /// Runs a store write of a delivery's outcome. While the free-space reserve refuses it,
+    /// the outcome waits here and the write is tried again every [`RESERVE_RECHECK`] (the
+    /// worker starts nothing meanwhile); after `shutdown` the refusal is returned.
+    async fn write<T>(
+        &self,
+        item: &OutboxItem,
+        shutdown: &CancellationToken,
+        write: impl Fn() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut waited = false;
+        loop {
+            match write() {
+                Err(StoreError::DiskFull { .. }) if !shutdown.is_cancelled() => {
+                    if !waited {
+                        warn!(destination = %self.name, message_id = item.message_id, "Free disk space is under the reserve; the outcome of a delivery waits until it can be written.");
+                        waited = true;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        () = tokio::time::sleep(RESERVE_RECHECK) => {}
+                    }
+                }
+                other => {
+                    if waited && other.is_ok() {
+                        info!(destination = %self.name, message_id = item.message_id, "The outcome of a delivery was written once disk space came back.");
+                    }
+                    return other;
+                }
+            }
+        }
     }
 
     /// Runs the destination's health check in its own task; the result comes back on `tx`.
@@ -568,13 +635,14 @@ impl Worker {
     }
 
     /// Records an attempt's outcome in the store and returns what the queue should do.
-    fn settle(
+    async fn settle(
         &self,
         mut item: OutboxItem,
         result: Result<channels::destination::Receipt, DeliveryError>,
         took: Duration,
         breaker: &mut Breaker,
         up: &prometheus::IntGauge,
+        shutdown: &CancellationToken,
     ) -> Settled {
         let labels = [self.channel.as_str(), self.dest_name.as_str()];
         item.attempts += 1;
@@ -603,7 +671,8 @@ impl Worker {
                     .with_label_values(&[labels[0], labels[1], "delivered"])
                     .inc();
                 debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
-                self.finish(&item, &attempt, true, &receipt.detail)
+                self.finish(&item, &attempt, true, &receipt.detail, shutdown)
+                    .await
             }
             Err(e) => {
                 attempt.status = e.status;
@@ -634,11 +703,14 @@ impl Worker {
                         .with_label_values(&[labels[0], labels[1], "retried"])
                         .inc();
                     warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %e, "Delivery failed, will retry.");
-                    if let Err(se) = self
-                        .store
-                        .record_attempt(&item, &attempt)
-                        .and_then(|()| self.store.reschedule(&item))
-                    {
+                    let recorded = self
+                        .write(&item, shutdown, || {
+                            self.store
+                                .record_attempt(&item, &attempt)
+                                .and_then(|()| self.store.reschedule(&item))
+                        })
+                        .await;
+                    if let Err(se) = recorded {
                         error!(destination = %self.name, error = %se, "Cannot record the retry.");
                     }
                     self.publish("retrying", &item);
@@ -657,7 +729,7 @@ impl Worker {
                         .inc();
                     self.metrics.dead_letters.with_label_values(&labels).inc();
                     error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
-                    self.finish(&item, &attempt, false, &reason)
+                    self.finish(&item, &attempt, false, &reason, shutdown).await
                 }
             }
         }
@@ -675,12 +747,13 @@ impl Worker {
         });
     }
 
-    fn finish(
+    async fn finish(
         &self,
         item: &OutboxItem,
         attempt: &Attempt,
         delivered: bool,
         detail: &str,
+        shutdown: &CancellationToken,
     ) -> Settled {
         self.publish(
             if delivered {
@@ -691,9 +764,12 @@ impl Worker {
             item,
         );
         let result = self
-            .store
-            .record_attempt(item, attempt)
-            .and_then(|()| self.store.finish(item, delivered, detail));
+            .write(item, shutdown, || {
+                self.store
+                    .record_attempt(item, attempt)
+                    .and_then(|()| self.store.finish(item, delivered, detail))
+            })
+            .await;
         match result {
             Ok(status) => {
                 let finished = match status {

@@ -52,6 +52,12 @@
 //! `retrying` while in flight, `delivered` once confirmed, `rejected` once rejected (with the
 //! reason), `failed` when Latrexa refused our answer. A booking that cannot be read is stored
 //! once as `rejected` with the reason.
+//!
+//! While the free-space reserve refuses store writes (`crate::store::space`), the worker takes
+//! no step of a booking (no SIU to the HIS, no confirm or reject: their outcome could not be
+//! recorded) and retries a write it could not make, holding the outcome in memory; it goes on
+//! by itself once space is back. Retention keeps the record of every revision that is not
+//! confirmed or rejected at Latrexa yet.
 
 use crate::delivery::{backoff, now_ms};
 use crate::metrics::Metrics;
@@ -104,6 +110,9 @@ const HIS_DOWN: u8 = 2;
 
 /// Longest reason kept from a HIS answer.
 const MAX_REASON: usize = 200;
+
+/// How often a write the free-space reserve refused is tried again.
+const RESERVE_RECHECK: Duration = Duration::from_secs(1);
 
 struct Agent {
     channel: String,
@@ -339,13 +348,11 @@ impl Agent {
 
     /// Waits before attempt `attempt + 1`; false on shutdown.
     async fn pause(&self, attempt: u32) -> bool {
-        tokio::select! {
-            () = self.shutdown.cancelled() => false,
-            () = tokio::time::sleep(backoff(&self.retry, attempt, None)) => true,
-        }
+        self.wait(backoff(&self.retry, attempt, None)).await
     }
 
-    /// Runs a store write and its commit until both succeed; false on shutdown.
+    /// Runs a store write and its commit until both succeed; false on shutdown. A write the
+    /// free-space reserve refuses is tried again every second (nothing was written).
     async fn persist(&self, write: impl Fn(&Store) -> Result<(), StoreError>) -> bool {
         let mut attempt = 0;
         loop {
@@ -357,13 +364,49 @@ impl Agent {
                 Ok(()) => return true,
                 Err(e) => {
                     attempt += 1;
-                    warn!(channel = %self.channel, error = %e, "Cannot write a booking to the store; will try again.");
-                    if !self.pause(attempt).await {
+                    if attempt == 1 {
+                        warn!(channel = %self.channel, error = %e, "Cannot write a booking to the store; will try again.");
+                    } else {
+                        debug!(channel = %self.channel, attempt, error = %e, "Cannot write a booking to the store yet.");
+                    }
+                    let waited = if matches!(e, StoreError::DiskFull { .. }) {
+                        self.wait(RESERVE_RECHECK).await
+                    } else {
+                        self.pause(attempt).await
+                    };
+                    if !waited {
                         return false;
                     }
                 }
             }
         }
+    }
+
+    /// Waits `d`; false on shutdown.
+    async fn wait(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Waits while the free-space reserve refuses store writes: the outcome of the next step
+    /// (the HIS's answer, Latrexa's) could not be recorded. False on shutdown.
+    async fn wait_for_space(&self) -> bool {
+        let mut waited = false;
+        while self.store.reserve_available().is_err() {
+            if !waited {
+                warn!(channel = %self.channel, "Free disk space is under the reserve; bookings wait until it is back.");
+                waited = true;
+            }
+            if !self.wait(RESERVE_RECHECK).await {
+                return false;
+            }
+        }
+        if waited {
+            info!(channel = %self.channel, "Free disk space is back above the reserve; bookings go on.");
+        }
+        true
     }
 
     /// A new item from Latrexa: decide what it is against the id map and act.
@@ -531,6 +574,9 @@ impl Agent {
         let mut attempt: u32 = 0;
         let mut marked_retrying = false;
         loop {
+            if !entry.state.is_settled() && !self.wait_for_space().await {
+                return false;
+            }
             let step = match entry.state.clone() {
                 BookingState::Received => self.send_to_his(&mut entry).await,
                 BookingState::HisAccepted => self.confirm(&mut entry).await,

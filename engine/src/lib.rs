@@ -288,6 +288,7 @@ async fn retention_task(
     shutdown: CancellationToken,
 ) {
     let mut current = settings.borrow_and_update().clone();
+    start_retention_counters(&metrics, &current);
     let mut tick = tokio::time::interval(current.interval);
     loop {
         tokio::select! {
@@ -297,6 +298,7 @@ async fn retention_task(
                     return;
                 }
                 current = settings.borrow_and_update().clone();
+                start_retention_counters(&metrics, &current);
                 tick = tokio::time::interval(current.interval);
                 continue;
             }
@@ -306,18 +308,38 @@ async fn retention_task(
         let policy2 = current.policy.clone();
         let now = delivery::now_ms();
         match tokio::task::spawn_blocking(move || store2.prune(&policy2, now)).await {
-            Ok(Ok(report)) => {
-                metrics.purged.add(report.removed as i64);
-                if report.removed > 0 || report.kept_pending > 0 {
-                    info!(
-                        removed = report.removed,
-                        kept_pending = report.kept_pending,
-                        "Retention pass done."
-                    );
-                }
-            }
+            Ok(Ok(report)) => retention_pass_done(&metrics, &report),
             Ok(Err(e)) => warn!(error = %e, "Retention pass failed; will try again."),
             Err(_) => warn!("Retention pass panicked; will try again."),
         }
+    }
+}
+
+/// Starts the removal counter of every configured channel at 0, so alerts see the series.
+fn start_retention_counters(metrics: &Metrics, settings: &RetentionSettings) {
+    for channel in &settings.channels {
+        metrics.retention_removed.with_label_values(&[channel]);
+    }
+}
+
+/// Logs what a retention pass did in each channel and counts what it removed.
+fn retention_pass_done(metrics: &Metrics, report: &store::retention::PruneReport) {
+    metrics
+        .purged
+        .add(i64::try_from(report.removed()).unwrap_or(i64::MAX));
+    for (channel, c) in &report.channels {
+        metrics
+            .retention_removed
+            .with_label_values(&[channel])
+            .inc_by(c.removed);
+        info!(
+            channel = %channel,
+            removed = c.removed,
+            kept_pending = c.kept_pending,
+            kept_dead_lettered = c.kept_dead_lettered,
+            kept_unsettled_bookings = c.kept_unsettled_bookings,
+            dedup_removed = c.dedup_removed,
+            "Retention pass done."
+        );
     }
 }

@@ -68,6 +68,11 @@ pub const DEAD_LETTERS: &str = "switchboard_dead_letters_total";
 pub const DESTINATION_UP: &str = "switchboard_destination_up";
 /// `switchboard_store_purged_messages_total`: messages removed by retention.
 pub const STORE_PURGED: &str = "switchboard_store_purged_messages_total";
+/// `switchboard_retention_removed_total{channel}`: messages removed by retention, by channel.
+pub const RETENTION_REMOVED: &str = "switchboard_retention_removed_total";
+/// `switchboard_store_reserve_refusals_total{path}`: store writes refused because less than
+/// `min_free_disk_bytes` was free, by write path ([`STORE_WRITE_PATHS`]).
+pub const STORE_RESERVE_REFUSALS: &str = "switchboard_store_reserve_refusals_total";
 /// `switchboard_build_info{version, config_version}`: always 1.
 pub const BUILD_INFO: &str = "switchboard_build_info";
 /// `switchboard_store_disk_available_bytes`: free bytes (for an unprivileged user) on the
@@ -117,6 +122,12 @@ pub const LATREXA_HEARTBEATS: &str = "switchboard_latrexa_heartbeats_total";
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
 
+/// The `path` label values of [`STORE_RESERVE_REFUSALS`] (`crate::store::space::WritePath`);
+/// each starts at 0.
+pub const STORE_WRITE_PATHS: &[&str] = &[
+    "ingest", "delivery", "booking", "operator", "status", "audit",
+];
+
 /// Namespace of the process collector (Linux only): `switchboard_process_*`.
 pub const PROCESS_NAMESPACE: &str = "switchboard";
 
@@ -165,6 +176,8 @@ pub fn exported_names() -> Vec<&'static str> {
         DEAD_LETTERS,
         DESTINATION_UP,
         STORE_PURGED,
+        RETENTION_REMOVED,
+        STORE_RESERVE_REFUSALS,
         BUILD_INFO,
         TLS_HANDSHAKE_FAILURES,
         TLS_CERT_EXPIRY,
@@ -279,6 +292,10 @@ pub struct Metrics {
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
     pub purged: IntGauge,
+    /// See [`RETENTION_REMOVED`].
+    pub retention_removed: IntCounterVec,
+    /// See [`STORE_RESERVE_REFUSALS`].
+    pub store_reserve_refusals: IntCounterVec,
     /// See [`TLS_HANDSHAKE_FAILURES`].
     pub tls_handshake_failures: IntCounterVec,
     /// See [`TLS_CERT_EXPIRY`].
@@ -489,6 +506,19 @@ impl Metrics {
         registry
             .register(Box::new(purged.clone()))
             .expect("metric registered once");
+        let retention_removed = counter(
+            RETENTION_REMOVED,
+            "Messages removed by retention, by channel.",
+            &["channel"],
+        );
+        let store_reserve_refusals = counter(
+            STORE_RESERVE_REFUSALS,
+            "Store writes refused because free disk space was under min_free_disk_bytes, by write path.",
+            &["path"],
+        );
+        for path in STORE_WRITE_PATHS {
+            store_reserve_refusals.with_label_values(&[path]);
+        }
         let build = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Build and configuration version; always 1."),
             &["version", "config_version"],
@@ -610,6 +640,8 @@ impl Metrics {
             dead_letters,
             destination_up,
             purged,
+            retention_removed,
+            store_reserve_refusals,
             tls_handshake_failures,
             tls_cert_expiry,
             sftp_files_picked,
@@ -752,6 +784,7 @@ mod tests {
         m.outbox_oldest_age.with_label_values(&["c", "d"]).set(0);
         m.dead_letters.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
+        m.retention_removed.with_label_values(&["c"]).inc();
         m.tls_cert_expiry
             .with_label_values(&["c", "source", "server"])
             .set(1);
@@ -778,6 +811,17 @@ mod tests {
             assert!(
                 text.contains(&format!("{STORE_ERRORS}{{operation=\"{op}\"}} 0")),
                 "{op}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn reserve_refusals_start_at_zero_for_every_path() {
+        let text = Metrics::new("abc").render();
+        for path in STORE_WRITE_PATHS {
+            assert!(
+                text.contains(&format!("{STORE_RESERVE_REFUSALS}{{path=\"{path}\"}} 0")),
+                "{path}: {text}"
             );
         }
     }

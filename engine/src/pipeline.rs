@@ -8,7 +8,7 @@ use crate::store::outbox::{AuditRecord, OutboxItem};
 use crate::store::{Status, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Routers of every channel, the delivery hub and the store.
 pub struct Pipeline {
@@ -148,7 +148,7 @@ impl Pipeline {
         let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
         let suffix = format!("-r{}", record.deliveries.len());
         let status = self.route_to(id, only, &suffix)?;
-        self.store.audit(&AuditRecord {
+        let audited = self.store.audit(&AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),
             action: "reprocess".into(),
@@ -157,7 +157,12 @@ impl Pipeline {
                 None => format!("message {id}"),
             },
             count: 1,
-        })?;
+            counts: Default::default(),
+        });
+        // The message was reprocessed: a missing audit record must not say otherwise.
+        if let Err(e) = audited {
+            warn!(id, error = %e, "Cannot write the audit record of a reprocess; skipped.");
+        }
         Ok(status)
     }
 }

@@ -173,13 +173,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails, [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub async fn claim(
         &self,
         key: &str,
         digest: &ContentDigest,
         id: u64,
     ) -> Result<Claim, StoreError> {
+        self.space.check(super::space::WritePath::Ingest)?;
         let ours = encode(id, digest);
         let outcome = self.inflight.insert(id);
         let pending = |outcome| Pending {
@@ -277,7 +279,14 @@ impl Store {
             idx.extend_from_slice(&key);
             self.by_control_id.remove(idx)?;
         }
-        self.unindex_business_keys(record)?;
+        for k in record
+            .business_keys
+            .iter()
+            .filter(|k| super::keys::indexable(k))
+        {
+            self.by_business_key
+                .remove(super::keys::index_key(k, record.id))?;
+        }
         Ok(())
     }
 }

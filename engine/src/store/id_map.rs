@@ -11,12 +11,20 @@
 //!
 //! Entries are written in the same sled transaction as the message record of the booking
 //! revision they describe, so the record in `messages` and the entry always agree. Retention
-//! never prunes this tree: an entry is small and forgetting one could book twice.
+//! never prunes this tree: an entry is small and forgetting one could book twice. Nor does it
+//! prune the record of a revision that is not settled at Latrexa yet
+//! ([`BookingState::settled_at_latrexa`]): such a booking has no deliveries, so its record is
+//! the only trace of it in the admin API.
+//!
+//! Every write here is refused under the free-space reserve ([`super::space`], path
+//! `booking`); the booking worker retries it and sends nothing meanwhile.
 
+use super::space::WritePath;
 use super::{MessageRecord, Status, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::collections::HashSet;
 use transforms::dest::latrexa::PendingBooking;
 
 /// Where one booking stands.
@@ -53,6 +61,16 @@ impl BookingState {
         matches!(
             self,
             BookingState::Confirmed | BookingState::Rejected { .. } | BookingState::Failed { .. }
+        )
+    }
+
+    /// True once Latrexa took our answer (confirmed or rejected there). `Failed` is settled
+    /// for the worker (nothing more is tried) but not at Latrexa: an operator has to look,
+    /// so retention keeps its record, as it keeps a dead letter's message.
+    pub fn settled_at_latrexa(&self) -> bool {
+        matches!(
+            self,
+            BookingState::Confirmed | BookingState::Rejected { .. }
         )
     }
 }
@@ -165,18 +183,37 @@ impl Store {
         Ok(out)
     }
 
+    /// The message ids of every revision, of any channel, that is not settled at Latrexa
+    /// (retention keeps their records).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or an entry cannot be decoded.
+    pub fn unsettled_booking_messages(&self) -> Result<HashSet<u64>, StoreError> {
+        let mut out = HashSet::new();
+        for v in self.id_map()?.scan_prefix(b"lx\0").values() {
+            let e: BookingEntry = codec(serde_json::from_slice(&v?))?;
+            if !e.state.settled_at_latrexa() {
+                out.insert(e.message_id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes the record and raw bytes of a new booking revision together with its entry, in
     /// one transaction (not yet durable: see [`Store::commit`]).
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn put_booking(
         &self,
         record: &MessageRecord,
         raw: &[u8],
         entry: &BookingEntry,
     ) -> Result<(), StoreError> {
+        self.space.check(WritePath::Booking)?;
         let id = record.id.to_be_bytes();
         let rec = codec(serde_json::to_vec(record))?;
         let ent = codec(serde_json::to_vec(entry))?;
@@ -211,13 +248,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails or the record cannot be decoded.
+    /// [`StoreError`] when sled fails or the record cannot be decoded;
+    /// [`StoreError::DiskFull`] (nothing written) under the free-space reserve.
     pub fn advance_booking(
         &self,
         channel: &str,
         entry: &BookingEntry,
         change: &RecordChange,
     ) -> Result<(), StoreError> {
+        self.space.check(WritePath::Booking)?;
         let id = entry.message_id.to_be_bytes();
         let ent = codec(serde_json::to_vec(entry))?;
         let lx = key("lx", channel, &entry.latrexa_id);
@@ -269,8 +308,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn first_bad_booking(&self, channel: &str, fingerprint: &str) -> Result<bool, StoreError> {
+        self.space.check(WritePath::Booking)?;
         let k = key("bad", channel, fingerprint);
         Ok(self
             .id_map()?

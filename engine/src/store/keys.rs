@@ -6,12 +6,12 @@
 //! |---|---|---|
 //! | `by_business_key` | kind (1 byte), value, 0x00, message id (u64 BE) | empty |
 //!
-//! A message's keys are [`MessageRecord::business_keys`], taken from its canonical event
-//! (`transforms::model::Event::business_keys`) at ingest. [`Store::put`] writes the index
-//! entries with the message, and retention removes them with it. The index holds
+//! A message's keys are [`super::MessageRecord::business_keys`], taken from its canonical
+//! event (`transforms::model::Event::business_keys`) at ingest. [`Store::put`] writes the
+//! index entries with the message, and retention removes them with it. The index holds
 //! identifiers (that is its job); nothing here logs them.
 
-use super::{MessageRecord, Store, StoreError};
+use super::{Store, StoreError};
 use transforms::model::{BusinessKey, BusinessKeyKind};
 
 /// Every kind, in index order.
@@ -100,14 +100,6 @@ impl Store {
         ids.dedup();
         Ok(ids)
     }
-
-    /// Removes the index entries of a message (retention).
-    pub(crate) fn unindex_business_keys(&self, record: &MessageRecord) -> Result<(), StoreError> {
-        for key in record.business_keys.iter().filter(|k| indexable(k)) {
-            self.by_business_key.remove(index_key(key, record.id))?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -174,7 +166,7 @@ mod tests {
             default_days: 90,
             per_channel: Default::default(),
         };
-        assert_eq!(s.prune(&policy, now).expect("prune").removed, 1);
+        assert_eq!(s.prune(&policy, now).expect("prune").removed(), 1);
         assert_eq!(
             q(Some(BusinessKeyKind::PatientId), "P1"),
             [ids[1]],

@@ -296,15 +296,28 @@ impl Store {
             last_id: Arc::new(AtomicU64::new(last)),
             commit,
             inflight: dedup::InFlight::default(),
-            space: Arc::new(space::SpaceGuard::new(dir)),
+            space: Arc::new(space::SpaceGuard::new(
+                dir,
+                metrics.store_reserve_refusals.clone(),
+            )),
             seal: Arc::new(seal),
         })
     }
 
-    /// Refuses new messages while less than `bytes` are free on the data folder's disk
+    /// Refuses every write while less than `bytes` are free on the data folder's disk
     /// (see [`space`]); 0 turns the check off.
     pub fn set_min_free_bytes(&self, bytes: u64) {
         self.space.set_reserve(bytes);
+    }
+
+    /// Whether writes would be taken now: a worker asks before it starts work whose outcome
+    /// it must write (see [`space`]). Asking is not counted as a refusal.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DiskFull`] while less than the reserve is free.
+    pub fn reserve_available(&self) -> Result<(), StoreError> {
+        self.space.available()
     }
 
     /// A new message id for a message received at `now_ms`, greater than every earlier one.
@@ -326,14 +339,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails (for example, the disk is full).
+    /// [`StoreError`] when sled fails, [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn put(
         &self,
         record: &MessageRecord,
         raw: &[u8],
         items: &[outbox::OutboxItem],
     ) -> Result<(), StoreError> {
-        self.space.check()?;
+        self.space.check(space::WritePath::Ingest)?;
         let key = record.id.to_be_bytes();
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
         for item in items {

@@ -11,10 +11,12 @@
 //! adds items and the new status in one sled transaction.
 
 use super::seal::Seal;
+use super::space::WritePath;
 use super::{MessageRecord, Status, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// One queued delivery. The body is rendered once, at enqueue, so a retry sends the same bytes.
@@ -146,19 +148,24 @@ pub struct Attempt {
     pub duration_ms: u64,
 }
 
-/// Who did what, for operator actions.
+/// Who did what: operator actions, reloads and retention passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Unix ms.
     pub at_ms: u64,
-    /// The actor (from the admin API's `X-Switchboard-User`, else `api`).
+    /// The actor (from the admin API's `X-Switchboard-User`, else `api`; `retention` for a
+    /// retention pass).
     pub who: String,
-    /// `reprocess`, `dead_letter_retry`, `dead_letter_discard`.
+    /// `reprocess`, `dead_letter_retry`, `dead_letter_discard`, `reload`, `retention`.
     pub action: String,
-    /// What it applied to (ids, filters).
+    /// What it applied to (ids, filters, `channel <name>`).
     pub target: String,
     /// How many items it touched.
     pub count: usize,
+    /// Named counts, for an action that reports more than one (retention: `removed`,
+    /// `kept_pending`, `kept_dead_lettered`, `kept_unsettled_bookings`, `dedup_removed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
 }
 
 /// Adds pending deliveries for `items` to a record and sets its status accordingly.
@@ -223,8 +230,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails or the message is missing.
+    /// [`StoreError`] when sled fails or the message is missing; [`StoreError::DiskFull`] (nothing
+    /// written) under the free-space reserve.
     pub fn route(&self, id: u64, items: &[OutboxItem]) -> Result<MessageRecord, StoreError> {
+        self.space.check(WritePath::Operator)?;
         let encoded: Vec<(Vec<u8>, Vec<u8>)> = items
             .iter()
             .map(|i| Ok((i.key(), i.encode(&self.seal)?)))
@@ -259,7 +268,8 @@ impl Store {
     }
 
     /// Removes an outbox item whose message does not exist (a crash between writing the
-    /// item and its message). Returns whether it was an orphan.
+    /// item and its message). Returns whether it was an orphan. A removal, so not refused
+    /// under the free-space reserve.
     ///
     /// # Errors
     ///
@@ -331,8 +341,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn reschedule(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        self.space.check(WritePath::Delivery)?;
         let encoded = item.encode(&self.seal)?;
         let key = item.message_id.to_be_bytes();
         let r: TxResult<()> = (&self.messages, &self.outbox).transaction(|(m, o)| {
@@ -348,13 +360,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn finish(
         &self,
         item: &OutboxItem,
         delivered: bool,
         detail: &str,
     ) -> Result<Status, StoreError> {
+        self.space.check(WritePath::Delivery)?;
         let encoded = item.encode(&self.seal)?;
         let key = item.message_id.to_be_bytes();
         let status = if delivered {
@@ -373,12 +387,14 @@ impl Store {
         r.map_err(tx_err)
     }
 
-    /// Records one attempt.
+    /// Records one attempt (again with the same number: the same key, overwritten).
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn record_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
+        self.space.check(WritePath::Delivery)?;
         let mut k = Vec::with_capacity(20);
         k.extend_from_slice(&item.message_id.to_be_bytes());
         k.extend_from_slice(&item.seq.to_be_bytes());
@@ -449,13 +465,15 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails; `Ok(None)` when there is no such dead letter.
+    /// [`StoreError`] when sled fails, [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve; `Ok(None)` when there is no such dead letter.
     pub fn revive(
         &self,
         destination: &str,
         seq: u64,
         now_ms: u64,
     ) -> Result<Option<OutboxItem>, StoreError> {
+        self.space.check(WritePath::Operator)?;
         let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
             return Ok(None);
         };
@@ -499,8 +517,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails; `Ok(false)` when there is no such dead letter.
+    /// [`StoreError`] when sled fails, [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve; `Ok(false)` when there is no such dead letter.
     pub fn discard(&self, destination: &str, seq: u64) -> Result<bool, StoreError> {
+        self.space.check(WritePath::Operator)?;
         let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
             return Ok(false);
         };
@@ -525,8 +545,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve (callers skip the record with a warning: the action itself was done).
     pub fn audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        self.space.check(WritePath::Audit)?;
         let mut k = record.at_ms.to_be_bytes().to_vec();
         k.extend_from_slice(&self.next_seq().to_be_bytes());
         let v = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
@@ -555,8 +577,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError`] when sled fails.
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
     pub fn set_ack(&self, id: u64, code: &str, ack: &str) -> Result<(), StoreError> {
+        self.space.check(WritePath::Status)?;
         self.messages.fetch_and_update(id.to_be_bytes(), |old| {
             let old = old?;
             let mut rec: MessageRecord = serde_json::from_slice(old).ok()?;

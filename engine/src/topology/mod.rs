@@ -60,6 +60,8 @@ pub struct RetentionSettings {
     pub policy: RetentionPolicy,
     /// Time between passes.
     pub interval: Duration,
+    /// Every configured channel (their removal counters start at 0).
+    pub channels: Vec<String>,
 }
 
 impl RetentionSettings {
@@ -75,6 +77,11 @@ impl RetentionSettings {
                     .collect(),
             },
             interval: Duration::from_secs(config.engine.retention_interval_secs.max(1)),
+            channels: config
+                .channels
+                .iter()
+                .map(|c| c.config.name.clone())
+                .collect(),
         }
     }
 }
@@ -396,6 +403,7 @@ impl Supervisor {
             action: action.into(),
             target,
             count,
+            counts: Default::default(),
         };
         if let Err(e) = self.shared.store.audit(&record) {
             warn!(error = %e, "Cannot write an audit record.");
