@@ -241,6 +241,45 @@ async fn ack_on_delivery_waits_for_the_destination() {
     );
 }
 
+/// `ack = "on_delivery"`: a resend is told the state now, and a late success is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_on_delivery_resend_gets_the_answer_of_the_state_now() {
+    let sink = HttpSink::start(SinkMode::Down).await;
+    let channel = format!(
+        "ack = \"on_delivery\"\nack_timeout_secs = 1\n[[route]]\nto = [\"hook\"]\npayload = \"hl7\"\n{}max_attempts = 1000\n",
+        webhook("hook", &sink.url, "")
+    );
+    let cfg = TestConfig::new("", &channel);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let mut client = connect(&engine.mllp("lab")).await;
+    let msg = adt_for("P1", "ODR-1");
+    let ack = send(&mut client, msg.as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AE", "ODR-1"], "{ack}");
+    // Still undelivered: the resend waits like the original did, and is told so.
+    let ack = send(&mut client, msg.as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AE", "ODR-1"], "{ack}");
+    assert!(ack.contains("not confirmed"), "{ack}");
+    // The destination comes back and the delivery succeeds after the answers.
+    sink.set(SinkMode::Up);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = message(&engine, "ODR-1").await;
+        if m["status"] == "delivered" && m["ack_code"] == "AA" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late success is not recorded: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ack = send(&mut client, msg.as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AA", "ODR-1"], "{ack}");
+    let list = get_json(&format!("{}/api/messages?control_id=ODR-1", engine.admin())).await;
+    assert_eq!(list["count"], 1, "{list}");
+    assert_eq!(sink.received().len(), 1, "delivered once");
+}
+
 /// An MLLP peer that answers each message as `answer` says: (delay ms, ACK text or None).
 async fn mllp_peer(
     answer: impl Fn(usize, &str) -> (u64, Option<String>) + Send + Sync + 'static,

@@ -106,6 +106,9 @@ async fn disk_full_answers_ar_207_never_aa_and_recovers_when_space_returns() {
     }
     let ack = send(&mut client, adt_enhanced("DF-FULL-E").as_bytes()).await;
     assert_eq!(code_and_err(&ack), ("CR".into(), "207".into()), "{ack}");
+    // The sender resends what was refused: still refused, never AA, while the disk is full.
+    let ack = send(&mut client, adt("DF-FULL0").as_bytes()).await;
+    assert_eq!(code_and_err(&ack), ("AR".into(), "207".into()), "{ack}");
     // Nothing of those was stored (it could not be).
     let list = get_json(&format!("{}/api/messages?limit=100", engine.admin())).await;
     assert_eq!(list["count"], 20, "{list}");
@@ -126,6 +129,11 @@ async fn disk_full_answers_ar_207_never_aa_and_recovers_when_space_returns() {
         let ack = send(&mut client, adt(&format!("DF-AFTER{i}")).as_bytes()).await;
         assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
     }
+    // Resends of the refused originals are new messages now, stored and answered AA.
+    for i in 0..20 {
+        let ack = send(&mut client, adt(&format!("DF-FULL{i}")).as_bytes()).await;
+        assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    }
     let m = metrics_text(&engine).await;
     assert!(
         metric_value(
@@ -139,7 +147,7 @@ async fn disk_full_answers_ar_207_never_aa_and_recovers_when_space_returns() {
     assert_eq!(engine.terminate(), Some(0));
     let engine = EngineProcess::start(&cfg.conf(), &data);
     let list = get_json(&format!("{}/api/messages?limit=100", engine.admin())).await;
-    assert_eq!(list["count"], 41, "{list}");
+    assert_eq!(list["count"], 61, "{list}");
     engine.kill();
 }
 

@@ -19,6 +19,7 @@ mod latrexa;
 mod ops;
 mod powercut;
 mod reload;
+mod resend;
 mod roles;
 mod sftp;
 mod spine;

@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             config_version: String::new(),
             deliveries: Vec::new(),
             business_keys: Vec::new(),
+            dedup_key: String::new(),
         };
         store.put(&record, raw.as_bytes(), &[])?;
         if (n + 1) % 50_000 == 0 {

@@ -574,6 +574,7 @@ mod tests {
                 config_version: "v".into(),
                 deliveries: vec![],
                 business_keys: vec![],
+                dedup_key: String::new(),
             };
             store.put(&r, b"x", &[]).expect("put");
         }

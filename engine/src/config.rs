@@ -113,10 +113,11 @@ impl Default for EngineConfig {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
-    /// After the group-committed fsync that covers the message.
+    /// After the group-committed flush and fdatasync that cover the message.
     #[default]
     Fsync,
-    /// After the write into the store, before it reaches the disk. Loses messages on a crash.
+    /// After the write into the store, before it reaches the disk. Loses messages on a crash
+    /// or power cut: for tests only (logged as a warning at start).
     Os,
 }
 

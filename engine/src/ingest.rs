@@ -20,10 +20,13 @@ use transforms::hl7v2::ack::{
     build_ack, hl7_timestamp, should_answer, store_failure, AckParams, Verdict,
 };
 use transforms::hl7v2::charset::{self, Charset};
-use transforms::hl7v2::header::{HeaderError, MessageHeader};
+use transforms::hl7v2::header::{content_digest, HeaderError, MessageHeader};
 use transforms::hl7v2::validate::{
     check_body, check_header, AcceptPolicy, ErrorCode, ErrorLocation, Nak,
 };
+
+/// Messages from this size on are decoded and checked on the blocking pool.
+const OFF_THREAD_BYTES: usize = 64 * 1024;
 
 /// What one channel's ingest needs.
 pub struct ChannelIngest {
@@ -85,7 +88,7 @@ impl ChannelIngest {
         };
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
-        let (header, charset_name, verdict) = self.decide(&raw, truncated_limit);
+        let (header, charset_name, verdict) = self.decide_off_thread(&raw, truncated_limit).await;
         let message_type = header
             .as_ref()
             .map(|h| h.message_type())
@@ -101,31 +104,33 @@ impl ChannelIngest {
             .unwrap_or_default();
         debug!(channel = %self.channel, control_id = %control_id, id, "Message received.");
 
-        // A resend of an accepted message gets the original answer and no second record.
+        // A resend of an accepted message gets the original answer and no second record,
+        // once the original is durable.
+        let mut pending = None;
+        let mut dedup_key = String::new();
         if let (Some(h), Verdict::Accept) = (&header, &verdict) {
-            match self.store.claim_sender_key(&h.sender_key(), id).await {
-                Ok(Claim::New) => {}
+            let key = crate::store::dedup::dedup_key(&self.channel, &h.sender_key());
+            match self.store.claim(&key, &content_digest(&raw), id).await {
+                Ok(Claim::New(p)) => pending = Some(p),
+                Ok(Claim::Reused {
+                    previous,
+                    pending: p,
+                }) => {
+                    self.metrics
+                        .control_id_reused
+                        .with_label_values(&[&self.channel])
+                        .inc();
+                    warn!(channel = %self.channel, control_id = %control_id, id, previous, "Control id reused with a different body; stored as a new message.");
+                    pending = Some(p);
+                }
                 Ok(Claim::Duplicate(original)) => {
                     self.metrics
                         .duplicates
                         .with_label_values(&[&self.channel])
                         .inc();
                     debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate answered from the store.");
-                    let body = (!original.ack.is_empty())
-                        .then(|| Bytes::from(encode(&original.ack, &original.charset)));
-                    if body.is_some() {
-                        self.metrics
-                            .acks
-                            .with_label_values(&[&self.channel, &original.ack_code])
-                            .inc();
-                    }
-                    self.answer(
-                        inbound,
-                        started,
-                        (header.as_ref(), original.id),
-                        Disposition::Accepted,
-                        body,
-                    );
+                    self.answer_duplicate(inbound, started, h, &charset_name, *original)
+                        .await;
                     return;
                 }
                 Err(e) => {
@@ -133,6 +138,7 @@ impl ChannelIngest {
                     return;
                 }
             }
+            dedup_key = key;
         }
 
         let ack_text = build_ack(
@@ -183,14 +189,28 @@ impl ChannelIngest {
             config_version: self.config_version.clone(),
             deliveries: vec![],
             business_keys: Vec::new(),
+            dedup_key,
         };
         let mut record = record;
+        if verdict == Verdict::Accept && self.ack == AckTiming::OnDelivery {
+            // Undecided until every destination answers (see `answer_on_delivery`).
+            record.ack_code.clear();
+            record.ack.clear();
+        }
         let items = match self
             .persist(&mut record, &raw, verdict == Verdict::Accept)
             .await
         {
-            Ok(items) => items,
+            Ok(items) => {
+                if let Some(p) = pending {
+                    p.durable();
+                }
+                items
+            }
             Err(e) => {
+                if let Some(p) = pending {
+                    p.failed(&self.store, &record);
+                }
                 self.fail(inbound, started, header.as_ref(), id, &e.to_string());
                 return;
             }
@@ -237,24 +257,72 @@ impl ChannelIngest {
         started: Instant,
         (header, id): (Option<&MessageHeader>, u64),
         charset_name: &str,
-        status: crate::store::Status,
+        status: Status,
         items: &[crate::store::outbox::OutboxItem],
     ) {
         let watch = self.pipeline.hub().watch(id);
         self.pipeline.hub().enqueue(items);
         let outcome = match status {
-            crate::store::Status::Filtered => Ok(()),
-            _ => match tokio::time::timeout(self.ack_timeout, watch).await {
-                Ok(Ok(Finished::Delivered)) => Ok(()),
-                Ok(Ok(Finished::Failed(reason))) => Err(format!("delivery failed: {reason}")),
-                Ok(Err(_)) => Err("delivery outcome unknown (engine stopping)".to_string()),
-                Err(_) => Err(format!(
-                    "not confirmed by every destination within {} s",
-                    self.ack_timeout.as_secs()
-                )),
-            },
+            Status::Filtered => Ok(()),
+            _ => self.wait_for_delivery(watch).await,
         };
         self.pipeline.hub().unwatch(id);
+        if outcome.is_err() {
+            if let Some(h) = header {
+                self.record_late_delivery(h.clone(), id);
+            }
+        }
+        self.answer_delivery_outcome(inbound, started, (header, id), charset_name, outcome);
+    }
+
+    /// Waits at most `ack_timeout` for every destination of a message to confirm.
+    async fn wait_for_delivery(
+        &self,
+        watch: tokio::sync::oneshot::Receiver<Finished>,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(self.ack_timeout, watch).await {
+            Ok(Ok(Finished::Delivered)) => Ok(()),
+            Ok(Ok(Finished::Failed(reason))) => Err(format!("delivery failed: {reason}")),
+            Ok(Err(_)) => Err("delivery outcome unknown (engine stopping)".to_string()),
+            Err(_) => Err(format!(
+                "not confirmed by every destination within {} s",
+                self.ack_timeout.as_secs()
+            )),
+        }
+    }
+
+    /// After an `on_delivery` answer that was not AA: when the deliveries do succeed later,
+    /// the stored answer becomes AA, so that a resend is told the truth.
+    fn record_late_delivery(&self, header: MessageHeader, id: u64) {
+        let pipeline = self.pipeline.clone();
+        let store = self.store.clone();
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let watch = pipeline.hub().watch(id);
+            let delivered = match store.get(id) {
+                Ok(Some(r)) if r.status == Status::Delivered => true,
+                Ok(Some(r)) if r.status == Status::Failed => false,
+                Ok(Some(_)) => matches!(watch.await, Ok(Finished::Delivered)),
+                _ => false,
+            };
+            if delivered {
+                let (code, text) = positive_ack(&header, id);
+                if let Err(e) = store.set_ack(id, &code, &text) {
+                    warn!(channel = %channel, id, error = %e, "Cannot record the late answer on the message.");
+                }
+            }
+        });
+    }
+
+    /// Answers a message of an `on_delivery` channel with `outcome` and records the answer.
+    fn answer_delivery_outcome(
+        &self,
+        inbound: Inbound,
+        started: Instant,
+        (header, id): (Option<&MessageHeader>, u64),
+        charset_name: &str,
+        outcome: Result<(), String>,
+    ) {
         let (verdict, disposition) = match outcome {
             Ok(()) => (Verdict::Accept, Disposition::Accepted),
             Err(reason) => {
@@ -297,9 +365,98 @@ impl ChannelIngest {
         self.answer(inbound, started, (header, id), disposition, body);
     }
 
+    /// Answers a resend of a durable original.
+    ///
+    /// On an `on_delivery` channel the answer is the state now: AA once every destination
+    /// confirmed (also after a late success), AE once a delivery failed, and while the
+    /// deliveries are still under way the resend waits like the original did. Elsewhere it
+    /// is the original's answer, byte for byte.
+    async fn answer_duplicate(
+        &self,
+        inbound: Inbound,
+        started: Instant,
+        header: &MessageHeader,
+        charset_name: &str,
+        original: MessageRecord,
+    ) {
+        let id = original.id;
+        if self.ack == AckTiming::OnDelivery && original.status != Status::Rejected {
+            let watch = self.pipeline.hub().watch(id);
+            let now = self.store.get(id).ok().flatten().unwrap_or(original);
+            let outcome = match now.status {
+                Status::Delivered | Status::Filtered => Ok(()),
+                Status::Failed => Err(format!(
+                    "delivery failed: {}",
+                    now.deliveries
+                        .iter()
+                        .map(|d| d.detail.as_str())
+                        .find(|d| !d.is_empty())
+                        .unwrap_or("dead letter")
+                )),
+                _ => self.wait_for_delivery(watch).await,
+            };
+            self.answer_delivery_outcome(
+                inbound,
+                started,
+                (Some(header), id),
+                charset_name,
+                outcome,
+            );
+            return;
+        }
+        let body = (!original.ack.is_empty())
+            .then(|| Bytes::from(encode(&original.ack, &original.charset)));
+        if body.is_some() {
+            self.metrics
+                .acks
+                .with_label_values(&[&self.channel, &original.ack_code])
+                .inc();
+        }
+        self.answer(
+            inbound,
+            started,
+            (Some(header), id),
+            Disposition::Accepted,
+            body,
+        );
+    }
+
+    /// [`decide`](Self::decide), on the blocking pool for a large message: decoding and
+    /// checking cost time in proportion to the size, and an async worker that spends it
+    /// delays every other sender's answer.
+    async fn decide_off_thread(
+        &self,
+        raw: &Bytes,
+        truncated: Option<usize>,
+    ) -> (Option<MessageHeader>, String, Verdict) {
+        if raw.len() < OFF_THREAD_BYTES {
+            return Self::decide(&self.policy, self.charset_fallback, raw, truncated);
+        }
+        let (policy, fallback, bytes) = (self.policy.clone(), self.charset_fallback, raw.clone());
+        match tokio::task::spawn_blocking(move || {
+            Self::decide(&policy, fallback, &bytes, truncated)
+        })
+        .await
+        {
+            Ok(decided) => decided,
+            Err(e) => {
+                error!(channel = %self.channel, error = %e, "Message check failed to run; rejecting the message.");
+                (
+                    None,
+                    String::new(),
+                    Verdict::Nak(Nak::new(
+                        ErrorCode::ApplicationInternalError,
+                        "the message could not be checked",
+                    )),
+                )
+            }
+        }
+    }
+
     /// Decodes and checks a message: its header (if readable), charset name and verdict.
     fn decide(
-        &self,
+        policy: &AcceptPolicy,
+        charset_fallback: Charset,
         raw: &[u8],
         truncated: Option<usize>,
     ) -> (Option<MessageHeader>, String, Verdict) {
@@ -335,7 +492,7 @@ impl ChannelIngest {
             );
             return (Some(header), String::new(), Verdict::Nak(nak));
         }
-        let (text, cs) = match charset::decode(raw, self.charset_fallback) {
+        let (text, cs) = match charset::decode(raw, charset_fallback) {
             Ok(t) => t,
             Err(e) => {
                 let nak = match e {
@@ -352,7 +509,7 @@ impl ChannelIngest {
                 return (Some(header), String::new(), Verdict::Nak(nak));
             }
         };
-        let verdict = match check_header(&header, &self.policy).and_then(|()| check_body(&text)) {
+        let verdict = match check_header(&header, policy).and_then(|()| check_body(&text)) {
             Ok(()) => Verdict::Accept,
             Err(nak) => Verdict::Nak(nak),
         };
@@ -467,8 +624,23 @@ impl ChannelIngest {
         route: bool,
     ) -> Result<Vec<crate::store::outbox::OutboxItem>, crate::store::StoreError> {
         let items = if route {
-            record.business_keys = crate::keys::business_keys_of(record, raw);
-            let items = self.pipeline.render(record, raw);
+            let items = if raw.len() < OFF_THREAD_BYTES {
+                record.business_keys = crate::keys::business_keys_of(record, raw);
+                self.pipeline.render(record, raw)
+            } else {
+                // Parsing and mapping a large message: off the async workers (see decide).
+                let (pipeline, mut rec, bytes) =
+                    (self.pipeline.clone(), record.clone(), raw.to_vec());
+                let (keys, items) = tokio::task::spawn_blocking(move || {
+                    rec.business_keys = crate::keys::business_keys_of(&rec, &bytes);
+                    let items = pipeline.render(&rec, &bytes);
+                    (rec.business_keys, items)
+                })
+                .await
+                .map_err(|e| crate::store::StoreError::Codec(format!("routing failed: {e}")))?;
+                record.business_keys = keys;
+                items
+            };
             crate::store::outbox::attach(record, &items);
             items
         } else {
@@ -517,6 +689,25 @@ pub(crate) fn received_at_ms(inbound: &Inbound) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or_default()
+}
+
+/// The positive answer (code and text) to a message with `header`, stored as message `id`.
+fn positive_ack(header: &MessageHeader, id: u64) -> (String, String) {
+    let text = build_ack(
+        Some(header),
+        &Verdict::Accept,
+        &AckParams {
+            control_id: &id.to_string(),
+            timestamp: &hl7_timestamp(chrono::Utc::now()),
+        },
+    );
+    let code = Verdict::Accept.ack_code(Some(header)).as_str().to_string();
+    let text = if should_answer(Some(header), &Verdict::Accept) {
+        text
+    } else {
+        String::new()
+    };
+    (code, text)
 }
 
 /// Encodes an answer in the character set of the message it answers.

@@ -28,6 +28,7 @@ use channels::fhir_rest::source::{operation_outcome, FHIR_JSON};
 use channels::source::{Disposition, HttpAnswer, Inbound, JsonBody, Payload, Reply};
 use channels::webhook::receiver::WebhookFormat;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::time::Instant;
 use tracing::{debug, error, warn};
 use transforms::hl7v2::validate::ErrorCode;
@@ -110,10 +111,32 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
     debug!(channel = %ingest.channel, control_id = %d.control_id, id, "HTTP body received.");
     let ct = content_type(&req.format);
 
+    let mut pending = None;
+    let mut dedup_key = String::new();
     if let (None, Some(key)) = (&d.rejected, &d.dedup_key) {
-        let key = format!("http\u{1f}{}\u{1f}{key}", ingest.channel);
-        match ingest.store.claim_sender_key(&key, id).await {
-            Ok(Claim::New) => {}
+        let key = crate::store::dedup::dedup_key(&format!("http\u{1f}{}", ingest.channel), key);
+        // Buktor's event_id is the event's identity ("store processed event_ids to avoid
+        // reprocessing the same event"): a redelivery is a resend whatever its body says.
+        // Elsewhere a key seen again with another body is a reuse, stored anew.
+        let digest: crate::store::ContentDigest = if req.format == "buktor" {
+            Sha256::digest(key.as_bytes()).into()
+        } else {
+            Sha256::digest(&req.body).into()
+        };
+        match ingest.store.claim(&key, &digest, id).await {
+            Ok(Claim::New(p)) => pending = Some(p),
+            Ok(Claim::Reused {
+                previous,
+                pending: p,
+            }) => {
+                ingest
+                    .metrics
+                    .control_id_reused
+                    .with_label_values(&[&ingest.channel])
+                    .inc();
+                warn!(channel = %ingest.channel, control_id = %d.control_id, id, previous, "Idempotency key reused with a different body; stored as a new message.");
+                pending = Some(p);
+            }
             Ok(Claim::Duplicate(original)) => {
                 ingest
                     .metrics
@@ -146,10 +169,12 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
                 return;
             }
         }
+        dedup_key = key;
     }
 
     let mut record = MessageRecord {
         business_keys: Vec::new(),
+        dedup_key,
         id,
         channel: ingest.channel.clone(),
         received_at_ms,
@@ -182,8 +207,16 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         .persist(&mut record, &req.body, d.rejected.is_none())
         .await
     {
-        Ok(items) => items,
+        Ok(items) => {
+            if let Some(p) = pending {
+                p.durable();
+            }
+            items
+        }
         Err(e) => {
+            if let Some(p) = pending {
+                p.failed(&ingest.store, &record);
+            }
             fail(
                 ingest,
                 inbound,

@@ -466,6 +466,7 @@ impl Agent {
             .unwrap_or_default();
         let record = MessageRecord {
             business_keys,
+            dedup_key: String::new(),
             id,
             channel: self.channel.clone(),
             received_at_ms: now,
@@ -721,6 +722,7 @@ impl Agent {
         let id = self.store.next_id(now);
         let record = MessageRecord {
             business_keys: Vec::new(),
+            dedup_key: String::new(),
             id,
             channel: self.channel.clone(),
             received_at_ms: now,

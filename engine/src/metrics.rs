@@ -6,8 +6,8 @@
 //! ever holds patient data or free text. `dashboards/` uses only the names listed here.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// `switchboard_messages_received_total{channel, message_type}`.
@@ -26,6 +26,14 @@ pub const STORE_COMMIT_DURATION: &str = "switchboard_store_commit_duration_secon
 pub const STORE_COMMIT_BATCH: &str = "switchboard_store_commit_batch_size";
 /// `switchboard_store_errors_total{operation}`: failed store writes or flushes.
 pub const STORE_ERRORS: &str = "switchboard_store_errors_total";
+/// `switchboard_store_fsyncs_total`: group commits made durable with an fdatasync.
+pub const STORE_FSYNCS: &str = "switchboard_store_fsyncs_total";
+/// `switchboard_store_fsync_enabled`: 1 when answers wait for an fsync, 0 for
+/// `durability = "os"`.
+pub const STORE_FSYNC_ENABLED: &str = "switchboard_store_fsync_enabled";
+/// `switchboard_control_id_reused_total{channel}`: a sender key seen before with a different
+/// body (a reset counter): stored as a new message, not answered as a resend.
+pub const CONTROL_ID_REUSED: &str = "switchboard_control_id_reused_total";
 /// `switchboard_store_size_bytes`: size of the store on disk.
 pub const STORE_SIZE: &str = "switchboard_store_size_bytes";
 /// `switchboard_mllp_connections_opened_total{channel}`.
@@ -137,6 +145,9 @@ pub fn exported_names() -> Vec<&'static str> {
         STORE_COMMIT_DURATION,
         STORE_COMMIT_BATCH,
         STORE_ERRORS,
+        STORE_FSYNCS,
+        STORE_FSYNC_ENABLED,
+        CONTROL_ID_REUSED,
         STORE_SIZE,
         STORE_DISK_AVAILABLE,
         MLLP_OPENED,
@@ -228,6 +239,12 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// See [`STORE_ERRORS`].
     pub store_errors: IntCounterVec,
+    /// See [`STORE_FSYNCS`].
+    pub store_fsyncs: IntCounter,
+    /// See [`STORE_FSYNC_ENABLED`].
+    pub store_fsync_enabled: IntGauge,
+    /// See [`CONTROL_ID_REUSED`].
+    pub control_id_reused: IntCounterVec,
     /// See [`STORE_SIZE`].
     pub store_size: IntGauge,
     /// See [`STORE_DISK_AVAILABLE`].
@@ -380,6 +397,27 @@ impl Metrics {
         registry
             .register(Box::new(commit_batch.clone()))
             .expect("metric registered once");
+        let store_fsyncs = IntCounter::new(
+            STORE_FSYNCS,
+            "Group commits made durable with an fdatasync of the store's files.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_fsyncs.clone()))
+            .expect("metric registered once");
+        let store_fsync_enabled = IntGauge::new(
+            STORE_FSYNC_ENABLED,
+            "1 when answers wait for an fsync; 0 with durability = \"os\".",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(store_fsync_enabled.clone()))
+            .expect("metric registered once");
+        let control_id_reused = counter(
+            CONTROL_ID_REUSED,
+            "Sender keys seen again with a different body, stored as new messages.",
+            &["channel"],
+        );
         let store_size =
             IntGauge::new(STORE_SIZE, "Bytes the store takes on disk.").expect("valid metric");
         registry
@@ -552,6 +590,9 @@ impl Metrics {
             commit_duration,
             commit_batch,
             store_errors,
+            store_fsyncs,
+            store_fsync_enabled,
+            control_id_reused,
             store_size,
             store_disk_available,
             mllp_opened,
@@ -692,6 +733,7 @@ mod tests {
         m.acks.with_label_values(&["c", "AA"]).inc();
         m.rejected.with_label_values(&["c", "data_type"]).inc();
         m.duplicates.with_label_values(&["c"]).inc();
+        m.control_id_reused.with_label_values(&["c"]).inc();
         m.ingest_duration.with_label_values(&["c"]).observe(0.001);
         m.store_errors.with_label_values(&["flush"]).inc();
         let _ = m.source("c");

@@ -598,6 +598,7 @@ mod tests {
             config_version: String::new(),
             deliveries: vec![],
             business_keys: vec![],
+            dedup_key: String::new(),
         }
     }
 

@@ -288,6 +288,7 @@ mod tests {
     fn record(id: u64, channel: &str) -> MessageRecord {
         MessageRecord {
             business_keys: Vec::new(),
+            dedup_key: String::new(),
             id,
             channel: channel.into(),
             received_at_ms: 1,

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `messages` | message id (u64) | [`MessageRecord`] as JSON |
 //! | `raw` | message id | the bytes exactly as received |
-//! | `dedup` | sender key (MSH-3, MSH-4, MSH-10) | message id of the accepted original |
+//! | `dedup` | channel, sender key (HL7: MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
 //! | `by_control_id` | control id, 0x00, message id | empty |
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
 //! | `meta` | name | schema version and the like |
@@ -22,6 +22,7 @@
 //! flush serves every message waiting at that moment.
 
 mod commit;
+pub mod dedup;
 pub mod id_map;
 pub mod keys;
 pub mod outbox;
@@ -37,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use commit::GroupCommit;
+pub use dedup::{Claim, ContentDigest};
 
 /// The store schema version written to `meta`.
 const SCHEMA_VERSION: u32 = 1;
@@ -157,6 +159,10 @@ pub struct MessageRecord {
     /// appointment ids, order numbers), indexed in `by_business_key`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub business_keys: Vec<transforms::model::BusinessKey>,
+    /// The exact `dedup` tree key this message claimed (channel and sender key), empty when
+    /// it claimed none (rejected messages); retention removes the entry with the message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dedup_key: String,
 }
 
 /// Filters of [`Store::list`].
@@ -180,15 +186,6 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// The outcome of claiming a sender key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// First time this sender key is seen; it now points at the new message.
-    New,
-    /// A resend: the original record.
-    Duplicate(Box<MessageRecord>),
-}
-
 /// The sled store.
 #[derive(Clone)]
 pub struct Store {
@@ -205,6 +202,7 @@ pub struct Store {
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
+    pub(crate) inflight: dedup::InFlight,
     space: Arc<space::SpaceGuard>,
     pub(crate) seal: Arc<seal::Seal>,
 }
@@ -265,7 +263,7 @@ impl Store {
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
-        let commit = GroupCommit::start(db.clone(), durability, metrics);
+        let commit = GroupCommit::start(db.clone(), &dir.join("sled"), durability, metrics)?;
         let outbox = db.open_tree("outbox")?;
         let dead_letters = db.open_tree("dead_letters")?;
         let max_seq = |t: &sled::Tree| -> Result<u64, StoreError> {
@@ -297,6 +295,7 @@ impl Store {
             db,
             last_id: Arc::new(AtomicU64::new(last)),
             commit,
+            inflight: dedup::InFlight::default(),
             space: Arc::new(space::SpaceGuard::new(dir)),
             seal: Arc::new(seal),
         })
@@ -318,48 +317,6 @@ impl Store {
             })
             .unwrap_or_else(|last| last);
         floor.max(prev + 1)
-    }
-
-    /// Claims `sender_key` for message `id`, or finds the original it duplicates.
-    ///
-    /// A key left pointing at a message that is not in the store (a crash between the claim
-    /// and the record write; that message was never acknowledged) is taken over.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when sled fails.
-    pub async fn claim_sender_key(&self, sender_key: &str, id: u64) -> Result<Claim, StoreError> {
-        let new = id.to_be_bytes();
-        let mut expected: Option<sled::IVec> = None;
-        loop {
-            match self
-                .dedup
-                .compare_and_swap(sender_key, expected.clone(), Some(&new[..]))?
-            {
-                Ok(()) => return Ok(Claim::New),
-                Err(cas) => {
-                    let Some(current) = cas.current else {
-                        expected = None;
-                        continue;
-                    };
-                    let original = u64::from_be_bytes(
-                        current
-                            .as_ref()
-                            .try_into()
-                            .map_err(|_| StoreError::Codec("bad dedup entry".into()))?,
-                    );
-                    // The original may still be in flight on another connection: its record
-                    // is written right after its claim, so wait a moment for it.
-                    for _ in 0..200 {
-                        if let Some(rec) = self.get(original)? {
-                            return Ok(Claim::Duplicate(Box::new(rec)));
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    expected = Some(current);
-                }
-            }
-        }
     }
 
     /// Writes a message record, its raw bytes and its rendered deliveries (not yet durable:
@@ -527,7 +484,7 @@ impl Store {
     /// [`StoreError`] when the flush fails.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
+        self.commit().await
     }
 }
 
@@ -562,6 +519,7 @@ pub(crate) mod tests {
             config_version: "v".into(),
             deliveries: vec![],
             business_keys: vec![],
+            dedup_key: String::new(),
         }
     }
 
@@ -652,40 +610,5 @@ pub(crate) mod tests {
             })
             .expect("list");
         assert_eq!(since.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn sender_key_claims() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
-        let first = s.next_id(1);
-        assert_eq!(
-            s.claim_sender_key("k", first).await.expect("claim"),
-            Claim::New
-        );
-        s.put(&record(first, "a", "k", Status::Received), b"x", &[])
-            .expect("put");
-        let second = s.next_id(2);
-        match s.claim_sender_key("k", second).await.expect("claim") {
-            Claim::Duplicate(r) => assert_eq!(r.id, first),
-            Claim::New => panic!("expected a duplicate"),
-        }
-    }
-
-    #[tokio::test]
-    async fn dangling_claim_is_taken_over() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
-        let lost = s.next_id(1);
-        assert_eq!(
-            s.claim_sender_key("k", lost).await.expect("claim"),
-            Claim::New
-        );
-        // No record for `lost`: as after a crash between claim and write.
-        let next = s.next_id(2);
-        assert_eq!(
-            s.claim_sender_key("k", next).await.expect("claim"),
-            Claim::New
-        );
     }
 }

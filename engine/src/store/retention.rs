@@ -136,6 +136,7 @@ mod tests {
             config_version: String::new(),
             deliveries: vec![],
             business_keys: vec![],
+            dedup_key: String::new(),
         }
     }
 

@@ -270,9 +270,79 @@ impl MessageHeader {
     }
 }
 
+/// SHA-256 of a message's bytes without MSH-7 (date/time of message), which a sender may
+/// restamp when it resends: two messages with the same digest are the same message.
+///
+/// The field separator is the byte after the first `MSH`; when there is no MSH, every byte
+/// counts.
+///
+/// ```
+/// use transforms::hl7v2::header::content_digest;
+/// let a = content_digest(b"MSH|^~\\&|A|B|C|D|20250101||ADT^A04|1|P|2.5\rPID|1\r");
+/// let b = content_digest(b"MSH|^~\\&|A|B|C|D|20250102||ADT^A04|1|P|2.5\rPID|1\r");
+/// let c = content_digest(b"MSH|^~\\&|A|B|C|D|20250101||ADT^A04|1|P|2.5\rPID|2\r");
+/// assert_eq!(a, b);
+/// assert_ne!(a, c);
+/// ```
+pub fn content_digest(raw: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match msh7_span(raw) {
+        Some((start, end)) => {
+            h.update(&raw[..start]);
+            h.update(&raw[end..]);
+        }
+        None => h.update(raw),
+    }
+    h.finalize().into()
+}
+
+/// Byte range of MSH-7's value in `raw`, if the MSH reads that far.
+fn msh7_span(raw: &[u8]) -> Option<(usize, usize)> {
+    let msh = raw.windows(3).position(|w| w == b"MSH")?;
+    let sep = *raw.get(msh + 3)?;
+    let segment_end = raw[msh..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .map_or(raw.len(), |p| msh + p);
+    // After "MSH|": MSH-2, MSH-3, MSH-4, MSH-5, MSH-6, then MSH-7.
+    let mut start = msh + 4;
+    for _ in 0..5 {
+        start += raw[start..segment_end].iter().position(|&b| b == sep)? + 1;
+    }
+    let end = raw[start..segment_end]
+        .iter()
+        .position(|&b| b == sep)
+        .map_or(segment_end, |p| start + p);
+    Some((start, end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_ignores_msh7_only() {
+        let m = |t: &str, rest: &str| {
+            format!("MSH|^~\\&|LAB|MAIN|SB|HUB|{t}||ORU^R01|C1|P|2.5\r{rest}")
+        };
+        let base = content_digest(m("20250101", "PID|1\r").as_bytes());
+        assert_eq!(
+            base,
+            content_digest(m("20991231235959", "PID|1\r").as_bytes())
+        );
+        assert_eq!(base, content_digest(m("", "PID|1\r").as_bytes()));
+        assert_ne!(base, content_digest(m("20250101", "PID|2\r").as_bytes()));
+        assert_ne!(
+            content_digest(b"MSH|^~\\&|LAB|MAIN|SB|HUB|1||ORU^R01|C1|P|2.5"),
+            content_digest(b"MSH|^~\\&|LAB|MAIN|SB|HUB|1||ORU^R01|C2|P|2.5"),
+        );
+        // Too short an MSH: every byte counts.
+        assert_ne!(
+            content_digest(b"MSH|^~\\&|A"),
+            content_digest(b"MSH|^~\\&|B")
+        );
+    }
 
     #[test]
     fn a_utf8_byte_order_mark_before_msh_is_skipped() {
