@@ -17,6 +17,7 @@ mod fhir_destination;
 mod http_sources;
 mod latrexa;
 mod ops;
+mod powercut;
 mod reload;
 mod resend;
 mod roles;

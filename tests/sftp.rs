@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 const SSHD: &str = "/usr/sbin/sshd";
 
 /// A running sshd with its keys and folders.
-struct Sshd {
+pub(crate) struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
     /// `ssh-ed25519 AAAA...` of the server.
-    host_key: String,
+    pub(crate) host_key: String,
 }
 
 fn keygen(path: &Path) {
@@ -43,7 +43,8 @@ fn user_name() -> String {
 }
 
 impl Sshd {
-    fn start() -> Sshd {
+    /// Starts sshd on a free loopback port and waits until it answers.
+    pub(crate) fn start() -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: install openssh-server (apt-get install openssh-server; .ci/run does it)"
@@ -125,7 +126,7 @@ impl Sshd {
     }
 
     /// A folder on the server.
-    fn folder(&self, name: &str) -> PathBuf {
+    pub(crate) fn folder(&self, name: &str) -> PathBuf {
         self.dir.path().join("remote").join(name)
     }
 
@@ -159,7 +160,7 @@ impl Drop for Sshd {
 
 /// A config with the usual `lab` MLLP channel (with `lab_extra`) and an SFTP source
 /// channel `drop` polling `in/`.
-fn poller_config(sshd: &Sshd, host_key: &str, lab_extra: &str) -> TestConfig {
+pub(crate) fn poller_config(sshd: &Sshd, host_key: &str, lab_extra: &str) -> TestConfig {
     let cfg = TestConfig::new("", lab_extra);
     std::fs::write(
         cfg.conf().join("channels/drop.toml"),
@@ -209,7 +210,8 @@ where
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
+/// The names in `dir`, sorted (none if it cannot be read).
+pub(crate) fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
