@@ -34,6 +34,9 @@ pub enum ParseError {
         /// Byte offset in the message text where parsing stopped.
         offset: usize,
     },
+    /// The text is 4 GiB or more (the index keeps 32-bit offsets).
+    #[error("message of 4 GiB or more")]
+    TooLarge,
 }
 
 /// Why a path string was rejected.
@@ -347,19 +350,21 @@ pub struct V2Message<'m> {
     segments: Vec<SegmentIndex>,
     /// Byte offsets in `text` of every field separator, segment after segment; each
     /// [`SegmentIndex`] owns a contiguous run, so field `n` is found without scanning.
-    bounds: Vec<usize>,
+    /// `u32`, like every offset here: the index of a message of nothing but separators (or of
+    /// four-byte segments) stays within a few times the message's size.
+    bounds: Vec<u32>,
 }
 
 /// Where one segment lies in the text and where its field separators are in `bounds`.
 #[derive(Debug, Clone, Copy)]
 struct SegmentIndex {
     name: [u8; 3],
-    start: usize,
-    end: usize,
-    first_bound: usize,
-    bound_count: usize,
     /// Whether the segment holds the escape character anywhere.
     escapes: bool,
+    start: u32,
+    end: u32,
+    first_bound: u32,
+    bound_count: u32,
 }
 
 impl<'m> V2Message<'m> {
@@ -376,10 +381,16 @@ impl<'m> V2Message<'m> {
     /// # Errors
     /// [`ParseError::NoHeader`] without a valid MSH and encoding characters;
     /// [`ParseError::MalformedSegment`] for a line that is not `NAME|...` with a 3-character
-    /// upper-case alphanumeric name.
+    /// name, an upper-case letter then upper-case letters or digits;
+    /// [`ParseError::TooLarge`] for a text of 4 GiB or more.
     pub fn parse(text: &'m str) -> Result<Self, ParseError> {
         let seps = header_separators(text).ok_or(ParseError::NoHeader)?;
         let text = text.trim_end_matches(|c: char| c.is_whitespace() || c == '\u{1c}');
+        if u32::try_from(text.len()).is_err() {
+            return Err(ParseError::TooLarge);
+        }
+        // Offsets fit in u32 from here on (checked above).
+        let offset = |at: usize| at as u32;
         // Separators are ASCII (checked in header_separators), so a byte scan finds them and
         // never splits a UTF-8 sequence.
         let field = seps.field as u8;
@@ -397,7 +408,7 @@ impl<'m> V2Message<'m> {
         let hits = Hits::new(bytes, [field, b'\r', b'\n', esc]);
         for at in hits.chain(Some(bytes.len())) {
             if at < bytes.len() && bytes[at] == field {
-                bounds.push(at);
+                bounds.push(offset(at));
                 continue;
             }
             if at < bytes.len() && bytes[at] == esc {
@@ -414,11 +425,11 @@ impl<'m> V2Message<'m> {
                 let b = line.as_bytes();
                 segments.push(SegmentIndex {
                     name: [b[0], b[1], b[2]],
-                    start,
-                    end: at,
-                    first_bound,
-                    bound_count: bounds.len() - first_bound,
                     escapes,
+                    start: offset(start),
+                    end: offset(at),
+                    first_bound: offset(first_bound),
+                    bound_count: offset(bounds.len() - first_bound),
                 });
             }
             start = at + 1;
@@ -488,11 +499,12 @@ impl<'m> V2Message<'m> {
 
     fn wrap(&self, index: usize) -> SegmentRef<'_, 'm> {
         let seg = self.segments[index];
+        let first = seg.first_bound as usize;
         SegmentRef {
             text: self.text,
-            line: &self.text[seg.start..seg.end],
-            start: seg.start,
-            bounds: &self.bounds[seg.first_bound..seg.first_bound + seg.bound_count],
+            line: &self.text[seg.start as usize..seg.end as usize],
+            start: seg.start as usize,
+            bounds: &self.bounds[first..first + seg.bound_count as usize],
             seps: &self.seps,
             index,
             escapes: seg.escapes,
@@ -705,11 +717,13 @@ fn header_separators(text: &str) -> Option<Separators> {
     })
 }
 
-/// `NAME` or `NAME|…` with a 3-character upper-case alphanumeric name.
+/// `NAME` or `NAME|…` with a 3-character name: an upper-case letter, then upper-case letters
+/// or digits (as [`super::validate::check_body`] requires).
 fn valid_segment_start(line: &str, field: char) -> bool {
     let b = line.as_bytes();
     b.len() >= 3
-        && b[..3]
+        && b[0].is_ascii_uppercase()
+        && b[1..3]
             .iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         && line[3..].chars().next().is_none_or(|c| c == field)
@@ -906,7 +920,7 @@ pub struct SegmentRef<'s, 'm> {
     /// Offset of `line` in `text`.
     start: usize,
     /// Offsets in `text` of this segment's field separators.
-    bounds: &'s [usize],
+    bounds: &'s [u32],
     seps: &'s Separators,
     index: usize,
     /// Whether the segment holds the escape character (else values need no decoding).
@@ -941,12 +955,11 @@ impl<'s, 'm> SegmentRef<'s, 'm> {
         if skip == 0 || skip > self.bounds.len() {
             return None;
         }
-        let start = self.bounds[skip - 1] + 1;
+        let start = self.bounds[skip - 1] as usize + 1;
         let end = self
             .bounds
             .get(skip)
-            .copied()
-            .unwrap_or(self.start + self.line.len());
+            .map_or(self.start + self.line.len(), |&b| b as usize);
         self.text.get(start..end)
     }
 
@@ -1071,6 +1084,24 @@ impl<'s, 'm> RepRef<'s, 'm> {
         locate(raw, self.seps, 0, c, s).map_or(Value::Absent, |v| {
             Value::from_raw(v, self.seps, self.escapes)
         })
+    }
+
+    /// Component `c` whole (its subcomponents and their separators), decoded as text.
+    ///
+    /// ```
+    /// use transforms::hl7v2::access::V2Message;
+    /// let m = V2Message::parse("MSH|^~\\&|HIS\rPID|1||P-1^^^HIS&1.2&ISO^MR").unwrap();
+    /// let rep = m.segment("PID").unwrap().field(3).rep(1);
+    /// assert_eq!(rep.component(4).text(), Some("HIS&1.2&ISO"));
+    /// assert!(rep.component(6).is_absent());
+    /// ```
+    pub fn component(&self, c: usize) -> Value<'m> {
+        self.raw
+            .zip(c.checked_sub(1))
+            .and_then(|(raw, c)| nth_part(raw, self.seps.component, c))
+            .map_or(Value::Absent, |v| {
+                Value::from_raw(v, self.seps, self.escapes)
+            })
     }
 
     /// The whole repetition decoded as text.

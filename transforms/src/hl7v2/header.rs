@@ -1,8 +1,9 @@
 //! The MSH segment, read tolerantly so that even a message that fails to parse can be answered.
 //!
-//! [`MessageHeader::read`] looks only at the first segment. It needs `MSH`, a field separator
-//! and the encoding characters; every other field may be empty or missing, and the checks on
-//! them belong to [`super::validate`].
+//! [`MessageHeader::read`] looks only at the first segment. It needs `MSH` and a field
+//! separator; every other field may be empty or missing, and the checks on them belong to
+//! [`super::validate`]. Unreadable encoding characters (MSH-2) do not stop it: the fields are
+//! still split on MSH-1, so that the NAK can echo MSH-10 (and mirror MSH-3 to MSH-6).
 
 /// The delimiters a message declares in MSH-1 and MSH-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,10 +99,11 @@ pub enum HeaderError {
     /// The message does not start with an MSH segment.
     #[error("message does not start with an MSH segment")]
     NoMsh,
-    /// MSH-1 is missing or is a character that cannot be a delimiter.
+    /// MSH-1 is missing or is not ASCII punctuation.
     #[error("MSH-1 field separator is missing or invalid")]
     BadFieldSeparator,
-    /// MSH-2 does not hold four (or five) distinct delimiter characters.
+    /// MSH-2 does not hold four (or five) distinct delimiter characters, and MSH-1 is one of
+    /// the default encoding characters, so not even the fields can be read.
     #[error("MSH-2 encoding characters are invalid")]
     BadEncodingCharacters,
 }
@@ -110,8 +112,12 @@ pub enum HeaderError {
 /// (escape sequences are kept, so values can be echoed back unchanged).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageHeader {
-    /// MSH-1 and MSH-2.
+    /// MSH-1 and MSH-2; when MSH-2 is unreadable, MSH-1 and the default encoding characters.
     pub delimiters: Delimiters,
+    /// False when MSH-2 does not hold four (or five) distinct delimiter characters: the other
+    /// fields were split on MSH-1 (components on the default `^`), and
+    /// [`super::validate::check_header`] answers AE 102 at MSH-2.
+    pub encoding_characters_valid: bool,
     /// MSH-3, the whole field.
     pub sending_application: String,
     /// MSH-4, the whole field.
@@ -142,6 +148,31 @@ pub struct MessageHeader {
     pub charset: String,
 }
 
+/// The delimiters of MSH-1 `field` and MSH-2 `encoding`, when MSH-2 holds four (or five)
+/// distinct ASCII punctuation characters other than `field`.
+fn encoding_characters(field: char, encoding: &str) -> Option<Delimiters> {
+    let mut enc = ['\0'; 5];
+    let mut n = 0;
+    for c in encoding.chars() {
+        if n == enc.len() || !c.is_ascii_punctuation() || c == field {
+            return None;
+        }
+        if enc[..n].contains(&c) {
+            return None;
+        }
+        enc[n] = c;
+        n += 1;
+    }
+    (n >= 4).then(|| Delimiters {
+        field,
+        component: enc[0],
+        repetition: enc[1],
+        escape: enc[2],
+        subcomponent: enc[3],
+        truncation: (n == 5).then_some(enc[4]),
+    })
+}
+
 impl MessageHeader {
     /// Reads the MSH of a decoded message; leading white space is allowed.
     ///
@@ -166,30 +197,28 @@ impl MessageHeader {
         let line = text.split(['\r', '\n']).next().unwrap_or_default();
         let mut chars = line[3..].chars();
         let field = chars.next().ok_or(HeaderError::BadFieldSeparator)?;
-        if field.is_alphanumeric() || field.is_whitespace() {
+        // Delimiters are ASCII punctuation, as the typed reader (`access`) requires.
+        if !field.is_ascii_punctuation() {
             return Err(HeaderError::BadFieldSeparator);
         }
         let rest = &line[3 + field.len_utf8()..];
         let encoding = rest.split(field).next().unwrap_or_default();
-        let enc: Vec<char> = encoding.chars().collect();
-        if !(4..=5).contains(&enc.len())
-            || enc
-                .iter()
-                .any(|c| c.is_alphanumeric() || c.is_whitespace() || *c == field)
-            || (1..enc.len()).any(|i| enc[..i].contains(&enc[i]))
-        {
-            return Err(HeaderError::BadEncodingCharacters);
-        }
-        let delimiters = Delimiters {
-            field,
-            component: enc[0],
-            repetition: enc[1],
-            escape: enc[2],
-            subcomponent: enc[3],
-            truncation: enc.get(4).copied(),
+        let (delimiters, encoding_characters_valid) = match encoding_characters(field, encoding) {
+            Some(d) => (d, true),
+            // The NAK declares the default encoding characters after the sender's MSH-1;
+            // that only works when MSH-1 is none of them.
+            None if !Delimiters::default().encoding_characters().contains(field) => (
+                Delimiters {
+                    field,
+                    ..Delimiters::default()
+                },
+                false,
+            ),
+            None => return Err(HeaderError::BadEncodingCharacters),
         };
-        // fields[0] is MSH-2, so MSH-n is fields[n - 2].
-        let fields: Vec<&str> = rest.split(field).collect();
+        // fields[0] is MSH-2, so MSH-n is fields[n - 2]; nothing past MSH-18 is read, so a
+        // first line of a million separators costs no more than a short one.
+        let fields: Vec<&str> = rest.split(field).take(17).collect();
         let get = |n: usize| fields.get(n - 2).copied().unwrap_or_default();
         let first_rep = |n: usize| {
             get(n)
@@ -206,6 +235,7 @@ impl MessageHeader {
         };
         Ok(MessageHeader {
             delimiters,
+            encoding_characters_valid,
             sending_application: get(3).to_string(),
             sending_facility: get(4).to_string(),
             receiving_application: get(5).to_string(),
@@ -399,17 +429,56 @@ mod tests {
             Err(HeaderError::BadFieldSeparator)
         );
         assert_eq!(
-            MessageHeader::read("MSH|^~|A"),
-            Err(HeaderError::BadEncodingCharacters)
+            MessageHeader::read("MSH\u{a7}^~\\&|A"),
+            Err(HeaderError::BadFieldSeparator),
+            "a delimiter is ASCII punctuation"
         );
+        // MSH-1 is one of the default encoding characters: the NAK could not declare them.
         assert_eq!(
-            MessageHeader::read("MSH|^^\\&|A"),
+            MessageHeader::read("MSH^~|A^B^C^D^1^^ADT~A04^X1^P^2.5"),
             Err(HeaderError::BadEncodingCharacters)
         );
-        assert_eq!(
-            MessageHeader::read("MSH|^~\\&X|A"),
-            Err(HeaderError::BadEncodingCharacters)
+    }
+
+    #[test]
+    fn a_broken_msh2_still_reads_the_fields_for_the_nak() {
+        for text in [
+            "MSH|^~|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+            "MSH|^^\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+            "MSH||HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+            "MSH|^~\\&X|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+            "MSH|^~\\A|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+            "MSH|^~\\\u{e9}|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5|||AL",
+        ] {
+            let h = MessageHeader::read(text).expect(text);
+            assert!(!h.encoding_characters_valid, "{text}");
+            assert_eq!(h.control_id, "M7", "{text}");
+            assert_eq!(h.sending_application, "HIS", "{text}");
+            assert_eq!(h.message_type(), "ADT^A04", "{text}");
+            assert_eq!(h.version, "2.5", "{text}");
+            assert_eq!(h.accept_ack_type, "AL", "{text}");
+            assert_eq!(h.delimiters, Delimiters::default(), "{text}");
+        }
+        // Another MSH-1 is kept; the encoding characters are the defaults.
+        let h = MessageHeader::read("MSH#^^#HIS#MAIN#SB#HUB#2025##ADT^A04#M8#P#2.5").expect("#");
+        assert_eq!((h.delimiters.field, h.delimiters.component), ('#', '^'));
+        assert_eq!(h.control_id, "M8");
+        assert!(
+            MessageHeader::read("MSH|^~\\&|A")
+                .expect("valid")
+                .encoding_characters_valid
         );
+    }
+
+    #[test]
+    fn only_the_header_fields_are_split_off_a_long_first_line() {
+        let text = format!(
+            "MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|P|2.5{}",
+            "|".repeat(900_000)
+        );
+        let h = MessageHeader::read(&text).expect("valid");
+        assert_eq!(h.control_id, "X1");
+        assert_eq!(h.charset, "");
     }
 
     #[test]
