@@ -96,7 +96,7 @@ pub fn json_events(
             let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 transforms::from_json::JsonError::Invalid {
                     path: format!("{}:{}", e.line(), e.column()),
-                    reason: e.to_string(),
+                    reason: transforms::serde_reason::of_json(&e),
                 }
             })?;
             transforms::from_json::px360::events_from_body(&value, &Default::default())

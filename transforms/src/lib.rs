@@ -13,6 +13,7 @@ pub mod dest;
 pub mod fhir;
 pub mod from_json;
 pub mod mapping;
+pub mod serde_reason;
 pub mod to_v2;
 
 pub use from_v2::{Mapped, MappingError};

@@ -305,15 +305,7 @@ impl BookingInput {
 
 /// serde's message without the echoed value (which could be patient data).
 fn serde_error_text(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    // "invalid type: string \"...\", expected u32" -> keep what was expected.
-    match text.split_once(", expected ") {
-        Some((kind, expected)) => format!(
-            "{}, expected {expected}",
-            kind.split(':').next().unwrap_or(kind)
-        ),
-        None => text,
-    }
+    transforms::serde_reason::of_json(e)
 }
 
 /// The Latrexa integration API of one organization.
@@ -854,5 +846,15 @@ mod tests {
         let text = serde_error_text(&e);
         assert!(text.starts_with("invalid type"), "{text}");
         assert!(!text.contains('5'), "{text}");
+        // An unknown `action` is an enum value serde would quote.
+        let input = BookingInput::from_value(serde_json::json!({
+            "id": "X", "action": "Qxzzyvplank", "firstName": "F", "lastName": "L",
+            "doctorCode": "D", "clinicCode": "C", "start": "s", "end": "e"
+        }));
+        let BookingInput::Invalid { reason, .. } = input else {
+            panic!("an unknown action is not a booking");
+        };
+        assert!(reason.contains("unknown variant"), "{reason}");
+        assert!(!reason.contains("Qxzzyvplank"), "{reason}");
     }
 }

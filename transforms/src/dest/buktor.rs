@@ -78,16 +78,13 @@ impl BuktorEvent {
         }
         if !EVENT_TYPES.contains(&self.event_type.as_str()) {
             return Err(format!(
-                "type: unsupported event type {:?}",
-                self.event_type
+                "type: unsupported event type (one of {})",
+                EVENT_TYPES.join(", ")
             ));
         }
         let op = self.event_type.split_once('.').map_or("", |(_, op)| op);
         if op != self.operation {
-            return Err(format!(
-                "operation: must be {op:?} for type {:?}",
-                self.event_type
-            ));
+            return Err("operation: must be the part of `type` after its dot".into());
         }
         if self.source != "HIS" {
             return Err("source: must be \"HIS\"".into());

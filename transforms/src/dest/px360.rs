@@ -365,7 +365,10 @@ pub fn validate(body: &Value) -> Result<HisPatientData, HisValidationError> {
     }
     serde_json::from_value(normalised).map_err(|e| {
         let mut details = Map::new();
-        details.insert("non_field_errors".into(), json!([e.to_string()]));
+        details.insert(
+            "non_field_errors".into(),
+            json!([crate::serde_reason::of_json(&e)]),
+        );
         HisValidationError { details }
     })
 }

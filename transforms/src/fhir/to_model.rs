@@ -8,7 +8,9 @@
 //! `patient_registered`) event of its own. Practitioners and Locations alone make no event: the
 //! model has no event kind for them.
 //!
-//! Every error names the element path (`Bundle.entry[2].resource.birthDate`).
+//! Every error names the element path (`Bundle.entry[2].resource.birthDate`) and the rule
+//! it breaks, never the value received (which may be patient data): fhirbolt's and
+//! serde_json's texts go through [`crate::serde_reason::without_values`].
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -52,7 +54,7 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
         serde_json::from_str(json).map_err(|e| FhirError::InvalidJson {
             line: e.line(),
             column: e.column(),
-            reason: e.to_string(),
+            reason: crate::serde_reason::of_json(&e),
         })?;
     let Some(rtype) = value
         .get("resourceType")
@@ -83,7 +85,7 @@ pub fn fhir_to_events(json: &str) -> Result<Vec<Event>, FhirError> {
                 .unwrap_or_else(|| path_at(json, e.line(), e.column(), rtype));
             return Err(FhirError::Invalid {
                 path,
-                reason: message,
+                reason: crate::serde_reason::without_values(&message),
             });
         }
         Err(_) => {
@@ -203,9 +205,7 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
             if !matches!(kind, "transaction" | "batch" | "collection") {
                 return Err(FhirError::unprocessable(
                     "Bundle.type",
-                    format!(
-                        "bundle type {kind:?} is not supported (transaction, batch or collection)"
-                    ),
+                    "bundle type is not supported (transaction, batch or collection)",
                 ));
             }
             for (i, e) in b.entry.iter().enumerate() {
@@ -807,7 +807,13 @@ impl<'a> Reader<'a> {
             other => {
                 return Err(FhirError::unprocessable(
                     format!("{base}.status"),
-                    format!("unknown appointment status {:?}", other.unwrap_or("")),
+                    match other {
+                        None => "an appointment status is required",
+                        Some(_) => {
+                            "unknown appointment status (proposed, pending, booked, arrived, \
+                             checked-in, fulfilled, cancelled, noshow, entered-in-error, waitlist)"
+                        }
+                    },
                 ))
             }
         };
@@ -934,10 +940,10 @@ impl<'a> Reader<'a> {
         let payment = match ext_text(systems::EXT_PAYMENT_RESULT).as_deref() {
             Some("success") => Some(PaymentResult::Success),
             Some("failure") => Some(PaymentResult::Failure),
-            Some(other) => {
+            Some(_) => {
                 return Err(FhirError::unprocessable(
                     format!("{base}.extension"),
-                    format!("payment result must be success or failure, not {other:?}"),
+                    "payment result must be success or failure",
                 ))
             }
             None => None,
@@ -1543,10 +1549,10 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         Some("female") => Some(Gender::Female),
         Some("other") => Some(Gender::Other),
         Some("unknown") => Some(Gender::Unknown),
-        Some(other) => {
+        Some(_) => {
             return Err(FhirError::unprocessable(
                 format!("{base}.gender"),
-                format!("unknown gender {other:?}"),
+                "unknown gender (male, female, other, unknown)",
             ))
         }
     };

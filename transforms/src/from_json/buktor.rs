@@ -43,7 +43,7 @@ pub fn parse(body: &str) -> Result<BuktorEvent, JsonError> {
         let event: BuktorEvent =
             serde_json::from_value(Value::Object(obj)).map_err(|e| JsonError::Invalid {
                 path: "$".into(),
-                reason: e.to_string(),
+                reason: crate::serde_reason::of_json(&e),
             })?;
         event.check().map_err(|reason| {
             let (path, reason) = reason

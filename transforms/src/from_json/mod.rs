@@ -3,7 +3,8 @@
 //! bookings (which `to_v2` then writes as SIU for the HIS).
 //!
 //! The wire types are those of [`crate::dest`], so what we send and what we accept cannot drift
-//! apart. Errors tell a webhook source what to answer: [`JsonError::http_status`].
+//! apart. Errors tell a webhook source what to answer: [`JsonError::http_status`]. They name
+//! the JSON path and the rule, never the value received ([`crate::serde_reason`]).
 
 pub mod buktor;
 pub mod latrexa;
@@ -45,7 +46,7 @@ impl JsonError {
     pub(crate) fn syntax(e: &serde_json::Error) -> Self {
         Self::Invalid {
             path: format!("{}:{}", e.line(), e.column()),
-            reason: e.to_string(),
+            reason: crate::serde_reason::of_json(e),
         }
     }
 

@@ -25,7 +25,7 @@ fn items<T: DeserializeOwned>(body: &Value) -> Result<Vec<T>, JsonError> {
                 } else {
                     "$".into()
                 },
-                reason: e.to_string(),
+                reason: crate::serde_reason::of_json(&e),
             })
         })
         .collect()
@@ -198,9 +198,10 @@ pub fn events_from_body(
             })
             .collect(),
         "clinic" | "doctor" => Ok(Vec::new()),
-        other => Err(JsonError::Invalid {
+        _ => Err(JsonError::Invalid {
             path: "path".into(),
-            reason: format!("unknown OpsPort kind {other:?}"),
+            reason: "unknown OpsPort kind (patient(s), appointment(s), clinic(s), doctor(s))"
+                .into(),
         }),
     }
 }
