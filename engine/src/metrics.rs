@@ -678,6 +678,8 @@ impl Metrics {
 
     /// The source metrics of one channel.
     pub fn source(&self, channel: &str) -> channels::source::SourceMetrics {
+        // Starts at 0 with the channel, so an alert on it sees the series.
+        self.control_id_reused.with_label_values(&[channel]);
         channels::source::SourceMetrics {
             connections_opened: self.mllp_opened.with_label_values(&[channel]),
             connections_closed: self.mllp_closed.with_label_values(&[channel]),
