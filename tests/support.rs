@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Path of the engine binary built for the tests.
 pub fn binary() -> PathBuf {
-    PathBuf::from("/tmp/pc-bin/switchboard-under-test") // TEMP-VERIFY
+    PathBuf::from(env!("CARGO_BIN_EXE_switchboard-under-test"))
 }
 
 /// A config folder with one MLLP channel on a free port.
