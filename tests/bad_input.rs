@@ -242,25 +242,25 @@ fn cases() -> Vec<Case> {
         Case {
             name: "MSH-2 too short",
             wire: framed(b"MSH|^~|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5\r"),
-            answer: nak("AE", "", "102", "MSH^1^2"),
+            answer: nak("AE", "M7", "102", "MSH^1^2"),
             stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
         },
         Case {
             name: "MSH-2 with a repeated character",
             wire: framed(b"MSH|^^\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|M8|P|2.5\r"),
-            answer: nak("AE", "", "102", "MSH^1^2"),
+            answer: nak("AE", "M8", "102", "MSH^1^2"),
             stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
         },
         Case {
             name: "MSH-2 missing",
             wire: framed(b"MSH||HIS|MAIN|SB|HUB|2025||ADT^A04|M9|P|2.5\r"),
-            answer: nak("AE", "", "102", "MSH^1^2"),
+            answer: nak("AE", "M9", "102", "MSH^1^2"),
             stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
         },
         Case {
             name: "MSH-2 with a letter",
             wire: framed(b"MSH|^~\\A|HIS|MAIN|SB|HUB|2025||ADT^A04|M10|P|2.5\r"),
-            answer: nak("AE", "", "102", "MSH^1^2"),
+            answer: nak("AE", "M10", "102", "MSH^1^2"),
             stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
         },
         Case {
