@@ -28,7 +28,9 @@ use tracing::warn;
 /// How often at most one peer's refusals are logged.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Peers with pending refusal counts kept before the oldest are logged and forgotten.
+/// Peer addresses whose refusals are kept for logging. When the map is full, the entries
+/// last logged a minute ago are flushed (their pending count logged) and forgotten; until
+/// that makes room, a new address's refusals are counted without a line.
 const REFUSAL_LOG_PEERS: usize = 4096;
 
 /// The caps of one source.
@@ -183,8 +185,8 @@ impl Admission {
         })
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.state
             .lock()
             .expect("admission state is never poisoned")
@@ -366,11 +368,6 @@ impl<S> TrackedIo<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         TrackedIo { inner, activity }
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
     }
 }
 
