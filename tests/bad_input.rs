@@ -264,6 +264,18 @@ fn cases() -> Vec<Case> {
             stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
         },
         Case {
+            name: "MSH-2 broken after another MSH-1: MSA-2 still echoes MSH-10",
+            wire: framed(b"MSH#^^#HIS#MAIN#SB#HUB#2025##ADT^A04#M10B#P#2.5\r"),
+            answer: nak("AE", "M10B", "102", "MSH^1^2"),
+            stored: rejected("102 MSH-2: MSH-2 encoding characters are invalid"),
+        },
+        Case {
+            name: "MSH-1 that is not ASCII punctuation",
+            wire: framed("MSH\u{a7}^~\\&\u{a7}HIS\u{a7}MAIN\r".as_bytes()),
+            answer: nak("AE", "", "102", "MSH^1^1"),
+            stored: rejected("102 MSH-1: MSH-1 field separator is missing or invalid"),
+        },
+        Case {
             name: "other delimiters are mirrored and accepted",
             wire: framed(
                 b"MSH#!~$%#HIS#MAIN#SB#HUB#20250101120000##ADT!A04!ADT_A01#M11#P#2.5.1\rPID#1##MRN7!!!MAIN!MR##Testperson!Alex\r",
@@ -475,6 +487,34 @@ fn cases() -> Vec<Case> {
             wire: framed(adt_body("N5", "PI|1||X\r").as_bytes()),
             answer: nak("AE", "N5", "100", ""),
             stored: rejected("100: segment 2 has no valid segment id"),
+        },
+        Case {
+            name: "four-letter segment id",
+            wire: framed(adt_body("N6", &format!("{PID}PV1X|1|O\r")).as_bytes()),
+            answer: nak("AE", "N6", "100", ""),
+            stored: rejected("100: segment 3 has no valid segment id"),
+        },
+        Case {
+            name: "segment id starting with a digit",
+            wire: framed(adt_body("N7", &format!("{PID}1PV|1|O\r")).as_bytes()),
+            answer: nak("AE", "N7", "100", ""),
+            stored: rejected("100: segment 3 has no valid segment id"),
+        },
+        Case {
+            name: "a second MSH in one frame (two messages glued together)",
+            wire: framed(format!("{}{}", good("N8"), good("N8B")).as_bytes()),
+            answer: nak("AE", "N8", "100", "MSH^2"),
+            stored: rejected(
+                "100 MSH: a second MSH segment in one message (one message per MLLP frame)",
+            ),
+        },
+        Case {
+            name: "a second MSH with LF endings",
+            wire: framed(format!("{}{}", good("N9"), good("N9B")).replace('\r', "\n").as_bytes()),
+            answer: nak("AE", "N9", "100", "MSH^2"),
+            stored: rejected(
+                "100 MSH: a second MSH segment in one message (one message per MLLP frame)",
+            ),
         },
         Case {
             name: "100,000 repetitions in one field",

@@ -95,7 +95,8 @@ async fn malformed_messages_get_the_documented_nak_and_are_stored_as_rejected() 
         Case { bytes: b"PID|1||X\r".to_vec(), code: "AE", msa2: "", err: "ERR|||100^Segment sequence error^HL70357|E||||message does not start with an MSH segment" },
         // Empty MSH-9.
         Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025|||M9|P|2.5\rPID|1\r".to_vec(), code: "AE", msa2: "M9", err: "ERR||MSH^1^9^1^1|101^Required field missing^HL70357|E||||MSH-9 message type is empty" },
-        // Bad MSH-2: the answer falls back to the default delimiters.
+        // Bad MSH-2: the answer keeps MSH-1, falls back to the default encoding characters
+        // and still echoes MSH-10.
         Case { bytes: b"MSH|^^|HIS|MAIN|SB|HUB|2025||ADT^A04|M2|P|2.5\r".to_vec(), code: "AE", msa2: "M2", err: "ERR||MSH^1^2|102^Data type error^HL70357|E||||MSH-2 encoding characters are invalid" },
         // Bytes that are not UTF-8 (no MSH-18, channel fallback utf-8).
         Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|U8|P|2.5\rPID|1||\xff\xfe\r".to_vec(), code: "AE", msa2: "U8", err: "ERR|||102^Data type error^HL70357|E||||bytes at offset 55 are not valid utf-8" },

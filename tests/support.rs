@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Path of the engine binary built for the tests.
+/// Path of the engine binary built for the tests; `SWITCHBOARD_UNDER_TEST` overrides it
+/// (a target directory shared by several checkouts holds one `switchboard-under-test`: the
+/// one built last, by whichever checkout).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_switchboard-under-test"))
+    std::env::var_os("SWITCHBOARD_UNDER_TEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_switchboard-under-test")))
 }
 
 /// A config folder with one MLLP channel on a free port.
@@ -61,12 +65,17 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts the binary on `conf` and waits (at most 20 s) until it has bound its ports.
     pub fn start(conf: &Path, data: &Path) -> EngineProcess {
+        Self::start_logging_to(conf, data, Stdio::inherit())
+    }
+
+    /// [`EngineProcess::start`] with the engine's log (stderr) going to `log`.
+    pub fn start_logging_to(conf: &Path, data: &Path, log: Stdio) -> EngineProcess {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(conf)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("engine binary starts");
         let pid = child.id();
@@ -348,8 +357,17 @@ pub fn raise_fd_limit(want: u64) -> u64 {
 
 /// Resident set size of process `pid` in bytes, from /proc.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident set size (high-water mark) of process `pid` in bytes, from /proc.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    proc_status_bytes(pid, "VmHWM:")
+}
+
+fn proc_status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

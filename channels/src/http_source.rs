@@ -1,21 +1,82 @@
 //! What the HTTP sources (FHIR REST, webhook) share: binding and serving an axum router until
-//! shutdown, reading a body under a size limit, and handing a JSON body to the engine and
-//! waiting for its answer (persist before 2xx, as the MLLP listener does).
+//! shutdown, reading a body under a size limit and a deadline, and handing a JSON body to the
+//! engine and waiting for its answer (persist before 2xx, as the MLLP listener does).
+//!
+//! Serving is hyper's HTTP/1.1 on our own accept loop (not `axum::serve`), plain or inside
+//! TLS, so that every connection passes [`crate::admission`] (a cap per source and per peer
+//! address; at the cap the connection idle longest makes room) and a client that stalls is
+//! cut: the request line and headers must arrive within `header_timeout_secs` (hyper's
+//! header read timeout, which also closes keep-alive connections left idle that long), the
+//! body within `body_timeout_secs` ([`read_body`]).
 
+use crate::admission::{Admission, Busy, Caps, Ticket, TrackedIo};
 use crate::mllp::listener::ListenerTask;
 use crate::source::{BuildError, HttpAnswer, Inbound, JsonBody, Payload, Reply, SourceContext};
+use crate::tls::{ClientCertificate, ServerTls};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+/// How an HTTP source treats its clients' connections (from its config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send the request line and headers (and longest idle keep-alive).
+    pub header_timeout: Duration,
+    /// Connection caps of the source and of each peer address.
+    pub caps: Caps,
+}
+
+/// Default `header_timeout_secs` of the HTTP sources.
+pub fn default_header_timeout_secs() -> u64 {
+    10
+}
+/// Default `body_timeout_secs` of the HTTP sources.
+pub fn default_body_timeout_secs() -> u64 {
+    30
+}
+/// Default `max_connections` of the HTTP sources.
+pub fn default_max_connections() -> usize {
+    1024
+}
+/// Default `max_connections_per_peer` of the HTTP sources.
+pub fn default_max_connections_per_peer() -> usize {
+    64
+}
+
+/// Problems with the connection keys every HTTP source has: (key, message).
+pub fn limit_problems(
+    header_timeout_secs: u64,
+    body_timeout_secs: u64,
+    max_connections: usize,
+    max_connections_per_peer: usize,
+) -> Vec<(String, String)> {
+    [
+        ("header_timeout_secs", header_timeout_secs as usize),
+        ("body_timeout_secs", body_timeout_secs as usize),
+        ("max_connections", max_connections),
+        ("max_connections_per_peer", max_connections_per_peer),
+    ]
+    .into_iter()
+    .filter(|(_, v)| *v == 0)
+    .map(|(k, _)| (k.to_string(), "must be at least 1".to_string()))
+    .collect()
+}
 
 /// Binds `listen` and serves `app` (inside TLS when `tls` is given, see [`crate::tls`])
-/// until the context's shutdown, then finishes the requests in flight (each waits for its
-/// answer from the engine).
+/// within `limits` until the context's shutdown, then finishes the requests in flight (each
+/// waits for its answer from the engine).
+///
+/// Handlers see the peer as `axum::extract::ConnectInfo<SocketAddr>` and, with mutual TLS,
+/// the client certificate's names as the [`ClientCertificate`] request extension.
 ///
 /// # Errors
 ///
@@ -27,6 +88,7 @@ pub async fn serve(
     app: axum::Router,
     cx: &SourceContext,
     tls: Option<&crate::tls::ServerTlsConfig>,
+    limits: HttpLimits,
 ) -> Result<ListenerTask, BuildError> {
     let tls = match tls {
         None => None,
@@ -44,30 +106,150 @@ pub async fn serve(
     };
     let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
-    info!(channel = %cx.channel, addr = %local_addr, kind, "HTTP source bound.");
-    let shutdown = cx.shutdown.clone();
-    let channel = cx.channel.clone();
-    if let Some(tls) = tls {
-        let failures = cx.metrics.tls_handshake_failures.clone();
-        let join = tokio::spawn(async move {
-            crate::tls::serve_https(listener, tls, app, shutdown, channel.clone(), failures).await;
-            info!(channel = %channel, kind, "HTTPS source stopped.");
-        });
-        return Ok(ListenerTask { local_addr, join });
-    }
-    let join = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-        if let Err(e) = served {
-            warn!(channel = %channel, error = %e, "HTTP source stopped with an error.");
-        }
-        info!(channel = %channel, kind, "HTTP source stopped.");
-    });
+    info!(channel = %cx.channel, addr = %local_addr, kind, tls = tls.is_some(), "HTTP source bound.");
+    let join = tokio::spawn(accept_loop(listener, tls, app, cx.clone(), limits, kind));
     Ok(ListenerTask { local_addr, join })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    app: axum::Router,
+    cx: SourceContext,
+    limits: HttpLimits,
+    kind: &'static str,
+) {
+    let admission = Admission::new(&cx.channel, limits.caps, cx.metrics.clone());
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = cx.shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(channel = %cx.channel, error = %e, "Accept failed, retrying.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Refused: dropped here, closed without a byte. (`allowed_peers` is the handlers'
+        // to check, so that a refused peer gets its 403.)
+        let Ok(ticket) = admission.admit(peer.ip(), Instant::now()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
+        let app = app.clone();
+        let cx = cx.clone();
+        tracker.spawn(async move {
+            let Some(tls) = tls else {
+                let stream = TrackedIo::new(stream, ticket.activity());
+                let names = ClientCertificate::default();
+                serve_http1(stream, peer, names, app, &cx, limits, &ticket).await;
+                return;
+            };
+            // The handshake runs here, not in the accept loop, so a slow client holds only
+            // its own slot.
+            let handshake = tls.accept(
+                stream,
+                peer,
+                &cx.channel,
+                &cx.metrics.tls_handshake_failures,
+            );
+            let stream = tokio::select! {
+                biased;
+                _ = cx.shutdown.cancelled() => return,
+                _ = ticket.evicted() => return,
+                s = handshake => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+            };
+            let names = ClientCertificate {
+                names: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| crate::tls::certificate_names(c))
+                    .unwrap_or_default(),
+            };
+            let stream = TrackedIo::new(stream, ticket.activity());
+            serve_http1(stream, peer, names, app, &cx, limits, &ticket).await;
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+    info!(channel = %cx.channel, kind, "HTTP source stopped.");
+}
+
+/// Serves HTTP/1.1 on one admitted connection until the client closes it, a timeout cuts
+/// it, it is closed to admit another, or shutdown (which lets the request in flight finish).
+async fn serve_http1<S>(
+    stream: S,
+    peer: SocketAddr,
+    client_cert: ClientCertificate,
+    app: axum::Router,
+    cx: &SourceContext,
+    limits: HttpLimits,
+    ticket: &Ticket,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = ticket.activity();
+    // Bytes read when the last answer was handed over; none yet: `u64::MAX`. A header
+    // timeout with nothing read since is a keep-alive connection left idle, not a stall.
+    let answered_at = Arc::new(AtomicU64::new(u64::MAX));
+    let answered = answered_at.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        req.extensions_mut().insert(client_cert.clone());
+        // A connection with a request in flight is never the one closed to make room.
+        let busy = Busy::new(activity.clone());
+        let mut app = app.clone();
+        let answer = tower_service::Service::call(&mut app, req);
+        let (activity, answered) = (activity.clone(), answered.clone());
+        async move {
+            let response = answer.await;
+            answered.store(activity.read_bytes(), Ordering::Relaxed);
+            drop(busy);
+            response
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        // Nothing in flight (that is how it was chosen): close at once.
+        _ = ticket.evicted() => {
+            debug!(channel = %cx.channel, peer = %peer, "Idle HTTP connection closed to admit another.");
+            return;
+        }
+        _ = cx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = served {
+        if e.is_timeout() && answered_at.load(Ordering::Relaxed) == ticket.activity().read_bytes() {
+            debug!(channel = %cx.channel, peer = %peer, "Idle keep-alive HTTP connection closed.");
+        } else if e.is_timeout() {
+            cx.metrics.timeouts.inc();
+            debug!(channel = %cx.channel, peer = %peer, "HTTP connection cut: headers not complete in time.");
+        } else {
+            debug!(channel = %cx.channel, peer = %peer, error = %e, "HTTP connection ended with an error.");
+        }
+    }
 }
 
 /// Why a body could not be read.
@@ -77,6 +259,8 @@ pub enum BodyError {
     TooLarge,
     /// The connection failed while reading.
     Broken,
+    /// Not complete within the body timeout: the client stalled.
+    TimedOut,
 }
 
 /// True when `Content-Length` announces more than `limit` bytes: refuse before reading.
@@ -88,15 +272,17 @@ pub fn announced_too_large(headers: &HeaderMap, limit: usize) -> bool {
         .is_some_and(|n| n > limit as u64)
 }
 
-/// Reads at most `limit` bytes of `body`.
+/// Reads at most `limit` bytes of `body` within `timeout`.
 ///
 /// # Errors
 ///
 /// [`BodyError`].
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
+pub async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    match read {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             Err(if too_large {

@@ -6,6 +6,7 @@
 //! Start reading at [`source`], then [`mllp`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod clinic_api;
 pub mod destination;
 pub mod fhir_rest;

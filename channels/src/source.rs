@@ -95,11 +95,15 @@ pub struct SourceMetrics {
     pub connections_opened: IntCounter,
     /// Connections closed, for any reason.
     pub connections_closed: IntCounter,
-    /// Connections refused (over the cap, or from a peer not allowed).
+    /// Connections refused (over a cap, or from a peer not allowed).
     pub connections_refused: IntCounter,
+    /// Of those, refused because their peer address held `max_connections_per_peer`.
+    pub connections_refused_per_peer: IntCounter,
+    /// Idle connections closed to admit a new one when the source held `max_connections`.
+    pub connections_evicted: IntCounter,
     /// Bytes skipped outside frames.
     pub junk_bytes: IntCounter,
-    /// Connections cut for a timeout (idle, frame or write).
+    /// Connections cut for a timeout (MLLP: idle, frame or write; HTTP: headers or body).
     pub timeouts: IntCounter,
     /// HTTP requests refused for missing or wrong credentials, signature or timestamp.
     pub auth_failures: IntCounter,
@@ -115,6 +119,8 @@ impl SourceMetrics {
             connections_opened: c("opened"),
             connections_closed: c("closed"),
             connections_refused: c("refused"),
+            connections_refused_per_peer: c("refused_per_peer"),
+            connections_evicted: c("evicted"),
             junk_bytes: c("junk"),
             timeouts: c("timeouts"),
             auth_failures: c("auth_failures"),

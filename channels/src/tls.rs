@@ -1,6 +1,6 @@
 //! TLS for sources and destinations, with rustls (ring provider): the `[source.tls]` and
 //! `[destination.tls]` tables, loading and checking certificates, the handshake on both
-//! sides, and [`serve_https`] for axum routers.
+//! sides (HTTPS serving itself is [`crate::http_source::serve`]).
 //!
 //! A server side ([`ServerTlsConfig`]) presents `cert`/`key`; with `client_ca` it asks every
 //! client for a certificate signed by that CA and refuses, at the handshake, a client without
@@ -28,11 +28,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 /// PEM text given as a file path (`cert = "conf/tls/server.pem"`) or as a secret reference
 /// (`key = { env = "MLLP_TLS_KEY" }`, `key = { file = "/run/secrets/key.pem" }`).
@@ -687,82 +685,6 @@ impl ClientTls {
     }
 }
 
-/// Serves `router` over HTTPS (HTTP/1.1) on `listener` until `shutdown`, then lets open
-/// connections finish their current request.
-///
-/// Each connection gets the TLS handshake (failures counted in `failures` and logged, as for
-/// MLLP) and is then served by hyper. Handlers see the peer as
-/// `axum::extract::ConnectInfo<SocketAddr>` and, with mutual TLS, the client certificate's
-/// names as the [`ClientCertificate`] request extension.
-pub async fn serve_https(
-    listener: TcpListener,
-    tls: ServerTls,
-    router: axum::Router,
-    shutdown: CancellationToken,
-    channel: String,
-    failures: HandshakeFailures,
-) {
-    let tracker = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(channel = %channel, error = %e, "Accept failed, retrying.");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let tls = tls.clone();
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        let channel = channel.clone();
-        let failures = failures.clone();
-        tracker.spawn(async move {
-            let Ok(stream) = tls.accept(stream, peer, &channel, &failures).await else {
-                return;
-            };
-            let client_cert = ClientCertificate {
-                names: stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| certificate_names(c))
-                    .unwrap_or_default(),
-            };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req.extensions_mut().insert(client_cert.clone());
-                let mut router = router.clone();
-                tower_service::Service::call(&mut router, req)
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let served = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            if let Err(e) = served {
-                debug!(channel = %channel, peer = %peer, error = %e, "HTTPS connection ended with an error.");
-            }
-        });
-    }
-    drop(listener);
-    tracker.close();
-    tracker.wait().await;
-    info!(channel = %channel, "HTTPS server stopped.");
-}
-
 /// The verified client certificate of an HTTPS request (mutual TLS), as a request extension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientCertificate {
@@ -950,7 +872,9 @@ mod tests {
         failures: HandshakeFailures,
     ) -> (String, tokio::task::JoinHandle<Option<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let join = tokio::spawn(async move {
             let (s, peer) = listener.accept().await.expect("accept");
@@ -1045,11 +969,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serve_https_serves_a_router_to_a_client_trusting_the_ca() {
+    async fn https_sources_serve_a_router_to_a_client_trusting_the_ca() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::new("Test CA");
-        let tls = server_config(dir.path(), &ca, None).load().expect("loads");
-        let failures = HandshakeFailures::unregistered();
+        let tls = server_config(dir.path(), &ca, None);
         let app = axum::Router::new().route(
             "/ping",
             axum::routing::post(
@@ -1057,17 +980,27 @@ mod tests {
                  body: String| async move { format!("pong {} {body}", peer.ip()) },
             ),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_https(
-            listener,
-            tls,
-            app,
-            shutdown.clone(),
-            "t".into(),
-            failures.clone(),
-        ));
+        let (out, _inbound) = tokio::sync::mpsc::channel(1);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let cx = crate::source::SourceContext {
+            channel: "t".into(),
+            out,
+            shutdown: shutdown.clone(),
+            metrics: crate::source::SourceMetrics::unregistered(),
+        };
+        let failures = cx.metrics.tls_handshake_failures.clone();
+        let limits = crate::http_source::HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            caps: crate::admission::Caps {
+                max_connections: 16,
+                max_connections_per_peer: 16,
+            },
+        };
+        let task = crate::http_source::serve("127.0.0.1:0", "test", app, &cx, Some(&tls), limits)
+            .await
+            .expect("serves");
+        let port = task.local_addr.port();
+        let server = task.join;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).expect("pem"))

@@ -728,6 +728,13 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                     "the default is 1024",
                 );
             }
+            if l.max_connections_per_peer == 0 {
+                push(
+                    "source.max_connections_per_peer",
+                    "must be at least 1".into(),
+                    "the default is 64",
+                );
+            }
             if l.max_in_flight == 0 {
                 push(
                     "source.max_in_flight",

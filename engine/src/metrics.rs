@@ -42,6 +42,13 @@ pub const MLLP_OPENED: &str = "switchboard_mllp_connections_opened_total";
 pub const MLLP_CLOSED: &str = "switchboard_mllp_connections_closed_total";
 /// `switchboard_mllp_connections_refused_total{channel}`: over the cap or not allowed.
 pub const MLLP_REFUSED: &str = "switchboard_mllp_connections_refused_total";
+/// `switchboard_connections_refused_per_peer_total{channel}`: connections to a source (MLLP
+/// or HTTP) refused because their peer address held `max_connections_per_peer`; also counted
+/// in [`MLLP_REFUSED`].
+pub const CONNECTIONS_REFUSED_PER_PEER: &str = "switchboard_connections_refused_per_peer_total";
+/// `switchboard_connections_evicted_total{channel}`: idle connections to a source (MLLP or
+/// HTTP) closed to admit a new one when the source held `max_connections`.
+pub const CONNECTIONS_EVICTED: &str = "switchboard_connections_evicted_total";
 /// `switchboard_mllp_junk_bytes_total{channel}`: bytes skipped outside frames.
 pub const MLLP_JUNK: &str = "switchboard_mllp_junk_bytes_total";
 /// `switchboard_mllp_timeouts_total{channel}`: connections cut by a timeout.
@@ -164,6 +171,8 @@ pub fn exported_names() -> Vec<&'static str> {
         MLLP_OPENED,
         MLLP_CLOSED,
         MLLP_REFUSED,
+        CONNECTIONS_REFUSED_PER_PEER,
+        CONNECTIONS_EVICTED,
         MLLP_JUNK,
         MLLP_TIMEOUTS,
         HTTP_AUTH_FAILURES,
@@ -268,6 +277,10 @@ pub struct Metrics {
     pub mllp_closed: IntCounterVec,
     /// See [`MLLP_REFUSED`].
     pub mllp_refused: IntCounterVec,
+    /// See [`CONNECTIONS_REFUSED_PER_PEER`].
+    pub connections_refused_per_peer: IntCounterVec,
+    /// See [`CONNECTIONS_EVICTED`].
+    pub connections_evicted: IntCounterVec,
     /// See [`MLLP_JUNK`].
     pub mllp_junk: IntCounterVec,
     /// See [`MLLP_TIMEOUTS`].
@@ -365,7 +378,17 @@ impl Metrics {
         let mllp_closed = counter(MLLP_CLOSED, "MLLP connections closed.", &["channel"]);
         let mllp_refused = counter(
             MLLP_REFUSED,
-            "MLLP connections refused (cap or allow-list).",
+            "Source connections refused (a cap or the allow-list).",
+            &["channel"],
+        );
+        let connections_refused_per_peer = counter(
+            CONNECTIONS_REFUSED_PER_PEER,
+            "Source connections refused because their peer address held max_connections_per_peer.",
+            &["channel"],
+        );
+        let connections_evicted = counter(
+            CONNECTIONS_EVICTED,
+            "Idle source connections closed to admit a new one at max_connections.",
             &["channel"],
         );
         let mllp_junk = counter(
@@ -628,6 +651,8 @@ impl Metrics {
             mllp_opened,
             mllp_closed,
             mllp_refused,
+            connections_refused_per_peer,
+            connections_evicted,
             mllp_junk,
             mllp_timeouts,
             http_auth_failures,
@@ -684,6 +709,10 @@ impl Metrics {
             connections_opened: self.mllp_opened.with_label_values(&[channel]),
             connections_closed: self.mllp_closed.with_label_values(&[channel]),
             connections_refused: self.mllp_refused.with_label_values(&[channel]),
+            connections_refused_per_peer: self
+                .connections_refused_per_peer
+                .with_label_values(&[channel]),
+            connections_evicted: self.connections_evicted.with_label_values(&[channel]),
             junk_bytes: self.mllp_junk.with_label_values(&[channel]),
             timeouts: self.mllp_timeouts.with_label_values(&[channel]),
             auth_failures: self.http_auth_failures.with_label_values(&[channel]),

@@ -7,9 +7,10 @@
 use crate::store::outbox::OutboxItem;
 use crate::store::MessageRecord;
 use channels::destination::{DestinationConfig, Partition};
-use hl7_parser::Message;
+use hl7_parser::query::LocationQuery;
 use serde::Deserialize;
 use std::collections::HashMap;
+use transforms::hl7v2::access::{V2Message, Value};
 use transforms::hl7v2::validate::type_matches;
 
 /// One `[[route]]` table.
@@ -57,7 +58,8 @@ pub struct When {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FieldPredicate {
-    /// The HL7 path (`SEG[n].field[rep].component.subcomponent`).
+    /// The HL7 path (`SEG[n].field[rep].component.subcomponent`); a path that stops at a
+    /// field, repetition or component compares the whole of it, escapes decoded.
     pub path: String,
     /// The value equals this.
     #[serde(default)]
@@ -174,7 +176,7 @@ impl Router {
             let key = |k: &str| format!("route[{i}].{k}");
             let mut regexes = Vec::new();
             for (j, f) in r.when.field.iter().enumerate() {
-                if hl7_parser::query::LocationQuery::parse(&f.path).is_err() {
+                if LocationQuery::parse(&f.path).is_err() {
                     problems.push((
                         key(&format!("when.field[{j}].path")),
                         format!("'{}' is not an HL7 path", f.path),
@@ -298,13 +300,16 @@ impl Router {
         key_suffix: &str,
     ) -> Vec<OutboxItem> {
         let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
-        let parsed =
-            Message::parse_with_lenient_newlines(text.trim_end_matches(['\r', '\n']), true).ok();
+        // The index-only reader: its cost is a small multiple of the message's size whatever
+        // the message holds (a full tree of a field of 900,000 repetitions took 400 MB).
+        // Read only when a field predicate or a destination's partition needs it.
+        let parsed = std::cell::OnceCell::new();
+        let parsed = || parsed.get_or_init(|| V2Message::parse(&text).ok());
         type RouteMapping = Option<std::sync::Arc<transforms::mapping::FieldMapping>>;
         let mut targets: Vec<(String, PayloadKind)> = Vec::new();
         let mut route_mappings: Vec<RouteMapping> = Vec::new();
         for r in &self.routes {
-            if matches(&r.when, &r.regexes, record, parsed.as_ref()) {
+            if matches(&r.when, &r.regexes, record, &parsed) {
                 for t in &r.targets {
                     if !targets.contains(t) && only.is_none_or(|o| o.contains(&t.0)) {
                         targets.push(t.clone());
@@ -313,9 +318,12 @@ impl Router {
                 }
             }
         }
-        let patient = parsed
-            .as_ref()
-            .and_then(|m| value(m, "PID.3[1].1"))
+        let by_patient = targets
+            .iter()
+            .any(|(dest, _)| matches!(self.partitions.get(dest), Some(Partition::Patient)));
+        let patient = by_patient
+            .then(|| parsed().as_ref().and_then(|m| value(m, "PID.3[1].1")))
+            .flatten()
             .unwrap_or_default();
         let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
         let mut mapping_failure: Option<String> = None;
@@ -513,22 +521,41 @@ impl Body {
     }
 }
 
-/// The decoded value at an HL7 path, `None` when absent or empty.
-fn value(msg: &Message<'_>, path: &str) -> Option<String> {
-    let r = msg.query(path)?;
-    let v = r.display(&msg.separators).to_string();
-    (!v.is_empty()).then_some(v)
+/// The decoded value at an HL7 path, `None` when absent or empty. A path that stops at a
+/// field, repetition or component means the whole of it (separators inside it kept); an
+/// explicit null reads as `""`.
+fn value(msg: &V2Message<'_>, path: &str) -> Option<String> {
+    let q = LocationQuery::parse(path).ok()?;
+    let seg = msg.segment_n(&q.segment, q.segment_index.unwrap_or(1))?;
+    let rep = q.repeat.unwrap_or(1);
+    let v = match (q.field, q.component, q.subcomponent) {
+        (None, _, _) => {
+            let text = transforms::hl7v2::escape::decode(seg.raw(), msg.separators());
+            return Some(text.into_owned());
+        }
+        // MSH-1 and MSH-2 are the delimiters themselves.
+        (Some(f), None, _) if seg.name() == "MSH" && f <= 2 => seg.get_at(f, 1, 1, 1),
+        (Some(f), None, _) if q.repeat.is_none() => seg.field(f).text(),
+        (Some(f), None, _) => seg.field(f).rep(rep).text(),
+        (Some(f), Some(c), None) => seg.field(f).rep(rep).component(c),
+        (Some(f), Some(c), Some(sub)) => seg.get_at(f, rep, c, sub),
+    };
+    match v {
+        Value::Text(t) => Some(t.into_owned()),
+        Value::Null => Some("\"\"".into()),
+        Value::Absent => None,
+    }
 }
 
 fn first_component(field: &str) -> &str {
     field.split('^').next().unwrap_or(field)
 }
 
-fn matches(
+fn matches<'p, 'm: 'p>(
     w: &When,
     regexes: &[Option<regex::Regex>],
     record: &MessageRecord,
-    parsed: Option<&Message<'_>>,
+    parsed: &dyn Fn() -> &'p Option<V2Message<'m>>,
 ) -> bool {
     if !w.message_type.is_empty()
         && !w
@@ -555,7 +582,7 @@ fn matches(
         return false;
     }
     w.field.iter().zip(regexes).all(|(f, re)| {
-        let v = parsed.and_then(|m| value(m, &f.path));
+        let v = parsed().as_ref().and_then(|m| value(m, &f.path));
         let holds = if let Some(e) = &f.equals {
             v.as_deref() == Some(e.as_str())
         } else if let Some(set) = &f.one_of {
@@ -678,6 +705,42 @@ mod tests {
             let r = format!("[[route]]\nwhen = {{ field = [{pred}] }}\nto = [\"a\"]\n");
             assert_eq!(rendered(&r, "ADT^A04", "HIS").len() == 1, expect, "{pred}");
         }
+    }
+
+    #[test]
+    fn filter_paths_read_whole_elements_where_they_stop() {
+        let text = "MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|C1|P|2.5\rPID|1||M1^^^H&1.2&ISO^MR~N2^^^MOI^NI||Doe\\T\\Co^Al||\"\"\rPID|2||X9\r";
+        let m = V2Message::parse(text).expect("parses");
+        let cases = [
+            ("PID.3", Some("M1^^^H&1.2&ISO^MR~N2^^^MOI^NI")),
+            ("PID.3[2]", Some("N2^^^MOI^NI")),
+            ("PID.3.4", Some("H&1.2&ISO")),
+            ("PID.3[1].4.2", Some("1.2")),
+            ("PID.3[2].4", Some("MOI")),
+            ("PID.5.1", Some("Doe&Co")),
+            ("PID.7", Some("\"\"")),
+            ("PID.19", None),
+            ("PID[2].3", Some("X9")),
+            ("PID[3].3", None),
+            ("MSH.1", Some("|")),
+            ("MSH.2", Some("^~\\&")),
+            ("MSH.9", Some("ADT^A04")),
+            ("MSH.10", Some("C1")),
+        ];
+        for (path, want) in cases {
+            assert_eq!(value(&m, path).as_deref(), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_900000_repetitions_is_filtered_on_without_a_tree() {
+        let text = format!(
+            "MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|C1|P|2.5\rPID|1||{}X^^^H^MR\r",
+            "~".repeat(900_000)
+        );
+        let m = V2Message::parse(&text).expect("parses");
+        assert_eq!(value(&m, "PID.3[900001].1").as_deref(), Some("X"));
+        assert_eq!(value(&m, "PID.3[1].1"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::debug;
 
 /// The resource types a FHIR REST source accepts for create and update.
@@ -63,6 +64,23 @@ pub struct FhirSourceConfig {
     /// Credentials every request must carry (`[source.auth]`); none by default.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Seconds a client has to send the request line and headers; a client still sending
+    /// them is cut (this is also how long an idle keep-alive connection stays open).
+    #[serde(default = "crate::http_source::default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send the body once its headers are in; then it gets 408 and
+    /// the connection is closed.
+    #[serde(default = "crate::http_source::default_body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Most connections open at once on this source. When it is reached, the connection
+    /// idle longest (no request in flight) is closed to admit the new one; a newcomer is
+    /// refused only when every connection has a request in flight.
+    #[serde(default = "crate::http_source::default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one peer address; more from it are refused
+    /// (closed without an answer, counted, logged at most once a minute per address).
+    #[serde(default = "crate::http_source::default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
 }
 
 fn default_base_path() -> String {
@@ -73,6 +91,17 @@ fn default_max_body_bytes() -> usize {
 }
 
 impl FhirSourceConfig {
+    /// The connection caps and header timeout of this source.
+    pub fn limits(&self) -> crate::http_source::HttpLimits {
+        crate::http_source::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            caps: crate::admission::Caps {
+                max_connections: self.max_connections,
+                max_connections_per_peer: self.max_connections_per_peer,
+            },
+        }
+    }
+
     /// Problems the loader cannot see: (key, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -88,6 +117,12 @@ impl FhirSourceConfig {
         if self.max_body_bytes < 64 {
             out.push(("max_body_bytes".into(), "must be at least 64".into()));
         }
+        out.extend(crate::http_source::limit_problems(
+            self.header_timeout_secs,
+            self.body_timeout_secs,
+            self.max_connections,
+            self.max_connections_per_peer,
+        ));
         out
     }
 
@@ -108,7 +143,15 @@ impl FhirSourceConfig {
             cx: cx.clone(),
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
-        crate::http_source::serve(&self.listen, "fhir_rest", app, &cx, self.tls.as_ref()).await
+        crate::http_source::serve(
+            &self.listen,
+            "fhir_rest",
+            app,
+            &cx,
+            self.tls.as_ref(),
+            self.limits(),
+        )
+        .await
     }
 }
 
@@ -241,10 +284,20 @@ async fn handle(
     if announced_too_large(&headers, s.cfg.max_body_bytes) {
         return too_large();
     }
-    let bytes = match read_body(body, s.cfg.max_body_bytes).await {
+    let body_timeout = Duration::from_secs(s.cfg.body_timeout_secs);
+    let bytes = match read_body(body, s.cfg.max_body_bytes, body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Broken) => return outcome(400, "incomplete", "the body could not be read"),
+        Err(BodyError::TimedOut) => {
+            s.cx.metrics.timeouts.inc();
+            debug!(channel = %s.cx.channel, peer = %peer, "FHIR request cut: body not complete in time.");
+            let text = format!(
+                "the body did not arrive within {} s",
+                s.cfg.body_timeout_secs
+            );
+            return closing(outcome(408, "timeout", &text));
+        }
     };
     if let Err(f) = s.auth.check_signature(&headers, &bytes) {
         return auth_failure(&s, f);

@@ -5,8 +5,12 @@
 //! is complete, so several messages can be in flight on one connection; the writer awaits
 //! their answers in arrival order. On shutdown the reader stops and the writer still answers
 //! everything already handed over.
+//!
+//! Who may connect is decided by [`crate::admission`]: `max_connections_per_peer` per peer
+//! address, and at `max_connections` the connection idle longest makes room for a new one.
 
 use super::codec::{MllpCodec, MllpFrame};
+use crate::admission::{Admission, Busy, Caps, Refusal, Ticket, TrackedIo};
 use crate::peers::PeerRange;
 use crate::source::{BuildError, Inbound, Payload, Reply, SourceContext};
 use crate::tls::{ServerTls, ServerTlsConfig};
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
@@ -41,9 +45,15 @@ pub struct ListenerConfig {
     /// Seconds an answer may wait for the peer to read it before the connection is cut.
     #[serde(default = "default_write_timeout_secs")]
     pub write_timeout_secs: u64,
-    /// Most connections open at once on this channel; more are refused.
+    /// Most connections open at once on this channel. When it is reached, the connection idle
+    /// longest (no message in flight, silent the longest) is closed to admit the new one; a
+    /// newcomer is refused only when every connection is busy.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most connections open at once from one peer address; more from it are refused
+    /// (counted, and logged at most once a minute per address).
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
     /// Most messages in flight (received, not yet answered) on one connection.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -72,6 +82,9 @@ fn default_write_timeout_secs() -> u64 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_connections_per_peer() -> usize {
+    64
 }
 fn default_max_in_flight() -> usize {
     64
@@ -123,7 +136,14 @@ async fn accept_loop(
     tls: Option<ServerTls>,
     cx: SourceContext,
 ) {
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let admission = Admission::new(
+        &cx.channel,
+        Caps {
+            max_connections: cfg.max_connections,
+            max_connections_per_peer: cfg.max_connections_per_peer,
+        },
+        cx.metrics.clone(),
+    );
     let tracker = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -140,14 +160,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A refused connection is dropped here, closed without a byte.
         if !crate::peers::allowed(&cfg.allowed_peers, peer.ip()) {
-            cx.metrics.connections_refused.inc();
-            warn!(channel = %cx.channel, peer = %peer, "Connection refused: peer not allowed.");
+            admission.refuse(peer.ip(), Refusal::NotAllowed, Instant::now());
             continue;
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            cx.metrics.connections_refused.inc();
-            warn!(channel = %cx.channel, peer = %peer, "Connection refused: connection cap reached.");
+        let Ok(ticket) = admission.admit(peer.ip(), Instant::now()) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -158,7 +176,10 @@ async fn accept_loop(
         tracker.spawn(async move {
             debug!(channel = %cx.channel, peer = %peer, "Connection opened.");
             match tls {
-                None => serve_connection(stream, peer, &cfg, &cx).await,
+                None => {
+                    let stream = TrackedIo::new(stream, ticket.activity());
+                    serve_connection(stream, peer, &cfg, &cx, &ticket).await;
+                }
                 // The handshake runs here, not in the accept loop, so a slow client holds
                 // only its own slot.
                 Some(tls) => {
@@ -171,16 +192,18 @@ async fn accept_loop(
                     let accepted = tokio::select! {
                         biased;
                         _ = cx.shutdown.cancelled() => None,
+                        _ = ticket.evicted() => None,
                         a = handshake => a.ok(),
                     };
                     if let Some(stream) = accepted {
-                        serve_connection(stream, peer, &cfg, &cx).await;
+                        let stream = TrackedIo::new(stream, ticket.activity());
+                        serve_connection(stream, peer, &cfg, &cx, &ticket).await;
                     }
                 }
             }
             cx.metrics.connections_closed.inc();
             debug!(channel = %cx.channel, peer = %peer, "Connection closed.");
-            drop(permit);
+            drop(ticket);
         });
     }
     drop(listener);
@@ -189,18 +212,22 @@ async fn accept_loop(
     info!(channel = %cx.channel, "MLLP listener stopped.");
 }
 
-/// Serves one connection, plain or TLS, until it closes, times out or shutdown.
+/// Serves one connection, plain or TLS, until it closes, times out, is closed to admit
+/// another (`ticket`) or shutdown.
 pub async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     cfg: &ListenerConfig,
     cx: &SourceContext,
+    ticket: &Ticket,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, MllpCodec::new(cfg.max_message_bytes));
-    let (pending_tx, pending_rx) = mpsc::channel::<oneshot::Receiver<Reply>>(cfg.max_in_flight);
+    // Each answer slot carries its message's `Busy` mark until the answer is written.
+    let (pending_tx, pending_rx) =
+        mpsc::channel::<(oneshot::Receiver<Reply>, Busy)>(cfg.max_in_flight);
     let write_timeout = Duration::from_secs(cfg.write_timeout_secs);
     let writer_cx = cx.clone();
     let mut writer = tokio::spawn(async move {
@@ -221,6 +248,8 @@ pub async fn serve_connection<S>(
     // thousands of them sit quietly.
     let wake = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(wake);
+    let evicted = ticket.evicted();
+    tokio::pin!(evicted);
     let mut writer_done = false;
     loop {
         let due = match reader.decoder().frame_started() {
@@ -232,6 +261,10 @@ pub async fn serve_connection<S>(
         let frame = tokio::select! {
             biased;
             _ = cx.shutdown.cancelled() => break,
+            _ = &mut evicted => {
+                debug!(channel = %cx.channel, peer = %peer, "Idle connection closed to admit another.");
+                break;
+            }
             // The writer gave up (write timeout, peer gone): close the whole connection
             // now rather than at the idle timeout.
             _ = &mut writer => {
@@ -279,7 +312,7 @@ pub async fn serve_connection<S>(
         };
         // Order matters: queue the answer slot before handing the message over, so the
         // writer answers in arrival order. A full queue slows this reader down.
-        if pending_tx.send(answer).await.is_err() {
+        if pending_tx.send((answer, ticket.busy())).await.is_err() {
             break; // the writer gave up (peer stopped reading)
         }
         if cx.out.send(inbound).await.is_err() {
@@ -294,13 +327,14 @@ pub async fn serve_connection<S>(
 
 async fn write_answers<W>(
     mut writer: FramedWrite<W, MllpCodec>,
-    mut pending: mpsc::Receiver<oneshot::Receiver<Reply>>,
+    mut pending: mpsc::Receiver<(oneshot::Receiver<Reply>, Busy)>,
     write_timeout: Duration,
     cx: &SourceContext,
 ) where
     W: AsyncWrite + Unpin,
 {
-    while let Some(answer) = pending.recv().await {
+    // `_busy` lives until the answer is written (or given up).
+    while let Some((answer, _busy)) = pending.recv().await {
         let Ok(reply) = answer.await else {
             // The engine dropped the message without answering: only happens when it is
             // shutting down hard. Close so the sender resends.
@@ -325,4 +359,127 @@ async fn write_answers<W>(
         }
     }
     let _ = tokio::time::timeout(write_timeout, writer.flush()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Disposition, SourceMetrics};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpSocket, TcpStream};
+    use tokio_util::sync::CancellationToken;
+
+    /// A listener with `extra` config whose engine answers every message with `ACK`.
+    async fn listener(extra: &str) -> (SocketAddr, SourceMetrics, CancellationToken) {
+        let cfg: ListenerConfig =
+            toml::from_str(&format!("listen = \"127.0.0.1:0\"\n{extra}")).expect("config");
+        let (out, mut inbound) = mpsc::channel::<Inbound>(16);
+        tokio::spawn(async move {
+            while let Some(i) = inbound.recv().await {
+                let _ = i.reply.send(Reply {
+                    disposition: Disposition::Accepted,
+                    body: Some("ACK".into()),
+                    http: None,
+                });
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let metrics = SourceMetrics::unregistered();
+        let cx = SourceContext {
+            channel: "t".into(),
+            out,
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+        };
+        let task = cfg.build(cx).await.expect("binds");
+        (task.local_addr, metrics, shutdown)
+    }
+
+    /// Connects from 127.0.0.`from` (all of 127/8 is loopback on Linux).
+    async fn connect_from(addr: SocketAddr, from: u8) -> TcpStream {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, from], 0)))
+            .expect("bind a loopback source address");
+        socket.connect(addr).await.expect("connect")
+    }
+
+    /// Sends one frame and reads its answer; `None` when the connection was closed.
+    async fn exchange(s: &mut TcpStream) -> Option<Vec<u8>> {
+        s.write_all(&crate::mllp::codec::frame(b"MSH|^~\\&|A"))
+            .await
+            .ok()?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while !got.ends_with(&[0x1c, 0x0d]) {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Err(_) => panic!("no answer and no close within 10 s"),
+            }
+        }
+        Some(got)
+    }
+
+    /// True when the server closes `s` within 10 s without sending anything.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_peer_over_its_cap_is_refused_and_another_peer_is_served() {
+        let (addr, metrics, shutdown) =
+            listener("max_connections = 10\nmax_connections_per_peer = 2").await;
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = connect_from(addr, 2).await;
+            assert!(exchange(&mut s).await.is_some(), "under the cap");
+            held.push(s);
+        }
+        let mut third = connect_from(addr, 2).await;
+        assert!(
+            closed(&mut third).await,
+            "the third from one address is refused"
+        );
+        let mut other = connect_from(addr, 3).await;
+        assert!(
+            exchange(&mut other).await.is_some(),
+            "another address is served"
+        );
+        assert_eq!(metrics.connections_refused.get(), 1);
+        assert_eq!(metrics.connections_refused_per_peer.get(), 1);
+        for s in &mut held {
+            assert!(exchange(s).await.is_some(), "the held ones still work");
+        }
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn at_the_channel_cap_the_connection_idle_longest_makes_room() {
+        let (addr, metrics, shutdown) =
+            listener("max_connections = 2\nmax_connections_per_peer = 10").await;
+        let mut oldest = connect_from(addr, 2).await;
+        assert!(exchange(&mut oldest).await.is_some());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut younger = connect_from(addr, 2).await;
+        assert!(exchange(&mut younger).await.is_some());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut newcomer = connect_from(addr, 3).await;
+        assert!(
+            exchange(&mut newcomer).await.is_some(),
+            "admitted, not refused"
+        );
+        assert!(closed(&mut oldest).await, "the one idle longest was closed");
+        assert!(
+            exchange(&mut younger).await.is_some(),
+            "the other one stays"
+        );
+        assert_eq!(metrics.connections_evicted.get(), 1);
+        assert_eq!(metrics.connections_refused.get(), 0);
+        shutdown.cancel();
+    }
 }

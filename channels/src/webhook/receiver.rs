@@ -93,6 +93,23 @@ pub struct ReceiverConfig {
     /// Credentials every request must carry (`[source.auth]`).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Seconds a client has to send the request line and headers; a client still sending
+    /// them is cut (this is also how long an idle keep-alive connection stays open).
+    #[serde(default = "crate::http_source::default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send the body once its headers are in; then it gets 408 and
+    /// the connection is closed.
+    #[serde(default = "crate::http_source::default_body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Most connections open at once on this source. When it is reached, the connection
+    /// idle longest (no request in flight) is closed to admit the new one; a newcomer is
+    /// refused only when every connection has a request in flight.
+    #[serde(default = "crate::http_source::default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one peer address; more from it are refused
+    /// (closed without an answer, counted, logged at most once a minute per address).
+    #[serde(default = "crate::http_source::default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -103,6 +120,17 @@ fn default_timestamp_window_secs() -> u64 {
 }
 
 impl ReceiverConfig {
+    /// The connection caps and header timeout of this source.
+    pub fn limits(&self) -> crate::http_source::HttpLimits {
+        crate::http_source::HttpLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            caps: crate::admission::Caps {
+                max_connections: self.max_connections,
+                max_connections_per_peer: self.max_connections_per_peer,
+            },
+        }
+    }
+
     /// Problems the loader cannot see: (key, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -115,6 +143,12 @@ impl ReceiverConfig {
         if self.max_body_bytes < 64 {
             out.push(("max_body_bytes".into(), "must be at least 64".into()));
         }
+        out.extend(crate::http_source::limit_problems(
+            self.header_timeout_secs,
+            self.body_timeout_secs,
+            self.max_connections,
+            self.max_connections_per_peer,
+        ));
         if self.format == WebhookFormat::Buktor
             && (self.auth.bearer_token.is_none() || self.auth.hmac_secret.is_none())
         {
@@ -147,7 +181,15 @@ impl ReceiverConfig {
             cx: cx.clone(),
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
-        crate::http_source::serve(&self.listen, "webhook", app, &cx, self.tls.as_ref()).await
+        crate::http_source::serve(
+            &self.listen,
+            "webhook",
+            app,
+            &cx,
+            self.tls.as_ref(),
+            self.limits(),
+        )
+        .await
     }
 }
 
@@ -270,10 +312,20 @@ async fn handle(
     if announced_too_large(&headers, limit) {
         return too_large();
     }
-    let bytes = match read_body(body, limit).await {
+    let body_timeout = std::time::Duration::from_secs(s.cfg.body_timeout_secs);
+    let bytes = match read_body(body, limit, body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Broken) => return s.error(400, "Request body could not be read."),
+        Err(BodyError::TimedOut) => {
+            s.cx.metrics.timeouts.inc();
+            debug!(channel = %s.cx.channel, peer = %peer, "Webhook request cut: body not complete in time.");
+            let text = format!(
+                "Request body did not arrive within {} s.",
+                s.cfg.body_timeout_secs
+            );
+            return closing(s.error(408, &text));
+        }
     };
     if let Err(f) = s.auth.check_signature(&headers, &bytes) {
         return s.refuse(f);

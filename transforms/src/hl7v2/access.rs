@@ -801,30 +801,37 @@ impl Iterator for Hits<'_> {
     }
 }
 
-/// The parts of a text split on an ASCII separator (as `str::split`, with a byte search).
-struct Parts<'m> {
-    /// What is left to split; `None` once the last part was returned.
-    rest: Option<&'m str>,
+/// The non-empty parts of a text split on an ASCII separator (as `str::split` without the
+/// empty parts). A run of separators (a field of a million empty repetitions) is skipped in
+/// one loop of byte compares rather than one iterator step per empty part.
+struct FilledParts<'m> {
+    /// What is left to split.
+    rest: &'m str,
     sep: u8,
 }
 
-impl<'m> Iterator for Parts<'m> {
+impl<'m> Iterator for FilledParts<'m> {
     type Item = &'m str;
 
     #[inline]
     fn next(&mut self) -> Option<&'m str> {
-        let rest = self.rest?;
-        match rest.bytes().position(|b| b == self.sep) {
-            // The separator is ASCII: both sides of it are character boundaries.
-            Some(i) => {
-                self.rest = rest.get(i + 1..);
-                rest.get(..i)
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
+        let bytes = self.rest.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() && bytes[start] == self.sep {
+            start += 1;
         }
+        if start == bytes.len() {
+            self.rest = "";
+            return None;
+        }
+        let mut end = start + 1;
+        while end < bytes.len() && bytes[end] != self.sep {
+            end += 1;
+        }
+        // The separator is ASCII: both ends are character boundaries.
+        let part = self.rest.get(start..end);
+        self.rest = self.rest.get(end..).unwrap_or_default();
+        part
     }
 }
 
@@ -1036,11 +1043,10 @@ impl<'s, 'm> FieldRef<'s, 'm> {
     #[inline]
     pub fn reps(&self) -> impl Iterator<Item = RepRef<'s, 'm>> + use<'s, 'm> {
         let (seps, escapes) = (self.seps, self.escapes);
-        Parts {
-            rest: self.raw,
+        FilledParts {
+            rest: self.raw.unwrap_or_default(),
             sep: seps.repetition as u8,
         }
-        .filter(|r| !r.is_empty())
         .map(move |r| RepRef {
             raw: Some(r),
             seps,
@@ -1258,11 +1264,12 @@ mod tests {
             proptest::prop_assert_eq!(Hits::new(&bytes, needles).collect::<Vec<_>>(), expected);
         }
 
-        /// The byte split gives what `str::split` gives.
+        /// The non-empty parts are `str::split`'s without the empty ones.
         #[test]
-        fn parts_are_str_split(text in "[a~é]{0,20}") {
-            let parts: Vec<&str> = Parts { rest: Some(&text), sep: b'~' }.collect();
-            proptest::prop_assert_eq!(parts, text.split('~').collect::<Vec<_>>());
+        fn filled_parts_are_str_split_without_empty_parts(text in "[a~é]{0,30}") {
+            let parts: Vec<&str> = FilledParts { rest: &text, sep: b'~' }.collect();
+            let split: Vec<&str> = text.split('~').filter(|p| !p.is_empty()).collect();
+            proptest::prop_assert_eq!(parts, split);
         }
 
         /// Reads through [`Components`], in any order, give what the same reads on the

@@ -317,6 +317,32 @@ mod tests {
         MessageHeader::read(text).expect("readable MSH")
     }
 
+    #[test]
+    fn a_nak_for_a_broken_msh2_echoes_msh10_with_the_default_encoding_characters() {
+        let policy = super::super::validate::AcceptPolicy::default();
+        for (text, field) in [
+            ("MSH|^~|HIS|MAIN|SB|HUB|2025||ADT^A04|M7|P|2.5.1", '|'),
+            ("MSH#^^#HIS#MAIN#SB#HUB#2025##ADT^A04#M7#P#2.5.1", '#'),
+        ] {
+            let header = h(text);
+            let nak = super::super::validate::check_header(&header, &policy).expect_err(text);
+            let ack = build_ack(Some(&header), &Verdict::Nak(nak), &P);
+            let f = field;
+            assert!(
+                ack.starts_with(&format!("MSH{f}^~\\&{f}SB{f}HUB{f}HIS{f}MAIN{f}")),
+                "{ack}"
+            );
+            assert!(ack.contains(&format!("\rMSA{f}AE{f}M7{f}")), "{ack}");
+            assert!(ack.contains(&format!("ERR{f}{f}MSH^1^2{f}102^")), "{ack}");
+            // It reads back as an answer to M7.
+            let parsed = parse_ack(&ack).expect("parses");
+            assert_eq!(
+                (parsed.code, parsed.control_id.as_str()),
+                (AckCode::AE, "M7")
+            );
+        }
+    }
+
     fn missing_field() -> Verdict {
         Verdict::Nak(Nak::at(
             ErrorCode::RequiredFieldMissing,

@@ -337,8 +337,8 @@ pub fn check_header(h: &MessageHeader, policy: &AcceptPolicy) -> Result<(), Nak>
 /// upper-case letter, then upper-case letters or digits) followed by the field separator or
 /// the end of the segment; no control characters.
 ///
-/// One pass over the text and no allocation on success, so a message of a million
-/// separators costs what a plain one of the same size does.
+/// One pass over the bytes, eight at a time, and no allocation on success, so a message of a
+/// million separators costs what a plain one of the same size does.
 ///
 /// # Errors
 ///
@@ -354,57 +354,71 @@ pub fn check_header(h: &MessageHeader, policy: &AcceptPolicy) -> Result<(), Nak>
 /// assert_eq!(long.to_string(), "100: segment 2 has no valid segment id");
 /// ```
 pub fn check_body(text: &str) -> Result<(), Nak> {
-    let segments = || {
-        text.split(['\r', '\n'])
-            .filter(|s| !s.trim().is_empty())
-            .enumerate()
-    };
+    let bytes = text.as_bytes();
     // MSH-1, for where a segment id ends; a message without MSH fails on its first segment.
-    let field = segments()
-        .next()
-        .and_then(|(_, s)| s.strip_prefix("MSH"))
-        .and_then(|rest| rest.chars().next())
-        .unwrap_or('|');
-    for (index, segment) in segments() {
+    let mut field = '|';
+    // Segments seen (blank lines are not segments), where the current line starts, and the
+    // first control character in it.
+    let mut index = 0;
+    let mut start = 0;
+    let mut control = None;
+    for at in Specials::new(bytes).chain(Some(bytes.len())) {
+        if at < bytes.len() {
+            match bytes[at] {
+                b'\r' | b'\n' => {}
+                b'\t' => continue,
+                // U+0080..U+009F (C1 controls) are 0xC2 0x80..0x9F in UTF-8.
+                0xC2 if !matches!(bytes.get(at + 1), Some(0x80..=0x9F)) => continue,
+                _ => {
+                    control.get_or_insert(at - start);
+                    continue;
+                }
+            }
+        }
+        // `at` is an ASCII byte or the end: a character boundary.
+        let segment = &text[start..at];
+        let control_at = control.take();
+        start = at + 1;
+        if segment.trim().is_empty() {
+            continue;
+        }
+        index += 1;
+        if index == 1 {
+            if let Some(sep) = segment.strip_prefix("MSH").and_then(|r| r.chars().next()) {
+                field = sep;
+            }
+        }
         let Some(id) = segment_id(segment, field) else {
             return Err(Nak::new(
                 ErrorCode::SegmentSequence,
-                format!("segment {} has no valid segment id", index + 1),
+                format!("segment {index} has no valid segment id"),
             ));
         };
-        if index == 0 && id != "MSH" {
+        if index == 1 && id != "MSH" {
             return Err(Nak::new(
                 ErrorCode::SegmentSequence,
                 "message does not start with an MSH segment",
             ));
         }
-        // Counted only when reporting: a running count per id would cost a lookup per
-        // segment, and a linear one grows with the number of distinct ids.
-        let sequence = || {
-            segments()
-                .take(index + 1)
-                .filter(|(_, s)| s.starts_with(id))
-                .count() as u32
-        };
-        if index > 0 && id == "MSH" {
+        if index > 1 && id == "MSH" {
             return Err(Nak::at(
                 ErrorCode::SegmentSequence,
                 ErrorLocation {
                     segment: id.to_string(),
-                    sequence: sequence(),
+                    sequence: occurrence(text, id, index),
                     field: 0,
                     component: 0,
                 },
                 "a second MSH segment in one message (one message per MLLP frame)",
             ));
         }
-        if let Some(pos) = segment.find(|c: char| c.is_control() && c != '\t') {
+        if let Some(pos) = control_at {
             let fields = segment[..pos].matches(field).count() as u32;
             return Err(Nak::at(
                 ErrorCode::DataType,
                 ErrorLocation {
                     segment: id.to_string(),
-                    sequence: sequence(),
+                    sequence: occurrence(text, id, index),
                     field: if id == "MSH" { fields + 1 } else { fields },
                     component: 0,
                 },
@@ -413,6 +427,80 @@ pub fn check_body(text: &str) -> Result<(), Nak> {
         }
     }
     Ok(())
+}
+
+/// Which occurrence of `id` the `index`-th segment (1-based) of `text` is. Counted only when
+/// reporting: a running count per id would cost a lookup per segment.
+fn occurrence(text: &str, id: &str, index: usize) -> u32 {
+    text.split(['\r', '\n'])
+        .filter(|s| !s.trim().is_empty())
+        .take(index)
+        .filter(|s| s.starts_with(id))
+        .count() as u32
+}
+
+/// Offsets of the bytes [`check_body`] must look at, in order: every byte below 0x20 (CR,
+/// LF, tab and the other C0 controls), DEL, and 0xC2 (the lead byte of the C1 controls).
+/// Eight bytes at a time (SWAR, as the typed reader's scan): a word of plain text costs a
+/// few operations instead of eight compares and branches.
+struct Specials<'a> {
+    bytes: &'a [u8],
+    /// Offset of the word in `mask`.
+    at: usize,
+    /// High bit set in each byte of the current word that matched, not yet yielded.
+    mask: u64,
+}
+
+impl<'a> Specials<'a> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+
+    fn new(bytes: &'a [u8]) -> Self {
+        let mut s = Specials {
+            bytes,
+            at: 0,
+            mask: 0,
+        };
+        s.mask = s.word_mask(0);
+        s
+    }
+
+    /// Matches in the word at `at` (a short last word is padded with 0x80, which matches
+    /// nothing).
+    fn word_mask(&self, at: usize) -> u64 {
+        let word = match self.bytes.get(at..at + 8) {
+            Some(chunk) => u64::from_le_bytes(chunk.try_into().unwrap_or([0x80; 8])),
+            None => {
+                let rest = self.bytes.get(at..).unwrap_or(&[]);
+                let mut chunk = [0x80; 8];
+                chunk[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(chunk)
+            }
+        };
+        // High bit of each byte set exactly where that byte of `x` is zero (no carry
+        // crosses a byte: the low seven bits plus 0x7f stay below 0x100).
+        let zero = |x: u64| !(((x & !Self::HIGH).wrapping_add(!Self::HIGH)) | x) & Self::HIGH;
+        zero(word & (Self::LOW * 0xE0))
+            | zero(word ^ (Self::LOW * 0x7F))
+            | zero(word ^ (Self::LOW * 0xC2))
+    }
+}
+
+impl Iterator for Specials<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.at += 8;
+            if self.at >= self.bytes.len() {
+                return None;
+            }
+            self.mask = self.word_mask(self.at);
+        }
+        let found = self.at + (self.mask.trailing_zeros() / 8) as usize;
+        self.mask &= self.mask - 1;
+        Some(found)
+    }
 }
 
 /// The id of `segment` when it is exactly three characters, an upper-case letter then
@@ -595,6 +683,46 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn specials_are_exactly_the_bytes_a_plain_scan_finds() {
+        let mut text: Vec<u8> = Vec::new();
+        // Every byte value at every offset within a word, between plain letters.
+        for b in 0..=255u8 {
+            for pad in 0..9 {
+                text.extend(std::iter::repeat_n(b'a', pad));
+                text.push(b);
+            }
+        }
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, text.len()] {
+            let bytes = &text[..len];
+            let plain: Vec<usize> = (0..bytes.len())
+                .filter(|&i| bytes[i] < 0x20 || bytes[i] == 0x7F || bytes[i] == 0xC2)
+                .collect();
+            assert_eq!(Specials::new(bytes).collect::<Vec<_>>(), plain, "{len}");
+        }
+    }
+
+    #[test]
+    fn c1_controls_and_del_are_control_characters_but_other_text_is_not() {
+        for (segment, bad) in [
+            ("PID|1||a\u{85}b", true),
+            ("PID|1||a\u{9f}b", true),
+            ("PID|1||a\u{7f}b", true),
+            ("PID|1||a\tb", false),
+            ("PID|1||M\u{fc}ller \u{a0}\u{c2}\u{c5}", false),
+            ("PID|1||\u{645}\u{62d}\u{645}\u{62f}", false),
+        ] {
+            let r = check_body(&format!("MSH|^~\\&|A\r{segment}\r"));
+            assert_eq!(r.is_err(), bad, "{segment:?}: {r:?}");
+            if let Err(nak) = r {
+                assert_eq!(
+                    nak.location.map(|l| l.to_string()).as_deref(),
+                    Some("PID-3")
+                );
+            }
+        }
     }
 
     #[test]
