@@ -140,6 +140,10 @@ async fn sealed_store_round_trip_rotation_and_wrong_keys_refused() {
         on_disk(&cfg.data(), b"ENC1"),
         "the control id (metadata) is kept in clear"
     );
+    assert!(
+        !on_disk(&cfg.data(), b"MRNENC1"),
+        "the MRN (PID-3) is on disk in clear: the business-key index must hold keyed hashes"
+    );
 
     // 2. Wrong key, no key, dropped key: each refused, naming encryption.keys.
     set_engine_config(&cfg, &encryption_toml(&[("k1", &k1_wrong)]));
@@ -184,9 +188,19 @@ async fn sealed_store_round_trip_rotation_and_wrong_keys_refused() {
             "{id}: {d}"
         );
     }
+    // A search by MRN finds the message sealed under k1 and the one under k2.
+    let found = get_json(&format!(
+        "{}/api/messages?key=MRNENC1&key_type=mrn",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    let found = get_json(&format!("{}/api/messages?key=MRNENC2", engine.admin())).await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
     drop(client);
     assert_eq!(engine.terminate(), Some(0));
     assert!(!on_disk(&cfg.data(), MARKER.as_bytes()));
+    assert!(!on_disk(&cfg.data(), b"MRNENC2"));
     // k2 alone cannot read what k1 sealed: refused rather than half-readable.
     set_engine_config(&cfg, &encryption_toml(&[("k2", &k2)]));
     let e = refused(&cfg);

@@ -5,7 +5,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `lx` 0x00 channel 0x00 Latrexa id | [`BookingEntry`] as JSON |
+//! | `lx` 0x00 channel 0x00 Latrexa id | [`BookingEntry`] as JSON, sealed like message bodies when encryption is on |
 //! | `his` 0x00 channel 0x00 HIS appointment id | the Latrexa id |
 //! | `bad` 0x00 channel 0x00 fingerprint | empty: an unreadable booking already stored |
 //!
@@ -137,6 +137,17 @@ impl Store {
         Ok(self.db.open_tree("id_map")?)
     }
 
+    /// An entry as stored: JSON, sealed when encryption is on (it holds the booking: the
+    /// patient's name and contact details).
+    fn encode_entry(&self, entry: &BookingEntry) -> Result<Vec<u8>, StoreError> {
+        let json = codec(serde_json::to_vec(entry))?;
+        Ok(self.seal.seal(b"booking", &json)?.into_owned())
+    }
+
+    fn decode_entry(&self, stored: &[u8]) -> Result<BookingEntry, StoreError> {
+        codec(serde_json::from_slice(&self.seal.open(b"booking", stored)?))
+    }
+
     /// The entry of Latrexa booking `latrexa_id` taken by `channel`.
     ///
     /// # Errors
@@ -149,7 +160,7 @@ impl Store {
     ) -> Result<Option<BookingEntry>, StoreError> {
         self.id_map()?
             .get(key("lx", channel, latrexa_id))?
-            .map(|v| codec(serde_json::from_slice(&v)))
+            .map(|v| self.decode_entry(&v))
             .transpose()
     }
 
@@ -174,7 +185,7 @@ impl Store {
         let prefix = key("lx", channel, "");
         let mut out = Vec::new();
         for v in self.id_map()?.scan_prefix(&prefix).values() {
-            let e: BookingEntry = codec(serde_json::from_slice(&v?))?;
+            let e = self.decode_entry(&v?)?;
             if !e.state.is_settled() {
                 out.push(e);
             }
@@ -192,7 +203,7 @@ impl Store {
     pub fn unsettled_booking_messages(&self) -> Result<HashSet<u64>, StoreError> {
         let mut out = HashSet::new();
         for v in self.id_map()?.scan_prefix(b"lx\0").values() {
-            let e: BookingEntry = codec(serde_json::from_slice(&v?))?;
+            let e = self.decode_entry(&v?)?;
             if !e.state.settled_at_latrexa() {
                 out.insert(e.message_id);
             }
@@ -215,8 +226,18 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.space.check(WritePath::Booking)?;
         let id = record.id.to_be_bytes();
-        let rec = codec(serde_json::to_vec(record))?;
-        let ent = codec(serde_json::to_vec(entry))?;
+        let keys = super::keys::stored_keys(&self.seal, &record.business_keys);
+        let index: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| super::keys::indexable(k))
+            .map(|k| super::keys::index_key(k, record.id))
+            .collect();
+        let rec = codec(serde_json::to_vec(&MessageRecord {
+            business_keys: keys,
+            ..record.clone()
+        }))?;
+        let raw = self.seal.seal(b"raw", raw)?;
+        let ent = self.encode_entry(entry)?;
         let mut idx = record.control_id.as_bytes().to_vec();
         idx.push(0);
         idx.extend_from_slice(&id);
@@ -226,11 +247,20 @@ impl Store {
             .as_ref()
             .map(|h| key("his", &record.channel, h));
         let map = self.id_map()?;
-        let r: Result<(), TransactionError<StoreError>> =
-            (&self.messages, &self.raw, &self.by_control_id, &map).transaction(|(m, r, c, i)| {
-                r.insert(&id[..], raw)?;
+        let r: Result<(), TransactionError<StoreError>> = (
+            &self.messages,
+            &self.raw,
+            &self.by_control_id,
+            &self.by_business_key,
+            &map,
+        )
+            .transaction(|(m, r, c, b, i)| {
+                r.insert(&id[..], raw.as_ref())?;
                 if !record.control_id.is_empty() {
                     c.insert(idx.as_slice(), &[][..])?;
+                }
+                for k in &index {
+                    b.insert(k.as_slice(), &[][..])?;
                 }
                 i.insert(lx.as_slice(), ent.as_slice())?;
                 if let Some(h) = &his {
@@ -258,7 +288,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.space.check(WritePath::Booking)?;
         let id = entry.message_id.to_be_bytes();
-        let ent = codec(serde_json::to_vec(entry))?;
+        let ent = self.encode_entry(entry)?;
         let lx = key("lx", channel, &entry.latrexa_id);
         let his = entry
             .his_appointment_id
@@ -443,5 +473,46 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    /// With encryption on, the booking (patient name, phone) is sealed in the entry and the
+    /// raw tree, and reads back whole.
+    #[test]
+    fn with_encryption_on_bookings_are_sealed() {
+        use crate::store::seal::{Seal, StoreKey};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open_sealed(
+            dir.path(),
+            Durability::Os,
+            &Metrics::new("t"),
+            Seal::new(&[StoreKey {
+                id: "k1".into(),
+                key: [7; 32],
+            }]),
+        )
+        .expect("open");
+        let marker = "Zqvorlandt";
+        let mut e = entry(10, "LX-1");
+        e.booking.last_name = marker.to_string();
+        s.put_booking(
+            &record(10, "lx"),
+            format!("{{\"lastName\":\"{marker}\"}}").as_bytes(),
+            &e,
+        )
+        .expect("put");
+        let clear = |t: &sled::Tree| {
+            t.iter().any(|kv| {
+                let (_, v) = kv.expect("read");
+                v.windows(marker.len()).any(|w| w == marker.as_bytes())
+            })
+        };
+        assert!(!clear(&s.id_map().expect("tree")), "entry in clear");
+        assert!(!clear(&s.raw), "booking body in clear");
+        let back = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        assert_eq!(back, e);
+        assert!(s
+            .raw(10)
+            .expect("raw")
+            .is_some_and(|r| r.windows(marker.len()).any(|w| w == marker.as_bytes())));
     }
 }

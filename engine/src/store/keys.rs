@@ -9,8 +9,11 @@
 //! A message's keys are [`super::MessageRecord::business_keys`], taken from its canonical
 //! event (`transforms::model::Event::business_keys`) at ingest. [`Store::put`] writes the
 //! index entries with the message, and retention removes them with it. The index holds
-//! identifiers (that is its job); nothing here logs them.
+//! identifiers (that is its job); nothing here logs them. With encryption on, the index and
+//! the record hold keyed hashes of the values instead ([`stored_keys`]), and a search looks
+//! the hash up.
 
+use super::seal::Seal;
 use super::{Store, StoreError};
 use transforms::model::{BusinessKey, BusinessKeyKind};
 
@@ -64,6 +67,19 @@ pub(crate) fn indexable(key: &BusinessKey) -> bool {
     !key.value.is_empty() && key.value.len() <= 512 && !key.value.contains('\0')
 }
 
+/// `keys` as the store writes them (in the record and the index): as they are, or with
+/// encryption on each value replaced by its keyed hash ([`Seal::index_tag`]), so that no
+/// identifier is in clear on disk. Retention removes index entries from the record's keys,
+/// so both must hold the same form.
+pub(crate) fn stored_keys(seal: &Seal, keys: &[BusinessKey]) -> Vec<BusinessKey> {
+    keys.iter()
+        .map(|k| BusinessKey {
+            kind: k.kind,
+            value: seal.index_tag(&k.value).unwrap_or_else(|| k.value.clone()),
+        })
+        .collect()
+}
+
 impl Store {
     /// Ids of the messages carrying `value` (as any kind, or as `kind`), with ids in
     /// `lower..upper`, newest first.
@@ -82,9 +98,16 @@ impl Store {
             Some(k) => vec![k],
             None => KINDS.to_vec(),
         };
+        // The value as indexed in clear (encryption off, or entries from before it was on)
+        // and as indexed under each key.
+        let mut forms = vec![value.to_string()];
+        forms.extend(self.seal.index_tags(value));
         let mut ids = Vec::new();
-        for kind in kinds {
-            let p = prefix(kind, value);
+        for (kind, form) in kinds
+            .iter()
+            .flat_map(|k| forms.iter().map(move |f| (*k, f)))
+        {
+            let p = prefix(kind, form);
             let mut from = p.clone();
             from.extend_from_slice(&lower.to_be_bytes());
             let mut to = p.clone();
@@ -185,5 +208,100 @@ mod tests {
         );
         assert_eq!(parse_kind("order"), Some(BusinessKeyKind::OrderNumber));
         assert_eq!(parse_kind("name"), None);
+    }
+
+    /// With encryption on, neither the index nor the record holds an identifier in clear; a
+    /// search by value still finds the message, also after a key rotation, and retention
+    /// still removes the entries.
+    #[tokio::test]
+    async fn with_encryption_on_identifiers_are_keyed_hashes_and_still_found() {
+        use crate::store::seal::{Seal, StoreKey};
+        let k1 = StoreKey {
+            id: "k1".into(),
+            key: [1; 32],
+        };
+        let k2 = StoreKey {
+            id: "k2".into(),
+            key: [2; 32],
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("t");
+        let mrn = "MRN-Zq81735";
+        let day = 86_400_000u64;
+        let now = 400 * day;
+        let put = |s: &Store, at: u64, value: &str| {
+            let id = s.next_id(at);
+            let mut r = crate::store::tests::record(id, "a", &format!("C{id}"), Status::Filtered);
+            r.received_at_ms = at;
+            r.business_keys = vec![key(BusinessKeyKind::PatientId, value)];
+            s.put(&r, b"x", &[]).expect("put");
+            id
+        };
+        let find = |s: &Store, value: &str| -> Vec<u64> {
+            s.list(&Query {
+                business_key: Some(value.into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list")
+            .iter()
+            .map(|r| r.id)
+            .collect()
+        };
+        let old = {
+            let s = Store::open_sealed(
+                dir.path(),
+                Durability::Os,
+                &metrics,
+                Seal::new(&[k1.clone()]),
+            )
+            .expect("open");
+            let old = put(&s, now - 100 * day, mrn);
+            s.db.flush().expect("flush");
+            old
+        };
+        let mut reopened = None;
+        for _ in 0..300 {
+            match Store::open_sealed(
+                dir.path(),
+                Durability::Os,
+                &metrics,
+                Seal::new(&[k2.clone(), k1.clone()]),
+            ) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+        let s = reopened.expect("reopen rotated");
+        let new = put(&s, now, mrn);
+        put(&s, now, "MRN-other");
+        assert_eq!(find(&s, mrn), [new, old], "found under both keys");
+        let clear = |t: &sled::Tree| {
+            t.iter().any(|kv| {
+                let (k, v) = kv.expect("read");
+                [k, v]
+                    .iter()
+                    .any(|b| b.windows(mrn.len()).any(|w| w == mrn.as_bytes()))
+            })
+        };
+        assert!(
+            !clear(&s.by_business_key),
+            "the index holds the MRN in clear"
+        );
+        assert!(!clear(&s.messages), "a record holds the MRN in clear");
+        let policy = crate::store::retention::RetentionPolicy {
+            default_days: 90,
+            per_channel: Default::default(),
+        };
+        assert_eq!(s.prune(&policy, now).expect("prune").removed(), 1);
+        assert_eq!(find(&s, mrn), [new]);
+        assert_eq!(
+            s.by_business_key.len(),
+            2,
+            "the old entry went with its message"
+        );
     }
 }

@@ -156,7 +156,8 @@ pub struct MessageRecord {
     #[serde(default)]
     pub deliveries: Vec<outbox::DeliveryState>,
     /// Business identifiers of its canonical event (patient ids, visit numbers,
-    /// appointment ids, order numbers), indexed in `by_business_key`.
+    /// appointment ids, order numbers), indexed in `by_business_key`. As stored with
+    /// encryption on, each value is its keyed hash (`hmac:...`, see [`keys::stored_keys`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub business_keys: Vec<transforms::model::BusinessKey>,
     /// The exact `dedup` tree key this message claimed (channel and sender key), empty when
@@ -348,6 +349,16 @@ impl Store {
         items: &[outbox::OutboxItem],
     ) -> Result<(), StoreError> {
         self.space.check(space::WritePath::Ingest)?;
+        let hashed;
+        let record = if self.seal.is_on() && !record.business_keys.is_empty() {
+            hashed = MessageRecord {
+                business_keys: keys::stored_keys(&self.seal, &record.business_keys),
+                ..record.clone()
+            };
+            &hashed
+        } else {
+            record
+        };
         let key = record.id.to_be_bytes();
         let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
         for item in items {

@@ -60,7 +60,10 @@ impl OutboxItem {
     }
 
     pub(crate) fn encode(&self, seal: &Seal) -> Result<Vec<u8>, StoreError> {
+        // The head is sealed too: its partition is a patient identifier, its path may name
+        // one (a FHIR conditional update) and its last error may quote the destination.
         let head = serde_json::to_vec(self).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let head = seal.seal(b"outbox_head", &head)?;
         let body = seal.seal(b"payload", &self.body)?;
         let mut v = Vec::with_capacity(4 + head.len() + body.len());
         v.extend_from_slice(&(head.len() as u32).to_be_bytes());
@@ -78,9 +81,9 @@ impl OutboxItem {
                 .try_into()
                 .map_err(|_| bad())?,
         ) as usize;
-        let head = bytes.get(4..4 + len).ok_or_else(bad)?;
+        let head = seal.open(b"outbox_head", bytes.get(4..4 + len).ok_or_else(bad)?)?;
         let mut item: OutboxItem =
-            serde_json::from_slice(head).map_err(|e| StoreError::Codec(e.to_string()))?;
+            serde_json::from_slice(&head).map_err(|e| StoreError::Codec(e.to_string()))?;
         item.body = seal.open(b"payload", &bytes[4 + len..])?.into_owned();
         Ok(item)
     }
@@ -399,8 +402,10 @@ impl Store {
         k.extend_from_slice(&item.message_id.to_be_bytes());
         k.extend_from_slice(&item.seq.to_be_bytes());
         k.extend_from_slice(&attempt.attempt.to_be_bytes());
+        // Sealed: the detail is the destination's answer, which may quote what it was sent.
         let v = serde_json::to_vec(attempt).map_err(|e| StoreError::Codec(e.to_string()))?;
-        self.attempts.insert(k, v)?;
+        self.attempts
+            .insert(k, self.seal.seal(b"attempt", &v)?.as_ref())?;
         Ok(())
     }
 
@@ -413,7 +418,10 @@ impl Store {
         self.attempts
             .scan_prefix(message_id.to_be_bytes())
             .values()
-            .map(|v| serde_json::from_slice(&v?).map_err(|e| StoreError::Codec(e.to_string())))
+            .map(|v| {
+                serde_json::from_slice(&self.seal.open(b"attempt", &v?)?)
+                    .map_err(|e| StoreError::Codec(e.to_string()))
+            })
             .collect()
     }
 

@@ -10,6 +10,11 @@
 //! key still listed. A value without the magic prefix is plaintext written before
 //! encryption was turned on, and is read as it is.
 //!
+//! Business identifiers (MRNs, visit, appointment and order numbers) cannot be sealed in the
+//! search index, which must find them by value: with encryption on they are written as keyed
+//! hashes instead ([`Seal::index_tag`], HMAC-SHA256 under a key derived from the store key),
+//! so a search computes the same tag and no identifier is in clear on disk.
+//!
 //! `meta` holds a check value per key id (`seal_check/<id>`, a known text sealed under that
 //! key). At open, every check must open with the configured key of its id: a wrong key, a
 //! key removed while values sealed under it remain, or an encrypted store opened without
@@ -18,6 +23,8 @@
 use super::StoreError;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::borrow::Cow;
 
 /// Marks a sealed value (a raw HL7 message cannot start with NUL 'S' 'B' 0x01 and be valid).
@@ -27,6 +34,12 @@ const CHECK_TEXT: &[u8] = b"switchboard store seal check v1";
 /// Prefix of the check values in `meta`.
 const CHECK_PREFIX: &str = "seal_check/";
 const NONCE_LEN: usize = 12;
+/// What the index key of each store key is derived from (HMAC-SHA256 of this under the key).
+const INDEX_KEY_LABEL: &[u8] = b"switchboard business-key index v1";
+/// Marks an index value that is a keyed hash, not the identifier itself.
+pub(crate) const TAG_PREFIX: &str = "hmac:";
+/// Bytes of the HMAC kept in a tag: 128 bits, plenty against collisions in one store.
+const TAG_BYTES: usize = 16;
 
 /// One key: its id (stored with each value) and its 32 bytes.
 #[derive(Clone)]
@@ -47,6 +60,8 @@ impl std::fmt::Debug for StoreKey {
 pub struct Seal {
     /// Newest first; empty means encryption is off.
     keys: Vec<(String, ChaCha20Poly1305)>,
+    /// The index key derived from each store key, in the same order.
+    index_keys: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Seal {
@@ -59,7 +74,10 @@ impl std::fmt::Debug for Seal {
 impl Seal {
     /// No encryption: values are written and read as they are.
     pub fn plain() -> Seal {
-        Seal { keys: Vec::new() }
+        Seal {
+            keys: Vec::new(),
+            index_keys: Vec::new(),
+        }
     }
 
     /// Encryption under `keys`, newest first (an empty list is [`Seal::plain`]).
@@ -69,7 +87,23 @@ impl Seal {
                 .iter()
                 .map(|k| (k.id.clone(), ChaCha20Poly1305::new(Key::from_slice(&k.key))))
                 .collect(),
+            index_keys: keys
+                .iter()
+                .map(|k| hmac_sha256(&k.key, INDEX_KEY_LABEL))
+                .collect(),
         }
+    }
+
+    /// The keyed hash written to the search index in place of the identifier `value`,
+    /// under the newest key; `None` when encryption is off (the value itself is indexed).
+    pub fn index_tag(&self, value: &str) -> Option<String> {
+        self.index_keys.first().map(|k| tag(k, value))
+    }
+
+    /// The tags `value` may have been indexed under: one per configured key, newest first
+    /// (entries written before a rotation are found with the older keys).
+    pub fn index_tags(&self, value: &str) -> Vec<String> {
+        self.index_keys.iter().map(|k| tag(k, value)).collect()
     }
 
     /// True when values are sealed.
@@ -194,6 +228,18 @@ impl Seal {
     }
 }
 
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+fn tag(index_key: &[u8; 32], value: &str) -> String {
+    let mac = hmac_sha256(index_key, value.as_bytes());
+    format!("{TAG_PREFIX}{}", hex::encode(&mac[..TAG_BYTES]))
+}
+
 /// Reads a key given as 64 hex digits.
 ///
 /// # Errors
@@ -304,6 +350,23 @@ mod tests {
             e.to_string().contains("encryption.keys[0] (id 'k2')"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn index_tags_are_keyed_stable_and_hide_the_value() {
+        let s = Seal::new(&[key("k1", 1)]);
+        let t = s.index_tag("MRN-4711").expect("on");
+        assert!(t.starts_with(TAG_PREFIX) && !t.contains("4711"), "{t}");
+        assert_eq!(s.index_tag("MRN-4711"), Some(t.clone()), "stable");
+        assert_ne!(s.index_tag("MRN-4712"), Some(t.clone()));
+        assert_ne!(
+            Seal::new(&[key("k1", 2)]).index_tag("MRN-4711"),
+            Some(t.clone()),
+            "another key, another tag"
+        );
+        let rotated = Seal::new(&[key("k2", 2), key("k1", 1)]);
+        assert_eq!(rotated.index_tags("MRN-4711")[1], t, "old tags still found");
+        assert_eq!(Seal::plain().index_tag("MRN-4711"), None);
     }
 
     #[test]
