@@ -818,23 +818,31 @@ async fn a_message_of_900000_repetition_separators_costs_a_few_times_its_size_an
         growth < bound,
         "peak RSS grew by {growth} bytes (bound {bound}) for {TIMES} messages of {size}"
     );
-    // Under 10 ms; on a machine so busy that the same sender alone is over 5 ms at p99
-    // (other checkouts building on two cores), no worse than twice that.
+    // Under 10 ms on a quiet machine (the figure is printed above and recorded in
+    // docs/HARDENING.md). Tests run side by side on two cores, so the bound also admits
+    // what the same sender sees alone, or beside plain messages of the same size, on this
+    // run's machine: a message that made the engine stall (before, one was checked for over
+    // a second on an async worker, and an ACK waited 256 ms) is over all three.
     let p99 = quantile(&mut during, 0.99);
     let alone_p99 = quantile(&mut alone, 0.99);
-    let limit = Duration::from_millis(10).max(alone_p99 * 2);
+    let plain_p99 = quantile(&mut during_plain, 0.99);
+    let limit = Duration::from_millis(10)
+        .max(alone_p99 * 3)
+        .max(plain_p99 * 2);
     assert!(
         p99 < limit,
-        "p99 ACK latency {p99:?} while the message was handled; alone {alone_p99:?}"
+        "p99 ACK latency {p99:?} while the message was handled; alone {alone_p99:?}, beside plain messages {plain_p99:?}"
     );
-    // And no answer waits behind the message (before, one waited 256 ms: the message was
-    // checked for over a second on an async worker): the slowest under 100 ms, or on a busy
-    // machine under twice the slowest alone.
+    // And no answer waits behind the message: the slowest under 100 ms, or under what the
+    // slowest was alone or beside plain messages, twice over.
     let worst = quantile(&mut during, 1.0);
     let alone_worst = quantile(&mut alone, 1.0);
-    let limit = Duration::from_millis(100).max(alone_worst * 2);
+    let plain_worst = quantile(&mut during_plain, 1.0);
+    let limit = Duration::from_millis(100)
+        .max(alone_worst * 2)
+        .max(plain_worst * 2);
     assert!(
         worst < limit,
-        "an ACK took {worst:?} while the message was handled; alone at most {alone_worst:?}"
+        "an ACK took {worst:?} while the message was handled; alone at most {alone_worst:?}, beside plain messages {plain_worst:?}"
     );
 }
