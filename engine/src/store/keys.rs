@@ -253,7 +253,7 @@ mod tests {
                 dir.path(),
                 Durability::Os,
                 &metrics,
-                Seal::new(&[k1.clone()]),
+                Seal::new(std::slice::from_ref(&k1)),
             )
             .expect("open");
             let old = put(&s, now - 100 * day, mrn);
