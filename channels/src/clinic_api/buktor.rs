@@ -194,8 +194,49 @@ impl BuktorClient {
             &url,
             d,
             &[("Authorization", &auth), ("Buktor-Signature", &signature)],
+            success_body,
         )
         .await
         .map(|(r, _)| r)
+    }
+}
+
+/// Reads a 2xx answer of Buktor: the seed's success body `{"status":"success",...}` is
+/// success; its error body `{"status":"error","message":...}` (which Buktor also sends with
+/// 200), another status or a body that is not JSON is an error with Buktor's message.
+///
+/// # Errors
+///
+/// Buktor's `message`, or the first bytes of the body.
+pub fn success_body(body: &str) -> Result<(), String> {
+    let status = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));
+    match status {
+        Some(s) if s.eq_ignore_ascii_case("success") => Ok(()),
+        _ => Err(super::reason_of(body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::success_body;
+
+    #[test]
+    fn only_the_success_status_is_success() {
+        assert_eq!(
+            success_body(
+                r#"{"status":"success","message":"Data received and processed successfully."}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            success_body(
+                r#"{"status":"error","message":"No mapping found for event_type 'appointment.created' and Client-ID 1001."}"#
+            ),
+            Err("No mapping found for event_type 'appointment.created' and Client-ID 1001.".into())
+        );
+        assert!(success_body("OK").is_err());
+        assert!(success_body("{}").is_err());
     }
 }

@@ -22,7 +22,9 @@
 //! `hisAppointmentId` is idempotent (200); with another id, or confirming a rejected booking, is
 //! 409. Rejecting needs a non-empty `reason` (400 otherwise), a second reject is idempotent,
 //! rejecting a confirmed booking is 409. Unknown ids are 404. Uploads are keyed by
-//! `hisAppointmentId`: uploading one again updates it and returns the same `latrexaId`. Bad
+//! `hisAppointmentId`: uploading one again updates it and returns the same `latrexaId`; a new
+//! `hisAppointmentId` uploaded with a `latrexaId` (an online booking the HIS wrote) is paired
+//! with that id instead of getting a new one. Bad
 //! JSON or a body of the wrong shape is 400 [`ErrorBody`] `bad_request`; a time that is not
 //! local `YYYY-MM-DDTHH:MM:SS` is 400 too.
 //!
@@ -410,9 +412,12 @@ async fn upload(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Re
     let mut ids = Vec::with_capacity(req.appointments.len());
     for appt in req.appointments {
         let his_id = appt.his_appointment_id.clone();
-        let latrexa_id = match db.uploads.get(&his_id) {
-            Some((id, _)) => id.clone(),
-            None => {
+        // Known HIS id: the same Latrexa appointment. Otherwise an upload that names its
+        // Latrexa id (an online booking the HIS wrote) is that appointment, not a new one.
+        let latrexa_id = match (db.uploads.get(&his_id), &appt.latrexa_id) {
+            (Some((id, _)), _) => id.clone(),
+            (None, Some(id)) if !id.is_empty() => id.clone(),
+            (None, _) => {
                 db.next_upload += 1;
                 format!("LX-AP-{:06}", db.next_upload)
             }
