@@ -386,11 +386,11 @@ impl Destination {
         match self {
             Self::Opsport(s) => s.ledger_view(body),
             Self::Latrexa(s) => s.ledger_view(body),
+            Self::Buktor(s) => s.ledger_view(body),
             Self::Mllp(_)
             | Self::Webhook(_)
             | Self::File(_)
             | Self::Sftp(_)
-            | Self::Buktor(_)
             | Self::Px360(_)
             | Self::Fhir(_) => None,
         }
@@ -410,6 +410,39 @@ impl Destination {
             | Self::Buktor(_)
             | Self::Px360(_)
             | Self::Latrexa(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
+    /// For a destination that pairs an appointment with its own id (Latrexa): `body` naming
+    /// `remote_id` as that id, or `None` when the body names one already (or the destination
+    /// pairs nothing).
+    pub fn with_remote_id(&self, body: &[u8], remote_id: &str) -> Option<Vec<u8>> {
+        match self {
+            Self::Latrexa(s) => s.with_latrexa_id(body, remote_id),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
+    /// The Latrexa bookings channel whose online bookings this destination's appointments may
+    /// be (`bookings_channel` of a Latrexa upload destination).
+    pub fn bookings_channel(&self) -> Option<&str> {
+        match self {
+            Self::Latrexa(s) => s.bookings_channel(),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
             | Self::Fhir(_) => None,
         }
     }

@@ -269,7 +269,11 @@ async fn send_items(
     let started = Instant::now();
     let mut out = Vec::with_capacity(items.len());
     let mut to_send = Vec::new();
-    for (p, item) in items {
+    for (p, mut item) in items {
+        if let Err(e) = link_remote_id(&dest, &ledger, &mut item) {
+            out.push((p, item, Err(e)));
+            continue;
+        }
         if item.payload == crate::routing::MAPPING_FAILED {
             let e = DeliveryError::permanent(item.last_error.clone());
             out.push((p, item, Err(e)));
@@ -300,6 +304,48 @@ async fn send_items(
         out.push((p, item, r));
     }
     (out, started.elapsed())
+}
+
+/// Names, in the body of an appointment for a destination that pairs appointments with its
+/// own ids (Latrexa), the id the appointment already has there: the one an earlier answer gave
+/// (the ledger), else its placer id when the linked bookings channel took that online booking
+/// (the HIS echoing a booking it wrote). The stored body is not changed; a retry does the same.
+///
+/// # Errors
+///
+/// A retryable error when the store cannot be read.
+fn link_remote_id(
+    dest: &Destination,
+    cx: &LedgerContext,
+    item: &mut OutboxItem,
+) -> Result<(), DeliveryError> {
+    let Some(appointment) = &item.appointment else {
+        return Ok(());
+    };
+    let unreadable = |e: StoreError| DeliveryError::retry(format!("appointment ledger: {e}"));
+    let mut known = cx
+        .store
+        .ledger_get(&cx.name, appointment)
+        .map_err(unreadable)?
+        .and_then(|e| e.remote_id);
+    if let (None, Some(channel), Some(placer)) = (
+        &known,
+        dest.bookings_channel(),
+        appointment.placer_id.as_deref(),
+    ) {
+        if cx
+            .store
+            .booking_entry(channel, placer)
+            .map_err(unreadable)?
+            .is_some()
+        {
+            known = Some(placer.to_owned());
+        }
+    }
+    if let Some(body) = known.and_then(|id| dest.with_remote_id(&item.body, &id)) {
+        item.body = body;
+    }
+    Ok(())
 }
 
 /// The outcome of a reference upsert (a clinic or doctor an appointment names) that the

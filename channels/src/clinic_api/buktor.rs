@@ -13,7 +13,7 @@
 //! "No mapping found" sentence without a request.
 
 use super::{default_timeout_secs, http_client, post, url_problems};
-use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, LedgerView, Receipt};
 use crate::secret::SecretRef;
 use crate::webhook::sender::sign;
 use serde::Deserialize;
@@ -166,6 +166,30 @@ impl BuktorClient {
             mapping: config.load_mapping_file()?,
             client: http_client(config.timeout_secs)?,
             config: config.clone(),
+        })
+    }
+
+    /// How the appointment ledger reads an `appointment.*` envelope: no slot (Buktor keys an
+    /// appointment by `his_appointment_id`), the `his_status` sent, closed for
+    /// `appointment.deleted` or a cancelled or no-show status.
+    pub fn ledger_view(&self, body: &[u8]) -> Option<LedgerView> {
+        let event: BuktorEvent = serde_json::from_slice(body).ok()?;
+        if !event.event_type.starts_with("appointment.") {
+            return None;
+        }
+        let status = event
+            .data
+            .get("his_status")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let closed = event.event_type == "appointment.deleted"
+            || ["cancelled", "canceled", "no_show", "noshow", "no-show"]
+                .contains(&status.to_ascii_lowercase().as_str());
+        Some(LedgerView {
+            slot: String::new(),
+            status,
+            closed,
         })
     }
 

@@ -39,6 +39,12 @@ pub struct LatrexaConfig {
     /// Field mapping applied after the built-in rendering (`[destination.mapping]`).
     #[serde(default)]
     pub mapping: FieldMapping,
+    /// The `type = "latrexa"` channel (online bookings -> HIS) of the same Latrexa
+    /// organization. An HIS appointment whose placer id (SCH-1) is a booking that channel took
+    /// is that online booking written by the HIS: it is uploaded with its `latrexaId`, so
+    /// Latrexa updates the booking instead of creating a second appointment.
+    #[serde(default)]
+    pub bookings_channel: Option<String>,
     /// Upload on a schedule: appointments ready within this many seconds go together in one
     /// upload request (at most 100). 0 (the default) uploads each one at once.
     #[serde(default)]
@@ -120,6 +126,25 @@ impl LatrexaClient {
             client: http_client(config.timeout_secs)?,
             config: config.clone(),
         })
+    }
+
+    /// The bookings channel whose online bookings an HIS appointment may be (see the config).
+    pub fn bookings_channel(&self) -> Option<&str> {
+        self.config.bookings_channel.as_deref()
+    }
+
+    /// `body` (an upload of one appointment) with `latrexaId` set to `latrexa_id`, or `None`
+    /// when it already names one or is not an upload of one appointment.
+    pub fn with_latrexa_id(&self, body: &[u8], latrexa_id: &str) -> Option<Vec<u8>> {
+        let mut req: UploadRequest = serde_json::from_slice(body).ok()?;
+        let [a] = req.appointments.as_mut_slice() else {
+            return None;
+        };
+        if a.latrexa_id.is_some() {
+            return None;
+        }
+        a.latrexa_id = Some(latrexa_id.to_owned());
+        serde_json::to_vec(&req).ok()
     }
 
     /// `(size, linger_ms)` when uploads go on a schedule.

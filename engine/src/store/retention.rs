@@ -479,6 +479,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_appointment_ledger_entry_goes_only_with_the_last_message_that_wrote_it() {
+        use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let appointment = AppointmentRef {
+            placer_id: Some("PL-1".into()),
+            filler_id: Some("HIS-1".into()),
+        };
+        let deliver = |r: &MessageRecord, slot: &str| {
+            s.put(r, b"raw", &[]).expect("put");
+            let i = item(&s, r.id);
+            s.route(r.id, std::slice::from_ref(&i)).expect("route");
+            let w = LedgerWrite {
+                destination: i.destination.clone(),
+                entry: LedgerEntry {
+                    appointment: appointment.clone(),
+                    slot: slot.into(),
+                    status: "Confirmed".into(),
+                    closed: false,
+                    remote_id: None,
+                    body: "{}".into(),
+                    message_id: r.id,
+                    updated_at_ms: r.received_at_ms,
+                },
+            };
+            s.finish_with_ledger(&i, true, "ok", Some(&w))
+                .expect("delivered");
+        };
+        let booked = record(&s, "a", NOW - 200 * DAY, "S12");
+        deliver(&booked, "10:00");
+        let moved = record(&s, "a", NOW - 10 * DAY, "S13");
+        deliver(&moved, "11:00");
+        s.prune(&policy(), NOW).expect("prune");
+        assert!(!exists(&s, booked.id), "the old message goes");
+        let kept = s.ledger_get("a/x", &appointment).expect("get");
+        assert_eq!(
+            kept.map(|e| e.slot).as_deref(),
+            Some("11:00"),
+            "the S13 wrote it last"
+        );
+        s.prune(&policy(), NOW + 100 * DAY).expect("prune");
+        assert!(!exists(&s, moved.id));
+        assert_eq!(s.ledger_get("a/x", &appointment).expect("get"), None);
+        assert!(s.ledger_by_message.is_empty());
+    }
+
+    #[tokio::test]
     async fn keeps_what_is_not_finished_and_audits_the_counts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(&dir);
