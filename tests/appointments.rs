@@ -276,11 +276,12 @@ fn len(v: &Value) -> usize {
     v.as_array().map(Vec::len).unwrap_or(0)
 }
 
-/// Starts the engine with one Latrexa upload destination that uploads every 4 seconds.
+/// Starts the engine with one Latrexa upload destination that uploads every 4 seconds, walk-in
+/// registrations included.
 fn latrexa_engine(sb: &Sandbox, cfg: &TestConfig) -> EngineProcess {
     let key = secret(cfg, "latrexa-key", "sandbox-latrexa-key");
     let channel = format!(
-        "name = \"lab\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {key}\norganization_code = \"sandbox-clinic\"\nupload_interval_secs = 4\n{FAST_RETRY}\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n",
+        "name = \"lab\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {key}\norganization_code = \"sandbox-clinic\"\nupload_interval_secs = 4\nwalk_in_registrations = true\n{FAST_RETRY}\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n",
         sb.base("latrexa")
     );
     std::fs::write(cfg.conf().join("channels/lab.toml"), channel).expect("write channel");
@@ -304,16 +305,31 @@ async fn walk_ins_of_one_interval_go_in_one_upload_and_a_kill_in_between_uploads
     engine.kill();
     assert!(sb.requests("latrexa").await.is_empty());
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    // A walk-in the HIS reports only as an outpatient registration.
+    let a04 = "MSH|^~\\&|HIS|RUH|SB|CLOUD|20260616100500||ADT^A04^ADT_A01|W-4|P|2.5.1\r\
+               EVN|A04|20260616100500\r\
+               PID|1||MRN-W4^^^HIS^MR||Walker^Wanda||19850101|F\r\
+               PV1|1|O|CLN-PED-01||||DOC-SARAH-04^Al-Otaibi^Sarah||||||||||||V-W4|||||||||||||||||||||||||20260616100500\r"
+        .to_string();
     send_all(
         &engine,
-        &[siu("S12", "W-3", "W3", "MRN-W3^^^HIS^MR", "202606161000")],
+        &[
+            siu("S12", "W-3", "W3", "MRN-W3^^^HIS^MR", "202606161000"),
+            a04,
+        ],
     )
     .await;
     let state = until(30, &format!("{}/_state", sb.base("latrexa")), |s| {
-        len(&s["uploads"]) >= 3
+        len(&s["uploads"]) >= 4
     })
     .await;
-    assert_eq!(len(&state["uploads"]), 3, "{state}");
+    assert_eq!(len(&state["uploads"]), 4, "{state}");
+    assert!(
+        state["uploads"]
+            .to_string()
+            .contains("\"hisAppointmentId\":\"V-W4\""),
+        "the registration as a walk-in: {state}"
+    );
     // Nothing more arrives after another interval.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let uploads: Vec<Value> = sb
@@ -323,8 +339,8 @@ async fn walk_ins_of_one_interval_go_in_one_upload_and_a_kill_in_between_uploads
         .filter(|r| r["path"] == "/api/integration/appointments/upload")
         .collect();
     assert_eq!(uploads.len(), 1, "one request: {uploads:?}");
-    assert_eq!(len(&uploads[0]["body"]["appointments"]), 3, "{uploads:?}");
-    assert_eq!(len(&uploads[0]["response"]["mappings"]), 3, "{uploads:?}");
+    assert_eq!(len(&uploads[0]["body"]["appointments"]), 4, "{uploads:?}");
+    assert_eq!(len(&uploads[0]["response"]["mappings"]), 4, "{uploads:?}");
     engine.terminate();
     sb.stop().await;
 }

@@ -45,6 +45,11 @@ pub struct LatrexaConfig {
     /// Latrexa updates the booking instead of creating a second appointment.
     #[serde(default)]
     pub bookings_channel: Option<String>,
+    /// Also upload walk-ins the HIS reports only as a registration (ADT^A04) of an outpatient
+    /// or emergency visit: the visit number as the HIS appointment id, the admit time as the
+    /// start, status `arrived`. Off by default.
+    #[serde(default)]
+    pub walk_in_registrations: bool,
     /// Upload on a schedule: appointments ready within this many seconds go together in one
     /// upload request (at most 100). 0 (the default) uploads each one at once.
     #[serde(default)]
