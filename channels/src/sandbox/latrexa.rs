@@ -1,8 +1,8 @@
 //! Latrexa integration API and SignalR hub (seed `latrexa-sync-agent.txt`), served under `/latrexa`.
 //!
-//! The seed lists the endpoints but not their bodies; the wire types are the ones in
-//! [`transforms::dest::latrexa`], which the engine's Latrexa connector uses too, so both ends
-//! speak exactly the same shapes. Every API call needs `Authorization: Bearer <api key>` and
+//! The seed lists the endpoints but not their bodies; the wire types are the sandbox's own
+//! ([`super::latrexa_wire`], written from `docs/ASSUMPTIONS.md`), not the connector's, so a
+//! connector that drifts from the documented shapes fails against the sandbox. Every API call needs `Authorization: Bearer <api key>` and
 //! `X-Organization-Code`; either missing or wrong answers 401 [`ErrorBody`]
 //! (`{"error":"unauthorized","message":...}`).
 //!
@@ -49,6 +49,12 @@
 //! `GET /_state` (bookings with their sync status and reject reason, confirm and reject calls,
 //! uploads, heartbeats).
 
+pub use super::latrexa_wire::RECORD_SEPARATOR;
+use super::latrexa_wire::{
+    BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
+    PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
+    UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
+};
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -67,12 +73,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-pub use transforms::dest::latrexa::RECORD_SEPARATOR;
-use transforms::dest::latrexa::{
-    BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
-    PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
-    UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
-};
 
 /// How long the hub waits for a client's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1204,6 +1204,26 @@ mod tests {
             .await
             .expect("sent");
         assert_eq!(r.status().as_u16(), 400);
+        // A field the documented shape does not have is refused, not ignored.
+        let mut drifted = appt.clone();
+        drifted["hisAppointmentNo"] = json!("H-1");
+        let r = api(&t, reqwest::Method::POST, "appointments/upload")
+            .json(&json!({"appointments": [drifted]}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 400);
+        // A new HIS id naming a Latrexa id is paired with it, not given a new one.
+        let mut echo = appt.clone();
+        echo["hisAppointmentId"] = json!("H-2");
+        echo["latrexaId"] = json!("LX-ONLINE-1");
+        let r = api(&t, reqwest::Method::POST, "appointments/upload")
+            .json(&json!({"appointments": [echo]}))
+            .send()
+            .await
+            .expect("sent");
+        let paired: UploadResponse = r.json().await.expect("upload response");
+        assert_eq!(paired.mappings[0].latrexa_id, "LX-ONLINE-1");
         for _ in 0..2 {
             let r = api(&t, reqwest::Method::POST, "heartbeat")
                 .json(&json!({"agent": "switchboard/1.2.0", "hisConnected": true, "pending": 0, "timestamp": "2026-06-15T07:00:00Z"}))
@@ -1213,7 +1233,7 @@ mod tests {
             assert_eq!(r.status().as_u16(), 200);
         }
         let state = t.get_json("/latrexa/_state").await;
-        assert_eq!(state["uploads"].as_array().map(Vec::len), Some(1));
+        assert_eq!(state["uploads"].as_array().map(Vec::len), Some(2));
         assert_eq!(
             state["uploads"][0]["appointment"]["start"],
             "2026-06-15T10:30:00"

@@ -24,6 +24,7 @@
 pub mod buktor;
 pub mod his;
 pub mod latrexa;
+pub mod latrexa_wire;
 pub mod opsport;
 pub mod px360;
 pub mod traffic;
