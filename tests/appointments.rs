@@ -132,6 +132,29 @@ async fn opsport_reschedule_moves_the_one_appointment_and_closing_triggers_close
         let n = requests.iter().filter(|r| r["path"] == path).count();
         assert_eq!(n, 1, "{path}: {requests:?}");
     }
+    // The ledger knows the moved appointment by either id: its slot now, and OpsPort's id.
+    let entry = get_json(&format!(
+        "{}/api/appointments?destination=lab/ops&placer=PL-1",
+        engine.admin()
+    ))
+    .await;
+    assert!(
+        entry["slot"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("|11:00:00")),
+        "{entry}"
+    );
+    assert_eq!(
+        (entry["status"].clone(), entry["closed"].clone()),
+        ("Confirmed".into(), false.into())
+    );
+    assert!(entry["remote_id"].as_str().is_some(), "{entry}");
+    let deleted = get_json(&format!(
+        "{}/api/appointments?destination=lab/ops&filler=HIS-3",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(deleted["closed"], true, "{deleted}");
     let metrics = metrics_text(&engine).await;
     assert_eq!(
         metric_value(
@@ -341,6 +364,24 @@ async fn walk_ins_of_one_interval_go_in_one_upload_and_a_kill_in_between_uploads
     assert_eq!(uploads.len(), 1, "one request: {uploads:?}");
     assert_eq!(len(&uploads[0]["body"]["appointments"]), 4, "{uploads:?}");
     assert_eq!(len(&uploads[0]["response"]["mappings"]), 4, "{uploads:?}");
+    // Each appointment's Latrexa id from the answer is in the ledger.
+    for n in ["W1", "W2", "W3"] {
+        let entry = get_json(&format!(
+            "{}/api/appointments?destination=lab/lx&filler=HIS-{n}",
+            engine.admin()
+        ))
+        .await;
+        let pair = uploads[0]["response"]["mappings"]
+            .as_array()
+            .and_then(|m| {
+                m.iter()
+                    .find(|p| p["hisAppointmentId"] == format!("HIS-{n}"))
+            })
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(entry["remote_id"], pair["latrexaId"], "{n}: {entry}");
+        assert!(entry["remote_id"].as_str().is_some(), "{n}: {entry}");
+    }
     engine.terminate();
     sb.stop().await;
 }
