@@ -469,5 +469,23 @@ async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by
         uploads[0]["appointment"]["start"], "2026-06-15T11:30:00",
         "moved at the HIS: {state}"
     );
+
+    // Moved online afterwards: the HIS gets S13 with the Latrexa id as placer and its own id
+    // (learnt from its SIU) as filler, and Latrexa is confirmed with the HIS's id.
+    s.post(
+        &format!("/latrexa/_bookings/{id}/update"),
+        json!({"start": "2026-06-16T09:00:00", "end": "2026-06-16T09:30:00"}),
+    )
+    .await;
+    let b = s.wait_sync(&id, "confirmed", 2, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], "HIS-900", "{b}");
+    let sent = s.his_messages(&id).await;
+    let last = sent.last().expect("SIU to the HIS");
+    assert_eq!(last.0, "SIU^S13");
+    assert!(
+        last.2.contains(&format!("\rSCH|{id}|HIS-900|")),
+        "{}",
+        last.2
+    );
     engine.terminate();
 }

@@ -309,7 +309,8 @@ async fn send_items(
 /// Names, in the body of an appointment for a destination that pairs appointments with its
 /// own ids (Latrexa), the id the appointment already has there: the one an earlier answer gave
 /// (the ledger), else its placer id when the linked bookings channel took that online booking
-/// (the HIS echoing a booking it wrote). The stored body is not changed; a retry does the same.
+/// (the HIS echoing a booking it wrote), whose HIS id (the filler id) is then recorded in the
+/// bookings channel's id map. The stored body is not changed; a retry does the same.
 ///
 /// # Errors
 ///
@@ -333,13 +334,26 @@ fn link_remote_id(
         dest.bookings_channel(),
         appointment.placer_id.as_deref(),
     ) {
-        if cx
+        if let Some(mut booking) = cx
             .store
             .booking_entry(channel, placer)
             .map_err(unreadable)?
-            .is_some()
         {
             known = Some(placer.to_owned());
+            // The HIS names its own id for the booking it wrote (SCH-2): learnt, so that the
+            // bookings channel's next SIU for it carries it as the filler id.
+            if let Some(his_id) = appointment.filler_id.as_deref() {
+                if booking.his_appointment_id.as_deref() != Some(his_id) {
+                    booking.his_appointment_id = Some(his_id.to_owned());
+                    cx.store
+                        .advance_booking(
+                            channel,
+                            &booking,
+                            &crate::store::id_map::RecordChange::default(),
+                        )
+                        .map_err(unreadable)?;
+                }
+            }
         }
     }
     if let Some(body) = known.and_then(|id| dest.with_remote_id(&item.body, &id)) {

@@ -476,10 +476,12 @@ impl Agent {
         let now = now_ms();
         let id = self.store.next_id(now);
         let control_id = id.to_string();
-        let his_id = booking
-            .his_appointment_id
-            .clone()
-            .or_else(|| previous.as_ref().and_then(|p| p.his_appointment_id.clone()));
+        // The id the HIS itself gave (learnt from its own SIU, see `crate::delivery`) wins over
+        // the one Latrexa repeats from an earlier confirm.
+        let his_id = previous
+            .as_ref()
+            .and_then(|p| p.his_appointment_id.clone())
+            .or_else(|| booking.his_appointment_id.clone());
         // What the HIS needs is decided by what the HIS has, not by Latrexa's word for it.
         let mut for_his = booking.clone();
         for_his.his_appointment_id.clone_from(&his_id);
