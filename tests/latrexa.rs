@@ -417,7 +417,11 @@ async fn with_the_hub_down_polling_delivers_and_a_restart_books_nothing_twice() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by_the_his() {
-    let s = Setup::start(SandboxConfig::for_tests(), "poll_interval_secs = 1\n").await;
+    let s = Setup::start(
+        SandboxConfig::for_tests(),
+        "poll_interval_secs = 1\nhis_id_wait_secs = 60\n",
+    )
+    .await;
     // The HIS's own SIU come in on a second channel and are uploaded to the same Latrexa.
     let his = format!(
         "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
@@ -429,7 +433,16 @@ async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by
     let id = s
         .book("DOC-FREE", "2026-06-15T10:30:00", "2026-06-15T11:00:00")
         .await;
-    s.wait_sync(&id, "confirmed", 1, 30).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.his_messages(&id).await.is_empty() {
+        assert!(Instant::now() < deadline, "the HIS never got the booking");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.booking(&id).await["syncStatus"],
+        "pending",
+        "waits for the HIS id"
+    );
 
     // The HIS reports the booking it wrote with its own id in SCH-2, then moves it.
     let echo = |trigger: &str, control: &str, start: &str| {
@@ -448,6 +461,9 @@ async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by
         let ack = crate::support::send(&mut client, m.as_bytes()).await;
         assert!(ack.contains("MSA|AA") || ack.contains("MSA|CA"), "{ack}");
     }
+    // Confirmed with the id the HIS gave, not the Latrexa id.
+    let b = s.wait_sync(&id, "confirmed", 1, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], "HIS-900", "{b}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let state = loop {
         let state = s.get("/latrexa/_state").await;

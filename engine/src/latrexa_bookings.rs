@@ -671,7 +671,8 @@ impl Agent {
                 let change_ack = Some((code.clone(), format!("MSA|{code}|{}", ack.control_id)));
                 match ack.code {
                     AckCode::AA | AckCode::CA => {
-                        if entry.his_appointment_id.is_none() {
+                        // With `his_id_wait_secs`, the HIS's own id is waited for (`confirm`).
+                        if entry.his_appointment_id.is_none() && self.cfg.his_id_wait_secs == 0 {
                             entry.his_appointment_id = Some(entry.latrexa_id.clone());
                         }
                         entry.state = BookingState::HisAccepted;
@@ -701,6 +702,20 @@ impl Agent {
     }
 
     async fn confirm(&self, entry: &mut BookingEntry) -> Step {
+        if entry.his_appointment_id.is_none() {
+            // Learnt meanwhile from the HIS's own SIU (written by `crate::delivery`)?
+            match self.store.booking_entry(&self.channel, &entry.latrexa_id) {
+                Ok(Some(stored)) => entry.his_appointment_id = stored.his_appointment_id,
+                Ok(None) => {}
+                Err(e) => return Step::Retry(format!("id map: {e}")),
+            }
+            let waited_ms = now_ms().saturating_sub(entry.updated_at_ms);
+            if entry.his_appointment_id.is_none()
+                && waited_ms < self.cfg.his_id_wait_secs.saturating_mul(1000)
+            {
+                return Step::Retry("waiting for the HIS to name its appointment id".into());
+            }
+        }
         let body = ConfirmRequest {
             latrexa_id: entry.latrexa_id.clone(),
             his_appointment_id: entry
