@@ -42,9 +42,13 @@
 //! A newer revision of a booking the HIS already accepted goes as SIU^S13 (or S15 for a
 //! cancellation) with the HIS appointment id, even when Latrexa still calls it a `create`;
 //! only a booking the HIS never accepted goes as S12. An older revision than the one in the map
-//! (a late hub message) is dropped. The HIS answers with an ACK that carries no appointment id,
-//! so the id confirmed to Latrexa is the one the booking already has, else the placer id the
-//! HIS was sent in SCH-1 (the Latrexa id).
+//! (a late hub message) is dropped. The HIS answers with an ACK that carries no appointment id.
+//! Its own id is learnt from its next SIU naming the booking (SCH-1 = the Latrexa id, SCH-2 =
+//! its id), which a Latrexa upload destination with `bookings_channel` writes into this
+//! channel's entry (`crate::delivery`); with `his_id_wait_secs` the confirm waits for it. The id
+//! confirmed is the learnt one, else (no wait, or the wait is over) the one the booking already
+//! has, else the placer id the HIS was sent in SCH-1 (the Latrexa id). Later S13/S15 carry the
+//! learnt id in SCH-2.
 //!
 //! Each revision is a message record (`format = "latrexa"`, `message_type = "booking.create"`
 //! / `booking.reschedule` / `booking.cancel`, control id = the SIU's MSH-10, raw = the booking
