@@ -133,10 +133,9 @@ async fn opsport_reschedule_moves_the_one_appointment_and_closing_triggers_close
         assert_eq!(n, 1, "{path}: {requests:?}");
     }
     // The ledger knows the moved appointment by either id: its slot now, and OpsPort's id.
-    let entry = get_json(&format!(
-        "{}/api/appointments?destination=lab/ops&placer=PL-1",
-        engine.admin()
-    ))
+    let entry = ledger(&engine, "destination=lab/ops&placer=PL-1", |e| {
+        e["status"] == "Confirmed"
+    })
     .await;
     assert!(
         entry["slot"]
@@ -149,10 +148,9 @@ async fn opsport_reschedule_moves_the_one_appointment_and_closing_triggers_close
         ("Confirmed".into(), false.into())
     );
     assert!(entry["remote_id"].as_str().is_some(), "{entry}");
-    let deleted = get_json(&format!(
-        "{}/api/appointments?destination=lab/ops&filler=HIS-3",
-        engine.admin()
-    ))
+    let deleted = ledger(&engine, "destination=lab/ops&filler=HIS-3", |e| {
+        e["closed"] == true
+    })
     .await;
     assert_eq!(deleted["closed"], true, "{deleted}");
     let metrics = metrics_text(&engine).await;
@@ -366,11 +364,8 @@ async fn walk_ins_of_one_interval_go_in_one_upload_and_a_kill_in_between_uploads
     assert_eq!(len(&uploads[0]["response"]["mappings"]), 4, "{uploads:?}");
     // Each appointment's Latrexa id from the answer is in the ledger.
     for n in ["W1", "W2", "W3"] {
-        let entry = get_json(&format!(
-            "{}/api/appointments?destination=lab/lx&filler=HIS-{n}",
-            engine.admin()
-        ))
-        .await;
+        let query = format!("destination=lab/lx&filler=HIS-{n}");
+        let entry = ledger(&engine, &query, |e| e["remote_id"].is_string()).await;
         let pair = uploads[0]["response"]["mappings"]
             .as_array()
             .and_then(|m| {
@@ -384,4 +379,49 @@ async fn walk_ins_of_one_interval_go_in_one_upload_and_a_kill_in_between_uploads
     }
     engine.terminate();
     sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fhir_destination_keeps_the_appointment_in_the_ledger_too() {
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfg = TestConfig::new(
+        "",
+        &format!(
+            "[[route]]\nto = [\"fhir\"]\n[[destination]]\nname = \"fhir\"\ntype = \"fhir\"\nbase_url = \"{}\"\nmode = \"transaction\"\n{FAST_RETRY}",
+            sink.url
+        ),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    send_all(
+        &engine,
+        &[
+            siu("S12", "F-S12", "F1", MRN, "202606160800"),
+            siu("S15", "F-S15", "F1", MRN, "202606160800"),
+        ],
+    )
+    .await;
+    assert!(eventually(20, || sink.received().len() >= 2).await);
+    let url = "destination=lab/fhir&filler=HIS-F1";
+    let entry = ledger(&engine, url, |e| e["closed"] == true).await;
+    assert_eq!(entry["status"], "cancelled", "{entry}");
+    assert_eq!(entry["closed"], true, "{entry}");
+    engine.terminate();
+}
+
+/// The ledger entry of `GET /api/appointments?{query}` once `check` holds on it (at most 10 s;
+/// 404 until the delivery's outcome is written); the last answer otherwise.
+async fn ledger(engine: &EngineProcess, query: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let url = format!("{}/api/appointments?{query}", engine.admin());
+    let mut entry = Value::Null;
+    for _ in 0..100 {
+        let r = reqwest::get(&url).await.expect("admin API reachable");
+        if r.status().is_success() {
+            entry = r.json().await.expect("JSON body");
+            if check(&entry) {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    entry
 }

@@ -387,12 +387,10 @@ impl Destination {
             Self::Opsport(s) => s.ledger_view(body),
             Self::Latrexa(s) => s.ledger_view(body),
             Self::Buktor(s) => s.ledger_view(body),
-            Self::Mllp(_)
-            | Self::Webhook(_)
-            | Self::File(_)
-            | Self::Sftp(_)
-            | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            Self::Fhir(_) => fhir_rest::client::ledger_view(body),
+            Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) | Self::Px360(_) => {
+                None
+            }
         }
     }
 

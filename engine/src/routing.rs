@@ -450,6 +450,10 @@ impl Router {
                             body = serde_json::to_vec(&v).unwrap_or(body);
                         }
                     }
+                    // A FHIR Bundle of an appointment event carries the Appointment.
+                    let appointment = (kind == PayloadKind::Fhir)
+                        .then(|| event.appointment.as_ref().and_then(AppointmentRef::of))
+                        .flatten();
                     bodies.push(Body {
                         dest: dest.clone(),
                         kind,
@@ -459,7 +463,7 @@ impl Router {
                         suffix,
                         path: None,
                         failure: None,
-                        appointment: None,
+                        appointment,
                         reference: None,
                     });
                 }
