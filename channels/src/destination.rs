@@ -386,7 +386,7 @@ impl Destination {
         match self {
             Self::Opsport(s) => s.ledger_view(body),
             Self::Latrexa(s) => s.ledger_view(body),
-            Self::Buktor(s) => s.ledger_view(body),
+            Self::Buktor(_) => clinic_api::buktor::ledger_view(body),
             Self::Fhir(_) => fhir_rest::client::ledger_view(body),
             Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) | Self::Px360(_) => {
                 None

@@ -169,30 +169,6 @@ impl BuktorClient {
         })
     }
 
-    /// How the appointment ledger reads an `appointment.*` envelope: no slot (Buktor keys an
-    /// appointment by `his_appointment_id`), the `his_status` sent, closed for
-    /// `appointment.deleted` or a cancelled or no-show status.
-    pub fn ledger_view(&self, body: &[u8]) -> Option<LedgerView> {
-        let event: BuktorEvent = serde_json::from_slice(body).ok()?;
-        if !event.event_type.starts_with("appointment.") {
-            return None;
-        }
-        let status = event
-            .data
-            .get("his_status")
-            .and_then(|s| s.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        let closed = event.event_type == "appointment.deleted"
-            || ["cancelled", "canceled", "no_show", "noshow", "no-show"]
-                .contains(&status.to_ascii_lowercase().as_str());
-        Some(LedgerView {
-            slot: String::new(),
-            status,
-            closed,
-        })
-    }
-
     /// Signs and POSTs one envelope.
     ///
     /// # Errors
@@ -225,6 +201,30 @@ impl BuktorClient {
     }
 }
 
+/// How the appointment ledger reads an `appointment.*` envelope: no slot (Buktor keys an
+/// appointment by `his_appointment_id`), the `his_status` sent, closed for
+/// `appointment.deleted` or a cancelled or no-show status. `None` for other events.
+pub fn ledger_view(body: &[u8]) -> Option<LedgerView> {
+    let event: BuktorEvent = serde_json::from_slice(body).ok()?;
+    if !event.event_type.starts_with("appointment.") {
+        return None;
+    }
+    let status = event
+        .data
+        .get("his_status")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let closed = event.event_type == "appointment.deleted"
+        || ["cancelled", "canceled", "no_show", "noshow", "no-show"]
+            .contains(&status.to_ascii_lowercase().as_str());
+    Some(LedgerView {
+        slot: String::new(),
+        status,
+        closed,
+    })
+}
+
 /// Reads a 2xx answer of Buktor: the seed's success body `{"status":"success",...}` is
 /// success; its error body `{"status":"error","message":...}` (which Buktor also sends with
 /// 200), another status or a body that is not JSON is an error with Buktor's message.
@@ -244,7 +244,18 @@ pub fn success_body(body: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::success_body;
+    use super::{ledger_view, success_body};
+
+    #[test]
+    fn appointment_envelopes_are_read_for_the_ledger() {
+        let booked = br#"{"event_id":"e1","timestamp":"t","type":"appointment.created","operation":"created","data":{"his_appointment_id":"A1","his_status":"confirmed"}}"#;
+        let v = ledger_view(booked).expect("an appointment");
+        assert_eq!((v.status.as_str(), v.closed), ("confirmed", false));
+        let deleted = br#"{"event_id":"e2","timestamp":"t","type":"appointment.deleted","operation":"deleted","data":{"his_appointment_id":"A1"}}"#;
+        assert!(ledger_view(deleted).expect("an appointment").closed);
+        let payment = br#"{"event_id":"e3","timestamp":"t","type":"payment.successful","operation":"successful","data":{}}"#;
+        assert_eq!(ledger_view(payment), None);
+    }
 
     #[test]
     fn only_the_success_status_is_success() {
