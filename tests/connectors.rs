@@ -6,13 +6,13 @@ use channels::sandbox::{start, RunningSandbox, SandboxConfig};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-struct Sandbox {
+pub(crate) struct Sandbox {
     running: Option<RunningSandbox>,
     stop: CancellationToken,
 }
 
 impl Sandbox {
-    async fn start(cfg: SandboxConfig) -> Sandbox {
+    pub(crate) async fn start(cfg: SandboxConfig) -> Sandbox {
         let stop = CancellationToken::new();
         let running = start(cfg, stop.clone()).await.expect("sandbox starts");
         Sandbox {
@@ -21,11 +21,11 @@ impl Sandbox {
         }
     }
 
-    fn base(&self, vendor: &str) -> String {
+    pub(crate) fn base(&self, vendor: &str) -> String {
         self.running.as_ref().expect("running").base_url(vendor)
     }
 
-    async fn requests(&self, vendor: &str) -> Vec<Value> {
+    pub(crate) async fn requests(&self, vendor: &str) -> Vec<Value> {
         get_json(&format!("{}/_requests", self.base(vendor)))
             .await
             .as_array()
@@ -33,7 +33,7 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.stop.cancel();
         if let Some(r) = self.running.take() {
             r.stopped().await;
@@ -42,7 +42,7 @@ impl Sandbox {
 }
 
 /// A secret file in the test's temp folder, as `{ file = ... }`.
-fn secret(cfg: &TestConfig, name: &str, value: &str) -> String {
+pub(crate) fn secret(cfg: &TestConfig, name: &str, value: &str) -> String {
     let path = cfg.root.path().join(name);
     std::fs::write(&path, value).expect("write secret");
     format!("{{ file = \"{}\" }}", path.display())
@@ -59,7 +59,7 @@ fn fixture(path: &str) -> String {
 }
 
 /// Polls `url` until `check` holds on its JSON (at most `secs`); returns the last document.
-async fn until(secs: u64, url: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn until(secs: u64, url: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         let v = get_json(url).await;
@@ -70,7 +70,7 @@ async fn until(secs: u64, url: &str, check: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-async fn dead_letters(engine: &EngineProcess, n: usize, secs: u64) -> Vec<Value> {
+pub(crate) async fn dead_letters(engine: &EngineProcess, n: usize, secs: u64) -> Vec<Value> {
     let v = until(secs, &format!("{}/api/dead-letters", engine.admin()), |v| {
         v["count"].as_u64().unwrap_or(0) as usize >= n
     })

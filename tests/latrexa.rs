@@ -414,3 +414,94 @@ async fn with_the_hub_down_polling_delivers_and_a_restart_books_nothing_twice() 
     assert_eq!(confirms, 1, "{}", state["syncCalls"]);
     engine.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by_the_his() {
+    let s = Setup::start(
+        SandboxConfig::for_tests(),
+        "poll_interval_secs = 1\nhis_id_wait_secs = 60\n",
+    )
+    .await;
+    // The HIS's own SIU come in on a second channel and are uploaded to the same Latrexa.
+    let his = format!(
+        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
+        s.sb.base_url("latrexa"),
+        s.cfg.root.path().join("latrexa.key").display(),
+    );
+    std::fs::write(s.cfg.conf().join("channels/his.toml"), his).expect("write");
+    let engine = s.engine();
+    let id = s
+        .book("DOC-FREE", "2026-06-15T10:30:00", "2026-06-15T11:00:00")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.his_messages(&id).await.is_empty() {
+        assert!(Instant::now() < deadline, "the HIS never got the booking");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.booking(&id).await["syncStatus"],
+        "pending",
+        "waits for the HIS id"
+    );
+
+    // The HIS reports the booking it wrote with its own id in SCH-2, then moves it.
+    let echo = |trigger: &str, control: &str, start: &str| {
+        format!(
+            "MSH|^~\\&|HIS|RUH|SB|CLOUD|20260615090000||SIU^{trigger}^SIU_S12|{control}|P|2.5.1\r\
+             SCH|{id}^LATREXA|HIS-900^HIS|||||||30|MIN|^^^{start}\r\
+             PID|1||MRN-LX1^^^HIS^MR||Person^Testa||19900101|F\r\
+             AIP|1|A|DOC-FREE\r"
+        )
+    };
+    let mut client = crate::support::connect(&engine.mllp("his")).await;
+    for m in [
+        echo("S12", "ECHO-1", "202606151030"),
+        echo("S13", "ECHO-2", "202606151130"),
+    ] {
+        let ack = crate::support::send(&mut client, m.as_bytes()).await;
+        assert!(ack.contains("MSA|AA") || ack.contains("MSA|CA"), "{ack}");
+    }
+    // Confirmed with the id the HIS gave, not the Latrexa id.
+    let b = s.wait_sync(&id, "confirmed", 1, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], "HIS-900", "{b}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state = s.get("/latrexa/_state").await;
+        let moved = state["uploads"][0]["appointment"]["start"] == "2026-06-15T11:30:00";
+        if moved || Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let uploads = state["uploads"].as_array().expect("uploads");
+    assert_eq!(uploads.len(), 1, "one appointment at Latrexa: {state}");
+    assert_eq!(
+        uploads[0]["latrexaId"],
+        id.as_str(),
+        "the booking itself: {state}"
+    );
+    assert_eq!(uploads[0]["appointment"]["hisAppointmentId"], "HIS-900");
+    assert_eq!(
+        uploads[0]["appointment"]["start"], "2026-06-15T11:30:00",
+        "moved at the HIS: {state}"
+    );
+
+    // Moved online afterwards: the HIS gets S13 with the Latrexa id as placer and its own id
+    // (learnt from its SIU) as filler, and Latrexa is confirmed with the HIS's id.
+    s.post(
+        &format!("/latrexa/_bookings/{id}/update"),
+        json!({"start": "2026-06-16T09:00:00", "end": "2026-06-16T09:30:00"}),
+    )
+    .await;
+    let b = s.wait_sync(&id, "confirmed", 2, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], "HIS-900", "{b}");
+    let sent = s.his_messages(&id).await;
+    let last = sent.last().expect("SIU to the HIS");
+    assert_eq!(last.0, "SIU^S13");
+    assert!(
+        last.2.contains(&format!("\rSCH|{id}|HIS-900|")),
+        "{}",
+        last.2
+    );
+    engine.terminate();
+}

@@ -4,6 +4,7 @@
 mod support;
 
 mod abuse;
+mod appointments;
 mod bad_input;
 mod cli;
 mod connectors;

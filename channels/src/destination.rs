@@ -31,6 +31,18 @@ pub struct Receipt {
     pub detail: String,
 }
 
+/// How the appointment ledger reads an appointment body sent to a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerView {
+    /// The destination's key of the slot the appointment occupies (OpsPort: patient, day and
+    /// start time); empty when the destination keys appointments by id only.
+    pub slot: String,
+    /// The status as sent, in the destination's words.
+    pub status: String,
+    /// Whether that status leaves the slot closed (cancelled, deleted, no-show).
+    pub closed: bool,
+}
+
 /// Why a delivery failed, and whether trying again can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
@@ -368,12 +380,99 @@ impl Destination {
         }
     }
 
+    /// How the appointment ledger reads `body` (an appointment payload rendered for this
+    /// destination); `None` for destinations whose appointments do not depend on history.
+    pub fn ledger_view(&self, body: &[u8]) -> Option<LedgerView> {
+        match self {
+            Self::Opsport(s) => s.ledger_view(body),
+            Self::Latrexa(s) => s.ledger_view(body),
+            Self::Buktor(_) => clinic_api::buktor::ledger_view(body),
+            Self::Fhir(_) => fhir_rest::client::ledger_view(body),
+            Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) | Self::Px360(_) => {
+                None
+            }
+        }
+    }
+
+    /// The delivery that closes the slot `previous` (the body last sent for an appointment)
+    /// occupies, sent before the appointment's next body when that one names another slot:
+    /// for OpsPort, which keys appointments by slot, `previous` again with the closed status.
+    /// `None` for destinations that move an appointment by its id.
+    pub fn close_slot(&self, previous: &[u8]) -> Option<Delivery> {
+        match self {
+            Self::Opsport(s) => s.close_slot(previous),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Latrexa(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
+    /// For a destination that pairs an appointment with its own id (Latrexa): `body` naming
+    /// `remote_id` as that id, or `None` when the body names one already (or the destination
+    /// pairs nothing).
+    pub fn with_remote_id(&self, body: &[u8], remote_id: &str) -> Option<Vec<u8>> {
+        match self {
+            Self::Latrexa(s) => s.with_latrexa_id(body, remote_id),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
+    /// The Latrexa bookings channel whose online bookings this destination's appointments may
+    /// be (`bookings_channel` of a Latrexa upload destination).
+    pub fn bookings_channel(&self) -> Option<&str> {
+        match self {
+            Self::Latrexa(s) => s.bookings_channel(),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
+    /// The destination's own id of what it stored, when its answer gives one.
+    pub fn remote_id(&self, receipt: &Receipt) -> Option<String> {
+        match self {
+            Self::Opsport(_) => clinic_api::opsport::remote_id(&receipt.detail),
+            Self::Latrexa(_) => clinic_api::latrexa::remote_id(&receipt.detail),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => None,
+        }
+    }
+
     /// `(size, linger_ms)` for a destination that takes several deliveries in one request
     /// (OpsPort in bulk mode); `None` for one at a time.
     pub fn batching(&self) -> Option<(usize, u64)> {
         match self {
             Self::Opsport(s) => s.bulk(),
-            _ => None,
+            Self::Latrexa(s) => s.batching(),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => None,
         }
     }
 
@@ -382,6 +481,7 @@ impl Destination {
     pub async fn deliver_batch(&self, ds: &[Delivery]) -> Vec<Result<Receipt, DeliveryError>> {
         match self {
             Self::Opsport(s) if s.bulk().is_some() => s.deliver_batch(ds).await,
+            Self::Latrexa(s) if s.batching().is_some() && ds.len() > 1 => s.deliver_batch(ds).await,
             _ => {
                 let mut out = Vec::with_capacity(ds.len());
                 for d in ds {

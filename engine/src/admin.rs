@@ -60,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/messages/{id}", get(show_message))
         .route("/api/dead-letters", get(list_dead_letters))
         .route("/api/audit", get(audit_log))
+        .route("/api/appointments", get(appointment_ledger))
         .route("/api/whoami", get(whoami))
         .merge(crate::admin_live::api())
         .merge(actions)
@@ -668,6 +669,60 @@ fn audit(s: &AdminState, actor: &str, action: &str, targets: &[(String, u64)], c
     };
     if let Err(e) = s.store.audit(&record) {
         tracing::warn!(error = %e, "Cannot write an audit record.");
+    }
+}
+
+/// Query parameters of `GET /api/appointments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerParams {
+    /// `channel/destination`.
+    destination: String,
+    /// The placer appointment id (SCH-1).
+    placer: Option<String>,
+    /// The filler appointment id (SCH-2).
+    filler: Option<String>,
+}
+
+/// `GET /api/appointments?destination=ch/dest&placer=..&filler=..`: what the appointment ledger
+/// says was last sent to that destination about that appointment (the body sent is left out).
+async fn appointment_ledger(
+    State(s): State<AdminState>,
+    params: Result<QueryParams<LedgerParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(QueryParams(p)) = params else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "give destination and placer and/or filler",
+        );
+    };
+    let appointment = crate::store::ledger::AppointmentRef {
+        placer_id: p.placer,
+        filler_id: p.filler,
+    };
+    match s.store.ledger_get(&p.destination, &appointment) {
+        Ok(Some(e)) => Json(json!({
+            "destination": p.destination,
+            "appointment": e.appointment,
+            "slot": e.slot,
+            "status": e.status,
+            "closed": e.closed,
+            "remote_id": e.remote_id,
+            "message_id": e.message_id.to_string(),
+            "updated_at_ms": e.updated_at_ms,
+        }))
+        .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no ledger entry for that appointment",
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            &e.to_string(),
+        ),
     }
 }
 

@@ -8,6 +8,15 @@
 //! letters with its reason. A circuit breaker stops sending to a destination after repeated
 //! failures and lets one trial delivery through after a cool-down.
 //!
+//! Appointments (`crate::store::ledger`): before an appointment payload goes to a destination
+//! that keys appointments by slot (OpsPort: patient, day, start time), the worker reads what
+//! the ledger says it sent last for that appointment; when that was a live appointment in
+//! another slot, it first closes that slot (the old body with the closed status) and records
+//! the closed slot, then sends the new body. The new body's ledger entry is written in the same
+//! transaction as its delivered outcome. A crash between the two requests leaves the closed
+//! slot in the ledger (or, before that write, closes it again: an upsert is idempotent), so the
+//! destination ends with one live appointment either way.
+//!
 //! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
 //! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in
 //! memory, the write tried again every second until it is stored. So a full disk delays
@@ -17,6 +26,7 @@
 
 use crate::events::{EventBus, LiveEvent};
 use crate::metrics::Metrics;
+use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
 use crate::store::outbox::{Attempt, OutboxItem};
 use crate::store::{Status, Store, StoreError};
 use bytes::Bytes;
@@ -238,16 +248,38 @@ type Outcome = (
     Duration,
 );
 
+/// What a delivery task needs besides the destination: the store and the destination's
+/// name in it (for the appointment ledger) and the slot counter.
+#[derive(Clone)]
+struct LedgerContext {
+    store: Store,
+    name: String,
+    slots_closed: prometheus::IntCounter,
+}
+
 /// Sends the items of one task: one at a time, or together to a batching destination.
 /// An item whose rendering failed at routing is never sent: it fails permanently with its
-/// mapping error.
-async fn send_items(dest: Arc<Destination>, items: Vec<(String, OutboxItem)>) -> Outcome {
+/// mapping error. An appointment whose previous slot must be closed first fails with the
+/// close's error when that fails.
+async fn send_items(
+    dest: Arc<Destination>,
+    ledger: LedgerContext,
+    items: Vec<(String, OutboxItem)>,
+) -> Outcome {
     let started = Instant::now();
     let mut out = Vec::with_capacity(items.len());
     let mut to_send = Vec::new();
-    for (p, item) in items {
+    for (p, mut item) in items {
+        if let Err(e) = link_remote_id(&dest, &ledger, &mut item) {
+            out.push((p, item, Err(e)));
+            continue;
+        }
         if item.payload == crate::routing::MAPPING_FAILED {
             let e = DeliveryError::permanent(item.last_error.clone());
+            out.push((p, item, Err(e)));
+        } else if let Some(known) = reference_known(&ledger, &item) {
+            out.push((p, item, known));
+        } else if let Err(e) = close_previous_slot(&dest, &ledger, &item).await {
             out.push((p, item, Err(e)));
         } else {
             to_send.push((p, item));
@@ -274,7 +306,203 @@ async fn send_items(dest: Arc<Destination>, items: Vec<(String, OutboxItem)>) ->
     (out, started.elapsed())
 }
 
+/// Names, in the body of an appointment for a destination that pairs appointments with its
+/// own ids (Latrexa), the id the appointment already has there: the one an earlier answer gave
+/// (the ledger), else its placer id when the linked bookings channel took that online booking
+/// (the HIS echoing a booking it wrote), whose HIS id (the filler id) is then recorded in the
+/// bookings channel's id map. The stored body is not changed; a retry does the same.
+///
+/// # Errors
+///
+/// A retryable error when the store cannot be read.
+fn link_remote_id(
+    dest: &Destination,
+    cx: &LedgerContext,
+    item: &mut OutboxItem,
+) -> Result<(), DeliveryError> {
+    let Some(appointment) = &item.appointment else {
+        return Ok(());
+    };
+    let unreadable = |e: StoreError| DeliveryError::retry(format!("appointment ledger: {e}"));
+    let mut known = cx
+        .store
+        .ledger_get(&cx.name, appointment)
+        .map_err(unreadable)?
+        .and_then(|e| e.remote_id);
+    if let (None, Some(channel), Some(placer)) = (
+        &known,
+        dest.bookings_channel(),
+        appointment.placer_id.as_deref(),
+    ) {
+        if let Some(mut booking) = cx
+            .store
+            .booking_entry(channel, placer)
+            .map_err(unreadable)?
+        {
+            known = Some(placer.to_owned());
+            // The HIS names its own id for the booking it wrote (SCH-2): learnt, so that the
+            // bookings channel's next SIU for it carries it as the filler id.
+            if let Some(his_id) = appointment.filler_id.as_deref() {
+                if booking.his_appointment_id.as_deref() != Some(his_id) {
+                    booking.his_appointment_id = Some(his_id.to_owned());
+                    cx.store
+                        .advance_booking(
+                            channel,
+                            &booking,
+                            &crate::store::id_map::RecordChange::default(),
+                        )
+                        .map_err(unreadable)?;
+                }
+            }
+        }
+    }
+    if let Some(body) = known.and_then(|id| dest.with_remote_id(&item.body, &id)) {
+        item.body = body;
+    }
+    Ok(())
+}
+
+/// The outcome of a reference upsert (a clinic or doctor an appointment names) that the
+/// destination already had from this engine: delivered without a request, so that the
+/// appointment's abbreviated record does not overwrite the master record. `None` to send it.
+fn reference_known(
+    cx: &LedgerContext,
+    item: &OutboxItem,
+) -> Option<Result<channels::destination::Receipt, DeliveryError>> {
+    let reference = item.reference.as_deref()?;
+    match cx.store.reference_sent(&cx.name, reference) {
+        Ok(true) => Some(Ok(channels::destination::Receipt {
+            status: None,
+            detail: "already sent; not overwritten by an appointment's reference".into(),
+        })),
+        Ok(false) => None,
+        Err(e) => Some(Err(DeliveryError::retry(format!(
+            "appointment ledger: {e}"
+        )))),
+    }
+}
+
+/// Closes the slot the ledger says `item`'s appointment held, when `item` moves it to another
+/// slot of a destination that keys appointments by slot, and records the closed slot.
+///
+/// # Errors
+///
+/// The close's own failure (retried like any delivery), or a retryable error when the ledger
+/// cannot be read or written.
+async fn close_previous_slot(
+    dest: &Destination,
+    cx: &LedgerContext,
+    item: &OutboxItem,
+) -> Result<(), DeliveryError> {
+    let Some(appointment) = &item.appointment else {
+        return Ok(());
+    };
+    let Some(next) = dest.ledger_view(&item.body) else {
+        return Ok(());
+    };
+    let previous = cx
+        .store
+        .ledger_get(&cx.name, appointment)
+        .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
+    let Some(previous) = previous else {
+        return Ok(());
+    };
+    if previous.closed || previous.slot.is_empty() || previous.slot == next.slot {
+        return Ok(());
+    }
+    let Some(close) = dest.close_slot(previous.body.as_bytes()) else {
+        return Ok(());
+    };
+    dest.deliver(&close).await.map_err(|e| DeliveryError {
+        reason: format!("closing the appointment's previous slot: {}", e.reason),
+        ..e
+    })?;
+    let status = dest
+        .ledger_view(&close.body)
+        .map(|v| v.status)
+        .unwrap_or_default();
+    let write = LedgerWrite {
+        destination: cx.name.clone(),
+        entry: LedgerEntry {
+            appointment: merged(appointment, &previous.appointment),
+            slot: previous.slot,
+            status,
+            closed: true,
+            remote_id: previous.remote_id,
+            body: String::from_utf8_lossy(&close.body).into_owned(),
+            message_id: item.message_id,
+            updated_at_ms: now_ms(),
+        },
+    };
+    // Durable before the new slot is tried, so that a crash after this point does not
+    // close the old slot a second time (harmless, but a request more) nor forget it.
+    cx.store
+        .ledger_put(&write)
+        .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
+    cx.store
+        .commit()
+        .await
+        .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
+    cx.slots_closed.inc();
+    debug!(destination = %cx.name, message_id = item.message_id, "Closed the previous slot of a rescheduled appointment.");
+    Ok(())
+}
+
+/// The ids of `now`, completed by those the ledger knew (an id learnt earlier is kept).
+fn merged(now: &AppointmentRef, before: &AppointmentRef) -> AppointmentRef {
+    AppointmentRef {
+        placer_id: now.placer_id.clone().or_else(|| before.placer_id.clone()),
+        filler_id: now.filler_id.clone().or_else(|| before.filler_id.clone()),
+    }
+}
+
 impl Worker {
+    /// The ledger context handed to delivery tasks.
+    fn ledger_context(&self) -> LedgerContext {
+        LedgerContext {
+            store: self.store.clone(),
+            name: self.name.clone(),
+            slots_closed: self
+                .metrics
+                .slots_closed
+                .with_label_values(&[self.channel.as_str(), self.dest_name.as_str()]),
+        }
+    }
+
+    /// The ledger entry of a delivered appointment payload, or `None` for anything else.
+    fn ledger_write(
+        &self,
+        item: &OutboxItem,
+        receipt: &channels::destination::Receipt,
+    ) -> Option<LedgerWrite> {
+        let appointment = item.appointment.as_ref()?;
+        let view = self.dest.ledger_view(&item.body)?;
+        let before = self
+            .store
+            .ledger_get(&self.name, appointment)
+            .ok()
+            .flatten();
+        Some(LedgerWrite {
+            destination: self.name.clone(),
+            entry: LedgerEntry {
+                appointment: before.as_ref().map_or_else(
+                    || appointment.clone(),
+                    |b| merged(appointment, &b.appointment),
+                ),
+                slot: view.slot,
+                status: view.status,
+                closed: view.closed,
+                remote_id: self
+                    .dest
+                    .remote_id(receipt)
+                    .or_else(|| before.and_then(|b| b.remote_id)),
+                body: String::from_utf8_lossy(&item.body).into_owned(),
+                message_id: item.message_id,
+                updated_at_ms: now_ms(),
+            },
+        })
+    }
+
     async fn run(
         self,
         mut rx: mpsc::UnboundedReceiver<(String, u64, u64)>,
@@ -424,7 +652,7 @@ impl Worker {
                     for (p, _) in &batch {
                         in_flight.insert(p.clone());
                     }
-                    tasks.spawn(send_items(self.dest.clone(), batch));
+                    tasks.spawn(send_items(self.dest.clone(), self.ledger_context(), batch));
                 }
             } else if let Some(half_open) = half_open {
                 let limit = if half_open {
@@ -460,7 +688,11 @@ impl Worker {
                         }
                     };
                     in_flight.insert(p.clone());
-                    tasks.spawn(send_items(self.dest.clone(), vec![(p, item)]));
+                    tasks.spawn(send_items(
+                        self.dest.clone(),
+                        self.ledger_context(),
+                        vec![(p, item)],
+                    ));
                 }
             }
             let next_timer = timers.peek().map(|Reverse((at, _))| *at);
@@ -671,7 +903,8 @@ impl Worker {
                     .with_label_values(&[labels[0], labels[1], "delivered"])
                     .inc();
                 debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
-                self.finish(&item, &attempt, true, &receipt.detail, shutdown)
+                let ledger = self.ledger_write(&item, &receipt);
+                self.finish(&item, &attempt, true, &receipt.detail, ledger, shutdown)
                     .await
             }
             Err(e) => {
@@ -729,7 +962,8 @@ impl Worker {
                         .inc();
                     self.metrics.dead_letters.with_label_values(&labels).inc();
                     error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
-                    self.finish(&item, &attempt, false, &reason, shutdown).await
+                    self.finish(&item, &attempt, false, &reason, None, shutdown)
+                        .await
                 }
             }
         }
@@ -753,6 +987,7 @@ impl Worker {
         attempt: &Attempt,
         delivered: bool,
         detail: &str,
+        ledger: Option<LedgerWrite>,
         shutdown: &CancellationToken,
     ) -> Settled {
         self.publish(
@@ -765,9 +1000,10 @@ impl Worker {
         );
         let result = self
             .write(item, shutdown, || {
-                self.store
-                    .record_attempt(item, attempt)
-                    .and_then(|()| self.store.finish(item, delivered, detail))
+                self.store.record_attempt(item, attempt).and_then(|()| {
+                    self.store
+                        .finish_with_ledger(item, delivered, detail, ledger.as_ref())
+                })
             })
             .await;
         match result {

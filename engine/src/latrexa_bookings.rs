@@ -42,9 +42,13 @@
 //! A newer revision of a booking the HIS already accepted goes as SIU^S13 (or S15 for a
 //! cancellation) with the HIS appointment id, even when Latrexa still calls it a `create`;
 //! only a booking the HIS never accepted goes as S12. An older revision than the one in the map
-//! (a late hub message) is dropped. The HIS answers with an ACK that carries no appointment id,
-//! so the id confirmed to Latrexa is the one the booking already has, else the placer id the
-//! HIS was sent in SCH-1 (the Latrexa id).
+//! (a late hub message) is dropped. The HIS answers with an ACK that carries no appointment id.
+//! Its own id is learnt from its next SIU naming the booking (SCH-1 = the Latrexa id, SCH-2 =
+//! its id), which a Latrexa upload destination with `bookings_channel` writes into this
+//! channel's entry (`crate::delivery`); with `his_id_wait_secs` the confirm waits for it. The id
+//! confirmed is the learnt one, else (no wait, or the wait is over) the one the booking already
+//! has, else the placer id the HIS was sent in SCH-1 (the Latrexa id). Later S13/S15 carry the
+//! learnt id in SCH-2.
 //!
 //! Each revision is a message record (`format = "latrexa"`, `message_type = "booking.create"`
 //! / `booking.reschedule` / `booking.cancel`, control id = the SIU's MSH-10, raw = the booking
@@ -476,10 +480,12 @@ impl Agent {
         let now = now_ms();
         let id = self.store.next_id(now);
         let control_id = id.to_string();
-        let his_id = booking
-            .his_appointment_id
-            .clone()
-            .or_else(|| previous.as_ref().and_then(|p| p.his_appointment_id.clone()));
+        // The id the HIS itself gave (learnt from its own SIU, see `crate::delivery`) wins over
+        // the one Latrexa repeats from an earlier confirm.
+        let his_id = previous
+            .as_ref()
+            .and_then(|p| p.his_appointment_id.clone())
+            .or_else(|| booking.his_appointment_id.clone());
         // What the HIS needs is decided by what the HIS has, not by Latrexa's word for it.
         let mut for_his = booking.clone();
         for_his.his_appointment_id.clone_from(&his_id);
@@ -669,7 +675,8 @@ impl Agent {
                 let change_ack = Some((code.clone(), format!("MSA|{code}|{}", ack.control_id)));
                 match ack.code {
                     AckCode::AA | AckCode::CA => {
-                        if entry.his_appointment_id.is_none() {
+                        // With `his_id_wait_secs`, the HIS's own id is waited for (`confirm`).
+                        if entry.his_appointment_id.is_none() && self.cfg.his_id_wait_secs == 0 {
                             entry.his_appointment_id = Some(entry.latrexa_id.clone());
                         }
                         entry.state = BookingState::HisAccepted;
@@ -699,6 +706,20 @@ impl Agent {
     }
 
     async fn confirm(&self, entry: &mut BookingEntry) -> Step {
+        if entry.his_appointment_id.is_none() {
+            // Learnt meanwhile from the HIS's own SIU (written by `crate::delivery`)?
+            match self.store.booking_entry(&self.channel, &entry.latrexa_id) {
+                Ok(Some(stored)) => entry.his_appointment_id = stored.his_appointment_id,
+                Ok(None) => {}
+                Err(e) => return Step::Retry(format!("id map: {e}")),
+            }
+            let waited_ms = now_ms().saturating_sub(entry.updated_at_ms);
+            if entry.his_appointment_id.is_none()
+                && waited_ms < self.cfg.his_id_wait_secs.saturating_mul(1000)
+            {
+                return Step::Retry("waiting for the HIS to name its appointment id".into());
+            }
+        }
         let body = ConfirmRequest {
             latrexa_id: entry.latrexa_id.clone(),
             his_appointment_id: entry

@@ -71,6 +71,9 @@ pub const OUTBOX_DEPTH: &str = "switchboard_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "switchboard_outbox_oldest_age_seconds";
 /// `switchboard_dead_letters_total{channel, destination}`: deliveries given up.
 pub const DEAD_LETTERS: &str = "switchboard_dead_letters_total";
+/// `switchboard_appointment_slots_closed_total{channel, destination}`: old slots closed
+/// before a rescheduled appointment was sent (see `store::ledger`).
+pub const APPOINTMENT_SLOTS_CLOSED: &str = "switchboard_appointment_slots_closed_total";
 /// `switchboard_destination_up{channel, destination}`: 0 while the circuit breaker is open.
 pub const DESTINATION_UP: &str = "switchboard_destination_up";
 /// `switchboard_store_purged_messages_total`: messages removed by retention.
@@ -183,6 +186,7 @@ pub fn exported_names() -> Vec<&'static str> {
         OUTBOX_DEPTH,
         OUTBOX_OLDEST_AGE,
         DEAD_LETTERS,
+        APPOINTMENT_SLOTS_CLOSED,
         DESTINATION_UP,
         STORE_PURGED,
         RETENTION_REMOVED,
@@ -301,6 +305,8 @@ pub struct Metrics {
     pub outbox_oldest_age: IntGaugeVec,
     /// See [`DEAD_LETTERS`].
     pub dead_letters: IntCounterVec,
+    /// See [`APPOINTMENT_SLOTS_CLOSED`].
+    pub slots_closed: IntCounterVec,
     /// See [`DESTINATION_UP`].
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
@@ -497,6 +503,11 @@ impl Metrics {
             "Deliveries given up and put in the dead letters.",
             &["channel", "destination"],
         );
+        let slots_closed = counter(
+            APPOINTMENT_SLOTS_CLOSED,
+            "Old appointment slots closed before a rescheduled appointment was sent.",
+            &["channel", "destination"],
+        );
         let delivery_duration = HistogramVec::new(
             HistogramOpts::new(DELIVERY_DURATION, "Seconds one delivery attempt took.")
                 .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
@@ -663,6 +674,7 @@ impl Metrics {
             outbox_depth,
             outbox_oldest_age,
             dead_letters,
+            slots_closed,
             destination_up,
             purged,
             retention_removed,
@@ -814,6 +826,7 @@ mod tests {
         m.outbox_depth.with_label_values(&["c", "d"]).set(0);
         m.outbox_oldest_age.with_label_values(&["c", "d"]).set(0);
         m.dead_letters.with_label_values(&["c", "d"]).inc();
+        m.slots_closed.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
         m.retention_removed.with_label_values(&["c"]).inc();
         m.tls_cert_expiry

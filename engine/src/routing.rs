@@ -4,6 +4,7 @@
 //! its `to` destinations (fan-out). A message no route matches is stored as `filtered`. The
 //! payload is rendered here, once, when the message is routed; retries resend those bytes.
 
+use crate::store::ledger::AppointmentRef;
 use crate::store::outbox::OutboxItem;
 use crate::store::MessageRecord;
 use channels::destination::{DestinationConfig, Partition};
@@ -353,6 +354,8 @@ impl Router {
                     suffix: String::new(),
                     path: None,
                     failure: None,
+                    appointment: None,
+                    reference: None,
                 });
                 continue;
             }
@@ -381,6 +384,22 @@ impl Router {
                         let Ok(body) = serde_json::to_vec(&r.body) else {
                             continue;
                         };
+                        // The appointment itself (not its clinic, doctor or patient upserts)
+                        // is what the appointment ledger keeps.
+                        let appointment = r
+                            .kind
+                            .starts_with("appointment")
+                            .then(|| event.appointment.as_ref().and_then(AppointmentRef::of))
+                            .flatten();
+                        // A clinic or doctor upsert that only comes along with an appointment
+                        // is sent once; master data owns the full record.
+                        let reference = (event.appointment.is_some()
+                            && matches!(r.kind.as_str(), "clinic" | "doctor"))
+                        .then(|| {
+                            let code = r.body.get("code").and_then(|c| c.as_str());
+                            code.map(|c| format!("{}:{c}", r.kind))
+                        })
+                        .flatten();
                         bodies.push(Body {
                             dest: dest.clone(),
                             kind,
@@ -394,6 +413,8 @@ impl Router {
                             },
                             path: Some(r.path),
                             failure: None,
+                            appointment,
+                            reference,
                         });
                     }
                 }
@@ -429,6 +450,10 @@ impl Router {
                             body = serde_json::to_vec(&v).unwrap_or(body);
                         }
                     }
+                    // A FHIR Bundle of an appointment event carries the Appointment.
+                    let appointment = (kind == PayloadKind::Fhir)
+                        .then(|| event.appointment.as_ref().and_then(AppointmentRef::of))
+                        .flatten();
                     bodies.push(Body {
                         dest: dest.clone(),
                         kind,
@@ -438,6 +463,8 @@ impl Router {
                         suffix,
                         path: None,
                         failure: None,
+                        appointment,
+                        reference: None,
                     });
                 }
             }
@@ -454,6 +481,8 @@ impl Router {
                     suffix,
                     path,
                     failure,
+                    appointment,
+                    reference,
                 } = b;
                 let partition = match self.partitions.get(&dest) {
                     Some(Partition::None) | None => String::new(),
@@ -477,6 +506,8 @@ impl Router {
                     } else {
                         kind.name().into()
                     },
+                    appointment,
+                    reference,
                     body,
                 }
             })
@@ -497,6 +528,10 @@ struct Body {
     path: Option<String>,
     /// The mapping error, when there is nothing to send: the item goes to the dead letters.
     failure: Option<String>,
+    /// The appointment a vendor body is about, for the appointment ledger.
+    appointment: Option<AppointmentRef>,
+    /// A reference record sent once (see [`OutboxItem::reference`]).
+    reference: Option<String>,
 }
 
 /// The `payload` of an outbox item whose rendering failed: the delivery worker moves it to
@@ -517,6 +552,8 @@ impl Body {
                 "mapping failed ({} payload): {reason}",
                 kind.name()
             )),
+            appointment: None,
+            reference: None,
         }
     }
 }

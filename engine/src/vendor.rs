@@ -50,13 +50,14 @@ pub fn render(
             None,
         ),
         // Latrexa takes the HIS's local times (`YYYY-MM-DDTHH:MM:SS`), as rendered.
-        ("latrexa", d) => (
-            transforms::dest::latrexa::render(event)?,
-            match d {
-                Some(DestinationConfig::Latrexa(c)) => Some(&c.mapping),
-                _ => None,
-            },
-        ),
+        ("latrexa", Some(DestinationConfig::Latrexa(c))) => {
+            let mut items = transforms::dest::latrexa::render(event)?;
+            if c.walk_in_registrations {
+                items.extend(transforms::dest::latrexa::render_walk_in(event)?);
+            }
+            (items, Some(&c.mapping))
+        }
+        ("latrexa", _) => (transforms::dest::latrexa::render(event)?, None),
         (other, _) => {
             return Err(MappingError::InvalidValue {
                 path: "payload".into(),

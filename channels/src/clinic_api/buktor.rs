@@ -13,7 +13,7 @@
 //! "No mapping found" sentence without a request.
 
 use super::{default_timeout_secs, http_client, post, url_problems};
-use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, LedgerView, Receipt};
 use crate::secret::SecretRef;
 use crate::webhook::sender::sign;
 use serde::Deserialize;
@@ -194,8 +194,84 @@ impl BuktorClient {
             &url,
             d,
             &[("Authorization", &auth), ("Buktor-Signature", &signature)],
+            success_body,
         )
         .await
         .map(|(r, _)| r)
+    }
+}
+
+/// How the appointment ledger reads an `appointment.*` envelope: no slot (Buktor keys an
+/// appointment by `his_appointment_id`), the `his_status` sent, closed for
+/// `appointment.deleted` or a cancelled or no-show status. `None` for other events.
+pub fn ledger_view(body: &[u8]) -> Option<LedgerView> {
+    let event: BuktorEvent = serde_json::from_slice(body).ok()?;
+    if !event.event_type.starts_with("appointment.") {
+        return None;
+    }
+    let status = event
+        .data
+        .get("his_status")
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let closed = event.event_type == "appointment.deleted"
+        || ["cancelled", "canceled", "no_show", "noshow", "no-show"]
+            .contains(&status.to_ascii_lowercase().as_str());
+    Some(LedgerView {
+        slot: String::new(),
+        status,
+        closed,
+    })
+}
+
+/// Reads a 2xx answer of Buktor: the seed's success body `{"status":"success",...}` is
+/// success; its error body `{"status":"error","message":...}` (which Buktor also sends with
+/// 200), another status or a body that is not JSON is an error with Buktor's message.
+///
+/// # Errors
+///
+/// Buktor's `message`, or the first bytes of the body.
+pub fn success_body(body: &str) -> Result<(), String> {
+    let status = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));
+    match status {
+        Some(s) if s.eq_ignore_ascii_case("success") => Ok(()),
+        _ => Err(super::reason_of(body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ledger_view, success_body};
+
+    #[test]
+    fn appointment_envelopes_are_read_for_the_ledger() {
+        let booked = br#"{"event_id":"e1","timestamp":"t","type":"appointment.created","operation":"created","data":{"his_appointment_id":"A1","his_status":"confirmed"}}"#;
+        let v = ledger_view(booked).expect("an appointment");
+        assert_eq!((v.status.as_str(), v.closed), ("confirmed", false));
+        let deleted = br#"{"event_id":"e2","timestamp":"t","type":"appointment.deleted","operation":"deleted","data":{"his_appointment_id":"A1"}}"#;
+        assert!(ledger_view(deleted).expect("an appointment").closed);
+        let payment = br#"{"event_id":"e3","timestamp":"t","type":"payment.successful","operation":"successful","data":{}}"#;
+        assert_eq!(ledger_view(payment), None);
+    }
+
+    #[test]
+    fn only_the_success_status_is_success() {
+        assert_eq!(
+            success_body(
+                r#"{"status":"success","message":"Data received and processed successfully."}"#
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            success_body(
+                r#"{"status":"error","message":"No mapping found for event_type 'appointment.created' and Client-ID 1001."}"#
+            ),
+            Err("No mapping found for event_type 'appointment.created' and Client-ID 1001.".into())
+        );
+        assert!(success_body("OK").is_err());
+        assert!(success_body("{}").is_err());
     }
 }

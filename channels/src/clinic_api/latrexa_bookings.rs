@@ -75,6 +75,14 @@ pub struct BookingsConfig {
     /// Longest retry delay in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// How long, in seconds, a booking the HIS accepted waits to be confirmed at Latrexa until
+    /// the HIS names its own appointment id for it: its next SIU with the Latrexa id in SCH-1
+    /// and its id in SCH-2, on a channel whose Latrexa upload destination has
+    /// `bookings_channel` set to this channel. Bookings are handled one at a time, so the next
+    /// one waits too. When the time is up (and with 0, the default) the booking is confirmed
+    /// with the Latrexa id as the HIS id, as before.
+    #[serde(default)]
+    pub his_id_wait_secs: u64,
     /// The HIS that receives each booking as SIU^S12/S13/S15 over MLLP (`[source.his]`).
     pub his: HisPeer,
 }
@@ -180,6 +188,12 @@ impl BookingsConfig {
             if v == 0 {
                 out.push((key.into(), "must be at least 1".into()));
             }
+        }
+        if self.his_id_wait_secs > 3600 {
+            out.push((
+                "his_id_wait_secs".into(),
+                "must be at most 3600: bookings wait behind it".into(),
+            ));
         }
         if self.retry_max_ms < self.retry_base_ms {
             out.push((

@@ -3,11 +3,14 @@
 //! clients here add each vendor's headers, POST to `base_url` + the rendered path and classify
 //! the answer as the vendor documents it.
 //!
-//! Every client shares [`post`]: 2xx is delivered; transport errors, 408, 425, 429 and 5xx are
-//! retried (`Retry-After` honoured); any other status is permanent and its reason is the
-//! vendor's own message from the answer body (`message`, `error` + `details`, `detail`), so a
-//! wrong key, a missing mapping or a validation error lands in the dead letters at once, with
-//! a reason an operator can act on, instead of being retried.
+//! Every client shares [`post`]: a 2xx is delivered only when its body says so in the vendor's
+//! terms (each client passes its own reader of the success body: Buktor's `"status":"success"`,
+//! OpsPort's `success`, PX360's `success`/`Code`), and a 2xx that says error is permanent, with
+//! the vendor's message; transport errors, 408, 425, 429 and 5xx are retried (`Retry-After`
+//! honoured); any other status is permanent and its reason is the vendor's own message from the
+//! answer body (`message`, `error` + `details`, `detail`), so a wrong key, a missing mapping or
+//! a validation error lands in the dead letters at once, with a reason an operator can act on,
+//! instead of being retried.
 //!
 //! Clients of the cloud clinic APIs described in `seeds/` that do more than take deliveries.
 //!
@@ -95,7 +98,16 @@ fn transport_error(vendor: &str, endpoint: &str, e: &reqwest::Error) -> Delivery
     http_answer::transport_error(&format!("{vendor} {endpoint}"), e)
 }
 
-/// POSTs `d` to `url` with `headers` and classifies the answer (see the module docs).
+/// How a vendor's 2xx body is read: `Ok` when it says success, else the vendor's reason.
+pub type SuccessBody = fn(&str) -> Result<(), String>;
+
+/// A vendor whose 2xx answer carries nothing to read (its contract documents no body).
+pub fn any_body(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// POSTs `d` to `url` with `headers` and classifies the answer (see the module docs); a 2xx
+/// is read with `says` before it counts as delivered.
 ///
 /// # Errors
 ///
@@ -106,6 +118,7 @@ async fn post(
     url: &str,
     d: &Delivery,
     headers: &[(&str, &str)],
+    says: SuccessBody,
 ) -> Result<(Receipt, String), DeliveryError> {
     let mut req = client
         .post(url)
@@ -123,6 +136,14 @@ async fn post(
     };
     let code = answer.status;
     if answer.is_success() {
+        if let Err(reason) = says(&answer.body) {
+            return Err(DeliveryError {
+                retryable: false,
+                retry_after: None,
+                status: Some(code),
+                reason: format!("{vendor} {endpoint} answered {code} with an error: {reason}"),
+            });
+        }
         let detail = answer.body.chars().take(300).collect();
         return Ok((
             Receipt {

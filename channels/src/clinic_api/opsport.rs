@@ -10,10 +10,13 @@
 //! and dead-letters the bad ones with their own reason: none lost, none sent twice.
 
 use super::{default_timeout_secs, http_client, post, url_problems};
-use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
+use crate::destination::{Delivery, DeliveryConfig, DeliveryError, LedgerView, Receipt};
 use crate::secret::SecretRef;
 use serde::Deserialize;
-use transforms::dest::opsport::OpsportOptions;
+use transforms::dest::opsport::{self, OpsportAppointment, OpsportOptions};
+
+/// The canonical statuses whose OpsPort status leaves a slot closed.
+const CLOSING_STATUSES: [&str; 3] = ["cancelled", "entered_in_error", "no_show"];
 use transforms::mapping::FieldMapping;
 
 /// Configuration of an OpsPort destination (`type = "opsport"`).
@@ -150,6 +153,41 @@ impl OpsportClient {
         })
     }
 
+    /// How the appointment ledger reads an appointment upsert: its slot (patient reference,
+    /// day, start time: OpsPort's appointment key) and status. `None` for another body.
+    pub fn ledger_view(&self, body: &[u8]) -> Option<LedgerView> {
+        let a: OpsportAppointment = serde_json::from_slice(body).ok()?;
+        let opts = &self.config.options;
+        let closed = CLOSING_STATUSES
+            .iter()
+            .any(|k| opts.statuses.get(*k) == Some(&a.status));
+        Some(LedgerView {
+            slot: opsport::slot_key(&a),
+            status: a.status,
+            closed,
+        })
+    }
+
+    /// The upsert that closes the slot of `previous` (an appointment upsert sent before): the
+    /// same patient, day and start time with the status of `cancelled`. `None` when `previous`
+    /// is not an appointment or the status table has no `cancelled`.
+    pub fn close_slot(&self, previous: &[u8]) -> Option<Delivery> {
+        let mut body: serde_json::Value = serde_json::from_slice(previous).ok()?;
+        let a: OpsportAppointment = serde_json::from_value(body.clone()).ok()?;
+        let closed = self.config.options.closed_status().ok()?;
+        body["status"] = serde_json::Value::String(closed.to_owned());
+        Some(Delivery {
+            body: serde_json::to_vec(&body).ok()?.into(),
+            content_type: "application/json".into(),
+            idempotency_key: transforms::model::stable_id(&[
+                "opsport-close",
+                &opsport::slot_key(&a),
+            ]),
+            control_id: None,
+            path: Some(opsport::single_path("appointment")),
+        })
+    }
+
     /// `(size, linger_ms)` when bulk mode is on.
     pub fn bulk(&self) -> Option<(usize, u64)> {
         self.config.bulk.map(|b| (b.size.max(1), b.linger_ms))
@@ -168,6 +206,7 @@ impl OpsportClient {
             &url,
             d,
             &[("X-API-Key", &self.api_key)],
+            success_body,
         )
         .await
         .map(|(r, _)| r)
@@ -265,6 +304,11 @@ impl OpsportClient {
             _ if (200..300).contains(&status) => items
                 .iter()
                 .map(|_| {
+                    success_body(&text).map_err(|reason| {
+                        DeliveryError::permanent(format!(
+                            "OpsPort {plural} answered {status} with an error: {reason}"
+                        ))
+                    })?;
                     Ok(Receipt {
                         status: Some(status),
                         detail: format!(
@@ -288,5 +332,50 @@ impl OpsportClient {
                 items.iter().map(|_| Err(err.clone())).collect()
             }
         }
+    }
+}
+
+/// OpsPort's id of the record an upsert answer names (`{"id": N}`), when it gives one.
+pub fn remote_id(answer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    match v.get("id")? {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Reads a 2xx answer of OpsPort. The seed documents no answer body (its samples check the
+/// status code only), so any 2xx is success unless its JSON says `"success": false`, which is
+/// then an error with OpsPort's message (see `docs/ASSUMPTIONS.md`).
+///
+/// # Errors
+///
+/// OpsPort's `message`, or the first bytes of the body.
+pub fn success_body(body: &str) -> Result<(), String> {
+    let said = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool));
+    match said {
+        Some(false) => Err(super::reason_of(body)),
+        Some(true) | None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::success_body;
+
+    #[test]
+    fn success_false_is_an_error_with_the_message() {
+        assert_eq!(
+            success_body(r#"{"success":true,"action":"created","id":1}"#),
+            Ok(())
+        );
+        assert_eq!(success_body(""), Ok(()));
+        assert_eq!(
+            success_body(r#"{"success":false,"message":"Unknown clinicCode 'X'."}"#),
+            Err("Unknown clinicCode 'X'.".into())
+        );
     }
 }

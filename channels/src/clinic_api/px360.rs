@@ -126,8 +126,72 @@ impl Px360Client {
             .map(|k| ("X-API-Key", k))
             .into_iter()
             .collect();
-        post(&self.client, "PX360", &url, d, &headers)
+        post(&self.client, "PX360", &url, d, &headers, success_body)
             .await
             .map(|(r, _)| r)
+    }
+}
+
+/// Reads a 2xx answer of PX360: the seed's success body carries `"success": true`; an answer in
+/// the HIS format carries `Code` (200 is success) and `Status`. `"success": false`, another
+/// `Code`, an `error` body or a body with neither is an error with PX360's message.
+///
+/// # Errors
+///
+/// PX360's `message` or `error` (with `details`), or the first bytes of the body.
+pub fn success_body(body: &str) -> Result<(), String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Err(super::reason_of(body));
+    };
+    if let Some(ok) = v.get("success").and_then(serde_json::Value::as_bool) {
+        return if ok {
+            Ok(())
+        } else {
+            Err(super::reason_of(body))
+        };
+    }
+    if let Some(code) = v.get("Code") {
+        let code = code
+            .as_u64()
+            .or_else(|| code.as_str().and_then(|c| c.trim().parse().ok()));
+        let status_ok = v
+            .get("Status")
+            .and_then(|s| s.as_str())
+            .is_none_or(|s| s.eq_ignore_ascii_case("success"));
+        return match code {
+            Some(200) if status_ok => Ok(()),
+            _ => {
+                let status = v.get("Status").and_then(|s| s.as_str()).unwrap_or("");
+                let why = super::reason_of(body);
+                Err(format!("Code {} {status}: {why}", v["Code"]))
+            }
+        };
+    }
+    Err(super::reason_of(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::success_body;
+
+    #[test]
+    fn success_and_code_are_read() {
+        assert_eq!(
+            success_body(r#"{"success": true, "message": "Patient data processed successfully."}"#),
+            Ok(())
+        );
+        assert_eq!(
+            success_body(r#"{"Code": 200, "Status": "Success"}"#),
+            Ok(())
+        );
+        assert_eq!(
+            success_body(r#"{"success": false, "message": "Hospital not found"}"#),
+            Err("Hospital not found".into())
+        );
+        let e = success_body(r#"{"Code": 500, "Status": "Failed", "message": "HIS busy"}"#)
+            .expect_err("Code 500");
+        assert!(e.contains("500") && e.contains("HIS busy"), "{e}");
+        assert!(success_body(r#"{"error": "Invalid HIS data format"}"#).is_err());
+        assert!(success_body("").is_err());
     }
 }

@@ -326,6 +326,24 @@ impl FhirClient {
 
 /// The method and absolute URL of a Bundle entry: its `request` (a conditional URL has its
 /// query encoded), or a POST to the resource type.
+/// How the appointment ledger reads a Bundle sent to a FHIR server: the status of its
+/// `Appointment` entry (no slot: the server keys the resource by its identifier), closed for
+/// `cancelled`, `noshow` and `entered-in-error`. `None` without an Appointment.
+pub fn ledger_view(body: &[u8]) -> Option<crate::destination::LedgerView> {
+    let bundle: Value = serde_json::from_slice(body).ok()?;
+    let appointment = bundle["entry"]
+        .as_array()?
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Appointment")?;
+    let status = appointment["status"].as_str()?.to_owned();
+    Some(crate::destination::LedgerView {
+        slot: String::new(),
+        closed: matches!(status.as_str(), "cancelled" | "noshow" | "entered-in-error"),
+        status,
+    })
+}
+
 fn entry_request(base: &str, entry: &Value) -> Option<(reqwest::Method, String)> {
     let resource = entry.get("resource")?;
     let rtype = resource.get("resourceType")?.as_str()?;

@@ -15,7 +15,7 @@
 //! 5. `event_id`: an id already processed answers success again without storing twice (and
 //!    is counted as a duplicate). Events without `event_id` (the seed's cURL example) are
 //!    processed every time.
-//! 6. The client's mapping for the event type: none -> 422
+//! 6. The client's mapping for the event type: none -> 422 (`buktor_mapping_error_status`)
 //!    `{"status":"error","message":"No mapping found for event_type '<type>' and Client-ID <id>."}`.
 //! 7. Success: 200 `{"status":"success","message":"Data received and processed successfully."}`.
 //!
@@ -129,6 +129,7 @@ struct Buktor {
     secret: Arc<[u8]>,
     client_id: Arc<str>,
     mapping: Arc<BuktorMapping>,
+    mapping_error_status: StatusCode,
     store: Shared<Store>,
 }
 
@@ -143,6 +144,8 @@ pub(crate) fn router(cfg: &SandboxConfig) -> Router {
                 .clone()
                 .unwrap_or_else(BuktorMapping::seed_sample),
         ),
+        mapping_error_status: StatusCode::from_u16(cfg.buktor_mapping_error_status)
+            .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
         store: Shared::new(std::sync::Mutex::new(Store {
             fail_next: cfg.buktor_fail_next,
             ..Store::default()
@@ -212,7 +215,7 @@ fn process(s: &Buktor, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) 
     }
     let Some(mapping) = s.mapping.lookup(&s.client_id, &event_type) else {
         return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            s.mapping_error_status,
             format!(
                 "No mapping found for event_type '{event_type}' and Client-ID {}.",
                 s.client_id

@@ -1,8 +1,8 @@
 //! Latrexa integration API and SignalR hub (seed `latrexa-sync-agent.txt`), served under `/latrexa`.
 //!
-//! The seed lists the endpoints but not their bodies; the wire types are the ones in
-//! [`transforms::dest::latrexa`], which the engine's Latrexa connector uses too, so both ends
-//! speak exactly the same shapes. Every API call needs `Authorization: Bearer <api key>` and
+//! The seed lists the endpoints but not their bodies; the wire types are the sandbox's own
+//! ([`super::latrexa_wire`], written from `docs/ASSUMPTIONS.md`), not the connector's, so a
+//! connector that drifts from the documented shapes fails against the sandbox. Every API call needs `Authorization: Bearer <api key>` and
 //! `X-Organization-Code`; either missing or wrong answers 401 [`ErrorBody`]
 //! (`{"error":"unauthorized","message":...}`).
 //!
@@ -22,7 +22,9 @@
 //! `hisAppointmentId` is idempotent (200); with another id, or confirming a rejected booking, is
 //! 409. Rejecting needs a non-empty `reason` (400 otherwise), a second reject is idempotent,
 //! rejecting a confirmed booking is 409. Unknown ids are 404. Uploads are keyed by
-//! `hisAppointmentId`: uploading one again updates it and returns the same `latrexaId`. Bad
+//! `hisAppointmentId`: uploading one again updates it and returns the same `latrexaId`; a new
+//! `hisAppointmentId` uploaded with a `latrexaId` (an online booking the HIS wrote) is paired
+//! with that id instead of getting a new one. Bad
 //! JSON or a body of the wrong shape is 400 [`ErrorBody`] `bad_request`; a time that is not
 //! local `YYYY-MM-DDTHH:MM:SS` is 400 too.
 //!
@@ -47,6 +49,12 @@
 //! `GET /_state` (bookings with their sync status and reject reason, confirm and reject calls,
 //! uploads, heartbeats).
 
+pub use super::latrexa_wire::RECORD_SEPARATOR;
+use super::latrexa_wire::{
+    BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
+    PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
+    UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
+};
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -65,12 +73,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-pub use transforms::dest::latrexa::RECORD_SEPARATOR;
-use transforms::dest::latrexa::{
-    BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
-    PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
-    UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
-};
 
 /// How long the hub waits for a client's handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -410,9 +412,12 @@ async fn upload(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) -> Re
     let mut ids = Vec::with_capacity(req.appointments.len());
     for appt in req.appointments {
         let his_id = appt.his_appointment_id.clone();
-        let latrexa_id = match db.uploads.get(&his_id) {
-            Some((id, _)) => id.clone(),
-            None => {
+        // Known HIS id: the same Latrexa appointment. Otherwise an upload that names its
+        // Latrexa id (an online booking the HIS wrote) is that appointment, not a new one.
+        let latrexa_id = match (db.uploads.get(&his_id), &appt.latrexa_id) {
+            (Some((id, _)), _) => id.clone(),
+            (None, Some(id)) if !id.is_empty() => id.clone(),
+            (None, _) => {
                 db.next_upload += 1;
                 format!("LX-AP-{:06}", db.next_upload)
             }
@@ -1199,6 +1204,26 @@ mod tests {
             .await
             .expect("sent");
         assert_eq!(r.status().as_u16(), 400);
+        // A field the documented shape does not have is refused, not ignored.
+        let mut drifted = appt.clone();
+        drifted["hisAppointmentNo"] = json!("H-1");
+        let r = api(&t, reqwest::Method::POST, "appointments/upload")
+            .json(&json!({"appointments": [drifted]}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(r.status().as_u16(), 400);
+        // A new HIS id naming a Latrexa id is paired with it, not given a new one.
+        let mut echo = appt.clone();
+        echo["hisAppointmentId"] = json!("H-2");
+        echo["latrexaId"] = json!("LX-ONLINE-1");
+        let r = api(&t, reqwest::Method::POST, "appointments/upload")
+            .json(&json!({"appointments": [echo]}))
+            .send()
+            .await
+            .expect("sent");
+        let paired: UploadResponse = r.json().await.expect("upload response");
+        assert_eq!(paired.mappings[0].latrexa_id, "LX-ONLINE-1");
         for _ in 0..2 {
             let r = api(&t, reqwest::Method::POST, "heartbeat")
                 .json(&json!({"agent": "switchboard/1.2.0", "hisConnected": true, "pending": 0, "timestamp": "2026-06-15T07:00:00Z"}))
@@ -1208,7 +1233,7 @@ mod tests {
             assert_eq!(r.status().as_u16(), 200);
         }
         let state = t.get_json("/latrexa/_state").await;
-        assert_eq!(state["uploads"].as_array().map(Vec::len), Some(1));
+        assert_eq!(state["uploads"].as_array().map(Vec::len), Some(2));
         assert_eq!(
             state["uploads"][0]["appointment"]["start"],
             "2026-06-15T10:30:00"

@@ -24,6 +24,7 @@
 pub mod buktor;
 pub mod his;
 pub mod latrexa;
+pub mod latrexa_wire;
 pub mod opsport;
 pub mod px360;
 pub mod traffic;
@@ -70,6 +71,9 @@ pub struct SandboxConfig {
     /// How many Buktor requests answer 500 right after start (default 0); the count can
     /// also be set at run time with `POST /buktor/_fault`.
     pub buktor_fail_next: u32,
+    /// The HTTP status of Buktor's "No mapping found" error body (default 422). The seed shows
+    /// the body but not its status; a deployment that answers it with 200 is tried with 200.
+    pub buktor_mapping_error_status: u16,
     /// The `X-API-Key` PX360 expects; `None` (the default) accepts requests without a key,
     /// as the seed's endpoint does.
     pub px360_api_key: Option<String>,
@@ -93,6 +97,7 @@ impl Default for SandboxConfig {
             buktor_client_id: "1001".into(),
             buktor_mapping: None,
             buktor_fail_next: 0,
+            buktor_mapping_error_status: 422,
             px360_api_key: None,
             px360_hospitals: vec!["ALH-main".into()],
             his_refuse_slots: SlotRefusal::None,

@@ -7,8 +7,18 @@
 //! - clinic by `code`;
 //! - doctor by `code`, else `licenseNumber`;
 //! - patient by `patientNo`, else `nationalID`, else `mobile` + `name`;
-//! - appointment by patient (`patientNo`), `date` (its date part) and `timeFrom`
-//!   (`10:30` and `10:30:00` are the same time).
+//! - appointment by patient, `date` (its date part) and `timeFrom` (`10:30` and `10:30:00` are
+//!   the same time). The patient is the record the appointment's own patient reference finds
+//!   by the patient rule: `patientNo`, else `nationalID`, else `mobile` + `name` (the seed
+//!   lists `patientNo` as an example of the reference codes an appointment may use; the other
+//!   two are the assumption written in `docs/ASSUMPTIONS.md`). Two appointments of one
+//!   patient at the same day and time are one appointment, whichever key named the patient.
+//!
+//! Each body is read into this module's own types, written from the seed's samples
+//! ([`SeedClinic`], [`SeedDoctor`], [`SeedPatient`], [`SeedAppointment`]): a field the seed
+//! does not name, or a value of the wrong JSON type, is 400, so a client that drifts from the
+//! seed fails here. `status` must be one of [`STATUSES`] (the seed shows `Confirmed`; the rest
+//! is the documented assumption), so a canonical name such as `entered_in_error` is 400.
 //!
 //! The seed does not document answers, so the sandbox defines them (see `docs/SANDBOX.md`):
 //! success is 200 `{"success":true,"action":"created"|"updated","id":N}`; a bulk call answers
@@ -19,8 +29,11 @@
 //! `clinicCodes`) to a record OpsPort does not have. Records keep every field sent, merged
 //! over the previous version on update.
 //!
-//! Test control: `GET /_state` (all records) and, as for every vendor, `GET /_requests`
-//! (every request received, with the status and body answered).
+//! Test control: `GET /_state` (all records; an appointment carries the `patientId` of the
+//! record it was matched to), `POST /_fault {"count":N,"status":"Confirmed"}` (the next N
+//! appointment upserts with that status answer 503 and store nothing: a crash of the sender
+//! between two upserts can be staged) and, as for every vendor, `GET /_requests` (every request
+//! received, with the status and body answered).
 
 use super::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
@@ -29,8 +42,131 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+
+/// The appointment statuses the sandbox takes: `Confirmed` from the seed, the others as
+/// documented in `docs/ASSUMPTIONS.md`.
+pub const STATUSES: [&str; 5] = ["Confirmed", "Arrived", "Completed", "Cancelled", "NoShow"];
+
+/// A clinic as the seed's sample shows it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // Read to validate the shape; the record is kept as sent.
+pub struct SeedClinic {
+    name: Option<String>,
+    code: Option<String>,
+    number: Option<String>,
+    specialization: Option<String>,
+    clinic_type: Option<String>,
+    branch: Option<String>,
+    floor: Option<String>,
+    location: Option<String>,
+    account_no: Option<String>,
+    cost_center_no: Option<String>,
+    address: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    is_active: Option<bool>,
+}
+
+/// A doctor as the seed's sample shows it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // Read to validate the shape; the record is kept as sent.
+pub struct SeedDoctor {
+    name: Option<String>,
+    #[serde(rename = "aName")]
+    a_name: Option<String>,
+    code: Option<String>,
+    branch: Option<String>,
+    gender: Option<String>,
+    date_of_birth: Option<String>,
+    medical_reg_number: Option<String>,
+    id_number: Option<String>,
+    account_no: Option<String>,
+    cost_center: Option<String>,
+    description: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    specialization: Option<String>,
+    license_number: Option<String>,
+    is_active: Option<bool>,
+    clinic_codes: Option<Vec<String>>,
+}
+
+/// A patient as the seed's sample shows it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // Read to validate the shape; the record is kept as sent.
+pub struct SeedPatient {
+    name: Option<String>,
+    patient_no: Option<String>,
+    first_name: Option<String>,
+    second_name: Option<String>,
+    last_name: Option<String>,
+    mobile: Option<String>,
+    date_of_birth: Option<String>,
+    gender: Option<String>,
+    #[serde(rename = "nationalID")]
+    national_id: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    blood_type: Option<String>,
+    is_active: Option<bool>,
+}
+
+/// An appointment as the seed's sample shows it, plus the patient keys of the patient rule
+/// (`nationalID`, `mobile` + `name`) for a patient without a `patientNo`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)] // Read to validate the shape; the record is kept as sent.
+pub struct SeedAppointment {
+    patient_no: Option<String>,
+    #[serde(rename = "nationalID")]
+    national_id: Option<String>,
+    mobile: Option<String>,
+    name: Option<String>,
+    doctor_code: Option<String>,
+    clinic_code: Option<String>,
+    date: Option<String>,
+    time_from: Option<String>,
+    time_to: Option<String>,
+    status: Option<String>,
+    notes: Option<String>,
+}
+
+/// Reads `record` into the seed type of `kind`: the reason when it does not fit.
+fn shape(kind: Kind, record: &Map<String, Value>) -> Result<(), Refusal> {
+    let v = Value::Object(record.clone());
+    let bad =
+        |e: serde_json::Error| Refusal(StatusCode::BAD_REQUEST, format!("Invalid {kind:?}: {e}"));
+    match kind {
+        Kind::Clinic => serde_json::from_value::<SeedClinic>(v)
+            .map(drop)
+            .map_err(bad),
+        Kind::Doctor => serde_json::from_value::<SeedDoctor>(v)
+            .map(drop)
+            .map_err(bad),
+        Kind::Patient => serde_json::from_value::<SeedPatient>(v)
+            .map(drop)
+            .map_err(bad),
+        Kind::Appointment => {
+            let a = serde_json::from_value::<SeedAppointment>(v).map_err(bad)?;
+            match a.status.as_deref() {
+                Some(s) if !STATUSES.contains(&s) => Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "Unknown status '{s}'; expected one of {}.",
+                        STATUSES.join(", ")
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+}
 
 /// The kinds of record OpsPort stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +201,9 @@ struct Db {
     patients: Vec<Map<String, Value>>,
     appointments: Vec<Map<String, Value>>,
     next_id: u64,
+    /// `POST /_fault`: how many more appointment upserts with `fail_status` answer 503.
+    fail_count: u32,
+    fail_status: String,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +224,7 @@ pub(crate) fn router(cfg: &SandboxConfig) -> Router {
     Router::new()
         .route("/api/healthcare/{kind}", post(upsert))
         .route("/_state", get(state_view))
+        .route("/_fault", post(set_fault))
         .with_state(state)
 }
 
@@ -96,6 +236,18 @@ async fn upsert(
 ) -> Response {
     let (status, answer) = answer(&s, &segment, &headers, &body);
     json(status, answer)
+}
+
+/// `POST /_fault {"count":N,"status":"Confirmed"}`.
+async fn set_fault(State(s): State<OpsPort>, body: Bytes) -> Response {
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let mut db = lock(&s.db);
+    db.fail_count = v["count"].as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+    db.fail_status = v["status"].as_str().unwrap_or("Confirmed").to_owned();
+    json(
+        StatusCode::OK,
+        json!({"count": db.fail_count, "status": db.fail_status}),
+    )
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> (StatusCode, Value) {
@@ -208,6 +360,37 @@ fn time_from(r: &Map<String, Value>) -> Option<String> {
 }
 
 impl Db {
+    /// The id of the patient an appointment names, found by the patient rule.
+    fn appointment_patient(&self, r: &Map<String, Value>) -> Result<u64, Refusal> {
+        let not_found = |what: &str, value: &str| {
+            Refusal(StatusCode::NOT_FOUND, format!("Unknown {what} '{value}'."))
+        };
+        let found = if let Some(no) = text(r, "patientNo") {
+            self.patients
+                .iter()
+                .find(|p| text(p, "patientNo") == Some(no))
+                .ok_or_else(|| not_found("patientNo", no))?
+        } else if let Some(nid) = text(r, "nationalID") {
+            self.patients
+                .iter()
+                .find(|p| text(p, "nationalID") == Some(nid))
+                .ok_or_else(|| not_found("nationalID", nid))?
+        } else if let (Some(mobile), Some(name)) = (text(r, "mobile"), text(r, "name")) {
+            self.patients
+                .iter()
+                .find(|p| {
+                    text(p, "mobile") == Some(mobile) && patient_name(p).as_deref() == Some(name)
+                })
+                .ok_or_else(|| not_found("mobile and name", "(patient)"))?
+        } else {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "patientNo, nationalID or mobile and name is required.".into(),
+            ));
+        };
+        Ok(found.get("id").and_then(Value::as_u64).unwrap_or(0))
+    }
+
     fn table(&mut self, kind: Kind) -> &mut Vec<Map<String, Value>> {
         match kind {
             Kind::Clinic => &mut self.clinics,
@@ -260,19 +443,12 @@ impl Db {
                     }))
             }
             Kind::Appointment => {
-                let patient_no = text(r, "patientNo").ok_or_else(|| missing("patientNo"))?;
+                let patient = r.get("patientId").and_then(Value::as_u64);
                 let date = date_part(r).ok_or_else(|| missing("date"))?;
                 let time = time_from(r).ok_or_else(|| missing("timeFrom"))?;
                 let not_found = |what: &str, value: &str| {
                     Refusal(StatusCode::NOT_FOUND, format!("Unknown {what} '{value}'."))
                 };
-                if !self
-                    .patients
-                    .iter()
-                    .any(|p| text(p, "patientNo") == Some(patient_no))
-                {
-                    return Err(not_found("patientNo", patient_no));
-                }
                 if let Some(code) = text(r, "doctorCode") {
                     if !self.doctors.iter().any(|d| text(d, "code") == Some(code)) {
                         return Err(not_found("doctorCode", code));
@@ -284,7 +460,7 @@ impl Db {
                     }
                 }
                 Ok(self.appointments.iter().position(|a| {
-                    text(a, "patientNo") == Some(patient_no)
+                    a.get("patientId").and_then(Value::as_u64) == patient
                         && date_part(a) == Some(date)
                         && time_from(a).as_deref() == Some(time.as_str())
                 }))
@@ -295,8 +471,23 @@ impl Db {
     fn upsert(
         &mut self,
         kind: Kind,
-        record: Map<String, Value>,
+        mut record: Map<String, Value>,
     ) -> Result<(&'static str, u64), Refusal> {
+        shape(kind, &record)?;
+        if kind == Kind::Appointment
+            && self.fail_count > 0
+            && text(&record, "status") == Some(self.fail_status.as_str())
+        {
+            self.fail_count -= 1;
+            return Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service temporarily unavailable.".into(),
+            ));
+        }
+        if kind == Kind::Appointment {
+            let patient = self.appointment_patient(&record)?;
+            record.insert("patientId".into(), Value::from(patient));
+        }
         if kind == Kind::Doctor {
             if let Some(codes) = record.get("clinicCodes").and_then(Value::as_array) {
                 for code in codes.iter().filter_map(Value::as_str) {
@@ -529,6 +720,76 @@ mod tests {
         assert_eq!(appts.len(), 2);
         assert_eq!(appts[0]["status"], "Cancelled");
         assert_eq!(appts[0]["doctorCode"], "DOC-SARAH-04");
+    }
+
+    #[tokio::test]
+    async fn an_appointment_finds_its_patient_by_any_patient_key_and_is_one_slot() {
+        let t = TestSandbox::start(SandboxConfig::for_tests()).await;
+        seed_refs(&t).await;
+        let p = json!({"name": "Sara Ali", "nationalID": "1098", "mobile": "+966501111111"});
+        assert_eq!(post(&t, "patient", p).await.0, 200);
+        let by_nid = json!({"nationalID": "1098", "date": "2026-06-15T00:00:00",
+            "timeFrom": "09:00:00", "status": "Confirmed"});
+        assert_eq!(post(&t, "appointment", by_nid).await.1["action"], "created");
+        let by_mobile = json!({"mobile": "+966501111111", "name": "Sara Ali",
+            "date": "2026-06-15", "timeFrom": "09:00", "status": "Cancelled"});
+        assert_eq!(
+            post(&t, "appointment", by_mobile).await.1["action"],
+            "updated"
+        );
+        let other_patient = json!({"patientNo": "P-10928", "date": "2026-06-15",
+            "timeFrom": "09:00", "status": "Confirmed"});
+        assert_eq!(
+            post(&t, "appointment", other_patient).await.1["action"],
+            "created"
+        );
+        let state = t.get_json("/opsport/_state").await;
+        let appts = state["appointments"].as_array().expect("array");
+        assert_eq!(appts.len(), 2);
+        assert_eq!(appts[0]["status"], "Cancelled");
+        assert_ne!(appts[0]["patientId"], appts[1]["patientId"]);
+        let (status, body) = post(
+            &t,
+            "appointment",
+            json!({"nationalID": "0000",
+            "date": "2026-06-15", "timeFrom": "09:00"}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["message"].clone()),
+            (404, json!("Unknown nationalID '0000'."))
+        );
+    }
+
+    #[tokio::test]
+    async fn fields_and_statuses_the_seed_does_not_know_are_400() {
+        let t = TestSandbox::start(SandboxConfig::for_tests()).await;
+        seed_refs(&t).await;
+        let (status, body) = post(
+            &t,
+            "appointment",
+            json!({"patientNo": "P-10928",
+            "date": "2026-06-15", "timeFrom": "09:00", "status": "entered_in_error"}),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Unknown status 'entered_in_error'")),
+            "{body}"
+        );
+        let (status, body) =
+            post(&t, "patient", json!({"patientNumber": "P-1", "name": "x"})).await;
+        assert_eq!(status, 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("patientNumber")),
+            "{body}"
+        );
+        let (status, _) = post(&t, "clinic", json!({"code": "C", "isActive": "yes"})).await;
+        assert_eq!(status, 400, "isActive is a boolean");
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@
 //! | `meta` | name | schema version and the like |
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
-//! Latrexa id mapping (`id_map`) in [`id_map`].
+//! Latrexa id mapping (`id_map`) in [`id_map`], the appointment ledger (`ledger`,
+//! `ledger_by_message`) in [`ledger`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -25,6 +26,7 @@ mod commit;
 pub mod dedup;
 pub mod id_map;
 pub mod keys;
+pub mod ledger;
 pub mod outbox;
 pub mod retention;
 pub mod seal;
@@ -200,6 +202,8 @@ pub struct Store {
     pub(crate) dead_letters: sled::Tree,
     pub(crate) attempts: sled::Tree,
     pub(crate) audit: sled::Tree,
+    pub(crate) ledger: sled::Tree,
+    pub(crate) ledger_by_message: sled::Tree,
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
@@ -287,6 +291,8 @@ impl Store {
             dead_letters,
             attempts: db.open_tree("attempts")?,
             audit: db.open_tree("audit")?,
+            ledger: db.open_tree("ledger")?,
+            ledger_by_message: db.open_tree("ledger_by_message")?,
             last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,

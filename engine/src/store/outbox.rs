@@ -48,6 +48,16 @@ pub struct OutboxItem {
     pub path: Option<String>,
     /// Which payload rendered it (`hl7`, `canonical`, ...).
     pub payload: String,
+    /// The appointment a vendor payload is about (its ids), so that delivery can read and
+    /// write the appointment ledger (see [`super::ledger`]); `None` for everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appointment: Option<super::ledger::AppointmentRef>,
+    /// For the upsert of a reference record an appointment names (OpsPort's clinic or doctor,
+    /// `clinic:<code>`): sent only while the destination has not had it from this engine, so
+    /// the appointment's abbreviated record never overwrites the master record (see
+    /// [`super::ledger`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// The rendered body.
     #[serde(skip)]
     pub body: Vec<u8>,
@@ -371,23 +381,7 @@ impl Store {
         delivered: bool,
         detail: &str,
     ) -> Result<Status, StoreError> {
-        self.space.check(WritePath::Delivery)?;
-        let encoded = item.encode(&self.seal)?;
-        let key = item.message_id.to_be_bytes();
-        let status = if delivered {
-            DeliveryStatus::Delivered
-        } else {
-            DeliveryStatus::DeadLetter
-        };
-        let r: TxResult<Status> =
-            (&self.messages, &self.outbox, &self.dead_letters).transaction(|(m, o, d)| {
-                o.remove(item.key())?;
-                if !delivered {
-                    d.insert(item.key(), encoded.as_slice())?;
-                }
-                update_delivery(m, &key, item, status, detail)
-            });
-        r.map_err(tx_err)
+        self.finish_with_ledger(item, delivered, detail, None)
     }
 
     /// Records one attempt (again with the same number: the same key, overwritten).
@@ -600,7 +594,7 @@ impl Store {
     }
 }
 
-fn update_delivery(
+pub(super) fn update_delivery(
     m: &sled::transaction::TransactionalTree,
     key: &[u8; 8],
     item: &OutboxItem,

@@ -10,7 +10,8 @@
 //!   confirmed nor rejected there, see [`super::id_map`]): such a booking has no deliveries.
 //!
 //! Everything else goes in one sled transaction with what hangs off it: its raw bytes, its
-//! control-id and business-key index entries, its attempts, and its `dedup` entry. The
+//! control-id and business-key index entries, its attempts, the appointment ledger entries it
+//! wrote last (see [`super::ledger`]), and its `dedup` entry. The
 //! transaction first checks that the record is still the one read (a reprocess or a dead-letter
 //! retry in the meantime keeps it for the next pass), so a message is never removed from under
 //! a delivery that just started.
@@ -268,6 +269,7 @@ impl Store {
             .filter(|k| keys::indexable(k))
             .map(|k| keys::index_key(k, id))
             .collect();
+        let ledger_rows = self.ledger_keys_of(id)?;
         let dedup_key = if c.dedup_key.is_empty() {
             legacy_dedup_key(c)
         } else {
@@ -280,31 +282,46 @@ impl Store {
             &self.by_business_key,
             &self.dedup,
             &self.attempts,
+            &self.ledger,
+            &self.ledger_by_message,
         )
-            .transaction(|(m, raw, by_control, by_key, dedup, att)| {
-                if m.get(key)?.as_ref() != Some(seen) {
-                    return Ok(None);
-                }
-                m.remove(&key[..])?;
-                raw.remove(&key[..])?;
-                if let Some(idx) = &control {
-                    by_control.remove(idx.as_slice())?;
-                }
-                for k in &business {
-                    by_key.remove(k.as_slice())?;
-                }
-                for k in &attempts {
-                    att.remove(k.clone())?;
-                }
-                let mut dedup_removed = false;
-                if let Some(k) = &dedup_key {
-                    if dedup.get(k.as_bytes())?.is_some_and(|v| names(&v, key)) {
-                        dedup.remove(k.as_bytes())?;
-                        dedup_removed = true;
+            .transaction(
+                |(m, raw, by_control, by_key, dedup, att, ledger, by_message)| {
+                    if m.get(key)?.as_ref() != Some(seen) {
+                        return Ok(None);
                     }
-                }
-                Ok(Some(dedup_removed))
-            });
+                    m.remove(&key[..])?;
+                    raw.remove(&key[..])?;
+                    if let Some(idx) = &control {
+                        by_control.remove(idx.as_slice())?;
+                    }
+                    for k in &business {
+                        by_key.remove(k.as_slice())?;
+                    }
+                    for k in &attempts {
+                        att.remove(k.clone())?;
+                    }
+                    // The appointment ledger entries this message wrote last go with it; an entry
+                    // a later message rewrote names that message and stays.
+                    for (row, ledger_key) in &ledger_rows {
+                        by_message.remove(row.as_slice())?;
+                        let names_this = ledger
+                            .get(ledger_key.as_slice())?
+                            .is_some_and(|v| v.get(..8) == Some(&key[..]));
+                        if names_this {
+                            ledger.remove(ledger_key.as_slice())?;
+                        }
+                    }
+                    let mut dedup_removed = false;
+                    if let Some(k) = &dedup_key {
+                        if dedup.get(k.as_bytes())?.is_some_and(|v| names(&v, key)) {
+                            dedup.remove(k.as_bytes())?;
+                            dedup_removed = true;
+                        }
+                    }
+                    Ok(Some(dedup_removed))
+                },
+            );
         r.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => StoreError::Sled(e.to_string()),
@@ -379,6 +396,8 @@ mod tests {
             control_id: None,
             path: None,
             payload: "hl7".into(),
+            appointment: None,
+            reference: None,
             body: b"raw".to_vec(),
         }
     }
@@ -457,6 +476,53 @@ mod tests {
             "raw bytes go with the record"
         );
         rec
+    }
+
+    #[tokio::test]
+    async fn an_appointment_ledger_entry_goes_only_with_the_last_message_that_wrote_it() {
+        use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let appointment = AppointmentRef {
+            placer_id: Some("PL-1".into()),
+            filler_id: Some("HIS-1".into()),
+        };
+        let deliver = |r: &MessageRecord, slot: &str| {
+            s.put(r, b"raw", &[]).expect("put");
+            let i = item(&s, r.id);
+            s.route(r.id, std::slice::from_ref(&i)).expect("route");
+            let w = LedgerWrite {
+                destination: i.destination.clone(),
+                entry: LedgerEntry {
+                    appointment: appointment.clone(),
+                    slot: slot.into(),
+                    status: "Confirmed".into(),
+                    closed: false,
+                    remote_id: None,
+                    body: "{}".into(),
+                    message_id: r.id,
+                    updated_at_ms: r.received_at_ms,
+                },
+            };
+            s.finish_with_ledger(&i, true, "ok", Some(&w))
+                .expect("delivered");
+        };
+        let booked = record(&s, "a", NOW - 200 * DAY, "S12");
+        deliver(&booked, "10:00");
+        let moved = record(&s, "a", NOW - 10 * DAY, "S13");
+        deliver(&moved, "11:00");
+        s.prune(&policy(), NOW).expect("prune");
+        assert!(!exists(&s, booked.id), "the old message goes");
+        let kept = s.ledger_get("a/x", &appointment).expect("get");
+        assert_eq!(
+            kept.map(|e| e.slot).as_deref(),
+            Some("11:00"),
+            "the S13 wrote it last"
+        );
+        s.prune(&policy(), NOW + 100 * DAY).expect("prune");
+        assert!(!exists(&s, moved.id));
+        assert_eq!(s.ledger_get("a/x", &appointment).expect("get"), None);
+        assert!(s.ledger_by_message.is_empty());
     }
 
     #[tokio::test]

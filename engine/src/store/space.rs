@@ -241,6 +241,8 @@ mod tests {
             control_id: None,
             path: None,
             payload: "hl7".into(),
+            appointment: None,
+            reference: None,
             body: b"raw".to_vec(),
         };
         let dead = OutboxItem {

@@ -24,7 +24,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{MappingError, Rendered};
-use crate::model::{AppointmentStatus, ContactUse, Event, EventKind, Timestamp};
+use crate::model::{AppointmentStatus, ContactUse, EncounterClass, Event, EventKind, Timestamp};
 
 /// Download bookings awaiting HIS sync.
 pub const PENDING_PATH: &str = "/api/integration/appointments/pending";
@@ -379,4 +379,112 @@ pub fn render(event: &Event) -> Result<Vec<Rendered>, MappingError> {
         idempotency_key: key,
         kind: "appointment".to_owned(),
     }])
+}
+
+/// A walk-in the HIS reports only as a registration (ADT^A04; a registration or admission
+/// event) of an outpatient or emergency visit, as one upload item: the visit number is the HIS appointment id, the admit time its
+/// start, the attending doctor and the visit's clinic its doctor and clinic, status `arrived`.
+/// Any other event, or a visit without a visit number or admit time, gives nothing.
+///
+/// # Errors
+/// [`MappingError::MissingField`] when the registration has no patient identifier.
+pub fn render_walk_in(event: &Event) -> Result<Vec<Rendered>, MappingError> {
+    let Some(visit) = event.encounter.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let clinic_visit = matches!(
+        visit.class,
+        Some(EncounterClass::Outpatient | EncounterClass::Emergency)
+    );
+    let (Some(number), Some(admit)) = (&visit.visit_number, &visit.admit_time) else {
+        return Ok(Vec::new());
+    };
+    let registration = matches!(
+        event.kind,
+        EventKind::PatientRegistered | EventKind::EncounterAdmitted
+    );
+    if !registration || !clinic_visit {
+        return Ok(Vec::new());
+    }
+    let patient = event
+        .patient
+        .as_ref()
+        .ok_or_else(|| super::missing("patient"))?;
+    let patient_no = patient
+        .primary_identifier()
+        .ok_or_else(|| super::missing("patient.identifiers"))?
+        .value
+        .clone();
+    let item = HisAppointment {
+        his_appointment_id: number.clone(),
+        latrexa_id: None,
+        patient_no,
+        patient_name: patient.name.full(),
+        mobile: patient
+            .phones
+            .iter()
+            .find(|ph| ph.use_ == Some(ContactUse::Mobile))
+            .or_else(|| patient.phones.first())
+            .map(|ph| ph.number.clone()),
+        doctor_code: visit.attending.as_ref().and_then(|p| p.code.clone()),
+        clinic_code: visit.location.as_ref().and_then(|l| l.code.clone()),
+        service_code: visit.service.as_ref().and_then(|c| c.code.clone()),
+        start: Some(local_time(admit)),
+        end: None,
+        status: super::opsport::status_key(AppointmentStatus::Arrived).to_owned(),
+        notes: None,
+    };
+    let key = crate::model::stable_id(&["latrexa-walk-in", &event.id, number]);
+    let body = serde_json::to_value(UploadRequest {
+        appointments: vec![item],
+    })
+    .map_err(|e| MappingError::InvalidValue {
+        path: "latrexa".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(vec![Rendered {
+        path: UPLOAD_PATH.to_owned(),
+        body,
+        idempotency_key: key,
+        kind: "appointment".to_owned(),
+    }])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Event {
+        let path = format!(
+            "{}/../fixtures/model/_dest_inputs/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).expect("fixture exists");
+        serde_json::from_str(&text).expect("fixture is an event")
+    }
+
+    #[test]
+    fn an_outpatient_registration_is_a_walk_in_and_nothing_else_is() {
+        let event = fixture("adt_a04_registered");
+        assert!(
+            render(&event).expect("renders").is_empty(),
+            "not an appointment"
+        );
+        let out = render_walk_in(&event).expect("renders");
+        assert_eq!(out.len(), 1);
+        let a = &out[0].body["appointments"][0];
+        assert_eq!(a["hisAppointmentId"], "V-778812");
+        assert_eq!(a["start"], "2025-06-05T11:06:00");
+        assert_eq!(a["status"], "arrived");
+        assert_eq!(a["clinicCode"], "CLN-PED-01");
+        assert_eq!(a["doctorCode"], "DOC-SARAH-04");
+        let mut inpatient = event.clone();
+        if let Some(e) = inpatient.encounter.as_mut() {
+            e.class = Some(EncounterClass::Inpatient);
+        }
+        assert!(render_walk_in(&inpatient).expect("renders").is_empty());
+        assert!(render_walk_in(&fixture("siu_s12_booked"))
+            .expect("renders")
+            .is_empty());
+    }
 }

@@ -4,7 +4,14 @@
 //!
 //! [`render`] turns a canonical event into upserts in dependency order: for an appointment the
 //! clinic and the doctor come first, then the patient, then the appointment, so OpsPort can
-//! resolve `clinicCode`/`doctorCode`/`patientNo`. [`bulk`] folds single items of one kind into
+//! resolve `clinicCode`/`doctorCode`/`patientNo`.
+//!
+//! OpsPort finds a patient by `patientNo`, `nationalID` or `mobile` + `name`; a patient without
+//! a patient number goes out with whichever of the others it has, and so does the reference of
+//! its appointments (see `docs/ASSUMPTIONS.md`). Telephone numbers are normalised to E.164
+//! ([`e164`]), since OpsPort matches `mobile` as text. Appointment statuses come from one table
+//! ([`OpsportOptions::statuses`], checked by [`OpsportOptions::validate`]); a status the table
+//! does not name is a mapping error, never a canonical name on the wire. [`bulk`] folds single items of one kind into
 //! one plural request. The wire structs are shared with `from_json::opsport`, which accepts the
 //! same shapes from desktop clinic apps.
 
@@ -126,8 +133,9 @@ pub struct OpsportDoctor {
 pub struct OpsportPatient {
     /// Full name.
     pub name: String,
-    /// Patient number (MRN).
-    pub patient_no: String,
+    /// Patient number (MRN); absent for a patient known by national id or mobile + name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_no: Option<String>,
     /// Given name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
@@ -171,8 +179,22 @@ pub struct OpsportPatient {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpsportAppointment {
-    /// Patient number (MRN).
-    pub patient_no: String,
+    /// Patient number (MRN), the patient reference of the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_no: Option<String>,
+    /// Without a patient number: the patient's national id (OpsPort's second patient key).
+    #[serde(
+        rename = "nationalID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub national_id: Option<String>,
+    /// Without a patient number or national id: the patient's mobile (with `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    /// Without a patient number or national id: the patient's full name (with `mobile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Doctor code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doctor_code: Option<String>,
@@ -211,6 +233,10 @@ pub struct OpsportOptions {
     /// Field mapping per kind (`clinic`, `doctor`, `patient`, `appointment`), applied last.
     #[serde(default)]
     pub mapping: BTreeMap<String, FieldMapping>,
+    /// Country calling code put in front of national telephone numbers (`0502222222` ->
+    /// `+966502222222`) when normalising to E.164 (default `966`).
+    #[serde(default = "default_country_code")]
+    pub default_country_code: String,
 }
 
 impl Default for OpsportOptions {
@@ -219,7 +245,49 @@ impl Default for OpsportOptions {
             statuses: default_statuses(),
             upsert_references: true,
             mapping: BTreeMap::new(),
+            default_country_code: default_country_code(),
         }
+    }
+}
+
+fn default_country_code() -> String {
+    "966".into()
+}
+
+/// The canonical statuses an SIU can give an appointment (S12-S14 booked or SCH-25, S15 and
+/// S16 cancelled, S17 entered in error, S26 no-show): each must have an OpsPort status.
+pub const REQUIRED_STATUSES: [&str; 6] = [
+    "booked",
+    "arrived",
+    "completed",
+    "cancelled",
+    "entered_in_error",
+    "no_show",
+];
+
+impl OpsportOptions {
+    /// The OpsPort status for a canonical status name.
+    ///
+    /// # Errors
+    /// [`MappingError::InvalidValue`] at `appointment.status` when the table has none: a raw
+    /// canonical name is never sent.
+    pub fn status_for(&self, canonical: &str) -> Result<&str, MappingError> {
+        self.statuses
+            .get(canonical)
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| MappingError::InvalidValue {
+                path: "appointment.status".into(),
+                reason: format!("no OpsPort status for '{canonical}' in options.statuses"),
+            })
+    }
+
+    /// The status that closes a slot: the one of `cancelled`.
+    ///
+    /// # Errors
+    /// As [`OpsportOptions::status_for`].
+    pub fn closed_status(&self) -> Result<&str, MappingError> {
+        self.status_for("cancelled")
     }
 }
 
@@ -227,6 +295,41 @@ impl OpsportOptions {
     /// Every problem in the options, with its key path (for `switchboard check`).
     pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
         let mut problems = crate::mapping::validate_status_table("statuses", self.statuses.keys());
+        for required in REQUIRED_STATUSES {
+            if !self.statuses.contains_key(required) {
+                problems.push(crate::mapping::ConfigProblem {
+                    key: format!("statuses.{required}"),
+                    message: "missing: every status an SIU can give needs an OpsPort status".into(),
+                });
+            }
+        }
+        for (k, v) in &self.statuses {
+            if v.trim().is_empty() {
+                problems.push(crate::mapping::ConfigProblem {
+                    key: format!("statuses.{k}"),
+                    message: "must not be empty".into(),
+                });
+            } else if crate::mapping::APPOINTMENT_STATUSES.contains(&v.as_str()) {
+                problems.push(crate::mapping::ConfigProblem {
+                    key: format!("statuses.{k}"),
+                    message: format!(
+                        "'{v}' is a canonical status name, not an OpsPort status (such as Cancelled)"
+                    ),
+                });
+            }
+        }
+        if self.default_country_code.is_empty()
+            || self.default_country_code.len() > 3
+            || !self
+                .default_country_code
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        {
+            problems.push(crate::mapping::ConfigProblem {
+                key: "default_country_code".into(),
+                message: "must be 1 to 3 digits, such as 966".into(),
+            });
+        }
         for (kind, mapping) in &self.mapping {
             if !KINDS.contains(&kind.as_str()) {
                 problems.push(crate::mapping::ConfigProblem {
@@ -243,13 +346,16 @@ impl OpsportOptions {
 /// The kinds of OpsPort upsert, in the order an appointment needs them.
 pub const KINDS: [&str; 4] = ["clinic", "doctor", "patient", "appointment"];
 
-/// Default canonical appointment status -> OpsPort status table.
+/// Default canonical appointment status -> OpsPort status table. Only `Confirmed` is in the
+/// seed; the others are assumptions (`docs/ASSUMPTIONS.md`). A deleted appointment (S17,
+/// `entered_in_error`) closes its slot like a cancellation.
 pub fn default_statuses() -> BTreeMap<String, String> {
     [
         ("booked", "Confirmed"),
         ("arrived", "Arrived"),
         ("completed", "Completed"),
         ("cancelled", "Cancelled"),
+        ("entered_in_error", "Cancelled"),
         ("no_show", "NoShow"),
     ]
     .into_iter()
@@ -374,29 +480,80 @@ pub fn patient_number(p: &Patient) -> Option<&crate::model::Identifier> {
         })
 }
 
-/// The patient upsert for a canonical patient.
+/// A telephone number in E.164 (`+966502222222`): separators dropped, `00` read as `+`, and
+/// a national number (leading trunk `0`, or no prefix at all) given `country_code`. A text
+/// that is not a telephone number is returned trimmed, as it was.
+///
+/// ```
+/// use transforms::dest::opsport::e164;
+/// assert_eq!(e164("+966 50 2222222", "966"), "+966502222222");
+/// assert_eq!(e164("0502222222", "966"), "+966502222222");
+/// assert_eq!(e164("00966-50-222-2222", "966"), "+966502222222");
+/// assert_eq!(e164("(050) 222 2222", "966"), "+966502222222");
+/// assert_eq!(e164("ask reception", "966"), "ask reception");
+/// ```
+pub fn e164(number: &str, country_code: &str) -> String {
+    let trimmed = number.trim();
+    let plus = trimmed.starts_with('+');
+    let separators = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')' | '/');
+    if !trimmed
+        .chars()
+        .all(|c| c.is_ascii_digit() || separators(c) || c == '+')
+        || trimmed.matches('+').count() > usize::from(plus)
+    {
+        return trimmed.to_owned();
+    }
+    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+    let international = if plus {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_owned()
+    } else if let Some(rest) = digits.strip_prefix('0') {
+        format!("{country_code}{rest}")
+    } else if digits.starts_with(country_code) && digits.len() > 10 {
+        digits
+    } else {
+        format!("{country_code}{digits}")
+    };
+    if (8..=15).contains(&international.len()) && !international.starts_with('0') {
+        format!("+{international}")
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// The patient upsert for a canonical patient, telephone numbers in E.164.
 ///
 /// # Errors
-/// [`MappingError::MissingField`] without a [`patient_number`] (`patientNo` is OpsPort's key).
-pub fn patient(p: &Patient) -> Result<OpsportPatient, MappingError> {
-    let patient_no = patient_number(p)
-        .ok_or_else(|| super::missing("patient.identifiers[mrn]"))?
-        .value
-        .clone();
+/// [`MappingError::MissingField`] when OpsPort could not find the patient again: no
+/// [`patient_number`], no national id and not both a mobile and a name.
+pub fn patient(p: &Patient, opts: &OpsportOptions) -> Result<OpsportPatient, MappingError> {
+    let patient_no = patient_number(p).map(|i| i.value.clone());
+    let cc = opts.default_country_code.as_str();
     let mobile = p
         .phones
         .iter()
         .find(|ph| ph.use_ == Some(ContactUse::Mobile))
         .or_else(|| p.phones.first())
-        .map(|ph| ph.number.clone());
+        .map(|ph| e164(&ph.number, cc));
     let phone = p
         .phones
         .iter()
-        .find(|ph| ph.use_ != Some(ContactUse::Mobile) && Some(&ph.number) != mobile.as_ref())
-        .map(|ph| ph.number.clone());
+        .map(|ph| (ph, e164(&ph.number, cc)))
+        .find(|(ph, n)| ph.use_ != Some(ContactUse::Mobile) && Some(n) != mobile.as_ref())
+        .map(|(_, n)| n);
     let n = &p.name;
+    let national_id = p
+        .identifier_of(IdentifierKind::NationalId)
+        .map(|i| i.value.clone());
+    let name = n.full();
+    if patient_no.is_none() && national_id.is_none() && (mobile.is_none() || name.is_empty()) {
+        return Err(super::missing(
+            "patient.identifiers[mrn|national_id] or mobile and name",
+        ));
+    }
     Ok(OpsportPatient {
-        name: n.full(),
+        name,
         patient_no,
         first_name: n.given.clone(),
         second_name: n.middle.clone(),
@@ -404,9 +561,7 @@ pub fn patient(p: &Patient) -> Result<OpsportPatient, MappingError> {
         mobile,
         date_of_birth: p.birth_date.as_ref().map(Timestamp::date_iso),
         gender: p.gender.map(gender_text).map(str::to_owned),
-        national_id: p
-            .identifier_of(IdentifierKind::NationalId)
-            .map(|i| i.value.clone()),
+        national_id,
         email: p.email.clone(),
         phone,
         blood_type: p.blood_type.clone(),
@@ -414,21 +569,76 @@ pub fn patient(p: &Patient) -> Result<OpsportPatient, MappingError> {
     })
 }
 
+/// How an appointment names its patient: `patientNo`, else `nationalID`, else `mobile` + `name`
+/// (OpsPort's patient lookup order).
+fn patient_reference(
+    a: &Appointment,
+    patient: Option<&Patient>,
+    opts: &OpsportOptions,
+) -> Result<OpsportAppointment, MappingError> {
+    let mut out = OpsportAppointment::default();
+    let by_number = patient.and_then(patient_number).or_else(|| {
+        a.patient.as_ref().filter(|i| {
+            !matches!(
+                i.kind,
+                IdentifierKind::NationalId | IdentifierKind::Passport
+            )
+        })
+    });
+    if let Some(i) = by_number {
+        out.patient_no = Some(i.value.clone());
+        return Ok(out);
+    }
+    let national = patient
+        .and_then(|p| p.identifier_of(IdentifierKind::NationalId))
+        .or_else(|| {
+            a.patient
+                .as_ref()
+                .filter(|i| i.kind == IdentifierKind::NationalId)
+        });
+    if let Some(i) = national {
+        out.national_id = Some(i.value.clone());
+        return Ok(out);
+    }
+    if let Some(p) = patient {
+        let body = self::patient(p, opts)?;
+        if let (Some(m), false) = (body.mobile, body.name.is_empty()) {
+            out.mobile = Some(m);
+            out.name = Some(body.name);
+            return Ok(out);
+        }
+    }
+    Err(super::missing("appointment.patient"))
+}
+
+/// The key OpsPort finds an appointment by: its patient reference, day and start time.
+pub fn slot_key(a: &OpsportAppointment) -> String {
+    let who = a
+        .patient_no
+        .as_ref()
+        .map(|n| format!("no:{n}"))
+        .or_else(|| a.national_id.as_ref().map(|n| format!("nid:{n}")))
+        .unwrap_or_else(|| {
+            format!(
+                "mob:{}|{}",
+                a.mobile.as_deref().unwrap_or(""),
+                a.name.as_deref().unwrap_or("")
+            )
+        });
+    format!("{who}|{}|{}", a.date, a.time_from)
+}
+
 /// The appointment upsert for a canonical appointment.
 ///
 /// # Errors
-/// [`MappingError::MissingField`] without a patient identifier or a start time with a time of day.
+/// [`MappingError::MissingField`] without a patient OpsPort can find or a start time with a time
+/// of day; [`MappingError::InvalidValue`] for a status the status table does not name.
 pub fn appointment(
     a: &Appointment,
     patient: Option<&Patient>,
     opts: &OpsportOptions,
 ) -> Result<OpsportAppointment, MappingError> {
-    let patient_no = patient
-        .and_then(patient_number)
-        .or(a.patient.as_ref())
-        .ok_or_else(|| super::missing("appointment.patient"))?
-        .value
-        .clone();
+    let reference = patient_reference(a, patient, opts)?;
     let start = a
         .start
         .as_ref()
@@ -443,7 +653,6 @@ pub fn appointment(
         a.status
     });
     Ok(OpsportAppointment {
-        patient_no,
         doctor_code: a
             .practitioner
             .as_ref()
@@ -452,16 +661,21 @@ pub fn appointment(
         date: format!("{}T00:00:00", start.date_iso()),
         time_from,
         time_to: a.end.as_ref().and_then(Timestamp::time_iso),
-        status: opts
-            .statuses
-            .get(status)
-            .cloned()
-            .unwrap_or_else(|| status.to_owned()),
+        status: opts.status_for(status)?.to_owned(),
         notes: a
             .notes
             .clone()
             .or_else(|| a.reason.as_ref().and_then(|r| r.label()).map(str::to_owned)),
+        ..reference
     })
+}
+
+/// The key OpsPort finds a patient by, for idempotency keys.
+fn patient_key(p: &OpsportPatient) -> String {
+    p.patient_no
+        .clone()
+        .or_else(|| p.national_id.clone())
+        .unwrap_or_else(|| format!("{}|{}", p.mobile.as_deref().unwrap_or(""), p.name))
 }
 
 fn item<T: Serialize>(
@@ -511,14 +725,8 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
             // A merge of several patients upserts every surviving patient, in message order.
             let further = event.additional_merges.iter().map(|m| &m.patient);
             for p in event.patient.iter().chain(further) {
-                let body = patient(p)?;
-                out.push(item(
-                    event,
-                    "patient",
-                    &body.patient_no.clone(),
-                    &body,
-                    opts,
-                )?);
+                let body = patient(p, opts)?;
+                out.push(item(event, "patient", &patient_key(&body), &body, opts)?);
             }
         }
         EventKind::AppointmentBooked
@@ -544,11 +752,10 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
             }
             // The appointment may name its patient by identifier only; upsert the patient
             // file when the event carries one with a patient number.
-            if let Some(Ok(p)) = event.patient.as_ref().map(patient) {
-                out.push(item(event, "patient", &p.patient_no.clone(), &p, opts)?);
+            if let Some(Ok(p)) = event.patient.as_ref().map(|p| patient(p, opts)) {
+                out.push(item(event, "patient", &patient_key(&p), &p, opts)?);
             }
-            let key = format!("{}|{}|{}", body.patient_no, body.date, body.time_from);
-            out.push(item(event, "appointment", &key, &body, opts)?);
+            out.push(item(event, "appointment", &slot_key(&body), &body, opts)?);
         }
         EventKind::OrderPlaced
         | EventKind::OrderCancelled
@@ -583,6 +790,90 @@ mod tests {
         assert_eq!(out[3].body["date"], json!("2026-06-15T00:00:00"));
         assert_eq!(out[3].body["timeFrom"], json!("10:30:00"));
         assert_eq!(out[3].body["status"], json!("Confirmed"));
+    }
+
+    #[test]
+    fn every_closing_trigger_gets_a_status_from_the_table_never_a_canonical_name() {
+        let opts = OpsportOptions::default();
+        assert!(opts.validate().is_empty(), "{:?}", opts.validate());
+        for (kind, status, want) in [
+            (
+                EventKind::AppointmentCancelled,
+                AppointmentStatus::Cancelled,
+                "Cancelled",
+            ),
+            (
+                EventKind::AppointmentDiscontinued,
+                AppointmentStatus::Cancelled,
+                "Cancelled",
+            ),
+            (
+                EventKind::AppointmentDeleted,
+                AppointmentStatus::EnteredInError,
+                "Cancelled",
+            ),
+            (
+                EventKind::AppointmentNoShow,
+                AppointmentStatus::NoShow,
+                "NoShow",
+            ),
+        ] {
+            let mut e = fixture("siu_s12_booked");
+            e.kind = kind;
+            e.appointment.as_mut().expect("appointment").status = status;
+            let out = render(&e, &opts).expect("renders");
+            assert_eq!(out.last().expect("appointment").body["status"], json!(want));
+        }
+        let mut o = OpsportOptions::default();
+        o.statuses.remove("entered_in_error");
+        o.statuses.insert("no_show".into(), "no_show".into());
+        let keys: Vec<String> = o.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["statuses.entered_in_error", "statuses.no_show"]);
+        let mut e = fixture("siu_s12_booked");
+        e.kind = EventKind::AppointmentDeleted;
+        e.appointment.as_mut().expect("appointment").status = AppointmentStatus::EnteredInError;
+        let err = render(&e, &o).expect_err("no status for entered_in_error");
+        assert!(err.to_string().contains("entered_in_error"), "{err}");
+    }
+
+    #[test]
+    fn a_patient_without_a_number_goes_by_national_id_or_mobile_and_name() {
+        let opts = OpsportOptions::default();
+        let mut e = fixture("siu_s12_booked");
+        let p = e.patient.as_mut().expect("patient");
+        p.identifiers = vec![crate::model::Identifier {
+            value: "1048291048".into(),
+            kind: IdentifierKind::NationalId,
+            type_code: None,
+            assigning_authority: None,
+        }];
+        p.phones[0].number = "+966 50 2222222".into();
+        let nid = "1048291048";
+        e.appointment.as_mut().expect("appointment").patient = None;
+        let out = render(&e, &opts).expect("renders");
+        let patient = &out[out.len() - 2].body;
+        assert!(patient.get("patientNo").is_none(), "{patient}");
+        assert_eq!(patient["nationalID"], json!(nid));
+        assert_eq!(patient["mobile"], json!("+966502222222"));
+        let appt = &out[out.len() - 1].body;
+        assert_eq!(appt["nationalID"], json!(nid));
+        assert!(appt.get("patientNo").is_none(), "{appt}");
+
+        let p = e.patient.as_mut().expect("patient");
+        p.identifiers.clear();
+        let out = render(&e, &opts).expect("renders");
+        let appt = &out[out.len() - 1].body;
+        assert_eq!(appt["mobile"], json!("+966502222222"));
+        assert!(
+            appt["name"].as_str().is_some_and(|n| !n.is_empty()),
+            "{appt}"
+        );
+
+        e.patient.as_mut().expect("patient").phones.clear();
+        assert!(
+            render(&e, &opts).is_err(),
+            "nothing OpsPort could find it by"
+        );
     }
 
     #[test]

@@ -719,6 +719,11 @@ mod tests {
             keys,
             [
                 "statuses.maybe",
+                "statuses.arrived",
+                "statuses.completed",
+                "statuses.cancelled",
+                "statuses.entered_in_error",
+                "statuses.no_show",
                 "mapping.doctors",
                 "mapping.doctors.rename.\"a\""
             ]

@@ -41,12 +41,17 @@ fn status_from(name: &str, opts: &OpsportOptions) -> AppointmentStatus {
 }
 
 fn patient_of(p: &OpsportPatient) -> Result<Patient, JsonError> {
-    let mut identifiers = vec![Identifier {
-        value: p.patient_no.clone(),
-        kind: IdentifierKind::Mrn,
-        type_code: None,
-        assigning_authority: None,
-    }];
+    let mut identifiers: Vec<Identifier> = p
+        .patient_no
+        .clone()
+        .map(|value| Identifier {
+            value,
+            kind: IdentifierKind::Mrn,
+            type_code: None,
+            assigning_authority: None,
+        })
+        .into_iter()
+        .collect();
     identifiers.extend(p.national_id.clone().map(|value| Identifier {
         value,
         kind: IdentifierKind::NationalId,
@@ -165,14 +170,24 @@ pub fn events_from_body(
                     kind,
                     source(i),
                 );
+                let (value, id_kind) = match (&a.patient_no, &a.national_id) {
+                    (Some(n), _) => (n.clone(), IdentifierKind::Mrn),
+                    (None, Some(n)) => (n.clone(), IdentifierKind::NationalId),
+                    (None, None) => {
+                        return Err(JsonError::Invalid {
+                            path: path("patientNo"),
+                            reason: "patientNo or nationalID is required".into(),
+                        })
+                    }
+                };
                 ev.appointment = Some(Appointment {
                     resources: Vec::new(),
-                    placer_id: Some(format!("{}|{}|{}", a.patient_no, day, a.time_from)),
+                    placer_id: Some(format!("{value}|{day}|{}", a.time_from)),
                     filler_id: None,
                     remote_id: None,
                     patient: Some(Identifier {
-                        value: a.patient_no.clone(),
-                        kind: IdentifierKind::Mrn,
+                        value,
+                        kind: id_kind,
                         type_code: None,
                         assigning_authority: None,
                     }),
