@@ -139,12 +139,12 @@ impl Store {
 
     /// An entry as stored: JSON, sealed when encryption is on (it holds the booking: the
     /// patient's name and contact details).
-    fn encode_entry(&self, entry: &BookingEntry) -> Result<Vec<u8>, StoreError> {
+    fn encode_booking(&self, entry: &BookingEntry) -> Result<Vec<u8>, StoreError> {
         let json = codec(serde_json::to_vec(entry))?;
         Ok(self.seal.seal(b"booking", &json)?.into_owned())
     }
 
-    fn decode_entry(&self, stored: &[u8]) -> Result<BookingEntry, StoreError> {
+    fn decode_booking(&self, stored: &[u8]) -> Result<BookingEntry, StoreError> {
         codec(serde_json::from_slice(&self.seal.open(b"booking", stored)?))
     }
 
@@ -160,7 +160,7 @@ impl Store {
     ) -> Result<Option<BookingEntry>, StoreError> {
         self.id_map()?
             .get(key("lx", channel, latrexa_id))?
-            .map(|v| self.decode_entry(&v))
+            .map(|v| self.decode_booking(&v))
             .transpose()
     }
 
@@ -185,7 +185,7 @@ impl Store {
         let prefix = key("lx", channel, "");
         let mut out = Vec::new();
         for v in self.id_map()?.scan_prefix(&prefix).values() {
-            let e = self.decode_entry(&v?)?;
+            let e = self.decode_booking(&v?)?;
             if !e.state.is_settled() {
                 out.push(e);
             }
@@ -203,7 +203,7 @@ impl Store {
     pub fn unsettled_booking_messages(&self) -> Result<HashSet<u64>, StoreError> {
         let mut out = HashSet::new();
         for v in self.id_map()?.scan_prefix(b"lx\0").values() {
-            let e = self.decode_entry(&v?)?;
+            let e = self.decode_booking(&v?)?;
             if !e.state.settled_at_latrexa() {
                 out.insert(e.message_id);
             }
@@ -237,7 +237,7 @@ impl Store {
             ..record.clone()
         }))?;
         let raw = self.seal.seal(b"raw", raw)?;
-        let ent = self.encode_entry(entry)?;
+        let ent = self.encode_booking(entry)?;
         let mut idx = record.control_id.as_bytes().to_vec();
         idx.push(0);
         idx.extend_from_slice(&id);
@@ -288,7 +288,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.space.check(WritePath::Booking)?;
         let id = entry.message_id.to_be_bytes();
-        let ent = self.encode_entry(entry)?;
+        let ent = self.encode_booking(entry)?;
         let lx = key("lx", channel, &entry.latrexa_id);
         let his = entry
             .his_appointment_id
