@@ -122,6 +122,7 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         merge: None,
         additional_merges: Vec::new(),
         encounter: None,
+        other_patient: None,
         appointment: None,
         orders: Vec::new(),
         results: Vec::new(),

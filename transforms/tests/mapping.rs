@@ -518,16 +518,16 @@ FT1|1|T1||20260615||CG|X|||1|10.00\rFT1|2|T2||20260615||CG|Y|||1|12,50\r";
 fn unsupported_types_are_an_outcome_not_an_error() {
     for (text, expected) in [
         (
-            "MSH|^~\\&|HIS|RUH|||20260615||ADT^A02|U1|P|2.5\rPID|1||M1\r",
-            "ADT^A02",
+            "MSH|^~\\&|HIS|RUH|||20260615||QRY^A19|U1|P|2.5\rQRD|20260615|R|I|Q1\r",
+            "QRY^A19",
         ),
         (
             "MSH|^~\\&|HIS|RUH|||20260615||ACK|U2|P|2.5\rMSA|AA|X\r",
             "ACK",
         ),
         (
-            "MSH|^~\\&|HIS|RUH|||20260615||SIU^S18|U3|P|2.5\r",
-            "SIU^S18",
+            "MSH|^~\\&|HIS|RUH|||20260615||SIU^S25|U3|P|2.5\r",
+            "SIU^S25",
         ),
         (
             "MSH|^~\\&|HIS|RUH|||20260615||MDM^T02|U4|P|2.5\r",

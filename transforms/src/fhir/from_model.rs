@@ -18,8 +18,8 @@ use crate::model::stable_id;
 use crate::model::{
     Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
     EncounterClass, Event, EventKind, Gender, HumanName, Identifier, IdentifierKind, Location,
-    Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner, Precision, Priority,
-    ResultReport, ResultStatus, Timestamp,
+    LocationStatus, Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner,
+    Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
@@ -472,15 +472,22 @@ pub fn encounter(
 ) -> Option<r::Encounter> {
     let visit = e.visit_number.as_deref()?;
     let status = match kind {
-        EventKind::EncounterPreadmitted => "planned",
+        EventKind::EncounterPreadmitted | EventKind::EncounterAdmitPending => "planned",
         EventKind::EncounterCancelled => "cancelled",
         EventKind::EncounterDischarged => "finished",
+        EventKind::EncounterDeleted => "entered-in-error",
+        EventKind::LeaveOfAbsenceStarted => "onleave",
         _ if e.discharge_time.is_some() => "finished",
         _ => "in-progress",
     };
     let mut participant = Vec::new();
-    for (p, code) in [(&e.attending, "ATND"), (&e.referring, "REF")] {
-        if let Some(reference) = p.as_ref().and_then(practitioner_ref) {
+    let consulting = e.consulting.iter().map(|p| (Some(p), "CON"));
+    let people = [
+        (e.attending.as_ref(), "ATND"),
+        (e.referring.as_ref(), "REF"),
+    ];
+    for (p, code) in people.into_iter().chain(consulting) {
+        if let Some(reference) = p.and_then(practitioner_ref) {
             participant.push(r::EncounterParticipant {
                 r#type: vec![t::CodeableConcept {
                     coding: vec![t::Coding {
@@ -550,7 +557,17 @@ pub fn encounter(
                 discharge_disposition: Some(Box::new(codeable(d))),
                 ..Default::default()
             }),
-        location: e
+        location: encounter_locations(e),
+        ..Default::default()
+    })
+}
+
+/// `Encounter.location`: the location history when the message told one (prior stays
+/// `completed`, current ones `active`, a pending one `planned`, each with its period), else
+/// the assigned location.
+fn encounter_locations(e: &Encounter) -> Vec<r::EncounterLocation> {
+    if e.location_history.is_empty() {
+        return e
             .location
             .as_ref()
             .and_then(location_ref)
@@ -559,9 +576,32 @@ pub fn encounter(
                 ..Default::default()
             })
             .into_iter()
-            .collect(),
-        ..Default::default()
-    })
+            .collect();
+    }
+    e.location_history
+        .iter()
+        .filter_map(|stay| {
+            let location = location_ref(&stay.location)?;
+            let status = match stay.status {
+                LocationStatus::Planned => "planned",
+                LocationStatus::Active => "active",
+                LocationStatus::Completed => "completed",
+            };
+            let period = (stay.start.is_some() || stay.end.is_some()).then(|| {
+                Box::new(t::Period {
+                    start: stay.start.as_ref().map(|s| date_time(s).into()),
+                    end: stay.end.as_ref().map(|s| date_time(s).into()),
+                    ..Default::default()
+                })
+            });
+            Some(r::EncounterLocation {
+                location: Box::new(location),
+                status: Some(status.into()),
+                period,
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn appointment_status_code(s: AppointmentStatus) -> &'static str {
@@ -1042,7 +1082,24 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 ..Default::default()
             });
         }
+        // A link (ADT^A24): the patients are the same person, recorded twice.
+        if let Some(other) = event
+            .other_patient
+            .as_ref()
+            .filter(|_| event.kind == EventKind::PatientsLinked)
+            .and_then(|o| patient_key(&o.patient))
+        {
+            res.link.push(r::PatientLink {
+                other: Box::new(patient_ref(other)),
+                r#type: "seealso".into(),
+                ..Default::default()
+            });
+        }
         out.push(Resource::Patient(Box::new(res)));
+    }
+    // The second patient of a swap, link or unlink.
+    if let Some(other) = &event.other_patient {
+        out.push(Resource::Patient(Box::new(patient(&other.patient)?)));
     }
     // A merge of several patients: each further surviving patient, with its own links.
     for pair in &event.additional_merges {
@@ -1062,10 +1119,16 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         practitioners.extend(&a.practitioner);
         locations.extend(&a.location);
     }
-    if let Some(e) = &event.encounter {
+    let other_encounter = event
+        .other_patient
+        .as_ref()
+        .and_then(|o| o.encounter.as_ref());
+    for e in event.encounter.iter().chain(other_encounter) {
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
+        practitioners.extend(&e.consulting);
         locations.extend(&e.location);
+        locations.extend(e.location_history.iter().map(|s| &s.location));
     }
     for o in &event.orders {
         practitioners.extend(&o.ordering_provider);
@@ -1090,7 +1153,20 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             out.push(Resource::Encounter(Box::new(res)));
         }
     }
-    if let Some(a) = &event.appointment {
+    if let Some(other) = &event.other_patient {
+        let subject = patient_key(&other.patient);
+        if let Some(res) = other
+            .encounter
+            .as_ref()
+            .and_then(|e| encounter(event.kind, e, subject))
+        {
+            out.push(Resource::Encounter(Box::new(res)));
+        }
+    }
+    // A blocked or opened slot (SIU^S23/S24) is no appointment; a FHIR Slot needs the
+    // Schedule it belongs to, which SIU does not name, so the FHIR side leaves it out.
+    let slot = matches!(event.kind, EventKind::SlotBlocked | EventKind::SlotOpened);
+    if let Some(a) = event.appointment.as_ref().filter(|_| !slot) {
         out.push(Resource::Appointment(Box::new(appointment(a, subject)?)));
     }
     for (i, c) in event.charges.iter().enumerate() {

@@ -562,6 +562,7 @@ impl<'a> Reader<'a> {
             merge: None,
             additional_merges: Vec::new(),
             encounter: None,
+            other_patient: None,
             appointment: None,
             orders: Vec::new(),
             results: Vec::new(),
@@ -710,12 +711,17 @@ impl<'a> Reader<'a> {
             class,
             admission_type: e.r#type.first().and_then(coded),
             service: e.service_type.as_deref().and_then(coded),
+            // The current location: the first `active` one of a history, else the first.
             location: e
                 .location
-                .first()
+                .iter()
+                .find(|l| val!(l.status) == Some("active"))
+                .or_else(|| e.location.first())
                 .and_then(|l| self.location_ref(&l.location)),
             attending,
             referring,
+            consulting: Vec::new(),
+            location_history: Vec::new(),
             admit_time: period
                 .and_then(|p| val!(p.start))
                 .map(|v| timestamp(v, &format!("{base}.period.start")))
@@ -1199,6 +1205,13 @@ fn is_appointment(kind: EventKind) -> bool {
             | EventKind::AppointmentDiscontinued
             | EventKind::AppointmentDeleted
             | EventKind::AppointmentNoShow
+            | EventKind::AppointmentResourceAdded
+            | EventKind::AppointmentResourceModified
+            | EventKind::AppointmentResourceCancelled
+            | EventKind::AppointmentResourceDiscontinued
+            | EventKind::AppointmentResourceDeleted
+            | EventKind::SlotBlocked
+            | EventKind::SlotOpened
     )
 }
 
@@ -1210,6 +1223,17 @@ fn is_encounter(kind: EventKind) -> bool {
             | EventKind::EncounterDischarged
             | EventKind::EncounterCancelled
             | EventKind::EncounterDischargeCancelled
+            | EventKind::EncounterTransferred
+            | EventKind::EncounterTransferCancelled
+            | EventKind::EncounterClassChanged
+            | EventKind::EncounterAdmitPending
+            | EventKind::EncounterTransferPending
+            | EventKind::EncounterDischargePending
+            | EventKind::EncounterPendingCancelled
+            | EventKind::EncounterDeleted
+            | EventKind::LeaveOfAbsenceStarted
+            | EventKind::LeaveOfAbsenceEnded
+            | EventKind::LeaveOfAbsenceCancelled
     )
 }
 
@@ -1623,6 +1647,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
             _ => None,
         },
+        allergies: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d
@@ -1684,6 +1709,7 @@ fn location(l: &r::Location, _base: &str) -> Location {
         building: part(LOCATION_PARTS[3]),
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
+        bed_status: None,
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Patient {
     /// VIP patient (PV1-16 VIP indicator present and not `N`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vip: bool,
+    /// Allergies (AL1 segments, or IAM in ADT^A60), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allergies: Vec<Allergy>,
     /// Date of death, when the patient died (PID-29).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death_time: Option<Timestamp>,
@@ -120,4 +123,28 @@ impl Patient {
     pub fn identifier_of(&self, kind: IdentifierKind) -> Option<&Identifier> {
         self.identifiers.iter().find(|i| i.kind == kind)
     }
+}
+
+/// An allergy or intolerance (HL7 AL1, IAM; FHIR AllergyIntolerance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Allergy {
+    /// The allergen (AL1-3 / IAM-3).
+    pub allergen: Coded,
+    /// Allergen type (AL1-2 / IAM-2, HL7 table 0127: `DA` drug, `FA` food, `EA`
+    /// environmental…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Coded>,
+    /// Severity (AL1-4 / IAM-4, HL7 table 0128: `SV` severe, `MO` moderate, `MI` mild).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Coded>,
+    /// Reactions (AL1-5 / IAM-5, every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<String>,
+    /// When it was identified (AL1-6 / IAM-11 onset date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identified: Option<Timestamp>,
+    /// What the sender does with this allergy (IAM-6, HL7 table 0206: `A` add, `U` update,
+    /// `D` delete, `X` no change); absent for AL1, which always states the current list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
