@@ -103,7 +103,10 @@ fn patient_identifier(id: &Identifier) -> t::Identifier {
 pub(crate) fn codeable(c: &Coded) -> t::CodeableConcept {
     let coding = if c.code.is_some() || c.system.is_some() {
         vec![t::Coding {
-            system: c.system.as_deref().map(Into::into),
+            system: c
+                .system
+                .as_deref()
+                .map(|s| super::code_systems::to_uri(s).into_owned().into()),
             code: c.code.as_deref().map(Into::into),
             display: c.text.as_deref().map(fstr),
             ..Default::default()
@@ -929,7 +932,7 @@ pub fn observation(
                 .units
                 .as_ref()
                 .and_then(|u| u.system.as_deref())
-                .map(Into::into),
+                .map(|s| super::code_systems::to_uri(s).into_owned().into()),
             code: o
                 .units
                 .as_ref()

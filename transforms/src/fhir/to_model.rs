@@ -1355,7 +1355,7 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
             let u = Coded {
                 code: owned(val!(q.code)),
                 text: owned(val!(q.unit)),
-                system: owned(val!(q.system)),
+                system: val!(q.system).map(|s| super::code_systems::to_name(s).into_owned()),
             };
             units = (u.code.is_some() || u.text.is_some()).then_some(u);
         }
@@ -1441,7 +1441,9 @@ pub(crate) fn coded(c: &t::CodeableConcept) -> Option<Coded> {
     let out = Coded {
         code: coding.and_then(|c| owned(val!(c.code))),
         text: owned(val!(c.text)).or_else(|| coding.and_then(|c| owned(val!(c.display)))),
-        system: coding.and_then(|c| owned(val!(c.system))),
+        system: coding
+            .and_then(|c| val!(c.system))
+            .map(|s| super::code_systems::to_name(s).into_owned()),
     };
     (out.code.is_some() || out.text.is_some()).then_some(out)
 }
