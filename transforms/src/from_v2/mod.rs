@@ -123,8 +123,20 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
     let code = parts.get(1);
     let code = UpperCode::new(code.text().ok_or_else(no_type)?.trim());
     let trigger = parts.get(2);
-    let trigger = UpperCode::new(trigger.text().unwrap_or("").trim());
-    let event = match (code.as_str(), trigger.as_str()) {
+    let mut trigger_text = trigger.text().unwrap_or("").trim();
+    // HL7 v2.1 and v2.2: MSH-9 is the message type alone, and an ADT names its event in
+    // EVN-1 (MSH-9.2 came with v2.3, EVN-1 was kept for backward compatibility).
+    let mut from_evn = false;
+    let evn = msg.segment("EVN");
+    let evn1 = evn.as_ref().map(|evn| evn.get(1));
+    if trigger_text.is_empty() && code.as_str() == "ADT" {
+        if let Some(t) = evn1.as_ref().and_then(|v| v.text()) {
+            trigger_text = t.trim();
+            from_evn = !trigger_text.is_empty();
+        }
+    }
+    let trigger = UpperCode::new(trigger_text);
+    let mut event = match (code.as_str(), trigger.as_str()) {
         ("ADT", trigger) => match adt::kind_for(trigger) {
             Some(kind) => adt::event_from_adt(msg, kind)?,
             None => return Ok(unsupported(msg)),
@@ -138,6 +150,9 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
         _ => return Ok(unsupported(msg)),
     };
+    if from_evn {
+        event.source.message_type = format!("{}^{}", code.as_str(), trigger.as_str());
+    }
     Ok(Mapped::Event(event))
 }
 
