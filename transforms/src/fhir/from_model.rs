@@ -16,7 +16,7 @@ use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
 use crate::model::{
-    Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
+    Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
     EncounterClass, Event, EventKind, Gender, HumanName, Identifier, IdentifierKind, Location,
     LocationStatus, Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner,
     Precision, Priority, ResultReport, ResultStatus, Timestamp,
@@ -253,6 +253,87 @@ fn contact_use(u: Option<ContactUse>) -> Option<t::Code> {
 ///
 /// # Errors
 /// [`FhirError::Render`] when the patient has no identifier (the resource id derives from it).
+/// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
+/// as category (table 0127: `DA`/`MA` medication, `FA` food, `EA`/`AA`/`PA`/`LA`
+/// environment), AL1-4 severity as criticality (table 0128: `SV` high, `MO`/`MI` low, `U`
+/// unable-to-assess), AL1-5 reactions as one reaction's manifestations, AL1-6 as onset. An
+/// IAM with action `D` (delete) is `entered-in-error`. The id derives from the patient and the
+/// allergen, so a resend updates it.
+pub fn allergy_intolerance(a: &Allergy, patient: &Identifier) -> r::AllergyIntolerance {
+    let allergen = a
+        .allergen
+        .code
+        .as_deref()
+        .or(a.allergen.text.as_deref())
+        .unwrap_or_default();
+    let id = stable_id(&[
+        "AllergyIntolerance",
+        identifier_system(patient),
+        &patient.value,
+        a.allergen.system.as_deref().unwrap_or_default(),
+        allergen,
+    ]);
+    let code = |c: &Option<Coded>| {
+        c.as_ref()
+            .and_then(|c| c.code.as_deref())
+            .map(|c| c.trim().to_ascii_uppercase())
+    };
+    let category = match code(&a.category).as_deref() {
+        Some("DA" | "MA") => Some("medication"),
+        Some("FA") => Some("food"),
+        Some("EA" | "AA" | "PA" | "LA") => Some("environment"),
+        _ => None,
+    };
+    let criticality = match code(&a.severity).as_deref() {
+        Some("SV") => Some("high"),
+        Some("MO" | "MI") => Some("low"),
+        Some("U") => Some("unable-to-assess"),
+        _ => None,
+    };
+    let deleted = a.action.as_deref() == Some("D");
+    let coding = |system: &str, code: &str| t::CodeableConcept {
+        coding: vec![t::Coding {
+            system: Some(system.into()),
+            code: Some(code.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    r::AllergyIntolerance {
+        id: Some(id.into()),
+        verification_status: deleted.then(|| {
+            Box::new(coding(
+                "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                "entered-in-error",
+            ))
+        }),
+        category: category.map(Into::into).into_iter().collect(),
+        criticality: criticality.map(Into::into),
+        code: Some(Box::new(codeable(&a.allergen))),
+        patient: Box::new(patient_ref(patient)),
+        onset: a
+            .identified
+            .as_ref()
+            .map(|t| r::AllergyIntoleranceOnset::DateTime(date_time(t).into())),
+        reaction: if a.reactions.is_empty() {
+            Vec::new()
+        } else {
+            vec![r::AllergyIntoleranceReaction {
+                manifestation: a
+                    .reactions
+                    .iter()
+                    .map(|m| t::CodeableConcept {
+                        text: Some(fstr(m)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }]
+        },
+        ..Default::default()
+    }
+}
+
 pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
     let key = patient_key(p).ok_or_else(|| FhirError::Render {
         path: "patient.identifiers".into(),
@@ -1100,6 +1181,18 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         }
         out.push(Resource::Patient(Box::new(res)));
     }
+    // Allergies (AL1, IAM): one AllergyIntolerance each, for the patient of the event.
+    if let Some((p, key)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| Some((p, patient_key(p)?)))
+    {
+        for a in &p.allergies {
+            out.push(Resource::AllergyIntolerance(Box::new(allergy_intolerance(
+                a, key,
+            ))));
+        }
+    }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
         out.push(Resource::Patient(Box::new(patient(&other.patient)?)));
@@ -1207,6 +1300,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::ServiceRequest(x) => ("ServiceRequest", &x.identifier, x.id.as_ref()),
         Resource::DiagnosticReport(x) => ("DiagnosticReport", &x.identifier, x.id.as_ref()),
         Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
+        Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1319,6 +1413,7 @@ fn rewrite_references(
             d.based_on.iter_mut().for_each(fix);
             d.result.iter_mut().for_each(fix);
         }
+        Resource::AllergyIntolerance(a) => fix(&mut a.patient),
         _ => {}
     }
 }
@@ -1420,6 +1515,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::ServiceRequest(_) => "ServiceRequest",
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::Observation(_) => "Observation",
+        Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

@@ -25,9 +25,9 @@ use super::from_model::{
 };
 use super::{systems, FhirError};
 use crate::model::{
-    stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
-    Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
-    IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
+    stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
+    ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
+    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
     PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority,
     ResultReport, ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
@@ -325,6 +325,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::ServiceRequest(_) => "ServiceRequest",
         Resource::Observation(_) => "Observation",
         Resource::DiagnosticReport(_) => "DiagnosticReport",
+        Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         _ => return None,
     })
 }
@@ -438,6 +439,23 @@ impl<'a> Reader<'a> {
                 _ => {}
             }
         }
+        // Allergies belong to their patient, which must be in the Bundle.
+        for i in 0..self.entries.len() {
+            if let Resource::AllergyIntolerance(a) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let allergy = allergy(a, &base)?;
+                let idx = val!(a.patient.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.patient"),
+                            "an allergy's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                self.patient_values[idx].allergies.push(allergy);
+            }
+        }
         for i in 0..self.entries.len() {
             if let Resource::Encounter(e) = self.entries[i].resource {
                 let base = self.entries[i].base.clone();
@@ -499,7 +517,8 @@ impl<'a> Reader<'a> {
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
-                | Resource::Observation(_) => None,
+                | Resource::Observation(_)
+                | Resource::AllergyIntolerance(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
                         format!("{base}.resourceType"),
@@ -1427,6 +1446,62 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
 }
 
 /// Parses a FHIR date/dateTime/instant into a canonical timestamp.
+/// An allergy from an AllergyIntolerance: the way back of `from_model`'s mapping. Category
+/// and criticality come back as HL7 table 0127/0128 codes (`medication` as `DA`, `food` as
+/// `FA`, `environment` as `EA`; `high` as `SV`, `low` as `MO`, `unable-to-assess` as `U`),
+/// so `MI` (mild) reads back as `MO`: FHIR has no finer criticality.
+///
+/// # Errors
+/// [`FhirError`] without a code, or with an onset that does not parse.
+fn allergy(a: &r::AllergyIntolerance, base: &str) -> Result<Allergy, FhirError> {
+    let allergen = a.code.as_deref().and_then(coded).ok_or_else(|| {
+        FhirError::unprocessable(format!("{base}.code"), "an allergy needs a code")
+    })?;
+    let v2 = |code: &str, table: &str| Coded {
+        code: Some(code.to_owned()),
+        text: None,
+        system: Some(table.to_owned()),
+    };
+    let category = a.category.first().and_then(|c| match c.value.as_deref() {
+        Some("medication") => Some(v2("DA", "HL70127")),
+        Some("food") => Some(v2("FA", "HL70127")),
+        Some("environment") => Some(v2("EA", "HL70127")),
+        _ => None,
+    });
+    let severity = match a.criticality.as_ref().and_then(|c| c.value.as_deref()) {
+        Some("high") => Some(v2("SV", "HL70128")),
+        Some("low") => Some(v2("MO", "HL70128")),
+        Some("unable-to-assess") => Some(v2("U", "HL70128")),
+        _ => None,
+    };
+    let identified = match &a.onset {
+        Some(r::AllergyIntoleranceOnset::DateTime(d)) => d
+            .value
+            .as_deref()
+            .map(|v| timestamp(v, &format!("{base}.onsetDateTime")))
+            .transpose()?,
+        _ => None,
+    };
+    let deleted = a
+        .verification_status
+        .as_deref()
+        .and_then(|v| v.coding.first())
+        .is_some_and(|c| val!(c.code) == Some("entered-in-error"));
+    Ok(Allergy {
+        allergen,
+        category,
+        severity,
+        reactions: a
+            .reaction
+            .iter()
+            .flat_map(|r| &r.manifestation)
+            .filter_map(|m| owned(val!(m.text)))
+            .collect(),
+        identified,
+        action: deleted.then(|| "D".to_owned()),
+    })
+}
+
 fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
