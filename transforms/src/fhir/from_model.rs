@@ -149,6 +149,21 @@ fn human_name(n: &HumanName, second_language: bool) -> t::HumanName {
     }
 }
 
+/// FHIR `HumanName.use` of an XPN-7 name type (HL7 table 0200), after the v2-to-FHIR IG's
+/// name type map: `L`/`C` official, `D`/`A` usual, `N` nickname, `M` maiden, `S`
+/// anonymous, `T`/`TEMP` temp, `B`/`BAD`/`NOUSE`/`NB` old; anything else usual.
+pub(crate) fn name_use(name_type: Option<&str>) -> &'static str {
+    match name_type.map(str::trim) {
+        Some("L" | "C") => "official",
+        Some("N") => "nickname",
+        Some("M") => "maiden",
+        Some("S") => "anonymous",
+        Some("T" | "TEMP") => "temp",
+        Some("B" | "BAD" | "NOUSE" | "NB") => "old",
+        _ => "usual",
+    }
+}
+
 pub(crate) fn ext(url: &str, value: t::ExtensionValue) -> t::Extension {
     t::Extension {
         url: url.to_owned(),
@@ -346,6 +361,11 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
     if let Some(n) = p.second_language_name.as_ref().filter(|n| !n.is_empty()) {
         name.push(human_name(n, true));
     }
+    for other in &p.other_names {
+        let mut n = human_name(&other.name, false);
+        n.r#use = Some(name_use(other.name_type.as_deref()).into());
+        name.push(n);
+    }
     let mut telecom: Vec<t::ContactPoint> = p
         .phones
         .iter()
@@ -406,6 +426,7 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
         address: p
             .address
             .iter()
+            .chain(&p.other_addresses)
             .filter(|a| !a.is_empty())
             .map(|a| t::Address {
                 r#use: match a.use_ {
@@ -1187,10 +1208,13 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .as_ref()
         .and_then(|p| Some((p, patient_key(p)?)))
     {
+        // The same allergen twice is one resource (its id derives from the allergen).
+        let mut seen = std::collections::BTreeSet::new();
         for a in &p.allergies {
-            out.push(Resource::AllergyIntolerance(Box::new(allergy_intolerance(
-                a, key,
-            ))));
+            let res = allergy_intolerance(a, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::AllergyIntolerance(Box::new(res)));
+            }
         }
     }
     // The second patient of a swap, link or unlink.

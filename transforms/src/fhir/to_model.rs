@@ -27,9 +27,10 @@ use super::{systems, FhirError};
 use crate::model::{
     stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
     ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
-    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
-    PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority,
-    ResultReport, ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
+    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus,
+    OtherName, Patient, PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner,
+    Precision, Priority, ResultReport, ResultStatus, Source, Timestamp, TransactionType,
+    VisitEvent,
 };
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -1609,6 +1610,29 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         .map(human_name)
         .unwrap_or_default();
     let second_language_name = p.name.iter().find(is_second).map(human_name);
+    // Every further name (not the first plain one, not the second-language one), with the
+    // XPN-7 type its use stands for (`usual` reads back as `D`).
+    let other_names = p
+        .name
+        .iter()
+        .filter(|n| !is_second(n))
+        .skip(1)
+        .map(|n| OtherName {
+            name: human_name(n),
+            name_type: match val!(n.r#use) {
+                Some("official") => Some("L"),
+                Some("nickname") => Some("N"),
+                Some("maiden") => Some("M"),
+                Some("anonymous") => Some("S"),
+                Some("temp") => Some("TEMP"),
+                Some("old") => Some("BAD"),
+                Some("usual") => Some("D"),
+                _ => None,
+            }
+            .map(str::to_owned),
+        })
+        .filter(|n| !n.name.is_empty())
+        .collect();
     let birth_time = p.birth_date.as_ref().and_then(|d| {
         d.extension
             .iter()
@@ -1682,7 +1706,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             Some(_) => {}
         }
     }
-    let address = p.address.first().map(|a| Address {
+    let mut addresses = p.address.iter().map(|a| Address {
         lines: a
             .line
             .iter()
@@ -1699,6 +1723,8 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             _ => None,
         },
     });
+    let address = addresses.next();
+    let other_addresses = addresses.filter(|a| !a.is_empty()).collect();
     let ext = |url: &str| {
         p.extension
             .iter()
@@ -1709,11 +1735,13 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         identifiers,
         name,
         second_language_name,
+        other_names,
         birth_date,
         gender,
         phones,
         email,
         address: address.filter(|a| !a.is_empty()),
+        other_addresses,
         nationality: match ext(systems::EXT_NATIONALITY) {
             Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
             _ => None,

@@ -71,7 +71,7 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier,
-    IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient, Patient,
+    IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient, OtherName, Patient,
     PatientMerge, Timestamp, VisitEvent,
 };
 
@@ -263,7 +263,9 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
 ///
 /// Names: PID-5 repetitions. The primary name is the first with XPN-7 `L` (legal), else the
 /// first; the second-language name is the first other repetition in a different script (Arabic
-/// beside Latin, as Gulf HIS send them). Other repetitions (aliases) are not kept.
+/// beside Latin, as Gulf HIS send them). Every other repetition (aliases, maiden names…) is
+/// kept in `other_names` with its XPN-7 type. Addresses: the first PID-11 repetition is
+/// `address`, every further one is in `other_addresses`.
 ///
 /// # Errors
 /// [`MappingError::Missing`] without PID or without any patient identifier;
@@ -331,7 +333,9 @@ pub fn patient_from_pid_segment(
     };
     names(pid, &mut patient);
     telecoms(pid, &mut patient);
-    patient.address = pid.field(11).reps().find_map(|r| datatypes::address(&r));
+    let mut addresses = pid.field(11).reps().filter_map(|r| datatypes::address(&r));
+    patient.address = addresses.next();
+    patient.other_addresses = addresses.collect();
     patient.vip = pv1.is_some_and(vip);
     patient.language = datatypes::coded(&pid.field(15));
     patient.marital_status = datatypes::coded(&pid.field(16));
@@ -373,12 +377,26 @@ fn names(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
         return;
     };
     patient.name = datatypes::name_at(first, 1);
-    patient.second_language_name = reps
+    let second = reps
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != primary)
-        .map(|(_, r)| datatypes::name_at(r, 1))
-        .find(|n| !n.is_empty() && n.language != patient.name.language);
+        .map(|(i, r)| (i, datatypes::name_at(r, 1)))
+        .find(|(_, n)| !n.is_empty() && n.language != patient.name.language);
+    let second_index = second.as_ref().map(|(i, _)| *i);
+    patient.second_language_name = second.map(|(_, n)| n);
+    patient.other_names = reps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != primary && Some(*i) != second_index)
+        .filter_map(|(_, r)| {
+            let name = datatypes::name_at(r, 1);
+            (!name.is_empty()).then(|| OtherName {
+                name,
+                name_type: r.get(7).upper_string(),
+            })
+        })
+        .collect();
 }
 
 fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {

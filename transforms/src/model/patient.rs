@@ -72,6 +72,9 @@ pub struct Patient {
     /// The name in a second script/language (e.g. Arabic next to Latin), when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub second_language_name: Option<HumanName>,
+    /// Every further PID-5 name (aliases, maiden, display, nickname…), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_names: Vec<OtherName>,
     /// Date (and possibly time) of birth (PID-7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<Timestamp>,
@@ -87,6 +90,9 @@ pub struct Patient {
     /// Home address (first PID-11 repetition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
+    /// Every further PID-11 address, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_addresses: Vec<Address>,
     /// Nationality (PID-28, else citizenship PID-26).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nationality: Option<Coded>,
@@ -147,4 +153,16 @@ pub struct Allergy {
     /// `D` delete, `X` no change); absent for AL1, which always states the current list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+}
+
+/// A further name of the patient (a PID-5 repetition beside the primary and second-language
+/// names) with its type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OtherName {
+    /// The name.
+    pub name: HumanName,
+    /// XPN-7 name type (HL7 table 0200: `A` alias, `M` maiden, `D` display, `N` nickname,
+    /// `L` legal, `B` birth, `S` coded pseudo-name, `T`/`TEMP` temporary…), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_type: Option<String>,
 }
