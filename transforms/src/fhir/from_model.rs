@@ -1294,9 +1294,16 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             c, i, event, subject,
         ))));
     }
-    for o in &event.orders {
+    // The orders, and the order of each result report (the ORU's ORC/OBR, as the IG maps it):
+    // a report's `basedOn` points at an entry of the Bundle, never at a resource the server
+    // may not have.
+    let mut orders_seen = std::collections::BTreeSet::new();
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
         if let Some(sr) = service_request(o, subject) {
-            out.push(Resource::ServiceRequest(Box::new(sr)));
+            if orders_seen.insert(sr.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::ServiceRequest(Box::new(sr)));
+            }
         }
     }
     for (i, report) in event.results.iter().enumerate() {
