@@ -16,10 +16,10 @@ use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
 use crate::model::{
-    Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
-    EncounterClass, Event, EventKind, Gender, HumanName, Identifier, IdentifierKind, Location,
-    LocationStatus, Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner,
-    Precision, Priority, ResultReport, ResultStatus, Timestamp,
+    Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
+    ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
+    IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
+    PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
@@ -145,6 +145,48 @@ fn human_name(n: &HumanName, second_language: bool) -> t::HumanName {
         prefix: n.prefix.as_deref().map(fstr).into_iter().collect(),
         suffix: n.suffix.as_deref().map(fstr).into_iter().collect(),
         extension,
+        ..Default::default()
+    }
+}
+
+fn fhir_address(a: &Address) -> t::Address {
+    t::Address {
+        r#use: match a.use_ {
+            Some(ContactUse::Home) => Some("home".into()),
+            Some(ContactUse::Work) => Some("work".into()),
+            _ => None,
+        },
+        line: a.lines.iter().map(|l| fstr(l)).collect(),
+        city: a.city.as_deref().map(fstr),
+        district: a.district.as_deref().map(fstr),
+        state: a.state.as_deref().map(fstr),
+        postal_code: a.postal_code.as_deref().map(fstr),
+        country: a.country.as_deref().map(fstr),
+        ..Default::default()
+    }
+}
+
+/// `Patient.contact` of an NK1 contact (v2-to-FHIR IG NK1 -> Patient.contact):
+/// relationship NK1-3 then role NK1-7 (both in `relationship`), name, phones, address.
+fn patient_contact(c: &Contact) -> r::PatientContact {
+    r::PatientContact {
+        relationship: c.relationship.iter().chain(&c.role).map(codeable).collect(),
+        name: (!c.name.is_empty()).then(|| {
+            let mut n = human_name(&c.name, false);
+            n.r#use = None;
+            Box::new(n)
+        }),
+        telecom: c
+            .phones
+            .iter()
+            .map(|ph| t::ContactPoint {
+                system: Some("phone".into()),
+                value: Some(fstr(&ph.number)),
+                r#use: contact_use(ph.use_),
+                ..Default::default()
+            })
+            .collect(),
+        address: c.address.as_ref().map(|a| Box::new(fhir_address(a))),
         ..Default::default()
     }
 }
@@ -428,21 +470,9 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             .iter()
             .chain(&p.other_addresses)
             .filter(|a| !a.is_empty())
-            .map(|a| t::Address {
-                r#use: match a.use_ {
-                    Some(ContactUse::Home) => Some("home".into()),
-                    Some(ContactUse::Work) => Some("work".into()),
-                    _ => None,
-                },
-                line: a.lines.iter().map(|l| fstr(l)).collect(),
-                city: a.city.as_deref().map(fstr),
-                district: a.district.as_deref().map(fstr),
-                state: a.state.as_deref().map(fstr),
-                postal_code: a.postal_code.as_deref().map(fstr),
-                country: a.country.as_deref().map(fstr),
-                ..Default::default()
-            })
+            .map(fhir_address)
             .collect(),
+        contact: p.contacts.iter().map(patient_contact).collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
             .language

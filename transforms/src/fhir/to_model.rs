@@ -26,7 +26,7 @@ use super::from_model::{
 use super::{systems, FhirError};
 use crate::model::{
     stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
-    ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
+    Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
     Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus,
     OtherName, Patient, PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner,
     Precision, Priority, ResultReport, ResultStatus, Source, Timestamp, TransactionType,
@@ -1503,6 +1503,68 @@ fn allergy(a: &r::AllergyIntolerance, base: &str) -> Result<Allergy, FhirError> 
     })
 }
 
+fn address_of(a: &t::Address) -> Address {
+    Address {
+        lines: a
+            .line
+            .iter()
+            .filter_map(|l| owned(l.value.as_deref()))
+            .collect(),
+        city: owned(val!(a.city)),
+        state: owned(val!(a.state)),
+        postal_code: owned(val!(a.postal_code)),
+        country: owned(val!(a.country)),
+        district: owned(val!(a.district)),
+        use_: match val!(a.r#use) {
+            Some("home") => Some(ContactUse::Home),
+            Some("work") => Some(ContactUse::Work),
+            _ => None,
+        },
+    }
+}
+
+/// A contact from `Patient.contact`: the way back of `from_model`'s NK1 mapping; a
+/// relationship coded in HL7 table 0131 is the contact role, any other the relationship.
+fn contact_of(c: &r::PatientContact) -> Contact {
+    let mut relationship = None;
+    let mut role = None;
+    for r in &c.relationship {
+        let Some(coded) = coded(r) else { continue };
+        if coded.system.as_deref() == Some("HL70131") {
+            role.get_or_insert(coded);
+        } else {
+            relationship.get_or_insert(coded);
+        }
+    }
+    Contact {
+        name: c.name.as_deref().map(human_name).unwrap_or_default(),
+        relationship,
+        role,
+        phones: c
+            .telecom
+            .iter()
+            .filter(|cp| matches!(val!(cp.system), Some("phone" | "sms") | None))
+            .filter_map(|cp| {
+                Some(Phone {
+                    number: owned(val!(cp.value))?,
+                    use_: match val!(cp.r#use) {
+                        Some("home") => Some(ContactUse::Home),
+                        Some("work") => Some(ContactUse::Work),
+                        Some("mobile") => Some(ContactUse::Mobile),
+                        Some("temp") => Some(ContactUse::Emergency),
+                        _ => None,
+                    },
+                })
+            })
+            .collect(),
+        address: c
+            .address
+            .as_deref()
+            .map(address_of)
+            .filter(|a| !a.is_empty()),
+    }
+}
+
 fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
@@ -1706,23 +1768,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             Some(_) => {}
         }
     }
-    let mut addresses = p.address.iter().map(|a| Address {
-        lines: a
-            .line
-            .iter()
-            .filter_map(|l| owned(l.value.as_deref()))
-            .collect(),
-        city: owned(val!(a.city)),
-        state: owned(val!(a.state)),
-        postal_code: owned(val!(a.postal_code)),
-        country: owned(val!(a.country)),
-        district: owned(val!(a.district)),
-        use_: match val!(a.r#use) {
-            Some("home") => Some(ContactUse::Home),
-            Some("work") => Some(ContactUse::Work),
-            _ => None,
-        },
-    });
+    let mut addresses = p.address.iter().map(address_of);
     let address = addresses.next();
     let other_addresses = addresses.filter(|a| !a.is_empty()).collect();
     let ext = |url: &str| {
@@ -1742,6 +1788,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         email,
         address: address.filter(|a| !a.is_empty()),
         other_addresses,
+        contacts: p.contact.iter().map(contact_of).collect(),
         nationality: match ext(systems::EXT_NATIONALITY) {
             Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
             _ => None,

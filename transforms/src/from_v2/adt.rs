@@ -70,7 +70,7 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Allergy, ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier,
+    Allergy, Contact, ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier,
     IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient, OtherName, Patient,
     PatientMerge, Timestamp, VisitEvent,
 };
@@ -244,6 +244,10 @@ fn bed_status(msg: &V2Message<'_>) -> Result<Encounter, MappingError> {
 pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     let mut patient = patient_from_pid(msg)?;
     patient.allergies = allergies(msg)?;
+    patient.contacts = msg
+        .segments_named("NK1")
+        .filter_map(|nk1| contact(&nk1))
+        .collect();
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -588,6 +592,30 @@ fn location_history(
         }
     }
     history
+}
+
+/// A contact from NK1: NK1-2 name, NK1-3 relationship, NK1-4 address, NK1-5/NK1-6 phones
+/// (home, business), NK1-7 contact role. An NK1 that names no one and no relationship is
+/// ignored.
+fn contact(nk1: &SegmentRef<'_, '_>) -> Option<Contact> {
+    let mut phones = Vec::new();
+    for (field, default_use) in [(5, None), (6, Some(ContactUse::Work))] {
+        for rep in nk1.field(field).reps() {
+            if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, default_use) {
+                if !phones.contains(&p) {
+                    phones.push(p);
+                }
+            }
+        }
+    }
+    let c = Contact {
+        name: datatypes::name_at(&nk1.field(2).rep(1), 1),
+        relationship: datatypes::coded(&nk1.field(3)),
+        role: datatypes::coded(&nk1.field(7)),
+        phones,
+        address: nk1.field(4).reps().find_map(|r| datatypes::address(&r)),
+    };
+    (!c.name.is_empty() || c.relationship.is_some()).then_some(c)
 }
 
 /// Allergies: every AL1 (AL1-2 type, AL1-3 allergen, AL1-4 severity, AL1-5 reactions, AL1-6

@@ -127,13 +127,12 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
     // HL7 v2.1 and v2.2: MSH-9 is the message type alone, and an ADT names its event in
     // EVN-1 (MSH-9.2 came with v2.3, EVN-1 was kept for backward compatibility).
     let mut from_evn = false;
-    let evn = msg.segment("EVN");
-    let evn1 = evn.as_ref().map(|evn| evn.get(1));
-    if trigger_text.is_empty() && code.as_str() == "ADT" {
-        if let Some(t) = evn1.as_ref().and_then(|v| v.text()) {
-            trigger_text = t.trim();
-            from_evn = !trigger_text.is_empty();
-        }
+    let evn1 = (trigger_text.is_empty() && code.as_str() == "ADT")
+        .then(|| msg.segment("EVN").map(|evn| evn.get(1)))
+        .flatten();
+    if let Some(t) = evn1.as_ref().and_then(|v| v.text()) {
+        trigger_text = t.trim();
+        from_evn = !trigger_text.is_empty();
     }
     let trigger = UpperCode::new(trigger_text);
     let mut event = match (code.as_str(), trigger.as_str()) {

@@ -108,6 +108,9 @@ pub struct Patient {
     /// VIP patient (PV1-16 VIP indicator present and not `N`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vip: bool,
+    /// Next of kin and other contacts (NK1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
     /// Allergies (AL1 segments, or IAM in ADT^A60), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allergies: Vec<Allergy>,
@@ -165,4 +168,24 @@ pub struct OtherName {
     /// `L` legal, `B` birth, `S` coded pseudo-name, `T`/`TEMP` temporary…), as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_type: Option<String>,
+}
+
+/// A next of kin or other contact person of the patient (HL7 NK1; FHIR `Patient.contact`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Contact {
+    /// Name (NK1-2, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Relationship to the patient (NK1-3, HL7 table 0063: `SPO` spouse, `MTH` mother…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
+    /// Contact role (NK1-7, HL7 table 0131: `C` emergency contact, `N` next of kin…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Coded>,
+    /// Phones (NK1-5 home, NK1-6 business; every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
+    /// Address (NK1-4, first repetition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
 }
