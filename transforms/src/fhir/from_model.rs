@@ -15,6 +15,7 @@ use fhirbolt::model::r4::Resource;
 use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
+use crate::model::Diagnosis;
 use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
@@ -310,6 +311,44 @@ fn contact_use(u: Option<ContactUse>) -> Option<t::Code> {
 ///
 /// # Errors
 /// [`FhirError::Render`] when the patient has no identifier (the resource id derives from it).
+/// FHIR Condition of a diagnosis (v2-to-FHIR IG, DG1 -> Condition): DG1-3 code, category
+/// `encounter-diagnosis`, the patient, the visit (an entry of the Bundle when the event
+/// carries it, else a conditional reference by visit number), DG1-5 as `recordedDate`. The
+/// id derives from the patient, the code and the visit.
+pub fn condition(d: &Diagnosis, patient: &Identifier) -> r::Condition {
+    let id = stable_id(&[
+        "Condition",
+        identifier_system(patient),
+        &patient.value,
+        d.code.system.as_deref().unwrap_or_default(),
+        d.code
+            .code
+            .as_deref()
+            .or(d.code.text.as_deref())
+            .unwrap_or_default(),
+        d.visit_number.as_deref().unwrap_or_default(),
+    ]);
+    r::Condition {
+        id: Some(id.into()),
+        category: vec![t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/condition-category".into()),
+                code: Some("encounter-diagnosis".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        code: Some(Box::new(codeable(&d.code))),
+        subject: Box::new(patient_ref(patient)),
+        encounter: d
+            .visit_number
+            .as_deref()
+            .map(|v| Box::new(encounter_ref(v))),
+        recorded_date: d.time.as_ref().map(|t| date_time(t).into()),
+        ..Default::default()
+    }
+}
+
 /// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
 /// as category (table 0127: `DA`/`MA` medication, `FA` food, `EA`/`AA`/`PA`/`LA`
 /// environment), AL1-4 severity as criticality (table 0128: `SV` high, `MO`/`MI` low, `U`
@@ -1247,6 +1286,20 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
     }
+    // Diagnoses (DG1): one Condition each, in the context of their visit.
+    if let Some((p, key)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| Some((p, patient_key(p)?)))
+    {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &p.diagnoses {
+            let res = condition(d, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Condition(Box::new(res)));
+            }
+        }
+    }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
         out.push(Resource::Patient(Box::new(patient(&other.patient)?)));
@@ -1362,6 +1415,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::DiagnosticReport(x) => ("DiagnosticReport", &x.identifier, x.id.as_ref()),
         Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
         Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
+        Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1475,6 +1529,10 @@ fn rewrite_references(
             d.result.iter_mut().for_each(fix);
         }
         Resource::AllergyIntolerance(a) => fix(&mut a.patient),
+        Resource::Condition(c) => {
+            fix(&mut c.subject);
+            c.encounter.iter_mut().for_each(|r| fix(r));
+        }
         _ => {}
     }
 }
@@ -1577,6 +1635,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::Observation(_) => "Observation",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
+        Resource::Condition(_) => "Condition",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

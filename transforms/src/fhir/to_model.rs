@@ -24,6 +24,7 @@ use super::from_model::{
     EXT_TRANSACTION_TYPE, LOCATION_PARTS,
 };
 use super::{systems, FhirError};
+use crate::model::Diagnosis;
 use crate::model::{
     stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
     Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
@@ -327,6 +328,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Observation(_) => "Observation",
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
+        Resource::Condition(_) => "Condition",
         _ => return None,
     })
 }
@@ -457,6 +459,43 @@ impl<'a> Reader<'a> {
                 self.patient_values[idx].allergies.push(allergy);
             }
         }
+        // Diagnoses likewise; the visit comes back from the encounter's identifier.
+        for i in 0..self.entries.len() {
+            if let Resource::Condition(c) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let code = c.code.as_deref().and_then(coded).ok_or_else(|| {
+                    FhirError::unprocessable(format!("{base}.code"), "a condition needs a code")
+                })?;
+                let idx = val!(c.subject.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "a condition's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                let time = match &c.recorded_date {
+                    Some(d) => d
+                        .value
+                        .as_deref()
+                        .map(|v| timestamp(v, &format!("{base}.recordedDate")))
+                        .transpose()?,
+                    None => None,
+                };
+                let visit_number = c
+                    .encounter
+                    .as_deref()
+                    .and_then(|r| r.identifier.as_deref())
+                    .and_then(|i| owned(val!(i.value)));
+                self.patient_values[idx].diagnoses.push(Diagnosis {
+                    code,
+                    diagnosis_type: None,
+                    time,
+                    visit_number,
+                });
+            }
+        }
         for i in 0..self.entries.len() {
             if let Resource::Encounter(e) = self.entries[i].resource {
                 let base = self.entries[i].base.clone();
@@ -519,7 +558,8 @@ impl<'a> Reader<'a> {
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
                 | Resource::Observation(_)
-                | Resource::AllergyIntolerance(_) => None,
+                | Resource::AllergyIntolerance(_)
+                | Resource::Condition(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
                         format!("{base}.resourceType"),
@@ -1789,6 +1829,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         address: address.filter(|a| !a.is_empty()),
         other_addresses,
         contacts: p.contact.iter().map(contact_of).collect(),
+        diagnoses: Vec::new(),
         nationality: match ext(systems::EXT_NATIONALITY) {
             Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
             _ => None,

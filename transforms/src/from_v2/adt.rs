@@ -70,9 +70,9 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Allergy, Contact, ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier,
-    IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient, OtherName, Patient,
-    PatientMerge, Timestamp, VisitEvent,
+    Allergy, Coded, Contact, ContactUse, Diagnosis, Encounter, EncounterClass, Event, EventKind,
+    Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient,
+    OtherName, Patient, PatientMerge, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -248,6 +248,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         .segments_named("NK1")
         .filter_map(|nk1| contact(&nk1))
         .collect();
+    patient.diagnoses = diagnoses(msg)?;
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -592,6 +593,34 @@ fn location_history(
         }
     }
     history
+}
+
+/// Diagnoses: every DG1 (DG1-3 code, else DG1-4 description as text; DG1-6 type; DG1-5
+/// time), in the visit of the message's PV1-19. A DG1 without code or description is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a DG1-5 that does not parse.
+pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+    let mut out = Vec::new();
+    for dg1 in msg.segments_named("DG1") {
+        let code = datatypes::coded(&dg1.field(3)).or_else(|| {
+            dg1.get(4).string().map(|text| Coded {
+                text: Some(text),
+                ..Coded::default()
+            })
+        });
+        let Some(code) = code else {
+            continue;
+        };
+        out.push(Diagnosis {
+            code,
+            diagnosis_type: datatypes::coded(&dg1.field(6)),
+            time: ts(msg, &dg1, 5)?,
+            visit_number: visit_number.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// A contact from NK1: NK1-2 name, NK1-3 relationship, NK1-4 address, NK1-5/NK1-6 phones

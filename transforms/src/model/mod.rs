@@ -30,7 +30,9 @@ pub use event::{
     Source,
 };
 pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
-pub use patient::{Allergy, Contact, Gender, Identifier, IdentifierKind, OtherName, Patient};
+pub use patient::{
+    Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
+};
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;
 pub use time::{Precision, Timestamp, TimestampError};

@@ -108,6 +108,9 @@ pub struct Patient {
     /// VIP patient (PV1-16 VIP indicator present and not `N`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vip: bool,
+    /// Diagnoses (DG1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<Diagnosis>,
     /// Next of kin and other contacts (NK1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contacts: Vec<Contact>,
@@ -188,4 +191,21 @@ pub struct Contact {
     /// Address (NK1-4, first repetition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
+}
+
+/// A diagnosis (HL7 DG1; FHIR Condition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The diagnosis code (DG1-3), e.g. ICD-10; DG1-4 (description, v2.3) as its text when
+    /// DG1-3 has none.
+    pub code: Coded,
+    /// Diagnosis type (DG1-6, HL7 table 0052: `A` admitting, `W` working, `F` final).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis_type: Option<Coded>,
+    /// When it was diagnosed (DG1-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// The visit it was made in (PV1-19 of the message), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
 }
