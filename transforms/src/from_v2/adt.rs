@@ -559,6 +559,10 @@ fn location_history(
     admitted: Option<Timestamp>,
     moved_at: Option<Timestamp>,
 ) -> Vec<LocationStay> {
+    // Most PV1 name only PV1-3: no history, and nothing built to find that out.
+    if [6, 11, 42, 43].iter().all(|&f| pv1.field(f).is_empty()) {
+        return Vec::new();
+    }
     let stay = |field: usize, status| {
         let location = datatypes::location(&pv1.field(field).rep(1))?;
         Some(LocationStay {
@@ -655,11 +659,12 @@ fn contact(nk1: &SegmentRef<'_, '_>) -> Option<Contact> {
 /// [`MappingError::BadDateTime`] for AL1-6 or IAM-11 that do not parse.
 fn allergies(msg: &V2Message<'_>) -> Result<Vec<Allergy>, MappingError> {
     let mut out = Vec::new();
-    for seg in msg.segments() {
-        let (is_iam, onset) = match seg.name() {
-            "AL1" => (false, 6),
-            "IAM" => (true, 11),
-            _ => continue,
+    // By name, not by walking every segment: this runs for every ADT message.
+    for seg in msg.segments_named("AL1").chain(msg.segments_named("IAM")) {
+        let (is_iam, onset) = if seg.name() == "IAM" {
+            (true, 11)
+        } else {
+            (false, 6)
         };
         let Some(allergen) = datatypes::coded(&seg.field(3)) else {
             continue;
