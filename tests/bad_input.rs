@@ -340,16 +340,28 @@ fn cases() -> Vec<Case> {
             stored: Stored::Accepted,
         },
         Case {
-            name: "version 2.1 (ERR-1)",
-            wire: framed(hl7("ADT^A04", "M21", "P", "2.1", "", PID).as_bytes()),
+            name: "version 2.0 (ERR-1)",
+            wire: framed(hl7("ADT^A04", "M21", "P", "2.0", "", PID).as_bytes()),
             answer: nak("AR", "M21", "203", "MSH^1^12"),
-            stored: rejected("203 MSH-12: version '2.1' is not accepted on this channel"),
+            stored: rejected("203 MSH-12: version '2.0' is not accepted on this channel"),
         },
         Case {
-            name: "version 2.9",
-            wire: framed(hl7("ADT^A04", "M22", "P", "2.9", "", PID).as_bytes()),
+            name: "version 3.0",
+            wire: framed(hl7("ADT^A04", "M22", "P", "3.0", "", PID).as_bytes()),
             answer: nak("AR", "M22", "203", "MSH^1^12"),
-            stored: rejected("203 MSH-12: version '2.9' is not accepted on this channel"),
+            stored: rejected("203 MSH-12: version '3.0' is not accepted on this channel"),
+        },
+        Case {
+            name: "version 2.1, as old lab analyzers send it, is accepted",
+            wire: framed(hl7("ADT^A04", "M24", "P", "2.1", "", PID).as_bytes()),
+            answer: ack("AA", "M24"),
+            stored: Stored::Accepted,
+        },
+        Case {
+            name: "version 2.9 is accepted",
+            wire: framed(hl7("ADT^A04", "M25", "P", "2.9", "", PID).as_bytes()),
+            answer: ack("AA", "M25"),
+            stored: Stored::Accepted,
         },
         Case {
             name: "version that is not a number",
@@ -575,9 +587,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "enhanced mode: unsupported version gets CR",
-            wire: framed(hl7("ADT^A04", "E2", "P", "2.9", "|||AL|NE", PID).as_bytes()),
+            wire: framed(hl7("ADT^A04", "E2", "P", "3.0", "|||AL|NE", PID).as_bytes()),
             answer: nak("CR", "E2", "203", "MSH^1^12"),
-            stored: rejected("203 MSH-12: version '2.9' is not accepted on this channel"),
+            stored: rejected("203 MSH-12: version '3.0' is not accepted on this channel"),
         },
         Case {
             name: "enhanced mode MSH-15 NE: an error is not answered but stored",

@@ -93,7 +93,7 @@ fn send_prints_one_line_per_message_and_exits_by_the_answers() {
 
     std::fs::write(
         dir.join("bad.hl7"),
-        "MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|X1|P|2.1\r",
+        "MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|X1|P|2.0\r",
     )
     .expect("write");
     let out = Command::new(binary())
@@ -104,7 +104,7 @@ fn send_prints_one_line_per_message_and_exits_by_the_answers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("AR X1 version '2.1' is not accepted on this channel"),
+        stdout.contains("AR X1 version '2.0' is not accepted on this channel"),
         "{stdout}"
     );
 

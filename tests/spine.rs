@@ -101,7 +101,7 @@ async fn malformed_messages_get_the_documented_nak_and_are_stored_as_rejected() 
         // Bytes that are not UTF-8 (no MSH-18, channel fallback utf-8).
         Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|U8|P|2.5\rPID|1||\xff\xfe\r".to_vec(), code: "AE", msa2: "U8", err: "ERR|||102^Data type error^HL70357|E||||bytes at offset 55 are not valid utf-8" },
         // Unsupported version and processing id: rejects.
-        Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|V1|P|2.1\r".to_vec(), code: "AR", msa2: "V1", err: "ERR|MSH^1^12^203&Unsupported version id&HL70357" },
+        Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|V1|P|2.0\r".to_vec(), code: "AR", msa2: "V1", err: "ERR|MSH^1^12^203&Unsupported version id&HL70357" },
         Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|P1|X|2.5\r".to_vec(), code: "AR", msa2: "P1", err: "ERR||MSH^1^11|202^Unsupported processing id^HL70357" },
         // A NUL byte inside PID-5.
         Case { bytes: b"MSH|^~\\&|HIS|MAIN|SB|HUB|2025||ADT^A04|N1|P|2.5\rPID|1||X||A\x00B\r".to_vec(), code: "AE", msa2: "N1", err: "ERR||PID^1^5|102^Data type error^HL70357|E||||control character in field" },

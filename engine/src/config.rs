@@ -873,7 +873,7 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
         push(
             "accept.versions",
             "must not be empty".into(),
-            "the default is 2.3 to 2.8",
+            "the default is 2.1 to 2.9",
         );
     }
     if c.retention_days == Some(0) {

@@ -15,7 +15,7 @@ pub enum Meaning {
     /// The events the message stands for: one for an HL7 v2 message; a bulk body or a
     /// Bundle may carry several.
     Events(Vec<Event>),
-    /// A message type with no canonical mapping (such as `ADT^A02`): only raw payloads
+    /// A message type with no canonical mapping (such as `MDM^T02`): only raw payloads
     /// can be sent.
     Unsupported(String),
     /// The mapping failed: the field path and the reason, never patient data.

@@ -175,3 +175,65 @@ fn fhir_inputs_match_goldens() {
     assert!(count > 0, "no FHIR inputs under {}", dir.display());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every `Reference` of every transaction Bundle golden points at an entry of that Bundle (its
+/// `urn:uuid:` fullUrl) or, when the resource is not in the Bundle, is a conditional reference
+/// by identifier only: a server that checks referential integrity takes the Bundle as it is.
+#[test]
+fn every_reference_in_a_bundle_resolves_or_is_by_identifier() {
+    fn walk(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(map) => {
+                let is_reference = map.contains_key("reference")
+                    || (map.contains_key("identifier")
+                        && map.get("identifier").is_some_and(Value::is_object)
+                        && !map.contains_key("resourceType"));
+                if is_reference {
+                    out.push((path.to_owned(), v.clone()));
+                }
+                for (k, child) in map {
+                    walk(child, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let dir = fixtures().join("fhir/bundle");
+    for p in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".events.json") || !name.ends_with(".json") {
+            continue;
+        }
+        let bundle: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        if bundle.get("type").and_then(Value::as_str) != Some("transaction") {
+            continue;
+        }
+        let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        let full_urls: std::collections::BTreeSet<String> = entries
+            .iter()
+            .filter_map(|e| e["fullUrl"].as_str().map(str::to_owned))
+            .collect();
+        for (i, entry) in entries.iter().enumerate() {
+            let mut refs = Vec::new();
+            walk(&entry["resource"], &format!("entry[{i}]"), &mut refs);
+            for (path, r) in refs {
+                checked += 1;
+                match r.get("reference").and_then(Value::as_str) {
+                    Some(url) if full_urls.contains(url) => {}
+                    Some(url) => failures.push(format!("{name} {path}: {url} is no entry")),
+                    None if r.get("identifier").is_some() => {}
+                    None => failures.push(format!("{name} {path}: neither entry nor identifier")),
+                }
+            }
+        }
+    }
+    assert!(checked > 100, "only {checked} references checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

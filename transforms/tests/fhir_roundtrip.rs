@@ -122,6 +122,7 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         merge: None,
         additional_merges: Vec::new(),
         encounter: None,
+        other_patient: None,
         appointment: None,
         orders: Vec::new(),
         results: Vec::new(),
@@ -256,6 +257,64 @@ mod from_v2 {
     }
 
     proptest! {
+        #[test]
+        fn every_name_address_phone_and_allergy_survives_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            names in prop::collection::vec(
+                (hl7_name(), hl7_name(), prop_oneof![Just("M"), Just("N"), Just("L"), Just("S")]),
+                0..4,
+            ),
+            cities in prop::collection::vec(hl7_name(), 1..4),
+            phones in prop::collection::vec("[1-9][0-9]{6,9}", 1..4),
+            allergens in prop::collection::btree_set("[A-Z][A-Z0-9]{2,8}", 0..3),
+        ) {
+            let mut pid5 = vec!["Main^Person^^^^^L".to_owned()];
+            pid5.extend(names.iter().map(|(f, g, t)| format!("{f}^{g}^^^^^{t}")));
+            let pid11: Vec<String> = cities.iter().map(|c| format!("1 Road^^{c}^^^SAU^H")).collect();
+            let pid13: Vec<String> = phones.iter().map(|n| format!("^PRN^PH^^^^^^^^^{n}")).collect();
+            let mut text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A08|N-{mrn}|P|2.8\r\
+                 EVN|A08|20260615103000\r\
+                 PID|1||{mrn}^^^HIS^MR||{}||19800101|F|||{}||{}\r",
+                pid5.join("~"),
+                pid11.join("~"),
+                pid13.join("~"),
+            );
+            for (i, a) in allergens.iter().enumerate() {
+                text.push_str(&format!("AL1|{}|DA|{a}^{a}^L|SV|Rash\r", i + 1));
+            }
+            let original = v2(&text);
+            let bundle = transaction_bundle(&original, &BundleOptions::default()).unwrap();
+            let json = fhirbolt::json::to_string(&bundle, None).unwrap();
+            let back = fhir_to_events(&json).unwrap();
+            prop_assert_eq!(back.len(), 1);
+            let (a, b) = (original.patient.as_ref().unwrap(), back[0].patient.as_ref().unwrap());
+            prop_assert_eq!(&b.name, &a.name);
+            let names_a: Vec<_> = a.other_names.iter().map(|n| &n.name).collect();
+            let names_b: Vec<_> = b.other_names.iter().map(|n| &n.name).collect();
+            prop_assert_eq!(names_a, names_b);
+            prop_assert_eq!(a.other_names.len(), names.len());
+            prop_assert_eq!(&b.address, &a.address);
+            prop_assert_eq!(&b.other_addresses, &a.other_addresses);
+            prop_assert_eq!(a.other_addresses.len() + 1, cities.len());
+            prop_assert_eq!(&b.phones, &a.phones);
+            prop_assert_eq!(a.phones.len(), phones.iter().collect::<std::collections::BTreeSet<_>>().len());
+            // FHIR has its own category and criticality codes: the v2 codes come back, their
+            // table names do not.
+            let key = |x: &transforms::model::Allergy| {
+                (
+                    x.allergen.clone(),
+                    x.category.as_ref().and_then(|c| c.code.clone()),
+                    x.severity.as_ref().and_then(|c| c.code.clone()),
+                    x.reactions.clone(),
+                )
+            };
+            let allergies_a: Vec<_> = a.allergies.iter().map(key).collect();
+            let allergies_b: Vec<_> = b.allergies.iter().map(key).collect();
+            prop_assert_eq!(allergies_a, allergies_b);
+            prop_assert_eq!(a.allergies.len(), allergens.len());
+        }
+
         #[test]
         fn adt_a04_patient_survives_fhir(
             mrn in "[A-Z0-9]{3,10}",

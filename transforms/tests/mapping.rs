@@ -8,7 +8,8 @@ use std::path::Path;
 use transforms::hl7v2::access::V2Message;
 use transforms::model::{
     AppointmentStatus, BusinessKey, BusinessKeyKind, ChargeStatus, ContactUse, Event, EventKind,
-    Gender, IdentifierKind, OrderStatus, PaymentResult, Priority, ResultStatus, TransactionType,
+    Gender, IdentifierKind, LocationStatus, OrderStatus, PaymentResult, Priority, ResultStatus,
+    TransactionType,
 };
 use transforms::{v2_to_event, Mapped, MappingError};
 
@@ -518,16 +519,16 @@ FT1|1|T1||20260615||CG|X|||1|10.00\rFT1|2|T2||20260615||CG|Y|||1|12,50\r";
 fn unsupported_types_are_an_outcome_not_an_error() {
     for (text, expected) in [
         (
-            "MSH|^~\\&|HIS|RUH|||20260615||ADT^A02|U1|P|2.5\rPID|1||M1\r",
-            "ADT^A02",
+            "MSH|^~\\&|HIS|RUH|||20260615||QRY^A19|U1|P|2.5\rQRD|20260615|R|I|Q1\r",
+            "QRY^A19",
         ),
         (
             "MSH|^~\\&|HIS|RUH|||20260615||ACK|U2|P|2.5\rMSA|AA|X\r",
             "ACK",
         ),
         (
-            "MSH|^~\\&|HIS|RUH|||20260615||SIU^S18|U3|P|2.5\r",
-            "SIU^S18",
+            "MSH|^~\\&|HIS|RUH|||20260615||SIU^S25|U3|P|2.5\r",
+            "SIU^S25",
         ),
         (
             "MSH|^~\\&|HIS|RUH|||20260615||MDM^T02|U4|P|2.5\r",
@@ -651,4 +652,189 @@ fn siu_aig_quantity_must_be_a_whole_number() {
             path: "AIG-6".into()
         }
     );
+}
+
+#[test]
+fn adt_a02_keeps_the_location_history_of_the_transfer() {
+    let e = event(&fixture("adt_a02", "full"));
+    assert_eq!(e.kind, EventKind::EncounterTransferred);
+    let enc = e.encounter.expect("a transfer has its visit");
+    let history: Vec<_> = enc
+        .location_history
+        .iter()
+        .map(|s| (s.location.code.as_deref(), s.status))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (Some("WARD-3"), LocationStatus::Completed),
+            (Some("WARD-5"), LocationStatus::Active),
+        ]
+    );
+    // The move happened at EVN-6: it ends the prior stay and starts the new one.
+    let moved = e.source.event_time.expect("EVN-6");
+    assert_eq!(enc.location_history[0].end, Some(moved));
+    assert_eq!(enc.location_history[1].start, Some(moved));
+    assert_eq!(enc.location.and_then(|l| l.code).as_deref(), Some("WARD-5"));
+    // Every AL1 is an allergy of the patient.
+    let allergies = e.patient.expect("patient").allergies;
+    assert_eq!(allergies.len(), 2);
+    assert_eq!(allergies[0].reactions, vec!["Hives", "Wheezing"]);
+}
+
+#[test]
+fn a_pending_transfer_plans_its_location_and_a_plain_visit_has_no_history() {
+    let e = event(&fixture("adt_a15", "minimal"));
+    let stays = e.encounter.expect("visit").location_history;
+    assert_eq!(
+        stays.last().map(|s| s.status),
+        Some(LocationStatus::Planned)
+    );
+    let e = event(&fixture("adt_a01", "full"));
+    assert!(e.encounter.expect("visit").location_history.is_empty());
+}
+
+#[test]
+fn a_swap_carries_both_patients_and_their_visits() {
+    let e = event(&fixture("adt_a17", "minimal"));
+    assert_eq!(e.kind, EventKind::PatientsSwapped);
+    assert_eq!(e.partition_key().as_deref(), Some("MRN-100234"));
+    assert_eq!(
+        e.encounter.and_then(|v| v.visit_number).as_deref(),
+        Some("V-1001")
+    );
+    let other = e.other_patient.expect("the second patient");
+    assert_eq!(other.patient.identifiers[0].value, "MRN-100777");
+    assert_eq!(
+        other.encounter.and_then(|v| v.visit_number).as_deref(),
+        Some("V-1002")
+    );
+    // A link names two patients: without the second PID it is an error, not half an event.
+    let text = fixture("adt_a24", "minimal");
+    let one = text.split('\r').take(4).collect::<Vec<_>>().join("\r") + "\r";
+    match map_text(&one) {
+        Err(MappingError::Missing { path, .. }) => assert_eq!(path, "PID[2]"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a60_allergies_keep_their_action() {
+    let e = event(&fixture("adt_a60", "full"));
+    assert_eq!(e.kind, EventKind::AllergiesUpdated);
+    let actions: Vec<_> = e
+        .patient
+        .expect("patient")
+        .allergies
+        .into_iter()
+        .map(|a| (a.allergen.code, a.action))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            (Some("70618".into()), Some("A".into())),
+            (Some("256349002".into()), Some("D".into())),
+        ]
+    );
+}
+
+#[test]
+fn a20_bed_status_needs_no_patient() {
+    let e = event(&fixture("adt_a20", "minimal"));
+    assert_eq!(e.kind, EventKind::BedStatusUpdated);
+    assert!(e.patient.is_none());
+    let bed = e.encounter.and_then(|v| v.location).expect("the bed");
+    assert_eq!(bed.bed.as_deref(), Some("1"));
+    assert_eq!(bed.bed_status.and_then(|s| s.code).as_deref(), Some("U"));
+}
+
+#[test]
+fn a45_moves_every_visit_it_names() {
+    let e = event(&fixture("adt_a45", "full"));
+    assert_eq!(e.kind, EventKind::RecordMoved);
+    let visits: Vec<_> = e
+        .merge
+        .iter()
+        .chain(e.additional_merges.iter().map(|m| &m.merged))
+        .map(|m| m.visit_number.as_deref())
+        .collect();
+    assert_eq!(visits, vec![Some("V-2026-000500"), Some("V-2026-000501")]);
+}
+
+#[test]
+fn hl7_v21_and_v22_adt_take_the_trigger_from_evn() {
+    for version in ["2.1", "2.2"] {
+        let text = format!(
+            "MSH|^~\\&|LAB|RUH|||20260615103000||ADT|OLD-1|P|{version}\r\
+             EVN|A02|20260615103000\r\
+             PID|1||MRN-100234||Haddad^Layla||19880312|F\r\
+             PV1|1|I|WARD-5^502^2|||WARD-3^301^1||||||||||||V-1001\r"
+        );
+        let e = event(&text);
+        assert_eq!(e.kind, EventKind::EncounterTransferred, "{version}");
+        assert_eq!(e.source.message_type, "ADT^A02");
+        assert_eq!(e.source.version.as_deref(), Some(version));
+    }
+    // v2.3 and later: MSH-9.2 wins over a stale EVN-1.
+    let text = "MSH|^~\\&|LAB|RUH|||20260615103000||ADT^A08|N-1|P|2.3\r\
+                EVN|A02|20260615103000\r\
+                PID|1||MRN-100234||Haddad^Layla\r";
+    assert_eq!(event(text).kind, EventKind::PatientUpdated);
+}
+
+#[test]
+fn order_numbers_fall_back_from_orc2_to_obr2_then_orc3_and_obr3() {
+    let base = "MSH|^~\\&|HIS|RUH|||20260615103000||ORM^O01|O-1|P|2.5\r\
+                PID|1||MRN-100234^^^HIS^MR||Haddad^Layla\r";
+    for (segments, placer, filler) in [
+        ("ORC|NW|P-1\rOBR|1|P-2|F-2|CBC\r", Some("P-1"), Some("F-2")),
+        ("ORC|NW||F-1\rOBR|1|P-2||CBC\r", Some("P-2"), Some("F-1")),
+        ("ORC|NW\rOBR|1||F-2|CBC\r", None, Some("F-2")),
+        ("ORC|NW||F-1\rOBR|1|||CBC\r", None, Some("F-1")),
+    ] {
+        let e = event(&format!("{base}{segments}"));
+        let o = &e.orders[0];
+        assert_eq!(o.placer_number.as_deref(), placer, "{segments}");
+        assert_eq!(o.filler_number.as_deref(), filler, "{segments}");
+        // The FHIR side keys the ServiceRequest on whichever number there is.
+        let bundle =
+            transforms::fhir::transaction_bundle(&e, &transforms::fhir::BundleOptions::default())
+                .expect("bundle");
+        let json = fhirbolt::json::to_string(&bundle, None).expect("json");
+        assert!(json.contains("ServiceRequest"), "{segments}: {json}");
+    }
+    match map_text(&format!("{base}ORC|NW\rOBR|1|||CBC\r")) {
+        Err(MappingError::Missing { path, .. }) => assert_eq!(path, "ORC-2"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn siu_times_come_from_tq1_before_sch11() {
+    // v2.5 with both: TQ1 wins over a stale SCH-11.
+    let text = "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^S12|T-1|P|2.5\r\
+                SCH||APT-1^HIS|||||||||^^^202606161000^202606161030\r\
+                TQ1|1||||||202606171100|202606171145\r\
+                PID|1||MRN-100234^^^HIS^MR||Haddad^Layla\r";
+    let a = event(text).appointment.expect("appointment");
+    assert_eq!(
+        a.start.map(|t| t.to_string()).as_deref(),
+        Some("2026-06-17T11:00")
+    );
+    assert_eq!(
+        a.end.map(|t| t.to_string()).as_deref(),
+        Some("2026-06-17T11:45")
+    );
+    // v2.4 without TQ1: SCH-11 is the timing.
+    let old = text
+        .replace("|P|2.5\r", "|P|2.4\r")
+        .replace("TQ1|1||||||202606171100|202606171145\r", "");
+    let a = event(&old).appointment.expect("appointment");
+    assert_eq!(
+        a.start.map(|t| t.to_string()).as_deref(),
+        Some("2026-06-16T10:00")
+    );
+    // v2.7 withdrew SCH-11: it is not read at all.
+    let new = old.replace("|P|2.4\r", "|P|2.7\r");
+    assert_eq!(event(&new).appointment.expect("appointment").start, None);
 }

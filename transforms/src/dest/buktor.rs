@@ -347,7 +347,12 @@ pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, Mapp
         | EventKind::AppointmentModified
         | EventKind::AppointmentCancelled
         | EventKind::AppointmentDiscontinued
-        | EventKind::AppointmentNoShow => Some("appointment.updated"),
+        | EventKind::AppointmentNoShow
+        | EventKind::AppointmentResourceAdded
+        | EventKind::AppointmentResourceModified
+        | EventKind::AppointmentResourceCancelled
+        | EventKind::AppointmentResourceDiscontinued
+        | EventKind::AppointmentResourceDeleted => Some("appointment.updated"),
         EventKind::AppointmentDeleted => Some("appointment.deleted"),
         _ => None,
     };

@@ -360,6 +360,11 @@ pub fn render(event: &Event) -> Result<Vec<Rendered>, MappingError> {
             | EventKind::AppointmentDiscontinued
             | EventKind::AppointmentDeleted
             | EventKind::AppointmentNoShow
+            | EventKind::AppointmentResourceAdded
+            | EventKind::AppointmentResourceModified
+            | EventKind::AppointmentResourceCancelled
+            | EventKind::AppointmentResourceDiscontinued
+            | EventKind::AppointmentResourceDeleted
     );
     if !is_appointment || event.source.format == "latrexa" {
         return Ok(Vec::new());

@@ -702,8 +702,9 @@ fn item<T: Serialize>(
 
 /// Renders a canonical event as OpsPort upserts, in the order they must be sent.
 ///
-/// - patient registered/updated/merged, encounter events: the patient upsert (for a merge of
-///   several patients, one per surviving patient);
+/// - patient and encounter events (ADT, but a deleted person or a bed status): the patient
+///   upsert (for a merge of several patients, one per surviving patient; for a swap or link,
+///   both);
 /// - appointment events: clinic, doctor (when they have codes and `upsert_references`), the
 ///   patient when the event carries one, then the appointment (cancellations are an upsert
 ///   with the cancelled status, since OpsPort has no delete);
@@ -721,10 +722,37 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::EncounterPreadmitted
         | EventKind::EncounterDischarged
         | EventKind::EncounterCancelled
-        | EventKind::EncounterDischargeCancelled => {
-            // A merge of several patients upserts every surviving patient, in message order.
+        | EventKind::EncounterDischargeCancelled
+        | EventKind::EncounterTransferred
+        | EventKind::EncounterTransferCancelled
+        | EventKind::EncounterClassChanged
+        | EventKind::PatientDeparted
+        | EventKind::PatientArrived
+        | EventKind::PatientTrackingCancelled
+        | EventKind::EncounterAdmitPending
+        | EventKind::EncounterTransferPending
+        | EventKind::EncounterDischargePending
+        | EventKind::EncounterPendingCancelled
+        | EventKind::PatientsSwapped
+        | EventKind::LeaveOfAbsenceStarted
+        | EventKind::LeaveOfAbsenceEnded
+        | EventKind::LeaveOfAbsenceCancelled
+        | EventKind::EncounterDeleted
+        | EventKind::PatientsLinked
+        | EventKind::PatientsUnlinked
+        | EventKind::AccountMerged
+        | EventKind::VisitMerged
+        | EventKind::RecordMoved
+        | EventKind::IdentifierChanged
+        | EventKind::AttendingDoctorChanged
+        | EventKind::ConsultingDoctorChanged
+        | EventKind::DoctorChangeCancelled
+        | EventKind::AllergiesUpdated => {
+            // A merge of several patients upserts every surviving patient, in message order;
+            // a swap or link both patients.
             let further = event.additional_merges.iter().map(|m| &m.patient);
-            for p in event.patient.iter().chain(further) {
+            let other = event.other_patient.iter().map(|o| &o.patient);
+            for p in event.patient.iter().chain(further).chain(other) {
                 let body = patient(p, opts)?;
                 out.push(item(event, "patient", &patient_key(&body), &body, opts)?);
             }
@@ -735,7 +763,12 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::AppointmentCancelled
         | EventKind::AppointmentDiscontinued
         | EventKind::AppointmentDeleted
-        | EventKind::AppointmentNoShow => {
+        | EventKind::AppointmentNoShow
+        | EventKind::AppointmentResourceAdded
+        | EventKind::AppointmentResourceModified
+        | EventKind::AppointmentResourceCancelled
+        | EventKind::AppointmentResourceDiscontinued
+        | EventKind::AppointmentResourceDeleted => {
             let a = event
                 .appointment
                 .as_ref()
@@ -762,7 +795,12 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::OrderUpdated
         | EventKind::ResultReported
         | EventKind::ChargePosted
-        | EventKind::ChargeReversed => {}
+        | EventKind::ChargeReversed
+        // OpsPort has no delete, and a bed or a blocked slot is no patient or appointment.
+        | EventKind::PatientDeleted
+        | EventKind::BedStatusUpdated
+        | EventKind::SlotBlocked
+        | EventKind::SlotOpened => {}
     }
     Ok(out)
 }

@@ -15,11 +15,12 @@ use fhirbolt::model::r4::Resource;
 use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
+use crate::model::Diagnosis;
 use crate::model::{
-    Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse, Encounter,
-    EncounterClass, Event, EventKind, Gender, HumanName, Identifier, IdentifierKind, Location,
-    Observation, Order, OrderStatus, Patient, PaymentResult, Practitioner, Precision, Priority,
-    ResultReport, ResultStatus, Timestamp,
+    Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
+    ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
+    IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
+    PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
@@ -103,7 +104,10 @@ fn patient_identifier(id: &Identifier) -> t::Identifier {
 pub(crate) fn codeable(c: &Coded) -> t::CodeableConcept {
     let coding = if c.code.is_some() || c.system.is_some() {
         vec![t::Coding {
-            system: c.system.as_deref().map(Into::into),
+            system: c
+                .system
+                .as_deref()
+                .map(|s| super::code_systems::to_uri(s).into_owned().into()),
             code: c.code.as_deref().map(Into::into),
             display: c.text.as_deref().map(fstr),
             ..Default::default()
@@ -143,6 +147,63 @@ fn human_name(n: &HumanName, second_language: bool) -> t::HumanName {
         suffix: n.suffix.as_deref().map(fstr).into_iter().collect(),
         extension,
         ..Default::default()
+    }
+}
+
+fn fhir_address(a: &Address) -> t::Address {
+    t::Address {
+        r#use: match a.use_ {
+            Some(ContactUse::Home) => Some("home".into()),
+            Some(ContactUse::Work) => Some("work".into()),
+            _ => None,
+        },
+        line: a.lines.iter().map(|l| fstr(l)).collect(),
+        city: a.city.as_deref().map(fstr),
+        district: a.district.as_deref().map(fstr),
+        state: a.state.as_deref().map(fstr),
+        postal_code: a.postal_code.as_deref().map(fstr),
+        country: a.country.as_deref().map(fstr),
+        ..Default::default()
+    }
+}
+
+/// `Patient.contact` of an NK1 contact (v2-to-FHIR IG NK1 -> Patient.contact):
+/// relationship NK1-3 then role NK1-7 (both in `relationship`), name, phones, address.
+fn patient_contact(c: &Contact) -> r::PatientContact {
+    r::PatientContact {
+        relationship: c.relationship.iter().chain(&c.role).map(codeable).collect(),
+        name: (!c.name.is_empty()).then(|| {
+            let mut n = human_name(&c.name, false);
+            n.r#use = None;
+            Box::new(n)
+        }),
+        telecom: c
+            .phones
+            .iter()
+            .map(|ph| t::ContactPoint {
+                system: Some("phone".into()),
+                value: Some(fstr(&ph.number)),
+                r#use: contact_use(ph.use_),
+                ..Default::default()
+            })
+            .collect(),
+        address: c.address.as_ref().map(|a| Box::new(fhir_address(a))),
+        ..Default::default()
+    }
+}
+
+/// FHIR `HumanName.use` of an XPN-7 name type (HL7 table 0200), after the v2-to-FHIR IG's
+/// name type map: `L`/`C` official, `D`/`A` usual, `N` nickname, `M` maiden, `S`
+/// anonymous, `T`/`TEMP` temp, `B`/`BAD`/`NOUSE`/`NB` old; anything else usual.
+pub(crate) fn name_use(name_type: Option<&str>) -> &'static str {
+    match name_type.map(str::trim) {
+        Some("L" | "C") => "official",
+        Some("N") => "nickname",
+        Some("M") => "maiden",
+        Some("S") => "anonymous",
+        Some("T" | "TEMP") => "temp",
+        Some("B" | "BAD" | "NOUSE" | "NB") => "old",
+        _ => "usual",
     }
 }
 
@@ -250,6 +311,125 @@ fn contact_use(u: Option<ContactUse>) -> Option<t::Code> {
 ///
 /// # Errors
 /// [`FhirError::Render`] when the patient has no identifier (the resource id derives from it).
+/// FHIR Condition of a diagnosis (v2-to-FHIR IG, DG1 -> Condition): DG1-3 code, category
+/// `encounter-diagnosis`, the patient, the visit (an entry of the Bundle when the event
+/// carries it, else a conditional reference by visit number), DG1-5 as `recordedDate`. The
+/// id derives from the patient, the code and the visit.
+pub fn condition(d: &Diagnosis, patient: &Identifier) -> r::Condition {
+    let id = stable_id(&[
+        "Condition",
+        identifier_system(patient),
+        &patient.value,
+        d.code.system.as_deref().unwrap_or_default(),
+        d.code
+            .code
+            .as_deref()
+            .or(d.code.text.as_deref())
+            .unwrap_or_default(),
+        d.visit_number.as_deref().unwrap_or_default(),
+    ]);
+    r::Condition {
+        id: Some(id.into()),
+        category: vec![t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/condition-category".into()),
+                code: Some("encounter-diagnosis".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        code: Some(Box::new(codeable(&d.code))),
+        subject: Box::new(patient_ref(patient)),
+        encounter: d
+            .visit_number
+            .as_deref()
+            .map(|v| Box::new(encounter_ref(v))),
+        recorded_date: d.time.as_ref().map(|t| date_time(t).into()),
+        ..Default::default()
+    }
+}
+
+/// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
+/// as category (table 0127: `DA`/`MA` medication, `FA` food, `EA`/`AA`/`PA`/`LA`
+/// environment), AL1-4 severity as criticality (table 0128: `SV` high, `MO`/`MI` low, `U`
+/// unable-to-assess), AL1-5 reactions as one reaction's manifestations, AL1-6 as onset. An
+/// IAM with action `D` (delete) is `entered-in-error`. The id derives from the patient and the
+/// allergen, so a resend updates it.
+pub fn allergy_intolerance(a: &Allergy, patient: &Identifier) -> r::AllergyIntolerance {
+    let allergen = a
+        .allergen
+        .code
+        .as_deref()
+        .or(a.allergen.text.as_deref())
+        .unwrap_or_default();
+    let id = stable_id(&[
+        "AllergyIntolerance",
+        identifier_system(patient),
+        &patient.value,
+        a.allergen.system.as_deref().unwrap_or_default(),
+        allergen,
+    ]);
+    let code = |c: &Option<Coded>| {
+        c.as_ref()
+            .and_then(|c| c.code.as_deref())
+            .map(|c| c.trim().to_ascii_uppercase())
+    };
+    let category = match code(&a.category).as_deref() {
+        Some("DA" | "MA") => Some("medication"),
+        Some("FA") => Some("food"),
+        Some("EA" | "AA" | "PA" | "LA") => Some("environment"),
+        _ => None,
+    };
+    let criticality = match code(&a.severity).as_deref() {
+        Some("SV") => Some("high"),
+        Some("MO" | "MI") => Some("low"),
+        Some("U") => Some("unable-to-assess"),
+        _ => None,
+    };
+    let deleted = a.action.as_deref() == Some("D");
+    let coding = |system: &str, code: &str| t::CodeableConcept {
+        coding: vec![t::Coding {
+            system: Some(system.into()),
+            code: Some(code.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    r::AllergyIntolerance {
+        id: Some(id.into()),
+        verification_status: deleted.then(|| {
+            Box::new(coding(
+                "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                "entered-in-error",
+            ))
+        }),
+        category: category.map(Into::into).into_iter().collect(),
+        criticality: criticality.map(Into::into),
+        code: Some(Box::new(codeable(&a.allergen))),
+        patient: Box::new(patient_ref(patient)),
+        onset: a
+            .identified
+            .as_ref()
+            .map(|t| r::AllergyIntoleranceOnset::DateTime(date_time(t).into())),
+        reaction: if a.reactions.is_empty() {
+            Vec::new()
+        } else {
+            vec![r::AllergyIntoleranceReaction {
+                manifestation: a
+                    .reactions
+                    .iter()
+                    .map(|m| t::CodeableConcept {
+                        text: Some(fstr(m)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }]
+        },
+        ..Default::default()
+    }
+}
+
 pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
     let key = patient_key(p).ok_or_else(|| FhirError::Render {
         path: "patient.identifiers".into(),
@@ -261,6 +441,11 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
     }
     if let Some(n) = p.second_language_name.as_ref().filter(|n| !n.is_empty()) {
         name.push(human_name(n, true));
+    }
+    for other in &p.other_names {
+        let mut n = human_name(&other.name, false);
+        n.r#use = Some(name_use(other.name_type.as_deref()).into());
+        name.push(n);
     }
     let mut telecom: Vec<t::ContactPoint> = p
         .phones
@@ -322,22 +507,11 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
         address: p
             .address
             .iter()
+            .chain(&p.other_addresses)
             .filter(|a| !a.is_empty())
-            .map(|a| t::Address {
-                r#use: match a.use_ {
-                    Some(ContactUse::Home) => Some("home".into()),
-                    Some(ContactUse::Work) => Some("work".into()),
-                    _ => None,
-                },
-                line: a.lines.iter().map(|l| fstr(l)).collect(),
-                city: a.city.as_deref().map(fstr),
-                district: a.district.as_deref().map(fstr),
-                state: a.state.as_deref().map(fstr),
-                postal_code: a.postal_code.as_deref().map(fstr),
-                country: a.country.as_deref().map(fstr),
-                ..Default::default()
-            })
+            .map(fhir_address)
             .collect(),
+        contact: p.contacts.iter().map(patient_contact).collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
             .language
@@ -472,15 +646,22 @@ pub fn encounter(
 ) -> Option<r::Encounter> {
     let visit = e.visit_number.as_deref()?;
     let status = match kind {
-        EventKind::EncounterPreadmitted => "planned",
+        EventKind::EncounterPreadmitted | EventKind::EncounterAdmitPending => "planned",
         EventKind::EncounterCancelled => "cancelled",
         EventKind::EncounterDischarged => "finished",
+        EventKind::EncounterDeleted => "entered-in-error",
+        EventKind::LeaveOfAbsenceStarted => "onleave",
         _ if e.discharge_time.is_some() => "finished",
         _ => "in-progress",
     };
     let mut participant = Vec::new();
-    for (p, code) in [(&e.attending, "ATND"), (&e.referring, "REF")] {
-        if let Some(reference) = p.as_ref().and_then(practitioner_ref) {
+    let consulting = e.consulting.iter().map(|p| (Some(p), "CON"));
+    let people = [
+        (e.attending.as_ref(), "ATND"),
+        (e.referring.as_ref(), "REF"),
+    ];
+    for (p, code) in people.into_iter().chain(consulting) {
+        if let Some(reference) = p.and_then(practitioner_ref) {
             participant.push(r::EncounterParticipant {
                 r#type: vec![t::CodeableConcept {
                     coding: vec![t::Coding {
@@ -550,7 +731,17 @@ pub fn encounter(
                 discharge_disposition: Some(Box::new(codeable(d))),
                 ..Default::default()
             }),
-        location: e
+        location: encounter_locations(e),
+        ..Default::default()
+    })
+}
+
+/// `Encounter.location`: the location history when the message told one (prior stays
+/// `completed`, current ones `active`, a pending one `planned`, each with its period), else
+/// the assigned location.
+fn encounter_locations(e: &Encounter) -> Vec<r::EncounterLocation> {
+    if e.location_history.is_empty() {
+        return e
             .location
             .as_ref()
             .and_then(location_ref)
@@ -559,9 +750,32 @@ pub fn encounter(
                 ..Default::default()
             })
             .into_iter()
-            .collect(),
-        ..Default::default()
-    })
+            .collect();
+    }
+    e.location_history
+        .iter()
+        .filter_map(|stay| {
+            let location = location_ref(&stay.location)?;
+            let status = match stay.status {
+                LocationStatus::Planned => "planned",
+                LocationStatus::Active => "active",
+                LocationStatus::Completed => "completed",
+            };
+            let period = (stay.start.is_some() || stay.end.is_some()).then(|| {
+                Box::new(t::Period {
+                    start: stay.start.as_ref().map(|s| date_time(s).into()),
+                    end: stay.end.as_ref().map(|s| date_time(s).into()),
+                    ..Default::default()
+                })
+            });
+            Some(r::EncounterLocation {
+                location: Box::new(location),
+                status: Some(status.into()),
+                period,
+                ..Default::default()
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn appointment_status_code(s: AppointmentStatus) -> &'static str {
@@ -889,7 +1103,7 @@ pub fn observation(
                 .units
                 .as_ref()
                 .and_then(|u| u.system.as_deref())
-                .map(Into::into),
+                .map(|s| super::code_systems::to_uri(s).into_owned().into()),
             code: o
                 .units
                 .as_ref()
@@ -1042,7 +1256,53 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 ..Default::default()
             });
         }
+        // A link (ADT^A24): the patients are the same person, recorded twice.
+        if let Some(other) = event
+            .other_patient
+            .as_ref()
+            .filter(|_| event.kind == EventKind::PatientsLinked)
+            .and_then(|o| patient_key(&o.patient))
+        {
+            res.link.push(r::PatientLink {
+                other: Box::new(patient_ref(other)),
+                r#type: "seealso".into(),
+                ..Default::default()
+            });
+        }
         out.push(Resource::Patient(Box::new(res)));
+    }
+    // Allergies (AL1, IAM): one AllergyIntolerance each, for the patient of the event.
+    if let Some((p, key)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| Some((p, patient_key(p)?)))
+    {
+        // The same allergen twice is one resource (its id derives from the allergen).
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &p.allergies {
+            let res = allergy_intolerance(a, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::AllergyIntolerance(Box::new(res)));
+            }
+        }
+    }
+    // Diagnoses (DG1): one Condition each, in the context of their visit.
+    if let Some((p, key)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| Some((p, patient_key(p)?)))
+    {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &p.diagnoses {
+            let res = condition(d, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Condition(Box::new(res)));
+            }
+        }
+    }
+    // The second patient of a swap, link or unlink.
+    if let Some(other) = &event.other_patient {
+        out.push(Resource::Patient(Box::new(patient(&other.patient)?)));
     }
     // A merge of several patients: each further surviving patient, with its own links.
     for pair in &event.additional_merges {
@@ -1062,10 +1322,16 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         practitioners.extend(&a.practitioner);
         locations.extend(&a.location);
     }
-    if let Some(e) = &event.encounter {
+    let other_encounter = event
+        .other_patient
+        .as_ref()
+        .and_then(|o| o.encounter.as_ref());
+    for e in event.encounter.iter().chain(other_encounter) {
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
+        practitioners.extend(&e.consulting);
         locations.extend(&e.location);
+        locations.extend(e.location_history.iter().map(|s| &s.location));
     }
     for o in &event.orders {
         practitioners.extend(&o.ordering_provider);
@@ -1090,7 +1356,20 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             out.push(Resource::Encounter(Box::new(res)));
         }
     }
-    if let Some(a) = &event.appointment {
+    if let Some(other) = &event.other_patient {
+        let subject = patient_key(&other.patient);
+        if let Some(res) = other
+            .encounter
+            .as_ref()
+            .and_then(|e| encounter(event.kind, e, subject))
+        {
+            out.push(Resource::Encounter(Box::new(res)));
+        }
+    }
+    // A blocked or opened slot (SIU^S23/S24) is no appointment; a FHIR Slot needs the
+    // Schedule it belongs to, which SIU does not name, so the FHIR side leaves it out.
+    let slot = matches!(event.kind, EventKind::SlotBlocked | EventKind::SlotOpened);
+    if let Some(a) = event.appointment.as_ref().filter(|_| !slot) {
         out.push(Resource::Appointment(Box::new(appointment(a, subject)?)));
     }
     for (i, c) in event.charges.iter().enumerate() {
@@ -1098,9 +1377,16 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             c, i, event, subject,
         ))));
     }
-    for o in &event.orders {
+    // The orders, and the order of each result report (the ORU's ORC/OBR, as the IG maps it):
+    // a report's `basedOn` points at an entry of the Bundle, never at a resource the server
+    // may not have.
+    let mut orders_seen = std::collections::BTreeSet::new();
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
         if let Some(sr) = service_request(o, subject) {
-            out.push(Resource::ServiceRequest(Box::new(sr)));
+            if orders_seen.insert(sr.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::ServiceRequest(Box::new(sr)));
+            }
         }
     }
     for (i, report) in event.results.iter().enumerate() {
@@ -1128,6 +1414,8 @@ fn request_url(resource: &Resource) -> String {
         Resource::ServiceRequest(x) => ("ServiceRequest", &x.identifier, x.id.as_ref()),
         Resource::DiagnosticReport(x) => ("DiagnosticReport", &x.identifier, x.id.as_ref()),
         Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
+        Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
+        Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1240,6 +1528,11 @@ fn rewrite_references(
             d.based_on.iter_mut().for_each(fix);
             d.result.iter_mut().for_each(fix);
         }
+        Resource::AllergyIntolerance(a) => fix(&mut a.patient),
+        Resource::Condition(c) => {
+            fix(&mut c.subject);
+            c.encounter.iter_mut().for_each(|r| fix(r));
+        }
         _ => {}
     }
 }
@@ -1341,6 +1634,8 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::ServiceRequest(_) => "ServiceRequest",
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::Observation(_) => "Observation",
+        Resource::AllergyIntolerance(_) => "AllergyIntolerance",
+        Resource::Condition(_) => "Condition",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

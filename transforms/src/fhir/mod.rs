@@ -10,6 +10,7 @@
 //!
 //! Start with `to_model.rs` (inbound) and `from_model.rs` (outbound).
 
+pub mod code_systems;
 mod error;
 mod from_model;
 mod to_model;

@@ -24,12 +24,14 @@ use super::from_model::{
     EXT_TRANSACTION_TYPE, LOCATION_PARTS,
 };
 use super::{systems, FhirError};
+use crate::model::Diagnosis;
 use crate::model::{
-    stable_id, Address, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, ContactUse,
-    Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
-    IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus, Patient,
-    PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority,
-    ResultReport, ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
+    stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
+    Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
+    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus,
+    OtherName, Patient, PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner,
+    Precision, Priority, ResultReport, ResultStatus, Source, Timestamp, TransactionType,
+    VisitEvent,
 };
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -325,6 +327,8 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::ServiceRequest(_) => "ServiceRequest",
         Resource::Observation(_) => "Observation",
         Resource::DiagnosticReport(_) => "DiagnosticReport",
+        Resource::AllergyIntolerance(_) => "AllergyIntolerance",
+        Resource::Condition(_) => "Condition",
         _ => return None,
     })
 }
@@ -438,6 +442,60 @@ impl<'a> Reader<'a> {
                 _ => {}
             }
         }
+        // Allergies belong to their patient, which must be in the Bundle.
+        for i in 0..self.entries.len() {
+            if let Resource::AllergyIntolerance(a) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let allergy = allergy(a, &base)?;
+                let idx = val!(a.patient.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.patient"),
+                            "an allergy's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                self.patient_values[idx].allergies.push(allergy);
+            }
+        }
+        // Diagnoses likewise; the visit comes back from the encounter's identifier.
+        for i in 0..self.entries.len() {
+            if let Resource::Condition(c) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let code = c.code.as_deref().and_then(coded).ok_or_else(|| {
+                    FhirError::unprocessable(format!("{base}.code"), "a condition needs a code")
+                })?;
+                let idx = val!(c.subject.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "a condition's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                let time = match &c.recorded_date {
+                    Some(d) => d
+                        .value
+                        .as_deref()
+                        .map(|v| timestamp(v, &format!("{base}.recordedDate")))
+                        .transpose()?,
+                    None => None,
+                };
+                let visit_number = c
+                    .encounter
+                    .as_deref()
+                    .and_then(|r| r.identifier.as_deref())
+                    .and_then(|i| owned(val!(i.value)));
+                self.patient_values[idx].diagnoses.push(Diagnosis {
+                    code,
+                    diagnosis_type: None,
+                    time,
+                    visit_number,
+                });
+            }
+        }
         for i in 0..self.entries.len() {
             if let Resource::Encounter(e) = self.entries[i].resource {
                 let base = self.entries[i].base.clone();
@@ -499,7 +557,9 @@ impl<'a> Reader<'a> {
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
-                | Resource::Observation(_) => None,
+                | Resource::Observation(_)
+                | Resource::AllergyIntolerance(_)
+                | Resource::Condition(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
                         format!("{base}.resourceType"),
@@ -562,6 +622,7 @@ impl<'a> Reader<'a> {
             merge: None,
             additional_merges: Vec::new(),
             encounter: None,
+            other_patient: None,
             appointment: None,
             orders: Vec::new(),
             results: Vec::new(),
@@ -710,12 +771,17 @@ impl<'a> Reader<'a> {
             class,
             admission_type: e.r#type.first().and_then(coded),
             service: e.service_type.as_deref().and_then(coded),
+            // The current location: the first `active` one of a history, else the first.
             location: e
                 .location
-                .first()
+                .iter()
+                .find(|l| val!(l.status) == Some("active"))
+                .or_else(|| e.location.first())
                 .and_then(|l| self.location_ref(&l.location)),
             attending,
             referring,
+            consulting: Vec::new(),
+            location_history: Vec::new(),
             admit_time: period
                 .and_then(|p| val!(p.start))
                 .map(|v| timestamp(v, &format!("{base}.period.start")))
@@ -1199,6 +1265,13 @@ fn is_appointment(kind: EventKind) -> bool {
             | EventKind::AppointmentDiscontinued
             | EventKind::AppointmentDeleted
             | EventKind::AppointmentNoShow
+            | EventKind::AppointmentResourceAdded
+            | EventKind::AppointmentResourceModified
+            | EventKind::AppointmentResourceCancelled
+            | EventKind::AppointmentResourceDiscontinued
+            | EventKind::AppointmentResourceDeleted
+            | EventKind::SlotBlocked
+            | EventKind::SlotOpened
     )
 }
 
@@ -1210,6 +1283,17 @@ fn is_encounter(kind: EventKind) -> bool {
             | EventKind::EncounterDischarged
             | EventKind::EncounterCancelled
             | EventKind::EncounterDischargeCancelled
+            | EventKind::EncounterTransferred
+            | EventKind::EncounterTransferCancelled
+            | EventKind::EncounterClassChanged
+            | EventKind::EncounterAdmitPending
+            | EventKind::EncounterTransferPending
+            | EventKind::EncounterDischargePending
+            | EventKind::EncounterPendingCancelled
+            | EventKind::EncounterDeleted
+            | EventKind::LeaveOfAbsenceStarted
+            | EventKind::LeaveOfAbsenceEnded
+            | EventKind::LeaveOfAbsenceCancelled
     )
 }
 
@@ -1331,7 +1415,7 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
             let u = Coded {
                 code: owned(val!(q.code)),
                 text: owned(val!(q.unit)),
-                system: owned(val!(q.system)),
+                system: val!(q.system).map(|s| super::code_systems::to_name(s).into_owned()),
             };
             units = (u.code.is_some() || u.text.is_some()).then_some(u);
         }
@@ -1403,6 +1487,124 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
 }
 
 /// Parses a FHIR date/dateTime/instant into a canonical timestamp.
+/// An allergy from an AllergyIntolerance: the way back of `from_model`'s mapping. Category
+/// and criticality come back as HL7 table 0127/0128 codes (`medication` as `DA`, `food` as
+/// `FA`, `environment` as `EA`; `high` as `SV`, `low` as `MO`, `unable-to-assess` as `U`),
+/// so `MI` (mild) reads back as `MO`: FHIR has no finer criticality.
+///
+/// # Errors
+/// [`FhirError`] without a code, or with an onset that does not parse.
+fn allergy(a: &r::AllergyIntolerance, base: &str) -> Result<Allergy, FhirError> {
+    let allergen = a.code.as_deref().and_then(coded).ok_or_else(|| {
+        FhirError::unprocessable(format!("{base}.code"), "an allergy needs a code")
+    })?;
+    let v2 = |code: &str, table: &str| Coded {
+        code: Some(code.to_owned()),
+        text: None,
+        system: Some(table.to_owned()),
+    };
+    let category = a.category.first().and_then(|c| match c.value.as_deref() {
+        Some("medication") => Some(v2("DA", "HL70127")),
+        Some("food") => Some(v2("FA", "HL70127")),
+        Some("environment") => Some(v2("EA", "HL70127")),
+        _ => None,
+    });
+    let severity = match a.criticality.as_ref().and_then(|c| c.value.as_deref()) {
+        Some("high") => Some(v2("SV", "HL70128")),
+        Some("low") => Some(v2("MO", "HL70128")),
+        Some("unable-to-assess") => Some(v2("U", "HL70128")),
+        _ => None,
+    };
+    let identified = match &a.onset {
+        Some(r::AllergyIntoleranceOnset::DateTime(d)) => d
+            .value
+            .as_deref()
+            .map(|v| timestamp(v, &format!("{base}.onsetDateTime")))
+            .transpose()?,
+        _ => None,
+    };
+    let deleted = a
+        .verification_status
+        .as_deref()
+        .and_then(|v| v.coding.first())
+        .is_some_and(|c| val!(c.code) == Some("entered-in-error"));
+    Ok(Allergy {
+        allergen,
+        category,
+        severity,
+        reactions: a
+            .reaction
+            .iter()
+            .flat_map(|r| &r.manifestation)
+            .filter_map(|m| owned(val!(m.text)))
+            .collect(),
+        identified,
+        action: deleted.then(|| "D".to_owned()),
+    })
+}
+
+fn address_of(a: &t::Address) -> Address {
+    Address {
+        lines: a
+            .line
+            .iter()
+            .filter_map(|l| owned(l.value.as_deref()))
+            .collect(),
+        city: owned(val!(a.city)),
+        state: owned(val!(a.state)),
+        postal_code: owned(val!(a.postal_code)),
+        country: owned(val!(a.country)),
+        district: owned(val!(a.district)),
+        use_: match val!(a.r#use) {
+            Some("home") => Some(ContactUse::Home),
+            Some("work") => Some(ContactUse::Work),
+            _ => None,
+        },
+    }
+}
+
+/// A contact from `Patient.contact`: the way back of `from_model`'s NK1 mapping; a
+/// relationship coded in HL7 table 0131 is the contact role, any other the relationship.
+fn contact_of(c: &r::PatientContact) -> Contact {
+    let mut relationship = None;
+    let mut role = None;
+    for r in &c.relationship {
+        let Some(coded) = coded(r) else { continue };
+        if coded.system.as_deref() == Some("HL70131") {
+            role.get_or_insert(coded);
+        } else {
+            relationship.get_or_insert(coded);
+        }
+    }
+    Contact {
+        name: c.name.as_deref().map(human_name).unwrap_or_default(),
+        relationship,
+        role,
+        phones: c
+            .telecom
+            .iter()
+            .filter(|cp| matches!(val!(cp.system), Some("phone" | "sms") | None))
+            .filter_map(|cp| {
+                Some(Phone {
+                    number: owned(val!(cp.value))?,
+                    use_: match val!(cp.r#use) {
+                        Some("home") => Some(ContactUse::Home),
+                        Some("work") => Some(ContactUse::Work),
+                        Some("mobile") => Some(ContactUse::Mobile),
+                        Some("temp") => Some(ContactUse::Emergency),
+                        _ => None,
+                    },
+                })
+            })
+            .collect(),
+        address: c
+            .address
+            .as_deref()
+            .map(address_of)
+            .filter(|a| !a.is_empty()),
+    }
+}
+
 fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
@@ -1417,7 +1619,9 @@ pub(crate) fn coded(c: &t::CodeableConcept) -> Option<Coded> {
     let out = Coded {
         code: coding.and_then(|c| owned(val!(c.code))),
         text: owned(val!(c.text)).or_else(|| coding.and_then(|c| owned(val!(c.display)))),
-        system: coding.and_then(|c| owned(val!(c.system))),
+        system: coding
+            .and_then(|c| val!(c.system))
+            .map(|s| super::code_systems::to_name(s).into_owned()),
     };
     (out.code.is_some() || out.text.is_some()).then_some(out)
 }
@@ -1508,6 +1712,29 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         .map(human_name)
         .unwrap_or_default();
     let second_language_name = p.name.iter().find(is_second).map(human_name);
+    // Every further name (not the first plain one, not the second-language one), with the
+    // XPN-7 type its use stands for (`usual` reads back as `D`).
+    let other_names = p
+        .name
+        .iter()
+        .filter(|n| !is_second(n))
+        .skip(1)
+        .map(|n| OtherName {
+            name: human_name(n),
+            name_type: match val!(n.r#use) {
+                Some("official") => Some("L"),
+                Some("nickname") => Some("N"),
+                Some("maiden") => Some("M"),
+                Some("anonymous") => Some("S"),
+                Some("temp") => Some("TEMP"),
+                Some("old") => Some("BAD"),
+                Some("usual") => Some("D"),
+                _ => None,
+            }
+            .map(str::to_owned),
+        })
+        .filter(|n| !n.name.is_empty())
+        .collect();
     let birth_time = p.birth_date.as_ref().and_then(|d| {
         d.extension
             .iter()
@@ -1581,23 +1808,9 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             Some(_) => {}
         }
     }
-    let address = p.address.first().map(|a| Address {
-        lines: a
-            .line
-            .iter()
-            .filter_map(|l| owned(l.value.as_deref()))
-            .collect(),
-        city: owned(val!(a.city)),
-        state: owned(val!(a.state)),
-        postal_code: owned(val!(a.postal_code)),
-        country: owned(val!(a.country)),
-        district: owned(val!(a.district)),
-        use_: match val!(a.r#use) {
-            Some("home") => Some(ContactUse::Home),
-            Some("work") => Some(ContactUse::Work),
-            _ => None,
-        },
-    });
+    let mut addresses = p.address.iter().map(address_of);
+    let address = addresses.next();
+    let other_addresses = addresses.filter(|a| !a.is_empty()).collect();
     let ext = |url: &str| {
         p.extension
             .iter()
@@ -1608,11 +1821,15 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         identifiers,
         name,
         second_language_name,
+        other_names,
         birth_date,
         gender,
         phones,
         email,
         address: address.filter(|a| !a.is_empty()),
+        other_addresses,
+        contacts: p.contact.iter().map(contact_of).collect(),
+        diagnoses: Vec::new(),
         nationality: match ext(systems::EXT_NATIONALITY) {
             Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
             _ => None,
@@ -1623,6 +1840,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
             _ => None,
         },
+        allergies: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d
@@ -1684,6 +1902,7 @@ fn location(l: &r::Location, _base: &str) -> Location {
         building: part(LOCATION_PARTS[3]),
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
+        bed_status: None,
     }
 }
 

@@ -68,6 +68,7 @@ pub(crate) fn empty_event(id: String, kind: EventKind, source: Source) -> Event 
         merge: None,
         additional_merges: Vec::new(),
         encounter: None,
+        other_patient: None,
         appointment: None,
         orders: Vec::new(),
         results: Vec::new(),

@@ -1,23 +1,57 @@
-//! ADT to canonical: patient demographics, the visit, merges.
+//! ADT to canonical: patient demographics, the visit and its locations, merges, moves,
+//! identifier changes, links and allergies. Every trigger A01-A62 of HL7 v2.8 that is an ADT
+//! message maps (A19 and A56-A59 are queries and responses, QRY/ADR/QBP/RSP, not ADT).
 //!
-//! | trigger | event kind |
-//! |---|---|
-//! | A01 admit | `encounter_admitted` |
-//! | A04 register (outpatient) | `patient_registered` |
-//! | A05 pre-admit | `encounter_preadmitted` |
-//! | A08 update patient information | `patient_updated` |
-//! | A28 add person | `patient_registered` |
-//! | A31 update person | `patient_updated` |
-//! | A03 discharge / end visit | `encounter_discharged` |
-//! | A11 cancel admit / visit | `encounter_cancelled` |
-//! | A13 cancel discharge | `encounter_discharge_cancelled` |
-//! | A40 merge patient identifier list | `patient_merged` (MRG) |
+//! | trigger | structure | event kind |
+//! |---|---|---|
+//! | A01 admit | ADT_A01 | `encounter_admitted` |
+//! | A02 transfer | ADT_A02 | `encounter_transferred` |
+//! | A03 discharge / end visit | ADT_A03 | `encounter_discharged` |
+//! | A04 register (outpatient) | ADT_A01 | `patient_registered` |
+//! | A05 pre-admit | ADT_A05 | `encounter_preadmitted` |
+//! | A06 outpatient to inpatient, A07 inpatient to outpatient | ADT_A06 | `encounter_class_changed` |
+//! | A08 update patient information | ADT_A01 | `patient_updated` |
+//! | A09 patient departing, A10 patient arriving (tracking) | ADT_A09 | `patient_departed`, `patient_arrived` |
+//! | A11 cancel admit / visit, A38 cancel pre-admit | ADT_A09, ADT_A38 | `encounter_cancelled` |
+//! | A12 cancel transfer | ADT_A12 | `encounter_transfer_cancelled` |
+//! | A13 cancel discharge | ADT_A01 | `encounter_discharge_cancelled` |
+//! | A14 pending admit | ADT_A05 | `encounter_admit_pending` |
+//! | A15 pending transfer | ADT_A15 | `encounter_transfer_pending` |
+//! | A16 pending discharge | ADT_A16 | `encounter_discharge_pending` |
+//! | A17 swap patients | ADT_A17 | `patients_swapped` (second PID/PV1 in `other_patient`) |
+//! | A18 merge patient information, A30 merge person, A34 merge patient id only, A36 merge patient id and account, A39 merge person, A40 merge patient | ADT_A18, ADT_A30, ADT_A39 | `patient_merged` (MRG) |
+//! | A20 bed status update | ADT_A20 | `bed_status_updated` (NPU, no patient) |
+//! | A21 leave of absence out, A22 back | ADT_A21 | `leave_of_absence_started`, `leave_of_absence_ended` |
+//! | A23 delete visit | ADT_A21 | `encounter_deleted` |
+//! | A24 link, A37 unlink | ADT_A24, ADT_A37 | `patients_linked`, `patients_unlinked` (`other_patient`) |
+//! | A25, A26, A27 cancel pending discharge / transfer / admit | ADT_A21 | `encounter_pending_cancelled` |
+//! | A28 add person | ADT_A05 | `patient_registered` |
+//! | A29 delete person | ADT_A21 | `patient_deleted` |
+//! | A31 update person | ADT_A05 | `patient_updated` |
+//! | A32 cancel arriving, A33 cancel departing | ADT_A21 | `patient_tracking_cancelled` |
+//! | A35 merge account only, A41 merge account | ADT_A30, ADT_A39 | `account_merged` (MRG-3) |
+//! | A42 merge visit | ADT_A39 | `visit_merged` (MRG-5) |
+//! | A43, A44, A45 move identifier list / account / visit | ADT_A43, ADT_A44, ADT_A45 | `record_moved` (MRG: the source) |
+//! | A46-A49 change patient id / identifier list / alternate id / account, A50, A51 change visit number / alternate visit id | ADT_A30, ADT_A50 | `identifier_changed` (MRG: the prior value) |
+//! | A52 cancel leave of absence, A53 cancel return from it | ADT_A52 | `leave_of_absence_cancelled` |
+//! | A54 change attending doctor | ADT_A54 | `attending_doctor_changed` |
+//! | A55, A62 cancel change of attending / consulting doctor | ADT_A54, ADT_A61 | `doctor_change_cancelled` |
+//! | A60 update allergy information | ADT_A60 | `allergies_updated` (IAM) |
+//! | A61 change consulting doctor | ADT_A61 | `consulting_doctor_changed` |
 //!
 //! Merges: the A40 patient group (PID, PD1, MRG, PV1) repeats, one group per patient merged.
 //! The first group gives [`Event::patient`](crate::model::Event::patient) and
 //! [`Event::merge`](crate::model::Event::merge); each further group one
 //! [`PatientMerge`] in `additional_merges`, in message order. A group's MRG is the first MRG
-//! after its PID and before the next PID; every group must have one.
+//! after its PID and before the next PID; every group must have one. The same rule reads every
+//! message with MRG (merges, moves, identifier changes); where one PID has several MRG (A45,
+//! one per visit moved), each further MRG is a further pair with the same patient.
+//!
+//! Two-patient events (A17 swap, A24 link, A37 unlink): the first PID and its PV1 are the
+//! event's patient and encounter, the second PID and the PV1 after it `other_patient`.
+//!
+//! Allergies: every AL1 of any ADT message, and every IAM of A60, become the patient's
+//! `allergies` (IAM-6 action code kept: A60 sends changes, not the whole list).
 //!
 //! The patient comes from PID ([`patient_from_pid`]), the visit from PV1/IN1
 //! ([`encounter_from_pv1`]); both are reused by the other families.
@@ -36,26 +70,68 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, Identifier, IdentifierKind,
-    MergedPatient, Patient, PatientMerge, VisitEvent,
+    Allergy, Coded, Contact, ContactUse, Diagnosis, Encounter, EncounterClass, Event, EventKind,
+    Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient,
+    OtherName, Patient, PatientMerge, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
-use super::{collect_practitioners, new_event, source_from_msh, ts, MappingError};
+use super::{collect_practitioners, new_event, source_from_msh, ts, ts_value, MappingError};
 
-/// The event kind of an ADT trigger, `None` for triggers not mapped (A02, A06…).
+/// The event kind of an ADT trigger (see the table of this module), `None` outside A01-A62
+/// and for the query triggers A19 and A56-A59.
 pub fn kind_for(trigger: &str) -> Option<EventKind> {
     Some(match trigger {
         "A01" => EventKind::EncounterAdmitted,
+        "A02" => EventKind::EncounterTransferred,
+        "A03" => EventKind::EncounterDischarged,
         "A04" | "A28" => EventKind::PatientRegistered,
         "A05" => EventKind::EncounterPreadmitted,
+        "A06" | "A07" => EventKind::EncounterClassChanged,
         "A08" | "A31" => EventKind::PatientUpdated,
-        "A03" => EventKind::EncounterDischarged,
-        "A11" => EventKind::EncounterCancelled,
+        "A09" => EventKind::PatientDeparted,
+        "A10" => EventKind::PatientArrived,
+        "A11" | "A38" => EventKind::EncounterCancelled,
+        "A12" => EventKind::EncounterTransferCancelled,
         "A13" => EventKind::EncounterDischargeCancelled,
-        "A40" => EventKind::PatientMerged,
+        "A14" => EventKind::EncounterAdmitPending,
+        "A15" => EventKind::EncounterTransferPending,
+        "A16" => EventKind::EncounterDischargePending,
+        "A17" => EventKind::PatientsSwapped,
+        "A18" | "A30" | "A34" | "A36" | "A39" | "A40" => EventKind::PatientMerged,
+        "A20" => EventKind::BedStatusUpdated,
+        "A21" => EventKind::LeaveOfAbsenceStarted,
+        "A22" => EventKind::LeaveOfAbsenceEnded,
+        "A23" => EventKind::EncounterDeleted,
+        "A24" => EventKind::PatientsLinked,
+        "A25" | "A26" | "A27" => EventKind::EncounterPendingCancelled,
+        "A29" => EventKind::PatientDeleted,
+        "A32" | "A33" => EventKind::PatientTrackingCancelled,
+        "A35" | "A41" => EventKind::AccountMerged,
+        "A37" => EventKind::PatientsUnlinked,
+        "A42" => EventKind::VisitMerged,
+        "A43" | "A44" | "A45" => EventKind::RecordMoved,
+        "A46" | "A47" | "A48" | "A49" | "A50" | "A51" => EventKind::IdentifierChanged,
+        "A52" | "A53" => EventKind::LeaveOfAbsenceCancelled,
+        "A54" => EventKind::AttendingDoctorChanged,
+        "A55" | "A62" => EventKind::DoctorChangeCancelled,
+        "A60" => EventKind::AllergiesUpdated,
+        "A61" => EventKind::ConsultingDoctorChanged,
         _ => return None,
     })
+}
+
+/// True for the kinds whose message pairs each PID with an MRG (merges, moves, identifier
+/// changes).
+fn has_mrg(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::PatientMerged
+            | EventKind::AccountMerged
+            | EventKind::VisitMerged
+            | EventKind::RecordMoved
+            | EventKind::IdentifierChanged
+    )
 }
 
 /// Maps an ADT message whose trigger gave `kind`.
@@ -65,34 +141,98 @@ pub fn kind_for(trigger: &str) -> Option<EventKind> {
 /// unparsable dates.
 pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(kind, source_from_msh(msg)?);
+    if kind == EventKind::BedStatusUpdated {
+        event.encounter = Some(bed_status(msg)?);
+        return Ok(event);
+    }
     event.patient = Some(patient_from_adt(msg)?);
-    event.encounter = encounter_from_pv1(msg)?;
-    if kind == EventKind::PatientMerged {
+    let pv1 = msg.segment("PV1");
+    event.encounter = match &pv1 {
+        Some(pv1) => encounter_from_pv1_segment(msg, pv1, event.source.event_time)?,
+        None => None,
+    };
+    let second_pid = msg.segment_n("PID", 2);
+    if let (Some(pid), Some(pv1)) = (&second_pid, &pv1) {
         // The first PV1 is the first patient's visit only if it comes before the second PID.
-        let second_pid = msg.segment_n("PID", 2).map(|s| s.index());
-        let first_pv1 = msg.segment("PV1").map(|s| s.index());
-        if let (Some(pid), Some(pv1)) = (second_pid, first_pv1) {
-            if pv1 > pid {
-                event.encounter = None;
-            }
+        if pv1.index() > pid.index() {
+            event.encounter = None;
         }
     }
     if let Some(encounter) = &mut event.encounter {
-        // The timeline says what happened: a pre-admission or a cancelled admission has not
-        // admitted anyone, and a cancelled discharge did not discharge.
-        encounter.events.retain(|e| match kind {
-            EventKind::EncounterPreadmitted | EventKind::EncounterCancelled => e.kind != "admitted",
-            EventKind::EncounterDischargeCancelled => e.kind != "discharged",
-            _ => true,
-        });
+        trim_timeline(msg, kind, encounter);
     }
-    if kind == EventKind::PatientMerged {
+    if has_mrg(kind) {
         let mut pairs = merge_pairs(msg)?.into_iter();
         event.merge = pairs.next().map(|p| p.merged);
         event.additional_merges = pairs.collect();
     }
+    if matches!(
+        kind,
+        EventKind::PatientsSwapped | EventKind::PatientsLinked | EventKind::PatientsUnlinked
+    ) {
+        let pid = second_pid.ok_or(MappingError::Missing {
+            path: "PID[2]".into(),
+            reason: "a swap or link names two patients",
+        })?;
+        // The second patient's visit is the first PV1 after their PID.
+        let pv1 = msg
+            .segments()
+            .skip(pid.index() + 1)
+            .find(|s| s.name() == "PV1");
+        let encounter = match &pv1 {
+            Some(pv1) => encounter_from_pv1_segment(msg, pv1, event.source.event_time)?,
+            None => None,
+        };
+        event.other_patient = Some(Box::new(LinkedPatient {
+            patient: patient_from_pid_segment(msg, &pid, pv1.as_ref())?,
+            encounter,
+        }));
+    }
     collect_practitioners(&mut event);
     Ok(event)
+}
+
+/// Drops the timeline steps that did not happen: a pre-admission, a pending or cancelled
+/// admission has not admitted anyone (PV1-44 is then the expected time), and a pending or
+/// cancelled discharge did not discharge.
+fn trim_timeline(msg: &V2Message<'_>, kind: EventKind, encounter: &mut Encounter) {
+    let cancels_admit = msg.segment("MSH").is_some_and(|msh| {
+        let trigger = msh.get_comp(9, 2);
+        trigger
+            .text()
+            .is_some_and(|t| UpperCode::new(t.trim()).as_str() == "A27")
+    });
+    encounter.events.retain(|e| match kind {
+        EventKind::EncounterPreadmitted
+        | EventKind::EncounterCancelled
+        | EventKind::EncounterAdmitPending => e.kind != "admitted",
+        EventKind::EncounterDischargeCancelled | EventKind::EncounterDischargePending => {
+            e.kind != "discharged"
+        }
+        EventKind::EncounterPendingCancelled => {
+            e.kind != "discharged" && !(cancels_admit && e.kind == "admitted")
+        }
+        _ => true,
+    });
+}
+
+/// ADT^A20: NPU-1 bed location and NPU-2 bed status, as an encounter without visit or
+/// patient (the message names none).
+///
+/// # Errors
+/// [`MappingError::Missing`] without NPU or NPU-1.
+fn bed_status(msg: &V2Message<'_>) -> Result<Encounter, MappingError> {
+    let missing = |path: &str| MappingError::Missing {
+        path: path.into(),
+        reason: "a bed status update names the bed",
+    };
+    let npu = msg.segment("NPU").ok_or_else(|| missing("NPU"))?;
+    let mut location = datatypes::location(&npu.field(1).rep(1)).ok_or_else(|| missing("NPU-1"))?;
+    location.bed_status = datatypes::coded(&npu.field(2));
+    Ok(Encounter {
+        location: Some(location),
+        ..Encounter::default()
+    })
 }
 
 /// The patient of an ADT message: PID, plus the blood group from an OBX with LOINC 882-1
@@ -103,6 +243,12 @@ pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
 /// [`MappingError::BadDateTime`] for PID-7/PID-29 that do not parse.
 pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     let mut patient = patient_from_pid(msg)?;
+    patient.allergies = allergies(msg)?;
+    patient.contacts = msg
+        .segments_named("NK1")
+        .filter_map(|nk1| contact(&nk1))
+        .collect();
+    patient.diagnoses = diagnoses(msg)?;
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -122,7 +268,9 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
 ///
 /// Names: PID-5 repetitions. The primary name is the first with XPN-7 `L` (legal), else the
 /// first; the second-language name is the first other repetition in a different script (Arabic
-/// beside Latin, as Gulf HIS send them). Other repetitions (aliases) are not kept.
+/// beside Latin, as Gulf HIS send them). Every other repetition (aliases, maiden names…) is
+/// kept in `other_names` with its XPN-7 type. Addresses: the first PID-11 repetition is
+/// `address`, every further one is in `other_addresses`.
 ///
 /// # Errors
 /// [`MappingError::Missing`] without PID or without any patient identifier;
@@ -190,7 +338,9 @@ pub fn patient_from_pid_segment(
     };
     names(pid, &mut patient);
     telecoms(pid, &mut patient);
-    patient.address = pid.field(11).reps().find_map(|r| datatypes::address(&r));
+    let mut addresses = pid.field(11).reps().filter_map(|r| datatypes::address(&r));
+    patient.address = addresses.next();
+    patient.other_addresses = addresses.collect();
     patient.vip = pv1.is_some_and(vip);
     patient.language = datatypes::coded(&pid.field(15));
     patient.marital_status = datatypes::coded(&pid.field(16));
@@ -232,12 +382,26 @@ fn names(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
         return;
     };
     patient.name = datatypes::name_at(first, 1);
-    patient.second_language_name = reps
+    let second = reps
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != primary)
-        .map(|(_, r)| datatypes::name_at(r, 1))
-        .find(|n| !n.is_empty() && n.language != patient.name.language);
+        .map(|(i, r)| (i, datatypes::name_at(r, 1)))
+        .find(|(_, n)| !n.is_empty() && n.language != patient.name.language);
+    let second_index = second.as_ref().map(|(i, _)| *i);
+    patient.second_language_name = second.map(|(_, n)| n);
+    patient.other_names = reps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != primary && Some(*i) != second_index)
+        .filter_map(|(_, r)| {
+            let name = datatypes::name_at(r, 1);
+            (!name.is_empty()).then(|| OtherName {
+                name,
+                name_type: r.get(7).upper_string(),
+            })
+        })
+        .collect();
 }
 
 fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
@@ -267,10 +431,32 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
         .is_some_and(|v| !matches!(UpperCode::new(v.trim()).as_str(), "N" | "NO" | "0"))
 }
 
-/// The visit from PV1 (and IN1-4 for the insurer).
+/// The visit from the first PV1 (and IN1-4 for the insurer); see
+/// [`encounter_from_pv1_segment`].
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for PV1-44/PV1-45 that do not parse.
+pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, MappingError> {
+    match msg.segment("PV1") {
+        Some(pv1) => encounter_from_pv1_segment(msg, &pv1, None),
+        None => Ok(None),
+    }
+}
+
+/// The visit from one PV1 (and IN1-4 for the insurer).
 ///
 /// Timeline: `admitted` (PV1-44), then one step per `ZVT` segment in message order (see
 /// the ZVT rule in this module), then `discharged` (PV1-45).
+///
+/// Location history, prior locations first: PV1-6 prior location and PV1-43 prior temporary
+/// location (`completed`), PV1-3 assigned location and PV1-11 temporary location (`active`),
+/// PV1-42 pending location (`planned`). When a prior location is named, the patient moved at
+/// `moved_at` (the event time of a transfer): it ends the prior stays and starts the current
+/// ones; otherwise the assigned location starts at PV1-44. A PV1 that names only PV1-3 has
+/// no history (its `location` says it all).
+///
+/// Consulting doctors: PV1-9, one practitioner per repetition (unlike PV1-7, whose
+/// repetitions are one doctor's identifiers).
 ///
 /// A PV1 that only fills the mandatory placeholder (`PV1|1|N`, as A28/A31 carry) is not a
 /// visit: an encounter is returned only when PV1 has a visit number, a location, an
@@ -278,10 +464,12 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
 ///
 /// # Errors
 /// [`MappingError::BadDateTime`] for PV1-44/PV1-45 that do not parse.
-pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, MappingError> {
-    let Some(pv1) = msg.segment("PV1") else {
-        return Ok(None);
-    };
+pub fn encounter_from_pv1_segment(
+    msg: &V2Message<'_>,
+    pv1: &SegmentRef<'_, '_>,
+    moved_at: Option<Timestamp>,
+) -> Result<Option<Encounter>, MappingError> {
+    let pv1 = *pv1;
     let mut encounter = Encounter {
         visit_number: pv1.get(19).string(),
         class: pv1.get(2).text().map(encounter_class),
@@ -290,12 +478,18 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
         location: pv1.field(3).reps().find_map(|r| datatypes::location(&r)),
         attending: datatypes::practitioner(&pv1.field(7)),
         referring: datatypes::practitioner(&pv1.field(8)),
+        consulting: pv1
+            .field(9)
+            .reps()
+            .filter_map(|r| datatypes::practitioner_of([r]))
+            .collect(),
         // PV1-44/45 are TS (v2.3-2.5) or DTM (v2.6+): component 1 is the time in both.
         admit_time: ts(msg, &pv1, 44)?,
         discharge_time: ts(msg, &pv1, 45)?,
         discharge_disposition: datatypes::coded(&pv1.field(36)),
         financial_class: datatypes::coded(&pv1.field(20)),
         insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
+        location_history: Vec::new(),
         events: Vec::new(),
     };
     if encounter.visit_number.is_none()
@@ -305,6 +499,7 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
     {
         return Ok(None);
     }
+    encounter.location_history = location_history(&pv1, encounter.admit_time, moved_at);
     if let (Some(loc), Some(service)) = (&mut encounter.location, &encounter.service) {
         loc.specialisation = Some(service.clone());
     }
@@ -358,6 +553,142 @@ fn visit_step(
     }))
 }
 
+/// The locations one PV1 names (see [`encounter_from_pv1_segment`]).
+fn location_history(
+    pv1: &SegmentRef<'_, '_>,
+    admitted: Option<Timestamp>,
+    moved_at: Option<Timestamp>,
+) -> Vec<LocationStay> {
+    // Most PV1 name only PV1-3: no history, and nothing built to find that out.
+    if [6, 11, 42, 43].iter().all(|&f| pv1.field(f).is_empty()) {
+        return Vec::new();
+    }
+    let stay = |field: usize, status| {
+        let location = datatypes::location(&pv1.field(field).rep(1))?;
+        Some(LocationStay {
+            location,
+            status,
+            start: None,
+            end: None,
+        })
+    };
+    let mut history: Vec<LocationStay> = [
+        stay(6, LocationStatus::Completed),
+        stay(43, LocationStatus::Completed),
+        stay(3, LocationStatus::Active),
+        stay(11, LocationStatus::Active),
+        stay(42, LocationStatus::Planned),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if history.len() == 1 && pv1.get(3).text().is_some() {
+        return Vec::new();
+    }
+    let moved = history
+        .iter()
+        .any(|s| s.status == LocationStatus::Completed);
+    for s in &mut history {
+        match s.status {
+            LocationStatus::Completed => s.end = moved_at,
+            LocationStatus::Active if moved => s.start = moved_at,
+            LocationStatus::Active => s.start = admitted,
+            LocationStatus::Planned => {}
+        }
+    }
+    history
+}
+
+/// Diagnoses: every DG1 (DG1-3 code, else DG1-4 description as text; DG1-6 type; DG1-5
+/// time), in the visit of the message's PV1-19. A DG1 without code or description is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a DG1-5 that does not parse.
+pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+    let mut out = Vec::new();
+    for dg1 in msg.segments_named("DG1") {
+        let code = datatypes::coded(&dg1.field(3)).or_else(|| {
+            dg1.get(4).string().map(|text| Coded {
+                text: Some(text),
+                ..Coded::default()
+            })
+        });
+        let Some(code) = code else {
+            continue;
+        };
+        out.push(Diagnosis {
+            code,
+            diagnosis_type: datatypes::coded(&dg1.field(6)),
+            time: ts(msg, &dg1, 5)?,
+            visit_number: visit_number.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// A contact from NK1: NK1-2 name, NK1-3 relationship, NK1-4 address, NK1-5/NK1-6 phones
+/// (home, business), NK1-7 contact role. An NK1 that names no one and no relationship is
+/// ignored.
+fn contact(nk1: &SegmentRef<'_, '_>) -> Option<Contact> {
+    let mut phones = Vec::new();
+    for (field, default_use) in [(5, None), (6, Some(ContactUse::Work))] {
+        for rep in nk1.field(field).reps() {
+            if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, default_use) {
+                if !phones.contains(&p) {
+                    phones.push(p);
+                }
+            }
+        }
+    }
+    let c = Contact {
+        name: datatypes::name_at(&nk1.field(2).rep(1), 1),
+        relationship: datatypes::coded(&nk1.field(3)),
+        role: datatypes::coded(&nk1.field(7)),
+        phones,
+        address: nk1.field(4).reps().find_map(|r| datatypes::address(&r)),
+    };
+    (!c.name.is_empty() || c.relationship.is_some()).then_some(c)
+}
+
+/// Allergies: every AL1 (AL1-2 type, AL1-3 allergen, AL1-4 severity, AL1-5 reactions, AL1-6
+/// identified), and every IAM (ADT^A60: the same fields at IAM-2 to IAM-5, IAM-6 action code,
+/// IAM-11 onset). An AL1 or IAM without allergen is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for AL1-6 or IAM-11 that do not parse.
+fn allergies(msg: &V2Message<'_>) -> Result<Vec<Allergy>, MappingError> {
+    let mut out = Vec::new();
+    // By name, not by walking every segment: this runs for every ADT message.
+    for seg in msg.segments_named("AL1").chain(msg.segments_named("IAM")) {
+        let (is_iam, onset) = if seg.name() == "IAM" {
+            (true, 11)
+        } else {
+            (false, 6)
+        };
+        let Some(allergen) = datatypes::coded(&seg.field(3)) else {
+            continue;
+        };
+        out.push(Allergy {
+            allergen,
+            category: datatypes::coded(&seg.field(2)),
+            severity: datatypes::coded(&seg.field(4)),
+            reactions: seg
+                .field(5)
+                .reps()
+                .filter_map(|r| r.text().trimmed().map(str::to_owned))
+                .collect(),
+            identified: ts_value(msg, &seg, onset, seg.get_comp(onset, 1))?,
+            action: if is_iam {
+                seg.get_comp(6, 1).upper_string()
+            } else {
+                None
+            },
+        });
+    }
+    Ok(out)
+}
+
 /// PV1-2 patient class, HL7 table 0004.
 fn encounter_class(code: &str) -> EncounterClass {
     match UpperCode::new(code.trim()).as_str() {
@@ -380,7 +711,8 @@ fn encounter_class(code: &str) -> EncounterClass {
 /// identifier, and as [`patient_from_pid_segment`] for its PID.
 fn merge_pairs(msg: &V2Message<'_>) -> Result<Vec<PatientMerge>, MappingError> {
     // (PID, its MRG, its PV1): each segment belongs to the last PID before it, so Z-segments
-    // or PD1 between them do not matter.
+    // or PD1 between them do not matter; a further MRG after the same PID is a further pair
+    // with that patient.
     type Group<'s, 'm> = (
         SegmentRef<'s, 'm>,
         Option<SegmentRef<'s, 'm>>,
@@ -391,6 +723,11 @@ fn merge_pairs(msg: &V2Message<'_>) -> Result<Vec<PatientMerge>, MappingError> {
         match (seg.name(), groups.last_mut()) {
             ("PID", _) => groups.push((seg, None, None)),
             ("MRG", Some((_, mrg @ None, _))) => *mrg = Some(seg),
+            // ADT^A45: one PID, a MERGE_INFO group (MRG, PV1) per visit moved.
+            ("MRG", Some((pid, Some(_), _))) => {
+                let pid = *pid;
+                groups.push((pid, Some(seg), None));
+            }
             ("PV1", Some((_, _, pv1 @ None))) => *pv1 = Some(seg),
             _ => {}
         }

@@ -105,8 +105,16 @@ pub fn script_language(name: &HumanName) -> Option<&'static str> {
 /// number), `NPI`, `RN`, `MCN`, `UPIN`, `DEA` a registration number, anything else (`DN`
 /// doctor number, `EI`, nothing) the HIS code; the first non-empty name wins.
 pub fn practitioner(field: &FieldRef<'_, '_>) -> Option<Practitioner> {
+    practitioner_of(field.reps())
+}
+
+/// A practitioner from XCN repetitions that describe one person (see [`practitioner`]); one
+/// repetition alone for fields whose repetitions are different people (PV1-9 consulting).
+pub fn practitioner_of<'s, 'm: 's>(
+    reps: impl IntoIterator<Item = RepRef<'s, 'm>>,
+) -> Option<Practitioner> {
     let mut p = Practitioner::default();
-    for rep in field.reps() {
+    for rep in reps {
         let parts = rep.components();
         let id = parts.get(1).string();
         match parts.get(13).text().map(UpperCode::new).as_deref() {
@@ -137,6 +145,7 @@ pub fn location(rep: &RepRef<'_, '_>) -> Option<Location> {
         floor: parts.get(8).string(),
         name: parts.get(9).string(),
         specialisation: None,
+        bed_status: None,
     };
     (!loc.is_empty()).then_some(loc)
 }

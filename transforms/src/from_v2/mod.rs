@@ -14,11 +14,13 @@
 //!
 //! | message | module | event kinds |
 //! |---|---|---|
-//! | ADT A01 A03 A04 A05 A08 A11 A13 A28 A31 A40 | [`adt`] | patient registered/updated/merged, encounter admitted/preadmitted/discharged/cancelled/discharge cancelled |
-//! | SIU S12-S17, S26 | [`siu`] | appointment booked/rescheduled/modified/cancelled/discontinued/deleted/no-show |
-//! | ORM^O01, OML^O21 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
-//! | ORU^R01 | [`oru`] | result reported |
+//! | ADT A01-A62 (every ADT trigger of v2.8) | [`adt`] | patient, encounter, tracking, leave, merge/move/link, identifier, doctor and allergy events (table in [`adt`]) |
+//! | SIU S12-S24, S26 | [`siu`] | appointment booked/rescheduled/modified/cancelled/discontinued/deleted/no-show, resource added/modified/cancelled/discontinued/deleted, slot blocked/opened |
+//! | ORM^O01, OML^O21/O33/O35 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
+//! | ORU^R01/R30/R31/R32 | [`oru`] | result reported |
 //! | DFT^P03, DFT^P11 | [`dft`] | charge posted/reversed (+ payment outcome) |
+//!
+//! [`TRIGGERS`] lists every pair this module maps, with its v2.8 message structure.
 
 pub mod adt;
 pub mod datatypes;
@@ -86,7 +88,7 @@ pub enum Mapped {
     /// The canonical event, boxed: an `Event` is a few kilobytes, and moving it out of the
     /// mapping and through `Result`s by value costs more than the allocation.
     Event(Box<Event>),
-    /// A message type this crate does not map (e.g. `ADT^A02`, `ACK`): the engine decides
+    /// A message type this crate does not map (e.g. `ACK`, `QRY^A19`): the engine decides
     /// (reject with AR and ERR-3 = 200/201, or accept and route raw).
     Unsupported {
         /// MSH-9 as `CODE^TRIGGER`.
@@ -121,8 +123,19 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
     let code = parts.get(1);
     let code = UpperCode::new(code.text().ok_or_else(no_type)?.trim());
     let trigger = parts.get(2);
-    let trigger = UpperCode::new(trigger.text().unwrap_or("").trim());
-    let event = match (code.as_str(), trigger.as_str()) {
+    let mut trigger_text = trigger.text().unwrap_or("").trim();
+    // HL7 v2.1 and v2.2: MSH-9 is the message type alone, and an ADT names its event in
+    // EVN-1 (MSH-9.2 came with v2.3, EVN-1 was kept for backward compatibility).
+    let mut from_evn = false;
+    let evn1 = (trigger_text.is_empty() && code.as_str() == "ADT")
+        .then(|| msg.segment("EVN").map(|evn| evn.get(1)))
+        .flatten();
+    if let Some(t) = evn1.as_ref().and_then(|v| v.text()) {
+        trigger_text = t.trim();
+        from_evn = !trigger_text.is_empty();
+    }
+    let trigger = UpperCode::new(trigger_text);
+    let mut event = match (code.as_str(), trigger.as_str()) {
         ("ADT", trigger) => match adt::kind_for(trigger) {
             Some(kind) => adt::event_from_adt(msg, kind)?,
             None => return Ok(unsupported(msg)),
@@ -131,13 +144,104 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
             Some(kind) => siu::event_from_siu(msg, kind)?,
             None => return Ok(unsupported(msg)),
         },
-        ("ORM", "O01") | ("OML", "O21") => orders::event_from_order(msg)?,
-        ("ORU", "R01") => oru::event_from_oru(msg)?,
+        ("ORM", "O01") | ("OML", "O21" | "O33" | "O35") => orders::event_from_order(msg)?,
+        ("ORU", "R01" | "R30" | "R31" | "R32") => oru::event_from_oru(msg)?,
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
         _ => return Ok(unsupported(msg)),
     };
+    if from_evn {
+        event.source.message_type = format!("{}^{}", code.as_str(), trigger.as_str());
+    }
     Ok(Mapped::Event(event))
 }
+
+/// Every message code and trigger [`map`] maps, with its HL7 v2.8 message structure: ADT
+/// A01-A62 (without the queries A19 and A56-A59), SIU S12-S26 (without the query S25),
+/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11. `docs/MAPPING.md` shows what
+/// each becomes.
+pub const TRIGGERS: &[(&str, &str, &str)] = &[
+    ("ADT", "A01", "ADT_A01"),
+    ("ADT", "A02", "ADT_A02"),
+    ("ADT", "A03", "ADT_A03"),
+    ("ADT", "A04", "ADT_A01"),
+    ("ADT", "A05", "ADT_A05"),
+    ("ADT", "A06", "ADT_A06"),
+    ("ADT", "A07", "ADT_A06"),
+    ("ADT", "A08", "ADT_A01"),
+    ("ADT", "A09", "ADT_A09"),
+    ("ADT", "A10", "ADT_A09"),
+    ("ADT", "A11", "ADT_A09"),
+    ("ADT", "A12", "ADT_A12"),
+    ("ADT", "A13", "ADT_A01"),
+    ("ADT", "A14", "ADT_A05"),
+    ("ADT", "A15", "ADT_A15"),
+    ("ADT", "A16", "ADT_A16"),
+    ("ADT", "A17", "ADT_A17"),
+    ("ADT", "A18", "ADT_A18"),
+    ("ADT", "A20", "ADT_A20"),
+    ("ADT", "A21", "ADT_A21"),
+    ("ADT", "A22", "ADT_A21"),
+    ("ADT", "A23", "ADT_A21"),
+    ("ADT", "A24", "ADT_A24"),
+    ("ADT", "A25", "ADT_A21"),
+    ("ADT", "A26", "ADT_A21"),
+    ("ADT", "A27", "ADT_A21"),
+    ("ADT", "A28", "ADT_A05"),
+    ("ADT", "A29", "ADT_A21"),
+    ("ADT", "A30", "ADT_A30"),
+    ("ADT", "A31", "ADT_A05"),
+    ("ADT", "A32", "ADT_A21"),
+    ("ADT", "A33", "ADT_A21"),
+    ("ADT", "A34", "ADT_A30"),
+    ("ADT", "A35", "ADT_A30"),
+    ("ADT", "A36", "ADT_A30"),
+    ("ADT", "A37", "ADT_A37"),
+    ("ADT", "A38", "ADT_A38"),
+    ("ADT", "A39", "ADT_A39"),
+    ("ADT", "A40", "ADT_A39"),
+    ("ADT", "A41", "ADT_A39"),
+    ("ADT", "A42", "ADT_A39"),
+    ("ADT", "A43", "ADT_A43"),
+    ("ADT", "A44", "ADT_A44"),
+    ("ADT", "A45", "ADT_A45"),
+    ("ADT", "A46", "ADT_A30"),
+    ("ADT", "A47", "ADT_A30"),
+    ("ADT", "A48", "ADT_A30"),
+    ("ADT", "A49", "ADT_A30"),
+    ("ADT", "A50", "ADT_A50"),
+    ("ADT", "A51", "ADT_A50"),
+    ("ADT", "A52", "ADT_A52"),
+    ("ADT", "A53", "ADT_A52"),
+    ("ADT", "A54", "ADT_A54"),
+    ("ADT", "A55", "ADT_A54"),
+    ("ADT", "A60", "ADT_A60"),
+    ("ADT", "A61", "ADT_A61"),
+    ("ADT", "A62", "ADT_A61"),
+    ("SIU", "S12", "SIU_S12"),
+    ("SIU", "S13", "SIU_S12"),
+    ("SIU", "S14", "SIU_S12"),
+    ("SIU", "S15", "SIU_S12"),
+    ("SIU", "S16", "SIU_S12"),
+    ("SIU", "S17", "SIU_S12"),
+    ("SIU", "S18", "SIU_S12"),
+    ("SIU", "S19", "SIU_S12"),
+    ("SIU", "S20", "SIU_S12"),
+    ("SIU", "S21", "SIU_S12"),
+    ("SIU", "S22", "SIU_S12"),
+    ("SIU", "S23", "SIU_S12"),
+    ("SIU", "S24", "SIU_S12"),
+    ("SIU", "S26", "SIU_S12"),
+    ("ORM", "O01", "ORM_O01"),
+    ("OML", "O21", "OML_O21"),
+    ("OML", "O33", "OML_O33"),
+    ("OML", "O35", "OML_O35"),
+    ("ORU", "R01", "ORU_R01"),
+    ("ORU", "R30", "ORU_R30"),
+    ("ORU", "R31", "ORU_R30"),
+    ("ORU", "R32", "ORU_R30"),
+    ("DFT", "P03", "DFT_P03"),
+    ("DFT", "P11", "DFT_P11"),
+];
 
 fn unsupported(msg: &V2Message<'_>) -> Mapped {
     Mapped::Unsupported {
@@ -198,6 +302,7 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
         merge: None,
         additional_merges: Vec::new(),
         encounter: None,
+        other_patient: None,
         appointment: None,
         orders: Vec::new(),
         results: Vec::new(),
@@ -216,9 +321,16 @@ fn collect_practitioners(event: &mut Event) {
             }
         }
     };
-    if let Some(e) = &event.encounter {
+    let other_encounter = event
+        .other_patient
+        .as_ref()
+        .and_then(|o| o.encounter.as_ref());
+    for e in event.encounter.iter().chain(other_encounter) {
         add(e.attending.as_ref());
         add(e.referring.as_ref());
+        for c in &e.consulting {
+            add(Some(c));
+        }
     }
     if let Some(a) = &event.appointment {
         add(a.practitioner.as_ref());

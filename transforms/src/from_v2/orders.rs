@@ -13,6 +13,9 @@
 //! Event kind: from the first order's ORC-1: `NW`/`SN` → `order_placed`; `CA`/`OC`/`CR`/`DC`/
 //! `OD`/`DR` → `order_cancelled`; other known codes → `order_updated`.
 //!
+//! Charges: every FT1 (ORM^O01 and the OML financial group) is a charge of the event, read
+//! as a DFT's FT1 ([`super::dft::charge_from_ft1`]), with PID-18 account and PV1-19 visit.
+//!
 //! Appointment: when the first order has a requested start, the event also carries an
 //! appointment for it: ids are the order numbers (placer → `placer_id`, filler →
 //! `filler_id`), the service is the procedure, the end is TQ1-8 or ORC-7.5, and the status is
@@ -97,6 +100,16 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
             event_reason: None,
             notes: None,
         });
+    }
+    // FT1 in an order (ORM^O01 and OML's financial group): the charges of the order, as a
+    // DFT carries them, with the account (PID-18) and the visit (PV1-19).
+    let account = msg.segment("PID").and_then(|pid| pid.get(18).string());
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+    for ft1 in msg.segments_named("FT1") {
+        let mut charge = super::dft::charge_from_ft1(msg, &ft1, None)?;
+        charge.account.clone_from(&account);
+        charge.visit_number.clone_from(&visit_number);
+        event.charges.push(charge);
     }
     collect_practitioners(&mut event);
     Ok(event)

@@ -8,10 +8,21 @@
 //! | S15 cancellation | `appointment_cancelled` | `cancelled` |
 //! | S16 discontinuation | `appointment_discontinued` | `cancelled` |
 //! | S17 deletion | `appointment_deleted` | `entered_in_error` |
+//! | S18 service/resource added | `appointment_resource_added` | SCH-25, else `booked` |
+//! | S19 service/resource modified | `appointment_resource_modified` | SCH-25, else `booked` |
+//! | S20 service/resource cancelled | `appointment_resource_cancelled` | SCH-25, else `booked` |
+//! | S21 service/resource discontinued | `appointment_resource_discontinued` | SCH-25, else `booked` |
+//! | S22 service/resource deleted | `appointment_resource_deleted` | SCH-25, else `booked` |
+//! | S23 time slot blocked | `slot_blocked` | `blocked` |
+//! | S24 time slot opened | `slot_opened` | `cancelled` (the block no longer holds) |
 //! | S26 no-show | `appointment_no_show` | `no_show` |
 //!
-//! For S15, S16, S17 and S26 the trigger is the statement of what happened and wins over a
-//! stale SCH-25. SCH-25 (filler status code, HL7 table 0278) is read for S12-S14 and must be a
+//! S25 is a schedule query (SQM/SQR), not a SIU message. A resource change (S18-S22) does
+//! not change the appointment itself: its status is SCH-25, and the resources are those the
+//! message sends (the AIS/AIG/AIL/AIP the change is about).
+//!
+//! For S15, S16, S17, S23, S24 and S26 the trigger is the statement of what happened and wins
+//! over a stale SCH-25. SCH-25 (filler status code, HL7 table 0278) is read otherwise and must be a
 //! known code: `Pending`, `Waitlist`, `Booked`, `Overbook`, `Started`, `Complete`, `Cancelled`,
 //! `Dc`, `Deleted`, `Blocked`, `Noshow` (case-insensitive).
 //!
@@ -23,14 +34,17 @@
 //! code as practitioner code, its text whole as the name, since a CWE does not split names).
 //! Every other AIG (equipment, rooms, teams, and person AIGs beside an AIP) is kept in
 //! `resources`: AIG-3 resource, AIG-4 type, AIG-6 quantity (a whole number). An AIG without
-//! AIG-3 is ignored. Timing: start from AIS-4, else AIP-6, else AIL-6, else AIG-8, else SCH-11.4 (TQ
-//! start, the v2.3/v2.4 way, kept in v2.5 for backward compatibility), else TQ1-7 (v2.6+);
-//! duration from AIS-7/AIS-8, else SCH-9/SCH-10; end from SCH-11.5, else TQ1-8, else start +
-//! duration. Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
+//! AIG-3 is ignored. Timing (the v2-to-FHIR IG reads the appointment's time from TQ1): start
+//! from TQ1-7, else AIS-4, else AIP-6, else AIL-6, else AIG-8, else SCH-11.4 (TQ start);
+//! duration from AIS-7/AIS-8, else SCH-9/SCH-10; end from TQ1-8, else SCH-11.5, else start +
+//! duration. SCH-11 is the timing before v2.5; v2.5 and v2.6 keep it for backward
+//! compatibility only, so it is read last there and a stale copy never wins over TQ1; from
+//! v2.7, which withdrew it, it is not read at all. (Ignoring it already from v2.5 would drop
+//! the only time of the many v2.5 senders that still fill SCH-11 alone.) Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
 //! `HOURS`, `S`/`SEC`/`SECONDS`, and absent means minutes.
 
 use super::datatypes::UpperCode;
-use crate::hl7v2::access::{SegmentRef, V2Message};
+use crate::hl7v2::access::{SegmentRef, V2Message, Version};
 use crate::model::{
     Appointment, AppointmentResource, AppointmentStatus, Coded, Event, EventKind, HumanName,
     Practitioner,
@@ -42,7 +56,8 @@ use super::{
     ts_value, MappingError,
 };
 
-/// The event kind of a SIU trigger, `None` for triggers not mapped (S18-S25…).
+/// The event kind of a SIU trigger (see the table of this module), `None` outside S12-S26
+/// and for the query trigger S25.
 pub fn kind_for(trigger: &str) -> Option<EventKind> {
     Some(match trigger {
         "S12" => EventKind::AppointmentBooked,
@@ -51,6 +66,13 @@ pub fn kind_for(trigger: &str) -> Option<EventKind> {
         "S15" => EventKind::AppointmentCancelled,
         "S16" => EventKind::AppointmentDiscontinued,
         "S17" => EventKind::AppointmentDeleted,
+        "S18" => EventKind::AppointmentResourceAdded,
+        "S19" => EventKind::AppointmentResourceModified,
+        "S20" => EventKind::AppointmentResourceCancelled,
+        "S21" => EventKind::AppointmentResourceDiscontinued,
+        "S22" => EventKind::AppointmentResourceDeleted,
+        "S23" => EventKind::SlotBlocked,
+        "S24" => EventKind::SlotOpened,
         "S26" => EventKind::AppointmentNoShow,
         _ => return None,
     })
@@ -106,15 +128,21 @@ pub fn appointment_from_siu(
     let aig = msg.segment("AIG");
     let tq1 = msg.segment("TQ1");
 
+    // SCH-11 (TQ) is the timing before v2.5; v2.5 and v2.6 keep it for backward
+    // compatibility only (read last, after TQ1 and the resources), v2.7 withdrew it. A message
+    // without a readable MSH-12 is taken as old.
+    let sch11 = msg.version().is_none_or(|v| v < Version::V2_7);
     let mut start = None;
+    if let Some(tq1) = &tq1 {
+        start = ts(msg, tq1, 7)?;
+    }
     for (seg, field) in [(&ais, 4), (&aip, 6), (&ail, 6), (&aig, 8)] {
         if let Some(seg) = seg {
             start = start.or(ts(msg, seg, field)?);
         }
     }
-    start = start.or(ts_value(msg, &sch, 11, sch.get_comp(11, 4))?);
-    if let Some(tq1) = &tq1 {
-        start = start.or(ts(msg, tq1, 7)?);
+    if sch11 {
+        start = start.or(ts_value(msg, &sch, 11, sch.get_comp(11, 4))?);
     }
 
     let mut duration = None;
@@ -125,9 +153,12 @@ pub fn appointment_from_siu(
         duration = minutes(msg, &sch, 9, 10)?;
     }
 
-    let mut end = ts_value(msg, &sch, 11, sch.get_comp(11, 5))?;
+    let mut end = None;
     if let Some(tq1) = &tq1 {
-        end = end.or(ts(msg, tq1, 8)?);
+        end = ts(msg, tq1, 8)?;
+    }
+    if sch11 {
+        end = end.or(ts_value(msg, &sch, 11, sch.get_comp(11, 5))?);
     }
     let end = end.or_else(|| start.and_then(|s| s.plus_minutes(i64::from(duration?))));
     let duration = duration.or_else(|| {
@@ -222,6 +253,8 @@ fn status(sch: &SegmentRef<'_, '_>, kind: EventKind) -> Result<AppointmentStatus
         }
         EventKind::AppointmentDeleted => return Ok(AppointmentStatus::EnteredInError),
         EventKind::AppointmentNoShow => return Ok(AppointmentStatus::NoShow),
+        EventKind::SlotBlocked => return Ok(AppointmentStatus::Blocked),
+        EventKind::SlotOpened => return Ok(AppointmentStatus::Cancelled),
         _ => {}
     }
     let sch25 = sch.get_comp(25, 1);

@@ -203,9 +203,11 @@ impl Default for AcceptPolicy {
         AcceptPolicy {
             message_types: vec!["*".into()],
             processing_ids: vec!["P".into(), "D".into(), "T".into()],
-            versions: ["2.3", "2.4", "2.5", "2.6", "2.7", "2.8"]
-                .map(String::from)
-                .to_vec(),
+            versions: [
+                "2.1", "2.2", "2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }
@@ -541,6 +543,20 @@ mod tests {
     }
 
     #[test]
+    fn every_version_from_2_1_to_2_9_is_accepted_by_default() {
+        for v in [
+            "2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5.1", "2.6", "2.7.1", "2.8.2", "2.9",
+        ] {
+            let h = header(&format!("MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|P|{v}"));
+            assert_eq!(check_header(&h, &AcceptPolicy::default()), Ok(()), "{v}");
+        }
+        for v in ["2.0", "2.10", "3.0"] {
+            let h = header(&format!("MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|P|{v}"));
+            assert!(check_header(&h, &AcceptPolicy::default()).is_err(), "{v}");
+        }
+    }
+
+    #[test]
     fn header_problems_in_order() {
         let p = AcceptPolicy::default();
         let cases = [
@@ -548,7 +564,7 @@ mod tests {
             ("MSH|^~\\&|A|B|C|D|1||ADT^A04||P|2.5", 101, "MSH-10"),
             ("MSH|^~\\&|A|B|C|D|1||ADT^A04|X|P|", 101, "MSH-12"),
             ("MSH|^~\\&|A|B|C|D|1||ADT^A04|X||2.5", 101, "MSH-11"),
-            ("MSH|^~\\&|A|B|C|D|1||ADT^A04|X|P|2.1", 203, "MSH-12"),
+            ("MSH|^~\\&|A|B|C|D|1||ADT^A04|X|P|2.0", 203, "MSH-12"),
             ("MSH|^~\\&|A|B|C|D|1||ADT^A04|X|Q|2.5", 202, "MSH-11"),
         ];
         for (text, code, location) in cases {

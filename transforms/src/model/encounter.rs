@@ -43,6 +43,33 @@ pub struct VisitEvent {
     pub description: Option<String>,
 }
 
+/// Where a stay in a location stands (FHIR `Encounter.location.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationStatus {
+    /// The patient is to go there (pending transfer, PV1-42).
+    Planned,
+    /// The patient is there now (PV1-3, PV1-11 temporary location).
+    Active,
+    /// The patient was there (PV1-6 prior location, PV1-43 prior temporary location).
+    Completed,
+}
+
+/// One entry of a visit's location history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LocationStay {
+    /// The location.
+    pub location: Location,
+    /// Whether the patient is, was or will be there.
+    pub status: LocationStatus,
+    /// From when (the event time for the location a transfer moved the patient to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// Until when (the event time for the location a transfer moved the patient from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+}
+
 /// A visit of the patient (HL7 PV1/PV2).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Encounter {
@@ -64,6 +91,9 @@ pub struct Encounter {
     /// Attending doctor (PV1-7, first repetition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attending: Option<Practitioner>,
+    /// Consulting doctors (PV1-9, every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consulting: Vec<Practitioner>,
     /// Referring doctor (PV1-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referring: Option<Practitioner>,
@@ -82,6 +112,10 @@ pub struct Encounter {
     /// Insurance company name (IN1-4), when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insurer: Option<String>,
+    /// Every location of the visit this message tells of, prior ones first (see
+    /// `from_v2::adt` for the PV1 fields read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub location_history: Vec<LocationStay>,
     /// Timeline of the visit: admission, the steps the HIS reported (consultation,
     /// prescription…), discharge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

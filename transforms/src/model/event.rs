@@ -15,7 +15,7 @@ pub enum EventKind {
     PatientRegistered,
     /// Demographics changed (ADT^A08, ADT^A31).
     PatientUpdated,
-    /// Two patient records became one (ADT^A40); see [`Event::merge`].
+    /// Two patient records became one (ADT^A18, A30, A34, A36, A39, A40); see [`Event::merge`].
     PatientMerged,
     /// Inpatient admission (ADT^A01).
     EncounterAdmitted,
@@ -23,10 +23,68 @@ pub enum EventKind {
     EncounterPreadmitted,
     /// Discharge / end of visit (ADT^A03).
     EncounterDischarged,
-    /// An admission or visit was cancelled (ADT^A11).
+    /// An admission, visit or pre-admission was cancelled (ADT^A11, ADT^A38).
     EncounterCancelled,
     /// A discharge was cancelled (ADT^A13): the encounter is open again.
     EncounterDischargeCancelled,
+    /// The patient moved to another location (ADT^A02); the encounter's location history has
+    /// the prior location completed and the new one active.
+    EncounterTransferred,
+    /// A transfer was cancelled (ADT^A12): the patient is back at PV1-3.
+    EncounterTransferCancelled,
+    /// The patient class changed: outpatient to inpatient (ADT^A06) or back (ADT^A07).
+    EncounterClassChanged,
+    /// The patient left for another area without a transfer (ADT^A09, tracking).
+    PatientDeparted,
+    /// The patient arrived at a location without a transfer (ADT^A10, tracking).
+    PatientArrived,
+    /// A tracked arrival or departure was cancelled (ADT^A32, ADT^A33).
+    PatientTrackingCancelled,
+    /// An admission is planned (ADT^A14 pending admit).
+    EncounterAdmitPending,
+    /// A transfer is planned (ADT^A15 pending transfer); the pending location is planned in
+    /// the location history.
+    EncounterTransferPending,
+    /// A discharge is planned (ADT^A16 pending discharge).
+    EncounterDischargePending,
+    /// A pending discharge, transfer or admission was cancelled (ADT^A25, A26, A27).
+    EncounterPendingCancelled,
+    /// Two patients swapped locations (ADT^A17); the second is [`Event::other_patient`].
+    PatientsSwapped,
+    /// A bed's status changed (ADT^A20, NPU): no patient, the location is the encounter's.
+    BedStatusUpdated,
+    /// The patient went on leave of absence (ADT^A21).
+    LeaveOfAbsenceStarted,
+    /// The patient returned from leave of absence (ADT^A22).
+    LeaveOfAbsenceEnded,
+    /// A leave of absence or the return from it was cancelled (ADT^A52, ADT^A53).
+    LeaveOfAbsenceCancelled,
+    /// A visit record was deleted (ADT^A23), e.g. entered in error.
+    EncounterDeleted,
+    /// A person record was deleted (ADT^A29).
+    PatientDeleted,
+    /// Two patient records were linked (ADT^A24); the second is [`Event::other_patient`].
+    PatientsLinked,
+    /// A link between two patient records was removed (ADT^A37).
+    PatientsUnlinked,
+    /// Two accounts of a patient became one (ADT^A35, ADT^A41); MRG-3 is the prior account.
+    AccountMerged,
+    /// Two visits became one (ADT^A42); MRG-5 is the prior visit.
+    VisitMerged,
+    /// An identifier, account or visit moved from one patient to another (ADT^A43, A44,
+    /// A45); [`Event::merge`] names the source patient and what moved.
+    RecordMoved,
+    /// A patient, account or visit identifier was changed (ADT^A46-A51); [`Event::merge`]
+    /// holds the prior value.
+    IdentifierChanged,
+    /// The attending doctor changed (ADT^A54).
+    AttendingDoctorChanged,
+    /// The consulting doctors changed (ADT^A61).
+    ConsultingDoctorChanged,
+    /// A change of attending or consulting doctor was cancelled (ADT^A55, ADT^A62).
+    DoctorChangeCancelled,
+    /// The patient's allergies changed (ADT^A60, IAM).
+    AllergiesUpdated,
     /// New appointment (SIU^S12).
     AppointmentBooked,
     /// New time for an appointment (SIU^S13).
@@ -41,13 +99,27 @@ pub enum EventKind {
     AppointmentDeleted,
     /// The patient did not come (SIU^S26).
     AppointmentNoShow,
-    /// New order (ORM^O01 / OML^O21 with ORC-1 `NW`, or `SN`).
+    /// A service or resource was added to an appointment (SIU^S18).
+    AppointmentResourceAdded,
+    /// A service or resource of an appointment changed (SIU^S19).
+    AppointmentResourceModified,
+    /// A service or resource of an appointment was cancelled (SIU^S20).
+    AppointmentResourceCancelled,
+    /// A service or resource of an appointment was discontinued (SIU^S21).
+    AppointmentResourceDiscontinued,
+    /// A service or resource was removed from an appointment (SIU^S22).
+    AppointmentResourceDeleted,
+    /// Schedule time was blocked (SIU^S23): no patient, the appointment is the block.
+    SlotBlocked,
+    /// Blocked schedule time was opened again (SIU^S24).
+    SlotOpened,
+    /// New order (ORM^O01 / OML^O21, O33, O35 with ORC-1 `NW`, or `SN`).
     OrderPlaced,
     /// Order cancelled or discontinued (ORC-1 `CA`, `OC`, `CR`, `DC`, `OD`, `DR`).
     OrderCancelled,
     /// Order changed or its status changed (ORC-1 `XO`, `XX`, `SC`, `HD`, `RL`, …).
     OrderUpdated,
-    /// Results for an order (ORU^R01).
+    /// Results for an order (ORU^R01), or point-of-care results (ORU^R30, R31, R32).
     ResultReported,
     /// Charges posted (DFT^P03 / DFT^P11).
     ChargePosted,
@@ -57,7 +129,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 55] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -66,6 +138,33 @@ impl EventKind {
         EventKind::EncounterDischarged,
         EventKind::EncounterCancelled,
         EventKind::EncounterDischargeCancelled,
+        EventKind::EncounterTransferred,
+        EventKind::EncounterTransferCancelled,
+        EventKind::EncounterClassChanged,
+        EventKind::PatientDeparted,
+        EventKind::PatientArrived,
+        EventKind::PatientTrackingCancelled,
+        EventKind::EncounterAdmitPending,
+        EventKind::EncounterTransferPending,
+        EventKind::EncounterDischargePending,
+        EventKind::EncounterPendingCancelled,
+        EventKind::PatientsSwapped,
+        EventKind::BedStatusUpdated,
+        EventKind::LeaveOfAbsenceStarted,
+        EventKind::LeaveOfAbsenceEnded,
+        EventKind::LeaveOfAbsenceCancelled,
+        EventKind::EncounterDeleted,
+        EventKind::PatientDeleted,
+        EventKind::PatientsLinked,
+        EventKind::PatientsUnlinked,
+        EventKind::AccountMerged,
+        EventKind::VisitMerged,
+        EventKind::RecordMoved,
+        EventKind::IdentifierChanged,
+        EventKind::AttendingDoctorChanged,
+        EventKind::ConsultingDoctorChanged,
+        EventKind::DoctorChangeCancelled,
+        EventKind::AllergiesUpdated,
         EventKind::AppointmentBooked,
         EventKind::AppointmentRescheduled,
         EventKind::AppointmentModified,
@@ -73,6 +172,13 @@ impl EventKind {
         EventKind::AppointmentDiscontinued,
         EventKind::AppointmentDeleted,
         EventKind::AppointmentNoShow,
+        EventKind::AppointmentResourceAdded,
+        EventKind::AppointmentResourceModified,
+        EventKind::AppointmentResourceCancelled,
+        EventKind::AppointmentResourceDiscontinued,
+        EventKind::AppointmentResourceDeleted,
+        EventKind::SlotBlocked,
+        EventKind::SlotOpened,
         EventKind::OrderPlaced,
         EventKind::OrderCancelled,
         EventKind::OrderUpdated,
@@ -92,6 +198,33 @@ impl EventKind {
             EventKind::EncounterDischarged => "encounter_discharged",
             EventKind::EncounterCancelled => "encounter_cancelled",
             EventKind::EncounterDischargeCancelled => "encounter_discharge_cancelled",
+            EventKind::EncounterTransferred => "encounter_transferred",
+            EventKind::EncounterTransferCancelled => "encounter_transfer_cancelled",
+            EventKind::EncounterClassChanged => "encounter_class_changed",
+            EventKind::PatientDeparted => "patient_departed",
+            EventKind::PatientArrived => "patient_arrived",
+            EventKind::PatientTrackingCancelled => "patient_tracking_cancelled",
+            EventKind::EncounterAdmitPending => "encounter_admit_pending",
+            EventKind::EncounterTransferPending => "encounter_transfer_pending",
+            EventKind::EncounterDischargePending => "encounter_discharge_pending",
+            EventKind::EncounterPendingCancelled => "encounter_pending_cancelled",
+            EventKind::PatientsSwapped => "patients_swapped",
+            EventKind::BedStatusUpdated => "bed_status_updated",
+            EventKind::LeaveOfAbsenceStarted => "leave_of_absence_started",
+            EventKind::LeaveOfAbsenceEnded => "leave_of_absence_ended",
+            EventKind::LeaveOfAbsenceCancelled => "leave_of_absence_cancelled",
+            EventKind::EncounterDeleted => "encounter_deleted",
+            EventKind::PatientDeleted => "patient_deleted",
+            EventKind::PatientsLinked => "patients_linked",
+            EventKind::PatientsUnlinked => "patients_unlinked",
+            EventKind::AccountMerged => "account_merged",
+            EventKind::VisitMerged => "visit_merged",
+            EventKind::RecordMoved => "record_moved",
+            EventKind::IdentifierChanged => "identifier_changed",
+            EventKind::AttendingDoctorChanged => "attending_doctor_changed",
+            EventKind::ConsultingDoctorChanged => "consulting_doctor_changed",
+            EventKind::DoctorChangeCancelled => "doctor_change_cancelled",
+            EventKind::AllergiesUpdated => "allergies_updated",
             EventKind::AppointmentBooked => "appointment_booked",
             EventKind::AppointmentRescheduled => "appointment_rescheduled",
             EventKind::AppointmentModified => "appointment_modified",
@@ -99,6 +232,13 @@ impl EventKind {
             EventKind::AppointmentDiscontinued => "appointment_discontinued",
             EventKind::AppointmentDeleted => "appointment_deleted",
             EventKind::AppointmentNoShow => "appointment_no_show",
+            EventKind::AppointmentResourceAdded => "appointment_resource_added",
+            EventKind::AppointmentResourceModified => "appointment_resource_modified",
+            EventKind::AppointmentResourceCancelled => "appointment_resource_cancelled",
+            EventKind::AppointmentResourceDiscontinued => "appointment_resource_discontinued",
+            EventKind::AppointmentResourceDeleted => "appointment_resource_deleted",
+            EventKind::SlotBlocked => "slot_blocked",
+            EventKind::SlotOpened => "slot_opened",
             EventKind::OrderPlaced => "order_placed",
             EventKind::OrderCancelled => "order_cancelled",
             EventKind::OrderUpdated => "order_updated",
@@ -165,6 +305,16 @@ pub struct PatientMerge {
     pub merged: MergedPatient,
 }
 
+/// The second patient of a two-patient event (swap, link, unlink) and their visit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedPatient {
+    /// The patient (the second PID of the message).
+    pub patient: Patient,
+    /// Their visit (the PV1 after that PID), when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<Encounter>,
+}
+
 /// A canonical event.
 ///
 /// JSON form: `{"id": "…32 hex…", "kind": "patient_registered", "source": {...},
@@ -193,6 +343,10 @@ pub struct Event {
     /// The visit concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encounter: Option<Encounter>,
+    /// The second patient of a swap (ADT^A17) or of a link or unlink (ADT^A24, ADT^A37),
+    /// with their visit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_patient: Option<Box<LinkedPatient>>,
     /// The appointment concerned (SIU, or a scheduled order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appointment: Option<Appointment>,
@@ -286,6 +440,14 @@ impl Event {
         if let Some(e) = &self.encounter {
             push(BusinessKeyKind::VisitNumber, e.visit_number.as_ref());
         }
+        if let Some(other) = &self.other_patient {
+            for id in &other.patient.identifiers {
+                push(BusinessKeyKind::PatientId, Some(&id.value));
+            }
+            if let Some(e) = &other.encounter {
+                push(BusinessKeyKind::VisitNumber, e.visit_number.as_ref());
+            }
+        }
         if let Some(a) = &self.appointment {
             push(
                 BusinessKeyKind::PatientId,
@@ -344,6 +506,7 @@ mod tests {
             merge: None,
             additional_merges: Vec::new(),
             encounter: None,
+            other_patient: None,
             appointment: None,
             orders: Vec::new(),
             results: Vec::new(),

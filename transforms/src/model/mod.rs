@@ -24,12 +24,15 @@ mod time;
 pub use appointment::{Appointment, AppointmentResource, AppointmentStatus};
 pub use charge::{Charge, ChargeStatus, PaymentOutcome, PaymentResult, TransactionType};
 pub use common::{Address, Coded, ContactUse, Decimal, DecimalError, HumanName, Phone};
-pub use encounter::{Encounter, EncounterClass, VisitEvent};
+pub use encounter::{Encounter, EncounterClass, LocationStatus, LocationStay, VisitEvent};
 pub use event::{
-    BusinessKey, BusinessKeyKind, Event, EventKind, MergedPatient, PatientMerge, Source,
+    BusinessKey, BusinessKeyKind, Event, EventKind, LinkedPatient, MergedPatient, PatientMerge,
+    Source,
 };
 pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
-pub use patient::{Gender, Identifier, IdentifierKind, Patient};
+pub use patient::{
+    Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
+};
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;
 pub use time::{Precision, Timestamp, TimestampError};

@@ -72,6 +72,9 @@ pub struct Patient {
     /// The name in a second script/language (e.g. Arabic next to Latin), when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub second_language_name: Option<HumanName>,
+    /// Every further PID-5 name (aliases, maiden, display, nickname…), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_names: Vec<OtherName>,
     /// Date (and possibly time) of birth (PID-7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<Timestamp>,
@@ -87,6 +90,9 @@ pub struct Patient {
     /// Home address (first PID-11 repetition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
+    /// Every further PID-11 address, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_addresses: Vec<Address>,
     /// Nationality (PID-28, else citizenship PID-26).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nationality: Option<Coded>,
@@ -102,6 +108,15 @@ pub struct Patient {
     /// VIP patient (PV1-16 VIP indicator present and not `N`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub vip: bool,
+    /// Diagnoses (DG1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<Diagnosis>,
+    /// Next of kin and other contacts (NK1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
+    /// Allergies (AL1 segments, or IAM in ADT^A60), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allergies: Vec<Allergy>,
     /// Date of death, when the patient died (PID-29).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death_time: Option<Timestamp>,
@@ -120,4 +135,77 @@ impl Patient {
     pub fn identifier_of(&self, kind: IdentifierKind) -> Option<&Identifier> {
         self.identifiers.iter().find(|i| i.kind == kind)
     }
+}
+
+/// An allergy or intolerance (HL7 AL1, IAM; FHIR AllergyIntolerance).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Allergy {
+    /// The allergen (AL1-3 / IAM-3).
+    pub allergen: Coded,
+    /// Allergen type (AL1-2 / IAM-2, HL7 table 0127: `DA` drug, `FA` food, `EA`
+    /// environmental…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Coded>,
+    /// Severity (AL1-4 / IAM-4, HL7 table 0128: `SV` severe, `MO` moderate, `MI` mild).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Coded>,
+    /// Reactions (AL1-5 / IAM-5, every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<String>,
+    /// When it was identified (AL1-6 / IAM-11 onset date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identified: Option<Timestamp>,
+    /// What the sender does with this allergy (IAM-6, HL7 table 0206: `A` add, `U` update,
+    /// `D` delete, `X` no change); absent for AL1, which always states the current list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// A further name of the patient (a PID-5 repetition beside the primary and second-language
+/// names) with its type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OtherName {
+    /// The name.
+    pub name: HumanName,
+    /// XPN-7 name type (HL7 table 0200: `A` alias, `M` maiden, `D` display, `N` nickname,
+    /// `L` legal, `B` birth, `S` coded pseudo-name, `T`/`TEMP` temporary…), as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_type: Option<String>,
+}
+
+/// A next of kin or other contact person of the patient (HL7 NK1; FHIR `Patient.contact`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Contact {
+    /// Name (NK1-2, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Relationship to the patient (NK1-3, HL7 table 0063: `SPO` spouse, `MTH` mother…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
+    /// Contact role (NK1-7, HL7 table 0131: `C` emergency contact, `N` next of kin…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Coded>,
+    /// Phones (NK1-5 home, NK1-6 business; every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
+    /// Address (NK1-4, first repetition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+}
+
+/// A diagnosis (HL7 DG1; FHIR Condition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Diagnosis {
+    /// The diagnosis code (DG1-3), e.g. ICD-10; DG1-4 (description, v2.3) as its text when
+    /// DG1-3 has none.
+    pub code: Coded,
+    /// Diagnosis type (DG1-6, HL7 table 0052: `A` admitting, `W` working, `F` final).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis_type: Option<Coded>,
+    /// When it was diagnosed (DG1-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// The visit it was made in (PV1-19 of the message), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
 }

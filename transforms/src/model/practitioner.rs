@@ -68,6 +68,10 @@ pub struct Location {
     /// Clinical specialty served here (PV1-10 hospital service, AIL-4 location type).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specialisation: Option<Coded>,
+    /// Bed status (NPU-2, HL7 table 0116: `C` closed, `H` housekeeping, `O` occupied, `U`
+    /// unoccupied, `K` contaminated, `I` isolated), for a bed status update (ADT^A20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bed_status: Option<Coded>,
 }
 
 impl Location {
