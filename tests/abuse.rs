@@ -820,15 +820,16 @@ async fn a_message_of_900000_repetition_separators_costs_a_few_times_its_size_an
     );
     // Under 10 ms on a quiet machine (the figure is printed above and recorded in
     // docs/HARDENING.md). Tests run side by side on two cores, so the bound also admits
-    // what the same sender sees alone, or beside plain messages of the same size, on this
-    // run's machine: a message that made the engine stall (before, one was checked for over
-    // a second on an async worker, and an ACK waited 256 ms) is over all three.
+    // what the same sender sees alone (three times over), or beside plain messages of the
+    // same size (as much again, and twice over: a few slow answers among a few hundred move
+    // the p99 of a busy run): a message that made the engine stall (before, one was checked
+    // for over a second on an async worker, and an ACK waited 256 ms) is over all three.
     let p99 = quantile(&mut during, 0.99);
     let alone_p99 = quantile(&mut alone, 0.99);
     let plain_p99 = quantile(&mut during_plain, 0.99);
     let limit = Duration::from_millis(10)
         .max(alone_p99 * 3)
-        .max(plain_p99 * 2);
+        .max(plain_p99 * 3);
     assert!(
         p99 < limit,
         "p99 ACK latency {p99:?} while the message was handled; alone {alone_p99:?}, beside plain messages {plain_p99:?}"
