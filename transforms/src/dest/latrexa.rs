@@ -371,19 +371,7 @@ pub fn render(event: &Event) -> Result<Vec<Rendered>, MappingError> {
     }
     let item = his_appointment(event)?;
     let key = crate::model::stable_id(&["latrexa", &event.id, &item.his_appointment_id]);
-    let body = serde_json::to_value(UploadRequest {
-        appointments: vec![item],
-    })
-    .map_err(|e| MappingError::InvalidValue {
-        path: "latrexa".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(vec![Rendered {
-        path: UPLOAD_PATH.to_owned(),
-        body,
-        idempotency_key: key,
-        kind: "appointment".to_owned(),
-    }])
+    upload(item, key)
 }
 
 /// A walk-in the HIS reports only as a registration (ADT^A04; a registration or admission
@@ -440,6 +428,11 @@ pub fn render_walk_in(event: &Event) -> Result<Vec<Rendered>, MappingError> {
         notes: None,
     };
     let key = crate::model::stable_id(&["latrexa-walk-in", &event.id, number]);
+    upload(item, key)
+}
+
+/// One upload request of one HIS appointment (the scheduler merges them into batches).
+fn upload(item: HisAppointment, key: String) -> Result<Vec<Rendered>, MappingError> {
     let body = serde_json::to_value(UploadRequest {
         appointments: vec![item],
     })
