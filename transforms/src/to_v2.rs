@@ -7,6 +7,9 @@
 //! ACK whose MSA-2 must equal [`SiuHeader::control_id`]; the caller confirms or rejects the
 //! booking from that answer.
 //!
+//! [`srm_s01_from_siu`] turns such an S12 into `SRM^S01` (request a new booking), for a HIS
+//! that gives its own appointment id in the SCH-2 of its `SRR^S01` answer.
+//!
 //! Not here: parsing (see [`crate::hl7v2`]) and v2 -> canonical (`from_v2`).
 
 use crate::model::{
@@ -391,6 +394,53 @@ pub fn siu_message(
     Ok(text)
 }
 
+/// The segments an SRM^S01 carries after its ARQ (HL7 v2.5 SRM_S01: NTE, the patient group
+/// PID PV1 PV2 OBX DG1, the resource group RGS AIS AIG AIL AIP).
+const SRM_SEGMENTS: [&str; 11] = [
+    "NTE", "PID", "PV1", "PV2", "OBX", "DG1", "RGS", "AIS", "AIG", "AIL", "AIP",
+];
+
+/// `SRM^S01` (request new appointment booking) for the booking an `SIU^S12` text of
+/// [`siu_message`] notifies: the same MSH but for its type, the SCH as ARQ (ARQ-1 to ARQ-10
+/// are SCH-1 to SCH-10; ARQ-11, the requested start date/time range, is the start and end of
+/// SCH-11), and the patient and resource segments unchanged. The HIS answers SRR^S01 whose
+/// SCH-2 is its own (filler) appointment id.
+pub fn srm_s01_from_siu(siu: &str) -> String {
+    let mut out = String::with_capacity(siu.len() + 16);
+    for seg in siu.split(['\r', '\n']).filter(|s| !s.is_empty()) {
+        let fields: Vec<&str> = seg.split('|').collect();
+        match fields[0] {
+            "MSH" => {
+                let mut f = fields.clone();
+                if f.len() > 8 {
+                    f[8] = "SRM^S01^SRM_S01";
+                }
+                out.push_str(&f.join("|"));
+            }
+            "SCH" => {
+                let mut arq: Vec<String> = vec!["ARQ".into()];
+                arq.extend((1..=10).map(|i| fields.get(i).copied().unwrap_or("").to_owned()));
+                let tq: Vec<&str> = fields.get(11).copied().unwrap_or("").split('^').collect();
+                let start = tq.get(3).copied().unwrap_or("");
+                let end = tq.get(4).copied().unwrap_or("");
+                arq.push(if end.is_empty() {
+                    start.to_owned()
+                } else {
+                    format!("{start}^{end}")
+                });
+                while arq.last().is_some_and(String::is_empty) {
+                    arq.pop();
+                }
+                out.push_str(&arq.join("|"));
+            }
+            id if SRM_SEGMENTS.contains(&id) => out.push_str(seg),
+            _ => continue,
+        }
+        out.push('\r');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +509,27 @@ mod tests {
             notes: Some("line one\rline two & more".into()),
         };
         (appointment, patient)
+    }
+
+    #[test]
+    fn srm_s01_requests_the_booking_the_s12_notifies() {
+        let (a, p) = appointment();
+        let siu = siu_message(SiuTrigger::S12, &header(), &a, &p).expect("builds");
+        let srm = srm_s01_from_siu(&siu);
+        let segments: Vec<&str> = srm.trim_end_matches('\r').split('\r').collect();
+        let ids: Vec<&str> = segments.iter().map(|s| &s[..3]).collect();
+        assert_eq!(
+            ids,
+            ["MSH", "ARQ", "NTE", "PID", "RGS", "AIS", "AIG", "AIL", "AIP"]
+        );
+        assert!(segments[0].contains("|SRM^S01^SRM_S01|SB000123|P|2.5"));
+        assert_eq!(
+            segments[1],
+            "ARQ|LTX-881||||||||30|min|20260615103000^20260615110000"
+        );
+        let parsed = hl7_parser::Message::parse(&srm).expect("hl7-parser reads it");
+        let arq = parsed.segment("ARQ").expect("ARQ present");
+        assert_eq!(arq.field(1).expect("ARQ-1").raw_value(), "LTX-881");
     }
 
     #[test]

@@ -197,6 +197,22 @@ impl MllpSender {
     /// Retryable [`DeliveryError`]: connection failures, timeouts, an answer that is not an
     /// ACK or names another message (the connection is dropped in each case).
     pub async fn exchange(&self, body: &[u8], expected: &str) -> Result<ParsedAck, DeliveryError> {
+        self.exchange_answer(body, expected)
+            .await
+            .map(|(ack, _)| ack)
+    }
+
+    /// [`MllpSender::exchange`], with the answer's whole text (an SRR^S01 answer, or an ACK
+    /// that carries more than MSA: the caller reads its SCH).
+    ///
+    /// # Errors
+    ///
+    /// As [`MllpSender::exchange`].
+    pub async fn exchange_answer(
+        &self,
+        body: &[u8],
+        expected: &str,
+    ) -> Result<(ParsedAck, String), DeliveryError> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             let timeout = Duration::from_secs(self.config.connect_timeout_secs);
@@ -258,6 +274,6 @@ impl MllpSender {
                 self.config.address
             )));
         }
-        Ok(ack)
+        Ok((ack, text.into_owned()))
     }
 }

@@ -7,8 +7,13 @@
 //! how an online booking that no longer fits the HIS calendar is refused. A frame with no
 //! readable MSH is answered AE (ERR-3 100, segment sequence error) with an empty MSA-2.
 //!
+//! A booking request SRM^S01 (HL7 v2.5 chapter 10, placer application requests a booking) is
+//! answered SRR^S01: MSA-1 AA and an SCH whose SCH-1 is the request's ARQ-1 (the placer id)
+//! and SCH-2 the HIS's own new appointment id (`HISAPT<n>`), or MSA-1 AE with "slot
+//! unavailable" and no SCH when the refusal rule refuses its slot (ARQ-11.1 is its start).
+//!
 //! State is on the sandbox's HTTP server: `GET /his/_state` (messages received, with the code
-//! answered, and the current refusal rule) and `POST /his/_refusal` (a new [`SlotRefusal`] as
+//! answered and the answer, and the current refusal rule) and `POST /his/_refusal` (a new [`SlotRefusal`] as
 //! JSON, e.g. `{"mode":"doctors","codes":["DOC-1"]}`).
 
 use super::{json, lock, Shared};
@@ -62,8 +67,9 @@ pub enum SlotRefusal {
 impl SlotRefusal {
     /// True when this rule refuses the booking in `msg` (an SIU message's text).
     pub fn refuses(&self, msg: &str, h: &MessageHeader) -> bool {
-        let booking =
-            h.message_code == "SIU" && matches!(h.trigger_event.as_str(), "S12" | "S13" | "S14");
+        let booking = (h.message_code == "SIU"
+            && matches!(h.trigger_event.as_str(), "S12" | "S13" | "S14"))
+            || (h.message_code == "SRM" && h.trigger_event == "S01");
         if !booking {
             return false;
         }
@@ -76,6 +82,7 @@ impl SlotRefusal {
             SlotRefusal::Starts { times } => field(msg, h, "AIS", 4, 1)
                 .into_iter()
                 .chain(field(msg, h, "SCH", 11, 4))
+                .chain(field(msg, h, "ARQ", 11, 1))
                 .any(|s| !s.is_empty() && times.iter().any(|t| s.starts_with(t.as_str()))),
         }
     }
@@ -96,6 +103,7 @@ fn field<'a>(msg: &'a str, h: &MessageHeader, seg: &str, n: usize, comp: usize) 
 struct Log {
     messages: Vec<Value>,
     next_ack: u64,
+    next_appointment: u64,
 }
 
 /// State shared between the MLLP listener and the HTTP control routes.
@@ -132,8 +140,20 @@ impl HisState {
                 &Verdict::Nak(Nak::new(ErrorCode::SegmentSequence, "no readable MSH")),
                 &params,
             ),
-            Some(h) if lock(&self.refusal).refuses(&text, h) => slot_unavailable(h, &params),
-            Some(h) => build_ack(Some(h), &Verdict::Accept, &params),
+            Some(h) if lock(&self.refusal).refuses(&text, h) => {
+                as_srr(h, slot_unavailable(h, &params), None)
+            }
+            Some(h) => {
+                let accept = build_ack(Some(h), &Verdict::Accept, &params);
+                if is_srm(h) {
+                    log.next_appointment += 1;
+                    let placer = field(&text, h, "ARQ", 1, 1).first().copied().unwrap_or("");
+                    let sch = format!("SCH|{placer}|HISAPT{}", log.next_appointment);
+                    as_srr(h, accept, Some(sch))
+                } else {
+                    accept
+                }
+            }
         };
         let code = ack
             .split('\r')
@@ -146,9 +166,38 @@ impl HisState {
             "ack_code": code,
             "received_at": super::now_rfc3339(),
             "raw": text,
+            "answer": ack,
         }));
         ack
     }
+}
+
+fn is_srm(h: &MessageHeader) -> bool {
+    h.message_code == "SRM" && h.trigger_event == "S01"
+}
+
+/// For an SRM^S01, `ack` as its SRR^S01 answer (MSH-9 `SRR^S01^SRR_S01`, then `sch` after
+/// MSA and ERR); any other message's `ack` unchanged.
+fn as_srr(h: &MessageHeader, ack: String, sch: Option<String>) -> String {
+    if !is_srm(h) {
+        return ack;
+    }
+    let mut segments: Vec<String> = ack
+        .split('\r')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(msh) = segments.first_mut() {
+        let mut f: Vec<&str> = msh.split('|').collect();
+        if f.len() > 8 {
+            f[8] = "SRR^S01^SRR_S01";
+        }
+        *msh = f.join("|");
+    }
+    segments.extend(sch);
+    let mut out = segments.join("\r");
+    out.push('\r');
+    out
 }
 
 /// An AE whose MSA-3 and ERR-8 say "slot unavailable" (ERR-3 207, application error).
@@ -316,6 +365,32 @@ mod tests {
             send(t.sb.his_mllp_addr, adt).await.contains("MSA|AA|C6"),
             "only bookings are refused"
         );
+    }
+
+    #[tokio::test]
+    async fn a_booking_request_is_answered_srr_with_the_his_id_in_sch_2() {
+        let mut cfg = SandboxConfig::for_tests();
+        cfg.his_refuse_slots = SlotRefusal::Starts {
+            times: vec!["20260616".into()],
+        };
+        let t = TestSandbox::start(cfg).await;
+        let srm = |ctrl: &str, start: &str| {
+            format!(
+                "MSH|^~\\&|SWITCHBOARD|HUB|HIS|CLINIC|20260601120000||SRM^S01^SRM_S01|{ctrl}|P|2.5\r\
+                 ARQ|LX-9||||||||30|min|{start}^{start}\r\
+                 PID|1||P-1^^^HIS^MR||Haddad^Lina\r\
+                 RGS|1|A\r"
+            )
+        };
+        let srr = send(t.sb.his_mllp_addr, &srm("R1", "202606151030")).await;
+        assert!(srr.contains("|SRR^S01^SRR_S01|"), "{srr}");
+        assert!(srr.contains("\rMSA|AA|R1\r"), "{srr}");
+        assert!(srr.contains("\rSCH|LX-9|HISAPT1\r"), "{srr}");
+        let srr = send(t.sb.his_mllp_addr, &srm("R2", "202606161030")).await;
+        assert!(srr.contains("\rMSA|AE|R2|slot unavailable\r"), "{srr}");
+        assert!(!srr.contains("\rSCH|"), "{srr}");
+        let state = t.get_json("/his/_state").await;
+        assert_eq!(state["messages"][0]["message_type"], "SRM^S01");
     }
 
     #[tokio::test]
