@@ -425,3 +425,152 @@ async fn ledger(engine: &EngineProcess, query: &str, check: impl Fn(&Value) -> b
     }
     entry
 }
+
+/// The id of the message with MSH-10 `control_id`.
+async fn message_id(engine: &EngineProcess, control_id: &str) -> String {
+    let v: Value = reqwest::get(format!(
+        "{}/api/messages?control_id={control_id}&limit=5",
+        engine.admin()
+    ))
+    .await
+    .expect("admin API")
+    .json()
+    .await
+    .expect("json");
+    v["items"][0]["id"]
+        .as_str()
+        .expect("the message is stored")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocessing_the_s12_after_the_s13_does_not_move_the_slot_back() {
+    let sb = Sandbox::start(SandboxConfig::for_tests()).await;
+    let (_cfg, engine) = opsport_engine(&sb);
+    let state_url = format!("{}/_state", sb.base("opsport"));
+    send_all(&engine, &[siu("S12", "R-S12", "8", MRN, "202606161000")]).await;
+    until(30, &state_url, |s| live(s).len() == 1).await;
+    send_all(&engine, &[siu("S13", "R-S13", "8", MRN, "202606161100")]).await;
+    let state = until(30, &state_url, |s| {
+        live(s).len() == 1 && live(s)[0]["timeFrom"] == "11:00:00"
+    })
+    .await;
+    assert_eq!(live(&state)[0]["timeFrom"], "11:00:00", "{state}");
+    let appointment_requests = |reqs: Vec<Value>| {
+        reqs.into_iter()
+            .filter(|r| r["path"] == "/api/healthcare/appointment")
+            .count()
+    };
+    let before = appointment_requests(sb.requests("opsport").await);
+
+    // An operator replays the older S12.
+    let id = message_id(&engine, "R-S12").await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/messages/{id}/reprocess", engine.admin()))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("admin API");
+    assert!(r.status().is_success(), "{}", r.status());
+    let url = format!("{}/api/messages/{id}", engine.admin());
+    let mut record = Value::Null;
+    for _ in 0..100 {
+        record = reqwest::get(&url)
+            .await
+            .expect("admin API")
+            .json()
+            .await
+            .expect("json");
+        if record
+            .to_string()
+            .contains("was applied to this appointment after this one")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        record
+            .to_string()
+            .contains("was applied to this appointment after this one"),
+        "{record}"
+    );
+    let state: Value = reqwest::get(&state_url)
+        .await
+        .expect("sandbox")
+        .json()
+        .await
+        .expect("json");
+    let live_now = live(&state);
+    assert_eq!(live_now.len(), 1, "{state}");
+    assert_eq!(live_now[0]["timeFrom"], "11:00:00", "{state}");
+    assert_eq!(at(&state, "10:00:00")[0]["status"], "Cancelled", "{state}");
+    // The replay's patient upsert goes again (master data); no appointment upsert does.
+    let after = appointment_requests(sb.requests("opsport").await);
+    assert_eq!(after, before, "no appointment sent for the replay");
+    // The ledger still names the S13's slot.
+    let entry = ledger(&engine, "destination=lab/ops&filler=HIS-8", |e| {
+        e["slot"].as_str().is_some_and(|s| s.ends_with("|11:00:00"))
+    })
+    .await;
+    assert!(
+        entry["slot"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("|11:00:00")),
+        "{entry}"
+    );
+    engine.terminate();
+    sb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
+    let sb = Sandbox::start(SandboxConfig::for_tests()).await;
+    let cfg = TestConfig::new("", "");
+    let engine = latrexa_engine(&sb, &cfg);
+    send_all(
+        &engine,
+        &[
+            siu("S12", "P-1", "P1", "MRN-P1^^^HIS^MR", "202606160900"),
+            siu("S12", "P-2", "P2", "MRN-P1^^^HIS^MR", "202606161500"),
+        ],
+    )
+    .await;
+    let state = until(30, &format!("{}/_state", sb.base("latrexa")), |s| {
+        len(&s["uploads"]) >= 2
+    })
+    .await;
+    assert_eq!(len(&state["uploads"]), 2, "{state}");
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let uploads: Vec<Value> = sb
+        .requests("latrexa")
+        .await
+        .into_iter()
+        .filter(|r| r["path"] == "/api/integration/appointments/upload")
+        .collect();
+    assert_eq!(uploads.len(), 1, "one request: {uploads:?}");
+    let ids: Vec<&str> = uploads[0]["body"]["appointments"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["hisAppointmentId"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        ids,
+        ["HIS-P1", "HIS-P2"],
+        "in the patient's order: {uploads:?}"
+    );
+    for n in ["P1", "P2"] {
+        let entry = ledger(
+            &engine,
+            &format!("destination=lab/lx&filler=HIS-{n}"),
+            |e| e["remote_id"].is_string(),
+        )
+        .await;
+        assert!(entry["remote_id"].is_string(), "{n}: {entry}");
+    }
+    engine.terminate();
+    sb.stop().await;
+}

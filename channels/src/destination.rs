@@ -476,6 +476,24 @@ impl Destination {
         }
     }
 
+    /// Whether a batch may take every due item of a partition (in order) rather than only its
+    /// head: Latrexa's scheduled upload, where the items are independent upserts keyed by the
+    /// HIS appointment id, so several appointments of one patient go in one request. OpsPort
+    /// bulk takes heads only: a reschedule reads the ledger entry the item before it writes.
+    pub fn batches_whole_partitions(&self) -> bool {
+        match self {
+            Self::Latrexa(s) => s.batching().is_some(),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Fhir(_) => false,
+        }
+    }
+
     /// Delivers several payloads of one kind (the same `path`) together and returns one
     /// outcome per delivery, in order. Destinations without batching deliver one by one.
     pub async fn deliver_batch(&self, ds: &[Delivery]) -> Vec<Result<Receipt, DeliveryError>> {

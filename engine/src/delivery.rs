@@ -15,7 +15,14 @@
 //! the closed slot, then sends the new body. The new body's ledger entry is written in the same
 //! transaction as its delivered outcome. A crash between the two requests leaves the closed
 //! slot in the ledger (or, before that write, closes it again: an upsert is idempotent), so the
-//! destination ends with one live appointment either way.
+//! destination ends with one live appointment either way. An appointment payload of an earlier
+//! message than the one the ledger's entry was written by (an operator reprocessed an old S12
+//! after its S13) is not sent: it is recorded as delivered with the reason, and the entry stays.
+//!
+//! A destination that batches whole partitions (Latrexa's scheduled upload) takes, for each
+//! ready partition, its head and the items queued behind it (same kind, in order) into one
+//! batch: several appointments of one patient go in one request. An item whose earlier item of
+//! the same partition must be retried is retried too, after it, so the order holds.
 //!
 //! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
 //! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in
@@ -269,8 +276,29 @@ async fn send_items(
     let started = Instant::now();
     let mut out = Vec::with_capacity(items.len());
     let mut to_send = Vec::new();
+    // Partitions with an item that must be tried again: their later items wait behind it
+    // (a batch may hold several items of one partition, in order).
+    let mut held: HashSet<String> = HashSet::new();
     for (p, mut item) in items {
+        if held.contains(&p) {
+            let e = DeliveryError::retry("an earlier item of the same partition is retried first");
+            out.push((p, item, Err(e)));
+            continue;
+        }
+        match superseded(&ledger, &item) {
+            Ok(Some(receipt)) => {
+                out.push((p, item, Ok(receipt)));
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                held.insert(p.clone());
+                out.push((p, item, Err(e)));
+                continue;
+            }
+        }
         if let Err(e) = link_remote_id(&dest, &ledger, &mut item) {
+            held.insert(p.clone());
             out.push((p, item, Err(e)));
             continue;
         }
@@ -280,6 +308,9 @@ async fn send_items(
         } else if let Some(known) = reference_known(&ledger, &item) {
             out.push((p, item, known));
         } else if let Err(e) = close_previous_slot(&dest, &ledger, &item).await {
+            if e.is_retryable() {
+                held.insert(p.clone());
+            }
             out.push((p, item, Err(e)));
         } else {
             to_send.push((p, item));
@@ -300,10 +331,54 @@ async fn send_items(
         [one] => vec![dest.deliver(one).await],
         many => dest.deliver_batch(many).await,
     };
+    // (`held` as filled before the request names only partitions whose failed item came
+    // after every item of theirs that was sent.)
+    let mut failed: HashSet<String> = HashSet::new();
     for ((p, item), r) in to_send.into_iter().zip(results) {
+        // A later item of a partition whose earlier item failed went in the same request: it
+        // is retried after that one, so the destination sees the partition's order again.
+        let r = match r {
+            Ok(_) if failed.contains(&p) => Err(DeliveryError::retry(
+                "an earlier item of the same partition is retried first",
+            )),
+            Err(e) if e.is_retryable() => {
+                failed.insert(p.clone());
+                Err(e)
+            }
+            other => other,
+        };
         out.push((p, item, r));
     }
     (out, started.elapsed())
+}
+
+/// The outcome of an appointment payload of an earlier message than the one the ledger's
+/// entry was written by (an operator reprocessed an old message): delivered without a
+/// request, so the destination is not moved back to an older state. `None` to send it.
+///
+/// # Errors
+///
+/// A retryable error when the ledger cannot be read.
+fn superseded(
+    cx: &LedgerContext,
+    item: &OutboxItem,
+) -> Result<Option<channels::destination::Receipt>, DeliveryError> {
+    let Some(appointment) = &item.appointment else {
+        return Ok(None);
+    };
+    let entry = cx
+        .store
+        .ledger_get(&cx.name, appointment)
+        .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
+    Ok(entry
+        .filter(|e| e.message_id > item.message_id)
+        .map(|e| channels::destination::Receipt {
+            status: None,
+            detail: format!(
+                "not sent: message {} was applied to this appointment after this one",
+                e.message_id
+            ),
+        }))
 }
 
 /// Names, in the body of an appointment for a destination that pairs appointments with its
@@ -482,6 +557,13 @@ impl Worker {
             .ledger_get(&self.name, appointment)
             .ok()
             .flatten();
+        if before
+            .as_ref()
+            .is_some_and(|b| b.message_id > item.message_id)
+        {
+            // Superseded (see `superseded`): the entry stays the later message's.
+            return None;
+        }
         Some(LedgerWrite {
             destination: self.name.clone(),
             entry: LedgerEntry {
@@ -533,6 +615,7 @@ impl Worker {
         let mut depth: i64 = 0;
         let mut paused = false;
         let batching = self.dest.batching();
+        let whole = self.dest.batches_whole_partitions();
         let mut linger_since: Option<Instant> = None;
         let mut linger_wake: Option<Instant>;
         match self.store.outbox_items(&self.name) {
@@ -591,7 +674,9 @@ impl Worker {
                     self.cfg.concurrency.max(1)
                 };
                 while tasks.len() < limit {
-                    // The heads of every ready partition, oldest first.
+                    // The heads of every ready partition, oldest first; for a destination
+                    // that batches whole partitions, each head with the items queued behind
+                    // it (of its kind, in order).
                     let mut heads: Vec<(String, OutboxItem)> = Vec::new();
                     while let Some(p) = ready.pop_front() {
                         if in_flight.contains(&p) || heads.iter().any(|(h, _)| *h == p) {
@@ -601,6 +686,26 @@ impl Worker {
                             continue;
                         };
                         match self.store.outbox_get(&self.name, seq) {
+                            Ok(Some(i)) if whole => {
+                                let followers: Vec<u64> = queues
+                                    .get(&p)
+                                    .map(|q| q.iter().skip(1).map(|(s, _)| *s).take(size).collect())
+                                    .unwrap_or_default();
+                                let head_kind = (i.payload.clone(), i.path.clone());
+                                heads.push((p.clone(), i));
+                                for s in followers {
+                                    match self.store.outbox_get(&self.name, s) {
+                                        Ok(Some(f))
+                                            if (f.payload.clone(), f.path.clone()) == head_kind =>
+                                        {
+                                            heads.push((p.clone(), f));
+                                        }
+                                        // Another kind, gone or unreadable: the rest wait
+                                        // for a later batch, in order.
+                                        _ => break,
+                                    }
+                                }
+                            }
                             Ok(Some(i)) => heads.push((p, i)),
                             Ok(None) => {
                                 if let Some(q) = queues.get_mut(&p) {
@@ -726,23 +831,38 @@ impl Worker {
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     let Ok((outcomes, took)) = done else { continue };
+                    // A batch may finish several items of one partition: each leaves its own
+                    // queue entry; the partition is ready again unless one of them retries.
+                    let mut finished: Vec<String> = Vec::new();
+                    let mut retrying: HashSet<String> = HashSet::new();
                     for (p, item, result) in outcomes {
-                    in_flight.remove(&p);
-                    self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
-                    match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
-                        Settled::Done => {
-                            depth -= 1;
-                            if let Some(q) = queues.get_mut(&p) {
-                                q.pop_front();
-                                if q.is_empty() {
-                                    queues.remove(&p);
-                                } else {
-                                    ready.push_back(p);
+                        in_flight.remove(&p);
+                        self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
+                        let seq = item.seq;
+                        match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
+                            Settled::Done => {
+                                depth -= 1;
+                                if let Some(q) = queues.get_mut(&p) {
+                                    if let Some(at) = q.iter().position(|(s, _)| *s == seq) {
+                                        q.remove(at);
+                                    }
+                                }
+                                if !finished.contains(&p) {
+                                    finished.push(p);
                                 }
                             }
+                            Settled::RetryAt(at) => {
+                                retrying.insert(p.clone());
+                                timers.push(Reverse((at, p)));
+                            }
                         }
-                        Settled::RetryAt(at) => timers.push(Reverse((at, p))),
                     }
+                    for p in finished {
+                        if queues.get(&p).is_some_and(VecDeque::is_empty) {
+                            queues.remove(&p);
+                        } else if !retrying.contains(&p) && queues.contains_key(&p) {
+                            ready.push_back(p);
+                        }
                     }
                 }
                 _ = sleep_opt(wake) => {}

@@ -5,7 +5,8 @@
 //! retry or a resend updates instead of duplicating.
 //!
 //! The seed uploads HIS appointments "on a schedule": with `upload_interval_secs` set, the
-//! delivery worker holds ready uploads for up to that long and hands them to
+//! delivery worker holds ready uploads for up to that long (every due upload, several of one
+//! patient included, in their order) and hands them to
 //! [`LatrexaClient::deliver_batch`], which sends them as one request (at most
 //! [`UPLOAD_BATCH_SIZE`] appointments) and gives each item the Latrexa id of its pair in the
 //! answer's `mappings`; the delivery worker writes that id to the appointment ledger. Without

@@ -15,6 +15,11 @@
 //! ([`OutboxItem::reference`]): its value is the message id only, and while it is there the
 //! appointment's abbreviated upsert of that record is not sent again.
 //!
+//! Entries keep each appointment's message order: an entry is only replaced by one of the same
+//! or a later message (message ids grow with ingest), and the delivery worker does not send
+//! an appointment payload of an earlier message than the one its entry names (an operator's
+//! reprocess of an old S12 after the S13 does not move the slot back).
+//!
 //! A delivery's entry is written in the same sled transaction as its outcome
 //! ([`Store::finish_with_ledger`]), so the ledger never says "sent" about something the outbox
 //! still holds as undelivered, nor the reverse. The intermediate state of a reschedule (old slot
@@ -131,6 +136,17 @@ pub(crate) fn write_in(
     w: &LedgerWrite,
     sealed: &[u8],
 ) -> Result<(), ConflictableTransactionError<StoreError>> {
+    // The ledger keeps the message order of each appointment: an entry written by a later
+    // message (a higher message id: ids grow with ingest) is never replaced by an earlier
+    // message's, so a reprocess of an older message cannot move the slot back.
+    for identity in w.entry.appointment.identities() {
+        let k = ledger_key(&w.destination, &identity);
+        if let Some(old) = ledger.get(&k)? {
+            if old_message_id(&old).is_some_and(|id| id > w.entry.message_id) {
+                return Ok(());
+            }
+        }
+    }
     for identity in w.entry.appointment.identities() {
         let k = ledger_key(&w.destination, &identity);
         if let Some(old) = ledger.get(&k)? {
