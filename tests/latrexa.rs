@@ -112,7 +112,8 @@ impl Setup {
         }
     }
 
-    /// The messages the simulated HIS received whose SCH-1 is `id`: (type, ack code, raw).
+    /// The messages the simulated HIS received whose SCH-1 (or ARQ-1, a booking request) is
+    /// `id`: (type, ack code, raw).
     async fn his_messages(&self, id: &str) -> Vec<(String, String, String)> {
         let state = self.get("/his/_state").await;
         state["messages"]
@@ -120,9 +121,9 @@ impl Setup {
             .expect("messages")
             .iter()
             .filter(|m| {
-                m["raw"]
-                    .as_str()
-                    .is_some_and(|r| r.contains(&format!("\rSCH|{id}|")))
+                m["raw"].as_str().is_some_and(|r| {
+                    r.contains(&format!("\rSCH|{id}|")) || r.contains(&format!("\rARQ|{id}|"))
+                })
             })
             .map(|m| {
                 (
@@ -180,18 +181,45 @@ async fn records(engine: &EngineProcess) -> Vec<Value> {
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// SCH-2 of the HIS's SRR^S01 answer to the booking request for Latrexa booking `id`.
+async fn his_answer_id(s: &Setup, id: &str) -> String {
+    let state = s.get("/his/_state").await;
+    let answer = state["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .find(|m| {
+            m["message_type"] == "SRM^S01"
+                && m["raw"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&format!("\rARQ|{id}|")))
+        })
+        .and_then(|m| m["answer"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(answer.contains("SRR^S01"), "{answer}");
+    answer
+        .split('\r')
+        .find(|seg| seg.starts_with("SCH|"))
+        .and_then(|seg| seg.split('|').nth(2))
+        .unwrap_or_default()
+        .to_string()
+}
+
 const HUB: &str = "switchboard_latrexa_hub_connected{channel=\"bookings\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hub_booking_becomes_siu_and_is_confirmed_changed_and_a_refused_one_is_rejected() {
+async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and_a_refused_one_is_rejected(
+) {
     let mut sandbox_cfg = SandboxConfig::for_tests();
     sandbox_cfg.his_refuse_slots = SlotRefusal::Doctors {
         codes: vec!["DOC-BUSY".into()],
     };
-    // Poll rarely: these bookings must come over the hub.
+    // Poll rarely: these bookings must come over the hub. Booked with SRM^S01: the HIS
+    // names its appointment id in SCH-2 of its SRR^S01 answer.
     let s = Setup::start(
         sandbox_cfg,
-        "poll_interval_secs = 3600\nheartbeat_interval_secs = 1\n",
+        "poll_interval_secs = 3600\nheartbeat_interval_secs = 1\nbook_with = \"srm\"\n",
     )
     .await;
     let engine = s.engine();
@@ -201,11 +229,14 @@ async fn hub_booking_becomes_siu_and_is_confirmed_changed_and_a_refused_one_is_r
         .book("DOC-FREE", "2026-06-15T10:30:00", "2026-06-15T11:00:00")
         .await;
     let b = s.wait_sync(&id, "confirmed", 1, 30).await;
-    assert_eq!(b["booking"]["hisAppointmentId"], id, "placer id confirmed");
     let sent = s.his_messages(&id).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!((sent[0].0.as_str(), sent[0].1.as_str()), ("SIU^S12", "AA"));
+    assert_eq!((sent[0].0.as_str(), sent[0].1.as_str()), ("SRM^S01", "AA"));
     assert!(sent[0].2.contains("\rAIP|1|A|DOC-FREE"), "{}", sent[0].2);
+    // The id confirmed is the one the HIS answered in SCH-2 of its SRR^S01.
+    let his_id = his_answer_id(&s, &id).await;
+    assert!(his_id.starts_with("HISAPT"), "{his_id}");
+    assert_eq!(b["booking"]["hisAppointmentId"], his_id.as_str(), "{b}");
     let received =
         "switchboard_latrexa_bookings_received_total{channel=\"bookings\",source=\"hub\"}";
     wait_metric(&engine, received, 1.0, 10).await;
@@ -230,9 +261,9 @@ async fn hub_booking_becomes_siu_and_is_confirmed_changed_and_a_refused_one_is_r
     s.wait_sync(&id, "confirmed", 3, 30).await;
     let sent = s.his_messages(&id).await;
     let types: Vec<&str> = sent.iter().map(|m| m.0.as_str()).collect();
-    assert_eq!(types, ["SIU^S12", "SIU^S13", "SIU^S15"]);
+    assert_eq!(types, ["SRM^S01", "SIU^S13", "SIU^S15"]);
     assert!(
-        sent[1].2.contains(&format!("\rSCH|{id}|{id}|")),
+        sent[1].2.contains(&format!("\rSCH|{id}|{his_id}|")),
         "S13 names the HIS id: {}",
         sent[1].2
     );
@@ -337,7 +368,7 @@ async fn hub_booking_becomes_siu_and_is_confirmed_changed_and_a_refused_one_is_r
 async fn with_the_hub_down_polling_delivers_and_a_restart_books_nothing_twice() {
     let s = Setup::start(
         SandboxConfig::for_tests(),
-        "poll_interval_secs = 1\nhub_reconnect_max_secs = 1\n",
+        "poll_interval_secs = 1\nhub_reconnect_max_secs = 1\nbook_with = \"srm\"\n",
     )
     .await;
     s.post("/latrexa/_hub/down", json!({})).await;
@@ -502,6 +533,191 @@ async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by
         last.2.contains(&format!("\rSCH|{id}|HIS-900|")),
         "{}",
         last.2
+    );
+    engine.terminate();
+}
+
+/// Issue 17: the HIS's ACK names no appointment id, so nothing is confirmed until the HIS
+/// names it in its own SIU; the Latrexa id is never sent as the HIS id. Meanwhile the other
+/// bookings go on, the wait survives a kill -9, and neither the restart nor an operator's
+/// reprocess of the HIS's SIU makes a second appointment at the HIS or at Latrexa.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_his_id_the_confirm_waits_durably_and_nothing_is_booked_twice() {
+    let s = Setup::start(
+        SandboxConfig::for_tests(),
+        "poll_interval_secs = 1\nhis_id_wait_secs = 1\n",
+    )
+    .await;
+    let his = format!(
+        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
+        s.sb.base_url("latrexa"),
+        s.cfg.root.path().join("latrexa.key").display(),
+    );
+    std::fs::write(s.cfg.conf().join("channels/his.toml"), his).expect("write");
+    let engine = s.engine();
+    let first = s
+        .book("DOC-A", "2026-06-17T10:00:00", "2026-06-17T10:30:00")
+        .await;
+    let second = s
+        .book("DOC-B", "2026-06-17T11:00:00", "2026-06-17T11:30:00")
+        .await;
+    // Both reach the HIS: the first, waiting for its id, does not hold up the second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [&first, &second] {
+        while s.his_messages(id).await.is_empty() {
+            assert!(Instant::now() < deadline, "the HIS never got {id}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // After his_id_wait_secs the wait is reported on the record; nothing is confirmed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recs = records(&engine).await;
+        let flagged: Vec<&Value> = recs
+            .iter()
+            .filter(|r| r["status"] == "retrying" && r["ack_code"] == "AA")
+            .collect();
+        if flagged.len() == 2 {
+            for r in flagged {
+                let full: Value = reqwest::get(format!(
+                    "{}/api/messages/{}",
+                    engine.admin(),
+                    r["id"].as_str().expect("id")
+                ))
+                .await
+                .expect("admin API")
+                .json()
+                .await
+                .expect("json");
+                assert!(
+                    full["errors"].as_array().is_some_and(|e| e.iter().any(|e| e
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no HIS appointment id yet")))),
+                    "{full}"
+                );
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "wait not reported: {recs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in [&first, &second] {
+        assert_eq!(s.booking(id).await["syncStatus"], "pending", "{id}");
+    }
+    let state = s.get("/latrexa/_state").await;
+    assert_eq!(
+        state["syncCalls"].as_array().map(Vec::len),
+        Some(0),
+        "nothing confirmed without the HIS id: {}",
+        state["syncCalls"]
+    );
+
+    // A kill -9 while both wait; the HIS names its ids only after the restart.
+    engine.kill();
+    let engine = s.engine();
+    let echo = |latrexa_id: &str, his_id: &str, control: &str, start: &str| {
+        format!(
+            "MSH|^~\\&|HIS|RUH|SB|CLOUD|20260617090000||SIU^S12^SIU_S12|{control}|P|2.5.1\r\
+             SCH|{latrexa_id}^LATREXA|{his_id}^HIS|||||||30|MIN|^^^{start}\r\
+             PID|1||MRN-LX2^^^HIS^MR||Person^Testa||19900101|F\r\
+             AIP|1|A|DOC-A\r"
+        )
+    };
+    let mut client = crate::support::connect(&engine.mllp("his")).await;
+    for m in [
+        echo(&first, "HIS-A1", "ECHO-A", "202606171000"),
+        echo(&second, "HIS-B1", "ECHO-B", "202606171100"),
+    ] {
+        let ack = crate::support::send(&mut client, m.as_bytes()).await;
+        assert!(ack.contains("MSA|AA") || ack.contains("MSA|CA"), "{ack}");
+    }
+    let a = s.wait_sync(&first, "confirmed", 1, 30).await;
+    assert_eq!(a["booking"]["hisAppointmentId"], "HIS-A1", "{a}");
+    let b = s.wait_sync(&second, "confirmed", 1, 30).await;
+    assert_eq!(b["booking"]["hisAppointmentId"], "HIS-B1", "{b}");
+
+    // An operator reprocesses the HIS's SIU of the first booking, then the engine restarts.
+    let echo_id = {
+        let v: Value = reqwest::get(format!(
+            "{}/api/messages?channel=his&control_id=ECHO-A&limit=5",
+            engine.admin()
+        ))
+        .await
+        .expect("admin API")
+        .json()
+        .await
+        .expect("json");
+        v["items"][0]["id"]
+            .as_str()
+            .expect("the echo's id")
+            .to_string()
+    };
+    let uploads_before = s.get("/latrexa/_state").await["uploads"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/api/messages/{echo_id}/reprocess",
+            engine.admin()
+        ))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("admin API");
+    assert!(r.status().is_success(), "{}", r.status());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let requests = s.get("/latrexa/_requests").await;
+        let n = requests
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|r| r["path"] == "/api/integration/appointments/upload")
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reprocess was not uploaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    engine.kill();
+    let engine = s.engine();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let state = s.get("/latrexa/_state").await;
+    let uploads = state["uploads"].as_array().expect("uploads");
+    assert_eq!(uploads.len(), uploads_before, "no new appointment: {state}");
+    assert_eq!(uploads.len(), 2, "{state}");
+    for (id, his_id) in [(&first, "HIS-A1"), (&second, "HIS-B1")] {
+        let one: Vec<&Value> = uploads
+            .iter()
+            .filter(|u| u["appointment"]["hisAppointmentId"] == his_id)
+            .collect();
+        assert_eq!(one.len(), 1, "{state}");
+        assert_eq!(
+            one[0]["latrexaId"],
+            id.as_str(),
+            "the booking itself: {state}"
+        );
+        assert_eq!(
+            s.his_messages(id).await.len(),
+            1,
+            "{id} reached the HIS once"
+        );
+    }
+    let confirms: Vec<&Value> = state["syncCalls"]
+        .as_array()
+        .expect("sync calls")
+        .iter()
+        .collect();
+    assert!(
+        confirms.iter().all(|c| c["request"]["hisAppointmentId"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("HIS-"))),
+        "only HIS ids confirmed: {}",
+        state["syncCalls"]
     );
     engine.terminate();
 }

@@ -409,26 +409,23 @@ fn link_remote_id(
         dest.bookings_channel(),
         appointment.placer_id.as_deref(),
     ) {
-        if let Some(mut booking) = cx
-            .store
-            .booking_entry(channel, placer)
-            .map_err(unreadable)?
-        {
+        // The HIS names its own id for the booking it wrote (SCH-2): learnt in one
+        // read-modify-write of the booking's entry, so that the bookings channel confirms it
+        // and its next SIU for the booking carries it as the filler id.
+        let taken = match appointment.filler_id.as_deref() {
+            Some(his_id) => cx
+                .store
+                .learn_his_id(channel, placer, his_id)
+                .map_err(unreadable)?
+                .is_some(),
+            None => cx
+                .store
+                .booking_entry(channel, placer)
+                .map_err(unreadable)?
+                .is_some(),
+        };
+        if taken {
             known = Some(placer.to_owned());
-            // The HIS names its own id for the booking it wrote (SCH-2): learnt, so that the
-            // bookings channel's next SIU for it carries it as the filler id.
-            if let Some(his_id) = appointment.filler_id.as_deref() {
-                if booking.his_appointment_id.as_deref() != Some(his_id) {
-                    booking.his_appointment_id = Some(his_id.to_owned());
-                    cx.store
-                        .advance_booking(
-                            channel,
-                            &booking,
-                            &crate::store::id_map::RecordChange::default(),
-                        )
-                        .map_err(unreadable)?;
-                }
-            }
         }
     }
     if let Some(body) = known.and_then(|id| dest.with_remote_id(&item.body, &id)) {

@@ -7,8 +7,11 @@
 //!   `GET .../pending` every `poll_interval_secs` whenever the hub is not connected (and once
 //!   after every (re)connection, for what was missed meanwhile);
 //! - the **worker** handles one booking revision at a time, in the order received: store,
-//!   SIU to the HIS, confirm or reject at Latrexa, each step retried with backoff while Latrexa
-//!   or the HIS is unreachable (a booking is never given up for unavailability);
+//!   SIU (or SRM^S01, `book_with = "srm"`) to the HIS, confirm or reject at Latrexa, each step
+//!   retried with backoff while Latrexa or the HIS is unreachable (a booking is never given up
+//!   for unavailability). A booking the HIS accepted without naming its appointment id waits
+//!   in the store (`HisAccepted` without an id) and the worker goes on with the next; every
+//!   second it confirms the waiting ones whose id was learnt meanwhile;
 //! - the **heartbeat** posts `POST .../heartbeat` every `heartbeat_interval_secs`.
 //!
 //! # The state machine of one booking revision
@@ -18,7 +21,8 @@
 //! (each write is one sled transaction with the message record, then a group commit):
 //!
 //! ```text
-//!  (new revision) --store--> Received --HIS AA--> HisAccepted --confirm 2xx--> Confirmed
+//!  (new revision) --store--> Received --HIS AA--> HisAccepted --HIS id known,--> Confirmed
+//!                                                               confirm 2xx
 //!                               |                      \--confirm 4xx--> Failed
 //!                               \--HIS AE/AR--> Refused --reject 2xx--> Rejected
 //!  (unusable booking) ---------------------------^      \--reject 4xx--> Failed
@@ -32,7 +36,8 @@
 //!   the **same** SIU is sent again, same MSH-10, so a HIS that recognises resends takes it as
 //!   one. This is the only window in which the HIS can see a booking twice, and it needs a
 //!   crash between the HIS's answer and our write of it.
-//! - in `HisAccepted`: confirmed without a second SIU.
+//! - in `HisAccepted`: confirmed without a second SIU, once the HIS id is known (it waits
+//!   for it across the restart).
 //! - in `Refused`: rejected without a second SIU.
 //! - after confirm/reject was answered but before `Confirmed`/`Rejected` was written:
 //!   the call is made again; Latrexa answers it idempotently.
@@ -40,15 +45,20 @@
 //!   lost) is answered again (confirm or reject), never sent to the HIS again.
 //!
 //! A newer revision of a booking the HIS already accepted goes as SIU^S13 (or S15 for a
-//! cancellation) with the HIS appointment id, even when Latrexa still calls it a `create`;
-//! only a booking the HIS never accepted goes as S12. An older revision than the one in the map
-//! (a late hub message) is dropped. The HIS answers with an ACK that carries no appointment id.
-//! Its own id is learnt from its next SIU naming the booking (SCH-1 = the Latrexa id, SCH-2 =
-//! its id), which a Latrexa upload destination with `bookings_channel` writes into this
-//! channel's entry (`crate::delivery`); with `his_id_wait_secs` the confirm waits for it. The id
-//! confirmed is the learnt one, else (no wait, or the wait is over) the one the booking already
-//! has, else the placer id the HIS was sent in SCH-1 (the Latrexa id). Later S13/S15 carry the
-//! learnt id in SCH-2.
+//! cancellation), even when Latrexa still calls it a `create`; only a booking the HIS never
+//! accepted goes as S12 (SRM^S01). An older revision than the one in the map (a late hub
+//! message) is dropped.
+//!
+//! The id confirmed as `hisAppointmentId` is always one the HIS named, never the Latrexa id:
+//! SCH-2 of its answer (the SRR^S01 of a booking request, or an ACK that carries an SCH
+//! segment), else SCH-2 of its next SIU naming the booking in SCH-1, which a Latrexa upload
+//! destination with `bookings_channel` records in this channel's entry
+//! ([`Store::learn_his_id`], one read-modify-write transaction). The worker's own writes of an
+//! entry merge with what is stored ([`Store::advance_booking`]), so an id learnt meanwhile is
+//! never overwritten by the worker's older copy. Until the id is known the booking waits
+//! (see the worker above); after `his_id_wait_secs` the wait is reported (warning, record
+//! status `retrying` with the error "no HIS appointment id yet"). Later S13/S15 carry the
+//! Latrexa id in SCH-1 and the HIS id, once known, in SCH-2.
 //!
 //! Each revision is a message record (`format = "latrexa"`, `message_type = "booking.create"`
 //! / `booking.reschedule` / `booking.cancel`, control id = the SIU's MSH-10, raw = the booking
@@ -68,13 +78,14 @@ use crate::metrics::Metrics;
 use crate::store::id_map::{BookingEntry, BookingState, RecordChange};
 use crate::store::{MessageRecord, Status, Store, StoreError};
 use channels::clinic_api::latrexa_bookings::{
-    run_hub, ApiError, BookingInput, BookingsConfig, HubTiming, HubUpdate, LatrexaApi,
+    run_hub, ApiError, BookWith, BookingInput, BookingsConfig, HubTiming, HubUpdate, LatrexaApi,
 };
 use channels::destination::DeliveryConfig;
 use channels::mllp::sender::MllpSender;
 use channels::source::BuildError;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -86,6 +97,7 @@ use transforms::dest::latrexa::{
 };
 use transforms::from_json::latrexa::siu_from_booking;
 use transforms::hl7v2::ack::AckCode;
+use transforms::hl7v2::header::MessageHeader;
 use transforms::model::Timestamp;
 use transforms::to_v2::SiuHeader;
 
@@ -118,12 +130,21 @@ const MAX_REASON: usize = 200;
 /// How often a write the free-space reserve refused is tried again.
 const RESERVE_RECHECK: Duration = Duration::from_secs(1);
 
+/// How often the worker looks whether the HIS id of a booking waiting for it was learnt.
+const WAITING_RECHECK: Duration = Duration::from_secs(1);
+
+/// The error a booking waiting too long for its HIS id gets on its record.
+const NO_HIS_ID: &str = "no HIS appointment id yet: the confirm waits for the HIS to name it";
+
 struct Agent {
     channel: String,
     cfg: BookingsConfig,
     api: LatrexaApi,
     his: MllpSender,
     his_state: AtomicU8,
+    /// Whether a booking may be waiting for its HIS id (so `waiting` scans the id map only
+    /// then): true at start, set again whenever a booking parks.
+    some_waiting: AtomicBool,
     store: Store,
     metrics: Metrics,
     config_version: String,
@@ -176,6 +197,7 @@ pub fn start(
         his: MllpSender::build(cfg.his.sender_config())
             .map_err(|m| BuildError::Config(format!("source.his: {m}")))?,
         his_state: AtomicU8::new(HIS_UNKNOWN),
+        some_waiting: AtomicBool::new(true),
         retry: DeliveryConfig {
             backoff_base_ms: cfg.retry_base_ms,
             backoff_max_ms: cfg.retry_max_ms,
@@ -334,10 +356,19 @@ impl Agent {
                 warn!(channel = %self.channel, error = %e, "Cannot read the id map; unsettled bookings wait for Latrexa to list them again.")
             }
         }
+        let mut recheck = tokio::time::interval(WAITING_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported: HashSet<u64> = HashSet::new();
         loop {
             let next = tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 n = rx.recv() => n,
+                _ = recheck.tick() => {
+                    if !self.waiting(&mut reported).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             let Some((input, via)) = next else { return };
             let goes_on = match input {
@@ -348,6 +379,56 @@ impl Agent {
                 return;
             }
         }
+    }
+
+    /// Takes up the bookings the HIS accepted that wait for its appointment id: confirms those
+    /// whose id was learnt meanwhile (the delivery worker reading the HIS's own SIU), reports
+    /// once those waiting longer than `his_id_wait_secs`. False on shutdown.
+    async fn waiting(&self, reported: &mut HashSet<u64>) -> bool {
+        if !self.some_waiting.swap(false, Ordering::Relaxed) {
+            return true;
+        }
+        let open = match self.store.unsettled_bookings(&self.channel) {
+            Ok(open) => open,
+            Err(e) => {
+                debug!(channel = %self.channel, error = %e, "Cannot read the id map; looking again later.");
+                self.some_waiting.store(true, Ordering::Relaxed);
+                return true;
+            }
+        };
+        for entry in open {
+            if entry.state != BookingState::HisAccepted {
+                continue;
+            }
+            // Still waiting, or about to be confirmed: look again at the next tick (a confirm
+            // that parks or fails sets it too).
+            self.some_waiting.store(true, Ordering::Relaxed);
+            if entry.his_appointment_id.is_some() {
+                reported.remove(&entry.message_id);
+                if !self.drive(entry).await {
+                    return false;
+                }
+                continue;
+            }
+            let waited_ms = now_ms().saturating_sub(entry.updated_at_ms);
+            let over = waited_ms >= self.cfg.his_id_wait_secs.saturating_mul(1000);
+            if over && reported.insert(entry.message_id) {
+                warn!(channel = %self.channel, latrexa_id = %entry.latrexa_id, control_id = %entry.control_id, waited_secs = waited_ms / 1000, "The HIS accepted a booking but has not named its appointment id; the confirm at Latrexa waits for it.");
+                let change = RecordChange {
+                    status: Some(Status::Retrying),
+                    error: Some(NO_HIS_ID.into()),
+                    ..RecordChange::default()
+                };
+                let channel = self.channel.clone();
+                if !self
+                    .persist(move |s| s.advance_booking(&channel, &entry, &change))
+                    .await
+                {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Waits before attempt `attempt + 1`; false on shutdown.
@@ -486,18 +567,31 @@ impl Agent {
             .as_ref()
             .and_then(|p| p.his_appointment_id.clone())
             .or_else(|| booking.his_appointment_id.clone());
-        // What the HIS needs is decided by what the HIS has, not by Latrexa's word for it.
+        // What the HIS needs is decided by what the HIS has, not by Latrexa's word for it: a
+        // booking it accepted (known by the Latrexa id as placer id even while its own id is
+        // not learnt yet) is changed with S13, never booked a second time.
+        let his_has_it = his_id.is_some() || previous.as_ref().is_some_and(|p| p.his_accepted);
         let mut for_his = booking.clone();
         for_his.his_appointment_id.clone_from(&his_id);
         if for_his.action != BookingAction::Cancel {
-            for_his.action = if his_id.is_some() {
+            for_his.action = if his_has_it {
                 BookingAction::Reschedule
             } else {
                 BookingAction::Create
             };
         }
         let header = self.header(&control_id);
-        let (siu, state, error) = match siu_from_booking(&for_his, &header) {
+        let request = |b: &PendingBooking| {
+            let siu = siu_from_booking(b, &header)?;
+            Ok::<_, transforms::from_json::latrexa::BookingError>(
+                if b.action == BookingAction::Create && self.cfg.book_with == BookWith::Srm {
+                    transforms::to_v2::srm_s01_from_siu(&siu)
+                } else {
+                    siu
+                },
+            )
+        };
+        let (siu, state, error) = match request(&for_his) {
             Ok(text) => (text, BookingState::Received, None),
             Err(e) => {
                 let reason = format!("booking cannot be written as SIU: {e}");
@@ -539,6 +633,7 @@ impl Agent {
         let entry = BookingEntry {
             latrexa_id: booking.id.clone(),
             his_appointment_id: his_id,
+            his_accepted: his_has_it,
             booking,
             fingerprint: print,
             state,
@@ -605,6 +700,13 @@ impl Agent {
                     }
                     self.settled_metrics(&entry);
                 }
+                Step::Park => {
+                    // Durable as `HisAccepted` already; `waiting` takes it up once the HIS id
+                    // is learnt, and the next booking goes on meanwhile.
+                    self.some_waiting.store(true, Ordering::Relaxed);
+                    debug!(channel = %self.channel, latrexa_id = %entry.latrexa_id, control_id = %entry.control_id, "Booking waits for the HIS to name its appointment id.");
+                    return true;
+                }
                 Step::Retry(reason) => {
                     attempt = attempt.saturating_add(1);
                     if attempt == 1 {
@@ -662,23 +764,25 @@ impl Agent {
     async fn send_to_his(&self, entry: &mut BookingEntry) -> Step {
         match self
             .his
-            .exchange(entry.siu.as_bytes(), &entry.control_id)
+            .exchange_answer(entry.siu.as_bytes(), &entry.control_id)
             .await
         {
             Err(e) => {
                 self.his_state.store(HIS_DOWN, Ordering::Relaxed);
                 Step::Retry(e.reason)
             }
-            Ok(ack) => {
+            Ok((ack, answer)) => {
                 self.his_state.store(HIS_UP, Ordering::Relaxed);
                 let code = ack.code.as_str().to_string();
                 let change_ack = Some((code.clone(), format!("MSA|{code}|{}", ack.control_id)));
                 match ack.code {
                     AckCode::AA | AckCode::CA => {
-                        // With `his_id_wait_secs`, the HIS's own id is waited for (`confirm`).
-                        if entry.his_appointment_id.is_none() && self.cfg.his_id_wait_secs == 0 {
-                            entry.his_appointment_id = Some(entry.latrexa_id.clone());
+                        // The HIS's own id when its answer names it (SRR^S01, or an ACK that
+                        // carries SCH); otherwise the confirm waits for it (`confirm`).
+                        if let Some(id) = his_id_of_answer(&answer, &entry.latrexa_id) {
+                            entry.his_appointment_id = Some(id);
                         }
+                        entry.his_accepted = true;
                         entry.state = BookingState::HisAccepted;
                         Step::Moved(RecordChange {
                             ack: change_ack,
@@ -713,19 +817,14 @@ impl Agent {
                 Ok(None) => {}
                 Err(e) => return Step::Retry(format!("id map: {e}")),
             }
-            let waited_ms = now_ms().saturating_sub(entry.updated_at_ms);
-            if entry.his_appointment_id.is_none()
-                && waited_ms < self.cfg.his_id_wait_secs.saturating_mul(1000)
-            {
-                return Step::Retry("waiting for the HIS to name its appointment id".into());
-            }
         }
+        // Only the HIS's own id is ever confirmed as `hisAppointmentId`.
+        let Some(his_appointment_id) = entry.his_appointment_id.clone() else {
+            return Step::Park;
+        };
         let body = ConfirmRequest {
             latrexa_id: entry.latrexa_id.clone(),
-            his_appointment_id: entry
-                .his_appointment_id
-                .clone()
-                .unwrap_or_else(|| entry.latrexa_id.clone()),
+            his_appointment_id,
         };
         match self.api.confirm(&body).await {
             Ok(()) => {
@@ -877,10 +976,31 @@ impl Agent {
     }
 }
 
+/// The HIS's appointment id in the SCH-2 of its answer (SRR^S01, or an ACK carrying SCH),
+/// unless empty or the Latrexa id itself echoed back.
+fn his_id_of_answer(answer: &str, latrexa_id: &str) -> Option<String> {
+    let d = MessageHeader::read(answer).ok()?.delimiters;
+    let sch = answer
+        .split(['\r', '\n'])
+        .find(|s| s.get(..3) == Some("SCH") && s[3..].starts_with(d.field))?;
+    let id = sch
+        .split(d.field)
+        .nth(2)?
+        .split(d.repetition)
+        .next()?
+        .split(d.component)
+        .next()?
+        .trim();
+    (!id.is_empty() && id != latrexa_id).then(|| id.to_owned())
+}
+
 /// The outcome of one step of a booking.
 enum Step {
     /// The entry has a new state; write it with this change of the record.
     Moved(RecordChange),
+    /// The HIS accepted the booking but has not named its appointment id: the entry stays as
+    /// stored (`HisAccepted`) until the id is learnt.
+    Park,
     /// Nothing changed; try again after a pause.
     Retry(String),
 }

@@ -75,16 +75,36 @@ pub struct BookingsConfig {
     /// Longest retry delay in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
-    /// How long, in seconds, a booking the HIS accepted waits to be confirmed at Latrexa until
-    /// the HIS names its own appointment id for it: its next SIU with the Latrexa id in SCH-1
-    /// and its id in SCH-2, on a channel whose Latrexa upload destination has
-    /// `bookings_channel` set to this channel. Bookings are handled one at a time, so the next
-    /// one waits too. When the time is up (and with 0, the default) the booking is confirmed
-    /// with the Latrexa id as the HIS id, as before.
-    #[serde(default)]
+    /// A booking the HIS accepted is confirmed at Latrexa only with the HIS's own appointment
+    /// id, never with the Latrexa id: from the SCH-2 of the HIS's answer (the SRR^S01 of
+    /// `book_with = "srm"`, or an ACK that carries an SCH segment), else from the HIS's next
+    /// SIU naming the booking (SCH-1 = the Latrexa id, SCH-2 = its id) on a channel whose
+    /// Latrexa upload destination has `bookings_channel` set to this channel. Until then the
+    /// booking stays pending at Latrexa and waits in the store (across restarts) while the
+    /// other bookings go on. After this many seconds of waiting it is reported: a warning in
+    /// the log and the error "no HIS appointment id yet" on its message record (status
+    /// `retrying`). 0 reports it at once.
+    #[serde(default = "default_his_id_wait_secs")]
     pub his_id_wait_secs: u64,
+    /// How a new online booking is written into the HIS: `"siu"` (the default) notifies it
+    /// with SIU^S12 and takes the ACK; `"srm"` requests it with SRM^S01 and reads the HIS's
+    /// appointment id from SCH-2 of the SRR^S01 answer (MSA-1 AA accepts, AE/AR refuses with
+    /// MSA-3). Changes and cancellations go as SIU^S13/S15 either way.
+    #[serde(default)]
+    pub book_with: BookWith,
     /// The HIS that receives each booking as SIU^S12/S13/S15 over MLLP (`[source.his]`).
     pub his: HisPeer,
+}
+
+/// The message a new online booking is written into the HIS with (`book_with`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BookWith {
+    /// SIU^S12, answered by an ACK.
+    #[default]
+    Siu,
+    /// SRM^S01, answered by SRR^S01 naming the HIS's appointment id in SCH-2.
+    Srm,
 }
 
 /// The HIS's MLLP listener and the MSH values of the SIU messages sent to it.
@@ -119,6 +139,9 @@ pub struct HisPeer {
     pub processing_id: String,
 }
 
+fn default_his_id_wait_secs() -> u64 {
+    300
+}
 fn default_poll_interval_secs() -> u64 {
     60
 }
@@ -189,10 +212,10 @@ impl BookingsConfig {
                 out.push((key.into(), "must be at least 1".into()));
             }
         }
-        if self.his_id_wait_secs > 3600 {
+        if self.his_id_wait_secs > 86_400 {
             out.push((
                 "his_id_wait_secs".into(),
-                "must be at most 3600: bookings wait behind it".into(),
+                "must be at most 86400 (a day)".into(),
             ));
         }
         if self.retry_max_ms < self.retry_base_ms {

@@ -80,9 +80,16 @@ impl BookingState {
 pub struct BookingEntry {
     /// Latrexa's booking id.
     pub latrexa_id: String,
-    /// The id the HIS knows the appointment by, once it accepted a revision.
+    /// The id the HIS knows the appointment by, once the HIS named it (SCH-2 of its SRR^S01
+    /// answer or of an ACK that carries SCH, or of its own SIU naming the booking in SCH-1).
+    /// Never the Latrexa id: a write that has none keeps the one already stored (see
+    /// [`Store::advance_booking`]).
     #[serde(default)]
     pub his_appointment_id: Option<String>,
+    /// True once the HIS accepted a revision of this booking (it has the appointment, under
+    /// the Latrexa id as placer id, even while its own id is not known yet).
+    #[serde(default)]
+    pub his_accepted: bool,
     /// The latest revision taken, as received.
     pub booking: PendingBooking,
     /// Hash of that revision, to recognise it when Latrexa sends no version.
@@ -130,6 +137,20 @@ pub struct RecordChange {
     pub ack: Option<(String, String)>,
     /// A problem to add (names a cause, never content).
     pub error: Option<String>,
+}
+
+/// `entry` merged with what is stored for it: a HIS id or `his_accepted` learnt meanwhile by
+/// another task (the delivery worker reading the HIS's own SIU) is kept, never overwritten
+/// by an older copy that lacks it.
+fn merge_stored(entry: &BookingEntry, stored: Option<&BookingEntry>) -> BookingEntry {
+    let mut out = entry.clone();
+    if let Some(s) = stored {
+        if out.his_appointment_id.is_none() {
+            out.his_appointment_id.clone_from(&s.his_appointment_id);
+        }
+        out.his_accepted |= s.his_accepted && s.latrexa_id == out.latrexa_id;
+    }
+    out
 }
 
 impl Store {
@@ -237,15 +258,10 @@ impl Store {
             ..record.clone()
         }))?;
         let raw = self.seal.seal(b"raw", raw)?;
-        let ent = self.encode_booking(entry)?;
         let mut idx = record.control_id.as_bytes().to_vec();
         idx.push(0);
         idx.extend_from_slice(&id);
-        let lx = key("lx", &record.channel, &entry.latrexa_id);
-        let his = entry
-            .his_appointment_id
-            .as_ref()
-            .map(|h| key("his", &record.channel, h));
+        let channel = record.channel.as_str();
         let map = self.id_map()?;
         let r: Result<(), TransactionError<StoreError>> = (
             &self.messages,
@@ -262,13 +278,83 @@ impl Store {
                 for k in &index {
                     b.insert(k.as_slice(), &[][..])?;
                 }
-                i.insert(lx.as_slice(), ent.as_slice())?;
-                if let Some(h) = &his {
-                    i.insert(h.as_slice(), entry.latrexa_id.as_bytes())?;
-                }
+                self.write_merged(i, channel, entry)?;
                 m.insert(&id[..], rec.as_slice())?;
                 Ok(())
             });
+        r.map_err(tx_err)
+    }
+
+    /// Writes `entry` merged with the stored one ([`merge_stored`]) inside a transaction, with
+    /// the `his` index of its HIS id.
+    fn write_merged(
+        &self,
+        i: &sled::transaction::TransactionalTree,
+        channel: &str,
+        entry: &BookingEntry,
+    ) -> Result<BookingEntry, ConflictableTransactionError<StoreError>> {
+        let lx = key("lx", channel, &entry.latrexa_id);
+        let stored = match i.get(&lx)? {
+            Some(v) => Some(
+                self.decode_booking(&v)
+                    .map_err(ConflictableTransactionError::Abort)?,
+            ),
+            None => None,
+        };
+        let merged = merge_stored(entry, stored.as_ref());
+        let ent = self
+            .encode_booking(&merged)
+            .map_err(ConflictableTransactionError::Abort)?;
+        i.insert(lx.as_slice(), ent.as_slice())?;
+        if let Some(h) = &merged.his_appointment_id {
+            i.insert(
+                key("his", channel, h).as_slice(),
+                merged.latrexa_id.as_bytes(),
+            )?;
+        }
+        Ok(merged)
+    }
+
+    /// Records that the HIS named `his_id` as its own id of booking `latrexa_id` of `channel`
+    /// (read from its SIU by the delivery worker), in one transaction that reads and writes
+    /// the entry (the bookings worker's writes keep it, see [`merge_stored`]). The entry after
+    /// the write, or `None` when `channel` never took that booking.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the entry cannot be decoded.
+    pub fn learn_his_id(
+        &self,
+        channel: &str,
+        latrexa_id: &str,
+        his_id: &str,
+    ) -> Result<Option<BookingEntry>, StoreError> {
+        self.space.check(WritePath::Booking)?;
+        let map = self.id_map()?;
+        let lx = key("lx", channel, latrexa_id);
+        let r: Result<Option<BookingEntry>, TransactionError<StoreError>> = map.transaction(|i| {
+            let Some(v) = i.get(&lx)? else {
+                return Ok(None);
+            };
+            let mut e = self
+                .decode_booking(&v)
+                .map_err(ConflictableTransactionError::Abort)?;
+            if e.his_appointment_id.as_deref() == Some(his_id) && e.his_accepted {
+                return Ok(Some(e));
+            }
+            e.his_appointment_id = Some(his_id.to_owned());
+            // The HIS reports the appointment: it has it.
+            e.his_accepted = true;
+            let ent = self
+                .encode_booking(&e)
+                .map_err(ConflictableTransactionError::Abort)?;
+            i.insert(lx.as_slice(), ent.as_slice())?;
+            i.insert(
+                key("his", channel, his_id).as_slice(),
+                latrexa_id.as_bytes(),
+            )?;
+            Ok(Some(e))
+        });
         r.map_err(tx_err)
     }
 
@@ -288,19 +374,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.space.check(WritePath::Booking)?;
         let id = entry.message_id.to_be_bytes();
-        let ent = self.encode_booking(entry)?;
-        let lx = key("lx", channel, &entry.latrexa_id);
-        let his = entry
-            .his_appointment_id
-            .as_ref()
-            .map(|h| key("his", channel, h));
         let map = self.id_map()?;
         let r: Result<(), TransactionError<StoreError>> =
             (&self.messages, &map).transaction(|(m, i)| {
-                i.insert(lx.as_slice(), ent.as_slice())?;
-                if let Some(h) = &his {
-                    i.insert(h.as_slice(), entry.latrexa_id.as_bytes())?;
-                }
+                self.write_merged(i, channel, entry)?;
                 let Some(v) = m.get(id)? else {
                     return Ok(());
                 };
@@ -386,6 +463,7 @@ mod tests {
         BookingEntry {
             latrexa_id: latrexa_id.into(),
             his_appointment_id: None,
+            his_accepted: false,
             booking: PendingBooking {
                 id: latrexa_id.into(),
                 version: 1,
@@ -472,6 +550,50 @@ mod tests {
             .expect("list")
             .len(),
             1
+        );
+    }
+
+    /// The delivery worker learns the HIS id while the bookings worker holds an older copy of
+    /// the entry without it: the bookings worker's write keeps the learnt id (the write merges
+    /// inside its transaction, it never overwrites blindly).
+    #[test]
+    fn a_learnt_his_id_survives_a_write_of_an_older_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
+        s.put_booking(&record(10, "lx"), b"{}", &entry(10, "LX-1"))
+            .expect("put");
+        let mut older = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        assert_eq!(
+            s.learn_his_id("lx", "LX-1", "HIS-7")
+                .expect("learn")
+                .and_then(|e| e.his_appointment_id)
+                .as_deref(),
+            Some("HIS-7")
+        );
+        assert_eq!(
+            s.learn_his_id("other", "LX-1", "HIS-7").expect("learn"),
+            None
+        );
+        older.state = BookingState::HisAccepted;
+        s.advance_booking("lx", &older, &RecordChange::default())
+            .expect("advance");
+        let now = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        assert_eq!(now.state, BookingState::HisAccepted);
+        assert_eq!(now.his_appointment_id.as_deref(), Some("HIS-7"));
+        assert!(now.his_accepted);
+        assert_eq!(
+            s.latrexa_id_of("lx", "HIS-7").expect("his").as_deref(),
+            Some("LX-1")
+        );
+        // A new revision written from a copy read before the id was learnt keeps it too.
+        let mut revision = entry(11, "LX-1");
+        revision.booking.version = 2;
+        s.put_booking(&record(11, "lx"), b"{}", &revision)
+            .expect("put");
+        let now = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        assert_eq!(
+            (now.message_id, now.his_appointment_id.as_deref()),
+            (11, Some("HIS-7"))
         );
     }
 

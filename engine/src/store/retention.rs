@@ -412,6 +412,7 @@ mod tests {
         let entry = BookingEntry {
             latrexa_id: latrexa_id.into(),
             his_appointment_id: None,
+            his_accepted: false,
             booking: PendingBooking {
                 id: latrexa_id.into(),
                 version: 1,

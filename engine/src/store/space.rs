@@ -255,6 +255,7 @@ mod tests {
         let entry = BookingEntry {
             latrexa_id: "LX-1".into(),
             his_appointment_id: None,
+            his_accepted: false,
             booking: Default::default(),
             fingerprint: "f".into(),
             state: BookingState::Received,
