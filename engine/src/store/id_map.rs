@@ -10,7 +10,11 @@
 //! | `bad` 0x00 channel 0x00 fingerprint | empty: an unreadable booking already stored |
 //!
 //! Entries are written in the same sled transaction as the message record of the booking
-//! revision they describe, so the record in `messages` and the entry always agree. Retention
+//! revision they describe, so the record in `messages` and the entry always agree. Two tasks
+//! write an entry: the bookings worker (its state machine) and the delivery worker, which
+//! learns the HIS's id from the HIS's own SIU ([`Store::learn_his_id`]). Every write reads the
+//! stored entry inside its transaction and keeps a HIS id (and `his_accepted`) already there
+//! that the written copy lacks, so neither overwrites what the other just learnt. Retention
 //! never prunes this tree: an entry is small and forgetting one could book twice. Nor does it
 //! prune the record of a revision that is not settled at Latrexa yet
 //! ([`BookingState::settled_at_latrexa`]): such a booking has no deliveries, so its record is
