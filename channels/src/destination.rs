@@ -461,18 +461,37 @@ impl Destination {
     }
 
     /// `(size, linger_ms)` for a destination that takes several deliveries in one request
-    /// (OpsPort in bulk mode); `None` for one at a time.
+    /// (OpsPort in bulk mode, Latrexa's scheduled uploads) or writes them with one round of
+    /// syncs (file); `None` for one at a time.
     pub fn batching(&self) -> Option<(usize, u64)> {
         match self {
             Self::Opsport(s) => s.bulk(),
             Self::Latrexa(s) => s.batching(),
+            Self::File(s) => s.batching(),
             Self::Mllp(_)
             | Self::Webhook(_)
-            | Self::File(_)
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
             | Self::Fhir(_) => None,
+        }
+    }
+
+    /// Whether one batch may carry several consecutive deliveries of one partition: true
+    /// for a destination whose batch reports a delivery done only when every earlier one of
+    /// the batch is done too (the file writer stops at the first failure), so a partition's
+    /// order holds however the batch ends.
+    pub fn batches_a_partition(&self) -> bool {
+        match self {
+            Self::File(_) => true,
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Latrexa(_)
+            | Self::Fhir(_) => false,
         }
     }
 
@@ -482,6 +501,7 @@ impl Destination {
         match self {
             Self::Opsport(s) if s.bulk().is_some() => s.deliver_batch(ds).await,
             Self::Latrexa(s) if s.batching().is_some() && ds.len() > 1 => s.deliver_batch(ds).await,
+            Self::File(s) => s.deliver_batch(ds).await,
             _ => {
                 let mut out = Vec::with_capacity(ds.len());
                 for d in ds {

@@ -533,6 +533,7 @@ impl Worker {
         let mut depth: i64 = 0;
         let mut paused = false;
         let batching = self.dest.batching();
+        let per_partition = self.dest.batches_a_partition();
         let mut linger_since: Option<Instant> = None;
         let mut linger_wake: Option<Instant>;
         match self.store.outbox_items(&self.name) {
@@ -591,47 +592,65 @@ impl Worker {
                     self.cfg.concurrency.max(1)
                 };
                 while tasks.len() < limit {
-                    // The heads of every ready partition, oldest first.
+                    // The heads of every ready partition, oldest first; for a destination
+                    // that batches a partition, each head with the items queued behind it.
                     let mut heads: Vec<(String, OutboxItem)> = Vec::new();
                     while let Some(p) = ready.pop_front() {
                         if in_flight.contains(&p) || heads.iter().any(|(h, _)| *h == p) {
                             continue;
                         }
-                        let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
-                            continue;
+                        let take = if per_partition {
+                            size.saturating_sub(heads.len()).max(1)
+                        } else {
+                            1
                         };
-                        match self.store.outbox_get(&self.name, seq) {
-                            Ok(Some(i)) => heads.push((p, i)),
-                            Ok(None) => {
-                                if let Some(q) = queues.get_mut(&p) {
-                                    q.pop_front();
-                                    depth -= 1;
-                                    if !q.is_empty() {
-                                        ready.push_back(p.clone());
+                        let seqs: Vec<u64> = queues
+                            .get(&p)
+                            .map(|q| q.iter().take(take).map(|(s, _)| *s).collect())
+                            .unwrap_or_default();
+                        for seq in seqs {
+                            match self.store.outbox_get(&self.name, seq) {
+                                Ok(Some(i)) => heads.push((p.clone(), i)),
+                                Ok(None) => {
+                                    // Already finished (for example discarded).
+                                    if let Some(q) = queues.get_mut(&p) {
+                                        if let Some(at) = q.iter().position(|(s, _)| *s == seq) {
+                                            q.remove(at);
+                                            depth -= 1;
+                                        }
                                     }
                                 }
+                                Err(e) => {
+                                    error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
+                                    if !heads.iter().any(|(h, _)| *h == p) {
+                                        timers.push(Reverse((now_ms() + 5000, p.clone())));
+                                    }
+                                    break;
+                                }
                             }
-                            Err(e) => {
-                                error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
-                                timers.push(Reverse((now_ms() + 5000, p)));
-                            }
+                        }
+                        if heads.len() >= size {
+                            break;
                         }
                     }
                     if heads.is_empty() {
                         break;
                     }
-                    // One batch: heads of the oldest head's kind (same payload and path).
+                    // One batch: items of the oldest head's kind (same payload and path); of
+                    // a partition only the items before its first left out, so its order holds.
                     let kind = |i: &OutboxItem| (i.payload.clone(), i.path.clone());
                     let first = kind(&heads[0].1);
                     let mut batch = Vec::new();
-                    let mut others = Vec::new();
+                    let mut others: Vec<(String, OutboxItem)> = Vec::new();
                     for h in heads {
-                        if batch.len() < size && kind(&h.1) == first {
+                        let cut = others.iter().any(|(p, _)| *p == h.0);
+                        if !cut && batch.len() < size && kind(&h.1) == first {
                             batch.push(h);
                         } else {
                             others.push(h);
                         }
                     }
+                    others.dedup_by(|a, b| a.0 == b.0);
                     let full = batch.len() >= size
                         || first.0 == crate::routing::MAPPING_FAILED
                         || !others.is_empty();
@@ -647,7 +666,9 @@ impl Worker {
                     }
                     linger_since = None;
                     for (p, _) in others.into_iter().rev() {
-                        ready.push_front(p);
+                        if !batch.iter().any(|(b, _)| *b == p) {
+                            ready.push_front(p);
+                        }
                     }
                     for (p, _) in &batch {
                         in_flight.insert(p.clone());
@@ -726,23 +747,40 @@ impl Worker {
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     let Ok((outcomes, took)) = done else { continue };
+                    // A partition with several items in the batch goes back to the queue once,
+                    // after its last outcome; a retry of one item holds the whole partition.
+                    let mut retry_at: HashMap<String, u64> = HashMap::new();
+                    let mut settled: Vec<String> = Vec::new();
                     for (p, item, result) in outcomes {
-                    in_flight.remove(&p);
-                    self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
-                    match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
-                        Settled::Done => {
-                            depth -= 1;
-                            if let Some(q) = queues.get_mut(&p) {
-                                q.pop_front();
-                                if q.is_empty() {
-                                    queues.remove(&p);
-                                } else {
-                                    ready.push_back(p);
+                        in_flight.remove(&p);
+                        self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
+                        let seq = item.seq;
+                        match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
+                            Settled::Done => {
+                                depth -= 1;
+                                if let Some(q) = queues.get_mut(&p) {
+                                    if let Some(at) = q.iter().position(|(s, _)| *s == seq) {
+                                        q.remove(at);
+                                    }
                                 }
                             }
+                            Settled::RetryAt(at) => {
+                                let due = retry_at.entry(p.clone()).or_insert(at);
+                                *due = (*due).min(at);
+                            }
                         }
-                        Settled::RetryAt(at) => timers.push(Reverse((at, p))),
+                        if !settled.contains(&p) {
+                            settled.push(p);
+                        }
                     }
+                    for p in settled {
+                        if let Some(at) = retry_at.remove(&p) {
+                            timers.push(Reverse((at, p)));
+                        } else if queues.get(&p).is_some_and(|q| q.is_empty()) {
+                            queues.remove(&p);
+                        } else if queues.contains_key(&p) {
+                            ready.push_back(p);
+                        }
                     }
                 }
                 _ = sleep_opt(wake) => {}
