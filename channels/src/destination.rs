@@ -461,14 +461,15 @@ impl Destination {
     }
 
     /// `(size, linger_ms)` for a destination that takes several deliveries in one request
-    /// (OpsPort in bulk mode); `None` for one at a time.
+    /// (OpsPort in bulk mode, Latrexa's scheduled uploads) or writes them with one round of
+    /// syncs (file); `None` for one at a time.
     pub fn batching(&self) -> Option<(usize, u64)> {
         match self {
             Self::Opsport(s) => s.bulk(),
             Self::Latrexa(s) => s.batching(),
+            Self::File(s) => s.batching(),
             Self::Mllp(_)
             | Self::Webhook(_)
-            | Self::File(_)
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
@@ -478,14 +479,15 @@ impl Destination {
 
     /// Whether a batch may take every due item of a partition (in order) rather than only its
     /// head: Latrexa's scheduled upload, where the items are independent upserts keyed by the
-    /// HIS appointment id, so several appointments of one patient go in one request. OpsPort
-    /// bulk takes heads only: a reschedule reads the ledger entry the item before it writes.
+    /// HIS appointment id, so several appointments of one patient go in one request; the file
+    /// writer, whose batch renames its files in order and none after a failure. OpsPort bulk
+    /// takes heads only: a reschedule reads the ledger entry the item before it writes.
     pub fn batches_whole_partitions(&self) -> bool {
         match self {
             Self::Latrexa(s) => s.batching().is_some(),
+            Self::File(_) => true,
             Self::Mllp(_)
             | Self::Webhook(_)
-            | Self::File(_)
             | Self::Sftp(_)
             | Self::Opsport(_)
             | Self::Buktor(_)
@@ -500,6 +502,7 @@ impl Destination {
         match self {
             Self::Opsport(s) if s.bulk().is_some() => s.deliver_batch(ds).await,
             Self::Latrexa(s) if s.batching().is_some() && ds.len() > 1 => s.deliver_batch(ds).await,
+            Self::File(s) => s.deliver_batch(ds).await,
             _ => {
                 let mut out = Vec::with_capacity(ds.len());
                 for d in ds {

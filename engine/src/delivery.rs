@@ -684,9 +684,10 @@ impl Worker {
                         };
                         match self.store.outbox_get(&self.name, seq) {
                             Ok(Some(i)) if whole => {
+                                let room = size.saturating_sub(heads.len() + 1);
                                 let followers: Vec<u64> = queues
                                     .get(&p)
-                                    .map(|q| q.iter().skip(1).map(|(s, _)| *s).take(size).collect())
+                                    .map(|q| q.iter().skip(1).map(|(s, _)| *s).take(room).collect())
                                     .unwrap_or_default();
                                 let head_kind = (i.payload.clone(), i.path.clone());
                                 heads.push((p.clone(), i));
@@ -717,6 +718,12 @@ impl Worker {
                                 error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
                                 timers.push(Reverse((now_ms() + 5000, p)));
                             }
+                        }
+                        // Enough for a full batch: the other ready partitions wait their turn
+                        // (reading every head of thousands of partitions for one batch would
+                        // cost more than the batch saves).
+                        if heads.len() >= size {
+                            break;
                         }
                     }
                     if heads.is_empty() {

@@ -269,6 +269,7 @@ impl HisPeer {
             connect_timeout_secs: self.connect_timeout_secs,
             ack_timeout_secs: self.ack_timeout_secs,
             on_application_error: OnError::DeadLetter,
+            connections: 1,
             delivery: crate::destination::DeliveryConfig::default(),
             tls: self.tls.clone(),
         }

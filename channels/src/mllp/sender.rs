@@ -1,6 +1,11 @@
-//! The MLLP destination: one persistent connection, one message at a time, each ACK checked.
+//! The MLLP destination: persistent connections, one message at a time on each, each ACK
+//! checked.
 //!
-//! The connection is opened on first use and again after any failure. A message counts as
+//! `connections` (default 1) connections are kept to the peer; deliveries of different
+//! partitions go on whichever is free, so a peer that takes several connections keeps up with
+//! intake (one patient's messages still go one after the other: the delivery worker sends a
+//! partition's next message only after the previous one's ACK). A connection is opened on
+//! first use and again after any failure. A message counts as
 //! delivered only when an ACK arrives whose MSA-2 equals the MSH-10 that was sent and whose
 //! code is AA/CA. When an answer is late, or names another control id, the connection is
 //! dropped: a late ACK can then never be credited to the next message. With `[destination.tls]`
@@ -34,6 +39,10 @@ pub struct SenderConfig {
     /// or `retry`.
     #[serde(default)]
     pub on_application_error: OnError,
+    /// Connections kept open to the peer, each carrying one message at a time. More than one
+    /// only helps up to `delivery.concurrency`; keep 1 for a peer that takes one connection.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
     /// Scheduling and retries.
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -59,6 +68,9 @@ fn default_connect_timeout_secs() -> u64 {
 fn default_ack_timeout_secs() -> u64 {
     30
 }
+fn default_connections() -> usize {
+    1
+}
 
 impl SenderConfig {
     /// Problems the loader cannot see: (key, message).
@@ -81,6 +93,12 @@ impl SenderConfig {
                 "timeouts must be at least 1 second".into(),
             ));
         }
+        if self.connections == 0 || self.connections > 64 {
+            out.push((
+                "connections".into(),
+                format!("{} is not between 1 and 64", self.connections),
+            ));
+        }
         if let Some(tls) = &self.tls {
             out.extend(
                 tls.problems()
@@ -97,7 +115,10 @@ impl SenderConfig {
 pub struct MllpSender {
     config: SenderConfig,
     tls: Option<ClientTls>,
-    conn: Mutex<Option<MllpClient>>,
+    /// One slot per connection; `None` until opened or after a failure.
+    conns: Vec<Mutex<Option<MllpClient>>>,
+    /// Where the next delivery waits when every connection is busy.
+    next: AtomicU64,
     unmatched: AtomicU64,
 }
 
@@ -118,10 +139,14 @@ impl MllpSender {
                 text.join("; ")
             })?),
         };
+        let conns = (0..config.connections.max(1))
+            .map(|_| Mutex::new(None))
+            .collect();
         Ok(MllpSender {
             config,
             tls,
-            conn: Mutex::new(None),
+            conns,
+            next: AtomicU64::new(0),
             unmatched: AtomicU64::new(0),
         })
     }
@@ -213,7 +238,15 @@ impl MllpSender {
         body: &[u8],
         expected: &str,
     ) -> Result<(ParsedAck, String), DeliveryError> {
-        let mut guard = self.conn.lock().await;
+        // A free connection if there is one, else wait for one in turn.
+        let free = self.conns.iter().find_map(|c| c.try_lock().ok());
+        let mut guard = match free {
+            Some(g) => g,
+            None => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.conns.len();
+                self.conns[i].lock().await
+            }
+        };
         if guard.is_none() {
             let timeout = Duration::from_secs(self.config.connect_timeout_secs);
             let c = match &self.tls {
@@ -275,5 +308,137 @@ impl MllpSender {
             )));
         }
         Ok((ack, text.into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An MLLP peer on 127.0.0.1 that answers AA to every frame after `delay`, and counts
+    /// the connections it accepted and the most messages it held at once.
+    async fn peer(delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let busy = Arc::new(AtomicU64::new(0));
+        let most = Arc::new(AtomicU64::new(0));
+        let (a, m) = (accepted.clone(), most.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (busy, most) = (busy.clone(), m.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+                            let frame = String::from_utf8_lossy(&buf[1..end]).into_owned();
+                            buf.drain(..end + 2);
+                            let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                            busy.fetch_sub(1, Ordering::SeqCst);
+                            let id = frame
+                                .split('\r')
+                                .next()
+                                .and_then(|msh| msh.split('|').nth(9))
+                                .unwrap_or("")
+                                .to_string();
+                            let ack = format!(
+                                "\x0bMSH|^~\\&|PEER|X|SB|Y|20250101||ACK|A{id}|P|2.5.1\rMSA|AA|{id}\r\x1c\r"
+                            );
+                            if sock.write_all(ack.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted, most)
+    }
+
+    fn sender(addr: &str, connections: usize) -> Arc<MllpSender> {
+        let config: SenderConfig = toml::from_str(&format!(
+            "name = \"peer\"\naddress = \"{addr}\"\nconnections = {connections}\n"
+        ))
+        .expect("config");
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        Arc::new(MllpSender::build(config).expect("sender"))
+    }
+
+    fn message(id: &str) -> Delivery {
+        Delivery {
+            body: bytes::Bytes::from(format!(
+                "MSH|^~\\&|SB|HUB|PEER|X|20250101||ADT^A04^ADT_A01|{id}|P|2.5.1\rPID|1||M1\r"
+            )),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: id.into(),
+            control_id: Some(id.into()),
+            path: None,
+        }
+    }
+
+    async fn send_together(s: &Arc<MllpSender>, n: usize) {
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.deliver(&message(&format!("M{i}"))).await
+            }));
+        }
+        for t in tasks {
+            let receipt = t.await.expect("task").expect("delivered");
+            assert!(receipt.detail.starts_with("AA"), "{}", receipt.detail);
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_at_once_share_the_configured_connections() {
+        let (addr, accepted, most) = peer(Duration::from_millis(50)).await;
+        let s = sender(&addr, 3);
+        send_together(&s, 9).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "three connections opened"
+        );
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "three messages in flight at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_connection_by_default_carries_one_message_at_a_time() {
+        let (addr, accepted, most) = peer(Duration::from_millis(20)).await;
+        let config: SenderConfig =
+            toml::from_str(&format!("name = \"peer\"\naddress = \"{addr}\"\n")).expect("config");
+        assert_eq!(config.connections, 1);
+        let s = Arc::new(MllpSender::build(config).expect("sender"));
+        send_together(&s, 4).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn connections_outside_their_range_are_a_problem() {
+        let config: SenderConfig =
+            toml::from_str("name = \"peer\"\naddress = \"127.0.0.1:2575\"\nconnections = 0\n")
+                .expect("config");
+        assert!(config.problems().iter().any(|(k, _)| k == "connections"));
     }
 }

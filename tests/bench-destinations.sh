@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# How fast the engine's destinations keep up with its own intake, measured with the bench's
+# ratio tool (the engine beside the durable floor, one run) on three configurations that differ
+# only in the destination the ADT route sends to:
+#   file  - the shipped conf/ (a file destination: batched, synced files);
+#   mllp  - an MLLP destination whose peer is the bench's canned-ACK server on 127.0.0.1;
+#   none  - no routes (ingest alone).
+# The ratio tool prints msgs/s, the engine/floor ratio, p50/p99, deliveries/s and the backlog
+# left when the load stopped.
+#
+#   tests/bench-destinations.sh --ratio PATH/TO/ratio.sh [--bin target/release/switchboard]
+#                         [--conns "8 64"] [--secs 8] [--only "file mllp none"]
+#
+# Everything listens on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATIO=""; BIN=target/release/switchboard; CONNS="8 64"; SECS=8; ONLY="file mllp none"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ratio) RATIO=$2; shift 2;; --bin) BIN=$2; shift 2;; --conns) CONNS=$2; shift 2;;
+    --secs) SECS=$2; shift 2;; --only) ONLY=$2; shift 2;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+[ -x "$RATIO" ] || { echo "give the ratio tool with --ratio PATH (it sits beside floor/ and mllp-load/)" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "no engine binary at $BIN (cargo build --release)" >&2; exit 2; }
+BIN=$(readlink -f "$BIN")
+bench=$(cd "$(dirname "$RATIO")" && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/switchboard-bench-target}
+(cd "$bench/floor" && cargo build --release -q)
+PEER_BIN=$CARGO_TARGET_DIR/release/mllp-baseline
+work=$(mktemp -d); peer_pid=
+cleanup() { [ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+for what in $ONLY; do
+  conf="$work/conf-$what"; cp -r conf "$conf"
+  channel="$conf/channels/his-adt.toml"
+  case "$what" in
+    file) ;;
+    none)
+      # The channel up to its first route: a listener that stores and answers, nothing more.
+      sed -i '/^\[\[route\]\]/,$d' "$channel";;
+    mllp)
+      peer=$(port)
+      "$PEER_BIN" --port "$peer" --mode ack >/dev/null 2>&1 & peer_pid=$!
+      sed -i '/^\[\[destination\]\]/,$d' "$channel"
+      cat >> "$channel" <<TOML
+[[destination]]
+name = "archive"
+type = "mllp"
+address = "127.0.0.1:$peer"
+connections = 8
+[destination.delivery]
+concurrency = 8
+TOML
+      ;;
+    *) echo "unknown configuration $what" >&2; exit 2;;
+  esac
+  echo "== $what"
+  "$RATIO" --bin "$BIN" --config "$conf" --conns "$CONNS" --secs "$SECS"
+  if [ -n "$peer_pid" ]; then kill "$peer_pid" 2>/dev/null; wait "$peer_pid" 2>/dev/null || true; peer_pid=; fi
+done
