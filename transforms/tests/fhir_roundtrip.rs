@@ -137,8 +137,15 @@ fn round_trip(event: &Event) -> Vec<Event> {
     fhir_to_events(&json).unwrap()
 }
 
+/// Same local date and time with the same offset; a time without an offset on one side and
+/// UTC on the other also counts: FHIR R4 requires an offset on every time, and a time that
+/// has none (its channel names no `timezone`) is written as UTC, the documented default.
 fn same_instant(a: &Timestamp, b: &Timestamp) -> bool {
-    a.naive_date_time() == b.naive_date_time() && a.offset_minutes() == b.offset_minutes()
+    let offsets = match (a.offset_minutes(), b.offset_minutes()) {
+        (None, Some(0)) | (Some(0), None) => true,
+        (x, y) => x == y,
+    };
+    a.naive_date_time() == b.naive_date_time() && offsets
 }
 
 proptest! {

@@ -35,23 +35,52 @@ pub struct BundleOptions {
     pub batch: bool,
 }
 
-/// FHIR `dateTime`/`instant` text of a timestamp: dates as sent (`YYYY`, `YYYY-MM`,
-/// `YYYY-MM-DD`), times with seconds and the offset when the sender gave one.
+/// FHIR `dateTime` text of a timestamp: dates as sent (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`),
+/// times with seconds and an offset.
+///
+/// R4 requires an offset whenever a time is present. The sender's offset is kept; a time sent
+/// without one was given the channel's `timezone` when the message was mapped (the engine
+/// calls `Event::assume_timezone`), and one that still has none (the channel names no
+/// timezone) is written as UTC (`Z`): the documented default, chosen over dropping the time of
+/// day or writing a dateTime a FHIR server rejects.
 pub(crate) fn date_time(ts: &Timestamp) -> String {
     match ts.precision() {
         Precision::Year | Precision::Month | Precision::Day => ts.to_iso(),
-        Precision::Second | Precision::Fraction => ts.to_iso(),
-        Precision::Hour | Precision::Minute => {
-            let dt = ts.naive_date_time();
-            let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-            if let Some(off) = ts.offset_minutes() {
-                let sign = if off < 0 { '-' } else { '+' };
-                let abs = off.unsigned_abs();
-                s.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
-            }
-            s
+        Precision::Hour | Precision::Minute | Precision::Second | Precision::Fraction => {
+            time_with_offset(ts)
         }
     }
+}
+
+/// FHIR `instant` text of a timestamp: always a full date-time with seconds and an offset
+/// (see [`date_time`] for a time without one); a date alone is its first second.
+pub(crate) fn instant(ts: &Timestamp) -> String {
+    time_with_offset(ts)
+}
+
+fn time_with_offset(ts: &Timestamp) -> String {
+    let dt = ts.naive_date_time();
+    let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if ts.precision() == Precision::Fraction {
+        // The fraction as sent, digits and all (to_iso keeps them).
+        let iso = ts.to_iso();
+        if let Some(dot) = iso.find('.') {
+            let digits: String = iso[dot..]
+                .chars()
+                .take_while(|c| *c == '.' || c.is_ascii_digit())
+                .collect();
+            s.push_str(&digits);
+        }
+    }
+    match ts.offset_minutes() {
+        Some(off) => {
+            let sign = if off < 0 { '-' } else { '+' };
+            let abs = off.unsigned_abs();
+            s.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
+        }
+        None => s.push('Z'),
+    }
+    s
 }
 
 fn fstr(v: &str) -> t::String {
@@ -512,6 +541,12 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             .map(fhir_address)
             .collect(),
         contact: p.contacts.iter().map(patient_contact).collect(),
+        general_practitioner: p
+            .primary_care_provider
+            .as_ref()
+            .and_then(practitioner_ref)
+            .into_iter()
+            .collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
             .language
@@ -807,6 +842,95 @@ fn appointment_key(a: &Appointment) -> Option<(&'static str, &str)> {
         })
 }
 
+/// The placer, filler and remote ids of an appointment (or of a blocked slot).
+fn appointment_identifiers(a: &Appointment) -> Vec<t::Identifier> {
+    let ids = [
+        (systems::APPOINTMENT_PLACER, &a.placer_id),
+        (systems::APPOINTMENT_FILLER, &a.filler_id),
+        (systems::APPOINTMENT_REMOTE, &a.remote_id),
+    ];
+    ids.into_iter()
+        .filter_map(|(system, v)| v.as_deref().map(|v| plain_identifier(system, v)))
+        .collect()
+}
+
+/// Identifier system of the Schedules made for SIU^S23/S24 (see [`schedule_slot`]).
+const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
+/// Identifier system of general resources (AIG-3), as Schedule actors.
+pub(crate) const RESOURCE_SYSTEM: &str = "urn:switchboard:resource";
+
+/// FHIR Schedule and Slot of a blocked (SIU^S23, `busy-unavailable`) or opened (SIU^S24,
+/// `free`) time slot.
+///
+/// SIU names no Schedule, and the v2-to-FHIR IG maps neither S23 nor S24, so this is our
+/// choice (as FHIR-Converter would have to make it): the Schedule is the one of the
+/// resources the SIU blocks, its actors the AIP practitioner, the AIL location and every AIG
+/// resource (by identifier `urn:switchboard:resource`), and its id derives from them, so
+/// every block of the same resources lands in the same Schedule. The Slot carries the block's
+/// ids as an Appointment does (SCH-1 placer, SCH-2 filler). `None` when R4's required elements
+/// cannot be filled: no resource to be the Schedule's actor, no block id, or no start or end.
+pub fn schedule_slot(a: &Appointment, blocked: bool) -> Option<(r::Schedule, r::Slot)> {
+    let (block_system, block_id) = appointment_key(a)?;
+    let start = a.start.as_ref()?;
+    let end = a.end.as_ref()?;
+    let mut actor = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    if let Some((reference, (system, value))) = a
+        .practitioner
+        .as_ref()
+        .and_then(|p| Some((practitioner_ref(p)?, practitioner_key(p)?)))
+    {
+        actor.push(reference);
+        keys.push(format!("Practitioner|{system}|{value}"));
+    }
+    if let Some(reference) = a.location.as_ref().and_then(location_ref) {
+        keys.extend(
+            a.location
+                .as_ref()
+                .and_then(|l| l.code.as_deref())
+                .map(|c| format!("Location|{c}")),
+        );
+        actor.push(reference);
+    }
+    for r in &a.resources {
+        let Some(code) = r.resource.code.as_deref() else {
+            continue;
+        };
+        actor.push(t::Reference {
+            identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+            display: r.resource.text.as_deref().map(fstr),
+            ..Default::default()
+        });
+        keys.push(format!("Device|{code}"));
+    }
+    if actor.is_empty() {
+        return None;
+    }
+    let schedule_key = keys.join("~");
+    let schedule_id = resource_id("Schedule", SCHEDULE_SYSTEM, &schedule_key);
+    let schedule = r::Schedule {
+        id: Some(schedule_id.clone().into()),
+        identifier: vec![plain_identifier(SCHEDULE_SYSTEM, &schedule_key)],
+        actor,
+        ..Default::default()
+    };
+    let mut schedule_ref = reference("Schedule", &schedule_id, None);
+    schedule_ref.identifier = Some(Box::new(plain_identifier(SCHEDULE_SYSTEM, &schedule_key)));
+    let slot = r::Slot {
+        id: Some(resource_id("Slot", block_system, block_id).into()),
+        identifier: appointment_identifiers(a),
+        service_type: a.service.iter().map(codeable).collect(),
+        appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
+        schedule: Box::new(schedule_ref),
+        status: if blocked { "busy-unavailable" } else { "free" }.into(),
+        start: instant(start).into(),
+        end: instant(end).into(),
+        comment: a.notes.as_deref().map(fstr),
+        ..Default::default()
+    };
+    Some((schedule, slot))
+}
+
 /// FHIR Appointment of a canonical appointment.
 ///
 /// # Errors
@@ -819,22 +943,7 @@ pub fn appointment(
         path: "appointment.placer_id".into(),
         reason: "an appointment needs a placer, filler or remote id".into(),
     })?;
-    let mut identifier = Vec::new();
-    identifier.extend(
-        a.placer_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_PLACER, v)),
-    );
-    identifier.extend(
-        a.filler_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_FILLER, v)),
-    );
-    identifier.extend(
-        a.remote_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_REMOTE, v)),
-    );
+    let identifier = appointment_identifiers(a);
     let mut participant = Vec::new();
     if let Some(p) = patient.or(a.patient.as_ref()) {
         participant.push(r::AppointmentParticipant {
@@ -881,8 +990,8 @@ pub fn appointment(
         service_type: a.service.iter().map(codeable).collect(),
         appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
         reason_code: a.reason.iter().map(codeable).collect(),
-        start: a.start.as_ref().map(|s| date_time(s).into()),
-        end: a.end.as_ref().map(|s| date_time(s).into()),
+        start: a.start.as_ref().map(|s| instant(s).into()),
+        end: a.end.as_ref().map(|s| instant(s).into()),
         minutes_duration: a.duration_minutes.map(Into::into),
         comment: a.notes.as_deref().map(fstr),
         participant,
@@ -1219,7 +1328,7 @@ pub fn diagnostic_report(
             .observed_at
             .as_ref()
             .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
-        issued: report.reported_at.as_ref().map(|d| date_time(d).into()),
+        issued: report.reported_at.as_ref().map(|d| instant(d).into()),
         result: observations
             .iter()
             .filter_map(|o| o.id.as_ref().and_then(|id| id.value.clone()))
@@ -1317,6 +1426,9 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         out.push(Resource::Patient(Box::new(res)));
     }
     let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
+    if let Some(p) = &event.patient {
+        practitioners.extend(&p.primary_care_provider);
+    }
     let mut locations: Vec<&Location> = Vec::new();
     if let Some(a) = &event.appointment {
         practitioners.extend(&a.practitioner);
@@ -1366,11 +1478,19 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             out.push(Resource::Encounter(Box::new(res)));
         }
     }
-    // A blocked or opened slot (SIU^S23/S24) is no appointment; a FHIR Slot needs the
-    // Schedule it belongs to, which SIU does not name, so the FHIR side leaves it out.
+    // A blocked or opened slot (SIU^S23/S24) is no appointment: a Slot of a Schedule.
     let slot = matches!(event.kind, EventKind::SlotBlocked | EventKind::SlotOpened);
     if let Some(a) = event.appointment.as_ref().filter(|_| !slot) {
         out.push(Resource::Appointment(Box::new(appointment(a, subject)?)));
+    }
+    if let Some((schedule, slot)) = event
+        .appointment
+        .as_ref()
+        .filter(|_| slot)
+        .and_then(|a| schedule_slot(a, event.kind == EventKind::SlotBlocked))
+    {
+        out.push(Resource::Schedule(Box::new(schedule)));
+        out.push(Resource::Slot(Box::new(slot)));
     }
     for (i, c) in event.charges.iter().enumerate() {
         out.push(Resource::ChargeItem(Box::new(charge_item(
@@ -1416,6 +1536,8 @@ fn request_url(resource: &Resource) -> String {
         Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
         Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
         Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
+        Resource::Schedule(x) => ("Schedule", &x.identifier, x.id.as_ref()),
+        Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1493,7 +1615,10 @@ fn rewrite_references(
             for l in &mut p.link {
                 fix(&mut l.other);
             }
+            p.general_practitioner.iter_mut().for_each(fix);
         }
+        Resource::Schedule(x) => x.actor.iter_mut().for_each(fix),
+        Resource::Slot(x) => fix(&mut x.schedule),
         Resource::Encounter(e) => {
             e.subject.iter_mut().for_each(|r| fix(r));
             for p in &mut e.participant {
@@ -1636,6 +1761,8 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Observation(_) => "Observation",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         Resource::Condition(_) => "Condition",
+        Resource::Schedule(_) => "Schedule",
+        Resource::Slot(_) => "Slot",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

@@ -26,12 +26,12 @@ use super::from_model::{
 use super::{systems, FhirError};
 use crate::model::Diagnosis;
 use crate::model::{
-    stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
-    Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
-    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus,
-    OtherName, Patient, PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner,
-    Precision, Priority, ResultReport, ResultStatus, Source, Timestamp, TransactionType,
-    VisitEvent,
+    stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Charge,
+    ChargeStatus, Coded, Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind,
+    Gender, HumanName, Identifier, IdentifierKind, Location, LocationStatus, LocationStay,
+    MergedPatient, Observation, Order, OrderStatus, OtherName, Patient, PatientMerge,
+    PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
+    ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -329,6 +329,8 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         Resource::Condition(_) => "Condition",
+        Resource::Schedule(_) => "Schedule",
+        Resource::Slot(_) => "Slot",
         _ => return None,
     })
 }
@@ -386,7 +388,9 @@ impl<'a> Reader<'a> {
         if self.entries.is_empty() {
             return Ok(Vec::new());
         }
-        // Pass 1: referenced entities.
+        // Pass 1: referenced entities. A patient's general practitioner is resolved after
+        // it, when every Practitioner of the Bundle is known.
+        let mut general_practitioners: Vec<(usize, &t::Reference)> = Vec::new();
         for i in 0..self.entries.len() {
             let entry = &self.entries[i];
             let keys = Self::keys(entry);
@@ -412,6 +416,7 @@ impl<'a> Reader<'a> {
                         );
                     }
                     let idx = self.patient_values.len();
+                    general_practitioners.extend(p.general_practitioner.first().map(|r| (idx, r)));
                     self.patient_values.push(patient);
                     for k in keys {
                         self.patients.insert(k, idx);
@@ -505,6 +510,9 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        for (idx, reference) in general_practitioners {
+            self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+        }
         // Orders a report is based on travel with the report (as ORU carries them), not as
         // events of their own.
         let mut report_orders: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -554,12 +562,14 @@ impl<'a> Reader<'a> {
                     }
                     Some(ev)
                 }
+                Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
                 | Resource::Observation(_)
                 | Resource::AllergyIntolerance(_)
-                | Resource::Condition(_) => None,
+                | Resource::Condition(_)
+                | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
                         format!("{base}.resourceType"),
@@ -683,6 +693,46 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// `Encounter.location` as a location history when its entries carry a status (the
+    /// canonical → FHIR side writes the history so); empty when none does, which is an
+    /// encounter that only names its current location.
+    fn location_history(
+        &self,
+        e: &r::Encounter,
+        base: &str,
+    ) -> Result<Vec<LocationStay>, FhirError> {
+        if e.location.iter().all(|l| val!(l.status).is_none()) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (n, l) in e.location.iter().enumerate() {
+            let path = format!("{base}.location[{n}]");
+            let Some(location) = self.location_ref(&l.location) else {
+                continue;
+            };
+            let status = match val!(l.status) {
+                Some("planned") => LocationStatus::Planned,
+                Some("completed") => LocationStatus::Completed,
+                // `active`, `reserved` or no status: the patient is (to be) there now.
+                _ => LocationStatus::Active,
+            };
+            let period = l.period.as_deref();
+            out.push(LocationStay {
+                location,
+                status,
+                start: period
+                    .and_then(|p| val!(p.start))
+                    .map(|v| timestamp(v, &format!("{path}.period.start")))
+                    .transpose()?,
+                end: period
+                    .and_then(|p| val!(p.end))
+                    .map(|v| timestamp(v, &format!("{path}.period.end")))
+                    .transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
     fn encounter(&self, e: &r::Encounter, base: &str) -> Result<Encounter, FhirError> {
         let visit_number = e
             .identifier
@@ -707,7 +757,7 @@ impl<'a> Reader<'a> {
                 _ => None,
             })
         };
-        let (mut attending, mut referring) = (None, None);
+        let (mut attending, mut referring, mut consulting) = (None, None, Vec::new());
         for p in &e.participant {
             let Some(individual) = p.individual.as_deref() else {
                 continue;
@@ -720,6 +770,7 @@ impl<'a> Reader<'a> {
             let value = self.practitioner_ref(individual);
             match role {
                 Some("REF") => referring = value,
+                Some("CON") => consulting.extend(value),
                 Some("ATND") | None => {
                     if attending.is_none() {
                         attending = value;
@@ -780,8 +831,8 @@ impl<'a> Reader<'a> {
                 .and_then(|l| self.location_ref(&l.location)),
             attending,
             referring,
-            consulting: Vec::new(),
-            location_history: Vec::new(),
+            consulting,
+            location_history: self.location_history(e, base)?,
             admit_time: period
                 .and_then(|p| val!(p.start))
                 .map(|v| timestamp(v, &format!("{base}.period.start")))
@@ -969,6 +1020,104 @@ impl<'a> Reader<'a> {
         };
         let mut ev = self.event(kind, i, "Appointment");
         ev.patient = patient;
+        ev.appointment = Some(appointment);
+        Ok(ev)
+    }
+
+    /// A blocked (`busy-unavailable`, SIU^S23) or opened (`free`, SIU^S24) Slot: the block as
+    /// the canonical appointment of a slot event, its resources the actors of the Slot's
+    /// Schedule (as `fhir::from_model::schedule_slot` writes them).
+    fn slot_event(&mut self, s: &r::Slot, base: &str, i: usize) -> Result<Event, FhirError> {
+        let (mut placer_id, mut filler_id, mut remote_id) = (None, None, None);
+        for id in &s.identifier {
+            let value = owned(val!(id.value));
+            match val!(id.system) {
+                Some(systems::APPOINTMENT_FILLER) => filler_id = value,
+                Some(systems::APPOINTMENT_REMOTE) => remote_id = value,
+                _ if placer_id.is_none() => placer_id = value,
+                _ => {}
+            }
+        }
+        if placer_id.is_none() && filler_id.is_none() && remote_id.is_none() {
+            return Err(FhirError::unprocessable(
+                format!("{base}.identifier"),
+                "a slot identifier is required",
+            ));
+        }
+        let (kind, status) = match val!(Some(&s.status)) {
+            Some("free") => (EventKind::SlotOpened, AppointmentStatus::Cancelled),
+            Some("busy-unavailable" | "busy" | "busy-tentative") => {
+                (EventKind::SlotBlocked, AppointmentStatus::Blocked)
+            }
+            _ => {
+                return Err(FhirError::unprocessable(
+                    format!("{base}.status"),
+                    "a slot status of busy-unavailable (blocked) or free (opened) is required",
+                ))
+            }
+        };
+        let schedule_key = val!(s.schedule.reference);
+        let schedule = self.entries.iter().find_map(|e| match e.resource {
+            Resource::Schedule(x)
+                if schedule_key.is_some_and(|k| Self::keys(e).iter().any(|ek| ek == k)) =>
+            {
+                Some(x)
+            }
+            _ => None,
+        });
+        let (mut practitioner, mut location, mut resources) = (None, None, Vec::new());
+        for actor in schedule.iter().flat_map(|x| x.actor.iter()) {
+            let target = val!(actor.reference).unwrap_or("");
+            let system = actor.identifier.as_deref().and_then(|i| val!(i.system));
+            if system == Some(super::from_model::RESOURCE_SYSTEM) {
+                resources.push(AppointmentResource {
+                    resource: Coded {
+                        code: actor
+                            .identifier
+                            .as_deref()
+                            .and_then(|i| owned(val!(i.value))),
+                        text: owned(val!(actor.display)),
+                        system: None,
+                    },
+                    resource_type: None,
+                    quantity: None,
+                });
+            } else if self.locations.contains_key(target) || target.starts_with("Location/") {
+                location = location.or_else(|| self.location_ref(actor));
+            } else {
+                practitioner = practitioner.or_else(|| self.practitioner_ref(actor));
+            }
+        }
+        let start = val!(Some(&s.start))
+            .map(|v| timestamp(v, &format!("{base}.start")))
+            .transpose()?;
+        let end = val!(Some(&s.end))
+            .map(|v| timestamp(v, &format!("{base}.end")))
+            .transpose()?;
+        let duration_minutes = start
+            .as_ref()
+            .zip(end.as_ref())
+            .and_then(|(a, b)| a.minutes_until(b))
+            .and_then(|m| u32::try_from(m).ok());
+        let appointment = Appointment {
+            placer_id,
+            filler_id,
+            remote_id,
+            patient: None,
+            practitioner,
+            location,
+            resources,
+            service: s.service_type.first().and_then(coded),
+            appointment_type: s.appointment_type.as_deref().and_then(coded),
+            start,
+            end,
+            duration_minutes,
+            status,
+            reason: None,
+            event_reason: None,
+            notes: owned(val!(s.comment)),
+        };
+        let mut ev = self.event(kind, i, "Slot");
         ev.appointment = Some(appointment);
         Ok(ev)
     }
@@ -1841,6 +1990,8 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             _ => None,
         },
         allergies: Vec::new(),
+        // Resolved once every Practitioner of the Bundle is read (see `run`).
+        primary_care_provider: None,
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d

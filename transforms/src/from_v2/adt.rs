@@ -270,7 +270,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
 /// first; the second-language name is the first other repetition in a different script (Arabic
 /// beside Latin, as Gulf HIS send them). Every other repetition (aliases, maiden names…) is
 /// kept in `other_names` with its XPN-7 type. Addresses: the first PID-11 repetition is
-/// `address`, every further one is in `other_addresses`.
+/// `address`, every further one is in `other_addresses`. PD1-4 is the primary care provider.
 ///
 /// # Errors
 /// [`MappingError::Missing`] without PID or without any patient identifier;
@@ -280,7 +280,12 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         path: "PID".into(),
         reason: "no patient identification segment",
     })?;
-    patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())
+    let mut patient = patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())?;
+    // PD1 belongs to the message's (first) patient in every structure that has it.
+    patient.primary_care_provider = msg
+        .segment("PD1")
+        .and_then(|pd1| datatypes::practitioner(&pd1.field(4)));
+    Ok(patient)
 }
 
 /// The patient from one PID segment, as [`patient_from_pid`] reads the first; `pv1` is the

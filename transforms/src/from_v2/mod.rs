@@ -325,6 +325,9 @@ fn collect_practitioners(event: &mut Event) {
         .other_patient
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
+    if let Some(p) = &event.patient {
+        add(p.primary_care_provider.as_ref());
+    }
     for e in event.encounter.iter().chain(other_encounter) {
         add(e.attending.as_ref());
         add(e.referring.as_ref());

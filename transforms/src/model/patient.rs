@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_false, Address, Coded, HumanName, Phone, Timestamp};
+use super::{is_false, Address, Coded, HumanName, Phone, Practitioner, Timestamp};
 
 /// What kind of identifier an [`Identifier`] is (from HL7 CX-5 identifier type code, table 0203).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +120,10 @@ pub struct Patient {
     /// Date of death, when the patient died (PID-29).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death_time: Option<Timestamp>,
+    /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
+    /// PV1-7's are); FHIR `Patient.generalPractitioner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_care_provider: Option<Practitioner>,
 }
 
 impl Patient {
