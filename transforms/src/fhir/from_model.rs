@@ -15,13 +15,13 @@ use fhirbolt::model::r4::Resource;
 use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
-use crate::model::Diagnosis;
 use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
+use crate::model::{Diagnosis, Procedure};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -374,6 +374,52 @@ pub fn condition(d: &Diagnosis, patient: &Identifier) -> r::Condition {
             .as_deref()
             .map(|v| Box::new(encounter_ref(v))),
         recorded_date: d.time.as_ref().map(|t| date_time(t).into()),
+        ..Default::default()
+    }
+}
+
+/// FHIR Procedure of a procedure (v2-to-FHIR IG, PR1): PR1-3 code, PR1-5 as
+/// `performedDateTime`, the practitioner as performer, the visit as encounter; `completed`,
+/// since PR1 reports procedures done. The id derives from the patient, the code, the time and
+/// the visit, so a resend updates it.
+pub fn procedure(pr: &Procedure, patient: &Identifier) -> r::Procedure {
+    let time = pr.time.as_ref().map(Timestamp::to_iso).unwrap_or_default();
+    let id = stable_id(&[
+        "Procedure",
+        identifier_system(patient),
+        &patient.value,
+        pr.code.system.as_deref().unwrap_or_default(),
+        pr.code
+            .code
+            .as_deref()
+            .or(pr.code.text.as_deref())
+            .unwrap_or_default(),
+        &time,
+        pr.visit_number.as_deref().unwrap_or_default(),
+    ]);
+    r::Procedure {
+        id: Some(id.into()),
+        status: "completed".into(),
+        code: Some(Box::new(codeable(&pr.code))),
+        subject: Box::new(patient_ref(patient)),
+        encounter: pr
+            .visit_number
+            .as_deref()
+            .map(|v| Box::new(encounter_ref(v))),
+        performed: pr
+            .time
+            .as_ref()
+            .map(|t| r::ProcedurePerformed::DateTime(date_time(t).into())),
+        performer: pr
+            .performer
+            .as_ref()
+            .and_then(practitioner_ref)
+            .map(|actor| r::ProcedurePerformer {
+                actor: Box::new(actor),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
         ..Default::default()
     }
 }
@@ -1408,6 +1454,12 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 out.push(Resource::Condition(Box::new(res)));
             }
         }
+        for pr in &p.procedures {
+            let res = procedure(pr, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Procedure(Box::new(res)));
+            }
+        }
     }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
@@ -1428,6 +1480,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
     let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
     if let Some(p) = &event.patient {
         practitioners.extend(&p.primary_care_provider);
+        practitioners.extend(p.procedures.iter().filter_map(|pr| pr.performer.as_ref()));
     }
     let mut locations: Vec<&Location> = Vec::new();
     if let Some(a) = &event.appointment {
@@ -1537,6 +1590,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
         Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
         Resource::Schedule(x) => ("Schedule", &x.identifier, x.id.as_ref()),
+        Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
         Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
@@ -1618,6 +1672,13 @@ fn rewrite_references(
             p.general_practitioner.iter_mut().for_each(fix);
         }
         Resource::Schedule(x) => x.actor.iter_mut().for_each(fix),
+        Resource::Procedure(x) => {
+            fix(&mut x.subject);
+            x.encounter.iter_mut().for_each(|r| fix(r));
+            for p in &mut x.performer {
+                fix(&mut p.actor);
+            }
+        }
         Resource::Slot(x) => fix(&mut x.schedule),
         Resource::Encounter(e) => {
             e.subject.iter_mut().for_each(|r| fix(r));
@@ -1763,6 +1824,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Condition(_) => "Condition",
         Resource::Schedule(_) => "Schedule",
         Resource::Slot(_) => "Slot",
+        Resource::Procedure(_) => "Procedure",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

@@ -24,7 +24,6 @@ use super::from_model::{
     EXT_TRANSACTION_TYPE, LOCATION_PARTS,
 };
 use super::{systems, FhirError};
-use crate::model::Diagnosis;
 use crate::model::{
     stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Charge,
     ChargeStatus, Coded, Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind,
@@ -33,6 +32,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
+use crate::model::{Diagnosis, Procedure};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -331,6 +331,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Condition(_) => "Condition",
         Resource::Schedule(_) => "Schedule",
         Resource::Slot(_) => "Slot",
+        Resource::Procedure(_) => "Procedure",
         _ => return None,
     })
 }
@@ -501,6 +502,47 @@ impl<'a> Reader<'a> {
                 });
             }
         }
+        // Procedures likewise, after the Practitioners (pass 1) so the performer resolves.
+        for i in 0..self.entries.len() {
+            if let Resource::Procedure(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let code = x.code.as_deref().and_then(coded).ok_or_else(|| {
+                    FhirError::unprocessable(format!("{base}.code"), "a procedure needs a code")
+                })?;
+                let idx = val!(x.subject.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "a procedure's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                let time = match &x.performed {
+                    Some(r::ProcedurePerformed::DateTime(d)) => d
+                        .value
+                        .as_deref()
+                        .map(|v| timestamp(v, &format!("{base}.performedDateTime")))
+                        .transpose()?,
+                    _ => None,
+                };
+                let visit_number = x
+                    .encounter
+                    .as_deref()
+                    .and_then(|r| r.identifier.as_deref())
+                    .and_then(|i| owned(val!(i.value)));
+                let performer = x
+                    .performer
+                    .first()
+                    .and_then(|p| self.practitioner_ref(&p.actor));
+                self.patient_values[idx].procedures.push(Procedure {
+                    code,
+                    time,
+                    performer,
+                    visit_number,
+                });
+            }
+        }
         for i in 0..self.entries.len() {
             if let Resource::Encounter(e) = self.entries[i].resource {
                 let base = self.entries[i].base.clone();
@@ -569,6 +611,7 @@ impl<'a> Reader<'a> {
                 | Resource::Observation(_)
                 | Resource::AllergyIntolerance(_)
                 | Resource::Condition(_)
+                | Resource::Procedure(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -1992,6 +2035,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         allergies: Vec::new(),
         // Resolved once every Practitioner of the Bundle is read (see `run`).
         primary_care_provider: None,
+        procedures: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d

@@ -72,7 +72,7 @@ use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Diagnosis, Encounter, EncounterClass, Event, EventKind,
     Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient,
-    OtherName, Patient, PatientMerge, Timestamp, VisitEvent,
+    OtherName, Patient, PatientMerge, Procedure, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -249,6 +249,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         .filter_map(|nk1| contact(&nk1))
         .collect();
     patient.diagnoses = diagnoses(msg)?;
+    patient.procedures = procedures(msg)?;
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -626,6 +627,36 @@ pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
             code,
             diagnosis_type: datatypes::coded(&dg1.field(6)),
             time: ts(msg, &dg1, 5)?,
+            visit_number: visit_number.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Procedures: every PR1 (PR1-3 code, else PR1-4 description as text; PR1-5 time; PR1-12
+/// procedure practitioner, else PR1-11 surgeon), in the visit of the message's PV1-19, as the
+/// v2-to-FHIR IG maps PR1 to Procedure. A PR1 without code or description is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a PR1-5 that does not parse.
+pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+    let mut out = Vec::new();
+    for pr1 in msg.segments_named("PR1") {
+        let code = datatypes::coded(&pr1.field(3)).or_else(|| {
+            pr1.get(4).string().map(|text| Coded {
+                text: Some(text),
+                ..Coded::default()
+            })
+        });
+        let Some(code) = code else {
+            continue;
+        };
+        out.push(Procedure {
+            code,
+            time: ts(msg, &pr1, 5)?,
+            performer: datatypes::practitioner(&pr1.field(12))
+                .or_else(|| datatypes::practitioner(&pr1.field(11))),
             visit_number: visit_number.clone(),
         });
     }

@@ -327,6 +327,9 @@ fn collect_practitioners(event: &mut Event) {
         .and_then(|o| o.encounter.as_ref());
     if let Some(p) = &event.patient {
         add(p.primary_care_provider.as_ref());
+        for pr in &p.procedures {
+            add(pr.performer.as_ref());
+        }
     }
     for e in event.encounter.iter().chain(other_encounter) {
         add(e.attending.as_ref());

@@ -35,7 +35,7 @@ pub use event::{
 pub use local_time::offset_at;
 pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
 pub use patient::{
-    Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
+    Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient, Procedure,
 };
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;

@@ -120,6 +120,9 @@ pub struct Patient {
     /// Date of death, when the patient died (PID-29).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death_time: Option<Timestamp>,
+    /// Procedures (PR1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<Procedure>,
     /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
     /// PV1-7's are); FHIR `Patient.generalPractitioner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +213,23 @@ pub struct Diagnosis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Timestamp>,
     /// The visit it was made in (PV1-19 of the message), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
+}
+
+/// A procedure performed on the patient (HL7 PR1; FHIR Procedure).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Procedure {
+    /// The procedure code (PR1-3); PR1-4 (description, deprecated) as its text when PR1-3 has
+    /// none.
+    pub code: Coded,
+    /// When it was performed (PR1-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// Who performed it (PR1-12 procedure practitioner, else PR1-11 surgeon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performer: Option<Practitioner>,
+    /// The visit it was performed in (PV1-19 of the message), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visit_number: Option<String>,
 }
