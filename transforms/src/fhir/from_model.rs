@@ -1241,6 +1241,9 @@ pub(crate) fn result_status_code(s: Option<ResultStatus>) -> &'static str {
 }
 
 const ABNORMAL_FLAGS: &str = "http://terminology.hl7.org/CodeSystem/v2-0078";
+/// R5 `Observation.value[x]` (Attachment) as an R4 cross-version extension.
+pub(crate) const EXT_VALUE_ATTACHMENT: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value";
 
 /// FHIR Observation of one canonical observation of a result.
 pub fn observation(
@@ -1275,7 +1278,27 @@ pub fn observation(
     };
     let sub = o.sub_id.as_deref().unwrap_or("");
     let code = o.code.code.as_deref().unwrap_or("");
+    // R4 Observation.value[x] has no Attachment (R5 added it). The IG sends a document-like
+    // ED to a DocumentReference; for a result's ED/RP value we keep the Observation and carry
+    // the attachment in R5's element through its R4 cross-version extension, which any R4
+    // server accepts as an extension and `to_model` reads back.
+    let extension = o
+        .attachment
+        .iter()
+        .map(|a| {
+            ext(
+                EXT_VALUE_ATTACHMENT,
+                t::ExtensionValue::Attachment(Box::new(t::Attachment {
+                    content_type: a.content_type.as_deref().map(Into::into),
+                    data: a.data.as_deref().map(Into::into),
+                    url: a.url.as_deref().map(Into::into),
+                    ..Default::default()
+                })),
+            )
+        })
+        .collect();
     r::Observation {
+        extension,
         id: Some(stable_id(&["Observation", report_key, code, sub, &index.to_string()]).into()),
         based_on: order_key(&report.order)
             .map(|(s, v)| reference("ServiceRequest", &resource_id("ServiceRequest", s, v), None))

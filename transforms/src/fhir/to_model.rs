@@ -25,10 +25,10 @@ use super::from_model::{
 };
 use super::{systems, FhirError};
 use crate::model::{
-    stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Charge,
-    ChargeStatus, Coded, Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind,
-    Gender, HumanName, Identifier, IdentifierKind, Location, LocationStatus, LocationStay,
-    MergedPatient, Observation, Order, OrderStatus, OtherName, Patient, PatientMerge,
+    stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Attachment,
+    Charge, ChargeStatus, Coded, Contact, ContactUse, Decimal, Encounter, EncounterClass, Event,
+    EventKind, Gender, HumanName, Identifier, IdentifierKind, Location, LocationStatus,
+    LocationStay, MergedPatient, Observation, Order, OrderStatus, OtherName, Patient, PatientMerge,
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
@@ -1646,6 +1646,25 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
             }
         })
     });
+    let attachment = o
+        .extension
+        .iter()
+        .filter(|x| x.url == super::from_model::EXT_VALUE_ATTACHMENT)
+        .find_map(|x| match &x.value {
+            Some(t::ExtensionValue::Attachment(a)) => Some(Attachment {
+                content_type: owned(val!(a.content_type)),
+                data: owned(val!(a.data)),
+                url: owned(val!(a.url)),
+            }),
+            _ => None,
+        });
+    if attachment.is_some() && value_type.is_none() {
+        value_type = Some(if attachment.as_ref().is_some_and(|a| a.data.is_some()) {
+            "ED".to_owned()
+        } else {
+            "RP".to_owned()
+        });
+    }
     Ok(Observation {
         code,
         sub_id: None,
@@ -1653,6 +1672,7 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
         value,
         numeric_value,
         coded_value,
+        attachment,
         units,
         reference_range,
         abnormal_flags: o

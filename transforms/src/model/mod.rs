@@ -33,7 +33,9 @@ pub use event::{
     Source,
 };
 pub use local_time::offset_at;
-pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
+pub use order::{
+    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus,
+};
 pub use patient::{
     Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient, Procedure,
 };
