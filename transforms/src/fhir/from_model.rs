@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Procedure};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -420,6 +420,93 @@ pub fn procedure(pr: &Procedure, patient: &Identifier) -> r::Procedure {
             })
             .into_iter()
             .collect(),
+        ..Default::default()
+    }
+}
+
+/// Identifier system of insurers named by IN1-3 (Coverage.payor).
+pub(crate) const INSURER_SYSTEM: &str = "urn:switchboard:insurer";
+/// Identifier system of policy numbers (IN1-36, Coverage.identifier).
+pub(crate) const POLICY_SYSTEM: &str = "urn:switchboard:policy";
+const COVERAGE_CLASS: &str = "http://terminology.hl7.org/CodeSystem/coverage-class";
+
+/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1): the patient as beneficiary,
+/// IN1-3/IN1-4 as payor (a reference by identifier, with the name as display; the
+/// Organization itself is not in the Bundle), IN1-36 as identifier and subscriberId, IN1-2
+/// as the `plan` class, IN1-8 as the `group` class, IN1-12/13 as period, IN1-17 as
+/// relationship; `active`, since the HIS sends the plans in force.
+pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
+    let id = stable_id(&[
+        "Coverage",
+        identifier_system(patient),
+        &patient.value,
+        c.company_id
+            .as_deref()
+            .or(c.company_name.as_deref())
+            .unwrap_or_default(),
+        c.plan
+            .as_ref()
+            .and_then(|p| p.code.as_deref().or(p.text.as_deref()))
+            .unwrap_or_default(),
+        c.policy_number.as_deref().unwrap_or_default(),
+    ]);
+    let payor = t::Reference {
+        identifier: c
+            .company_id
+            .as_deref()
+            .map(|v| Box::new(plain_identifier(INSURER_SYSTEM, v))),
+        display: c
+            .company_name
+            .as_deref()
+            .or_else(|| c.plan.as_ref().and_then(Coded::label))
+            .map(fstr),
+        ..Default::default()
+    };
+    let class = |kind: &str, value: &str, name: Option<&str>| r::CoverageClass {
+        r#type: Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some(COVERAGE_CLASS.into()),
+                code: Some(kind.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        value: fstr(value),
+        name: name.map(fstr),
+        ..Default::default()
+    };
+    let mut classes = Vec::new();
+    if let Some((value, name)) = c
+        .plan
+        .as_ref()
+        .and_then(|p| Some((p.code.as_deref().or(p.text.as_deref())?, p.text.as_deref())))
+    {
+        classes.push(class("plan", value, name));
+    }
+    if let Some(g) = c.group_number.as_deref() {
+        classes.push(class("group", g, None));
+    }
+    r::Coverage {
+        id: Some(id.into()),
+        identifier: c
+            .policy_number
+            .as_deref()
+            .map(|v| plain_identifier(POLICY_SYSTEM, v))
+            .into_iter()
+            .collect(),
+        status: "active".into(),
+        subscriber_id: c.policy_number.as_deref().map(fstr),
+        beneficiary: Box::new(patient_ref(patient)),
+        relationship: c.relationship.as_ref().map(|r| Box::new(codeable(r))),
+        period: (c.start.is_some() || c.end.is_some()).then(|| {
+            Box::new(t::Period {
+                start: c.start.as_ref().map(|d| date_time(d).into()),
+                end: c.end.as_ref().map(|d| date_time(d).into()),
+                ..Default::default()
+            })
+        }),
+        payor: vec![payor],
+        class: classes,
         ..Default::default()
     }
 }
@@ -1483,6 +1570,12 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 out.push(Resource::Procedure(Box::new(res)));
             }
         }
+        for c in &p.coverages {
+            let res = coverage(c, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Coverage(Box::new(res)));
+            }
+        }
     }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
@@ -1614,6 +1707,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
         Resource::Schedule(x) => ("Schedule", &x.identifier, x.id.as_ref()),
         Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
+        Resource::Coverage(x) => ("Coverage", &x.identifier, x.id.as_ref()),
         Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
@@ -1695,6 +1789,10 @@ fn rewrite_references(
             p.general_practitioner.iter_mut().for_each(fix);
         }
         Resource::Schedule(x) => x.actor.iter_mut().for_each(fix),
+        Resource::Coverage(x) => {
+            fix(&mut x.beneficiary);
+            x.payor.iter_mut().for_each(fix);
+        }
         Resource::Procedure(x) => {
             fix(&mut x.subject);
             x.encounter.iter_mut().for_each(|r| fix(r));
@@ -1848,6 +1946,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Schedule(_) => "Schedule",
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
+        Resource::Coverage(_) => "Coverage",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

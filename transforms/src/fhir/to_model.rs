@@ -32,7 +32,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Procedure};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -332,6 +332,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Schedule(_) => "Schedule",
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
+        Resource::Coverage(_) => "Coverage",
         _ => return None,
     })
 }
@@ -502,6 +503,51 @@ impl<'a> Reader<'a> {
                 });
             }
         }
+        // Coverages of the patients of the Bundle (beneficiary).
+        for i in 0..self.entries.len() {
+            if let Resource::Coverage(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let idx = val!(x.beneficiary.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.beneficiary"),
+                            "a coverage's beneficiary must be a Patient of the Bundle",
+                        )
+                    })?;
+                let class = |kind: &str| {
+                    x.class
+                        .iter()
+                        .find(|c| c.r#type.coding.iter().any(|k| val!(k.code) == Some(kind)))
+                };
+                let payor = x.payor.first();
+                let period = x.period.as_deref();
+                let coverage = Coverage {
+                    plan: class("plan").map(|c| Coded {
+                        code: owned(c.value.value.as_deref()),
+                        text: owned(val!(c.name)),
+                        system: None,
+                    }),
+                    company_id: payor
+                        .and_then(|p| p.identifier.as_deref())
+                        .and_then(|i| owned(val!(i.value))),
+                    company_name: payor.and_then(|p| owned(val!(p.display))),
+                    group_number: class("group").and_then(|c| owned(c.value.value.as_deref())),
+                    policy_number: owned(val!(x.subscriber_id)),
+                    start: period
+                        .and_then(|p| val!(p.start))
+                        .map(|v| timestamp(v, &format!("{base}.period.start")))
+                        .transpose()?,
+                    end: period
+                        .and_then(|p| val!(p.end))
+                        .map(|v| timestamp(v, &format!("{base}.period.end")))
+                        .transpose()?,
+                    relationship: x.relationship.as_deref().and_then(coded),
+                };
+                self.patient_values[idx].coverages.push(coverage);
+            }
+        }
         // Procedures likewise, after the Practitioners (pass 1) so the performer resolves.
         for i in 0..self.entries.len() {
             if let Resource::Procedure(x) = self.entries[i].resource {
@@ -612,6 +658,7 @@ impl<'a> Reader<'a> {
                 | Resource::AllergyIntolerance(_)
                 | Resource::Condition(_)
                 | Resource::Procedure(_)
+                | Resource::Coverage(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -2056,6 +2103,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         // Resolved once every Practitioner of the Bundle is read (see `run`).
         primary_care_provider: None,
         procedures: Vec::new(),
+        coverages: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d

@@ -70,9 +70,9 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Allergy, Coded, Contact, ContactUse, Diagnosis, Encounter, EncounterClass, Event, EventKind,
-    Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient,
-    OtherName, Patient, PatientMerge, Procedure, Timestamp, VisitEvent,
+    Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
+    EventKind, Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay,
+    MergedPatient, OtherName, Patient, PatientMerge, Procedure, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -250,6 +250,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         .collect();
     patient.diagnoses = diagnoses(msg)?;
     patient.procedures = procedures(msg)?;
+    patient.coverages = coverages(msg)?;
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -659,6 +660,32 @@ pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
                 .or_else(|| datatypes::practitioner(&pr1.field(11))),
             visit_number: visit_number.clone(),
         });
+    }
+    Ok(out)
+}
+
+/// Insurance: every IN1 (IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-8 group
+/// number, IN1-12/13 plan dates, IN1-17 insured's relationship, IN1-36 policy number), as the
+/// v2-to-FHIR IG maps IN1 to Coverage. An IN1 that names neither plan nor company is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for IN1-12 or IN1-13 that do not parse.
+pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
+    let mut out = Vec::new();
+    for in1 in msg.segments_named("IN1") {
+        let c = Coverage {
+            plan: datatypes::coded(&in1.field(2)),
+            company_id: in1.get(3).string(),
+            company_name: in1.get(4).string(),
+            group_number: in1.get(8).string(),
+            policy_number: in1.get(36).string(),
+            start: ts(msg, &in1, 12)?,
+            end: ts(msg, &in1, 13)?,
+            relationship: datatypes::coded(&in1.field(17)),
+        };
+        if c.plan.is_some() || c.company_id.is_some() || c.company_name.is_some() {
+            out.push(c);
+        }
     }
     Ok(out)
 }

@@ -123,6 +123,9 @@ pub struct Patient {
     /// Procedures (PR1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub procedures: Vec<Procedure>,
+    /// Insurance plans (IN1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coverages: Vec<Coverage>,
     /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
     /// PV1-7's are); FHIR `Patient.generalPractitioner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,4 +235,33 @@ pub struct Procedure {
     /// The visit it was performed in (PV1-19 of the message), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visit_number: Option<String>,
+}
+
+/// An insurance plan of the patient (HL7 IN1; FHIR Coverage).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Coverage {
+    /// The plan (IN1-2 health plan id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Coded>,
+    /// The insurance company's id (IN1-3, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
+    /// The insurance company's name (IN1-4, XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    /// Group number (IN1-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_number: Option<String>,
+    /// Policy number (IN1-36): the subscriber's id with the insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_number: Option<String>,
+    /// Plan effective date (IN1-12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// Plan expiration date (IN1-13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
 }
