@@ -278,6 +278,7 @@ mod from_v2 {
             procedures in prop::collection::btree_set("[1-9][0-9]{4}", 0..3),
             gp in "GP[A-Z0-9]{2,6}",
             consultants in prop::collection::btree_set("C[A-Z0-9]{2,6}", 0..3),
+            policies in prop::collection::btree_set(("[A-Z]{3,6}", "P[0-9]{4,9}"), 0..3),
         ) {
             let mut pid5 = vec!["Main^Person^^^^^L".to_owned()];
             pid5.extend(names.iter().map(|(f, g, t)| format!("{f}^{g}^^^^^{t}")));
@@ -319,12 +320,42 @@ mod from_v2 {
                     i + 1
                 ));
             }
+            for (i, (company, policy)) in policies.iter().enumerate() {
+                let mut in1 = vec![String::new(); 37];
+                in1[0] = "IN1".into();
+                in1[1] = (i + 1).to_string();
+                in1[2] = format!("PLAN-{company}^Plan {company}");
+                in1[3] = company.clone();
+                in1[4] = format!("{company} Insurance");
+                in1[12] = "20260101".into();
+                in1[13] = "20261231".into();
+                in1[17] = "SEL^Self^HL70063".into();
+                in1[36] = policy.clone();
+                text.push_str(&in1.join("|"));
+                text.push('\r');
+            }
             let original = v2(&text);
             let bundle = transaction_bundle(&original, &BundleOptions::default()).unwrap();
             let json = fhirbolt::json::to_string(&bundle, None).unwrap();
             let back = fhir_to_events(&json).unwrap();
             prop_assert_eq!(back.len(), 1);
             let (a, b) = (original.patient.as_ref().unwrap(), back[0].patient.as_ref().unwrap());
+            // Every IN1: plan, company, policy number, dates and relationship (the plan's and
+            // the relationship's v2 table names aside, as FHIR keeps codes).
+            prop_assert_eq!(a.coverages.len(), policies.len());
+            prop_assert_eq!(b.coverages.len(), a.coverages.len());
+            for (x, y) in a.coverages.iter().zip(&b.coverages) {
+                prop_assert_eq!(&x.plan, &y.plan);
+                prop_assert_eq!(&x.company_id, &y.company_id);
+                prop_assert_eq!(&x.company_name, &y.company_name);
+                prop_assert_eq!(&x.policy_number, &y.policy_number);
+                prop_assert_eq!(&x.start, &y.start);
+                prop_assert_eq!(&x.end, &y.end);
+                prop_assert_eq!(
+                    x.relationship.as_ref().and_then(|r| r.code.as_deref()),
+                    y.relationship.as_ref().and_then(|r| r.code.as_deref())
+                );
+            }
             prop_assert_eq!(&b.name, &a.name);
             let names_a: Vec<_> = a.other_names.iter().map(|n| &n.name).collect();
             let names_b: Vec<_> = b.other_names.iter().map(|n| &n.name).collect();
