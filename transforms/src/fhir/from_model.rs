@@ -1570,6 +1570,44 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 out.push(Resource::Procedure(Box::new(res)));
             }
         }
+        // The OBX of an ADT: Observations of the patient (in the visit's context).
+        let report_key = format!(
+            "patient|{}|{}|{}",
+            identifier_system(key),
+            key.value,
+            event
+                .encounter
+                .as_ref()
+                .and_then(|e| e.visit_number.as_deref())
+                .unwrap_or_default()
+        );
+        let no_report = ResultReport {
+            order: Order {
+                placer_number: None,
+                filler_number: None,
+                group_number: None,
+                control: None,
+                procedure: None,
+                priority: None,
+                status: OrderStatus::Completed,
+                ordered_at: None,
+                requested_start: None,
+                ordering_provider: None,
+                reason: None,
+                notes: None,
+            },
+            status: None,
+            observed_at: None,
+            reported_at: None,
+            section: None,
+            observations: Vec::new(),
+        };
+        for (i, o) in p.observations.iter().enumerate() {
+            let res = observation(o, &no_report, i, &report_key, Some(key));
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Observation(Box::new(res)));
+            }
+        }
         for c in &p.coverages {
             let res = coverage(c, key);
             if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {

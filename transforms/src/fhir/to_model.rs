@@ -282,7 +282,9 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
         message_time,
         ..Source::default()
     };
-    let mut events = Reader::new(entries, source, hash).run()?;
+    let mut reader = Reader::new(entries, source, hash);
+    reader.tagged_kind = tagged_kind;
+    let mut events = reader.run()?;
     // A Bundle Switchboard rendered names the event kind it came from (FHIR has no "rescheduled"
     // or "merged"); with one event, that kind is the more precise one.
     if let (Some(kind), [event]) = (tagged_kind, events.as_mut_slice()) {
@@ -352,6 +354,8 @@ struct Reader<'a> {
     merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
+    /// The event kind the Bundle's tag names (a Bundle Switchboard rendered), if any.
+    tagged_kind: Option<EventKind>,
 }
 
 impl<'a> Reader<'a> {
@@ -370,6 +374,7 @@ impl<'a> Reader<'a> {
             merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
+            tagged_kind: None,
         }
     }
 
@@ -600,6 +605,30 @@ impl<'a> Reader<'a> {
         }
         for (idx, reference) in general_practitioners {
             self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+        }
+        // A Bundle rendered from an ADT event (its tag names a kind other than a result):
+        // its Observations are the patient's (the OBX of the ADT), not results of their own.
+        if self
+            .tagged_kind
+            .is_some_and(|k| k != EventKind::ResultReported)
+        {
+            for i in 0..self.entries.len() {
+                if let Resource::Observation(o) = self.entries[i].resource {
+                    let Some(idx) = o
+                        .subject
+                        .as_deref()
+                        .and_then(|r| val!(r.reference))
+                        .and_then(|r| self.patients.get(r))
+                        .copied()
+                    else {
+                        continue;
+                    };
+                    let base = self.entries[i].base.clone();
+                    let value = observation(o, &base)?;
+                    self.patient_values[idx].observations.push(value);
+                    self.used_observations.insert(i);
+                }
+            }
         }
         // Orders a report is based on travel with the report (as ORU carries them), not as
         // events of their own.
@@ -2104,6 +2133,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         primary_care_provider: None,
         procedures: Vec::new(),
         coverages: Vec::new(),
+        observations: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d

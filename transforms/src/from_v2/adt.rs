@@ -251,6 +251,30 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     patient.diagnoses = diagnoses(msg)?;
     patient.procedures = procedures(msg)?;
     patient.coverages = coverages(msg)?;
+    // Every OBX of an ADT (the IG maps OBX to Observation in any message), with the NTEs
+    // right after it as its notes.
+    let mut obxs: Vec<(SegmentRef<'_, '_>, Vec<SegmentRef<'_, '_>>)> = Vec::new();
+    // Whether the NTEs seen now follow an OBX (and not, say, a PID or an AL1).
+    let mut after_obx = false;
+    for seg in msg.segments() {
+        match seg.name() {
+            "OBX" => {
+                obxs.push((seg, Vec::new()));
+                after_obx = true;
+            }
+            "NTE" if after_obx => {
+                if let Some((_, ntes)) = obxs.last_mut() {
+                    ntes.push(seg);
+                }
+            }
+            _ => after_obx = false,
+        }
+    }
+    for (obx, ntes) in &obxs {
+        patient
+            .observations
+            .push(super::oru::observation(msg, obx, ntes)?);
+    }
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))

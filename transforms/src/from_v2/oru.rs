@@ -130,7 +130,11 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     Ok(event)
 }
 
-fn observation(
+/// One OBX (with the NTEs after it) as an observation; also read by the ADT mapping.
+///
+/// # Errors
+/// [`MappingError`] without OBX-3, with an unknown OBX-11 or an unparsable OBX-14.
+pub(super) fn observation(
     msg: &V2Message<'_>,
     obx: &SegmentRef<'_, '_>,
     ntes: &[SegmentRef<'_, '_>],

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_false, Address, Coded, HumanName, Phone, Practitioner, Timestamp};
+use super::{is_false, Address, Coded, HumanName, Observation, Phone, Practitioner, Timestamp};
 
 /// What kind of identifier an [`Identifier`] is (from HL7 CX-5 identifier type code, table 0203).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,6 +123,10 @@ pub struct Patient {
     /// Procedures (PR1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub procedures: Vec<Procedure>,
+    /// Observations about the patient sent with an ADT message (every OBX of it: height,
+    /// weight, blood group…), in message order; FHIR Observations of the patient.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<Observation>,
     /// Insurance plans (IN1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coverages: Vec<Coverage>,
