@@ -806,6 +806,9 @@ fn class_coding(c: Option<EncounterClass>) -> t::Coding {
     }
 }
 
+/// The code system of ROL-3 roles (HL7 table 0443) on `Encounter.participant.type`.
+pub(crate) const ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0443";
+
 /// FHIR Encounter of a canonical encounter, `None` without a visit number.
 pub fn encounter(
     kind: EventKind,
@@ -839,6 +842,24 @@ pub fn encounter(
                         code: Some(code.into()),
                         ..Default::default()
                     }],
+                    ..Default::default()
+                }],
+                individual: Some(Box::new(reference)),
+                ..Default::default()
+            });
+        }
+    }
+    for r in &e.roles {
+        if let Some(reference) = practitioner_ref(&r.practitioner) {
+            participant.push(r::EncounterParticipant {
+                r#type: vec![t::CodeableConcept {
+                    coding: vec![t::Coding {
+                        system: Some(ROLE_SYSTEM.into()),
+                        code: r.role.code.as_deref().map(Into::into),
+                        display: r.role.text.as_deref().map(fstr),
+                        ..Default::default()
+                    }],
+                    text: r.role.text.as_deref().map(fstr),
                     ..Default::default()
                 }],
                 individual: Some(Box::new(reference)),
@@ -1646,6 +1667,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
     for e in event.encounter.iter().chain(other_encounter) {
+        practitioners.extend(e.roles.iter().map(|r| &r.practitioner));
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
         practitioners.extend(&e.consulting);

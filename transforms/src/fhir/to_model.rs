@@ -30,7 +30,7 @@ use crate::model::{
     EventKind, Gender, HumanName, Identifier, IdentifierKind, Location, LocationStatus,
     LocationStay, MergedPatient, Observation, Order, OrderStatus, OtherName, Patient, PatientMerge,
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
-    ResultStatus, Source, Timestamp, TransactionType, VisitEvent,
+    ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
 use crate::model::{Coverage, Diagnosis, Procedure};
 
@@ -877,10 +877,30 @@ impl<'a> Reader<'a> {
             })
         };
         let (mut attending, mut referring, mut consulting) = (None, None, Vec::new());
+        let mut roles = Vec::new();
         for p in &e.participant {
             let Some(individual) = p.individual.as_deref() else {
                 continue;
             };
+            // A ROL role (table 0443) is a role of its own, not the PV1 doctors.
+            let rol = p
+                .r#type
+                .iter()
+                .flat_map(|c| c.coding.iter())
+                .find(|c| val!(c.system) == Some(super::from_model::ROLE_SYSTEM));
+            if let Some(c) = rol {
+                if let Some(practitioner) = self.practitioner_ref(individual) {
+                    roles.push(Role {
+                        role: Coded {
+                            code: owned(val!(c.code)),
+                            text: owned(val!(c.display)),
+                            system: Some("HL70443".to_owned()),
+                        },
+                        practitioner,
+                    });
+                }
+                continue;
+            }
             let role = p
                 .r#type
                 .iter()
@@ -952,6 +972,7 @@ impl<'a> Reader<'a> {
             referring,
             consulting,
             location_history: self.location_history(e, base)?,
+            roles,
             admit_time: period
                 .and_then(|p| val!(p.start))
                 .map(|v| timestamp(v, &format!("{base}.period.start")))

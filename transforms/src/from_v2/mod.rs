@@ -332,6 +332,9 @@ fn collect_practitioners(event: &mut Event) {
         }
     }
     for e in event.encounter.iter().chain(other_encounter) {
+        for r in &e.roles {
+            add(Some(&r.practitioner));
+        }
         add(e.attending.as_ref());
         add(e.referring.as_ref());
         for c in &e.consulting {

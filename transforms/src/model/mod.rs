@@ -27,7 +27,7 @@ pub use charge::{Charge, ChargeStatus, PaymentOutcome, PaymentResult, Transactio
 /// An IANA time zone, as a channel's `timezone` names it (see [`Event::assume_timezone`]).
 pub use chrono_tz::Tz;
 pub use common::{Address, Coded, ContactUse, Decimal, DecimalError, HumanName, Phone};
-pub use encounter::{Encounter, EncounterClass, LocationStatus, LocationStay, VisitEvent};
+pub use encounter::{Encounter, EncounterClass, LocationStatus, LocationStay, Role, VisitEvent};
 pub use event::{
     BusinessKey, BusinessKeyKind, Event, EventKind, LinkedPatient, MergedPatient, PatientMerge,
     Source,
