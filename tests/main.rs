@@ -24,4 +24,5 @@ mod resend;
 mod roles;
 mod sftp;
 mod spine;
+mod timezone;
 mod tls;

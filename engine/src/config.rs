@@ -207,6 +207,13 @@ pub struct ChannelConfig {
     /// Character set for HL7 v2 messages whose MSH-18 is empty.
     #[serde(default = "default_charset_fallback")]
     pub charset_fallback: String,
+    /// IANA time zone the sender writes its local times in, such as `Asia/Riyadh`: an HL7 v2
+    /// time with a time of day and no UTC offset is taken as local time there (with the
+    /// zone's offset on that date) in the canonical event, FHIR and every destination
+    /// payload. Unset (the default): such times stay as sent, without an offset, and FHIR,
+    /// which requires one, writes them as UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// When the sender is answered: `on_persist` (default) once the message is on disk.
     #[serde(default)]
     pub ack: AckTiming,
@@ -926,6 +933,15 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
             push(&k, m, &h);
         }
     }
+    if let Some(zone) = &c.timezone {
+        if zone.parse::<transforms::model::Tz>().is_err() {
+            push(
+                "timezone",
+                format!("unknown time zone '{zone}'"),
+                "use an IANA time zone name such as Asia/Riyadh or Europe/Berlin",
+            );
+        }
+    }
     let charset = Charset::from_name(&c.charset_fallback);
     if charset.is_none() {
         push(
@@ -1040,7 +1056,7 @@ mod tests {
         write(
             dir.path(),
             "channels/b.toml",
-            "name = \"B!\"\ncharset_fallback = \"klingon\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"localhost\"\n",
+            "name = \"B!\"\ncharset_fallback = \"klingon\"\ntimezone = \"Mars/Olympus_Mons\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"localhost\"\n",
         );
         write(
             dir.path(),
@@ -1068,6 +1084,7 @@ mod tests {
             "a.toml|source.max_conections",
             "b.toml|name",
             "b.toml|charset_fallback",
+            "b.toml|timezone",
             "b.toml|source.listen",
             "d.toml|name",
             "d.toml|source.listen",

@@ -22,10 +22,21 @@ pub enum Meaning {
     Failed(String),
 }
 
-/// The canonical events of a stored message.
+/// The canonical events of a stored message, HL7 v2 times without an offset left as sent
+/// (what the business keys need: they hold no time).
 pub fn events_of(record: &MessageRecord, raw: &[u8]) -> Meaning {
+    events_of_in(record, raw, None)
+}
+
+/// The canonical events of a stored message, HL7 v2 times without an offset taken as local
+/// times in `timezone` (the channel's `timezone`) when there is one.
+pub fn events_of_in(
+    record: &MessageRecord,
+    raw: &[u8],
+    timezone: Option<transforms::model::Tz>,
+) -> Meaning {
     match record.format.as_str() {
-        "hl7v2" => hl7v2(record, raw),
+        "hl7v2" => hl7v2(record, raw, timezone),
         "fhir" | "buktor" | "px360" | "opsport" => {
             match json_events(&record.format, &record.message_type, raw) {
                 Ok(events) => Meaning::Events(events),
@@ -36,10 +47,15 @@ pub fn events_of(record: &MessageRecord, raw: &[u8]) -> Meaning {
     }
 }
 
-fn hl7v2(record: &MessageRecord, raw: &[u8]) -> Meaning {
+fn hl7v2(record: &MessageRecord, raw: &[u8], timezone: Option<transforms::model::Tz>) -> Meaning {
     let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
     match V2Message::parse(&text).map(|m| transforms::v2_to_event(&m)) {
-        Ok(Ok(Mapped::Event(e))) => Meaning::Events(vec![*e]),
+        Ok(Ok(Mapped::Event(mut e))) => {
+            if let Some(zone) = timezone {
+                e.assume_timezone(zone);
+            }
+            Meaning::Events(vec![*e])
+        }
         Ok(Ok(Mapped::Unsupported { message_type })) => Meaning::Unsupported(message_type),
         Ok(Err(e)) => Meaning::Failed(e.to_string()),
         Err(e) => Meaning::Failed(format!("HL7 v2 structure: {e}")),

@@ -95,7 +95,7 @@ impl ChannelIngest {
             .unwrap_or_default();
         let label = header
             .as_ref()
-            .map(|h| message_type_label(&h.message_code, &h.trigger_event))
+            .map(|h| message_type_label(&h.message_code, h.trigger()))
             .unwrap_or_else(|| "other".into());
         self.count_received(&label);
         let control_id = header

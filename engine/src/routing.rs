@@ -150,6 +150,8 @@ struct Compiled {
 /// A channel's routes, checked and ready.
 pub struct Router {
     channel: String,
+    /// The channel's `timezone`, for HL7 v2 times without an offset.
+    timezone: Option<transforms::model::Tz>,
     routes: Vec<Compiled>,
     partitions: HashMap<String, Partition>,
     destinations: HashMap<String, DestinationConfig>,
@@ -276,6 +278,7 @@ impl Router {
         }
         Ok(Router {
             channel: channel.to_string(),
+            timezone: None,
             routes: compiled,
             partitions: destinations
                 .iter()
@@ -286,6 +289,13 @@ impl Router {
                 .map(|d| (d.name().to_string(), d.clone()))
                 .collect(),
         })
+    }
+
+    /// The router with the channel's `timezone` (checked when the configuration loaded):
+    /// HL7 v2 times without an offset are local times there in every payload it renders.
+    pub fn with_timezone(mut self, timezone: Option<transforms::model::Tz>) -> Self {
+        self.timezone = timezone;
+        self
     }
 
     /// Renders the outbox items for a message; empty when no route matches.
@@ -329,7 +339,7 @@ impl Router {
         let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
         let mut mapping_failure: Option<String> = None;
         let events = if needs_event {
-            match crate::formats::events_of(record, raw) {
+            match crate::formats::events_of_in(record, raw, self.timezone) {
                 crate::formats::Meaning::Events(e) => e,
                 crate::formats::Meaning::Unsupported(_) => Vec::new(),
                 crate::formats::Meaning::Failed(e) => {
@@ -717,6 +727,21 @@ mod tests {
                 ("c/b".to_string(), String::new())
             ]
         );
+    }
+
+    /// An HL7 v2.2 ADT names its trigger in EVN-1 only: the record's message type (read by
+    /// the ingest from the header) is `ADT^A02`, so a route on `ADT^A02` takes it and one on
+    /// `ADT^A01` does not.
+    #[test]
+    fn a_v22_adt_routes_on_the_trigger_of_evn_1() {
+        let v22 = "MSH|^~\\&|HIS|MAIN|SB|HUB|199901011200||ADT|X1|P|2.2\rEVN|A02|199901011200\rPID|1||MRN1^^^MAIN^MR\rPV1|1|I|WARD^12\r";
+        let header = transforms::hl7v2::header::MessageHeader::read(v22).expect("valid MSH");
+        let message_type = header.message_type();
+        assert_eq!(message_type, "ADT^A02");
+        let on =
+            |t: &str| format!("[[route]]\nwhen = {{ message_type = [\"{t}\"] }}\nto = [\"a\"]\n");
+        assert_eq!(rendered(&on("ADT^A02"), &message_type, "HIS").len(), 1);
+        assert!(rendered(&on("ADT^A01"), &message_type, "HIS").is_empty());
     }
 
     #[test]

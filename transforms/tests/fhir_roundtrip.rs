@@ -137,8 +137,15 @@ fn round_trip(event: &Event) -> Vec<Event> {
     fhir_to_events(&json).unwrap()
 }
 
+/// Same local date and time with the same offset; a time without an offset on one side and
+/// UTC on the other also counts: FHIR R4 requires an offset on every time, and a time that
+/// has none (its channel names no `timezone`) is written as UTC, the documented default.
 fn same_instant(a: &Timestamp, b: &Timestamp) -> bool {
-    a.naive_date_time() == b.naive_date_time() && a.offset_minutes() == b.offset_minutes()
+    let offsets = match (a.offset_minutes(), b.offset_minutes()) {
+        (None, Some(0)) | (Some(0), None) => true,
+        (x, y) => x == y,
+    };
+    a.naive_date_time() == b.naive_date_time() && offsets
 }
 
 proptest! {
@@ -267,6 +274,11 @@ mod from_v2 {
             cities in prop::collection::vec(hl7_name(), 1..4),
             phones in prop::collection::vec("[1-9][0-9]{6,9}", 1..4),
             allergens in prop::collection::btree_set("[A-Z][A-Z0-9]{2,8}", 0..3),
+            diagnoses in prop::collection::btree_set("[A-Z][0-9]{2}", 0..3),
+            procedures in prop::collection::btree_set("[1-9][0-9]{4}", 0..3),
+            gp in "GP[A-Z0-9]{2,6}",
+            consultants in prop::collection::btree_set("C[A-Z0-9]{2,6}", 0..3),
+            policies in prop::collection::btree_set(("[A-Z]{3,6}", "P[0-9]{4,9}"), 0..3),
         ) {
             let mut pid5 = vec!["Main^Person^^^^^L".to_owned()];
             pid5.extend(names.iter().map(|(f, g, t)| format!("{f}^{g}^^^^^{t}")));
@@ -280,8 +292,47 @@ mod from_v2 {
                 pid11.join("~"),
                 pid13.join("~"),
             );
+            text.push_str(&format!("PD1||||{gp}^Practitioner^General^^^Dr\r"));
+            // PV1: current ward, prior ward (PV1-6), consulting doctors (PV1-9), visit.
+            let mut pv1 = vec![String::new(); 20];
+            pv1[0] = "PV1".into();
+            pv1[1] = "1".into();
+            pv1[2] = "I".into();
+            pv1[3] = "WARD-NEW^1^1".into();
+            pv1[6] = "WARD-OLD^2^2".into();
+            pv1[9] = consultants
+                .iter()
+                .map(|c| format!("{c}^Consultant^Some^^^Dr"))
+                .collect::<Vec<_>>()
+                .join("~");
+            pv1[19] = format!("V-{mrn}");
+            text.push_str(&pv1.join("|"));
+            text.push('\r');
             for (i, a) in allergens.iter().enumerate() {
                 text.push_str(&format!("AL1|{}|DA|{a}^{a}^L|SV|Rash\r", i + 1));
+            }
+            for (i, d) in diagnoses.iter().enumerate() {
+                text.push_str(&format!("DG1|{}||{d}^Diagnosis {d}^I10||20260615103000|F\r", i + 1));
+            }
+            for (i, code) in procedures.iter().enumerate() {
+                text.push_str(&format!(
+                    "PR1|{}||{code}^Procedure {code}^C4||20260615110000|||||||{gp}^Practitioner^General^^^Dr\r",
+                    i + 1
+                ));
+            }
+            for (i, (company, policy)) in policies.iter().enumerate() {
+                let mut in1 = vec![String::new(); 37];
+                in1[0] = "IN1".into();
+                in1[1] = (i + 1).to_string();
+                in1[2] = format!("PLAN-{company}^Plan {company}");
+                in1[3] = company.clone();
+                in1[4] = format!("{company} Insurance");
+                in1[12] = "20260101".into();
+                in1[13] = "20261231".into();
+                in1[17] = "SEL^Self^HL70063".into();
+                in1[36] = policy.clone();
+                text.push_str(&in1.join("|"));
+                text.push('\r');
             }
             let original = v2(&text);
             let bundle = transaction_bundle(&original, &BundleOptions::default()).unwrap();
@@ -289,6 +340,22 @@ mod from_v2 {
             let back = fhir_to_events(&json).unwrap();
             prop_assert_eq!(back.len(), 1);
             let (a, b) = (original.patient.as_ref().unwrap(), back[0].patient.as_ref().unwrap());
+            // Every IN1: plan, company, policy number, dates and relationship (the plan's and
+            // the relationship's v2 table names aside, as FHIR keeps codes).
+            prop_assert_eq!(a.coverages.len(), policies.len());
+            prop_assert_eq!(b.coverages.len(), a.coverages.len());
+            for (x, y) in a.coverages.iter().zip(&b.coverages) {
+                prop_assert_eq!(&x.plan, &y.plan);
+                prop_assert_eq!(&x.company_id, &y.company_id);
+                prop_assert_eq!(&x.company_name, &y.company_name);
+                prop_assert_eq!(&x.policy_number, &y.policy_number);
+                prop_assert_eq!(&x.start, &y.start);
+                prop_assert_eq!(&x.end, &y.end);
+                prop_assert_eq!(
+                    x.relationship.as_ref().and_then(|r| r.code.as_deref()),
+                    y.relationship.as_ref().and_then(|r| r.code.as_deref())
+                );
+            }
             prop_assert_eq!(&b.name, &a.name);
             let names_a: Vec<_> = a.other_names.iter().map(|n| &n.name).collect();
             let names_b: Vec<_> = b.other_names.iter().map(|n| &n.name).collect();
@@ -313,6 +380,40 @@ mod from_v2 {
             let allergies_b: Vec<_> = b.allergies.iter().map(key).collect();
             prop_assert_eq!(allergies_a, allergies_b);
             prop_assert_eq!(a.allergies.len(), allergens.len());
+            // PD1-4, every DG1 and PR1 (code, time, visit, performer).
+            prop_assert_eq!(
+                a.primary_care_provider.as_ref().and_then(|p| p.code.as_deref()),
+                Some(gp.as_str())
+            );
+            prop_assert_eq!(&b.primary_care_provider, &a.primary_care_provider);
+            prop_assert_eq!(a.diagnoses.len(), diagnoses.len());
+            prop_assert_eq!(b.diagnoses.len(), a.diagnoses.len());
+            for (x, y) in a.diagnoses.iter().zip(&b.diagnoses) {
+                prop_assert_eq!(&x.code, &y.code);
+                prop_assert_eq!(&x.visit_number, &y.visit_number);
+                prop_assert!(same_instant(x.time.as_ref().unwrap(), y.time.as_ref().unwrap()));
+            }
+            prop_assert_eq!(a.procedures.len(), procedures.len());
+            prop_assert_eq!(b.procedures.len(), a.procedures.len());
+            for (x, y) in a.procedures.iter().zip(&b.procedures) {
+                prop_assert_eq!(&x.code, &y.code);
+                prop_assert_eq!(&x.visit_number, &y.visit_number);
+                prop_assert_eq!(&x.performer, &y.performer);
+                prop_assert!(same_instant(x.time.as_ref().unwrap(), y.time.as_ref().unwrap()));
+            }
+            // Every consulting doctor and the location history (prior ward completed,
+            // current one active).
+            let (ea, eb) = (original.encounter.as_ref().unwrap(), back[0].encounter.as_ref().unwrap());
+            prop_assert_eq!(ea.consulting.len(), consultants.len());
+            let codes = |e: &transforms::model::Encounter| -> Vec<Option<String>> {
+                e.consulting.iter().map(|p| p.code.clone()).collect()
+            };
+            prop_assert_eq!(codes(ea), codes(eb));
+            let stays = |e: &transforms::model::Encounter| -> Vec<(Option<String>, transforms::model::LocationStatus)> {
+                e.location_history.iter().map(|s| (s.location.code.clone(), s.status)).collect()
+            };
+            prop_assert_eq!(ea.location_history.len(), 2);
+            prop_assert_eq!(stays(ea), stays(eb));
         }
 
         #[test]

@@ -456,7 +456,15 @@ async fn start_channel(
         .map_err(|p| StartError::Destination {
             name: name.clone(),
             reason: format!("{} route problem(s)", p.len()),
-        })?;
+        })?
+        // `load` checked the zone name; an unknown one never gets here.
+        .with_timezone(
+            loaded
+                .config
+                .timezone
+                .as_deref()
+                .and_then(|z| z.parse().ok()),
+        );
     shared.pipeline.set_router(&name, Some(router));
     let hub: &Arc<Hub> = shared.pipeline.hub();
     if let Err((dest, reason)) = hub.start_channel(&name, &loaded.config.destinations) {

@@ -569,9 +569,81 @@ pub fn patient_data(
     })
 }
 
+/// What an event kind is to the PX360 patient journey: `Some(true)` an admission or discharge
+/// (its body is required: without a visit number or admit time it is an error), `Some(false)`
+/// a change to the admission PX360 shows (a transfer, a class or doctor change, a pending
+/// transfer or discharge, a leave of absence and their cancels, tracking, demographics): the
+/// admission's body again, when the encounter has a visit number and admit time; `None`
+/// nothing for the journey.
+///
+/// The PX360 document (HIS patient-data format) describes one admission snapshot (demographic
+/// details, admit and discharge dates, doctor, visit steps) and no event types, so every
+/// change of the admission re-sends the snapshot, which PX360 takes as an update of the same
+/// `AdmissionID` ("the adapter updates existing patients"). It has no delete, no merge of
+/// visits or identifiers and no schedule, so deletions, merges and moves, bed status, slot,
+/// appointment, order, result and charge events send nothing (docs/ASSUMPTIONS.md, PX360).
+fn journey_update(kind: EventKind) -> Option<bool> {
+    match kind {
+        EventKind::EncounterAdmitted | EventKind::EncounterDischarged => Some(true),
+        EventKind::EncounterPreadmitted
+        | EventKind::EncounterCancelled
+        | EventKind::EncounterDischargeCancelled
+        | EventKind::EncounterTransferred
+        | EventKind::EncounterTransferCancelled
+        | EventKind::EncounterClassChanged
+        | EventKind::PatientDeparted
+        | EventKind::PatientArrived
+        | EventKind::PatientTrackingCancelled
+        | EventKind::EncounterAdmitPending
+        | EventKind::EncounterTransferPending
+        | EventKind::EncounterDischargePending
+        | EventKind::EncounterPendingCancelled
+        | EventKind::PatientsSwapped
+        | EventKind::LeaveOfAbsenceStarted
+        | EventKind::LeaveOfAbsenceEnded
+        | EventKind::LeaveOfAbsenceCancelled
+        | EventKind::AttendingDoctorChanged
+        | EventKind::ConsultingDoctorChanged
+        | EventKind::DoctorChangeCancelled
+        | EventKind::AllergiesUpdated
+        | EventKind::PatientRegistered
+        | EventKind::PatientUpdated
+        | EventKind::PatientMerged => Some(false),
+        EventKind::BedStatusUpdated
+        | EventKind::EncounterDeleted
+        | EventKind::PatientDeleted
+        | EventKind::PatientsLinked
+        | EventKind::PatientsUnlinked
+        | EventKind::AccountMerged
+        | EventKind::VisitMerged
+        | EventKind::RecordMoved
+        | EventKind::IdentifierChanged
+        | EventKind::AppointmentBooked
+        | EventKind::AppointmentRescheduled
+        | EventKind::AppointmentModified
+        | EventKind::AppointmentCancelled
+        | EventKind::AppointmentDiscontinued
+        | EventKind::AppointmentDeleted
+        | EventKind::AppointmentNoShow
+        | EventKind::AppointmentResourceAdded
+        | EventKind::AppointmentResourceModified
+        | EventKind::AppointmentResourceCancelled
+        | EventKind::AppointmentResourceDiscontinued
+        | EventKind::AppointmentResourceDeleted
+        | EventKind::SlotBlocked
+        | EventKind::SlotOpened
+        | EventKind::OrderPlaced
+        | EventKind::OrderCancelled
+        | EventKind::OrderUpdated
+        | EventKind::ResultReported
+        | EventKind::ChargePosted
+        | EventKind::ChargeReversed => None,
+    }
+}
+
 /// Renders a canonical event for PX360: one HIS patient-data body for admissions and
-/// discharges, and for other patient/encounter events whose encounter has a visit number and
-/// admit time; nothing for appointments, orders, results and charges.
+/// discharges, and for the changes of an admission ([`journey_update`]) whose encounter has a
+/// visit number and admit time; nothing for the rest.
 ///
 /// # Errors
 /// See [`patient_data`]; for an admission or discharge, a missing visit number or admit time.
@@ -579,16 +651,9 @@ pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, Mappi
     let (Some(patient), Some(encounter)) = (&event.patient, &event.encounter) else {
         return Ok(Vec::new());
     };
-    let admission_required = match event.kind {
-        EventKind::EncounterAdmitted | EventKind::EncounterDischarged => true,
-        EventKind::EncounterPreadmitted
-        | EventKind::EncounterCancelled
-        | EventKind::EncounterDischargeCancelled
-        | EventKind::PatientRegistered
-        | EventKind::PatientUpdated
-        | EventKind::PatientMerged => false,
-        // Appointments, orders, results and charges are not part of the patient journey feed.
-        _ => return Ok(Vec::new()),
+    let admission_required = match journey_update(event.kind) {
+        Some(required) => required,
+        None => return Ok(Vec::new()),
     };
     // Other events without an admission (no visit number or admit time) have nothing for the
     // journey; an admit or discharge without them is an error the operator must see.
@@ -618,6 +683,53 @@ pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, Mappi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transfer, a leave of absence and a doctor change re-send the admission's snapshot
+    /// (with the new attending doctor); a deleted visit sends nothing.
+    #[test]
+    fn changes_of_an_admission_resend_its_snapshot() {
+        let event = |kind: &str, doctor: &str| -> Event {
+            serde_json::from_value(json!({
+                "id": format!("ev-{kind}"), "kind": kind,
+                "source": {"format": "hl7v2", "message_type": "ADT^A02", "control_id": "C1",
+                           "sending_facility": "RUH"},
+                "patient": {"identifiers": [{"value": "MRN-1", "kind": "mrn"}],
+                            "name": {"family": "Testperson", "given": "Alex"}},
+                "encounter": {"visit_number": "V-1", "admit_time": "2026-06-15T08:00:00",
+                              "attending": {"code": doctor, "name": {"family": doctor}}}
+            }))
+            .expect("valid event")
+        };
+        let opts = Px360Options::default();
+        for kind in [
+            "encounter_transferred",
+            "encounter_transfer_pending",
+            "encounter_discharge_pending",
+            "encounter_pending_cancelled",
+            "leave_of_absence_started",
+            "leave_of_absence_ended",
+            "encounter_class_changed",
+        ] {
+            let out = render(&event(kind, "DOC-1"), &opts).expect("renders");
+            assert_eq!(out.len(), 1, "{kind}");
+            let demo = &out[0].body["FetchPatientDataTimeStampList"][0];
+            assert_eq!(demo["AdmissionID"], "V-1", "{kind}");
+            assert_eq!(demo["AdmitDate"], "15-Jun-2026 08:00", "{kind}");
+        }
+        let out = render(&event("attending_doctor_changed", "DOC-NEW"), &opts).expect("renders");
+        assert_eq!(
+            out[0].body["FetchPatientDataTimeStampList"][0]["ConsultantID"],
+            "DOC-NEW"
+        );
+        for kind in ["encounter_deleted", "visit_merged", "identifier_changed"] {
+            assert!(
+                render(&event(kind, "DOC-1"), &opts)
+                    .expect("renders")
+                    .is_empty(),
+                "{kind}"
+            );
+        }
+    }
 
     fn seed_sample() -> Value {
         json!({

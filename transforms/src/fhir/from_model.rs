@@ -15,13 +15,13 @@ use fhirbolt::model::r4::Resource;
 use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
-use crate::model::Diagnosis;
 use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
+use crate::model::{Coverage, Diagnosis, Procedure};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -35,23 +35,52 @@ pub struct BundleOptions {
     pub batch: bool,
 }
 
-/// FHIR `dateTime`/`instant` text of a timestamp: dates as sent (`YYYY`, `YYYY-MM`,
-/// `YYYY-MM-DD`), times with seconds and the offset when the sender gave one.
+/// FHIR `dateTime` text of a timestamp: dates as sent (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`),
+/// times with seconds and an offset.
+///
+/// R4 requires an offset whenever a time is present. The sender's offset is kept; a time sent
+/// without one was given the channel's `timezone` when the message was mapped (the engine
+/// calls `Event::assume_timezone`), and one that still has none (the channel names no
+/// timezone) is written as UTC (`Z`): the documented default, chosen over dropping the time of
+/// day or writing a dateTime a FHIR server rejects.
 pub(crate) fn date_time(ts: &Timestamp) -> String {
     match ts.precision() {
         Precision::Year | Precision::Month | Precision::Day => ts.to_iso(),
-        Precision::Second | Precision::Fraction => ts.to_iso(),
-        Precision::Hour | Precision::Minute => {
-            let dt = ts.naive_date_time();
-            let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-            if let Some(off) = ts.offset_minutes() {
-                let sign = if off < 0 { '-' } else { '+' };
-                let abs = off.unsigned_abs();
-                s.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
-            }
-            s
+        Precision::Hour | Precision::Minute | Precision::Second | Precision::Fraction => {
+            time_with_offset(ts)
         }
     }
+}
+
+/// FHIR `instant` text of a timestamp: always a full date-time with seconds and an offset
+/// (see [`date_time`] for a time without one); a date alone is its first second.
+pub(crate) fn instant(ts: &Timestamp) -> String {
+    time_with_offset(ts)
+}
+
+fn time_with_offset(ts: &Timestamp) -> String {
+    let dt = ts.naive_date_time();
+    let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+    if ts.precision() == Precision::Fraction {
+        // The fraction as sent, digits and all (to_iso keeps them).
+        let iso = ts.to_iso();
+        if let Some(dot) = iso.find('.') {
+            let digits: String = iso[dot..]
+                .chars()
+                .take_while(|c| *c == '.' || c.is_ascii_digit())
+                .collect();
+            s.push_str(&digits);
+        }
+    }
+    match ts.offset_minutes() {
+        Some(off) => {
+            let sign = if off < 0 { '-' } else { '+' };
+            let abs = off.unsigned_abs();
+            s.push_str(&format!("{sign}{:02}:{:02}", abs / 60, abs % 60));
+        }
+        None => s.push('Z'),
+    }
+    s
 }
 
 fn fstr(v: &str) -> t::String {
@@ -349,6 +378,139 @@ pub fn condition(d: &Diagnosis, patient: &Identifier) -> r::Condition {
     }
 }
 
+/// FHIR Procedure of a procedure (v2-to-FHIR IG, PR1): PR1-3 code, PR1-5 as
+/// `performedDateTime`, the practitioner as performer, the visit as encounter; `completed`,
+/// since PR1 reports procedures done. The id derives from the patient, the code, the time and
+/// the visit, so a resend updates it.
+pub fn procedure(pr: &Procedure, patient: &Identifier) -> r::Procedure {
+    let time = pr.time.as_ref().map(Timestamp::to_iso).unwrap_or_default();
+    let id = stable_id(&[
+        "Procedure",
+        identifier_system(patient),
+        &patient.value,
+        pr.code.system.as_deref().unwrap_or_default(),
+        pr.code
+            .code
+            .as_deref()
+            .or(pr.code.text.as_deref())
+            .unwrap_or_default(),
+        &time,
+        pr.visit_number.as_deref().unwrap_or_default(),
+    ]);
+    r::Procedure {
+        id: Some(id.into()),
+        status: "completed".into(),
+        code: Some(Box::new(codeable(&pr.code))),
+        subject: Box::new(patient_ref(patient)),
+        encounter: pr
+            .visit_number
+            .as_deref()
+            .map(|v| Box::new(encounter_ref(v))),
+        performed: pr
+            .time
+            .as_ref()
+            .map(|t| r::ProcedurePerformed::DateTime(date_time(t).into())),
+        performer: pr
+            .performer
+            .as_ref()
+            .and_then(practitioner_ref)
+            .map(|actor| r::ProcedurePerformer {
+                actor: Box::new(actor),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Identifier system of insurers named by IN1-3 (Coverage.payor).
+pub(crate) const INSURER_SYSTEM: &str = "urn:switchboard:insurer";
+/// Identifier system of policy numbers (IN1-36, Coverage.identifier).
+pub(crate) const POLICY_SYSTEM: &str = "urn:switchboard:policy";
+const COVERAGE_CLASS: &str = "http://terminology.hl7.org/CodeSystem/coverage-class";
+
+/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1): the patient as beneficiary,
+/// IN1-3/IN1-4 as payor (a reference by identifier, with the name as display; the
+/// Organization itself is not in the Bundle), IN1-36 as identifier and subscriberId, IN1-2
+/// as the `plan` class, IN1-8 as the `group` class, IN1-12/13 as period, IN1-17 as
+/// relationship; `active`, since the HIS sends the plans in force.
+pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
+    let id = stable_id(&[
+        "Coverage",
+        identifier_system(patient),
+        &patient.value,
+        c.company_id
+            .as_deref()
+            .or(c.company_name.as_deref())
+            .unwrap_or_default(),
+        c.plan
+            .as_ref()
+            .and_then(|p| p.code.as_deref().or(p.text.as_deref()))
+            .unwrap_or_default(),
+        c.policy_number.as_deref().unwrap_or_default(),
+    ]);
+    let payor = t::Reference {
+        identifier: c
+            .company_id
+            .as_deref()
+            .map(|v| Box::new(plain_identifier(INSURER_SYSTEM, v))),
+        display: c
+            .company_name
+            .as_deref()
+            .or_else(|| c.plan.as_ref().and_then(Coded::label))
+            .map(fstr),
+        ..Default::default()
+    };
+    let class = |kind: &str, value: &str, name: Option<&str>| r::CoverageClass {
+        r#type: Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some(COVERAGE_CLASS.into()),
+                code: Some(kind.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        value: fstr(value),
+        name: name.map(fstr),
+        ..Default::default()
+    };
+    let mut classes = Vec::new();
+    if let Some((value, name)) = c
+        .plan
+        .as_ref()
+        .and_then(|p| Some((p.code.as_deref().or(p.text.as_deref())?, p.text.as_deref())))
+    {
+        classes.push(class("plan", value, name));
+    }
+    if let Some(g) = c.group_number.as_deref() {
+        classes.push(class("group", g, None));
+    }
+    r::Coverage {
+        id: Some(id.into()),
+        identifier: c
+            .policy_number
+            .as_deref()
+            .map(|v| plain_identifier(POLICY_SYSTEM, v))
+            .into_iter()
+            .collect(),
+        status: "active".into(),
+        subscriber_id: c.policy_number.as_deref().map(fstr),
+        beneficiary: Box::new(patient_ref(patient)),
+        relationship: c.relationship.as_ref().map(|r| Box::new(codeable(r))),
+        period: (c.start.is_some() || c.end.is_some()).then(|| {
+            Box::new(t::Period {
+                start: c.start.as_ref().map(|d| date_time(d).into()),
+                end: c.end.as_ref().map(|d| date_time(d).into()),
+                ..Default::default()
+            })
+        }),
+        payor: vec![payor],
+        class: classes,
+        ..Default::default()
+    }
+}
+
 /// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
 /// as category (table 0127: `DA`/`MA` medication, `FA` food, `EA`/`AA`/`PA`/`LA`
 /// environment), AL1-4 severity as criticality (table 0128: `SV` high, `MO`/`MI` low, `U`
@@ -512,6 +674,12 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             .map(fhir_address)
             .collect(),
         contact: p.contacts.iter().map(patient_contact).collect(),
+        general_practitioner: p
+            .primary_care_provider
+            .as_ref()
+            .and_then(practitioner_ref)
+            .into_iter()
+            .collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
             .language
@@ -638,6 +806,9 @@ fn class_coding(c: Option<EncounterClass>) -> t::Coding {
     }
 }
 
+/// The code system of ROL-3 roles (HL7 table 0443) on `Encounter.participant.type`.
+pub(crate) const ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0443";
+
 /// FHIR Encounter of a canonical encounter, `None` without a visit number.
 pub fn encounter(
     kind: EventKind,
@@ -671,6 +842,24 @@ pub fn encounter(
                         code: Some(code.into()),
                         ..Default::default()
                     }],
+                    ..Default::default()
+                }],
+                individual: Some(Box::new(reference)),
+                ..Default::default()
+            });
+        }
+    }
+    for r in &e.roles {
+        if let Some(reference) = practitioner_ref(&r.practitioner) {
+            participant.push(r::EncounterParticipant {
+                r#type: vec![t::CodeableConcept {
+                    coding: vec![t::Coding {
+                        system: Some(ROLE_SYSTEM.into()),
+                        code: r.role.code.as_deref().map(Into::into),
+                        display: r.role.text.as_deref().map(fstr),
+                        ..Default::default()
+                    }],
+                    text: r.role.text.as_deref().map(fstr),
                     ..Default::default()
                 }],
                 individual: Some(Box::new(reference)),
@@ -807,6 +996,95 @@ fn appointment_key(a: &Appointment) -> Option<(&'static str, &str)> {
         })
 }
 
+/// The placer, filler and remote ids of an appointment (or of a blocked slot).
+fn appointment_identifiers(a: &Appointment) -> Vec<t::Identifier> {
+    let ids = [
+        (systems::APPOINTMENT_PLACER, &a.placer_id),
+        (systems::APPOINTMENT_FILLER, &a.filler_id),
+        (systems::APPOINTMENT_REMOTE, &a.remote_id),
+    ];
+    ids.into_iter()
+        .filter_map(|(system, v)| v.as_deref().map(|v| plain_identifier(system, v)))
+        .collect()
+}
+
+/// Identifier system of the Schedules made for SIU^S23/S24 (see [`schedule_slot`]).
+const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
+/// Identifier system of general resources (AIG-3), as Schedule actors.
+pub(crate) const RESOURCE_SYSTEM: &str = "urn:switchboard:resource";
+
+/// FHIR Schedule and Slot of a blocked (SIU^S23, `busy-unavailable`) or opened (SIU^S24,
+/// `free`) time slot.
+///
+/// SIU names no Schedule, and the v2-to-FHIR IG maps neither S23 nor S24, so this is our
+/// choice (as FHIR-Converter would have to make it): the Schedule is the one of the
+/// resources the SIU blocks, its actors the AIP practitioner, the AIL location and every AIG
+/// resource (by identifier `urn:switchboard:resource`), and its id derives from them, so
+/// every block of the same resources lands in the same Schedule. The Slot carries the block's
+/// ids as an Appointment does (SCH-1 placer, SCH-2 filler). `None` when R4's required elements
+/// cannot be filled: no resource to be the Schedule's actor, no block id, or no start or end.
+pub fn schedule_slot(a: &Appointment, blocked: bool) -> Option<(r::Schedule, r::Slot)> {
+    let (block_system, block_id) = appointment_key(a)?;
+    let start = a.start.as_ref()?;
+    let end = a.end.as_ref()?;
+    let mut actor = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    if let Some((reference, (system, value))) = a
+        .practitioner
+        .as_ref()
+        .and_then(|p| Some((practitioner_ref(p)?, practitioner_key(p)?)))
+    {
+        actor.push(reference);
+        keys.push(format!("Practitioner|{system}|{value}"));
+    }
+    if let Some(reference) = a.location.as_ref().and_then(location_ref) {
+        keys.extend(
+            a.location
+                .as_ref()
+                .and_then(|l| l.code.as_deref())
+                .map(|c| format!("Location|{c}")),
+        );
+        actor.push(reference);
+    }
+    for r in &a.resources {
+        let Some(code) = r.resource.code.as_deref() else {
+            continue;
+        };
+        actor.push(t::Reference {
+            identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+            display: r.resource.text.as_deref().map(fstr),
+            ..Default::default()
+        });
+        keys.push(format!("Device|{code}"));
+    }
+    if actor.is_empty() {
+        return None;
+    }
+    let schedule_key = keys.join("~");
+    let schedule_id = resource_id("Schedule", SCHEDULE_SYSTEM, &schedule_key);
+    let schedule = r::Schedule {
+        id: Some(schedule_id.clone().into()),
+        identifier: vec![plain_identifier(SCHEDULE_SYSTEM, &schedule_key)],
+        actor,
+        ..Default::default()
+    };
+    let mut schedule_ref = reference("Schedule", &schedule_id, None);
+    schedule_ref.identifier = Some(Box::new(plain_identifier(SCHEDULE_SYSTEM, &schedule_key)));
+    let slot = r::Slot {
+        id: Some(resource_id("Slot", block_system, block_id).into()),
+        identifier: appointment_identifiers(a),
+        service_type: a.service.iter().map(codeable).collect(),
+        appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
+        schedule: Box::new(schedule_ref),
+        status: if blocked { "busy-unavailable" } else { "free" }.into(),
+        start: instant(start).into(),
+        end: instant(end).into(),
+        comment: a.notes.as_deref().map(fstr),
+        ..Default::default()
+    };
+    Some((schedule, slot))
+}
+
 /// FHIR Appointment of a canonical appointment.
 ///
 /// # Errors
@@ -819,22 +1097,7 @@ pub fn appointment(
         path: "appointment.placer_id".into(),
         reason: "an appointment needs a placer, filler or remote id".into(),
     })?;
-    let mut identifier = Vec::new();
-    identifier.extend(
-        a.placer_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_PLACER, v)),
-    );
-    identifier.extend(
-        a.filler_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_FILLER, v)),
-    );
-    identifier.extend(
-        a.remote_id
-            .as_deref()
-            .map(|v| plain_identifier(systems::APPOINTMENT_REMOTE, v)),
-    );
+    let identifier = appointment_identifiers(a);
     let mut participant = Vec::new();
     if let Some(p) = patient.or(a.patient.as_ref()) {
         participant.push(r::AppointmentParticipant {
@@ -881,8 +1144,8 @@ pub fn appointment(
         service_type: a.service.iter().map(codeable).collect(),
         appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
         reason_code: a.reason.iter().map(codeable).collect(),
-        start: a.start.as_ref().map(|s| date_time(s).into()),
-        end: a.end.as_ref().map(|s| date_time(s).into()),
+        start: a.start.as_ref().map(|s| instant(s).into()),
+        end: a.end.as_ref().map(|s| instant(s).into()),
         minutes_duration: a.duration_minutes.map(Into::into),
         comment: a.notes.as_deref().map(fstr),
         participant,
@@ -1086,6 +1349,9 @@ pub(crate) fn result_status_code(s: Option<ResultStatus>) -> &'static str {
 }
 
 const ABNORMAL_FLAGS: &str = "http://terminology.hl7.org/CodeSystem/v2-0078";
+/// R5 `Observation.value[x]` (Attachment) as an R4 cross-version extension.
+pub(crate) const EXT_VALUE_ATTACHMENT: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value";
 
 /// FHIR Observation of one canonical observation of a result.
 pub fn observation(
@@ -1120,7 +1386,27 @@ pub fn observation(
     };
     let sub = o.sub_id.as_deref().unwrap_or("");
     let code = o.code.code.as_deref().unwrap_or("");
+    // R4 Observation.value[x] has no Attachment (R5 added it). The IG sends a document-like
+    // ED to a DocumentReference; for a result's ED/RP value we keep the Observation and carry
+    // the attachment in R5's element through its R4 cross-version extension, which any R4
+    // server accepts as an extension and `to_model` reads back.
+    let extension = o
+        .attachment
+        .iter()
+        .map(|a| {
+            ext(
+                EXT_VALUE_ATTACHMENT,
+                t::ExtensionValue::Attachment(Box::new(t::Attachment {
+                    content_type: a.content_type.as_deref().map(Into::into),
+                    data: a.data.as_deref().map(Into::into),
+                    url: a.url.as_deref().map(Into::into),
+                    ..Default::default()
+                })),
+            )
+        })
+        .collect();
     r::Observation {
+        extension,
         id: Some(stable_id(&["Observation", report_key, code, sub, &index.to_string()]).into()),
         based_on: order_key(&report.order)
             .map(|(s, v)| reference("ServiceRequest", &resource_id("ServiceRequest", s, v), None))
@@ -1219,7 +1505,7 @@ pub fn diagnostic_report(
             .observed_at
             .as_ref()
             .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
-        issued: report.reported_at.as_ref().map(|d| date_time(d).into()),
+        issued: report.reported_at.as_ref().map(|d| instant(d).into()),
         result: observations
             .iter()
             .filter_map(|o| o.id.as_ref().and_then(|id| id.value.clone()))
@@ -1299,6 +1585,56 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 out.push(Resource::Condition(Box::new(res)));
             }
         }
+        for pr in &p.procedures {
+            let res = procedure(pr, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Procedure(Box::new(res)));
+            }
+        }
+        // The OBX of an ADT: Observations of the patient (in the visit's context).
+        let report_key = format!(
+            "patient|{}|{}|{}",
+            identifier_system(key),
+            key.value,
+            event
+                .encounter
+                .as_ref()
+                .and_then(|e| e.visit_number.as_deref())
+                .unwrap_or_default()
+        );
+        let no_report = ResultReport {
+            order: Order {
+                placer_number: None,
+                filler_number: None,
+                group_number: None,
+                control: None,
+                procedure: None,
+                priority: None,
+                status: OrderStatus::Completed,
+                ordered_at: None,
+                requested_start: None,
+                ordering_provider: None,
+                reason: None,
+                notes: None,
+            },
+            status: None,
+            observed_at: None,
+            reported_at: None,
+            section: None,
+            observations: Vec::new(),
+        };
+        for (i, o) in p.observations.iter().enumerate() {
+            let res = observation(o, &no_report, i, &report_key, Some(key));
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Observation(Box::new(res)));
+            }
+        }
+        for c in &p.coverages {
+            let res = coverage(c, key);
+            if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Coverage(Box::new(res)));
+            }
+        }
     }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
@@ -1317,6 +1653,10 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         out.push(Resource::Patient(Box::new(res)));
     }
     let mut practitioners: Vec<&Practitioner> = event.practitioners.iter().collect();
+    if let Some(p) = &event.patient {
+        practitioners.extend(&p.primary_care_provider);
+        practitioners.extend(p.procedures.iter().filter_map(|pr| pr.performer.as_ref()));
+    }
     let mut locations: Vec<&Location> = Vec::new();
     if let Some(a) = &event.appointment {
         practitioners.extend(&a.practitioner);
@@ -1327,6 +1667,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
     for e in event.encounter.iter().chain(other_encounter) {
+        practitioners.extend(e.roles.iter().map(|r| &r.practitioner));
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
         practitioners.extend(&e.consulting);
@@ -1366,11 +1707,19 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             out.push(Resource::Encounter(Box::new(res)));
         }
     }
-    // A blocked or opened slot (SIU^S23/S24) is no appointment; a FHIR Slot needs the
-    // Schedule it belongs to, which SIU does not name, so the FHIR side leaves it out.
+    // A blocked or opened slot (SIU^S23/S24) is no appointment: a Slot of a Schedule.
     let slot = matches!(event.kind, EventKind::SlotBlocked | EventKind::SlotOpened);
     if let Some(a) = event.appointment.as_ref().filter(|_| !slot) {
         out.push(Resource::Appointment(Box::new(appointment(a, subject)?)));
+    }
+    if let Some((schedule, slot)) = event
+        .appointment
+        .as_ref()
+        .filter(|_| slot)
+        .and_then(|a| schedule_slot(a, event.kind == EventKind::SlotBlocked))
+    {
+        out.push(Resource::Schedule(Box::new(schedule)));
+        out.push(Resource::Slot(Box::new(slot)));
     }
     for (i, c) in event.charges.iter().enumerate() {
         out.push(Resource::ChargeItem(Box::new(charge_item(
@@ -1416,6 +1765,10 @@ fn request_url(resource: &Resource) -> String {
         Resource::Observation(x) => ("Observation", &x.identifier, x.id.as_ref()),
         Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
         Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
+        Resource::Schedule(x) => ("Schedule", &x.identifier, x.id.as_ref()),
+        Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
+        Resource::Coverage(x) => ("Coverage", &x.identifier, x.id.as_ref()),
+        Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1493,7 +1846,21 @@ fn rewrite_references(
             for l in &mut p.link {
                 fix(&mut l.other);
             }
+            p.general_practitioner.iter_mut().for_each(fix);
         }
+        Resource::Schedule(x) => x.actor.iter_mut().for_each(fix),
+        Resource::Coverage(x) => {
+            fix(&mut x.beneficiary);
+            x.payor.iter_mut().for_each(fix);
+        }
+        Resource::Procedure(x) => {
+            fix(&mut x.subject);
+            x.encounter.iter_mut().for_each(|r| fix(r));
+            for p in &mut x.performer {
+                fix(&mut p.actor);
+            }
+        }
+        Resource::Slot(x) => fix(&mut x.schedule),
         Resource::Encounter(e) => {
             e.subject.iter_mut().for_each(|r| fix(r));
             for p in &mut e.participant {
@@ -1636,6 +2003,10 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Observation(_) => "Observation",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         Resource::Condition(_) => "Condition",
+        Resource::Schedule(_) => "Schedule",
+        Resource::Slot(_) => "Slot",
+        Resource::Procedure(_) => "Procedure",
+        Resource::Coverage(_) => "Coverage",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

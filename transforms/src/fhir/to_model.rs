@@ -24,15 +24,15 @@ use super::from_model::{
     EXT_TRANSACTION_TYPE, LOCATION_PARTS,
 };
 use super::{systems, FhirError};
-use crate::model::Diagnosis;
 use crate::model::{
-    stable_id, Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded,
-    Contact, ContactUse, Decimal, Encounter, EncounterClass, Event, EventKind, Gender, HumanName,
-    Identifier, IdentifierKind, Location, MergedPatient, Observation, Order, OrderStatus,
-    OtherName, Patient, PatientMerge, PaymentOutcome, PaymentResult, Phone, Practitioner,
-    Precision, Priority, ResultReport, ResultStatus, Source, Timestamp, TransactionType,
-    VisitEvent,
+    stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Attachment,
+    Charge, ChargeStatus, Coded, Contact, ContactUse, Decimal, Encounter, EncounterClass, Event,
+    EventKind, Gender, HumanName, Identifier, IdentifierKind, Location, LocationStatus,
+    LocationStay, MergedPatient, Observation, Order, OrderStatus, OtherName, Patient, PatientMerge,
+    PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
+    ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
+use crate::model::{Coverage, Diagnosis, Procedure};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -282,7 +282,9 @@ pub fn resource_to_events(resource: &Resource) -> Result<Vec<Event>, FhirError> 
         message_time,
         ..Source::default()
     };
-    let mut events = Reader::new(entries, source, hash).run()?;
+    let mut reader = Reader::new(entries, source, hash);
+    reader.tagged_kind = tagged_kind;
+    let mut events = reader.run()?;
     // A Bundle Switchboard rendered names the event kind it came from (FHIR has no "rescheduled"
     // or "merged"); with one event, that kind is the more precise one.
     if let (Some(kind), [event]) = (tagged_kind, events.as_mut_slice()) {
@@ -329,6 +331,10 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::DiagnosticReport(_) => "DiagnosticReport",
         Resource::AllergyIntolerance(_) => "AllergyIntolerance",
         Resource::Condition(_) => "Condition",
+        Resource::Schedule(_) => "Schedule",
+        Resource::Slot(_) => "Slot",
+        Resource::Procedure(_) => "Procedure",
+        Resource::Coverage(_) => "Coverage",
         _ => return None,
     })
 }
@@ -348,6 +354,8 @@ struct Reader<'a> {
     merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
+    /// The event kind the Bundle's tag names (a Bundle Switchboard rendered), if any.
+    tagged_kind: Option<EventKind>,
 }
 
 impl<'a> Reader<'a> {
@@ -366,6 +374,7 @@ impl<'a> Reader<'a> {
             merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
+            tagged_kind: None,
         }
     }
 
@@ -386,7 +395,9 @@ impl<'a> Reader<'a> {
         if self.entries.is_empty() {
             return Ok(Vec::new());
         }
-        // Pass 1: referenced entities.
+        // Pass 1: referenced entities. A patient's general practitioner is resolved after
+        // it, when every Practitioner of the Bundle is known.
+        let mut general_practitioners: Vec<(usize, &t::Reference)> = Vec::new();
         for i in 0..self.entries.len() {
             let entry = &self.entries[i];
             let keys = Self::keys(entry);
@@ -412,6 +423,7 @@ impl<'a> Reader<'a> {
                         );
                     }
                     let idx = self.patient_values.len();
+                    general_practitioners.extend(p.general_practitioner.first().map(|r| (idx, r)));
                     self.patient_values.push(patient);
                     for k in keys {
                         self.patients.insert(k, idx);
@@ -496,12 +508,125 @@ impl<'a> Reader<'a> {
                 });
             }
         }
+        // Coverages of the patients of the Bundle (beneficiary).
+        for i in 0..self.entries.len() {
+            if let Resource::Coverage(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let idx = val!(x.beneficiary.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.beneficiary"),
+                            "a coverage's beneficiary must be a Patient of the Bundle",
+                        )
+                    })?;
+                let class = |kind: &str| {
+                    x.class
+                        .iter()
+                        .find(|c| c.r#type.coding.iter().any(|k| val!(k.code) == Some(kind)))
+                };
+                let payor = x.payor.first();
+                let period = x.period.as_deref();
+                let coverage = Coverage {
+                    plan: class("plan").map(|c| Coded {
+                        code: owned(c.value.value.as_deref()),
+                        text: owned(val!(c.name)),
+                        system: None,
+                    }),
+                    company_id: payor
+                        .and_then(|p| p.identifier.as_deref())
+                        .and_then(|i| owned(val!(i.value))),
+                    company_name: payor.and_then(|p| owned(val!(p.display))),
+                    group_number: class("group").and_then(|c| owned(c.value.value.as_deref())),
+                    policy_number: owned(val!(x.subscriber_id)),
+                    start: period
+                        .and_then(|p| val!(p.start))
+                        .map(|v| timestamp(v, &format!("{base}.period.start")))
+                        .transpose()?,
+                    end: period
+                        .and_then(|p| val!(p.end))
+                        .map(|v| timestamp(v, &format!("{base}.period.end")))
+                        .transpose()?,
+                    relationship: x.relationship.as_deref().and_then(coded),
+                };
+                self.patient_values[idx].coverages.push(coverage);
+            }
+        }
+        // Procedures likewise, after the Practitioners (pass 1) so the performer resolves.
+        for i in 0..self.entries.len() {
+            if let Resource::Procedure(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let code = x.code.as_deref().and_then(coded).ok_or_else(|| {
+                    FhirError::unprocessable(format!("{base}.code"), "a procedure needs a code")
+                })?;
+                let idx = val!(x.subject.reference)
+                    .and_then(|r| self.patients.get(r))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "a procedure's patient must be a Patient of the Bundle",
+                        )
+                    })?;
+                let time = match &x.performed {
+                    Some(r::ProcedurePerformed::DateTime(d)) => d
+                        .value
+                        .as_deref()
+                        .map(|v| timestamp(v, &format!("{base}.performedDateTime")))
+                        .transpose()?,
+                    _ => None,
+                };
+                let visit_number = x
+                    .encounter
+                    .as_deref()
+                    .and_then(|r| r.identifier.as_deref())
+                    .and_then(|i| owned(val!(i.value)));
+                let performer = x
+                    .performer
+                    .first()
+                    .and_then(|p| self.practitioner_ref(&p.actor));
+                self.patient_values[idx].procedures.push(Procedure {
+                    code,
+                    time,
+                    performer,
+                    visit_number,
+                });
+            }
+        }
         for i in 0..self.entries.len() {
             if let Resource::Encounter(e) = self.entries[i].resource {
                 let base = self.entries[i].base.clone();
                 let value = self.encounter(e, &base)?;
                 for k in Self::keys(&self.entries[i]) {
                     self.encounters.insert(k, value.clone());
+                }
+            }
+        }
+        for (idx, reference) in general_practitioners {
+            self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+        }
+        // A Bundle rendered from an ADT event (its tag names a kind other than a result):
+        // its Observations are the patient's (the OBX of the ADT), not results of their own.
+        if self
+            .tagged_kind
+            .is_some_and(|k| k != EventKind::ResultReported)
+        {
+            for i in 0..self.entries.len() {
+                if let Resource::Observation(o) = self.entries[i].resource {
+                    let Some(idx) = o
+                        .subject
+                        .as_deref()
+                        .and_then(|r| val!(r.reference))
+                        .and_then(|r| self.patients.get(r))
+                        .copied()
+                    else {
+                        continue;
+                    };
+                    let base = self.entries[i].base.clone();
+                    let value = observation(o, &base)?;
+                    self.patient_values[idx].observations.push(value);
+                    self.used_observations.insert(i);
                 }
             }
         }
@@ -554,12 +679,16 @@ impl<'a> Reader<'a> {
                     }
                     Some(ev)
                 }
+                Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
                 | Resource::Observation(_)
                 | Resource::AllergyIntolerance(_)
-                | Resource::Condition(_) => None,
+                | Resource::Condition(_)
+                | Resource::Procedure(_)
+                | Resource::Coverage(_)
+                | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
                         format!("{base}.resourceType"),
@@ -683,6 +812,46 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// `Encounter.location` as a location history when its entries carry a status (the
+    /// canonical → FHIR side writes the history so); empty when none does, which is an
+    /// encounter that only names its current location.
+    fn location_history(
+        &self,
+        e: &r::Encounter,
+        base: &str,
+    ) -> Result<Vec<LocationStay>, FhirError> {
+        if e.location.iter().all(|l| val!(l.status).is_none()) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for (n, l) in e.location.iter().enumerate() {
+            let path = format!("{base}.location[{n}]");
+            let Some(location) = self.location_ref(&l.location) else {
+                continue;
+            };
+            let status = match val!(l.status) {
+                Some("planned") => LocationStatus::Planned,
+                Some("completed") => LocationStatus::Completed,
+                // `active`, `reserved` or no status: the patient is (to be) there now.
+                _ => LocationStatus::Active,
+            };
+            let period = l.period.as_deref();
+            out.push(LocationStay {
+                location,
+                status,
+                start: period
+                    .and_then(|p| val!(p.start))
+                    .map(|v| timestamp(v, &format!("{path}.period.start")))
+                    .transpose()?,
+                end: period
+                    .and_then(|p| val!(p.end))
+                    .map(|v| timestamp(v, &format!("{path}.period.end")))
+                    .transpose()?,
+            });
+        }
+        Ok(out)
+    }
+
     fn encounter(&self, e: &r::Encounter, base: &str) -> Result<Encounter, FhirError> {
         let visit_number = e
             .identifier
@@ -707,11 +876,31 @@ impl<'a> Reader<'a> {
                 _ => None,
             })
         };
-        let (mut attending, mut referring) = (None, None);
+        let (mut attending, mut referring, mut consulting) = (None, None, Vec::new());
+        let mut roles = Vec::new();
         for p in &e.participant {
             let Some(individual) = p.individual.as_deref() else {
                 continue;
             };
+            // A ROL role (table 0443) is a role of its own, not the PV1 doctors.
+            let rol = p
+                .r#type
+                .iter()
+                .flat_map(|c| c.coding.iter())
+                .find(|c| val!(c.system) == Some(super::from_model::ROLE_SYSTEM));
+            if let Some(c) = rol {
+                if let Some(practitioner) = self.practitioner_ref(individual) {
+                    roles.push(Role {
+                        role: Coded {
+                            code: owned(val!(c.code)),
+                            text: owned(val!(c.display)),
+                            system: Some("HL70443".to_owned()),
+                        },
+                        practitioner,
+                    });
+                }
+                continue;
+            }
             let role = p
                 .r#type
                 .iter()
@@ -720,6 +909,7 @@ impl<'a> Reader<'a> {
             let value = self.practitioner_ref(individual);
             match role {
                 Some("REF") => referring = value,
+                Some("CON") => consulting.extend(value),
                 Some("ATND") | None => {
                     if attending.is_none() {
                         attending = value;
@@ -780,8 +970,9 @@ impl<'a> Reader<'a> {
                 .and_then(|l| self.location_ref(&l.location)),
             attending,
             referring,
-            consulting: Vec::new(),
-            location_history: Vec::new(),
+            consulting,
+            location_history: self.location_history(e, base)?,
+            roles,
             admit_time: period
                 .and_then(|p| val!(p.start))
                 .map(|v| timestamp(v, &format!("{base}.period.start")))
@@ -969,6 +1160,104 @@ impl<'a> Reader<'a> {
         };
         let mut ev = self.event(kind, i, "Appointment");
         ev.patient = patient;
+        ev.appointment = Some(appointment);
+        Ok(ev)
+    }
+
+    /// A blocked (`busy-unavailable`, SIU^S23) or opened (`free`, SIU^S24) Slot: the block as
+    /// the canonical appointment of a slot event, its resources the actors of the Slot's
+    /// Schedule (as `fhir::from_model::schedule_slot` writes them).
+    fn slot_event(&mut self, s: &r::Slot, base: &str, i: usize) -> Result<Event, FhirError> {
+        let (mut placer_id, mut filler_id, mut remote_id) = (None, None, None);
+        for id in &s.identifier {
+            let value = owned(val!(id.value));
+            match val!(id.system) {
+                Some(systems::APPOINTMENT_FILLER) => filler_id = value,
+                Some(systems::APPOINTMENT_REMOTE) => remote_id = value,
+                _ if placer_id.is_none() => placer_id = value,
+                _ => {}
+            }
+        }
+        if placer_id.is_none() && filler_id.is_none() && remote_id.is_none() {
+            return Err(FhirError::unprocessable(
+                format!("{base}.identifier"),
+                "a slot identifier is required",
+            ));
+        }
+        let (kind, status) = match val!(Some(&s.status)) {
+            Some("free") => (EventKind::SlotOpened, AppointmentStatus::Cancelled),
+            Some("busy-unavailable" | "busy" | "busy-tentative") => {
+                (EventKind::SlotBlocked, AppointmentStatus::Blocked)
+            }
+            _ => {
+                return Err(FhirError::unprocessable(
+                    format!("{base}.status"),
+                    "a slot status of busy-unavailable (blocked) or free (opened) is required",
+                ))
+            }
+        };
+        let schedule_key = val!(s.schedule.reference);
+        let schedule = self.entries.iter().find_map(|e| match e.resource {
+            Resource::Schedule(x)
+                if schedule_key.is_some_and(|k| Self::keys(e).iter().any(|ek| ek == k)) =>
+            {
+                Some(x)
+            }
+            _ => None,
+        });
+        let (mut practitioner, mut location, mut resources) = (None, None, Vec::new());
+        for actor in schedule.iter().flat_map(|x| x.actor.iter()) {
+            let target = val!(actor.reference).unwrap_or("");
+            let system = actor.identifier.as_deref().and_then(|i| val!(i.system));
+            if system == Some(super::from_model::RESOURCE_SYSTEM) {
+                resources.push(AppointmentResource {
+                    resource: Coded {
+                        code: actor
+                            .identifier
+                            .as_deref()
+                            .and_then(|i| owned(val!(i.value))),
+                        text: owned(val!(actor.display)),
+                        system: None,
+                    },
+                    resource_type: None,
+                    quantity: None,
+                });
+            } else if self.locations.contains_key(target) || target.starts_with("Location/") {
+                location = location.or_else(|| self.location_ref(actor));
+            } else {
+                practitioner = practitioner.or_else(|| self.practitioner_ref(actor));
+            }
+        }
+        let start = val!(Some(&s.start))
+            .map(|v| timestamp(v, &format!("{base}.start")))
+            .transpose()?;
+        let end = val!(Some(&s.end))
+            .map(|v| timestamp(v, &format!("{base}.end")))
+            .transpose()?;
+        let duration_minutes = start
+            .as_ref()
+            .zip(end.as_ref())
+            .and_then(|(a, b)| a.minutes_until(b))
+            .and_then(|m| u32::try_from(m).ok());
+        let appointment = Appointment {
+            placer_id,
+            filler_id,
+            remote_id,
+            patient: None,
+            practitioner,
+            location,
+            resources,
+            service: s.service_type.first().and_then(coded),
+            appointment_type: s.appointment_type.as_deref().and_then(coded),
+            start,
+            end,
+            duration_minutes,
+            status,
+            reason: None,
+            event_reason: None,
+            notes: owned(val!(s.comment)),
+        };
+        let mut ev = self.event(kind, i, "Slot");
         ev.appointment = Some(appointment);
         Ok(ev)
     }
@@ -1454,6 +1743,25 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
             }
         })
     });
+    let attachment = o
+        .extension
+        .iter()
+        .filter(|x| x.url == super::from_model::EXT_VALUE_ATTACHMENT)
+        .find_map(|x| match &x.value {
+            Some(t::ExtensionValue::Attachment(a)) => Some(Attachment {
+                content_type: owned(val!(a.content_type)),
+                data: owned(val!(a.data)),
+                url: owned(val!(a.url)),
+            }),
+            _ => None,
+        });
+    if attachment.is_some() && value_type.is_none() {
+        value_type = Some(if attachment.as_ref().is_some_and(|a| a.data.is_some()) {
+            "ED".to_owned()
+        } else {
+            "RP".to_owned()
+        });
+    }
     Ok(Observation {
         code,
         sub_id: None,
@@ -1461,6 +1769,7 @@ fn observation(o: &r::Observation, base: &str) -> Result<Observation, FhirError>
         value,
         numeric_value,
         coded_value,
+        attachment,
         units,
         reference_range,
         abnormal_flags: o
@@ -1841,6 +2150,11 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
             _ => None,
         },
         allergies: Vec::new(),
+        // Resolved once every Practitioner of the Bundle is read (see `run`).
+        primary_care_provider: None,
+        procedures: Vec::new(),
+        coverages: Vec::new(),
+        observations: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {
             Some(r::PatientDeceased::DateTime(d)) => d

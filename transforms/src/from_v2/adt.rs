@@ -70,9 +70,9 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Allergy, Coded, Contact, ContactUse, Diagnosis, Encounter, EncounterClass, Event, EventKind,
-    Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay, MergedPatient,
-    OtherName, Patient, PatientMerge, Timestamp, VisitEvent,
+    Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
+    EventKind, Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay,
+    MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -249,6 +249,32 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         .filter_map(|nk1| contact(&nk1))
         .collect();
     patient.diagnoses = diagnoses(msg)?;
+    patient.procedures = procedures(msg)?;
+    patient.coverages = coverages(msg)?;
+    // Every OBX of an ADT (the IG maps OBX to Observation in any message), with the NTEs
+    // right after it as its notes.
+    let mut obxs: Vec<(SegmentRef<'_, '_>, Vec<SegmentRef<'_, '_>>)> = Vec::new();
+    // Whether the NTEs seen now follow an OBX (and not, say, a PID or an AL1).
+    let mut after_obx = false;
+    for seg in msg.segments() {
+        match seg.name() {
+            "OBX" => {
+                obxs.push((seg, Vec::new()));
+                after_obx = true;
+            }
+            "NTE" if after_obx => {
+                if let Some((_, ntes)) = obxs.last_mut() {
+                    ntes.push(seg);
+                }
+            }
+            _ => after_obx = false,
+        }
+    }
+    for (obx, ntes) in &obxs {
+        patient
+            .observations
+            .push(super::oru::observation(msg, obx, ntes)?);
+    }
     patient.blood_type = msg
         .segments_named("OBX")
         .find(|obx| obx.get_comp(3, 1).text() == Some("882-1"))
@@ -270,7 +296,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
 /// first; the second-language name is the first other repetition in a different script (Arabic
 /// beside Latin, as Gulf HIS send them). Every other repetition (aliases, maiden names…) is
 /// kept in `other_names` with its XPN-7 type. Addresses: the first PID-11 repetition is
-/// `address`, every further one is in `other_addresses`.
+/// `address`, every further one is in `other_addresses`. PD1-4 is the primary care provider.
 ///
 /// # Errors
 /// [`MappingError::Missing`] without PID or without any patient identifier;
@@ -280,7 +306,12 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
         path: "PID".into(),
         reason: "no patient identification segment",
     })?;
-    patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())
+    let mut patient = patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())?;
+    // PD1 belongs to the message's (first) patient in every structure that has it.
+    patient.primary_care_provider = msg
+        .segment("PD1")
+        .and_then(|pd1| datatypes::practitioner(&pd1.field(4)));
+    Ok(patient)
 }
 
 /// The patient from one PID segment, as [`patient_from_pid`] reads the first; `pv1` is the
@@ -491,6 +522,16 @@ pub fn encounter_from_pv1_segment(
         insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
         location_history: Vec::new(),
         events: Vec::new(),
+        // Every ROL with a role and a person (the IG maps ROL to Encounter.participant).
+        roles: msg
+            .segments_named("ROL")
+            .filter_map(|rol| {
+                Some(Role {
+                    role: datatypes::coded(&rol.field(3))?,
+                    practitioner: datatypes::practitioner(&rol.field(4))?,
+                })
+            })
+            .collect(),
     };
     if encounter.visit_number.is_none()
         && encounter.location.is_none()
@@ -623,6 +664,62 @@ pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
             time: ts(msg, &dg1, 5)?,
             visit_number: visit_number.clone(),
         });
+    }
+    Ok(out)
+}
+
+/// Procedures: every PR1 (PR1-3 code, else PR1-4 description as text; PR1-5 time; PR1-12
+/// procedure practitioner, else PR1-11 surgeon), in the visit of the message's PV1-19, as the
+/// v2-to-FHIR IG maps PR1 to Procedure. A PR1 without code or description is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a PR1-5 that does not parse.
+pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+    let mut out = Vec::new();
+    for pr1 in msg.segments_named("PR1") {
+        let code = datatypes::coded(&pr1.field(3)).or_else(|| {
+            pr1.get(4).string().map(|text| Coded {
+                text: Some(text),
+                ..Coded::default()
+            })
+        });
+        let Some(code) = code else {
+            continue;
+        };
+        out.push(Procedure {
+            code,
+            time: ts(msg, &pr1, 5)?,
+            performer: datatypes::practitioner(&pr1.field(12))
+                .or_else(|| datatypes::practitioner(&pr1.field(11))),
+            visit_number: visit_number.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Insurance: every IN1 (IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-8 group
+/// number, IN1-12/13 plan dates, IN1-17 insured's relationship, IN1-36 policy number), as the
+/// v2-to-FHIR IG maps IN1 to Coverage. An IN1 that names neither plan nor company is ignored.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for IN1-12 or IN1-13 that do not parse.
+pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
+    let mut out = Vec::new();
+    for in1 in msg.segments_named("IN1") {
+        let c = Coverage {
+            plan: datatypes::coded(&in1.field(2)),
+            company_id: in1.get(3).string(),
+            company_name: in1.get(4).string(),
+            group_number: in1.get(8).string(),
+            policy_number: in1.get(36).string(),
+            start: ts(msg, &in1, 12)?,
+            end: ts(msg, &in1, 13)?,
+            relationship: datatypes::coded(&in1.field(17)),
+        };
+        if c.plan.is_some() || c.company_id.is_some() || c.company_name.is_some() {
+            out.push(c);
+        }
     }
     Ok(out)
 }

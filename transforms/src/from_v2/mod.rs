@@ -325,7 +325,16 @@ fn collect_practitioners(event: &mut Event) {
         .other_patient
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
+    if let Some(p) = &event.patient {
+        add(p.primary_care_provider.as_ref());
+        for pr in &p.procedures {
+            add(pr.performer.as_ref());
+        }
+    }
     for e in event.encounter.iter().chain(other_encounter) {
+        for r in &e.roles {
+            add(Some(&r.practitioner));
+        }
         add(e.attending.as_ref());
         add(e.referring.as_ref());
         for c in &e.consulting {

@@ -27,7 +27,7 @@ use crate::model::{
     Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority,
 };
 
-use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::adt::{diagnoses, encounter_from_pv1, patient_from_pid};
 use super::{
     collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
 };
@@ -60,7 +60,10 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
         _ => EventKind::OrderUpdated,
     };
     let mut event = new_event(kind, source_from_msh(msg)?);
-    event.patient = Some(patient_from_pid(msg)?);
+    let mut patient = patient_from_pid(msg)?;
+    // DG1 of the order's patient-visit or order group: the IG maps it to a Condition, as in ADT.
+    patient.diagnoses = diagnoses(msg)?;
+    event.patient = Some(patient);
     event.encounter = encounter_from_pv1(msg)?;
     for group in &groups {
         event.orders.push(order_from_segments(msg, group)?);

@@ -16,7 +16,9 @@
 
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
-use crate::model::{Event, EventKind, Observation, OrderStatus, ResultReport, ResultStatus};
+use crate::model::{
+    Attachment, Event, EventKind, Observation, OrderStatus, ResultReport, ResultStatus,
+};
 
 use super::adt::{encounter_from_pv1, patient_from_pid};
 use super::orders::{order_from_segments, OrderSegments};
@@ -128,7 +130,11 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     Ok(event)
 }
 
-fn observation(
+/// One OBX (with the NTEs after it) as an observation; also read by the ADT mapping.
+///
+/// # Errors
+/// [`MappingError`] without OBX-3, with an unknown OBX-11 or an unparsable OBX-14.
+pub(super) fn observation(
     msg: &V2Message<'_>,
     obx: &SegmentRef<'_, '_>,
     ntes: &[SegmentRef<'_, '_>],
@@ -139,7 +145,14 @@ fn observation(
     })?;
     let value_type = obx.get(2).upper_string();
     let field = obx.field(5);
+    let attachment = match value_type.as_deref() {
+        Some("ED") => encapsulated_data(&field.rep(1)),
+        Some("RP") => reference_pointer(&field.rep(1)),
+        _ => None,
+    };
     let (value, numeric_value, coded_value) = match value_type.as_deref() {
+        // The value is the attachment; its raw components are not text for a reader.
+        Some("ED" | "RP") => (None, None, None),
         Some("CE" | "CWE" | "CNE") => {
             let coded = datatypes::coded(&field);
             (
@@ -176,6 +189,7 @@ fn observation(
         value,
         numeric_value,
         coded_value,
+        attachment,
         units: datatypes::coded(&obx.field(6)),
         reference_range: obx.get(7).string(),
         abnormal_flags: obx
@@ -219,4 +233,58 @@ fn result_status(
         }
     };
     Ok(Some(status))
+}
+
+/// The MIME type of an HL7 type of data (table 0191: `AP` application, `IM` image, `AU`
+/// audio, `TEXT`/`TX` text, `MULTIPART`) and subtype (`PDF`, `JPEG`, `HTML`…), as the
+/// v2-to-FHIR IG's ED and RP maps put them in `Attachment.contentType`; `None` when the type is
+/// not one of those or either part is missing.
+fn mime_type(kind: Option<&str>, subtype: Option<&str>) -> Option<String> {
+    let top = match kind?.to_ascii_uppercase().as_str() {
+        "AP" | "APPLICATION" => "application",
+        "IM" | "IMAGE" => "image",
+        "AU" | "AUDIO" => "audio",
+        "TX" | "TEXT" => "text",
+        "MULTIPART" => "multipart",
+        "VIDEO" => "video",
+        _ => return None,
+    };
+    let sub = subtype?.trim().to_ascii_lowercase();
+    let sub_ok = !sub.is_empty()
+        && sub
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
+    sub_ok.then(|| format!("{top}/{sub}"))
+}
+
+/// ED: ED-2 type of data, ED-3 subtype, ED-4 encoding, ED-5 data. Data encoded `Base64` is
+/// kept as it is (FHIR's base64Binary); other encodings (`A` ASCII, `Hex`) are not carried.
+fn encapsulated_data(rep: &crate::hl7v2::access::RepRef<'_, '_>) -> Option<Attachment> {
+    let parts = rep.components();
+    let content_type = mime_type(parts.get(2).text(), parts.get(3).text());
+    let base64 = parts
+        .get(4)
+        .text()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    let data = parts
+        .get(5)
+        .string()
+        .filter(|_| base64)
+        .map(|d| d.split_whitespace().collect::<String>());
+    (content_type.is_some() || data.is_some()).then_some(Attachment {
+        content_type,
+        data,
+        url: None,
+    })
+}
+
+/// RP: RP-1 pointer (the URL), RP-3 type of data, RP-4 subtype.
+fn reference_pointer(rep: &crate::hl7v2::access::RepRef<'_, '_>) -> Option<Attachment> {
+    let parts = rep.components();
+    let url = parts.get(1).string()?;
+    Some(Attachment {
+        content_type: mime_type(parts.get(3).text(), parts.get(4).text()),
+        data: None,
+        url: Some(url),
+    })
 }

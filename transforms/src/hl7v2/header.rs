@@ -132,6 +132,11 @@ pub struct MessageHeader {
     pub message_code: String,
     /// MSH-9.2 trigger event, such as `A04`.
     pub trigger_event: String,
+    /// EVN-1 event type code of an ADT whose MSH-9 has no trigger (HL7 v2.1 and v2.2, where
+    /// MSH-9 is the message type alone and the event is named in EVN-1), read from the
+    /// segment after MSH; empty otherwise. [`MessageHeader::message_type`] uses it, as the
+    /// mapping (`from_v2::map`) does, so a route on `ADT^A02` matches a v2.2 A02.
+    pub evn_trigger: String,
     /// MSH-9.3 message structure, such as `ADT_A01`.
     pub message_structure: String,
     /// MSH-10 message control id.
@@ -150,6 +155,34 @@ pub struct MessageHeader {
 
 /// The delimiters of MSH-1 `field` and MSH-2 `encoding`, when MSH-2 holds four (or five)
 /// distinct ASCII punctuation characters other than `field`.
+/// EVN-1 (first component) of the segment after MSH when it is an EVN, trimmed; empty when
+/// there is none or it is not a plain code. Only the second segment is looked at: EVN follows
+/// MSH in every ADT structure, and the header reader stays bounded whatever the message holds.
+fn evn_event_type(text: &str, delimiters: Delimiters) -> String {
+    let Some(evn) = text.split(['\r', '\n']).filter(|l| !l.is_empty()).nth(1) else {
+        return String::new();
+    };
+    let Some(rest) = evn.strip_prefix("EVN") else {
+        return String::new();
+    };
+    let mut fields = rest.split(delimiters.field);
+    if fields.next() != Some("") {
+        return String::new();
+    }
+    let code = fields
+        .next()
+        .unwrap_or_default()
+        .split(delimiters.component)
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if code.len() <= 8 && code.chars().all(|c| c.is_ascii_alphanumeric()) {
+        code.to_ascii_uppercase()
+    } else {
+        String::new()
+    }
+}
+
 fn encoding_characters(field: char, encoding: &str) -> Option<Delimiters> {
     let mut enc = ['\0'; 5];
     let mut n = 0;
@@ -233,6 +266,13 @@ impl MessageHeader {
                 .unwrap_or_default()
                 .to_string()
         };
+        let message_code = component(9, 1);
+        let trigger_event = component(9, 2);
+        let evn_trigger = if trigger_event.is_empty() && message_code == "ADT" {
+            evn_event_type(text, delimiters)
+        } else {
+            String::new()
+        };
         Ok(MessageHeader {
             delimiters,
             encoding_characters_valid,
@@ -241,8 +281,9 @@ impl MessageHeader {
             receiving_application: get(5).to_string(),
             receiving_facility: get(6).to_string(),
             datetime: get(7).to_string(),
-            message_code: component(9, 1),
-            trigger_event: component(9, 2),
+            message_code,
+            trigger_event,
+            evn_trigger,
             message_structure: component(9, 3),
             control_id: get(10).to_string(),
             processing_id: component(11, 1),
@@ -253,12 +294,23 @@ impl MessageHeader {
         })
     }
 
-    /// `MSH-9.1^MSH-9.2`, such as `ADT^A04` (just `ADT` when there is no trigger).
+    /// `MSH-9.1^MSH-9.2`, such as `ADT^A04`; for a v2.1/v2.2 ADT without MSH-9.2 the trigger
+    /// of EVN-1 ([`MessageHeader::evn_trigger`]); just `ADT` when there is neither.
     pub fn message_type(&self) -> String {
-        if self.trigger_event.is_empty() {
+        let trigger = self.trigger();
+        if trigger.is_empty() {
             self.message_code.clone()
         } else {
-            format!("{}^{}", self.message_code, self.trigger_event)
+            format!("{}^{}", self.message_code, trigger)
+        }
+    }
+
+    /// The trigger event: MSH-9.2, else [`MessageHeader::evn_trigger`]; empty when neither.
+    pub fn trigger(&self) -> &str {
+        if self.trigger_event.is_empty() {
+            &self.evn_trigger
+        } else {
+            &self.trigger_event
         }
     }
 
@@ -372,6 +424,32 @@ mod tests {
             content_digest(b"MSH|^~\\&|A"),
             content_digest(b"MSH|^~\\&|B")
         );
+    }
+
+    #[test]
+    fn a_v22_adt_takes_its_trigger_from_evn_1() {
+        let h = MessageHeader::read(
+            "MSH|^~\\&|HIS|MAIN|SB|HUB|199901011200||ADT|C1|P|2.2\rEVN|A02|199901011200\rPID|||1\r",
+        )
+        .expect("valid");
+        assert_eq!(
+            h.trigger_event, "",
+            "MSH-9.2 stays as sent (the ACK echoes it)"
+        );
+        assert_eq!(h.evn_trigger, "A02");
+        assert_eq!(h.message_type(), "ADT^A02");
+        assert_eq!(h.message_type_label(), "ADT_A02");
+        // MSH-9.2 wins when present; EVN-1 is read for ADT only.
+        let h = MessageHeader::read("MSH|^~\\&|HIS|MAIN|SB|HUB|1||ADT^A01|C1|P|2.5\rEVN|A02\r")
+            .expect("valid");
+        assert_eq!(h.message_type(), "ADT^A01");
+        let h = MessageHeader::read("MSH|^~\\&|HIS|MAIN|SB|HUB|1||ORM|C1|P|2.2\rEVN|O01\r")
+            .expect("valid");
+        assert_eq!(h.message_type(), "ORM");
+        // No EVN after MSH: just the code.
+        let h = MessageHeader::read("MSH|^~\\&|HIS|MAIN|SB|HUB|1||ADT|C1|P|2.2\rPID|||1\r")
+            .expect("valid");
+        assert_eq!(h.message_type(), "ADT");
     }
 
     #[test]

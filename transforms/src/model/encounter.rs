@@ -120,4 +120,17 @@ pub struct Encounter {
     /// prescription…), discharge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<VisitEvent>,
+    /// Every ROL segment of the message (HL7 ROL: ROL-3 role, table 0443, such as `AT`
+    /// attending, `CP` consulting, `PP` primary care; ROL-4 person), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+/// A person's role in the visit (HL7 ROL; FHIR `Encounter.participant`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Role {
+    /// The role (ROL-3, HL7 table 0443).
+    pub role: Coded,
+    /// The person (ROL-4; its repetitions are one person's identifiers).
+    pub practitioner: Practitioner,
 }

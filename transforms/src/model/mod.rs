@@ -16,6 +16,7 @@ mod charge;
 mod common;
 mod encounter;
 mod event;
+mod local_time;
 mod order;
 mod patient;
 mod practitioner;
@@ -23,15 +24,21 @@ mod time;
 
 pub use appointment::{Appointment, AppointmentResource, AppointmentStatus};
 pub use charge::{Charge, ChargeStatus, PaymentOutcome, PaymentResult, TransactionType};
+/// An IANA time zone, as a channel's `timezone` names it (see [`Event::assume_timezone`]).
+pub use chrono_tz::Tz;
 pub use common::{Address, Coded, ContactUse, Decimal, DecimalError, HumanName, Phone};
-pub use encounter::{Encounter, EncounterClass, LocationStatus, LocationStay, VisitEvent};
+pub use encounter::{Encounter, EncounterClass, LocationStatus, LocationStay, Role, VisitEvent};
 pub use event::{
     BusinessKey, BusinessKeyKind, Event, EventKind, LinkedPatient, MergedPatient, PatientMerge,
     Source,
 };
-pub use order::{Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus};
+pub use local_time::offset_at;
+pub use order::{
+    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus,
+};
 pub use patient::{
-    Allergy, Contact, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
+    Allergy, Contact, Coverage, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
+    Procedure,
 };
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;

@@ -127,6 +127,10 @@ pub struct Observation {
     /// The value as a code when OBX-2 is `CE`/`CWE`/`CNE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coded_value: Option<Coded>,
+    /// The value as an attachment when OBX-2 is `ED` (encapsulated data) or `RP` (reference
+    /// pointer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
     /// Units (OBX-6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<Coded>,
@@ -145,6 +149,21 @@ pub struct Observation {
     /// Free-text comments (NTE-3 after the OBX, joined with newlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+}
+
+/// Data an observation carries or points at (HL7 ED, RP; FHIR Attachment).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// MIME type from the type of data and its subtype (ED-2/ED-3, RP-3/RP-4), e.g.
+    /// `application/pdf`, when they tell one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The data, base64 (ED-5 when ED-4 is `Base64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// Where the data is (RP-1 pointer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A result report: one OBR with its observations.

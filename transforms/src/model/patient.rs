@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_false, Address, Coded, HumanName, Phone, Timestamp};
+use super::{is_false, Address, Coded, HumanName, Observation, Phone, Practitioner, Timestamp};
 
 /// What kind of identifier an [`Identifier`] is (from HL7 CX-5 identifier type code, table 0203).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +120,20 @@ pub struct Patient {
     /// Date of death, when the patient died (PID-29).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death_time: Option<Timestamp>,
+    /// Procedures (PR1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procedures: Vec<Procedure>,
+    /// Observations about the patient sent with an ADT message (every OBX of it: height,
+    /// weight, blood group…), in message order; FHIR Observations of the patient.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<Observation>,
+    /// Insurance plans (IN1 segments), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coverages: Vec<Coverage>,
+    /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
+    /// PV1-7's are); FHIR `Patient.generalPractitioner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_care_provider: Option<Practitioner>,
 }
 
 impl Patient {
@@ -208,4 +222,50 @@ pub struct Diagnosis {
     /// The visit it was made in (PV1-19 of the message), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visit_number: Option<String>,
+}
+
+/// A procedure performed on the patient (HL7 PR1; FHIR Procedure).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Procedure {
+    /// The procedure code (PR1-3); PR1-4 (description, deprecated) as its text when PR1-3 has
+    /// none.
+    pub code: Coded,
+    /// When it was performed (PR1-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Timestamp>,
+    /// Who performed it (PR1-12 procedure practitioner, else PR1-11 surgeon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performer: Option<Practitioner>,
+    /// The visit it was performed in (PV1-19 of the message), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit_number: Option<String>,
+}
+
+/// An insurance plan of the patient (HL7 IN1; FHIR Coverage).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Coverage {
+    /// The plan (IN1-2 health plan id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Coded>,
+    /// The insurance company's id (IN1-3, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
+    /// The insurance company's name (IN1-4, XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_name: Option<String>,
+    /// Group number (IN1-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_number: Option<String>,
+    /// Policy number (IN1-36): the subscriber's id with the insurer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_number: Option<String>,
+    /// Plan effective date (IN1-12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// Plan expiration date (IN1-13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
 }

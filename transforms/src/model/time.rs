@@ -134,6 +134,24 @@ impl Timestamp {
         self.precision
     }
 
+    /// The same local time with a UTC offset (minutes east of UTC); `Err` below hour
+    /// precision (a date has no time zone) or out of range.
+    ///
+    /// # Errors
+    /// [`TimestampError`] as [`Timestamp::from_parts`] gives it.
+    pub fn with_offset_minutes(&self, offset_minutes: i16) -> Result<Self, TimestampError> {
+        if self.precision < Precision::Hour {
+            return Err(TimestampError::Malformed("offset without time"));
+        }
+        if offset_minutes.abs() > 14 * 60 {
+            return Err(TimestampError::OutOfRange("utc offset"));
+        }
+        Ok(Timestamp {
+            offset_minutes: Some(offset_minutes),
+            ..*self
+        })
+    }
+
     /// The UTC offset in minutes, if the sender gave one.
     pub fn offset_minutes(&self) -> Option<i16> {
         self.offset_minutes
