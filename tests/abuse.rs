@@ -366,6 +366,11 @@ async fn a_flood_from_one_address_over_its_cap_is_refused_logged_once_and_others
         .filter(|l| l.contains("Connections refused"))
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "a log written to a file carries no colour codes: {}",
+        lines[0]
+    );
     assert!(lines[0].contains("127.0.0.1"), "{}", lines[0]);
     assert!(
         lines[0].contains("max_connections_per_peer"),
