@@ -247,6 +247,46 @@ fn assert_all_stored<'a>(
     );
 }
 
+/// Load for a power cut: `connections` MLLP clients on `addr`, each sending at most
+/// `per_connection` ADTs with control ids `<prefix>-<conn>-<i>` until `stop` (or the engine is
+/// gone), adding every id answered AA/CA to `acked`.
+fn burst(
+    addr: &str,
+    connections: usize,
+    per_connection: usize,
+    prefix: &str,
+    acked: &Arc<Mutex<HashSet<String>>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..connections)
+        .map(|conn| {
+            let (addr, acked, stop) = (addr.to_string(), acked.clone(), stop.clone());
+            let prefix = prefix.to_string();
+            tokio::spawn(async move {
+                let Ok(mut client) =
+                    channels::mllp::client::MllpClient::connect(&addr, Duration::from_secs(5))
+                        .await
+                else {
+                    return;
+                };
+                for i in 0..per_connection {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let id = format!("{prefix}-{conn}-{i}");
+                    let Ok(bytes) = client.send(adt(&id).as_bytes()).await else {
+                        return; // the engine is gone
+                    };
+                    let text = String::from_utf8_lossy(&bytes);
+                    if matches!(segment(&text, "MSA")[1].as_str(), "AA" | "CA") {
+                        acked.lock().expect("lock").insert(id);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn the_disk_loses_what_was_not_fsynced_and_keeps_what_was() {
     use std::os::unix::fs::FileExt;
@@ -346,32 +386,7 @@ async fn twenty_power_cuts_under_load_lose_no_acknowledged_message() {
         }
         let addr = engine.mllp("lab");
         let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for conn in 0..CONNECTIONS {
-            let (addr, acked, stop) = (addr.clone(), acked.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                let Ok(mut client) =
-                    channels::mllp::client::MllpClient::connect(&addr, Duration::from_secs(5))
-                        .await
-                else {
-                    return;
-                };
-                // Bounded: at most 2,000 messages per connection per burst.
-                for i in 0..2000 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = format!("PC{cut}-{conn}-{i}");
-                    let Ok(bytes) = client.send(adt(&id).as_bytes()).await else {
-                        return; // the engine is gone
-                    };
-                    let text = String::from_utf8_lossy(&bytes);
-                    if matches!(segment(&text, "MSA")[1].as_str(), "AA" | "CA") {
-                        acked.lock().expect("lock").insert(id);
-                    }
-                }
-            }));
-        }
+        let tasks = burst(&addr, CONNECTIONS, 2000, &format!("PC{cut}"), &acked, &stop);
         tokio::time::sleep(Duration::from_millis(jitter.between(200, 1200))).await;
         engine.kill();
         dropped.push(disk.cut());
@@ -574,32 +589,14 @@ async fn files_written_by_the_file_destination_are_whole_after_power_cuts() {
         }
         let addr = engine.mllp("lab");
         let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for conn in 0..CONNECTIONS {
-            let (addr, acked, stop) = (addr.clone(), acked.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                let Ok(mut client) =
-                    channels::mllp::client::MllpClient::connect(&addr, Duration::from_secs(5))
-                        .await
-                else {
-                    return;
-                };
-                // Bounded: at most 1,000 messages per connection per burst.
-                for i in 0..1000 {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let id = format!("FPC{cut}-{conn}-{i}");
-                    let Ok(bytes) = client.send(adt(&id).as_bytes()).await else {
-                        return;
-                    };
-                    let text = String::from_utf8_lossy(&bytes);
-                    if matches!(segment(&text, "MSA")[1].as_str(), "AA" | "CA") {
-                        acked.lock().expect("lock").insert(id);
-                    }
-                }
-            }));
-        }
+        let tasks = burst(
+            &addr,
+            CONNECTIONS,
+            1000,
+            &format!("FPC{cut}"),
+            &acked,
+            &stop,
+        );
         tokio::time::sleep(Duration::from_millis(jitter.between(400, 1500))).await;
         engine.kill();
         disk.cut();
