@@ -511,18 +511,7 @@ mod tests {
             assert!(!s.first_bad_booking("lx", "abc").expect("bad"));
             s.db.flush().expect("flush");
         }
-        // sled's flusher thread lets go of the database shortly after the store is dropped.
-        let mut reopened = None;
-        for _ in 0..300 {
-            match Store::open(dir.path(), Durability::Os, &metrics) {
-                Ok(s) => {
-                    reopened = Some(s);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-        let s = reopened.expect("reopen");
+        let s = crate::store::tests::reopen(|| Store::open(dir.path(), Durability::Os, &metrics));
         let e = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
         assert_eq!(e.state, BookingState::Confirmed);
         assert_eq!(

@@ -260,22 +260,14 @@ mod tests {
             s.db.flush().expect("flush");
             old
         };
-        let mut reopened = None;
-        for _ in 0..300 {
-            match Store::open_sealed(
+        let s = crate::store::tests::reopen(|| {
+            Store::open_sealed(
                 dir.path(),
                 Durability::Os,
                 &metrics,
                 Seal::new(&[k2.clone(), k1.clone()]),
-            ) {
-                Ok(s) => {
-                    reopened = Some(s);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-        let s = reopened.expect("reopen rotated");
+            )
+        });
         let new = put(&s, now, mrn);
         put(&s, now, "MRN-other");
         assert_eq!(find(&s, mrn), [new, old], "found under both keys");

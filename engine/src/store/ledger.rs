@@ -316,7 +316,9 @@ mod tests {
             assert!(s.ledger_keys_of(7).expect("keys").is_empty(), "moved to 9");
             assert_eq!(s.ledger_keys_of(9).expect("keys").len(), 2);
         }
-        let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("reopen");
+        let s = crate::store::tests::reopen(|| {
+            Store::open(dir.path(), Durability::Os, &Metrics::new("t"))
+        });
         let only_placer = AppointmentRef {
             placer_id: Some("PL-1".into()),
             filler_id: None,

@@ -523,6 +523,22 @@ impl Store {
 pub(crate) mod tests {
     use super::*;
 
+    /// Opens a store again after a test dropped it. sled's flusher thread lets go of the file
+    /// lock shortly after the last handle is dropped, so the first tries may find it held.
+    pub(crate) fn reopen(mut open: impl FnMut() -> Result<Store, StoreError>) -> Store {
+        let mut last = None;
+        for _ in 0..500 {
+            match open() {
+                Ok(s) => return s,
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        panic!("reopen: {last:?}");
+    }
+
     pub(crate) fn record(
         id: u64,
         channel: &str,
