@@ -38,9 +38,10 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Metric family names in `text`: `switchboard_*`, histogram suffixes removed.
+/// Metric family names in `text`: `switchboard_*` and the standard `process_*`, histogram
+/// suffixes removed.
 fn names_in(text: &str) -> BTreeSet<String> {
-    let re = regex::Regex::new(r"switchboard_[a-z0-9_]+").expect("valid regex");
+    let re = regex::Regex::new(r"\b(?:switchboard|process)_[a-z0-9_]+").expect("valid regex");
     re.find_iter(text)
         .map(|m| {
             let n = m.as_str();
@@ -107,7 +108,7 @@ fn dashboards_use_only_exported_names() {
     let used = names_in(&read("switchboard-overview.json"));
     let not_shown: Vec<_> = exported
         .difference(&used)
-        .filter(|n| n.as_str() != "switchboard_process_virtual_memory_bytes")
+        .filter(|n| n.as_str() != "process_virtual_memory_bytes")
         .collect();
     assert!(
         not_shown.is_empty(),
@@ -129,6 +130,10 @@ fn dashboard_is_importable_grafana_json() {
     };
     assert_eq!(var("DS_PROMETHEUS")["type"], "datasource");
     assert_eq!(var("DS_PROMETHEUS")["query"], "prometheus");
+    assert_eq!(
+        var("instance")["query"]["query"],
+        "label_values(switchboard_build_info, instance)"
+    );
     for (name, label) in [("channel", "channel)"), ("destination", "destination)")] {
         let v = var(name);
         assert_eq!(v["type"], "query");
@@ -154,12 +159,16 @@ fn dashboard_is_importable_grafana_json() {
         assert!(!targets.is_empty(), "{title} has no query");
         for t in targets {
             assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let expr = t["expr"].as_str().expect("expr");
             assert!(
-                t["expr"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("switchboard_")),
+                expr.contains("switchboard_") || expr.contains("process_"),
                 "{title}: {t}"
             );
+            // Two engines never merge into one line: every query keeps the instance.
+            assert!(expr.contains("instance=~\"$instance\""), "{title}: {expr}");
+            if expr.contains("by (") {
+                assert!(expr.contains("by (instance"), "{title}: {expr}");
+            }
         }
     }
     assert!(panels.len() >= 20, "{} panels", panels.len());
@@ -198,6 +207,37 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
     )
     .expect("channel");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let url = format!("{}/metrics", engine.admin());
+    // Before any traffic: every family is there already, its configured series at 0, so a
+    // fresh engine's dashboard shows 0 rather than "No data".
+    let fresh = reqwest::get(&url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let not_yet: Vec<_> = exported()
+        .difference(&families(&fresh))
+        .filter(|n| !engine::metrics::CONDITIONAL.contains(&n.as_str()))
+        .filter(|n| !engine::metrics::FIRST_EVENT.contains(&n.as_str()))
+        .cloned()
+        .collect();
+    assert!(
+        not_yet.is_empty(),
+        "a fresh engine does not serve {not_yet:?}\n{fresh}"
+    );
+    for zero in [
+        "switchboard_messages_rejected_total{channel=\"lab\",reason=\"data_type\"} 0",
+        "switchboard_acks_sent_total{channel=\"lab\",code=\"AE\"} 0",
+        "switchboard_dead_letters_total{channel=\"lab\",destination=\"hook\"} 0",
+        "switchboard_dead_letters_outstanding{channel=\"lab\",destination=\"hook\"} 0",
+        "switchboard_deliveries_total{channel=\"lab\",destination=\"hook\",outcome=\"dead_letter\"} 0",
+    ] {
+        assert!(
+            fresh.lines().any(|l| l == zero),
+            "a fresh engine does not serve `{zero}`\n{fresh}"
+        );
+    }
     let mut client = connect(&engine.mllp("lab")).await;
     for i in 0..3 {
         let ack = send(&mut client, adt(&format!("OPS-{i}")).as_bytes()).await;
@@ -217,12 +257,12 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
     send(&mut client, bad.as_bytes()).await;
     drop(client);
 
-    let url = format!("{}/metrics", engine.admin());
     let expect = [
         "switchboard_duplicates_total{channel=\"lab\"} 1",
         "switchboard_messages_rejected_total{channel=\"lab\",reason=\"unsupported_processing_id\"} 1",
         "switchboard_deliveries_total{channel=\"lab\",destination=\"hook\",outcome=\"delivered\"} 3",
         "switchboard_dead_letters_total{channel=\"lab\",destination=\"hook\"} 1",
+        "switchboard_dead_letters_outstanding{channel=\"lab\",destination=\"hook\"} 1",
         "switchboard_mllp_connections_closed_total{channel=\"lab\"} 1",
         "switchboard_sftp_files_picked_total{channel=\"drop\"} 0",
     ];
@@ -263,6 +303,35 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
         unlisted.is_empty(),
         "/metrics serves families exported_names() does not list: {unlisted:?}"
     );
+    // Discarding the dead letter brings the outstanding gauge back to 0 (re-read from the
+    // store within DEAD_LETTERS_REFRESH_SECS), so an alert on it stops.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/dead-letters/discard", engine.admin()))
+        .header("X-Switchboard-User", "ops-test")
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await
+        .expect("discard");
+    assert_eq!(resp.status(), 200);
+    let settled = "switchboard_dead_letters_outstanding{channel=\"lab\",destination=\"hook\"} 0";
+    let deadline =
+        Instant::now() + Duration::from_secs(engine::metrics::DEAD_LETTERS_REFRESH_SECS + 10);
+    loop {
+        let now = reqwest::get(&url)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if now.lines().any(|l| l == settled) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outstanding dead letters did not return to 0 after the discard\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let free = text
         .lines()
         .find_map(|l| l.strip_prefix("switchboard_store_disk_available_bytes "))
@@ -542,6 +611,7 @@ async fn real_prometheus_scrapes_the_engine_and_evaluates_the_rules() {
     for expr in dashboard_exprs(&dash) {
         let q = expr
             .replace("$__rate_interval", "1m")
+            .replace("$instance", ".*")
             .replace("$channel", ".*")
             .replace("$destination", ".*");
         prom.api("query", &[("query", &q)]).await;

@@ -175,6 +175,7 @@ impl Hub {
                 &self.metrics.destination_up,
                 &self.metrics.outbox_depth,
                 &self.metrics.outbox_oldest_age,
+                &self.metrics.dead_letters_outstanding,
             ] {
                 let _ = g.remove_label_values(&[channel, dest]);
             }
@@ -591,6 +592,20 @@ impl Worker {
         let up = self.metrics.destination_up.with_label_values(&labels);
         let depth_gauge = self.metrics.outbox_depth.with_label_values(&labels);
         let age_gauge = self.metrics.outbox_oldest_age.with_label_values(&labels);
+        self.metrics.destination_started(labels[0], labels[1]);
+        let dead_gauge = self
+            .metrics
+            .dead_letters_outstanding
+            .with_label_values(&labels);
+        let refresh_dead = || match self.store.dead_letter_count(&self.name) {
+            Ok(n) => dead_gauge.set(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => {
+                warn!(destination = %self.name, error = %e, "Cannot count the dead letters.")
+            }
+        };
+        refresh_dead();
+        let mut dead_refresh_at =
+            Instant::now() + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS);
         // `up` is set by the first health check, then by deliveries, the breaker and the
         // checks that run while the destination is down (see `health_result`).
         let health_every = Duration::from_secs(self.cfg.healthcheck_interval_secs.max(1));
@@ -881,6 +896,11 @@ impl Worker {
                         self.spawn_healthcheck(&health_tx);
                     }
                     depth_gauge.set(depth);
+                    if Instant::now() >= dead_refresh_at {
+                        refresh_dead();
+                        dead_refresh_at = Instant::now()
+                            + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS);
+                    }
                     let oldest = queues.values().filter_map(|q| q.front().map(|(_, c)| *c)).min();
                     age_gauge.set(oldest.map(|c| (now_ms().saturating_sub(c) / 1000) as i64).unwrap_or(0));
                 }
@@ -1085,6 +1105,10 @@ impl Worker {
                         .with_label_values(&[labels[0], labels[1], "dead_letter"])
                         .inc();
                     self.metrics.dead_letters.with_label_values(&labels).inc();
+                    self.metrics
+                        .dead_letters_outstanding
+                        .with_label_values(&labels)
+                        .inc();
                     error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
                     self.finish(&item, &attempt, false, &reason, None, shutdown)
                         .await

@@ -89,11 +89,14 @@ fn webhook_format(format: &str) -> WebhookFormat {
     }
 }
 
+/// Every label [`reason_label`] gives.
+pub const REASON_LABELS: &[&str] = &["unprocessable_content", "invalid_content"];
+
 /// The label of `rejected{reason}` for an HTTP status.
 fn reason_label(status: u16) -> &'static str {
     match status {
-        422 => "unprocessable_content",
-        _ => "invalid_content",
+        422 => REASON_LABELS[0],
+        _ => REASON_LABELS[1],
     }
 }
 

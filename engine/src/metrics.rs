@@ -71,6 +71,12 @@ pub const OUTBOX_DEPTH: &str = "switchboard_outbox_depth";
 pub const OUTBOX_OLDEST_AGE: &str = "switchboard_outbox_oldest_age_seconds";
 /// `switchboard_dead_letters_total{channel, destination}`: deliveries given up.
 pub const DEAD_LETTERS: &str = "switchboard_dead_letters_total";
+/// `switchboard_dead_letters_outstanding{channel, destination}`: dead letters still waiting for
+/// a retry or discard (read from the store when the destination starts, after each new dead
+/// letter, and every [`DEAD_LETTERS_REFRESH_SECS`] seconds, so retries and discards show).
+pub const DEAD_LETTERS_OUTSTANDING: &str = "switchboard_dead_letters_outstanding";
+/// How often a destination re-reads its [`DEAD_LETTERS_OUTSTANDING`] from the store.
+pub const DEAD_LETTERS_REFRESH_SECS: u64 = 10;
 /// `switchboard_appointment_slots_closed_total{channel, destination}`: old slots closed
 /// before a rescheduled appointment was sent (see `store::ledger`).
 pub const APPOINTMENT_SLOTS_CLOSED: &str = "switchboard_appointment_slots_closed_total";
@@ -129,6 +135,28 @@ pub const LATREXA_HUB_CONNECTED: &str = "switchboard_latrexa_hub_connected";
 /// `failed`.
 pub const LATREXA_HEARTBEATS: &str = "switchboard_latrexa_heartbeats_total";
 
+/// The `outcome` label values of [`DELIVERIES`]; each starts at 0 with its destination.
+pub const DELIVERY_OUTCOMES: &[&str] = &["delivered", "retried", "dead_letter"];
+
+/// The `code` label values of [`ACKS_SENT`] on an HL7 source; each starts at 0 with its
+/// channel (HTTP sources label answers with their status code, which appear as sent).
+pub const HL7_ACK_CODES: &[&str] = &["AA", "AE", "AR", "CA", "CE", "CR"];
+
+/// The `reason` label values of [`MESSAGES_REJECTED`]: every HL7 error code's label and the
+/// HTTP sources' two; each starts at 0 with its channel.
+pub fn reject_reasons() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = transforms::hl7v2::validate::ErrorCode::ALL
+        .iter()
+        .map(|c| c.reason_label())
+        .collect();
+    v.extend_from_slice(crate::ingest_http::REASON_LABELS);
+    v
+}
+
+/// Families that appear with their first event, not at start: a zero would be a lie
+/// (`switchboard_channel_last_message_timestamp_seconds` = 0 reads as "1970").
+pub const FIRST_EVENT: &[&str] = &[CHANNEL_LAST_MESSAGE];
+
 /// The `operation` label values of [`STORE_ERRORS`]; each starts at 0 so alerts see the series.
 pub const STORE_OPERATIONS: &[&str] = &["write", "flush"];
 
@@ -138,19 +166,20 @@ pub const STORE_WRITE_PATHS: &[&str] = &[
     "ingest", "delivery", "booking", "operator", "status", "audit",
 ];
 
-/// Namespace of the process collector (Linux only): `switchboard_process_*`.
-pub const PROCESS_NAMESPACE: &str = "switchboard";
+/// Namespace of the process collector (Linux only): none, so the families have the standard
+/// `process_*` names every Prometheus client library exports (and dashboards expect).
+pub const PROCESS_NAMESPACE: &str = "";
 
 /// The families the prometheus crate's process collector exports under [`PROCESS_NAMESPACE`]
 /// (see its `process_collector.rs`): CPU, file descriptors, memory, start time, threads.
 pub const PROCESS_METRICS: &[&str] = &[
-    "switchboard_process_cpu_seconds_total",
-    "switchboard_process_open_fds",
-    "switchboard_process_max_fds",
-    "switchboard_process_virtual_memory_bytes",
-    "switchboard_process_resident_memory_bytes",
-    "switchboard_process_start_time_seconds",
-    "switchboard_process_threads",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
 ];
 
 /// Every metric family `/metrics` exports, by family name (histograms without their
@@ -186,6 +215,7 @@ pub fn exported_names() -> Vec<&'static str> {
         OUTBOX_DEPTH,
         OUTBOX_OLDEST_AGE,
         DEAD_LETTERS,
+        DEAD_LETTERS_OUTSTANDING,
         APPOINTMENT_SLOTS_CLOSED,
         DESTINATION_UP,
         STORE_PURGED,
@@ -305,6 +335,8 @@ pub struct Metrics {
     pub outbox_oldest_age: IntGaugeVec,
     /// See [`DEAD_LETTERS`].
     pub dead_letters: IntCounterVec,
+    /// See [`DEAD_LETTERS_OUTSTANDING`].
+    pub dead_letters_outstanding: IntGaugeVec,
     /// See [`APPOINTMENT_SLOTS_CLOSED`].
     pub slots_closed: IntCounterVec,
     /// See [`DESTINATION_UP`].
@@ -530,6 +562,10 @@ impl Metrics {
             OUTBOX_OLDEST_AGE,
             "Age in seconds of the oldest delivery waiting.",
         );
+        let dead_letters_outstanding = gauge(
+            DEAD_LETTERS_OUTSTANDING,
+            "Dead letters waiting for a retry or discard.",
+        );
         let destination_up = gauge(
             DESTINATION_UP,
             "1 when the destination takes deliveries, 0 while its circuit breaker is open.",
@@ -674,6 +710,7 @@ impl Metrics {
             outbox_depth,
             outbox_oldest_age,
             dead_letters,
+            dead_letters_outstanding,
             slots_closed,
             destination_up,
             purged,
@@ -713,6 +750,42 @@ impl Metrics {
             .set(1);
     }
 
+    /// Creates the series of a channel that starts, at 0, so dashboards and alerts see 0
+    /// rather than no data: answers (`hl7_answers`: an HL7 source), rejections by reason,
+    /// resends, the ingest time histogram, retention, and what routing did. The message type
+    /// label of the zero series is `other`.
+    pub fn channel_started(&self, channel: &str, hl7_answers: bool) {
+        if hl7_answers {
+            for code in HL7_ACK_CODES {
+                self.acks.with_label_values(&[channel, code]);
+            }
+        }
+        for reason in reject_reasons() {
+            self.rejected.with_label_values(&[channel, reason]);
+        }
+        self.received.with_label_values(&[channel, "other"]);
+        for outcome in ["routed", "filtered"] {
+            self.processed
+                .with_label_values(&[channel, "other", outcome]);
+        }
+        self.duplicates.with_label_values(&[channel]);
+        self.ingest_duration.with_label_values(&[channel]);
+        self.retention_removed.with_label_values(&[channel]);
+    }
+
+    /// Creates the series of a destination that starts, at 0 (see [`Metrics::channel_started`]).
+    pub fn destination_started(&self, channel: &str, destination: &str) {
+        let labels = [channel, destination];
+        for outcome in DELIVERY_OUTCOMES {
+            self.deliveries
+                .with_label_values(&[channel, destination, outcome]);
+        }
+        self.dead_letters.with_label_values(&labels);
+        self.slots_closed.with_label_values(&labels);
+        self.delivery_duration.with_label_values(&labels);
+        self.dead_letters_outstanding.with_label_values(&labels);
+    }
+
     /// The source metrics of one channel.
     pub fn source(&self, channel: &str) -> channels::source::SourceMetrics {
         // Starts at 0 with the channel, so an alert on it sees the series.
@@ -736,8 +809,10 @@ impl Metrics {
     }
 
     /// Sets [`TLS_CERT_EXPIRY`] for every certificate a channel's source or destinations
-    /// loaded; called once at start, after the certificates were checked.
+    /// loaded, and forgets the others; called at start and after every reload that applied,
+    /// so a channel added by a reload has its expiry and a removed one loses it.
     pub fn record_tls_expiry(&self, channels: &[crate::config::LoadedChannel]) {
+        self.tls_cert_expiry.reset();
         for ch in channels {
             let name = ch.config.name.as_str();
             let set = |endpoint: &str, expiries: Vec<channels::tls::CertExpiry>| {
@@ -826,6 +901,9 @@ mod tests {
         m.outbox_depth.with_label_values(&["c", "d"]).set(0);
         m.outbox_oldest_age.with_label_values(&["c", "d"]).set(0);
         m.dead_letters.with_label_values(&["c", "d"]).inc();
+        m.dead_letters_outstanding
+            .with_label_values(&["c", "d"])
+            .set(1);
         m.slots_closed.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
         m.retention_removed.with_label_values(&["c"]).inc();
@@ -846,6 +924,54 @@ mod tests {
         let listed: std::collections::BTreeSet<&str> = exported_names().into_iter().collect();
         assert_eq!(rendered, listed, "exported_names() and the registry differ");
         assert_eq!(listed.len(), exported_names().len(), "no name listed twice");
+    }
+
+    #[test]
+    fn a_started_channel_and_destination_serve_their_families_at_zero() {
+        let m = Metrics::new("abc");
+        let _ = m.source("c");
+        let _ = m.sftp("c");
+        let _ = m.latrexa_received.with_label_values(&["c", "hub"]);
+        let _ = m.latrexa_confirmed.with_label_values(&["c"]);
+        let _ = m.latrexa_rejected.with_label_values(&["c"]);
+        let _ = m.latrexa_hub_connected.with_label_values(&["c"]);
+        let _ = m.latrexa_heartbeats.with_label_values(&["c", "sent"]);
+        m.channel_started("c", true);
+        m.destination_started("c", "d");
+        // What the delivery worker sets itself when it starts.
+        let _ = m.destination_up.with_label_values(&["c", "d"]);
+        let _ = m.outbox_depth.with_label_values(&["c", "d"]);
+        let _ = m.outbox_oldest_age.with_label_values(&["c", "d"]);
+        let text = m.render();
+        let rendered: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let missing: Vec<&str> = exported_names()
+            .into_iter()
+            .filter(|n| !rendered.contains(n))
+            .filter(|n| !CONDITIONAL.contains(n) && !FIRST_EVENT.contains(n))
+            .collect();
+        assert!(missing.is_empty(), "not served from the start: {missing:?}");
+        for reason in reject_reasons() {
+            let line = format!(
+                "switchboard_messages_rejected_total{{channel=\"c\",reason=\"{reason}\"}} 0"
+            );
+            assert!(text.lines().any(|l| l == line), "{line}");
+        }
+        for outcome in DELIVERY_OUTCOMES {
+            let line = format!(
+                "switchboard_deliveries_total{{channel=\"c\",destination=\"d\",outcome=\"{outcome}\"}} 0"
+            );
+            assert!(text.lines().any(|l| l == line), "{line}");
+        }
+        let labels: std::collections::BTreeSet<&str> = reject_reasons().into_iter().collect();
+        assert_eq!(
+            labels.len(),
+            reject_reasons().len(),
+            "reason labels are distinct"
+        );
     }
 
     #[test]

@@ -435,6 +435,24 @@ impl Store {
         Ok(out)
     }
 
+    /// How many dead letters destination `channel/destination` has (keys only).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn dead_letter_count(&self, destination: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self
+            .dead_letters
+            .scan_prefix(outbox_prefix(destination))
+            .keys()
+        {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Dead letters, optionally of one destination (`channel/destination`) or channel.
     ///
     /// # Errors

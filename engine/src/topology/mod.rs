@@ -313,6 +313,7 @@ impl Supervisor {
         self.shared
             .metrics
             .set_config_version(&report.previous_version, &new.version);
+        self.shared.metrics.record_tls_expiry(&new.channels);
         if t.config.engine.log.level != new.engine.log.level
             || t.config.engine.log.format != new.engine.log.format
         {
@@ -479,6 +480,13 @@ async fn start_channel(
         shutdown: stop.clone(),
         metrics: shared.metrics.source(&name),
     };
+    shared.metrics.channel_started(
+        &name,
+        matches!(
+            loaded.config.source,
+            crate::config::SourceConfig::MllpListener(_)
+        ),
+    );
     let deps = source::SourceDeps {
         metrics: &shared.metrics,
         store: &shared.store,

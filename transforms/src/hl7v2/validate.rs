@@ -37,6 +37,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::SegmentSequence,
+        ErrorCode::RequiredFieldMissing,
+        ErrorCode::DataType,
+        ErrorCode::TableValueNotFound,
+        ErrorCode::ValueTooLong,
+        ErrorCode::UnsupportedMessageType,
+        ErrorCode::UnsupportedEventCode,
+        ErrorCode::UnsupportedProcessingId,
+        ErrorCode::UnsupportedVersionId,
+        ErrorCode::ApplicationInternalError,
+        ErrorCode::DeliveryNotConfirmed,
+    ];
+
     /// The numeric code of table 0357.
     pub fn code(self) -> u16 {
         match self {
