@@ -591,3 +591,56 @@ async fn fhir_rest_source_over_tls_accepts_https_and_refuses_plain_http() {
     .await;
     assert_eq!(list["count"], 1, "nothing stored from plain HTTP: {list}");
 }
+
+/// A TLS channel added by a reload gets its certificate expiry (so its alert can fire); a
+/// channel removed by a reload loses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_follows_reloads() {
+    let cfg = TestConfig::new("", "");
+    write_channel(&cfg, "", "");
+    let pki = cfg.root.path().join("pki");
+    std::fs::create_dir_all(&pki).expect("mkdir");
+    let ca = Ca::new(&pki, "server-ca");
+    let server = ca.leaf("switchboard", &["localhost", "127.0.0.1"]);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let series = "switchboard_tls_cert_expiry_timestamp_seconds{channel=\"secure\",endpoint=\"source\",role=\"server\"} ";
+    assert!(!metrics(&engine).await.contains(series));
+
+    let secure = cfg.conf().join("channels/secure.toml");
+    std::fs::write(
+        &secure,
+        format!(
+            "name = \"secure\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[source.tls]\ncert = \"{}\"\nkey = {{ file = \"{}\" }}\n",
+            server.cert.display(),
+            server.key.display()
+        ),
+    )
+    .expect("write channel");
+    let reload = |admin: String| async move {
+        let resp = reqwest::Client::new()
+            .post(format!("{admin}/api/reload"))
+            .send()
+            .await
+            .expect("admin API reachable");
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    };
+    reload(engine.admin()).await;
+    let text = metrics(&engine).await;
+    let v: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no expiry for the channel added by the reload: {text}"));
+    assert!(
+        v > 4_000_000_000,
+        "rcgen's default notAfter is in 4096: {v}"
+    );
+
+    std::fs::remove_file(&secure).expect("remove channel");
+    reload(engine.admin()).await;
+    let text = metrics(&engine).await;
+    assert!(
+        !text.contains(series),
+        "the removed channel's expiry is still served: {text}"
+    );
+}
