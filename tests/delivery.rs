@@ -495,3 +495,78 @@ async fn canonical_and_fhir_payloads_are_rendered_once_at_ingest() {
         "delivered payloads leave the outbox: {kinds:?}"
     );
 }
+
+/// `POST /api/reprocess` filters by message type before its limit (ORU with limit 2 among
+/// newer ADT messages reprocesses two ORU), and writes one audit record for the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_reprocess_filters_before_its_limit_and_audits_once() {
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let channel = format!(
+        "[[route]]\nto = [\"hook\"]\npayload = \"hl7\"\n{}",
+        webhook("hook", &sink.url, "")
+    );
+    let cfg = TestConfig::new("", &channel);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let admin = engine.admin();
+    let mut client = connect(&engine.mllp("lab")).await;
+    // Three ORU first, then five newer ADT.
+    for i in 0..3 {
+        let oru = adt(&format!("BR-ORU-{i}")).replace("ADT^A04^ADT_A01", "ORU^R01^ORU_R01");
+        let ack = send(&mut client, oru.as_bytes()).await;
+        assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    }
+    for i in 0..5 {
+        let ack = send(&mut client, adt(&format!("BR-ADT-{i}")).as_bytes()).await;
+        assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    }
+    assert!(eventually(20, || sink.received().len() == 8).await);
+
+    let listed = get_json(&format!("{admin}/api/messages?message_type=ORU&limit=2")).await;
+    assert_eq!(listed["count"], 2, "{listed}");
+
+    let resp = reqwest::Client::new()
+        .post(format!("{admin}/api/reprocess"))
+        .header("X-Switchboard-User", "integration-eng")
+        .json(&serde_json::json!({"message_type": "ORU", "limit": 2}))
+        .send()
+        .await
+        .expect("reprocess");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["reprocessed"], 2, "{body}");
+    assert!(eventually(20, || sink.received().len() == 10).await);
+    let again: Vec<String> = sink.received()[8..]
+        .iter()
+        .map(|(_, b)| segment(b, "MSH")[9].clone())
+        .collect();
+    assert!(
+        again.iter().all(|c| c.starts_with("BR-ORU-")),
+        "only ORU were sent again: {again:?}"
+    );
+
+    let audit = get_json(&format!("{admin}/api/audit")).await;
+    let bulk: Vec<&serde_json::Value> = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|a| a["action"] == "reprocess_bulk")
+        .collect();
+    assert_eq!(bulk.len(), 1, "one record for the request: {audit}");
+    assert_eq!(bulk[0]["count"], 2);
+    assert_eq!(bulk[0]["who"], "api (integration-eng)");
+    assert!(
+        bulk[0]["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("message_type=ORU")),
+        "{}",
+        bulk[0]
+    );
+    assert!(
+        !audit["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|a| a["action"] == "reprocess"),
+        "no record per message: {audit}"
+    );
+}

@@ -214,6 +214,8 @@ struct ListParams {
     /// order_number (order).
     key_type: Option<String>,
     status: Option<String>,
+    /// `ORU`, `ADT^A08`, `ADT^*`.
+    message_type: Option<String>,
     /// RFC 3339 time or Unix milliseconds.
     since: Option<String>,
     before: Option<String>,
@@ -228,7 +230,7 @@ async fn list_messages(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            "known parameters: channel, control_id, key, key_type, status, since, before, limit",
+            "known parameters: channel, control_id, key, key_type, status, message_type, since, before, limit",
         );
     };
     let key_kind = match p.key_type.as_deref().map(crate::store::keys::parse_kind) {
@@ -273,6 +275,7 @@ async fn list_messages(
         business_key: p.key.filter(|k| !k.is_empty()),
         business_key_kind: key_kind,
         status: p.status,
+        message_type: p.message_type.filter(|t| !t.is_empty()),
         since_ms,
         before_id,
         limit: p.limit.unwrap_or(100),
@@ -464,12 +467,15 @@ async fn reprocess_many(
             "since and until must be RFC 3339 or Unix milliseconds",
         );
     };
+    // The type filter is applied while reading, before the limit: "ORU, at most 10,000"
+    // means 10,000 ORU messages, not the ORU among the newest 10,000 messages.
     let q = Query {
         channel: b.channel.clone(),
         control_id: None,
         business_key: None,
         business_key_kind: None,
         status: b.status.clone(),
+        message_type: b.message_type.clone().filter(|t| !t.is_empty()),
         since_ms: Some(since),
         before_id: Some(until.saturating_add(1) << 20),
         limit: b.limit.clamp(1, 10_000),
@@ -487,18 +493,50 @@ async fn reprocess_many(
     let actor = who(&caller, &headers);
     let mut done = 0usize;
     let mut failed = 0usize;
-    for r in records.iter().filter(|r| {
-        b.message_type
-            .as_ref()
-            .is_none_or(|t| transforms::hl7v2::validate::type_matches(t, &r.message_type))
-    }) {
-        match s
-            .pipeline
-            .reprocess(r.id, b.destinations.as_deref(), &actor)
-        {
+    for r in &records {
+        match s.pipeline.route_again(r.id, b.destinations.as_deref()) {
             Ok(_) => done += 1,
             Err(_) => failed += 1,
         }
+    }
+    // One audit record for the whole request, naming the filter and the counts.
+    let filter = [
+        ("channel", b.channel.as_deref()),
+        ("message_type", b.message_type.as_deref()),
+        ("status", b.status.as_deref()),
+        ("since", b.since.as_deref()),
+        ("until", b.until.as_deref()),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+    .collect::<Vec<_>>();
+    let target = format!(
+        "messages where {}{}",
+        if filter.is_empty() {
+            "any".to_string()
+        } else {
+            filter.join(" ")
+        },
+        b.destinations
+            .as_ref()
+            .map(|d| format!(" to {}", d.join(",")))
+            .unwrap_or_default()
+    );
+    let audited = s.store.audit(&crate::store::outbox::AuditRecord {
+        at_ms: crate::delivery::now_ms(),
+        who: actor,
+        action: "reprocess_bulk".into(),
+        target,
+        count: done,
+        counts: [
+            ("reprocessed".to_string(), done as u64),
+            ("skipped".to_string(), failed as u64),
+        ]
+        .into_iter()
+        .collect(),
+    });
+    if let Err(e) = audited {
+        tracing::warn!(error = %e, "Cannot write the audit record of a bulk reprocess.");
     }
     Json(json!({"reprocessed": done, "skipped": failed})).into_response()
 }

@@ -133,6 +133,18 @@ impl Pipeline {
         Ok(routed.status)
     }
 
+    /// Routes a stored message again, to all or `only` the named destinations, without an
+    /// audit record (the caller writes one, e.g. one for a whole bulk request).
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::reprocess`].
+    pub fn route_again(&self, id: u64, only: Option<&[String]>) -> Result<Status, RouteError> {
+        let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
+        let suffix = format!("-r{}", record.deliveries.len());
+        self.route_to(id, only, &suffix)
+    }
+
     /// Sends a message again through the current configuration, to all or `only` the named
     /// destinations of its channel, and records who asked.
     ///
@@ -145,9 +157,7 @@ impl Pipeline {
         only: Option<&[String]>,
         who: &str,
     ) -> Result<Status, RouteError> {
-        let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
-        let suffix = format!("-r{}", record.deliveries.len());
-        let status = self.route_to(id, only, &suffix)?;
+        let status = self.route_again(id, only)?;
         let audited = self.store.audit(&AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),

@@ -181,6 +181,9 @@ pub struct Query {
     pub business_key_kind: Option<transforms::model::BusinessKeyKind>,
     /// Only this status.
     pub status: Option<String>,
+    /// Only this message type: `ORU`, `ADT^A08` or `ADT^*` (see
+    /// `transforms::hl7v2::validate::type_matches`); applied before `limit`.
+    pub message_type: Option<String>,
     /// Only messages received at or after this Unix millisecond.
     pub since_ms: Option<u64>,
     /// Only messages with an id below this one (paging backwards).
@@ -437,6 +440,9 @@ impl Store {
             q.channel.as_ref().is_none_or(|c| *c == r.channel)
                 && q.status.as_ref().is_none_or(|s| s == r.status.as_str())
                 && q.control_id.as_ref().is_none_or(|c| *c == r.control_id)
+                && q.message_type
+                    .as_ref()
+                    .is_none_or(|t| transforms::hl7v2::validate::type_matches(t, &r.message_type))
         };
         let mut out = Vec::new();
         if let Some(value) = &q.business_key {

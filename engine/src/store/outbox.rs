@@ -169,7 +169,9 @@ pub struct AuditRecord {
     /// The actor (from the admin API's `X-Switchboard-User`, else `api`; `retention` for a
     /// retention pass).
     pub who: String,
-    /// `reprocess`, `dead_letter_retry`, `dead_letter_discard`, `reload`, `retention`.
+    /// `reprocess`, `reprocess_bulk` (one record per `POST /api/reprocess`, with the filter
+    /// and the `reprocessed`/`skipped` counts), `dead_letter_retry`, `dead_letter_discard`,
+    /// `reload`, `retention`.
     pub action: String,
     /// What it applied to (ids, filters, `channel <name>`).
     pub target: String,
