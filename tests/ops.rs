@@ -238,6 +238,23 @@ async fn exported_names_are_exactly_what_a_running_engine_serves() {
             "a fresh engine does not serve `{zero}`\n{fresh}"
         );
     }
+    // The console names where every source takes messages from, pollers included.
+    let channels = get_json(&format!("{}/api/channels", engine.admin())).await;
+    let endpoint = |name: &str| {
+        channels["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["endpoint"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no channel {name}: {channels}"))
+    };
+    assert_eq!(
+        endpoint("drop"),
+        format!("sftp://switchboard@127.0.0.1:{closed_port}/in")
+    );
+    assert_eq!(endpoint("bookings"), "http://127.0.0.1:9");
+    assert_eq!(endpoint("lab"), engine.mllp("lab"));
     let mut client = connect(&engine.mllp("lab")).await;
     for i in 0..3 {
         let ack = send(&mut client, adt(&format!("OPS-{i}")).as_bytes()).await;

@@ -78,6 +78,8 @@ pub struct ChannelInfo {
     pub source_type: String,
     /// The address its source bound.
     pub address: Option<SocketAddr>,
+    /// Where its source takes messages from ([`crate::topology::source_endpoint`]).
+    pub endpoint: String,
     /// Its destinations: (name, `type`).
     pub destinations: Vec<(String, String)>,
 }
@@ -478,6 +480,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
                 "name": ch.name,
                 "source_type": ch.source_type,
                 "address": ch.address.map(|a| a.to_string()),
+                "endpoint": ch.endpoint,
                 "last_message_at": last_ms.and_then(rfc3339),
                 "counts_24h": counts.get(&ch.name).cloned().unwrap_or_default(),
                 "destinations": destinations,

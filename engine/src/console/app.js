@@ -231,7 +231,7 @@ async function renderChannels() {
   const cards = data.channels.map((ch) => el('section', { class: 'panel channel', dataset: { channel: ch.name } },
     el('h2', {}, ch.name),
     el('dl', { class: 'kv' },
-      el('dt', {}, 'Source'), el('dd', {}, ch.source_type, ' on ', el('code', {}, ch.address || '?')),
+      el('dt', {}, 'Source'), el('dd', {}, ch.source_type, ch.source_type === 'sftp' || ch.source_type === 'latrexa' ? ' from ' : ' on ', ch.endpoint ? el('code', {}, ch.endpoint) : el('span', { class: 'muted' }, 'not started')),
       el('dt', {}, 'Last message'), el('dd', {}, ch.last_message_at ? when(ch.last_message_at) : el('span', { class: 'muted' }, 'none yet')),
       el('dt', {}, 'Last 24 h'), el('dd', {}, statusPills(ch.counts_24h))),
     el('h3', {}, 'Destinations'),

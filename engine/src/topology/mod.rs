@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-pub use source::{build_source, source_type};
+pub use source::{build_source, source_endpoint, source_type};
 
 /// The ingest a channel's messages go to; replaced (not restarted) on reload.
 type IngestSlot = Arc<RwLock<Arc<ChannelIngest>>>;
@@ -380,6 +380,7 @@ impl Supervisor {
                 name: ch.loaded.config.name.clone(),
                 source_type: source_type(&ch.loaded.config.source).into(),
                 address: ch.addr,
+                endpoint: source_endpoint(&ch.loaded.config.source, ch.addr),
                 destinations: ch
                     .loaded
                     .config

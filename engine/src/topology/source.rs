@@ -74,6 +74,24 @@ pub async fn build_source(
     }
 }
 
+/// Where a source takes messages from, as the console shows it: the bound address of a
+/// listener (`addr`), `sftp://user@host:port/folder` for an SFTP poller, the base URL of a
+/// Latrexa channel. Never a secret.
+pub fn source_endpoint(source: &SourceConfig, addr: Option<std::net::SocketAddr>) -> String {
+    match source {
+        SourceConfig::Sftp(p) => format!(
+            "sftp://{}@{}:{}{}{}",
+            p.server.username,
+            p.server.host,
+            p.server.port,
+            if p.folder.starts_with('/') { "" } else { "/" },
+            p.folder
+        ),
+        SourceConfig::Latrexa(l) => l.base_url.clone(),
+        _ => addr.map(|a| a.to_string()).unwrap_or_default(),
+    }
+}
+
 /// The `type` of a `[source]` table, as the admin API shows it.
 pub fn source_type(source: &SourceConfig) -> &'static str {
     match source {
