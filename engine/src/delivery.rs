@@ -633,14 +633,16 @@ impl Worker {
         match self.store.outbox_items(&self.name) {
             Ok(items) => {
                 for item in items {
-                    match self.store.drop_if_orphan(&item) {
-                        Ok(true) => {
-                            warn!(destination = %self.name, message_id = item.message_id, "Dropped an outbox item of a message that was never stored.");
-                            continue;
-                        }
-                        Ok(false) => {}
+                    // An item without its message belongs to a message being written right
+                    // now (`Store::put` writes the items first; ingest may already run): it
+                    // stays in the outbox and comes through `Hub::enqueue` once its message
+                    // is durable, never before. Items a crash left without their message
+                    // were removed when the store opened (`Store::open`).
+                    match self.store.contains_message(item.message_id) {
+                        Ok(false) => continue,
+                        Ok(true) => {}
                         Err(e) => {
-                            warn!(destination = %self.name, error = %e, "Cannot check an outbox item; keeping it.")
+                            warn!(destination = %self.name, error = %e, "Cannot check an outbox item's message; taking the item.")
                         }
                     }
                     depth += 1;
@@ -1214,6 +1216,100 @@ async fn sleep_opt(d: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Durability;
+    use crate::store::outbox::attach;
+    use crate::store::tests::record;
+    use channels::file::FileConfig;
+
+    /// Restarting under load (tests/powercut.rs): ingest runs while a worker reads its
+    /// outbox, and `Store::put` writes a message's deliveries before its record. A worker
+    /// that took such an item for the leftover of a crash and removed it lost an
+    /// acknowledged message's delivery for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_starting_while_a_message_is_being_stored_delivers_it_once_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("t");
+        let store =
+            Store::open(&dir.path().join("data"), Durability::Fsync, &metrics).expect("open");
+        let folder = dir.path().join("out");
+        let id = store.next_id(now_ms());
+        let item = OutboxItem {
+            destination: "lab/files".into(),
+            seq: store.next_seq(),
+            message_id: id,
+            partition: "MRN1".into(),
+            created_at_ms: now_ms(),
+            attempts: 0,
+            next_attempt_ms: now_ms(),
+            last_error: String::new(),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: format!("{id}-files"),
+            control_id: Some("C1".into()),
+            path: None,
+            payload: "hl7".into(),
+            appointment: None,
+            reference: None,
+            body: b"MSH|^~\\&|HIS\r".to_vec(),
+        };
+        // `put` part-way: the delivery is written, the record not yet.
+        store
+            .outbox
+            .insert(item.key(), item.encode(&store.seal).expect("encode"))
+            .expect("insert");
+        let hub = Hub::new(
+            store.clone(),
+            metrics.clone(),
+            EventBus::default(),
+            CancellationToken::new(),
+        );
+        hub.start_channel(
+            "lab",
+            &[DestinationConfig::File(FileConfig {
+                name: "files".into(),
+                folder: folder.clone(),
+                extension: "hl7".into(),
+                batch_size: 16,
+                delivery: DeliveryConfig::default(),
+            })],
+        )
+        .expect("start");
+        // The worker reports its first health check only after reading its outbox.
+        let up = metrics.destination_up.with_label_values(&["lab", "files"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while up.get() != 1 {
+            assert!(Instant::now() < deadline, "no health check reported");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Nothing is sent before the message is stored and durable.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let file = folder.join(format!("{id}-files.hl7"));
+        assert!(!file.exists(), "delivered before its message was stored");
+        // The rest of `put`, the commit, and the hand-over, as ingest does them.
+        let mut rec = record(id, "lab", "C1", Status::Received);
+        attach(&mut rec, std::slice::from_ref(&item));
+        store
+            .messages
+            .insert(id.to_be_bytes(), serde_json::to_vec(&rec).expect("json"))
+            .expect("record");
+        store.commit().await.expect("commit");
+        hub.enqueue(std::slice::from_ref(&item));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !file.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the acknowledged message was never delivered; outbox: {:?}",
+                store.outbox_items("lab/files").map(|v| v.len())
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(std::fs::read(&file).expect("file"), item.body);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.get(id).expect("get").map(|r| r.status) != Some(Status::Delivered) {
+            assert!(Instant::now() < deadline, "the delivery was not recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.outbox_items("lab/files").expect("items").is_empty());
+    }
 
     #[test]
     fn backoff_doubles_caps_and_honours_retry_after() {

@@ -289,7 +289,7 @@ impl Store {
             Ok(max)
         };
         let last_seq = max_seq(&outbox)?.max(max_seq(&dead_letters)?).max(last);
-        Ok(Store {
+        let store = Store {
             outbox,
             dead_letters,
             attempts: db.open_tree("attempts")?,
@@ -311,7 +311,16 @@ impl Store {
                 metrics.store_reserve_refusals.clone(),
             )),
             seal: Arc::new(seal),
-        })
+        };
+        // Before anything can write: see `drop_orphans` for why never later.
+        let dropped = store.drop_orphans()?;
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "Removed outbox items of messages a crash left unstored (never acknowledged)."
+            );
+        }
+        Ok(store)
     }
 
     /// Refuses every write while less than `bytes` are free on the data folder's disk
@@ -344,8 +353,9 @@ impl Store {
 
     /// Writes a message record, its raw bytes and its rendered deliveries (not yet durable:
     /// see [`Store::commit`]). The record is written last: a crash part-way leaves outbox
-    /// items without a message, which the delivery workers drop at start (that message was
-    /// never acknowledged, so its sender sends it again).
+    /// items without a message, which the store removes when it opens next (that message
+    /// was never acknowledged, so its sender sends it again). Until the record is written,
+    /// its items must stay: nothing removes them while the store is open.
     ///
     /// # Errors
     ///
@@ -413,6 +423,15 @@ impl Store {
                 .map_err(|e| StoreError::Codec(e.to_string())),
             None => Ok(None),
         }
+    }
+
+    /// Whether message `id` is stored (its record written, durable or not yet).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn contains_message(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.messages.contains_key(id.to_be_bytes())?)
     }
 
     /// The raw bytes of a message.

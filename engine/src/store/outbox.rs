@@ -7,8 +7,10 @@
 //! | `attempts` | message id, seq, attempt number | [`Attempt`] as JSON |
 //! | `audit` | unix ms, n | [`AuditRecord`] as JSON |
 //!
-//! Ingest writes a message's outbox items before its record (see [`Store::put`]); a reprocess
-//! adds items and the new status in one sled transaction.
+//! Ingest writes a message's outbox items before its record (see [`Store::put`]); items left
+//! without their record by a crash are removed when the store opens, never later (see
+//! [`Store::drop_orphans`]). A reprocess adds items and the new status in one sled
+//! transaction.
 
 use super::seal::Seal;
 use super::space::WritePath;
@@ -282,19 +284,31 @@ impl Store {
         r.map_err(tx_err)
     }
 
-    /// Removes an outbox item whose message does not exist (a crash between writing the
-    /// item and its message). Returns whether it was an orphan. A removal, so not refused
+    /// Removes every outbox item whose message does not exist, and returns how many. Items
+    /// are written before their record ([`Store::put`]), so a crash part-way through a put
+    /// leaves items of a message that was never acknowledged (its sender sends it again).
+    /// Only [`Store::open`] calls this, before anything else can write: while the engine
+    /// runs, an item without its record is one whose put is still under way, and a delivery
+    /// worker starting at that moment (a restart under load, a reload) must keep it. An item
+    /// that cannot be decoded is kept (its worker reports it). A removal, so not refused
     /// under the free-space reserve.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when sled fails.
-    pub fn drop_if_orphan(&self, item: &OutboxItem) -> Result<bool, StoreError> {
-        if self.messages.contains_key(item.message_id.to_be_bytes())? {
-            return Ok(false);
+    pub(super) fn drop_orphans(&self) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for kv in self.outbox.iter() {
+            let (k, v) = kv?;
+            let Ok(item) = OutboxItem::decode(&v, &self.seal) else {
+                continue;
+            };
+            if !self.messages.contains_key(item.message_id.to_be_bytes())? {
+                self.outbox.remove(k)?;
+                dropped += 1;
+            }
         }
-        self.outbox.remove(item.key())?;
-        Ok(true)
+        Ok(dropped)
     }
 
     /// One outbox item.
@@ -644,4 +658,69 @@ pub(super) fn update_delivery(
     };
     m.insert(key, v)?;
     Ok(rec.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::metrics::Metrics;
+    use crate::store::tests::{record, reopen};
+
+    fn item(store: &Store, message_id: u64) -> OutboxItem {
+        OutboxItem {
+            destination: "lab/files".into(),
+            seq: store.next_seq(),
+            message_id,
+            partition: String::new(),
+            created_at_ms: 1,
+            attempts: 0,
+            next_attempt_ms: 1,
+            last_error: String::new(),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: format!("{message_id}-files"),
+            control_id: None,
+            path: None,
+            payload: "hl7".into(),
+            appointment: None,
+            reference: None,
+            body: b"MSH|".to_vec(),
+        }
+    }
+
+    #[test]
+    fn items_of_a_put_cut_short_are_removed_at_open_and_only_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let stored = s.next_id(1000);
+        let cut_short = s.next_id(1000);
+        let kept = item(&s, stored);
+        s.put(
+            &record(stored, "lab", "C1", Status::Routed),
+            b"raw",
+            std::slice::from_ref(&kept),
+        )
+        .expect("put");
+        // A put cut short: its item written, its record not (yet).
+        let orphan = item(&s, cut_short);
+        s.outbox
+            .insert(orphan.key(), orphan.encode(&s.seal).expect("encode"))
+            .expect("insert");
+        // While the store is open, nothing takes the item away: its put may still finish.
+        assert_eq!(s.outbox_items("lab/files").expect("items").len(), 2);
+        s.db.flush().expect("flush");
+        drop(s);
+        let s = reopen(|| Store::open(dir.path(), Durability::Os, &m));
+        let left = s.outbox_items("lab/files").expect("items");
+        assert_eq!(
+            left,
+            vec![kept],
+            "the orphan goes, the stored message's item stays"
+        );
+        assert!(
+            s.next_seq() > orphan.seq,
+            "a removed item's seq is not given again"
+        );
+    }
 }
