@@ -13,7 +13,12 @@ fn check_accepts_the_shipped_conf() {
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("OK ("), "{stdout}");
+    assert!(stdout.contains("OK, 1 channel(s), "), "{stdout}");
+    // The only warning the shipped conf may give is a port held by something else running
+    // on this machine (such as an engine started from it).
+    for line in stdout.lines().filter(|l| l.starts_with("warning: ")) {
+        assert!(line.contains(" is in use"), "{stdout}");
+    }
 }
 
 #[test]
@@ -40,7 +45,7 @@ fn check_reports_every_problem_with_file_key_and_hint() {
         "switchboard.toml: colour: unknown key 'colour'",
         "bad.toml: source.max_conections: unknown key 'max_conections'",
         "worse.toml: accept.message_types[0]: 'ADT^A04^X' is not a message type pattern (hint: use *, ADT^*, or ADT^A04)",
-        "3 problem(s) found.",
+        ": 3 error(s)",
     ] {
         assert!(stdout.contains(expect), "missing {expect:?} in:\n{stdout}");
     }

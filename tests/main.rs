@@ -6,6 +6,7 @@ mod support;
 mod abuse;
 mod appointments;
 mod bad_input;
+mod check;
 mod cli;
 mod connectors;
 mod console;

@@ -131,7 +131,7 @@ impl Sshd {
     }
 
     /// The `[xxx.server]` table body that logs in with the user key.
-    fn server_table(&self, host_key: &str) -> String {
+    pub(crate) fn server_table(&self, host_key: &str) -> String {
         format!(
             "host = \"127.0.0.1\"\nport = {}\nusername = \"{}\"\nprivate_key = {{ file = \"{}\" }}\nhost_key = \"{host_key}\"\ntimeout_secs = 10\n",
             self.port,
@@ -141,7 +141,7 @@ impl Sshd {
     }
 
     /// A host key that is not this server's.
-    fn other_host_key(&self) -> String {
+    pub(crate) fn other_host_key(&self) -> String {
         let path = self.dir.path().join("other_ed25519");
         keygen(&path);
         std::fs::read_to_string(path.with_extension("pub"))

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod admin_live;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod console;
 pub mod delivery;

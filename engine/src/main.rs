@@ -30,15 +30,23 @@ enum Command {
         #[arg(long, default_value = "conf")]
         config: PathBuf,
     },
-    /// Check a configuration folder and print every problem found.
+    /// Check a configuration folder: every error and warning of every file, each with its
+    /// file, key path and a hint. Exits 1 on errors (and on warnings with --deny-warnings).
     Check {
         /// Folder with switchboard.toml and channels/*.toml.
         #[arg(long, default_value = "conf")]
         config: PathBuf,
-        /// Also run every destination's health check (connect, folder writable) and print
-        /// each result; exits 1 when one fails.
+        /// Also probe every source and destination (TLS and SSH handshakes with the
+        /// configured trust, a GET of HTTP peers, listen addresses bound), 5 s each; exits 1
+        /// when one is down. Nothing is delivered.
         #[arg(long)]
         connect: bool,
+        /// Print {"errors":[...],"warnings":[...]} (and "connections" with --connect) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Send HL7 v2 files to an MLLP listener; with --connections/--repeat/--duration, a load test.
     Send {
@@ -253,48 +261,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config, connect } => match config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: OK ({} channel(s), config version {})",
-                    config.display(),
-                    c.channels.len(),
-                    c.version
-                );
-                if !connect {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                let mut all_up = true;
-                rt.block_on(async {
-                    for ch in &c.channels {
-                        for d in &ch.config.destinations {
-                            let name = format!("{}/{}", ch.config.name, d.name());
-                            let result = match d.build() {
-                                Ok(dest) => dest.healthcheck().await,
-                                Err(e) => Err(e),
-                            };
-                            match result {
-                                Ok(()) => println!("{name}: up"),
-                                Err(e) => {
-                                    all_up = false;
-                                    println!("{name}: DOWN: {e}");
-                                }
-                            }
-                        }
-                    }
-                });
-                Ok(if all_up {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
-            }
-            Err(problems) => {
-                print!("{problems}");
-                println!("{} problem(s) found.", problems.0.len());
-                Ok(ExitCode::from(1))
-            }
-        },
+        Command::Check {
+            config,
+            connect,
+            json,
+            deny_warnings,
+        } => {
+            let opts = engine::check::CheckOptions {
+                connect,
+                json,
+                deny_warnings,
+            };
+            Ok(ExitCode::from(
+                rt.block_on(engine::check::run(&config, opts)),
+            ))
+        }
         Command::Send {
             to,
             files,
