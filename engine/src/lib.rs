@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod error_chain;
 pub mod events;
 pub mod formats;
 pub mod ingest;

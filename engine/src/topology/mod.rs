@@ -315,6 +315,7 @@ impl Supervisor {
             .set_config_version(&report.previous_version, &new.version);
         if t.config.engine.log.level != new.engine.log.level
             || t.config.engine.log.format != new.engine.log.format
+            || t.config.engine.log.color != new.engine.log.color
         {
             warn!("log settings changed; they apply at the next start.");
         }
