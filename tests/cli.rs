@@ -1,4 +1,5 @@
-//! The command line: `check` and `send`, as an operator runs them.
+//! The command line: `check`, `send`, `messages`, `sandbox` and start-up errors, as an
+//! operator runs them.
 
 use crate::support::*;
 use std::process::Command;
@@ -150,10 +151,8 @@ fn send_prints_one_line_per_message_and_exits_by_the_answers() {
 }
 
 #[test]
-fn sandbox_starts_every_peer_and_drives_an_engine_channel() {
+fn sandbox_starts_every_peer_and_stops_on_a_signal() {
     use std::io::{BufRead, BufReader};
-    let cfg = TestConfig::new("", "");
-    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let mut child = Command::new(binary())
         .args([
             "sandbox",
@@ -161,10 +160,6 @@ fn sandbox_starts_every_peer_and_drives_an_engine_channel() {
             "127.0.0.1:0",
             "--his-listen",
             "127.0.0.1:0",
-            "--patients",
-            "3",
-            "--send-to",
-            &engine.mllp("lab"),
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -191,8 +186,22 @@ fn sandbox_starts_every_peer_and_drives_an_engine_channel() {
             Err(_) => continue,
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let text = lines.join("\n");
     for vendor in [
         "opsport  http://127.0.0.1:",
@@ -200,11 +209,408 @@ fn sandbox_starts_every_peer_and_drives_an_engine_channel() {
         "buktor   http://127.0.0.1:",
         "px360    http://127.0.0.1:",
         "his      mllp://127.0.0.1:",
+        "sandbox running",
     ] {
         assert!(text.contains(vendor), "missing {vendor:?} in:\n{text}");
     }
-    assert!(text.contains("sent 12 messages for 3 patients"), "{text}");
-    assert!(text.contains("12 accepted, 0 not"), "{text}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM stops the sandbox: {status:?}"
+    );
+}
+
+#[test]
+fn sandbox_traffic_mode_sends_and_exits() {
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let out = output_within(
+        Command::new(binary()).args([
+            "sandbox",
+            "--patients",
+            "3",
+            "--send-to",
+            &engine.mllp("lab"),
+        ]),
+        60,
+    )
+    .expect("traffic mode exits by itself when every message is sent");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("sent 12 messages for 3 patients"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("12 accepted, 0 not"), "{stdout}");
+    assert!(
+        !stdout.contains("sandbox running"),
+        "no peers in traffic mode: {stdout}"
+    );
+
+    // A channel that refuses the messages (ADT only, no SIU/DFT): exit 1.
+    let strict = TestConfig::new("", "[accept]\nmessage_types = [\"ADT^*\"]\n");
+    let strict_engine = EngineProcess::start(&strict.conf(), &strict.data());
+    let out = output_within(
+        Command::new(binary()).args([
+            "sandbox",
+            "--patients",
+            "2",
+            "--send-to",
+            &strict_engine.mllp("lab"),
+        ]),
+        60,
+    )
+    .expect("exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("4 accepted, 4 not"), "{stdout}");
+}
+
+/// Writes `switchboard.toml` of `cfg` again: its data folder, then `body`.
+fn rewrite_engine_config(cfg: &TestConfig, body: &str) {
+    std::fs::write(
+        cfg.conf().join("switchboard.toml"),
+        format!(
+            "data_dir = \"{}\"\nshutdown_grace_secs = 5\n{body}\n",
+            cfg.data().display()
+        ),
+    )
+    .expect("write config");
+}
+
+/// Runs `switchboard ARGS` from `dir` (so no `conf/` is found by accident) with `env`.
+fn switchboard_in(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    output_within(
+        Command::new(binary())
+            .args(args)
+            .current_dir(dir)
+            .env_remove("SWITCHBOARD_ADMIN_TOKEN")
+            .env_remove("SWITCHBOARD_ADMIN__LISTEN")
+            .envs(env.iter().copied()),
+        60,
+    )
+    .expect("the command ends")
+}
+
+#[test]
+fn messages_find_the_engine_from_its_config_with_its_token() {
+    let cfg = TestConfig::new("", "");
+    let port = free_port();
+    let token_file = cfg.root.path().join("admin-token");
+    std::fs::write(&token_file, "cli-test-operator-token\n").expect("write token");
+    rewrite_engine_config(
+        &cfg,
+        &format!(
+            "[admin]\nlisten = \"0.0.0.0:{port}\"\ntoken = {{ file = \"{}\" }}\n[log]\nlevel = \"warn\"\n",
+            token_file.display()
+        ),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let dir = cfg.root.path();
+    std::fs::write(dir.join("one.hl7"), adt("CFG-1")).expect("write");
+    // A second message with a long channel-independent value: the control id.
+    let long_id = "CFG-2-WITH-A-CONTROL-ID-LONGER-THAN-TWENTY";
+    std::fs::write(dir.join("two.hl7"), adt(long_id)).expect("write");
+    let out = switchboard_in(
+        dir,
+        &["send", "--to", &engine.mllp("lab"), "one.hl7", "two.hl7"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // No --admin, no --token: the address and the token come from the config, as for `run`.
+    let conf = cfg.conf().display().to_string();
+    let out = switchboard_in(dir, &["messages", "--config", &conf, "list"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("2 message(s)"), "{stdout}");
+    // Columns line up: each header starts where its values start, however long they are.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines[0];
+    for column in ["CHANNEL", "RECEIVED", "TYPE", "CONTROL ID", "STATUS", "ACK"] {
+        let at = header.find(column).expect("column");
+        for row in &lines[1..3] {
+            assert!(
+                row.len() > at && row[..at].ends_with("  ") && !row[at..].starts_with(' '),
+                "column {column} misaligned in:\n{stdout}"
+            );
+        }
+    }
+    assert!(
+        lines[1..3].iter().any(|l| l.contains(long_id)),
+        "the long control id is listed: {stdout}"
+    );
+
+    // --json: one document with the API's items.
+    let out = switchboard_in(
+        dir,
+        &[
+            "messages",
+            "--config",
+            &conf,
+            "--json",
+            "list",
+            "--control-id",
+            "CFG-1",
+        ],
+        &[],
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["items"][0]["control_id"], "CFG-1", "{v}");
+    let id = v["items"][0]["id"].as_str().expect("id").to_string();
+    let out = switchboard_in(
+        dir,
+        &["messages", "--config", &conf, "show", &id, "--json"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["id"], id.as_str(), "{v}");
+    assert!(v["raw"].as_str().expect("raw").contains("CFG-1"), "{v}");
+    let out = switchboard_in(
+        dir,
+        &["messages", "--config", &conf, "--json", "dead-letters"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["count"], 0, "{v}");
+
+    // --admin as host:port and as a URL; the token still comes from the config.
+    for admin in [
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}/"),
+    ] {
+        let out = switchboard_in(
+            dir,
+            &["messages", "--config", &conf, "--admin", &admin, "list"],
+            &[],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{admin}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("2 message(s)"), "{stdout}");
+    }
+    // A wrong token is refused, and said so.
+    let out = switchboard_in(
+        dir,
+        &[
+            "messages",
+            "--config",
+            &conf,
+            "--token",
+            "wrong-token-value",
+            "list",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("admin API answered 401"), "{stderr}");
+    drop(engine);
+}
+
+#[test]
+fn messages_follow_switchboard_admin_listen_and_name_an_address_nobody_answers() {
+    let cfg = TestConfig::new("", "");
+    // The file names a port nobody listens on; the environment moves the engine elsewhere.
+    let idle = free_port();
+    let port = free_port();
+    rewrite_engine_config(
+        &cfg,
+        &format!("[admin]\nlisten = \"127.0.0.1:{idle}\"\n[log]\nlevel = \"warn\"\n"),
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let env = [("SWITCHBOARD_ADMIN__LISTEN", listen.as_str())];
+    let engine = EngineProcess::start_with(
+        &cfg.conf(),
+        &cfg.data(),
+        std::process::Stdio::inherit(),
+        &env,
+    );
+    assert_eq!(engine.info.admin.port(), port);
+    let dir = cfg.root.path();
+    std::fs::write(dir.join("one.hl7"), adt("ENV-1")).expect("write");
+    let out = switchboard_in(dir, &["send", "--to", &engine.mllp("lab"), "one.hl7"], &[]);
+    assert!(out.status.success());
+    let conf = cfg.conf().display().to_string();
+
+    let out = switchboard_in(dir, &["messages", "--config", &conf, "list"], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ENV-1") && stdout.contains("1 message(s)"),
+        "{stdout}"
+    );
+
+    // Without the variable the CLI goes where the file points, and says nobody answers there.
+    let out = switchboard_in(dir, &["messages", "--config", &conf, "list"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expect = format!(
+        "switchboard: no engine answers at http://127.0.0.1:{idle} (admin.listen in {}): ",
+        cfg.conf().join("switchboard.toml").display()
+    );
+    assert!(stderr.starts_with(&expect), "{stderr}");
+    assert_eq!(stderr.matches("os error 111").count(), 1, "{stderr}");
+
+    // Nor --admin on an idle port: the address named, the option named.
+    let idle_admin = format!("127.0.0.1:{idle}");
+    let out = switchboard_in(dir, &["messages", "--admin", &idle_admin, "list"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no engine answers at http://127.0.0.1:{idle} (--admin)"
+        )),
+        "{stderr}"
+    );
+    let out = switchboard_in(dir, &["messages", "--admin", "ftp://x", "list"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--admin 'ftp://x' is neither host:port nor an http:// or https:// URL"),
+        "{stderr}"
+    );
+
+    // The CLI's own SWITCHBOARD_ADMIN_TOKEN is not a config key: `run` and the CLI accept it.
+    let out = switchboard_in(
+        dir,
+        &["messages", "--config", &conf, "list"],
+        &[env[0], ("SWITCHBOARD_ADMIN_TOKEN", "unused-token")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(engine);
+}
+
+#[test]
+fn messages_use_the_port_an_engine_picked_for_admin_listen_port_zero() {
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let dir = cfg.root.path();
+    std::fs::write(dir.join("one.hl7"), adt("ZERO-1")).expect("write");
+    let out = switchboard_in(dir, &["send", "--to", &engine.mllp("lab"), "one.hl7"], &[]);
+    assert!(out.status.success());
+    let conf = cfg.conf().display().to_string();
+    let out = switchboard_in(dir, &["messages", "--config", &conf, "list"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ZERO-1"), "{stdout}");
+    drop(engine);
+}
+
+#[test]
+fn a_port_in_use_is_reported_with_its_cause_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    // A channel on the taken port.
+    let cfg = TestConfig::new("", "");
+    std::fs::write(
+        cfg.conf().join("channels/lab.toml"),
+        format!("name = \"lab\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"{addr}\"\n"),
+    )
+    .expect("write");
+    let out = switchboard_in(
+        cfg.root.path(),
+        &["run", "--config", &cfg.conf().display().to_string()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("switchboard: cannot start: "), "{stderr}");
+    assert!(
+        last.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(last.matches("os error 98").count(), 1, "{stderr}");
+    assert_eq!(
+        last.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+
+    // The admin server on the taken port.
+    let cfg = TestConfig::new("", "");
+    rewrite_engine_config(&cfg, &format!("[admin]\nlisten = \"{addr}\"\n"));
+    let out = switchboard_in(
+        cfg.root.path(),
+        &["run", "--config", &cfg.conf().display().to_string()],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("admin server cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(last.matches("os error 98").count(), 1, "{stderr}");
+    drop(taken);
+}
+
+#[test]
+fn bad_log_color_and_level_are_config_errors_with_file_and_key() {
+    let cfg = TestConfig::new("", "");
+    let file = cfg.conf().join("switchboard.toml").display().to_string();
+    let conf = cfg.conf().display().to_string();
+    for (log, expect) in [
+        (
+            "[log]\ncolor = \"sometimes\"\n",
+            format!("{file}: log.color: unknown value 'sometimes' (hint: expected one of: auto, always, never)"),
+        ),
+        (
+            "[log]\nlevel = \"verbose\"\n",
+            format!("{file}: log.level: 'verbose' is not a log level"),
+        ),
+    ] {
+        rewrite_engine_config(&cfg, &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{log}"));
+        let out = switchboard_in(cfg.root.path(), &["run", "--config", &conf], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&expect), "missing {expect:?} in:\n{stderr}");
+        assert!(stderr.contains("not starting"), "{stderr}");
+    }
+}
+
+#[test]
+fn log_color_always_colours_a_log_file_and_never_does_not() {
+    for (color, coloured) in [("always", true), ("never", false)] {
+        let cfg = TestConfig::new("", "");
+        rewrite_engine_config(
+            &cfg,
+            &format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\ncolor = \"{color}\"\n"
+            ),
+        );
+        let log = cfg.root.path().join("engine.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let engine = EngineProcess::start_with(&cfg.conf(), &cfg.data(), file.into(), &[]);
+        assert_eq!(engine.terminate(), Some(0));
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.contains("Switchboard started."), "{text}");
+        assert_eq!(text.contains('\x1b'), coloured, "color = {color}: {text:?}");
+    }
 }
 
 #[test]

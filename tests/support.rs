@@ -70,10 +70,16 @@ impl EngineProcess {
 
     /// [`EngineProcess::start`] with the engine's log (stderr) going to `log`.
     pub fn start_logging_to(conf: &Path, data: &Path, log: Stdio) -> EngineProcess {
+        Self::start_with(conf, data, log, &[])
+    }
+
+    /// [`EngineProcess::start_logging_to`] with extra environment variables.
+    pub fn start_with(conf: &Path, data: &Path, log: Stdio, env: &[(&str, &str)]) -> EngineProcess {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(conf)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -401,5 +407,27 @@ impl EngineProcess {
     /// The engine's process id.
     pub fn pid(&self) -> u32 {
         self.info.pid
+    }
+}
+
+/// Runs `cmd` to the end, killing it after `secs` seconds; returns its output, or `None` when
+/// it had to be killed. For commands with short output: the pipes are read after the exit.
+pub fn output_within(cmd: &mut Command, secs: u64) -> Option<std::process::Output> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -159,12 +159,17 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`, or comma-separated directives
+    /// such as `info,engine=debug` (each a level or `target=level`).
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `human` or `json`.
     #[serde(default)]
     pub format: LogFormat,
+    /// `auto` (default): colour only when stderr is a terminal and `NO_COLOR` is not set;
+    /// `always`; `never`.
+    #[serde(default)]
+    pub color: LogColor,
 }
 
 fn default_log_level() -> String {
@@ -176,6 +181,7 @@ impl Default for LogConfig {
         LogConfig {
             level: default_log_level(),
             format: LogFormat::default(),
+            color: LogColor::default(),
         }
     }
 }
@@ -189,6 +195,59 @@ pub enum LogFormat {
     Human,
     /// One JSON object per event.
     Json,
+}
+
+/// Whether log lines carry ANSI colour codes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogColor {
+    /// Colour only for a person at a terminal: stderr is a terminal and `NO_COLOR`
+    /// (<https://no-color.org>) is not set. A log file or a journal gets plain text.
+    #[default]
+    Auto,
+    /// Always colour, even into a file or a pipe.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+impl LogColor {
+    /// Whether to colour, given whether stderr is a terminal and whether `NO_COLOR` is set.
+    pub fn enabled(self, stderr_is_terminal: bool, no_color_set: bool) -> bool {
+        match self {
+            LogColor::Auto => stderr_is_terminal && !no_color_set,
+            LogColor::Always => true,
+            LogColor::Never => false,
+        }
+    }
+}
+
+/// The tracing levels `log.level` accepts, alone or after `target=`.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why `level` is not a log level or filter, or `None` when it is one.
+///
+/// tracing's own parser takes any bare word as a target name (`verbose` would mean "trace for
+/// the target `verbose`", so the engine would log nothing); here each comma-separated
+/// directive must be a level or `target=level`.
+fn log_level_problem(level: &str) -> Option<String> {
+    if level.trim().is_empty() {
+        return Some("is empty".into());
+    }
+    for directive in level.split(',').map(str::trim) {
+        let lvl = match directive.rsplit_once('=') {
+            Some((target, lvl)) if !target.trim().is_empty() => lvl,
+            Some(_) => return Some(format!("'{directive}' has no target before '='")),
+            None => directive,
+        };
+        if !LOG_LEVELS.contains(&lvl.trim().to_ascii_lowercase().as_str()) {
+            return Some(format!("'{lvl}' is not a log level"));
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(level).is_err() {
+        return Some(format!("'{level}' is not a log filter"));
+    }
+    None
 }
 
 pub use channels::secret::SecretRef;
@@ -398,6 +457,43 @@ pub struct LoadedConfig {
     pub store_keys: Vec<crate::store::seal::StoreKey>,
 }
 
+/// The engine settings' sources, merged as [`load`] merges them: the defaults, then
+/// `DIR/switchboard.toml` when it exists, then `SWITCHBOARD_*` environment variables
+/// (`SWITCHBOARD_ADMIN__LISTEN` is `admin.listen`). The CLI's admin commands read the admin
+/// address and token from the same merge, so they find the engine `run` started.
+pub fn engine_figment(dir: &Path) -> Figment {
+    let main_file = dir.join("switchboard.toml");
+    let mut figment = Figment::from(Serialized::defaults(EngineConfig::default()));
+    if main_file.exists() {
+        figment = figment.merge(Toml::file(&main_file));
+    }
+    figment.merge(
+        Env::prefixed("SWITCHBOARD_")
+            .split("__")
+            .filter(|k| is_engine_env_key(k.as_str())),
+    )
+}
+
+/// Whether a `SWITCHBOARD_*` variable (prefix removed, `__` made `.`) sets an engine key:
+/// a top-level key itself or a key inside one of its tables. Other variables, such as the
+/// CLI's `SWITCHBOARD_ADMIN_TOKEN`, are not configuration and must not become unknown keys.
+fn is_engine_env_key(key: &str) -> bool {
+    const TOP_LEVEL: [&str; 9] = [
+        "data_dir",
+        "durability",
+        "retention_days",
+        "admin",
+        "log",
+        "shutdown_grace_secs",
+        "retention_interval_secs",
+        "min_free_disk_bytes",
+        "encryption",
+    ];
+    let key = key.to_ascii_lowercase();
+    let top = key.split('.').next().unwrap_or_default();
+    TOP_LEVEL.contains(&top)
+}
+
 /// Loads and checks `DIR/switchboard.toml` and `DIR/channels/*.toml`.
 ///
 /// # Errors
@@ -474,26 +570,10 @@ pub fn inspect(dir: &Path) -> Inspection {
             store_keys: Vec::new(),
         };
     }
-    let mut figment = Figment::from(Serialized::defaults(EngineConfig::default()));
     if main_file.exists() {
         hasher.update(std::fs::read(&main_file).unwrap_or_default());
-        figment = figment.merge(Toml::file(&main_file));
     }
-    let env_keys = [
-        "data_dir",
-        "durability",
-        "retention_days",
-        "admin",
-        "log",
-        "shutdown_grace_secs",
-        "retention_interval_secs",
-        "min_free_disk_bytes",
-        "encryption",
-    ];
-    figment = figment.merge(Env::prefixed("SWITCHBOARD_").split("__").filter(move |k| {
-        let k = k.as_str().to_ascii_lowercase();
-        env_keys.iter().any(|e| k.starts_with(e))
-    }));
+    let figment = engine_figment(dir);
     // figment merges the layers (and reports TOML syntax errors); the merged table is then
     // deserialized key by key so that every mistake is reported with its path.
     let mut engine_structure_ok = false;
@@ -597,12 +677,12 @@ pub fn inspect(dir: &Path) -> Inspection {
                 hint: "the default is 90".into(),
             });
         }
-        if !log_level_is_valid(&engine.log.level) {
+        if let Some(message) = log_level_problem(&engine.log.level) {
             problems.push(Problem {
                 file: rel(&main_file),
                 key: "log.level".into(),
-                message: format!("'{}' is not a log level or filter", engine.log.level),
-                hint: "use error, warn, info, debug, trace or off, or directives such as \"info,engine=debug\"".into(),
+                message,
+                hint: "use error, warn, info, debug, trace or off, or directives such as info,engine=debug".into(),
             });
         }
     }
@@ -729,20 +809,6 @@ fn check_encryption(
             ),
         }
     }
-}
-
-/// True for `error`, `warn`, `info`, `debug`, `trace`, `off`, or comma-separated directives
-/// each of which is a level or `target=level`. `EnvFilter` alone also takes `verbose` (as a
-/// target at every level), which then logs nothing of the engine.
-fn log_level_is_valid(level: &str) -> bool {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
-    let is_level = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
-    !level.trim().is_empty()
-        && tracing_subscriber::EnvFilter::try_new(level).is_ok()
-        && level.split(',').all(|d| match d.rsplit_once('=') {
-            Some((target, l)) => !target.trim().is_empty() && is_level(l),
-            None => is_level(d),
-        })
 }
 
 /// One step of a key path: a table key or an array index.
@@ -1627,10 +1693,10 @@ mod tests {
             "info,engine=debug",
             "warn,channels::mllp=trace",
         ] {
-            assert!(log_level_is_valid(ok), "{ok}");
+            assert_eq!(log_level_problem(ok), None, "{ok}");
         }
         for bad in ["verbose", "", "info,loud", "engine=chatty"] {
-            assert!(!log_level_is_valid(bad), "{bad}");
+            assert!(log_level_problem(bad).is_some(), "{bad}");
         }
     }
 
@@ -1648,6 +1714,72 @@ mod tests {
         assert!(problems[0]
             .message
             .contains("SWITCHBOARD_TEST_SURELY_UNSET_TOKEN"));
+    }
+
+    #[test]
+    fn log_color_and_level_are_checked_with_file_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(
+            dir.path(),
+            "switchboard.toml",
+            "[log]\nlevel = \"verbose\"\ncolor = \"sometimes\"\n",
+        );
+        let problems = load(dir.path()).expect_err("invalid").0;
+        let shown: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(
+            shown.iter().any(|p| p
+                .contains("switchboard.toml: log.color: unknown value 'sometimes'")
+                && p.contains("auto, always, never")),
+            "{shown:?}"
+        );
+        // A bad `color` stops the extraction; `level` is checked once the file deserializes.
+        write(
+            dir.path(),
+            "switchboard.toml",
+            "[log]\nlevel = \"verbose\"\n",
+        );
+        let problems = load(dir.path()).expect_err("invalid").0;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "log.level");
+        assert!(problems[0].file.ends_with("switchboard.toml"));
+        assert_eq!(problems[0].message, "'verbose' is not a log level");
+
+        for good in [
+            "debug",
+            "off",
+            "INFO",
+            "info,engine=debug",
+            "warn, channels::mllp=trace",
+        ] {
+            assert_eq!(log_level_problem(good), None, "{good}");
+        }
+        for bad in ["", "verbose", "info,engine", "engine=loud", "=debug"] {
+            assert!(log_level_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        write(dir.path(), "switchboard.toml", "[log]\ncolor = \"never\"\n");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.engine.log.color, LogColor::Never);
+    }
+
+    #[test]
+    fn log_color_auto_follows_the_terminal_and_no_color() {
+        assert!(LogColor::Auto.enabled(true, false));
+        assert!(!LogColor::Auto.enabled(false, false));
+        assert!(!LogColor::Auto.enabled(true, true));
+        assert!(LogColor::Always.enabled(false, true));
+        assert!(!LogColor::Never.enabled(true, false));
+    }
+
+    #[test]
+    fn only_engine_keys_are_taken_from_the_environment() {
+        assert!(is_engine_env_key("admin.listen"));
+        assert!(is_engine_env_key("ADMIN.LISTEN"));
+        assert!(is_engine_env_key("data_dir"));
+        assert!(is_engine_env_key("log.color"));
+        // The CLI's token variable and other SWITCHBOARD_* variables are not config keys.
+        assert!(!is_engine_env_key("admin_token"));
+        assert!(!is_engine_env_key("under_test"));
+        assert!(!is_engine_env_key("logger"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod console;
 pub mod delivery;
+pub mod error_chain;
 pub mod events;
 pub mod formats;
 pub mod ingest;

@@ -4,9 +4,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use engine::config::{self, LogFormat};
+use engine::admin_client::{cell, AdminTarget, Table};
+use engine::config::{self, LogConfig};
 use engine::send::{self, SendOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -111,19 +112,31 @@ enum Command {
         /// TOML file with sandbox settings (keys, refusals, Buktor mapping); see docs/SANDBOX.md.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Generate realistic ADT/SIU/DFT traffic for this many synthetic patients...
-        #[arg(long, requires = "send_to")]
+        /// Traffic mode: generate realistic ADT/SIU/DFT traffic for this many synthetic
+        /// patients (four messages each), send it, print a summary and exit (1 when a message
+        /// was not accepted). No peers are started in this mode.
+        #[arg(
+            long,
+            requires = "send_to",
+            conflicts_with_all = ["listen", "his_listen", "config"]
+        )]
         patients: Option<usize>,
-        /// ...and send it over MLLP to this engine channel (host:port).
-        #[arg(long)]
+        /// With --patients: the engine channel (MLLP host:port) to send the traffic to.
+        #[arg(long, requires = "patients")]
         send_to: Option<String>,
     },
-    /// List and show stored messages through the admin API.
+    /// List and show stored messages, and retry dead letters, through a running engine's
+    /// admin API.
     Messages {
-        /// Base URL of the admin API.
-        #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
-        admin: String,
-        /// Bearer token of the admin API.
+        /// The engine's admin API, as host:port or an http:// or https:// URL. Default: the
+        /// engine `run --config DIR` starts (admin.listen from DIR/switchboard.toml and
+        /// SWITCHBOARD_* variables; port 0 is read from data_dir/engine.json).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+        /// The engine's configuration folder, as given to `run` [default: conf].
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Bearer token of the admin API. Default: admin.token of the configuration.
         #[arg(
             long,
             env = "SWITCHBOARD_ADMIN_TOKEN",
@@ -131,6 +144,9 @@ enum Command {
             global = true
         )]
         token: Option<String>,
+        /// Print the admin API's answer as one JSON document instead of text.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         command: MessagesCommand,
     },
@@ -222,7 +238,9 @@ fn main() -> ExitCode {
     match run(command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            // Each cause once: error texts name their cause and also return it as source().
+            let text = engine::error_chain::join_once(e.chain().map(ToString::to_string));
+            eprintln!("switchboard: {text}");
             ExitCode::from(2)
         }
     }
@@ -247,7 +265,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            init_logging(&loaded.engine.log.level, loaded.engine.log.format);
+            init_logging(&loaded.engine.log);
             rt.block_on(async {
                 let engine = engine::Engine::start(loaded)
                     .await
@@ -353,7 +371,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Transform { to, options, mapping, file } => {
+        Command::Transform {
+            to,
+            options,
+            mapping,
+            file,
+        } => {
             let mapping = match &mapping {
                 Some(path) => match load_field_mapping(path)? {
                     Ok(m) => Some(m),
@@ -368,14 +391,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let messages = send::load_messages(std::slice::from_ref(&file))?;
             let opts_text = match &options {
-                Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
                 None => String::new(),
             };
             let mut failed = false;
             for (what, bytes) in &messages {
-                let (text, _) = transforms::hl7v2::charset::decode(bytes, transforms::hl7v2::charset::Charset::Utf8)
-                    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-                let msg = transforms::hl7v2::access::V2Message::parse(&text).map_err(|e| anyhow::anyhow!("{what}: cannot parse: {e}"))?;
+                let (text, _) = transforms::hl7v2::charset::decode(
+                    bytes,
+                    transforms::hl7v2::charset::Charset::Utf8,
+                )
+                .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+                let msg = transforms::hl7v2::access::V2Message::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("{what}: cannot parse: {e}"))?;
                 let event = match transforms::v2_to_event(&msg) {
                     Ok(transforms::Mapped::Event(e)) => *e,
                     Ok(transforms::Mapped::Unsupported { message_type }) => {
@@ -401,10 +429,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     },
                     vendor @ ("opsport" | "latrexa" | "buktor" | "px360") => {
                         let rendered = match vendor {
-                            "opsport" => transforms::dest::opsport::render(&event, &toml::from_str(&opts_text).context("--options")?),
+                            "opsport" => transforms::dest::opsport::render(
+                                &event,
+                                &toml::from_str(&opts_text).context("--options")?,
+                            ),
                             "latrexa" => transforms::dest::latrexa::render(&event),
-                            "buktor" => transforms::dest::buktor::render(&event, &toml::from_str(&opts_text).context("--options")?),
-                            _ => transforms::dest::px360::render(&event, &toml::from_str(&opts_text).context("--options")?),
+                            "buktor" => transforms::dest::buktor::render(
+                                &event,
+                                &toml::from_str(&opts_text).context("--options")?,
+                            ),
+                            _ => transforms::dest::px360::render(
+                                &event,
+                                &toml::from_str(&opts_text).context("--options")?,
+                            ),
                         };
                         match rendered {
                             Ok(items) => serde_json::Value::Array(
@@ -425,7 +462,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                             }
                         }
                     }
-                    other => bail!("--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"),
+                    other => bail!(
+                        "--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"
+                    ),
                 };
                 // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
                 if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
@@ -433,13 +472,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Sandbox { listen, his_listen, config, patients, send_to } => {
-            init_logging("info", LogFormat::Human);
+        Command::Sandbox {
+            listen,
+            his_listen,
+            config,
+            patients,
+            send_to,
+        } => {
+            if let (Some(n), Some(to)) = (patients, &send_to) {
+                return rt.block_on(send_traffic(n, to));
+            }
+            init_logging(&LogConfig::default());
             let mut cfg: channels::sandbox::SandboxConfig = match &config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
                     toml::from_str(&text).with_context(|| format!("{}", path.display()))?
                 }
                 None => channels::sandbox::SandboxConfig::default(),
@@ -456,20 +509,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for vendor in ["opsport", "latrexa", "buktor", "px360"] {
                     println!("{vendor:<8} {}", sandbox.base_url(vendor));
                 }
-                println!("his      mllp://{} (state: http://{}/his/_state)", sandbox.his_mllp_addr, sandbox.http_addr);
-                if let (Some(n), Some(to)) = (patients, send_to) {
-                    let messages = channels::sandbox::traffic::generate(&channels::sandbox::traffic::TrafficConfig::new(n, 42, chrono::Utc::now()));
-                    let mut client = channels::mllp::client::MllpClient::connect(&to, Duration::from_secs(10)).await?;
-                    let (mut ok, mut bad) = (0, 0);
-                    for m in &messages {
-                        let answer = client.send(m.as_bytes()).await?;
-                        match transforms::hl7v2::ack::parse_ack(&String::from_utf8_lossy(&answer)) {
-                            Some(a) if a.code.is_positive() => ok += 1,
-                            _ => bad += 1,
-                        }
-                    }
-                    println!("sent {} messages for {n} patients to {to}: {ok} accepted, {bad} not", messages.len());
-                }
+                println!(
+                    "his      mllp://{} (state: http://{}/his/_state)",
+                    sandbox.his_mllp_addr, sandbox.http_addr
+                );
                 println!("sandbox running; Ctrl-C stops it");
                 wait_for_signal().await;
                 shutdown.cancel();
@@ -480,139 +523,251 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Messages {
             admin,
+            config,
             token,
+            json,
             command,
-        } => rt.block_on(async {
-            let token = token.as_deref();
-            let command_name = match &command {
-                MessagesCommand::Retry { .. } => "retry",
-                _ => "other",
-            };
-            match command {
-                MessagesCommand::List {
-                    channel,
-                    control_id,
-                    key,
-                    key_type,
-                    status,
-                    since,
-                    limit,
-                } => {
-                    let mut q = vec![("limit", limit.to_string())];
-                    for (k, v) in [
-                        ("channel", channel),
-                        ("control_id", control_id),
-                        ("key", key),
-                        ("key_type", key_type),
-                        ("status", status),
-                        ("since", since),
-                    ] {
-                        if let Some(v) = v {
-                            q.push((k, v));
-                        }
-                    }
-                    let body =
-                        engine::admin_client::get_json(&admin, "/api/messages", &q, token).await?;
-                    let items = body["items"].as_array().cloned().unwrap_or_default();
-                    println!(
-                        "{:<22} {:<16} {:<26} {:<10} {:<20} {:<9} ACK",
-                        "ID", "CHANNEL", "RECEIVED", "TYPE", "CONTROL ID", "STATUS"
-                    );
-                    for m in &items {
-                        println!(
-                            "{:<22} {:<16} {:<26} {:<10} {:<20} {:<9} {}",
-                            m["id"].as_str().unwrap_or_default(),
-                            m["channel"].as_str().unwrap_or_default(),
-                            m["received_at"].as_str().unwrap_or_default(),
-                            m["message_type"].as_str().unwrap_or_default(),
-                            m["control_id"].as_str().unwrap_or_default(),
-                            m["status"].as_str().unwrap_or_default(),
-                            m["ack_code"].as_str().unwrap_or_default(),
-                        );
-                    }
-                    println!("{} message(s)", items.len());
-                }
-                MessagesCommand::Show { id } => {
-                    let body = engine::admin_client::get_json(
-                        &admin,
-                        &format!("/api/messages/{id}"),
-                        &[],
-                        token,
-                    )
-                    .await?;
-                    let mut shown = body.clone();
-                    if let Some(o) = shown.as_object_mut() {
-                        o.remove("raw");
-                        o.remove("ack");
-                    }
-                    println!("{}", serde_json::to_string_pretty(&shown)?);
-                    println!(
-                        "--- raw ---\n{}",
-                        body["raw"].as_str().unwrap_or_default().replace('\r', "\n")
-                    );
-                    println!(
-                        "--- answer sent ---\n{}",
-                        body["ack"].as_str().unwrap_or_default().replace('\r', "\n")
-                    );
-                }
-                MessagesCommand::Reprocess { id, destinations } => {
-                    let body = if destinations.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "destinations": destinations }) };
-                    let r = engine::admin_client::post_json(&admin, &format!("/api/messages/{id}/reprocess"), &body, token).await?;
-                    println!("message {id}: {}", r["status"].as_str().unwrap_or_default());
-                }
-                MessagesCommand::DeadLetters { channel, destination } => {
-                    let mut q = vec![("limit", "1000".to_string())];
-                    for (k, v) in [("channel", channel), ("destination", destination)] {
-                        if let Some(v) = v {
-                            q.push((k, v));
-                        }
-                    }
-                    let body = engine::admin_client::get_json(&admin, "/api/dead-letters", &q, token).await?;
-                    let items = body["items"].as_array().cloned().unwrap_or_default();
-                    println!("{:<28} {:<8} {:<22} {:<8} REASON", "DESTINATION", "SEQ", "MESSAGE", "ATTEMPTS");
-                    for d in &items {
-                        println!(
-                            "{:<28} {:<8} {:<22} {:<8} {}",
-                            d["destination"].as_str().unwrap_or_default(),
-                            d["seq"],
-                            d["message_id"].as_str().unwrap_or_default(),
-                            d["attempts"],
-                            d["reason"].as_str().unwrap_or_default(),
-                        );
-                    }
-                    println!("{} dead letter(s)", items.len());
-                }
-                MessagesCommand::Retry { destination, seq, all, channel } | MessagesCommand::Discard { destination, seq, all, channel } => {
-                    let action = if command_name == "retry" { "retry" } else { "discard" };
-                    let body = match (all, destination, seq) {
-                        (true, dest, _) => serde_json::json!({ "all": true, "channel": channel, "destination": dest }),
-                        (false, Some(d), Some(q)) => serde_json::json!({ "items": [{ "destination": d, "seq": q }] }),
-                        _ => bail!("give DESTINATION SEQ, or --all"),
-                    };
-                    let r = engine::admin_client::post_json(&admin, &format!("/api/dead-letters/{action}"), &body, token).await?;
-                    println!("{}", serde_json::to_string(&r)?);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }),
+        } => {
+            let target = AdminTarget::resolve(
+                admin.as_deref(),
+                token,
+                config.as_deref().unwrap_or(Path::new("conf")),
+                config.is_some(),
+            )?;
+            rt.block_on(messages(&target, json, command))
+        }
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+/// `switchboard messages ...`: one admin API call each; `json` prints the answer as it came.
+async fn messages(
+    target: &AdminTarget,
+    json: bool,
+    command: MessagesCommand,
+) -> anyhow::Result<ExitCode> {
+    let print_json = |v: &serde_json::Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match command {
+        MessagesCommand::List {
+            channel,
+            control_id,
+            key,
+            key_type,
+            status,
+            since,
+            limit,
+        } => {
+            let mut q = vec![("limit", limit.to_string())];
+            for (k, v) in [
+                ("channel", channel),
+                ("control_id", control_id),
+                ("key", key),
+                ("key_type", key_type),
+                ("status", status),
+                ("since", since),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let body = target.get_json("/api/messages", &q).await?;
+            if json {
+                return print_json(&body).map(|()| ExitCode::SUCCESS);
+            }
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            let mut table = Table::new(&[
+                "ID",
+                "CHANNEL",
+                "RECEIVED",
+                "TYPE",
+                "CONTROL ID",
+                "STATUS",
+                "ACK",
+            ]);
+            for m in &items {
+                table.row(
+                    [
+                        "id",
+                        "channel",
+                        "received_at",
+                        "message_type",
+                        "control_id",
+                        "status",
+                        "ack_code",
+                    ]
+                    .iter()
+                    .map(|k| cell(&m[*k]))
+                    .collect(),
+                );
+            }
+            print!("{}", table.render());
+            println!("{} message(s)", items.len());
+        }
+        MessagesCommand::Show { id } => {
+            let body = target.get_json(&format!("/api/messages/{id}"), &[]).await?;
+            if json {
+                return print_json(&body).map(|()| ExitCode::SUCCESS);
+            }
+            let mut shown = body.clone();
+            if let Some(o) = shown.as_object_mut() {
+                o.remove("raw");
+                o.remove("ack");
+            }
+            print_json(&shown)?;
+            println!(
+                "--- raw ---\n{}",
+                body["raw"].as_str().unwrap_or_default().replace('\r', "\n")
+            );
+            println!(
+                "--- answer sent ---\n{}",
+                body["ack"].as_str().unwrap_or_default().replace('\r', "\n")
+            );
+        }
+        MessagesCommand::Reprocess { id, destinations } => {
+            let body = if destinations.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "destinations": destinations })
+            };
+            let r = target
+                .post_json(&format!("/api/messages/{id}/reprocess"), &body)
+                .await?;
+            if json {
+                return print_json(&r).map(|()| ExitCode::SUCCESS);
+            }
+            println!("message {id}: {}", cell(&r["status"]));
+        }
+        MessagesCommand::DeadLetters {
+            channel,
+            destination,
+        } => {
+            let mut q = vec![("limit", "1000".to_string())];
+            for (k, v) in [("channel", channel), ("destination", destination)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            let body = target.get_json("/api/dead-letters", &q).await?;
+            if json {
+                return print_json(&body).map(|()| ExitCode::SUCCESS);
+            }
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            let mut table = Table::new(&["DESTINATION", "SEQ", "MESSAGE", "ATTEMPTS", "REASON"]);
+            for d in &items {
+                table.row(
+                    ["destination", "seq", "message_id", "attempts", "reason"]
+                        .iter()
+                        .map(|k| cell(&d[*k]))
+                        .collect(),
+                );
+            }
+            print!("{}", table.render());
+            println!("{} dead letter(s)", items.len());
+        }
+        MessagesCommand::Retry {
+            destination,
+            seq,
+            all,
+            channel,
+        } => {
+            let r = dead_letter_action(target, "retry", destination, seq, all, channel).await?;
+            if json {
+                return print_json(&r).map(|()| ExitCode::SUCCESS);
+            }
+            println!(
+                "retried {} dead letter(s), {} not found",
+                cell(&r["retried"]),
+                cell(&r["not_found"])
+            );
+        }
+        MessagesCommand::Discard {
+            destination,
+            seq,
+            all,
+            channel,
+        } => {
+            let r = dead_letter_action(target, "discard", destination, seq, all, channel).await?;
+            if json {
+                return print_json(&r).map(|()| ExitCode::SUCCESS);
+            }
+            println!(
+                "discarded {} dead letter(s), {} not found",
+                cell(&r["discarded"]),
+                cell(&r["not_found"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// POSTs a dead-letter retry or discard: one (`DESTINATION SEQ`) or all (`--all`).
+async fn dead_letter_action(
+    target: &AdminTarget,
+    action: &str,
+    destination: Option<String>,
+    seq: Option<u64>,
+    all: bool,
+    channel: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let body = match (all, destination, seq) {
+        (true, dest, _) => {
+            serde_json::json!({ "all": true, "channel": channel, "destination": dest })
+        }
+        (false, Some(d), Some(q)) => {
+            serde_json::json!({ "items": [{ "destination": d, "seq": q }] })
+        }
+        _ => bail!("give DESTINATION SEQ, or --all"),
+    };
+    Ok(target
+        .post_json(&format!("/api/dead-letters/{action}"), &body)
+        .await?)
+}
+
+/// `switchboard sandbox --patients N --send-to ADDR`: generates the traffic, sends it over
+/// one MLLP connection, prints a summary and ends (exit 1 when a message was not accepted).
+async fn send_traffic(patients: usize, to: &str) -> anyhow::Result<ExitCode> {
+    use channels::sandbox::traffic::{generate, TrafficConfig};
+    let messages = generate(&TrafficConfig::new(patients, 42, chrono::Utc::now()));
+    let mut client =
+        channels::mllp::client::MllpClient::connect(to, Duration::from_secs(10)).await?;
+    let (mut ok, mut bad) = (0, 0);
+    for m in &messages {
+        let answer = client.send(m.as_bytes()).await?;
+        match transforms::hl7v2::ack::parse_ack(&String::from_utf8_lossy(&answer)) {
+            Some(a) if a.code.is_positive() => ok += 1,
+            _ => bad += 1,
+        }
+    }
+    println!(
+        "sent {} messages for {patients} patients to {to}: {ok} accepted, {bad} not",
+        messages.len()
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn init_logging(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a person at a terminal: a log file or a journal gets plain text
-    // (NO_COLOR, https://no-color.org, turns it off everywhere).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none();
+    // `log.color = "auto"`: colour only for a person at a terminal, so a log file or a
+    // journal gets plain text; NO_COLOR (https://no-color.org) turns it off.
+    let colour = log.color.enabled(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").is_some(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match log.format {
+        config::LogFormat::Human => builder.init(),
+        config::LogFormat::Json => builder.json().init(),
     }
 }
 

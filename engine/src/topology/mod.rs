@@ -316,6 +316,7 @@ impl Supervisor {
         self.shared.metrics.record_tls_expiry(&new.channels);
         if t.config.engine.log.level != new.engine.log.level
             || t.config.engine.log.format != new.engine.log.format
+            || t.config.engine.log.color != new.engine.log.color
         {
             warn!("log settings changed; they apply at the next start.");
         }
