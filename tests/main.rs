@@ -18,6 +18,7 @@ mod fhir_destination;
 mod http_sources;
 mod latrexa;
 mod ops;
+mod packaging;
 mod powercut;
 mod reload;
 mod resend;
