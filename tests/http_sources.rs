@@ -1,4 +1,5 @@
-//! HTTP sources end to end: FHIR REST (create, update, transaction Bundles, errors) and the
+//! HTTP sources end to end: FHIR REST (create, update, transaction Bundles, errors, the
+//! CapabilityStatement and reads of what was received) and the
 //! webhook source (Buktor signatures and replays, PX360 validation, OpsPort bulk), against
 //! the real binary on 127.0.0.1.
 
@@ -100,7 +101,10 @@ async fn fhir_rest_creates_events_answers_in_fhir_terms_and_keeps_bundles_whole(
     let id = body["id"].as_str().expect("an id").to_string();
     assert_eq!(body["resourceType"], "Patient");
     assert_eq!(headers["location"], format!("Patient/{id}").as_str());
-    assert_eq!(headers["content-type"], "application/fhir+json");
+    assert_eq!(
+        headers["content-type"],
+        "application/fhir+json; charset=utf-8"
+    );
     let (status, _, body) = fhir.send(Method::POST, "/Appointment", APPOINTMENT).await;
     assert_eq!(status, 201, "{body}");
     assert!(
@@ -246,6 +250,235 @@ async fn fhir_rest_creates_events_answers_in_fhir_terms_and_keeps_bundles_whole(
         m.contains("switchboard_duplicates_total{channel=\"fhir\"} 1"),
         "{m}"
     );
+}
+
+impl Fhir {
+    async fn get(&self, path: &str, token: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("FHIR source reachable");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, v)
+    }
+}
+
+/// A FHIR source `fhir` under `/fhir` with bearer token `fhir-token`, routing to `sink`.
+fn fhir_channel(cfg: &TestConfig, sink: &HttpSink) {
+    let token = secret(cfg, "fhir-token", "fhir-token\n");
+    add_channel(
+        cfg,
+        "fhir",
+        &format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}",
+            sink.url
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_rest_states_its_capabilities_and_serves_exactly_them() {
+    use reqwest::Method;
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfg = TestConfig::new("", "");
+    fhir_channel(&cfg, &sink);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+
+    let (status, _, body) = fhir.get("/metadata", "wrong").await;
+    assert_eq!((status, &body["issue"][0]["code"]), (401, &json!("login")));
+    let (status, headers, cs) = fhir.get("/metadata", "fhir-token").await;
+    assert_eq!(status, 200, "{cs}");
+    assert_eq!(
+        headers["content-type"],
+        "application/fhir+json; charset=utf-8"
+    );
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    assert_eq!(cs["kind"], "instance");
+    assert_eq!(cs["format"], json!(["json"]));
+    let rest = &cs["rest"][0];
+    assert_eq!(rest["mode"], "server");
+    let system: Vec<&str> = rest["interaction"]
+        .as_array()
+        .expect("system interactions")
+        .iter()
+        .filter_map(|i| i["code"].as_str())
+        .collect();
+    assert_eq!(system, ["transaction", "batch"]);
+
+    // Each listed interaction is served (never 404/405) and the ones FHIR defines that are
+    // not listed are refused with 405, for every listed type.
+    let resources = rest["resource"].as_array().expect("resources");
+    let types: Vec<&str> = resources
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Patient",
+            "Practitioner",
+            "Location",
+            "Encounter",
+            "Appointment",
+            "ChargeItem",
+            "ServiceRequest",
+            "Observation",
+            "DiagnosticReport"
+        ]
+    );
+    for resource in resources {
+        let rtype = resource["type"].as_str().expect("type");
+        let mut codes: Vec<&str> = resource["interaction"]
+            .as_array()
+            .expect("interactions")
+            .iter()
+            .filter_map(|i| i["code"].as_str())
+            .collect();
+        codes.sort_unstable();
+        assert_eq!(codes, ["create", "read", "update"], "{rtype}");
+        // read: an unknown id is 404 not-found (the route exists).
+        let (status, _, body) = fhir
+            .get(&format!("/{rtype}/never-sent"), "fhir-token")
+            .await;
+        assert_eq!(
+            (status, &body["issue"][0]["code"]),
+            (404, &json!("not-found")),
+            "{rtype}"
+        );
+        // create and update: an empty resource is refused by the engine's checks, not routing.
+        let (status, _, body) = fhir.send(Method::POST, &format!("/{rtype}"), "{}").await;
+        assert_eq!(status, 400, "create {rtype}: {body}");
+        let (status, _, body) = fhir.send(Method::PUT, &format!("/{rtype}/x1"), "{}").await;
+        assert_eq!(status, 400, "update {rtype}: {body}");
+        for (method, path) in [
+            (Method::DELETE, format!("/{rtype}/x1")),
+            (Method::GET, format!("/{rtype}")),
+            (Method::PATCH, format!("/{rtype}/x1")),
+        ] {
+            let (status, headers, body) = fhir.send(method.clone(), &path, "").await;
+            assert_eq!(status, 405, "{method} {path}: {body}");
+            assert_eq!(
+                headers["content-type"],
+                "application/fhir+json; charset=utf-8"
+            );
+        }
+    }
+    let (status, _, _) = fhir.get("/Medication/1", "fhir-token").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_rest_reads_back_what_it_received_from_the_store() {
+    use reqwest::Method;
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfg = TestConfig::new("", "");
+    fhir_channel(&cfg, &sink);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+
+    // A create is read back as answered: the resource as sent, with the id it was given.
+    let (status, _, created) = fhir.send(Method::POST, "/Patient", PATIENT).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let (status, headers, read) = fhir.get(&format!("/Patient/{id}"), "fhir-token").await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        headers["content-type"],
+        "application/fhir+json; charset=utf-8"
+    );
+    assert_eq!(read, created);
+    let mut sent: Value = serde_json::from_str(PATIENT).expect("fixture");
+    sent["id"] = json!(id);
+    assert_eq!(read, sent, "what was received, with its id");
+
+    // The source's credentials apply to reads.
+    let (status, _, body) = fhir.get(&format!("/Patient/{id}"), "wrong").await;
+    assert_eq!((status, &body["issue"][0]["code"]), (401, &json!("login")));
+
+    // Updates: the newest accepted version is read; a rejected one changes nothing.
+    let mut v1: Value = serde_json::from_str(PATIENT).expect("fixture");
+    v1["id"] = json!("pat-77");
+    v1["gender"] = json!("female");
+    let (status, _, body) = fhir
+        .send(Method::PUT, "/Patient/pat-77", &v1.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut v2 = v1.clone();
+    v2["gender"] = json!("other");
+    let (status, _, body) = fhir
+        .send(Method::PUT, "/Patient/pat-77", &v2.to_string())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut bad = v1.clone();
+    bad["birthDay"] = json!("1980-01-01");
+    let (status, _, body) = fhir
+        .send(Method::PUT, "/Patient/pat-77", &bad.to_string())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, read) = fhir.get("/Patient/pat-77", "fhir-token").await;
+    assert_eq!((status, &read["gender"]), (200, &json!("other")), "{read}");
+    let mut only_bad = bad.clone();
+    only_bad["id"] = json!("pat-bad");
+    let (status, _, _) = fhir
+        .send(Method::PUT, "/Patient/pat-bad", &only_bad.to_string())
+        .await;
+    assert_eq!(status, 400);
+    let (status, _, body) = fhir.get("/Patient/pat-bad", "fhir-token").await;
+    assert_eq!(
+        (status, &body["resourceType"]),
+        (404, &json!("OperationOutcome"))
+    );
+    assert_eq!(body["issue"][0]["code"], "not-found");
+
+    // Every entry of an accepted transaction is read at the Location its response named.
+    let (status, _, answer) = fhir.send(Method::POST, "/", TRANSACTION).await;
+    assert_eq!(status, 200, "{answer}");
+    let bundle: Value = serde_json::from_str(TRANSACTION).expect("fixture");
+    let entries = answer["entry"].as_array().expect("entries");
+    assert_eq!(
+        entries.len(),
+        bundle["entry"].as_array().map_or(0, Vec::len)
+    );
+    for (i, entry) in entries.iter().enumerate() {
+        let location = entry["response"]["location"].as_str().expect("location");
+        let (rtype, rid) = location.split_once('/').expect("type/id");
+        let (status, _, read) = fhir.get(&format!("/{location}"), "fhir-token").await;
+        assert_eq!(status, 200, "{location}: {read}");
+        assert_eq!(
+            (read["resourceType"].as_str(), read["id"].as_str()),
+            (Some(rtype), Some(rid))
+        );
+        let mut sent = bundle["entry"][i]["resource"].clone();
+        sent["id"] = json!(rid);
+        assert_eq!(read, sent, "entry {i}");
+    }
+
+    // From the store: the same after a restart.
+    let data = cfg.data();
+    assert_eq!(engine.terminate(), Some(0));
+    let engine = EngineProcess::start(&cfg.conf(), &data);
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+    let (status, _, read) = fhir.get(&format!("/Patient/{id}"), "fhir-token").await;
+    assert_eq!((status, read), (200, created));
+    let (status, _, read) = fhir.get("/Patient/pat-77", "fhir-token").await;
+    assert_eq!((status, &read["gender"]), (200, &json!("other")));
 }
 
 fn buktor_event(event_id: &str, timestamp: &str) -> String {

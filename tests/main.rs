@@ -19,6 +19,7 @@ mod fhir_destination;
 mod http_sources;
 mod latrexa;
 mod ops;
+mod packaging;
 mod powercut;
 mod reload;
 mod resend;

@@ -24,7 +24,7 @@ use crate::formats::{json_events, JsonFailure};
 use crate::ingest::{received_at_ms, ChannelIngest};
 use crate::store::{Claim, MessageRecord, Status};
 use bytes::Bytes;
-use channels::fhir_rest::source::{operation_outcome, FHIR_JSON};
+use channels::fhir_rest::source::{operation_outcome, ResourceReader, FHIR_JSON_UTF8};
 use channels::source::{Disposition, HttpAnswer, Inbound, JsonBody, Payload, Reply};
 use channels::webhook::receiver::WebhookFormat;
 use serde_json::{json, Value};
@@ -75,7 +75,7 @@ impl Decision {
 
 fn content_type(format: &str) -> &'static str {
     if format == "fhir" {
-        FHIR_JSON
+        FHIR_JSON_UTF8
     } else {
         "application/json"
     }
@@ -97,6 +97,18 @@ fn reason_label(status: u16) -> &'static str {
     match status {
         422 => REASON_LABELS[0],
         _ => REASON_LABELS[1],
+    }
+}
+
+/// The reads of a FHIR source (`GET [base]/{type}/{id}`), answered from the store: the
+/// resource as the channel last accepted it (see [`crate::store::fhir_ids`]).
+pub struct StoreReader(pub crate::store::Store);
+
+impl ResourceReader for StoreReader {
+    fn read(&self, channel: &str, resource_type: &str, id: &str) -> Result<Option<Value>, String> {
+        self.0
+            .fhir_resource(channel, resource_type, id)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Buktor HIS webhook (`seeds/buktor-his-webhook.txt`): POST `/his/receive` with
+//! Buktor HIS webhook (the vendor's HIS webhook document): POST `/his/receive` with
 //! `Authorization: Bearer <token>` and `Buktor-Signature`, the lowercase hex HMAC-SHA256 of the
 //! exact body bytes under the shared secret.
 //!

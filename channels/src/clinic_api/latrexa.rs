@@ -1,4 +1,4 @@
-//! Latrexa integration API, HIS -> Latrexa (`seeds/latrexa-sync-agent.txt`): walk-in and desk
+//! Latrexa integration API, HIS -> Latrexa (the vendor's sync agent document): walk-in and desk
 //! appointments made in the HIS (SIU from the HIS) are POSTed to
 //! `/api/integration/appointments/upload` with `Authorization: Bearer <api key>` and
 //! `X-Organization-Code`. Uploads are keyed by the HIS appointment id on Latrexa's side, so a

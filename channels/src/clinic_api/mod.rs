@@ -1,4 +1,4 @@
-//! The cloud clinic APIs of `seeds/` as destinations: OpsPort, Buktor, PX360 and the Latrexa
+//! The cloud clinic APIs as destinations: OpsPort, Buktor, PX360 and the Latrexa
 //! upload. Payloads are rendered at ingest by `transforms::dest` (the engine's routing); the
 //! clients here add each vendor's headers, POST to `base_url` + the rendered path and classify
 //! the answer as the vendor documents it.
@@ -12,7 +12,7 @@
 //! a validation error lands in the dead letters at once, with a reason an operator can act on,
 //! instead of being retried.
 //!
-//! Clients of the cloud clinic APIs described in `seeds/` that do more than take deliveries.
+//! Clients of the cloud clinic APIs (docs/SANDBOX.md) that do more than take deliveries.
 //!
 //! [`latrexa_bookings`] is the Latrexa -> HIS side of the Latrexa Sync Agent: it fetches online
 //! bookings (REST polling and the SignalR hub) and answers confirm, reject and heartbeat.

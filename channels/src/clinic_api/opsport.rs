@@ -1,4 +1,4 @@
-//! OpsPort healthcare integration API (`seeds/opsport-integration-api.txt`): `X-API-Key` on
+//! OpsPort healthcare integration API (the vendor's integration API document): `X-API-Key` on
 //! every POST to `/api/healthcare/{clinic,doctor,patient,appointment}` (one JSON object) or the
 //! plural forms (a JSON array).
 //!

@@ -1,4 +1,4 @@
-//! PX360 HIS patient-data endpoint (`seeds/px360-his-integration.txt`): POST the HIS JSON
+//! PX360 HIS patient-data endpoint (the vendor's HIS integration document): POST the HIS JSON
 //! (`FetchPatientDataTimeStampList`, `FetchPatientDataTimeStampVisitDataList`, `Code`,
 //! `Status`) to `/api/simulator/his-patient-data/`.
 //!

@@ -1,11 +1,19 @@
-//! The FHIR REST source: create (`POST [base]/{type}`), update (`PUT [base]/{type}/{id}`) and
-//! transaction/batch Bundles (`POST [base]/`), in `application/fhir+json`.
+//! The FHIR REST source: create (`POST [base]/{type}`), update (`PUT [base]/{type}/{id}`),
+//! read (`GET [base]/{type}/{id}`), transaction/batch Bundles (`POST [base]/`) and the
+//! CapabilityStatement (`GET [base]/metadata`), in `application/fhir+json`.
+//!
+//! [`route`] is the one routing table: it accepts a type-level request only for an interaction
+//! of [`TypeInteraction::ALL`] on a type of [`RESOURCE_TYPES`], and [`capability_statement`]
+//! lists exactly those, so what the statement says and what is served cannot drift.
 //!
 //! The HTTP layer checks, in this order, and answers each failure with an OperationOutcome:
 //! peer allowed (403), credentials in headers (401), endpoint and method (404/405), content
-//! type (415), size (413, from `Content-Length` before reading, else while reading), HMAC
-//! signature when configured (401). Then the engine parses, validates, maps, stores and decides
-//! the answer (201/200, 400/422, 503); see `engine/src/ingest_http.rs`.
+//! type of a body (415), size (413, from `Content-Length` before reading, else while reading),
+//! HMAC signature when configured (401; a GET is signed over its empty body). Then a write goes
+//! to the engine, which parses, validates, maps, stores and decides the answer (201/200,
+//! 400/422, 503; see `engine/src/ingest_http.rs`); a read asks the [`ResourceReader`] (the
+//! engine's store) for what the channel received (200, 404, 503). Every answer is
+//! `application/fhir+json; charset=utf-8`.
 
 use crate::http_auth::{Auth, AuthConfig, AuthFailure};
 use crate::http_source::{
@@ -23,7 +31,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// The resource types a FHIR REST source accepts for create and update.
 pub const RESOURCE_TYPES: &[&str] = &[
@@ -38,8 +46,116 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "DiagnosticReport",
 ];
 
-/// The FHIR JSON media type.
+/// The FHIR JSON media type (what a request body must be).
 pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// The `Content-Type` of every FHIR answer.
+pub const FHIR_JSON_UTF8: &str = "application/fhir+json; charset=utf-8";
+
+/// The FHIR version served.
+pub const FHIR_VERSION: &str = "4.0.1";
+
+/// An interaction on a resource type, as FHIR names it. [`route`] serves exactly these (on
+/// every type of [`RESOURCE_TYPES`]) and [`capability_statement`] lists exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypeInteraction {
+    /// `GET [base]/{type}/{id}`: the resource as last received.
+    Read,
+    /// `POST [base]/{type}`.
+    Create,
+    /// `PUT [base]/{type}/{id}`.
+    Update,
+}
+
+impl TypeInteraction {
+    /// Every type-level interaction served.
+    pub const ALL: [TypeInteraction; 3] = [
+        TypeInteraction::Read,
+        TypeInteraction::Create,
+        TypeInteraction::Update,
+    ];
+
+    /// The FHIR code (`CapabilityStatement.rest.resource.interaction.code`).
+    pub fn code(self) -> &'static str {
+        match self {
+            TypeInteraction::Read => "read",
+            TypeInteraction::Create => "create",
+            TypeInteraction::Update => "update",
+        }
+    }
+
+    /// The HTTP method.
+    pub fn method(self) -> Method {
+        match self {
+            TypeInteraction::Read => Method::GET,
+            TypeInteraction::Create => Method::POST,
+            TypeInteraction::Update => Method::PUT,
+        }
+    }
+
+    /// True when the path names an id (`{type}/{id}`), false for `{type}`.
+    pub fn takes_id(self) -> bool {
+        match self {
+            TypeInteraction::Read | TypeInteraction::Update => true,
+            TypeInteraction::Create => false,
+        }
+    }
+
+    /// True when the request carries a resource.
+    fn has_body(self) -> bool {
+        match self {
+            TypeInteraction::Create | TypeInteraction::Update => true,
+            TypeInteraction::Read => false,
+        }
+    }
+
+    fn usage(self) -> String {
+        let path = if self.takes_id() {
+            "[base]/{type}/{id}"
+        } else {
+            "[base]/{type}"
+        };
+        format!("{} {path}", self.method())
+    }
+}
+
+/// The system-level interactions served, both by `POST [base]/` with a Bundle (the engine
+/// takes Bundles of type `transaction` and `batch`).
+pub const SYSTEM_INTERACTIONS: [&str; 2] = ["transaction", "batch"];
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET [base]/metadata`.
+    Capabilities,
+    /// `POST [base]/`: a transaction or batch Bundle.
+    Bundle,
+    /// A type-level interaction on `resource_type` (and `id` when it takes one).
+    Type {
+        /// The interaction.
+        interaction: TypeInteraction,
+        /// One of [`RESOURCE_TYPES`].
+        resource_type: String,
+        /// The id of the path (read, update).
+        id: Option<String>,
+    },
+}
+
+/// Where a FHIR source reads back what its channel received: the engine's store.
+pub trait ResourceReader: Send + Sync {
+    /// The resource `{resource_type}/{id}` as last received on `channel` (JSON), `Ok(None)`
+    /// when no stored message carries it.
+    ///
+    /// # Errors
+    ///
+    /// A text for the log when the store cannot be read (answered 503).
+    fn read(
+        &self,
+        channel: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, String>;
+}
 
 /// Configuration of a FHIR REST source (`type = "fhir_rest"` in a channel's `[source]`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -126,13 +242,17 @@ impl FhirSourceConfig {
         out
     }
 
-    /// Resolves the secrets, binds and starts serving.
+    /// Resolves the secrets, binds and starts serving; reads are answered from `reader`.
     ///
     /// # Errors
     ///
     /// [`BuildError::Config`] for a secret that cannot be read, [`BuildError::Bind`] when the
     /// address is taken.
-    pub async fn build(&self, cx: SourceContext) -> Result<ListenerTask, BuildError> {
+    pub async fn build(
+        &self,
+        cx: SourceContext,
+        reader: Arc<dyn ResourceReader>,
+    ) -> Result<ListenerTask, BuildError> {
         let auth = self
             .auth
             .resolve("X-Switchboard-Signature")
@@ -141,6 +261,8 @@ impl FhirSourceConfig {
             cfg: self.clone(),
             auth,
             cx: cx.clone(),
+            reader,
+            started: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
         let app = axum::Router::new().fallback(handle).with_state(state);
         crate::http_source::serve(
@@ -159,6 +281,9 @@ struct Fhir {
     cfg: FhirSourceConfig,
     auth: Auth,
     cx: SourceContext,
+    reader: Arc<dyn ResourceReader>,
+    /// When the source was started (the CapabilityStatement's `date`).
+    started: String,
 }
 
 /// A FHIR OperationOutcome with one issue.
@@ -171,43 +296,71 @@ pub fn operation_outcome(code: &str, diagnostics: &str) -> String {
 }
 
 fn outcome(status: u16, code: &str, diagnostics: &str) -> Response {
-    json_response(status, FHIR_JSON, operation_outcome(code, diagnostics))
+    json_response(status, FHIR_JSON_UTF8, operation_outcome(code, diagnostics))
 }
 
-/// What a request asks for, by method and path.
-fn interaction(method: &Method, rest: &str) -> Result<JsonBody, Box<Response>> {
+/// A FHIR id: 1 to 64 of `A-Z a-z 0-9 - .`.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// Every request this source serves, for the 405 answer.
+fn usage() -> String {
+    let mut all = vec![
+        "GET [base]/metadata".to_owned(),
+        "POST [base]/ (Bundle)".to_owned(),
+    ];
+    all.extend(TypeInteraction::ALL.iter().map(|i| i.usage()));
+    all.join(", ")
+}
+
+/// What a request asks for, by method and `rest` (the path below the base): the one routing
+/// table of this source.
+///
+/// # Errors
+///
+/// The answer to send instead: 400 for an invalid id, 405 for a method the path does not
+/// take, 404 for an unknown path.
+pub fn route(method: &Method, rest: &str) -> Result<Route, Box<Response>> {
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     let known = |t: &str| RESOURCE_TYPES.contains(&t);
-    let body = |interaction: &str, rtype: Option<&str>, id: Option<&str>| JsonBody {
-        format: "fhir".into(),
-        interaction: interaction.into(),
-        resource_type: rtype.map(str::to_owned),
-        resource_id: id.map(str::to_owned),
-        body: Default::default(),
+    let not_allowed = || {
+        Box::new(outcome(
+            405,
+            "not-supported",
+            &format!("this endpoint takes {}", usage()),
+        ))
     };
-    match (method, parts.as_slice()) {
-        (&Method::POST, []) => Ok(body("bundle", None, None)),
-        (&Method::POST, [t]) if known(t) => Ok(body("create", Some(t), None)),
-        (&Method::PUT, [t, id]) if known(t) => {
-            let valid_id = id.len() <= 64
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-            if valid_id {
-                Ok(body("update", Some(t), Some(id)))
-            } else {
-                Err(Box::new(outcome(
+    match parts.as_slice() {
+        ["metadata"] if method == Method::GET => Ok(Route::Capabilities),
+        ["metadata"] => Err(not_allowed()),
+        [] if method == Method::POST => Ok(Route::Bundle),
+        [] => Err(not_allowed()),
+        [t, rest @ ..] if known(t) && rest.len() <= 1 => {
+            let id = rest.first().copied();
+            let Some(interaction) = TypeInteraction::ALL
+                .into_iter()
+                .find(|i| i.method() == method && i.takes_id() == id.is_some())
+            else {
+                return Err(not_allowed());
+            };
+            if id.is_some_and(|id| !valid_id(id)) {
+                return Err(Box::new(outcome(
                     400,
                     "value",
                     "the id in the path is not a valid FHIR id",
-                )))
+                )));
             }
+            Ok(Route::Type {
+                interaction,
+                resource_type: (*t).to_owned(),
+                id: id.map(str::to_owned),
+            })
         }
-        (_, [] | [_] | [_, _]) if parts.first().is_none_or(|t| known(t)) => Err(Box::new(outcome(
-            405,
-            "not-supported",
-            "this endpoint takes POST [base]/ (Bundle), POST [base]/{type} and PUT [base]/{type}/{id}",
-        ))),
         _ => Err(Box::new(outcome(
             404,
             "not-supported",
@@ -217,6 +370,40 @@ fn interaction(method: &Method, rest: &str) -> Result<JsonBody, Box<Response>> {
             ),
         ))),
     }
+}
+
+/// The CapabilityStatement of a FHIR source: FHIR 4.0.1, JSON, server mode, each type of
+/// [`RESOURCE_TYPES`] with the interactions of [`TypeInteraction::ALL`], and
+/// [`SYSTEM_INTERACTIONS`]; `date` is when the source was started with its configuration.
+pub fn capability_statement(date: &str) -> serde_json::Value {
+    let resources: Vec<serde_json::Value> = RESOURCE_TYPES
+        .iter()
+        .map(|t| {
+            let interactions: Vec<serde_json::Value> = TypeInteraction::ALL
+                .iter()
+                .map(|i| serde_json::json!({"code": i.code()}))
+                .collect();
+            serde_json::json!({"type": t, "interaction": interactions})
+        })
+        .collect();
+    let system: Vec<serde_json::Value> = SYSTEM_INTERACTIONS
+        .iter()
+        .map(|code| serde_json::json!({"code": code}))
+        .collect();
+    serde_json::json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "kind": "instance",
+        "software": {"name": "Switchboard", "version": env!("CARGO_PKG_VERSION")},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": system,
+        }],
+    })
 }
 
 fn auth_failure(s: &Fhir, failure: AuthFailure) -> Response {
@@ -262,11 +449,16 @@ async fn handle(
         )
         .await;
     };
-    let mut request = match interaction(&method, rest) {
+    let route = match route(&method, rest) {
         Ok(r) => r,
         Err(resp) => return refuse(body, *resp).await,
     };
-    if media_type(&headers) != FHIR_JSON {
+    let has_body = match &route {
+        Route::Bundle => true,
+        Route::Type { interaction, .. } => interaction.has_body(),
+        Route::Capabilities => false,
+    };
+    if has_body && media_type(&headers) != FHIR_JSON {
         let resp = outcome(
             415,
             "not-supported",
@@ -302,12 +494,35 @@ async fn handle(
     if let Err(f) = s.auth.check_signature(&headers, &bytes) {
         return auth_failure(&s, f);
     }
-    request.body = bytes;
+    let request = |interaction: &str, resource_type: Option<String>, id: Option<String>| JsonBody {
+        format: "fhir".into(),
+        interaction: interaction.into(),
+        resource_type,
+        resource_id: id,
+        body: bytes.clone(),
+    };
+    let request = match route {
+        Route::Capabilities => {
+            let statement = capability_statement(&s.started).to_string();
+            return json_response(200, FHIR_JSON_UTF8, statement);
+        }
+        Route::Bundle => request("bundle", None, None),
+        Route::Type {
+            interaction: TypeInteraction::Read,
+            resource_type,
+            id,
+        } => return read(&s, resource_type, id.unwrap_or_default()).await,
+        Route::Type {
+            interaction: interaction @ (TypeInteraction::Create | TypeInteraction::Update),
+            resource_type,
+            id,
+        } => request(interaction.code(), Some(resource_type), id),
+    };
     match submit(&s.cx, peer, request).await {
         Some(reply) => reply_response(reply, |_| {
             (
                 operation_outcome("transient", "the server cannot take messages now"),
-                FHIR_JSON,
+                FHIR_JSON_UTF8,
             )
         }),
         None => outcome(
@@ -315,5 +530,151 @@ async fn handle(
             "transient",
             "the server is shutting down; send it again later",
         ),
+    }
+}
+
+/// `GET [base]/{type}/{id}`: the resource as this channel last received it.
+async fn read(s: &Arc<Fhir>, resource_type: String, id: String) -> Response {
+    let (reader, channel) = (s.reader.clone(), s.cx.channel.clone());
+    let found =
+        tokio::task::spawn_blocking(move || reader.read(&channel, &resource_type, &id)).await;
+    match found {
+        Ok(Ok(Some(resource))) => json_response(200, FHIR_JSON_UTF8, resource.to_string()),
+        Ok(Ok(None)) => outcome(
+            404,
+            "not-found",
+            "no resource of this type with this id was received on this endpoint",
+        ),
+        Ok(Err(e)) => {
+            warn!(channel = %s.cx.channel, error = %e, "FHIR read failed: the store could not be read.");
+            unavailable()
+        }
+        Err(e) => {
+            warn!(channel = %s.cx.channel, error = %e, "FHIR read failed.");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> Response {
+    let mut resp = outcome(
+        503,
+        "transient",
+        "the store cannot be read now; try again later",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(r: Result<Route, Box<Response>>) -> u16 {
+        match r {
+            Ok(_) => 200,
+            Err(resp) => resp.status().as_u16(),
+        }
+    }
+
+    /// The request that asks for `code` on `rtype`, as a client would send it.
+    fn request_for(code: &str, rtype: &str) -> (Method, String) {
+        let i = TypeInteraction::ALL
+            .into_iter()
+            .find(|i| i.code() == code)
+            .unwrap_or_else(|| panic!("the statement lists '{code}', which is not served"));
+        let path = if i.takes_id() {
+            format!("/{rtype}/abc-1")
+        } else {
+            format!("/{rtype}")
+        };
+        (i.method(), path)
+    }
+
+    #[test]
+    fn the_statement_lists_exactly_what_the_router_serves() {
+        let cs = capability_statement("2026-01-01T00:00:00Z");
+        assert_eq!(cs["resourceType"], "CapabilityStatement");
+        assert_eq!(cs["fhirVersion"], "4.0.1");
+        assert_eq!(cs["format"], serde_json::json!(["json"]));
+        let rest = &cs["rest"][0];
+        assert_eq!(rest["mode"], "server");
+        let listed: Vec<&str> = rest["resource"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|r| r["type"].as_str().expect("type"))
+            .collect();
+        assert_eq!(listed, RESOURCE_TYPES);
+        for resource in rest["resource"].as_array().expect("resources") {
+            let rtype = resource["type"].as_str().expect("type");
+            let codes: Vec<&str> = resource["interaction"]
+                .as_array()
+                .expect("interactions")
+                .iter()
+                .map(|i| i["code"].as_str().expect("code"))
+                .collect();
+            // Every listed interaction is routed to itself...
+            for code in &codes {
+                let (method, path) = request_for(code, rtype);
+                match route(&method, &path) {
+                    Ok(Route::Type {
+                        interaction,
+                        resource_type,
+                        ..
+                    }) => assert_eq!((interaction.code(), &resource_type[..]), (*code, rtype)),
+                    other => panic!("{method} {path}: {}", status(other)),
+                }
+            }
+            // ...and every interaction FHIR defines on a type that is not listed is refused.
+            for (method, path) in [
+                (Method::DELETE, format!("/{rtype}/abc-1")),
+                (Method::PATCH, format!("/{rtype}/abc-1")),
+                (Method::GET, format!("/{rtype}")),
+                (Method::POST, format!("/{rtype}/abc-1")),
+                (Method::PUT, format!("/{rtype}")),
+            ] {
+                assert_eq!(status(route(&method, &path)), 405, "{method} {path}");
+            }
+            assert_eq!(
+                status(route(&Method::GET, &format!("/{rtype}/abc-1/_history/2"))),
+                404
+            );
+        }
+        let system: Vec<&str> = rest["interaction"]
+            .as_array()
+            .expect("system interactions")
+            .iter()
+            .map(|i| i["code"].as_str().expect("code"))
+            .collect();
+        assert_eq!(system, ["transaction", "batch"]);
+        assert_eq!(route(&Method::POST, "/").ok(), Some(Route::Bundle));
+        assert_eq!(
+            route(&Method::GET, "/metadata").ok(),
+            Some(Route::Capabilities)
+        );
+        assert_eq!(status(route(&Method::POST, "/metadata")), 405);
+        assert_eq!(status(route(&Method::GET, "/")), 405);
+    }
+
+    #[test]
+    fn unknown_types_and_bad_ids_are_refused() {
+        assert_eq!(status(route(&Method::GET, "/Medication/1")), 404);
+        assert_eq!(status(route(&Method::GET, "/Patient/a_b")), 400);
+        assert_eq!(
+            status(route(&Method::PUT, &format!("/Patient/{}", "a".repeat(65)))),
+            400
+        );
+        assert_eq!(status(route(&Method::GET, "/Patient/a.b-C9")), 200);
+    }
+
+    #[test]
+    fn answers_are_utf8_fhir_json() {
+        let resp = outcome(404, "not-found", "x");
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/fhir+json; charset=utf-8"
+        );
     }
 }

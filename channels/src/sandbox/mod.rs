@@ -1,6 +1,6 @@
 //! The sandbox: in-process stand-ins for the cloud clinic APIs and a hospital information system.
 //!
-//! Each server follows the documented contract of its vendor (the texts in `seeds/`): paths,
+//! Each server follows the documented contract of its vendor (as the vendor publishes it): paths,
 //! headers, field names, status codes and error bodies. They serve the end-to-end tests of the
 //! engine and the `switchboard sandbox` command, so that a channel configuration can be tried
 //! against realistic peers before going live. They are not production servers: state lives in

@@ -9,6 +9,7 @@
 //! | `dedup` | channel, sender key (HL7: MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
 //! | `by_control_id` | control id, 0x00, message id | empty |
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
+//! | `fhir_ids` | channel, 0x00, FHIR `{type}/{id}`, 0x00, message id | empty (see [`fhir_ids`]) |
 //! | `meta` | name | schema version and the like |
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
@@ -24,6 +25,7 @@
 
 mod commit;
 pub mod dedup;
+pub mod fhir_ids;
 pub mod id_map;
 pub mod keys;
 pub mod ledger;
@@ -201,6 +203,7 @@ pub struct Store {
     pub(crate) dedup: sled::Tree,
     pub(crate) by_control_id: sled::Tree,
     pub(crate) by_business_key: sled::Tree,
+    pub(crate) fhir_ids: sled::Tree,
     pub(crate) outbox: sled::Tree,
     pub(crate) dead_letters: sled::Tree,
     pub(crate) attempts: sled::Tree,
@@ -301,6 +304,7 @@ impl Store {
             dedup: db.open_tree("dedup")?,
             by_control_id: db.open_tree("by_control_id")?,
             by_business_key: db.open_tree("by_business_key")?,
+            fhir_ids: db.open_tree("fhir_ids")?,
             messages,
             db,
             last_id: Arc::new(AtomicU64::new(last)),
@@ -395,6 +399,9 @@ impl Store {
         for k in record.business_keys.iter().filter(|k| keys::indexable(k)) {
             self.by_business_key
                 .insert(keys::index_key(k, record.id), &[])?;
+        }
+        for k in self.fhir_index_keys(record) {
+            self.fhir_ids.insert(k, &[])?;
         }
         // The record last: its presence means the message is complete.
         self.messages.insert(key, value)?;

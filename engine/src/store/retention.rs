@@ -10,7 +10,7 @@
 //!   confirmed nor rejected there, see [`super::id_map`]): such a booking has no deliveries.
 //!
 //! Everything else goes in one sled transaction with what hangs off it: its raw bytes, its
-//! control-id and business-key index entries, its attempts, the appointment ledger entries it
+//! control-id, business-key and FHIR-id index entries, its attempts, the appointment ledger entries it
 //! wrote last (see [`super::ledger`]), and its `dedup` entry. The
 //! transaction first checks that the record is still the one read (a reprocess or a dead-letter
 //! retry in the meantime keeps it for the next pass), so a message is never removed from under
@@ -121,6 +121,9 @@ struct Candidate {
     /// kept it (and in messages that claimed none).
     #[serde(default)]
     dedup_key: String,
+    /// The answer sent: for FHIR messages it names the resources indexed in `fhir_ids`.
+    #[serde(default)]
+    ack: String,
 }
 
 /// Why a candidate stays.
@@ -269,6 +272,7 @@ impl Store {
             .filter(|k| keys::indexable(k))
             .map(|k| keys::index_key(k, id))
             .collect();
+        let fhir_ids = self.fhir_index_keys_any_form(&c.channel, id, (&c.format, c.status, &c.ack));
         let ledger_rows = self.ledger_keys_of(id)?;
         let dedup_key = if c.dedup_key.is_empty() {
             legacy_dedup_key(c)
@@ -284,9 +288,10 @@ impl Store {
             &self.attempts,
             &self.ledger,
             &self.ledger_by_message,
+            &self.fhir_ids,
         )
             .transaction(
-                |(m, raw, by_control, by_key, dedup, att, ledger, by_message)| {
+                |(m, raw, by_control, by_key, dedup, att, ledger, by_message, by_fhir_id)| {
                     if m.get(key)?.as_ref() != Some(seen) {
                         return Ok(None);
                     }
@@ -297,6 +302,9 @@ impl Store {
                     }
                     for k in &business {
                         by_key.remove(k.as_slice())?;
+                    }
+                    for k in &fhir_ids {
+                        by_fhir_id.remove(k.as_slice())?;
                     }
                     for k in &attempts {
                         att.remove(k.clone())?;
@@ -743,6 +751,34 @@ mod tests {
             2,
             "control-id entries go with their messages"
         );
+    }
+
+    #[tokio::test]
+    async fn fhir_id_entries_go_with_their_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let fhir = |at_ms: u64, id: &str| {
+            let mut r = record(&s, "web", at_ms, "");
+            r.format = "fhir".into();
+            r.ack = format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#);
+            s.put(&r, b"{}", &[]).expect("put");
+            r
+        };
+        let old = fhir(NOW - 100 * DAY, "p-old");
+        let young = fhir(NOW - DAY, "p-young");
+        assert_eq!(s.fhir_ids.len(), 2);
+        let report = s.prune(&policy(), NOW).expect("prune");
+        assert_eq!(report.removed(), 1);
+        assert!(!exists(&s, old.id) && exists(&s, young.id));
+        assert_eq!(s.fhir_ids.len(), 1, "the old message's entry went with it");
+        assert!(s
+            .fhir_resource("web", "Patient", "p-young")
+            .expect("read")
+            .is_some());
+        assert!(s
+            .fhir_resource("web", "Patient", "p-old")
+            .expect("read")
+            .is_none());
     }
 
     #[tokio::test]

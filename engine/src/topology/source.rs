@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use tokio::task::JoinHandle;
 
 /// What some sources need beyond their [`SourceContext`]: sources that keep state of their
-/// own in the store (Latrexa bookings) or count things of their own (SFTP).
+/// own in the store (Latrexa bookings), read from it (FHIR REST reads) or count things of
+/// their own (SFTP).
 pub struct SourceDeps<'a> {
     /// The engine's metrics.
     pub metrics: &'a Metrics,
@@ -51,10 +52,13 @@ pub async fn build_source(
                 join,
             })
         }
-        SourceConfig::FhirRest(f) => f.build(cx).await.map(|t| SourceTask {
-            local_addr: Some(t.local_addr),
-            join: t.join,
-        }),
+        SourceConfig::FhirRest(f) => {
+            let reader = std::sync::Arc::new(crate::ingest_http::StoreReader(deps.store.clone()));
+            f.build(cx, reader).await.map(|t| SourceTask {
+                local_addr: Some(t.local_addr),
+                join: t.join,
+            })
+        }
         SourceConfig::Webhook(w) => w.build(cx).await.map(|t| SourceTask {
             local_addr: Some(t.local_addr),
             join: t.join,

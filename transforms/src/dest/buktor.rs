@@ -1,4 +1,4 @@
-//! Buktor HIS webhook (`seeds/buktor-his-webhook.txt`): one event envelope
+//! Buktor HIS webhook (the vendor's HIS webhook document): one event envelope
 //! `{event_id, timestamp, type, operation, data, source: "HIS"}` per change, POSTed to
 //! `/his/receive`, with `data` fields named `his_*`.
 //!

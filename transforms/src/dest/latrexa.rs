@@ -1,4 +1,4 @@
-//! Latrexa integration API (`seeds/latrexa-sync-agent.txt`): the JSON bodies of the five
+//! Latrexa integration API (the vendor's sync agent document): the JSON bodies of the five
 //! endpoints, shared by the connector in `channels` and the sandbox server so both ends use the
 //! exact same types.
 //!

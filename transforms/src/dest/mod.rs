@@ -1,5 +1,5 @@
-//! Canonical [`Event`](crate::model::Event) -> request bodies for the cloud clinic APIs of
-//! `seeds/`: one module per vendor, each with a `render` function and the serde types of its
+//! Canonical [`Event`](crate::model::Event) -> request bodies for the cloud clinic APIs (as
+//! their vendors document them, see docs/SANDBOX.md): one module per vendor, each with a `render` function and the serde types of its
 //! wire format (shared with the sandbox and the inbound `from_json` side, so both ends agree).
 //!
 //! Rendering is pure: the engine renders once, at enqueue, stores the [`Rendered`] items in the

@@ -1,4 +1,4 @@
-//! OpsPort Healthcare Integration API (`seeds/opsport-integration-api.txt`): upserts of clinics,
+//! OpsPort Healthcare Integration API (the vendor's integration API document): upserts of clinics,
 //! doctors, patients and appointments, one object to `/api/healthcare/{kind}` or a JSON array to
 //! the plural path.
 //!

@@ -1,4 +1,4 @@
-//! PX360: the HIS patient-data JSON of `seeds/px360-his-integration.txt`
+//! PX360: the HIS patient-data JSON of the vendor's HIS integration document
 //! (`FetchPatientDataTimeStampList` with one demographic object, the visit timeline in
 //! `FetchPatientDataTimeStampVisitDataList`, `Code` and `Status`).
 //!
