@@ -40,6 +40,14 @@ fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     out
 }
 
+/// The last value of `key` (the one systemd keeps for a single-valued key).
+fn last<'a>(section: &'a BTreeMap<String, Vec<String>>, key: &str) -> &'a str {
+    section
+        .get(key)
+        .and_then(|values| values.last())
+        .unwrap_or_else(|| panic!("[Service] has no {key}"))
+}
+
 fn help(args: &[&str]) -> String {
     let out = Command::new(crate::support::binary())
         .args(args)
@@ -55,12 +63,7 @@ fn the_unit_is_hardened_and_runs_a_command_the_binary_has() {
     let text = read("packaging/switchboard.service");
     let unit = parse_unit(&text);
     let service = &unit["Service"];
-    let one = |key: &str| -> &str {
-        let values = service
-            .get(key)
-            .unwrap_or_else(|| panic!("[Service] has no {key}"));
-        values.last().expect("a value")
-    };
+    let one = |key: &str| last(service, key);
     for (key, want) in [
         ("User", "switchboard"),
         ("Group", "switchboard"),
@@ -185,7 +188,7 @@ fn every_deb_asset_and_script_exists_in_the_repository() {
             .iter()
             .map(|v| v.as_str().expect("a string"))
             .collect();
-        let [source, dest, mode] = parts[..] else {
+        let &[source, dest, mode] = parts.as_slice() else {
             panic!("asset {asset:?} is not [source, dest, mode]");
         };
         assert!(

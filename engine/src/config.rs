@@ -1749,7 +1749,7 @@ mod tests {
             "off",
             "INFO",
             "info,engine=debug",
-            "warn, channels::mllp=trace",
+            "warn,channels::mllp=trace",
         ] {
             assert_eq!(log_level_problem(good), None, "{good}");
         }

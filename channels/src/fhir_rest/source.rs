@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// The resource types a FHIR REST source accepts for create and update.
+/// The resource types a FHIR REST source serves (create, read, update).
 pub const RESOURCE_TYPES: &[&str] = &[
     "Patient",
     "Practitioner",

@@ -272,7 +272,11 @@ impl Store {
             .filter(|k| keys::indexable(k))
             .map(|k| keys::index_key(k, id))
             .collect();
-        let fhir_ids = self.fhir_index_keys_any_form(&c.channel, id, (&c.format, c.status, &c.ack));
+        let fhir_ids = self.fhir_index_keys_any_form(
+            &c.channel,
+            id,
+            (c.format.as_str(), c.status, c.ack.as_str()),
+        );
         let ledger_rows = self.ledger_keys_of(id)?;
         let dedup_key = if c.dedup_key.is_empty() {
             legacy_dedup_key(c)
