@@ -267,10 +267,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             init_logging(&loaded.engine.log);
             rt.block_on(async {
+                let mut signals = Signals::listen();
                 let engine = engine::Engine::start(loaded)
                     .await
                     .context("cannot start")?;
-                while wait_for_signal_or_reload().await {
+                while signals.next().await {
                     // Problems and the outcome are logged by the reload itself.
                     let _ = engine.reload("signal:SIGHUP").await;
                 }
@@ -504,6 +505,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cfg.his_mllp_listen = l;
             }
             rt.block_on(async {
+                let mut signals = Signals::listen();
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let sandbox = channels::sandbox::start(cfg, shutdown.clone()).await?;
                 for vendor in ["opsport", "latrexa", "buktor", "px360"] {
@@ -514,7 +516,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     sandbox.his_mllp_addr, sandbox.http_addr
                 );
                 println!("sandbox running; Ctrl-C stops it");
-                wait_for_signal().await;
+                signals.stop().await;
                 shutdown.cancel();
                 sandbox.stopped().await;
                 anyhow::Ok(())
@@ -772,44 +774,60 @@ fn init_logging(log: &LogConfig) {
 }
 
 /// Waits for SIGINT/SIGTERM (returns false) or SIGHUP (returns true: reload).
-async fn wait_for_signal_or_reload() -> bool {
+/// SIGTERM, SIGINT (Ctrl-C) and SIGHUP, listened for from the moment this is made. Made
+/// before the engine or the sandbox says it runs, so that a signal sent right after that line
+/// stops it cleanly instead of killing it with the default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) {
-            return tokio::select! {
-                _ = tokio::signal::ctrl_c() => false,
-                _ = term.recv() => false,
-                _ = hup.recv() => true,
-            };
-        }
-    }
-    wait_for_signal().await;
-    false
+    unix: Option<UnixSignals>,
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+#[cfg(unix)]
+struct UnixSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers; call inside the runtime.
+    fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(int), Ok(hup)) => Some(UnixSignals { term, int, hup }),
+                _ => None,
+            };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for the next signal: `true` for SIGHUP (reload), `false` for a stop.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        if let Some(u) = &mut self.unix {
+            return tokio::select! {
+                _ = u.term.recv() => false,
+                _ = u.int.recv() => false,
+                _ = u.hup.recv() => true,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
+        false
+    }
+
+    /// Waits for a stop signal; SIGHUP is ignored.
+    async fn stop(&mut self) {
+        while self.next().await {}
     }
 }
 
