@@ -58,7 +58,7 @@ fn check_lists_all_ten_planted_mistakes_with_their_key_paths() {
     for expect in [
         "switchboard.toml: retention_days: invalid type: string \"ninety\", expected u32 (hint: give a whole number",
         "switchboard.toml: admin.listn: unknown key 'listn' (hint: check the spelling; expected one of listen, token, tokens)",
-        "switchboard.toml: log.level: 'verbose' is not a log level or filter",
+        "switchboard.toml: log.level: 'verbose' is not a log level",
         "a.toml: ack: unknown value 'sometimes' (hint: expected on_persist or on_delivery)",
         "a.toml: source.max_connections: invalid type: string \"many\", expected usize",
         "a.toml: source.idle_timeout_secs: invalid value: integer `-5`, expected u64",

@@ -578,7 +578,7 @@ fn bad_log_color_and_level_are_config_errors_with_file_and_key() {
     for (log, expect) in [
         (
             "[log]\ncolor = \"sometimes\"\n",
-            format!("{file}: log.color: unknown value 'sometimes' (hint: expected one of: auto, always, never)"),
+            format!("{file}: log.color: unknown value 'sometimes' (hint: expected one of auto, always, never)"),
         ),
         (
             "[log]\nlevel = \"verbose\"\n",
