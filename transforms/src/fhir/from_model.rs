@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Coverage, Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -590,6 +590,166 @@ pub fn allergy_intolerance(a: &Allergy, patient: &Identifier) -> r::AllergyIntol
         },
         ..Default::default()
     }
+}
+
+/// `ContactPoint`s of phone numbers.
+fn phone_points(phones: &[Phone]) -> Vec<t::ContactPoint> {
+    phones
+        .iter()
+        .map(|ph| t::ContactPoint {
+            system: Some("phone".into()),
+            value: Some(fstr(&ph.number)),
+            r#use: contact_use(ph.use_),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// FHIR `date` of a birth date (the date part of a date-time).
+fn birth_date(b: &Timestamp) -> t::Date {
+    if b.precision() > Precision::Day {
+        b.date_iso().into()
+    } else {
+        b.to_iso().into()
+    }
+}
+
+/// Identifier system of guarantor numbers (GT1-2).
+pub(crate) const GUARANTOR_SYSTEM: &str = "urn:switchboard:guarantor";
+
+/// The id of the RelatedPerson a guarantor (or an insured person) of `patient` becomes: one per
+/// patient, since `RelatedPerson.patient` names one; `kind` tells guarantors from insured.
+fn related_person_id(patient: &Identifier, kind: &str, key: &str) -> String {
+    stable_id(&[
+        "RelatedPerson",
+        identifier_system(patient),
+        &patient.value,
+        kind,
+        key,
+    ])
+}
+
+/// Id and identifier of the Organization a guarantor is (GT1-21): by GT1-2 when sent, else by
+/// its name.
+fn guarantor_organization_key(g: &Guarantor) -> (String, Option<t::Identifier>) {
+    match g.number.as_deref() {
+        Some(n) => (
+            resource_id("Organization", GUARANTOR_SYSTEM, n),
+            Some(plain_identifier(GUARANTOR_SYSTEM, n)),
+        ),
+        None => (
+            stable_id(&[
+                "Organization",
+                "name",
+                g.organization_name.as_deref().unwrap_or_default(),
+            ]),
+            None,
+        ),
+    }
+}
+
+/// The party of an `Account.guarantor` and the resource it points at (none for the patient
+/// itself). As FHIR-Converter's templates decide (the v2-to-FHIR IG has no GT1 map yet): an
+/// Organization when GT1-21 names one, else the Patient when GT1-11 is `SEL`, else a
+/// RelatedPerson of the patient (GT1-2 identifier, GT1-3 name, GT1-5 address, GT1-6/7 phones,
+/// GT1-8 birth date, GT1-9 sex, GT1-11 relationship).
+pub fn guarantor_party(g: &Guarantor, patient: &Identifier) -> (t::Reference, Option<Resource>) {
+    if let Some(name) = g.organization_name.as_deref() {
+        let (id, identifier) = guarantor_organization_key(g);
+        let mut r = reference("Organization", &id, Some(name.to_owned()));
+        r.identifier = identifier.clone().map(Box::new);
+        let org = r::Organization {
+            id: Some(id.into()),
+            identifier: identifier.into_iter().collect(),
+            active: Some(true.into()),
+            name: Some(fstr(name)),
+            telecom: phone_points(&g.phones),
+            address: g.address.iter().map(fhir_address).collect(),
+            ..Default::default()
+        };
+        return (r, Some(Resource::Organization(Box::new(org))));
+    }
+    if g.is_self() {
+        return (patient_ref(patient), None);
+    }
+    let key = g.number.clone().unwrap_or_else(|| g.name.full());
+    let id = related_person_id(patient, "guarantor", &key);
+    let name = g.name.full();
+    let r = reference("RelatedPerson", &id, (!name.is_empty()).then_some(name));
+    let person = r::RelatedPerson {
+        id: Some(id.into()),
+        identifier: g
+            .number
+            .iter()
+            .map(|n| plain_identifier(GUARANTOR_SYSTEM, n))
+            .collect(),
+        active: Some(true.into()),
+        patient: Box::new(patient_ref(patient)),
+        relationship: g.relationship.iter().map(codeable).collect(),
+        name: (!g.name.is_empty())
+            .then(|| {
+                let mut n = human_name(&g.name, false);
+                n.r#use = None;
+                n
+            })
+            .into_iter()
+            .collect(),
+        telecom: phone_points(&g.phones),
+        gender: g.gender.map(|x| gender_code(x).into()),
+        birth_date: g.birth_date.as_ref().map(birth_date),
+        address: g.address.iter().map(fhir_address).collect(),
+        ..Default::default()
+    };
+    (r, Some(Resource::RelatedPerson(Box::new(person))))
+}
+
+/// The id of a patient's Account: by its account number (PID-18) when sent, else one per
+/// patient.
+fn account_id(p: &Patient, key: &Identifier) -> String {
+    match p.account_number.as_deref() {
+        Some(a) => resource_id("Account", systems::ACCOUNT, a),
+        None => stable_id(&["Account", identifier_system(key), &key.value]),
+    }
+}
+
+/// FHIR Account of a patient (the v2-to-FHIR IG's PID -> Account: PID-18 as identifier,
+/// `active`; the patient as subject) with its guarantors (GT1), each party's resource beside it
+/// (see [`guarantor_party`]). `None` without account number and guarantors.
+pub fn account(p: &Patient) -> Option<(r::Account, Vec<Resource>)> {
+    let key = patient_key(p)?;
+    if p.account_number.is_none() && p.guarantors.is_empty() {
+        return None;
+    }
+    let mut parties = Vec::new();
+    let mut guarantor = Vec::new();
+    for g in &p.guarantors {
+        let (party, resource) = guarantor_party(g, key);
+        parties.extend(resource);
+        guarantor.push(r::AccountGuarantor {
+            party: Box::new(party),
+            period: (g.start.is_some() || g.end.is_some()).then(|| {
+                Box::new(t::Period {
+                    start: g.start.as_ref().map(|d| date_time(d).into()),
+                    end: g.end.as_ref().map(|d| date_time(d).into()),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        });
+    }
+    let account = r::Account {
+        id: Some(account_id(p, key).into()),
+        identifier: p
+            .account_number
+            .iter()
+            .map(|a| plain_identifier(systems::ACCOUNT, a))
+            .collect(),
+        status: "active".into(),
+        subject: vec![patient_ref(key)],
+        guarantor,
+        ..Default::default()
+    };
+    Some((account, parties))
 }
 
 pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
@@ -1249,9 +1409,14 @@ pub fn charge_item(
         account: c
             .account
             .iter()
-            .map(|a| t::Reference {
-                identifier: Some(Box::new(plain_identifier(systems::ACCOUNT, a))),
-                ..Default::default()
+            .map(|a| {
+                let mut r = reference(
+                    "Account",
+                    &resource_id("Account", systems::ACCOUNT, a),
+                    None,
+                );
+                r.identifier = Some(Box::new(plain_identifier(systems::ACCOUNT, a)));
+                r
             })
             .collect(),
         ..Default::default()
@@ -1636,6 +1801,27 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
     }
+    // The account (PID-18) and its guarantors (GT1) of every patient of the event.
+    let other_patients = event.other_patient.iter().map(|o| &o.patient);
+    let merged_patients = event.additional_merges.iter().map(|m| &m.patient);
+    let mut accounts_seen = std::collections::BTreeSet::new();
+    for p in event
+        .patient
+        .iter()
+        .chain(other_patients)
+        .chain(merged_patients)
+    {
+        if let Some((acc, parties)) = account(p) {
+            for party in parties {
+                if accounts_seen.insert(party.id().and_then(|i| i.value.clone())) {
+                    out.push(party);
+                }
+            }
+            if accounts_seen.insert(acc.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Account(Box::new(acc)));
+            }
+        }
+    }
     // The second patient of a swap, link or unlink.
     if let Some(other) = &event.other_patient {
         out.push(Resource::Patient(Box::new(patient(&other.patient)?)));
@@ -1769,6 +1955,11 @@ fn request_url(resource: &Resource) -> String {
         Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
         Resource::Coverage(x) => ("Coverage", &x.identifier, x.id.as_ref()),
         Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
+        Resource::Account(x) => ("Account", &x.identifier, x.id.as_ref()),
+        Resource::Organization(x) => ("Organization", &x.identifier, x.id.as_ref()),
+        // One RelatedPerson per patient: its id (which derives from the patient) addresses it,
+        // not an identifier (a guarantor number) that another patient's RelatedPerson shares.
+        Resource::RelatedPerson(x) => ("RelatedPerson", &[], x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1875,8 +2066,16 @@ fn rewrite_references(
                 p.actor.iter_mut().for_each(|r| fix(r));
             }
         }
+        Resource::Account(x) => {
+            x.subject.iter_mut().for_each(fix);
+            for g in &mut x.guarantor {
+                fix(&mut g.party);
+            }
+        }
+        Resource::RelatedPerson(x) => fix(&mut x.patient),
         Resource::ChargeItem(c) => {
             fix(&mut c.subject);
+            c.account.iter_mut().for_each(fix);
             c.context.iter_mut().for_each(|r| fix(r));
             for p in &mut c.performer {
                 fix(&mut p.actor);
@@ -2007,6 +2206,9 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
         Resource::Coverage(_) => "Coverage",
+        Resource::Account(_) => "Account",
+        Resource::Organization(_) => "Organization",
+        Resource::RelatedPerson(_) => "RelatedPerson",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

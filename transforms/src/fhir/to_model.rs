@@ -32,7 +32,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Coverage, Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Guarantor, Procedure};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -335,6 +335,9 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
         Resource::Coverage(_) => "Coverage",
+        Resource::Account(_) => "Account",
+        Resource::RelatedPerson(_) => "RelatedPerson",
+        Resource::Organization(_) => "Organization",
         _ => return None,
     })
 }
@@ -351,6 +354,9 @@ struct Reader<'a> {
     encounters: HashMap<String, Encounter>,
     observations: HashMap<String, usize>,
     service_requests: HashMap<String, usize>,
+    /// RelatedPerson and Organization entries (guarantors, insured people, insurers), by key.
+    related_persons: HashMap<String, usize>,
+    organizations: HashMap<String, usize>,
     merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
@@ -371,6 +377,8 @@ impl<'a> Reader<'a> {
             encounters: HashMap::new(),
             observations: HashMap::new(),
             service_requests: HashMap::new(),
+            related_persons: HashMap::new(),
+            organizations: HashMap::new(),
             merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
@@ -449,6 +457,16 @@ impl<'a> Reader<'a> {
                 Resource::ServiceRequest(_) => {
                     for k in keys {
                         self.service_requests.insert(k, i);
+                    }
+                }
+                Resource::RelatedPerson(_) => {
+                    for k in keys {
+                        self.related_persons.insert(k, i);
+                    }
+                }
+                Resource::Organization(_) => {
+                    for k in keys {
+                        self.organizations.insert(k, i);
                     }
                 }
                 _ => {}
@@ -551,6 +569,41 @@ impl<'a> Reader<'a> {
                     relationship: x.relationship.as_deref().and_then(coded),
                 };
                 self.patient_values[idx].coverages.push(coverage);
+            }
+        }
+        // Accounts of the patients of the Bundle (subject): PID-18 and the guarantors.
+        for i in 0..self.entries.len() {
+            if let Resource::Account(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let idx = x
+                    .subject
+                    .iter()
+                    .find_map(|r| val!(r.reference).and_then(|k| self.patients.get(k)))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "an account's subject must be a Patient of the Bundle",
+                        )
+                    })?;
+                let number = x
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(systems::ACCOUNT))
+                    .or_else(|| x.identifier.first())
+                    .and_then(|i| owned(val!(i.value)));
+                let mut guarantors = Vec::new();
+                for (n, g) in x.guarantor.iter().enumerate() {
+                    let path = format!("{base}.guarantor[{n}]");
+                    if let Some(value) = self.guarantor(g, &path)? {
+                        guarantors.push(value);
+                    }
+                }
+                let patient = &mut self.patient_values[idx];
+                if patient.account_number.is_none() {
+                    patient.account_number = number;
+                }
+                patient.guarantors.extend(guarantors);
             }
         }
         // Procedures likewise, after the Practitioners (pass 1) so the performer resolves.
@@ -688,6 +741,9 @@ impl<'a> Reader<'a> {
                 | Resource::Condition(_)
                 | Resource::Procedure(_)
                 | Resource::Coverage(_)
+                | Resource::Account(_)
+                | Resource::RelatedPerson(_)
+                | Resource::Organization(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -758,6 +814,79 @@ impl<'a> Reader<'a> {
             charges: Vec::new(),
             practitioners: Vec::new(),
         }
+    }
+
+    /// One `Account.guarantor` as a guarantor: the way back of `from_model::guarantor_party`
+    /// (a Patient party is the patient itself, GT1-11 `SEL`); `None` for a party that is
+    /// neither an entry of the Bundle nor an identifier.
+    fn guarantor(
+        &self,
+        g: &r::AccountGuarantor,
+        path: &str,
+    ) -> Result<Option<Guarantor>, FhirError> {
+        let period = g.period.as_deref();
+        let mut out = Guarantor {
+            start: period
+                .and_then(|p| val!(p.start))
+                .map(|v| timestamp(v, &format!("{path}.period.start")))
+                .transpose()?,
+            end: period
+                .and_then(|p| val!(p.end))
+                .map(|v| timestamp(v, &format!("{path}.period.end")))
+                .transpose()?,
+            ..Guarantor::default()
+        };
+        let target = val!(g.party.reference);
+        if target.is_some_and(|k| self.patients.contains_key(k)) {
+            out.relationship = Some(Coded {
+                code: Some("SEL".into()),
+                text: None,
+                system: Some("HL70063".into()),
+            });
+            return Ok(Some(out));
+        }
+        if let Some(&idx) = target.and_then(|k| self.organizations.get(k)) {
+            if let Resource::Organization(o) = self.entries[idx].resource {
+                out.organization_name = owned(val!(o.name));
+                out.number = o
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(super::from_model::GUARANTOR_SYSTEM))
+                    .and_then(|i| owned(val!(i.value)));
+                out.phones = phones_of(&o.telecom);
+                out.address = o.address.first().map(address_of).filter(|a| !a.is_empty());
+                return Ok(Some(out));
+            }
+        }
+        if let Some(&idx) = target.and_then(|k| self.related_persons.get(k)) {
+            if let Resource::RelatedPerson(x) = self.entries[idx].resource {
+                let base = self.entries[idx].base.clone();
+                out.number = x
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(super::from_model::GUARANTOR_SYSTEM))
+                    .or_else(|| x.identifier.first())
+                    .and_then(|i| owned(val!(i.value)));
+                out.name = x.name.first().map(human_name).unwrap_or_default();
+                out.relationship = x.relationship.first().and_then(coded);
+                out.phones = phones_of(&x.telecom);
+                out.address = x.address.first().map(address_of).filter(|a| !a.is_empty());
+                out.gender = gender_of(val!(x.gender), &format!("{base}.gender"))?;
+                out.birth_date = val!(x.birth_date)
+                    .map(|v| timestamp(v, &format!("{base}.birthDate")))
+                    .transpose()?;
+                return Ok(Some(out));
+            }
+        }
+        // A party outside the Bundle: its identifier is all there is.
+        out.number = g
+            .party
+            .identifier
+            .as_deref()
+            .and_then(|i| owned(val!(i.value)));
+        out.organization_name = owned(val!(g.party.display))
+            .filter(|_| target.is_some_and(|t| t.starts_with("Organization/")));
+        Ok((out.number.is_some() || out.organization_name.is_some()).then_some(out))
     }
 
     /// Resolves a patient reference: a Patient of the Bundle, else the identifier it carries.
@@ -1914,6 +2043,43 @@ fn contact_of(c: &r::PatientContact) -> Contact {
     }
 }
 
+/// The phone numbers of `ContactPoint`s (system `phone`, `sms` or none).
+fn phones_of(points: &[t::ContactPoint]) -> Vec<Phone> {
+    points
+        .iter()
+        .filter(|cp| matches!(val!(cp.system), Some("phone" | "sms") | None))
+        .filter_map(|cp| {
+            Some(Phone {
+                number: owned(val!(cp.value))?,
+                use_: match val!(cp.r#use) {
+                    Some("home") => Some(ContactUse::Home),
+                    Some("work") => Some(ContactUse::Work),
+                    Some("mobile") => Some(ContactUse::Mobile),
+                    Some("temp") => Some(ContactUse::Emergency),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// FHIR administrative gender.
+fn gender_of(code: Option<&str>, path: &str) -> Result<Option<Gender>, FhirError> {
+    Ok(match code {
+        None => None,
+        Some("male") => Some(Gender::Male),
+        Some("female") => Some(Gender::Female),
+        Some("other") => Some(Gender::Other),
+        Some("unknown") => Some(Gender::Unknown),
+        Some(_) => {
+            return Err(FhirError::unprocessable(
+                path,
+                "unknown gender (male, female, other, unknown)",
+            ))
+        }
+    })
+}
+
 fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
@@ -2154,6 +2320,8 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         primary_care_provider: None,
         procedures: Vec::new(),
         coverages: Vec::new(),
+        account_number: None,
+        guarantors: Vec::new(),
         observations: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {

@@ -71,8 +71,9 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
-    EventKind, Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay,
-    MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role, Timestamp, VisitEvent,
+    EventKind, Gender, Guarantor, Identifier, IdentifierKind, LinkedPatient, LocationStatus,
+    LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role, Timestamp,
+    VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -251,6 +252,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     patient.diagnoses = diagnoses(msg)?;
     patient.procedures = procedures(msg)?;
     patient.coverages = coverages(msg)?;
+    patient.guarantors = guarantors(msg)?;
     // Every OBX of an ADT (the IG maps OBX to Observation in any message), with the NTEs
     // right after it as its notes.
     let mut obxs: Vec<(SegmentRef<'_, '_>, Vec<SegmentRef<'_, '_>>)> = Vec::new();
@@ -365,6 +367,7 @@ pub fn patient_from_pid_segment(
         birth_date: ts(msg, pid, 7)?,
         gender: gender(pid.get(8).text()),
         death_time: ts(msg, pid, 29)?,
+        account_number: pid.get(18).string(),
         ..Patient::default()
     };
     names(pid, &mut patient);
@@ -719,6 +722,52 @@ pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
         };
         if c.plan.is_some() || c.company_id.is_some() || c.company_name.is_some() {
             out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Guarantors: every GT1 (GT1-2 number, GT1-3 name, GT1-5 address, GT1-6/GT1-7 phones (home,
+/// business), GT1-8 birth date, GT1-9 sex, GT1-11 relationship, GT1-13/14 dates, GT1-21
+/// organization name). The structures that carry GT1 are ADT_A01 (A01, A04, A08, A13),
+/// ADT_A03, ADT_A05 (A05, A14, A28, A31), ADT_A06, ADT_A16, DFT_P03/P11, ORM_O01 and
+/// OML_O21/O33/O35; a GT1 is read wherever it stands. A GT1 that names no one (no name, no
+/// organization, no number) is ignored.
+///
+/// The v2-to-FHIR IG has no GT1 map yet (its GT1 sheet is "under construction" and the
+/// message maps leave GT1 unmapped); FHIR-Converter's templates make the party of
+/// `Account.guarantor` an Organization when GT1-21 is valued, else the Patient when GT1-11 is
+/// `SEL`, else a RelatedPerson, and `fhir::from_model` does the same.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for GT1-8, GT1-13 or GT1-14 that do not parse.
+pub fn guarantors(msg: &V2Message<'_>) -> Result<Vec<Guarantor>, MappingError> {
+    let mut out = Vec::new();
+    for gt1 in msg.segments_named("GT1") {
+        let mut phones = Vec::new();
+        for (field, default_use) in [(6, Some(ContactUse::Home)), (7, Some(ContactUse::Work))] {
+            for rep in gt1.field(field).reps() {
+                if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, default_use) {
+                    if !phones.contains(&p) {
+                        phones.push(p);
+                    }
+                }
+            }
+        }
+        let g = Guarantor {
+            number: gt1.get(2).string(),
+            name: datatypes::name_at(&gt1.field(3).rep(1), 1),
+            address: gt1.field(5).reps().find_map(|r| datatypes::address(&r)),
+            phones,
+            birth_date: ts(msg, &gt1, 8)?,
+            gender: gender(gt1.get(9).text()),
+            relationship: datatypes::coded(&gt1.field(11)),
+            start: ts(msg, &gt1, 13)?,
+            end: ts(msg, &gt1, 14)?,
+            organization_name: gt1.get(21).string(),
+        };
+        if !g.name.is_empty() || g.organization_name.is_some() || g.number.is_some() {
+            out.push(g);
         }
     }
     Ok(out)

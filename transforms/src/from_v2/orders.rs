@@ -27,7 +27,7 @@ use crate::model::{
     Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority,
 };
 
-use super::adt::{diagnoses, encounter_from_pv1, patient_from_pid};
+use super::adt::{diagnoses, encounter_from_pv1, guarantors, patient_from_pid};
 use super::{
     collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
 };
@@ -63,6 +63,8 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     let mut patient = patient_from_pid(msg)?;
     // DG1 of the order's patient-visit or order group: the IG maps it to a Condition, as in ADT.
     patient.diagnoses = diagnoses(msg)?;
+    // GT1 of the patient group (ORM_O01, OML_O21/O33/O35): the account's guarantors.
+    patient.guarantors = guarantors(msg)?;
     event.patient = Some(patient);
     event.encounter = encounter_from_pv1(msg)?;
     for group in &groups {

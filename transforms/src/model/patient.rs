@@ -130,6 +130,12 @@ pub struct Patient {
     /// Insurance plans (IN1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coverages: Vec<Coverage>,
+    /// The patient's account number (PID-18, CX-1): FHIR `Account.identifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_number: Option<String>,
+    /// Who pays for the account (GT1 segments), in message order; FHIR `Account.guarantor`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guarantors: Vec<Guarantor>,
     /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
     /// PV1-7's are); FHIR `Patient.generalPractitioner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -239,6 +245,52 @@ pub struct Procedure {
     /// The visit it was performed in (PV1-19 of the message), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visit_number: Option<String>,
+}
+
+/// The person or organization financially responsible for the patient's account (HL7 GT1;
+/// FHIR `Account.guarantor`, whose party is the Patient, a RelatedPerson or an Organization).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Guarantor {
+    /// Guarantor number (GT1-2, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// Name (GT1-3, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Address (GT1-5, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Phones (GT1-6 home, GT1-7 business; every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
+    /// Date of birth (GT1-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Timestamp>,
+    /// Administrative sex (GT1-9, table 0001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    /// Relationship to the patient (GT1-11, table 0063: `SEL` self, `PAR` parent…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
+    /// From when the guarantor is responsible (GT1-13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// Until when (GT1-14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// The organization that is the guarantor (GT1-21, XON-1), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+}
+
+impl Guarantor {
+    /// True when the guarantor is the patient (GT1-11 `SEL`).
+    pub fn is_self(&self) -> bool {
+        self.relationship
+            .as_ref()
+            .and_then(|r| r.code.as_deref())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("SEL"))
+    }
 }
 
 /// An insurance plan of the patient (HL7 IN1; FHIR Coverage).
