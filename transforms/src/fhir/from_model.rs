@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure};
+use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure, Specimen};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -1468,6 +1468,107 @@ fn priority_code(p: Priority) -> &'static str {
     }
 }
 
+/// Identifier system of the placer's specimen ids (SPM-2.1).
+pub(crate) const SPECIMEN_PLACER: &str = "urn:switchboard:specimen-placer";
+/// Identifier system of the filler's specimen ids (SPM-2.2).
+pub(crate) const SPECIMEN_FILLER: &str = "urn:switchboard:specimen-filler";
+
+/// The id of a specimen's resource: by its placer id, else its filler id (SPM-2), else by
+/// the order and its place among the order's specimens.
+fn specimen_id(s: &Specimen, order: &Order, index: usize) -> String {
+    match (&s.placer_id, &s.filler_id) {
+        (Some(p), _) => resource_id("Specimen", SPECIMEN_PLACER, p),
+        (None, Some(f)) => resource_id("Specimen", SPECIMEN_FILLER, f),
+        (None, None) => {
+            let (system, value) = order_key(order).unwrap_or_default();
+            stable_id(&["Specimen", system, value, &index.to_string()])
+        }
+    }
+}
+
+/// References to the Specimens of an order.
+fn specimen_refs(order: &Order) -> Vec<t::Reference> {
+    order
+        .specimens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| reference("Specimen", &specimen_id(s, order, i), None))
+        .collect()
+}
+
+/// FHIR Specimen of one specimen of an order (v2-to-FHIR IG, SPM -> Specimen): SPM-2 placer
+/// and filler ids as identifiers (types `PLAC`, `FILL`), SPM-4 type, the patient, the order's
+/// ServiceRequest as `request`, SPM-17 as `collection.collectedDateTime` (a period when SPM-17
+/// has an end), SPM-8 as `collection.bodySite`, SPM-18 as `receivedTime`.
+pub fn specimen(
+    s: &Specimen,
+    order: &Order,
+    index: usize,
+    subject: Option<&Identifier>,
+) -> r::Specimen {
+    let typed = |system: &str, value: &str, code: &str| {
+        let mut i = plain_identifier(system, value);
+        i.r#type = Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                code: Some(code.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        i
+    };
+    let mut identifier = Vec::new();
+    identifier.extend(
+        s.placer_id
+            .as_deref()
+            .map(|v| typed(SPECIMEN_PLACER, v, "PLAC")),
+    );
+    identifier.extend(
+        s.filler_id
+            .as_deref()
+            .map(|v| typed(SPECIMEN_FILLER, v, "FILL")),
+    );
+    let collected = match (&s.collected_at, &s.collection_end) {
+        (start, Some(end)) => Some(r::SpecimenCollectionCollected::Period(Box::new(
+            t::Period {
+                start: start.as_ref().map(|d| date_time(d).into()),
+                end: Some(date_time(end).into()),
+                ..Default::default()
+            },
+        ))),
+        (Some(at), None) => Some(r::SpecimenCollectionCollected::DateTime(
+            date_time(at).into(),
+        )),
+        (None, None) => None,
+    };
+    let collection =
+        (collected.is_some() || s.source_site.is_some()).then(|| r::SpecimenCollection {
+            collected,
+            body_site: s.source_site.as_ref().map(|c| Box::new(codeable(c))),
+            ..Default::default()
+        });
+    r::Specimen {
+        id: Some(specimen_id(s, order, index).into()),
+        identifier,
+        r#type: s.specimen_type.as_ref().map(|c| Box::new(codeable(c))),
+        subject: subject.map(|p| Box::new(patient_ref(p))),
+        received_time: s.received_at.as_ref().map(|d| date_time(d).into()),
+        request: order_key(order)
+            .map(|(sys, v)| {
+                reference(
+                    "ServiceRequest",
+                    &resource_id("ServiceRequest", sys, v),
+                    None,
+                )
+            })
+            .into_iter()
+            .collect(),
+        collection,
+        ..Default::default()
+    }
+}
+
 /// FHIR ServiceRequest of a canonical order, `None` without placer or filler number.
 pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::ServiceRequest> {
     let (system, value) = order_key(o)?;
@@ -1490,6 +1591,7 @@ pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::Ser
             .and_then(practitioner_ref)
             .map(Box::new),
         reason_code: o.reason.iter().map(codeable).collect(),
+        specimen: specimen_refs(o),
         note: o
             .notes
             .iter()
@@ -1580,6 +1682,11 @@ pub fn observation(
         status: result_status_code(o.status.or(report.status)).into(),
         code: Box::new(codeable(&o.code)),
         subject: subject.map(|s| Box::new(patient_ref(s))),
+        // R4 Observation.specimen is one: the report's first specimen.
+        specimen: specimen_refs(&report.order)
+            .into_iter()
+            .next()
+            .map(Box::new),
         effective: o
             .observed_at
             .as_ref()
@@ -1671,6 +1778,7 @@ pub fn diagnostic_report(
             .as_ref()
             .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
         issued: report.reported_at.as_ref().map(|d| instant(d).into()),
+        specimen: specimen_refs(&report.order),
         result: observations
             .iter()
             .filter_map(|o| o.id.as_ref().and_then(|id| id.value.clone()))
@@ -1781,6 +1889,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens: Vec::new(),
             },
             status: None,
             observed_at: None,
@@ -1924,6 +2033,30 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
     }
+    // The specimens of the orders and of the reports' orders (SPM): one Specimen each, its
+    // `request` naming every order on it.
+    let mut specimens: Vec<r::Specimen> = Vec::new();
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
+        for (i, s) in o.specimens.iter().enumerate() {
+            let res = specimen(s, o, i, subject);
+            match specimens.iter_mut().find(|x| x.id == res.id) {
+                Some(existing) => {
+                    for r in res.request {
+                        if !existing.request.contains(&r) {
+                            existing.request.push(r);
+                        }
+                    }
+                }
+                None => specimens.push(res),
+            }
+        }
+    }
+    out.extend(
+        specimens
+            .into_iter()
+            .map(|s| Resource::Specimen(Box::new(s))),
+    );
     for (i, report) in event.results.iter().enumerate() {
         let (dr, observations) = diagnostic_report(report, i, event, subject);
         out.extend(
@@ -1960,6 +2093,7 @@ fn request_url(resource: &Resource) -> String {
         // One RelatedPerson per patient: its id (which derives from the patient) addresses it,
         // not an identifier (a guarantor number) that another patient's RelatedPerson shares.
         Resource::RelatedPerson(x) => ("RelatedPerson", &[], x.id.as_ref()),
+        Resource::Specimen(x) => ("Specimen", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -2084,14 +2218,21 @@ fn rewrite_references(
         Resource::ServiceRequest(sr) => {
             fix(&mut sr.subject);
             sr.requester.iter_mut().for_each(|r| fix(r));
+            sr.specimen.iter_mut().for_each(fix);
+        }
+        Resource::Specimen(x) => {
+            x.subject.iter_mut().for_each(|r| fix(r));
+            x.request.iter_mut().for_each(fix);
         }
         Resource::Observation(o) => {
             o.subject.iter_mut().for_each(|r| fix(r));
             o.based_on.iter_mut().for_each(fix);
+            o.specimen.iter_mut().for_each(|r| fix(r));
         }
         Resource::DiagnosticReport(d) => {
             d.subject.iter_mut().for_each(|r| fix(r));
             d.based_on.iter_mut().for_each(fix);
+            d.specimen.iter_mut().for_each(fix);
             d.result.iter_mut().for_each(fix);
         }
         Resource::AllergyIntolerance(a) => fix(&mut a.patient),
@@ -2209,6 +2350,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Account(_) => "Account",
         Resource::Organization(_) => "Organization",
         Resource::RelatedPerson(_) => "RelatedPerson",
+        Resource::Specimen(_) => "Specimen",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

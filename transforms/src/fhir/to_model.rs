@@ -32,7 +32,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Procedure};
+use crate::model::{Coverage, Diagnosis, Guarantor, Procedure, Specimen};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -338,6 +338,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Account(_) => "Account",
         Resource::RelatedPerson(_) => "RelatedPerson",
         Resource::Organization(_) => "Organization",
+        Resource::Specimen(_) => "Specimen",
         _ => return None,
     })
 }
@@ -357,6 +358,7 @@ struct Reader<'a> {
     /// RelatedPerson and Organization entries (guarantors, insured people, insurers), by key.
     related_persons: HashMap<String, usize>,
     organizations: HashMap<String, usize>,
+    specimens: HashMap<String, Specimen>,
     merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
@@ -379,6 +381,7 @@ impl<'a> Reader<'a> {
             service_requests: HashMap::new(),
             related_persons: HashMap::new(),
             organizations: HashMap::new(),
+            specimens: HashMap::new(),
             merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
@@ -467,6 +470,12 @@ impl<'a> Reader<'a> {
                 Resource::Organization(_) => {
                     for k in keys {
                         self.organizations.insert(k, i);
+                    }
+                }
+                Resource::Specimen(x) => {
+                    let value = specimen_of(x, &entry.base)?;
+                    for k in keys {
+                        self.specimens.insert(k, value.clone());
                     }
                 }
                 _ => {}
@@ -744,6 +753,7 @@ impl<'a> Reader<'a> {
                 | Resource::Account(_)
                 | Resource::RelatedPerson(_)
                 | Resource::Organization(_)
+                | Resource::Specimen(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -887,6 +897,25 @@ impl<'a> Reader<'a> {
         out.organization_name = owned(val!(g.party.display))
             .filter(|_| target.is_some_and(|t| t.starts_with("Organization/")));
         Ok((out.number.is_some() || out.organization_name.is_some()).then_some(out))
+    }
+
+    /// A specimen reference: a Specimen of the Bundle, else the identifier it carries.
+    fn specimen_ref(&self, reference: &t::Reference) -> Option<Specimen> {
+        if let Some(s) = val!(reference.reference).and_then(|r| self.specimens.get(r)) {
+            return Some(s.clone());
+        }
+        let i = reference.identifier.as_deref()?;
+        let value = owned(val!(i.value))?;
+        Some(match val!(i.system) {
+            Some(super::from_model::SPECIMEN_FILLER) => Specimen {
+                filler_id: Some(value),
+                ..Specimen::default()
+            },
+            _ => Specimen {
+                placer_id: Some(value),
+                ..Specimen::default()
+            },
+        })
     }
 
     /// Resolves a patient reference: a Patient of the Bundle, else the identifier it carries.
@@ -1549,6 +1578,11 @@ impl<'a> Reader<'a> {
                 .and_then(|r| self.practitioner_ref(r)),
             reason: sr.reason_code.first().and_then(coded),
             notes: sr.note.first().and_then(|n| owned(n.text.value.as_deref())),
+            specimens: sr
+                .specimen
+                .iter()
+                .filter_map(|r| self.specimen_ref(r))
+                .collect(),
         })
     }
 
@@ -1591,6 +1625,11 @@ impl<'a> Reader<'a> {
             }
         }
         let status = result_status(val!(Some(&d.status)));
+        let specimens = d
+            .specimen
+            .iter()
+            .filter_map(|r| self.specimen_ref(r))
+            .collect();
         let report = ResultReport {
             order: Order {
                 placer_number,
@@ -1605,6 +1644,7 @@ impl<'a> Reader<'a> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens,
             },
             status,
             observed_at: match &d.effective {
@@ -1659,6 +1699,7 @@ impl<'a> Reader<'a> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens: Vec::new(),
             },
             status: value.status,
             observed_at: value.observed_at,
@@ -2041,6 +2082,53 @@ fn contact_of(c: &r::PatientContact) -> Contact {
             .map(address_of)
             .filter(|a| !a.is_empty()),
     }
+}
+
+/// A specimen from a FHIR Specimen: the way back of `from_model::specimen`.
+fn specimen_of(x: &r::Specimen, base: &str) -> Result<Specimen, FhirError> {
+    let id_of = |system: &str| {
+        x.identifier
+            .iter()
+            .find(|i| val!(i.system) == Some(system))
+            .and_then(|i| owned(val!(i.value)))
+    };
+    let mut placer_id = id_of(super::from_model::SPECIMEN_PLACER);
+    let filler_id = id_of(super::from_model::SPECIMEN_FILLER);
+    if placer_id.is_none() && filler_id.is_none() {
+        placer_id = x.identifier.first().and_then(|i| owned(val!(i.value)));
+    }
+    let collection = x.collection.as_ref();
+    let (collected_at, collection_end) = match collection.and_then(|c| c.collected.as_ref()) {
+        Some(r::SpecimenCollectionCollected::DateTime(d)) => (
+            d.value
+                .as_deref()
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedDateTime")))
+                .transpose()?,
+            None,
+        ),
+        Some(r::SpecimenCollectionCollected::Period(p)) => (
+            val!(p.start)
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedPeriod.start")))
+                .transpose()?,
+            val!(p.end)
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedPeriod.end")))
+                .transpose()?,
+        ),
+        _ => (None, None),
+    };
+    Ok(Specimen {
+        placer_id,
+        filler_id,
+        specimen_type: x.r#type.as_deref().and_then(coded),
+        source_site: collection
+            .and_then(|c| c.body_site.as_deref())
+            .and_then(coded),
+        collected_at,
+        collection_end,
+        received_at: val!(x.received_time)
+            .map(|v| timestamp(v, &format!("{base}.receivedTime")))
+            .transpose()?,
+    })
 }
 
 /// The phone numbers of `ContactPoint`s (system `phone`, `sms` or none).

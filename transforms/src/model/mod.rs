@@ -34,7 +34,7 @@ pub use event::{
 };
 pub use local_time::offset_at;
 pub use order::{
-    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus,
+    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus, Specimen,
 };
 pub use patient::{
     Allergy, Contact, Coverage, Diagnosis, Gender, Guarantor, Identifier, IdentifierKind,
