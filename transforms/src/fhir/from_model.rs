@@ -430,12 +430,59 @@ pub(crate) const INSURER_SYSTEM: &str = "urn:switchboard:insurer";
 pub(crate) const POLICY_SYSTEM: &str = "urn:switchboard:policy";
 const COVERAGE_CLASS: &str = "http://terminology.hl7.org/CodeSystem/coverage-class";
 
-/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1): the patient as beneficiary,
-/// IN1-3/IN1-4 as payor (a reference by identifier, with the name as display; the
-/// Organization itself is not in the Bundle), IN1-36 as identifier and subscriberId, IN1-2
-/// as the `plan` class, IN1-8 as the `group` class, IN1-12/13 as period, IN1-17 as
-/// relationship; `active`, since the HIS sends the plans in force.
-pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
+/// Identifier system of the insured's group employers (IN1-10), `Coverage.policyHolder`.
+pub(crate) const EMPLOYER_SYSTEM: &str = "urn:switchboard:employer";
+/// Identifier system of plan member numbers (IN2-61).
+pub(crate) const MEMBER_SYSTEM: &str = "urn:switchboard:member";
+/// R5 `Coverage.subscriberId` (an Identifier) as an R4 cross-version extension, where the IG
+/// puts IN1-49.
+pub(crate) const EXT_SUBSCRIBER_ID: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Coverage.subscriberId";
+
+/// An Organization named by an id (in `system`) or, without one, by its name; `None` when
+/// neither is there. Returns the resource and a reference to it (with the identifier and the
+/// name as display, so a reader without the Organization still knows it).
+fn organization(
+    system: &str,
+    id: Option<&str>,
+    name: Option<&str>,
+    address: Option<&Address>,
+) -> Option<(r::Organization, t::Reference)> {
+    let (rid, identifier) = match (id, name) {
+        (Some(v), _) => (
+            resource_id("Organization", system, v),
+            Some(plain_identifier(system, v)),
+        ),
+        (None, Some(n)) => (stable_id(&["Organization", system, "name", n]), None),
+        (None, None) => return None,
+    };
+    let mut r = reference("Organization", &rid, name.map(str::to_owned));
+    r.identifier = identifier.clone().map(Box::new);
+    let org = r::Organization {
+        id: Some(rid.into()),
+        identifier: identifier.into_iter().collect(),
+        active: Some(true.into()),
+        name: name.map(fstr),
+        address: address
+            .filter(|a| !a.is_empty())
+            .map(fhir_address)
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    Some((org, r))
+}
+
+/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1), with the resources it points at:
+/// the patient as beneficiary; IN1-3/IN1-4/IN1-5 as the payor, an Organization (identifier
+/// `urn:switchboard:insurer`, name, address) of the Bundle; IN1-10/IN1-11 as the policy
+/// holder, an Organization (the insured's group employer); IN1-16 (with IN1-18, IN1-19, IN1-43
+/// and IN2-63) as the subscriber, the Patient when IN1-17 is `SEL`, else a RelatedPerson of the
+/// patient; IN1-36 as identifier and `subscriberId`, IN2-61 as an identifier of type `MB`,
+/// IN1-49 in R5's `subscriberId` (cross-version extension), as the IG puts it; IN1-2 as the
+/// `plan` class, IN1-8 as the `group` class; IN1-15 as `type`; IN1-12/13 as period; IN1-17
+/// (else IN2-72) as relationship; `active`, since the HIS sends the plans in force.
+pub fn coverage(c: &Coverage, patient: &Identifier) -> (r::Coverage, Vec<Resource>) {
     let id = stable_id(&[
         "Coverage",
         identifier_system(patient),
@@ -450,17 +497,65 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
             .unwrap_or_default(),
         c.policy_number.as_deref().unwrap_or_default(),
     ]);
-    let payor = t::Reference {
-        identifier: c
-            .company_id
-            .as_deref()
-            .map(|v| Box::new(plain_identifier(INSURER_SYSTEM, v))),
-        display: c
-            .company_name
-            .as_deref()
-            .or_else(|| c.plan.as_ref().and_then(Coded::label))
-            .map(fstr),
-        ..Default::default()
+    let mut extras = Vec::new();
+    let payor = match organization(
+        INSURER_SYSTEM,
+        c.company_id.as_deref(),
+        c.company_name.as_deref(),
+        c.company_address.as_ref(),
+    ) {
+        Some((org, r)) => {
+            extras.push(Resource::Organization(Box::new(org)));
+            r
+        }
+        None => t::Reference {
+            display: c.plan.as_ref().and_then(Coded::label).map(fstr),
+            ..Default::default()
+        },
+    };
+    let policy_holder = organization(
+        EMPLOYER_SYSTEM,
+        c.employer_id.as_deref(),
+        c.employer_name.as_deref(),
+        None,
+    )
+    .map(|(org, r)| {
+        extras.push(Resource::Organization(Box::new(org)));
+        r
+    });
+    // The insured is the patient: IN1-17 `SEL` (table 0063), or IN2-72 `01` (table 0344).
+    let is_self = c.relationship.as_ref().is_some_and(|r| {
+        let code = r.code.as_deref().unwrap_or_default().trim();
+        code.eq_ignore_ascii_case("SEL") || (code == "01" && r.system.as_deref() == Some("HL70344"))
+    });
+    let subscriber = match &c.insured {
+        _ if is_self => Some(patient_ref(patient)),
+        Some(insured) if !insured.name.is_empty() => {
+            let rid = related_person_id(
+                patient,
+                "insured",
+                &[insured.name.full(), id.clone()].join("|"),
+            );
+            let person = r::RelatedPerson {
+                id: Some(rid.clone().into()),
+                active: Some(true.into()),
+                patient: Box::new(patient_ref(patient)),
+                relationship: c.relationship.iter().map(codeable).collect(),
+                name: vec![{
+                    let mut n = human_name(&insured.name, false);
+                    n.r#use = None;
+                    n
+                }],
+                telecom: phone_points(&insured.phones),
+                gender: insured.gender.map(|g| gender_code(g).into()),
+                birth_date: insured.birth_date.as_ref().map(birth_date),
+                address: insured.address.iter().map(fhir_address).collect(),
+                ..Default::default()
+            };
+            extras.push(Resource::RelatedPerson(Box::new(person)));
+            Some(reference("RelatedPerson", &rid, Some(insured.name.full())))
+        }
+        _ => None,
     };
     let class = |kind: &str, value: &str, name: Option<&str>| r::CoverageClass {
         r#type: Box::new(t::CodeableConcept {
@@ -486,15 +581,45 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
     if let Some(g) = c.group_number.as_deref() {
         classes.push(class("group", g, None));
     }
-    r::Coverage {
+    let mut identifier: Vec<t::Identifier> = c
+        .policy_number
+        .as_deref()
+        .map(|v| plain_identifier(POLICY_SYSTEM, v))
+        .into_iter()
+        .collect();
+    identifier.extend(c.member_number.as_deref().map(|v| {
+        let mut i = plain_identifier(MEMBER_SYSTEM, v);
+        i.r#type = Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                code: Some("MB".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        i
+    }));
+    let res = r::Coverage {
         id: Some(id.into()),
-        identifier: c
-            .policy_number
+        extension: c
+            .insured_id
             .as_deref()
-            .map(|v| plain_identifier(POLICY_SYSTEM, v))
+            .map(|v| {
+                ext(
+                    EXT_SUBSCRIBER_ID,
+                    t::ExtensionValue::Identifier(Box::new(t::Identifier {
+                        value: Some(fstr(v)),
+                        ..Default::default()
+                    })),
+                )
+            })
             .into_iter()
             .collect(),
+        identifier,
         status: "active".into(),
+        r#type: c.plan_type.as_ref().map(|t| Box::new(codeable(t))),
+        policy_holder: policy_holder.map(Box::new),
+        subscriber: subscriber.map(Box::new),
         subscriber_id: c.policy_number.as_deref().map(fstr),
         beneficiary: Box::new(patient_ref(patient)),
         relationship: c.relationship.as_ref().map(|r| Box::new(codeable(r))),
@@ -508,7 +633,8 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
         payor: vec![payor],
         class: classes,
         ..Default::default()
-    }
+    };
+    (res, extras)
 }
 
 /// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
@@ -1904,7 +2030,12 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
         for c in &p.coverages {
-            let res = coverage(c, key);
+            let (res, extras) = coverage(c, key);
+            for x in extras {
+                if seen.insert(x.id().and_then(|i| i.value.clone())) {
+                    out.push(x);
+                }
+            }
             if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
                 out.push(Resource::Coverage(Box::new(res)));
             }
@@ -2177,6 +2308,8 @@ fn rewrite_references(
         Resource::Coverage(x) => {
             fix(&mut x.beneficiary);
             x.payor.iter_mut().for_each(fix);
+            x.policy_holder.iter_mut().for_each(|r| fix(r));
+            x.subscriber.iter_mut().for_each(|r| fix(r));
         }
         Resource::Procedure(x) => {
             fix(&mut x.subject);

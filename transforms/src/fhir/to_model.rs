@@ -32,7 +32,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Procedure, Specimen};
+use crate::model::{Coverage, Diagnosis, Guarantor, Insured, Procedure, Specimen};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -576,6 +576,39 @@ impl<'a> Reader<'a> {
                         .map(|v| timestamp(v, &format!("{base}.period.end")))
                         .transpose()?,
                     relationship: x.relationship.as_deref().and_then(coded),
+                    plan_type: x.r#type.as_deref().and_then(coded),
+                    company_address: payor
+                        .and_then(|p| self.organization(p))
+                        .and_then(|o| o.address.first())
+                        .map(address_of)
+                        .filter(|a| !a.is_empty()),
+                    employer_id: x
+                        .policy_holder
+                        .as_deref()
+                        .and_then(|p| p.identifier.as_deref())
+                        .and_then(|i| owned(val!(i.value))),
+                    employer_name: x.policy_holder.as_deref().and_then(|p| {
+                        self.organization(p)
+                            .and_then(|o| owned(val!(o.name)))
+                            .or_else(|| owned(val!(p.display)))
+                    }),
+                    insured_id: x
+                        .extension
+                        .iter()
+                        .find(|e| e.url == super::from_model::EXT_SUBSCRIBER_ID)
+                        .and_then(|e| match &e.value {
+                            Some(t::ExtensionValue::Identifier(i)) => owned(val!(i.value)),
+                            _ => None,
+                        }),
+                    member_number: x
+                        .identifier
+                        .iter()
+                        .find(|i| val!(i.system) == Some(super::from_model::MEMBER_SYSTEM))
+                        .and_then(|i| owned(val!(i.value))),
+                    insured: match x.subscriber.as_deref() {
+                        Some(r) => self.insured(r)?,
+                        None => None,
+                    },
                 };
                 self.patient_values[idx].coverages.push(coverage);
             }
@@ -897,6 +930,36 @@ impl<'a> Reader<'a> {
         out.organization_name = owned(val!(g.party.display))
             .filter(|_| target.is_some_and(|t| t.starts_with("Organization/")));
         Ok((out.number.is_some() || out.organization_name.is_some()).then_some(out))
+    }
+
+    /// The Organization of the Bundle a reference points at.
+    fn organization(&self, reference: &t::Reference) -> Option<&'a r::Organization> {
+        let idx = *val!(reference.reference).and_then(|k| self.organizations.get(k))?;
+        match self.entries[idx].resource {
+            Resource::Organization(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The insured person of a `Coverage.subscriber` that is a RelatedPerson of the Bundle
+    /// (a Patient subscriber is the patient, told by the relationship `SEL`).
+    fn insured(&self, reference: &t::Reference) -> Result<Option<Insured>, FhirError> {
+        let Some(&idx) = val!(reference.reference).and_then(|k| self.related_persons.get(k)) else {
+            return Ok(None);
+        };
+        let Resource::RelatedPerson(x) = self.entries[idx].resource else {
+            return Ok(None);
+        };
+        let base = self.entries[idx].base.clone();
+        Ok(Some(Insured {
+            name: x.name.first().map(human_name).unwrap_or_default(),
+            birth_date: val!(x.birth_date)
+                .map(|v| timestamp(v, &format!("{base}.birthDate")))
+                .transpose()?,
+            gender: gender_of(val!(x.gender), &format!("{base}.gender"))?,
+            address: x.address.first().map(address_of).filter(|a| !a.is_empty()),
+            phones: phones_of(&x.telecom),
+        }))
     }
 
     /// A specimen reference: a Specimen of the Bundle, else the identifier it carries.

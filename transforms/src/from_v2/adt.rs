@@ -71,9 +71,9 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
-    EventKind, Gender, Guarantor, Identifier, IdentifierKind, LinkedPatient, LocationStatus,
-    LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role, Timestamp,
-    VisitEvent,
+    EventKind, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
+    LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role,
+    Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -701,15 +701,48 @@ pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
     Ok(out)
 }
 
-/// Insurance: every IN1 (IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-8 group
-/// number, IN1-12/13 plan dates, IN1-17 insured's relationship, IN1-36 policy number), as the
-/// v2-to-FHIR IG maps IN1 to Coverage. An IN1 that names neither plan nor company is ignored.
+/// Insurance: every IN1 with the IN2 after it (before the next IN1), as the v2-to-FHIR IG maps
+/// IN1 to Coverage: IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-5 company address,
+/// IN1-8 group number, IN1-10/IN1-11 the insured's group employer (id, name), IN1-12/13 plan
+/// dates, IN1-15 plan type, IN1-16 name of insured (with IN1-18 birth date, IN1-19 address,
+/// IN1-43 sex), IN1-17 insured's relationship, IN1-36 policy number, IN1-49 insured's id
+/// number. The IG lists IN2 as part of the Coverage but has no IN2 map yet; read here are the
+/// fields Coverage has a place for: IN2-61 patient member number (a `Coverage.identifier` of
+/// type `MB`), IN2-63 insured's home phone (the subscriber's telecom) and IN2-72 patient's
+/// relationship to the insured (the relationship when IN1-17 is empty). An IN1 that names
+/// neither plan nor company is ignored. The structures that carry the INSURANCE group are
+/// ADT_A01, ADT_A03, ADT_A05, ADT_A06, ADT_A16, DFT_P03/P11, ORM_O01 and OML_O21/O33/O35.
 ///
 /// # Errors
-/// [`MappingError::BadDateTime`] for IN1-12 or IN1-13 that do not parse.
+/// [`MappingError::BadDateTime`] for IN1-12, IN1-13 or IN1-18 that do not parse.
 pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
     let mut out = Vec::new();
-    for in1 in msg.segments_named("IN1") {
+    // Each IN1 with the IN2 of its INSURANCE group.
+    let mut groups: Vec<(SegmentRef<'_, '_>, Option<SegmentRef<'_, '_>>)> = Vec::new();
+    for seg in msg.segments() {
+        match (seg.name(), groups.last_mut()) {
+            ("IN1", _) => groups.push((seg, None)),
+            ("IN2", Some((_, in2 @ None))) => *in2 = Some(seg),
+            _ => {}
+        }
+    }
+    for (in1, in2) in &groups {
+        let in1 = *in1;
+        let mut phones = Vec::new();
+        for rep in in2.iter().flat_map(|s| s.field(63).reps()) {
+            if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, Some(ContactUse::Home)) {
+                if !phones.contains(&p) {
+                    phones.push(p);
+                }
+            }
+        }
+        let insured = Insured {
+            name: datatypes::name_at(&in1.field(16).rep(1), 1),
+            birth_date: ts(msg, &in1, 18)?,
+            gender: gender(in1.get(43).text()),
+            address: in1.field(19).reps().find_map(|r| datatypes::address(&r)),
+            phones,
+        };
         let c = Coverage {
             plan: datatypes::coded(&in1.field(2)),
             company_id: in1.get(3).string(),
@@ -718,7 +751,15 @@ pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
             policy_number: in1.get(36).string(),
             start: ts(msg, &in1, 12)?,
             end: ts(msg, &in1, 13)?,
-            relationship: datatypes::coded(&in1.field(17)),
+            relationship: datatypes::coded(&in1.field(17))
+                .or_else(|| in2.and_then(|s| datatypes::coded(&s.field(72)))),
+            plan_type: datatypes::coded(&in1.field(15)),
+            company_address: in1.field(5).reps().find_map(|r| datatypes::address(&r)),
+            employer_id: in1.get(10).string(),
+            employer_name: in1.get(11).string(),
+            insured_id: in1.get(49).string(),
+            member_number: in2.and_then(|s| s.get(61).string()),
+            insured: (insured != Insured::default()).then_some(insured),
         };
         if c.plan.is_some() || c.company_id.is_some() || c.company_name.is_some() {
             out.push(c);

@@ -31,7 +31,7 @@ use crate::model::{
     Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority, Specimen,
 };
 
-use super::adt::{diagnoses, encounter_from_pv1, guarantors, patient_from_pid};
+use super::adt::{coverages, diagnoses, encounter_from_pv1, guarantors, patient_from_pid};
 use super::{
     collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
 };
@@ -77,6 +77,8 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     patient.diagnoses = diagnoses(msg)?;
     // GT1 of the patient group (ORM_O01, OML_O21/O33/O35): the account's guarantors.
     patient.guarantors = guarantors(msg)?;
+    // IN1/IN2 of the patient group (ORM_O01, OML_O21/O33/O35): Coverages.
+    patient.coverages = coverages(msg)?;
     event.patient = Some(patient);
     event.encounter = encounter_from_pv1(msg)?;
     for group in &groups {

@@ -37,7 +37,7 @@ pub use order::{
     Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus, Specimen,
 };
 pub use patient::{
-    Allergy, Contact, Coverage, Diagnosis, Gender, Guarantor, Identifier, IdentifierKind,
+    Allergy, Contact, Coverage, Diagnosis, Gender, Guarantor, Identifier, IdentifierKind, Insured,
     OtherName, Patient, Procedure,
 };
 pub use practitioner::{Location, Practitioner};

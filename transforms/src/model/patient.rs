@@ -317,7 +317,51 @@ pub struct Coverage {
     /// Plan expiration date (IN1-13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
-    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…).
+    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…; else
+    /// IN2-72, the patient's relationship to the insured, table 0344).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relationship: Option<Coded>,
+    /// Plan type (IN1-15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_type: Option<Coded>,
+    /// The insurance company's address (IN1-5, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_address: Option<Address>,
+    /// The insured's group employer id (IN1-10, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_id: Option<String>,
+    /// The insured's group employer name (IN1-11, XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_name: Option<String>,
+    /// The insured's id number with the insurer (IN1-49, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insured_id: Option<String>,
+    /// The patient's member number in the plan (IN2-61, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_number: Option<String>,
+    /// The insured person, when named (IN1-16 name, IN1-18 birth date, IN1-19 address, IN1-43
+    /// sex, IN2-63 home phone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insured: Option<Insured>,
+}
+
+/// The person an insurance plan is in the name of (HL7 IN1-16 and its neighbours; FHIR
+/// `Coverage.subscriber`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Insured {
+    /// Name (IN1-16, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Date of birth (IN1-18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Timestamp>,
+    /// Administrative sex (IN1-43).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    /// Address (IN1-19, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Phones (IN2-63 home, every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
 }
