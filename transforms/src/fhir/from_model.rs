@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure, Specimen};
+use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure, Role, Specimen};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -1094,6 +1094,34 @@ fn class_coding(c: Option<EncounterClass>) -> t::Coding {
 
 /// The code system of ROL-3 roles (HL7 table 0443) on `Encounter.participant.type`.
 pub(crate) const ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0443";
+/// Extension URL, on a Reference to a Practitioner, of the ROL-3 role the practitioner has
+/// there (`valueCodeableConcept` in table 0443): `ServiceRequest.performer` and the
+/// DiagnosticReport's performers have no role element of their own.
+pub(crate) const EXT_ROLE: &str = "urn:switchboard:fhir:role";
+
+/// A ROL-3 role as a CodeableConcept of table 0443.
+fn role_concept(r: &Role) -> t::CodeableConcept {
+    t::CodeableConcept {
+        coding: vec![t::Coding {
+            system: Some(ROLE_SYSTEM.into()),
+            code: r.role.code.as_deref().map(Into::into),
+            display: r.role.text.as_deref().map(fstr),
+            ..Default::default()
+        }],
+        text: r.role.text.as_deref().map(fstr),
+        ..Default::default()
+    }
+}
+
+/// A reference to a role's practitioner carrying the role ([`EXT_ROLE`]).
+fn role_ref(r: &Role) -> Option<t::Reference> {
+    let mut reference = practitioner_ref(&r.practitioner)?;
+    reference.extension.push(ext(
+        EXT_ROLE,
+        t::ExtensionValue::CodeableConcept(Box::new(role_concept(r))),
+    ));
+    Some(reference)
+}
 
 /// FHIR Encounter of a canonical encounter, `None` without a visit number.
 pub fn encounter(
@@ -1135,19 +1163,12 @@ pub fn encounter(
             });
         }
     }
-    for r in &e.roles {
+    // The roles that hold; a role the message removes (ROL-2 `DE`, `UN`) is left out, which
+    // removes it from the Encounter the Bundle PUTs whole.
+    for r in e.roles.iter().filter(|r| r.is_current()) {
         if let Some(reference) = practitioner_ref(&r.practitioner) {
             participant.push(r::EncounterParticipant {
-                r#type: vec![t::CodeableConcept {
-                    coding: vec![t::Coding {
-                        system: Some(ROLE_SYSTEM.into()),
-                        code: r.role.code.as_deref().map(Into::into),
-                        display: r.role.text.as_deref().map(fstr),
-                        ..Default::default()
-                    }],
-                    text: r.role.text.as_deref().map(fstr),
-                    ..Default::default()
-                }],
+                r#type: vec![role_concept(r)],
                 individual: Some(Box::new(reference)),
                 ..Default::default()
             });
@@ -1405,6 +1426,17 @@ pub fn appointment(
             status: "accepted".into(),
             ..Default::default()
         });
+    }
+    // The roles a SIU names (ROL), typed with their table 0443 role, those that hold only.
+    for r in a.roles.iter().filter(|r| r.is_current()) {
+        if let Some(reference) = practitioner_ref(&r.practitioner) {
+            participant.push(r::AppointmentParticipant {
+                r#type: vec![role_concept(r)],
+                actor: Some(Box::new(reference)),
+                status: "accepted".into(),
+                ..Default::default()
+            });
+        }
     }
     Ok(r::Appointment {
         id: Some(resource_id("Appointment", system, value).into()),
@@ -1717,6 +1749,13 @@ pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::Ser
             .and_then(practitioner_ref)
             .map(Box::new),
         reason_code: o.reason.iter().map(codeable).collect(),
+        // Every role of the order group that holds (ROL), the role in EXT_ROLE.
+        performer: o
+            .roles
+            .iter()
+            .filter(|r| r.is_current())
+            .filter_map(role_ref)
+            .collect(),
         specimen: specimen_refs(o),
         note: o
             .notes
@@ -1904,6 +1943,23 @@ pub fn diagnostic_report(
             .as_ref()
             .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
         issued: report.reported_at.as_ref().map(|d| instant(d).into()),
+        // As the IG maps PRT: a technician or responsible observer (ARI, TN, TR) performed
+        // the report, a principal result interpreter (PRI) interpreted it.
+        performer: report
+            .order
+            .roles
+            .iter()
+            .filter(|r| r.is_current())
+            .filter(|r| matches!(r.role.code.as_deref(), Some("ARI" | "TN" | "TR")))
+            .filter_map(role_ref)
+            .collect(),
+        results_interpreter: report
+            .order
+            .roles
+            .iter()
+            .filter(|r| r.is_current() && r.role.code.as_deref() == Some("PRI"))
+            .filter_map(role_ref)
+            .collect(),
         specimen: specimen_refs(&report.order),
         result: observations
             .iter()
@@ -2016,6 +2072,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 reason: None,
                 notes: None,
                 specimens: Vec::new(),
+                roles: Vec::new(),
             },
             status: None,
             observed_at: None,
@@ -2093,15 +2150,35 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
     for e in event.encounter.iter().chain(other_encounter) {
-        practitioners.extend(e.roles.iter().map(|r| &r.practitioner));
+        practitioners.extend(
+            e.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
         practitioners.extend(&e.consulting);
         locations.extend(&e.location);
         locations.extend(e.location_history.iter().map(|s| &s.location));
     }
-    for o in &event.orders {
+    if let Some(a) = &event.appointment {
+        practitioners.extend(
+            a.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
+    }
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
         practitioners.extend(&o.ordering_provider);
+        practitioners.extend(
+            o.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for p in practitioners {
@@ -2351,6 +2428,7 @@ fn rewrite_references(
         Resource::ServiceRequest(sr) => {
             fix(&mut sr.subject);
             sr.requester.iter_mut().for_each(|r| fix(r));
+            sr.performer.iter_mut().for_each(fix);
             sr.specimen.iter_mut().for_each(fix);
         }
         Resource::Specimen(x) => {
@@ -2365,6 +2443,8 @@ fn rewrite_references(
         Resource::DiagnosticReport(d) => {
             d.subject.iter_mut().for_each(|r| fix(r));
             d.based_on.iter_mut().for_each(fix);
+            d.performer.iter_mut().for_each(fix);
+            d.results_interpreter.iter_mut().for_each(fix);
             d.specimen.iter_mut().for_each(fix);
             d.result.iter_mut().for_each(fix);
         }

@@ -20,8 +20,8 @@ use fhirbolt::model::r4::Resource;
 
 use super::error::path_at;
 use super::from_model::{
-    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER,
-    EXT_TRANSACTION_TYPE, LOCATION_PARTS,
+    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
+    EXT_TRANSACTION_TYPE, LOCATION_PARTS, ROLE_SYSTEM,
 };
 use super::{systems, FhirError};
 use crate::model::{
@@ -772,6 +772,11 @@ impl<'a> Reader<'a> {
                             ev.orders.push(self.order(sr, &sr_base)?);
                         }
                     }
+                    // The report's order has the roles of the order it is based on.
+                    if let (Some(report), Some(order)) = (ev.results.first_mut(), ev.orders.first())
+                    {
+                        report.order.roles.clone_from(&order.roles);
+                    }
                     Some(ev)
                 }
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
@@ -1118,6 +1123,7 @@ impl<'a> Reader<'a> {
                             system: Some("HL70443".to_owned()),
                         },
                         practitioner,
+                        action: None,
                     });
                 }
                 continue;
@@ -1307,10 +1313,22 @@ impl<'a> Reader<'a> {
         let mut patient = None;
         let mut practitioner = None;
         let mut location = None;
+        let mut roles = Vec::new();
         for (n, p) in a.participant.iter().enumerate() {
             let Some(actor) = p.actor.as_deref() else {
                 continue;
             };
+            // A ROL role (table 0443) of the appointment, not its AIP practitioner.
+            if let Some(role) = p.r#type.iter().find_map(role_of) {
+                if let Some(practitioner) = self.practitioner_ref(actor) {
+                    roles.push(Role {
+                        role,
+                        practitioner,
+                        action: None,
+                    });
+                }
+                continue;
+            }
             let target = val!(actor.reference).unwrap_or("");
             let rtype = val!(actor.r#type).unwrap_or("");
             let id_system = actor
@@ -1378,6 +1396,7 @@ impl<'a> Reader<'a> {
                     })
             }),
             notes: owned(val!(a.comment)),
+            roles,
         };
         let mut ev = self.event(kind, i, "Appointment");
         ev.patient = patient;
@@ -1477,6 +1496,7 @@ impl<'a> Reader<'a> {
             reason: None,
             event_reason: None,
             notes: owned(val!(s.comment)),
+            roles: Vec::new(),
         };
         let mut ev = self.event(kind, i, "Slot");
         ev.appointment = Some(appointment);
@@ -1646,6 +1666,25 @@ impl<'a> Reader<'a> {
                 .iter()
                 .filter_map(|r| self.specimen_ref(r))
                 .collect(),
+            roles: sr
+                .performer
+                .iter()
+                .filter_map(|r| {
+                    let role =
+                        r.extension
+                            .iter()
+                            .find(|x| x.url == EXT_ROLE)
+                            .and_then(|x| match &x.value {
+                                Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                                _ => None,
+                            })?;
+                    Some(Role {
+                        role,
+                        practitioner: self.practitioner_ref(r)?,
+                        action: None,
+                    })
+                })
+                .collect(),
         })
     }
 
@@ -1708,6 +1747,7 @@ impl<'a> Reader<'a> {
                 reason: None,
                 notes: None,
                 specimens,
+                roles: Vec::new(),
             },
             status,
             observed_at: match &d.effective {
@@ -1763,6 +1803,7 @@ impl<'a> Reader<'a> {
                 reason: None,
                 notes: None,
                 specimens: Vec::new(),
+                roles: Vec::new(),
             },
             status: value.status,
             observed_at: value.observed_at,
@@ -2145,6 +2186,19 @@ fn contact_of(c: &r::PatientContact) -> Contact {
             .map(address_of)
             .filter(|a| !a.is_empty()),
     }
+}
+
+/// A ROL-3 role (table 0443) from a CodeableConcept with a coding in that table.
+fn role_of(c: &t::CodeableConcept) -> Option<Coded> {
+    let coding = c
+        .coding
+        .iter()
+        .find(|x| val!(x.system) == Some(ROLE_SYSTEM))?;
+    Some(Coded {
+        code: owned(val!(coding.code)),
+        text: owned(val!(coding.display)),
+        system: Some("HL70443".to_owned()),
+    })
 }
 
 /// A specimen from a FHIR Specimen: the way back of `from_model::specimen`.

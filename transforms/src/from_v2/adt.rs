@@ -72,7 +72,7 @@ use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
     EventKind, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
-    LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role,
+    LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure,
     Timestamp, VisitEvent,
 };
 
@@ -525,16 +525,9 @@ pub fn encounter_from_pv1_segment(
         insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
         location_history: Vec::new(),
         events: Vec::new(),
-        // Every ROL with a role and a person (the IG maps ROL to Encounter.participant).
-        roles: msg
-            .segments_named("ROL")
-            .filter_map(|rol| {
-                Some(Role {
-                    role: datatypes::coded(&rol.field(3))?,
-                    practitioner: datatypes::practitioner(&rol.field(4))?,
-                })
-            })
-            .collect(),
+        // Every ROL of the patient and visit with a role and a person (the IG maps ROL to
+        // Encounter.participant); a ROL of an order group is the order's.
+        roles: super::visit_roles(msg),
     };
     if encounter.visit_number.is_none()
         && encounter.location.is_none()

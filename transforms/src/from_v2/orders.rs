@@ -13,6 +13,9 @@
 //! Event kind: from the first order's ORC-1: `NW`/`SN` → `order_placed`; `CA`/`OC`/`CR`/`DC`/
 //! `OD`/`DR` → `order_cancelled`; other known codes → `order_updated`.
 //!
+//! Roles: a ROL right after an ORC or OBR (NTE, TQ1 between) is a role of that order
+//! (`roles`, with its ROL-2 action code); any other ROL is the visit's.
+//!
 //! Specimens: every SPM of an order group (OML^O21: after the OBR) is a specimen of that
 //! order; in OML^O33 and O35 the SPM comes first and is the specimen of every order after it
 //! (see [`specimen`] for the fields).
@@ -44,6 +47,7 @@ pub(crate) struct OrderSegments<'s, 'm> {
     pub tq1: Option<SegmentRef<'s, 'm>>,
     pub ntes: Vec<SegmentRef<'s, 'm>>,
     pub specimens: Vec<SegmentRef<'s, 'm>>,
+    pub roles: Vec<SegmentRef<'s, 'm>>,
 }
 
 /// Maps an ORM^O01 or OML^O21.
@@ -118,6 +122,7 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
             reason: first_order.reason.clone(),
             event_reason: None,
             notes: None,
+            roles: Vec::new(),
         });
     }
     // FT1 in an order (ORM^O01 and OML's financial group): the charges of the order, as a
@@ -134,7 +139,8 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     Ok(event)
 }
 
-/// Splits the message into orders: each ORC with the OBR, TQ1, NTE and SPM after it. With
+/// Splits the message into orders: each ORC with the OBR, TQ1, NTE, SPM and ROL after it (a
+/// ROL right after the ORC or OBR, see [`super::RoleContext`]). With
 /// `specimen_first` (OML^O33, O35: a SPECIMEN group holds the orders on that specimen), an SPM
 /// is the specimen of every order after it, up to the next SPM that follows an order.
 fn order_groups<'s, 'm>(
@@ -145,8 +151,15 @@ fn order_groups<'s, 'm>(
     // The specimens the next orders are on (O33/O35), and whether an order came since.
     let mut leading: Vec<SegmentRef<'s, 'm>> = Vec::new();
     let mut ordered_since = false;
+    let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
+        let in_order = roles.step(seg.name());
         match seg.name() {
+            "ROL" if in_order => {
+                if let Some(g) = groups.last_mut() {
+                    g.roles.push(seg);
+                }
+            }
             "ORC" => {
                 ordered_since = true;
                 groups.push(OrderSegments {
@@ -155,6 +168,7 @@ fn order_groups<'s, 'm>(
                     tq1: None,
                     ntes: Vec::new(),
                     specimens: leading.clone(),
+                    roles: Vec::new(),
                 });
             }
             "OBR" => {
@@ -302,6 +316,7 @@ pub(crate) fn order_from_segments(
         reason: g.obr.and_then(|o| datatypes::coded(&o.field(31))),
         notes: notes(&g.ntes),
         specimens,
+        roles: g.roles.iter().filter_map(super::role).collect(),
     })
 }
 

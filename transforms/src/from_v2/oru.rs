@@ -53,8 +53,16 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let mut last_orc: Option<SegmentRef<'_, '_>> = None;
     let mut current: Option<ReportSegments<'_, '_>> = None;
     let mut groups = Vec::new();
+    let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
+        let in_order = roles.step(seg.name());
         match seg.name() {
+            // ORU_R01 from v2.6: ROL after the OBR (and its NTE) is a role of that order.
+            "ROL" if in_order => {
+                if let Some((order, _)) = &mut current {
+                    order.roles.push(seg);
+                }
+            }
             "ORC" => last_orc = Some(seg),
             "OBR" => {
                 if let Some(done) = current.take() {
@@ -67,6 +75,7 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
                         tq1: None,
                         ntes: Vec::new(),
                         specimens: Vec::new(),
+                        roles: Vec::new(),
                     },
                     Vec::new(),
                 ));

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Coded, Decimal, Practitioner, Timestamp};
+use super::{Coded, Decimal, Practitioner, Role, Timestamp};
 
 /// Priority of an order (TQ1-9 / TQ-6 / OBR-5, HL7 table 0485 / 0027).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +89,9 @@ pub struct Order {
     /// The specimens of the order (SPM of its order group), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub specimens: Vec<Specimen>,
+    /// The roles of the order group (ROL after its ORC or OBR), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
 }
 
 /// A specimen taken for an order or reported with a result (HL7 SPM; FHIR Specimen).
