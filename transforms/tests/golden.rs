@@ -109,7 +109,7 @@ fn check_family(prefixes: &[&str]) -> usize {
 
 #[test]
 fn adt_goldens() {
-    assert_eq!(check_family(&["adt_"]), 129);
+    assert_eq!(check_family(&["adt_"]), 130);
 }
 
 #[test]

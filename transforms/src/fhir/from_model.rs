@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Phone, Procedure, Role, Specimen};
+use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Phone, Procedure, Role, Specimen};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -829,6 +829,24 @@ pub fn guarantor_party(g: &Guarantor, patient: &Identifier) -> (t::Reference, Op
     (r, Some(Resource::RelatedPerson(Box::new(person))))
 }
 
+/// Identifier system of a patient's primary facility (PD1-3).
+pub(crate) const FACILITY_SYSTEM: &str = "urn:switchboard:facility";
+/// The standard extension of a patient's disability (PD1-6), where the IG puts it.
+pub(crate) const EXT_DISABILITY: &str =
+    "http://hl7.org/fhir/StructureDefinition/patient-disability";
+/// The standard extension of a patient's congregation (PD1-14), where the IG puts it.
+pub(crate) const EXT_CONGREGATION: &str =
+    "http://hl7.org/fhir/StructureDefinition/patient-congregation";
+/// Extension URL of the PD1-11 publicity code (`valueCodeableConcept`).
+pub(crate) const EXT_PUBLICITY: &str = "urn:switchboard:fhir:publicity-code";
+/// Extension URL of the PD1-12 protection indicator (`valueBoolean`).
+pub(crate) const EXT_PROTECTED: &str = "urn:switchboard:fhir:protection-indicator";
+
+/// The Organization of a patient's primary facility (PD1-3) and a reference to it.
+fn facility(f: &Facility) -> Option<(r::Organization, t::Reference)> {
+    organization(FACILITY_SYSTEM, f.id.as_deref(), f.name.as_deref(), None)
+}
+
 /// The id of a patient's Account: by its account number (PID-18) when sent, else one per
 /// patient.
 fn account_id(p: &Patient, key: &Identifier) -> String {
@@ -926,6 +944,22 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             t::ExtensionValue::CodeableConcept(Box::new(codeable(n))),
         ));
     }
+    if let Some(d) = &p.disability {
+        extension.push(ext(
+            EXT_DISABILITY,
+            t::ExtensionValue::CodeableConcept(Box::new(codeable(d))),
+        ));
+    }
+    extension.extend(ext_str(EXT_CONGREGATION, p.place_of_worship.as_deref()));
+    if let Some(c) = &p.publicity_code {
+        extension.push(ext(
+            EXT_PUBLICITY,
+            t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+        ));
+    }
+    if let Some(b) = p.protected {
+        extension.push(ext(EXT_PROTECTED, t::ExtensionValue::Boolean(b.into())));
+    }
     Ok(r::Patient {
         id: Some(resource_id("Patient", identifier_system(key), &key.value).into()),
         extension,
@@ -960,11 +994,14 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             .map(fhir_address)
             .collect(),
         contact: p.contacts.iter().map(patient_contact).collect(),
+        // As the IG orders them: the primary facility (PD1-3), then the provider (PD1-4).
         general_practitioner: p
-            .primary_care_provider
+            .primary_facility
             .as_ref()
-            .and_then(practitioner_ref)
+            .and_then(facility)
+            .map(|(_, r)| r)
             .into_iter()
+            .chain(p.primary_care_provider.as_ref().and_then(practitioner_ref))
             .collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
@@ -2097,6 +2134,15 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 out.push(Resource::Coverage(Box::new(res)));
             }
         }
+    }
+    // The primary facility (PD1-3) of the event's patient: an Organization.
+    if let Some((org, _)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.primary_facility.as_ref())
+        .and_then(facility)
+    {
+        out.push(Resource::Organization(Box::new(org)));
     }
     // The account (PID-18) and its guarantors (GT1) of every patient of the event.
     let other_patients = event.other_patient.iter().map(|o| &o.patient);

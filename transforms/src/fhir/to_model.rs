@@ -23,6 +23,9 @@ use super::from_model::{
     EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
     EXT_TRANSACTION_TYPE, LOCATION_PARTS, ROLE_SYSTEM,
 };
+use super::from_model::{
+    EXT_CONGREGATION, EXT_DISABILITY, EXT_PROTECTED, EXT_PUBLICITY, FACILITY_SYSTEM,
+};
 use super::{systems, FhirError};
 use crate::model::{
     stable_id, Address, Allergy, Appointment, AppointmentResource, AppointmentStatus, Attachment,
@@ -32,7 +35,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Coverage, Diagnosis, Guarantor, Insured, Procedure, Specimen};
+use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Insured, Procedure, Specimen};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -434,7 +437,7 @@ impl<'a> Reader<'a> {
                         );
                     }
                     let idx = self.patient_values.len();
-                    general_practitioners.extend(p.general_practitioner.first().map(|r| (idx, r)));
+                    general_practitioners.extend(p.general_practitioner.iter().map(|r| (idx, r)));
                     self.patient_values.push(patient);
                     for k in keys {
                         self.patients.insert(k, idx);
@@ -698,8 +701,29 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        // generalPractitioner: the primary facility (an Organization, PD1-3) and the primary
+        // care provider (a Practitioner, PD1-4).
         for (idx, reference) in general_practitioners {
-            self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+            let target = val!(reference.reference).unwrap_or_default();
+            let id_system = reference.identifier.as_deref().and_then(|i| val!(i.system));
+            let is_org = self.organizations.contains_key(target)
+                || target.starts_with("Organization/")
+                || id_system == Some(FACILITY_SYSTEM);
+            if is_org {
+                if self.patient_values[idx].primary_facility.is_none() {
+                    let name = self
+                        .organization(reference)
+                        .and_then(|o| owned(val!(o.name)))
+                        .or_else(|| owned(val!(reference.display)));
+                    let id = reference
+                        .identifier
+                        .as_deref()
+                        .and_then(|i| owned(val!(i.value)));
+                    self.patient_values[idx].primary_facility = Some(Facility { id, name });
+                }
+            } else if self.patient_values[idx].primary_care_provider.is_none() {
+                self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+            }
         }
         // A Bundle rendered from an ADT event (its tag names a kind other than a result):
         // its Observations are the patient's (the OBX of the ADT), not results of their own.
@@ -2527,6 +2551,24 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         coverages: Vec::new(),
         account_number: None,
         guarantors: Vec::new(),
+        // Resolved with the primary care provider (see `run`).
+        primary_facility: None,
+        disability: match ext(EXT_DISABILITY) {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        },
+        publicity_code: match ext(EXT_PUBLICITY) {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        },
+        protected: match ext(EXT_PROTECTED) {
+            Some(t::ExtensionValue::Boolean(b)) => b.value,
+            _ => None,
+        },
+        place_of_worship: match ext(EXT_CONGREGATION) {
+            Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+            _ => None,
+        },
         observations: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {

@@ -71,7 +71,7 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
-    EventKind, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
+    EventKind, Facility, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
     LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure,
     Timestamp, VisitEvent,
 };
@@ -310,10 +310,41 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     })?;
     let mut patient = patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())?;
     // PD1 belongs to the message's (first) patient in every structure that has it.
-    patient.primary_care_provider = msg
-        .segment("PD1")
-        .and_then(|pd1| datatypes::practitioner(&pd1.field(4)));
+    if let Some(pd1) = msg.segment("PD1") {
+        pd1_fields(&pd1, &mut patient);
+    }
     Ok(patient)
+}
+
+/// PD1, as the v2-to-FHIR IG maps it to Patient: PD1-3 primary facility (XON: XON-10, else
+/// XON-3, as id; XON-1 as name), PD1-4 primary care provider (its repetitions are one doctor's
+/// identifiers, read as PV1-7's are), PD1-6 handicap, PD1-14 place of worship (XON-1); and
+/// PD1-11 publicity code and PD1-12 protection indicator (`Y`/`N`), which the IG leaves for
+/// when ARV is mapped to security labels.
+fn pd1_fields(pd1: &SegmentRef<'_, '_>, patient: &mut Patient) {
+    patient.primary_care_provider = datatypes::practitioner(&pd1.field(4));
+    let facility = pd1.field(3).rep(1);
+    let facility = Facility {
+        id: facility
+            .get(10)
+            .string()
+            .or_else(|| facility.get(3).string()),
+        name: facility.get(1).string(),
+    };
+    patient.primary_facility = (facility != Facility::default()).then_some(facility);
+    patient.disability = datatypes::coded(&pd1.field(6));
+    patient.publicity_code = datatypes::coded(&pd1.field(11));
+    patient.protected = match pd1
+        .get(12)
+        .text()
+        .map(|t| UpperCode::new(t.trim()))
+        .as_deref()
+    {
+        Some("Y") => Some(true),
+        Some("N") => Some(false),
+        _ => None,
+    };
+    patient.place_of_worship = pd1.get(14).string();
 }
 
 /// The patient from one PID segment, as [`patient_from_pid`] reads the first; `pv1` is the

@@ -37,8 +37,8 @@ pub use order::{
     Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus, Specimen,
 };
 pub use patient::{
-    Allergy, Contact, Coverage, Diagnosis, Gender, Guarantor, Identifier, IdentifierKind, Insured,
-    OtherName, Patient, Procedure,
+    Allergy, Contact, Coverage, Diagnosis, Facility, Gender, Guarantor, Identifier, IdentifierKind,
+    Insured, OtherName, Patient, Procedure,
 };
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;

@@ -140,6 +140,34 @@ pub struct Patient {
     /// PV1-7's are); FHIR `Patient.generalPractitioner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_care_provider: Option<Practitioner>,
+    /// The patient's primary facility (PD1-3, first repetition); FHIR
+    /// `Patient.generalPractitioner` (an Organization), as the IG maps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_facility: Option<Facility>,
+    /// Handicap (PD1-6, table 0295); FHIR extension `patient-disability`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disability: Option<Coded>,
+    /// Publicity code (PD1-11, table 0215: what may be published about the patient).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publicity_code: Option<Coded>,
+    /// Protection indicator (PD1-12: `Y` the patient's information is to be protected, `N`
+    /// not), absent when not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// Place of worship (PD1-14, XON-1); FHIR extension `patient-congregation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_of_worship: Option<String>,
+}
+
+/// An organization named by an HL7 XON (PD1-3): its id and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Facility {
+    /// The organization's id (XON-10 organization identifier, else XON-3 id number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The organization's name (XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Patient {
