@@ -477,6 +477,7 @@ mod tests {
         };
         let appointment = Appointment {
             resources: Vec::new(),
+            roles: Vec::new(),
             placer_id: Some("LTX-881".into()),
             filler_id: None,
             remote_id: None,

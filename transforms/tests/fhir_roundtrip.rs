@@ -180,6 +180,7 @@ proptest! {
             reason: None,
             event_reason: None,
             notes: None,
+            roles: Vec::new(),
         });
         let back = round_trip(&ev);
         prop_assert_eq!(back.len(), 1);

@@ -21,7 +21,7 @@ use crate::model::{
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
     PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
 };
-use crate::model::{Coverage, Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Phone, Procedure, Role, Specimen};
 
 /// The deterministic id of a resource: [`stable_id`] of its type, identifier system and value.
 pub fn resource_id(resource_type: &str, system: &str, value: &str) -> String {
@@ -430,12 +430,59 @@ pub(crate) const INSURER_SYSTEM: &str = "urn:switchboard:insurer";
 pub(crate) const POLICY_SYSTEM: &str = "urn:switchboard:policy";
 const COVERAGE_CLASS: &str = "http://terminology.hl7.org/CodeSystem/coverage-class";
 
-/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1): the patient as beneficiary,
-/// IN1-3/IN1-4 as payor (a reference by identifier, with the name as display; the
-/// Organization itself is not in the Bundle), IN1-36 as identifier and subscriberId, IN1-2
-/// as the `plan` class, IN1-8 as the `group` class, IN1-12/13 as period, IN1-17 as
-/// relationship; `active`, since the HIS sends the plans in force.
-pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
+/// Identifier system of the insured's group employers (IN1-10), `Coverage.policyHolder`.
+pub(crate) const EMPLOYER_SYSTEM: &str = "urn:switchboard:employer";
+/// Identifier system of plan member numbers (IN2-61).
+pub(crate) const MEMBER_SYSTEM: &str = "urn:switchboard:member";
+/// R5 `Coverage.subscriberId` (an Identifier) as an R4 cross-version extension, where the IG
+/// puts IN1-49.
+pub(crate) const EXT_SUBSCRIBER_ID: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Coverage.subscriberId";
+
+/// An Organization named by an id (in `system`) or, without one, by its name; `None` when
+/// neither is there. Returns the resource and a reference to it (with the identifier and the
+/// name as display, so a reader without the Organization still knows it).
+fn organization(
+    system: &str,
+    id: Option<&str>,
+    name: Option<&str>,
+    address: Option<&Address>,
+) -> Option<(r::Organization, t::Reference)> {
+    let (rid, identifier) = match (id, name) {
+        (Some(v), _) => (
+            resource_id("Organization", system, v),
+            Some(plain_identifier(system, v)),
+        ),
+        (None, Some(n)) => (stable_id(&["Organization", system, "name", n]), None),
+        (None, None) => return None,
+    };
+    let mut r = reference("Organization", &rid, name.map(str::to_owned));
+    r.identifier = identifier.clone().map(Box::new);
+    let org = r::Organization {
+        id: Some(rid.into()),
+        identifier: identifier.into_iter().collect(),
+        active: Some(true.into()),
+        name: name.map(fstr),
+        address: address
+            .filter(|a| !a.is_empty())
+            .map(fhir_address)
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    Some((org, r))
+}
+
+/// FHIR Coverage of an insurance plan (v2-to-FHIR IG, IN1), with the resources it points at:
+/// the patient as beneficiary; IN1-3/IN1-4/IN1-5 as the payor, an Organization (identifier
+/// `urn:switchboard:insurer`, name, address) of the Bundle; IN1-10/IN1-11 as the policy
+/// holder, an Organization (the insured's group employer); IN1-16 (with IN1-18, IN1-19, IN1-43
+/// and IN2-63) as the subscriber, the Patient when IN1-17 is `SEL`, else a RelatedPerson of the
+/// patient; IN1-36 as identifier and `subscriberId`, IN2-61 as an identifier of type `MB`,
+/// IN1-49 in R5's `subscriberId` (cross-version extension), as the IG puts it; IN1-2 as the
+/// `plan` class, IN1-8 as the `group` class; IN1-15 as `type`; IN1-12/13 as period; IN1-17
+/// (else IN2-72) as relationship; `active`, since the HIS sends the plans in force.
+pub fn coverage(c: &Coverage, patient: &Identifier) -> (r::Coverage, Vec<Resource>) {
     let id = stable_id(&[
         "Coverage",
         identifier_system(patient),
@@ -450,17 +497,65 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
             .unwrap_or_default(),
         c.policy_number.as_deref().unwrap_or_default(),
     ]);
-    let payor = t::Reference {
-        identifier: c
-            .company_id
-            .as_deref()
-            .map(|v| Box::new(plain_identifier(INSURER_SYSTEM, v))),
-        display: c
-            .company_name
-            .as_deref()
-            .or_else(|| c.plan.as_ref().and_then(Coded::label))
-            .map(fstr),
-        ..Default::default()
+    let mut extras = Vec::new();
+    let payor = match organization(
+        INSURER_SYSTEM,
+        c.company_id.as_deref(),
+        c.company_name.as_deref(),
+        c.company_address.as_ref(),
+    ) {
+        Some((org, r)) => {
+            extras.push(Resource::Organization(Box::new(org)));
+            r
+        }
+        None => t::Reference {
+            display: c.plan.as_ref().and_then(Coded::label).map(fstr),
+            ..Default::default()
+        },
+    };
+    let policy_holder = organization(
+        EMPLOYER_SYSTEM,
+        c.employer_id.as_deref(),
+        c.employer_name.as_deref(),
+        None,
+    )
+    .map(|(org, r)| {
+        extras.push(Resource::Organization(Box::new(org)));
+        r
+    });
+    // The insured is the patient: IN1-17 `SEL` (table 0063), or IN2-72 `01` (table 0344).
+    let is_self = c.relationship.as_ref().is_some_and(|r| {
+        let code = r.code.as_deref().unwrap_or_default().trim();
+        code.eq_ignore_ascii_case("SEL") || (code == "01" && r.system.as_deref() == Some("HL70344"))
+    });
+    let subscriber = match &c.insured {
+        _ if is_self => Some(patient_ref(patient)),
+        Some(insured) if !insured.name.is_empty() => {
+            let rid = related_person_id(
+                patient,
+                "insured",
+                &[insured.name.full(), id.clone()].join("|"),
+            );
+            let person = r::RelatedPerson {
+                id: Some(rid.clone().into()),
+                active: Some(true.into()),
+                patient: Box::new(patient_ref(patient)),
+                relationship: c.relationship.iter().map(codeable).collect(),
+                name: vec![{
+                    let mut n = human_name(&insured.name, false);
+                    n.r#use = None;
+                    n
+                }],
+                telecom: phone_points(&insured.phones),
+                gender: insured.gender.map(|g| gender_code(g).into()),
+                birth_date: insured.birth_date.as_ref().map(birth_date),
+                address: insured.address.iter().map(fhir_address).collect(),
+                ..Default::default()
+            };
+            extras.push(Resource::RelatedPerson(Box::new(person)));
+            Some(reference("RelatedPerson", &rid, Some(insured.name.full())))
+        }
+        _ => None,
     };
     let class = |kind: &str, value: &str, name: Option<&str>| r::CoverageClass {
         r#type: Box::new(t::CodeableConcept {
@@ -486,15 +581,45 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
     if let Some(g) = c.group_number.as_deref() {
         classes.push(class("group", g, None));
     }
-    r::Coverage {
+    let mut identifier: Vec<t::Identifier> = c
+        .policy_number
+        .as_deref()
+        .map(|v| plain_identifier(POLICY_SYSTEM, v))
+        .into_iter()
+        .collect();
+    identifier.extend(c.member_number.as_deref().map(|v| {
+        let mut i = plain_identifier(MEMBER_SYSTEM, v);
+        i.r#type = Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                code: Some("MB".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        i
+    }));
+    let res = r::Coverage {
         id: Some(id.into()),
-        identifier: c
-            .policy_number
+        extension: c
+            .insured_id
             .as_deref()
-            .map(|v| plain_identifier(POLICY_SYSTEM, v))
+            .map(|v| {
+                ext(
+                    EXT_SUBSCRIBER_ID,
+                    t::ExtensionValue::Identifier(Box::new(t::Identifier {
+                        value: Some(fstr(v)),
+                        ..Default::default()
+                    })),
+                )
+            })
             .into_iter()
             .collect(),
+        identifier,
         status: "active".into(),
+        r#type: c.plan_type.as_ref().map(|t| Box::new(codeable(t))),
+        policy_holder: policy_holder.map(Box::new),
+        subscriber: subscriber.map(Box::new),
         subscriber_id: c.policy_number.as_deref().map(fstr),
         beneficiary: Box::new(patient_ref(patient)),
         relationship: c.relationship.as_ref().map(|r| Box::new(codeable(r))),
@@ -508,7 +633,8 @@ pub fn coverage(c: &Coverage, patient: &Identifier) -> r::Coverage {
         payor: vec![payor],
         class: classes,
         ..Default::default()
-    }
+    };
+    (res, extras)
 }
 
 /// FHIR AllergyIntolerance of an allergy (v2-to-FHIR IG, AL1/IAM): AL1-3 code, AL1-2 type
@@ -592,6 +718,184 @@ pub fn allergy_intolerance(a: &Allergy, patient: &Identifier) -> r::AllergyIntol
     }
 }
 
+/// `ContactPoint`s of phone numbers.
+fn phone_points(phones: &[Phone]) -> Vec<t::ContactPoint> {
+    phones
+        .iter()
+        .map(|ph| t::ContactPoint {
+            system: Some("phone".into()),
+            value: Some(fstr(&ph.number)),
+            r#use: contact_use(ph.use_),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// FHIR `date` of a birth date (the date part of a date-time).
+fn birth_date(b: &Timestamp) -> t::Date {
+    if b.precision() > Precision::Day {
+        b.date_iso().into()
+    } else {
+        b.to_iso().into()
+    }
+}
+
+/// Identifier system of guarantor numbers (GT1-2).
+pub(crate) const GUARANTOR_SYSTEM: &str = "urn:switchboard:guarantor";
+
+/// The id of the RelatedPerson a guarantor (or an insured person) of `patient` becomes: one per
+/// patient, since `RelatedPerson.patient` names one; `kind` tells guarantors from insured.
+fn related_person_id(patient: &Identifier, kind: &str, key: &str) -> String {
+    stable_id(&[
+        "RelatedPerson",
+        identifier_system(patient),
+        &patient.value,
+        kind,
+        key,
+    ])
+}
+
+/// Id and identifier of the Organization a guarantor is (GT1-21): by GT1-2 when sent, else by
+/// its name.
+fn guarantor_organization_key(g: &Guarantor) -> (String, Option<t::Identifier>) {
+    match g.number.as_deref() {
+        Some(n) => (
+            resource_id("Organization", GUARANTOR_SYSTEM, n),
+            Some(plain_identifier(GUARANTOR_SYSTEM, n)),
+        ),
+        None => (
+            stable_id(&[
+                "Organization",
+                "name",
+                g.organization_name.as_deref().unwrap_or_default(),
+            ]),
+            None,
+        ),
+    }
+}
+
+/// The party of an `Account.guarantor` and the resource it points at (none for the patient
+/// itself). As FHIR-Converter's templates decide (the v2-to-FHIR IG has no GT1 map yet): an
+/// Organization when GT1-21 names one, else the Patient when GT1-11 is `SEL`, else a
+/// RelatedPerson of the patient (GT1-2 identifier, GT1-3 name, GT1-5 address, GT1-6/7 phones,
+/// GT1-8 birth date, GT1-9 sex, GT1-11 relationship).
+pub fn guarantor_party(g: &Guarantor, patient: &Identifier) -> (t::Reference, Option<Resource>) {
+    if let Some(name) = g.organization_name.as_deref() {
+        let (id, identifier) = guarantor_organization_key(g);
+        let mut r = reference("Organization", &id, Some(name.to_owned()));
+        r.identifier = identifier.clone().map(Box::new);
+        let org = r::Organization {
+            id: Some(id.into()),
+            identifier: identifier.into_iter().collect(),
+            active: Some(true.into()),
+            name: Some(fstr(name)),
+            telecom: phone_points(&g.phones),
+            address: g.address.iter().map(fhir_address).collect(),
+            ..Default::default()
+        };
+        return (r, Some(Resource::Organization(Box::new(org))));
+    }
+    if g.is_self() {
+        return (patient_ref(patient), None);
+    }
+    let key = g.number.clone().unwrap_or_else(|| g.name.full());
+    let id = related_person_id(patient, "guarantor", &key);
+    let name = g.name.full();
+    let r = reference("RelatedPerson", &id, (!name.is_empty()).then_some(name));
+    let person = r::RelatedPerson {
+        id: Some(id.into()),
+        identifier: g
+            .number
+            .iter()
+            .map(|n| plain_identifier(GUARANTOR_SYSTEM, n))
+            .collect(),
+        active: Some(true.into()),
+        patient: Box::new(patient_ref(patient)),
+        relationship: g.relationship.iter().map(codeable).collect(),
+        name: (!g.name.is_empty())
+            .then(|| {
+                let mut n = human_name(&g.name, false);
+                n.r#use = None;
+                n
+            })
+            .into_iter()
+            .collect(),
+        telecom: phone_points(&g.phones),
+        gender: g.gender.map(|x| gender_code(x).into()),
+        birth_date: g.birth_date.as_ref().map(birth_date),
+        address: g.address.iter().map(fhir_address).collect(),
+        ..Default::default()
+    };
+    (r, Some(Resource::RelatedPerson(Box::new(person))))
+}
+
+/// Identifier system of a patient's primary facility (PD1-3).
+pub(crate) const FACILITY_SYSTEM: &str = "urn:switchboard:facility";
+/// The standard extension of a patient's disability (PD1-6), where the IG puts it.
+pub(crate) const EXT_DISABILITY: &str =
+    "http://hl7.org/fhir/StructureDefinition/patient-disability";
+/// The standard extension of a patient's congregation (PD1-14), where the IG puts it.
+pub(crate) const EXT_CONGREGATION: &str =
+    "http://hl7.org/fhir/StructureDefinition/patient-congregation";
+/// Extension URL of the PD1-11 publicity code (`valueCodeableConcept`).
+pub(crate) const EXT_PUBLICITY: &str = "urn:switchboard:fhir:publicity-code";
+/// Extension URL of the PD1-12 protection indicator (`valueBoolean`).
+pub(crate) const EXT_PROTECTED: &str = "urn:switchboard:fhir:protection-indicator";
+
+/// The Organization of a patient's primary facility (PD1-3) and a reference to it.
+fn facility(f: &Facility) -> Option<(r::Organization, t::Reference)> {
+    organization(FACILITY_SYSTEM, f.id.as_deref(), f.name.as_deref(), None)
+}
+
+/// The id of a patient's Account: by its account number (PID-18) when sent, else one per
+/// patient.
+fn account_id(p: &Patient, key: &Identifier) -> String {
+    match p.account_number.as_deref() {
+        Some(a) => resource_id("Account", systems::ACCOUNT, a),
+        None => stable_id(&["Account", identifier_system(key), &key.value]),
+    }
+}
+
+/// FHIR Account of a patient (the v2-to-FHIR IG's PID -> Account: PID-18 as identifier,
+/// `active`; the patient as subject) with its guarantors (GT1), each party's resource beside it
+/// (see [`guarantor_party`]). `None` without account number and guarantors.
+pub fn account(p: &Patient) -> Option<(r::Account, Vec<Resource>)> {
+    let key = patient_key(p)?;
+    if p.account_number.is_none() && p.guarantors.is_empty() {
+        return None;
+    }
+    let mut parties = Vec::new();
+    let mut guarantor = Vec::new();
+    for g in &p.guarantors {
+        let (party, resource) = guarantor_party(g, key);
+        parties.extend(resource);
+        guarantor.push(r::AccountGuarantor {
+            party: Box::new(party),
+            period: (g.start.is_some() || g.end.is_some()).then(|| {
+                Box::new(t::Period {
+                    start: g.start.as_ref().map(|d| date_time(d).into()),
+                    end: g.end.as_ref().map(|d| date_time(d).into()),
+                    ..Default::default()
+                })
+            }),
+            ..Default::default()
+        });
+    }
+    let account = r::Account {
+        id: Some(account_id(p, key).into()),
+        identifier: p
+            .account_number
+            .iter()
+            .map(|a| plain_identifier(systems::ACCOUNT, a))
+            .collect(),
+        status: "active".into(),
+        subject: vec![patient_ref(key)],
+        guarantor,
+        ..Default::default()
+    };
+    Some((account, parties))
+}
+
 pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
     let key = patient_key(p).ok_or_else(|| FhirError::Render {
         path: "patient.identifiers".into(),
@@ -640,6 +944,22 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             t::ExtensionValue::CodeableConcept(Box::new(codeable(n))),
         ));
     }
+    if let Some(d) = &p.disability {
+        extension.push(ext(
+            EXT_DISABILITY,
+            t::ExtensionValue::CodeableConcept(Box::new(codeable(d))),
+        ));
+    }
+    extension.extend(ext_str(EXT_CONGREGATION, p.place_of_worship.as_deref()));
+    if let Some(c) = &p.publicity_code {
+        extension.push(ext(
+            EXT_PUBLICITY,
+            t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+        ));
+    }
+    if let Some(b) = p.protected {
+        extension.push(ext(EXT_PROTECTED, t::ExtensionValue::Boolean(b.into())));
+    }
     Ok(r::Patient {
         id: Some(resource_id("Patient", identifier_system(key), &key.value).into()),
         extension,
@@ -674,11 +994,14 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             .map(fhir_address)
             .collect(),
         contact: p.contacts.iter().map(patient_contact).collect(),
+        // As the IG orders them: the primary facility (PD1-3), then the provider (PD1-4).
         general_practitioner: p
-            .primary_care_provider
+            .primary_facility
             .as_ref()
-            .and_then(practitioner_ref)
+            .and_then(facility)
+            .map(|(_, r)| r)
             .into_iter()
+            .chain(p.primary_care_provider.as_ref().and_then(practitioner_ref))
             .collect(),
         marital_status: p.marital_status.as_ref().map(|m| Box::new(codeable(m))),
         communication: p
@@ -808,6 +1131,34 @@ fn class_coding(c: Option<EncounterClass>) -> t::Coding {
 
 /// The code system of ROL-3 roles (HL7 table 0443) on `Encounter.participant.type`.
 pub(crate) const ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0443";
+/// Extension URL, on a Reference to a Practitioner, of the ROL-3 role the practitioner has
+/// there (`valueCodeableConcept` in table 0443): `ServiceRequest.performer` and the
+/// DiagnosticReport's performers have no role element of their own.
+pub(crate) const EXT_ROLE: &str = "urn:switchboard:fhir:role";
+
+/// A ROL-3 role as a CodeableConcept of table 0443.
+fn role_concept(r: &Role) -> t::CodeableConcept {
+    t::CodeableConcept {
+        coding: vec![t::Coding {
+            system: Some(ROLE_SYSTEM.into()),
+            code: r.role.code.as_deref().map(Into::into),
+            display: r.role.text.as_deref().map(fstr),
+            ..Default::default()
+        }],
+        text: r.role.text.as_deref().map(fstr),
+        ..Default::default()
+    }
+}
+
+/// A reference to a role's practitioner carrying the role ([`EXT_ROLE`]).
+fn role_ref(r: &Role) -> Option<t::Reference> {
+    let mut reference = practitioner_ref(&r.practitioner)?;
+    reference.extension.push(ext(
+        EXT_ROLE,
+        t::ExtensionValue::CodeableConcept(Box::new(role_concept(r))),
+    ));
+    Some(reference)
+}
 
 /// FHIR Encounter of a canonical encounter, `None` without a visit number.
 pub fn encounter(
@@ -849,19 +1200,12 @@ pub fn encounter(
             });
         }
     }
-    for r in &e.roles {
+    // The roles that hold; a role the message removes (ROL-2 `DE`, `UN`) is left out, which
+    // removes it from the Encounter the Bundle PUTs whole.
+    for r in e.roles.iter().filter(|r| r.is_current()) {
         if let Some(reference) = practitioner_ref(&r.practitioner) {
             participant.push(r::EncounterParticipant {
-                r#type: vec![t::CodeableConcept {
-                    coding: vec![t::Coding {
-                        system: Some(ROLE_SYSTEM.into()),
-                        code: r.role.code.as_deref().map(Into::into),
-                        display: r.role.text.as_deref().map(fstr),
-                        ..Default::default()
-                    }],
-                    text: r.role.text.as_deref().map(fstr),
-                    ..Default::default()
-                }],
+                r#type: vec![role_concept(r)],
                 individual: Some(Box::new(reference)),
                 ..Default::default()
             });
@@ -1120,6 +1464,17 @@ pub fn appointment(
             ..Default::default()
         });
     }
+    // The roles a SIU names (ROL), typed with their table 0443 role, those that hold only.
+    for r in a.roles.iter().filter(|r| r.is_current()) {
+        if let Some(reference) = practitioner_ref(&r.practitioner) {
+            participant.push(r::AppointmentParticipant {
+                r#type: vec![role_concept(r)],
+                actor: Some(Box::new(reference)),
+                status: "accepted".into(),
+                ..Default::default()
+            });
+        }
+    }
     Ok(r::Appointment {
         id: Some(resource_id("Appointment", system, value).into()),
         identifier,
@@ -1249,9 +1604,14 @@ pub fn charge_item(
         account: c
             .account
             .iter()
-            .map(|a| t::Reference {
-                identifier: Some(Box::new(plain_identifier(systems::ACCOUNT, a))),
-                ..Default::default()
+            .map(|a| {
+                let mut r = reference(
+                    "Account",
+                    &resource_id("Account", systems::ACCOUNT, a),
+                    None,
+                );
+                r.identifier = Some(Box::new(plain_identifier(systems::ACCOUNT, a)));
+                r
             })
             .collect(),
         ..Default::default()
@@ -1303,6 +1663,107 @@ fn priority_code(p: Priority) -> &'static str {
     }
 }
 
+/// Identifier system of the placer's specimen ids (SPM-2.1).
+pub(crate) const SPECIMEN_PLACER: &str = "urn:switchboard:specimen-placer";
+/// Identifier system of the filler's specimen ids (SPM-2.2).
+pub(crate) const SPECIMEN_FILLER: &str = "urn:switchboard:specimen-filler";
+
+/// The id of a specimen's resource: by its placer id, else its filler id (SPM-2), else by
+/// the order and its place among the order's specimens.
+fn specimen_id(s: &Specimen, order: &Order, index: usize) -> String {
+    match (&s.placer_id, &s.filler_id) {
+        (Some(p), _) => resource_id("Specimen", SPECIMEN_PLACER, p),
+        (None, Some(f)) => resource_id("Specimen", SPECIMEN_FILLER, f),
+        (None, None) => {
+            let (system, value) = order_key(order).unwrap_or_default();
+            stable_id(&["Specimen", system, value, &index.to_string()])
+        }
+    }
+}
+
+/// References to the Specimens of an order.
+fn specimen_refs(order: &Order) -> Vec<t::Reference> {
+    order
+        .specimens
+        .iter()
+        .enumerate()
+        .map(|(i, s)| reference("Specimen", &specimen_id(s, order, i), None))
+        .collect()
+}
+
+/// FHIR Specimen of one specimen of an order (v2-to-FHIR IG, SPM -> Specimen): SPM-2 placer
+/// and filler ids as identifiers (types `PLAC`, `FILL`), SPM-4 type, the patient, the order's
+/// ServiceRequest as `request`, SPM-17 as `collection.collectedDateTime` (a period when SPM-17
+/// has an end), SPM-8 as `collection.bodySite`, SPM-18 as `receivedTime`.
+pub fn specimen(
+    s: &Specimen,
+    order: &Order,
+    index: usize,
+    subject: Option<&Identifier>,
+) -> r::Specimen {
+    let typed = |system: &str, value: &str, code: &str| {
+        let mut i = plain_identifier(system, value);
+        i.r#type = Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                code: Some(code.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        i
+    };
+    let mut identifier = Vec::new();
+    identifier.extend(
+        s.placer_id
+            .as_deref()
+            .map(|v| typed(SPECIMEN_PLACER, v, "PLAC")),
+    );
+    identifier.extend(
+        s.filler_id
+            .as_deref()
+            .map(|v| typed(SPECIMEN_FILLER, v, "FILL")),
+    );
+    let collected = match (&s.collected_at, &s.collection_end) {
+        (start, Some(end)) => Some(r::SpecimenCollectionCollected::Period(Box::new(
+            t::Period {
+                start: start.as_ref().map(|d| date_time(d).into()),
+                end: Some(date_time(end).into()),
+                ..Default::default()
+            },
+        ))),
+        (Some(at), None) => Some(r::SpecimenCollectionCollected::DateTime(
+            date_time(at).into(),
+        )),
+        (None, None) => None,
+    };
+    let collection =
+        (collected.is_some() || s.source_site.is_some()).then(|| r::SpecimenCollection {
+            collected,
+            body_site: s.source_site.as_ref().map(|c| Box::new(codeable(c))),
+            ..Default::default()
+        });
+    r::Specimen {
+        id: Some(specimen_id(s, order, index).into()),
+        identifier,
+        r#type: s.specimen_type.as_ref().map(|c| Box::new(codeable(c))),
+        subject: subject.map(|p| Box::new(patient_ref(p))),
+        received_time: s.received_at.as_ref().map(|d| date_time(d).into()),
+        request: order_key(order)
+            .map(|(sys, v)| {
+                reference(
+                    "ServiceRequest",
+                    &resource_id("ServiceRequest", sys, v),
+                    None,
+                )
+            })
+            .into_iter()
+            .collect(),
+        collection,
+        ..Default::default()
+    }
+}
+
 /// FHIR ServiceRequest of a canonical order, `None` without placer or filler number.
 pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::ServiceRequest> {
     let (system, value) = order_key(o)?;
@@ -1325,6 +1786,14 @@ pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::Ser
             .and_then(practitioner_ref)
             .map(Box::new),
         reason_code: o.reason.iter().map(codeable).collect(),
+        // Every role of the order group that holds (ROL), the role in EXT_ROLE.
+        performer: o
+            .roles
+            .iter()
+            .filter(|r| r.is_current())
+            .filter_map(role_ref)
+            .collect(),
+        specimen: specimen_refs(o),
         note: o
             .notes
             .iter()
@@ -1415,6 +1884,11 @@ pub fn observation(
         status: result_status_code(o.status.or(report.status)).into(),
         code: Box::new(codeable(&o.code)),
         subject: subject.map(|s| Box::new(patient_ref(s))),
+        // R4 Observation.specimen is one: the report's first specimen.
+        specimen: specimen_refs(&report.order)
+            .into_iter()
+            .next()
+            .map(Box::new),
         effective: o
             .observed_at
             .as_ref()
@@ -1506,6 +1980,24 @@ pub fn diagnostic_report(
             .as_ref()
             .map(|d| r::DiagnosticReportEffective::DateTime(date_time(d).into())),
         issued: report.reported_at.as_ref().map(|d| instant(d).into()),
+        // As the IG maps PRT: a technician or responsible observer (ARI, TN, TR) performed
+        // the report, a principal result interpreter (PRI) interpreted it.
+        performer: report
+            .order
+            .roles
+            .iter()
+            .filter(|r| r.is_current())
+            .filter(|r| matches!(r.role.code.as_deref(), Some("ARI" | "TN" | "TR")))
+            .filter_map(role_ref)
+            .collect(),
+        results_interpreter: report
+            .order
+            .roles
+            .iter()
+            .filter(|r| r.is_current() && r.role.code.as_deref() == Some("PRI"))
+            .filter_map(role_ref)
+            .collect(),
+        specimen: specimen_refs(&report.order),
         result: observations
             .iter()
             .filter_map(|o| o.id.as_ref().and_then(|id| id.value.clone()))
@@ -1616,6 +2108,8 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens: Vec::new(),
+                roles: Vec::new(),
             },
             status: None,
             observed_at: None,
@@ -1630,9 +2124,44 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
         for c in &p.coverages {
-            let res = coverage(c, key);
+            let (res, extras) = coverage(c, key);
+            for x in extras {
+                if seen.insert(x.id().and_then(|i| i.value.clone())) {
+                    out.push(x);
+                }
+            }
             if seen.insert(res.id.as_ref().and_then(|i| i.value.clone())) {
                 out.push(Resource::Coverage(Box::new(res)));
+            }
+        }
+    }
+    // The primary facility (PD1-3) of the event's patient: an Organization.
+    if let Some((org, _)) = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.primary_facility.as_ref())
+        .and_then(facility)
+    {
+        out.push(Resource::Organization(Box::new(org)));
+    }
+    // The account (PID-18) and its guarantors (GT1) of every patient of the event.
+    let other_patients = event.other_patient.iter().map(|o| &o.patient);
+    let merged_patients = event.additional_merges.iter().map(|m| &m.patient);
+    let mut accounts_seen = std::collections::BTreeSet::new();
+    for p in event
+        .patient
+        .iter()
+        .chain(other_patients)
+        .chain(merged_patients)
+    {
+        if let Some((acc, parties)) = account(p) {
+            for party in parties {
+                if accounts_seen.insert(party.id().and_then(|i| i.value.clone())) {
+                    out.push(party);
+                }
+            }
+            if accounts_seen.insert(acc.id.as_ref().and_then(|i| i.value.clone())) {
+                out.push(Resource::Account(Box::new(acc)));
             }
         }
     }
@@ -1667,15 +2196,35 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         .as_ref()
         .and_then(|o| o.encounter.as_ref());
     for e in event.encounter.iter().chain(other_encounter) {
-        practitioners.extend(e.roles.iter().map(|r| &r.practitioner));
+        practitioners.extend(
+            e.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
         practitioners.extend(&e.consulting);
         locations.extend(&e.location);
         locations.extend(e.location_history.iter().map(|s| &s.location));
     }
-    for o in &event.orders {
+    if let Some(a) = &event.appointment {
+        practitioners.extend(
+            a.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
+    }
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
         practitioners.extend(&o.ordering_provider);
+        practitioners.extend(
+            o.roles
+                .iter()
+                .filter(|r| r.is_current())
+                .map(|r| &r.practitioner),
+        );
     }
     let mut seen = std::collections::BTreeSet::new();
     for p in practitioners {
@@ -1738,6 +2287,30 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             }
         }
     }
+    // The specimens of the orders and of the reports' orders (SPM): one Specimen each, its
+    // `request` naming every order on it.
+    let mut specimens: Vec<r::Specimen> = Vec::new();
+    let report_orders = event.results.iter().map(|r| &r.order);
+    for o in event.orders.iter().chain(report_orders) {
+        for (i, s) in o.specimens.iter().enumerate() {
+            let res = specimen(s, o, i, subject);
+            match specimens.iter_mut().find(|x| x.id == res.id) {
+                Some(existing) => {
+                    for r in res.request {
+                        if !existing.request.contains(&r) {
+                            existing.request.push(r);
+                        }
+                    }
+                }
+                None => specimens.push(res),
+            }
+        }
+    }
+    out.extend(
+        specimens
+            .into_iter()
+            .map(|s| Resource::Specimen(Box::new(s))),
+    );
     for (i, report) in event.results.iter().enumerate() {
         let (dr, observations) = diagnostic_report(report, i, event, subject);
         out.extend(
@@ -1769,6 +2342,12 @@ fn request_url(resource: &Resource) -> String {
         Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
         Resource::Coverage(x) => ("Coverage", &x.identifier, x.id.as_ref()),
         Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
+        Resource::Account(x) => ("Account", &x.identifier, x.id.as_ref()),
+        Resource::Organization(x) => ("Organization", &x.identifier, x.id.as_ref()),
+        // One RelatedPerson per patient: its id (which derives from the patient) addresses it,
+        // not an identifier (a guarantor number) that another patient's RelatedPerson shares.
+        Resource::RelatedPerson(x) => ("RelatedPerson", &[], x.id.as_ref()),
+        Resource::Specimen(x) => ("Specimen", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -1852,6 +2431,8 @@ fn rewrite_references(
         Resource::Coverage(x) => {
             fix(&mut x.beneficiary);
             x.payor.iter_mut().for_each(fix);
+            x.policy_holder.iter_mut().for_each(|r| fix(r));
+            x.subscriber.iter_mut().for_each(|r| fix(r));
         }
         Resource::Procedure(x) => {
             fix(&mut x.subject);
@@ -1875,8 +2456,16 @@ fn rewrite_references(
                 p.actor.iter_mut().for_each(|r| fix(r));
             }
         }
+        Resource::Account(x) => {
+            x.subject.iter_mut().for_each(fix);
+            for g in &mut x.guarantor {
+                fix(&mut g.party);
+            }
+        }
+        Resource::RelatedPerson(x) => fix(&mut x.patient),
         Resource::ChargeItem(c) => {
             fix(&mut c.subject);
+            c.account.iter_mut().for_each(fix);
             c.context.iter_mut().for_each(|r| fix(r));
             for p in &mut c.performer {
                 fix(&mut p.actor);
@@ -1885,14 +2474,24 @@ fn rewrite_references(
         Resource::ServiceRequest(sr) => {
             fix(&mut sr.subject);
             sr.requester.iter_mut().for_each(|r| fix(r));
+            sr.performer.iter_mut().for_each(fix);
+            sr.specimen.iter_mut().for_each(fix);
+        }
+        Resource::Specimen(x) => {
+            x.subject.iter_mut().for_each(|r| fix(r));
+            x.request.iter_mut().for_each(fix);
         }
         Resource::Observation(o) => {
             o.subject.iter_mut().for_each(|r| fix(r));
             o.based_on.iter_mut().for_each(fix);
+            o.specimen.iter_mut().for_each(|r| fix(r));
         }
         Resource::DiagnosticReport(d) => {
             d.subject.iter_mut().for_each(|r| fix(r));
             d.based_on.iter_mut().for_each(fix);
+            d.performer.iter_mut().for_each(fix);
+            d.results_interpreter.iter_mut().for_each(fix);
+            d.specimen.iter_mut().for_each(fix);
             d.result.iter_mut().for_each(fix);
         }
         Resource::AllergyIntolerance(a) => fix(&mut a.patient),
@@ -2007,6 +2606,10 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
         Resource::Coverage(_) => "Coverage",
+        Resource::Account(_) => "Account",
+        Resource::Organization(_) => "Organization",
+        Resource::RelatedPerson(_) => "RelatedPerson",
+        Resource::Specimen(_) => "Specimen",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

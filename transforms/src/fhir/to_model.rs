@@ -20,8 +20,11 @@ use fhirbolt::model::r4::Resource;
 
 use super::error::path_at;
 use super::from_model::{
-    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER,
-    EXT_TRANSACTION_TYPE, LOCATION_PARTS,
+    EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
+    EXT_TRANSACTION_TYPE, LOCATION_PARTS, ROLE_SYSTEM,
+};
+use super::from_model::{
+    EXT_CONGREGATION, EXT_DISABILITY, EXT_PROTECTED, EXT_PUBLICITY, FACILITY_SYSTEM,
 };
 use super::{systems, FhirError};
 use crate::model::{
@@ -32,7 +35,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
-use crate::model::{Coverage, Diagnosis, Procedure};
+use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Insured, Procedure, Specimen};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -335,6 +338,10 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Slot(_) => "Slot",
         Resource::Procedure(_) => "Procedure",
         Resource::Coverage(_) => "Coverage",
+        Resource::Account(_) => "Account",
+        Resource::RelatedPerson(_) => "RelatedPerson",
+        Resource::Organization(_) => "Organization",
+        Resource::Specimen(_) => "Specimen",
         _ => return None,
     })
 }
@@ -351,6 +358,10 @@ struct Reader<'a> {
     encounters: HashMap<String, Encounter>,
     observations: HashMap<String, usize>,
     service_requests: HashMap<String, usize>,
+    /// RelatedPerson and Organization entries (guarantors, insured people, insurers), by key.
+    related_persons: HashMap<String, usize>,
+    organizations: HashMap<String, usize>,
+    specimens: HashMap<String, Specimen>,
     merges: HashMap<String, MergedPatient>,
     used_patients: BTreeSet<usize>,
     used_observations: BTreeSet<usize>,
@@ -371,6 +382,9 @@ impl<'a> Reader<'a> {
             encounters: HashMap::new(),
             observations: HashMap::new(),
             service_requests: HashMap::new(),
+            related_persons: HashMap::new(),
+            organizations: HashMap::new(),
+            specimens: HashMap::new(),
             merges: HashMap::new(),
             used_patients: BTreeSet::new(),
             used_observations: BTreeSet::new(),
@@ -423,7 +437,7 @@ impl<'a> Reader<'a> {
                         );
                     }
                     let idx = self.patient_values.len();
-                    general_practitioners.extend(p.general_practitioner.first().map(|r| (idx, r)));
+                    general_practitioners.extend(p.general_practitioner.iter().map(|r| (idx, r)));
                     self.patient_values.push(patient);
                     for k in keys {
                         self.patients.insert(k, idx);
@@ -449,6 +463,22 @@ impl<'a> Reader<'a> {
                 Resource::ServiceRequest(_) => {
                     for k in keys {
                         self.service_requests.insert(k, i);
+                    }
+                }
+                Resource::RelatedPerson(_) => {
+                    for k in keys {
+                        self.related_persons.insert(k, i);
+                    }
+                }
+                Resource::Organization(_) => {
+                    for k in keys {
+                        self.organizations.insert(k, i);
+                    }
+                }
+                Resource::Specimen(x) => {
+                    let value = specimen_of(x, &entry.base)?;
+                    for k in keys {
+                        self.specimens.insert(k, value.clone());
                     }
                 }
                 _ => {}
@@ -549,8 +579,76 @@ impl<'a> Reader<'a> {
                         .map(|v| timestamp(v, &format!("{base}.period.end")))
                         .transpose()?,
                     relationship: x.relationship.as_deref().and_then(coded),
+                    plan_type: x.r#type.as_deref().and_then(coded),
+                    company_address: payor
+                        .and_then(|p| self.organization(p))
+                        .and_then(|o| o.address.first())
+                        .map(address_of)
+                        .filter(|a| !a.is_empty()),
+                    employer_id: x
+                        .policy_holder
+                        .as_deref()
+                        .and_then(|p| p.identifier.as_deref())
+                        .and_then(|i| owned(val!(i.value))),
+                    employer_name: x.policy_holder.as_deref().and_then(|p| {
+                        self.organization(p)
+                            .and_then(|o| owned(val!(o.name)))
+                            .or_else(|| owned(val!(p.display)))
+                    }),
+                    insured_id: x
+                        .extension
+                        .iter()
+                        .find(|e| e.url == super::from_model::EXT_SUBSCRIBER_ID)
+                        .and_then(|e| match &e.value {
+                            Some(t::ExtensionValue::Identifier(i)) => owned(val!(i.value)),
+                            _ => None,
+                        }),
+                    member_number: x
+                        .identifier
+                        .iter()
+                        .find(|i| val!(i.system) == Some(super::from_model::MEMBER_SYSTEM))
+                        .and_then(|i| owned(val!(i.value))),
+                    insured: match x.subscriber.as_deref() {
+                        Some(r) => self.insured(r)?,
+                        None => None,
+                    },
                 };
                 self.patient_values[idx].coverages.push(coverage);
+            }
+        }
+        // Accounts of the patients of the Bundle (subject): PID-18 and the guarantors.
+        for i in 0..self.entries.len() {
+            if let Resource::Account(x) = self.entries[i].resource {
+                let base = self.entries[i].base.clone();
+                let idx = x
+                    .subject
+                    .iter()
+                    .find_map(|r| val!(r.reference).and_then(|k| self.patients.get(k)))
+                    .copied()
+                    .ok_or_else(|| {
+                        FhirError::unprocessable(
+                            format!("{base}.subject"),
+                            "an account's subject must be a Patient of the Bundle",
+                        )
+                    })?;
+                let number = x
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(systems::ACCOUNT))
+                    .or_else(|| x.identifier.first())
+                    .and_then(|i| owned(val!(i.value)));
+                let mut guarantors = Vec::new();
+                for (n, g) in x.guarantor.iter().enumerate() {
+                    let path = format!("{base}.guarantor[{n}]");
+                    if let Some(value) = self.guarantor(g, &path)? {
+                        guarantors.push(value);
+                    }
+                }
+                let patient = &mut self.patient_values[idx];
+                if patient.account_number.is_none() {
+                    patient.account_number = number;
+                }
+                patient.guarantors.extend(guarantors);
             }
         }
         // Procedures likewise, after the Practitioners (pass 1) so the performer resolves.
@@ -603,8 +701,29 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        // generalPractitioner: the primary facility (an Organization, PD1-3) and the primary
+        // care provider (a Practitioner, PD1-4).
         for (idx, reference) in general_practitioners {
-            self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+            let target = val!(reference.reference).unwrap_or_default();
+            let id_system = reference.identifier.as_deref().and_then(|i| val!(i.system));
+            let is_org = self.organizations.contains_key(target)
+                || target.starts_with("Organization/")
+                || id_system == Some(FACILITY_SYSTEM);
+            if is_org {
+                if self.patient_values[idx].primary_facility.is_none() {
+                    let name = self
+                        .organization(reference)
+                        .and_then(|o| owned(val!(o.name)))
+                        .or_else(|| owned(val!(reference.display)));
+                    let id = reference
+                        .identifier
+                        .as_deref()
+                        .and_then(|i| owned(val!(i.value)));
+                    self.patient_values[idx].primary_facility = Some(Facility { id, name });
+                }
+            } else if self.patient_values[idx].primary_care_provider.is_none() {
+                self.patient_values[idx].primary_care_provider = self.practitioner_ref(reference);
+            }
         }
         // A Bundle rendered from an ADT event (its tag names a kind other than a result):
         // its Observations are the patient's (the OBX of the ADT), not results of their own.
@@ -677,6 +796,11 @@ impl<'a> Reader<'a> {
                             ev.orders.push(self.order(sr, &sr_base)?);
                         }
                     }
+                    // The report's order has the roles of the order it is based on.
+                    if let (Some(report), Some(order)) = (ev.results.first_mut(), ev.orders.first())
+                    {
+                        report.order.roles.clone_from(&order.roles);
+                    }
                     Some(ev)
                 }
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
@@ -688,6 +812,10 @@ impl<'a> Reader<'a> {
                 | Resource::Condition(_)
                 | Resource::Procedure(_)
                 | Resource::Coverage(_)
+                | Resource::Account(_)
+                | Resource::RelatedPerson(_)
+                | Resource::Organization(_)
+                | Resource::Specimen(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -758,6 +886,128 @@ impl<'a> Reader<'a> {
             charges: Vec::new(),
             practitioners: Vec::new(),
         }
+    }
+
+    /// One `Account.guarantor` as a guarantor: the way back of `from_model::guarantor_party`
+    /// (a Patient party is the patient itself, GT1-11 `SEL`); `None` for a party that is
+    /// neither an entry of the Bundle nor an identifier.
+    fn guarantor(
+        &self,
+        g: &r::AccountGuarantor,
+        path: &str,
+    ) -> Result<Option<Guarantor>, FhirError> {
+        let period = g.period.as_deref();
+        let mut out = Guarantor {
+            start: period
+                .and_then(|p| val!(p.start))
+                .map(|v| timestamp(v, &format!("{path}.period.start")))
+                .transpose()?,
+            end: period
+                .and_then(|p| val!(p.end))
+                .map(|v| timestamp(v, &format!("{path}.period.end")))
+                .transpose()?,
+            ..Guarantor::default()
+        };
+        let target = val!(g.party.reference);
+        if target.is_some_and(|k| self.patients.contains_key(k)) {
+            out.relationship = Some(Coded {
+                code: Some("SEL".into()),
+                text: None,
+                system: Some("HL70063".into()),
+            });
+            return Ok(Some(out));
+        }
+        if let Some(&idx) = target.and_then(|k| self.organizations.get(k)) {
+            if let Resource::Organization(o) = self.entries[idx].resource {
+                out.organization_name = owned(val!(o.name));
+                out.number = o
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(super::from_model::GUARANTOR_SYSTEM))
+                    .and_then(|i| owned(val!(i.value)));
+                out.phones = phones_of(&o.telecom);
+                out.address = o.address.first().map(address_of).filter(|a| !a.is_empty());
+                return Ok(Some(out));
+            }
+        }
+        if let Some(&idx) = target.and_then(|k| self.related_persons.get(k)) {
+            if let Resource::RelatedPerson(x) = self.entries[idx].resource {
+                let base = self.entries[idx].base.clone();
+                out.number = x
+                    .identifier
+                    .iter()
+                    .find(|i| val!(i.system) == Some(super::from_model::GUARANTOR_SYSTEM))
+                    .or_else(|| x.identifier.first())
+                    .and_then(|i| owned(val!(i.value)));
+                out.name = x.name.first().map(human_name).unwrap_or_default();
+                out.relationship = x.relationship.first().and_then(coded);
+                out.phones = phones_of(&x.telecom);
+                out.address = x.address.first().map(address_of).filter(|a| !a.is_empty());
+                out.gender = gender_of(val!(x.gender), &format!("{base}.gender"))?;
+                out.birth_date = val!(x.birth_date)
+                    .map(|v| timestamp(v, &format!("{base}.birthDate")))
+                    .transpose()?;
+                return Ok(Some(out));
+            }
+        }
+        // A party outside the Bundle: its identifier is all there is.
+        out.number = g
+            .party
+            .identifier
+            .as_deref()
+            .and_then(|i| owned(val!(i.value)));
+        out.organization_name = owned(val!(g.party.display))
+            .filter(|_| target.is_some_and(|t| t.starts_with("Organization/")));
+        Ok((out.number.is_some() || out.organization_name.is_some()).then_some(out))
+    }
+
+    /// The Organization of the Bundle a reference points at.
+    fn organization(&self, reference: &t::Reference) -> Option<&'a r::Organization> {
+        let idx = *val!(reference.reference).and_then(|k| self.organizations.get(k))?;
+        match self.entries[idx].resource {
+            Resource::Organization(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The insured person of a `Coverage.subscriber` that is a RelatedPerson of the Bundle
+    /// (a Patient subscriber is the patient, told by the relationship `SEL`).
+    fn insured(&self, reference: &t::Reference) -> Result<Option<Insured>, FhirError> {
+        let Some(&idx) = val!(reference.reference).and_then(|k| self.related_persons.get(k)) else {
+            return Ok(None);
+        };
+        let Resource::RelatedPerson(x) = self.entries[idx].resource else {
+            return Ok(None);
+        };
+        let base = self.entries[idx].base.clone();
+        Ok(Some(Insured {
+            name: x.name.first().map(human_name).unwrap_or_default(),
+            birth_date: val!(x.birth_date)
+                .map(|v| timestamp(v, &format!("{base}.birthDate")))
+                .transpose()?,
+            gender: gender_of(val!(x.gender), &format!("{base}.gender"))?,
+            address: x.address.first().map(address_of).filter(|a| !a.is_empty()),
+            phones: phones_of(&x.telecom),
+        }))
+    }
+
+    /// A specimen reference: a Specimen of the Bundle, else the identifier it carries.
+    fn specimen_ref(&self, reference: &t::Reference) -> Option<Specimen> {
+        if let Some(s) = val!(reference.reference).and_then(|r| self.specimens.get(r)) {
+            return Some(s.clone());
+        }
+        let i = reference.identifier.as_deref()?;
+        let value = owned(val!(i.value))?;
+        Some(match val!(i.system) {
+            Some(super::from_model::SPECIMEN_FILLER) => Specimen {
+                filler_id: Some(value),
+                ..Specimen::default()
+            },
+            _ => Specimen {
+                placer_id: Some(value),
+                ..Specimen::default()
+            },
+        })
     }
 
     /// Resolves a patient reference: a Patient of the Bundle, else the identifier it carries.
@@ -897,6 +1147,7 @@ impl<'a> Reader<'a> {
                             system: Some("HL70443".to_owned()),
                         },
                         practitioner,
+                        action: None,
                     });
                 }
                 continue;
@@ -1086,10 +1337,22 @@ impl<'a> Reader<'a> {
         let mut patient = None;
         let mut practitioner = None;
         let mut location = None;
+        let mut roles = Vec::new();
         for (n, p) in a.participant.iter().enumerate() {
             let Some(actor) = p.actor.as_deref() else {
                 continue;
             };
+            // A ROL role (table 0443) of the appointment, not its AIP practitioner.
+            if let Some(role) = p.r#type.iter().find_map(role_of) {
+                if let Some(practitioner) = self.practitioner_ref(actor) {
+                    roles.push(Role {
+                        role,
+                        practitioner,
+                        action: None,
+                    });
+                }
+                continue;
+            }
             let target = val!(actor.reference).unwrap_or("");
             let rtype = val!(actor.r#type).unwrap_or("");
             let id_system = actor
@@ -1157,6 +1420,7 @@ impl<'a> Reader<'a> {
                     })
             }),
             notes: owned(val!(a.comment)),
+            roles,
         };
         let mut ev = self.event(kind, i, "Appointment");
         ev.patient = patient;
@@ -1256,6 +1520,7 @@ impl<'a> Reader<'a> {
             reason: None,
             event_reason: None,
             notes: owned(val!(s.comment)),
+            roles: Vec::new(),
         };
         let mut ev = self.event(kind, i, "Slot");
         ev.appointment = Some(appointment);
@@ -1420,6 +1685,30 @@ impl<'a> Reader<'a> {
                 .and_then(|r| self.practitioner_ref(r)),
             reason: sr.reason_code.first().and_then(coded),
             notes: sr.note.first().and_then(|n| owned(n.text.value.as_deref())),
+            specimens: sr
+                .specimen
+                .iter()
+                .filter_map(|r| self.specimen_ref(r))
+                .collect(),
+            roles: sr
+                .performer
+                .iter()
+                .filter_map(|r| {
+                    let role =
+                        r.extension
+                            .iter()
+                            .find(|x| x.url == EXT_ROLE)
+                            .and_then(|x| match &x.value {
+                                Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                                _ => None,
+                            })?;
+                    Some(Role {
+                        role,
+                        practitioner: self.practitioner_ref(r)?,
+                        action: None,
+                    })
+                })
+                .collect(),
         })
     }
 
@@ -1462,6 +1751,11 @@ impl<'a> Reader<'a> {
             }
         }
         let status = result_status(val!(Some(&d.status)));
+        let specimens = d
+            .specimen
+            .iter()
+            .filter_map(|r| self.specimen_ref(r))
+            .collect();
         let report = ResultReport {
             order: Order {
                 placer_number,
@@ -1476,6 +1770,8 @@ impl<'a> Reader<'a> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens,
+                roles: Vec::new(),
             },
             status,
             observed_at: match &d.effective {
@@ -1530,6 +1826,8 @@ impl<'a> Reader<'a> {
                 ordering_provider: None,
                 reason: None,
                 notes: None,
+                specimens: Vec::new(),
+                roles: Vec::new(),
             },
             status: value.status,
             observed_at: value.observed_at,
@@ -1914,6 +2212,103 @@ fn contact_of(c: &r::PatientContact) -> Contact {
     }
 }
 
+/// A ROL-3 role (table 0443) from a CodeableConcept with a coding in that table.
+fn role_of(c: &t::CodeableConcept) -> Option<Coded> {
+    let coding = c
+        .coding
+        .iter()
+        .find(|x| val!(x.system) == Some(ROLE_SYSTEM))?;
+    Some(Coded {
+        code: owned(val!(coding.code)),
+        text: owned(val!(coding.display)),
+        system: Some("HL70443".to_owned()),
+    })
+}
+
+/// A specimen from a FHIR Specimen: the way back of `from_model::specimen`.
+fn specimen_of(x: &r::Specimen, base: &str) -> Result<Specimen, FhirError> {
+    let id_of = |system: &str| {
+        x.identifier
+            .iter()
+            .find(|i| val!(i.system) == Some(system))
+            .and_then(|i| owned(val!(i.value)))
+    };
+    let mut placer_id = id_of(super::from_model::SPECIMEN_PLACER);
+    let filler_id = id_of(super::from_model::SPECIMEN_FILLER);
+    if placer_id.is_none() && filler_id.is_none() {
+        placer_id = x.identifier.first().and_then(|i| owned(val!(i.value)));
+    }
+    let collection = x.collection.as_ref();
+    let (collected_at, collection_end) = match collection.and_then(|c| c.collected.as_ref()) {
+        Some(r::SpecimenCollectionCollected::DateTime(d)) => (
+            d.value
+                .as_deref()
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedDateTime")))
+                .transpose()?,
+            None,
+        ),
+        Some(r::SpecimenCollectionCollected::Period(p)) => (
+            val!(p.start)
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedPeriod.start")))
+                .transpose()?,
+            val!(p.end)
+                .map(|v| timestamp(v, &format!("{base}.collection.collectedPeriod.end")))
+                .transpose()?,
+        ),
+        _ => (None, None),
+    };
+    Ok(Specimen {
+        placer_id,
+        filler_id,
+        specimen_type: x.r#type.as_deref().and_then(coded),
+        source_site: collection
+            .and_then(|c| c.body_site.as_deref())
+            .and_then(coded),
+        collected_at,
+        collection_end,
+        received_at: val!(x.received_time)
+            .map(|v| timestamp(v, &format!("{base}.receivedTime")))
+            .transpose()?,
+    })
+}
+
+/// The phone numbers of `ContactPoint`s (system `phone`, `sms` or none).
+fn phones_of(points: &[t::ContactPoint]) -> Vec<Phone> {
+    points
+        .iter()
+        .filter(|cp| matches!(val!(cp.system), Some("phone" | "sms") | None))
+        .filter_map(|cp| {
+            Some(Phone {
+                number: owned(val!(cp.value))?,
+                use_: match val!(cp.r#use) {
+                    Some("home") => Some(ContactUse::Home),
+                    Some("work") => Some(ContactUse::Work),
+                    Some("mobile") => Some(ContactUse::Mobile),
+                    Some("temp") => Some(ContactUse::Emergency),
+                    _ => None,
+                },
+            })
+        })
+        .collect()
+}
+
+/// FHIR administrative gender.
+fn gender_of(code: Option<&str>, path: &str) -> Result<Option<Gender>, FhirError> {
+    Ok(match code {
+        None => None,
+        Some("male") => Some(Gender::Male),
+        Some("female") => Some(Gender::Female),
+        Some("other") => Some(Gender::Other),
+        Some("unknown") => Some(Gender::Unknown),
+        Some(_) => {
+            return Err(FhirError::unprocessable(
+                path,
+                "unknown gender (male, female, other, unknown)",
+            ))
+        }
+    })
+}
+
 fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
@@ -2154,6 +2549,26 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         primary_care_provider: None,
         procedures: Vec::new(),
         coverages: Vec::new(),
+        account_number: None,
+        guarantors: Vec::new(),
+        // Resolved with the primary care provider (see `run`).
+        primary_facility: None,
+        disability: match ext(EXT_DISABILITY) {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        },
+        publicity_code: match ext(EXT_PUBLICITY) {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        },
+        protected: match ext(EXT_PROTECTED) {
+            Some(t::ExtensionValue::Boolean(b)) => b.value,
+            _ => None,
+        },
+        place_of_worship: match ext(EXT_CONGREGATION) {
+            Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+            _ => None,
+        },
         observations: Vec::new(),
         vip: matches!(ext(systems::EXT_VIP), Some(t::ExtensionValue::Boolean(b)) if b.value == Some(true)),
         death_time: match &p.deceased {

@@ -150,6 +150,7 @@ pub fn events_from_body(body: &str) -> Result<Vec<Event>, JsonError> {
             let mut ev = empty_event(id, kind, source);
             ev.appointment = Some(Appointment {
                 resources: Vec::new(),
+                roles: Vec::new(),
                 placer_id: None,
                 filler_id: Some(appointment_id),
                 remote_id: None,

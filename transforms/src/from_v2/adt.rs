@@ -71,8 +71,9 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
-    EventKind, Gender, Identifier, IdentifierKind, LinkedPatient, LocationStatus, LocationStay,
-    MergedPatient, OtherName, Patient, PatientMerge, Procedure, Role, Timestamp, VisitEvent,
+    EventKind, Facility, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
+    LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure,
+    Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
@@ -251,6 +252,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     patient.diagnoses = diagnoses(msg)?;
     patient.procedures = procedures(msg)?;
     patient.coverages = coverages(msg)?;
+    patient.guarantors = guarantors(msg)?;
     // Every OBX of an ADT (the IG maps OBX to Observation in any message), with the NTEs
     // right after it as its notes.
     let mut obxs: Vec<(SegmentRef<'_, '_>, Vec<SegmentRef<'_, '_>>)> = Vec::new();
@@ -308,10 +310,41 @@ pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
     })?;
     let mut patient = patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())?;
     // PD1 belongs to the message's (first) patient in every structure that has it.
-    patient.primary_care_provider = msg
-        .segment("PD1")
-        .and_then(|pd1| datatypes::practitioner(&pd1.field(4)));
+    if let Some(pd1) = msg.segment("PD1") {
+        pd1_fields(&pd1, &mut patient);
+    }
     Ok(patient)
+}
+
+/// PD1, as the v2-to-FHIR IG maps it to Patient: PD1-3 primary facility (XON: XON-10, else
+/// XON-3, as id; XON-1 as name), PD1-4 primary care provider (its repetitions are one doctor's
+/// identifiers, read as PV1-7's are), PD1-6 handicap, PD1-14 place of worship (XON-1); and
+/// PD1-11 publicity code and PD1-12 protection indicator (`Y`/`N`), which the IG leaves for
+/// when ARV is mapped to security labels.
+fn pd1_fields(pd1: &SegmentRef<'_, '_>, patient: &mut Patient) {
+    patient.primary_care_provider = datatypes::practitioner(&pd1.field(4));
+    let facility = pd1.field(3).rep(1);
+    let facility = Facility {
+        id: facility
+            .get(10)
+            .string()
+            .or_else(|| facility.get(3).string()),
+        name: facility.get(1).string(),
+    };
+    patient.primary_facility = (facility != Facility::default()).then_some(facility);
+    patient.disability = datatypes::coded(&pd1.field(6));
+    patient.publicity_code = datatypes::coded(&pd1.field(11));
+    patient.protected = match pd1
+        .get(12)
+        .text()
+        .map(|t| UpperCode::new(t.trim()))
+        .as_deref()
+    {
+        Some("Y") => Some(true),
+        Some("N") => Some(false),
+        _ => None,
+    };
+    patient.place_of_worship = pd1.get(14).string();
 }
 
 /// The patient from one PID segment, as [`patient_from_pid`] reads the first; `pv1` is the
@@ -365,6 +398,7 @@ pub fn patient_from_pid_segment(
         birth_date: ts(msg, pid, 7)?,
         gender: gender(pid.get(8).text()),
         death_time: ts(msg, pid, 29)?,
+        account_number: pid.get(18).string(),
         ..Patient::default()
     };
     names(pid, &mut patient);
@@ -522,16 +556,9 @@ pub fn encounter_from_pv1_segment(
         insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
         location_history: Vec::new(),
         events: Vec::new(),
-        // Every ROL with a role and a person (the IG maps ROL to Encounter.participant).
-        roles: msg
-            .segments_named("ROL")
-            .filter_map(|rol| {
-                Some(Role {
-                    role: datatypes::coded(&rol.field(3))?,
-                    practitioner: datatypes::practitioner(&rol.field(4))?,
-                })
-            })
-            .collect(),
+        // Every ROL of the patient and visit with a role and a person (the IG maps ROL to
+        // Encounter.participant); a ROL of an order group is the order's.
+        roles: super::visit_roles(msg),
     };
     if encounter.visit_number.is_none()
         && encounter.location.is_none()
@@ -698,15 +725,48 @@ pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
     Ok(out)
 }
 
-/// Insurance: every IN1 (IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-8 group
-/// number, IN1-12/13 plan dates, IN1-17 insured's relationship, IN1-36 policy number), as the
-/// v2-to-FHIR IG maps IN1 to Coverage. An IN1 that names neither plan nor company is ignored.
+/// Insurance: every IN1 with the IN2 after it (before the next IN1), as the v2-to-FHIR IG maps
+/// IN1 to Coverage: IN1-2 plan, IN1-3 company id, IN1-4 company name, IN1-5 company address,
+/// IN1-8 group number, IN1-10/IN1-11 the insured's group employer (id, name), IN1-12/13 plan
+/// dates, IN1-15 plan type, IN1-16 name of insured (with IN1-18 birth date, IN1-19 address,
+/// IN1-43 sex), IN1-17 insured's relationship, IN1-36 policy number, IN1-49 insured's id
+/// number. The IG lists IN2 as part of the Coverage but has no IN2 map yet; read here are the
+/// fields Coverage has a place for: IN2-61 patient member number (a `Coverage.identifier` of
+/// type `MB`), IN2-63 insured's home phone (the subscriber's telecom) and IN2-72 patient's
+/// relationship to the insured (the relationship when IN1-17 is empty). An IN1 that names
+/// neither plan nor company is ignored. The structures that carry the INSURANCE group are
+/// ADT_A01, ADT_A03, ADT_A05, ADT_A06, ADT_A16, DFT_P03/P11, ORM_O01 and OML_O21/O33/O35.
 ///
 /// # Errors
-/// [`MappingError::BadDateTime`] for IN1-12 or IN1-13 that do not parse.
+/// [`MappingError::BadDateTime`] for IN1-12, IN1-13 or IN1-18 that do not parse.
 pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
     let mut out = Vec::new();
-    for in1 in msg.segments_named("IN1") {
+    // Each IN1 with the IN2 of its INSURANCE group.
+    let mut groups: Vec<(SegmentRef<'_, '_>, Option<SegmentRef<'_, '_>>)> = Vec::new();
+    for seg in msg.segments() {
+        match (seg.name(), groups.last_mut()) {
+            ("IN1", _) => groups.push((seg, None)),
+            ("IN2", Some((_, in2 @ None))) => *in2 = Some(seg),
+            _ => {}
+        }
+    }
+    for (in1, in2) in &groups {
+        let in1 = *in1;
+        let mut phones = Vec::new();
+        for rep in in2.iter().flat_map(|s| s.field(63).reps()) {
+            if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, Some(ContactUse::Home)) {
+                if !phones.contains(&p) {
+                    phones.push(p);
+                }
+            }
+        }
+        let insured = Insured {
+            name: datatypes::name_at(&in1.field(16).rep(1), 1),
+            birth_date: ts(msg, &in1, 18)?,
+            gender: gender(in1.get(43).text()),
+            address: in1.field(19).reps().find_map(|r| datatypes::address(&r)),
+            phones,
+        };
         let c = Coverage {
             plan: datatypes::coded(&in1.field(2)),
             company_id: in1.get(3).string(),
@@ -715,10 +775,64 @@ pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
             policy_number: in1.get(36).string(),
             start: ts(msg, &in1, 12)?,
             end: ts(msg, &in1, 13)?,
-            relationship: datatypes::coded(&in1.field(17)),
+            relationship: datatypes::coded(&in1.field(17))
+                .or_else(|| in2.and_then(|s| datatypes::coded(&s.field(72)))),
+            plan_type: datatypes::coded(&in1.field(15)),
+            company_address: in1.field(5).reps().find_map(|r| datatypes::address(&r)),
+            employer_id: in1.get(10).string(),
+            employer_name: in1.get(11).string(),
+            insured_id: in1.get(49).string(),
+            member_number: in2.and_then(|s| s.get(61).string()),
+            insured: (insured != Insured::default()).then_some(insured),
         };
         if c.plan.is_some() || c.company_id.is_some() || c.company_name.is_some() {
             out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Guarantors: every GT1 (GT1-2 number, GT1-3 name, GT1-5 address, GT1-6/GT1-7 phones (home,
+/// business), GT1-8 birth date, GT1-9 sex, GT1-11 relationship, GT1-13/14 dates, GT1-21
+/// organization name). The structures that carry GT1 are ADT_A01 (A01, A04, A08, A13),
+/// ADT_A03, ADT_A05 (A05, A14, A28, A31), ADT_A06, ADT_A16, DFT_P03/P11, ORM_O01 and
+/// OML_O21/O33/O35; a GT1 is read wherever it stands. A GT1 that names no one (no name, no
+/// organization, no number) is ignored.
+///
+/// The v2-to-FHIR IG has no GT1 map yet (its GT1 sheet is "under construction" and the
+/// message maps leave GT1 unmapped); FHIR-Converter's templates make the party of
+/// `Account.guarantor` an Organization when GT1-21 is valued, else the Patient when GT1-11 is
+/// `SEL`, else a RelatedPerson, and `fhir::from_model` does the same.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for GT1-8, GT1-13 or GT1-14 that do not parse.
+pub fn guarantors(msg: &V2Message<'_>) -> Result<Vec<Guarantor>, MappingError> {
+    let mut out = Vec::new();
+    for gt1 in msg.segments_named("GT1") {
+        let mut phones = Vec::new();
+        for (field, default_use) in [(6, Some(ContactUse::Home)), (7, Some(ContactUse::Work))] {
+            for rep in gt1.field(field).reps() {
+                if let Some(Telecom::Phone(p)) = datatypes::telecom(&rep, default_use) {
+                    if !phones.contains(&p) {
+                        phones.push(p);
+                    }
+                }
+            }
+        }
+        let g = Guarantor {
+            number: gt1.get(2).string(),
+            name: datatypes::name_at(&gt1.field(3).rep(1), 1),
+            address: gt1.field(5).reps().find_map(|r| datatypes::address(&r)),
+            phones,
+            birth_date: ts(msg, &gt1, 8)?,
+            gender: gender(gt1.get(9).text()),
+            relationship: datatypes::coded(&gt1.field(11)),
+            start: ts(msg, &gt1, 13)?,
+            end: ts(msg, &gt1, 14)?,
+            organization_name: gt1.get(21).string(),
+        };
+        if !g.name.is_empty() || g.organization_name.is_some() || g.number.is_some() {
+            out.push(g);
         }
     }
     Ok(out)

@@ -25,7 +25,9 @@ use crate::model::{
     Charge, ChargeStatus, Coded, Event, EventKind, PaymentOutcome, PaymentResult, TransactionType,
 };
 
-use super::adt::{diagnoses, encounter_from_pv1, patient_from_pid, procedures};
+use super::adt::{
+    coverages, diagnoses, encounter_from_pv1, guarantors, patient_from_pid, procedures,
+};
 use super::{
     collect_practitioners, datatypes, decimal_value, new_event, source_from_msh, ts, ts_value,
     MappingError,
@@ -43,6 +45,10 @@ pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     patient.diagnoses = diagnoses(msg)?;
     // PR1 of the FT1 groups: Procedures (the IG maps PR1 to Procedure wherever it stands).
     patient.procedures = procedures(msg)?;
+    // GT1 (DFT_P03/P11 carry the guarantors of the account charged).
+    patient.guarantors = guarantors(msg)?;
+    // IN1/IN2 (the INSURANCE group of DFT_P03/P11): Coverages.
+    patient.coverages = coverages(msg)?;
     let encounter = encounter_from_pv1(msg)?;
     let account = msg.segment("PID").and_then(|pid| pid.get(18).string());
     let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());

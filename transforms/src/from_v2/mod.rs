@@ -32,7 +32,7 @@ pub mod siu;
 use self::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message, Value};
 use crate::hl7v2::datetime;
-use crate::model::{stable_id, Decimal, Event, EventKind, Practitioner, Source, Timestamp};
+use crate::model::{stable_id, Decimal, Event, EventKind, Practitioner, Role, Source, Timestamp};
 
 /// Why a message could not be mapped. Variants carry the field path (`PV1-44`, `FT1[2]-11`)
 /// and a reason, never a value from the message.
@@ -311,6 +311,50 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
     })
 }
 
+/// A role from one ROL: ROL-3 role (table 0443), ROL-4 person, ROL-2 action code (table 0287,
+/// upper case, as sent). `None` without role or person.
+pub(crate) fn role(rol: &SegmentRef<'_, '_>) -> Option<Role> {
+    Some(Role {
+        role: datatypes::coded(&rol.field(3))?,
+        practitioner: datatypes::practitioner(&rol.field(4))?,
+        action: rol.get_comp(2, 1).upper_string(),
+    })
+}
+
+/// Where a ROL stands: after an ORC or OBR (with only NTE, TQ1, TQ2, CTD, TCD or other ROL
+/// between) it is a role of that order group; anywhere else (after PID, PD1, PV1, PV2, PR1,
+/// IN1...) a role of the patient and visit. Feed it every segment name in order.
+#[derive(Default)]
+pub(crate) struct RoleContext {
+    in_order: bool,
+}
+
+impl RoleContext {
+    /// Notes a segment; returns, for a ROL, whether it belongs to the order group before it.
+    pub(crate) fn step(&mut self, name: &str) -> bool {
+        match name {
+            "ORC" | "OBR" => self.in_order = true,
+            "ROL" | "NTE" | "TQ1" | "TQ2" | "CTD" | "TCD" => {}
+            _ => self.in_order = false,
+        }
+        self.in_order
+    }
+}
+
+/// The roles of the patient and visit: every ROL that is not in an order group (see
+/// [`RoleContext`]), in message order.
+pub(crate) fn visit_roles(msg: &V2Message<'_>) -> Vec<Role> {
+    let mut context = RoleContext::default();
+    let mut out = Vec::new();
+    for seg in msg.segments() {
+        let in_order = context.step(seg.name());
+        if seg.name() == "ROL" && !in_order {
+            out.extend(role(&seg));
+        }
+    }
+    out
+}
+
 /// Fills [`Event::practitioners`] from every practitioner the entities reference.
 fn collect_practitioners(event: &mut Event) {
     let mut all: Vec<Practitioner> = Vec::new();
@@ -331,8 +375,9 @@ fn collect_practitioners(event: &mut Event) {
             add(pr.performer.as_ref());
         }
     }
+    // A role the message removes (ROL-2 `DE`, `UN`) references no one any more.
     for e in event.encounter.iter().chain(other_encounter) {
-        for r in &e.roles {
+        for r in e.roles.iter().filter(|r| r.is_current()) {
             add(Some(&r.practitioner));
         }
         add(e.attending.as_ref());
@@ -343,10 +388,16 @@ fn collect_practitioners(event: &mut Event) {
     }
     if let Some(a) = &event.appointment {
         add(a.practitioner.as_ref());
+        for r in a.roles.iter().filter(|r| r.is_current()) {
+            add(Some(&r.practitioner));
+        }
     }
     let result_orders = event.results.iter().map(|r| &r.order);
     for o in event.orders.iter().chain(result_orders) {
         add(o.ordering_provider.as_ref());
+        for r in o.roles.iter().filter(|r| r.is_current()) {
+            add(Some(&r.practitioner));
+        }
     }
     for c in &event.charges {
         add(c.performed_by.as_ref());

@@ -13,6 +13,13 @@
 //! Event kind: from the first order's ORC-1: `NW`/`SN` → `order_placed`; `CA`/`OC`/`CR`/`DC`/
 //! `OD`/`DR` → `order_cancelled`; other known codes → `order_updated`.
 //!
+//! Roles: a ROL right after an ORC or OBR (NTE, TQ1 between) is a role of that order
+//! (`roles`, with its ROL-2 action code); any other ROL is the visit's.
+//!
+//! Specimens: every SPM of an order group (OML^O21: after the OBR) is a specimen of that
+//! order; in OML^O33 and O35 the SPM comes first and is the specimen of every order after it
+//! (see [`specimen`] for the fields).
+//!
 //! Charges: every FT1 (ORM^O01 and the OML financial group) is a charge of the event, read
 //! as a DFT's FT1 ([`super::dft::charge_from_ft1`]), with PID-18 account and PV1-19 visit.
 //!
@@ -24,20 +31,23 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority,
+    Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority, Specimen,
 };
 
-use super::adt::{diagnoses, encounter_from_pv1, patient_from_pid};
+use super::adt::{coverages, diagnoses, encounter_from_pv1, guarantors, patient_from_pid};
 use super::{
     collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
 };
 
-/// The segments of one order: its ORC (absent for an OBR-only ORU), OBR, TQ1 and notes.
+/// The segments of one order: its ORC (absent for an OBR-only ORU), OBR, TQ1, notes and
+/// specimens.
 pub(crate) struct OrderSegments<'s, 'm> {
     pub orc: Option<SegmentRef<'s, 'm>>,
     pub obr: Option<SegmentRef<'s, 'm>>,
     pub tq1: Option<SegmentRef<'s, 'm>>,
     pub ntes: Vec<SegmentRef<'s, 'm>>,
+    pub specimens: Vec<SegmentRef<'s, 'm>>,
+    pub roles: Vec<SegmentRef<'s, 'm>>,
 }
 
 /// Maps an ORM^O01 or OML^O21.
@@ -46,7 +56,13 @@ pub(crate) struct OrderSegments<'s, 'm> {
 /// [`MappingError`] without ORC, with an unknown ORC-1/ORC-5, without order numbers, or with
 /// unparsable dates; without PID or patient identifier.
 pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
-    let groups = order_groups(msg);
+    // OML^O33 and OML^O35 put the specimen first and the orders on it after it.
+    let specimen_first = msg.segment("MSH").is_some_and(|msh| {
+        msh.get_comp(9, 2)
+            .text()
+            .is_some_and(|t| matches!(UpperCode::new(t.trim()).as_str(), "O33" | "O35"))
+    });
+    let groups = order_groups(msg, specimen_first);
     let Some(first) = groups.first() else {
         return Err(MappingError::Missing {
             path: "ORC".into(),
@@ -63,6 +79,10 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     let mut patient = patient_from_pid(msg)?;
     // DG1 of the order's patient-visit or order group: the IG maps it to a Condition, as in ADT.
     patient.diagnoses = diagnoses(msg)?;
+    // GT1 of the patient group (ORM_O01, OML_O21/O33/O35): the account's guarantors.
+    patient.guarantors = guarantors(msg)?;
+    // IN1/IN2 of the patient group (ORM_O01, OML_O21/O33/O35): Coverages.
+    patient.coverages = coverages(msg)?;
     event.patient = Some(patient);
     event.encounter = encounter_from_pv1(msg)?;
     for group in &groups {
@@ -102,6 +122,7 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
             reason: first_order.reason.clone(),
             event_reason: None,
             notes: None,
+            roles: Vec::new(),
         });
     }
     // FT1 in an order (ORM^O01 and OML's financial group): the charges of the order, as a
@@ -118,17 +139,38 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     Ok(event)
 }
 
-/// Splits the message into orders: each ORC with the OBR, TQ1 and NTE after it.
-fn order_groups<'s, 'm>(msg: &'s V2Message<'m>) -> Vec<OrderSegments<'s, 'm>> {
+/// Splits the message into orders: each ORC with the OBR, TQ1, NTE, SPM and ROL after it (a
+/// ROL right after the ORC or OBR, see [`super::RoleContext`]). With
+/// `specimen_first` (OML^O33, O35: a SPECIMEN group holds the orders on that specimen), an SPM
+/// is the specimen of every order after it, up to the next SPM that follows an order.
+fn order_groups<'s, 'm>(
+    msg: &'s V2Message<'m>,
+    specimen_first: bool,
+) -> Vec<OrderSegments<'s, 'm>> {
     let mut groups: Vec<OrderSegments<'s, 'm>> = Vec::new();
+    // The specimens the next orders are on (O33/O35), and whether an order came since.
+    let mut leading: Vec<SegmentRef<'s, 'm>> = Vec::new();
+    let mut ordered_since = false;
+    let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
+        let in_order = roles.step(seg.name());
         match seg.name() {
-            "ORC" => groups.push(OrderSegments {
-                orc: Some(seg),
-                obr: None,
-                tq1: None,
-                ntes: Vec::new(),
-            }),
+            "ROL" if in_order => {
+                if let Some(g) = groups.last_mut() {
+                    g.roles.push(seg);
+                }
+            }
+            "ORC" => {
+                ordered_since = true;
+                groups.push(OrderSegments {
+                    orc: Some(seg),
+                    obr: None,
+                    tq1: None,
+                    ntes: Vec::new(),
+                    specimens: leading.clone(),
+                    roles: Vec::new(),
+                });
+            }
             "OBR" => {
                 if let Some(g) = groups.last_mut().filter(|g| g.obr.is_none()) {
                     g.obr = Some(seg);
@@ -144,10 +186,46 @@ fn order_groups<'s, 'm>(msg: &'s V2Message<'m>) -> Vec<OrderSegments<'s, 'm>> {
                     g.ntes.push(seg);
                 }
             }
+            "SPM" if specimen_first => {
+                if ordered_since {
+                    leading.clear();
+                    ordered_since = false;
+                }
+                leading.push(seg);
+            }
+            "SPM" => {
+                if let Some(g) = groups.last_mut() {
+                    g.specimens.push(seg);
+                }
+            }
             _ => {}
         }
     }
     groups
+}
+
+/// A specimen from SPM, as the v2-to-FHIR IG maps SPM to Specimen: SPM-2 specimen id (EIP:
+/// placer id in component 1, filler id in component 2, EI-1 each), SPM-4 type, SPM-8 source
+/// site, SPM-17 collection time (DR: start, and end for a collection over a period), SPM-18
+/// received time. `None` for an SPM with none of them.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for SPM-17 or SPM-18 that do not parse.
+pub(crate) fn specimen(
+    msg: &V2Message<'_>,
+    spm: &SegmentRef<'_, '_>,
+) -> Result<Option<Specimen>, MappingError> {
+    let s = Specimen {
+        placer_id: spm.get_at(2, 1, 1, 1).string(),
+        filler_id: spm.get_at(2, 1, 2, 1).string(),
+        specimen_type: datatypes::coded(&spm.field(4)),
+        source_site: datatypes::coded(&spm.field(8)),
+        // DR-1 and DR-2 are TS before v2.6 (DTM in component 1) and DTM after.
+        collected_at: ts_value(msg, spm, 17, spm.get_at(17, 1, 1, 1))?,
+        collection_end: ts_value(msg, spm, 17, spm.get_at(17, 1, 2, 1))?,
+        received_at: ts(msg, spm, 18)?,
+    };
+    Ok((s != Specimen::default()).then_some(s))
 }
 
 fn control(msg: &V2Message<'_>, group: &OrderSegments<'_, '_>) -> Result<String, MappingError> {
@@ -216,6 +294,10 @@ pub(crate) fn order_from_segments(
         Some(orc) => ts(msg, orc, 9)?,
         None => None,
     };
+    let mut specimens = Vec::with_capacity(g.specimens.len());
+    for spm in &g.specimens {
+        specimens.extend(specimen(msg, spm)?);
+    }
     let ordering_provider = g
         .orc
         .and_then(|o| datatypes::practitioner(&o.field(12)))
@@ -233,6 +315,8 @@ pub(crate) fn order_from_segments(
         ordering_provider,
         reason: g.obr.and_then(|o| datatypes::coded(&o.field(31))),
         notes: notes(&g.ntes),
+        specimens,
+        roles: g.roles.iter().filter_map(super::role).collect(),
     })
 }
 

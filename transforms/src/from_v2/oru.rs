@@ -10,6 +10,11 @@
 //! text (`<0.5`, `1:128`, `2-5`); other types are the decoded text, repetitions joined by
 //! newlines (`\.br\` in FT/TX becomes a newline too).
 //!
+//! Specimens: every SPM of an ORDER_OBSERVATION group (after its OBR, before the next) is a
+//! specimen of that report's order (read as the orders read SPM); the OBX of its
+//! SPECIMEN_OBSERVATION group stay observations of the report, as the IG gives them no other
+//! place.
+//!
 //! Statuses: OBR-25 (table 0123) and OBX-11 (table 0085) must be known codes when present.
 //! Without ORC-5 the order status follows OBR-25: final/corrected → `completed`, preliminary →
 //! `in_progress`, cancelled → `cancelled`.
@@ -48,8 +53,16 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let mut last_orc: Option<SegmentRef<'_, '_>> = None;
     let mut current: Option<ReportSegments<'_, '_>> = None;
     let mut groups = Vec::new();
+    let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
+        let in_order = roles.step(seg.name());
         match seg.name() {
+            // ORU_R01 from v2.6: ROL after the OBR (and its NTE) is a role of that order.
+            "ROL" if in_order => {
+                if let Some((order, _)) = &mut current {
+                    order.roles.push(seg);
+                }
+            }
             "ORC" => last_orc = Some(seg),
             "OBR" => {
                 if let Some(done) = current.take() {
@@ -61,6 +74,8 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
                         obr: Some(seg),
                         tq1: None,
                         ntes: Vec::new(),
+                        specimens: Vec::new(),
+                        roles: Vec::new(),
                     },
                     Vec::new(),
                 ));
@@ -73,6 +88,11 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
             "OBX" => {
                 if let Some((_, obxs)) = &mut current {
                     obxs.push((seg, Vec::new()));
+                }
+            }
+            "SPM" => {
+                if let Some((order, _)) = &mut current {
+                    order.specimens.push(seg);
                 }
             }
             "NTE" => match &mut current {

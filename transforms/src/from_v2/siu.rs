@@ -96,6 +96,12 @@ pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         .as_ref()
         .and_then(|p| p.primary_identifier())
         .cloned();
+    // No SIU structure defines ROL (v2.7 brought PRT); a ROL a site profile sends (after PID
+    // or PV1) is a role of the appointment, not of the visit the SIU names for context.
+    appointment.roles = super::visit_roles(msg);
+    if let Some(e) = &mut event.encounter {
+        e.roles.clear();
+    }
     event.appointment = Some(appointment);
     collect_practitioners(&mut event);
     Ok(event)
@@ -234,6 +240,7 @@ pub fn appointment_from_siu(
         reason: datatypes::coded(&sch.field(7)),
         event_reason: datatypes::coded(&sch.field(6)),
         notes: sch_notes,
+        roles: Vec::new(),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Coded, Identifier, Location, Practitioner, Timestamp};
+use super::{Coded, Identifier, Location, Practitioner, Role, Timestamp};
 
 /// Status of an appointment, following the HL7 table 0278 to FHIR AppointmentStatus map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -96,4 +96,8 @@ pub struct Appointment {
     /// Free-text notes (NTE-3, joined with newlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// The roles a SIU names (ROL; no SIU structure defines it, but site profiles send it
+    /// after PID/PV1), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
 }

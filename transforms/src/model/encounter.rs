@@ -120,17 +120,32 @@ pub struct Encounter {
     /// prescription…), discharge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<VisitEvent>,
-    /// Every ROL segment of the message (HL7 ROL: ROL-3 role, table 0443, such as `AT`
-    /// attending, `CP` consulting, `PP` primary care; ROL-4 person), in message order.
+    /// Every ROL of the patient and visit (not of an order group) (HL7 ROL: ROL-3 role, table
+    /// 0443, such as `AT` attending, `CP` consulting, `PP` primary care; ROL-4 person; ROL-2
+    /// action), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<Role>,
 }
 
-/// A person's role in the visit (HL7 ROL; FHIR `Encounter.participant`).
+/// A person's role in a visit, an order or an appointment (HL7 ROL; FHIR
+/// `Encounter.participant`, `ServiceRequest.performer`, `Appointment.participant`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Role {
     /// The role (ROL-3, HL7 table 0443).
     pub role: Coded,
     /// The person (ROL-4; its repetitions are one person's identifiers).
     pub practitioner: Practitioner,
+    /// What the sender does with the role (ROL-2, HL7 table 0287: `AD` add, `CO` correct,
+    /// `DE` delete, `LI` link, `UC` unchanged, `UN` unlink, `UP` update), as sent; absent
+    /// when not sent. See [`Role::is_current`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+impl Role {
+    /// False for a role the message removes (ROL-2 `DE` delete or `UN` unlink); every other
+    /// action (`AD`, `CO`, `UP`, `LI`, `UC` unchanged) or none states a role that holds.
+    pub fn is_current(&self) -> bool {
+        !matches!(self.action.as_deref(), Some("DE" | "UN"))
+    }
 }

@@ -34,11 +34,11 @@ pub use event::{
 };
 pub use local_time::offset_at;
 pub use order::{
-    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus,
+    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus, Specimen,
 };
 pub use patient::{
-    Allergy, Contact, Coverage, Diagnosis, Gender, Identifier, IdentifierKind, OtherName, Patient,
-    Procedure,
+    Allergy, Contact, Coverage, Diagnosis, Facility, Gender, Guarantor, Identifier, IdentifierKind,
+    Insured, OtherName, Patient, Procedure,
 };
 pub use practitioner::{Location, Practitioner};
 pub(crate) use time::parse_fraction;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Coded, Decimal, Practitioner, Timestamp};
+use super::{Coded, Decimal, Practitioner, Role, Timestamp};
 
 /// Priority of an order (TQ1-9 / TQ-6 / OBR-5, HL7 table 0485 / 0027).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +86,38 @@ pub struct Order {
     /// Free-text notes (NTE-3 after the order, joined with newlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// The specimens of the order (SPM of its order group), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specimens: Vec<Specimen>,
+    /// The roles of the order group (ROL after its ORC or OBR), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+}
+
+/// A specimen taken for an order or reported with a result (HL7 SPM; FHIR Specimen).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Specimen {
+    /// The placer's specimen id (SPM-2.1, EIP placer assigned identifier, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placer_id: Option<String>,
+    /// The filler's specimen id (SPM-2.2, EIP filler assigned identifier, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filler_id: Option<String>,
+    /// What kind of specimen (SPM-4, table 0487: `SER` serum, `BLD` whole blood, `UR` urine…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specimen_type: Option<Coded>,
+    /// Where on the body it was taken (SPM-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_site: Option<Coded>,
+    /// When it was collected, or the start of the collection (SPM-17.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collected_at: Option<Timestamp>,
+    /// The end of the collection, for a collection over a period (SPM-17.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_end: Option<Timestamp>,
+    /// When the lab received it (SPM-18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<Timestamp>,
 }
 
 /// Status of a result (OBR-25, HL7 table 0123; OBX-11, table 0085).

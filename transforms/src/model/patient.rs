@@ -130,10 +130,44 @@ pub struct Patient {
     /// Insurance plans (IN1 segments), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coverages: Vec<Coverage>,
+    /// The patient's account number (PID-18, CX-1): FHIR `Account.identifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_number: Option<String>,
+    /// Who pays for the account (GT1 segments), in message order; FHIR `Account.guarantor`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guarantors: Vec<Guarantor>,
     /// Primary care provider (PD1-4; its repetitions are one doctor's identifiers, read as
     /// PV1-7's are); FHIR `Patient.generalPractitioner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_care_provider: Option<Practitioner>,
+    /// The patient's primary facility (PD1-3, first repetition); FHIR
+    /// `Patient.generalPractitioner` (an Organization), as the IG maps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_facility: Option<Facility>,
+    /// Handicap (PD1-6, table 0295); FHIR extension `patient-disability`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disability: Option<Coded>,
+    /// Publicity code (PD1-11, table 0215: what may be published about the patient).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publicity_code: Option<Coded>,
+    /// Protection indicator (PD1-12: `Y` the patient's information is to be protected, `N`
+    /// not), absent when not sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+    /// Place of worship (PD1-14, XON-1); FHIR extension `patient-congregation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_of_worship: Option<String>,
+}
+
+/// An organization named by an HL7 XON (PD1-3): its id and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Facility {
+    /// The organization's id (XON-10 organization identifier, else XON-3 id number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The organization's name (XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Patient {
@@ -241,6 +275,52 @@ pub struct Procedure {
     pub visit_number: Option<String>,
 }
 
+/// The person or organization financially responsible for the patient's account (HL7 GT1;
+/// FHIR `Account.guarantor`, whose party is the Patient, a RelatedPerson or an Organization).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Guarantor {
+    /// Guarantor number (GT1-2, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    /// Name (GT1-3, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Address (GT1-5, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Phones (GT1-6 home, GT1-7 business; every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
+    /// Date of birth (GT1-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Timestamp>,
+    /// Administrative sex (GT1-9, table 0001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    /// Relationship to the patient (GT1-11, table 0063: `SEL` self, `PAR` parent…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<Coded>,
+    /// From when the guarantor is responsible (GT1-13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// Until when (GT1-14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+    /// The organization that is the guarantor (GT1-21, XON-1), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+}
+
+impl Guarantor {
+    /// True when the guarantor is the patient (GT1-11 `SEL`).
+    pub fn is_self(&self) -> bool {
+        self.relationship
+            .as_ref()
+            .and_then(|r| r.code.as_deref())
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("SEL"))
+    }
+}
+
 /// An insurance plan of the patient (HL7 IN1; FHIR Coverage).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Coverage {
@@ -265,7 +345,51 @@ pub struct Coverage {
     /// Plan expiration date (IN1-13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
-    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…).
+    /// The insured's relationship to the patient (IN1-17, HL7 table 0063: `SEL` self…; else
+    /// IN2-72, the patient's relationship to the insured, table 0344).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relationship: Option<Coded>,
+    /// Plan type (IN1-15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_type: Option<Coded>,
+    /// The insurance company's address (IN1-5, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_address: Option<Address>,
+    /// The insured's group employer id (IN1-10, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_id: Option<String>,
+    /// The insured's group employer name (IN1-11, XON-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_name: Option<String>,
+    /// The insured's id number with the insurer (IN1-49, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insured_id: Option<String>,
+    /// The patient's member number in the plan (IN2-61, CX-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_number: Option<String>,
+    /// The insured person, when named (IN1-16 name, IN1-18 birth date, IN1-19 address, IN1-43
+    /// sex, IN2-63 home phone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insured: Option<Insured>,
+}
+
+/// The person an insurance plan is in the name of (HL7 IN1-16 and its neighbours; FHIR
+/// `Coverage.subscriber`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Insured {
+    /// Name (IN1-16, first repetition).
+    #[serde(default, skip_serializing_if = "HumanName::is_empty")]
+    pub name: HumanName,
+    /// Date of birth (IN1-18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Timestamp>,
+    /// Administrative sex (IN1-43).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<Gender>,
+    /// Address (IN1-19, first repetition with content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    /// Phones (IN2-63 home, every repetition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<Phone>,
 }
