@@ -753,6 +753,10 @@ pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
 /// [`MappingError::BadDateTime`] for IN1-12, IN1-13 or IN1-18 that do not parse.
 pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
     let mut out = Vec::new();
+    // Most messages have no IN1: no walk over every segment for them.
+    if msg.segment("IN1").is_none() {
+        return Ok(out);
+    }
     // Each IN1 with the IN2 of its INSURANCE group.
     let mut groups: Vec<(SegmentRef<'_, '_>, Option<SegmentRef<'_, '_>>)> = Vec::new();
     for seg in msg.segments() {
