@@ -229,6 +229,7 @@ proptest! {
                 performed_by: None,
                 ordered_by: None,
                 procedure: None,
+                diagnoses: Vec::new(),
             })
             .collect();
         let back = round_trip(&ev);

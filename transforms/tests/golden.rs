@@ -129,5 +129,5 @@ fn oru_goldens() {
 
 #[test]
 fn dft_goldens() {
-    assert_eq!(check_family(&["dft_"]), 9);
+    assert_eq!(check_family(&["dft_"]), 11);
 }

@@ -1596,6 +1596,7 @@ pub fn charge_item(
                 ..Default::default()
             })
         }),
+        reason: c.diagnoses.iter().map(codeable).collect(),
         price_override: c
             .amount
             .as_ref()

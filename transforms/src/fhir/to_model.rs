@@ -1628,6 +1628,7 @@ impl<'a> Reader<'a> {
                 .and_then(|p| self.practitioner_ref(&p.actor)),
             ordered_by: None,
             procedure: None,
+            diagnoses: c.reason.iter().filter_map(coded).collect(),
         };
         let kind = match status {
             ChargeStatus::Posted => EventKind::ChargePosted,

@@ -233,6 +233,7 @@ pub fn events_from_body(body: &str) -> Result<Vec<Event>, JsonError> {
                 performed_by: None,
                 ordered_by: None,
                 procedure: None,
+                diagnoses: Vec::new(),
             }];
             Ok(vec![ev])
         }

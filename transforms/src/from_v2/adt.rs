@@ -676,23 +676,35 @@ pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
     let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
     let mut out = Vec::new();
     for dg1 in msg.segments_named("DG1") {
-        let code = datatypes::coded(&dg1.field(3)).or_else(|| {
-            dg1.get(4).string().map(|text| Coded {
-                text: Some(text),
-                ..Coded::default()
-            })
-        });
-        let Some(code) = code else {
-            continue;
-        };
-        out.push(Diagnosis {
-            code,
-            diagnosis_type: datatypes::coded(&dg1.field(6)),
-            time: ts(msg, &dg1, 5)?,
-            visit_number: visit_number.clone(),
-        });
+        out.extend(diagnosis(msg, &dg1, visit_number.clone())?);
     }
     Ok(out)
+}
+
+/// One DG1 (see [`diagnoses`]); `None` without code or description.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a DG1-5 that does not parse.
+pub fn diagnosis(
+    msg: &V2Message<'_>,
+    dg1: &SegmentRef<'_, '_>,
+    visit_number: Option<String>,
+) -> Result<Option<Diagnosis>, MappingError> {
+    let code = datatypes::coded(&dg1.field(3)).or_else(|| {
+        dg1.get(4).string().map(|text| Coded {
+            text: Some(text),
+            ..Coded::default()
+        })
+    });
+    let Some(code) = code else {
+        return Ok(None);
+    };
+    Ok(Some(Diagnosis {
+        code,
+        diagnosis_type: datatypes::coded(&dg1.field(6)),
+        time: ts(msg, dg1, 5)?,
+        visit_number,
+    }))
 }
 
 /// Procedures: every PR1 (PR1-3 code, else PR1-4 description as text; PR1-5 time; PR1-12
@@ -741,6 +753,10 @@ pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
 /// [`MappingError::BadDateTime`] for IN1-12, IN1-13 or IN1-18 that do not parse.
 pub fn coverages(msg: &V2Message<'_>) -> Result<Vec<Coverage>, MappingError> {
     let mut out = Vec::new();
+    // Most messages have no IN1: no walk over every segment for them.
+    if msg.segment("IN1").is_none() {
+        return Ok(out);
+    }
     // Each IN1 with the IN2 of its INSURANCE group.
     let mut groups: Vec<(SegmentRef<'_, '_>, Option<SegmentRef<'_, '_>>)> = Vec::new();
     for seg in msg.segments() {

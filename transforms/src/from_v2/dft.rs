@@ -8,6 +8,9 @@
 //! location, FT1-20 performed by, FT1-21 ordered by, FT1-25 procedure. The account is PID-18,
 //! the visit PV1-19. Amounts stay exact decimal strings.
 //!
+//! Diagnoses (`ChargeItem.reason`): FT1-19 (every repetition), and in DFT^P11 the DG1 of the
+//! FT1's FINANCIAL group (see [`line_diagnoses`]); every DG1 is also a Condition of the patient.
+//!
 //! Status: `reversed` for a credit (FT1-6 `CD`) or a charge with a negative amount or quantity
 //! (how many HIS reverse a line); otherwise `posted`. The event is `charge_reversed` when every
 //! line is reversed, else `charge_posted`.
@@ -22,11 +25,12 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Charge, ChargeStatus, Coded, Event, EventKind, PaymentOutcome, PaymentResult, TransactionType,
+    Charge, ChargeStatus, Coded, Diagnosis, Event, EventKind, PaymentOutcome, PaymentResult,
+    TransactionType,
 };
 
 use super::adt::{
-    coverages, diagnoses, encounter_from_pv1, guarantors, patient_from_pid, procedures,
+    coverages, diagnoses, diagnosis, encounter_from_pv1, guarantors, patient_from_pid, procedures,
 };
 use super::{
     collect_practitioners, datatypes, decimal_value, new_event, source_from_msh, ts, ts_value,
@@ -60,11 +64,17 @@ pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
             reason: "no financial transaction segment",
         });
     }
+    let line_diagnoses = line_diagnoses(msg)?;
     let mut charges = Vec::with_capacity(groups.len());
-    for group in &groups {
+    for (i, group) in groups.iter().enumerate() {
         let mut charge = charge_from_ft1(msg, &group.head, group.named("ZPY").next())?;
         charge.account.clone_from(&account);
         charge.visit_number.clone_from(&visit_number);
+        for d in line_diagnoses.get(i).into_iter().flatten() {
+            if !charge.diagnoses.contains(&d.code) {
+                charge.diagnoses.push(d.code.clone());
+            }
+        }
         charges.push(charge);
     }
     let kind = if charges.iter().all(|c| c.status == ChargeStatus::Reversed) {
@@ -78,6 +88,36 @@ pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     event.charges = charges;
     collect_practitioners(&mut event);
     Ok(event)
+}
+
+/// The DG1 of each FT1's group, by FT1 (in message order): DFT_P11 puts a DG1 group in each
+/// FINANCIAL group, after its FT1 (a DG1 before the first FT1 is the visit's). DFT_P03 has its
+/// DG1 after every FINANCIAL group, at visit level: no DG1 is a line's there.
+///
+/// # Errors
+/// As [`diagnoses`] for the DG1 read.
+fn line_diagnoses(msg: &V2Message<'_>) -> Result<Vec<Vec<Diagnosis>>, MappingError> {
+    let p11 = msg.segment("MSH").is_some_and(|msh| {
+        msh.get_comp(9, 2)
+            .text()
+            .is_some_and(|t| UpperCode::new(t.trim()).as_str() == "P11")
+    });
+    let mut out: Vec<Vec<Diagnosis>> = Vec::new();
+    if !p11 {
+        return Ok(out);
+    }
+    for seg in msg.segments() {
+        match seg.name() {
+            "FT1" => out.push(Vec::new()),
+            "DG1" => {
+                if let Some(line) = out.last_mut() {
+                    line.extend(diagnosis(msg, &seg, None)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// One FT1 (with its optional ZPY) as a charge, without account and visit.
@@ -160,6 +200,17 @@ pub fn charge_from_ft1(
         performed_by: datatypes::practitioner(&ft1.field(20)),
         ordered_by: datatypes::practitioner(&ft1.field(21)),
         procedure: datatypes::coded(&ft1.field(25)),
+        diagnoses: {
+            let mut out: Vec<Coded> = Vec::new();
+            for rep in ft1.field(19).reps() {
+                if let Some(c) = datatypes::coded_at(&rep, 1) {
+                    if !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+            out
+        },
     })
 }
 

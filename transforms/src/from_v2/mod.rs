@@ -344,6 +344,10 @@ impl RoleContext {
 /// The roles of the patient and visit: every ROL that is not in an order group (see
 /// [`RoleContext`]), in message order.
 pub(crate) fn visit_roles(msg: &V2Message<'_>) -> Vec<Role> {
+    // Most messages have no ROL: no walk over every segment for them.
+    if msg.segment("ROL").is_none() {
+        return Vec::new();
+    }
     let mut context = RoleContext::default();
     let mut out = Vec::new();
     for seg in msg.segments() {

@@ -114,4 +114,8 @@ pub struct Charge {
     /// Procedure code (FT1-25).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub procedure: Option<Coded>,
+    /// Why the service was rendered: the diagnoses of the line (FT1-19, every repetition; in
+    /// DFT^P11 also the DG1 of the FT1's group), without duplicates; FHIR `ChargeItem.reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<Coded>,
 }
