@@ -5,8 +5,12 @@
 //! `Type/id`; then each "subject" resource (Encounter, Appointment, ChargeItem, ServiceRequest,
 //! DiagnosticReport, Observations no report claims) becomes one event with its references
 //! resolved. A Patient no event refers to becomes a `patient_updated` (or, for a POST entry,
-//! `patient_registered`) event of its own. Practitioners and Locations alone make no event: the
-//! model has no event kind for them.
+//! `patient_registered`) event of its own. Practitioners, Locations, Organizations,
+//! RelatedPersons, Specimens and Schedules alone make no event: the model has no event kind for
+//! them; they are read where other resources point at them (an Organization as a guarantor,
+//! payor or primary facility, a RelatedPerson as a guarantor or subscriber, a Specimen as an
+//! order's). AllergyIntolerance, Condition, Procedure, Coverage and Account belong to a Patient
+//! of the same Bundle.
 //!
 //! Every error names the element path (`Bundle.entry[2].resource.birthDate`) and the rule
 //! it breaks, never the value received (which may be patient data): fhirbolt's and
