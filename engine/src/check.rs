@@ -607,12 +607,7 @@ fn render(report: &Report, inspection: &Inspection, probes: Option<&[Probe]>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
+    use crate::config::tests::write;
 
     /// A self-signed certificate for 127.0.0.1 valid until `days` from now, and its key.
     fn certificate(days: i64) -> (String, String) {

@@ -1526,10 +1526,11 @@ fn check_across_channels(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn write(dir: &Path, name: &str, text: &str) {
+    /// Writes `text` to `dir/name`, creating folders as needed.
+    pub(crate) fn write(dir: &Path, name: &str, text: &str) {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");

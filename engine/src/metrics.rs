@@ -876,6 +876,14 @@ mod tests {
         assert_eq!(message_type_label("ADT", "a04"), "other");
     }
 
+    /// Family names from the `# TYPE` lines of an exposition.
+    fn families(text: &str) -> std::collections::BTreeSet<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect()
+    }
+
     #[test]
     fn every_metric_renders() {
         let m = Metrics::new("abc");
@@ -916,11 +924,7 @@ mod tests {
         m.latrexa_hub_connected.with_label_values(&["c"]).set(1);
         m.latrexa_heartbeats.with_label_values(&["c", "sent"]).inc();
         let text = m.render();
-        let rendered: std::collections::BTreeSet<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split(' ').next())
-            .collect();
+        let rendered = families(&text);
         let listed: std::collections::BTreeSet<&str> = exported_names().into_iter().collect();
         assert_eq!(rendered, listed, "exported_names() and the registry differ");
         assert_eq!(listed.len(), exported_names().len(), "no name listed twice");
@@ -943,11 +947,7 @@ mod tests {
         let _ = m.outbox_depth.with_label_values(&["c", "d"]);
         let _ = m.outbox_oldest_age.with_label_values(&["c", "d"]);
         let text = m.render();
-        let rendered: std::collections::BTreeSet<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split(' ').next())
-            .collect();
+        let rendered = families(&text);
         let missing: Vec<&str> = exported_names()
             .into_iter()
             .filter(|n| !rendered.contains(n))

@@ -459,24 +459,19 @@ impl<'a> Reader<'a> {
                         self.locations.insert(k, value.clone());
                     }
                 }
-                Resource::Observation(_) => {
+                // Read where other resources point at them: indexed by entry.
+                Resource::Observation(_)
+                | Resource::ServiceRequest(_)
+                | Resource::RelatedPerson(_)
+                | Resource::Organization(_) => {
+                    let index = match entry.resource {
+                        Resource::Observation(_) => &mut self.observations,
+                        Resource::ServiceRequest(_) => &mut self.service_requests,
+                        Resource::RelatedPerson(_) => &mut self.related_persons,
+                        _ => &mut self.organizations,
+                    };
                     for k in keys {
-                        self.observations.insert(k, i);
-                    }
-                }
-                Resource::ServiceRequest(_) => {
-                    for k in keys {
-                        self.service_requests.insert(k, i);
-                    }
-                }
-                Resource::RelatedPerson(_) => {
-                    for k in keys {
-                        self.related_persons.insert(k, i);
-                    }
-                }
-                Resource::Organization(_) => {
-                    for k in keys {
-                        self.organizations.insert(k, i);
+                        index.insert(k, i);
                     }
                 }
                 Resource::Specimen(x) => {
