@@ -166,6 +166,46 @@ async fn opsport_reschedule_moves_the_one_appointment_and_closing_triggers_close
     sb.stop().await;
 }
 
+/// An S13 for an appointment the engine never sent (booked before it, or its last message
+/// pruned): the SIU names only the new slot and OpsPort cannot be asked for the old one, so
+/// the new slot is upserted, the ledger starts from it, and the metric says an old slot may
+/// remain. The next reschedule closes the slot the ledger now knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reschedule_of_an_unknown_appointment_upserts_the_new_slot_and_says_so() {
+    let sb = Sandbox::start(SandboxConfig::for_tests()).await;
+    let (_cfg, engine) = opsport_engine(&sb);
+    let state_url = format!("{}/_state", sb.base("opsport"));
+    send_all(&engine, &[siu("S13", "U-S13", "9", MRN, "202606161100")]).await;
+    let state = until(30, &state_url, |s| live(s).len() == 1).await;
+    assert_eq!(live(&state)[0]["timeFrom"], "11:00:00", "{state}");
+    let series = "switchboard_appointment_unknown_reschedules_total{channel=\"lab\",destination=\"ops\"}";
+    assert_eq!(metric_value(&metrics_text(&engine).await, series), 1.0);
+    let entry = ledger(&engine, "destination=lab/ops&filler=HIS-9", |e| {
+        e["slot"].as_str().is_some_and(|s| s.ends_with("|11:00:00"))
+    })
+    .await;
+    assert_eq!(entry["closed"], false, "{entry}");
+    // Known from now on: the next reschedule closes 11:00 first, and is not counted.
+    send_all(&engine, &[siu("S13", "U-S13b", "9", MRN, "202606161230")]).await;
+    let state = until(30, &state_url, |s| {
+        live(s).len() == 1 && live(s)[0]["timeFrom"] == "12:30:00"
+    })
+    .await;
+    assert_eq!(at(&state, "11:00:00")[0]["status"], "Cancelled", "{state}");
+    let metrics = metrics_text(&engine).await;
+    assert_eq!(metric_value(&metrics, series), 1.0, "{metrics}");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "switchboard_appointment_slots_closed_total{channel=\"lab\",destination=\"ops\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    engine.terminate();
+    sb.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_between_the_old_slot_close_and_the_new_upsert_still_ends_with_one_live() {
     let sb = Sandbox::start(SandboxConfig::for_tests()).await;
@@ -523,8 +563,10 @@ async fn reprocessing_the_s12_after_the_s13_does_not_move_the_slot_back() {
     sb.stop().await;
 }
 
+/// Three walk-ins of one patient (and one of another between them) within one interval: one
+/// upload request carries all four, the patient's three in their order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
+async fn three_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
     let sb = Sandbox::start(SandboxConfig::for_tests()).await;
     let cfg = TestConfig::new("", "");
     let engine = latrexa_engine(&sb, &cfg);
@@ -533,14 +575,16 @@ async fn two_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
         &[
             siu("S12", "P-1", "P1", "MRN-P1^^^HIS^MR", "202606160900"),
             siu("S12", "P-2", "P2", "MRN-P1^^^HIS^MR", "202606161500"),
+            siu("S12", "Q-1", "Q1", "MRN-Q1^^^HIS^MR", "202606161000"),
+            siu("S12", "P-3", "P3", "MRN-P1^^^HIS^MR", "202606161200"),
         ],
     )
     .await;
     let state = until(30, &format!("{}/_state", sb.base("latrexa")), |s| {
-        len(&s["uploads"]) >= 2
+        len(&s["uploads"]) >= 4
     })
     .await;
-    assert_eq!(len(&state["uploads"]), 2, "{state}");
+    assert_eq!(len(&state["uploads"]), 4, "{state}");
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let uploads: Vec<Value> = sb
         .requests("latrexa")
@@ -557,12 +601,14 @@ async fn two_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
                 .collect()
         })
         .unwrap_or_default();
+    assert_eq!(ids.len(), 4, "every walk-in once: {uploads:?}");
+    let patient: Vec<&str> = ids.iter().copied().filter(|i| i.starts_with("HIS-P")).collect();
     assert_eq!(
-        ids,
-        ["HIS-P1", "HIS-P2"],
+        patient,
+        ["HIS-P1", "HIS-P2", "HIS-P3"],
         "in the patient's order: {uploads:?}"
     );
-    for n in ["P1", "P2"] {
+    for n in ["P1", "P2", "P3", "Q1"] {
         let entry = ledger(
             &engine,
             &format!("destination=lab/lx&filler=HIS-{n}"),

@@ -208,6 +208,17 @@ async fn his_answer_id(s: &Setup, id: &str) -> String {
 
 const HUB: &str = "switchboard_latrexa_hub_connected{channel=\"bookings\"}";
 
+/// Adds channel `his`: the HIS's own SIU over MLLP, uploaded to the sandbox's Latrexa by a
+/// destination linked to the bookings channel.
+fn his_channel(s: &Setup) {
+    let his = format!(
+        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
+        s.sb.base_url("latrexa"),
+        s.cfg.root.path().join("latrexa.key").display(),
+    );
+    std::fs::write(s.cfg.conf().join("channels/his.toml"), his).expect("write");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and_a_refused_one_is_rejected(
 ) {
@@ -222,6 +233,8 @@ async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and
         "poll_interval_secs = 3600\nheartbeat_interval_secs = 1\nbook_with = \"srm\"\n",
     )
     .await;
+    // The HIS's own SIU come in on a second channel and are uploaded to the same Latrexa.
+    his_channel(&s);
     let engine = s.engine();
     wait_metric(&engine, HUB, 1.0, 30).await;
 
@@ -248,6 +261,30 @@ async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and
     )
     .await;
 
+    // The HIS reports the booking under its own id only (SCH-1 empty): the same booking,
+    // uploaded with its Latrexa id, so Latrexa holds one appointment.
+    let report = format!(
+        "MSH|^~\\&|HIS|RUH|SB|CLOUD|20260615090000||SIU^S12^SIU_S12|SRR-ECHO-1|P|2.5.1\r\
+         SCH||{his_id}^HIS|||||||30|MIN|^^^202606151030\r\
+         PID|1||MRN-LX2^^^HIS^MR||Person^Testa||19900101|F\r\
+         AIP|1|A|DOC-FREE\r"
+    );
+    let mut client = crate::support::connect(&engine.mllp("his")).await;
+    let ack = crate::support::send(&mut client, report.as_bytes()).await;
+    assert!(ack.contains("MSA|AA") || ack.contains("MSA|CA"), "{ack}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let state = s.get("/latrexa/_state").await;
+        if !state["uploads"].as_array().is_none_or(Vec::is_empty) || Instant::now() > deadline {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let uploads = state["uploads"].as_array().expect("uploads");
+    assert_eq!(uploads.len(), 1, "{state}");
+    assert_eq!(uploads[0]["latrexaId"], id.as_str(), "the booking itself: {state}");
+    assert_eq!(uploads[0]["appointment"]["hisAppointmentId"], his_id.as_str());
+
     // Moved online after the HIS confirmed it: S13 with the HIS id, confirmed again.
     s.post(
         &format!("/latrexa/_bookings/{id}/update"),
@@ -262,11 +299,27 @@ async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and
     let sent = s.his_messages(&id).await;
     let types: Vec<&str> = sent.iter().map(|m| m.0.as_str()).collect();
     assert_eq!(types, ["SRM^S01", "SIU^S13", "SIU^S15"]);
-    assert!(
-        sent[1].2.contains(&format!("\rSCH|{id}|{his_id}|")),
-        "S13 names the HIS id: {}",
-        sent[1].2
-    );
+    // S13 and S15: the Latrexa id as placer (SCH-1), the HIS's as filler (SCH-2).
+    for m in &sent[1..] {
+        assert!(
+            m.2.contains(&format!("\rSCH|{id}|{his_id}|")),
+            "{} names both ids: {}",
+            m.0,
+            m.2
+        );
+    }
+    // Every confirm of the booking carried exactly the id of the HIS's answer.
+    let state = s.get("/latrexa/_state").await;
+    let confirms: Vec<&Value> = state["syncCalls"]
+        .as_array()
+        .expect("sync calls")
+        .iter()
+        .filter(|c| c["request"]["latrexaId"] == id.as_str())
+        .collect();
+    assert!(!confirms.is_empty(), "{}", state["syncCalls"]);
+    for c in confirms {
+        assert_eq!(c["request"]["hisAppointmentId"], his_id.as_str(), "{c}");
+    }
 
     // The HIS refuses this doctor's slot: rejected at Latrexa with the HIS's reason.
     let busy = s
@@ -454,12 +507,7 @@ async fn an_online_booking_echoed_by_the_his_is_one_latrexa_appointment_moved_by
     )
     .await;
     // The HIS's own SIU come in on a second channel and are uploaded to the same Latrexa.
-    let his = format!(
-        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
-        s.sb.base_url("latrexa"),
-        s.cfg.root.path().join("latrexa.key").display(),
-    );
-    std::fs::write(s.cfg.conf().join("channels/his.toml"), his).expect("write");
+    his_channel(&s);
     let engine = s.engine();
     let id = s
         .book("DOC-FREE", "2026-06-15T10:30:00", "2026-06-15T11:00:00")
@@ -548,12 +596,7 @@ async fn without_the_his_id_the_confirm_waits_durably_and_nothing_is_booked_twic
         "poll_interval_secs = 1\nhis_id_wait_secs = 1\n",
     )
     .await;
-    let his = format!(
-        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nto = [\"lx\"]\n[[destination]]\nname = \"lx\"\ntype = \"latrexa\"\nbase_url = \"{}\"\napi_key = {{ file = \"{}\" }}\norganization_code = \"sandbox-clinic\"\nbookings_channel = \"bookings\"\n",
-        s.sb.base_url("latrexa"),
-        s.cfg.root.path().join("latrexa.key").display(),
-    );
-    std::fs::write(s.cfg.conf().join("channels/his.toml"), his).expect("write");
+    his_channel(&s);
     let engine = s.engine();
     let first = s
         .book("DOC-A", "2026-06-17T10:00:00", "2026-06-17T10:30:00")

@@ -738,6 +738,7 @@ async fn appointment_ledger(
     let appointment = crate::store::ledger::AppointmentRef {
         placer_id: p.placer,
         filler_id: p.filler,
+        moved: false,
     };
     match s.store.ledger_get(&p.destination, &appointment) {
         Ok(Some(e)) => Json(json!({

@@ -33,6 +33,7 @@
 
 use crate::events::{EventBus, LiveEvent};
 use crate::metrics::Metrics;
+use crate::store::appointments::LinkScope;
 use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
 use crate::store::outbox::{Attempt, OutboxItem};
 use crate::store::{Status, Store, StoreError};
@@ -263,6 +264,7 @@ struct LedgerContext {
     store: Store,
     name: String,
     slots_closed: prometheus::IntCounter,
+    unknown_moves: prometheus::IntCounter,
 }
 
 /// Sends the items of one task: one at a time, or together to a batching destination.
@@ -383,14 +385,17 @@ fn superseded(
 }
 
 /// Names, in the body of an appointment for a destination that pairs appointments with its
-/// own ids (Latrexa), the id the appointment already has there: the one an earlier answer gave
-/// (the ledger), else its placer id when the linked bookings channel took that online booking
-/// (the HIS echoing a booking it wrote), whose HIS id (the filler id) is then recorded in the
-/// bookings channel's id map. The stored body is not changed; a retry does the same.
+/// own ids (Latrexa), the id the appointment already has there, as the one model of the
+/// appointment answers it ([`Store::appointment_link`]): the id an earlier answer gave (the
+/// ledger), else the online booking's Latrexa id when the linked bookings channel took it
+/// (the HIS echoing a booking it wrote, named by its placer id or by its own id alone). The
+/// HIS id the message names for the booking is recorded in the same transaction, so that the
+/// bookings channel confirms with it and puts it in SCH-2 of its next SIU. The stored body is
+/// not changed; a retry does the same.
 ///
 /// # Errors
 ///
-/// A retryable error when the store cannot be read.
+/// A retryable error when the store cannot be read or written.
 fn link_remote_id(
     dest: &Destination,
     cx: &LedgerContext,
@@ -399,37 +404,27 @@ fn link_remote_id(
     let Some(appointment) = &item.appointment else {
         return Ok(());
     };
-    let unreadable = |e: StoreError| DeliveryError::retry(format!("appointment ledger: {e}"));
-    let mut known = cx
-        .store
-        .ledger_get(&cx.name, appointment)
-        .map_err(unreadable)?
-        .and_then(|e| e.remote_id);
-    if let (None, Some(channel), Some(placer)) = (
-        &known,
-        dest.bookings_channel(),
-        appointment.placer_id.as_deref(),
-    ) {
-        // The HIS names its own id for the booking it wrote (SCH-2): learnt in one
-        // read-modify-write of the booking's entry, so that the bookings channel confirms it
-        // and its next SIU for the booking carries it as the filler id.
-        let taken = match appointment.filler_id.as_deref() {
-            Some(his_id) => cx
-                .store
-                .learn_his_id(channel, placer, his_id)
-                .map_err(unreadable)?
-                .is_some(),
-            None => cx
-                .store
-                .booking_entry(channel, placer)
-                .map_err(unreadable)?
-                .is_some(),
-        };
-        if taken {
-            known = Some(placer.to_owned());
-        }
+    if !matches!(dest, Destination::Latrexa(_)) {
+        // Only Latrexa pairs appointments with ids of its own.
+        return Ok(());
     }
-    if let Some(body) = known.and_then(|id| dest.with_remote_id(&item.body, &id)) {
+    let link = cx
+        .store
+        .appointment_link(
+            LinkScope {
+                destination: &cx.name,
+                bookings_channel: dest.bookings_channel(),
+            },
+            appointment,
+        )
+        .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
+    if link.learnt {
+        debug!(destination = %cx.name, message_id = item.message_id, "The HIS named its id of an online booking.");
+    }
+    if let Some(body) = link
+        .latrexa_id
+        .and_then(|id| dest.with_remote_id(&item.body, &id))
+    {
         item.body = body;
     }
     Ok(())
@@ -478,6 +473,13 @@ async fn close_previous_slot(
         .ledger_get(&cx.name, appointment)
         .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
     let Some(previous) = previous else {
+        if appointment.moved {
+            // An S13 for an appointment this engine never sent (booked before it, or its last
+            // message pruned): the SIU names only the new slot, and OpsPort has no read
+            // endpoint, so an old slot it may hold cannot be found; it stays as it is.
+            cx.unknown_moves.inc();
+            warn!(destination = %cx.name, message_id = item.message_id, "A reschedule of an appointment this destination was never sent: its new slot is upserted, an old slot the destination may hold is not closed.");
+        }
         return Ok(());
     };
     if previous.closed || previous.slot.is_empty() || previous.slot == next.slot {
@@ -526,6 +528,7 @@ fn merged(now: &AppointmentRef, before: &AppointmentRef) -> AppointmentRef {
     AppointmentRef {
         placer_id: now.placer_id.clone().or_else(|| before.placer_id.clone()),
         filler_id: now.filler_id.clone().or_else(|| before.filler_id.clone()),
+        moved: false,
     }
 }
 
@@ -538,6 +541,10 @@ impl Worker {
             slots_closed: self
                 .metrics
                 .slots_closed
+                .with_label_values(&[self.channel.as_str(), self.dest_name.as_str()]),
+            unknown_moves: self
+                .metrics
+                .unknown_reschedules
                 .with_label_values(&[self.channel.as_str(), self.dest_name.as_str()]),
         }
     }
@@ -616,6 +623,11 @@ impl Worker {
         self.spawn_healthcheck(&health_tx);
         // Partition -> (seq, created_ms) in order; heads wait in `ready` or `timers`.
         let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
+        // Every seq in `queues`: an item is queued once, though it can be handed over twice
+        // (read from the outbox at start, and again by `Hub::enqueue` when its message was
+        // being stored while the outbox was read, or after a channel restart). Queued twice,
+        // it would go twice in a batch of whole partitions.
+        let mut queued: HashSet<u64> = HashSet::new();
         let mut ready: VecDeque<String> = VecDeque::new();
         let mut timers: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
         let mut in_flight: HashSet<String> = HashSet::new();
@@ -644,6 +656,9 @@ impl Worker {
                         Err(e) => {
                             warn!(destination = %self.name, error = %e, "Cannot check an outbox item's message; taking the item.")
                         }
+                    }
+                    if !queued.insert(item.seq) {
+                        continue;
                     }
                     depth += 1;
                     let q = queues.entry(item.partition.clone()).or_default();
@@ -724,7 +739,9 @@ impl Worker {
                             Ok(Some(i)) => heads.push((p, i)),
                             Ok(None) => {
                                 if let Some(q) = queues.get_mut(&p) {
-                                    q.pop_front();
+                                    if let Some((gone, _)) = q.pop_front() {
+                                        queued.remove(&gone);
+                                    }
                                     depth -= 1;
                                     if !q.is_empty() {
                                         ready.push_back(p.clone());
@@ -799,7 +816,9 @@ impl Worker {
                         Ok(None) => {
                             // Already finished (for example discarded); move on.
                             if let Some(q) = queues.get_mut(&p) {
-                                q.pop_front();
+                                if let Some((gone, _)) = q.pop_front() {
+                                    queued.remove(&gone);
+                                }
                                 depth -= 1;
                                 if !q.is_empty() {
                                     ready.push_back(p.clone());
@@ -842,6 +861,10 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => {
                     let Some((p, seq, created)) = msg else { break };
+                    if !queued.insert(seq) {
+                        // Already queued from the outbox read at start.
+                        continue;
+                    }
                     depth += 1;
                     let q = queues.entry(p.clone()).or_default();
                     let was_empty = q.is_empty();
@@ -863,6 +886,7 @@ impl Worker {
                         match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
                             Settled::Done => {
                                 depth -= 1;
+                                queued.remove(&seq);
                                 if let Some(q) = queues.get_mut(&p) {
                                     if let Some(at) = q.iter().position(|(s, _)| *s == seq) {
                                         q.remove(at);
@@ -1309,6 +1333,125 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(store.outbox_items("lab/files").expect("items").is_empty());
+    }
+
+    /// Issue 17: an outbox item read by the worker at start and handed over again by the hub
+    /// (its message was being stored while the outbox was read) is queued once, so a
+    /// destination that batches whole partitions (Latrexa's scheduled upload) sends each of
+    /// a patient's walk-ins once, all three in one request, in their order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_handed_over_twice_goes_once_in_a_whole_partition_batch() {
+        use channels::clinic_api::latrexa::LatrexaConfig;
+        let stop = CancellationToken::new();
+        let sb = channels::sandbox::start(channels::sandbox::SandboxConfig::for_tests(), stop.clone())
+            .await
+            .expect("sandbox");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("latrexa.key");
+        std::fs::write(&key, "sandbox-latrexa-key\n").expect("key");
+        let metrics = Metrics::new("t");
+        let store =
+            Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
+        let mut items = Vec::new();
+        for n in 1..=3 {
+            let id = store.next_id(now_ms());
+            let body = serde_json::json!({"appointments": [{
+                "hisAppointmentId": format!("HIS-{n}"), "patientNo": "P-1",
+                "patientName": "Walker Wanda", "status": "booked",
+                "start": format!("2026-06-16T0{n}:00:00"),
+            }]});
+            let item = OutboxItem {
+                destination: "lab/lx".into(),
+                seq: store.next_seq(),
+                message_id: id,
+                partition: "P-1".into(),
+                created_at_ms: now_ms(),
+                attempts: 0,
+                next_attempt_ms: now_ms(),
+                last_error: String::new(),
+                content_type: "application/json".into(),
+                idempotency_key: format!("{id}-lx"),
+                control_id: Some(format!("C{n}")),
+                path: Some("/api/integration/appointments/upload".into()),
+                payload: "latrexa".into(),
+                appointment: None,
+                reference: None,
+                body: serde_json::to_vec(&body).expect("json"),
+            };
+            let mut rec = record(id, "lab", &format!("C{n}"), Status::Routed);
+            attach(&mut rec, std::slice::from_ref(&item));
+            store
+                .outbox
+                .insert(item.key(), item.encode(&store.seal).expect("encode"))
+                .expect("insert");
+            store
+                .messages
+                .insert(id.to_be_bytes(), serde_json::to_vec(&rec).expect("json"))
+                .expect("record");
+            items.push(item);
+        }
+        store.commit().await.expect("commit");
+        let hub = Hub::new(
+            store.clone(),
+            metrics.clone(),
+            EventBus::default(),
+            CancellationToken::new(),
+        );
+        hub.start_channel(
+            "lab",
+            &[DestinationConfig::Latrexa(LatrexaConfig {
+                name: "lx".into(),
+                base_url: sb.base_url("latrexa"),
+                api_key: channels::secret::SecretRef {
+                    env: None,
+                    file: Some(key),
+                },
+                organization_code: "sandbox-clinic".into(),
+                mapping: Default::default(),
+                bookings_channel: None,
+                walk_in_registrations: false,
+                upload_interval_secs: 1,
+                timeout_secs: 10,
+                delivery: DeliveryConfig::default(),
+            })],
+        )
+        .expect("start");
+        // The worker reads its outbox; the hub hands the same items over as ingest does.
+        hub.enqueue(&items);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !store.outbox_items("lab/lx").expect("items").is_empty() {
+            assert!(Instant::now() < deadline, "not uploaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Another interval: nothing more goes.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let requests: serde_json::Value =
+            reqwest::get(format!("{}/_requests", sb.base_url("latrexa")))
+                .await
+                .expect("sandbox")
+                .json()
+                .await
+                .expect("json");
+        let uploads: Vec<&serde_json::Value> = requests
+            .as_array()
+            .expect("requests")
+            .iter()
+            .filter(|r| r["path"] == "/api/integration/appointments/upload")
+            .collect();
+        assert_eq!(uploads.len(), 1, "one request: {uploads:?}");
+        let ids: Vec<&str> = uploads[0]["body"]["appointments"]
+            .as_array()
+            .expect("appointments")
+            .iter()
+            .filter_map(|a| a["hisAppointmentId"].as_str())
+            .collect();
+        assert_eq!(ids, ["HIS-1", "HIS-2", "HIS-3"], "each once, in order");
+        for item in &items {
+            let rec = store.get(item.message_id).expect("get").expect("record");
+            assert_eq!(rec.status, Status::Delivered, "{rec:?}");
+            assert_eq!(rec.deliveries[0].attempts, 1, "{rec:?}");
+        }
+        stop.cancel();
     }
 
     #[test]

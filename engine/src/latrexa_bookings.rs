@@ -53,7 +53,8 @@
 //! SCH-2 of its answer (the SRR^S01 of a booking request, or an ACK that carries an SCH
 //! segment), else SCH-2 of its next SIU naming the booking in SCH-1, which a Latrexa upload
 //! destination with `bookings_channel` records in this channel's entry
-//! ([`Store::learn_his_id`], one read-modify-write transaction). The worker's own writes of an
+//! ([`Store::appointment_link`], the one model both directions share, one read-modify-write
+//! transaction over the id map and the ledger). The worker's own writes of an
 //! entry merge with what is stored ([`Store::advance_booking`]), so an id learnt meanwhile is
 //! never overwritten by the worker's older copy. Until the id is known the booking waits
 //! (see the worker above); after `his_id_wait_secs` the wait is reported (warning, record

@@ -80,6 +80,12 @@ pub const DEAD_LETTERS_REFRESH_SECS: u64 = 10;
 /// `switchboard_appointment_slots_closed_total{channel, destination}`: old slots closed
 /// before a rescheduled appointment was sent (see `store::ledger`).
 pub const APPOINTMENT_SLOTS_CLOSED: &str = "switchboard_appointment_slots_closed_total";
+/// `switchboard_appointment_unknown_reschedules_total{channel, destination}`: reschedules
+/// (SIU^S13) of an appointment the ledger never saw, sent to a destination that keys
+/// appointments by slot: the old slot could not be closed and may remain there (see
+/// `docs/ASSUMPTIONS.md`).
+pub const APPOINTMENT_UNKNOWN_RESCHEDULES: &str =
+    "switchboard_appointment_unknown_reschedules_total";
 /// `switchboard_destination_up{channel, destination}`: 0 while the circuit breaker is open.
 pub const DESTINATION_UP: &str = "switchboard_destination_up";
 /// `switchboard_store_purged_messages_total`: messages removed by retention.
@@ -217,6 +223,7 @@ pub fn exported_names() -> Vec<&'static str> {
         DEAD_LETTERS,
         DEAD_LETTERS_OUTSTANDING,
         APPOINTMENT_SLOTS_CLOSED,
+        APPOINTMENT_UNKNOWN_RESCHEDULES,
         DESTINATION_UP,
         STORE_PURGED,
         RETENTION_REMOVED,
@@ -339,6 +346,8 @@ pub struct Metrics {
     pub dead_letters_outstanding: IntGaugeVec,
     /// See [`APPOINTMENT_SLOTS_CLOSED`].
     pub slots_closed: IntCounterVec,
+    /// See [`APPOINTMENT_UNKNOWN_RESCHEDULES`].
+    pub unknown_reschedules: IntCounterVec,
     /// See [`DESTINATION_UP`].
     pub destination_up: IntGaugeVec,
     /// See [`STORE_PURGED`].
@@ -540,6 +549,11 @@ impl Metrics {
             "Old appointment slots closed before a rescheduled appointment was sent.",
             &["channel", "destination"],
         );
+        let unknown_reschedules = counter(
+            APPOINTMENT_UNKNOWN_RESCHEDULES,
+            "Reschedules of appointments the ledger never saw: the old slot may remain.",
+            &["channel", "destination"],
+        );
         let delivery_duration = HistogramVec::new(
             HistogramOpts::new(DELIVERY_DURATION, "Seconds one delivery attempt took.")
                 .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
@@ -712,6 +726,7 @@ impl Metrics {
             dead_letters,
             dead_letters_outstanding,
             slots_closed,
+            unknown_reschedules,
             destination_up,
             purged,
             retention_removed,
@@ -782,6 +797,7 @@ impl Metrics {
         }
         self.dead_letters.with_label_values(&labels);
         self.slots_closed.with_label_values(&labels);
+        self.unknown_reschedules.with_label_values(&labels);
         self.delivery_duration.with_label_values(&labels);
         self.dead_letters_outstanding.with_label_values(&labels);
     }
@@ -913,6 +929,7 @@ mod tests {
             .with_label_values(&["c", "d"])
             .set(1);
         m.slots_closed.with_label_values(&["c", "d"]).inc();
+        m.unknown_reschedules.with_label_values(&["c", "d"]).inc();
         m.destination_up.with_label_values(&["c", "d"]).set(1);
         m.retention_removed.with_label_values(&["c"]).inc();
         m.tls_cert_expiry

@@ -399,7 +399,7 @@ impl Router {
                         let appointment = r
                             .kind
                             .starts_with("appointment")
-                            .then(|| event.appointment.as_ref().and_then(AppointmentRef::of))
+                            .then(|| appointment_ref(event))
                             .flatten();
                         // A clinic or doctor upsert that only comes along with an appointment
                         // is sent once; master data owns the full record.
@@ -462,7 +462,7 @@ impl Router {
                     }
                     // A FHIR Bundle of an appointment event carries the Appointment.
                     let appointment = (kind == PayloadKind::Fhir)
-                        .then(|| event.appointment.as_ref().and_then(AppointmentRef::of))
+                        .then(|| appointment_ref(event))
                         .flatten();
                     bodies.push(Body {
                         dest: dest.clone(),
@@ -822,4 +822,11 @@ mod tests {
         );
         assert!(problems[0].2.contains("a"));
     }
+}
+
+/// The ids of the event's appointment as the ledger keys it, marked as moved for a reschedule.
+fn appointment_ref(event: &transforms::model::Event) -> Option<AppointmentRef> {
+    let mut r = event.appointment.as_ref().and_then(AppointmentRef::of)?;
+    r.moved = event.kind == transforms::model::EventKind::AppointmentRescheduled;
+    Some(r)
 }

@@ -12,7 +12,8 @@
 //! Entries are written in the same sled transaction as the message record of the booking
 //! revision they describe, so the record in `messages` and the entry always agree. Two tasks
 //! write an entry: the bookings worker (its state machine) and the delivery worker, which
-//! learns the HIS's id from the HIS's own SIU ([`Store::learn_his_id`]). Every write reads the
+//! learns the HIS's id from the HIS's own SIU through the one model of an appointment both
+//! directions share ([`Store::appointment_link`], `super::appointments`). Every write reads the
 //! stored entry inside its transaction and keeps a HIS id (and `his_accepted`) already there
 //! that the written copy lacks, so neither overwrites what the other just learnt. Retention
 //! never prunes this tree: an entry is small and forgetting one could book twice. Nor does it
@@ -111,7 +112,7 @@ pub struct BookingEntry {
     pub updated_at_ms: u64,
 }
 
-fn key(kind: &str, channel: &str, id: &str) -> Vec<u8> {
+pub(super) fn key(kind: &str, channel: &str, id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(kind.len() + channel.len() + id.len() + 2);
     k.extend_from_slice(kind.as_bytes());
     k.push(0);
@@ -158,18 +159,18 @@ fn merge_stored(entry: &BookingEntry, stored: Option<&BookingEntry>) -> BookingE
 }
 
 impl Store {
-    fn id_map(&self) -> Result<sled::Tree, StoreError> {
+    pub(super) fn id_map(&self) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree("id_map")?)
     }
 
     /// An entry as stored: JSON, sealed when encryption is on (it holds the booking: the
     /// patient's name and contact details).
-    fn encode_booking(&self, entry: &BookingEntry) -> Result<Vec<u8>, StoreError> {
+    pub(super) fn encode_booking(&self, entry: &BookingEntry) -> Result<Vec<u8>, StoreError> {
         let json = codec(serde_json::to_vec(entry))?;
         Ok(self.seal.seal(b"booking", &json)?.into_owned())
     }
 
-    fn decode_booking(&self, stored: &[u8]) -> Result<BookingEntry, StoreError> {
+    pub(super) fn decode_booking(&self, stored: &[u8]) -> Result<BookingEntry, StoreError> {
         codec(serde_json::from_slice(&self.seal.open(b"booking", stored)?))
     }
 
@@ -317,49 +318,6 @@ impl Store {
             )?;
         }
         Ok(merged)
-    }
-
-    /// Records that the HIS named `his_id` as its own id of booking `latrexa_id` of `channel`
-    /// (read from its SIU by the delivery worker), in one transaction that reads and writes
-    /// the entry (the bookings worker's writes keep it, see [`merge_stored`]). The entry after
-    /// the write, or `None` when `channel` never took that booking.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when sled fails or the entry cannot be decoded.
-    pub fn learn_his_id(
-        &self,
-        channel: &str,
-        latrexa_id: &str,
-        his_id: &str,
-    ) -> Result<Option<BookingEntry>, StoreError> {
-        self.space.check(WritePath::Booking)?;
-        let map = self.id_map()?;
-        let lx = key("lx", channel, latrexa_id);
-        let r: Result<Option<BookingEntry>, TransactionError<StoreError>> = map.transaction(|i| {
-            let Some(v) = i.get(&lx)? else {
-                return Ok(None);
-            };
-            let mut e = self
-                .decode_booking(&v)
-                .map_err(ConflictableTransactionError::Abort)?;
-            if e.his_appointment_id.as_deref() == Some(his_id) && e.his_accepted {
-                return Ok(Some(e));
-            }
-            e.his_appointment_id = Some(his_id.to_owned());
-            // The HIS reports the appointment: it has it.
-            e.his_accepted = true;
-            let ent = self
-                .encode_booking(&e)
-                .map_err(ConflictableTransactionError::Abort)?;
-            i.insert(lx.as_slice(), ent.as_slice())?;
-            i.insert(
-                key("his", channel, his_id).as_slice(),
-                latrexa_id.as_bytes(),
-            )?;
-            Ok(Some(e))
-        });
-        r.map_err(tx_err)
     }
 
     /// Writes `entry` (its new state) and applies `change` to the message record of its
@@ -556,17 +514,28 @@ mod tests {
         s.put_booking(&record(10, "lx"), b"{}", &entry(10, "LX-1"))
             .expect("put");
         let mut older = s.booking_entry("lx", "LX-1").expect("get").expect("entry");
+        let learn = |channel: &str| {
+            s.appointment_link(
+                crate::store::appointments::LinkScope {
+                    destination: "his/up",
+                    bookings_channel: Some(channel),
+                },
+                &crate::store::ledger::AppointmentRef {
+                    placer_id: Some("LX-1".into()),
+                    filler_id: Some("HIS-7".into()),
+                    moved: false,
+                },
+            )
+            .expect("learn")
+            .booking
+        };
         assert_eq!(
-            s.learn_his_id("lx", "LX-1", "HIS-7")
-                .expect("learn")
+            learn("lx")
                 .and_then(|e| e.his_appointment_id)
                 .as_deref(),
             Some("HIS-7")
         );
-        assert_eq!(
-            s.learn_his_id("other", "LX-1", "HIS-7").expect("learn"),
-            None
-        );
+        assert_eq!(learn("other"), None);
         older.state = BookingState::HisAccepted;
         s.advance_booking("lx", &older, &RecordChange::default())
             .expect("advance");

@@ -44,6 +44,10 @@ pub struct AppointmentRef {
     /// The filler's appointment id (SCH-2, the HIS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filler_id: Option<String>,
+    /// True for a reschedule (SIU^S13): the message moves an appointment it expects the
+    /// destination to have; not part of the appointment's identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moved: bool,
 }
 
 impl AppointmentRef {
@@ -52,6 +56,7 @@ impl AppointmentRef {
         let r = AppointmentRef {
             placer_id: a.placer_id.clone().filter(|s| !s.is_empty()),
             filler_id: a.filler_id.clone().filter(|s| !s.is_empty()),
+            moved: false,
         };
         (r.placer_id.is_some() || r.filler_id.is_some()).then_some(r)
     }
@@ -102,7 +107,7 @@ pub struct LedgerWrite {
 }
 
 /// The key of a destination's entry for one identity.
-fn ledger_key(destination: &str, identity: &str) -> Vec<u8> {
+pub(super) fn ledger_key(destination: &str, identity: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(destination.len() + identity.len() + 1);
     k.push(destination.len().min(255) as u8);
     k.extend_from_slice(destination.as_bytes());
@@ -121,7 +126,7 @@ pub(crate) type LedgerRow = (Vec<u8>, Vec<u8>);
 
 type TxResult<T> = Result<T, TransactionError<StoreError>>;
 
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+pub(super) fn tx_err(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => StoreError::Sled(e.to_string()),
@@ -175,6 +180,12 @@ impl Store {
         Ok(v)
     }
 
+    /// An entry as stored: the message id (8 bytes), then the JSON, sealed.
+    pub(super) fn decode_entry(&self, stored: &[u8]) -> Result<LedgerEntry, StoreError> {
+        let json = self.seal.open(b"ledger", stored.get(8..).unwrap_or_default())?;
+        serde_json::from_slice(&json).map_err(|e| StoreError::Codec(e.to_string()))
+    }
+
     /// The entry of `destination` for an appointment: the first of its identities found.
     ///
     /// # Errors
@@ -187,10 +198,7 @@ impl Store {
     ) -> Result<Option<LedgerEntry>, StoreError> {
         for identity in appointment.identities() {
             if let Some(v) = self.ledger.get(ledger_key(destination, &identity))? {
-                let json = self.seal.open(b"ledger", v.get(8..).unwrap_or_default())?;
-                return serde_json::from_slice(&json)
-                    .map(Some)
-                    .map_err(|e| StoreError::Codec(e.to_string()));
+                return self.decode_entry(&v).map(Some);
             }
         }
         Ok(None)
@@ -294,6 +302,7 @@ mod tests {
                 appointment: AppointmentRef {
                     placer_id: Some("PL-1".into()),
                     filler_id: Some("HIS-1".into()),
+                    moved: false,
                 },
                 slot: slot.into(),
                 status: "Confirmed".into(),
@@ -322,6 +331,7 @@ mod tests {
         let only_placer = AppointmentRef {
             placer_id: Some("PL-1".into()),
             filler_id: None,
+            moved: false,
         };
         let got = s.ledger_get("ch/ops", &only_placer).expect("get");
         assert_eq!(got.map(|e| e.slot).as_deref(), Some("a|11:00"));

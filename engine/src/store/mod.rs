@@ -14,7 +14,8 @@
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
 //! Latrexa id mapping (`id_map`) in [`id_map`], the appointment ledger (`ledger`,
-//! `ledger_by_message`) in [`ledger`].
+//! `ledger_by_message`) in [`ledger`], and how those two are one model of an appointment
+//! (what the HIS and Latrexa each know of it) in [`appointments`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -23,6 +24,7 @@
 //! that covers them. A flush covers every write that completed before it was called, so one
 //! flush serves every message waiting at that moment.
 
+pub mod appointments;
 mod commit;
 pub mod dedup;
 pub mod fhir_ids;

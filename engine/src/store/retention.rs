@@ -499,6 +499,7 @@ mod tests {
         let appointment = AppointmentRef {
             placer_id: Some("PL-1".into()),
             filler_id: Some("HIS-1".into()),
+            moved: false,
         };
         let deliver = |r: &MessageRecord, slot: &str| {
             s.put(r, b"raw", &[]).expect("put");
