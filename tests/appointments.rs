@@ -178,7 +178,8 @@ async fn a_reschedule_of_an_unknown_appointment_upserts_the_new_slot_and_says_so
     send_all(&engine, &[siu("S13", "U-S13", "9", MRN, "202606161100")]).await;
     let state = until(30, &state_url, |s| live(s).len() == 1).await;
     assert_eq!(live(&state)[0]["timeFrom"], "11:00:00", "{state}");
-    let series = "switchboard_appointment_unknown_reschedules_total{channel=\"lab\",destination=\"ops\"}";
+    let series =
+        "switchboard_appointment_unknown_reschedules_total{channel=\"lab\",destination=\"ops\"}";
     assert_eq!(metric_value(&metrics_text(&engine).await, series), 1.0);
     let entry = ledger(&engine, "destination=lab/ops&filler=HIS-9", |e| {
         e["slot"].as_str().is_some_and(|s| s.ends_with("|11:00:00"))
@@ -602,7 +603,11 @@ async fn three_walk_ins_of_one_patient_in_one_interval_go_in_one_upload() {
         })
         .unwrap_or_default();
     assert_eq!(ids.len(), 4, "every walk-in once: {uploads:?}");
-    let patient: Vec<&str> = ids.iter().copied().filter(|i| i.starts_with("HIS-P")).collect();
+    let patient: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|i| i.starts_with("HIS-P"))
+        .collect();
     assert_eq!(
         patient,
         ["HIS-P1", "HIS-P2", "HIS-P3"],

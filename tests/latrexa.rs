@@ -282,8 +282,15 @@ async fn hub_booking_is_requested_with_srm_confirmed_with_the_his_id_changed_and
     };
     let uploads = state["uploads"].as_array().expect("uploads");
     assert_eq!(uploads.len(), 1, "{state}");
-    assert_eq!(uploads[0]["latrexaId"], id.as_str(), "the booking itself: {state}");
-    assert_eq!(uploads[0]["appointment"]["hisAppointmentId"], his_id.as_str());
+    assert_eq!(
+        uploads[0]["latrexaId"],
+        id.as_str(),
+        "the booking itself: {state}"
+    );
+    assert_eq!(
+        uploads[0]["appointment"]["hisAppointmentId"],
+        his_id.as_str()
+    );
 
     // Moved online after the HIS confirmed it: S13 with the HIS id, confirmed again.
     s.post(

@@ -1343,15 +1343,15 @@ mod tests {
     async fn an_item_handed_over_twice_goes_once_in_a_whole_partition_batch() {
         use channels::clinic_api::latrexa::LatrexaConfig;
         let stop = CancellationToken::new();
-        let sb = channels::sandbox::start(channels::sandbox::SandboxConfig::for_tests(), stop.clone())
-            .await
-            .expect("sandbox");
+        let sb =
+            channels::sandbox::start(channels::sandbox::SandboxConfig::for_tests(), stop.clone())
+                .await
+                .expect("sandbox");
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("latrexa.key");
         std::fs::write(&key, "sandbox-latrexa-key\n").expect("key");
         let metrics = Metrics::new("t");
-        let store =
-            Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
+        let store = Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
         let mut items = Vec::new();
         for n in 1..=3 {
             let id = store.next_id(now_ms());

@@ -645,6 +645,13 @@ fn matches<'p, 'm: 'p>(
     })
 }
 
+/// The ids of the event's appointment as the ledger keys it, marked as moved for a reschedule.
+fn appointment_ref(event: &transforms::model::Event) -> Option<AppointmentRef> {
+    let mut r = event.appointment.as_ref().and_then(AppointmentRef::of)?;
+    r.moved = event.kind == transforms::model::EventKind::AppointmentRescheduled;
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,11 +829,4 @@ mod tests {
         );
         assert!(problems[0].2.contains("a"));
     }
-}
-
-/// The ids of the event's appointment as the ledger keys it, marked as moved for a reschedule.
-fn appointment_ref(event: &transforms::model::Event) -> Option<AppointmentRef> {
-    let mut r = event.appointment.as_ref().and_then(AppointmentRef::of)?;
-    r.moved = event.kind == transforms::model::EventKind::AppointmentRescheduled;
-    Some(r)
 }

@@ -94,8 +94,8 @@ impl Store {
         ids: &AppointmentRef,
     ) -> Result<AppointmentLink, StoreError> {
         let map = self.id_map()?;
-        let r: Result<AppointmentLink, TransactionError<StoreError>> = (&self.ledger, &map)
-            .transaction(|(l, i)| self.link_in(l, i, scope, ids));
+        let r: Result<AppointmentLink, TransactionError<StoreError>> =
+            (&self.ledger, &map).transaction(|(l, i)| self.link_in(l, i, scope, ids));
         r.map_err(tx_err)
     }
 
@@ -132,9 +132,10 @@ impl Store {
                 }
             }
             if found.is_none() {
-                let ledger_ids = link.ledger.as_ref().map(|e| {
-                    (e.remote_id.clone(), e.appointment.placer_id.clone())
-                });
+                let ledger_ids = link
+                    .ledger
+                    .as_ref()
+                    .map(|e| (e.remote_id.clone(), e.appointment.placer_id.clone()));
                 if let Some((remote, placer)) = ledger_ids {
                     for id in remote.into_iter().chain(placer) {
                         found = booking(&id)?;
@@ -157,10 +158,7 @@ impl Store {
                         entry.his_accepted = true;
                         let v = self.encode_booking(&entry).map_err(abort)?;
                         i.insert(id_key("lx", channel, &entry.latrexa_id), v)?;
-                        i.insert(
-                            id_key("his", channel, his),
-                            entry.latrexa_id.as_bytes(),
-                        )?;
+                        i.insert(id_key("his", channel, his), entry.latrexa_id.as_bytes())?;
                         link.learnt = true;
                     }
                 }
@@ -267,7 +265,10 @@ mod tests {
             .appointment_link(SCOPE, &ids(Some("LX-1"), Some("HIS-7")))
             .expect("link");
         assert!(!again.learnt, "nothing new");
-        let stored = s.booking_entry("bookings", "LX-1").expect("get").expect("entry");
+        let stored = s
+            .booking_entry("bookings", "LX-1")
+            .expect("get")
+            .expect("entry");
         assert_eq!(stored.his_appointment_id.as_deref(), Some("HIS-7"));
         assert!(stored.his_accepted);
 
@@ -338,7 +339,10 @@ mod tests {
         let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
         s.put_booking(&record(10), b"{}", &booking(10, "LX-1"))
             .expect("put");
-        let mut older = s.booking_entry("bookings", "LX-1").expect("get").expect("entry");
+        let mut older = s
+            .booking_entry("bookings", "LX-1")
+            .expect("get")
+            .expect("entry");
         s.appointment_link(SCOPE, &ids(Some("LX-1"), Some("HIS-7")))
             .expect("link");
         older.state = BookingState::HisAccepted;
@@ -352,7 +356,10 @@ mod tests {
             },
         )
         .expect("advance");
-        let now = s.booking_entry("bookings", "LX-1").expect("get").expect("entry");
+        let now = s
+            .booking_entry("bookings", "LX-1")
+            .expect("get")
+            .expect("entry");
         assert_eq!(now.state, BookingState::HisAccepted);
         assert_eq!(now.his_appointment_id.as_deref(), Some("HIS-7"));
     }
@@ -380,11 +387,11 @@ mod tests {
                 "updated_at_ms": 10
             });
             map.insert(
-                b"lx\0bookings\0LX-OLD".to_vec(),
+                b"lx\0bookings\0LX-OLD",
                 serde_json::to_vec(&entry).expect("json"),
             )
             .expect("insert");
-            map.insert(b"his\0bookings\0HIS-OLD".to_vec(), &b"LX-OLD"[..])
+            map.insert(b"his\0bookings\0HIS-OLD", &b"LX-OLD"[..])
                 .expect("insert");
             let ledger = serde_json::json!({
                 "appointment": {"placer_id": "LX-OLD", "filler_id": "HIS-OLD"},
@@ -404,7 +411,8 @@ mod tests {
         let l = s
             .appointment_link(SCOPE, &ids(None, Some("HIS-OLD")))
             .expect("link");
-        assert!(!l.learnt, "nothing to learn: the id was known");
+        // The old entry lacked `his_accepted`: the HIS naming the booking completes it.
+        assert!(l.learnt);
         assert_eq!(
             (l.latrexa_id.as_deref(), l.his_id.as_deref()),
             (Some("LX-OLD"), Some("HIS-OLD"))
@@ -412,8 +420,14 @@ mod tests {
         assert_eq!(l.ledger.map(|e| e.message_id), Some(30));
         let b = l.booking.expect("the old booking entry");
         assert_eq!(b.state, BookingState::Confirmed);
-        assert!(!b.his_accepted, "absent in the old entry: read as false");
-        // And by the placer id alone (the booking's Latrexa id).
+        assert!(b.his_accepted);
+        assert_eq!(b.booking.doctor_code, "D", "the booking as stored");
+        // And by the placer id alone (the booking's Latrexa id); nothing more to learn.
+        let by_placer = s
+            .appointment_link(SCOPE, &ids(Some("LX-OLD"), Some("HIS-OLD")))
+            .expect("link");
+        assert!(!by_placer.learnt);
+        assert_eq!(by_placer.his_id.as_deref(), Some("HIS-OLD"));
         let by_placer = s
             .appointment_link(SCOPE, &ids(Some("LX-OLD"), None))
             .expect("link");

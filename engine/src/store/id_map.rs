@@ -530,9 +530,7 @@ mod tests {
             .booking
         };
         assert_eq!(
-            learn("lx")
-                .and_then(|e| e.his_appointment_id)
-                .as_deref(),
+            learn("lx").and_then(|e| e.his_appointment_id).as_deref(),
             Some("HIS-7")
         );
         assert_eq!(learn("other"), None);

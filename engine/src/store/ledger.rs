@@ -182,7 +182,9 @@ impl Store {
 
     /// An entry as stored: the message id (8 bytes), then the JSON, sealed.
     pub(super) fn decode_entry(&self, stored: &[u8]) -> Result<LedgerEntry, StoreError> {
-        let json = self.seal.open(b"ledger", stored.get(8..).unwrap_or_default())?;
+        let json = self
+            .seal
+            .open(b"ledger", stored.get(8..).unwrap_or_default())?;
         serde_json::from_slice(&json).map_err(|e| StoreError::Codec(e.to_string()))
     }
 
