@@ -22,7 +22,10 @@
 //! A destination that batches whole partitions (Latrexa's scheduled upload) takes, for each
 //! ready partition, its head and the items queued behind it (same kind, in order) into one
 //! batch: several appointments of one patient go in one request. An item whose earlier item of
-//! the same partition must be retried is retried too, after it, so the order holds.
+//! the same partition must be retried is retried too, after it, so the order holds. A worker
+//! queues each outbox item once, though it may be handed over twice (read from the outbox at
+//! start, and by the hub when its message was being stored meanwhile), so no batch carries an
+//! item twice.
 //!
 //! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
 //! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in

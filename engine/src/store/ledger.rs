@@ -27,6 +27,10 @@
 //! crash between the two the entry names the closed slot, and the retried delivery upserts the
 //! new one without opening anything twice. Retention removes an entry together with the
 //! message that wrote it last (`ledger_by_message`), never earlier.
+//!
+//! For a Latrexa upload destination linked to a bookings channel, an entry and that channel's
+//! `id_map` entry describe one appointment; [`Store::appointment_link`]
+//! (`super::appointments`) reads them together.
 
 use super::outbox::{outbox_key, DeliveryStatus, OutboxItem};
 use super::space::WritePath;
