@@ -1005,3 +1005,38 @@ enum Step {
     /// Nothing changed; try again after a pause.
     Retry(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::his_id_of_answer;
+
+    #[test]
+    fn the_his_id_is_read_from_an_ack_that_carries_sch() {
+        let ack = "MSH|^~\\&|HIS|H|SB|S|20260615103000||ACK^S12^ACK|A1|P|2.5\r\
+                   MSA|AA|C1\r\
+                   SCH|LX-77|HIS-4711^HIS||||||||||\r";
+        assert_eq!(his_id_of_answer(ack, "LX-77").as_deref(), Some("HIS-4711"));
+    }
+
+    #[test]
+    fn the_his_id_is_read_from_srr_s01_with_other_delimiters() {
+        let srr = "MSH#$~\\&#HIS#H#SB#S#20260615103000##SRR^S01^SRR_S01#A2#P#2.5\n\
+                   MSA#AA#C2\n\
+                   SCH#LX-78#HIS-9$RM###\n";
+        assert_eq!(his_id_of_answer(srr, "LX-78").as_deref(), Some("HIS-9"));
+    }
+
+    #[test]
+    fn no_his_id_from_a_plain_ack_an_empty_sch_2_or_the_latrexa_id_echoed() {
+        let plain = "MSH|^~\\&|HIS|H|SB|S|20260615103000||ACK|A3|P|2.5\rMSA|AA|C3\r";
+        assert_eq!(his_id_of_answer(plain, "LX-79"), None);
+        let empty = "MSH|^~\\&|HIS|H|SB|S|20260615103000||ACK|A4|P|2.5\rMSA|AA|C4\rSCH|LX-79||\r";
+        assert_eq!(his_id_of_answer(empty, "LX-79"), None);
+        let echoed =
+            "MSH|^~\\&|HIS|H|SB|S|20260615103000||ACK|A5|P|2.5\rMSA|AA|C5\rSCH|LX-79|LX-79|\r";
+        assert_eq!(his_id_of_answer(echoed, "LX-79"), None);
+        // A segment whose name only starts with SCH is not the SCH segment.
+        let schx = "MSH|^~\\&|HIS|H|SB|S|20260615103000||ACK|A6|P|2.5\rSCHX|LX-79|HIS-1|\r";
+        assert_eq!(his_id_of_answer(schx, "LX-79"), None);
+    }
+}
