@@ -218,3 +218,229 @@ fn check_connect_reports_a_wrong_ssh_host_key_as_down() {
         .collect();
     assert_eq!(down, ["lab/wrong-key"], "{json}");
 }
+
+/// `switchboard sandbox` on free loopback ports, stopped when dropped.
+struct SandboxProcess {
+    child: std::process::Child,
+    http: String,
+    his: String,
+}
+
+impl SandboxProcess {
+    fn start() -> SandboxProcess {
+        use std::io::BufRead;
+        let (http, his) = (
+            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", free_port()),
+        );
+        let mut child = Command::new(binary())
+            .args(["sandbox", "--listen", &http, "--his-listen", &his])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sandbox starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("sandbox running") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("the sandbox stopped before it ran"),
+            }
+        }
+        SandboxProcess { child, http, his }
+    }
+
+    fn base(&self, vendor: &str) -> String {
+        format!("http://{}/{vendor}", self.http)
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `check --connect` makes an authenticated request that changes nothing where the vendor
+/// has one (OpsPort: a bulk upsert of no record; Latrexa: the pending bookings, for the upload
+/// destination and the bookings source): a wrong key is DOWN with the vendor's answer, the
+/// right one up. Buktor and PX360 document no such request, and the output says so.
+#[test]
+fn check_connect_sends_the_credentials_where_the_vendor_has_a_harmless_request() {
+    let sb = SandboxProcess::start();
+    let cfg = TestConfig::new("", "");
+    let conf = cfg.conf();
+    write(
+        &conf,
+        "channels/lab.toml",
+        &format!(
+            "name = \"lab\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nto = [\"ops-right\", \"ops-wrong\", \"lx-right\", \"lx-wrong\", \"buktor\", \"px360\"]\n\
+             [[destination]]\nname = \"ops-right\"\ntype = \"opsport\"\nbase_url = \"{ops}\"\napi_key = {{ env = \"T_OPS_RIGHT\" }}\n\
+             [[destination]]\nname = \"ops-wrong\"\ntype = \"opsport\"\nbase_url = \"{ops}\"\napi_key = {{ env = \"T_OPS_WRONG\" }}\n\
+             [[destination]]\nname = \"lx-right\"\ntype = \"latrexa\"\nbase_url = \"{lx}\"\napi_key = {{ env = \"T_LX_RIGHT\" }}\norganization_code = \"sandbox-clinic\"\n\
+             [[destination]]\nname = \"lx-wrong\"\ntype = \"latrexa\"\nbase_url = \"{lx}\"\napi_key = {{ env = \"T_LX_WRONG\" }}\norganization_code = \"sandbox-clinic\"\n\
+             [[destination]]\nname = \"buktor\"\ntype = \"buktor\"\nbase_url = \"{bk}\"\nbearer_token = {{ env = \"T_LX_WRONG\" }}\nsigning_secret = {{ env = \"T_LX_WRONG\" }}\n\
+             [[destination]]\nname = \"px360\"\ntype = \"px360\"\nbase_url = \"{px}\"\n",
+            ops = sb.base("opsport"),
+            lx = sb.base("latrexa"),
+            bk = sb.base("buktor"),
+            px = sb.base("px360"),
+        ),
+    );
+    write(
+        &conf,
+        "channels/bookings.toml",
+        &format!(
+            "name = \"bookings\"\n[source]\ntype = \"latrexa\"\nbase_url = \"{lx}\"\napi_key = {{ env = \"T_LX_WRONG\" }}\norganization_code = \"sandbox-clinic\"\n\
+             [source.his]\naddress = \"{his}\"\n",
+            lx = sb.base("latrexa"),
+            his = sb.his,
+        ),
+    );
+    let out = Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(&conf)
+        .env("T_OPS_RIGHT", "sandbox-opsport-key")
+        .env("T_OPS_WRONG", "not-the-key")
+        .env("T_LX_RIGHT", "sandbox-latrexa-key")
+        .env("T_LX_WRONG", "not-the-key")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = |target: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(target))
+            .unwrap_or_else(|| panic!("no line for {target} in:\n{stdout}"))
+            .to_string()
+    };
+    let ops_right = line("lab/ops-right: ");
+    assert!(
+        ops_right.contains(": up: ")
+            && ops_right.contains("POST /api/healthcare/clinics [] (an upsert of no record) answered 200: credentials accepted"),
+        "{ops_right}"
+    );
+    let ops_wrong = line("lab/ops-wrong: ");
+    assert!(
+        ops_wrong.contains(": DOWN: ")
+            && ops_wrong.contains("answered 401: credentials refused: Invalid or missing API key."),
+        "{ops_wrong}"
+    );
+    let lx_right = line("lab/lx-right: ");
+    assert!(
+        lx_right.contains(": up: ")
+            && lx_right.contains(
+                "GET /api/integration/appointments/pending answered 200: credentials accepted"
+            ),
+        "{lx_right}"
+    );
+    let lx_wrong = line("lab/lx-wrong: ");
+    assert!(
+        lx_wrong.contains(": DOWN: ")
+            && lx_wrong.contains("answered 401: credentials refused: ")
+            && lx_wrong.contains("Missing or invalid API key or organization code."),
+        "{lx_wrong}"
+    );
+    let bookings = line("bookings/source: ");
+    assert!(
+        bookings.contains(": DOWN: ") && bookings.contains("answered 401"),
+        "{bookings}"
+    );
+    let buktor = line("lab/buktor: ");
+    assert!(
+        buktor.contains(": up: ") && buktor.contains("credentials not checked: Buktor's"),
+        "{buktor}"
+    );
+    let px360 = line("lab/px360: ");
+    assert!(
+        px360.contains(": up: ") && px360.contains("PX360's contract takes no credentials"),
+        "{px360}"
+    );
+    // Nothing was stored at OpsPort: the empty bulk upsert changed nothing.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let state: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("{}/_state", sb.base("opsport")))
+            .await
+            .expect("state")
+            .json()
+            .await
+            .expect("JSON")
+    });
+    for kind in ["clinics", "doctors", "patients", "appointments"] {
+        assert_eq!(
+            state[kind].as_array().map(Vec::len),
+            Some(0),
+            "{kind}: {state}"
+        );
+    }
+
+    // The bookings source with the right key is up.
+    let out = Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(&conf)
+        .env("T_OPS_RIGHT", "sandbox-opsport-key")
+        .env("T_OPS_WRONG", "sandbox-opsport-key")
+        .env("T_LX_RIGHT", "sandbox-latrexa-key")
+        .env("T_LX_WRONG", "sandbox-latrexa-key")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("bookings/source: up: ")
+            && stdout.contains("GET /api/integration/appointments/pending: credentials accepted (0 booking(s) pending)"),
+        "{stdout}"
+    );
+}
+
+/// A bad `SWITCHBOARD_*` value is reported against the variable, not switchboard.toml.
+#[test]
+fn a_bad_environment_value_is_reported_against_the_variable() {
+    let cfg = TestConfig::new("", "");
+    let out = Command::new(binary())
+        .args(["check", "--config"])
+        .arg(cfg.conf())
+        .env("SWITCHBOARD_ADMIN__LISTEN", "notaport")
+        .env("SWITCHBOARD_RETENTION_DAYS", "ninety")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for expect in [
+        "error: environment variable SWITCHBOARD_ADMIN__LISTEN: admin.listen: 'notaport' is not an address (hint: use IP:PORT, such as 127.0.0.1:8080; the variable overrides switchboard.toml: fix or unset it)",
+        "error: environment variable SWITCHBOARD_RETENTION_DAYS: retention_days: invalid type: string \"ninety\", expected u32",
+    ] {
+        assert!(stdout.contains(expect), "missing {expect:?} in:\n{stdout}");
+    }
+    assert!(
+        !stdout.contains("switchboard.toml: admin.listen"),
+        "{stdout}"
+    );
+
+    // `run` names the variable too, and the file's own mistakes stay the file's.
+    std::fs::write(
+        cfg.conf().join("switchboard.toml"),
+        "shutdown_grace_secs = \"soon\"\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(cfg.conf())
+        .env("SWITCHBOARD_ADMIN__LISTEN", "notaport")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable SWITCHBOARD_ADMIN__LISTEN: admin.listen: 'notaport' is not an address"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("switchboard.toml: shutdown_grace_secs: invalid type"),
+        "{stderr}"
+    );
+}

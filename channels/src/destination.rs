@@ -173,6 +173,20 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// What an authenticated request that changes nothing (`switchboard check --connect`) said
+/// about a destination's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialCheck {
+    /// The peer took the credentials: the request made and its answer.
+    Accepted(String),
+    /// The peer refused them (401, 403), failed (5xx) or did not answer: the request made
+    /// and the peer's own answer.
+    Refused(String),
+    /// The vendor documents no request that checks credentials without changing anything,
+    /// or there are no credentials: why, so an operator knows what was not checked.
+    NotChecked(String),
+}
+
 /// A destination, chosen by `type` in a channel's `[[destination]]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -377,6 +391,35 @@ impl Destination {
             Self::Px360(s) => s.healthcheck().await,
             Self::Latrexa(s) => s.healthcheck().await,
             Self::Fhir(s) => s.healthcheck().await,
+        }
+    }
+
+    /// Checks the credentials with a request that changes nothing at the peer, where its
+    /// vendor documents one: OpsPort a bulk upsert of no record, Latrexa the list of pending
+    /// bookings, a FHIR server its token endpoint (OAuth2) and `GET [base]/metadata` with the
+    /// token. Buktor and PX360 document none; MLLP, file, SFTP and webhook destinations have
+    /// no such call (SFTP logs in, see `switchboard check`).
+    pub async fn check_credentials(&self) -> CredentialCheck {
+        match self {
+            Self::Opsport(s) => s.check_credentials().await,
+            Self::Latrexa(s) => s.check_credentials().await,
+            Self::Fhir(s) => s.check_credentials().await,
+            Self::Buktor(_) => CredentialCheck::NotChecked(
+                "Buktor's HIS webhook contract has only POST /his/receive, which processes an \
+                 event: no request checks the bearer token and signing secret without changing \
+                 anything"
+                    .into(),
+            ),
+            Self::Px360(s) => CredentialCheck::NotChecked(if s.has_api_key() {
+                "PX360's contract has only POST /api/simulator/his-patient-data/, which stores \
+                 patient data: no request checks the key without changing anything"
+                    .into()
+            } else {
+                "PX360's contract takes no credentials".into()
+            }),
+            Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) => {
+                CredentialCheck::NotChecked("no credentials to check".into())
+            }
         }
     }
 

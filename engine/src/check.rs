@@ -13,7 +13,13 @@
 //! handshake verified as the engine verifies it; SFTP servers an SSH handshake with the host
 //! key check, a login and a look at the folder; HTTP peers a GET (over HTTPS a TLS handshake
 //! with the engine's trust roots), and a FHIR server `GET [base]/metadata`; a listening
-//! source must be able to bind its address. Nothing is delivered.
+//! source must be able to bind its address. Where the vendor documents an authenticated
+//! request that changes nothing, it is made with the configured credentials, and a refusal
+//! makes the peer DOWN with the vendor's answer: OpsPort a bulk upsert of no record, Latrexa
+//! (upload destination and bookings source) the list of pending bookings, a FHIR server its
+//! OAuth2 token endpoint and `GET [base]/metadata` with the token. Buktor's and PX360's
+//! contracts have no such request: the detail says the credentials were not checked.
+//! Nothing is delivered.
 //!
 //! Not here: reading and validating the files (see [`crate::config`]).
 
@@ -39,6 +45,10 @@ pub struct Report {
     pub errors: Vec<Problem>,
     /// Settings that start but probably do not do what was meant.
     pub warnings: Vec<Problem>,
+    /// How many of `errors` are in test files (`DIR/tests/*.toml`, and channel files they
+    /// name outside `channels/`): those stop `switchboard test`, not the engine.
+    #[serde(skip)]
+    pub test_errors: usize,
 }
 
 /// How `switchboard check` was asked to run.
@@ -73,6 +83,7 @@ pub fn check(dir: &Path) -> (Report, Inspection) {
     let mut report = Report {
         errors: inspection.problems.clone(),
         warnings: Vec::new(),
+        test_errors: 0,
     };
     if inspection.channel_files == 0 && dir.is_dir() {
         report.warnings.push(Problem {
@@ -96,6 +107,12 @@ pub fn check(dir: &Path) -> (Report, Inspection) {
     for ch in &inspection.channels {
         channel_findings(ch, now, &mut report);
     }
+    // The test cases beside the channels (`switchboard test`): an unknown channel or
+    // destination, a missing input file, a wrong key. Problems of the channel files
+    // themselves are reported above already.
+    let tests = crate::config_test::inspect(dir);
+    report.test_errors = tests.problems.len();
+    report.errors.extend(tests.problems);
     (report, inspection)
 }
 
@@ -403,8 +420,24 @@ async fn probe_source(s: &SourceConfig) -> Result<String, String> {
         SourceConfig::Sftp(p) => sftp_probe(&p.server, &p.folder).await,
         SourceConfig::Latrexa(l) => {
             let api = http_probe(&l.base_url).await?;
+            let key = l.api_key.resolve()?;
+            let client = channels::clinic_api::latrexa_bookings::LatrexaApi::new(
+                &l.base_url,
+                key,
+                &l.organization_code,
+                PROBE_TIMEOUT,
+            )?;
+            // Lists the pending bookings: authenticated, and they stay pending.
+            let call = "GET /api/integration/appointments/pending";
+            let listed = match client.pending().await {
+                Ok(items) => format!(
+                    "{call}: credentials accepted ({} booking(s) pending)",
+                    items.len()
+                ),
+                Err(e) => return Err(format!("Latrexa API: {api}; GET {e}")),
+            };
             let his = mllp_probe(&l.his.address, l.his.tls.as_ref()).await?;
-            Ok(format!("Latrexa API: {api}; HIS: {his}"))
+            Ok(format!("Latrexa API: {api}; {listed}; HIS: {his}"))
         }
     }
 }
@@ -429,18 +462,32 @@ async fn probe_destination(d: &DestinationConfig) -> Result<String, String> {
         DestinationConfig::Fhir(f) => {
             let url = format!("{}/metadata", f.base_url.trim_end_matches('/'));
             let detail = http_probe(&url).await?;
-            if detail.contains("answered 2") {
-                Ok(format!("GET [base]/metadata: {detail}"))
-            } else {
-                Err(format!(
+            if !detail.contains("answered 2") {
+                return Err(format!(
                     "GET [base]/metadata: {detail}; a FHIR server serves its CapabilityStatement there"
-                ))
+                ));
             }
+            credentials(d, format!("GET [base]/metadata: {detail}")).await
         }
-        DestinationConfig::Opsport(c) => http_probe(&c.base_url).await,
-        DestinationConfig::Buktor(c) => http_probe(&c.base_url).await,
-        DestinationConfig::Px360(c) => http_probe(&c.base_url).await,
-        DestinationConfig::Latrexa(c) => http_probe(&c.base_url).await,
+        DestinationConfig::Opsport(c) => credentials(d, http_probe(&c.base_url).await?).await,
+        DestinationConfig::Buktor(c) => credentials(d, http_probe(&c.base_url).await?).await,
+        DestinationConfig::Px360(c) => credentials(d, http_probe(&c.base_url).await?).await,
+        DestinationConfig::Latrexa(c) => credentials(d, http_probe(&c.base_url).await?).await,
+    }
+}
+
+/// After `reached` (the peer answered), an authenticated request that changes nothing,
+/// where the vendor has one ([`channels::destination::Destination::check_credentials`]):
+/// refused credentials make the destination down, with the vendor's answer.
+async fn credentials(d: &DestinationConfig, reached: String) -> Result<String, String> {
+    use channels::destination::CredentialCheck;
+    let dest = d.build()?;
+    match dest.check_credentials().await {
+        CredentialCheck::Accepted(s) => Ok(format!("{reached}; {s}")),
+        CredentialCheck::Refused(s) => Err(format!("{reached}; {s}")),
+        CredentialCheck::NotChecked(why) => {
+            Ok(format!("{reached}; credentials not checked: {why}"))
+        }
     }
 }
 
@@ -594,6 +641,12 @@ fn render(report: &Report, inspection: &Inspection, probes: Option<&[Probe]>) ->
             inspection.channels.len(),
             report.warnings.len()
         ));
+    } else if report.test_errors == report.errors.len() {
+        out.push_str(&format!(
+            "{dir}: {} error(s) in test files (the engine would start; switchboard test exits 2), {} warning(s)\n",
+            report.errors.len(),
+            report.warnings.len()
+        ));
     } else {
         out.push_str(&format!(
             "{dir}: {} error(s), {} warning(s); the engine would not start.\n",
@@ -722,6 +775,41 @@ mod tests {
         assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
         assert_eq!(report.errors[0].key, "source.tls.cert");
         assert!(report.errors[0].message.contains("expired on"));
+    }
+
+    #[test]
+    fn test_files_are_checked_and_their_errors_do_not_stop_the_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        write(d, "switchboard.toml", "[admin]\nlisten = \"127.0.0.1:0\"\n");
+        write(
+            d,
+            "channels/a.toml",
+            &format!(
+                "name = \"a\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+                 [[route]]\nto = [\"f\"]\n[[destination]]\nname = \"f\"\ntype = \"file\"\nfolder = \"{}\"\n",
+                d.display()
+            ),
+        );
+        write(
+            d,
+            "tests/a.toml",
+            "channel = \"a\"\n[[case]]\nname = \"x\"\ninput = { hl7_file = \"gone.hl7\" }\nexpect.g = { nothing = true }\n",
+        );
+        let (report, inspection) = check(d);
+        let keys: Vec<&str> = report.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["case[0].input.hl7_file", "case[0].expect.g"],
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(report.test_errors, 2);
+        let text = render(&report, &inspection, None);
+        assert!(
+            text.contains("2 error(s) in test files (the engine would start"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -474,6 +474,27 @@ pub fn engine_figment(dir: &Path) -> Figment {
     )
 }
 
+/// The `SWITCHBOARD_*` variable that set `key` (such as `admin.listen`, or
+/// `admin.tokens[0].token`, read at `admin.tokens`) in the merged engine settings, or `None`
+/// when the value came from the file or the defaults. figment keeps each value's source.
+fn env_source(figment: &Figment, key: &str) -> Option<String> {
+    let key = key.split('[').next().unwrap_or_default();
+    if key.is_empty() {
+        return None;
+    }
+    let md = figment.find_metadata(key)?;
+    if !md.name.contains("environment variable") {
+        return None;
+    }
+    // `admin.listen` was read from SWITCHBOARD_ADMIN__LISTEN (keys are lower-cased, `__`
+    // goes one table down); name the variable as it is spelled in the environment.
+    let wanted = format!("SWITCHBOARD_{}", key.replace('.', "__")).to_ascii_uppercase();
+    let spelled = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .find(|k| k.to_ascii_uppercase() == wanted);
+    Some(spelled.unwrap_or(wanted))
+}
+
 /// Whether a `SWITCHBOARD_*` variable (prefix removed, `__` made `.`) sets an engine key:
 /// a top-level key itself or a key inside one of its tables. Other variables, such as the
 /// CLI's `SWITCHBOARD_ADMIN_TOKEN`, are not configuration and must not become unknown keys.
@@ -687,6 +708,20 @@ pub fn inspect(dir: &Path) -> Inspection {
         }
     }
 
+    // A value an environment variable set is the variable's mistake, not the file's.
+    for p in problems.iter_mut() {
+        if p.file == rel(&main_file) {
+            if let Some(var) = env_source(&figment, &p.key) {
+                p.file = format!("environment variable {var}");
+                if !p.hint.is_empty() {
+                    p.hint.push_str("; ");
+                }
+                p.hint
+                    .push_str("the variable overrides switchboard.toml: fix or unset it");
+            }
+        }
+    }
+
     // The checks above also ran on what deserialized around a mistake (defaults in place of
     // wrong keys); only a right file counts as engine settings.
     let engine = engine.filter(|_| engine_structure_ok);
@@ -823,7 +858,7 @@ enum Step {
 /// array elements by their index in the file, however many were taken out before them.
 /// `T` is what deserialized in the end (with the defaults of keys taken out), so that
 /// later checks can look at the rest; it is right only when nothing was found.
-fn deserialize_every<T: serde::de::DeserializeOwned>(
+pub(crate) fn deserialize_every<T: serde::de::DeserializeOwned>(
     mut value: toml::Value,
     prefix: &str,
 ) -> (Option<T>, Vec<(String, String)>) {
@@ -976,7 +1011,7 @@ fn figment_to_toml(v: &figment::value::Value) -> Option<toml::Value> {
 }
 
 /// A deserialization message as a [`Problem`] at `key`, worded for an operator.
-fn structure_problem(file: &str, key: String, message: &str) -> Problem {
+pub(crate) fn structure_problem(file: &str, key: String, message: &str) -> Problem {
     let (message, hint) = if let Some(field) = backticked(message, "unknown field `") {
         let expected = message
             .split_once(", expected ")
@@ -1037,7 +1072,7 @@ fn structure_problem(file: &str, key: String, message: &str) -> Problem {
 /// Parses one channel file, reporting every mistake with its key path. `source` and each
 /// `destination` are internally tagged (`type = ...`), which hides the key of a mistake
 /// inside them; they are deserialized again as the kind their `type` names.
-fn parse_channel(text: &str, file: &str) -> Result<ChannelConfig, Vec<Problem>> {
+pub(crate) fn parse_channel(text: &str, file: &str) -> Result<ChannelConfig, Vec<Problem>> {
     let table = match text.parse::<toml::Table>() {
         Ok(t) => t,
         Err(e) => {

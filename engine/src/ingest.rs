@@ -454,7 +454,7 @@ impl ChannelIngest {
     }
 
     /// Decodes and checks a message: its header (if readable), charset name and verdict.
-    fn decide(
+    pub(crate) fn decide(
         policy: &AcceptPolicy,
         charset_fallback: Charset,
         raw: &[u8],

@@ -36,21 +36,21 @@ use transforms::model::stable_id;
 
 /// What the engine decided about one body before storing it.
 #[derive(Debug, Clone, PartialEq)]
-struct Decision {
+pub(crate) struct Decision {
     /// Kept on the record: FHIR resource type, Buktor event type, OpsPort kind.
-    message_type: String,
+    pub(crate) message_type: String,
     /// Kept on the record and shown in the admin API: Buktor `event_id`, else a hash.
-    control_id: String,
+    pub(crate) control_id: String,
     /// The resend key, for accepted bodies.
-    dedup_key: Option<String>,
+    pub(crate) dedup_key: Option<String>,
     /// Status of the answer.
-    status: u16,
+    pub(crate) status: u16,
     /// Body of the answer.
-    body: String,
+    pub(crate) body: String,
     /// `Location` of the answer.
-    location: Option<String>,
+    pub(crate) location: Option<String>,
     /// Why it was rejected (stored on the record), `None` when accepted.
-    rejected: Option<String>,
+    pub(crate) rejected: Option<String>,
 }
 
 impl Decision {
@@ -340,7 +340,7 @@ fn answer(
 }
 
 /// Decides about a body: what it is, whether it maps, and the answer.
-fn decide(req: &JsonBody) -> Decision {
+pub(crate) fn decide(req: &JsonBody) -> Decision {
     // JSON is UTF-8 (RFC 8259 §8.1): other bytes are refused here, never read lossily.
     if let Err(e) = std::str::from_utf8(&req.body) {
         return not_utf8(req, e.valid_up_to());

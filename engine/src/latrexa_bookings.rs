@@ -102,6 +102,68 @@ use transforms::hl7v2::header::MessageHeader;
 use transforms::model::Timestamp;
 use transforms::to_v2::SiuHeader;
 
+/// The booking as the HIS is told about it: `his_id` as its HIS appointment id, and, unless
+/// it is a cancellation, a create when the HIS does not have it (`his_has_it`) and a
+/// reschedule when it does, whatever Latrexa calls it.
+pub(crate) fn for_his(
+    booking: &PendingBooking,
+    his_id: Option<String>,
+    his_has_it: bool,
+) -> PendingBooking {
+    let mut for_his = booking.clone();
+    for_his.his_appointment_id = his_id;
+    if for_his.action != BookingAction::Cancel {
+        for_his.action = if his_has_it {
+            BookingAction::Reschedule
+        } else {
+            BookingAction::Create
+        };
+    }
+    for_his
+}
+
+/// MSH-3..6, 7, 10 and 11 of the message sent to the HIS: `[source.his]`'s names, `now`,
+/// `control_id`.
+pub(crate) fn siu_header(
+    cfg: &BookingsConfig,
+    control_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> SiuHeader {
+    let now = now.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let his = &cfg.his;
+    SiuHeader {
+        sending_application: his.sending_application.clone(),
+        sending_facility: his.sending_facility.clone(),
+        receiving_application: his.receiving_application.clone(),
+        receiving_facility: his.receiving_facility.clone(),
+        message_time: Timestamp::parse_iso(&now)
+            .unwrap_or_else(|_| Timestamp::date(2000, 1, 1).expect("a valid date")),
+        control_id: control_id.to_string(),
+        processing_id: his.processing_id.clone(),
+    }
+}
+
+/// The HL7 v2 message that tells the HIS about `b` (see [`for_his`]): SIU^S12/S13/S15, or
+/// SRM^S01 for a new booking with `book_with = "srm"`.
+///
+/// # Errors
+///
+/// Why the booking cannot be written as SIU (a field path, never patient data).
+pub(crate) fn his_request(
+    cfg: &BookingsConfig,
+    b: &PendingBooking,
+    header: &SiuHeader,
+) -> Result<String, transforms::from_json::latrexa::BookingError> {
+    let siu = siu_from_booking(b, header)?;
+    Ok(
+        if b.action == BookingAction::Create && cfg.book_with == BookWith::Srm {
+            transforms::to_v2::srm_s01_from_siu(&siu)
+        } else {
+            siu
+        },
+    )
+}
+
 /// Where a booking came from (the `source` label of the received metric).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
@@ -572,27 +634,9 @@ impl Agent {
         // booking it accepted (known by the Latrexa id as placer id even while its own id is
         // not learnt yet) is changed with S13, never booked a second time.
         let his_has_it = his_id.is_some() || previous.as_ref().is_some_and(|p| p.his_accepted);
-        let mut for_his = booking.clone();
-        for_his.his_appointment_id.clone_from(&his_id);
-        if for_his.action != BookingAction::Cancel {
-            for_his.action = if his_has_it {
-                BookingAction::Reschedule
-            } else {
-                BookingAction::Create
-            };
-        }
-        let header = self.header(&control_id);
-        let request = |b: &PendingBooking| {
-            let siu = siu_from_booking(b, &header)?;
-            Ok::<_, transforms::from_json::latrexa::BookingError>(
-                if b.action == BookingAction::Create && self.cfg.book_with == BookWith::Srm {
-                    transforms::to_v2::srm_s01_from_siu(&siu)
-                } else {
-                    siu
-                },
-            )
-        };
-        let (siu, state, error) = match request(&for_his) {
+        let for_his = for_his(&booking, his_id.clone(), his_has_it);
+        let header = siu_header(&self.cfg, &control_id, chrono::Utc::now());
+        let (siu, state, error) = match his_request(&self.cfg, &for_his, &header) {
             Ok(text) => (text, BookingState::Received, None),
             Err(e) => {
                 let reason = format!("booking cannot be written as SIU: {e}");
@@ -652,23 +696,6 @@ impl Agent {
             .inc();
         info!(channel = %self.channel, latrexa_id = %entry.latrexa_id, id, control_id = %entry.control_id, via = via.label(), kind = %record.message_type, "Online booking received.");
         self.drive(entry).await
-    }
-
-    fn header(&self, control_id: &str) -> SiuHeader {
-        let now = chrono::Utc::now()
-            .format("%Y-%m-%dT%H:%M:%S+00:00")
-            .to_string();
-        let his = &self.cfg.his;
-        SiuHeader {
-            sending_application: his.sending_application.clone(),
-            sending_facility: his.sending_facility.clone(),
-            receiving_application: his.receiving_application.clone(),
-            receiving_facility: his.receiving_facility.clone(),
-            message_time: Timestamp::parse_iso(&now)
-                .unwrap_or_else(|_| Timestamp::date(2000, 1, 1).expect("a valid date")),
-            control_id: control_id.to_string(),
-            processing_id: his.processing_id.clone(),
-        }
     }
 
     /// Moves `entry` until it is settled; false on shutdown (it is taken up at the next start).

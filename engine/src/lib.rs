@@ -13,6 +13,7 @@ pub mod admin_live;
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod config_test;
 pub mod console;
 pub mod delivery;
 pub mod error_chain;
@@ -28,6 +29,7 @@ pub mod routing;
 pub mod send;
 pub mod store;
 pub mod topology;
+pub mod unified_diff;
 pub mod vendor;
 
 use crate::config::{LoadedConfig, Problems};

@@ -49,6 +49,22 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
+    /// Run the test cases of DIR/tests/*.toml: each input goes through its channel's checks,
+    /// routes, filters and renderings (no network, no store) and what each destination would
+    /// receive is compared with what the case expects; a failure prints a diff. Exits 0 when
+    /// every case passes, 1 when one fails, 2 on a problem in a test file (file and key
+    /// named). The format is in docs/CONFIG_TESTS.md.
+    Test {
+        /// Folder with switchboard.toml, channels/*.toml and tests/*.toml.
+        #[arg(long, default_value = "conf")]
+        config: PathBuf,
+        /// Print {"problems":[...],"cases":[...],"passed":N,"failed":N} as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only the cases whose test file name, channel or case name contains this (any
+        /// letter case).
+        filter: Option<String>,
+    },
     /// Send HL7 v2 files to an MLLP listener; with --connections/--repeat/--duration, a load test.
     Send {
         /// host:port of the MLLP listener.
@@ -294,6 +310,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(
                 rt.block_on(engine::check::run(&config, opts)),
             ))
+        }
+        Command::Test {
+            config,
+            json,
+            filter,
+        } => {
+            // No logging is set up: what the engine would log about a case (a mapping
+            // failure) is in the test's own report.
+            let opts = engine::config_test::TestOptions { json, filter };
+            Ok(ExitCode::from(engine::config_test::run(&config, &opts)))
         }
         Command::Send {
             to,

@@ -571,7 +571,7 @@ impl Body {
 /// The decoded value at an HL7 path, `None` when absent or empty. A path that stops at a
 /// field, repetition or component means the whole of it (separators inside it kept); an
 /// explicit null reads as `""`.
-fn value(msg: &V2Message<'_>, path: &str) -> Option<String> {
+pub(crate) fn value(msg: &V2Message<'_>, path: &str) -> Option<String> {
     let q = LocationQuery::parse(path).ok()?;
     let seg = msg.segment_n(&q.segment, q.segment_index.unwrap_or(1))?;
     let rep = q.repeat.unwrap_or(1);

@@ -134,6 +134,23 @@ impl LatrexaClient {
         })
     }
 
+    /// Checks the API key and organization code with `GET /api/integration/appointments/
+    /// pending`, which lists bookings and changes nothing (they stay pending).
+    pub async fn check_credentials(&self) -> crate::destination::CredentialCheck {
+        let url = format!(
+            "{}/api/integration/appointments/pending",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let sent = self
+            .client
+            .get(&url)
+            .header("Authorization", &self.bearer)
+            .header("X-Organization-Code", &self.config.organization_code)
+            .send()
+            .await;
+        super::credential_answer("GET /api/integration/appointments/pending", sent).await
+    }
+
     /// The bookings channel whose online bookings an HIS appointment may be (see the config).
     pub fn bookings_channel(&self) -> Option<&str> {
         self.config.bookings_channel.as_deref()

@@ -93,6 +93,40 @@ pub fn reason_of(body: &str) -> String {
     out
 }
 
+/// Reads the answer to a credential check `call` (such as `POST /api/healthcare/clinics []`):
+/// 401 and 403 are refused credentials, 5xx and no answer a peer that cannot tell; any other
+/// answer means the credentials were taken (a 4xx other than 401/403 comes after the check).
+pub(crate) async fn credential_answer(
+    call: &str,
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> crate::destination::CredentialCheck {
+    use crate::destination::CredentialCheck;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return CredentialCheck::Refused(format!("{call}: {}", http_answer::what_failed(&e)))
+        }
+    };
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    match status {
+        200..=299 => {
+            CredentialCheck::Accepted(format!("{call} answered {status}: credentials accepted"))
+        }
+        401 | 403 => CredentialCheck::Refused(format!(
+            "{call} answered {status}: credentials refused: {}",
+            reason_of(&body)
+        )),
+        500.. => {
+            CredentialCheck::Refused(format!("{call} answered {status}: {}", reason_of(&body)))
+        }
+        _ => CredentialCheck::Accepted(format!(
+            "{call} answered {status} (not 401/403: credentials accepted): {}",
+            reason_of(&body)
+        )),
+    }
+}
+
 /// A request that got no answer: always worth retrying.
 fn transport_error(vendor: &str, endpoint: &str, e: &reqwest::Error) -> DeliveryError {
     http_answer::transport_error(&format!("{vendor} {endpoint}"), e)

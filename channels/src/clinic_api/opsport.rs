@@ -153,6 +153,29 @@ impl OpsportClient {
         })
     }
 
+    /// Checks `X-API-Key` with a bulk upsert of no record (`POST /api/healthcare/clinics`
+    /// with `[]`): OpsPort documents no read-only call, and an empty bulk import stores
+    /// nothing.
+    pub async fn check_credentials(&self) -> crate::destination::CredentialCheck {
+        let url = format!(
+            "{}/api/healthcare/clinics",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let sent = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-API-Key", &self.api_key)
+            .body("[]")
+            .send()
+            .await;
+        super::credential_answer(
+            "POST /api/healthcare/clinics [] (an upsert of no record)",
+            sent,
+        )
+        .await
+    }
+
     /// How the appointment ledger reads an appointment upsert: its slot (patient reference,
     /// day, start time: OpsPort's appointment key) and status. `None` for another body.
     pub fn ledger_view(&self, body: &[u8]) -> Option<LedgerView> {

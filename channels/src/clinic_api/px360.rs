@@ -113,6 +113,11 @@ impl Px360Client {
         })
     }
 
+    /// Whether an `X-API-Key` is configured.
+    pub fn has_api_key(&self) -> bool {
+        self.api_key.is_some()
+    }
+
     /// POSTs one patient-data body.
     ///
     /// # Errors

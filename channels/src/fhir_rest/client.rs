@@ -189,6 +189,60 @@ impl FhirClient {
         })
     }
 
+    /// Checks the credentials without changing anything: with OAuth2 a token from
+    /// `token_url` (client credentials), then `GET [base]/metadata` with the token or
+    /// `bearer_token`. A server that serves its CapabilityStatement to anyone accepts any
+    /// token there; the detail says so.
+    pub async fn check_credentials(&self) -> crate::destination::CredentialCheck {
+        use crate::destination::CredentialCheck;
+        let mut said = Vec::new();
+        let token = if let Some(o) = &self.config.oauth2 {
+            match self.access_token(true).await {
+                Ok(t) => {
+                    said.push(format!(
+                        "token endpoint {} issued a token",
+                        endpoint_of(&o.token_url)
+                    ));
+                    Some(t)
+                }
+                Err(e) => return CredentialCheck::Refused(e.reason),
+            }
+        } else {
+            self.bearer.clone()
+        };
+        let url = format!("{}/metadata", self.config.base_url.trim_end_matches('/'));
+        let mut req = self
+            .client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, FHIR_JSON);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let checked = crate::clinic_api::credential_answer(
+            if token.is_some() {
+                "GET [base]/metadata with the token"
+            } else {
+                "GET [base]/metadata (no credentials configured)"
+            },
+            req.send().await,
+        )
+        .await;
+        let mut join = |s: String| {
+            said.push(s);
+            said.join("; ")
+        };
+        match checked {
+            CredentialCheck::Accepted(s) if token.is_some() && self.config.oauth2.is_none() => {
+                CredentialCheck::Accepted(join(format!(
+                    "{s} (a server that serves its metadata to anyone takes any token there)"
+                )))
+            }
+            CredentialCheck::Accepted(s) => CredentialCheck::Accepted(join(s)),
+            CredentialCheck::Refused(s) => CredentialCheck::Refused(join(s)),
+            CredentialCheck::NotChecked(s) => CredentialCheck::NotChecked(join(s)),
+        }
+    }
+
     /// Sends one Bundle and classifies the answers.
     ///
     /// # Errors
@@ -298,9 +352,12 @@ impl FhirClient {
             .map_err(|e| http_answer::transport_error(&format!("token endpoint {endpoint}"), &e))?;
         let status = resp.status();
         if !status.is_success() {
+            // The server's own reason (OAuth2's `error`, such as invalid_client), once.
+            let body = resp.text().await.unwrap_or_default();
             return Err(DeliveryError::retry(format!(
-                "token endpoint {endpoint} answered {}",
-                status.as_u16()
+                "token endpoint {endpoint} answered {}: {}",
+                status.as_u16(),
+                crate::clinic_api::reason_of(&body)
             )));
         }
         #[derive(Deserialize)]

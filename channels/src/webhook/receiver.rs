@@ -212,7 +212,7 @@ pub const OPSPORT_KINDS: &[&str] = &[
 ];
 
 /// The endpoint a path names for `format`, or `None`.
-fn endpoint(format: WebhookFormat, path: &str) -> Option<String> {
+pub fn endpoint(format: WebhookFormat, path: &str) -> Option<String> {
     let path = path.trim_end_matches('/');
     match format {
         WebhookFormat::Buktor => {
