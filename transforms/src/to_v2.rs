@@ -188,7 +188,7 @@ fn pid(patient: &Patient) -> String {
             comps(&[escape(&p.number), use_code.into(), equipment.into()])
         })
         .collect();
-    if let Some(email) = &patient.email {
+    for email in patient.email.iter().chain(&patient.other_emails) {
         phones.push(comps(&[
             String::new(),
             "NET".into(),
@@ -477,6 +477,9 @@ mod tests {
         };
         let appointment = Appointment {
             resources: Vec::new(),
+            services: Vec::new(),
+            personnel: Vec::new(),
+            locations: Vec::new(),
             roles: Vec::new(),
             placer_id: Some("LTX-881".into()),
             filler_id: None,

@@ -1,6 +1,6 @@
 //! Property test: ADT messages with random OBX (every value type, ED and RP among them, well
-//! and badly formed), ROL (every ROL-2 action code, in the visit and after other segments),
-//! GT1, IN1/IN2 and PD1 map without panicking, and every Bundle made of them holds together:
+//! and badly formed), ROL and PRT (every action code, in the visit and after other segments,
+//! PRT with or without a person), GT1, IN1/IN2, PD1 and PV2 map without panicking, and every Bundle made of them holds together:
 //! every `reference` of every resource is the `fullUrl` of an entry of the same Bundle (or a
 //! conditional reference by identifier), and the Bundle reads back. Fixed cases are the
 //! goldens (`golden.rs`, `dest_fhir_golden.rs`).
@@ -139,6 +139,73 @@ fn rol() -> impl Strategy<Value = String> {
         .prop_map(|(action, role, person)| format!("ROL|1|{action}|{role}|{person}"))
 }
 
+/// A PRT (v2.7+) with any action code, any role of table 0912, a person or none (a device),
+/// and begin/end times that may be broken.
+fn prt() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![
+            Just("AD"),
+            Just("DE"),
+            Just("UC"),
+            Just("UN"),
+            Just("UP"),
+            Just("")
+        ],
+        prop_oneof![
+            Just("AT^Attending^HL70912"),
+            Just("CP^Consulting^HL70912"),
+            Just("PRI^Interpreter^HL70912"),
+            Just("")
+        ],
+        xcn(),
+        when(),
+        when(),
+    )
+        .prop_map(|(action, role, person, begin, end)| {
+            format!("PRT|1|{action}||{role}|{person}|MD^Doctor^L|||||{begin}|{end}")
+        })
+}
+
+/// A PV2 with the fields the mapping reads, some empty, times and numbers sometimes broken.
+fn pv2() -> impl Strategy<Value = String> {
+    (
+        prop::option::of(code()),
+        when(),
+        when(),
+        prop_oneof![Just("5"), Just("2.5"), Just(""), Just("x")],
+        text(),
+        xcn(),
+        prop_oneof![Just("Y"), Just("N"), Just("")],
+    )
+        .prop_map(
+            |(reason, admit, discharge, days, description, referral, protect)| {
+                segment(
+                    "PV2",
+                    &[
+                        (1, "WARD-9^9^9".into()),
+                        (
+                            3,
+                            reason.map(|r| format!("{r}^Reason^L")).unwrap_or_default(),
+                        ),
+                        (4, "BED^Bed^L".into()),
+                        (7, "TE^Teaching^HL70130".into()),
+                        (8, admit),
+                        (9, discharge),
+                        (10, days.into()),
+                        (11, days.into()),
+                        (12, description),
+                        (13, referral),
+                        (21, "F^Family^HL70215".into()),
+                        (22, protect.into()),
+                        (25, "2^Urgent^HL70217".into()),
+                        (38, "A^Ambulance^HL70430".into()),
+                        (40, "AC^Acute^HL70432".into()),
+                    ],
+                )
+            },
+        )
+}
+
 /// A segment with the given fields set (1-based) and the others empty.
 fn segment(name: &str, fields: &[(usize, String)]) -> String {
     let last = fields.iter().map(|(n, _)| *n).max().unwrap_or(0);
@@ -212,7 +279,7 @@ fn adt() -> impl Strategy<Value = String> {
         Just("A28"),
         Just("A31"),
     ];
-    let body = prop_oneof![3 => obx(), 3 => rol(), 2 => other_segment()];
+    let body = prop_oneof![3 => obx(), 3 => rol(), 2 => prt(), 1 => pv2(), 2 => other_segment()];
     (
         trigger,
         code(),
@@ -324,8 +391,9 @@ proptest! {
             let roles = participants
                 .iter()
                 .filter(|p| {
-                    p["type"][0]["coding"][0]["system"]
-                        == "http://terminology.hl7.org/CodeSystem/v2-0443"
+                    let system = &p["type"][0]["coding"][0]["system"];
+                    system == "http://terminology.hl7.org/CodeSystem/v2-0443"
+                        || system == "http://terminology.hl7.org/CodeSystem/v2-0912"
                 })
                 .count();
             prop_assert_eq!(roles, encounter.roles.iter().filter(|r| r.is_current()).count());

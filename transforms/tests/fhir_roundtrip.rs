@@ -172,6 +172,9 @@ proptest! {
             location: None,
             resources: Vec::new(),
             service: None,
+            services: Vec::new(),
+            personnel: Vec::new(),
+            locations: Vec::new(),
             appointment_type: None,
             start: Some(start),
             end: Some(end),
@@ -281,11 +284,29 @@ mod from_v2 {
             gp in "GP[A-Z0-9]{2,6}",
             consultants in prop::collection::btree_set("C[A-Z0-9]{2,6}", 0..3),
             policies in prop::collection::btree_set(("[A-Z]{3,6}", "P[0-9]{4,9}"), 0..3),
+            emails in prop::collection::btree_set("[a-z]{2,8}@[a-z]{2,6}\\.org", 1..4),
+            alternates in prop::collection::btree_set("ALT[0-9]{2,6}", 0..3),
+            others in prop::collection::btree_set("OT[A-Z0-9]{2,6}", 0..3),
+            participations in prop::collection::vec(
+                ("PX[A-Z0-9]{2,6}", prop_oneof![Just("AT"), Just("CP"), Just("RP")], 0u32..24),
+                0..3,
+            ),
+            codes in prop::collection::vec("[A-Z][A-Z0-9]{0,4}", 12),
+            (days, expected_hour) in ("[1-9][0-9]?", 0u32..24),
         ) {
             let mut pid5 = vec!["Main^Person^^^^^L".to_owned()];
             pid5.extend(names.iter().map(|(f, g, t)| format!("{f}^{g}^^^^^{t}")));
             let pid11: Vec<String> = cities.iter().map(|c| format!("1 Road^^{c}^^^SAU^H")).collect();
-            let pid13: Vec<String> = phones.iter().map(|n| format!("^PRN^PH^^^^^^^^^{n}")).collect();
+            let mut pid13: Vec<String> = phones.iter().map(|n| format!("^PRN^PH^^^^^^^^^{n}")).collect();
+            // Every e-mail: NET repetitions, the last one on a phone repetition (XTN-4).
+            let emails: Vec<&String> = emails.iter().collect();
+            for (i, e) in emails.iter().enumerate() {
+                if i + 1 == emails.len() && i > 0 {
+                    pid13.push(format!("^PRN^CP^{e}^966^50^1234567"));
+                } else {
+                    pid13.push(format!("^NET^Internet^{e}"));
+                }
+            }
             let mut text = format!(
                 "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A08|N-{mrn}|P|2.8\r\
                  EVN|A08|20260615103000\r\
@@ -295,8 +316,9 @@ mod from_v2 {
                 pid13.join("~"),
             );
             text.push_str(&format!("PD1||||{gp}^Practitioner^General^^^Dr\r"));
-            // PV1: current ward, prior ward (PV1-6), consulting doctors (PV1-9), visit.
-            let mut pv1 = vec![String::new(); 20];
+            // PV1: current ward, prior ward (PV1-6), consulting doctors (PV1-9), visit, and
+            // every other field the IG maps.
+            let mut pv1 = vec![String::new(); 53];
             pv1[0] = "PV1".into();
             pv1[1] = "1".into();
             pv1[2] = "I".into();
@@ -307,9 +329,55 @@ mod from_v2 {
                 .map(|c| format!("{c}^Consultant^Some^^^Dr"))
                 .collect::<Vec<_>>()
                 .join("~");
-            pv1[19] = format!("V-{mrn}");
+            pv1[19] = format!("V-{mrn}^^^HIS^VN");
+            let c = |i: usize, table: &str| format!("{}^Text {}^{table}", codes[i], codes[i]);
+            pv1[4] = c(0, "HL70007");
+            pv1[5] = format!("PRE-{mrn}");
+            pv1[10] = c(1, "HL70069");
+            pv1[11] = "XRAY^^^RUH".into();
+            pv1[13] = c(2, "HL70092");
+            pv1[14] = c(3, "HL70023");
+            pv1[15] = format!("{}~{}", c(4, "HL70009"), c(5, "HL70009"));
+            pv1[16] = c(6, "HL70099");
+            pv1[17] = format!("ADM{mrn}^Admitter^Some^^^Dr");
+            pv1[18] = c(7, "L");
+            pv1[36] = c(8, "HL70112");
+            pv1[37] = format!("DEST{mrn}&Destination&HL70113");
+            pv1[38] = c(9, "HL70114");
+            pv1[39] = format!("FAC{mrn}&Facility");
+            pv1[41] = c(10, "HL70117");
+            pv1[42] = "WARD-NEXT^3^3".into();
+            pv1[43] = "LAB^^^RUH".into();
+            pv1[44] = "20260615080000+0300".into();
+            pv1[50] = alternates.iter().map(|a| format!("{a}^^^CLAIMS")).collect::<Vec<_>>().join("~");
+            pv1[52] = others.iter().map(|o| format!("{o}^Other^Some^^^Dr")).collect::<Vec<_>>().join("~");
             text.push_str(&pv1.join("|"));
             text.push('\r');
+            let mut pv2 = vec![String::new(); 41];
+            pv2[0] = "PV2".into();
+            pv2[1] = "WARD-PRIOR^4^4".into();
+            pv2[3] = c(11, "L");
+            pv2[4] = c(0, "L");
+            pv2[7] = c(1, "HL70130");
+            pv2[8] = format!("20260615{expected_hour:02}0000+0300");
+            pv2[9] = format!("20260620{expected_hour:02}3000+0300");
+            pv2[10] = days.clone();
+            pv2[11] = days.clone();
+            pv2[12] = "Seen \\T\\ admitted < 1h".into();
+            pv2[13] = format!("RS{mrn}^Referrer^Source^^^Dr");
+            pv2[21] = c(2, "HL70215");
+            pv2[22] = "Y".into();
+            pv2[25] = c(3, "HL70217");
+            pv2[38] = c(4, "HL70430");
+            pv2[40] = c(5, "HL70432");
+            text.push_str(&pv2.join("|"));
+            text.push('\r');
+            for (i, (person, role, hour)) in participations.iter().enumerate() {
+                text.push_str(&format!(
+                    "PRT|{}|AD||{role}^Role^HL70912|{person}^Person^Some^^^Dr||||||20260615{hour:02}0000+0300|20260616{hour:02}0000+0300\r",
+                    i + 1
+                ));
+            }
             for (i, a) in allergens.iter().enumerate() {
                 text.push_str(&format!("AL1|{}|DA|{a}^{a}^L|SV|Rash\r", i + 1));
             }
@@ -367,7 +435,9 @@ mod from_v2 {
             prop_assert_eq!(&b.other_addresses, &a.other_addresses);
             prop_assert_eq!(a.other_addresses.len() + 1, cities.len());
             prop_assert_eq!(&b.phones, &a.phones);
-            prop_assert_eq!(a.phones.len(), phones.iter().collect::<std::collections::BTreeSet<_>>().len());
+            // The given phones, and the mobile that carries the last e-mail when there are two.
+            let carrier = usize::from(emails.len() > 1);
+            prop_assert_eq!(a.phones.len(), phones.iter().collect::<std::collections::BTreeSet<_>>().len() + carrier);
             // FHIR has its own category and criticality codes: the v2 codes come back, their
             // table names do not.
             let key = |x: &transforms::model::Allergy| {
@@ -411,11 +481,169 @@ mod from_v2 {
                 e.consulting.iter().map(|p| p.code.clone()).collect()
             };
             prop_assert_eq!(codes(ea), codes(eb));
-            let stays = |e: &transforms::model::Encounter| -> Vec<(Option<String>, transforms::model::LocationStatus)> {
-                e.location_history.iter().map(|s| (s.location.code.clone(), s.status)).collect()
+            let stays = |e: &transforms::model::Encounter| -> Vec<(Option<String>, transforms::model::LocationStatus, bool)> {
+                e.location_history.iter().map(|s| (s.location.code.clone(), s.status, s.temporary)).collect()
             };
-            prop_assert_eq!(ea.location_history.len(), 2);
+            // PV1-6, PV1-43, PV1-3, PV1-11, PV2-1, PV1-42.
+            prop_assert_eq!(ea.location_history.len(), 6);
             prop_assert_eq!(stays(ea), stays(eb));
+            // Every e-mail, in order.
+            prop_assert_eq!(a.email.as_deref(), Some(emails[0].as_str()));
+            prop_assert_eq!(a.other_emails.len() + 1, emails.len());
+            prop_assert_eq!(&b.email, &a.email);
+            prop_assert_eq!(&b.other_emails, &a.other_emails);
+            // PV1 and PV2 in full: identifiers, codes, people, dates, numbers, text.
+            prop_assert_eq!(ea.alternate_visit_ids.len(), alternates.len());
+            prop_assert_eq!(&eb.alternate_visit_ids, &ea.alternate_visit_ids);
+            prop_assert_eq!(&eb.visit_number_authority, &ea.visit_number_authority);
+            prop_assert_eq!(&eb.preadmit_number, &ea.preadmit_number);
+            for (x, y) in [
+                (&ea.admission_type, &eb.admission_type),
+                (&ea.service, &eb.service),
+                (&ea.readmission, &eb.readmission),
+                (&ea.admit_source, &eb.admit_source),
+                (&ea.vip_indicator, &eb.vip_indicator),
+                (&ea.patient_type, &eb.patient_type),
+                (&ea.discharge_disposition, &eb.discharge_disposition),
+                (&ea.diet, &eb.diet),
+                (&ea.account_status, &eb.account_status),
+                (&ea.admit_reason, &eb.admit_reason),
+                (&ea.transfer_reason, &eb.transfer_reason),
+                (&ea.publicity_code, &eb.publicity_code),
+                (&ea.priority, &eb.priority),
+                (&ea.mode_of_arrival, &eb.mode_of_arrival),
+                (&ea.admission_level_of_care, &eb.admission_level_of_care),
+            ] {
+                prop_assert!(x.is_some());
+                prop_assert_eq!(x, y);
+            }
+            prop_assert_eq!(ea.ambulatory_status.len(), 2);
+            prop_assert_eq!(&eb.ambulatory_status, &ea.ambulatory_status);
+            prop_assert_eq!(&eb.visit_user_codes, &ea.visit_user_codes);
+            // PV1-39's code (its coding system does not travel: a reference by identifier).
+            let (facility, destination) = (format!("FAC{mrn}"), format!("DEST{mrn}"));
+            prop_assert_eq!(
+                eb.servicing_facility.as_ref().and_then(|f| f.code.as_deref()),
+                Some(facility.as_str())
+            );
+            prop_assert_eq!(
+                eb.discharged_to.as_ref().and_then(|l| l.code.as_deref()),
+                Some(destination.as_str())
+            );
+            prop_assert_eq!(&eb.admitting, &ea.admitting);
+            prop_assert_eq!(ea.other_providers.len(), others.len());
+            prop_assert_eq!(&eb.other_providers, &ea.other_providers);
+            prop_assert_eq!(ea.referral_sources.len(), 1);
+            prop_assert_eq!(&eb.referral_sources, &ea.referral_sources);
+            prop_assert_eq!(&eb.referring, &ea.referring);
+            for (x, y) in [
+                (&ea.admit_time, &eb.admit_time),
+                (&ea.expected_admit_time, &eb.expected_admit_time),
+                (&ea.expected_discharge_time, &eb.expected_discharge_time),
+            ] {
+                prop_assert!(same_instant(x.as_ref().unwrap(), y.as_ref().unwrap()));
+            }
+            prop_assert_eq!(&eb.expected_length_of_stay, &ea.expected_length_of_stay);
+            prop_assert_eq!(&eb.length_of_stay, &ea.length_of_stay);
+            prop_assert_eq!(ea.description.as_deref(), Some("Seen & admitted < 1h"));
+            prop_assert_eq!(&eb.description, &ea.description);
+            prop_assert_eq!(eb.protected, Some(true));
+            // Every PRT of the visit: role, table, person and times.
+            prop_assert_eq!(ea.roles.len(), participations.len());
+            prop_assert_eq!(eb.roles.len(), ea.roles.len());
+            for (x, y) in ea.roles.iter().zip(&eb.roles) {
+                prop_assert!(x.participation && y.participation);
+                prop_assert_eq!(&x.role.code, &y.role.code);
+                prop_assert_eq!(&x.practitioner, &y.practitioner);
+                prop_assert!(same_instant(x.start.as_ref().unwrap(), y.start.as_ref().unwrap()));
+                prop_assert!(same_instant(x.end.as_ref().unwrap(), y.end.as_ref().unwrap()));
+            }
+        }
+
+        #[test]
+        fn every_siu_service_and_resource_keeps_its_time_through_fhir(
+            mrn in "[A-Z0-9]{3,10}",
+            services in prop::collection::btree_set("SV[A-Z0-9]{1,5}", 1..4),
+            people in prop::collection::btree_set("DR[A-Z0-9]{1,5}", 1..4),
+            rooms in prop::collection::btree_set("RM[A-Z0-9]{1,5}", 1..4),
+            equipment in prop::collection::btree_set(("EQ[A-Z0-9]{1,5}", 1u32..5), 0..3),
+            times in prop::collection::vec((0u32..12, 0u32..60, 5u32..90), 16),
+        ) {
+            let mut text = format!(
+                "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^S12|M-{mrn}|P|2.5.1\r\
+                 SCH||APT-{mrn}^HIS||||||ROUTINE^Routine|60|MIN\r\
+                 TQ1|1||||||20260618080000+0300|20260618200000+0300\r\
+                 PID|1||{mrn}^^^HIS^MR||Saleh^Mariam||19790204|F\r\
+                 RGS|1|A\r"
+            );
+            let at = |i: usize| {
+                let (h, m, d) = times[i];
+                (format!("20260618{:02}{m:02}00+0300", h + 8), d)
+            };
+            let mut n = 0;
+            for s in &services {
+                let (start, d) = at(n);
+                n += 1;
+                text.push_str(&format!("AIS|{n}|A|{s}^Service^L|{start}|||{d}|MIN\r"));
+            }
+            for p in &people {
+                let (start, d) = at(n);
+                n += 1;
+                text.push_str(&format!("AIP|{n}|A|{p}^Doctor^Some^^^Dr|RAD^Radiology^L||{start}|||{d}|MIN\r"));
+            }
+            for r in &rooms {
+                let (start, d) = at(n);
+                n += 1;
+                text.push_str(&format!("AIL|{n}|A|{r}^^^RUH|RAD^Radiology||{start}|||{d}|MIN\r"));
+            }
+            for (e, q) in &equipment {
+                let (start, d) = at(n);
+                n += 1;
+                text.push_str(&format!("AIG|{n}|A|{e}^Equipment|EQUIP^Equipment^L||{q}||{start}|||{d}|MIN\r"));
+            }
+            let original = v2(&text);
+            let back = fhir_to_events(
+                &fhirbolt::json::to_string(
+                    &transaction_bundle(&original, &BundleOptions::default()).unwrap(),
+                    None,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            prop_assert_eq!(back.len(), 1);
+            let (a, b) = (original.appointment.as_ref().unwrap(), back[0].appointment.as_ref().unwrap());
+            prop_assert_eq!(a.services.len(), services.len());
+            prop_assert_eq!(a.personnel.len(), people.len());
+            prop_assert_eq!(a.locations.len(), rooms.len());
+            prop_assert_eq!(a.resources.len(), equipment.len());
+            prop_assert_eq!(b.services.len(), a.services.len());
+            for (x, y) in a.services.iter().zip(&b.services) {
+                prop_assert_eq!(&x.service, &y.service);
+                prop_assert!(same_instant(x.start.as_ref().unwrap(), y.start.as_ref().unwrap()));
+                prop_assert_eq!(x.duration_minutes, y.duration_minutes);
+            }
+            prop_assert_eq!(b.personnel.len(), a.personnel.len());
+            for (x, y) in a.personnel.iter().zip(&b.personnel) {
+                prop_assert_eq!(&x.practitioner, &y.practitioner);
+                prop_assert!(same_instant(x.start.as_ref().unwrap(), y.start.as_ref().unwrap()));
+                prop_assert_eq!(x.duration_minutes, y.duration_minutes);
+            }
+            prop_assert_eq!(b.locations.len(), a.locations.len());
+            for (x, y) in a.locations.iter().zip(&b.locations) {
+                prop_assert_eq!(&x.location.code, &y.location.code);
+                prop_assert!(same_instant(x.start.as_ref().unwrap(), y.start.as_ref().unwrap()));
+                prop_assert_eq!(x.duration_minutes, y.duration_minutes);
+            }
+            prop_assert_eq!(b.resources.len(), a.resources.len());
+            for (x, y) in a.resources.iter().zip(&b.resources) {
+                prop_assert_eq!(&x.resource.code, &y.resource.code);
+                prop_assert_eq!(&x.resource_type, &y.resource_type);
+                prop_assert_eq!(x.quantity, y.quantity);
+                prop_assert!(same_instant(x.start.as_ref().unwrap(), y.start.as_ref().unwrap()));
+                prop_assert_eq!(x.duration_minutes, y.duration_minutes);
+            }
+            prop_assert_eq!(&b.practitioner, &a.practitioner);
+            prop_assert_eq!(&b.service, &a.service);
         }
 
         #[test]

@@ -923,7 +923,7 @@ pub fn patient(p: &Patient) -> Result<r::Patient, FhirError> {
             ..Default::default()
         })
         .collect();
-    if let Some(email) = &p.email {
+    for email in p.email.iter().chain(&p.other_emails) {
         telecom.push(t::ContactPoint {
             system: Some("email".into()),
             value: Some(fstr(email)),
@@ -1077,10 +1077,25 @@ pub fn location(l: &Location) -> Option<r::Location> {
             .collect(),
         identifier: vec![plain_identifier(systems::LOCATION, code)],
         status: Some("active".into()),
+        // NPU-2 (ADT^A20) or PV1-40 bed status, as the IG maps PV1-40.
+        operational_status: l.bed_status.as_ref().map(|b| Box::new(coding(b))),
         name: l.name.as_deref().map(fstr),
         r#type: l.specialisation.iter().map(codeable).collect(),
         ..Default::default()
     })
+}
+
+/// A code as one Coding: its system as a URI (as [`codeable`] writes it), code and text.
+fn coding(c: &Coded) -> t::Coding {
+    t::Coding {
+        system: c
+            .system
+            .as_deref()
+            .map(|s| super::code_systems::to_uri(s).into_owned().into()),
+        code: c.code.as_deref().map(Into::into),
+        display: c.text.as_deref().map(fstr),
+        ..Default::default()
+    }
 }
 
 /// The standard extension holding the time of birth on `Patient.birthDate`.
@@ -1131,16 +1146,29 @@ fn class_coding(c: Option<EncounterClass>) -> t::Coding {
 
 /// The code system of ROL-3 roles (HL7 table 0443) on `Encounter.participant.type`.
 pub(crate) const ROLE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0443";
-/// Extension URL, on a Reference to a Practitioner, of the ROL-3 role the practitioner has
-/// there (`valueCodeableConcept` in table 0443): `ServiceRequest.performer` and the
-/// DiagnosticReport's performers have no role element of their own.
+/// The code system of PRT-4 roles of participation (HL7 table 0912).
+pub(crate) const PARTICIPATION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0912";
+/// Extension URL, on a Reference to a Practitioner, of the ROL-3 or PRT-4 role the
+/// practitioner has there (`valueCodeableConcept` in table 0443 or 0912):
+/// `ServiceRequest.performer` and the DiagnosticReport's performers have no role element of
+/// their own.
 pub(crate) const EXT_ROLE: &str = "urn:switchboard:fhir:role";
+/// Extension URL, beside [`EXT_ROLE`], of the role's begin and end (ROL-5/6, PRT-11/12;
+/// `valuePeriod`), where the reference has no period of its own.
+pub(crate) const EXT_ROLE_PERIOD: &str = "urn:switchboard:fhir:role-period";
 
-/// A ROL-3 role as a CodeableConcept of table 0443.
+/// A ROL-3 (table 0443) or PRT-4 (table 0912) role as a CodeableConcept of its table.
 fn role_concept(r: &Role) -> t::CodeableConcept {
     t::CodeableConcept {
         coding: vec![t::Coding {
-            system: Some(ROLE_SYSTEM.into()),
+            system: Some(
+                if r.participation {
+                    PARTICIPATION_SYSTEM
+                } else {
+                    ROLE_SYSTEM
+                }
+                .into(),
+            ),
             code: r.role.code.as_deref().map(Into::into),
             display: r.role.text.as_deref().map(fstr),
             ..Default::default()
@@ -1150,17 +1178,143 @@ fn role_concept(r: &Role) -> t::CodeableConcept {
     }
 }
 
-/// A reference to a role's practitioner carrying the role ([`EXT_ROLE`]).
+/// A period from an optional start and end, `None` when both are absent.
+fn period(start: Option<&Timestamp>, end: Option<&Timestamp>) -> Option<Box<t::Period>> {
+    (start.is_some() || end.is_some()).then(|| {
+        Box::new(t::Period {
+            start: start.map(|s| date_time(s).into()),
+            end: end.map(|e| date_time(e).into()),
+            ..Default::default()
+        })
+    })
+}
+
+/// A reference to a role's practitioner carrying the role ([`EXT_ROLE`]) and its period
+/// ([`EXT_ROLE_PERIOD`]).
 fn role_ref(r: &Role) -> Option<t::Reference> {
     let mut reference = practitioner_ref(&r.practitioner)?;
     reference.extension.push(ext(
         EXT_ROLE,
         t::ExtensionValue::CodeableConcept(Box::new(role_concept(r))),
     ));
+    if let Some(p) = period(r.start.as_ref(), r.end.as_ref()) {
+        reference
+            .extension
+            .push(ext(EXT_ROLE_PERIOD, t::ExtensionValue::Period(p)));
+    }
     Some(reference)
 }
 
-/// FHIR Encounter of a canonical encounter, `None` without a visit number.
+/// Identifier system of PV1-50 alternate visit ids.
+pub(crate) const ALTERNATE_VISIT_SYSTEM: &str = "urn:switchboard:alternate-visit";
+/// Identifier system of PV1-5 preadmit numbers.
+pub(crate) const PREADMIT_SYSTEM: &str = "urn:switchboard:preadmit";
+/// HL7 table 0203 (identifier types), for the `VN` type of the visit number.
+pub(crate) const IDENTIFIER_TYPE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+/// `Encounter.participant.type` system of the PV1 doctors (ATND, REF, CON, ADM, PART).
+pub(crate) const PARTICIPATION_TYPE: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+/// `participant.type.text` marking a PV2-13 referral source among the `REF` participants
+/// (PV1-8, the referring doctor, has none).
+pub(crate) const REFERRAL_SOURCE_TEXT: &str = "referral source";
+/// Extension URLs of the Encounter for what R4 has no element for. PV1-18 patient type, which
+/// the IG leaves to the implementer (FHIR-Converter does not map it), PV1-41 account status
+/// and PV2-4 transfer reason, which the IG leaves unmapped, are ours; PV2-7 visit user code,
+/// PV2-10 estimated length of stay and PV2-40 admission level of care are extensions the IG
+/// names without defining (`extension?-...`), so ours too; PV2-8/9 are R5's
+/// `Encounter.plannedStartDate`/`plannedEndDate` through their R4 cross-version extensions,
+/// and PV2-38 the core `encounter-modeOfArrival`, as the IG writes them.
+pub(crate) const EXT_PATIENT_TYPE: &str = "urn:switchboard:fhir:patient-type";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_ACCOUNT_STATUS: &str = "urn:switchboard:fhir:account-status";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_TRANSFER_REASON: &str = "urn:switchboard:fhir:transfer-reason";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_VISIT_USER_CODE: &str = "urn:switchboard:fhir:visit-user-code";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_ESTIMATED_LENGTH: &str = "urn:switchboard:fhir:estimated-length-of-stay";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_LEVEL_OF_CARE: &str = "urn:switchboard:fhir:admission-level-of-care";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_PLANNED_START: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_PLANNED_END: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate";
+/// See [`EXT_PATIENT_TYPE`].
+pub(crate) const EXT_MODE_OF_ARRIVAL: &str =
+    "http://hl7.org/fhir/StructureDefinition/encounter-modeOfArrival";
+/// The IG's extension on `Encounter.location` marking a temporary location (PV1-11, PV1-43).
+pub(crate) const EXT_LOCATION_CLASSIFICATION: &str =
+    "http://hl7.org/fhir/StructureDefinition/subject-locationClassification";
+/// UCUM, for lengths of stay in days.
+const UCUM: &str = "http://unitsofmeasure.org";
+
+/// A length of stay in days as a FHIR Duration (`d` in UCUM).
+fn days(d: &crate::model::Decimal) -> t::Duration {
+    t::Duration {
+        value: Some(d.as_str().into()),
+        unit: Some(fstr("d")),
+        system: Some(UCUM.into()),
+        code: Some("d".into()),
+        ..Default::default()
+    }
+}
+
+/// An Encounter participant of a PV1/PV2 doctor, typed in v3 ParticipationType.
+fn doctor_participant(
+    p: &Practitioner,
+    code: &str,
+    text: Option<&str>,
+) -> Option<r::EncounterParticipant> {
+    let reference = practitioner_ref(p)?;
+    Some(r::EncounterParticipant {
+        r#type: vec![t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some(PARTICIPATION_TYPE.into()),
+                code: Some(code.into()),
+                ..Default::default()
+            }],
+            text: text.map(fstr),
+            ..Default::default()
+        }],
+        individual: Some(Box::new(reference)),
+        ..Default::default()
+    })
+}
+
+/// The visit description (PV2-12) as the Encounter's narrative, escaped for XHTML.
+fn narrative(text: &str) -> t::Narrative {
+    let mut div = String::with_capacity(text.len() + 50);
+    div.push_str(r#"<div xmlns="http://www.w3.org/1999/xhtml">"#);
+    for c in text.chars() {
+        match c {
+            '&' => div.push_str("&amp;"),
+            '<' => div.push_str("&lt;"),
+            '>' => div.push_str("&gt;"),
+            c => div.push(c),
+        }
+    }
+    div.push_str("</div>");
+    t::Narrative {
+        status: "additional".into(),
+        div: t::Xhtml {
+            value: div,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn codeable_ext(url: &str, c: &Coded) -> t::Extension {
+    ext(
+        url,
+        t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
+    )
+}
+
+/// FHIR Encounter of a canonical encounter, `None` without a visit number: PV1 and PV2 as
+/// the v2-to-FHIR IG maps them (see `docs/MAPPING.md` for each field).
 pub fn encounter(
     kind: EventKind,
     e: &Encounter,
@@ -1177,41 +1331,39 @@ pub fn encounter(
         _ => "in-progress",
     };
     let mut participant = Vec::new();
-    let consulting = e.consulting.iter().map(|p| (Some(p), "CON"));
     let people = [
-        (e.attending.as_ref(), "ATND"),
-        (e.referring.as_ref(), "REF"),
+        (e.attending.as_ref(), "ATND", None),
+        (e.referring.as_ref(), "REF", None),
     ];
-    for (p, code) in people.into_iter().chain(consulting) {
-        if let Some(reference) = p.and_then(practitioner_ref) {
-            participant.push(r::EncounterParticipant {
-                r#type: vec![t::CodeableConcept {
-                    coding: vec![t::Coding {
-                        system: Some(
-                            "http://terminology.hl7.org/CodeSystem/v3-ParticipationType".into(),
-                        ),
-                        code: Some(code.into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                individual: Some(Box::new(reference)),
-                ..Default::default()
-            });
-        }
+    let consulting = e.consulting.iter().map(|p| (Some(p), "CON", None));
+    let admitting = [(e.admitting.as_ref(), "ADM", None)];
+    let others = e.other_providers.iter().map(|p| (Some(p), "PART", None));
+    let referral = e
+        .referral_sources
+        .iter()
+        .map(|p| (Some(p), "REF", Some(REFERRAL_SOURCE_TEXT)));
+    for (p, code, text) in people
+        .into_iter()
+        .chain(consulting)
+        .chain(admitting)
+        .chain(others)
+        .chain(referral)
+    {
+        participant.extend(p.and_then(|p| doctor_participant(p, code, text)));
     }
-    // The roles that hold; a role the message removes (ROL-2 `DE`, `UN`) is left out, which
-    // removes it from the Encounter the Bundle PUTs whole.
+    // The roles that hold; a role the message removes (ROL-2/PRT-2 `DE`, `UN`) is left out,
+    // which removes it from the Encounter the Bundle PUTs whole.
     for r in e.roles.iter().filter(|r| r.is_current()) {
         if let Some(reference) = practitioner_ref(&r.practitioner) {
             participant.push(r::EncounterParticipant {
                 r#type: vec![role_concept(r)],
+                period: period(r.start.as_ref(), r.end.as_ref()),
                 individual: Some(Box::new(reference)),
                 ..Default::default()
             });
         }
     }
-    let extension = e
+    let mut extension: Vec<t::Extension> = e
         .events
         .iter()
         .map(|v| {
@@ -1232,39 +1384,124 @@ pub fn encounter(
             }
         })
         .chain(ext_str(EXT_INSURER, e.insurer.as_deref()))
-        .chain(e.financial_class.as_ref().map(|c| {
-            ext(
-                EXT_FINANCIAL_CLASS,
-                t::ExtensionValue::CodeableConcept(Box::new(codeable(c))),
-            )
-        }))
+        .chain(
+            e.financial_class
+                .as_ref()
+                .map(|c| codeable_ext(EXT_FINANCIAL_CLASS, c)),
+        )
         .collect();
-    let period = (e.admit_time.is_some() || e.discharge_time.is_some()).then(|| {
-        Box::new(t::Period {
-            start: e.admit_time.as_ref().map(|s| date_time(s).into()),
-            end: e.discharge_time.as_ref().map(|s| date_time(s).into()),
+    for (url, value) in [
+        (EXT_PATIENT_TYPE, &e.patient_type),
+        (EXT_ACCOUNT_STATUS, &e.account_status),
+        (EXT_TRANSFER_REASON, &e.transfer_reason),
+        (EXT_LEVEL_OF_CARE, &e.admission_level_of_care),
+        (EXT_PUBLICITY, &e.publicity_code),
+    ] {
+        extension.extend(value.as_ref().map(|c| codeable_ext(url, c)));
+    }
+    extension.extend(
+        e.visit_user_codes
+            .iter()
+            .map(|c| codeable_ext(EXT_VISIT_USER_CODE, c)),
+    );
+    for (url, value) in [
+        (EXT_PLANNED_START, &e.expected_admit_time),
+        (EXT_PLANNED_END, &e.expected_discharge_time),
+    ] {
+        extension.extend(
+            value
+                .as_ref()
+                .map(|t| ext(url, t::ExtensionValue::DateTime(date_time(t).into()))),
+        );
+    }
+    extension.extend(e.expected_length_of_stay.as_ref().map(|d| {
+        ext(
+            EXT_ESTIMATED_LENGTH,
+            t::ExtensionValue::Duration(Box::new(days(d))),
+        )
+    }));
+    extension.extend(e.mode_of_arrival.as_ref().map(|c| {
+        ext(
+            EXT_MODE_OF_ARRIVAL,
+            t::ExtensionValue::Coding(Box::new(coding(c))),
+        )
+    }));
+    if let Some(b) = e.protected {
+        extension.push(ext(EXT_PROTECTED, t::ExtensionValue::Boolean(b.into())));
+    }
+    let mut identifier = vec![t::Identifier {
+        r#type: Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some(IDENTIFIER_TYPE_SYSTEM.into()),
+                code: Some("VN".into()),
+                ..Default::default()
+            }],
+            text: Some(fstr("visit number")),
             ..Default::default()
-        })
-    });
+        })),
+        assigner: e.visit_number_authority.as_deref().map(|a| {
+            Box::new(t::Reference {
+                display: Some(fstr(a)),
+                ..Default::default()
+            })
+        }),
+        ..plain_identifier(systems::VISIT, visit)
+    }];
+    identifier.extend(e.alternate_visit_ids.iter().map(|id| t::Identifier {
+        system: Some(ALTERNATE_VISIT_SYSTEM.into()),
+        ..patient_identifier(id)
+    }));
+    let hospitalization = r::EncounterHospitalization {
+        pre_admission_identifier: e
+            .preadmit_number
+            .as_deref()
+            .map(|n| Box::new(plain_identifier(PREADMIT_SYSTEM, n))),
+        admit_source: e.admit_source.as_ref().map(|c| Box::new(codeable(c))),
+        re_admission: e.readmission.as_ref().map(|c| Box::new(codeable(c))),
+        diet_preference: e.diet.iter().map(codeable).collect(),
+        special_courtesy: e.vip_indicator.iter().map(codeable).collect(),
+        special_arrangement: e.ambulatory_status.iter().map(codeable).collect(),
+        destination: e
+            .discharged_to
+            .as_ref()
+            .and_then(location_ref)
+            .map(Box::new),
+        discharge_disposition: e
+            .discharge_disposition
+            .as_ref()
+            .map(|d| Box::new(codeable(d))),
+        ..Default::default()
+    };
     Some(r::Encounter {
         id: Some(resource_id("Encounter", systems::VISIT, visit).into()),
+        text: e.description.as_deref().map(|d| Box::new(narrative(d))),
         extension,
-        identifier: vec![plain_identifier(systems::VISIT, visit)],
+        identifier,
         status: status.into(),
         class: Box::new(class_coding(e.class)),
         r#type: e.admission_type.iter().map(codeable).collect(),
         service_type: e.service.as_ref().map(|s| Box::new(codeable(s))),
+        priority: e.priority.as_ref().map(|c| Box::new(codeable(c))),
         subject: subject.map(|s| Box::new(patient_ref(s))),
         participant,
-        period,
-        hospitalization: e
-            .discharge_disposition
-            .as_ref()
-            .map(|d| r::EncounterHospitalization {
-                discharge_disposition: Some(Box::new(codeable(d))),
-                ..Default::default()
-            }),
+        period: period(e.admit_time.as_ref(), e.discharge_time.as_ref()),
+        length: e.length_of_stay.as_ref().map(|d| Box::new(days(d))),
+        reason_code: e.admit_reason.iter().map(codeable).collect(),
+        hospitalization: (hospitalization != r::EncounterHospitalization::default())
+            .then_some(hospitalization),
         location: encounter_locations(e),
+        // PV1-39 servicing facility: the organization the visit is at (the IG leaves PV1-39
+        // unmapped; R4's serviceProvider is that organization), by identifier.
+        service_provider: e.servicing_facility.as_ref().map(|f| {
+            Box::new(t::Reference {
+                identifier: f
+                    .code
+                    .as_deref()
+                    .map(|c| Box::new(plain_identifier(FACILITY_SYSTEM, c))),
+                display: f.text.as_deref().map(fstr),
+                ..Default::default()
+            })
+        }),
         ..Default::default()
     })
 }
@@ -1294,17 +1531,26 @@ fn encounter_locations(e: &Encounter) -> Vec<r::EncounterLocation> {
                 LocationStatus::Active => "active",
                 LocationStatus::Completed => "completed",
             };
-            let period = (stay.start.is_some() || stay.end.is_some()).then(|| {
-                Box::new(t::Period {
-                    start: stay.start.as_ref().map(|s| date_time(s).into()),
-                    end: stay.end.as_ref().map(|s| date_time(s).into()),
-                    ..Default::default()
-                })
-            });
+            // The IG marks PV1-11 and PV1-43 temporary.
+            let extension = if stay.temporary {
+                vec![ext(
+                    EXT_LOCATION_CLASSIFICATION,
+                    t::ExtensionValue::CodeableConcept(Box::new(t::CodeableConcept {
+                        coding: vec![t::Coding {
+                            code: Some("temporary".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })),
+                )]
+            } else {
+                Vec::new()
+            };
             Some(r::EncounterLocation {
+                extension,
                 location: Box::new(location),
                 status: Some(status.into()),
-                period,
+                period: period(stay.start.as_ref(), stay.end.as_ref()),
                 ..Default::default()
             })
         })
@@ -1373,22 +1619,24 @@ pub fn schedule_slot(a: &Appointment, blocked: bool) -> Option<(r::Schedule, r::
     let end = a.end.as_ref()?;
     let mut actor = Vec::new();
     let mut keys: Vec<String> = Vec::new();
-    if let Some((reference, (system, value))) = a
-        .practitioner
-        .as_ref()
-        .and_then(|p| Some((practitioner_ref(p)?, practitioner_key(p)?)))
-    {
-        actor.push(reference);
-        keys.push(format!("Practitioner|{system}|{value}"));
+    for (p, _, _) in booked_people(a) {
+        if let (Some(reference), Some((system, value))) = (practitioner_ref(p), practitioner_key(p))
+        {
+            let key = format!("Practitioner|{system}|{value}");
+            if !keys.contains(&key) {
+                actor.push(reference);
+                keys.push(key);
+            }
+        }
     }
-    if let Some(reference) = a.location.as_ref().and_then(location_ref) {
-        keys.extend(
-            a.location
-                .as_ref()
-                .and_then(|l| l.code.as_deref())
-                .map(|c| format!("Location|{c}")),
-        );
-        actor.push(reference);
+    for (l, _, _) in booked_locations(a) {
+        if let (Some(reference), Some(code)) = (location_ref(l), l.code.as_deref()) {
+            let key = format!("Location|{code}");
+            if !keys.contains(&key) {
+                actor.push(reference);
+                keys.push(key);
+            }
+        }
     }
     for r in &a.resources {
         let Some(code) = r.resource.code.as_deref() else {
@@ -1429,7 +1677,52 @@ pub fn schedule_slot(a: &Appointment, blocked: bool) -> Option<(r::Schedule, r::
     Some((schedule, slot))
 }
 
-/// FHIR Appointment of a canonical appointment.
+/// Extension URL, on an `Appointment.serviceType`, of the service's own time (AIS-4 and
+/// AIS-7; `valuePeriod`): the IG puts AIS times on `participant.period`, but an AIS names no
+/// participant.
+pub(crate) const EXT_SERVICE_PERIOD: &str = "urn:switchboard:fhir:service-period";
+/// Extension URL, on an `Appointment.participant` of a general resource (AIG), of AIG-6
+/// resource quantity (`valueUnsignedInt`).
+pub(crate) const EXT_RESOURCE_QUANTITY: &str = "urn:switchboard:fhir:resource-quantity";
+
+/// The period of a booked service or resource: its start, and its start plus its duration.
+fn booked_period(start: Option<&Timestamp>, minutes: Option<u32>) -> Option<Box<t::Period>> {
+    let end = start
+        .zip(minutes)
+        .and_then(|(s, m)| s.plus_minutes(i64::from(m)));
+    period(start, end.as_ref())
+}
+
+/// The people an appointment books, with their times: every AIP (`personnel`), or the one
+/// practitioner of a source that names only that.
+fn booked_people(
+    a: &Appointment,
+) -> impl Iterator<Item = (&Practitioner, Option<&Timestamp>, Option<u32>)> {
+    let fallback = a.practitioner.iter().filter(|_| a.personnel.is_empty());
+    a.personnel
+        .iter()
+        .map(|p| (&p.practitioner, p.start.as_ref(), p.duration_minutes))
+        .chain(fallback.map(|p| (p, None, None)))
+}
+
+/// The locations an appointment books, with their times: every AIL (`locations`), or the
+/// one location of a source that names only that.
+fn booked_locations(
+    a: &Appointment,
+) -> impl Iterator<Item = (&Location, Option<&Timestamp>, Option<u32>)> {
+    let fallback = a.location.iter().filter(|_| a.locations.is_empty());
+    a.locations
+        .iter()
+        .map(|l| (&l.location, l.start.as_ref(), l.duration_minutes))
+        .chain(fallback.map(|l| (l, None, None)))
+}
+
+/// FHIR Appointment of a canonical appointment, as the IG maps SCH, AIS, AIG, AIL and AIP:
+/// every service (`serviceType`, with its time in [`EXT_SERVICE_PERIOD`]), every person (a
+/// Practitioner participant typed with AIP-4), location (a Location participant) and general
+/// resource (a participant typed with AIG-4 whose actor is the resource by identifier
+/// `urn:switchboard:resource`; one without an AIG-3 code is left out), each with its own
+/// `period`; then the roles.
 ///
 /// # Errors
 /// [`FhirError::Render`] without any appointment id or start.
@@ -1450,31 +1743,80 @@ pub fn appointment(
             ..Default::default()
         });
     }
-    if let Some(reference) = a.practitioner.as_ref().and_then(practitioner_ref) {
+    for (p, start, minutes) in booked_people(a) {
+        if let Some(reference) = practitioner_ref(p) {
+            participant.push(r::AppointmentParticipant {
+                r#type: p.specialisation.iter().map(codeable).collect(),
+                actor: Some(Box::new(reference)),
+                status: "accepted".into(),
+                period: booked_period(start, minutes),
+                ..Default::default()
+            });
+        }
+    }
+    for (l, start, minutes) in booked_locations(a) {
+        if let Some(reference) = location_ref(l) {
+            participant.push(r::AppointmentParticipant {
+                actor: Some(Box::new(reference)),
+                status: "accepted".into(),
+                period: booked_period(start, minutes),
+                ..Default::default()
+            });
+        }
+    }
+    for r in &a.resources {
+        let Some(code) = r.resource.code.as_deref() else {
+            continue;
+        };
         participant.push(r::AppointmentParticipant {
-            actor: Some(Box::new(reference)),
+            extension: r
+                .quantity
+                .map(|q| {
+                    ext(
+                        EXT_RESOURCE_QUANTITY,
+                        t::ExtensionValue::UnsignedInt(q.into()),
+                    )
+                })
+                .into_iter()
+                .collect(),
+            r#type: r.resource_type.iter().map(codeable).collect(),
+            actor: Some(Box::new(t::Reference {
+                identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+                display: r.resource.text.as_deref().map(fstr),
+                ..Default::default()
+            })),
             status: "accepted".into(),
+            period: booked_period(r.start.as_ref(), r.duration_minutes),
             ..Default::default()
         });
     }
-    if let Some(reference) = a.location.as_ref().and_then(location_ref) {
-        participant.push(r::AppointmentParticipant {
-            actor: Some(Box::new(reference)),
-            status: "accepted".into(),
-            ..Default::default()
-        });
-    }
-    // The roles a SIU names (ROL), typed with their table 0443 role, those that hold only.
+    // The roles a SIU names (ROL, PRT), typed with their role, those that hold only.
     for r in a.roles.iter().filter(|r| r.is_current()) {
         if let Some(reference) = practitioner_ref(&r.practitioner) {
             participant.push(r::AppointmentParticipant {
                 r#type: vec![role_concept(r)],
                 actor: Some(Box::new(reference)),
                 status: "accepted".into(),
+                period: period(r.start.as_ref(), r.end.as_ref()),
                 ..Default::default()
             });
         }
     }
+    let service_type = if a.services.is_empty() {
+        a.service.iter().map(codeable).collect()
+    } else {
+        a.services
+            .iter()
+            .map(|s| {
+                let mut c = codeable(&s.service);
+                if let Some(p) = booked_period(s.start.as_ref(), s.duration_minutes) {
+                    c.extension
+                        .push(ext(EXT_SERVICE_PERIOD, t::ExtensionValue::Period(p)));
+                }
+                c
+            })
+            .collect()
+    };
     Ok(r::Appointment {
         id: Some(resource_id("Appointment", system, value).into()),
         identifier,
@@ -1496,7 +1838,7 @@ pub fn appointment(
             })
             .into_iter()
             .collect(),
-        service_type: a.service.iter().map(codeable).collect(),
+        service_type,
         appointment_type: a.appointment_type.as_ref().map(|c| Box::new(codeable(c))),
         reason_code: a.reason.iter().map(codeable).collect(),
         start: a.start.as_ref().map(|s| instant(s).into()),
@@ -2189,8 +2531,8 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
     }
     let mut locations: Vec<&Location> = Vec::new();
     if let Some(a) = &event.appointment {
-        practitioners.extend(&a.practitioner);
-        locations.extend(&a.location);
+        practitioners.extend(booked_people(a).map(|(p, _, _)| p));
+        locations.extend(booked_locations(a).map(|(l, _, _)| l));
     }
     let other_encounter = event
         .other_patient
@@ -2206,8 +2548,12 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         practitioners.extend(&e.attending);
         practitioners.extend(&e.referring);
         practitioners.extend(&e.consulting);
+        practitioners.extend(&e.admitting);
+        practitioners.extend(&e.other_providers);
+        practitioners.extend(&e.referral_sources);
         locations.extend(&e.location);
         locations.extend(e.location_history.iter().map(|s| &s.location));
+        locations.extend(&e.discharged_to);
     }
     if let Some(a) = &event.appointment {
         practitioners.extend(
@@ -2451,6 +2797,10 @@ fn rewrite_references(
             for l in &mut e.location {
                 fix(&mut l.location);
             }
+            if let Some(h) = &mut e.hospitalization {
+                h.destination.iter_mut().for_each(|r| fix(r));
+            }
+            e.service_provider.iter_mut().for_each(|r| fix(r));
         }
         Resource::Appointment(a) => {
             for p in &mut a.participant {

@@ -24,6 +24,13 @@ use fhirbolt::model::r4::Resource;
 
 use super::error::path_at;
 use super::from_model::{
+    ALTERNATE_VISIT_SYSTEM, EXT_ACCOUNT_STATUS, EXT_ESTIMATED_LENGTH, EXT_LEVEL_OF_CARE,
+    EXT_LOCATION_CLASSIFICATION, EXT_MODE_OF_ARRIVAL, EXT_PATIENT_TYPE, EXT_PLANNED_END,
+    EXT_PLANNED_START, EXT_RESOURCE_QUANTITY, EXT_ROLE_PERIOD, EXT_SERVICE_PERIOD,
+    EXT_TRANSFER_REASON, EXT_VISIT_USER_CODE, PARTICIPATION_SYSTEM, PARTICIPATION_TYPE,
+    REFERRAL_SOURCE_TEXT, RESOURCE_SYSTEM,
+};
+use super::from_model::{
     EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
     EXT_TRANSACTION_TYPE, LOCATION_PARTS, ROLE_SYSTEM,
 };
@@ -39,6 +46,7 @@ use crate::model::{
     PaymentOutcome, PaymentResult, Phone, Practitioner, Precision, Priority, ResultReport,
     ResultStatus, Role, Source, Timestamp, TransactionType, VisitEvent,
 };
+use crate::model::{AppointmentLocation, AppointmentPerson, AppointmentService};
 use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Insured, Procedure, Specimen};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
@@ -1084,18 +1092,16 @@ impl<'a> Reader<'a> {
                 // `active`, `reserved` or no status: the patient is (to be) there now.
                 _ => LocationStatus::Active,
             };
-            let period = l.period.as_deref();
+            let (start, end) = period_of(l.period.as_deref(), &format!("{path}.period"))?;
             out.push(LocationStay {
                 location,
                 status,
-                start: period
-                    .and_then(|p| val!(p.start))
-                    .map(|v| timestamp(v, &format!("{path}.period.start")))
-                    .transpose()?,
-                end: period
-                    .and_then(|p| val!(p.end))
-                    .map(|v| timestamp(v, &format!("{path}.period.end")))
-                    .transpose()?,
+                start,
+                end,
+                temporary: l
+                    .extension
+                    .iter()
+                    .any(|x| x.url == EXT_LOCATION_CLASSIFICATION),
             });
         }
         Ok(out)
@@ -1126,41 +1132,50 @@ impl<'a> Reader<'a> {
             })
         };
         let (mut attending, mut referring, mut consulting) = (None, None, Vec::new());
+        let (mut admitting, mut other_providers, mut referral_sources) =
+            (None, Vec::new(), Vec::new());
         let mut roles = Vec::new();
-        for p in &e.participant {
+        for (n, p) in e.participant.iter().enumerate() {
             let Some(individual) = p.individual.as_deref() else {
                 continue;
             };
-            // A ROL role (table 0443) is a role of its own, not the PV1 doctors.
-            let rol = p
-                .r#type
-                .iter()
-                .flat_map(|c| c.coding.iter())
-                .find(|c| val!(c.system) == Some(super::from_model::ROLE_SYSTEM));
-            if let Some(c) = rol {
+            // A ROL or PRT role (table 0443 or 0912) is a role of its own, not the PV1 doctors.
+            if let Some((role, participation)) = p.r#type.iter().find_map(role_of) {
                 if let Some(practitioner) = self.practitioner_ref(individual) {
+                    let (start, end) = period_of(
+                        p.period.as_deref(),
+                        &format!("{base}.participant[{n}].period"),
+                    )?;
                     roles.push(Role {
-                        role: Coded {
-                            code: owned(val!(c.code)),
-                            text: owned(val!(c.display)),
-                            system: Some("HL70443".to_owned()),
-                        },
+                        role,
                         practitioner,
                         action: None,
+                        start,
+                        end,
+                        participation,
                     });
                 }
                 continue;
             }
-            let role = p
-                .r#type
-                .iter()
-                .flat_map(|c| c.coding.iter())
-                .find_map(|c| val!(c.code));
+            // The PV1/PV2 doctors (v3 ParticipationType); a PV2-13 referral source is a `REF`
+            // marked by its text.
+            let kind = p.r#type.first().map(|c| {
+                let code = c
+                    .coding
+                    .iter()
+                    .find(|x| val!(x.system) == Some(PARTICIPATION_TYPE))
+                    .or_else(|| c.coding.first())
+                    .and_then(|x| val!(x.code));
+                (code, val!(c.text))
+            });
             let value = self.practitioner_ref(individual);
-            match role {
-                Some("REF") => referring = value,
-                Some("CON") => consulting.extend(value),
-                Some("ATND") | None => {
+            match kind {
+                Some((Some("REF"), Some(REFERRAL_SOURCE_TEXT))) => referral_sources.extend(value),
+                Some((Some("REF"), _)) => referring = value,
+                Some((Some("CON"), _)) => consulting.extend(value),
+                Some((Some("ADM"), _)) => admitting = admitting.or(value),
+                Some((Some("PART"), _)) => other_providers.extend(value),
+                Some((Some("ATND") | None, _)) | None => {
                     if attending.is_none() {
                         attending = value;
                     }
@@ -1206,8 +1221,58 @@ impl<'a> Reader<'a> {
                 description,
             });
         }
+        let visit_id = e
+            .identifier
+            .iter()
+            .find(|i| val!(i.system) == Some(systems::VISIT));
+        let hospitalization = e.hospitalization.as_ref();
+        let ext = |url: &str| ext_coded(&e.extension, url);
+        let ext_time = |url: &str| -> Result<Option<Timestamp>, FhirError> {
+            match e.extension.iter().position(|x| x.url == url) {
+                Some(n) => match &e.extension[n].value {
+                    Some(t::ExtensionValue::DateTime(d)) => val!(Some(d))
+                        .map(|v| timestamp(v, &format!("{base}.extension[{n}].valueDateTime")))
+                        .transpose(),
+                    _ => Ok(None),
+                },
+                None => Ok(None),
+            }
+        };
+        let expected_length_of_stay = match e
+            .extension
+            .iter()
+            .position(|x| x.url == EXT_ESTIMATED_LENGTH)
+        {
+            Some(n) => match &e.extension[n].value {
+                Some(t::ExtensionValue::Duration(d)) => {
+                    days_of(d, &format!("{base}.extension[{n}].valueDuration"))?
+                }
+                _ => None,
+            },
+            None => None,
+        };
+        let (admit_time, discharge_time) = period_of(period, &format!("{base}.period"))?;
         Ok(Encounter {
             visit_number: Some(visit_number),
+            visit_number_authority: visit_id
+                .and_then(|i| i.assigner.as_deref())
+                .and_then(|a| owned(val!(a.display))),
+            alternate_visit_ids: e
+                .identifier
+                .iter()
+                .filter(|i| val!(i.system) == Some(ALTERNATE_VISIT_SYSTEM))
+                .map(|i| {
+                    let mut id = identifier(i);
+                    id.kind = match id.type_code.as_deref() {
+                        None => IdentifierKind::Other,
+                        code => crate::from_v2::datatypes::identifier_kind(code),
+                    };
+                    id
+                })
+                .collect(),
+            preadmit_number: hospitalization
+                .and_then(|h| h.pre_admission_identifier.as_deref())
+                .and_then(|i| owned(val!(i.value))),
             class,
             admission_type: e.r#type.first().and_then(coded),
             service: e.service_type.as_deref().and_then(coded),
@@ -1221,16 +1286,37 @@ impl<'a> Reader<'a> {
             attending,
             referring,
             consulting,
+            admitting,
+            other_providers,
+            referral_sources,
+            readmission: hospitalization
+                .and_then(|h| h.re_admission.as_deref())
+                .and_then(coded),
+            admit_source: hospitalization
+                .and_then(|h| h.admit_source.as_deref())
+                .and_then(coded),
+            ambulatory_status: hospitalization
+                .iter()
+                .flat_map(|h| &h.special_arrangement)
+                .filter_map(coded)
+                .collect(),
+            vip_indicator: hospitalization
+                .and_then(|h| h.special_courtesy.first())
+                .and_then(coded),
+            patient_type: ext(EXT_PATIENT_TYPE),
             location_history: self.location_history(e, base)?,
             roles,
-            admit_time: period
-                .and_then(|p| val!(p.start))
-                .map(|v| timestamp(v, &format!("{base}.period.start")))
-                .transpose()?,
-            discharge_time: period
-                .and_then(|p| val!(p.end))
-                .map(|v| timestamp(v, &format!("{base}.period.end")))
-                .transpose()?,
+            admit_time,
+            discharge_time,
+            expected_admit_time: ext_time(EXT_PLANNED_START)?,
+            expected_discharge_time: ext_time(EXT_PLANNED_END)?,
+            expected_length_of_stay,
+            length_of_stay: e
+                .length
+                .as_deref()
+                .map(|d| days_of(d, &format!("{base}.length")))
+                .transpose()?
+                .flatten(),
             insurer: e
                 .extension
                 .iter()
@@ -1239,19 +1325,56 @@ impl<'a> Reader<'a> {
                     Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
                     _ => None,
                 }),
-            financial_class: e
-                .extension
-                .iter()
-                .find(|x| x.url == EXT_FINANCIAL_CLASS)
-                .and_then(|x| match &x.value {
-                    Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
-                    _ => None,
-                }),
-            discharge_disposition: e
-                .hospitalization
-                .as_ref()
+            financial_class: ext(EXT_FINANCIAL_CLASS),
+            discharge_disposition: hospitalization
                 .and_then(|h| h.discharge_disposition.as_deref())
                 .and_then(coded),
+            discharged_to: hospitalization
+                .and_then(|h| h.destination.as_deref())
+                .and_then(|r| self.location_ref(r)),
+            diet: hospitalization
+                .and_then(|h| h.diet_preference.first())
+                .and_then(coded),
+            servicing_facility: e.service_provider.as_deref().and_then(|r| {
+                let out = Coded {
+                    code: r.identifier.as_deref().and_then(|i| owned(val!(i.value))),
+                    text: owned(val!(r.display)),
+                    system: None,
+                };
+                (out.code.is_some() || out.text.is_some()).then_some(out)
+            }),
+            account_status: ext(EXT_ACCOUNT_STATUS),
+            admit_reason: e.reason_code.first().and_then(coded),
+            transfer_reason: ext(EXT_TRANSFER_REASON),
+            visit_user_codes: e
+                .extension
+                .iter()
+                .filter(|x| x.url == EXT_VISIT_USER_CODE)
+                .filter_map(|x| match &x.value {
+                    Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+                    _ => None,
+                })
+                .collect(),
+            description: e.text.as_deref().and_then(|n| narrative_text(&n.div.value)),
+            publicity_code: ext(EXT_PUBLICITY),
+            protected: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_PROTECTED)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::Boolean(b)) => b.value,
+                    _ => None,
+                }),
+            priority: e.priority.as_deref().and_then(coded),
+            mode_of_arrival: e
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_MODE_OF_ARRIVAL)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::Coding(c)) => coded_of(c),
+                    _ => None,
+                }),
+            admission_level_of_care: ext(EXT_LEVEL_OF_CARE),
             events,
         })
     }
@@ -1334,20 +1457,26 @@ impl<'a> Reader<'a> {
             _ => EventKind::AppointmentBooked,
         };
         let mut patient = None;
-        let mut practitioner = None;
-        let mut location = None;
+        let mut personnel = Vec::new();
+        let mut locations = Vec::new();
+        let mut resources = Vec::new();
         let mut roles = Vec::new();
         for (n, p) in a.participant.iter().enumerate() {
             let Some(actor) = p.actor.as_deref() else {
                 continue;
             };
-            // A ROL role (table 0443) of the appointment, not its AIP practitioner.
-            if let Some(role) = p.r#type.iter().find_map(role_of) {
+            let path = format!("{base}.participant[{n}]");
+            // A ROL or PRT role (table 0443 or 0912) of the appointment, not an AIP person.
+            if let Some((role, participation)) = p.r#type.iter().find_map(role_of) {
                 if let Some(practitioner) = self.practitioner_ref(actor) {
+                    let (start, end) = period_of(p.period.as_deref(), &format!("{path}.period"))?;
                     roles.push(Role {
                         role,
                         practitioner,
                         action: None,
+                        start,
+                        end,
+                        participation,
                     });
                 }
                 continue;
@@ -1359,6 +1488,33 @@ impl<'a> Reader<'a> {
                 .as_deref()
                 .and_then(|i| val!(i.system))
                 .unwrap_or("");
+            let (start, duration_minutes) =
+                booked_of(p.period.as_deref(), &format!("{path}.period"))?;
+            // A general resource (AIG), by identifier.
+            if id_system == RESOURCE_SYSTEM {
+                resources.push(AppointmentResource {
+                    resource: Coded {
+                        code: actor
+                            .identifier
+                            .as_deref()
+                            .and_then(|i| owned(val!(i.value))),
+                        text: owned(val!(actor.display)),
+                        system: None,
+                    },
+                    resource_type: p.r#type.first().and_then(coded),
+                    quantity: p
+                        .extension
+                        .iter()
+                        .find(|x| x.url == EXT_RESOURCE_QUANTITY)
+                        .and_then(|x| match &x.value {
+                            Some(t::ExtensionValue::UnsignedInt(q)) => q.value,
+                            _ => None,
+                        }),
+                    start,
+                    duration_minutes,
+                });
+                continue;
+            }
             let is_patient = self.patients.contains_key(target)
                 || target.starts_with("Patient/")
                 || rtype == "Patient"
@@ -1368,21 +1524,51 @@ impl<'a> Reader<'a> {
                     systems::MRN | systems::NATIONAL_ID | systems::PASSPORT | systems::ACCOUNT
                 );
             if is_patient && patient.is_none() {
-                patient =
-                    Some(self.patient_ref(Some(actor), &format!("{base}.participant[{n}].actor"))?);
-            } else if (self.practitioners.contains_key(target)
+                patient = Some(self.patient_ref(Some(actor), &format!("{path}.actor"))?);
+            } else if self.practitioners.contains_key(target)
                 || target.starts_with("Practitioner/")
-                || rtype == "Practitioner")
-                && practitioner.is_none()
+                || rtype == "Practitioner"
             {
-                practitioner = self.practitioner_ref(actor);
-            } else if (self.locations.contains_key(target)
+                if let Some(practitioner) = self.practitioner_ref(actor) {
+                    personnel.push(AppointmentPerson {
+                        practitioner,
+                        start,
+                        duration_minutes,
+                    });
+                }
+            } else if self.locations.contains_key(target)
                 || target.starts_with("Location/")
-                || rtype == "Location")
-                && location.is_none()
+                || rtype == "Location"
             {
-                location = self.location_ref(actor);
+                if let Some(location) = self.location_ref(actor) {
+                    locations.push(AppointmentLocation {
+                        location,
+                        start,
+                        duration_minutes,
+                    });
+                }
             }
+        }
+        let mut services = Vec::new();
+        for (n, c) in a.service_type.iter().enumerate() {
+            let Some(service) = coded(c) else {
+                continue;
+            };
+            let period = c
+                .extension
+                .iter()
+                .find(|x| x.url == EXT_SERVICE_PERIOD)
+                .and_then(|x| match &x.value {
+                    Some(t::ExtensionValue::Period(p)) => Some(&**p),
+                    _ => None,
+                });
+            let (start, duration_minutes) =
+                booked_of(period, &format!("{base}.serviceType[{n}].extension"))?;
+            services.push(AppointmentService {
+                service,
+                start,
+                duration_minutes,
+            });
         }
         let (patient_id, patient) = patient.ok_or_else(|| {
             FhirError::unprocessable(
@@ -1395,10 +1581,13 @@ impl<'a> Reader<'a> {
             filler_id,
             remote_id,
             patient: Some(patient_id),
-            practitioner,
-            location,
-            resources: Vec::new(),
-            service: a.service_type.first().and_then(coded),
+            practitioner: personnel.first().map(|p| p.practitioner.clone()),
+            location: locations.first().map(|l| l.location.clone()),
+            resources,
+            service: services.first().map(|s| s.service.clone()),
+            services,
+            personnel,
+            locations,
             appointment_type: a.appointment_type.as_deref().and_then(coded),
             start: val!(a.start)
                 .map(|v| timestamp(v, &format!("{base}.start")))
@@ -1468,11 +1657,11 @@ impl<'a> Reader<'a> {
             }
             _ => None,
         });
-        let (mut practitioner, mut location, mut resources) = (None, None, Vec::new());
+        let (mut personnel, mut locations, mut resources) = (Vec::new(), Vec::new(), Vec::new());
         for actor in schedule.iter().flat_map(|x| x.actor.iter()) {
             let target = val!(actor.reference).unwrap_or("");
             let system = actor.identifier.as_deref().and_then(|i| val!(i.system));
-            if system == Some(super::from_model::RESOURCE_SYSTEM) {
+            if system == Some(RESOURCE_SYSTEM) {
                 resources.push(AppointmentResource {
                     resource: Coded {
                         code: actor
@@ -1482,13 +1671,23 @@ impl<'a> Reader<'a> {
                         text: owned(val!(actor.display)),
                         system: None,
                     },
-                    resource_type: None,
-                    quantity: None,
+                    ..AppointmentResource::default()
                 });
             } else if self.locations.contains_key(target) || target.starts_with("Location/") {
-                location = location.or_else(|| self.location_ref(actor));
+                locations.extend(
+                    self.location_ref(actor)
+                        .map(|location| AppointmentLocation {
+                            location,
+                            ..AppointmentLocation::default()
+                        }),
+                );
             } else {
-                practitioner = practitioner.or_else(|| self.practitioner_ref(actor));
+                personnel.extend(self.practitioner_ref(actor).map(|practitioner| {
+                    AppointmentPerson {
+                        practitioner,
+                        ..AppointmentPerson::default()
+                    }
+                }));
             }
         }
         let start = val!(Some(&s.start))
@@ -1507,10 +1706,21 @@ impl<'a> Reader<'a> {
             filler_id,
             remote_id,
             patient: None,
-            practitioner,
-            location,
+            practitioner: personnel.first().map(|p| p.practitioner.clone()),
+            location: locations.first().map(|l| l.location.clone()),
             resources,
             service: s.service_type.first().and_then(coded),
+            services: s
+                .service_type
+                .iter()
+                .filter_map(coded)
+                .map(|service| AppointmentService {
+                    service,
+                    ..AppointmentService::default()
+                })
+                .collect(),
+            personnel,
+            locations,
             appointment_type: s.appointment_type.as_deref().and_then(coded),
             start,
             end,
@@ -1693,22 +1903,39 @@ impl<'a> Reader<'a> {
             roles: sr
                 .performer
                 .iter()
-                .filter_map(|r| {
-                    let role =
-                        r.extension
-                            .iter()
-                            .find(|x| x.url == EXT_ROLE)
-                            .and_then(|x| match &x.value {
-                                Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
-                                _ => None,
-                            })?;
-                    Some(Role {
+                .enumerate()
+                .filter_map(|(n, r)| {
+                    let (role, participation) = r
+                        .extension
+                        .iter()
+                        .find(|x| x.url == EXT_ROLE)
+                        .and_then(|x| match &x.value {
+                            Some(t::ExtensionValue::CodeableConcept(c)) => role_of(c),
+                            _ => None,
+                        })?;
+                    let period = r
+                        .extension
+                        .iter()
+                        .find(|x| x.url == EXT_ROLE_PERIOD)
+                        .and_then(|x| match &x.value {
+                            Some(t::ExtensionValue::Period(p)) => Some(&**p),
+                            _ => None,
+                        });
+                    let (start, end) =
+                        match period_of(period, &format!("{base}.performer[{n}].extension")) {
+                            Ok(times) => times,
+                            Err(e) => return Some(Err(e)),
+                        };
+                    Some(Ok(Role {
                         role,
                         practitioner: self.practitioner_ref(r)?,
                         action: None,
-                    })
+                        start,
+                        end,
+                        participation,
+                    }))
                 })
-                .collect(),
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -2213,16 +2440,93 @@ fn contact_of(c: &r::PatientContact) -> Contact {
 }
 
 /// A ROL-3 role (table 0443) from a CodeableConcept with a coding in that table.
-fn role_of(c: &t::CodeableConcept) -> Option<Coded> {
-    let coding = c
-        .coding
+fn role_of(c: &t::CodeableConcept) -> Option<(Coded, bool)> {
+    let (coding, participation) = c.coding.iter().find_map(|x| match val!(x.system) {
+        Some(ROLE_SYSTEM) => Some((x, false)),
+        Some(PARTICIPATION_SYSTEM) => Some((x, true)),
+        _ => None,
+    })?;
+    Some((
+        Coded {
+            code: owned(val!(coding.code)),
+            text: owned(val!(coding.display)),
+            system: Some(if participation { "HL70912" } else { "HL70443" }.to_owned()),
+        },
+        participation,
+    ))
+}
+
+/// The start and end of a FHIR period, with element paths for errors.
+fn period_of(
+    p: Option<&t::Period>,
+    path: &str,
+) -> Result<(Option<Timestamp>, Option<Timestamp>), FhirError> {
+    let Some(p) = p else {
+        return Ok((None, None));
+    };
+    Ok((
+        val!(p.start)
+            .map(|v| timestamp(v, &format!("{path}.start")))
+            .transpose()?,
+        val!(p.end)
+            .map(|v| timestamp(v, &format!("{path}.end")))
+            .transpose()?,
+    ))
+}
+
+/// A booked service's or resource's start and duration from its period (the way back of
+/// `from_model::booked_period`).
+fn booked_of(
+    p: Option<&t::Period>,
+    path: &str,
+) -> Result<(Option<Timestamp>, Option<u32>), FhirError> {
+    let (start, end) = period_of(p, path)?;
+    let minutes = start
+        .as_ref()
+        .zip(end.as_ref())
+        .and_then(|(a, b)| a.minutes_until(b))
+        .and_then(|m| u32::try_from(m).ok());
+    Ok((start, minutes))
+}
+
+/// The first extension with this URL holding a CodeableConcept, as a code.
+fn ext_coded(extension: &[t::Extension], url: &str) -> Option<Coded> {
+    extension
         .iter()
-        .find(|x| val!(x.system) == Some(ROLE_SYSTEM))?;
-    Some(Coded {
-        code: owned(val!(coding.code)),
-        text: owned(val!(coding.display)),
-        system: Some("HL70443".to_owned()),
-    })
+        .find(|x| x.url == url)
+        .and_then(|x| match &x.value {
+            Some(t::ExtensionValue::CodeableConcept(c)) => coded(c),
+            _ => None,
+        })
+}
+
+/// A FHIR Duration in days (`d`) as a decimal number of days.
+fn days_of(d: &t::Duration, path: &str) -> Result<Option<Decimal>, FhirError> {
+    val!(d.value)
+        .map(|v| decimal(v, &format!("{path}.value")))
+        .transpose()
+}
+
+/// The text of an XHTML narrative `div` (tags dropped, the five XML entities decoded): the way
+/// back of `from_model::narrative`.
+fn narrative_text(div: &str) -> Option<String> {
+    let mut out = String::with_capacity(div.len());
+    let mut in_tag = false;
+    for c in div.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    let out = out
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    owned(Some(out.as_str()))
 }
 
 /// A specimen from a FHIR Specimen: the way back of `from_model::specimen`.
@@ -2326,6 +2630,16 @@ pub(crate) fn coded(c: &t::CodeableConcept) -> Option<Coded> {
         system: coding
             .and_then(|c| val!(c.system))
             .map(|s| super::code_systems::to_name(s).into_owned()),
+    };
+    (out.code.is_some() || out.text.is_some()).then_some(out)
+}
+
+/// A code from one Coding (the way back of `from_model::coding`).
+fn coded_of(c: &t::Coding) -> Option<Coded> {
+    let out = Coded {
+        code: owned(val!(c.code)),
+        text: owned(val!(c.display)),
+        system: val!(c.system).map(|s| super::code_systems::to_name(s).into_owned()),
     };
     (out.code.is_some() || out.text.is_some()).then_some(out)
 }
@@ -2489,16 +2803,17 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
     };
     let mut phones = Vec::new();
     let mut email = None;
+    let mut other_emails: Vec<String> = Vec::new();
     for cp in &p.telecom {
         let Some(value) = owned(val!(cp.value)) else {
             continue;
         };
         match val!(cp.system) {
-            Some("email") => {
-                if email.is_none() {
-                    email = Some(value);
-                }
-            }
+            Some("email") => match &email {
+                None => email = Some(value),
+                Some(first) if *first == value || other_emails.contains(&value) => {}
+                Some(_) => other_emails.push(value),
+            },
             Some("phone" | "sms") | None => phones.push(Phone {
                 number: value,
                 use_: match val!(cp.r#use) {
@@ -2530,6 +2845,7 @@ fn patient(p: &r::Patient, base: &str) -> Result<Patient, FhirError> {
         gender,
         phones,
         email,
+        other_emails,
         address: address.filter(|a| !a.is_empty()),
         other_addresses,
         contacts: p.contact.iter().map(contact_of).collect(),
@@ -2631,7 +2947,7 @@ fn location(l: &r::Location, _base: &str) -> Location {
         building: part(LOCATION_PARTS[3]),
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
-        bed_status: None,
+        bed_status: l.operational_status.as_deref().and_then(coded_of),
     }
 }
 

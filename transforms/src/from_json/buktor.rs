@@ -150,6 +150,9 @@ pub fn events_from_body(body: &str) -> Result<Vec<Event>, JsonError> {
             let mut ev = empty_event(id, kind, source);
             ev.appointment = Some(Appointment {
                 resources: Vec::new(),
+                services: Vec::new(),
+                personnel: Vec::new(),
+                locations: Vec::new(),
                 roles: Vec::new(),
                 placer_id: None,
                 filler_id: Some(appointment_id),

@@ -101,6 +101,9 @@ pub fn event_from_booking(b: &PendingBooking) -> Result<Event, JsonError> {
     };
     let appointment = Appointment {
         resources: Vec::new(),
+        services: Vec::new(),
+        personnel: Vec::new(),
+        locations: Vec::new(),
         roles: Vec::new(),
         placer_id: None,
         filler_id: b.his_appointment_id.clone(),

@@ -182,6 +182,9 @@ pub fn events_from_body(
                 };
                 ev.appointment = Some(Appointment {
                     resources: Vec::new(),
+                    services: Vec::new(),
+                    personnel: Vec::new(),
+                    locations: Vec::new(),
                     roles: Vec::new(),
                     placer_id: Some(format!("{value}|{day}|{}", a.time_from)),
                     filler_id: None,

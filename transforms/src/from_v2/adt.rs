@@ -68,16 +68,18 @@
 //! From v2.7 PID-13/PID-14 are deprecated in favour of PID-40; all three are read.
 
 use super::datatypes::UpperCode;
-use crate::hl7v2::access::{SegmentRef, V2Message};
+use crate::hl7v2::access::{FieldRef, SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
     EventKind, Facility, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
-    LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge, Procedure,
-    Timestamp, VisitEvent,
+    Location, LocationStatus, LocationStay, MergedPatient, OtherName, Patient, PatientMerge,
+    Procedure, Timestamp, VisitEvent,
 };
 
 use super::datatypes::{self, Telecom};
-use super::{collect_practitioners, new_event, source_from_msh, ts, ts_value, MappingError};
+use super::{
+    collect_practitioners, decimal_value, new_event, source_from_msh, ts, ts_value, MappingError,
+};
 
 /// The event kind of an ADT trigger (see the table of this module), `None` outside A01-A62
 /// and for the query triggers A19 and A56-A59.
@@ -469,23 +471,35 @@ fn names(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
         .collect();
 }
 
+/// PID-13 (home), PID-14 (business) and PID-40 (v2.7+) telecoms: every phone, every e-mail
+/// (the first in `email`, the others in `other_emails`), without duplicates.
 fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
     let fields = [(13, None), (14, Some(ContactUse::Work)), (40, None)];
     for (field, default_use) in fields {
         for rep in pid.field(field).reps() {
             match datatypes::telecom(&rep, default_use) {
-                Some(Telecom::Phone(p)) if !patient.phones.contains(&p) => patient.phones.push(p),
-                Some(Telecom::Phone(_)) => {}
-                Some(Telecom::Email(e)) => {
-                    patient.email.get_or_insert(e);
+                Some(Telecom::Phone(p)) => {
+                    if !patient.phones.contains(&p) {
+                        patient.phones.push(p);
+                    }
+                    // A phone repetition can carry an e-mail too (XTN-4).
+                    if let Some(e) = rep.get(4).string() {
+                        add_email(patient, e);
+                    }
                 }
+                Some(Telecom::Email(e)) => add_email(patient, e),
                 None => {}
             }
-            // A phone repetition can carry the e-mail too (XTN-4).
-            if patient.email.is_none() {
-                patient.email = rep.get(4).string();
-            }
         }
+    }
+}
+
+/// Adds an e-mail address: the first is `email`, the others `other_emails`, once each.
+fn add_email(patient: &mut Patient, email: String) {
+    match &patient.email {
+        None => patient.email = Some(email),
+        Some(first) if *first == email || patient.other_emails.contains(&email) => {}
+        Some(_) => patient.other_emails.push(email),
     }
 }
 
@@ -508,66 +522,127 @@ pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, Mapp
     }
 }
 
-/// The visit from one PV1 (and IN1-4 for the insurer).
+/// The visit from one PV1, the PV2 of its group (the first PV2 after it, before the next PID)
+/// and IN1-4 for the insurer, as the v2-to-FHIR IG maps PV1 and PV2 to Encounter.
+///
+/// PV1: PV1-2 class, PV1-3 location (with PV1-40 bed status when PV1-3 names a room or bed),
+/// PV1-4 admission type, PV1-5 preadmit number, PV1-7 attending, PV1-8 referring, PV1-9
+/// consulting (one practitioner per repetition, unlike PV1-7, whose repetitions are one
+/// doctor's identifiers), PV1-10 hospital service, PV1-13 re-admission, PV1-14 admit source,
+/// PV1-15 ambulatory status (every repetition), PV1-16 VIP indicator, PV1-17 admitting
+/// doctor, PV1-18 patient type, PV1-19 visit number (CX-1, CX-4 authority), PV1-20 financial
+/// class, PV1-36 discharge disposition, PV1-37 discharged to (DLD-1), PV1-38 diet, PV1-39
+/// servicing facility, PV1-41 account status, PV1-44/45 admit and discharge times, PV1-50
+/// alternate visit ids (every repetition), PV1-52 other providers (one per repetition).
+/// PV1-6, PV1-11, PV1-42 and PV1-43 feed the location history.
+///
+/// PV2: PV2-1 prior pending location (history), PV2-3 admit reason, PV2-4 transfer reason,
+/// PV2-7 visit user codes, PV2-8/9 expected admit and discharge times, PV2-10/11 estimated and
+/// actual length of stay (days), PV2-12 visit description, PV2-13 referral sources (one per
+/// repetition), PV2-21 publicity code, PV2-22 protection indicator (`Y`/`N`), PV2-25 visit
+/// priority, PV2-38 mode of arrival, PV2-40 admission level of care. The other PV1/PV2 fields
+/// (billing, bad debt, contracts, valuables, purge, military, newborn…) have no place in the
+/// IG's Encounter and are not read (`docs/MAPPING.md`, "Dropped on purpose").
 ///
 /// Timeline: `admitted` (PV1-44), then one step per `ZVT` segment in message order (see
 /// the ZVT rule in this module), then `discharged` (PV1-45).
 ///
 /// Location history, prior locations first: PV1-6 prior location and PV1-43 prior temporary
 /// location (`completed`), PV1-3 assigned location and PV1-11 temporary location (`active`),
-/// PV1-42 pending location (`planned`). When a prior location is named, the patient moved at
-/// `moved_at` (the event time of a transfer): it ends the prior stays and starts the current
-/// ones; otherwise the assigned location starts at PV1-44. A PV1 that names only PV1-3 has
-/// no history (its `location` says it all).
-///
-/// Consulting doctors: PV1-9, one practitioner per repetition (unlike PV1-7, whose
-/// repetitions are one doctor's identifiers).
+/// PV2-1 prior pending location and PV1-42 pending location (`planned`). When a prior location
+/// is named, the patient moved at `moved_at` (the event time of a transfer): it ends the prior
+/// stays and starts the current ones; otherwise the assigned location starts at PV1-44. A PV1
+/// that names only PV1-3 has no history (its `location` says it all).
 ///
 /// A PV1 that only fills the mandatory placeholder (`PV1|1|N`, as A28/A31 carry) is not a
 /// visit: an encounter is returned only when PV1 has a visit number, a location, an
 /// attending doctor or an admit time.
 ///
 /// # Errors
-/// [`MappingError::BadDateTime`] for PV1-44/PV1-45 that do not parse.
+/// [`MappingError::BadDateTime`] for PV1-44/45 or PV2-8/9 that do not parse;
+/// [`MappingError::BadNumber`] for PV2-10/11 that are not numbers.
 pub fn encounter_from_pv1_segment(
     msg: &V2Message<'_>,
     pv1: &SegmentRef<'_, '_>,
     moved_at: Option<Timestamp>,
 ) -> Result<Option<Encounter>, MappingError> {
     let pv1 = *pv1;
+    let visit = pv1.field(19).rep(1).components();
+    let visit_number = visit.get(1).string();
+    let location = pv1.field(3).reps().find_map(|r| datatypes::location(&r));
+    let attending = datatypes::practitioner(&pv1.field(7));
+    // PV1-44/45 are TS (v2.3-2.5) or DTM (v2.6+): component 1 is the time in both.
+    let admit_time = ts(msg, &pv1, 44)?;
+    if visit_number.is_none() && location.is_none() && attending.is_none() && admit_time.is_none() {
+        return Ok(None);
+    }
     let mut encounter = Encounter {
-        visit_number: pv1.get(19).string(),
+        visit_number_authority: visit
+            .get_sub(4, 1)
+            .string()
+            .filter(|_| visit_number.is_some()),
+        visit_number,
         class: pv1.get(2).text().map(encounter_class),
         admission_type: datatypes::coded(&pv1.field(4)),
+        preadmit_number: pv1.get(5).string(),
         service: datatypes::coded(&pv1.field(10)),
-        location: pv1.field(3).reps().find_map(|r| datatypes::location(&r)),
-        attending: datatypes::practitioner(&pv1.field(7)),
+        location,
+        attending,
         referring: datatypes::practitioner(&pv1.field(8)),
         consulting: pv1
             .field(9)
             .reps()
             .filter_map(|r| datatypes::practitioner_of([r]))
             .collect(),
-        // PV1-44/45 are TS (v2.3-2.5) or DTM (v2.6+): component 1 is the time in both.
-        admit_time: ts(msg, &pv1, 44)?,
-        discharge_time: ts(msg, &pv1, 45)?,
-        discharge_disposition: datatypes::coded(&pv1.field(36)),
+        readmission: datatypes::coded(&pv1.field(13)),
+        admit_source: datatypes::coded(&pv1.field(14)),
+        ambulatory_status: pv1
+            .field(15)
+            .reps()
+            .filter_map(|r| datatypes::coded_at(&r, 1))
+            .collect(),
+        vip_indicator: datatypes::coded(&pv1.field(16)),
+        admitting: datatypes::practitioner(&pv1.field(17)),
+        patient_type: datatypes::coded(&pv1.field(18)),
         financial_class: datatypes::coded(&pv1.field(20)),
+        discharge_disposition: datatypes::coded(&pv1.field(36)),
+        discharged_to: discharged_to(&pv1),
+        diet: datatypes::coded(&pv1.field(38)),
+        servicing_facility: datatypes::coded(&pv1.field(39)),
+        account_status: datatypes::coded(&pv1.field(41)),
+        admit_time,
+        discharge_time: ts(msg, &pv1, 45)?,
+        alternate_visit_ids: pv1
+            .field(50)
+            .reps()
+            .filter_map(|r| datatypes::identifier(&r, IdentifierKind::Other))
+            .collect(),
+        other_providers: pv1
+            .field(52)
+            .reps()
+            .filter_map(|r| datatypes::practitioner_of([r]))
+            .collect(),
         insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
-        location_history: Vec::new(),
-        events: Vec::new(),
-        // Every ROL of the patient and visit with a role and a person (the IG maps ROL to
-        // Encounter.participant); a ROL of an order group is the order's.
-        roles: super::visit_roles(msg),
+        // Every ROL and PRT of the patient and visit with a role and a person (the IG maps
+        // them to Encounter.participant); one of an order group is the order's.
+        roles: super::visit_roles(msg)?,
+        ..Encounter::default()
     };
-    if encounter.visit_number.is_none()
-        && encounter.location.is_none()
-        && encounter.attending.is_none()
-        && encounter.admit_time.is_none()
+    // PV1-40 bed status (deprecated from v2.6, still sent): the IG puts it on the Location
+    // when PV1-3 names a room or bed.
+    if let Some(loc) = encounter
+        .location
+        .as_mut()
+        .filter(|l| l.room.is_some() || l.bed.is_some())
     {
-        return Ok(None);
+        loc.bed_status = datatypes::coded(&pv1.field(40));
     }
-    encounter.location_history = location_history(&pv1, encounter.admit_time, moved_at);
+    let pv2 = pv2_of(msg, &pv1);
+    if let Some(pv2) = &pv2 {
+        pv2_fields(msg, pv2, &mut encounter)?;
+    }
+    encounter.location_history =
+        location_history(&pv1, pv2.as_ref(), encounter.admit_time, moved_at);
     if let (Some(loc), Some(service)) = (&mut encounter.location, &encounter.service) {
         loc.specialisation = Some(service.clone());
     }
@@ -591,6 +666,71 @@ pub fn encounter_from_pv1_segment(
         });
     }
     Ok(Some(encounter))
+}
+
+/// PV1-37 discharged to location (DLD-1: IS before v2.7, CWE from it; its code and text).
+fn discharged_to(pv1: &SegmentRef<'_, '_>) -> Option<Location> {
+    let dld = pv1.field(37);
+    if dld.is_empty() {
+        return None;
+    }
+    let parts = dld.rep(1).components();
+    let loc = Location {
+        code: parts.get_sub(1, 1).string(),
+        name: parts.get_sub(1, 2).string(),
+        ..Location::default()
+    };
+    (!loc.is_empty()).then_some(loc)
+}
+
+/// The PV2 of a PV1's group: the first PV2 after it, unless another patient's PID comes first.
+fn pv2_of<'s, 'm>(msg: &'s V2Message<'m>, pv1: &SegmentRef<'s, 'm>) -> Option<SegmentRef<'s, 'm>> {
+    let at = pv1.index();
+    let pv2 = msg.segments_named("PV2").find(|s| s.index() > at)?;
+    let other_patient = msg
+        .segments_named("PID")
+        .any(|pid| pid.index() > at && pid.index() < pv2.index());
+    (!other_patient).then_some(pv2)
+}
+
+/// The PV2 fields of [`encounter_from_pv1_segment`].
+fn pv2_fields(
+    msg: &V2Message<'_>,
+    pv2: &SegmentRef<'_, '_>,
+    e: &mut Encounter,
+) -> Result<(), MappingError> {
+    e.admit_reason = datatypes::coded(&pv2.field(3));
+    e.transfer_reason = datatypes::coded(&pv2.field(4));
+    e.visit_user_codes = pv2
+        .field(7)
+        .reps()
+        .filter_map(|r| datatypes::coded_at(&r, 1))
+        .collect();
+    e.expected_admit_time = ts(msg, pv2, 8)?;
+    e.expected_discharge_time = ts(msg, pv2, 9)?;
+    e.expected_length_of_stay = decimal_value(msg, pv2, 10, pv2.get(10))?;
+    e.length_of_stay = decimal_value(msg, pv2, 11, pv2.get(11))?;
+    e.description = pv2.get(12).string();
+    e.referral_sources = pv2
+        .field(13)
+        .reps()
+        .filter_map(|r| datatypes::practitioner_of([r]))
+        .collect();
+    e.publicity_code = datatypes::coded(&pv2.field(21));
+    e.protected = yes_no(pv2.get(22).text());
+    e.priority = datatypes::coded(&pv2.field(25));
+    e.mode_of_arrival = datatypes::coded(&pv2.field(38));
+    e.admission_level_of_care = datatypes::coded(&pv2.field(40));
+    Ok(())
+}
+
+/// An HL7 yes/no indicator (table 0136): `Y` true, `N` false, anything else absent.
+fn yes_no(text: Option<&str>) -> Option<bool> {
+    match text.map(|t| UpperCode::new(t.trim())).as_deref() {
+        Some("Y") => Some(true),
+        Some("N") => Some(false),
+        _ => None,
+    }
 }
 
 /// One visit timeline step from a `ZVT` segment (site-agreed Z-segment, since HL7 v2 has no
@@ -621,31 +761,36 @@ fn visit_step(
     }))
 }
 
-/// The locations one PV1 names (see [`encounter_from_pv1_segment`]).
+/// The locations one PV1 (and the PV2 of its group) names (see
+/// [`encounter_from_pv1_segment`]).
 fn location_history(
     pv1: &SegmentRef<'_, '_>,
+    pv2: Option<&SegmentRef<'_, '_>>,
     admitted: Option<Timestamp>,
     moved_at: Option<Timestamp>,
 ) -> Vec<LocationStay> {
+    let prior_pending = pv2.map(|s| s.field(1)).filter(|f| !f.is_empty());
     // Most PV1 name only PV1-3: no history, and nothing built to find that out.
-    if [6, 11, 42, 43].iter().all(|&f| pv1.field(f).is_empty()) {
+    if prior_pending.is_none() && [6, 11, 42, 43].iter().all(|&f| pv1.field(f).is_empty()) {
         return Vec::new();
     }
-    let stay = |field: usize, status| {
-        let location = datatypes::location(&pv1.field(field).rep(1))?;
+    let stay = |field: FieldRef<'_, '_>, status, temporary| {
+        let location = datatypes::location(&field.rep(1))?;
         Some(LocationStay {
             location,
             status,
             start: None,
             end: None,
+            temporary,
         })
     };
     let mut history: Vec<LocationStay> = [
-        stay(6, LocationStatus::Completed),
-        stay(43, LocationStatus::Completed),
-        stay(3, LocationStatus::Active),
-        stay(11, LocationStatus::Active),
-        stay(42, LocationStatus::Planned),
+        stay(pv1.field(6), LocationStatus::Completed, false),
+        stay(pv1.field(43), LocationStatus::Completed, true),
+        stay(pv1.field(3), LocationStatus::Active, false),
+        stay(pv1.field(11), LocationStatus::Active, true),
+        prior_pending.and_then(|f| stay(f, LocationStatus::Planned, false)),
+        stay(pv1.field(42), LocationStatus::Planned, false),
     ]
     .into_iter()
     .flatten()

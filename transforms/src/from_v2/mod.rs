@@ -311,52 +311,120 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
     })
 }
 
-/// A role from one ROL: ROL-3 role (table 0443), ROL-4 person, ROL-2 action code (table 0287,
-/// upper case, as sent). `None` without role or person.
-pub(crate) fn role(rol: &SegmentRef<'_, '_>) -> Option<Role> {
-    Some(Role {
-        role: datatypes::coded(&rol.field(3))?,
-        practitioner: datatypes::practitioner(&rol.field(4))?,
-        action: rol.get_comp(2, 1).upper_string(),
-    })
+/// A role from one ROL or PRT (`None` without role or person):
+/// - ROL: ROL-3 role (table 0443), ROL-4 person, ROL-2 action code, ROL-5/6 begin and end;
+/// - PRT (v2.7+, which replaces ROL): PRT-4 role of participation (table 0912), PRT-5 person
+///   with PRT-6 person provider type as its specialisation, PRT-2 action code, PRT-11/12
+///   begin and end. A PRT that names an organization (PRT-8), a location (PRT-9) or a device
+///   (PRT-10) and no person is no role.
+///
+/// The action code (table 0287) is kept upper case, as sent.
+///
+/// # Errors
+/// [`MappingError::BadDateTime`] for a begin or end time that does not parse.
+pub(crate) fn role(
+    msg: &V2Message<'_>,
+    seg: &SegmentRef<'_, '_>,
+) -> Result<Option<Role>, MappingError> {
+    let participation = seg.name() == "PRT";
+    let (role_field, person, start, end) = if participation {
+        (4, 5, 11, 12)
+    } else {
+        (3, 4, 5, 6)
+    };
+    let Some(role) = datatypes::coded(&seg.field(role_field)) else {
+        return Ok(None);
+    };
+    let Some(mut practitioner) = datatypes::practitioner(&seg.field(person)) else {
+        return Ok(None);
+    };
+    if participation {
+        practitioner.specialisation = datatypes::coded(&seg.field(6));
+    }
+    Ok(Some(Role {
+        role,
+        practitioner,
+        action: seg.get_comp(2, 1).upper_string(),
+        start: ts(msg, seg, start)?,
+        end: ts(msg, seg, end)?,
+        participation,
+    }))
 }
 
-/// Where a ROL stands: after an ORC or OBR (with only NTE, TQ1, TQ2, CTD, TCD or other ROL
-/// between) it is a role of that order group; anywhere else (after PID, PD1, PV1, PV2, PR1,
+/// What a ROL or PRT at some place in the message belongs to (see [`RoleContext`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RolePlace {
+    /// The patient and visit.
+    Visit,
+    /// The order group (ORC/OBR) before it.
+    Order,
+    /// The observation (OBX) before it: a PRT there is the observation's performer, which
+    /// the model does not keep; a ROL there (no structure defines one) stays the visit's.
+    Observation,
+}
+
+/// Where a ROL or PRT stands: after an ORC or OBR (with only NTE, TQ1, TQ2, CTD, TCD or
+/// other ROL/PRT between) it is a role of that order group; after an OBX (with NTE or other
+/// ROL/PRT between) of that observation; anywhere else (after PID, PD1, PV1, PV2, PR1,
 /// IN1...) a role of the patient and visit. Feed it every segment name in order.
-#[derive(Default)]
 pub(crate) struct RoleContext {
-    in_order: bool,
+    place: RolePlace,
+}
+
+impl Default for RoleContext {
+    fn default() -> Self {
+        Self {
+            place: RolePlace::Visit,
+        }
+    }
 }
 
 impl RoleContext {
-    /// Notes a segment; returns, for a ROL, whether it belongs to the order group before it.
-    pub(crate) fn step(&mut self, name: &str) -> bool {
+    /// Notes a segment; returns, for a ROL or PRT, what it belongs to.
+    pub(crate) fn step(&mut self, name: &str) -> RolePlace {
         match name {
-            "ORC" | "OBR" => self.in_order = true,
-            "ROL" | "NTE" | "TQ1" | "TQ2" | "CTD" | "TCD" => {}
-            _ => self.in_order = false,
+            "ORC" | "OBR" => self.place = RolePlace::Order,
+            "OBX" => self.place = RolePlace::Observation,
+            "ROL" | "PRT" | "NTE" | "TQ1" | "TQ2" | "CTD" | "TCD" => {}
+            _ => self.place = RolePlace::Visit,
         }
-        self.in_order
+        self.place
     }
 }
 
-/// The roles of the patient and visit: every ROL that is not in an order group (see
-/// [`RoleContext`]), in message order.
-pub(crate) fn visit_roles(msg: &V2Message<'_>) -> Vec<Role> {
-    // Most messages have no ROL: no walk over every segment for them.
-    if msg.segment("ROL").is_none() {
-        return Vec::new();
+/// True for a ROL or PRT segment.
+pub(crate) fn is_role_segment(name: &str) -> bool {
+    matches!(name, "ROL" | "PRT")
+}
+
+/// Whether a ROL or PRT at `place` is a role of the patient and visit.
+fn is_visit_role(name: &str, place: RolePlace) -> bool {
+    match place {
+        RolePlace::Visit => true,
+        RolePlace::Order => false,
+        RolePlace::Observation => name == "ROL",
+    }
+}
+
+/// The roles of the patient and visit: every ROL and PRT that is not in an order group or
+/// (a PRT) an observation (see [`RoleContext`]), in message order.
+///
+/// # Errors
+/// As [`role`].
+pub(crate) fn visit_roles(msg: &V2Message<'_>) -> Result<Vec<Role>, MappingError> {
+    let mut out = Vec::new();
+    // Most messages have no ROL or PRT: no walk over every segment for them.
+    if msg.segment("ROL").is_none() && msg.segment("PRT").is_none() {
+        return Ok(out);
     }
     let mut context = RoleContext::default();
-    let mut out = Vec::new();
     for seg in msg.segments() {
-        let in_order = context.step(seg.name());
-        if seg.name() == "ROL" && !in_order {
-            out.extend(role(&seg));
+        let place = context.step(seg.name());
+        if is_role_segment(seg.name()) && is_visit_role(seg.name(), place) {
+            out.extend(role(msg, &seg)?);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Fills [`Event::practitioners`] from every practitioner the entities reference.
@@ -389,9 +457,16 @@ fn collect_practitioners(event: &mut Event) {
         for c in &e.consulting {
             add(Some(c));
         }
+        add(e.admitting.as_ref());
+        for p in e.other_providers.iter().chain(&e.referral_sources) {
+            add(Some(p));
+        }
     }
     if let Some(a) = &event.appointment {
         add(a.practitioner.as_ref());
+        for p in &a.personnel {
+            add(Some(&p.practitioner));
+        }
         for r in a.roles.iter().filter(|r| r.is_current()) {
             add(Some(&r.practitioner));
         }

@@ -112,6 +112,9 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
             location: None,
             resources: Vec::new(),
             service: first_order.procedure.clone(),
+            services: Vec::new(),
+            personnel: Vec::new(),
+            locations: Vec::new(),
             appointment_type: None,
             start: Some(start),
             end,
@@ -153,9 +156,9 @@ fn order_groups<'s, 'm>(
     let mut ordered_since = false;
     let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
-        let in_order = roles.step(seg.name());
+        let place = roles.step(seg.name());
         match seg.name() {
-            "ROL" if in_order => {
+            "ROL" | "PRT" if place == super::RolePlace::Order => {
                 if let Some(g) = groups.last_mut() {
                     g.roles.push(seg);
                 }
@@ -316,7 +319,13 @@ pub(crate) fn order_from_segments(
         reason: g.obr.and_then(|o| datatypes::coded(&o.field(31))),
         notes: notes(&g.ntes),
         specimens,
-        roles: g.roles.iter().filter_map(super::role).collect(),
+        roles: {
+            let mut roles = Vec::with_capacity(g.roles.len());
+            for r in &g.roles {
+                roles.extend(super::role(msg, r)?);
+            }
+            roles
+        },
     })
 }
 

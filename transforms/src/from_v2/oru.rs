@@ -55,10 +55,11 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let mut groups = Vec::new();
     let mut roles = super::RoleContext::default();
     for seg in msg.segments() {
-        let in_order = roles.step(seg.name());
+        let place = roles.step(seg.name());
         match seg.name() {
-            // ORU_R01 from v2.6: ROL after the OBR (and its NTE) is a role of that order.
-            "ROL" if in_order => {
+            // ORU_R01 from v2.6: ROL after the OBR (and its NTE) is a role of that order; from
+            // v2.7 PRT.
+            "ROL" | "PRT" if place == super::RolePlace::Order => {
                 if let Some((order, _)) = &mut current {
                     order.roles.push(seg);
                 }

@@ -26,28 +26,41 @@
 //! known code: `Pending`, `Waitlist`, `Booked`, `Overbook`, `Started`, `Complete`, `Cancelled`,
 //! `Dc`, `Deleted`, `Blocked`, `Noshow` (case-insensitive).
 //!
-//! Resources: the first AIS (service), AIP (practitioner) and AIL (location), wherever they sit
-//! (with or without RGS), and every AIG (general resource). AIG-4 resource type decides what an
-//! AIG is: when its code (else its text) is a person type (`PERSONNEL`, `PRACTITIONER`,
-//! `PHYSICIAN`, `DOCTOR`, `PROVIDER`, `STAFF`, `NURSE`, case-insensitive; HL7 leaves AIG-4 to a
-//! site table) and there is no AIP, the first such AIG is the appointment's practitioner (AIG-3
-//! code as practitioner code, its text whole as the name, since a CWE does not split names).
-//! Every other AIG (equipment, rooms, teams, and person AIGs beside an AIP) is kept in
-//! `resources`: AIG-3 resource, AIG-4 type, AIG-6 quantity (a whole number). An AIG without
-//! AIG-3 is ignored. Timing (the v2-to-FHIR IG reads the appointment's time from TQ1): start
-//! from TQ1-7, else AIS-4, else AIP-6, else AIL-6, else AIG-8, else SCH-11.4 (TQ start);
-//! duration from AIS-7/AIS-8, else SCH-9/SCH-10; end from TQ1-8, else SCH-11.5, else start +
-//! duration. SCH-11 is the timing before v2.5; v2.5 and v2.6 keep it for backward
-//! compatibility only, so it is read last there and a stale copy never wins over TQ1; from
-//! v2.7, which withdrew it, it is not read at all. (Ignoring it already from v2.5 would drop
-//! the only time of the many v2.5 senders that still fill SCH-11 alone.) Duration units (AIS-8, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/
-//! `HOURS`, `S`/`SEC`/`SECONDS`, and absent means minutes.
+//! Resources, as the v2-to-FHIR IG maps AIS, AIG, AIL and AIP to Appointment: every AIS
+//! (`services`), AIP (`personnel`), AIL (`locations`) and AIG (`resources`), wherever they sit
+//! (with or without RGS), in message order, each with its own time: its start (AIS-4, AIP-6,
+//! AIL-6, AIG-8; else the appointment's start plus its offset, AIS-5/6, AIP-7/8, AIL-7/8,
+//! AIG-9/10) and its duration (AIS-7/8, AIP-9/10, AIL-9/10, AIG-11/12). The first service,
+//! person and location are also `service`, `practitioner` and `location`, for destinations
+//! that take one. AIP-4 resource type is the person's `specialisation`, AIL-4 location type
+//! the location's. AIG-4 resource type decides what an AIG is: when its code (else its text)
+//! is a person type (`PERSONNEL`, `PRACTITIONER`, `PHYSICIAN`, `DOCTOR`, `PROVIDER`, `STAFF`,
+//! `NURSE`, case-insensitive; HL7 leaves AIG-4 to a site table) and there is no AIP, the first
+//! such AIG is the person booked (AIG-3 code as practitioner code, its text whole as the name,
+//! since a CWE does not split names). Every other AIG (equipment, rooms, teams, and person
+//! AIGs beside an AIP) is kept in `resources`: AIG-3 resource, AIG-4 type, AIG-6 quantity (a
+//! whole number). An AIS without AIS-3, an AIP without AIP-3, an AIL without AIL-3 and an AIG
+//! without AIG-3 are ignored.
+//!
+//! Timing of the appointment (the v2-to-FHIR IG reads it from TQ1): start from TQ1-7, else
+//! the first AIS-4, else AIP-6, else AIL-6, else AIG-8, else SCH-11.4 (TQ start); duration
+//! from AIS-7/AIS-8 when the SIU books one service (with several, each keeps its own), else
+//! SCH-9/SCH-10, else end - start; end from TQ1-8, else SCH-11.5, else start + duration.
+//! SCH-11 is the timing before v2.5; v2.5 and v2.6 keep it for backward compatibility only, so
+//! it is read last there and a stale copy never wins over TQ1; from v2.7, which withdrew it,
+//! it is not read at all. (Ignoring it already from v2.5 would drop the only time of the many
+//! v2.5 senders that still fill SCH-11 alone.) Duration and offset units (AIS-6/8, AIP-8/10,
+//! AIL-8/10, AIG-10/12, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/`HOURS`,
+//! `S`/`SEC`/`SECONDS`, and absent means minutes.
+//!
+//! Roles: no SIU structure defines ROL or PRT; one a site profile sends (after PID or PV1) is
+//! a role of the appointment (see `super::role`).
 
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message, Version};
 use crate::model::{
-    Appointment, AppointmentResource, AppointmentStatus, Coded, Event, EventKind, HumanName,
-    Practitioner,
+    Appointment, AppointmentLocation, AppointmentPerson, AppointmentResource, AppointmentService,
+    AppointmentStatus, Coded, Event, EventKind, HumanName, Practitioner,
 };
 
 use super::adt::{encounter_from_pv1, patient_from_pid};
@@ -96,9 +109,9 @@ pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         .as_ref()
         .and_then(|p| p.primary_identifier())
         .cloned();
-    // No SIU structure defines ROL (v2.7 brought PRT); a ROL a site profile sends (after PID
-    // or PV1) is a role of the appointment, not of the visit the SIU names for context.
-    appointment.roles = super::visit_roles(msg);
+    // No SIU structure defines ROL or PRT; one a site profile sends (after PID or PV1) is a
+    // role of the appointment, not of the visit the SIU names for context.
+    appointment.roles = super::visit_roles(msg)?;
     if let Some(e) = &mut event.encounter {
         e.roles.clear();
     }
@@ -128,11 +141,21 @@ pub fn appointment_from_siu(
             reason: "no placer (SCH-1) or filler (SCH-2) appointment id",
         });
     }
-    let ais = msg.segment("AIS");
-    let aip = msg.segment("AIP");
-    let ail = msg.segment("AIL");
-    let aig = msg.segment("AIG");
     let tq1 = msg.segment("TQ1");
+    // Every AIS, AIP, AIL and AIG, wherever they sit (with or without RGS), in message order.
+    let mut aiss = Vec::new();
+    let mut aips = Vec::new();
+    let mut ails = Vec::new();
+    let mut aigs = Vec::new();
+    for seg in msg.segments() {
+        match seg.name() {
+            "AIS" => aiss.push(seg),
+            "AIP" => aips.push(seg),
+            "AIL" => ails.push(seg),
+            "AIG" => aigs.push(seg),
+            _ => {}
+        }
+    }
 
     // SCH-11 (TQ) is the timing before v2.5; v2.5 and v2.6 keep it for backward
     // compatibility only (read last, after TQ1 and the resources), v2.7 withdrew it. A message
@@ -142,7 +165,12 @@ pub fn appointment_from_siu(
     if let Some(tq1) = &tq1 {
         start = ts(msg, tq1, 7)?;
     }
-    for (seg, field) in [(&ais, 4), (&aip, 6), (&ail, 6), (&aig, 8)] {
+    for (seg, field) in [
+        (aiss.first(), 4),
+        (aips.first(), 6),
+        (ails.first(), 6),
+        (aigs.first(), 8),
+    ] {
         if let Some(seg) = seg {
             start = start.or(ts(msg, seg, field)?);
         }
@@ -151,8 +179,28 @@ pub fn appointment_from_siu(
         start = start.or(ts_value(msg, &sch, 11, sch.get_comp(11, 4))?);
     }
 
+    // Each resource's own time: its start field, else the appointment's start plus its offset
+    // (AIS-5/6, AIG-9/10, AIL-7/8, AIP-7/8), and its duration.
+    let timing = |seg: &SegmentRef<'_, '_>, start_field: usize| -> Result<Timing, MappingError> {
+        let own = ts(msg, seg, start_field)?;
+        let offset = minutes(msg, seg, start_field + 1, start_field + 2)?;
+        let at = own.or_else(|| start?.plus_minutes(i64::from(offset?)));
+        // AIS: duration at AIS-7/8 (after the offset); AIG: AIG-11/12; AIL, AIP: 9/10.
+        let duration_field = if seg.name() == "AIG" {
+            11
+        } else {
+            start_field + 3
+        };
+        Ok(Timing {
+            start: at,
+            duration_minutes: minutes(msg, seg, duration_field, duration_field + 1)?,
+        })
+    };
+
+    // The duration of the one service booked is the appointment's; with several, each has
+    // its own (kept on the service) and the appointment's is SCH-9, else end - start.
     let mut duration = None;
-    if let Some(ais) = &ais {
+    if let [ais] = aiss.as_slice() {
         duration = minutes(msg, ais, 7, 8)?;
     }
     if duration.is_none() {
@@ -172,35 +220,59 @@ pub fn appointment_from_siu(
         u32::try_from(m).ok()
     });
 
-    let mut practitioner = aip.and_then(|aip| datatypes::practitioner(&aip.field(3)));
-    if let (Some(p), Some(aip)) = (&mut practitioner, &aip) {
-        // AIP-4 resource type (v2.5; "resource role" in v2.3): the specialty seen.
-        p.specialisation = datatypes::coded(&aip.field(4));
+    let mut services = Vec::with_capacity(aiss.len());
+    for ais in &aiss {
+        if let Some(service) = datatypes::coded(&ais.field(3)) {
+            let t = timing(ais, 4)?;
+            services.push(AppointmentService {
+                service,
+                start: t.start,
+                duration_minutes: t.duration_minutes,
+            });
+        }
+    }
+    let mut personnel = Vec::with_capacity(aips.len());
+    for aip in &aips {
+        if let Some(mut practitioner) = datatypes::practitioner(&aip.field(3)) {
+            // AIP-4 resource type (v2.5; "resource role" in v2.3): the specialty seen.
+            practitioner.specialisation = datatypes::coded(&aip.field(4));
+            let t = timing(aip, 6)?;
+            personnel.push(AppointmentPerson {
+                practitioner,
+                start: t.start,
+                duration_minutes: t.duration_minutes,
+            });
+        }
     }
     let mut resources = Vec::new();
-    for aig in msg.segments_named("AIG") {
+    for aig in &aigs {
         let Some(resource) = datatypes::coded(&aig.field(3)) else {
             continue;
         };
         let resource_type = datatypes::coded(&aig.field(4));
-        if practitioner.is_none() && resource_type.as_ref().is_some_and(is_person_type) {
-            practitioner = Some(Practitioner {
-                code: resource.code.clone(),
-                name: HumanName {
-                    family: resource.text.clone(),
-                    ..HumanName::default()
+        let t = timing(aig, 8)?;
+        if personnel.is_empty() && resource_type.as_ref().is_some_and(is_person_type) {
+            personnel.push(AppointmentPerson {
+                practitioner: Practitioner {
+                    code: resource.code,
+                    name: HumanName {
+                        family: resource.text,
+                        ..HumanName::default()
+                    },
+                    ..Practitioner::default()
                 },
-                ..Practitioner::default()
+                start: t.start,
+                duration_minutes: t.duration_minutes,
             });
             continue;
         }
-        let quantity = match decimal_value(msg, &aig, 6, aig.get(6))? {
+        let quantity = match decimal_value(msg, aig, 6, aig.get(6))? {
             None => None,
             Some(q) => Some(
                 q.to_minor_units(0)
                     .and_then(|n| u32::try_from(n).ok())
                     .ok_or_else(|| MappingError::BadNumber {
-                        path: msg.field_path(&aig, 6),
+                        path: msg.field_path(aig, 6),
                     })?,
             ),
         };
@@ -208,12 +280,22 @@ pub fn appointment_from_siu(
             resource,
             resource_type,
             quantity,
+            start: t.start,
+            duration_minutes: t.duration_minutes,
         });
     }
-    let mut location = ail.and_then(|ail| datatypes::location(&ail.field(3).rep(1)));
-    if let (Some(l), Some(ail)) = (&mut location, &ail) {
-        // AIL-4 location type, e.g. the clinic's specialty.
-        l.specialisation = datatypes::coded(&ail.field(4));
+    let mut locations = Vec::with_capacity(ails.len());
+    for ail in &ails {
+        if let Some(mut location) = datatypes::location(&ail.field(3).rep(1)) {
+            // AIL-4 location type, e.g. the clinic's specialty.
+            location.specialisation = datatypes::coded(&ail.field(4));
+            let t = timing(ail, 6)?;
+            locations.push(AppointmentLocation {
+                location,
+                start: t.start,
+                duration_minutes: t.duration_minutes,
+            });
+        }
     }
 
     let status = status(&sch, kind)?;
@@ -228,10 +310,13 @@ pub fn appointment_from_siu(
         filler_id,
         remote_id: None,
         patient: None,
-        practitioner,
-        location,
+        practitioner: personnel.first().map(|p| p.practitioner.clone()),
+        location: locations.first().map(|l| l.location.clone()),
         resources,
-        service: ais.and_then(|ais| datatypes::coded(&ais.field(3))),
+        service: services.first().map(|s| s.service.clone()),
+        services,
+        personnel,
+        locations,
         appointment_type: datatypes::coded(&sch.field(8)),
         start,
         end,
@@ -242,6 +327,12 @@ pub fn appointment_from_siu(
         notes: sch_notes,
         roles: Vec::new(),
     })
+}
+
+/// A resource's own start and duration (see [`appointment_from_siu`]).
+struct Timing {
+    start: Option<crate::model::Timestamp>,
+    duration_minutes: Option<u32>,
 }
 
 /// AIG-4 resource types that name a person (see the module's resource rule).

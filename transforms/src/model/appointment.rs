@@ -40,6 +40,53 @@ pub struct AppointmentResource {
     /// How many are needed (AIG-6 resource quantity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<u32>,
+    /// When the resource is needed from (AIG-8, else the appointment's start plus the AIG-9
+    /// offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// For how long, in minutes (AIG-11 with AIG-12 units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
+}
+
+/// A service an appointment books (HL7 AIS), with its own time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointmentService {
+    /// The service (AIS-3 universal service identifier).
+    pub service: Coded,
+    /// When it starts (AIS-4, else the appointment's start plus the AIS-5 offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// For how long, in minutes (AIS-7 with AIS-8 units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
+}
+
+/// A person an appointment books (HL7 AIP, or an AIG whose type names a person when the SIU
+/// has no AIP), with their own time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointmentPerson {
+    /// The person (AIP-3, with AIP-4 resource type as `specialisation`).
+    pub practitioner: Practitioner,
+    /// When they are needed from (AIP-6, else the appointment's start plus the AIP-7 offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// For how long, in minutes (AIP-9 with AIP-10 units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
+}
+
+/// A location an appointment books (HL7 AIL), with its own time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointmentLocation {
+    /// The location (AIL-3, with AIL-4 location type as `specialisation`).
+    pub location: Location,
+    /// When it is needed from (AIL-6, else the appointment's start plus the AIL-7 offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// For how long, in minutes (AIL-9 with AIL-10 units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_minutes: Option<u32>,
 }
 
 /// An appointment with identifiers from both sides.
@@ -61,25 +108,37 @@ pub struct Appointment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<Identifier>,
     /// The practitioner seen (first AIP-3 personnel resource, else the first AIG whose
-    /// resource type names a person; see `from_v2::siu`).
+    /// resource type names a person; see `from_v2::siu`): the first of `personnel`, for
+    /// destinations that take one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub practitioner: Option<Practitioner>,
-    /// Where (first AIL).
+    /// Where (first AIL): the first of `locations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
-    /// General resources (AIG) that are not the practitioner, in message order.
+    /// General resources (AIG) that are not people booked, in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<AppointmentResource>,
-    /// The service booked (first AIS-3 universal service id).
+    /// The service booked (first AIS-3 universal service id): the first of `services`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Coded>,
+    /// Every service booked (every AIS), each with its time, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<AppointmentService>,
+    /// Every person booked (every AIP, or the person AIG that stands for the practitioner),
+    /// each with their time, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personnel: Vec<AppointmentPerson>,
+    /// Every location booked (every AIL), each with its time, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<AppointmentLocation>,
     /// Appointment type (SCH-8), e.g. `Routine`, `Walkin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appointment_type: Option<Coded>,
-    /// Start (AIS-4, else SCH-11 TQ-4).
+    /// Start (TQ1-7, else the first AIS/AIP/AIL/AIG start, else SCH-11 TQ-4; see
+    /// `from_v2::siu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Timestamp>,
-    /// End (SCH-11 TQ-5, else start + duration).
+    /// End (TQ1-8, else SCH-11 TQ-5, else start + duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<Timestamp>,
     /// Duration in minutes (SCH-9/SCH-10, AIS-7/AIS-8, or end - start).
@@ -96,8 +155,8 @@ pub struct Appointment {
     /// Free-text notes (NTE-3, joined with newlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    /// The roles a SIU names (ROL; no SIU structure defines it, but site profiles send it
-    /// after PID/PV1), in message order.
+    /// The roles a SIU names (ROL or PRT; no SIU structure defines them, but site profiles
+    /// send them after PID/PV1), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<Role>,
 }

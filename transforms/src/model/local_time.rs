@@ -14,7 +14,7 @@
 use chrono::{NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 
-use super::{Encounter, Event, Patient, Precision, Timestamp};
+use super::{Encounter, Event, Patient, Precision, Role, Timestamp};
 
 /// The offset in minutes of `zone` at the local time `local`. In the hour a clock is set back
 /// (a local time that happens twice) the earlier instant, on the summer offset; in the hour it
@@ -55,9 +55,19 @@ fn localize_patient(p: &mut Patient, zone: Tz) {
     }
 }
 
+fn localize_roles(roles: &mut [Role], zone: Tz) {
+    for r in roles {
+        localize(&mut r.start, zone);
+        localize(&mut r.end, zone);
+    }
+}
+
 fn localize_encounter(e: &mut Encounter, zone: Tz) {
     localize(&mut e.admit_time, zone);
     localize(&mut e.discharge_time, zone);
+    localize(&mut e.expected_admit_time, zone);
+    localize(&mut e.expected_discharge_time, zone);
+    localize_roles(&mut e.roles, zone);
     for stay in &mut e.location_history {
         localize(&mut stay.start, zone);
         localize(&mut stay.end, zone);
@@ -91,14 +101,29 @@ impl Event {
         if let Some(a) = &mut self.appointment {
             localize(&mut a.start, zone);
             localize(&mut a.end, zone);
+            for s in &mut a.services {
+                localize(&mut s.start, zone);
+            }
+            for p in &mut a.personnel {
+                localize(&mut p.start, zone);
+            }
+            for l in &mut a.locations {
+                localize(&mut l.start, zone);
+            }
+            for r in &mut a.resources {
+                localize(&mut r.start, zone);
+            }
+            localize_roles(&mut a.roles, zone);
         }
         for o in &mut self.orders {
             localize(&mut o.ordered_at, zone);
             localize(&mut o.requested_start, zone);
+            localize_roles(&mut o.roles, zone);
         }
         for r in &mut self.results {
             localize(&mut r.order.ordered_at, zone);
             localize(&mut r.order.requested_start, zone);
+            localize_roles(&mut r.order.roles, zone);
             localize(&mut r.observed_at, zone);
             localize(&mut r.reported_at, zone);
             for obs in &mut r.observations {

@@ -22,7 +22,10 @@ mod patient;
 mod practitioner;
 mod time;
 
-pub use appointment::{Appointment, AppointmentResource, AppointmentStatus};
+pub use appointment::{
+    Appointment, AppointmentLocation, AppointmentPerson, AppointmentResource, AppointmentService,
+    AppointmentStatus,
+};
 pub use charge::{Charge, ChargeStatus, PaymentOutcome, PaymentResult, TransactionType};
 /// An IANA time zone, as a channel's `timezone` names it (see [`Event::assume_timezone`]).
 pub use chrono_tz::Tz;

@@ -84,9 +84,14 @@ pub struct Patient {
     /// Telephone numbers (PID-13 home, PID-14 business).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<Phone>,
-    /// E-mail address (PID-13 repetition with XTN-2 `NET` or XTN-3 `Internet`, XTN-4).
+    /// E-mail address: the first PID-13/PID-14/PID-40 repetition with XTN-2 `NET` or XTN-3
+    /// `Internet`/`X.400` (XTN-4), else the first XTN-4 of a phone repetition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Every further e-mail address of PID-13/PID-14/PID-40, in message order, without
+    /// duplicates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_emails: Vec<String>,
     /// Home address (first PID-11 repetition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Address>,
