@@ -12,6 +12,7 @@ mod connectors;
 mod console;
 mod crash;
 mod delivery;
+mod dicom;
 mod encryption;
 mod fault_proxy;
 mod faults;

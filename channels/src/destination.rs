@@ -197,6 +197,10 @@ pub enum DestinationConfig {
     Latrexa(clinic_api::latrexa::LatrexaConfig),
     /// `type = "fhir"`: a FHIR R4 server (transaction Bundle or conditional updates).
     Fhir(fhir_rest::client::FhirConfig),
+    /// `type = "worklist"`: orders become DICOM Modality Worklist items (docs/DICOM.md).
+    Worklist(crate::dicom::worklist_dest::WorklistDestinationConfig),
+    /// `type = "dicom"`: a PACS, by C-STORE (docs/DICOM.md).
+    Dicom(crate::dicom::sender::DicomDestinationConfig),
 }
 
 impl DestinationConfig {
@@ -212,6 +216,8 @@ impl DestinationConfig {
             Self::Px360(c) => &c.name,
             Self::Latrexa(c) => &c.name,
             Self::Fhir(c) => &c.name,
+            Self::Worklist(c) => &c.name,
+            Self::Dicom(c) => &c.name,
         }
     }
 
@@ -227,6 +233,8 @@ impl DestinationConfig {
             Self::Px360(c) => &c.delivery,
             Self::Latrexa(c) => &c.delivery,
             Self::Fhir(c) => &c.delivery,
+            Self::Worklist(c) => &c.delivery,
+            Self::Dicom(c) => &c.delivery,
         }
     }
 
@@ -243,13 +251,15 @@ impl DestinationConfig {
             Self::Px360(_) => "px360",
             Self::Latrexa(_) => "latrexa",
             Self::Fhir(_) => "fhir",
+            Self::Worklist(_) => "canonical",
+            Self::Dicom(_) => "dicom",
         }
     }
 
     /// Every secret this destination references, with its key, for `check`.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         match self {
-            Self::Mllp(_) | Self::File(_) => vec![],
+            Self::Mllp(_) | Self::File(_) | Self::Worklist(_) | Self::Dicom(_) => vec![],
             Self::Webhook(c) => c.secrets(),
             Self::Sftp(c) => c.secrets(),
             Self::Opsport(c) => c.secrets(),
@@ -292,6 +302,8 @@ impl DestinationConfig {
             Self::Px360(c) => out.extend(c.problems()),
             Self::Latrexa(c) => out.extend(c.problems()),
             Self::Fhir(c) => out.extend(c.problems()),
+            Self::Worklist(c) => out.extend(c.problems()),
+            Self::Dicom(c) => out.extend(c.problems()),
         }
         out
     }
@@ -302,7 +314,27 @@ impl DestinationConfig {
     ///
     /// A sentence naming what is missing (a secret, a folder).
     pub fn build(&self) -> Result<Destination, String> {
+        self.build_with(None)
+    }
+
+    /// [`DestinationConfig::build`] with the engine's DICOM state, which a worklist
+    /// destination writes to.
+    ///
+    /// # Errors
+    ///
+    /// As [`DestinationConfig::build`]; a worklist destination without `dicom`.
+    pub fn build_with(
+        &self,
+        dicom: Option<std::sync::Arc<dyn crate::dicom::worklist::DicomState>>,
+    ) -> Result<Destination, String> {
         Ok(match self {
+            Self::Worklist(c) => {
+                Destination::Worklist(crate::dicom::worklist_dest::WorklistWriter::new(
+                    c.clone(),
+                    dicom.ok_or("a worklist destination needs the engine's store")?,
+                ))
+            }
+            Self::Dicom(c) => Destination::Dicom(crate::dicom::sender::DicomSender::new(c.clone())),
             Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::build(c.clone())?),
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),
@@ -337,6 +369,10 @@ pub enum Destination {
     Latrexa(clinic_api::latrexa::LatrexaClient),
     /// See [`fhir_rest::client::FhirClient`].
     Fhir(fhir_rest::client::FhirClient),
+    /// See [`crate::dicom::worklist_dest::WorklistWriter`].
+    Worklist(crate::dicom::worklist_dest::WorklistWriter),
+    /// See [`crate::dicom::sender::DicomSender`].
+    Dicom(crate::dicom::sender::DicomSender),
 }
 
 impl Destination {
@@ -356,6 +392,8 @@ impl Destination {
             Self::Px360(s) => s.deliver(d).await,
             Self::Latrexa(s) => s.deliver(d).await,
             Self::Fhir(s) => s.deliver(d).await,
+            Self::Worklist(s) => s.deliver(d).await,
+            Self::Dicom(s) => s.deliver(d).await,
         }
     }
 
@@ -377,6 +415,8 @@ impl Destination {
             Self::Px360(s) => s.healthcheck().await,
             Self::Latrexa(s) => s.healthcheck().await,
             Self::Fhir(s) => s.healthcheck().await,
+            Self::Worklist(s) => s.healthcheck().await,
+            Self::Dicom(s) => s.healthcheck().await,
         }
     }
 
@@ -388,9 +428,13 @@ impl Destination {
             Self::Latrexa(s) => s.ledger_view(body),
             Self::Buktor(_) => clinic_api::buktor::ledger_view(body),
             Self::Fhir(_) => fhir_rest::client::ledger_view(body),
-            Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) | Self::Px360(_) => {
-                None
-            }
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Px360(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -408,7 +452,9 @@ impl Destination {
             | Self::Buktor(_)
             | Self::Px360(_)
             | Self::Latrexa(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -425,7 +471,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -441,7 +489,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -456,7 +506,9 @@ impl Destination {
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -473,7 +525,9 @@ impl Destination {
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -492,7 +546,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => false,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => false,
         }
     }
 

@@ -1709,6 +1709,7 @@ impl<'a> Reader<'a> {
                     })
                 })
                 .collect(),
+            imaging: None,
         })
     }
 
@@ -1772,6 +1773,7 @@ impl<'a> Reader<'a> {
                 notes: None,
                 specimens,
                 roles: Vec::new(),
+                imaging: None,
             },
             status,
             observed_at: match &d.effective {
@@ -1828,6 +1830,7 @@ impl<'a> Reader<'a> {
                 notes: None,
                 specimens: Vec::new(),
                 roles: Vec::new(),
+                imaging: None,
             },
             status: value.status,
             observed_at: value.observed_at,
