@@ -281,7 +281,7 @@ async fn ack_on_delivery_resend_gets_the_answer_of_the_state_now() {
 }
 
 /// An MLLP peer that answers each message as `answer` says: (delay ms, ACK text or None).
-async fn mllp_peer(
+pub(crate) async fn mllp_peer(
     answer: impl Fn(usize, &str) -> (u64, Option<String>) + Send + Sync + 'static,
 ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

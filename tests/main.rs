@@ -13,6 +13,7 @@ mod connectors;
 mod console;
 mod crash;
 mod delivery;
+mod dicom;
 mod encryption;
 mod fault_proxy;
 mod faults;

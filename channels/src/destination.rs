@@ -211,6 +211,10 @@ pub enum DestinationConfig {
     Latrexa(clinic_api::latrexa::LatrexaConfig),
     /// `type = "fhir"`: a FHIR R4 server (transaction Bundle or conditional updates).
     Fhir(fhir_rest::client::FhirConfig),
+    /// `type = "worklist"`: orders become DICOM Modality Worklist items (docs/DICOM.md).
+    Worklist(crate::dicom::worklist_dest::WorklistDestinationConfig),
+    /// `type = "dicom"`: a PACS, by C-STORE (docs/DICOM.md).
+    Dicom(crate::dicom::sender::DicomDestinationConfig),
 }
 
 impl DestinationConfig {
@@ -226,6 +230,8 @@ impl DestinationConfig {
             Self::Px360(c) => &c.name,
             Self::Latrexa(c) => &c.name,
             Self::Fhir(c) => &c.name,
+            Self::Worklist(c) => &c.name,
+            Self::Dicom(c) => &c.name,
         }
     }
 
@@ -241,6 +247,8 @@ impl DestinationConfig {
             Self::Px360(c) => &c.delivery,
             Self::Latrexa(c) => &c.delivery,
             Self::Fhir(c) => &c.delivery,
+            Self::Worklist(c) => &c.delivery,
+            Self::Dicom(c) => &c.delivery,
         }
     }
 
@@ -257,13 +265,15 @@ impl DestinationConfig {
             Self::Px360(_) => "px360",
             Self::Latrexa(_) => "latrexa",
             Self::Fhir(_) => "fhir",
+            Self::Worklist(_) => "canonical",
+            Self::Dicom(_) => "dicom",
         }
     }
 
     /// Every secret this destination references, with its key, for `check`.
     pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
         match self {
-            Self::Mllp(_) | Self::File(_) => vec![],
+            Self::Mllp(_) | Self::File(_) | Self::Worklist(_) | Self::Dicom(_) => vec![],
             Self::Webhook(c) => c.secrets(),
             Self::Sftp(c) => c.secrets(),
             Self::Opsport(c) => c.secrets(),
@@ -306,6 +316,8 @@ impl DestinationConfig {
             Self::Px360(c) => out.extend(c.problems()),
             Self::Latrexa(c) => out.extend(c.problems()),
             Self::Fhir(c) => out.extend(c.problems()),
+            Self::Worklist(c) => out.extend(c.problems()),
+            Self::Dicom(c) => out.extend(c.problems()),
         }
         out
     }
@@ -316,7 +328,27 @@ impl DestinationConfig {
     ///
     /// A sentence naming what is missing (a secret, a folder).
     pub fn build(&self) -> Result<Destination, String> {
+        self.build_with(None)
+    }
+
+    /// [`DestinationConfig::build`] with the engine's DICOM state, which a worklist
+    /// destination writes to.
+    ///
+    /// # Errors
+    ///
+    /// As [`DestinationConfig::build`]; a worklist destination without `dicom`.
+    pub fn build_with(
+        &self,
+        dicom: Option<std::sync::Arc<dyn crate::dicom::worklist::DicomState>>,
+    ) -> Result<Destination, String> {
         Ok(match self {
+            Self::Worklist(c) => {
+                Destination::Worklist(crate::dicom::worklist_dest::WorklistWriter::new(
+                    c.clone(),
+                    dicom.ok_or("a worklist destination needs the engine's store")?,
+                ))
+            }
+            Self::Dicom(c) => Destination::Dicom(crate::dicom::sender::DicomSender::new(c.clone())),
             Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::build(c.clone())?),
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),
@@ -351,6 +383,10 @@ pub enum Destination {
     Latrexa(clinic_api::latrexa::LatrexaClient),
     /// See [`fhir_rest::client::FhirClient`].
     Fhir(fhir_rest::client::FhirClient),
+    /// See [`crate::dicom::worklist_dest::WorklistWriter`].
+    Worklist(crate::dicom::worklist_dest::WorklistWriter),
+    /// See [`crate::dicom::sender::DicomSender`].
+    Dicom(crate::dicom::sender::DicomSender),
 }
 
 impl Destination {
@@ -370,6 +406,8 @@ impl Destination {
             Self::Px360(s) => s.deliver(d).await,
             Self::Latrexa(s) => s.deliver(d).await,
             Self::Fhir(s) => s.deliver(d).await,
+            Self::Worklist(s) => s.deliver(d).await,
+            Self::Dicom(s) => s.deliver(d).await,
         }
     }
 
@@ -391,6 +429,8 @@ impl Destination {
             Self::Px360(s) => s.healthcheck().await,
             Self::Latrexa(s) => s.healthcheck().await,
             Self::Fhir(s) => s.healthcheck().await,
+            Self::Worklist(s) => s.healthcheck().await,
+            Self::Dicom(s) => s.healthcheck().await,
         }
     }
 
@@ -420,6 +460,11 @@ impl Destination {
             Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) => {
                 CredentialCheck::NotChecked("no credentials to check".into())
             }
+            // DICOM has no credentials (the association names AE titles, which the C-ECHO of
+            // the healthcheck already tried); a worklist lives in the engine's own store.
+            Self::Dicom(_) | Self::Worklist(_) => {
+                CredentialCheck::NotChecked("no credentials to check".into())
+            }
         }
     }
 
@@ -431,9 +476,13 @@ impl Destination {
             Self::Latrexa(s) => s.ledger_view(body),
             Self::Buktor(_) => clinic_api::buktor::ledger_view(body),
             Self::Fhir(_) => fhir_rest::client::ledger_view(body),
-            Self::Mllp(_) | Self::Webhook(_) | Self::File(_) | Self::Sftp(_) | Self::Px360(_) => {
-                None
-            }
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Px360(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -451,7 +500,9 @@ impl Destination {
             | Self::Buktor(_)
             | Self::Px360(_)
             | Self::Latrexa(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -468,7 +519,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -484,7 +537,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -499,7 +554,9 @@ impl Destination {
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -516,7 +573,9 @@ impl Destination {
             | Self::Sftp(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => None,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
         }
     }
 
@@ -535,7 +594,9 @@ impl Destination {
             | Self::Opsport(_)
             | Self::Buktor(_)
             | Self::Px360(_)
-            | Self::Fhir(_) => false,
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => false,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod clinic_api;
 pub mod destination;
+pub mod dicom;
 pub mod fhir_rest;
 pub mod file;
 pub mod health;

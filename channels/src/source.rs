@@ -23,6 +23,31 @@ pub enum Payload {
     /// A JSON body received over HTTP (FHIR REST or webhook), after the HTTP layer's checks
     /// (peer, credentials, signature, content type, size).
     Json(JsonBody),
+    /// A record of something a source took and keeps itself (a DICOM object stored in a
+    /// folder): stored as accepted, with `body` as its raw bytes (a reference, not the
+    /// object), and routed; only raw payloads (`dicom`) can be sent from it.
+    Record {
+        /// The record format, such as `dicom`.
+        format: String,
+        /// What it was, such as `C-STORE`.
+        message_type: String,
+        /// An identifier shown as the control id (the SOP instance UID).
+        control_id: String,
+        /// The record's bytes.
+        body: Bytes,
+    },
+    /// Something a source could not use (a DICOM data set that does not parse, a C-STORE
+    /// without its UIDs): stored as rejected with `reason`, routed nowhere.
+    Rejected {
+        /// The record format, such as `dicom`.
+        format: String,
+        /// What it was, such as `C-STORE` or `MPPS^N-CREATE`.
+        message_type: String,
+        /// The bytes as received.
+        body: Bytes,
+        /// Why it was refused (never its content).
+        reason: String,
+    },
 }
 
 /// A JSON request body and what the HTTP layer knows about it.

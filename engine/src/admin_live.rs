@@ -97,6 +97,8 @@ pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'stati
         D::Px360(_) => "px360",
         D::Latrexa(_) => "latrexa",
         D::Fhir(_) => "fhir",
+        D::Worklist(_) => "worklist",
+        D::Dicom(_) => "dicom",
     }
 }
 

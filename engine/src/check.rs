@@ -151,6 +151,10 @@ fn channel_findings(ch: &LoadedChannel, now: i64, report: &mut Report) {
     for (i, r) in c.routes.iter().enumerate() {
         for (j, p) in r.when.message_type.iter().enumerate() {
             let key = format!("route[{i}].when.message_type[{j}]");
+            // What a DICOM storage source records of each object it stored.
+            if p == "C-STORE" && matches!(c.source, SourceConfig::DicomStore(_)) {
+                continue;
+            }
             if let Some(why) = pattern_never_matches(p) {
                 warn(
                     report,
@@ -335,7 +339,10 @@ fn certificate_expiries(c: &config::ChannelConfig) -> Vec<(String, CertExpiry)> 
         SourceConfig::MllpListener(l) => l.tls.as_ref(),
         SourceConfig::FhirRest(f) => f.tls.as_ref(),
         SourceConfig::Webhook(w) => w.tls.as_ref(),
-        SourceConfig::Sftp(_) | SourceConfig::Latrexa(_) => None,
+        SourceConfig::Sftp(_)
+        | SourceConfig::Latrexa(_)
+        | SourceConfig::DicomWorklist(_)
+        | SourceConfig::DicomStore(_) => None,
     };
     if let Some(Ok(tls)) = server_tls.map(|t| t.load()) {
         out.extend(tls.expiries.into_iter().map(|e| (server_key(e.role), e)));
@@ -417,6 +424,12 @@ async fn probe_source(s: &SourceConfig) -> Result<String, String> {
         SourceConfig::MllpListener(l) => bindable(&l.listen).await,
         SourceConfig::FhirRest(f) => bindable(&f.listen).await,
         SourceConfig::Webhook(w) => bindable(&w.listen).await,
+        SourceConfig::DicomWorklist(d) => bindable(&d.listen).await,
+        SourceConfig::DicomStore(d) => {
+            let listen = bindable(&d.listen).await?;
+            let folder = folder_writable(&d.folder)?;
+            Ok(format!("{listen}; {folder}"))
+        }
         SourceConfig::Sftp(p) => sftp_probe(&p.server, &p.folder).await,
         SourceConfig::Latrexa(l) => {
             let api = http_probe(&l.base_url).await?;
@@ -473,6 +486,16 @@ async fn probe_destination(d: &DestinationConfig) -> Result<String, String> {
         DestinationConfig::Buktor(c) => credentials(d, http_probe(&c.base_url).await?).await,
         DestinationConfig::Px360(c) => credentials(d, http_probe(&c.base_url).await?).await,
         DestinationConfig::Latrexa(c) => credentials(d, http_probe(&c.base_url).await?).await,
+        DestinationConfig::Dicom(c) => {
+            let dest = d.build()?;
+            dest.healthcheck().await?;
+            Ok(format!("{}: C-ECHO answered with success", c.address))
+        }
+        // The engine's own store: nothing to reach.
+        DestinationConfig::Worklist(w) => Ok(format!(
+            "worklist '{}' is kept in the engine's store",
+            w.worklist
+        )),
     }
 }
 
@@ -489,6 +512,16 @@ async fn credentials(d: &DestinationConfig, reached: String) -> Result<String, S
             Ok(format!("{reached}; credentials not checked: {why}"))
         }
     }
+}
+
+/// Creates (when missing) and writes a probe file in `folder`, then removes it.
+fn folder_writable(folder: &std::path::Path) -> Result<String, String> {
+    let probe = folder.join(".switchboard-probe");
+    std::fs::create_dir_all(folder)
+        .and_then(|()| std::fs::write(&probe, b"probe"))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map(|()| format!("{} is writable", folder.display()))
+        .map_err(|e| format!("{}: cannot write: {}", folder.display(), io_reason(&e)))
 }
 
 /// Binds `listen` and lets go at once.

@@ -325,6 +325,10 @@ pub enum SourceConfig {
     FhirRest(channels::fhir_rest::source::FhirSourceConfig),
     /// `type = "webhook"`: JSON events over HTTP (Buktor, PX360 or OpsPort-shaped).
     Webhook(channels::webhook::receiver::ReceiverConfig),
+    /// `type = "dicom_worklist"`: DICOM Modality Worklist C-FIND and MPPS (docs/DICOM.md).
+    DicomWorklist(channels::dicom::WorklistSourceConfig),
+    /// `type = "dicom_store"`: DICOM C-STORE into a folder (docs/DICOM.md).
+    DicomStore(channels::dicom::StoreSourceConfig),
 }
 
 impl SourceConfig {
@@ -334,6 +338,8 @@ impl SourceConfig {
             Self::MllpListener(l) => Some(&l.listen),
             Self::FhirRest(f) => Some(&f.listen),
             Self::Webhook(w) => Some(&w.listen),
+            Self::DicomWorklist(d) => Some(&d.listen),
+            Self::DicomStore(d) => Some(&d.listen),
             Self::Sftp(_) | Self::Latrexa(_) => None,
         }
     }
@@ -1178,6 +1184,8 @@ fn source_variant(kind: &str, v: toml::Value, prefix: &str) -> Option<Vec<(Strin
             deserialize_every::<channels::fhir_rest::source::FhirSourceConfig>(v, prefix).1
         }
         "webhook" => deserialize_every::<channels::webhook::receiver::ReceiverConfig>(v, prefix).1,
+        "dicom_worklist" => deserialize_every::<channels::dicom::WorklistSourceConfig>(v, prefix).1,
+        "dicom_store" => deserialize_every::<channels::dicom::StoreSourceConfig>(v, prefix).1,
         _ => return None,
     })
 }
@@ -1195,6 +1203,15 @@ fn destination_variant(kind: &str, v: toml::Value, prefix: &str) -> Option<Vec<(
         "px360" => deserialize_every::<clinic_api::px360::Px360Config>(v, prefix).1,
         "latrexa" => deserialize_every::<clinic_api::latrexa::LatrexaConfig>(v, prefix).1,
         "fhir" => deserialize_every::<fhir_rest::client::FhirConfig>(v, prefix).1,
+        "dicom" => {
+            deserialize_every::<channels::dicom::sender::DicomDestinationConfig>(v, prefix).1
+        }
+        "worklist" => {
+            deserialize_every::<channels::dicom::worklist_dest::WorklistDestinationConfig>(
+                v, prefix,
+            )
+            .1
+        }
         _ => return None,
     })
 }
@@ -1378,6 +1395,24 @@ fn check_channel(c: &ChannelConfig, file: &str, problems: &mut Vec<Problem>) -> 
                         "set the variable or create the file",
                     );
                 }
+            }
+        }
+        SourceConfig::DicomWorklist(d) => {
+            for (k, m) in d.problems() {
+                push(
+                    &format!("source.{k}"),
+                    m,
+                    "see conf/examples/radiology.toml",
+                );
+            }
+        }
+        SourceConfig::DicomStore(d) => {
+            for (k, m) in d.problems() {
+                push(
+                    &format!("source.{k}"),
+                    m,
+                    "see conf/examples/radiology.toml",
+                );
             }
         }
         SourceConfig::Webhook(w) => {
@@ -1667,12 +1702,12 @@ pub(crate) mod tests {
         }
         let empty = || toml::Value::Table(toml::Table::new());
         let sources = kinds::<SourceConfig>();
-        assert_eq!(sources.len(), 5, "{sources:?}");
+        assert_eq!(sources.len(), 7, "{sources:?}");
         for k in &sources {
             assert!(source_variant(k, empty(), "source").is_some(), "{k}");
         }
         let destinations = kinds::<DestinationConfig>();
-        assert_eq!(destinations.len(), 9, "{destinations:?}");
+        assert_eq!(destinations.len(), 11, "{destinations:?}");
         for k in &destinations {
             assert!(destination_variant(k, empty(), "d").is_some(), "{k}");
         }

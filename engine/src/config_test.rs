@@ -596,6 +596,18 @@ fn check_input(
         S::FhirRest(_) => ("json", "fhir_rest"),
         S::Webhook(_) => ("json", "webhook"),
         S::Latrexa(_) => ("json", "latrexa"),
+        S::DicomWorklist(_) | S::DicomStore(_) => {
+            push(
+                &format!("case[{i}].input"),
+                format!(
+                    "channel '{}' has a DICOM source: config tests take HL7 v2 messages and \
+                     JSON bodies, not DICOM datasets",
+                    channel.name
+                ),
+                "test the channel that sends the orders to the worklist instead",
+            );
+            return None;
+        }
     };
     if !kind.starts_with(takes) {
         push(
@@ -684,6 +696,8 @@ fn check_input(
             }
         }
         S::Latrexa(_) => Some(Input::Booking(bytes)),
+        // Refused above, before the input was read.
+        S::DicomWorklist(_) | S::DicomStore(_) => None,
         S::Webhook(w) => {
             let method = input.method.as_deref().unwrap_or("POST");
             if !method.eq_ignore_ascii_case("POST") {

@@ -125,7 +125,10 @@ impl Hub {
         let mut built = Vec::new();
         for config in destinations {
             let name = format!("{channel}/{}", config.name());
-            let dest = config.build().map_err(|e| (name.clone(), e))?;
+            let dicom = crate::topology::source::dicom_state(&self.store, &self.metrics);
+            let dest = config
+                .build_with(Some(dicom))
+                .map_err(|e| (name.clone(), e))?;
             built.push((name, config, dest));
         }
         let mut workers = self

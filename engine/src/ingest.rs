@@ -85,6 +85,9 @@ impl ChannelIngest {
             Payload::Hl7v2Oversize { head, limit } => (head.clone(), Some(*limit)),
             // JSON from the HTTP sources has its own checks and answers.
             Payload::Json(_) => return crate::ingest_http::handle(self, inbound).await,
+            Payload::Rejected { .. } | Payload::Record { .. } => {
+                return self.handle_other(inbound).await
+            }
         };
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
@@ -595,6 +598,99 @@ impl ChannelIngest {
 
 /// Steps every source format shares (HL7 here, JSON in [`crate::ingest_http`]).
 impl ChannelIngest {
+    /// Stores what a source could not use ([`Payload::Rejected`]) as rejected, with its
+    /// reason, or what it keeps itself ([`Payload::Record`]) as accepted and routed; answers
+    /// once durable (`Retry` when the store fails).
+    async fn handle_other(&self, inbound: Inbound) {
+        let started = Instant::now();
+        let (format, message_type, control_id, body, reason) = match &inbound.payload {
+            Payload::Rejected {
+                format,
+                message_type,
+                body,
+                reason,
+            } => (
+                format,
+                message_type,
+                String::new(),
+                body,
+                Some(reason.clone()),
+            ),
+            Payload::Record {
+                format,
+                message_type,
+                control_id,
+                body,
+            } => (format, message_type, control_id.clone(), body, None),
+            _ => return,
+        };
+        let received_at_ms = received_at_ms(&inbound);
+        let id = self.store.next_id(received_at_ms);
+        self.count_received("other");
+        let mut record = MessageRecord {
+            id,
+            channel: self.channel.clone(),
+            received_at_ms,
+            peer: inbound.peer.to_string(),
+            format: format.clone(),
+            message_type: message_type.clone(),
+            control_id,
+            sending_application: String::new(),
+            sending_facility: String::new(),
+            version: String::new(),
+            charset: String::new(),
+            size: body.len(),
+            truncated: false,
+            status: if reason.is_some() {
+                Status::Rejected
+            } else {
+                Status::Received
+            },
+            ack_code: String::new(),
+            ack: String::new(),
+            errors: reason.iter().cloned().collect(),
+            config_version: self.config_version.clone(),
+            deliveries: vec![],
+            business_keys: Vec::new(),
+            dedup_key: String::new(),
+        };
+        let body = body.clone();
+        let message_type = message_type.clone();
+        let mut items = Vec::new();
+        let disposition = match self.persist(&mut record, &body, reason.is_none()).await {
+            Ok(routed) => match reason {
+                Some(reason) => {
+                    self.metrics
+                        .rejected
+                        .with_label_values(&[&self.channel, ErrorCode::DataType.reason_label()])
+                        .inc();
+                    Disposition::Rejected(reason)
+                }
+                None => {
+                    items = routed;
+                    Disposition::Accepted
+                }
+            },
+            Err(e) => {
+                error!(channel = %self.channel, id, error = %e, "Input could not be stored.");
+                Disposition::Retry(e.to_string())
+            }
+        };
+        let kind = match disposition {
+            Disposition::Accepted => "received",
+            Disposition::Rejected(_) => "rejected",
+            Disposition::Retry(_) => "failed",
+        };
+        self.observe(started, kind, id, &message_type, "");
+        let _ = inbound.reply.send(Reply {
+            disposition,
+            body: None,
+            http: None,
+        });
+        // Durable now: the workers may start delivering.
+        self.pipeline.hub().enqueue(&items);
+    }
+
     /// Counts a received message and stamps the channel's last-message time.
     pub(crate) fn count_received(&self, message_type_label: &str) {
         self.metrics

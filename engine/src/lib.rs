@@ -311,7 +311,21 @@ async fn retention_task(
         let store2 = store.clone();
         let policy2 = current.policy.clone();
         let now = delivery::now_ms();
-        match tokio::task::spawn_blocking(move || store2.prune(&policy2, now)).await {
+        let days = current.policy.default_days;
+        match tokio::task::spawn_blocking(move || {
+            let report = store2.prune(&policy2, now)?;
+            // Worklist items and MPPS states: the engine's retention (see store::dicom).
+            let dicom = store2.prune_dicom(days, now)?;
+            if dicom > 0 {
+                info!(
+                    removed = dicom,
+                    "Retention removed old worklist items and MPPS states."
+                );
+            }
+            Ok::<_, store::StoreError>(report)
+        })
+        .await
+        {
             Ok(Ok(report)) => retention_pass_done(&metrics, &report),
             Ok(Err(e)) => warn!(error = %e, "Retention pass failed; will try again."),
             Err(_) => warn!("Retention pass panicked; will try again."),

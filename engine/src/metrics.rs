@@ -109,8 +109,28 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "switchboard_tls_handshake_failures_tot
 /// some channel uses TLS.
 pub const TLS_CERT_EXPIRY: &str = "switchboard_tls_cert_expiry_timestamp_seconds";
 
+/// `switchboard_dicom_associations_total{channel, outcome}`: DICOM associations asked of a
+/// `dicom_worklist` or `dicom_store` source, by outcome ([`DICOM_ASSOCIATION_OUTCOMES`]).
+/// Served once a DICOM source starts.
+pub const DICOM_ASSOCIATIONS: &str = "switchboard_dicom_associations_total";
+/// `switchboard_dicom_worklist_items{worklist}`: scheduled procedure steps in each modality
+/// worklist. Served once a DICOM worklist source or worklist destination starts.
+pub const DICOM_WORKLIST_ITEMS: &str = "switchboard_dicom_worklist_items";
+/// `switchboard_dicom_stored_instances_total{channel}`: objects a `dicom_store` source wrote
+/// (fsynced). Served once a DICOM storage source starts.
+pub const DICOM_STORED_INSTANCES: &str = "switchboard_dicom_stored_instances_total";
+/// The `outcome` label values of [`DICOM_ASSOCIATIONS`]; each starts at 0 with its channel:
+/// `accepted`, `rejected` (A-ASSOCIATE-RJ: AE title not allowed), `refused` (peer address
+/// not allowed, or `max_associations` reached) and `failed` (the negotiation broke).
+pub const DICOM_ASSOCIATION_OUTCOMES: &[&str] = &["accepted", "rejected", "refused", "failed"];
+
 /// Families served only when the configuration uses the feature behind them.
-pub const CONDITIONAL: &[&str] = &[TLS_CERT_EXPIRY];
+pub const CONDITIONAL: &[&str] = &[
+    TLS_CERT_EXPIRY,
+    DICOM_ASSOCIATIONS,
+    DICOM_WORKLIST_ITEMS,
+    DICOM_STORED_INSTANCES,
+];
 /// `switchboard_sftp_files_picked_total{channel}`: files an SFTP source took (stable, matching).
 pub const SFTP_FILES_PICKED: &str = "switchboard_sftp_files_picked_total";
 /// `switchboard_sftp_files_failed_total{channel}`: files moved to the error folder.
@@ -240,6 +260,9 @@ pub fn exported_names() -> Vec<&'static str> {
         LATREXA_BOOKINGS_REJECTED,
         LATREXA_HUB_CONNECTED,
         LATREXA_HEARTBEATS,
+        DICOM_ASSOCIATIONS,
+        DICOM_WORKLIST_ITEMS,
+        DICOM_STORED_INSTANCES,
     ];
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
@@ -380,6 +403,12 @@ pub struct Metrics {
     pub latrexa_hub_connected: IntGaugeVec,
     /// Latrexa heartbeats, by channel and outcome.
     pub latrexa_heartbeats: IntCounterVec,
+    /// See [`DICOM_ASSOCIATIONS`].
+    pub dicom_associations: IntCounterVec,
+    /// See [`DICOM_WORKLIST_ITEMS`].
+    pub dicom_worklist_items: IntGaugeVec,
+    /// See [`DICOM_STORED_INSTANCES`].
+    pub dicom_stored_instances: IntCounterVec,
 }
 
 impl Metrics {
@@ -645,6 +674,27 @@ impl Metrics {
             "Failed SFTP connections, listings and moves.",
             &["channel"],
         );
+        let dicom_associations = counter(
+            DICOM_ASSOCIATIONS,
+            "DICOM associations asked of a DICOM source, by outcome.",
+            &["channel", "outcome"],
+        );
+        let dicom_stored_instances = counter(
+            DICOM_STORED_INSTANCES,
+            "DICOM objects a storage source wrote to its folder (fsynced).",
+            &["channel"],
+        );
+        let dicom_worklist_items = IntGaugeVec::new(
+            Opts::new(
+                DICOM_WORKLIST_ITEMS,
+                "Scheduled procedure steps in each modality worklist.",
+            ),
+            &["worklist"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(dicom_worklist_items.clone()))
+            .expect("metric registered once");
         let reloads = counter(
             CONFIG_RELOADS,
             "Configuration reloads, by outcome.",
@@ -743,6 +793,22 @@ impl Metrics {
             latrexa_rejected,
             latrexa_hub_connected,
             latrexa_heartbeats,
+            dicom_associations,
+            dicom_worklist_items,
+            dicom_stored_instances,
+        }
+    }
+
+    /// The metrics of one DICOM source; its association outcomes (and, for a storage
+    /// source, its stored instances) start at 0.
+    pub fn dicom(&self, channel: &str) -> channels::dicom::DicomMetrics {
+        for outcome in DICOM_ASSOCIATION_OUTCOMES {
+            self.dicom_associations
+                .with_label_values(&[channel, outcome]);
+        }
+        channels::dicom::DicomMetrics {
+            associations: self.dicom_associations.clone(),
+            stored_instances: self.dicom_stored_instances.with_label_values(&[channel]),
         }
     }
 
@@ -842,9 +908,10 @@ impl Metrics {
                 crate::config::SourceConfig::MllpListener(l) => l.tls.as_ref(),
                 crate::config::SourceConfig::FhirRest(f) => f.tls.as_ref(),
                 crate::config::SourceConfig::Webhook(w) => w.tls.as_ref(),
-                crate::config::SourceConfig::Sftp(_) | crate::config::SourceConfig::Latrexa(_) => {
-                    None
-                }
+                crate::config::SourceConfig::Sftp(_)
+                | crate::config::SourceConfig::Latrexa(_)
+                | crate::config::SourceConfig::DicomWorklist(_)
+                | crate::config::SourceConfig::DicomStore(_) => None,
             };
             if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
                 set("source", tls.expiries);
@@ -940,6 +1007,8 @@ mod tests {
         m.latrexa_rejected.with_label_values(&["c"]).inc();
         m.latrexa_hub_connected.with_label_values(&["c"]).set(1);
         m.latrexa_heartbeats.with_label_values(&["c", "sent"]).inc();
+        let _ = m.dicom("c");
+        m.dicom_worklist_items.with_label_values(&["w"]).set(1);
         let text = m.render();
         let rendered = families(&text);
         let listed: std::collections::BTreeSet<&str> = exported_names().into_iter().collect();

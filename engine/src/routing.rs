@@ -96,6 +96,9 @@ pub enum PayloadKind {
     Px360,
     /// Latrexa appointment upload.
     Latrexa,
+    /// A stored DICOM object, by reference (what a `dicom_store` source received), for a
+    /// `dicom` destination to send by C-STORE.
+    Dicom,
 }
 
 impl PayloadKind {
@@ -109,12 +112,13 @@ impl PayloadKind {
             "buktor" => Some(PayloadKind::Buktor),
             "px360" => Some(PayloadKind::Px360),
             "latrexa" => Some(PayloadKind::Latrexa),
+            "dicom" => Some(PayloadKind::Dicom),
             _ => None,
         }
     }
 
     /// The names `check` accepts.
-    pub const NAMES: &'static str = "hl7, canonical, fhir, opsport, buktor, px360, latrexa";
+    pub const NAMES: &'static str = "hl7, canonical, fhir, opsport, buktor, px360, latrexa, dicom";
 
     /// The vendor of a cloud clinic payload, rendered by [`crate::vendor`].
     fn vendor(self) -> Option<&'static str> {
@@ -123,7 +127,9 @@ impl PayloadKind {
             PayloadKind::Buktor => Some("buktor"),
             PayloadKind::Px360 => Some("px360"),
             PayloadKind::Latrexa => Some("latrexa"),
-            PayloadKind::Hl7 | PayloadKind::Canonical | PayloadKind::Fhir => None,
+            PayloadKind::Hl7 | PayloadKind::Canonical | PayloadKind::Fhir | PayloadKind::Dicom => {
+                None
+            }
         }
     }
 
@@ -136,6 +142,7 @@ impl PayloadKind {
             PayloadKind::Buktor => "buktor",
             PayloadKind::Px360 => "px360",
             PayloadKind::Latrexa => "latrexa",
+            PayloadKind::Dicom => "dicom",
         }
     }
 }
@@ -336,7 +343,9 @@ impl Router {
             .then(|| parsed().as_ref().and_then(|m| value(m, "PID.3[1].1")))
             .flatten()
             .unwrap_or_default();
-        let needs_event = targets.iter().any(|(_, k)| *k != PayloadKind::Hl7);
+        let needs_event = targets
+            .iter()
+            .any(|(_, k)| !matches!(k, PayloadKind::Hl7 | PayloadKind::Dicom));
         let mut mapping_failure: Option<String> = None;
         let events = if needs_event {
             match crate::formats::events_of_in(record, raw, self.timezone) {
@@ -354,6 +363,30 @@ impl Router {
         // One body per (destination, event); the raw HL7 goes once whatever the events.
         let mut bodies: Vec<Body> = Vec::new();
         for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
+            if kind == PayloadKind::Dicom {
+                // Only what a DICOM storage source stored has an object to send.
+                if record.format == "dicom" {
+                    bodies.push(Body {
+                        dest,
+                        kind,
+                        body: raw.to_vec(),
+                        content_type: channels::dicom::sender::CONTENT_TYPE,
+                        control_id: None,
+                        suffix: String::new(),
+                        path: None,
+                        failure: None,
+                        appointment: None,
+                        reference: None,
+                    });
+                } else {
+                    bodies.push(Body::failed(
+                        dest,
+                        kind,
+                        "payload dicom: the message is not a stored DICOM object",
+                    ));
+                }
+                continue;
+            }
             if kind == PayloadKind::Hl7 {
                 bodies.push(Body {
                     dest,
@@ -438,6 +471,7 @@ impl Router {
                 };
                 let rendered = match kind {
                     PayloadKind::Hl7
+                    | PayloadKind::Dicom
                     | PayloadKind::Opsport
                     | PayloadKind::Buktor
                     | PayloadKind::Px360

@@ -14,8 +14,9 @@
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
 //! Latrexa id mapping (`id_map`) in [`id_map`], the appointment ledger (`ledger`,
-//! `ledger_by_message`) in [`ledger`], and how those two are one model of an appointment
-//! (what the HIS and Latrexa each know of it) in [`appointments`].
+//! `ledger_by_message`) in [`ledger`], how those two are one model of an appointment
+//! (what the HIS and Latrexa each know of it) in [`appointments`], and the DICOM
+//! worklists and MPPS states (`worklist`, `mpps`) in [`dicom`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -27,6 +28,7 @@
 pub mod appointments;
 mod commit;
 pub mod dedup;
+pub mod dicom;
 pub mod fhir_ids;
 pub mod id_map;
 pub mod keys;
@@ -212,6 +214,8 @@ pub struct Store {
     pub(crate) audit: sled::Tree,
     pub(crate) ledger: sled::Tree,
     pub(crate) ledger_by_message: sled::Tree,
+    pub(crate) worklist: sled::Tree,
+    pub(crate) mpps: sled::Tree,
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
@@ -301,6 +305,8 @@ impl Store {
             audit: db.open_tree("audit")?,
             ledger: db.open_tree("ledger")?,
             ledger_by_message: db.open_tree("ledger_by_message")?,
+            worklist: db.open_tree("worklist")?,
+            mpps: db.open_tree("mpps")?,
             last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,

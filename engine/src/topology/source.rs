@@ -63,6 +63,51 @@ pub async fn build_source(
             local_addr: Some(t.local_addr),
             join: t.join,
         }),
+        SourceConfig::DicomWorklist(c) => {
+            let metrics = deps.metrics.dicom(&cx.channel);
+            let state = dicom_state(deps.store, deps.metrics);
+            let n = deps
+                .store
+                .worklist_items(&c.worklist)
+                .map(|i| i.len())
+                .unwrap_or(0);
+            deps.metrics
+                .dicom_worklist_items
+                .with_label_values(&[&c.worklist])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            let service = channels::dicom::scp::Service::Worklist {
+                cfg: c.clone(),
+                state,
+            };
+            channels::dicom::scp::start(service, cx, metrics)
+                .await
+                .map(|t| SourceTask {
+                    local_addr: Some(t.local_addr),
+                    join: t.join,
+                })
+        }
+        SourceConfig::DicomStore(c) => {
+            let metrics = deps.metrics.dicom(&cx.channel);
+            let storage = std::sync::Arc::new(channels::dicom::storage::Storage::new(
+                &c.ae_title,
+                c.folder.clone(),
+                std::time::Duration::from_secs(c.quiet_period_secs),
+            ));
+            let announcer = tokio::spawn(storage.clone().announce_loop(cx.clone()));
+            let service = channels::dicom::scp::Service::Store {
+                cfg: c.clone(),
+                storage,
+            };
+            let task = channels::dicom::scp::start(service, cx, metrics).await?;
+            let join = tokio::spawn(async move {
+                let _ = task.join.await;
+                let _ = announcer.await;
+            });
+            Ok(SourceTask {
+                local_addr: Some(task.local_addr),
+                join,
+            })
+        }
         SourceConfig::Latrexa(c) => crate::latrexa_bookings::start(
             c,
             &cx.channel,
@@ -104,5 +149,19 @@ pub fn source_type(source: &SourceConfig) -> &'static str {
         SourceConfig::Latrexa(_) => "latrexa",
         SourceConfig::FhirRest(_) => "fhir_rest",
         SourceConfig::Webhook(_) => "webhook",
+        SourceConfig::DicomWorklist(_) => "dicom_worklist",
+        SourceConfig::DicomStore(_) => "dicom_store",
     }
+}
+
+/// The engine's DICOM state over its store: what DICOM sources and worklist destinations
+/// read and write (see `crate::store::dicom`).
+pub fn dicom_state(
+    store: &Store,
+    metrics: &Metrics,
+) -> std::sync::Arc<dyn channels::dicom::worklist::DicomState> {
+    std::sync::Arc::new(crate::store::dicom::StoreDicom::new(
+        store.clone(),
+        metrics.dicom_worklist_items.clone(),
+    ))
 }

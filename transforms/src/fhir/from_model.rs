@@ -2453,6 +2453,7 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 notes: None,
                 specimens: Vec::new(),
                 roles: Vec::new(),
+                imaging: None,
             },
             status: None,
             observed_at: None,

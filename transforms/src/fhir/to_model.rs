@@ -1936,6 +1936,7 @@ impl<'a> Reader<'a> {
                     }))
                 })
                 .collect::<Result<_, _>>()?,
+            imaging: None,
         })
     }
 
@@ -1999,6 +2000,7 @@ impl<'a> Reader<'a> {
                 notes: None,
                 specimens,
                 roles: Vec::new(),
+                imaging: None,
             },
             status,
             observed_at: match &d.effective {
@@ -2055,6 +2057,7 @@ impl<'a> Reader<'a> {
                 notes: None,
                 specimens: Vec::new(),
                 roles: Vec::new(),
+                imaging: None,
             },
             status: value.status,
             observed_at: value.observed_at,

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | ADT A01-A62 (every ADT trigger of v2.8) | [`adt`] | patient, encounter, tracking, leave, merge/move/link, identifier, doctor and allergy events (table in [`adt`]) |
 //! | SIU S12-S24, S26 | [`siu`] | appointment booked/rescheduled/modified/cancelled/discontinued/deleted/no-show, resource added/modified/cancelled/discontinued/deleted, slot blocked/opened |
-//! | ORM^O01, OML^O21/O33/O35 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
+//! | ORM^O01, OML^O21/O33/O35, OMI^O23 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
 //! | ORU^R01/R30/R31/R32 | [`oru`] | result reported |
 //! | DFT^P03, DFT^P11 | [`dft`] | charge posted/reversed (+ payment outcome) |
 //!
@@ -144,7 +144,9 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
             Some(kind) => siu::event_from_siu(msg, kind)?,
             None => return Ok(unsupported(msg)),
         },
-        ("ORM", "O01") | ("OML", "O21" | "O33" | "O35") => orders::event_from_order(msg)?,
+        ("ORM", "O01") | ("OML", "O21" | "O33" | "O35") | ("OMI", "O23") => {
+            orders::event_from_order(msg)?
+        }
         ("ORU", "R01" | "R30" | "R31" | "R32") => oru::event_from_oru(msg)?,
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
         _ => return Ok(unsupported(msg)),
@@ -235,6 +237,7 @@ pub const TRIGGERS: &[(&str, &str, &str)] = &[
     ("OML", "O21", "OML_O21"),
     ("OML", "O33", "OML_O33"),
     ("OML", "O35", "OML_O35"),
+    ("OMI", "O23", "OMI_O23"),
     ("ORU", "R01", "ORU_R01"),
     ("ORU", "R30", "ORU_R30"),
     ("ORU", "R31", "ORU_R30"),

@@ -1,4 +1,4 @@
-//! ORM^O01 and OML^O21 to canonical orders (and an appointment when the order is scheduled).
+//! ORM^O01, OML^O21 and OMI^O23 to canonical orders (and an appointment when the order is scheduled).
 //!
 //! Each ORC starts an order; the OBR, TQ1 and NTE segments after it (up to the next ORC)
 //! belong to it. Numbers: placer ORC-2 else OBR-2, filler ORC-3 else OBR-3 (EI-1). Procedure:
@@ -12,6 +12,12 @@
 //!
 //! Event kind: from the first order's ORC-1: `NW`/`SN` → `order_placed`; `CA`/`OC`/`CR`/`DC`/
 //! `OD`/`DR` → `order_cancelled`; other known codes → `order_updated`.
+//!
+//! Imaging (`imaging`): the IPC of an OMI^O23 order (IPC-1 accession number, IPC-2
+//! requested procedure id, IPC-3 study instance UID, IPC-4 scheduled procedure step id, IPC-5
+//! modality, IPC-9 scheduled station AE title); without IPC, an OBR-24 that is a DICOM
+//! modality code (`CT`, `MR`, `US`, ...) gives the modality. What a DICOM modality worklist
+//! builds its items from.
 //!
 //! Roles: a ROL right after an ORC or OBR (NTE, TQ1 between) is a role of that order
 //! (`roles`, with its ROL-2 action code); any other ROL is the visit's.
@@ -48,6 +54,8 @@ pub(crate) struct OrderSegments<'s, 'm> {
     pub ntes: Vec<SegmentRef<'s, 'm>>,
     pub specimens: Vec<SegmentRef<'s, 'm>>,
     pub roles: Vec<SegmentRef<'s, 'm>>,
+    /// The IPC segments of the order (OMI^O23: imaging procedure control).
+    pub ipcs: Vec<SegmentRef<'s, 'm>>,
 }
 
 /// Maps an ORM^O01 or OML^O21.
@@ -86,7 +94,9 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     event.patient = Some(patient);
     event.encounter = encounter_from_pv1(msg)?;
     for group in &groups {
-        event.orders.push(order_from_segments(msg, group)?);
+        let mut order = order_from_segments(msg, group)?;
+        order.imaging = imaging(group);
+        event.orders.push(order);
     }
     let first_order = &event.orders[0];
     if let Some(start) = first_order.requested_start {
@@ -172,6 +182,7 @@ fn order_groups<'s, 'm>(
                     ntes: Vec::new(),
                     specimens: leading.clone(),
                     roles: Vec::new(),
+                    ipcs: Vec::new(),
                 });
             }
             "OBR" => {
@@ -187,6 +198,11 @@ fn order_groups<'s, 'm>(
             "NTE" => {
                 if let Some(g) = groups.last_mut() {
                     g.ntes.push(seg);
+                }
+            }
+            "IPC" => {
+                if let Some(g) = groups.last_mut() {
+                    g.ipcs.push(seg);
                 }
             }
             "SPM" if specimen_first => {
@@ -326,6 +342,37 @@ pub(crate) fn order_from_segments(
             }
             roles
         },
+        imaging: None,
+    })
+}
+
+/// DICOM modality codes (PS3.3 C.7.3.1.1.1) that OBR-24 may carry for an imaging order.
+const MODALITIES: [&str; 24] = [
+    "CR", "CT", "MR", "NM", "US", "OT", "BI", "DG", "ES", "LS", "PT", "RG", "TG", "XA", "RF",
+    "RTIMAGE", "HC", "DX", "MG", "IO", "PX", "GM", "SM", "XC",
+];
+
+/// The imaging details of an order of an ORM/OMI: IPC-1 accession, IPC-2 requested procedure
+/// id, IPC-3 study instance UID, IPC-4 step id (EI-1 each), IPC-5 modality, IPC-9 station AE
+/// title; without IPC, OBR-24 when it is a DICOM modality code. `None` for other orders.
+fn imaging(g: &OrderSegments<'_, '_>) -> Option<crate::model::ImagingOrder> {
+    let modality_of_obr = g
+        .obr
+        .and_then(|o| o.get(24).string())
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| MODALITIES.contains(&m.as_str()));
+    let ipc = g.ipcs.first();
+    if ipc.is_none() && modality_of_obr.is_none() {
+        return None;
+    }
+    let ei = |field: usize| ipc.and_then(|s| s.get_comp(field, 1).string());
+    Some(crate::model::ImagingOrder {
+        accession_number: ei(1),
+        requested_procedure_id: ei(2),
+        study_instance_uid: ei(3),
+        step_id: ei(4),
+        modality: ei(5).or(modality_of_obr),
+        station_ae_title: ipc.and_then(|s| s.get(9).string()),
     })
 }
 

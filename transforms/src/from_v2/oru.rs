@@ -77,6 +77,7 @@ pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
                         ntes: Vec::new(),
                         specimens: Vec::new(),
                         roles: Vec::new(),
+                        ipcs: Vec::new(),
                     },
                     Vec::new(),
                 ));

@@ -37,7 +37,8 @@ pub use event::{
 };
 pub use local_time::offset_at;
 pub use order::{
-    Attachment, Observation, Order, OrderStatus, Priority, ResultReport, ResultStatus, Specimen,
+    Attachment, ImagingOrder, Observation, Order, OrderStatus, Priority, ResultReport,
+    ResultStatus, Specimen,
 };
 pub use patient::{
     Allergy, Contact, Coverage, Diagnosis, Facility, Gender, Guarantor, Identifier, IdentifierKind,

@@ -92,6 +92,33 @@ pub struct Order {
     /// The roles of the order group (ROL after its ORC or OBR), in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<Role>,
+    /// For an imaging order: what a DICOM modality worklist needs (IPC of OMI^O23, OBR-24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imaging: Option<ImagingOrder>,
+}
+
+/// The imaging details of an order (HL7 IPC, OBR-24): what a modality worklist item needs
+/// beyond the order itself. Absent values are left for the worklist to derive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ImagingOrder {
+    /// Accession number (IPC-1, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accession_number: Option<String>,
+    /// Requested procedure id (IPC-2, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_procedure_id: Option<String>,
+    /// Study instance UID (IPC-3, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_instance_uid: Option<String>,
+    /// Scheduled procedure step id (IPC-4, EI-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    /// DICOM modality (IPC-5, CWE-1; else OBR-24 when it is a DICOM modality code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<String>,
+    /// Scheduled station AE title (IPC-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station_ae_title: Option<String>,
 }
 
 /// A specimen taken for an order or reported with a result (HL7 SPM; FHIR Specimen).

@@ -1,0 +1,463 @@
+//! DIMSE messages over an association: command sets (implicit VR little endian, PS3.7 E.1)
+//! and the data sets after them, read from and written as P-DATA fragments.
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_ul::association::AsyncAssociation;
+use dicom_ul::pdu::{PDataValue, PDataValueType};
+use dicom_ul::Pdu;
+use std::time::Duration;
+
+/// Command field values (PS3.7 E.1-1).
+pub mod command {
+    /// C-STORE-RQ.
+    pub const C_STORE_RQ: u16 = 0x0001;
+    /// C-STORE-RSP.
+    pub const C_STORE_RSP: u16 = 0x8001;
+    /// C-FIND-RQ.
+    pub const C_FIND_RQ: u16 = 0x0020;
+    /// C-FIND-RSP.
+    pub const C_FIND_RSP: u16 = 0x8020;
+    /// C-ECHO-RQ.
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    /// C-ECHO-RSP.
+    pub const C_ECHO_RSP: u16 = 0x8030;
+    /// N-SET-RQ.
+    pub const N_SET_RQ: u16 = 0x0120;
+    /// N-SET-RSP.
+    pub const N_SET_RSP: u16 = 0x8120;
+    /// N-CREATE-RQ.
+    pub const N_CREATE_RQ: u16 = 0x0140;
+    /// N-CREATE-RSP.
+    pub const N_CREATE_RSP: u16 = 0x8140;
+    /// C-CANCEL-RQ.
+    pub const C_CANCEL_RQ: u16 = 0x0FFF;
+}
+
+/// Status codes used here (PS3.7 C, PS3.4).
+pub mod status {
+    /// Success.
+    pub const SUCCESS: u16 = 0x0000;
+    /// C-FIND: a match follows.
+    pub const PENDING: u16 = 0xFF00;
+    /// N-CREATE/N-SET: processing failure.
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// N-CREATE: the SOP instance exists already.
+    pub const DUPLICATE_INSTANCE: u16 = 0x0111;
+    /// N-SET: no such SOP instance.
+    pub const NO_SUCH_INSTANCE: u16 = 0x0112;
+    /// N-CREATE/N-SET: an attribute value is out of range or not allowed.
+    pub const INVALID_ATTRIBUTE_VALUE: u16 = 0x0106;
+    /// An operation the SCP does not support.
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// No such SOP class.
+    pub const NO_SUCH_SOP_CLASS: u16 = 0x0118;
+    /// C-STORE: out of resources.
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// C-FIND / C-STORE: the data set does not match the SOP class.
+    pub const DATASET_MISMATCH: u16 = 0xA900;
+    /// C-STORE / C-FIND: cannot understand (the data set does not parse).
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// C-FIND: unable to process.
+    pub const UNABLE_TO_PROCESS: u16 = 0xC001;
+}
+
+/// CommandDataSetType value meaning "no data set follows".
+pub const NO_DATASET: u16 = 0x0101;
+
+/// One DIMSE message as received: its presentation context, command set and the raw bytes
+/// of its data set (in the context's transfer syntax), when one came.
+#[derive(Debug)]
+pub struct Message {
+    /// The presentation context it came on.
+    pub context_id: u8,
+    /// The command set.
+    pub command: InMemDicomObject,
+    /// The data set, as received.
+    pub dataset: Option<Vec<u8>>,
+}
+
+impl Message {
+    /// CommandField (0000,0100).
+    pub fn field(&self) -> u16 {
+        us(&self.command, tags::COMMAND_FIELD).unwrap_or_default()
+    }
+
+    /// MessageID (0000,0110).
+    pub fn message_id(&self) -> u16 {
+        us(&self.command, tags::MESSAGE_ID).unwrap_or_default()
+    }
+
+    /// A string attribute of the command set, trimmed.
+    pub fn text(&self, tag: Tag) -> String {
+        text(&self.command, tag)
+    }
+}
+
+/// What ended reading: the peer released or aborted, or the association broke.
+#[derive(Debug)]
+pub enum Received {
+    /// A complete message.
+    Message(Message),
+    /// A-RELEASE-RQ: answered with A-RELEASE-RP by the caller.
+    Release,
+    /// A-ABORT.
+    Abort,
+}
+
+/// Why reading or writing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DimseError {
+    /// The association layer failed (IO, timeout, bad PDU).
+    #[error("association: {0}")]
+    Ul(String),
+    /// A message could not be read or written.
+    #[error("message: {0}")]
+    Codec(String),
+    /// Nothing arrived within the idle timeout.
+    #[error("idle for {0} s")]
+    Idle(u64),
+    /// A message larger than the configured limit.
+    #[error("message larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// A u16 attribute.
+pub fn us(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
+    obj.element_opt(tag).ok().flatten()?.to_int::<u16>().ok()
+}
+
+/// A string attribute, trimmed of padding; empty when absent.
+pub fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim_matches([' ', '\0']).to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Reads the next DIMSE message (command and, when announced, its data set), waiting at
+/// most `idle` for each PDU; data sets over `max_bytes` fail.
+///
+/// # Errors
+///
+/// [`DimseError`] when the association breaks, times out, or a command does not parse.
+pub async fn receive<A, S>(
+    assoc: &mut A,
+    idle: Duration,
+    max_bytes: usize,
+) -> Result<Received, DimseError>
+where
+    A: AsyncAssociation<S> + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let mut command_bytes: Vec<u8> = Vec::new();
+    let mut command: Option<InMemDicomObject> = None;
+    let mut data: Vec<u8> = Vec::new();
+    loop {
+        let pdu = match tokio::time::timeout(idle, AsyncAssociation::receive(assoc)).await {
+            Err(_) => return Err(DimseError::Idle(idle.as_secs())),
+            Ok(Err(e)) => return Err(DimseError::Ul(e.to_string())),
+            Ok(Ok(p)) => p,
+        };
+        let values = match pdu {
+            Pdu::PData { data } => data,
+            Pdu::ReleaseRQ => return Ok(Received::Release),
+            Pdu::AbortRQ { .. } => return Ok(Received::Abort),
+            other => {
+                return Err(DimseError::Ul(format!(
+                    "unexpected PDU {}",
+                    pdu_name(&other)
+                )))
+            }
+        };
+        for v in values {
+            let context_id = v.presentation_context_id;
+            match v.value_type {
+                PDataValueType::Command => {
+                    command_bytes.extend_from_slice(&v.data);
+                    if command_bytes.len() > 64 * 1024 {
+                        return Err(DimseError::TooLarge(64 * 1024));
+                    }
+                    if v.is_last {
+                        let cmd = read_command(&command_bytes)?;
+                        let has_data =
+                            us(&cmd, tags::COMMAND_DATA_SET_TYPE).is_some_and(|t| t != NO_DATASET);
+                        if !has_data {
+                            return Ok(Received::Message(Message {
+                                context_id,
+                                command: cmd,
+                                dataset: None,
+                            }));
+                        }
+                        command = Some(cmd);
+                    }
+                }
+                PDataValueType::Data => {
+                    data.extend_from_slice(&v.data);
+                    if data.len() > max_bytes {
+                        return Err(DimseError::TooLarge(max_bytes));
+                    }
+                    if v.is_last {
+                        if let Some(cmd) = command.take() {
+                            return Ok(Received::Message(Message {
+                                context_id,
+                                command: cmd,
+                                dataset: Some(std::mem::take(&mut data)),
+                            }));
+                        }
+                        return Err(DimseError::Codec("data set before its command".into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pdu_name(p: &Pdu) -> &'static str {
+    match p {
+        Pdu::Unknown { .. } => "unknown",
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::PData { .. } => "P-DATA",
+        Pdu::ReleaseRQ => "A-RELEASE-RQ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::AbortRQ { .. } => "A-ABORT",
+    }
+}
+
+/// Parses a command set (always implicit VR little endian).
+///
+/// # Errors
+///
+/// [`DimseError::Codec`] when it does not parse.
+pub fn read_command(bytes: &[u8]) -> Result<InMemDicomObject, DimseError> {
+    InMemDicomObject::read_dataset_with_ts(
+        bytes,
+        &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .map_err(|e| DimseError::Codec(format!("command set: {e}")))
+}
+
+/// Encodes a command set, with its CommandGroupLength computed.
+///
+/// # Errors
+///
+/// [`DimseError::Codec`] when it cannot be encoded.
+pub fn write_command(cmd: &InMemDicomObject) -> Result<Vec<u8>, DimseError> {
+    let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let mut body = cmd.clone();
+    body.remove_element(tags::COMMAND_GROUP_LENGTH);
+    let mut bytes = Vec::new();
+    body.write_dataset_with_ts(&mut bytes, &ts)
+        .map_err(|e| DimseError::Codec(e.to_string()))?;
+    let mut full = InMemDicomObject::new_empty();
+    full.put(DataElement::new(
+        tags::COMMAND_GROUP_LENGTH,
+        VR::UL,
+        PrimitiveValue::from(bytes.len() as u32),
+    ));
+    let mut out = Vec::with_capacity(bytes.len() + 12);
+    full.write_dataset_with_ts(&mut out, &ts)
+        .map_err(|e| DimseError::Codec(e.to_string()))?;
+    out.extend_from_slice(&bytes);
+    Ok(out)
+}
+
+/// Encodes a data set in transfer syntax `ts_uid`.
+///
+/// # Errors
+///
+/// [`DimseError::Codec`] for an unknown transfer syntax or a value that cannot be written.
+pub fn write_dataset(obj: &InMemDicomObject, ts_uid: &str) -> Result<Vec<u8>, DimseError> {
+    let ts = transfer_syntax(ts_uid)?;
+    let mut out = Vec::new();
+    obj.write_dataset_with_ts(&mut out, ts)
+        .map_err(|e| DimseError::Codec(e.to_string()))?;
+    Ok(out)
+}
+
+/// Parses a data set received in transfer syntax `ts_uid`.
+///
+/// # Errors
+///
+/// [`DimseError::Codec`] naming why it does not parse (never its content).
+pub fn read_dataset(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
+    let ts = transfer_syntax(ts_uid)?;
+    InMemDicomObject::read_dataset_with_ts(bytes, ts)
+        .map_err(|e| DimseError::Codec(format!("data set: {e}")))
+}
+
+/// The transfer syntax of `uid` from the registry.
+///
+/// # Errors
+///
+/// [`DimseError::Codec`] when the registry does not know it.
+pub fn transfer_syntax(uid: &str) -> Result<&'static dicom_encoding::TransferSyntax, DimseError> {
+    use dicom_encoding::TransferSyntaxIndex;
+    dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(uid.trim_end_matches(['\0', ' ']))
+        .ok_or_else(|| DimseError::Codec(format!("unknown transfer syntax {uid}")))
+}
+
+/// A response command set: `field`, answering `message_id`, with `status`.
+pub fn response(
+    field: u16,
+    sop_class: &str,
+    message_id: u16,
+    status: u16,
+    has_dataset: bool,
+) -> InMemDicomObject {
+    let mut c = InMemDicomObject::new_empty();
+    if !sop_class.is_empty() {
+        c.put_str(tags::AFFECTED_SOP_CLASS_UID, VR::UI, sop_class);
+    }
+    c.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(field),
+    ));
+    c.put(DataElement::new(
+        tags::MESSAGE_ID_BEING_RESPONDED_TO,
+        VR::US,
+        PrimitiveValue::from(message_id),
+    ));
+    c.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(if has_dataset { 0x0000 } else { NO_DATASET }),
+    ));
+    c.put(DataElement::new(
+        tags::STATUS,
+        VR::US,
+        PrimitiveValue::from(status),
+    ));
+    c
+}
+
+/// A request command set: `field` with `message_id`, for `sop_class`.
+pub fn request(
+    field: u16,
+    sop_class: &str,
+    message_id: u16,
+    has_dataset: bool,
+) -> InMemDicomObject {
+    let mut c = InMemDicomObject::new_empty();
+    c.put_str(tags::AFFECTED_SOP_CLASS_UID, VR::UI, sop_class);
+    c.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(field),
+    ));
+    c.put(DataElement::new(
+        tags::MESSAGE_ID,
+        VR::US,
+        PrimitiveValue::from(message_id),
+    ));
+    c.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(if has_dataset { 0x0000 } else { NO_DATASET }),
+    ));
+    c
+}
+
+/// Sends a command and, when given, its data set, each split into P-DATA PDUs no larger
+/// than the peer takes.
+///
+/// # Errors
+///
+/// [`DimseError`] when writing fails.
+pub async fn send<A, S>(
+    assoc: &mut A,
+    context_id: u8,
+    command: &InMemDicomObject,
+    dataset: Option<&[u8]>,
+) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<S> + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let peer_max = assoc.peer_max_pdu_length();
+    // A PDV item header is 6 bytes; 0 means the peer set no limit.
+    let chunk = if peer_max == 0 {
+        16 * 1024
+    } else {
+        (peer_max as usize).saturating_sub(6).max(64)
+    };
+    let cmd = write_command(command)?;
+    send_fragments(assoc, context_id, PDataValueType::Command, &cmd, chunk).await?;
+    if let Some(data) = dataset {
+        send_fragments(assoc, context_id, PDataValueType::Data, data, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn send_fragments<A, S>(
+    assoc: &mut A,
+    context_id: u8,
+    kind: PDataValueType,
+    bytes: &[u8],
+    chunk: usize,
+) -> Result<(), DimseError>
+where
+    A: AsyncAssociation<S> + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let mut parts: Vec<&[u8]> = bytes.chunks(chunk).collect();
+    if parts.is_empty() {
+        parts.push(&[]);
+    }
+    let n = parts.len();
+    for (i, part) in parts.into_iter().enumerate() {
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: kind.clone(),
+                is_last: i + 1 == n,
+                data: part.to_vec(),
+            }],
+        };
+        AsyncAssociation::send(assoc, &pdu)
+            .await
+            .map_err(|e| DimseError::Ul(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_round_trip_with_group_length() {
+        let c = response(
+            command::C_ECHO_RSP,
+            "1.2.840.10008.1.1",
+            7,
+            status::SUCCESS,
+            false,
+        );
+        let bytes = write_command(&c).expect("encode");
+        let back = read_command(&bytes).expect("decode");
+        assert_eq!(us(&back, tags::COMMAND_FIELD), Some(command::C_ECHO_RSP));
+        assert_eq!(us(&back, tags::MESSAGE_ID_BEING_RESPONDED_TO), Some(7));
+        assert_eq!(
+            text(&back, tags::AFFECTED_SOP_CLASS_UID),
+            "1.2.840.10008.1.1"
+        );
+        let group = back
+            .element(tags::COMMAND_GROUP_LENGTH)
+            .expect("group length")
+            .to_int::<u32>()
+            .expect("u32");
+        // Group length element: 4 tag + 4 length + 4 value = 12 bytes.
+        assert_eq!(group as usize, bytes.len() - 12);
+    }
+}
