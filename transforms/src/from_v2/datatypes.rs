@@ -26,7 +26,12 @@ pub fn coded_at(rep: &RepRef<'_, '_>, first: usize) -> Option<Coded> {
 }
 
 /// A CE/CWE field (first repetition).
+#[inline]
 pub fn coded(field: &FieldRef<'_, '_>) -> Option<Coded> {
+    // Most coded fields of a segment are empty: no repetition split for them.
+    if field.is_empty() {
+        return None;
+    }
     coded_at(&field.rep(1), 1)
 }
 
