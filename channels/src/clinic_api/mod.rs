@@ -142,6 +142,7 @@ async fn post(
                 retry_after: None,
                 status: Some(code),
                 reason: format!("{vendor} {endpoint} answered {code} with an error: {reason}"),
+                answer: crate::destination::bounded_answer(&answer.body),
             });
         }
         let detail = answer.body.chars().take(300).collect();
@@ -149,6 +150,7 @@ async fn post(
             Receipt {
                 status: Some(code),
                 detail,
+                answer: crate::destination::bounded_answer(&answer.body),
             },
             answer.body,
         ));

@@ -284,6 +284,7 @@ impl OpsportClient {
                                 "bulk {plural} item {i}: {}",
                                 r.get("action").and_then(|a| a.as_str()).unwrap_or("stored")
                             ),
+                            answer: crate::destination::bounded_answer(&text),
                         }),
                         Some(r) => Err(DeliveryError {
                             retryable: false,
@@ -293,6 +294,7 @@ impl OpsportClient {
                                 "OpsPort {plural} item {i}: {}",
                                 r.get("error").and_then(|e| e.as_str()).unwrap_or("failed")
                             ),
+                            answer: crate::destination::bounded_answer(&text),
                         }),
                         // Not reported: OpsPort did not take it; the upsert is safe to resend.
                         None => Err(DeliveryError::retry(format!(
@@ -308,6 +310,7 @@ impl OpsportClient {
                         DeliveryError::permanent(format!(
                             "OpsPort {plural} answered {status} with an error: {reason}"
                         ))
+                        .with_answer(&text)
                     })?;
                     Ok(Receipt {
                         status: Some(status),
@@ -315,6 +318,7 @@ impl OpsportClient {
                             "bulk {plural}: {}",
                             text.chars().take(200).collect::<String>()
                         ),
+                        answer: crate::destination::bounded_answer(&text),
                     })
                 })
                 .collect(),
@@ -328,6 +332,7 @@ impl OpsportClient {
                         "OpsPort {plural} answered {status}: {}",
                         super::reason_of(&text)
                     ),
+                    answer: crate::destination::bounded_answer(&text),
                 };
                 items.iter().map(|_| Err(err.clone())).collect()
             }
