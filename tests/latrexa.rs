@@ -771,3 +771,46 @@ async fn without_the_his_id_the_confirm_waits_durably_and_nothing_is_booked_twic
     );
     engine.terminate();
 }
+
+/// A paused bookings channel takes nothing: a booking the hub offers meanwhile stays pending
+/// at Latrexa, nothing reaches the HIS or the store; after the resume the channel fetches it
+/// and books it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_bookings_channel_takes_nothing_until_resumed() {
+    let s = Setup::start(
+        SandboxConfig::for_tests(),
+        "poll_interval_secs = 1\nhub_reconnect_max_secs = 1\nbook_with = \"srm\"\n",
+    )
+    .await;
+    let engine = s.engine();
+    wait_metric(&engine, HUB, 1.0, 30).await;
+    let admin = engine.admin();
+    let paused = s
+        .http
+        .post(format!("{admin}/api/channels/bookings/pause"))
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(paused.status(), 200);
+    let id = s
+        .book("DOC-1", "2026-06-21T08:00:00", "2026-06-21T08:30:00")
+        .await;
+    // The hub offers it at once and the poll ticks every second: neither may take it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.booking(&id).await["syncStatus"], "pending");
+    assert!(
+        s.his_messages(&id).await.is_empty(),
+        "sent to the HIS while paused"
+    );
+    assert!(records(&engine).await.is_empty(), "stored while paused");
+    let resumed = s
+        .http
+        .post(format!("{admin}/api/channels/bookings/resume"))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resumed.status(), 200);
+    s.wait_sync(&id, "confirmed", 1, 30).await;
+    assert_eq!(s.his_messages(&id).await.len(), 1, "booked once");
+    engine.terminate();
+}

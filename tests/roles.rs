@@ -242,7 +242,7 @@ async fn messages_are_found_by_patient_visit_and_appointment() {
     assert!(search("key=MRN-KEY-1&key_type=visit").await.is_empty());
     assert!(search("key=NOBODY").await.is_empty());
     let (status, err) = get(
-        &format!("{admin}/api/messages?key=X&key_type=name"),
+        &format!("{admin}/api/messages?key=X&key_type=surname"),
         Some(VIEWER),
     )
     .await;

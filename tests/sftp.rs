@@ -555,3 +555,47 @@ async fn a_wrong_host_key_is_refused_by_the_poller_and_the_writer() {
     let log = sshd.log();
     assert!(!log.contains("Accepted publickey"), "{log}");
 }
+
+/// A paused SFTP channel does not poll: a file dropped meanwhile stays where it is and
+/// nothing is stored; once the channel is resumed, the file is taken and archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_poller_leaves_files_alone_until_resumed() {
+    let sshd = Sshd::start();
+    let cfg = poller_config(&sshd, &sshd.host_key, "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let admin = engine.admin();
+    let client = reqwest::Client::new();
+    let paused = client
+        .post(format!("{admin}/api/channels/drop/pause"))
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(paused.status(), 200);
+    std::fs::write(sshd.folder("in").join("held.hl7"), adt("HELD-1")).expect("drop a file");
+    // Four poll intervals: a running poller would have taken the file by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        names(&sshd.folder("in")),
+        ["held.hl7"],
+        "left alone while paused"
+    );
+    assert!(
+        stored(&engine).await.is_empty(),
+        "nothing stored while paused"
+    );
+    let resumed = client
+        .post(format!("{admin}/api/channels/drop/resume"))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(resumed.status(), 200);
+    wait_for(30, "the file is taken after the resume", || async {
+        names(&sshd.folder("archive")) == ["held.hl7"]
+    })
+    .await;
+    let got = stored(&engine).await;
+    assert_eq!(
+        got.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["HELD-1"]
+    );
+}

@@ -29,6 +29,35 @@ pub struct Receipt {
     pub status: Option<u16>,
     /// A short description of the answer (ACK code, response excerpt).
     pub detail: String,
+    /// The peer's whole answer (the ACK's text, the HTTP response body), at most
+    /// [`MAX_ANSWER_BYTES`] (see [`bounded_answer`]); `None` for destinations that answer
+    /// nothing (file, SFTP) or when the engine answered itself.
+    pub answer: Option<String>,
+}
+
+/// Most bytes of a peer's answer kept per delivery attempt (64 KiB); a longer one is cut
+/// and says so.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// `text` cut to at most [`MAX_ANSWER_BYTES`] on a character boundary, with a note of the
+/// full length when it was cut; `None` for an empty answer.
+pub fn bounded_answer(text: &str) -> Option<String> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.len() <= MAX_ANSWER_BYTES {
+        return Some(text.to_string());
+    }
+    let mut end = MAX_ANSWER_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!(
+        "{}\n[answer cut: {} of {} bytes kept]",
+        &text[..end],
+        end,
+        text.len()
+    ))
 }
 
 /// How the appointment ledger reads an appointment body sent to a destination.
@@ -55,6 +84,8 @@ pub struct DeliveryError {
     pub status: Option<u16>,
     /// What happened, naming the endpoint and the answer, never the payload.
     pub reason: String,
+    /// The peer's whole answer when there was one (see [`Receipt::answer`]).
+    pub answer: Option<String>,
 }
 
 impl DeliveryError {
@@ -65,6 +96,7 @@ impl DeliveryError {
             retry_after: None,
             status: None,
             reason: reason.into(),
+            answer: None,
         }
     }
 
@@ -75,7 +107,14 @@ impl DeliveryError {
             retry_after: None,
             status: None,
             reason: reason.into(),
+            answer: None,
         }
+    }
+
+    /// The same error, keeping the peer's whole answer (bounded, see [`bounded_answer`]).
+    pub fn with_answer(mut self, answer: &str) -> Self {
+        self.answer = bounded_answer(answer);
+        self
     }
 
     /// True when retrying can help.

@@ -132,6 +132,7 @@ impl FileWriter {
                     Ok(name) => Ok(Receipt {
                         status: None,
                         detail: name,
+                        answer: None,
                     }),
                     Err(e) => Err(DeliveryError::retry(format!(
                         "cannot write into {folder}: {e}"

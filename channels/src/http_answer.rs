@@ -83,6 +83,7 @@ impl Answer {
             retry_after: self.retry_after,
             status: Some(self.status),
             reason,
+            answer: crate::destination::bounded_answer(&self.body),
         }
     }
 }

@@ -100,6 +100,10 @@ pub struct Reply {
     pub body: Option<Bytes>,
     /// For HTTP sources: the status and headers the engine decided (`None` for MLLP).
     pub http: Option<HttpAnswer>,
+    /// The id the engine stored the message under, when it stored it (`None` when it was
+    /// answered without a record: a store failure, a paused channel, a resend answered from
+    /// the store names the original).
+    pub message_id: Option<u64>,
 }
 
 /// The HTTP side of a [`Reply`] to a [`Payload::Json`].
@@ -165,6 +169,27 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// The channel's source metrics.
     pub metrics: SourceMetrics,
+    /// Set while an operator has paused the channel: polling sources do not poll (listening
+    /// sources keep listening; the engine answers what they receive, see the engine's
+    /// `pause` module).
+    pub paused: PauseFlag,
+}
+
+/// Whether an operator paused a channel; shared by its source, its ingest and the admin API,
+/// and kept across reloads (the engine holds one per channel name).
+#[derive(Debug, Clone, Default)]
+pub struct PauseFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl PauseFlag {
+    /// True while the channel is paused.
+    pub fn is_paused(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) the channel.
+    pub fn set(&self, paused: bool) {
+        self.0.store(paused, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Why a source could not be built.

@@ -987,6 +987,7 @@ mod tests {
             out,
             shutdown: shutdown.clone(),
             metrics: crate::source::SourceMetrics::unregistered(),
+            paused: Default::default(),
         };
         let failures = cx.metrics.tls_handshake_failures.clone();
         let limits = crate::http_source::HttpLimits {

@@ -61,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             deliveries: Vec::new(),
             business_keys: Vec::new(),
             dedup_key: String::new(),
+            resent_from: None,
         };
         store.put(&record, raw.as_bytes(), &[])?;
         if (n + 1) % 50_000 == 0 {

@@ -2,10 +2,11 @@
 //!
 //! `/api/*` requires `Authorization: Bearer <token>` when tokens are configured
 //! (`admin.token`, `[[admin.tokens]]`; see [`crate::auth`]): any valid token may read, and
-//! the actions (reprocess, dead-letter retry and discard, reload) need an operator token
-//! (403 otherwise). Health and metrics stay open so probes and Prometheus need no secret.
-//! Errors are JSON: `{"error": "...", "detail": "..."}`. The web console and its endpoints live in
-//! [`crate::console`] and [`crate::admin_live`].
+//! the actions (reprocess, resend, dead-letter retry and discard, pause and resume, reload)
+//! need an operator token (403 otherwise). Health and metrics stay open so probes and
+//! Prometheus need no secret. Errors are JSON: `{"error": "...", "detail": "..."}`. The web
+//! console and its endpoints live in [`crate::console`] and [`crate::admin_live`]; pausing a
+//! channel is described in [`crate::pause`].
 
 use crate::auth::{Caller, Role};
 use crate::metrics::Metrics;
@@ -54,6 +55,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/dead-letters/retry", post(retry_dead_letters))
         .route("/api/dead-letters/discard", post(discard_dead_letters))
         .route("/api/reload", post(reload))
+        .route("/api/messages/{id}/resend", post(resend))
+        .route("/api/channels/{name}/pause", post(pause_channel))
+        .route("/api/channels/{name}/resume", post(resume_channel))
         .route_layer(middleware::from_fn(require_operator));
     let api = Router::new()
         .route("/api/messages", get(list_messages))
@@ -66,7 +70,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(actions)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(api)
@@ -178,6 +182,12 @@ async fn reload(
     }
 }
 
+/// `GET /health`: alive, and which channels an operator paused (they take no messages).
+async fn health(State(s): State<AdminState>) -> Response {
+    let paused: Vec<String> = s.supervisor.pauses().paused().into_keys().collect();
+    Json(json!({"status": "ok", "paused_channels": paused})).into_response()
+}
+
 async fn ready(State(s): State<AdminState>) -> Response {
     if s.ready.load(Ordering::SeqCst) {
         Json(json!({"status": "ready"})).into_response()
@@ -206,12 +216,15 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
+    /// One search text: a control id, a business identifier of any kind, or the words of a
+    /// patient's name (see `Store::ids_by_text`).
+    q: Option<String>,
     channel: Option<String>,
     control_id: Option<String>,
     /// A business identifier: patient id, visit number, appointment id, order number.
     key: Option<String>,
     /// With `key`: patient_id (mrn), visit_number (visit), appointment_id (appointment),
-    /// order_number (order).
+    /// order_number (order), patient_name (name).
     key_type: Option<String>,
     status: Option<String>,
     /// `ORU`, `ADT^A08`, `ADT^*`.
@@ -230,7 +243,7 @@ async fn list_messages(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            "known parameters: channel, control_id, key, key_type, status, message_type, since, before, limit",
+            "known parameters: q, channel, control_id, key, key_type, status, message_type, since, before, limit",
         );
     };
     let key_kind = match p.key_type.as_deref().map(crate::store::keys::parse_kind) {
@@ -238,7 +251,7 @@ async fn list_messages(
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_query",
-                "key_type must be patient_id (mrn), visit_number (visit), appointment_id (appointment) or order_number (order)",
+                "key_type must be patient_id (mrn), visit_number (visit), appointment_id (appointment), order_number (order) or patient_name (name)",
             )
         }
         Some(Some(k)) => Some(k),
@@ -270,6 +283,7 @@ async fn list_messages(
         None => None,
     };
     let q = Query {
+        text: p.q.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
         channel: p.channel,
         control_id: p.control_id,
         business_key: p.key.filter(|k| !k.is_empty()),
@@ -281,11 +295,21 @@ async fn list_messages(
         limit: p.limit.unwrap_or(100),
     };
     let store = s.store.clone();
-    match tokio::task::spawn_blocking(move || store.list(&q)).await {
-        Ok(Ok(records)) => {
-            let items: Vec<_> = records.iter().map(summary).collect();
-            Json(json!({"count": items.len(), "items": items})).into_response()
-        }
+    // Each item's patient is read from its body here, on the server (see `keys::patient_of`).
+    let listed = tokio::task::spawn_blocking(move || {
+        store.list(&q).map(|records| {
+            records
+                .iter()
+                .map(|r| {
+                    let raw = store.raw(r.id).ok().flatten().unwrap_or_default();
+                    summary(r, crate::keys::patient_of(r, &raw).as_ref())
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    match listed {
+        Ok(Ok(items)) => Json(json!({"count": items.len(), "items": items})).into_response(),
         _ => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
@@ -302,7 +326,10 @@ fn parse_time(s: &str) -> Option<u64> {
     })
 }
 
-fn summary(r: &crate::store::MessageRecord) -> serde_json::Value {
+fn summary(
+    r: &crate::store::MessageRecord,
+    patient: Option<&crate::keys::PatientSummary>,
+) -> serde_json::Value {
     json!({
         "id": r.id.to_string(),
         "channel": r.channel,
@@ -312,6 +339,8 @@ fn summary(r: &crate::store::MessageRecord) -> serde_json::Value {
         "status": r.status.as_str(),
         "ack_code": r.ack_code,
         "size": r.size,
+        "patient": patient,
+        "resent_from": r.resent_from.map(|id| id.to_string()),
     })
 }
 
@@ -340,7 +369,7 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
             )
         }
     };
-    let mut body = summary(&record);
+    let mut body = summary(&record, crate::keys::patient_of(&record, &raw).as_ref());
     let extra = json!({
         "peer": record.peer,
         "format": record.format,
@@ -430,6 +459,211 @@ async fn reprocess_one(
     }
 }
 
+/// Body of `POST /api/messages/{id}/resend`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResendBody {
+    /// The message to send, as edited: HL7 v2 text; segments may end with CR, LF or CRLF
+    /// (a browser's text area sends LF), and are sent ending with CR; blank lines are left
+    /// out.
+    raw: String,
+}
+
+/// `POST /api/messages/{id}/resend` (operator): sends an edited copy of a stored HL7 v2
+/// message into the same channel as a **new** message, through the channel's own ingest
+/// (checked, stored, committed, routed, answered exactly as if its source had received it,
+/// except that it is never taken for a resend of an earlier message). The original stays as
+/// it was. The new record names the original (`resent_from`) and the operator (`peer`:
+/// `resent by <operator>`), and an audit record (`resend`) names both ids. Answers 200 with
+/// the new message's id, status and answer code, or 409 when the message is not HL7 v2, its
+/// channel is not running, or the channel refused it (paused: nothing was stored).
+async fn resend(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<ResendBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_id",
+            "message ids are decimal numbers",
+        );
+    };
+    let Ok(Json(body)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "give {\"raw\": \"<the HL7 v2 message>\"}",
+        );
+    };
+    let original = match s.store.get(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no message with this id",
+            )
+        }
+        Err(e) => return store_failure(&e),
+    };
+    if original.format != "hl7v2" {
+        return error(
+            StatusCode::CONFLICT,
+            "not_resendable",
+            &format!(
+                "only HL7 v2 messages can be edited and resent (this one is {})",
+                original.format
+            ),
+        );
+    }
+    // One segment per line, whatever the line ends were; blank lines are left out.
+    let segments: Vec<&str> = body
+        .raw
+        .split(['\r', '\n'])
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if segments.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_body", "the message is empty");
+    }
+    let text = format!("{}\r", segments.join("\r"));
+    // In the character set of the original, so MSH-18 still says the truth.
+    let bytes = match transforms::hl7v2::charset::Charset::from_name(&original.charset) {
+        Some(cs) => cs.encode(&text).into_owned(),
+        None => text.into_bytes(),
+    };
+    let Some(ingest) = s.supervisor.ingest_of(&original.channel).await else {
+        return error(
+            StatusCode::CONFLICT,
+            "channel_not_running",
+            &format!("channel '{}' is not configured now", original.channel),
+        );
+    };
+    let actor = who(&caller, &headers);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let inbound = channels::source::Inbound {
+        payload: channels::source::Payload::Hl7v2(bytes.into()),
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        received_at: std::time::SystemTime::now(),
+        reply,
+    };
+    let resend = crate::ingest::Resend {
+        original: id,
+        by: actor.clone(),
+    };
+    ingest.handle_as(inbound, Some(&resend)).await;
+    let Ok(reply) = answer.await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_answered",
+            "the channel did not answer (the engine is stopping)",
+        );
+    };
+    let ack = reply
+        .body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let ack_code = ack
+        .split(['\r', '\n'])
+        .find(|l| l.starts_with("MSA"))
+        .and_then(|l| l.get(4..6))
+        .unwrap_or_default()
+        .to_string();
+    let Some(new_id) = reply.message_id else {
+        let reason = match &reply.disposition {
+            channels::source::Disposition::Retry(r)
+            | channels::source::Disposition::Rejected(r) => r.clone(),
+            channels::source::Disposition::Accepted => "not stored".into(),
+        };
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "not_stored",
+                "detail": format!("the channel did not take the message: {reason}"),
+                "ack_code": ack_code,
+                "ack": ack,
+            })),
+        )
+            .into_response();
+    };
+    let audited = s.store.audit(&crate::store::outbox::AuditRecord {
+        at_ms: crate::delivery::now_ms(),
+        who: actor,
+        action: "resend".into(),
+        target: format!("message {id} as message {new_id}"),
+        count: 1,
+        counts: Default::default(),
+    });
+    if let Err(e) = audited {
+        tracing::warn!(id, new_id, error = %e, "Cannot write the audit record of a resend.");
+    }
+    let status = s
+        .store
+        .get(new_id)
+        .ok()
+        .flatten()
+        .map(|r| r.status.as_str())
+        .unwrap_or("received");
+    Json(json!({
+        "id": new_id.to_string(),
+        "original": id.to_string(),
+        "status": status,
+        "ack_code": ack_code,
+        "ack": ack,
+    }))
+    .into_response()
+}
+
+async fn pause_channel(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_pause(&s, &who(&caller, &headers), &name, true).await
+}
+
+async fn resume_channel(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    set_pause(&s, &who(&caller, &headers), &name, false).await
+}
+
+/// `POST /api/channels/{name}/pause|resume` (operator): see [`crate::pause`]. 404 for a channel
+/// that is not configured (a channel paused before it was removed can still be resumed);
+/// answers the state now and whether this call changed it.
+async fn set_pause(s: &AdminState, actor: &str, name: &str, pause: bool) -> Response {
+    let pauses = s.supervisor.pauses();
+    let configured = s.live.channel_list().iter().any(|c| c.name == name);
+    if !configured && (pause || pauses.status(name).is_none()) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no channel named '{name}'"),
+        );
+    }
+    match pauses.set(name, actor, pause).await {
+        Ok(changed) => {
+            let status = pauses.status(name);
+            Json(json!({
+                "channel": name,
+                "paused": status.is_some(),
+                "changed": changed,
+                "paused_by": status.as_ref().map(|p| p.by.clone()),
+                "paused_at": status.and_then(|p| chrono::DateTime::from_timestamp_millis(p.at_ms as i64)).map(|t| t.to_rfc3339()),
+            }))
+            .into_response()
+        }
+        Err(e) => store_failure(&e),
+    }
+}
+
 /// Body of `POST /api/reprocess`: a filtered set.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +704,7 @@ async fn reprocess_many(
     // The type filter is applied while reading, before the limit: "ORU, at most 10,000"
     // means 10,000 ORU messages, not the ORU among the newest 10,000 messages.
     let q = Query {
+        text: None,
         channel: b.channel.clone(),
         control_id: None,
         business_key: None,

@@ -1,5 +1,6 @@
 //! The admin endpoints behind the web console: the live event stream (`GET /api/events`,
-//! Server-Sent Events), channel status (`GET /api/channels`) and statistics
+//! Server-Sent Events), channel status (`GET /api/channels`, with whether an operator paused
+//! each channel) and statistics
 //! (`GET /api/stats`).
 //!
 //! What they read, and why each read is bounded:
@@ -455,6 +456,7 @@ async fn channels(State(s): State<AdminState>) -> Response {
     // Gauge labels come in the order Prometheus sorts them: channel, destination.
     let up = gauges(&s, DESTINATION_UP);
     let last = gauges(&s, CHANNEL_LAST_MESSAGE);
+    let paused = s.supervisor.pauses().paused();
     let items: Vec<_> = configured
         .iter()
         .map(|ch| {
@@ -478,8 +480,12 @@ async fn channels(State(s): State<AdminState>) -> Response {
                     })
                 })
                 .collect();
+            let pause = paused.get(&ch.name);
             json!({
                 "name": ch.name,
+                "paused": pause.is_some(),
+                "paused_by": pause.map(|p| p.by.clone()),
+                "paused_at": pause.and_then(|p| rfc3339(p.at_ms)),
                 "source_type": ch.source_type,
                 "address": ch.address.map(|a| a.to_string()),
                 "endpoint": ch.endpoint,
@@ -580,6 +586,7 @@ mod tests {
                 deliveries: vec![],
                 business_keys: vec![],
                 dedup_key: String::new(),
+                resent_from: None,
             };
             store.put(&r, b"x", &[]).expect("put");
         }

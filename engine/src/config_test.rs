@@ -1042,6 +1042,7 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                     deliveries: Vec::new(),
                     business_keys: Vec::new(),
                     dedup_key: String::new(),
+                    resent_from: None,
                 };
                 add(&mut out, &record, raw);
             }
@@ -1078,6 +1079,7 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                 deliveries: Vec::new(),
                 business_keys: Vec::new(),
                 dedup_key: String::new(),
+                resent_from: None,
             };
             add(&mut out, &record, &req.body);
         }

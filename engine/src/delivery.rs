@@ -387,6 +387,7 @@ fn superseded(
                 "not sent: message {} was applied to this appointment after this one",
                 e.message_id
             ),
+            answer: None,
         }))
 }
 
@@ -448,6 +449,7 @@ fn reference_known(
         Ok(true) => Some(Ok(channels::destination::Receipt {
             status: None,
             detail: "already sent; not overwritten by an appointment's reference".into(),
+            answer: None,
         })),
         Ok(false) => None,
         Err(e) => Some(Err(DeliveryError::retry(format!(
@@ -1063,6 +1065,7 @@ impl Worker {
             status: None,
             detail: String::new(),
             duration_ms: took.as_millis() as u64,
+            answer: None,
         };
         match result {
             Ok(receipt) => {
@@ -1074,6 +1077,7 @@ impl Worker {
                 attempt.outcome = "delivered".into();
                 attempt.status = receipt.status;
                 attempt.detail = receipt.detail.clone();
+                attempt.answer = receipt.answer.clone();
                 self.metrics
                     .deliveries
                     .with_label_values(&[labels[0], labels[1], "delivered"])
@@ -1086,6 +1090,7 @@ impl Worker {
             Err(e) => {
                 attempt.status = e.status;
                 attempt.detail = e.reason.clone();
+                attempt.answer = e.answer.clone();
                 let age_ms = now.saturating_sub(item.created_at_ms);
                 let exhausted = item.attempts >= self.cfg.max_attempts
                     || age_ms >= self.cfg.max_age_secs * 1000;

@@ -5,6 +5,13 @@
 //! record with that answer, wait for the group commit, and only then hand the answer to the
 //! connection. A message that fails a check is stored too, as rejected, with its reason.
 //! When the store fails, the answer is AR/CR with ERR 207 and nothing positive is ever sent.
+//! While an operator has the channel paused (see [`crate::pause`]) every message is answered
+//! AR/CR with ERR 207 "channel paused by operator" and not stored.
+//!
+//! An operator's resend ([`ChannelIngest::handle_as`] with a [`Resend`], from
+//! `POST /api/messages/{id}/resend`) takes the same path as a message from the source (checks,
+//! store, commit, routing); it is always a new message (no resend recognition) and its record
+//! names the message it was made from.
 
 use crate::config::{AckTiming, LoadedChannel};
 use crate::delivery::Finished;
@@ -50,6 +57,17 @@ pub struct ChannelIngest {
     pub ack_timeout: std::time::Duration,
     /// The live event stream.
     pub events: crate::events::EventBus,
+    /// Set while an operator has the channel paused.
+    pub paused: channels::source::PauseFlag,
+}
+
+/// An operator's resend of an edited message: the message it was made from and who sent it.
+#[derive(Debug, Clone)]
+pub struct Resend {
+    /// The id of the message it was made from.
+    pub original: u64,
+    /// The operator (token name, and `X-Switchboard-User` when sent).
+    pub by: String,
 }
 
 impl ChannelIngest {
@@ -72,23 +90,58 @@ impl ChannelIngest {
             pipeline,
             ack: ch.config.ack,
             ack_timeout: std::time::Duration::from_secs(ch.config.ack_timeout_secs),
+            paused: Default::default(),
         }
+    }
+
+    /// The same ingest, refusing messages while `flag` says the channel is paused.
+    pub fn with_pause(mut self, flag: channels::source::PauseFlag) -> Self {
+        self.paused = flag;
+        self
     }
 }
 
 impl ChannelIngest {
     /// Handles one message from receipt to answer.
     pub(crate) async fn handle(&self, inbound: Inbound) {
+        self.handle_as(inbound, None).await;
+    }
+
+    /// Handles one message from receipt to answer; `resend` when an operator sent it again
+    /// (see [`Resend`]).
+    pub async fn handle_as(&self, inbound: Inbound, resend: Option<&Resend>) {
         let started = Instant::now();
         let (raw, truncated_limit) = match &inbound.payload {
             Payload::Hl7v2(b) => (b.clone(), None),
             Payload::Hl7v2Oversize { head, limit } => (head.clone(), Some(*limit)),
             // JSON from the HTTP sources has its own checks and answers.
+            Payload::Json(_) if self.paused.is_paused() => {
+                return crate::ingest_http::refuse_paused(self, inbound)
+            }
             Payload::Json(_) => return crate::ingest_http::handle(self, inbound).await,
+            // A DICOM source's record: refused like a store failure while paused (the
+            // modality gets a failure status and sends again later), nothing stored.
+            Payload::Rejected { .. } | Payload::Record { .. } if self.paused.is_paused() => {
+                self.metrics
+                    .rejected
+                    .with_label_values(&[&self.channel, ErrorCode::ChannelPaused.reason_label()])
+                    .inc();
+                let _ = inbound.reply.send(Reply {
+                    disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
+                    body: None,
+                    http: None,
+                    message_id: None,
+                });
+                return;
+            }
             Payload::Rejected { .. } | Payload::Record { .. } => {
                 return self.handle_other(inbound).await
             }
         };
+        if self.paused.is_paused() {
+            self.refuse_paused(inbound, &raw);
+            return;
+        }
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
         let (header, charset_name, verdict) = self.decide_off_thread(&raw, truncated_limit).await;
@@ -111,7 +164,7 @@ impl ChannelIngest {
         // once the original is durable.
         let mut pending = None;
         let mut dedup_key = String::new();
-        if let (Some(h), Verdict::Accept) = (&header, &verdict) {
+        if let (Some(h), Verdict::Accept, None) = (&header, &verdict, resend) {
             let key = crate::store::dedup::dedup_key(&self.channel, &h.sender_key());
             match self.store.claim(&key, &content_digest(&raw), id).await {
                 Ok(Claim::New(p)) => pending = Some(p),
@@ -162,7 +215,10 @@ impl ChannelIngest {
             id,
             channel: self.channel.clone(),
             received_at_ms,
-            peer: inbound.peer.to_string(),
+            peer: match resend {
+                Some(r) => format!("resent by {}", r.by),
+                None => inbound.peer.to_string(),
+            },
             format: "hl7v2".into(),
             message_type,
             control_id: control_id.clone(),
@@ -193,6 +249,7 @@ impl ChannelIngest {
             deliveries: vec![],
             business_keys: Vec::new(),
             dedup_key,
+            resent_from: resend.map(|r| r.original),
         };
         let mut record = record;
         if verdict == Verdict::Accept && self.ack == AckTiming::OnDelivery {
@@ -563,6 +620,49 @@ impl ChannelIngest {
         );
     }
 
+    /// Answers AR/CR with ERR 207 "channel paused by operator" while the channel is paused;
+    /// nothing is stored, so the sender sends the message again later.
+    fn refuse_paused(&self, inbound: Inbound, raw: &[u8]) {
+        let lossy = String::from_utf8_lossy(raw);
+        let header = MessageHeader::read(&lossy).ok();
+        let verdict = Verdict::Nak(Nak::new(
+            ErrorCode::ChannelPaused,
+            crate::pause::PAUSED_REASON,
+        ));
+        let code = verdict.ack_code(header.as_ref());
+        let text = build_ack(
+            header.as_ref(),
+            &verdict,
+            &AckParams {
+                control_id: &self.store.next_id(received_at_ms(&inbound)).to_string(),
+                timestamp: &hl7_timestamp(chrono::Utc::now()),
+            },
+        );
+        self.metrics
+            .rejected
+            .with_label_values(&[&self.channel, ErrorCode::ChannelPaused.reason_label()])
+            .inc();
+        let charset = header
+            .as_ref()
+            .map(|h| h.charset.clone())
+            .unwrap_or_default();
+        let body =
+            should_answer(header.as_ref(), &verdict).then(|| Bytes::from(encode(&text, &charset)));
+        if body.is_some() {
+            self.metrics
+                .acks
+                .with_label_values(&[&self.channel, code.as_str()])
+                .inc();
+        }
+        debug!(channel = %self.channel, "Message refused: the channel is paused.");
+        let _ = inbound.reply.send(Reply {
+            disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
+            body,
+            http: None,
+            message_id: None,
+        });
+    }
+
     fn answer(
         &self,
         inbound: Inbound,
@@ -582,12 +682,20 @@ impl ChannelIngest {
             &header.map(|h| h.message_type()).unwrap_or_default(),
             &header.map(|h| h.control_id.clone()).unwrap_or_default(),
         );
+        // A message answered "send again" was not stored, except on an `on_delivery`
+        // channel whose deliveries were not confirmed in time.
+        let message_id = match &disposition {
+            Disposition::Retry(_) => self.store.contains_message(id).unwrap_or(false),
+            Disposition::Accepted | Disposition::Rejected(_) => true,
+        }
+        .then_some(id);
         if inbound
             .reply
             .send(Reply {
                 disposition,
                 body,
                 http: None,
+                message_id,
             })
             .is_err()
         {
@@ -653,6 +761,7 @@ impl ChannelIngest {
             deliveries: vec![],
             business_keys: Vec::new(),
             dedup_key: String::new(),
+            resent_from: None,
         };
         let body = body.clone();
         let message_type = message_type.clone();
@@ -682,10 +791,12 @@ impl ChannelIngest {
             Disposition::Retry(_) => "failed",
         };
         self.observe(started, kind, id, &message_type, "");
+        let stored = !matches!(disposition, Disposition::Retry(_));
         let _ = inbound.reply.send(Reply {
             disposition,
             body: None,
             http: None,
+            message_id: stored.then_some(id),
         });
         // Durable now: the workers may start delivering.
         self.pipeline.hub().enqueue(&items);

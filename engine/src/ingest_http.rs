@@ -9,7 +9,8 @@
 //! group commit, and only then answer 2xx. An invalid body is stored as `rejected` with its
 //! reason and answered 400/422 in its format's terms (a FHIR OperationOutcome naming the
 //! element, PX360's validation document, Buktor's and OpsPort's error objects). A store
-//! failure answers 503 and nothing positive.
+//! failure answers 503 and nothing positive, and so does a paused channel (see
+//! [`crate::pause`]).
 //!
 //! A Bundle is all or nothing: every entry is validated and mapped before the answer, one bad
 //! entry rejects the whole Bundle and no event of it is routed. Batch Bundles are treated the
@@ -190,6 +191,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
     let mut record = MessageRecord {
         business_keys: Vec::new(),
         dedup_key,
+        resent_from: None,
         id,
         channel: ingest.channel.clone(),
         received_at_ms,
@@ -307,6 +309,44 @@ fn fail(
     );
 }
 
+/// Answers 503 while an operator has the channel paused: a FHIR OperationOutcome (code
+/// `transient`) or the webhook format's error object, both saying "channel paused by
+/// operator". Nothing is stored.
+pub(crate) fn refuse_paused(ingest: &ChannelIngest, inbound: Inbound) {
+    let Payload::Json(req) = &inbound.payload else {
+        return;
+    };
+    let format = req.format.clone();
+    ingest
+        .metrics
+        .rejected
+        .with_label_values(&[&ingest.channel, ErrorCode::ChannelPaused.reason_label()])
+        .inc();
+    ingest
+        .metrics
+        .acks
+        .with_label_values(&[&ingest.channel, "503"])
+        .inc();
+    let body = if format == "fhir" {
+        operation_outcome("transient", crate::pause::PAUSED_REASON)
+    } else {
+        webhook_format(&format)
+            .error_body(crate::pause::PAUSED_REASON)
+            .to_string()
+    };
+    debug!(channel = %ingest.channel, "HTTP body refused: the channel is paused.");
+    let _ = inbound.reply.send(Reply {
+        disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
+        body: Some(Bytes::from(body)),
+        http: Some(HttpAnswer {
+            status: 503,
+            location: None,
+            content_type: content_type(&format).to_string(),
+        }),
+        message_id: None,
+    });
+}
+
 fn answer(
     ingest: &ChannelIngest,
     inbound: Inbound,
@@ -325,6 +365,8 @@ fn answer(
         .acks
         .with_label_values(&[&ingest.channel, &status.to_string()])
         .inc();
+    // Only a store failure answers "send again": that body was not stored.
+    let message_id = (!matches!(disposition, Disposition::Retry(_))).then_some(id);
     let reply = Reply {
         disposition,
         body: Some(Bytes::from(body)),
@@ -333,6 +375,7 @@ fn answer(
             location,
             content_type: content_type.to_string(),
         }),
+        message_id,
     };
     if inbound.reply.send(reply).is_err() {
         warn!(channel = %ingest.channel, "Sender went away before its answer was sent.");

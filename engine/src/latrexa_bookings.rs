@@ -14,6 +14,11 @@
 //!   second it confirms the waiting ones whose id was learnt meanwhile;
 //! - the **heartbeat** posts `POST .../heartbeat` every `heartbeat_interval_secs`.
 //!
+//! While an operator has the channel paused (`POST /api/channels/{name}/pause`), the intake
+//! takes nothing: no `pending` poll, and bookings the hub pushes are left at Latrexa (still
+//! pending there); the first poll tick after the resume fetches them. The worker finishes
+//! bookings already taken, and the heartbeat goes on.
+//!
 //! # The state machine of one booking revision
 //!
 //! A revision is a booking as Latrexa sent it, identified by its `version` (or, without one,
@@ -213,6 +218,8 @@ struct Agent {
     config_version: String,
     retry: DeliveryConfig,
     shutdown: CancellationToken,
+    /// Set while an operator has the channel paused: no bookings are taken (see `intake`).
+    paused: channels::source::PauseFlag,
 }
 
 /// Starts the channel's tasks; the handle ends once all of them stopped after `shutdown`.
@@ -227,6 +234,7 @@ pub fn start(
     metrics: Metrics,
     config_version: &str,
     shutdown: CancellationToken,
+    paused: channels::source::PauseFlag,
 ) -> Result<JoinHandle<()>, BuildError> {
     let key = cfg
         .api_key
@@ -272,6 +280,7 @@ pub fn start(
         metrics,
         config_version: config_version.to_string(),
         shutdown,
+        paused,
     });
     info!(channel = %agent.channel, url = %agent.api.base_url(), his = %agent.cfg.his.address, hub = agent.cfg.hub, "Latrexa bookings channel started.");
     let (work_tx, work_rx) = mpsc::channel(64);
@@ -326,6 +335,9 @@ impl Agent {
         let mut poll = tokio::time::interval(Duration::from_secs(self.cfg.poll_interval_secs));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll_failing = false;
+        // Bookings the hub offered while the channel was paused: a poll after the resume
+        // takes them (Latrexa lists a booking as pending until it is confirmed or rejected).
+        let mut missed_while_paused = false;
         loop {
             let poll_now = tokio::select! {
                 () = self.shutdown.cancelled() => break,
@@ -344,6 +356,10 @@ impl Agent {
                         }
                         was_up
                     }
+                    Some(HubUpdate::Booking(_)) if self.paused.is_paused() => {
+                        missed_while_paused = true;
+                        false
+                    }
                     Some(HubUpdate::Booking(input)) => {
                         if !self.hand_over(&work, input, Via::Hub).await {
                             break;
@@ -355,11 +371,17 @@ impl Agent {
                         false
                     }
                 },
-                _ = poll.tick() => !hub_up,
+                _ = poll.tick() => !hub_up || missed_while_paused,
             };
             if !poll_now {
                 continue;
             }
+            if self.paused.is_paused() {
+                // Paused by an operator: nothing is fetched; a poll follows the resume.
+                missed_while_paused = true;
+                continue;
+            }
+            missed_while_paused = false;
             let fetched_at = now_ms();
             match self.api.pending().await {
                 Ok(items) => {
@@ -650,11 +672,12 @@ impl Agent {
             }
         };
         let business_keys = transforms::from_json::latrexa::event_from_booking(&booking)
-            .map(|e| e.business_keys())
+            .map(|e| crate::keys::keys_of_events(std::slice::from_ref(&e)))
             .unwrap_or_default();
         let record = MessageRecord {
             business_keys,
             dedup_key: String::new(),
+            resent_from: None,
             id,
             channel: self.channel.clone(),
             received_at_ms: now,
@@ -917,6 +940,7 @@ impl Agent {
         let record = MessageRecord {
             business_keys: Vec::new(),
             dedup_key: String::new(),
+            resent_from: None,
             id,
             channel: self.channel.clone(),
             received_at_ms: now,

@@ -24,6 +24,7 @@ pub mod ingest_http;
 pub mod keys;
 pub mod latrexa_bookings;
 pub mod metrics;
+pub mod pause;
 pub mod pipeline;
 pub mod routing;
 pub mod send;
@@ -138,6 +139,15 @@ impl Engine {
             source,
         })?;
         store.set_min_free_bytes(config.engine.min_free_disk_bytes);
+        let pauses = Arc::new(pause::Pauses::load(store.clone(), metrics.clone()).map_err(
+            |source| StartError::Store {
+                dir: data_dir.clone(),
+                source,
+            },
+        )?);
+        for (channel, p) in pauses.paused() {
+            warn!(channel = %channel, by = %p.by, "Channel is paused by an operator (since before this start); resume it in the console or with POST /api/channels/{{name}}/resume.");
+        }
         info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
         let shutdown = CancellationToken::new();
         let events = events::EventBus::default();
@@ -169,6 +179,7 @@ impl Engine {
             tokens: tokens.clone(),
             live: live.clone(),
             retention: retention_tx,
+            pauses,
         };
         let grace = Duration::from_secs(config.engine.shutdown_grace_secs);
         let admin_listen = config.engine.admin.listen.clone();

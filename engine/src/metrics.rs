@@ -58,6 +58,9 @@ pub const MLLP_TIMEOUTS: &str = "switchboard_mllp_timeouts_total";
 pub const HTTP_AUTH_FAILURES: &str = "switchboard_http_auth_failures_total";
 /// `switchboard_channel_last_message_timestamp_seconds{channel}`.
 pub const CHANNEL_LAST_MESSAGE: &str = "switchboard_channel_last_message_timestamp_seconds";
+/// `switchboard_channel_paused{channel}`: 1 while an operator has the channel paused
+/// (`POST /api/channels/{name}/pause`), else 0.
+pub const CHANNEL_PAUSED: &str = "switchboard_channel_paused";
 /// `switchboard_messages_processed_total{channel, message_type, outcome}`: routed or filtered.
 pub const MESSAGES_PROCESSED: &str = "switchboard_messages_processed_total";
 /// `switchboard_deliveries_total{channel, destination, outcome}`: attempts by outcome
@@ -235,6 +238,7 @@ pub fn exported_names() -> Vec<&'static str> {
         MLLP_TIMEOUTS,
         HTTP_AUTH_FAILURES,
         CHANNEL_LAST_MESSAGE,
+        CHANNEL_PAUSED,
         MESSAGES_PROCESSED,
         DELIVERIES,
         DELIVERY_DURATION,
@@ -353,6 +357,8 @@ pub struct Metrics {
     pub http_auth_failures: IntCounterVec,
     /// See [`CHANNEL_LAST_MESSAGE`].
     pub last_message: IntGaugeVec,
+    /// See [`CHANNEL_PAUSED`].
+    pub channel_paused: IntGaugeVec,
     /// See [`MESSAGES_PROCESSED`].
     pub processed: IntCounterVec,
     /// See [`DELIVERIES`].
@@ -557,6 +563,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(last_message.clone()))
+            .expect("metric registered once");
+        let channel_paused = IntGaugeVec::new(
+            Opts::new(
+                CHANNEL_PAUSED,
+                "1 while an operator has the channel paused, else 0.",
+            ),
+            &["channel"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(channel_paused.clone()))
             .expect("metric registered once");
         let processed = counter(
             MESSAGES_PROCESSED,
@@ -768,6 +785,7 @@ impl Metrics {
             mllp_timeouts,
             http_auth_failures,
             last_message,
+            channel_paused,
             processed,
             deliveries,
             delivery_duration,
@@ -852,6 +870,7 @@ impl Metrics {
         self.duplicates.with_label_values(&[channel]);
         self.ingest_duration.with_label_values(&[channel]);
         self.retention_removed.with_label_values(&[channel]);
+        self.channel_paused.with_label_values(&[channel]);
     }
 
     /// Creates the series of a destination that starts, at 0 (see [`Metrics::channel_started`]).
@@ -980,6 +999,7 @@ mod tests {
         let _ = m.source("c");
         let _ = m.sftp("c");
         m.last_message.with_label_values(&["c"]).set(1);
+        m.channel_paused.with_label_values(&["c"]).set(0);
         m.processed
             .with_label_values(&["c", "ADT_A04", "routed"])
             .inc();

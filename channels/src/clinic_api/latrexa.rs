@@ -271,6 +271,7 @@ impl LatrexaClient {
                         mappings: found,
                     })
                     .unwrap_or_default(),
+                    answer: crate::destination::bounded_answer(&answer.body),
                 })
             })
             .collect()

@@ -176,6 +176,7 @@ async fn post(
                 retry_after: None,
                 status: Some(code),
                 reason: format!("{vendor} {endpoint} answered {code} with an error: {reason}"),
+                answer: crate::destination::bounded_answer(&answer.body),
             });
         }
         let detail = answer.body.chars().take(300).collect();
@@ -183,6 +184,7 @@ async fn post(
             Receipt {
                 status: Some(code),
                 detail,
+                answer: crate::destination::bounded_answer(&answer.body),
             },
             answer.body,
         ));

@@ -307,6 +307,7 @@ impl OpsportClient {
                                 "bulk {plural} item {i}: {}",
                                 r.get("action").and_then(|a| a.as_str()).unwrap_or("stored")
                             ),
+                            answer: crate::destination::bounded_answer(&text),
                         }),
                         Some(r) => Err(DeliveryError {
                             retryable: false,
@@ -316,6 +317,7 @@ impl OpsportClient {
                                 "OpsPort {plural} item {i}: {}",
                                 r.get("error").and_then(|e| e.as_str()).unwrap_or("failed")
                             ),
+                            answer: crate::destination::bounded_answer(&text),
                         }),
                         // Not reported: OpsPort did not take it; the upsert is safe to resend.
                         None => Err(DeliveryError::retry(format!(
@@ -331,6 +333,7 @@ impl OpsportClient {
                         DeliveryError::permanent(format!(
                             "OpsPort {plural} answered {status} with an error: {reason}"
                         ))
+                        .with_answer(&text)
                     })?;
                     Ok(Receipt {
                         status: Some(status),
@@ -338,6 +341,7 @@ impl OpsportClient {
                             "bulk {plural}: {}",
                             text.chars().take(200).collect::<String>()
                         ),
+                        answer: crate::destination::bounded_answer(&text),
                     })
                 })
                 .collect(),
@@ -351,6 +355,7 @@ impl OpsportClient {
                         "OpsPort {plural} answered {status}: {}",
                         super::reason_of(&text)
                     ),
+                    answer: crate::destination::bounded_answer(&text),
                 };
                 items.iter().map(|_| Err(err.clone())).collect()
             }

@@ -176,6 +176,8 @@ impl DicomSender {
             status::SUCCESS | 0xB000 | 0xB006 | 0xB007 => Ok(Receipt {
                 status: None,
                 detail: format!("C-STORE status {st:04X}"),
+                // The answer is a DIMSE status, not a text; the detail names it.
+                answer: None,
             }),
             0xA700..=0xA7FF => Err(DeliveryError::retry(format!(
                 "{addr}: C-STORE status {st:04X} (out of resources)"

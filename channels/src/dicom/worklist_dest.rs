@@ -119,6 +119,8 @@ impl WorklistWriter {
                 "worklist {}: {put} item(s) written, {removed} removed",
                 self.cfg.worklist
             ),
+            // The engine's own store answered.
+            answer: None,
         })
     }
 

@@ -450,6 +450,7 @@ pub async fn classify(
         return Ok(Receipt {
             status: Some(code),
             detail: format!("{endpoint} answered {code}"),
+            answer: crate::destination::bounded_answer(&answer.body),
         });
     }
     let diagnostics = outcome_diagnostics(&answer.body)

@@ -380,6 +380,7 @@ mod tests {
                     disposition: Disposition::Accepted,
                     body: Some("ACK".into()),
                     http: None,
+                    message_id: None,
                 });
             }
         });
@@ -390,6 +391,7 @@ mod tests {
             out,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
+            paused: Default::default(),
         };
         let task = cfg.build(cx).await.expect("binds");
         (task.local_addr, metrics, shutdown)

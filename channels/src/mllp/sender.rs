@@ -189,7 +189,7 @@ impl MllpSender {
                 "payload has no MSH-10 to match the ACK against",
             ));
         };
-        let ack = self.exchange(&d.body, expected).await?;
+        let (ack, whole) = self.exchange_answer(&d.body, expected).await?;
         let detail = if ack.text.is_empty() {
             ack.code.as_str().to_string()
         } else {
@@ -199,17 +199,20 @@ impl MllpSender {
             AckCode::AA | AckCode::CA => Ok(Receipt {
                 status: None,
                 detail,
+                answer: crate::destination::bounded_answer(&whole),
             }),
             AckCode::AR | AckCode::CR => Err(DeliveryError::retry(format!(
                 "{} answered {detail}",
                 self.config.address
-            ))),
+            ))
+            .with_answer(&whole)),
             AckCode::AE | AckCode::CE => {
                 let reason = format!("{} answered {detail}", self.config.address);
                 Err(match self.config.on_application_error {
                     OnError::DeadLetter => DeliveryError::permanent(reason),
                     OnError::Retry => DeliveryError::retry(reason),
-                })
+                }
+                .with_answer(&whole))
             }
         }
     }
@@ -297,7 +300,8 @@ impl MllpSender {
             return Err(DeliveryError::retry(format!(
                 "answer from {} is not an ACK",
                 self.config.address
-            )));
+            ))
+            .with_answer(&text));
         };
         if ack.control_id != expected {
             *guard = None;
@@ -305,7 +309,8 @@ impl MllpSender {
             return Err(DeliveryError::retry(format!(
                 "ACK from {} names another message (MSA-2 does not match the sent MSH-10)",
                 self.config.address
-            )));
+            ))
+            .with_answer(&text));
         }
         Ok((ack, text.into_owned()))
     }

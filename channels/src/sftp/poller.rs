@@ -20,6 +20,10 @@
 //! - a message answered `Retry` (the engine could not store it): the file stays where it is
 //!   and the poll round ends; the next poll tries the file again from the start.
 //!
+//! While an operator has the channel paused, the folder is not listed (the connection is
+//! kept); a file being taken when the pause comes gets `Retry` for its next message, so it
+//! stays where it is and is taken again after the resume.
+//!
 //! A lost connection or a server that is down is retried with exponential backoff (1 s
 //! doubling up to `reconnect_max_secs`). A server whose host key is not the configured one
 //! is refused on every attempt, with an error in the log naming both fingerprints.
@@ -297,6 +301,10 @@ impl Poller {
                 biased;
                 _ = self.cx.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
+            }
+            if self.cx.paused.is_paused() {
+                // Paused by an operator: the folder is not listed, files stay where they are.
+                continue;
             }
             if remote.is_closed() {
                 return Err(RemoteError::Ssh {

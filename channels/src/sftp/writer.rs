@@ -179,6 +179,7 @@ impl SftpWriter {
             Ok(Ok(())) => Ok(Receipt {
                 status: None,
                 detail: name,
+                answer: None,
             }),
             Ok(Err(e)) => {
                 if e.is_status() {

@@ -251,6 +251,7 @@ pub async fn classify(
         return Ok(Receipt {
             status: Some(answer.status),
             detail: excerpt,
+            answer: crate::destination::bounded_answer(&answer.body),
         });
     }
     Err(answer.failure(format!("{endpoint} answered {}: {excerpt}", answer.status)))

@@ -2,7 +2,8 @@
 //
 // Everything shown comes from the admin API on this origin. Message content is only ever put
 // into the page with textContent (never innerHTML) and never into a URL: the location hash
-// holds a view name and at most a message id.
+// holds a view name and at most a message id. A missing value shows as an empty cell or a
+// dash, never as "null", "undefined" or "?".
 'use strict';
 
 const TOKEN_KEY = 'switchboard.token';
@@ -16,6 +17,8 @@ const state = {
   timer: null,       // the current view's refresh timer
   view: '',
   tokenWaiters: null,
+  dictionary: null,  // the HL7 v2 field dictionary, once loaded (a promise)
+  nextNotice: null,  // a notice for the next view (after an action that opens another)
 };
 
 // ---- small DOM helpers ---------------------------------------------------------------
@@ -48,7 +51,15 @@ function svg(tag, attrs, ...children) {
 
 function main() { return document.getElementById('main'); }
 
-function show(...nodes) { main().replaceChildren(...nodes); }
+// Nodes to put in a parent, without the null/undefined/false that conditional parts leave
+// (replaceChildren would write them as the text "null").
+function present(nodes) { return nodes.flat().filter((n) => n !== null && n !== undefined && n !== false); }
+
+function show(...nodes) { main().replaceChildren(...present(nodes)); }
+
+// A value for a cell: the value, or a dash when there is none.
+const DASH = '\u2014';
+function dash(value) { return value === null || value === undefined || value === '' ? DASH : value; }
 
 function pill(text, cls) { return el('span', { class: 'pill ' + (cls || text) }, text); }
 
@@ -174,9 +185,9 @@ function startEvents() {
     if (state.view === 'dead-letters' && ev.kind === 'dead_letter') renderDeadLetters();
   });
   source.addEventListener('lagged', (msg) => {
-    let missed = '?';
-    try { missed = JSON.parse(msg.data).missed; } catch (_) { /* keep '?' */ }
-    notice(`The live stream skipped ${missed} events (the browser fell behind).`, true);
+    let missed = null;
+    try { missed = JSON.parse(msg.data).missed; } catch (_) { /* count unknown */ }
+    notice(`The live stream skipped ${missed ? missed + ' events' : 'some events'} (the browser fell behind).`, true);
   });
 }
 
@@ -187,13 +198,13 @@ function eventRow(ev) {
     title: 'Open message ' + ev.id,
     onclick: () => { location.hash = '#/message/' + ev.id; },
   },
-  el('td', {}, when(ev.at_ms)),
+  el('td', {}, dash(when(ev.at_ms))),
   el('td', {}, pill(ev.kind)),
-  el('td', {}, ev.channel),
-  el('td', {}, ev.message_type),
-  el('td', {}, el('code', {}, ev.control_id)),
-  el('td', {}, ev.destination),
-  el('td', { class: 'muted' }, ev.id));
+  el('td', {}, dash(ev.channel)),
+  el('td', {}, dash(ev.message_type)),
+  el('td', {}, ev.control_id ? el('code', {}, ev.control_id) : DASH),
+  el('td', {}, dash(ev.destination)),
+  el('td', { class: 'muted' }, dash(ev.id)));
 }
 
 function addEventRow(ev, atTop) {
@@ -225,22 +236,41 @@ function statusPills(counts) {
   return el('span', { class: 'actions' }, entries.map(([k, v]) => pill(`${k} ${v}`, k)));
 }
 
+async function setPaused(name, pause) {
+  if (pause && !confirm(`Pause channel ${name}?\n\nIts source refuses new messages until you resume it: MLLP senders get AR ("channel paused by operator"), HTTP senders 503, SFTP and Latrexa stop polling. What it already took is still delivered.`)) return;
+  try {
+    const r = await api(`/api/channels/${encodeURIComponent(name)}/${pause ? 'pause' : 'resume'}`, { method: 'POST', body: {} });
+    notice(r.paused ? `Channel ${name} is paused.` : `Channel ${name} runs again.`);
+  } catch (e) { fail(e); }
+  renderChannels().catch(fail);
+}
+
+function sourceLine(ch) {
+  const from = ch.source_type === 'sftp' || ch.source_type === 'latrexa' ? ' from ' : ' on ';
+  return [dash(ch.source_type), from, ch.endpoint ? el('code', {}, ch.endpoint) : el('span', { class: 'muted' }, 'not started')];
+}
+
 async function renderChannels() {
   const data = await api('/api/channels');
   if (state.view !== 'channels') return;
-  const cards = data.channels.map((ch) => el('section', { class: 'panel channel', dataset: { channel: ch.name } },
-    el('h2', {}, ch.name),
+  const cards = data.channels.map((ch) => el('section', { class: 'panel channel' + (ch.paused ? ' paused' : ''), dataset: { channel: ch.name, paused: ch.paused ? 'yes' : 'no' } },
+    el('div', { class: 'toolbar' },
+      el('h2', { class: 'grow' }, ch.name, ' ', ch.paused ? pill('paused', 'paused') : null),
+      ch.paused
+        ? el('button', { class: 'resume', onclick: () => setPaused(ch.name, false) }, 'Resume')
+        : el('button', { class: 'secondary pause', onclick: () => setPaused(ch.name, true) }, 'Pause')),
+    ch.paused ? el('p', { class: 'paused-note' }, `Paused by ${dash(ch.paused_by)} since ${dash(when(ch.paused_at))}: new messages are refused, deliveries go on.`) : null,
     el('dl', { class: 'kv' },
-      el('dt', {}, 'Source'), el('dd', {}, ch.source_type, ch.source_type === 'sftp' || ch.source_type === 'latrexa' ? ' from ' : ' on ', ch.endpoint ? el('code', {}, ch.endpoint) : el('span', { class: 'muted' }, 'not started')),
+      el('dt', {}, 'Source'), el('dd', {}, sourceLine(ch)),
       el('dt', {}, 'Last message'), el('dd', {}, ch.last_message_at ? when(ch.last_message_at) : el('span', { class: 'muted' }, 'none yet')),
       el('dt', {}, 'Last 24 h'), el('dd', {}, statusPills(ch.counts_24h))),
     el('h3', {}, 'Destinations'),
     ch.destinations.length ? table(['Destination', 'Type', 'State', { label: 'Outbox', num: true }, { label: 'Dead letters', num: true }],
       ch.destinations.map((d) => el('tr', { dataset: { destination: `${ch.name}/${d.name}` } },
         el('td', {}, d.name),
-        el('td', {}, d.type),
-        el('td', {}, d.up === null ? pill('starting', 'pending') : (d.up ? pill('up') : pill('down'))),
-        el('td', { class: 'num' }, d.outbox_depth),
+        el('td', {}, dash(d.type)),
+        el('td', {}, d.up === null || d.up === undefined ? pill('starting', 'pending') : (d.up ? pill('up') : pill('down'))),
+        el('td', { class: 'num' }, dash(d.outbox_depth)),
         el('td', { class: 'num' }, d.dead_letters ? el('a', { href: '#/dead-letters' }, d.dead_letters) : '0'))))
       : el('p', { class: 'muted' }, 'No destinations: messages are stored only.')));
   show(el('div', { class: 'toolbar' }, el('h2', { class: 'grow' }, 'Channels and destinations'),
@@ -253,18 +283,27 @@ async function renderChannels() {
 
 const search = { params: null, sinceLocal: '', items: [], channels: null };
 
+// The patient of a message: name, and the MRN under it.
+function patientCell(p) {
+  if (!p || (!p.name && !p.mrn)) return el('td', { class: 'patient' }, DASH);
+  return el('td', { class: 'patient' },
+    el('span', { class: 'patient-name' }, dash(p.name)),
+    p.mrn ? el('span', { class: 'mrn muted' }, 'MRN ', el('code', {}, p.mrn)) : null);
+}
+
 function messageRow(m) {
   return el('tr', {
     class: 'clickable message', dataset: { id: m.id, controlId: m.control_id },
     onclick: () => { location.hash = '#/message/' + m.id; },
   },
-  el('td', {}, when(m.received_at)),
-  el('td', {}, m.channel),
-  el('td', {}, m.message_type),
-  el('td', {}, el('code', {}, m.control_id)),
-  el('td', {}, pill(m.status)),
-  el('td', {}, m.ack_code),
-  el('td', { class: 'num' }, m.size));
+  el('td', {}, dash(when(m.received_at))),
+  el('td', {}, dash(m.channel)),
+  patientCell(m.patient),
+  el('td', {}, dash(m.message_type)),
+  el('td', {}, m.control_id ? el('code', {}, m.control_id) : DASH),
+  el('td', {}, m.status ? pill(m.status) : DASH),
+  el('td', {}, dash(m.ack_code)),
+  el('td', { class: 'num' }, dash(m.size)));
 }
 
 async function runSearch(more) {
@@ -280,41 +319,52 @@ async function runSearch(more) {
 function renderSearchResults(hasMore) {
   const box = document.getElementById('search-results');
   if (!box) return;
-  box.replaceChildren(
+  box.replaceChildren(...present([
     search.items.length
-      ? table(['Received', 'Channel', 'Type', 'Control id', 'Status', 'ACK', { label: 'Bytes', num: true }], search.items.map(messageRow), { id: 'search-table' })
+      ? table(['Received', 'Channel', 'Patient', 'Type', 'Control id', 'Status', 'ACK', { label: 'Bytes', num: true }], search.items.map(messageRow), { id: 'search-table' })
       : el('p', { class: 'empty' }, search.params ? 'No messages match.' : 'Choose filters and search.'),
-    hasMore ? el('button', { class: 'secondary', onclick: () => runSearch(true).catch(fail) }, 'Older') : null);
+    hasMore ? el('button', { class: 'secondary', onclick: () => runSearch(true).catch(fail) }, 'Older') : null]));
 }
+
+// What the search box is looked up as: any (control id, any identifier, or the words of a
+// patient name), or one kind of key.
+const SEARCH_KINDS = [
+  ['', 'anything'], ['name', 'patient name'], ['patient_id', 'patient id / MRN'], ['control_id', 'control id (MSH-10)'],
+  ['order_number', 'order / accession number'], ['appointment_id', 'appointment id'], ['visit_number', 'visit number'],
+];
 
 async function renderSearch() {
   if (!search.channels) {
     search.channels = (await api('/api/channels')).channels.map((c) => c.name);
   }
-  const prev = search.params || {};
+  const prev = search.form || {};
   const form = el('form', { class: 'search', id: 'search-form' },
+    el('label', { class: 'wide' }, 'Patient name, MRN, control id, order, accession or appointment number',
+      el('input', { name: 'q', value: prev.q || '', autocomplete: 'off', placeholder: 'e.g. Testperson Alex, MRN-100234, CTL-42' })),
+    el('label', {}, 'Look up as', el('select', { name: 'kind' },
+      SEARCH_KINDS.map(([v, t]) => el('option', { value: v, selected: (prev.kind || '') === v }, t)))),
     el('label', {}, 'Channel', el('select', { name: 'channel' }, el('option', { value: '' }, 'any'),
       search.channels.map((c) => el('option', { value: c, selected: prev.channel === c }, c)))),
     el('label', {}, 'Status', el('select', { name: 'status' }, el('option', { value: '' }, 'any'),
       ['received', 'routed', 'delivered', 'retrying', 'failed', 'rejected', 'filtered']
-        .map((s) => el('option', { value: s, selected: prev.status === s }, s)))),
-    el('label', {}, 'Control id (MSH-10)', el('input', { name: 'control_id', value: prev.control_id || '', autocomplete: 'off' })),
-    el('label', {}, 'Business key', el('input', { name: 'key', value: prev.key || '', autocomplete: 'off', placeholder: 'patient id, visit, appointment...' })),
-    el('label', {}, 'Key type', el('select', { name: 'key_type' }, el('option', { value: '' }, 'any'),
-      [['patient_id', 'patient id'], ['visit_number', 'visit number'], ['appointment_id', 'appointment id'], ['order_number', 'order number']]
-        .map(([v, t]) => el('option', { value: v, selected: prev.key_type === v }, t)))),
+        .map((st) => el('option', { value: st, selected: prev.status === st }, st)))),
     el('label', {}, 'Since', el('input', { name: 'since', type: 'datetime-local', value: search.sinceLocal || '' })),
     el('button', { type: 'submit' }, 'Search'));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     const f = new FormData(form);
-    const sinceLocal = f.get('since');
+    const text = String(f.get('q') || '').trim();
+    const kind = String(f.get('kind') || '');
+    const sinceLocal = String(f.get('since') || '');
     search.sinceLocal = sinceLocal;
+    search.form = { q: text, kind, channel: String(f.get('channel') || ''), status: String(f.get('status') || '') };
     search.params = {
-      channel: f.get('channel'), status: f.get('status'), control_id: String(f.get('control_id')).trim(),
-      key: String(f.get('key')).trim(), key_type: String(f.get('key')).trim() ? f.get('key_type') : '',
+      channel: search.form.channel, status: search.form.status,
       since: sinceLocal ? new Date(sinceLocal).toISOString() : '',
     };
+    if (text && !kind) search.params.q = text;
+    else if (text && kind === 'control_id') search.params.control_id = text;
+    else if (text) { search.params.key = text; search.params.key_type = kind; }
     runSearch(false).catch(fail);
   });
   show(el('div', { class: 'panel' }, el('h2', {}, 'Search messages'), form),
@@ -324,11 +374,38 @@ async function renderSearch() {
 
 // ---- message viewer ------------------------------------------------------------------
 
-// One HL7 v2 message, one segment per line; every field and component is a span whose title
-// is its position (PID-5, PID-5.1), so hovering tells the operator where they are.
-function hl7View(text, id) {
+// The HL7 v2 field dictionary (segment, field and component names), loaded once; null when
+// it cannot be read (positions are shown alone then).
+function dictionary() {
+  if (!state.dictionary) {
+    state.dictionary = fetch('/console/hl7-dictionary.json', { cache: 'no-store' })
+      .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  }
+  return state.dictionary;
+}
+
+// `PID-5 Patient Name`: the position and, when the dictionary knows it, the field's name.
+function fieldTitle(dict, seg, n) {
+  const f = dict && dict.segments[seg] && dict.segments[seg].fields[n - 1];
+  return f ? `${seg}-${n} ${f[0]}` : `${seg}-${n}`;
+}
+
+// `PID-5.1 Family Name`: a component's position and the name of that component of the
+// field's data type.
+function componentTitle(dict, seg, n, pos, k) {
+  const f = dict && dict.segments[seg] && dict.segments[seg].fields[n - 1];
+  const names = f && dict.types[f[1]];
+  const name = names && names[k - 1];
+  return name ? `${pos} ${name}` : pos;
+}
+
+// One HL7 v2 message, one segment per line; every field and component is a span whose
+// data-pos is its position (PID-5, PID-5.1, PID-3(2).1) and whose title adds its name from
+// the HL7 v2 dictionary (PID-5 Patient Name, PID-5.1 Family Name), so hovering tells the
+// operator where they are and what it is.
+function hl7View(text, id, dict) {
   const box = el('div', { class: 'hl7', id });
-  const segments = String(text || '').split(/\r\n|\r|\n/).filter((s) => s.length);
+  const segments = String(text || '').split(/\r\n|\r|\n/).filter((seg) => seg.length);
   let fs = '|'; let cs = '^'; let rs = '~';
   for (const seg of segments) {
     const name = seg.slice(0, 3);
@@ -338,13 +415,14 @@ function hl7View(text, id) {
     }
     const line = el('span', { class: 'segment', dataset: { segment: name } });
     const parts = seg.split(fs);
-    line.append(el('span', { class: 'segid', title: name }, parts[0]));
+    const segName = dict && dict.segments[name] ? `${name} ${dict.segments[name].name}` : name;
+    line.append(el('span', { class: 'segid', title: segName }, parts[0]));
     for (let i = 1; i < parts.length; i++) {
       // In MSH the separator itself is MSH-1, so the first part after it is MSH-2.
       const n = header ? i + 1 : i;
       const pos = `${name}-${n}`;
       line.append(el('span', { class: 'sep' }, fs));
-      const field = el('span', { class: 'field', title: pos });
+      const field = el('span', { class: 'field', title: fieldTitle(dict, name, n), dataset: { pos } });
       if (header && n === 2) {
         field.append(parts[i]);
       } else {
@@ -356,7 +434,8 @@ function hl7View(text, id) {
           const base = reps.length > 1 ? `${pos}(${r + 1})` : pos;
           comps.forEach((c, k) => {
             if (k > 0) field.append(el('span', { class: 'sep' }, cs));
-            field.append(el('span', { class: 'comp', title: `${base}.${k + 1}` }, c));
+            const cpos = `${base}.${k + 1}`;
+            field.append(el('span', { class: 'comp', title: componentTitle(dict, name, n, cpos, k + 1), dataset: { pos: cpos } }, c));
           });
         });
       }
@@ -375,8 +454,59 @@ function payloadText(p) {
   return String(p.body || '').replace(/\r/g, '\n');
 }
 
+// A peer's whole answer to one attempt: an HL7 ACK as segments, JSON pretty-printed, any
+// other text as sent.
+function answerView(text, dict, i) {
+  const t = String(text || '');
+  if (/^(MSH|FHS|BHS)./.test(t)) return hl7View(t, `answer-${i}`, dict);
+  let shown = t;
+  try { shown = JSON.stringify(JSON.parse(t), null, 2); } catch (_) { /* not JSON */ }
+  return el('pre', { class: 'payload', id: `answer-${i}` }, shown);
+}
+
+function attemptRows(attempts, dict) {
+  const rows = [];
+  attempts.forEach((a, i) => {
+    rows.push(el('tr', { class: 'attempt', dataset: { destination: a.destination, attempt: a.attempt } },
+      el('td', {}, dash(when(a.at_ms))), el('td', {}, dash(a.destination)), el('td', { class: 'num' }, dash(a.attempt)),
+      el('td', {}, a.outcome ? pill(a.outcome, a.outcome === 'retry' ? 'retrying' : a.outcome) : DASH),
+      el('td', {}, dash(a.status)),
+      el('td', { class: 'num' }, dash(a.duration_ms)), el('td', {}, dash(a.detail))));
+    rows.push(el('tr', { class: 'attempt-answer', dataset: { destination: a.destination, attempt: a.attempt } },
+      el('td', { colspan: 7 }, a.answer
+        ? el('details', {}, el('summary', {}, `Answer of ${a.destination} to attempt ${a.attempt}`), answerView(a.answer, dict, i))
+        : el('span', { class: 'muted' }, 'No answer kept for this attempt (none came, or it was recorded before answers were kept).'))));
+  });
+  return rows;
+}
+
+// The edit-and-resend panel: the raw message in a text area, sent as a new message into
+// the same channel.
+function resendEditor(m) {
+  const area = el('textarea', { id: 'resend-text', spellcheck: 'false', autocomplete: 'off', rows: 12 });
+  area.value = String(m.raw || '').replace(/\r\n|\r/g, '\n');
+  const send = el('button', {
+    id: 'resend-send',
+    onclick: async (e) => {
+      e.target.disabled = true;
+      try {
+        const r = await api(`/api/messages/${m.id}/resend`, { method: 'POST', body: { raw: area.value } });
+        // Shown once the new message's view is open (a view change clears notices).
+        state.nextNotice = `Sent as new message ${r.id}: ${r.status}${r.ack_code ? ' (' + r.ack_code + ')' : ''}. Message ${m.id} is unchanged.`;
+        location.hash = '#/message/' + r.id;
+      } catch (err) { fail(err); e.target.disabled = false; }
+    },
+  }, 'Send as a new message');
+  return el('div', { class: 'panel', id: 'resend-panel', hidden: true },
+    el('h3', {}, 'Edit and resend'),
+    el('p', { class: 'muted' }, `The edited text goes into channel ${m.channel} as a new message: checked, stored and routed like one from its source, and never taken for a duplicate. This message stays as it is; the audit log names both and you.`),
+    area,
+    el('div', { class: 'actions' }, send,
+      el('button', { class: 'secondary', onclick: () => { document.getElementById('resend-panel').hidden = true; } }, 'Cancel')));
+}
+
 async function renderMessage(id) {
-  const m = await api('/api/messages/' + encodeURIComponent(id));
+  const [m, dict] = await Promise.all([api('/api/messages/' + encodeURIComponent(id)), dictionary()]);
   if (state.view !== 'message') return;
   const reprocess = el('button', {
     class: 'secondary',
@@ -389,38 +519,48 @@ async function renderMessage(id) {
       } catch (e) { fail(e); }
     },
   }, 'Reprocess');
+  const resendable = m.format === 'hl7v2';
+  const edit = resendable ? el('button', {
+    class: 'secondary', id: 'resend-open',
+    onclick: () => {
+      const panel = document.getElementById('resend-panel');
+      panel.hidden = false;
+      document.getElementById('resend-text').focus();
+    },
+  }, 'Edit and resend') : null;
+  const p = m.patient || {};
   show(
     el('div', { class: 'toolbar' },
       el('a', { href: '#/live' }, '\u2190 Live'), el('a', { href: '#/search' }, 'Search'),
-      el('h2', { class: 'grow', id: 'message-title' }, `Message ${m.id}`), reprocess),
+      el('h2', { class: 'grow', id: 'message-title' }, `Message ${m.id}`), edit, reprocess),
+    resendable ? resendEditor(m) : null,
     el('div', { class: 'panel' }, el('dl', { class: 'kv', id: 'message-summary' },
-      el('dt', {}, 'Status'), el('dd', {}, pill(m.status)),
-      el('dt', {}, 'Channel'), el('dd', {}, m.channel),
-      el('dt', {}, 'Received'), el('dd', {}, when(m.received_at), ' from ', el('code', {}, m.peer)),
-      el('dt', {}, 'Type / control id'), el('dd', {}, m.message_type, ' / ', el('code', {}, m.control_id)),
-      el('dt', {}, 'Sender'), el('dd', {}, `${m.sending_application} / ${m.sending_facility}`),
-      el('dt', {}, 'Version / charset'), el('dd', {}, `${m.version} / ${m.charset}`),
-      el('dt', {}, 'Size'), el('dd', {}, `${m.size} bytes`, m.truncated ? ' (truncated)' : ''),
-      el('dt', {}, 'Config version'), el('dd', {}, el('code', {}, m.config_version)))),
-    el('div', { class: 'panel' }, el('h3', {}, 'Message as received'), hl7View(m.raw, 'raw')),
+      el('dt', {}, 'Status'), el('dd', {}, m.status ? pill(m.status) : DASH),
+      el('dt', {}, 'Channel'), el('dd', {}, dash(m.channel)),
+      el('dt', {}, 'Patient'), el('dd', { id: 'message-patient' }, dash(p.name), p.mrn ? el('span', { class: 'muted' }, ' \u00b7 MRN ', el('code', {}, p.mrn)) : null),
+      el('dt', {}, 'Received'), el('dd', {}, dash(when(m.received_at)), m.peer ? [' from ', el('code', {}, m.peer)] : null),
+      m.resent_from ? [el('dt', {}, 'Resent from'), el('dd', { id: 'resent-from' }, el('a', { href: '#/message/' + m.resent_from }, `message ${m.resent_from}`))] : null,
+      el('dt', {}, 'Type / control id'), el('dd', {}, dash(m.message_type), ' / ', m.control_id ? el('code', {}, m.control_id) : DASH),
+      el('dt', {}, 'Sender'), el('dd', {}, `${dash(m.sending_application)} / ${dash(m.sending_facility)}`),
+      el('dt', {}, 'Version / charset'), el('dd', {}, `${dash(m.version)} / ${dash(m.charset)}`),
+      el('dt', {}, 'Size'), el('dd', {}, `${dash(m.size)} bytes`, m.truncated ? ' (truncated)' : ''),
+      el('dt', {}, 'Config version'), el('dd', {}, m.config_version ? el('code', {}, m.config_version) : DASH))),
+    el('div', { class: 'panel' }, el('h3', {}, 'Message as received ', el('span', { class: 'muted hint' }, 'hover a field for its name')), hl7View(m.raw, 'raw', dict)),
     el('div', { class: 'panel' }, el('h3', {}, 'Answer sent ', m.ack_code ? pill(m.ack_code, m.ack_code === 'AA' || m.ack_code === 'CA' ? 'delivered' : 'failed') : null),
-      m.ack ? hl7View(m.ack, 'ack') : el('p', { class: 'muted' }, 'No answer recorded.'),
+      m.ack ? hl7View(m.ack, 'ack', dict) : el('p', { class: 'muted' }, 'No answer recorded.'),
       (m.errors || []).length ? el('ul', { class: 'error' }, m.errors.map((e) => el('li', {}, e))) : null),
     el('div', { class: 'panel' }, el('h3', {}, 'Deliveries'),
       (m.deliveries || []).length ? table(['Destination', 'Status', { label: 'Attempts', num: true }, 'Detail'],
         m.deliveries.map((d) => el('tr', { dataset: { destination: d.destination } },
-          el('td', {}, d.destination), el('td', {}, pill(d.status)), el('td', { class: 'num' }, d.attempts), el('td', {}, d.detail))),
+          el('td', {}, d.destination), el('td', {}, pill(d.status)), el('td', { class: 'num' }, dash(d.attempts)), el('td', {}, dash(d.detail)))),
         { id: 'deliveries' }) : el('p', { class: 'muted' }, 'Not routed to any destination.')),
-    el('div', { class: 'panel' }, el('h3', {}, 'Attempts'),
+    el('div', { class: 'panel' }, el('h3', {}, 'Attempts ', el('span', { class: 'muted hint' }, 'with each answer the destination gave')),
       (m.attempts || []).length ? table(['When', 'Destination', { label: '#', num: true }, 'Outcome', 'HTTP', { label: 'ms', num: true }, 'Detail'],
-        m.attempts.map((a) => el('tr', {},
-          el('td', {}, when(a.at_ms)), el('td', {}, a.destination), el('td', { class: 'num' }, a.attempt),
-          el('td', {}, pill(a.outcome, a.outcome === 'retry' ? 'retrying' : a.outcome)), el('td', {}, a.status || ''),
-          el('td', { class: 'num' }, a.duration_ms), el('td', {}, a.detail)))) : el('p', { class: 'muted' }, 'No attempts yet.')),
+        attemptRows(m.attempts, dict), { id: 'attempts' }) : el('p', { class: 'muted' }, 'No attempts yet.')),
     el('div', { class: 'panel' }, el('h3', {}, 'Rendered payloads'),
-      (m.payloads || []).length ? m.payloads.map((p) => el('div', {},
-        el('p', {}, el('strong', {}, p.destination), ' ', el('span', { class: 'muted' }, `${p.payload} \u00b7 ${p.content_type} \u00b7 key ${p.idempotency_key}`)),
-        el('pre', { class: 'payload' }, payloadText(p)))) : el('p', { class: 'muted' }, 'No payloads (not routed, or already pruned).')));
+      (m.payloads || []).length ? m.payloads.map((pl) => el('div', {},
+        el('p', {}, el('strong', {}, pl.destination), ' ', el('span', { class: 'muted' }, `${dash(pl.payload)} \u00b7 ${dash(pl.content_type)} \u00b7 key ${dash(pl.idempotency_key)}`)),
+        el('pre', { class: 'payload' }, payloadText(pl)))) : el('p', { class: 'muted' }, 'No payloads (not routed, or already pruned).')));
 }
 
 // ---- dead letters --------------------------------------------------------------------
@@ -443,12 +583,12 @@ async function renderDeadLetters() {
     try { await deadLetterAction(action, items); } catch (err) { fail(err); e.target.disabled = false; }
   };
   const rows = data.items.map((d) => el('tr', { class: 'dead-letter', dataset: { destination: d.destination, seq: d.seq, id: d.message_id } },
-    el('td', {}, when(d.created_at)),
-    el('td', {}, d.destination),
+    el('td', {}, dash(when(d.created_at))),
+    el('td', {}, dash(d.destination)),
     el('td', {}, el('a', { href: '#/message/' + d.message_id }, d.message_id)),
-    el('td', {}, d.payload),
-    el('td', { class: 'num' }, d.attempts),
-    el('td', { class: 'error' }, d.reason),
+    el('td', {}, dash(d.payload)),
+    el('td', { class: 'num' }, dash(d.attempts)),
+    el('td', { class: 'error' }, dash(d.reason)),
     el('td', {}, el('div', { class: 'actions' },
       el('button', { class: 'retry', onclick: act('retry', [{ destination: d.destination, seq: d.seq }]) }, 'Retry'),
       el('button', { class: 'danger discard', onclick: act('discard', [{ destination: d.destination, seq: d.seq }], 'Discard this delivery for good?') }, 'Discard')))));
@@ -564,6 +704,7 @@ function fail(e) { notice(String((e && e.message) || e), true); }
 
 function route() {
   document.getElementById('notice').hidden = true;
+  if (state.nextNotice) { notice(state.nextNotice); state.nextNotice = null; }
   clearInterval(state.timer);
   state.timer = null;
   const parts = (location.hash || '#/channels').slice(2).split('/');

@@ -243,6 +243,7 @@ mod tests {
             deliveries: vec![],
             business_keys: vec![],
             dedup_key: String::new(),
+            resent_from: None,
         }
     }
 

@@ -399,6 +399,7 @@ mod tests {
         MessageRecord {
             business_keys: Vec::new(),
             dedup_key: String::new(),
+            resent_from: None,
             id,
             channel: channel.into(),
             received_at_ms: 1,

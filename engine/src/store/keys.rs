@@ -7,7 +7,10 @@
 //! | `by_business_key` | kind (1 byte), value, 0x00, message id (u64 BE) | empty |
 //!
 //! A message's keys are [`super::MessageRecord::business_keys`], taken from its canonical
-//! event (`transforms::model::Event::business_keys`) at ingest. [`Store::put`] writes the
+//! event (`transforms::model::Event::business_keys`) at ingest, plus the words of its
+//! patient's name (kind `patient_name`, lower case, see [`name_tokens`] and
+//! `crate::keys::business_keys_of`), so that an operator finds a patient's messages by name:
+//! every word of the query must be a word of the name, in any order. [`Store::put`] writes the
 //! index entries with the message, and retention removes them with it. The index holds
 //! identifiers (that is its job); nothing here logs them. With encryption on, the index and
 //! the record hold keyed hashes of the values instead ([`stored_keys`]), and a search looks
@@ -17,7 +20,8 @@ use super::seal::Seal;
 use super::{Store, StoreError};
 use transforms::model::{BusinessKey, BusinessKeyKind};
 
-/// Every kind, in index order.
+/// Every identifier kind, in index order: what a search by key "of any kind" looks under
+/// (the words of a name are searched separately, see [`Store::ids_by_text`]).
 pub const KINDS: [BusinessKeyKind; 4] = [
     BusinessKeyKind::PatientId,
     BusinessKeyKind::VisitNumber,
@@ -31,7 +35,31 @@ fn kind_byte(kind: BusinessKeyKind) -> u8 {
         BusinessKeyKind::VisitNumber => 2,
         BusinessKeyKind::AppointmentId => 3,
         BusinessKeyKind::OrderNumber => 4,
+        BusinessKeyKind::PatientName => 5,
     }
+}
+
+/// Most words of one name that are indexed.
+const MAX_NAME_TOKENS: usize = 16;
+
+/// The words of a name as the index holds them (and as a search looks them up): lower case,
+/// split at every character that is not a letter or digit, each at most 64 characters,
+/// deduplicated, at most 16.
+pub fn name_tokens(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let token: String = word.to_lowercase().chars().take(64).collect();
+        if !out.contains(&token) {
+            out.push(token);
+            if out.len() == MAX_NAME_TOKENS {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Parses a `key_type` of the admin API: the kind's name or a short alias
@@ -42,6 +70,7 @@ pub fn parse_kind(s: &str) -> Option<BusinessKeyKind> {
         "visit_number" | "visit" => Some(BusinessKeyKind::VisitNumber),
         "appointment_id" | "appointment" => Some(BusinessKeyKind::AppointmentId),
         "order_number" | "order" => Some(BusinessKeyKind::OrderNumber),
+        "patient_name" | "name" => Some(BusinessKeyKind::PatientName),
         _ => None,
     }
 }
@@ -81,8 +110,9 @@ pub(crate) fn stored_keys(seal: &Seal, keys: &[BusinessKey]) -> Vec<BusinessKey>
 }
 
 impl Store {
-    /// Ids of the messages carrying `value` (as any kind, or as `kind`), with ids in
-    /// `lower..upper`, newest first.
+    /// Ids of the messages carrying `value` (as any identifier kind, or as `kind`), with ids
+    /// in `lower..upper`, newest first. With `kind` = `patient_name`, `value` is a name: the
+    /// messages whose patient name has every word of it.
     ///
     /// # Errors
     ///
@@ -94,19 +124,77 @@ impl Store {
         lower: u64,
         upper: u64,
     ) -> Result<Vec<u64>, StoreError> {
+        if kind == Some(BusinessKeyKind::PatientName) {
+            return self.ids_by_name(value, lower, upper);
+        }
         let kinds: Vec<BusinessKeyKind> = match kind {
             Some(k) => vec![k],
             None => KINDS.to_vec(),
         };
+        let mut ids = Vec::new();
+        for kind in kinds {
+            ids.extend(self.ids_under(kind, value, lower, upper)?);
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Ids of the messages whose patient name has every word of `name` (see
+    /// [`name_tokens`]), in `lower..upper`, newest first; none for a name without words.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn ids_by_name(&self, name: &str, lower: u64, upper: u64) -> Result<Vec<u64>, StoreError> {
+        let mut found: Option<std::collections::BTreeSet<u64>> = None;
+        for token in name_tokens(name) {
+            let ids: std::collections::BTreeSet<u64> = self
+                .ids_under(BusinessKeyKind::PatientName, &token, lower, upper)?
+                .into_iter()
+                .collect();
+            found = Some(match found {
+                None => ids,
+                Some(before) => before.intersection(&ids).copied().collect(),
+            });
+            if found.as_ref().is_some_and(|f| f.is_empty()) {
+                break;
+            }
+        }
+        Ok(found.unwrap_or_default().into_iter().rev().collect())
+    }
+
+    /// Ids of the messages found by one search text: its control id (MSH-10), a business
+    /// identifier of any kind, or the words of its patient's name; in `lower..upper`, newest
+    /// first. This is the console's one search box.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn ids_by_text(&self, text: &str, lower: u64, upper: u64) -> Result<Vec<u64>, StoreError> {
+        let text = text.trim();
+        let mut ids = self.ids_by_control_id(text, lower, upper)?;
+        ids.extend(self.ids_by_business_key(None, text, lower, upper)?);
+        ids.extend(self.ids_by_name(text, lower, upper)?);
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Ids indexed under `value` as `kind`, in clear and as each key's keyed hash.
+    fn ids_under(
+        &self,
+        kind: BusinessKeyKind,
+        value: &str,
+        lower: u64,
+        upper: u64,
+    ) -> Result<Vec<u64>, StoreError> {
         // The value as indexed in clear (encryption off, or entries from before it was on)
         // and as indexed under each key.
         let mut forms = vec![value.to_string()];
         forms.extend(self.seal.index_tags(value));
         let mut ids = Vec::new();
-        for (kind, form) in kinds
-            .iter()
-            .flat_map(|k| forms.iter().map(move |f| (*k, f)))
-        {
+        for form in &forms {
             let p = prefix(kind, form);
             let mut from = p.clone();
             from.extend_from_slice(&lower.to_be_bytes());
@@ -119,8 +207,6 @@ impl Store {
                 }
             }
         }
-        ids.sort_unstable_by(|a, b| b.cmp(a));
-        ids.dedup();
         Ok(ids)
     }
 }
@@ -207,7 +293,8 @@ mod tests {
             Some(BusinessKeyKind::AppointmentId)
         );
         assert_eq!(parse_kind("order"), Some(BusinessKeyKind::OrderNumber));
-        assert_eq!(parse_kind("name"), None);
+        assert_eq!(parse_kind("name"), Some(BusinessKeyKind::PatientName));
+        assert_eq!(parse_kind("surname"), None);
     }
 
     /// With encryption on, neither the index nor the record holds an identifier in clear; a
@@ -295,5 +382,116 @@ mod tests {
             2,
             "the old entry went with its message"
         );
+    }
+
+    #[test]
+    fn name_words_are_lower_case_and_split_at_punctuation() {
+        assert_eq!(
+            name_tokens("O'Brien, Mary-Ann  Mary"),
+            ["o", "brien", "mary", "ann"]
+        );
+        assert_eq!(name_tokens("ÉLODIE Dupré"), ["élodie", "dupré"]);
+        assert_eq!(name_tokens("خالد يوسف"), ["خالد", "يوسف"]);
+        assert!(name_tokens(" ,.- ").is_empty());
+        assert_eq!(name_tokens(&"a ".repeat(40)), ["a"]);
+        let many: String = (0..40).map(|i| format!("w{i} ")).collect();
+        assert_eq!(name_tokens(&many).len(), MAX_NAME_TOKENS);
+    }
+
+    /// A search by name needs every word, in any order and case; one search text finds a
+    /// control id, an identifier or a name. With encryption on, the index and the records hold
+    /// no word of the name in clear, and the search still finds it.
+    #[tokio::test]
+    async fn finds_messages_by_name_words_and_by_text_sealed_or_not() {
+        use crate::store::seal::{Seal, StoreKey};
+        for seal in [
+            Seal::plain(),
+            Seal::new(&[StoreKey {
+                id: "k1".into(),
+                key: [7; 32],
+            }]),
+        ] {
+            let sealed = seal.is_on();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let s = Store::open_sealed(dir.path(), Durability::Os, &Metrics::new("t"), seal)
+                .expect("open");
+            let put = |control_id: &str, keys: Vec<BusinessKey>| {
+                let id = s.next_id(1_000);
+                let mut r = crate::store::tests::record(id, "a", control_id, Status::Filtered);
+                r.business_keys = keys;
+                s.put(&r, b"x", &[]).expect("put");
+                id
+            };
+            let name = |words: &str| {
+                name_tokens(words)
+                    .into_iter()
+                    .map(|w| key(BusinessKeyKind::PatientName, &w))
+                    .collect::<Vec<_>>()
+            };
+            let mut k = name("Zyqlander Maja");
+            k.push(key(BusinessKeyKind::PatientId, "MRN-5"));
+            let maja = put("C-1", k);
+            let other = put("C-2", name("Zyqlander Erik"));
+            let order = put(
+                "zyqlander",
+                vec![key(BusinessKeyKind::OrderNumber, "ORD-9")],
+            );
+            let by_name = |text: &str| s.ids_by_name(text, 0, u64::MAX).expect("search");
+            assert_eq!(by_name("maja zyqlander"), [maja], "sealed: {sealed}");
+            assert_eq!(by_name("ZYQLANDER, Maja"), [maja]);
+            assert_eq!(by_name("Zyqlander"), [other, maja]);
+            assert!(by_name("zyql").is_empty(), "whole words only");
+            assert!(by_name("maja erik").is_empty(), "every word");
+            assert!(by_name("").is_empty());
+            let text = |t: &str| s.ids_by_text(t, 0, u64::MAX).expect("search");
+            assert_eq!(
+                text("zyqlander"),
+                [order, other, maja],
+                "control id and names"
+            );
+            assert_eq!(text("MRN-5"), [maja]);
+            assert_eq!(text(" ORD-9 "), [order]);
+            assert_eq!(text("C-2"), [other]);
+            let listed = s
+                .list(&Query {
+                    text: Some("maja".into()),
+                    limit: 10,
+                    ..Query::default()
+                })
+                .expect("list");
+            assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), [maja]);
+            let by_kind = s
+                .ids_by_business_key(Some(BusinessKeyKind::PatientName), "maja", 0, u64::MAX)
+                .expect("search");
+            assert_eq!(by_kind, [maja]);
+            let clear = |t: &sled::Tree| {
+                t.iter().any(|kv| {
+                    let (k, v) = kv.expect("read");
+                    [k, v].iter().any(|b| {
+                        ["maja", "zyqlander", "Zyqlander"]
+                            .iter()
+                            .any(|w| b.windows(w.len()).any(|x| x == w.as_bytes()))
+                    })
+                })
+            };
+            assert_eq!(
+                clear(&s.by_business_key),
+                !sealed,
+                "index, sealed: {sealed}"
+            );
+            // The control id "zyqlander" of the third message is a control id, in clear by
+            // design; the other records hold the name only as keyed hashes when sealed.
+            let records_in_clear = [maja, other].iter().any(|id| {
+                let v = s
+                    .messages
+                    .get(id.to_be_bytes())
+                    .expect("get")
+                    .expect("record");
+                ["maja", "zyqlander"]
+                    .iter()
+                    .any(|w| v.windows(w.len()).any(|x| x == w.as_bytes()))
+            });
+            assert_eq!(records_in_clear, !sealed, "records, sealed: {sealed}");
+        }
     }
 }

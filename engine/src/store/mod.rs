@@ -10,6 +10,7 @@
 //! | `by_control_id` | control id, 0x00, message id | empty |
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
 //! | `fhir_ids` | channel, 0x00, FHIR `{type}/{id}`, 0x00, message id | empty (see [`fhir_ids`]) |
+//! | `paused` | channel name | [`PauseRecord`] as JSON: who paused the channel, when |
 //! | `meta` | name | schema version and the like |
 //!
 //! The outbox, attempts, dead letters and audit trees are described in [`outbox`], the
@@ -172,6 +173,20 @@ pub struct MessageRecord {
     /// it claimed none (rejected messages); retention removes the entry with the message.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dedup_key: String,
+    /// For a message an operator edited and sent again from the console or the admin API
+    /// (`POST /api/messages/{id}/resend`): the id of the message it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resent_from: Option<u64>,
+}
+
+/// Why a channel is paused (`POST /api/channels/{name}/pause`), kept in the `paused` tree so
+/// a restart keeps it paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    /// The operator (token name, and the client's `X-Switchboard-User` when sent).
+    pub by: String,
+    /// Unix ms of the pause.
+    pub at_ms: u64,
 }
 
 /// Filters of [`Store::list`].
@@ -183,6 +198,9 @@ pub struct Query {
     pub control_id: Option<String>,
     /// Only messages carrying this business identifier (read from the index).
     pub business_key: Option<String>,
+    /// Only messages found by this text: control id, business identifier of any kind, or
+    /// the words of the patient's name (see [`Store::ids_by_text`]).
+    pub text: Option<String>,
     /// With `business_key`: only as this kind of identifier (any kind when `None`).
     pub business_key_kind: Option<transforms::model::BusinessKeyKind>,
     /// Only this status.
@@ -216,6 +234,7 @@ pub struct Store {
     pub(crate) ledger_by_message: sled::Tree,
     pub(crate) worklist: sled::Tree,
     pub(crate) mpps: sled::Tree,
+    pub(crate) paused: sled::Tree,
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
@@ -307,6 +326,7 @@ impl Store {
             ledger_by_message: db.open_tree("ledger_by_message")?,
             worklist: db.open_tree("worklist")?,
             mpps: db.open_tree("mpps")?,
+            paused: db.open_tree("paused")?,
             last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,
@@ -479,31 +499,17 @@ impl Store {
                     .is_none_or(|t| transforms::hl7v2::validate::type_matches(t, &r.message_type))
         };
         let mut out = Vec::new();
-        if let Some(value) = &q.business_key {
-            for id in self.ids_by_business_key(q.business_key_kind, value, lower, upper)? {
-                if let Some(r) = self.get(id)? {
-                    if keep(&r) {
-                        out.push(r);
-                        if out.len() >= limit {
-                            break;
-                        }
-                    }
-                }
-            }
-            return Ok(out);
-        }
-        if let Some(control_id) = &q.control_id {
-            let mut prefix = control_id.as_bytes().to_vec();
-            prefix.push(0);
-            let mut ids: Vec<u64> = self
-                .by_control_id
-                .scan_prefix(&prefix)
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter_map(|k| k[prefix.len()..].try_into().ok().map(u64::from_be_bytes))
-                .filter(|id| *id >= lower && *id < upper)
-                .collect();
-            ids.sort_unstable_by(|a, b| b.cmp(a));
+        // An index narrows the candidates first: the search text, a business key, a control id.
+        let indexed = if let Some(text) = &q.text {
+            Some(self.ids_by_text(text, lower, upper)?)
+        } else if let Some(value) = &q.business_key {
+            Some(self.ids_by_business_key(q.business_key_kind, value, lower, upper)?)
+        } else if let Some(control_id) = &q.control_id {
+            Some(self.ids_by_control_id(control_id, lower, upper)?)
+        } else {
+            None
+        };
+        if let Some(ids) = indexed {
             for id in ids {
                 if let Some(r) = self.get(id)? {
                     if keep(&r) {
@@ -532,6 +538,74 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Ids of the messages with MSH-10 (control id) `control_id`, in `lower..upper`, newest
+    /// first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails.
+    pub fn ids_by_control_id(
+        &self,
+        control_id: &str,
+        lower: u64,
+        upper: u64,
+    ) -> Result<Vec<u64>, StoreError> {
+        if control_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut prefix = control_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut ids = Vec::new();
+        for k in self.by_control_id.scan_prefix(&prefix).keys() {
+            let k = k?;
+            if let Some(id) = k[prefix.len()..].try_into().ok().map(u64::from_be_bytes) {
+                if id >= lower && id < upper {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(ids)
+    }
+
+    /// Records that `channel` is paused (`Some`) or not (`None`); durable once
+    /// [`Store::commit`] returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails; [`StoreError::DiskFull`] (nothing written) under the
+    /// free-space reserve.
+    pub fn set_paused(&self, channel: &str, pause: Option<&PauseRecord>) -> Result<(), StoreError> {
+        self.space.check(space::WritePath::Operator)?;
+        match pause {
+            Some(p) => {
+                let v = serde_json::to_vec(p).map_err(|e| StoreError::Codec(e.to_string()))?;
+                self.paused.insert(channel.as_bytes(), v)?;
+            }
+            None => {
+                self.paused.remove(channel.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every paused channel (configured or not) and why.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or a record cannot be decoded.
+    pub fn paused_channels(&self) -> Result<Vec<(String, PauseRecord)>, StoreError> {
+        self.paused
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let record =
+                    serde_json::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), record))
+            })
+            .collect()
     }
 
     /// Number of message records.
@@ -607,6 +681,7 @@ pub(crate) mod tests {
             deliveries: vec![],
             business_keys: vec![],
             dedup_key: String::new(),
+            resent_from: None,
         }
     }
 

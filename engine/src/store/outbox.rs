@@ -161,6 +161,12 @@ pub struct Attempt {
     pub detail: String,
     /// Milliseconds the attempt took.
     pub duration_ms: u64,
+    /// The peer's whole answer to this attempt (an MLLP peer's ACK, an HTTP response body),
+    /// at most `channels::destination::MAX_ANSWER_BYTES`; sealed with the rest of the attempt
+    /// when encryption is on. `None` when there was no answer (a timeout, a refused
+    /// connection, a file written) and in attempts recorded before answers were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// Who did what: operator actions, reloads and retention passes.

@@ -390,6 +390,7 @@ mod tests {
             deliveries: vec![],
             business_keys: vec![],
             dedup_key: String::new(),
+            resent_from: None,
         }
     }
 
@@ -577,6 +578,7 @@ mod tests {
                 status: Some(400),
                 detail: "bad".into(),
                 duration_ms: 1,
+                answer: None,
             },
         )
         .expect("attempt");

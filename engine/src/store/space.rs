@@ -273,6 +273,7 @@ mod tests {
             status: Some(200),
             detail: String::new(),
             duration_ms: 1,
+            answer: None,
         };
         let before = snapshot(&s);
 

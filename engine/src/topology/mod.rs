@@ -102,6 +102,8 @@ pub struct Shared {
     pub live: Arc<LiveContext>,
     /// The retention task's settings.
     pub retention: watch::Sender<RetentionSettings>,
+    /// Which channels an operator paused (see [`crate::pause`]).
+    pub pauses: Arc<crate::pause::Pauses>,
 }
 
 struct RunningChannel {
@@ -166,6 +168,21 @@ impl Supervisor {
         };
         s.publish(&*s.state.lock().await);
         Ok(s)
+    }
+
+    /// Which channels an operator paused.
+    pub fn pauses(&self) -> &Arc<crate::pause::Pauses> {
+        &self.shared.pauses
+    }
+
+    /// The ingest of a running channel, for an operator's resend (see
+    /// [`crate::admin`]); `None` when no channel of that name runs.
+    pub async fn ingest_of(&self, channel: &str) -> Option<Arc<ChannelIngest>> {
+        let t = self.state.lock().await;
+        t.channels
+            .iter()
+            .find(|c| c.loaded.config.name == channel)
+            .map(|c| c.slot.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// The addresses and version now running.
@@ -253,13 +270,16 @@ impl Supervisor {
                     if ch.loaded.config == loaded.config
                         && ch.loaded.charset_fallback == loaded.charset_fallback =>
                 {
-                    let ingest = Arc::new(ChannelIngest::new(
-                        loaded,
-                        self.shared.store.clone(),
-                        self.shared.metrics.clone(),
-                        &new.version,
-                        self.shared.pipeline.clone(),
-                    ));
+                    let ingest = Arc::new(
+                        ChannelIngest::new(
+                            loaded,
+                            self.shared.store.clone(),
+                            self.shared.metrics.clone(),
+                            &new.version,
+                            self.shared.pipeline.clone(),
+                        )
+                        .with_pause(self.shared.pauses.flag(&name)),
+                    );
                     *ch.slot.write().unwrap_or_else(|p| p.into_inner()) = ingest;
                     running.push(RunningChannel {
                         loaded: loaded.clone(),
@@ -476,11 +496,13 @@ async fn start_channel(
     }
     let (tx, rx) = mpsc::channel(1024);
     let stop = shared.shutdown.child_token();
+    let paused = shared.pauses.flag(&name);
     let cx = SourceContext {
         channel: name.clone(),
         out: tx,
         shutdown: stop.clone(),
         metrics: shared.metrics.source(&name),
+        paused: paused.clone(),
     };
     shared.metrics.channel_started(
         &name,
@@ -505,13 +527,16 @@ async fn start_channel(
             });
         }
     };
-    let slot: IngestSlot = Arc::new(RwLock::new(Arc::new(ChannelIngest::new(
-        loaded,
-        shared.store.clone(),
-        shared.metrics.clone(),
-        version,
-        shared.pipeline.clone(),
-    ))));
+    let slot: IngestSlot = Arc::new(RwLock::new(Arc::new(
+        ChannelIngest::new(
+            loaded,
+            shared.store.clone(),
+            shared.metrics.clone(),
+            version,
+            shared.pipeline.clone(),
+        )
+        .with_pause(paused),
+    )));
     let ingest = tokio::spawn(run_ingest(slot.clone(), rx));
     Ok(RunningChannel {
         loaded: loaded.clone(),

@@ -115,6 +115,7 @@ pub async fn build_source(
             deps.metrics.clone(),
             deps.version,
             cx.shutdown,
+            cx.paused,
         )
         .map(|join| SourceTask {
             local_addr: None,

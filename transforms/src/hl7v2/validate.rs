@@ -34,11 +34,14 @@ pub enum ErrorCode {
     /// 207 as well, answered AE: a destination did not confirm a message in time
     /// (channels that acknowledge on delivery).
     DeliveryNotConfirmed,
+    /// 207 as well, answered AR/CR: an operator paused the channel; the message was not
+    /// stored and should be sent again later.
+    ChannelPaused,
 }
 
 impl ErrorCode {
     /// Every code, in table order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::SegmentSequence,
         ErrorCode::RequiredFieldMissing,
         ErrorCode::DataType,
@@ -50,6 +53,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedVersionId,
         ErrorCode::ApplicationInternalError,
         ErrorCode::DeliveryNotConfirmed,
+        ErrorCode::ChannelPaused,
     ];
 
     /// The numeric code of table 0357.
@@ -64,7 +68,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedEventCode => 201,
             ErrorCode::UnsupportedProcessingId => 202,
             ErrorCode::UnsupportedVersionId => 203,
-            ErrorCode::ApplicationInternalError | ErrorCode::DeliveryNotConfirmed => 207,
+            ErrorCode::ApplicationInternalError
+            | ErrorCode::DeliveryNotConfirmed
+            | ErrorCode::ChannelPaused => 207,
         }
     }
 
@@ -80,9 +86,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedEventCode => "Unsupported event code",
             ErrorCode::UnsupportedProcessingId => "Unsupported processing id",
             ErrorCode::UnsupportedVersionId => "Unsupported version id",
-            ErrorCode::ApplicationInternalError | ErrorCode::DeliveryNotConfirmed => {
-                "Application internal error"
-            }
+            ErrorCode::ApplicationInternalError
+            | ErrorCode::DeliveryNotConfirmed
+            | ErrorCode::ChannelPaused => "Application internal error",
         }
     }
 
@@ -100,6 +106,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersionId => "unsupported_version",
             ErrorCode::ApplicationInternalError => "store_error",
             ErrorCode::DeliveryNotConfirmed => "delivery_not_confirmed",
+            ErrorCode::ChannelPaused => "channel_paused",
         }
     }
 
@@ -112,6 +119,7 @@ impl ErrorCode {
                 | ErrorCode::UnsupportedProcessingId
                 | ErrorCode::UnsupportedVersionId
                 | ErrorCode::ApplicationInternalError
+                | ErrorCode::ChannelPaused
         )
     }
 }

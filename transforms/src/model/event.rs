@@ -377,6 +377,10 @@ pub enum BusinessKeyKind {
     AppointmentId,
     /// An order number (placer or filler).
     OrderNumber,
+    /// One word of the patient's name, in lower case: not an identifier, and never produced
+    /// by [`Event::business_keys`]; the engine indexes a message's patient name under it so
+    /// an operator can search by name.
+    PatientName,
 }
 
 /// A business identifier under which the engine indexes the message.
