@@ -31,6 +31,8 @@ fn v28_triggers() -> Vec<(&'static str, String)> {
     for t in ["O21", "O33", "O35"] {
         out.push(("OML", t.into()));
     }
+    // The imaging order (OMI_O23), for the DICOM worklist: an order like ORM/OML, with IPC.
+    out.push(("OMI", "O23".into()));
     for t in ["R01", "R30", "R31", "R32"] {
         out.push(("ORU", t.into()));
     }
