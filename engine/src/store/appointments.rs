@@ -193,34 +193,15 @@ mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::id_map::tests::entry;
     use crate::store::id_map::{BookingState, RecordChange};
     use crate::store::ledger::LedgerWrite;
     use crate::store::{MessageRecord, Status};
-    use transforms::dest::latrexa::PendingBooking;
 
     fn record(id: u64) -> MessageRecord {
         let mut r = crate::store::tests::record(id, "bookings", &id.to_string(), Status::Received);
         r.format = "latrexa".into();
         r
-    }
-
-    fn booking(id: u64, latrexa_id: &str) -> BookingEntry {
-        BookingEntry {
-            latrexa_id: latrexa_id.into(),
-            his_appointment_id: None,
-            his_accepted: false,
-            booking: PendingBooking {
-                id: latrexa_id.into(),
-                version: 1,
-                ..PendingBooking::default()
-            },
-            fingerprint: "f".into(),
-            state: BookingState::Received,
-            message_id: id,
-            control_id: id.to_string(),
-            siu: "MSH|...".into(),
-            updated_at_ms: id,
-        }
     }
 
     const SCOPE: LinkScope<'static> = LinkScope {
@@ -244,7 +225,7 @@ mod tests {
     fn an_appointment_is_found_by_any_of_its_ids_and_the_his_id_is_learnt_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
-        s.put_booking(&record(10), b"{}", &booking(10, "LX-1"))
+        s.put_booking(&record(10), b"{}", &entry(10, "LX-1"))
             .expect("put");
         let echo = s
             .appointment_link(SCOPE, &ids(Some("LX-1"), Some("LX-1")))
@@ -337,7 +318,7 @@ mod tests {
     fn the_bookings_worker_never_overwrites_an_id_learnt_through_the_link() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = Store::open(dir.path(), Durability::Os, &Metrics::new("t")).expect("open");
-        s.put_booking(&record(10), b"{}", &booking(10, "LX-1"))
+        s.put_booking(&record(10), b"{}", &entry(10, "LX-1"))
             .expect("put");
         let mut older = s
             .booking_entry("bookings", "LX-1")

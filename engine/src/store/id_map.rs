@@ -390,7 +390,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Durability;
     use crate::metrics::Metrics;
@@ -422,7 +422,8 @@ mod tests {
         }
     }
 
-    fn entry(id: u64, latrexa_id: &str) -> BookingEntry {
+    /// A booking entry as the bookings worker first stores it (state `Received`), for tests.
+    pub(crate) fn entry(id: u64, latrexa_id: &str) -> BookingEntry {
         BookingEntry {
             latrexa_id: latrexa_id.into(),
             his_appointment_id: None,

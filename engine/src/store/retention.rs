@@ -349,7 +349,6 @@ mod tests {
     use crate::store::id_map::{BookingEntry, BookingState, RecordChange};
     use crate::store::outbox::OutboxItem;
     use crate::store::MessageRecord;
-    use transforms::dest::latrexa::PendingBooking;
     use transforms::model::BusinessKeyKind;
 
     const DAY: u64 = 86_400_000;
@@ -422,22 +421,8 @@ mod tests {
         rec.format = "latrexa".into();
         rec.message_type = "booking.create".into();
         rec.status = Status::Received;
-        let entry = BookingEntry {
-            latrexa_id: latrexa_id.into(),
-            his_appointment_id: None,
-            his_accepted: false,
-            booking: PendingBooking {
-                id: latrexa_id.into(),
-                version: 1,
-                ..PendingBooking::default()
-            },
-            fingerprint: "f".into(),
-            state: BookingState::Received,
-            message_id: rec.id,
-            control_id: rec.control_id.clone(),
-            siu: "MSH|...".into(),
-            updated_at_ms: at_ms,
-        };
+        let mut entry = crate::store::id_map::tests::entry(rec.id, latrexa_id);
+        entry.updated_at_ms = at_ms;
         store.put_booking(&rec, b"{}", &entry).expect("put booking");
         let status = match &state {
             BookingState::Confirmed => Some(Status::Delivered),
