@@ -614,3 +614,49 @@ async fn a_stored_study_is_written_forwarded_and_announced_once() {
     );
     drop(pacs);
 }
+
+#[test]
+fn check_connect_echoes_dicom_destinations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pacs = pacs(dir.path());
+    // A port nothing listens on: bound, then released.
+    let closed = free_port();
+    let cfg = TestConfig::new("", "");
+    std::fs::write(
+        cfg.conf().join("channels/images.toml"),
+        format!(
+            "name = \"images\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nto = [\"pacs\", \"gone\"]\n\
+             [[destination]]\nname = \"pacs\"\ntype = \"dicom\"\naddress = \"127.0.0.1:{}\"\n\
+             ae_title = \"PACS\"\ntimeout_secs = 5\n\
+             [[destination]]\nname = \"gone\"\ntype = \"dicom\"\naddress = \"127.0.0.1:{closed}\"\n\
+             ae_title = \"PACS\"\ntimeout_secs = 5\n",
+            pacs.1
+        ),
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one destination is down:\n{stdout}"
+    );
+    let line = |target: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(target))
+            .unwrap_or_else(|| panic!("no line for {target} in:\n{stdout}"))
+            .to_string()
+    };
+    let up = line("images/pacs: ");
+    assert!(
+        up.contains("up: ") && up.contains("C-ECHO answered with success"),
+        "{up}"
+    );
+    assert!(line("images/gone: ").contains("DOWN"), "{stdout}");
+}
