@@ -318,26 +318,14 @@ pub fn response(
     if !sop_class.is_empty() {
         c.put_str(tags::AFFECTED_SOP_CLASS_UID, VR::UI, sop_class);
     }
-    c.put(DataElement::new(
-        tags::COMMAND_FIELD,
-        VR::US,
-        PrimitiveValue::from(field),
-    ));
-    c.put(DataElement::new(
-        tags::MESSAGE_ID_BEING_RESPONDED_TO,
-        VR::US,
-        PrimitiveValue::from(message_id),
-    ));
-    c.put(DataElement::new(
+    put_us(&mut c, tags::COMMAND_FIELD, field);
+    put_us(&mut c, tags::MESSAGE_ID_BEING_RESPONDED_TO, message_id);
+    put_us(
+        &mut c,
         tags::COMMAND_DATA_SET_TYPE,
-        VR::US,
-        PrimitiveValue::from(if has_dataset { 0x0000 } else { NO_DATASET }),
-    ));
-    c.put(DataElement::new(
-        tags::STATUS,
-        VR::US,
-        PrimitiveValue::from(status),
-    ));
+        data_set_type(has_dataset),
+    );
+    put_us(&mut c, tags::STATUS, status);
     c
 }
 
@@ -350,22 +338,28 @@ pub fn request(
 ) -> InMemDicomObject {
     let mut c = InMemDicomObject::new_empty();
     c.put_str(tags::AFFECTED_SOP_CLASS_UID, VR::UI, sop_class);
-    c.put(DataElement::new(
-        tags::COMMAND_FIELD,
-        VR::US,
-        PrimitiveValue::from(field),
-    ));
-    c.put(DataElement::new(
-        tags::MESSAGE_ID,
-        VR::US,
-        PrimitiveValue::from(message_id),
-    ));
-    c.put(DataElement::new(
+    put_us(&mut c, tags::COMMAND_FIELD, field);
+    put_us(&mut c, tags::MESSAGE_ID, message_id);
+    put_us(
+        &mut c,
         tags::COMMAND_DATA_SET_TYPE,
-        VR::US,
-        PrimitiveValue::from(if has_dataset { 0x0000 } else { NO_DATASET }),
-    ));
+        data_set_type(has_dataset),
+    );
     c
+}
+
+/// Puts the US element `tag` = `value` into a command set.
+fn put_us(c: &mut InMemDicomObject, tag: dicom_core::Tag, value: u16) {
+    c.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+}
+
+/// CommandDataSetType: 0x0000 when a data set follows, else [`NO_DATASET`].
+fn data_set_type(has_dataset: bool) -> u16 {
+    if has_dataset {
+        0x0000
+    } else {
+        NO_DATASET
+    }
 }
 
 /// Sends a command and, when given, its data set, each split into P-DATA PDUs no larger
