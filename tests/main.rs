@@ -19,6 +19,7 @@ mod fault_proxy;
 mod faults;
 mod fhir_destination;
 mod http_sources;
+mod journey;
 mod latrexa;
 mod ops;
 mod packaging;

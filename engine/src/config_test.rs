@@ -994,6 +994,7 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
             0,
             None,
             "",
+            None,
         );
         for item in items {
             let dest = item

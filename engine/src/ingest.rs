@@ -854,6 +854,10 @@ impl ChannelIngest {
             Vec::new()
         };
         if let Err(e) = self.store.put(record, raw, &items) {
+            // The sender will send it again: what it wrote to visit timelines goes too.
+            if let Err(forget) = self.store.journey_forget(record.id) {
+                warn!(channel = %self.channel, id = record.id, error = %forget, "Cannot take back the visit timeline steps of a message that was not stored.");
+            }
             self.metrics
                 .store_errors
                 .with_label_values(&["write"])

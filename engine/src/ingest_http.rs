@@ -708,21 +708,69 @@ fn decide_px360(req: &JsonBody) -> Decision {
     let hash = body_hash(req);
     let message_type = req.interaction.clone();
     match json_events("px360", &message_type, &req.body) {
-        Ok(events) => Decision {
+        Ok(_) => Decision {
             message_type,
             control_id: hash.clone(),
             dedup_key: Some(hash),
             status: 200,
-            body: json!({
-                "success": true,
-                "message": format!("Patient data received: {} visit(s) accepted.", events.len()),
-            })
-            .to_string(),
+            body: px360_success(&req.body).to_string(),
             location: None,
             rejected: None,
         },
         Err(e) => webhook_reject(WebhookFormat::Px360, message_type, hash, &e),
     }
+}
+
+/// PX360's success body for an accepted HIS patient-data body, as the PX360 document shows
+/// it: the patient and journey ids (deterministic UUID-shaped hashes of the MRN and of the
+/// MRN and admission, since the engine keeps no PX360 records), the visit types that complete
+/// a stage of the document's journey stage table, and the journey `completed` with its survey
+/// triggered when the body has a `DischargeDate`, `active` otherwise.
+fn px360_success(body: &[u8]) -> Value {
+    let Ok(data) = serde_json::from_slice::<Value>(body)
+        .map_err(|_| ())
+        .and_then(|v| transforms::dest::px360::validate(&v).map_err(|_| ()))
+    else {
+        return json!({"success": true, "message": "Patient data processed successfully."});
+    };
+    let stages = transforms::dest::px360::default_journey_stages();
+    let completed: Vec<&str> = data
+        .visits
+        .iter()
+        .map(|v| v.kind.as_str())
+        .filter(|k| stages.contains_key(*k))
+        .collect();
+    let d = &data.demographics[0];
+    let discharged = d.discharge_date.as_deref().is_some_and(|s| !s.is_empty());
+    json!({
+        "success": true,
+        "message": format!(
+            "Patient data processed successfully. Journey created with {} stages completed.",
+            completed.len()
+        ),
+        "patient_id": uuid_shaped(&["patient", &d.patient_id]),
+        "patient_mrn": d.patient_id,
+        "patient_name": d.patient_name,
+        "journey_id": uuid_shaped(&["journey", &d.patient_id, &d.admission_id]),
+        "encounter_id": d.admission_id,
+        "completed_stages": completed,
+        "survey_triggered": discharged,
+        "journey_status": if discharged { "completed" } else { "active" },
+    })
+}
+
+/// A UUID-shaped (8-4-4-4-12, version 4 and variant bits set) hash of `parts`.
+fn uuid_shaped(parts: &[&str]) -> String {
+    let h = stable_id(parts);
+    let h = format!("{h}{}", stable_id(&[&h]));
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 fn decide_opsport(req: &JsonBody) -> Decision {

@@ -87,7 +87,15 @@ impl Pipeline {
             return Vec::new();
         };
         let store = &self.store;
-        let items = router.render(record, raw, &mut || store.next_seq(), now_ms(), None, "");
+        let items = router.render(
+            record,
+            raw,
+            &mut || store.next_seq(),
+            now_ms(),
+            None,
+            "",
+            Some(store),
+        );
         let (code, trigger) = record
             .message_type
             .split_once('^')
@@ -126,6 +134,7 @@ impl Pipeline {
             now_ms(),
             only,
             key_suffix,
+            Some(&self.store),
         );
         let routed = self.store.route(id, &items)?;
         debug!(channel = %record.channel, id, deliveries = items.len(), "Message reprocessed.");

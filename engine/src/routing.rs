@@ -307,7 +307,9 @@ impl Router {
 
     /// Renders the outbox items for a message; empty when no route matches.
     /// `only` restricts the destinations (reprocess); `key_suffix` makes idempotency keys
-    /// of a reprocess differ from the original's.
+    /// of a reprocess differ from the original's. With `store`, a PX360 payload carries its
+    /// visit's timeline kept there (see [`crate::store::journey`]); without, the event's own.
+    #[allow(clippy::too_many_arguments)]
     pub fn render(
         &self,
         record: &MessageRecord,
@@ -316,6 +318,7 @@ impl Router {
         now_ms: u64,
         only: Option<&[String]>,
         key_suffix: &str,
+        store: Option<&crate::store::Store>,
     ) -> Vec<OutboxItem> {
         let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
         // The index-only reader: its cost is a small multiple of the message's size whatever
@@ -408,10 +411,28 @@ impl Router {
             }
             if let Some(vendor) = kind.vendor() {
                 for (n, event) in events.iter().enumerate() {
-                    let rendered = crate::vendor::render(
+                    let timeline = match (vendor, store) {
+                        ("px360", Some(store)) => {
+                            match self.timeline(store, &dest, event, (record.id, n)) {
+                                Ok(t) => t,
+                                Err(e) => {
+                                    tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Visit timeline unavailable; the delivery goes to the dead letters.");
+                                    bodies.push(Body::failed(
+                                        dest.clone(),
+                                        kind,
+                                        &format!("visit timeline: {e}"),
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    let rendered = crate::vendor::render_with(
                         vendor,
                         self.destinations.get(&dest),
                         event,
+                        timeline.as_ref(),
                         route_mapping.as_deref(),
                     );
                     let rendered = match rendered {
@@ -556,6 +577,29 @@ impl Router {
                 }
             })
             .collect()
+    }
+}
+
+impl Router {
+    /// The timeline of the event's visit with the event's steps in it, kept in `store`
+    /// (`None` when the event names no visit).
+    fn timeline(
+        &self,
+        store: &crate::store::Store,
+        dest: &str,
+        event: &transforms::model::Event,
+        (message_id, n): (u64, usize),
+    ) -> Result<Option<transforms::journey::Timeline>, crate::store::StoreError> {
+        let Some(visit) = transforms::journey::visit_key(event) else {
+            return Ok(None);
+        };
+        let opts = crate::vendor::px360_options(self.destinations.get(dest));
+        let n = u16::try_from(n).unwrap_or(u16::MAX);
+        store
+            .journey_step(&visit, (message_id, n), |so_far| {
+                transforms::journey::delta_of(event, so_far, &opts.departments)
+            })
+            .map(Some)
     }
 }
 
@@ -753,6 +797,7 @@ mod tests {
                 1,
                 None,
                 "",
+                None,
             )
             .into_iter()
             .map(|i| (i.destination, i.partition))

@@ -6,7 +6,9 @@
 //! `payload = "opsport"`): the vendor's default options are used then.
 
 use channels::destination::DestinationConfig;
+use transforms::dest::px360::Px360Options;
 use transforms::dest::{MappingError, Rendered};
+use transforms::journey::Timeline;
 use transforms::mapping::FieldMapping;
 use transforms::model::Event;
 
@@ -22,6 +24,29 @@ pub fn render(
     vendor: &str,
     dest: Option<&DestinationConfig>,
     event: &Event,
+    route_mapping: Option<&FieldMapping>,
+) -> Result<Vec<Rendered>, MappingError> {
+    render_with(vendor, dest, event, None, route_mapping)
+}
+
+/// The PX360 options of a destination (the defaults for a destination of another kind).
+pub fn px360_options(dest: Option<&DestinationConfig>) -> std::borrow::Cow<'_, Px360Options> {
+    match dest {
+        Some(DestinationConfig::Px360(c)) => std::borrow::Cow::Borrowed(&c.options),
+        _ => std::borrow::Cow::Owned(Px360Options::default()),
+    }
+}
+
+/// [`render`], with the visit's stored timeline for PX360 (`None`: the event's own steps).
+///
+/// # Errors
+///
+/// As [`render`].
+pub fn render_with(
+    vendor: &str,
+    dest: Option<&DestinationConfig>,
+    event: &Event,
+    timeline: Option<&Timeline>,
     route_mapping: Option<&FieldMapping>,
 ) -> Result<Vec<Rendered>, MappingError> {
     let (mut items, dest_mapping) = match (vendor, dest) {
@@ -41,14 +66,18 @@ pub fn render(
             transforms::dest::buktor::render(event, &Default::default())?,
             None,
         ),
-        ("px360", Some(DestinationConfig::Px360(c))) => (
-            transforms::dest::px360::render(event, &c.options)?,
-            Some(&c.mapping),
-        ),
-        ("px360", _) => (
-            transforms::dest::px360::render(event, &Default::default())?,
-            None,
-        ),
+        ("px360", _) => {
+            let opts = px360_options(dest);
+            let items = match timeline {
+                Some(t) => transforms::dest::px360::render_journey(event, t, &opts)?,
+                None => transforms::dest::px360::render(event, &opts)?,
+            };
+            let mapping = match dest {
+                Some(DestinationConfig::Px360(c)) => Some(&c.mapping),
+                _ => None,
+            };
+            (items, mapping)
+        }
         // Latrexa takes the HIS's local times (`YYYY-MM-DDTHH:MM:SS`), as rendered.
         ("latrexa", Some(DestinationConfig::Latrexa(c))) => {
             let mut items = transforms::dest::latrexa::render(event)?;

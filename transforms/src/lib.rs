@@ -12,6 +12,7 @@ pub mod model;
 pub mod dest;
 pub mod fhir;
 pub mod from_json;
+pub mod journey;
 pub mod mapping;
 pub mod serde_reason;
 pub mod to_v2;

@@ -19,7 +19,9 @@
 //! by `AdmissionID` (its encounter id), every visit whose `Type` is in the seed's table
 //! ([`JOURNEY_STAGES`]) completes its stage, visit types not in the table are kept as skipped
 //! in the state, and the answer is the seed's success body. The journey is `completed` (and the
-//! post-discharge survey triggered, once) when `DischargeDate` is given, `active` otherwise.
+//! post-discharge survey triggered, once: `surveys_sent` in the state counts them) when
+//! `DischargeDate` is given, `active` otherwise: the journey follows the last body, so a
+//! later body without it shows the journey reopened.
 //!
 //! The seed's endpoint takes no credentials; when an API key is configured the sandbox asks for
 //! it in `X-API-Key` (401 `{"detail":...}` otherwise), as the seed's security notes suggest.
@@ -325,6 +327,11 @@ fn process(s: &Px360, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
         .as_ref()
         .is_some_and(|j| j["survey_triggered"] == json!(true));
     let survey_triggered = discharged && !already_surveyed;
+    let surveys_sent = existing
+        .as_ref()
+        .and_then(|j| j["surveys_sent"].as_u64())
+        .unwrap_or(0)
+        + u64::from(survey_triggered);
     let journey_status = if discharged { "completed" } else { "active" };
     db.journeys.insert(
         encounter.clone(),
@@ -337,6 +344,7 @@ fn process(s: &Px360, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
             "stages": stages,
             "skipped_visit_types": skipped,
             "survey_triggered": survey_triggered || already_surveyed,
+            "surveys_sent": surveys_sent,
         }),
     );
     (

@@ -9,8 +9,11 @@
 //!   successfully."}`, errors `{"status":"error","message":...}` (401 `Unauthorized`, 401
 //!   `Missing Buktor-Signature header.`, 403 `Invalid signature.`, 401 for a stale timestamp,
 //!   400 for a body that is not an event).
-//! - `px360`: HIS patient-data JSON on `POST /api/simulator/his-patient-data/`; an invalid
-//!   body gets PX360's `{"error":"Invalid HIS data format","details":{...}}` (400).
+//! - `px360`: HIS patient-data JSON on `POST /api/simulator/his-patient-data/` and on the
+//!   legacy `POST /api/simulator/his-events/` the PX360 document keeps for backward
+//!   compatibility (same body; the record's message type tells them apart); the answer is
+//!   PX360's success body, an invalid body gets PX360's
+//!   `{"error":"Invalid HIS data format","details":{...}}` (400).
 //! - `opsport`: OpsPort-shaped upserts on `POST /api/healthcare/{clinic,doctor,patient,
 //!   appointment}` (one object) and the plural paths (a JSON array), with `X-API-Key`.
 //!
@@ -218,9 +221,12 @@ pub fn endpoint(format: WebhookFormat, path: &str) -> Option<String> {
         WebhookFormat::Buktor => {
             matches!(path, "/his/receive" | "/his-receive").then(|| "his/receive".into())
         }
-        WebhookFormat::Px360 => {
-            (path == "/api/simulator/his-patient-data").then(|| "his-patient-data".into())
-        }
+        WebhookFormat::Px360 => match path {
+            "/api/simulator/his-patient-data" => Some("his-patient-data".into()),
+            // The legacy endpoint the PX360 document keeps for backward compatibility.
+            "/api/simulator/his-events" => Some("his-events".into()),
+            _ => None,
+        },
         WebhookFormat::Opsport => path
             .strip_prefix("/api/healthcare/")
             .filter(|k| OPSPORT_KINDS.contains(k))
@@ -374,6 +380,14 @@ mod tests {
         assert_eq!(
             endpoint(WebhookFormat::Px360, "/api/simulator/his-patient-data/").as_deref(),
             Some("his-patient-data")
+        );
+        assert_eq!(
+            endpoint(WebhookFormat::Px360, "/api/simulator/his-events/").as_deref(),
+            Some("his-events")
+        );
+        assert_eq!(
+            endpoint(WebhookFormat::Px360, "/api/simulator/other/"),
+            None
         );
         assert_eq!(
             endpoint(WebhookFormat::Opsport, "/api/healthcare/patients").as_deref(),

@@ -17,7 +17,8 @@
 //! Latrexa id mapping (`id_map`) in [`id_map`], the appointment ledger (`ledger`,
 //! `ledger_by_message`) in [`ledger`], how those two are one model of an appointment
 //! (what the HIS and Latrexa each know of it) in [`appointments`], and the DICOM
-//! worklists and MPPS states (`worklist`, `mpps`) in [`dicom`].
+//! worklists and MPPS states (`worklist`, `mpps`) in [`dicom`], and the visit timelines
+//! of the patient journey (`journey`, `journey_by_message`) in [`journey`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -32,6 +33,7 @@ pub mod dedup;
 pub mod dicom;
 pub mod fhir_ids;
 pub mod id_map;
+pub mod journey;
 pub mod keys;
 pub mod ledger;
 pub mod outbox;
@@ -235,6 +237,10 @@ pub struct Store {
     pub(crate) worklist: sled::Tree,
     pub(crate) mpps: sled::Tree,
     pub(crate) paused: sled::Tree,
+    pub(crate) journey: sled::Tree,
+    pub(crate) journey_by_message: sled::Tree,
+    /// One visit timeline read-and-write at a time (see [`journey`]).
+    journey_lock: Arc<std::sync::Mutex<()>>,
     last_id: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
@@ -327,6 +333,9 @@ impl Store {
             worklist: db.open_tree("worklist")?,
             mpps: db.open_tree("mpps")?,
             paused: db.open_tree("paused")?,
+            journey: db.open_tree("journey")?,
+            journey_by_message: db.open_tree("journey_by_message")?,
+            journey_lock: Arc::default(),
             last_seq: Arc::new(AtomicU64::new(last_seq)),
             raw: db.open_tree("raw")?,
             dedup: db.open_tree("dedup")?,

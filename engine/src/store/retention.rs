@@ -11,7 +11,8 @@
 //!
 //! Everything else goes in one sled transaction with what hangs off it: its raw bytes, its
 //! control-id, business-key and FHIR-id index entries, its attempts, the appointment ledger entries it
-//! wrote last (see [`super::ledger`]), and its `dedup` entry. The
+//! wrote last (see [`super::ledger`]), the visit timelines it is the newest message of (see
+//! [`super::journey`]), and its `dedup` entry. The
 //! transaction first checks that the record is still the one read (a reprocess or a dead-letter
 //! retry in the meantime keeps it for the next pass), so a message is never removed from under
 //! a delivery that just started.
@@ -278,6 +279,7 @@ impl Store {
             (c.format.as_str(), c.status, c.ack.as_str()),
         );
         let ledger_rows = self.ledger_keys_of(id)?;
+        let journey_rows = self.journey_rows_of(id)?;
         let dedup_key = if c.dedup_key.is_empty() {
             legacy_dedup_key(c)
         } else {
@@ -293,9 +295,23 @@ impl Store {
             &self.ledger,
             &self.ledger_by_message,
             &self.fhir_ids,
+            &self.journey,
+            &self.journey_by_message,
         )
             .transaction(
-                |(m, raw, by_control, by_key, dedup, att, ledger, by_message, by_fhir_id)| {
+                |(
+                    m,
+                    raw,
+                    by_control,
+                    by_key,
+                    dedup,
+                    att,
+                    ledger,
+                    by_message,
+                    by_fhir_id,
+                    journey,
+                    journey_by_message,
+                )| {
                     if m.get(key)?.as_ref() != Some(seen) {
                         return Ok(None);
                     }
@@ -323,6 +339,13 @@ impl Store {
                         if names_this {
                             ledger.remove(ledger_key.as_slice())?;
                         }
+                    }
+                    // The visit timelines this message is the newest of (see `super::journey`).
+                    for k in &journey_rows.rows {
+                        journey.remove(k.as_slice())?;
+                    }
+                    for k in &journey_rows.index {
+                        journey_by_message.remove(k.as_slice())?;
                     }
                     let mut dedup_removed = false;
                     if let Some(k) = &dedup_key {

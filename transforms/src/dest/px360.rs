@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{MappingError, Rendered};
+use crate::journey::Timeline;
 use crate::model::{ContactUse, Encounter, Event, EventKind, IdentifierKind, Patient, Timestamp};
 
 /// Path of the PX360 HIS patient-data endpoint, relative to the destination's base URL.
@@ -126,16 +127,33 @@ pub struct HisVisit {
     pub bill_date: String,
 }
 
-/// PX360 options: the two tables of the integration, both configuration data.
+/// PX360 options: the visit type table, the department table and the journey stage table,
+/// all configuration data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Px360Options {
-    /// Canonical visit event (`consultation`, `doctor_visit`, ...) -> HIS visit `Type`.
-    #[serde(default = "default_visit_types")]
+    /// Timeline step -> HIS visit `Type` (the one visit type table): the step kinds of
+    /// [`crate::journey::StepKind`] by name (`consultation`, `lab_result`...) and the site's
+    /// `ZVT` steps by their snake_case text (`prescribed_drugs`). Entries given in the
+    /// configuration replace or add to [`default_visit_types`]; a step without an entry goes
+    /// out with the HIS's own text.
+    #[serde(
+        default = "default_visit_types",
+        deserialize_with = "merged_visit_types"
+    )]
     pub visit_types: BTreeMap<String, String>,
-    /// HIS visit `Type` -> PX360 journey stage (the seed's table by default).
+    /// HIS visit `Type` -> PX360 journey stage (the document's table by default); documents
+    /// which visit types complete a stage.
     #[serde(default = "default_journey_stages")]
     pub journey_stages: BTreeMap<String, String>,
+    /// Diagnostic service section (OBR-24) or filler application (MSH-5 of an order, MSH-3
+    /// of a result) -> department (`lab`, `radiology`); added to
+    /// [`crate::journey::default_departments`].
+    #[serde(
+        default = "crate::journey::default_departments",
+        deserialize_with = "merged_departments"
+    )]
+    pub departments: BTreeMap<String, crate::journey::Department>,
     /// `HospitalID` to send; defaults to the sending facility of the source message.
     #[serde(default)]
     pub hospital_id: Option<String>,
@@ -147,11 +165,30 @@ pub struct Px360Options {
     pub mapping: crate::mapping::FieldMapping,
 }
 
+fn merged_visit_types<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let mut table = default_visit_types();
+    table.extend(BTreeMap::<String, String>::deserialize(d)?);
+    Ok(table)
+}
+
+fn merged_departments<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, crate::journey::Department>, D::Error> {
+    let mut table = crate::journey::default_departments();
+    table.extend(BTreeMap::<String, crate::journey::Department>::deserialize(
+        d,
+    )?);
+    Ok(table)
+}
+
 impl Default for Px360Options {
     fn default() -> Self {
         Self {
             visit_types: default_visit_types(),
             journey_stages: default_journey_stages(),
+            departments: crate::journey::default_departments(),
             hospital_id: None,
             hospital_name: None,
             mapping: Default::default(),
@@ -160,16 +197,16 @@ impl Default for Px360Options {
 }
 
 impl Px360Options {
-    /// Every problem in the options, with its key path (for `switchboard check`): a visit type
-    /// without a journey stage would leave PX360 unable to place the visit.
+    /// Every problem in the options, with its key path (for `switchboard check`): an empty
+    /// visit type, and the field mapping's problems.
     pub fn validate(&self) -> Vec<crate::mapping::ConfigProblem> {
         let mut problems: Vec<crate::mapping::ConfigProblem> = self
             .visit_types
             .iter()
-            .filter(|(_, his)| !self.journey_stages.contains_key(*his))
-            .map(|(kind, his)| crate::mapping::ConfigProblem {
+            .filter(|(_, his)| his.trim().is_empty())
+            .map(|(kind, _)| crate::mapping::ConfigProblem {
                 key: format!("visit_types.{kind}"),
-                message: format!("HIS visit type {his:?} has no entry in journey_stages"),
+                message: "a visit type may not be empty".into(),
             })
             .collect();
         problems.extend(self.mapping.validate_at("mapping"));
@@ -181,20 +218,69 @@ impl Px360Options {
         self.journey_stages.get(his_type).map(String::as_str)
     }
 
-    /// The canonical visit event of a HIS visit type (reverse of `visit_types`).
+    /// The canonical visit event of a HIS visit type (reverse of `visit_types`; a site step's
+    /// key first, as `ZVT` steps are read).
     pub fn canonical_visit(&self, his_type: &str) -> Option<&str> {
+        let site = crate::journey::snake(his_type);
         self.visit_types
-            .iter()
-            .find(|(_, v)| v.as_str() == his_type)
+            .get_key_value(&site)
+            .filter(|(_, v)| v.as_str() == his_type)
+            .or_else(|| {
+                self.visit_types
+                    .iter()
+                    .find(|(_, v)| v.as_str() == his_type)
+            })
             .map(|(k, _)| k.as_str())
+    }
+
+    /// The visit `Type` PX360 gets for a timeline step: the table's entry, else the HIS's
+    /// own text, else the kind's name in words (never a snake_case name).
+    pub fn visit_type(&self, step: &crate::journey::JourneyStep) -> String {
+        if let Some(t) = self.visit_types.get(&step.table_key()) {
+            return t.clone();
+        }
+        if let Some(text) = step.text.as_deref().filter(|t| !t.trim().is_empty()) {
+            return text.to_owned();
+        }
+        words(step.kind.as_str())
     }
 }
 
-/// Default canonical visit event -> HIS visit type table. The canonical kinds are what
-/// `from_v2` derives from the HIS type text (ZVT-2, lower-cased, non-alphanumerics -> `_`).
+/// `lab_order` -> `Lab Order`.
+fn words(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Default timeline step -> HIS visit type table: the document's visit types where a
+/// standard HL7 step is one of them (the first attending doctor is the `Consultation`, a
+/// later one `Doctor Visited`, results the `Clinical Condtion`, the admit reason the
+/// `ChiefComplaint`), a plain name for the other standard steps, and the document's five
+/// types under the keys their `ZVT` text gives. Orders and results of other departments and
+/// charges have no entry: they go out with the HIS's own text (the order's or charge's name).
 pub fn default_visit_types() -> BTreeMap<String, String> {
     [
+        ("registration", "Registration"),
+        ("admission", "Admission"),
+        ("preadmission", "Pre-admission"),
+        ("chief_complaint", "ChiefComplaint"),
         ("consultation", "Consultation"),
+        ("doctor_visit", "Doctor Visited"),
+        ("transfer", "Transfer"),
+        ("lab_order", "Lab Order"),
+        ("lab_result", "Clinical Condtion"),
+        ("radiology_order", "Radiology Order"),
+        ("radiology_result", "Clinical Condtion"),
+        ("discharge", "Discharge"),
+        // ZVT steps, by the snake_case of the document's types.
         ("doctor_visited", "Doctor Visited"),
         ("clinical_condtion", "Clinical Condtion"),
         ("chiefcomplaint", "ChiefComplaint"),
@@ -205,8 +291,8 @@ pub fn default_visit_types() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Default HIS visit type -> journey stage table, from the seed (spelling of `Clinical Condtion`
-/// included, since that is what the HIS sends).
+/// Default HIS visit type -> journey stage table, from the document (spelling of
+/// `Clinical Condtion` included, since that is what the HIS sends).
 pub fn default_journey_stages() -> BTreeMap<String, String> {
     [
         ("Consultation", "MD Consultation"),
@@ -451,18 +537,23 @@ fn age_years(birth: &Timestamp, at: &Timestamp) -> Option<u32> {
     at.naive_date().years_since(birth.naive_date())
 }
 
-/// Builds the HIS patient-data body from a patient and an encounter (with its visit timeline).
+/// Builds the HIS patient-data body from a patient, an encounter and the visit's timeline so
+/// far.
 ///
-/// Visit events whose kind is in `visit_types` get that HIS type; other kinds are sent as they
-/// are. Visit events without a time are left out (`BillDate` is required).
+/// `AdmissionID` is the visit number (else the account number); `AdmitDate` the encounter's
+/// admit time, else the timeline's admission; `DischargeDate` the timeline's discharge in
+/// effect (a discharged visit stays discharged whatever a later message says, until an A13),
+/// else the encounter's discharge time unless an A13 cancelled the visit's discharge.
+/// Each step in effect becomes a visit with [`Px360Options::visit_type`], in time order;
+/// steps without a time are left out (`BillDate` is required).
 ///
 /// # Errors
 /// [`MappingError::MissingField`] without a patient identifier, visit number, admission time or
 /// hospital (from the options or the sending facility).
 pub fn patient_data(
     event: &Event,
-    patient: &Patient,
-    encounter: &Encounter,
+    (patient, encounter): (&Patient, &Encounter),
+    timeline: &Timeline,
     opts: &Px360Options,
 ) -> Result<HisPatientData, MappingError> {
     let patient_id = patient
@@ -473,9 +564,10 @@ pub fn patient_data(
     let admission_id = encounter
         .visit_number
         .clone()
+        .or_else(|| patient.account_number.clone())
         .ok_or_else(|| super::missing("encounter.visit_number"))?;
-    let admit = encounter
-        .admit_time
+    let admitted = encounter.admit_time.or_else(|| timeline.admitted_at());
+    let admit = admitted
         .as_ref()
         .ok_or_else(|| super::missing("encounter.admit_time"))?;
     let facility = event.source.sending_facility.clone();
@@ -512,7 +604,15 @@ pub fn patient_data(
         hospital_id,
         hospital_name,
         admit_date: his_date_time(admit),
-        discharge_date: encounter.discharge_time.as_ref().map(his_date_time),
+        discharge_date: if timeline.is_discharged() {
+            timeline.discharged_at().or(encounter.discharge_time)
+        } else if timeline.discharge_cancelled() {
+            None
+        } else {
+            encounter.discharge_time
+        }
+        .as_ref()
+        .map(his_date_time),
         ssn: patient
             .identifier_of(IdentifierKind::NationalId)
             .map(|i| i.value.clone()),
@@ -543,21 +643,15 @@ pub fn patient_data(
         bill_type,
         is_vip: Some(if patient.vip { "Yes" } else { "No" }.to_owned()),
     };
-    let visits = encounter
-        .events
-        .iter()
-        // Admission and discharge are AdmitDate/DischargeDate, not visit steps.
-        .filter(|v| !matches!(v.kind.as_str(), "admitted" | "discharged"))
-        .filter_map(|v| {
-            let time = v.time.as_ref()?;
-            let kind = opts
-                .visit_types
-                .get(&v.kind)
-                .cloned()
-                .unwrap_or_else(|| v.kind.clone());
+    let mut steps: Vec<&crate::journey::JourneyStep> =
+        timeline.active().filter(|s| s.time.is_some()).collect();
+    steps.sort_by_key(|s| s.time.map(|t| t.naive_date_time()));
+    let visits = steps
+        .into_iter()
+        .filter_map(|s| {
             Some(HisVisit {
-                kind,
-                bill_date: his_date_time(time),
+                kind: opts.visit_type(s),
+                bill_date: his_date_time(s.time.as_ref()?),
             })
         })
         .collect();
@@ -572,16 +666,17 @@ pub fn patient_data(
 /// What an event kind is to the PX360 patient journey: `Some(true)` an admission or discharge
 /// (its body is required: without a visit number or admit time it is an error), `Some(false)`
 /// a change to the admission PX360 shows (a transfer, a class or doctor change, a pending
-/// transfer or discharge, a leave of absence and their cancels, tracking, demographics): the
-/// admission's body again, when the encounter has a visit number and admit time; `None`
-/// nothing for the journey.
+/// transfer or discharge, a leave of absence and their cancels, tracking, demographics, an
+/// order, result or charge of the visit): the admission's body again, with the timeline so
+/// far, when the visit is known (a visit number and an admit time, from the event or the
+/// timeline); `None` nothing for the journey.
 ///
 /// The PX360 document (HIS patient-data format) describes one admission snapshot (demographic
 /// details, admit and discharge dates, doctor, visit steps) and no event types, so every
 /// change of the admission re-sends the snapshot, which PX360 takes as an update of the same
 /// `AdmissionID` ("the adapter updates existing patients"). It has no delete, no merge of
-/// visits or identifiers and no schedule, so deletions, merges and moves, bed status, slot,
-/// appointment, order, result and charge events send nothing (docs/ASSUMPTIONS.md, PX360).
+/// visits or identifiers and no schedule, so deletions, merges and moves, bed status, slot
+/// and appointment events send nothing (docs/ASSUMPTIONS.md, PX360).
 fn journey_update(kind: EventKind) -> Option<bool> {
     match kind {
         EventKind::EncounterAdmitted | EventKind::EncounterDischarged => Some(true),
@@ -608,7 +703,13 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::AllergiesUpdated
         | EventKind::PatientRegistered
         | EventKind::PatientUpdated
-        | EventKind::PatientMerged => Some(false),
+        | EventKind::PatientMerged
+        | EventKind::OrderPlaced
+        | EventKind::OrderCancelled
+        | EventKind::OrderUpdated
+        | EventKind::ResultReported
+        | EventKind::ChargePosted
+        | EventKind::ChargeReversed => Some(false),
         EventKind::BedStatusUpdated
         | EventKind::EncounterDeleted
         | EventKind::PatientDeleted
@@ -631,23 +732,36 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::AppointmentResourceDiscontinued
         | EventKind::AppointmentResourceDeleted
         | EventKind::SlotBlocked
-        | EventKind::SlotOpened
-        | EventKind::OrderPlaced
-        | EventKind::OrderCancelled
-        | EventKind::OrderUpdated
-        | EventKind::ResultReported
-        | EventKind::ChargePosted
-        | EventKind::ChargeReversed => None,
+        | EventKind::SlotOpened => None,
     }
 }
 
-/// Renders a canonical event for PX360: one HIS patient-data body for admissions and
-/// discharges, and for the changes of an admission ([`journey_update`]) whose encounter has a
-/// visit number and admit time; nothing for the rest.
+/// Renders a canonical event for PX360 on its own: the timeline is what this event says of
+/// its visit (see [`render_journey`] for the engine's path, with the visit's stored timeline).
+///
+/// # Errors
+/// As [`render_journey`].
+pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, MappingError> {
+    let mut timeline = Timeline::default();
+    timeline.apply(&crate::journey::delta_of(
+        event,
+        &timeline,
+        &opts.departments,
+    ));
+    render_journey(event, &timeline, opts)
+}
+
+/// Renders a canonical event for PX360 with its visit's timeline so far (this event's steps
+/// included): one HIS patient-data body for admissions and discharges, and for the changes of
+/// an admission ([`journey_update`]) whose visit is known; nothing for the rest.
 ///
 /// # Errors
 /// See [`patient_data`]; for an admission or discharge, a missing visit number or admit time.
-pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, MappingError> {
+pub fn render_journey(
+    event: &Event,
+    timeline: &Timeline,
+    opts: &Px360Options,
+) -> Result<Vec<Rendered>, MappingError> {
     let (Some(patient), Some(encounter)) = (&event.patient, &event.encounter) else {
         return Ok(Vec::new());
     };
@@ -657,10 +771,12 @@ pub fn render(event: &Event, opts: &Px360Options) -> Result<Vec<Rendered>, Mappi
     };
     // Other events without an admission (no visit number or admit time) have nothing for the
     // journey; an admit or discharge without them is an error the operator must see.
-    if !admission_required && (encounter.visit_number.is_none() || encounter.admit_time.is_none()) {
+    let known = (encounter.visit_number.is_some() || patient.account_number.is_some())
+        && (encounter.admit_time.is_some() || timeline.admitted_at().is_some());
+    if !admission_required && !known {
         return Ok(Vec::new());
     }
-    let data = patient_data(event, patient, encounter, opts)?;
+    let data = patient_data(event, (patient, encounter), timeline, opts)?;
     let mut body = serde_json::to_value(&data).map_err(|e| MappingError::InvalidValue {
         path: "px360".into(),
         reason: e.to_string(),
@@ -729,6 +845,89 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    /// The payload carries the whole timeline so far, in time order, with the table's visit
+    /// types and the HIS's own text for the rest (never a snake_case name); a discharged
+    /// visit keeps its `DischargeDate` on a later update, and an A13 removes it.
+    #[test]
+    fn the_payload_carries_the_timeline_and_a_discharge_stays() {
+        use crate::journey::{delta_of, Timeline};
+        let ev = |kind: &str, extra: Value| -> Event {
+            let mut v = json!({
+                "id": format!("ev-{kind}"), "kind": kind,
+                "source": {"format": "hl7v2", "message_type": "ADT", "control_id": "C1",
+                           "sending_facility": "RUH", "event_time": "2026-06-15T09:00:00"},
+                "patient": {"identifiers": [{"value": "MRN-1", "kind": "mrn"}],
+                            "name": {"family": "Testperson", "given": "Alex"}},
+                "encounter": {"visit_number": "V-1",
+                              "attending": {"code": "DOC-1", "name": {"family": "One"}}}
+            });
+            for (k, val) in extra.as_object().expect("object") {
+                v[k] = val.clone();
+            }
+            serde_json::from_value(v).expect("valid event")
+        };
+        let opts = Px360Options::default();
+        let mut t = Timeline::default();
+        let mut last = Value::Null;
+        let admit = json!({"encounter": {"visit_number": "V-1", "admit_time": "2026-06-15T08:00:00",
+            "attending": {"code": "DOC-1", "name": {"family": "One"}},
+            "events": [{"kind": "x_ray", "label": "X Ray", "time": "2026-06-15T08:30:00"}]}});
+        for e in [
+            ev("encounter_admitted", admit),
+            ev(
+                "order_placed",
+                json!({"orders": [{"placer_number": "O-1", "status": "placed",
+                "procedure": {"code": "ECG", "text": "Resting ECG"}}]}),
+            ),
+            ev(
+                "result_reported",
+                json!({"results": [{"order": {"placer_number": "L-1",
+                "status": "completed"}, "section": "CH"}]}),
+            ),
+            ev(
+                "encounter_discharged",
+                json!({"encounter": {"visit_number": "V-1",
+                "discharge_time": "2026-06-15T15:30:00"}}),
+            ),
+            ev("patient_updated", json!({})),
+        ] {
+            t.apply(&delta_of(&e, &t, &opts.departments));
+            let out = render_journey(&e, &t, &opts).expect("renders");
+            assert_eq!(out.len(), 1, "{:?}", e.kind);
+            assert!(validate(&out[0].body).is_ok());
+            last = out[0].body.clone();
+        }
+        let types: Vec<&str> = last["FetchPatientDataTimeStampVisitDataList"]
+            .as_array()
+            .expect("visits")
+            .iter()
+            .filter_map(|v| v["Type"].as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "Admission",
+                "Consultation",
+                "X Ray",
+                "Resting ECG",
+                "Clinical Condtion",
+                "Discharge"
+            ]
+        );
+        let demo = &last["FetchPatientDataTimeStampList"][0];
+        assert_eq!(demo["AdmitDate"], "15-Jun-2026 08:00", "from the timeline");
+        assert_eq!(
+            demo["DischargeDate"], "15-Jun-2026 15:30",
+            "the A08 does not reopen"
+        );
+        let a13 = ev("encounter_discharge_cancelled", json!({}));
+        t.apply(&delta_of(&a13, &t, &opts.departments));
+        let out = render_journey(&a13, &t, &opts).expect("renders");
+        assert!(out[0].body["FetchPatientDataTimeStampList"][0]
+            .get("DischargeDate")
+            .is_none());
     }
 
     fn seed_sample() -> Value {
@@ -817,10 +1016,17 @@ mod tests {
     #[test]
     fn options_validate_names_the_key() {
         assert!(Px360Options::default().validate().is_empty());
-        let mut o = Px360Options::default();
-        o.visit_types.insert("x_ray".into(), "Radiology".into());
+        let o: Px360Options = serde_json::from_value(
+            json!({"visit_types": {"x_ray": "Radiology", "lab_order": " "}}),
+        )
+        .expect("options");
+        assert_eq!(o.visit_types["x_ray"], "Radiology");
+        assert_eq!(
+            o.visit_types["consultation"], "Consultation",
+            "merged with the defaults"
+        );
         let keys: Vec<String> = o.validate().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["visit_types.x_ray"]);
+        assert_eq!(keys, ["visit_types.lab_order"]);
         let ops: crate::dest::opsport::OpsportOptions = serde_json::from_value(json!({
             "statuses": {"booked": "Confirmed", "maybe": "?"},
             "mapping": {"doctors": {"rename": {"a": "b.c"}}}
@@ -865,9 +1071,16 @@ mod tests {
                 .expect("reads back");
         let encounter = back[0].encounter.as_ref().expect("encounter");
         let kinds: Vec<&str> = encounter.events.iter().map(|e| e.kind.as_str()).collect();
+        // The registration and its first attending doctor, then the ZVT steps.
         assert_eq!(
             kinds,
-            ["consultation", "doctor_visited", "prescribed_drugs"]
+            [
+                "admission",
+                "consultation",
+                "consultation",
+                "doctor_visited",
+                "prescribed_drugs"
+            ]
         );
         assert_eq!(back[0].kind, crate::model::EventKind::EncounterDischarged);
         let patient = back[0].patient.as_ref().expect("patient");

@@ -1374,6 +1374,9 @@ pub fn encounter(
                     t::ExtensionValue::DateTime(date_time(time).into()),
                 ));
             }
+            if let Some(l) = &v.label {
+                parts.push(ext("label", t::ExtensionValue::String(fstr(l))));
+            }
             if let Some(d) = &v.description {
                 parts.push(ext("description", t::ExtensionValue::String(fstr(d))));
             }

@@ -1215,10 +1215,15 @@ impl<'a> Reader<'a> {
                 Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
                 _ => None,
             };
+            let label = match part("label") {
+                Some(t::ExtensionValue::String(s)) => owned(s.value.as_deref()),
+                _ => None,
+            };
             events.push(VisitEvent {
                 kind,
                 time,
                 description,
+                label,
             });
         }
         let visit_id = e

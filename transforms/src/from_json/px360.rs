@@ -164,7 +164,8 @@ pub fn events_from_body(
                         .canonical_visit(&v.kind)
                         .map_or_else(|| v.kind.clone(), str::to_owned),
                     time: his_time(&v.bill_date),
-                    description: Some(v.kind.clone()),
+                    description: None,
+                    label: Some(v.kind.clone()),
                 })
                 .collect(),
             ..Encounter::default()

@@ -651,6 +651,7 @@ pub fn encounter_from_pv1_segment(
             kind: "admitted".into(),
             time: Some(t),
             description: None,
+            label: None,
         });
     }
     for zvt in msg.segments_named("ZVT") {
@@ -663,6 +664,7 @@ pub fn encounter_from_pv1_segment(
             kind: "discharged".into(),
             time: Some(t),
             description: None,
+            label: None,
         });
     }
     Ok(Some(encounter))
@@ -741,23 +743,18 @@ fn visit_step(
     msg: &V2Message<'_>,
     zvt: &SegmentRef<'_, '_>,
 ) -> Result<Option<VisitEvent>, MappingError> {
-    let Some(kind) = zvt
+    let Some(label) = zvt
         .get_comp(2, 1)
         .string()
         .or_else(|| zvt.get_comp(2, 2).string())
     else {
         return Ok(None);
     };
-    let kind = kind
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join("_");
     Ok(Some(VisitEvent {
-        kind,
+        kind: crate::journey::snake(&label),
         time: ts(msg, zvt, 3)?,
         description: zvt.get(4).string(),
+        label: Some(label),
     }))
 }
 

@@ -41,6 +41,9 @@ pub struct VisitEvent {
     /// Free text the HIS attached to the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The HIS's own name of the step type, as sent (ZVT-2 code, else text; PX360's `Type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Where a stay in a location stands (FHIR `Encounter.location.status`).
