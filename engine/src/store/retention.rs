@@ -548,6 +548,45 @@ mod tests {
         assert!(s.ledger_by_message.is_empty());
     }
 
+    /// A visit's timeline stays while a later message of the visit is kept, and goes whole
+    /// with its newest message.
+    #[tokio::test]
+    async fn a_visit_timeline_goes_with_the_newest_message_of_the_visit() {
+        use transforms::journey::{JourneyDelta, JourneyStep, StepKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let write = |r: &MessageRecord, kind: StepKind| {
+            let step: JourneyStep =
+                serde_json::from_value(serde_json::json!({"kind": kind})).expect("step");
+            s.journey_step("v:V-9", (r.id, 0), |_| JourneyDelta {
+                steps: vec![step],
+                cancels: vec![],
+            })
+            .expect("step");
+            s.put(r, b"raw", &[]).expect("put");
+            let i = item(&s, r.id);
+            s.route(r.id, std::slice::from_ref(&i)).expect("route");
+            s.finish_with_ledger(&i, true, "ok", None)
+                .expect("delivered");
+        };
+        let admitted = record(&s, "a", NOW - 200 * DAY, "A01");
+        write(&admitted, StepKind::Admission);
+        let discharged = record(&s, "a", NOW - 10 * DAY, "A03");
+        write(&discharged, StepKind::Discharge);
+        s.prune(&policy(), NOW).expect("prune");
+        assert!(!exists(&s, admitted.id), "the old message goes");
+        let t = s.journey_timeline("v:V-9").expect("read");
+        assert_eq!(
+            t.steps.len(),
+            2,
+            "the visit's newest message is kept: {t:?}"
+        );
+        s.prune(&policy(), NOW + 100 * DAY).expect("prune");
+        assert!(!exists(&s, discharged.id));
+        assert!(s.journey_timeline("v:V-9").expect("read").steps.is_empty());
+        assert!(s.journey.is_empty() && s.journey_by_message.is_empty());
+    }
+
     #[tokio::test]
     async fn keeps_what_is_not_finished_and_audits_the_counts() {
         let dir = tempfile::tempdir().expect("tempdir");
