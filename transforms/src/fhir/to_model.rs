@@ -892,6 +892,8 @@ impl<'a> Reader<'a> {
             results: Vec::new(),
             charges: Vec::new(),
             practitioners: Vec::new(),
+            location: None,
+            service: None,
         }
     }
 
@@ -2951,6 +2953,7 @@ fn location(l: &r::Location, _base: &str) -> Location {
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
         bed_status: l.operational_status.as_deref().and_then(coded_of),
+        ..Location::default()
     }
 }
 
