@@ -20,6 +20,7 @@ mod faults;
 mod fhir_destination;
 mod http_sources;
 mod latrexa;
+mod master_data;
 mod ops;
 mod packaging;
 mod powercut;
