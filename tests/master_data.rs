@@ -282,3 +282,77 @@ async fn mfn_clinic_and_blocked_slot_reach_buktor_as_location_and_schedule_event
     engine.terminate();
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_location_and_healthcare_service_reach_buktor_as_master_data_events() {
+    let mapping = serde_json::json!({"clients": {"1001": {"mappings": {
+        "location.updated": {"fields": {"his_location_id": "buktor_location_id", "his_location_name": "buktor_name"}},
+        "service.updated": {"fields": {"his_service_id": "buktor_service_id", "his_service_name": "buktor_name", "his_is_active": "buktor_active"}}
+    }}}});
+    let sb = Sandbox::start(SandboxConfig {
+        buktor_mapping: Some(serde_json::from_value(mapping).expect("mapping")),
+        ..SandboxConfig::for_tests()
+    })
+    .await;
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "buktor-token", "sandbox-buktor-token");
+    let signing = secret(&cfg, "buktor-secret", "sandbox-buktor-secret");
+    std::fs::write(
+        cfg.conf().join("channels/fhir.toml"),
+        format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n\
+             [[route]]\nto = [\"d\"]\n[[destination]]\nname = \"d\"\ntype = \"buktor\"\nbase_url = \"{}\"\nbearer_token = {token}\nsigning_secret = {signing}\n{FAST_RETRY}",
+            sb.base("buktor")
+        ),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let base = format!("http://{}/fhir", engine.info.channels["fhir"]);
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    // Buktor's envelope needs the time of the change: the resources say when they changed.
+    let location = serde_json::json!({"resourceType": "Location",
+        "meta": {"lastUpdated": "2026-06-15T07:30:00Z"},
+        "identifier": [{"system": "urn:switchboard:location", "value": "CLN-EYE-03"}],
+        "status": "active", "name": "Eye Clinic"});
+    let resp = post("/Location", location).await.expect("posts");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let service = serde_json::json!({"resourceType": "HealthcareService",
+        "meta": {"lastUpdated": "2026-06-15T07:31:00Z"},
+        "identifier": [{"system": "urn:switchboard:service", "value": "CONS-EYE"}],
+        "active": false, "name": "Eye consultation"});
+    let resp = post("/HealthcareService", service).await.expect("posts");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let state = until(30, &format!("{}/_state", sb.base("buktor")), |s| {
+        len(&s["events"]) >= 2
+    })
+    .await;
+    let events = state["events"].as_array().expect("events");
+    // A resource on its own, unlike a Bundle entry, carries no method: an upsert, `updated`.
+    let location = events.iter().find(|e| e["type"] == "location.updated");
+    assert_eq!(
+        location.map(|e| &e["mapped"]["buktor_location_id"]),
+        Some(&Value::from("CLN-EYE-03")),
+        "{state}"
+    );
+    // An inactive service posted is a deactivation: `service.updated` with the flag false.
+    let service = events.iter().find(|e| e["type"] == "service.updated");
+    assert_eq!(
+        service.map(|e| &e["mapped"]["buktor_active"]),
+        Some(&Value::Bool(false)),
+        "{state}"
+    );
+    assert_eq!(
+        service.map(|e| &e["mapped"]["buktor_name"]),
+        Some(&Value::from("Eye consultation")),
+        "{state}"
+    );
+    engine.terminate();
+    sb.stop().await;
+}
