@@ -329,6 +329,7 @@ async fn fhir_rest_states_its_capabilities_and_serves_exactly_them() {
             "Patient",
             "Practitioner",
             "Location",
+            "HealthcareService",
             "Encounter",
             "Appointment",
             "ChargeItem",

@@ -21,6 +21,7 @@ mod fhir_destination;
 mod http_sources;
 mod journey;
 mod latrexa;
+mod master_data;
 mod ops;
 mod packaging;
 mod powercut;

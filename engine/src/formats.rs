@@ -56,6 +56,15 @@ fn hl7v2(record: &MessageRecord, raw: &[u8], timezone: Option<transforms::model:
             }
             Meaning::Events(vec![*e])
         }
+        Ok(Ok(Mapped::MasterFile(mf))) => {
+            let mut events = mf.events;
+            if let Some(zone) = timezone {
+                for e in &mut events {
+                    e.assume_timezone(zone);
+                }
+            }
+            Meaning::Events(events)
+        }
         Ok(Ok(Mapped::Unsupported { message_type })) => Meaning::Unsupported(message_type),
         Ok(Err(e)) => Meaning::Failed(e.to_string()),
         Err(e) => Meaning::Failed(format!("HL7 v2 structure: {e}")),

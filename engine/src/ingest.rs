@@ -144,7 +144,18 @@ impl ChannelIngest {
         }
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
-        let (header, charset_name, verdict) = self.decide_off_thread(&raw, truncated_limit).await;
+        let (header, charset_name, mut verdict) =
+            self.decide_off_thread(&raw, truncated_limit).await;
+        // A master file is answered record by record (MFK), so its records are read now.
+        let master_file = match (&header, &verdict) {
+            (Some(h), Verdict::Accept) if h.message_code.eq_ignore_ascii_case("MFN") => {
+                master_file_outcome(&raw, &charset_name)
+            }
+            _ => None,
+        };
+        if let Some(nak) = master_file.as_ref().and_then(MasterFileAnswer::nak) {
+            verdict = Verdict::Nak(nak);
+        }
         let message_type = header
             .as_ref()
             .map(|h| h.message_type())
@@ -197,20 +208,35 @@ impl ChannelIngest {
             dedup_key = key;
         }
 
-        let ack_text = build_ack(
+        let now = hl7_timestamp(chrono::Utc::now());
+        let mut ack_text = build_ack(
             header.as_ref(),
             &verdict,
             &AckParams {
                 control_id: &id.to_string(),
-                timestamp: &hl7_timestamp(chrono::Utc::now()),
+                timestamp: &now,
             },
         );
+        if let (Some(mf), Some(h)) = (&master_file, &header) {
+            ack_text = transforms::hl7v2::mfk::mfk_from_ack(
+                &ack_text,
+                &h.delimiters,
+                mf.mfi.as_deref(),
+                &mf.file.records,
+                &now,
+            );
+        }
         let answer = should_answer(header.as_ref(), &verdict);
         let code = verdict.ack_code(header.as_ref());
-        let (status, errors) = match &verdict {
+        let (status, mut errors) = match &verdict {
             Verdict::Accept => (Status::Received, vec![]),
             Verdict::Nak(n) => (Status::Rejected, vec![n.to_string()]),
         };
+        // The records a master file could not post are stored with their reasons, even when
+        // the others were accepted.
+        if let Some(mf) = &master_file {
+            errors.extend(mf.file.rejections());
+        }
         let record = MessageRecord {
             id,
             channel: self.channel.clone(),
@@ -890,6 +916,53 @@ impl ChannelIngest {
             .ingest_duration
             .with_label_values(&[&self.channel])
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// A master file notification read at receipt: its records' outcomes for the MFK, and the
+/// request's MFI segment the MFK echoes.
+struct MasterFileAnswer {
+    file: transforms::from_v2::mfn::MasterFile,
+    mfi: Option<String>,
+}
+
+impl MasterFileAnswer {
+    /// The NAK when no record could be posted: the first record's error decides the HL7
+    /// error code. `None` when at least one record was accepted (the MFAs name the others).
+    fn nak(&self) -> Option<Nak> {
+        use transforms::from_v2::MappingError as E;
+        if self.file.records.iter().any(|r| r.accepted()) {
+            return None;
+        }
+        let first = self.file.records.first();
+        let code = match first.and_then(|r| r.error.as_ref()) {
+            Some(E::Missing { .. }) | None => ErrorCode::RequiredFieldMissing,
+            Some(E::BadDateTime { .. } | E::BadNumber { .. }) => ErrorCode::DataType,
+            Some(E::UnknownCode { .. }) => ErrorCode::TableValueNotFound,
+        };
+        let reason = match first.and_then(|r| r.rejected.as_deref()) {
+            Some(why) if self.file.records.len() == 1 => format!("the record was rejected: {why}"),
+            Some(why) => format!(
+                "none of the {} records could be posted; the first: {why}",
+                self.file.records.len()
+            ),
+            None => "the master file has no record (MFE)".to_owned(),
+        };
+        Some(Nak::new(code, reason))
+    }
+}
+
+/// Reads the records of an MFN (M02, M04, M05); `None` when the message is not one of the
+/// master files Switchboard maps (it is then answered as any other message).
+fn master_file_outcome(raw: &[u8], charset_name: &str) -> Option<MasterFileAnswer> {
+    let text = transforms::hl7v2::charset::decode_lossy(raw, charset_name);
+    let msg = transforms::hl7v2::access::V2Message::parse(&text).ok()?;
+    match transforms::v2_to_event(&msg) {
+        Ok(transforms::Mapped::MasterFile(file)) => Some(MasterFileAnswer {
+            file: *file,
+            mfi: msg.segment("MFI").map(|s| s.raw().to_owned()),
+        }),
+        _ => None,
     }
 }
 

@@ -431,8 +431,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
                 let msg = transforms::hl7v2::access::V2Message::parse(&text)
                     .map_err(|e| anyhow::anyhow!("{what}: cannot parse: {e}"))?;
-                let event = match transforms::v2_to_event(&msg) {
-                    Ok(transforms::Mapped::Event(e)) => *e,
+                let events = match transforms::v2_to_event(&msg) {
+                    Ok(transforms::Mapped::Event(e)) => vec![*e],
+                    Ok(transforms::Mapped::MasterFile(mf)) => {
+                        for why in mf.rejections() {
+                            println!("{what}: record rejected: {why}");
+                            failed = true;
+                        }
+                        mf.events
+                    }
                     Ok(transforms::Mapped::Unsupported { message_type }) => {
                         println!("{what}: {message_type} is not mapped (unsupported message type)");
                         failed = true;
@@ -444,60 +451,65 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         continue;
                     }
                 };
-                let mut out: serde_json::Value = match to.as_str() {
-                    "canonical" => serde_json::to_value(&event)?,
-                    "fhir" => match transforms::fhir::render_bundle(&event, &Default::default()) {
-                        Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
-                        Err(e) => {
-                            println!("{what}: FHIR error: {e}");
-                            failed = true;
-                            continue;
-                        }
-                    },
-                    vendor @ ("opsport" | "latrexa" | "buktor" | "px360") => {
-                        let rendered = match vendor {
-                            "opsport" => transforms::dest::opsport::render(
-                                &event,
-                                &toml::from_str(&opts_text).context("--options")?,
-                            ),
-                            "latrexa" => transforms::dest::latrexa::render(&event),
-                            "buktor" => transforms::dest::buktor::render(
-                                &event,
-                                &toml::from_str(&opts_text).context("--options")?,
-                            ),
-                            _ => transforms::dest::px360::render(
-                                &event,
-                                &toml::from_str(&opts_text).context("--options")?,
-                            ),
-                        };
-                        match rendered {
-                            Ok(items) => serde_json::Value::Array(
-                                items
-                                    .into_iter()
-                                    .map(|mut r| {
-                                        if let Some(m) = &mapping {
-                                            m.apply(&mut r.body);
-                                        }
-                                        serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})
-                                    })
-                                    .collect(),
-                            ),
-                            Err(e) => {
-                                println!("{what}: mapping error: {e}");
-                                failed = true;
-                                continue;
+                // A master file is one event per record.
+                for event in events {
+                    let mut out: serde_json::Value = match to.as_str() {
+                        "canonical" => serde_json::to_value(&event)?,
+                        "fhir" => {
+                            match transforms::fhir::render_bundle(&event, &Default::default()) {
+                                Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
+                                Err(e) => {
+                                    println!("{what}: FHIR error: {e}");
+                                    failed = true;
+                                    continue;
+                                }
                             }
                         }
+                        vendor @ ("opsport" | "latrexa" | "buktor" | "px360") => {
+                            let rendered = match vendor {
+                                "opsport" => transforms::dest::opsport::render(
+                                    &event,
+                                    &toml::from_str(&opts_text).context("--options")?,
+                                ),
+                                "latrexa" => transforms::dest::latrexa::render(&event),
+                                "buktor" => transforms::dest::buktor::render(
+                                    &event,
+                                    &toml::from_str(&opts_text).context("--options")?,
+                                ),
+                                _ => transforms::dest::px360::render(
+                                    &event,
+                                    &toml::from_str(&opts_text).context("--options")?,
+                                ),
+                            };
+                            match rendered {
+                                Ok(items) => serde_json::Value::Array(
+                                    items
+                                        .into_iter()
+                                        .map(|mut r| {
+                                            if let Some(m) = &mapping {
+                                                m.apply(&mut r.body);
+                                            }
+                                            serde_json::json!({"path": r.path, "kind": r.kind, "idempotency_key": r.idempotency_key, "body": r.body})
+                                        })
+                                        .collect(),
+                                ),
+                                Err(e) => {
+                                    println!("{what}: mapping error: {e}");
+                                    failed = true;
+                                    continue;
+                                }
+                            }
+                        }
+                        other => bail!(
+                            "--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"
+                        ),
+                    };
+                    // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
+                    if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
+                        m.apply(&mut out);
                     }
-                    other => bail!(
-                        "--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"
-                    ),
-                };
-                // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
-                if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
-                    m.apply(&mut out);
+                    println!("{}", serde_json::to_string_pretty(&out)?);
                 }
-                println!("{}", serde_json::to_string_pretty(&out)?);
             }
             Ok(if failed {
                 ExitCode::from(1)

@@ -553,7 +553,20 @@ pub fn delta_of(
         | EventKind::AppointmentResourceDiscontinued
         | EventKind::AppointmentResourceDeleted
         | EventKind::SlotBlocked
-        | EventKind::SlotOpened => {}
+        | EventKind::SlotOpened
+        // Master data is not about a visit.
+        | EventKind::LocationCreated
+        | EventKind::LocationUpdated
+        | EventKind::LocationDeactivated
+        | EventKind::LocationDeleted
+        | EventKind::PractitionerCreated
+        | EventKind::PractitionerUpdated
+        | EventKind::PractitionerDeactivated
+        | EventKind::PractitionerDeleted
+        | EventKind::ServiceCreated
+        | EventKind::ServiceUpdated
+        | EventKind::ServiceDeactivated
+        | EventKind::ServiceDeleted => {}
     }
     if let Some(enc) = enc {
         let begins = matches!(

@@ -342,6 +342,9 @@ proptest! {
             Ok(Mapped::Unsupported { message_type }) => {
                 return Err(TestCaseError::fail(format!("unsupported {message_type}")))
             }
+            Ok(Mapped::MasterFile(_)) => {
+                return Err(TestCaseError::fail("an ADT mapped as a master file"))
+            }
             Err(_) => return Ok(()),
         };
         let bundle = transaction_bundle(&event, &BundleOptions::default()).unwrap();

@@ -20,7 +20,8 @@ fn read_event(p: &Path) -> Event {
 }
 
 /// Canonical inputs: `fixtures/model/_dest_inputs/<case>.json` (named `<case>`) and the
-/// v2 mapping goldens `fixtures/model/<type>/<case>.json` (named `<type>_<case>`).
+/// v2 mapping goldens `fixtures/model/<type>/<case>.json` (named `<type>_<case>`; a master
+/// file's events `<type>_<case>_<record>`).
 fn inputs() -> Vec<(String, Event)> {
     let root = fixtures().join("model");
     let mut out = Vec::new();
@@ -39,6 +40,16 @@ fn inputs() -> Vec<(String, Event)> {
             } else {
                 format!("{prefix}_{stem}")
             };
+            // A master file golden holds one event per record: each is an input of its own.
+            if prefix.starts_with("mfn_") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let mf: transforms::from_v2::mfn::MasterFile =
+                    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                for (i, e) in mf.events.into_iter().enumerate() {
+                    out.push((format!("{name}_{}", i + 1), e));
+                }
+                continue;
+            }
             out.push((name, read_event(&p)));
         }
     }

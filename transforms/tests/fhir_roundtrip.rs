@@ -128,6 +128,8 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
+        location: None,
+        service: None,
     }
 }
 

@@ -52,6 +52,12 @@ fn events() -> Vec<(String, Event)> {
             let msg = V2Message::parse(&text).unwrap();
             match v2_to_event(&msg) {
                 Ok(Mapped::Event(e)) => out.push((format!("{trigger}_{stem}"), *e)),
+                // A master file: one event per record.
+                Ok(Mapped::MasterFile(mf)) => {
+                    for (i, e) in mf.events.into_iter().enumerate() {
+                        out.push((format!("{trigger}_{stem}_{}", i + 1), e));
+                    }
+                }
                 other => panic!("{trigger}/{stem}: {other:?}"),
             }
         }

@@ -69,6 +69,9 @@ fn check_family(prefixes: &[&str]) -> usize {
                 Ok(Mapped::Unsupported { message_type }) => {
                     panic!("{trigger}/{variant}: unsupported {message_type}")
                 }
+                Ok(Mapped::MasterFile(_)) => {
+                    panic!("{trigger}/{variant}: a master file (see master_file_goldens)")
+                }
                 Err(e) => panic!("{trigger}/{variant}: mapping failed: {e}"),
             };
             let mut json = serde_json::to_string_pretty(&event).expect("event serialises");
@@ -130,4 +133,60 @@ fn oru_goldens() {
 #[test]
 fn dft_goldens() {
     assert_eq!(check_family(&["dft_"]), 11);
+}
+
+/// Master files: every `fixtures/hl7v2/mfn_*/<variant>.hl7` maps, record by record, to the
+/// JSON in `fixtures/model/mfn_*/<variant>.json` (the events and each record's outcome).
+#[test]
+fn master_file_goldens() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for trigger in ["mfn_m02", "mfn_m04", "mfn_m05"] {
+        for variant in ["minimal", "full"] {
+            count += 1;
+            let file = fixtures()
+                .join("hl7v2")
+                .join(trigger)
+                .join(format!("{variant}.hl7"));
+            let text = fs::read_to_string(&file).expect("fixture is UTF-8");
+            assert!(!text.contains('\n'), "{trigger}/{variant}: CR only");
+            let msg = V2Message::parse(&text).expect("fixture parses");
+            let mf = match v2_to_event(&msg) {
+                Ok(Mapped::MasterFile(mf)) => *mf,
+                other => panic!("{trigger}/{variant}: not a master file: {other:?}"),
+            };
+            assert!(
+                mf.records.iter().all(|r| r.accepted()),
+                "{trigger}/{variant}: every fixture record is valid: {:?}",
+                mf.rejections()
+            );
+            let mut json = serde_json::to_string_pretty(&mf).expect("serialises");
+            json.push('\n');
+            let back: transforms::from_v2::mfn::MasterFile =
+                serde_json::from_str(&json).expect("golden JSON deserialises");
+            assert_eq!(back, mf, "{trigger}/{variant}: JSON round trip");
+            let golden = fixtures()
+                .join("model")
+                .join(trigger)
+                .join(format!("{variant}.json"));
+            if update {
+                fs::create_dir_all(golden.parent().expect("has parent")).expect("mkdir");
+                fs::write(&golden, &json).expect("write golden");
+                continue;
+            }
+            if fs::read_to_string(&golden).ok().as_deref() != Some(json.as_str()) {
+                failures.push(format!(
+                    "{trigger}/{variant}: differs from {}",
+                    golden.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(count, 6);
 }

@@ -1,5 +1,5 @@
 //! The trigger table test: every trigger of the five families (ADT, SIU, ORM/OML, ORU, DFT)
-//! that HL7 v2.8 defines maps to a canonical event, never to `Unsupported`. The list below is
+//! that HL7 v2.8 defines, and the master files MFN^M02/M04/M05, maps to a canonical event, never to `Unsupported`. The list below is
 //! written from the standard's event table (table 0003 and the message structures of chapters
 //! 3, 4, 7, 10 and 6), independently of [`transforms::from_v2::TRIGGERS`]; each trigger's
 //! minimal fixture is mapped, and the crate's own table must agree with this one.
@@ -39,6 +39,11 @@ fn v28_triggers() -> Vec<(&'static str, String)> {
     for t in ["P03", "P11"] {
         out.push(("DFT", t.into()));
     }
+    // Master files (chapter 8): staff and practitioners, charge description master,
+    // locations.
+    for t in ["M02", "M04", "M05"] {
+        out.push(("MFN", t.into()));
+    }
     out
 }
 
@@ -69,6 +74,20 @@ fn every_v28_trigger_of_the_five_families_maps_to_an_event() {
                             "{sent}/{variant}: fixture is {}",
                             event.source.message_type
                         ));
+                    }
+                }
+                Ok(Mapped::MasterFile(mf)) => {
+                    let sent = format!("{code}^{trigger}");
+                    if mf.events.is_empty() || mf.records.iter().any(|r| !r.accepted()) {
+                        failures.push(format!("{sent}/{variant}: {:?}", mf.rejections()));
+                    }
+                    for e in &mf.events {
+                        if !e.source.message_type.starts_with(&sent) {
+                            failures.push(format!(
+                                "{sent}/{variant}: fixture is {}",
+                                e.source.message_type
+                            ));
+                        }
                     }
                 }
                 Ok(Mapped::Unsupported { message_type }) => {

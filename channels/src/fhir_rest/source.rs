@@ -38,6 +38,7 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "Patient",
     "Practitioner",
     "Location",
+    "HealthcareService",
     "Encounter",
     "Appointment",
     "ChargeItem",

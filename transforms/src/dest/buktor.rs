@@ -2,8 +2,8 @@
 //! `{event_id, timestamp, type, operation, data, source: "HIS"}` per change, POSTed to
 //! `/his/receive`, with `data` fields named `his_*`.
 //!
-//! [`render`] maps canonical events to `appointment.*`, `location.*`, `schedule.*` and
-//! `payment.successful|failed` envelopes. `event_id` is deterministic: a [`stable_id`] of the
+//! [`render`] maps canonical events to `appointment.*`, `location.*`, `service.*`,
+//! `schedule.*` and `payment.successful|failed` envelopes (all 14 types of [`EVENT_TYPES`]). `event_id` is deterministic: a [`stable_id`] of the
 //! source message identity, the event type and the entity id, so a replayed message produces
 //! the same ids and Buktor drops the duplicates. [`BuktorMappingFile`] is the per-client field
 //! mapping of `his-json-mapping.json`, applied by the sandbox (as Buktor does) and optionally by
@@ -20,7 +20,8 @@ use serde_json::{Map, Value};
 use super::{MappingError, Rendered};
 use crate::mapping::FieldMapping;
 use crate::model::{
-    AppointmentStatus, ChargeStatus, Event, EventKind, Location, PaymentResult, Timestamp,
+    Appointment, AppointmentStatus, ChargeStatus, Event, EventKind, Location, PaymentResult,
+    Service, Timestamp,
 };
 
 /// Path of the Buktor webhook, relative to the destination's base URL.
@@ -316,6 +317,71 @@ pub fn location_data(l: &Location) -> Map<String, Value> {
             .and_then(|c| c.label())
             .map(str::to_owned),
     );
+    put(&mut data, "his_location_type", l.location_type.clone());
+    put(&mut data, "his_phone", l.phone.clone());
+    put(&mut data, "his_email", l.email.clone());
+    if let Some(active) = l.active {
+        data.insert("his_is_active".into(), Value::Bool(active));
+    }
+    data
+}
+
+/// The `service.*` data of a canonical service (`his_service_id`, name, duration, price...).
+pub fn service_data(s: &Service) -> Map<String, Value> {
+    let mut data = Map::new();
+    put(&mut data, "his_service_id", Some(s.code.clone()));
+    put(&mut data, "his_service_name", s.name.clone());
+    put(&mut data, "his_description", s.description.clone());
+    if let Some(minutes) = s.duration_minutes {
+        data.insert("his_duration_minutes".into(), Value::from(minutes));
+    }
+    put(
+        &mut data,
+        "his_price",
+        s.price.as_ref().map(|d| d.to_string()),
+    );
+    put(&mut data, "his_currency", s.currency.clone());
+    put(
+        &mut data,
+        "his_department",
+        s.department
+            .as_ref()
+            .and_then(|c| c.code.clone().or_else(|| c.text.clone())),
+    );
+    if let Some(active) = s.active {
+        data.insert("his_is_active".into(), Value::Bool(active));
+    }
+    data
+}
+
+/// The `schedule.*` data of a block of schedule time (an appointment whose status is
+/// `blocked`): its id, doctor, clinic, start, end, reason and status.
+fn schedule_data(a: &Appointment, id: &str, status: &str) -> Map<String, Value> {
+    let mut data = Map::new();
+    put(&mut data, "his_schedule_id", Some(id));
+    put(
+        &mut data,
+        "his_doctor_id",
+        a.practitioner.as_ref().and_then(|p| p.code.clone()),
+    );
+    put(
+        &mut data,
+        "his_location_id",
+        a.location.as_ref().and_then(|l| l.code.clone()),
+    );
+    put(
+        &mut data,
+        "his_service_id",
+        a.service.as_ref().and_then(|c| c.code.clone()),
+    );
+    put(&mut data, "his_start_at", a.start.as_ref().map(local));
+    put(&mut data, "his_end_at", a.end.as_ref().map(local));
+    put(
+        &mut data,
+        "his_reason",
+        a.reason.as_ref().and_then(|c| c.label()).map(str::to_owned),
+    );
+    put(&mut data, "his_status", Some(status));
     data
 }
 
@@ -327,13 +393,18 @@ pub fn location_data(l: &Location) -> Map<String, Value> {
 /// | rescheduled, modified, cancelled, discontinued, no-show | `appointment.updated` (with `his_status`) |
 /// | appointment deleted | `appointment.deleted` |
 /// | charge posted/reversed with a payment outcome | `payment.successful` / `payment.failed`, one per charge |
+/// | location created / updated / deactivated / deleted | `location.created` / `location.updated` / `location.updated` (`his_is_active` false) / `location.deleted` |
+/// | service created / updated / deactivated / deleted | `service.created` / `service.updated` / `service.updated` (`his_is_active` false) / `service.deleted` |
+/// | slot blocked (SIU^S23) | `schedule.created` (`his_status` `blocked`) |
+/// | a blocked slot rescheduled, modified or its resources changed (SIU^S13, S14, S18-S22 of a block) | `schedule.updated` |
+/// | slot opened (SIU^S24) | `schedule.deleted` (`his_status` `open`): the block is gone |
 ///
 /// With `emit_locations`, an appointment's clinic is sent first as `location.updated`.
-/// The model has no schedules or services as entities, so `schedule.*` and `service.*` are
-/// never rendered; other events give an empty list.
+/// Other events (patients, visits, orders, practitioners) give an empty list.
 ///
 /// # Errors
-/// [`MappingError`] when the appointment id or the event time is missing.
+/// [`MappingError`] when the appointment, location or service id or the event time is
+/// missing.
 pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, MappingError> {
     let when = event
         .source
@@ -341,6 +412,14 @@ pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, Mapp
         .as_ref()
         .or(event.source.message_time.as_ref());
     let mut out = Vec::new();
+    if let Some(rendered) = render_master(event, when, opts)? {
+        out.push(rendered);
+        return Ok(out);
+    }
+    if let Some(rendered) = render_schedule(event, when, opts)? {
+        out.push(rendered);
+        return Ok(out);
+    }
     let appointment_type = match event.kind {
         EventKind::AppointmentBooked => Some("appointment.created"),
         EventKind::AppointmentRescheduled
@@ -488,6 +567,92 @@ pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, Mapp
         }
     }
     Ok(out)
+}
+
+/// The `location.*` or `service.*` envelope of a master-data event; `None` for other kinds.
+fn render_master(
+    event: &Event,
+    when: Option<&Timestamp>,
+    opts: &BuktorOptions,
+) -> Result<Option<Rendered>, MappingError> {
+    let (event_type, active) = match event.kind {
+        EventKind::LocationCreated => ("location.created", None),
+        EventKind::LocationUpdated => ("location.updated", None),
+        EventKind::LocationDeactivated => ("location.updated", Some(false)),
+        EventKind::LocationDeleted => ("location.deleted", None),
+        EventKind::ServiceCreated => ("service.created", None),
+        EventKind::ServiceUpdated => ("service.updated", None),
+        EventKind::ServiceDeactivated => ("service.updated", Some(false)),
+        EventKind::ServiceDeleted => ("service.deleted", None),
+        _ => return Ok(None),
+    };
+    let when = when.ok_or_else(|| super::missing("source.message_time"))?;
+    let (id, mut data) = if event_type.starts_with("location") {
+        let l = event
+            .location
+            .as_ref()
+            .ok_or_else(|| super::missing("location"))?;
+        let id = l
+            .code
+            .clone()
+            .ok_or_else(|| super::missing("location.code"))?;
+        (id, location_data(l))
+    } else {
+        let s = event
+            .service
+            .as_ref()
+            .ok_or_else(|| super::missing("service"))?;
+        (s.code.clone(), service_data(s))
+    };
+    if let Some(active) = active {
+        data.insert("his_is_active".into(), Value::Bool(active));
+    }
+    put(&mut data, "his_updated_at", Some(local(when)));
+    envelope(event, event_type, &id, &utc(when), data, opts).map(Some)
+}
+
+/// The `schedule.*` envelope of a blocked slot: blocked (S23), opened (S24), or an appointment
+/// event about a block; `None` for other kinds.
+fn render_schedule(
+    event: &Event,
+    when: Option<&Timestamp>,
+    opts: &BuktorOptions,
+) -> Result<Option<Rendered>, MappingError> {
+    let is_block = || {
+        event
+            .appointment
+            .as_ref()
+            .is_some_and(|a| a.status == AppointmentStatus::Blocked)
+    };
+    let (event_type, status) = match event.kind {
+        EventKind::SlotBlocked => ("schedule.created", "blocked"),
+        EventKind::SlotOpened => ("schedule.deleted", "open"),
+        EventKind::AppointmentRescheduled
+        | EventKind::AppointmentModified
+        | EventKind::AppointmentResourceAdded
+        | EventKind::AppointmentResourceModified
+        | EventKind::AppointmentResourceCancelled
+        | EventKind::AppointmentResourceDiscontinued
+        | EventKind::AppointmentResourceDeleted
+            if is_block() =>
+        {
+            ("schedule.updated", "blocked")
+        }
+        _ => return Ok(None),
+    };
+    let when = when.ok_or_else(|| super::missing("source.message_time"))?;
+    let a = event
+        .appointment
+        .as_ref()
+        .ok_or_else(|| super::missing("appointment"))?;
+    let id = a
+        .filler_id
+        .as_deref()
+        .or(a.placer_id.as_deref())
+        .ok_or_else(|| super::missing("appointment.filler_id"))?;
+    let mut data = schedule_data(a, id, status);
+    put(&mut data, "his_updated_at", Some(local(when)));
+    envelope(event, event_type, id, &utc(when), data, opts).map(Some)
 }
 
 #[cfg(test)]

@@ -425,7 +425,8 @@ pub fn status_key(s: AppointmentStatus) -> &'static str {
     }
 }
 
-/// The clinic upsert for a canonical location, or `None` without a location code.
+/// The clinic upsert for a canonical location, or `None` without a location code. Every
+/// field the location carries goes out; `isActive` is false only when the location says so.
 pub fn clinic(location: &Location) -> Option<OpsportClinic> {
     let code = location.code.clone()?;
     Some(OpsportClinic {
@@ -437,31 +438,75 @@ pub fn clinic(location: &Location) -> Option<OpsportClinic> {
             .as_ref()
             .and_then(|c| c.label())
             .map(str::to_owned),
+        clinic_type: location.location_type.clone(),
         branch: location.branch.clone(),
         floor: location.floor.clone(),
         location: location.building.clone(),
-        is_active: true,
-        ..OpsportClinic::default()
+        account_no: location.account_number.clone(),
+        cost_center_no: location.cost_centre.clone(),
+        address: location.address.as_ref().and_then(address_line),
+        phone: location.phone.clone(),
+        email: location.email.clone(),
+        is_active: location.active.unwrap_or(true),
     })
 }
 
+/// A postal address as one line: street lines, city, state, postal code, country, joined
+/// with `, ` (the seed's `"Olaya Street, Riyadh"`); `None` when empty.
+fn address_line(a: &crate::model::Address) -> Option<String> {
+    let parts: Vec<&str> = a
+        .lines
+        .iter()
+        .chain(&a.district)
+        .chain(&a.city)
+        .chain(&a.state)
+        .chain(&a.postal_code)
+        .chain(&a.country)
+        .map(String::as_str)
+        .filter(|p| !p.trim().is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// The doctor upsert for a canonical practitioner, or `None` without a code or licence number.
+/// Every field the practitioner carries goes out; `clinic_code` (the clinic of the appointment
+/// that names the doctor) is added to the practitioner's own clinic codes.
 pub fn doctor(p: &Practitioner, clinic_code: Option<&str>) -> Option<OpsportDoctor> {
     let code = p.code.clone().or_else(|| p.licence_number.clone())?;
     let name = p.name.full();
+    let mut clinic_codes = p.clinic_codes.clone();
+    if let Some(c) = clinic_code.filter(|c| !clinic_codes.iter().any(|k| k == c)) {
+        clinic_codes.push(c.to_owned());
+    }
     Some(OpsportDoctor {
         name: if name.is_empty() { code.clone() } else { name },
+        a_name: p
+            .alternate_name
+            .as_ref()
+            .map(|n| n.full())
+            .filter(|n| !n.is_empty()),
         code,
+        branch: p.branch.clone(),
+        gender: p.gender.map(|g| gender_text(g).to_owned()),
+        date_of_birth: p
+            .birth_date
+            .as_ref()
+            .map(|d| d.naive_date_time().format("%Y-%m-%d").to_string()),
         medical_reg_number: p.registration_number.clone(),
+        id_number: p.national_id.clone(),
+        account_no: p.account_number.clone(),
+        cost_center: p.cost_centre.clone(),
+        description: p.description.clone(),
+        email: p.email.clone(),
+        phone: p.phone.clone(),
         license_number: p.licence_number.clone(),
         specialization: p
             .specialisation
             .as_ref()
             .and_then(|c| c.label())
             .map(str::to_owned),
-        is_active: true,
-        clinic_codes: clinic_code.map(str::to_owned).into_iter().collect(),
-        ..OpsportDoctor::default()
+        is_active: p.active.unwrap_or(true),
+        clinic_codes,
     })
 }
 
@@ -708,6 +753,9 @@ fn item<T: Serialize>(
 /// - appointment events: clinic, doctor (when they have codes and `upsert_references`), the
 ///   patient when the event carries one, then the appointment (cancellations are an upsert
 ///   with the cancelled status, since OpsPort has no delete);
+/// - location and practitioner master events: the clinic or doctor upsert with every field
+///   the record has (`isActive` false when deactivated or deleted, since OpsPort has no
+///   delete);
 /// - other events: nothing (an empty list, not an error).
 ///
 /// # Errors
@@ -800,7 +848,48 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::PatientDeleted
         | EventKind::BedStatusUpdated
         | EventKind::SlotBlocked
-        | EventKind::SlotOpened => {}
+        | EventKind::SlotOpened
+        // OpsPort has no services.
+        | EventKind::ServiceCreated
+        | EventKind::ServiceUpdated
+        | EventKind::ServiceDeactivated
+        | EventKind::ServiceDeleted => {}
+        // Master data: OpsPort has no delete, so a deleted clinic or doctor is upserted
+        // inactive, like a deactivated one.
+        EventKind::LocationCreated
+        | EventKind::LocationUpdated
+        | EventKind::LocationDeactivated
+        | EventKind::LocationDeleted => {
+            let l = event
+                .location
+                .as_ref()
+                .ok_or_else(|| super::missing("location"))?;
+            let mut c = clinic(l).ok_or_else(|| super::missing("location.code"))?;
+            if matches!(
+                event.kind,
+                EventKind::LocationDeactivated | EventKind::LocationDeleted
+            ) {
+                c.is_active = false;
+            }
+            out.push(item(event, "clinic", &c.code.clone(), &c, opts)?);
+        }
+        EventKind::PractitionerCreated
+        | EventKind::PractitionerUpdated
+        | EventKind::PractitionerDeactivated
+        | EventKind::PractitionerDeleted => {
+            let p = event
+                .practitioners
+                .first()
+                .ok_or_else(|| super::missing("practitioners"))?;
+            let mut d = doctor(p, None).ok_or_else(|| super::missing("practitioners.code"))?;
+            if matches!(
+                event.kind,
+                EventKind::PractitionerDeactivated | EventKind::PractitionerDeleted
+            ) {
+                d.is_active = false;
+            }
+            out.push(item(event, "doctor", &d.code.clone(), &d, opts)?);
+        }
     }
     Ok(out)
 }

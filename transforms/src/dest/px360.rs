@@ -675,8 +675,8 @@ pub fn patient_data(
 /// details, admit and discharge dates, doctor, visit steps) and no event types, so every
 /// change of the admission re-sends the snapshot, which PX360 takes as an update of the same
 /// `AdmissionID` ("the adapter updates existing patients"). It has no delete, no merge of
-/// visits or identifiers and no schedule, so deletions, merges and moves, bed status, slot
-/// and appointment events send nothing (docs/ASSUMPTIONS.md, PX360).
+/// visits or identifiers, no schedule and no master data, so deletions, merges and moves, bed
+/// status, slot, appointment and master-data events send nothing (docs/ASSUMPTIONS.md, PX360).
 fn journey_update(kind: EventKind) -> Option<bool> {
     match kind {
         EventKind::EncounterAdmitted | EventKind::EncounterDischarged => Some(true),
@@ -732,7 +732,19 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::AppointmentResourceDiscontinued
         | EventKind::AppointmentResourceDeleted
         | EventKind::SlotBlocked
-        | EventKind::SlotOpened => None,
+        | EventKind::SlotOpened
+        | EventKind::LocationCreated
+        | EventKind::LocationUpdated
+        | EventKind::LocationDeactivated
+        | EventKind::LocationDeleted
+        | EventKind::PractitionerCreated
+        | EventKind::PractitionerUpdated
+        | EventKind::PractitionerDeactivated
+        | EventKind::PractitionerDeleted
+        | EventKind::ServiceCreated
+        | EventKind::ServiceUpdated
+        | EventKind::ServiceDeactivated
+        | EventKind::ServiceDeleted => None,
     }
 }
 

@@ -19,7 +19,8 @@ use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
     IdentifierKind, Location, LocationStatus, Observation, Order, OrderStatus, Patient,
-    PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Timestamp,
+    PaymentResult, Practitioner, Precision, Priority, ResultReport, ResultStatus, Service,
+    Timestamp,
 };
 use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Phone, Procedure, Role, Specimen};
 
@@ -1035,14 +1036,26 @@ pub fn practitioner(p: &Practitioner) -> Option<r::Practitioner> {
             .as_deref()
             .map(|c| plain_identifier(systems::REGISTRATION, c)),
     );
+    identifier.extend(
+        p.national_id
+            .as_deref()
+            .map(|c| plain_identifier(systems::NATIONAL_ID, c)),
+    );
+    let mut name = Vec::new();
+    if !p.name.is_empty() {
+        name.push(human_name(&p.name, false));
+    }
+    if let Some(alt) = p.alternate_name.as_ref().filter(|n| !n.is_empty()) {
+        name.push(human_name(alt, true));
+    }
     Some(r::Practitioner {
         id: Some(resource_id("Practitioner", system, value).into()),
         identifier,
-        name: if p.name.is_empty() {
-            Vec::new()
-        } else {
-            vec![human_name(&p.name, false)]
-        },
+        active: p.active.map(Into::into),
+        name,
+        telecom: contact_points(p.phone.as_deref(), p.email.as_deref()),
+        gender: p.gender.map(|g| gender_code(g).into()),
+        birth_date: p.birth_date.as_ref().map(birth_date),
         qualification: p
             .specialisation
             .iter()
@@ -1076,13 +1089,70 @@ pub fn location(l: &Location) -> Option<r::Location> {
             .filter_map(|(url, v)| ext_str(url, v.as_deref()))
             .collect(),
         identifier: vec![plain_identifier(systems::LOCATION, code)],
-        status: Some("active".into()),
+        status: Some(
+            if l.active == Some(false) {
+                "inactive"
+            } else {
+                "active"
+            }
+            .into(),
+        ),
         // NPU-2 (ADT^A20) or PV1-40 bed status, as the IG maps PV1-40.
         operational_status: l.bed_status.as_ref().map(|b| Box::new(coding(b))),
         name: l.name.as_deref().map(fstr),
+        description: l.location_type.as_deref().map(fstr),
         r#type: l.specialisation.iter().map(codeable).collect(),
+        telecom: contact_points(l.phone.as_deref(), l.email.as_deref()),
+        address: l.address.as_ref().map(|a| Box::new(fhir_address(a))),
         ..Default::default()
     })
+}
+
+/// A phone number and an e-mail address as ContactPoints (work use).
+fn contact_points(phone: Option<&str>, email: Option<&str>) -> Vec<t::ContactPoint> {
+    let point = |system: &str, value: &str| t::ContactPoint {
+        system: Some(system.into()),
+        value: Some(fstr(value)),
+        r#use: Some("work".into()),
+        ..Default::default()
+    };
+    phone
+        .map(|v| point("phone", v))
+        .into_iter()
+        .chain(email.map(|v| point("email", v)))
+        .collect()
+}
+
+/// FHIR HealthcareService of a canonical service: identifier and name, its department as the
+/// specialty, its price and duration as `extraDetails` text (R4 HealthcareService has no
+/// element for either), `active` false when deactivated or deleted.
+pub fn healthcare_service(s: &Service, kind: EventKind) -> r::HealthcareService {
+    let inactive = matches!(
+        kind,
+        EventKind::ServiceDeactivated | EventKind::ServiceDeleted
+    ) || s.active == Some(false);
+    let mut details = Vec::new();
+    if let Some(price) = &s.price {
+        let currency = s
+            .currency
+            .as_deref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        details.push(format!("price: {price}{currency}"));
+    }
+    if let Some(minutes) = s.duration_minutes {
+        details.push(format!("duration: {minutes} min"));
+    }
+    r::HealthcareService {
+        id: Some(resource_id("HealthcareService", systems::SERVICE, &s.code).into()),
+        identifier: vec![plain_identifier(systems::SERVICE, &s.code)],
+        active: Some((!inactive).into()),
+        name: s.name.as_deref().map(fstr),
+        comment: s.description.as_deref().map(fstr),
+        extra_details: (!details.is_empty()).then(|| details.join("; ").into()),
+        specialty: s.department.iter().map(codeable).collect(),
+        ..Default::default()
+    }
 }
 
 /// A code as one Coding: its system as a URI (as [`codeable`] writes it), code and text.
@@ -2534,6 +2604,8 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         practitioners.extend(p.procedures.iter().filter_map(|pr| pr.performer.as_ref()));
     }
     let mut locations: Vec<&Location> = Vec::new();
+    // A location master event (MFN^M05): the location itself.
+    locations.extend(&event.location);
     if let Some(a) = &event.appointment {
         practitioners.extend(booked_people(a).map(|(p, _, _)| p));
         locations.extend(booked_locations(a).map(|(l, _, _)| l));
@@ -2606,6 +2678,12 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         {
             out.push(Resource::Encounter(Box::new(res)));
         }
+    }
+    // A service master event (MFN^M04): the service as a HealthcareService.
+    if let Some(s) = &event.service {
+        out.push(Resource::HealthcareService(Box::new(healthcare_service(
+            s, event.kind,
+        ))));
     }
     // A blocked or opened slot (SIU^S23/S24) is no appointment: a Slot of a Schedule.
     let slot = matches!(event.kind, EventKind::SlotBlocked | EventKind::SlotOpened);
@@ -2681,6 +2759,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::Patient(x) => ("Patient", &x.identifier, x.id.as_ref()),
         Resource::Practitioner(x) => ("Practitioner", &x.identifier, x.id.as_ref()),
         Resource::Location(x) => ("Location", &x.identifier, x.id.as_ref()),
+        Resource::HealthcareService(x) => ("HealthcareService", &x.identifier, x.id.as_ref()),
         Resource::Encounter(x) => ("Encounter", &x.identifier, x.id.as_ref()),
         Resource::Appointment(x) => ("Appointment", &x.identifier, x.id.as_ref()),
         Resource::ChargeItem(x) => ("ChargeItem", &x.identifier, x.id.as_ref()),

@@ -45,6 +45,8 @@ pub mod systems {
     pub const REGISTRATION: &str = "urn:switchboard:registration";
     /// Location (clinic) codes.
     pub const LOCATION: &str = "urn:switchboard:location";
+    /// Service codes (a charge description master's CDM-1).
+    pub const SERVICE: &str = "urn:switchboard:service";
     /// Visit numbers.
     pub const VISIT: &str = "urn:switchboard:visit";
     /// Appointment placer ids.

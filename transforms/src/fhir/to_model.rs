@@ -354,6 +354,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::RelatedPerson(_) => "RelatedPerson",
         Resource::Organization(_) => "Organization",
         Resource::Specimen(_) => "Specimen",
+        Resource::HealthcareService(_) => "HealthcareService",
         _ => return None,
     })
 }
@@ -811,6 +812,7 @@ impl<'a> Reader<'a> {
                     Some(ev)
                 }
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
+                Resource::HealthcareService(h) => Some(self.service_event(h, &base, i)?),
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
@@ -832,6 +834,22 @@ impl<'a> Reader<'a> {
                 }
             };
             events.extend(event);
+        }
+        // Master data alone (a Location or Practitioner that no other resource of the input is
+        // about, in a Bundle tagged with no other kind): the location or practitioner itself
+        // changed. A bed status Bundle (ADT^A20) is a Location too, and stays what it was.
+        let master = self.tagged_kind.is_none_or(|k| {
+            k.as_str().starts_with("location_") || k.as_str().starts_with("practitioner_")
+        });
+        if events.is_empty() && master {
+            for i in 0..self.entries.len() {
+                let base = self.entries[i].base.clone();
+                match self.entries[i].resource {
+                    Resource::Location(l) => events.push(self.location_event(l, &base, i)?),
+                    Resource::Practitioner(p) => events.push(self.practitioner_event(p, &base, i)?),
+                    _ => {}
+                }
+            }
         }
         for i in 0..self.entries.len() {
             if let Resource::Observation(o) = self.entries[i].resource {
@@ -877,6 +895,116 @@ impl<'a> Reader<'a> {
         Ok(events)
     }
 
+    /// The master-data kind of an entry: the Bundle's tagged kind when it is one of `kinds`
+    /// (created, updated, deactivated, deleted), else deactivated when the resource says it
+    /// is inactive, created for a POST and updated otherwise.
+    fn master_kind(&self, index: usize, inactive: bool, kinds: [EventKind; 4]) -> EventKind {
+        if let Some(k) = self.tagged_kind.filter(|k| kinds.contains(k)) {
+            return k;
+        }
+        if inactive {
+            kinds[2]
+        } else if self.entries[index].method.as_deref() == Some("POST") {
+            kinds[0]
+        } else {
+            kinds[1]
+        }
+    }
+
+    fn location_event(&self, l: &r::Location, base: &str, i: usize) -> Result<Event, FhirError> {
+        let mut value = location(l, base);
+        if value.code.is_none() {
+            return Err(FhirError::unprocessable(
+                format!("{base}.identifier"),
+                "a location needs an identifier",
+            ));
+        }
+        let inactive = val!(l.status) == Some("inactive");
+        if inactive {
+            value.active = Some(false);
+        }
+        let kind = self.master_kind(
+            i,
+            inactive,
+            [
+                EventKind::LocationCreated,
+                EventKind::LocationUpdated,
+                EventKind::LocationDeactivated,
+                EventKind::LocationDeleted,
+            ],
+        );
+        let mut ev = self.event(kind, i, "Location");
+        ev.location = Some(value);
+        Ok(ev)
+    }
+
+    fn practitioner_event(
+        &self,
+        p: &r::Practitioner,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let mut value = practitioner(p, base)?;
+        value.active = p.active.as_ref().and_then(|a| a.value);
+        let kind = self.master_kind(
+            i,
+            value.active == Some(false),
+            [
+                EventKind::PractitionerCreated,
+                EventKind::PractitionerUpdated,
+                EventKind::PractitionerDeactivated,
+                EventKind::PractitionerDeleted,
+            ],
+        );
+        let mut ev = self.event(kind, i, "Practitioner");
+        ev.practitioners.push(value);
+        Ok(ev)
+    }
+
+    /// A HealthcareService: the service it offers (identifier, name, comment as the
+    /// description, first specialty as the department, `active`). Price and duration are
+    /// written to `extraDetails` as text on the way out and not read back.
+    fn service_event(
+        &self,
+        h: &r::HealthcareService,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let code = h
+            .identifier
+            .iter()
+            .find(|id| val!(id.system) == Some(systems::SERVICE))
+            .or_else(|| h.identifier.first())
+            .and_then(|id| owned(val!(id.value)))
+            .ok_or_else(|| {
+                FhirError::unprocessable(
+                    format!("{base}.identifier"),
+                    "a healthcare service needs an identifier",
+                )
+            })?;
+        let active = h.active.as_ref().and_then(|a| a.value);
+        let kind = self.master_kind(
+            i,
+            active == Some(false),
+            [
+                EventKind::ServiceCreated,
+                EventKind::ServiceUpdated,
+                EventKind::ServiceDeactivated,
+                EventKind::ServiceDeleted,
+            ],
+        );
+        let mut ev = self.event(kind, i, "HealthcareService");
+        ev.service = Some(crate::model::Service {
+            code,
+            name: owned(val!(h.name)),
+            description: owned(val!(h.comment)),
+            department: h.specialty.first().and_then(coded),
+            active,
+            ..crate::model::Service::default()
+        });
+        Ok(ev)
+    }
+
     fn event(&self, kind: EventKind, index: usize, rtype: &str) -> Event {
         Event {
             id: stable_id(&["fhir", &self.hash, &index.to_string(), rtype]),
@@ -892,6 +1020,8 @@ impl<'a> Reader<'a> {
             results: Vec::new(),
             charges: Vec::new(),
             practitioners: Vec::new(),
+            location: None,
+            service: None,
         }
     }
 
@@ -2917,6 +3047,7 @@ fn practitioner(p: &r::Practitioner, base: &str) -> Result<Practitioner, FhirErr
         match val!(i.system) {
             Some(systems::LICENCE) => out.licence_number = value,
             Some(systems::REGISTRATION) => out.registration_number = value,
+            Some(systems::NATIONAL_ID) => out.national_id = value,
             Some(systems::PRACTITIONER) => out.code = value,
             _ if out.code.is_none() => out.code = value,
             _ => {}
@@ -2956,6 +3087,7 @@ fn location(l: &r::Location, _base: &str) -> Location {
         floor: part(LOCATION_PARTS[4]),
         specialisation: l.r#type.first().and_then(coded),
         bed_status: l.operational_status.as_deref().and_then(coded_of),
+        ..Location::default()
     }
 }
 

@@ -428,7 +428,7 @@ fn push_identifier(list: &mut Vec<Identifier>, id: Identifier) {
 
 /// HL7 table 0001; full words are accepted because some HIS send them. Other codes read as
 /// unknown rather than failing: the field is administrative and `U` means exactly that.
-fn gender(code: Option<&str>) -> Option<Gender> {
+pub(super) fn gender(code: Option<&str>) -> Option<Gender> {
     Some(match UpperCode::new(code?.trim()).as_str() {
         "M" | "MALE" => Gender::Male,
         "F" | "FEMALE" => Gender::Female,

@@ -149,8 +149,7 @@ pub fn location(rep: &RepRef<'_, '_>) -> Option<Location> {
         building: parts.get(7).string(),
         floor: parts.get(8).string(),
         name: parts.get(9).string(),
-        specialisation: None,
-        bed_status: None,
+        ..Location::default()
     };
     (!loc.is_empty()).then_some(loc)
 }

@@ -19,12 +19,14 @@
 //! | ORM^O01, OML^O21/O33/O35, OMI^O23 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
 //! | ORU^R01/R30/R31/R32 | [`oru`] | result reported |
 //! | DFT^P03, DFT^P11 | [`dft`] | charge posted/reversed (+ payment outcome) |
+//! | MFN^M02, M04, M05 | [`mfn`] | practitioner, service, location created/updated/deactivated/deleted, one event per record ([`Mapped::MasterFile`]) |
 //!
 //! [`TRIGGERS`] lists every pair this module maps, with its v2.8 message structure.
 
 pub mod adt;
 pub mod datatypes;
 pub mod dft;
+pub mod mfn;
 pub mod orders;
 pub mod oru;
 pub mod siu;
@@ -88,6 +90,9 @@ pub enum Mapped {
     /// The canonical event, boxed: an `Event` is a few kilobytes, and moving it out of the
     /// mapping and through `Result`s by value costs more than the allocation.
     Event(Box<Event>),
+    /// A master file notification (MFN): one event per accepted record and every record's
+    /// outcome, which the MFK answer reports record by record.
+    MasterFile(Box<mfn::MasterFile>),
     /// A message type this crate does not map (e.g. `ACK`, `QRY^A19`): the engine decides
     /// (reject with AR and ERR-3 = 200/201, or accept and route raw).
     Unsupported {
@@ -149,6 +154,14 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
         }
         ("ORU", "R01" | "R30" | "R31" | "R32") => oru::event_from_oru(msg)?,
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
+        ("MFN", trigger) => {
+            return match mfn::MasterFileKind::for_trigger(trigger) {
+                Some(file) => Ok(Mapped::MasterFile(Box::new(mfn::map_master_file(
+                    msg, file,
+                )?))),
+                None => Ok(unsupported(msg)),
+            }
+        }
         _ => return Ok(unsupported(msg)),
     };
     if from_evn {
@@ -159,7 +172,8 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
 
 /// Every message code and trigger [`map`] maps, with its HL7 v2.8 message structure: ADT
 /// A01-A62 (without the queries A19 and A56-A59), SIU S12-S26 (without the query S25),
-/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11. `docs/MAPPING.md` shows what
+/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11, MFN^M02/M04/M05.
+/// `docs/MAPPING.md` shows what
 /// each becomes.
 pub const TRIGGERS: &[(&str, &str, &str)] = &[
     ("ADT", "A01", "ADT_A01"),
@@ -244,6 +258,9 @@ pub const TRIGGERS: &[(&str, &str, &str)] = &[
     ("ORU", "R32", "ORU_R30"),
     ("DFT", "P03", "DFT_P03"),
     ("DFT", "P11", "DFT_P11"),
+    ("MFN", "M02", "MFN_M02"),
+    ("MFN", "M04", "MFN_M04"),
+    ("MFN", "M05", "MFN_M05"),
 ];
 
 fn unsupported(msg: &V2Message<'_>) -> Mapped {
@@ -311,6 +328,8 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
+        location: None,
+        service: None,
     })
 }
 

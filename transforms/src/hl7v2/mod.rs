@@ -14,4 +14,5 @@ pub mod charset;
 pub mod datetime;
 pub mod escape;
 pub mod header;
+pub mod mfk;
 pub mod validate;

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Appointment, Charge, Encounter, Identifier, Order, Patient, Practitioner, ResultReport,
-    Timestamp,
+    Appointment, Charge, Encounter, Identifier, Location, Order, Patient, Practitioner,
+    ResultReport, Service, Timestamp,
 };
 
 /// What happened.
@@ -125,11 +125,35 @@ pub enum EventKind {
     ChargePosted,
     /// Charges reversed (DFT whose every FT1 is a credit or a negative charge).
     ChargeReversed,
+    /// A location (clinic, ward, room) was added to the location master (MFN^M05 `MAD`).
+    LocationCreated,
+    /// A location's master record changed or was reactivated (MFN^M05 `MUP`, `MAC`).
+    LocationUpdated,
+    /// A location was deactivated: kept, but no longer in use (MFN^M05 `MDC`).
+    LocationDeactivated,
+    /// A location was removed from the location master (MFN^M05 `MDL`).
+    LocationDeleted,
+    /// A practitioner was added to the staff master (MFN^M02 `MAD`).
+    PractitionerCreated,
+    /// A practitioner's master record changed or was reactivated (MFN^M02 `MUP`, `MAC`).
+    PractitionerUpdated,
+    /// A practitioner was deactivated (MFN^M02 `MDC`).
+    PractitionerDeactivated,
+    /// A practitioner was removed from the staff master (MFN^M02 `MDL`).
+    PractitionerDeleted,
+    /// A service was added to the charge description master (MFN^M04 `MAD`).
+    ServiceCreated,
+    /// A service's master record changed or was reactivated (MFN^M04 `MUP`, `MAC`).
+    ServiceUpdated,
+    /// A service was deactivated (MFN^M04 `MDC`).
+    ServiceDeactivated,
+    /// A service was removed from the charge description master (MFN^M04 `MDL`).
+    ServiceDeleted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 55] = [
+    pub const ALL: [EventKind; 67] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -185,6 +209,18 @@ impl EventKind {
         EventKind::ResultReported,
         EventKind::ChargePosted,
         EventKind::ChargeReversed,
+        EventKind::LocationCreated,
+        EventKind::LocationUpdated,
+        EventKind::LocationDeactivated,
+        EventKind::LocationDeleted,
+        EventKind::PractitionerCreated,
+        EventKind::PractitionerUpdated,
+        EventKind::PractitionerDeactivated,
+        EventKind::PractitionerDeleted,
+        EventKind::ServiceCreated,
+        EventKind::ServiceUpdated,
+        EventKind::ServiceDeactivated,
+        EventKind::ServiceDeleted,
     ];
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
@@ -245,6 +281,18 @@ impl EventKind {
             EventKind::ResultReported => "result_reported",
             EventKind::ChargePosted => "charge_posted",
             EventKind::ChargeReversed => "charge_reversed",
+            EventKind::LocationCreated => "location_created",
+            EventKind::LocationUpdated => "location_updated",
+            EventKind::LocationDeactivated => "location_deactivated",
+            EventKind::LocationDeleted => "location_deleted",
+            EventKind::PractitionerCreated => "practitioner_created",
+            EventKind::PractitionerUpdated => "practitioner_updated",
+            EventKind::PractitionerDeactivated => "practitioner_deactivated",
+            EventKind::PractitionerDeleted => "practitioner_deleted",
+            EventKind::ServiceCreated => "service_created",
+            EventKind::ServiceUpdated => "service_updated",
+            EventKind::ServiceDeactivated => "service_deactivated",
+            EventKind::ServiceDeleted => "service_deleted",
         }
     }
 }
@@ -360,9 +408,16 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub charges: Vec<Charge>,
     /// Every practitioner the event references, deduplicated, so destinations that need them
-    /// upserted first (OpsPort doctors) find them in one place.
+    /// upserted first (OpsPort doctors) find them in one place. For a practitioner master
+    /// event (`practitioner_*`), the one practitioner the record describes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub practitioners: Vec<Practitioner>,
+    /// The location a location master event (`location_*`) describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The service a service master event (`service_*`) describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Service>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -516,6 +571,8 @@ mod tests {
             results: Vec::new(),
             charges: Vec::new(),
             practitioners: Vec::new(),
+            location: None,
+            service: None,
         }
     }
 

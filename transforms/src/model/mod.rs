@@ -1,8 +1,8 @@
 //! The canonical model: what Switchboard understands of a clinical message, independent of
 //! whether it arrived as HL7 v2, FHIR or JSON.
 //!
-//! Entities ([`Patient`], [`Practitioner`], [`Location`], [`Encounter`], [`Appointment`],
-//! [`Order`], [`ResultReport`], [`Charge`]) are plain data with a documented JSON form:
+//! Entities ([`Patient`], [`Practitioner`], [`Location`], [`Service`], [`Encounter`],
+//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`]) are plain data with a documented JSON form:
 //! snake_case field names, absent optionals and empty lists left out. An [`Event`] says what
 //! happened ([`EventKind`]), carries the entities it touched and a [`Source`] block naming the
 //! message it came from. Start reading at [`Event`].
@@ -44,7 +44,7 @@ pub use patient::{
     Allergy, Contact, Coverage, Diagnosis, Facility, Gender, Guarantor, Identifier, IdentifierKind,
     Insured, OtherName, Patient, Procedure,
 };
-pub use practitioner::{Location, Practitioner};
+pub use practitioner::{Location, Practitioner, Service};
 pub(crate) use time::parse_fraction;
 pub use time::{Precision, Timestamp, TimestampError};
 
