@@ -412,7 +412,10 @@ impl<'m> V2Message<'m> {
                 continue;
             }
             if at < bytes.len() && bytes[at] == esc {
-                escapes = true;
+                // MSH-2 holds the escape character itself and is never decoded: the header's
+                // other fields (read for every message) skip decoding unless they have one.
+                let in_msh2 = segments.is_empty() && bounds.len() - first_bound == 1;
+                escapes |= !in_msh2;
                 continue;
             }
             let line = &text[start..at];
