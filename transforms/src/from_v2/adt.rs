@@ -477,13 +477,14 @@ fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
     let fields = [(13, None), (14, Some(ContactUse::Work)), (40, None)];
     for (field, default_use) in fields {
         for rep in pid.field(field).reps() {
-            match datatypes::telecom(&rep, default_use) {
+            let parts = rep.components();
+            match datatypes::telecom_in(&parts, default_use) {
                 Some(Telecom::Phone(p)) => {
                     if !patient.phones.contains(&p) {
                         patient.phones.push(p);
                     }
                     // A phone repetition can carry an e-mail too (XTN-4).
-                    if let Some(e) = rep.get(4).string() {
+                    if let Some(e) = parts.get(4).string() {
                         add_email(patient, e);
                     }
                 }

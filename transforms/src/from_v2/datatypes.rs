@@ -168,7 +168,14 @@ pub enum Telecom {
 /// from XTN-5 country, XTN-6 area, XTN-7 local and XTN-8 extension. `default_use` applies when
 /// neither XTN-2 nor XTN-3 tells.
 pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<Telecom> {
-    let rep = rep.components();
+    telecom_in(&rep.components(), default_use)
+}
+
+/// [`telecom`] on a repetition already split, for a caller that reads more of it (XTN-4).
+pub(crate) fn telecom_in(
+    rep: &Components<'_, '_>,
+    default_use: Option<ContactUse>,
+) -> Option<Telecom> {
     let (use_code, equipment) = (rep.get(2), rep.get(3));
     let use_code = use_code.text().map(UpperCode::new);
     let equipment = equipment.text().map(UpperCode::new);

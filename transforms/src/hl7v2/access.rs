@@ -311,6 +311,13 @@ impl Version {
 
     /// Parses `2.3`, `2.5.1`, `2.8.2`; `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
+        // The usual `2.5` and `2.5.1`, one digit per part: no split, no number parsing.
+        let digit = |b: u8| b.is_ascii_digit().then(|| b - b'0');
+        match *text.as_bytes() {
+            [a, b'.', b] => return Some(Self::new(digit(a)?, digit(b)?, 0)),
+            [a, b'.', b, b'.', c] => return Some(Self::new(digit(a)?, digit(b)?, digit(c)?)),
+            _ => {}
+        }
         let mut parts = text.trim().split('.');
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
