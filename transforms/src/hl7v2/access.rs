@@ -1236,6 +1236,35 @@ impl<'m> Components<'_, 'm> {
 mod tests {
     use super::*;
 
+    /// MSH-2 holds the escape character without marking the header as escaped; an escape
+    /// in a later MSH field is still decoded.
+    #[test]
+    fn header_escapes_outside_msh2_are_decoded() {
+        let plain = V2Message::parse("MSH|^~\\&|HIS|MAIN\rPID|1").expect("parses");
+        assert_eq!(plain.get("MSH-2").expect("path").text(), Some("^~\\&"));
+        assert_eq!(plain.get("MSH-4").expect("path").text(), Some("MAIN"));
+        let escaped = V2Message::parse("MSH|^~\\&|HIS|A\\T\\B\rPID|1").expect("parses");
+        assert_eq!(escaped.get("MSH-2").expect("path").text(), Some("^~\\&"));
+        assert_eq!(escaped.get("MSH-4").expect("path").text(), Some("A&B"));
+    }
+
+    /// The one-digit fast path gives what the general reading gives.
+    #[test]
+    fn versions_parse() {
+        for (text, version) in [
+            ("2.5", Some(Version::new(2, 5, 0))),
+            ("2.5.1", Some(Version::new(2, 5, 1))),
+            ("2.10", Some(Version::new(2, 10, 0))),
+            (" 2.5 ", Some(Version::new(2, 5, 0))),
+            ("2.x", None),
+            ("2.5.", None),
+            ("+.5", None),
+            ("2.5.1.1", None),
+        ] {
+            assert_eq!(Version::parse(text), version, "{text:?}");
+        }
+    }
+
     proptest::proptest! {
         /// The one-pass reader finds what splitting on `^` and then `&` finds.
         #[test]

@@ -173,4 +173,24 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    /// Which check rejects a text: the offset is read before the digits, the digits end at
+    /// the fraction's dot.
+    #[test]
+    fn says_why() {
+        use TimestampError::{Malformed, OutOfRange};
+        for (bad, why) in [
+            ("2026a+03", Malformed("utc offset")),
+            ("2026a+0300", Malformed("non-digit in date/time")),
+            ("2026+03a0", Malformed("utc offset")),
+            ("20260615103000+0360", OutOfRange("utc offset")),
+            ("2026.5", Malformed("fraction without seconds")),
+            ("20260615103000.5x", Malformed("fraction")),
+            ("2026x.5", Malformed("non-digit in date/time")),
+        ] {
+            assert_eq!(parse(bad), Err(why), "{bad:?}");
+        }
+        let west = parse("20260615103000-0530").expect("offset");
+        assert_eq!(west.to_iso(), "2026-06-15T10:30:00-05:30");
+    }
 }
