@@ -165,9 +165,9 @@ pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         trim_timeline(msg, kind, encounter);
     }
     if has_mrg(kind) {
-        let mut pairs = merge_pairs(msg)?.into_iter();
-        event.merge = pairs.next().map(|p| p.merged);
-        event.additional_merges = pairs.collect();
+        let (merge, additional) = merge_pairs(msg)?;
+        event.merge = Some(merge);
+        event.additional_merges = additional;
     }
     if matches!(
         kind,
@@ -477,13 +477,14 @@ fn telecoms(pid: &SegmentRef<'_, '_>, patient: &mut Patient) {
     let fields = [(13, None), (14, Some(ContactUse::Work)), (40, None)];
     for (field, default_use) in fields {
         for rep in pid.field(field).reps() {
-            match datatypes::telecom(&rep, default_use) {
+            let parts = rep.components();
+            match datatypes::telecom_in(&parts, default_use) {
                 Some(Telecom::Phone(p)) => {
                     if !patient.phones.contains(&p) {
                         patient.phones.push(p);
                     }
                     // A phone repetition can carry an e-mail too (XTN-4).
-                    if let Some(e) = rep.get(4).string() {
+                    if let Some(e) = parts.get(4).string() {
                         add_email(patient, e);
                     }
                 }
@@ -815,8 +816,12 @@ fn location_history(
 /// # Errors
 /// [`MappingError::BadDateTime`] for a DG1-5 that does not parse.
 pub fn diagnoses(msg: &V2Message<'_>) -> Result<Vec<Diagnosis>, MappingError> {
-    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
     let mut out = Vec::new();
+    // Most messages have no DG1: no visit number read (and allocated) for them.
+    if msg.segment("DG1").is_none() {
+        return Ok(out);
+    }
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
     for dg1 in msg.segments_named("DG1") {
         out.extend(diagnosis(msg, &dg1, visit_number.clone())?);
     }
@@ -856,8 +861,11 @@ pub fn diagnosis(
 /// # Errors
 /// [`MappingError::BadDateTime`] for a PR1-5 that does not parse.
 pub fn procedures(msg: &V2Message<'_>) -> Result<Vec<Procedure>, MappingError> {
-    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
     let mut out = Vec::new();
+    if msg.segment("PR1").is_none() {
+        return Ok(out);
+    }
+    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
     for pr1 in msg.segments_named("PR1") {
         let code = datatypes::coded(&pr1.field(3)).or_else(|| {
             pr1.get(4).string().map(|text| Coded {
@@ -1073,12 +1081,14 @@ fn encounter_class(code: &str) -> EncounterClass {
     }
 }
 
-/// Every PID/MRG pair of a merge, in message order (see the module's merge rule).
+/// Every PID/MRG pair of a merge, in message order (see the module's merge rule): the first
+/// pair's MRG, then the further pairs. The first pair's patient is the event's (the first
+/// PID, mapped by [`patient_from_adt`] before this runs), so it is not mapped again here.
 ///
 /// # Errors
 /// [`MappingError::Missing`] for a patient group without MRG or without any prior
 /// identifier, and as [`patient_from_pid_segment`] for its PID.
-fn merge_pairs(msg: &V2Message<'_>) -> Result<Vec<PatientMerge>, MappingError> {
+fn merge_pairs(msg: &V2Message<'_>) -> Result<(MergedPatient, Vec<PatientMerge>), MappingError> {
     // (PID, its MRG, its PV1): each segment belongs to the last PID before it, so Z-segments
     // or PD1 between them do not matter; a further MRG after the same PID is a further pair
     // with that patient.
@@ -1101,31 +1111,33 @@ fn merge_pairs(msg: &V2Message<'_>) -> Result<Vec<PatientMerge>, MappingError> {
             _ => {}
         }
     }
-    if groups.is_empty() {
+    let missing_mrg = |pid: &SegmentRef<'_, '_>| {
+        let n = msg.occurrence(pid);
+        MappingError::Missing {
+            path: if n == 1 {
+                "MRG".into()
+            } else {
+                format!("MRG after PID[{n}]")
+            },
+            reason: "merge without MRG segment",
+        }
+    };
+    let Some(((pid, mrg, _), rest)) = groups.split_first() else {
         return Err(MappingError::Missing {
             path: "PID".into(),
             reason: "no patient identification segment",
         });
-    }
-    let mut pairs = Vec::with_capacity(groups.len());
-    for (pid, mrg, pv1) in &groups {
-        let Some(mrg) = mrg else {
-            let n = msg.occurrence(pid);
-            return Err(MappingError::Missing {
-                path: if n == 1 {
-                    "MRG".into()
-                } else {
-                    format!("MRG after PID[{n}]")
-                },
-                reason: "merge without MRG segment",
-            });
-        };
+    };
+    let first = merged_from_mrg(msg, mrg.as_ref().ok_or_else(|| missing_mrg(pid))?)?;
+    let mut pairs = Vec::with_capacity(rest.len());
+    for (pid, mrg, pv1) in rest {
+        let mrg = mrg.as_ref().ok_or_else(|| missing_mrg(pid))?;
         pairs.push(PatientMerge {
             patient: patient_from_pid_segment(msg, pid, pv1.as_ref())?,
             merged: merged_from_mrg(msg, mrg)?,
         });
     }
-    Ok(pairs)
+    Ok((first, pairs))
 }
 
 /// The record merged away, from one MRG: MRG-1 prior patient identifier list, MRG-2 prior

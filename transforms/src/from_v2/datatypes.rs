@@ -167,7 +167,14 @@ pub enum Telecom {
 /// from XTN-5 country, XTN-6 area, XTN-7 local and XTN-8 extension. `default_use` applies when
 /// neither XTN-2 nor XTN-3 tells.
 pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<Telecom> {
-    let rep = rep.components();
+    telecom_in(&rep.components(), default_use)
+}
+
+/// [`telecom`] on a repetition already split, for a caller that reads more of it (XTN-4).
+pub(crate) fn telecom_in(
+    rep: &Components<'_, '_>,
+    default_use: Option<ContactUse>,
+) -> Option<Telecom> {
     let (use_code, equipment) = (rep.get(2), rep.get(3));
     let use_code = use_code.text().map(UpperCode::new);
     let equipment = equipment.text().map(UpperCode::new);
@@ -183,21 +190,27 @@ pub fn telecom(rep: &RepRef<'_, '_>, default_use: Option<ContactUse>) -> Option<
         .string()
         .or_else(|| rep.get(1).string())
         .or_else(|| {
-            let local = rep.get(7).string()?;
-            let mut n = String::new();
-            if let Some(cc) = rep.get(5).string() {
+            // The parts are borrowed and the number is allocated once, at its final size.
+            let (cc, area, local, ext) = (rep.get(5), rep.get(6), rep.get(7), rep.get(8));
+            let local = local.trimmed()?;
+            let cc = cc.trimmed().map(|c| c.trim_start_matches('+'));
+            let (area, ext) = (area.trimmed(), ext.trimmed());
+            let len = |part: Option<&str>, extra: usize| part.map_or(0, |p| p.len() + extra);
+            let mut n =
+                String::with_capacity(len(cc, 2) + len(area, 1) + local.len() + len(ext, 2));
+            if let Some(cc) = cc {
                 n.push('+');
-                n.push_str(cc.trim_start_matches('+'));
+                n.push_str(cc);
                 n.push(' ');
             }
-            if let Some(area) = rep.get(6).string() {
-                n.push_str(&area);
+            if let Some(area) = area {
+                n.push_str(area);
                 n.push(' ');
             }
-            n.push_str(&local);
-            if let Some(ext) = rep.get(8).string() {
+            n.push_str(local);
+            if let Some(ext) = ext {
                 n.push_str(" x");
-                n.push_str(&ext);
+                n.push_str(ext);
             }
             Some(n)
         });

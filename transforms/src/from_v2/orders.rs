@@ -140,13 +140,16 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
     }
     // FT1 in an order (ORM^O01 and OML's financial group): the charges of the order, as a
     // DFT carries them, with the account (PID-18) and the visit (PV1-19).
-    let account = msg.segment("PID").and_then(|pid| pid.get(18).string());
-    let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
-    for ft1 in msg.segments_named("FT1") {
-        let mut charge = super::dft::charge_from_ft1(msg, &ft1, None)?;
-        charge.account.clone_from(&account);
-        charge.visit_number.clone_from(&visit_number);
-        event.charges.push(charge);
+    // Most orders have no FT1: no account or visit number read (and allocated) for them.
+    if msg.segment("FT1").is_some() {
+        let account = msg.segment("PID").and_then(|pid| pid.get(18).string());
+        let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
+        for ft1 in msg.segments_named("FT1") {
+            let mut charge = super::dft::charge_from_ft1(msg, &ft1, None)?;
+            charge.account.clone_from(&account);
+            charge.visit_number.clone_from(&visit_number);
+            event.charges.push(charge);
+        }
     }
     collect_practitioners(&mut event);
     Ok(event)

@@ -111,10 +111,12 @@ pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         .cloned();
     // No SIU structure defines ROL or PRT; one a site profile sends (after PID or PV1) is a
     // role of the appointment, not of the visit the SIU names for context.
-    appointment.roles = super::visit_roles(msg)?;
-    if let Some(e) = &mut event.encounter {
-        e.roles.clear();
-    }
+    // The encounter's mapping read them already (the same `visit_roles`): moved, not read
+    // again.
+    appointment.roles = match &mut event.encounter {
+        Some(e) => std::mem::take(&mut e.roles),
+        None => super::visit_roles(msg)?,
+    };
     event.appointment = Some(appointment);
     collect_practitioners(&mut event);
     Ok(event)
@@ -299,11 +301,15 @@ pub fn appointment_from_siu(
     }
 
     let status = status(&sch, kind)?;
-    let sch_notes = msg
-        .groups("SCH", &["TQ1", "NTE"])
-        .into_iter()
-        .next()
-        .and_then(|g| notes(g.named("NTE")));
+    // The NTEs of the first SCH's group (the TQ1 and NTE right after it), as
+    // `msg.groups("SCH", &["TQ1", "NTE"])` would give them, without building every group.
+    let sch_ntes: Vec<_> = msg
+        .segments()
+        .skip(sch.index() + 1)
+        .take_while(|s| matches!(s.name(), "TQ1" | "NTE"))
+        .filter(|s| s.name() == "NTE")
+        .collect();
+    let sch_notes = notes(&sch_ntes);
 
     Ok(Appointment {
         placer_id,

@@ -311,6 +311,13 @@ impl Version {
 
     /// Parses `2.3`, `2.5.1`, `2.8.2`; `None` for anything else.
     pub fn parse(text: &str) -> Option<Self> {
+        // The usual `2.5` and `2.5.1`, one digit per part: no split, no number parsing.
+        let digit = |b: u8| b.is_ascii_digit().then(|| b - b'0');
+        match *text.as_bytes() {
+            [a, b'.', b] => return Some(Self::new(digit(a)?, digit(b)?, 0)),
+            [a, b'.', b, b'.', c] => return Some(Self::new(digit(a)?, digit(b)?, digit(c)?)),
+            _ => {}
+        }
         let mut parts = text.trim().split('.');
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
@@ -412,7 +419,10 @@ impl<'m> V2Message<'m> {
                 continue;
             }
             if at < bytes.len() && bytes[at] == esc {
-                escapes = true;
+                // MSH-2 holds the escape character itself and is never decoded: the header's
+                // other fields (read for every message) skip decoding unless they have one.
+                let in_msh2 = segments.is_empty() && bounds.len() - first_bound == 1;
+                escapes |= !in_msh2;
                 continue;
             }
             let line = &text[start..at];
@@ -1225,6 +1235,35 @@ impl<'m> Components<'_, 'm> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MSH-2 holds the escape character without marking the header as escaped; an escape
+    /// in a later MSH field is still decoded.
+    #[test]
+    fn header_escapes_outside_msh2_are_decoded() {
+        let plain = V2Message::parse("MSH|^~\\&|HIS|MAIN\rPID|1").expect("parses");
+        assert_eq!(plain.get("MSH-2").expect("path").text(), Some("^~\\&"));
+        assert_eq!(plain.get("MSH-4").expect("path").text(), Some("MAIN"));
+        let escaped = V2Message::parse("MSH|^~\\&|HIS|A\\T\\B\rPID|1").expect("parses");
+        assert_eq!(escaped.get("MSH-2").expect("path").text(), Some("^~\\&"));
+        assert_eq!(escaped.get("MSH-4").expect("path").text(), Some("A&B"));
+    }
+
+    /// The one-digit fast path gives what the general reading gives.
+    #[test]
+    fn versions_parse() {
+        for (text, version) in [
+            ("2.5", Some(Version::new(2, 5, 0))),
+            ("2.5.1", Some(Version::new(2, 5, 1))),
+            ("2.10", Some(Version::new(2, 10, 0))),
+            (" 2.5 ", Some(Version::new(2, 5, 0))),
+            ("2.x", None),
+            ("2.5.", None),
+            ("+.5", None),
+            ("2.5.1.1", None),
+        ] {
+            assert_eq!(Version::parse(text), version, "{text:?}");
+        }
+    }
 
     proptest::proptest! {
         /// The one-pass reader finds what splitting on `^` and then `&` finds.

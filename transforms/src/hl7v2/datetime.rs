@@ -34,13 +34,16 @@ pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         Some(i) => (&text[..i], Some(parse_offset(&text[i..])?)),
         None => (text, None),
     };
-    let (digits, fraction) = match body.bytes().position(|b| b == b'.') {
-        Some(i) => (&body[..i], Some(&body[i + 1..])),
+    // One scan: the digits end at the first non-digit, which must be the fraction's dot.
+    let end = body
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(body.len());
+    let (digits, fraction) = match body.as_bytes().get(end) {
         None => (body, None),
+        Some(b'.') => (&body[..end], Some(&body[end + 1..])),
+        Some(_) => return Err(TimestampError::Malformed("non-digit in date/time")),
     };
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(TimestampError::Malformed("non-digit in date/time"));
-    }
     let precision = match digits.len() {
         4 => Precision::Year,
         6 => Precision::Month,
@@ -92,16 +95,14 @@ pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
 
 fn parse_offset(text: &str) -> Result<i16, TimestampError> {
     let sign: i16 = if text.starts_with('-') { -1 } else { 1 };
-    let digits = &text[1..];
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let [h1, h2, m1, m2] = text.as_bytes()[1..] else {
+        return Err(TimestampError::Malformed("utc offset"));
+    };
+    if ![h1, h2, m1, m2].iter().all(u8::is_ascii_digit) {
         return Err(TimestampError::Malformed("utc offset"));
     }
-    let h: i16 = digits[..2]
-        .parse()
-        .map_err(|_| TimestampError::Malformed("utc offset"))?;
-    let m: i16 = digits[2..]
-        .parse()
-        .map_err(|_| TimestampError::Malformed("utc offset"))?;
+    let two = |a: u8, b: u8| i16::from(a - b'0') * 10 + i16::from(b - b'0');
+    let (h, m) = (two(h1, h2), two(m1, m2));
     if m > 59 {
         return Err(TimestampError::OutOfRange("utc offset"));
     }
@@ -171,5 +172,25 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    /// Which check rejects a text: the offset is read before the digits, the digits end at
+    /// the fraction's dot.
+    #[test]
+    fn says_why() {
+        use TimestampError::{Malformed, OutOfRange};
+        for (bad, why) in [
+            ("2026a+03", Malformed("utc offset")),
+            ("2026a+0300", Malformed("non-digit in date/time")),
+            ("2026+03a0", Malformed("utc offset")),
+            ("20260615103000+0360", OutOfRange("utc offset")),
+            ("2026.5", Malformed("fraction without seconds")),
+            ("20260615103000.5x", Malformed("fraction")),
+            ("2026x.5", Malformed("non-digit in date/time")),
+        ] {
+            assert_eq!(parse(bad), Err(why), "{bad:?}");
+        }
+        let west = parse("20260615103000-0530").expect("offset");
+        assert_eq!(west.to_iso(), "2026-06-15T10:30:00-05:30");
     }
 }
