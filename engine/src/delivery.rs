@@ -147,6 +147,11 @@ impl Hub {
                 metrics: self.metrics.clone(),
                 watchers: self.watchers.clone(),
                 events: self.events.clone(),
+                delivered: self.metrics.deliveries.with_label_values(&[
+                    channel,
+                    config.name(),
+                    "delivered",
+                ]),
             };
             let stop = self.shutdown.child_token();
             let join = tokio::spawn(worker.run(rx, stop.clone()));
@@ -244,6 +249,8 @@ struct Worker {
     metrics: Metrics,
     watchers: Watchers,
     events: EventBus,
+    /// `deliveries{outcome="delivered"}` of this destination, looked up once.
+    delivered: prometheus::IntCounter,
 }
 
 /// The circuit breaker of one destination.
@@ -607,6 +614,7 @@ impl Worker {
         let up = self.metrics.destination_up.with_label_values(&labels);
         let depth_gauge = self.metrics.outbox_depth.with_label_values(&labels);
         let age_gauge = self.metrics.outbox_oldest_age.with_label_values(&labels);
+        let duration = self.metrics.delivery_duration.with_label_values(&labels);
         self.metrics.destination_started(labels[0], labels[1]);
         let dead_gauge = self
             .metrics
@@ -889,7 +897,7 @@ impl Worker {
                     let mut retrying: HashSet<String> = HashSet::new();
                     for (p, item, result) in outcomes {
                         in_flight.remove(&p);
-                        self.metrics.delivery_duration.with_label_values(&labels).observe(took.as_secs_f64());
+                        duration.observe(took.as_secs_f64());
                         let seq = item.seq;
                         match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
                             Settled::Done => {
@@ -1078,10 +1086,7 @@ impl Worker {
                 attempt.status = receipt.status;
                 attempt.detail = receipt.detail.clone();
                 attempt.answer = receipt.answer.clone();
-                self.metrics
-                    .deliveries
-                    .with_label_values(&[labels[0], labels[1], "delivered"])
-                    .inc();
+                self.delivered.inc();
                 debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
                 let ledger = self.ledger_write(&item, &receipt);
                 self.finish(&item, &attempt, true, &receipt.detail, ledger, shutdown)
@@ -1155,7 +1160,7 @@ impl Worker {
     }
 
     fn publish(&self, kind: &str, item: &OutboxItem) {
-        self.events.publish(LiveEvent {
+        self.events.publish_with(|| LiveEvent {
             kind: kind.into(),
             id: item.message_id.to_string(),
             channel: self.channel.clone(),

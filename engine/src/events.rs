@@ -44,6 +44,14 @@ impl EventBus {
         let _ = self.tx.send(event);
     }
 
+    /// Publishes the event `make` builds, building it only when someone listens (most of
+    /// the time nobody does, and an event is several allocations per message).
+    pub fn publish_with(&self, make: impl FnOnce() -> LiveEvent) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(make());
+        }
+    }
+
     /// A new listener, which sees events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.tx.subscribe()

@@ -59,6 +59,36 @@ pub struct ChannelIngest {
     pub events: crate::events::EventBus,
     /// Set while an operator has the channel paused.
     pub paused: channels::source::PauseFlag,
+    /// The channel's metric series every message touches, looked up once.
+    series: ChannelSeries,
+}
+
+/// The per-channel series of [`Metrics`] that every message updates: resolved when the ingest
+/// is built, so a message costs an atomic add each rather than a label lookup (a hash of the
+/// label values and a lock) each.
+struct ChannelSeries {
+    last_message: prometheus::IntGauge,
+    ingest_duration: prometheus::Histogram,
+    accepted_aa: prometheus::IntCounter,
+}
+
+impl ChannelSeries {
+    fn of(metrics: &Metrics, channel: &str) -> ChannelSeries {
+        ChannelSeries {
+            last_message: metrics.last_message.with_label_values(&[channel]),
+            ingest_duration: metrics.ingest_duration.with_label_values(&[channel]),
+            accepted_aa: metrics.acks.with_label_values(&[channel, "AA"]),
+        }
+    }
+
+    /// Counts an answer with `code` on `channel` (AA without a lookup).
+    fn count_ack(&self, metrics: &Metrics, channel: &str, code: &str) {
+        if code == "AA" {
+            self.accepted_aa.inc();
+        } else {
+            metrics.acks.with_label_values(&[channel, code]).inc();
+        }
+    }
 }
 
 /// An operator's resend of an edited message: the message it was made from and who sent it.
@@ -80,6 +110,7 @@ impl ChannelIngest {
         pipeline: Arc<Pipeline>,
     ) -> Self {
         ChannelIngest {
+            series: ChannelSeries::of(&metrics, &ch.config.name),
             channel: ch.config.name.clone(),
             policy: ch.config.accept.policy(),
             charset_fallback: ch.charset_fallback,
@@ -326,10 +357,8 @@ impl ChannelIngest {
         };
         let body = answer.then(|| Bytes::from(encode(&ack_text, &charset_name)));
         if body.is_some() {
-            self.metrics
-                .acks
-                .with_label_values(&[&self.channel, code.as_str()])
-                .inc();
+            self.series
+                .count_ack(&self.metrics, &self.channel, code.as_str());
         }
         self.answer(inbound, started, (header.as_ref(), id), disposition, body);
         // Durable now: the workers may start delivering.
@@ -834,15 +863,12 @@ impl ChannelIngest {
             .received
             .with_label_values(&[&self.channel, message_type_label])
             .inc();
-        self.metrics
-            .last_message
-            .with_label_values(&[&self.channel])
-            .set(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or_default(),
-            );
+        self.series.last_message.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default(),
+        );
     }
 
     /// Renders the deliveries of an accepted message (`route`), writes record, raw bytes and
@@ -858,19 +884,18 @@ impl ChannelIngest {
     ) -> Result<Vec<crate::store::outbox::OutboxItem>, crate::store::StoreError> {
         let items = if route {
             let items = if raw.len() < OFF_THREAD_BYTES {
-                record.business_keys = crate::keys::business_keys_of(record, raw);
-                self.pipeline.render(record, raw)
+                let (keys, items) = self.pipeline.keys_and_render(record, raw);
+                record.business_keys = keys;
+                items
             } else {
                 // Parsing and mapping a large message: off the async workers (see decide).
-                let (pipeline, mut rec, bytes) =
-                    (self.pipeline.clone(), record.clone(), raw.to_vec());
-                let (keys, items) = tokio::task::spawn_blocking(move || {
-                    rec.business_keys = crate::keys::business_keys_of(&rec, &bytes);
-                    let items = pipeline.render(&rec, &bytes);
-                    (rec.business_keys, items)
-                })
-                .await
-                .map_err(|e| crate::store::StoreError::Codec(format!("routing failed: {e}")))?;
+                let (pipeline, rec, bytes) = (self.pipeline.clone(), record.clone(), raw.to_vec());
+                let (keys, items) =
+                    tokio::task::spawn_blocking(move || pipeline.keys_and_render(&rec, &bytes))
+                        .await
+                        .map_err(|e| {
+                            crate::store::StoreError::Codec(format!("routing failed: {e}"))
+                        })?;
                 record.business_keys = keys;
                 items
             };
@@ -903,7 +928,7 @@ impl ChannelIngest {
         message_type: &str,
         control_id: &str,
     ) {
-        self.events.publish(crate::events::LiveEvent {
+        self.events.publish_with(|| crate::events::LiveEvent {
             kind: kind.into(),
             id: id.to_string(),
             channel: self.channel.clone(),
@@ -912,9 +937,8 @@ impl ChannelIngest {
             destination: String::new(),
             at_ms: crate::delivery::now_ms(),
         });
-        self.metrics
+        self.series
             .ingest_duration
-            .with_label_values(&[&self.channel])
             .observe(started.elapsed().as_secs_f64());
     }
 }

@@ -79,21 +79,34 @@ impl Pipeline {
         &self.hub
     }
 
-    /// Renders the deliveries of a message being ingested, and counts it as routed or
-    /// filtered. The caller writes them with the message ([`Store::put`]) and hands them to
-    /// the hub once they are durable.
-    pub fn render(&self, record: &crate::store::MessageRecord, raw: &[u8]) -> Vec<OutboxItem> {
-        let Some(router) = self.router(&record.channel) else {
-            return Vec::new();
+    /// The business keys of a message being ingested (see [`crate::keys`]) and its
+    /// deliveries, counting it as routed or filtered, from one canonical reading of the
+    /// message: it is decoded, parsed and mapped once for both. The caller writes them with
+    /// the message ([`Store::put`]) and hands the deliveries to the hub once they are durable.
+    pub fn keys_and_render(
+        &self,
+        record: &crate::store::MessageRecord,
+        raw: &[u8],
+    ) -> (Vec<transforms::model::BusinessKey>, Vec<OutboxItem>) {
+        let router = self.router(&record.channel);
+        let timezone = router.as_ref().and_then(|r| r.timezone());
+        // Business keys hold no times: the reading in the channel's timezone serves both.
+        let read = crate::formats::events_of_in(record, raw, timezone);
+        let business_keys = match &read {
+            crate::formats::Meaning::Events(events) => crate::keys::keys_of_events(events),
+            _ => Vec::new(),
+        };
+        let Some(router) = router else {
+            return (business_keys, Vec::new());
         };
         let store = &self.store;
-        let items = router.render(
+        let items = router.render_read(
             record,
             raw,
+            Some(read),
             &mut || store.next_seq(),
             now_ms(),
-            None,
-            "",
+            (None, ""),
             Some(store),
         );
         let (code, trigger) = record
@@ -109,7 +122,7 @@ impl Pipeline {
             .processed
             .with_label_values(&[&record.channel, &message_type_label(code, trigger), outcome])
             .inc();
-        items
+        (business_keys, items)
     }
 
     fn route_to(

@@ -320,6 +320,28 @@ impl Router {
         key_suffix: &str,
         store: Option<&crate::store::Store>,
     ) -> Vec<OutboxItem> {
+        self.render_read(record, raw, None, seq, now_ms, (only, key_suffix), store)
+    }
+
+    /// The channel's `timezone`, in which [`Router::render_read`] expects a reading.
+    pub fn timezone(&self) -> Option<transforms::model::Tz> {
+        self.timezone
+    }
+
+    /// [`Router::render`] with the message's canonical reading already made (by
+    /// [`crate::formats::events_of_in`] in the channel's timezone), so that it is not made
+    /// twice; `None` reads it here when a payload needs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn render_read(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        read: Option<crate::formats::Meaning>,
+        seq: &mut dyn FnMut() -> u64,
+        now_ms: u64,
+        (only, key_suffix): (Option<&[String]>, &str),
+        store: Option<&crate::store::Store>,
+    ) -> Vec<OutboxItem> {
         let text = transforms::hl7v2::charset::decode_lossy(raw, &record.charset);
         // The index-only reader: its cost is a small multiple of the message's size whatever
         // the message holds (a full tree of a field of 900,000 repetitions took 400 MB).
@@ -351,7 +373,9 @@ impl Router {
             .any(|(_, k)| !matches!(k, PayloadKind::Hl7 | PayloadKind::Dicom));
         let mut mapping_failure: Option<String> = None;
         let events = if needs_event {
-            match crate::formats::events_of_in(record, raw, self.timezone) {
+            let read =
+                read.unwrap_or_else(|| crate::formats::events_of_in(record, raw, self.timezone));
+            match read {
                 crate::formats::Meaning::Events(e) => e,
                 crate::formats::Meaning::Unsupported(_) => Vec::new(),
                 crate::formats::Meaning::Failed(e) => {

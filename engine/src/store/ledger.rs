@@ -247,6 +247,9 @@ impl Store {
         ledger: Option<&LedgerWrite>,
     ) -> Result<super::Status, StoreError> {
         self.space.check(WritePath::Delivery)?;
+        if delivered && ledger.is_none() && item.reference.is_none() {
+            return self.finish_delivered(item, detail);
+        }
         let encoded = item.encode(&self.seal)?;
         let sealed = ledger.map(|w| self.encode_entry(&w.entry)).transpose()?;
         let key = item.message_id.to_be_bytes();
