@@ -716,8 +716,8 @@ fn transform_dry_run_prints_what_a_message_becomes() {
     assert_eq!(paths[0], "/api/healthcare/clinic");
 
     let cfg = TestConfig::new("", "");
-    let file = cfg.root.path().join("mfn.hl7");
-    std::fs::write(&file, "MSH|^~\\&|A|B|C|D|2025||MFN^M02|X1|P|2.5\rMFI|1\r").expect("write");
+    let file = cfg.root.path().join("qbp.hl7");
+    std::fs::write(&file, "MSH|^~\\&|A|B|C|D|2025||QBP^Q22|X1|P|2.5\rQPD|1\r").expect("write");
     let out = Command::new(binary())
         .args(["transform", "--to", "canonical"])
         .arg(&file)
@@ -725,7 +725,7 @@ fn transform_dry_run_prints_what_a_message_becomes() {
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("MFN^M02 is not mapped"), "{stdout}");
+    assert!(stdout.contains("QBP^Q22 is not mapped"), "{stdout}");
 }
 
 #[test]
