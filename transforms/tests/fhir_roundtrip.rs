@@ -128,6 +128,7 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
+        imaging_study: None,
     }
 }
 

@@ -18,8 +18,13 @@ pub mod worklist;
 pub mod worklist_dest;
 
 use crate::peers::PeerRange;
+use crate::source::{Inbound, Payload};
+use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec};
 use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
 
 /// The Verification SOP class (C-ECHO).
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -218,5 +223,40 @@ impl DicomMetrics {
             .expect("valid metric"),
             stored_instances: IntCounter::new("stored", "stored").expect("valid metric"),
         }
+    }
+}
+
+/// What a DICOM source refused because of what the peer sent, to be stored as a rejected
+/// message of format `dicom` (see [`Payload::Rejected`]).
+#[derive(Debug, Clone)]
+pub struct Refusal<'a> {
+    /// The DIMSE operation: `C-STORE`, `C-FIND`, `N-CREATE`, `N-SET`.
+    pub operation: &'a str,
+    /// The SOP instance UID concerned, or empty.
+    pub uid: &'a str,
+    /// The data set as received (empty when none came).
+    pub data: &'a [u8],
+    /// Why (never patient data).
+    pub reason: &'a str,
+}
+
+/// Hands a refused request to the channel, which stores it as rejected with its reason
+/// before this returns (or 30 s pass); the caller answers the peer afterwards.
+pub async fn reject(out: &mpsc::Sender<Inbound>, peer: SocketAddr, r: Refusal<'_>) {
+    let (tx, rx) = oneshot::channel();
+    let inbound = Inbound {
+        payload: Payload::Rejected {
+            format: "dicom".into(),
+            message_type: r.operation.into(),
+            control_id: r.uid.into(),
+            body: Bytes::copy_from_slice(r.data),
+            reason: r.reason.into(),
+        },
+        peer,
+        received_at: SystemTime::now(),
+        reply: tx,
+    };
+    if out.send(inbound).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
     }
 }

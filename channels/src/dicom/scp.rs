@@ -300,7 +300,7 @@ async fn handle(
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_FIND_RQ, Service::Worklist { cfg, state }) if sop == MWL_FIND => {
-            find(assoc, &m, &ts, cfg, state.as_ref(), &shared.cx.channel).await
+            find(assoc, &m, &ts, (peer, cfg), state.as_ref(), &shared.cx).await
         }
         (command::N_CREATE_RQ | command::N_SET_RQ, Service::Worklist { cfg, state })
             if cfg.mpps && sop_or_requested(&m) == super::mpps::MPPS =>
@@ -314,15 +314,19 @@ async fn handle(
                 state: state.as_ref(),
                 out: &shared.cx.out,
             };
-            let (field, uid, st) = super::mpps::handle(&ctx, &m, &ts).await;
-            let mut rsp = dimse::response(field, super::mpps::MPPS, m.message_id(), st, false);
-            if !uid.is_empty() {
-                rsp.put_str(tags::AFFECTED_SOP_INSTANCE_UID, dicom_core::VR::UI, uid);
+            let a = super::mpps::handle(&ctx, &m, &ts).await;
+            let mut rsp =
+                dimse::response(a.field, super::mpps::MPPS, m.message_id(), a.status, false);
+            if !a.uid.is_empty() {
+                rsp.put_str(tags::AFFECTED_SOP_INSTANCE_UID, dicom_core::VR::UI, a.uid);
+            }
+            if let Some(c) = &a.comment {
+                dimse::put_error_comment(&mut rsp, c);
             }
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_STORE_RQ, Service::Store { storage, .. }) => {
-            let st = storage
+            let (st, comment) = storage
                 .store(&m, &ts, calling, peer, &shared.cx, &shared.metrics)
                 .await;
             let mut rsp = dimse::response(command::C_STORE_RSP, &sop, m.message_id(), st, false);
@@ -331,6 +335,9 @@ async fn handle(
                 dicom_core::VR::UI,
                 m.text(tags::AFFECTED_SOP_INSTANCE_UID),
             );
+            if let Some(c) = &comment {
+                dimse::put_error_comment(&mut rsp, c);
+            }
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_CANCEL_RQ, _) => Ok(()),
@@ -359,37 +366,51 @@ fn sop_or_requested(m: &Message) -> String {
 }
 
 /// Modality Worklist C-FIND: one pending response per match (at most `max_matches`), then
-/// success; a query that does not parse gets "unable to process".
+/// success. An identifier that does not parse gets "unable to process" (C001), none or one
+/// whose keys are not what the SOP class allows "identifier does not match SOP class"
+/// (A900); either is stored as a rejected message (format `dicom`, type `C-FIND`) with its
+/// reason first.
 async fn find(
     assoc: &mut AsyncServerAssociation<TcpStream>,
     m: &Message,
     ts: &str,
-    cfg: &WorklistSourceConfig,
+    (peer, cfg): (SocketAddr, &WorklistSourceConfig),
     state: &dyn DicomState,
-    channel: &str,
+    cx: &SourceContext,
 ) -> Result<(), dimse::DimseError> {
     let id = m.message_id();
-    let query = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
-        Some(Ok(q)) => q,
-        Some(Err(e)) => {
-            warn!(channel = %channel, error = %e, "Worklist query does not parse.");
-            let rsp = dimse::response(
-                command::C_FIND_RSP,
-                MWL_FIND,
-                id,
-                status::UNABLE_TO_PROCESS,
-                false,
-            );
-            return dimse::send(assoc, m.context_id, &rsp, None).await;
-        }
-        None => {
-            let rsp = dimse::response(
-                command::C_FIND_RSP,
-                MWL_FIND,
-                id,
-                status::DATASET_MISMATCH,
-                false,
-            );
+    let channel = &cx.channel;
+    let refused = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
+        Some(Ok(q)) => match worklist::query_problem(&q) {
+            None => Ok(q),
+            Some(p) => Err((status::DATASET_MISMATCH, p)),
+        },
+        Some(Err(e)) => Err((
+            status::UNABLE_TO_PROCESS,
+            format!("the C-FIND identifier does not parse: {e}"),
+        )),
+        None => Err((
+            status::DATASET_MISMATCH,
+            "C-FIND without an identifier".to_string(),
+        )),
+    };
+    let query = match refused {
+        Ok(q) => q,
+        Err((st, reason)) => {
+            warn!(channel = %channel, peer = %peer, status = format!("{st:04X}"), reason = %reason, "Worklist query refused; stored as rejected.");
+            super::reject(
+                &cx.out,
+                peer,
+                super::Refusal {
+                    operation: "C-FIND",
+                    uid: "",
+                    data: m.dataset.as_deref().unwrap_or_default(),
+                    reason: &reason,
+                },
+            )
+            .await;
+            let mut rsp = dimse::response(command::C_FIND_RSP, MWL_FIND, id, st, false);
+            dimse::put_error_comment(&mut rsp, &reason);
             return dimse::send(assoc, m.context_id, &rsp, None).await;
         }
     };
@@ -401,7 +422,7 @@ async fn find(
                 command::C_FIND_RSP,
                 MWL_FIND,
                 id,
-                status::UNABLE_TO_PROCESS,
+                status::OUT_OF_RESOURCES,
                 false,
             );
             return dimse::send(assoc, m.context_id, &rsp, None).await;

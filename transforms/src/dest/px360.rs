@@ -637,7 +637,8 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::OrderUpdated
         | EventKind::ResultReported
         | EventKind::ChargePosted
-        | EventKind::ChargeReversed => None,
+        | EventKind::ChargeReversed
+        | EventKind::StudyAvailable => None,
     }
 }
 

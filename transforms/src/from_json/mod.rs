@@ -74,6 +74,7 @@ pub(crate) fn empty_event(id: String, kind: EventKind, source: Source) -> Event 
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
+        imaging_study: None,
     }
 }
 

@@ -311,6 +311,7 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
         results: Vec::new(),
         charges: Vec::new(),
         practitioners: Vec::new(),
+        imaging_study: None,
     })
 }
 

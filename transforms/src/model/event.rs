@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Appointment, Charge, Encounter, Identifier, Order, Patient, Practitioner, ResultReport,
-    Timestamp,
+    Appointment, Charge, Encounter, Identifier, ImagingStudy, Order, Patient, Practitioner,
+    ResultReport, Timestamp,
 };
 
 /// What happened.
@@ -125,11 +125,14 @@ pub enum EventKind {
     ChargePosted,
     /// Charges reversed (DFT whose every FT1 is a credit or a negative charge).
     ChargeReversed,
+    /// An imaging study was received in full by a DICOM storage source (no new instance for
+    /// its quiet period): [`Event::imaging_study`] says what it holds.
+    StudyAvailable,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 55] = [
+    pub const ALL: [EventKind; 56] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -185,6 +188,7 @@ impl EventKind {
         EventKind::ResultReported,
         EventKind::ChargePosted,
         EventKind::ChargeReversed,
+        EventKind::StudyAvailable,
     ];
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
@@ -245,6 +249,7 @@ impl EventKind {
             EventKind::ResultReported => "result_reported",
             EventKind::ChargePosted => "charge_posted",
             EventKind::ChargeReversed => "charge_reversed",
+            EventKind::StudyAvailable => "study_available",
         }
     }
 }
@@ -363,6 +368,9 @@ pub struct Event {
     /// upserted first (OpsPort doctors) find them in one place.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub practitioners: Vec<Practitioner>,
+    /// The imaging study of a `study_available` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imaging_study: Option<ImagingStudy>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -469,6 +477,10 @@ impl Event {
         for c in &self.charges {
             push(BusinessKeyKind::VisitNumber, c.visit_number.as_ref());
         }
+        if let Some(s) = &self.imaging_study {
+            // The accession number is the order's (filler) number.
+            push(BusinessKeyKind::OrderNumber, s.accession_number.as_ref());
+        }
         keys.sort();
         keys.dedup();
         keys
@@ -516,6 +528,7 @@ mod tests {
             results: Vec::new(),
             charges: Vec::new(),
             practitioners: Vec::new(),
+            imaging_study: None,
         }
     }
 
