@@ -24,7 +24,7 @@ fn dcmtk(tool: &str) -> Command {
 }
 
 /// An ORM^O01 for a CT on 2026-03-01 09:30 with `control` (ORC-1) and `status` (ORC-5).
-fn orm(control_id: &str, orc1: &str, orc5: &str) -> String {
+pub(crate) fn orm(control_id: &str, orc1: &str, orc5: &str) -> String {
     format!(
         "MSH|^~\\&|HIS|MAIN|SB|HUB|20260220120000||ORM^O01^ORM_O01|{control_id}|P|2.5.1\r\
          PID|1||MRN-RAD1^^^MAIN^MR||Rayfield^Dana||19750412|F\r\
@@ -188,6 +188,17 @@ async fn orders_become_worklist_items_and_a_cancel_removes_them() {
         .element_opt(tags::SCHEDULED_PROCEDURE_STEP_START_TIME)
         .expect("ok")
         .is_none());
+
+    // The console lists it.
+    let wl = get_json(&format!("{}/api/dicom/worklist", engine.admin())).await;
+    assert_eq!(wl["count"], 1, "{wl}");
+    let listed = &wl["items"][0];
+    assert_eq!(listed["worklist"], "rad");
+    assert_eq!(listed["accession_number"], "ACC-7001");
+    assert_eq!(listed["patient_name"], "Rayfield^Dana");
+    assert_eq!(listed["modality"], "CT");
+    assert_eq!(listed["start_date"], "20260301");
+    assert!(listed["performed"].is_null(), "{listed}");
 
     // Keys that do not match: another modality, another day, another patient.
     for other in [
@@ -412,10 +423,18 @@ async fn mpps_completed_reaches_the_his_as_an_orm_status() {
     assert_eq!(segment(completed, "PID")[3], "MRN-RAD1");
     // The in-progress status went too, first.
     assert!(messages[0].contains("||IP|"), "{messages:?}");
+    // The console shows the step as performed.
+    let wl = get_json(&format!(
+        "{}/api/dicom/worklist?worklist=rad",
+        engine.admin()
+    ))
+    .await;
+    assert_eq!(wl["items"][0]["performed"], "completed", "{wl}");
+    assert_eq!(wl["items"][0]["performed_by"], "CT01", "{wl}");
 }
 
 /// A small synthetic CT object (2x2 pixels, explicit VR little endian) written to `dir`.
-fn synthetic_ct(dir: &Path, study: &str, series: &str, n: u32) -> std::path::PathBuf {
+pub(crate) fn synthetic_ct(dir: &Path, study: &str, series: &str, n: u32) -> std::path::PathBuf {
     synthetic_ct_with(dir, study, series, n, |_| {})
 }
 
@@ -630,6 +649,20 @@ async fn a_stored_study_is_written_forwarded_and_announced_once() {
     );
     assert!(m.contains(&format!("|{}|2|", series[0])), "{m}");
     assert_eq!(segment(m, "OBR")[18], "ACC-7001");
+    // The console lists the study, announced, with its series.
+    let studies = get_json(&format!("{}/api/dicom/studies", engine.admin())).await;
+    assert_eq!(studies["count"], 1, "{studies}");
+    let listed = &studies["items"][0];
+    assert_eq!(listed["channel"], "images");
+    assert_eq!(listed["study_instance_uid"], study);
+    assert_eq!(listed["accession_number"], "ACC-7001");
+    assert_eq!(listed["status"], "announced");
+    assert_eq!(listed["number_of_series"], 2);
+    assert_eq!(listed["number_of_instances"], 3);
+    assert_eq!(listed["announced_instances"], 3);
+    assert_eq!(listed["series"][0]["uid"], series[0]);
+    assert_eq!(listed["series"][0]["instances"], 2);
+    assert_eq!(listed["modalities"][0], "CT");
     let metrics = metrics_text(&engine).await;
     assert_eq!(
         metric_value(
@@ -1043,7 +1076,7 @@ async fn his_peer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 }
 
 /// `storescu` of `files` as MODALITY to the storage source at `addr`.
-fn store_files(addr: &str, files: &[std::path::PathBuf]) {
+pub(crate) fn store_files(addr: &str, files: &[std::path::PathBuf]) {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let sent = output_within(
         dcmtk("storescu")

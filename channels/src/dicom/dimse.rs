@@ -127,6 +127,17 @@ pub enum DimseError {
     TooLarge(usize),
 }
 
+impl DimseError {
+    /// What went wrong, without the kind's prefix (for reasons stored with a rejected
+    /// request).
+    pub fn detail(&self) -> String {
+        match self {
+            DimseError::Codec(s) | DimseError::Ul(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A u16 attribute.
 pub fn us(obj: &InMemDicomObject, tag: Tag) -> Option<u16> {
     obj.element_opt(tag).ok().flatten()?.to_int::<u16>().ok()

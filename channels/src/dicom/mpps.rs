@@ -125,7 +125,7 @@ pub async fn handle(ctx: &MppsContext<'_>, m: &Message, ts: &str) -> Answer {
         Some(Ok(ds)) => set(ctx, &uid, &ds).await,
         Some(Err(e)) => Err(Fault::Peer((
             status::PROCESSING_FAILURE,
-            format!("the {operation} data set does not parse: {e}"),
+            format!("the {operation} data set does not parse: {}", e.detail()),
         ))),
         None if creating => Err(Fault::Peer((
             status::MISSING_ATTRIBUTE,

@@ -387,7 +387,7 @@ async fn find(
         },
         Some(Err(e)) => Err((
             status::UNABLE_TO_PROCESS,
-            format!("the C-FIND identifier does not parse: {e}"),
+            format!("the C-FIND identifier does not parse: {}", e.detail()),
         )),
         None => Err((
             status::DATASET_MISMATCH,

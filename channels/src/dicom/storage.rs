@@ -204,7 +204,7 @@ impl Storage {
             Err(e) => {
                 return refuse(
                     status::CANNOT_UNDERSTAND,
-                    format!("the object does not parse: {e}"),
+                    format!("the object does not parse: {}", e.detail()),
                 )
                 .await
             }

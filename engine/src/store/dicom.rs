@@ -119,6 +119,47 @@ impl Store {
         }
     }
 
+    /// The state each accession number's latest MPPS reached, over every channel:
+    /// accession number -> (`in_progress`, `completed` or `discontinued`; the modality's AE
+    /// title).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or a value does not open.
+    pub fn mpps_by_accession(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
+        let mut latest: std::collections::HashMap<String, (u64, String, String)> =
+            std::collections::HashMap::new();
+        for kv in self.mpps.iter() {
+            let (_, v) = kv?;
+            let Some((at, sealed)) = split(&v) else {
+                continue;
+            };
+            let plain = self.seal.open(b"mpps", sealed)?;
+            let Ok(state) = serde_json::from_slice::<channels::dicom::mpps::MppsState>(&plain)
+            else {
+                continue;
+            };
+            if state.accession_number.is_empty() {
+                continue;
+            }
+            let status = state.status.to_lowercase().replace(' ', "_");
+            let e = latest.entry(state.accession_number.clone()).or_insert((
+                0,
+                String::new(),
+                String::new(),
+            ));
+            if at >= e.0 {
+                *e = (at, status, state.calling_ae);
+            }
+        }
+        Ok(latest
+            .into_iter()
+            .map(|(k, (_, s, ae))| (k, (s, ae)))
+            .collect())
+    }
+
     /// Writes an MPPS instance's state.
     ///
     /// # Errors
