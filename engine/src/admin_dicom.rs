@@ -136,7 +136,7 @@ async fn studies(
             })
             .collect();
         let total = all.len();
-        all.sort_by(|a, b| b.2.last_ms.cmp(&a.2.last_ms));
+        all.sort_by_key(|x| std::cmp::Reverse(x.2.last_ms));
         all.truncate(limit);
         let mut items = Vec::new();
         for (channel, uid, r) in all {
