@@ -1,6 +1,8 @@
 //! DICOM end to end (docs/DICOM.md): the real engine with a `dicom_worklist` and a
 //! `dicom_store` source on 127.0.0.1, spoken to by dcmtk's `echoscu`, `findscu` and
-//! `storescu`, by dicom-ul's client (MPPS), with dcmtk's `storescp` as the PACS.
+//! `storescu`, by dicom-ul's client (MPPS, malformed requests), with dcmtk's `storescp` as
+//! the PACS; malformed requests, a restart in the middle of a study, and DICOM TLS (dcmtk's
+//! `+tls` on both sides).
 
 use crate::support::*;
 use channels::dicom::dimse::{self, command, Received};
@@ -1223,4 +1225,227 @@ async fn a_restart_in_the_middle_of_a_study_neither_loses_nor_repeats_its_announ
     controls.sort();
     controls.dedup();
     assert_eq!(controls.len(), 2, "{controls:?}");
+}
+
+/// `tool` with dcmtk's TLS options: our `leaf` as its certificate, trusting `ca`.
+fn dcmtk_tls(tool: &str, leaf: &crate::tls::Leaf, ca: &crate::tls::Ca) -> Command {
+    let mut c = dcmtk(tool);
+    c.arg("+tls")
+        .arg(&leaf.key)
+        .arg(&leaf.cert)
+        .arg("+cf")
+        .arg(&ca.pem);
+    c
+}
+
+/// dcmtk's storescp over TLS as the PACS, requiring a client certificate signed by `ca`.
+fn tls_pacs(dir: &Path, leaf: &crate::tls::Leaf, ca: &crate::tls::Ca) -> Pacs {
+    let port = free_port();
+    let child = dcmtk_tls("storescp", leaf, ca)
+        .args(["-aet", "PACS", "-od"])
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("storescp starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "storescp did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Pacs(child, port)
+}
+
+#[tokio::test]
+async fn dicom_tls_on_the_sources_and_the_pacs_destination() {
+    let (peer, seen) = his_peer().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let (folder, received, made, pki) = (
+        root.path().join("store"),
+        root.path().join("pacs"),
+        root.path().join("made"),
+        root.path().join("pki"),
+    );
+    for d in [&received, &made, &pki] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let ca = crate::tls::Ca::new(&pki, "dicomca");
+    let server = ca.leaf("localhost", &["localhost"]);
+    let modality = ca.leaf("ct01", &["ct01.example"]);
+    let stranger_ca = crate::tls::Ca::new(&pki, "otherca");
+    let stranger = stranger_ca.leaf("ct01", &["ct01.example"]);
+    let pacs_cert = ca.leaf("pacs", &["localhost"]);
+    let pacs = tls_pacs(&received, &pacs_cert, &ca);
+
+    let tls_source = format!(
+        "[source.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nallowed_client_names = [\"ct01\"]\n",
+        server.cert.display(),
+        server.key.display(),
+        ca.pem.display()
+    );
+    let cfg = TestConfig::new("durability = \"os\"", "");
+    std::fs::remove_file(cfg.conf().join("channels/lab.toml")).expect("rm lab");
+    std::fs::write(
+        cfg.conf().join("channels/mwl.toml"),
+        format!(
+            "name = \"mwl\"\n[source]\ntype = \"dicom_worklist\"\nlisten = \"127.0.0.1:0\"\n\
+             ae_title = \"SBMWL\"\nworklist = \"rad\"\n{tls_source}"
+        ),
+    )
+    .expect("write mwl");
+    std::fs::write(
+        cfg.conf().join("channels/images.toml"),
+        format!(
+            "name = \"images\"\n[source]\ntype = \"dicom_store\"\nlisten = \"127.0.0.1:0\"\n\
+             ae_title = \"SBSTORE\"\nfolder = \"{}\"\nquiet_period_secs = 1\n{tls_source}\
+             [[route]]\nwhen = {{ message_type = [\"C-STORE\"] }}\nto = [\"pacs\"]\n\
+             [[route]]\nwhen = {{ message_type = [\"study_available\"] }}\nto = [\"his\"]\n\
+             [[destination]]\nname = \"pacs\"\ntype = \"dicom\"\naddress = \"127.0.0.1:{}\"\nae_title = \"PACS\"\n\
+             timeout_secs = 5\n\
+             [destination.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"localhost\"\n\
+             [destination.delivery]\nbackoff_base_ms = 200\nbackoff_max_ms = 1000\n\
+             [[destination]]\nname = \"his\"\ntype = \"mllp\"\naddress = \"{peer}\"\n",
+            folder.display(),
+            pacs.1,
+            ca.pem.display(),
+            modality.cert.display(),
+            modality.key.display(),
+        ),
+    )
+    .expect("write images");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let (mwl, images) = (engine.mllp("mwl"), engine.mllp("images"));
+    let hp = |a: &str| {
+        let (h, p) = a.rsplit_once(':').expect("host:port");
+        (h.to_string(), p.to_string())
+    };
+
+    // C-ECHO over TLS with the modality's certificate, on both sources.
+    for (addr, called) in [(&mwl, "SBMWL"), (&images, "SBSTORE")] {
+        let (host, port) = hp(addr);
+        let echo = output_within(
+            dcmtk_tls("echoscu", &modality, &ca)
+                .args(["-aet", "CT01", "-aec", called, "-to", "5"])
+                .args([&host, &port]),
+            20,
+        )
+        .expect("echoscu ends");
+        assert!(
+            echo.status.success(),
+            "TLS C-ECHO to {called}: {}",
+            String::from_utf8_lossy(&echo.stderr)
+        );
+    }
+    // Refused: plain TCP on a TLS port, and a certificate from another CA.
+    let (host, port) = hp(&mwl);
+    let plain = output_within(
+        dcmtk("echoscu").args(["-aet", "CT01", "-aec", "SBMWL", "-to", "5", &host, &port]),
+        20,
+    )
+    .expect("echoscu ends");
+    assert!(!plain.status.success(), "plain TCP accepted on a TLS port");
+    let foreign = output_within(
+        dcmtk_tls("echoscu", &stranger, &ca)
+            .args(["-aet", "CT01", "-aec", "SBMWL", "-to", "5", &host, &port]),
+        20,
+    )
+    .expect("echoscu ends");
+    assert!(
+        !foreign.status.success(),
+        "a certificate of another CA accepted"
+    );
+
+    // A worklist query over TLS.
+    let out = tempfile::tempdir().expect("tempdir");
+    let found = output_within(
+        dcmtk_tls("findscu", &modality, &ca)
+            .args([
+                "-W",
+                "-aet",
+                "CT01",
+                "-aec",
+                "SBMWL",
+                "-to",
+                "5",
+                "-k",
+                "AccessionNumber",
+            ])
+            .args(["-X", "-od"])
+            .arg(out.path())
+            .args([&host, &port]),
+        20,
+    )
+    .expect("findscu ends");
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+
+    // storescu over TLS: stored, forwarded to the PACS over TLS, announced.
+    let study = "1.2.826.0.1.3680043.9.7777.800";
+    let files = [
+        synthetic_ct(&made, study, &format!("{study}.1"), 1),
+        synthetic_ct(&made, study, &format!("{study}.1"), 2),
+    ];
+    let (host, port) = hp(&images);
+    let sent = output_within(
+        dcmtk_tls("storescu", &modality, &ca)
+            .args(["-aet", "CT01", "-aec", "SBSTORE", "-to", "5", &host, &port])
+            .args(&files),
+        30,
+    )
+    .expect("storescu ends");
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let forwarded = eventually(20, || {
+        std::fs::read_dir(&received)
+            .map(|d| d.flatten().count() >= 2)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(forwarded, "the TLS PACS did not get the two objects");
+    let announced = eventually(20, || {
+        seen.lock().expect("lock").iter().any(|m| m.contains(study))
+    })
+    .await;
+    assert!(announced, "no study-available message");
+
+    let metrics = metrics_text(&engine).await;
+    assert!(
+        metric_value(
+            &metrics,
+            "switchboard_tls_handshake_failures_total{channel=\"mwl\",reason=\"bad_certificate\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_tls_cert_expiry_timestamp_seconds{channel=\"images\",endpoint=\"pacs\",role=\"client\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_tls_cert_expiry_timestamp_seconds{channel=\"mwl\",endpoint=\"source\",role=\"server\"}"),
+        "{metrics}"
+    );
+
+    // check --connect echoes the PACS over TLS.
+    let out = Command::new(binary())
+        .args(["check", "--connect", "--config"])
+        .arg(cfg.conf())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("images/pacs: "))
+        .unwrap_or_else(|| panic!("no line for images/pacs in:\n{stdout}"));
+    assert!(line.contains("C-ECHO answered with success"), "{stdout}");
+    drop(pacs);
 }

@@ -58,6 +58,11 @@ pub struct WorklistSourceConfig {
     /// At most this many matches per C-FIND.
     #[serde(default = "default_max_matches")]
     pub max_matches: usize,
+    /// DICOM TLS (PS3.15 B.1, the secure transport connection profiles): the certificate
+    /// presented and, with `client_ca`, the modality certificates accepted (the same
+    /// `[source.tls]` table as an MLLP listener). Without it the source speaks plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 /// `[source] type = "dicom_store"`: C-STORE provider writing objects to a folder.
@@ -89,6 +94,11 @@ pub struct StoreSourceConfig {
     /// Largest object taken, in bytes.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: usize,
+    /// DICOM TLS (PS3.15 B.1, the secure transport connection profiles): the certificate
+    /// presented and, with `client_ca`, the modality certificates accepted (the same
+    /// `[source.tls]` table as an MLLP listener). Without it the source speaks plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 fn default_max_associations() -> usize {
@@ -158,6 +168,16 @@ fn listener_problems(
     out
 }
 
+fn tls_problems(tls: Option<&crate::tls::ServerTlsConfig>) -> Vec<(String, String)> {
+    tls.map(|t| {
+        t.problems()
+            .into_iter()
+            .map(|(k, m)| (format!("tls.{k}"), m))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 impl WorklistSourceConfig {
     /// Problems a config loader cannot see: (key below `source.`, message).
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -168,6 +188,7 @@ impl WorklistSourceConfig {
             self.max_associations,
             self.idle_timeout_secs,
         );
+        out.extend(tls_problems(self.tls.as_ref()));
         if self.worklist.trim().is_empty() {
             out.push(("worklist".into(), "must not be empty".into()));
         }
@@ -188,6 +209,7 @@ impl StoreSourceConfig {
             self.max_associations,
             self.idle_timeout_secs,
         );
+        out.extend(tls_problems(self.tls.as_ref()));
         if self.folder.as_os_str().is_empty() {
             out.push(("folder".into(), "must not be empty".into()));
         }
