@@ -113,7 +113,7 @@ pub struct DicomSender {
 /// An association to the PACS, over TCP or TLS.
 enum Link {
     Plain(AsyncClientAssociation<tokio::net::TcpStream>),
-    Tls(AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>),
+    Tls(Box<AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>>),
 }
 
 impl DicomSender {
@@ -165,12 +165,12 @@ impl DicomSender {
         let addr = self.cfg.address.as_str();
         Ok(match &self.tls {
             None => Link::Plain(opts.establish_with_async(addr).await?),
-            Some(tls) => Link::Tls(
+            Some(tls) => Link::Tls(Box::new(
                 opts.tls_config(tls.config())
                     .server_name(&tls.server_name_for(addr))
                     .establish_with_async_tls(addr)
                     .await?,
-            ),
+            )),
         })
     }
 
@@ -202,7 +202,7 @@ impl DicomSender {
             .map_err(|e| DeliveryError::retry(format!("{addr}: association: {e}")))?;
         match link {
             Link::Plain(a) => store(a, addr, &r, dataset, self.timeout()).await,
-            Link::Tls(a) => store(a, addr, &r, dataset, self.timeout()).await,
+            Link::Tls(a) => store(*a, addr, &r, dataset, self.timeout()).await,
         }
     }
 
@@ -219,7 +219,7 @@ impl DicomSender {
             .map_err(|e| format!("{address}: association: {e}"))?;
         match link {
             Link::Plain(a) => echo_on(a, address).await,
-            Link::Tls(a) => echo_on(a, address).await,
+            Link::Tls(a) => echo_on(*a, address).await,
         }
     }
 }
