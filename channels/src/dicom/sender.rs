@@ -112,7 +112,7 @@ pub struct DicomSender {
 
 /// An association to the PACS, over TCP or TLS.
 enum Link {
-    Plain(AsyncClientAssociation<tokio::net::TcpStream>),
+    Plain(Box<AsyncClientAssociation<tokio::net::TcpStream>>),
     Tls(Box<AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>>),
 }
 
@@ -164,7 +164,7 @@ impl DicomSender {
     ) -> Result<Link, dicom_ul::association::Error> {
         let addr = self.cfg.address.as_str();
         Ok(match &self.tls {
-            None => Link::Plain(opts.establish_with_async(addr).await?),
+            None => Link::Plain(Box::new(opts.establish_with_async(addr).await?)),
             Some(tls) => Link::Tls(Box::new(
                 opts.tls_config(tls.config())
                     .server_name(&tls.server_name_for(addr))
@@ -201,7 +201,7 @@ impl DicomSender {
             .await
             .map_err(|e| DeliveryError::retry(format!("{addr}: association: {e}")))?;
         match link {
-            Link::Plain(a) => store(a, addr, &r, dataset, self.timeout()).await,
+            Link::Plain(a) => store(*a, addr, &r, dataset, self.timeout()).await,
             Link::Tls(a) => store(*a, addr, &r, dataset, self.timeout()).await,
         }
     }
@@ -218,7 +218,7 @@ impl DicomSender {
             .await
             .map_err(|e| format!("{address}: association: {e}"))?;
         match link {
-            Link::Plain(a) => echo_on(a, address).await,
+            Link::Plain(a) => echo_on(*a, address).await,
             Link::Tls(a) => echo_on(*a, address).await,
         }
     }
