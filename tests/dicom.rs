@@ -943,7 +943,6 @@ async fn malformed_requests_get_their_failure_status_and_are_stored_with_their_r
     )
     .await;
     assert_eq!(st, 0xC000);
-    let started = std::time::Instant::now();
     let (st, comment) = request(
         &mut assoc,
         command::C_STORE_RQ,

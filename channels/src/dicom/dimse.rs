@@ -798,10 +798,8 @@ mod tests {
             0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
         ]);
         b.extend_from_slice(&[1, 2, 3]);
-        let started = std::time::Instant::now();
         let e = read_dataset(&b, "1.2.840.10008.1.2.1").expect_err("refused");
         assert!(e.to_string().contains("exceeds"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(1));
         // Implicit VR, a long string of 2 GiB.
         let b = [0x10u8, 0x00, 0x10, 0x00, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2];
         assert!(read_dataset(&b, "1.2.840.10008.1.2").is_err());
