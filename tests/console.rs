@@ -4,8 +4,9 @@
 //! HTTP sources across a restart, edit-and-resend), then the console itself in headless
 //! Chromium driven over WebDriver (`chromedriver`, started here on a free loopback port):
 //! live stream, message viewer, dead letters and retry; patient column and search by name,
-//! field names on hover, answers per attempt, pause and resume, edit and resend. The pollers'
-//! pause is tested in `sftp.rs` and `latrexa.rs`.
+//! field names on hover, answers per attempt, pause and resume, edit and resend; the radiology
+//! view (worklist items and studies received). The pollers' pause is tested in `sftp.rs` and
+//! `latrexa.rs`.
 //!
 //! Chromium and chromedriver must be installed (`apt-get install chromium chromium-driver`);
 //! the browser test fails, with that sentence, when they are not. With
@@ -1389,4 +1390,129 @@ async fn console_api_a_paused_http_source_answers_503_with_a_json_body() {
     assert_eq!(status, 201, "{body}");
     let stored = get_json(&format!("{admin}/api/messages?channel=fhir")).await;
     assert_eq!(stored["count"], 1, "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_browser_lists_worklist_items_and_studies() {
+    // Orders into worklist `rad`, served by `mwl`; images into `images` (quiet 1 s).
+    let root = tempfile::tempdir().expect("tempdir");
+    let (folder, made) = (root.path().join("store"), root.path().join("made"));
+    std::fs::create_dir_all(&made).expect("mkdir");
+    let cfg = TestConfig::new("durability = \"os\"", "");
+    let conf = cfg.conf();
+    std::fs::remove_file(conf.join("channels/lab.toml")).expect("rm lab");
+    std::fs::write(
+        conf.join("channels/his.toml"),
+        "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\nto = [\"worklist\"]\n\
+         [[destination]]\nname = \"worklist\"\ntype = \"worklist\"\nworklist = \"rad\"\n",
+    )
+    .expect("write his");
+    std::fs::write(
+        conf.join("channels/mwl.toml"),
+        "name = \"mwl\"\n[source]\ntype = \"dicom_worklist\"\nlisten = \"127.0.0.1:0\"\n\
+         ae_title = \"SBMWL\"\nworklist = \"rad\"\n",
+    )
+    .expect("write mwl");
+    std::fs::write(
+        conf.join("channels/images.toml"),
+        format!(
+            "name = \"images\"\n[source]\ntype = \"dicom_store\"\nlisten = \"127.0.0.1:0\"\n\
+             ae_title = \"SBSTORE\"\nfolder = \"{}\"\nquiet_period_secs = 1\n",
+            folder.display()
+        ),
+    )
+    .expect("write images");
+    let token_file = cfg.root.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let main = std::fs::read_to_string(conf.join("switchboard.toml")).expect("read");
+    std::fs::write(
+        conf.join("switchboard.toml"),
+        main.replace(
+            "[admin]\n",
+            &format!(
+                "[admin]\ntoken = {{ file = \"{}\" }}\n",
+                token_file.display()
+            ),
+        ),
+    )
+    .expect("write config");
+    let engine = EngineProcess::start(&conf, &cfg.data());
+    let admin = engine.admin();
+
+    let mut mllp = connect(&engine.mllp("his")).await;
+    let ack = send(&mut mllp, crate::dicom::orm("RAD-C1", "NW", "").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1], "AA", "{ack}");
+    let study = "1.2.826.0.1.3680043.9.7777.700";
+    crate::dicom::store_files(
+        &engine.mllp("images"),
+        &[
+            crate::dicom::synthetic_ct(&made, study, &format!("{study}.1"), 1),
+            crate::dicom::synthetic_ct(&made, study, &format!("{study}.1"), 2),
+        ],
+    );
+    poll_json(&format!("{admin}/api/dicom/worklist"), |b| b["count"] == 1).await;
+    let studies = poll_json(&format!("{admin}/api/dicom/studies"), |b| {
+        b["items"][0]["status"] == "announced"
+    })
+    .await;
+    assert_eq!(studies["items"][0]["number_of_instances"], 2, "{studies}");
+
+    let (_driver, c) = browser().await;
+    {
+        c.goto(&format!("{admin}/#/radiology"))
+            .await
+            .expect("open the console");
+        let input = wait_for(&c, "#token-dialog[open] #token-input", "token prompt").await;
+        input.send_keys(TOKEN).await.expect("type the token");
+        c.find(Locator::Css("#token-form button[type=submit]"))
+            .await
+            .expect("sign-in button")
+            .click()
+            .await
+            .expect("sign in");
+        open_view(&c, "radiology").await;
+        let item = wait_for_text(
+            &c,
+            "#worklist-table tr[data-accession=\"ACC-7001\"]",
+            "Rayfield, Dana",
+        )
+        .await;
+        let text = item.text().await.expect("row text");
+        for want in [
+            "2026-03-01 09:30",
+            "rad",
+            "MRN-RAD1",
+            "CT chest without contrast",
+            "CT",
+            "scheduled",
+        ] {
+            assert!(text.contains(want), "{want:?} not in {text:?}");
+        }
+        let row = wait_for_text(
+            &c,
+            &format!("#studies-table tr.study[data-study=\"{study}\"]"),
+            "announced",
+        )
+        .await;
+        let text = row.text().await.expect("row text");
+        for want in ["images", "Rayfield, Dana", "ACC-7001", "CT", study] {
+            assert!(text.contains(want), "{want:?} not in {text:?}");
+        }
+        let count = |css: &'static str| {
+            let row = row.clone();
+            async move {
+                row.find(Locator::Css(css))
+                    .await
+                    .expect("cell")
+                    .text()
+                    .await
+                    .expect("text")
+            }
+        };
+        assert_eq!(count("td.series").await, "1");
+        assert_eq!(count("td.instances").await, "2");
+        screenshot(&c, "radiology").await;
+    }
+    c.close().await.expect("close the browser");
 }

@@ -13,21 +13,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A test CA that signs leaves into files.
-struct Ca {
+pub(crate) struct Ca {
     name: String,
-    pem: PathBuf,
+    pub(crate) pem: PathBuf,
     issuer: Issuer<'static, KeyPair>,
     dir: PathBuf,
 }
 
 /// Paths of a certificate and its key.
-struct Leaf {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Leaf {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
+    pub(crate) fn new(dir: &Path, name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -43,7 +43,7 @@ impl Ca {
         }
     }
 
-    fn leaf(&self, cn: &str, sans: &[&str]) -> Leaf {
+    pub(crate) fn leaf(&self, cn: &str, sans: &[&str]) -> Leaf {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("params");

@@ -387,7 +387,9 @@ impl DestinationConfig {
                     dicom.ok_or("a worklist destination needs the engine's store")?,
                 ))
             }
-            Self::Dicom(c) => Destination::Dicom(crate::dicom::sender::DicomSender::new(c.clone())),
+            Self::Dicom(c) => {
+                Destination::Dicom(crate::dicom::sender::DicomSender::build(c.clone())?)
+            }
             Self::Mllp(c) => Destination::Mllp(mllp::sender::MllpSender::build(c.clone())?),
             Self::Webhook(c) => Destination::Webhook(webhook::sender::WebhookSender::new(c)?),
             Self::File(c) => Destination::File(file::FileWriter::new(c.clone())?),

@@ -35,14 +35,21 @@ pub enum Payload {
         control_id: String,
         /// The record's bytes.
         body: Bytes,
+        /// Whether the control id names what the record says (a study's announcement): a
+        /// second record of the same format, type and control id in the channel is then a
+        /// resend, answered as accepted and neither stored nor routed again.
+        dedup: bool,
     },
     /// Something a source could not use (a DICOM data set that does not parse, a C-STORE
-    /// without its UIDs): stored as rejected with `reason`, routed nowhere.
+    /// without its UIDs, an MPPS N-SET of an unknown step): stored as rejected with
+    /// `reason`, routed nowhere.
     Rejected {
         /// The record format, such as `dicom`.
         format: String,
-        /// What it was, such as `C-STORE` or `MPPS^N-CREATE`.
+        /// What it was, such as `C-STORE`, `N-CREATE`, `N-SET` or `C-FIND`.
         message_type: String,
+        /// An identifier shown as the control id (the SOP instance UID), or empty.
+        control_id: String,
         /// The bytes as received.
         body: Bytes,
         /// Why it was refused (never its content).

@@ -452,7 +452,8 @@ impl HandshakeFailure {
         }
     }
 
-    fn classify(e: &std::io::Error) -> HandshakeFailure {
+    /// The reason of a failed server handshake, from its IO error.
+    pub fn classify(e: &std::io::Error) -> HandshakeFailure {
         let tls = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
@@ -507,6 +508,11 @@ impl ServerTls {
         self.config.clone()
     }
 
+    /// Time a client has to complete the handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
     /// Runs the server handshake on an accepted connection, within the handshake timeout;
     /// a failure is counted and logged (peer, reason, rustls' description; no key material).
     ///
@@ -543,6 +549,7 @@ impl ServerTls {
 /// A loaded client side.
 #[derive(Clone)]
 pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
     connector: TlsConnector,
     server_name: Option<ServerName<'static>>,
     /// notAfter of the trusted CA and of the client certificate.
@@ -639,8 +646,10 @@ impl ClientTlsConfig {
                     .map_err(|e| vec![("key".to_string(), e.to_string())])?
             }
         };
+        let config = Arc::new(config);
         Ok(ClientTls {
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config.clone()),
+            config,
             server_name,
             expiries,
         })
@@ -653,6 +662,24 @@ impl ClientTlsConfig {
 }
 
 impl ClientTls {
+    /// The rustls config, for callers that drive their own connector.
+    pub fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The name the peer at `addr` (`host:port`) must carry: `server_name`, else the host.
+    pub fn server_name_for(&self, addr: &str) -> String {
+        match &self.server_name {
+            Some(n) => n.to_str().into_owned(),
+            None => addr
+                .rsplit_once(':')
+                .map_or(addr, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        }
+    }
+
     /// Runs the client handshake on a connected stream to `addr` (`host:port`); the peer's
     /// certificate must chain to the CA and name `server_name` (default: the host of `addr`).
     ///

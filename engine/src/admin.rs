@@ -5,7 +5,8 @@
 //! the actions (reprocess, resend, dead-letter retry and discard, pause and resume, reload)
 //! need an operator token (403 otherwise). Health and metrics stay open so probes and
 //! Prometheus need no secret. Errors are JSON: `{"error": "...", "detail": "..."}`. The web
-//! console and its endpoints live in [`crate::console`] and [`crate::admin_live`]; pausing a
+//! console and its endpoints live in [`crate::console`], [`crate::admin_live`] and
+//! [`crate::admin_dicom`]; pausing a
 //! channel is described in [`crate::pause`].
 
 use crate::auth::{Caller, Role};
@@ -67,6 +68,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/appointments", get(appointment_ledger))
         .route("/api/whoami", get(whoami))
         .merge(crate::admin_live::api())
+        .merge(crate::admin_dicom::api())
         .merge(actions)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -339,10 +339,9 @@ fn certificate_expiries(c: &config::ChannelConfig) -> Vec<(String, CertExpiry)> 
         SourceConfig::MllpListener(l) => l.tls.as_ref(),
         SourceConfig::FhirRest(f) => f.tls.as_ref(),
         SourceConfig::Webhook(w) => w.tls.as_ref(),
-        SourceConfig::Sftp(_)
-        | SourceConfig::Latrexa(_)
-        | SourceConfig::DicomWorklist(_)
-        | SourceConfig::DicomStore(_) => None,
+        SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
+        SourceConfig::DicomStore(d) => d.tls.as_ref(),
+        SourceConfig::Sftp(_) | SourceConfig::Latrexa(_) => None,
     };
     if let Some(Ok(tls)) = server_tls.map(|t| t.load()) {
         out.extend(tls.expiries.into_iter().map(|e| (server_key(e.role), e)));
@@ -357,15 +356,18 @@ fn certificate_expiries(c: &config::ChannelConfig) -> Vec<(String, CertExpiry)> 
         }
     }
     for (i, d) in c.destinations.iter().enumerate() {
-        if let DestinationConfig::Mllp(m) = d {
-            if let Some(Ok(tls)) = m.tls.as_ref().map(ClientTlsConfig::load) {
-                let prefix = format!("destination[{i}]");
-                out.extend(
-                    tls.expiries
-                        .into_iter()
-                        .map(|e| (client_key(&prefix, e.role), e)),
-                );
-            }
+        let client_tls = match d {
+            DestinationConfig::Mllp(m) => m.tls.as_ref(),
+            DestinationConfig::Dicom(m) => m.tls.as_ref(),
+            _ => None,
+        };
+        if let Some(Ok(tls)) = client_tls.map(ClientTlsConfig::load) {
+            let prefix = format!("destination[{i}]");
+            out.extend(
+                tls.expiries
+                    .into_iter()
+                    .map(|e| (client_key(&prefix, e.role), e)),
+            );
         }
     }
     out

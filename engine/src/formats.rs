@@ -43,7 +43,32 @@ pub fn events_of_in(
                 Err(e) => Meaning::Failed(e.to_string()),
             }
         }
+        "dicom" => dicom(record, raw, timezone),
         other => Meaning::Failed(format!("no canonical mapping for format '{other}'")),
+    }
+}
+
+/// What a DICOM source stored: a study's announcement (`study_available`) is the
+/// `study_available` event, its DICOM dates and times local times in the channel's
+/// `timezone`; a stored object (`C-STORE`) has no canonical reading (only payload `dicom`
+/// sends it).
+fn dicom(record: &MessageRecord, raw: &[u8], timezone: Option<transforms::model::Tz>) -> Meaning {
+    use transforms::from_dicom::{study_available, StudyDocument, STUDY_AVAILABLE};
+    if record.message_type != STUDY_AVAILABLE {
+        return Meaning::Unsupported(record.message_type.clone());
+    }
+    let doc: StudyDocument = match serde_json::from_slice(raw) {
+        Ok(d) => d,
+        Err(e) => return Meaning::Failed(format!("study document: {e}")),
+    };
+    match study_available(&doc, &record.control_id) {
+        Ok(mut e) => {
+            if let Some(zone) = timezone {
+                e.assume_timezone(zone);
+            }
+            Meaning::Events(vec![e])
+        }
+        Err(e) => Meaning::Failed(e),
     }
 }
 

@@ -770,12 +770,13 @@ impl ChannelIngest {
             Payload::Rejected {
                 format,
                 message_type,
+                control_id,
                 body,
                 reason,
             } => (
                 format,
                 message_type,
-                String::new(),
+                control_id.clone(),
                 body,
                 Some(reason.clone()),
             ),
@@ -784,12 +785,55 @@ impl ChannelIngest {
                 message_type,
                 control_id,
                 body,
+                ..
             } => (format, message_type, control_id.clone(), body, None),
             _ => return,
         };
+        let dedup = matches!(&inbound.payload, Payload::Record { dedup: true, .. })
+            && !control_id.is_empty();
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
         self.count_received("other");
+        // A record whose control id names what it says (a study's announcement): the same
+        // one again is a resend, answered from the store.
+        let mut pending = None;
+        let mut dedup_key = String::new();
+        if dedup {
+            let key = crate::store::dedup::dedup_key(
+                &format!("{format}\u{1f}{}", self.channel),
+                &format!("{message_type}\u{1f}{control_id}"),
+            );
+            let digest: crate::store::ContentDigest =
+                <sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()).into();
+            match self.store.claim(&key, &digest, id).await {
+                Ok(Claim::New(p) | Claim::Reused { pending: p, .. }) => pending = Some(p),
+                Ok(Claim::Duplicate(original)) => {
+                    self.metrics
+                        .duplicates
+                        .with_label_values(&[&self.channel])
+                        .inc();
+                    debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate record answered from the store.");
+                    let _ = inbound.reply.send(Reply {
+                        disposition: Disposition::Accepted,
+                        body: None,
+                        http: None,
+                        message_id: Some(original.id),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    error!(channel = %self.channel, id, error = %e, "Input could not be stored.");
+                    let _ = inbound.reply.send(Reply {
+                        disposition: Disposition::Retry(e.to_string()),
+                        body: None,
+                        http: None,
+                        message_id: None,
+                    });
+                    return;
+                }
+            }
+            dedup_key = key;
+        }
         let mut record = MessageRecord {
             id,
             channel: self.channel.clone(),
@@ -815,13 +859,20 @@ impl ChannelIngest {
             config_version: self.config_version.clone(),
             deliveries: vec![],
             business_keys: Vec::new(),
-            dedup_key: String::new(),
+            dedup_key,
             resent_from: None,
         };
         let body = body.clone();
         let message_type = message_type.clone();
         let mut items = Vec::new();
-        let disposition = match self.persist(&mut record, &body, reason.is_none()).await {
+        let persisted = self.persist(&mut record, &body, reason.is_none()).await;
+        if let Some(p) = pending {
+            match &persisted {
+                Ok(_) => p.durable(),
+                Err(_) => p.failed(&self.store, &record),
+            }
+        }
+        let disposition = match persisted {
             Ok(routed) => match reason {
                 Some(reason) => {
                     self.metrics
@@ -1023,5 +1074,90 @@ fn encode(text: &str, charset_name: &str) -> Vec<u8> {
     match Charset::from_name(charset_name) {
         Some(cs) => cs.encode(text).into_owned(),
         None => text.as_bytes().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ChannelConfig, Durability};
+    use crate::store::Query;
+
+    /// A channel `images` with no route, over a store in `dir`.
+    fn ingest(dir: &std::path::Path) -> (ChannelIngest, Store) {
+        let metrics = Metrics::new("t");
+        let store = Store::open(dir, Durability::Os, &metrics).expect("open");
+        let config: ChannelConfig = toml::from_str(
+            "name = \"images\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .expect("channel");
+        let loaded = LoadedChannel {
+            config,
+            file: "images.toml".into(),
+            charset_fallback: Charset::Ascii,
+        };
+        let hub = crate::delivery::Hub::new(
+            store.clone(),
+            metrics.clone(),
+            Default::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let pipeline = Arc::new(Pipeline::new(
+            Default::default(),
+            hub,
+            store.clone(),
+            metrics.clone(),
+        ));
+        (
+            ChannelIngest::new(&loaded, store.clone(), metrics, "v1", pipeline),
+            store,
+        )
+    }
+
+    async fn send(ingest: &ChannelIngest, control_id: &str, dedup: bool) -> Reply {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ingest
+            .handle(Inbound {
+                payload: Payload::Record {
+                    format: "dicom".into(),
+                    message_type: "study_available".into(),
+                    control_id: control_id.into(),
+                    body: Bytes::from_static(b"{\"study_instance_uid\":\"1.2.3\"}"),
+                    dedup,
+                },
+                peer: "127.0.0.1:104".parse().expect("addr"),
+                received_at: SystemTime::now(),
+                reply: tx,
+            })
+            .await;
+        rx.await.expect("answered")
+    }
+
+    #[tokio::test]
+    async fn a_record_that_names_what_it_says_is_stored_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, store) = ingest(dir.path());
+        let first = send(&ingest, "STUDY1", true).await;
+        assert_eq!(first.disposition, Disposition::Accepted);
+        // The same announcement again (a crash before it was marked announced): answered
+        // as accepted, naming the first, and neither stored nor routed again.
+        let again = send(&ingest, "STUDY1", true).await;
+        assert_eq!(again.disposition, Disposition::Accepted);
+        assert_eq!(again.message_id, first.message_id);
+        let other = send(&ingest, "STUDY2", true).await;
+        assert_ne!(other.message_id, first.message_id);
+        // Records without the flag are each stored.
+        send(&ingest, "OBJ1", false).await;
+        send(&ingest, "OBJ1", false).await;
+        let stored = store
+            .list(&Query {
+                channel: Some("images".into()),
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("list");
+        let controls: Vec<&str> = stored.iter().map(|r| r.control_id.as_str()).collect();
+        assert_eq!(controls.len(), 4, "{controls:?}");
+        assert_eq!(controls.iter().filter(|c| **c == "STUDY1").count(), 1);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod admin_dicom;
 pub mod admin_live;
 pub mod auth;
 pub mod check;

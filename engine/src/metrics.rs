@@ -927,19 +927,24 @@ impl Metrics {
                 crate::config::SourceConfig::MllpListener(l) => l.tls.as_ref(),
                 crate::config::SourceConfig::FhirRest(f) => f.tls.as_ref(),
                 crate::config::SourceConfig::Webhook(w) => w.tls.as_ref(),
-                crate::config::SourceConfig::Sftp(_)
-                | crate::config::SourceConfig::Latrexa(_)
-                | crate::config::SourceConfig::DicomWorklist(_)
-                | crate::config::SourceConfig::DicomStore(_) => None,
+                crate::config::SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
+                crate::config::SourceConfig::DicomStore(d) => d.tls.as_ref(),
+                crate::config::SourceConfig::Sftp(_) | crate::config::SourceConfig::Latrexa(_) => {
+                    None
+                }
             };
             if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
                 set("source", tls.expiries);
             }
             for d in &ch.config.destinations {
-                if let channels::destination::DestinationConfig::Mllp(m) = d {
-                    if let Some(Ok(tls)) = m.tls.as_ref().map(|t| t.load()) {
-                        set(&m.name, tls.expiries);
-                    }
+                use channels::destination::DestinationConfig;
+                let client_tls = match d {
+                    DestinationConfig::Mllp(m) => m.tls.as_ref(),
+                    DestinationConfig::Dicom(m) => m.tls.as_ref(),
+                    _ => None,
+                };
+                if let Some(Ok(tls)) = client_tls.map(|t| t.load()) {
+                    set(d.name(), tls.expiries);
                 }
             }
         }

@@ -414,6 +414,37 @@ impl Router {
                 }
                 continue;
             }
+            if kind == PayloadKind::Hl7 && record.format == "dicom" {
+                // A study's announcement has an HL7 v2 form (ORU^R01); a stored object none.
+                let oru = match crate::formats::events_of_in(record, raw, self.timezone) {
+                    crate::formats::Meaning::Events(e) => e
+                        .first()
+                        .ok_or_else(|| "no event".to_string())
+                        .and_then(|e| {
+                            transforms::to_v2::study_available_oru(e).map_err(|e| e.to_string())
+                        }),
+                    crate::formats::Meaning::Unsupported(t) => {
+                        Err(format!("payload hl7: a DICOM {t} has no HL7 v2 form"))
+                    }
+                    crate::formats::Meaning::Failed(e) => Err(e),
+                };
+                match oru {
+                    Ok(text) => bodies.push(Body {
+                        dest,
+                        kind,
+                        body: text.into_bytes(),
+                        content_type: "application/hl7-v2",
+                        control_id: Some(record.control_id.clone()),
+                        suffix: String::new(),
+                        path: None,
+                        failure: None,
+                        appointment: None,
+                        reference: None,
+                    }),
+                    Err(reason) => bodies.push(Body::failed(dest, kind, &reason)),
+                }
+                continue;
+            }
             if kind == PayloadKind::Hl7 {
                 bodies.push(Body {
                     dest,

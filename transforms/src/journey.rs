@@ -566,7 +566,9 @@ pub fn delta_of(
         | EventKind::ServiceCreated
         | EventKind::ServiceUpdated
         | EventKind::ServiceDeactivated
-        | EventKind::ServiceDeleted => {}
+        | EventKind::ServiceDeleted
+        // A study's arrival: its report (ORU) is the radiology result step.
+        | EventKind::StudyAvailable => {}
     }
     if let Some(enc) = enc {
         let begins = matches!(

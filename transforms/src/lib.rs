@@ -11,6 +11,7 @@ pub mod model;
 
 pub mod dest;
 pub mod fhir;
+pub mod from_dicom;
 pub mod from_json;
 pub mod journey;
 pub mod mapping;

@@ -10,11 +10,14 @@
 //! [`srm_s01_from_siu`] turns such an S12 into `SRM^S01` (request a new booking), for a HIS
 //! that gives its own appointment id in the SCH-2 of its `SRR^S01` answer.
 //!
+//! [`study_available_oru`] writes a `study_available` event (a DICOM study received in full)
+//! as the ORU^R01 an MLLP destination sends for it.
+//!
 //! Not here: parsing (see [`crate::hl7v2`]) and v2 -> canonical (`from_v2`).
 
 use crate::model::{
-    Appointment, AppointmentStatus, Gender, Identifier, IdentifierKind, Location, Patient,
-    Practitioner, Timestamp,
+    Appointment, AppointmentStatus, Event, EventKind, Gender, Identifier, IdentifierKind, Location,
+    Patient, Practitioner, Timestamp,
 };
 
 /// Which SIU message to build.
@@ -75,6 +78,101 @@ pub enum ToV2Error {
     /// The control id is empty or contains a separator or CR.
     #[error("invalid control id")]
     InvalidControlId,
+}
+
+/// A `study_available` event as HL7 v2.5.1 ORU^R01, ImagingStudy-shaped (the form MLLP
+/// destinations send it in):
+///
+/// - MSH-3 the modality's AE title, MSH-4 the storage source's, MSH-7 the announcement time,
+///   MSH-10 the event's control id;
+/// - PID from the study's patient;
+/// - OBR-3 and OBR-18 the accession number, OBR-4 `^` the study description, OBR-7 the study
+///   start, OBR-22 the announcement time, OBR-24 the modalities (`\E\` between them),
+///   OBR-25 `I` (images, no report yet);
+/// - OBX `StudyInstanceUID` (ST, the study UID), one `NumberOfSeriesRelatedInstances` (NM)
+///   per series with the series UID as OBX-4, `NumberOfStudyRelatedSeries` and
+///   `NumberOfStudyRelatedInstances` (NM); every OBX-11 `I`.
+///
+/// The receiver reads it as a `result_reported` event (status `registered`).
+///
+/// # Errors
+///
+/// [`ToV2Error::Missing`] for an event of another kind or without its study;
+/// [`ToV2Error::InvalidControlId`] for a control id with a separator.
+pub fn study_available_oru(event: &Event) -> Result<String, ToV2Error> {
+    let study = event
+        .imaging_study
+        .as_ref()
+        .filter(|_| event.kind == EventKind::StudyAvailable)
+        .ok_or(ToV2Error::Missing("imaging_study"))?;
+    let control = &event.source.control_id;
+    if control.is_empty() || control.contains(['|', '^', '~', '\\', '&', '\r', '\n']) {
+        return Err(ToV2Error::InvalidControlId);
+    }
+    let now = event
+        .source
+        .message_time
+        .as_ref()
+        .map(hl7_timestamp)
+        .unwrap_or_default();
+    let accession = opt(study.accession_number.as_deref());
+    let mut segs = vec![format!(
+        "MSH|^~\\&|{}|{}|||{now}||ORU^R01^ORU_R01|{control}|P|2.5.1||||||UNICODE UTF-8",
+        opt(event.source.sending_application.as_deref()),
+        opt(event.source.receiving_application.as_deref()),
+    )];
+    segs.push(match &event.patient {
+        Some(p) => pid(p),
+        None => "PID|1".into(),
+    });
+    let mut obr = vec![String::new(); 25];
+    obr[0] = "1".into();
+    obr[2] = accession.clone();
+    obr[3] = study
+        .description
+        .as_deref()
+        .map(|d| format!("^{}", escape(d)))
+        .unwrap_or_default();
+    obr[6] = study
+        .started
+        .as_ref()
+        .map(hl7_timestamp)
+        .unwrap_or_default();
+    obr[17] = accession;
+    obr[21] = now.clone();
+    obr[23] = study
+        .modalities
+        .iter()
+        .map(|m| escape(m))
+        .collect::<Vec<_>>()
+        .join("\\E\\");
+    obr[24] = "I".into();
+    segs.push(segment("OBR", &obr));
+    segs.push(format!(
+        "OBX|1|ST|StudyInstanceUID^Study Instance UID^DCM||{}||||||I",
+        escape(&study.study_instance_uid)
+    ));
+    let mut n = 2;
+    for s in &study.series {
+        segs.push(format!(
+            "OBX|{n}|NM|NumberOfSeriesRelatedInstances^Series instances^DCM|{}|{}||||||I",
+            escape(&s.uid),
+            s.number_of_instances
+        ));
+        n += 1;
+    }
+    segs.push(format!(
+        "OBX|{n}|NM|NumberOfStudyRelatedSeries^Study series^DCM||{}||||||I",
+        study.number_of_series
+    ));
+    segs.push(format!(
+        "OBX|{}|NM|NumberOfStudyRelatedInstances^Study instances^DCM||{}||||||I",
+        n + 1,
+        study.number_of_instances
+    ));
+    let mut out = segs.join("\r");
+    out.push('\r');
+    Ok(out)
 }
 
 /// Escapes a value for a field, component or subcomponent with the standard encoding

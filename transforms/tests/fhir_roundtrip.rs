@@ -130,6 +130,7 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         practitioners: Vec::new(),
         location: None,
         service: None,
+        imaging_study: None,
     }
 }
 

@@ -49,6 +49,10 @@ pub mod status {
     pub const NO_SUCH_INSTANCE: u16 = 0x0112;
     /// N-CREATE/N-SET: an attribute value is out of range or not allowed.
     pub const INVALID_ATTRIBUTE_VALUE: u16 = 0x0106;
+    /// N-CREATE: a required attribute is missing.
+    pub const MISSING_ATTRIBUTE: u16 = 0x0120;
+    /// N-CREATE/N-SET: a required attribute has no value.
+    pub const MISSING_ATTRIBUTE_VALUE: u16 = 0x0121;
     /// An operation the SCP does not support.
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     /// No such SOP class.
@@ -121,6 +125,17 @@ pub enum DimseError {
     /// A message larger than the configured limit.
     #[error("message larger than {0} bytes")]
     TooLarge(usize),
+}
+
+impl DimseError {
+    /// What went wrong, without the kind's prefix (for reasons stored with a rejected
+    /// request).
+    pub fn detail(&self) -> String {
+        match self {
+            DimseError::Codec(s) | DimseError::Ul(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A u16 attribute.
@@ -238,6 +253,8 @@ fn pdu_name(p: &Pdu) -> &'static str {
 ///
 /// [`DimseError::Codec`] when it does not parse.
 pub fn read_command(bytes: &[u8]) -> Result<InMemDicomObject, DimseError> {
+    check_structure(bytes, Layout::IMPLICIT_LE)
+        .map_err(|e| DimseError::Codec(format!("command set: {e}")))?;
     InMemDicomObject::read_dataset_with_ts(
         bytes,
         &dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased(),
@@ -290,8 +307,252 @@ pub fn write_dataset(obj: &InMemDicomObject, ts_uid: &str) -> Result<Vec<u8>, Di
 /// [`DimseError::Codec`] naming why it does not parse (never its content).
 pub fn read_dataset(bytes: &[u8], ts_uid: &str) -> Result<InMemDicomObject, DimseError> {
     let ts = transfer_syntax(ts_uid)?;
+    if !ts.is_unsupported() {
+        let layout = Layout {
+            explicit_vr: ts.uid() != IMPLICIT_VR_LE,
+            big_endian: ts.endianness() == dicom_encoding::Endianness::Big,
+        };
+        check_structure(bytes, layout).map_err(|e| DimseError::Codec(format!("data set: {e}")))?;
+    }
     InMemDicomObject::read_dataset_with_ts(bytes, ts)
         .map_err(|e| DimseError::Codec(format!("data set: {e}")))
+}
+
+/// Implicit VR little endian, the command set's transfer syntax.
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+
+/// Sequences nested deeper than this are refused (the data set reader recurses per level).
+pub const MAX_DEPTH: usize = 32;
+
+/// Element and item headers in one data set: more are refused.
+pub const MAX_ELEMENTS: usize = 1_000_000;
+
+/// How a data set's headers are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Explicit VR (every syntax but implicit VR little endian).
+    pub explicit_vr: bool,
+    /// Big endian (the retired explicit VR big endian).
+    pub big_endian: bool,
+}
+
+impl Layout {
+    /// Implicit VR little endian.
+    pub const IMPLICIT_LE: Layout = Layout {
+        explicit_vr: false,
+        big_endian: false,
+    };
+    /// Explicit VR little endian.
+    pub const EXPLICIT_LE: Layout = Layout {
+        explicit_vr: true,
+        big_endian: false,
+    };
+}
+
+/// Where the walk in [`check_structure`] stands.
+enum Frame {
+    /// Element level: the top (`top`), or an item's content, which ends at `end` or, for an
+    /// item of undefined length, at its item delimiter.
+    Elements { end: Option<usize>, top: bool },
+    /// Item level of a sequence (or of encapsulated pixel data, whose items are raw
+    /// fragments), which ends at `end` or, undefined, at its sequence delimiter.
+    Items { end: Option<usize>, pixel: bool },
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// Walks a data set's element and item headers the way the dicom-rs reader does and refuses
+/// one it must not be given: a defined length larger than the bytes left (the reader
+/// allocates and zeroes the declared length before it reads: 4 GiB for a 30-byte data set),
+/// sequences nested deeper than [`MAX_DEPTH`] (it recurses per level) or more than
+/// [`MAX_ELEMENTS`] headers. What is merely truncated is left to the reader to report.
+///
+/// # Errors
+///
+/// A sentence naming the problem and its byte offset (never a value).
+pub fn check_structure(bytes: &[u8], layout: Layout) -> Result<(), String> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let n = bytes.len();
+    let u16_at = |at: usize| -> u16 {
+        let b = [bytes[at], bytes[at + 1]];
+        if layout.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |at: usize| -> u32 {
+        let b = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+        if layout.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let fits = |at: usize, len: u32| -> Result<(), String> {
+        if len as usize > n - at {
+            Err(format!(
+                "a value length of {len} bytes at offset {at} exceeds the {} bytes left",
+                n - at
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let mut stack = vec![Frame::Elements {
+        end: Some(n),
+        top: true,
+    }];
+    let mut pos = 0usize;
+    let mut headers = 0usize;
+    loop {
+        let depth = stack
+            .iter()
+            .filter(|f| matches!(f, Frame::Items { .. }))
+            .count();
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "sequences nested deeper than {MAX_DEPTH} levels at offset {pos}"
+            ));
+        }
+        let Some(frame) = stack.last() else {
+            return Ok(());
+        };
+        let (end, is_items) = match frame {
+            Frame::Elements { end, .. } => (*end, false),
+            Frame::Items { end, .. } => (*end, true),
+        };
+        if end.is_some_and(|e| pos >= e) {
+            stack.pop();
+            continue;
+        }
+        // Too short for a header: the reader reports the truncation itself.
+        if n - pos < 8 {
+            return Ok(());
+        }
+        headers += 1;
+        if headers > MAX_ELEMENTS {
+            return Err(format!("more than {MAX_ELEMENTS} elements"));
+        }
+        let tag = (u16_at(pos), u16_at(pos + 2));
+        if is_items {
+            let Some(Frame::Items { pixel, .. }) = stack.last() else {
+                return Ok(());
+            };
+            let pixel = *pixel;
+            let len = u32_at(pos + 4);
+            pos += 8;
+            match tag {
+                (0xFFFE, 0xE000) if len == UNDEFINED => {
+                    if pixel {
+                        return Err(format!(
+                            "a pixel data fragment of undefined length at offset {}",
+                            pos - 8
+                        ));
+                    }
+                    stack.push(Frame::Elements {
+                        end: None,
+                        top: false,
+                    });
+                }
+                (0xFFFE, 0xE000) => {
+                    fits(pos, len)?;
+                    if pixel {
+                        pos += len as usize;
+                    } else {
+                        stack.push(Frame::Elements {
+                            end: Some(pos + len as usize),
+                            top: false,
+                        });
+                    }
+                }
+                (0xFFFE, 0xE0DD) => {
+                    stack.pop();
+                }
+                (0xFFFE, 0xE00D) => {}
+                (g, e) => {
+                    return Err(format!(
+                        "({g:04X},{e:04X}) where a sequence item was expected, at offset {}",
+                        pos - 8
+                    ))
+                }
+            }
+            continue;
+        }
+        // Element level.
+        if tag == (0xFFFE, 0xE00D) {
+            pos += 8;
+            if matches!(stack.last(), Some(Frame::Elements { top: false, .. })) {
+                stack.pop();
+            }
+            continue;
+        }
+        let (vr, len, header) = if layout.explicit_vr && tag.0 != 0xFFFE {
+            let vr = VR::from_binary([bytes[pos + 4], bytes[pos + 5]]).unwrap_or(VR::UN);
+            let short = matches!(
+                vr,
+                VR::AE
+                    | VR::AS
+                    | VR::AT
+                    | VR::CS
+                    | VR::DA
+                    | VR::DS
+                    | VR::DT
+                    | VR::FL
+                    | VR::FD
+                    | VR::IS
+                    | VR::LO
+                    | VR::LT
+                    | VR::PN
+                    | VR::SH
+                    | VR::SL
+                    | VR::SS
+                    | VR::ST
+                    | VR::TM
+                    | VR::UI
+                    | VR::UL
+                    | VR::US
+            );
+            if short {
+                (vr, u32::from(u16_at(pos + 6)), 8)
+            } else {
+                if n - pos < 12 {
+                    return Ok(());
+                }
+                (vr, u32_at(pos + 8), 12)
+            }
+        } else if layout.explicit_vr {
+            (VR::UN, u32_at(pos + 4), 8)
+        } else {
+            let t = Tag(tag.0, tag.1);
+            let vr = if t == tags::PIXEL_DATA {
+                VR::OW
+            } else {
+                dicom_dictionary_std::StandardDataDictionary
+                    .by_tag(t)
+                    .map(|e| e.vr().relaxed())
+                    .unwrap_or(VR::UN)
+            };
+            (vr, u32_at(pos + 4), 8)
+        };
+        pos += header;
+        if len == UNDEFINED {
+            stack.push(Frame::Items {
+                end: None,
+                pixel: tag == (0x7FE0, 0x0010),
+            });
+        } else {
+            fits(pos, len)?;
+            if vr == VR::SQ {
+                stack.push(Frame::Items {
+                    end: Some(pos + len as usize),
+                    pixel: false,
+                });
+            } else {
+                pos += len as usize;
+            }
+        }
+    }
 }
 
 /// The transfer syntax of `uid` from the registry.
@@ -327,6 +588,26 @@ pub fn response(
     );
     put_us(&mut c, tags::STATUS, status);
     c
+}
+
+/// Adds ErrorComment (0000,0902) to a failure response: printable ASCII without `\\`, at
+/// most 64 characters (LO).
+pub fn put_error_comment(c: &mut InMemDicomObject, comment: &str) {
+    let clean: String = comment
+        .chars()
+        .map(|ch| {
+            if (' '..='~').contains(&ch) && ch != '\\' {
+                ch
+            } else {
+                ' '
+            }
+        })
+        .take(64)
+        .collect();
+    let clean = clean.trim_end();
+    if !clean.is_empty() {
+        c.put_str(tags::ERROR_COMMENT, VR::LO, clean);
+    }
 }
 
 /// A request command set: `field` with `message_id`, for `sop_class`.
@@ -453,5 +734,112 @@ mod tests {
             .expect("u32");
         // Group length element: 4 tag + 4 length + 4 value = 12 bytes.
         assert_eq!(group as usize, bytes.len() - 12);
+    }
+
+    /// A data set with a nested sequence, in `ts`.
+    fn nested(ts: &str) -> Vec<u8> {
+        let mut inner = InMemDicomObject::new_empty();
+        inner.put_str(tags::ACCESSION_NUMBER, VR::SH, "ACC1");
+        inner.put_str(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put_str(tags::PATIENT_NAME, VR::PN, "Doe^Jane");
+        obj.put(DataElement::new(
+            tags::SCHEDULED_STEP_ATTRIBUTES_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![inner.clone(), inner]),
+        ));
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::from(vec![1u8, 2, 3, 4]),
+        ));
+        write_dataset(&obj, ts).expect("encode")
+    }
+
+    #[test]
+    fn well_formed_data_sets_pass_the_structure_check() {
+        for ts in [
+            "1.2.840.10008.1.2",
+            "1.2.840.10008.1.2.1",
+            "1.2.840.10008.1.2.2",
+        ] {
+            let bytes = nested(ts);
+            let back = read_dataset(&bytes, ts).expect("reads");
+            assert_eq!(text(&back, tags::PATIENT_NAME), "Doe^Jane", "{ts}");
+        }
+        // Sequences and items of undefined length, and encapsulated pixel data.
+        let mut b: Vec<u8> = Vec::new();
+        b.extend_from_slice(&[
+            0x40, 0x00, 0x70, 0x02, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        b.extend_from_slice(&[
+            0x08, 0x00, 0x50, 0x00, b'S', b'H', 4, 0, b'A', b'C', b'C', b'1',
+        ]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 4, 0, 0, 0, 9, 9, 9, 9]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        check_structure(&b, Layout::EXPLICIT_LE).expect("well formed");
+        read_dataset(&b, "1.2.840.10008.1.2.4.50").expect("reads");
+    }
+
+    #[test]
+    fn lengths_beyond_the_data_and_deep_nesting_are_refused_before_reading() {
+        // 30 bytes declaring a 4 GiB value: refused at once, nothing allocated.
+        let mut b = vec![
+            0x10u8, 0x00, 0x10, 0x00, b'P', b'N', 4, 0, b'a', b'b', b'c', b'd',
+        ];
+        b.extend_from_slice(&[
+            0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xF0, 0xFF, 0xFF, 0xFF,
+        ]);
+        b.extend_from_slice(&[1, 2, 3]);
+        let e = read_dataset(&b, "1.2.840.10008.1.2.1").expect_err("refused");
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        // Implicit VR, a long string of 2 GiB.
+        let b = [0x10u8, 0x00, 0x10, 0x00, 0xF0, 0xFF, 0xFF, 0x7F, 1, 2];
+        assert!(read_dataset(&b, "1.2.840.10008.1.2").is_err());
+        // A sequence item of 4 GiB inside a sequence of undefined length.
+        let mut b: Vec<u8> = Vec::new();
+        b.extend_from_slice(&[
+            0x40, 0x00, 0x70, 0x02, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xF0, 0xFF, 0xFF, 0xFF]);
+        assert!(check_structure(&b, Layout::EXPLICIT_LE).is_err());
+        // A command set too.
+        assert!(read_command(&[0x00, 0x00, 0x00, 0x01, 0xF0, 0xFF, 0xFF, 0xFF, 0]).is_err());
+        // 10,000 nested sequences of undefined length.
+        let mut b: Vec<u8> = Vec::new();
+        for _ in 0..10_000 {
+            b.extend_from_slice(&[
+                0x40, 0x00, 0x70, 0x02, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+            ]);
+            b.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let e = read_dataset(&b, "1.2.840.10008.1.2.1").expect_err("refused");
+        assert!(e.to_string().contains("nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn damaged_data_sets_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+        for ts in ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"] {
+            let good = nested(ts);
+            for _ in 0..3000 {
+                let mut b = good.clone();
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(0..b.len());
+                    b[at] = rng.random();
+                }
+                let cut = rng.random_range(0..=b.len());
+                b.truncate(cut);
+                let _ = read_dataset(&b, ts);
+            }
+        }
     }
 }

@@ -18,8 +18,13 @@ pub mod worklist;
 pub mod worklist_dest;
 
 use crate::peers::PeerRange;
+use crate::source::{Inbound, Payload};
+use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec};
 use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
 
 /// The Verification SOP class (C-ECHO).
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -53,6 +58,11 @@ pub struct WorklistSourceConfig {
     /// At most this many matches per C-FIND.
     #[serde(default = "default_max_matches")]
     pub max_matches: usize,
+    /// DICOM TLS (PS3.15 B.1, the secure transport connection profiles): the certificate
+    /// presented and, with `client_ca`, the modality certificates accepted (the same
+    /// `[source.tls]` table as an MLLP listener). Without it the source speaks plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 /// `[source] type = "dicom_store"`: C-STORE provider writing objects to a folder.
@@ -84,6 +94,11 @@ pub struct StoreSourceConfig {
     /// Largest object taken, in bytes.
     #[serde(default = "default_max_object_bytes")]
     pub max_object_bytes: usize,
+    /// DICOM TLS (PS3.15 B.1, the secure transport connection profiles): the certificate
+    /// presented and, with `client_ca`, the modality certificates accepted (the same
+    /// `[source.tls]` table as an MLLP listener). Without it the source speaks plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 fn default_max_associations() -> usize {
@@ -153,6 +168,16 @@ fn listener_problems(
     out
 }
 
+fn tls_problems(tls: Option<&crate::tls::ServerTlsConfig>) -> Vec<(String, String)> {
+    tls.map(|t| {
+        t.problems()
+            .into_iter()
+            .map(|(k, m)| (format!("tls.{k}"), m))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 impl WorklistSourceConfig {
     /// Problems a config loader cannot see: (key below `source.`, message).
     pub fn problems(&self) -> Vec<(String, String)> {
@@ -163,6 +188,7 @@ impl WorklistSourceConfig {
             self.max_associations,
             self.idle_timeout_secs,
         );
+        out.extend(tls_problems(self.tls.as_ref()));
         if self.worklist.trim().is_empty() {
             out.push(("worklist".into(), "must not be empty".into()));
         }
@@ -183,6 +209,7 @@ impl StoreSourceConfig {
             self.max_associations,
             self.idle_timeout_secs,
         );
+        out.extend(tls_problems(self.tls.as_ref()));
         if self.folder.as_os_str().is_empty() {
             out.push(("folder".into(), "must not be empty".into()));
         }
@@ -218,5 +245,40 @@ impl DicomMetrics {
             .expect("valid metric"),
             stored_instances: IntCounter::new("stored", "stored").expect("valid metric"),
         }
+    }
+}
+
+/// What a DICOM source refused because of what the peer sent, to be stored as a rejected
+/// message of format `dicom` (see [`Payload::Rejected`]).
+#[derive(Debug, Clone)]
+pub struct Refusal<'a> {
+    /// The DIMSE operation: `C-STORE`, `C-FIND`, `N-CREATE`, `N-SET`.
+    pub operation: &'a str,
+    /// The SOP instance UID concerned, or empty.
+    pub uid: &'a str,
+    /// The data set as received (empty when none came).
+    pub data: &'a [u8],
+    /// Why (never patient data).
+    pub reason: &'a str,
+}
+
+/// Hands a refused request to the channel, which stores it as rejected with its reason
+/// before this returns (or 30 s pass); the caller answers the peer afterwards.
+pub async fn reject(out: &mpsc::Sender<Inbound>, peer: SocketAddr, r: Refusal<'_>) {
+    let (tx, rx) = oneshot::channel();
+    let inbound = Inbound {
+        payload: Payload::Rejected {
+            format: "dicom".into(),
+            message_type: r.operation.into(),
+            control_id: r.uid.into(),
+            body: Bytes::copy_from_slice(r.data),
+            reason: r.reason.into(),
+        },
+        peer,
+        received_at: SystemTime::now(),
+        reply: tx,
+    };
+    if out.send(inbound).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
     }
 }

@@ -81,13 +81,32 @@ pub struct MppsContext<'a> {
     pub out: &'a mpsc::Sender<Inbound>,
 }
 
-/// Handles an N-CREATE or N-SET: (response command field, SOP instance UID, status).
-pub async fn handle(ctx: &MppsContext<'_>, m: &Message, ts: &str) -> (u16, String, u16) {
+/// The answer to one N-CREATE or N-SET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The response's command field (N-CREATE-RSP or N-SET-RSP).
+    pub field: u16,
+    /// The SOP instance UID (made here when an N-CREATE gave none).
+    pub uid: String,
+    /// The DIMSE status.
+    pub status: u16,
+    /// Why it failed, for the response's ErrorComment (never patient data).
+    pub comment: Option<String>,
+}
+
+/// Why a request is refused: a status and its reason.
+type Refused = (u16, String);
+
+/// Handles an N-CREATE or N-SET. A request refused because of what the modality sent (a
+/// data set that does not parse, a missing or invalid attribute, an unknown or finished
+/// step, a duplicate) is stored as a rejected message (format `dicom`, type `N-CREATE` or
+/// `N-SET`) with its reason before it is answered.
+pub async fn handle(ctx: &MppsContext<'_>, m: &Message, ts: &str) -> Answer {
     let creating = m.field() == command::N_CREATE_RQ;
-    let field = if creating {
-        command::N_CREATE_RSP
+    let (field, operation) = if creating {
+        (command::N_CREATE_RSP, "N-CREATE")
     } else {
-        command::N_SET_RSP
+        (command::N_SET_RSP, "N-SET")
     };
     let uid = if creating {
         m.text(tags::AFFECTED_SOP_INSTANCE_UID)
@@ -100,40 +119,194 @@ pub async fn handle(ctx: &MppsContext<'_>, m: &Message, ts: &str) -> (u16, Strin
     } else {
         uid
     };
-    let dataset = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            warn!(channel = %ctx.channel, error = %e, "MPPS data set does not parse.");
-            return (field, uid, status::PROCESSING_FAILURE);
+    let data = m.dataset.as_deref().unwrap_or_default();
+    let outcome = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
+        Some(Ok(ds)) if creating => create(ctx, &uid, &ds).await,
+        Some(Ok(ds)) => set(ctx, &uid, &ds).await,
+        Some(Err(e)) => Err(Fault::Peer((
+            status::PROCESSING_FAILURE,
+            format!("the {operation} data set does not parse: {}", e.detail()),
+        ))),
+        None if creating => Err(Fault::Peer((
+            status::MISSING_ATTRIBUTE,
+            "N-CREATE without a data set".into(),
+        ))),
+        None => Err(Fault::Peer((
+            status::PROCESSING_FAILURE,
+            "N-SET without a modification list".into(),
+        ))),
+    };
+    let (st, comment) = match outcome {
+        Ok(()) => (status::SUCCESS, None),
+        Err(Fault::Peer((st, reason))) => {
+            warn!(channel = %ctx.channel, peer = %ctx.peer, status = format!("{st:04X}"), reason = %reason, "MPPS {operation} refused; stored as rejected.");
+            super::reject(
+                ctx.out,
+                ctx.peer,
+                super::Refusal {
+                    operation,
+                    uid: &uid,
+                    data,
+                    reason: &reason,
+                },
+            )
+            .await;
+            (st, Some(reason))
         }
-        None => return (field, uid, status::PROCESSING_FAILURE),
+        Err(Fault::Ours(reason)) => (status::PROCESSING_FAILURE, Some(reason)),
     };
-    let st = if creating {
-        create(ctx, &uid, &dataset).await
-    } else {
-        set(ctx, &uid, &dataset).await
-    };
-    (field, uid, st)
+    Answer {
+        field,
+        uid,
+        status: st,
+        comment,
+    }
+}
+
+/// Why a request failed: the modality's doing (stored as rejected), or ours (a store or
+/// channel failure: the modality may try again).
+#[derive(Debug)]
+enum Fault {
+    Peer(Refused),
+    Ours(String),
 }
 
 fn state_key(uid: &str) -> String {
     uid.to_string()
 }
 
-async fn create(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> u16 {
+/// The statuses a Performed Procedure Step may have.
+const STATES: [&str; 3] = ["IN PROGRESS", "COMPLETED", "DISCONTINUED"];
+
+/// Checks the value of a DA or TM attribute when present: `YYYYMMDD`, `HHMM[SS[.F]]`.
+fn check_date_time(ds: &InMemDicomObject) -> Result<(), Fault> {
+    let dates = [
+        (
+            "PerformedProcedureStepStartDate",
+            tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+        ),
+        (
+            "PerformedProcedureStepEndDate",
+            tags::PERFORMED_PROCEDURE_STEP_END_DATE,
+        ),
+    ];
+    for (name, tag) in dates {
+        let v = text(ds, tag);
+        let ok = v.is_empty()
+            || (v.len() == 8
+                && v.chars().all(|c| c.is_ascii_digit())
+                && chrono::NaiveDate::parse_from_str(&v, "%Y%m%d").is_ok());
+        if !ok {
+            return Err(Fault::Peer((
+                status::INVALID_ATTRIBUTE_VALUE,
+                format!("{name} is not a date (YYYYMMDD)"),
+            )));
+        }
+    }
+    let times = [
+        (
+            "PerformedProcedureStepStartTime",
+            tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+        ),
+        (
+            "PerformedProcedureStepEndTime",
+            tags::PERFORMED_PROCEDURE_STEP_END_TIME,
+        ),
+    ];
+    for (name, tag) in times {
+        let v = text(ds, tag);
+        if !v.is_empty() && !is_time(&v) {
+            return Err(Fault::Peer((
+                status::INVALID_ATTRIBUTE_VALUE,
+                format!("{name} is not a time (HHMMSS)"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A DICOM TM: `HH`, `HHMM`, `HHMMSS` or `HHMMSS.F{1,6}`, in range.
+pub fn is_time(v: &str) -> bool {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    if !whole.chars().all(|c| c.is_ascii_digit())
+        || !matches!(whole.len(), 2 | 4 | 6)
+        || frac.len() > 6
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || (v.contains('.') && (whole.len() != 6 || frac.is_empty()))
+    {
+        return false;
+    }
+    let part = |i: usize| whole.get(i..i + 2).and_then(|p| p.parse::<u32>().ok());
+    part(0).is_some_and(|h| h < 24)
+        && part(2).is_none_or(|m| m < 60)
+        && part(4).is_none_or(|s| s < 61)
+}
+
+async fn create(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> Result<(), Fault> {
     match ctx.state.mpps(ctx.channel, &state_key(uid)) {
-        Ok(Some(_)) => return status::DUPLICATE_INSTANCE,
+        Ok(Some(_)) => {
+            return Err(Fault::Peer((
+                status::DUPLICATE_INSTANCE,
+                "an N-CREATE of an MPPS instance that exists".into(),
+            )))
+        }
         Ok(None) => {}
         Err(e) => {
             warn!(channel = %ctx.channel, error = %e, "MPPS state cannot be read.");
-            return status::PROCESSING_FAILURE;
+            return Err(Fault::Ours("MPPS state cannot be read".into()));
         }
     }
-    let step = ds
+    // Type 1 for N-CREATE (PS3.4 F.7.2.1): the status, and the scheduled step(s).
+    match ds
+        .element_opt(tags::PERFORMED_PROCEDURE_STEP_STATUS)
+        .ok()
+        .flatten()
+    {
+        None => {
+            return Err(Fault::Peer((
+                status::MISSING_ATTRIBUTE,
+                "PerformedProcedureStepStatus is missing".into(),
+            )))
+        }
+        Some(_) if text(ds, tags::PERFORMED_PROCEDURE_STEP_STATUS).is_empty() => {
+            return Err(Fault::Peer((
+                status::MISSING_ATTRIBUTE_VALUE,
+                "PerformedProcedureStepStatus is empty".into(),
+            )))
+        }
+        Some(_) => {}
+    }
+    let steps = match ds
         .element_opt(tags::SCHEDULED_STEP_ATTRIBUTES_SEQUENCE)
         .ok()
         .flatten()
-        .and_then(|e| e.items().and_then(|i| i.first().cloned()))
+    {
+        None => {
+            return Err(Fault::Peer((
+                status::MISSING_ATTRIBUTE,
+                "ScheduledStepAttributesSequence is missing".into(),
+            )))
+        }
+        Some(e) => match e.items() {
+            Some(items) if !items.is_empty() => items.to_vec(),
+            Some(_) => {
+                return Err(Fault::Peer((
+                    status::MISSING_ATTRIBUTE_VALUE,
+                    "ScheduledStepAttributesSequence has no item".into(),
+                )))
+            }
+            None => {
+                return Err(Fault::Peer((
+                    status::INVALID_ATTRIBUTE_VALUE,
+                    "ScheduledStepAttributesSequence is not a sequence".into(),
+                )))
+            }
+        },
+    };
+    check_date_time(ds)?;
+    let step = steps
+        .into_iter()
+        .next()
         .unwrap_or_else(InMemDicomObject::new_empty);
     let state = MppsState {
         status: text(ds, tags::PERFORMED_PROCEDURE_STEP_STATUS),
@@ -159,36 +332,52 @@ async fn create(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> u16 
     };
     // N-CREATE must be IN PROGRESS (PS3.4 F.7.2.1.2).
     if state.status != "IN PROGRESS" {
-        return status::INVALID_ATTRIBUTE_VALUE;
+        return Err(Fault::Peer((
+            status::INVALID_ATTRIBUTE_VALUE,
+            if STATES.contains(&state.status.as_str()) {
+                "an N-CREATE must say IN PROGRESS".into()
+            } else {
+                "PerformedProcedureStepStatus is not IN PROGRESS, COMPLETED or DISCONTINUED".into()
+            },
+        )));
     }
     record(ctx, uid, &state).await
 }
 
-async fn set(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> u16 {
+async fn set(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> Result<(), Fault> {
     let mut state: MppsState = match ctx.state.mpps(ctx.channel, &state_key(uid)) {
         Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
             Ok(s) => s,
-            Err(_) => return status::PROCESSING_FAILURE,
+            Err(_) => return Err(Fault::Ours("MPPS state cannot be read".into())),
         },
-        Ok(None) => return status::NO_SUCH_INSTANCE,
+        Ok(None) => {
+            return Err(Fault::Peer((
+                status::NO_SUCH_INSTANCE,
+                "an N-SET of an MPPS instance never created".into(),
+            )))
+        }
         Err(e) => {
             warn!(channel = %ctx.channel, error = %e, "MPPS state cannot be read.");
-            return status::PROCESSING_FAILURE;
+            return Err(Fault::Ours("MPPS state cannot be read".into()));
         }
     };
     let new_status = text(ds, tags::PERFORMED_PROCEDURE_STEP_STATUS);
+    if !new_status.is_empty() && !STATES.contains(&new_status.as_str()) {
+        return Err(Fault::Peer((
+            status::INVALID_ATTRIBUTE_VALUE,
+            "PerformedProcedureStepStatus is not IN PROGRESS, COMPLETED or DISCONTINUED".into(),
+        )));
+    }
+    check_date_time(ds)?;
     let repeat_of_final = state.status != "IN PROGRESS";
     if repeat_of_final && !new_status.is_empty() && new_status != state.status {
         // A completed or discontinued step may no longer change (PS3.4 F.7.2.2.2).
-        return status::PROCESSING_FAILURE;
+        return Err(Fault::Peer((
+            status::PROCESSING_FAILURE,
+            "the step is completed or discontinued and may no longer change".into(),
+        )));
     }
     if !new_status.is_empty() {
-        if !matches!(
-            new_status.as_str(),
-            "IN PROGRESS" | "COMPLETED" | "DISCONTINUED"
-        ) {
-            return status::INVALID_ATTRIBUTE_VALUE;
-        }
         state.status = new_status;
     }
     let end = (
@@ -210,7 +399,7 @@ async fn set(ctx: &MppsContext<'_>, uid: &str, ds: &InMemDicomObject) -> u16 {
 }
 
 /// Sends the status message, then stores the state; success only when both are durable.
-async fn record(ctx: &MppsContext<'_>, uid: &str, state: &MppsState) -> u16 {
+async fn record(ctx: &MppsContext<'_>, uid: &str, state: &MppsState) -> Result<(), Fault> {
     let orders = ctx
         .state
         .items(ctx.worklist)
@@ -230,32 +419,37 @@ async fn record(ctx: &MppsContext<'_>, uid: &str, state: &MppsState) -> u16 {
         reply: tx,
     };
     if ctx.out.send(inbound).await.is_err() {
-        return status::PROCESSING_FAILURE;
+        return Err(Fault::Ours("the channel is stopping".into()));
     }
     match tokio::time::timeout(Duration::from_secs(30), rx).await {
         Ok(Ok(reply)) if reply.disposition == Disposition::Accepted => {}
         Ok(Ok(reply)) => {
             warn!(channel = %ctx.channel, disposition = ?reply.disposition, "MPPS status message not accepted.");
-            return status::PROCESSING_FAILURE;
+            // A rejected status message is stored with its reason by the channel.
+            return Err(Fault::Ours(match reply.disposition {
+                Disposition::Rejected(r) => format!("status message rejected: {r}"),
+                Disposition::Retry(r) => format!("status message not stored: {r}"),
+                Disposition::Accepted => String::new(),
+            }));
         }
-        _ => return status::PROCESSING_FAILURE,
+        _ => return Err(Fault::Ours("status message not stored in time".into())),
     }
     save(ctx, uid, state).await
 }
 
-async fn save(ctx: &MppsContext<'_>, uid: &str, state: &MppsState) -> u16 {
+async fn save(ctx: &MppsContext<'_>, uid: &str, state: &MppsState) -> Result<(), Fault> {
     let Ok(bytes) = serde_json::to_vec(state) else {
-        return status::PROCESSING_FAILURE;
+        return Err(Fault::Ours("MPPS state cannot be encoded".into()));
     };
     if let Err(e) = ctx.state.put_mpps(ctx.channel, &state_key(uid), &bytes) {
         warn!(channel = %ctx.channel, error = %e, "MPPS state cannot be written.");
-        return status::PROCESSING_FAILURE;
+        return Err(Fault::Ours("MPPS state cannot be written".into()));
     }
     match ctx.state.commit().await {
-        Ok(()) => status::SUCCESS,
+        Ok(()) => Ok(()),
         Err(e) => {
             warn!(channel = %ctx.channel, error = %e, "MPPS state cannot be committed.");
-            status::PROCESSING_FAILURE
+            Err(Fault::Ours("MPPS state cannot be committed".into()))
         }
     }
 }

@@ -14,6 +14,7 @@ use dicom_ul::{Pdu, ServerAssociationOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -55,6 +56,7 @@ struct Common {
     allowed_peers: Vec<PeerRange>,
     max_associations: usize,
     idle: Duration,
+    tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 impl Service {
@@ -67,6 +69,7 @@ impl Service {
                 allowed_peers: cfg.allowed_peers.clone(),
                 max_associations: cfg.max_associations,
                 idle: Duration::from_secs(cfg.idle_timeout_secs),
+                tls: cfg.tls.clone(),
             },
             Service::Store { cfg, .. } => Common {
                 listen: cfg.listen.clone(),
@@ -75,6 +78,7 @@ impl Service {
                 allowed_peers: cfg.allowed_peers.clone(),
                 max_associations: cfg.max_associations,
                 idle: Duration::from_secs(cfg.idle_timeout_secs),
+                tls: cfg.tls.clone(),
             },
         }
     }
@@ -121,15 +125,26 @@ pub async fn start(
     metrics: DicomMetrics,
 ) -> Result<ScpTask, BuildError> {
     let common = service.common();
+    let tls = match &common.tls {
+        None => None,
+        Some(t) => Some(t.load().map_err(|problems| {
+            let text: Vec<String> = problems
+                .iter()
+                .map(|(k, m)| format!("source.tls.{k}: {m}"))
+                .collect();
+            BuildError::Config(text.join("; "))
+        })?),
+    };
     let bind_err = |source| BuildError::Bind {
         addr: common.listen.clone(),
         source,
     };
     let listener = TcpListener::bind(&common.listen).await.map_err(bind_err)?;
     let local_addr = listener.local_addr().map_err(bind_err)?;
-    info!(channel = %cx.channel, addr = %local_addr, ae_title = %common.ae_title, "DICOM provider bound.");
+    info!(channel = %cx.channel, addr = %local_addr, ae_title = %common.ae_title, tls = tls.is_some(), "DICOM provider bound.");
     let shared = Arc::new(Shared {
         common,
+        tls,
         service,
         cx,
         metrics,
@@ -140,6 +155,7 @@ pub async fn start(
 
 struct Shared {
     common: Common,
+    tls: Option<crate::tls::ServerTls>,
     service: Service,
     cx: SourceContext,
     metrics: DicomMetrics,
@@ -220,15 +236,50 @@ async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
             opts = opts.promiscuous(true);
         }
     }
-    let mut assoc = match opts.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            let rejected = matches!(e, dicom_ul::association::Error::Rejected { .. });
-            shared.count(if rejected { "rejected" } else { "failed" });
-            warn!(channel = %shared.cx.channel, peer = %peer, error = %e, "DICOM association not established.");
-            return;
+    let refused = |e: dicom_ul::association::Error| {
+        let rejected = matches!(e, dicom_ul::association::Error::Rejected { .. });
+        if let dicom_ul::association::Error::TlsHandshake { source, .. } = &e {
+            shared
+                .cx
+                .metrics
+                .tls_handshake_failures
+                .count(crate::tls::HandshakeFailure::classify(source));
         }
+        shared.count(if rejected { "rejected" } else { "failed" });
+        warn!(channel = %shared.cx.channel, peer = %peer, error = %e, "DICOM association not established.");
     };
+    match &shared.tls {
+        None => match opts.establish_async(socket).await {
+            Ok(assoc) => associated(assoc, peer, shared).await,
+            Err(e) => refused(e),
+        },
+        Some(tls) => {
+            // The handshake and the A-ASSOCIATE within the handshake timeout and the idle
+            // timeout: a peer that stalls holds only its own slot, and not for long.
+            let opts = opts.tls_config(tls.config());
+            let limit = tls.handshake_timeout() + shared.common.idle;
+            match tokio::time::timeout(limit, opts.establish_tls_async(socket)).await {
+                Ok(Ok(assoc)) => associated(assoc, peer, shared).await,
+                Ok(Err(e)) => refused(e),
+                Err(_) => {
+                    shared
+                        .cx
+                        .metrics
+                        .tls_handshake_failures
+                        .count(crate::tls::HandshakeFailure::Timeout);
+                    shared.count("failed");
+                    warn!(channel = %shared.cx.channel, peer = %peer, "DICOM TLS association not established in time.");
+                }
+            }
+        }
+    }
+}
+
+/// Serves an established association until it is released, aborted or idle.
+async fn associated<S>(mut assoc: AsyncServerAssociation<S>, peer: SocketAddr, shared: &Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     shared.count("accepted");
     let calling = dicom_ul::association::Association::peer_ae_title(&assoc)
         .trim()
@@ -270,7 +321,10 @@ async fn serve(socket: TcpStream, peer: SocketAddr, shared: &Shared) {
 }
 
 /// The transfer syntax negotiated for a presentation context.
-fn context_ts(assoc: &AsyncServerAssociation<TcpStream>, id: u8) -> (String, String) {
+fn context_ts<S>(assoc: &AsyncServerAssociation<S>, id: u8) -> (String, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     assoc
         .presentation_contexts()
         .iter()
@@ -279,13 +333,16 @@ fn context_ts(assoc: &AsyncServerAssociation<TcpStream>, id: u8) -> (String, Str
         .unwrap_or_default()
 }
 
-async fn handle(
-    assoc: &mut AsyncServerAssociation<TcpStream>,
+async fn handle<S>(
+    assoc: &mut AsyncServerAssociation<S>,
     m: Message,
     peer: SocketAddr,
     calling: &str,
     shared: &Shared,
-) -> Result<(), dimse::DimseError> {
+) -> Result<(), dimse::DimseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let sop = m.text(tags::AFFECTED_SOP_CLASS_UID);
     let (ts, _abstract) = context_ts(assoc, m.context_id);
     match (m.field(), &shared.service) {
@@ -300,7 +357,7 @@ async fn handle(
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_FIND_RQ, Service::Worklist { cfg, state }) if sop == MWL_FIND => {
-            find(assoc, &m, &ts, cfg, state.as_ref(), &shared.cx.channel).await
+            find(assoc, &m, &ts, (peer, cfg), state.as_ref(), &shared.cx).await
         }
         (command::N_CREATE_RQ | command::N_SET_RQ, Service::Worklist { cfg, state })
             if cfg.mpps && sop_or_requested(&m) == super::mpps::MPPS =>
@@ -314,15 +371,19 @@ async fn handle(
                 state: state.as_ref(),
                 out: &shared.cx.out,
             };
-            let (field, uid, st) = super::mpps::handle(&ctx, &m, &ts).await;
-            let mut rsp = dimse::response(field, super::mpps::MPPS, m.message_id(), st, false);
-            if !uid.is_empty() {
-                rsp.put_str(tags::AFFECTED_SOP_INSTANCE_UID, dicom_core::VR::UI, uid);
+            let a = super::mpps::handle(&ctx, &m, &ts).await;
+            let mut rsp =
+                dimse::response(a.field, super::mpps::MPPS, m.message_id(), a.status, false);
+            if !a.uid.is_empty() {
+                rsp.put_str(tags::AFFECTED_SOP_INSTANCE_UID, dicom_core::VR::UI, a.uid);
+            }
+            if let Some(c) = &a.comment {
+                dimse::put_error_comment(&mut rsp, c);
             }
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_STORE_RQ, Service::Store { storage, .. }) => {
-            let st = storage
+            let (st, comment) = storage
                 .store(&m, &ts, calling, peer, &shared.cx, &shared.metrics)
                 .await;
             let mut rsp = dimse::response(command::C_STORE_RSP, &sop, m.message_id(), st, false);
@@ -331,6 +392,9 @@ async fn handle(
                 dicom_core::VR::UI,
                 m.text(tags::AFFECTED_SOP_INSTANCE_UID),
             );
+            if let Some(c) = &comment {
+                dimse::put_error_comment(&mut rsp, c);
+            }
             dimse::send(assoc, m.context_id, &rsp, None).await
         }
         (command::C_CANCEL_RQ, _) => Ok(()),
@@ -359,37 +423,54 @@ fn sop_or_requested(m: &Message) -> String {
 }
 
 /// Modality Worklist C-FIND: one pending response per match (at most `max_matches`), then
-/// success; a query that does not parse gets "unable to process".
-async fn find(
-    assoc: &mut AsyncServerAssociation<TcpStream>,
+/// success. An identifier that does not parse gets "unable to process" (C001), none or one
+/// whose keys are not what the SOP class allows "identifier does not match SOP class"
+/// (A900); either is stored as a rejected message (format `dicom`, type `C-FIND`) with its
+/// reason first.
+async fn find<S>(
+    assoc: &mut AsyncServerAssociation<S>,
     m: &Message,
     ts: &str,
-    cfg: &WorklistSourceConfig,
+    (peer, cfg): (SocketAddr, &WorklistSourceConfig),
     state: &dyn DicomState,
-    channel: &str,
-) -> Result<(), dimse::DimseError> {
+    cx: &SourceContext,
+) -> Result<(), dimse::DimseError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let id = m.message_id();
-    let query = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
-        Some(Ok(q)) => q,
-        Some(Err(e)) => {
-            warn!(channel = %channel, error = %e, "Worklist query does not parse.");
-            let rsp = dimse::response(
-                command::C_FIND_RSP,
-                MWL_FIND,
-                id,
-                status::UNABLE_TO_PROCESS,
-                false,
-            );
-            return dimse::send(assoc, m.context_id, &rsp, None).await;
-        }
-        None => {
-            let rsp = dimse::response(
-                command::C_FIND_RSP,
-                MWL_FIND,
-                id,
-                status::DATASET_MISMATCH,
-                false,
-            );
+    let channel = &cx.channel;
+    let refused = match m.dataset.as_deref().map(|d| dimse::read_dataset(d, ts)) {
+        Some(Ok(q)) => match worklist::query_problem(&q) {
+            None => Ok(q),
+            Some(p) => Err((status::DATASET_MISMATCH, p)),
+        },
+        Some(Err(e)) => Err((
+            status::UNABLE_TO_PROCESS,
+            format!("the C-FIND identifier does not parse: {}", e.detail()),
+        )),
+        None => Err((
+            status::DATASET_MISMATCH,
+            "C-FIND without an identifier".to_string(),
+        )),
+    };
+    let query = match refused {
+        Ok(q) => q,
+        Err((st, reason)) => {
+            warn!(channel = %channel, peer = %peer, status = format!("{st:04X}"), reason = %reason, "Worklist query refused; stored as rejected.");
+            super::reject(
+                &cx.out,
+                peer,
+                super::Refusal {
+                    operation: "C-FIND",
+                    uid: "",
+                    data: m.dataset.as_deref().unwrap_or_default(),
+                    reason: &reason,
+                },
+            )
+            .await;
+            let mut rsp = dimse::response(command::C_FIND_RSP, MWL_FIND, id, st, false);
+            dimse::put_error_comment(&mut rsp, &reason);
             return dimse::send(assoc, m.context_id, &rsp, None).await;
         }
     };
@@ -401,7 +482,7 @@ async fn find(
                 command::C_FIND_RSP,
                 MWL_FIND,
                 id,
-                status::UNABLE_TO_PROCESS,
+                status::OUT_OF_RESOURCES,
                 false,
             );
             return dimse::send(assoc, m.context_id, &rsp, None).await;

@@ -5,15 +5,18 @@
 //! is read when it is sent, and its data set goes as stored, in its own transfer syntax. A
 //! PACS that does not accept that SOP class and transfer syntax, or answers a failure status
 //! other than "out of resources", is a permanent failure (dead letter); no answer, a refused
-//! association or "out of resources" are tried again.
+//! association or "out of resources" are tried again. With `[destination.tls]` the
+//! association runs over TLS (DICOM's secure transport, PS3.15 B.1).
 
 use super::dimse::{self, command, status, Received};
 use crate::destination::{Delivery, DeliveryConfig, DeliveryError, Receipt};
 use dicom_dictionary_std::tags;
+use dicom_ul::association::client::AsyncClientAssociation;
 use dicom_ul::pdu::PresentationContextResultReason;
 use dicom_ul::ClientAssociationOptions;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Content type of a delivery that references a stored DICOM object.
 pub const CONTENT_TYPE: &str = "application/x-dicom-object-ref+json";
@@ -51,6 +54,11 @@ pub struct DicomDestinationConfig {
     /// Seconds for connecting, and for each answer.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// DICOM TLS (PS3.15 B.1) towards the PACS: the CA its certificate must chain to and,
+    /// optionally, our client certificate (the same `[destination.tls]` table as an MLLP
+    /// destination). Without it the association is plain TCP.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ClientTlsConfig>,
     /// Delivery scheduling.
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -84,6 +92,13 @@ impl DicomDestinationConfig {
         if self.timeout_secs == 0 {
             out.push(("timeout_secs".into(), "must be at least 1".into()));
         }
+        if let Some(tls) = &self.tls {
+            out.extend(
+                tls.problems()
+                    .into_iter()
+                    .map(|(k, m)| (format!("tls.{k}"), m)),
+            );
+        }
         out
     }
 }
@@ -92,12 +107,41 @@ impl DicomDestinationConfig {
 #[derive(Debug)]
 pub struct DicomSender {
     cfg: DicomDestinationConfig,
+    tls: Option<crate::tls::ClientTls>,
+}
+
+/// An association to the PACS, over TCP or TLS.
+enum Link {
+    Plain(Box<AsyncClientAssociation<tokio::net::TcpStream>>),
+    Tls(Box<AsyncClientAssociation<dicom_ul::association::client::AsyncTlsStream>>),
 }
 
 impl DicomSender {
-    /// Builds the sender.
-    pub fn new(cfg: DicomDestinationConfig) -> Self {
-        DicomSender { cfg }
+    /// Builds the sender (loading its TLS certificates).
+    ///
+    /// # Errors
+    ///
+    /// The TLS problems, each naming its key.
+    pub fn build(cfg: DicomDestinationConfig) -> Result<Self, String> {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => Some(t.load().map_err(|problems| {
+                problems
+                    .iter()
+                    .map(|(k, m)| format!("tls.{k}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?),
+        };
+        Ok(DicomSender { cfg, tls })
+    }
+
+    /// notAfter of the certificates its TLS loaded.
+    pub fn certificate_expiries(&self) -> Vec<crate::tls::CertExpiry> {
+        self.tls
+            .as_ref()
+            .map(|t| t.expiries.clone())
+            .unwrap_or_default()
     }
 
     fn timeout(&self) -> Duration {
@@ -111,6 +155,23 @@ impl DicomSender {
             .connection_timeout(self.timeout())
             .read_timeout(self.timeout())
             .write_timeout(self.timeout())
+    }
+
+    /// Opens an association with `opts`, over TLS when configured.
+    async fn associate(
+        &self,
+        opts: ClientAssociationOptions<'static>,
+    ) -> Result<Link, dicom_ul::association::Error> {
+        let addr = self.cfg.address.as_str();
+        Ok(match &self.tls {
+            None => Link::Plain(Box::new(opts.establish_with_async(addr).await?)),
+            Some(tls) => Link::Tls(Box::new(
+                opts.tls_config(tls.config())
+                    .server_name(&tls.server_name_for(addr))
+                    .establish_with_async_tls(addr)
+                    .await?,
+            )),
+        })
     }
 
     /// Sends the object a delivery references by C-STORE.
@@ -132,59 +193,16 @@ impl DicomSender {
         let dataset = dataset_of(&bytes)
             .ok_or_else(|| DeliveryError::permanent("the stored object is not a DICOM file"))?;
         let addr = &self.cfg.address;
-        let mut assoc = self
+        let opts = self
             .options()
-            .with_presentation_context(r.sop_class_uid.clone(), vec![r.transfer_syntax.clone()])
-            .establish_with_async(addr)
+            .with_presentation_context(r.sop_class_uid.clone(), vec![r.transfer_syntax.clone()]);
+        let link = self
+            .associate(opts)
             .await
             .map_err(|e| DeliveryError::retry(format!("{addr}: association: {e}")))?;
-        let pc = assoc
-            .presentation_contexts()
-            .iter()
-            .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-            .map(|pc| pc.id);
-        let Some(pc) = pc else {
-            let _ = assoc.abort().await;
-            return Err(DeliveryError::permanent(format!(
-                "{addr}: the PACS does not accept SOP class {} in transfer syntax {}",
-                r.sop_class_uid, r.transfer_syntax
-            )));
-        };
-        let mut cmd = dimse::request(command::C_STORE_RQ, &r.sop_class_uid, 1, true);
-        cmd.put_str(
-            tags::AFFECTED_SOP_INSTANCE_UID,
-            dicom_core::VR::UI,
-            r.sop_instance_uid.clone(),
-        );
-        cmd.put(dicom_core::DataElement::new(
-            tags::PRIORITY,
-            dicom_core::VR::US,
-            dicom_core::PrimitiveValue::from(0u16),
-        ));
-        dimse::send(&mut assoc, pc, &cmd, Some(dataset))
-            .await
-            .map_err(|e| DeliveryError::retry(format!("{addr}: C-STORE: {e}")))?;
-        let answer = dimse::receive(&mut assoc, self.timeout(), 1 << 20)
-            .await
-            .map_err(|e| DeliveryError::retry(format!("{addr}: C-STORE answer: {e}")))?;
-        let st = match answer {
-            Received::Message(m) => dimse::us(&m.command, tags::STATUS).unwrap_or(0xFFFF),
-            _ => return Err(DeliveryError::retry(format!("{addr}: association ended"))),
-        };
-        let _ = assoc.release().await;
-        match st {
-            status::SUCCESS | 0xB000 | 0xB006 | 0xB007 => Ok(Receipt {
-                status: None,
-                detail: format!("C-STORE status {st:04X}"),
-                // The answer is a DIMSE status, not a text; the detail names it.
-                answer: None,
-            }),
-            0xA700..=0xA7FF => Err(DeliveryError::retry(format!(
-                "{addr}: C-STORE status {st:04X} (out of resources)"
-            ))),
-            _ => Err(DeliveryError::permanent(format!(
-                "{addr}: C-STORE status {st:04X}"
-            ))),
+        match link {
+            Link::Plain(a) => store(*a, addr, &r, dataset, self.timeout()).await,
+            Link::Tls(a) => store(*a, addr, &r, dataset, self.timeout()).await,
         }
     }
 
@@ -194,21 +212,84 @@ impl DicomSender {
     ///
     /// A sentence naming the PACS and what failed.
     pub async fn healthcheck(&self) -> Result<(), String> {
-        echo(&self.cfg.address, self.options()).await
+        let address = &self.cfg.address;
+        let link = self
+            .associate(self.options().with_abstract_syntax(super::VERIFICATION))
+            .await
+            .map_err(|e| format!("{address}: association: {e}"))?;
+        match link {
+            Link::Plain(a) => echo_on(*a, address).await,
+            Link::Tls(a) => echo_on(*a, address).await,
+        }
     }
 }
 
-/// C-ECHO over a new association.
-///
-/// # Errors
-///
-/// A sentence naming `address` and what failed.
-pub async fn echo(address: &str, opts: ClientAssociationOptions<'static>) -> Result<(), String> {
-    let mut assoc = opts
-        .with_abstract_syntax(super::VERIFICATION)
-        .establish_with_async(address)
+/// One C-STORE of `dataset` over `assoc`, then release.
+async fn store<S>(
+    mut assoc: AsyncClientAssociation<S>,
+    addr: &str,
+    r: &ObjectRef,
+    dataset: &[u8],
+    timeout: Duration,
+) -> Result<Receipt, DeliveryError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pc = assoc
+        .presentation_contexts()
+        .iter()
+        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .map(|pc| pc.id);
+    let Some(pc) = pc else {
+        let _ = assoc.abort().await;
+        return Err(DeliveryError::permanent(format!(
+            "{addr}: the PACS does not accept SOP class {} in transfer syntax {}",
+            r.sop_class_uid, r.transfer_syntax
+        )));
+    };
+    let mut cmd = dimse::request(command::C_STORE_RQ, &r.sop_class_uid, 1, true);
+    cmd.put_str(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        dicom_core::VR::UI,
+        r.sop_instance_uid.clone(),
+    );
+    cmd.put(dicom_core::DataElement::new(
+        tags::PRIORITY,
+        dicom_core::VR::US,
+        dicom_core::PrimitiveValue::from(0u16),
+    ));
+    dimse::send(&mut assoc, pc, &cmd, Some(dataset))
         .await
-        .map_err(|e| format!("{address}: association: {e}"))?;
+        .map_err(|e| DeliveryError::retry(format!("{addr}: C-STORE: {e}")))?;
+    let answer = dimse::receive(&mut assoc, timeout, 1 << 20)
+        .await
+        .map_err(|e| DeliveryError::retry(format!("{addr}: C-STORE answer: {e}")))?;
+    let st = match answer {
+        Received::Message(m) => dimse::us(&m.command, tags::STATUS).unwrap_or(0xFFFF),
+        _ => return Err(DeliveryError::retry(format!("{addr}: association ended"))),
+    };
+    let _ = assoc.release().await;
+    match st {
+        status::SUCCESS | 0xB000 | 0xB006 | 0xB007 => Ok(Receipt {
+            status: None,
+            detail: format!("C-STORE status {st:04X}"),
+            // The answer is a DIMSE status, not a text; the detail names it.
+            answer: None,
+        }),
+        0xA700..=0xA7FF => Err(DeliveryError::retry(format!(
+            "{addr}: C-STORE status {st:04X} (out of resources)"
+        ))),
+        _ => Err(DeliveryError::permanent(format!(
+            "{addr}: C-STORE status {st:04X}"
+        ))),
+    }
+}
+
+/// C-ECHO over an established association, then release.
+async fn echo_on<S>(mut assoc: AsyncClientAssociation<S>, address: &str) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let pc = assoc
         .presentation_contexts()
         .first()

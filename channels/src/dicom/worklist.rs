@@ -83,7 +83,7 @@ pub struct WorklistItem {
 }
 
 /// The durable state the DICOM sources and the worklist destination share, kept by the
-/// engine in its store (trees `worklist` and `mpps`). Writes are not durable until
+/// engine in its store (trees `worklist`, `mpps`, `dicom_studies`, `dicom_instances`). Writes are not durable until
 /// [`DicomState::commit`] returns.
 pub trait DicomState: Send + Sync + 'static {
     /// Every item of `worklist`.
@@ -116,6 +116,44 @@ pub trait DicomState: Send + Sync + 'static {
     ///
     /// As [`DicomState::items`].
     fn put_mpps(&self, channel: &str, uid: &str, state: &[u8]) -> Result<(), String>;
+    /// A study's tally (see [`super::storage::StudyRecord`]) of a storage source, by
+    /// Study Instance UID.
+    ///
+    /// # Errors
+    ///
+    /// As [`DicomState::items`].
+    fn study(&self, channel: &str, study: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Writes a study's tally.
+    ///
+    /// # Errors
+    ///
+    /// As [`DicomState::items`].
+    fn put_study(&self, channel: &str, study: &str, record: &[u8]) -> Result<(), String>;
+    /// Every study tally of a storage source: (Study Instance UID, tally).
+    ///
+    /// # Errors
+    ///
+    /// As [`DicomState::items`].
+    fn studies(&self, channel: &str) -> Result<Vec<(String, Vec<u8>)>, String>;
+    /// Records one instance of a study (by SOP Instance UID); `false` when it was recorded
+    /// before (nothing written).
+    ///
+    /// # Errors
+    ///
+    /// As [`DicomState::items`].
+    fn add_instance(
+        &self,
+        channel: &str,
+        study: &str,
+        sop: &str,
+        value: &[u8],
+    ) -> Result<bool, String>;
+    /// The instances recorded of a study, as written.
+    ///
+    /// # Errors
+    ///
+    /// As [`DicomState::items`].
+    fn instances(&self, channel: &str, study: &str) -> Result<Vec<Vec<u8>>, String>;
     /// Waits until everything written so far is durable.
     fn commit(&self) -> BoxFuture<'_, Result<(), String>>;
 }
@@ -345,6 +383,77 @@ pub fn matches(item: &WorklistItem, query: &InMemDicomObject) -> bool {
     true
 }
 
+/// What makes a C-FIND identifier unusable for this SOP class, or `None`: a
+/// ScheduledProcedureStepSequence that is not a sequence of one item, a date key that is
+/// not a date or a date range (`YYYYMMDD`, `A-B`, `-B`, `A-`), a time key that is not a
+/// time or a range, a StudyInstanceUID key that is not a list of UIDs. The sentence names
+/// the attribute, never the value.
+pub fn query_problem(query: &InMemDicomObject) -> Option<String> {
+    for e in query.iter() {
+        let tag = e.header().tag;
+        if tag == tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE {
+            let Some(items) = e.items() else {
+                return Some("ScheduledProcedureStepSequence is not a sequence".into());
+            };
+            if items.len() > 1 {
+                return Some("ScheduledProcedureStepSequence has more than one item".into());
+            }
+            for step in items {
+                for se in step.iter() {
+                    if let Some(p) = key_problem(se.header().tag, &value_text(se)) {
+                        return Some(p);
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(p) = key_problem(tag, &value_text(e)) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn key_problem(tag: Tag, key: &str) -> Option<String> {
+    let key = key.trim();
+    if key.is_empty() || key == "*" {
+        return None;
+    }
+    let date = |d: &str| {
+        d.len() == 8
+            && d.chars().all(|c| c.is_ascii_digit())
+            && chrono::NaiveDate::parse_from_str(d, "%Y%m%d").is_ok()
+    };
+    let range = |ok: &dyn Fn(&str) -> bool| match key.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (lo.trim(), hi.trim());
+            (!lo.is_empty() || !hi.is_empty())
+                && (lo.is_empty() || ok(lo))
+                && (hi.is_empty() || ok(hi))
+        }
+        None => ok(key),
+    };
+    match tag {
+        tags::SCHEDULED_PROCEDURE_STEP_START_DATE | tags::PATIENT_BIRTH_DATE => {
+            (!range(&date)).then(|| format!("{} is not a date or a date range", name_of(tag)))
+        }
+        tags::SCHEDULED_PROCEDURE_STEP_START_TIME => (!range(&super::mpps::is_time))
+            .then(|| format!("{} is not a time or a time range", name_of(tag))),
+        tags::STUDY_INSTANCE_UID => (!key.split('\\').all(|u| super::storage::is_uid(u.trim())))
+            .then(|| "StudyInstanceUID is not a list of UIDs".to_string()),
+        _ => None,
+    }
+}
+
+fn name_of(tag: Tag) -> &'static str {
+    match tag {
+        tags::SCHEDULED_PROCEDURE_STEP_START_DATE => "ScheduledProcedureStepStartDate",
+        tags::SCHEDULED_PROCEDURE_STEP_START_TIME => "ScheduledProcedureStepStartTime",
+        tags::PATIENT_BIRTH_DATE => "PatientBirthDate",
+        _ => "an attribute",
+    }
+}
+
 fn value_text(e: &dicom_object::mem::InMemElement) -> String {
     if e.vr() == VR::SQ {
         return String::new();
@@ -546,6 +655,98 @@ mod tests {
             ));
         }
         q
+    }
+
+    #[test]
+    fn identifiers_the_sop_class_does_not_allow_are_named() {
+        let good = [
+            query(
+                &[],
+                &[(
+                    tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+                    VR::DA,
+                    "20260301",
+                )],
+            ),
+            query(
+                &[],
+                &[(
+                    tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+                    VR::DA,
+                    "20260301-",
+                )],
+            ),
+            query(
+                &[],
+                &[(
+                    tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+                    VR::DA,
+                    "-20260301",
+                )],
+            ),
+            query(
+                &[],
+                &[(
+                    tags::SCHEDULED_PROCEDURE_STEP_START_TIME,
+                    VR::TM,
+                    "0800-1200",
+                )],
+            ),
+            query(&[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3\\1.2.4")], &[]),
+            query(&[(tags::PATIENT_NAME, VR::PN, "Doe*")], &[]),
+        ];
+        for q in &good {
+            assert_eq!(query_problem(q), None);
+        }
+        let bad = [
+            (
+                query(
+                    &[],
+                    &[(
+                        tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+                        VR::DA,
+                        "2026-03-01",
+                    )],
+                ),
+                "ScheduledProcedureStepStartDate is not a date or a date range",
+            ),
+            (
+                query(
+                    &[],
+                    &[(
+                        tags::SCHEDULED_PROCEDURE_STEP_START_DATE,
+                        VR::DA,
+                        "20261301",
+                    )],
+                ),
+                "ScheduledProcedureStepStartDate is not a date or a date range",
+            ),
+            (
+                query(
+                    &[],
+                    &[(tags::SCHEDULED_PROCEDURE_STEP_START_TIME, VR::TM, "2500")],
+                ),
+                "ScheduledProcedureStepStartTime is not a time or a time range",
+            ),
+            (
+                query(&[(tags::PATIENT_BIRTH_DATE, VR::DA, "-")], &[]),
+                "PatientBirthDate is not a date or a date range",
+            ),
+            (
+                query(&[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.*")], &[]),
+                "StudyInstanceUID is not a list of UIDs",
+            ),
+            (
+                query(
+                    &[(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE, VR::LO, "CT")],
+                    &[],
+                ),
+                "ScheduledProcedureStepSequence is not a sequence",
+            ),
+        ];
+        for (q, want) in &bad {
+            assert_eq!(query_problem(q).as_deref(), Some(*want));
+        }
     }
 
     #[test]

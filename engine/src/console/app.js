@@ -601,6 +601,65 @@ async function renderDeadLetters() {
       : el('p', { class: 'empty', id: 'dead-empty' }, 'No dead letters. Every delivery either went through or is still being tried.')));
 }
 
+// ---- radiology ------------------------------------------------------------------------
+
+// A DICOM person name (Family^Given^Middle^Prefix^Suffix) as "Family, Given Middle".
+function personName(pn) {
+  const c = String(pn || '').split('=')[0].split('^');
+  const given = [c[1], c[2]].filter((x) => x).join(' ');
+  if (c[0] && given) return `${c[0]}, ${given}`;
+  return c[0] || given || '';
+}
+
+// A DICOM date (YYYYMMDD) and time (HHMM[SS]) as "YYYY-MM-DD HH:MM".
+function dicomWhen(date, time) {
+  const d = String(date || '');
+  if (d.length !== 8) return d;
+  const t = String(time || '');
+  const day = `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)}`;
+  return t.length >= 4 ? `${day} ${t.slice(0, 2)}:${t.slice(2, 4)}` : day;
+}
+
+const PERFORMED_PILL = { in_progress: 'pending', completed: 'delivered', discontinued: 'failed' };
+
+async function renderRadiology() {
+  const [wl, st] = await Promise.all([api('/api/dicom/worklist'), api('/api/dicom/studies?limit=200')]);
+  if (state.view !== 'radiology') return;
+  const patient = (id, name) => patientCell({ name: personName(name), mrn: id });
+  const items = wl.items.map((i) => el('tr', { class: 'worklist-item', dataset: { accession: i.accession_number, worklist: i.worklist } },
+    el('td', {}, dash(dicomWhen(i.start_date, i.start_time))),
+    el('td', {}, dash(i.worklist)),
+    patient(i.patient_id, i.patient_name),
+    el('td', {}, el('code', {}, dash(i.accession_number))),
+    el('td', {}, dash(i.requested_procedure)),
+    el('td', {}, dash(i.modality)),
+    el('td', {}, dash(i.station_ae_title)),
+    el('td', { class: 'performed' }, i.performed ? pill(i.performed.replace('_', ' '), PERFORMED_PILL[i.performed] || 'pending') : el('span', { class: 'muted' }, 'scheduled'))));
+  const studies = st.items.map((s) => el('tr', {
+    class: 'study', dataset: { study: s.study_instance_uid, channel: s.channel },
+    title: s.series.map((x) => `${x.uid} ${x.modality}: ${x.instances}`).join('\n'),
+  },
+  el('td', {}, dash(when(s.last_at))),
+  el('td', {}, dash(s.channel)),
+  patient(s.patient_id, s.patient_name),
+  el('td', {}, s.accession_number ? el('code', {}, s.accession_number) : DASH),
+  el('td', {}, dash(s.modalities.join(', '))),
+  el('td', { class: 'num series' }, s.number_of_series),
+  el('td', { class: 'num instances' }, s.number_of_instances),
+  el('td', { class: 'study-status' }, pill(s.status, s.status === 'announced' ? 'delivered' : 'pending')),
+  el('td', {}, el('code', { class: 'muted' }, s.study_instance_uid))));
+  show(el('section', { class: 'panel' },
+    el('div', { class: 'toolbar' }, el('h2', { class: 'grow' }, `Worklist (${wl.count})`), el('span', { class: 'muted' }, 'Refreshes every 10 s')),
+    items.length
+      ? table(['Scheduled', 'Worklist', 'Patient', 'Accession', 'Procedure', 'Modality', 'Station AE', 'Performed'], items, { id: 'worklist-table' })
+      : el('p', { class: 'empty', id: 'worklist-empty' }, 'No scheduled procedure steps: orders routed to a worklist destination appear here.')),
+  el('section', { class: 'panel' },
+    el('h2', {}, `Studies received (${st.total})`),
+    studies.length
+      ? table(['Last image', 'Channel', 'Patient', 'Accession', 'Modalities', { label: 'Series', num: true }, { label: 'Images', num: true }, 'Status', 'Study UID'], studies, { id: 'studies-table' })
+      : el('p', { class: 'empty', id: 'studies-empty' }, 'No studies received: images stored by a dicom_store source appear here.')));
+}
+
 // ---- statistics ----------------------------------------------------------------------
 
 function split(counts) {
@@ -717,6 +776,7 @@ function route() {
     case 'search': work = renderSearch(); break;
     case 'message': work = renderMessage(parts[1] || ''); break;
     case 'dead-letters': work = renderDeadLetters(); break;
+    case 'radiology': work = renderRadiology(); state.timer = setInterval(() => renderRadiology().catch(fail), 10000); break;
     case 'stats': work = renderStats(); state.timer = setInterval(() => renderStats().catch(fail), 30000); break;
     default:
       state.view = 'channels';

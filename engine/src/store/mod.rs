@@ -17,8 +17,9 @@
 //! Latrexa id mapping (`id_map`) in [`id_map`], the appointment ledger (`ledger`,
 //! `ledger_by_message`) in [`ledger`], how those two are one model of an appointment
 //! (what the HIS and Latrexa each know of it) in [`appointments`], and the DICOM
-//! worklists and MPPS states (`worklist`, `mpps`) in [`dicom`], and the visit timelines
-//! of the patient journey (`journey`, `journey_by_message`) in [`journey`].
+//! worklists, MPPS states and the studies storage sources received (`worklist`, `mpps`,
+//! `dicom_studies`, `dicom_instances`) in [`dicom`], and the visit timelines of the patient
+//! journey (`journey`, `journey_by_message`) in [`journey`].
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -236,6 +237,8 @@ pub struct Store {
     pub(crate) ledger_by_message: sled::Tree,
     pub(crate) worklist: sled::Tree,
     pub(crate) mpps: sled::Tree,
+    pub(crate) dicom_studies: sled::Tree,
+    pub(crate) dicom_instances: sled::Tree,
     pub(crate) paused: sled::Tree,
     pub(crate) journey: sled::Tree,
     pub(crate) journey_by_message: sled::Tree,
@@ -332,6 +335,8 @@ impl Store {
             ledger_by_message: db.open_tree("ledger_by_message")?,
             worklist: db.open_tree("worklist")?,
             mpps: db.open_tree("mpps")?,
+            dicom_studies: db.open_tree("dicom_studies")?,
+            dicom_instances: db.open_tree("dicom_instances")?,
             paused: db.open_tree("paused")?,
             journey: db.open_tree("journey")?,
             journey_by_message: db.open_tree("journey_by_message")?,

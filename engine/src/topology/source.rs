@@ -89,9 +89,11 @@ pub async fn build_source(
         SourceConfig::DicomStore(c) => {
             let metrics = deps.metrics.dicom(&cx.channel);
             let storage = std::sync::Arc::new(channels::dicom::storage::Storage::new(
+                &cx.channel,
                 &c.ae_title,
                 c.folder.clone(),
                 std::time::Duration::from_secs(c.quiet_period_secs),
+                dicom_state(deps.store, deps.metrics),
             ));
             let announcer = tokio::spawn(storage.clone().announce_loop(cx.clone()));
             let service = channels::dicom::scp::Service::Store {

@@ -844,6 +844,7 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::ResultReported
         | EventKind::ChargePosted
         | EventKind::ChargeReversed
+        | EventKind::StudyAvailable
         // OpsPort has no delete, and a bed or a blocked slot is no patient or appointment.
         | EventKind::PatientDeleted
         | EventKind::BedStatusUpdated

@@ -744,7 +744,8 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::ServiceCreated
         | EventKind::ServiceUpdated
         | EventKind::ServiceDeactivated
-        | EventKind::ServiceDeleted => None,
+        | EventKind::ServiceDeleted
+        | EventKind::StudyAvailable => None,
     }
 }
 

@@ -15,6 +15,7 @@ use fhirbolt::model::r4::Resource;
 use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
+use crate::model::ImagingStudy;
 use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
@@ -2222,6 +2223,64 @@ pub fn service_request(o: &Order, subject: Option<&Identifier>) -> Option<r::Ser
     })
 }
 
+/// FHIR ImagingStudy of a study a DICOM storage source received (`study_available`):
+/// identified by its Study Instance UID (`urn:dicom:uid`, `urn:oid:` value) and its
+/// accession number (type `ACSN`, the order filler system), status `available`, the
+/// modalities (DCM codes), `started`, the counts, each series (UID, modality, instances) and
+/// `basedOn` the ServiceRequest with the accession number as its filler number.
+pub fn imaging_study(s: &ImagingStudy, subject: Option<&Identifier>) -> r::ImagingStudy {
+    let uid = format!("urn:oid:{}", s.study_instance_uid);
+    let dcm = |code: &str| t::Coding {
+        system: Some(systems::DICOM_DCM.into()),
+        code: Some(code.into()),
+        ..Default::default()
+    };
+    let mut identifier = vec![plain_identifier(systems::DICOM_UID, &uid)];
+    if let Some(acc) = &s.accession_number {
+        let mut id = plain_identifier(systems::ORDER_FILLER, acc);
+        id.r#type = Some(Box::new(t::CodeableConcept {
+            coding: vec![t::Coding {
+                system: Some(systems::V2_0203.into()),
+                code: Some("ACSN".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        identifier.push(id);
+    }
+    r::ImagingStudy {
+        id: Some(resource_id("ImagingStudy", systems::DICOM_UID, &uid).into()),
+        identifier,
+        status: "available".into(),
+        modality: s.modalities.iter().map(|m| dcm(m)).collect(),
+        subject: Box::new(subject.map(patient_ref).unwrap_or_default()),
+        started: s.started.as_ref().map(|d| date_time(d).into()),
+        based_on: s
+            .accession_number
+            .iter()
+            .map(|acc| t::Reference {
+                r#type: Some("ServiceRequest".into()),
+                identifier: Some(Box::new(plain_identifier(systems::ORDER_FILLER, acc))),
+                ..Default::default()
+            })
+            .collect(),
+        number_of_series: Some(s.number_of_series.into()),
+        number_of_instances: Some(s.number_of_instances.into()),
+        description: s.description.as_deref().map(fstr),
+        series: s
+            .series
+            .iter()
+            .map(|x| r::ImagingStudySeries {
+                uid: x.uid.as_str().into(),
+                modality: Box::new(dcm(x.modality.as_deref().unwrap_or("OT"))),
+                number_of_instances: Some(x.number_of_instances.into()),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub(crate) fn result_status_code(s: Option<ResultStatus>) -> &'static str {
     match s {
         Some(ResultStatus::Registered) => "registered",
@@ -2740,6 +2799,11 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             .into_iter()
             .map(|s| Resource::Specimen(Box::new(s))),
     );
+    if let Some(study) = &event.imaging_study {
+        out.push(Resource::ImagingStudy(Box::new(imaging_study(
+            study, subject,
+        ))));
+    }
     for (i, report) in event.results.iter().enumerate() {
         let (dr, observations) = diagnostic_report(report, i, event, subject);
         out.extend(
@@ -2778,6 +2842,7 @@ fn request_url(resource: &Resource) -> String {
         // not an identifier (a guarantor number) that another patient's RelatedPerson shares.
         Resource::RelatedPerson(x) => ("RelatedPerson", &[], x.id.as_ref()),
         Resource::Specimen(x) => ("Specimen", &x.identifier, x.id.as_ref()),
+        Resource::ImagingStudy(x) => ("ImagingStudy", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -2933,6 +2998,7 @@ fn rewrite_references(
             fix(&mut c.subject);
             c.encounter.iter_mut().for_each(|r| fix(r));
         }
+        Resource::ImagingStudy(x) => fix(&mut x.subject),
         _ => {}
     }
 }
@@ -3044,6 +3110,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::Organization(_) => "Organization",
         Resource::RelatedPerson(_) => "RelatedPerson",
         Resource::Specimen(_) => "Specimen",
+        Resource::ImagingStudy(_) => "ImagingStudy",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

@@ -61,6 +61,12 @@ pub mod systems {
     pub const ORDER_FILLER: &str = "urn:switchboard:order-filler";
     /// Charge transaction ids.
     pub const CHARGE: &str = "urn:switchboard:charge";
+    /// DICOM UIDs (ImagingStudy identifiers, `urn:oid:` values), as FHIR's ImagingStudy says.
+    pub const DICOM_UID: &str = "urn:dicom:uid";
+    /// DICOM modality codes (ImagingStudy modality, DICOM CID 29).
+    pub const DICOM_DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+    /// HL7 identifier types (table 0203): `ACSN` for an accession number.
+    pub const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
     /// Extension: language of a HumanName (`valueCode`, e.g. `ar`).
     pub const EXT_NAME_LANGUAGE: &str = "urn:switchboard:fhir:name-language";
     /// Extension: marks the second-language name among a patient's names (`valueBoolean`).

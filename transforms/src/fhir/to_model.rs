@@ -355,6 +355,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Organization(_) => "Organization",
         Resource::Specimen(_) => "Specimen",
         Resource::HealthcareService(_) => "HealthcareService",
+        Resource::ImagingStudy(_) => "ImagingStudy",
         _ => return None,
     })
 }
@@ -813,6 +814,7 @@ impl<'a> Reader<'a> {
                 }
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::HealthcareService(h) => Some(self.service_event(h, &base, i)?),
+                Resource::ImagingStudy(x) => Some(self.imaging_study_event(x, &base, i)?),
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
@@ -1022,6 +1024,7 @@ impl<'a> Reader<'a> {
             practitioners: Vec::new(),
             location: None,
             service: None,
+            imaging_study: None,
         }
     }
 
@@ -2159,6 +2162,89 @@ impl<'a> Reader<'a> {
         let mut ev = self.event(EventKind::ResultReported, i, "DiagnosticReport");
         ev.patient = patient;
         ev.results = vec![report];
+        Ok(ev)
+    }
+
+    /// An ImagingStudy as the `study_available` event: the way back of
+    /// `from_model::imaging_study` (the AE titles do not travel).
+    fn imaging_study_event(
+        &mut self,
+        x: &r::ImagingStudy,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let has_subject = val!(x.subject.reference).is_some() || x.subject.identifier.is_some();
+        let patient = if has_subject {
+            self.patient_ref(Some(&x.subject), &format!("{base}.subject"))?
+                .1
+        } else {
+            None
+        };
+        let uid = x
+            .identifier
+            .iter()
+            .find(|id| val!(id.system) == Some(systems::DICOM_UID))
+            .and_then(|id| owned(val!(id.value)))
+            .map(|v| v.strip_prefix("urn:oid:").map(str::to_owned).unwrap_or(v))
+            .ok_or_else(|| {
+                FhirError::unprocessable(
+                    format!("{base}.identifier"),
+                    "an ImagingStudy needs its Study Instance UID (system urn:dicom:uid)",
+                )
+            })?;
+        let accession = x
+            .identifier
+            .iter()
+            .find(|id| {
+                val!(id.system) == Some(systems::ORDER_FILLER)
+                    || id
+                        .r#type
+                        .as_deref()
+                        .is_some_and(|t| t.coding.iter().any(|c| val!(c.code) == Some("ACSN")))
+            })
+            .and_then(|id| owned(val!(id.value)));
+        let series: Vec<crate::model::ImagingSeries> = x
+            .series
+            .iter()
+            .map(|s| crate::model::ImagingSeries {
+                uid: owned(val!(Some(&s.uid))).unwrap_or_default(),
+                modality: owned(val!(s.modality.code)),
+                number_of_instances: s
+                    .number_of_instances
+                    .as_ref()
+                    .and_then(|n| n.value)
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let study = crate::model::ImagingStudy {
+            study_instance_uid: uid,
+            accession_number: accession,
+            description: owned(val!(x.description)),
+            started: val!(x.started)
+                .map(|v| timestamp(v, &format!("{base}.started")))
+                .transpose()?,
+            modalities: x
+                .modality
+                .iter()
+                .filter_map(|c| owned(val!(c.code)))
+                .collect(),
+            number_of_series: x
+                .number_of_series
+                .as_ref()
+                .and_then(|n| n.value)
+                .unwrap_or(u32::try_from(series.len()).unwrap_or(u32::MAX)),
+            number_of_instances: x
+                .number_of_instances
+                .as_ref()
+                .and_then(|n| n.value)
+                .unwrap_or(series.iter().map(|s| s.number_of_instances).sum()),
+            series,
+            sender_ae_title: None,
+            receiver_ae_title: None,
+        };
+        let mut ev = self.event(EventKind::StudyAvailable, i, "ImagingStudy");
+        ev.patient = patient;
+        ev.imaging_study = Some(study);
         Ok(ev)
     }
 

@@ -76,6 +76,7 @@ pub(crate) fn empty_event(id: String, kind: EventKind, source: Source) -> Event 
         practitioners: Vec::new(),
         location: None,
         service: None,
+        imaging_study: None,
     }
 }
 

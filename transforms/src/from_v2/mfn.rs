@@ -304,6 +304,7 @@ fn record_event(
         practitioners: Vec::new(),
         location: None,
         service: None,
+        imaging_study: None,
     };
     let no_key = || MappingError::Missing {
         path: msg.field_path(record, 1),

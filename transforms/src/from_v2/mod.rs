@@ -330,6 +330,7 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
         practitioners: Vec::new(),
         location: None,
         service: None,
+        imaging_study: None,
     })
 }
 

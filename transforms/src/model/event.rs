@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Appointment, Charge, Encounter, Identifier, Location, Order, Patient, Practitioner,
-    ResultReport, Service, Timestamp,
+    Appointment, Charge, Encounter, Identifier, ImagingStudy, Location, Order, Patient,
+    Practitioner, ResultReport, Service, Timestamp,
 };
 
 /// What happened.
@@ -149,11 +149,14 @@ pub enum EventKind {
     ServiceDeactivated,
     /// A service was removed from the charge description master (MFN^M04 `MDL`).
     ServiceDeleted,
+    /// An imaging study was received in full by a DICOM storage source (no new instance for
+    /// its quiet period): [`Event::imaging_study`] says what it holds.
+    StudyAvailable,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 67] = [
+    pub const ALL: [EventKind; 68] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -221,6 +224,7 @@ impl EventKind {
         EventKind::ServiceUpdated,
         EventKind::ServiceDeactivated,
         EventKind::ServiceDeleted,
+        EventKind::StudyAvailable,
     ];
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
@@ -293,6 +297,7 @@ impl EventKind {
             EventKind::ServiceUpdated => "service_updated",
             EventKind::ServiceDeactivated => "service_deactivated",
             EventKind::ServiceDeleted => "service_deleted",
+            EventKind::StudyAvailable => "study_available",
         }
     }
 }
@@ -418,6 +423,9 @@ pub struct Event {
     /// The service a service master event (`service_*`) describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Service>,
+    /// The imaging study of a `study_available` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imaging_study: Option<ImagingStudy>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -524,6 +532,10 @@ impl Event {
         for c in &self.charges {
             push(BusinessKeyKind::VisitNumber, c.visit_number.as_ref());
         }
+        if let Some(s) = &self.imaging_study {
+            // The accession number is the order's (filler) number.
+            push(BusinessKeyKind::OrderNumber, s.accession_number.as_ref());
+        }
         keys.sort();
         keys.dedup();
         keys
@@ -573,6 +585,7 @@ mod tests {
             practitioners: Vec::new(),
             location: None,
             service: None,
+            imaging_study: None,
         }
     }
 

@@ -134,6 +134,9 @@ impl Event {
             localize(&mut c.transaction_date, zone);
             localize(&mut c.posting_date, zone);
         }
+        if let Some(s) = &mut self.imaging_study {
+            localize(&mut s.started, zone);
+        }
     }
 }
 

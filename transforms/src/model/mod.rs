@@ -2,7 +2,7 @@
 //! whether it arrived as HL7 v2, FHIR or JSON.
 //!
 //! Entities ([`Patient`], [`Practitioner`], [`Location`], [`Service`], [`Encounter`],
-//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`]) are plain data with a documented JSON form:
+//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`], [`ImagingStudy`]) are plain data with a documented JSON form:
 //! snake_case field names, absent optionals and empty lists left out. An [`Event`] says what
 //! happened ([`EventKind`]), carries the entities it touched and a [`Source`] block naming the
 //! message it came from. Start reading at [`Event`].
@@ -16,6 +16,7 @@ mod charge;
 mod common;
 mod encounter;
 mod event;
+mod imaging;
 mod local_time;
 mod order;
 mod patient;
@@ -35,6 +36,7 @@ pub use event::{
     BusinessKey, BusinessKeyKind, Event, EventKind, LinkedPatient, MergedPatient, PatientMerge,
     Source,
 };
+pub use imaging::{ImagingSeries, ImagingStudy};
 pub use local_time::offset_at;
 pub use order::{
     Attachment, ImagingOrder, Observation, Order, OrderStatus, Priority, ResultReport,
