@@ -506,8 +506,13 @@ impl Drop for Pacs {
 }
 
 fn pacs(dir: &Path) -> Pacs {
+    spawn_pacs(dcmtk("storescp"), dir)
+}
+
+/// Starts `storescp` (plain or TLS) writing into `dir`, once it listens.
+fn spawn_pacs(mut storescp: Command, dir: &Path) -> Pacs {
     let port = free_port();
-    let child = dcmtk("storescp")
+    let child = storescp
         .args(["-aet", "PACS", "-od"])
         .arg(dir)
         .arg(port.to_string())
@@ -1234,24 +1239,7 @@ fn dcmtk_tls(tool: &str, leaf: &crate::tls::Leaf, ca: &crate::tls::Ca) -> Comman
 
 /// dcmtk's storescp over TLS as the PACS, requiring a client certificate signed by `ca`.
 fn tls_pacs(dir: &Path, leaf: &crate::tls::Leaf, ca: &crate::tls::Ca) -> Pacs {
-    let port = free_port();
-    let child = dcmtk_tls("storescp", leaf, ca)
-        .args(["-aet", "PACS", "-od"])
-        .arg(dir)
-        .arg(port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("storescp starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "storescp did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Pacs(child, port)
+    spawn_pacs(dcmtk_tls("storescp", leaf, ca), dir)
 }
 
 #[tokio::test]

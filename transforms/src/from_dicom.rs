@@ -223,22 +223,9 @@ pub fn study_available(doc: &StudyDocument, control_id: &str) -> Result<Event, S
         kind.as_str(),
     ]);
     Ok(Event {
-        id,
-        kind,
-        source,
         patient,
-        merge: None,
-        additional_merges: Vec::new(),
-        encounter: None,
-        other_patient: None,
-        appointment: None,
-        orders: Vec::new(),
-        results: Vec::new(),
-        charges: Vec::new(),
-        practitioners: Vec::new(),
-        location: None,
-        service: None,
         imaging_study: Some(study),
+        ..Event::empty(id, kind, source)
     })
 }
 

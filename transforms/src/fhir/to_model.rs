@@ -1008,24 +1008,11 @@ impl<'a> Reader<'a> {
     }
 
     fn event(&self, kind: EventKind, index: usize, rtype: &str) -> Event {
-        Event {
-            id: stable_id(&["fhir", &self.hash, &index.to_string(), rtype]),
+        Event::empty(
+            stable_id(&["fhir", &self.hash, &index.to_string(), rtype]),
             kind,
-            source: self.source.clone(),
-            patient: None,
-            merge: None,
-            additional_merges: Vec::new(),
-            encounter: None,
-            other_patient: None,
-            appointment: None,
-            orders: Vec::new(),
-            results: Vec::new(),
-            charges: Vec::new(),
-            practitioners: Vec::new(),
-            location: None,
-            service: None,
-            imaging_study: None,
-        }
+            self.source.clone(),
+        )
     }
 
     /// One `Account.guarantor` as a guarantor: the way back of `from_model::guarantor_party`

@@ -60,24 +60,7 @@ impl JsonError {
 
 /// An event with nothing attached yet.
 pub(crate) fn empty_event(id: String, kind: EventKind, source: Source) -> Event {
-    Event {
-        id,
-        kind,
-        source,
-        patient: None,
-        merge: None,
-        additional_merges: Vec::new(),
-        encounter: None,
-        other_patient: None,
-        appointment: None,
-        orders: Vec::new(),
-        results: Vec::new(),
-        charges: Vec::new(),
-        practitioners: Vec::new(),
-        location: None,
-        service: None,
-        imaging_study: None,
-    }
+    Event::empty(id, kind, source)
 }
 
 /// Parses a local or offset ISO 8601 time (`2026-06-15T10:30:00`, `...Z`) with its JSON path.

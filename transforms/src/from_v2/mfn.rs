@@ -288,24 +288,7 @@ fn record_event(
     let named = |name: &'static str| body.iter().filter(move |s| s.name() == name);
     let mfe_key = mfe.get_comp(4, 1).string();
     let kind = file.kind(change);
-    let mut event = Event {
-        id: String::new(),
-        kind,
-        source: source.clone(),
-        patient: None,
-        merge: None,
-        additional_merges: Vec::new(),
-        encounter: None,
-        other_patient: None,
-        appointment: None,
-        orders: Vec::new(),
-        results: Vec::new(),
-        charges: Vec::new(),
-        practitioners: Vec::new(),
-        location: None,
-        service: None,
-        imaging_study: None,
-    };
+    let mut event = Event::empty(String::new(), kind, source.clone());
     let no_key = || MappingError::Missing {
         path: msg.field_path(record, 1),
         reason: "no primary key (nor MFE-4)",

@@ -314,24 +314,7 @@ fn new_event(kind: EventKind, source: Source) -> Box<Event> {
         kind.as_str(),
     ]);
     // Boxed from the start: the event is a few kilobytes, filled in place by the mapping.
-    Box::new(Event {
-        id,
-        kind,
-        source,
-        patient: None,
-        merge: None,
-        additional_merges: Vec::new(),
-        encounter: None,
-        other_patient: None,
-        appointment: None,
-        orders: Vec::new(),
-        results: Vec::new(),
-        charges: Vec::new(),
-        practitioners: Vec::new(),
-        location: None,
-        service: None,
-        imaging_study: None,
-    })
+    Box::new(Event::empty(id, kind, source))
 }
 
 /// A role from one ROL or PRT (`None` without role or person):

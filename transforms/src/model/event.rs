@@ -456,6 +456,28 @@ pub struct BusinessKey {
 }
 
 impl Event {
+    /// An event with nothing attached yet: every entity empty.
+    pub fn empty(id: String, kind: EventKind, source: Source) -> Event {
+        Event {
+            id,
+            kind,
+            source,
+            patient: None,
+            merge: None,
+            additional_merges: Vec::new(),
+            encounter: None,
+            other_patient: None,
+            appointment: None,
+            orders: Vec::new(),
+            results: Vec::new(),
+            charges: Vec::new(),
+            practitioners: Vec::new(),
+            location: None,
+            service: None,
+            imaging_study: None,
+        }
+    }
+
     /// The key of the per-patient FIFO: the value of the patient's primary identifier (see
     /// [`Patient::primary_identifier`]), or of the appointment's patient identifier when the
     /// event has no patient. `None` when no patient is known.
@@ -570,22 +592,8 @@ mod tests {
 
     fn event(patient: Option<Patient>) -> Event {
         Event {
-            id: "x".into(),
-            kind: EventKind::PatientUpdated,
-            source: Source::default(),
             patient,
-            merge: None,
-            additional_merges: Vec::new(),
-            encounter: None,
-            other_patient: None,
-            appointment: None,
-            orders: Vec::new(),
-            results: Vec::new(),
-            charges: Vec::new(),
-            practitioners: Vec::new(),
-            location: None,
-            service: None,
-            imaging_study: None,
+            ..Event::empty("x".into(), EventKind::PatientUpdated, Source::default())
         }
     }
 
