@@ -364,13 +364,17 @@ impl Router {
         let by_patient = targets
             .iter()
             .any(|(dest, _)| matches!(self.partitions.get(dest), Some(Partition::Patient)));
-        let patient = by_patient
+        // HL7 is partitioned by PID-3's first identifier; any other record (FHIR, JSON
+        // webhooks, DICOM) by its events' patient, read below.
+        let hl7 = record.format == "hl7v2";
+        let mut patient = (by_patient && hl7)
             .then(|| parsed().as_ref().and_then(|m| value(m, "PID.3[1].1")))
             .flatten()
             .unwrap_or_default();
-        let needs_event = targets
-            .iter()
-            .any(|(_, k)| !matches!(k, PayloadKind::Hl7 | PayloadKind::Dicom));
+        let needs_event = (by_patient && !hl7)
+            || targets
+                .iter()
+                .any(|(_, k)| !matches!(k, PayloadKind::Hl7 | PayloadKind::Dicom));
         let mut mapping_failure: Option<String> = None;
         let events = if needs_event {
             let read =
@@ -387,6 +391,9 @@ impl Router {
         } else {
             Vec::new()
         };
+        if by_patient && !hl7 {
+            patient = partition_of_events(&events);
+        }
         // One body per (destination, event); the raw HL7 goes once whatever the events.
         let mut bodies: Vec<Body> = Vec::new();
         for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
@@ -658,6 +665,19 @@ impl Router {
     }
 }
 
+/// The delivery partition of a record that is not HL7: the first identifier of the first
+/// patient its events name (empty, one shared FIFO, when none does).
+fn partition_of_events(events: &[transforms::model::Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e.patient.as_ref())
+        .flat_map(|p| p.identifiers.iter())
+        .map(|i| i.value.as_str())
+        .find(|v| !v.is_empty())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// One rendered body on its way into an outbox item.
 struct Body {
     dest: String,
@@ -867,6 +887,52 @@ mod tests {
             vec![
                 ("c/a".to_string(), "MRN1".to_string()),
                 ("c/b".to_string(), String::new())
+            ]
+        );
+    }
+
+    /// A record that is not HL7 (here a FHIR Patient) is partitioned by its events' patient,
+    /// as an HL7 message is by PID-3, so its deliveries do not all share one FIFO.
+    #[test]
+    fn a_fhir_record_is_partitioned_by_its_patient() {
+        let raw = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fixtures/fhir/patient/full.input.json"),
+        )
+        .expect("fixture");
+        let json_dest =
+            "[[destination]]\nname = \"j\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n";
+        let router = Router::compile(
+            "c",
+            &routes("[[route]]\nto = [\"a\", \"b\", \"j\"]\n"),
+            &dests(&format!("{DESTS}{json_dest}")),
+        )
+        .expect("valid");
+        let mut rec = record("Patient", "HIS");
+        rec.format = "fhir".into();
+        let mut n = 0;
+        let got: Vec<(String, String)> = router
+            .render(
+                &rec,
+                &raw,
+                &mut || {
+                    n += 1;
+                    n
+                },
+                1,
+                None,
+                "",
+                None,
+            )
+            .into_iter()
+            .map(|i| (i.destination, i.partition))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("c/a".to_string(), "P-20001".to_string()),
+                ("c/b".to_string(), String::new()),
+                ("c/j".to_string(), "P-20001".to_string()),
             ]
         );
     }
