@@ -282,6 +282,46 @@ fn fhir_channel(cfg: &TestConfig, sink: &HttpSink) {
     );
 }
 
+/// FHIR records are delivered in one FIFO per patient, as HL7 messages are: a patient whose
+/// deliveries the peer keeps refusing does not hold back another patient's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_rest_deliveries_queue_per_patient() {
+    let sink = HttpSink::start(SinkMode::DownFor("P-20001")).await;
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "fhir-token", "fhir-token\n");
+    add_channel(
+        &cfg,
+        "fhir",
+        &format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}max_attempts = 100000\n",
+            sink.url
+        ),
+    );
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let fhir = Fhir {
+        base: format!("http://{}/fhir", engine.info.channels["fhir"]),
+        client: reqwest::Client::new(),
+    };
+    let (status, _, body) = fhir.send(reqwest::Method::POST, "/Patient", PATIENT).await;
+    assert_eq!(status, 201, "{body}");
+    let other = PATIENT.replace("P-20001", "P-30002");
+    let (status, _, body) = fhir.send(reqwest::Method::POST, "/Patient", &other).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        eventually(20, || sink
+            .received()
+            .iter()
+            .any(|(_, b)| b.contains("P-30002")))
+        .await,
+        "the second patient is delivered while the first is refused"
+    );
+    // The first is still being retried: nothing of it accepted, no dead letter.
+    assert!(sink.received().iter().all(|(_, b)| !b.contains("P-20001")));
+    let dead = get_json(&format!("{}/api/dead-letters", engine.admin())).await;
+    assert_eq!(dead["count"], 0, "{dead}");
+    assert!(sink.requests() >= 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fhir_rest_states_its_capabilities_and_serves_exactly_them() {
     use reqwest::Method;

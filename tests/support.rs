@@ -202,6 +202,8 @@ pub enum SinkMode {
     Down,
     /// 400 to bodies containing `BAD`, 200 to the others.
     RejectBad,
+    /// 503 (`Retry-After: 0`) to bodies containing the text, 200 to the others.
+    DownFor(&'static str),
 }
 
 /// The sink's state: mode, accepted (idempotency key, body), requests seen.
@@ -254,6 +256,11 @@ impl HttpSink {
                     StatusCode::SERVICE_UNAVAILABLE,
                     [("retry-after", "0")],
                     "{\"error\":\"down\"}".into(),
+                ),
+                SinkMode::DownFor(text) if body.contains(text) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "0")],
+                    "{\"error\":\"down for this one\"}".into(),
                 ),
                 SinkMode::RejectBad if body.contains("BAD") => (
                     StatusCode::BAD_REQUEST,
