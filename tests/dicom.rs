@@ -602,20 +602,7 @@ async fn a_stored_study_is_written_forwarded_and_announced_once() {
     .expect("storescu ends");
     assert!(!refused.status.success(), "an unknown AE title stored");
 
-    let sent = output_within(
-        dcmtk("storescu")
-            .args([
-                "-aet", "MODALITY", "-aec", "SBSTORE", "-to", "5", host, port,
-            ])
-            .args(&files),
-        30,
-    )
-    .expect("storescu ends");
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    store_files(&addr, &files);
     // Written, each as StudyUID/SeriesUID/SOPUID.dcm, and readable.
     for (s, n) in [(0, 1), (0, 2), (1, 1)] {
         let path = folder
@@ -1035,21 +1022,7 @@ async fn malformed_requests_get_their_failure_status_and_are_stored_with_their_r
     assert!(echo.status.success());
     assert!(find_ok(&mwl, out.path()));
     let good = synthetic_ct(&made, study, "1.2.826.0.1.3680043.9.7777.910.2", 1);
-    let (host, port) = images.rsplit_once(':').expect("host:port");
-    let sent = output_within(
-        dcmtk("storescu")
-            .args([
-                "-aet", "MODALITY", "-aec", "SBSTORE", "-to", "5", host, port,
-            ])
-            .arg(&good),
-        20,
-    )
-    .expect("storescu ends");
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    store_files(&images, &[good]);
 }
 
 /// Whether a plain worklist query succeeds (no match needed).
