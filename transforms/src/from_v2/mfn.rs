@@ -180,13 +180,15 @@ impl MasterFile {
 
 /// Maps a master file notification (MFN^M02, M04, M05) record by record.
 ///
+/// The second record's event code, `ADD`, is not in table 0180: that record alone is rejected.
+///
 /// ```
 /// use transforms::hl7v2::access::V2Message;
 /// use transforms::from_v2::mfn::{map_master_file, MasterFileKind};
 /// let text = "MSH|^~\\&|HIS|RUH|||20260615103000||MFN^M05|C1|P|2.5\r\
 ///             MFI|LOC||UPD|||AL\r\
 ///             MFE|MAD|R1||CLN-PED-01|PL\rLOC|CLN-PED-01|General Pediatric Clinic|C\r\
-///             MFE|XXX|R2||CLN-X|PL\rLOC|CLN-X\r";
+///             MFE|ADD|R2||CLN-X|PL\rLOC|CLN-X\r";
 /// let mf = map_master_file(&V2Message::parse(text).unwrap(), MasterFileKind::Location).unwrap();
 /// assert_eq!(mf.events.len(), 1);
 /// assert!(mf.records[0].accepted());
