@@ -6,19 +6,19 @@
 //! [`Timeline::apply`]. [`delta_of`] is what one event adds: registration, admission or
 //! pre-admission (A04/A01/A05), the chief complaint (PV2-3), consultations (the first
 //! attending doctor, then each change: PV1-7, A54), transfers (A02), orders and results by
-//! department (ORM/OML/ORU: lab, radiology, other), charges (DFT), the discharge (A03), their
-//! cancels (A11, A12, A13, A55, order cancels, charge reversals) and each `ZVT` step.
+//! department (ORM/OML/ORU: lab, radiology, other), prescriptions (RDE) and their dispenses
+//! (RDS), charges (DFT), the discharge (A03), their cancels (A11, A12, A13, A55, order and
+//! prescription cancels, charge reversals) and each `ZVT` step.
 //!
 //! What PX360 shows of the timeline (its visit types) is decided in `dest::px360`; this
 //! module is about the facts. It does no IO: the caller passes the timeline read from its
-//! store. Prescriptions (RDE) have no canonical event yet: when the model gets one, its arm in
-//! [`delta_of`] (the match is exhaustive) adds a step of a new [`StepKind`].
+//! store.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Event, EventKind, Order, ResultReport, Timestamp};
+use crate::model::{Event, EventKind, MedicationOrder, Order, ResultReport, Timestamp};
 
 /// What kind of step of a visit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -50,6 +50,10 @@ pub enum StepKind {
     Order,
     /// A result of another department.
     Result,
+    /// A prescription: a medication order (RDE, FHIR MedicationRequest).
+    Prescription,
+    /// A dispense of a prescription (RDS, FHIR MedicationDispense).
+    Dispense,
     /// A charge (DFT FT1).
     Charge,
     /// The discharge (A03).
@@ -60,7 +64,7 @@ pub enum StepKind {
 
 impl StepKind {
     /// Every kind but [`StepKind::Site`], in the order of the docs.
-    pub const STANDARD: [StepKind; 15] = [
+    pub const STANDARD: [StepKind; 17] = [
         StepKind::Registration,
         StepKind::Admission,
         StepKind::Preadmission,
@@ -74,6 +78,8 @@ impl StepKind {
         StepKind::RadiologyResult,
         StepKind::Order,
         StepKind::Result,
+        StepKind::Prescription,
+        StepKind::Dispense,
         StepKind::Charge,
         StepKind::Discharge,
     ];
@@ -94,6 +100,8 @@ impl StepKind {
             StepKind::RadiologyResult => "radiology_result",
             StepKind::Order => "order",
             StepKind::Result => "result",
+            StepKind::Prescription => "prescription",
+            StepKind::Dispense => "dispense",
             StepKind::Charge => "charge",
             StepKind::Discharge => "discharge",
             StepKind::Site => "site",
@@ -422,6 +430,21 @@ fn result_step(
         .reference(order_ref(&result.order))
 }
 
+/// A prescription step (the order's time, its medication, its number) or a dispense step (the
+/// dispense's time).
+fn medication_step(event: &Event, m: &MedicationOrder, kind: StepKind) -> JourneyStep {
+    let dispensed = m
+        .dispense
+        .as_ref()
+        .filter(|_| kind == StepKind::Dispense)
+        .and_then(|d| d.dispensed_at);
+    let time = dispensed.or(m.ordered_at).or_else(|| event_time(event));
+    let number = m.placer_number.as_deref().or(m.filler_number.as_deref());
+    JourneyStep::new(kind, time)
+        .text(m.medication.as_ref().and_then(|c| c.label()))
+        .reference(number)
+}
+
 /// What `event` adds to (or cancels in) the visit whose timeline so far is `timeline`, with
 /// `departments` telling lab from radiology (see [`default_departments`]).
 ///
@@ -490,6 +513,25 @@ pub fn delta_of(
         EventKind::ResultReported => {
             for r in &event.results {
                 d.steps.push(result_step(event, r, departments));
+            }
+        }
+        EventKind::MedicationOrderCreated | EventKind::MedicationOrderUpdated => {
+            for m in &event.medication_orders {
+                d.steps.push(medication_step(event, m, StepKind::Prescription));
+            }
+        }
+        EventKind::MedicationOrderCancelled => {
+            for m in &event.medication_orders {
+                let step = medication_step(event, m, StepKind::Prescription);
+                d.cancels.push(Cancel {
+                    kind: StepKind::Prescription,
+                    reference: step.reference,
+                });
+            }
+        }
+        EventKind::MedicationDispensed => {
+            for m in &event.medication_orders {
+                d.steps.push(medication_step(event, m, StepKind::Dispense));
             }
         }
         EventKind::ChargePosted => {
@@ -595,6 +637,10 @@ pub fn delta_of(
                 | EventKind::ResultReported
                 | EventKind::ChargePosted
                 | EventKind::ChargeReversed
+                | EventKind::MedicationOrderCreated
+                | EventKind::MedicationOrderUpdated
+                | EventKind::MedicationOrderCancelled
+                | EventKind::MedicationDispensed
         );
         if adt {
             doctor_step(event, enc, timeline, &mut d);
@@ -793,6 +839,54 @@ mod tests {
         assert_eq!(
             t.active().last().and_then(|s| s.text.as_deref()),
             Some("x_ray")
+        );
+    }
+
+    #[test]
+    fn prescriptions_and_dispenses_are_steps_and_a_cancel_names_its_prescription() {
+        let rx = |kind: &str, number: &str, extra: serde_json::Value| {
+            let mut order = json!({"placer_number": number, "status": "placed",
+                "medication": {"code": "00093-7146", "text": "Amoxicillin 500 mg capsule"},
+                "ordered_at": "2026-06-15T10:55:00"});
+            if let (Some(o), Some(e)) = (order.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    o.insert(k.clone(), v.clone());
+                }
+            }
+            event(kind, json!({"medication_orders": [order]}))
+        };
+        let t = run(&[
+            event("encounter_admitted", json!({})),
+            rx("medication_order_created", "RX-1", json!({})),
+            rx("medication_order_created", "RX-2", json!({})),
+            rx(
+                "medication_dispensed",
+                "RX-1",
+                json!({"dispense": {"dispensed_at": "2026-06-15T14:00:00"}}),
+            ),
+            rx("medication_order_cancelled", "RX-2", json!({})),
+        ]);
+        let steps: Vec<(&str, Option<&str>)> = t
+            .active()
+            .filter(|s| matches!(s.kind, StepKind::Prescription | StepKind::Dispense))
+            .map(|s| (s.kind.as_str(), s.reference.as_deref()))
+            .collect();
+        assert_eq!(
+            steps,
+            [("prescription", Some("RX-1")), ("dispense", Some("RX-1"))]
+        );
+        let dispense = t
+            .active()
+            .find(|s| s.kind == StepKind::Dispense)
+            .and_then(|s| s.time)
+            .map(|t| t.naive_date_time().to_string());
+        assert_eq!(dispense.as_deref(), Some("2026-06-15 14:00:00"));
+        // A prescription names no attending doctor of the visit: no doctor step of its own.
+        assert_eq!(
+            t.active()
+                .filter(|s| matches!(s.kind, StepKind::DoctorVisit))
+                .count(),
+            0
         );
     }
 

@@ -188,8 +188,8 @@ fn fhir_inputs_match_goldens() {
 }
 
 /// Every `Reference` of every transaction Bundle golden points at an entry of that Bundle (its
-/// `urn:uuid:` fullUrl) or, when the resource is not in the Bundle, is a conditional reference
-/// by identifier only: a server that checks referential integrity takes the Bundle as it is.
+/// `urn:uuid:` fullUrl) or a resource contained in the entry's own resource (`#id`), or, when
+/// the resource is not in the Bundle, is a conditional reference by identifier only: a server that checks referential integrity takes the Bundle as it is.
 #[test]
 fn every_reference_in_a_bundle_resolves_or_is_by_identifier() {
     fn walk(v: &Value, path: &str, out: &mut Vec<(String, Value)>) {
@@ -234,10 +234,17 @@ fn every_reference_in_a_bundle_resolves_or_is_by_identifier() {
         for (i, entry) in entries.iter().enumerate() {
             let mut refs = Vec::new();
             walk(&entry["resource"], &format!("entry[{i}]"), &mut refs);
+            // `#id` names a resource contained in the entry's resource.
+            let contained: std::collections::BTreeSet<String> = entry["resource"]["contained"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["id"].as_str().map(|id| format!("#{id}")))
+                .collect();
             for (path, r) in refs {
                 checked += 1;
                 match r.get("reference").and_then(Value::as_str) {
-                    Some(url) if full_urls.contains(url) => {}
+                    Some(url) if full_urls.contains(url) || contained.contains(url) => {}
                     Some(url) => failures.push(format!("{name} {path}: {url} is no entry")),
                     None if r.get("identifier").is_some() => {}
                     None => failures.push(format!("{name} {path}: neither entry nor identifier")),

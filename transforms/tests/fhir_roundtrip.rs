@@ -131,6 +131,7 @@ fn event(kind: EventKind, patient: Patient) -> Event {
         location: None,
         service: None,
         imaging_study: None,
+        medication_orders: Vec::new(),
     }
 }
 

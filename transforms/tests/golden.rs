@@ -131,6 +131,11 @@ fn oru_goldens() {
 }
 
 #[test]
+fn pharmacy_goldens() {
+    assert_eq!(check_family(&["rde_", "rds_"]), 7);
+}
+
+#[test]
 fn dft_goldens() {
     assert_eq!(check_family(&["dft_"]), 11);
 }

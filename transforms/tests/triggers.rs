@@ -1,5 +1,6 @@
 //! The trigger table test: every trigger of the five families (ADT, SIU, ORM/OML, ORU, DFT)
-//! that HL7 v2.8 defines, and the master files MFN^M02/M04/M05, maps to a canonical event, never to `Unsupported`. The list below is
+//! that HL7 v2.8 defines, the master files MFN^M02/M04/M05 and the pharmacy orders
+//! RDE^O11/O25 and RDS^O13, maps to a canonical event, never to `Unsupported`. The list below is
 //! written from the standard's event table (table 0003 and the message structures of chapters
 //! 3, 4, 7, 10 and 6), independently of [`transforms::from_v2::TRIGGERS`]; each trigger's
 //! minimal fixture is mapped, and the crate's own table must agree with this one.
@@ -44,6 +45,12 @@ fn v28_triggers() -> Vec<(&'static str, String)> {
     for t in ["M02", "M04", "M05"] {
         out.push(("MFN", t.into()));
     }
+    // Pharmacy/treatment orders (chapter 4): the encoded order and its refill authorization
+    // request, and the dispense.
+    for t in ["O11", "O25"] {
+        out.push(("RDE", t.into()));
+    }
+    out.push(("RDS", "O13".into()));
     out
 }
 

@@ -854,7 +854,12 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::ServiceCreated
         | EventKind::ServiceUpdated
         | EventKind::ServiceDeactivated
-        | EventKind::ServiceDeleted => {}
+        | EventKind::ServiceDeleted
+        // Nor medications or prescriptions (docs/MAPPING.md, medication orders).
+        | EventKind::MedicationOrderCreated
+        | EventKind::MedicationOrderUpdated
+        | EventKind::MedicationOrderCancelled
+        | EventKind::MedicationDispensed => {}
         // Master data: OpsPort has no delete, so a deleted clinic or doctor is upserted
         // inactive, like a deactivated one.
         EventKind::LocationCreated

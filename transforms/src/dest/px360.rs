@@ -263,7 +263,8 @@ fn words(snake: &str) -> String {
 /// Default timeline step -> HIS visit type table: the document's visit types where a
 /// standard HL7 step is one of them (the first attending doctor is the `Consultation`, a
 /// later one `Doctor Visited`, results the `Clinical Condtion`, the admit reason the
-/// `ChiefComplaint`), a plain name for the other standard steps, and the document's five
+/// `ChiefComplaint`, a prescription (RDE) and its dispense (RDS) `Prescribed Drugs`, the
+/// document's pharmacy stage), a plain name for the other standard steps, and the document's five
 /// types under the keys their `ZVT` text gives. Orders and results of other departments and
 /// charges have no entry: they go out with the HIS's own text (the order's or charge's name).
 pub fn default_visit_types() -> BTreeMap<String, String> {
@@ -280,6 +281,8 @@ pub fn default_visit_types() -> BTreeMap<String, String> {
         ("radiology_order", "Radiology Order"),
         ("radiology_result", "Clinical Condtion"),
         ("discharge", "Discharge"),
+        ("prescription", "Prescribed Drugs"),
+        ("dispense", "Prescribed Drugs"),
         // ZVT steps, by the snake_case of the document's types.
         ("doctor_visited", "Doctor Visited"),
         ("clinical_condtion", "Clinical Condtion"),
@@ -667,7 +670,7 @@ pub fn patient_data(
 /// (its body is required: without a visit number or admit time it is an error), `Some(false)`
 /// a change to the admission PX360 shows (a transfer, a class or doctor change, a pending
 /// transfer or discharge, a leave of absence and their cancels, tracking, demographics, an
-/// order, result or charge of the visit): the admission's body again, with the timeline so
+/// order, result, prescription, dispense or charge of the visit): the admission's body again, with the timeline so
 /// far, when the visit is known (a visit number and an admit time, from the event or the
 /// timeline); `None` nothing for the journey.
 ///
@@ -709,7 +712,11 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::OrderUpdated
         | EventKind::ResultReported
         | EventKind::ChargePosted
-        | EventKind::ChargeReversed => Some(false),
+        | EventKind::ChargeReversed
+        | EventKind::MedicationOrderCreated
+        | EventKind::MedicationOrderUpdated
+        | EventKind::MedicationOrderCancelled
+        | EventKind::MedicationDispensed => Some(false),
         EventKind::BedStatusUpdated
         | EventKind::EncounterDeleted
         | EventKind::PatientDeleted
@@ -1070,6 +1077,21 @@ mod tests {
         );
         assert_eq!(o.journey_stage("Prescribed Drugs"), Some("Pharmacy"));
         assert_eq!(o.canonical_visit("Doctor Visited"), Some("doctor_visited"));
+    }
+
+    #[test]
+    fn a_prescription_and_its_dispense_are_the_pharmacy_stage() {
+        let o = Px360Options::default();
+        for kind in [
+            crate::journey::StepKind::Prescription,
+            crate::journey::StepKind::Dispense,
+        ] {
+            let step: crate::journey::JourneyStep =
+                serde_json::from_value(json!({"kind": kind.as_str(), "text": "Amoxicillin"}))
+                    .expect("step");
+            assert_eq!(o.visit_type(&step), "Prescribed Drugs");
+            assert_eq!(o.journey_stage(&o.visit_type(&step)), Some("Pharmacy"));
+        }
     }
 
     #[test]

@@ -85,7 +85,7 @@ fn time_with_offset(ts: &Timestamp) -> String {
     s
 }
 
-fn fstr(v: &str) -> t::String {
+pub(crate) fn fstr(v: &str) -> t::String {
     v.into()
 }
 
@@ -100,7 +100,7 @@ pub(crate) fn identifier_system(id: &Identifier) -> &'static str {
     }
 }
 
-fn plain_identifier(system: &str, value: &str) -> t::Identifier {
+pub(crate) fn plain_identifier(system: &str, value: &str) -> t::Identifier {
     t::Identifier {
         system: Some(system.into()),
         value: Some(fstr(value)),
@@ -250,7 +250,7 @@ fn ext_str(url: &str, value: Option<&str>) -> Option<t::Extension> {
     value.map(|v| ext(url, t::ExtensionValue::String(fstr(v))))
 }
 
-fn reference(resource_type: &str, id: &str, display: Option<String>) -> t::Reference {
+pub(crate) fn reference(resource_type: &str, id: &str, display: Option<String>) -> t::Reference {
     t::Reference {
         reference: Some(fstr(&format!("{resource_type}/{id}"))),
         display: display.map(|d| fstr(&d)),
@@ -259,7 +259,7 @@ fn reference(resource_type: &str, id: &str, display: Option<String>) -> t::Refer
 }
 
 /// Id and reference of the patient an identifier names.
-fn patient_ref(id: &Identifier) -> t::Reference {
+pub(crate) fn patient_ref(id: &Identifier) -> t::Reference {
     let mut r = reference(
         "Patient",
         &resource_id("Patient", identifier_system(id), &id.value),
@@ -286,7 +286,7 @@ fn practitioner_key(p: &Practitioner) -> Option<(&'static str, &str)> {
         })
 }
 
-fn practitioner_ref(p: &Practitioner) -> Option<t::Reference> {
+pub(crate) fn practitioner_ref(p: &Practitioner) -> Option<t::Reference> {
     let (system, value) = practitioner_key(p)?;
     let name = p.name.full();
     let mut r = reference(
@@ -309,7 +309,7 @@ fn location_ref(l: &Location) -> Option<t::Reference> {
     Some(r)
 }
 
-fn encounter_ref(visit_number: &str) -> t::Reference {
+pub(crate) fn encounter_ref(visit_number: &str) -> t::Reference {
     let mut r = reference(
         "Encounter",
         &resource_id("Encounter", systems::VISIT, visit_number),
@@ -2071,7 +2071,7 @@ pub(crate) fn order_status_code(s: OrderStatus) -> &'static str {
     }
 }
 
-fn priority_code(p: Priority) -> &'static str {
+pub(crate) fn priority_code(p: Priority) -> &'static str {
     match p {
         Priority::Stat => "stat",
         Priority::Asap => "asap",
@@ -2708,6 +2708,10 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
                 .map(|r| &r.practitioner),
         );
     }
+    for m in &event.medication_orders {
+        practitioners.extend(&m.prescriber);
+        practitioners.extend(m.dispense.as_ref().and_then(|d| d.dispenser.as_ref()));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for p in practitioners {
         if let Some(res) = practitioner(p) {
@@ -2804,6 +2808,22 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
             study, subject,
         ))));
     }
+    // Medication orders (RDE, RDS): one MedicationRequest each, and the dispense an RDS
+    // reports as a MedicationDispense.
+    let visit = event
+        .encounter
+        .as_ref()
+        .and_then(|e| e.visit_number.as_deref());
+    for m in &event.medication_orders {
+        out.extend(
+            super::medication::medication_request(m, subject, visit)
+                .map(|x| Resource::MedicationRequest(Box::new(x))),
+        );
+        out.extend(
+            super::medication::medication_dispense(m, subject, visit)
+                .map(|x| Resource::MedicationDispense(Box::new(x))),
+        );
+    }
     for (i, report) in event.results.iter().enumerate() {
         let (dr, observations) = diagnostic_report(report, i, event, subject);
         out.extend(
@@ -2843,6 +2863,8 @@ fn request_url(resource: &Resource) -> String {
         Resource::RelatedPerson(x) => ("RelatedPerson", &[], x.id.as_ref()),
         Resource::Specimen(x) => ("Specimen", &x.identifier, x.id.as_ref()),
         Resource::ImagingStudy(x) => ("ImagingStudy", &x.identifier, x.id.as_ref()),
+        Resource::MedicationRequest(x) => ("MedicationRequest", &x.identifier, x.id.as_ref()),
+        Resource::MedicationDispense(x) => ("MedicationDispense", &x.identifier, x.id.as_ref()),
         _ => ("Basic", &[], None),
     };
     let first = ids.first().and_then(|i| {
@@ -2999,6 +3021,19 @@ fn rewrite_references(
             c.encounter.iter_mut().for_each(|r| fix(r));
         }
         Resource::ImagingStudy(x) => fix(&mut x.subject),
+        Resource::MedicationRequest(x) => {
+            fix(&mut x.subject);
+            x.encounter.iter_mut().for_each(|r| fix(r));
+            x.requester.iter_mut().for_each(|r| fix(r));
+        }
+        Resource::MedicationDispense(x) => {
+            x.subject.iter_mut().for_each(|r| fix(r));
+            x.context.iter_mut().for_each(|r| fix(r));
+            for p in &mut x.performer {
+                fix(&mut p.actor);
+            }
+            x.authorizing_prescription.iter_mut().for_each(fix);
+        }
         _ => {}
     }
 }
@@ -3111,6 +3146,8 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::RelatedPerson(_) => "RelatedPerson",
         Resource::Specimen(_) => "Specimen",
         Resource::ImagingStudy(_) => "ImagingStudy",
+        Resource::MedicationRequest(_) => "MedicationRequest",
+        Resource::MedicationDispense(_) => "MedicationDispense",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

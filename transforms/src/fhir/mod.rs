@@ -6,6 +6,7 @@
 //! Procedure, Coverage, Account, RelatedPerson, Organization, Specimen, Schedule and Slot the
 //! outbound side writes) and returns canonical events; errors name the element path
 //! and tell 400 (not JSON, not FHIR) from 422 (valid FHIR, unusable), see [`FhirError`].
+//! MedicationRequest and MedicationDispense are read and written in [`medication`].
 //! Outbound: [`event_to_resources`] and [`transaction_bundle`] build resources with
 //! deterministic ids (a [`stable_id`](crate::model::stable_id) of their source identifiers) and
 //! conditional PUTs by identifier, so a replay updates instead of duplicating.
@@ -15,6 +16,7 @@
 pub mod code_systems;
 mod error;
 mod from_model;
+pub mod medication;
 mod to_model;
 
 pub use error::FhirError;

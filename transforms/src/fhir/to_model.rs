@@ -356,6 +356,8 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::Specimen(_) => "Specimen",
         Resource::HealthcareService(_) => "HealthcareService",
         Resource::ImagingStudy(_) => "ImagingStudy",
+        Resource::MedicationRequest(_) => "MedicationRequest",
+        Resource::MedicationDispense(_) => "MedicationDispense",
         _ => return None,
     })
 }
@@ -773,6 +775,10 @@ impl<'a> Reader<'a> {
             }
         }
         let claimed: BTreeSet<usize> = report_orders.values().flatten().copied().collect();
+        // A MedicationRequest a MedicationDispense of the input authorizes travels with the
+        // dispense (as RDS carries the order), not as an event of its own.
+        let dispensed = self.dispensed_requests();
+        let claimed_requests: BTreeSet<usize> = dispensed.values().copied().collect();
         // Pass 2: one event per subject resource.
         let mut events: Vec<Event> = Vec::new();
         for i in 0..self.entries.len() {
@@ -815,6 +821,12 @@ impl<'a> Reader<'a> {
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::HealthcareService(h) => Some(self.service_event(h, &base, i)?),
                 Resource::ImagingStudy(x) => Some(self.imaging_study_event(x, &base, i)?),
+                Resource::MedicationRequest(_) if claimed_requests.contains(&i) => None,
+                Resource::MedicationRequest(x) => Some(self.medication_event(x, &base, i)?),
+                Resource::MedicationDispense(x) => {
+                    let request = dispensed.get(&i).copied();
+                    Some(self.dispense_event(x, request, &base, i)?)
+                }
                 Resource::Patient(_)
                 | Resource::Practitioner(_)
                 | Resource::Location(_)
@@ -1004,6 +1016,120 @@ impl<'a> Reader<'a> {
             active,
             ..crate::model::Service::default()
         });
+        Ok(ev)
+    }
+
+    /// For each MedicationDispense entry, the MedicationRequest entry of the input its
+    /// `authorizingPrescription` points at, if any.
+    fn dispensed_requests(&self) -> HashMap<usize, usize> {
+        let mut requests: HashMap<String, usize> = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if matches!(entry.resource, Resource::MedicationRequest(_)) {
+                for key in Self::keys(entry) {
+                    requests.insert(key, i);
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if let Resource::MedicationDispense(d) = entry.resource {
+                let hit = d
+                    .authorizing_prescription
+                    .iter()
+                    .find_map(|r| val!(r.reference).and_then(|k| requests.get(k)));
+                if let Some(&j) = hit {
+                    out.insert(i, j);
+                }
+            }
+        }
+        out
+    }
+
+    /// The patient and visit of a medication resource: the patient entry or, referenced by
+    /// identifier only, a patient with that identifier; the visit, when referenced by
+    /// identifier only, from that identifier.
+    fn medication_context(
+        &mut self,
+        subject: Option<&t::Reference>,
+        encounter: Option<&t::Reference>,
+        base: &str,
+        ev: &mut Event,
+    ) -> Result<(), FhirError> {
+        let (id, patient) = self.patient_ref(subject, &format!("{base}.subject"))?;
+        ev.patient = Some(patient.unwrap_or_else(|| Patient {
+            identifiers: vec![id],
+            ..Patient::default()
+        }));
+        // An Encounter entry of the input becomes the event's when the events are folded.
+        ev.encounter = encounter
+            .filter(|r| val!(r.reference).is_none_or(|k| !self.encounters.contains_key(k)))
+            .and_then(|r| r.identifier.as_deref())
+            .and_then(|i| owned(val!(i.value)))
+            .map(|v| Encounter {
+                visit_number: Some(v),
+                ..Encounter::default()
+            });
+        Ok(())
+    }
+
+    /// A MedicationRequest: `medication_order_cancelled` when cancelled, stopped or entered
+    /// in error, else `medication_order_updated` for a PUT entry and
+    /// `medication_order_created` otherwise (a POST, or a resource on its own).
+    fn medication_event(
+        &mut self,
+        x: &r::MedicationRequest,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let mut order = super::medication::order_of_request(x, base)?;
+        order.prescriber = x
+            .requester
+            .as_deref()
+            .and_then(|r| self.practitioner_ref(r));
+        let kind = match (order.status, self.entries[i].method.as_deref()) {
+            (OrderStatus::Cancelled | OrderStatus::Discontinued | OrderStatus::Error, _) => {
+                EventKind::MedicationOrderCancelled
+            }
+            (_, Some("PUT")) => EventKind::MedicationOrderUpdated,
+            _ => EventKind::MedicationOrderCreated,
+        };
+        let mut ev = self.event(kind, i, "MedicationRequest");
+        self.medication_context(Some(&x.subject), x.encounter.as_deref(), base, &mut ev)?;
+        ev.medication_orders = vec![order];
+        Ok(ev)
+    }
+
+    /// A MedicationDispense (`medication_dispensed`), with the order of the MedicationRequest
+    /// entry it is authorized by when the input has it.
+    fn dispense_event(
+        &mut self,
+        x: &r::MedicationDispense,
+        request: Option<usize>,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let mut order = super::medication::order_of_dispense(x, base)?;
+        let dispense = order.dispense.take();
+        if let Some(j) = request {
+            if let Resource::MedicationRequest(req) = self.entries[j].resource {
+                let req_base = self.entries[j].base.clone();
+                order = super::medication::order_of_request(req, &req_base)?;
+                order.prescriber = req
+                    .requester
+                    .as_deref()
+                    .and_then(|r| self.practitioner_ref(r));
+            }
+        }
+        order.dispense = dispense.map(|mut d| {
+            d.dispenser = x
+                .performer
+                .first()
+                .and_then(|p| self.practitioner_ref(&p.actor));
+            d
+        });
+        let mut ev = self.event(EventKind::MedicationDispensed, i, "MedicationDispense");
+        self.medication_context(x.subject.as_deref(), x.context.as_deref(), base, &mut ev)?;
+        ev.medication_orders = vec![order];
         Ok(ev)
     }
 
@@ -2336,7 +2462,9 @@ fn fold(events: Vec<Event>) -> Vec<Event> {
     let mut out: Vec<Event> = Vec::new();
     for ev in events {
         let key = ev.partition_key();
-        let groupable = is_order(ev.kind) || ev.kind == EventKind::ResultReported;
+        let groupable = is_order(ev.kind)
+            || ev.kind == EventKind::ResultReported
+            || !ev.medication_orders.is_empty();
         let target = out
             .iter_mut()
             .find(|e| groupable && e.kind == ev.kind && e.partition_key() == key);
@@ -2344,6 +2472,7 @@ fn fold(events: Vec<Event>) -> Vec<Event> {
             Some(existing) => {
                 existing.orders.extend(ev.orders);
                 existing.results.extend(ev.results);
+                existing.medication_orders.extend(ev.medication_orders);
             }
             None => out.push(ev),
         }
@@ -2824,12 +2953,12 @@ fn gender_of(code: Option<&str>, path: &str) -> Result<Option<Gender>, FhirError
     })
 }
 
-fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
+pub(crate) fn timestamp(text: &str, path: &str) -> Result<Timestamp, FhirError> {
     Timestamp::parse_iso(text)
         .map_err(|e| FhirError::unprocessable(path, format!("not a valid FHIR date/time: {e}")))
 }
 
-fn decimal(text: &str, path: &str) -> Result<Decimal, FhirError> {
+pub(crate) fn decimal(text: &str, path: &str) -> Result<Decimal, FhirError> {
     Decimal::parse(text).map_err(|_| FhirError::unprocessable(path, "not a valid decimal"))
 }
 

@@ -19,6 +19,7 @@
 //! | ORM^O01, OML^O21/O33/O35, OMI^O23 | [`orders`] | order placed/cancelled/updated (+ appointment when scheduled) |
 //! | ORU^R01/R30/R31/R32 | [`oru`] | result reported |
 //! | DFT^P03, DFT^P11 | [`dft`] | charge posted/reversed (+ payment outcome) |
+//! | RDE^O11/O25, RDS^O13 | [`rde`] | medication order created/updated/cancelled, medication dispensed |
 //! | MFN^M02, M04, M05 | [`mfn`] | practitioner, service, location created/updated/deactivated/deleted, one event per record ([`Mapped::MasterFile`]) |
 //!
 //! [`TRIGGERS`] lists every pair this module maps, with its v2.8 message structure.
@@ -29,6 +30,7 @@ pub mod dft;
 pub mod mfn;
 pub mod orders;
 pub mod oru;
+pub mod rde;
 pub mod siu;
 
 use self::datatypes::UpperCode;
@@ -153,6 +155,8 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
             orders::event_from_order(msg)?
         }
         ("ORU", "R01" | "R30" | "R31" | "R32") => oru::event_from_oru(msg)?,
+        ("RDE", "O11" | "O25") => rde::event_from_pharmacy(msg, false)?,
+        ("RDS", "O13") => rde::event_from_pharmacy(msg, true)?,
         ("DFT", "P03" | "P11") => dft::event_from_dft(msg)?,
         ("MFN", trigger) => {
             return match mfn::MasterFileKind::for_trigger(trigger) {
@@ -172,7 +176,8 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
 
 /// Every message code and trigger [`map`] maps, with its HL7 v2.8 message structure: ADT
 /// A01-A62 (without the queries A19 and A56-A59), SIU S12-S26 (without the query S25),
-/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11, MFN^M02/M04/M05.
+/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11, MFN^M02/M04/M05,
+/// RDE^O11/O25, RDS^O13.
 /// `docs/MAPPING.md` shows what
 /// each becomes.
 pub const TRIGGERS: &[(&str, &str, &str)] = &[
@@ -261,6 +266,9 @@ pub const TRIGGERS: &[(&str, &str, &str)] = &[
     ("MFN", "M02", "MFN_M02"),
     ("MFN", "M04", "MFN_M04"),
     ("MFN", "M05", "MFN_M05"),
+    ("RDE", "O11", "RDE_O11"),
+    ("RDE", "O25", "RDE_O25"),
+    ("RDS", "O13", "RDS_O13"),
 ];
 
 fn unsupported(msg: &V2Message<'_>) -> Mapped {
@@ -487,6 +495,10 @@ fn collect_practitioners(event: &mut Event) {
     for c in &event.charges {
         add(c.performed_by.as_ref());
         add(c.ordered_by.as_ref());
+    }
+    for m in &event.medication_orders {
+        add(m.prescriber.as_ref());
+        add(m.dispense.as_ref().and_then(|d| d.dispenser.as_ref()));
     }
     event.practitioners = all;
 }

@@ -386,25 +386,39 @@ fn status(
     g: &OrderSegments<'_, '_>,
     control: Option<&str>,
 ) -> Result<OrderStatus, MappingError> {
-    if let Some(orc) = &g.orc {
-        if let Some(code) = orc.get(5).text() {
-            return Ok(match UpperCode::new(code.trim()).as_str() {
-                "A" | "IP" => OrderStatus::InProgress,
-                "CA" => OrderStatus::Cancelled,
-                "CM" => OrderStatus::Completed,
-                "DC" => OrderStatus::Discontinued,
-                "ER" => OrderStatus::Error,
-                "HD" => OrderStatus::OnHold,
-                "RP" => OrderStatus::Replaced,
-                "SC" => OrderStatus::Scheduled,
-                _ => {
-                    return Err(MappingError::UnknownCode {
-                        path: msg.field_path(orc, 5),
-                        reason: "order status not in HL7 table 0038",
-                    })
-                }
-            });
-        }
+    match &g.orc {
+        Some(orc) => order_status(msg, orc, control),
+        None => Ok(OrderStatus::Placed),
+    }
+}
+
+/// Order status of an ORC: ORC-5 (table 0038) when sent, else implied by the control code
+/// (ORC-1, table 0119); `placed` without either. Shared with the pharmacy orders.
+///
+/// # Errors
+/// [`MappingError::UnknownCode`] for an ORC-5 or ORC-1 outside its table.
+pub(crate) fn order_status(
+    msg: &V2Message<'_>,
+    orc: &SegmentRef<'_, '_>,
+    control: Option<&str>,
+) -> Result<OrderStatus, MappingError> {
+    if let Some(code) = orc.get(5).text() {
+        return Ok(match UpperCode::new(code.trim()).as_str() {
+            "A" | "IP" => OrderStatus::InProgress,
+            "CA" => OrderStatus::Cancelled,
+            "CM" => OrderStatus::Completed,
+            "DC" => OrderStatus::Discontinued,
+            "ER" => OrderStatus::Error,
+            "HD" => OrderStatus::OnHold,
+            "RP" => OrderStatus::Replaced,
+            "SC" => OrderStatus::Scheduled,
+            _ => {
+                return Err(MappingError::UnknownCode {
+                    path: msg.field_path(orc, 5),
+                    reason: "order status not in HL7 table 0038",
+                })
+            }
+        });
     }
     let Some(control) = control else {
         return Ok(OrderStatus::Placed);
@@ -420,12 +434,8 @@ fn status(
         "HD" | "OH" | "HR" => OrderStatus::OnHold,
         "RE" | "SS" => OrderStatus::InProgress,
         _ => {
-            let orc = g
-                .orc
-                .as_ref()
-                .map_or_else(|| "ORC-1".into(), |o| msg.field_path(o, 1));
             return Err(MappingError::UnknownCode {
-                path: orc,
+                path: msg.field_path(orc, 1),
                 reason: "order control code not in HL7 table 0119",
             });
         }
@@ -434,7 +444,7 @@ fn status(
 
 /// Priority from TQ1-9 / TQ-6 / OBR-5 (tables 0485, 0027). Unknown codes read as absent:
 /// priority is advisory and a local code must not reject the order.
-fn priority(code: &str) -> Option<Priority> {
+pub(crate) fn priority(code: &str) -> Option<Priority> {
     Some(match UpperCode::new(code.trim()).as_str() {
         "S" | "STAT" => Priority::Stat,
         "A" | "ASAP" => Priority::Asap,

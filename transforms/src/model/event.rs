@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Appointment, Charge, Encounter, Identifier, ImagingStudy, Location, Order, Patient,
-    Practitioner, ResultReport, Service, Timestamp,
+    Appointment, Charge, Encounter, Identifier, ImagingStudy, Location, MedicationOrder, Order,
+    Patient, Practitioner, ResultReport, Service, Timestamp,
 };
 
 /// What happened.
@@ -152,11 +152,22 @@ pub enum EventKind {
     /// An imaging study was received in full by a DICOM storage source (no new instance for
     /// its quiet period): [`Event::imaging_study`] says what it holds.
     StudyAvailable,
+    /// A new medication order (RDE^O11/O25 with ORC-1 `NW` or `SN`; a FHIR MedicationRequest
+    /// posted or active).
+    MedicationOrderCreated,
+    /// A medication order changed, was renewed or its status changed (ORC-1 `XO`, `XX`,
+    /// `RF`, `HD`, `RL`, `SC`, …).
+    MedicationOrderUpdated,
+    /// A medication order was cancelled or discontinued (ORC-1 `CA`, `OC`, `CR`, `DC`, `OD`,
+    /// `DR`; a MedicationRequest `cancelled`, `stopped` or `entered-in-error`).
+    MedicationOrderCancelled,
+    /// Medication was dispensed for an order (RDS^O13; a FHIR MedicationDispense).
+    MedicationDispensed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 68] = [
+    pub const ALL: [EventKind; 72] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -225,6 +236,10 @@ impl EventKind {
         EventKind::ServiceDeactivated,
         EventKind::ServiceDeleted,
         EventKind::StudyAvailable,
+        EventKind::MedicationOrderCreated,
+        EventKind::MedicationOrderUpdated,
+        EventKind::MedicationOrderCancelled,
+        EventKind::MedicationDispensed,
     ];
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
@@ -298,6 +313,10 @@ impl EventKind {
             EventKind::ServiceDeactivated => "service_deactivated",
             EventKind::ServiceDeleted => "service_deleted",
             EventKind::StudyAvailable => "study_available",
+            EventKind::MedicationOrderCreated => "medication_order_created",
+            EventKind::MedicationOrderUpdated => "medication_order_updated",
+            EventKind::MedicationOrderCancelled => "medication_order_cancelled",
+            EventKind::MedicationDispensed => "medication_dispensed",
         }
     }
 }
@@ -426,6 +445,9 @@ pub struct Event {
     /// The imaging study of a `study_available` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imaging_study: Option<ImagingStudy>,
+    /// Medication orders of a `medication_*` event, in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub medication_orders: Vec<MedicationOrder>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -475,6 +497,7 @@ impl Event {
             location: None,
             service: None,
             imaging_study: None,
+            medication_orders: Vec::new(),
         }
     }
 
@@ -553,6 +576,10 @@ impl Event {
         }
         for c in &self.charges {
             push(BusinessKeyKind::VisitNumber, c.visit_number.as_ref());
+        }
+        for m in &self.medication_orders {
+            push(BusinessKeyKind::OrderNumber, m.placer_number.as_ref());
+            push(BusinessKeyKind::OrderNumber, m.filler_number.as_ref());
         }
         if let Some(s) = &self.imaging_study {
             // The accession number is the order's (filler) number.

@@ -2,7 +2,8 @@
 //! whether it arrived as HL7 v2, FHIR or JSON.
 //!
 //! Entities ([`Patient`], [`Practitioner`], [`Location`], [`Service`], [`Encounter`],
-//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`], [`ImagingStudy`]) are plain data with a documented JSON form:
+//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`], [`ImagingStudy`],
+//! [`MedicationOrder`]) are plain data with a documented JSON form:
 //! snake_case field names, absent optionals and empty lists left out. An [`Event`] says what
 //! happened ([`EventKind`]), carries the entities it touched and a [`Source`] block naming the
 //! message it came from. Start reading at [`Event`].
@@ -18,6 +19,7 @@ mod encounter;
 mod event;
 mod imaging;
 mod local_time;
+mod medication;
 mod order;
 mod patient;
 mod practitioner;
@@ -38,6 +40,7 @@ pub use event::{
 };
 pub use imaging::{ImagingSeries, ImagingStudy};
 pub use local_time::offset_at;
+pub use medication::{MedicationComponent, MedicationDispense, MedicationOrder, Quantity};
 pub use order::{
     Attachment, ImagingOrder, Observation, Order, OrderStatus, Priority, ResultReport,
     ResultStatus, Specimen,
