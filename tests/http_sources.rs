@@ -375,7 +375,9 @@ async fn fhir_rest_states_its_capabilities_and_serves_exactly_them() {
             "ChargeItem",
             "ServiceRequest",
             "Observation",
-            "DiagnosticReport"
+            "DiagnosticReport",
+            "MedicationRequest",
+            "MedicationDispense"
         ]
     );
     for resource in resources {

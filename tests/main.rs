@@ -24,6 +24,7 @@ mod latrexa;
 mod master_data;
 mod ops;
 mod packaging;
+mod pharmacy;
 mod powercut;
 mod reload;
 mod resend;

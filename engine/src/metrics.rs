@@ -293,7 +293,7 @@ pub fn disk_available_bytes(path: &std::path::Path) -> Option<u64> {
 /// HL7 message codes that may appear in the `message_type` label; anything else is `other`.
 const KNOWN_CODES: &[&str] = &[
     "ACK", "ADT", "BAR", "DFT", "MDM", "MFN", "OML", "ORL", "ORM", "ORR", "ORU", "OUL", "QBP",
-    "QRY", "RDE", "RSP", "SIU", "SRM", "VXU",
+    "QRY", "RDE", "RDS", "RSP", "SIU", "SRM", "VXU",
 ];
 
 /// The `message_type` label for `code` and `trigger`: `ADT_A04`, or `other`.

@@ -45,6 +45,8 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "ServiceRequest",
     "Observation",
     "DiagnosticReport",
+    "MedicationRequest",
+    "MedicationDispense",
 ];
 
 /// The FHIR JSON media type (what a request body must be).

@@ -21,7 +21,11 @@
 //! the dispense sequence (`urn:switchboard:dispense`, `<order number>/<sequence>`), with
 //! `authorizingPrescription` the order's MedicationRequest.
 //!
-//! In ([`order_of_request`], [`order_of_dispense`]) reads the same elements back.
+//! In (`order_of_request`, `order_of_dispense`, used by `to_model`) reads the same elements
+//! back: numbers by identifier system or type (`PLAC`, `FILL`; another system is the placer
+//! number), the medication from its CodeableConcept or a contained Medication (a reference to
+//! any other Medication is refused: the engine keeps no medication catalogue), a timing
+//! without a code as text (`3 per 1 d`).
 
 use fhirbolt::model::r4::resources as r;
 use fhirbolt::model::r4::types as t;

@@ -2,7 +2,7 @@
 //!
 //! Inbound: [`fhir_to_events`] takes the JSON of a resource or a transaction/batch Bundle
 //! (Patient, Practitioner, Location, Encounter, Appointment, ChargeItem, ServiceRequest,
-//! Observation, DiagnosticReport; in a Bundle also the AllergyIntolerance, Condition,
+//! Observation, DiagnosticReport, MedicationRequest, MedicationDispense; in a Bundle also the AllergyIntolerance, Condition,
 //! Procedure, Coverage, Account, RelatedPerson, Organization, Specimen, Schedule and Slot the
 //! outbound side writes) and returns canonical events; errors name the element path
 //! and tell 400 (not JSON, not FHIR) from 422 (valid FHIR, unusable), see [`FhirError`].

@@ -3,7 +3,8 @@
 //! A Bundle is read in two passes: first the entities other resources point at (Patient,
 //! Practitioner, Location, Encounter, Observation) are converted and indexed by `fullUrl` and
 //! `Type/id`; then each "subject" resource (Encounter, Appointment, ChargeItem, ServiceRequest,
-//! DiagnosticReport, Observations no report claims) becomes one event with its references
+//! DiagnosticReport, MedicationRequest, MedicationDispense, Observations no report claims)
+//! becomes one event with its references
 //! resolved. A Patient no event refers to becomes a `patient_updated` (or, for a POST entry,
 //! `patient_registered`) event of its own. Practitioners, Locations, Organizations,
 //! RelatedPersons, Specimens and Schedules alone make no event: the model has no event kind for

@@ -325,3 +325,52 @@ fn dispense_from_rxd(
         notes: (!lines.is_empty()).then(|| lines.join("\n")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::from_v2::{map, Mapped};
+
+    /// Maps an MSH of `message_type`, a PID and `segments`.
+    fn mapped(message_type: &str, segments: &[&str]) -> Result<Box<Event>, MappingError> {
+        let mut text = format!(
+            "MSH|^~\\&|HIS|RUH|PHARM|RUH|20260615110000||{message_type}|C1|P|2.5.1\r\
+             PID|1||MRN-1^^^HIS^MR||Test^Rx\r"
+        );
+        for s in segments {
+            text.push_str(s);
+            text.push('\r');
+        }
+        match map(&V2Message::parse(&text).expect("parses"))? {
+            Mapped::Event(e) => Ok(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_the_value() {
+        let no_number = mapped("RDE^O11", &["ORC|NW", "RXE||A^Aspirin"]);
+        assert_eq!(no_number.expect_err("no number").path(), "ORC-2");
+        let no_rxd = mapped("RDS^O13", &["ORC|RE|RX-1"]);
+        assert!(no_rxd.expect_err("no RXD").to_string().contains("RXD"));
+        let bad_refills = mapped(
+            "RDE^O11",
+            &["ORC|NW|RX-1", "RXE||A^Aspirin||||||||||twelve"],
+        );
+        let e = bad_refills.expect_err("bad refills");
+        assert_eq!(e.path(), "RXE-12");
+        assert!(!e.to_string().contains("twelve"));
+        let bad_control = mapped("RDE^O11", &["ORC|ZZ|RX-1"]);
+        assert_eq!(bad_control.expect_err("bad ORC-1").path(), "ORC-1");
+    }
+
+    #[test]
+    fn a_refill_request_and_a_discontinue_get_their_kinds() {
+        let refill = mapped("RDE^O25", &["ORC|RF|RX-1", "RXE||A^Aspirin"]).expect("maps");
+        assert_eq!(refill.kind, EventKind::MedicationOrderUpdated);
+        assert_eq!(refill.medication_orders[0].status, OrderStatus::Placed);
+        let stop = mapped("RDE^O11", &["ORC|DC|RX-1"]).expect("maps");
+        assert_eq!(stop.kind, EventKind::MedicationOrderCancelled);
+        assert_eq!(stop.medication_orders[0].status, OrderStatus::Discontinued);
+    }
+}
