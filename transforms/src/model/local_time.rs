@@ -137,6 +137,14 @@ impl Event {
         if let Some(s) = &mut self.imaging_study {
             localize(&mut s.started, zone);
         }
+        for m in &mut self.medication_orders {
+            localize(&mut m.ordered_at, zone);
+            localize(&mut m.start, zone);
+            localize(&mut m.end, zone);
+            if let Some(d) = &mut m.dispense {
+                localize(&mut d.dispensed_at, zone);
+            }
+        }
     }
 }
 
@@ -175,6 +183,34 @@ mod tests {
         assert_eq!(
             offset_at(zone, local("2026-03-29T02:30:00").naive_date_time()),
             60
+        );
+    }
+
+    #[test]
+    fn medication_order_and_dispense_times_get_the_zone() {
+        let zone: Tz = "Asia/Riyadh".parse().expect("known zone");
+        let mut e: Event = serde_json::from_value(serde_json::json!({
+            "id": "x", "kind": "medication_dispensed",
+            "source": {"format": "hl7v2", "message_type": "RDS^O13", "control_id": "C1"},
+            "medication_orders": [{"placer_number": "RX-1", "status": "in_progress",
+                "ordered_at": "2026-06-15T10:55:00", "start": "2026-06-15T12:00:00",
+                "end": "2026-06-22T12:00:00+01:00",
+                "dispense": {"dispensed_at": "2026-06-15T14:00:00"}}]
+        }))
+        .expect("valid event");
+        e.assume_timezone(zone);
+        let m = &e.medication_orders[0];
+        let iso = |t: &Option<Timestamp>| t.map(|t| t.to_iso());
+        assert_eq!(
+            iso(&m.ordered_at).as_deref(),
+            Some("2026-06-15T10:55:00+03:00")
+        );
+        assert_eq!(iso(&m.start).as_deref(), Some("2026-06-15T12:00:00+03:00"));
+        assert_eq!(iso(&m.end).as_deref(), Some("2026-06-22T12:00:00+01:00"));
+        let d = m.dispense.as_ref().expect("dispense");
+        assert_eq!(
+            iso(&d.dispensed_at).as_deref(),
+            Some("2026-06-15T14:00:00+03:00")
         );
     }
 
