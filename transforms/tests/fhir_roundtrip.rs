@@ -758,4 +758,54 @@ mod from_v2 {
             prop_assert_eq!(b.transaction_date, a.transaction_date);
         }
     }
+
+    proptest! {
+        /// A prescription (RDE^O11 with TQ1, RXR and RXC) reads back from its MedicationRequest
+        /// with every number, code, dose, quantity, refill count, time and component, and the
+        /// same event kind.
+        #[test]
+        fn rde_medication_orders_survive_fhir(
+            number in "[A-Z0-9]{3,10}",
+            code in "[0-9]{4,5}-[0-9]{3,4}",
+            whole in 1u32..2000,
+            refills in 0u32..12,
+            qty in 1u32..200,
+            control in prop::sample::select(vec!["NW", "XO", "DC", "CA"]),
+        ) {
+            let text = format!(
+                "MSH|^~\\&|HIS|RUH|PHARM|RUH|20260615103000+0300||RDE^O11|R-{number}|P|2.5.1\r\
+                 PID|1||MRN-{number}^^^HIS^MR||Haddad^Layla||19880312|F\r\
+                 PV1|1|O|CLN-1||||||||||||||||V-{number}\r\
+                 ORC|{control}|RX-{number}^HIS|PH-{number}^PHARM||||||20260615103000+0300\r\
+                 RXE||{code}^Synthetic drug {number}^NDC|{whole}.5|{whole}.75|mg^milligram^UCUM||||\
+                 |{qty}|{{tbl}}^tablet^UCUM|{refills}|||RX-{number}\r\
+                 TQ1|1||BID^Twice a day^HL70335||||20260615120000+0300|20260625120000+0300|R\r\
+                 RXR|PO^Oral^HL70162|MTH^Mouth^HL70163\r\
+                 RXC|B|NS^Normal saline^L|{qty}|mL^milliliter^UCUM\r"
+            );
+            let original = v2(&text);
+            let back = round_trip(&original);
+            prop_assert_eq!(back.len(), 1);
+            prop_assert_eq!(back[0].kind, original.kind);
+            let (a, b) = (&original.medication_orders[0], &back[0].medication_orders[0]);
+            prop_assert_eq!(&b.placer_number, &a.placer_number);
+            prop_assert_eq!(&b.filler_number, &a.filler_number);
+            prop_assert_eq!(&b.prescription_number, &a.prescription_number);
+            prop_assert_eq!(&b.medication, &a.medication);
+            prop_assert_eq!(&b.dose, &a.dose);
+            prop_assert_eq!(&b.quantity, &a.quantity);
+            prop_assert_eq!(b.refills, a.refills);
+            prop_assert_eq!(&b.route, &a.route);
+            prop_assert_eq!(&b.site, &a.site);
+            prop_assert_eq!(&b.frequency, &a.frequency);
+            prop_assert_eq!(b.start, a.start);
+            prop_assert_eq!(b.end, a.end);
+            prop_assert_eq!(b.ordered_at, a.ordered_at);
+            prop_assert_eq!(&b.components, &a.components);
+            prop_assert_eq!(
+                back[0].encounter.as_ref().and_then(|e| e.visit_number.clone()),
+                Some(format!("V-{number}"))
+            );
+        }
+    }
 }
