@@ -1,6 +1,6 @@
-//! Prescriptions end to end: an RDE^O11 over MLLP to the real engine reaches an in-test FHIR
-//! server as a MedicationRequest in the transaction Bundle and the PX360 sandbox as the
-//! visit's Pharmacy stage; a MedicationRequest POSTed to the `fhir_rest` source is taken (201),
+//! Prescriptions end to end: an RDE^O11 and its RDS^O13 over MLLP to the real engine reach an
+//! in-test FHIR server as a MedicationRequest and a MedicationDispense in transaction Bundles
+//! and the PX360 sandbox as the visit's Pharmacy stage; a MedicationRequest POSTed to the `fhir_rest` source is taken (201),
 //! mapped and delivered, and one without any order number is answered 422 with an
 //! OperationOutcome.
 
@@ -72,9 +72,9 @@ fn fhir_destination(peer: &FhirPeer) -> String {
     )
 }
 
-/// An outpatient registration with its admit time (PV1-44), then a prescription of the same
-/// visit.
-fn visit_messages() -> [String; 2] {
+/// An outpatient registration with its admit time (PV1-44), a prescription of the same visit
+/// and its dispense.
+fn visit_messages() -> [String; 3] {
     let pid = "PID|1||MRN-RX-001^^^HIS^MR||Testperson^Pharmacy||19880304|F";
     let pv1 = format!(
         "PV1|1|O|CLN-IM-02^R210^^RUH||||DOC-RX1^Alpha^Amal^^^Dr|||IM|||||||||V-RX-001{}20260615090000+0300",
@@ -92,11 +92,17 @@ fn visit_messages() -> [String; 2] {
          TQ1|1||TID^Three times a day^HL70335\r\
          RXR|PO^Oral^HL70162\r"
     );
-    [a04, rde]
+    let rds = format!(
+        "MSH|^~\\&|PHARMACY|RUH|HIS|RUH|20260615140000+0300||RDS^O13^RDS_O13|RX-RDS-1|P|2.5.1\r\
+         {pid}\r{pv1}\r\
+         ORC|RE|RX-E2E-1^HIS\r\
+         RXD|1|00093-7146^Amoxicillin 500 mg capsule^NDC|20260615140000+0300|21|{{cap}}^capsule^UCUM||RX-E2E-P1\r"
+    );
+    [a04, rde, rds]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_rde_reaches_the_fhir_server_and_the_px360_pharmacy_stage() {
+async fn an_rde_and_its_rds_reach_the_fhir_server_and_the_px360_pharmacy_stage() {
     let sb = Sandbox::start(SandboxConfig {
         px360_hospitals: vec!["RUH".into()],
         ..SandboxConfig::for_tests()
@@ -108,8 +114,8 @@ async fn an_rde_reaches_the_fhir_server_and_the_px360_pharmacy_stage() {
         cfg.conf().join("channels/his.toml"),
         format!(
             "name = \"his\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
-             [[route]]\nwhen = {{ message_type = [\"ADT^*\", \"RDE^*\"] }}\nto = [\"px\"]\n\
-             [[route]]\nwhen = {{ message_type = [\"RDE^*\"] }}\nto = [\"fhir\"]\n\
+             [[route]]\nwhen = {{ message_type = [\"ADT^*\", \"RDE^*\", \"RDS^*\"] }}\nto = [\"px\"]\n\
+             [[route]]\nwhen = {{ message_type = [\"RDE^*\", \"RDS^*\"] }}\nto = [\"fhir\"]\n\
              [[destination]]\nname = \"px\"\ntype = \"px360\"\nbase_url = \"{}\"\n{FAST_RETRY}\
              [destination.options]\nhospital_id = \"1\"\nhospital_name = \"RUH\"\n{}",
             sb.base("px360"),
@@ -149,10 +155,31 @@ async fn an_rde_reaches_the_fhir_server_and_the_px360_pharmacy_stage() {
         .map(|e| e["fullUrl"].clone())
         .expect("a Patient entry");
     assert_eq!(mr["subject"]["reference"], patient_url, "{bundle}");
+    // The dispense: a MedicationDispense authorized by the same MedicationRequest.
+    assert!(
+        eventually(60, || !peer.resources("MedicationDispense").is_empty()).await,
+        "no MedicationDispense reached the FHIR server"
+    );
+    let md = &peer.resources("MedicationDispense")[0];
+    assert_eq!(md["status"], "completed", "{md}");
+    assert_eq!(
+        md["authorizingPrescription"][0]["identifier"]["value"], "RX-E2E-1",
+        "{md}"
+    );
+    assert_eq!(md["whenHandedOver"], "2026-06-15T14:00:00+03:00", "{md}");
+    let ids: Vec<Value> = peer
+        .resources("MedicationRequest")
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert!(
+        ids.len() >= 2 && ids.windows(2).all(|w| w[0] == w[1]),
+        "the RDE and the RDS address one MedicationRequest: {ids:?}"
+    );
 
     let state_url = format!("{}/_state", sb.base("px360"));
     let state = until(60, &state_url, |s| {
-        s["responses_by_status"]["200"] == 2
+        s["responses_by_status"]["200"] == 3
             && s["journeys"][0]["stages"]
                 .as_array()
                 .is_some_and(|a| a.iter().any(|x| x["stage"] == "Pharmacy"))
