@@ -950,12 +950,22 @@ impl ChannelIngest {
                 record.business_keys = keys;
                 items
             };
-            crate::store::outbox::attach(record, &items);
+            // Cluster mode: the deliveries go to the stream; the owner of their partition
+            // writes them to its own outbox.
+            if self.pipeline.cluster().is_none() || items.is_empty() {
+                crate::store::outbox::attach(record, &items);
+            }
             items
         } else {
             Vec::new()
         };
-        if let Err(e) = self.store.put(record, raw, &items) {
+        let cluster = self.pipeline.cluster().filter(|_| !items.is_empty());
+        let local = if cluster.is_some() {
+            &[][..]
+        } else {
+            &items[..]
+        };
+        if let Err(e) = self.store.put(record, raw, local) {
             // The sender will send it again: what it wrote to visit timelines goes too.
             if let Err(forget) = self.store.journey_forget(record.id) {
                 warn!(channel = %self.channel, id = record.id, error = %forget, "Cannot take back the visit timeline steps of a message that was not stored.");
@@ -967,6 +977,12 @@ impl ChannelIngest {
             return Err(e);
         }
         self.store.commit().await?;
+        if let Some(cluster) = cluster {
+            cluster
+                .publish_stored(&self.store, record, raw, &items)
+                .await?;
+            return Ok(Vec::new());
+        }
         Ok(items)
     }
 
