@@ -326,7 +326,7 @@ impl ChannelIngest {
             }
             Err(e) => {
                 if let Some(p) = pending {
-                    p.failed(&self.store, &record);
+                    take_back(p, &self.store, &record, &e);
                 }
                 self.fail(inbound, started, header.as_ref(), id, &e.to_string());
                 return;
@@ -869,7 +869,7 @@ impl ChannelIngest {
         if let Some(p) = pending {
             match &persisted {
                 Ok(_) => p.durable(),
-                Err(_) => p.failed(&self.store, &record),
+                Err(e) => take_back(p, &self.store, &record, e),
             }
         }
         let disposition = match persisted {
@@ -1007,6 +1007,20 @@ impl ChannelIngest {
         self.series
             .ingest_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// After a failed [`ChannelIngest::persist`]: a message whose write or flush failed is taken
+/// back (its sender sends it again); one the cluster stream did not acknowledge stays stored,
+/// marked rejected with the reason, and only its resend claim is let go.
+pub(crate) fn take_back(
+    pending: crate::store::dedup::Pending,
+    store: &Store,
+    record: &MessageRecord,
+    e: &crate::store::StoreError,
+) {
+    if !matches!(e, crate::store::StoreError::Cluster(_)) {
+        pending.failed(store, record);
     }
 }
 

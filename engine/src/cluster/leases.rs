@@ -84,7 +84,7 @@ async fn set_up(cluster: &Cluster, shutdown: &CancellationToken) -> Option<Bucke
                 return Some(b);
             }
             Err(e) => {
-                if tries % 30 == 0 {
+                if tries.is_multiple_of(30) {
                     warn!(error = %e, "Cluster stream not ready; trying again every second.");
                 }
                 tries += 1;
@@ -118,21 +118,33 @@ async fn try_set_up(cluster: &Cluster) -> Result<Buckets, String> {
     })
 }
 
-/// A bucket whose values live `lease_secs` unless written again.
+/// A bucket whose values live `lease_secs` unless written again. Its stream is created here
+/// with the settings of a key-value bucket (one value per key, rollups, direct reads), not by
+/// the client's `create_key_value`, which first asks for account details a 2.9 server does
+/// not give in the form the client expects.
 async fn bucket(cluster: &Cluster, name: &str) -> Result<kv::Store, String> {
-    if let Ok(store) = cluster.js.get_key_value(name).await {
-        return Ok(store);
-    }
+    let ttl = Duration::from_secs(cluster.cfg.lease_secs);
     cluster
         .js
-        .create_key_value(kv::Config {
-            bucket: name.into(),
-            history: 1,
-            max_age: Duration::from_secs(cluster.cfg.lease_secs),
-            num_replicas: cluster.cfg.replicas,
+        .get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age: ttl,
+            duplicate_window: ttl,
             storage: jetstream::stream::StorageType::File,
+            num_replicas: cluster.cfg.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
             ..Default::default()
         })
+        .await
+        .map_err(|e| format!("bucket {name}: {e}"))?;
+    cluster
+        .js
+        .get_key_value(name)
         .await
         .map_err(|e| format!("bucket {name}: {e}"))
 }

@@ -325,7 +325,6 @@ pub async fn probe(cfg: &ClusterConfig) -> Result<String, String> {
         .connect(cfg.urls.clone())
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let js = jetstream::new(client.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while client.connection_state() != async_nats::connection::State::Connected {
         if tokio::time::Instant::now() > deadline {
@@ -336,14 +335,21 @@ pub async fn probe(cfg: &ClusterConfig) -> Result<String, String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let account = js
-        .query_account()
+    // The JetStream API's account request, read loosely (its fields differ between server
+    // versions): an answer without an error means JetStream is on for this account.
+    let answer = client
+        .request("$JS.API.INFO", bytes::Bytes::new())
         .await
         .map_err(|e| format!("connected, but JetStream does not answer: {e}"))?;
+    let info: serde_json::Value = serde_json::from_slice(&answer.payload)
+        .map_err(|e| format!("connected, but JetStream's answer is not JSON: {e}"))?;
+    if let Some(error) = info.get("error") {
+        return Err(format!("connected, but JetStream refused: {error}"));
+    }
     Ok(format!(
         "connected to {}; JetStream on, {} stream(s)",
         client.server_info().server_name,
-        account.streams
+        info["streams"].as_u64().unwrap_or_default()
     ))
 }
 
