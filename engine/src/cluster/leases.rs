@@ -314,7 +314,7 @@ async fn give_back(cluster: &Cluster, leases: &kv::Store, p: u32, mut h: Held) {
 }
 
 /// Updates the metrics and the view of `GET /api/cluster`; returns this node's lag.
-async fn observe(cluster: &Cluster, held: &BTreeMap<u32, Held>, nodes: Vec<NodeView>) -> u64 {
+async fn observe(cluster: &Cluster, held: &BTreeMap<u32, Held>, mut nodes: Vec<NodeView>) -> u64 {
     let mut lag = 0;
     let mut stream_messages = 0;
     if let Ok(mut stream) = cluster.js.get_stream(STREAM).await {
@@ -326,6 +326,11 @@ async fn observe(cluster: &Cluster, held: &BTreeMap<u32, Held>, nodes: Vec<NodeV
                 lag += c.num_pending + c.num_ack_pending as u64;
             }
         }
+    }
+    // This node as it is now (its heartbeat was written before this round's balance).
+    if let Some(me) = nodes.iter_mut().find(|n| n.node == cluster.cfg.node) {
+        me.partitions = held.keys().copied().collect();
+        me.lag = lag;
     }
     let m = &cluster.metrics;
     m.nodes_up
