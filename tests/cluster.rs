@@ -413,6 +413,30 @@ async fn jetstream_out_of_reach_answers_ar_207_and_the_node_recovers_by_itself()
         "deliveries did not resume: {:?}",
         sink.received().len()
     );
+    // The operator sees it: the refusals counted, the publish latency observed, the node
+    // holding every partition again.
+    let metrics = metrics_text(&engine).await;
+    assert!(
+        metric_value(&metrics, "switchboard_cluster_publish_failures_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "switchboard_cluster_publish_duration_seconds_count"
+        ) >= 2.0,
+        "{metrics}"
+    );
+    wait_settled(&[&engine], 1, 30).await;
+    let view = cluster_view(&engine).await.expect("GET /api/cluster");
+    let held = view["nodes"][0]["partitions"].as_array().map(Vec::len);
+    assert_eq!(held, Some(8), "{view}");
+    let metrics = metrics_text(&engine).await;
+    assert_eq!(
+        metric_value(&metrics, "switchboard_cluster_owned_partitions"),
+        8.0,
+        "{metrics}"
+    );
     engine.kill();
 }
 
