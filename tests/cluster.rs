@@ -250,6 +250,11 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
     at_least(acked.clone(), 100).await;
     // kill -9 of an engine node under load.
     engines[1].take().expect("node1").kill();
+    // Its partitions move to the survivors within 10 s (lease_secs = 3 here).
+    {
+        let survivors: Vec<&EngineProcess> = engines.iter().flatten().collect();
+        wait_settled(&survivors, 2, 10).await;
+    }
     let before = acked_count(&acked);
     at_least(acked.clone(), before + 100).await;
     // kill -9 of a NATS server under load (R=3: the stream keeps its quorum).
