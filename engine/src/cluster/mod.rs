@@ -312,8 +312,8 @@ impl Cluster {
     }
 }
 
-/// `switchboard check --connect`: connects to the NATS servers of `cfg` once (no retry) and
-/// asks JetStream for the account, which also proves JetStream is on.
+/// `switchboard check --connect`: connects to the NATS servers of `cfg` (waiting at most 5 s)
+/// and sends the JetStream API's account request, which proves JetStream is on.
 ///
 /// # Errors
 ///
