@@ -514,3 +514,18 @@ async fn check_names_each_wrong_cluster_key_and_connect_reaches_the_nats_servers
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("cluster: DOWN"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_answers_not_clustered_and_exports_no_cluster_metrics() {
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let resp = reqwest::get(format!("{}/api/cluster", engine.admin()))
+        .await
+        .expect("admin API");
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.expect("JSON body");
+    assert_eq!(body["error"], "not_clustered", "{body}");
+    let metrics = metrics_text(&engine).await;
+    assert!(!metrics.contains("switchboard_cluster_"), "{metrics}");
+    engine.kill();
+}
