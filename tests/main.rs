@@ -8,6 +8,7 @@ mod appointments;
 mod bad_input;
 mod check;
 mod cli;
+mod cluster;
 mod config_tests;
 mod connectors;
 mod console;

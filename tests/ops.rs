@@ -24,6 +24,8 @@ const ALERTS: &[&str] = &[
     "StoreNearDiskLimit",
     "IngestLatencyHigh",
     "TlsCertificateExpiresSoon",
+    "SwitchboardClusterNodeDown",
+    "SwitchboardClusterLagGrowing",
 ];
 
 fn dashboards() -> PathBuf {

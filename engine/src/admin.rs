@@ -67,6 +67,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/audit", get(audit_log))
         .route("/api/appointments", get(appointment_ledger))
         .route("/api/whoami", get(whoami))
+        .route("/api/cluster", get(cluster_view))
         .merge(crate::admin_live::api())
         .merge(crate::admin_dicom::api())
         .merge(actions)
@@ -141,6 +142,20 @@ async fn require_operator(req: Request, next: Next) -> Response {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid bearer token is required",
+        ),
+    }
+}
+
+/// `GET /api/cluster`: the live nodes, the partitions each holds, the stream's size and each
+/// node's consumer lag, as this node saw them at its last lease round; 404 `not_clustered`
+/// without `[cluster]`.
+async fn cluster_view(State(s): State<AdminState>) -> Response {
+    match s.pipeline.cluster() {
+        Some(c) => Json(c.view()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "this node runs without [cluster]",
         ),
     }
 }

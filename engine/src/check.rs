@@ -631,7 +631,19 @@ async fn http_probe(url: &str) -> Result<String, String> {
 pub async fn run(dir: &Path, opts: CheckOptions) -> u8 {
     let (report, inspection) = check(dir);
     let probes = if opts.connect {
-        Some(connect(&inspection.channels).await)
+        let mut probes = connect(&inspection.channels).await;
+        if let Some(cluster) = inspection.engine.as_ref().and_then(|e| e.cluster.as_ref()) {
+            probes.push(
+                bounded(
+                    "cluster".into(),
+                    "switchboard.toml".into(),
+                    "cluster.urls".into(),
+                    crate::cluster::probe(cluster),
+                )
+                .await,
+            );
+        }
+        Some(probes)
     } else {
         None
     };

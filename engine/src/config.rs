@@ -57,6 +57,10 @@ pub struct EngineConfig {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionConfig>,
+    /// `[cluster]`: several nodes sharing a NATS JetStream stream (docs/SCALING.md); one
+    /// node with its own store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `[encryption]`: the store seals message bodies and payloads with ChaCha20-Poly1305.
@@ -109,6 +113,7 @@ impl Default for EngineConfig {
             retention_interval_secs: default_retention_interval_secs(),
             min_free_disk_bytes: default_min_free_disk_bytes(),
             encryption: None,
+            cluster: None,
         }
     }
 }
@@ -505,7 +510,7 @@ fn env_source(figment: &Figment, key: &str) -> Option<String> {
 /// a top-level key itself or a key inside one of its tables. Other variables, such as the
 /// CLI's `SWITCHBOARD_ADMIN_TOKEN`, are not configuration and must not become unknown keys.
 fn is_engine_env_key(key: &str) -> bool {
-    const TOP_LEVEL: [&str; 9] = [
+    const TOP_LEVEL: [&str; 10] = [
         "data_dir",
         "durability",
         "retention_days",
@@ -515,6 +520,7 @@ fn is_engine_env_key(key: &str) -> bool {
         "retention_interval_secs",
         "min_free_disk_bytes",
         "encryption",
+        "cluster",
     ];
     let key = key.to_ascii_lowercase();
     let top = key.split('.').next().unwrap_or_default();
@@ -631,6 +637,9 @@ pub fn inspect(dir: &Path) -> Inspection {
     let mut store_keys = Vec::new();
     if let Some(enc) = engine.as_ref().and_then(|e| e.encryption.as_ref()) {
         check_encryption(enc, &rel(&main_file), &mut problems, &mut store_keys);
+    }
+    if let Some(cluster) = engine.as_ref().and_then(|e| e.cluster.as_ref()) {
+        problems.extend(cluster.problems(&rel(&main_file)));
     }
     if let Some(engine) = &engine {
         if engine.admin.listen.parse::<SocketAddr>().is_err() {
@@ -777,6 +786,14 @@ pub fn inspect(dir: &Path) -> Inspection {
         }
     }
     check_across_channels(engine.as_ref(), &channels, &mut problems);
+    if engine.as_ref().is_some_and(|e| e.cluster.is_some()) {
+        for ch in channels
+            .iter()
+            .filter(|c| c.config.ack == AckTiming::OnDelivery)
+        {
+            problems.push(crate::cluster::on_delivery_problem(&rel(&ch.file)));
+        }
+    }
 
     Inspection {
         dir: dir.to_path_buf(),

@@ -326,7 +326,7 @@ impl ChannelIngest {
             }
             Err(e) => {
                 if let Some(p) = pending {
-                    p.failed(&self.store, &record);
+                    take_back(p, &self.store, &record, &e);
                 }
                 self.fail(inbound, started, header.as_ref(), id, &e.to_string());
                 return;
@@ -869,7 +869,7 @@ impl ChannelIngest {
         if let Some(p) = pending {
             match &persisted {
                 Ok(_) => p.durable(),
-                Err(_) => p.failed(&self.store, &record),
+                Err(e) => take_back(p, &self.store, &record, e),
             }
         }
         let disposition = match persisted {
@@ -950,12 +950,22 @@ impl ChannelIngest {
                 record.business_keys = keys;
                 items
             };
-            crate::store::outbox::attach(record, &items);
+            // Cluster mode: the deliveries go to the stream; the owner of their partition
+            // writes them to its own outbox.
+            if self.pipeline.cluster().is_none() || items.is_empty() {
+                crate::store::outbox::attach(record, &items);
+            }
             items
         } else {
             Vec::new()
         };
-        if let Err(e) = self.store.put(record, raw, &items) {
+        let cluster = self.pipeline.cluster().filter(|_| !items.is_empty());
+        let local = if cluster.is_some() {
+            &[][..]
+        } else {
+            &items[..]
+        };
+        if let Err(e) = self.store.put(record, raw, local) {
             // The sender will send it again: what it wrote to visit timelines goes too.
             if let Err(forget) = self.store.journey_forget(record.id) {
                 warn!(channel = %self.channel, id = record.id, error = %forget, "Cannot take back the visit timeline steps of a message that was not stored.");
@@ -967,6 +977,12 @@ impl ChannelIngest {
             return Err(e);
         }
         self.store.commit().await?;
+        if let Some(cluster) = cluster {
+            cluster
+                .publish_stored(&self.store, record, raw, &items)
+                .await?;
+            return Ok(Vec::new());
+        }
         Ok(items)
     }
 
@@ -991,6 +1007,20 @@ impl ChannelIngest {
         self.series
             .ingest_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// After a failed [`ChannelIngest::persist`]: a message whose write or flush failed is taken
+/// back (its sender sends it again); one the cluster stream did not acknowledge stays stored,
+/// marked rejected with the reason, and only its resend claim is let go.
+pub(crate) fn take_back(
+    pending: crate::store::dedup::Pending,
+    store: &Store,
+    record: &MessageRecord,
+    e: &crate::store::StoreError,
+) {
+    if !matches!(e, crate::store::StoreError::Cluster(_)) {
+        pending.failed(store, record);
     }
 }
 

@@ -232,7 +232,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         }
         Err(e) => {
             if let Some(p) = pending {
-                p.failed(&ingest.store, &record);
+                crate::ingest::take_back(p, &ingest.store, &record, &e);
             }
             fail(
                 ingest,

@@ -13,6 +13,7 @@ pub mod admin_dicom;
 pub mod admin_live;
 pub mod auth;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod config_test;
 pub mod console;
@@ -77,6 +78,9 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// `[cluster]`: the NATS client could not be set up.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     /// The admin server could not bind.
     #[error("admin server cannot listen on {addr}: {source}")]
     Admin {
@@ -113,6 +117,8 @@ pub struct RunningEngine {
     supervisor: Arc<Supervisor>,
     admin: JoinHandle<()>,
     retention: JoinHandle<()>,
+    /// Cluster mode: the lease round (it gives the leases back when it stops).
+    cluster: Option<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
     grace: Duration,
     data_dir: PathBuf,
@@ -164,6 +170,15 @@ impl Engine {
             store.clone(),
             metrics.clone(),
         ));
+        let cluster = match config.engine.cluster.clone() {
+            Some(c) => {
+                store.set_id_lane(c.node_id);
+                let cluster = cluster::Cluster::connect(c, &metrics).await?;
+                pipeline.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let (retention_tx, retention_rx) = watch::channel(RetentionSettings::of(&config));
         let tokens = Arc::new(std::sync::RwLock::new(Arc::new(auth::Tokens(
             config.admin_tokens.clone(),
@@ -191,6 +206,9 @@ impl Engine {
                 return Err(e);
             }
         };
+        // After the supervisor: the delivery workers a partition's consumer hands work to
+        // exist now.
+        let cluster = cluster.map(|c| cluster::start(c, pipeline.clone(), shutdown.child_token()));
         let retention = tokio::spawn(retention_task(
             retention_rx,
             store.clone(),
@@ -251,6 +269,7 @@ impl Engine {
             supervisor,
             admin,
             retention,
+            cluster,
             ready,
             grace,
             data_dir,
@@ -287,6 +306,9 @@ impl RunningEngine {
         }
         let _ = self.admin.await;
         let _ = self.retention.await;
+        if let Some(cluster) = self.cluster {
+            let _ = cluster.await;
+        }
         match self.store.flush().await {
             Ok(()) => info!("Store flushed. Bye."),
             Err(e) => warn!(error = %e, "Final store flush failed."),

@@ -133,6 +133,13 @@ pub const CONDITIONAL: &[&str] = &[
     DICOM_ASSOCIATIONS,
     DICOM_WORKLIST_ITEMS,
     DICOM_STORED_INSTANCES,
+    CLUSTER_NODES_UP,
+    CLUSTER_OWNED_PARTITIONS,
+    CLUSTER_PUBLISH_DURATION,
+    CLUSTER_PUBLISH_FAILURES,
+    CLUSTER_CONSUMER_LAG,
+    CLUSTER_STREAM_MESSAGES,
+    CLUSTER_PARTITIONS_ACQUIRED,
 ];
 /// `switchboard_sftp_files_picked_total{channel}`: files an SFTP source took (stable, matching).
 pub const SFTP_FILES_PICKED: &str = "switchboard_sftp_files_picked_total";
@@ -180,6 +187,40 @@ pub fn reject_reasons() -> Vec<&'static str> {
         .collect();
     v.extend_from_slice(crate::ingest_http::REASON_LABELS);
     v
+}
+
+/// `switchboard_cluster_nodes_up`: nodes of the cluster with a live heartbeat, as this node
+/// sees them (cluster mode only, as every `switchboard_cluster_*` family).
+pub const CLUSTER_NODES_UP: &str = "switchboard_cluster_nodes_up";
+/// `switchboard_cluster_owned_partitions`: delivery partitions this node holds the lease of.
+pub const CLUSTER_OWNED_PARTITIONS: &str = "switchboard_cluster_owned_partitions";
+/// `switchboard_cluster_publish_duration_seconds`: from publishing a message to the stream
+/// to its acknowledgement (what the cluster adds to an answer).
+pub const CLUSTER_PUBLISH_DURATION: &str = "switchboard_cluster_publish_duration_seconds";
+/// `switchboard_cluster_publish_failures_total`: messages the stream did not acknowledge
+/// (answered AR/CR 207 or HTTP 503).
+pub const CLUSTER_PUBLISH_FAILURES: &str = "switchboard_cluster_publish_failures_total";
+/// `switchboard_cluster_consumer_lag_messages`: stream messages of this node's partitions
+/// not yet delivered and acknowledged.
+pub const CLUSTER_CONSUMER_LAG: &str = "switchboard_cluster_consumer_lag_messages";
+/// `switchboard_cluster_stream_messages`: messages the work stream holds.
+pub const CLUSTER_STREAM_MESSAGES: &str = "switchboard_cluster_stream_messages";
+/// `switchboard_cluster_partitions_acquired_total`: partition leases this node took (at
+/// start, from a dead node, or after a rebalance).
+pub const CLUSTER_PARTITIONS_ACQUIRED: &str = "switchboard_cluster_partitions_acquired_total";
+
+/// The families only a node with `[cluster]` exports (part of [`exported_names`], and of
+/// [`CONDITIONAL`]).
+pub fn cluster_names() -> Vec<&'static str> {
+    vec![
+        CLUSTER_NODES_UP,
+        CLUSTER_OWNED_PARTITIONS,
+        CLUSTER_PUBLISH_DURATION,
+        CLUSTER_PUBLISH_FAILURES,
+        CLUSTER_CONSUMER_LAG,
+        CLUSTER_STREAM_MESSAGES,
+        CLUSTER_PARTITIONS_ACQUIRED,
+    ]
 }
 
 /// Families that appear with their first event, not at start: a zero would be a lie
@@ -271,6 +312,7 @@ pub fn exported_names() -> Vec<&'static str> {
     if cfg!(target_os = "linux") {
         names.extend_from_slice(PROCESS_METRICS);
     }
+    names.extend(cluster_names());
     names
 }
 
@@ -1034,6 +1076,7 @@ mod tests {
         m.latrexa_heartbeats.with_label_values(&["c", "sent"]).inc();
         let _ = m.dicom("c");
         m.dicom_worklist_items.with_label_values(&["w"]).set(1);
+        let _ = crate::cluster::ClusterMetrics::register(&m);
         let text = m.render();
         let rendered = families(&text);
         let listed: std::collections::BTreeSet<&str> = exported_names().into_iter().collect();

@@ -16,6 +16,8 @@ pub struct Pipeline {
     hub: Arc<Hub>,
     store: Store,
     metrics: Metrics,
+    /// Cluster mode: the stream that takes every routed message (set once, at start).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Why a message could not be (re)routed.
@@ -50,7 +52,19 @@ impl Pipeline {
             hub,
             store,
             metrics,
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Cluster mode from now on: routed messages go to `cluster`'s stream, not to this
+    /// node's delivery workers (see [`crate::cluster`]).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// The router of a channel.

@@ -75,6 +75,10 @@ pub enum StoreError {
     /// Encryption at rest: a key is wrong or missing, or a sealed value does not open.
     #[error("store encryption: {0}")]
     Seal(String),
+    /// Cluster mode: the work stream did not acknowledge the message (the record is kept,
+    /// marked rejected with this reason).
+    #[error("{0}")]
+    Cluster(String),
     /// The store was written by a newer or unknown schema.
     #[error("store schema version {found} is not supported (expected {SCHEMA_VERSION})")]
     Schema {
@@ -86,6 +90,23 @@ pub enum StoreError {
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Sled(e.to_string())
+    }
+}
+
+/// How many nodes' id lanes the low bits of a message id hold in cluster mode.
+pub const ID_LANES: u64 = 64;
+
+/// The smallest id from `candidate` on in `lane` (1 + node id; 0: any id).
+fn in_lane(candidate: u64, lane: u64) -> u64 {
+    if lane == 0 {
+        return candidate;
+    }
+    let want = lane - 1;
+    let have = candidate % ID_LANES;
+    if have <= want {
+        candidate + (want - have)
+    } else {
+        candidate + (ID_LANES - have) + want
     }
 }
 
@@ -245,6 +266,9 @@ pub struct Store {
     /// One visit timeline read-and-write at a time (see [`journey`]).
     journey_lock: Arc<std::sync::Mutex<()>>,
     last_id: Arc<AtomicU64>,
+    /// Cluster mode: 1 + the node's `node_id`, the residue modulo [`ID_LANES`] of every id
+    /// this node assigns; 0 in single-node mode (see [`Store::set_id_lane`]).
+    id_lane: Arc<AtomicU64>,
     pub(crate) last_seq: Arc<AtomicU64>,
     commit: GroupCommit,
     pub(crate) inflight: dedup::InFlight,
@@ -350,6 +374,7 @@ impl Store {
             messages,
             db,
             last_id: Arc::new(AtomicU64::new(last)),
+            id_lane: Arc::new(AtomicU64::new(0)),
             commit,
             inflight: dedup::InFlight::default(),
             space: Arc::new(space::SpaceGuard::new(
@@ -385,16 +410,25 @@ impl Store {
         self.space.available()
     }
 
-    /// A new message id for a message received at `now_ms`, greater than every earlier one.
+    /// A new message id for a message received at `now_ms`, greater than every earlier one
+    /// (and in this node's lane in cluster mode).
     pub fn next_id(&self, now_ms: u64) -> u64 {
         let floor = now_ms << 20;
+        let lane = self.id_lane.load(Ordering::Relaxed);
+        let next = |last: u64| in_lane(floor.max(last + 1), lane);
         let prev = self
             .last_id
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-                Some(floor.max(last + 1))
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(next(last)))
             .unwrap_or_else(|last| last);
-        floor.max(prev + 1)
+        next(prev)
+    }
+
+    /// Cluster mode: from now on every id this store assigns is `node_id` modulo
+    /// [`ID_LANES`], so that nodes never assign the same id (ids stay time-ordered: the
+    /// low 20 bits count within a millisecond).
+    pub fn set_id_lane(&self, node_id: u8) {
+        self.id_lane
+            .store(u64::from(node_id) % ID_LANES + 1, Ordering::Relaxed);
     }
 
     /// Writes a message record, its raw bytes and its rendered deliveries (not yet durable:

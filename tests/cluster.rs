@@ -1,0 +1,531 @@
+//! Cluster mode on NATS JetStream: three real `nats-server` processes (JetStream, R=3) and
+//! three engine nodes on 127.0.0.1, each with its own data folder; one HTTP sink records
+//! what every node delivers. The faults are real: kill -9 of an engine node and of a NATS
+//! server under load, and JetStream out of reach for a single node.
+
+use crate::support::*;
+use channels::mllp::client::MllpClient;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The NATS server binary (Debian's package installs it in /usr/sbin).
+fn nats_server() -> PathBuf {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("nats-server is installed (.ci/run installs it)")
+}
+
+/// One NATS server of the test cluster, restartable on the same ports and store.
+struct Nats {
+    conf: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start(&mut self) {
+        let child = Command::new(nats_server())
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `n` NATS servers with JetStream, clustered when `n` > 1, stores under `dir`.
+fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, (port, cport)) in ports.iter().enumerate() {
+        let store = dir.join(format!("nats{i}"));
+        let mut text = format!(
+            "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
+            store.display()
+        );
+        if n > 1 {
+            text.push_str(&format!(
+                "cluster {{\n  name: sb\n  listen: \"127.0.0.1:{cport}\"\n  routes: [{}]\n}}\n",
+                routes.join(", ")
+            ));
+        }
+        let conf = dir.join(format!("nats{i}.conf"));
+        std::fs::write(&conf, text).expect("write nats config");
+        let mut s = Nats {
+            conf,
+            port: *port,
+            child: None,
+        };
+        s.start();
+        servers.push(s);
+    }
+    servers
+}
+
+/// An engine node's config: one MLLP channel `lab` to the sink, `[cluster]` as given.
+fn node_config(name: &str, id: u8, urls: &[String], replicas: usize, sink: &str) -> TestConfig {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let cluster = format!(
+        "[cluster]\nnode = \"{name}\"\nnode_id = {id}\nurls = [{}]\nreplicas = {replicas}\npartitions = 8\nlease_secs = 3\npublish_timeout_ms = 2000\n",
+        urls.join(", ")
+    );
+    let channel = format!(
+        "[[route]]\nto = [\"hook\"]\npayload = \"hl7\"\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{sink}\"\n{FAST_RETRY}"
+    );
+    TestConfig::new(&cluster, &channel)
+}
+
+/// `GET /api/cluster` of a node, `None` while it does not answer.
+async fn cluster_view(engine: &EngineProcess) -> Option<serde_json::Value> {
+    let resp = reqwest::get(format!("{}/api/cluster", engine.admin()))
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+/// Waits (at most `secs`) until every node sees `n` nodes and no partition without owner.
+async fn wait_settled(engines: &[&EngineProcess], n: usize, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut settled = true;
+        for e in engines {
+            let v = cluster_view(e).await.unwrap_or_default();
+            let nodes = v["nodes"].as_array().map(Vec::len).unwrap_or(0);
+            let unowned = v["unowned"].as_array().map(Vec::len).unwrap_or(usize::MAX);
+            settled &= nodes == n && unowned == 0 && v["connected"] == true;
+        }
+        if settled {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not settle on {n} nodes within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The MSA-1 code and ERR-3 identifier of an answer.
+fn code_and_err(ack: &str) -> (String, String) {
+    let msa = segment(ack, "MSA")[1].clone();
+    let err = ack
+        .split('\r')
+        .find(|s| s.starts_with("ERR"))
+        .and_then(|s| s.split('|').nth(3))
+        .and_then(|f| f.split('^').next())
+        .unwrap_or_default()
+        .to_string();
+    (msa, err)
+}
+
+/// One field of a delivered HL7 body: (MSH-10, PID-3's identifier).
+fn control_and_patient(body: &str) -> (String, String) {
+    let body = body
+        .replace("\\r", "\r")
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let msh = segment(&body, "MSH");
+    let pid = segment(&body, "PID");
+    (
+        msh[9].clone(),
+        pid[3].split('^').next().unwrap_or_default().to_string(),
+    )
+}
+
+/// What the load has had acknowledged: control id -> (patient, sequence number).
+type Acked = Arc<Mutex<BTreeMap<String, (String, u32)>>>;
+
+/// One sender: sends its patients' messages in order, each until it gets AA (a reject or a
+/// lost connection: the same message again, to the next node, as a real sender does).
+async fn sender(c: usize, addrs: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>, acked: Acked) {
+    let mut target = c % 3;
+    let mut client: Option<MllpClient> = None;
+    let mut n = 0u32;
+    while !stop.load(Ordering::SeqCst) {
+        if client.is_none() {
+            let addr = addrs.lock().expect("lock")[target].clone();
+            match MllpClient::connect(&addr, Duration::from_secs(5)).await {
+                Ok(cl) => client = Some(cl),
+                Err(_) => {
+                    target = (target + 1) % 3;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
+        }
+        let patient = format!("P{c}x{}", n % 2);
+        let control = format!("C{c}n{n}");
+        let msg = adt_for(&patient, &control);
+        let Some(cl) = client.as_mut() else { continue };
+        match tokio::time::timeout(Duration::from_secs(10), cl.send(msg.as_bytes())).await {
+            Ok(Ok(bytes)) => {
+                let ack = String::from_utf8_lossy(&bytes).into_owned();
+                let (code, err) = code_and_err(&ack);
+                match code.as_str() {
+                    "AA" => {
+                        acked.lock().expect("lock").insert(control, (patient, n));
+                        n += 1;
+                    }
+                    "AR" => {
+                        assert_eq!(err, "207", "a reject in the cluster is 207: {ack}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    other => panic!("unexpected answer {other}: {ack}"),
+                }
+            }
+            _ => {
+                client = None;
+                target = (target + 1) % 3;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives_once_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nats = nats_cluster(dir.path(), 3);
+    let urls: Vec<String> = nats.iter().map(Nats::url).collect();
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 3, &sink.url))
+        .collect();
+    let mut engines: Vec<Option<EngineProcess>> = cfgs
+        .iter()
+        .map(|c| Some(EngineProcess::start(&c.conf(), &c.data())))
+        .collect();
+    {
+        let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
+        wait_settled(&all, 3, 60).await;
+    }
+    let addrs = Arc::new(Mutex::new(
+        engines
+            .iter()
+            .flatten()
+            .map(|e| e.mllp("lab"))
+            .collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Acked = Arc::default();
+    let senders: Vec<_> = (0..16)
+        .map(|c| tokio::spawn(sender(c, addrs.clone(), stop.clone(), acked.clone())))
+        .collect();
+    let acked_count = |a: &Acked| a.lock().expect("lock").len();
+    let at_least = |a: Acked, n: usize| async move {
+        assert!(
+            eventually(30, || acked_count(&a) >= n).await,
+            "the load stalled at {} acknowledged messages",
+            acked_count(&a)
+        );
+    };
+    at_least(acked.clone(), 100).await;
+    // kill -9 of an engine node under load.
+    engines[1].take().expect("node1").kill();
+    // Its partitions move to the survivors within 10 s (lease_secs = 3 here).
+    {
+        let survivors: Vec<&EngineProcess> = engines.iter().flatten().collect();
+        wait_settled(&survivors, 2, 10).await;
+    }
+    let before = acked_count(&acked);
+    at_least(acked.clone(), before + 100).await;
+    // kill -9 of a NATS server under load (R=3: the stream keeps its quorum).
+    nats[2].kill();
+    let before = acked_count(&acked);
+    at_least(acked.clone(), before + 100).await;
+    // The killed node comes back with its data folder and takes work again.
+    let node1 = EngineProcess::start(&cfgs[1].conf(), &cfgs[1].data());
+    addrs.lock().expect("lock")[1] = node1.mllp("lab");
+    engines[1] = Some(node1);
+    nats[2].start();
+    let before = acked_count(&acked);
+    at_least(acked.clone(), before + 100).await;
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        s.await.expect("sender ends");
+    }
+    let acked = acked.lock().expect("lock").clone();
+
+    // Every acknowledged message arrives (at least once).
+    let delivered = |sink: &HttpSink| {
+        sink.received()
+            .iter()
+            .map(|(_, body)| control_and_patient(body).0)
+            .collect::<BTreeSet<String>>()
+    };
+    let all_in = eventually(60, || {
+        let got = delivered(&sink);
+        acked.keys().all(|c| got.contains(c))
+    })
+    .await;
+    let got = delivered(&sink);
+    let missing: Vec<&String> = acked.keys().filter(|c| !got.contains(*c)).collect();
+    assert!(
+        all_in,
+        "{} acknowledged messages never arrived: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+
+    // Exactly once after deduplication: one idempotency key per message; in order per
+    // patient (first arrivals).
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut order: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut seen_keys = BTreeSet::new();
+    for (key, body) in sink.received() {
+        assert!(!key.is_empty(), "every delivery carries an idempotency key");
+        let (control, patient) = control_and_patient(&body);
+        keys.entry(control.clone()).or_default().insert(key.clone());
+        if seen_keys.insert(key) {
+            if let Some((p, n)) = acked.get(&control) {
+                assert_eq!(p, &patient);
+                order.entry(patient).or_default().push(*n);
+            }
+        }
+    }
+    for c in acked.keys() {
+        assert_eq!(
+            keys[c].len(),
+            1,
+            "message {c} was delivered under several keys: {:?}",
+            keys[c]
+        );
+    }
+    for (patient, ns) in &order {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "patient {patient} out of order: {ns:?}"
+        );
+    }
+    // The node that was killed holds partitions again.
+    let alive: Vec<&EngineProcess> = engines.iter().flatten().collect();
+    wait_settled(&alive, 3, 30).await;
+    let view = cluster_view(alive[1]).await.expect("node1 answers");
+    let mine = view["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["node"] == "node1")
+        .expect("node1 is listed");
+    assert!(
+        !mine["partitions"]
+            .as_array()
+            .expect("partitions")
+            .is_empty(),
+        "the node that rejoined took no partition: {view}"
+    );
+    eprintln!(
+        "cluster load: {} messages acknowledged, {} deliveries received",
+        acked.len(),
+        sink.received().len()
+    );
+    for e in engines.into_iter().flatten() {
+        e.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_out_of_reach_answers_ar_207_and_the_node_recovers_by_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut nats = nats_cluster(dir.path(), 1);
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfg = node_config("solo", 0, &[nats[0].url()], 1, &sink.url);
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    wait_settled(&[&engine], 1, 30).await;
+    let addr = engine.mllp("lab");
+    let mut client = connect(&addr).await;
+    let ack = send(&mut client, adt_for("PX", "UP1").as_bytes()).await;
+    assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+
+    nats[0].kill();
+    let ack = send(&mut client, adt_for("PX", "DOWN1").as_bytes()).await;
+    assert_eq!(code_and_err(&ack), ("AR".into(), "207".into()), "{ack}");
+    // What was received is kept, with its reason.
+    let list = get_json(&format!("{}/api/messages?control_id=DOWN1", engine.admin())).await;
+    let id = list["items"][0]["id"].as_str().expect("stored").to_string();
+    let record = get_json(&format!("{}/api/messages/{id}", engine.admin())).await;
+    assert_eq!(record["status"], "rejected", "{record}");
+    assert!(
+        record["errors"].to_string().contains("cluster stream"),
+        "{record}"
+    );
+
+    nats[0].start();
+    // The sender sends it again until it is taken: never AA before the stream has it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ack = match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.send(adt_for("PX", "DOWN1").as_bytes()),
+        )
+        .await
+        {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+            _ => {
+                client = connect(&addr).await;
+                continue;
+            }
+        };
+        match code_and_err(&ack) {
+            (c, _) if c == "AA" => break,
+            (c, e) => assert_eq!((c.as_str(), e.as_str()), ("AR", "207"), "{ack}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let arrived = eventually(30, || {
+        let got: BTreeSet<String> = sink
+            .received()
+            .iter()
+            .map(|(_, b)| control_and_patient(b).0)
+            .collect();
+        got.contains("UP1") && got.contains("DOWN1")
+    })
+    .await;
+    assert!(
+        arrived,
+        "deliveries did not resume: {:?}",
+        sink.received().len()
+    );
+    // The operator sees it: the refusals counted, the publish latency observed, the node
+    // holding every partition again.
+    let metrics = metrics_text(&engine).await;
+    assert!(
+        metric_value(&metrics, "switchboard_cluster_publish_failures_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "switchboard_cluster_publish_duration_seconds_count"
+        ) >= 2.0,
+        "{metrics}"
+    );
+    wait_settled(&[&engine], 1, 30).await;
+    let view = cluster_view(&engine).await.expect("GET /api/cluster");
+    let held = view["nodes"][0]["partitions"].as_array().map(Vec::len);
+    assert_eq!(held, Some(8), "{view}");
+    let metrics = metrics_text(&engine).await;
+    assert_eq!(
+        metric_value(&metrics, "switchboard_cluster_owned_partitions"),
+        8.0,
+        "{metrics}"
+    );
+    engine.kill();
+}
+
+/// `switchboard check` with `--connect`, its stdout and exit code.
+fn check(conf: &Path, connect: bool) -> (String, Option<i32>) {
+    let mut cmd = Command::new(binary());
+    cmd.arg("check");
+    if connect {
+        cmd.arg("--connect");
+    }
+    let out = output_within(cmd.arg("--config").arg(conf), 30).expect("check ends");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_each_wrong_cluster_key_and_connect_reaches_the_nats_servers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let sink = "http://127.0.0.1:9/hook";
+    let wrong = TestConfig::new(
+        "[cluster]\nnode = \"a b\"\nnode_id = 64\nurls = [\"http://x\"]\nreplicas = 2\n",
+        "",
+    );
+    let (out, code) = check(&wrong.conf(), false);
+    assert_eq!(code, Some(1), "{out}");
+    for key in [
+        "cluster.node:",
+        "cluster.node_id:",
+        "cluster.urls[0]:",
+        "cluster.replicas:",
+    ] {
+        assert!(
+            out.contains(&format!("switchboard.toml: {key}")),
+            "{key} not named:\n{out}"
+        );
+    }
+    // ack = "on_delivery" cannot wait for deliveries another node makes.
+    let on_delivery = node_config("a", 1, &[nats[0].url()], 1, sink);
+    let channel = on_delivery.conf().join("channels/lab.toml");
+    let text = std::fs::read_to_string(&channel).expect("channel");
+    std::fs::write(&channel, format!("ack = \"on_delivery\"\n{text}")).expect("write");
+    let (out, code) = check(&on_delivery.conf(), false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("channels/lab.toml: ack:"), "{out}");
+
+    let right = node_config("a", 1, &[nats[0].url()], 1, sink);
+    let (out, code) = check(&right.conf(), false);
+    assert_eq!(code, Some(0), "{out}");
+    let mut up = false;
+    for _ in 0..20 {
+        let (out, _) = check(&right.conf(), true);
+        if out.contains("cluster: up: connected") && out.contains("JetStream on") {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(up, "check --connect did not reach the NATS server");
+    let down = node_config(
+        "a",
+        1,
+        &[format!("nats://127.0.0.1:{}", free_port())],
+        1,
+        sink,
+    );
+    let (out, code) = check(&down.conf(), true);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cluster: DOWN"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_answers_not_clustered_and_exports_no_cluster_metrics() {
+    let cfg = TestConfig::new("", "");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let resp = reqwest::get(format!("{}/api/cluster", engine.admin()))
+        .await
+        .expect("admin API");
+    assert_eq!(resp.status(), 404);
+    let body: serde_json::Value = resp.json().await.expect("JSON body");
+    assert_eq!(body["error"], "not_clustered", "{body}");
+    let metrics = metrics_text(&engine).await;
+    assert!(!metrics.contains("switchboard_cluster_"), "{metrics}");
+    engine.kill();
+}
