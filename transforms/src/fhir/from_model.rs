@@ -1673,7 +1673,7 @@ fn appointment_identifiers(a: &Appointment) -> Vec<t::Identifier> {
 }
 
 /// Identifier system of the Schedules made for SIU^S23/S24 (see [`schedule_slot`]).
-const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
+pub(crate) const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
 /// Identifier system of general resources (AIG-3), as Schedule actors.
 pub(crate) const RESOURCE_SYSTEM: &str = "urn:switchboard:resource";
 

@@ -28,7 +28,7 @@ use super::from_model::{
     EXT_LOCATION_CLASSIFICATION, EXT_MODE_OF_ARRIVAL, EXT_PATIENT_TYPE, EXT_PLANNED_END,
     EXT_PLANNED_START, EXT_RESOURCE_QUANTITY, EXT_ROLE_PERIOD, EXT_SERVICE_PERIOD,
     EXT_TRANSFER_REASON, EXT_VISIT_USER_CODE, PARTICIPATION_SYSTEM, PARTICIPATION_TYPE,
-    REFERRAL_SOURCE_TEXT, RESOURCE_SYSTEM,
+    REFERRAL_SOURCE_TEXT, RESOURCE_SYSTEM, SCHEDULE_SYSTEM,
 };
 use super::from_model::{
     EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
@@ -48,6 +48,7 @@ use crate::model::{
 };
 use crate::model::{AppointmentLocation, AppointmentPerson, AppointmentService};
 use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Insured, Procedure, Specimen};
+use crate::model::{Schedule, Slot, SlotStatus};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -1761,6 +1762,8 @@ impl<'a> Reader<'a> {
                 "a slot identifier is required",
             ));
         }
+        let slot_status = SlotStatus::from_fhir_code(val!(Some(&s.status)).unwrap_or(""))
+            .unwrap_or(SlotStatus::BusyUnavailable);
         let (kind, status) = match val!(Some(&s.status)) {
             Some("free") => (EventKind::SlotOpened, AppointmentStatus::Cancelled),
             Some("busy-unavailable" | "busy" | "busy-tentative") => {
@@ -1857,6 +1860,14 @@ impl<'a> Reader<'a> {
             roles: Vec::new(),
         };
         let mut ev = self.event(kind, i, "Slot");
+        let schedule_id = schedule
+            .and_then(|x| {
+                x.identifier
+                    .iter()
+                    .find(|id| val!(id.system) != Some(SCHEDULE_SYSTEM))
+            })
+            .and_then(|id| owned(val!(id.value)));
+        ev.slots = vec![slot_of(&appointment, slot_status, schedule_id)];
         ev.appointment = Some(appointment);
         Ok(ev)
     }
@@ -3161,6 +3172,32 @@ fn location(l: &r::Location, _base: &str) -> Location {
         specialisation: l.r#type.first().and_then(coded),
         bed_status: l.operational_status.as_deref().and_then(coded_of),
         ..Location::default()
+    }
+}
+
+/// The canonical slot of a FHIR Slot read as a block (see `slot_event`): the block's time in
+/// the schedule of its resources.
+fn slot_of(a: &Appointment, status: SlotStatus, schedule_id: Option<String>) -> Slot {
+    Slot {
+        id: a
+            .filler_id
+            .clone()
+            .or_else(|| a.placer_id.clone())
+            .or_else(|| a.remote_id.clone()),
+        schedule: Schedule {
+            id: schedule_id,
+            practitioners: a.personnel.iter().map(|p| p.practitioner.clone()).collect(),
+            locations: a.locations.iter().map(|l| l.location.clone()).collect(),
+            resources: a.resources.iter().map(|r| r.resource.clone()).collect(),
+            ..Schedule::default()
+        },
+        status,
+        start: a.start,
+        end: a.end,
+        services: a.services.iter().map(|s| s.service.clone()).collect(),
+        appointment_type: a.appointment_type.clone(),
+        reason: None,
+        comment: a.notes.clone(),
     }
 }
 

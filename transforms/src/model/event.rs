@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Appointment, Charge, Encounter, Identifier, ImagingStudy, Location, Order, Patient,
-    Practitioner, ResultReport, Service, Timestamp,
+    Practitioner, ResultReport, Schedule, Service, Slot, Timestamp,
 };
 
 /// What happened.
@@ -152,11 +152,16 @@ pub enum EventKind {
     /// An imaging study was received in full by a DICOM storage source (no new instance for
     /// its quiet period): [`Event::imaging_study`] says what it holds.
     StudyAvailable,
+    /// A schedule (a practitioner's, location's or resource's availability) was created or
+    /// changed (FHIR Schedule, active or unsaid): [`Event::schedule`].
+    ScheduleUpdated,
+    /// A schedule was taken out of use (FHIR Schedule with `active` false).
+    ScheduleDeactivated,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 68] = [
+    pub const ALL: [EventKind; 70] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -225,6 +230,8 @@ impl EventKind {
         EventKind::ServiceDeactivated,
         EventKind::ServiceDeleted,
         EventKind::StudyAvailable,
+        EventKind::ScheduleUpdated,
+        EventKind::ScheduleDeactivated,
     ];
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
@@ -298,6 +305,8 @@ impl EventKind {
             EventKind::ServiceDeactivated => "service_deactivated",
             EventKind::ServiceDeleted => "service_deleted",
             EventKind::StudyAvailable => "study_available",
+            EventKind::ScheduleUpdated => "schedule_updated",
+            EventKind::ScheduleDeactivated => "schedule_deactivated",
         }
     }
 }
@@ -426,6 +435,14 @@ pub struct Event {
     /// The imaging study of a `study_available` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imaging_study: Option<ImagingStudy>,
+    /// The schedule a schedule event (`schedule_*`) describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// The schedule time the event changed, in message order: the block of a `slot_*`
+    /// event, the time each resource of an `appointment_resource_*` event was booked for or
+    /// given back, a FHIR Slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<Slot>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -475,6 +492,8 @@ impl Event {
             location: None,
             service: None,
             imaging_study: None,
+            schedule: None,
+            slots: Vec::new(),
         }
     }
 

@@ -137,6 +137,14 @@ impl Event {
         if let Some(s) = &mut self.imaging_study {
             localize(&mut s.started, zone);
         }
+        if let Some(s) = &mut self.schedule {
+            localize(&mut s.planning_start, zone);
+            localize(&mut s.planning_end, zone);
+        }
+        for s in &mut self.slots {
+            localize(&mut s.start, zone);
+            localize(&mut s.end, zone);
+        }
     }
 }
 
