@@ -234,6 +234,28 @@ impl EventKind {
         EventKind::ScheduleDeactivated,
     ];
 
+    /// True for master-data and schedule changes (locations, practitioners, services,
+    /// schedules): what other messages reference, delivered ahead of them.
+    pub const fn is_master_data(self) -> bool {
+        matches!(
+            self,
+            EventKind::LocationCreated
+                | EventKind::LocationUpdated
+                | EventKind::LocationDeactivated
+                | EventKind::LocationDeleted
+                | EventKind::PractitionerCreated
+                | EventKind::PractitionerUpdated
+                | EventKind::PractitionerDeactivated
+                | EventKind::PractitionerDeleted
+                | EventKind::ServiceCreated
+                | EventKind::ServiceUpdated
+                | EventKind::ServiceDeactivated
+                | EventKind::ServiceDeleted
+                | EventKind::ScheduleUpdated
+                | EventKind::ScheduleDeactivated
+        )
+    }
+
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
     pub const fn as_str(self) -> &'static str {
         match self {
