@@ -932,7 +932,11 @@ impl Worker {
                     depth += 1;
                     let q = queues.entry(p.clone()).or_default();
                     let was_empty = q.is_empty();
-                    q.push_back((seq, created));
+                    // In queue order (seq), however the hand-overs of two messages
+                    // interleaved; an item is never put before a head already taken.
+                    let at = q.iter().rposition(|(s, _)| *s < seq).map_or(0, |i| i + 1);
+                    let at = if in_flight.contains(&p) { at.max(1).min(q.len()) } else { at };
+                    q.insert(at, (seq, created));
                     if was_empty && !in_flight.contains(&p) {
                         ready.push_back(p);
                     }

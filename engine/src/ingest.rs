@@ -366,9 +366,10 @@ impl ChannelIngest {
             self.series
                 .count_ack(&self.metrics, &self.channel, code.as_str());
         }
-        self.answer(inbound, started, (header.as_ref(), id), disposition, body);
-        // Durable now: the workers may start delivering.
+        // Durable now: the workers may start delivering. Handed over before the sender is
+        // answered, so a message it sends next is never queued ahead of this one's items.
         self.pipeline.hub().enqueue(&items);
+        self.answer(inbound, started, (header.as_ref(), id), disposition, body);
     }
 
     /// `ack = "on_delivery"`: route, wait for every destination, then answer AA or AE (a
@@ -923,14 +924,14 @@ impl ChannelIngest {
         };
         self.observe(started, kind, id, &message_type, "");
         let stored = !matches!(disposition, Disposition::Retry(_));
+        // Durable now: the workers may start delivering (before the answer, as above).
+        self.pipeline.hub().enqueue(&items);
         let _ = inbound.reply.send(Reply {
             disposition,
             body: None,
             http: None,
             message_id: stored.then_some(id),
         });
-        // Durable now: the workers may start delivering.
-        self.pipeline.hub().enqueue(&items);
     }
 
     /// Counts a received message and stamps the channel's last-message time.
