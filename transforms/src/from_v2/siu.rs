@@ -509,3 +509,46 @@ fn minutes(
     }
     u32::try_from(seconds / 60).map(Some).map_err(|_| bad())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> Event {
+        let msg = V2Message::parse(text).expect("parses");
+        let code = msg
+            .segment("MSH")
+            .and_then(|m| m.get_comp(9, 2).string())
+            .expect("trigger");
+        *event_from_siu(&msg, kind_for(&code).expect("a SIU trigger")).expect("maps")
+    }
+
+    #[test]
+    fn resource_changes_say_what_each_resource_schedule_now_holds() {
+        let head = "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^";
+        let body = "|C1|P|2.5\rSCH||APT-1^HIS|||||||||^^^202606161000^202606161030\r\
+                    AIP|1|A|DOC-1^Haddad^Omar||||||20|MIN\rAIL|1|A|CLN-1\r";
+        let added = event(&format!("{head}S18{body}"));
+        let statuses: Vec<SlotStatus> = added.slots.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [SlotStatus::Busy, SlotStatus::Busy]);
+        // The person's own duration; the location to the appointment's end.
+        let end = |i: usize| added.slots[i].end.map(|t| t.to_iso());
+        assert_eq!(end(0).as_deref(), Some("2026-06-16T10:20"));
+        assert_eq!(end(1).as_deref(), Some("2026-06-16T10:30"));
+        assert_eq!(added.slots[0].id.as_deref(), Some("APT-1"));
+        let deleted = event(&format!("{head}S22{body}"));
+        assert!(deleted.slots.iter().all(|s| s.status == SlotStatus::Free));
+        // A block's resources stay unavailable, not booked.
+        let block = format!("{head}S19{body}").replace(
+            "|^^^202606161000^202606161030",
+            "|^^^202606161000^202606161030||||||||||||||Blocked",
+        );
+        let changed = event(&block);
+        assert!(changed
+            .slots
+            .iter()
+            .all(|s| s.status == SlotStatus::BusyUnavailable));
+        // A new appointment changes no schedule time here.
+        assert!(event(&format!("{head}S12{body}")).slots.is_empty());
+    }
+}
