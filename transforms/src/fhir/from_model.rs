@@ -1793,6 +1793,65 @@ pub fn schedule_resource(s: &Schedule) -> Option<r::Schedule> {
     })
 }
 
+/// Identifier system of the Slots made for the resources of an SIU^S18-S22: the
+/// appointment's id and the resource's schedule key.
+pub(crate) const RESOURCE_SLOT_SYSTEM: &str = "urn:switchboard:resource-slot";
+
+/// FHIR Schedule and Slot of one resource's time changed by an SIU^S18-S22 (a canonical slot
+/// of an `appointment_resource_*` event): the Schedule of that resource (its id derived from
+/// it, as [`schedule_slot`] does), the Slot `busy`, `busy-unavailable` or `free`. `None`
+/// without a resource, an id, a start or an end.
+pub fn resource_schedule_slot(slot: &crate::model::Slot) -> Option<(r::Schedule, r::Slot)> {
+    let id = slot.id.as_deref()?;
+    let start = slot.start.as_ref()?;
+    let end = slot.end.as_ref()?;
+    let sc = &slot.schedule;
+    let (actor, key) = if let Some(p) = sc.practitioners.first() {
+        let (system, value) = practitioner_key(p)?;
+        (
+            practitioner_ref(p)?,
+            format!("Practitioner|{system}|{value}"),
+        )
+    } else if let Some(l) = sc.locations.first() {
+        (location_ref(l)?, format!("Location|{}", l.code.as_deref()?))
+    } else {
+        let r = sc.resources.first()?;
+        let code = r.code.as_deref()?;
+        let actor = t::Reference {
+            identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+            display: r.text.as_deref().map(fstr),
+            ..Default::default()
+        };
+        (actor, format!("Device|{code}"))
+    };
+    let schedule_id = resource_id("Schedule", SCHEDULE_SYSTEM, &key);
+    let schedule = r::Schedule {
+        id: Some(schedule_id.clone().into()),
+        identifier: vec![plain_identifier(SCHEDULE_SYSTEM, &key)],
+        actor: vec![actor],
+        ..Default::default()
+    };
+    let mut schedule_ref = reference("Schedule", &schedule_id, None);
+    schedule_ref.identifier = Some(Box::new(plain_identifier(SCHEDULE_SYSTEM, &key)));
+    let slot_key = format!("{id}|{key}");
+    let slot = r::Slot {
+        id: Some(resource_id("Slot", RESOURCE_SLOT_SYSTEM, &slot_key).into()),
+        identifier: vec![plain_identifier(RESOURCE_SLOT_SYSTEM, &slot_key)],
+        service_type: slot.services.iter().map(codeable).collect(),
+        appointment_type: slot
+            .appointment_type
+            .as_ref()
+            .map(|c| Box::new(codeable(c))),
+        schedule: Box::new(schedule_ref),
+        status: slot.status.fhir_code().into(),
+        start: instant(start).into(),
+        end: instant(end).into(),
+        comment: slot.comment.as_deref().map(fstr),
+        ..Default::default()
+    };
+    Some((schedule, slot))
+}
+
 /// FHIR PractitionerRole of a practitioner master record that names its clinics: the
 /// practitioner, each clinic (`clinic_codes`) as a location by identifier, the
 /// specialisation as the specialty, `active`. `None` when the record names no clinic or has
@@ -2830,6 +2889,19 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
     {
         out.push(Resource::Schedule(Box::new(schedule)));
         out.push(Resource::Slot(Box::new(slot)));
+    }
+    // A resource change of an appointment (SIU^S18-S22): each resource's time in its
+    // Schedule.
+    if !slot {
+        for (schedule, slot) in event.slots.iter().filter_map(resource_schedule_slot) {
+            if !out
+                .iter()
+                .any(|r| matches!(r, Resource::Schedule(x) if x.id == schedule.id))
+            {
+                out.push(Resource::Schedule(Box::new(schedule)));
+            }
+            out.push(Resource::Slot(Box::new(slot)));
+        }
     }
     // A schedule event (FHIR Schedule in): the Schedule by conditional update.
     if let Some(schedule) = event.schedule.as_ref().and_then(schedule_resource) {

@@ -28,7 +28,7 @@ use super::from_model::{
     EXT_LOCATION_CLASSIFICATION, EXT_MODE_OF_ARRIVAL, EXT_PATIENT_TYPE, EXT_PLANNED_END,
     EXT_PLANNED_START, EXT_RESOURCE_QUANTITY, EXT_ROLE_PERIOD, EXT_SERVICE_PERIOD,
     EXT_TRANSFER_REASON, EXT_VISIT_USER_CODE, PARTICIPATION_SYSTEM, PARTICIPATION_TYPE,
-    REFERRAL_SOURCE_TEXT, RESOURCE_SYSTEM, SCHEDULE_SYSTEM,
+    REFERRAL_SOURCE_TEXT, RESOURCE_SLOT_SYSTEM, RESOURCE_SYSTEM, SCHEDULE_SYSTEM,
 };
 use super::from_model::{
     EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
@@ -814,6 +814,9 @@ impl<'a> Reader<'a> {
                     }
                     Some(ev)
                 }
+                // A resource's time of an appointment of the input (SIU^S18-S22): its slot,
+                // added to the appointment's event below.
+                Resource::Slot(slot) if self.is_resource_slot(slot) => None,
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::HealthcareService(h) => Some(self.service_event(h, &base, i)?),
                 Resource::ImagingStudy(x) => Some(self.imaging_study_event(x, &base, i)?),
@@ -906,6 +909,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        self.attach_resource_slots(&mut events)?;
         let mut events = fold(events);
         // A Patient that replaces others (link type `replaces`) carries a merge (ADT^A40).
         for ev in &mut events {
@@ -982,6 +986,50 @@ impl<'a> Reader<'a> {
         let mut ev = self.event(kind, i, "Practitioner");
         ev.practitioners.push(value);
         Ok(ev)
+    }
+
+    /// Whether a Slot is one of an appointment's resources (`urn:switchboard:resource-slot`)
+    /// while the input has that appointment.
+    fn is_resource_slot(&self, slot: &r::Slot) -> bool {
+        let has_appointment = self
+            .entries
+            .iter()
+            .any(|e| matches!(e.resource, Resource::Appointment(_)));
+        has_appointment
+            && slot
+                .identifier
+                .iter()
+                .any(|id| val!(id.system) == Some(RESOURCE_SLOT_SYSTEM))
+    }
+
+    /// The resource Slots of an appointment (see `is_resource_slot`) as its event's slots.
+    fn attach_resource_slots(&mut self, events: &mut [Event]) -> Result<(), FhirError> {
+        for i in 0..self.entries.len() {
+            let base = self.entries[i].base.clone();
+            let Resource::Slot(s) = self.entries[i].resource else {
+                continue;
+            };
+            if !self.is_resource_slot(s) {
+                continue;
+            }
+            let Some(ev) = events.iter_mut().find(|e| e.appointment.is_some()) else {
+                continue;
+            };
+            let block = self.slot_event(s, &base, i)?;
+            let id = s
+                .identifier
+                .iter()
+                .find(|x| val!(x.system) == Some(RESOURCE_SLOT_SYSTEM))
+                .and_then(|x| owned(val!(x.value)))
+                .and_then(|v| v.split('|').next().map(str::to_owned));
+            for mut slot in block.slots {
+                slot.id = id.clone();
+                slot.status = SlotStatus::from_fhir_code(val!(Some(&s.status)).unwrap_or(""))
+                    .unwrap_or(slot.status);
+                ev.slots.push(slot);
+            }
+        }
+        Ok(())
     }
 
     /// A PractitionerRole: its practitioner (by reference or identifier) as a practitioner
