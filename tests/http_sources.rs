@@ -368,8 +368,11 @@ async fn fhir_rest_states_its_capabilities_and_serves_exactly_them() {
         [
             "Patient",
             "Practitioner",
+            "PractitionerRole",
             "Location",
             "HealthcareService",
+            "Schedule",
+            "Slot",
             "Encounter",
             "Appointment",
             "ChargeItem",

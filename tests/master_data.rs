@@ -356,3 +356,234 @@ async fn fhir_location_and_healthcare_service_reach_buktor_as_master_data_events
     engine.terminate();
     sb.stop().await;
 }
+
+/// An OpsPort channel whose destination is `base` (a sandbox that may not be up yet), with the
+/// appointment's own clinic and doctor upserts off, so that an appointment that overtook its
+/// clinic or doctor would be refused by OpsPort (404, a dead letter).
+fn opsport_channel(cfg: &TestConfig, base: &str, extra: &str) -> String {
+    let key = secret(cfg, "opsport-key", "sandbox-opsport-key");
+    let dest = format!(
+        "[[destination]]\nname = \"d\"\ntype = \"opsport\"\nbase_url = \"{base}\"\napi_key = {key}\n[destination.options]\nupsert_references = false"
+    );
+    format!("{extra}{}", channel(&dest))
+}
+
+/// The sandbox on a port chosen before the engine sends to it.
+async fn sandbox_on(port: u16) -> Sandbox {
+    let mut sc = SandboxConfig::for_tests();
+    sc.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Sandbox::start(sc).await
+}
+
+/// Status of the stored message with `control_id`, polled until `want` or `secs` pass.
+async fn message_status(engine: &EngineProcess, control_id: &str, want: &str, secs: u64) -> String {
+    let url = format!("{}/api/messages?control_id={control_id}", engine.admin());
+    let v = until(secs, &url, |v| v["items"][0]["status"] == want).await;
+    v["items"][0]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Master data goes ahead of what references it: the clinic (MFN^M05) and the doctor
+/// (MFN^M02) reach OpsPort before the appointment (SIU^S12) that names both, though all
+/// three were queued while OpsPort was down and the appointment belongs to another
+/// partition (its patient). Without the master-data partition the appointment, retried in
+/// parallel, reaches OpsPort first and is refused (unknown doctor or clinic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinics_and_doctors_reach_opsport_before_an_appointment_queued_while_it_was_down() {
+    let port = free_port();
+    let cfg = TestConfig::new("", "");
+    let base = format!("http://127.0.0.1:{port}/opsport");
+    std::fs::write(
+        cfg.conf().join("channels/his.toml"),
+        opsport_channel(&cfg, &base, ""),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let mut client = connect(&engine.mllp("his")).await;
+    for (file, control_id) in [
+        ("mfn_m05/full.hl7", "FULL-M05"),
+        ("mfn_m02/full.hl7", "FULL-M02"),
+        ("siu_s12/full.hl7", "FULL-S12"),
+    ] {
+        let ack = send(&mut client, fixture(file).as_bytes()).await;
+        assert!(
+            matches!(segment(&ack, "MSA")[1].as_str(), "AA" | "CA"),
+            "{control_id}: {ack}"
+        );
+    }
+    // OpsPort is down: the first clinic was tried and waits for a retry.
+    assert_eq!(
+        message_status(&engine, "FULL-M05", "retrying", 30).await,
+        "retrying"
+    );
+    let sb = sandbox_on(port).await;
+    let state_url = format!("{}/_state", sb.base("opsport"));
+    let state = until(60, &state_url, |s| len(&s["appointments"]) >= 1).await;
+    assert_eq!(len(&state["appointments"]), 1, "{state}");
+    assert!(dead_letters(&engine, 0, 1).await.is_empty());
+    let requests = sb.requests("opsport").await;
+    let order: Vec<(String, u64)> = requests
+        .iter()
+        .map(|r| {
+            let path = r["path"].as_str().unwrap_or_default();
+            let kind = path.rsplit('/').next().unwrap_or_default().to_owned();
+            (kind, r["status"].as_u64().unwrap_or_default())
+        })
+        .collect();
+    assert!(order.iter().all(|(_, s)| *s == 200), "{order:?}");
+    let last = |k: &str| order.iter().rposition(|(kind, _)| kind == k);
+    let first = |k: &str| order.iter().position(|(kind, _)| kind == k);
+    assert!(last("clinic") < first("doctor"), "{order:?}");
+    assert!(last("doctor") < first("appointment"), "{order:?}");
+    assert_eq!(
+        message_status(&engine, "FULL-S12", "delivered", 10).await,
+        "delivered"
+    );
+    engine.terminate();
+    sb.stop().await;
+}
+
+/// `ack = "on_delivery"` on a master file: the MFK is sent once the destination answered and
+/// says per record what became of it. While OpsPort is down the answer is AE and no record
+/// is said to be posted; a resend once it is up gets AA, the good records `S` and the bad one
+/// `U` with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_delivery_mfk_says_per_record_what_the_destination_did() {
+    let port = free_port();
+    let cfg = TestConfig::new("", "");
+    let base = format!("http://127.0.0.1:{port}/opsport");
+    std::fs::write(
+        cfg.conf().join("channels/his.toml"),
+        opsport_channel(&cfg, &base, "ack = \"on_delivery\"\nack_timeout_secs = 2\n"),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let mut client = connect(&engine.mllp("his")).await;
+    let file = "MSH|^~\\&|HIS|RUH|SB|HUB|20260615103000||MFN^M05^MFN_M05|MFN-OD-1|P|2.5\r\
+                MFI|LOC||UPD|||AL\r\
+                MFE|MAD|G1||CLN-OD-1|PL\rLOC|CLN-OD-1|First Clinic|C\r\
+                MFE|MAD|B2|||PL\rLOC\r\
+                MFE|MAD|G3||CLN-OD-3|PL\rLOC|CLN-OD-3|Third Clinic|C\r";
+    let mfk = send(&mut client, file.as_bytes()).await;
+    assert!(mfk.contains("MFK^M05^MFK_M01"), "{mfk}");
+    assert_eq!(segment(&mfk, "MSA")[1], "AE", "{mfk}");
+    let mfa = segments(&mfk, "MFA");
+    assert_eq!(mfa.len(), 3, "{mfk}");
+    assert!(
+        mfa[0][4].starts_with("U^not confirmed by the destinations")
+            && mfa[2][4].starts_with("U^not confirmed by the destinations"),
+        "{mfk}"
+    );
+    assert!(mfa[1][4].starts_with("U^missing LOC"), "{mfk}");
+
+    let sb = sandbox_on(port).await;
+    let mfk = send(&mut client, file.as_bytes()).await;
+    assert_eq!(segment(&mfk, "MSA")[1], "AA", "{mfk}");
+    let mfa = segments(&mfk, "MFA");
+    assert_eq!(mfa.len(), 3, "{mfk}");
+    assert_eq!(
+        (mfa[0][4].as_str(), mfa[2][4].as_str()),
+        ("S", "S"),
+        "{mfk}"
+    );
+    assert!(mfa[1][4].starts_with("U^missing LOC"), "{mfk}");
+    let state = until(10, &format!("{}/_state", sb.base("opsport")), |s| {
+        len(&s["clinics"]) >= 2
+    })
+    .await;
+    assert_eq!(len(&state["clinics"]), 2, "{state}");
+    engine.terminate();
+    sb.stop().await;
+}
+
+/// FHIR Schedule, Slot and PractitionerRole posted to the `fhir_rest` source, alone and in a
+/// Bundle, reach Buktor as `schedule.*` events: a Schedule is `schedule.updated` (inactive:
+/// `his_is_active` false), a blocked Slot `schedule.created`; the PractitionerRole is read
+/// (a practitioner event, which Buktor does not take) and refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_schedule_slot_and_practitioner_role_reach_buktor_as_schedule_events() {
+    let mapping = serde_json::json!({"clients": {"1001": {"mappings": {
+        "schedule.updated": {"fields": {"his_schedule_id": "buktor_schedule_id", "his_doctor_id": "buktor_doctor_id", "his_is_active": "buktor_active"}},
+        "schedule.created": {"fields": {"his_schedule_id": "buktor_schedule_id", "his_status": "buktor_status"}}
+    }}}});
+    let sb = Sandbox::start(SandboxConfig {
+        buktor_mapping: Some(serde_json::from_value(mapping).expect("mapping")),
+        ..SandboxConfig::for_tests()
+    })
+    .await;
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "buktor-token", "sandbox-buktor-token");
+    let signing = secret(&cfg, "buktor-secret", "sandbox-buktor-secret");
+    std::fs::write(
+        cfg.conf().join("channels/fhir.toml"),
+        format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n\
+             [[route]]\nto = [\"d\"]\n[[destination]]\nname = \"d\"\ntype = \"buktor\"\nbase_url = \"{}\"\nbearer_token = {token}\nsigning_secret = {signing}\n{FAST_RETRY}",
+            sb.base("buktor")
+        ),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let base = format!("http://{}/fhir", engine.info.channels["fhir"]);
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    let doctor =
+        serde_json::json!({"system": "urn:switchboard:practitioner", "value": "DOC-SARAH-04"});
+    let schedule = serde_json::json!({"resourceType": "Schedule",
+        "meta": {"lastUpdated": "2026-06-15T07:30:00Z"},
+        "identifier": [{"system": "http://portal.example.org/schedule", "value": "SCH-PED-04"}],
+        "active": true, "actor": [{"identifier": doctor}]});
+    let resp = post("/Schedule", schedule).await.expect("posts");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let slot = serde_json::json!({"resourceType": "Slot",
+        "meta": {"lastUpdated": "2026-06-15T07:31:00Z"},
+        "identifier": [{"system": "urn:switchboard:appointment-filler", "value": "BLK-7001"}],
+        "schedule": {"identifier": {"system": "http://portal.example.org/schedule", "value": "SCH-PED-04"}},
+        "status": "busy-unavailable",
+        "start": "2026-07-02T12:00:00+03:00", "end": "2026-07-02T13:00:00+03:00"});
+    let resp = post("/Slot", slot).await.expect("posts");
+    assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text().await);
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction",
+    "timestamp": "2026-06-15T07:32:00Z",
+    "entry": [
+        {"resource": {"resourceType": "PractitionerRole", "active": true,
+            "practitioner": {"identifier": doctor},
+            "location": [{"identifier": {"system": "urn:switchboard:location", "value": "CLN-PED-01"}}]},
+         "request": {"method": "POST", "url": "PractitionerRole"}},
+        {"resource": {"resourceType": "Schedule", "active": false,
+            "identifier": [{"system": "http://portal.example.org/schedule", "value": "SCH-PED-09"}],
+            "actor": [{"identifier": doctor}]},
+         "request": {"method": "POST", "url": "Schedule"}}
+    ]});
+    let resp = post("/", bundle).await.expect("posts");
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+    let state = until(30, &format!("{}/_state", sb.base("buktor")), |s| {
+        len(&s["events"]) >= 3
+    })
+    .await;
+    let events = state["events"].as_array().expect("events");
+    let of = |t: &str, id: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t && e["mapped"]["buktor_schedule_id"] == id)
+            .map(|e| e["mapped"].clone())
+    };
+    let active = of("schedule.updated", "SCH-PED-04").expect("the schedule");
+    assert_eq!(active["buktor_doctor_id"], "DOC-SARAH-04", "{state}");
+    assert_eq!(active["buktor_active"], true, "{state}");
+    let block = of("schedule.created", "BLK-7001").expect("the blocked slot");
+    assert_eq!(block["buktor_status"], "blocked", "{state}");
+    let inactive = of("schedule.updated", "SCH-PED-09").expect("the inactive schedule");
+    assert_eq!(inactive["buktor_active"], false, "{state}");
+    assert!(dead_letters(&engine, 0, 1).await.is_empty());
+    engine.terminate();
+    sb.stop().await;
+}

@@ -127,7 +127,8 @@ impl DeliveryError {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Partition key: `patient` (default, the patient identifier: FIFO per patient) or `none`
+    /// Partition key: `patient` (default, the patient identifier: FIFO per patient; master
+    /// data in one FIFO of its own, delivered ahead of what is queued after it) or `none`
     /// (one FIFO for the whole destination).
     #[serde(default = "default_partition")]
     pub partition: Partition,

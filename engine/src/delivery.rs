@@ -19,6 +19,14 @@
 //! message than the one the ledger's entry was written by (an operator reprocessed an old S12
 //! after its S13) is not sent: it is recorded as delivered with the reason, and the entry stays.
 //!
+//! Master data first: master-data records (clinics, doctors, services, locations, schedules)
+//! share one partition per destination (`crate::routing::MASTER_PARTITION`), and an item of
+//! any other partition that was queued after a master-data item still waiting (in flight,
+//! retrying) waits too, without an attempt, until that item is delivered or dead-lettered.
+//! So a doctor never overtakes the clinic it belongs to, and an appointment never reaches a
+//! destination before the clinics and doctors sent ahead of it, even while the destination
+//! refuses them for a while. Items queued before it are not held.
+//!
 //! A destination that batches whole partitions (Latrexa's scheduled upload) takes, for each
 //! ready partition, its head and the items queued behind it (same kind, in order) into one
 //! batch: several appointments of one patient go in one request. An item whose earlier item of
@@ -280,6 +288,23 @@ struct LedgerContext {
     unknown_moves: prometheus::IntCounter,
 }
 
+/// True when the head `seq` of partition `p` must wait: master data queued before it is not
+/// delivered yet (see the module).
+fn waits_for_master(queues: &HashMap<String, VecDeque<(u64, u64)>>, p: &str, seq: u64) -> bool {
+    p != crate::routing::MASTER_PARTITION
+        && queues
+            .get(crate::routing::MASTER_PARTITION)
+            .and_then(|q| q.front())
+            .is_some_and(|(master, _)| *master < seq)
+}
+
+/// Sets partition `p` aside until the master data before its head is delivered.
+fn park(parked: &mut Vec<String>, p: String) {
+    if !parked.contains(&p) {
+        parked.push(p);
+    }
+}
+
 /// Sends the items of one task: one at a time, or together to a batching destination.
 /// An item whose rendering failed at routing is never sent: it fails permanently with its
 /// mapping error. An appointment whose previous slot must be closed first fails with the
@@ -451,6 +476,10 @@ fn reference_known(
     cx: &LedgerContext,
     item: &OutboxItem,
 ) -> Option<Result<channels::destination::Receipt, DeliveryError>> {
+    if item.master {
+        // The master record itself: always sent (it is what the reference defers to).
+        return None;
+    }
     let reference = item.reference.as_deref()?;
     match cx.store.reference_sent(&cx.name, reference) {
         Ok(true) => Some(Ok(channels::destination::Receipt {
@@ -647,6 +676,8 @@ impl Worker {
         let mut ready: VecDeque<String> = VecDeque::new();
         let mut timers: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
         let mut in_flight: HashSet<String> = HashSet::new();
+        // Partitions whose head waits for an earlier master-data item (see the module).
+        let mut parked: Vec<String> = Vec::new();
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
         let mut breaker = Breaker {
             failures: 0,
@@ -703,6 +734,15 @@ impl Worker {
                     ready.push_back(p);
                 }
             }
+            // Partitions that waited for master data go again once it is delivered.
+            parked.retain(|p| {
+                let head = queues.get(p).and_then(|q| q.front()).map(|(s, _)| *s);
+                let waits = head.is_some_and(|seq| waits_for_master(&queues, p, seq));
+                if !waits {
+                    ready.push_back(p.clone());
+                }
+                waits
+            });
             // Start what the reserve, the breaker and concurrency allow.
             let reserve_ok = self.reserve_ok(&mut paused);
             let half_open = match breaker.open_until {
@@ -730,6 +770,10 @@ impl Worker {
                         let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
                             continue;
                         };
+                        if waits_for_master(&queues, &p, seq) {
+                            park(&mut parked, p);
+                            continue;
+                        }
                         match self.store.outbox_get(&self.name, seq) {
                             Ok(Some(i)) if whole => {
                                 let room = size.saturating_sub(heads.len() + 1);
@@ -827,6 +871,10 @@ impl Worker {
                     let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
                         continue;
                     };
+                    if waits_for_master(&queues, &p, seq) {
+                        park(&mut parked, p);
+                        continue;
+                    }
                     let item = match self.store.outbox_get(&self.name, seq) {
                         Ok(Some(i)) => i,
                         Ok(None) => {
@@ -884,7 +932,11 @@ impl Worker {
                     depth += 1;
                     let q = queues.entry(p.clone()).or_default();
                     let was_empty = q.is_empty();
-                    q.push_back((seq, created));
+                    // In queue order (seq), however the hand-overs of two messages
+                    // interleaved; an item is never put before a head already taken.
+                    let at = q.iter().rposition(|(s, _)| *s < seq).map_or(0, |i| i + 1);
+                    let at = if in_flight.contains(&p) { at.max(1).min(q.len()) } else { at };
+                    q.insert(at, (seq, created));
                     if was_empty && !in_flight.contains(&p) {
                         ready.push_back(p);
                     }
@@ -1256,6 +1308,32 @@ async fn sleep_opt(d: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A partition's head waits while master data queued before it is undelivered, and only
+    /// then; the master partition itself never waits.
+    #[test]
+    fn heads_queued_after_undelivered_master_data_wait_for_it() {
+        let master = crate::routing::MASTER_PARTITION;
+        let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
+        queues.insert("MRN1".into(), VecDeque::from([(5, 0)]));
+        queues.insert("MRN2".into(), VecDeque::from([(2, 0)]));
+        assert!(
+            !waits_for_master(&queues, "MRN1", 5),
+            "no master data queued"
+        );
+        queues.insert(master.into(), VecDeque::from([(3, 0), (7, 0)]));
+        assert!(
+            waits_for_master(&queues, "MRN1", 5),
+            "queued after master item 3"
+        );
+        assert!(!waits_for_master(&queues, "MRN2", 2), "queued before it");
+        assert!(!waits_for_master(&queues, master, 3));
+        queues.insert(master.into(), VecDeque::new());
+        assert!(
+            !waits_for_master(&queues, "MRN1", 5),
+            "master data delivered"
+        );
+    }
     use crate::config::Durability;
     use crate::store::outbox::attach;
     use crate::store::tests::record;
@@ -1289,6 +1367,7 @@ mod tests {
             payload: "hl7".into(),
             appointment: None,
             reference: None,
+            master: false,
             body: b"MSH|^~\\&|HIS\r".to_vec(),
         };
         // `put` part-way: the delivery is written, the record not yet.
@@ -1392,6 +1471,7 @@ mod tests {
                 payload: "latrexa".into(),
                 appointment: None,
                 reference: None,
+                master: false,
                 body: serde_json::to_vec(&body).expect("json"),
             };
             let mut rec = record(id, "lab", &format!("C{n}"), Status::Routed);

@@ -227,8 +227,14 @@ impl ChannelIngest {
                         .with_label_values(&[&self.channel])
                         .inc();
                     debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate answered from the store.");
-                    self.answer_duplicate(inbound, started, h, &charset_name, *original)
-                        .await;
+                    self.answer_duplicate(
+                        inbound,
+                        started,
+                        (h, master_file.as_ref()),
+                        &charset_name,
+                        *original,
+                    )
+                    .await;
                     return;
                 }
                 Err(e) => {
@@ -336,7 +342,7 @@ impl ChannelIngest {
             self.answer_on_delivery(
                 inbound,
                 started,
-                (header.as_ref(), id),
+                (header.as_ref(), id, master_file.as_ref()),
                 &charset_name,
                 record.status,
                 &items,
@@ -360,17 +366,19 @@ impl ChannelIngest {
             self.series
                 .count_ack(&self.metrics, &self.channel, code.as_str());
         }
-        self.answer(inbound, started, (header.as_ref(), id), disposition, body);
-        // Durable now: the workers may start delivering.
+        // Durable now: the workers may start delivering. Handed over before the sender is
+        // answered, so a message it sends next is never queued ahead of this one's items.
         self.pipeline.hub().enqueue(&items);
+        self.answer(inbound, started, (header.as_ref(), id), disposition, body);
     }
 
-    /// `ack = "on_delivery"`: route, wait for every destination, then answer AA or AE.
+    /// `ack = "on_delivery"`: route, wait for every destination, then answer AA or AE (a
+    /// master file: its MFK, see [`MasterFileAnswer::after_delivery`]).
     async fn answer_on_delivery(
         &self,
         inbound: Inbound,
         started: Instant,
-        (header, id): (Option<&MessageHeader>, u64),
+        (header, id, master_file): (Option<&MessageHeader>, u64, Option<&MasterFileAnswer>),
         charset_name: &str,
         status: Status,
         items: &[crate::store::outbox::OutboxItem],
@@ -384,10 +392,16 @@ impl ChannelIngest {
         self.pipeline.hub().unwatch(id);
         if outcome.is_err() {
             if let Some(h) = header {
-                self.record_late_delivery(h.clone(), id);
+                self.record_late_delivery(h.clone(), id, master_file.cloned());
             }
         }
-        self.answer_delivery_outcome(inbound, started, (header, id), charset_name, outcome);
+        self.answer_delivery_outcome(
+            inbound,
+            started,
+            (header, id, master_file),
+            charset_name,
+            outcome,
+        );
     }
 
     /// Waits at most `ack_timeout` for every destination of a message to confirm.
@@ -408,7 +422,12 @@ impl ChannelIngest {
 
     /// After an `on_delivery` answer that was not AA: when the deliveries do succeed later,
     /// the stored answer becomes AA, so that a resend is told the truth.
-    fn record_late_delivery(&self, header: MessageHeader, id: u64) {
+    fn record_late_delivery(
+        &self,
+        header: MessageHeader,
+        id: u64,
+        master_file: Option<MasterFileAnswer>,
+    ) {
         let pipeline = self.pipeline.clone();
         let store = self.store.clone();
         let channel = self.channel.clone();
@@ -421,7 +440,10 @@ impl ChannelIngest {
                 _ => false,
             };
             if delivered {
-                let (code, text) = positive_ack(&header, id);
+                let (code, mut text) = positive_ack(&header, id);
+                if let Some(mf) = &master_file {
+                    text = mf.after_delivery(&text, &header, &Ok(()));
+                }
                 if let Err(e) = store.set_ack(id, &code, &text) {
                     warn!(channel = %channel, id, error = %e, "Cannot record the late answer on the message.");
                 }
@@ -434,11 +456,11 @@ impl ChannelIngest {
         &self,
         inbound: Inbound,
         started: Instant,
-        (header, id): (Option<&MessageHeader>, u64),
+        (header, id, master_file): (Option<&MessageHeader>, u64, Option<&MasterFileAnswer>),
         charset_name: &str,
         outcome: Result<(), String>,
     ) {
-        let (verdict, disposition) = match outcome {
+        let (verdict, disposition) = match outcome.clone() {
             Ok(()) => (Verdict::Accept, Disposition::Accepted),
             Err(reason) => {
                 self.metrics
@@ -462,6 +484,10 @@ impl ChannelIngest {
                 timestamp: &hl7_timestamp(chrono::Utc::now()),
             },
         );
+        let text = match (master_file, header) {
+            (Some(mf), Some(h)) => mf.after_delivery(&text, h, &outcome),
+            _ => text,
+        };
         let code = verdict.ack_code(header);
         let answer = should_answer(header, &verdict);
         if let Err(e) = self
@@ -490,7 +516,7 @@ impl ChannelIngest {
         &self,
         inbound: Inbound,
         started: Instant,
-        header: &MessageHeader,
+        (header, master_file): (&MessageHeader, Option<&MasterFileAnswer>),
         charset_name: &str,
         original: MessageRecord,
     ) {
@@ -513,7 +539,7 @@ impl ChannelIngest {
             self.answer_delivery_outcome(
                 inbound,
                 started,
-                (Some(header), id),
+                (Some(header), id, master_file),
                 charset_name,
                 outcome,
             );
@@ -898,14 +924,14 @@ impl ChannelIngest {
         };
         self.observe(started, kind, id, &message_type, "");
         let stored = !matches!(disposition, Disposition::Retry(_));
+        // Durable now: the workers may start delivering (before the answer, as above).
+        self.pipeline.hub().enqueue(&items);
         let _ = inbound.reply.send(Reply {
             disposition,
             body: None,
             http: None,
             message_id: stored.then_some(id),
         });
-        // Durable now: the workers may start delivering.
-        self.pipeline.hub().enqueue(&items);
     }
 
     /// Counts a received message and stamps the channel's last-message time.
@@ -1026,12 +1052,41 @@ pub(crate) fn take_back(
 
 /// A master file notification read at receipt: its records' outcomes for the MFK, and the
 /// request's MFI segment the MFK echoes.
+#[derive(Clone)]
 struct MasterFileAnswer {
     file: transforms::from_v2::mfn::MasterFile,
     mfi: Option<String>,
 }
 
 impl MasterFileAnswer {
+    /// The MFK of an `ack = "on_delivery"` channel, from the ACK `ack` built for the outcome:
+    /// once every destination confirmed, each record as at receipt (`S` accepted and
+    /// delivered, `U` rejected with its reason); when the deliveries were not all confirmed,
+    /// every accepted record `U` with that reason too. The outcome is the message's (its
+    /// records' deliveries are confirmed together), so no record is said to be posted that
+    /// a destination may not have; the sender sends the file again and the upserts repeat
+    /// harmlessly.
+    fn after_delivery(
+        &self,
+        ack: &str,
+        header: &MessageHeader,
+        outcome: &Result<(), String>,
+    ) -> String {
+        let mut records = self.file.records.clone();
+        if let Err(reason) = outcome {
+            for r in records.iter_mut().filter(|r| r.accepted()) {
+                r.rejected = Some(format!("not confirmed by the destinations: {reason}"));
+            }
+        }
+        transforms::hl7v2::mfk::mfk_from_ack(
+            ack,
+            &header.delimiters,
+            self.mfi.as_deref(),
+            &records,
+            &hl7_timestamp(chrono::Utc::now()),
+        )
+    }
+
     /// The NAK when no record could be posted: the first record's error decides the HL7
     /// error code. `None` when at least one record was accepted (the MFAs name the others).
     fn nak(&self) -> Option<Nak> {

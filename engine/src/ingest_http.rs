@@ -258,6 +258,9 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
             Disposition::Rejected(reason.clone())
         }
     };
+    // Durable now: the workers may start delivering. Handed over before the sender is
+    // answered, so a request it sends next is never queued ahead of this one's items.
+    ingest.pipeline.hub().enqueue(&items);
     answer(
         ingest,
         inbound,
@@ -266,8 +269,6 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         disposition,
         (d.status, d.body.clone(), d.location.clone(), ct),
     );
-    // Durable now: the workers may start delivering.
-    ingest.pipeline.hub().enqueue(&items);
 }
 
 /// Answers 503 when the store failed; the body is not on disk.

@@ -394,6 +394,14 @@ impl Router {
         if by_patient && !hl7 {
             patient = partition_of_events(&events);
         }
+        // Master data (a master file, or events that are all master-data changes) has one
+        // partition of its own, which the delivery worker sends ahead of anything queued
+        // after it (see `crate::delivery`).
+        let master_record = if hl7 {
+            record.message_type.starts_with("MFN^")
+        } else {
+            !events.is_empty() && events.iter().all(|e| e.kind.is_master_data())
+        };
         // One body per (destination, event); the raw HL7 goes once whatever the events.
         let mut bodies: Vec<Body> = Vec::new();
         for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
@@ -411,6 +419,7 @@ impl Router {
                         failure: None,
                         appointment: None,
                         reference: None,
+                        master: false,
                     });
                 } else {
                     bodies.push(Body::failed(
@@ -447,6 +456,7 @@ impl Router {
                         failure: None,
                         appointment: None,
                         reference: None,
+                        master: false,
                     }),
                     Err(reason) => bodies.push(Body::failed(dest, kind, &reason)),
                 }
@@ -464,6 +474,7 @@ impl Router {
                     failure: None,
                     appointment: None,
                     reference: None,
+                    master: false,
                 });
                 continue;
             }
@@ -519,13 +530,17 @@ impl Router {
                             .flatten();
                         // A clinic or doctor upsert that only comes along with an appointment
                         // is sent once; master data owns the full record.
-                        let reference = (event.appointment.is_some()
+                        // The master record itself (an MFN or FHIR clinic or doctor) is
+                        // always sent and, once delivered, stands for the reference too.
+                        let master = event.appointment.is_none() && event.kind.is_master_data();
+                        let reference = ((event.appointment.is_some() || master)
                             && matches!(r.kind.as_str(), "clinic" | "doctor"))
                         .then(|| {
                             let code = r.body.get("code").and_then(|c| c.as_str());
                             code.map(|c| format!("{}:{c}", r.kind))
                         })
                         .flatten();
+                        let master = master && reference.is_some();
                         bodies.push(Body {
                             dest: dest.clone(),
                             kind,
@@ -541,6 +556,7 @@ impl Router {
                             failure: None,
                             appointment,
                             reference,
+                            master,
                         });
                     }
                 }
@@ -592,6 +608,7 @@ impl Router {
                         failure: None,
                         appointment,
                         reference: None,
+                        master: false,
                     });
                 }
             }
@@ -610,9 +627,11 @@ impl Router {
                     failure,
                     appointment,
                     reference,
+                    master,
                 } = b;
                 let partition = match self.partitions.get(&dest) {
                     Some(Partition::None) | None => String::new(),
+                    Some(Partition::Patient) if master_record => MASTER_PARTITION.to_owned(),
                     Some(Partition::Patient) => patient.clone(),
                 };
                 OutboxItem {
@@ -635,6 +654,7 @@ impl Router {
                     },
                     appointment,
                     reference,
+                    master,
                     body,
                 }
             })
@@ -695,7 +715,16 @@ struct Body {
     appointment: Option<AppointmentRef>,
     /// A reference record sent once (see [`OutboxItem::reference`]).
     reference: Option<String>,
+    /// The master record itself (see [`OutboxItem::master`]).
+    master: bool,
 }
+
+/// The delivery partition of master data (clinics, doctors, services, locations,
+/// schedules) on destinations partitioned by patient: one FIFO per destination, delivered
+/// ahead of every item queued after it (see `crate::delivery`). (A patient whose identifier
+/// were this very text would share its FIFO: its messages would only be ordered with the
+/// master data too.)
+pub const MASTER_PARTITION: &str = "#master-data";
 
 /// The `payload` of an outbox item whose rendering failed: the delivery worker moves it to
 /// the dead letters at once with its `last_error` (the field path and the reason).
@@ -717,6 +746,7 @@ impl Body {
             )),
             appointment: None,
             reference: None,
+            master: false,
         }
     }
 }

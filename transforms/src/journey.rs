@@ -610,7 +610,9 @@ pub fn delta_of(
         | EventKind::ServiceDeactivated
         | EventKind::ServiceDeleted
         // A study's arrival: its report (ORU) is the radiology result step.
-        | EventKind::StudyAvailable => {}
+        | EventKind::StudyAvailable
+        | EventKind::ScheduleUpdated
+        | EventKind::ScheduleDeactivated => {}
     }
     if let Some(enc) = enc {
         let begins = matches!(

@@ -109,29 +109,15 @@ fn patient() -> impl Strategy<Value = Patient> {
 }
 
 fn event(kind: EventKind, patient: Patient) -> Event {
+    let source = Source {
+        format: "hl7v2".into(),
+        message_type: "SIU^S12".into(),
+        control_id: "C1".into(),
+        ..Source::default()
+    };
     Event {
-        id: "prop".into(),
-        kind,
-        source: Source {
-            format: "hl7v2".into(),
-            message_type: "SIU^S12".into(),
-            control_id: "C1".into(),
-            ..Source::default()
-        },
         patient: Some(patient),
-        merge: None,
-        additional_merges: Vec::new(),
-        encounter: None,
-        other_patient: None,
-        appointment: None,
-        orders: Vec::new(),
-        results: Vec::new(),
-        charges: Vec::new(),
-        practitioners: Vec::new(),
-        location: None,
-        service: None,
-        imaging_study: None,
-        medication_orders: Vec::new(),
+        ..Event::empty("prop".into(), kind, source)
     }
 }
 

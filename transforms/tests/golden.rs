@@ -147,7 +147,9 @@ fn master_file_goldens() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut failures = Vec::new();
     let mut count = 0;
-    for trigger in ["mfn_m02", "mfn_m04", "mfn_m05"] {
+    for trigger in [
+        "mfn_m02", "mfn_m04", "mfn_m05", "mfn_m08", "mfn_m09", "mfn_m10",
+    ] {
         for variant in ["minimal", "full"] {
             count += 1;
             let file = fixtures()
@@ -193,5 +195,5 @@ fn master_file_goldens() {
         "golden mismatches:\n{}",
         failures.join("\n")
     );
-    assert_eq!(count, 6);
+    assert_eq!(count, 12);
 }

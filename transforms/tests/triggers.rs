@@ -1,5 +1,5 @@
 //! The trigger table test: every trigger of the five families (ADT, SIU, ORM/OML, ORU, DFT)
-//! that HL7 v2.8 defines, the master files MFN^M02/M04/M05 and the pharmacy orders
+//! that HL7 v2.8 defines, the master files MFN^M02/M04/M05/M08/M09/M10 and the pharmacy orders
 //! RDE^O11/O25 and RDS^O13, maps to a canonical event, never to `Unsupported`. The list below is
 //! written from the standard's event table (table 0003 and the message structures of chapters
 //! 3, 4, 7, 10 and 6), independently of [`transforms::from_v2::TRIGGERS`]; each trigger's
@@ -41,8 +41,8 @@ fn v28_triggers() -> Vec<(&'static str, String)> {
         out.push(("DFT", t.into()));
     }
     // Master files (chapter 8): staff and practitioners, charge description master,
-    // locations.
-    for t in ["M02", "M04", "M05"] {
+    // locations, test/observation masters (numeric, categorical, batteries).
+    for t in ["M02", "M04", "M05", "M08", "M09", "M10"] {
         out.push(("MFN", t.into()));
     }
     // Pharmacy/treatment orders (chapter 4): the encoded order and its refill authorization

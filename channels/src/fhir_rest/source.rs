@@ -37,8 +37,11 @@ use tracing::{debug, warn};
 pub const RESOURCE_TYPES: &[&str] = &[
     "Patient",
     "Practitioner",
+    "PractitionerRole",
     "Location",
     "HealthcareService",
+    "Schedule",
+    "Slot",
     "Encounter",
     "Appointment",
     "ChargeItem",

@@ -142,6 +142,7 @@ mod tests {
             payload: "canonical".into(),
             appointment: None,
             reference: None,
+            master: false,
             body: body.to_vec(),
         }
     }

@@ -60,6 +60,11 @@ pub struct OutboxItem {
     /// [`super::ledger`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// True for the upsert of a master-data record itself (an MFN or FHIR clinic or
+    /// doctor): always sent, and once delivered its `reference` counts as sent, so a later
+    /// appointment's abbreviated record of it is not sent over it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub master: bool,
     /// The rendered body.
     #[serde(skip)]
     pub body: Vec<u8>,
@@ -737,6 +742,7 @@ mod tests {
             payload: "hl7".into(),
             appointment: None,
             reference: None,
+            master: false,
             body: b"MSH|".to_vec(),
         }
     }

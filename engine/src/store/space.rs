@@ -243,6 +243,7 @@ mod tests {
             payload: "hl7".into(),
             appointment: None,
             reference: None,
+            master: false,
             body: b"raw".to_vec(),
         };
         let dead = OutboxItem {

@@ -398,6 +398,7 @@ fn schedule_data(a: &Appointment, id: &str, status: &str) -> Map<String, Value> 
 /// | slot blocked (SIU^S23) | `schedule.created` (`his_status` `blocked`) |
 /// | a blocked slot rescheduled, modified or its resources changed (SIU^S13, S14, S18-S22 of a block) | `schedule.updated` |
 /// | slot opened (SIU^S24) | `schedule.deleted` (`his_status` `open`): the block is gone |
+/// | schedule updated / deactivated (FHIR Schedule) | `schedule.updated` (`his_is_active` false when deactivated) |
 ///
 /// With `emit_locations`, an appointment's clinic is sent first as `location.updated`.
 /// Other events (patients, visits, orders, practitioners) give an empty list.
@@ -417,6 +418,10 @@ pub fn render(event: &Event, opts: &BuktorOptions) -> Result<Vec<Rendered>, Mapp
         return Ok(out);
     }
     if let Some(rendered) = render_schedule(event, when, opts)? {
+        out.push(rendered);
+        return Ok(out);
+    }
+    if let Some(rendered) = render_availability(event, when, opts)? {
         out.push(rendered);
         return Ok(out);
     }
@@ -653,6 +658,51 @@ fn render_schedule(
     let mut data = schedule_data(a, id, status);
     put(&mut data, "his_updated_at", Some(local(when)));
     envelope(event, event_type, id, &utc(when), data, opts).map(Some)
+}
+
+/// The `schedule.updated` envelope of a schedule (FHIR Schedule in): its id, first doctor,
+/// clinic and service, planning horizon and whether it is active; `None` for other kinds.
+fn render_availability(
+    event: &Event,
+    when: Option<&Timestamp>,
+    opts: &BuktorOptions,
+) -> Result<Option<Rendered>, MappingError> {
+    let deactivated = match event.kind {
+        EventKind::ScheduleUpdated => false,
+        EventKind::ScheduleDeactivated => true,
+        _ => return Ok(None),
+    };
+    let when = when.ok_or_else(|| super::missing("source.message_time"))?;
+    let s = event
+        .schedule
+        .as_ref()
+        .ok_or_else(|| super::missing("schedule"))?;
+    let id =
+        s.id.as_deref()
+            .ok_or_else(|| super::missing("schedule.id"))?;
+    let mut data = Map::new();
+    put(&mut data, "his_schedule_id", Some(id));
+    let doctor = s.practitioners.first().and_then(|p| p.code.clone());
+    put(&mut data, "his_doctor_id", doctor);
+    let clinic = s.locations.first().and_then(|l| l.code.clone());
+    put(&mut data, "his_location_id", clinic);
+    let service = s.services.first().and_then(|c| c.code.clone());
+    put(&mut data, "his_service_id", service);
+    put(
+        &mut data,
+        "his_start_at",
+        s.planning_start.as_ref().map(local),
+    );
+    put(&mut data, "his_end_at", s.planning_end.as_ref().map(local));
+    if let Some(active) = s
+        .active
+        .filter(|_| !deactivated)
+        .or(deactivated.then_some(false))
+    {
+        data.insert("his_is_active".into(), Value::Bool(active));
+    }
+    put(&mut data, "his_updated_at", Some(local(when)));
+    envelope(event, "schedule.updated", id, &utc(when), data, opts).map(Some)
 }
 
 #[cfg(test)]

@@ -845,6 +845,8 @@ pub fn render(event: &Event, opts: &OpsportOptions) -> Result<Vec<Rendered>, Map
         | EventKind::ChargePosted
         | EventKind::ChargeReversed
         | EventKind::StudyAvailable
+        | EventKind::ScheduleUpdated
+        | EventKind::ScheduleDeactivated
         // OpsPort has no delete, and a bed or a blocked slot is no patient or appointment.
         | EventKind::PatientDeleted
         | EventKind::BedStatusUpdated

@@ -752,7 +752,9 @@ fn journey_update(kind: EventKind) -> Option<bool> {
         | EventKind::ServiceUpdated
         | EventKind::ServiceDeactivated
         | EventKind::ServiceDeleted
-        | EventKind::StudyAvailable => None,
+        | EventKind::StudyAvailable
+        | EventKind::ScheduleUpdated
+        | EventKind::ScheduleDeactivated => None,
     }
 }
 

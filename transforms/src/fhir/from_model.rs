@@ -16,6 +16,7 @@ use super::systems;
 use super::FhirError;
 use crate::model::stable_id;
 use crate::model::ImagingStudy;
+use crate::model::Schedule;
 use crate::model::{
     Address, Allergy, Appointment, AppointmentStatus, Charge, ChargeStatus, Coded, Contact,
     ContactUse, Encounter, EncounterClass, Event, EventKind, Gender, HumanName, Identifier,
@@ -1673,7 +1674,7 @@ fn appointment_identifiers(a: &Appointment) -> Vec<t::Identifier> {
 }
 
 /// Identifier system of the Schedules made for SIU^S23/S24 (see [`schedule_slot`]).
-const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
+pub(crate) const SCHEDULE_SYSTEM: &str = "urn:switchboard:schedule";
 /// Identifier system of general resources (AIG-3), as Schedule actors.
 pub(crate) const RESOURCE_SYSTEM: &str = "urn:switchboard:resource";
 
@@ -1749,6 +1750,137 @@ pub fn schedule_slot(a: &Appointment, blocked: bool) -> Option<(r::Schedule, r::
         ..Default::default()
     };
     Some((schedule, slot))
+}
+
+/// Identifier system of the PractitionerRoles made for practitioner master records: the
+/// practitioner's key (`system|value`), one role per practitioner.
+pub(crate) const PRACTITIONER_ROLE_SYSTEM: &str = "urn:switchboard:practitioner-role";
+
+/// FHIR Schedule of a canonical schedule (a `schedule_*` event): identified by the schedule's
+/// id (`urn:switchboard:schedule`), its actors the practitioners, locations and general
+/// resources (`urn:switchboard:resource`), with its service types, specialty, planning
+/// horizon, `active` and comment. `None` without an id or an actor (R4 requires an actor).
+pub fn schedule_resource(s: &Schedule) -> Option<r::Schedule> {
+    let id = s.id.as_deref()?;
+    let mut actor: Vec<t::Reference> = s
+        .practitioners
+        .iter()
+        .filter_map(practitioner_ref)
+        .collect();
+    actor.extend(s.locations.iter().filter_map(location_ref));
+    for res in &s.resources {
+        if let Some(code) = res.code.as_deref() {
+            actor.push(t::Reference {
+                identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+                display: res.text.as_deref().map(fstr),
+                ..Default::default()
+            });
+        }
+    }
+    if actor.is_empty() {
+        return None;
+    }
+    Some(r::Schedule {
+        id: Some(resource_id("Schedule", SCHEDULE_SYSTEM, id).into()),
+        identifier: vec![plain_identifier(SCHEDULE_SYSTEM, id)],
+        active: s.active.map(Into::into),
+        service_type: s.services.iter().map(codeable).collect(),
+        specialty: s.specialty.iter().map(codeable).collect(),
+        actor,
+        planning_horizon: period(s.planning_start.as_ref(), s.planning_end.as_ref()),
+        comment: s.comment.as_deref().map(fstr),
+        ..Default::default()
+    })
+}
+
+/// Identifier system of the Slots made for the resources of an SIU^S18-S22: the
+/// appointment's id and the resource's schedule key.
+pub(crate) const RESOURCE_SLOT_SYSTEM: &str = "urn:switchboard:resource-slot";
+
+/// FHIR Schedule and Slot of one resource's time changed by an SIU^S18-S22 (a canonical slot
+/// of an `appointment_resource_*` event): the Schedule of that resource (its id derived from
+/// it, as [`schedule_slot`] does), the Slot `busy`, `busy-unavailable` or `free`. `None`
+/// without a resource, an id, a start or an end.
+pub fn resource_schedule_slot(slot: &crate::model::Slot) -> Option<(r::Schedule, r::Slot)> {
+    let id = slot.id.as_deref()?;
+    let start = slot.start.as_ref()?;
+    let end = slot.end.as_ref()?;
+    let sc = &slot.schedule;
+    let (actor, key) = if let Some(p) = sc.practitioners.first() {
+        let (system, value) = practitioner_key(p)?;
+        (
+            practitioner_ref(p)?,
+            format!("Practitioner|{system}|{value}"),
+        )
+    } else if let Some(l) = sc.locations.first() {
+        (location_ref(l)?, format!("Location|{}", l.code.as_deref()?))
+    } else {
+        let r = sc.resources.first()?;
+        let code = r.code.as_deref()?;
+        let actor = t::Reference {
+            identifier: Some(Box::new(plain_identifier(RESOURCE_SYSTEM, code))),
+            display: r.text.as_deref().map(fstr),
+            ..Default::default()
+        };
+        (actor, format!("Device|{code}"))
+    };
+    let schedule_id = resource_id("Schedule", SCHEDULE_SYSTEM, &key);
+    let schedule = r::Schedule {
+        id: Some(schedule_id.clone().into()),
+        identifier: vec![plain_identifier(SCHEDULE_SYSTEM, &key)],
+        actor: vec![actor],
+        ..Default::default()
+    };
+    let mut schedule_ref = reference("Schedule", &schedule_id, None);
+    schedule_ref.identifier = Some(Box::new(plain_identifier(SCHEDULE_SYSTEM, &key)));
+    let slot_key = format!("{id}|{key}");
+    let slot = r::Slot {
+        id: Some(resource_id("Slot", RESOURCE_SLOT_SYSTEM, &slot_key).into()),
+        identifier: vec![plain_identifier(RESOURCE_SLOT_SYSTEM, &slot_key)],
+        service_type: slot.services.iter().map(codeable).collect(),
+        appointment_type: slot
+            .appointment_type
+            .as_ref()
+            .map(|c| Box::new(codeable(c))),
+        schedule: Box::new(schedule_ref),
+        status: slot.status.fhir_code().into(),
+        start: instant(start).into(),
+        end: instant(end).into(),
+        comment: slot.comment.as_deref().map(fstr),
+        ..Default::default()
+    };
+    Some((schedule, slot))
+}
+
+/// FHIR PractitionerRole of a practitioner master record that names its clinics: the
+/// practitioner, each clinic (`clinic_codes`) as a location by identifier, the
+/// specialisation as the specialty, `active`. `None` when the record names no clinic or has
+/// no key.
+pub fn practitioner_role(p: &Practitioner) -> Option<r::PractitionerRole> {
+    if p.clinic_codes.is_empty() {
+        return None;
+    }
+    let (system, value) = practitioner_key(p)?;
+    let key = format!("{system}|{value}");
+    let location = p
+        .clinic_codes
+        .iter()
+        .filter_map(|code| {
+            location_ref(&Location {
+                code: Some(code.clone()),
+                ..Location::default()
+            })
+        })
+        .collect();
+    Some(r::PractitionerRole {
+        id: Some(resource_id("PractitionerRole", PRACTITIONER_ROLE_SYSTEM, &key).into()),
+        identifier: vec![plain_identifier(PRACTITIONER_ROLE_SYSTEM, &key)],
+        active: p.active.map(Into::into),
+        practitioner: practitioner_ref(p).map(Box::new),
+        location,
+        specialty: p.specialisation.iter().map(codeable).collect(),
+        ..Default::default()
+    })
 }
 
 /// Extension URL, on an `Appointment.serviceType`, of the service's own time (AIS-4 and
@@ -2762,6 +2894,31 @@ pub fn event_to_resources(event: &Event) -> Result<Vec<Resource>, FhirError> {
         out.push(Resource::Schedule(Box::new(schedule)));
         out.push(Resource::Slot(Box::new(slot)));
     }
+    // A resource change of an appointment (SIU^S18-S22): each resource's time in its
+    // Schedule.
+    if !slot {
+        for (schedule, slot) in event.slots.iter().filter_map(resource_schedule_slot) {
+            if !out
+                .iter()
+                .any(|r| matches!(r, Resource::Schedule(x) if x.id == schedule.id))
+            {
+                out.push(Resource::Schedule(Box::new(schedule)));
+            }
+            out.push(Resource::Slot(Box::new(slot)));
+        }
+    }
+    // A schedule event (FHIR Schedule in): the Schedule by conditional update.
+    if let Some(schedule) = event.schedule.as_ref().and_then(schedule_resource) {
+        out.push(Resource::Schedule(Box::new(schedule)));
+    }
+    // A practitioner master record with its clinics: its PractitionerRole too.
+    if event.kind.is_master_data() {
+        for p in &event.practitioners {
+            if let Some(role) = practitioner_role(p) {
+                out.push(Resource::PractitionerRole(Box::new(role)));
+            }
+        }
+    }
     for (i, c) in event.charges.iter().enumerate() {
         out.push(Resource::ChargeItem(Box::new(charge_item(
             c, i, event, subject,
@@ -2853,6 +3010,7 @@ fn request_url(resource: &Resource) -> String {
         Resource::AllergyIntolerance(x) => ("AllergyIntolerance", &x.identifier, x.id.as_ref()),
         Resource::Condition(x) => ("Condition", &x.identifier, x.id.as_ref()),
         Resource::Schedule(x) => ("Schedule", &x.identifier, x.id.as_ref()),
+        Resource::PractitionerRole(x) => ("PractitionerRole", &x.identifier, x.id.as_ref()),
         Resource::Procedure(x) => ("Procedure", &x.identifier, x.id.as_ref()),
         Resource::Coverage(x) => ("Coverage", &x.identifier, x.id.as_ref()),
         Resource::Slot(x) => ("Slot", &x.identifier, x.id.as_ref()),
@@ -2945,6 +3103,10 @@ fn rewrite_references(
             p.general_practitioner.iter_mut().for_each(fix);
         }
         Resource::Schedule(x) => x.actor.iter_mut().for_each(fix),
+        Resource::PractitionerRole(x) => {
+            x.practitioner.iter_mut().for_each(|r| fix(r));
+            x.location.iter_mut().for_each(fix);
+        }
         Resource::Coverage(x) => {
             fix(&mut x.beneficiary);
             x.payor.iter_mut().for_each(fix);
@@ -3148,6 +3310,7 @@ fn resource_local_ref(res: &Resource) -> Option<String> {
         Resource::ImagingStudy(_) => "ImagingStudy",
         Resource::MedicationRequest(_) => "MedicationRequest",
         Resource::MedicationDispense(_) => "MedicationDispense",
+        Resource::PractitionerRole(_) => "PractitionerRole",
         _ => return None,
     };
     Some(format!("{rtype}/{id}"))

@@ -29,7 +29,7 @@ use super::from_model::{
     EXT_LOCATION_CLASSIFICATION, EXT_MODE_OF_ARRIVAL, EXT_PATIENT_TYPE, EXT_PLANNED_END,
     EXT_PLANNED_START, EXT_RESOURCE_QUANTITY, EXT_ROLE_PERIOD, EXT_SERVICE_PERIOD,
     EXT_TRANSFER_REASON, EXT_VISIT_USER_CODE, PARTICIPATION_SYSTEM, PARTICIPATION_TYPE,
-    REFERRAL_SOURCE_TEXT, RESOURCE_SYSTEM,
+    REFERRAL_SOURCE_TEXT, RESOURCE_SLOT_SYSTEM, RESOURCE_SYSTEM, SCHEDULE_SYSTEM,
 };
 use super::from_model::{
     EVENT_KIND_TAG, EXT_BIRTH_TIME, EXT_EVENT_REASON, EXT_FINANCIAL_CLASS, EXT_INSURER, EXT_ROLE,
@@ -49,6 +49,7 @@ use crate::model::{
 };
 use crate::model::{AppointmentLocation, AppointmentPerson, AppointmentService};
 use crate::model::{Coverage, Diagnosis, Facility, Guarantor, Insured, Procedure, Specimen};
+use crate::model::{Schedule, Slot, SlotStatus};
 
 /// Reads the value of any fhirbolt primitive (`Option<T>` with a `value: Option<String>`).
 macro_rules! val {
@@ -359,6 +360,7 @@ fn resource_type(res: &Resource) -> Option<&'static str> {
         Resource::ImagingStudy(_) => "ImagingStudy",
         Resource::MedicationRequest(_) => "MedicationRequest",
         Resource::MedicationDispense(_) => "MedicationDispense",
+        Resource::PractitionerRole(_) => "PractitionerRole",
         _ => return None,
     })
 }
@@ -819,6 +821,9 @@ impl<'a> Reader<'a> {
                     }
                     Some(ev)
                 }
+                // A resource's time of an appointment of the input (SIU^S18-S22): its slot,
+                // added to the appointment's event below.
+                Resource::Slot(slot) if self.is_resource_slot(slot) => None,
                 Resource::Slot(slot) => Some(self.slot_event(slot, &base, i)?),
                 Resource::HealthcareService(h) => Some(self.service_event(h, &base, i)?),
                 Resource::ImagingStudy(x) => Some(self.imaging_study_event(x, &base, i)?),
@@ -840,6 +845,7 @@ impl<'a> Reader<'a> {
                 | Resource::RelatedPerson(_)
                 | Resource::Organization(_)
                 | Resource::Specimen(_)
+                | Resource::PractitionerRole(_)
                 | Resource::Schedule(_) => None,
                 _ => {
                     return Err(FhirError::unprocessable(
@@ -854,7 +860,9 @@ impl<'a> Reader<'a> {
         // about, in a Bundle tagged with no other kind): the location or practitioner itself
         // changed. A bed status Bundle (ADT^A20) is a Location too, and stays what it was.
         let master = self.tagged_kind.is_none_or(|k| {
-            k.as_str().starts_with("location_") || k.as_str().starts_with("practitioner_")
+            ["location_", "practitioner_", "schedule_"]
+                .iter()
+                .any(|p| k.as_str().starts_with(p))
         });
         if events.is_empty() && master {
             for i in 0..self.entries.len() {
@@ -862,6 +870,22 @@ impl<'a> Reader<'a> {
                 match self.entries[i].resource {
                     Resource::Location(l) => events.push(self.location_event(l, &base, i)?),
                     Resource::Practitioner(p) => events.push(self.practitioner_event(p, &base, i)?),
+                    Resource::PractitionerRole(r) => {
+                        let ev = self.role_event(r, &base, i)?;
+                        // The role of a practitioner of the same input completes that
+                        // practitioner's event (as the master record wrote them together).
+                        let code = ev.practitioners.first().and_then(|p| p.code.clone());
+                        let same = events.iter_mut().find(|e| {
+                            e.kind.as_str().starts_with("practitioner_")
+                                && e.practitioners.first().and_then(|p| p.code.as_ref())
+                                    == code.as_ref()
+                        });
+                        match same {
+                            Some(e) => with_role(&mut e.practitioners[0], &ev.practitioners[0]),
+                            None => events.push(ev),
+                        }
+                    }
+                    Resource::Schedule(x) => events.push(self.schedule_event(x, &base, i)?),
                     _ => {}
                 }
             }
@@ -898,6 +922,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        self.attach_resource_slots(&mut events)?;
         let mut events = fold(events);
         // A Patient that replaces others (link type `replaces`) carries a merge (ADT^A40).
         for ev in &mut events {
@@ -973,6 +998,168 @@ impl<'a> Reader<'a> {
         );
         let mut ev = self.event(kind, i, "Practitioner");
         ev.practitioners.push(value);
+        Ok(ev)
+    }
+
+    /// Whether a Slot is one of an appointment's resources (`urn:switchboard:resource-slot`)
+    /// while the input has that appointment.
+    fn is_resource_slot(&self, slot: &r::Slot) -> bool {
+        let has_appointment = self
+            .entries
+            .iter()
+            .any(|e| matches!(e.resource, Resource::Appointment(_)));
+        has_appointment
+            && slot
+                .identifier
+                .iter()
+                .any(|id| val!(id.system) == Some(RESOURCE_SLOT_SYSTEM))
+    }
+
+    /// The resource Slots of an appointment (see `is_resource_slot`) as its event's slots.
+    fn attach_resource_slots(&mut self, events: &mut [Event]) -> Result<(), FhirError> {
+        for i in 0..self.entries.len() {
+            let base = self.entries[i].base.clone();
+            let Resource::Slot(s) = self.entries[i].resource else {
+                continue;
+            };
+            if !self.is_resource_slot(s) {
+                continue;
+            }
+            let Some(ev) = events.iter_mut().find(|e| e.appointment.is_some()) else {
+                continue;
+            };
+            let block = self.slot_event(s, &base, i)?;
+            let id = s
+                .identifier
+                .iter()
+                .find(|x| val!(x.system) == Some(RESOURCE_SLOT_SYSTEM))
+                .and_then(|x| owned(val!(x.value)))
+                .and_then(|v| v.split('|').next().map(str::to_owned));
+            for mut slot in block.slots {
+                slot.id = id.clone();
+                slot.status = SlotStatus::from_fhir_code(val!(Some(&s.status)).unwrap_or(""))
+                    .unwrap_or(slot.status);
+                ev.slots.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// A PractitionerRole: its practitioner (by reference or identifier) as a practitioner
+    /// master event, with the role's locations as `clinic_codes`, its first specialty as the
+    /// specialisation, its telecom and `active`.
+    fn role_event(
+        &self,
+        x: &r::PractitionerRole,
+        base: &str,
+        i: usize,
+    ) -> Result<Event, FhirError> {
+        let mut p = x
+            .practitioner
+            .as_deref()
+            .and_then(|r| self.practitioner_ref(r))
+            .ok_or_else(|| {
+                FhirError::unprocessable(
+                    format!("{base}.practitioner"),
+                    "a practitioner role needs its practitioner (a reference or an identifier)",
+                )
+            })?;
+        p.clinic_codes = x
+            .location
+            .iter()
+            .filter_map(|l| self.location_ref(l))
+            .filter_map(|l| l.code)
+            .collect();
+        if let Some(s) = x.specialty.first().and_then(coded) {
+            p.specialisation = Some(s);
+        }
+        for c in &x.telecom {
+            let value = owned(val!(c.value));
+            match val!(c.system) {
+                Some("phone") if p.phone.is_none() => p.phone = value,
+                Some("email") if p.email.is_none() => p.email = value,
+                _ => {}
+            }
+        }
+        p.active = x.active.as_ref().and_then(|a| a.value);
+        let kind = self.master_kind(
+            i,
+            p.active == Some(false),
+            [
+                EventKind::PractitionerCreated,
+                EventKind::PractitionerUpdated,
+                EventKind::PractitionerDeactivated,
+                EventKind::PractitionerDeleted,
+            ],
+        );
+        let mut ev = self.event(kind, i, "PractitionerRole");
+        ev.practitioners.push(p);
+        Ok(ev)
+    }
+
+    /// A Schedule on its own (no Slot of the input names it): the availability of its actors
+    /// (practitioners, locations, general resources by `urn:switchboard:resource`), its
+    /// service types, specialty, planning horizon, `active` and comment.
+    fn schedule_event(&self, x: &r::Schedule, base: &str, i: usize) -> Result<Event, FhirError> {
+        let id = x
+            .identifier
+            .iter()
+            .find(|id| val!(id.system) != Some(SCHEDULE_SYSTEM))
+            .or_else(|| x.identifier.first())
+            .and_then(|id| owned(val!(id.value)))
+            .ok_or_else(|| {
+                FhirError::unprocessable(
+                    format!("{base}.identifier"),
+                    "a schedule needs an identifier",
+                )
+            })?;
+        let mut schedule = Schedule {
+            id: Some(id),
+            services: x.service_type.iter().filter_map(coded).collect(),
+            specialty: x.specialty.first().and_then(coded),
+            active: x.active.as_ref().and_then(|a| a.value),
+            comment: owned(val!(x.comment)),
+            ..Schedule::default()
+        };
+        for actor in &x.actor {
+            let target = val!(actor.reference).unwrap_or("");
+            let system = actor.identifier.as_deref().and_then(|i| val!(i.system));
+            if system == Some(RESOURCE_SYSTEM) {
+                schedule.resources.extend(
+                    actor
+                        .identifier
+                        .as_deref()
+                        .and_then(|i| owned(val!(i.value)))
+                        .map(|code| Coded {
+                            code: Some(code),
+                            text: owned(val!(actor.display)),
+                            system: None,
+                        }),
+                );
+            } else if self.locations.contains_key(target)
+                || target.starts_with("Location/")
+                || system == Some(systems::LOCATION)
+            {
+                schedule.locations.extend(self.location_ref(actor));
+            } else {
+                schedule.practitioners.extend(self.practitioner_ref(actor));
+            }
+        }
+        if let Some(h) = x.planning_horizon.as_deref() {
+            schedule.planning_start = val!(h.start)
+                .map(|v| timestamp(v, &format!("{base}.planningHorizon.start")))
+                .transpose()?;
+            schedule.planning_end = val!(h.end)
+                .map(|v| timestamp(v, &format!("{base}.planningHorizon.end")))
+                .transpose()?;
+        }
+        let kind = match self.tagged_kind {
+            Some(k @ (EventKind::ScheduleUpdated | EventKind::ScheduleDeactivated)) => k,
+            _ if schedule.active == Some(false) => EventKind::ScheduleDeactivated,
+            _ => EventKind::ScheduleUpdated,
+        };
+        let mut ev = self.event(kind, i, "Schedule");
+        ev.schedule = Some(schedule);
         Ok(ev)
     }
 
@@ -1888,6 +2075,8 @@ impl<'a> Reader<'a> {
                 "a slot identifier is required",
             ));
         }
+        let slot_status = SlotStatus::from_fhir_code(val!(Some(&s.status)).unwrap_or(""))
+            .unwrap_or(SlotStatus::BusyUnavailable);
         let (kind, status) = match val!(Some(&s.status)) {
             Some("free") => (EventKind::SlotOpened, AppointmentStatus::Cancelled),
             Some("busy-unavailable" | "busy" | "busy-tentative") => {
@@ -1984,6 +2173,17 @@ impl<'a> Reader<'a> {
             roles: Vec::new(),
         };
         let mut ev = self.event(kind, i, "Slot");
+        // The Schedule's own id: from the Schedule of the input, else the reference's
+        // identifier (a Schedule the receiver already has).
+        let own_id = |id: &t::Identifier| {
+            (val!(id.system) != Some(SCHEDULE_SYSTEM))
+                .then(|| owned(val!(id.value)))
+                .flatten()
+        };
+        let schedule_id = schedule
+            .and_then(|x| x.identifier.iter().find_map(own_id))
+            .or_else(|| s.schedule.identifier.as_deref().and_then(own_id));
+        ev.slots = vec![slot_of(&appointment, slot_status, schedule_id)];
         ev.appointment = Some(appointment);
         Ok(ev)
     }
@@ -3291,6 +3491,48 @@ fn location(l: &r::Location, _base: &str) -> Location {
         specialisation: l.r#type.first().and_then(coded),
         bed_status: l.operational_status.as_deref().and_then(coded_of),
         ..Location::default()
+    }
+}
+
+/// Adds what a PractitionerRole says (clinics, specialty, telecom) to its practitioner.
+fn with_role(p: &mut Practitioner, role: &Practitioner) {
+    if !role.clinic_codes.is_empty() {
+        p.clinic_codes.clone_from(&role.clinic_codes);
+    }
+    if role.specialisation.is_some() {
+        p.specialisation.clone_from(&role.specialisation);
+    }
+    if p.phone.is_none() {
+        p.phone.clone_from(&role.phone);
+    }
+    if p.email.is_none() {
+        p.email.clone_from(&role.email);
+    }
+}
+
+/// The canonical slot of a FHIR Slot read as a block (see `slot_event`): the block's time in
+/// the schedule of its resources.
+fn slot_of(a: &Appointment, status: SlotStatus, schedule_id: Option<String>) -> Slot {
+    Slot {
+        id: a
+            .filler_id
+            .clone()
+            .or_else(|| a.placer_id.clone())
+            .or_else(|| a.remote_id.clone()),
+        schedule: Schedule {
+            id: schedule_id,
+            practitioners: a.personnel.iter().map(|p| p.practitioner.clone()).collect(),
+            locations: a.locations.iter().map(|l| l.location.clone()).collect(),
+            resources: a.resources.iter().map(|r| r.resource.clone()).collect(),
+            ..Schedule::default()
+        },
+        status,
+        start: a.start,
+        end: a.end,
+        services: a.services.iter().map(|s| s.service.clone()).collect(),
+        appointment_type: a.appointment_type.clone(),
+        reason: None,
+        comment: a.notes.clone(),
     }
 }
 

@@ -315,6 +315,7 @@ pub fn events_from_body(body: &str) -> Result<Vec<Event>, JsonError> {
                     ..Coded::default()
                 }),
                 active,
+                ..Service::default()
             });
             Ok(vec![ev])
         }

@@ -12,6 +12,7 @@
 //! | MFN^M02 | `STF`, `PRA` | STF, PRA, ORG | `practitioner_created/updated/deactivated/deleted` |
 //! | MFN^M04 | `CDM` | CDM, PRC | `service_created/updated/deactivated/deleted` |
 //! | MFN^M05 | `LOC` | LOC, LCH, LRL, LDP, LCC | `location_created/updated/deactivated/deleted` |
+//! | MFN^M08, M09, M10 | `OMA`, `OMB`, `OMC` | OM1, OM2, OM3, OM4, OM5 | `service_created/updated/deactivated/deleted` for orderable tests |
 //!
 //! MFE-1 (HL7 table 0180) decides the kind: `MAD` created, `MUP` and `MAC` (reactivate)
 //! updated, `MDC` deactivated, `MDL` deleted. `MAC` sets the entity active, `MDC` inactive.
@@ -48,6 +49,16 @@
 //! CDM-1.2; description CDM-4; active CDM-8 (`A`/`I`); price PRC-5.1.1 and currency
 //! PRC-5.1.2, department PRC-3 of the first PRC.
 //!
+//! Test/observation master files (MFN^M08 numeric, M09 categorical, M10 batteries): a
+//! record describes a test; one that can be ordered is a service, one whose OM1-12
+//! (orderable) is `N` is only a result component and is accepted without an event (nothing
+//! to send; an empty OM1-12 counts as orderable). Code OM1-2.1, else MFE-4.1; name OM1-2.2,
+//! else OM1-9 (preferred report name), else OM1-10 (short name); description OM1-11 (long
+//! name), else OM1-6 (observation description); department OM1-16 (producing department);
+//! nature OM1-18 (HL7 table 0174 as words); specimen required OM1-4 (`Y`/`N`); specimen
+//! OM4-6 of the first OM4; a battery's components every OM5-2 repetition. OM2 (units, ranges)
+//! and OM3 (answer codes) describe results, not the service, and are not read.
+//!
 //! A record is rejected (and named in the MFK) when MFE-1 is not in table 0180, when it has
 //! no primary key (neither the record segment's key nor MFE-4), when its record segment is
 //! missing, or when a date or price in it does not parse.
@@ -69,6 +80,9 @@ pub enum MasterFileKind {
     Service,
     /// Locations (MFN^M05).
     Location,
+    /// Test/observation master files (MFN^M08 numeric, M09 categorical, M10 batteries):
+    /// the orderable tests among them are services.
+    Observation,
 }
 
 impl MasterFileKind {
@@ -78,6 +92,7 @@ impl MasterFileKind {
             "M02" => Some(MasterFileKind::Practitioner),
             "M04" => Some(MasterFileKind::Service),
             "M05" => Some(MasterFileKind::Location),
+            "M08" | "M09" | "M10" => Some(MasterFileKind::Observation),
             _ => None,
         }
     }
@@ -88,6 +103,7 @@ impl MasterFileKind {
             MasterFileKind::Practitioner => "STF",
             MasterFileKind::Service => "CDM",
             MasterFileKind::Location => "LOC",
+            MasterFileKind::Observation => "OM1",
         }
     }
 
@@ -98,10 +114,18 @@ impl MasterFileKind {
             (MasterFileKind::Practitioner, Change::Updated) => K::PractitionerUpdated,
             (MasterFileKind::Practitioner, Change::Deactivated) => K::PractitionerDeactivated,
             (MasterFileKind::Practitioner, Change::Deleted) => K::PractitionerDeleted,
-            (MasterFileKind::Service, Change::Added) => K::ServiceCreated,
-            (MasterFileKind::Service, Change::Updated) => K::ServiceUpdated,
-            (MasterFileKind::Service, Change::Deactivated) => K::ServiceDeactivated,
-            (MasterFileKind::Service, Change::Deleted) => K::ServiceDeleted,
+            (MasterFileKind::Service | MasterFileKind::Observation, Change::Added) => {
+                K::ServiceCreated
+            }
+            (MasterFileKind::Service | MasterFileKind::Observation, Change::Updated) => {
+                K::ServiceUpdated
+            }
+            (MasterFileKind::Service | MasterFileKind::Observation, Change::Deactivated) => {
+                K::ServiceDeactivated
+            }
+            (MasterFileKind::Service | MasterFileKind::Observation, Change::Deleted) => {
+                K::ServiceDeleted
+            }
             (MasterFileKind::Location, Change::Added) => K::LocationCreated,
             (MasterFileKind::Location, Change::Updated) => K::LocationUpdated,
             (MasterFileKind::Location, Change::Deactivated) => K::LocationDeactivated,
@@ -156,7 +180,8 @@ impl RecordOutcome {
 pub struct MasterFile {
     /// Which master file.
     pub file: MasterFileKind,
-    /// One event per accepted record, in message order.
+    /// One event per accepted record, in message order (none for a test/observation record
+    /// that is not orderable).
     pub events: Vec<Event>,
     /// One outcome per record (MFE), in message order.
     pub records: Vec<RecordOutcome>,
@@ -178,7 +203,7 @@ impl MasterFile {
     }
 }
 
-/// Maps a master file notification (MFN^M02, M04, M05) record by record.
+/// Maps a master file notification (MFN^M02, M04, M05, M08, M09, M10) record by record.
 ///
 /// The second record's event code, `ADD`, is not in table 0180: that record alone is rejected.
 ///
@@ -226,7 +251,7 @@ pub fn map_master_file(
             error: None,
         };
         match record_event(msg, &source, file, n, mfe, body) {
-            Ok(event) => events.push(event),
+            Ok(event) => events.extend(event),
             Err(e) => {
                 outcome.rejected = Some(e.to_string());
                 outcome.error = Some(e);
@@ -248,7 +273,7 @@ fn record_event(
     index: usize,
     mfe: &SegmentRef<'_, '_>,
     body: &[SegmentRef<'_, '_>],
-) -> Result<Event, MappingError> {
+) -> Result<Option<Event>, MappingError> {
     let mfe_path = || msg.field_path(mfe, 1);
     let change = match mfe
         .get(1)
@@ -328,6 +353,23 @@ fn record_event(
             event.service = Some(s);
             key
         }
+        MasterFileKind::Observation => {
+            // A test that cannot be ordered (OM1-12 `N`) is a result component, no service:
+            // accepted, and nothing to send.
+            if is_no(record, 12) {
+                return Ok(None);
+            }
+            let mut s = test_service(record, named("OM4").next(), named("OM5"));
+            if s.code.is_empty() {
+                s.code = mfe_key.ok_or_else(no_key)?;
+            }
+            if active.is_some() {
+                s.active = active;
+            }
+            let key = s.code.clone();
+            event.service = Some(s);
+            key
+        }
     };
     // One message carries many records: the record's position and key make each id unique,
     // and a resend of the same message gives the same ids.
@@ -341,7 +383,7 @@ fn record_event(
         &position,
         &key,
     ]);
-    Ok(event)
+    Ok(Some(event))
 }
 
 /// A/I (HL7 table 0183) as a flag; anything else is not said.
@@ -587,6 +629,68 @@ fn service(
     Ok(s)
 }
 
+/// Y/N (HL7 table 0136): true when the field says `N`.
+fn is_no(seg: &SegmentRef<'_, '_>, field: usize) -> bool {
+    yes_no(seg, field) == Some(false)
+}
+
+/// Y/N (HL7 table 0136) as a flag; anything else is not said.
+fn yes_no(seg: &SegmentRef<'_, '_>, field: usize) -> Option<bool> {
+    match seg
+        .get(field)
+        .text()
+        .map(|t| UpperCode::new(t.trim()))
+        .as_deref()
+    {
+        Some("Y") => Some(true),
+        Some("N") => Some(false),
+        _ => None,
+    }
+}
+
+/// HL7 table 0174 (nature of service/test/observation) as words.
+fn nature_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "A" => "Atomic test",
+        "C" => "Calculated observation",
+        "F" => "Functional procedure",
+        "P" => "Profile or battery",
+        "S" => "Superset",
+        _ => return None,
+    })
+}
+
+/// An orderable test of a test/observation master file (OM1, with the record's OM4 and
+/// OM5 segments).
+fn test_service<'a, 'm: 'a>(
+    om1: &SegmentRef<'_, '_>,
+    om4: Option<&SegmentRef<'_, '_>>,
+    om5: impl Iterator<Item = &'a SegmentRef<'a, 'm>>,
+) -> Service {
+    Service {
+        code: om1.get_comp(2, 1).string().unwrap_or_default(),
+        name: om1
+            .get_comp(2, 2)
+            .string()
+            .or_else(|| om1.get(9).string())
+            .or_else(|| om1.get(10).string()),
+        description: om1.get(11).string().or_else(|| om1.get(6).string()),
+        department: datatypes::coded(&om1.field(16)),
+        nature: om1
+            .get(18)
+            .text()
+            .and_then(|t| nature_text(&UpperCode::new(t.trim())))
+            .map(str::to_owned),
+        specimen_required: yes_no(om1, 4),
+        specimen: om4.and_then(|s| datatypes::coded(&s.field(6))),
+        components: om5
+            .flat_map(|s| s.field(2).reps().collect::<Vec<_>>())
+            .filter_map(|rep| datatypes::coded_at(&rep, 1))
+            .collect(),
+        ..Service::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,6 +731,32 @@ mod tests {
         assert_eq!(mf.events[1].practitioners[0].active, Some(true));
         // No value from the message in a reason.
         assert!(mf.rejections().iter().all(|r| !r.contains("19900230")));
+    }
+
+    #[test]
+    fn only_orderable_tests_become_services_and_every_record_is_answered() {
+        let mf = map(
+            "MSH|^~\\&|LIS|RUH|||20260615103000||MFN^M10|C1|P|2.5\r\
+             MFI|OMC||UPD|||AL\r\
+             MFE|MAD|R1||LIPID|CWE\rOM1|1|LIPID^Lipid panel^L||||||||||Y||||||P\r\
+             OM5|1|CHOL^Cholesterol^L~HDL^HDL^L\r\
+             MFE|MAD|R2||IDX|CWE\rOM1|2|IDX^Index^L||||||||||N\r\
+             MFE|MAD|R3|||CWE\rOM1|3\r",
+            MasterFileKind::Observation,
+        );
+        let accepted: Vec<bool> = mf.records.iter().map(RecordOutcome::accepted).collect();
+        assert_eq!(accepted, [true, true, false]);
+        assert_eq!(mf.events.len(), 1, "{:?}", mf.events);
+        let s = mf.events[0].service.as_ref().expect("a service");
+        assert_eq!(s.code, "LIPID");
+        assert_eq!(s.nature.as_deref(), Some("Profile or battery"));
+        let parts: Vec<_> = s
+            .components
+            .iter()
+            .filter_map(|c| c.code.as_deref())
+            .collect();
+        assert_eq!(parts, ["CHOL", "HDL"]);
+        assert_eq!(mf.events[0].kind, EventKind::ServiceCreated);
     }
 
     #[test]

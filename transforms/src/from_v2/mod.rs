@@ -20,7 +20,7 @@
 //! | ORU^R01/R30/R31/R32 | [`oru`] | result reported |
 //! | DFT^P03, DFT^P11 | [`dft`] | charge posted/reversed (+ payment outcome) |
 //! | RDE^O11/O25, RDS^O13 | [`rde`] | medication order created/updated/cancelled, medication dispensed |
-//! | MFN^M02, M04, M05 | [`mfn`] | practitioner, service, location created/updated/deactivated/deleted, one event per record ([`Mapped::MasterFile`]) |
+//! | MFN^M02, M04, M05, M08, M09, M10 | [`mfn`] | practitioner, service, location created/updated/deactivated/deleted, one event per record ([`Mapped::MasterFile`]); M08-M10 only for orderable tests |
 //!
 //! [`TRIGGERS`] lists every pair this module maps, with its v2.8 message structure.
 
@@ -176,7 +176,7 @@ pub fn map(msg: &V2Message<'_>) -> Result<Mapped, MappingError> {
 
 /// Every message code and trigger [`map`] maps, with its HL7 v2.8 message structure: ADT
 /// A01-A62 (without the queries A19 and A56-A59), SIU S12-S26 (without the query S25),
-/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11, MFN^M02/M04/M05,
+/// ORM^O01, OML^O21/O33/O35, ORU^R01/R30/R31/R32, DFT^P03/P11, MFN^M02/M04/M05/M08/M09/M10,
 /// RDE^O11/O25, RDS^O13.
 /// `docs/MAPPING.md` shows what
 /// each becomes.
@@ -266,6 +266,9 @@ pub const TRIGGERS: &[(&str, &str, &str)] = &[
     ("MFN", "M02", "MFN_M02"),
     ("MFN", "M04", "MFN_M04"),
     ("MFN", "M05", "MFN_M05"),
+    ("MFN", "M08", "MFN_M08"),
+    ("MFN", "M09", "MFN_M09"),
+    ("MFN", "M10", "MFN_M10"),
     ("RDE", "O11", "RDE_O11"),
     ("RDE", "O25", "RDE_O25"),
     ("RDS", "O13", "RDS_O13"),

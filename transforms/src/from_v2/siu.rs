@@ -53,6 +53,17 @@
 //! AIL-8/10, AIG-10/12, SCH-10, table ISO+ / ANSI): `MIN`/`M`/`MINUTES`, `H`/`HR`/`HOURS`,
 //! `S`/`SEC`/`SECONDS`, and absent means minutes.
 //!
+//! Schedule time (`slots`): S23 and S24 change one slot, the block's time (start to end) in
+//! the schedule of every resource the block names (AIP, AIL, AIG), `busy_unavailable`
+//! when blocked and `free` when opened. S18-S22 change each booked resource's own time (its
+//! start, else the appointment's; its duration, else to the appointment's end) in that
+//! resource's schedule (one slot per AIP, AIL and general AIG): `busy` when a resource is
+//! added or modified (S18, S19; `busy_unavailable` when the appointment is a block), `free`
+//! when it is cancelled, discontinued or deleted (S20-S22). AIS services are no schedule of
+//! their own: they are each slot's `services`. The slot's id is the appointment's (SCH-2,
+//! else SCH-1), its reason SCH-6 (else SCH-7), its comment the NTEs. Other triggers change
+//! no schedule time (the appointment says what it holds).
+//!
 //! Roles: no SIU structure defines ROL or PRT; one a site profile sends (after PID or PV1) is
 //! a role of the appointment (see `super::role`).
 
@@ -60,7 +71,8 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message, Version};
 use crate::model::{
     Appointment, AppointmentLocation, AppointmentPerson, AppointmentResource, AppointmentService,
-    AppointmentStatus, Coded, Event, EventKind, HumanName, Practitioner,
+    AppointmentStatus, Coded, Event, EventKind, HumanName, Practitioner, Schedule, Slot,
+    SlotStatus, Timestamp,
 };
 
 use super::adt::{encounter_from_pv1, patient_from_pid};
@@ -117,9 +129,81 @@ pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         Some(e) => std::mem::take(&mut e.roles),
         None => super::visit_roles(msg)?,
     };
+    event.slots = slots_of(&appointment, kind);
     event.appointment = Some(appointment);
     collect_practitioners(&mut event);
     Ok(event)
+}
+
+/// The schedule time a SIU changed (see the module's slot rule): empty outside S18-S24.
+fn slots_of(a: &Appointment, kind: EventKind) -> Vec<Slot> {
+    let blocked = a.status == AppointmentStatus::Blocked;
+    let status = match kind {
+        EventKind::SlotBlocked => SlotStatus::BusyUnavailable,
+        EventKind::SlotOpened => SlotStatus::Free,
+        EventKind::AppointmentResourceAdded | EventKind::AppointmentResourceModified if blocked => {
+            SlotStatus::BusyUnavailable
+        }
+        EventKind::AppointmentResourceAdded | EventKind::AppointmentResourceModified => {
+            SlotStatus::Busy
+        }
+        EventKind::AppointmentResourceCancelled
+        | EventKind::AppointmentResourceDiscontinued
+        | EventKind::AppointmentResourceDeleted => SlotStatus::Free,
+        _ => return Vec::new(),
+    };
+    let slot = |schedule: Schedule, start: Option<Timestamp>, minutes: Option<u32>| {
+        let start = start.or(a.start);
+        let end = match minutes {
+            Some(m) => start.and_then(|s| s.plus_minutes(i64::from(m))),
+            None => a.end,
+        };
+        Slot {
+            id: a.filler_id.clone().or_else(|| a.placer_id.clone()),
+            schedule,
+            status,
+            start,
+            end,
+            services: a.services.iter().map(|s| s.service.clone()).collect(),
+            appointment_type: a.appointment_type.clone(),
+            reason: a.event_reason.clone().or_else(|| a.reason.clone()),
+            comment: a.notes.clone(),
+        }
+    };
+    if matches!(kind, EventKind::SlotBlocked | EventKind::SlotOpened) {
+        // A block holds every resource it names for the block's time: one slot.
+        let schedule = Schedule {
+            practitioners: a.personnel.iter().map(|p| p.practitioner.clone()).collect(),
+            locations: a.locations.iter().map(|l| l.location.clone()).collect(),
+            resources: a.resources.iter().map(|r| r.resource.clone()).collect(),
+            ..Schedule::default()
+        };
+        return vec![slot(schedule, None, None)];
+    }
+    // A resource change: each resource's own time, in its own schedule.
+    let mut out = Vec::new();
+    for p in &a.personnel {
+        let schedule = Schedule {
+            practitioners: vec![p.practitioner.clone()],
+            ..Schedule::default()
+        };
+        out.push(slot(schedule, p.start, p.duration_minutes));
+    }
+    for l in &a.locations {
+        let schedule = Schedule {
+            locations: vec![l.location.clone()],
+            ..Schedule::default()
+        };
+        out.push(slot(schedule, l.start, l.duration_minutes));
+    }
+    for r in &a.resources {
+        let schedule = Schedule {
+            resources: vec![r.resource.clone()],
+            ..Schedule::default()
+        };
+        out.push(slot(schedule, r.start, r.duration_minutes));
+    }
+    out
 }
 
 /// The appointment of a SIU message (without the patient reference, which the event sets).
@@ -424,4 +508,47 @@ fn minutes(
         return Err(bad());
     }
     u32::try_from(seconds / 60).map(Some).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> Event {
+        let msg = V2Message::parse(text).expect("parses");
+        let code = msg
+            .segment("MSH")
+            .and_then(|m| m.get_comp(9, 2).string())
+            .expect("trigger");
+        *event_from_siu(&msg, kind_for(&code).expect("a SIU trigger")).expect("maps")
+    }
+
+    #[test]
+    fn resource_changes_say_what_each_resource_schedule_now_holds() {
+        let head = "MSH|^~\\&|HIS|RUH|||20260615103000||SIU^";
+        let body = "|C1|P|2.5\rSCH||APT-1^HIS|||||||||^^^202606161000^202606161030\r\
+                    AIP|1|A|DOC-1^Haddad^Omar||||||20|MIN\rAIL|1|A|CLN-1\r";
+        let added = event(&format!("{head}S18{body}"));
+        let statuses: Vec<SlotStatus> = added.slots.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [SlotStatus::Busy, SlotStatus::Busy]);
+        // The person's own duration; the location to the appointment's end.
+        let end = |i: usize| added.slots[i].end.map(|t| t.to_iso());
+        assert_eq!(end(0).as_deref(), Some("2026-06-16T10:20"));
+        assert_eq!(end(1).as_deref(), Some("2026-06-16T10:30"));
+        assert_eq!(added.slots[0].id.as_deref(), Some("APT-1"));
+        let deleted = event(&format!("{head}S22{body}"));
+        assert!(deleted.slots.iter().all(|s| s.status == SlotStatus::Free));
+        // A block's resources stay unavailable, not booked.
+        let block = format!("{head}S19{body}").replace(
+            "|^^^202606161000^202606161030",
+            "|^^^202606161000^202606161030||||||||||||||Blocked",
+        );
+        let changed = event(&block);
+        assert!(changed
+            .slots
+            .iter()
+            .all(|s| s.status == SlotStatus::BusyUnavailable));
+        // A new appointment changes no schedule time here.
+        assert!(event(&format!("{head}S12{body}")).slots.is_empty());
+    }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Appointment, Charge, Encounter, Identifier, ImagingStudy, Location, MedicationOrder, Order,
-    Patient, Practitioner, ResultReport, Service, Timestamp,
+    Patient, Practitioner, ResultReport, Schedule, Service, Slot, Timestamp,
 };
 
 /// What happened.
@@ -163,11 +163,16 @@ pub enum EventKind {
     MedicationOrderCancelled,
     /// Medication was dispensed for an order (RDS^O13; a FHIR MedicationDispense).
     MedicationDispensed,
+    /// A schedule (a practitioner's, location's or resource's availability) was created or
+    /// changed (FHIR Schedule, active or unsaid): [`Event::schedule`].
+    ScheduleUpdated,
+    /// A schedule was taken out of use (FHIR Schedule with `active` false).
+    ScheduleDeactivated,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 72] = [
+    pub const ALL: [EventKind; 74] = [
         EventKind::PatientRegistered,
         EventKind::PatientUpdated,
         EventKind::PatientMerged,
@@ -240,7 +245,31 @@ impl EventKind {
         EventKind::MedicationOrderUpdated,
         EventKind::MedicationOrderCancelled,
         EventKind::MedicationDispensed,
+        EventKind::ScheduleUpdated,
+        EventKind::ScheduleDeactivated,
     ];
+
+    /// True for master-data and schedule changes (locations, practitioners, services,
+    /// schedules): what other messages reference, delivered ahead of them.
+    pub const fn is_master_data(self) -> bool {
+        matches!(
+            self,
+            EventKind::LocationCreated
+                | EventKind::LocationUpdated
+                | EventKind::LocationDeactivated
+                | EventKind::LocationDeleted
+                | EventKind::PractitionerCreated
+                | EventKind::PractitionerUpdated
+                | EventKind::PractitionerDeactivated
+                | EventKind::PractitionerDeleted
+                | EventKind::ServiceCreated
+                | EventKind::ServiceUpdated
+                | EventKind::ServiceDeactivated
+                | EventKind::ServiceDeleted
+                | EventKind::ScheduleUpdated
+                | EventKind::ScheduleDeactivated
+        )
+    }
 
     /// The snake_case name of the kind: its JSON form, and part of [`Event::id`].
     pub const fn as_str(self) -> &'static str {
@@ -317,6 +346,8 @@ impl EventKind {
             EventKind::MedicationOrderUpdated => "medication_order_updated",
             EventKind::MedicationOrderCancelled => "medication_order_cancelled",
             EventKind::MedicationDispensed => "medication_dispensed",
+            EventKind::ScheduleUpdated => "schedule_updated",
+            EventKind::ScheduleDeactivated => "schedule_deactivated",
         }
     }
 }
@@ -448,6 +479,14 @@ pub struct Event {
     /// Medication orders of a `medication_*` event, in message order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub medication_orders: Vec<MedicationOrder>,
+    /// The schedule a schedule event (`schedule_*`) describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// The schedule time the event changed, in message order: the block of a `slot_*`
+    /// event, the time each resource of an `appointment_resource_*` event was booked for or
+    /// given back, a FHIR Slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<Slot>,
 }
 
 /// Which business identifier a [`BusinessKey`] is.
@@ -498,6 +537,8 @@ impl Event {
             service: None,
             imaging_study: None,
             medication_orders: Vec::new(),
+            schedule: None,
+            slots: Vec::new(),
         }
     }
 

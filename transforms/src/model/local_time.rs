@@ -145,6 +145,14 @@ impl Event {
                 localize(&mut d.dispensed_at, zone);
             }
         }
+        if let Some(s) = &mut self.schedule {
+            localize(&mut s.planning_start, zone);
+            localize(&mut s.planning_end, zone);
+        }
+        for s in &mut self.slots {
+            localize(&mut s.start, zone);
+            localize(&mut s.end, zone);
+        }
     }
 }
 

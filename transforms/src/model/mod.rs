@@ -2,8 +2,8 @@
 //! whether it arrived as HL7 v2, FHIR or JSON.
 //!
 //! Entities ([`Patient`], [`Practitioner`], [`Location`], [`Service`], [`Encounter`],
-//! [`Appointment`], [`Order`], [`ResultReport`], [`Charge`], [`ImagingStudy`],
-//! [`MedicationOrder`]) are plain data with a documented JSON form:
+//! [`Appointment`], [`Schedule`], [`Slot`], [`Order`], [`ResultReport`], [`Charge`],
+//! [`ImagingStudy`], [`MedicationOrder`]) are plain data with a documented JSON form:
 //! snake_case field names, absent optionals and empty lists left out. An [`Event`] says what
 //! happened ([`EventKind`]), carries the entities it touched and a [`Source`] block naming the
 //! message it came from. Start reading at [`Event`].
@@ -23,6 +23,7 @@ mod medication;
 mod order;
 mod patient;
 mod practitioner;
+mod schedule;
 mod time;
 
 pub use appointment::{
@@ -50,6 +51,7 @@ pub use patient::{
     Insured, OtherName, Patient, Procedure,
 };
 pub use practitioner::{Location, Practitioner, Service};
+pub use schedule::{Schedule, Slot, SlotStatus};
 pub(crate) use time::parse_fraction;
 pub use time::{Precision, Timestamp, TimestampError};
 

@@ -147,18 +147,20 @@ impl Location {
     }
 }
 
-/// A bookable service or procedure (a charge description master entry, HL7 CDM/PRC).
+/// A bookable or orderable service or procedure (a charge description master entry, HL7
+/// CDM/PRC; an orderable test of a test/observation master file, HL7 OM1).
 ///
 /// JSON: `{"code": "CONS-PED", "name": "Paediatric consultation", "duration_minutes": 20,
 /// "price": "250.00", "currency": "SAR"}`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Service {
-    /// The HIS code (CDM-1 primary key).
+    /// The HIS code (CDM-1 primary key, OM1-2 producer's test id).
     pub code: String,
-    /// Display name (CDM-3 short description, else CDM-1 text).
+    /// Display name (CDM-3 short description, else CDM-1 text; OM1-2 text, else OM1-9
+    /// preferred report name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Description (CDM-4 long description).
+    /// Description (CDM-4 long description; OM1-11 preferred long name, else OM1-6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// How long the service takes, in minutes: no HL7 master file segment carries it, so it
@@ -171,11 +173,25 @@ pub struct Service {
     /// Currency of the price (PRC-5.1 denomination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
-    /// Department or specialty that performs it (PRC-3 department of the first PRC).
+    /// Department or specialty that performs it (PRC-3 department of the first PRC; OM1-16
+    /// producing department).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub department: Option<Coded>,
     /// Whether the service can be booked or charged (CDM-8 active/inactive flag; MFE-1 `MDC`
     /// sets false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
+    /// What kind of test or observation it is (OM1-18 nature, HL7 table 0174, as words:
+    /// `Atomic test`, `Profile or battery`...), from a test/observation master file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nature: Option<String>,
+    /// Whether it needs a specimen (OM1-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specimen_required: Option<bool>,
+    /// The specimen it is done on (OM4-6 of the record's first OM4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specimen: Option<Coded>,
+    /// The tests a battery or profile is made of (OM5-2), in message order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<Coded>,
 }
