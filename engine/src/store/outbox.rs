@@ -407,39 +407,97 @@ impl Store {
     }
 
     /// A delivery that succeeded and writes nothing but its message's record and its outbox
-    /// item ([`Store::finish_with_ledger`] without a ledger entry or a reference): the record
-    /// first, by compare-and-swap (an outcome of the message's other destinations written
-    /// meanwhile is read again, not lost), then the item's removal.
-    ///
-    /// No transaction: sled 0.34 runs each transaction under one lock over the whole database,
-    /// which stops every other writer (ingest included) while it runs; one per delivery held
-    /// ingest up. A crash between the two writes leaves the item in the outbox with its record
-    /// already saying delivered: it is sent again after the restart (at least once, as after
-    /// a crash before either write), and finishing it again changes nothing. sled recovers a
-    /// prefix of its log, so the removal is never durable without the record's update.
+    /// item ([`Store::finish_with_ledger`] without a ledger entry or a reference); see
+    /// [`Store::finish_delivered_all`], of which this is the one-item case without an attempt.
     pub(super) fn finish_delivered(
         &self,
         item: &OutboxItem,
         detail: &str,
     ) -> Result<Status, StoreError> {
-        let key = item.message_id.to_be_bytes();
-        let status = loop {
+        let status = self.update_records(&[(item, detail)])?;
+        self.outbox
+            .remove(outbox_key(&item.destination, item.seq))?;
+        Ok(status[0])
+    }
+
+    /// Finishes several successful deliveries that write nothing but their attempts, their
+    /// messages' records and their outbox items (no ledger entry, no reference): what a
+    /// destination's answer to a batch, or deliveries finished close together, leave to
+    /// record. Returns each item's message status after the update, in the order of `done`.
+    ///
+    /// The attempts first, then one compare-and-swap per message however many of its
+    /// deliveries are in `done` (an outcome of another destination written meanwhile is
+    /// read again, not lost), then the items' removals. No sled transaction and no
+    /// `sled::Batch`: sled 0.34 runs both under one write lock over the whole database
+    /// (`concurrency_control::write`), which stops every other writer (ingest included)
+    /// while it runs, and once taken makes every later read and write go through that lock.
+    /// A crash part-way leaves items in the outbox whose records may already say delivered:
+    /// they are sent again after the restart (at least once, as after a crash before any
+    /// write), and finishing them again changes nothing. sled recovers a prefix of its log,
+    /// so an item's removal is never durable without its record's update.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or a record cannot be decoded (what was written before
+    /// stays; writing the same outcomes again is harmless); [`StoreError::DiskFull`]
+    /// (nothing written) under the free-space reserve.
+    pub fn finish_delivered_all(
+        &self,
+        done: &[(&OutboxItem, &Attempt, &str)],
+    ) -> Result<Vec<Status>, StoreError> {
+        self.space.check(WritePath::Delivery)?;
+        for (item, attempt, _) in done {
+            self.insert_attempt(item, attempt)?;
+        }
+        let updates: Vec<(&OutboxItem, &str)> = done.iter().map(|(i, _, d)| (*i, *d)).collect();
+        let statuses = self.update_records(&updates)?;
+        for (item, _, _) in done {
+            self.outbox
+                .remove(outbox_key(&item.destination, item.seq))?;
+        }
+        Ok(statuses)
+    }
+
+    /// Marks each of `updates` delivered on its message's record, one compare-and-swap per
+    /// message; returns each update's message status (`Delivered` for a message pruned
+    /// meanwhile: nothing to update).
+    fn update_records(&self, updates: &[(&OutboxItem, &str)]) -> Result<Vec<Status>, StoreError> {
+        let mut by_message: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (at, (item, _)) in updates.iter().enumerate() {
+            by_message.entry(item.message_id).or_default().push(at);
+        }
+        let mut statuses = vec![Status::Delivered; updates.len()];
+        for (id, ats) in by_message {
+            let mine: Vec<(&OutboxItem, &str)> = ats.iter().map(|&at| updates[at]).collect();
+            let status = self.update_record(id, &mine)?;
+            for at in ats {
+                statuses[at] = status;
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// One message's record with `updates` marked delivered, by compare-and-swap.
+    fn update_record(
+        &self,
+        id: u64,
+        updates: &[(&OutboxItem, &str)],
+    ) -> Result<Status, StoreError> {
+        let key = id.to_be_bytes();
+        loop {
             // Pruned by retention meanwhile: nothing to update.
             let Some(old) = self.messages.get(key)? else {
-                break Status::Delivered;
+                return Ok(Status::Delivered);
             };
-            let (new, status) = with_delivery(&old, item, DeliveryStatus::Delivered, detail)?;
+            let (new, status) = with_deliveries(&old, updates, DeliveryStatus::Delivered)?;
             if self
                 .messages
                 .compare_and_swap(key, Some(old), Some(new))?
                 .is_ok()
             {
-                break status;
+                return Ok(status);
             }
-        };
-        self.outbox
-            .remove(outbox_key(&item.destination, item.seq))?;
-        Ok(status)
+        }
     }
 
     /// Records one attempt (again with the same number: the same key, overwritten).
@@ -450,6 +508,10 @@ impl Store {
     /// free-space reserve.
     pub fn record_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
         self.space.check(WritePath::Delivery)?;
+        self.insert_attempt(item, attempt)
+    }
+
+    fn insert_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
         let mut k = Vec::with_capacity(20);
         k.extend_from_slice(&item.message_id.to_be_bytes());
         k.extend_from_slice(&item.seq.to_be_bytes());
@@ -697,16 +759,28 @@ fn with_delivery(
     status: DeliveryStatus,
     detail: &str,
 ) -> Result<(Vec<u8>, Status), StoreError> {
+    with_deliveries(v, &[(item, detail)], status)
+}
+
+/// The stored record `v` with the delivery state of each item of `updates` set to `status`
+/// (and its detail), re-encoded, and the message's status that follows.
+fn with_deliveries(
+    v: &[u8],
+    updates: &[(&OutboxItem, &str)],
+    status: DeliveryStatus,
+) -> Result<(Vec<u8>, Status), StoreError> {
     let mut rec: MessageRecord =
         serde_json::from_slice(v).map_err(|e| StoreError::Codec(e.to_string()))?;
-    for d in rec
-        .deliveries
-        .iter_mut()
-        .filter(|d| d.destination == item.destination && d.seq == item.seq)
-    {
-        d.status = status;
-        d.attempts = item.attempts;
-        d.detail = detail.chars().take(300).collect();
+    for (item, detail) in updates {
+        for d in rec
+            .deliveries
+            .iter_mut()
+            .filter(|d| d.destination == item.destination && d.seq == item.seq)
+        {
+            d.status = status;
+            d.attempts = item.attempts;
+            d.detail = detail.chars().take(300).collect();
+        }
     }
     rec.status = status_of(&rec.deliveries);
     let v = serde_json::to_vec(&rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
@@ -782,6 +856,93 @@ mod tests {
             .iter()
             .all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1));
         assert!(s.outbox_items("lab/archive").expect("items").is_empty());
+    }
+
+    fn attempt_of(item: &OutboxItem) -> Attempt {
+        Attempt {
+            destination: item.destination.clone(),
+            attempt: item.attempts,
+            at_ms: 5,
+            outcome: "delivered".into(),
+            status: None,
+            detail: "written".into(),
+            duration_ms: 1,
+            answer: None,
+        }
+    }
+
+    /// A destination's answer to a batch: the items of three messages, two of them of one
+    /// message, one of a message with another destination still pending, one of a message
+    /// retention pruned meanwhile.
+    #[test]
+    fn a_batch_of_deliveries_is_settled_together_one_record_update_per_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let (both, half, pruned) = (s.next_id(1000), s.next_id(1000), s.next_id(1000));
+        let b1 = item(&s, both);
+        let b2 = OutboxItem {
+            destination: "lab/archive".into(),
+            ..item(&s, both)
+        };
+        let h1 = item(&s, half);
+        let h2 = OutboxItem {
+            destination: "lab/archive".into(),
+            ..item(&s, half)
+        };
+        let p1 = item(&s, pruned);
+        for (id, items) in [
+            (both, vec![b1.clone(), b2.clone()]),
+            (half, vec![h1.clone(), h2.clone()]),
+            (pruned, vec![p1.clone()]),
+        ] {
+            let mut rec = record(id, "lab", "C1", Status::Received);
+            attach(&mut rec, &items);
+            s.put(&rec, b"raw", &items).expect("put");
+        }
+        s.messages.remove(pruned.to_be_bytes()).expect("prune");
+        let done: Vec<OutboxItem> = [&b1, &h1, &b2, &p1]
+            .into_iter()
+            .map(|i| OutboxItem {
+                attempts: 1,
+                ..i.clone()
+            })
+            .collect();
+        let attempts: Vec<Attempt> = done.iter().map(attempt_of).collect();
+        let batch: Vec<(&OutboxItem, &Attempt, &str)> = done
+            .iter()
+            .zip(&attempts)
+            .map(|(i, a)| (i, a, "written"))
+            .collect();
+        let statuses = s.finish_delivered_all(&batch).expect("settle");
+        assert_eq!(
+            statuses,
+            [
+                Status::Delivered,
+                Status::Routed,
+                Status::Delivered,
+                Status::Delivered
+            ]
+        );
+        let rec = s.get(both).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Delivered);
+        assert!(rec
+            .deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Delivered
+                && d.attempts == 1
+                && d.detail == "written"));
+        let rec = s.get(half).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Routed);
+        assert_eq!(rec.deliveries[1].status, DeliveryStatus::Pending);
+        assert!(s.get(pruned).expect("get").is_none(), "not brought back");
+        assert_eq!(s.attempts_of(both).expect("attempts").len(), 2);
+        assert_eq!(
+            s.attempts_of(half).expect("attempts"),
+            vec![attempts[1].clone()]
+        );
+        assert!(s.outbox_items("lab/files").expect("items").is_empty());
+        assert_eq!(s.outbox_items("lab/archive").expect("items"), vec![h2]);
     }
 
     #[test]
