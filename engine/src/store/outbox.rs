@@ -266,9 +266,9 @@ impl Store {
             let Some(v) = m.get(key)? else {
                 return abort(StoreError::Codec(format!("message {id} not found")));
             };
-            let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+            let mut rec = match super::decode_record(&v) {
                 Ok(r) => r,
-                Err(e) => return abort(StoreError::Codec(e.to_string())),
+                Err(e) => return abort(e),
             };
             for (item, (k, v)) in items.iter().zip(&encoded) {
                 o.insert(k.as_slice(), v.as_slice())?;
@@ -281,8 +281,9 @@ impl Store {
                 });
             }
             rec.status = status_of(&rec.deliveries);
-            let Ok(v) = serde_json::to_vec(&rec) else {
-                return abort(StoreError::Codec("record encoding".into()));
+            let v = match super::replace_record(&v, &rec) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
             };
             m.insert(&key, v)?;
             Ok(rec)
@@ -631,7 +632,7 @@ impl Store {
                 d.remove(old.key())?;
                 o.insert(item.key(), encoded.as_slice())?;
                 if let Some(v) = m.get(key)? {
-                    if let Ok(mut rec) = serde_json::from_slice::<MessageRecord>(&v) {
+                    if let Ok(mut rec) = super::decode_record(&v) {
                         for ds in rec
                             .deliveries
                             .iter_mut()
@@ -642,7 +643,7 @@ impl Store {
                             ds.attempts = 0;
                         }
                         rec.status = status_of(&rec.deliveries);
-                        if let Ok(v) = serde_json::to_vec(&rec) {
+                        if let Ok(v) = super::replace_record(&v, &rec) {
                             m.insert(&key, v)?;
                         }
                     }
@@ -723,10 +724,11 @@ impl Store {
         self.space.check(WritePath::Status)?;
         self.messages.fetch_and_update(id.to_be_bytes(), |old| {
             let old = old?;
-            let mut rec: MessageRecord = serde_json::from_slice(old).ok()?;
+            // (`None` would remove the value: only for a value that is gone or unreadable.)
+            let mut rec = super::decode_record(old).ok()?;
             rec.ack_code = code.to_string();
             rec.ack = ack.to_string();
-            serde_json::to_vec(&rec).ok()
+            super::replace_record(old, &rec).ok()
         })?;
         Ok(())
     }
@@ -769,8 +771,7 @@ fn with_deliveries(
     updates: &[(&OutboxItem, &str)],
     status: DeliveryStatus,
 ) -> Result<(Vec<u8>, Status), StoreError> {
-    let mut rec: MessageRecord =
-        serde_json::from_slice(v).map_err(|e| StoreError::Codec(e.to_string()))?;
+    let mut rec = super::decode_record(v)?;
     for (item, detail) in updates {
         for d in rec
             .deliveries
@@ -783,8 +784,7 @@ fn with_deliveries(
         }
     }
     rec.status = status_of(&rec.deliveries);
-    let v = serde_json::to_vec(&rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
-    Ok((v, rec.status))
+    Ok((super::replace_record(v, &rec)?, rec.status))
 }
 
 #[cfg(test)]
