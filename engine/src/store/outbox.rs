@@ -142,6 +142,11 @@ pub struct DeliveryState {
     pub attempts: u32,
     /// The last failure or the destination's answer.
     pub detail: String,
+    /// The attempt that delivered it, when kept on the record instead of in `attempts` (one
+    /// write less): an attempt without an answer, in a store without encryption (see
+    /// [`Store::finish_delivered_all`]); [`Store::attempts_of`] lists it with the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
 }
 
 /// One delivery attempt.
@@ -200,6 +205,7 @@ pub fn attach(record: &mut MessageRecord, items: &[OutboxItem]) {
             status: DeliveryStatus::Pending,
             attempts: 0,
             detail: String::new(),
+            attempt: None,
         });
     }
     record.status = status_of(&record.deliveries);
@@ -278,6 +284,7 @@ impl Store {
                     status: DeliveryStatus::Pending,
                     attempts: 0,
                     detail: String::new(),
+                    attempt: None,
                 });
             }
             rec.status = status_of(&rec.deliveries);
@@ -415,7 +422,7 @@ impl Store {
         item: &OutboxItem,
         detail: &str,
     ) -> Result<Status, StoreError> {
-        let status = self.update_records(&[(item, detail)])?;
+        let status = self.update_records(&[(item, detail, None)])?;
         self.outbox
             .remove(outbox_key(&item.destination, item.seq))?;
         Ok(status[0])
@@ -428,7 +435,10 @@ impl Store {
     ///
     /// The attempts first, then one compare-and-swap per message however many of its
     /// deliveries are in `done` (an outcome of another destination written meanwhile is
-    /// read again, not lost), then the items' removals. No sled transaction and no
+    /// read again, not lost), then the items' removals. An attempt without an answer, in a
+    /// store without encryption, goes on the record with its delivery instead of in
+    /// `attempts` (it holds nothing the record does not show in clear already), which saves
+    /// a write per delivery. No sled transaction and no
     /// `sled::Batch`: sled 0.34 runs both under one write lock over the whole database
     /// (`concurrency_control::write`), which stops every other writer (ingest included)
     /// while it runs, and once taken makes every later read and write go through that lock.
@@ -447,10 +457,14 @@ impl Store {
         done: &[(&OutboxItem, &Attempt, &str)],
     ) -> Result<Vec<Status>, StoreError> {
         self.space.check(WritePath::Delivery)?;
-        for (item, attempt, _) in done {
+        let beside = |a: &Attempt| !self.seal.is_on() && a.answer.is_none();
+        for (item, attempt, _) in done.iter().filter(|(_, a, _)| !beside(a)) {
             self.insert_attempt(item, attempt)?;
         }
-        let updates: Vec<(&OutboxItem, &str)> = done.iter().map(|(i, _, d)| (*i, *d)).collect();
+        let updates: Vec<Update<'_>> = done
+            .iter()
+            .map(|(i, a, d)| (*i, *d, beside(a).then_some(*a)))
+            .collect();
         let statuses = self.update_records(&updates)?;
         for (item, _, _) in done {
             self.outbox
@@ -462,14 +476,14 @@ impl Store {
     /// Marks each of `updates` delivered on its message's record, one compare-and-swap per
     /// message; returns each update's message status (`Delivered` for a message pruned
     /// meanwhile: nothing to update).
-    fn update_records(&self, updates: &[(&OutboxItem, &str)]) -> Result<Vec<Status>, StoreError> {
+    fn update_records(&self, updates: &[Update<'_>]) -> Result<Vec<Status>, StoreError> {
         let mut by_message: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-        for (at, (item, _)) in updates.iter().enumerate() {
+        for (at, (item, _, _)) in updates.iter().enumerate() {
             by_message.entry(item.message_id).or_default().push(at);
         }
         let mut statuses = vec![Status::Delivered; updates.len()];
         for (id, ats) in by_message {
-            let mine: Vec<(&OutboxItem, &str)> = ats.iter().map(|&at| updates[at]).collect();
+            let mine: Vec<Update<'_>> = ats.iter().map(|&at| updates[at]).collect();
             let status = self.update_record(id, &mine)?;
             for at in ats {
                 statuses[at] = status;
@@ -479,11 +493,7 @@ impl Store {
     }
 
     /// One message's record with `updates` marked delivered, by compare-and-swap.
-    fn update_record(
-        &self,
-        id: u64,
-        updates: &[(&OutboxItem, &str)],
-    ) -> Result<Status, StoreError> {
+    fn update_record(&self, id: u64, updates: &[Update<'_>]) -> Result<Status, StoreError> {
         let key = id.to_be_bytes();
         loop {
             // Pruned by retention meanwhile: nothing to update.
@@ -530,14 +540,27 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails.
     pub fn attempts_of(&self, message_id: u64) -> Result<Vec<Attempt>, StoreError> {
-        self.attempts
-            .scan_prefix(message_id.to_be_bytes())
-            .values()
-            .map(|v| {
-                serde_json::from_slice(&self.seal.open(b"attempt", &v?)?)
-                    .map_err(|e| StoreError::Codec(e.to_string()))
-            })
-            .collect()
+        // (seq, attempt): the order of the `attempts` keys, the record's own merged in.
+        let mut all: Vec<(u64, Attempt)> = Vec::new();
+        for kv in self.attempts.scan_prefix(message_id.to_be_bytes()) {
+            let (k, v) = kv?;
+            let seq = k
+                .get(8..16)
+                .and_then(|s| s.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let attempt = serde_json::from_slice(&self.seal.open(b"attempt", &v)?)
+                .map_err(|e| StoreError::Codec(e.to_string()))?;
+            all.push((seq, attempt));
+        }
+        if let Some(rec) = self.get(message_id)? {
+            all.extend(
+                rec.deliveries
+                    .into_iter()
+                    .filter_map(|d| d.attempt.map(|a| (d.seq, a))),
+            );
+        }
+        all.sort_by_key(|(seq, a)| (*seq, a.attempt));
+        Ok(all.into_iter().map(|(_, a)| a).collect())
     }
 
     /// The rendered payloads of a message still in the outbox or the dead letters.
@@ -761,18 +784,23 @@ fn with_delivery(
     status: DeliveryStatus,
     detail: &str,
 ) -> Result<(Vec<u8>, Status), StoreError> {
-    with_deliveries(v, &[(item, detail)], status)
+    with_deliveries(v, &[(item, detail, None)], status)
 }
 
+/// One delivery's new state on its record: the item, the detail, and the attempt kept on
+/// the record (`None`: in `attempts`, or none).
+type Update<'a> = (&'a OutboxItem, &'a str, Option<&'a Attempt>);
+
 /// The stored record `v` with the delivery state of each item of `updates` set to `status`
-/// (and its detail), re-encoded, and the message's status that follows.
+/// (with its detail, and its attempt when given), re-encoded, and the message's status that
+/// follows.
 fn with_deliveries(
     v: &[u8],
-    updates: &[(&OutboxItem, &str)],
+    updates: &[Update<'_>],
     status: DeliveryStatus,
 ) -> Result<(Vec<u8>, Status), StoreError> {
     let mut rec = super::decode_record(v)?;
-    for (item, detail) in updates {
+    for (item, detail, attempt) in updates {
         for d in rec
             .deliveries
             .iter_mut()
@@ -781,6 +809,9 @@ fn with_deliveries(
             d.status = status;
             d.attempts = item.attempts;
             d.detail = detail.chars().take(300).collect();
+            if let Some(a) = attempt {
+                d.attempt = Some((*a).clone());
+            }
         }
     }
     rec.status = status_of(&rec.deliveries);
@@ -937,12 +968,82 @@ mod tests {
         assert_eq!(rec.deliveries[1].status, DeliveryStatus::Pending);
         assert!(s.get(pruned).expect("get").is_none(), "not brought back");
         assert_eq!(s.attempts_of(both).expect("attempts").len(), 2);
+        assert!(
+            s.attempts.is_empty(),
+            "without answers, kept on the records"
+        );
         assert_eq!(
             s.attempts_of(half).expect("attempts"),
             vec![attempts[1].clone()]
         );
         assert!(s.outbox_items("lab/files").expect("items").is_empty());
         assert_eq!(s.outbox_items("lab/archive").expect("items"), vec![h2]);
+    }
+
+    /// Where the attempt that delivered goes: on the record when it has no answer and the
+    /// store is not encrypted, else in `attempts`, sealed; listed in order either way, after
+    /// the failed attempts before it.
+    #[test]
+    fn the_delivering_attempt_is_kept_on_the_record_only_without_answer_or_encryption() {
+        use crate::store::seal::{Seal, StoreKey};
+        for seal in [
+            Seal::plain(),
+            Seal::new(&[StoreKey {
+                id: "k1".into(),
+                key: [7; 32],
+            }]),
+        ] {
+            let sealed = seal.is_on();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let s = Store::open_sealed(dir.path(), Durability::Os, &Metrics::new("t"), seal)
+                .expect("open");
+            let (quiet, answered) = (s.next_id(1000), s.next_id(1000));
+            let (q, a) = (item(&s, quiet), item(&s, answered));
+            for (id, i) in [(quiet, &q), (answered, &a)] {
+                let mut rec = record(id, "lab", "C1", Status::Received);
+                attach(&mut rec, std::slice::from_ref(i));
+                s.put(&rec, b"raw", std::slice::from_ref(i)).expect("put");
+            }
+            let failed = Attempt {
+                outcome: "retry".into(),
+                detail: "refused".into(),
+                ..attempt_of(&OutboxItem {
+                    attempts: 1,
+                    ..q.clone()
+                })
+            };
+            s.record_attempt(&q, &failed).expect("attempt");
+            let q2 = OutboxItem {
+                attempts: 2,
+                ..q.clone()
+            };
+            let a1 = OutboxItem {
+                attempts: 1,
+                ..a.clone()
+            };
+            let (quiet_ok, answer_ok) = (
+                attempt_of(&q2),
+                Attempt {
+                    answer: Some("MSA|AA|C1".into()),
+                    ..attempt_of(&a1)
+                },
+            );
+            s.finish_delivered_all(&[(&q2, &quiet_ok, "written"), (&a1, &answer_ok, "AA")])
+                .expect("settle");
+            assert_eq!(
+                s.attempts_of(quiet).expect("attempts"),
+                [failed.clone(), quiet_ok.clone()]
+            );
+            assert_eq!(s.attempts_of(answered).expect("attempts"), [answer_ok]);
+            let on_record = s.get(quiet).expect("get").expect("record").deliveries[0]
+                .attempt
+                .clone();
+            assert_eq!(on_record, (!sealed).then_some(quiet_ok), "sealed: {sealed}");
+            assert!(s.get(answered).expect("get").expect("record").deliveries[0]
+                .attempt
+                .is_none());
+            assert_eq!(s.attempts.len(), if sealed { 3 } else { 2 });
+        }
     }
 
     #[test]
