@@ -27,6 +27,13 @@
 //! start, and by the hub when its message was being stored meanwhile), so no batch carries an
 //! item twice.
 //!
+//! Outcomes are settled in rounds: every delivery task that has finished when the worker wakes
+//! is settled together, the schedule first (`decide`: backoff, breaker, dead-letter rules,
+//! no IO), then the store. Deliveries that need nothing but their attempt, record and outbox
+//! item are written together (`Store::finish_delivered_all`: one record update per message);
+//! the others (an appointment's ledger entry, a reference, a retry, a dead letter) one by one.
+//! A waiter (`ack = "on_delivery"`) is told only after the store's commit covers the round.
+//!
 //! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
 //! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in
 //! memory, the write tried again every second until it is stored. So a full disk delays
