@@ -35,6 +35,13 @@
 //! start, and by the hub when its message was being stored meanwhile), so no batch carries an
 //! item twice.
 //!
+//! Outcomes are settled in rounds: every delivery task that has finished when the worker wakes
+//! is settled together, the schedule first (`decide`: backoff, breaker, dead-letter rules,
+//! no IO), then the store. Deliveries that need nothing but their attempt, record and outbox
+//! item are written together (`Store::finish_delivered_all`: one record update per message);
+//! the others (an appointment's ledger entry, a reference, a retry, a dead letter) one by one.
+//! A waiter (`ack = "on_delivery"`) is told only after the store's commit covers the round.
+//!
 //! The free-space reserve (`crate::store::space`): while it refuses writes, a worker starts no
 //! delivery (its outcome could not be recorded), and an outcome that arrives meanwhile waits in
 //! memory, the write tried again every second until it is stored. So a full disk delays
@@ -63,6 +70,9 @@ use tracing::{debug, error, info, warn};
 
 /// How often a worker looks again whether the free-space reserve lets it write.
 const RESERVE_RECHECK: Duration = Duration::from_secs(1);
+
+/// At most this many hand-overs are taken in one wake-up of a worker (the rest at the next).
+const HANDOVERS_PER_WAKE: usize = 4096;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -924,34 +934,57 @@ impl Worker {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => {
-                    let Some((p, seq, created)) = msg else { break };
-                    if !queued.insert(seq) {
-                        // Already queued from the outbox read at start.
-                        continue;
-                    }
-                    depth += 1;
-                    let q = queues.entry(p.clone()).or_default();
-                    let was_empty = q.is_empty();
-                    // In queue order (seq), however the hand-overs of two messages
-                    // interleaved; an item is never put before a head already taken.
-                    let at = q.iter().rposition(|(s, _)| *s < seq).map_or(0, |i| i + 1);
-                    let at = if in_flight.contains(&p) { at.max(1).min(q.len()) } else { at };
-                    q.insert(at, (seq, created));
-                    if was_empty && !in_flight.contains(&p) {
-                        ready.push_back(p);
+                    let Some(first) = msg else { break };
+                    // Everything handed over meanwhile, in one wake-up: under load the items
+                    // of many messages wait here, and each wake-up reads the ready heads.
+                    let mut next = Some(first);
+                    let mut taken = 0;
+                    while let Some((p, seq, created)) = next.take() {
+                        // `queued`: already queued from the outbox read at start.
+                        if queued.insert(seq) {
+                            depth += 1;
+                            let q = queues.entry(p.clone()).or_default();
+                            let was_empty = q.is_empty();
+                            // In queue order (seq), however the hand-overs of two messages
+                            // interleaved; an item is never put before a head already taken.
+                            let at = q.iter().rposition(|(s, _)| *s < seq).map_or(0, |i| i + 1);
+                            let at = if in_flight.contains(&p) {
+                                at.max(1).min(q.len())
+                            } else {
+                                at
+                            };
+                            q.insert(at, (seq, created));
+                            if was_empty && !in_flight.contains(&p) {
+                                ready.push_back(p);
+                            }
+                        }
+                        taken += 1;
+                        if taken < HANDOVERS_PER_WAKE {
+                            next = rx.try_recv().ok();
+                        }
                     }
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok((outcomes, took)) = done else { continue };
-                    // A batch may finish several items of one partition: each leaves its own
+                    // Every task that has finished by now, settled in one round.
+                    let mut outcomes = Vec::new();
+                    let mut next = Some(done);
+                    while let Some(done) = next.take() {
+                        if let Ok((items, took)) = done {
+                            for (p, item, result) in items {
+                                in_flight.remove(&p);
+                                duration.observe(took.as_secs_f64());
+                                outcomes.push((p, item, result, took));
+                            }
+                        }
+                        next = tasks.try_join_next();
+                    }
+                    let settled = self.settle_round(outcomes, &mut breaker, &up, &shutdown).await;
+                    // A round may finish several items of one partition: each leaves its own
                     // queue entry; the partition is ready again unless one of them retries.
                     let mut finished: Vec<String> = Vec::new();
                     let mut retrying: HashSet<String> = HashSet::new();
-                    for (p, item, result) in outcomes {
-                        in_flight.remove(&p);
-                        duration.observe(took.as_secs_f64());
-                        let seq = item.seq;
-                        match self.settle(item, result, took, &mut breaker, &up, &shutdown).await {
+                    for (p, seq, outcome) in settled {
+                        match outcome {
                             Settled::Done => {
                                 depth -= 1;
                                 queued.remove(&seq);
@@ -1002,12 +1035,13 @@ impl Worker {
         }
         // Let deliveries in flight finish briefly; the rest stay in the outbox for next time.
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(Ok((outcomes, took))) = tasks.join_next().await {
-                for (_, item, result) in outcomes {
-                    let _ = self
-                        .settle(item, result, took, &mut breaker, &up, &shutdown)
-                        .await;
-                }
+            while let Some(Ok((items, took))) = tasks.join_next().await {
+                let outcomes = items
+                    .into_iter()
+                    .map(|(p, item, result)| (p, item, result, took))
+                    .collect();
+                self.settle_round(outcomes, &mut breaker, &up, &shutdown)
+                    .await;
             }
         })
         .await;
@@ -1033,7 +1067,7 @@ impl Worker {
     /// worker starts nothing meanwhile); after `shutdown` the refusal is returned.
     async fn write<T>(
         &self,
-        item: &OutboxItem,
+        message_id: u64,
         shutdown: &CancellationToken,
         write: impl Fn() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -1042,7 +1076,7 @@ impl Worker {
             match write() {
                 Err(StoreError::DiskFull { .. }) if !shutdown.is_cancelled() => {
                     if !waited {
-                        warn!(destination = %self.name, message_id = item.message_id, "Free disk space is under the reserve; the outcome of a delivery waits until it can be written.");
+                        warn!(destination = %self.name, message_id, "Free disk space is under the reserve; the outcome of a delivery waits until it can be written.");
                         waited = true;
                     }
                     tokio::select! {
@@ -1052,7 +1086,7 @@ impl Worker {
                 }
                 other => {
                     if waited && other.is_ok() {
-                        info!(destination = %self.name, message_id = item.message_id, "The outcome of a delivery was written once disk space came back.");
+                        info!(destination = %self.name, message_id, "The outcome of a delivery was written once disk space came back.");
                     }
                     return other;
                 }
@@ -1104,111 +1138,123 @@ impl Worker {
         }
     }
 
-    /// Records an attempt's outcome in the store and returns what the queue should do.
-    async fn settle(
+    /// Settles the outcomes of a round (every delivery task that finished by one wake-up):
+    /// the schedule decides each ([`decide`]), the deliveries that need nothing but their
+    /// attempt, record and outbox item are written together
+    /// ([`Store::finish_delivered_all`]), the others one by one. Returns, per item, its
+    /// partition, seq and what its queue should do. Waiters are told once the outcomes are
+    /// durable ([`Worker::tell_when_durable`]).
+    async fn settle_round(
         &self,
-        mut item: OutboxItem,
-        result: Result<channels::destination::Receipt, DeliveryError>,
-        took: Duration,
+        outcomes: Vec<(String, OutboxItem, DeliveryResult, Duration)>,
         breaker: &mut Breaker,
         up: &prometheus::IntGauge,
         shutdown: &CancellationToken,
-    ) -> Settled {
-        let labels = [self.channel.as_str(), self.dest_name.as_str()];
-        item.attempts += 1;
-        let now = now_ms();
-        let mut attempt = Attempt {
-            destination: item.destination.clone(),
-            attempt: item.attempts,
-            at_ms: now,
-            outcome: String::new(),
-            status: None,
-            detail: String::new(),
-            duration_ms: took.as_millis() as u64,
-            answer: None,
-        };
-        match result {
-            Ok(receipt) => {
-                breaker.failures = 0;
-                if breaker.open_until.take().is_some() {
-                    info!(destination = %self.name, "Destination is taking deliveries again.");
-                }
-                up.set(1);
-                attempt.outcome = "delivered".into();
-                attempt.status = receipt.status;
-                attempt.detail = receipt.detail.clone();
-                attempt.answer = receipt.answer.clone();
-                self.delivered.inc();
-                debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
-                let ledger = self.ledger_write(&item, &receipt);
-                self.finish(&item, &attempt, true, &receipt.detail, ledger, shutdown)
-                    .await
-            }
-            Err(e) => {
-                attempt.status = e.status;
-                attempt.detail = e.reason.clone();
-                attempt.answer = e.answer.clone();
-                let age_ms = now.saturating_sub(item.created_at_ms);
-                let exhausted = item.attempts >= self.cfg.max_attempts
-                    || age_ms >= self.cfg.max_age_secs * 1000;
-                if e.is_retryable() {
-                    breaker.failures += 1;
-                    if breaker.failures >= self.cfg.breaker_failures && breaker.open_until.is_none()
-                    {
-                        warn!(destination = %self.name, failures = breaker.failures, cooldown_secs = self.cfg.breaker_cooldown_secs, "Destination is failing; pausing deliveries.");
-                    }
-                    if breaker.failures >= self.cfg.breaker_failures {
-                        breaker.open_until = Some(
-                            Instant::now() + Duration::from_secs(self.cfg.breaker_cooldown_secs),
-                        );
-                        up.set(0);
+    ) -> Vec<(String, u64, Settled)> {
+        let mut settled = Vec::with_capacity(outcomes.len());
+        let mut plain = Vec::new();
+        let mut ended = Vec::new();
+        for (p, mut item, result, took) in outcomes {
+            let now = (now_ms(), Instant::now());
+            let (decision, attempt, moved) =
+                decide(&self.cfg, breaker, &mut item, result, took, now);
+            self.report_breaker(moved, breaker, up);
+            let seq = item.seq;
+            let outcome = match decision {
+                Decision::Delivered(receipt) => {
+                    up.set(1);
+                    self.delivered.inc();
+                    debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
+                    self.publish("delivered", &item);
+                    match self.ledger_write(&item, &receipt) {
+                        None if item.reference.is_none() => {
+                            plain.push((p, item, attempt, receipt.detail));
+                            continue;
+                        }
+                        ledger => {
+                            let detail = receipt.detail;
+                            let written = self
+                                .finish(&item, &attempt, (true, &detail), ledger, shutdown)
+                                .await;
+                            settled_as(written, &item, &detail, &mut ended)
+                        }
                     }
                 }
-                if e.is_retryable() && !exhausted {
-                    let delay = backoff(&self.cfg, item.attempts, e.retry_after);
-                    item.next_attempt_ms = now + delay.as_millis() as u64;
-                    item.last_error = e.reason.clone();
-                    attempt.outcome = "retry".into();
-                    self.metrics
-                        .deliveries
-                        .with_label_values(&[labels[0], labels[1], "retried"])
-                        .inc();
-                    warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %e, "Delivery failed, will retry.");
-                    let recorded = self
-                        .write(&item, shutdown, || {
-                            self.store
-                                .record_attempt(&item, &attempt)
-                                .and_then(|()| self.store.reschedule(&item))
-                        })
-                        .await;
-                    if let Err(se) = recorded {
-                        error!(destination = %self.name, error = %se, "Cannot record the retry.");
-                    }
-                    self.publish("retrying", &item);
+                Decision::Retry { error, delay } => {
+                    self.retry(&item, &attempt, &error, delay, shutdown).await;
                     Settled::RetryAt(item.next_attempt_ms)
-                } else {
-                    let reason = if e.is_retryable() {
-                        format!("gave up after {} attempts: {}", item.attempts, e.reason)
-                    } else {
-                        e.reason.clone()
-                    };
-                    item.last_error = reason.clone();
-                    attempt.outcome = "dead_letter".into();
-                    self.metrics
-                        .deliveries
-                        .with_label_values(&[labels[0], labels[1], "dead_letter"])
-                        .inc();
-                    self.metrics.dead_letters.with_label_values(&labels).inc();
-                    self.metrics
-                        .dead_letters_outstanding
-                        .with_label_values(&labels)
-                        .inc();
-                    error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
-                    self.finish(&item, &attempt, false, &reason, None, shutdown)
-                        .await
                 }
-            }
+                Decision::DeadLetter { reason } => {
+                    self.count_dead_letter(&item, &reason);
+                    self.publish("dead_letter", &item);
+                    let written = self
+                        .finish(&item, &attempt, (false, &reason), None, shutdown)
+                        .await;
+                    settled_as(written, &item, &reason, &mut ended)
+                }
+            };
+            settled.push((p, seq, outcome));
         }
+        settled.extend(self.finish_plain(plain, shutdown, &mut ended).await);
+        self.tell_when_durable(ended);
+        settled
+    }
+
+    /// Logs a move of the circuit breaker and reports the destination down while it is open.
+    fn report_breaker(&self, moved: BreakerMove, breaker: &Breaker, up: &prometheus::IntGauge) {
+        match moved {
+            BreakerMove::Closed => {
+                info!(destination = %self.name, "Destination is taking deliveries again.")
+            }
+            BreakerMove::Opened => {
+                warn!(destination = %self.name, failures = breaker.failures, cooldown_secs = self.cfg.breaker_cooldown_secs, "Destination is failing; pausing deliveries.");
+                up.set(0);
+            }
+            BreakerMove::KeptOpen => up.set(0),
+            BreakerMove::Unchanged => {}
+        }
+    }
+
+    /// Records a failed attempt that will be tried again, and its new schedule.
+    async fn retry(
+        &self,
+        item: &OutboxItem,
+        attempt: &Attempt,
+        error: &DeliveryError,
+        delay: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        self.metrics
+            .deliveries
+            .with_label_values(&[self.channel.as_str(), self.dest_name.as_str(), "retried"])
+            .inc();
+        warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "Delivery failed, will retry.");
+        let recorded = self
+            .write(item.message_id, shutdown, || {
+                self.store
+                    .record_attempt(item, attempt)
+                    .and_then(|()| self.store.reschedule(item))
+            })
+            .await;
+        if let Err(se) = recorded {
+            error!(destination = %self.name, error = %se, "Cannot record the retry.");
+        }
+        self.publish("retrying", item);
+    }
+
+    /// Counts a delivery that failed for good and logs it.
+    fn count_dead_letter(&self, item: &OutboxItem, reason: &str) {
+        let labels = [self.channel.as_str(), self.dest_name.as_str()];
+        self.metrics
+            .deliveries
+            .with_label_values(&[labels[0], labels[1], "dead_letter"])
+            .inc();
+        self.metrics.dead_letters.with_label_values(&labels).inc();
+        self.metrics
+            .dead_letters_outstanding
+            .with_label_values(&labels)
+            .inc();
+        error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
     }
 
     fn publish(&self, kind: &str, item: &OutboxItem) {
@@ -1223,59 +1269,232 @@ impl Worker {
         });
     }
 
+    /// Writes one finished delivery with its ledger entry or reference, or a dead letter;
+    /// returns its message's new status.
     async fn finish(
         &self,
         item: &OutboxItem,
         attempt: &Attempt,
-        delivered: bool,
-        detail: &str,
+        (delivered, detail): (bool, &str),
         ledger: Option<LedgerWrite>,
         shutdown: &CancellationToken,
-    ) -> Settled {
-        self.publish(
-            if delivered {
-                "delivered"
-            } else {
-                "dead_letter"
-            },
-            item,
-        );
-        let result = self
-            .write(item, shutdown, || {
-                self.store.record_attempt(item, attempt).and_then(|()| {
-                    self.store
-                        .finish_with_ledger(item, delivered, detail, ledger.as_ref())
-                })
+    ) -> Result<Status, StoreError> {
+        self.write(item.message_id, shutdown, || {
+            self.store.record_attempt(item, attempt).and_then(|()| {
+                self.store
+                    .finish_with_ledger(item, delivered, detail, ledger.as_ref())
             })
+        })
+        .await
+    }
+
+    /// Writes the deliveries of a round that need nothing but their attempt, record and
+    /// outbox item, together; returns, per item, its partition, seq and what its queue
+    /// should do.
+    async fn finish_plain(
+        &self,
+        plain: Vec<(String, OutboxItem, Attempt, String)>,
+        shutdown: &CancellationToken,
+        ended: &mut Vec<(u64, Finished)>,
+    ) -> Vec<(String, u64, Settled)> {
+        let Some(first) = plain.first().map(|(_, i, _, _)| i.message_id) else {
+            return Vec::new();
+        };
+        let done: Vec<(&OutboxItem, &Attempt, &str)> = plain
+            .iter()
+            .map(|(_, item, attempt, detail)| (item, attempt, detail.as_str()))
+            .collect();
+        let written = self
+            .write(first, shutdown, || self.store.finish_delivered_all(&done))
             .await;
-        match result {
-            Ok(status) => {
-                let finished = match status {
-                    Status::Delivered => Some(Finished::Delivered),
-                    Status::Failed => Some(Finished::Failed(detail.to_string())),
-                    _ => None,
-                };
-                if let Some(f) = finished {
-                    if let Some(waiters) = self
-                        .watchers
-                        .lock()
-                        .ok()
-                        .and_then(|mut w| w.remove(&item.message_id))
-                    {
-                        for w in waiters {
-                            let _ = w.send(f.clone());
-                        }
-                    }
-                }
-                Settled::Done
-            }
+        drop(done);
+        match written {
+            Ok(statuses) => plain
+                .into_iter()
+                .zip(statuses)
+                .map(|((p, item, _, detail), status)| {
+                    ended.extend(ending(&item, status, &detail));
+                    (p, item.seq, Settled::Done)
+                })
+                .collect(),
             Err(e) => {
-                // The item stays in the outbox: it will be sent again (at least once).
-                error!(destination = %self.name, error = %e, "Cannot record a finished delivery; it will be retried.");
-                Settled::RetryAt(now_ms() + 5000)
+                error!(destination = %self.name, error = %e, items = plain.len(), "Cannot record finished deliveries; they will be retried.");
+                plain
+                    .into_iter()
+                    .map(|(p, item, _, _)| (p, item.seq, Settled::RetryAt(now_ms() + 5000)))
+                    .collect()
             }
         }
     }
+
+    /// Tells the waiters of messages that ended (`ack = "on_delivery"`) once what the round
+    /// wrote is durable: their answer promises the outcome. The worker does not wait for it.
+    fn tell_when_durable(&self, ended: Vec<(u64, Finished)>) {
+        if ended.is_empty() {
+            return;
+        }
+        let waiting: Vec<(Vec<oneshot::Sender<Finished>>, Finished)> = match self.watchers.lock() {
+            Ok(mut w) => ended
+                .into_iter()
+                .filter_map(|(id, f)| w.remove(&id).map(|senders| (senders, f)))
+                .collect(),
+            Err(_) => return,
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.commit().await {
+                // The waiters are dropped unanswered: their senders get no positive answer.
+                error!(destination = %name, error = %e, "Cannot make finished deliveries durable; their senders are not told.");
+                return;
+            }
+            for (senders, f) in waiting {
+                for s in senders {
+                    let _ = s.send(f.clone());
+                }
+            }
+        });
+    }
+}
+
+/// The result of one delivery, as a task hands it back.
+type DeliveryResult = Result<channels::destination::Receipt, DeliveryError>;
+
+/// What the queue does with an item whose end (delivered or dead letter) was written or
+/// not; a message that ended with it is noted for its waiters.
+fn settled_as(
+    written: Result<Status, StoreError>,
+    item: &OutboxItem,
+    detail: &str,
+    ended: &mut Vec<(u64, Finished)>,
+) -> Settled {
+    match written {
+        Ok(status) => {
+            ended.extend(ending(item, status, detail));
+            Settled::Done
+        }
+        Err(e) => {
+            // The item stays in the outbox: it will be sent again (at least once).
+            error!(destination = %item.destination, error = %e, "Cannot record a finished delivery; it will be retried.");
+            Settled::RetryAt(now_ms() + 5000)
+        }
+    }
+}
+
+/// The end of a message for its waiters, when `status` is one.
+fn ending(item: &OutboxItem, status: Status, detail: &str) -> Option<(u64, Finished)> {
+    match status {
+        Status::Delivered => Some((item.message_id, Finished::Delivered)),
+        Status::Failed => Some((item.message_id, Finished::Failed(detail.to_string()))),
+        _ => None,
+    }
+}
+
+/// What the schedule decided for one attempt's outcome.
+#[derive(Debug)]
+enum Decision {
+    /// Delivered: record it.
+    Delivered(channels::destination::Receipt),
+    /// Failed; tried again at the item's `next_attempt_ms` (set), `delay` from now.
+    Retry {
+        /// Why it failed.
+        error: DeliveryError,
+        /// The backoff chosen.
+        delay: Duration,
+    },
+    /// Failed for good: into the dead letters with this reason.
+    DeadLetter {
+        /// The reason recorded.
+        reason: String,
+    },
+}
+
+/// How one outcome moved the circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BreakerMove {
+    /// Nothing to report.
+    Unchanged,
+    /// It was open; a delivery closed it.
+    Closed,
+    /// It opened now.
+    Opened,
+    /// It was open and a failure kept it open for another cool-down.
+    KeptOpen,
+}
+
+/// The schedule's part of settling one outcome, without IO: counts the attempt on `item`,
+/// moves the breaker, and decides between delivered, retry (with its backoff, the item's
+/// next attempt and last error set) and dead letter; returns the attempt to record.
+/// `now` is the wall clock in Unix ms (for the item) and the monotonic clock (the breaker).
+fn decide(
+    cfg: &DeliveryConfig,
+    breaker: &mut Breaker,
+    item: &mut OutboxItem,
+    result: DeliveryResult,
+    took: Duration,
+    (now_ms, now): (u64, Instant),
+) -> (Decision, Attempt, BreakerMove) {
+    item.attempts += 1;
+    let mut attempt = Attempt {
+        destination: item.destination.clone(),
+        attempt: item.attempts,
+        at_ms: now_ms,
+        outcome: String::new(),
+        status: None,
+        detail: String::new(),
+        duration_ms: took.as_millis() as u64,
+        answer: None,
+    };
+    let e = match result {
+        Ok(receipt) => {
+            breaker.failures = 0;
+            let moved = match breaker.open_until.take() {
+                Some(_) => BreakerMove::Closed,
+                None => BreakerMove::Unchanged,
+            };
+            item.last_error.clear();
+            attempt.outcome = "delivered".into();
+            attempt.status = receipt.status;
+            attempt.detail = receipt.detail.clone();
+            attempt.answer = receipt.answer.clone();
+            return (Decision::Delivered(receipt), attempt, moved);
+        }
+        Err(e) => e,
+    };
+    attempt.status = e.status;
+    attempt.detail = e.reason.clone();
+    attempt.answer = e.answer.clone();
+    let mut moved = BreakerMove::Unchanged;
+    if e.is_retryable() {
+        breaker.failures += 1;
+        if breaker.failures >= cfg.breaker_failures {
+            moved = match breaker.open_until {
+                None => BreakerMove::Opened,
+                Some(_) => BreakerMove::KeptOpen,
+            };
+            breaker.open_until = Some(now + Duration::from_secs(cfg.breaker_cooldown_secs));
+        }
+    }
+    let exhausted = item.attempts >= cfg.max_attempts
+        || now_ms.saturating_sub(item.created_at_ms) >= cfg.max_age_secs * 1000;
+    if e.is_retryable() && !exhausted {
+        let delay = backoff(cfg, item.attempts, e.retry_after);
+        item.next_attempt_ms = now_ms + delay.as_millis() as u64;
+        item.last_error = e.reason.clone();
+        attempt.outcome = "retry".into();
+        return (Decision::Retry { error: e, delay }, attempt, moved);
+    }
+    let reason = if e.is_retryable() {
+        format!("gave up after {} attempts: {}", item.attempts, e.reason)
+    } else {
+        e.reason.clone()
+    };
+    item.last_error = reason.clone();
+    attempt.outcome = "dead_letter".into();
+    (Decision::DeadLetter { reason }, attempt, moved)
 }
 
 enum Settled {
@@ -1548,6 +1767,250 @@ mod tests {
             assert_eq!(rec.deliveries[0].attempts, 1, "{rec:?}");
         }
         stop.cancel();
+    }
+
+    fn queued(id: u64, seq: u64, partition: &str, created_at_ms: u64) -> OutboxItem {
+        OutboxItem {
+            destination: "lab/files".into(),
+            seq,
+            message_id: id,
+            partition: partition.into(),
+            created_at_ms,
+            attempts: 0,
+            next_attempt_ms: created_at_ms,
+            last_error: String::new(),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: format!("{id}-files"),
+            control_id: Some(format!("C{seq}")),
+            path: None,
+            payload: "hl7".into(),
+            appointment: None,
+            reference: None,
+            master: false,
+            body: format!("MSH|^~\\&|HIS|||||||C{seq}\r").into_bytes(),
+        }
+    }
+
+    fn receipt() -> DeliveryResult {
+        Ok(channels::destination::Receipt {
+            status: None,
+            detail: "written".into(),
+            answer: None,
+        })
+    }
+
+    /// The schedule without IO: backoff, breaker and the dead-letter rules, with the clocks
+    /// given (no timing in the test).
+    #[test]
+    fn the_schedule_retries_with_backoff_opens_the_breaker_and_gives_up() {
+        let cfg = DeliveryConfig {
+            backoff_base_ms: 1000,
+            backoff_max_ms: 8000,
+            max_attempts: 4,
+            max_age_secs: 3600,
+            breaker_failures: 2,
+            breaker_cooldown_secs: 30,
+            ..DeliveryConfig::default()
+        };
+        let mut breaker = Breaker {
+            failures: 0,
+            open_until: None,
+        };
+        let t0 = Instant::now();
+        let now = 1_000_000;
+        let mut item = queued(1, 1, "P1", now);
+        let fail = || Err(DeliveryError::retry("connection refused"));
+        let mut moves = Vec::new();
+        for n in 1..=3u32 {
+            let at = (now + u64::from(n), t0 + Duration::from_millis(u64::from(n)));
+            let (d, attempt, moved) =
+                decide(&cfg, &mut breaker, &mut item, fail(), Duration::ZERO, at);
+            let Decision::Retry { delay, .. } = d else {
+                panic!("attempt {n}: {d:?}")
+            };
+            let full = 1000u64 << (n - 1);
+            let ms = delay.as_millis() as u64;
+            assert!(ms >= full / 2 && ms <= full, "attempt {n}: {ms}");
+            assert_eq!(item.next_attempt_ms, at.0 + ms);
+            assert_eq!(item.last_error, "connection refused");
+            assert_eq!((attempt.attempt, attempt.outcome.as_str()), (n, "retry"));
+            moves.push(moved);
+        }
+        assert_eq!(
+            moves,
+            [
+                BreakerMove::Unchanged,
+                BreakerMove::Opened,
+                BreakerMove::KeptOpen
+            ]
+        );
+        assert_eq!(
+            breaker.open_until,
+            Some(t0 + Duration::from_millis(3) + Duration::from_secs(30))
+        );
+        // The fourth failure is the last allowed attempt.
+        let (d, attempt, _) = decide(
+            &cfg,
+            &mut breaker,
+            &mut item,
+            fail(),
+            Duration::ZERO,
+            (now + 4, t0),
+        );
+        let Decision::DeadLetter { reason } = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(reason, "gave up after 4 attempts: connection refused");
+        assert_eq!(item.last_error, reason);
+        assert_eq!(attempt.outcome, "dead_letter");
+        // A delivery closes the breaker and resets its count.
+        let mut next = queued(2, 2, "P2", now);
+        let (d, attempt, moved) = decide(
+            &cfg,
+            &mut breaker,
+            &mut next,
+            receipt(),
+            Duration::from_millis(7),
+            (now + 5, t0),
+        );
+        assert!(matches!(d, Decision::Delivered(_)), "{d:?}");
+        assert_eq!(moved, BreakerMove::Closed);
+        assert_eq!((breaker.failures, breaker.open_until), (0, None));
+        assert_eq!(
+            (attempt.outcome.as_str(), attempt.duration_ms, next.attempts),
+            ("delivered", 7, 1)
+        );
+    }
+
+    #[test]
+    fn a_permanent_error_or_an_old_item_goes_to_the_dead_letters_at_once() {
+        let cfg = DeliveryConfig {
+            max_age_secs: 60,
+            breaker_failures: 1,
+            ..DeliveryConfig::default()
+        };
+        let mut breaker = Breaker {
+            failures: 0,
+            open_until: None,
+        };
+        let now = 10_000_000;
+        let mut item = queued(1, 1, "P1", now);
+        let refused = Err(DeliveryError::permanent("HTTP 400"));
+        let (d, _, moved) = decide(
+            &cfg,
+            &mut breaker,
+            &mut item,
+            refused,
+            Duration::ZERO,
+            (now, Instant::now()),
+        );
+        assert!(
+            matches!(d, Decision::DeadLetter { ref reason } if reason == "HTTP 400"),
+            "{d:?}"
+        );
+        assert_eq!(
+            (moved, breaker.failures),
+            (BreakerMove::Unchanged, 0),
+            "not the destination's fault"
+        );
+        let mut old = queued(2, 2, "P1", now - 61_000);
+        let mut asked = DeliveryError::retry("HTTP 503");
+        asked.retry_after = Some(Duration::from_secs(5));
+        let (d, _, moved) = decide(
+            &cfg,
+            &mut breaker,
+            &mut old,
+            Err(asked),
+            Duration::ZERO,
+            (now, Instant::now()),
+        );
+        assert!(
+            matches!(d, Decision::DeadLetter { ref reason } if reason == "gave up after 1 attempts: HTTP 503"),
+            "{d:?}"
+        );
+        assert_eq!(moved, BreakerMove::Opened);
+        let mut young = queued(3, 3, "P1", now);
+        let mut asked = DeliveryError::retry("HTTP 429");
+        asked.retry_after = Some(Duration::from_secs(120));
+        let (d, _, _) = decide(
+            &cfg,
+            &mut breaker,
+            &mut young,
+            Err(asked),
+            Duration::ZERO,
+            (now, Instant::now()),
+        );
+        assert!(
+            matches!(d, Decision::Retry { delay, .. } if delay == Duration::from_secs(120)),
+            "{d:?}"
+        );
+        assert_eq!(young.next_attempt_ms, now + 120_000);
+    }
+
+    /// A batching destination under load: the outcomes of the tasks that finish by one
+    /// wake-up are settled together. Every message ends delivered with one attempt and its
+    /// file written, the outbox empty, and each `on_delivery` waiter is told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_of_batches_settle_every_item_once_and_tell_every_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("t");
+        let store =
+            Store::open(&dir.path().join("data"), Durability::Fsync, &metrics).expect("open");
+        let folder = dir.path().join("out");
+        let hub = Hub::new(
+            store.clone(),
+            metrics.clone(),
+            EventBus::default(),
+            CancellationToken::new(),
+        );
+        hub.start_channel(
+            "lab",
+            &[DestinationConfig::File(FileConfig {
+                name: "files".into(),
+                folder: folder.clone(),
+                extension: "hl7".into(),
+                batch_size: 8,
+                delivery: DeliveryConfig {
+                    concurrency: 3,
+                    ..DeliveryConfig::default()
+                },
+            })],
+        )
+        .expect("start");
+        let mut items = Vec::new();
+        let mut waiters = Vec::new();
+        for n in 0..60u64 {
+            let id = store.next_id(now_ms());
+            let item = queued(id, store.next_seq(), &format!("P{}", n % 7), now_ms());
+            let mut rec = record(id, "lab", &format!("C{}", item.seq), Status::Received);
+            attach(&mut rec, std::slice::from_ref(&item));
+            store
+                .put(&rec, b"raw", std::slice::from_ref(&item))
+                .expect("put");
+            store.commit().await.expect("commit");
+            waiters.push(hub.watch(id));
+            hub.enqueue(std::slice::from_ref(&item));
+            items.push(item);
+        }
+        for w in waiters {
+            let told = tokio::time::timeout(Duration::from_secs(30), w)
+                .await
+                .expect("told within the deadline")
+                .expect("not dropped");
+            assert_eq!(told, Finished::Delivered);
+        }
+        for item in &items {
+            let rec = store.get(item.message_id).expect("get").expect("record");
+            assert_eq!(rec.status, Status::Delivered, "{rec:?}");
+            assert_eq!(rec.deliveries[0].attempts, 1);
+            let attempts = store.attempts_of(item.message_id).expect("attempts");
+            assert_eq!(attempts.len(), 1);
+            assert_eq!(attempts[0].outcome, "delivered");
+            let file = folder.join(format!("{}-files.hl7", item.message_id));
+            assert_eq!(std::fs::read(&file).expect("file"), item.body);
+        }
+        assert!(store.outbox_items("lab/files").expect("items").is_empty());
+        hub.stop_channel("lab").await;
     }
 
     #[test]

@@ -343,13 +343,9 @@ impl Store {
                 let Some(v) = m.get(id)? else {
                     return Ok(());
                 };
-                let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+                let mut rec = match super::decode_record(&v) {
                     Ok(r) => r,
-                    Err(e) => {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Codec(
-                            e.to_string(),
-                        )))
-                    }
+                    Err(e) => return Err(ConflictableTransactionError::Abort(e)),
                 };
                 if let Some(s) = change.status {
                     rec.status = s;
@@ -361,11 +357,8 @@ impl Store {
                 if let Some(e) = &change.error {
                     rec.errors.push(e.clone());
                 }
-                let Ok(v) = serde_json::to_vec(&rec) else {
-                    return Err(ConflictableTransactionError::Abort(StoreError::Codec(
-                        "record encoding".into(),
-                    )));
-                };
+                let v =
+                    super::replace_record(&v, &rec).map_err(ConflictableTransactionError::Abort)?;
                 m.insert(&id[..], v)?;
                 Ok(())
             });

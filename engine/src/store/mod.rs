@@ -4,8 +4,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `messages` | message id (u64) | [`MessageRecord`] as JSON |
-//! | `raw` | message id | the bytes exactly as received |
+//! | `messages` | message id (u64) | [`MessageRecord`] as JSON, then 0x1E and the bytes exactly as received |
+//! | `raw` | message id | the bytes exactly as received, of messages stored before the raw bytes went beside the record (and of booking messages, see [`id_map`]) |
 //! | `dedup` | channel, sender key (HL7: MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
 //! | `by_control_id` | control id, 0x00, message id | empty |
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
@@ -20,6 +20,10 @@
 //! worklists, MPPS states and the studies storage sources received (`worklist`, `mpps`,
 //! `dicom_studies`, `dicom_instances`) in [`dicom`], and the visit timelines of the patient
 //! journey (`journey`, `journey_by_message`) in [`journey`].
+//!
+//! The raw bytes beside the record ([`record_value`]) save ingest one write per message; a
+//! value of the earlier layout (the JSON alone, its raw bytes in `raw`) is read as before,
+//! and every update of a record keeps what was beside it.
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -431,8 +435,8 @@ impl Store {
             .store(u64::from(node_id) % ID_LANES + 1, Ordering::Relaxed);
     }
 
-    /// Writes a message record, its raw bytes and its rendered deliveries (not yet durable:
-    /// see [`Store::commit`]). The record is written last: a crash part-way leaves outbox
+    /// Writes a message record with its raw bytes beside it, and its rendered deliveries (not
+    /// yet durable: see [`Store::commit`]). The record is written last: a crash part-way leaves outbox
     /// items without a message, which the store removes when it opens next (that message
     /// was never acknowledged, so its sender sends it again). Until the record is written,
     /// its items must stay: nothing removes them while the store is open.
@@ -459,12 +463,11 @@ impl Store {
             record
         };
         let key = record.id.to_be_bytes();
-        let value = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let value = record_value(json, Some(&self.seal.seal(b"raw", raw)?));
         for item in items {
             self.outbox.insert(item.key(), item.encode(&self.seal)?)?;
         }
-        self.raw
-            .insert(key, self.seal.seal(b"raw", raw)?.as_ref())?;
         if !record.control_id.is_empty() {
             let mut idx = Vec::with_capacity(record.control_id.len() + 9);
             idx.extend_from_slice(record.control_id.as_bytes());
@@ -500,12 +503,10 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails or the record cannot be decoded.
     pub fn get(&self, id: u64) -> Result<Option<MessageRecord>, StoreError> {
-        match self.messages.get(id.to_be_bytes())? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Codec(e.to_string())),
-            None => Ok(None),
-        }
+        self.messages
+            .get(id.to_be_bytes())?
+            .map(|v| decode_record(&v))
+            .transpose()
     }
 
     /// Whether message `id` is stored (its record written, durable or not yet).
@@ -523,8 +524,14 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails.
     pub fn raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        self.raw
-            .get(id.to_be_bytes())?
+        let key = id.to_be_bytes();
+        let beside = self.messages.get(key)?;
+        let sealed = match beside.as_deref().and_then(|v| split_value(v).1) {
+            Some(raw) => Some(sled::IVec::from(raw)),
+            // The earlier layout, or a booking message (see `id_map`).
+            None => self.raw.get(key)?,
+        };
+        sealed
             .map(|v| self.seal.open(b"raw", &v).map(|c| c.into_owned()))
             .transpose()
     }
@@ -576,8 +583,7 @@ impl Store {
             .rev()
         {
             let (_, v) = item?;
-            let r: MessageRecord =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
+            let r = decode_record(&v)?;
             if keep(&r) {
                 out.push(r);
                 if out.len() >= limit {
@@ -681,6 +687,49 @@ impl Store {
     }
 }
 
+/// In a `messages` value, what follows the record's JSON when the raw bytes are beside it:
+/// a byte that JSON text never holds unescaped, so the first one ends the JSON.
+const RAW_BESIDE: u8 = 0x1e;
+
+/// A `messages` value: the record's JSON, then, when given, [`RAW_BESIDE`] and the (sealed)
+/// raw bytes.
+pub(crate) fn record_value(mut json: Vec<u8>, raw: Option<&[u8]>) -> Vec<u8> {
+    if let Some(raw) = raw {
+        json.reserve(1 + raw.len());
+        json.push(RAW_BESIDE);
+        json.extend_from_slice(raw);
+    }
+    json
+}
+
+/// A `messages` value's record JSON, and the (sealed) raw bytes beside it; `None` for a value
+/// of the earlier layout, whose raw bytes are in the `raw` tree.
+pub(crate) fn split_value(v: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match v.iter().position(|b| *b == RAW_BESIDE) {
+        Some(at) => (&v[..at], Some(&v[at + 1..])),
+        None => (v, None),
+    }
+}
+
+/// The record of a `messages` value (either layout).
+///
+/// # Errors
+///
+/// [`StoreError::Codec`] when the record cannot be decoded.
+pub(crate) fn decode_record(v: &[u8]) -> Result<MessageRecord, StoreError> {
+    serde_json::from_slice(split_value(v).0).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+/// The `messages` value `old` with its record replaced by `rec`, keeping what was beside it.
+///
+/// # Errors
+///
+/// [`StoreError::Codec`] when the record cannot be encoded.
+pub(crate) fn replace_record(old: &[u8], rec: &MessageRecord) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
+    Ok(record_value(json, split_value(old).1))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -761,6 +810,128 @@ pub(crate) mod tests {
         let s = reopened.expect("reopen");
         assert!(s.next_id(1000) > c);
         assert_eq!(s.raw(c).expect("raw").as_deref(), Some(&b"raw"[..]));
+    }
+
+    /// A store written before the raw bytes went beside the record: the record's JSON alone
+    /// in `messages`, the raw bytes in `raw`, byte for byte as that version wrote them. After
+    /// a reopen it is read whole (record, raw bytes, lists, the control-id index), its updates
+    /// keep it readable, and retention removes it whole; a message stored now sits beside it.
+    #[tokio::test]
+    async fn a_store_written_in_the_earlier_layout_is_read_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let old_id = 5_000u64 << 20;
+        let old = serde_json::json!({
+            "id": old_id, "channel": "lab", "received_at_ms": 5_000, "peer": "127.0.0.1:1",
+            "format": "hl7v2", "message_type": "ADT^A04", "control_id": "OLD-1",
+            "sending_application": "HIS", "sending_facility": "MAIN", "version": "2.5",
+            "charset": "utf-8", "size": 14, "truncated": false, "status": "routed",
+            "ack_code": "AA", "ack": "", "errors": [], "config_version": "v",
+            "deliveries": [{"destination": "lab/files", "seq": 1, "status": "pending",
+                            "attempts": 0, "detail": ""}]
+        });
+        {
+            let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+            let key = old_id.to_be_bytes();
+            s.messages
+                .insert(key, serde_json::to_vec(&old).expect("json"))
+                .expect("record");
+            s.raw.insert(key, &b"MSH|^~\\&|OLD\r"[..]).expect("raw");
+            let mut idx = b"OLD-1\0".to_vec();
+            idx.extend_from_slice(&key);
+            s.by_control_id.insert(idx, &[][..]).expect("index");
+            s.db.flush().expect("flush");
+        }
+        let s = reopen(|| Store::open(dir.path(), Durability::Os, &m));
+        let rec = s.get(old_id).expect("get").expect("the old record");
+        assert_eq!(
+            (rec.control_id.as_str(), rec.status),
+            ("OLD-1", Status::Routed)
+        );
+        assert_eq!(
+            s.raw(old_id).expect("raw").as_deref(),
+            Some(&b"MSH|^~\\&|OLD\r"[..])
+        );
+        let new_id = s.next_id(6_000);
+        s.put(
+            &record(new_id, "lab", "NEW-1", Status::Filtered),
+            b"MSH|NEW",
+            &[],
+        )
+        .expect("put");
+        assert!(
+            s.raw.get(new_id.to_be_bytes()).expect("tree").is_none(),
+            "beside the record"
+        );
+        assert_eq!(
+            s.raw(new_id).expect("raw").as_deref(),
+            Some(&b"MSH|NEW"[..])
+        );
+        let all = s
+            .list(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(
+            all.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [new_id, old_id]
+        );
+        assert_eq!(
+            s.ids_by_control_id("OLD-1", 0, u64::MAX).expect("ids"),
+            [old_id]
+        );
+        // Updates of either layout keep the raw bytes where they are.
+        for id in [old_id, new_id] {
+            s.set_ack(id, "AE", "MSA|AE").expect("ack");
+            assert_eq!(s.get(id).expect("get").expect("record").ack_code, "AE");
+        }
+        assert_eq!(
+            s.raw(old_id).expect("raw").as_deref(),
+            Some(&b"MSH|^~\\&|OLD\r"[..])
+        );
+        assert_eq!(
+            s.raw(new_id).expect("raw").as_deref(),
+            Some(&b"MSH|NEW"[..])
+        );
+        let item = outbox::OutboxItem {
+            destination: "lab/files".into(),
+            seq: 1,
+            message_id: old_id,
+            partition: String::new(),
+            created_at_ms: 5_000,
+            attempts: 1,
+            next_attempt_ms: 5_000,
+            last_error: String::new(),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: "k".into(),
+            control_id: None,
+            path: None,
+            payload: "hl7".into(),
+            appointment: None,
+            reference: None,
+            master: false,
+            body: Vec::new(),
+        };
+        assert_eq!(
+            s.finish(&item, true, "written").expect("finish"),
+            Status::Delivered
+        );
+        assert_eq!(
+            s.raw(old_id).expect("raw").as_deref(),
+            Some(&b"MSH|^~\\&|OLD\r"[..])
+        );
+        // Retention takes both whole.
+        let policy = retention::RetentionPolicy {
+            default_days: 1,
+            per_channel: Default::default(),
+        };
+        s.prune(&policy, 10 * 86_400_000).expect("prune");
+        for id in [old_id, new_id] {
+            assert!(s.get(id).expect("get").is_none());
+            assert!(s.raw(id).expect("raw").is_none());
+        }
+        assert!(s.raw.is_empty() && s.by_control_id.is_empty());
     }
 
     #[tokio::test]

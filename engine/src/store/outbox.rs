@@ -147,6 +147,11 @@ pub struct DeliveryState {
     pub attempts: u32,
     /// The last failure or the destination's answer.
     pub detail: String,
+    /// The attempt that delivered it, when kept on the record instead of in `attempts` (one
+    /// write less): an attempt without an answer, in a store without encryption (see
+    /// [`Store::finish_delivered_all`]); [`Store::attempts_of`] lists it with the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
 }
 
 /// One delivery attempt.
@@ -205,6 +210,7 @@ pub fn attach(record: &mut MessageRecord, items: &[OutboxItem]) {
             status: DeliveryStatus::Pending,
             attempts: 0,
             detail: String::new(),
+            attempt: None,
         });
     }
     record.status = status_of(&record.deliveries);
@@ -271,9 +277,9 @@ impl Store {
             let Some(v) = m.get(key)? else {
                 return abort(StoreError::Codec(format!("message {id} not found")));
             };
-            let mut rec: MessageRecord = match serde_json::from_slice(&v) {
+            let mut rec = match super::decode_record(&v) {
                 Ok(r) => r,
-                Err(e) => return abort(StoreError::Codec(e.to_string())),
+                Err(e) => return abort(e),
             };
             for (item, (k, v)) in items.iter().zip(&encoded) {
                 o.insert(k.as_slice(), v.as_slice())?;
@@ -283,11 +289,13 @@ impl Store {
                     status: DeliveryStatus::Pending,
                     attempts: 0,
                     detail: String::new(),
+                    attempt: None,
                 });
             }
             rec.status = status_of(&rec.deliveries);
-            let Ok(v) = serde_json::to_vec(&rec) else {
-                return abort(StoreError::Codec("record encoding".into()));
+            let v = match super::replace_record(&v, &rec) {
+                Ok(v) => v,
+                Err(e) => return abort(e),
             };
             m.insert(&key, v)?;
             Ok(rec)
@@ -412,39 +420,100 @@ impl Store {
     }
 
     /// A delivery that succeeded and writes nothing but its message's record and its outbox
-    /// item ([`Store::finish_with_ledger`] without a ledger entry or a reference): the record
-    /// first, by compare-and-swap (an outcome of the message's other destinations written
-    /// meanwhile is read again, not lost), then the item's removal.
-    ///
-    /// No transaction: sled 0.34 runs each transaction under one lock over the whole database,
-    /// which stops every other writer (ingest included) while it runs; one per delivery held
-    /// ingest up. A crash between the two writes leaves the item in the outbox with its record
-    /// already saying delivered: it is sent again after the restart (at least once, as after
-    /// a crash before either write), and finishing it again changes nothing. sled recovers a
-    /// prefix of its log, so the removal is never durable without the record's update.
+    /// item ([`Store::finish_with_ledger`] without a ledger entry or a reference); see
+    /// [`Store::finish_delivered_all`], of which this is the one-item case without an attempt.
     pub(super) fn finish_delivered(
         &self,
         item: &OutboxItem,
         detail: &str,
     ) -> Result<Status, StoreError> {
-        let key = item.message_id.to_be_bytes();
-        let status = loop {
+        let status = self.update_records(&[(item, detail, None)])?;
+        self.outbox
+            .remove(outbox_key(&item.destination, item.seq))?;
+        Ok(status[0])
+    }
+
+    /// Finishes several successful deliveries that write nothing but their attempts, their
+    /// messages' records and their outbox items (no ledger entry, no reference): what a
+    /// destination's answer to a batch, or deliveries finished close together, leave to
+    /// record. Returns each item's message status after the update, in the order of `done`.
+    ///
+    /// The attempts first, then one compare-and-swap per message however many of its
+    /// deliveries are in `done` (an outcome of another destination written meanwhile is
+    /// read again, not lost), then the items' removals. An attempt without an answer, in a
+    /// store without encryption, goes on the record with its delivery instead of in
+    /// `attempts` (it holds nothing the record does not show in clear already), which saves
+    /// a write per delivery. No sled transaction and no
+    /// `sled::Batch`: sled 0.34 runs both under one write lock over the whole database
+    /// (`concurrency_control::write`), which stops every other writer (ingest included)
+    /// while it runs, and once taken makes every later read and write go through that lock.
+    /// A crash part-way leaves items in the outbox whose records may already say delivered:
+    /// they are sent again after the restart (at least once, as after a crash before any
+    /// write), and finishing them again changes nothing. sled recovers a prefix of its log,
+    /// so an item's removal is never durable without its record's update.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or a record cannot be decoded (what was written before
+    /// stays; writing the same outcomes again is harmless); [`StoreError::DiskFull`]
+    /// (nothing written) under the free-space reserve.
+    pub fn finish_delivered_all(
+        &self,
+        done: &[(&OutboxItem, &Attempt, &str)],
+    ) -> Result<Vec<Status>, StoreError> {
+        self.space.check(WritePath::Delivery)?;
+        let beside = |a: &Attempt| !self.seal.is_on() && a.answer.is_none();
+        for (item, attempt, _) in done.iter().filter(|(_, a, _)| !beside(a)) {
+            self.insert_attempt(item, attempt)?;
+        }
+        let updates: Vec<Update<'_>> = done
+            .iter()
+            .map(|(i, a, d)| (*i, *d, beside(a).then_some(*a)))
+            .collect();
+        let statuses = self.update_records(&updates)?;
+        for (item, _, _) in done {
+            self.outbox
+                .remove(outbox_key(&item.destination, item.seq))?;
+        }
+        Ok(statuses)
+    }
+
+    /// Marks each of `updates` delivered on its message's record, one compare-and-swap per
+    /// message; returns each update's message status (`Delivered` for a message pruned
+    /// meanwhile: nothing to update).
+    fn update_records(&self, updates: &[Update<'_>]) -> Result<Vec<Status>, StoreError> {
+        let mut by_message: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (at, (item, _, _)) in updates.iter().enumerate() {
+            by_message.entry(item.message_id).or_default().push(at);
+        }
+        let mut statuses = vec![Status::Delivered; updates.len()];
+        for (id, ats) in by_message {
+            let mine: Vec<Update<'_>> = ats.iter().map(|&at| updates[at]).collect();
+            let status = self.update_record(id, &mine)?;
+            for at in ats {
+                statuses[at] = status;
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// One message's record with `updates` marked delivered, by compare-and-swap.
+    fn update_record(&self, id: u64, updates: &[Update<'_>]) -> Result<Status, StoreError> {
+        let key = id.to_be_bytes();
+        loop {
             // Pruned by retention meanwhile: nothing to update.
             let Some(old) = self.messages.get(key)? else {
-                break Status::Delivered;
+                return Ok(Status::Delivered);
             };
-            let (new, status) = with_delivery(&old, item, DeliveryStatus::Delivered, detail)?;
+            let (new, status) = with_deliveries(&old, updates, DeliveryStatus::Delivered)?;
             if self
                 .messages
                 .compare_and_swap(key, Some(old), Some(new))?
                 .is_ok()
             {
-                break status;
+                return Ok(status);
             }
-        };
-        self.outbox
-            .remove(outbox_key(&item.destination, item.seq))?;
-        Ok(status)
+        }
     }
 
     /// Records one attempt (again with the same number: the same key, overwritten).
@@ -455,6 +524,10 @@ impl Store {
     /// free-space reserve.
     pub fn record_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
         self.space.check(WritePath::Delivery)?;
+        self.insert_attempt(item, attempt)
+    }
+
+    fn insert_attempt(&self, item: &OutboxItem, attempt: &Attempt) -> Result<(), StoreError> {
         let mut k = Vec::with_capacity(20);
         k.extend_from_slice(&item.message_id.to_be_bytes());
         k.extend_from_slice(&item.seq.to_be_bytes());
@@ -472,14 +545,27 @@ impl Store {
     ///
     /// [`StoreError`] when sled fails.
     pub fn attempts_of(&self, message_id: u64) -> Result<Vec<Attempt>, StoreError> {
-        self.attempts
-            .scan_prefix(message_id.to_be_bytes())
-            .values()
-            .map(|v| {
-                serde_json::from_slice(&self.seal.open(b"attempt", &v?)?)
-                    .map_err(|e| StoreError::Codec(e.to_string()))
-            })
-            .collect()
+        // (seq, attempt): the order of the `attempts` keys, the record's own merged in.
+        let mut all: Vec<(u64, Attempt)> = Vec::new();
+        for kv in self.attempts.scan_prefix(message_id.to_be_bytes()) {
+            let (k, v) = kv?;
+            let seq = k
+                .get(8..16)
+                .and_then(|s| s.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let attempt = serde_json::from_slice(&self.seal.open(b"attempt", &v)?)
+                .map_err(|e| StoreError::Codec(e.to_string()))?;
+            all.push((seq, attempt));
+        }
+        if let Some(rec) = self.get(message_id)? {
+            all.extend(
+                rec.deliveries
+                    .into_iter()
+                    .filter_map(|d| d.attempt.map(|a| (d.seq, a))),
+            );
+        }
+        all.sort_by_key(|(seq, a)| (*seq, a.attempt));
+        Ok(all.into_iter().map(|(_, a)| a).collect())
     }
 
     /// The rendered payloads of a message still in the outbox or the dead letters.
@@ -574,7 +660,7 @@ impl Store {
                 d.remove(old.key())?;
                 o.insert(item.key(), encoded.as_slice())?;
                 if let Some(v) = m.get(key)? {
-                    if let Ok(mut rec) = serde_json::from_slice::<MessageRecord>(&v) {
+                    if let Ok(mut rec) = super::decode_record(&v) {
                         for ds in rec
                             .deliveries
                             .iter_mut()
@@ -585,7 +671,7 @@ impl Store {
                             ds.attempts = 0;
                         }
                         rec.status = status_of(&rec.deliveries);
-                        if let Ok(v) = serde_json::to_vec(&rec) {
+                        if let Ok(v) = super::replace_record(&v, &rec) {
                             m.insert(&key, v)?;
                         }
                     }
@@ -666,10 +752,11 @@ impl Store {
         self.space.check(WritePath::Status)?;
         self.messages.fetch_and_update(id.to_be_bytes(), |old| {
             let old = old?;
-            let mut rec: MessageRecord = serde_json::from_slice(old).ok()?;
+            // (`None` would remove the value: only for a value that is gone or unreadable.)
+            let mut rec = super::decode_record(old).ok()?;
             rec.ack_code = code.to_string();
             rec.ack = ack.to_string();
-            serde_json::to_vec(&rec).ok()
+            super::replace_record(old, &rec).ok()
         })?;
         Ok(())
     }
@@ -702,20 +789,38 @@ fn with_delivery(
     status: DeliveryStatus,
     detail: &str,
 ) -> Result<(Vec<u8>, Status), StoreError> {
-    let mut rec: MessageRecord =
-        serde_json::from_slice(v).map_err(|e| StoreError::Codec(e.to_string()))?;
-    for d in rec
-        .deliveries
-        .iter_mut()
-        .filter(|d| d.destination == item.destination && d.seq == item.seq)
-    {
-        d.status = status;
-        d.attempts = item.attempts;
-        d.detail = detail.chars().take(300).collect();
+    with_deliveries(v, &[(item, detail, None)], status)
+}
+
+/// One delivery's new state on its record: the item, the detail, and the attempt kept on
+/// the record (`None`: in `attempts`, or none).
+type Update<'a> = (&'a OutboxItem, &'a str, Option<&'a Attempt>);
+
+/// The stored record `v` with the delivery state of each item of `updates` set to `status`
+/// (with its detail, and its attempt when given), re-encoded, and the message's status that
+/// follows.
+fn with_deliveries(
+    v: &[u8],
+    updates: &[Update<'_>],
+    status: DeliveryStatus,
+) -> Result<(Vec<u8>, Status), StoreError> {
+    let mut rec = super::decode_record(v)?;
+    for (item, detail, attempt) in updates {
+        for d in rec
+            .deliveries
+            .iter_mut()
+            .filter(|d| d.destination == item.destination && d.seq == item.seq)
+        {
+            d.status = status;
+            d.attempts = item.attempts;
+            d.detail = detail.chars().take(300).collect();
+            if let Some(a) = attempt {
+                d.attempt = Some((*a).clone());
+            }
+        }
     }
     rec.status = status_of(&rec.deliveries);
-    let v = serde_json::to_vec(&rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
-    Ok((v, rec.status))
+    Ok((super::replace_record(v, &rec)?, rec.status))
 }
 
 #[cfg(test)]
@@ -788,6 +893,163 @@ mod tests {
             .iter()
             .all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1));
         assert!(s.outbox_items("lab/archive").expect("items").is_empty());
+    }
+
+    fn attempt_of(item: &OutboxItem) -> Attempt {
+        Attempt {
+            destination: item.destination.clone(),
+            attempt: item.attempts,
+            at_ms: 5,
+            outcome: "delivered".into(),
+            status: None,
+            detail: "written".into(),
+            duration_ms: 1,
+            answer: None,
+        }
+    }
+
+    /// A destination's answer to a batch: the items of three messages, two of them of one
+    /// message, one of a message with another destination still pending, one of a message
+    /// retention pruned meanwhile.
+    #[test]
+    fn a_batch_of_deliveries_is_settled_together_one_record_update_per_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let (both, half, pruned) = (s.next_id(1000), s.next_id(1000), s.next_id(1000));
+        let b1 = item(&s, both);
+        let b2 = OutboxItem {
+            destination: "lab/archive".into(),
+            ..item(&s, both)
+        };
+        let h1 = item(&s, half);
+        let h2 = OutboxItem {
+            destination: "lab/archive".into(),
+            ..item(&s, half)
+        };
+        let p1 = item(&s, pruned);
+        for (id, items) in [
+            (both, vec![b1.clone(), b2.clone()]),
+            (half, vec![h1.clone(), h2.clone()]),
+            (pruned, vec![p1.clone()]),
+        ] {
+            let mut rec = record(id, "lab", "C1", Status::Received);
+            attach(&mut rec, &items);
+            s.put(&rec, b"raw", &items).expect("put");
+        }
+        s.messages.remove(pruned.to_be_bytes()).expect("prune");
+        let done: Vec<OutboxItem> = [&b1, &h1, &b2, &p1]
+            .into_iter()
+            .map(|i| OutboxItem {
+                attempts: 1,
+                ..i.clone()
+            })
+            .collect();
+        let attempts: Vec<Attempt> = done.iter().map(attempt_of).collect();
+        let batch: Vec<(&OutboxItem, &Attempt, &str)> = done
+            .iter()
+            .zip(&attempts)
+            .map(|(i, a)| (i, a, "written"))
+            .collect();
+        let statuses = s.finish_delivered_all(&batch).expect("settle");
+        assert_eq!(
+            statuses,
+            [
+                Status::Delivered,
+                Status::Routed,
+                Status::Delivered,
+                Status::Delivered
+            ]
+        );
+        let rec = s.get(both).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Delivered);
+        assert!(rec
+            .deliveries
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Delivered
+                && d.attempts == 1
+                && d.detail == "written"));
+        let rec = s.get(half).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Routed);
+        assert_eq!(rec.deliveries[1].status, DeliveryStatus::Pending);
+        assert!(s.get(pruned).expect("get").is_none(), "not brought back");
+        assert_eq!(s.attempts_of(both).expect("attempts").len(), 2);
+        assert!(
+            s.attempts.is_empty(),
+            "without answers, kept on the records"
+        );
+        assert_eq!(
+            s.attempts_of(half).expect("attempts"),
+            vec![attempts[1].clone()]
+        );
+        assert!(s.outbox_items("lab/files").expect("items").is_empty());
+        assert_eq!(s.outbox_items("lab/archive").expect("items"), vec![h2]);
+    }
+
+    /// Where the attempt that delivered goes: on the record when it has no answer and the
+    /// store is not encrypted, else in `attempts`, sealed; listed in order either way, after
+    /// the failed attempts before it.
+    #[test]
+    fn the_delivering_attempt_is_kept_on_the_record_only_without_answer_or_encryption() {
+        use crate::store::seal::{Seal, StoreKey};
+        for seal in [
+            Seal::plain(),
+            Seal::new(&[StoreKey {
+                id: "k1".into(),
+                key: [7; 32],
+            }]),
+        ] {
+            let sealed = seal.is_on();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let s = Store::open_sealed(dir.path(), Durability::Os, &Metrics::new("t"), seal)
+                .expect("open");
+            let (quiet, answered) = (s.next_id(1000), s.next_id(1000));
+            let (q, a) = (item(&s, quiet), item(&s, answered));
+            for (id, i) in [(quiet, &q), (answered, &a)] {
+                let mut rec = record(id, "lab", "C1", Status::Received);
+                attach(&mut rec, std::slice::from_ref(i));
+                s.put(&rec, b"raw", std::slice::from_ref(i)).expect("put");
+            }
+            let failed = Attempt {
+                outcome: "retry".into(),
+                detail: "refused".into(),
+                ..attempt_of(&OutboxItem {
+                    attempts: 1,
+                    ..q.clone()
+                })
+            };
+            s.record_attempt(&q, &failed).expect("attempt");
+            let q2 = OutboxItem {
+                attempts: 2,
+                ..q.clone()
+            };
+            let a1 = OutboxItem {
+                attempts: 1,
+                ..a.clone()
+            };
+            let (quiet_ok, answer_ok) = (
+                attempt_of(&q2),
+                Attempt {
+                    answer: Some("MSA|AA|C1".into()),
+                    ..attempt_of(&a1)
+                },
+            );
+            s.finish_delivered_all(&[(&q2, &quiet_ok, "written"), (&a1, &answer_ok, "AA")])
+                .expect("settle");
+            assert_eq!(
+                s.attempts_of(quiet).expect("attempts"),
+                [failed.clone(), quiet_ok.clone()]
+            );
+            assert_eq!(s.attempts_of(answered).expect("attempts"), [answer_ok]);
+            let on_record = s.get(quiet).expect("get").expect("record").deliveries[0]
+                .attempt
+                .clone();
+            assert_eq!(on_record, (!sealed).then_some(quiet_ok), "sealed: {sealed}");
+            assert!(s.get(answered).expect("get").expect("record").deliveries[0]
+                .attempt
+                .is_none());
+            assert_eq!(s.attempts.len(), if sealed { 3 } else { 2 });
+        }
     }
 
     #[test]

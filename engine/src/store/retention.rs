@@ -212,8 +212,8 @@ impl Store {
             let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
                 continue;
             };
-            let c: Candidate =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Codec(e.to_string()))?;
+            let c: Candidate = serde_json::from_slice(super::split_value(&v).0)
+                .map_err(|e| StoreError::Codec(e.to_string()))?;
             if c.received_at_ms >= policy.cutoff_ms(&c.channel, now_ms) {
                 continue;
             }
@@ -475,13 +475,13 @@ mod tests {
         store.put(rec, b"raw", &[]).expect("put");
         let mut v = serde_json::to_value(rec).expect("json");
         v["dedup_key"] = dedup_key.into();
-        store
-            .messages
-            .insert(
-                rec.id.to_be_bytes(),
-                serde_json::to_vec(&v).expect("encode"),
-            )
-            .expect("insert");
+        let key = rec.id.to_be_bytes();
+        let old = store.messages.get(key).expect("get").expect("record");
+        let value = crate::store::record_value(
+            serde_json::to_vec(&v).expect("encode"),
+            crate::store::split_value(&old).1,
+        );
+        store.messages.insert(key, value).expect("insert");
     }
 
     /// A dedup value of the new shape: the id, then a 32-byte content digest.
@@ -848,7 +848,8 @@ mod tests {
         s.put(&r, b"raw", &[]).expect("put");
         let key = r.id.to_be_bytes();
         let seen = s.messages.get(key).expect("get").expect("record");
-        let c: Candidate = serde_json::from_slice(&seen).expect("candidate");
+        let c: Candidate =
+            serde_json::from_slice(crate::store::split_value(&seen).0).expect("candidate");
         // A late answer is recorded on it between the read and the removal.
         s.set_ack(r.id, "AE", "MSA|AE|C1").expect("set ack");
         assert_eq!(s.remove_message(&key, &seen, &c).expect("remove"), None);
