@@ -68,7 +68,7 @@
 //! From v2.7 PID-13/PID-14 are deprecated in favour of PID-40; all three are read.
 
 use super::datatypes::UpperCode;
-use crate::hl7v2::access::{FieldRef, SegmentRef, V2Message};
+use crate::hl7v2::access::{Components, FieldRef, SegmentRef, V2Message};
 use crate::model::{
     Allergy, Coded, Contact, ContactUse, Coverage, Diagnosis, Encounter, EncounterClass, Event,
     EventKind, Facility, Gender, Guarantor, Identifier, IdentifierKind, Insured, LinkedPatient,
@@ -148,12 +148,14 @@ pub fn event_from_adt(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>
         event.encounter = Some(bed_status(msg)?);
         return Ok(event);
     }
-    event.patient = Some(patient_from_adt(msg)?);
+    // Filled in place: Patient (2 KB) and Encounter (5 KB) returned by value would be
+    // copied at every layer they pass through.
+    patient_from_adt_into(msg, event.patient.insert(Patient::default()))?;
     let pv1 = msg.segment("PV1");
-    event.encounter = match &pv1 {
-        Some(pv1) => encounter_from_pv1_segment(msg, pv1, event.source.event_time)?,
-        None => None,
-    };
+    if let Some(pv1) = &pv1 {
+        let moved_at = event.source.event_time;
+        encounter_into(msg, pv1, moved_at, &mut event.encounter)?;
+    }
     let second_pid = msg.segment_n("PID", 2);
     if let (Some(pid), Some(pv1)) = (&second_pid, &pv1) {
         // The first PV1 is the first patient's visit only if it comes before the second PID.
@@ -245,7 +247,17 @@ fn bed_status(msg: &V2Message<'_>) -> Result<Encounter, MappingError> {
 /// [`MappingError::Missing`] without PID or without any patient identifier;
 /// [`MappingError::BadDateTime`] for PID-7/PID-29 that do not parse.
 pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
-    let mut patient = patient_from_pid(msg)?;
+    let mut patient = Patient::default();
+    patient_from_adt_into(msg, &mut patient)?;
+    Ok(patient)
+}
+
+/// [`patient_from_adt`] into a patient that is still empty.
+///
+/// # Errors
+/// As [`patient_from_adt`].
+fn patient_from_adt_into(msg: &V2Message<'_>, patient: &mut Patient) -> Result<(), MappingError> {
+    patient_from_pid_into(msg, patient)?;
     patient.allergies = allergies(msg)?;
     patient.contacts = msg
         .segments_named("NK1")
@@ -287,7 +299,7 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
             // A coded value (CWE) carries the group as text in component 2, or as the code.
             value.get(2).string().or_else(|| value.get(1).string())
         });
-    Ok(patient)
+    Ok(())
 }
 
 /// The patient from the first PID segment.
@@ -306,16 +318,30 @@ pub fn patient_from_adt(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
 /// [`MappingError::Missing`] without PID or without any patient identifier;
 /// [`MappingError::BadDateTime`] for PID-7/PID-29 that do not parse.
 pub fn patient_from_pid(msg: &V2Message<'_>) -> Result<Patient, MappingError> {
+    let mut patient = Patient::default();
+    patient_from_pid_into(msg, &mut patient)?;
+    Ok(patient)
+}
+
+/// [`patient_from_pid`] into a patient that is still empty, for a mapping that fills the
+/// event's patient in place.
+///
+/// # Errors
+/// As [`patient_from_pid`].
+pub(crate) fn patient_from_pid_into(
+    msg: &V2Message<'_>,
+    patient: &mut Patient,
+) -> Result<(), MappingError> {
     let pid = msg.segment("PID").ok_or(MappingError::Missing {
         path: "PID".into(),
         reason: "no patient identification segment",
     })?;
-    let mut patient = patient_from_pid_segment(msg, &pid, msg.segment("PV1").as_ref())?;
+    pid_into(msg, &pid, msg.segment("PV1").as_ref(), patient)?;
     // PD1 belongs to the message's (first) patient in every structure that has it.
     if let Some(pd1) = msg.segment("PD1") {
-        pd1_fields(&pd1, &mut patient);
+        pd1_fields(&pd1, patient);
     }
-    Ok(patient)
+    Ok(())
 }
 
 /// PD1, as the v2-to-FHIR IG maps it to Patient: PD1-3 primary facility (XON: XON-10, else
@@ -359,6 +385,18 @@ pub fn patient_from_pid_segment(
     pid: &SegmentRef<'_, '_>,
     pv1: Option<&SegmentRef<'_, '_>>,
 ) -> Result<Patient, MappingError> {
+    let mut patient = Patient::default();
+    pid_into(msg, pid, pv1, &mut patient)?;
+    Ok(patient)
+}
+
+/// [`patient_from_pid_segment`] into a patient that is still empty.
+fn pid_into(
+    msg: &V2Message<'_>,
+    pid: &SegmentRef<'_, '_>,
+    pv1: Option<&SegmentRef<'_, '_>>,
+    patient: &mut Patient,
+) -> Result<(), MappingError> {
     let mut identifiers: Vec<Identifier> = Vec::new();
     let sources = [
         (3, IdentifierKind::Mrn),
@@ -395,16 +433,13 @@ pub fn patient_from_pid_segment(
         });
     }
 
-    let mut patient = Patient {
-        identifiers,
-        birth_date: ts(msg, pid, 7)?,
-        gender: gender(pid.get(8).text()),
-        death_time: ts(msg, pid, 29)?,
-        account_number: pid.get(18).string(),
-        ..Patient::default()
-    };
-    names(pid, &mut patient);
-    telecoms(pid, &mut patient);
+    patient.identifiers = identifiers;
+    patient.birth_date = ts(msg, pid, 7)?;
+    patient.gender = gender(pid.get(8).text());
+    patient.death_time = ts(msg, pid, 29)?;
+    patient.account_number = pid.get(18).string();
+    names(pid, patient);
+    telecoms(pid, patient);
     let mut addresses = pid.field(11).reps().filter_map(|r| datatypes::address(&r));
     patient.address = addresses.next();
     patient.other_addresses = addresses.collect();
@@ -414,7 +449,7 @@ pub fn patient_from_pid_segment(
     // PID-28 nationality; PID-26 citizenship when a sender uses that instead.
     patient.nationality =
         datatypes::coded(&pid.field(28)).or_else(|| datatypes::coded(&pid.field(26)));
-    Ok(patient)
+    Ok(())
 }
 
 fn push_identifier(list: &mut Vec<Identifier>, id: Identifier) {
@@ -517,9 +552,23 @@ fn vip(pv1: &SegmentRef<'_, '_>) -> bool {
 /// # Errors
 /// [`MappingError::BadDateTime`] for PV1-44/PV1-45 that do not parse.
 pub fn encounter_from_pv1(msg: &V2Message<'_>) -> Result<Option<Encounter>, MappingError> {
+    let mut encounter = None;
+    encounter_from_pv1_into(msg, &mut encounter)?;
+    Ok(encounter)
+}
+
+/// [`encounter_from_pv1`] into `slot` (left as it is without a visit), for a mapping that
+/// fills the event's encounter in place.
+///
+/// # Errors
+/// As [`encounter_from_pv1`].
+pub(crate) fn encounter_from_pv1_into(
+    msg: &V2Message<'_>,
+    slot: &mut Option<Encounter>,
+) -> Result<(), MappingError> {
     match msg.segment("PV1") {
-        Some(pv1) => encounter_from_pv1_segment(msg, &pv1, None),
-        None => Ok(None),
+        Some(pv1) => encounter_into(msg, &pv1, None, slot),
+        None => Ok(()),
     }
 }
 
@@ -567,6 +616,22 @@ pub fn encounter_from_pv1_segment(
     pv1: &SegmentRef<'_, '_>,
     moved_at: Option<Timestamp>,
 ) -> Result<Option<Encounter>, MappingError> {
+    let mut encounter = None;
+    encounter_into(msg, pv1, moved_at, &mut encounter)?;
+    Ok(encounter)
+}
+
+/// [`encounter_from_pv1_segment`] into `slot`, which stays as it is when the PV1 is no visit.
+/// The encounter (5 KB) is built where it stays, not returned through the callers.
+///
+/// # Errors
+/// As [`encounter_from_pv1_segment`].
+pub(crate) fn encounter_into(
+    msg: &V2Message<'_>,
+    pv1: &SegmentRef<'_, '_>,
+    moved_at: Option<Timestamp>,
+    slot: &mut Option<Encounter>,
+) -> Result<(), MappingError> {
     let pv1 = *pv1;
     let visit = pv1.field(19).rep(1).components();
     let visit_number = visit.get(1).string();
@@ -575,60 +640,28 @@ pub fn encounter_from_pv1_segment(
     // PV1-44/45 are TS (v2.3-2.5) or DTM (v2.6+): component 1 is the time in both.
     let admit_time = ts(msg, &pv1, 44)?;
     if visit_number.is_none() && location.is_none() && attending.is_none() && admit_time.is_none() {
-        return Ok(None);
+        return Ok(());
     }
-    let mut encounter = Encounter {
-        visit_number_authority: visit
-            .get_sub(4, 1)
-            .string()
-            .filter(|_| visit_number.is_some()),
-        visit_number,
-        class: pv1.get(2).text().map(encounter_class),
-        admission_type: datatypes::coded(&pv1.field(4)),
-        preadmit_number: pv1.get(5).string(),
-        service: datatypes::coded(&pv1.field(10)),
-        location,
-        attending,
-        referring: datatypes::practitioner(&pv1.field(8)),
-        consulting: pv1
-            .field(9)
-            .reps()
-            .filter_map(|r| datatypes::practitioner_of([r]))
-            .collect(),
-        readmission: datatypes::coded(&pv1.field(13)),
-        admit_source: datatypes::coded(&pv1.field(14)),
-        ambulatory_status: pv1
-            .field(15)
-            .reps()
-            .filter_map(|r| datatypes::coded_at(&r, 1))
-            .collect(),
-        vip_indicator: datatypes::coded(&pv1.field(16)),
-        admitting: datatypes::practitioner(&pv1.field(17)),
-        patient_type: datatypes::coded(&pv1.field(18)),
-        financial_class: datatypes::coded(&pv1.field(20)),
-        discharge_disposition: datatypes::coded(&pv1.field(36)),
-        discharged_to: discharged_to(&pv1),
-        diet: datatypes::coded(&pv1.field(38)),
-        servicing_facility: datatypes::coded(&pv1.field(39)),
-        account_status: datatypes::coded(&pv1.field(41)),
-        admit_time,
-        discharge_time: ts(msg, &pv1, 45)?,
-        alternate_visit_ids: pv1
-            .field(50)
-            .reps()
-            .filter_map(|r| datatypes::identifier(&r, IdentifierKind::Other))
-            .collect(),
-        other_providers: pv1
-            .field(52)
-            .reps()
-            .filter_map(|r| datatypes::practitioner_of([r]))
-            .collect(),
-        insurer: msg.segment("IN1").and_then(|in1| in1.get(4).string()),
-        // Every ROL and PRT of the patient and visit with a role and a person (the IG maps
-        // them to Encounter.participant); one of an order group is the order's.
-        roles: super::visit_roles(msg)?,
-        ..Encounter::default()
-    };
+    let encounter = slot.insert(Encounter::default());
+    pv1_codes(&pv1, encounter, &visit, visit_number);
+    encounter.location = location;
+    encounter.attending = attending;
+    encounter.admit_time = admit_time;
+    encounter.discharge_time = ts(msg, &pv1, 45)?;
+    encounter.alternate_visit_ids = pv1
+        .field(50)
+        .reps()
+        .filter_map(|r| datatypes::identifier(&r, IdentifierKind::Other))
+        .collect();
+    encounter.other_providers = pv1
+        .field(52)
+        .reps()
+        .filter_map(|r| datatypes::practitioner_of([r]))
+        .collect();
+    encounter.insurer = msg.segment("IN1").and_then(|in1| in1.get(4).string());
+    // Every ROL and PRT of the patient and visit with a role and a person (the IG maps
+    // them to Encounter.participant); one of an order group is the order's.
+    encounter.roles = super::visit_roles(msg)?;
     // PV1-40 bed status (deprecated from v2.6, still sent): the IG puts it on the Location
     // when PV1-3 names a room or bed.
     if let Some(loc) = encounter
@@ -640,7 +673,7 @@ pub fn encounter_from_pv1_segment(
     }
     let pv2 = pv2_of(msg, &pv1);
     if let Some(pv2) = &pv2 {
-        pv2_fields(msg, pv2, &mut encounter)?;
+        pv2_fields(msg, pv2, encounter)?;
     }
     encounter.location_history =
         location_history(&pv1, pv2.as_ref(), encounter.admit_time, moved_at);
@@ -668,7 +701,47 @@ pub fn encounter_from_pv1_segment(
             label: None,
         });
     }
-    Ok(Some(encounter))
+    Ok(())
+}
+
+/// The PV1 fields of [`encounter_into`] that are read as they are (codes, people, numbers).
+fn pv1_codes(
+    pv1: &SegmentRef<'_, '_>,
+    encounter: &mut Encounter,
+    visit: &Components<'_, '_>,
+    visit_number: Option<String>,
+) {
+    encounter.visit_number_authority = visit
+        .get_sub(4, 1)
+        .string()
+        .filter(|_| visit_number.is_some());
+    encounter.visit_number = visit_number;
+    encounter.class = pv1.get(2).text().map(encounter_class);
+    encounter.admission_type = datatypes::coded(&pv1.field(4));
+    encounter.preadmit_number = pv1.get(5).string();
+    encounter.service = datatypes::coded(&pv1.field(10));
+    encounter.referring = datatypes::practitioner(&pv1.field(8));
+    encounter.consulting = pv1
+        .field(9)
+        .reps()
+        .filter_map(|r| datatypes::practitioner_of([r]))
+        .collect();
+    encounter.readmission = datatypes::coded(&pv1.field(13));
+    encounter.admit_source = datatypes::coded(&pv1.field(14));
+    encounter.ambulatory_status = pv1
+        .field(15)
+        .reps()
+        .filter_map(|r| datatypes::coded_at(&r, 1))
+        .collect();
+    encounter.vip_indicator = datatypes::coded(&pv1.field(16));
+    encounter.admitting = datatypes::practitioner(&pv1.field(17));
+    encounter.patient_type = datatypes::coded(&pv1.field(18));
+    encounter.financial_class = datatypes::coded(&pv1.field(20));
+    encounter.discharge_disposition = datatypes::coded(&pv1.field(36));
+    encounter.discharged_to = discharged_to(pv1);
+    encounter.diet = datatypes::coded(&pv1.field(38));
+    encounter.servicing_facility = datatypes::coded(&pv1.field(39));
+    encounter.account_status = datatypes::coded(&pv1.field(41));
 }
 
 /// PV1-37 discharged to location (DLD-1: IS before v2.7, CWE from it; its code and text).

@@ -25,16 +25,17 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Charge, ChargeStatus, Coded, Diagnosis, Event, EventKind, PaymentOutcome, PaymentResult,
-    TransactionType,
+    Charge, ChargeStatus, Coded, Diagnosis, Event, EventKind, Patient, PaymentOutcome,
+    PaymentResult, TransactionType,
 };
 
 use super::adt::{
-    coverages, diagnoses, diagnosis, encounter_from_pv1, guarantors, patient_from_pid, procedures,
+    coverages, diagnoses, diagnosis, encounter_from_pv1_into, guarantors, patient_from_pid_into,
+    procedures,
 };
 use super::{
-    collect_practitioners, datatypes, decimal_value, new_event, source_from_msh, ts, ts_value,
-    MappingError,
+    collect_practitioners, datatypes, decimal_value, new_event, set_kind, source_from_msh, ts,
+    ts_value, MappingError,
 };
 
 /// Maps a DFT^P03 or DFT^P11.
@@ -43,8 +44,11 @@ use super::{
 /// [`MappingError`] without PID/patient identifier, without FT1, without FT1-6, with an
 /// unknown ZPY-1, or with unparsable dates or amounts.
 pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
-    let source = source_from_msh(msg)?;
-    let mut patient = patient_from_pid(msg)?;
+    // The kind (posted or reversed) is known once the charges are read; the event is made
+    // first so that the patient and the visit are filled in place.
+    let mut event = new_event(EventKind::ChargePosted, source_from_msh(msg)?);
+    let patient = event.patient.insert(Patient::default());
+    patient_from_pid_into(msg, patient)?;
     // DG1 of the DFT (visit level and per FT1 group): Conditions, as the IG maps DG1 anywhere.
     patient.diagnoses = diagnoses(msg)?;
     // PR1 of the FT1 groups: Procedures (the IG maps PR1 to Procedure wherever it stands).
@@ -53,7 +57,7 @@ pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     patient.guarantors = guarantors(msg)?;
     // IN1/IN2 (the INSURANCE group of DFT_P03/P11): Coverages.
     patient.coverages = coverages(msg)?;
-    let encounter = encounter_from_pv1(msg)?;
+    encounter_from_pv1_into(msg, &mut event.encounter)?;
     let account = msg.segment("PID").and_then(|pid| pid.get(18).string());
     let visit_number = msg.segment("PV1").and_then(|pv1| pv1.get(19).string());
 
@@ -82,9 +86,7 @@ pub fn event_from_dft(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     } else {
         EventKind::ChargePosted
     };
-    let mut event = new_event(kind, source);
-    event.patient = Some(patient);
-    event.encounter = encounter;
+    set_kind(&mut event, kind);
     event.charges = charges;
     collect_practitioners(&mut event);
     Ok(event)

@@ -317,15 +317,31 @@ pub fn source_from_msh(msg: &V2Message<'_>) -> Result<Source, MappingError> {
 
 /// An event with its deterministic id (see [`Event::id`]) and no entities yet.
 fn new_event(kind: EventKind, source: Source) -> Box<Event> {
-    let id = stable_id(&[
+    let id = event_id(&source, kind);
+    // Boxed from the start: the event is about 10 KB, filled in place by the mapping. The
+    // allocation comes first so the empty event is written straight into it: `Box::new`
+    // builds it on the stack and copies it over (a 10 KB memcpy per message).
+    Box::write(Box::new_uninit(), Event::empty(id, kind, source))
+}
+
+/// Gives an event made by [`new_event`] another kind, and the id that goes with it, for a
+/// mapping that learns its kind only once the event is filled.
+fn set_kind(event: &mut Event, kind: EventKind) {
+    if event.kind != kind {
+        event.kind = kind;
+        event.id = event_id(&event.source, kind);
+    }
+}
+
+/// The deterministic id of an event (see [`Event::id`]).
+fn event_id(source: &Source, kind: EventKind) -> String {
+    stable_id(&[
         &source.format,
         source.sending_application.as_deref().unwrap_or(""),
         source.sending_facility.as_deref().unwrap_or(""),
         &source.control_id,
         kind.as_str(),
-    ]);
-    // Boxed from the start: the event is a few kilobytes, filled in place by the mapping.
-    Box::new(Event::empty(id, kind, source))
+    ])
 }
 
 /// A role from one ROL or PRT (`None` without role or person):

@@ -37,10 +37,13 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Priority, Specimen,
+    Appointment, AppointmentStatus, Event, EventKind, Order, OrderStatus, Patient, Priority,
+    Specimen,
 };
 
-use super::adt::{coverages, diagnoses, encounter_from_pv1, guarantors, patient_from_pid};
+use super::adt::{
+    coverages, diagnoses, encounter_from_pv1_into, guarantors, patient_from_pid_into,
+};
 use super::{
     collect_practitioners, datatypes, new_event, notes, source_from_msh, ts, ts_value, MappingError,
 };
@@ -84,15 +87,15 @@ pub fn event_from_order(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError>
         _ => EventKind::OrderUpdated,
     };
     let mut event = new_event(kind, source_from_msh(msg)?);
-    let mut patient = patient_from_pid(msg)?;
+    let patient = event.patient.insert(Patient::default());
+    patient_from_pid_into(msg, patient)?;
     // DG1 of the order's patient-visit or order group: the IG maps it to a Condition, as in ADT.
     patient.diagnoses = diagnoses(msg)?;
     // GT1 of the patient group (ORM_O01, OML_O21/O33/O35): the account's guarantors.
     patient.guarantors = guarantors(msg)?;
     // IN1/IN2 of the patient group (ORM_O01, OML_O21/O33/O35): Coverages.
     patient.coverages = coverages(msg)?;
-    event.patient = Some(patient);
-    event.encounter = encounter_from_pv1(msg)?;
+    encounter_from_pv1_into(msg, &mut event.encounter)?;
     for group in &groups {
         let mut order = order_from_segments(msg, group)?;
         order.imaging = imaging(group);

@@ -22,10 +22,10 @@
 use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message};
 use crate::model::{
-    Attachment, Event, EventKind, Observation, OrderStatus, ResultReport, ResultStatus,
+    Attachment, Event, EventKind, Observation, OrderStatus, Patient, ResultReport, ResultStatus,
 };
 
-use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::adt::{encounter_from_pv1_into, patient_from_pid_into};
 use super::orders::{order_from_segments, OrderSegments};
 use super::{
     collect_practitioners, datatypes, decimal_value, join_lines, new_event, notes, source_from_msh,
@@ -46,9 +46,9 @@ type ReportSegments<'s, 'm> = (
 pub fn event_from_oru(msg: &V2Message<'_>) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(EventKind::ResultReported, source_from_msh(msg)?);
     if msg.segment("PID").is_some() {
-        event.patient = Some(patient_from_pid(msg)?);
+        patient_from_pid_into(msg, event.patient.insert(Patient::default()))?;
     }
-    event.encounter = encounter_from_pv1(msg)?;
+    encounter_from_pv1_into(msg, &mut event.encounter)?;
 
     let mut last_orc: Option<SegmentRef<'_, '_>> = None;
     let mut current: Option<ReportSegments<'_, '_>> = None;

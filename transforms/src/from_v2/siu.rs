@@ -71,11 +71,11 @@ use super::datatypes::UpperCode;
 use crate::hl7v2::access::{SegmentRef, V2Message, Version};
 use crate::model::{
     Appointment, AppointmentLocation, AppointmentPerson, AppointmentResource, AppointmentService,
-    AppointmentStatus, Coded, Event, EventKind, HumanName, Practitioner, Schedule, Slot,
+    AppointmentStatus, Coded, Event, EventKind, HumanName, Patient, Practitioner, Schedule, Slot,
     SlotStatus, Timestamp,
 };
 
-use super::adt::{encounter_from_pv1, patient_from_pid};
+use super::adt::{encounter_from_pv1_into, patient_from_pid_into};
 use super::{
     collect_practitioners, datatypes, decimal_value, new_event, notes, source_from_msh, ts,
     ts_value, MappingError,
@@ -112,9 +112,9 @@ pub fn kind_for(trigger: &str) -> Option<EventKind> {
 pub fn event_from_siu(msg: &V2Message<'_>, kind: EventKind) -> Result<Box<Event>, MappingError> {
     let mut event = new_event(kind, source_from_msh(msg)?);
     if msg.segment("PID").is_some() {
-        event.patient = Some(patient_from_pid(msg)?);
+        patient_from_pid_into(msg, event.patient.insert(Patient::default()))?;
     }
-    event.encounter = encounter_from_pv1(msg)?;
+    encounter_from_pv1_into(msg, &mut event.encounter)?;
     let mut appointment = appointment_from_siu(msg, kind)?;
     appointment.patient = event
         .patient

@@ -412,18 +412,21 @@ impl<'m> V2Message<'m> {
         let mut start = 0;
         let mut first_bound = 0;
         let mut escapes = false;
-        let hits = Hits::new(bytes, [field, b'\r', b'\n', esc]);
-        for at in hits.chain(Some(bytes.len())) {
-            if at < bytes.len() && bytes[at] == field {
-                bounds.push(offset(at));
-                continue;
-            }
-            if at < bytes.len() && bytes[at] == esc {
-                // MSH-2 holds the escape character itself and is never decoded: the header's
-                // other fields (read for every message) skip decoding unless they have one.
-                let in_msh2 = segments.is_empty() && bounds.len() - first_bound == 1;
-                escapes |= !in_msh2;
-                continue;
+        let mut hits = Hits::new(bytes, [field, b'\r', b'\n', esc]);
+        loop {
+            // The loop stays this small on purpose: it runs once per separator.
+            let hit = hits.next();
+            let at = hit.unwrap_or(bytes.len());
+            match hit.map(|at| bytes[at]) {
+                Some(b) if b == field => {
+                    bounds.push(offset(at));
+                    continue;
+                }
+                Some(b) if b == esc => {
+                    escapes = true;
+                    continue;
+                }
+                _ => {}
             }
             let line = &text[start..at];
             if is_blank(line) {
@@ -431,6 +434,13 @@ impl<'m> V2Message<'m> {
             } else {
                 if !valid_segment_start(line, seps.field) {
                     return Err(ParseError::MalformedSegment { offset: start });
+                }
+                if segments.is_empty() {
+                    // MSH-2 holds the escape character itself and is never decoded: the
+                    // header's other fields (read for every message) skip decoding unless
+                    // they have one.
+                    escapes =
+                        escapes && escape_after_msh2(&bytes[..at], &bounds[first_bound..], esc);
                 }
                 let b = line.as_bytes();
                 segments.push(SegmentIndex {
@@ -441,6 +451,9 @@ impl<'m> V2Message<'m> {
                     first_bound: offset(first_bound),
                     bound_count: offset(bounds.len() - first_bound),
                 });
+            }
+            if hit.is_none() {
+                break;
             }
             start = at + 1;
             first_bound = bounds.len();
@@ -710,9 +723,15 @@ impl V2Message<'_> {
 fn header_separators(text: &str) -> Option<Separators> {
     let mut chars = text.strip_prefix("MSH")?.chars();
     let field = chars.next()?;
-    let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
+    // Read into an array, not a Vec: this runs for every message.
+    let mut enc = [field; 5];
+    let mut count = 0;
+    for (slot, c) in enc.iter_mut().zip(chars.take_while(|c| *c != field)) {
+        *slot = c;
+        count += 1;
+    }
     let ok = |c: &char| c.is_ascii_punctuation();
-    if enc.len() < 4 || !ok(&field) || !enc.iter().all(ok) {
+    if count < 4 || !ok(&field) || !enc[..count].iter().all(ok) {
         return None;
     }
     let all = [field, enc[0], enc[1], enc[2], enc[3]];
@@ -725,6 +744,14 @@ fn header_separators(text: &str) -> Option<Separators> {
         subcomponent: enc[3],
         lenient_newlines: true,
     })
+}
+
+/// Whether the MSH line `msh` (the text up to its end) holds the escape character after
+/// MSH-2; `bounds` are its field separators (MSH-2 lies between the first two).
+fn escape_after_msh2(msh: &[u8], bounds: &[u32], esc: u8) -> bool {
+    bounds
+        .get(1)
+        .is_some_and(|&end| msh[end as usize..].contains(&esc))
 }
 
 /// `NAME` or `NAME|…` with a 3-character name: an upper-case letter, then upper-case letters

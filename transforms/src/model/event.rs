@@ -518,6 +518,7 @@ pub struct BusinessKey {
 
 impl Event {
     /// An event with nothing attached yet: every entity empty.
+    #[inline]
     pub fn empty(id: String, kind: EventKind, source: Source) -> Event {
         Event {
             id,
