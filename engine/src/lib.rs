@@ -173,7 +173,8 @@ impl Engine {
         let cluster = match config.engine.cluster.clone() {
             Some(c) => {
                 store.set_id_lane(c.node_id);
-                let cluster = cluster::Cluster::connect(c, &metrics).await?;
+                let cluster =
+                    cluster::Cluster::connect(c, config.engine.retention_days, &metrics).await?;
                 pipeline.set_cluster(cluster.clone());
                 Some(cluster)
             }

@@ -11,8 +11,7 @@
 //! before the lease can expire and be taken by another node.
 
 use super::{
-    partition, Cluster, ClusterView, NodeView, LEASES_BUCKET, NODES_BUCKET, STREAM,
-    STREAM_MAX_AGE_DAYS, SUBJECT_PREFIX,
+    partition, Cluster, ClusterView, NodeView, LEASES_BUCKET, NODES_BUCKET, STREAM, SUBJECT_PREFIX,
 };
 use crate::delivery::now_ms;
 use crate::pipeline::Pipeline;
@@ -97,19 +96,25 @@ async fn set_up(cluster: &Cluster, shutdown: &CancellationToken) -> Option<Bucke
     }
 }
 
+/// The work stream: every partition's subject, `replicas` copies on disk, a resend through
+/// any node recognised for two minutes. No age limit: a message leaves only when it is
+/// finished and older than the retention (`partition::prune`), so undelivered work is never
+/// dropped.
+pub(super) fn work_stream(replicas: usize) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec![format!("{SUBJECT_PREFIX}.*")],
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
 async fn try_set_up(cluster: &Cluster) -> Result<Buckets, String> {
-    let cfg = &cluster.cfg;
     cluster
         .js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: STREAM.into(),
-            subjects: vec![format!("{SUBJECT_PREFIX}.*")],
-            num_replicas: cfg.replicas,
-            max_age: Duration::from_secs(STREAM_MAX_AGE_DAYS * 24 * 3600),
-            storage: jetstream::stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
+        .get_or_create_stream(work_stream(cluster.cfg.replicas))
         .await
         .map_err(|e| format!("work stream: {e}"))?;
     Ok(Buckets {

@@ -42,8 +42,6 @@ pub const SUBJECT_PREFIX: &str = "switchboard.work";
 pub const LEASES_BUCKET: &str = "switchboard_leases";
 /// The key-value bucket of node heartbeats (node name -> [`NodeView`] as JSON).
 pub const NODES_BUCKET: &str = "switchboard_nodes";
-/// Days the stream keeps a message, as the store's default retention.
-pub const STREAM_MAX_AGE_DAYS: u64 = 90;
 
 /// The subject of partition `p`.
 pub fn subject_of(p: u32) -> String {
@@ -156,6 +154,8 @@ pub struct Cluster {
     js: jetstream::Context,
     metrics: ClusterMetrics,
     view: Mutex<ClusterView>,
+    /// How long a finished message stays in the work stream (`retention_days`).
+    retention: Duration,
 }
 
 /// Why the cluster client could not be set up.
@@ -183,6 +183,7 @@ impl Cluster {
     /// [`ClusterError`] when a secret or the CA file cannot be read or a URL is wrong.
     pub async fn connect(
         cfg: ClusterConfig,
+        retention_days: u32,
         metrics: &Metrics,
     ) -> Result<Arc<Cluster>, ClusterError> {
         let client = options(&cfg)?
@@ -201,6 +202,7 @@ impl Cluster {
             client,
             js,
             metrics: ClusterMetrics::register(metrics),
+            retention: Duration::from_secs(u64::from(retention_days) * 24 * 3600),
         }))
     }
 

@@ -15,6 +15,10 @@
 //! node's store and outbox and sent by its delivery workers, with the bodies and idempotency
 //! keys the receiving node rendered: a message delivered again after a take-over carries the
 //! same key, for the destination to recognise.
+//!
+//! Retention: the stream has no age limit. Every [`PRUNE_EVERY`] the owner removes from its
+//! partition what is both finished (at or below the consumer's ack floor) and older than
+//! `retention_days` ([`prune`]); a message not yet finished stays, however old.
 
 use super::envelope::{self, Work};
 use super::{subject_of, Cluster, STREAM};
@@ -32,6 +36,9 @@ use tracing::{debug, error, warn};
 
 /// How long the stream waits for an acknowledgement before it offers a message again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a partition's owner removes from the stream what it no longer needs.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 /// The durable consumer of partition `p`.
 pub(super) fn consumer_name(p: u32) -> String {
@@ -71,17 +78,101 @@ async fn consume(
         .messages()
         .await
         .map_err(|e| format!("consumer: {e}"))?;
+    let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
     loop {
-        let next = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            next = messages.next() => next,
-        };
-        match next {
-            None => return Err("the consumer's messages ended".into()),
-            Some(Err(e)) => return Err(format!("consumer: {e}")),
-            Some(Ok(msg)) => handle(pipeline, p, msg).await?,
+            _ = prune_timer.tick() => match prune(&stream, p, cluster.retention).await {
+                Ok(0) => {}
+                Ok(n) => debug!(partition = p, removed = n, "Finished work past its retention removed from the stream."),
+                Err(e) => warn!(partition = p, error = %e, "Cannot remove finished work from the stream; tried again later."),
+            },
+            next = messages.next() => match next {
+                None => return Err("the consumer's messages ended".into()),
+                Some(Err(e)) => return Err(format!("consumer: {e}")),
+                Some(Ok(msg)) => handle(pipeline, p, msg).await?,
+            },
         }
     }
+}
+
+/// Removes from partition `p` of the work stream the messages that are both finished (at or
+/// below its consumer's ack floor: delivered or in the dead letters) and stored more than
+/// `retention` ago; returns how many. A message not yet finished stays, however old.
+///
+/// # Errors
+///
+/// A sentence when JetStream does not answer.
+pub(super) async fn prune(
+    stream: &jetstream::stream::Stream,
+    p: u32,
+    retention: Duration,
+) -> Result<u64, String> {
+    let name = consumer_name(p);
+    let floor = match stream.consumer_info(&name).await {
+        Ok(info) => info.ack_floor.stream_sequence,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("consumer {name}: {e}")),
+    };
+    if floor == 0 {
+        return Ok(0);
+    }
+    let since = time::OffsetDateTime::now_utc() - retention;
+    let upto = match first_since(stream, p, since).await? {
+        Some(seq) => seq.min(floor + 1),
+        None => floor + 1,
+    };
+    if upto <= 1 {
+        // Nothing below sequence 1; and JetStream reads a purge "up to 1" as "all of it".
+        return Ok(0);
+    }
+    let purged = stream
+        .purge()
+        .filter(subject_of(p))
+        .sequence(upto)
+        .await
+        .map_err(|e| format!("purge of partition {p}: {e}"))?;
+    Ok(purged.purged)
+}
+
+/// The stream sequence of partition `p`'s first message stored at or after `since`, if any
+/// (a short-lived consumer that starts at that time).
+async fn first_since(
+    stream: &jetstream::stream::Stream,
+    p: u32,
+    since: time::OffsetDateTime,
+) -> Result<Option<u64>, String> {
+    let mut probe: PullConsumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: subject_of(p),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot look into partition {p}: {e}"))?;
+    let mut first = probe
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .map_err(|e| format!("cannot look into partition {p}: {e}"))?;
+    let seq = match first.next().await {
+        Some(Ok(m)) => Some(
+            m.info()
+                .map_err(|e| format!("partition {p}: {e}"))?
+                .stream_sequence,
+        ),
+        Some(Err(e)) => return Err(format!("cannot look into partition {p}: {e}")),
+        None => None,
+    };
+    if let Ok(info) = probe.info().await {
+        let name = info.name.clone();
+        let _ = stream.delete_consumer(&name).await;
+    }
+    Ok(seq)
 }
 
 /// Creates partition `p`'s consumer again, starting after the ack floor of the one before.
@@ -219,5 +310,141 @@ fn take_up(store: &Store, work: Work) -> Result<Option<Vec<OutboxItem>>, crate::
             Ok(None)
         }
         Some(_) => Ok(Some(Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A single JetStream server on a free loopback port, killed on drop.
+    struct Server {
+        child: Child,
+        url: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn nats_server() -> Server {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nats-server is installed (.ci/run installs it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        Server {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    async fn connect(url: &str) -> async_nats::Client {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            match async_nats::connect(url).await {
+                Ok(c) => return c,
+                Err(e) if std::time::Instant::now() > deadline => panic!("no NATS server: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn stored(stream: &jetstream::stream::Stream) -> u64 {
+        stream.get_info().await.expect("stream info").state.messages
+    }
+
+    /// Retention removes only what is both finished and older than the retention: a message
+    /// not yet acknowledged stays whatever its age, and another partition is not touched.
+    #[tokio::test]
+    async fn retention_removes_finished_old_work_and_never_unfinished_work() {
+        let server = nats_server();
+        let js = jetstream::new(connect(&server.url).await);
+        let stream = js
+            .get_or_create_stream(super::super::leases::work_stream(1))
+            .await
+            .expect("work stream");
+        assert_eq!(
+            stream.cached_info().config.max_age,
+            Duration::ZERO,
+            "the stream itself drops nothing by age"
+        );
+        for (p, n) in [(0u32, 5), (1, 2)] {
+            for i in 0..n {
+                js.publish(subject_of(p), format!("work {p}/{i}").into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        }
+        let consumer = take_over(&stream, 0).await.expect("consumer");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(3)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .expect("fetch");
+        let mut finished = 0;
+        while let Some(m) = batch.next().await {
+            m.expect("message").double_ack().await.expect("ack");
+            finished += 1;
+        }
+        assert_eq!(finished, 3);
+        assert_eq!(stored(&stream).await, 7);
+
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            prune(&stream, 0, day).await,
+            Ok(0),
+            "finished but young: kept"
+        );
+        assert_eq!(
+            prune(&stream, 1, Duration::ZERO).await,
+            Ok(0),
+            "no consumer yet"
+        );
+        assert_eq!(stored(&stream).await, 7);
+
+        assert_eq!(prune(&stream, 0, Duration::ZERO).await, Ok(3));
+        assert_eq!(
+            stored(&stream).await,
+            4,
+            "two unfinished of partition 0, two of 1"
+        );
+        assert_eq!(
+            prune(&stream, 0, Duration::ZERO).await,
+            Ok(0),
+            "nothing more"
+        );
+
+        // The consumer goes on with the first unfinished message.
+        let mut next = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .expect("fetch");
+        let m = next.next().await.expect("one more").expect("message");
+        assert_eq!(&m.payload[..], b"work 0/3");
     }
 }
