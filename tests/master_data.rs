@@ -289,25 +289,7 @@ async fn fhir_location_and_healthcare_service_reach_buktor_as_master_data_events
         "location.updated": {"fields": {"his_location_id": "buktor_location_id", "his_location_name": "buktor_name"}},
         "service.updated": {"fields": {"his_service_id": "buktor_service_id", "his_service_name": "buktor_name", "his_is_active": "buktor_active"}}
     }}}});
-    let sb = Sandbox::start(SandboxConfig {
-        buktor_mapping: Some(serde_json::from_value(mapping).expect("mapping")),
-        ..SandboxConfig::for_tests()
-    })
-    .await;
-    let cfg = TestConfig::new("", "");
-    let token = secret(&cfg, "buktor-token", "sandbox-buktor-token");
-    let signing = secret(&cfg, "buktor-secret", "sandbox-buktor-secret");
-    std::fs::write(
-        cfg.conf().join("channels/fhir.toml"),
-        format!(
-            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n\
-             [[route]]\nto = [\"d\"]\n[[destination]]\nname = \"d\"\ntype = \"buktor\"\nbase_url = \"{}\"\nbearer_token = {token}\nsigning_secret = {signing}\n{FAST_RETRY}",
-            sb.base("buktor")
-        ),
-    )
-    .expect("write channel");
-    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
-    let base = format!("http://{}/fhir", engine.info.channels["fhir"]);
+    let (sb, _cfg, engine, base) = fhir_to_buktor(mapping).await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         client
@@ -508,25 +490,7 @@ async fn fhir_schedule_slot_and_practitioner_role_reach_buktor_as_schedule_event
         "schedule.updated": {"fields": {"his_schedule_id": "buktor_schedule_id", "his_doctor_id": "buktor_doctor_id", "his_is_active": "buktor_active"}},
         "schedule.created": {"fields": {"his_schedule_id": "buktor_schedule_id", "his_status": "buktor_status"}}
     }}}});
-    let sb = Sandbox::start(SandboxConfig {
-        buktor_mapping: Some(serde_json::from_value(mapping).expect("mapping")),
-        ..SandboxConfig::for_tests()
-    })
-    .await;
-    let cfg = TestConfig::new("", "");
-    let token = secret(&cfg, "buktor-token", "sandbox-buktor-token");
-    let signing = secret(&cfg, "buktor-secret", "sandbox-buktor-secret");
-    std::fs::write(
-        cfg.conf().join("channels/fhir.toml"),
-        format!(
-            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n\
-             [[route]]\nto = [\"d\"]\n[[destination]]\nname = \"d\"\ntype = \"buktor\"\nbase_url = \"{}\"\nbearer_token = {token}\nsigning_secret = {signing}\n{FAST_RETRY}",
-            sb.base("buktor")
-        ),
-    )
-    .expect("write channel");
-    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
-    let base = format!("http://{}/fhir", engine.info.channels["fhir"]);
+    let (sb, _cfg, engine, base) = fhir_to_buktor(mapping).await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         client
@@ -586,4 +550,29 @@ async fn fhir_schedule_slot_and_practitioner_role_reach_buktor_as_schedule_event
     assert!(dead_letters(&engine, 0, 1).await.is_empty());
     engine.terminate();
     sb.stop().await;
+}
+
+/// A sandbox whose Buktor maps `mapping`, an engine whose `fhir_rest` channel sends to it,
+/// and the channel's FHIR base URL.
+async fn fhir_to_buktor(mapping: Value) -> (Sandbox, TestConfig, EngineProcess, String) {
+    let sb = Sandbox::start(SandboxConfig {
+        buktor_mapping: Some(serde_json::from_value(mapping).expect("mapping")),
+        ..SandboxConfig::for_tests()
+    })
+    .await;
+    let cfg = TestConfig::new("", "");
+    let token = secret(&cfg, "buktor-token", "sandbox-buktor-token");
+    let signing = secret(&cfg, "buktor-secret", "sandbox-buktor-secret");
+    std::fs::write(
+        cfg.conf().join("channels/fhir.toml"),
+        format!(
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n\
+             [[route]]\nto = [\"d\"]\n[[destination]]\nname = \"d\"\ntype = \"buktor\"\nbase_url = \"{}\"\nbearer_token = {token}\nsigning_secret = {signing}\n{FAST_RETRY}",
+            sb.base("buktor")
+        ),
+    )
+    .expect("write channel");
+    let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
+    let base = format!("http://{}/fhir", engine.info.channels["fhir"]);
+    (sb, cfg, engine, base)
 }
