@@ -1571,23 +1571,10 @@ mod tests {
         let folder = dir.path().join("out");
         let id = store.next_id(now_ms());
         let item = OutboxItem {
-            destination: "lab/files".into(),
-            seq: store.next_seq(),
-            message_id: id,
             partition: "MRN1".into(),
-            created_at_ms: now_ms(),
-            attempts: 0,
-            next_attempt_ms: now_ms(),
-            last_error: String::new(),
-            content_type: "application/hl7-v2".into(),
-            idempotency_key: format!("{id}-files"),
             control_id: Some("C1".into()),
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: b"MSH|^~\\&|HIS\r".to_vec(),
+            ..OutboxItem::sample("lab/files", id, store.next_seq(), now_ms())
         };
         // `put` part-way: the delivery is written, the record not yet.
         store
@@ -1675,23 +1662,13 @@ mod tests {
                 "start": format!("2026-06-16T0{n}:00:00"),
             }]});
             let item = OutboxItem {
-                destination: "lab/lx".into(),
-                seq: store.next_seq(),
-                message_id: id,
                 partition: "P-1".into(),
-                created_at_ms: now_ms(),
-                attempts: 0,
-                next_attempt_ms: now_ms(),
-                last_error: String::new(),
                 content_type: "application/json".into(),
-                idempotency_key: format!("{id}-lx"),
                 control_id: Some(format!("C{n}")),
                 path: Some("/api/integration/appointments/upload".into()),
                 payload: "latrexa".into(),
-                appointment: None,
-                reference: None,
-                master: false,
                 body: serde_json::to_vec(&body).expect("json"),
+                ..OutboxItem::sample("lab/lx", id, store.next_seq(), now_ms())
             };
             let mut rec = record(id, "lab", &format!("C{n}"), Status::Routed);
             attach(&mut rec, std::slice::from_ref(&item));
@@ -1771,23 +1748,10 @@ mod tests {
 
     fn queued(id: u64, seq: u64, partition: &str, created_at_ms: u64) -> OutboxItem {
         OutboxItem {
-            destination: "lab/files".into(),
-            seq,
-            message_id: id,
             partition: partition.into(),
-            created_at_ms,
-            attempts: 0,
-            next_attempt_ms: created_at_ms,
-            last_error: String::new(),
-            content_type: "application/hl7-v2".into(),
-            idempotency_key: format!("{id}-files"),
             control_id: Some(format!("C{seq}")),
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: format!("MSH|^~\\&|HIS|||||||C{seq}\r").into_bytes(),
+            ..OutboxItem::sample("lab/files", id, seq, created_at_ms)
         }
     }
 

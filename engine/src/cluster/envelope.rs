@@ -127,23 +127,12 @@ mod tests {
 
     pub(crate) fn item(partition: &str, body: &[u8]) -> OutboxItem {
         OutboxItem {
-            destination: "lab/sink".into(),
-            seq: 7,
-            message_id: 42,
             partition: partition.into(),
-            created_at_ms: 1,
-            attempts: 0,
             next_attempt_ms: 0,
-            last_error: String::new(),
             content_type: "application/json".into(),
-            idempotency_key: "42-sink".into(),
-            control_id: None,
-            path: None,
             payload: "canonical".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: body.to_vec(),
+            ..OutboxItem::sample("lab/sink", 42, 7, 1)
         }
     }
 

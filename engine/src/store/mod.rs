@@ -895,23 +895,10 @@ pub(crate) mod tests {
             Some(&b"MSH|NEW"[..])
         );
         let item = outbox::OutboxItem {
-            destination: "lab/files".into(),
-            seq: 1,
-            message_id: old_id,
-            partition: String::new(),
-            created_at_ms: 5_000,
             attempts: 1,
-            next_attempt_ms: 5_000,
-            last_error: String::new(),
-            content_type: "application/hl7-v2".into(),
             idempotency_key: "k".into(),
-            control_id: None,
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: Vec::new(),
+            ..outbox::OutboxItem::sample("lab/files", old_id, 1, 5_000)
         };
         assert_eq!(
             s.finish(&item, true, "written").expect("finish"),

@@ -70,6 +70,36 @@ pub struct OutboxItem {
     pub body: Vec<u8>,
 }
 
+#[cfg(test)]
+impl OutboxItem {
+    /// A test item: the HL7 delivery `MSH|` of message `message_id` to `destination` (its key
+    /// `<id>-<name>`), queued as `seq` and due at `at_ms`, never tried. Tests set what they
+    /// need over it (`OutboxItem { partition, ..OutboxItem::sample(..) }`), so a field added
+    /// to the item is added here once.
+    pub(crate) fn sample(destination: &str, message_id: u64, seq: u64, at_ms: u64) -> OutboxItem {
+        let name = destination.rsplit('/').next().unwrap_or(destination);
+        OutboxItem {
+            destination: destination.into(),
+            seq,
+            message_id,
+            partition: String::new(),
+            created_at_ms: at_ms,
+            attempts: 0,
+            next_attempt_ms: at_ms,
+            last_error: String::new(),
+            content_type: "application/hl7-v2".into(),
+            idempotency_key: format!("{message_id}-{name}"),
+            control_id: None,
+            path: None,
+            payload: "hl7".into(),
+            appointment: None,
+            reference: None,
+            master: false,
+            body: b"MSH|".to_vec(),
+        }
+    }
+}
+
 impl OutboxItem {
     /// The key in `outbox` and `dead_letters`.
     pub fn key(&self) -> Vec<u8> {
@@ -831,25 +861,7 @@ mod tests {
     use crate::store::tests::{record, reopen};
 
     fn item(store: &Store, message_id: u64) -> OutboxItem {
-        OutboxItem {
-            destination: "lab/files".into(),
-            seq: store.next_seq(),
-            message_id,
-            partition: String::new(),
-            created_at_ms: 1,
-            attempts: 0,
-            next_attempt_ms: 1,
-            last_error: String::new(),
-            content_type: "application/hl7-v2".into(),
-            idempotency_key: format!("{message_id}-files"),
-            control_id: None,
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
-            body: b"MSH|".to_vec(),
-        }
+        OutboxItem::sample("lab/files", message_id, store.next_seq(), 1)
     }
 
     #[test]

@@ -418,23 +418,9 @@ mod tests {
 
     fn item(store: &Store, message_id: u64) -> OutboxItem {
         OutboxItem {
-            destination: "a/x".into(),
-            seq: store.next_seq(),
-            message_id,
-            partition: String::new(),
-            created_at_ms: NOW,
-            attempts: 0,
-            next_attempt_ms: NOW,
-            last_error: String::new(),
-            content_type: "application/hl7-v2".into(),
             idempotency_key: "k".into(),
-            control_id: None,
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: b"raw".to_vec(),
+            ..OutboxItem::sample("a/x", message_id, store.next_seq(), NOW)
         }
     }
 

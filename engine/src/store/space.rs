@@ -228,23 +228,11 @@ mod tests {
         )
         .expect("put");
         let item = OutboxItem {
-            destination: "a/x".into(),
-            seq: s.next_seq(),
-            message_id: id,
-            partition: String::new(),
-            created_at_ms: 1000,
             attempts: 1,
-            next_attempt_ms: 1000,
-            last_error: String::new(),
             content_type: "text/plain".into(),
             idempotency_key: "k".into(),
-            control_id: None,
-            path: None,
-            payload: "hl7".into(),
-            appointment: None,
-            reference: None,
-            master: false,
             body: b"raw".to_vec(),
+            ..OutboxItem::sample("a/x", id, s.next_seq(), 1000)
         };
         let dead = OutboxItem {
             seq: s.next_seq(),
