@@ -79,15 +79,7 @@ impl Fhir {
 async fn fhir_rest_creates_events_answers_in_fhir_terms_and_keeps_bundles_whole() {
     let sink = HttpSink::start(SinkMode::Up).await;
     let cfg = TestConfig::new("", "");
-    let token = secret(&cfg, "fhir-token", "fhir-token\n");
-    add_channel(
-        &cfg,
-        "fhir",
-        &format!(
-            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\nmax_body_bytes = 65536\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}",
-            sink.url
-        ),
-    );
+    fhir_channel_with(&cfg, &sink, "max_body_bytes = 65536\n", "");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let fhir = Fhir {
         base: format!("http://{}/fhir", engine.info.channels["fhir"]),
@@ -271,12 +263,18 @@ impl Fhir {
 
 /// A FHIR source `fhir` under `/fhir` with bearer token `fhir-token`, routing to `sink`.
 fn fhir_channel(cfg: &TestConfig, sink: &HttpSink) {
+    fhir_channel_with(cfg, sink, "", "");
+}
+
+/// [`fhir_channel`] with more source keys (`source_keys`, lines of `[source]`) and delivery
+/// keys (`delivery_keys`, after the fast-retry table).
+fn fhir_channel_with(cfg: &TestConfig, sink: &HttpSink, source_keys: &str, delivery_keys: &str) {
     let token = secret(cfg, "fhir-token", "fhir-token\n");
     add_channel(
         cfg,
         "fhir",
         &format!(
-            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}",
+            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n{source_keys}[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}{delivery_keys}",
             sink.url
         ),
     );
@@ -288,15 +286,7 @@ fn fhir_channel(cfg: &TestConfig, sink: &HttpSink) {
 async fn fhir_rest_deliveries_queue_per_patient() {
     let sink = HttpSink::start(SinkMode::DownFor("P-20001")).await;
     let cfg = TestConfig::new("", "");
-    let token = secret(&cfg, "fhir-token", "fhir-token\n");
-    add_channel(
-        &cfg,
-        "fhir",
-        &format!(
-            "name = \"fhir\"\n[source]\ntype = \"fhir_rest\"\nlisten = \"127.0.0.1:0\"\nbase_path = \"/fhir\"\n[source.auth]\nbearer_token = {{ file = \"{token}\" }}\n[[route]]\nto = [\"hook\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n{FAST_RETRY}max_attempts = 100000\n",
-            sink.url
-        ),
-    );
+    fhir_channel_with(&cfg, &sink, "", "max_attempts = 100000\n");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let fhir = Fhir {
         base: format!("http://{}/fhir", engine.info.channels["fhir"]),
