@@ -350,6 +350,75 @@ pub fn message_type_label(code: &str, trigger: &str) -> String {
     }
 }
 
+/// Creates metric families and registers them in one registry: the one place where a
+/// family is made, so that [`Metrics::new`] and the cluster's metrics read as lists.
+#[derive(Default)]
+pub(crate) struct Registrar {
+    /// The registry every family goes into.
+    pub(crate) registry: Registry,
+}
+
+impl Registrar {
+    /// Registers a collector.
+    ///
+    /// # Panics
+    ///
+    /// When a family of the same name is already registered: names are constants.
+    pub(crate) fn register<C: prometheus::core::Collector + 'static>(&self, c: C) {
+        self.registry
+            .register(Box::new(c))
+            .expect("metric registered once");
+    }
+
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.register(c.clone());
+        c
+    }
+
+    /// A counter family with `labels`.
+    pub(crate) fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A counter without labels.
+    pub(crate) fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    /// A gauge family with `labels`.
+    pub(crate) fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A gauge without labels.
+    pub(crate) fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    /// A histogram without labels.
+    pub(crate) fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: prometheus::Result<Vec<f64>>,
+    ) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.expect("valid buckets"));
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+
+    /// A histogram family with `labels`.
+    pub(crate) fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: prometheus::Result<Vec<f64>>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.expect("valid buckets"));
+        self.add(HistogramVec::new(opts, labels).expect("valid metric"))
+    }
+}
+
 /// The engine's metrics, registered in their own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -466,397 +535,259 @@ impl Metrics {
     ///
     /// Never in practice: names and label sets are constants checked by the tests.
     pub fn new(config_version: &str) -> Metrics {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("metric registered once");
-            c
-        };
-        let received = counter(
-            MESSAGES_RECEIVED,
-            "Messages received, by channel and message type.",
-            &["channel", "message_type"],
-        );
-        let acks = counter(
-            ACKS_SENT,
-            "Acknowledgments sent, by MSA-1 code.",
-            &["channel", "code"],
-        );
-        let rejected = counter(
-            MESSAGES_REJECTED,
-            "Messages answered negatively, by reason.",
-            &["channel", "reason"],
-        );
-        let duplicates = counter(
-            DUPLICATES,
-            "Resent messages answered with the first answer.",
-            &["channel"],
-        );
-        let store_errors = counter(STORE_ERRORS, "Failed store operations.", &["operation"]);
-        for op in STORE_OPERATIONS {
-            store_errors.with_label_values(&[op]);
-        }
-        let mllp_opened = counter(MLLP_OPENED, "MLLP connections accepted.", &["channel"]);
-        let mllp_closed = counter(MLLP_CLOSED, "MLLP connections closed.", &["channel"]);
-        let mllp_refused = counter(
-            MLLP_REFUSED,
-            "Source connections refused (a cap or the allow-list).",
-            &["channel"],
-        );
-        let connections_refused_per_peer = counter(
-            CONNECTIONS_REFUSED_PER_PEER,
-            "Source connections refused because their peer address held max_connections_per_peer.",
-            &["channel"],
-        );
-        let connections_evicted = counter(
-            CONNECTIONS_EVICTED,
-            "Idle source connections closed to admit a new one at max_connections.",
-            &["channel"],
-        );
-        let mllp_junk = counter(
-            MLLP_JUNK,
-            "Bytes skipped outside MLLP frames.",
-            &["channel"],
-        );
-        let mllp_timeouts = counter(
-            MLLP_TIMEOUTS,
-            "MLLP connections cut by a timeout.",
-            &["channel"],
-        );
-        let http_auth_failures = counter(
-            HTTP_AUTH_FAILURES,
-            "HTTP source requests refused for credentials, signature or timestamp.",
-            &["channel"],
-        );
-        let ingest_duration = HistogramVec::new(
-            HistogramOpts::new(INGEST_DURATION, "Seconds from receipt to answer.")
-                .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
-            &["channel"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(ingest_duration.clone()))
-            .expect("metric registered once");
-        let commit_duration = Histogram::with_opts(
-            HistogramOpts::new(
+        let r = Registrar::default();
+        let counter = |name: &str, help: &str, labels: &[&str]| r.counter_vec(name, help, labels);
+        let per_destination =
+            |name: &str, help: &str| r.gauge_vec(name, help, &["channel", "destination"]);
+        let m = Metrics {
+            registry: r.registry.clone(),
+            received: counter(
+                MESSAGES_RECEIVED,
+                "Messages received, by channel and message type.",
+                &["channel", "message_type"],
+            ),
+            acks: counter(
+                ACKS_SENT,
+                "Acknowledgments sent, by MSA-1 code.",
+                &["channel", "code"],
+            ),
+            rejected: counter(
+                MESSAGES_REJECTED,
+                "Messages answered negatively, by reason.",
+                &["channel", "reason"],
+            ),
+            duplicates: counter(
+                DUPLICATES,
+                "Resent messages answered with the first answer.",
+                &["channel"],
+            ),
+            store_errors: counter(STORE_ERRORS, "Failed store operations.", &["operation"]),
+            mllp_opened: counter(MLLP_OPENED, "MLLP connections accepted.", &["channel"]),
+            mllp_closed: counter(MLLP_CLOSED, "MLLP connections closed.", &["channel"]),
+            mllp_refused: counter(
+                MLLP_REFUSED,
+                "Source connections refused (a cap or the allow-list).",
+                &["channel"],
+            ),
+            connections_refused_per_peer: counter(
+                CONNECTIONS_REFUSED_PER_PEER,
+                "Source connections refused because their peer address held max_connections_per_peer.",
+                &["channel"],
+            ),
+            connections_evicted: counter(
+                CONNECTIONS_EVICTED,
+                "Idle source connections closed to admit a new one at max_connections.",
+                &["channel"],
+            ),
+            mllp_junk: counter(
+                MLLP_JUNK,
+                "Bytes skipped outside MLLP frames.",
+                &["channel"],
+            ),
+            mllp_timeouts: counter(
+                MLLP_TIMEOUTS,
+                "MLLP connections cut by a timeout.",
+                &["channel"],
+            ),
+            http_auth_failures: counter(
+                HTTP_AUTH_FAILURES,
+                "HTTP source requests refused for credentials, signature or timestamp.",
+                &["channel"],
+            ),
+            ingest_duration: r.histogram_vec(
+                INGEST_DURATION,
+                "Seconds from receipt to answer.",
+                exponential_buckets(0.00005, 2.0, 18),
+                &["channel"],
+            ),
+            commit_duration: r.histogram(
                 STORE_COMMIT_DURATION,
                 "Seconds one group-commit flush took.",
-            )
-            .buckets(exponential_buckets(0.00005, 2.0, 18).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(commit_duration.clone()))
-            .expect("metric registered once");
-        let commit_batch = Histogram::with_opts(
-            HistogramOpts::new(
+                exponential_buckets(0.00005, 2.0, 18),
+            ),
+            commit_batch: r.histogram(
                 STORE_COMMIT_BATCH,
                 "Messages covered by one group-commit flush.",
-            )
-            .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(commit_batch.clone()))
-            .expect("metric registered once");
-        let store_fsyncs = IntCounter::new(
-            STORE_FSYNCS,
-            "Group commits made durable with an fdatasync of the store's files.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(store_fsyncs.clone()))
-            .expect("metric registered once");
-        let store_fsync_enabled = IntGauge::new(
-            STORE_FSYNC_ENABLED,
-            "1 when answers wait for an fsync; 0 with durability = \"os\".",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(store_fsync_enabled.clone()))
-            .expect("metric registered once");
-        let control_id_reused = counter(
-            CONTROL_ID_REUSED,
-            "Sender keys seen again with a different body, stored as new messages.",
-            &["channel"],
-        );
-        let store_size =
-            IntGauge::new(STORE_SIZE, "Bytes the store takes on disk.").expect("valid metric");
-        registry
-            .register(Box::new(store_size.clone()))
-            .expect("metric registered once");
-        let store_disk_available = IntGauge::new(
-            STORE_DISK_AVAILABLE,
-            "Free bytes on the filesystem of the data folder.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(store_disk_available.clone()))
-            .expect("metric registered once");
-        let last_message = IntGaugeVec::new(
-            Opts::new(
+                exponential_buckets(1.0, 2.0, 12),
+            ),
+            store_fsyncs: r.counter(
+                STORE_FSYNCS,
+                "Group commits made durable with an fdatasync of the store's files.",
+            ),
+            store_fsync_enabled: r.gauge(
+                STORE_FSYNC_ENABLED,
+                "1 when answers wait for an fsync; 0 with durability = \"os\".",
+            ),
+            control_id_reused: counter(
+                CONTROL_ID_REUSED,
+                "Sender keys seen again with a different body, stored as new messages.",
+                &["channel"],
+            ),
+            store_size: r.gauge(STORE_SIZE, "Bytes the store takes on disk."),
+            store_disk_available: r.gauge(
+                STORE_DISK_AVAILABLE,
+                "Free bytes on the filesystem of the data folder.",
+            ),
+            last_message: r.gauge_vec(
                 CHANNEL_LAST_MESSAGE,
                 "Unix time of the last message received.",
+                &["channel"],
             ),
-            &["channel"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_message.clone()))
-            .expect("metric registered once");
-        let channel_paused = IntGaugeVec::new(
-            Opts::new(
+            channel_paused: r.gauge_vec(
                 CHANNEL_PAUSED,
                 "1 while an operator has the channel paused, else 0.",
+                &["channel"],
             ),
-            &["channel"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(channel_paused.clone()))
-            .expect("metric registered once");
-        let processed = counter(
-            MESSAGES_PROCESSED,
-            "Messages routed or filtered.",
-            &["channel", "message_type", "outcome"],
-        );
-        let deliveries = counter(
-            DELIVERIES,
-            "Delivery attempts by outcome.",
-            &["channel", "destination", "outcome"],
-        );
-        let dead_letters = counter(
-            DEAD_LETTERS,
-            "Deliveries given up and put in the dead letters.",
-            &["channel", "destination"],
-        );
-        let slots_closed = counter(
-            APPOINTMENT_SLOTS_CLOSED,
-            "Old appointment slots closed before a rescheduled appointment was sent.",
-            &["channel", "destination"],
-        );
-        let unknown_reschedules = counter(
-            APPOINTMENT_UNKNOWN_RESCHEDULES,
-            "Reschedules of appointments the ledger never saw: the old slot may remain.",
-            &["channel", "destination"],
-        );
-        let delivery_duration = HistogramVec::new(
-            HistogramOpts::new(DELIVERY_DURATION, "Seconds one delivery attempt took.")
-                .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
-            &["channel", "destination"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(delivery_duration.clone()))
-            .expect("metric registered once");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGaugeVec::new(Opts::new(name, help), &["channel", "destination"])
-                .expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric registered once");
-            g
-        };
-        let outbox_depth = gauge(OUTBOX_DEPTH, "Deliveries waiting in the outbox.");
-        let outbox_oldest_age = gauge(
-            OUTBOX_OLDEST_AGE,
-            "Age in seconds of the oldest delivery waiting.",
-        );
-        let dead_letters_outstanding = gauge(
-            DEAD_LETTERS_OUTSTANDING,
-            "Dead letters waiting for a retry or discard.",
-        );
-        let destination_up = gauge(
-            DESTINATION_UP,
-            "1 when the destination takes deliveries, 0 while its circuit breaker is open.",
-        );
-        // A counter in meaning; a gauge type because retention adds whole batches at once.
-        let purged = IntGauge::new(STORE_PURGED, "Messages removed by retention since start.")
-            .expect("valid metric");
-        registry
-            .register(Box::new(purged.clone()))
-            .expect("metric registered once");
-        let retention_removed = counter(
-            RETENTION_REMOVED,
-            "Messages removed by retention, by channel.",
-            &["channel"],
-        );
-        let store_reserve_refusals = counter(
-            STORE_RESERVE_REFUSALS,
-            "Store writes refused because free disk space was under min_free_disk_bytes, by write path.",
-            &["path"],
-        );
-        for path in STORE_WRITE_PATHS {
-            store_reserve_refusals.with_label_values(&[path]);
-        }
-        let build = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Build and configuration version; always 1."),
-            &["version", "config_version"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(build.clone()))
-            .expect("metric registered once");
-        build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
-            .set(1);
-        let tls_handshake_failures = counter(
-            TLS_HANDSHAKE_FAILURES,
-            "TLS handshakes refused by a source, by reason.",
-            &["channel", "reason"],
-        );
-        let tls_cert_expiry = IntGaugeVec::new(
-            Opts::new(
+            processed: counter(
+                MESSAGES_PROCESSED,
+                "Messages routed or filtered.",
+                &["channel", "message_type", "outcome"],
+            ),
+            deliveries: counter(
+                DELIVERIES,
+                "Delivery attempts by outcome.",
+                &["channel", "destination", "outcome"],
+            ),
+            dead_letters: counter(
+                DEAD_LETTERS,
+                "Deliveries given up and put in the dead letters.",
+                &["channel", "destination"],
+            ),
+            slots_closed: counter(
+                APPOINTMENT_SLOTS_CLOSED,
+                "Old appointment slots closed before a rescheduled appointment was sent.",
+                &["channel", "destination"],
+            ),
+            unknown_reschedules: counter(
+                APPOINTMENT_UNKNOWN_RESCHEDULES,
+                "Reschedules of appointments the ledger never saw: the old slot may remain.",
+                &["channel", "destination"],
+            ),
+            delivery_duration: r.histogram_vec(
+                DELIVERY_DURATION,
+                "Seconds one delivery attempt took.",
+                exponential_buckets(0.0005, 2.0, 16),
+                &["channel", "destination"],
+            ),
+            outbox_depth: per_destination(OUTBOX_DEPTH, "Deliveries waiting in the outbox."),
+            outbox_oldest_age: per_destination(
+                OUTBOX_OLDEST_AGE,
+                "Age in seconds of the oldest delivery waiting.",
+            ),
+            dead_letters_outstanding: per_destination(
+                DEAD_LETTERS_OUTSTANDING,
+                "Dead letters waiting for a retry or discard.",
+            ),
+            destination_up: per_destination(
+                DESTINATION_UP,
+                "1 when the destination takes deliveries, 0 while its circuit breaker is open.",
+            ),
+            // A counter in meaning; a gauge type because retention adds whole batches at once.
+            purged: r.gauge(STORE_PURGED, "Messages removed by retention since start."),
+            retention_removed: counter(
+                RETENTION_REMOVED,
+                "Messages removed by retention, by channel.",
+                &["channel"],
+            ),
+            store_reserve_refusals: counter(
+                STORE_RESERVE_REFUSALS,
+                "Store writes refused because free disk space was under min_free_disk_bytes, by write path.",
+                &["path"],
+            ),
+            build_info: r.gauge_vec(
+                BUILD_INFO,
+                "Build and configuration version; always 1.",
+                &["version", "config_version"],
+            ),
+            tls_handshake_failures: counter(
+                TLS_HANDSHAKE_FAILURES,
+                "TLS handshakes refused by a source, by reason.",
+                &["channel", "reason"],
+            ),
+            tls_cert_expiry: r.gauge_vec(
                 TLS_CERT_EXPIRY,
                 "Unix time at which a configured TLS certificate expires (notAfter).",
+                &["channel", "endpoint", "role"],
             ),
-            &["channel", "endpoint", "role"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(tls_cert_expiry.clone()))
-            .expect("metric registered once");
-        let sftp_files_picked = counter(
-            SFTP_FILES_PICKED,
-            "Files an SFTP source took for processing.",
-            &["channel"],
-        );
-        let sftp_files_failed = counter(
-            SFTP_FILES_FAILED,
-            "Files an SFTP source moved to its error folder.",
-            &["channel"],
-        );
-        let sftp_poll_errors = counter(
-            SFTP_POLL_ERRORS,
-            "Failed SFTP connections, listings and moves.",
-            &["channel"],
-        );
-        let dicom_associations = counter(
-            DICOM_ASSOCIATIONS,
-            "DICOM associations asked of a DICOM source, by outcome.",
-            &["channel", "outcome"],
-        );
-        let dicom_stored_instances = counter(
-            DICOM_STORED_INSTANCES,
-            "DICOM objects a storage source wrote to its folder (fsynced).",
-            &["channel"],
-        );
-        let dicom_worklist_items = IntGaugeVec::new(
-            Opts::new(
+            sftp_files_picked: counter(
+                SFTP_FILES_PICKED,
+                "Files an SFTP source took for processing.",
+                &["channel"],
+            ),
+            sftp_files_failed: counter(
+                SFTP_FILES_FAILED,
+                "Files an SFTP source moved to its error folder.",
+                &["channel"],
+            ),
+            sftp_poll_errors: counter(
+                SFTP_POLL_ERRORS,
+                "Failed SFTP connections, listings and moves.",
+                &["channel"],
+            ),
+            dicom_associations: counter(
+                DICOM_ASSOCIATIONS,
+                "DICOM associations asked of a DICOM source, by outcome.",
+                &["channel", "outcome"],
+            ),
+            dicom_stored_instances: counter(
+                DICOM_STORED_INSTANCES,
+                "DICOM objects a storage source wrote to its folder (fsynced).",
+                &["channel"],
+            ),
+            dicom_worklist_items: r.gauge_vec(
                 DICOM_WORKLIST_ITEMS,
                 "Scheduled procedure steps in each modality worklist.",
+                &["worklist"],
             ),
-            &["worklist"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(dicom_worklist_items.clone()))
-            .expect("metric registered once");
-        let reloads = counter(
-            CONFIG_RELOADS,
-            "Configuration reloads, by outcome.",
-            &["outcome"],
-        );
-        for outcome in RELOAD_OUTCOMES {
-            reloads.with_label_values(&[outcome]);
-        }
-        let latrexa_received = counter(
-            LATREXA_BOOKINGS_RECEIVED,
-            "Latrexa online booking revisions taken, by source (hub or poll).",
-            &["channel", "source"],
-        );
-        let latrexa_confirmed = counter(
-            LATREXA_BOOKINGS_CONFIRMED,
-            "Latrexa bookings written in the HIS and confirmed at Latrexa.",
-            &["channel"],
-        );
-        let latrexa_rejected = counter(
-            LATREXA_BOOKINGS_REJECTED,
-            "Latrexa bookings refused by the HIS and rejected at Latrexa.",
-            &["channel"],
-        );
-        let latrexa_heartbeats = counter(
-            LATREXA_HEARTBEATS,
-            "Latrexa heartbeats, by outcome (sent or failed).",
-            &["channel", "outcome"],
-        );
-        let latrexa_hub_connected = IntGaugeVec::new(
-            Opts::new(
+            reloads: counter(
+                CONFIG_RELOADS,
+                "Configuration reloads, by outcome.",
+                &["outcome"],
+            ),
+            latrexa_received: counter(
+                LATREXA_BOOKINGS_RECEIVED,
+                "Latrexa online booking revisions taken, by source (hub or poll).",
+                &["channel", "source"],
+            ),
+            latrexa_confirmed: counter(
+                LATREXA_BOOKINGS_CONFIRMED,
+                "Latrexa bookings written in the HIS and confirmed at Latrexa.",
+                &["channel"],
+            ),
+            latrexa_rejected: counter(
+                LATREXA_BOOKINGS_REJECTED,
+                "Latrexa bookings refused by the HIS and rejected at Latrexa.",
+                &["channel"],
+            ),
+            latrexa_heartbeats: counter(
+                LATREXA_HEARTBEATS,
+                "Latrexa heartbeats, by outcome (sent or failed).",
+                &["channel", "outcome"],
+            ),
+            latrexa_hub_connected: r.gauge_vec(
                 LATREXA_HUB_CONNECTED,
                 "1 while the Latrexa SignalR hub is connected, 0 while the channel polls.",
+                &["channel"],
             ),
-            &["channel"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(latrexa_hub_connected.clone()))
-            .expect("metric registered once");
+        };
+        for op in STORE_OPERATIONS {
+            m.store_errors.with_label_values(&[op]);
+        }
+        for path in STORE_WRITE_PATHS {
+            m.store_reserve_refusals.with_label_values(&[path]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), config_version])
+            .set(1);
+        for outcome in RELOAD_OUTCOMES {
+            m.reloads.with_label_values(&[outcome]);
+        }
         #[cfg(target_os = "linux")]
-        {
-            let pc = prometheus::process_collector::ProcessCollector::new(
-                std::process::id() as i32,
-                PROCESS_NAMESPACE,
-            );
-            registry
-                .register(Box::new(pc))
-                .expect("metric registered once");
-        }
-        Metrics {
-            registry,
-            received,
-            acks,
-            rejected,
-            duplicates,
-            ingest_duration,
-            commit_duration,
-            commit_batch,
-            store_errors,
-            store_fsyncs,
-            store_fsync_enabled,
-            control_id_reused,
-            store_size,
-            store_disk_available,
-            mllp_opened,
-            mllp_closed,
-            mllp_refused,
-            connections_refused_per_peer,
-            connections_evicted,
-            mllp_junk,
-            mllp_timeouts,
-            http_auth_failures,
-            last_message,
-            channel_paused,
-            processed,
-            deliveries,
-            delivery_duration,
-            outbox_depth,
-            outbox_oldest_age,
-            dead_letters,
-            dead_letters_outstanding,
-            slots_closed,
-            unknown_reschedules,
-            destination_up,
-            purged,
-            retention_removed,
-            store_reserve_refusals,
-            tls_handshake_failures,
-            tls_cert_expiry,
-            sftp_files_picked,
-            sftp_files_failed,
-            sftp_poll_errors,
-            build_info: build,
-            reloads,
-            latrexa_received,
-            latrexa_confirmed,
-            latrexa_rejected,
-            latrexa_hub_connected,
-            latrexa_heartbeats,
-            dicom_associations,
-            dicom_worklist_items,
-            dicom_stored_instances,
-        }
+        r.register(prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            PROCESS_NAMESPACE,
+        ));
+        m
     }
 
     /// The metrics of one DICOM source; its association outcomes (and, for a storage
