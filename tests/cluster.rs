@@ -490,6 +490,27 @@ async fn check_names_each_wrong_cluster_key_and_connect_reaches_the_nats_servers
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("channels/lab.toml: ack:"), "{out}");
 
+    // A node whose admin API listens on an unspecified address must say where the other
+    // nodes call it.
+    let any = node_config("a", 1, &[nats[0].url()], 1, sink);
+    let main = any.conf().join("switchboard.toml");
+    let text = std::fs::read_to_string(&main).expect("config");
+    let text = text.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    std::fs::write(&main, &text).expect("write");
+    let (out, code) = check(&any.conf(), false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("switchboard.toml: cluster.admin_url:"),
+        "{out}"
+    );
+    let text = text.replace(
+        "[cluster]\n",
+        "[cluster]\nadmin_url = \"http://10.0.0.1:8080\"\n",
+    );
+    std::fs::write(&main, &text).expect("write");
+    let (out, code) = check(&any.conf(), false);
+    assert_eq!(code, Some(0), "{out}");
+
     let right = node_config("a", 1, &[nats[0].url()], 1, sink);
     let (out, code) = check(&right.conf(), false);
     assert_eq!(code, Some(0), "{out}");
@@ -528,4 +549,245 @@ async fn a_single_node_answers_not_clustered_and_exports_no_cluster_metrics() {
     let metrics = metrics_text(&engine).await;
     assert!(!metrics.contains("switchboard_cluster_"), "{metrics}");
     engine.kill();
+}
+
+/// GET of an admin URL: (status, JSON body).
+async fn get_any(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::get(url).await.expect("admin API reachable");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+/// POST of a JSON body to an admin URL: (status, JSON body).
+async fn post_any(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("admin API reachable");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+/// Waits (at most 30 s) until every node's heartbeat, as `engine` sees it, carries the
+/// admin URL the node bound.
+async fn wait_admin_urls(engine: &EngineProcess, all: &[&EngineProcess]) {
+    let want: BTreeSet<String> = all.iter().map(|e| e.admin()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = cluster_view(engine).await.unwrap_or_default();
+        let got: BTreeSet<String> = view["nodes"]
+            .as_array()
+            .map(|ns| {
+                ns.iter()
+                    .filter_map(|n| n["admin_url"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeats do not advertise the admin URLs {want:?}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Operators see every node's messages from any node: a message received by one node and
+/// delivered by another is found, as delivered and with its deliveries, on a third node and
+/// on the receiving node; a dead letter is listed on every node and a retry asked on a node
+/// that does not hold it delivers it once, under its first idempotency key; a node killed
+/// with SIGKILL is named unreachable while the others still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_and_retries_the_messages_of_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::RejectBad).await;
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
+        .collect();
+    let mut engines: Vec<Option<EngineProcess>> = cfgs
+        .iter()
+        .map(|c| Some(EngineProcess::start(&c.conf(), &c.data())))
+        .collect();
+    let admins: Vec<String> = engines.iter().flatten().map(|e| e.admin()).collect();
+    {
+        let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
+        wait_settled(&all, 3, 60).await;
+        for e in &all {
+            wait_admin_urls(e, &all).await;
+        }
+    }
+    let a = engines[0].as_ref().expect("node0");
+    let mut client = connect(&a.mllp("lab")).await;
+    for n in 0..8 {
+        let ack = send(
+            &mut client,
+            adt_for(&format!("XP{n}"), &format!("XN{n}")).as_bytes(),
+        )
+        .await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    }
+    assert!(
+        eventually(30, || sink.received().len() >= 8).await,
+        "only {} of 8 delivered",
+        sink.received().len()
+    );
+
+    // A message node0 received whose deliveries another node made (8 patients over 3
+    // nodes' partitions), read from each node's own store.
+    let mut picked = None;
+    for n in 0..8 {
+        let (_, list) = get_any(&format!(
+            "{}/api/messages?control_id=XN{n}&scope=local",
+            admins[0]
+        ))
+        .await;
+        assert_eq!(list["count"], 1, "node0 keeps what it received: {list}");
+        let own = &list["items"][0];
+        if own["status"] == "delivered" {
+            continue;
+        }
+        let id = own["id"].as_str().expect("id").to_string();
+        for (d, admin) in admins.iter().enumerate().skip(1) {
+            let (status, copy) = get_any(&format!("{admin}/api/messages/{id}?scope=local")).await;
+            if status == 200 && copy["status"] == "delivered" {
+                picked = Some((n, id.clone(), d));
+            }
+        }
+        if picked.is_some() {
+            break;
+        }
+    }
+    let (n, id, d) = picked.expect("a message node0 received was delivered by another node");
+    let c = 3 - d;
+    let (status, own) = get_any(&format!("{}/api/messages/{id}?scope=local", admins[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(own["deliveries"], serde_json::json!([]), "{own}");
+    let (status, third) = get_any(&format!("{}/api/messages/{id}?scope=local", admins[c])).await;
+    assert_eq!(status, 404, "node{c} holds no copy: {third}");
+
+    // Found by a search on the third node, once, as delivered by node d.
+    let (status, found) = get_any(&format!("{}/api/messages?control_id=XN{n}", admins[c])).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["count"], 1, "{found}");
+    let item = &found["items"][0];
+    assert_eq!(item["id"], id.as_str());
+    assert_eq!(item["status"], "delivered", "{found}");
+    assert_eq!(item["node"], format!("node{d}"), "{found}");
+    assert_eq!(
+        item["copies"],
+        serde_json::json!(["node0", format!("node{d}")]),
+        "{found}"
+    );
+    assert_eq!(found["unreachable"], serde_json::json!([]));
+    // Every message once in a search without filter.
+    let (_, all) = get_any(&format!("{}/api/messages?limit=50", admins[c])).await;
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 8, "{all}");
+    assert!(ids
+        .windows(2)
+        .all(|w| w[0].parse::<u64>().ok() > w[1].parse::<u64>().ok()));
+    // Shown on the receiving node with the deliveries and attempts of the node that
+    // delivered it.
+    let (status, shown) = get_any(&format!("{}/api/messages/{id}", admins[0])).await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["status"], "delivered", "{shown}");
+    assert_eq!(shown["node"], format!("node{d}"));
+    assert_eq!(shown["deliveries"][0]["status"], "delivered", "{shown}");
+    assert!(
+        !shown["attempts"].as_array().expect("attempts").is_empty(),
+        "{shown}"
+    );
+
+    // A permanent error (400) dead-letters a message; every node lists it.
+    let ack = send(&mut client, adt_for("BADP", "BAD1").as_bytes()).await;
+    assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let (_, dl) = get_any(&format!("{}/api/dead-letters", admins[0])).await;
+        if dl["count"] == 1 {
+            break dl["items"][0].clone();
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {dl}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let holder = dead["node"].as_str().expect("node").to_string();
+    for admin in &admins {
+        let (_, dl) = get_any(&format!("{admin}/api/dead-letters")).await;
+        assert_eq!(dl["count"], 1, "{admin}: {dl}");
+        assert_eq!(dl["items"][0]["node"], holder.as_str());
+        assert_eq!(dl["items"][0]["message_id"], dead["message_id"]);
+    }
+    let dead_id = dead["message_id"].as_str().expect("message id");
+    let (_, failed) = get_any(&format!("{}/api/messages/{dead_id}", admins[0])).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let key = failed["payloads"][0]["idempotency_key"]
+        .as_str()
+        .expect("an idempotency key")
+        .to_string();
+
+    // Fixed; retried on a node that does not hold it: delivered once, under the same key.
+    sink.set(SinkMode::Up);
+    let h: usize = holder[4..].parse().expect("node number");
+    let r = (h + 1) % 3;
+    let (status, retried) = post_any(
+        &format!("{}/api/dead-letters/retry", admins[r]),
+        serde_json::json!({"items": [{
+            "destination": dead["destination"], "seq": dead["seq"], "node": holder
+        }]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["retried"], 1, "{retried}");
+    assert_eq!(retried["not_found"], 0, "{retried}");
+    let bad = |sink: &HttpSink| {
+        sink.received()
+            .into_iter()
+            .filter(|(_, body)| body.contains("BAD1"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(30, || !bad(&sink).is_empty()).await,
+        "the retry did not arrive"
+    );
+    for admin in &admins {
+        let (_, dl) = get_any(&format!("{admin}/api/dead-letters")).await;
+        assert_eq!(dl["count"], 0, "{admin}: {dl}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = get_any(&format!("{}/api/messages/{dead_id}", admins[c])).await;
+        if m["status"] == "delivered" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not shown as delivered: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let arrived = bad(&sink);
+    assert_eq!(arrived.len(), 1, "delivered once: {arrived:?}");
+    assert_eq!(arrived[0].0, key, "under the dead letter's idempotency key");
+
+    // kill -9 of a node: named unreachable, the others still answer.
+    engines[2].take().expect("node2").kill();
+    let (status, after) = get_any(&format!("{}/api/messages?limit=50", admins[0])).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["unreachable"],
+        serde_json::json!(["node2"]),
+        "{after}"
+    );
+    assert_eq!(after["count"], 9, "node0 received all nine: {after}");
+    for e in engines.into_iter().flatten() {
+        e.kill();
+    }
 }

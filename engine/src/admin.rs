@@ -9,10 +9,11 @@
 //! [`crate::admin_dicom`]; pausing a
 //! channel is described in [`crate::pause`].
 
+use crate::admin_cluster::{self as fanout, Call, Scope, ScopeParam};
 use crate::auth::{Caller, Role};
 use crate::metrics::Metrics;
-use crate::store::{Query, Store};
-use axum::extract::{Path, Query as QueryParams, Request, State};
+use crate::store::{Query, Status, Store};
+use axum::extract::{Path, Query as QueryParams, RawQuery, Request, State};
 use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -250,19 +251,41 @@ struct ListParams {
     since: Option<String>,
     before: Option<String>,
     limit: Option<usize>,
+    /// Cluster mode: `local` for this node's store only (what the nodes ask each other).
+    #[serde(default)]
+    scope: Scope,
 }
 
+/// The cluster of a cluster-wide request: `None` on a single node and for `scope=local`.
+fn cluster_scope(s: &AdminState, scope: Scope) -> Option<Arc<crate::cluster::Cluster>> {
+    s.pipeline
+        .cluster()
+        .filter(|_| scope == Scope::Cluster)
+        .cloned()
+}
+
+/// This node's name in cluster mode.
+fn node_name(s: &AdminState) -> Option<String> {
+    s.pipeline.cluster().map(|c| c.config().node.clone())
+}
+
+/// `GET /api/messages`: the messages matching the filters, newest first. In cluster mode the
+/// answer covers every node (see [`crate::admin_cluster`]): each message once, marked with
+/// the `node` its shown copy is on, and `unreachable` naming the nodes that did not answer.
 async fn list_messages(
     State(s): State<AdminState>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     params: Result<QueryParams<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(QueryParams(p)) = params else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            "known parameters: q, channel, control_id, key, key_type, status, message_type, since, before, limit",
+            "known parameters: q, channel, control_id, key, key_type, status, message_type, since, before, limit, scope",
         );
     };
+    let scope = p.scope;
     let key_kind = match p.key_type.as_deref().map(crate::store::keys::parse_kind) {
         Some(None) => {
             return error(
@@ -311,6 +334,28 @@ async fn list_messages(
         before_id,
         limit: p.limit.unwrap_or(100),
     };
+    let (limit, status) = (q.limit.clamp(1, 10_000), q.status.clone());
+    let mut items = match local_messages(&s, q).await {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    let Some(cluster) = cluster_scope(&s, scope) else {
+        if let Some(node) = node_name(&s) {
+            items.iter_mut().for_each(|i| fanout::mark(i, &node));
+        }
+        return Json(json!({"count": items.len(), "items": items})).into_response();
+    };
+    let path = format!("/api/messages?{}", raw_query.unwrap_or_default());
+    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, &headers)).await;
+    let mut parts = g.lists("items");
+    parts.push((cluster.config().node.clone(), items));
+    let items = fanout::merge_messages(parts, status.as_deref(), limit);
+    Json(json!({"count": items.len(), "items": items, "unreachable": g.unreachable}))
+        .into_response()
+}
+
+/// The summaries of this node's messages matching `q`.
+async fn local_messages(s: &AdminState, q: Query) -> Result<Vec<serde_json::Value>, Response> {
     let store = s.store.clone();
     // Each item's patient is read from its body here, on the server (see `keys::patient_of`).
     let listed = tokio::task::spawn_blocking(move || {
@@ -326,12 +371,12 @@ async fn list_messages(
     })
     .await;
     match listed {
-        Ok(Ok(items)) => Json(json!({"count": items.len(), "items": items})).into_response(),
-        _ => error(
+        Ok(Ok(items)) => Ok(items),
+        _ => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
             "the store could not be read",
-        ),
+        )),
     }
 }
 
@@ -361,7 +406,15 @@ fn summary(
     })
 }
 
-async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Response {
+/// `GET /api/messages/{id}`: one message with its raw text, deliveries, attempts and
+/// rendered payloads. In cluster mode its copies on every node are asked for and the one
+/// that delivered is shown ([`fanout::pick_copy`]), with `node`, `copies` and `unreachable`.
+async fn show_message(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(id) = id.parse::<u64>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -369,21 +422,71 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
             "message ids are decimal numbers",
         );
     };
-    let (record, raw) = match (s.store.get(id), s.store.raw(id)) {
-        (Ok(Some(r)), Ok(raw)) => (r, raw.unwrap_or_default()),
-        (Ok(None), _) => {
-            return error(
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
+    let local = match local_message(&s, id) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
+    let Some(cluster) = cluster_scope(&s, scope.scope) else {
+        return match (local, node_name(&s)) {
+            (Some(mut m), Some(node)) => {
+                fanout::mark(&mut m, &node);
+                Json(m).into_response()
+            }
+            (Some(m), None) => Json(m).into_response(),
+            (None, _) => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no message with this id",
-            )
+            ),
+        };
+    };
+    let path = format!("/api/messages/{id}");
+    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, &headers)).await;
+    let mut copies = g.found();
+    copies.extend(local.map(|m| (cluster.config().node.clone(), m)));
+    match fanout::pick_copy(copies) {
+        Some(mut m) => {
+            if let Some(o) = m.as_object_mut() {
+                o.insert("unreachable".into(), json!(g.unreachable));
+            }
+            Json(m).into_response()
         }
+        None => not_found_anywhere(&g.unreachable, "no message with this id"),
+    }
+}
+
+/// 404 of a cluster-wide request, naming the nodes that could not be asked.
+fn not_found_anywhere(unreachable: &[String], detail: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "detail": detail, "unreachable": unreachable})),
+    )
+        .into_response()
+}
+
+fn bad_scope() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad_query",
+        "scope must be cluster or local",
+    )
+}
+
+/// This node's copy of a message as `GET /api/messages/{id}` shows it; `None` when it has
+/// none.
+fn local_message(s: &AdminState, id: u64) -> Result<Option<serde_json::Value>, Box<Response>> {
+    let (record, raw) = match (s.store.get(id), s.store.raw(id)) {
+        (Ok(Some(r)), Ok(raw)) => (r, raw.unwrap_or_default()),
+        (Ok(None), _) => return Ok(None),
         _ => {
-            return error(
+            return Err(Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "store_error",
                 "the store could not be read",
-            )
+            )))
         }
     };
     let mut body = summary(&record, crate::keys::patient_of(&record, &raw).as_ref());
@@ -414,7 +517,7 @@ async fn show_message(State(s): State<AdminState>, Path(id): Path<String>) -> Re
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    Json(body).into_response()
+    Ok(Some(body))
 }
 
 /// The actor of an operator action: the token's name, followed by the client's
@@ -441,11 +544,16 @@ struct ReprocessOne {
     destinations: Option<Vec<String>>,
 }
 
+/// `POST /api/messages/{id}/reprocess` (operator): routes a stored message again. In
+/// cluster mode the node that holds a copy renders the new deliveries and publishes them to
+/// the stream, where the partition's owner delivers them (asked on a node without a copy,
+/// the request goes to one that has it).
 async fn reprocess_one(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
     body: Option<Json<ReprocessOne>>,
 ) -> Response {
     let Ok(id) = id.parse::<u64>() else {
@@ -455,14 +563,66 @@ async fn reprocess_one(
             "message ids are decimal numbers",
         );
     };
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
     let only = body.and_then(|Json(b)| b.destinations);
-    match s
+    let actor = who(&caller, &headers);
+    let Some(cluster) = s.pipeline.cluster().cloned() else {
+        let done = s.pipeline.reprocess(id, only.as_deref(), &actor);
+        return reprocess_answer(id, done.map(|status| status.as_str()));
+    };
+    if scope.scope == Scope::Cluster && !s.store.contains_message(id).unwrap_or(false) {
+        let call = Call::post(
+            format!("/api/messages/{id}/reprocess"),
+            json!({"destinations": only}),
+            &headers,
+        );
+        return forward_to_holder(&cluster, id, call).await;
+    }
+    let done = s
         .pipeline
-        .reprocess(id, only.as_deref(), &who(&caller, &headers))
-    {
-        Ok(status) => {
-            Json(json!({"id": id.to_string(), "status": status.as_str()})).into_response()
+        .reprocess_in_cluster(&cluster, id, only.as_deref(), Some(&actor))
+        .await;
+    reprocess_answer(id, done.map(|_| Status::Routed.as_str()))
+}
+
+/// Asks the other nodes which holds a copy of message `id` and sends `call` to that one
+/// only (two copies must not both act); its answer is passed on, marked with its node.
+async fn forward_to_holder(cluster: &crate::cluster::Cluster, id: u64, call: Call<'_>) -> Response {
+    let probe = Call::get(format!("/api/messages/{id}"), call.headers);
+    let mut g = fanout::gather_all(cluster.peers(), &probe).await;
+    let holders = g.found();
+    let Some(peer) = holders
+        .first()
+        .and_then(|(node, _)| cluster.peers().into_iter().find(|p| &p.node == node))
+    else {
+        return not_found_anywhere(&g.unreachable, "no message with this id");
+    };
+    let mut answer = fanout::gather(vec![(peer, call)]).await;
+    match answer.answers.pop() {
+        Some(a) => {
+            let mut body = a.body;
+            fanout::mark(&mut body, &a.node);
+            let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, Json(body)).into_response()
         }
+        None => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({
+                "error": "node_unreachable",
+                "detail": "the node that holds the message did not answer",
+                "unreachable": answer.unreachable,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// The answer to a reprocess of message `id`.
+fn reprocess_answer(id: u64, done: Result<&str, crate::pipeline::RouteError>) -> Response {
+    match done {
+        Ok(status) => Json(json!({"id": id.to_string(), "status": status})).into_response(),
         Err(crate::pipeline::RouteError::NotFound(_)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -473,6 +633,9 @@ async fn reprocess_one(
             error(StatusCode::CONFLICT, "not_routable", &e.to_string())
         }
         Err(crate::pipeline::RouteError::Store(e)) => store_failure(&e),
+        Err(crate::pipeline::RouteError::Stream(e)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", &e)
+        }
     }
 }
 
@@ -494,11 +657,14 @@ struct ResendBody {
 /// `resent by <operator>`), and an audit record (`resend`) names both ids. Answers 200 with
 /// the new message's id, status and answer code, or 409 when the message is not HL7 v2, its
 /// channel is not running, or the channel refused it (paused: nothing was stored).
+/// In cluster mode, asked on a node without a copy of the message, the request goes to a
+/// node that has one; the new message is received there and goes through the stream.
 async fn resend(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
     body: Result<Json<ResendBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(id) = id.parse::<u64>() else {
@@ -515,6 +681,19 @@ async fn resend(
             "give {\"raw\": \"<the HL7 v2 message>\"}",
         );
     };
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
+    if let Some(cluster) = cluster_scope(&s, scope.scope) {
+        if !s.store.contains_message(id).unwrap_or(false) {
+            let call = Call::post(
+                format!("/api/messages/{id}/resend"),
+                json!({"raw": body.raw}),
+                &headers,
+            );
+            return forward_to_holder(&cluster, id, call).await;
+        }
+    }
     let original = match s.store.get(id) {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -693,18 +872,28 @@ struct ReprocessMany {
     destinations: Option<Vec<String>>,
     #[serde(default = "default_bulk_limit")]
     limit: usize,
+    /// Cluster mode, with `scope=local`: these messages of this node, instead of a filter
+    /// (what the node asked sends each node after choosing the copies).
+    ids: Option<Vec<String>>,
 }
 
 fn default_bulk_limit() -> usize {
     1000
 }
 
+/// `POST /api/reprocess` (operator): routes again every message matching a filter, at most
+/// `limit`. In cluster mode the messages of every node are chosen as the search shows them
+/// (one copy each), and each is reprocessed on the node of that copy, through the stream.
 async fn reprocess_many(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
     Json(b): Json<ReprocessMany>,
 ) -> Response {
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
     let (Some(since), Some(until)) = (
         b.since.as_deref().map(parse_time).unwrap_or(Some(0)),
         b.until
@@ -732,25 +921,30 @@ async fn reprocess_many(
         before_id: Some(until.saturating_add(1) << 20),
         limit: b.limit.clamp(1, 10_000),
     };
-    let records = match s.store.list(&q) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_error",
-                &e.to_string(),
-            )
+    if b.ids.is_some() && s.pipeline.cluster().is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            "ids is for the nodes of a cluster; give a filter",
+        );
+    }
+    let mut unreachable = None;
+    let (done, failed) = match s.pipeline.cluster().cloned() {
+        None => match reprocess_here(&s, &q, b.destinations.as_deref()) {
+            Ok(counts) => counts,
+            Err(r) => return *r,
+        },
+        Some(cluster) => {
+            match reprocess_many_in_cluster(&s, &cluster, &headers, scope.scope, &b, q).await {
+                Ok((done, failed, missing)) => {
+                    unreachable = missing;
+                    (done, failed)
+                }
+                Err(r) => return r,
+            }
         }
     };
     let actor = who(&caller, &headers);
-    let mut done = 0usize;
-    let mut failed = 0usize;
-    for r in &records {
-        match s.pipeline.route_again(r.id, b.destinations.as_deref()) {
-            Ok(_) => done += 1,
-            Err(_) => failed += 1,
-        }
-    }
     // One audit record for the whole request, naming the filter and the counts.
     let filter = [
         ("channel", b.channel.as_deref()),
@@ -790,7 +984,142 @@ async fn reprocess_many(
     if let Err(e) = audited {
         tracing::warn!(error = %e, "Cannot write the audit record of a bulk reprocess.");
     }
-    Json(json!({"reprocessed": done, "skipped": failed})).into_response()
+    match unreachable {
+        Some(u) => Json(json!({"reprocessed": done, "skipped": failed, "unreachable": u})),
+        None => Json(json!({"reprocessed": done, "skipped": failed})),
+    }
+    .into_response()
+}
+
+/// Single-node bulk reprocess: routes again this node's messages matching `q`; (done,
+/// skipped).
+fn reprocess_here(
+    s: &AdminState,
+    q: &Query,
+    only: Option<&[String]>,
+) -> Result<(usize, usize), Box<Response>> {
+    let records = s.store.list(q).map_err(|e| {
+        Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            &e.to_string(),
+        ))
+    })?;
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    for r in &records {
+        match s.pipeline.route_again(r.id, only) {
+            Ok(_) => done += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    Ok((done, failed))
+}
+
+/// Cluster-mode bulk reprocess: chooses the messages (every node's, as the search merges
+/// them, unless `scope=local` or `ids` narrow it to this node), reprocesses this node's
+/// share through the stream and sends each other node the ids of its share. Returns (done,
+/// skipped, the nodes that could not be asked when the request was cluster-wide).
+async fn reprocess_many_in_cluster(
+    s: &AdminState,
+    cluster: &crate::cluster::Cluster,
+    headers: &HeaderMap,
+    scope: Scope,
+    b: &ReprocessMany,
+    q: Query,
+) -> Result<(usize, usize, Option<Vec<String>>), Response> {
+    let me = cluster.config().node.clone();
+    let only = b.destinations.as_deref();
+    let (chosen, mut unreachable) = match (&b.ids, scope) {
+        (Some(ids), _) => {
+            let ids = ids.iter().filter_map(|i| i.parse::<u64>().ok());
+            (ids.map(|id| (me.clone(), id)).collect(), None)
+        }
+        (None, Scope::Local) => {
+            let records = s.store.list(&q).map_err(|e| store_failure(&e))?;
+            (records.iter().map(|r| (me.clone(), r.id)).collect(), None)
+        }
+        (None, Scope::Cluster) => {
+            let (chosen, missing) = choose_copies(s, cluster, headers, q).await?;
+            (chosen, Some(missing))
+        }
+    };
+    let (mut done, mut failed) = (0usize, 0usize);
+    let mut elsewhere: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (node, id) in chosen {
+        if node != me {
+            elsewhere.entry(node).or_default().push(id.to_string());
+            continue;
+        }
+        match s
+            .pipeline
+            .reprocess_in_cluster(cluster, id, only, None)
+            .await
+        {
+            Ok(_) => done += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    let Some(missing) = unreachable.as_mut() else {
+        return Ok((done, failed, None));
+    };
+    let peers = cluster.peers();
+    let calls = elsewhere
+        .into_iter()
+        .filter_map(|(node, ids)| {
+            let peer = peers.iter().find(|p| p.node == node)?.clone();
+            let body = json!({"ids": ids, "destinations": only});
+            Some((peer, Call::post("/api/reprocess".into(), body, headers)))
+        })
+        .collect();
+    let mut g = fanout::gather(calls).await;
+    missing.append(&mut g.unreachable);
+    for a in g.answers {
+        match a.status {
+            200 => {
+                done += a.body["reprocessed"].as_u64().unwrap_or_default() as usize;
+                failed += a.body["skipped"].as_u64().unwrap_or_default() as usize;
+            }
+            _ => missing.push(a.node),
+        }
+    }
+    Ok((done, failed, unreachable))
+}
+
+/// The messages of every node matching `q`, one copy each as the search shows them: (node
+/// of the copy, id), and the nodes that did not answer.
+async fn choose_copies(
+    s: &AdminState,
+    cluster: &crate::cluster::Cluster,
+    headers: &HeaderMap,
+    q: Query,
+) -> Result<(Vec<(String, u64)>, Vec<String>), Response> {
+    let mut call = Call::get("/api/messages".into(), headers);
+    let filters = [
+        ("channel", q.channel.clone()),
+        ("status", q.status.clone()),
+        ("message_type", q.message_type.clone()),
+        ("since", q.since_ms.map(|ms| ms.to_string())),
+        ("before", q.before_id.map(|id| id.to_string())),
+        ("limit", Some(q.limit.to_string())),
+    ];
+    call.query = filters
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let (status, limit) = (q.status.clone(), q.limit);
+    let local = local_messages(s, q).await?;
+    let mut g = fanout::gather_all(cluster.peers(), &call).await;
+    let mut parts = g.lists("items");
+    parts.push((cluster.config().node.clone(), local));
+    let chosen = fanout::merge_messages(parts, status.as_deref(), limit)
+        .iter()
+        .filter_map(|m| {
+            let id = m["id"].as_str()?.parse::<u64>().ok()?;
+            Some((m["node"].as_str()?.to_string(), id))
+        })
+        .collect();
+    Ok((chosen, g.unreachable))
 }
 
 #[derive(Debug, Deserialize)]
@@ -799,6 +1128,9 @@ struct DeadLetterParams {
     channel: Option<String>,
     destination: Option<String>,
     limit: Option<usize>,
+    /// Cluster mode: `local` for this node's dead letters only.
+    #[serde(default)]
+    scope: Scope,
 }
 
 fn dead_letter_json(i: &crate::store::outbox::OutboxItem) -> serde_json::Value {
@@ -813,25 +1145,53 @@ fn dead_letter_json(i: &crate::store::outbox::OutboxItem) -> serde_json::Value {
     })
 }
 
+/// `GET /api/dead-letters`: deliveries given up on. In cluster mode those of every node, each
+/// marked with its `node` (retry and discard act there), and `unreachable`.
 async fn list_dead_letters(
     State(s): State<AdminState>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     params: Result<QueryParams<DeadLetterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(QueryParams(p)) = params else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_query",
-            "known parameters: channel, destination (channel/name), limit",
+            "known parameters: channel, destination (channel/name), limit, scope",
         );
     };
-    match s.store.dead_letters(p.destination.as_deref(), p.channel.as_deref(), p.limit.unwrap_or(100).clamp(1, 10_000)) {
-        Ok(items) => Json(json!({"count": items.len(), "items": items.iter().map(dead_letter_json).collect::<Vec<_>>()})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", &e.to_string()),
-    }
+    let limit = p.limit.unwrap_or(100).clamp(1, 10_000);
+    let mut items: Vec<serde_json::Value> =
+        match s
+            .store
+            .dead_letters(p.destination.as_deref(), p.channel.as_deref(), limit)
+        {
+            Ok(items) => items.iter().map(dead_letter_json).collect(),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    &e.to_string(),
+                )
+            }
+        };
+    let Some(cluster) = cluster_scope(&s, p.scope) else {
+        if let Some(node) = node_name(&s) {
+            items.iter_mut().for_each(|i| fanout::mark(i, &node));
+        }
+        return Json(json!({"count": items.len(), "items": items})).into_response();
+    };
+    let path = format!("/api/dead-letters?{}", raw_query.unwrap_or_default());
+    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, &headers)).await;
+    let mut parts = g.lists("items");
+    parts.push((cluster.config().node.clone(), items));
+    let items = fanout::merge_dead_letters(parts, limit);
+    Json(json!({"count": items.len(), "items": items, "unreachable": g.unreachable}))
+        .into_response()
 }
 
 /// Body of the dead-letter actions: listed items, or every one matching a filter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct DeadLetterAction {
     #[serde(default)]
@@ -842,11 +1202,15 @@ struct DeadLetterAction {
     destination: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct DeadLetterRef {
     destination: String,
     seq: u64,
+    /// Cluster mode: the node that holds it (as `GET /api/dead-letters` names it); this
+    /// node when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 fn selected(s: &AdminState, a: &DeadLetterAction) -> Result<Vec<(String, u64)>, Box<Response>> {
@@ -876,12 +1240,50 @@ fn selected(s: &AdminState, a: &DeadLetterAction) -> Result<Vec<(String, u64)>, 
         .collect())
 }
 
+/// A dead-letter action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadLetterVerb {
+    /// `POST /api/dead-letters/retry`.
+    Retry,
+    /// `POST /api/dead-letters/discard`.
+    Discard,
+}
+
+impl DeadLetterVerb {
+    fn path(self) -> &'static str {
+        match self {
+            DeadLetterVerb::Retry => "/api/dead-letters/retry",
+            DeadLetterVerb::Discard => "/api/dead-letters/discard",
+        }
+    }
+
+    /// The answer's count of the items acted on.
+    fn counted(self) -> &'static str {
+        match self {
+            DeadLetterVerb::Retry => "retried",
+            DeadLetterVerb::Discard => "discarded",
+        }
+    }
+}
+
+/// `POST /api/dead-letters/retry` (operator): the dead letters go back to their
+/// destination, under the same idempotency key. In cluster mode each goes to the node that
+/// holds it, which publishes it to the stream for the partition's owner to deliver.
 async fn retry_dead_letters(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
     Json(a): Json<DeadLetterAction>,
 ) -> Response {
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
+    if let Some(cluster) = s.pipeline.cluster().cloned() {
+        let (actor, verb) = (who(&caller, &headers), DeadLetterVerb::Retry);
+        return dead_letters_in_cluster(&s, &cluster, (&actor, &headers), scope.scope, a, verb)
+            .await;
+    }
     let targets = match selected(&s, &a) {
         Ok(t) => t,
         Err(r) => return *r,
@@ -911,24 +1313,31 @@ async fn retry_dead_letters(
         .into_response()
 }
 
+/// `POST /api/dead-letters/discard` (operator): removes dead letters for good, on the node
+/// that holds each in cluster mode.
 async fn discard_dead_letters(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
+    scope: Result<QueryParams<ScopeParam>, axum::extract::rejection::QueryRejection>,
     Json(a): Json<DeadLetterAction>,
 ) -> Response {
+    let Ok(QueryParams(scope)) = scope else {
+        return bad_scope();
+    };
+    if let Some(cluster) = s.pipeline.cluster().cloned() {
+        let (actor, verb) = (who(&caller, &headers), DeadLetterVerb::Discard);
+        return dead_letters_in_cluster(&s, &cluster, (&actor, &headers), scope.scope, a, verb)
+            .await;
+    }
     let targets = match selected(&s, &a) {
         Ok(t) => t,
         Err(r) => return *r,
     };
-    let mut n = 0;
-    for (dest, seq) in &targets {
-        match s.store.discard(dest, *seq) {
-            Ok(true) => n += 1,
-            Ok(false) => {}
-            Err(e) => return store_failure(&e),
-        }
-    }
+    let n = match discard_here(&s, &targets) {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
     audit(
         &s,
         &who(&caller, &headers),
@@ -937,6 +1346,175 @@ async fn discard_dead_letters(
         n,
     );
     Json(json!({"discarded": n, "not_found": targets.len() - n})).into_response()
+}
+
+/// Discards the dead letters `targets` of this node; how many there were.
+fn discard_here(s: &AdminState, targets: &[(String, u64)]) -> Result<usize, Box<Response>> {
+    let mut n = 0;
+    for (dest, seq) in targets {
+        match s.store.discard(dest, *seq) {
+            Ok(true) => n += 1,
+            Ok(false) => {}
+            Err(e) => return Err(Box::new(store_failure(&e))),
+        }
+    }
+    Ok(n)
+}
+
+/// A dead-letter action in cluster mode: the items of this node (those naming it, or no
+/// node) are acted on here, the others are sent to their nodes; `all` goes to every node.
+/// The answer sums the nodes' counts and names the nodes that could not be asked.
+async fn dead_letters_in_cluster(
+    s: &AdminState,
+    cluster: &crate::cluster::Cluster,
+    (actor, headers): (&str, &HeaderMap),
+    scope: Scope,
+    a: DeadLetterAction,
+    verb: DeadLetterVerb,
+) -> Response {
+    let me = cluster.config().node.clone();
+    let mine = |r: &DeadLetterRef| r.node.as_ref().is_none_or(|n| *n == me);
+    let (here, elsewhere): (Vec<DeadLetterRef>, Vec<DeadLetterRef>) =
+        a.items.iter().cloned().partition(|r| mine(r));
+    let targets = if a.all || !here.is_empty() || elsewhere.is_empty() {
+        let local = DeadLetterAction {
+            items: here,
+            ..a.clone()
+        };
+        match selected(s, &local) {
+            Ok(t) => t,
+            Err(r) => return *r,
+        }
+    } else {
+        Vec::new()
+    };
+    let done = match verb {
+        DeadLetterVerb::Retry => retry_via_stream(s, cluster, &targets).await,
+        DeadLetterVerb::Discard => discard_here(s, &targets),
+    };
+    let mut done = match done {
+        Ok(n) => n,
+        Err(r) => return *r,
+    };
+    if !targets.is_empty() {
+        let action = match verb {
+            DeadLetterVerb::Retry => "dead_letter_retry",
+            DeadLetterVerb::Discard => "dead_letter_discard",
+        };
+        audit(s, actor, action, &targets, done);
+    }
+    let mut not_found = targets.len() - done;
+    if scope == Scope::Local {
+        return Json(json!({verb.counted(): done, "not_found": not_found})).into_response();
+    }
+    let (calls, mut unreachable) = dead_letter_calls(cluster, &a, elsewhere, verb, headers);
+    let mut g = fanout::gather(calls).await;
+    unreachable.append(&mut g.unreachable);
+    for answer in g.answers {
+        match answer.status {
+            200 => {
+                let count = |k: &str| answer.body[k].as_u64().unwrap_or_default() as usize;
+                done += count(verb.counted());
+                not_found += count("not_found");
+            }
+            _ => unreachable.push(answer.node),
+        }
+    }
+    Json(json!({verb.counted(): done, "not_found": not_found, "unreachable": unreachable}))
+        .into_response()
+}
+
+/// The calls of a cluster-wide dead-letter action to the other nodes: `all` to every one,
+/// else each node's items to it; and the nodes named that are not known.
+fn dead_letter_calls<'a>(
+    cluster: &crate::cluster::Cluster,
+    a: &DeadLetterAction,
+    elsewhere: Vec<DeadLetterRef>,
+    verb: DeadLetterVerb,
+    headers: &'a HeaderMap,
+) -> (Vec<(crate::cluster::NodeView, Call<'a>)>, Vec<String>) {
+    let peers = cluster.peers();
+    let call = |body: &DeadLetterAction| {
+        Call::post(
+            verb.path().to_string(),
+            serde_json::to_value(body).unwrap_or_default(),
+            headers,
+        )
+    };
+    if a.all {
+        let calls = peers.into_iter().map(|p| (p, call(a))).collect();
+        return (calls, Vec::new());
+    }
+    let mut by_node: std::collections::BTreeMap<String, Vec<DeadLetterRef>> = Default::default();
+    for r in elsewhere {
+        by_node
+            .entry(r.node.clone().unwrap_or_default())
+            .or_default()
+            .push(r);
+    }
+    let mut calls = Vec::new();
+    let mut unknown = Vec::new();
+    for (node, items) in by_node {
+        match peers.iter().find(|p| p.node == node) {
+            Some(p) => {
+                let body = DeadLetterAction {
+                    items,
+                    all: false,
+                    channel: None,
+                    destination: None,
+                };
+                calls.push((p.clone(), call(&body)));
+            }
+            None => unknown.push(node),
+        }
+    }
+    (calls, unknown)
+}
+
+/// Cluster mode: retries this node's dead letters `targets` through the stream: each is
+/// published again (same body, same idempotency key) to its partition, whose owner
+/// delivers it in order, and only then removed from this node's dead letters. Returns how
+/// many were retried.
+async fn retry_via_stream(
+    s: &AdminState,
+    cluster: &crate::cluster::Cluster,
+    targets: &[(String, u64)],
+) -> Result<usize, Box<Response>> {
+    let now = crate::delivery::now_ms();
+    let mut done = 0;
+    for (dest, seq) in targets {
+        let found = s.store.dead_letter(dest, *seq).and_then(|item| {
+            let Some(item) = item else { return Ok(None) };
+            let record = s.store.get(item.message_id)?;
+            let raw = s.store.raw(item.message_id)?.unwrap_or_default();
+            Ok(record.map(|r| (item, r, raw)))
+        });
+        let (mut item, record, raw) = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(e) => return Err(Box::new(store_failure(&e))),
+        };
+        item.attempts = 0;
+        item.next_attempt_ms = now;
+        item.created_at_ms = now;
+        item.last_error.clear();
+        let again = format!("{}-{dest}-{seq}-{now}", record.id);
+        if let Err(e) = cluster
+            .publish_again(&record, &raw, std::slice::from_ref(&item), &again)
+            .await
+        {
+            return Err(Box::new(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                &format!("{e}; {done} retried before"),
+            )));
+        }
+        match s.store.hand_over(dest, *seq) {
+            Ok(_) => done += 1,
+            Err(e) => return Err(Box::new(store_failure(&e))),
+        }
+    }
+    Ok(done)
 }
 
 fn audit(s: &AdminState, actor: &str, action: &str, targets: &[(String, u64)], count: usize) {

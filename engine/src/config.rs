@@ -638,8 +638,17 @@ pub fn inspect(dir: &Path) -> Inspection {
     if let Some(enc) = engine.as_ref().and_then(|e| e.encryption.as_ref()) {
         check_encryption(enc, &rel(&main_file), &mut problems, &mut store_keys);
     }
-    if let Some(cluster) = engine.as_ref().and_then(|e| e.cluster.as_ref()) {
-        problems.extend(cluster.problems(&rel(&main_file)));
+    if let Some(e) = &engine {
+        if let Some(cluster) = &e.cluster {
+            problems.extend(cluster.problems(&rel(&main_file)));
+            if let Ok(listen) = e.admin.listen.parse::<SocketAddr>() {
+                problems.extend(crate::cluster::config::admin_url_problem(
+                    cluster,
+                    listen,
+                    &rel(&main_file),
+                ));
+            }
+        }
     }
     if let Some(engine) = &engine {
         if engine.admin.listen.parse::<SocketAddr>().is_err() {

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod admin_client;
+mod admin_cluster;
 pub mod admin_dicom;
 pub mod admin_live;
 pub mod auth;
@@ -259,6 +260,9 @@ impl Engine {
             }
         });
         info!(addr = %admin_addr, "Admin server listening.");
+        if let Some(c) = pipeline.cluster() {
+            c.set_admin_addr(admin_addr);
+        }
         supervisor.set_admin_addr(admin_addr).await;
         let info = supervisor.runtime_info().await;
         ready.store(true, Ordering::SeqCst);

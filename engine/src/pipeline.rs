@@ -35,6 +35,9 @@ pub enum RouteError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: the stream did not take the new deliveries (nothing was changed).
+    #[error("{0}")]
+    Stream(String),
 }
 
 impl Pipeline {
@@ -139,12 +142,14 @@ impl Pipeline {
         (business_keys, items)
     }
 
-    fn route_to(
+    /// A stored message, its raw bytes and its deliveries rendered again through the
+    /// current configuration.
+    fn render_again(
         &self,
         id: u64,
         only: Option<&[String]>,
         key_suffix: &str,
-    ) -> Result<Status, RouteError> {
+    ) -> Result<(crate::store::MessageRecord, Vec<u8>, Vec<OutboxItem>), RouteError> {
         let record = self.store.get(id)?.ok_or(RouteError::NotFound(id))?;
         if record.status == Status::Rejected {
             return Err(RouteError::Rejected(id));
@@ -163,6 +168,16 @@ impl Pipeline {
             key_suffix,
             Some(&self.store),
         );
+        Ok((record, raw, items))
+    }
+
+    fn route_to(
+        &self,
+        id: u64,
+        only: Option<&[String]>,
+        key_suffix: &str,
+    ) -> Result<Status, RouteError> {
+        let (record, _, items) = self.render_again(id, only, key_suffix)?;
         let routed = self.store.route(id, &items)?;
         debug!(channel = %record.channel, id, deliveries = items.len(), "Message reprocessed.");
         self.hub.enqueue(&items);
@@ -194,6 +209,43 @@ impl Pipeline {
         who: &str,
     ) -> Result<Status, RouteError> {
         let status = self.route_again(id, only)?;
+        self.audit_reprocess(id, only, who);
+        Ok(status)
+    }
+
+    /// Cluster mode: renders a message this node holds again (all or `only` the named
+    /// destinations) and publishes the new deliveries to the work stream, where the owner of
+    /// their partition delivers them in order ([`crate::cluster::Cluster::publish_again`]);
+    /// nothing goes to this node's delivery workers. The idempotency keys carry the time of
+    /// the request, since the copies of a message on different nodes count their deliveries
+    /// differently. Returns the number of deliveries published (the message is `routed`).
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError`] when the message cannot be routed or the stream did not take it.
+    pub async fn reprocess_in_cluster(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        id: u64,
+        only: Option<&[String]>,
+        who: Option<&str>,
+    ) -> Result<usize, RouteError> {
+        let at = now_ms();
+        let (record, raw, items) = self.render_again(id, only, &format!("-r{at}"))?;
+        if !items.is_empty() {
+            let again = format!("{id}-r{at}-{}", items[0].seq);
+            cluster
+                .publish_again(&record, &raw, &items, &again)
+                .await
+                .map_err(RouteError::Stream)?;
+        }
+        if let Some(who) = who {
+            self.audit_reprocess(id, only, who);
+        }
+        Ok(items.len())
+    }
+
+    fn audit_reprocess(&self, id: u64, only: Option<&[String]>, who: &str) {
         let audited = self.store.audit(&AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),
@@ -209,6 +261,5 @@ impl Pipeline {
         if let Err(e) = audited {
             warn!(id, error = %e, "Cannot write the audit record of a reprocess; skipped.");
         }
-        Ok(status)
     }
 }

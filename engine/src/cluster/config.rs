@@ -47,6 +47,12 @@ pub struct ClusterConfig {
     /// over after at most this plus one renewal interval (a third of it).
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// The URL the other nodes call this node's admin API at (`http://10.0.0.11:8080`), for
+    /// the cluster-wide message search, replay and dead letters. Needed when `admin.listen`
+    /// is an unspecified address (`0.0.0.0`, `[::]`) or not reachable by the others (NAT);
+    /// by default the address the admin server bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
 }
 
 fn default_replicas() -> usize {
@@ -114,6 +120,19 @@ impl ClusterConfig {
             }
         }
         self.credential_problems(&mut push);
+        if let Some(url) = &self.admin_url {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or_default();
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                push(
+                    "admin_url",
+                    format!("'{url}' is not an HTTP URL"),
+                    "use http://HOST:PORT, where the other nodes reach this node's admin API",
+                );
+            }
+        }
         if !matches!(self.replicas, 1 | 3 | 5) {
             push(
                 "replicas",
@@ -177,6 +196,23 @@ impl ClusterConfig {
     }
 }
 
+/// The problem of a cluster node whose admin API listens on an unspecified address
+/// (`0.0.0.0`, `[::]`) without `admin_url`: the other nodes would not know where to call it.
+pub fn admin_url_problem(
+    cluster: &ClusterConfig,
+    admin_listen: std::net::SocketAddr,
+    file: &str,
+) -> Option<Problem> {
+    (cluster.admin_url.is_none() && admin_listen.ip().is_unspecified()).then(|| Problem {
+        file: file.to_string(),
+        key: "cluster.admin_url".into(),
+        message: format!(
+            "admin.listen is {admin_listen}, which the other nodes cannot call"
+        ),
+        hint: "give admin_url = \"http://HOST:PORT\", where the other nodes reach this node's admin API".into(),
+    })
+}
+
 /// The problem of a channel answering `on_delivery` in a cluster: its deliveries run on
 /// whichever node owns the partition, so the receiving node cannot wait for them.
 pub fn on_delivery_problem(file: &str) -> Problem {
@@ -205,6 +241,7 @@ mod tests {
             partitions: 16,
             publish_timeout_ms: 5000,
             lease_secs: 6,
+            admin_url: None,
         }
     }
 
@@ -223,6 +260,7 @@ mod tests {
             replicas: 2,
             partitions: 0,
             lease_secs: 1,
+            admin_url: Some("ftp://x".into()),
             ..sample()
         };
         let keys: Vec<String> = c
@@ -240,10 +278,29 @@ mod tests {
                 "cluster.node_id",
                 "cluster.urls[0]",
                 "cluster.password",
+                "cluster.admin_url",
                 "cluster.replicas",
                 "cluster.partitions",
                 "cluster.lease_secs"
             ]
         );
+    }
+
+    #[test]
+    fn an_unspecified_admin_address_needs_admin_url() {
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().expect("address");
+        let own: std::net::SocketAddr = "10.0.0.1:8080".parse().expect("address");
+        let p = admin_url_problem(&sample(), any, "switchboard.toml").expect("a problem");
+        assert_eq!(
+            (p.file.as_str(), p.key.as_str()),
+            ("switchboard.toml", "cluster.admin_url")
+        );
+        assert!(admin_url_problem(&sample(), own, "switchboard.toml").is_none());
+        let given = ClusterConfig {
+            admin_url: Some("http://10.0.0.1:8080".into()),
+            ..sample()
+        };
+        assert!(admin_url_problem(&given, any, "switchboard.toml").is_none());
+        assert!(given.problems("switchboard.toml").is_empty());
     }
 }

@@ -63,6 +63,9 @@ pub(super) async fn run(
         restart_stopped(&cluster, &pipeline, &mut held);
         let nodes = heartbeat(&cluster, &buckets.nodes, &held, lag).await;
         balance(&cluster, &pipeline, &buckets.leases, &mut held, nodes.len()).await;
+        // After the leases' work, and bounded: it must never delay a renewal.
+        let peers = remember_peers(&cluster, &buckets.nodes, &nodes);
+        let _ = tokio::time::timeout(round / 2, peers).await;
         lag = observe(&cluster, &held, nodes).await;
     }
     for (p, h) in std::mem::take(&mut held) {
@@ -213,6 +216,7 @@ async fn heartbeat(
         partitions: held.keys().copied().collect(),
         lag,
         at_ms: now_ms(),
+        admin_url: cluster.admin_url(),
     };
     if let Ok(v) = serde_json::to_vec(&me) {
         if let Err(e) = nodes.put(&cluster.cfg.node, v.into()).await {
@@ -234,6 +238,32 @@ async fn heartbeat(
     }
     out.sort_by(|a, b| a.node.cmp(&b.node));
     out
+}
+
+/// Updates the nodes a cluster-wide admin answer asks: every other live node, and every node
+/// seen before whose heartbeat ran out without a clean leave (a node that stops deletes its
+/// heartbeat, which leaves a delete marker; one that dies leaves nothing). Those are still
+/// asked, and named unreachable when they do not answer: their stores hold messages.
+async fn remember_peers(cluster: &Cluster, nodes: &kv::Store, live: &[NodeView]) {
+    let mut peers: Vec<NodeView> = live
+        .iter()
+        .filter(|n| n.node != cluster.cfg.node)
+        .cloned()
+        .collect();
+    for known in cluster.peers() {
+        if peers.iter().any(|n| n.node == known.node) {
+            continue;
+        }
+        let left = matches!(
+            nodes.entry(&known.node).await,
+            Ok(Some(e)) if e.operation != kv::Operation::Put
+        );
+        if !left {
+            peers.push(known);
+        }
+    }
+    peers.sort_by(|a, b| a.node.cmp(&b.node));
+    cluster.set_peers(peers);
 }
 
 /// Takes free partitions up to the fair share, or gives back what is above it.

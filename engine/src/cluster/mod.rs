@@ -128,6 +128,10 @@ pub struct NodeView {
     pub lag: u64,
     /// Unix ms of the heartbeat.
     pub at_ms: u64,
+    /// Where the other nodes call its admin API (`admin_url`, else the bound address);
+    /// empty until its admin server is listening.
+    #[serde(default)]
+    pub admin_url: String,
 }
 
 /// What `GET /api/cluster` answers.
@@ -156,7 +160,16 @@ pub struct Cluster {
     view: Mutex<ClusterView>,
     /// How long a finished message stays in the work stream (`retention_days`).
     retention: Duration,
+    /// This node's admin URL, as its heartbeat says it (set once the admin server is bound).
+    admin_url: std::sync::OnceLock<String>,
+    /// The other nodes to ask for a cluster-wide answer: those with a live heartbeat, and
+    /// those whose heartbeat ran out without a clean leave (dead, or cut off from NATS).
+    peers: Mutex<Vec<NodeView>>,
 }
+
+/// The NATS header that marks work an operator asked for (a reprocess, a dead-letter retry):
+/// its deliveries are new, so the owner takes them up even when it finished the message.
+pub const AGAIN_HEADER: &str = "Switchboard-Again";
 
 /// Why the cluster client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -203,12 +216,87 @@ impl Cluster {
             js,
             metrics: ClusterMetrics::register(metrics),
             retention: Duration::from_secs(u64::from(retention_days) * 24 * 3600),
+            admin_url: std::sync::OnceLock::new(),
+            peers: Mutex::new(Vec::new()),
         }))
     }
 
     /// This node's settings.
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
+    }
+
+    /// Sets the admin URL this node's heartbeat advertises: `admin_url` when configured,
+    /// else `http://` and the address the admin server bound.
+    pub fn set_admin_addr(&self, bound: std::net::SocketAddr) {
+        let url = self
+            .cfg
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"));
+        let _ = self.admin_url.set(url.trim_end_matches('/').to_string());
+    }
+
+    /// This node's advertised admin URL (empty before the admin server is bound).
+    pub fn admin_url(&self) -> String {
+        self.admin_url.get().cloned().unwrap_or_default()
+    }
+
+    /// The other nodes a cluster-wide admin answer asks, as of the last lease round.
+    pub fn peers(&self) -> Vec<NodeView> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_peers(&self, peers: Vec<NodeView>) {
+        *self
+            .peers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = peers;
+    }
+
+    /// Publishes work an operator asked for (a reprocess, a dead-letter retry) to the
+    /// partition of `items`, marked with [`AGAIN_HEADER`] and under a stream id of its own
+    /// (`again_id`), so that neither the owner nor the stream's duplicate window takes it for
+    /// the message's first delivery. Waits for the stream's acknowledgement as
+    /// [`Cluster::publish`] does.
+    ///
+    /// # Errors
+    ///
+    /// A sentence (no content) when the stream did not acknowledge it.
+    pub async fn publish_again(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        items: &[OutboxItem],
+        again_id: &str,
+    ) -> Result<(), String> {
+        let p = envelope::partition_of(items, self.cfg.partitions);
+        let payload = envelope::encode(record, raw, items)?;
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .header(AGAIN_HEADER, "1")
+            .message_id(format!("again-{}-{again_id}", self.cfg.node));
+        let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let acked = tokio::time::timeout(limit, async {
+            self.js
+                .send_publish(subject_of(p), msg)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match acked {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("the cluster stream did not take the work: {e}")),
+            Err(_) => Err(format!(
+                "the cluster stream did not acknowledge the work within {} ms",
+                self.cfg.publish_timeout_ms
+            )),
+        }
     }
 
     /// Publishes a stored message and its deliveries to its partition of the work stream and

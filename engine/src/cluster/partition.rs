@@ -219,7 +219,11 @@ async fn handle(pipeline: &Pipeline, p: u32, msg: jetstream::Message) -> Result<
         }
     };
     let id = work.record.id;
-    let delivered = deliver(pipeline, work);
+    let again = msg
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(super::AGAIN_HEADER).is_some());
+    let delivered = deliver(pipeline, work, again);
     tokio::pin!(delivered);
     let mut progress = tokio::time::interval(ACK_WAIT / 3);
     progress.tick().await;
@@ -250,14 +254,15 @@ async fn handle(pipeline: &Pipeline, p: u32, msg: jetstream::Message) -> Result<
 /// Writes a message's deliveries to this node's outbox (with the message, when this node has
 /// no copy of it), hands them to the delivery workers and waits until they are finished.
 /// A message whose deliveries this node already finished (acknowledged before a crash, or
-/// the acknowledgement lost) is not delivered again.
-async fn deliver(pipeline: &Pipeline, work: Work) -> Result<(), String> {
+/// the acknowledgement lost) is not delivered again, unless the work is `again` (an
+/// operator's reprocess or retry: new deliveries of a message it may have finished).
+async fn deliver(pipeline: &Pipeline, work: Work, again: bool) -> Result<(), String> {
     let hub = pipeline.hub();
     let store = hub.store().clone();
     let id = work.record.id;
     // Watched before looking, so an outcome written meanwhile is not missed.
     let watch = hub.watch(id);
-    let items = match take_up(&store, work) {
+    let items = match take_up(&store, work, again) {
         Ok(Some(items)) => items,
         Ok(None) => {
             hub.unwatch(id);
@@ -276,8 +281,13 @@ async fn deliver(pipeline: &Pipeline, work: Work) -> Result<(), String> {
 }
 
 /// The new outbox items to hand to the workers (empty when this node's outbox already holds
-/// the message's deliveries), or `None` when they are all finished.
-fn take_up(store: &Store, work: Work) -> Result<Option<Vec<OutboxItem>>, crate::store::StoreError> {
+/// the message's deliveries), or `None` when they are all finished. Work marked `again` is
+/// always added to the message's deliveries.
+fn take_up(
+    store: &Store,
+    work: Work,
+    again: bool,
+) -> Result<Option<Vec<OutboxItem>>, crate::store::StoreError> {
     let id = work.record.id;
     let mut items = work.items;
     match store.get(id)? {
@@ -294,8 +304,9 @@ fn take_up(store: &Store, work: Work) -> Result<Option<Vec<OutboxItem>>, crate::
             store.put(&record, &work.raw, &items)?;
             Ok(Some(items))
         }
-        // Received here: routed now, by this node as the partition's owner.
-        Some(r) if r.deliveries.is_empty() => {
+        // Received here: routed now, by this node as the partition's owner; or new work on
+        // a message this node holds.
+        Some(r) if again || r.deliveries.is_empty() => {
             for i in &mut items {
                 i.seq = store.next_seq();
             }

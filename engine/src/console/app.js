@@ -590,8 +590,8 @@ async function renderDeadLetters() {
     el('td', { class: 'num' }, dash(d.attempts)),
     el('td', { class: 'error' }, dash(d.reason)),
     el('td', {}, el('div', { class: 'actions' },
-      el('button', { class: 'retry', onclick: act('retry', [{ destination: d.destination, seq: d.seq }]) }, 'Retry'),
-      el('button', { class: 'danger discard', onclick: act('discard', [{ destination: d.destination, seq: d.seq }], 'Discard this delivery for good?') }, 'Discard')))));
+      el('button', { class: 'retry', onclick: act('retry', [{ destination: d.destination, seq: d.seq, node: d.node }]) }, 'Retry'),
+      el('button', { class: 'danger discard', onclick: act('discard', [{ destination: d.destination, seq: d.seq, node: d.node }], 'Discard this delivery for good?') }, 'Discard')))));
   show(el('div', { class: 'panel' },
     el('div', { class: 'toolbar' },
       el('h2', { class: 'grow' }, `Dead letters (${data.count})`),

@@ -719,6 +719,42 @@ impl Store {
     /// [`StoreError`] when sled fails, [`StoreError::DiskFull`] (nothing written) under the
     /// free-space reserve; `Ok(false)` when there is no such dead letter.
     pub fn discard(&self, destination: &str, seq: u64) -> Result<bool, StoreError> {
+        self.take_dead_letter(destination, seq, "discarded by an operator")
+    }
+
+    /// One dead letter, `None` when there is no such one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the item cannot be decoded.
+    pub fn dead_letter(
+        &self,
+        destination: &str,
+        seq: u64,
+    ) -> Result<Option<OutboxItem>, StoreError> {
+        self.dead_letters
+            .get(outbox_key(destination, seq))?
+            .map(|v| OutboxItem::decode(&v, &self.seal))
+            .transpose()
+    }
+
+    /// Removes a dead letter whose retry went to the cluster stream (another node, or this
+    /// one as the partition's owner, delivers it); the message keeps a `discarded` delivery
+    /// that says so.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::discard`].
+    pub fn hand_over(&self, destination: &str, seq: u64) -> Result<bool, StoreError> {
+        self.take_dead_letter(destination, seq, "retried through the cluster stream")
+    }
+
+    fn take_dead_letter(
+        &self,
+        destination: &str,
+        seq: u64,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
         self.space.check(WritePath::Operator)?;
         let Some(v) = self.dead_letters.get(outbox_key(destination, seq))? else {
             return Ok(false);
@@ -727,13 +763,7 @@ impl Store {
         let key = item.message_id.to_be_bytes();
         let r: TxResult<()> = (&self.messages, &self.dead_letters).transaction(|(m, d)| {
             d.remove(item.key())?;
-            update_delivery(
-                m,
-                &key,
-                &item,
-                DeliveryStatus::Discarded,
-                "discarded by an operator",
-            )?;
+            update_delivery(m, &key, &item, DeliveryStatus::Discarded, detail)?;
             Ok(())
         });
         r.map_err(tx_err)?;
