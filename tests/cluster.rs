@@ -93,15 +93,31 @@ fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
 
 /// An engine node's config: one MLLP channel `lab` to the sink, `[cluster]` as given.
 fn node_config(name: &str, id: u8, urls: &[String], replicas: usize, sink: &str) -> TestConfig {
+    node_config_with(name, id, urls, replicas, sink, "")
+}
+
+/// [`node_config`] with `engine_extra` added to `switchboard.toml` (before `[cluster]`).
+fn node_config_with(
+    name: &str,
+    id: u8,
+    urls: &[String],
+    replicas: usize,
+    sink: &str,
+    engine_extra: &str,
+) -> TestConfig {
     let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let cluster = format!(
-        "[cluster]\nnode = \"{name}\"\nnode_id = {id}\nurls = [{}]\nreplicas = {replicas}\npartitions = 8\nlease_secs = 3\npublish_timeout_ms = 2000\n",
+        "{engine_extra}\n[cluster]\nnode = \"{name}\"\nnode_id = {id}\nurls = [{}]\nreplicas = {replicas}\npartitions = 8\nlease_secs = 3\npublish_timeout_ms = 2000\n",
         urls.join(", ")
     );
-    let channel = format!(
+    TestConfig::new(&cluster, &hook_channel(sink))
+}
+
+/// The routes and destination of a channel that sends every message as HL7 to the sink.
+fn hook_channel(sink: &str) -> String {
+    format!(
         "[[route]]\nto = [\"hook\"]\npayload = \"hl7\"\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{sink}\"\n{FAST_RETRY}"
-    );
-    TestConfig::new(&cluster, &channel)
+    )
 }
 
 /// `GET /api/cluster` of a node, `None` while it does not answer.
@@ -481,14 +497,13 @@ async fn check_names_each_wrong_cluster_key_and_connect_reaches_the_nats_servers
             "{key} not named:\n{out}"
         );
     }
-    // ack = "on_delivery" cannot wait for deliveries another node makes.
+    // ack = "on_delivery" is taken: the receiving node waits for the owner's notice.
     let on_delivery = node_config("a", 1, &[nats[0].url()], 1, sink);
     let channel = on_delivery.conf().join("channels/lab.toml");
     let text = std::fs::read_to_string(&channel).expect("channel");
     std::fs::write(&channel, format!("ack = \"on_delivery\"\n{text}")).expect("write");
     let (out, code) = check(&on_delivery.conf(), false);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("channels/lab.toml: ack:"), "{out}");
+    assert_eq!(code, Some(0), "{out}");
 
     // A node whose admin API listens on an unspecified address must say where the other
     // nodes call it.
@@ -788,6 +803,270 @@ async fn every_node_shows_and_retries_the_messages_of_every_node() {
     );
     assert_eq!(after["count"], 9, "node0 received all nine: {after}");
     for e in engines.into_iter().flatten() {
+        e.kill();
+    }
+}
+
+/// The record of the message with MSH-10 `control` on a node, `None` while it has none.
+async fn record_on(engine: &EngineProcess, control: &str) -> Option<serde_json::Value> {
+    let list = get_json(&format!(
+        "{}/api/messages?control_id={control}",
+        engine.admin()
+    ))
+    .await;
+    let id = list["items"][0]["id"].as_str()?.to_string();
+    Some(get_json(&format!("{}/api/messages/{id}", engine.admin())).await)
+}
+
+/// Waits (at most `secs`) until a node's record of `control` satisfies `ok`; returns the
+/// record as last seen.
+async fn until_record(
+    engine: &EngineProcess,
+    control: &str,
+    secs: u64,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let rec = record_on(engine, control).await.unwrap_or_default();
+        if ok(&rec) || Instant::now() > deadline {
+            return rec;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a node other than `engines[0]` holds a copy of `control`: it was its
+/// partition's owner and delivered it.
+async fn delivered_elsewhere(engines: &[EngineProcess], control: &str) -> bool {
+    for e in &engines[1..] {
+        if record_on(e, control).await.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The MSH-10 values the sink accepted (of any message type).
+fn controls_at(sink: &HttpSink) -> BTreeSet<String> {
+    sink.received()
+        .iter()
+        .map(|(_, body)| {
+            let body = body.replace("\\r", "\r").replace('\n', "\r");
+            segment(&body, "MSH")[9].clone()
+        })
+        .collect()
+}
+
+/// A second channel `wait` on every node: `ack = "on_delivery"` (4 s) to the same sink.
+fn add_on_delivery_channel(cfg: &TestConfig, sink: &str) {
+    std::fs::write(
+        cfg.conf().join("channels/wait.toml"),
+        format!(
+            "name = \"wait\"\nack = \"on_delivery\"\nack_timeout_secs = 4\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n{}max_attempts = 1000\n",
+            hook_channel(sink)
+        ),
+    )
+    .expect("write channel");
+}
+
+/// Three nodes, one sender talking to node0 only. Messages whose partition another node
+/// owns end `delivered` on node0's record too (the owner's completion notice), and the
+/// `on_delivery` channel answers AA only once the sink has the message, an MFK with its
+/// per-record answers, and AE when the destination stays down past the timeout (its late
+/// success then recorded on node0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_node_learns_the_owners_outcome_and_on_delivery_waits_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
+        .collect();
+    for c in &cfgs {
+        add_on_delivery_channel(c, &sink.url);
+    }
+    let engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, 60).await;
+
+    // 1. ack = "on_persist": node0's record follows the owner's outcome.
+    let mut client = connect(&engines[0].mllp("lab")).await;
+    let controls: Vec<String> = (0..10).map(|n| format!("N{n}")).collect();
+    for (n, c) in controls.iter().enumerate() {
+        let ack = send(&mut client, adt_for(&format!("PN{n}"), c).as_bytes()).await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    }
+    let mut remote = 0;
+    for c in &controls {
+        let rec = until_record(&engines[0], c, 30, |r| r["status"] == "delivered").await;
+        assert_eq!(rec["status"], "delivered", "{c} on node0: {rec}");
+        assert_eq!(rec["deliveries"][0]["status"], "delivered", "{rec}");
+        assert!(
+            rec["deliveries"][0]["attempts"].as_u64() >= Some(1),
+            "{rec}"
+        );
+        if delivered_elsewhere(&engines, c).await {
+            remote += 1;
+        }
+    }
+    assert!(
+        remote > 0,
+        "every partition was node0's: nothing crossed nodes"
+    );
+    let metrics = metrics_text(&engines[0]).await;
+    assert!(
+        metric_value(&metrics, "switchboard_cluster_notices_applied_total") >= remote as f64,
+        "{metrics}"
+    );
+
+    // 2. ack = "on_delivery": AA only once the sink has it, whichever node delivers.
+    let mut wait = connect(&engines[0].mllp("wait")).await;
+    let mut remote_patient = None;
+    for n in 0..8 {
+        let (patient, c) = (format!("PW{n}"), format!("W{n}"));
+        let ack = send(&mut wait, adt_for(&patient, &c).as_bytes()).await;
+        assert_eq!(
+            segment(&ack, "MSA")[1..3],
+            ["AA".to_string(), c.clone()],
+            "{ack}"
+        );
+        assert!(
+            controls_at(&sink).contains(&c),
+            "AA before the sink had {c}"
+        );
+        if delivered_elsewhere(&engines, &c).await {
+            remote_patient = Some(patient);
+        }
+    }
+    let remote_patient = remote_patient.expect("a message of `wait` delivered by another node");
+    // A master file keeps its per-record answers.
+    let file = "MSH|^~\\&|HIS|RUH|SB|HUB|20260615103000||MFN^M05^MFN_M05|MFN-C1|P|2.5\r\
+                MFI|LOC||UPD|||AL\r\
+                MFE|MAD|G1||CLN-C1|PL\rLOC|CLN-C1|First Clinic|C\r\
+                MFE|MAD|B2|||PL\rLOC\r";
+    let mfk = send(&mut wait, file.as_bytes()).await;
+    assert_eq!(segment(&mfk, "MSA")[1], "AA", "{mfk}");
+    let mfa: Vec<&str> = mfk.split('\r').filter(|s| s.starts_with("MFA")).collect();
+    assert_eq!(mfa.len(), 2, "{mfk}");
+    assert_eq!(mfa[0].split('|').nth(4), Some("S"), "{mfk}");
+    assert!(
+        mfa[1]
+            .split('|')
+            .nth(4)
+            .is_some_and(|f| f.starts_with("U^")),
+        "{mfk}"
+    );
+    assert!(controls_at(&sink).contains("MFN-C1"), "MFK before delivery");
+
+    // 3. The destination down past the timeout: AE, and the late success recorded.
+    sink.set(SinkMode::Down);
+    let ack = send(&mut wait, adt_for(&remote_patient, "WD").as_bytes()).await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AE", "WD"], "{ack}");
+    assert!(
+        ack.contains("not confirmed by every destination within 4 s"),
+        "{ack}"
+    );
+    assert!(
+        delivered_elsewhere(&engines, "WD").await,
+        "WD went to its owner"
+    );
+    sink.set(SinkMode::Up);
+    let rec = until_record(&engines[0], "WD", 30, |r| {
+        r["status"] == "delivered" && r["ack_code"] == "AA"
+    })
+    .await;
+    assert_eq!(
+        (&rec["status"], &rec["ack_code"]),
+        (&"delivered".into(), &"AA".into()),
+        "{rec}"
+    );
+    for e in engines {
+        e.kill();
+    }
+}
+
+/// A marker that appears only in the message bodies (PID-5).
+const MARKER: &str = "Qxzzyvplank";
+
+/// `[encryption]` on every node: the work stream holds no patient name, identifier or
+/// message type (read back from JetStream itself), the sink still gets the right bodies,
+/// and the notices (sealed too) reach the receiving nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_encryption_the_stream_holds_nothing_readable_and_the_sink_gets_the_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let key = dir.path().join("k1");
+    std::fs::write(&key, "ab".repeat(32)).expect("write key");
+    let enc = format!(
+        "[encryption]\n[[encryption.keys]]\nid = \"k1\"\nkey = {{ file = \"{}\" }}\n",
+        key.display()
+    );
+    let cfgs: Vec<TestConfig> = (0..2)
+        .map(|i| node_config_with(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url, &enc))
+        .collect();
+    let engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 2, 60).await;
+    let mut sent = BTreeMap::new();
+    for (i, e) in engines.iter().enumerate() {
+        let mut client = connect(&e.mllp("lab")).await;
+        for n in 0..4 {
+            let (patient, c) = (format!("MRNZQ{i}{n}"), format!("E{i}{n}"));
+            let msg = adt_for(&patient, &c).replace("Testperson", MARKER);
+            let ack = send(&mut client, msg.as_bytes()).await;
+            assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+            sent.insert(c, (i, patient));
+        }
+    }
+    let all_in = eventually(30, || sent.keys().all(|c| controls_at(&sink).contains(c))).await;
+    assert!(
+        all_in,
+        "not every message arrived: {:?}",
+        controls_at(&sink)
+    );
+    for (_, body) in sink.received() {
+        let (c, patient) = control_and_patient(&body);
+        assert_eq!(sent[&c].1, patient, "{body}");
+        assert!(body.contains(MARKER), "the body as sent: {body}");
+    }
+    for (c, (i, _)) in &sent {
+        let rec = until_record(&engines[*i], c, 30, |r| r["status"] == "delivered").await;
+        assert_eq!(rec["status"], "delivered", "{c} on node{i}: {rec}");
+    }
+
+    // What JetStream holds, read with a client of its own.
+    let client = async_nats::connect(nats[0].url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream("SWITCHBOARD_WORK")
+        .await
+        .expect("work stream");
+    let state = stream.info().await.expect("stream info").state.clone();
+    assert_eq!(state.messages, sent.len() as u64, "{state:?}");
+    for seq in state.first_sequence..=state.last_sequence {
+        let m = stream.get_raw_message(seq).await.expect("stored message");
+        let payload = &m.payload[..];
+        assert!(payload.len() > 100, "a whole envelope");
+        let mut secrets: Vec<String> = vec![MARKER.into(), "ADT^A08".into(), "MRNZQ".into()];
+        secrets.extend(sent.keys().cloned());
+        for secret in &secrets {
+            assert!(
+                !payload
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_bytes()),
+                "{secret} in clear in stream message {seq}"
+            );
+        }
+    }
+    for e in engines {
         e.kill();
     }
 }

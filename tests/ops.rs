@@ -26,6 +26,7 @@ const ALERTS: &[&str] = &[
     "TlsCertificateExpiresSoon",
     "SwitchboardClusterNodeDown",
     "SwitchboardClusterLagGrowing",
+    "SwitchboardClusterCannotOpen",
 ];
 
 fn dashboards() -> PathBuf {

@@ -1500,7 +1500,13 @@ async fn retry_via_stream(
         item.last_error.clear();
         let again = format!("{}-{dest}-{seq}-{now}", record.id);
         if let Err(e) = cluster
-            .publish_again(&record, &raw, std::slice::from_ref(&item), &again)
+            .publish_again(
+                &record,
+                &raw,
+                std::slice::from_ref(&item),
+                &again,
+                &s.store.seal,
+            )
             .await
         {
             return Err(Box::new(error(

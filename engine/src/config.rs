@@ -310,7 +310,9 @@ pub enum AckTiming {
     /// As soon as the message is stored durably.
     #[default]
     OnPersist,
-    /// Once every destination confirmed (AE after `ack_timeout_secs` or a dead letter).
+    /// Once every destination confirmed (AE after `ack_timeout_secs` or a dead letter). In
+    /// cluster mode the receiving node learns it from the partition owner's completion
+    /// notice (`cluster::notice`).
     OnDelivery,
 }
 
@@ -795,14 +797,6 @@ pub fn inspect(dir: &Path) -> Inspection {
         }
     }
     check_across_channels(engine.as_ref(), &channels, &mut problems);
-    if engine.as_ref().is_some_and(|e| e.cluster.is_some()) {
-        for ch in channels
-            .iter()
-            .filter(|c| c.config.ack == AckTiming::OnDelivery)
-        {
-            problems.push(crate::cluster::on_delivery_problem(&rel(&ch.file)));
-        }
-    }
 
     Inspection {
         dir: dir.to_path_buf(),

@@ -53,7 +53,7 @@ use crate::events::{EventBus, LiveEvent};
 use crate::metrics::Metrics;
 use crate::store::appointments::LinkScope;
 use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
-use crate::store::outbox::{Attempt, OutboxItem};
+use crate::store::outbox::{Attempt, DeliveryState, DeliveryStatus, OutboxItem};
 use crate::store::{Status, Store, StoreError};
 use bytes::Bytes;
 use channels::destination::{
@@ -89,6 +89,24 @@ pub enum Finished {
     Delivered,
     /// At least one delivery is in the dead letters; the reason of the last one.
     Failed(String),
+}
+
+impl Finished {
+    /// How a message with `status` and `deliveries` ended; `None` while it has not.
+    pub fn of(status: Status, deliveries: &[DeliveryState]) -> Option<Finished> {
+        match status {
+            Status::Delivered | Status::Filtered => Some(Finished::Delivered),
+            Status::Failed => Some(Finished::Failed(
+                deliveries
+                    .iter()
+                    .filter(|d| d.status == DeliveryStatus::DeadLetter)
+                    .map(|d| d.detail.clone())
+                    .find(|d| !d.is_empty())
+                    .unwrap_or_else(|| "dead letter".into()),
+            )),
+            Status::Received | Status::Rejected | Status::Routed | Status::Retrying => None,
+        }
+    }
 }
 
 type Watchers = Arc<Mutex<HashMap<u64, Vec<oneshot::Sender<Finished>>>>>;
@@ -237,6 +255,19 @@ impl Hub {
             w.entry(id).or_default().push(tx);
         }
         rx
+    }
+
+    /// Tells the watchers of message `id` how it ended, for an end learnt from elsewhere
+    /// than this node's workers (in cluster mode, the partition owner's completion notice).
+    /// The caller has made that end durable in the store first, as the workers do.
+    pub fn tell(&self, id: u64, finished: &Finished) {
+        let senders = match self.watchers.lock() {
+            Ok(mut w) => w.remove(&id).unwrap_or_default(),
+            Err(_) => return,
+        };
+        for s in senders {
+            let _ = s.send(finished.clone());
+        }
     }
 
     /// Forgets the watchers of `id` (after a timeout).

@@ -385,9 +385,14 @@ impl ChannelIngest {
     ) {
         let watch = self.pipeline.hub().watch(id);
         self.pipeline.hub().enqueue(items);
+        // In cluster mode another node delivers: its completion notice may have been
+        // written before the watch was set, so the record is read after setting it.
         let outcome = match status {
             Status::Filtered => Ok(()),
-            _ => self.wait_for_delivery(watch).await,
+            _ => match self.settled(id) {
+                Some(outcome) => outcome,
+                None => self.wait_for_delivery(watch).await,
+            },
         };
         self.pipeline.hub().unwatch(id);
         if outcome.is_err() {
@@ -402,6 +407,17 @@ impl ChannelIngest {
             charset_name,
             outcome,
         );
+    }
+
+    /// The `on_delivery` outcome of message `id` when its deliveries are finished as the
+    /// store says now; `None` while they are under way (or the record cannot be read: the
+    /// waiter then waits).
+    fn settled(&self, id: u64) -> Option<Result<(), String>> {
+        let record = self.store.get(id).ok().flatten()?;
+        match Finished::of(record.status, &record.deliveries)? {
+            Finished::Delivered => Some(Ok(())),
+            Finished::Failed(reason) => Some(Err(format!("delivery failed: {reason}"))),
+        }
     }
 
     /// Waits at most `ack_timeout` for every destination of a message to confirm.
@@ -523,18 +539,9 @@ impl ChannelIngest {
         let id = original.id;
         if self.ack == AckTiming::OnDelivery && original.status != Status::Rejected {
             let watch = self.pipeline.hub().watch(id);
-            let now = self.store.get(id).ok().flatten().unwrap_or(original);
-            let outcome = match now.status {
-                Status::Delivered | Status::Filtered => Ok(()),
-                Status::Failed => Err(format!(
-                    "delivery failed: {}",
-                    now.deliveries
-                        .iter()
-                        .map(|d| d.detail.as_str())
-                        .find(|d| !d.is_empty())
-                        .unwrap_or("dead letter")
-                )),
-                _ => self.wait_for_delivery(watch).await,
+            let outcome = match self.settled(id) {
+                Some(outcome) => outcome,
+                None => self.wait_for_delivery(watch).await,
             };
             self.answer_delivery_outcome(
                 inbound,

@@ -140,6 +140,9 @@ pub const CONDITIONAL: &[&str] = &[
     CLUSTER_CONSUMER_LAG,
     CLUSTER_STREAM_MESSAGES,
     CLUSTER_PARTITIONS_ACQUIRED,
+    CLUSTER_NOTICES_SENT,
+    CLUSTER_NOTICES_APPLIED,
+    CLUSTER_UNOPENED,
 ];
 /// `switchboard_sftp_files_picked_total{channel}`: files an SFTP source took (stable, matching).
 pub const SFTP_FILES_PICKED: &str = "switchboard_sftp_files_picked_total";
@@ -208,6 +211,16 @@ pub const CLUSTER_STREAM_MESSAGES: &str = "switchboard_cluster_stream_messages";
 /// `switchboard_cluster_partitions_acquired_total`: partition leases this node took (at
 /// start, from a dead node, or after a rebalance).
 pub const CLUSTER_PARTITIONS_ACQUIRED: &str = "switchboard_cluster_partitions_acquired_total";
+/// `switchboard_cluster_notices_sent_total`: completion notices this node, as a partition's
+/// owner, sent to the nodes that received the messages it finished.
+pub const CLUSTER_NOTICES_SENT: &str = "switchboard_cluster_notices_sent_total";
+/// `switchboard_cluster_notices_applied_total`: completion notices this node wrote on the
+/// records of messages it received.
+pub const CLUSTER_NOTICES_APPLIED: &str = "switchboard_cluster_notices_applied_total";
+/// `switchboard_cluster_unopened_messages_total`: work and notices this node could not open
+/// with its `[encryption]` keys (sealed under a key it lacks): left in the stream, nothing
+/// delivered. Anything above 0 needs an operator.
+pub const CLUSTER_UNOPENED: &str = "switchboard_cluster_unopened_messages_total";
 
 /// The families only a node with `[cluster]` exports (part of [`exported_names`], and of
 /// [`CONDITIONAL`]).
@@ -220,6 +233,9 @@ pub fn cluster_names() -> Vec<&'static str> {
         CLUSTER_CONSUMER_LAG,
         CLUSTER_STREAM_MESSAGES,
         CLUSTER_PARTITIONS_ACQUIRED,
+        CLUSTER_NOTICES_SENT,
+        CLUSTER_NOTICES_APPLIED,
+        CLUSTER_UNOPENED,
     ]
 }
 

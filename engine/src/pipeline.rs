@@ -235,7 +235,7 @@ impl Pipeline {
         if !items.is_empty() {
             let again = format!("{id}-r{at}-{}", items[0].seq);
             cluster
-                .publish_again(&record, &raw, &items, &again)
+                .publish_again(&record, &raw, &items, &again, &self.store.seal)
                 .await
                 .map_err(RouteError::Stream)?;
         }

@@ -213,17 +213,6 @@ pub fn admin_url_problem(
     })
 }
 
-/// The problem of a channel answering `on_delivery` in a cluster: its deliveries run on
-/// whichever node owns the partition, so the receiving node cannot wait for them.
-pub fn on_delivery_problem(file: &str) -> Problem {
-    Problem {
-        file: file.to_string(),
-        key: "ack".into(),
-        message: "ack = \"on_delivery\" is not supported with [cluster]".into(),
-        hint: "use ack = \"on_persist\" (the default): the answer then waits for the stream".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,23 @@
 //! delivery heads with the lengths of what follows), then the raw message, then each
 //! delivery's body in order. Bodies travel as rendered, so every node delivers the same bytes
 //! with the same idempotency key.
+//!
+//! With `[encryption]`, the whole envelope is sealed ([`seal`]) with the store's key ring
+//! before it is published, in the store's sealed-value format (magic, key id, nonce,
+//! ChaCha20-Poly1305 ciphertext) under the purpose `cluster_work`, and opened by the owner
+//! ([`open`]). Without it the envelope goes as it is; an owner with keys reads an unsealed
+//! envelope too (no magic prefix), so nodes can turn encryption on one after the other.
 
 use crate::store::outbox::OutboxItem;
+use crate::store::seal::Seal;
 use crate::store::MessageRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+
+/// The associated data of a sealed envelope: a work envelope cannot be passed off as a
+/// store value or a completion notice.
+const WORK_PURPOSE: &[u8] = b"cluster_work";
 
 /// The JSON part of an envelope.
 #[derive(Serialize, Deserialize)]
@@ -92,6 +104,32 @@ pub fn decode(bytes: &[u8]) -> Result<Work, String> {
     })
 }
 
+/// Seals an encoded envelope under the newest key of `seal` (as it is without keys).
+///
+/// # Errors
+///
+/// A sentence when the cipher fails (it does not for valid input).
+pub fn seal(seal: &Seal, envelope: Vec<u8>) -> Result<Vec<u8>, String> {
+    if !seal.is_on() {
+        return Ok(envelope);
+    }
+    seal.seal(WORK_PURPOSE, &envelope)
+        .map(Cow::into_owned)
+        .map_err(|e| format!("cannot seal the work: {e}"))
+}
+
+/// Opens a published envelope: a sealed one with the key it names, an unsealed one as it
+/// is.
+///
+/// # Errors
+///
+/// A sentence naming the key id when the envelope is sealed under a key this node does not
+/// have, or does not open with it (wrong key, damaged); never the content.
+pub fn open<'a>(seal: &Seal, published: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    seal.open(WORK_PURPOSE, published)
+        .map_err(|e| format!("the work message cannot be opened: {e}"))
+}
+
 /// The delivery partition of a message's deliveries, 0 to `partitions - 1`: a hash of the
 /// first non-empty partition key (the patient by default), so that one patient's messages
 /// are always in one partition. Every node computes the same (SHA-256, not a seeded hash).
@@ -161,6 +199,70 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    fn key(id: &str, byte: u8) -> crate::store::seal::StoreKey {
+        crate::store::seal::StoreKey {
+            id: id.into(),
+            key: [byte; 32],
+        }
+    }
+
+    /// With keys, nothing of the message is readable on the wire, the owner with the same
+    /// ring (or a rotated one that still lists the key) gets it back exactly, and a node
+    /// with a wrong key, another key id or no key at all gets an error, never the content.
+    #[test]
+    fn a_sealed_envelope_opens_only_with_its_key() {
+        let items = vec![item("MRN-4711", b"{\"name\":\"Testperson\"}")];
+        let plain = encode(&record(), b"MSH|PID|||MRN-4711||Testperson", &items).expect("encodes");
+        let ring = Seal::new(&[key("k1", 1)]);
+        let sealed = seal(&ring, plain.clone()).expect("seals");
+        for secret in [&b"MRN-4711"[..], b"Testperson", b"ADT^A04", b"lab|APP"] {
+            assert!(
+                !sealed.windows(secret.len()).any(|w| w == secret),
+                "{} in clear",
+                String::from_utf8_lossy(secret)
+            );
+        }
+        let opened = open(&ring, &sealed).expect("opens");
+        assert_eq!(decode(&opened).expect("decodes").items, items);
+        let rotated = Seal::new(&[key("k2", 2), key("k1", 1)]);
+        assert_eq!(
+            open(&rotated, &sealed)
+                .expect("rotated ring opens")
+                .as_ref(),
+            &plain[..]
+        );
+
+        let wrong = open(&Seal::new(&[key("k1", 9)]), &sealed).expect_err("wrong key");
+        assert!(
+            wrong.contains("'k1'") && wrong.contains("does not open"),
+            "{wrong}"
+        );
+        let other = open(&Seal::new(&[key("k2", 2)]), &sealed).expect_err("other key id");
+        assert!(
+            other.contains("'k1'") && other.contains("does not list"),
+            "{other}"
+        );
+        let none = open(&Seal::plain(), &sealed).expect_err("no key");
+        assert!(none.contains("'k1'"), "{none}");
+        assert!(!none.contains("Testperson") && !wrong.contains("MRN"));
+        let mut damaged = sealed.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(
+            open(&ring, &damaged).is_err(),
+            "a damaged envelope does not open"
+        );
+    }
+
+    /// Without keys the wire format is unchanged, and a node with keys reads it.
+    #[test]
+    fn an_unsealed_envelope_stays_as_it_was_and_opens_everywhere() {
+        let plain = encode(&record(), b"MSH|x", &[item("P1", b"b")]).expect("encodes");
+        assert_eq!(seal(&Seal::plain(), plain.clone()).expect("as is"), plain);
+        let ring = Seal::new(&[key("k1", 1)]);
+        assert_eq!(open(&ring, &plain).expect("opens").as_ref(), &plain[..]);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! before the lease can expire and be taken by another node.
 
 use super::{
-    partition, Cluster, ClusterView, NodeView, LEASES_BUCKET, NODES_BUCKET, STREAM, SUBJECT_PREFIX,
+    notice, partition, Cluster, ClusterView, NodeView, LEASES_BUCKET, NODES_BUCKET, STREAM,
+    SUBJECT_PREFIX,
 };
 use crate::delivery::now_ms;
 use crate::pipeline::Pipeline;
@@ -75,7 +76,7 @@ pub(super) async fn run(
     info!(node = %cluster.cfg.node, "Cluster mode: left, leases given back.");
 }
 
-/// Creates (or finds) the work stream and the two buckets, trying again every second while
+/// Creates (or finds) the work stream, the notice stream and the two buckets, trying again every second while
 /// NATS cannot be reached; `None` on shutdown.
 async fn set_up(cluster: &Cluster, shutdown: &CancellationToken) -> Option<Buckets> {
     let mut tries = 0u32;
@@ -120,6 +121,11 @@ async fn try_set_up(cluster: &Cluster) -> Result<Buckets, String> {
         .get_or_create_stream(work_stream(cluster.cfg.replicas))
         .await
         .map_err(|e| format!("work stream: {e}"))?;
+    cluster
+        .js
+        .get_or_create_stream(notice::done_stream(cluster.cfg.replicas, cluster.retention))
+        .await
+        .map_err(|e| format!("notice stream: {e}"))?;
     Ok(Buckets {
         leases: bucket(cluster, LEASES_BUCKET).await?,
         nodes: bucket(cluster, NODES_BUCKET).await?,

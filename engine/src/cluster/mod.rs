@@ -6,7 +6,11 @@
 //! back ([`Cluster::publish`]). Delivery work is hashed by partition key into `partitions`
 //! subjects; a node delivers a partition only while it holds its lease in a JetStream
 //! key-value bucket ([`leases`]), consuming that subject in stream order, one message at a
-//! time, and acknowledging it once its deliveries are finished ([`partition`]).
+//! time, and acknowledging it once its deliveries are finished ([`partition`]). Just
+//! before that acknowledgement the owner tells the node that received the message how its
+//! deliveries ended ([`notice`]), so that node's record (and an `ack = "on_delivery"`
+//! answer waiting there) learns the outcome. With `[encryption]` the work and the notices
+//! are sealed with the store's keys ([`envelope::seal`]).
 //!
 //! What it is not: without `[cluster]` nothing here runs; the engine is the single binary
 //! with its embedded store. Start reading at [`start`].
@@ -14,17 +18,19 @@
 pub mod config;
 pub mod envelope;
 mod leases;
+pub mod notice;
 mod partition;
 
-pub use config::{on_delivery_problem, ClusterConfig};
+pub use config::ClusterConfig;
 
 use crate::metrics::{
-    Metrics, CLUSTER_CONSUMER_LAG, CLUSTER_NODES_UP, CLUSTER_OWNED_PARTITIONS,
-    CLUSTER_PARTITIONS_ACQUIRED, CLUSTER_PUBLISH_DURATION, CLUSTER_PUBLISH_FAILURES,
-    CLUSTER_STREAM_MESSAGES,
+    Metrics, CLUSTER_CONSUMER_LAG, CLUSTER_NODES_UP, CLUSTER_NOTICES_APPLIED, CLUSTER_NOTICES_SENT,
+    CLUSTER_OWNED_PARTITIONS, CLUSTER_PARTITIONS_ACQUIRED, CLUSTER_PUBLISH_DURATION,
+    CLUSTER_PUBLISH_FAILURES, CLUSTER_STREAM_MESSAGES, CLUSTER_UNOPENED,
 };
 use crate::pipeline::Pipeline;
 use crate::store::outbox::OutboxItem;
+use crate::store::seal::Seal;
 use crate::store::{MessageRecord, Status, Store, StoreError};
 use async_nats::jetstream;
 use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounter, IntGauge};
@@ -58,6 +64,9 @@ pub struct ClusterMetrics {
     lag: IntGauge,
     stream_messages: IntGauge,
     acquired: IntCounter,
+    notices_sent: IntCounter,
+    notices_applied: IntCounter,
+    unopened: IntCounter,
 }
 
 impl ClusterMetrics {
@@ -110,6 +119,18 @@ impl ClusterMetrics {
             acquired: counter(
                 CLUSTER_PARTITIONS_ACQUIRED,
                 "Partition leases this node took.",
+            ),
+            notices_sent: counter(
+                CLUSTER_NOTICES_SENT,
+                "Completion notices this node sent to the nodes that received what it delivered.",
+            ),
+            notices_applied: counter(
+                CLUSTER_NOTICES_APPLIED,
+                "Completion notices this node wrote on the records of messages it received.",
+            ),
+            unopened: counter(
+                CLUSTER_UNOPENED,
+                "Stream messages this node could not open with its encryption keys (left in the stream).",
             ),
         }
     }
@@ -257,7 +278,8 @@ impl Cluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = peers;
     }
 
-    /// Publishes work an operator asked for (a reprocess, a dead-letter retry) to the
+    /// Publishes work an operator asked for (a reprocess, a dead-letter retry), sealed as
+    /// [`Cluster::publish`] seals, to the
     /// partition of `items`, marked with [`AGAIN_HEADER`] and under a stream id of its own
     /// (`again_id`), so that neither the owner nor the stream's duplicate window takes it for
     /// the message's first delivery. Waits for the stream's acknowledgement as
@@ -272,9 +294,10 @@ impl Cluster {
         raw: &[u8],
         items: &[OutboxItem],
         again_id: &str,
+        seal: &Seal,
     ) -> Result<(), String> {
         let p = envelope::partition_of(items, self.cfg.partitions);
-        let payload = envelope::encode(record, raw, items)?;
+        let payload = envelope::seal(seal, envelope::encode(record, raw, items)?)?;
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .header(AGAIN_HEADER, "1")
@@ -299,9 +322,10 @@ impl Cluster {
         }
     }
 
-    /// Publishes a stored message and its deliveries to its partition of the work stream and
-    /// waits for the stream's acknowledgement (the replicated write), at most
-    /// `publish_timeout_ms`.
+    /// Publishes a stored message and its deliveries to its partition of the work stream,
+    /// sealed with `seal` when it has keys, and waits for the stream's acknowledgement (the
+    /// replicated write), at most `publish_timeout_ms`. The `Nats-Msg-Id` comes from the
+    /// message, not the sealed bytes (a fresh nonce each time), so a resend keeps it.
     ///
     /// # Errors
     ///
@@ -309,13 +333,14 @@ impl Cluster {
     /// not acknowledge it: timed out, no stream, no quorum, not connected.
     pub async fn publish(
         &self,
+        seal: &Seal,
         record: &MessageRecord,
         raw: &[u8],
         items: &[OutboxItem],
     ) -> Result<(), String> {
         let started = Instant::now();
         let p = envelope::partition_of(items, self.cfg.partitions);
-        let payload = envelope::encode(record, raw, items)?;
+        let payload = envelope::seal(seal, envelope::encode(record, raw, items)?)?;
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope::message_id(record, raw));
@@ -365,7 +390,7 @@ impl Cluster {
         raw: &[u8],
         items: &[OutboxItem],
     ) -> Result<(), StoreError> {
-        let Err(reason) = self.publish(record, raw, items).await else {
+        let Err(reason) = self.publish(&store.seal, record, raw, items).await else {
             return Ok(());
         };
         record.status = Status::Rejected;
@@ -473,14 +498,23 @@ fn options(cfg: &ClusterConfig) -> Result<async_nats::ConnectOptions, ClusterErr
 }
 
 /// Starts cluster mode: the lease round that takes, renews and gives back partitions and runs
-/// a consumer for each partition held. Stops on `shutdown`, giving its leases back.
+/// a consumer for each partition held, and the reader of this node's completion notices.
+/// Stops on `shutdown`, giving its leases back.
 pub fn start(
     cluster: Arc<Cluster>,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     info!(node = %cluster.cfg.node, partitions = cluster.cfg.partitions, "Cluster mode: joining.");
-    tokio::spawn(leases::run(cluster, pipeline, shutdown))
+    let notices = tokio::spawn(notice::run(
+        cluster.clone(),
+        pipeline.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(async move {
+        leases::run(cluster, pipeline, shutdown).await;
+        let _ = notices.await;
+    })
 }
 
 #[cfg(test)]

@@ -14,14 +14,16 @@
 //! consumer tells the stream it is still working on it. The deliveries are written to this
 //! node's store and outbox and sent by its delivery workers, with the bodies and idempotency
 //! keys the receiving node rendered: a message delivered again after a take-over carries the
-//! same key, for the destination to recognise.
+//! same key, for the destination to recognise. Before the acknowledgement the owner sends
+//! the receiving node a completion notice ([`notice`]); when the stream does not take it,
+//! the work is offered again, found finished, and the notice sent again.
 //!
 //! Retention: the stream has no age limit. Every [`PRUNE_EVERY`] the owner removes from its
 //! partition what is both finished (at or below the consumer's ack floor) and older than
 //! `retention_days` ([`prune`]); a message not yet finished stays, however old.
 
 use super::envelope::{self, Work};
-use super::{subject_of, Cluster, STREAM};
+use super::{notice, subject_of, Cluster, STREAM};
 use crate::pipeline::Pipeline;
 use crate::store::outbox::{attach, DeliveryStatus, OutboxItem};
 use crate::store::Store;
@@ -90,7 +92,7 @@ async fn consume(
             next = messages.next() => match next {
                 None => return Err("the consumer's messages ended".into()),
                 Some(Err(e)) => return Err(format!("consumer: {e}")),
-                Some(Ok(msg)) => handle(pipeline, p, msg).await?,
+                Some(Ok(msg)) => handle(cluster, pipeline, p, msg).await?,
             },
         }
     }
@@ -205,10 +207,31 @@ async fn take_over(stream: &jetstream::stream::Stream, p: u32) -> Result<PullCon
         .map_err(|e| format!("cannot create consumer {name}: {e}"))
 }
 
-/// Delivers one stream message and acknowledges it once its deliveries are finished; asks
-/// for it again a second later when they could not be written here.
-async fn handle(pipeline: &Pipeline, p: u32, msg: jetstream::Message) -> Result<(), String> {
-    let work = match envelope::decode(&msg.payload) {
+/// Delivers one stream message, tells the node that received it how its deliveries ended
+/// ([`notice::send`]) and then acknowledges it; asks for it again a second later when the
+/// deliveries could not be written here or the notice not sent. A message sealed under a
+/// key this node does not have is neither delivered nor acknowledged: it stays at the head
+/// of the partition, offered again every [`notice::UNOPENED_RETRY`], counted and logged
+/// until the node gets the key (or another node takes the partition).
+async fn handle(
+    cluster: &Cluster,
+    pipeline: &Pipeline,
+    p: u32,
+    msg: jetstream::Message,
+) -> Result<(), String> {
+    let store = pipeline.hub().store().clone();
+    let opened = match envelope::open(&store.seal, &msg.payload) {
+        Ok(o) => o,
+        Err(e) => {
+            cluster.metrics.unopened.inc();
+            error!(partition = p, error = %e, "Work cannot be opened with this node's encryption keys; it stays in the stream, undelivered. Give every node the same [encryption] keys.");
+            return msg
+                .ack_with(AckKind::Nak(Some(notice::UNOPENED_RETRY)))
+                .await
+                .map_err(|e| format!("cannot hand the work back: {e}"));
+        }
+    };
+    let work = match envelope::decode(&opened) {
         Ok(w) => w,
         Err(e) => {
             error!(partition = p, error = %e, "Work message cannot be read; it is taken out of the partition.");
@@ -235,6 +258,10 @@ async fn handle(pipeline: &Pipeline, p: u32, msg: jetstream::Message) -> Result<
             }
         }
     };
+    let outcome = match outcome {
+        Ok(()) => notice::send(cluster, &store, id).await,
+        Err(e) => Err(e),
+    };
     match outcome {
         Ok(()) => {
             debug!(partition = p, id, "Cluster work finished and acknowledged.");
@@ -243,7 +270,7 @@ async fn handle(pipeline: &Pipeline, p: u32, msg: jetstream::Message) -> Result<
                 .map_err(|e| format!("cannot acknowledge message {id}: {e}"))
         }
         Err(e) => {
-            warn!(partition = p, id, error = %e, "Cluster work not taken up here; asking for it again.");
+            warn!(partition = p, id, error = %e, "Cluster work not finished here, or its completion notice not sent; asking for it again.");
             msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await
                 .map_err(|e| format!("cannot hand message {id} back: {e}"))

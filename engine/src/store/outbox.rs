@@ -820,6 +820,44 @@ impl Store {
         })?;
         Ok(())
     }
+
+    /// Cluster mode: writes on message `id` the deliveries another node made of it (the
+    /// partition owner's completion notice) and the status that follows from them; returns
+    /// that status, or `None` when the message is not here (pruned). Writing the same
+    /// deliveries again changes nothing and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when sled fails or the record cannot be decoded;
+    /// [`StoreError::DiskFull`] (nothing written) under the free-space reserve.
+    pub fn set_remote_deliveries(
+        &self,
+        id: u64,
+        deliveries: &[DeliveryState],
+    ) -> Result<Option<Status>, StoreError> {
+        let key = id.to_be_bytes();
+        let status = status_of(deliveries);
+        loop {
+            let Some(old) = self.messages.get(key)? else {
+                return Ok(None);
+            };
+            let mut rec = super::decode_record(&old)?;
+            if rec.deliveries == deliveries && rec.status == status {
+                return Ok(Some(status));
+            }
+            self.space.check(WritePath::Delivery)?;
+            rec.deliveries = deliveries.to_vec();
+            rec.status = status;
+            let new = super::replace_record(&old, &rec)?;
+            if self
+                .messages
+                .compare_and_swap(key, Some(old), Some(new))?
+                .is_ok()
+            {
+                return Ok(Some(status));
+            }
+        }
+    }
 }
 
 pub(super) fn update_delivery(
@@ -935,6 +973,49 @@ mod tests {
             .iter()
             .all(|d| d.status == DeliveryStatus::Delivered && d.attempts == 1));
         assert!(s.outbox_items("lab/archive").expect("items").is_empty());
+    }
+
+    /// A completion notice from another node: the receiving node's record takes the
+    /// deliveries and their status, keeps its body and answer, and a second notice with the
+    /// same outcome changes nothing.
+    #[test]
+    fn remote_deliveries_are_written_once_and_keep_the_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let id = s.next_id(1000);
+        s.put(&record(id, "lab", "C1", Status::Received), b"MSH|raw", &[])
+            .expect("put");
+        let state = |destination: &str, status| DeliveryState {
+            destination: destination.into(),
+            seq: 7,
+            status,
+            attempts: 2,
+            detail: "200".into(),
+            attempt: None,
+        };
+        let done = vec![
+            state("lab/hook", DeliveryStatus::Delivered),
+            state("lab/files", DeliveryStatus::DeadLetter),
+        ];
+        assert_eq!(
+            s.set_remote_deliveries(id, &done).expect("apply"),
+            Some(Status::Failed)
+        );
+        let stored = s.get(id).expect("get").expect("record");
+        assert_eq!((stored.status, &stored.deliveries), (Status::Failed, &done));
+        assert_eq!(stored.ack_code, "AA");
+        assert_eq!(s.raw(id).expect("raw").as_deref(), Some(&b"MSH|raw"[..]));
+        let before = s.messages.get(id.to_be_bytes()).expect("get");
+        assert_eq!(
+            s.set_remote_deliveries(id, &done).expect("again"),
+            Some(Status::Failed)
+        );
+        assert_eq!(s.messages.get(id.to_be_bytes()).expect("get"), before);
+        assert_eq!(
+            s.set_remote_deliveries(id + 64, &done).expect("absent"),
+            None
+        );
     }
 
     fn attempt_of(item: &OutboxItem) -> Attempt {
