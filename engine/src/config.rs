@@ -53,6 +53,11 @@ pub struct EngineConfig {
     /// written. 0 turns it off.
     #[serde(default = "default_min_free_disk_bytes")]
     pub min_free_disk_bytes: u64,
+    /// MiB of the store's page cache (sled's `cache_capacity`): pages read or written
+    /// recently stay decoded in memory up to this size (256 by default, as before it was a
+    /// key). More helps reads of older messages (search, resend).
+    #[serde(default = "default_store_cache_mib")]
+    pub store_cache_mib: u64,
     /// Encryption at rest of message bodies and rendered payloads (`[encryption]`); off
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +92,10 @@ fn default_min_free_disk_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
+fn default_store_cache_mib() -> u64 {
+    crate::store::DEFAULT_CACHE_MIB
+}
+
 fn default_retention_interval_secs() -> u64 {
     3600
 }
@@ -112,6 +121,7 @@ impl Default for EngineConfig {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             retention_interval_secs: default_retention_interval_secs(),
             min_free_disk_bytes: default_min_free_disk_bytes(),
+            store_cache_mib: default_store_cache_mib(),
             encryption: None,
             cluster: None,
         }
@@ -512,7 +522,7 @@ fn env_source(figment: &Figment, key: &str) -> Option<String> {
 /// a top-level key itself or a key inside one of its tables. Other variables, such as the
 /// CLI's `SWITCHBOARD_ADMIN_TOKEN`, are not configuration and must not become unknown keys.
 fn is_engine_env_key(key: &str) -> bool {
-    const TOP_LEVEL: [&str; 10] = [
+    const TOP_LEVEL: [&str; 11] = [
         "data_dir",
         "durability",
         "retention_days",
@@ -521,6 +531,7 @@ fn is_engine_env_key(key: &str) -> bool {
         "shutdown_grace_secs",
         "retention_interval_secs",
         "min_free_disk_bytes",
+        "store_cache_mib",
         "encryption",
         "cluster",
     ];
@@ -715,6 +726,14 @@ pub fn inspect(dir: &Path) -> Inspection {
                     hint: "set the variable or create the file".into(),
                 }),
             }
+        }
+        if engine.store_cache_mib == 0 {
+            problems.push(Problem {
+                file: rel(&main_file),
+                key: "store_cache_mib".into(),
+                message: "must be at least 1".into(),
+                hint: format!("the default is {}", crate::store::DEFAULT_CACHE_MIB),
+            });
         }
         if engine.retention_days == 0 {
             problems.push(Problem {
@@ -1644,6 +1663,27 @@ pub(crate) mod tests {
         };
         assert_eq!(l.max_message_bytes, 1024 * 1024);
         assert_eq!(c.version.len(), 16);
+    }
+
+    #[test]
+    fn the_store_cache_is_a_key_with_a_default_and_a_floor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let channel =
+            "name = \"a\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n";
+        write(dir.path(), "channels/a.toml", channel);
+        write(dir.path(), "switchboard.toml", "data_dir = \"d\"\n");
+        let c = load(dir.path()).expect("valid");
+        assert_eq!(c.engine.store_cache_mib, crate::store::DEFAULT_CACHE_MIB);
+        write(dir.path(), "switchboard.toml", "store_cache_mib = 512\n");
+        assert_eq!(load(dir.path()).expect("valid").engine.store_cache_mib, 512);
+        write(dir.path(), "switchboard.toml", "store_cache_mib = 0\n");
+        let problems = load(dir.path()).expect_err("refused");
+        let p = problems
+            .0
+            .iter()
+            .find(|p| p.key == "store_cache_mib")
+            .expect("names the key");
+        assert!(p.file.ends_with("switchboard.toml"), "{p:?}");
     }
 
     #[test]

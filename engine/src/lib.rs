@@ -136,11 +136,12 @@ impl Engine {
         let _ = std::fs::remove_file(data_dir.join("engine.json"));
         let metrics = Metrics::new(&config.version);
         metrics.record_tls_expiry(&config.channels);
-        let store = Store::open_sealed(
+        let store = Store::open_with_cache(
             &data_dir,
             config.engine.durability,
             &metrics,
             store::seal::Seal::new(&config.store_keys),
+            config.engine.store_cache_mib,
         )
         .map_err(|source| StartError::Store {
             dir: data_dir.clone(),
@@ -156,7 +157,10 @@ impl Engine {
         for (channel, p) in pauses.paused() {
             warn!(channel = %channel, by = %p.by, "Channel is paused by an operator (since before this start); resume it in the console or with POST /api/channels/{{name}}/resume.");
         }
-        info!(dir = %data_dir.display(), messages = store.message_count(), "Store opened.");
+        // Not the message count: sled counts by reading every record, which on a large store
+        // took seconds and filled the page cache before the engine was ready.
+        let bytes = store.size_on_disk().unwrap_or_default();
+        info!(dir = %data_dir.display(), bytes, "Store opened.");
         let shutdown = CancellationToken::new();
         let events = events::EventBus::default();
         let hub = delivery::Hub::new(
@@ -351,8 +355,12 @@ async fn retention_task(
         let policy2 = current.policy.clone();
         let now = delivery::now_ms();
         let days = current.policy.default_days;
-        match tokio::task::spawn_blocking(move || {
-            let report = store2.prune(&policy2, now)?;
+        // The pass rests between slices (it shares the cores with ingest) and ends early on
+        // shutdown.
+        let stop = Arc::new(AtomicBool::new(false));
+        let pace = store::retention::Pace::shared(stop.clone());
+        let mut pass = tokio::task::spawn_blocking(move || {
+            let report = store2.prune_paced(&policy2, now, &pace)?;
             // Worklist items and MPPS states: the engine's retention (see store::dicom).
             let dicom = store2.prune_dicom(days, now)?;
             if dicom > 0 {
@@ -362,9 +370,15 @@ async fn retention_task(
                 );
             }
             Ok::<_, store::StoreError>(report)
-        })
-        .await
-        {
+        });
+        let outcome = tokio::select! {
+            outcome = &mut pass => outcome,
+            () = shutdown.cancelled() => {
+                stop.store(true, Ordering::Relaxed);
+                pass.await
+            }
+        };
+        match outcome {
             Ok(Ok(report)) => retention_pass_done(&metrics, &report),
             Ok(Err(e)) => warn!(error = %e, "Retention pass failed; will try again."),
             Err(_) => warn!("Retention pass panicked; will try again."),

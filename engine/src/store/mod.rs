@@ -56,6 +56,11 @@ use std::sync::Arc;
 pub use commit::GroupCommit;
 pub use dedup::{Claim, ContentDigest};
 
+/// The page cache, in MiB, of a store opened without a size (the engine's
+/// `store_cache_mib` default). It bounds the pages sled keeps decoded in memory; what sled
+/// keeps for every page of the store besides (its page table) is not in it.
+pub const DEFAULT_CACHE_MIB: u64 = 256;
+
 /// The store schema version written to `meta`.
 const SCHEMA_VERSION: u32 = 1;
 
@@ -307,11 +312,28 @@ impl Store {
         metrics: &Metrics,
         seal: seal::Seal,
     ) -> Result<Store, StoreError> {
+        Self::open_with_cache(dir, durability, metrics, seal, DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens (or creates) the store like [`Store::open_sealed`], with a page cache of
+    /// `cache_mib` MiB (sled's `cache_capacity`, which counts the pages' bytes as stored; see
+    /// [`DEFAULT_CACHE_MIB`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_sealed`].
+    pub fn open_with_cache(
+        dir: &Path,
+        durability: Durability,
+        metrics: &Metrics,
+        seal: seal::Seal,
+        cache_mib: u64,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Sled(format!("cannot create {}: {e}", dir.display())))?;
         let db = sled::Config::new()
             .path(dir.join("sled"))
-            .cache_capacity(256 * 1024 * 1024)
+            .cache_capacity(cache_mib.max(1).saturating_mul(1024 * 1024))
             .flush_every_ms(Some(1000))
             .open()?;
         let meta = db.open_tree("meta")?;
@@ -662,7 +684,8 @@ impl Store {
             .collect()
     }
 
-    /// Number of message records.
+    /// Number of message records. It reads every record (sled counts by walking the tree),
+    /// so it is for tests and tools, never for the engine's start or a request.
     pub fn message_count(&self) -> usize {
         self.messages.len()
     }

@@ -23,6 +23,13 @@
 //! message's id (8 bytes, big-endian; a content digest may follow): a later message may have
 //! taken the key over.
 //!
+//! A pass shares the machine with ingest ([`Pace`]): the engine's passes rest after each
+//! slice of candidates for a multiple of the time the slice took, so a pass over a day's
+//! messages takes longer but costs ingest a small share of its throughput while it runs
+//! (each removal is a sled transaction, which holds sled's one write lock over the whole
+//! database: every ingest write waits while it runs). A pass stopped early (shutdown) keeps
+//! what it removed; the next pass starts again from the oldest message.
+//!
 //! Each pass writes one audit record per channel it found old messages in (action
 //! `retention`, with the counts of [`ChannelPrune`]) and returns them in a [`PruneReport`]
 //! for the engine to log and count. Retention removes and so is not refused under the
@@ -34,6 +41,9 @@ use serde::Deserialize;
 use sled::transaction::TransactionError;
 use sled::{IVec, Transactional};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::warn;
 use transforms::model::{stable_id, BusinessKey};
 
@@ -100,6 +110,51 @@ impl RetentionPolicy {
             .copied()
             .unwrap_or(self.default_days);
         now_ms.saturating_sub(u64::from(days) * 86_400_000)
+    }
+}
+
+/// How a pass shares the machine with ingest: after every `slice` candidates it rests for
+/// `rest_factor` times the time the slice took (so it works `1 / (1 + rest_factor)` of the
+/// wall time), and it stops at the next slice once `stop` is set. The default never rests
+/// and never stops (tests, tools).
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    /// Candidates looked at between two rests; 0: no rest.
+    pub slice: usize,
+    /// The rest after a slice, as a multiple of the slice's time.
+    pub rest_factor: u32,
+    /// Set to end the pass early (what it removed stays removed).
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Pace {
+    /// The engine's pace: slices of 64 candidates, resting 19 times their time (the pass
+    /// works a twentieth of the wall time, about 1,700 removals a second on the 2-core
+    /// machine of docs/PERFORMANCE.md).
+    pub fn shared(stop: Arc<AtomicBool>) -> Pace {
+        Pace {
+            slice: 64,
+            rest_factor: 19,
+            stop,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Rests after a slice that took `took`.
+    fn rest(&self, took: Duration) {
+        let rest = took.saturating_mul(self.rest_factor);
+        // In short steps, so that a stop is seen soon.
+        let until = Instant::now() + rest;
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
     }
 }
 
@@ -196,6 +251,21 @@ impl Store {
     /// [`StoreError`] when sled fails or a record cannot be decoded; what was removed before
     /// stays removed.
     pub fn prune(&self, policy: &RetentionPolicy, now_ms: u64) -> Result<PruneReport, StoreError> {
+        self.prune_paced(policy, now_ms, &Pace::default())
+    }
+
+    /// [`Store::prune`] at `pace` (see [`Pace`]): the engine's passes, which share the
+    /// machine with ingest. A pass stopped early writes its audit records for what it did.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::prune`].
+    pub fn prune_paced(
+        &self,
+        policy: &RetentionPolicy,
+        now_ms: u64,
+        pace: &Pace,
+    ) -> Result<PruneReport, StoreError> {
         let shortest = policy
             .per_channel
             .values()
@@ -207,7 +277,18 @@ impl Store {
         let horizon = now_ms.saturating_sub(u64::from(shortest) * 86_400_000) << 20;
         let unsettled_bookings = self.unsettled_booking_messages()?;
         let mut report = PruneReport::default();
+        let mut slice = (Instant::now(), 0);
         for item in self.messages.range(..horizon.to_be_bytes()) {
+            if pace.slice > 0 {
+                slice.1 += 1;
+                if slice.1 >= pace.slice {
+                    pace.rest(slice.0.elapsed());
+                    slice = (Instant::now(), 0);
+                }
+                if pace.stopped() {
+                    break;
+                }
+            }
             let (k, v) = item?;
             let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
                 continue;
@@ -485,6 +566,38 @@ mod tests {
             "raw bytes go with the record"
         );
         rec
+    }
+
+    #[test]
+    fn a_paced_pass_removes_the_same_and_a_stopped_one_stops_between_slices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir);
+        let ids: Vec<u64> = (0..5)
+            .map(|n| {
+                let r = record(&s, "a", DAY + n, &format!("C{n}"));
+                s.put(&r, b"raw", &[]).expect("put");
+                r.id
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(true));
+        let stopped = Pace {
+            slice: 2,
+            rest_factor: 0,
+            stop: stop.clone(),
+        };
+        let report = s
+            .prune_paced(&policy(), NOW, &stopped)
+            .expect("stopped pass");
+        assert_eq!(report.removed(), 0, "a stopped pass removes nothing more");
+        assert!(ids.iter().all(|id| exists(&s, *id)));
+        stop.store(false, Ordering::Relaxed);
+        let paced = Pace {
+            rest_factor: 1,
+            ..stopped
+        };
+        let report = s.prune_paced(&policy(), NOW, &paced).expect("paced pass");
+        assert_eq!(report.removed(), 5, "resting between slices skips nothing");
+        assert!(ids.iter().all(|id| !exists(&s, *id)));
     }
 
     #[tokio::test]
