@@ -1,11 +1,15 @@
 //! The outbound side: what a destination is configured with, what it is asked to deliver,
 //! and how a failure is classified. One enum variant per kind; `build` returns a client.
 
+pub use crate::kind::{DestinationKind, PayloadKind};
 use crate::secret::SecretRef;
 use crate::{clinic_api, fhir_rest, file, mllp, sftp, webhook};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::time::Duration;
+use transforms::dest::latrexa::LatrexaOptions;
+use transforms::dest::{Vendor, VendorOptions};
+use transforms::mapping::FieldMapping;
 
 /// One rendered delivery, exactly as it will be sent (and re-sent on retry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,21 +296,68 @@ impl DestinationConfig {
         }
     }
 
+    /// Its `type`.
+    pub fn kind(&self) -> DestinationKind {
+        match self {
+            Self::Mllp(_) => DestinationKind::Mllp,
+            Self::Webhook(_) => DestinationKind::Webhook,
+            Self::File(_) => DestinationKind::File,
+            Self::Sftp(_) => DestinationKind::Sftp,
+            Self::Opsport(_) => DestinationKind::Vendor(Vendor::Opsport),
+            Self::Buktor(_) => DestinationKind::Vendor(Vendor::Buktor),
+            Self::Px360(_) => DestinationKind::Vendor(Vendor::Px360),
+            Self::Latrexa(_) => DestinationKind::Vendor(Vendor::Latrexa),
+            Self::Fhir(_) => DestinationKind::Fhir,
+            Self::Worklist(_) => DestinationKind::Worklist,
+            Self::Dicom(_) => DestinationKind::Dicom,
+        }
+    }
+
     /// The payload this kind sends unless a route says otherwise: `hl7`, `canonical`, or the
     /// vendor's own (`opsport`, `buktor`, `px360`, `latrexa`).
-    pub fn default_payload(&self) -> &'static str {
+    pub fn default_payload(&self) -> PayloadKind {
+        self.kind().default_payload()
+    }
+
+    /// For a vendor destination, its render options and its `[destination.mapping]`; `None`
+    /// for the other kinds.
+    pub fn vendor_options(&self) -> Option<(VendorOptions<'_>, &FieldMapping)> {
+        use std::borrow::Cow::{Borrowed, Owned};
         match self {
-            Self::Mllp(_) => "hl7",
-            Self::Webhook(_) => "canonical",
-            Self::File(_) => "hl7",
-            Self::Sftp(_) => "hl7",
-            Self::Opsport(_) => "opsport",
-            Self::Buktor(_) => "buktor",
-            Self::Px360(_) => "px360",
-            Self::Latrexa(_) => "latrexa",
-            Self::Fhir(_) => "fhir",
-            Self::Worklist(_) => "canonical",
-            Self::Dicom(_) => "dicom",
+            Self::Opsport(c) => Some((VendorOptions::Opsport(Borrowed(&c.options)), &c.mapping)),
+            Self::Buktor(c) => Some((VendorOptions::Buktor(Borrowed(&c.options)), &c.mapping)),
+            Self::Px360(c) => Some((VendorOptions::Px360(Borrowed(&c.options)), &c.mapping)),
+            Self::Latrexa(c) => Some((
+                VendorOptions::Latrexa(Owned(LatrexaOptions {
+                    walk_in_registrations: c.walk_in_registrations,
+                })),
+                &c.mapping,
+            )),
+            Self::Mllp(_)
+            | Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Fhir(_)
+            | Self::Worklist(_)
+            | Self::Dicom(_) => None,
+        }
+    }
+
+    /// The TLS settings of a destination that connects with a client certificate set
+    /// (`mllp`, `dicom`); `None` for the others and when TLS is off.
+    pub fn client_tls(&self) -> Option<&crate::tls::ClientTlsConfig> {
+        match self {
+            Self::Mllp(c) => c.tls.as_ref(),
+            Self::Dicom(c) => c.tls.as_ref(),
+            Self::Webhook(_)
+            | Self::File(_)
+            | Self::Sftp(_)
+            | Self::Opsport(_)
+            | Self::Buktor(_)
+            | Self::Px360(_)
+            | Self::Latrexa(_)
+            | Self::Fhir(_)
+            | Self::Worklist(_) => None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod health;
 pub mod http_answer;
 pub mod http_auth;
 pub mod http_source;
+pub mod kind;
 pub mod mllp;
 pub mod peers;
 pub mod sandbox;

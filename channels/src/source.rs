@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 use prometheus::IntCounter;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +30,7 @@ pub enum Payload {
     /// object), and routed; only raw payloads (`dicom`) can be sent from it.
     Record {
         /// The record format, such as `dicom`.
-        format: String,
+        format: RecordFormat,
         /// What it was, such as `C-STORE`.
         message_type: String,
         /// An identifier shown as the control id (the SOP instance UID).
@@ -45,7 +47,7 @@ pub enum Payload {
     /// `reason`, routed nowhere.
     Rejected {
         /// The record format, such as `dicom`.
-        format: String,
+        format: RecordFormat,
         /// What it was, such as `C-STORE`, `N-CREATE`, `N-SET` or `C-FIND`.
         message_type: String,
         /// An identifier shown as the control id (the SOP instance UID), or empty.
@@ -60,8 +62,8 @@ pub enum Payload {
 /// A JSON request body and what the HTTP layer knows about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonBody {
-    /// The record format that decides its mapping: `fhir`, `buktor`, `px360`, `opsport`.
-    pub format: String,
+    /// The format that decides its mapping and its error bodies.
+    pub format: JsonFormat,
     /// What was asked: for FHIR `create`, `update` or `bundle`; for OpsPort the path's kind
     /// (`patient`, `appointments`, ...); for the other formats the endpoint name.
     pub interaction: String,
@@ -71,6 +73,117 @@ pub struct JsonBody {
     pub resource_id: Option<String>,
     /// The body exactly as received.
     pub body: Bytes,
+}
+
+/// Which JSON dialect a webhook source speaks (`format` in its `[source]`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// Buktor HIS webhook events.
+    Buktor,
+    /// PX360 HIS patient data.
+    Px360,
+    /// OpsPort-shaped upserts.
+    Opsport,
+}
+
+impl WebhookFormat {
+    /// The record format name (`buktor`, `px360`, `opsport`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Buktor => "buktor",
+            Self::Px360 => "px360",
+            Self::Opsport => "opsport",
+        }
+    }
+
+    /// The format's error body for `message`.
+    pub fn error_body(self, message: &str) -> Value {
+        match self {
+            Self::Buktor => json!({"status": "error", "message": message}),
+            Self::Px360 => json!({"error": message}),
+            Self::Opsport => json!({"success": false, "message": message}),
+        }
+    }
+}
+
+/// What a JSON body received over HTTP is: a FHIR resource or Bundle, or a webhook event in
+/// one of the [`WebhookFormat`]s. Its name is the stored record's `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JsonFormat {
+    /// FHIR R4 (`fhir`), from a `fhir_rest` source.
+    Fhir,
+    /// A webhook source's format (`buktor`, `px360`, `opsport`).
+    Webhook(WebhookFormat),
+}
+
+impl JsonFormat {
+    /// Every JSON format.
+    pub const ALL: [JsonFormat; 4] = [
+        JsonFormat::Fhir,
+        JsonFormat::Webhook(WebhookFormat::Buktor),
+        JsonFormat::Webhook(WebhookFormat::Px360),
+        JsonFormat::Webhook(WebhookFormat::Opsport),
+    ];
+
+    /// The record format name: `fhir`, `buktor`, `px360`, `opsport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JsonFormat::Fhir => "fhir",
+            JsonFormat::Webhook(w) => w.as_str(),
+        }
+    }
+
+    /// The format a stored record's `format` names, if it is a JSON one.
+    pub fn parse(name: &str) -> Option<JsonFormat> {
+        JsonFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+/// The `format` of a stored message record: what the source received, which decides how the
+/// message is read (see the engine's `formats`). Records keep it as its name
+/// ([`RecordFormat::as_str`]), as they always have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordFormat {
+    /// `hl7v2`: an HL7 v2 message (MLLP, SFTP, file).
+    Hl7v2,
+    /// A JSON body from an HTTP source.
+    Json(JsonFormat),
+    /// `latrexa`: an online booking revision from a `latrexa` source.
+    Latrexa,
+    /// `dicom`: a record a DICOM source keeps (a stored object, a study's announcement).
+    Dicom,
+}
+
+impl RecordFormat {
+    /// Every record format.
+    pub fn all() -> impl Iterator<Item = RecordFormat> {
+        [RecordFormat::Hl7v2]
+            .into_iter()
+            .chain(JsonFormat::ALL.map(RecordFormat::Json))
+            .chain([RecordFormat::Latrexa, RecordFormat::Dicom])
+    }
+
+    /// The name records keep.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Hl7v2 => "hl7v2",
+            RecordFormat::Json(j) => j.as_str(),
+            RecordFormat::Latrexa => "latrexa",
+            RecordFormat::Dicom => "dicom",
+        }
+    }
+
+    /// The format a stored record names; `None` for a name no version wrote.
+    pub fn parse(name: &str) -> Option<RecordFormat> {
+        RecordFormat::all().find(|f| f.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RecordFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One received message and the way to answer whoever sent it.
@@ -213,4 +326,40 @@ pub enum BuildError {
     /// The configuration is invalid in a way the loader could not see.
     #[error("{0}")]
     Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored records keep the format's name: every name any version wrote reads back as the
+    /// same kind, and a webhook source's `format` is read from the same spelling.
+    #[test]
+    fn record_format_names_are_the_stored_spelling() {
+        let names: Vec<&str> = RecordFormat::all().map(RecordFormat::as_str).collect();
+        assert_eq!(
+            names,
+            ["hl7v2", "fhir", "buktor", "px360", "opsport", "latrexa", "dicom"]
+        );
+        for f in RecordFormat::all() {
+            assert_eq!(RecordFormat::parse(f.as_str()), Some(f));
+            assert_eq!(f.to_string(), f.as_str());
+        }
+        assert_eq!(RecordFormat::parse("HL7v2"), None);
+        for j in JsonFormat::ALL {
+            assert_eq!(JsonFormat::parse(j.as_str()), Some(j));
+        }
+        for w in [
+            WebhookFormat::Buktor,
+            WebhookFormat::Px360,
+            WebhookFormat::Opsport,
+        ] {
+            let read: WebhookFormat =
+                serde_json::from_value(serde_json::Value::String(w.as_str().into()))
+                    .expect("its spelling");
+            assert_eq!(read, w);
+            assert_eq!(JsonFormat::Webhook(w).as_str(), w.as_str());
+        }
+        assert!(serde_json::from_str::<WebhookFormat>("\"fhir\"").is_err());
+    }
 }

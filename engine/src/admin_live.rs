@@ -87,20 +87,7 @@ pub struct ChannelInfo {
 
 /// The `type` a destination was configured with.
 pub fn destination_type(d: &channels::destination::DestinationConfig) -> &'static str {
-    use channels::destination::DestinationConfig as D;
-    match d {
-        D::Mllp(_) => "mllp",
-        D::Webhook(_) => "webhook",
-        D::File(_) => "file",
-        D::Sftp(_) => "sftp",
-        D::Opsport(_) => "opsport",
-        D::Buktor(_) => "buktor",
-        D::Px360(_) => "px360",
-        D::Latrexa(_) => "latrexa",
-        D::Fhir(_) => "fhir",
-        D::Worklist(_) => "worklist",
-        D::Dicom(_) => "dicom",
-    }
+    d.kind().as_str()
 }
 
 /// Routes that sit behind the shared bearer-token check of `/api`.

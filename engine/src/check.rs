@@ -356,12 +356,7 @@ fn certificate_expiries(c: &config::ChannelConfig) -> Vec<(String, CertExpiry)> 
         }
     }
     for (i, d) in c.destinations.iter().enumerate() {
-        let client_tls = match d {
-            DestinationConfig::Mllp(m) => m.tls.as_ref(),
-            DestinationConfig::Dicom(m) => m.tls.as_ref(),
-            _ => None,
-        };
-        if let Some(Ok(tls)) = client_tls.map(ClientTlsConfig::load) {
+        if let Some(Ok(tls)) = d.client_tls().map(ClientTlsConfig::load) {
             let prefix = format!("destination[{i}]");
             out.extend(
                 tls.expiries

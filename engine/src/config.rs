@@ -6,7 +6,7 @@
 //! problem names its file. [`load`] reports every problem at once; nothing is half-loaded.
 
 use crate::routing::{RouteConfig, Router};
-use channels::destination::DestinationConfig;
+use channels::destination::{DestinationConfig, DestinationKind};
 use channels::mllp::listener::ListenerConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -1229,29 +1229,40 @@ fn source_variant(kind: &str, v: toml::Value, prefix: &str) -> Option<Vec<(Strin
     })
 }
 
-/// As [`source_variant`], for a `[[destination]]` table and [`DestinationConfig`].
+/// As [`source_variant`], for a `[[destination]]` table and [`DestinationConfig`]: the kind
+/// is a [`DestinationKind`], so every kind has its arm here.
 fn destination_variant(kind: &str, v: toml::Value, prefix: &str) -> Option<Vec<(String, String)>> {
     use channels::{clinic_api, fhir_rest, file, mllp, sftp, webhook};
-    Some(match kind {
-        "mllp" => deserialize_every::<mllp::sender::SenderConfig>(v, prefix).1,
-        "webhook" => deserialize_every::<webhook::sender::WebhookConfig>(v, prefix).1,
-        "file" => deserialize_every::<file::FileConfig>(v, prefix).1,
-        "sftp" => deserialize_every::<sftp::WriterConfig>(v, prefix).1,
-        "opsport" => deserialize_every::<clinic_api::opsport::OpsportConfig>(v, prefix).1,
-        "buktor" => deserialize_every::<clinic_api::buktor::BuktorConfig>(v, prefix).1,
-        "px360" => deserialize_every::<clinic_api::px360::Px360Config>(v, prefix).1,
-        "latrexa" => deserialize_every::<clinic_api::latrexa::LatrexaConfig>(v, prefix).1,
-        "fhir" => deserialize_every::<fhir_rest::client::FhirConfig>(v, prefix).1,
-        "dicom" => {
+    use transforms::dest::Vendor;
+    Some(match DestinationKind::parse(kind)? {
+        DestinationKind::Mllp => deserialize_every::<mllp::sender::SenderConfig>(v, prefix).1,
+        DestinationKind::Webhook => {
+            deserialize_every::<webhook::sender::WebhookConfig>(v, prefix).1
+        }
+        DestinationKind::File => deserialize_every::<file::FileConfig>(v, prefix).1,
+        DestinationKind::Sftp => deserialize_every::<sftp::WriterConfig>(v, prefix).1,
+        DestinationKind::Vendor(Vendor::Opsport) => {
+            deserialize_every::<clinic_api::opsport::OpsportConfig>(v, prefix).1
+        }
+        DestinationKind::Vendor(Vendor::Buktor) => {
+            deserialize_every::<clinic_api::buktor::BuktorConfig>(v, prefix).1
+        }
+        DestinationKind::Vendor(Vendor::Px360) => {
+            deserialize_every::<clinic_api::px360::Px360Config>(v, prefix).1
+        }
+        DestinationKind::Vendor(Vendor::Latrexa) => {
+            deserialize_every::<clinic_api::latrexa::LatrexaConfig>(v, prefix).1
+        }
+        DestinationKind::Fhir => deserialize_every::<fhir_rest::client::FhirConfig>(v, prefix).1,
+        DestinationKind::Dicom => {
             deserialize_every::<channels::dicom::sender::DicomDestinationConfig>(v, prefix).1
         }
-        "worklist" => {
+        DestinationKind::Worklist => {
             deserialize_every::<channels::dicom::worklist_dest::WorklistDestinationConfig>(
                 v, prefix,
             )
             .1
         }
-        _ => return None,
     })
 }
 
@@ -1813,6 +1824,86 @@ pub(crate) mod tests {
             .hint
             .contains("whole number"));
         assert!(by_key("route[0].to").hint.contains("list"));
+    }
+
+    /// A kind's name outside its enum is refused at load, naming the file and the key, for
+    /// the webhook `format`, a route's `payload` and a destination's `type`.
+    #[test]
+    fn unknown_kinds_are_refused_with_file_and_key() {
+        let text = "name = \"w\"\n\
+            [source]\ntype = \"webhook\"\nlisten = \"127.0.0.1:0\"\nformat = \"xml\"\n\
+            [[route]]\npayload = \"opsportt\"\nto = [\"a\"]\n\
+            [[destination]]\nname = \"a\"\ntype = \"opsport\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = { env = \"K\" }\n\
+            [[destination]]\nname = \"b\"\ntype = \"bukto\"\n";
+        let problems = parse_channel(text, "w.toml").expect_err("unknown kinds");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["destination[1].type", "route[0].payload", "source.format"],
+            "{problems:#?}"
+        );
+        for p in &problems {
+            assert_eq!(p.file, "w.toml", "{p:?}");
+        }
+        let by_key = |k: &str| problems.iter().find(|p| p.key == k).expect("present");
+        assert_eq!(by_key("source.format").message, "unknown value 'xml'");
+        assert!(
+            by_key("source.format").hint.contains("px360"),
+            "{problems:#?}"
+        );
+        assert_eq!(
+            by_key("route[0].payload").message,
+            "unknown value 'opsportt'"
+        );
+        assert!(
+            by_key("route[0].payload").hint.contains("canonical")
+                && by_key("route[0].payload").hint.contains("latrexa"),
+            "{problems:#?}"
+        );
+        assert_eq!(
+            by_key("destination[1].type").message,
+            "unknown value 'bukto'"
+        );
+        assert!(by_key("destination[1].type").hint.contains("buktor"));
+    }
+
+    /// Every kind is read from its configuration spelling: the payload and destination
+    /// `type` of each vendor, and each webhook format.
+    #[test]
+    fn each_kind_is_read_from_its_spelling() {
+        use channels::source::WebhookFormat;
+        use transforms::dest::Vendor;
+        for vendor in Vendor::ALL {
+            let text = format!(
+                "name = \"v\"\n\
+                 [source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+                 [[route]]\npayload = \"{vendor}\"\nto = [\"a\"]\n\
+                 [[destination]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n"
+            );
+            let c = parse_channel(&text, "v.toml").expect("valid");
+            assert_eq!(
+                c.routes[0].payload,
+                Some(crate::routing::PayloadKind::Vendor(vendor))
+            );
+        }
+        for format in [
+            WebhookFormat::Buktor,
+            WebhookFormat::Px360,
+            WebhookFormat::Opsport,
+        ] {
+            let text = format!(
+                "name = \"h\"\n\
+                 [source]\ntype = \"webhook\"\nlisten = \"127.0.0.1:0\"\nformat = \"{}\"\n\
+                 [[route]]\nto = [\"a\"]\n\
+                 [[destination]]\nname = \"a\"\ntype = \"file\"\nfolder = \"/tmp/x\"\n",
+                format.as_str()
+            );
+            let c = parse_channel(&text, "h.toml").expect("valid");
+            let SourceConfig::Webhook(w) = &c.source else {
+                panic!("a webhook source: {:?}", c.source);
+            };
+            assert_eq!(w.format, format);
+        }
     }
 
     #[test]

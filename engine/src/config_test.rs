@@ -23,7 +23,7 @@ use crate::config::{self, deserialize_every, structure_problem, ChannelConfig, P
 use crate::routing::{Router, MAPPING_FAILED};
 use crate::store::{MessageRecord, Status};
 use channels::clinic_api::latrexa_bookings::{BookingInput, BookingsConfig};
-use channels::source::JsonBody;
+use channels::source::{JsonBody, JsonFormat};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -740,7 +740,7 @@ fn check_input(
                 return None;
             };
             Some(Input::Json(JsonBody {
-                format: w.format.as_str().into(),
+                format: JsonFormat::Webhook(w.format),
                 interaction,
                 resource_type: None,
                 resource_id: None,
@@ -812,7 +812,7 @@ fn check_input(
                 }
             };
             Some(Input::Json(JsonBody {
-                format: "fhir".into(),
+                format: JsonFormat::Fhir,
                 interaction: interaction.into(),
                 resource_type,
                 resource_id,
@@ -1059,12 +1059,12 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                 channel: tf.channel.name.clone(),
                 received_at_ms: 0,
                 peer: String::new(),
-                format: req.format.clone(),
+                format: req.format.as_str().into(),
                 message_type: d.message_type,
                 control_id: d.control_id,
                 sending_application: String::new(),
                 sending_facility: String::new(),
-                version: if req.format == "fhir" {
+                version: if req.format == JsonFormat::Fhir {
                     "R4".into()
                 } else {
                     String::new()

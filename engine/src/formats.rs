@@ -5,6 +5,7 @@
 //! source format adds its arm here and nothing in routing changes.
 
 use crate::store::MessageRecord;
+use channels::source::{JsonFormat, RecordFormat, WebhookFormat};
 use transforms::hl7v2::access::V2Message;
 use transforms::model::Event;
 use transforms::Mapped;
@@ -35,16 +36,22 @@ pub fn events_of_in(
     raw: &[u8],
     timezone: Option<transforms::model::Tz>,
 ) -> Meaning {
-    match record.format.as_str() {
-        "hl7v2" => hl7v2(record, raw, timezone),
-        "fhir" | "buktor" | "px360" | "opsport" => {
-            match json_events(&record.format, &record.message_type, raw) {
-                Ok(events) => Meaning::Events(events),
-                Err(e) => Meaning::Failed(e.to_string()),
-            }
+    let Some(format) = RecordFormat::parse(&record.format) else {
+        return Meaning::Failed(format!(
+            "no canonical mapping for format '{}'",
+            record.format
+        ));
+    };
+    match format {
+        RecordFormat::Hl7v2 => hl7v2(record, raw, timezone),
+        RecordFormat::Json(json) => match json_events(json, &record.message_type, raw) {
+            Ok(events) => Meaning::Events(events),
+            Err(e) => Meaning::Failed(e.to_string()),
+        },
+        RecordFormat::Dicom => dicom(record, raw, timezone),
+        RecordFormat::Latrexa => {
+            Meaning::Failed("no canonical mapping for format 'latrexa'".into())
         }
-        "dicom" => dicom(record, raw, timezone),
-        other => Meaning::Failed(format!("no canonical mapping for format '{other}'")),
     }
 }
 
@@ -129,20 +136,24 @@ impl JsonFailure {
 ///
 /// [`JsonFailure`] naming the element or field.
 pub fn json_events(
-    format: &str,
+    format: JsonFormat,
     message_type: &str,
     raw: &[u8],
 ) -> Result<Vec<Event>, JsonFailure> {
     let text = String::from_utf8_lossy(raw);
     match format {
-        "fhir" => Ok(transforms::fhir::fhir_to_events(&text)?),
-        "buktor" => Ok(transforms::from_json::buktor::events_from_body(&text)?),
-        "opsport" => Ok(transforms::from_json::opsport::events_from_body(
-            message_type,
-            &text,
-            &Default::default(),
-        )?),
-        "px360" => {
+        JsonFormat::Fhir => Ok(transforms::fhir::fhir_to_events(&text)?),
+        JsonFormat::Webhook(WebhookFormat::Buktor) => {
+            Ok(transforms::from_json::buktor::events_from_body(&text)?)
+        }
+        JsonFormat::Webhook(WebhookFormat::Opsport) => {
+            Ok(transforms::from_json::opsport::events_from_body(
+                message_type,
+                &text,
+                &Default::default(),
+            )?)
+        }
+        JsonFormat::Webhook(WebhookFormat::Px360) => {
             let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
                 transforms::from_json::JsonError::Invalid {
                     path: format!("{}:{}", e.line(), e.column()),
@@ -152,11 +163,5 @@ pub fn json_events(
             transforms::from_json::px360::events_from_body(&value, &Default::default())
                 .map_err(JsonFailure::Px360)
         }
-        other => Err(JsonFailure::Json(
-            transforms::from_json::JsonError::Invalid {
-                path: "$".into(),
-                reason: format!("no mapping for format '{other}'"),
-            },
-        )),
     }
 }

@@ -282,7 +282,7 @@ impl ChannelIngest {
                 Some(r) => format!("resent by {}", r.by),
                 None => inbound.peer.to_string(),
             },
-            format: "hl7v2".into(),
+            format: channels::source::RecordFormat::Hl7v2.as_str().into(),
             message_type,
             control_id: control_id.clone(),
             sending_application: header
@@ -872,7 +872,7 @@ impl ChannelIngest {
             channel: self.channel.clone(),
             received_at_ms,
             peer: inbound.peer.to_string(),
-            format: format.clone(),
+            format: format.as_str().into(),
             message_type: message_type.clone(),
             control_id,
             sending_application: String::new(),
@@ -1211,7 +1211,7 @@ mod tests {
         ingest
             .handle(Inbound {
                 payload: Payload::Record {
-                    format: "dicom".into(),
+                    format: channels::source::RecordFormat::Dicom,
                     message_type: "study_available".into(),
                     control_id: control_id.into(),
                     body: Bytes::from_static(b"{\"study_instance_uid\":\"1.2.3\"}"),

@@ -26,8 +26,9 @@ use crate::ingest::{received_at_ms, ChannelIngest};
 use crate::store::{Claim, MessageRecord, Status};
 use bytes::Bytes;
 use channels::fhir_rest::source::{operation_outcome, ResourceReader, FHIR_JSON_UTF8};
-use channels::source::{Disposition, HttpAnswer, Inbound, JsonBody, Payload, Reply};
-use channels::webhook::receiver::WebhookFormat;
+use channels::source::{
+    Disposition, HttpAnswer, Inbound, JsonBody, JsonFormat, Payload, Reply, WebhookFormat,
+};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::time::Instant;
@@ -74,19 +75,19 @@ impl Decision {
     }
 }
 
-fn content_type(format: &str) -> &'static str {
-    if format == "fhir" {
-        FHIR_JSON_UTF8
-    } else {
-        "application/json"
+fn content_type(format: JsonFormat) -> &'static str {
+    match format {
+        JsonFormat::Fhir => FHIR_JSON_UTF8,
+        JsonFormat::Webhook(_) => "application/json",
     }
 }
 
-fn webhook_format(format: &str) -> WebhookFormat {
+/// A body in the terms of `format` telling the sender to send again later: a FHIR
+/// OperationOutcome (code `transient`) or the webhook format's error object.
+fn transient_body(format: JsonFormat, fhir_text: &str, webhook_text: &str) -> String {
     match format {
-        "buktor" => WebhookFormat::Buktor,
-        "px360" => WebhookFormat::Px360,
-        _ => WebhookFormat::Opsport,
+        JsonFormat::Fhir => operation_outcome("transient", fhir_text),
+        JsonFormat::Webhook(w) => w.error_body(webhook_text).to_string(),
     }
 }
 
@@ -125,7 +126,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
     let d = decide(&req);
     ingest.count_received("other");
     debug!(channel = %ingest.channel, control_id = %d.control_id, id, "HTTP body received.");
-    let ct = content_type(&req.format);
+    let ct = content_type(req.format);
 
     let mut pending = None;
     let mut dedup_key = String::new();
@@ -134,7 +135,8 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         // Buktor's event_id is the event's identity ("store processed event_ids to avoid
         // reprocessing the same event"): a redelivery is a resend whatever its body says.
         // Elsewhere a key seen again with another body is a reuse, stored anew.
-        let digest: crate::store::ContentDigest = if req.format == "buktor" {
+        let buktor = req.format == JsonFormat::Webhook(WebhookFormat::Buktor);
+        let digest: crate::store::ContentDigest = if buktor {
             Sha256::digest(key.as_bytes()).into()
         } else {
             Sha256::digest(&req.body).into()
@@ -173,15 +175,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
                 return;
             }
             Err(e) => {
-                fail(
-                    ingest,
-                    inbound,
-                    started,
-                    id,
-                    &d,
-                    &req.format,
-                    &e.to_string(),
-                );
+                fail(ingest, inbound, started, id, &d, req.format, &e.to_string());
                 return;
             }
         }
@@ -196,12 +190,12 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         channel: ingest.channel.clone(),
         received_at_ms,
         peer: inbound.peer.to_string(),
-        format: req.format.clone(),
+        format: req.format.as_str().into(),
         message_type: d.message_type.clone(),
         control_id: d.control_id.clone(),
         sending_application: String::new(),
         sending_facility: String::new(),
-        version: if req.format == "fhir" {
+        version: if req.format == JsonFormat::Fhir {
             "R4".into()
         } else {
             String::new()
@@ -234,15 +228,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
             if let Some(p) = pending {
                 crate::ingest::take_back(p, &ingest.store, &record, &e);
             }
-            fail(
-                ingest,
-                inbound,
-                started,
-                id,
-                &d,
-                &req.format,
-                &e.to_string(),
-            );
+            fail(ingest, inbound, started, id, &d, req.format, &e.to_string());
             return;
         }
     };
@@ -278,7 +264,7 @@ fn fail(
     started: Instant,
     id: u64,
     d: &Decision,
-    format: &str,
+    format: JsonFormat,
     reason: &str,
 ) {
     error!(channel = %ingest.channel, id, error = %reason, "HTTP body could not be stored; answering 503.");
@@ -290,16 +276,11 @@ fn fail(
             ErrorCode::ApplicationInternalError.reason_label(),
         ])
         .inc();
-    let body = if format == "fhir" {
-        operation_outcome(
-            "transient",
-            "the message could not be stored; send it again later",
-        )
-    } else {
-        webhook_format(format)
-            .error_body("Service unavailable, send it again later.")
-            .to_string()
-    };
+    let body = transient_body(
+        format,
+        "the message could not be stored; send it again later",
+        "Service unavailable, send it again later.",
+    );
     answer(
         ingest,
         inbound,
@@ -317,7 +298,7 @@ pub(crate) fn refuse_paused(ingest: &ChannelIngest, inbound: Inbound) {
     let Payload::Json(req) = &inbound.payload else {
         return;
     };
-    let format = req.format.clone();
+    let format = req.format;
     ingest
         .metrics
         .rejected
@@ -328,13 +309,11 @@ pub(crate) fn refuse_paused(ingest: &ChannelIngest, inbound: Inbound) {
         .acks
         .with_label_values(&[&ingest.channel, "503"])
         .inc();
-    let body = if format == "fhir" {
-        operation_outcome("transient", crate::pause::PAUSED_REASON)
-    } else {
-        webhook_format(&format)
-            .error_body(crate::pause::PAUSED_REASON)
-            .to_string()
-    };
+    let body = transient_body(
+        format,
+        crate::pause::PAUSED_REASON,
+        crate::pause::PAUSED_REASON,
+    );
     debug!(channel = %ingest.channel, "HTTP body refused: the channel is paused.");
     let _ = inbound.reply.send(Reply {
         disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
@@ -342,7 +321,7 @@ pub(crate) fn refuse_paused(ingest: &ChannelIngest, inbound: Inbound) {
         http: Some(HttpAnswer {
             status: 503,
             location: None,
-            content_type: content_type(&format).to_string(),
+            content_type: content_type(format).to_string(),
         }),
         message_id: None,
     });
@@ -389,11 +368,11 @@ pub(crate) fn decide(req: &JsonBody) -> Decision {
     if let Err(e) = std::str::from_utf8(&req.body) {
         return not_utf8(req, e.valid_up_to());
     }
-    match req.format.as_str() {
-        "fhir" => decide_fhir(req),
-        "buktor" => decide_buktor(req),
-        "px360" => decide_px360(req),
-        _ => decide_opsport(req),
+    match req.format {
+        JsonFormat::Fhir => decide_fhir(req),
+        JsonFormat::Webhook(WebhookFormat::Buktor) => decide_buktor(req),
+        JsonFormat::Webhook(WebhookFormat::Px360) => decide_px360(req),
+        JsonFormat::Webhook(WebhookFormat::Opsport) => decide_opsport(req),
     }
 }
 
@@ -401,35 +380,28 @@ pub(crate) fn decide(req: &JsonBody) -> Decision {
 fn not_utf8(req: &JsonBody, at: usize) -> Decision {
     let hash = body_hash(req);
     let reason = format!("the body is not valid UTF-8 (byte {at})");
-    match req.format.as_str() {
-        "fhir" => fhir_invalid(
+    match req.format {
+        JsonFormat::Fhir => fhir_invalid(
             req.resource_type.clone().unwrap_or_default(),
             hash,
             "$",
             &reason,
         ),
-        other => {
-            let format = match other {
-                "buktor" => WebhookFormat::Buktor,
-                "px360" => WebhookFormat::Px360,
-                _ => WebhookFormat::Opsport,
-            };
-            Decision::reject(
-                req.interaction.clone(),
-                hash,
-                400,
-                format
-                    .error_body("Request body is not valid UTF-8.")
-                    .to_string(),
-                format!("$: {reason}"),
-            )
-        }
+        JsonFormat::Webhook(format) => Decision::reject(
+            req.interaction.clone(),
+            hash,
+            400,
+            format
+                .error_body("Request body is not valid UTF-8.")
+                .to_string(),
+            format!("$: {reason}"),
+        ),
     }
 }
 
 fn body_hash(req: &JsonBody) -> String {
     stable_id(&[
-        &req.format,
+        req.format.as_str(),
         &req.interaction,
         &String::from_utf8_lossy(&req.body),
     ])
@@ -552,7 +524,7 @@ fn decide_fhir(req: &JsonBody) -> Decision {
             }
         }
     }
-    if let Err(JsonFailure::Fhir(e)) = json_events("fhir", &message_type, &req.body) {
+    if let Err(JsonFailure::Fhir(e)) = json_events(JsonFormat::Fhir, &message_type, &req.body) {
         return fhir_reject(message_type, hash, &e);
     }
     // Resends: identifier + version, else the body's hash (a changed body is an update).
@@ -648,7 +620,7 @@ fn bundle_response(bundle: &Value) -> Value {
 
 /// The `Location` of a stored FHIR answer (for resends).
 fn location_of(req: &JsonBody, answer: &str) -> Option<String> {
-    if req.format != "fhir" || req.interaction == "bundle" {
+    if req.format != JsonFormat::Fhir || req.interaction == "bundle" {
         return None;
     }
     let v: Value = serde_json::from_str(answer).ok()?;
@@ -689,7 +661,11 @@ fn decide_buktor(req: &JsonBody) -> Decision {
             )
         }
     };
-    match json_events("buktor", &message_type, &req.body) {
+    match json_events(
+        JsonFormat::Webhook(WebhookFormat::Buktor),
+        &message_type,
+        &req.body,
+    ) {
         Ok(_) => Decision {
             control_id: event_id.clone(),
             dedup_key: Some(stable_id(&["buktor", &event_id])),
@@ -708,7 +684,11 @@ fn decide_buktor(req: &JsonBody) -> Decision {
 fn decide_px360(req: &JsonBody) -> Decision {
     let hash = body_hash(req);
     let message_type = req.interaction.clone();
-    match json_events("px360", &message_type, &req.body) {
+    match json_events(
+        JsonFormat::Webhook(WebhookFormat::Px360),
+        &message_type,
+        &req.body,
+    ) {
         Ok(_) => Decision {
             message_type,
             control_id: hash.clone(),
@@ -794,7 +774,11 @@ fn decide_opsport(req: &JsonBody) -> Decision {
             format!("$: {message}"),
         );
     }
-    match json_events("opsport", &kind, &req.body) {
+    match json_events(
+        JsonFormat::Webhook(WebhookFormat::Opsport),
+        &kind,
+        &req.body,
+    ) {
         Ok(_) => {
             let count = match &parsed {
                 Some(Value::Array(items)) => items.len(),
@@ -820,7 +804,7 @@ mod tests {
 
     fn fhir(interaction: &str, rtype: Option<&str>, id: Option<&str>, body: &str) -> JsonBody {
         JsonBody {
-            format: "fhir".into(),
+            format: JsonFormat::Fhir,
             interaction: interaction.into(),
             resource_type: rtype.map(str::to_owned),
             resource_id: id.map(str::to_owned),
@@ -871,7 +855,7 @@ mod tests {
     #[test]
     fn buktor_invalid_body_gets_the_error_object() {
         let d = decide(&JsonBody {
-            format: "buktor".into(),
+            format: JsonFormat::Webhook(WebhookFormat::Buktor),
             interaction: "his/receive".into(),
             resource_type: None,
             resource_id: None,

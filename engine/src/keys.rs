@@ -12,6 +12,7 @@
 use crate::formats::{events_of, Meaning};
 use crate::store::keys::name_tokens;
 use crate::store::MessageRecord;
+use channels::source::RecordFormat;
 use serde::Serialize;
 use transforms::hl7v2::access::V2Message;
 use transforms::model::{BusinessKey, BusinessKeyKind, Event, HumanName};
@@ -86,15 +87,15 @@ pub struct PatientSummary {
 /// (also for messages that were rejected or have no mapping), the JSON formats and Latrexa
 /// bookings from their canonical event. `None` when the message names no patient.
 pub fn patient_of(record: &MessageRecord, raw: &[u8]) -> Option<PatientSummary> {
-    let summary = match record.format.as_str() {
-        "hl7v2" => patient_of_v2(raw, &record.charset),
-        "latrexa" => serde_json::from_slice(raw)
+    let summary = match RecordFormat::parse(&record.format)? {
+        RecordFormat::Hl7v2 => patient_of_v2(raw, &record.charset),
+        RecordFormat::Latrexa => serde_json::from_slice(raw)
             .ok()
             .and_then(|b| transforms::from_json::latrexa::event_from_booking(&b).ok())
             .and_then(|e| patient_of_event(&e)),
-        _ => match events_of(record, raw) {
+        RecordFormat::Json(_) | RecordFormat::Dicom => match events_of(record, raw) {
             Meaning::Events(events) => events.iter().find_map(patient_of_event),
-            _ => None,
+            Meaning::Unsupported(_) | Meaning::Failed(_) => None,
         },
     }?;
     (!summary.name.is_empty() || !summary.mrn.is_empty()).then_some(summary)

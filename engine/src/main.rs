@@ -6,10 +6,12 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use engine::admin_client::{cell, AdminTarget, Table};
 use engine::config::{self, LogConfig};
+use engine::routing::PayloadKind;
 use engine::send::{self, SendOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use transforms::dest::{Vendor, VendorOptions};
 
 // sled allocates and frees many small nodes per write; mimalloc keeps that cheap.
 #[global_allocator]
@@ -104,10 +106,11 @@ enum Command {
     },
     /// Dry run: print what an HL7 v2 message becomes (canonical, FHIR or a vendor payload).
     Transform {
-        /// canonical, fhir, opsport, latrexa, buktor or px360.
-        #[arg(long)]
-        to: String,
-        /// TOML file with the vendor's options (OpsPort, Buktor, PX360); defaults otherwise.
+        /// canonical, fhir, or a vendor: opsport, buktor, px360, latrexa.
+        #[arg(long, value_parser = transform_target)]
+        to: PayloadKind,
+        /// TOML file with the vendor's options (what its destination's `options` table holds;
+        /// Latrexa: `walk_in_registrations`); defaults otherwise.
         #[arg(long)]
         options: Option<PathBuf>,
         /// TOML file with a field mapping (what a destination's `[destination.mapping]` table
@@ -422,6 +425,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", p.display()))?,
                 None => String::new(),
             };
+            // The vendor's options, read once; rendered below by the function routing uses.
+            let vendor_options = match to.vendor() {
+                Some(vendor) => Some(
+                    VendorOptions::deserialize_for(vendor, toml::Deserializer::new(&opts_text))
+                        .context("--options")?,
+                ),
+                None => None,
+            };
             let mut failed = false;
             for (what, bytes) in &messages {
                 let (text, _) = transforms::hl7v2::charset::decode(
@@ -453,9 +464,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 // A master file is one event per record.
                 for event in events {
-                    let mut out: serde_json::Value = match to.as_str() {
-                        "canonical" => serde_json::to_value(&event)?,
-                        "fhir" => {
+                    let mut out: serde_json::Value = match to {
+                        PayloadKind::Canonical => serde_json::to_value(&event)?,
+                        PayloadKind::Fhir => {
                             match transforms::fhir::render_bundle(&event, &Default::default()) {
                                 Ok(r) => r.map(|r| r.body).unwrap_or(serde_json::Value::Null),
                                 Err(e) => {
@@ -465,23 +476,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                                 }
                             }
                         }
-                        vendor @ ("opsport" | "latrexa" | "buktor" | "px360") => {
-                            let rendered = match vendor {
-                                "opsport" => transforms::dest::opsport::render(
-                                    &event,
-                                    &toml::from_str(&opts_text).context("--options")?,
-                                ),
-                                "latrexa" => transforms::dest::latrexa::render(&event),
-                                "buktor" => transforms::dest::buktor::render(
-                                    &event,
-                                    &toml::from_str(&opts_text).context("--options")?,
-                                ),
-                                _ => transforms::dest::px360::render(
-                                    &event,
-                                    &toml::from_str(&opts_text).context("--options")?,
-                                ),
+                        PayloadKind::Vendor(vendor) => {
+                            let options = match &vendor_options {
+                                Some(o) => std::borrow::Cow::Borrowed(o),
+                                None => std::borrow::Cow::Owned(vendor.default_options()),
                             };
-                            match rendered {
+                            match transforms::dest::render(&options, &event, None) {
                                 Ok(items) => serde_json::Value::Array(
                                     items
                                         .into_iter()
@@ -500,12 +500,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                                 }
                             }
                         }
-                        other => bail!(
-                            "--to {other}: use canonical, fhir, opsport, latrexa, buktor or px360"
-                        ),
+                        PayloadKind::Hl7 | PayloadKind::Dicom => {
+                            bail!("--to {to}: {}", transform_targets())
+                        }
                     };
                     // Vendor bodies were mapped one by one above; canonical and FHIR are one body.
-                    if let (Some(m), "canonical" | "fhir") = (&mapping, to.as_str()) {
+                    if let (Some(m), PayloadKind::Canonical | PayloadKind::Fhir) = (&mapping, to) {
                         m.apply(&mut out);
                     }
                     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -546,8 +546,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let mut signals = Signals::listen();
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let sandbox = channels::sandbox::start(cfg, shutdown.clone()).await?;
-                for vendor in ["opsport", "latrexa", "buktor", "px360"] {
-                    println!("{vendor:<8} {}", sandbox.base_url(vendor));
+                for vendor in Vendor::ALL {
+                    let name = vendor.as_str();
+                    println!("{name:<8} {}", sandbox.base_url(name));
                 }
                 println!(
                     "his      mllp://{} (state: http://{}/his/_state)",
@@ -890,5 +891,21 @@ fn load_field_mapping(
             .iter()
             .map(|p| format!("{shown}: {p}"))
             .collect()))
+    }
+}
+
+/// The payloads `switchboard transform --to` renders, as its error lists them.
+fn transform_targets() -> String {
+    let vendors: Vec<&str> = Vendor::ALL.map(Vendor::as_str).to_vec();
+    format!("use canonical, fhir, {}", vendors.join(", "))
+}
+
+/// Reads `--to`: `canonical`, `fhir` or a vendor.
+fn transform_target(name: &str) -> Result<PayloadKind, String> {
+    match PayloadKind::parse(name) {
+        Some(kind @ (PayloadKind::Canonical | PayloadKind::Fhir | PayloadKind::Vendor(_))) => {
+            Ok(kind)
+        }
+        Some(PayloadKind::Hl7 | PayloadKind::Dicom) | None => Err(transform_targets()),
     }
 }

@@ -926,13 +926,7 @@ impl Metrics {
                 set("source", tls.expiries);
             }
             for d in &ch.config.destinations {
-                use channels::destination::DestinationConfig;
-                let client_tls = match d {
-                    DestinationConfig::Mllp(m) => m.tls.as_ref(),
-                    DestinationConfig::Dicom(m) => m.tls.as_ref(),
-                    _ => None,
-                };
-                if let Some(Ok(tls)) = client_tls.map(|t| t.load()) {
+                if let Some(Ok(tls)) = d.client_tls().map(|t| t.load()) {
                     set(d.name(), tls.expiries);
                 }
             }

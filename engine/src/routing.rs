@@ -8,9 +8,11 @@ use crate::store::ledger::AppointmentRef;
 use crate::store::outbox::OutboxItem;
 use crate::store::MessageRecord;
 use channels::destination::{DestinationConfig, Partition};
+use channels::source::RecordFormat;
 use hl7_parser::query::LocationQuery;
 use serde::Deserialize;
 use std::collections::HashMap;
+use transforms::dest::Vendor;
 use transforms::hl7v2::access::{V2Message, Value};
 use transforms::hl7v2::validate::type_matches;
 
@@ -25,9 +27,11 @@ pub struct RouteConfig {
     #[serde(default)]
     pub when: When,
     /// What to send: `hl7` (the message as received), `canonical` (the canonical event as
-    /// JSON) or `fhir` (a FHIR R4 transaction Bundle). Defaults to the destination's own.
+    /// JSON), `fhir` (a FHIR R4 transaction Bundle), a vendor's own requests (`opsport`,
+    /// `buktor`, `px360`, `latrexa`) or `dicom`. Defaults to the destination's own; an
+    /// unknown name is refused when the file is loaded, with its key.
     #[serde(default)]
-    pub payload: Option<String>,
+    pub payload: Option<PayloadKind>,
     /// Destination names of this channel.
     pub to: Vec<String>,
     /// Field mapping (rename, constant, default, values, drop) applied to this route's JSON
@@ -80,72 +84,7 @@ pub struct FieldPredicate {
 }
 
 /// The payloads a route can send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadKind {
-    /// The HL7 v2 message exactly as received.
-    Hl7,
-    /// The canonical event as JSON (`transforms::model::Event`).
-    Canonical,
-    /// A FHIR R4 transaction Bundle with conditional PUTs by identifier.
-    Fhir,
-    /// OpsPort upserts (clinic, doctor, patient, appointment), one item each.
-    Opsport,
-    /// Buktor webhook envelopes.
-    Buktor,
-    /// PX360 HIS patient-data JSON.
-    Px360,
-    /// Latrexa appointment upload.
-    Latrexa,
-    /// A stored DICOM object, by reference (what a `dicom_store` source received), for a
-    /// `dicom` destination to send by C-STORE.
-    Dicom,
-}
-
-impl PayloadKind {
-    /// Parses a payload name from config.
-    pub fn parse(name: &str) -> Option<PayloadKind> {
-        match name {
-            "hl7" => Some(PayloadKind::Hl7),
-            "canonical" => Some(PayloadKind::Canonical),
-            "fhir" => Some(PayloadKind::Fhir),
-            "opsport" => Some(PayloadKind::Opsport),
-            "buktor" => Some(PayloadKind::Buktor),
-            "px360" => Some(PayloadKind::Px360),
-            "latrexa" => Some(PayloadKind::Latrexa),
-            "dicom" => Some(PayloadKind::Dicom),
-            _ => None,
-        }
-    }
-
-    /// The names `check` accepts.
-    pub const NAMES: &'static str = "hl7, canonical, fhir, opsport, buktor, px360, latrexa, dicom";
-
-    /// The vendor of a cloud clinic payload, rendered by [`crate::vendor`].
-    fn vendor(self) -> Option<&'static str> {
-        match self {
-            PayloadKind::Opsport => Some("opsport"),
-            PayloadKind::Buktor => Some("buktor"),
-            PayloadKind::Px360 => Some("px360"),
-            PayloadKind::Latrexa => Some("latrexa"),
-            PayloadKind::Hl7 | PayloadKind::Canonical | PayloadKind::Fhir | PayloadKind::Dicom => {
-                None
-            }
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            PayloadKind::Hl7 => "hl7",
-            PayloadKind::Canonical => "canonical",
-            PayloadKind::Fhir => "fhir",
-            PayloadKind::Opsport => "opsport",
-            PayloadKind::Buktor => "buktor",
-            PayloadKind::Px360 => "px360",
-            PayloadKind::Latrexa => "latrexa",
-            PayloadKind::Dicom => "dicom",
-        }
-    }
-}
+pub use channels::kind::PayloadKind;
 
 struct Compiled {
     when: When,
@@ -172,7 +111,7 @@ impl Router {
     ///
     /// # Errors
     ///
-    /// Every problem: unknown destination, bad regex, bad path, unknown payload.
+    /// Every problem: unknown destination, bad regex, bad path.
     pub fn compile(
         channel: &str,
         routes: &[RouteConfig],
@@ -258,15 +197,7 @@ impl Router {
                     ));
                     continue;
                 };
-                let payload_name = r.payload.as_deref().unwrap_or(dest.default_payload());
-                match PayloadKind::parse(payload_name) {
-                    Some(kind) => targets.push((name.clone(), kind)),
-                    None => problems.push((
-                        key("payload"),
-                        format!("unknown payload '{payload_name}'"),
-                        format!("known payloads: {}", PayloadKind::NAMES),
-                    )),
-                }
+                targets.push((name.clone(), r.payload.unwrap_or(dest.default_payload())));
             }
             if let Some(m) = &r.mapping {
                 for p in m.validate_at("mapping") {
@@ -366,7 +297,8 @@ impl Router {
             .any(|(dest, _)| matches!(self.partitions.get(dest), Some(Partition::Patient)));
         // HL7 is partitioned by PID-3's first identifier; any other record (FHIR, JSON
         // webhooks, DICOM) by its events' patient, read below.
-        let hl7 = record.format == "hl7v2";
+        let format = RecordFormat::parse(&record.format);
+        let hl7 = format == Some(RecordFormat::Hl7v2);
         let mut patient = (by_patient && hl7)
             .then(|| parsed().as_ref().and_then(|m| value(m, "PID.3[1].1")))
             .flatten()
@@ -407,7 +339,7 @@ impl Router {
         for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
             if kind == PayloadKind::Dicom {
                 // Only what a DICOM storage source stored has an object to send.
-                if record.format == "dicom" {
+                if format == Some(RecordFormat::Dicom) {
                     bodies.push(Body {
                         dest,
                         kind,
@@ -430,7 +362,7 @@ impl Router {
                 }
                 continue;
             }
-            if kind == PayloadKind::Hl7 && record.format == "dicom" {
+            if kind == PayloadKind::Hl7 && format == Some(RecordFormat::Dicom) {
                 // A study's announcement has an HL7 v2 form (ORU^R01); a stored object none.
                 let oru = match crate::formats::events_of_in(record, raw, self.timezone) {
                     crate::formats::Meaning::Events(e) => e
@@ -485,7 +417,7 @@ impl Router {
             if let Some(vendor) = kind.vendor() {
                 for (n, event) in events.iter().enumerate() {
                     let timeline = match (vendor, store) {
-                        ("px360", Some(store)) => {
+                        (Vendor::Px360, Some(store)) => {
                             match self.timeline(store, &dest, event, (record.id, n)) {
                                 Ok(t) => t,
                                 Err(e) => {
@@ -499,7 +431,8 @@ impl Router {
                                 }
                             }
                         }
-                        _ => None,
+                        (Vendor::Opsport | Vendor::Buktor | Vendor::Latrexa, _)
+                        | (Vendor::Px360, None) => None,
                     };
                     let rendered = crate::vendor::render_with(
                         vendor,
@@ -569,12 +502,7 @@ impl Router {
                     String::new()
                 };
                 let rendered = match kind {
-                    PayloadKind::Hl7
-                    | PayloadKind::Dicom
-                    | PayloadKind::Opsport
-                    | PayloadKind::Buktor
-                    | PayloadKind::Px360
-                    | PayloadKind::Latrexa => None,
+                    PayloadKind::Hl7 | PayloadKind::Dicom | PayloadKind::Vendor(_) => None,
                     PayloadKind::Canonical => serde_json::to_vec(event)
                         .ok()
                         .map(|b| (b, "application/json")),
@@ -650,7 +578,7 @@ impl Router {
                     payload: if failure.is_some() {
                         MAPPING_FAILED.into()
                     } else {
-                        kind.name().into()
+                        kind.as_str().into()
                     },
                     appointment,
                     reference,
@@ -742,7 +670,7 @@ impl Body {
             path: None,
             failure: Some(format!(
                 "mapping failed ({} payload): {reason}",
-                kind.name()
+                kind.as_str()
             )),
             appointment: None,
             reference: None,
@@ -1045,19 +973,12 @@ mod tests {
 
     #[test]
     fn check_names_unknown_destinations_and_bad_predicates() {
-        let r = routes("[[route]]\nto = [\"nope\"]\n[[route]]\nwhen = { field = [{ path = \"PID.3\", regex = \"(\" }] }\nto = [\"a\"]\n[[route]]\npayload = \"xml\"\nto = [\"a\"]\n");
+        let r = routes("[[route]]\nto = [\"nope\"]\n[[route]]\nwhen = { field = [{ path = \"PID.3\", regex = \"(\" }] }\nto = [\"a\"]\n");
         let problems = Router::compile("c", &r, &dests(DESTS))
             .err()
             .expect("invalid");
         let keys: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "route[0].to[0]",
-                "route[1].when.field[0].regex",
-                "route[2].payload"
-            ]
-        );
+        assert_eq!(keys, ["route[0].to[0]", "route[1].when.field[0].regex",]);
         assert!(problems[0].2.contains("a"));
     }
 }

@@ -7,13 +7,10 @@
 
 use channels::destination::DestinationConfig;
 use transforms::dest::px360::Px360Options;
-use transforms::dest::{MappingError, Rendered};
+use transforms::dest::{MappingError, Rendered, Vendor};
 use transforms::journey::Timeline;
 use transforms::mapping::FieldMapping;
 use transforms::model::Event;
-
-/// The vendor payload names.
-pub const VENDORS: [&str; 4] = ["opsport", "buktor", "px360", "latrexa"];
 
 /// Renders `event` as the requests of `vendor`, in the order they must be sent.
 ///
@@ -21,7 +18,7 @@ pub const VENDORS: [&str; 4] = ["opsport", "buktor", "px360", "latrexa"];
 ///
 /// [`MappingError`] naming the field path and the reason (never patient data).
 pub fn render(
-    vendor: &str,
+    vendor: Vendor,
     dest: Option<&DestinationConfig>,
     event: &Event,
     route_mapping: Option<&FieldMapping>,
@@ -37,63 +34,27 @@ pub fn px360_options(dest: Option<&DestinationConfig>) -> std::borrow::Cow<'_, P
     }
 }
 
-/// [`render`], with the visit's stored timeline for PX360 (`None`: the event's own steps).
+/// [`render`], with the visit's stored timeline for PX360 (`None`: the event's own steps),
+/// through [`transforms::dest::render`].
 ///
 /// # Errors
 ///
 /// As [`render`].
 pub fn render_with(
-    vendor: &str,
+    vendor: Vendor,
     dest: Option<&DestinationConfig>,
     event: &Event,
     timeline: Option<&Timeline>,
     route_mapping: Option<&FieldMapping>,
 ) -> Result<Vec<Rendered>, MappingError> {
-    let (mut items, dest_mapping) = match (vendor, dest) {
-        ("opsport", Some(DestinationConfig::Opsport(c))) => (
-            transforms::dest::opsport::render(event, &c.options)?,
-            Some(&c.mapping),
-        ),
-        ("opsport", _) => (
-            transforms::dest::opsport::render(event, &Default::default())?,
-            None,
-        ),
-        ("buktor", Some(DestinationConfig::Buktor(c))) => (
-            transforms::dest::buktor::render(event, &c.options)?,
-            Some(&c.mapping),
-        ),
-        ("buktor", _) => (
-            transforms::dest::buktor::render(event, &Default::default())?,
-            None,
-        ),
-        ("px360", _) => {
-            let opts = px360_options(dest);
-            let items = match timeline {
-                Some(t) => transforms::dest::px360::render_journey(event, t, &opts)?,
-                None => transforms::dest::px360::render(event, &opts)?,
-            };
-            let mapping = match dest {
-                Some(DestinationConfig::Px360(c)) => Some(&c.mapping),
-                _ => None,
-            };
-            (items, mapping)
-        }
-        // Latrexa takes the HIS's local times (`YYYY-MM-DDTHH:MM:SS`), as rendered.
-        ("latrexa", Some(DestinationConfig::Latrexa(c))) => {
-            let mut items = transforms::dest::latrexa::render(event)?;
-            if c.walk_in_registrations {
-                items.extend(transforms::dest::latrexa::render_walk_in(event)?);
-            }
-            (items, Some(&c.mapping))
-        }
-        ("latrexa", _) => (transforms::dest::latrexa::render(event)?, None),
-        (other, _) => {
-            return Err(MappingError::InvalidValue {
-                path: "payload".into(),
-                reason: format!("unknown vendor payload '{other}'"),
-            })
-        }
+    let (options, dest_mapping) = match dest
+        .and_then(DestinationConfig::vendor_options)
+        .filter(|(o, _)| o.vendor() == vendor)
+    {
+        Some((options, mapping)) => (options, Some(mapping)),
+        None => (vendor.default_options(), None),
     };
+    let mut items = transforms::dest::render(&options, event, timeline)?;
     for item in &mut items {
         if let Some(m) = dest_mapping.filter(|m| !m.is_empty()) {
             m.apply(&mut item.body);

@@ -268,7 +268,7 @@ pub async fn reject(out: &mpsc::Sender<Inbound>, peer: SocketAddr, r: Refusal<'_
     let (tx, rx) = oneshot::channel();
     let inbound = Inbound {
         payload: Payload::Rejected {
-            format: "dicom".into(),
+            format: crate::source::RecordFormat::Dicom,
             message_type: r.operation.into(),
             control_id: r.uid.into(),
             body: Bytes::copy_from_slice(r.data),

@@ -13,7 +13,7 @@
 use super::dimse::{self, status, text, Message};
 use super::worklist::DicomState;
 use super::{DicomMetrics, Refusal};
-use crate::source::{Disposition, Inbound, Payload, SourceContext};
+use crate::source::{Disposition, Inbound, Payload, RecordFormat, SourceContext};
 use bytes::Bytes;
 use dicom_dictionary_std::tags;
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ impl Storage {
         let (tx, rx) = oneshot::channel();
         let inbound = Inbound {
             payload: Payload::Record {
-                format: "dicom".into(),
+                format: RecordFormat::Dicom,
                 message_type: "C-STORE".into(),
                 control_id: sop.clone(),
                 body: Bytes::from(body),
@@ -474,7 +474,7 @@ impl Storage {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let inbound = Inbound {
             payload: Payload::Record {
-                format: "dicom".into(),
+                format: RecordFormat::Dicom,
                 message_type: STUDY_AVAILABLE.into(),
                 control_id,
                 body: Bytes::from(body),

@@ -501,7 +501,7 @@ async fn handle(
         return auth_failure(&s, f);
     }
     let request = |interaction: &str, resource_type: Option<String>, id: Option<String>| JsonBody {
-        format: "fhir".into(),
+        format: crate::source::JsonFormat::Fhir,
         interaction: interaction.into(),
         resource_type,
         resource_id: id,

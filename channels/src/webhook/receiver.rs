@@ -27,48 +27,17 @@ use crate::http_source::{
 };
 use crate::mllp::listener::ListenerTask;
 use crate::peers::PeerRange;
-use crate::source::{BuildError, JsonBody, SourceContext};
+use crate::source::{BuildError, JsonBody, JsonFormat, SourceContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tracing::debug;
 
-/// Which JSON dialect a webhook source speaks.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum WebhookFormat {
-    /// Buktor HIS webhook events.
-    Buktor,
-    /// PX360 HIS patient data.
-    Px360,
-    /// OpsPort-shaped upserts.
-    Opsport,
-}
-
-impl WebhookFormat {
-    /// The record format name (`buktor`, `px360`, `opsport`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Buktor => "buktor",
-            Self::Px360 => "px360",
-            Self::Opsport => "opsport",
-        }
-    }
-
-    /// The format's error body for `message`.
-    pub fn error_body(self, message: &str) -> Value {
-        match self {
-            Self::Buktor => json!({"status": "error", "message": message}),
-            Self::Px360 => json!({"error": message}),
-            Self::Opsport => json!({"success": false, "message": message}),
-        }
-    }
-}
+pub use crate::source::WebhookFormat;
 
 /// Configuration of a webhook source (`type = "webhook"` in a channel's `[source]`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -172,7 +141,7 @@ impl ReceiverConfig {
     pub async fn build(&self, cx: SourceContext) -> Result<ListenerTask, BuildError> {
         let default_header = match self.format {
             WebhookFormat::Buktor => "Buktor-Signature",
-            _ => "X-Switchboard-Signature",
+            WebhookFormat::Px360 | WebhookFormat::Opsport => "X-Switchboard-Signature",
         };
         let auth = self
             .auth
@@ -342,7 +311,7 @@ async fn handle(
         return s.error(401, "Event timestamp is outside the allowed window.");
     }
     let request = JsonBody {
-        format: s.cfg.format.as_str().into(),
+        format: JsonFormat::Webhook(s.cfg.format),
         interaction,
         resource_type: None,
         resource_id: None,

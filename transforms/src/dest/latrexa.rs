@@ -344,6 +344,15 @@ pub fn his_appointment(event: &Event) -> Result<HisAppointment, MappingError> {
     })
 }
 
+/// Latrexa destination options (the `walk_in_registrations` key of its destination).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatrexaOptions {
+    /// Also upload walk-ins the HIS reports only as a registration ([`render_walk_in`]).
+    #[serde(default)]
+    pub walk_in_registrations: bool,
+}
+
 /// Renders an appointment event as one upload request (HIS -> Latrexa); other events give
 /// nothing. Appointments that came from Latrexa itself (the event's source format is
 /// `latrexa`) are not uploaded back.
