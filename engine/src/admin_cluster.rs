@@ -213,9 +213,12 @@ async fn ask(peer: &NodeView, call: &Call<'_>) -> Option<PeerAnswer> {
     })
 }
 
-/// How far a copy of a message got on its node, as (status rank, deliveries): a message is
-/// shown as the copy that delivered, or the one furthest along.
-fn progress(copy: &Value) -> (u8, usize) {
+/// How far a copy of a message got on its node, as (status rank, deliveries, attempts): a
+/// message is shown as the copy that delivered, or the one furthest along. The receiving
+/// node's copy takes the owner's outcome from its completion notice but not its attempts
+/// (they stay in the owner's store), so where both are shown in full (one message) the
+/// owner's copy, with the attempts, wins.
+fn progress(copy: &Value) -> (u8, usize, usize) {
     let rank = match serde_json::from_value::<Status>(copy["status"].clone()).ok() {
         Some(Status::Delivered) => 6,
         Some(Status::Failed) => 5,
@@ -225,7 +228,11 @@ fn progress(copy: &Value) -> (u8, usize) {
         Some(Status::Received) => 1,
         Some(Status::Rejected) | None => 0,
     };
-    (rank, copy["deliveries"].as_array().map_or(0, Vec::len))
+    (
+        rank,
+        copy["deliveries"].as_array().map_or(0, Vec::len),
+        copy["attempts"].as_array().map_or(0, Vec::len),
+    )
 }
 
 /// Marks an entry with the node it came from.
