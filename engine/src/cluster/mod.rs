@@ -302,6 +302,21 @@ impl Cluster {
             .payload(payload.into())
             .header(AGAIN_HEADER, "1")
             .message_id(format!("again-{}-{again_id}", self.cfg.node));
+        self.publish_acked(p, msg, "work").await
+    }
+
+    /// Publishes `msg` to partition `p` and waits for the stream's acknowledgement, at most
+    /// `publish_timeout_ms`.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming `what` was not taken or not acknowledged in time.
+    async fn publish_acked(
+        &self,
+        p: u32,
+        msg: jetstream::message::PublishMessage,
+        what: &str,
+    ) -> Result<(), String> {
         let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
         let acked = tokio::time::timeout(limit, async {
             self.js
@@ -314,9 +329,9 @@ impl Cluster {
         .await;
         match acked {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("the cluster stream did not take the work: {e}")),
+            Ok(Err(e)) => Err(format!("the cluster stream did not take the {what}: {e}")),
             Err(_) => Err(format!(
-                "the cluster stream did not acknowledge the work within {} ms",
+                "the cluster stream did not acknowledge the {what} within {} ms",
                 self.cfg.publish_timeout_ms
             )),
         }
@@ -344,24 +359,7 @@ impl Cluster {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope::message_id(record, raw));
-        let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let acked = tokio::time::timeout(limit, async {
-            self.js
-                .send_publish(subject_of(p), msg)
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        let result = match acked {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("the cluster stream did not take the message: {e}")),
-            Err(_) => Err(format!(
-                "the cluster stream did not acknowledge the message within {} ms",
-                self.cfg.publish_timeout_ms
-            )),
-        };
+        let result = self.publish_acked(p, msg, "message").await;
         match &result {
             Ok(()) => self
                 .metrics
