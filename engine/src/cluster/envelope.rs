@@ -202,10 +202,7 @@ mod tests {
     }
 
     fn key(id: &str, byte: u8) -> crate::store::seal::StoreKey {
-        crate::store::seal::StoreKey {
-            id: id.into(),
-            key: [byte; 32],
-        }
+        crate::store::seal::StoreKey::sample(id, byte)
     }
 
     /// With keys, nothing of the message is readable on the wire, the owner with the same

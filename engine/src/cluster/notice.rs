@@ -276,10 +276,7 @@ mod tests {
     use crate::store::Status;
 
     fn key(id: &str, byte: u8) -> StoreKey {
-        StoreKey {
-            id: id.into(),
-            key: [byte; 32],
-        }
+        StoreKey::sample(id, byte)
     }
 
     fn notice() -> Notice {

@@ -253,14 +253,22 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(id: &str, byte: u8) -> StoreKey {
+impl StoreKey {
+    /// A key named `id` whose 32 bytes are all `byte`, for tests.
+    pub(crate) fn sample(id: &str, byte: u8) -> StoreKey {
         StoreKey {
             id: id.into(),
             key: [byte; 32],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, byte: u8) -> StoreKey {
+        StoreKey::sample(id, byte)
     }
 
     #[test]
