@@ -128,6 +128,12 @@ async fn cluster_view(engine: &EngineProcess) -> Option<serde_json::Value> {
     resp.json().await.ok()
 }
 
+/// How long a fresh cluster (NATS servers forming their JetStream group, then the nodes taking
+/// leases) may take to settle: under a loaded CI machine, with the other tests starting
+/// processes at the same time, placing the first replicated streams took more than a minute.
+/// A take-over after a node dies is held to the 10 s, not to this.
+const STARTUP_SECS: u64 = 180;
+
 /// Waits (at most `secs`) until every node sees `n` nodes and no partition without owner.
 async fn wait_settled(engines: &[&EngineProcess], n: usize, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -241,7 +247,7 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
         .collect();
     {
         let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
-        wait_settled(&all, 3, 60).await;
+        wait_settled(&all, 3, STARTUP_SECS).await;
     }
     let addrs = Arc::new(Mutex::new(
         engines
@@ -353,7 +359,7 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
     }
     // The node that was killed holds partitions again.
     let alive: Vec<&EngineProcess> = engines.iter().flatten().collect();
-    wait_settled(&alive, 3, 30).await;
+    wait_settled(&alive, 3, STARTUP_SECS).await;
     let view = cluster_view(alive[1]).await.expect("node1 answers");
     let mine = view["nodes"]
         .as_array()
@@ -385,7 +391,7 @@ async fn jetstream_out_of_reach_answers_ar_207_and_the_node_recovers_by_itself()
     let sink = HttpSink::start(SinkMode::Up).await;
     let cfg = node_config("solo", 0, &[nats[0].url()], 1, &sink.url);
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
-    wait_settled(&[&engine], 1, 30).await;
+    wait_settled(&[&engine], 1, STARTUP_SECS).await;
     let addr = engine.mllp("lab");
     let mut client = connect(&addr).await;
     let ack = send(&mut client, adt_for("PX", "UP1").as_bytes()).await;
@@ -458,7 +464,7 @@ async fn jetstream_out_of_reach_answers_ar_207_and_the_node_recovers_by_itself()
         ) >= 2.0,
         "{metrics}"
     );
-    wait_settled(&[&engine], 1, 30).await;
+    wait_settled(&[&engine], 1, STARTUP_SECS).await;
     let view = cluster_view(&engine).await.expect("GET /api/cluster");
     let held = view["nodes"][0]["partitions"].as_array().map(Vec::len);
     assert_eq!(held, Some(8), "{view}");
@@ -642,7 +648,7 @@ async fn every_node_shows_and_retries_the_messages_of_every_node() {
     let admins: Vec<String> = engines.iter().flatten().map(|e| e.admin()).collect();
     {
         let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
-        wait_settled(&all, 3, 60).await;
+        wait_settled(&all, 3, STARTUP_SECS).await;
         for e in &all {
             wait_admin_urls(e, &all).await;
         }
@@ -902,7 +908,7 @@ async fn the_receiving_node_learns_the_owners_outcome_and_on_delivery_waits_for_
         .iter()
         .map(|c| EngineProcess::start(&c.conf(), &c.data()))
         .collect();
-    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, 60).await;
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
 
     // 1. ack = "on_persist": node0's record follows the owner's outcome.
     let mut client = connect(&engines[0].mllp("lab")).await;
@@ -1025,7 +1031,7 @@ async fn with_encryption_the_stream_holds_nothing_readable_and_the_sink_gets_the
         .iter()
         .map(|c| EngineProcess::start(&c.conf(), &c.data()))
         .collect();
-    wait_settled(&engines.iter().collect::<Vec<_>>(), 2, 60).await;
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 2, STARTUP_SECS).await;
     let mut sent = BTreeMap::new();
     for (i, e) in engines.iter().enumerate() {
         let mut client = connect(&e.mllp("lab")).await;
