@@ -335,21 +335,38 @@ async fn list_messages(
         limit: p.limit.unwrap_or(100),
     };
     let (limit, status) = (q.limit.clamp(1, 10_000), q.status.clone());
-    let mut items = match local_messages(&s, q).await {
+    let items = match local_messages(&s, q).await {
         Ok(items) => items,
         Err(r) => return r,
     };
-    let Some(cluster) = cluster_scope(&s, scope) else {
-        if let Some(node) = node_name(&s) {
+    let path = format!("/api/messages?{}", raw_query.unwrap_or_default());
+    cluster_list(&s, scope, items, path, &headers, |parts| {
+        fanout::merge_messages(parts, status.as_deref(), limit)
+    })
+    .await
+}
+
+/// A list endpoint's answer: this node's `items` (each marked with the node's name in a
+/// cluster) when the request is local or there is no cluster; else every node's list of
+/// `path`, merged by `merge`, with the nodes that did not answer.
+async fn cluster_list(
+    s: &AdminState,
+    scope: Scope,
+    mut items: Vec<serde_json::Value>,
+    path: String,
+    headers: &HeaderMap,
+    merge: impl FnOnce(Vec<(String, Vec<serde_json::Value>)>) -> Vec<serde_json::Value>,
+) -> Response {
+    let Some(cluster) = cluster_scope(s, scope) else {
+        if let Some(node) = node_name(s) {
             items.iter_mut().for_each(|i| fanout::mark(i, &node));
         }
         return Json(json!({"count": items.len(), "items": items})).into_response();
     };
-    let path = format!("/api/messages?{}", raw_query.unwrap_or_default());
-    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, &headers)).await;
+    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, headers)).await;
     let mut parts = g.lists("items");
     parts.push((cluster.config().node.clone(), items));
-    let items = fanout::merge_messages(parts, status.as_deref(), limit);
+    let items = merge(parts);
     Json(json!({"count": items.len(), "items": items, "unreachable": g.unreachable}))
         .into_response()
 }
@@ -1161,7 +1178,7 @@ async fn list_dead_letters(
         );
     };
     let limit = p.limit.unwrap_or(100).clamp(1, 10_000);
-    let mut items: Vec<serde_json::Value> =
+    let items: Vec<serde_json::Value> =
         match s
             .store
             .dead_letters(p.destination.as_deref(), p.channel.as_deref(), limit)
@@ -1175,19 +1192,11 @@ async fn list_dead_letters(
                 )
             }
         };
-    let Some(cluster) = cluster_scope(&s, p.scope) else {
-        if let Some(node) = node_name(&s) {
-            items.iter_mut().for_each(|i| fanout::mark(i, &node));
-        }
-        return Json(json!({"count": items.len(), "items": items})).into_response();
-    };
     let path = format!("/api/dead-letters?{}", raw_query.unwrap_or_default());
-    let mut g = fanout::gather_all(cluster.peers(), &Call::get(path, &headers)).await;
-    let mut parts = g.lists("items");
-    parts.push((cluster.config().node.clone(), items));
-    let items = fanout::merge_dead_letters(parts, limit);
-    Json(json!({"count": items.len(), "items": items, "unreachable": g.unreachable}))
-        .into_response()
+    cluster_list(&s, p.scope, items, path, &headers, |parts| {
+        fanout::merge_dead_letters(parts, limit)
+    })
+    .await
 }
 
 /// Body of the dead-letter actions: listed items, or every one matching a filter.
