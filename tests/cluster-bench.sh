@@ -49,8 +49,9 @@ for x in "BIN:--bin:the engine" "LOAD:--load:the load tool" "FLOOR:--floor:the f
   IFS=: read -r var flag what <<<"$x"
   [ -x "${!var}" ] || { echo "give $what with $flag PATH (an executable)" >&2; exit 2; }
 done
-NATS_SERVER=$(command -v nats-server || true)
-for p in /usr/sbin/nats-server /usr/bin/nats-server; do [ -z "$NATS_SERVER" ] && [ -x "$p" ] && NATS_SERVER=$p; done
+# As tests/cluster.rs: SWITCHBOARD_NATS_SERVER, the server .ci/run links, Debian's.
+NATS_SERVER=${SWITCHBOARD_NATS_SERVER:-}
+for p in /usr/local/bin/nats-server /usr/sbin/nats-server /usr/bin/nats-server; do [ -z "$NATS_SERVER" ] && [ -x "$p" ] && NATS_SERVER=$p; done
 [ -x "$NATS_SERVER" ] || { echo "nats-server is not installed" >&2; exit 2; }
 [ "$TOOLS" -ge 2 ] && [ $((TOOLS % 2)) -eq 0 ] || { echo "--tools must be even (half go to each node)" >&2; exit 2; }
 for c in $CONNS; do

@@ -12,11 +12,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The NATS server binary (Debian's package installs it in /usr/sbin).
+/// The NATS server binary: `SWITCHBOARD_NATS_SERVER`, else the one `.ci/run` links in
+/// /usr/local/bin (2.10 or later), else Debian's (2.9, which can lose acknowledged messages
+/// when the stream's leader is killed).
 fn nats_server() -> PathBuf {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .iter()
+    std::env::var_os("SWITCHBOARD_NATS_SERVER")
         .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/usr/local/bin/nats-server",
+                "/usr/sbin/nats-server",
+                "/usr/bin/nats-server",
+            ]
+            .iter()
+            .map(PathBuf::from),
+        )
         .find(|p| p.exists())
         .expect("nats-server is installed (.ci/run installs it)")
 }
@@ -232,6 +243,118 @@ async fn sender(c: usize, addrs: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>,
     }
 }
 
+/// The log filter of the nodes of the load test: the cluster's steps at debug level.
+const NODE_LOG: &str = "info,engine::cluster=debug";
+
+/// Starts node `i` of `cfg` with its log appended to `logs/node<i>.log`.
+fn start_logged(cfg: &TestConfig, logs: &Path, i: usize) -> EngineProcess {
+    std::fs::create_dir_all(logs).expect("log folder");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("node{i}.log")))
+        .expect("node log");
+    EngineProcess::start_with(
+        &cfg.conf(),
+        &cfg.data(),
+        Stdio::from(file),
+        &[("RUST_LOG", NODE_LOG)],
+    )
+}
+
+/// Prints the work stream's state and each partition consumer's position.
+async fn explain_stream(urls: &[String]) {
+    let Ok(client) = async_nats::connect(urls.join(",")).await else {
+        eprintln!("no NATS server answers");
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream("SWITCHBOARD_WORK").await {
+        Ok(mut stream) => {
+            if let Ok(info) = stream.info().await {
+                eprintln!("work stream: {:?}", info.state);
+            }
+            for p in 0..8 {
+                match stream.consumer_info(format!("part-{p}")).await {
+                    Ok(c) => eprintln!(
+                        "part-{p}: delivered {:?} ack floor {:?} pending {} ack pending {} created {}",
+                        c.delivered, c.ack_floor, c.num_pending, c.num_ack_pending, c.created
+                    ),
+                    Err(e) => eprintln!("part-{p}: {e}"),
+                }
+            }
+        }
+        Err(e) => eprintln!("work stream: {e}"),
+    }
+}
+
+/// Prints what a failed run needs to be understood: each node's view of the cluster, each
+/// node's record of the first missing messages, and the warnings and last lines of each log.
+async fn explain_missing(alive: &[&EngineProcess], missing: &[&String], logs: &Path) {
+    for e in alive {
+        eprintln!(
+            "cluster view: {}",
+            cluster_view(e).await.unwrap_or_default()
+        );
+    }
+    // Which senders' messages are missing, and which of their sequence numbers.
+    let mut by_sender: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for c in missing {
+        if let Some((sender, n)) = c.split_once('n') {
+            by_sender
+                .entry(sender)
+                .or_default()
+                .push(n.parse().unwrap_or(0));
+        }
+    }
+    for (sender, ns) in &by_sender {
+        eprintln!(
+            "missing of {sender}: {} from {} to {}",
+            ns.len(),
+            ns.iter().min().unwrap_or(&0),
+            ns.iter().max().unwrap_or(&0)
+        );
+    }
+    for control in missing.iter().take(4) {
+        for (i, e) in alive.iter().enumerate() {
+            let rec = record_on(e, control).await.unwrap_or_default();
+            eprintln!(
+                "{control} on live node #{i}: id {} status {} node {} deliveries {}",
+                rec["id"], rec["status"], rec["node"], rec["deliveries"]
+            );
+        }
+    }
+    for i in 0..3 {
+        let text = std::fs::read_to_string(logs.join(format!("node{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let warnings: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        eprintln!(
+            "--- node{i}: {} log lines, {} warnings",
+            lines.len(),
+            warnings.len()
+        );
+        for l in warnings.iter().rev().take(40).rev() {
+            eprintln!("{l}");
+        }
+        eprintln!("--- node{i}: last lines");
+        for l in lines.iter().rev().take(30).rev() {
+            eprintln!("{l}");
+        }
+    }
+    if std::env::var_os("SWITCHBOARD_KEEP_LOGS").is_some() {
+        let keep = std::env::temp_dir().join(format!("cluster-logs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for i in 0..3 {
+            let name = format!("node{i}.log");
+            let _ = std::fs::copy(logs.join(&name), keep.join(&name));
+        }
+        eprintln!("node logs kept in {}", keep.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives_once_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -241,9 +364,11 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
     let cfgs: Vec<TestConfig> = (0..3)
         .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 3, &sink.url))
         .collect();
+    let logs = dir.path().join("logs");
     let mut engines: Vec<Option<EngineProcess>> = cfgs
         .iter()
-        .map(|c| Some(EngineProcess::start(&c.conf(), &c.data())))
+        .enumerate()
+        .map(|(i, c)| Some(start_logged(c, &logs, i)))
         .collect();
     {
         let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
@@ -284,7 +409,7 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
     let before = acked_count(&acked);
     at_least(acked.clone(), before + 100).await;
     // The killed node comes back with its data folder and takes work again.
-    let node1 = EngineProcess::start(&cfgs[1].conf(), &cfgs[1].data());
+    let node1 = start_logged(&cfgs[1], &logs, 1);
     addrs.lock().expect("lock")[1] = node1.mllp("lab");
     engines[1] = Some(node1);
     nats[2].start();
@@ -320,6 +445,11 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
     };
     let got = delivered(&sink);
     let missing: Vec<&String> = acked.keys().filter(|c| !got.contains(*c)).collect();
+    if !all_in {
+        let alive: Vec<&EngineProcess> = engines.iter().flatten().collect();
+        explain_missing(&alive, &missing, &logs).await;
+        explain_stream(&urls).await;
+    }
     assert!(
         all_in,
         "{} acknowledged messages never arrived: {:?}",

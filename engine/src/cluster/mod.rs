@@ -38,7 +38,7 @@ use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The work stream's name.
 pub const STREAM: &str = "SWITCHBOARD_WORK";
@@ -302,11 +302,11 @@ impl Cluster {
             .payload(payload.into())
             .header(AGAIN_HEADER, "1")
             .message_id(format!("again-{}-{again_id}", self.cfg.node));
-        self.publish_acked(p, msg, "work").await
+        self.publish_acked(p, record.id, msg, "work").await
     }
 
-    /// Publishes `msg` to partition `p` and waits for the stream's acknowledgement, at most
-    /// `publish_timeout_ms`.
+    /// Publishes `msg` (of message `id`) to partition `p` and waits for the stream's
+    /// acknowledgement, at most `publish_timeout_ms`.
     ///
     /// # Errors
     ///
@@ -314,6 +314,7 @@ impl Cluster {
     async fn publish_acked(
         &self,
         p: u32,
+        id: u64,
         msg: jetstream::message::PublishMessage,
         what: &str,
     ) -> Result<(), String> {
@@ -328,7 +329,16 @@ impl Cluster {
         })
         .await;
         match acked {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(ack)) => {
+                debug!(
+                    id,
+                    partition = p,
+                    seq = ack.sequence,
+                    duplicate = ack.duplicate,
+                    "Taken by the cluster stream."
+                );
+                Ok(())
+            }
             Ok(Err(e)) => Err(format!("the cluster stream did not take the {what}: {e}")),
             Err(_) => Err(format!(
                 "the cluster stream did not acknowledge the {what} within {} ms",
@@ -359,7 +369,7 @@ impl Cluster {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope::message_id(record, raw));
-        let result = self.publish_acked(p, msg, "message").await;
+        let result = self.publish_acked(p, record.id, msg, "message").await;
         match &result {
             Ok(()) => self
                 .metrics

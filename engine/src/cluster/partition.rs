@@ -34,7 +34,7 @@ use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 /// How long the stream waits for an acknowledgement before it offers a message again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -86,7 +86,7 @@ async fn consume(
             _ = stop.cancelled() => return Ok(()),
             _ = prune_timer.tick() => match prune(&stream, p, cluster.retention).await {
                 Ok(0) => {}
-                Ok(n) => debug!(partition = p, removed = n, "Finished work past its retention removed from the stream."),
+                Ok(n) => info!(partition = p, removed = n, "Finished work past its retention removed from the stream."),
                 Err(e) => warn!(partition = p, error = %e, "Cannot remove finished work from the stream; tried again later."),
             },
             next = messages.next() => match next {
@@ -128,6 +128,10 @@ pub(super) async fn prune(
         // Nothing below sequence 1; and JetStream reads a purge "up to 1" as "all of it".
         return Ok(0);
     }
+    debug!(
+        partition = p,
+        floor, upto, "Removing finished work below a sequence."
+    );
     let purged = stream
         .purge()
         .filter(subject_of(p))
@@ -186,9 +190,15 @@ async fn take_over(stream: &jetstream::stream::Stream, p: u32) -> Result<PullCon
                 .delete_consumer(&name)
                 .await
                 .map_err(|e| format!("cannot delete consumer {name}: {e}"))?;
-            DeliverPolicy::ByStartSequence {
-                start_sequence: info.ack_floor.stream_sequence + 1,
-            }
+            let start_sequence = info.ack_floor.stream_sequence + 1;
+            debug!(
+                partition = p,
+                start_sequence,
+                pending = info.num_pending,
+                ack_pending = info.num_ack_pending,
+                "Partition consumer created again after its acknowledged work."
+            );
+            DeliverPolicy::ByStartSequence { start_sequence }
         }
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => DeliverPolicy::All,
         Err(e) => return Err(format!("consumer {name}: {e}")),
@@ -264,7 +274,11 @@ async fn handle(
     };
     match outcome {
         Ok(()) => {
-            debug!(partition = p, id, "Cluster work finished and acknowledged.");
+            let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
+            debug!(
+                partition = p,
+                id, seq, "Cluster work finished and acknowledged."
+            );
             msg.double_ack()
                 .await
                 .map_err(|e| format!("cannot acknowledge message {id}: {e}"))
@@ -371,8 +385,18 @@ mod tests {
     }
 
     fn nats_server() -> Server {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        // As tests/cluster.rs: the variable, the server .ci/run installs, Debian's.
+        let bin = std::env::var("SWITCHBOARD_NATS_SERVER")
+            .ok()
             .into_iter()
+            .chain(
+                [
+                    "/usr/local/bin/nats-server",
+                    "/usr/sbin/nats-server",
+                    "/usr/bin/nats-server",
+                ]
+                .map(String::from),
+            )
             .find(|p| std::path::Path::new(p).exists())
             .expect("nats-server is installed (.ci/run installs it)");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
