@@ -1177,8 +1177,14 @@ mod tests {
 
     /// A channel `images` with no route, over a store in `dir`.
     fn ingest(dir: &std::path::Path) -> (ChannelIngest, Store) {
+        ingest_with(dir, Durability::Os)
+    }
+
+    /// A channel `images` with no route, over a store in `dir` that commits with
+    /// `durability`.
+    fn ingest_with(dir: &std::path::Path, durability: Durability) -> (ChannelIngest, Store) {
         let metrics = Metrics::new("t");
-        let store = Store::open(dir, Durability::Os, &metrics).expect("open");
+        let store = Store::open(dir, durability, &metrics).expect("open");
         let config: ChannelConfig = toml::from_str(
             "name = \"images\"\n[source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n",
         )
@@ -1251,5 +1257,126 @@ mod tests {
         let controls: Vec<&str> = stored.iter().map(|r| r.control_id.as_str()).collect();
         assert_eq!(controls.len(), 4, "{controls:?}");
         assert_eq!(controls.iter().filter(|c| **c == "STUDY1").count(), 1);
+    }
+
+    /// Sends HL7 v2 `text` (segments separated by CR) as an MLLP source would.
+    async fn send_hl7(ingest: &ChannelIngest, text: &str) -> Reply {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ingest
+            .handle(Inbound {
+                payload: Payload::Hl7v2(Bytes::from(text.replace('\n', "\r"))),
+                peer: "127.0.0.1:2575".parse().expect("addr"),
+                received_at: SystemTime::now(),
+                reply: tx,
+            })
+            .await;
+        rx.await.expect("answered")
+    }
+
+    fn ack_text(reply: &Reply) -> String {
+        String::from_utf8_lossy(reply.body.as_deref().expect("an ACK")).replace('\r', "\n")
+    }
+
+    const ADT_A04: &str = "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A04|MIN-A04|P|2.5\n\
+        EVN|A04|20260615103000\n\
+        PID|1||MRN-100234^^^HIS^MR||Haddad^Layla||19880312|F\n\
+        PV1|1|O\n";
+
+    /// The AA comes only once the message is written and a group commit (flush and
+    /// fdatasync) covered it: when the answer arrives the fsync has happened and the record
+    /// and the exact bytes are in the store.
+    #[tokio::test]
+    async fn a_message_is_stored_and_committed_before_its_aa() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, store) = ingest_with(dir.path(), Durability::Fsync);
+        let fsyncs = ingest.metrics.store_fsyncs.get();
+        let reply = send_hl7(&ingest, ADT_A04).await;
+        assert_eq!(reply.disposition, Disposition::Accepted);
+        let ack = ack_text(&reply);
+        assert!(ack.contains("MSA|AA|MIN-A04"), "{ack}");
+        assert!(
+            ingest.metrics.store_fsyncs.get() > fsyncs,
+            "answered before a commit covered the message"
+        );
+        let id = reply.message_id.expect("stored");
+        let rec = store.get(id).expect("get").expect("record");
+        assert_eq!(rec.control_id, "MIN-A04");
+        assert_eq!(rec.message_type, "ADT^A04");
+        assert_eq!(rec.ack_code, "AA");
+        assert_ne!(rec.status, Status::Rejected);
+        assert_eq!(
+            store.raw(id).expect("raw").expect("bytes"),
+            ADT_A04.replace('\n', "\r").into_bytes()
+        );
+    }
+
+    /// A message whose body is malformed is answered AE with an ERR segment that names the
+    /// problem, and is stored as rejected with the same reason: nothing vanishes.
+    #[tokio::test]
+    async fn a_bad_message_gets_ae_with_err_and_is_stored_with_its_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, store) = ingest(dir.path());
+        let bad = "MSH|^~\\&|HIS|RUH|||20260615103000||ADT^A04|BAD-1|P|2.5\n\
+            EVN|A04|20260615103000\n\
+            PIDX|1\n";
+        let reply = send_hl7(&ingest, bad).await;
+        assert!(
+            matches!(reply.disposition, Disposition::Rejected(_)),
+            "{:?}",
+            reply.disposition
+        );
+        let ack = ack_text(&reply);
+        assert!(ack.contains("MSA|AE|BAD-1"), "{ack}");
+        let err = ack
+            .lines()
+            .find(|l| l.starts_with("ERR|"))
+            .unwrap_or_else(|| panic!("no ERR segment: {ack}"));
+        assert!(err.contains("100"), "{err}");
+        assert!(err.contains("segment 3 has no valid segment id"), "{err}");
+        let id = reply.message_id.expect("stored although rejected");
+        let rec = store.get(id).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Rejected);
+        assert_eq!(rec.ack_code, "AE");
+        assert!(
+            rec.errors
+                .iter()
+                .any(|e| e.contains("segment 3 has no valid segment id")),
+            "{:?}",
+            rec.errors
+        );
+        assert!(store.raw(id).expect("raw").is_some());
+    }
+
+    /// A store that refuses writes (less free disk space than the reserve) gets AR with
+    /// ERR-3 207, never an AA, and no record is claimed.
+    #[tokio::test]
+    async fn a_store_that_refuses_the_write_gets_ar_207_never_aa() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ingest, store) = ingest(dir.path());
+        store.set_min_free_bytes(u64::MAX);
+        let reply = send_hl7(&ingest, ADT_A04).await;
+        assert!(
+            !matches!(reply.disposition, Disposition::Accepted),
+            "{:?}",
+            reply.disposition
+        );
+        let ack = ack_text(&reply);
+        assert!(ack.contains("MSA|AR|MIN-A04"), "{ack}");
+        assert!(!ack.contains("MSA|AA"), "{ack}");
+        let err = ack
+            .lines()
+            .find(|l| l.starts_with("ERR|"))
+            .unwrap_or_else(|| panic!("no ERR segment: {ack}"));
+        assert!(err.contains("207"), "{err}");
+        assert_eq!(reply.message_id, None);
+        store.set_min_free_bytes(0);
+        let stored = store
+            .list(&Query {
+                channel: Some("images".into()),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert!(stored.is_empty(), "{stored:?}");
     }
 }

@@ -1230,4 +1230,147 @@ mod tests {
             "a removed item's seq is not given again"
         );
     }
+
+    /// A failed attempt's new schedule is kept in the outbox (a restart resumes it at its
+    /// time, with its count) and the record says retrying with the error.
+    #[test]
+    fn a_retry_keeps_its_schedule_in_the_outbox_and_the_record_says_retrying() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let m = Metrics::new("t");
+        let s = Store::open(&path, Durability::Os, &m).expect("open");
+        let id = s.next_id(1000);
+        let queued = item(&s, id);
+        let mut rec = record(id, "lab", "C1", Status::Received);
+        attach(&mut rec, std::slice::from_ref(&queued));
+        s.put(&rec, b"raw", std::slice::from_ref(&queued))
+            .expect("put");
+        let retried = OutboxItem {
+            attempts: 2,
+            next_attempt_ms: 65_000,
+            last_error: "HTTP 503".into(),
+            ..queued.clone()
+        };
+        s.reschedule(&retried).expect("reschedule");
+        s.db.flush().expect("flush");
+        drop(s);
+        let s = reopen(|| Store::open(&path, Durability::Os, &m));
+        let stored = s
+            .outbox_get("lab/files", queued.seq)
+            .expect("get")
+            .expect("still queued");
+        assert_eq!(stored, retried);
+        let rec = s.get(id).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Retrying);
+        let d = &rec.deliveries[0];
+        assert_eq!(
+            (d.status, d.attempts, d.detail.as_str()),
+            (DeliveryStatus::Pending, 2, "HTTP 503")
+        );
+    }
+
+    /// A dead letter leaves the outbox with its reason; an operator's retry puts it back
+    /// under a new seq with its attempts reset, and a discard removes it for good while the
+    /// message keeps the delivery as discarded.
+    #[test]
+    fn a_dead_letter_is_revived_under_a_new_seq_or_discarded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let id = s.next_id(1000);
+        let queued = item(&s, id);
+        let mut rec = record(id, "lab", "C1", Status::Received);
+        attach(&mut rec, std::slice::from_ref(&queued));
+        s.put(&rec, b"raw", std::slice::from_ref(&queued))
+            .expect("put");
+        let failed = OutboxItem {
+            attempts: 3,
+            last_error: "HTTP 400".into(),
+            ..queued.clone()
+        };
+        assert_eq!(
+            s.finish(&failed, false, "HTTP 400").expect("finish"),
+            Status::Failed
+        );
+        assert!(s.outbox_items("lab/files").expect("items").is_empty());
+        assert_eq!(s.dead_letter_count("lab/files").expect("count"), 1);
+        assert_eq!(
+            s.dead_letter("lab/files", queued.seq)
+                .expect("get")
+                .expect("dead letter")
+                .last_error,
+            "HTTP 400"
+        );
+
+        let revived = s
+            .revive("lab/files", queued.seq, 5000)
+            .expect("revive")
+            .expect("there was one");
+        assert!(revived.seq > queued.seq, "a new seq, queued after the rest");
+        assert_eq!(
+            (
+                revived.attempts,
+                revived.next_attempt_ms,
+                revived.last_error.as_str()
+            ),
+            (0, 5000, "")
+        );
+        assert_eq!(revived.body, queued.body, "the same rendered bytes");
+        assert_eq!(s.dead_letter_count("lab/files").expect("count"), 0);
+        assert_eq!(
+            s.outbox_items("lab/files").expect("items"),
+            std::slice::from_ref(&revived)
+        );
+        let rec = s.get(id).expect("get").expect("record");
+        assert_eq!(rec.status, Status::Routed);
+        assert_eq!(
+            (rec.deliveries[0].seq, rec.deliveries[0].status),
+            (revived.seq, DeliveryStatus::Pending)
+        );
+        assert!(
+            s.revive("lab/files", queued.seq, 6000)
+                .expect("revive")
+                .is_none(),
+            "the old seq is gone"
+        );
+
+        let failed = OutboxItem {
+            attempts: 1,
+            ..revived.clone()
+        };
+        s.finish(&failed, false, "HTTP 400").expect("finish");
+        assert!(s.discard("lab/files", revived.seq).expect("discard"));
+        assert!(!s.discard("lab/files", revived.seq).expect("discard"));
+        assert_eq!(s.dead_letter_count("lab/files").expect("count"), 0);
+        let rec = s.get(id).expect("get").expect("record");
+        assert_eq!(rec.deliveries[0].status, DeliveryStatus::Discarded);
+        assert_eq!(rec.deliveries[0].detail, "discarded by an operator");
+    }
+
+    /// Each destination reads its own items only, in seq order, also when one name begins
+    /// with another (the length byte in the key keeps the prefixes apart).
+    #[test]
+    fn outbox_items_are_per_destination_in_seq_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Os, &m).expect("open");
+        let mut files = Vec::new();
+        for n in 0..4 {
+            let id = s.next_id(1000 + n);
+            let mine = item(&s, id);
+            let other = OutboxItem {
+                destination: "lab/files2".into(),
+                ..item(&s, id)
+            };
+            let items = vec![mine.clone(), other];
+            let mut rec = record(id, "lab", &format!("C{n}"), Status::Received);
+            attach(&mut rec, &items);
+            s.put(&rec, b"raw", &items).expect("put");
+            files.push(mine);
+        }
+        assert_eq!(s.outbox_items("lab/files").expect("items"), files);
+        assert_eq!(s.outbox_items("lab/files2").expect("items").len(), 4);
+        assert_eq!(s.queue_counts("lab/files", 3).expect("counts"), (3, 0));
+        assert_eq!(s.outbox_items("lab/file").expect("items"), []);
+    }
 }

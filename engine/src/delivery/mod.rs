@@ -35,9 +35,14 @@
 //! start, and by the hub when its message was being stored meanwhile), so no batch carries an
 //! item twice.
 //!
+//! Where to read: [`schedule`] holds the queues, timers, breaker and batching decisions of one
+//! destination, without IO, and is unit tested on a clock the test moves; `Worker::run` is
+//! the loop that asks it what to send and when to wake, and does the IO; [`report`] pairs
+//! each outcome's log line with its counters.
+//!
 //! Outcomes are settled in rounds: every delivery task that has finished when the worker wakes
-//! is settled together, the schedule first (`decide`: backoff, breaker, dead-letter rules,
-//! no IO), then the store. Deliveries that need nothing but their attempt, record and outbox
+//! is settled together, the schedule first (`Schedule::decide`: backoff, breaker, dead-letter
+//! rules, no IO), then the store. Deliveries that need nothing but their attempt, record and outbox
 //! item are written together (`Store::finish_delivered_all`: one record update per message);
 //! the others (an appointment's ledger entry, a reference, a retry, a dead letter) one by one.
 //! A waiter (`ack = "on_delivery"`) is told only after the store's commit covers the round.
@@ -49,7 +54,12 @@
 //! while waiting leaves the item in the outbox, to be sent again at the next start (as after
 //! a crash).
 
-use crate::events::{EventBus, LiveEvent};
+mod report;
+mod schedule;
+
+pub use schedule::backoff;
+
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::store::appointments::LinkScope;
 use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
@@ -59,17 +69,22 @@ use bytes::Bytes;
 use channels::destination::{
     Delivery, DeliveryConfig, DeliveryError, Destination, DestinationConfig,
 };
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use report::Report;
+use schedule::{Decision, DeliveryResult, Fetched, Schedule, Settled};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 /// How often a worker looks again whether the free-space reserve lets it write.
 const RESERVE_RECHECK: Duration = Duration::from_secs(1);
+
+/// How long an item whose outcome could not be written waits before it is sent again.
+const UNWRITTEN_RETRY: Duration = Duration::from_secs(5);
 
 /// At most this many hand-overs are taken in one wake-up of a worker (the rest at the next).
 const HANDOVERS_PER_WAKE: usize = 4096;
@@ -182,12 +197,13 @@ impl Hub {
                 store: self.store.clone(),
                 metrics: self.metrics.clone(),
                 watchers: self.watchers.clone(),
-                events: self.events.clone(),
-                delivered: self.metrics.deliveries.with_label_values(&[
+                report: Report::new(
+                    &self.metrics,
+                    self.events.clone(),
+                    &name,
                     channel,
                     config.name(),
-                    "delivered",
-                ]),
+                ),
             };
             let stop = self.shutdown.child_token();
             let join = tokio::spawn(worker.run(rx, stop.clone()));
@@ -297,15 +313,40 @@ struct Worker {
     store: Store,
     metrics: Metrics,
     watchers: Watchers,
-    events: EventBus,
-    /// `deliveries{outcome="delivered"}` of this destination, looked up once.
-    delivered: prometheus::IntCounter,
+    /// The log line, series and live event of each outcome.
+    report: Report,
 }
 
-/// The circuit breaker of one destination.
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
+/// The worker's periodic checks: the destination's health (once at start, then while it is
+/// down) and the count of its dead letters.
+struct Checks {
+    health_tx: mpsc::Sender<Result<(), String>>,
+    health_rx: mpsc::Receiver<Result<(), String>>,
+    /// A check is running.
+    checking: bool,
+    /// The last check's result, to log changes only.
+    healthy: Option<bool>,
+    every: Duration,
+    next_health: Instant,
+    next_dead_count: Instant,
+}
+
+/// Queues `first` and everything else handed over meanwhile, in one wake-up: under load the
+/// items of many messages wait here, and each wake-up reads the ready heads.
+fn take_handovers(
+    schedule: &mut Schedule,
+    first: (String, u64, u64),
+    rx: &mut mpsc::UnboundedReceiver<(String, u64, u64)>,
+) {
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some((p, seq, created)) = next.take() {
+        schedule.arrived(p, seq, created);
+        taken += 1;
+        if taken < HANDOVERS_PER_WAKE {
+            next = rx.try_recv().ok();
+        }
+    }
 }
 
 /// What one delivery task did: one entry per item (several for a batching destination),
@@ -327,23 +368,6 @@ struct LedgerContext {
     name: String,
     slots_closed: prometheus::IntCounter,
     unknown_moves: prometheus::IntCounter,
-}
-
-/// True when the head `seq` of partition `p` must wait: master data queued before it is not
-/// delivered yet (see the module).
-fn waits_for_master(queues: &HashMap<String, VecDeque<(u64, u64)>>, p: &str, seq: u64) -> bool {
-    p != crate::routing::MASTER_PARTITION
-        && queues
-            .get(crate::routing::MASTER_PARTITION)
-            .and_then(|q| q.front())
-            .is_some_and(|(master, _)| *master < seq)
-}
-
-/// Sets partition `p` aside until the master data before its head is delivered.
-fn park(parked: &mut Vec<String>, p: String) {
-    if !parked.contains(&p) {
-        parked.push(p);
-    }
 }
 
 /// Sends the items of one task: one at a time, or together to a batching destination.
@@ -675,393 +699,54 @@ impl Worker {
         })
     }
 
+    /// Runs the worker until `shutdown` or until the hub drops `rx`: reads the outbox, then
+    /// asks the schedule what to send and when to wake, and does the IO (sending, writing
+    /// outcomes, health checks, gauges).
     async fn run(
         self,
         mut rx: mpsc::UnboundedReceiver<(String, u64, u64)>,
         shutdown: CancellationToken,
     ) {
-        let labels = [self.channel.as_str(), self.dest_name.as_str()];
-        let up = self.metrics.destination_up.with_label_values(&labels);
-        let depth_gauge = self.metrics.outbox_depth.with_label_values(&labels);
-        let age_gauge = self.metrics.outbox_oldest_age.with_label_values(&labels);
-        let duration = self.metrics.delivery_duration.with_label_values(&labels);
-        self.metrics.destination_started(labels[0], labels[1]);
-        let dead_gauge = self
-            .metrics
-            .dead_letters_outstanding
-            .with_label_values(&labels);
-        let refresh_dead = || match self.store.dead_letter_count(&self.name) {
-            Ok(n) => dead_gauge.set(i64::try_from(n).unwrap_or(i64::MAX)),
-            Err(e) => {
-                warn!(destination = %self.name, error = %e, "Cannot count the dead letters.")
-            }
-        };
-        refresh_dead();
-        let mut dead_refresh_at =
-            Instant::now() + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS);
-        // `up` is set by the first health check, then by deliveries, the breaker and the
-        // checks that run while the destination is down (see `health_result`).
-        let health_every = Duration::from_secs(self.cfg.healthcheck_interval_secs.max(1));
-        let (health_tx, mut health_rx) = mpsc::channel::<Result<(), String>>(1);
-        let mut checking = true;
-        let mut healthy: Option<bool> = None;
-        let mut next_check = Instant::now() + health_every;
-        self.spawn_healthcheck(&health_tx);
-        // Partition -> (seq, created_ms) in order; heads wait in `ready` or `timers`.
-        let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
-        // Every seq in `queues`: an item is queued once, though it can be handed over twice
-        // (read from the outbox at start, and again by `Hub::enqueue` when its message was
-        // being stored while the outbox was read, or after a channel restart). Queued twice,
-        // it would go twice in a batch of whole partitions.
-        let mut queued: HashSet<u64> = HashSet::new();
-        let mut ready: VecDeque<String> = VecDeque::new();
-        let mut timers: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
-        let mut in_flight: HashSet<String> = HashSet::new();
-        // Partitions whose head waits for an earlier master-data item (see the module).
-        let mut parked: Vec<String> = Vec::new();
+        self.metrics
+            .destination_started(&self.channel, &self.dest_name);
+        self.refresh_dead_letters();
+        let mut checks = self.start_checks();
+        let mut schedule = Schedule::new(
+            self.cfg.clone(),
+            self.dest.batching(),
+            self.dest.batches_whole_partitions(),
+        );
+        self.resume(&mut schedule);
         let mut tasks: JoinSet<Outcome> = JoinSet::new();
-        let mut breaker = Breaker {
-            failures: 0,
-            open_until: None,
-        };
-        let mut depth: i64 = 0;
         let mut paused = false;
-        let batching = self.dest.batching();
-        let whole = self.dest.batches_whole_partitions();
-        let mut linger_since: Option<Instant> = None;
-        let mut linger_wake: Option<Instant>;
-        match self.store.outbox_items(&self.name) {
-            Ok(items) => {
-                for item in items {
-                    // An item without its message belongs to a message being written right
-                    // now (`Store::put` writes the items first; ingest may already run): it
-                    // stays in the outbox and comes through `Hub::enqueue` once its message
-                    // is durable, never before. Items a crash left without their message
-                    // were removed when the store opened (`Store::open`).
-                    match self.store.contains_message(item.message_id) {
-                        Ok(false) => continue,
-                        Ok(true) => {}
-                        Err(e) => {
-                            warn!(destination = %self.name, error = %e, "Cannot check an outbox item's message; taking the item.")
-                        }
-                    }
-                    if !queued.insert(item.seq) {
-                        continue;
-                    }
-                    depth += 1;
-                    let q = queues.entry(item.partition.clone()).or_default();
-                    if q.is_empty() {
-                        timers.push(Reverse((item.next_attempt_ms, item.partition.clone())));
-                    }
-                    q.push_back((item.seq, item.created_at_ms));
-                }
-                if depth > 0 {
-                    info!(destination = %self.name, waiting = depth, "Resuming deliveries from the outbox.");
-                }
-            }
-            Err(e) => {
-                error!(destination = %self.name, error = %e, "Cannot read the outbox; deliveries wait for a restart.")
-            }
-        }
-        let mut gauge_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            // Move due heads to ready.
-            let now = now_ms();
-            while let Some(Reverse((at, _))) = timers.peek() {
-                if *at > now {
-                    break;
-                }
-                if let Some(Reverse((_, p))) = timers.pop() {
-                    ready.push_back(p);
-                }
+            let may_start = self.reserve_ok(&mut paused);
+            let now = Instant::now();
+            for items in schedule.next(now, may_start, &mut |seq| self.fetch(seq)) {
+                tasks.spawn(send_items(self.dest.clone(), self.ledger_context(), items));
             }
-            // Partitions that waited for master data go again once it is delivered.
-            parked.retain(|p| {
-                let head = queues.get(p).and_then(|q| q.front()).map(|(s, _)| *s);
-                let waits = head.is_some_and(|seq| waits_for_master(&queues, p, seq));
-                if !waits {
-                    ready.push_back(p.clone());
+            let wake = match schedule.wake_at(now) {
+                // While the reserve refuses writes, look again every `RESERVE_RECHECK`.
+                w if paused => {
+                    Some(w.map_or(now + RESERVE_RECHECK, |w| w.min(now + RESERVE_RECHECK)))
                 }
-                waits
-            });
-            // Start what the reserve, the breaker and concurrency allow.
-            let reserve_ok = self.reserve_ok(&mut paused);
-            let half_open = match breaker.open_until {
-                _ if !reserve_ok => None,
-                Some(t) if Instant::now() < t => None,
-                Some(_) => Some(true),
-                None => Some(false),
-            };
-            linger_wake = None;
-            if let (Some(half_open), Some((size, linger_ms))) = (half_open, batching) {
-                let limit = if half_open {
-                    1
-                } else {
-                    self.cfg.concurrency.max(1)
-                };
-                while tasks.len() < limit {
-                    // The heads of every ready partition, oldest first; for a destination
-                    // that batches whole partitions, each head with the items queued behind
-                    // it (of its kind, in order).
-                    let mut heads: Vec<(String, OutboxItem)> = Vec::new();
-                    while let Some(p) = ready.pop_front() {
-                        if in_flight.contains(&p) || heads.iter().any(|(h, _)| *h == p) {
-                            continue;
-                        }
-                        let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
-                            continue;
-                        };
-                        if waits_for_master(&queues, &p, seq) {
-                            park(&mut parked, p);
-                            continue;
-                        }
-                        match self.store.outbox_get(&self.name, seq) {
-                            Ok(Some(i)) if whole => {
-                                let room = size.saturating_sub(heads.len() + 1);
-                                let followers: Vec<u64> = queues
-                                    .get(&p)
-                                    .map(|q| q.iter().skip(1).map(|(s, _)| *s).take(room).collect())
-                                    .unwrap_or_default();
-                                let head_kind = (i.payload.clone(), i.path.clone());
-                                heads.push((p.clone(), i));
-                                for s in followers {
-                                    match self.store.outbox_get(&self.name, s) {
-                                        Ok(Some(f))
-                                            if (f.payload.clone(), f.path.clone()) == head_kind =>
-                                        {
-                                            heads.push((p.clone(), f));
-                                        }
-                                        // Another kind, gone or unreadable: the rest wait
-                                        // for a later batch, in order.
-                                        _ => break,
-                                    }
-                                }
-                            }
-                            Ok(Some(i)) => heads.push((p, i)),
-                            Ok(None) => {
-                                if let Some(q) = queues.get_mut(&p) {
-                                    if let Some((gone, _)) = q.pop_front() {
-                                        queued.remove(&gone);
-                                    }
-                                    depth -= 1;
-                                    if !q.is_empty() {
-                                        ready.push_back(p.clone());
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
-                                timers.push(Reverse((now_ms() + 5000, p)));
-                            }
-                        }
-                        // Enough for a full batch: the other ready partitions wait their turn
-                        // (reading every head of thousands of partitions for one batch would
-                        // cost more than the batch saves).
-                        if heads.len() >= size {
-                            break;
-                        }
-                    }
-                    if heads.is_empty() {
-                        break;
-                    }
-                    // One batch: heads of the oldest head's kind (same payload and path).
-                    let kind = |i: &OutboxItem| (i.payload.clone(), i.path.clone());
-                    let first = kind(&heads[0].1);
-                    let mut batch = Vec::new();
-                    let mut others = Vec::new();
-                    for h in heads {
-                        if batch.len() < size && kind(&h.1) == first {
-                            batch.push(h);
-                        } else {
-                            others.push(h);
-                        }
-                    }
-                    let full = batch.len() >= size
-                        || first.0 == crate::routing::MAPPING_FAILED
-                        || !others.is_empty();
-                    let since = *linger_since.get_or_insert_with(Instant::now);
-                    let deadline = since + Duration::from_millis(linger_ms);
-                    if !full && Instant::now() < deadline {
-                        // Wait a little for more items of this kind.
-                        for (p, _) in batch.into_iter().rev() {
-                            ready.push_front(p);
-                        }
-                        linger_wake = Some(deadline);
-                        break;
-                    }
-                    linger_since = None;
-                    for (p, _) in others.into_iter().rev() {
-                        ready.push_front(p);
-                    }
-                    for (p, _) in &batch {
-                        in_flight.insert(p.clone());
-                    }
-                    tasks.spawn(send_items(self.dest.clone(), self.ledger_context(), batch));
-                }
-            } else if let Some(half_open) = half_open {
-                let limit = if half_open {
-                    1
-                } else {
-                    self.cfg.concurrency.max(1)
-                };
-                while in_flight.len() < limit {
-                    let Some(p) = ready.pop_front() else { break };
-                    if in_flight.contains(&p) {
-                        continue;
-                    }
-                    let Some(&(seq, _)) = queues.get(&p).and_then(|q| q.front()) else {
-                        continue;
-                    };
-                    if waits_for_master(&queues, &p, seq) {
-                        park(&mut parked, p);
-                        continue;
-                    }
-                    let item = match self.store.outbox_get(&self.name, seq) {
-                        Ok(Some(i)) => i,
-                        Ok(None) => {
-                            // Already finished (for example discarded); move on.
-                            if let Some(q) = queues.get_mut(&p) {
-                                if let Some((gone, _)) = q.pop_front() {
-                                    queued.remove(&gone);
-                                }
-                                depth -= 1;
-                                if !q.is_empty() {
-                                    ready.push_back(p.clone());
-                                }
-                            }
-                            continue;
-                        }
-                        Err(e) => {
-                            error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
-                            timers.push(Reverse((now_ms() + 5000, p)));
-                            continue;
-                        }
-                    };
-                    in_flight.insert(p.clone());
-                    tasks.spawn(send_items(
-                        self.dest.clone(),
-                        self.ledger_context(),
-                        vec![(p, item)],
-                    ));
-                }
-            }
-            let next_timer = timers.peek().map(|Reverse((at, _))| *at);
-            let breaker_wait = breaker.open_until.filter(|t| *t > Instant::now());
-            let wake = match (next_timer, breaker_wait) {
-                (_, Some(t)) => Some(t.saturating_duration_since(Instant::now())),
-                (Some(at), None) => Some(Duration::from_millis(at.saturating_sub(now_ms()))),
-                (None, None) => None,
-            };
-            let wake = match (wake, linger_wake) {
-                (Some(w), Some(l)) => Some(w.min(l.saturating_duration_since(Instant::now()))),
-                (None, Some(l)) => Some(l.saturating_duration_since(Instant::now())),
-                (w, None) => w,
-            };
-            let wake = if paused {
-                Some(wake.map_or(RESERVE_RECHECK, |w| w.min(RESERVE_RECHECK)))
-            } else {
-                wake
+                w => w,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                msg = rx.recv() => {
-                    let Some(first) = msg else { break };
-                    // Everything handed over meanwhile, in one wake-up: under load the items
-                    // of many messages wait here, and each wake-up reads the ready heads.
-                    let mut next = Some(first);
-                    let mut taken = 0;
-                    while let Some((p, seq, created)) = next.take() {
-                        // `queued`: already queued from the outbox read at start.
-                        if queued.insert(seq) {
-                            depth += 1;
-                            let q = queues.entry(p.clone()).or_default();
-                            let was_empty = q.is_empty();
-                            // In queue order (seq), however the hand-overs of two messages
-                            // interleaved; an item is never put before a head already taken.
-                            let at = q.iter().rposition(|(s, _)| *s < seq).map_or(0, |i| i + 1);
-                            let at = if in_flight.contains(&p) {
-                                at.max(1).min(q.len())
-                            } else {
-                                at
-                            };
-                            q.insert(at, (seq, created));
-                            if was_empty && !in_flight.contains(&p) {
-                                ready.push_back(p);
-                            }
-                        }
-                        taken += 1;
-                        if taken < HANDOVERS_PER_WAKE {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                }
+                msg = rx.recv() => match msg {
+                    Some(first) => take_handovers(&mut schedule, first, &mut rx),
+                    None => break,
+                },
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    // Every task that has finished by now, settled in one round.
-                    let mut outcomes = Vec::new();
-                    let mut next = Some(done);
-                    while let Some(done) = next.take() {
-                        if let Ok((items, took)) = done {
-                            for (p, item, result) in items {
-                                in_flight.remove(&p);
-                                duration.observe(took.as_secs_f64());
-                                outcomes.push((p, item, result, took));
-                            }
-                        }
-                        next = tasks.try_join_next();
-                    }
-                    let settled = self.settle_round(outcomes, &mut breaker, &up, &shutdown).await;
-                    // A round may finish several items of one partition: each leaves its own
-                    // queue entry; the partition is ready again unless one of them retries.
-                    let mut finished: Vec<String> = Vec::new();
-                    let mut retrying: HashSet<String> = HashSet::new();
-                    for (p, seq, outcome) in settled {
-                        match outcome {
-                            Settled::Done => {
-                                depth -= 1;
-                                queued.remove(&seq);
-                                if let Some(q) = queues.get_mut(&p) {
-                                    if let Some(at) = q.iter().position(|(s, _)| *s == seq) {
-                                        q.remove(at);
-                                    }
-                                }
-                                if !finished.contains(&p) {
-                                    finished.push(p);
-                                }
-                            }
-                            Settled::RetryAt(at) => {
-                                retrying.insert(p.clone());
-                                timers.push(Reverse((at, p)));
-                            }
-                        }
-                    }
-                    for p in finished {
-                        if queues.get(&p).is_some_and(VecDeque::is_empty) {
-                            queues.remove(&p);
-                        } else if !retrying.contains(&p) && queues.contains_key(&p) {
-                            ready.push_back(p);
-                        }
-                    }
+                    self.settle_tasks(done, &mut tasks, &mut schedule, &shutdown).await;
                 }
-                _ = sleep_opt(wake) => {}
-                Some(result) = health_rx.recv() => {
-                    checking = false;
-                    next_check = Instant::now() + health_every;
-                    self.health_result(result, &mut healthy, &mut breaker, depth, &up);
+                _ = sleep_until_opt(wake) => {}
+                Some(result) = checks.health_rx.recv() => {
+                    self.health_result(result, &mut checks, &mut schedule);
                 }
-                _ = gauge_tick.tick() => {
-                    if !checking && up.get() == 0 && Instant::now() >= next_check {
-                        checking = true;
-                        self.spawn_healthcheck(&health_tx);
-                    }
-                    depth_gauge.set(depth);
-                    if Instant::now() >= dead_refresh_at {
-                        refresh_dead();
-                        dead_refresh_at = Instant::now()
-                            + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS);
-                    }
-                    let oldest = queues.values().filter_map(|q| q.front().map(|(_, c)| *c)).min();
-                    age_gauge.set(oldest.map(|c| (now_ms().saturating_sub(c) / 1000) as i64).unwrap_or(0));
-                }
+                _ = tick.tick() => self.tick(&mut checks, &schedule),
             }
         }
         // Let deliveries in flight finish briefly; the rest stay in the outbox for next time.
@@ -1071,11 +756,124 @@ impl Worker {
                     .into_iter()
                     .map(|(p, item, result)| (p, item, result, took))
                     .collect();
-                self.settle_round(outcomes, &mut breaker, &up, &shutdown)
-                    .await;
+                self.settle_round(outcomes, &mut schedule, &shutdown).await;
             }
         })
         .await;
+    }
+
+    /// Settles, in one round, the task that ended (`done`) and every other that has ended
+    /// by now; the schedule learns which partitions are free and how each item ended.
+    async fn settle_tasks(
+        &self,
+        done: Result<Outcome, tokio::task::JoinError>,
+        tasks: &mut JoinSet<Outcome>,
+        schedule: &mut Schedule,
+        shutdown: &CancellationToken,
+    ) {
+        let mut outcomes = Vec::new();
+        let mut next = Some(done);
+        while let Some(done) = next.take() {
+            let (items, took) = done.unwrap_or_default();
+            schedule.task_ended(items.iter().map(|(p, _, _)| p.as_str()));
+            for (p, item, result) in items {
+                self.report.duration.observe(took.as_secs_f64());
+                outcomes.push((p, item, result, took));
+            }
+            next = tasks.try_join_next();
+        }
+        let settled = self.settle_round(outcomes, schedule, shutdown).await;
+        schedule.settled(settled);
+    }
+
+    /// The first health check, started now, and the times of the periodic checks.
+    fn start_checks(&self) -> Checks {
+        let every = Duration::from_secs(self.cfg.healthcheck_interval_secs.max(1));
+        let (health_tx, health_rx) = mpsc::channel(1);
+        self.spawn_healthcheck(&health_tx);
+        let now = Instant::now();
+        Checks {
+            health_tx,
+            health_rx,
+            checking: true,
+            healthy: None,
+            every,
+            next_health: now + every,
+            next_dead_count: now + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS),
+        }
+    }
+
+    /// Once a second: a health check while the destination is down, the queue gauges, and
+    /// now and then the dead letters counted again.
+    fn tick(&self, checks: &mut Checks, schedule: &Schedule) {
+        let now = Instant::now();
+        if !checks.checking && self.report.up.get() == 0 && now >= checks.next_health {
+            checks.checking = true;
+            self.spawn_healthcheck(&checks.health_tx);
+        }
+        self.report
+            .queue(schedule.depth(), schedule.oldest_created_ms(), now_ms());
+        if now >= checks.next_dead_count {
+            self.refresh_dead_letters();
+            checks.next_dead_count =
+                now + Duration::from_secs(crate::metrics::DEAD_LETTERS_REFRESH_SECS);
+        }
+    }
+
+    /// Queues what the outbox holds for this destination, each item at its next attempt.
+    fn resume(&self, schedule: &mut Schedule) {
+        let items = match self.store.outbox_items(&self.name) {
+            Ok(items) => items,
+            Err(e) => {
+                error!(destination = %self.name, error = %e, "Cannot read the outbox; deliveries wait for a restart.");
+                return;
+            }
+        };
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut waiting = 0;
+        for item in items {
+            // An item without its message belongs to a message being written right now
+            // (`Store::put` writes the items first; ingest may already run): it stays in the
+            // outbox and comes through `Hub::enqueue` once its message is durable, never
+            // before. Items a crash left without their message were removed when the store
+            // opened (`Store::open`).
+            match self.store.contains_message(item.message_id) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    warn!(destination = %self.name, error = %e, "Cannot check an outbox item's message; taking the item.")
+                }
+            }
+            let due = now + Duration::from_millis(item.next_attempt_ms.saturating_sub(wall));
+            if schedule.resume(item.partition, item.seq, item.created_at_ms, due) {
+                waiting += 1;
+            }
+        }
+        if waiting > 0 {
+            info!(destination = %self.name, waiting, "Resuming deliveries from the outbox.");
+        }
+    }
+
+    /// Reads an outbox item for the schedule.
+    fn fetch(&self, seq: u64) -> Fetched {
+        match self.store.outbox_get(&self.name, seq) {
+            Ok(Some(item)) => Fetched::Item(item),
+            Ok(None) => Fetched::Gone,
+            Err(e) => {
+                error!(destination = %self.name, error = %e, "Cannot read an outbox item; retrying in 5 s.");
+                Fetched::Unreadable
+            }
+        }
+    }
+
+    /// Sets the outstanding dead letters gauge from the store.
+    fn refresh_dead_letters(&self) {
+        match self.store.dead_letter_count(&self.name) {
+            Ok(n) => self.report.dead_letters_counted(n),
+            Err(e) => {
+                warn!(destination = %self.name, error = %e, "Cannot count the dead letters.")
+            }
+        }
     }
 
     /// Whether deliveries may start: not while the free-space reserve refuses writes, since
@@ -1141,62 +939,47 @@ impl Worker {
     fn health_result(
         &self,
         result: Result<(), String>,
-        healthy: &mut Option<bool>,
-        breaker: &mut Breaker,
-        depth: i64,
-        up: &prometheus::IntGauge,
+        checks: &mut Checks,
+        schedule: &mut Schedule,
     ) {
+        checks.checking = false;
+        checks.next_health = Instant::now() + checks.every;
+        let first = checks.healthy != Some(result.is_ok());
+        checks.healthy = Some(result.is_ok());
         match result {
-            Ok(()) => {
-                if *healthy != Some(true) {
-                    info!(destination = %self.name, "Destination health check passed.");
-                }
-                *healthy = Some(true);
-                if breaker.open_until.is_some() && depth > 0 {
-                    return;
-                }
-                breaker.open_until = None;
-                breaker.failures = 0;
-                up.set(1);
-            }
-            Err(e) => {
-                if *healthy != Some(false) {
-                    warn!(destination = %self.name, error = %e, "Destination health check failed; checking again while it is down.");
-                }
-                *healthy = Some(false);
-                up.set(0);
-            }
+            Ok(()) => self.report.health_passed(first, schedule.health_passed()),
+            Err(e) => self.report.health_failed(first, &e),
         }
     }
 
     /// Settles the outcomes of a round (every delivery task that finished by one wake-up):
-    /// the schedule decides each ([`decide`]), the deliveries that need nothing but their
-    /// attempt, record and outbox item are written together
+    /// the schedule decides each ([`Schedule::decide`]), the deliveries that need nothing
+    /// but their attempt, record and outbox item are written together
     /// ([`Store::finish_delivered_all`]), the others one by one. Returns, per item, its
     /// partition, seq and what its queue should do. Waiters are told once the outcomes are
     /// durable ([`Worker::tell_when_durable`]).
     async fn settle_round(
         &self,
         outcomes: Vec<(String, OutboxItem, DeliveryResult, Duration)>,
-        breaker: &mut Breaker,
-        up: &prometheus::IntGauge,
+        schedule: &mut Schedule,
         shutdown: &CancellationToken,
     ) -> Vec<(String, u64, Settled)> {
         let mut settled = Vec::with_capacity(outcomes.len());
         let mut plain = Vec::new();
         let mut ended = Vec::new();
         for (p, mut item, result, took) in outcomes {
-            let now = (now_ms(), Instant::now());
+            let now = Instant::now();
             let (decision, attempt, moved) =
-                decide(&self.cfg, breaker, &mut item, result, took, now);
-            self.report_breaker(moved, breaker, up);
+                schedule.decide(&mut item, result, took, now_ms(), now);
+            self.report.breaker(
+                moved,
+                schedule.breaker().failures,
+                self.cfg.breaker_cooldown_secs,
+            );
             let seq = item.seq;
             let outcome = match decision {
                 Decision::Delivered(receipt) => {
-                    up.set(1);
-                    self.delivered.inc();
-                    debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
-                    self.publish("delivered", &item);
+                    self.report.delivered(&item);
                     match self.ledger_write(&item, &receipt) {
                         None if item.reference.is_none() => {
                             plain.push((p, item, attempt, receipt.detail));
@@ -1212,12 +995,12 @@ impl Worker {
                     }
                 }
                 Decision::Retry { error, delay } => {
-                    self.retry(&item, &attempt, &error, delay, shutdown).await;
-                    Settled::RetryAt(item.next_attempt_ms)
+                    self.report.retrying(&item, &error, delay);
+                    self.retry(&item, &attempt, shutdown).await;
+                    Settled::RetryAt(now + delay)
                 }
                 Decision::DeadLetter { reason } => {
-                    self.count_dead_letter(&item, &reason);
-                    self.publish("dead_letter", &item);
+                    self.report.dead_letter(&item, &reason);
                     let written = self
                         .finish(&item, &attempt, (false, &reason), None, shutdown)
                         .await;
@@ -1231,35 +1014,8 @@ impl Worker {
         settled
     }
 
-    /// Logs a move of the circuit breaker and reports the destination down while it is open.
-    fn report_breaker(&self, moved: BreakerMove, breaker: &Breaker, up: &prometheus::IntGauge) {
-        match moved {
-            BreakerMove::Closed => {
-                info!(destination = %self.name, "Destination is taking deliveries again.")
-            }
-            BreakerMove::Opened => {
-                warn!(destination = %self.name, failures = breaker.failures, cooldown_secs = self.cfg.breaker_cooldown_secs, "Destination is failing; pausing deliveries.");
-                up.set(0);
-            }
-            BreakerMove::KeptOpen => up.set(0),
-            BreakerMove::Unchanged => {}
-        }
-    }
-
     /// Records a failed attempt that will be tried again, and its new schedule.
-    async fn retry(
-        &self,
-        item: &OutboxItem,
-        attempt: &Attempt,
-        error: &DeliveryError,
-        delay: Duration,
-        shutdown: &CancellationToken,
-    ) {
-        self.metrics
-            .deliveries
-            .with_label_values(&[self.channel.as_str(), self.dest_name.as_str(), "retried"])
-            .inc();
-        warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "Delivery failed, will retry.");
+    async fn retry(&self, item: &OutboxItem, attempt: &Attempt, shutdown: &CancellationToken) {
         let recorded = self
             .write(item.message_id, shutdown, || {
                 self.store
@@ -1270,34 +1026,6 @@ impl Worker {
         if let Err(se) = recorded {
             error!(destination = %self.name, error = %se, "Cannot record the retry.");
         }
-        self.publish("retrying", item);
-    }
-
-    /// Counts a delivery that failed for good and logs it.
-    fn count_dead_letter(&self, item: &OutboxItem, reason: &str) {
-        let labels = [self.channel.as_str(), self.dest_name.as_str()];
-        self.metrics
-            .deliveries
-            .with_label_values(&[labels[0], labels[1], "dead_letter"])
-            .inc();
-        self.metrics.dead_letters.with_label_values(&labels).inc();
-        self.metrics
-            .dead_letters_outstanding
-            .with_label_values(&labels)
-            .inc();
-        error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
-    }
-
-    fn publish(&self, kind: &str, item: &OutboxItem) {
-        self.events.publish_with(|| LiveEvent {
-            kind: kind.into(),
-            id: item.message_id.to_string(),
-            channel: self.channel.clone(),
-            message_type: String::new(),
-            control_id: item.control_id.clone().unwrap_or_default(),
-            destination: item.destination.clone(),
-            at_ms: now_ms(),
-        });
     }
 
     /// Writes one finished delivery with its ledger entry or reference, or a dead letter;
@@ -1352,7 +1080,13 @@ impl Worker {
                 error!(destination = %self.name, error = %e, items = plain.len(), "Cannot record finished deliveries; they will be retried.");
                 plain
                     .into_iter()
-                    .map(|(p, item, _, _)| (p, item.seq, Settled::RetryAt(now_ms() + 5000)))
+                    .map(|(p, item, _, _)| {
+                        (
+                            p,
+                            item.seq,
+                            Settled::RetryAt(Instant::now() + UNWRITTEN_RETRY),
+                        )
+                    })
                     .collect()
             }
         }
@@ -1391,9 +1125,6 @@ impl Worker {
     }
 }
 
-/// The result of one delivery, as a task hands it back.
-type DeliveryResult = Result<channels::destination::Receipt, DeliveryError>;
-
 /// What the queue does with an item whose end (delivered or dead letter) was written or
 /// not; a message that ended with it is noted for its waiters.
 fn settled_as(
@@ -1410,7 +1141,7 @@ fn settled_as(
         Err(e) => {
             // The item stays in the outbox: it will be sent again (at least once).
             error!(destination = %item.destination, error = %e, "Cannot record a finished delivery; it will be retried.");
-            Settled::RetryAt(now_ms() + 5000)
+            Settled::RetryAt(Instant::now() + UNWRITTEN_RETRY)
         }
     }
 }
@@ -1424,133 +1155,10 @@ fn ending(item: &OutboxItem, status: Status, detail: &str) -> Option<(u64, Finis
     }
 }
 
-/// What the schedule decided for one attempt's outcome.
-#[derive(Debug)]
-enum Decision {
-    /// Delivered: record it.
-    Delivered(channels::destination::Receipt),
-    /// Failed; tried again at the item's `next_attempt_ms` (set), `delay` from now.
-    Retry {
-        /// Why it failed.
-        error: DeliveryError,
-        /// The backoff chosen.
-        delay: Duration,
-    },
-    /// Failed for good: into the dead letters with this reason.
-    DeadLetter {
-        /// The reason recorded.
-        reason: String,
-    },
-}
-
-/// How one outcome moved the circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BreakerMove {
-    /// Nothing to report.
-    Unchanged,
-    /// It was open; a delivery closed it.
-    Closed,
-    /// It opened now.
-    Opened,
-    /// It was open and a failure kept it open for another cool-down.
-    KeptOpen,
-}
-
-/// The schedule's part of settling one outcome, without IO: counts the attempt on `item`,
-/// moves the breaker, and decides between delivered, retry (with its backoff, the item's
-/// next attempt and last error set) and dead letter; returns the attempt to record.
-/// `now` is the wall clock in Unix ms (for the item) and the monotonic clock (the breaker).
-fn decide(
-    cfg: &DeliveryConfig,
-    breaker: &mut Breaker,
-    item: &mut OutboxItem,
-    result: DeliveryResult,
-    took: Duration,
-    (now_ms, now): (u64, Instant),
-) -> (Decision, Attempt, BreakerMove) {
-    item.attempts += 1;
-    let mut attempt = Attempt {
-        destination: item.destination.clone(),
-        attempt: item.attempts,
-        at_ms: now_ms,
-        outcome: String::new(),
-        status: None,
-        detail: String::new(),
-        duration_ms: took.as_millis() as u64,
-        answer: None,
-    };
-    let e = match result {
-        Ok(receipt) => {
-            breaker.failures = 0;
-            let moved = match breaker.open_until.take() {
-                Some(_) => BreakerMove::Closed,
-                None => BreakerMove::Unchanged,
-            };
-            item.last_error.clear();
-            attempt.outcome = "delivered".into();
-            attempt.status = receipt.status;
-            attempt.detail = receipt.detail.clone();
-            attempt.answer = receipt.answer.clone();
-            return (Decision::Delivered(receipt), attempt, moved);
-        }
-        Err(e) => e,
-    };
-    attempt.status = e.status;
-    attempt.detail = e.reason.clone();
-    attempt.answer = e.answer.clone();
-    let mut moved = BreakerMove::Unchanged;
-    if e.is_retryable() {
-        breaker.failures += 1;
-        if breaker.failures >= cfg.breaker_failures {
-            moved = match breaker.open_until {
-                None => BreakerMove::Opened,
-                Some(_) => BreakerMove::KeptOpen,
-            };
-            breaker.open_until = Some(now + Duration::from_secs(cfg.breaker_cooldown_secs));
-        }
-    }
-    let exhausted = item.attempts >= cfg.max_attempts
-        || now_ms.saturating_sub(item.created_at_ms) >= cfg.max_age_secs * 1000;
-    if e.is_retryable() && !exhausted {
-        let delay = backoff(cfg, item.attempts, e.retry_after);
-        item.next_attempt_ms = now_ms + delay.as_millis() as u64;
-        item.last_error = e.reason.clone();
-        attempt.outcome = "retry".into();
-        return (Decision::Retry { error: e, delay }, attempt, moved);
-    }
-    let reason = if e.is_retryable() {
-        format!("gave up after {} attempts: {}", item.attempts, e.reason)
-    } else {
-        e.reason.clone()
-    };
-    item.last_error = reason.clone();
-    attempt.outcome = "dead_letter".into();
-    (Decision::DeadLetter { reason }, attempt, moved)
-}
-
-enum Settled {
-    Done,
-    RetryAt(u64),
-}
-
-/// The delay before attempt `attempts + 1`: base * 2^(attempts-1), capped, with jitter in
-/// [50%, 100%], and never shorter than what the destination asked for.
-pub fn backoff(cfg: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = cfg
-        .backoff_base_ms
-        .saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
-    let capped = exp.min(cfg.backoff_max_ms);
-    let jittered = capped / 2 + rand::random_range(0..=capped / 2);
-    let asked = retry_after
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        .min(3_600_000);
-    Duration::from_millis(jittered.max(asked))
-}
-
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
+/// Sleeps until `at`; forever without one.
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -1559,31 +1167,6 @@ async fn sleep_opt(d: Option<Duration>) {
 mod tests {
     use super::*;
 
-    /// A partition's head waits while master data queued before it is undelivered, and only
-    /// then; the master partition itself never waits.
-    #[test]
-    fn heads_queued_after_undelivered_master_data_wait_for_it() {
-        let master = crate::routing::MASTER_PARTITION;
-        let mut queues: HashMap<String, VecDeque<(u64, u64)>> = HashMap::new();
-        queues.insert("MRN1".into(), VecDeque::from([(5, 0)]));
-        queues.insert("MRN2".into(), VecDeque::from([(2, 0)]));
-        assert!(
-            !waits_for_master(&queues, "MRN1", 5),
-            "no master data queued"
-        );
-        queues.insert(master.into(), VecDeque::from([(3, 0), (7, 0)]));
-        assert!(
-            waits_for_master(&queues, "MRN1", 5),
-            "queued after master item 3"
-        );
-        assert!(!waits_for_master(&queues, "MRN2", 2), "queued before it");
-        assert!(!waits_for_master(&queues, master, 3));
-        queues.insert(master.into(), VecDeque::new());
-        assert!(
-            !waits_for_master(&queues, "MRN1", 5),
-            "master data delivered"
-        );
-    }
     use crate::config::Durability;
     use crate::store::outbox::attach;
     use crate::store::tests::record;
@@ -1786,162 +1369,6 @@ mod tests {
         }
     }
 
-    fn receipt() -> DeliveryResult {
-        Ok(channels::destination::Receipt {
-            status: None,
-            detail: "written".into(),
-            answer: None,
-        })
-    }
-
-    /// The schedule without IO: backoff, breaker and the dead-letter rules, with the clocks
-    /// given (no timing in the test).
-    #[test]
-    fn the_schedule_retries_with_backoff_opens_the_breaker_and_gives_up() {
-        let cfg = DeliveryConfig {
-            backoff_base_ms: 1000,
-            backoff_max_ms: 8000,
-            max_attempts: 4,
-            max_age_secs: 3600,
-            breaker_failures: 2,
-            breaker_cooldown_secs: 30,
-            ..DeliveryConfig::default()
-        };
-        let mut breaker = Breaker {
-            failures: 0,
-            open_until: None,
-        };
-        let t0 = Instant::now();
-        let now = 1_000_000;
-        let mut item = queued(1, 1, "P1", now);
-        let fail = || Err(DeliveryError::retry("connection refused"));
-        let mut moves = Vec::new();
-        for n in 1..=3u32 {
-            let at = (now + u64::from(n), t0 + Duration::from_millis(u64::from(n)));
-            let (d, attempt, moved) =
-                decide(&cfg, &mut breaker, &mut item, fail(), Duration::ZERO, at);
-            let Decision::Retry { delay, .. } = d else {
-                panic!("attempt {n}: {d:?}")
-            };
-            let full = 1000u64 << (n - 1);
-            let ms = delay.as_millis() as u64;
-            assert!(ms >= full / 2 && ms <= full, "attempt {n}: {ms}");
-            assert_eq!(item.next_attempt_ms, at.0 + ms);
-            assert_eq!(item.last_error, "connection refused");
-            assert_eq!((attempt.attempt, attempt.outcome.as_str()), (n, "retry"));
-            moves.push(moved);
-        }
-        assert_eq!(
-            moves,
-            [
-                BreakerMove::Unchanged,
-                BreakerMove::Opened,
-                BreakerMove::KeptOpen
-            ]
-        );
-        assert_eq!(
-            breaker.open_until,
-            Some(t0 + Duration::from_millis(3) + Duration::from_secs(30))
-        );
-        // The fourth failure is the last allowed attempt.
-        let (d, attempt, _) = decide(
-            &cfg,
-            &mut breaker,
-            &mut item,
-            fail(),
-            Duration::ZERO,
-            (now + 4, t0),
-        );
-        let Decision::DeadLetter { reason } = d else {
-            panic!("{d:?}")
-        };
-        assert_eq!(reason, "gave up after 4 attempts: connection refused");
-        assert_eq!(item.last_error, reason);
-        assert_eq!(attempt.outcome, "dead_letter");
-        // A delivery closes the breaker and resets its count.
-        let mut next = queued(2, 2, "P2", now);
-        let (d, attempt, moved) = decide(
-            &cfg,
-            &mut breaker,
-            &mut next,
-            receipt(),
-            Duration::from_millis(7),
-            (now + 5, t0),
-        );
-        assert!(matches!(d, Decision::Delivered(_)), "{d:?}");
-        assert_eq!(moved, BreakerMove::Closed);
-        assert_eq!((breaker.failures, breaker.open_until), (0, None));
-        assert_eq!(
-            (attempt.outcome.as_str(), attempt.duration_ms, next.attempts),
-            ("delivered", 7, 1)
-        );
-    }
-
-    #[test]
-    fn a_permanent_error_or_an_old_item_goes_to_the_dead_letters_at_once() {
-        let cfg = DeliveryConfig {
-            max_age_secs: 60,
-            breaker_failures: 1,
-            ..DeliveryConfig::default()
-        };
-        let mut breaker = Breaker {
-            failures: 0,
-            open_until: None,
-        };
-        let now = 10_000_000;
-        let mut item = queued(1, 1, "P1", now);
-        let refused = Err(DeliveryError::permanent("HTTP 400"));
-        let (d, _, moved) = decide(
-            &cfg,
-            &mut breaker,
-            &mut item,
-            refused,
-            Duration::ZERO,
-            (now, Instant::now()),
-        );
-        assert!(
-            matches!(d, Decision::DeadLetter { ref reason } if reason == "HTTP 400"),
-            "{d:?}"
-        );
-        assert_eq!(
-            (moved, breaker.failures),
-            (BreakerMove::Unchanged, 0),
-            "not the destination's fault"
-        );
-        let mut old = queued(2, 2, "P1", now - 61_000);
-        let mut asked = DeliveryError::retry("HTTP 503");
-        asked.retry_after = Some(Duration::from_secs(5));
-        let (d, _, moved) = decide(
-            &cfg,
-            &mut breaker,
-            &mut old,
-            Err(asked),
-            Duration::ZERO,
-            (now, Instant::now()),
-        );
-        assert!(
-            matches!(d, Decision::DeadLetter { ref reason } if reason == "gave up after 1 attempts: HTTP 503"),
-            "{d:?}"
-        );
-        assert_eq!(moved, BreakerMove::Opened);
-        let mut young = queued(3, 3, "P1", now);
-        let mut asked = DeliveryError::retry("HTTP 429");
-        asked.retry_after = Some(Duration::from_secs(120));
-        let (d, _, _) = decide(
-            &cfg,
-            &mut breaker,
-            &mut young,
-            Err(asked),
-            Duration::ZERO,
-            (now, Instant::now()),
-        );
-        assert!(
-            matches!(d, Decision::Retry { delay, .. } if delay == Duration::from_secs(120)),
-            "{d:?}"
-        );
-        assert_eq!(young.next_attempt_ms, now + 120_000);
-    }
-
     /// A batching destination under load: the outcomes of the tasks that finish by one
     /// wake-up are settled together. Every message ends delivered with one attempt and its
     /// file written, the outbox empty, and each `on_delivery` waiter is told.
@@ -2008,25 +1435,200 @@ mod tests {
         hub.stop_channel("lab").await;
     }
 
-    #[test]
-    fn backoff_doubles_caps_and_honours_retry_after() {
-        let cfg = DeliveryConfig {
-            backoff_base_ms: 1000,
-            backoff_max_ms: 300_000,
-            ..DeliveryConfig::default()
-        };
-        for attempts in 1..=12u32 {
-            let d = backoff(&cfg, attempts, None).as_millis() as u64;
-            let full = (1000u64 << (attempts - 1)).min(300_000);
-            assert!(
-                d >= full / 2 && d <= full,
-                "attempt {attempts}: {d} not in [{}, {full}]",
-                full / 2
+    /// The worker end to end against a webhook on 127.0.0.1: a refused delivery is retried
+    /// with its backoff and the same idempotency key, the next item of its partition is not
+    /// sent before it is delivered, another partition does not wait for it, a permanent
+    /// refusal goes to the dead letters and its waiter is told why, and each outcome's
+    /// counter says what the store says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_webhook_destination_gets_retries_in_order_and_dead_letters_with_their_reason() {
+        use axum::http::{HeaderMap, StatusCode};
+        // Every request as (body, idempotency key); "first" is refused twice, "bad" always.
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let log = log.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut log = log.lock().expect("log");
+                    log.push((body.clone(), key));
+                    let times = log.iter().filter(|(b, _)| *b == body).count();
+                    match body.as_str() {
+                        "first" if times <= 2 => StatusCode::SERVICE_UNAVAILABLE,
+                        "bad" => StatusCode::BAD_REQUEST,
+                        _ => StatusCode::OK,
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let shutdown = stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("t");
+        let store = Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
+        let hub = Hub::new(
+            store.clone(),
+            metrics.clone(),
+            EventBus::default(),
+            CancellationToken::new(),
+        );
+        hub.start_channel(
+            "lab",
+            &[DestinationConfig::Webhook(
+                channels::webhook::sender::WebhookConfig {
+                    name: "hook".into(),
+                    url: format!("http://{addr}/hook"),
+                    bearer_token: None,
+                    api_key_header: None,
+                    api_key: None,
+                    signing_secret: None,
+                    signature_header: "X-Switchboard-Signature".into(),
+                    idempotency_header: "Idempotency-Key".into(),
+                    timeout_secs: 5,
+                    health_url: None,
+                    delivery: DeliveryConfig {
+                        backoff_base_ms: 20,
+                        backoff_max_ms: 40,
+                        breaker_failures: 100,
+                        ..DeliveryConfig::default()
+                    },
+                },
+            )],
+        )
+        .expect("start");
+        let mut items = Vec::new();
+        let mut waiters = Vec::new();
+        for (partition, body) in [
+            ("P1", "first"),
+            ("P1", "second"),
+            ("P2", "other"),
+            ("P3", "bad"),
+        ] {
+            let id = store.next_id(now_ms());
+            let item = OutboxItem {
+                partition: partition.into(),
+                content_type: "text/plain".into(),
+                body: body.as_bytes().to_vec(),
+                ..queued(id, store.next_seq(), partition, now_ms())
+            };
+            let item = OutboxItem {
+                destination: "lab/hook".into(),
+                idempotency_key: format!("{id}-hook"),
+                ..item
+            };
+            let mut rec = record(id, "lab", &format!("C{}", item.seq), Status::Received);
+            attach(&mut rec, std::slice::from_ref(&item));
+            store
+                .put(&rec, b"raw", std::slice::from_ref(&item))
+                .expect("put");
+            store.commit().await.expect("commit");
+            waiters.push(hub.watch(id));
+            hub.enqueue(std::slice::from_ref(&item));
+            items.push(item);
+        }
+        let mut told = Vec::new();
+        for w in waiters {
+            told.push(
+                tokio::time::timeout(Duration::from_secs(30), w)
+                    .await
+                    .expect("told within the deadline")
+                    .expect("not dropped"),
             );
         }
         assert_eq!(
-            backoff(&cfg, 1, Some(Duration::from_secs(120))),
-            Duration::from_secs(120)
+            told[..3],
+            [
+                Finished::Delivered,
+                Finished::Delivered,
+                Finished::Delivered
+            ]
         );
+        assert!(
+            matches!(&told[3], Finished::Failed(reason) if reason.contains("400")),
+            "{:?}",
+            told[3]
+        );
+        let seen = seen.lock().expect("log").clone();
+        let p1: Vec<&str> = seen
+            .iter()
+            .map(|(b, _)| b.as_str())
+            .filter(|b| *b == "first" || *b == "second")
+            .collect();
+        assert_eq!(
+            p1,
+            ["first", "first", "first", "second"],
+            "P1's second item went only after its first was delivered"
+        );
+        let keys: Vec<&str> = seen
+            .iter()
+            .filter(|(b, _)| b == "first")
+            .map(|(_, k)| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [items[0].idempotency_key.as_str(); 3],
+            "the same key each time"
+        );
+        let attempts: Vec<String> = store
+            .attempts_of(items[0].message_id)
+            .expect("attempts")
+            .into_iter()
+            .map(|a| a.outcome)
+            .collect();
+        let on_record = store
+            .get(items[0].message_id)
+            .expect("get")
+            .expect("record");
+        assert_eq!(on_record.status, Status::Delivered);
+        assert_eq!(on_record.deliveries[0].attempts, 3);
+        assert_eq!(attempts[..2], ["retry", "retry"], "{attempts:?}");
+        let bad = store
+            .get(items[3].message_id)
+            .expect("get")
+            .expect("record");
+        assert_eq!(bad.status, Status::Failed);
+        assert_eq!(store.dead_letter_count("lab/hook").expect("count"), 1);
+        assert!(store.outbox_items("lab/hook").expect("items").is_empty());
+        let outcome = |o: &str| {
+            metrics
+                .deliveries
+                .with_label_values(&["lab", "hook", o])
+                .get()
+        };
+        assert_eq!(
+            (
+                outcome("delivered"),
+                outcome("retried"),
+                outcome("dead_letter")
+            ),
+            (3, 2, 1)
+        );
+        let labels = ["lab", "hook"];
+        assert_eq!(metrics.dead_letters.with_label_values(&labels).get(), 1);
+        assert_eq!(
+            metrics
+                .dead_letters_outstanding
+                .with_label_values(&labels)
+                .get(),
+            1
+        );
+        hub.stop_channel("lab").await;
+        stop.cancel();
+        let _ = server.await;
     }
 }
