@@ -244,7 +244,7 @@ async fn sender(c: usize, addrs: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>,
 }
 
 /// The log filter of the nodes of the load test: the cluster's steps at debug level.
-const NODE_LOG: &str = "info,engine::cluster=debug";
+const NODE_LOG: &str = "info,engine::cluster=debug,engine::delivery=debug";
 
 /// Starts node `i` of `cfg` with its log appended to `logs/node<i>.log`.
 fn start_logged(cfg: &TestConfig, logs: &Path, i: usize) -> EngineProcess {
@@ -260,6 +260,28 @@ fn start_logged(cfg: &TestConfig, logs: &Path, i: usize) -> EngineProcess {
         Stdio::from(file),
         &[("RUST_LOG", NODE_LOG)],
     )
+}
+
+/// Copies the nodes' logs out of the test's temporary folder when the test fails and
+/// `SWITCHBOARD_KEEP_LOGS` is set.
+struct KeepLogs(PathBuf);
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        let always = std::env::var("SWITCHBOARD_KEEP_LOGS").is_ok_and(|v| v == "always");
+        if !(always || std::thread::panicking())
+            || std::env::var_os("SWITCHBOARD_KEEP_LOGS").is_none()
+        {
+            return;
+        }
+        let keep = std::env::temp_dir().join(format!("cluster-logs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for i in 0..3 {
+            let name = format!("node{i}.log");
+            let _ = std::fs::copy(self.0.join(&name), keep.join(&name));
+        }
+        eprintln!("node logs kept in {}", keep.display());
+    }
 }
 
 /// Prints the work stream's state and each partition consumer's position.
@@ -344,15 +366,6 @@ async fn explain_missing(alive: &[&EngineProcess], missing: &[&String], logs: &P
             eprintln!("{l}");
         }
     }
-    if std::env::var_os("SWITCHBOARD_KEEP_LOGS").is_some() {
-        let keep = std::env::temp_dir().join(format!("cluster-logs-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&keep);
-        for i in 0..3 {
-            let name = format!("node{i}.log");
-            let _ = std::fs::copy(logs.join(&name), keep.join(&name));
-        }
-        eprintln!("node logs kept in {}", keep.display());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -365,6 +378,7 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
         .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 3, &sink.url))
         .collect();
     let logs = dir.path().join("logs");
+    let _keep = KeepLogs(logs.clone());
     let mut engines: Vec<Option<EngineProcess>> = cfgs
         .iter()
         .enumerate()
@@ -482,6 +496,24 @@ async fn a_node_and_a_nats_server_die_under_load_and_every_acked_message_arrives
         );
     }
     for (patient, ns) in &order {
+        if let Some(w) = ns.windows(2).find(|w| w[0] >= w[1]) {
+            let sender = patient
+                .trim_start_matches('P')
+                .split('x')
+                .next()
+                .unwrap_or("");
+            let alive: Vec<&EngineProcess> = engines.iter().flatten().collect();
+            for n in [w[0], w[1]] {
+                let control = format!("C{sender}n{n}");
+                for (i, e) in alive.iter().enumerate() {
+                    let rec = record_on(e, &control).await.unwrap_or_default();
+                    eprintln!(
+                        "{control} on live node #{i}: id {} status {} deliveries {}",
+                        rec["id"], rec["status"], rec["deliveries"]
+                    );
+                }
+            }
+        }
         assert!(
             ns.windows(2).all(|w| w[0] < w[1]),
             "patient {patient} out of order: {ns:?}"

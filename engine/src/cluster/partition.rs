@@ -1,8 +1,16 @@
 //! One partition's consumer, run by the node that holds the partition's lease.
 //!
 //! Each partition has one durable pull consumer on the work stream, `part-<N>`, filtered to
-//! its subject, with `max_ack_pending = 1`: one message in flight, so a patient's messages
-//! are delivered in stream order. A node that takes a partition (from a dead node, after a
+//! its subject, with up to [`WINDOW`] messages in flight. The owner takes them up one after
+//! the other, in stream order, into its outbox, whose queues keep a patient's messages in
+//! the order they were taken up; each is acknowledged when its own deliveries are finished.
+//! When a message cannot be taken up (the store fails, or it is sealed under a key this
+//! node lacks), the consumer ends and starts again just after its ack floor, so nothing is
+//! taken up behind a message that was not. So does a jump in the consumer's delivery
+//! numbers: the consumer numbers every delivery 1, 2, 3..., and under load (a NATS server
+//! killed, leaders moving) one delivery of a window was seen never to reach this node while
+//! the next ones did; taking those up would deliver a patient's later message before an
+//! earlier one. A node that takes a partition (from a dead node, after a
 //! rebalance, or its own after a restart) reads the consumer's ack floor, deletes it and
 //! creates it again starting just after that floor. So it resumes at once at the first
 //! message not yet acknowledged, without waiting for the dead owner's `ack_wait` to expire,
@@ -30,6 +38,7 @@ use crate::store::Store;
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, AckKind};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +47,11 @@ use tracing::{debug, error, info, warn};
 
 /// How long the stream waits for an acknowledgement before it offers a message again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Messages of one partition in flight at once (taken up, not yet acknowledged): the
+/// consumer's `max_ack_pending`. One at a time bounded a partition to one round trip of
+/// store, destination, notice and acknowledgement per message.
+pub(super) const WINDOW: usize = 128;
 
 /// How often a partition's owner removes from the stream what it no longer needs.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -81,6 +95,10 @@ async fn consume(
         .await
         .map_err(|e| format!("consumer: {e}"))?;
     let mut prune_timer = tokio::time::interval(PRUNE_EVERY);
+    let mut in_flight = FuturesUnordered::new();
+    // The consumer numbers each delivery 1, 2, 3...: a jump means a message of the partition
+    // never reached this node, and taking up the next would put it behind a later one.
+    let mut delivered = 0u64;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -89,10 +107,24 @@ async fn consume(
                 Ok(n) => info!(partition = p, removed = n, "Finished work past its retention removed from the stream."),
                 Err(e) => warn!(partition = p, error = %e, "Cannot remove finished work from the stream; tried again later."),
             },
-            next = messages.next() => match next {
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => finished?,
+            next = messages.next(), if in_flight.len() < WINDOW => match next {
                 None => return Err("the consumer's messages ended".into()),
                 Some(Err(e)) => return Err(format!("consumer: {e}")),
-                Some(Ok(msg)) => handle(cluster, pipeline, p, msg).await?,
+                Some(Ok(msg)) => {
+                    let info = msg.info().map_err(|e| format!("consumer: {e}"))?;
+                    debug!(partition = p, seq = info.stream_sequence, delivery = info.consumer_sequence, redelivered = info.delivered, "Work received.");
+                    if info.consumer_sequence != delivered + 1 {
+                        return Err(format!(
+                            "delivery {} of the partition came after delivery {delivered}: starting again after the acknowledged work",
+                            info.consumer_sequence
+                        ));
+                    }
+                    delivered = info.consumer_sequence;
+                    if let Some(finish) = take(cluster, pipeline, p, msg).await? {
+                        in_flight.push(finish);
+                    }
+                }
             },
         }
     }
@@ -210,45 +242,47 @@ async fn take_over(stream: &jetstream::stream::Stream, p: u32) -> Result<PullCon
             deliver_policy,
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
-            max_ack_pending: 1,
+            max_ack_pending: WINDOW as i64,
             ..Default::default()
         })
         .await
         .map_err(|e| format!("cannot create consumer {name}: {e}"))
 }
 
-/// Delivers one stream message, tells the node that received it how its deliveries ended
-/// ([`notice::send`]) and then acknowledges it; asks for it again a second later when the
-/// deliveries could not be written here or the notice not sent. A message sealed under a
-/// key this node does not have is neither delivered nor acknowledged: it stays at the head
-/// of the partition, offered again every [`notice::UNOPENED_RETRY`], counted and logged
-/// until the node gets the key (or another node takes the partition).
-async fn handle(
-    cluster: &Cluster,
-    pipeline: &Pipeline,
+/// Takes up one stream message: writes its deliveries to this node's outbox and hands them
+/// to the delivery workers, in stream order, and returns what finishes it ([`finish`]); `None`
+/// when it was acknowledged or ended here (unreadable work is taken out of the partition).
+///
+/// # Errors
+///
+/// A sentence when the message cannot be taken up: the store failed, or it is sealed under a
+/// key this node does not have (counted and logged; after [`notice::UNOPENED_RETRY`]). The
+/// consumer then ends and starts again after its ack floor, so nothing behind this message
+/// is taken up before it.
+async fn take<'a>(
+    cluster: &'a Cluster,
+    pipeline: &'a Pipeline,
     p: u32,
     msg: jetstream::Message,
-) -> Result<(), String> {
+) -> Result<Option<impl std::future::Future<Output = Result<(), String>> + 'a>, String> {
     let store = pipeline.hub().store().clone();
     let opened = match envelope::open(&store.seal, &msg.payload) {
         Ok(o) => o,
         Err(e) => {
             cluster.metrics.unopened.inc();
             error!(partition = p, error = %e, "Work cannot be opened with this node's encryption keys; it stays in the stream, undelivered. Give every node the same [encryption] keys.");
-            return msg
-                .ack_with(AckKind::Nak(Some(notice::UNOPENED_RETRY)))
-                .await
-                .map_err(|e| format!("cannot hand the work back: {e}"));
+            tokio::time::sleep(notice::UNOPENED_RETRY).await;
+            return Err("work sealed under a key this node does not have".into());
         }
     };
     let work = match envelope::decode(&opened) {
         Ok(w) => w,
         Err(e) => {
             error!(partition = p, error = %e, "Work message cannot be read; it is taken out of the partition.");
-            return msg
-                .ack_with(AckKind::Term)
+            msg.ack_with(AckKind::Term)
                 .await
-                .map_err(|e| format!("cannot acknowledge: {e}"));
+                .map_err(|e| format!("cannot acknowledge: {e}"))?;
+            return Ok(None);
         }
     };
     let id = work.record.id;
@@ -256,23 +290,53 @@ async fn handle(
         .headers
         .as_ref()
         .is_some_and(|h| h.get(super::AGAIN_HEADER).is_some());
-    let delivered = deliver(pipeline, work, again);
-    tokio::pin!(delivered);
-    let mut progress = tokio::time::interval(ACK_WAIT / 3);
-    progress.tick().await;
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut delivered => break outcome,
-            _ = progress.tick() => {
-                let _ = msg.ack_with(AckKind::Progress).await;
-            }
+    let hub = pipeline.hub();
+    // Watched before looking, so an outcome written meanwhile is not missed.
+    let watch = hub.watch(id);
+    let items = match take_up(&store, work, again) {
+        Ok(Some(items)) => items,
+        Ok(None) => {
+            hub.unwatch(id);
+            return Ok(Some(finish(cluster, store, p, id, msg, None)));
+        }
+        Err(e) => {
+            hub.unwatch(id);
+            return Err(format!("cannot take up message {id}: {e}"));
         }
     };
-    let outcome = match outcome {
-        Ok(()) => notice::send(cluster, &store, id).await,
-        Err(e) => Err(e),
-    };
-    match outcome {
+    hub.enqueue(&items);
+    Ok(Some(finish(cluster, store, p, id, msg, Some(watch))))
+}
+
+/// Waits until the deliveries of message `id` are finished (`watch`; `None` when they
+/// already were), tells the node that received it how they ended ([`notice::send`]) and
+/// then acknowledges it; asks for it again a second later when the notice could not be
+/// sent (it is then found finished, and the notice sent again).
+async fn finish(
+    cluster: &Cluster,
+    store: Store,
+    p: u32,
+    id: u64,
+    msg: jetstream::Message,
+    watch: Option<tokio::sync::oneshot::Receiver<crate::delivery::Finished>>,
+) -> Result<(), String> {
+    if let Some(watch) = watch {
+        tokio::pin!(watch);
+        let mut progress = tokio::time::interval(ACK_WAIT / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut watch => {
+                    done.map_err(|_| "the delivery workers stopped".to_string())?;
+                    break;
+                }
+                _ = progress.tick() => {
+                    let _ = msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+    match notice::send(cluster, &store, id).await {
         Ok(()) => {
             let seq = msg.info().map(|i| i.stream_sequence).unwrap_or_default();
             debug!(
@@ -284,41 +348,12 @@ async fn handle(
                 .map_err(|e| format!("cannot acknowledge message {id}: {e}"))
         }
         Err(e) => {
-            warn!(partition = p, id, error = %e, "Cluster work not finished here, or its completion notice not sent; asking for it again.");
+            warn!(partition = p, id, error = %e, "The completion notice of finished cluster work was not sent; asking for the work again.");
             msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await
                 .map_err(|e| format!("cannot hand message {id} back: {e}"))
         }
     }
-}
-
-/// Writes a message's deliveries to this node's outbox (with the message, when this node has
-/// no copy of it), hands them to the delivery workers and waits until they are finished.
-/// A message whose deliveries this node already finished (acknowledged before a crash, or
-/// the acknowledgement lost) is not delivered again, unless the work is `again` (an
-/// operator's reprocess or retry: new deliveries of a message it may have finished).
-async fn deliver(pipeline: &Pipeline, work: Work, again: bool) -> Result<(), String> {
-    let hub = pipeline.hub();
-    let store = hub.store().clone();
-    let id = work.record.id;
-    // Watched before looking, so an outcome written meanwhile is not missed.
-    let watch = hub.watch(id);
-    let items = match take_up(&store, work, again) {
-        Ok(Some(items)) => items,
-        Ok(None) => {
-            hub.unwatch(id);
-            return Ok(());
-        }
-        Err(e) => {
-            hub.unwatch(id);
-            return Err(e.to_string());
-        }
-    };
-    hub.enqueue(&items);
-    watch
-        .await
-        .map(|_| ())
-        .map_err(|_| "the delivery workers stopped".to_string())
 }
 
 /// The new outbox items to hand to the workers (empty when this node's outbox already holds
