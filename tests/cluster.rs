@@ -1189,12 +1189,14 @@ fn a04_for(patient: &str, control_id: &str) -> String {
 
 /// Every action an operator takes on a message or a dead letter, asked on node0, which holds
 /// no copy of anything: each is carried out on the node that holds it, with the effect the
-/// single-node action has. node1 receives every message; node2 owns the partition of the
-/// good ones (so they have copies on node1 and node2), node1 that of the dead-lettered ones.
-/// A discarded dead letter is gone from node1's own store and never delivered; a retried one
-/// is delivered once under its first idempotency key; a reprocess, one message or a bulk
-/// filter, is delivered once more (by one copy only) under a new `-r<ms>` key; a resend
-/// arrives as a new message that names the original; an unknown id answers 404 in JSON.
+/// single-node action has. node1 receives the messages, except FC1 which node2 receives;
+/// node2 owns the partition of FA1 and FB1, node1 that of FC1 and of the dead-lettered ones;
+/// so every good message has a copy on node1 and one on node2. A discarded dead letter is
+/// gone from node1's own store and never delivered; a retried one is delivered once under
+/// its first idempotency key; a reprocess, of one message (from the receiving node's copy
+/// and from the owner's) or by a bulk filter, is delivered once more, by one copy only,
+/// under a new `-r<ms>` key; a resend arrives as a new message that names the original; an
+/// unknown id answers 404 in JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_message() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1218,6 +1220,7 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
     let (a, b) = (&admins[0], &admins[1]);
     let good = patients_of(&view, "node2", "FP", 2);
     let bad = patients_of(&view, "node1", "FQ", 1).remove(0);
+    let owned_by_1 = patients_of(&view, "node1", "FC", 1).remove(0);
 
     // Everything goes to node1: two good messages (delivered by node2), two that the sink
     // refuses for good (dead-lettered by node1).
@@ -1232,9 +1235,15 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
         let ack = send(&mut client, msg.as_bytes()).await;
         assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
     }
+    // And one to node2 whose partition node1 owns.
+    let fc1 = adt_for(&owned_by_1, "FC1");
+    let mut to_node2 = connect(&engines[2].mllp("lab")).await;
+    let ack = send(&mut to_node2, fc1.as_bytes()).await;
+    assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
     assert!(
-        eventually(30, || !arrivals(&sink, "FA1").is_empty()
-            && !arrivals(&sink, "FB1").is_empty())
+        eventually(30, || ["FA1", "FB1", "FC1"]
+            .iter()
+            .all(|c| !arrivals(&sink, c).is_empty()))
         .await,
         "the good messages did not arrive"
     );
@@ -1256,6 +1265,9 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
         let (status, copy) = get_any(&format!("{}/api/messages/{id}?scope=local", admins[2])).await;
         assert_eq!(status, 200, "node2 delivered {control}: {copy}");
     }
+    let fc1_id = local_id(&admins[2], "FC1").await;
+    let (status, copy) = get_any(&format!("{b}/api/messages/{fc1_id}?scope=local")).await;
+    assert_eq!(status, 200, "node1 delivered FC1: {copy}");
     let (_, mine) = get_any(&format!("{a}/api/messages?scope=local")).await;
     assert_eq!(mine["count"], 0, "node0 holds no copy of anything: {mine}");
     let dead_of = |id: &str| {
@@ -1334,30 +1346,6 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
     let (_, left) = get_any(&format!("{b}/api/dead-letters?scope=local")).await;
     assert_eq!(left["count"], 0, "{left}");
 
-    // Reprocess of one message, asked on node0: one of its two copies publishes it again.
-    let (status, answer) = post_any(
-        &format!("{a}/api/messages/{fa1_id}/reprocess"),
-        serde_json::json!({}),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["id"], fa1_id.as_str(), "{answer}");
-    assert_eq!(answer["status"], "routed", "{answer}");
-    assert!(
-        answer["node"] == "node1" || answer["node"] == "node2",
-        "done by a node that holds a copy: {answer}"
-    );
-    assert!(
-        eventually(30, || arrivals(&sink, "FA1").len() >= 2).await,
-        "the reprocessed message did not arrive"
-    );
-    let keys = first_keys("FA1");
-    assert!(
-        keys[1].starts_with(&format!("{fa1_id}-hook-r")),
-        "a reprocess has a key of its own: {keys:?}"
-    );
-    assert_eq!(arrivals(&sink, "FA1")[1].1, arrivals(&sink, "FA1")[0].1);
-
     // Bulk reprocess by a filter, asked on node0: the message is chosen once, though two
     // nodes hold it.
     let (status, bulk) = post_any(
@@ -1380,39 +1368,81 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
         first_keys("FB1")
     );
 
-    // Resend of an edited copy, asked on node0: a new message on a node that holds the
-    // original, delivered by the owner of the patient's partition.
-    let (status, resent) = post_any(
-        &format!("{a}/api/messages/{fa1_id}/resend"),
-        serde_json::json!({"raw": fa1.replace("FA1", "FR1")}),
-    )
-    .await;
-    assert_eq!(status, 200, "{resent}");
-    assert_eq!(resent["original"], fa1_id.as_str(), "{resent}");
-    assert_eq!(resent["ack_code"], "AA", "{resent}");
-    let holder = resent["node"]
-        .as_str()
-        .expect("the node that did it")
-        .to_string();
-    assert!(holder == "node1" || holder == "node2", "{resent}");
-    let new_id = resent["id"]
-        .as_str()
-        .expect("the new message's id")
-        .to_string();
-    assert_ne!(new_id, fa1_id);
-    assert!(
-        eventually(30, || !arrivals(&sink, "FR1").is_empty()).await,
-        "the resent message did not arrive"
-    );
-    let (status, shown) = get_any(&format!("{a}/api/messages/{new_id}")).await;
-    assert_eq!(status, 200, "{shown}");
-    assert_eq!(shown["resent_from"], fa1_id.as_str(), "{shown}");
-    let (_, original) = get_any(&format!("{a}/api/messages/{fa1_id}")).await;
-    assert!(
-        original["raw"]
+    // Reprocess and resend of one message, asked on node0: done by one of its copies (the
+    // first node asked that holds one), the receiving node's for one message and the
+    // owner's for the other, since node1 received FA1 and owns FC1's partition.
+    let mut kinds = BTreeSet::new();
+    for (control, id, receiver, raw, edited) in [
+        ("FA1", &fa1_id, "node1", &fa1, "FR1"),
+        ("FC1", &fc1_id, "node2", &fc1, "FR2"),
+    ] {
+        let (status, answer) = post_any(
+            &format!("{a}/api/messages/{id}/reprocess"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], id.as_str(), "{answer}");
+        assert_eq!(answer["status"], "routed", "{answer}");
+        let by = answer["node"].as_str().unwrap_or_default().to_string();
+        assert!(
+            by == "node1" || by == "node2",
+            "done by a node that holds a copy: {answer}"
+        );
+        kinds.insert(by == receiver);
+        assert!(
+            eventually(30, || arrivals(&sink, control).len() >= 2).await,
+            "the reprocessed {control} did not arrive"
+        );
+        let got = arrivals(&sink, control);
+        assert!(
+            got[1].0.starts_with(&format!("{id}-hook-r")),
+            "a reprocess has a key of its own: {got:?}"
+        );
+        assert_eq!(got[1].1, got[0].1, "the same body");
+
+        // An edited copy: a new message on the node that holds the original, delivered by
+        // the owner of the patient's partition; the original stays as it was.
+        let (status, resent) = post_any(
+            &format!("{a}/api/messages/{id}/resend"),
+            serde_json::json!({"raw": raw.replace(control, edited)}),
+        )
+        .await;
+        assert_eq!(status, 200, "{resent}");
+        assert_eq!(resent["original"], id.as_str(), "{resent}");
+        assert_eq!(resent["ack_code"], "AA", "{resent}");
+        assert_eq!(resent["node"], by.as_str(), "the same holder: {resent}");
+        let new_id = resent["id"]
             .as_str()
-            .is_some_and(|r| r.contains("FA1") && !r.contains("FR1")),
-        "the original stays as it was: {original}"
+            .expect("the new message's id")
+            .to_string();
+        assert_ne!(&new_id, id);
+        assert!(
+            eventually(30, || !arrivals(&sink, edited).is_empty()).await,
+            "the resent {edited} did not arrive"
+        );
+        assert!(
+            arrivals(&sink, edited)[0]
+                .0
+                .starts_with(&format!("{new_id}-hook")),
+            "{:?}",
+            arrivals(&sink, edited)
+        );
+        let (status, shown) = get_any(&format!("{a}/api/messages/{new_id}")).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["resent_from"], id.as_str(), "{shown}");
+        let (_, original) = get_any(&format!("{a}/api/messages/{id}")).await;
+        assert!(
+            original["raw"]
+                .as_str()
+                .is_some_and(|r| r.contains(control) && !r.contains(edited)),
+            "the original stays as it was: {original}"
+        );
+    }
+    assert_eq!(
+        kinds.len(),
+        2,
+        "both the receiving node's copy and the owner's copy acted"
     );
 
     // An unknown id: 404 with a JSON body, from every node asked.
@@ -1444,16 +1474,31 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
     assert_eq!((status, &body["error"]), (400, &"bad_id".into()), "{body}");
 
     // Each action acted once: nothing more arrived than the above.
-    let resent_key = first_keys("FR1");
-    let counts: Vec<usize> = ["FA1", "FB1", "BADX1", "BADX2", "FR1"]
-        .iter()
-        .map(|c| arrivals(&sink, c).len())
-        .collect();
-    assert_eq!(counts, [2, 2, 0, 1, 1], "{resent_key:?}");
+    let controls = ["FA1", "FB1", "FC1", "BADX1", "BADX2", "FR1", "FR2"];
+    let counts: Vec<usize> = controls.iter().map(|c| arrivals(&sink, c).len()).collect();
+    assert_eq!(counts, [2, 2, 2, 0, 1, 1, 1], "{controls:?}");
+
+    // node1 killed: FA1's other copy, on node2, acts; a 404 names the node not asked.
+    let mut engines = engines;
+    engines.remove(1).kill();
+    let (status, answer) = post_any(
+        &format!("{a}/api/messages/{fa1_id}/reprocess"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["node"], "node2", "{answer}");
     assert!(
-        resent_key[0].starts_with(&format!("{new_id}-hook")),
-        "{resent_key:?}"
+        eventually(30, || arrivals(&sink, "FA1").len() >= 3).await,
+        "the reprocess by node2 did not arrive"
     );
+    let (status, body) = post_any(
+        &format!("{a}/api/messages/12345/reprocess"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["unreachable"], serde_json::json!(["node1"]), "{body}");
     for e in engines {
         e.kill();
     }
@@ -1477,7 +1522,7 @@ fn encryption(id: &str, file: &Path) -> String {
 /// `switchboard_cluster_unopened_messages_total`, while the other nodes deliver theirs.
 /// Nothing is lost: once it is stopped, the others take its partitions and deliver every
 /// acknowledged message, once each, in order per patient, and the receiving node records
-/// them delivered.
+/// them delivered. Restarted with the key, it takes partitions again and delivers their work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_key_delivers_nothing_and_its_work_waits_for_another_node() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1623,6 +1668,45 @@ async fn a_node_without_the_key_delivers_nothing_and_its_work_waits_for_another_
         let rec = until_record(&engines[0], c, 30, |r| r["status"] == "delivered").await;
         assert_eq!(rec["status"], "delivered", "{c} on node0: {rec}");
     }
+
+    // node2 comes back with the work's key first in its ring (its own store's key after
+    // it): it takes its share of the partitions again and delivers their work itself.
+    let main = cfgs[2].conf().join("switchboard.toml");
+    let text = std::fs::read_to_string(&main).expect("config");
+    let fixed = format!(
+        "{}[[encryption.keys]]\nid = \"k0\"\nkey = {{ file = \"{}\" }}\n",
+        encryption("k1", &k1),
+        k0.display()
+    );
+    std::fs::write(&main, text.replace(&rings[2], &fixed)).expect("write config");
+    engines.push(EngineProcess::start(&cfgs[2].conf(), &cfgs[2].data()));
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let view = wait_balanced(&engines[0], 3, 60).await;
+    let mut later = Vec::new();
+    for patient in patients_of(&view, "node2", "KR", 2) {
+        let control = format!("K{patient}n0");
+        let ack = send(&mut client, adt_for(&patient, &control).as_bytes()).await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+        later.push(control);
+    }
+    assert!(
+        eventually(30, || {
+            let got = controls_at(&sink);
+            later.iter().all(|c| got.contains(c))
+        })
+        .await,
+        "node2 with the key did not deliver its partitions' work"
+    );
+    for c in &later {
+        let rec = until_record(&engines[2], c, 30, |r| r["status"] == "delivered").await;
+        assert_eq!(rec["status"], "delivered", "node2 delivered {c}: {rec}");
+    }
+    let m = metrics_text(&engines[2]).await;
+    assert_eq!(
+        metric_value(&m, "switchboard_cluster_unopened_messages_total"),
+        0.0,
+        "node2 opens everything now"
+    );
     for e in engines {
         e.kill();
     }
