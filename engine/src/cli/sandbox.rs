@@ -58,13 +58,13 @@ pub fn run(args: Args, rt: &Runtime) -> anyhow::Result<ExitCode> {
         return rt.block_on(send_traffic(n, to));
     }
     logging::init(&LogConfig::default());
-    let mut cfg: channels::sandbox::SandboxConfig = match &config {
+    let mut cfg: switchboard_sandbox::SandboxConfig = match &config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("{}", path.display()))?
         }
-        None => channels::sandbox::SandboxConfig::default(),
+        None => switchboard_sandbox::SandboxConfig::default(),
     };
     if let Some(l) = listen {
         cfg.listen = l;
@@ -75,7 +75,7 @@ pub fn run(args: Args, rt: &Runtime) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let mut signals = Signals::listen();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let sandbox = channels::sandbox::start(cfg, shutdown.clone()).await?;
+        let sandbox = switchboard_sandbox::start(cfg, shutdown.clone()).await?;
         for vendor in Vendor::ALL {
             let name = vendor.as_str();
             println!("{name:<8} {}", sandbox.base_url(name));
@@ -96,7 +96,7 @@ pub fn run(args: Args, rt: &Runtime) -> anyhow::Result<ExitCode> {
 /// `switchboard sandbox --patients N --send-to ADDR`: generates the traffic, sends it over
 /// one MLLP connection, prints a summary and ends (exit 1 when a message was not accepted).
 async fn send_traffic(patients: usize, to: &str) -> anyhow::Result<ExitCode> {
-    use channels::sandbox::traffic::{generate, TrafficConfig};
+    use switchboard_sandbox::traffic::{generate, TrafficConfig};
     let messages = generate(&TrafficConfig::new(patients, 42, chrono::Utc::now()));
     let mut client =
         channels::mllp::client::MllpClient::connect(to, Duration::from_secs(10)).await?;
