@@ -32,20 +32,29 @@ fn nats_server() -> PathBuf {
         .expect("nats-server is installed (.ci/run installs it)")
 }
 
-/// One NATS server of the test cluster, restartable on the same ports and store.
+/// One NATS server of the test cluster, restartable on the same ports and store; its log
+/// (stderr) is appended to `log`.
 struct Nats {
     conf: PathBuf,
+    log: PathBuf,
     port: u16,
+    /// The monitoring port (`/healthz`).
+    http: u16,
     child: Option<Child>,
 }
 
 impl Nats {
     fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("NATS log");
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
@@ -61,6 +70,27 @@ impl Nats {
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+
+    /// Whether the process has exited (a port taken by another process, say).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Whether `/healthz` answers 200: listening, and with JetStream's group formed.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut answer = String::new();
+        conn.write_all(request.as_bytes()).is_ok()
+            && conn.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.0 200")
+    }
 }
 
 impl Drop for Nats {
@@ -69,18 +99,57 @@ impl Drop for Nats {
     }
 }
 
-/// `n` NATS servers with JetStream, clustered when `n` > 1, stores under `dir`.
+/// `n` NATS servers with JetStream, clustered when `n` > 1, stores under `dir`; returns once
+/// every server reports itself healthy. A server that exits at start (a port taken between
+/// choosing it and binding it: other tests start servers at the same time) makes a new
+/// attempt on new ports.
 fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    for attempt in 0..3 {
+        let servers = nats_attempt(&dir.join(format!("try{attempt}")), n);
+        let Some(mut servers) = servers else { continue };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if servers.iter_mut().any(Nats::exited) {
+                break;
+            }
+            if servers.iter().all(Nats::healthy) {
+                return servers;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = servers
+                    .iter()
+                    .map(|s| {
+                        let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                        let lines: Vec<&str> = text.lines().collect();
+                        lines[lines.len().saturating_sub(15)..].join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "the NATS servers did not become healthy within 90 s:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!("the NATS servers exited at start three times (ports taken?)");
+}
+
+/// Writes the configurations of `n` servers on fresh ports under `dir` and starts them.
+fn nats_attempt(dir: &Path, n: usize) -> Option<Vec<Nats>> {
+    std::fs::create_dir_all(dir).ok()?;
+    let ports: Vec<(u16, u16, u16)> = (0..n)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
     let routes: Vec<String> = ports
         .iter()
-        .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
+        .map(|(_, c, _)| format!("\"nats-route://127.0.0.1:{c}\""))
         .collect();
     let mut servers = Vec::new();
-    for (i, (port, cport)) in ports.iter().enumerate() {
+    for (i, (port, cport, http)) in ports.iter().enumerate() {
         let store = dir.join(format!("nats{i}"));
         let mut text = format!(
-            "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
+            "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http}\"\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
             store.display()
         );
         if n > 1 {
@@ -90,16 +159,18 @@ fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
             ));
         }
         let conf = dir.join(format!("nats{i}.conf"));
-        std::fs::write(&conf, text).expect("write nats config");
+        std::fs::write(&conf, text).ok()?;
         let mut s = Nats {
             conf,
+            log: dir.join(format!("nats{i}.log")),
             port: *port,
+            http: *http,
             child: None,
         };
         s.start();
         servers.push(s);
     }
-    servers
+    Some(servers)
 }
 
 /// The partitions of the test clusters.
