@@ -5,8 +5,8 @@
 
 use crate::connectors::{dead_letters, secret, until, Sandbox};
 use crate::support::*;
-use channels::sandbox::SandboxConfig;
 use serde_json::Value;
+use switchboard_sandbox::SandboxConfig;
 
 /// A synthetic SIU for appointment `placer`/`filler` of patient `pid3` starting at `start`
 /// (`YYYYMMDDHHMM`, 30 minutes).

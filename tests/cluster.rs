@@ -32,20 +32,29 @@ fn nats_server() -> PathBuf {
         .expect("nats-server is installed (.ci/run installs it)")
 }
 
-/// One NATS server of the test cluster, restartable on the same ports and store.
+/// One NATS server of the test cluster, restartable on the same ports and store; its log
+/// (stderr) is appended to `log`.
 struct Nats {
     conf: PathBuf,
+    log: PathBuf,
     port: u16,
+    /// The monitoring port (`/healthz`).
+    http: u16,
     child: Option<Child>,
 }
 
 impl Nats {
     fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("NATS log");
         let child = Command::new(nats_server())
             .arg("-c")
             .arg(&self.conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log))
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
@@ -61,6 +70,27 @@ impl Nats {
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
+
+    /// Whether the process has exited (a port taken by another process, say).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Whether `/healthz` answers 200: listening, and with JetStream's group formed.
+    fn healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
+            return false;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut answer = String::new();
+        conn.write_all(request.as_bytes()).is_ok()
+            && conn.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.0 200")
+    }
 }
 
 impl Drop for Nats {
@@ -69,18 +99,57 @@ impl Drop for Nats {
     }
 }
 
-/// `n` NATS servers with JetStream, clustered when `n` > 1, stores under `dir`.
+/// `n` NATS servers with JetStream, clustered when `n` > 1, stores under `dir`; returns once
+/// every server reports itself healthy. A server that exits at start (a port taken between
+/// choosing it and binding it: other tests start servers at the same time) makes a new
+/// attempt on new ports.
 fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    for attempt in 0..3 {
+        let servers = nats_attempt(&dir.join(format!("try{attempt}")), n);
+        let Some(mut servers) = servers else { continue };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if servers.iter_mut().any(Nats::exited) {
+                break;
+            }
+            if servers.iter().all(Nats::healthy) {
+                return servers;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = servers
+                    .iter()
+                    .map(|s| {
+                        let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                        let lines: Vec<&str> = text.lines().collect();
+                        lines[lines.len().saturating_sub(15)..].join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "the NATS servers did not become healthy within 90 s:\n{}",
+                    logs.join("\n---\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    panic!("the NATS servers exited at start three times (ports taken?)");
+}
+
+/// Writes the configurations of `n` servers on fresh ports under `dir` and starts them.
+fn nats_attempt(dir: &Path, n: usize) -> Option<Vec<Nats>> {
+    std::fs::create_dir_all(dir).ok()?;
+    let ports: Vec<(u16, u16, u16)> = (0..n)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
     let routes: Vec<String> = ports
         .iter()
-        .map(|(_, c)| format!("\"nats-route://127.0.0.1:{c}\""))
+        .map(|(_, c, _)| format!("\"nats-route://127.0.0.1:{c}\""))
         .collect();
     let mut servers = Vec::new();
-    for (i, (port, cport)) in ports.iter().enumerate() {
+    for (i, (port, cport, http)) in ports.iter().enumerate() {
         let store = dir.join(format!("nats{i}"));
         let mut text = format!(
-            "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
+            "server_name: n{i}\nlisten: \"127.0.0.1:{port}\"\nhttp: \"127.0.0.1:{http}\"\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n",
             store.display()
         );
         if n > 1 {
@@ -90,17 +159,22 @@ fn nats_cluster(dir: &Path, n: usize) -> Vec<Nats> {
             ));
         }
         let conf = dir.join(format!("nats{i}.conf"));
-        std::fs::write(&conf, text).expect("write nats config");
+        std::fs::write(&conf, text).ok()?;
         let mut s = Nats {
             conf,
+            log: dir.join(format!("nats{i}.log")),
             port: *port,
+            http: *http,
             child: None,
         };
         s.start();
         servers.push(s);
     }
-    servers
+    Some(servers)
 }
+
+/// The partitions of the test clusters.
+const PARTITIONS: u32 = 8;
 
 /// An engine node's config: one MLLP channel `lab` to the sink, `[cluster]` as given.
 fn node_config(name: &str, id: u8, urls: &[String], replicas: usize, sink: &str) -> TestConfig {
@@ -118,7 +192,7 @@ fn node_config_with(
 ) -> TestConfig {
     let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     let cluster = format!(
-        "{engine_extra}\n[cluster]\nnode = \"{name}\"\nnode_id = {id}\nurls = [{}]\nreplicas = {replicas}\npartitions = 8\nlease_secs = 3\npublish_timeout_ms = 2000\n",
+        "{engine_extra}\n[cluster]\nnode = \"{name}\"\nnode_id = {id}\nurls = [{}]\nreplicas = {replicas}\npartitions = {PARTITIONS}\nlease_secs = 3\npublish_timeout_ms = 2000\n",
         urls.join(", ")
     );
     TestConfig::new(&cluster, &hook_channel(sink))
@@ -1245,6 +1319,627 @@ async fn with_encryption_the_stream_holds_nothing_readable_and_the_sink_gets_the
             );
         }
     }
+    for e in engines {
+        e.kill();
+    }
+}
+
+/// The node that holds partition `p` in a view of the cluster (`GET /api/cluster`).
+fn owner_of(view: &serde_json::Value, p: u32) -> Option<String> {
+    view["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| {
+            n["partitions"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|x| x.as_u64() == Some(u64::from(p))))
+        })
+        .and_then(|n| n["node"].as_str().map(str::to_string))
+}
+
+/// `count` patient identifiers `<prefix><n>` whose partition `node` holds in `view`, as
+/// every node computes it from PID-3.
+fn patients_of(view: &serde_json::Value, node: &str, prefix: &str, count: usize) -> Vec<String> {
+    let found: Vec<String> = (0..1000)
+        .map(|n| format!("{prefix}{n}"))
+        .filter(|patient| {
+            let p = engine::cluster::envelope::partition_of_key(patient, PARTITIONS);
+            owner_of(view, p).as_deref() == Some(node)
+        })
+        .take(count)
+        .collect();
+    assert_eq!(found.len(), count, "{node} holds no partition: {view}");
+    found
+}
+
+/// Waits (at most `secs`) until `engine`'s view shows `n` nodes sharing every partition, none
+/// above its fair share, unchanged over two lease rounds; returns that view. A cluster is
+/// settled ([`wait_settled`]) as soon as every partition has an owner, possibly while a node
+/// that saw fewer nodes still holds more than its share and gives some back at its next
+/// round: a test that reads which node delivers which partition needs this balance.
+async fn wait_balanced(engine: &EngineProcess, n: usize, secs: u64) -> serde_json::Value {
+    let share = PARTITIONS.div_ceil(n as u32) as usize;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut last: Option<serde_json::Value> = None;
+    loop {
+        let view = cluster_view(engine).await.unwrap_or_default();
+        let counts: Vec<usize> = view["nodes"]
+            .as_array()
+            .map(|ns| {
+                ns.iter()
+                    .map(|n| n["partitions"].as_array().map_or(0, Vec::len))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let balanced = counts.len() == n
+            && counts.iter().sum::<usize>() == PARTITIONS as usize
+            && counts.iter().all(|c| (1..=share).contains(c));
+        if balanced {
+            let owners =
+                |v: &serde_json::Value| (0..PARTITIONS).map(|p| owner_of(v, p)).collect::<Vec<_>>();
+            if last.as_ref().is_some_and(|l| owners(l) == owners(&view)) {
+                return view;
+            }
+            last = Some(view);
+        } else {
+            last = None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitions were not balanced over {n} nodes within {secs} s: {:?}",
+            cluster_view(engine).await
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+/// What the sink accepted of the message with MSH-10 `control`: (idempotency key, body), in
+/// the order of arrival.
+fn arrivals(sink: &HttpSink, control: &str) -> Vec<(String, String)> {
+    sink.received()
+        .into_iter()
+        .filter(|(_, body)| control_and_patient(body).0 == control)
+        .collect()
+}
+
+/// The id of the message with MSH-10 `control` in a node's own store.
+async fn local_id(admin: &str, control: &str) -> String {
+    let list = get_json(&format!(
+        "{admin}/api/messages?control_id={control}&scope=local"
+    ))
+    .await;
+    assert_eq!(list["count"], 1, "{control} on {admin}: {list}");
+    list["items"][0]["id"]
+        .as_str()
+        .expect("a message id")
+        .to_string()
+}
+
+/// An ADT^A04 (the other messages here are A08) for `patient`: what the bulk reprocess picks.
+fn a04_for(patient: &str, control_id: &str) -> String {
+    adt_for(patient, control_id).replace("ADT^A08", "ADT^A04")
+}
+
+/// Every action an operator takes on a message or a dead letter, asked on node0, which holds
+/// no copy of anything: each is carried out on the node that holds it, with the effect the
+/// single-node action has. node1 receives the messages, except FC1 which node2 receives;
+/// node2 owns the partition of FA1 and FB1, node1 that of FC1 and of the dead-lettered ones;
+/// so every good message has a copy on node1 and one on node2. A discarded dead letter is
+/// gone from node1's own store and never delivered; a retried one is delivered once under
+/// its first idempotency key; a reprocess, of one message (from the receiving node's copy
+/// and from the owner's) or by a bulk filter, is delivered once more, by one copy only,
+/// under a new `-r<ms>` key; a resend arrives as a new message that names the original; an
+/// unknown id answers 404 in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::RejectBad).await;
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
+        .collect();
+    let engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    let all: Vec<&EngineProcess> = engines.iter().collect();
+    wait_settled(&all, 3, STARTUP_SECS).await;
+    for e in &all {
+        wait_admin_urls(e, &all).await;
+    }
+    let view = wait_balanced(&engines[0], 3, 60).await;
+    let admins: Vec<String> = engines.iter().map(EngineProcess::admin).collect();
+    let (a, b) = (&admins[0], &admins[1]);
+    let good = patients_of(&view, "node2", "FP", 2);
+    let bad = patients_of(&view, "node1", "FQ", 1).remove(0);
+    let owned_by_1 = patients_of(&view, "node1", "FC", 1).remove(0);
+
+    // Everything goes to node1: two good messages (delivered by node2), two that the sink
+    // refuses for good (dead-lettered by node1).
+    let mut client = connect(&engines[1].mllp("lab")).await;
+    let fa1 = adt_for(&good[0], "FA1");
+    for msg in [
+        fa1.clone(),
+        a04_for(&good[1], "FB1"),
+        adt_for(&bad, "BADX1"),
+        adt_for(&bad, "BADX2"),
+    ] {
+        let ack = send(&mut client, msg.as_bytes()).await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    }
+    // And one to node2 whose partition node1 owns.
+    let fc1 = adt_for(&owned_by_1, "FC1");
+    let mut to_node2 = connect(&engines[2].mllp("lab")).await;
+    let ack = send(&mut to_node2, fc1.as_bytes()).await;
+    assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    assert!(
+        eventually(30, || ["FA1", "FB1", "FC1"]
+            .iter()
+            .all(|c| !arrivals(&sink, c).is_empty()))
+        .await,
+        "the good messages did not arrive"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let (_, dl) = get_any(&format!("{b}/api/dead-letters?scope=local")).await;
+        if dl["count"] == 2 {
+            break dl["items"].as_array().expect("items").clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two dead letters on node1: {dl}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (fa1_id, fb1_id) = (local_id(b, "FA1").await, local_id(b, "FB1").await);
+    let (bad1_id, bad2_id) = (local_id(b, "BADX1").await, local_id(b, "BADX2").await);
+    for (control, id) in [("FA1", &fa1_id), ("FB1", &fb1_id)] {
+        let (status, copy) = get_any(&format!("{}/api/messages/{id}?scope=local", admins[2])).await;
+        assert_eq!(status, 200, "node2 delivered {control}: {copy}");
+    }
+    let fc1_id = local_id(&admins[2], "FC1").await;
+    let (status, copy) = get_any(&format!("{b}/api/messages/{fc1_id}?scope=local")).await;
+    assert_eq!(status, 200, "node1 delivered FC1: {copy}");
+    let (_, mine) = get_any(&format!("{a}/api/messages?scope=local")).await;
+    assert_eq!(mine["count"], 0, "node0 holds no copy of anything: {mine}");
+    let dead_of = |id: &str| {
+        let d = dead
+            .iter()
+            .find(|d| d["message_id"] == id)
+            .unwrap_or_else(|| panic!("no dead letter of message {id}: {dead:?}"));
+        json_item(d, "node1")
+    };
+    let first_keys = |control: &str| {
+        arrivals(&sink, control)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(first_keys("FA1"), [format!("{fa1_id}-hook")]);
+
+    // Discard, asked on node0: gone from node1's own store; once only.
+    let discard = format!("{a}/api/dead-letters/discard");
+    let (status, done) =
+        post_any(&discard, serde_json::json!({"items": [dead_of(&bad1_id)]})).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        done,
+        serde_json::json!({"discarded": 1, "not_found": 0, "unreachable": []})
+    );
+    let (_, left) = get_any(&format!("{b}/api/dead-letters?scope=local")).await;
+    assert_eq!(left["count"], 1, "{left}");
+    assert_eq!(left["items"][0]["message_id"], bad2_id.as_str(), "{left}");
+    let (_, listed) = get_any(&format!("{a}/api/dead-letters")).await;
+    assert_eq!(
+        listed["count"], 1,
+        "node0's list follows node1's store: {listed}"
+    );
+    let (status, again) =
+        post_any(&discard, serde_json::json!({"items": [dead_of(&bad1_id)]})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["discarded"], &again["not_found"]),
+        (&0.into(), &1.into())
+    );
+    // A node that is not in the cluster is named, not taken for this one.
+    let mut elsewhere = dead_of(&bad2_id);
+    elsewhere["node"] = "node9".into();
+    let (status, unknown) = post_any(&discard, serde_json::json!({"items": [elsewhere]})).await;
+    assert_eq!(status, 200, "{unknown}");
+    assert_eq!(unknown["discarded"], 0, "{unknown}");
+    assert_eq!(
+        unknown["unreachable"],
+        serde_json::json!(["node9"]),
+        "{unknown}"
+    );
+
+    // Retry, asked on node0: delivered once, under the dead letter's idempotency key.
+    let (_, bad2) = get_any(&format!("{b}/api/messages/{bad2_id}?scope=local")).await;
+    let bad2_key = bad2["payloads"][0]["idempotency_key"]
+        .as_str()
+        .expect("an idempotency key")
+        .to_string();
+    sink.set(SinkMode::Up);
+    let (status, retried) = post_any(
+        &format!("{a}/api/dead-letters/retry"),
+        serde_json::json!({"items": [dead_of(&bad2_id)]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(
+        retried,
+        serde_json::json!({"retried": 1, "not_found": 0, "unreachable": []})
+    );
+    assert!(
+        eventually(30, || !arrivals(&sink, "BADX2").is_empty()).await,
+        "the retried dead letter did not arrive"
+    );
+    assert_eq!(first_keys("BADX2"), [bad2_key]);
+    let (_, left) = get_any(&format!("{b}/api/dead-letters?scope=local")).await;
+    assert_eq!(left["count"], 0, "{left}");
+
+    // Bulk reprocess by a filter, asked on node0: the message is chosen once, though two
+    // nodes hold it.
+    let (status, bulk) = post_any(
+        &format!("{a}/api/reprocess"),
+        serde_json::json!({"message_type": "ADT^A04"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{bulk}");
+    assert_eq!(
+        bulk,
+        serde_json::json!({"reprocessed": 1, "skipped": 0, "unreachable": []})
+    );
+    assert!(
+        eventually(30, || arrivals(&sink, "FB1").len() >= 2).await,
+        "the bulk reprocess did not arrive"
+    );
+    assert!(
+        first_keys("FB1")[1].starts_with(&format!("{fb1_id}-hook-r")),
+        "{:?}",
+        first_keys("FB1")
+    );
+
+    // Reprocess and resend of one message, asked on node0: done by one of its copies (the
+    // first node asked that holds one), the receiving node's for one message and the
+    // owner's for the other, since node1 received FA1 and owns FC1's partition.
+    let mut kinds = BTreeSet::new();
+    for (control, id, receiver, raw, edited) in [
+        ("FA1", &fa1_id, "node1", &fa1, "FR1"),
+        ("FC1", &fc1_id, "node2", &fc1, "FR2"),
+    ] {
+        let (status, answer) = post_any(
+            &format!("{a}/api/messages/{id}/reprocess"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], id.as_str(), "{answer}");
+        assert_eq!(answer["status"], "routed", "{answer}");
+        let by = answer["node"].as_str().unwrap_or_default().to_string();
+        assert!(
+            by == "node1" || by == "node2",
+            "done by a node that holds a copy: {answer}"
+        );
+        kinds.insert(by == receiver);
+        assert!(
+            eventually(30, || arrivals(&sink, control).len() >= 2).await,
+            "the reprocessed {control} did not arrive"
+        );
+        let got = arrivals(&sink, control);
+        assert!(
+            got[1].0.starts_with(&format!("{id}-hook-r")),
+            "a reprocess has a key of its own: {got:?}"
+        );
+        assert_eq!(got[1].1, got[0].1, "the same body");
+
+        // An edited copy: a new message on the node that holds the original, delivered by
+        // the owner of the patient's partition; the original stays as it was.
+        let (status, resent) = post_any(
+            &format!("{a}/api/messages/{id}/resend"),
+            serde_json::json!({"raw": raw.replace(control, edited)}),
+        )
+        .await;
+        assert_eq!(status, 200, "{resent}");
+        assert_eq!(resent["original"], id.as_str(), "{resent}");
+        assert_eq!(resent["ack_code"], "AA", "{resent}");
+        assert_eq!(resent["node"], by.as_str(), "the same holder: {resent}");
+        let new_id = resent["id"]
+            .as_str()
+            .expect("the new message's id")
+            .to_string();
+        assert_ne!(&new_id, id);
+        assert!(
+            eventually(30, || !arrivals(&sink, edited).is_empty()).await,
+            "the resent {edited} did not arrive"
+        );
+        assert!(
+            arrivals(&sink, edited)[0]
+                .0
+                .starts_with(&format!("{new_id}-hook")),
+            "{:?}",
+            arrivals(&sink, edited)
+        );
+        let (status, shown) = get_any(&format!("{a}/api/messages/{new_id}")).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(shown["resent_from"], id.as_str(), "{shown}");
+        let (_, original) = get_any(&format!("{a}/api/messages/{id}")).await;
+        assert!(
+            original["raw"]
+                .as_str()
+                .is_some_and(|r| r.contains(control) && !r.contains(edited)),
+            "the original stays as it was: {original}"
+        );
+    }
+    assert_eq!(
+        kinds.len(),
+        2,
+        "both the receiving node's copy and the owner's copy acted"
+    );
+
+    // An unknown id: 404 with a JSON body, from every node asked.
+    let bodies = [
+        ("reprocess", serde_json::json!({})),
+        ("resend", serde_json::json!({"raw": fa1})),
+    ];
+    for (action, body) in bodies {
+        let resp = reqwest::Client::new()
+            .post(format!("{a}/api/messages/12345/{action}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("admin API reachable");
+        assert_eq!(resp.status(), 404, "{action}");
+        let body: serde_json::Value = resp.json().await.expect("a JSON body");
+        assert_eq!(body["error"], "not_found", "{action}: {body}");
+        assert_eq!(
+            body["unreachable"],
+            serde_json::json!([]),
+            "{action}: {body}"
+        );
+    }
+    let (status, body) = post_any(
+        &format!("{a}/api/messages/x1/reprocess"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!((status, &body["error"]), (400, &"bad_id".into()), "{body}");
+
+    // Each action acted once: nothing more arrived than the above.
+    let controls = ["FA1", "FB1", "FC1", "BADX1", "BADX2", "FR1", "FR2"];
+    let counts: Vec<usize> = controls.iter().map(|c| arrivals(&sink, c).len()).collect();
+    assert_eq!(counts, [2, 2, 2, 0, 1, 1, 1], "{controls:?}");
+
+    // node1 killed: FA1's other copy, on node2, acts; a 404 names the node not asked.
+    let mut engines = engines;
+    engines.remove(1).kill();
+    let (status, answer) = post_any(
+        &format!("{a}/api/messages/{fa1_id}/reprocess"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["node"], "node2", "{answer}");
+    assert!(
+        eventually(30, || arrivals(&sink, "FA1").len() >= 3).await,
+        "the reprocess by node2 did not arrive"
+    );
+    let (status, body) = post_any(
+        &format!("{a}/api/messages/12345/reprocess"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["unreachable"], serde_json::json!(["node1"]), "{body}");
+    for e in engines {
+        e.kill();
+    }
+}
+
+/// A dead letter as an action names it: destination, seq and the node that holds it.
+fn json_item(dead: &serde_json::Value, node: &str) -> serde_json::Value {
+    serde_json::json!({"destination": dead["destination"], "seq": dead["seq"], "node": node})
+}
+
+/// `[encryption]` with one key, `id`, read from `file`.
+fn encryption(id: &str, file: &Path) -> String {
+    format!(
+        "[encryption]\n[[encryption.keys]]\nid = \"{id}\"\nkey = {{ file = \"{}\" }}\n",
+        file.display()
+    )
+}
+
+/// One node of three lacks the key the work is sealed with (its key ring has another key):
+/// it delivers nothing of its partitions, neither acknowledges them, and counts them in
+/// `switchboard_cluster_unopened_messages_total`, while the other nodes deliver theirs.
+/// Nothing is lost: once it is stopped, the others take its partitions and deliver every
+/// acknowledged message, once each, in order per patient, and the receiving node records
+/// them delivered. Restarted with the key, it takes partitions again and delivers their work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_key_delivers_nothing_and_its_work_waits_for_another_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let (k1, k0) = (dir.path().join("k1"), dir.path().join("k0"));
+    std::fs::write(&k1, "ab".repeat(32)).expect("write key");
+    std::fs::write(&k0, "cd".repeat(32)).expect("write key");
+    let rings = [
+        encryption("k1", &k1),
+        encryption("k1", &k1),
+        encryption("k0", &k0),
+    ];
+    let cfgs: Vec<TestConfig> = rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            node_config_with(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url, ring)
+        })
+        .collect();
+    let mut engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let view = wait_balanced(&engines[0], 3, 60).await;
+    let node2 = engines.pop().expect("node2");
+    let locked = patients_of(&view, "node2", "KL", 3);
+    let open = [
+        patients_of(&view, "node0", "KO", 2),
+        patients_of(&view, "node1", "KN", 2),
+    ]
+    .concat();
+
+    // Two messages per patient, all to node0: sealed with k1.
+    let mut client = connect(&engines[0].mllp("lab")).await;
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for n in 0..2 {
+        for patient in locked.iter().chain(&open) {
+            let control = format!("K{patient}n{n}");
+            let ack = send(&mut client, adt_for(patient, &control).as_bytes()).await;
+            assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+            sent.push((control, patient.clone()));
+        }
+    }
+    let of = |patients: &[String]| {
+        sent.iter()
+            .filter(|(_, p)| patients.contains(p))
+            .map(|(c, _)| c.clone())
+            .collect::<Vec<_>>()
+    };
+    let (held, free) = (of(&locked), of(&open));
+    assert!(
+        eventually(30, || {
+            let got = controls_at(&sink);
+            free.iter().all(|c| got.contains(c))
+        })
+        .await,
+        "the partitions of the nodes with the key were not delivered: {:?}",
+        controls_at(&sink)
+    );
+    // node2 was offered its work and could not open it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics_text(&node2).await;
+        if metric_value(&m, "switchboard_cluster_unopened_messages_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node2 counted nothing unopened: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (i, e) in engines.iter().enumerate() {
+        let m = metrics_text(e).await;
+        assert_eq!(
+            metric_value(&m, "switchboard_cluster_unopened_messages_total"),
+            0.0,
+            "node{i} has the key"
+        );
+    }
+    // Its partitions' work is neither delivered nor taken up, and stays in the stream:
+    // node2's lag counts it.
+    let got = controls_at(&sink);
+    let early: Vec<&String> = held.iter().filter(|c| got.contains(*c)).collect();
+    assert!(early.is_empty(), "delivered without the key: {early:?}");
+    let (_, copies) = get_any(&format!("{}/api/messages?scope=local", node2.admin())).await;
+    assert_eq!(copies["count"], 0, "node2 took nothing up: {copies}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = cluster_view(&engines[0]).await.unwrap_or_default();
+        let lag = v["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["node"] == "node2"))
+            .and_then(|n| n["lag"].as_u64())
+            .unwrap_or(0);
+        if lag >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node2 shows no lag: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for c in &held {
+        let rec = record_on(&engines[0], c)
+            .await
+            .expect("node0 keeps what it received");
+        assert_ne!(rec["status"], "delivered", "{c}: {rec}");
+    }
+
+    // node2 stops: the others take its partitions and deliver all of it.
+    assert_eq!(node2.terminate(), Some(0), "node2 stops cleanly");
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 2, 30).await;
+    assert!(
+        eventually(60, || {
+            let got = controls_at(&sink);
+            held.iter().all(|c| got.contains(c))
+        })
+        .await,
+        "the work of the node without the key was not delivered: {:?}",
+        controls_at(&sink)
+    );
+    // Once each, in order per patient.
+    let received = sink.received();
+    for (control, _) in &sent {
+        assert_eq!(arrivals(&sink, control).len(), 1, "{control} once");
+    }
+    for patient in locked.iter().chain(&open) {
+        let order: Vec<String> = received
+            .iter()
+            .map(|(_, body)| control_and_patient(body))
+            .filter(|(_, p)| p == patient)
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(
+            order,
+            [format!("K{patient}n0"), format!("K{patient}n1")],
+            "patient {patient} in order"
+        );
+    }
+    for c in &held {
+        let rec = until_record(&engines[0], c, 30, |r| r["status"] == "delivered").await;
+        assert_eq!(rec["status"], "delivered", "{c} on node0: {rec}");
+    }
+
+    // node2 comes back with the work's key first in its ring (its own store's key after
+    // it): it takes its share of the partitions again and delivers their work itself.
+    let main = cfgs[2].conf().join("switchboard.toml");
+    let text = std::fs::read_to_string(&main).expect("config");
+    let fixed = format!(
+        "{}[[encryption.keys]]\nid = \"k0\"\nkey = {{ file = \"{}\" }}\n",
+        encryption("k1", &k1),
+        k0.display()
+    );
+    std::fs::write(&main, text.replace(&rings[2], &fixed)).expect("write config");
+    engines.push(EngineProcess::start(&cfgs[2].conf(), &cfgs[2].data()));
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let view = wait_balanced(&engines[0], 3, 60).await;
+    let mut later = Vec::new();
+    for patient in patients_of(&view, "node2", "KR", 2) {
+        let control = format!("K{patient}n0");
+        let ack = send(&mut client, adt_for(&patient, &control).as_bytes()).await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+        later.push(control);
+    }
+    assert!(
+        eventually(30, || {
+            let got = controls_at(&sink);
+            later.iter().all(|c| got.contains(c))
+        })
+        .await,
+        "node2 with the key did not deliver its partitions' work"
+    );
+    for c in &later {
+        let rec = until_record(&engines[2], c, 30, |r| r["status"] == "delivered").await;
+        assert_eq!(rec["status"], "delivered", "node2 delivered {c}: {rec}");
+    }
+    let m = metrics_text(&engines[2]).await;
+    assert_eq!(
+        metric_value(&m, "switchboard_cluster_unopened_messages_total"),
+        0.0,
+        "node2 opens everything now"
+    );
     for e in engines {
         e.kill();
     }

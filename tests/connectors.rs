@@ -2,8 +2,8 @@
 //! (OpsPort, Buktor, PX360, Latrexa) on 127.0.0.1, asserted through the sandbox's GET state.
 
 use crate::support::*;
-use channels::sandbox::{start, RunningSandbox, SandboxConfig};
 use serde_json::Value;
+use switchboard_sandbox::{start, RunningSandbox, SandboxConfig};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) struct Sandbox {
@@ -111,7 +111,7 @@ async fn opsport_one_patient_updated_and_appointment_after_its_clinic_and_doctor
     .expect("write channel");
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let traffic =
-        channels::sandbox::traffic::generate(&channels::sandbox::traffic::TrafficConfig::new(
+        switchboard_sandbox::traffic::generate(&switchboard_sandbox::traffic::TrafficConfig::new(
             1,
             7,
             chrono::DateTime::parse_from_rfc3339("2026-06-01T08:00:00Z")
@@ -400,7 +400,7 @@ async fn wrong_credentials_dead_letter_at_once_without_a_retry_storm() {
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let mut client = connect(&engine.mllp("lab")).await;
     let traffic =
-        channels::sandbox::traffic::generate(&channels::sandbox::traffic::TrafficConfig::new(
+        switchboard_sandbox::traffic::generate(&switchboard_sandbox::traffic::TrafficConfig::new(
             1,
             11,
             chrono::DateTime::parse_from_rfc3339("2026-06-01T08:00:00Z")
@@ -467,7 +467,7 @@ async fn his_siu_is_uploaded_to_latrexa_and_a_mapping_failure_is_a_dead_letter()
     let engine = EngineProcess::start(&cfg.conf(), &cfg.data());
     let mut client = connect(&engine.mllp("lab")).await;
     let traffic =
-        channels::sandbox::traffic::generate(&channels::sandbox::traffic::TrafficConfig::new(
+        switchboard_sandbox::traffic::generate(&switchboard_sandbox::traffic::TrafficConfig::new(
             1,
             5,
             chrono::DateTime::parse_from_rfc3339("2026-06-01T08:00:00Z")

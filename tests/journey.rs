@@ -5,8 +5,8 @@
 
 use crate::connectors::{until, Sandbox};
 use crate::support::*;
-use channels::sandbox::SandboxConfig;
 use serde_json::{json, Value};
+use switchboard_sandbox::SandboxConfig;
 
 fn journey_fixture(name: &str) -> String {
     std::fs::read_to_string(format!(

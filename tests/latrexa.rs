@@ -3,9 +3,9 @@
 //! all on 127.0.0.1.
 
 use crate::support::{EngineProcess, TestConfig};
-use channels::sandbox::{self, RunningSandbox, SandboxConfig, SlotRefusal};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use switchboard_sandbox::{self as sandbox, RunningSandbox, SandboxConfig, SlotRefusal};
 use tokio_util::sync::CancellationToken;
 
 /// The sandbox, the engine's config folder and an HTTP client.

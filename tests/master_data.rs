@@ -4,8 +4,8 @@
 
 use crate::connectors::{dead_letters, secret, until, Sandbox};
 use crate::support::*;
-use channels::sandbox::SandboxConfig;
 use serde_json::Value;
+use switchboard_sandbox::SandboxConfig;
 
 fn fixture(path: &str) -> String {
     std::fs::read_to_string(format!(

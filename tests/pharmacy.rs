@@ -8,9 +8,9 @@ use crate::connectors::{until, Sandbox};
 use crate::support::*;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use channels::sandbox::SandboxConfig;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
+use switchboard_sandbox::SandboxConfig;
 
 /// A FHIR server on 127.0.0.1 that accepts everything and keeps each POSTed Bundle.
 struct FhirPeer {

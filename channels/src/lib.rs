@@ -19,7 +19,6 @@ pub mod http_source;
 pub mod kind;
 pub mod mllp;
 pub mod peers;
-pub mod sandbox;
 pub mod secret;
 pub mod sftp;
 pub mod source;

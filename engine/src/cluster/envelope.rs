@@ -139,6 +139,13 @@ pub fn partition_of(items: &[OutboxItem], partitions: u32) -> u32 {
         .map(|i| i.partition.as_str())
         .find(|p| !p.is_empty())
         .unwrap_or_default();
+    partition_of_key(key, partitions)
+}
+
+/// The delivery partition of one partition key (an HL7 message's PID-3 identifier by
+/// default), 0 to `partitions - 1`: what [`partition_of`] computes for deliveries with that
+/// key, for a test or a tool that must know which node delivers a patient's messages.
+pub fn partition_of_key(key: &str, partitions: u32) -> u32 {
     let digest = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -266,6 +273,7 @@ mod tests {
     fn one_patient_always_lands_in_one_partition_and_patients_spread() {
         let p = partition_of(&[item("", b""), item("P1", b"")], 16);
         assert_eq!(p, partition_of(&[item("P1", b"")], 16));
+        assert_eq!(p, partition_of_key("P1", 16));
         let seen: std::collections::BTreeSet<u32> = (0..200)
             .map(|n| partition_of(&[item(&format!("MRN{n}"), b"")], 16))
             .collect();

@@ -1258,10 +1258,12 @@ mod tests {
     async fn an_item_handed_over_twice_goes_once_in_a_whole_partition_batch() {
         use channels::clinic_api::latrexa::LatrexaConfig;
         let stop = CancellationToken::new();
-        let sb =
-            channels::sandbox::start(channels::sandbox::SandboxConfig::for_tests(), stop.clone())
-                .await
-                .expect("sandbox");
+        let sb = switchboard_sandbox::start(
+            switchboard_sandbox::SandboxConfig::for_tests(),
+            stop.clone(),
+        )
+        .await
+        .expect("sandbox");
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("latrexa.key");
         std::fs::write(&key, "sandbox-latrexa-key\n").expect("key");

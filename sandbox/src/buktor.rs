@@ -25,7 +25,7 @@
 //! Test control: `GET /_state` (stored events with their mapped fields, duplicate count,
 //! requests by status), `POST /_fault` and `GET /_requests` (every request received).
 
-use super::{json, lock, secret_eq, SandboxConfig, Shared};
+use crate::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -172,10 +172,10 @@ async fn receive(State(s): State<Buktor>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 fn process(s: &Buktor, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
-    if !super::bearer(headers).is_some_and(|t| secret_eq(t, &s.token)) {
+    if !crate::bearer(headers).is_some_and(|t| secret_eq(t, &s.token)) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
-    let Some(signature) = super::header(headers, "buktor-signature") else {
+    let Some(signature) = crate::header(headers, "buktor-signature") else {
         return error(StatusCode::UNAUTHORIZED, "Missing Buktor-Signature header.");
     };
     if !verify(&s.secret, body, signature) {
@@ -238,7 +238,7 @@ fn process(s: &Buktor, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) 
         "operation": event.get("operation"),
         "client_id": &*s.client_id,
         "mapped": mapped,
-        "received_at": super::now_rfc3339(),
+        "received_at": crate::now_rfc3339(),
     }));
     if let Some(id) = event_id {
         store.processed.insert(id);
@@ -277,9 +277,9 @@ async fn set_fault(State(s): State<Buktor>, body: Bytes) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{status_json, TestSandbox};
-    use super::super::SandboxConfig;
     use super::*;
+    use crate::test_support::{status_json, TestSandbox};
+    use crate::SandboxConfig;
 
     const TOKEN: &str = "sandbox-buktor-token";
     const SECRET: &[u8] = b"sandbox-buktor-secret";

@@ -371,10 +371,10 @@ pub fn generate(cfg: &TrafficConfig) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::TestSandbox;
-    use super::super::{SandboxConfig, SlotRefusal};
     use super::*;
-    use crate::mllp::client::MllpClient;
+    use crate::test_support::TestSandbox;
+    use crate::{SandboxConfig, SlotRefusal};
+    use channels::mllp::client::MllpClient;
     use std::collections::HashSet;
     use transforms::hl7v2::header::MessageHeader;
 

@@ -35,7 +35,7 @@
 //! between two upserts can be staged) and, as for every vendor, `GET /_requests` (every request
 //! received, with the status and body answered).
 
-use super::{json, lock, secret_eq, SandboxConfig, Shared};
+use crate::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -255,7 +255,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> (StatusCode, Value) 
 }
 
 fn answer(s: &OpsPort, segment: &str, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
-    let key_ok = super::header(headers, "x-api-key").is_some_and(|k| secret_eq(k, &s.api_key));
+    let key_ok = crate::header(headers, "x-api-key").is_some_and(|k| secret_eq(k, &s.api_key));
     if !key_ok {
         return error(StatusCode::UNAUTHORIZED, "Invalid or missing API key.");
     }
@@ -538,8 +538,8 @@ async fn state_view(State(s): State<OpsPort>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{status_json, TestSandbox};
-    use super::super::SandboxConfig;
+    use crate::test_support::{status_json, TestSandbox};
+    use crate::SandboxConfig;
     use serde_json::{json, Value};
 
     const KEY: &str = "sandbox-opsport-key";

@@ -20,6 +20,24 @@
 //! Every vendor also has test-control endpoints that start with an underscore (`/_state`,
 //! `/_requests`, ...); they need no credentials. [`traffic`] generates synthetic HL7 traffic.
 //! Start reading at [`start`]; `docs/SANDBOX.md` is the user documentation.
+//!
+//! # What it shares with the engine, and what not
+//!
+//! A vendor server is written from the vendor's document, never from Switchboard's client: the
+//! wire types here (paths, bodies, headers) are the sandbox's own, so a client that drifts from
+//! the documented contract fails against the sandbox instead of both ends changing together.
+//! This crate therefore takes no vendor contract type from `transforms::dest` or
+//! `channels::clinic_api`. It depends on two workspace crates for what is not a vendor's
+//! contract but HL7's standard, which the simulated HIS speaks like any HL7 peer:
+//!
+//! - `transforms`, for HL7 v2 (`transforms::hl7v2`: reading MSH, building ACKs and NAKs);
+//! - `channels`, for MLLP framing only (`channels::mllp::codec`; its tests also use the
+//!   MLLP client).
+//!
+//! Nothing was copied to make this crate: the generic serving helpers it needs (request log,
+//! credential checks) are its own. A test (`imports_no_vendor_contract`) reads this crate's
+//! sources and fails on any other path into those two crates.
+#![forbid(unsafe_code)]
 
 pub mod buktor;
 pub mod his;
@@ -464,5 +482,50 @@ pub(crate) mod test_support {
             .await
             .expect("sandbox stops with open connections");
         drop((ws, mllp));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The paths into the workspace's client crates this crate may use: HL7 v2 and MLLP, the
+    /// standard every HL7 peer speaks, and no vendor's contract (see the crate docs).
+    const ALLOWED: [(&str, &[&str]); 2] = [("transforms", &["hl7v2::"]), ("channels", &["mllp::"])];
+
+    #[test]
+    fn imports_no_vendor_contract() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = 0;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
+            let path = entry.expect("directory entry").path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).expect("source is readable");
+            for (n, line) in text.lines().enumerate() {
+                // Comments may name the clients' types, to say they are not used.
+                let code = line.split("//").next().unwrap_or_default();
+                for (krate, allowed) in ALLOWED {
+                    let prefix = format!("{krate}::");
+                    for (at, _) in code.match_indices(&prefix) {
+                        let before = code[..at].chars().next_back();
+                        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                            continue; // a longer name ending in the crate's name
+                        }
+                        let rest = &code[at + prefix.len()..];
+                        if !allowed.iter().any(|a| rest.starts_with(a)) {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(files >= 8, "read {files} source files in {}", dir.display());
+        assert!(
+            found.is_empty(),
+            "paths into the clients' crates beyond HL7 v2 and MLLP:\n{}",
+            found.join("\n")
+        );
     }
 }

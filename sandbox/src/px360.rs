@@ -28,7 +28,7 @@
 //!
 //! Test control: `GET /_state` (patients, journeys with their stages, requests by status).
 
-use super::{json, lock, secret_eq, SandboxConfig, Shared};
+use crate::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -219,7 +219,7 @@ fn uuid_like(kind: &str, n: u64) -> String {
 
 fn process(s: &Px360, headers: &HeaderMap, body: &[u8]) -> (StatusCode, Value) {
     if let Some(key) = &s.api_key {
-        match super::header(headers, "x-api-key") {
+        match crate::header(headers, "x-api-key") {
             None => {
                 return (
                     StatusCode::UNAUTHORIZED,
@@ -381,8 +381,8 @@ async fn state_view(State(s): State<Px360>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{status_json, TestSandbox};
-    use super::super::SandboxConfig;
+    use crate::test_support::{status_json, TestSandbox};
+    use crate::SandboxConfig;
     use serde_json::{json, Value};
 
     fn seed_sample() -> Value {

@@ -1,7 +1,7 @@
 //! Latrexa integration API and SignalR hub (seed `latrexa-sync-agent.txt`), served under `/latrexa`.
 //!
 //! The seed lists the endpoints but not their bodies; the wire types are the sandbox's own
-//! ([`super::latrexa_wire`], written from `docs/ASSUMPTIONS.md`), not the connector's, so a
+//! ([`crate::latrexa_wire`], written from `docs/ASSUMPTIONS.md`), not the connector's, so a
 //! connector that drifts from the documented shapes fails against the sandbox. Every API call needs `Authorization: Bearer <api key>` and
 //! `X-Organization-Code`; either missing or wrong answers 401 [`ErrorBody`]
 //! (`{"error":"unauthorized","message":...}`).
@@ -49,13 +49,13 @@
 //! `GET /_state` (bookings with their sync status and reject reason, confirm and reject calls,
 //! uploads, heartbeats).
 
-pub use super::latrexa_wire::RECORD_SEPARATOR;
-use super::latrexa_wire::{
+pub use crate::latrexa_wire::RECORD_SEPARATOR;
+use crate::latrexa_wire::{
     BookingAction, ConfirmRequest, ErrorBody, Heartbeat, HeartbeatResponse, HisAppointment, IdPair,
     PendingBooking, PendingBookings, RejectRequest, SyncResponse, SyncStatus, UploadRequest,
     UploadResponse, APPOINTMENT_CANCELLED, APPOINTMENT_CREATED, APPOINTMENT_UPDATED,
 };
-use super::{json, lock, secret_eq, SandboxConfig, Shared};
+use crate::{json, lock, secret_eq, SandboxConfig, Shared};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -248,13 +248,13 @@ impl Latrexa {
     }
 
     fn org_ok(&self, headers: &HeaderMap) -> bool {
-        super::header(headers, "x-organization-code").is_some_and(|o| o == &*self.org_code)
+        crate::header(headers, "x-organization-code").is_some_and(|o| o == &*self.org_code)
     }
 
     /// The API's check: bearer key and organization code, then the down switch of `endpoint`;
     /// the error answer when one fails.
     fn check(&self, headers: &HeaderMap, endpoint: &str) -> Option<Response> {
-        if !(self.key_ok(super::bearer(headers)) && self.org_ok(headers)) {
+        if !(self.key_ok(crate::bearer(headers)) && self.org_ok(headers)) {
             return Some(unauthorized());
         }
         if lock(&self.db).api_down.contains(endpoint) {
@@ -448,7 +448,7 @@ async fn heartbeat(State(s): State<Latrexa>, headers: HeaderMap, body: Bytes) ->
     db.last_heartbeat = Some(beat);
     ok(&HeartbeatResponse {
         ok: true,
-        server_time: super::now_rfc3339(),
+        server_time: crate::now_rfc3339(),
     })
 }
 
@@ -482,7 +482,7 @@ async fn negotiate(
     Query(q): Query<HubQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let key = super::bearer(&headers).or(q.access_token.as_deref());
+    let key = crate::bearer(&headers).or(q.access_token.as_deref());
     if !s.key_ok(key) || !s.org_ok(&headers) {
         return unauthorized();
     }
@@ -519,7 +519,7 @@ async fn hub_socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let key = super::bearer(&headers).or(q.access_token.as_deref());
+    let key = crate::bearer(&headers).or(q.access_token.as_deref());
     if !s.key_ok(key) {
         return unauthorized();
     }
@@ -899,9 +899,9 @@ async fn state_view(State(s): State<Latrexa>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{status_json, TestSandbox};
-    use super::super::SandboxConfig;
     use super::*;
+    use crate::test_support::{status_json, TestSandbox};
+    use crate::SandboxConfig;
     use futures::{SinkExt, StreamExt};
     use serde_json::Value;
     use tokio_tungstenite::tungstenite::Message as WsMessage;

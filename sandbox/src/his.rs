@@ -1,6 +1,6 @@
 //! The simulated hospital information system: an MLLP peer that acknowledges what it receives.
 //!
-//! Every framed message (`0x0B payload 0x1C 0x0D`, read with [`crate::mllp::codec::MllpCodec`])
+//! Every framed message (`0x0B payload 0x1C 0x0D`, read with [`channels::mllp::codec::MllpCodec`])
 //! gets an original-mode ACK built by `transforms` (MSH mirrored, `MSA|AA|<MSH-10>`). A
 //! scheduling message (SIU S12/S13/S14) whose slot the configured [`SlotRefusal`] refuses gets
 //! `MSA|AE|<MSH-10>|slot unavailable` and an ERR segment with the same text instead: that is
@@ -16,14 +16,14 @@
 //! answered and the answer, and the current refusal rule) and `POST /his/_refusal` (a new [`SlotRefusal`] as
 //! JSON, e.g. `{"mode":"doctors","codes":["DOC-1"]}`).
 
-use super::{json, lock, Shared};
-use crate::mllp::codec::{MllpCodec, MllpFrame};
+use crate::{json, lock, Shared};
 use axum::body::Bytes as BodyBytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use channels::mllp::codec::{MllpCodec, MllpFrame};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -164,7 +164,7 @@ impl HisState {
             "control_id": header.as_ref().map(|h| h.control_id.clone()),
             "message_type": header.as_ref().map(MessageHeader::message_type),
             "ack_code": code,
-            "received_at": super::now_rfc3339(),
+            "received_at": crate::now_rfc3339(),
             "raw": text,
             "answer": ack,
         }));
@@ -286,10 +286,10 @@ async fn set_refusal(State(s): State<HisState>, body: BodyBytes) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::TestSandbox;
-    use super::super::SandboxConfig;
     use super::*;
-    use crate::mllp::client::MllpClient;
+    use crate::test_support::TestSandbox;
+    use crate::SandboxConfig;
+    use channels::mllp::client::MllpClient;
     use std::time::Duration;
 
     fn siu(ctrl: &str, doctor: &str, start: &str) -> String {
