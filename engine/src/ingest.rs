@@ -207,7 +207,8 @@ impl ChannelIngest {
         let mut pending = None;
         let mut dedup_key = String::new();
         if let (Some(h), Verdict::Accept, None) = (&header, &verdict, resend) {
-            let key = crate::store::dedup::dedup_key(&self.channel, &h.sender_key());
+            let key =
+                crate::store::dedup::hl7_dedup_key(&self.channel, &h.control_id, &h.sender_key());
             match self.store.claim(&key, &content_digest(&raw), id).await {
                 Ok(Claim::New(p)) => pending = Some(p),
                 Ok(Claim::Reused {

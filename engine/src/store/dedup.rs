@@ -8,13 +8,25 @@
 //! id (a sender's counter reset) is stored as a new one instead of being answered as a
 //! resend.
 //!
+//! An HL7 v2 message's key starts with its control id ([`hl7_dedup_key`]: 0x00, MSH-10,
+//! 0x00, then the key above), so that its claim is also its entry in the control-id index:
+//! [`Store::ids_by_control_id`] reads both, and [`Store::put`] writes no `by_control_id` entry
+//! for a message whose claim names it, which saves ingest one write per message. A message
+//! that loses its claim while its record stays gets a `by_control_id` entry first: when a
+//! message with other content takes the key over (a reuse), and when a record is kept
+//! without its claim (cluster mode: the stream refused the message). A store written before
+//! this form holds HL7 keys without the prefix; a claim looks the original up under that key
+//! too while its own key is unclaimed, so a resend of a message stored by an earlier
+//! version is still recognised, and retention removes either form by the key the record
+//! names.
+//!
 //! A resend is answered only once the original is durable. While the original is between
 //! its claim and the end of its group commit it is *in flight* ([`InFlight`]): a resend
 //! waits for that outcome. If the original's write or flush failed, its claim and record
 //! are taken back ([`Pending::failed`]) and the resend is processed as a new message.
 
 use super::outbox::outbox_key;
-use super::{MessageRecord, Store, StoreError};
+use super::{control_id_index_key, MessageRecord, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -79,11 +91,13 @@ pub struct Pending {
     inflight: InFlightHandle,
 }
 
-/// [`InFlight`] and the dedup tree, as a [`Pending`] needs them to settle.
+/// [`InFlight`] and the trees a [`Pending`] needs to settle.
 #[derive(Clone)]
 struct InFlightHandle {
     inflight: InFlight,
     dedup: sled::Tree,
+    messages: sled::Tree,
+    by_control_id: sled::Tree,
 }
 
 impl std::fmt::Debug for InFlightHandle {
@@ -121,14 +135,34 @@ impl Pending {
             return;
         };
         // Only if it still points at this message.
-        let dedup = &self.inflight.dedup;
-        if let Ok(Some(v)) = dedup.get(&self.key) {
-            if v.starts_with(&self.id.to_be_bytes()) {
-                let _ = dedup.compare_and_swap(&self.key, Some(v), None as Option<&[u8]>);
+        let h = &self.inflight;
+        if let Ok(Some(v)) = h.dedup.get(&self.key) {
+            if v.starts_with(&self.id.to_be_bytes()) && self.index_kept_record() {
+                let _ = h
+                    .dedup
+                    .compare_and_swap(&self.key, Some(v), None as Option<&[u8]>);
             }
         }
         let _ = tx.send(Some(false));
         self.inflight.inflight.remove(self.id);
+    }
+
+    /// Before the claim goes: a record that stays (cluster mode keeps a message the stream
+    /// refused, marked rejected) gets the control-id index entry its claim was. False when
+    /// that entry could not be written: the claim then stays, so the record is still found.
+    fn index_kept_record(&self) -> bool {
+        let Some((control_id, _)) = control_id_form(&self.key) else {
+            return true;
+        };
+        let h = &self.inflight;
+        match h.messages.contains_key(self.id.to_be_bytes()) {
+            Ok(false) => true,
+            Ok(true) => h
+                .by_control_id
+                .insert(control_id_index_key(control_id, self.id), &[][..])
+                .is_ok(),
+            Err(_) => false,
+        }
     }
 }
 
@@ -163,6 +197,49 @@ pub fn dedup_key(channel: &str, sender_key: &str) -> String {
     format!("{channel}\u{1e}{sender_key}")
 }
 
+/// The dedup tree key of an HL7 v2 message with MSH-10 `control_id` and `sender_key` on
+/// `channel`: 0x00, the control id, 0x00, then [`dedup_key`], so that the claim is also the
+/// message's control-id index entry (see the module documentation). A control id the index
+/// cannot hold (empty, or with a NUL) gets [`dedup_key`] alone.
+pub fn hl7_dedup_key(channel: &str, control_id: &str, sender_key: &str) -> String {
+    let key = dedup_key(channel, sender_key);
+    if control_id.is_empty() || control_id.contains('\0') {
+        return key;
+    }
+    format!("\0{control_id}\0{key}")
+}
+
+/// The control id and the key without it ([`dedup_key`], as versions before this form
+/// wrote it) of a key in the control-id form ([`hl7_dedup_key`]); `None` for another key.
+fn control_id_form(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = key.strip_prefix(&[0u8][..])?;
+    let at = rest.iter().position(|b| *b == 0)?;
+    Some((&rest[..at], &rest[at + 1..])).filter(|(control_id, _)| !control_id.is_empty())
+}
+
+/// Whether a record's `dedup_key` is in the control-id form of its own control id: its
+/// claim is then its control-id index entry.
+pub(crate) fn indexes_control_id(dedup_key: &str, control_id: &str) -> bool {
+    control_id_form(dedup_key.as_bytes()).is_some_and(|(c, _)| c == control_id.as_bytes())
+}
+
+/// Where in the dedup tree the claims in the control-id form of `control_id` are.
+pub(crate) fn control_id_prefix(control_id: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(control_id.len() + 2);
+    p.push(0);
+    p.extend_from_slice(control_id.as_bytes());
+    p.push(0);
+    p
+}
+
+/// What a claim found under the key of the earlier layout ([`Store::claimed_before`]).
+enum Earlier {
+    /// A stored original with the same content.
+    Duplicate(Box<MessageRecord>),
+    /// A stored message with other content.
+    Other(u64),
+}
+
 impl Store {
     /// Claims `key` (see [`dedup_key`]) for message `id` with content `digest`, or finds the
     /// durable original it duplicates; waits while an original with the same content is
@@ -191,10 +268,24 @@ impl Store {
             inflight: InFlightHandle {
                 inflight: self.inflight.clone(),
                 dedup: self.dedup.clone(),
+                messages: self.messages.clone(),
+                by_control_id: self.by_control_id.clone(),
             },
         };
         let mut expected: Option<sled::IVec> = None;
         let mut reused: Option<u64> = None;
+        match self.claimed_before(key, digest) {
+            Ok(None) => {}
+            Ok(Some(Earlier::Duplicate(rec))) => {
+                self.inflight.remove(id);
+                return Ok(Claim::Duplicate(rec));
+            }
+            Ok(Some(Earlier::Other(previous))) => reused = Some(previous),
+            Err(e) => {
+                self.inflight.remove(id);
+                return Err(e);
+            }
+        }
         loop {
             let cas = match self
                 .dedup
@@ -229,6 +320,13 @@ impl Store {
                 }
             };
             if their_digest.is_some_and(|d| d != *digest) {
+                // The key moves to this message: the one it named gets a control-id index
+                // entry of its own first (sled recovers a prefix of its log, so the move is
+                // never durable without the entry).
+                if let Err(e) = self.index_displaced(key, original) {
+                    self.inflight.remove(id);
+                    return Err(e);
+                }
                 reused = Some(original);
                 expected = Some(current);
                 continue;
@@ -259,6 +357,46 @@ impl Store {
         }
     }
 
+    /// For a `key` in the control-id form that nothing claimed yet: the message a version
+    /// before that form recorded under the key without it, if it is stored.
+    fn claimed_before(
+        &self,
+        key: &str,
+        digest: &ContentDigest,
+    ) -> Result<Option<Earlier>, StoreError> {
+        let Some((_, earlier)) = control_id_form(key.as_bytes()) else {
+            return Ok(None);
+        };
+        let Some(v) = self.dedup.get(earlier)? else {
+            return Ok(None);
+        };
+        if self.dedup.contains_key(key)? {
+            return Ok(None);
+        }
+        let (original, their_digest) = decode(&v)?;
+        let Some(rec) = self.get(original)? else {
+            return Ok(None);
+        };
+        Ok(Some(if their_digest.is_some_and(|d| d != *digest) {
+            Earlier::Other(original)
+        } else {
+            Earlier::Duplicate(Box::new(rec))
+        }))
+    }
+
+    /// Writes the control-id index entry of message `original` when `key`, in the
+    /// control-id form, is about to stop naming it and it is stored or being stored.
+    fn index_displaced(&self, key: &str, original: u64) -> Result<(), StoreError> {
+        let Some((control_id, _)) = control_id_form(key.as_bytes()) else {
+            return Ok(());
+        };
+        if self.inflight.get(original).is_some() || self.contains_message(original)? {
+            self.by_control_id
+                .insert(control_id_index_key(control_id, original), &[][..])?;
+        }
+        Ok(())
+    }
+
     /// Takes back what [`Store::put`] wrote for a message whose commit failed (its
     /// deliveries are those attached to the record).
     ///
@@ -273,11 +411,10 @@ impl Store {
             self.outbox.remove(outbox_key(&d.destination, d.seq))?;
         }
         if !record.control_id.is_empty() {
-            let mut idx = Vec::with_capacity(record.control_id.len() + 9);
-            idx.extend_from_slice(record.control_id.as_bytes());
-            idx.push(0);
-            idx.extend_from_slice(&key);
-            self.by_control_id.remove(idx)?;
+            self.by_control_id.remove(control_id_index_key(
+                record.control_id.as_bytes(),
+                record.id,
+            ))?;
         }
         for k in record
             .business_keys
@@ -387,6 +524,133 @@ mod tests {
             s.claim("k", &[1; 32], s.next_id(2)).await.expect("claim"),
             Claim::New(_)
         ));
+    }
+
+    /// An HL7 message, stored as ingest stores it: claimed under `key`, its record naming it.
+    async fn ingest(s: &Store, key: &str, digest: u8, control_id: &str) -> (u64, Pending) {
+        let id = s.next_id(1_000);
+        let pending = match s.claim(key, &[digest; 32], id).await.expect("claim") {
+            Claim::New(p) | Claim::Reused { pending: p, .. } => p,
+            Claim::Duplicate(r) => panic!("expected a new message, got a duplicate of {}", r.id),
+        };
+        // Filtered: finished, so that retention takes it.
+        let mut rec = record(id, "adt", control_id, Status::Filtered);
+        rec.dedup_key = pending.key();
+        s.put(&rec, b"MSH|x", &[]).expect("put");
+        (id, pending)
+    }
+
+    fn by_control_id(s: &Store, control_id: &str) -> Vec<u64> {
+        s.ids_by_control_id(control_id, 0, u64::MAX).expect("ids")
+    }
+
+    /// The claim is the message's control-id index entry: ingest writes none in
+    /// `by_control_id`, yet the message is found by its control id; it gets one of its own
+    /// when another message takes its key over, or when its record stays without its claim;
+    /// retention removes either.
+    #[tokio::test]
+    async fn the_claim_is_the_control_id_index_entry_until_the_message_loses_it() {
+        let (_d, s) = store();
+        let key = hl7_dedup_key("adt", "C1", "HIS\u{1f}MAIN\u{1f}C1");
+        assert!(key.starts_with("\0C1\0"), "{key:?}");
+        let (first, p) = ingest(&s, &key, 1, "C1").await;
+        p.durable();
+        assert!(s.by_control_id.is_empty(), "one write less per message");
+        assert_eq!(by_control_id(&s, "C1"), [first]);
+        assert!(
+            by_control_id(&s, "C").is_empty(),
+            "a prefix is another control id"
+        );
+
+        // Another body under the same key: the key moves, the first keeps an entry.
+        let (second, p) = ingest(&s, &key, 2, "C1").await;
+        p.durable();
+        assert_eq!(s.by_control_id.len(), 1);
+        assert_eq!(by_control_id(&s, "C1"), [second, first]);
+
+        // A record kept while its claim is let go (cluster mode: the stream refused it).
+        let other = hl7_dedup_key("adt", "C2", "HIS\u{1f}MAIN\u{1f}C2");
+        let (kept, p) = ingest(&s, &other, 1, "C2").await;
+        drop(p);
+        assert!(s.dedup.get(&other).expect("get").is_none(), "claim let go");
+        assert_eq!(by_control_id(&s, "C2"), [kept]);
+
+        // A message taken back leaves nothing behind.
+        let third_key = hl7_dedup_key("adt", "C3", "HIS\u{1f}MAIN\u{1f}C3");
+        let (third, p) = ingest(&s, &third_key, 1, "C3").await;
+        let rec = s.get(third).expect("get").expect("record");
+        p.failed(&s, &rec);
+        assert!(by_control_id(&s, "C3").is_empty());
+
+        let policy = crate::store::retention::RetentionPolicy {
+            default_days: 1,
+            per_channel: Default::default(),
+        };
+        s.prune(&policy, 10 * 86_400_000).expect("prune");
+        assert!(by_control_id(&s, "C1").is_empty() && by_control_id(&s, "C2").is_empty());
+        assert!(s.by_control_id.is_empty() && s.dedup.is_empty());
+    }
+
+    /// A store written before the control-id form: the original's claim under the key
+    /// without the control id in front, its control id in `by_control_id`, byte for byte as
+    /// that version wrote them. A resend of it is still a duplicate, a reuse still a reuse.
+    #[tokio::test]
+    async fn a_message_claimed_before_the_control_id_form_is_still_recognised() {
+        let (_d, s) = store();
+        let earlier = dedup_key("adt", "HIS\u{1f}MAIN\u{1f}OLD-1");
+        let old = s.next_id(1);
+        let mut rec = record(old, "adt", "OLD-1", Status::Received);
+        rec.dedup_key = earlier.clone();
+        s.put(&rec, b"MSH|old", &[]).expect("put");
+        s.dedup
+            .insert(earlier.as_bytes(), &encode(old, &[1; 32])[..])
+            .expect("claim");
+        assert_eq!(s.by_control_id.len(), 1, "as that version wrote it");
+
+        let key = hl7_dedup_key("adt", "OLD-1", "HIS\u{1f}MAIN\u{1f}OLD-1");
+        match s.claim(&key, &[1; 32], s.next_id(2)).await.expect("claim") {
+            Claim::Duplicate(r) => assert_eq!(r.id, old),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+        assert!(s.dedup.get(&key).expect("get").is_none(), "nothing claimed");
+        let reuse = s.next_id(3);
+        match s.claim(&key, &[2; 32], reuse).await.expect("claim") {
+            Claim::Reused { previous, pending } => {
+                assert_eq!(previous, old);
+                let mut rec = record(reuse, "adt", "OLD-1", Status::Received);
+                rec.dedup_key = pending.key();
+                s.put(&rec, b"MSH|new", &[]).expect("put");
+                pending.durable();
+            }
+            other => panic!("expected a reuse, got {other:?}"),
+        }
+        assert_eq!(by_control_id(&s, "OLD-1"), [reuse, old]);
+        // From now on the key in the control-id form answers.
+        match s.claim(&key, &[2; 32], s.next_id(4)).await.expect("claim") {
+            Claim::Duplicate(r) => assert_eq!(r.id, reuse),
+            other => panic!("expected a duplicate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_a_control_id_the_index_can_hold_goes_in_front() {
+        assert_eq!(
+            hl7_dedup_key("a", "", "H\u{1f}F\u{1f}"),
+            dedup_key("a", "H\u{1f}F\u{1f}")
+        );
+        assert_eq!(
+            hl7_dedup_key("a", "x\0y", "k"),
+            dedup_key("a", "k"),
+            "a NUL would end the control id early"
+        );
+        let key = hl7_dedup_key("a", "C9", "k");
+        assert!(indexes_control_id(&key, "C9"));
+        assert!(!indexes_control_id(&key, "C"));
+        assert!(!indexes_control_id(&dedup_key("a", "k"), "C9"));
+        assert_eq!(
+            control_id_form(key.as_bytes()),
+            Some((&b"C9"[..], dedup_key("a", "k").as_bytes()))
+        );
     }
 
     #[test]

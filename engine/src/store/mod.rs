@@ -6,8 +6,8 @@
 //! |---|---|---|
 //! | `messages` | message id (u64) | [`MessageRecord`] as JSON, then 0x1E and the bytes exactly as received |
 //! | `raw` | message id | the bytes exactly as received, of messages stored before the raw bytes went beside the record (and of booking messages, see [`id_map`]) |
-//! | `dedup` | channel, sender key (HL7: MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
-//! | `by_control_id` | control id, 0x00, message id | empty |
+//! | `dedup` | channel, sender key (HL7: 0x00, MSH-10, 0x00 first, then the channel, MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
+//! | `by_control_id` | control id, 0x00, message id | empty; for the messages whose `dedup` claim does not name them (see [`dedup`]) |
 //! | `by_business_key` | key kind, value, 0x00, message id | empty (see [`keys`]) |
 //! | `fhir_ids` | channel, 0x00, FHIR `{type}/{id}`, 0x00, message id | empty (see [`fhir_ids`]) |
 //! | `paused` | channel name | [`PauseRecord`] as JSON: who paused the channel, when |
@@ -490,12 +490,14 @@ impl Store {
         for item in items {
             self.outbox.insert(item.key(), item.encode(&self.seal)?)?;
         }
-        if !record.control_id.is_empty() {
-            let mut idx = Vec::with_capacity(record.control_id.len() + 9);
-            idx.extend_from_slice(record.control_id.as_bytes());
-            idx.push(0);
-            idx.extend_from_slice(&key);
-            self.by_control_id.insert(idx, &[])?;
+        // A claim in the control-id form is this message's entry (see `dedup`).
+        if !record.control_id.is_empty()
+            && !dedup::indexes_control_id(&record.dedup_key, &record.control_id)
+        {
+            self.by_control_id.insert(
+                control_id_index_key(record.control_id.as_bytes(), record.id),
+                &[],
+            )?;
         }
         for k in record.business_keys.iter().filter(|k| keys::indexable(k)) {
             self.by_business_key
@@ -617,7 +619,9 @@ impl Store {
     }
 
     /// Ids of the messages with MSH-10 (control id) `control_id`, in `lower..upper`, newest
-    /// first.
+    /// first: from `by_control_id` and from the `dedup` claims in the control-id form (see
+    /// [`dedup`]). An id may be of a message whose record is not written yet or was taken
+    /// back; readers look the record up.
     ///
     /// # Errors
     ///
@@ -642,7 +646,18 @@ impl Store {
                 }
             }
         }
+        for v in self
+            .dedup
+            .scan_prefix(dedup::control_id_prefix(control_id))
+            .values()
+        {
+            let (id, _) = dedup::decode(&v?)?;
+            if id >= lower && id < upper {
+                ids.push(id);
+            }
+        }
         ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
         Ok(ids)
     }
 
@@ -708,6 +723,15 @@ impl Store {
         self.db.flush_async().await?;
         self.commit().await
     }
+}
+
+/// The `by_control_id` key of message `id` with control id `control_id`.
+pub(crate) fn control_id_index_key(control_id: &[u8], id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(control_id.len() + 9);
+    k.extend_from_slice(control_id);
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 /// In a `messages` value, what follows the record's JSON when the raw bytes are beside it:
