@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use transforms::dest::Vendor;
 use transforms::hl7v2::access::{V2Message, Value};
 use transforms::hl7v2::validate::type_matches;
+use transforms::model::Event;
 
 /// One `[[route]]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -279,318 +280,253 @@ impl Router {
         // Read only when a field predicate or a destination's partition needs it.
         let parsed = std::cell::OnceCell::new();
         let parsed = || parsed.get_or_init(|| V2Message::parse(&text).ok());
-        type RouteMapping = Option<std::sync::Arc<transforms::mapping::FieldMapping>>;
-        let mut targets: Vec<(String, PayloadKind)> = Vec::new();
-        let mut route_mappings: Vec<RouteMapping> = Vec::new();
-        for r in &self.routes {
-            if matches(&r.when, &r.regexes, record, &parsed) {
-                for t in &r.targets {
-                    if !targets.contains(t) && only.is_none_or(|o| o.contains(&t.0)) {
-                        targets.push(t.clone());
-                        route_mappings.push(r.mapping.clone());
-                    }
-                }
-            }
-        }
-        let by_patient = targets
-            .iter()
-            .any(|(dest, _)| matches!(self.partitions.get(dest), Some(Partition::Patient)));
-        // HL7 is partitioned by PID-3's first identifier; any other record (FHIR, JSON
-        // webhooks, DICOM) by its events' patient, read below.
+        let targets = self.targets(record, &parsed, only);
         let format = RecordFormat::parse(&record.format);
         let hl7 = format == Some(RecordFormat::Hl7v2);
-        let mut patient = (by_patient && hl7)
-            .then(|| parsed().as_ref().and_then(|m| value(m, "PID.3[1].1")))
-            .flatten()
-            .unwrap_or_default();
+        let by_patient = targets
+            .iter()
+            .any(|t| matches!(self.partitions.get(&t.dest), Some(Partition::Patient)));
+        // The canonical events are read when a JSON payload needs them, or the patient
+        // partition of a record that is not HL7.
         let needs_event = (by_patient && !hl7)
             || targets
                 .iter()
-                .any(|(_, k)| !matches!(k, PayloadKind::Hl7 | PayloadKind::Dicom));
-        let mut mapping_failure: Option<String> = None;
-        let events = if needs_event {
-            let read =
-                read.unwrap_or_else(|| crate::formats::events_of_in(record, raw, self.timezone));
-            match read {
-                crate::formats::Meaning::Events(e) => e,
-                crate::formats::Meaning::Unsupported(_) => Vec::new(),
-                crate::formats::Meaning::Failed(e) => {
-                    tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; the JSON deliveries of this message go to the dead letters.");
-                    mapping_failure = Some(e);
-                    Vec::new()
-                }
-            }
+                .any(|t| !matches!(t.kind, PayloadKind::Hl7 | PayloadKind::Dicom));
+        let (events, mapping_failure) = if needs_event {
+            self.events(record, raw, read)
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
-        if by_patient && !hl7 {
-            patient = partition_of_events(&events);
-        }
-        // Master data (a master file, or events that are all master-data changes) has one
-        // partition of its own, which the delivery worker sends ahead of anything queued
-        // after it (see `crate::delivery`).
-        let master_record = if hl7 {
-            record.message_type.starts_with("MFN^")
-        } else {
-            !events.is_empty() && events.iter().all(|e| e.kind.is_master_data())
+        let keys = PartitionKeys::of(record, hl7, by_patient, &parsed, &events);
+        let input = Input {
+            record,
+            raw,
+            format,
+            events: &events,
+            mapping_failure: mapping_failure.as_deref(),
+            store,
         };
         // One body per (destination, event); the raw HL7 goes once whatever the events.
         let mut bodies: Vec<Body> = Vec::new();
-        for ((dest, kind), route_mapping) in targets.into_iter().zip(route_mappings) {
-            if kind == PayloadKind::Dicom {
-                // Only what a DICOM storage source stored has an object to send.
-                if format == Some(RecordFormat::Dicom) {
-                    bodies.push(Body {
-                        dest,
-                        kind,
-                        body: raw.to_vec(),
-                        content_type: channels::dicom::sender::CONTENT_TYPE,
-                        control_id: None,
-                        suffix: String::new(),
-                        path: None,
-                        failure: None,
-                        appointment: None,
-                        reference: None,
-                        master: false,
-                    });
-                } else {
-                    bodies.push(Body::failed(
-                        dest,
-                        kind,
-                        "payload dicom: the message is not a stored DICOM object",
-                    ));
-                }
-                continue;
-            }
-            if kind == PayloadKind::Hl7 && format == Some(RecordFormat::Dicom) {
-                // A study's announcement has an HL7 v2 form (ORU^R01); a stored object none.
-                let oru = match crate::formats::events_of_in(record, raw, self.timezone) {
-                    crate::formats::Meaning::Events(e) => e
-                        .first()
-                        .ok_or_else(|| "no event".to_string())
-                        .and_then(|e| {
-                            transforms::to_v2::study_available_oru(e).map_err(|e| e.to_string())
-                        }),
-                    crate::formats::Meaning::Unsupported(t) => {
-                        Err(format!("payload hl7: a DICOM {t} has no HL7 v2 form"))
-                    }
-                    crate::formats::Meaning::Failed(e) => Err(e),
-                };
-                match oru {
-                    Ok(text) => bodies.push(Body {
-                        dest,
-                        kind,
-                        body: text.into_bytes(),
-                        content_type: "application/hl7-v2",
-                        control_id: Some(record.control_id.clone()),
-                        suffix: String::new(),
-                        path: None,
-                        failure: None,
-                        appointment: None,
-                        reference: None,
-                        master: false,
-                    }),
-                    Err(reason) => bodies.push(Body::failed(dest, kind, &reason)),
-                }
-                continue;
-            }
-            if kind == PayloadKind::Hl7 {
-                bodies.push(Body {
-                    dest,
-                    kind,
-                    body: raw.to_vec(),
-                    content_type: "application/hl7-v2",
-                    control_id: Some(record.control_id.clone()),
-                    suffix: String::new(),
-                    path: None,
-                    failure: None,
-                    appointment: None,
-                    reference: None,
-                    master: false,
-                });
-                continue;
-            }
-            if let Some(reason) = &mapping_failure {
-                bodies.push(Body::failed(dest, kind, reason));
-                continue;
-            }
-            if let Some(vendor) = kind.vendor() {
-                for (n, event) in events.iter().enumerate() {
-                    let timeline = match (vendor, store) {
-                        (Vendor::Px360, Some(store)) => {
-                            match self.timeline(store, &dest, event, (record.id, n)) {
-                                Ok(t) => t,
-                                Err(e) => {
-                                    tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Visit timeline unavailable; the delivery goes to the dead letters.");
-                                    bodies.push(Body::failed(
-                                        dest.clone(),
-                                        kind,
-                                        &format!("visit timeline: {e}"),
-                                    ));
-                                    continue;
-                                }
-                            }
-                        }
-                        (Vendor::Opsport | Vendor::Buktor | Vendor::Latrexa, _)
-                        | (Vendor::Px360, None) => None,
-                    };
-                    let rendered = crate::vendor::render_with(
-                        vendor,
-                        self.destinations.get(&dest),
-                        event,
-                        timeline.as_ref(),
-                        route_mapping.as_deref(),
-                    );
-                    let rendered = match rendered {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Mapping failed; the delivery goes to the dead letters.");
-                            bodies.push(Body::failed(dest.clone(), kind, &e.to_string()));
-                            continue;
-                        }
-                    };
-                    let many = events.len() > 1 || rendered.len() > 1;
-                    for (m, r) in rendered.into_iter().enumerate() {
-                        let Ok(body) = serde_json::to_vec(&r.body) else {
-                            continue;
-                        };
-                        // The appointment itself (not its clinic, doctor or patient upserts)
-                        // is what the appointment ledger keeps.
-                        let appointment = r
-                            .kind
-                            .starts_with("appointment")
-                            .then(|| appointment_ref(event))
-                            .flatten();
-                        // A clinic or doctor upsert that only comes along with an appointment
-                        // is sent once; master data owns the full record.
-                        // The master record itself (an MFN or FHIR clinic or doctor) is
-                        // always sent and, once delivered, stands for the reference too.
-                        let master = event.appointment.is_none() && event.kind.is_master_data();
-                        let reference = ((event.appointment.is_some() || master)
-                            && matches!(r.kind.as_str(), "clinic" | "doctor"))
-                        .then(|| {
-                            let code = r.body.get("code").and_then(|c| c.as_str());
-                            code.map(|c| format!("{}:{c}", r.kind))
-                        })
-                        .flatten();
-                        let master = master && reference.is_some();
-                        bodies.push(Body {
-                            dest: dest.clone(),
-                            kind,
-                            body,
-                            content_type: "application/json",
-                            control_id: None,
-                            suffix: if many {
-                                format!("-e{n}-{m}-{}", r.kind)
-                            } else {
-                                String::new()
-                            },
-                            path: Some(r.path),
-                            failure: None,
-                            appointment,
-                            reference,
-                            master,
-                        });
-                    }
-                }
-                continue;
-            }
-            for (n, event) in events.iter().enumerate() {
-                let suffix = if events.len() > 1 {
-                    format!("-e{n}")
-                } else {
-                    String::new()
-                };
-                let rendered = match kind {
-                    PayloadKind::Hl7 | PayloadKind::Dicom | PayloadKind::Vendor(_) => None,
-                    PayloadKind::Canonical => serde_json::to_vec(event)
-                        .ok()
-                        .map(|b| (b, "application/json")),
-                    PayloadKind::Fhir => {
-                        transforms::fhir::render_bundle(event, &Default::default())
-                            .ok()
-                            .flatten()
-                            .and_then(|bundle| serde_json::to_vec(&bundle.body).ok())
-                            .map(|b| (b, "application/fhir+json"))
-                    }
-                };
-                if let Some((mut body, content_type)) = rendered {
-                    if let Some(m) = route_mapping.as_deref().filter(|m| !m.is_empty()) {
-                        if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                            m.apply(&mut v);
-                            body = serde_json::to_vec(&v).unwrap_or(body);
-                        }
-                    }
-                    // A FHIR Bundle of an appointment event carries the Appointment.
-                    let appointment = (kind == PayloadKind::Fhir)
-                        .then(|| appointment_ref(event))
-                        .flatten();
-                    bodies.push(Body {
-                        dest: dest.clone(),
-                        kind,
-                        body,
-                        content_type,
-                        control_id: None,
-                        suffix,
-                        path: None,
-                        failure: None,
-                        appointment,
-                        reference: None,
-                        master: false,
-                    });
-                }
-            }
+        for target in &targets {
+            self.render_target(target, &input, &mut bodies);
         }
         bodies
             .into_iter()
-            .map(|b| {
-                let Body {
-                    dest,
-                    kind,
-                    body,
-                    content_type,
-                    control_id,
-                    suffix,
-                    path,
-                    failure,
-                    appointment,
-                    reference,
-                    master,
-                } = b;
-                let partition = match self.partitions.get(&dest) {
-                    Some(Partition::None) | None => String::new(),
-                    Some(Partition::Patient) if master_record => MASTER_PARTITION.to_owned(),
-                    Some(Partition::Patient) => patient.clone(),
-                };
-                OutboxItem {
-                    destination: format!("{}/{dest}", self.channel),
-                    seq: seq(),
-                    message_id: record.id,
-                    partition,
-                    created_at_ms: now_ms,
-                    attempts: 0,
-                    next_attempt_ms: now_ms,
-                    last_error: failure.clone().unwrap_or_default(),
-                    content_type: content_type.into(),
-                    idempotency_key: format!("{}-{dest}{key_suffix}{suffix}", record.id),
-                    control_id,
-                    path,
-                    payload: if failure.is_some() {
-                        MAPPING_FAILED.into()
-                    } else {
-                        kind.as_str().into()
-                    },
-                    appointment,
-                    reference,
-                    master,
-                    body,
-                }
-            })
+            .map(|b| self.outbox_item(b, record, (seq(), now_ms), key_suffix, &keys))
             .collect()
     }
 }
 
 impl Router {
+    /// The destinations a message goes to, in route order: every target of every route
+    /// whose `when` holds, each (destination, payload) once, those `only` names if given,
+    /// with the mapping of the route that first named it.
+    fn targets<'p, 'm: 'p>(
+        &self,
+        record: &MessageRecord,
+        parsed: &dyn Fn() -> &'p Option<V2Message<'m>>,
+        only: Option<&[String]>,
+    ) -> Vec<Target> {
+        let mut targets: Vec<Target> = Vec::new();
+        for r in &self.routes {
+            if matches(&r.when, &r.regexes, record, parsed) {
+                for (dest, kind) in &r.targets {
+                    let seen = targets.iter().any(|t| t.dest == *dest && t.kind == *kind);
+                    if !seen && only.is_none_or(|o| o.contains(dest)) {
+                        targets.push(Target {
+                            dest: dest.clone(),
+                            kind: *kind,
+                            mapping: r.mapping.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        targets
+    }
+
+    /// The message's canonical events, from `read` or read here, and the reason they could
+    /// not be made, if so (its JSON deliveries then go to the dead letters). A message type
+    /// with no canonical form has no events and no failure.
+    fn events(
+        &self,
+        record: &MessageRecord,
+        raw: &[u8],
+        read: Option<crate::formats::Meaning>,
+    ) -> (Vec<Event>, Option<String>) {
+        let read = read.unwrap_or_else(|| crate::formats::events_of_in(record, raw, self.timezone));
+        match read {
+            crate::formats::Meaning::Events(e) => (e, None),
+            crate::formats::Meaning::Unsupported(_) => (Vec::new(), None),
+            crate::formats::Meaning::Failed(e) => {
+                tracing::warn!(channel = %self.channel, id = record.id, error = %e, "Mapping failed; the JSON deliveries of this message go to the dead letters.");
+                (Vec::new(), Some(e))
+            }
+        }
+    }
+
+    /// Renders the bodies one target sends, pushing them onto `bodies`: the stored DICOM
+    /// object, the HL7 v2 message (a DICOM study's as an ORU^R01), a vendor's requests or
+    /// the canonical or FHIR JSON of each event. What cannot be rendered is a failed body.
+    fn render_target(&self, target: &Target, input: &Input<'_>, bodies: &mut Vec<Body>) {
+        let (dest, kind) = (target.dest.clone(), target.kind);
+        let dicom = input.format == Some(RecordFormat::Dicom);
+        if kind == PayloadKind::Dicom {
+            // Only what a DICOM storage source stored has an object to send.
+            bodies.push(if dicom {
+                Body::new(
+                    dest,
+                    kind,
+                    input.raw.to_vec(),
+                    channels::dicom::sender::CONTENT_TYPE,
+                )
+            } else {
+                Body::failed(
+                    dest,
+                    kind,
+                    "payload dicom: the message is not a stored DICOM object",
+                )
+            });
+        } else if kind == PayloadKind::Hl7 && dicom {
+            bodies.push(match self.study_oru(input.record, input.raw) {
+                Ok(text) => Body::hl7(dest, text.into_bytes(), input.record),
+                Err(reason) => Body::failed(dest, kind, &reason),
+            });
+        } else if kind == PayloadKind::Hl7 {
+            bodies.push(Body::hl7(dest, input.raw.to_vec(), input.record));
+        } else if let Some(reason) = input.mapping_failure {
+            bodies.push(Body::failed(dest, kind, reason));
+        } else if let Some(vendor) = kind.vendor() {
+            self.vendor_bodies(vendor, target, input, bodies);
+        } else {
+            json_bodies(target, input.events, bodies);
+        }
+    }
+
+    /// The HL7 v2 form of a DICOM study's announcement (ORU^R01), read again from the record;
+    /// a stored object has none.
+    fn study_oru(&self, record: &MessageRecord, raw: &[u8]) -> Result<String, String> {
+        match crate::formats::events_of_in(record, raw, self.timezone) {
+            crate::formats::Meaning::Events(e) => e
+                .first()
+                .ok_or_else(|| "no event".to_string())
+                .and_then(|e| transforms::to_v2::study_available_oru(e).map_err(|e| e.to_string())),
+            crate::formats::Meaning::Unsupported(t) => {
+                Err(format!("payload hl7: a DICOM {t} has no HL7 v2 form"))
+            }
+            crate::formats::Meaning::Failed(e) => Err(e),
+        }
+    }
+
+    /// A vendor's requests for each event, each a body; with several events or requests,
+    /// each body's key suffix tells it apart (`-e<event>-<request>-<kind>`). A PX360 request
+    /// carries its visit's timeline from the store, when there is one.
+    fn vendor_bodies(
+        &self,
+        vendor: Vendor,
+        target: &Target,
+        input: &Input<'_>,
+        bodies: &mut Vec<Body>,
+    ) {
+        let (dest, kind) = (&target.dest, target.kind);
+        let record = input.record;
+        for (n, event) in input.events.iter().enumerate() {
+            let timeline = match (vendor, input.store) {
+                (Vendor::Px360, Some(store)) => {
+                    match self.timeline(store, dest, event, (record.id, n)) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Visit timeline unavailable; the delivery goes to the dead letters.");
+                            bodies.push(Body::failed(
+                                dest.clone(),
+                                kind,
+                                &format!("visit timeline: {e}"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                (Vendor::Opsport | Vendor::Buktor | Vendor::Latrexa, _) | (Vendor::Px360, None) => {
+                    None
+                }
+            };
+            let rendered = crate::vendor::render_with(
+                vendor,
+                self.destinations.get(dest),
+                event,
+                timeline.as_ref(),
+                target.mapping.as_deref(),
+            );
+            let rendered = match rendered {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(channel = %self.channel, id = record.id, destination = %dest, error = %e, "Mapping failed; the delivery goes to the dead letters.");
+                    bodies.push(Body::failed(dest.clone(), kind, &e.to_string()));
+                    continue;
+                }
+            };
+            let many = input.events.len() > 1 || rendered.len() > 1;
+            for (m, r) in rendered.into_iter().enumerate() {
+                let suffix = if many {
+                    format!("-e{n}-{m}-{}", r.kind)
+                } else {
+                    String::new()
+                };
+                bodies.extend(vendor_body(target, event, r, suffix));
+            }
+        }
+    }
+
+    /// The outbox item of one body: its sequence number and creation time (`now_ms`), its
+    /// partition on its destination and its idempotency key
+    /// (`<message id>-<destination><key_suffix><body's suffix>`).
+    fn outbox_item(
+        &self,
+        b: Body,
+        record: &MessageRecord,
+        (seq, now_ms): (u64, u64),
+        key_suffix: &str,
+        keys: &PartitionKeys,
+    ) -> OutboxItem {
+        let Body {
+            dest,
+            kind,
+            body,
+            content_type,
+            control_id,
+            suffix,
+            path,
+            failure,
+            appointment,
+            reference,
+            master,
+        } = b;
+        OutboxItem {
+            destination: format!("{}/{dest}", self.channel),
+            seq,
+            message_id: record.id,
+            partition: keys.on(self.partitions.get(&dest)),
+            created_at_ms: now_ms,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+            last_error: failure.clone().unwrap_or_default(),
+            content_type: content_type.into(),
+            idempotency_key: format!("{}-{dest}{key_suffix}{suffix}", record.id),
+            control_id,
+            path,
+            payload: if failure.is_some() {
+                MAPPING_FAILED.into()
+            } else {
+                kind.as_str().into()
+            },
+            appointment,
+            reference,
+            master,
+            body,
+        }
+    }
+
     /// The timeline of the event's visit with the event's steps in it, kept in `store`
     /// (`None` when the event names no visit).
     fn timeline(
@@ -626,6 +562,159 @@ fn partition_of_events(events: &[transforms::model::Event]) -> String {
         .to_owned()
 }
 
+/// One destination a message goes to: the payload it gets there and the field mapping of the
+/// route that named it.
+struct Target {
+    dest: String,
+    kind: PayloadKind,
+    mapping: Option<std::sync::Arc<transforms::mapping::FieldMapping>>,
+}
+
+/// What the targets of one message are rendered from.
+struct Input<'a> {
+    record: &'a MessageRecord,
+    raw: &'a [u8],
+    format: Option<RecordFormat>,
+    /// The canonical events, when a payload or partition needs them.
+    events: &'a [Event],
+    /// Why the events could not be made: every JSON payload fails with it.
+    mapping_failure: Option<&'a str>,
+    /// Where PX360 visit timelines are kept.
+    store: Option<&'a crate::store::Store>,
+}
+
+/// The partition of a message's items on destinations partitioned by patient.
+struct PartitionKeys {
+    /// The patient's identifier; empty (one shared FIFO) when there is none.
+    patient: String,
+    /// Master data, which goes to [`MASTER_PARTITION`] instead.
+    master: bool,
+}
+
+impl PartitionKeys {
+    /// The keys of `record`: the patient only when some target is partitioned by patient
+    /// (`by_patient`), from PID-3 for HL7 and from `events` otherwise.
+    fn of<'p, 'm: 'p>(
+        record: &MessageRecord,
+        hl7: bool,
+        by_patient: bool,
+        parsed: &dyn Fn() -> &'p Option<V2Message<'m>>,
+        events: &[Event],
+    ) -> PartitionKeys {
+        // HL7 is partitioned by PID-3's first identifier; any other record (FHIR, JSON
+        // webhooks, DICOM) by its events' patient.
+        let patient = if !by_patient {
+            String::new()
+        } else if hl7 {
+            parsed()
+                .as_ref()
+                .and_then(|m| value(m, "PID.3[1].1"))
+                .unwrap_or_default()
+        } else {
+            partition_of_events(events)
+        };
+        // Master data (a master file, or events that are all master-data changes) has one
+        // partition of its own, which the delivery worker sends ahead of anything queued
+        // after it (see `crate::delivery`).
+        let master = if hl7 {
+            record.message_type.starts_with("MFN^")
+        } else {
+            !events.is_empty() && events.iter().all(|e| e.kind.is_master_data())
+        };
+        PartitionKeys { patient, master }
+    }
+
+    /// The partition on a destination with this `partition` setting.
+    fn on(&self, partition: Option<&Partition>) -> String {
+        match partition {
+            Some(Partition::None) | None => String::new(),
+            Some(Partition::Patient) if self.master => MASTER_PARTITION.to_owned(),
+            Some(Partition::Patient) => self.patient.clone(),
+        }
+    }
+}
+
+/// The canonical or FHIR JSON of each event, with the route's mapping applied, pushed onto
+/// `bodies`; with several events, each body's key suffix is `-e<event>`. An event that has
+/// no such form (or no FHIR Bundle) sends nothing.
+fn json_bodies(target: &Target, events: &[Event], bodies: &mut Vec<Body>) {
+    let kind = target.kind;
+    for (n, event) in events.iter().enumerate() {
+        let suffix = if events.len() > 1 {
+            format!("-e{n}")
+        } else {
+            String::new()
+        };
+        let rendered = match kind {
+            PayloadKind::Hl7 | PayloadKind::Dicom | PayloadKind::Vendor(_) => None,
+            PayloadKind::Canonical => serde_json::to_vec(event)
+                .ok()
+                .map(|b| (b, "application/json")),
+            PayloadKind::Fhir => transforms::fhir::render_bundle(event, &Default::default())
+                .ok()
+                .flatten()
+                .and_then(|bundle| serde_json::to_vec(&bundle.body).ok())
+                .map(|b| (b, "application/fhir+json")),
+        };
+        let Some((mut body, content_type)) = rendered else {
+            continue;
+        };
+        if let Some(m) = target.mapping.as_deref().filter(|m| !m.is_empty()) {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                m.apply(&mut v);
+                body = serde_json::to_vec(&v).unwrap_or(body);
+            }
+        }
+        // A FHIR Bundle of an appointment event carries the Appointment.
+        let appointment = (kind == PayloadKind::Fhir)
+            .then(|| appointment_ref(event))
+            .flatten();
+        bodies.push(Body {
+            suffix,
+            appointment,
+            ..Body::new(target.dest.clone(), kind, body, content_type)
+        });
+    }
+}
+
+/// The body of one vendor request `r` made from `event`, with what the appointment ledger
+/// and the reference records need; `None` when the request does not serialise.
+fn vendor_body(
+    target: &Target,
+    event: &Event,
+    r: transforms::dest::Rendered,
+    suffix: String,
+) -> Option<Body> {
+    let body = serde_json::to_vec(&r.body).ok()?;
+    // The appointment itself (not its clinic, doctor or patient upserts) is what the
+    // appointment ledger keeps.
+    let appointment = r
+        .kind
+        .starts_with("appointment")
+        .then(|| appointment_ref(event))
+        .flatten();
+    // A clinic or doctor upsert that only comes along with an appointment is sent once;
+    // master data owns the full record. The master record itself (an MFN or FHIR clinic or
+    // doctor) is always sent and, once delivered, stands for the reference too.
+    let master = event.appointment.is_none() && event.kind.is_master_data();
+    let reference = ((event.appointment.is_some() || master)
+        && matches!(r.kind.as_str(), "clinic" | "doctor"))
+    .then(|| {
+        let code = r.body.get("code").and_then(|c| c.as_str());
+        code.map(|c| format!("{}:{c}", r.kind))
+    })
+    .flatten();
+    let master = master && reference.is_some();
+    Some(Body {
+        suffix,
+        path: Some(r.path),
+        appointment,
+        reference,
+        master,
+        ..Body::new(target.dest.clone(), target.kind, body, "application/json")
+    })
+}
+
 /// One rendered body on its way into an outbox item.
 struct Body {
     dest: String,
@@ -659,6 +748,32 @@ pub const MASTER_PARTITION: &str = "#master-data";
 pub const MAPPING_FAILED: &str = "mapping_failed";
 
 impl Body {
+    /// A body of `content_type` to send as it is, with nothing else to it.
+    fn new(dest: String, kind: PayloadKind, body: Vec<u8>, content_type: &'static str) -> Body {
+        Body {
+            dest,
+            kind,
+            body,
+            content_type,
+            control_id: None,
+            suffix: String::new(),
+            path: None,
+            failure: None,
+            appointment: None,
+            reference: None,
+            master: false,
+        }
+    }
+
+    /// An HL7 v2 message, keyed by the record's control id.
+    fn hl7(dest: String, body: Vec<u8>, record: &MessageRecord) -> Body {
+        Body {
+            control_id: Some(record.control_id.clone()),
+            ..Body::new(dest, PayloadKind::Hl7, body, "application/hl7-v2")
+        }
+    }
+
+    /// A body that could not be rendered: its item goes to the dead letters with `reason`.
     fn failed(dest: String, kind: PayloadKind, reason: &str) -> Body {
         Body {
             dest,
