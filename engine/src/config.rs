@@ -128,17 +128,8 @@ impl Default for EngineConfig {
     }
 }
 
-/// When a positive answer may be sent.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    /// After the group-committed flush and fdatasync that cover the message.
-    #[default]
-    Fsync,
-    /// After the write into the store, before it reaches the disk. Loses messages on a crash
-    /// or power cut: for tests only (logged as a warning at start).
-    Os,
-}
+/// When a positive answer may be sent: the store's type, read from `[engine] durability`.
+pub use crate::store::Durability;
 
 /// The admin HTTP server: health, metrics, message API.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -457,6 +448,44 @@ pub struct LoadedChannel {
     pub file: PathBuf,
     /// `charset_fallback`, resolved.
     pub charset_fallback: Charset,
+}
+
+impl LoadedChannel {
+    /// The notAfter of every certificate the channel's source and destinations load, by
+    /// endpoint (`source`, or the destination's name); a TLS setting that does not load adds
+    /// nothing.
+    pub fn certificate_expiries(&self) -> Vec<(String, channels::tls::CertExpiry)> {
+        let source_tls = match &self.config.source {
+            SourceConfig::MllpListener(l) => l.tls.as_ref(),
+            SourceConfig::FhirRest(f) => f.tls.as_ref(),
+            SourceConfig::Webhook(w) => w.tls.as_ref(),
+            SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
+            SourceConfig::DicomStore(d) => d.tls.as_ref(),
+            SourceConfig::Sftp(_) | SourceConfig::Latrexa(_) => None,
+        };
+        let mut out = Vec::new();
+        if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
+            out.extend(tls.expiries.into_iter().map(|e| ("source".to_string(), e)));
+        }
+        for d in &self.config.destinations {
+            if let Some(Ok(tls)) = d.client_tls().map(|t| t.load()) {
+                out.extend(tls.expiries.into_iter().map(|e| (d.name().to_string(), e)));
+            }
+        }
+        out
+    }
+}
+
+/// The certificates of every channel, as [`crate::metrics::Metrics::record_tls_expiry`]
+/// takes them: (channel, endpoint, expiry).
+pub fn certificate_expiries(
+    channels: &[LoadedChannel],
+) -> impl Iterator<Item = (&str, String, channels::tls::CertExpiry)> {
+    channels.iter().flat_map(|ch| {
+        ch.certificate_expiries()
+            .into_iter()
+            .map(move |(endpoint, e)| (ch.config.name.as_str(), endpoint, e))
+    })
 }
 
 /// Everything needed to start the engine, checked.

@@ -135,7 +135,7 @@ impl Engine {
         let data_dir = config.engine.data_dir.clone();
         let _ = std::fs::remove_file(data_dir.join("engine.json"));
         let metrics = Metrics::new(&config.version);
-        metrics.record_tls_expiry(&config.channels);
+        metrics.record_tls_expiry(crate::config::certificate_expiries(&config.channels));
         let store = Store::open_with_cache(
             &data_dir,
             config.engine.durability,

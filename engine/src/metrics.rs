@@ -898,38 +898,18 @@ impl Metrics {
         }
     }
 
-    /// Sets [`TLS_CERT_EXPIRY`] for every certificate a channel's source or destinations
-    /// loaded, and forgets the others; called at start and after every reload that applied,
-    /// so a channel added by a reload has its expiry and a removed one loses it.
-    pub fn record_tls_expiry(&self, channels: &[crate::config::LoadedChannel]) {
+    /// Sets [`TLS_CERT_EXPIRY`] for every certificate given (channel, endpoint, expiry), and
+    /// forgets the others; called at start and after every reload that applied, so a channel
+    /// added by a reload has its expiry and a removed one loses it.
+    pub fn record_tls_expiry<'a>(
+        &self,
+        certificates: impl IntoIterator<Item = (&'a str, String, channels::tls::CertExpiry)>,
+    ) {
         self.tls_cert_expiry.reset();
-        for ch in channels {
-            let name = ch.config.name.as_str();
-            let set = |endpoint: &str, expiries: Vec<channels::tls::CertExpiry>| {
-                for e in expiries {
-                    self.tls_cert_expiry
-                        .with_label_values(&[name, endpoint, e.role])
-                        .set(e.not_after);
-                }
-            };
-            let source_tls = match &ch.config.source {
-                crate::config::SourceConfig::MllpListener(l) => l.tls.as_ref(),
-                crate::config::SourceConfig::FhirRest(f) => f.tls.as_ref(),
-                crate::config::SourceConfig::Webhook(w) => w.tls.as_ref(),
-                crate::config::SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
-                crate::config::SourceConfig::DicomStore(d) => d.tls.as_ref(),
-                crate::config::SourceConfig::Sftp(_) | crate::config::SourceConfig::Latrexa(_) => {
-                    None
-                }
-            };
-            if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
-                set("source", tls.expiries);
-            }
-            for d in &ch.config.destinations {
-                if let Some(Ok(tls)) = d.client_tls().map(|t| t.load()) {
-                    set(d.name(), tls.expiries);
-                }
-            }
+        for (channel, endpoint, e) in certificates {
+            self.tls_cert_expiry
+                .with_label_values(&[channel, endpoint.as_str(), e.role])
+                .set(e.not_after);
         }
     }
 

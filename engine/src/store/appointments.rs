@@ -191,11 +191,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
     use crate::store::id_map::tests::entry;
     use crate::store::id_map::{BookingState, RecordChange};
     use crate::store::ledger::LedgerWrite;
+    use crate::store::Durability;
     use crate::store::{MessageRecord, Status};
 
     fn record(id: u64) -> MessageRecord {

@@ -15,7 +15,6 @@
 //! `run`). The committer is a plain thread: flush and fsync block, and a dedicated thread
 //! keeps them off the async workers and the blocking pool alike.
 
-use crate::config::Durability;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use prometheus::{Histogram, IntCounter};
@@ -27,6 +26,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, warn};
+
+/// When a positive answer may be sent (`[engine] durability`; the store's own type, so the
+/// store does not depend on the configuration).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the group-committed flush and fdatasync that cover the message.
+    #[default]
+    Fsync,
+    /// After the write into the store, before it reaches the disk. Loses messages on a crash
+    /// or power cut: for tests only (logged as a warning at start).
+    Os,
+}
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 

@@ -431,9 +431,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
     use crate::store::tests::record;
+    use crate::store::Durability;
     use crate::store::Status;
 
     fn store() -> (tempfile::TempDir, Store) {

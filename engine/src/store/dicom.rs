@@ -426,8 +426,8 @@ impl DicomState for StoreDicom {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::Durability;
 
     #[tokio::test]
     async fn items_are_written_read_removed_and_expire() {

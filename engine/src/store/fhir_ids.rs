@@ -250,7 +250,7 @@ mod tests {
     fn open(dir: &tempfile::TempDir, seal: super::super::seal::Seal) -> Store {
         Store::open_sealed(
             dir.path(),
-            crate::config::Durability::Os,
+            crate::store::Durability::Os,
             &crate::metrics::Metrics::new("t"),
             seal,
         )

@@ -385,8 +385,8 @@ impl Store {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::Durability;
 
     fn record(id: u64, channel: &str) -> MessageRecord {
         MessageRecord {

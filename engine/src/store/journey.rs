@@ -205,8 +205,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::Durability;
     use transforms::journey::{Cancel, JourneyStep, StepKind};
 
     fn step(kind: StepKind, minute: u8) -> JourneyStep {

@@ -214,8 +214,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::Durability;
     use crate::store::{Query, Status};
 
     fn key(kind: BusinessKeyKind, value: &str) -> BusinessKey {

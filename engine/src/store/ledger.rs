@@ -301,8 +301,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
+    use crate::store::Durability;
 
     fn entry(message_id: u64, slot: &str) -> LedgerWrite {
         LedgerWrite {

@@ -46,14 +46,13 @@ pub mod retention;
 pub mod seal;
 pub mod space;
 
-use crate::config::Durability;
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use commit::GroupCommit;
+pub use commit::{Durability, GroupCommit};
 pub use dedup::{Claim, ContentDigest};
 
 /// The page cache, in MiB, of a store opened without a size (the engine's

@@ -924,9 +924,9 @@ fn with_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
     use crate::store::tests::{record, reopen};
+    use crate::store::Durability;
 
     fn item(store: &Store, message_id: u64) -> OutboxItem {
         OutboxItem::sample("lab/files", message_id, store.next_seq(), 1)

@@ -448,10 +448,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Durability;
     use crate::metrics::Metrics;
     use crate::store::id_map::{BookingEntry, BookingState, RecordChange};
     use crate::store::outbox::OutboxItem;
+    use crate::store::Durability;
     use crate::store::MessageRecord;
     use transforms::model::BusinessKeyKind;
 

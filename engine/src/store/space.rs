@@ -219,7 +219,7 @@ mod tests {
         use crate::store::{Status, Store};
         let dir = tempfile::tempdir().expect("tempdir");
         let m = crate::metrics::Metrics::new("t");
-        let s = Store::open(dir.path(), crate::config::Durability::Os, &m).expect("open");
+        let s = Store::open(dir.path(), crate::store::Durability::Os, &m).expect("open");
         let id = s.next_id(1000);
         s.put(
             &crate::store::tests::record(id, "a", "C1", Status::Received),

@@ -333,7 +333,9 @@ impl Supervisor {
         self.shared
             .metrics
             .set_config_version(&report.previous_version, &new.version);
-        self.shared.metrics.record_tls_expiry(&new.channels);
+        self.shared
+            .metrics
+            .record_tls_expiry(crate::config::certificate_expiries(&new.channels));
         if t.config.engine.log.level != new.engine.log.level
             || t.config.engine.log.format != new.engine.log.format
             || t.config.engine.log.color != new.engine.log.color
