@@ -7,9 +7,9 @@
 //! When a message cannot be taken up (the store fails, or it is sealed under a key this
 //! node lacks), the consumer ends and starts again just after its ack floor, so nothing is
 //! taken up behind a message that was not. So does a jump in the consumer's delivery
-//! numbers: the consumer numbers every delivery 1, 2, 3..., and under load (a NATS server
-//! killed, leaders moving) one delivery of a window was seen never to reach this node while
-//! the next ones did; taking those up would deliver a patient's later message before an
+//! numbers: the consumer numbers every delivery 1, 2, 3..., and under load (a new owner
+//! catching up on a partition after a take-over) one delivery of a window was seen never to
+//! reach this node while the next ones did; taking those up would deliver a patient's later message before an
 //! earlier one. A node that takes a partition (from a dead node, after a
 //! rebalance, or its own after a restart) reads the consumer's ack floor, deletes it and
 //! creates it again starting just after that floor. So it resumes at once at the first
