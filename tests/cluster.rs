@@ -336,16 +336,19 @@ fn start_logged(cfg: &TestConfig, logs: &Path, i: usize) -> EngineProcess {
     )
 }
 
-/// Copies the nodes' logs out of the test's temporary folder when the test fails and
-/// `SWITCHBOARD_KEEP_LOGS` is set.
+/// Copies the nodes' logs out of the test's temporary folder (to `cluster-logs-<pid>` in the
+/// system's temporary folder) as `SWITCHBOARD_KEEP_LOGS` asks: `always`, or any other value
+/// for a failed test only.
 struct KeepLogs(PathBuf);
 
 impl Drop for KeepLogs {
     fn drop(&mut self) {
-        let always = std::env::var("SWITCHBOARD_KEEP_LOGS").is_ok_and(|v| v == "always");
-        if !(always || std::thread::panicking())
-            || std::env::var_os("SWITCHBOARD_KEEP_LOGS").is_none()
-        {
+        let keep = match std::env::var("SWITCHBOARD_KEEP_LOGS") {
+            Ok(v) if v == "always" => true,
+            Ok(_) => std::thread::panicking(),
+            Err(_) => false,
+        };
+        if !keep {
             return;
         }
         let keep = std::env::temp_dir().join(format!("cluster-logs-{}", std::process::id()));
