@@ -20,6 +20,8 @@ pub mod envelope;
 mod leases;
 pub mod notice;
 mod partition;
+#[cfg(test)]
+mod testing;
 
 pub use config::ClusterConfig;
 
@@ -186,6 +188,10 @@ pub struct Cluster {
     /// The other nodes to ask for a cluster-wide answer: those with a live heartbeat, and
     /// those whose heartbeat ran out without a clean leave (dead, or cut off from NATS).
     peers: Mutex<Vec<NodeView>>,
+    /// Where finished work's completion notices go to be published in batches.
+    notices: notice::Outgoing,
+    /// The publisher's end of `notices`, until [`start`] runs it.
+    notice_queue: Mutex<Option<tokio::sync::mpsc::Receiver<notice::Pending>>>,
 }
 
 /// The NATS header that marks work an operator asked for (a reprocess, a dead-letter retry):
@@ -226,6 +232,7 @@ impl Cluster {
             .map_err(|e| ClusterError::Client(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_millis(cfg.publish_timeout_ms));
+        let (notices, notice_queue) = notice::queue();
         Ok(Arc::new(Cluster {
             view: Mutex::new(ClusterView {
                 node: cfg.node.clone(),
@@ -239,6 +246,8 @@ impl Cluster {
             retention: Duration::from_secs(u64::from(retention_days) * 24 * 3600),
             admin_url: std::sync::OnceLock::new(),
             peers: Mutex::new(Vec::new()),
+            notices,
+            notice_queue: Mutex::new(Some(notice_queue)),
         }))
     }
 
@@ -506,14 +515,28 @@ fn options(cfg: &ClusterConfig) -> Result<async_nats::ConnectOptions, ClusterErr
 }
 
 /// Starts cluster mode: the lease round that takes, renews and gives back partitions and runs
-/// a consumer for each partition held, and the reader of this node's completion notices.
-/// Stops on `shutdown`, giving its leases back.
+/// a consumer for each partition held, the publisher of the completion notices of the work
+/// this node finishes, and the reader of this node's own notices. Stops on `shutdown`,
+/// giving its leases back. Called once per [`Cluster`].
 pub fn start(
     cluster: Arc<Cluster>,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     info!(node = %cluster.cfg.node, partitions = cluster.cfg.partitions, "Cluster mode: joining.");
+    let queue = cluster
+        .notice_queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+        .expect("cluster mode is started once");
+    let publisher = tokio::spawn(notice::publish(
+        cluster.js.clone(),
+        pipeline.hub().store().clone(),
+        cluster.metrics.notices_sent.clone(),
+        queue,
+        shutdown.clone(),
+    ));
     let notices = tokio::spawn(notice::run(
         cluster.clone(),
         pipeline.clone(),
@@ -522,6 +545,7 @@ pub fn start(
     tokio::spawn(async move {
         leases::run(cluster, pipeline, shutdown).await;
         let _ = notices.await;
+        let _ = publisher.await;
     })
 }
 
