@@ -1010,14 +1010,22 @@ impl ChannelIngest {
                 .inc();
             return Err(e);
         }
-        self.store.commit().await?;
-        if let Some(cluster) = cluster {
-            cluster
-                .publish_stored(&self.store, record, raw, &items)
-                .await?;
-            return Ok(Vec::new());
+        let Some(cluster) = cluster else {
+            self.store.commit().await?;
+            return Ok(items);
+        };
+        // Cluster mode: the local fsync and the stream's replicated write run at once, and
+        // the answer waits for both. A message the stream took but this node could not make
+        // durable is answered as not stored; its resend is then the stream's duplicate.
+        let (committed, published) = tokio::join!(
+            self.store.commit(),
+            cluster.publish(&self.store.seal, record, raw, &items)
+        );
+        committed?;
+        if let Err(reason) = published {
+            return Err(cluster.refused(&self.store, record, raw, reason));
         }
-        Ok(items)
+        Ok(Vec::new())
     }
 
     /// Publishes the live event of an answered message and observes its ingest time.

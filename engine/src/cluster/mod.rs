@@ -1,15 +1,16 @@
 //! Cluster mode: several nodes share one NATS JetStream stream (`[cluster]`, docs/SCALING.md).
 //!
-//! What it is: a node stores each message in its own sled log as in single-node mode and then
-//! publishes it, with its rendered deliveries, to the replicated work stream; the sender is
-//! answered AA/CA (2xx) only when both the local fsync and the stream's acknowledgement came
-//! back ([`Cluster::publish`]). Delivery work is hashed by partition key into `partitions`
-//! subjects; a node delivers a partition only while it holds its lease in a JetStream
-//! key-value bucket ([`leases`]), consuming that subject in stream order, one message at a
-//! time, and acknowledging it once its deliveries are finished ([`partition`]). Just
-//! before that acknowledgement the owner tells the node that received the message how its
-//! deliveries ended ([`notice`]), so that node's record (and an `ack = "on_delivery"`
-//! answer waiting there) learns the outcome. With `[encryption]` the work and the notices
+//! What it is: a node stores each message in its own sled log as in single-node mode and,
+//! while that write is fsynced, publishes it, with its rendered deliveries, to the replicated
+//! work stream; the sender is answered AA/CA (2xx) only when both the local fsync and the
+//! stream's acknowledgement came back ([`Cluster::publish`], called by ingest). Delivery work
+//! is hashed by partition key into `partitions` subjects; a node delivers a partition only
+//! while it holds its lease in a JetStream key-value bucket ([`leases`]), consuming that
+//! subject in stream order, up to a window of messages at a time, and acknowledging each
+//! once its deliveries are finished ([`partition`]). Just before that acknowledgement the
+//! owner tells the node that received the message how its deliveries ended ([`notice`], in
+//! batches), so that node's record (and an `ack = "on_delivery"` answer waiting there)
+//! learns the outcome. With `[encryption]` the work and the notices
 //! are sealed with the store's keys ([`envelope::seal`]).
 //!
 //! What it is not: without `[cluster]` nothing here runs; the engine is the single binary
@@ -392,24 +393,16 @@ impl Cluster {
         result
     }
 
-    /// [`Cluster::publish`] for a message ingest has just stored (fsynced) without
-    /// deliveries. When the stream does not acknowledge it, the stored record is marked
-    /// rejected with the reason (so nothing vanishes) and the error is the one ingest
-    /// answers AR/CR 207 (HTTP 503) for; the sender sends the message again.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Cluster`] with the reason.
-    pub async fn publish_stored(
+    /// After [`Cluster::publish`] failed for a message ingest stored without deliveries:
+    /// marks the stored record rejected with the `reason` (so nothing vanishes) and returns
+    /// the error ingest answers AR/CR 207 (HTTP 503) for; the sender sends the message again.
+    pub fn refused(
         &self,
         store: &Store,
         record: &mut MessageRecord,
         raw: &[u8],
-        items: &[OutboxItem],
-    ) -> Result<(), StoreError> {
-        let Err(reason) = self.publish(&store.seal, record, raw, items).await else {
-            return Ok(());
-        };
+        reason: String,
+    ) -> StoreError {
         record.status = Status::Rejected;
         record.ack_code = if record.format == "hl7v2" {
             "AR"
@@ -422,7 +415,7 @@ impl Cluster {
         if let Err(e) = store.put(record, raw, &[]) {
             warn!(id = record.id, error = %e, "Cannot mark a message the cluster stream refused as rejected.");
         }
-        Err(StoreError::Cluster(reason))
+        StoreError::Cluster(reason)
     }
 
     /// What `GET /api/cluster` shows, as of the last lease round (every `lease_secs / 3`).
