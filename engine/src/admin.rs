@@ -722,7 +722,7 @@ async fn resend(
         }
         Err(e) => return store_failure(&e),
     };
-    if original.format != "hl7v2" {
+    if original.format != channels::source::RecordFormat::Hl7v2 {
         return error(
             StatusCode::CONFLICT,
             "not_resendable",

@@ -258,7 +258,7 @@ mod tests {
             destination: "a/x".into(),
             attempt: 1,
             at_ms: 1000,
-            outcome: "delivered".into(),
+            outcome: crate::store::kind::Outcome::Delivered.into(),
             status: Some(200),
             detail: String::new(),
             duration_ms: 1,
