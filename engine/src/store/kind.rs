@@ -1,5 +1,5 @@
 //! Kinds as stored records name them: a record's `format`, an outbox item's `payload`, an
-//! attempt's `outcome`. Each is a closed set of the engine's own ([`Kind`]), kept in the store,
+//! attempt's `outcome`, an audit record's `action`. Each is a closed set of the engine's own ([`Kind`]), kept in the store,
 //! sent between cluster nodes and shown by the admin API as its name, the same string every
 //! earlier version wrote.
 //!
@@ -160,6 +160,64 @@ impl Kind for Outcome {
     }
 }
 
+/// What an audit record tells ([`super::outbox::AuditRecord::action`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// `reprocess`: one message reprocessed.
+    Reprocess,
+    /// `reprocess_bulk`: one `POST /api/reprocess`, with its filter and counts.
+    ReprocessBulk,
+    /// `resend`: a message edited and sent again.
+    Resend,
+    /// `dead_letter_retry`: dead letters queued again.
+    DeadLetterRetry,
+    /// `dead_letter_discard`: dead letters discarded.
+    DeadLetterDiscard,
+    /// `channel_pause`: a channel paused.
+    ChannelPause,
+    /// `channel_resume`: a channel resumed.
+    ChannelResume,
+    /// `reload`: a configuration applied.
+    Reload,
+    /// `reload_refused`: a configuration refused; the running one stays.
+    ReloadRefused,
+    /// `retention`: one channel's retention pass.
+    Retention,
+}
+
+impl Kind for AuditAction {
+    fn all() -> impl Iterator<Item = Self> {
+        [
+            AuditAction::Reprocess,
+            AuditAction::ReprocessBulk,
+            AuditAction::Resend,
+            AuditAction::DeadLetterRetry,
+            AuditAction::DeadLetterDiscard,
+            AuditAction::ChannelPause,
+            AuditAction::ChannelResume,
+            AuditAction::Reload,
+            AuditAction::ReloadRefused,
+            AuditAction::Retention,
+        ]
+        .into_iter()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AuditAction::Reprocess => "reprocess",
+            AuditAction::ReprocessBulk => "reprocess_bulk",
+            AuditAction::Resend => "resend",
+            AuditAction::DeadLetterRetry => "dead_letter_retry",
+            AuditAction::DeadLetterDiscard => "dead_letter_discard",
+            AuditAction::ChannelPause => "channel_pause",
+            AuditAction::ChannelResume => "channel_resume",
+            AuditAction::Reload => "reload",
+            AuditAction::ReloadRefused => "reload_refused",
+            AuditAction::Retention => "retention",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +276,22 @@ mod tests {
         same_names::<Outcome>(&["delivered", "retry", "dead_letter"]);
     }
 
+    #[test]
+    fn audit_actions_keep_their_names() {
+        same_names::<AuditAction>(&[
+            "reprocess",
+            "reprocess_bulk",
+            "resend",
+            "dead_letter_retry",
+            "dead_letter_discard",
+            "channel_pause",
+            "channel_resume",
+            "reload",
+            "reload_refused",
+            "retention",
+        ]);
+    }
+
     /// Records as this and earlier versions write them, their kinds as strings: each reads
     /// with its kinds known and writes back the same JSON.
     #[test]
@@ -260,6 +334,11 @@ mod tests {
             "status": 400, "detail": "bad request", "duration_ms": 3
         }));
         assert_eq!(attempt.outcome, Outcome::DeadLetter);
+        let audit: crate::store::outbox::AuditRecord = same(serde_json::json!({
+            "at_ms": 5, "who": "ops", "action": "dead_letter_discard",
+            "target": "lab/ops#3", "count": 1
+        }));
+        assert_eq!(audit.action, AuditAction::DeadLetterDiscard);
     }
 
     /// A record a newer version wrote, with kinds this version does not know: it reads, each

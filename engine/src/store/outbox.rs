@@ -12,7 +12,7 @@
 //! [`Store::drop_orphans`]). A reprocess adds items and the new status in one sled
 //! transaction.
 
-use super::kind::{ItemPayload, Named, Outcome};
+use super::kind::{AuditAction, ItemPayload, Named, Outcome};
 use super::seal::Seal;
 use super::space::WritePath;
 use super::{MessageRecord, Status, Store, StoreError};
@@ -223,8 +223,9 @@ pub struct AuditRecord {
     pub who: String,
     /// `reprocess`, `reprocess_bulk` (one record per `POST /api/reprocess`, with the filter
     /// and the `reprocessed`/`skipped` counts), `dead_letter_retry`, `dead_letter_discard`,
-    /// `reload`, `retention`.
-    pub action: String,
+    /// `reload`, `retention`, ...: every [`AuditAction`]; a name this version does not know stays
+    /// as read (see [`super::kind`]).
+    pub action: Named<AuditAction>,
     /// What it applied to (ids, filters, `channel <name>`).
     pub target: String,
     /// How many items it touched.

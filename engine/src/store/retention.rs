@@ -318,7 +318,7 @@ impl Store {
             let record = AuditRecord {
                 at_ms: now_ms,
                 who: "retention".into(),
-                action: "retention".into(),
+                action: super::kind::AuditAction::Retention.into(),
                 target: format!("channel {channel}"),
                 count: usize::try_from(counts.removed).unwrap_or(usize::MAX),
                 counts: counts.counts(),
@@ -811,8 +811,13 @@ mod tests {
         assert_eq!(audit.len(), 3, "{audit:?}");
         let rec = &audit["channel a"];
         assert_eq!(
-            (rec.who.as_str(), rec.action.as_str(), rec.at_ms, rec.count),
-            ("retention", "retention", NOW, 1)
+            (rec.who.as_str(), rec.action.known(), rec.at_ms, rec.count),
+            (
+                "retention",
+                Some(super::super::kind::AuditAction::Retention),
+                NOW,
+                1
+            )
         );
         assert_eq!(rec.counts, a.counts());
         assert_eq!(rec.counts["kept_dead_lettered"], 1);

@@ -301,7 +301,7 @@ mod tests {
         let audit = AuditRecord {
             at_ms: 1,
             who: "t".into(),
-            action: "reprocess".into(),
+            action: crate::store::kind::AuditAction::Reprocess.into(),
             target: String::new(),
             count: 1,
             counts: Default::default(),
