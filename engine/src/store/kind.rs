@@ -358,6 +358,24 @@ mod tests {
         assert_eq!(record.format, Named::Unknown("hl7v3".into()));
         assert!(record.format != RecordFormat::Hl7v2);
         assert_eq!(serde_json::to_value(&record).expect("write"), old);
+        // Not read as any format: no canonical events, no patient, even for HL7 v2 bytes.
+        let raw =
+            b"MSH|^~\\&|HIS|MAIN|SB|HUB|20250101120000||ADT^A04|C1|P|2.5\rPID|1||P-1^^^MAIN^MR\r";
+        match crate::formats::events_of(&record, raw) {
+            crate::formats::Meaning::Failed(e) => {
+                assert_eq!(e, "no canonical mapping for format 'hl7v3'")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(crate::keys::patient_of(&record, raw).is_none());
+        let v2 = MessageRecord {
+            format: RecordFormat::Hl7v2.into(),
+            ..record.clone()
+        };
+        assert!(
+            crate::keys::patient_of(&v2, raw).is_some(),
+            "read as HL7 v2"
+        );
         let attempt: Attempt = serde_json::from_value(serde_json::json!({
             "destination": "x/y", "attempt": 1, "at_ms": 5, "outcome": "skipped",
             "status": null, "detail": "", "duration_ms": 0
