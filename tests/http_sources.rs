@@ -834,7 +834,10 @@ async fn http_resend_keys_are_pruned_with_their_messages() {
     );
     assert_eq!(store.message_count(), 0);
     let audit = store.audit_log(10).expect("audit");
-    let retention: Vec<_> = audit.iter().filter(|r| r.action == "retention").collect();
+    let retention: Vec<_> = audit
+        .iter()
+        .filter(|r| r.action == engine::store::kind::AuditAction::Retention)
+        .collect();
     assert_eq!(retention.len(), 2, "{audit:?}");
     for r in retention {
         assert_eq!(r.counts, one.counts(), "{r:?}");

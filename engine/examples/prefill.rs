@@ -21,6 +21,7 @@
 use engine::config::Durability;
 use engine::metrics::Metrics;
 use engine::store::dedup::{dedup_key, Claim, Pending};
+use engine::store::kind::{ItemPayload, Outcome};
 use engine::store::outbox::{attach, Attempt, OutboxItem};
 use engine::store::{MessageRecord, Status, Store};
 use sha2::{Digest, Sha256};
@@ -80,7 +81,7 @@ fn record(
         channel: channel.into(),
         received_at_ms: at_ms,
         peer: "127.0.0.1:40000".into(),
-        format: "hl7v2".into(),
+        format: channels::source::RecordFormat::Hl7v2.into(),
         message_type: "ADT^A04".into(),
         control_id: control_id.into(),
         sending_application: "HIS".into(),
@@ -118,7 +119,7 @@ fn item(store: &Store, channel: &str, id: u64, at_ms: u64, raw: &[u8]) -> Outbox
         idempotency_key: format!("{id}-files"),
         control_id: None,
         path: None,
-        payload: "hl7".into(),
+        payload: ItemPayload::Rendered(channels::kind::PayloadKind::Hl7).into(),
         appointment: None,
         reference: None,
         master: false,
@@ -157,7 +158,7 @@ async fn write_one(
         destination: item.destination.clone(),
         attempt: 1,
         at_ms: at_ms + 2,
-        outcome: "delivered".into(),
+        outcome: Outcome::Delivered.into(),
         status: None,
         detail: detail.clone(),
         duration_ms: 1,

@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             channel: channel.clone(),
             received_at_ms: at_ms,
             peer: "127.0.0.1:9".into(),
-            format: "hl7v2".into(),
+            format: channels::source::RecordFormat::Hl7v2.into(),
             message_type: "ADT^A04".into(),
             control_id,
             sending_application: "HIS".into(),

@@ -12,6 +12,7 @@
 use crate::admin_cluster::{self as fanout, Call, Scope, ScopeParam};
 use crate::auth::{Caller, Role};
 use crate::metrics::Metrics;
+use crate::store::kind::AuditAction;
 use crate::store::{Query, Status, Store};
 use axum::extract::{Path, Query as QueryParams, RawQuery, Request, State};
 use axum::http::HeaderMap;
@@ -722,7 +723,7 @@ async fn resend(
         }
         Err(e) => return store_failure(&e),
     };
-    if original.format != "hl7v2" {
+    if original.format != channels::source::RecordFormat::Hl7v2 {
         return error(
             StatusCode::CONFLICT,
             "not_resendable",
@@ -805,7 +806,7 @@ async fn resend(
     let audited = s.store.audit(&crate::store::outbox::AuditRecord {
         at_ms: crate::delivery::now_ms(),
         who: actor,
-        action: "resend".into(),
+        action: AuditAction::Resend.into(),
         target: format!("message {id} as message {new_id}"),
         count: 1,
         counts: Default::default(),
@@ -988,7 +989,7 @@ async fn reprocess_many(
     let audited = s.store.audit(&crate::store::outbox::AuditRecord {
         at_ms: crate::delivery::now_ms(),
         who: actor,
-        action: "reprocess_bulk".into(),
+        action: AuditAction::ReprocessBulk.into(),
         target,
         count: done,
         counts: [
@@ -1314,7 +1315,7 @@ async fn retry_dead_letters(
     audit(
         &s,
         &who(&caller, &headers),
-        "dead_letter_retry",
+        AuditAction::DeadLetterRetry,
         &targets,
         revived.len(),
     );
@@ -1350,7 +1351,7 @@ async fn discard_dead_letters(
     audit(
         &s,
         &who(&caller, &headers),
-        "dead_letter_discard",
+        AuditAction::DeadLetterDiscard,
         &targets,
         n,
     );
@@ -1407,8 +1408,8 @@ async fn dead_letters_in_cluster(
     };
     if !targets.is_empty() {
         let action = match verb {
-            DeadLetterVerb::Retry => "dead_letter_retry",
-            DeadLetterVerb::Discard => "dead_letter_discard",
+            DeadLetterVerb::Retry => AuditAction::DeadLetterRetry,
+            DeadLetterVerb::Discard => AuditAction::DeadLetterDiscard,
         };
         audit(s, actor, action, &targets, done);
     }
@@ -1532,7 +1533,13 @@ async fn retry_via_stream(
     Ok(done)
 }
 
-fn audit(s: &AdminState, actor: &str, action: &str, targets: &[(String, u64)], count: usize) {
+fn audit(
+    s: &AdminState,
+    actor: &str,
+    action: AuditAction,
+    targets: &[(String, u64)],
+    count: usize,
+) {
     let mut target: String = targets
         .iter()
         .take(20)

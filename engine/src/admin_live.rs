@@ -556,7 +556,7 @@ mod tests {
                 channel: if i % 2 == 0 { "a" } else { "b" }.into(),
                 received_at_ms: id >> 20,
                 peer: String::new(),
-                format: "hl7v2".into(),
+                format: channels::source::RecordFormat::Hl7v2.into(),
                 message_type: "ADT^A04".into(),
                 control_id: format!("C{i}"),
                 sending_application: String::new(),

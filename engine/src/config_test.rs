@@ -20,10 +20,11 @@
 //! The file format, every key, is in `docs/CONFIG_TESTS.md`.
 
 use crate::config::{self, deserialize_every, structure_problem, ChannelConfig, Problem};
-use crate::routing::{Router, MAPPING_FAILED};
+use crate::routing::Router;
+use crate::store::kind::ItemPayload;
 use crate::store::{MessageRecord, Status};
 use channels::clinic_api::latrexa_bookings::{BookingInput, BookingsConfig};
-use channels::source::{JsonBody, JsonFormat};
+use channels::source::{JsonBody, JsonFormat, RecordFormat};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1001,7 +1002,8 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                 .destination
                 .split_once('/')
                 .map_or(item.destination.clone(), |(_, d)| d.to_string());
-            let failure = (item.payload == MAPPING_FAILED).then(|| item.last_error.clone());
+            let failure =
+                (item.payload == ItemPayload::MappingFailed).then(|| item.last_error.clone());
             out.deliveries.entry(dest).or_default().push(Delivered {
                 path: item.path,
                 content_type: item.content_type,
@@ -1026,7 +1028,7 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                     channel: tf.channel.name.clone(),
                     received_at_ms: 0,
                     peer: String::new(),
-                    format: "hl7v2".into(),
+                    format: RecordFormat::Hl7v2.into(),
                     message_type: h.message_type(),
                     control_id: h.control_id.clone(),
                     sending_application: h.sending_application.clone(),
@@ -1059,7 +1061,7 @@ fn outcome(tf: &TestFile, case: &Case) -> Outcome {
                 channel: tf.channel.name.clone(),
                 received_at_ms: 0,
                 peer: String::new(),
-                format: req.format.as_str().into(),
+                format: RecordFormat::Json(req.format).into(),
                 message_type: d.message_type,
                 control_id: d.control_id,
                 sending_application: String::new(),

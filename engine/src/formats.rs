@@ -36,7 +36,7 @@ pub fn events_of_in(
     raw: &[u8],
     timezone: Option<transforms::model::Tz>,
 ) -> Meaning {
-    let Some(format) = RecordFormat::parse(&record.format) else {
+    let Some(format) = record.format.known() else {
         return Meaning::Failed(format!(
             "no canonical mapping for format '{}'",
             record.format

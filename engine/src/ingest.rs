@@ -283,7 +283,7 @@ impl ChannelIngest {
                 Some(r) => format!("resent by {}", r.by),
                 None => inbound.peer.to_string(),
             },
-            format: channels::source::RecordFormat::Hl7v2.as_str().into(),
+            format: channels::source::RecordFormat::Hl7v2.into(),
             message_type,
             control_id: control_id.clone(),
             sending_application: header
@@ -873,7 +873,7 @@ impl ChannelIngest {
             channel: self.channel.clone(),
             received_at_ms,
             peer: inbound.peer.to_string(),
-            format: format.as_str().into(),
+            format: (*format).into(),
             message_type: message_type.clone(),
             control_id,
             sending_application: String::new(),

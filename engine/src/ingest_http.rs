@@ -27,7 +27,8 @@ use crate::store::{Claim, MessageRecord, Status};
 use bytes::Bytes;
 use channels::fhir_rest::source::{operation_outcome, ResourceReader, FHIR_JSON_UTF8};
 use channels::source::{
-    Disposition, HttpAnswer, Inbound, JsonBody, JsonFormat, Payload, Reply, WebhookFormat,
+    Disposition, HttpAnswer, Inbound, JsonBody, JsonFormat, Payload, RecordFormat, Reply,
+    WebhookFormat,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -190,7 +191,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
         channel: ingest.channel.clone(),
         received_at_ms,
         peer: inbound.peer.to_string(),
-        format: req.format.as_str().into(),
+        format: RecordFormat::Json(req.format).into(),
         message_type: d.message_type.clone(),
         control_id: d.control_id.clone(),
         sending_application: String::new(),

@@ -87,7 +87,7 @@ pub struct PatientSummary {
 /// (also for messages that were rejected or have no mapping), the JSON formats and Latrexa
 /// bookings from their canonical event. `None` when the message names no patient.
 pub fn patient_of(record: &MessageRecord, raw: &[u8]) -> Option<PatientSummary> {
-    let summary = match RecordFormat::parse(&record.format)? {
+    let summary = match record.format.known()? {
         RecordFormat::Hl7v2 => patient_of_v2(raw, &record.charset),
         RecordFormat::Latrexa => serde_json::from_slice(raw)
             .ok()

@@ -26,6 +26,7 @@
 //! and `/api/channels` list the paused channels.
 
 use crate::metrics::Metrics;
+use crate::store::kind::AuditAction;
 use crate::store::outbox::AuditRecord;
 use crate::store::{PauseRecord, Store, StoreError};
 use channels::source::PauseFlag;
@@ -137,9 +138,9 @@ impl Pauses {
             .with_label_values(&[channel])
             .set(i64::from(pause));
         let action = if pause {
-            "channel_pause"
+            AuditAction::ChannelPause
         } else {
-            "channel_resume"
+            AuditAction::ChannelResume
         };
         let audited = self.store.audit(&AuditRecord {
             at_ms: crate::delivery::now_ms(),
@@ -188,8 +189,8 @@ mod tests {
             let audit = store.audit_log(10).expect("audit");
             assert_eq!(audit.len(), 1);
             assert_eq!(
-                (audit[0].action.as_str(), audit[0].who.as_str()),
-                ("channel_pause", "ops")
+                (audit[0].action.known(), audit[0].who.as_str()),
+                (Some(AuditAction::ChannelPause), "ops")
             );
             store.flush().await.expect("flush");
         }
@@ -208,7 +209,7 @@ mod tests {
         assert_eq!(metrics.channel_paused.with_label_values(&["lab"]).get(), 0);
         assert_eq!(
             store.audit_log(10).expect("audit")[0].action,
-            "channel_resume"
+            AuditAction::ChannelResume
         );
     }
 }

@@ -249,7 +249,7 @@ impl Pipeline {
         let audited = self.store.audit(&AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),
-            action: "reprocess".into(),
+            action: crate::store::kind::AuditAction::Reprocess.into(),
             target: match only {
                 Some(o) => format!("message {id} to {}", o.join(",")),
                 None => format!("message {id}"),

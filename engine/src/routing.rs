@@ -4,6 +4,7 @@
 //! its `to` destinations (fan-out). A message no route matches is stored as `filtered`. The
 //! payload is rendered here, once, when the message is routed; retries resend those bytes.
 
+use crate::store::kind::ItemPayload;
 use crate::store::ledger::AppointmentRef;
 use crate::store::outbox::OutboxItem;
 use crate::store::MessageRecord;
@@ -281,7 +282,7 @@ impl Router {
         let parsed = std::cell::OnceCell::new();
         let parsed = || parsed.get_or_init(|| V2Message::parse(&text).ok());
         let targets = self.targets(record, &parsed, only);
-        let format = RecordFormat::parse(&record.format);
+        let format = record.format.known();
         let hl7 = format == Some(RecordFormat::Hl7v2);
         let by_patient = targets
             .iter()
@@ -516,10 +517,11 @@ impl Router {
             control_id,
             path,
             payload: if failure.is_some() {
-                MAPPING_FAILED.into()
+                ItemPayload::MappingFailed
             } else {
-                kind.as_str().into()
-            },
+                ItemPayload::Rendered(kind)
+            }
+            .into(),
             appointment,
             reference,
             master,
@@ -743,10 +745,6 @@ struct Body {
 /// master data too.)
 pub const MASTER_PARTITION: &str = "#master-data";
 
-/// The `payload` of an outbox item whose rendering failed: the delivery worker moves it to
-/// the dead letters at once with its `last_error` (the field path and the reason).
-pub const MAPPING_FAILED: &str = "mapping_failed";
-
 impl Body {
     /// A body of `content_type` to send as it is, with nothing else to it.
     fn new(dest: String, kind: PayloadKind, body: Vec<u8>, content_type: &'static str) -> Body {
@@ -889,7 +887,7 @@ mod tests {
             channel: "c".into(),
             received_at_ms: 0,
             peer: String::new(),
-            format: "hl7v2".into(),
+            format: RecordFormat::Hl7v2.into(),
             message_type: message_type.into(),
             control_id: "X1".into(),
             sending_application: app.into(),
@@ -982,7 +980,7 @@ mod tests {
         )
         .expect("valid");
         let mut rec = record("Patient", "HIS");
-        rec.format = "fhir".into();
+        rec.format = RecordFormat::Json(channels::source::JsonFormat::Fhir).into();
         let mut n = 0;
         let got: Vec<(String, String)> = router
             .render(

@@ -175,7 +175,10 @@ mod tests {
             partition: partition.into(),
             next_attempt_ms: 0,
             content_type: "application/json".into(),
-            payload: "canonical".into(),
+            payload: crate::store::kind::ItemPayload::Rendered(
+                channels::kind::PayloadKind::Canonical,
+            )
+            .into(),
             body: body.to_vec(),
             ..OutboxItem::sample("lab/sink", 42, 7, 1)
         }

@@ -404,7 +404,7 @@ impl Cluster {
         reason: String,
     ) -> StoreError {
         record.status = Status::Rejected;
-        record.ack_code = if record.format == "hl7v2" {
+        record.ack_code = if record.format == channels::source::RecordFormat::Hl7v2 {
             "AR"
         } else {
             "503"

@@ -62,6 +62,7 @@ pub use schedule::backoff;
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::store::appointments::LinkScope;
+use crate::store::kind::ItemPayload;
 use crate::store::ledger::{AppointmentRef, LedgerEntry, LedgerWrite};
 use crate::store::outbox::{Attempt, DeliveryState, DeliveryStatus, OutboxItem};
 use crate::store::{Status, Store, StoreError};
@@ -408,7 +409,7 @@ async fn send_items(
             out.push((p, item, Err(e)));
             continue;
         }
-        if item.payload == crate::routing::MAPPING_FAILED {
+        if item.payload == ItemPayload::MappingFailed {
             let e = DeliveryError::permanent(item.last_error.clone());
             out.push((p, item, Err(e)));
         } else if let Some(known) = reference_known(&ledger, &item) {
@@ -1168,6 +1169,7 @@ mod tests {
     use super::*;
 
     use crate::config::Durability;
+    use crate::store::kind::Outcome;
     use crate::store::outbox::attach;
     use crate::store::tests::record;
     use channels::file::FileConfig;
@@ -1282,7 +1284,10 @@ mod tests {
                 content_type: "application/json".into(),
                 control_id: Some(format!("C{n}")),
                 path: Some("/api/integration/appointments/upload".into()),
-                payload: "latrexa".into(),
+                payload: ItemPayload::Rendered(channels::kind::PayloadKind::Vendor(
+                    transforms::dest::Vendor::Latrexa,
+                ))
+                .into(),
                 body: serde_json::to_vec(&body).expect("json"),
                 ..OutboxItem::sample("lab/lx", id, store.next_seq(), now_ms())
             };
@@ -1429,7 +1434,7 @@ mod tests {
             assert_eq!(rec.deliveries[0].attempts, 1);
             let attempts = store.attempts_of(item.message_id).expect("attempts");
             assert_eq!(attempts.len(), 1);
-            assert_eq!(attempts[0].outcome, "delivered");
+            assert_eq!(attempts[0].outcome, Outcome::Delivered);
             let file = folder.join(format!("{}-files.hl7", item.message_id));
             assert_eq!(std::fs::read(&file).expect("file"), item.body);
         }
@@ -1586,11 +1591,11 @@ mod tests {
             [items[0].idempotency_key.as_str(); 3],
             "the same key each time"
         );
-        let attempts: Vec<String> = store
+        let attempts: Vec<Option<Outcome>> = store
             .attempts_of(items[0].message_id)
             .expect("attempts")
             .into_iter()
-            .map(|a| a.outcome)
+            .map(|a| a.outcome.known())
             .collect();
         let on_record = store
             .get(items[0].message_id)
@@ -1598,7 +1603,7 @@ mod tests {
             .expect("record");
         assert_eq!(on_record.status, Status::Delivered);
         assert_eq!(on_record.deliveries[0].attempts, 3);
-        assert_eq!(attempts[..2], ["retry", "retry"], "{attempts:?}");
+        assert_eq!(attempts[..2], [Some(Outcome::Retry); 2], "{attempts:?}");
         let bad = store
             .get(items[3].message_id)
             .expect("get")

@@ -13,6 +13,7 @@
 //! and to skip items already finished elsewhere), is a function the caller passes to
 //! [`Schedule::next`].
 
+use crate::store::kind::{ItemPayload, Named, Outcome};
 use crate::store::outbox::{Attempt, OutboxItem};
 use channels::destination::{DeliveryConfig, DeliveryError, Receipt};
 use std::cmp::Reverse;
@@ -335,7 +336,7 @@ impl Schedule {
             }
         }
         let full =
-            batch.len() >= size || first.0 == crate::routing::MAPPING_FAILED || !others.is_empty();
+            batch.len() >= size || first.0 == ItemPayload::MappingFailed || !others.is_empty();
         let deadline = *self.linger_since.get_or_insert(now) + linger;
         if !full && now < deadline {
             // Wait a little for more items of this kind.
@@ -475,7 +476,7 @@ impl Schedule {
 }
 
 /// What decides whether two items may share a batch: their payload kind and path.
-fn kind(item: &OutboxItem) -> (String, Option<String>) {
+fn kind(item: &OutboxItem) -> (Named<ItemPayload>, Option<String>) {
     (item.payload.clone(), item.path.clone())
 }
 
@@ -509,15 +510,16 @@ fn decide(
     (now_ms, now): (u64, Instant),
 ) -> (Decision, Attempt, BreakerMove) {
     item.attempts += 1;
-    let mut attempt = Attempt {
-        destination: item.destination.clone(),
-        attempt: item.attempts,
+    let (destination, n) = (item.destination.clone(), item.attempts);
+    let attempt = |outcome: Outcome, status, detail: &str, answer: &Option<String>| Attempt {
+        destination: destination.clone(),
+        attempt: n,
         at_ms: now_ms,
-        outcome: String::new(),
-        status: None,
-        detail: String::new(),
+        outcome: outcome.into(),
+        status,
+        detail: detail.to_owned(),
         duration_ms: took.as_millis() as u64,
-        answer: None,
+        answer: answer.clone(),
     };
     let e = match result {
         Ok(receipt) => {
@@ -526,18 +528,17 @@ fn decide(
                 Some(_) => BreakerMove::Closed,
                 None => BreakerMove::Unchanged,
             };
+            let attempt = attempt(
+                Outcome::Delivered,
+                receipt.status,
+                &receipt.detail,
+                &receipt.answer,
+            );
             item.last_error.clear();
-            attempt.outcome = "delivered".into();
-            attempt.status = receipt.status;
-            attempt.detail = receipt.detail.clone();
-            attempt.answer = receipt.answer.clone();
             return (Decision::Delivered(receipt), attempt, moved);
         }
         Err(e) => e,
     };
-    attempt.status = e.status;
-    attempt.detail = e.reason.clone();
-    attempt.answer = e.answer.clone();
     let mut moved = BreakerMove::Unchanged;
     if e.is_retryable() {
         breaker.failures += 1;
@@ -554,8 +555,8 @@ fn decide(
     if e.is_retryable() && !exhausted {
         let delay = backoff(cfg, item.attempts, e.retry_after);
         item.next_attempt_ms = now_ms + delay.as_millis() as u64;
+        let attempt = attempt(Outcome::Retry, e.status, &e.reason, &e.answer);
         item.last_error = e.reason.clone();
-        attempt.outcome = "retry".into();
         return (Decision::Retry { error: e, delay }, attempt, moved);
     }
     let reason = if e.is_retryable() {
@@ -563,8 +564,8 @@ fn decide(
     } else {
         e.reason.clone()
     };
+    let attempt = attempt(Outcome::DeadLetter, e.status, &e.reason, &e.answer);
     item.last_error = reason.clone();
-    attempt.outcome = "dead_letter".into();
     (Decision::DeadLetter { reason }, attempt, moved)
 }
 
@@ -586,6 +587,7 @@ pub fn backoff(cfg: &DeliveryConfig, attempts: u32, retry_after: Option<Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+    use channels::kind::PayloadKind;
 
     fn queued(id: u64, seq: u64, partition: &str, created_at_ms: u64) -> OutboxItem {
         OutboxItem {
@@ -626,10 +628,10 @@ mod tests {
         }
 
         /// A new item of partition `p` and payload kind `kind`, handed over; its seq.
-        fn add_kind(&mut self, p: &str, kind: &str) -> u64 {
+        fn add_kind(&mut self, p: &str, kind: PayloadKind) -> u64 {
             self.seq += 1;
             let item = OutboxItem {
-                payload: kind.into(),
+                payload: ItemPayload::Rendered(kind).into(),
                 ..queued(self.seq, self.seq, p, WALL)
             };
             self.outbox.insert(self.seq, item);
@@ -638,7 +640,7 @@ mod tests {
         }
 
         fn add(&mut self, p: &str) -> u64 {
-            self.add_kind(p, "hl7")
+            self.add_kind(p, PayloadKind::Hl7)
         }
 
         fn advance(&mut self, by: Duration) {
@@ -907,7 +909,7 @@ mod tests {
         b.end(&[fourth], delivered);
         // Another kind does not share a batch, and does not make the first kind wait.
         let hl7 = b.add("P5");
-        let json = b.add_kind("P6", "opsport");
+        let json = b.add_kind("P6", PayloadKind::Vendor(transforms::dest::Vendor::Opsport));
         assert_eq!(b.next(), [vec![hl7]]);
         b.end(&[hl7], delivered);
         assert!(b.next().is_empty(), "alone, it lingers");
@@ -1082,7 +1084,10 @@ mod tests {
             assert!(ms >= full / 2 && ms <= full, "attempt {n}: {ms}");
             assert_eq!(item.next_attempt_ms, at.0 + ms);
             assert_eq!(item.last_error, "connection refused");
-            assert_eq!((attempt.attempt, attempt.outcome.as_str()), (n, "retry"));
+            assert_eq!(
+                (attempt.attempt, attempt.outcome.known()),
+                (n, Some(Outcome::Retry))
+            );
             moves.push(moved);
         }
         assert_eq!(
@@ -1111,7 +1116,7 @@ mod tests {
         };
         assert_eq!(reason, "gave up after 4 attempts: connection refused");
         assert_eq!(item.last_error, reason);
-        assert_eq!(attempt.outcome, "dead_letter");
+        assert_eq!(attempt.outcome, Outcome::DeadLetter);
         // A delivery closes the breaker and resets its count.
         let mut next = queued(2, 2, "P2", now);
         let (d, attempt, moved) = decide(
@@ -1126,8 +1131,8 @@ mod tests {
         assert_eq!(moved, BreakerMove::Closed);
         assert_eq!((breaker.failures, breaker.open_until), (0, None));
         assert_eq!(
-            (attempt.outcome.as_str(), attempt.duration_ms, next.attempts),
-            ("delivered", 7, 1)
+            (attempt.outcome.known(), attempt.duration_ms, next.attempts),
+            (Some(Outcome::Delivered), 7, 1)
         );
     }
 

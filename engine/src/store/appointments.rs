@@ -200,7 +200,7 @@ mod tests {
 
     fn record(id: u64) -> MessageRecord {
         let mut r = crate::store::tests::record(id, "bookings", &id.to_string(), Status::Received);
-        r.format = "latrexa".into();
+        r.format = channels::source::RecordFormat::Latrexa.into();
         r
     }
 

@@ -16,13 +16,15 @@
 //! replaced by its keyed hash, as business keys are ([`super::seal::Seal::index_tag`]); a look-up
 //! tries the clear form and the hash under every configured key.
 
+use super::kind::Named;
 use super::{MessageRecord, Status, Store, StoreError};
+use channels::source::{JsonFormat, RecordFormat};
 use serde_json::Value;
 
 /// `{type}/{id}` of every resource the stored answer of `record` names; empty for records
 /// that are not accepted FHIR messages.
-pub fn references(format: &str, status: Status, ack: &str) -> Vec<String> {
-    if format != "fhir" || status == Status::Rejected {
+pub fn references(format: &Named<RecordFormat>, status: Status, ack: &str) -> Vec<String> {
+    if *format != RecordFormat::Json(JsonFormat::Fhir) || status == Status::Rejected {
         return Vec::new();
     }
     let Ok(answer) = serde_json::from_str::<Value>(ack) else {
@@ -88,7 +90,7 @@ impl Store {
         &self,
         channel: &str,
         id: u64,
-        (format, status, ack): (&str, Status, &str),
+        (format, status, ack): (&Named<RecordFormat>, Status, &str),
     ) -> Vec<Vec<u8>> {
         references(format, status, ack)
             .iter()
@@ -201,23 +203,30 @@ mod tests {
 
     #[test]
     fn references_come_from_the_answer_of_accepted_fhir_messages_only() {
+        let fhir = &Named::Known(RecordFormat::Json(JsonFormat::Fhir));
+        let buktor = &Named::Known(RecordFormat::Json(JsonFormat::Webhook(
+            channels::source::WebhookFormat::Buktor,
+        )));
         let created = r#"{"resourceType":"Patient","id":"p1","name":[{"family":"X"}]}"#;
         assert_eq!(
-            references("fhir", Status::Received, created),
+            references(fhir, Status::Received, created),
             vec!["Patient/p1".to_owned()]
         );
-        assert!(references("fhir", Status::Rejected, created).is_empty());
-        assert!(references("buktor", Status::Received, created).is_empty());
+        assert!(references(fhir, Status::Rejected, created).is_empty());
+        assert!(references(buktor, Status::Received, created).is_empty());
         let bundle = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
             {"response":{"status":"201 Created","location":"Patient/a"}},
             {"response":{"status":"200 OK","location":"Encounter/b"}}]}"#;
         assert_eq!(
-            references("fhir", Status::Delivered, bundle),
+            references(fhir, Status::Delivered, bundle),
             vec!["Patient/a".to_owned(), "Encounter/b".to_owned()]
         );
         let outcome = r#"{"resourceType":"OperationOutcome","id":"x","issue":[]}"#;
-        assert!(references("fhir", Status::Received, outcome).is_empty());
-        assert!(references("fhir", Status::Received, "not json").is_empty());
+        assert!(references(fhir, Status::Received, outcome).is_empty());
+        assert!(references(fhir, Status::Received, "not json").is_empty());
+        // A format this version does not know names no resources, even spelt like FHIR.
+        let unknown = &Named::Unknown("fhir5".into());
+        assert!(references(unknown, Status::Received, created).is_empty());
     }
 
     fn record(store: &Store, channel: &str, status: Status, ack: &str) -> MessageRecord {
@@ -226,7 +235,7 @@ mod tests {
             channel: channel.into(),
             received_at_ms: 1_000,
             peer: String::new(),
-            format: "fhir".into(),
+            format: RecordFormat::Json(JsonFormat::Fhir).into(),
             message_type: "Patient".into(),
             control_id: String::new(),
             sending_application: String::new(),

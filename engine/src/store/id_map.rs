@@ -397,7 +397,7 @@ pub(crate) mod tests {
             channel: channel.into(),
             received_at_ms: 1,
             peer: "latrexa".into(),
-            format: "latrexa".into(),
+            format: channels::source::RecordFormat::Latrexa.into(),
             message_type: "booking.create".into(),
             control_id: id.to_string(),
             sending_application: "LATREXA".into(),

@@ -40,6 +40,7 @@ pub mod fhir_ids;
 pub mod id_map;
 pub mod journey;
 pub mod keys;
+pub mod kind;
 pub mod ledger;
 pub mod outbox;
 pub mod retention;
@@ -165,8 +166,9 @@ pub struct MessageRecord {
     pub received_at_ms: u64,
     /// The sender's address.
     pub peer: String,
-    /// `hl7v2`.
-    pub format: String,
+    /// What the source received (`hl7v2`, `fhir`, ...), which decides how the message is
+    /// read; a name this version does not know stays as read (see [`kind`]).
+    pub format: kind::Named<channels::source::RecordFormat>,
     /// `ADT^A04`, empty when unreadable.
     pub message_type: String,
     /// MSH-10, empty when unreadable.
@@ -807,7 +809,7 @@ pub(crate) mod tests {
             channel: channel.into(),
             received_at_ms: id >> 20,
             peer: "127.0.0.1:1".into(),
-            format: "hl7v2".into(),
+            format: channels::source::RecordFormat::Hl7v2.into(),
             message_type: "ADT^A04".into(),
             control_id: control_id.into(),
             sending_application: "HIS".into(),

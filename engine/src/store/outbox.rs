@@ -12,6 +12,7 @@
 //! [`Store::drop_orphans`]). A reprocess adds items and the new status in one sled
 //! transaction.
 
+use super::kind::{AuditAction, ItemPayload, Named, Outcome};
 use super::seal::Seal;
 use super::space::WritePath;
 use super::{MessageRecord, Status, Store, StoreError};
@@ -48,8 +49,10 @@ pub struct OutboxItem {
     pub control_id: Option<String>,
     /// Path relative to the destination's base URL.
     pub path: Option<String>,
-    /// Which payload rendered it (`hl7`, `canonical`, ...).
-    pub payload: String,
+    /// Which payload rendered it (`hl7`, `canonical`, ...), or `mapping_failed`; a name this
+    /// version does not know stays as read, and its body is sent as rendered (see
+    /// [`super::kind`]).
+    pub payload: Named<ItemPayload>,
     /// The appointment a vendor payload is about (its ids), so that delivery can read and
     /// write the appointment ledger (see [`super::ledger`]); `None` for everything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +94,7 @@ impl OutboxItem {
             idempotency_key: format!("{message_id}-{name}"),
             control_id: None,
             path: None,
-            payload: "hl7".into(),
+            payload: ItemPayload::Rendered(channels::kind::PayloadKind::Hl7).into(),
             appointment: None,
             reference: None,
             master: false,
@@ -193,8 +196,9 @@ pub struct Attempt {
     pub attempt: u32,
     /// Unix ms.
     pub at_ms: u64,
-    /// `delivered`, `retry` or `dead_letter`.
-    pub outcome: String,
+    /// `delivered`, `retry` or `dead_letter`; a name this version does not know stays as read
+    /// (see [`super::kind`]).
+    pub outcome: Named<Outcome>,
     /// HTTP status, when any.
     pub status: Option<u16>,
     /// The answer or the error.
@@ -219,8 +223,9 @@ pub struct AuditRecord {
     pub who: String,
     /// `reprocess`, `reprocess_bulk` (one record per `POST /api/reprocess`, with the filter
     /// and the `reprocessed`/`skipped` counts), `dead_letter_retry`, `dead_letter_discard`,
-    /// `reload`, `retention`.
-    pub action: String,
+    /// `reload`, `retention`, ...: every [`AuditAction`]; a name this version does not know stays
+    /// as read (see [`super::kind`]).
+    pub action: Named<AuditAction>,
     /// What it applied to (ids, filters, `channel <name>`).
     pub target: String,
     /// How many items it touched.
@@ -1023,7 +1028,7 @@ mod tests {
             destination: item.destination.clone(),
             attempt: item.attempts,
             at_ms: 5,
-            outcome: "delivered".into(),
+            outcome: Outcome::Delivered.into(),
             status: None,
             detail: "written".into(),
             duration_ms: 1,
@@ -1134,7 +1139,7 @@ mod tests {
                 s.put(&rec, b"raw", std::slice::from_ref(i)).expect("put");
             }
             let failed = Attempt {
-                outcome: "retry".into(),
+                outcome: Outcome::Retry.into(),
                 detail: "refused".into(),
                 ..attempt_of(&OutboxItem {
                     attempts: 1,

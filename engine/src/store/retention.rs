@@ -35,8 +35,10 @@
 //! for the engine to log and count. Retention removes and so is not refused under the
 //! free-space reserve; its audit records are, and are then skipped with a warning.
 
+use super::kind::Named;
 use super::outbox::{AuditRecord, DeliveryState, DeliveryStatus};
 use super::{keys, Status, Store, StoreError};
+use channels::source::{JsonFormat, RecordFormat, WebhookFormat};
 use serde::Deserialize;
 use sled::transaction::TransactionError;
 use sled::{IVec, Transactional};
@@ -164,7 +166,7 @@ impl Pace {
 struct Candidate {
     channel: String,
     received_at_ms: u64,
-    format: String,
+    format: Named<RecordFormat>,
     status: Status,
     control_id: String,
     sending_application: String,
@@ -214,25 +216,26 @@ fn verdict(c: &Candidate, id: u64, unsettled_bookings: &HashSet<u64>) -> Verdict
 /// The `dedup` key of a record without `dedup_key`, derived as ingest did when it wrote
 /// such records: HL7 v2 by MSH-3, MSH-4 and MSH-10; the HTTP sources by channel and the
 /// control id, which was their resend key (Buktor: a hash of the `event_id` the control id
-/// holds). `None` for formats that claim no key (Latrexa bookings).
+/// holds). `None` for formats that claim no key (Latrexa bookings, DICOM records) and for a
+/// format this version does not know (a newer version, which keeps `dedup_key`).
 fn legacy_dedup_key(c: &Candidate) -> Option<String> {
     if c.control_id.is_empty() {
         return None;
     }
-    match c.format.as_str() {
-        "hl7v2" => Some(format!(
+    match c.format.known()? {
+        RecordFormat::Hl7v2 => Some(format!(
             "{}\u{1f}{}\u{1f}{}",
             c.sending_application, c.sending_facility, c.control_id
         )),
-        "fhir" | "px360" | "opsport" => {
-            Some(format!("http\u{1f}{}\u{1f}{}", c.channel, c.control_id))
-        }
-        "buktor" => Some(format!(
+        RecordFormat::Json(
+            JsonFormat::Fhir | JsonFormat::Webhook(WebhookFormat::Px360 | WebhookFormat::Opsport),
+        ) => Some(format!("http\u{1f}{}\u{1f}{}", c.channel, c.control_id)),
+        RecordFormat::Json(JsonFormat::Webhook(WebhookFormat::Buktor)) => Some(format!(
             "http\u{1f}{}\u{1f}{}",
             c.channel,
             stable_id(&["buktor", &c.control_id])
         )),
-        _ => None,
+        RecordFormat::Latrexa | RecordFormat::Dicom => None,
     }
 }
 
@@ -315,7 +318,7 @@ impl Store {
             let record = AuditRecord {
                 at_ms: now_ms,
                 who: "retention".into(),
-                action: "retention".into(),
+                action: super::kind::AuditAction::Retention.into(),
                 target: format!("channel {channel}"),
                 count: usize::try_from(counts.removed).unwrap_or(usize::MAX),
                 counts: counts.counts(),
@@ -354,11 +357,8 @@ impl Store {
             .filter(|k| keys::indexable(k))
             .map(|k| keys::index_key(k, id))
             .collect();
-        let fhir_ids = self.fhir_index_keys_any_form(
-            &c.channel,
-            id,
-            (c.format.as_str(), c.status, c.ack.as_str()),
-        );
+        let fhir_ids =
+            self.fhir_index_keys_any_form(&c.channel, id, (&c.format, c.status, c.ack.as_str()));
         let ledger_rows = self.ledger_keys_of(id)?;
         let journey_rows = self.journey_rows_of(id)?;
         let dedup_key = if c.dedup_key.is_empty() {
@@ -476,7 +476,7 @@ mod tests {
             channel: channel.into(),
             received_at_ms: at_ms,
             peer: String::new(),
-            format: "hl7v2".into(),
+            format: RecordFormat::Hl7v2.into(),
             message_type: "ADT^A04".into(),
             control_id: control_id.into(),
             sending_application: "HIS".into(),
@@ -509,7 +509,7 @@ mod tests {
     fn booking(store: &Store, at_ms: u64, latrexa_id: &str, state: BookingState) -> u64 {
         let mut rec = record(store, "lx", at_ms, "");
         rec.control_id = rec.id.to_string();
-        rec.format = "latrexa".into();
+        rec.format = RecordFormat::Latrexa.into();
         rec.message_type = "booking.create".into();
         rec.status = Status::Received;
         let mut entry = crate::store::id_map::tests::entry(rec.id, latrexa_id);
@@ -721,7 +721,7 @@ mod tests {
                 destination: dead_item.destination.clone(),
                 attempt: 1,
                 at_ms: NOW,
-                outcome: "dead_letter".into(),
+                outcome: crate::store::kind::Outcome::DeadLetter.into(),
                 status: Some(400),
                 detail: "bad".into(),
                 duration_ms: 1,
@@ -811,8 +811,13 @@ mod tests {
         assert_eq!(audit.len(), 3, "{audit:?}");
         let rec = &audit["channel a"];
         assert_eq!(
-            (rec.who.as_str(), rec.action.as_str(), rec.at_ms, rec.count),
-            ("retention", "retention", NOW, 1)
+            (rec.who.as_str(), rec.action.known(), rec.at_ms, rec.count),
+            (
+                "retention",
+                Some(super::super::kind::AuditAction::Retention),
+                NOW,
+                1
+            )
         );
         assert_eq!(rec.counts, a.counts());
         assert_eq!(rec.counts["kept_dead_lettered"], 1);
@@ -848,10 +853,10 @@ mod tests {
         let hl7 = record(&s, "a", old, "C1");
         let hl7_key = "HIS\u{1f}MAIN\u{1f}C1";
         let mut fhir = record(&s, "web", old, "c0ffee");
-        fhir.format = "fhir".into();
+        fhir.format = RecordFormat::Json(JsonFormat::Fhir).into();
         let fhir_key = "http\u{1f}web\u{1f}c0ffee";
         let mut buktor = record(&s, "web", old, "evt-1");
-        buktor.format = "buktor".into();
+        buktor.format = RecordFormat::Json(JsonFormat::Webhook(WebhookFormat::Buktor)).into();
         let buktor_key = format!("http\u{1f}web\u{1f}{}", stable_id(&["buktor", "evt-1"]));
         for (r, k) in [(&hl7, hl7_key), (&fhir, fhir_key), (&buktor, &buktor_key)] {
             // Entries of that time held the id alone.
@@ -913,7 +918,7 @@ mod tests {
         let s = store(&dir);
         let fhir = |at_ms: u64, id: &str| {
             let mut r = record(&s, "web", at_ms, "");
-            r.format = "fhir".into();
+            r.format = RecordFormat::Json(JsonFormat::Fhir).into();
             r.ack = format!(r#"{{"resourceType":"Patient","id":"{id}"}}"#);
             s.put(&r, b"{}", &[]).expect("put");
             r

@@ -258,7 +258,7 @@ mod tests {
             destination: "a/x".into(),
             attempt: 1,
             at_ms: 1000,
-            outcome: "delivered".into(),
+            outcome: crate::store::kind::Outcome::Delivered.into(),
             status: Some(200),
             detail: String::new(),
             duration_ms: 1,
@@ -301,7 +301,7 @@ mod tests {
         let audit = AuditRecord {
             at_ms: 1,
             who: "t".into(),
-            action: "reprocess".into(),
+            action: crate::store::kind::AuditAction::Reprocess.into(),
             target: String::new(),
             count: 1,
             counts: Default::default(),

@@ -32,6 +32,7 @@ use crate::ingest::ChannelIngest;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::routing::Router;
+use crate::store::kind::AuditAction;
 use crate::store::outbox::AuditRecord;
 use crate::store::retention::RetentionPolicy;
 use crate::store::Store;
@@ -232,7 +233,7 @@ impl Supervisor {
                 );
                 self.audit(
                     who,
-                    "reload_refused",
+                    AuditAction::ReloadRefused,
                     format!("{} problem(s)", problems.0.len()),
                     0,
                 );
@@ -358,7 +359,7 @@ impl Supervisor {
         let touched = report.started.len() + report.restarted.len() + report.stopped.len();
         self.audit(
             who,
-            "reload",
+            AuditAction::Reload,
             format!(
                 "config {} -> {}",
                 report.previous_version, report.config_version
@@ -421,7 +422,7 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner()) = infos;
     }
 
-    fn audit(&self, who: &str, action: &str, target: String, count: usize) {
+    fn audit(&self, who: &str, action: AuditAction, target: String, count: usize) {
         let record = AuditRecord {
             at_ms: now_ms(),
             who: who.to_string(),
