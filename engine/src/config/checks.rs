@@ -2,10 +2,10 @@
 //! address that does not parse, a name used twice, a secret that does not resolve, a route to
 //! a destination the channel does not have.
 //!
-//! Each check adds a [`Problem`] with file, key and hint and goes on, so that [`super::load`]
-//! reports every problem at once. Not here: reading files and the environment, and mistakes
-//! of shape (an unknown key, a wrong type), which are found while deserializing
-//! ([`super::load`]).
+//! Each check adds a [`Problem`] with file, key and hint and goes on, so that
+//! [`inspect`](super::inspect) reports every problem at once. Not here: reading files and the
+//! environment, and mistakes of shape (an unknown key, a wrong type), which are found while
+//! deserializing (`load.rs`).
 
 use super::schema::{ChannelConfig, EncryptionConfig, EngineConfig, SourceConfig};
 use super::{LoadedChannel, Problem};
@@ -212,7 +212,7 @@ const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 /// tracing's own parser takes any bare word as a target name (`verbose` would mean "trace for
 /// the target `verbose`", so the engine would log nothing); here each comma-separated
 /// directive must be a level or `target=level`.
-pub(super) fn log_level_problem(level: &str) -> Option<String> {
+fn log_level_problem(level: &str) -> Option<String> {
     if level.trim().is_empty() {
         return Some("is empty".into());
     }

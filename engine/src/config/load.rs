@@ -3,8 +3,7 @@
 //! its own, every mistake of shape reported as a [`Problem`] with its file and key path.
 //!
 //! Start at [`inspect`]; [`load`] is what the engine calls. What a value that deserialized
-//! means is checked in [`super::checks`], which `inspect` runs; the types read are in
-//! [`super::schema`].
+//! means is checked in `checks.rs`, which `inspect` runs; the types read are in `schema.rs`.
 
 use super::checks::{check_across_channels, check_channel, check_engine};
 use super::schema::{ChannelConfig, EngineConfig};

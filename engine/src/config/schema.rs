@@ -3,8 +3,8 @@
 //!
 //! Each field's doc comment is its user documentation; each default is a named function next
 //! to its struct. Deserializing gives the shape of a file and nothing more: reading the files
-//! and the environment is in [`super::load`], and what a value means (an address, a name, a
-//! secret that resolves) is checked in [`super::checks`]. This module imports neither.
+//! and the environment is in `load.rs`, and what a value means (an address, a name, a secret
+//! that resolves) is checked in `checks.rs`. This module imports neither.
 
 use crate::routing::RouteConfig;
 use channels::destination::DestinationConfig;
