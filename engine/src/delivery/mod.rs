@@ -96,8 +96,11 @@ const HANDOVERS_PER_WAKE: usize = 4096;
 /// item of the message (without the type, which an outbox item does not carry), so a search
 /// for one message id finds its receipt and every delivery. The fields name the message,
 /// never its content.
+///
+/// The span is at level ERROR, not INFO: a span below the configured log level is not
+/// created, and the warnings and errors of an engine logging at `warn` would lose the id.
 pub(crate) fn message_span(message_id: Option<u64>, channel: &str) -> tracing::Span {
-    tracing::info_span!(
+    tracing::error_span!(
         "message",
         message_id,
         channel,
