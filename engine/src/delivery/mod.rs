@@ -1201,6 +1201,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
+    //! These tests run a worker against a real store (sled, with its commits) and real
+    //! destinations on a multi-thread runtime, where tokio's clock cannot be paused (and a
+    //! paused clock would jump past a timeout while a commit or a request is under way), so
+    //! their bounds and waits are on the wall clock, and each waits for the outcome it checks
+    //! (`Hub::watch`) rather than polling where the worker announces it. The schedule's
+    //! timing is tested on the paused clock (`schedule`'s tests).
     use super::*;
 
     use crate::config::Durability;
@@ -1267,22 +1273,26 @@ mod tests {
             .insert(id.to_be_bytes(), serde_json::to_vec(&rec).expect("json"))
             .expect("record");
         store.commit().await.expect("commit");
+        // Told once the delivery is recorded and durable, as an `on_delivery` sender is.
+        let delivered = hub.watch(id);
         hub.enqueue(std::slice::from_ref(&item));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the acknowledged message was never delivered; outbox: {:?}",
-                store.outbox_items("lab/files").map(|v| v.len())
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let told = tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the acknowledged message was never delivered; outbox: {:?}",
+                    store.outbox_items("lab/files").map(|v| v.len())
+                )
+            })
+            .expect("not dropped");
+        assert_eq!(told, Finished::Delivered);
         assert_eq!(std::fs::read(&file).expect("file"), item.body);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.get(id).expect("get").map(|r| r.status) != Some(Status::Delivered) {
-            assert!(Instant::now() < deadline, "the delivery was not recorded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let status = store.get(id).expect("get").map(|r| r.status);
+        assert_eq!(
+            status,
+            Some(Status::Delivered),
+            "the delivery was not recorded"
+        );
         assert!(store.outbox_items("lab/files").expect("items").is_empty());
     }
 
@@ -1341,6 +1351,8 @@ mod tests {
             EventBus::default(),
             CancellationToken::new(),
         );
+        let delivered: Vec<oneshot::Receiver<Finished>> =
+            items.iter().map(|i| hub.watch(i.message_id)).collect();
         hub.start_channel(
             "lab",
             &[DestinationConfig::Latrexa(LatrexaConfig {
@@ -1362,12 +1374,15 @@ mod tests {
         .expect("start");
         // The worker reads its outbox; the hub hands the same items over as ingest does.
         hub.enqueue(&items);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !store.outbox_items("lab/lx").expect("items").is_empty() {
-            assert!(Instant::now() < deadline, "not uploaded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for told in delivered {
+            let told = tokio::time::timeout(Duration::from_secs(20), told)
+                .await
+                .expect("not uploaded")
+                .expect("not dropped");
+            assert_eq!(told, Finished::Delivered);
         }
-        // Another interval: nothing more goes.
+        assert!(store.outbox_items("lab/lx").expect("items").is_empty());
+        // Another interval: nothing more goes (on the wall clock; see the module's note).
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let requests: serde_json::Value =
             reqwest::get(format!("{}/_requests", sb.base_url("latrexa")))
