@@ -523,7 +523,8 @@ impl ChannelIngest {
             .store
             .set_ack(id, code.as_str(), if answer { &text } else { "" })
         {
-            warn!(error = %e, "Cannot record the answer on the message.");
+            // `id` is the span's, except for a resend answered here for its original.
+            warn!(id, error = %e, "Cannot record the answer on the message.");
         }
         let body = answer.then(|| Bytes::from(encode(&text, charset_name)));
         if body.is_some() {
