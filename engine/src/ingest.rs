@@ -22,7 +22,7 @@ use bytes::Bytes;
 use channels::source::{Disposition, Inbound, Payload, Reply};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, warn, Instrument, Span};
 use transforms::hl7v2::ack::{
     build_ack, hl7_timestamp, should_answer, store_failure, AckParams, Verdict,
 };
@@ -139,8 +139,15 @@ impl ChannelIngest {
     }
 
     /// Handles one message from receipt to answer; `resend` when an operator sent it again
-    /// (see [`Resend`]).
+    /// (see [`Resend`]). All of it runs in the message's span
+    /// ([`crate::delivery::message_span`]), whose id and type are recorded once known.
     pub async fn handle_as(&self, inbound: Inbound, resend: Option<&Resend>) {
+        let span = crate::delivery::message_span(None, &self.channel);
+        self.receive(inbound, resend).instrument(span).await;
+    }
+
+    /// [`ChannelIngest::handle_as`], in the message's span.
+    async fn receive(&self, inbound: Inbound, resend: Option<&Resend>) {
         let started = Instant::now();
         let (raw, truncated_limit) = match &inbound.payload {
             Payload::Hl7v2(b) => (b.clone(), None),
@@ -175,6 +182,7 @@ impl ChannelIngest {
         }
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
+        Span::current().record("message_id", id);
         let (header, charset_name, mut verdict) =
             self.decide_off_thread(&raw, truncated_limit).await;
         // A master file is answered record by record (MFK), so its records are read now.
@@ -195,12 +203,13 @@ impl ChannelIngest {
             .as_ref()
             .map(|h| message_type_label(&h.message_code, h.trigger()))
             .unwrap_or_else(|| "other".into());
+        Span::current().record("message_type", label.as_str());
         self.count_received(&label);
         let control_id = header
             .as_ref()
             .map(|h| h.control_id.clone())
             .unwrap_or_default();
-        debug!(channel = %self.channel, control_id = %control_id, id, "Message received.");
+        debug!(control_id = %control_id, "Message received.");
 
         // A resend of an accepted message gets the original answer and no second record,
         // once the original is durable.
@@ -219,7 +228,7 @@ impl ChannelIngest {
                         .control_id_reused
                         .with_label_values(&[&self.channel])
                         .inc();
-                    warn!(channel = %self.channel, control_id = %control_id, id, previous, "Control id reused with a different body; stored as a new message.");
+                    warn!(control_id = %control_id, previous, "Control id reused with a different body; stored as a new message.");
                     pending = Some(p);
                 }
                 Ok(Claim::Duplicate(original)) => {
@@ -227,7 +236,7 @@ impl ChannelIngest {
                         .duplicates
                         .with_label_values(&[&self.channel])
                         .inc();
-                    debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate answered from the store.");
+                    debug!(control_id = %control_id, original = original.id, "Duplicate answered from the store.");
                     self.answer_duplicate(
                         inbound,
                         started,
@@ -358,7 +367,7 @@ impl ChannelIngest {
                     .rejected
                     .with_label_values(&[&self.channel, n.code.reason_label()])
                     .inc();
-                debug!(channel = %self.channel, control_id = %control_id, id, reason = %n, "Message rejected.");
+                debug!(control_id = %control_id, reason = %n, "Message rejected.");
                 Disposition::Rejected(n.to_string())
             }
         };
@@ -447,25 +456,28 @@ impl ChannelIngest {
     ) {
         let pipeline = self.pipeline.clone();
         let store = self.store.clone();
-        let channel = self.channel.clone();
-        tokio::spawn(async move {
-            let watch = pipeline.hub().watch(id);
-            let delivered = match store.get(id) {
-                Ok(Some(r)) if r.status == Status::Delivered => true,
-                Ok(Some(r)) if r.status == Status::Failed => false,
-                Ok(Some(_)) => matches!(watch.await, Ok(Finished::Delivered)),
-                _ => false,
-            };
-            if delivered {
-                let (code, mut text) = positive_ack(&header, id);
-                if let Some(mf) = &master_file {
-                    text = mf.after_delivery(&text, &header, &Ok(()));
-                }
-                if let Err(e) = store.set_ack(id, &code, &text) {
-                    warn!(channel = %channel, id, error = %e, "Cannot record the late answer on the message.");
+        // In the message's span, which it keeps open until the deliveries end.
+        tokio::spawn(
+            async move {
+                let watch = pipeline.hub().watch(id);
+                let delivered = match store.get(id) {
+                    Ok(Some(r)) if r.status == Status::Delivered => true,
+                    Ok(Some(r)) if r.status == Status::Failed => false,
+                    Ok(Some(_)) => matches!(watch.await, Ok(Finished::Delivered)),
+                    _ => false,
+                };
+                if delivered {
+                    let (code, mut text) = positive_ack(&header, id);
+                    if let Some(mf) = &master_file {
+                        text = mf.after_delivery(&text, &header, &Ok(()));
+                    }
+                    if let Err(e) = store.set_ack(id, &code, &text) {
+                        warn!(error = %e, "Cannot record the late answer on the message.");
+                    }
                 }
             }
-        });
+            .instrument(Span::current()),
+        );
     }
 
     /// Answers a message of an `on_delivery` channel with `outcome` and records the answer.
@@ -511,7 +523,8 @@ impl ChannelIngest {
             .store
             .set_ack(id, code.as_str(), if answer { &text } else { "" })
         {
-            warn!(channel = %self.channel, id, error = %e, "Cannot record the answer on the message.");
+            // `id` is the span's, except for a resend answered here for its original.
+            warn!(id, error = %e, "Cannot record the answer on the message.");
         }
         let body = answer.then(|| Bytes::from(encode(&text, charset_name)));
         if body.is_some() {
@@ -589,7 +602,7 @@ impl ChannelIngest {
         {
             Ok(decided) => decided,
             Err(e) => {
-                error!(channel = %self.channel, error = %e, "Message check failed to run; rejecting the message.");
+                error!(error = %e, "Message check failed to run; rejecting the message.");
                 (
                     None,
                     String::new(),
@@ -674,7 +687,7 @@ impl ChannelIngest {
         id: u64,
         reason: &str,
     ) {
-        error!(channel = %self.channel, id, error = %reason, "Message could not be stored; answering with a reject.");
+        error!(error = %reason, "Message could not be stored; answering with a reject.");
         let verdict = store_failure("message could not be stored, send it again later");
         let code = verdict.ack_code(header);
         let text = build_ack(
@@ -743,7 +756,7 @@ impl ChannelIngest {
                 .with_label_values(&[&self.channel, code.as_str()])
                 .inc();
         }
-        debug!(channel = %self.channel, "Message refused: the channel is paused.");
+        debug!("Message refused: the channel is paused.");
         let _ = inbound.reply.send(Reply {
             disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
             body,
@@ -788,7 +801,7 @@ impl ChannelIngest {
             })
             .is_err()
         {
-            warn!(channel = %self.channel, "Sender went away before its answer was sent.");
+            warn!("Sender went away before its answer was sent.");
         }
     }
 }
@@ -827,6 +840,8 @@ impl ChannelIngest {
             && !control_id.is_empty();
         let received_at_ms = received_at_ms(&inbound);
         let id = self.store.next_id(received_at_ms);
+        Span::current().record("message_id", id);
+        Span::current().record("message_type", message_type.as_str());
         self.count_received("other");
         // A record whose control id names what it says (a study's announcement): the same
         // one again is a resend, answered from the store.
@@ -846,7 +861,7 @@ impl ChannelIngest {
                         .duplicates
                         .with_label_values(&[&self.channel])
                         .inc();
-                    debug!(channel = %self.channel, control_id = %control_id, original = original.id, "Duplicate record answered from the store.");
+                    debug!(control_id = %control_id, original = original.id, "Duplicate record answered from the store.");
                     let _ = inbound.reply.send(Reply {
                         disposition: Disposition::Accepted,
                         body: None,
@@ -856,7 +871,7 @@ impl ChannelIngest {
                     return;
                 }
                 Err(e) => {
-                    error!(channel = %self.channel, id, error = %e, "Input could not be stored.");
+                    error!(error = %e, "Input could not be stored.");
                     let _ = inbound.reply.send(Reply {
                         disposition: Disposition::Retry(e.to_string()),
                         body: None,
@@ -921,7 +936,7 @@ impl ChannelIngest {
                 }
             },
             Err(e) => {
-                error!(channel = %self.channel, id, error = %e, "Input could not be stored.");
+                error!(error = %e, "Input could not be stored.");
                 Disposition::Retry(e.to_string())
             }
         };
@@ -1002,7 +1017,7 @@ impl ChannelIngest {
         if let Err(e) = self.store.put(record, raw, local) {
             // The sender will send it again: what it wrote to visit timelines goes too.
             if let Err(forget) = self.store.journey_forget(record.id) {
-                warn!(channel = %self.channel, id = record.id, error = %forget, "Cannot take back the visit timeline steps of a message that was not stored.");
+                warn!(error = %forget, "Cannot take back the visit timeline steps of a message that was not stored.");
             }
             self.metrics
                 .store_errors
@@ -1387,5 +1402,198 @@ mod tests {
             })
             .expect("list");
         assert!(stored.is_empty(), "{stored:?}");
+    }
+
+    /// What a test subscriber keeps of one event: its message and fields, and the spans it
+    /// was logged in (root first) with theirs.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        message: String,
+        fields: Vec<(String, String)>,
+        spans: Vec<(String, Vec<(String, String)>)>,
+    }
+
+    /// A span's fields as recorded so far, kept in its extensions.
+    struct SpanFields(Vec<(String, String)>);
+
+    /// Reads fields as text (strings without quotes).
+    struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.push((field.name().to_owned(), value.to_owned()));
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_owned(), format!("{value:?}")));
+        }
+    }
+
+    /// A `tracing` layer that keeps every event with the spans it was logged in.
+    struct Capture(Arc<std::sync::Mutex<Vec<Seen>>>);
+
+    impl<S> tracing_subscriber::Layer<S> for Capture
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Vec::new();
+            attrs.record(&mut Fields(&mut fields));
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(SpanFields(fields));
+            }
+        }
+
+        fn on_record(
+            &self,
+            id: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            if let Some(span) = ctx.span(id) {
+                if let Some(SpanFields(fields)) = span.extensions_mut().get_mut::<SpanFields>() {
+                    values.record(&mut Fields(fields));
+                }
+            }
+        }
+
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut fields = Vec::new();
+            event.record(&mut Fields(&mut fields));
+            let message = fields
+                .iter()
+                .position(|(k, _)| k == "message")
+                .map(|at| fields.remove(at).1)
+                .unwrap_or_default();
+            let spans = ctx
+                .event_scope(event)
+                .map(|scope| {
+                    scope
+                        .from_root()
+                        .map(|span| {
+                            let fields = span
+                                .extensions()
+                                .get::<SpanFields>()
+                                .map(|f| f.0.clone())
+                                .unwrap_or_default();
+                            (span.name().to_owned(), fields)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(Seen {
+                    message,
+                    fields,
+                    spans,
+                });
+            }
+        }
+    }
+
+    /// The fields of the `message` span an event was logged in; `None` outside one.
+    fn message_span_of(seen: &Seen) -> Option<std::collections::HashMap<&str, &str>> {
+        seen.spans
+            .iter()
+            .find(|(name, _)| name == "message")
+            .map(|(_, fields)| {
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            })
+    }
+
+    /// One span per message: a line logged while the message is received and a line logged
+    /// by the delivery worker that delivers it are both in a span named `message` with the
+    /// message's id and channel (and, at receipt, its type), so a search for the id finds
+    /// both; the lines do not repeat the id themselves.
+    #[tokio::test]
+    async fn the_lines_of_a_message_s_receipt_and_delivery_carry_its_id_and_channel() {
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+                tracing_subscriber::registry(),
+                Capture(seen.clone()),
+            ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("out");
+        let metrics = Metrics::new("t");
+        let store = Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
+        // Answered once delivered, so the delivery's lines are written when the answer comes.
+        let config: ChannelConfig = toml::from_str(&format!(
+            "name = \"lab\"\nack = \"on_delivery\"\n\
+             [source]\ntype = \"mllp_listener\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nto = [\"files\"]\n\
+             [[destination]]\nname = \"files\"\ntype = \"file\"\nfolder = {:?}\n",
+            folder.display().to_string()
+        ))
+        .expect("channel");
+        let router = crate::routing::Router::compile("lab", &config.routes, &config.destinations)
+            .expect("routes");
+        let hub = crate::delivery::Hub::new(
+            store.clone(),
+            metrics.clone(),
+            Default::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        hub.start_channel("lab", &config.destinations)
+            .expect("destinations");
+        let pipeline = Arc::new(Pipeline::new(
+            [("lab".to_string(), router)].into(),
+            hub.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
+        let loaded = LoadedChannel {
+            config,
+            file: "lab.toml".into(),
+            charset_fallback: Charset::Ascii,
+        };
+        let ingest = ChannelIngest::new(&loaded, store.clone(), metrics, "v1", pipeline);
+        let reply = send_hl7(&ingest, ADT_A04).await;
+        let ack = ack_text(&reply);
+        assert!(ack.contains("MSA|AA|MIN-A04"), "{ack}");
+        let id = reply.message_id.expect("stored").to_string();
+        assert!(
+            folder.join(format!("{id}-files.hl7")).exists(),
+            "not delivered"
+        );
+        hub.stop_channel("lab").await;
+
+        let seen = seen.lock().expect("seen").clone();
+        let line = |message: &str| {
+            seen.iter()
+                .find(|s| s.message == message)
+                .unwrap_or_else(|| panic!("no line {message:?} in {seen:#?}"))
+        };
+        let received = line("Message received.");
+        let span = message_span_of(received)
+            .unwrap_or_else(|| panic!("received outside a message span: {received:?}"));
+        assert_eq!(span.get("message_id"), Some(&id.as_str()), "{span:?}");
+        assert_eq!(span.get("channel"), Some(&"lab"), "{span:?}");
+        assert_eq!(span.get("message_type"), Some(&"ADT_A04"), "{span:?}");
+        let delivered = line("Delivered.");
+        let span = message_span_of(delivered)
+            .unwrap_or_else(|| panic!("delivered outside a message span: {delivered:?}"));
+        assert_eq!(span.get("message_id"), Some(&id.as_str()), "{span:?}");
+        assert_eq!(span.get("channel"), Some(&"lab"), "{span:?}");
+        for s in [received, delivered] {
+            assert!(
+                !s.fields
+                    .iter()
+                    .any(|(k, _)| k == "message_id" || k == "id" || k == "channel"),
+                "the line repeats what its span says: {s:?}"
+            );
+        }
     }
 }

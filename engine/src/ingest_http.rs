@@ -125,8 +125,12 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
     let received_at_ms = received_at_ms(&inbound);
     let id = ingest.store.next_id(received_at_ms);
     let d = decide(&req);
+    // In the message's span, opened by `ChannelIngest::handle_as`.
+    let span = tracing::Span::current();
+    span.record("message_id", id);
+    span.record("message_type", d.message_type.as_str());
     ingest.count_received("other");
-    debug!(channel = %ingest.channel, control_id = %d.control_id, id, "HTTP body received.");
+    debug!(control_id = %d.control_id, "HTTP body received.");
     let ct = content_type(req.format);
 
     let mut pending = None;
@@ -153,7 +157,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
                     .control_id_reused
                     .with_label_values(&[&ingest.channel])
                     .inc();
-                warn!(channel = %ingest.channel, control_id = %d.control_id, id, previous, "Idempotency key reused with a different body; stored as a new message.");
+                warn!(control_id = %d.control_id, previous, "Idempotency key reused with a different body; stored as a new message.");
                 pending = Some(p);
             }
             Ok(Claim::Duplicate(original)) => {
@@ -162,7 +166,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
                     .duplicates
                     .with_label_values(&[&ingest.channel])
                     .inc();
-                debug!(channel = %ingest.channel, control_id = %d.control_id, original = original.id, "Duplicate answered from the store.");
+                debug!(control_id = %d.control_id, original = original.id, "Duplicate answered from the store.");
                 let status = original.ack_code.parse().unwrap_or(d.status);
                 let location = location_of(&req, &original.ack);
                 answer(
@@ -241,7 +245,7 @@ pub(crate) async fn handle(ingest: &ChannelIngest, inbound: Inbound) {
                 .rejected
                 .with_label_values(&[&ingest.channel, reason_label(d.status)])
                 .inc();
-            debug!(channel = %ingest.channel, control_id = %d.control_id, id, reason = %reason, "HTTP body rejected.");
+            debug!(control_id = %d.control_id, reason = %reason, "HTTP body rejected.");
             Disposition::Rejected(reason.clone())
         }
     };
@@ -268,7 +272,7 @@ fn fail(
     format: JsonFormat,
     reason: &str,
 ) {
-    error!(channel = %ingest.channel, id, error = %reason, "HTTP body could not be stored; answering 503.");
+    error!(error = %reason, "HTTP body could not be stored; answering 503.");
     ingest
         .metrics
         .rejected
@@ -315,7 +319,7 @@ pub(crate) fn refuse_paused(ingest: &ChannelIngest, inbound: Inbound) {
         crate::pause::PAUSED_REASON,
         crate::pause::PAUSED_REASON,
     );
-    debug!(channel = %ingest.channel, "HTTP body refused: the channel is paused.");
+    debug!("HTTP body refused: the channel is paused.");
     let _ = inbound.reply.send(Reply {
         disposition: Disposition::Retry(crate::pause::PAUSED_REASON.into()),
         body: Some(Bytes::from(body)),
@@ -359,7 +363,7 @@ fn answer(
         message_id,
     };
     if inbound.reply.send(reply).is_err() {
-        warn!(channel = %ingest.channel, "Sender went away before its answer was sent.");
+        warn!("Sender went away before its answer was sent.");
     }
 }
 

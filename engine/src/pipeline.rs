@@ -178,8 +178,10 @@ impl Pipeline {
         key_suffix: &str,
     ) -> Result<Status, RouteError> {
         let (record, _, items) = self.render_again(id, only, key_suffix)?;
+        // In the message's span, as at its receipt and its deliveries.
+        let _span = crate::delivery::message_span(Some(id), &record.channel).entered();
         let routed = self.store.route(id, &items)?;
-        debug!(channel = %record.channel, id, deliveries = items.len(), "Message reprocessed.");
+        debug!(deliveries = items.len(), "Message reprocessed.");
         self.hub.enqueue(&items);
         Ok(routed.status)
     }

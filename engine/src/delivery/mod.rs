@@ -36,7 +36,7 @@
 //! item twice.
 //!
 //! Where to read: [`schedule`] holds the queues, timers, breaker and batching decisions of one
-//! destination, without IO, and is unit tested on a clock the test moves; `Worker::run` is
+//! destination, without IO, and is unit tested on tokio's paused clock; `Worker::run` is
 //! the loop that asks it what to send and when to wake, and does the IO; [`report`] pairs
 //! each outcome's log line with its counters.
 //!
@@ -79,7 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument, Span};
 
 /// How often a worker looks again whether the free-space reserve lets it write.
 const RESERVE_RECHECK: Duration = Duration::from_secs(1);
@@ -89,6 +89,25 @@ const UNWRITTEN_RETRY: Duration = Duration::from_secs(5);
 
 /// At most this many hand-overs are taken in one wake-up of a worker (the rest at the next).
 const HANDOVERS_PER_WAKE: usize = 4096;
+
+/// The span of one message, named `message`, with its id and channel (docs/DESIGN.md,
+/// "Logs"). Ingest opens it at receipt, without the id, and records the id (`message_id`) and
+/// the type (`message_type`, the metric label, such as `ADT_A04`) once it knows them; a
+/// delivery worker opens one with the same name, id and channel around each attempt of each
+/// item of the message (without the type, which an outbox item does not carry), so a search
+/// for one message id finds its receipt and every delivery. The fields name the message,
+/// never its content.
+///
+/// The span is at level ERROR, not INFO: a span below the configured log level is not
+/// created, and the warnings and errors of an engine logging at `warn` would lose the id.
+pub(crate) fn message_span(message_id: Option<u64>, channel: &str) -> tracing::Span {
+    tracing::error_span!(
+        "message",
+        message_id,
+        channel,
+        message_type = tracing::field::Empty
+    )
+}
 
 /// Unix milliseconds now.
 pub fn now_ms() -> u64 {
@@ -351,12 +370,14 @@ fn take_handovers(
 }
 
 /// What one delivery task did: one entry per item (several for a batching destination),
-/// and how long it took.
+/// with the span of the item's message for this attempt (its outcome is settled in it), and
+/// how long it took.
 type Outcome = (
     Vec<(
         String,
         OutboxItem,
         Result<channels::destination::Receipt, DeliveryError>,
+        Span,
     )>,
     Duration,
 );
@@ -367,6 +388,8 @@ type Outcome = (
 struct LedgerContext {
     store: Store,
     name: String,
+    /// The channel, for the messages' spans.
+    channel: String,
     slots_closed: prometheus::IntCounter,
     unknown_moves: prometheus::IntCounter,
 }
@@ -374,7 +397,9 @@ struct LedgerContext {
 /// Sends the items of one task: one at a time, or together to a batching destination.
 /// An item whose rendering failed at routing is never sent: it fails permanently with its
 /// mapping error. An appointment whose previous slot must be closed first fails with the
-/// close's error when that fails.
+/// close's error when that fails. Each item's steps run in the span of its message
+/// ([`message_span`]), and so does the request of a task of one item; a batch's request
+/// carries several messages and runs in none.
 async fn send_items(
     dest: Arc<Destination>,
     ledger: LedgerContext,
@@ -387,45 +412,49 @@ async fn send_items(
     // (a batch may hold several items of one partition, in order).
     let mut held: HashSet<String> = HashSet::new();
     for (p, mut item) in items {
+        let span = message_span(Some(item.message_id), &ledger.channel);
         if held.contains(&p) {
             let e = DeliveryError::retry("an earlier item of the same partition is retried first");
-            out.push((p, item, Err(e)));
+            out.push((p, item, Err(e), span));
             continue;
         }
-        match superseded(&ledger, &item) {
+        match span.in_scope(|| superseded(&ledger, &item)) {
             Ok(Some(receipt)) => {
-                out.push((p, item, Ok(receipt)));
+                out.push((p, item, Ok(receipt), span));
                 continue;
             }
             Ok(None) => {}
             Err(e) => {
                 held.insert(p.clone());
-                out.push((p, item, Err(e)));
+                out.push((p, item, Err(e), span));
                 continue;
             }
         }
-        if let Err(e) = link_remote_id(&dest, &ledger, &mut item) {
+        if let Err(e) = span.in_scope(|| link_remote_id(&dest, &ledger, &mut item)) {
             held.insert(p.clone());
-            out.push((p, item, Err(e)));
+            out.push((p, item, Err(e), span));
             continue;
         }
         if item.payload == ItemPayload::MappingFailed {
             let e = DeliveryError::permanent(item.last_error.clone());
-            out.push((p, item, Err(e)));
+            out.push((p, item, Err(e), span));
         } else if let Some(known) = reference_known(&ledger, &item) {
-            out.push((p, item, known));
-        } else if let Err(e) = close_previous_slot(&dest, &ledger, &item).await {
+            out.push((p, item, known, span));
+        } else if let Err(e) = close_previous_slot(&dest, &ledger, &item)
+            .instrument(span.clone())
+            .await
+        {
             if e.is_retryable() {
                 held.insert(p.clone());
             }
-            out.push((p, item, Err(e)));
+            out.push((p, item, Err(e), span));
         } else {
-            to_send.push((p, item));
+            to_send.push((p, item, span));
         }
     }
     let deliveries: Vec<Delivery> = to_send
         .iter()
-        .map(|(_, item)| Delivery {
+        .map(|(_, item, _)| Delivery {
             body: Bytes::from(item.body.clone()),
             content_type: item.content_type.clone(),
             idempotency_key: item.idempotency_key.clone(),
@@ -433,15 +462,15 @@ async fn send_items(
             path: item.path.clone(),
         })
         .collect();
-    let results = match deliveries.as_slice() {
-        [] => Vec::new(),
-        [one] => vec![dest.deliver(one).await],
-        many => dest.deliver_batch(many).await,
+    let results = match (deliveries.as_slice(), to_send.as_slice()) {
+        ([], _) => Vec::new(),
+        ([one], [(_, _, span)]) => vec![dest.deliver(one).instrument(span.clone()).await],
+        (many, _) => dest.deliver_batch(many).await,
     };
     // (`held` as filled before the request names only partitions whose failed item came
     // after every item of theirs that was sent.)
     let mut failed: HashSet<String> = HashSet::new();
-    for ((p, item), r) in to_send.into_iter().zip(results) {
+    for ((p, item, span), r) in to_send.into_iter().zip(results) {
         // A later item of a partition whose earlier item failed went in the same request: it
         // is retried after that one, so the destination sees the partition's order again.
         let r = match r {
@@ -454,7 +483,7 @@ async fn send_items(
             }
             other => other,
         };
-        out.push((p, item, r));
+        out.push((p, item, r, span));
     }
     (out, started.elapsed())
 }
@@ -524,7 +553,7 @@ fn link_remote_id(
         )
         .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
     if link.learnt {
-        debug!(destination = %cx.name, message_id = item.message_id, "The HIS named its id of an online booking.");
+        debug!(destination = %cx.name, "The HIS named its id of an online booking.");
     }
     if let Some(body) = link
         .latrexa_id
@@ -588,7 +617,7 @@ async fn close_previous_slot(
             // message pruned): the SIU names only the new slot, and OpsPort has no read
             // endpoint, so an old slot it may hold cannot be found; it stays as it is.
             cx.unknown_moves.inc();
-            warn!(destination = %cx.name, message_id = item.message_id, "A reschedule of an appointment this destination was never sent: its new slot is upserted, an old slot the destination may hold is not closed.");
+            warn!(destination = %cx.name, "A reschedule of an appointment this destination was never sent: its new slot is upserted, an old slot the destination may hold is not closed.");
         }
         return Ok(());
     };
@@ -629,7 +658,7 @@ async fn close_previous_slot(
         .await
         .map_err(|e| DeliveryError::retry(format!("appointment ledger: {e}")))?;
     cx.slots_closed.inc();
-    debug!(destination = %cx.name, message_id = item.message_id, "Closed the previous slot of a rescheduled appointment.");
+    debug!(destination = %cx.name, "Closed the previous slot of a rescheduled appointment.");
     Ok(())
 }
 
@@ -648,6 +677,7 @@ impl Worker {
         LedgerContext {
             store: self.store.clone(),
             name: self.name.clone(),
+            channel: self.channel.clone(),
             slots_closed: self
                 .metrics
                 .slots_closed
@@ -755,7 +785,7 @@ impl Worker {
             while let Some(Ok((items, took))) = tasks.join_next().await {
                 let outcomes = items
                     .into_iter()
-                    .map(|(p, item, result)| (p, item, result, took))
+                    .map(|(p, item, result, span)| (p, item, result, took, span))
                     .collect();
                 self.settle_round(outcomes, &mut schedule, &shutdown).await;
             }
@@ -776,10 +806,10 @@ impl Worker {
         let mut next = Some(done);
         while let Some(done) = next.take() {
             let (items, took) = done.unwrap_or_default();
-            schedule.task_ended(items.iter().map(|(p, _, _)| p.as_str()));
-            for (p, item, result) in items {
+            schedule.task_ended(items.iter().map(|(p, _, _, _)| p.as_str()));
+            for (p, item, result, span) in items {
                 self.report.duration.observe(took.as_secs_f64());
-                outcomes.push((p, item, result, took));
+                outcomes.push((p, item, result, took, span));
             }
             next = tasks.try_join_next();
         }
@@ -897,7 +927,6 @@ impl Worker {
     /// worker starts nothing meanwhile); after `shutdown` the refusal is returned.
     async fn write<T>(
         &self,
-        message_id: u64,
         shutdown: &CancellationToken,
         write: impl Fn() -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -906,7 +935,7 @@ impl Worker {
             match write() {
                 Err(StoreError::DiskFull { .. }) if !shutdown.is_cancelled() => {
                     if !waited {
-                        warn!(destination = %self.name, message_id, "Free disk space is under the reserve; the outcome of a delivery waits until it can be written.");
+                        warn!(destination = %self.name, "Free disk space is under the reserve; the outcome of a delivery waits until it can be written.");
                         waited = true;
                     }
                     tokio::select! {
@@ -916,7 +945,7 @@ impl Worker {
                 }
                 other => {
                     if waited && other.is_ok() {
-                        info!(destination = %self.name, message_id, "The outcome of a delivery was written once disk space came back.");
+                        info!(destination = %self.name, "The outcome of a delivery was written once disk space came back.");
                     }
                     return other;
                 }
@@ -961,54 +990,61 @@ impl Worker {
     /// durable ([`Worker::tell_when_durable`]).
     async fn settle_round(
         &self,
-        outcomes: Vec<(String, OutboxItem, DeliveryResult, Duration)>,
+        outcomes: Vec<(String, OutboxItem, DeliveryResult, Duration, Span)>,
         schedule: &mut Schedule,
         shutdown: &CancellationToken,
     ) -> Vec<(String, u64, Settled)> {
         let mut settled = Vec::with_capacity(outcomes.len());
         let mut plain = Vec::new();
         let mut ended = Vec::new();
-        for (p, mut item, result, took) in outcomes {
-            let now = Instant::now();
-            let (decision, attempt, moved) =
-                schedule.decide(&mut item, result, took, now_ms(), now);
-            self.report.breaker(
-                moved,
-                schedule.breaker().failures,
-                self.cfg.breaker_cooldown_secs,
-            );
+        for (p, mut item, result, took, span) in outcomes {
             let seq = item.seq;
-            let outcome = match decision {
-                Decision::Delivered(receipt) => {
-                    self.report.delivered(&item);
-                    match self.ledger_write(&item, &receipt) {
-                        None if item.reference.is_none() => {
-                            plain.push((p, item, attempt, receipt.detail));
-                            continue;
-                        }
-                        ledger => {
-                            let detail = receipt.detail;
-                            let written = self
-                                .finish(&item, &attempt, (true, &detail), ledger, shutdown)
-                                .await;
-                            settled_as(written, &item, &detail, &mut ended)
+            // In the span of the item's message; `None` for a delivery written with the
+            // round's others (`finish_plain`).
+            let one = async {
+                let now = Instant::now();
+                let (decision, attempt, moved) =
+                    schedule.decide(&mut item, result, took, now_ms(), now);
+                self.report.breaker(
+                    moved,
+                    schedule.breaker().failures,
+                    self.cfg.breaker_cooldown_secs,
+                );
+                let outcome = match decision {
+                    Decision::Delivered(receipt) => {
+                        self.report.delivered(&item);
+                        match self.ledger_write(&item, &receipt) {
+                            None if item.reference.is_none() => {
+                                plain.push((p, item, attempt, receipt.detail));
+                                return None;
+                            }
+                            ledger => {
+                                let detail = receipt.detail;
+                                let written = self
+                                    .finish(&item, &attempt, (true, &detail), ledger, shutdown)
+                                    .await;
+                                settled_as(written, &item, &detail, &mut ended)
+                            }
                         }
                     }
-                }
-                Decision::Retry { error, delay } => {
-                    self.report.retrying(&item, &error, delay);
-                    self.retry(&item, &attempt, shutdown).await;
-                    Settled::RetryAt(now + delay)
-                }
-                Decision::DeadLetter { reason } => {
-                    self.report.dead_letter(&item, &reason);
-                    let written = self
-                        .finish(&item, &attempt, (false, &reason), None, shutdown)
-                        .await;
-                    settled_as(written, &item, &reason, &mut ended)
-                }
+                    Decision::Retry { error, delay } => {
+                        self.report.retrying(&item, &error, delay);
+                        self.retry(&item, &attempt, shutdown).await;
+                        Settled::RetryAt(now + delay)
+                    }
+                    Decision::DeadLetter { reason } => {
+                        self.report.dead_letter(&item, &reason);
+                        let written = self
+                            .finish(&item, &attempt, (false, &reason), None, shutdown)
+                            .await;
+                        settled_as(written, &item, &reason, &mut ended)
+                    }
+                };
+                Some((p, outcome))
             };
-            settled.push((p, seq, outcome));
+            if let Some((p, outcome)) = one.instrument(span).await {
+                settled.push((p, seq, outcome));
+            }
         }
         settled.extend(self.finish_plain(plain, shutdown, &mut ended).await);
         self.tell_when_durable(ended);
@@ -1018,7 +1054,7 @@ impl Worker {
     /// Records a failed attempt that will be tried again, and its new schedule.
     async fn retry(&self, item: &OutboxItem, attempt: &Attempt, shutdown: &CancellationToken) {
         let recorded = self
-            .write(item.message_id, shutdown, || {
+            .write(shutdown, || {
                 self.store
                     .record_attempt(item, attempt)
                     .and_then(|()| self.store.reschedule(item))
@@ -1039,7 +1075,7 @@ impl Worker {
         ledger: Option<LedgerWrite>,
         shutdown: &CancellationToken,
     ) -> Result<Status, StoreError> {
-        self.write(item.message_id, shutdown, || {
+        self.write(shutdown, || {
             self.store.record_attempt(item, attempt).and_then(|()| {
                 self.store
                     .finish_with_ledger(item, delivered, detail, ledger.as_ref())
@@ -1057,15 +1093,15 @@ impl Worker {
         shutdown: &CancellationToken,
         ended: &mut Vec<(u64, Finished)>,
     ) -> Vec<(String, u64, Settled)> {
-        let Some(first) = plain.first().map(|(_, i, _, _)| i.message_id) else {
+        if plain.is_empty() {
             return Vec::new();
-        };
+        }
         let done: Vec<(&OutboxItem, &Attempt, &str)> = plain
             .iter()
             .map(|(_, item, attempt, detail)| (item, attempt, detail.as_str()))
             .collect();
         let written = self
-            .write(first, shutdown, || self.store.finish_delivered_all(&done))
+            .write(shutdown, || self.store.finish_delivered_all(&done))
             .await;
         drop(done);
         match written {
@@ -1166,6 +1202,12 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
+    //! These tests run a worker against a real store (sled, with its commits) and real
+    //! destinations on a multi-thread runtime, where tokio's clock cannot be paused (and a
+    //! paused clock would jump past a timeout while a commit or a request is under way), so
+    //! their bounds and waits are on the wall clock, and each waits for the outcome it checks
+    //! (`Hub::watch`) rather than polling where the worker announces it. The schedule's
+    //! timing is tested on the paused clock (`schedule`'s tests).
     use super::*;
 
     use crate::config::Durability;
@@ -1233,22 +1275,26 @@ mod tests {
             .insert(id.to_be_bytes(), serde_json::to_vec(&rec).expect("json"))
             .expect("record");
         store.commit().await.expect("commit");
+        // Told once the delivery is recorded and durable, as an `on_delivery` sender is.
+        let delivered = hub.watch(id);
         hub.enqueue(std::slice::from_ref(&item));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the acknowledged message was never delivered; outbox: {:?}",
-                store.outbox_items("lab/files").map(|v| v.len())
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let told = tokio::time::timeout(Duration::from_secs(10), delivered)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the acknowledged message was never delivered; outbox: {:?}",
+                    store.outbox_items("lab/files").map(|v| v.len())
+                )
+            })
+            .expect("not dropped");
+        assert_eq!(told, Finished::Delivered);
         assert_eq!(std::fs::read(&file).expect("file"), item.body);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while store.get(id).expect("get").map(|r| r.status) != Some(Status::Delivered) {
-            assert!(Instant::now() < deadline, "the delivery was not recorded");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let status = store.get(id).expect("get").map(|r| r.status);
+        assert_eq!(
+            status,
+            Some(Status::Delivered),
+            "the delivery was not recorded"
+        );
         assert!(store.outbox_items("lab/files").expect("items").is_empty());
     }
 
@@ -1310,6 +1356,8 @@ mod tests {
             EventBus::default(),
             CancellationToken::new(),
         );
+        let delivered: Vec<oneshot::Receiver<Finished>> =
+            items.iter().map(|i| hub.watch(i.message_id)).collect();
         hub.start_channel(
             "lab",
             &[DestinationConfig::Latrexa(LatrexaConfig {
@@ -1331,12 +1379,15 @@ mod tests {
         .expect("start");
         // The worker reads its outbox; the hub hands the same items over as ingest does.
         hub.enqueue(&items);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !store.outbox_items("lab/lx").expect("items").is_empty() {
-            assert!(Instant::now() < deadline, "not uploaded");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for told in delivered {
+            let told = tokio::time::timeout(Duration::from_secs(20), told)
+                .await
+                .expect("not uploaded")
+                .expect("not dropped");
+            assert_eq!(told, Finished::Delivered);
         }
-        // Another interval: nothing more goes.
+        assert!(store.outbox_items("lab/lx").expect("items").is_empty());
+        // Another interval: nothing more goes (on the wall clock; see the module's note).
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let requests: serde_json::Value =
             reqwest::get(format!("{}/_requests", sb.base_url("latrexa")))

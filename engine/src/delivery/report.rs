@@ -1,6 +1,8 @@
 //! What a delivery worker tells operators: one function per outcome that writes its log
 //! line, moves its counters and gauges and publishes its live event together, so a log line
 //! and its counter cannot drift apart. The series are looked up once, when the worker starts.
+//! The lines of an item's outcome are written in the span of its message
+//! ([`super::message_span`]), which names the message id and channel.
 
 use super::schedule::BreakerMove;
 use crate::events::{EventBus, LiveEvent};
@@ -60,14 +62,14 @@ impl Report {
     pub(super) fn delivered(&self, item: &OutboxItem) {
         self.up.set(1);
         self.delivered.inc();
-        debug!(destination = %self.name, message_id = item.message_id, "Delivered.");
+        debug!(destination = %self.name, "Delivered.");
         self.publish("delivered", item);
     }
 
     /// A failed attempt that will be tried again after `delay`.
     pub(super) fn retrying(&self, item: &OutboxItem, error: &DeliveryError, delay: Duration) {
         self.retried.inc();
-        warn!(destination = %self.name, message_id = item.message_id, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "Delivery failed, will retry.");
+        warn!(destination = %self.name, attempt = item.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "Delivery failed, will retry.");
         self.publish("retrying", item);
     }
 
@@ -76,7 +78,7 @@ impl Report {
         self.dead_letter.inc();
         self.dead_letters.inc();
         self.dead_letters_outstanding.inc();
-        error!(destination = %self.name, message_id = item.message_id, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
+        error!(destination = %self.name, attempts = item.attempts, error = %reason, "Delivery failed for good; moved to the dead letters.");
         self.publish("dead_letter", item);
     }
 

@@ -602,13 +602,14 @@ mod tests {
         Err(DeliveryError::retry("connection refused"))
     }
 
-    /// A schedule over an outbox in memory, driven the way the worker drives it, on a clock
-    /// the test moves by hand: nothing sleeps and nothing depends on how fast the test runs.
+    /// A schedule over an outbox in memory, driven the way the worker drives it, on tokio's
+    /// clock, paused (`#[tokio::test(start_paused = true)]`): time moves only when the test
+    /// calls [`Bench::advance`], so nothing sleeps and nothing depends on how fast the test
+    /// runs.
     struct Bench {
         schedule: Schedule,
         outbox: HashMap<u64, OutboxItem>,
         start: Instant,
-        now: Instant,
         seq: u64,
     }
 
@@ -617,12 +618,10 @@ mod tests {
 
     impl Bench {
         fn new(cfg: DeliveryConfig, batching: Option<(usize, u64)>, whole: bool) -> Bench {
-            let start = Instant::now();
             Bench {
                 schedule: Schedule::new(cfg, batching, whole),
                 outbox: HashMap::new(),
-                start,
-                now: start,
+                start: Instant::now(),
                 seq: 0,
             }
         }
@@ -643,12 +642,19 @@ mod tests {
             self.add_kind(p, PayloadKind::Hl7)
         }
 
-        fn advance(&mut self, by: Duration) {
-            self.now += by;
+        /// Now, on the paused clock.
+        fn now(&self) -> Instant {
+            Instant::now()
         }
 
+        /// Moves the paused clock on by `by`.
+        async fn advance(&self, by: Duration) {
+            tokio::time::advance(by).await;
+        }
+
+        /// Wall-clock milliseconds now: [`WALL`] plus the time the clock moved since the start.
         fn wall_ms(&self) -> u64 {
-            WALL + self.now.duration_since(self.start).as_millis() as u64
+            WALL + self.now().duration_since(self.start).as_millis() as u64
         }
 
         /// The tasks the schedule starts now, as the seqs of their items.
@@ -659,7 +665,7 @@ mod tests {
                 None => Fetched::Gone,
             };
             self.schedule
-                .next(self.now, true, &mut fetch)
+                .next(self.now(), true, &mut fetch)
                 .into_iter()
                 .map(|task| task.into_iter().map(|(_, item)| item.seq).collect())
                 .collect()
@@ -688,12 +694,12 @@ mod tests {
                     result,
                     Duration::ZERO,
                     self.wall_ms(),
-                    self.now,
+                    self.now(),
                 );
                 let outcome = match &decision {
                     Decision::Retry { delay, .. } => {
                         self.outbox.insert(item.seq, item.clone());
-                        Settled::RetryAt(self.now + *delay)
+                        Settled::RetryAt(self.now() + *delay)
                     }
                     Decision::Delivered(_) | Decision::DeadLetter { .. } => {
                         self.outbox.remove(&item.seq);
@@ -729,8 +735,8 @@ mod tests {
 
     /// One partition's next item goes only once the previous one finished; another
     /// partition does not wait for it.
-    #[test]
-    fn a_partition_sends_its_next_item_only_after_the_previous_one_finished() {
+    #[tokio::test(start_paused = true)]
+    async fn a_partition_sends_its_next_item_only_after_the_previous_one_finished() {
         let mut b = Bench::new(config(), None, false);
         let a = b.add("P1");
         let second = b.add("P1");
@@ -743,12 +749,12 @@ mod tests {
         assert_eq!(b.next(), [vec![second]]);
         b.end(&[second], delivered);
         assert_eq!(b.schedule.depth(), 0);
-        assert_eq!(b.schedule.wake_at(b.now), None);
+        assert_eq!(b.schedule.wake_at(b.now()), None);
     }
 
     /// Different partitions go in parallel, at most `concurrency` at a time.
-    #[test]
-    fn partitions_go_in_parallel_up_to_the_concurrency() {
+    #[tokio::test(start_paused = true)]
+    async fn partitions_go_in_parallel_up_to_the_concurrency() {
         let mut b = Bench::new(
             DeliveryConfig {
                 concurrency: 2,
@@ -770,8 +776,8 @@ mod tests {
 
     /// A failed head is tried again after its backoff, not before, and the items behind it
     /// in its partition wait for it.
-    #[test]
-    fn a_retry_waits_for_its_backoff_and_holds_its_partition() {
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_waits_for_its_backoff_and_holds_its_partition() {
         let mut b = Bench::new(config(), None, false);
         let a = b.add("P1");
         let second = b.add("P1");
@@ -785,14 +791,14 @@ mod tests {
             (Duration::from_millis(500)..=Duration::from_secs(1)).contains(&delay),
             "{delay:?}"
         );
-        assert_eq!(b.schedule.wake_at(b.now), Some(b.now + delay));
+        assert_eq!(b.schedule.wake_at(b.now()), Some(b.now() + delay));
         assert!(
             b.next().is_empty(),
             "neither the retry nor the item behind it"
         );
-        b.advance(delay - Duration::from_millis(1));
+        b.advance(delay - Duration::from_millis(1)).await;
         assert!(b.next().is_empty(), "1 ms early");
-        b.advance(Duration::from_millis(1));
+        b.advance(Duration::from_millis(1)).await;
         assert_eq!(b.next(), [vec![a]], "the same head again");
         assert_eq!(b.outbox[&a].attempts, 1);
         b.end(&[a], delivered);
@@ -801,8 +807,8 @@ mod tests {
 
     /// After `breaker_failures` failures in a row nothing starts until the cool-down ends;
     /// then one trial delivery at a time, and its success lets the concurrency back.
-    #[test]
-    fn the_breaker_opens_on_failures_in_a_row_and_a_trial_delivery_closes_it() {
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_on_failures_in_a_row_and_a_trial_delivery_closes_it() {
         let mut b = Bench::new(
             DeliveryConfig {
                 concurrency: 2,
@@ -819,10 +825,10 @@ mod tests {
         assert_eq!(b.schedule.breaker().open_until, None, "one failure");
         b.end(&[seqs[1]], failure);
         let open_until = b.schedule.breaker().open_until.expect("open");
-        assert_eq!(open_until, b.now + Duration::from_secs(30));
+        assert_eq!(open_until, b.now() + Duration::from_secs(30));
         assert!(b.next().is_empty(), "open: P3 and P4 wait too");
         assert_eq!(
-            b.schedule.wake_at(b.now),
+            b.schedule.wake_at(b.now()),
             Some(open_until),
             "the cool-down, not the retries"
         );
@@ -830,9 +836,9 @@ mod tests {
             !b.schedule.health_passed(),
             "a health check does not close it while deliveries wait"
         );
-        b.advance(Duration::from_secs(29));
+        b.advance(Duration::from_secs(29)).await;
         assert!(b.next().is_empty(), "still open");
-        b.advance(Duration::from_secs(1));
+        b.advance(Duration::from_secs(1)).await;
         let trial = b.next();
         assert_eq!(trial.len(), 1, "half-open: one trial, {trial:?}");
         assert!(b.next().is_empty(), "one at a time while half-open");
@@ -843,8 +849,8 @@ mod tests {
     }
 
     /// A failed trial delivery keeps the breaker open for another cool-down.
-    #[test]
-    fn a_failed_trial_delivery_keeps_the_breaker_open() {
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_trial_delivery_keeps_the_breaker_open() {
         let mut b = Bench::new(
             DeliveryConfig {
                 breaker_failures: 1,
@@ -857,16 +863,16 @@ mod tests {
         let a = b.add("P1");
         assert_eq!(b.next(), [vec![a]]);
         b.end(&[a], failure);
-        b.advance(Duration::from_secs(10));
+        b.advance(Duration::from_secs(10)).await;
         assert_eq!(b.next(), [vec![a]], "the trial");
         b.end(&[a], failure);
         assert_eq!(
             b.schedule.breaker().open_until,
-            Some(b.now + Duration::from_secs(10))
+            Some(b.now() + Duration::from_secs(10))
         );
         assert!(b.next().is_empty());
         // With nothing waiting, a passed health check closes it.
-        b.advance(Duration::from_secs(10));
+        b.advance(Duration::from_secs(10)).await;
         assert_eq!(b.next(), [vec![a]]);
         b.end(&[a], || Err(DeliveryError::permanent("HTTP 400")));
         assert!(b.schedule.health_passed());
@@ -875,8 +881,8 @@ mod tests {
 
     /// A batching destination: a batch takes up to the batch size of heads of one kind; a
     /// smaller one waits the linger for more, then goes as it is.
-    #[test]
-    fn batches_fill_to_the_batch_size_and_linger_for_more() {
+    #[tokio::test(start_paused = true)]
+    async fn batches_fill_to_the_batch_size_and_linger_for_more() {
         let mut b = Bench::new(
             DeliveryConfig {
                 concurrency: 1,
@@ -888,10 +894,10 @@ mod tests {
         let first: Vec<u64> = (1..=2).map(|n| b.add(&format!("P{n}"))).collect();
         assert!(b.next().is_empty(), "two of three: lingers");
         assert_eq!(
-            b.schedule.wake_at(b.now),
-            Some(b.now + Duration::from_millis(100))
+            b.schedule.wake_at(b.now()),
+            Some(b.now() + Duration::from_millis(100))
         );
-        b.advance(Duration::from_millis(40));
+        b.advance(Duration::from_millis(40)).await;
         let third = b.add("P3");
         let fourth = b.add("P4");
         assert_eq!(
@@ -902,9 +908,9 @@ mod tests {
         assert!(b.next().is_empty(), "one task at a time");
         b.end(&[first[0], first[1], third], delivered);
         assert!(b.next().is_empty(), "the fourth lingers");
-        b.advance(Duration::from_millis(99));
+        b.advance(Duration::from_millis(99)).await;
         assert!(b.next().is_empty());
-        b.advance(Duration::from_millis(1));
+        b.advance(Duration::from_millis(1)).await;
         assert_eq!(b.next(), [vec![fourth]], "the linger is over");
         b.end(&[fourth], delivered);
         // Another kind does not share a batch, and does not make the first kind wait.
@@ -913,14 +919,14 @@ mod tests {
         assert_eq!(b.next(), [vec![hl7]]);
         b.end(&[hl7], delivered);
         assert!(b.next().is_empty(), "alone, it lingers");
-        b.advance(Duration::from_millis(100));
+        b.advance(Duration::from_millis(100)).await;
         assert_eq!(b.next(), [vec![json]]);
     }
 
     /// A destination that batches whole partitions takes a head with the items queued
     /// behind it, in order, up to the batch size.
-    #[test]
-    fn whole_partition_batches_take_a_head_with_the_items_behind_it() {
+    #[tokio::test(start_paused = true)]
+    async fn whole_partition_batches_take_a_head_with_the_items_behind_it() {
         let mut b = Bench::new(config(), Some((3, 0)), true);
         let seqs: Vec<u64> = (0..4).map(|_| b.add("P1")).collect();
         assert_eq!(b.next(), [seqs[..3].to_vec()]);
@@ -941,14 +947,14 @@ mod tests {
             (p2[2], failure()),
         ]);
         assert!(b.next().is_empty(), "the partition waits for its retry");
-        b.advance(Duration::from_secs(1));
+        b.advance(Duration::from_secs(1)).await;
         assert_eq!(b.next(), [p2[1..].to_vec()], "in order, once each");
     }
 
     /// After `max_attempts` failures the head goes to the dead letters with the reason, and
     /// its partition moves on.
-    #[test]
-    fn an_item_is_dead_lettered_after_max_attempts_and_its_partition_moves_on() {
+    #[tokio::test(start_paused = true)]
+    async fn an_item_is_dead_lettered_after_max_attempts_and_its_partition_moves_on() {
         let mut b = Bench::new(
             DeliveryConfig {
                 max_attempts: 3,
@@ -966,7 +972,7 @@ mod tests {
                 matches!(decided[..], [Decision::Retry { .. }]),
                 "{decided:?}"
             );
-            b.advance(Duration::from_secs(1));
+            b.advance(Duration::from_secs(1)).await;
         }
         assert_eq!(b.next(), [vec![a]], "attempt 3");
         let decided = b.end(&[a], failure);
@@ -979,32 +985,32 @@ mod tests {
 
     /// An item read from the outbox at start keeps its retry time, and one handed over
     /// again by the hub is queued once.
-    #[test]
-    fn resumed_items_keep_their_retry_time_and_are_queued_once() {
+    #[tokio::test(start_paused = true)]
+    async fn resumed_items_keep_their_retry_time_and_are_queued_once() {
         let mut b = Bench::new(config(), None, false);
         b.outbox.insert(7, queued(7, 7, "P1", WALL));
-        let due = b.now + Duration::from_secs(5);
+        let due = b.now() + Duration::from_secs(5);
         assert!(b.schedule.resume("P1".into(), 7, WALL, due));
         assert!(!b.schedule.resume("P1".into(), 7, WALL, due));
         b.schedule.arrived("P1".into(), 7, WALL);
         assert_eq!(b.schedule.depth(), 1);
         assert!(b.next().is_empty());
-        assert_eq!(b.schedule.wake_at(b.now), Some(due));
-        b.advance(Duration::from_secs(5));
+        assert_eq!(b.schedule.wake_at(b.now()), Some(due));
+        b.advance(Duration::from_secs(5)).await;
         assert_eq!(b.next(), [vec![7]]);
         assert!(b.next().is_empty());
     }
 
     /// An item queued after master data that is not delivered yet waits for it without an
     /// attempt; an item already gone from the outbox is skipped.
-    #[test]
-    fn items_wait_for_master_data_queued_before_them() {
+    #[tokio::test(start_paused = true)]
+    async fn items_wait_for_master_data_queued_before_them() {
         let mut b = Bench::new(config(), None, false);
         let master = b.add(crate::routing::MASTER_PARTITION);
         let appointment = b.add("P1");
         assert_eq!(b.next(), [vec![master]]);
         b.end(&[master], failure);
-        b.advance(Duration::from_secs(1));
+        b.advance(Duration::from_secs(1)).await;
         assert_eq!(b.next(), [vec![master]], "only the master data, again");
         b.end(&[master], delivered);
         assert_eq!(b.next(), [vec![appointment]]);
