@@ -33,7 +33,7 @@ margin=$((2 * 1024 * 1024 * 1024))
 # SCALE_BIN and SCALE_PREFILL run binaries built elsewhere (an earlier commit, for a
 # before/after comparison) instead of building this tree.
 if [ -z "${SCALE_BIN:-}" ]; then
-  cargo build --profile profiling -q -p engine --bin switchboard --example prefill
+  cargo build --profile profiling -q --workspace --bin switchboard --example prefill
   target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 fi
 bin=${SCALE_BIN:-$target/profiling/switchboard}
