@@ -335,15 +335,7 @@ fn certificate_expiries(c: &config::ChannelConfig) -> Vec<(String, CertExpiry)> 
         _ => format!("{prefix}.tls.ca"),
     };
     let mut out = Vec::new();
-    let server_tls = match &c.source {
-        SourceConfig::MllpListener(l) => l.tls.as_ref(),
-        SourceConfig::FhirRest(f) => f.tls.as_ref(),
-        SourceConfig::Webhook(w) => w.tls.as_ref(),
-        SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
-        SourceConfig::DicomStore(d) => d.tls.as_ref(),
-        SourceConfig::Sftp(_) | SourceConfig::Latrexa(_) => None,
-    };
-    if let Some(Ok(tls)) = server_tls.map(|t| t.load()) {
+    if let Some(Ok(tls)) = c.source.server_tls().map(|t| t.load()) {
         out.extend(tls.expiries.into_iter().map(|e| (server_key(e.role), e)));
     }
     if let SourceConfig::Latrexa(l) = &c.source {

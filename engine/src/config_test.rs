@@ -172,15 +172,7 @@ pub struct TestInspection {
 fn channel_files(dir: &Path) -> (HashMap<String, (ChannelConfig, PathBuf)>, Vec<Problem>) {
     let mut by_name = HashMap::new();
     let mut problems = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("channels"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    for file in files {
+    for file in crate::config::channel_files(dir) {
         match read_channel(&file) {
             Ok(c) => {
                 by_name.entry(c.name.clone()).or_insert((c, file));

@@ -203,15 +203,7 @@ pub fn inspect(dir: &Path) -> Inspection {
     // wrong keys); only a right file counts as engine settings.
     let engine = engine.filter(|_| engine_structure_ok);
     let mut channels = Vec::new();
-    let channel_dir = dir.join("channels");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&channel_dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
+    let files = channel_files(dir);
     let channel_files = files.len();
     for file in files {
         hasher.update(
@@ -678,6 +670,20 @@ fn figment_problem(e: &figment::Error, file: &str) -> Problem {
         message,
         hint,
     }
+}
+
+/// The channel files of the configuration in `dir`: every `channels/*.toml`, in name order
+/// (none when the folder cannot be read).
+pub(crate) fn channel_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("channels"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ mod checks;
 mod load;
 mod schema;
 
-pub(crate) use load::{deserialize_every, parse_channel, structure_problem};
+pub(crate) use load::{channel_files, deserialize_every, parse_channel, structure_problem};
 pub use load::{engine_figment, inspect, load, Inspection};
 pub use schema::{
     AcceptConfig, AckTiming, AdminConfig, ChannelConfig, Durability, EncryptionConfig,
@@ -91,16 +91,8 @@ impl LoadedChannel {
     /// endpoint (`source`, or the destination's name); a TLS setting that does not load adds
     /// nothing.
     pub fn certificate_expiries(&self) -> Vec<(String, channels::tls::CertExpiry)> {
-        let source_tls = match &self.config.source {
-            SourceConfig::MllpListener(l) => l.tls.as_ref(),
-            SourceConfig::FhirRest(f) => f.tls.as_ref(),
-            SourceConfig::Webhook(w) => w.tls.as_ref(),
-            SourceConfig::DicomWorklist(d) => d.tls.as_ref(),
-            SourceConfig::DicomStore(d) => d.tls.as_ref(),
-            SourceConfig::Sftp(_) | SourceConfig::Latrexa(_) => None,
-        };
         let mut out = Vec::new();
-        if let Some(Ok(tls)) = source_tls.map(|t| t.load()) {
+        if let Some(Ok(tls)) = self.config.source.server_tls().map(|t| t.load()) {
             out.extend(tls.expiries.into_iter().map(|e| ("source".to_string(), e)));
         }
         for d in &self.config.destinations {

@@ -317,6 +317,19 @@ impl SourceConfig {
             Self::Sftp(_) | Self::Latrexa(_) => None,
         }
     }
+
+    /// The server TLS of a listening source (`[source.tls]`); `None` for sources that poll
+    /// or connect out, and for a listener without TLS.
+    pub fn server_tls(&self) -> Option<&channels::tls::ServerTlsConfig> {
+        match self {
+            Self::MllpListener(l) => l.tls.as_ref(),
+            Self::FhirRest(f) => f.tls.as_ref(),
+            Self::Webhook(w) => w.tls.as_ref(),
+            Self::DicomWorklist(d) => d.tls.as_ref(),
+            Self::DicomStore(d) => d.tls.as_ref(),
+            Self::Sftp(_) | Self::Latrexa(_) => None,
+        }
+    }
 }
 
 /// What a channel accepts (`[accept]`).
