@@ -30,6 +30,10 @@
 # second during the load (switchboard_deliveries_total outcome "delivered", summed over the
 # nodes), the backlog SETTLE seconds after the load stopped (messages received minus messages
 # delivered, summed over the nodes), answers other than AA, and the 1-minute load average.
+# Then, per row, where an answer's time went during the load, from the nodes' metrics summed
+# over the nodes: store fsyncs per second, messages answered per fsync, the mean group commit
+# (switchboard_store_commit_duration_seconds) and, in cluster rows, the mean wait for the
+# stream's acknowledgement (switchboard_cluster_publish_duration_seconds), in milliseconds.
 # Progress goes to stderr. Everything listens on 127.0.0.1, every wait is bounded, and the
 # script stops everything it started.
 set -euo pipefail
@@ -83,6 +87,17 @@ metric() { # admin-port metric-regex -> the sum of the matching series
 }
 delivered() { local s=0 a; for a in "$@"; do s=$((s + $(metric "$a" '^switchboard_deliveries_total\\{.*outcome="delivered"'))); done; echo "$s"; }
 received() { local s=0 a; for a in "$@"; do s=$((s + $(metric "$a" '^switchboard_messages_received_total'))); done; echo "$s"; }
+# timing ADMINS...: "fsyncs commit_sum commit_count publish_sum publish_count", summed over the nodes.
+timing() {
+  local a
+  for a in "$@"; do curl -s "http://127.0.0.1:$a/metrics"; done | awk '
+    /^switchboard_store_fsyncs_total/ {f += $NF}
+    /^switchboard_store_commit_duration_seconds_sum/ {cs += $NF}
+    /^switchboard_store_commit_duration_seconds_count/ {cc += $NF}
+    /^switchboard_cluster_publish_duration_seconds_sum/ {ps += $NF}
+    /^switchboard_cluster_publish_duration_seconds_count/ {pc += $NF}
+    END {printf "%d %.6f %d %.6f %d\n", f, cs, cc, ps, pc}'
+}
 
 # The tools' messages: tool i gets MSH-4 LOAD<i> and patient i mod PATIENTS; the patients are
 # picked (as the engine hashes PID-3.1: SHA-256, first 8 bytes big-endian, modulo partitions)
@@ -184,10 +199,10 @@ sys.exit(0 if len(nodes) == $n and balanced and not v.get('unowned', [1]) and v.
 # (without the floor) into $work/row.
 measure() {
   local label=$1 c=$2 admins=($3) ports=($4)
-  local d0 r0 d1 r1 out
-  d0=$(delivered "${admins[@]}")
+  local d0 r0 d1 r1 out t0 t1
+  d0=$(delivered "${admins[@]}"); t0=$(timing "${admins[@]}")
   out=$(load "$c" "${ports[@]}")
-  d1=$(delivered "${admins[@]}")
+  d1=$(delivered "${admins[@]}"); t1=$(timing "${admins[@]}")
   sleep "$SETTLE"
   local d2 r2; d2=$(delivered "${admins[@]}"); r2=$(received "${admins[@]}")
   echo "$out" > "$work/tools.txt"
@@ -204,6 +219,17 @@ for line in open(path):
     p[0] = max(p[0], int(field(summary, "p50_us"))); p[1] = max(p[1], int(field(summary, "p99_us")))
 lats = " | ".join(f"{p[0]}/{p[1]}" for _, p in sorted(lat.items()))
 print(label, c, rate, lats.replace(" ", "_"), (float(d1) - float(d0)) / float(secs), float(r2) - float(d2), errs, la)
+PY
+  python3 - "$label" "$c" "$SECS" "$(cut -d' ' -f3 "$work/row")" $t0 $t1 > "$work/why" <<'PY'
+import sys
+label, c, secs, rate = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+f0, cs0, cc0, ps0, pc0, f1, cs1, cc1, ps1, pc1 = map(float, sys.argv[5:15])
+fsyncs = (f1 - f0) / secs
+commit = 1000 * (cs1 - cs0) / (cc1 - cc0) if cc1 > cc0 else 0
+publish = f"{1000 * (ps1 - ps0) / (pc1 - pc0):.2f}" if pc1 > pc0 else "-"
+per = rate / fsyncs if fsyncs else 0
+print(f"# {c:<4} {label.replace('_', ' '):<8} fsyncs/s {fsyncs:8,.0f}  msgs/fsync {per:6.1f}  "
+      f"commit ms {commit:6.2f}  publish ms {publish:>6}")
 PY
   say "$label, $c connections: $(cut -d' ' -f3 "$work/row" | xargs printf '%.0f') msgs/s (load $(loadavg))"
 }
@@ -247,7 +273,7 @@ for topo in $NATS; do
     # plain: one engine without [cluster].
     read -r m a <<<"$(engine_conf "$work/plain")"
     start_engine "$work/plain" "$m"; e=$engine_pid
-    measure plain "$c" "$a" "$m"; cp "$work/row" "$work/row.plain"; rows+=(plain)
+    measure plain "$c" "$a" "$m"; cp "$work/row" "$work/row.plain"; cp "$work/why" "$work/why.plain"; rows+=(plain)
     stop "$e"; forget "$e"; rm -rf "$work/plain"
     # 1 node, then 2 nodes: each on fresh NATS servers and fresh data folders.
     for nodes in 1 2; do
@@ -259,7 +285,7 @@ for topo in $NATS; do
       done
       wait_settled "$nodes" "${admins[@]}"
       label="${nodes}_node"; [ "$nodes" = 2 ] && label="2_nodes"
-      measure "$label" "$c" "${admins[*]}" "${mports[*]}"; cp "$work/row" "$work/row.$nodes"; rows+=("$nodes")
+      measure "$label" "$c" "${admins[*]}" "${mports[*]}"; cp "$work/row" "$work/row.$nodes"; cp "$work/why" "$work/why.$nodes"; rows+=("$nodes")
       stop "${started[@]}"; forget "${started[@]}"
       stop "${nats_pids[@]}"; forget "${nats_pids[@]}"
       rm -rf "$work/nats" "$work"/node*
@@ -268,6 +294,7 @@ for topo in $NATS; do
     f2=$(floor_run "$c")
     fr=$(python3 -c "print(($f1 + $f2) / 2)")
     for r in "${rows[@]}"; do print_row "$fr" "$work/row.$r"; done
+    for r in "${rows[@]}"; do cat "$work/why.$r"; done
   done
 done
 echo "# (engine: $BIN on $CONF; floor: group commit, one fdatasync per batch; load average after: $(cut -d' ' -f1-3 /proc/loadavg))"
