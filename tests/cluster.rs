@@ -1947,3 +1947,48 @@ async fn a_node_without_the_key_delivers_nothing_and_its_work_waits_for_another_
         e.kill();
     }
 }
+
+/// A sender's resend to another node of a message the stream already holds (as after a node
+/// died, or a stream acknowledgement was lost, before the sender had its answer): answered
+/// AA, delivered once under the first copy's key, and the second node's record says it is a
+/// copy delivered from elsewhere instead of waiting as `received` for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_to_another_node_is_delivered_once_and_its_copy_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_cluster(dir.path(), 1);
+    let urls = vec![nats[0].url()];
+    let sink = HttpSink::start(SinkMode::Up).await;
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
+        .collect();
+    let engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let view = wait_balanced(&engines[0], 3, 60).await;
+    // node2 owns the patient's partition: neither node0 nor node1 holds an owner's copy.
+    let patient = patients_of(&view, "node2", "RS", 1).remove(0);
+    let msg = adt_for(&patient, "DUP1");
+    for e in &engines[..2] {
+        let ack = send(&mut connect(&e.mllp("lab")).await, msg.as_bytes()).await;
+        assert_eq!(code_and_err(&ack).0, "AA", "{ack}");
+    }
+    let first = until_record(&engines[0], "DUP1", 30, |r| r["status"] == "delivered").await;
+    assert_eq!(first["status"], "delivered", "the first copy: {first}");
+    let copy = until_record(&engines[1], "DUP1", 30, |r| r["status"] == "filtered").await;
+    assert_eq!(copy["status"], "filtered", "the resend's copy: {copy}");
+    assert!(
+        copy["errors"]
+            .to_string()
+            .contains("the stream already held this message"),
+        "{copy}"
+    );
+    // Give a second delivery time to arrive, were there one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let arrived = arrivals(&sink, "DUP1");
+    assert_eq!(arrived.len(), 1, "delivered once: {arrived:?}");
+    for e in engines {
+        e.kill();
+    }
+}

@@ -1037,8 +1037,14 @@ impl ChannelIngest {
             cluster.publish(&self.store.seal, record, raw, &items)
         );
         committed?;
-        if let Err(reason) = published {
-            return Err(cluster.refused(&self.store, record, raw, reason));
+        match published {
+            Ok(crate::cluster::Published::New) => {}
+            Ok(crate::cluster::Published::Duplicate) => {
+                if let Err(e) = cluster.duplicate(&self.store, record, raw).await {
+                    warn!(error = %e, "Cannot mark a message the cluster stream already held as a duplicate.");
+                }
+            }
+            Err(reason) => return Err(cluster.refused(&self.store, record, raw, reason)),
         }
         Ok(Vec::new())
     }

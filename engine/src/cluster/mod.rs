@@ -195,6 +195,19 @@ pub struct Cluster {
     notice_queue: Mutex<Option<tokio::sync::mpsc::Receiver<notice::Pending>>>,
 }
 
+/// What [`Cluster::publish`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The stream took the message: it is delivered from this copy.
+    New,
+    /// The stream already held it (the same sender key and content within its duplicate
+    /// window): it is delivered once, from the first copy.
+    Duplicate,
+}
+
+/// The reason a duplicate's record carries ([`Cluster::duplicate`]).
+pub const DUPLICATE_REASON: &str = "cluster: the stream already held this message (the same sender key and content, published earlier by this node or another); it is delivered once, from the copy stored first";
+
 /// The NATS header that marks work an operator asked for (a reprocess, a dead-letter retry):
 /// its deliveries are new, so the owner takes them up even when it finished the message.
 pub const AGAIN_HEADER: &str = "Switchboard-Again";
@@ -312,11 +325,14 @@ impl Cluster {
             .payload(payload.into())
             .header(AGAIN_HEADER, "1")
             .message_id(format!("again-{}-{again_id}", self.cfg.node));
-        self.publish_acked(p, record.id, msg, "work").await
+        self.publish_acked(p, record.id, msg, "work")
+            .await
+            .map(|_| ())
     }
 
     /// Publishes `msg` (of message `id`) to partition `p` and waits for the stream's
-    /// acknowledgement, at most `publish_timeout_ms`.
+    /// acknowledgement, at most `publish_timeout_ms`; returns whether the stream took it as a
+    /// duplicate (the same `Nats-Msg-Id` within its duplicate window: it keeps the first).
     ///
     /// # Errors
     ///
@@ -327,7 +343,7 @@ impl Cluster {
         id: u64,
         msg: jetstream::message::PublishMessage,
         what: &str,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
         let acked = tokio::time::timeout(limit, async {
             self.js
@@ -347,7 +363,7 @@ impl Cluster {
                     duplicate = ack.duplicate,
                     "Taken by the cluster stream."
                 );
-                Ok(())
+                Ok(ack.duplicate)
             }
             Ok(Err(e)) => Err(format!("the cluster stream did not take the {what}: {e}")),
             Err(_) => Err(format!(
@@ -362,6 +378,8 @@ impl Cluster {
     /// replicated write), at most `publish_timeout_ms`. The `Nats-Msg-Id` comes from the
     /// message, not the sealed bytes (a fresh nonce each time), so a resend keeps it.
     ///
+    /// Returns whether the stream already held the message ([`Published::Duplicate`]).
+    ///
     /// # Errors
     ///
     /// A sentence for the message's record and its sender (no content) when the stream did
@@ -372,25 +390,57 @@ impl Cluster {
         record: &MessageRecord,
         raw: &[u8],
         items: &[OutboxItem],
-    ) -> Result<(), String> {
+    ) -> Result<Published, String> {
         let started = Instant::now();
         let p = envelope::partition_of(items, self.cfg.partitions);
         let payload = envelope::seal(seal, envelope::encode(record, raw, items)?)?;
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope::message_id(record, raw));
-        let result = self.publish_acked(p, record.id, msg, "message").await;
-        match &result {
-            Ok(()) => self
-                .metrics
-                .publish_duration
-                .observe(started.elapsed().as_secs_f64()),
+        match self.publish_acked(p, record.id, msg, "message").await {
+            Ok(duplicate) => {
+                self.metrics
+                    .publish_duration
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(if duplicate {
+                    Published::Duplicate
+                } else {
+                    Published::New
+                })
+            }
             Err(e) => {
                 self.metrics.publish_failures.inc();
                 warn!(id = record.id, partition = p, error = %e, "Message not acknowledged by the cluster stream; answering with a reject.");
+                Err(e)
             }
         }
-        result
+    }
+
+    /// After [`Cluster::publish`] answered [`Published::Duplicate`] for a message ingest
+    /// stored: this record is a second copy of a message the stream already holds (a resend
+    /// after an answer that was lost, to this node or another, within the stream's duplicate
+    /// window). The stream's first copy is the one delivered, under the first record's id, and
+    /// its completion notice goes to that record; this one is marked `filtered` (delivered
+    /// nowhere by itself) with the reason, and made durable, so it does not look like work
+    /// still to do. `record` itself is left as it was: an `ack = "on_delivery"` answer for
+    /// it cannot learn the first copy's outcome and still waits (AE after the timeout), as
+    /// it must not claim a delivery it has not seen.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the record cannot be written or made durable (it then stays as
+    /// stored, `received`).
+    pub async fn duplicate(
+        &self,
+        store: &Store,
+        record: &MessageRecord,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut marked = record.clone();
+        marked.status = Status::Filtered;
+        marked.errors.push(DUPLICATE_REASON.into());
+        store.put(&marked, raw, &[])?;
+        store.commit().await
     }
 
     /// After [`Cluster::publish`] failed for a message ingest stored without deliveries:
