@@ -118,6 +118,7 @@ fn item(store: &Store, channel: &str, id: u64, at_ms: u64, raw: &[u8]) -> Outbox
         content_type: "application/hl7-v2".into(),
         idempotency_key: format!("{id}-files"),
         control_id: None,
+        message_type: "ADT_A04".into(),
         path: None,
         payload: ItemPayload::Rendered(channels::kind::PayloadKind::Hl7).into(),
         appointment: None,

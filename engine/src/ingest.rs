@@ -1593,6 +1593,7 @@ mod tests {
             .unwrap_or_else(|| panic!("delivered outside a message span: {delivered:?}"));
         assert_eq!(span.get("message_id"), Some(&id.as_str()), "{span:?}");
         assert_eq!(span.get("channel"), Some(&"lab"), "{span:?}");
+        assert_eq!(span.get("message_type"), Some(&"ADT_A04"), "{span:?}");
         for s in [received, delivered] {
             assert!(
                 !s.fields

@@ -515,6 +515,7 @@ impl Router {
             content_type: content_type.into(),
             idempotency_key: format!("{}-{dest}{key_suffix}{suffix}", record.id),
             control_id,
+            message_type: span_type(record),
             path,
             payload: if failure.is_some() {
                 ItemPayload::MappingFailed
@@ -874,6 +875,18 @@ fn appointment_ref(event: &transforms::model::Event) -> Option<AppointmentRef> {
     let mut r = event.appointment.as_ref().and_then(AppointmentRef::of)?;
     r.moved = event.kind == transforms::model::EventKind::AppointmentRescheduled;
     Some(r)
+}
+
+/// The message type as ingest's span names it ([`crate::delivery::message_span`]): the
+/// metrics label of an HL7 v2 message (`ADT_A04`, from `ADT^A04^ADT_A01`), the stored type of
+/// any other record.
+fn span_type(record: &MessageRecord) -> String {
+    if record.format != RecordFormat::Hl7v2 {
+        return record.message_type.clone();
+    }
+    let mut parts = record.message_type.split('^');
+    let code = parts.next().unwrap_or_default();
+    crate::metrics::message_type_label(code, parts.next().unwrap_or_default())
 }
 
 #[cfg(test)]

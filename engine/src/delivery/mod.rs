@@ -94,7 +94,7 @@ const HANDOVERS_PER_WAKE: usize = 4096;
 /// "Logs"). Ingest opens it at receipt, without the id, and records the id (`message_id`) and
 /// the type (`message_type`, the metric label, such as `ADT_A04`) once it knows them; a
 /// delivery worker opens one with the same name, id and channel around each attempt of each
-/// item of the message (without the type, which an outbox item does not carry), so a search
+/// item of the message, and records the type the item kept (`OutboxItem::message_type`), so a search
 /// for one message id finds its receipt and every delivery. The fields name the message,
 /// never its content.
 ///
@@ -413,6 +413,9 @@ async fn send_items(
     let mut held: HashSet<String> = HashSet::new();
     for (p, mut item) in items {
         let span = message_span(Some(item.message_id), &ledger.channel);
+        if !item.message_type.is_empty() {
+            span.record("message_type", item.message_type.as_str());
+        }
         if held.contains(&p) {
             let e = DeliveryError::retry("an earlier item of the same partition is retried first");
             out.push((p, item, Err(e), span));

@@ -47,6 +47,11 @@ pub struct OutboxItem {
     pub idempotency_key: String,
     /// MSH-10 of an HL7 body.
     pub control_id: Option<String>,
+    /// The message's type as the metrics label it (`ADT_A04`, `fhir`...), for the delivery's
+    /// log span ([`crate::delivery::message_span`]); empty in items written before it was
+    /// kept.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message_type: String,
     /// Path relative to the destination's base URL.
     pub path: Option<String>,
     /// Which payload rendered it (`hl7`, `canonical`, ...), or `mapping_failed`; a name this
@@ -93,6 +98,7 @@ impl OutboxItem {
             content_type: "application/hl7-v2".into(),
             idempotency_key: format!("{message_id}-{name}"),
             control_id: None,
+            message_type: String::new(),
             path: None,
             payload: ItemPayload::Rendered(channels::kind::PayloadKind::Hl7).into(),
             appointment: None,
