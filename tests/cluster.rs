@@ -877,17 +877,11 @@ async fn every_node_shows_and_retries_the_messages_of_every_node() {
     let nats = nats_cluster(dir.path(), 1);
     let urls = vec![nats[0].url()];
     let sink = HttpSink::start(SinkMode::RejectBad).await;
-    let cfgs: Vec<TestConfig> = (0..3)
-        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
-        .collect();
-    let mut engines: Vec<Option<EngineProcess>> = cfgs
-        .iter()
-        .map(|c| Some(EngineProcess::start(&c.conf(), &c.data())))
-        .collect();
+    let (_cfgs, started) = three_nodes(&urls, &sink.url, |_| {}).await;
+    let mut engines: Vec<Option<EngineProcess>> = started.into_iter().map(Some).collect();
     let admins: Vec<String> = engines.iter().flatten().map(|e| e.admin()).collect();
     {
         let all: Vec<&EngineProcess> = engines.iter().flatten().collect();
-        wait_settled(&all, 3, STARTUP_SECS).await;
         for e in &all {
             wait_admin_urls(e, &all).await;
         }
@@ -1074,6 +1068,28 @@ async fn record_on(engine: &EngineProcess, control: &str) -> Option<serde_json::
     Some(get_json(&format!("{}/api/messages/{id}?scope=local", engine.admin())).await)
 }
 
+/// Three nodes, `node0` to `node2` (node ids 1 to 3), on the NATS servers at `urls` with one
+/// stream replica, delivering to `sink`; `tune` changes each configuration before its node
+/// starts. Returns once every partition has an owner.
+async fn three_nodes(
+    urls: &[String],
+    sink: &str,
+    tune: impl Fn(&TestConfig),
+) -> (Vec<TestConfig>, Vec<EngineProcess>) {
+    let cfgs: Vec<TestConfig> = (0..3)
+        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, urls, 1, sink))
+        .collect();
+    for c in &cfgs {
+        tune(c);
+    }
+    let engines: Vec<EngineProcess> = cfgs
+        .iter()
+        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
+        .collect();
+    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    (cfgs, engines)
+}
+
 /// Waits (at most `secs`) until a node's record of `control` satisfies `ok`; returns the
 /// record as last seen.
 async fn until_record(
@@ -1137,17 +1153,8 @@ async fn the_receiving_node_learns_the_owners_outcome_and_on_delivery_waits_for_
     let nats = nats_cluster(dir.path(), 1);
     let urls = vec![nats[0].url()];
     let sink = HttpSink::start(SinkMode::Up).await;
-    let cfgs: Vec<TestConfig> = (0..3)
-        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
-        .collect();
-    for c in &cfgs {
-        add_on_delivery_channel(c, &sink.url);
-    }
-    let engines: Vec<EngineProcess> = cfgs
-        .iter()
-        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
-        .collect();
-    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let (_cfgs, engines) =
+        three_nodes(&urls, &sink.url, |c| add_on_delivery_channel(c, &sink.url)).await;
 
     // 1. ack = "on_persist": node0's record follows the owner's outcome.
     let mut client = connect(&engines[0].mllp("lab")).await;
@@ -1439,15 +1446,8 @@ async fn actions_asked_on_any_node_are_carried_out_on_the_node_that_holds_the_me
     let nats = nats_cluster(dir.path(), 1);
     let urls = vec![nats[0].url()];
     let sink = HttpSink::start(SinkMode::RejectBad).await;
-    let cfgs: Vec<TestConfig> = (0..3)
-        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
-        .collect();
-    let engines: Vec<EngineProcess> = cfgs
-        .iter()
-        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
-        .collect();
+    let (_cfgs, engines) = three_nodes(&urls, &sink.url, |_| {}).await;
     let all: Vec<&EngineProcess> = engines.iter().collect();
-    wait_settled(&all, 3, STARTUP_SECS).await;
     for e in &all {
         wait_admin_urls(e, &all).await;
     }
@@ -1958,14 +1958,7 @@ async fn a_resend_to_another_node_is_delivered_once_and_its_copy_says_why() {
     let nats = nats_cluster(dir.path(), 1);
     let urls = vec![nats[0].url()];
     let sink = HttpSink::start(SinkMode::Up).await;
-    let cfgs: Vec<TestConfig> = (0..3)
-        .map(|i| node_config(&format!("node{i}"), i as u8 + 1, &urls, 1, &sink.url))
-        .collect();
-    let engines: Vec<EngineProcess> = cfgs
-        .iter()
-        .map(|c| EngineProcess::start(&c.conf(), &c.data()))
-        .collect();
-    wait_settled(&engines.iter().collect::<Vec<_>>(), 3, STARTUP_SECS).await;
+    let (_cfgs, engines) = three_nodes(&urls, &sink.url, |_| {}).await;
     let view = wait_balanced(&engines[0], 3, 60).await;
     // node2 owns the patient's partition: neither node0 nor node1 holds an owner's copy.
     let patient = patients_of(&view, "node2", "RS", 1).remove(0);
