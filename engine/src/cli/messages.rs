@@ -141,10 +141,6 @@ async fn messages(
     json: bool,
     command: MessagesCommand,
 ) -> anyhow::Result<ExitCode> {
-    let print_json = |v: &serde_json::Value| -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        Ok(())
-    };
     match command {
         MessagesCommand::List {
             channel,
@@ -269,14 +265,7 @@ async fn messages(
             channel,
         } => {
             let r = dead_letter_action(target, "retry", destination, seq, all, channel).await?;
-            if json {
-                return print_json(&r).map(|()| ExitCode::SUCCESS);
-            }
-            println!(
-                "retried {} dead letter(s), {} not found",
-                cell(&r["retried"]),
-                cell(&r["not_found"])
-            );
+            report_dead_letters(&r, "retried", json)?;
         }
         MessagesCommand::Discard {
             destination,
@@ -285,20 +274,33 @@ async fn messages(
             channel,
         } => {
             let r = dead_letter_action(target, "discard", destination, seq, all, channel).await?;
-            if json {
-                return print_json(&r).map(|()| ExitCode::SUCCESS);
-            }
-            println!(
-                "discarded {} dead letter(s), {} not found",
-                cell(&r["discarded"]),
-                cell(&r["not_found"])
-            );
+            report_dead_letters(&r, "discarded", json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// POSTs a dead-letter retry or discard: one (`DESTINATION SEQ`) or all (`--all`).
+/// Prints an admin API answer as indented JSON (`--json`).
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Prints what a retry or discard of dead letters did: the answer as JSON, or one line with
+/// the count under `done` (`retried`, `discarded`) and the count not found.
+fn report_dead_letters(r: &serde_json::Value, done: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!(
+        "{done} {} dead letter(s), {} not found",
+        cell(&r[done]),
+        cell(&r["not_found"])
+    );
+    Ok(())
+}
+
 async fn dead_letter_action(
     target: &AdminTarget,
     action: &str,

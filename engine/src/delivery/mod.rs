@@ -1219,6 +1219,31 @@ mod tests {
     use crate::store::tests::record;
     use channels::file::FileConfig;
 
+    /// A hub over `store`, not stopped by anything but the test's end.
+    fn hub_of(store: &Store, metrics: &Metrics) -> Arc<Hub> {
+        Hub::new(
+            store.clone(),
+            metrics.clone(),
+            EventBus::default(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// The file destination `files` writing `.hl7` files into `folder`.
+    fn files(
+        folder: &std::path::Path,
+        batch_size: usize,
+        delivery: DeliveryConfig,
+    ) -> DestinationConfig {
+        DestinationConfig::File(FileConfig {
+            name: "files".into(),
+            folder: folder.to_path_buf(),
+            extension: "hl7".into(),
+            batch_size,
+            delivery,
+        })
+    }
+
     /// Restarting under load (tests/powercut.rs): ingest runs while a worker reads its
     /// outbox, and `Store::put` writes a message's deliveries before its record. A worker
     /// that took such an item for the leftover of a crash and removed it lost an
@@ -1242,23 +1267,9 @@ mod tests {
             .outbox
             .insert(item.key(), item.encode(&store.seal).expect("encode"))
             .expect("insert");
-        let hub = Hub::new(
-            store.clone(),
-            metrics.clone(),
-            EventBus::default(),
-            CancellationToken::new(),
-        );
-        hub.start_channel(
-            "lab",
-            &[DestinationConfig::File(FileConfig {
-                name: "files".into(),
-                folder: folder.clone(),
-                extension: "hl7".into(),
-                batch_size: 16,
-                delivery: DeliveryConfig::default(),
-            })],
-        )
-        .expect("start");
+        let hub = hub_of(&store, &metrics);
+        hub.start_channel("lab", &[files(&folder, 16, DeliveryConfig::default())])
+            .expect("start");
         // The worker reports its first health check only after reading its outbox.
         let up = metrics.destination_up.with_label_values(&["lab", "files"]);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1353,12 +1364,7 @@ mod tests {
             items.push(item);
         }
         store.commit().await.expect("commit");
-        let hub = Hub::new(
-            store.clone(),
-            metrics.clone(),
-            EventBus::default(),
-            CancellationToken::new(),
-        );
+        let hub = hub_of(&store, &metrics);
         let delivered: Vec<oneshot::Receiver<Finished>> =
             items.iter().map(|i| hub.watch(i.message_id)).collect();
         hub.start_channel(
@@ -1440,24 +1446,17 @@ mod tests {
         let store =
             Store::open(&dir.path().join("data"), Durability::Fsync, &metrics).expect("open");
         let folder = dir.path().join("out");
-        let hub = Hub::new(
-            store.clone(),
-            metrics.clone(),
-            EventBus::default(),
-            CancellationToken::new(),
-        );
+        let hub = hub_of(&store, &metrics);
         hub.start_channel(
             "lab",
-            &[DestinationConfig::File(FileConfig {
-                name: "files".into(),
-                folder: folder.clone(),
-                extension: "hl7".into(),
-                batch_size: 8,
-                delivery: DeliveryConfig {
+            &[files(
+                &folder,
+                8,
+                DeliveryConfig {
                     concurrency: 3,
                     ..DeliveryConfig::default()
                 },
-            })],
+            )],
         )
         .expect("start");
         let mut items = Vec::new();
@@ -1542,12 +1541,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let metrics = Metrics::new("t");
         let store = Store::open(&dir.path().join("data"), Durability::Os, &metrics).expect("open");
-        let hub = Hub::new(
-            store.clone(),
-            metrics.clone(),
-            EventBus::default(),
-            CancellationToken::new(),
-        );
+        let hub = hub_of(&store, &metrics);
         hub.start_channel(
             "lab",
             &[DestinationConfig::Webhook(
