@@ -258,10 +258,13 @@ impl Store {
             .filter(|k| super::keys::indexable(k))
             .map(|k| super::keys::index_key(k, record.id))
             .collect();
-        let rec = codec(serde_json::to_vec(&MessageRecord {
-            business_keys: keys,
-            ..record.clone()
-        }))?;
+        let rec = super::value::record_value(
+            &codec(serde_json::to_vec(&MessageRecord {
+                business_keys: keys,
+                ..record.clone()
+            }))?,
+            None,
+        );
         let raw = self.seal.seal(b"raw", raw)?;
         let mut idx = record.control_id.as_bytes().to_vec();
         idx.push(0);

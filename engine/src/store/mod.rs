@@ -4,7 +4,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `messages` | message id (u64) | [`MessageRecord`] as JSON, then 0x1E and the bytes exactly as received |
+//! | `messages` | message id (u64) | [`MessageRecord`] as JSON, then 0x1E and the bytes exactly as received, compressed (see [`value`]) |
 //! | `raw` | message id | the bytes exactly as received, of messages stored before the raw bytes went beside the record (and of booking messages, see [`id_map`]) |
 //! | `dedup` | channel, sender key (HL7: 0x00, MSH-10, 0x00 first, then the channel, MSH-3, MSH-4, MSH-10) | original message id, content digest (see [`dedup`]) |
 //! | `by_control_id` | control id, 0x00, message id | empty; for the messages whose `dedup` claim does not name them (see [`dedup`]) |
@@ -21,9 +21,9 @@
 //! `dicom_studies`, `dicom_instances`) in [`dicom`], and the visit timelines of the patient
 //! journey (`journey`, `journey_by_message`) in [`journey`].
 //!
-//! The raw bytes beside the record ([`record_value`]) save ingest one write per message; a
-//! value of the earlier layout (the JSON alone, its raw bytes in `raw`) is read as before,
-//! and every update of a record keeps what was beside it.
+//! The raw bytes beside the record ([`value::record_value`]) save ingest one write per
+//! message; a value of the earlier layouts (the JSON alone, its raw bytes in `raw`; or not
+//! compressed) is read as before, and every update of a record keeps what was beside it.
 //!
 //! A message id is `received_at_ms << 20 | n`, made strictly increasing, so ids sort by
 //! receipt time and retention can delete a key range from the front.
@@ -46,6 +46,7 @@ pub mod outbox;
 pub mod retention;
 pub mod seal;
 pub mod space;
+mod value;
 
 use crate::metrics::Metrics;
 use serde::{Deserialize, Serialize};
@@ -61,8 +62,13 @@ pub use dedup::{Claim, ContentDigest};
 /// keeps for every page of the store besides (its page table) is not in it.
 pub const DEFAULT_CACHE_MIB: u64 = 256;
 
-/// The store schema version written to `meta`.
-const SCHEMA_VERSION: u32 = 1;
+/// The store schema version written to `meta`: 2 since `messages` values may be compressed
+/// ([`value`]), which an engine of version 1 would not read. A store of version 1 is read
+/// as it is and marked 2 when opened (its plain values stay readable).
+const SCHEMA_VERSION: u32 = 2;
+
+/// The earlier schema versions this engine opens.
+const SCHEMA_VERSIONS_READ: [u32; 1] = [1];
 
 /// A store failure; the message it concerned was not stored (or not durably).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -345,7 +351,9 @@ impl Store {
                         .try_into()
                         .map_err(|_| StoreError::Schema { found: 0 })?,
                 );
-                if found != SCHEMA_VERSION {
+                if SCHEMA_VERSIONS_READ.contains(&found) {
+                    meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema { found });
                 }
             }
@@ -487,7 +495,7 @@ impl Store {
         };
         let key = record.id.to_be_bytes();
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let value = record_value(json, Some(&self.seal.seal(b"raw", raw)?));
+        let value = value::record_value(&json, Some(&self.seal.seal(b"raw", raw)?));
         for item in items {
             self.outbox.insert(item.key(), item.encode(&self.seal)?)?;
         }
@@ -551,7 +559,8 @@ impl Store {
     pub fn raw(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let key = id.to_be_bytes();
         let beside = self.messages.get(key)?;
-        let sealed = match beside.as_deref().and_then(|v| split_value(v).1) {
+        let opened = beside.as_deref().map(value::open).transpose()?;
+        let sealed = match opened.as_ref().and_then(|v| v.raw()) {
             Some(raw) => Some(sled::IVec::from(raw)),
             // The earlier layout, or a booking message (see `id_map`).
             None => self.raw.get(key)?,
@@ -735,37 +744,13 @@ pub(crate) fn control_id_index_key(control_id: &[u8], id: u64) -> Vec<u8> {
     k
 }
 
-/// In a `messages` value, what follows the record's JSON when the raw bytes are beside it:
-/// a byte that JSON text never holds unescaped, so the first one ends the JSON.
-const RAW_BESIDE: u8 = 0x1e;
-
-/// A `messages` value: the record's JSON, then, when given, [`RAW_BESIDE`] and the (sealed)
-/// raw bytes.
-pub(crate) fn record_value(mut json: Vec<u8>, raw: Option<&[u8]>) -> Vec<u8> {
-    if let Some(raw) = raw {
-        json.reserve(1 + raw.len());
-        json.push(RAW_BESIDE);
-        json.extend_from_slice(raw);
-    }
-    json
-}
-
-/// A `messages` value's record JSON, and the (sealed) raw bytes beside it; `None` for a value
-/// of the earlier layout, whose raw bytes are in the `raw` tree.
-pub(crate) fn split_value(v: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match v.iter().position(|b| *b == RAW_BESIDE) {
-        Some(at) => (&v[..at], Some(&v[at + 1..])),
-        None => (v, None),
-    }
-}
-
 /// The record of a `messages` value (either layout).
 ///
 /// # Errors
 ///
 /// [`StoreError::Codec`] when the record cannot be decoded.
 pub(crate) fn decode_record(v: &[u8]) -> Result<MessageRecord, StoreError> {
-    serde_json::from_slice(split_value(v).0).map_err(|e| StoreError::Codec(e.to_string()))
+    serde_json::from_slice(value::open(v)?.json()).map_err(|e| StoreError::Codec(e.to_string()))
 }
 
 /// The `messages` value `old` with its record replaced by `rec`, keeping what was beside it.
@@ -775,7 +760,7 @@ pub(crate) fn decode_record(v: &[u8]) -> Result<MessageRecord, StoreError> {
 /// [`StoreError::Codec`] when the record cannot be encoded.
 pub(crate) fn replace_record(old: &[u8], rec: &MessageRecord) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
-    Ok(record_value(json, split_value(old).1))
+    Ok(value::record_value(&json, value::open(old)?.raw()))
 }
 
 #[cfg(test)]
@@ -828,6 +813,65 @@ pub(crate) mod tests {
             dedup_key: String::new(),
             resent_from: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_store_of_schema_1_opens_reads_its_plain_records_and_becomes_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new("t");
+        let s = Store::open(dir.path(), Durability::Fsync, &m).expect("open");
+        // What an engine of schema 1 wrote: the record's JSON, 0x1E, the raw bytes.
+        let old = record(5 << 20, "x", "C1", Status::Delivered);
+        let mut plain = serde_json::to_vec(&old).expect("json");
+        plain.push(0x1e);
+        plain.extend_from_slice(b"MSH|old");
+        s.messages
+            .insert(old.id.to_be_bytes(), plain)
+            .expect("insert");
+        s.db.open_tree("meta")
+            .expect("meta")
+            .insert("schema_version", &1u32.to_be_bytes())
+            .expect("schema 1");
+        s.commit().await.expect("commit");
+        drop(s);
+        let s = reopen(|| Store::open(dir.path(), Durability::Fsync, &m));
+        let meta = s.db.open_tree("meta").expect("meta");
+        assert_eq!(
+            meta.get("schema_version").expect("get").as_deref(),
+            Some(&2u32.to_be_bytes()[..])
+        );
+        assert_eq!(s.get(old.id).expect("get"), Some(old.clone()));
+        assert_eq!(s.raw(old.id).expect("raw"), Some(b"MSH|old".to_vec()));
+        // New writes are compressed, and an update keeps the raw bytes of the old layout.
+        let new = record(6 << 20, "x", "C2", Status::Received);
+        s.put(&new, b"MSH|new", &[]).expect("put");
+        let stored = s
+            .messages
+            .get(new.id.to_be_bytes())
+            .expect("get")
+            .expect("v");
+        assert_eq!(stored[0], 0x01);
+        assert_eq!(s.raw(new.id).expect("raw"), Some(b"MSH|new".to_vec()));
+        s.set_ack(old.id, "AE", "MSA|AE|C1").expect("set ack");
+        assert_eq!(s.raw(old.id).expect("raw"), Some(b"MSH|old".to_vec()));
+        assert_eq!(s.get(old.id).expect("get").expect("r").ack_code, "AE");
+        // A newer schema than this engine knows is refused, naming it.
+        meta.insert("schema_version", &9u32.to_be_bytes())
+            .expect("schema 9");
+        s.commit().await.expect("commit");
+        drop((s, meta));
+        let mut refused = None;
+        for _ in 0..500 {
+            match Store::open(dir.path(), Durability::Fsync, &m) {
+                Err(StoreError::Schema { found }) => {
+                    refused = Some(found);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Ok(_) => panic!("a store of schema 9 opened"),
+            }
+        }
+        assert_eq!(refused, Some(9));
     }
 
     #[tokio::test]

@@ -296,7 +296,7 @@ impl Store {
             let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else {
                 continue;
             };
-            let c: Candidate = serde_json::from_slice(super::split_value(&v).0)
+            let c: Candidate = serde_json::from_slice(super::value::open(&v)?.json())
                 .map_err(|e| StoreError::Codec(e.to_string()))?;
             if c.received_at_ms >= policy.cutoff_ms(&c.channel, now_ms) {
                 continue;
@@ -544,9 +544,9 @@ mod tests {
         v["dedup_key"] = dedup_key.into();
         let key = rec.id.to_be_bytes();
         let old = store.messages.get(key).expect("get").expect("record");
-        let value = crate::store::record_value(
-            serde_json::to_vec(&v).expect("encode"),
-            crate::store::split_value(&old).1,
+        let value = crate::store::value::record_value(
+            &serde_json::to_vec(&v).expect("encode"),
+            crate::store::value::open(&old).expect("open").raw(),
         );
         store.messages.insert(key, value).expect("insert");
     }
@@ -953,7 +953,8 @@ mod tests {
         let key = r.id.to_be_bytes();
         let seen = s.messages.get(key).expect("get").expect("record");
         let c: Candidate =
-            serde_json::from_slice(crate::store::split_value(&seen).0).expect("candidate");
+            serde_json::from_slice(crate::store::value::open(&seen).expect("open").json())
+                .expect("candidate");
         // A late answer is recorded on it between the read and the removal.
         s.set_ack(r.id, "AE", "MSA|AE|C1").expect("set ack");
         assert_eq!(s.remove_message(&key, &seen, &c).expect("remove"), None);
