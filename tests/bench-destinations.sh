@@ -4,17 +4,19 @@
 # only in the destination the ADT route sends to:
 #   file  - the shipped conf/ (a file destination: batched, synced files);
 #   mllp  - an MLLP destination whose peer is the bench's canned-ACK server on 127.0.0.1;
+#   webhook - a signed webhook destination whose peer is engine/examples/http_sink.rs on
+#           127.0.0.1 (200 to every POST), built with the engine's profiling profile;
 #   none  - no routes (ingest alone).
 # The ratio tool prints msgs/s, the engine/floor ratio, p50/p99, deliveries/s and the backlog
 # left when the load stopped.
 #
 #   tests/bench-destinations.sh --ratio PATH/TO/ratio.sh [--bin target/release/switchboard]
-#                         [--conns "8 64"] [--secs 8] [--only "file mllp none"]
+#                         [--conns "8 64"] [--secs 8] [--only "file mllp webhook none"]
 #
 # Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATIO=""; BIN=target/release/switchboard; CONNS="8 64"; SECS=8; ONLY="file mllp none"
+RATIO=""; BIN=target/release/switchboard; CONNS="8 64"; SECS=8; ONLY="file mllp webhook none"
 while [ $# -gt 0 ]; do
   case "$1" in
     --ratio) RATIO=$2; shift 2;; --bin) BIN=$2; shift 2;; --conns) CONNS=$2; shift 2;;
@@ -26,10 +28,19 @@ done
 [ -x "$BIN" ] || { echo "no engine binary at $BIN (cargo build --release)" >&2; exit 2; }
 BIN=$(readlink -f "$BIN")
 bench=$(cd "$(dirname "$RATIO")" && pwd)
+# The webhook peer is built in this workspace's own target folder (the same selection as the
+# profiling build of docs/PERFORMANCE.md, so nothing else is rebuilt).
+case " $ONLY " in
+  *" webhook "*)
+    cargo build --profile profiling -q --workspace --bin switchboard --example prefill --example http_sink
+    SINK_BIN=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/profiling/examples/http_sink;;
+esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/switchboard-bench-target}
 (cd "$bench/floor" && cargo build --release -q)
 PEER_BIN=$CARGO_TARGET_DIR/release/mllp-baseline
 work=$(mktemp -d); peer_pid=
+# The webhook destination signs with it (a throwaway value: the peer checks nothing).
+export BENCH_SIGNING_SECRET=bench-secret
 cleanup() { [ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -52,6 +63,20 @@ name = "archive"
 type = "mllp"
 address = "127.0.0.1:$peer"
 connections = 8
+[destination.delivery]
+concurrency = 8
+TOML
+      ;;
+    webhook)
+      peer=$(port)
+      "$SINK_BIN" "$peer" 900 >/dev/null 2>&1 & peer_pid=$!
+      sed -i '/^\[\[destination\]\]/,$d' "$channel"
+      cat >> "$channel" <<TOML
+[[destination]]
+name = "archive"
+type = "webhook"
+url = "http://127.0.0.1:$peer/hook"
+signing_secret = { env = "BENCH_SIGNING_SECRET" }
 [destination.delivery]
 concurrency = 8
 TOML

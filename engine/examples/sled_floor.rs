@@ -53,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let started = Instant::now();
             for n in 0..count {
                 for (i, b) in value.iter_mut().enumerate() {
-                    *b = (n as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) as u8;
+                    *b = (n as usize)
+                        .wrapping_mul(31)
+                        .wrapping_add(i.wrapping_mul(7)) as u8;
                 }
                 tree.insert(((1_796_000_000_000u64 + n) << 20).to_be_bytes(), &value[..])?;
                 if (n + 1) % 1_000_000 == 0 {
