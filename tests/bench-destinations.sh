@@ -12,15 +12,24 @@
 #
 #   tests/bench-destinations.sh --ratio PATH/TO/ratio.sh [--bin target/release/switchboard]
 #                         [--conns "8 64"] [--secs 8] [--only "file mllp webhook none"]
+#                         [--patients 1] [--tools 4]
+#
+# With --patients N above 1 the load is not the ratio tool's (every message one patient's,
+# so one delivery partition, delivered one message at a time) but TOOLS of the bench's load
+# tools at once over N patients in distinct partitions, through tests/cluster-bench.sh
+# --nats none (the floor and one engine, the same columns plus the backlog a few seconds
+# after the load).
 #
 # Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATIO=""; BIN=target/release/switchboard; CONNS="8 64"; SECS=8; ONLY="file mllp webhook none"
+PATIENTS=1; TOOLS=4
 while [ $# -gt 0 ]; do
   case "$1" in
     --ratio) RATIO=$2; shift 2;; --bin) BIN=$2; shift 2;; --conns) CONNS=$2; shift 2;;
     --secs) SECS=$2; shift 2;; --only) ONLY=$2; shift 2;;
+    --patients) PATIENTS=$2; shift 2;; --tools) TOOLS=$2; shift 2;;
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
@@ -37,7 +46,9 @@ case " $ONLY " in
 esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TMPDIR:-/tmp}/switchboard-bench-target}
 (cd "$bench/floor" && cargo build --release -q)
+(cd "$bench/mllp-load" && cargo build --release -q)
 PEER_BIN=$CARGO_TARGET_DIR/release/mllp-baseline
+LOAD_BIN=$CARGO_TARGET_DIR/release/mllp-load
 work=$(mktemp -d); peer_pid=
 # The webhook destination signs with it (a throwaway value: the peer checks nothing).
 export BENCH_SIGNING_SECRET=bench-secret
@@ -84,6 +95,11 @@ TOML
     *) echo "unknown configuration $what" >&2; exit 2;;
   esac
   echo "== $what"
-  "$RATIO" --bin "$BIN" --config "$conf" --conns "$CONNS" --secs "$SECS"
+  if [ "$PATIENTS" -gt 1 ]; then
+    tests/cluster-bench.sh --bin "$BIN" --load "$LOAD_BIN" --floor "$PEER_BIN" --config "$conf" \
+      --conns "$CONNS" --secs "$SECS" --nats none --patients "$PATIENTS" --tools "$TOOLS"
+  else
+    "$RATIO" --bin "$BIN" --config "$conf" --conns "$CONNS" --secs "$SECS"
+  fi
   if [ -n "$peer_pid" ]; then kill "$peer_pid" 2>/dev/null; wait "$peer_pid" 2>/dev/null || true; peer_pid=; fi
 done

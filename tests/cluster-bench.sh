@@ -11,7 +11,9 @@
 # single-node ratio tool uses; this script builds nothing).
 #
 # For each NATS topology (r3: three clustered servers, stream replicas = 3, as tests/cluster.rs;
-# r1: one server, replicas = 1) and each connection count C it measures, in this order:
+# r1: one server, replicas = 1; none: no NATS, only the floor and the plain engine, which is how
+# tests/bench-destinations.sh measures a single engine under many patients) and each connection
+# count C it measures, in this order:
 #   floor   - the floor server (group commit: one fdatasync per batch of messages);
 #   plain   - one engine without [cluster] (reference);
 #   1 node  - one cluster node: fresh NATS servers, a fresh data folder;
@@ -56,7 +58,7 @@ done
 # As tests/cluster.rs: SWITCHBOARD_NATS_SERVER, the server .ci/run links, Debian's.
 NATS_SERVER=${SWITCHBOARD_NATS_SERVER:-}
 for p in /usr/local/bin/nats-server /usr/sbin/nats-server /usr/bin/nats-server; do [ -z "$NATS_SERVER" ] && [ -x "$p" ] && NATS_SERVER=$p; done
-[ -x "$NATS_SERVER" ] || { echo "nats-server is not installed" >&2; exit 2; }
+[ "$NATS" = none ] || [ -x "$NATS_SERVER" ] || { echo "nats-server is not installed" >&2; exit 2; }
 [ "$TOOLS" -ge 2 ] && [ $((TOOLS % 2)) -eq 0 ] || { echo "--tools must be even (half go to each node)" >&2; exit 2; }
 for c in $CONNS; do
   [ $((c % TOOLS)) -eq 0 ] || { echo "connections $c do not split over $TOOLS tools" >&2; exit 2; }
@@ -261,8 +263,10 @@ for topo in $NATS; do
   case "$topo" in
     r1) what="one NATS server, stream replicas = 1"; replicas=1;;
     r3) what="three clustered NATS servers, stream replicas = 3"; replicas=3;;
-    *) echo "unknown topology $topo (r1 or r3)" >&2; exit 2;;
+    none) what="no NATS: one engine without [cluster]"; replicas=0;;
+    *) echo "unknown topology $topo (r1, r3 or none)" >&2; exit 2;;
   esac
+  node_counts="1 2"; [ "$topo" = none ] && node_counts=""
   echo "## $topo: $what"
   printf '%-5s %-8s %10s %10s %6s %24s %11s %9s %5s %5s\n' \
     conns setup floor/s engine/s ratio "p50/p99 us (A | B)" delivered/s backlog errs load
@@ -276,7 +280,7 @@ for topo in $NATS; do
     measure plain "$c" "$a" "$m"; cp "$work/row" "$work/row.plain"; cp "$work/why" "$work/why.plain"; rows+=(plain)
     stop "$e"; forget "$e"; rm -rf "$work/plain"
     # 1 node, then 2 nodes: each on fresh NATS servers and fresh data folders.
-    for nodes in 1 2; do
+    for nodes in $node_counts; do
       start_nats "$work/nats" "$topo"
       admins=(); mports=(); started=()
       for i in $(seq 1 "$nodes"); do
