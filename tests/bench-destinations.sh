@@ -56,6 +56,15 @@ cleanup() { [ -n "$peer_pid" ] && kill "$peer_pid" 2>/dev/null; wait 2>/dev/null
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
+# Replaces the channel's destinations with one named "archive" of the given keys, delivering
+# up to 8 partitions at once.
+destination() { # CHANNEL_FILE KEY_LINE...
+  local channel=$1; shift
+  sed -i '/^\[\[destination\]\]/,$d' "$channel"
+  { echo '[[destination]]'; echo 'name = "archive"'; printf '%s\n' "$@"
+    echo '[destination.delivery]'; echo 'concurrency = 8'; } >> "$channel"
+}
+
 for what in $ONLY; do
   conf="$work/conf-$what"; cp -r conf "$conf"
   channel="$conf/channels/his-adt.toml"
@@ -67,31 +76,12 @@ for what in $ONLY; do
     mllp)
       peer=$(port)
       "$PEER_BIN" --port "$peer" --mode ack >/dev/null 2>&1 & peer_pid=$!
-      sed -i '/^\[\[destination\]\]/,$d' "$channel"
-      cat >> "$channel" <<TOML
-[[destination]]
-name = "archive"
-type = "mllp"
-address = "127.0.0.1:$peer"
-connections = 8
-[destination.delivery]
-concurrency = 8
-TOML
-      ;;
+      destination "$channel" 'type = "mllp"' "address = \"127.0.0.1:$peer\"" 'connections = 8';;
     webhook)
       peer=$(port)
       "$SINK_BIN" "$peer" 900 >/dev/null 2>&1 & peer_pid=$!
-      sed -i '/^\[\[destination\]\]/,$d' "$channel"
-      cat >> "$channel" <<TOML
-[[destination]]
-name = "archive"
-type = "webhook"
-url = "http://127.0.0.1:$peer/hook"
-signing_secret = { env = "BENCH_SIGNING_SECRET" }
-[destination.delivery]
-concurrency = 8
-TOML
-      ;;
+      destination "$channel" 'type = "webhook"' "url = \"http://127.0.0.1:$peer/hook\"" \
+        'signing_secret = { env = "BENCH_SIGNING_SECRET" }';;
     *) echo "unknown configuration $what" >&2; exit 2;;
   esac
   echo "== $what"
