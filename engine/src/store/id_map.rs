@@ -259,7 +259,7 @@ impl Store {
             .map(|k| super::keys::index_key(k, record.id))
             .collect();
         let rec = super::value::record_value(
-            &codec(serde_json::to_vec(&MessageRecord {
+            codec(serde_json::to_vec(&MessageRecord {
                 business_keys: keys,
                 ..record.clone()
             }))?,

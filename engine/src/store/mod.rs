@@ -495,7 +495,7 @@ impl Store {
         };
         let key = record.id.to_be_bytes();
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let value = value::record_value(&json, Some(&self.seal.seal(b"raw", raw)?));
+        let value = value::record_value(json, Some(&self.seal.seal(b"raw", raw)?));
         for item in items {
             self.outbox.insert(item.key(), item.encode(&self.seal)?)?;
         }
@@ -760,7 +760,7 @@ pub(crate) fn decode_record(v: &[u8]) -> Result<MessageRecord, StoreError> {
 /// [`StoreError::Codec`] when the record cannot be encoded.
 pub(crate) fn replace_record(old: &[u8], rec: &MessageRecord) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(rec).map_err(|_| StoreError::Codec("record encoding".into()))?;
-    Ok(value::record_value(&json, value::open(old)?.raw()))
+    Ok(value::record_value(json, value::open(old)?.raw()))
 }
 
 #[cfg(test)]

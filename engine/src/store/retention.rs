@@ -545,7 +545,7 @@ mod tests {
         let key = rec.id.to_be_bytes();
         let old = store.messages.get(key).expect("get").expect("record");
         let value = crate::store::value::record_value(
-            &serde_json::to_vec(&v).expect("encode"),
+            serde_json::to_vec(&v).expect("encode"),
             crate::store::value::open(&old).expect("open").raw(),
         );
         store.messages.insert(key, value).expect("insert");

@@ -57,10 +57,9 @@ thread_local! {
 
 /// A `messages` value: the record's JSON, then, when given, the (sealed) raw bytes; stored
 /// compressed when that is smaller.
-pub(crate) fn record_value(json: &[u8], raw: Option<&[u8]>) -> Vec<u8> {
-    let mut plain = Vec::with_capacity(json.len() + raw.map_or(0, |r| 1 + r.len()));
-    plain.extend_from_slice(json);
+pub(crate) fn record_value(mut plain: Vec<u8>, raw: Option<&[u8]>) -> Vec<u8> {
     if let Some(raw) = raw {
+        plain.reserve(1 + raw.len());
         plain.push(RAW_BESIDE);
         plain.extend_from_slice(raw);
     }
@@ -70,7 +69,7 @@ pub(crate) fn record_value(json: &[u8], raw: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
-/// `plain` compressed, with its first byte; `None` if zstd refused (the value is then
+/// `plain` compressed, after its first byte; `None` if zstd refused (the value is then
 /// stored plain).
 fn compress(plain: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
@@ -81,9 +80,11 @@ fn compress(plain: &[u8]) -> Option<Vec<u8>> {
         let compressor = slot.as_mut()?;
         let mut out = Vec::with_capacity(1 + zstd::zstd_safe::compress_bound(plain.len()));
         out.push(ZSTD_DICTIONARY_1);
-        let frame = compressor.compress(plain).ok()?;
-        out.extend_from_slice(&frame);
-        Some(out)
+        // The frame goes straight after the first byte: no second buffer, no copy.
+        let mut frame = std::io::Cursor::new(out);
+        frame.set_position(1);
+        compressor.compress_to_buffer(plain, &mut frame).ok()?;
+        Some(frame.into_inner())
     })
 }
 
@@ -171,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_value_with_its_raw_bytes_is_stored_smaller_and_reads_back_exactly() {
-        let v = record_value(JSON, Some(RAW));
+        let v = record_value(JSON.to_vec(), Some(RAW));
         assert_eq!(v[0], ZSTD_DICTIONARY_1);
         assert!(v.len() < JSON.len() + 1 + RAW.len(), "{} bytes", v.len());
         let opened = open(&v).expect("open");
@@ -181,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_value_without_raw_bytes_reads_back_without_them() {
-        let v = record_value(JSON, None);
+        let v = record_value(JSON.to_vec(), None);
         let opened = open(&v).expect("open");
         assert_eq!(opened.json(), JSON);
         assert_eq!(opened.raw(), None);
@@ -200,13 +201,13 @@ mod tests {
 
     #[test]
     fn a_value_that_does_not_shrink_is_stored_plain() {
-        let v = record_value(b"{}", None);
+        let v = record_value(b"{}".to_vec(), None);
         assert_eq!(v, b"{}");
     }
 
     #[test]
     fn a_damaged_compressed_value_is_a_codec_error_not_a_panic() {
-        let mut v = record_value(JSON, Some(RAW));
+        let mut v = record_value(JSON.to_vec(), Some(RAW));
         let last = v.len() - 1;
         v.truncate(last);
         assert!(matches!(open(&v), Err(StoreError::Codec(_))));
@@ -229,7 +230,7 @@ mod tests {
                     r#"{{"id":1883957275139244032,"channel":"adt","received_at_ms":1796681666507,"peer":"127.0.0.1:40000","format":"hl7v2","message_type":"ADT^A08","control_id":"X{n}","status":"delivered","ack_code":"AA","size":{}}}"#,
                     raw.len()
                 );
-                let v = record_value(json.as_bytes(), Some(&raw));
+                let v = record_value(json.clone().into_bytes(), Some(&raw));
                 assert!(v.len() < json.len() + 1 + raw.len());
                 let opened = open(&v).expect("open");
                 assert_eq!(opened.raw(), Some(&raw[..]));
